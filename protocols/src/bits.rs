@@ -1,0 +1,184 @@
+//! Packed bit vectors: bit `i` lives in word `i / 64` at position `i % 64`; bits past the length are zero.
+
+/// Clears the bits of `words` at positions `>= len`.
+pub fn clear_tail(words: &mut [u64], len: usize) {
+    let full = len / 64;
+    let rem = len % 64;
+    if full < words.len() {
+        if rem == 0 {
+            words[full..].fill(0);
+        } else {
+            words[full] &= (1u64 << rem) - 1;
+            words[full + 1..].fill(0);
+        }
+    }
+}
+
+/// Number of words that hold `len` bits.
+pub fn words_for(len: usize) -> usize {
+    len.div_ceil(64)
+}
+
+/// Bit `i` of a packed vector.
+pub fn get(words: &[u64], i: usize) -> bool {
+    (words[i / 64] >> (i % 64)) & 1 == 1
+}
+
+/// `a ^= b` word by word.
+pub fn xor_assign(a: &mut [u64], b: &[u64]) {
+    for (x, &y) in a.iter_mut().zip(b) {
+        *x ^= y;
+    }
+}
+
+/// `a ^ b` word by word.
+pub fn xor(a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter().zip(b).map(|(&x, &y)| x ^ y).collect()
+}
+
+/// `a & b` word by word.
+pub fn and(a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter().zip(b).map(|(&x, &y)| x & y).collect()
+}
+
+/// The `len` low bits of a packed vector as `ceil(len / 8)` little-endian bytes: the wire form.
+pub fn to_bytes(words: &[u64], len: usize, out: &mut Vec<u8>) {
+    let nbytes = len.div_ceil(8);
+    let mut written = 0;
+    for w in words {
+        for b in w.to_le_bytes() {
+            if written == nbytes {
+                return;
+            }
+            out.push(b);
+            written += 1;
+        }
+    }
+}
+
+/// Reads `len` bits from `ceil(len / 8)` bytes; bits past `len` are cleared.
+pub fn from_bytes(bytes: &[u8], len: usize) -> Vec<u64> {
+    let mut out = vec![0u64; words_for(len)];
+    for (i, &b) in bytes.iter().enumerate().take(len.div_ceil(8)) {
+        out[i / 8] |= u64::from(b) << ((i % 8) * 8);
+    }
+    clear_tail(&mut out, len);
+    out
+}
+
+/// Transposes `len` 64-bit values into 64 bit-planes: plane `j` holds bit `j` of every value.
+///
+/// Output layout: `planes[j * words_for(len) + w]`, bit `i % 64` of word `i / 64` is bit `j` of `values[i]`.
+pub fn to_planes(values: &[u64]) -> Vec<u64> {
+    let w = words_for(values.len());
+    let mut planes = vec![0u64; 64 * w];
+    for (i, &v) in values.iter().enumerate() {
+        let (word, shift) = (i / 64, i % 64);
+        let mut bits = v;
+        while bits != 0 {
+            let j = bits.trailing_zeros() as usize;
+            planes[j * w + word] |= 1u64 << shift;
+            bits &= bits - 1;
+        }
+    }
+    planes
+}
+
+
+/// Packs `nodes` vectors of `len` bits, each stored in `words_for(len)` words, into one tight bit string of
+/// `nodes * len` bits, as `ceil(nodes * len / 8)` bytes appended to `out`.
+pub fn pack_nodes(words: &[u64], nodes: usize, len: usize, out: &mut Vec<u8>) {
+    let w = words_for(len);
+    let mut flat = vec![0u64; words_for(nodes * len)];
+    for node in 0..nodes {
+        let src = &words[node * w..(node + 1) * w];
+        let base = node * len;
+        for (i, &word) in src.iter().enumerate() {
+            let valid = (len - i * 64).min(64);
+            let word = if valid == 64 { word } else { word & ((1u64 << valid) - 1) };
+            let off = base + i * 64;
+            let (idx, shift) = (off / 64, off % 64);
+            flat[idx] |= word << shift;
+            if shift != 0 && idx + 1 < flat.len() {
+                flat[idx + 1] |= word >> (64 - shift);
+            }
+        }
+    }
+    to_bytes(&flat, nodes * len, out);
+}
+
+/// Inverse of [`pack_nodes`]: `nodes` vectors of `len` bits, each in `words_for(len)` words, tails cleared.
+pub fn unpack_nodes(bytes: &[u8], nodes: usize, len: usize) -> Vec<u64> {
+    let w = words_for(len);
+    let flat = from_bytes(bytes, nodes * len);
+    let mut out = vec![0u64; nodes * w];
+    for node in 0..nodes {
+        let base = node * len;
+        for i in 0..w {
+            let valid = (len - i * 64).min(64);
+            let off = base + i * 64;
+            let (idx, shift) = (off / 64, off % 64);
+            let mut word = flat[idx] >> shift;
+            if shift != 0 && idx + 1 < flat.len() {
+                word |= flat[idx + 1] << (64 - shift);
+            }
+            if valid < 64 {
+                word &= (1u64 << valid) - 1;
+            }
+            out[node * w + i] = word;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bytes_round_trip_and_tail_is_cleared() {
+        let v = vec![u64::MAX, 0x0123_4567_89ab_cdef];
+        for len in [0, 1, 7, 8, 9, 63, 64, 65, 100, 128] {
+            let mut bytes = Vec::new();
+            to_bytes(&v, len, &mut bytes);
+            assert_eq!(bytes.len(), len.div_ceil(8));
+            let back = from_bytes(&bytes, len);
+            for i in 0..len {
+                assert_eq!(get(&back, i), get(&v, i));
+            }
+            let mut expect = v[..words_for(len)].to_vec();
+            clear_tail(&mut expect, len);
+            assert_eq!(back, expect);
+        }
+    }
+
+    #[test]
+    fn node_packing_round_trips_tightly() {
+        for len in [1usize, 5, 63, 64, 65, 130] {
+            let nodes = 7;
+            let w = words_for(len);
+            let words: Vec<u64> = (0..nodes * w).map(|i| (i as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93)).collect();
+            let mut bytes = Vec::new();
+            pack_nodes(&words, nodes, len, &mut bytes);
+            assert_eq!(bytes.len(), (nodes * len).div_ceil(8));
+            let back = unpack_nodes(&bytes, nodes, len);
+            for node in 0..nodes {
+                for i in 0..len {
+                    assert_eq!(get(&back[node * w..], i), get(&words[node * w..], i));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn planes_hold_each_bit() {
+        let values: Vec<u64> = (0..70u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let planes = to_planes(&values);
+        let w = words_for(values.len());
+        for (i, &v) in values.iter().enumerate() {
+            for j in 0..64 {
+                assert_eq!(get(&planes[j * w..(j + 1) * w], i), (v >> j) & 1 == 1);
+            }
+        }
+    }
+}

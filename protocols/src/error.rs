@@ -1,0 +1,52 @@
+//! Errors of the protocol layer, as precise enums.
+
+use thiserror::Error;
+
+use crate::net::NetError;
+
+/// Why a protocol operation could not run or finish.
+#[derive(Debug, Error)]
+pub enum ProtocolError {
+    /// The transport failed: a peer vanished, a timeout, a malformed message.
+    #[error("network: {0}")]
+    Net(#[from] NetError),
+    /// Two operands (or an operand and the operation) disagree on shape.
+    #[error("shape mismatch in {op}: {detail}")]
+    Shape {
+        /// The operation that found the mismatch.
+        op: &'static str,
+        /// What did not match.
+        detail: String,
+    },
+    /// The dealer material does not match what the operation needs (wrong kind or size, or it ran out).
+    #[error("dealer material: {0}")]
+    Material(String),
+    /// A committee must have at least two parties, and the party index must be below the party count.
+    #[error("invalid committee: {0}")]
+    Committee(String),
+    /// A peer sent a message of a length the protocol did not expect.
+    #[error("party {from} sent {got} bytes where {expected} were expected")]
+    MessageLength {
+        /// The sender.
+        from: usize,
+        /// Bytes received.
+        got: usize,
+        /// Bytes the protocol step requires.
+        expected: usize,
+    },
+    /// Fixed-point parameters or values that the ring cannot hold.
+    #[error(transparent)]
+    Ring(#[from] crate::ring::RingError),
+}
+
+/// Shorthand for results of protocol operations.
+pub type Result<T> = std::result::Result<T, ProtocolError>;
+
+/// Returns a [`ProtocolError::Shape`] unless `cond` holds.
+pub(crate) fn ensure_shape(cond: bool, op: &'static str, detail: impl FnOnce() -> String) -> Result<()> {
+    if cond {
+        Ok(())
+    } else {
+        Err(ProtocolError::Shape { op, detail: detail() })
+    }
+}

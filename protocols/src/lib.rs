@@ -1,0 +1,21 @@
+//! veil's MPC protocols: the ring Z_2^64 with fixed-point encoding, additive n-party sharing, dealer material
+//! expanded from per-party seeds, and the `semi2k` protocol.
+//!
+//! Everything here is sans-IO: protocols talk through the [`net::Net`] trait, which an in-memory mesh
+//! ([`mem_net::MemNet`]) implements for tests and a QUIC transport implements in production, with identical
+//! results and identical byte and round counts. Local matrix products go through [`gemm::Gemm`], which the
+//! engine implements with its SIMD kernel.
+
+pub mod bits;
+pub mod error;
+pub mod gemm;
+pub mod lowering;
+pub mod material;
+pub mod mem_net;
+pub mod net;
+pub mod prg;
+pub mod ring;
+pub mod semi2k;
+pub mod share;
+
+pub use error::{ProtocolError, Result};

@@ -1,0 +1,184 @@
+//! The two sides of correlated randomness: the dealer, who knows every party's seed and so every plaintext, and a
+//! party, who knows only its own share.
+//!
+//! Each kind of material is written once, generically over [`Generator`] (see `kinds.rs`): the same code runs on
+//! the dealer, where it yields the corrections for the last party, and on each party, where it yields that
+//! party's shares. Invariant that makes this work: both sides draw from the per-party PRGs in exactly the same
+//! order, because they run the same code on the same request list.
+//!
+//! Dealing rule: party `i < n-1` draws every share it holds from PRG `i`. The last party draws *random* values
+//! from PRG `n-1` too, and reads *fixed* values (those computed from other values, such as `c = a·b`) from the
+//! dealer's explicit corrections. So the dealer sends a seed to every party and corrections to the last only.
+
+use crate::error::{ProtocolError, Result};
+use crate::prg::{Prg, Seed};
+
+/// What a role knows about the plaintext of a correlated value.
+pub trait Generator {
+    /// The dealer's plaintext (`Vec<u64>`), or nothing on a party ([`Hidden`]).
+    type Plain;
+
+    /// Fresh uniform value of `len` ring elements: returns this role's share and the plaintext.
+    fn random(&mut self, len: usize) -> (Vec<u64>, Self::Plain);
+    /// Fresh uniform bits in `words` words, XOR-shared.
+    fn random_bits(&mut self, words: usize) -> (Vec<u64>, Self::Plain);
+    /// Additive shares of a value the dealer computed.
+    fn fixed(&mut self, value: &Self::Plain, len: usize) -> Result<Vec<u64>>;
+    /// XOR shares of bits the dealer computed, in `words` words.
+    fn fixed_bits(&mut self, value: &Self::Plain, words: usize) -> Result<Vec<u64>>;
+    /// Computes a plaintext from plaintexts; a party skips the computation.
+    fn derive<const K: usize>(inputs: [&Self::Plain; K], f: impl FnOnce([&[u64]; K]) -> Vec<u64>) -> Self::Plain;
+}
+
+/// A party's knowledge of a dealt plaintext: none.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hidden;
+
+/// A party's side: its own PRG, and (last party only) the dealer's corrections.
+pub struct PartyGenerator {
+    prg: Prg,
+    is_last: bool,
+    corrections: Vec<u64>,
+    cursor: usize,
+}
+
+impl PartyGenerator {
+    /// Party `party` of `parties`; `corrections` must be empty except for the last party.
+    pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>) -> Result<Self> {
+        if parties < 2 || party >= parties {
+            return Err(ProtocolError::Committee(format!("party {party} of {parties}")));
+        }
+        let is_last = party + 1 == parties;
+        if !is_last && !corrections.is_empty() {
+            return Err(ProtocolError::Material(format!(
+                "party {party} received corrections; only the last party does"
+            )));
+        }
+        Ok(Self { prg: Prg::new(seed), is_last, corrections, cursor: 0 })
+    }
+
+    /// Corrections not consumed yet.
+    pub fn remaining_corrections(&self) -> usize {
+        self.corrections.len() - self.cursor
+    }
+
+    fn take_corrections(&mut self, len: usize) -> Result<Vec<u64>> {
+        let end = self.cursor + len;
+        let slice = self.corrections.get(self.cursor..end).ok_or_else(|| {
+            ProtocolError::Material(format!(
+                "dealer corrections ran out: {} needed, {} left",
+                len,
+                self.remaining_corrections()
+            ))
+        })?;
+        self.cursor = end;
+        Ok(slice.to_vec())
+    }
+}
+
+impl Generator for PartyGenerator {
+    type Plain = Hidden;
+
+    fn random(&mut self, len: usize) -> (Vec<u64>, Hidden) {
+        (self.prg.words(len), Hidden)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (Vec<u64>, Hidden) {
+        (self.prg.words(words), Hidden)
+    }
+
+    fn fixed(&mut self, _value: &Hidden, len: usize) -> Result<Vec<u64>> {
+        if self.is_last {
+            self.take_corrections(len)
+        } else {
+            Ok(self.prg.words(len))
+        }
+    }
+
+    fn fixed_bits(&mut self, value: &Hidden, words: usize) -> Result<Vec<u64>> {
+        self.fixed(value, words)
+    }
+
+    fn derive<const K: usize>(_inputs: [&Hidden; K], _f: impl FnOnce([&[u64]; K]) -> Vec<u64>) -> Hidden {
+        Hidden
+    }
+}
+
+/// The dealer's side: every party's PRG; it collects the last party's corrections.
+pub struct DealerGenerator {
+    prgs: Vec<Prg>,
+    corrections: Vec<u64>,
+}
+
+impl DealerGenerator {
+    /// One PRG per party, from the seeds the dealer hands out.
+    pub fn new(seeds: &[Seed]) -> Result<Self> {
+        if seeds.len() < 2 {
+            return Err(ProtocolError::Committee(format!("dealing for {} parties; at least 2 needed", seeds.len())));
+        }
+        Ok(Self { prgs: seeds.iter().map(Prg::new).collect(), corrections: Vec::new() })
+    }
+
+    /// The corrections for the last party, in the order it will read them.
+    pub fn into_corrections(self) -> Vec<u64> {
+        self.corrections
+    }
+
+    fn last(&self) -> usize {
+        self.prgs.len() - 1
+    }
+}
+
+impl Generator for DealerGenerator {
+    type Plain = Vec<u64>;
+
+    fn random(&mut self, len: usize) -> (Vec<u64>, Vec<u64>) {
+        let mut plain = vec![0u64; len];
+        for prg in &mut self.prgs {
+            crate::ring::add_assign(&mut plain, &prg.words(len));
+        }
+        (Vec::new(), plain)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (Vec<u64>, Vec<u64>) {
+        let mut plain = vec![0u64; words];
+        for prg in &mut self.prgs {
+            crate::bits::xor_assign(&mut plain, &prg.words(words));
+        }
+        (Vec::new(), plain)
+    }
+
+    fn fixed(&mut self, value: &Vec<u64>, len: usize) -> Result<Vec<u64>> {
+        check_len(value.len(), len)?;
+        let mut correction = value.clone();
+        let last = self.last();
+        for prg in &mut self.prgs[..last] {
+            crate::ring::sub_assign(&mut correction, &prg.words(len));
+        }
+        self.corrections.extend_from_slice(&correction);
+        Ok(Vec::new())
+    }
+
+    fn fixed_bits(&mut self, value: &Vec<u64>, words: usize) -> Result<Vec<u64>> {
+        check_len(value.len(), words)?;
+        let mut correction = value.clone();
+        let last = self.last();
+        for prg in &mut self.prgs[..last] {
+            crate::bits::xor_assign(&mut correction, &prg.words(words));
+        }
+        self.corrections.extend_from_slice(&correction);
+        Ok(Vec::new())
+    }
+
+    fn derive<const K: usize>(inputs: [&Vec<u64>; K], f: impl FnOnce([&[u64]; K]) -> Vec<u64>) -> Vec<u64> {
+        f(inputs.map(|v| v.as_slice()))
+    }
+}
+
+fn check_len(got: usize, want: usize) -> Result<()> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(ProtocolError::Material(format!("dealer computed {got} elements where {want} are dealt")))
+    }
+}

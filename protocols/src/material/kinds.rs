@@ -1,0 +1,249 @@
+//! Every kind of dealer material, each written once over [`Generator`] (see `generator.rs`).
+//!
+//! For each kind the doc comment says what the dealt values satisfy; the online protocols rely on exactly that.
+
+use crate::bits;
+use crate::error::Result;
+use crate::gemm::Gemm;
+use crate::lowering::Lowering;
+use crate::material::generator::Generator;
+
+/// Elementwise Beaver triples: `c = a * b`.
+#[derive(Debug, Default)]
+pub struct Triples {
+    /// Share of `a`.
+    pub a: Vec<u64>,
+    /// Share of `b`.
+    pub b: Vec<u64>,
+    /// Share of `c = a * b`.
+    pub c: Vec<u64>,
+}
+
+/// Deals `len` Beaver triples.
+pub fn triples<G: Generator>(g: &mut G, len: usize) -> Result<Triples> {
+    let (a, pa) = g.random(len);
+    let (b, pb) = g.random(len);
+    let pc = G::derive([&pa, &pb], |[a, b]| crate::ring::mul(a, b));
+    let c = g.fixed(&pc, len)?;
+    Ok(Triples { a, b, c })
+}
+
+/// A matrix triple for `m x k` by `k x n`: `C = A · B`.
+#[derive(Debug, Default)]
+pub struct MatTriple {
+    /// Share of `A` (m x k).
+    pub a: Vec<u64>,
+    /// Share of `B` (k x n).
+    pub b: Vec<u64>,
+    /// Share of `C = A · B` (m x n).
+    pub c: Vec<u64>,
+}
+
+/// Deals one matrix triple.
+pub fn mat_triple<G: Generator>(g: &mut G, [m, k, n]: [usize; 3], gemm: &dyn Gemm) -> Result<MatTriple> {
+    let (a, pa) = g.random(m * k);
+    let (b, pb) = g.random(k * n);
+    let pc = G::derive([&pa, &pb], |[a, b]| {
+        let mut c = vec![0u64; m * n];
+        gemm.gemm(m, k, n, a, b, &mut c);
+        c
+    });
+    let c = g.fixed(&pc, m * n)?;
+    Ok(MatTriple { a, b, c })
+}
+
+/// The mask `B` of a fixed weight matrix, dealt once per model: uniformly random, so no corrections.
+pub fn weight_mask<G: Generator>(g: &mut G, len: usize) -> (Vec<u64>, G::Plain) {
+    g.random(len)
+}
+
+/// Per-inference material for a product with a masked fixed weight: `C = lower(A) · B` for the model's mask
+/// `B` (inner x outputs).
+#[derive(Debug, Default)]
+pub struct WeightTriple {
+    /// Share of `A`, shaped like the activation (batch x input_len).
+    pub a: Vec<u64>,
+    /// Share of `C` (rows x outputs).
+    pub c: Vec<u64>,
+}
+
+/// Deals the material for one product of a batch with a fixed, masked weight.
+pub fn weight_triple<G: Generator>(
+    g: &mut G,
+    lowering: &Lowering,
+    batch: usize,
+    outputs: usize,
+    mask: &G::Plain,
+    gemm: &dyn Gemm,
+) -> Result<WeightTriple> {
+    let rows = batch * lowering.rows_per_item();
+    let inner = lowering.inner();
+    let (a, pa) = g.random(batch * lowering.input_len());
+    let mut failure = None;
+    let pc = G::derive([&pa, mask], |[a, b]| {
+        let mut c = vec![0u64; rows * outputs];
+        match lowering.lower(a, batch) {
+            Ok(lowered) if b.len() == inner * outputs => gemm.gemm(rows, inner, outputs, &lowered, b, &mut c),
+            Ok(_) => failure = Some(format!("mask holds {} elements, weight is {inner}x{outputs}", b.len())),
+            Err(e) => failure = Some(e.to_string()),
+        }
+        c
+    });
+    if let Some(why) = failure {
+        return Err(crate::ProtocolError::Material(why));
+    }
+    let c = g.fixed(&pc, rows * outputs)?;
+    Ok(WeightTriple { a, c })
+}
+
+/// Truncation material: a uniform mask `r`, `r >> f` and `msb(r)`, all additively shared.
+#[derive(Debug, Default)]
+pub struct TruncMaterial {
+    /// Share of `r`.
+    pub r: Vec<u64>,
+    /// Share of `r >> f` (logical shift of `r` read as unsigned).
+    pub r_shift: Vec<u64>,
+    /// Share of `msb(r)` in {0, 1}.
+    pub r_msb: Vec<u64>,
+}
+
+/// Deals truncation material for `len` values; also returns the plaintext mask for kinds that extend it.
+pub fn trunc<G: Generator>(g: &mut G, len: usize, frac_bits: u32) -> Result<(TruncMaterial, G::Plain)> {
+    let (r, pr) = g.random(len);
+    let p_shift = G::derive([&pr], |[r]| r.iter().map(|x| x >> frac_bits).collect());
+    let p_msb = G::derive([&pr], |[r]| r.iter().map(|x| x >> 63).collect());
+    let r_shift = g.fixed(&p_shift, len)?;
+    let r_msb = g.fixed(&p_msb, len)?;
+    Ok((TruncMaterial { r, r_shift, r_msb }, pr))
+}
+
+/// Number of bit positions the sign protocol compares: bits 0..=61 of the masked value.
+pub const COMPARED_BITS: usize = 62;
+
+/// Shape of one level of the prefix (carry) tree over `nodes` nodes, most significant first.
+///
+/// Nodes `2j` (high) and `2j+1` (low) merge into node `j`; an odd last node passes through. The merged node
+/// needs its "all equal so far" bit `P` unless it is the least significant node of its level, whose `P` is never
+/// read again (it is never the high half of a pair). `with_p` counts the pairs that need it; they are the first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixLevel {
+    /// Nodes entering the level.
+    pub nodes: usize,
+    /// Pairs merged.
+    pub pairs: usize,
+    /// Pairs whose `P` is computed.
+    pub with_p: usize,
+}
+
+/// The levels of the prefix tree over `nodes` leaves.
+pub fn prefix_levels(mut nodes: usize) -> Vec<PrefixLevel> {
+    let mut levels = Vec::new();
+    while nodes > 1 {
+        let pairs = nodes / 2;
+        let with_p = if nodes % 2 == 1 { pairs } else { pairs - 1 };
+        levels.push(PrefixLevel { nodes, pairs, with_p });
+        nodes = nodes.div_ceil(2);
+    }
+    levels
+}
+
+/// AND triples of one prefix level, bit-sliced `words` words per node. One operand is shared by the two ANDs
+/// of a pair (`c = a & b`, `c2 = a & b2`), so the pair opens three vectors, not four.
+#[derive(Debug, Default)]
+pub struct AndLevel {
+    /// Share of `a` (pairs x words).
+    pub a: Vec<u64>,
+    /// Share of `b` (pairs x words).
+    pub b: Vec<u64>,
+    /// Share of `a & b`.
+    pub c: Vec<u64>,
+    /// Share of `b2` (with_p x words).
+    pub b2: Vec<u64>,
+    /// Share of `a & b2` over the first `with_p` pairs.
+    pub c2: Vec<u64>,
+}
+
+fn and_level<G: Generator>(g: &mut G, level: &PrefixLevel, words: usize) -> Result<AndLevel> {
+    let (a, pa) = g.random_bits(level.pairs * words);
+    let (b, pb) = g.random_bits(level.pairs * words);
+    let (b2, pb2) = g.random_bits(level.with_p * words);
+    let pc = G::derive([&pa, &pb], |[a, b]| bits::and(a, b));
+    let pc2 = G::derive([&pa, &pb2], |[a, b2]| bits::and(&a[..b2.len()], b2));
+    let c = g.fixed_bits(&pc, level.pairs * words)?;
+    let c2 = g.fixed_bits(&pc2, level.with_p * words)?;
+    Ok(AndLevel { a, b, c, b2, c2 })
+}
+
+/// Everything one sign test needs, for `len` values and `payloads` vectors to multiply by the resulting bit.
+///
+/// Dealt values: a uniform mask `r` (with `r >> f` and `msb(r)` when truncating), the bits 0..=62 of `r` as
+/// XOR-shared bit planes, AND triples for every prefix level, a random bit `u` both XOR-shared and additively
+/// shared (a daBit), and per payload a uniform `alpha` with `alpha * u`.
+#[derive(Debug, Default)]
+pub struct SignMaterial {
+    /// Mask and truncation parts (`r_shift`, `r_msb` empty unless truncating).
+    pub mask: TruncMaterial,
+    /// Bit planes 0..=62 of `r` (63 x words).
+    pub r_planes: Vec<u64>,
+    /// AND triples, one entry per prefix level.
+    pub levels: Vec<AndLevel>,
+    /// XOR share of the daBit `u` (words).
+    pub u_bits: Vec<u64>,
+    /// Additive share of `u` (len).
+    pub u: Vec<u64>,
+    /// Shares of `alpha` (payloads x len).
+    pub alpha: Vec<u64>,
+    /// Shares of `alpha * u` (payloads x len).
+    pub alpha_u: Vec<u64>,
+}
+
+/// Deals sign-test material.
+pub fn sign<G: Generator>(
+    g: &mut G,
+    len: usize,
+    truncate: Option<u32>,
+    payloads: usize,
+) -> Result<SignMaterial> {
+    let words = bits::words_for(len);
+    let (mask, pr) = match truncate {
+        Some(f) => trunc(g, len, f)?,
+        None => {
+            let (r, pr) = g.random(len);
+            (TruncMaterial { r, ..Default::default() }, pr)
+        }
+    };
+    let p_planes = G::derive([&pr], |[r]| {
+        let mut planes = bits::to_planes(r);
+        planes.truncate((COMPARED_BITS + 1) * words);
+        planes
+    });
+    let r_planes = g.fixed_bits(&p_planes, (COMPARED_BITS + 1) * words)?;
+    let levels = prefix_levels(COMPARED_BITS)
+        .iter()
+        .map(|level| and_level(g, level, words))
+        .collect::<Result<Vec<_>>>()?;
+    let (u_bits, pu_bits) = g.random_bits(words);
+    let pu = G::derive([&pu_bits], |[ub]| (0..len).map(|i| u64::from(bits::get(ub, i))).collect());
+    let u = g.fixed(&pu, len)?;
+    let (alpha, palpha) = g.random(payloads * len);
+    let palpha_u = G::derive([&palpha, &pu], |[al, u]| {
+        al.iter().enumerate().map(|(i, &x)| x.wrapping_mul(u[i % len.max(1)])).collect()
+    });
+    let alpha_u = g.fixed(&palpha_u, payloads * len)?;
+    Ok(SignMaterial { mask, r_planes, levels, u_bits, u, alpha, alpha_u })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_tree_over_62_leaves_has_6_levels_and_skips_unneeded_p() {
+        let levels = prefix_levels(COMPARED_BITS);
+        assert_eq!(levels.len(), 6);
+        assert_eq!(levels[0], PrefixLevel { nodes: 62, pairs: 31, with_p: 30 });
+        assert_eq!(levels[1], PrefixLevel { nodes: 31, pairs: 15, with_p: 15 });
+        assert_eq!(levels.last(), Some(&PrefixLevel { nodes: 2, pairs: 1, with_p: 0 }));
+        assert!(prefix_levels(1).is_empty());
+    }
+}

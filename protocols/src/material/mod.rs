@@ -1,0 +1,240 @@
+//! Dealer material: what each online operation consumes, how the dealer deals it, and how a party reads it.
+//!
+//! A job's material is described by a list of [`Request`]s, a pure function of the public computation (model
+//! and batch), never of data. The dealer runs [`deal`] over that list; each party reads its share through
+//! [`PartyMaterial`], which checks that every operation takes exactly the next request in the list, so a plan
+//! and its consumption can never drift apart silently.
+
+pub mod generator;
+pub mod kinds;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ProtocolError, Result};
+use crate::gemm::Gemm;
+use crate::lowering::Lowering;
+use crate::prg::Seed;
+use generator::{DealerGenerator, Generator, Hidden, PartyGenerator};
+pub use kinds::{MatTriple, SignMaterial, TruncMaterial, Triples, WeightTriple};
+
+/// One unit of dealer material, as an online operation will ask for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// `len` elementwise Beaver triples.
+    Triples {
+        /// Count.
+        len: usize,
+    },
+    /// A matrix triple `m x k` by `k x n`.
+    MatTriple {
+        /// Rows of the left operand.
+        m: usize,
+        /// Inner dimension.
+        k: usize,
+        /// Columns of the right operand.
+        n: usize,
+    },
+    /// The per-inference triple of a product with fixed weight number `weight` (masked at model setup).
+    WeightTriple {
+        /// Index of the weight among the model's masked weights.
+        weight: usize,
+        /// How the activation is lowered to the left operand.
+        lowering: Lowering,
+        /// Batch size.
+        batch: usize,
+        /// Output columns (the weight's second dimension).
+        outputs: usize,
+    },
+    /// Truncation of `len` values by `frac_bits`.
+    Trunc {
+        /// Count.
+        len: usize,
+        /// Bits shifted out.
+        frac_bits: u32,
+    },
+    /// A sign test of `len` values, optionally fused with truncation, multiplying `payloads` vectors by the bit.
+    Sign {
+        /// Count.
+        len: usize,
+        /// Truncate by this many bits in the same opening.
+        truncate: Option<u32>,
+        /// Vectors multiplied by the sign bit.
+        payloads: usize,
+    },
+}
+
+/// A party's share of one request's material.
+#[derive(Debug)]
+pub enum Material {
+    /// See [`Request::Triples`].
+    Triples(Triples),
+    /// See [`Request::MatTriple`].
+    MatTriple(MatTriple),
+    /// See [`Request::WeightTriple`].
+    WeightTriple(WeightTriple),
+    /// See [`Request::Trunc`].
+    Trunc(TruncMaterial),
+    /// See [`Request::Sign`].
+    Sign(SignMaterial),
+}
+
+fn generate<G: Generator>(
+    g: &mut G,
+    request: &Request,
+    mask: &dyn Fn(usize) -> Result<G::Plain>,
+    gemm: &dyn Gemm,
+) -> Result<Material> {
+    Ok(match *request {
+        Request::Triples { len } => Material::Triples(kinds::triples(g, len)?),
+        Request::MatTriple { m, k, n } => Material::MatTriple(kinds::mat_triple(g, [m, k, n], gemm)?),
+        Request::WeightTriple { weight, ref lowering, batch, outputs } => {
+            let plain = mask(weight)?;
+            Material::WeightTriple(kinds::weight_triple(g, lowering, batch, outputs, &plain, gemm)?)
+        }
+        Request::Trunc { len, frac_bits } => Material::Trunc(kinds::trunc(g, len, frac_bits)?.0),
+        Request::Sign { len, truncate, payloads } => Material::Sign(kinds::sign(g, len, truncate, payloads)?),
+    })
+}
+
+/// Shapes (`inner x outputs` element counts) of a model's masked weights, in weight-index order.
+pub type MaskShapes = [usize];
+
+/// The dealer's plaintext weight masks of one model. Only the dealer holds these; parties hold shares.
+pub struct DealerMasks {
+    masks: Vec<Vec<u64>>,
+}
+
+/// Deals a model's weight masks from the model seeds (one per party): returns the dealer's plaintexts.
+/// No corrections are needed: the masks are uniformly random.
+pub fn deal_masks(model_seeds: &[Seed], shapes: &MaskShapes) -> Result<DealerMasks> {
+    let mut g = DealerGenerator::new(model_seeds)?;
+    Ok(DealerMasks { masks: shapes.iter().map(|&len| kinds::weight_mask(&mut g, len).1).collect() })
+}
+
+/// A party's shares of its model's weight masks, from its model seed.
+pub fn party_masks(party: usize, parties: usize, model_seed: &Seed, shapes: &MaskShapes) -> Result<Vec<Vec<u64>>> {
+    let mut g = PartyGenerator::new(party, parties, model_seed, Vec::new())?;
+    Ok(shapes.iter().map(|&len| kinds::weight_mask(&mut g, len).0).collect())
+}
+
+/// Deals a job's material: returns the corrections for the last party (the others need only their seed).
+pub fn deal(seeds: &[Seed], requests: &[Request], masks: &DealerMasks, gemm: &dyn Gemm) -> Result<Vec<u64>> {
+    let mut g = DealerGenerator::new(seeds)?;
+    let mask = |i: usize| {
+        masks
+            .masks
+            .get(i)
+            .cloned()
+            .ok_or_else(|| ProtocolError::Material(format!("no mask for weight {i}")))
+    };
+    for request in requests {
+        generate(&mut g, request, &mask, gemm)?;
+    }
+    Ok(g.into_corrections())
+}
+
+/// One party's view of a job's material: its generator and the list of requests it must follow.
+pub struct PartyMaterial {
+    generator: PartyGenerator,
+    requests: Vec<Request>,
+    next: usize,
+}
+
+impl PartyMaterial {
+    /// Material for party `party` of `parties`, from its seed and, for the last party, the corrections.
+    pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>, requests: Vec<Request>) -> Result<Self> {
+        Ok(Self { generator: PartyGenerator::new(party, parties, seed, corrections)?, requests, next: 0 })
+    }
+
+    /// Takes the material of the next request, which must equal `request`.
+    fn take(&mut self, request: Request) -> Result<Material> {
+        match self.requests.get(self.next) {
+            Some(expected) if *expected == request => {}
+            Some(expected) => {
+                return Err(ProtocolError::Material(format!(
+                    "operation {} asked for {request:?}, the plan deals {expected:?}",
+                    self.next
+                )))
+            }
+            None => {
+                return Err(ProtocolError::Material(format!(
+                    "operation {} asked for {request:?} after the plan's {} requests",
+                    self.next,
+                    self.requests.len()
+                )))
+            }
+        }
+        self.next += 1;
+        let no_gemm = crate::gemm::NaiveGemm;
+        generate(&mut self.generator, &request, &|_| Ok(Hidden), &no_gemm)
+    }
+
+    /// Takes `len` Beaver triples.
+    pub fn triples(&mut self, len: usize) -> Result<Triples> {
+        match self.take(Request::Triples { len })? {
+            Material::Triples(t) => Ok(t),
+            other => Err(wrong_kind("Triples", &other)),
+        }
+    }
+
+    /// Takes one matrix triple.
+    pub fn mat_triple(&mut self, m: usize, k: usize, n: usize) -> Result<MatTriple> {
+        match self.take(Request::MatTriple { m, k, n })? {
+            Material::MatTriple(t) => Ok(t),
+            other => Err(wrong_kind("MatTriple", &other)),
+        }
+    }
+
+    /// Takes the triple of a product with fixed weight number `weight`.
+    pub fn weight_triple(&mut self, weight: usize, lowering: Lowering, batch: usize, outputs: usize) -> Result<WeightTriple> {
+        match self.take(Request::WeightTriple { weight, lowering, batch, outputs })? {
+            Material::WeightTriple(t) => Ok(t),
+            other => Err(wrong_kind("WeightTriple", &other)),
+        }
+    }
+
+    /// Takes truncation material.
+    pub fn trunc(&mut self, len: usize, frac_bits: u32) -> Result<TruncMaterial> {
+        match self.take(Request::Trunc { len, frac_bits })? {
+            Material::Trunc(t) => Ok(t),
+            other => Err(wrong_kind("Trunc", &other)),
+        }
+    }
+
+    /// Takes sign-test material.
+    pub fn sign(&mut self, len: usize, truncate: Option<u32>, payloads: usize) -> Result<SignMaterial> {
+        match self.take(Request::Sign { len, truncate, payloads })? {
+            Material::Sign(t) => Ok(t),
+            other => Err(wrong_kind("Sign", &other)),
+        }
+    }
+
+    /// Checks that every request was consumed and every correction read.
+    pub fn finish(&self) -> Result<()> {
+        if self.next != self.requests.len() || self.generator.remaining_corrections() != 0 {
+            return Err(ProtocolError::Material(format!(
+                "{} of {} requests consumed, {} corrections unread",
+                self.next,
+                self.requests.len(),
+                self.generator.remaining_corrections()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn wrong_kind(wanted: &str, got: &Material) -> ProtocolError {
+    let got = match got {
+        Material::Triples(_) => "Triples",
+        Material::MatTriple(_) => "MatTriple",
+        Material::WeightTriple(_) => "WeightTriple",
+        Material::Trunc(_) => "Trunc",
+        Material::Sign(_) => "Sign",
+    };
+    ProtocolError::Material(format!("expected {wanted} material, generated {got}"))
+}
+
+/// Bytes the dealer sends for a job: a 32-byte seed per party plus 8 bytes per correction.
+pub fn dealer_bytes(parties: usize, corrections: usize) -> u64 {
+    (parties * 32 + corrections * 8) as u64
+}

@@ -1,0 +1,142 @@
+//! Runs a whole committee in one process: n parties on threads over an in-memory mesh, fed by a dealer.
+//! Tests and the in-memory benchmark use it; the QUIC transport replaces only the mesh.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{ProtocolError, Result};
+use crate::gemm::Gemm;
+use crate::material::{self, PartyMaterial, Request};
+use crate::mem_net::MemNet;
+use crate::net::NetStats;
+use crate::prg::Seed;
+use crate::ring::FixedPoint;
+
+use super::Party;
+
+/// A committee's public parameters.
+#[derive(Clone)]
+pub struct Committee {
+    /// Number of parties (at least 2).
+    pub parties: usize,
+    /// Fixed-point encoding.
+    pub fixed_point: FixedPoint,
+    /// How long a party waits for a message.
+    pub timeout: Duration,
+    /// Local matrix kernel.
+    pub gemm: Arc<dyn Gemm>,
+    /// Record every message each party receives (privacy tests).
+    pub record_views: bool,
+}
+
+impl Committee {
+    /// `parties` parties with default fixed point, timeout and the given kernel.
+    pub fn new(parties: usize, gemm: Arc<dyn Gemm>) -> Self {
+        Self {
+            parties,
+            fixed_point: FixedPoint::default(),
+            timeout: crate::mem_net::DEFAULT_TIMEOUT,
+            gemm,
+            record_views: false,
+        }
+    }
+}
+
+/// The seeds the dealer hands out: per party, one for the model's weight masks and one for the job.
+#[derive(Clone, Debug)]
+pub struct DealtSeeds {
+    /// Model seeds, one per party.
+    pub model: Vec<Seed>,
+    /// Job seeds, one per party.
+    pub job: Vec<Seed>,
+}
+
+impl DealtSeeds {
+    /// Fresh random seeds for `parties` parties.
+    pub fn random(parties: usize) -> Self {
+        Self { model: (0..parties).map(|_| Seed::random()).collect(), job: (0..parties).map(|_| Seed::random()).collect() }
+    }
+
+    /// Seeds derived from one master seed (reproducible runs).
+    pub fn from_master(master: &Seed, parties: usize) -> Self {
+        Self {
+            model: (0..parties as u64).map(|i| master.derive(1, i)).collect(),
+            job: (0..parties as u64).map(|i| master.derive(2, i)).collect(),
+        }
+    }
+}
+
+/// What one party returned, with its traffic.
+pub struct PartyOutcome<T> {
+    /// The party's result.
+    pub value: T,
+    /// Its traffic.
+    pub stats: NetStats,
+    /// Messages it received (empty unless views are recorded).
+    pub view: Vec<(usize, Vec<u8>)>,
+}
+
+/// The outcome of a local run.
+pub struct LocalRun<T> {
+    /// Per party, in index order.
+    pub parties: Vec<PartyOutcome<T>>,
+    /// Bytes the dealer sent (seeds and corrections).
+    pub dealer_bytes: u64,
+}
+
+/// Runs `program` on every party of `committee`, with dealer material for `requests` and weight masks of
+/// `mask_shapes` elements. `program` gets the party and its mask shares.
+pub fn run<T, F>(
+    committee: &Committee,
+    requests: &[Request],
+    mask_shapes: &[usize],
+    seeds: &DealtSeeds,
+    program: F,
+) -> Result<LocalRun<T>>
+where
+    T: Send,
+    F: Fn(&mut Party<MemNet>, Vec<Vec<u64>>) -> Result<T> + Sync,
+{
+    let n = committee.parties;
+    if n < 2 {
+        return Err(ProtocolError::Committee(format!("a committee needs at least 2 parties, got {n}")));
+    }
+    if seeds.model.len() != n || seeds.job.len() != n {
+        return Err(ProtocolError::Committee(format!("{} parties but seeds for {}", n, seeds.job.len())));
+    }
+    let dealer_masks = material::deal_masks(&seeds.model, mask_shapes)?;
+    let corrections = material::deal(&seeds.job, requests, &dealer_masks, committee.gemm.as_ref())?;
+    let dealer_bytes = material::dealer_bytes(n, corrections.len());
+    let mut corrections = Some(corrections);
+    let mut nets = MemNet::mesh(n, committee.timeout);
+    if committee.record_views {
+        nets.iter_mut().for_each(MemNet::record_view);
+    }
+    let program = &program;
+    let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nets
+            .into_iter()
+            .enumerate()
+            .map(|(i, net)| {
+                let own = if i + 1 == n { corrections.take().unwrap_or_default() } else { Vec::new() };
+                let job_seed = seeds.job[i].clone();
+                let model_seed = seeds.model[i].clone();
+                let requests = requests.to_vec();
+                scope.spawn(move || -> Result<PartyOutcome<T>> {
+                    let masks = material::party_masks(i, n, &model_seed, mask_shapes)?;
+                    let material = PartyMaterial::new(i, n, &job_seed, own, requests)?;
+                    let mut party = Party::new(net, material, committee.fixed_point, committee.gemm.clone())?;
+                    let value = program(&mut party, masks)?;
+                    let (net, stats) = party.finish()?;
+                    Ok(PartyOutcome { value, stats, view: net.view().to_vec() })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(ProtocolError::Committee("a party thread panicked".into()))))
+            .collect()
+    });
+    let parties = results.into_iter().collect::<Result<Vec<_>>>()?;
+    Ok(LocalRun { parties, dealer_bytes })
+}
