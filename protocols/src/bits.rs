@@ -84,7 +84,6 @@ pub fn to_planes(values: &[u64]) -> Vec<u64> {
     planes
 }
 
-
 /// Packs `nodes` vectors of `len` bits, each stored in `words_for(len)` words, into one tight bit string of
 /// `nodes * len` bits, as `ceil(nodes * len / 8)` bytes appended to `out`.
 pub fn pack_nodes(words: &[u64], nodes: usize, len: usize, out: &mut Vec<u8>) {
@@ -95,7 +94,11 @@ pub fn pack_nodes(words: &[u64], nodes: usize, len: usize, out: &mut Vec<u8>) {
         let base = node * len;
         for (i, &word) in src.iter().enumerate() {
             let valid = (len - i * 64).min(64);
-            let word = if valid == 64 { word } else { word & ((1u64 << valid) - 1) };
+            let word = if valid == 64 {
+                word
+            } else {
+                word & ((1u64 << valid) - 1)
+            };
             let off = base + i * 64;
             let (idx, shift) = (off / 64, off % 64);
             flat[idx] |= word << shift;
@@ -157,7 +160,9 @@ mod tests {
         for len in [1usize, 5, 63, 64, 65, 130] {
             let nodes = 7;
             let w = words_for(len);
-            let words: Vec<u64> = (0..nodes * w).map(|i| (i as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93)).collect();
+            let words: Vec<u64> = (0..nodes * w)
+                .map(|i| (i as u64 + 1).wrapping_mul(0xd6e8_feb8_6659_fd93))
+                .collect();
             let mut bytes = Vec::new();
             pack_nodes(&words, nodes, len, &mut bytes);
             assert_eq!(bytes.len(), (nodes * len).div_ceil(8));
@@ -172,7 +177,9 @@ mod tests {
 
     #[test]
     fn planes_hold_each_bit() {
-        let values: Vec<u64> = (0..70u64).map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15)).collect();
+        let values: Vec<u64> = (0..70u64)
+            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+            .collect();
         let planes = to_planes(&values);
         let w = words_for(values.len());
         for (i, &v) in values.iter().enumerate() {

@@ -43,10 +43,17 @@ pub enum ProtocolError {
 pub type Result<T> = std::result::Result<T, ProtocolError>;
 
 /// Returns a [`ProtocolError::Shape`] unless `cond` holds.
-pub(crate) fn ensure_shape(cond: bool, op: &'static str, detail: impl FnOnce() -> String) -> Result<()> {
+pub(crate) fn ensure_shape(
+    cond: bool,
+    op: &'static str,
+    detail: impl FnOnce() -> String,
+) -> Result<()> {
     if cond {
         Ok(())
     } else {
-        Err(ProtocolError::Shape { op, detail: detail() })
+        Err(ProtocolError::Shape {
+            op,
+            detail: detail(),
+        })
     }
 }

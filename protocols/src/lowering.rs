@@ -90,14 +90,21 @@ impl Lowering {
     /// Lowers `batch` items of `x`.
     pub fn lower(&self, x: &[u64], batch: usize) -> Result<Vec<u64>> {
         ensure_shape(x.len() == batch * self.input_len(), "lower", || {
-            format!("{} elements for a batch of {batch} items of {}", x.len(), self.input_len())
+            format!(
+                "{} elements for a batch of {batch} items of {}",
+                x.len(),
+                self.input_len()
+            )
         })?;
         match self {
             Lowering::Dense { .. } => Ok(x.to_vec()),
             Lowering::Conv2d(g) => {
                 let [oh, ow] = g.output_hw().ok_or_else(|| crate::ProtocolError::Shape {
                     op: "im2col",
-                    detail: format!("kernel {:?} does not fit input {}x{}", g.kernel, g.height, g.width),
+                    detail: format!(
+                        "kernel {:?} does not fit input {}x{}",
+                        g.kernel, g.height, g.width
+                    ),
                 })?;
                 Ok(im2col(g, x, batch, oh, ow))
             }
@@ -125,7 +132,8 @@ fn im2col(g: &Conv2dGeometry, x: &[u64], batch: usize, oh: usize, ow: usize) -> 
                             if xx < 0 || xx as usize >= g.width {
                                 continue;
                             }
-                            row[(c * kh + ky) * kw + kx] = item[(c * g.height + y as usize) * g.width + xx as usize];
+                            row[(c * kh + ky) * kw + kx] =
+                                item[(c * g.height + y as usize) * g.width + xx as usize];
                         }
                     }
                 }
@@ -141,11 +149,21 @@ mod tests {
 
     #[test]
     fn im2col_of_a_known_image() {
-        let g = Conv2dGeometry { in_channels: 1, height: 3, width: 3, kernel: [2, 2], stride: [1, 1], padding: [0, 0] };
+        let g = Conv2dGeometry {
+            in_channels: 1,
+            height: 3,
+            width: 3,
+            kernel: [2, 2],
+            stride: [1, 1],
+            padding: [0, 0],
+        };
         let x: Vec<u64> = (1..=9).collect();
         let m = Lowering::Conv2d(g).lower(&x, 1).expect("fits");
         assert_eq!(m, vec![1, 2, 4, 5, 2, 3, 5, 6, 4, 5, 7, 8, 5, 6, 8, 9]);
-        let padded = Conv2dGeometry { padding: [1, 1], ..g };
+        let padded = Conv2dGeometry {
+            padding: [1, 1],
+            ..g
+        };
         assert_eq!(padded.output_hw(), Some([4, 4]));
         let m = Lowering::Conv2d(padded).lower(&x, 1).expect("fits");
         assert_eq!(&m[..4], &[0, 0, 0, 1]);
@@ -153,7 +171,14 @@ mod tests {
 
     #[test]
     fn kernel_larger_than_input_is_an_error() {
-        let g = Conv2dGeometry { in_channels: 1, height: 2, width: 2, kernel: [3, 3], stride: [1, 1], padding: [0, 0] };
+        let g = Conv2dGeometry {
+            in_channels: 1,
+            height: 2,
+            width: 2,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [0, 0],
+        };
         assert!(g.output_hw().is_none());
         assert!(Lowering::Conv2d(g).lower(&[0; 4], 1).is_err());
     }

@@ -55,7 +55,11 @@ impl MemNet {
     }
 
     fn no_peer(&self, peer: usize) -> NetError {
-        NetError::NoSuchPeer { me: self.party, peer, parties: self.parties }
+        NetError::NoSuchPeer {
+            me: self.party,
+            peer,
+            parties: self.parties,
+        }
     }
 }
 
@@ -69,14 +73,26 @@ impl Net for MemNet {
     }
 
     fn send(&mut self, to: usize, payload: Vec<u8>) -> Result<(), NetError> {
-        let tx = self.to.get(to).and_then(Option::as_ref).ok_or_else(|| self.no_peer(to))?;
-        tx.send(payload).map_err(|_| NetError::Disconnected { peer: to })
+        let tx = self
+            .to
+            .get(to)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| self.no_peer(to))?;
+        tx.send(payload)
+            .map_err(|_| NetError::Disconnected { peer: to })
     }
 
     fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError> {
-        let rx = self.from.get(from).and_then(Option::as_ref).ok_or_else(|| self.no_peer(from))?;
+        let rx = self
+            .from
+            .get(from)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| self.no_peer(from))?;
         let msg = rx.recv_timeout(self.timeout).map_err(|e| match e {
-            RecvTimeoutError::Timeout => NetError::Timeout { from, waited: self.timeout },
+            RecvTimeoutError::Timeout => NetError::Timeout {
+                from,
+                waited: self.timeout,
+            },
             RecvTimeoutError::Disconnected => NetError::Disconnected { peer: from },
         })?;
         if let Some(view) = self.view.as_mut() {

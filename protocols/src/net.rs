@@ -123,7 +123,11 @@ pub struct CountedNet<N: Net> {
 impl<N: Net> CountedNet<N> {
     /// Wraps a transport.
     pub fn new(inner: N) -> Self {
-        Self { inner, stats: NetStats::default(), sent_since_recv: false }
+        Self {
+            inner,
+            stats: NetStats::default(),
+            sent_since_recv: false,
+        }
     }
 
     /// The totals so far.

@@ -25,6 +25,14 @@ impl Seed {
         Seed(s)
     }
 
+    /// A seed expanded from a number: for reproducible runs and tests only, never for production jobs.
+    pub fn random_from(n: u64) -> Self {
+        let mut rng = ChaCha12Rng::seed_from_u64(n);
+        let mut s = [0u8; 32];
+        rng.fill_bytes(&mut s);
+        Seed(s)
+    }
+
     /// Derives an independent seed for `label` and `index` (ChaCha keyed by this seed, stream by label).
     pub fn derive(&self, label: u64, index: u64) -> Seed {
         let mut rng = ChaCha12Rng::from_seed(self.0);
@@ -44,7 +52,9 @@ pub struct Prg {
 impl Prg {
     /// The stream of `seed`.
     pub fn new(seed: &Seed) -> Self {
-        Self { rng: ChaCha12Rng::from_seed(seed.0) }
+        Self {
+            rng: ChaCha12Rng::from_seed(seed.0),
+        }
     }
 
     /// `len` uniformly random ring elements.

@@ -57,7 +57,9 @@ pub struct FixedPoint {
 
 impl Default for FixedPoint {
     fn default() -> Self {
-        Self { frac_bits: DEFAULT_FRAC_BITS }
+        Self {
+            frac_bits: DEFAULT_FRAC_BITS,
+        }
     }
 }
 
@@ -68,7 +70,10 @@ impl FixedPoint {
     /// Checks `f` against the ring (see the module doc).
     pub fn new(frac_bits: u32) -> Result<Self, RingError> {
         if frac_bits == 0 || frac_bits > Self::MAX_FRAC_BITS {
-            return Err(RingError::FracBits { frac_bits, max: Self::MAX_FRAC_BITS });
+            return Err(RingError::FracBits {
+                frac_bits,
+                max: Self::MAX_FRAC_BITS,
+            });
         }
         Ok(Self { frac_bits })
     }
@@ -95,14 +100,22 @@ impl FixedPoint {
         }
         let limit = self.input_limit();
         if value.abs() >= limit {
-            return Err(RingError::OutOfRange { index, value, limit });
+            return Err(RingError::OutOfRange {
+                index,
+                value,
+                limit,
+            });
         }
         Ok((value * self.scale()).round() as i64 as u64)
     }
 
     /// Encodes a slice; the first bad value is reported with its index.
     pub fn encode(&self, values: &[f32]) -> Result<Vec<u64>, RingError> {
-        values.iter().enumerate().map(|(i, &v)| self.encode_one(i, v as f64)).collect()
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| self.encode_one(i, v as f64))
+            .collect()
     }
 
     /// Encodes with `2f` fractional bits (a bias added to a product before truncation).
@@ -198,17 +211,34 @@ mod tests {
         let fp = FixedPoint::default();
         for v in [-3.25f32, -1e-3, 0.0, 0.5, 1.0, 123.456] {
             let e = fp.encode_one(0, v as f64).expect("encodable");
-            assert!((fp.decode_one(e) - v as f64).abs() <= 0.5 / fp.scale() + 1e-6 * v.abs() as f64);
+            assert!(
+                (fp.decode_one(e) - v as f64).abs() <= 0.5 / fp.scale() + 1e-6 * v.abs() as f64
+            );
         }
     }
 
     #[test]
     fn rejects_bad_parameters_and_values() {
-        assert!(matches!(FixedPoint::new(0), Err(RingError::FracBits { .. })));
-        assert!(matches!(FixedPoint::new(40), Err(RingError::FracBits { max: 26, .. })));
+        assert!(matches!(
+            FixedPoint::new(0),
+            Err(RingError::FracBits { .. })
+        ));
+        assert!(matches!(
+            FixedPoint::new(40),
+            Err(RingError::FracBits { max: 26, .. })
+        ));
         let fp = FixedPoint::default();
-        assert!(matches!(fp.encode(&[1.0, f32::NAN]), Err(RingError::NotFinite { index: 1, .. })));
-        assert!(matches!(fp.encode(&[f32::INFINITY]), Err(RingError::NotFinite { index: 0, .. })));
-        assert!(matches!(fp.encode(&[1e9]), Err(RingError::OutOfRange { .. })));
+        assert!(matches!(
+            fp.encode(&[1.0, f32::NAN]),
+            Err(RingError::NotFinite { index: 1, .. })
+        ));
+        assert!(matches!(
+            fp.encode(&[f32::INFINITY]),
+            Err(RingError::NotFinite { index: 0, .. })
+        ));
+        assert!(matches!(
+            fp.encode(&[1e9]),
+            Err(RingError::OutOfRange { .. })
+        ));
     }
 }

@@ -26,7 +26,10 @@ impl ShareTensor {
     pub fn new(shape: Vec<usize>, data: Vec<u64>) -> Result<Self> {
         let count: usize = shape.iter().product();
         ensure_shape(count == data.len(), "ShareTensor::new", || {
-            format!("shape {shape:?} holds {count} elements, data has {}", data.len())
+            format!(
+                "shape {shape:?} holds {count} elements, data has {}",
+                data.len()
+            )
         })?;
         Ok(Self { shape, data })
     }
@@ -55,7 +58,9 @@ impl ShareTensor {
 /// Splits `secret` into `n` additive shares using `rng`.
 pub fn share(secret: &[u64], n: usize, rng: &mut impl RngCore) -> Result<Vec<Vec<u64>>> {
     if n < 2 {
-        return Err(ProtocolError::Committee(format!("sharing needs at least 2 parties, got {n}")));
+        return Err(ProtocolError::Committee(format!(
+            "sharing needs at least 2 parties, got {n}"
+        )));
     }
     let mut shares: Vec<Vec<u64>> = Vec::with_capacity(n);
     let mut last = secret.to_vec();

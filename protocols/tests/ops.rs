@@ -20,20 +20,40 @@ use veil_protocols::semi2k::{requests, Pool2d};
 use veil_protocols::share::{reconstruct, share};
 
 /// Runs `program` on `n` parties, each given its share of every input; returns the reconstructed outputs.
-fn run_shared<F>(n: usize, inputs: &[Vec<u64>], reqs: Vec<Request>, masks: &[usize], program: F) -> Vec<u64>
+fn run_shared<F>(
+    n: usize,
+    inputs: &[Vec<u64>],
+    reqs: Vec<Request>,
+    masks: &[usize],
+    program: F,
+) -> Vec<u64>
 where
-    F: Fn(&mut veil_protocols::semi2k::Party<veil_protocols::mem_net::MemNet>, &[Vec<u64>], Vec<Vec<u64>>) -> veil_protocols::Result<Vec<u64>>
+    F: Fn(
+            &mut veil_protocols::semi2k::Party<veil_protocols::mem_net::MemNet>,
+            &[Vec<u64>],
+            Vec<Vec<u64>>,
+        ) -> veil_protocols::Result<Vec<u64>>
         + Sync,
 {
     let mut rng = ChaCha8Rng::seed_from_u64(inputs.len() as u64 * 7 + n as u64);
-    let shared: Vec<Vec<Vec<u64>>> = inputs.iter().map(|x| share(x, n, &mut rng).expect("n >= 2")).collect();
+    let shared: Vec<Vec<Vec<u64>>> = inputs
+        .iter()
+        .map(|x| share(x, n, &mut rng).expect("n >= 2"))
+        .collect();
     let committee = Committee::new(n, Arc::new(NaiveGemm));
-    let out = run(&committee, &reqs, masks, &DealtSeeds::random(n), |party, party_masks| {
-        let mine: Vec<Vec<u64>> = shared.iter().map(|s| s[party.id()].clone()).collect();
-        program(party, &mine, party_masks)
-    })
+    let out = run(
+        &committee,
+        &reqs,
+        masks,
+        &DealtSeeds::random(n),
+        |party, party_masks| {
+            let mine: Vec<Vec<u64>> = shared.iter().map(|s| s[party.id()].clone()).collect();
+            program(party, &mine, party_masks)
+        },
+    )
     .expect("run succeeds");
-    reconstruct(&out.parties.into_iter().map(|p| p.value).collect::<Vec<_>>()).expect("same lengths")
+    reconstruct(&out.parties.into_iter().map(|p| p.value).collect::<Vec<_>>())
+        .expect("same lengths")
 }
 
 fn signed(v: i64) -> u64 {
@@ -198,18 +218,27 @@ proptest! {
 fn a_plan_that_disagrees_with_the_operations_is_a_clear_error() {
     let committee = Committee::new(3, Arc::new(NaiveGemm));
     let seeds = DealtSeeds::from_master(&Seed([7; 32]), 3);
-    let err = run(&committee, &requests::relu(4), &[], &seeds, |p, _| p.trunc(&[0; 4]))
-        .err()
-        .expect("mismatch must fail");
+    let err = run(&committee, &requests::relu(4), &[], &seeds, |p, _| {
+        p.trunc(&[0; 4])
+    })
+    .err()
+    .expect("mismatch must fail");
     assert!(err.to_string().contains("asked for Trunc"), "{err}");
-    let err = run(&committee, &requests::relu(4), &[], &seeds, |_, _| Ok(())).err().expect("unconsumed must fail");
-    assert!(err.to_string().contains("0 of 1 requests consumed"), "{err}");
+    let err = run(&committee, &requests::relu(4), &[], &seeds, |_, _| Ok(()))
+        .err()
+        .expect("unconsumed must fail");
+    assert!(
+        err.to_string().contains("0 of 1 requests consumed"),
+        "{err}"
+    );
 }
 
 #[test]
 fn fewer_than_two_parties_is_refused() {
     let committee = Committee::new(1, Arc::new(NaiveGemm));
-    let err = run(&committee, &[], &[], &DealtSeeds::random(1), |_, _| Ok(())).err().expect("n = 1 must fail");
+    let err = run(&committee, &[], &[], &DealtSeeds::random(1), |_, _| Ok(()))
+        .err()
+        .expect("n = 1 must fail");
     assert!(err.to_string().contains("at least 2 parties"), "{err}");
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     assert!(share(&[1, 2], 1, &mut rng).is_err());

@@ -27,7 +27,10 @@ pub trait Generator {
     /// XOR shares of bits the dealer computed, in `words` words.
     fn fixed_bits(&mut self, value: &Self::Plain, words: usize) -> Result<Vec<u64>>;
     /// Computes a plaintext from plaintexts; a party skips the computation.
-    fn derive<const K: usize>(inputs: [&Self::Plain; K], f: impl FnOnce([&[u64]; K]) -> Vec<u64>) -> Self::Plain;
+    fn derive<const K: usize>(
+        inputs: [&Self::Plain; K],
+        f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Self::Plain;
 }
 
 /// A party's knowledge of a dealt plaintext: none.
@@ -46,7 +49,9 @@ impl PartyGenerator {
     /// Party `party` of `parties`; `corrections` must be empty except for the last party.
     pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>) -> Result<Self> {
         if parties < 2 || party >= parties {
-            return Err(ProtocolError::Committee(format!("party {party} of {parties}")));
+            return Err(ProtocolError::Committee(format!(
+                "party {party} of {parties}"
+            )));
         }
         let is_last = party + 1 == parties;
         if !is_last && !corrections.is_empty() {
@@ -54,7 +59,12 @@ impl PartyGenerator {
                 "party {party} received corrections; only the last party does"
             )));
         }
-        Ok(Self { prg: Prg::new(seed), is_last, corrections, cursor: 0 })
+        Ok(Self {
+            prg: Prg::new(seed),
+            is_last,
+            corrections,
+            cursor: 0,
+        })
     }
 
     /// Corrections not consumed yet.
@@ -99,7 +109,10 @@ impl Generator for PartyGenerator {
         self.fixed(value, words)
     }
 
-    fn derive<const K: usize>(_inputs: [&Hidden; K], _f: impl FnOnce([&[u64]; K]) -> Vec<u64>) -> Hidden {
+    fn derive<const K: usize>(
+        _inputs: [&Hidden; K],
+        _f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Hidden {
         Hidden
     }
 }
@@ -114,9 +127,15 @@ impl DealerGenerator {
     /// One PRG per party, from the seeds the dealer hands out.
     pub fn new(seeds: &[Seed]) -> Result<Self> {
         if seeds.len() < 2 {
-            return Err(ProtocolError::Committee(format!("dealing for {} parties; at least 2 needed", seeds.len())));
+            return Err(ProtocolError::Committee(format!(
+                "dealing for {} parties; at least 2 needed",
+                seeds.len()
+            )));
         }
-        Ok(Self { prgs: seeds.iter().map(Prg::new).collect(), corrections: Vec::new() })
+        Ok(Self {
+            prgs: seeds.iter().map(Prg::new).collect(),
+            corrections: Vec::new(),
+        })
     }
 
     /// The corrections for the last party, in the order it will read them.
@@ -170,7 +189,10 @@ impl Generator for DealerGenerator {
         Ok(Vec::new())
     }
 
-    fn derive<const K: usize>(inputs: [&Vec<u64>; K], f: impl FnOnce([&[u64]; K]) -> Vec<u64>) -> Vec<u64> {
+    fn derive<const K: usize>(
+        inputs: [&Vec<u64>; K],
+        f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Vec<u64> {
         f(inputs.map(|v| v.as_slice()))
     }
 }
@@ -179,6 +201,8 @@ fn check_len(got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {
-        Err(ProtocolError::Material(format!("dealer computed {got} elements where {want} are dealt")))
+        Err(ProtocolError::Material(format!(
+            "dealer computed {got} elements where {want} are dealt"
+        )))
     }
 }

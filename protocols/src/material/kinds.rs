@@ -40,7 +40,11 @@ pub struct MatTriple {
 }
 
 /// Deals one matrix triple.
-pub fn mat_triple<G: Generator>(g: &mut G, [m, k, n]: [usize; 3], gemm: &dyn Gemm) -> Result<MatTriple> {
+pub fn mat_triple<G: Generator>(
+    g: &mut G,
+    [m, k, n]: [usize; 3],
+    gemm: &dyn Gemm,
+) -> Result<MatTriple> {
     let (a, pa) = g.random(m * k);
     let (b, pb) = g.random(k * n);
     let pc = G::derive([&pa, &pb], |[a, b]| {
@@ -83,8 +87,15 @@ pub fn weight_triple<G: Generator>(
     let pc = G::derive([&pa, mask], |[a, b]| {
         let mut c = vec![0u64; rows * outputs];
         match lowering.lower(a, batch) {
-            Ok(lowered) if b.len() == inner * outputs => gemm.gemm(rows, inner, outputs, &lowered, b, &mut c),
-            Ok(_) => failure = Some(format!("mask holds {} elements, weight is {inner}x{outputs}", b.len())),
+            Ok(lowered) if b.len() == inner * outputs => {
+                gemm.gemm(rows, inner, outputs, &lowered, b, &mut c)
+            }
+            Ok(_) => {
+                failure = Some(format!(
+                    "mask holds {} elements, weight is {inner}x{outputs}",
+                    b.len()
+                ))
+            }
             Err(e) => failure = Some(e.to_string()),
         }
         c
@@ -108,7 +119,11 @@ pub struct TruncMaterial {
 }
 
 /// Deals truncation material for `len` values; also returns the plaintext mask for kinds that extend it.
-pub fn trunc<G: Generator>(g: &mut G, len: usize, frac_bits: u32) -> Result<(TruncMaterial, G::Plain)> {
+pub fn trunc<G: Generator>(
+    g: &mut G,
+    len: usize,
+    frac_bits: u32,
+) -> Result<(TruncMaterial, G::Plain)> {
     let (r, pr) = g.random(len);
     let p_shift = G::derive([&pr], |[r]| r.iter().map(|x| x >> frac_bits).collect());
     let p_msb = G::derive([&pr], |[r]| r.iter().map(|x| x >> 63).collect());
@@ -141,7 +156,11 @@ pub fn prefix_levels(mut nodes: usize) -> Vec<PrefixLevel> {
     while nodes > 1 {
         let pairs = nodes / 2;
         let with_p = if nodes % 2 == 1 { pairs } else { pairs - 1 };
-        levels.push(PrefixLevel { nodes, pairs, with_p });
+        levels.push(PrefixLevel {
+            nodes,
+            pairs,
+            with_p,
+        });
         nodes = nodes.div_ceil(2);
     }
     levels
@@ -209,7 +228,13 @@ pub fn sign<G: Generator>(
         Some(f) => trunc(g, len, f)?,
         None => {
             let (r, pr) = g.random(len);
-            (TruncMaterial { r, ..Default::default() }, pr)
+            (
+                TruncMaterial {
+                    r,
+                    ..Default::default()
+                },
+                pr,
+            )
         }
     };
     let p_planes = G::derive([&pr], |[r]| {
@@ -223,14 +248,27 @@ pub fn sign<G: Generator>(
         .map(|level| and_level(g, level, words))
         .collect::<Result<Vec<_>>>()?;
     let (u_bits, pu_bits) = g.random_bits(words);
-    let pu = G::derive([&pu_bits], |[ub]| (0..len).map(|i| u64::from(bits::get(ub, i))).collect());
+    let pu = G::derive([&pu_bits], |[ub]| {
+        (0..len).map(|i| u64::from(bits::get(ub, i))).collect()
+    });
     let u = g.fixed(&pu, len)?;
     let (alpha, palpha) = g.random(payloads * len);
     let palpha_u = G::derive([&palpha, &pu], |[al, u]| {
-        al.iter().enumerate().map(|(i, &x)| x.wrapping_mul(u[i % len.max(1)])).collect()
+        al.iter()
+            .enumerate()
+            .map(|(i, &x)| x.wrapping_mul(u[i % len.max(1)]))
+            .collect()
     });
     let alpha_u = g.fixed(&palpha_u, payloads * len)?;
-    Ok(SignMaterial { mask, r_planes, levels, u_bits, u, alpha, alpha_u })
+    Ok(SignMaterial {
+        mask,
+        r_planes,
+        levels,
+        u_bits,
+        u,
+        alpha,
+        alpha_u,
+    })
 }
 
 #[cfg(test)]
@@ -241,9 +279,30 @@ mod tests {
     fn prefix_tree_over_62_leaves_has_6_levels_and_skips_unneeded_p() {
         let levels = prefix_levels(COMPARED_BITS);
         assert_eq!(levels.len(), 6);
-        assert_eq!(levels[0], PrefixLevel { nodes: 62, pairs: 31, with_p: 30 });
-        assert_eq!(levels[1], PrefixLevel { nodes: 31, pairs: 15, with_p: 15 });
-        assert_eq!(levels.last(), Some(&PrefixLevel { nodes: 2, pairs: 1, with_p: 0 }));
+        assert_eq!(
+            levels[0],
+            PrefixLevel {
+                nodes: 62,
+                pairs: 31,
+                with_p: 30
+            }
+        );
+        assert_eq!(
+            levels[1],
+            PrefixLevel {
+                nodes: 31,
+                pairs: 15,
+                with_p: 15
+            }
+        );
+        assert_eq!(
+            levels.last(),
+            Some(&PrefixLevel {
+                nodes: 2,
+                pairs: 1,
+                with_p: 0
+            })
+        );
         assert!(prefix_levels(1).is_empty());
     }
 }

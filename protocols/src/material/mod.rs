@@ -15,7 +15,7 @@ use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::prg::Seed;
 use generator::{DealerGenerator, Generator, Hidden, PartyGenerator};
-pub use kinds::{MatTriple, SignMaterial, TruncMaterial, Triples, WeightTriple};
+pub use kinds::{MatTriple, SignMaterial, Triples, TruncMaterial, WeightTriple};
 
 /// One unit of dealer material, as an online operation will ask for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,13 +86,26 @@ fn generate<G: Generator>(
 ) -> Result<Material> {
     Ok(match *request {
         Request::Triples { len } => Material::Triples(kinds::triples(g, len)?),
-        Request::MatTriple { m, k, n } => Material::MatTriple(kinds::mat_triple(g, [m, k, n], gemm)?),
-        Request::WeightTriple { weight, ref lowering, batch, outputs } => {
+        Request::MatTriple { m, k, n } => {
+            Material::MatTriple(kinds::mat_triple(g, [m, k, n], gemm)?)
+        }
+        Request::WeightTriple {
+            weight,
+            ref lowering,
+            batch,
+            outputs,
+        } => {
             let plain = mask(weight)?;
-            Material::WeightTriple(kinds::weight_triple(g, lowering, batch, outputs, &plain, gemm)?)
+            Material::WeightTriple(kinds::weight_triple(
+                g, lowering, batch, outputs, &plain, gemm,
+            )?)
         }
         Request::Trunc { len, frac_bits } => Material::Trunc(kinds::trunc(g, len, frac_bits)?.0),
-        Request::Sign { len, truncate, payloads } => Material::Sign(kinds::sign(g, len, truncate, payloads)?),
+        Request::Sign {
+            len,
+            truncate,
+            payloads,
+        } => Material::Sign(kinds::sign(g, len, truncate, payloads)?),
     })
 }
 
@@ -108,17 +121,35 @@ pub struct DealerMasks {
 /// No corrections are needed: the masks are uniformly random.
 pub fn deal_masks(model_seeds: &[Seed], shapes: &MaskShapes) -> Result<DealerMasks> {
     let mut g = DealerGenerator::new(model_seeds)?;
-    Ok(DealerMasks { masks: shapes.iter().map(|&len| kinds::weight_mask(&mut g, len).1).collect() })
+    Ok(DealerMasks {
+        masks: shapes
+            .iter()
+            .map(|&len| kinds::weight_mask(&mut g, len).1)
+            .collect(),
+    })
 }
 
 /// A party's shares of its model's weight masks, from its model seed.
-pub fn party_masks(party: usize, parties: usize, model_seed: &Seed, shapes: &MaskShapes) -> Result<Vec<Vec<u64>>> {
+pub fn party_masks(
+    party: usize,
+    parties: usize,
+    model_seed: &Seed,
+    shapes: &MaskShapes,
+) -> Result<Vec<Vec<u64>>> {
     let mut g = PartyGenerator::new(party, parties, model_seed, Vec::new())?;
-    Ok(shapes.iter().map(|&len| kinds::weight_mask(&mut g, len).0).collect())
+    Ok(shapes
+        .iter()
+        .map(|&len| kinds::weight_mask(&mut g, len).0)
+        .collect())
 }
 
 /// Deals a job's material: returns the corrections for the last party (the others need only their seed).
-pub fn deal(seeds: &[Seed], requests: &[Request], masks: &DealerMasks, gemm: &dyn Gemm) -> Result<Vec<u64>> {
+pub fn deal(
+    seeds: &[Seed],
+    requests: &[Request],
+    masks: &DealerMasks,
+    gemm: &dyn Gemm,
+) -> Result<Vec<u64>> {
     let mut g = DealerGenerator::new(seeds)?;
     let mask = |i: usize| {
         masks
@@ -142,8 +173,18 @@ pub struct PartyMaterial {
 
 impl PartyMaterial {
     /// Material for party `party` of `parties`, from its seed and, for the last party, the corrections.
-    pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>, requests: Vec<Request>) -> Result<Self> {
-        Ok(Self { generator: PartyGenerator::new(party, parties, seed, corrections)?, requests, next: 0 })
+    pub fn new(
+        party: usize,
+        parties: usize,
+        seed: &Seed,
+        corrections: Vec<u64>,
+        requests: Vec<Request>,
+    ) -> Result<Self> {
+        Ok(Self {
+            generator: PartyGenerator::new(party, parties, seed, corrections)?,
+            requests,
+            next: 0,
+        })
     }
 
     /// Takes the material of the next request, which must equal `request`.
@@ -186,8 +227,19 @@ impl PartyMaterial {
     }
 
     /// Takes the triple of a product with fixed weight number `weight`.
-    pub fn weight_triple(&mut self, weight: usize, lowering: Lowering, batch: usize, outputs: usize) -> Result<WeightTriple> {
-        match self.take(Request::WeightTriple { weight, lowering, batch, outputs })? {
+    pub fn weight_triple(
+        &mut self,
+        weight: usize,
+        lowering: Lowering,
+        batch: usize,
+        outputs: usize,
+    ) -> Result<WeightTriple> {
+        match self.take(Request::WeightTriple {
+            weight,
+            lowering,
+            batch,
+            outputs,
+        })? {
             Material::WeightTriple(t) => Ok(t),
             other => Err(wrong_kind("WeightTriple", &other)),
         }
@@ -202,8 +254,17 @@ impl PartyMaterial {
     }
 
     /// Takes sign-test material.
-    pub fn sign(&mut self, len: usize, truncate: Option<u32>, payloads: usize) -> Result<SignMaterial> {
-        match self.take(Request::Sign { len, truncate, payloads })? {
+    pub fn sign(
+        &mut self,
+        len: usize,
+        truncate: Option<u32>,
+        payloads: usize,
+    ) -> Result<SignMaterial> {
+        match self.take(Request::Sign {
+            len,
+            truncate,
+            payloads,
+        })? {
             Material::Sign(t) => Ok(t),
             other => Err(wrong_kind("Sign", &other)),
         }

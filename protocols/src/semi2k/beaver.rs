@@ -27,7 +27,11 @@ pub struct FixedWeight {
 
 impl std::fmt::Debug for FixedWeight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "FixedWeight#{}[{}x{}]", self.index, self.inner, self.outputs)
+        write!(
+            f,
+            "FixedWeight#{}[{}x{}]",
+            self.index, self.inner, self.outputs
+        )
     }
 }
 
@@ -51,7 +55,9 @@ impl FixedWeight {
 impl<N: Net> Party<N> {
     /// Elementwise product of two shared vectors (one round).
     pub fn mul(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
-        ensure_shape(x.len() == y.len(), "mul", || format!("lengths {} and {}", x.len(), y.len()))?;
+        ensure_shape(x.len() == y.len(), "mul", || {
+            format!("lengths {} and {}", x.len(), y.len())
+        })?;
         let t = self.material.triples(x.len())?;
         let mut round = Round::default();
         round.words(ring::sub(x, &t.a));
@@ -61,7 +67,9 @@ impl<N: Net> Party<N> {
         let constants = self.holds_constants();
         Ok((0..x.len())
             .map(|i| {
-                let mut z = t.c[i].wrapping_add(d[i].wrapping_mul(t.b[i])).wrapping_add(e[i].wrapping_mul(t.a[i]));
+                let mut z = t.c[i]
+                    .wrapping_add(d[i].wrapping_mul(t.b[i]))
+                    .wrapping_add(e[i].wrapping_mul(t.a[i]));
                 if constants {
                     z = z.wrapping_add(d[i].wrapping_mul(e[i]));
                 }
@@ -73,7 +81,11 @@ impl<N: Net> Party<N> {
     /// Product of shared matrices `x` (m x k) and `y` (k x n) (one round).
     pub fn matmul(&mut self, x: &[u64], y: &[u64], [m, k, n]: [usize; 3]) -> Result<Vec<u64>> {
         ensure_shape(x.len() == m * k && y.len() == k * n, "matmul", || {
-            format!("operands of {} and {} elements for {m}x{k} by {k}x{n}", x.len(), y.len())
+            format!(
+                "operands of {} and {} elements for {m}x{k} by {k}x{n}",
+                x.len(),
+                y.len()
+            )
         })?;
         let t = self.material.mat_triple(m, k, n)?;
         let mut round = Round::default();
@@ -83,7 +95,11 @@ impl<N: Net> Party<N> {
         let (e, f) = (&opened[0], &opened[1]);
         let mut z = t.c;
         let mut tmp = vec![0u64; m * n];
-        let b_side = if self.holds_constants() { sum(f, &t.b) } else { t.b };
+        let b_side = if self.holds_constants() {
+            sum(f, &t.b)
+        } else {
+            t.b
+        };
         self.gemm.gemm(m, k, n, e, &b_side, &mut tmp);
         ring::add_assign(&mut z, &tmp);
         self.gemm.gemm(m, k, n, &t.a, f, &mut tmp);
@@ -100,20 +116,51 @@ impl<N: Net> Party<N> {
         mask: &[u64],
         [inner, outputs]: [usize; 2],
     ) -> Result<FixedWeight> {
-        ensure_shape(weight.len() == inner * outputs && mask.len() == weight.len(), "setup_weight", || {
-            format!("weight {} and mask {} elements for {inner}x{outputs}", weight.len(), mask.len())
-        })?;
+        ensure_shape(
+            weight.len() == inner * outputs && mask.len() == weight.len(),
+            "setup_weight",
+            || {
+                format!(
+                    "weight {} and mask {} elements for {inner}x{outputs}",
+                    weight.len(),
+                    mask.len()
+                )
+            },
+        )?;
         let opened = self.open(&ring::sub(weight, mask))?;
-        let for_masked_input = if self.holds_constants() { sum(&opened, mask) } else { mask.to_vec() };
-        Ok(FixedWeight { index, inner, outputs, opened, for_masked_input })
+        let for_masked_input = if self.holds_constants() {
+            sum(&opened, mask)
+        } else {
+            mask.to_vec()
+        };
+        Ok(FixedWeight {
+            index,
+            inner,
+            outputs,
+            opened,
+            for_masked_input,
+        })
     }
 
     /// `lower(x) · W` for a fixed weight set up with [`Party::setup_weight`] (one round).
-    pub fn weight_product(&mut self, x: &[u64], batch: usize, lowering: Lowering, w: &FixedWeight) -> Result<Vec<u64>> {
+    pub fn weight_product(
+        &mut self,
+        x: &[u64],
+        batch: usize,
+        lowering: Lowering,
+        w: &FixedWeight,
+    ) -> Result<Vec<u64>> {
         ensure_shape(lowering.inner() == w.inner, "weight_product", || {
-            format!("lowered inner dimension {} against a {}x{} weight", lowering.inner(), w.inner, w.outputs)
+            format!(
+                "lowered inner dimension {} against a {}x{} weight",
+                lowering.inner(),
+                w.inner,
+                w.outputs
+            )
         })?;
-        let t = self.material.weight_triple(w.index, lowering, batch, w.outputs)?;
+        let t = self
+            .material
+            .weight_triple(w.index, lowering, batch, w.outputs)?;
         ensure_shape(x.len() == t.a.len(), "weight_product", || {
             format!("input of {} elements, expected {}", x.len(), t.a.len())
         })?;
@@ -121,9 +168,23 @@ impl<N: Net> Party<N> {
         let rows = batch * lowering.rows_per_item();
         let mut z = t.c;
         let mut tmp = vec![0u64; rows * w.outputs];
-        self.gemm.gemm(rows, w.inner, w.outputs, &lowering.lower(&e, batch)?, &w.for_masked_input, &mut tmp);
+        self.gemm.gemm(
+            rows,
+            w.inner,
+            w.outputs,
+            &lowering.lower(&e, batch)?,
+            &w.for_masked_input,
+            &mut tmp,
+        );
         ring::add_assign(&mut z, &tmp);
-        self.gemm.gemm(rows, w.inner, w.outputs, &lowering.lower(&t.a, batch)?, &w.opened, &mut tmp);
+        self.gemm.gemm(
+            rows,
+            w.inner,
+            w.outputs,
+            &lowering.lower(&t.a, batch)?,
+            &w.opened,
+            &mut tmp,
+        );
         ring::add_assign(&mut z, &tmp);
         Ok(z)
     }

@@ -54,7 +54,10 @@ pub struct DealtSeeds {
 impl DealtSeeds {
     /// Fresh random seeds for `parties` parties.
     pub fn random(parties: usize) -> Self {
-        Self { model: (0..parties).map(|_| Seed::random()).collect(), job: (0..parties).map(|_| Seed::random()).collect() }
+        Self {
+            model: (0..parties).map(|_| Seed::random()).collect(),
+            job: (0..parties).map(|_| Seed::random()).collect(),
+        }
     }
 
     /// Seeds derived from one master seed (reproducible runs).
@@ -82,6 +85,8 @@ pub struct LocalRun<T> {
     pub parties: Vec<PartyOutcome<T>>,
     /// Bytes the dealer sent (seeds and corrections).
     pub dealer_bytes: u64,
+    /// Time the dealer took to deal (the offline phase).
+    pub dealer_elapsed: Duration,
 }
 
 /// Runs `program` on every party of `committee`, with dealer material for `requests` and weight masks of
@@ -99,14 +104,22 @@ where
 {
     let n = committee.parties;
     if n < 2 {
-        return Err(ProtocolError::Committee(format!("a committee needs at least 2 parties, got {n}")));
+        return Err(ProtocolError::Committee(format!(
+            "a committee needs at least 2 parties, got {n}"
+        )));
     }
     if seeds.model.len() != n || seeds.job.len() != n {
-        return Err(ProtocolError::Committee(format!("{} parties but seeds for {}", n, seeds.job.len())));
+        return Err(ProtocolError::Committee(format!(
+            "{} parties but seeds for {}",
+            n,
+            seeds.job.len()
+        )));
     }
+    let dealing = std::time::Instant::now();
     let dealer_masks = material::deal_masks(&seeds.model, mask_shapes)?;
     let corrections = material::deal(&seeds.job, requests, &dealer_masks, committee.gemm.as_ref())?;
     let dealer_bytes = material::dealer_bytes(n, corrections.len());
+    let dealer_elapsed = dealing.elapsed();
     let mut corrections = Some(corrections);
     let mut nets = MemNet::mesh(n, committee.timeout);
     if committee.record_views {
@@ -118,25 +131,66 @@ where
             .into_iter()
             .enumerate()
             .map(|(i, net)| {
-                let own = if i + 1 == n { corrections.take().unwrap_or_default() } else { Vec::new() };
+                let own = if i + 1 == n {
+                    corrections.take().unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
                 let job_seed = seeds.job[i].clone();
                 let model_seed = seeds.model[i].clone();
                 let requests = requests.to_vec();
                 scope.spawn(move || -> Result<PartyOutcome<T>> {
                     let masks = material::party_masks(i, n, &model_seed, mask_shapes)?;
                     let material = PartyMaterial::new(i, n, &job_seed, own, requests)?;
-                    let mut party = Party::new(net, material, committee.fixed_point, committee.gemm.clone())?;
+                    let mut party =
+                        Party::new(net, material, committee.fixed_point, committee.gemm.clone())?;
                     let value = program(&mut party, masks)?;
                     let (net, stats) = party.finish()?;
-                    Ok(PartyOutcome { value, stats, view: net.view().to_vec() })
+                    Ok(PartyOutcome {
+                        value,
+                        stats,
+                        view: net.view().to_vec(),
+                    })
                 })
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(ProtocolError::Committee("a party thread panicked".into()))))
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ProtocolError::Committee("a party thread panicked".into()))
+                })
+            })
             .collect()
     });
-    let parties = results.into_iter().collect::<Result<Vec<_>>>()?;
-    Ok(LocalRun { parties, dealer_bytes })
+    let parties = first_cause(results)?;
+    Ok(LocalRun {
+        parties,
+        dealer_bytes,
+        dealer_elapsed,
+    })
+}
+
+/// All parties' results, or the error that caused the failure: a party that failed on its own is reported
+/// before the parties that only saw it disconnect.
+fn first_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    let is_echo = |e: &ProtocolError| {
+        matches!(
+            e,
+            ProtocolError::Net(crate::net::NetError::Disconnected { .. })
+        )
+    };
+    let mut echo = None;
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        match r {
+            Ok(v) => out.push(v),
+            Err(e) if is_echo(&e) => echo = echo.or(Some(e)),
+            Err(e) => return Err(e),
+        }
+    }
+    match echo {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }

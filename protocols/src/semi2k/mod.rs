@@ -40,7 +40,12 @@ pub struct Party<N: Net> {
 
 impl<N: Net> Party<N> {
     /// A party over `net` with its material; fails unless the committee has at least two parties.
-    pub fn new(net: N, material: PartyMaterial, fixed_point: FixedPoint, gemm: Arc<dyn Gemm>) -> Result<Self> {
+    pub fn new(
+        net: N,
+        material: PartyMaterial,
+        fixed_point: FixedPoint,
+        gemm: Arc<dyn Gemm>,
+    ) -> Result<Self> {
         if net.parties() < 2 || net.party() >= net.parties() {
             return Err(ProtocolError::Committee(format!(
                 "party {} of {}: a committee needs at least 2 parties",
@@ -48,7 +53,12 @@ impl<N: Net> Party<N> {
                 net.parties()
             )));
         }
-        Ok(Self { net: CountedNet::new(net), material, fixed_point, gemm })
+        Ok(Self {
+            net: CountedNet::new(net),
+            material,
+            fixed_point,
+            gemm,
+        })
     }
 
     /// This party's index.

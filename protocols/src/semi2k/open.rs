@@ -16,7 +16,11 @@ enum Part {
     /// Additively shared ring elements.
     Words(Vec<u64>),
     /// XOR-shared bit vectors: `nodes` vectors of `len` bits, each in `words_for(len)` words.
-    Bits { words: Vec<u64>, nodes: usize, len: usize },
+    Bits {
+        words: Vec<u64>,
+        nodes: usize,
+        len: usize,
+    },
 }
 
 impl Part {
@@ -43,7 +47,11 @@ impl Round {
 
     /// Adds `nodes` XOR-shared bit vectors of `len` bits each; returns the part's index.
     pub(crate) fn bits(&mut self, share: Vec<u64>, nodes: usize, len: usize) -> usize {
-        self.parts.push(Part::Bits { words: share, nodes, len });
+        self.parts.push(Part::Bits {
+            words: share,
+            nodes,
+            len,
+        });
         self.parts.len() - 1
     }
 
@@ -71,7 +79,11 @@ impl<N: Net> Party<N> {
         for peer in (0..self.parties()).filter(|&p| p != me) {
             let received = self.net.recv(peer)?;
             if received.len() != message.len() {
-                return Err(ProtocolError::MessageLength { from: peer, got: received.len(), expected: message.len() });
+                return Err(ProtocolError::MessageLength {
+                    from: peer,
+                    got: received.len(),
+                    expected: message.len(),
+                });
             }
             let mut offset = 0;
             for part in opened.iter_mut() {
@@ -80,11 +92,12 @@ impl<N: Net> Party<N> {
                 offset += size;
                 match part {
                     Part::Words(w) => {
-                        let theirs = ring::from_bytes(chunk).ok_or(ProtocolError::MessageLength {
-                            from: peer,
-                            got: chunk.len(),
-                            expected: w.len() * 8,
-                        })?;
+                        let theirs =
+                            ring::from_bytes(chunk).ok_or(ProtocolError::MessageLength {
+                                from: peer,
+                                got: chunk.len(),
+                                expected: w.len() * 8,
+                            })?;
                         ring::add_assign(w, &theirs);
                     }
                     Part::Bits { words, nodes, len } => {

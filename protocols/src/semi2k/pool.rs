@@ -29,8 +29,13 @@ pub struct Pool2d {
 impl Pool2d {
     /// Output height and width; `None` if the window does not fit or a size is zero.
     pub fn output_hw(&self) -> Option<[usize; 2]> {
-        let dim = |size: usize, k: usize, s: usize| (k > 0 && s > 0 && k <= size).then(|| (size - k) / s + 1);
-        Some([dim(self.height, self.kernel[0], self.stride[0])?, dim(self.width, self.kernel[1], self.stride[1])?])
+        let dim = |size: usize, k: usize, s: usize| {
+            (k > 0 && s > 0 && k <= size).then(|| (size - k) / s + 1)
+        };
+        Some([
+            dim(self.height, self.kernel[0], self.stride[0])?,
+            dim(self.width, self.kernel[1], self.stride[1])?,
+        ])
     }
 
     /// Elements of one input item.
@@ -52,10 +57,17 @@ impl Pool2d {
     fn gather(&self, x: &[u64], batch: usize) -> Result<Vec<Vec<u64>>> {
         let [oh, ow] = self.output_hw().ok_or_else(|| ProtocolError::Shape {
             op: "max_pool2d",
-            detail: format!("window {:?} does not fit {}x{}", self.kernel, self.height, self.width),
+            detail: format!(
+                "window {:?} does not fit {}x{}",
+                self.kernel, self.height, self.width
+            ),
         })?;
         ensure_shape(x.len() == batch * self.input_len(), "max_pool2d", || {
-            format!("{} elements for a batch of {batch} items of {}", x.len(), self.input_len())
+            format!(
+                "{} elements for a batch of {batch} items of {}",
+                x.len(),
+                self.input_len()
+            )
         })?;
         let mut candidates = vec![Vec::with_capacity(batch * self.output_len()); self.window()];
         for plane in 0..batch * self.channels {
@@ -66,7 +78,8 @@ impl Pool2d {
                         for kx in 0..self.kernel[1] {
                             let y = oy * self.stride[0] + ky;
                             let xx = ox * self.stride[1] + kx;
-                            candidates[ky * self.kernel[1] + kx].push(x[base + y * self.width + xx]);
+                            candidates[ky * self.kernel[1] + kx]
+                                .push(x[base + y * self.width + xx]);
                         }
                     }
                 }
@@ -89,7 +102,9 @@ pub(crate) fn tournament_levels(mut count: usize) -> Vec<usize> {
 impl<N: Net> Party<N> {
     /// Elementwise `max(a, b)` (8 rounds). Requires `|a - b| < 2^62`.
     pub fn max(&mut self, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        ensure_shape(a.len() == b.len(), "max", || format!("lengths {} and {}", a.len(), b.len()))?;
+        ensure_shape(a.len() == b.len(), "max", || {
+            format!("lengths {} and {}", a.len(), b.len())
+        })?;
         let mut out = self.relu(&ring::sub(a, b))?;
         ring::add_assign(&mut out, b);
         Ok(out)
@@ -127,8 +142,12 @@ impl<N: Net> Party<N> {
         ensure_shape(x.len() == rows * cols && cols > 0, "argmax", || {
             format!("{} elements for {rows} rows of {cols}", x.len())
         })?;
-        let mut values: Vec<Vec<u64>> = (0..cols).map(|c| (0..rows).map(|r| x[r * cols + c]).collect()).collect();
-        let mut indices: Vec<Vec<u64>> = (0..cols as u64).map(|c| self.share_public(&vec![c; rows])).collect();
+        let mut values: Vec<Vec<u64>> = (0..cols)
+            .map(|c| (0..rows).map(|r| x[r * cols + c]).collect())
+            .collect();
+        let mut indices: Vec<Vec<u64>> = (0..cols as u64)
+            .map(|c| self.share_public(&vec![c; rows]))
+            .collect();
         while values.len() > 1 {
             let pairs = values.len() / 2;
             let (mut diff, mut idx_diff) = (Vec::new(), Vec::new());
@@ -136,8 +155,12 @@ impl<N: Net> Party<N> {
                 diff.extend(ring::sub(&values[2 * j], &values[2 * j + 1]));
                 idx_diff.extend(ring::sub(&indices[2 * j], &indices[2 * j + 1]));
             }
-            let selected =
-                self.sign_select(SignJob { z: &diff, truncate: false, select_self: true, extras: vec![idx_diff] })?;
+            let selected = self.sign_select(SignJob {
+                z: &diff,
+                truncate: false,
+                select_self: true,
+                extras: vec![idx_diff],
+            })?;
             let (mut next_values, mut next_indices) = (Vec::new(), Vec::new());
             for j in 0..pairs {
                 let mut v = selected[0][j * rows..(j + 1) * rows].to_vec();

@@ -19,8 +19,18 @@ pub fn matmul(m: usize, k: usize, n: usize) -> Vec<Request> {
 }
 
 /// [`super::Party::weight_product`] with weight number `weight` of `outputs` columns.
-pub fn weight_product(weight: usize, lowering: Lowering, batch: usize, outputs: usize) -> Vec<Request> {
-    vec![Request::WeightTriple { weight, lowering, batch, outputs }]
+pub fn weight_product(
+    weight: usize,
+    lowering: Lowering,
+    batch: usize,
+    outputs: usize,
+) -> Vec<Request> {
+    vec![Request::WeightTriple {
+        weight,
+        lowering,
+        batch,
+        outputs,
+    }]
 }
 
 /// [`super::Party::trunc`].
@@ -30,29 +40,48 @@ pub fn trunc(len: usize, frac_bits: u32) -> Vec<Request> {
 
 /// [`super::Party::relu`] and [`super::Party::max`].
 pub fn relu(len: usize) -> Vec<Request> {
-    vec![Request::Sign { len, truncate: None, payloads: 1 }]
+    vec![Request::Sign {
+        len,
+        truncate: None,
+        payloads: 1,
+    }]
 }
 
 /// [`super::Party::trunc_relu`].
 pub fn trunc_relu(len: usize, frac_bits: u32) -> Vec<Request> {
-    vec![Request::Sign { len, truncate: Some(frac_bits), payloads: 1 }]
+    vec![Request::Sign {
+        len,
+        truncate: Some(frac_bits),
+        payloads: 1,
+    }]
 }
 
 /// [`super::Party::drelu`] and [`super::Party::greater_equal`].
 pub fn drelu(len: usize) -> Vec<Request> {
-    vec![Request::Sign { len, truncate: None, payloads: 1 }]
+    vec![Request::Sign {
+        len,
+        truncate: None,
+        payloads: 1,
+    }]
 }
 
 /// [`super::Party::max_pool2d`] over `batch` items.
 pub fn max_pool2d(pool: &Pool2d, batch: usize) -> Vec<Request> {
     let width = batch * pool.output_len();
-    tournament_levels(pool.window()).into_iter().flat_map(|pairs| relu(pairs * width)).collect()
+    tournament_levels(pool.window())
+        .into_iter()
+        .flat_map(|pairs| relu(pairs * width))
+        .collect()
 }
 
 /// [`super::Party::argmax`] over `rows x cols`.
 pub fn argmax(rows: usize, cols: usize) -> Vec<Request> {
     tournament_levels(cols)
         .into_iter()
-        .map(|pairs| Request::Sign { len: pairs * rows, truncate: None, payloads: 2 })
+        .map(|pairs| Request::Sign {
+            len: pairs * rows,
+            truncate: None,
+            payloads: 2,
+        })
         .collect()
 }

@@ -41,11 +41,15 @@ impl<N: Net> Party<N> {
     pub(crate) fn sign_select(&mut self, job: SignJob<'_>) -> Result<Vec<Vec<u64>>> {
         let len = job.z.len();
         for extra in &job.extras {
-            ensure_shape(extra.len() == len, "sign_select", || format!("payload {} vs value {len}", extra.len()))?;
+            ensure_shape(extra.len() == len, "sign_select", || {
+                format!("payload {} vs value {len}", extra.len())
+            })?;
         }
         let f = self.fixed_point.frac_bits();
         let payloads = usize::from(job.select_self) + job.extras.len();
-        let m = self.material.sign(len, job.truncate.then_some(f), payloads)?;
+        let m = self
+            .material
+            .sign(len, job.truncate.then_some(f), payloads)?;
         let words = bits::words_for(len);
         let alpha = |j: usize| &m.alpha[j * len..(j + 1) * len];
         let first_extra = usize::from(job.select_self);
@@ -71,7 +75,11 @@ impl<N: Net> Party<N> {
         if self_delta_now {
             deltas[0] = opened.next().unwrap_or_default();
         }
-        let self_value = if job.truncate { self.finish_trunc(&c, &m.mask) } else { job.z.to_vec() };
+        let self_value = if job.truncate {
+            self.finish_trunc(&c, &m.mask)
+        } else {
+            job.z.to_vec()
+        };
 
         // Level 0 of the comparison, bit-sliced: node q holds bit 61 - q (most significant first).
         let c_planes = bits::to_planes(&c);
@@ -83,7 +91,11 @@ impl<N: Net> Party<N> {
             let bit = COMPARED_BITS - 1 - q;
             let (r, cp) = (plane(&m.r_planes, bit), plane(&c_planes, bit));
             g.extend(r.iter().zip(&cp).map(|(&r, &c)| r & !c));
-            p.extend(r.iter().zip(&cp).map(|(&r, &c)| if constants { r ^ !c } else { r }));
+            p.extend(
+                r.iter()
+                    .zip(&cp)
+                    .map(|(&r, &c)| if constants { r ^ !c } else { r }),
+            );
         }
 
         // Prefix levels: one round each.
@@ -153,7 +165,11 @@ impl<N: Net> Party<N> {
         }
         let mut round = Round::default();
         round.bits(bits::xor(&b, &m.u_bits), 1, len);
-        let e = self.open_round(round)?.into_iter().next().unwrap_or_default();
+        let e = self
+            .open_round(round)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
 
         // b * v = e * v + (1 - 2e) * (delta * u + alpha * u).
         let mut values: Vec<Vec<u64>> = Vec::with_capacity(payloads);
@@ -182,26 +198,43 @@ impl<N: Net> Party<N> {
 
     /// `max(z, 0)` of a shared vector (8 rounds). Requires `|z| < 2^62`.
     pub fn relu(&mut self, z: &[u64]) -> Result<Vec<u64>> {
-        let mut out = self.sign_select(SignJob { z, truncate: false, select_self: true, extras: Vec::new() })?;
+        let mut out = self.sign_select(SignJob {
+            z,
+            truncate: false,
+            select_self: true,
+            extras: Vec::new(),
+        })?;
         Ok(out.swap_remove(0))
     }
 
     /// `max(trunc(z), 0)`: truncation and ReLU from one opening (8 rounds), for a product's `2f` fractional bits.
     pub fn trunc_relu(&mut self, z: &[u64]) -> Result<Vec<u64>> {
-        let mut out = self.sign_select(SignJob { z, truncate: true, select_self: true, extras: Vec::new() })?;
+        let mut out = self.sign_select(SignJob {
+            z,
+            truncate: true,
+            select_self: true,
+            extras: Vec::new(),
+        })?;
         Ok(out.swap_remove(0))
     }
 
     /// DReLU: additive shares of the integer bit `[z >= 0]` (8 rounds).
     pub fn drelu(&mut self, z: &[u64]) -> Result<Vec<u64>> {
         let ones = self.share_public(&vec![1; z.len()]);
-        let mut out = self.sign_select(SignJob { z, truncate: false, select_self: false, extras: vec![ones] })?;
+        let mut out = self.sign_select(SignJob {
+            z,
+            truncate: false,
+            select_self: false,
+            extras: vec![ones],
+        })?;
         Ok(out.swap_remove(0))
     }
 
     /// Comparison: additive shares of the integer bit `[x >= y]` (8 rounds). Requires `|x - y| < 2^62`.
     pub fn greater_equal(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
-        ensure_shape(x.len() == y.len(), "greater_equal", || format!("lengths {} and {}", x.len(), y.len()))?;
+        ensure_shape(x.len() == y.len(), "greater_equal", || {
+            format!("lengths {} and {}", x.len(), y.len())
+        })?;
         self.drelu(&ring::sub(x, y))
     }
 }

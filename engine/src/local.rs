@@ -1,0 +1,241 @@
+//! Private inference of a whole committee in one process, over the in-memory network: what tests, the
+//! in-memory benchmark and the demo run. The client's and the model owner's parts (sharing the input and the
+//! weights, reconstructing the output) happen here too, outside the parties.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use veil_protocols::gemm::Gemm;
+use veil_protocols::net::NetStats;
+use veil_protocols::prg::Seed;
+use veil_protocols::semi2k::local::{run, Committee, DealtSeeds};
+use veil_protocols::share::{reconstruct, share};
+
+use crate::error::{EngineError, Result};
+use crate::model::Model;
+use crate::plan::{Plan, WeightMode};
+use crate::private::{setup, StepProfile, WeightShare};
+
+/// How to run a committee locally.
+#[derive(Clone)]
+pub struct LocalOptions {
+    /// Number of execution parties.
+    pub parties: usize,
+    /// Local matrix kernel.
+    pub gemm: Arc<dyn Gemm>,
+    /// Seed for every random choice (shares, dealer seeds); fresh randomness if `None`.
+    pub seed: Option<u64>,
+    /// How long a party waits for a message.
+    pub timeout: Duration,
+    /// Record per-step profiles.
+    pub profile: bool,
+    /// Record every message each party receives.
+    pub record_views: bool,
+}
+
+impl LocalOptions {
+    /// `parties` parties with the given kernel and defaults for the rest.
+    pub fn new(parties: usize, gemm: Arc<dyn Gemm>) -> Self {
+        Self {
+            parties,
+            gemm,
+            seed: None,
+            timeout: veil_protocols::mem_net::DEFAULT_TIMEOUT,
+            profile: false,
+            record_views: false,
+        }
+    }
+}
+
+/// Per-party results of one local run.
+struct PartyResult {
+    outputs: Vec<Vec<u64>>,
+    latencies: Vec<Duration>,
+    online: Vec<NetStats>,
+    setup: NetStats,
+    profile: Vec<StepProfile>,
+}
+
+/// What a local private run measured and produced.
+#[derive(Debug)]
+pub struct LocalRunReport {
+    /// Decoded outputs, one vector (`batch * output_len`) per inference.
+    pub outputs: Vec<Vec<f32>>,
+    /// Per inference, the slowest party's wall time.
+    pub latencies: Vec<Duration>,
+    /// Per inference, per party, the online traffic.
+    pub online: Vec<Vec<NetStats>>,
+    /// Per party, the model-setup traffic (shared weights only).
+    pub setup: Vec<NetStats>,
+    /// Per party, per-step profile of the last inference (empty unless profiling).
+    pub profiles: Vec<Vec<StepProfile>>,
+    /// Bytes the dealer sent for all the inferences.
+    pub dealer_bytes: u64,
+    /// Dealer time for all the inferences.
+    pub dealer_elapsed: Duration,
+    /// Messages each party received (empty unless recording).
+    pub views: Vec<Vec<(usize, Vec<u8>)>>,
+}
+
+/// Shares the model owner's weights among `parties` (or hands every party the plaintext, if public).
+pub fn deal_weights(
+    plan: &Plan,
+    parties: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<Vec<WeightShare>>> {
+    let mut per_party: Vec<Vec<WeightShare>> = vec![Vec::new(); parties];
+    for w in &plan.weights {
+        match plan.mode {
+            WeightMode::Public => per_party.iter_mut().for_each(|p| {
+                p.push(WeightShare {
+                    matrix: w.matrix.clone(),
+                    bias: w.bias.clone(),
+                })
+            }),
+            WeightMode::Shared => {
+                let matrices = share(&w.matrix, parties, rng)?;
+                let biases = w
+                    .bias
+                    .as_ref()
+                    .map(|b| share(b, parties, rng))
+                    .transpose()?;
+                for (i, matrix) in matrices.into_iter().enumerate() {
+                    per_party[i].push(WeightShare {
+                        matrix,
+                        bias: biases.as_ref().map(|b| b[i].clone()),
+                    });
+                }
+            }
+        }
+    }
+    Ok(per_party)
+}
+
+/// Runs `inputs.len()` private inferences (each a batch of `batch` items) of `plan` on a local committee,
+/// after one model setup. Inputs are validated and encoded before anything runs.
+pub fn run_private(
+    model: &Model,
+    plan: &Plan,
+    inputs: &[Vec<f32>],
+    batch: usize,
+    options: &LocalOptions,
+) -> Result<LocalRunReport> {
+    let n = options.parties;
+    let fp = plan.fixed_point;
+    let encoded: Vec<Vec<u64>> = inputs
+        .iter()
+        .map(|x| {
+            model.check_input(x, batch)?;
+            Ok(fp.encode(x)?)
+        })
+        .collect::<Result<_>>()?;
+    let mut rng = match options.seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::from_os_rng(),
+    };
+    let input_shares: Vec<Vec<Vec<u64>>> = encoded
+        .iter()
+        .map(|x| share(x, n, &mut rng))
+        .collect::<std::result::Result<_, _>>()?;
+    let weight_shares = deal_weights(plan, n, &mut rng)?;
+    let seeds = match options.seed {
+        Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
+        None => DealtSeeds::random(n),
+    };
+    let one = plan.requests(batch);
+    let requests: Vec<_> = (0..inputs.len())
+        .flat_map(|_| one.iter().cloned())
+        .collect();
+    let mut committee = Committee::new(n, options.gemm.clone());
+    committee.fixed_point = fp;
+    committee.timeout = options.timeout;
+    committee.record_views = options.record_views;
+
+    let run = run(
+        &committee,
+        &requests,
+        &plan.mask_shapes(),
+        &seeds,
+        |party, masks| {
+            let me = party.id();
+            let model =
+                setup(party, plan, weight_shares[me].clone(), masks).map_err(to_protocol)?;
+            let setup_stats = party.stats().clone();
+            let mut result = PartyResult {
+                outputs: Vec::new(),
+                latencies: Vec::new(),
+                online: Vec::new(),
+                setup: setup_stats,
+                profile: Vec::new(),
+            };
+            for shares in &input_shares {
+                let before = party.stats().clone();
+                let started = Instant::now();
+                let mut profile = Vec::new();
+                let out = model
+                    .infer(
+                        party,
+                        shares[me].clone(),
+                        batch,
+                        options.profile.then_some(&mut profile),
+                    )
+                    .map_err(to_protocol)?;
+                result.latencies.push(started.elapsed());
+                result.online.push(party.stats().since(&before));
+                result.outputs.push(out);
+                result.profile = profile;
+            }
+            Ok(result)
+        },
+    )?;
+
+    let k = inputs.len();
+    let mut outputs = Vec::with_capacity(k);
+    for i in 0..k {
+        let shares: Vec<Vec<u64>> = run
+            .parties
+            .iter()
+            .map(|p| p.value.outputs[i].clone())
+            .collect();
+        outputs.push(fp.decode(&reconstruct(&shares)?));
+    }
+    Ok(LocalRunReport {
+        outputs,
+        latencies: (0..k)
+            .map(|i| {
+                run.parties
+                    .iter()
+                    .map(|p| p.value.latencies[i])
+                    .max()
+                    .unwrap_or_default()
+            })
+            .collect(),
+        online: (0..k)
+            .map(|i| {
+                run.parties
+                    .iter()
+                    .map(|p| p.value.online[i].clone())
+                    .collect()
+            })
+            .collect(),
+        setup: run.parties.iter().map(|p| p.value.setup.clone()).collect(),
+        profiles: run
+            .parties
+            .iter()
+            .map(|p| p.value.profile.clone())
+            .collect(),
+        dealer_bytes: run.dealer_bytes,
+        dealer_elapsed: run.dealer_elapsed,
+        views: run.parties.iter().map(|p| p.view.clone()).collect(),
+    })
+}
+
+/// Engine errors inside a party travel as protocol errors through the committee runner.
+fn to_protocol(e: EngineError) -> veil_protocols::ProtocolError {
+    match e {
+        EngineError::Protocol(p) => p,
+        other => veil_protocols::ProtocolError::Material(other.to_string()),
+    }
+}

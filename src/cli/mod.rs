@@ -1,0 +1,4 @@
+//! Subcommands of the `veil` binary.
+
+pub mod bench;
+pub mod demo;
