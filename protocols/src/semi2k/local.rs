@@ -77,6 +77,8 @@ pub struct PartyOutcome<T> {
     pub stats: NetStats,
     /// Messages it received (empty unless views are recorded).
     pub view: Vec<(usize, Vec<u8>)>,
+    /// Values it opened, one entry per round (empty unless views are recorded).
+    pub transcript: Vec<Vec<u8>>,
 }
 
 /// The outcome of a local run.
@@ -144,12 +146,17 @@ where
                     let material = PartyMaterial::new(i, n, &job_seed, own, requests)?;
                     let mut party =
                         Party::new(net, material, committee.fixed_point, committee.gemm.clone())?;
+                    if committee.record_views {
+                        party.record_transcript();
+                    }
                     let value = program(&mut party, masks)?;
+                    let transcript = party.transcript().to_vec();
                     let (net, stats) = party.finish()?;
                     Ok(PartyOutcome {
                         value,
                         stats,
                         view: net.view().to_vec(),
+                        transcript,
                     })
                 })
             })

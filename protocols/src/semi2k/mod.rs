@@ -36,6 +36,8 @@ pub struct Party<N: Net> {
     material: PartyMaterial,
     fixed_point: FixedPoint,
     gemm: Arc<dyn Gemm>,
+    /// Every value this party has opened, in wire form, when recording (privacy tests).
+    transcript: Option<Vec<Vec<u8>>>,
 }
 
 impl<N: Net> Party<N> {
@@ -58,6 +60,7 @@ impl<N: Net> Party<N> {
             material,
             fixed_point,
             gemm,
+            transcript: None,
         })
     }
 
@@ -89,6 +92,17 @@ impl<N: Net> Party<N> {
     /// The transport.
     pub fn net(&self) -> &N {
         self.net.inner()
+    }
+
+    /// Starts recording every opened value: what this party learns beyond its own shares.
+    pub fn record_transcript(&mut self) {
+        self.transcript = Some(Vec::new());
+    }
+
+    /// The opened values recorded so far, one entry per round, each part in wire form (bit vectors packed,
+    /// ring elements little-endian).
+    pub fn transcript(&self) -> &[Vec<u8>] {
+        self.transcript.as_deref().unwrap_or(&[])
     }
 
     /// Ends the job: fails unless every dealt request was consumed.

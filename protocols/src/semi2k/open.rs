@@ -12,6 +12,7 @@ use crate::ring;
 use super::Party;
 
 /// One value to open in a round.
+#[derive(Clone)]
 enum Part {
     /// Additively shared ring elements.
     Words(Vec<u64>),
@@ -105,6 +106,14 @@ impl<N: Net> Party<N> {
                     }
                 }
             }
+        }
+        if let Some(transcript) = self.transcript.as_mut() {
+            transcript.push(
+                Round {
+                    parts: opened.clone(),
+                }
+                .encode(),
+            );
         }
         Ok(opened
             .into_iter()
