@@ -41,6 +41,9 @@ const PARTIES: usize = 3;
 const OBSERVER: usize = 1;
 const TRIALS: usize = 100;
 
+/// Messages with their sender.
+type View = Vec<(usize, Vec<u8>)>;
+
 /// Party `OBSERVER`'s fixed randomness.
 struct ObserverRandomness {
     job_seed: Seed,
@@ -80,7 +83,7 @@ fn observer_view(
     input: &[u64],
     me: &ObserverRandomness,
     trial: u64,
-) -> (Vec<(usize, Vec<u8>)>, Vec<Vec<u64>>) {
+) -> (View, Vec<Vec<u64>>) {
     let mut rng = ChaCha8Rng::seed_from_u64(1000 + trial);
     let input_shares = split_around(input, &me.input_share, &mut rng);
     let mut weight_shares: Vec<Vec<WeightShare>> = vec![Vec::new(); PARTIES];

@@ -187,7 +187,7 @@ pub fn to_bytes(xs: &[u64]) -> Vec<u8> {
 
 /// Reads ring elements from little-endian bytes; `None` unless the length is a multiple of 8.
 pub fn from_bytes(bytes: &[u8]) -> Option<Vec<u64>> {
-    if bytes.len() % 8 != 0 {
+    if !bytes.len().is_multiple_of(8) {
         return None;
     }
     Some(

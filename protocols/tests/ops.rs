@@ -118,7 +118,7 @@ proptest! {
 
     #[test]
     fn trunc_is_within_one_ulp_below(n in parties(), x in values(1..60, BIG)) {
-        let got = run_shared(n, &[x.clone()], requests::trunc(x.len(), 16), &[], |p, s, _| p.trunc(&s[0]));
+        let got = run_shared(n, std::slice::from_ref(&x), requests::trunc(x.len(), 16), &[], |p, s, _| p.trunc(&s[0]));
         for (g, v) in got.iter().zip(&x) {
             let exact = (*v as i64) >> 16;
             let diff = *g as i64 - exact;
@@ -132,7 +132,7 @@ proptest! {
         let len = zero_and_edges.len();
         let mut reqs = requests::relu(len);
         reqs.extend(requests::drelu(len));
-        let got = run_shared(n, &[zero_and_edges.clone()], reqs, &[], |p, s, _| {
+        let got = run_shared(n, std::slice::from_ref(&zero_and_edges), reqs, &[], |p, s, _| {
             let mut out = p.relu(&s[0])?;
             out.extend(p.drelu(&s[0])?);
             Ok(out)
@@ -146,7 +146,7 @@ proptest! {
 
     #[test]
     fn trunc_relu_is_within_one_ulp(n in parties(), x in values(1..60, BIG)) {
-        let got = run_shared(n, &[x.clone()], requests::trunc_relu(x.len(), 16), &[], |p, s, _| p.trunc_relu(&s[0]));
+        let got = run_shared(n, std::slice::from_ref(&x), requests::trunc_relu(x.len(), 16), &[], |p, s, _| p.trunc_relu(&s[0]));
         for (g, v) in got.iter().zip(&x) {
             let exact = ((*v as i64) >> 16).max(0);
             let diff = *g as i64 - exact;
