@@ -1,4 +1,4 @@
-//! The `veil` command line: `veil demo`, `veil bench`.
+//! The `veil` command line: `veil demo`, `veil bench`, `veil node`, `veil keygen`.
 
 mod cli;
 
@@ -19,11 +19,17 @@ enum Command {
     Demo(cli::demo::DemoArgs),
     /// Measures a workload (time, bytes, rounds, error); `--json` prints one JSON object as the last line.
     Bench(cli::bench::BenchArgs),
+    /// Runs a node daemon: `veil node --config node.toml` (see node/README.md).
+    Node(cli::node::NodeArgs),
+    /// Prints a node's public identity, creating its key pair in the data directory if needed.
+    Keygen(cli::node::KeygenArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Node(args) => cli::node::run_node(args),
+        Command::Keygen(args) => cli::node::run_keygen(args),
     }
 }

@@ -1,2 +1,45 @@
-//! The veil node daemon: QUIC transport implementing `Net`, the party runtime, and the dealer and verifier
-//! roles. Nothing is implemented yet; see the QUIC nodes issue and DESIGN.md.
+//! The veil node daemon: a QUIC transport implementing [`veil_protocols::net::Net`] with pinned-key mutual TLS,
+//! and the roles a node plays in a job: execution party or dealer. The client side (submitting a job to a
+//! committee of nodes) and a launcher for local node processes live here too, so that the CLI, the benchmark
+//! and the end-to-end tests share one implementation.
+//!
+//! Layering (DESIGN.md): `protocols` <- `engine` <- `node`. Nothing here is depended on by the engine or the
+//! protocols; the protocols run over [`quic_net::QuicNet`] exactly as they run over the in-memory mesh, with
+//! the same results and the same byte and round counts (accounting is `CountedNet`'s, around either).
+//!
+//! Modules, one job each:
+//! - [`identity`]: a node's Ed25519 identity key, persisted under its data directory, and its self-signed cert.
+//! - [`tls`]: rustls configurations whose verifiers accept only pinned keys.
+//! - [`frame`]: the versioned, length-bounded frame format and its decoder.
+//! - [`wire`]: the messages that travel in frames.
+//! - [`manifest`]: the signed committee manifest every member checks before it computes.
+//! - [`config`]: the node's TOML configuration.
+//! - [`peers`]: the QUIC endpoint, one connection per pair of nodes, and the allow-list of keys.
+//! - [`quic_net`]: the `Net` implementation, one stream per job and direction.
+//! - [`jobs`]: the registry of a node's live jobs.
+//! - [`party`], [`dealer`]: the two roles.
+//! - [`node`]: the daemon that ties them together.
+//! - [`client`]: submits a job to a committee and collects the results.
+//! - [`cluster`]: starts local `veil node` processes (benchmarks, tests).
+
+pub mod client;
+pub mod cluster;
+pub mod config;
+pub mod dealer;
+pub mod error;
+pub mod frame;
+pub mod identity;
+pub mod jobs;
+pub mod logging;
+pub mod manifest;
+pub mod node;
+pub mod party;
+pub mod peers;
+pub mod quic_net;
+pub mod tls;
+pub mod wire;
+
+pub use config::NodeConfig;
+pub use error::{NodeError, Result};
+pub use identity::{Identity, PublicKey};
+pub use node::{Node, ReadyLine};

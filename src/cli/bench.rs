@@ -59,7 +59,7 @@ pub struct BenchArgs {
 pub enum Transport {
     /// In-memory channels between threads.
     Mem,
-    /// QUIC between `veil node` processes (not available yet).
+    /// QUIC between `veil node` processes on 127.0.0.1 (one process per party and one for the dealer).
     Quic,
 }
 
@@ -117,6 +117,10 @@ struct ModelReport {
     dealer_ms: f64,
     setup_bytes_per_party: u64,
     max_abs_err: f64,
+    /// QUIC only: the most UDP bytes a party sent its peers in one inference (payload, framing, QUIC and
+    /// UDP headers, acknowledgements); `bytes_per_party` counts protocol payload only, on every transport.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quic_udp_bytes_per_party: Option<u64>,
     layers: Vec<LayerReport>,
 }
 
@@ -140,9 +144,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "unknown protocol {:?}: this build offers semi2k",
             args.protocol
         );
-    }
-    if args.transport == Transport::Quic {
-        bail!("--transport quic needs `veil node` processes, which this build does not have yet; use --transport mem");
     }
     if args.reps == 0 {
         bail!("--reps must be at least 1");
@@ -193,7 +194,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let inputs = vec![input.clone(); args.reps + 1];
     let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
     options.profile = true;
-    let report = run_private(&model, &plan, &inputs, args.batch, &options)?;
+    let (report, quic_udp_bytes_per_party) = match args.transport {
+        Transport::Mem => (
+            run_private(&model, &plan, &inputs, args.batch, &options)?,
+            None,
+        ),
+        Transport::Quic => {
+            let q = super::node::bench_quic(&args, &model, &plan, &inputs, threads)?;
+            (q.report, Some(q.udp_bytes_per_party))
+        }
+    };
 
     let reference = model.forward_plain(&input, args.batch)?;
     let mut plain_times = Vec::new();
@@ -259,6 +269,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         dealer_ms: ms(report.dealer_elapsed) / report.latencies.len() as f64,
         setup_bytes_per_party: report.setup.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
         max_abs_err,
+        quic_udp_bytes_per_party,
         layers,
     };
     if args.json {
@@ -295,8 +306,23 @@ fn layer_reports(profiles: &[Vec<veil_engine::private::StepProfile>]) -> Vec<Lay
 fn print_table(r: &ModelReport) {
     println!(
         "{} | {} | {} parties | batch {} | {} | weights {} | f = {}",
-        r.workload, r.protocol, r.parties, r.batch, "mem", r.weights, r.frac_bits
+        r.workload,
+        r.protocol,
+        r.parties,
+        r.batch,
+        match r.transport {
+            Transport::Mem => "mem",
+            Transport::Quic => "quic",
+        },
+        r.weights,
+        r.frac_bits
     );
+    if let Some(udp) = r.quic_udp_bytes_per_party {
+        println!(
+            "  quic on wire   {:>10.1} KB/party (UDP, with framing and QUIC overhead)",
+            udp as f64 / 1e3
+        );
+    }
     println!(
         "  latency        {:>10.2} ms (median of {}; compute {:.2} ms, waiting {:.2} ms)",
         r.latency_ms, r.reps, r.compute_ms, r.wait_ms

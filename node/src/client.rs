@@ -1,0 +1,426 @@
+//! The client side of a job: assemble and sign the manifest, submit it to every member, hand each party its
+//! weight and input shares, collect output shares and measurements, reconstruct.
+//!
+//! [`run_private`] is the multi-process twin of `veil_engine::local::run_private` and returns the same
+//! [`LocalRunReport`], so the benchmark reports both transports with one piece of code. The client here
+//! plays the model owner too (it deals the weight shares).
+//!
+//! Invariant: a job runs only after every member accepted the manifest, so every member has admitted every
+//! other member's key before any party dials a peer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::{RecvStream, SendStream};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+use veil_engine::local::{deal_weights, LocalRunReport};
+use veil_engine::private::StepProfile;
+use veil_engine::{Model, Plan};
+use veil_protocols::net::NetStats;
+use veil_protocols::share::{reconstruct, share};
+
+use crate::config::NodeConfig;
+use crate::error::{NodeError, Result};
+use crate::frame::{self, RecvError};
+use crate::identity::{Identity, PublicKey};
+use crate::manifest::{Manifest, Member, ModelSpec};
+use crate::peers::Peers;
+use crate::tls::AllowList;
+use crate::wire::{seconds, JobId, Msg, PartyReport, RunRequest, WireWeight, Words};
+
+/// How a client connects and waits.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Local UDP address to bind.
+    pub bind: SocketAddr,
+    /// Handshake timeout.
+    pub connect_timeout: Duration,
+    /// How long to wait for a member's answer (a whole job may take this long).
+    pub job_timeout: Duration,
+    /// Largest frame accepted and sent.
+    pub max_frame: usize,
+    /// QUIC idle timeout: a member silent this long counts as gone.
+    pub idle_timeout: Duration,
+    /// Once a party has reported failure, how long to wait for the others' reports.
+    pub failure_grace: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            connect_timeout: Duration::from_secs(10),
+            job_timeout: Duration::from_secs(600),
+            max_frame: crate::frame::DEFAULT_MAX_FRAME,
+            idle_timeout: Duration::from_secs(30),
+            failure_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A client: an identity and a QUIC endpoint.
+pub struct Client {
+    runtime: Runtime,
+    peers: Arc<Peers>,
+    identity: Identity,
+    options: ClientOptions,
+}
+
+type Bi = (SendStream, RecvStream);
+
+impl Client {
+    /// A client with `identity`.
+    pub fn new(identity: Identity, options: ClientOptions) -> Result<Client> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("veil-client-io")
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::System("starting the runtime", e))?;
+        let mut config = NodeConfig::new(options.bind, std::env::temp_dir());
+        config.connect_timeout_ms = options.connect_timeout.as_millis().max(1) as u64;
+        config.max_frame_bytes = options.max_frame;
+        config.idle_timeout_ms = options.idle_timeout.as_millis().max(1) as u64;
+        let (peers, _announced) = {
+            let _guard = runtime.enter();
+            // Nobody may connect to a client: its allow-list is empty.
+            Peers::bind(&config, &identity, Arc::new(AllowList::new([])))?
+        };
+        Ok(Client {
+            runtime,
+            peers,
+            identity,
+            options,
+        })
+    }
+
+    /// The client's public identity (the manifest signer).
+    pub fn public_key(&self) -> PublicKey {
+        self.identity.public_key()
+    }
+
+    async fn open(&self, member: &Member) -> Result<Bi> {
+        let conn = self
+            .peers
+            .connect(member.public_key, member.address, true)
+            .await?;
+        conn.open_bi().await.map_err(NodeError::quic)
+    }
+
+    async fn read(&self, recv: &mut RecvStream, what: &'static str) -> Result<Msg> {
+        match tokio::time::timeout(
+            self.options.job_timeout,
+            frame::read(recv, self.options.max_frame),
+        )
+        .await
+        {
+            Err(_) => Err(NodeError::Timeout(self.options.job_timeout, what)),
+            Ok(Ok(m)) => Ok(m),
+            Ok(Err(RecvError::Frame(e))) => Err(e.into()),
+            Ok(Err(e)) => Err(NodeError::Quic(format!("{what}: {e}"))),
+        }
+    }
+
+    /// Asks a member whether it is alive; returns its number of live jobs.
+    pub fn ping(&self, member: &Member) -> Result<u32> {
+        self.runtime.block_on(async {
+            let (mut send, mut recv) = self.open(member).await?;
+            frame::write(&mut send, &Msg::Ping)
+                .await
+                .map_err(|e| NodeError::Quic(e.to_string()))?;
+            let _ = send.finish();
+            match self.read(&mut recv, "waiting for Pong").await? {
+                Msg::Pong { active_jobs } => Ok(active_jobs),
+                other => Err(NodeError::Unexpected(format!("answered {}", other.name()))),
+            }
+        })
+    }
+
+    /// Signs `manifest`, submits it to every member, runs it with one request per party, and returns each
+    /// party's report. Fails with every party's error if any party fails.
+    pub fn run_job(&self, manifest: &Manifest, runs: Vec<RunRequest>) -> Result<Vec<PartyReport>> {
+        if runs.len() != manifest.parties.len() {
+            return Err(NodeError::Job(format!(
+                "{} run requests for {} parties",
+                runs.len(),
+                manifest.parties.len()
+            )));
+        }
+        let signed = manifest.sign(&self.identity)?;
+        self.runtime.block_on(async {
+            let mut members: Vec<&Member> = manifest.parties.iter().collect();
+            members.push(&manifest.dealer);
+            let mut streams = Vec::with_capacity(members.len());
+            for (i, member) in members.iter().enumerate() {
+                let (mut send, mut recv) = self.open(member).await.map_err(|e| {
+                    NodeError::Job(format!("member {i} at {}: {e}", member.address))
+                })?;
+                frame::write(&mut send, &Msg::Submit(signed.clone()))
+                    .await
+                    .map_err(|e| NodeError::Quic(e.to_string()))?;
+                match self
+                    .read(&mut recv, "waiting for the manifest's acceptance")
+                    .await?
+                {
+                    Msg::Accepted => streams.push((send, recv)),
+                    Msg::Failed(why) => {
+                        return Err(NodeError::Job(format!("member {i} refused the job: {why}")))
+                    }
+                    other => {
+                        return Err(NodeError::Unexpected(format!(
+                            "member {i} answered {}",
+                            other.name()
+                        )))
+                    }
+                }
+            }
+            let (mut dealer_send, _dealer_recv) = streams
+                .pop()
+                .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
+            let mut set = JoinSet::new();
+            for (i, ((mut send, mut recv), run)) in streams.into_iter().zip(runs).enumerate() {
+                let timeout = self.options.job_timeout;
+                let max_frame = self.options.max_frame;
+                set.spawn(async move {
+                    let result = async {
+                        frame::write(&mut send, &Msg::Run(run))
+                            .await
+                            .map_err(|e| format!("sending the run request: {e}"))?;
+                        let _ = send.finish();
+                        match tokio::time::timeout(timeout, frame::read(&mut recv, max_frame)).await
+                        {
+                            Err(_) => Err(format!("no answer within {timeout:?}")),
+                            Ok(Ok(Msg::Outputs(report))) => Ok(report),
+                            Ok(Ok(Msg::Failed(why))) => Err(why),
+                            Ok(Ok(other)) => Err(format!("answered {}", other.name())),
+                            Ok(Err(e)) => Err(format!("connection to the party lost: {e}")),
+                        }
+                    }
+                    .await;
+                    (i, result)
+                });
+            }
+            let mut results: Vec<Option<std::result::Result<PartyReport, String>>> =
+                (0..manifest.parties.len()).map(|_| None).collect();
+            let mut deadline: Option<tokio::time::Instant> = None;
+            loop {
+                let next = match deadline {
+                    None => set.join_next().await,
+                    Some(at) => match tokio::time::timeout_at(at, set.join_next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            set.abort_all();
+                            break;
+                        }
+                    },
+                };
+                match next {
+                    None => break,
+                    Some(Ok((i, r))) => {
+                        if r.is_err() && deadline.is_none() {
+                            deadline =
+                                Some(tokio::time::Instant::now() + self.options.failure_grace);
+                        }
+                        results[i] = Some(r);
+                    }
+                    Some(Err(e)) => return Err(NodeError::Job(format!("client task failed: {e}"))),
+                }
+            }
+            let _ = dealer_send.finish();
+            collect(results)
+        })
+    }
+}
+
+/// All reports, or one error listing every party's failure, the root causes (not disconnections) first.
+fn collect(
+    results: Vec<Option<std::result::Result<PartyReport, String>>>,
+) -> Result<Vec<PartyReport>> {
+    let mut reports = Vec::new();
+    let mut causes = Vec::new();
+    let mut echoes = Vec::new();
+    for (i, r) in results.into_iter().enumerate() {
+        match r {
+            Some(Ok(report)) => reports.push(report),
+            Some(Err(why)) if why.contains("disconnected") => {
+                echoes.push(format!("[party {i}] {why}"))
+            }
+            Some(Err(why)) => causes.push(format!("[party {i}] {why}")),
+            None => echoes.push(format!("[party {i}] no answer (unreachable?)")),
+        }
+    }
+    if causes.is_empty() && echoes.is_empty() {
+        return Ok(reports);
+    }
+    causes.extend(echoes);
+    Err(NodeError::Job(causes.join("; ")))
+}
+
+/// A private run over QUIC: the job's public description and local choices.
+pub struct QuicJob<'a> {
+    /// The model (the client computes nothing with it but input checks).
+    pub model: &'a Model,
+    /// Its plan (the model owner's weights in ring form).
+    pub plan: &'a Plan,
+    /// The public model description for the manifest (must describe `model`).
+    pub spec: ModelSpec,
+    /// Items per inference.
+    pub batch: usize,
+    /// Ring-kernel threads per party.
+    pub threads: usize,
+    /// Seed of the client's shares (reproducible runs); fresh randomness if `None`.
+    pub seed: Option<u64>,
+    /// Ask parties for a per-step profile of the last inference.
+    pub profile: bool,
+}
+
+/// The committee that runs a job.
+#[derive(Debug, Clone)]
+pub struct Committee {
+    /// Execution parties in index order.
+    pub parties: Vec<Member>,
+    /// The dealer.
+    pub dealer: Member,
+}
+
+/// What a QUIC run produced: the same report as an in-memory run, plus QUIC's own traffic.
+pub struct QuicRun {
+    /// Outputs and measurements, as `veil_engine::local::run_private` reports them.
+    pub report: LocalRunReport,
+    /// Per inference, per party: UDP bytes sent to peers (payload and all overhead).
+    pub udp_tx_bytes: Vec<Vec<u64>>,
+}
+
+/// Runs `inputs.len()` private inferences of `job` on `committee`; see the module doc.
+pub fn run_private(
+    client: &Client,
+    committee: &Committee,
+    job: &QuicJob<'_>,
+    inputs: &[Vec<f32>],
+) -> Result<QuicRun> {
+    let n = committee.parties.len();
+    let fp = job.plan.fixed_point;
+    let mut rng = match job.seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::from_os_rng(),
+    };
+    let mut input_shares: Vec<Vec<Words>> = (0..n).map(|_| Vec::new()).collect();
+    for x in inputs {
+        job.model.check_input(x, job.batch)?;
+        let encoded = fp.encode(x).map_err(veil_protocols::ProtocolError::from)?;
+        for (i, s) in share(&encoded, n, &mut rng)?.into_iter().enumerate() {
+            input_shares[i].push(Words(s));
+        }
+    }
+    let weights = deal_weights(job.plan, n, &mut rng)?;
+    let runs: Vec<RunRequest> = weights
+        .into_iter()
+        .zip(input_shares)
+        .map(|(w, inputs)| RunRequest {
+            job: JobId([0; 16]),
+            weights: w
+                .into_iter()
+                .map(|w| WireWeight {
+                    matrix: Words(w.matrix),
+                    bias: w.bias.map(Words),
+                })
+                .collect(),
+            inputs,
+            threads: job.threads as u32,
+            profile: job.profile,
+        })
+        .collect();
+    let manifest = Manifest {
+        job: JobId::random(),
+        protocol: "semi2k".into(),
+        model: job.spec.clone(),
+        batch: u32::try_from(job.batch).map_err(|_| NodeError::Job("batch too large".into()))?,
+        inferences: u32::try_from(inputs.len())
+            .map_err(|_| NodeError::Job("too many inferences".into()))?,
+        parties: committee.parties.clone(),
+        dealer: committee.dealer.clone(),
+        client: client.public_key(),
+    };
+    let runs = runs
+        .into_iter()
+        .map(|r| RunRequest {
+            job: manifest.job,
+            ..r
+        })
+        .collect();
+    let reports = client.run_job(&manifest, runs)?;
+    assemble(&reports, inputs.len(), fp)
+}
+
+/// The in-memory report shape from the parties' reports.
+fn assemble(
+    reports: &[PartyReport],
+    k: usize,
+    fp: veil_protocols::ring::FixedPoint,
+) -> Result<QuicRun> {
+    let complete = |r: &PartyReport| {
+        r.outputs.len() == k
+            && r.latencies.len() == k
+            && r.online.len() == k
+            && r.udp_tx_bytes.len() == k
+    };
+    if reports.iter().any(|r| !complete(r)) {
+        return Err(NodeError::Unexpected(format!(
+            "a party reported other than {k} inferences"
+        )));
+    }
+    let mut outputs = Vec::with_capacity(k);
+    for i in 0..k {
+        let shares: Vec<Vec<u64>> = reports.iter().map(|r| r.outputs[i].0.clone()).collect();
+        outputs.push(fp.decode(&reconstruct(&shares)?));
+    }
+    let dealer_bytes = reports.first().map_or(0, |r| r.dealer_bytes);
+    let dealer_seconds = reports.first().map_or(0.0, |r| r.dealer_seconds);
+    let report = LocalRunReport {
+        outputs,
+        latencies: (0..k)
+            .map(|i| {
+                reports
+                    .iter()
+                    .map(|r| seconds(r.latencies[i]))
+                    .max()
+                    .unwrap_or_default()
+            })
+            .collect(),
+        online: (0..k)
+            .map(|i| {
+                reports
+                    .iter()
+                    .map(|r| NetStats::from(&r.online[i]))
+                    .collect()
+            })
+            .collect(),
+        setup: reports.iter().map(|r| NetStats::from(&r.setup)).collect(),
+        profiles: reports
+            .iter()
+            .map(|r| {
+                r.profile
+                    .iter()
+                    .map(|s| StepProfile {
+                        label: s.label.clone(),
+                        elapsed: seconds(s.seconds),
+                        net: NetStats::from(&s.net),
+                    })
+                    .collect()
+            })
+            .collect(),
+        dealer_bytes,
+        dealer_elapsed: seconds(dealer_seconds),
+        views: reports.iter().map(|_| Vec::new()).collect(),
+    };
+    Ok(QuicRun {
+        report,
+        udp_tx_bytes: (0..k)
+            .map(|i| reports.iter().map(|r| r.udp_tx_bytes[i]).collect())
+            .collect(),
+    })
+}

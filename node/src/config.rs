@@ -1,0 +1,182 @@
+//! The node's configuration file (TOML). Every field is documented in `node/README.md`.
+//!
+//! Invariant: a loaded [`NodeConfig`] has passed [`NodeConfig::validate`] (positive timeouts, a frame limit
+//! large enough for the protocol's messages, parseable keys).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{NodeError, Result};
+use crate::identity::PublicKey;
+
+/// A node's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// UDP address to listen on (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// Directory of the node's state (its identity key); created on first start.
+    pub data_dir: PathBuf,
+    /// Operator of the node (its collusion domain).
+    #[serde(default)]
+    pub operator: String,
+    /// Keys allowed to submit jobs (sign manifests), hex.
+    #[serde(default)]
+    pub trusted_submitters: Vec<PublicKey>,
+    /// Largest frame body accepted, bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// How long a party waits for a message from a peer before the job fails, ms.
+    #[serde(default = "default_recv_timeout")]
+    pub recv_timeout_ms: u64,
+    /// How long a submitted job may wait for its run request (party) or for every party's material request
+    /// (dealer) before it is dropped, and how long a party waits for the dealer's material, ms.
+    #[serde(default = "default_submit_timeout")]
+    pub submit_timeout_ms: u64,
+    /// How long a handshake (or waiting for a peer's connection) may take, ms.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_ms: u64,
+    /// QUIC idle timeout: a connection silent this long is closed, ms.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_ms: u64,
+    /// Threads of the node's async runtime (QUIC I/O); computation runs on its own threads.
+    #[serde(default = "default_io_threads")]
+    pub io_threads: usize,
+    /// Log level: error, warn, info, debug or trace (the `VEIL_LOG` environment variable overrides it).
+    #[serde(default = "default_log")]
+    pub log: String,
+}
+
+fn default_max_frame() -> usize {
+    crate::frame::DEFAULT_MAX_FRAME
+}
+fn default_recv_timeout() -> u64 {
+    60_000
+}
+fn default_submit_timeout() -> u64 {
+    120_000
+}
+fn default_connect_timeout() -> u64 {
+    10_000
+}
+fn default_idle_timeout() -> u64 {
+    30_000
+}
+fn default_io_threads() -> usize {
+    1
+}
+fn default_log() -> String {
+    "info".into()
+}
+
+impl NodeConfig {
+    /// A configuration with defaults, listening on `listen`, state in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            operator: String::new(),
+            trusted_submitters: Vec::new(),
+            max_frame_bytes: default_max_frame(),
+            recv_timeout_ms: default_recv_timeout(),
+            submit_timeout_ms: default_submit_timeout(),
+            connect_timeout_ms: default_connect_timeout(),
+            idle_timeout_ms: default_idle_timeout(),
+            io_threads: default_io_threads(),
+            log: default_log(),
+        }
+    }
+
+    /// Parses and validates a TOML configuration.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let config: NodeConfig =
+            toml::from_str(text).map_err(|e| NodeError::Config(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Io {
+            what: "reading configuration",
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text)
+    }
+
+    /// The TOML text of this configuration.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| NodeError::Config(e.to_string()))
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |s: &str| Err(NodeError::Config(s.into()));
+        if self.max_frame_bytes < 1024 {
+            return bad("max_frame_bytes must be at least 1024");
+        }
+        if self.max_frame_bytes > u32::MAX as usize {
+            return bad("max_frame_bytes must fit in 32 bits");
+        }
+        if self.recv_timeout_ms == 0
+            || self.submit_timeout_ms == 0
+            || self.connect_timeout_ms == 0
+            || self.idle_timeout_ms == 0
+        {
+            return bad("timeouts must be positive");
+        }
+        if self.io_threads == 0 {
+            return bad("io_threads must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// [`Self::recv_timeout_ms`] as a duration.
+    pub fn recv_timeout(&self) -> Duration {
+        Duration::from_millis(self.recv_timeout_ms)
+    }
+
+    /// [`Self::submit_timeout_ms`] as a duration.
+    pub fn submit_timeout(&self) -> Duration {
+        Duration::from_millis(self.submit_timeout_ms)
+    }
+
+    /// [`Self::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// [`Self::idle_timeout_ms`] as a duration.
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_round_trip_and_defaults() {
+        let c = NodeConfig::from_toml(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"/tmp/x\"\nrecv_timeout_ms = 500\n",
+        )
+        .unwrap();
+        assert_eq!(c.recv_timeout(), Duration::from_millis(500));
+        assert_eq!(c.max_frame_bytes, default_max_frame());
+        let back = NodeConfig::from_toml(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(
+            NodeConfig::from_toml("listen = \"127.0.0.1:0\"\ndata_dir = \"x\"\nbogus = 1\n")
+                .is_err()
+        );
+        assert!(NodeConfig::from_toml(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"x\"\nio_threads = 0\n"
+        )
+        .is_err());
+    }
+}

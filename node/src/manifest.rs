@@ -1,0 +1,255 @@
+//! The committee manifest: who computes what, signed by whoever assembled the committee.
+//!
+//! Every member checks a manifest before it computes ([`SignedManifest::open`]):
+//! - the signer is a submitter the node trusts by configuration, and the Ed25519 signature over the
+//!   domain-separated encoding verifies;
+//! - the protocol is one this node runs, the model is a known workload, the sizes are within bounds;
+//! - the members' keys are distinct, and the node itself appears exactly once (as a party or as the dealer).
+//!
+//! Invariant: a node acts on a manifest only through [`CheckedManifest`], which only `open` creates.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use veil_engine::WeightMode;
+
+use crate::error::{NodeError, Result};
+use crate::identity::{Identity, PublicKey};
+use crate::tls::AllowList;
+use crate::wire::{Bytes, JobId};
+
+/// Domain separation of manifest signatures.
+const DOMAIN: &[u8] = b"veil committee manifest v1\0";
+/// Most parties a committee may have.
+pub const MAX_PARTIES: usize = 64;
+/// Most inferences one job may run.
+pub const MAX_INFERENCES: u32 = 100_000;
+/// Largest batch of one inference.
+pub const MAX_BATCH: u32 = 4096;
+
+/// A committee member: where it listens and the key it must present.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// QUIC address.
+    pub address: SocketAddr,
+    /// Pinned identity.
+    pub public_key: PublicKey,
+}
+
+/// The public description of the model a job runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    /// Workload name (`network-a`, `lenet`): every member builds the same public plan from it.
+    pub workload: String,
+    /// Seed of the workload's weights.
+    pub seed: u64,
+    /// Weight visibility.
+    pub weights: WeightMode,
+    /// Fractional bits of the fixed-point encoding.
+    pub frac_bits: u32,
+}
+
+/// A job's committee and computation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// The job.
+    pub job: JobId,
+    /// Protocol name.
+    pub protocol: String,
+    /// The model.
+    pub model: ModelSpec,
+    /// Items per inference.
+    pub batch: u32,
+    /// Inferences in the job (each one batch).
+    pub inferences: u32,
+    /// Execution parties, in party-index order.
+    pub parties: Vec<Member>,
+    /// The dealer.
+    pub dealer: Member,
+    /// The client that submits the job and signs this manifest.
+    pub client: PublicKey,
+}
+
+impl Manifest {
+    /// Every key of the committee: parties, dealer, client.
+    pub fn keys(&self) -> Vec<PublicKey> {
+        let mut keys: Vec<PublicKey> = self.parties.iter().map(|m| m.public_key).collect();
+        keys.push(self.dealer.public_key);
+        keys.push(self.client);
+        keys
+    }
+
+    /// Signs this manifest with `signer`, which must be the manifest's client.
+    pub fn sign(&self, signer: &Identity) -> Result<SignedManifest> {
+        if signer.public_key() != self.client {
+            return Err(NodeError::Manifest(
+                "the signer must be the manifest's client".into(),
+            ));
+        }
+        let body = postcard::to_stdvec(self).map_err(|e| NodeError::Manifest(e.to_string()))?;
+        let signature = signer.sign(&signed_bytes(&body));
+        Ok(SignedManifest {
+            body: Bytes(body),
+            signature: Bytes(signature),
+        })
+    }
+}
+
+fn signed_bytes(body: &[u8]) -> Vec<u8> {
+    let mut m = DOMAIN.to_vec();
+    m.extend_from_slice(body);
+    m
+}
+
+/// A manifest as it travels: its encoding and the client's signature over it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignedManifest {
+    /// postcard encoding of the [`Manifest`].
+    pub body: Bytes,
+    /// Ed25519 signature of the domain tag followed by `body`, by the manifest's client.
+    pub signature: Bytes,
+}
+
+/// This node's place in a committee.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Execution party number `index`.
+    Party(usize),
+    /// The dealer.
+    Dealer,
+}
+
+/// A manifest that passed every check, with this node's role in it.
+#[derive(Debug, Clone)]
+pub struct CheckedManifest {
+    manifest: Manifest,
+    role: Role,
+}
+
+impl CheckedManifest {
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+    /// This node's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+}
+
+impl SignedManifest {
+    /// Checks the signature, the signer and the contents for the node `me`; see the module doc.
+    pub fn open(&self, me: &PublicKey, allowed: &AllowList) -> Result<CheckedManifest> {
+        let bad = |s: String| Err(NodeError::Manifest(s));
+        let manifest: Manifest = postcard::from_bytes(&self.body.0)
+            .map_err(|e| NodeError::Manifest(format!("does not decode: {e}")))?;
+        if !allowed.is_trusted_submitter(&manifest.client) {
+            return bad(format!(
+                "signer {} is not a trusted submitter",
+                manifest.client.short()
+            ));
+        }
+        if !manifest
+            .client
+            .verify(&signed_bytes(&self.body.0), &self.signature.0)
+        {
+            return bad("the signature does not verify".into());
+        }
+        if manifest.protocol != "semi2k" {
+            return bad(format!(
+                "protocol {:?}: this node runs semi2k",
+                manifest.protocol
+            ));
+        }
+        if !veil_engine::workloads::MODEL_WORKLOADS.contains(&manifest.model.workload.as_str()) {
+            return bad(format!("unknown workload {:?}", manifest.model.workload));
+        }
+        let n = manifest.parties.len();
+        if !(2..=MAX_PARTIES).contains(&n) {
+            return bad(format!("{n} parties (between 2 and {MAX_PARTIES} allowed)"));
+        }
+        if !(1..=MAX_BATCH).contains(&manifest.batch)
+            || !(1..=MAX_INFERENCES).contains(&manifest.inferences)
+        {
+            return bad(format!(
+                "batch {} and {} inferences out of bounds",
+                manifest.batch, manifest.inferences
+            ));
+        }
+        let mut keys = manifest.keys();
+        keys.sort();
+        if keys.windows(2).any(|w| w[0] == w[1]) {
+            return bad("a key appears twice in the committee".into());
+        }
+        let role = if manifest.dealer.public_key == *me {
+            Role::Dealer
+        } else if let Some(i) = manifest.parties.iter().position(|m| m.public_key == *me) {
+            Role::Party(i)
+        } else {
+            return bad("this node is not a member of the committee".into());
+        };
+        Ok(CheckedManifest { manifest, role })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &Identity, port: u16) -> Member {
+        Member {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            public_key: id.public_key(),
+        }
+    }
+
+    #[test]
+    fn checks() {
+        let client = Identity::generate().unwrap();
+        let nodes: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        let m = Manifest {
+            job: JobId::random(),
+            protocol: "semi2k".into(),
+            model: ModelSpec {
+                workload: "network-a".into(),
+                seed: 7,
+                weights: WeightMode::Shared,
+                frac_bits: 16,
+            },
+            batch: 1,
+            inferences: 2,
+            parties: vec![member(&nodes[0], 1), member(&nodes[1], 2)],
+            dealer: member(&nodes[2], 3),
+            client: client.public_key(),
+        };
+        let signed = m.sign(&client).unwrap();
+        let allowed = AllowList::new([client.public_key()]);
+        let c = signed.open(&nodes[1].public_key(), &allowed).unwrap();
+        assert_eq!(c.role(), Role::Party(1));
+        assert_eq!(
+            signed
+                .open(&nodes[2].public_key(), &allowed)
+                .unwrap()
+                .role(),
+            Role::Dealer
+        );
+        // Not a member.
+        assert!(signed.open(&client.public_key(), &allowed).is_err());
+        // Untrusted signer.
+        assert!(signed
+            .open(&nodes[0].public_key(), &AllowList::new([]))
+            .is_err());
+        // Tampered body.
+        let mut t = signed.clone();
+        let last = t.body.0.len() - 1;
+        t.body.0[last] ^= 1;
+        assert!(t.open(&nodes[0].public_key(), &allowed).is_err());
+        // Duplicate key.
+        let mut d = m.clone();
+        d.parties[1] = member(&nodes[0], 2);
+        let ds = d.sign(&client).unwrap();
+        assert!(ds.open(&nodes[0].public_key(), &allowed).is_err());
+        // Only the client may sign.
+        assert!(m.sign(&nodes[0]).is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! The execution-party role: one party's part of a job, run on its own thread.
+//!
+//! Order of work (the multi-process twin of `veil_engine::local::run_private`): check the client's run
+//! request against the plan; ask the dealer for this party's seeds (and, for the last party, corrections);
+//! open the job's streams to the other parties; set up the model (opening the masked weights); run every
+//! inference, measuring each; check that every dealt request was consumed; report output shares and costs.
+//!
+//! Invariant: nothing here logs or returns anything but this party's own shares (to the client that sent
+//! the inputs) and public measurements.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::VarInt;
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+use veil_engine::kernel::RingGemm;
+use veil_engine::private::{setup, WeightShare};
+use veil_engine::{workloads, Plan};
+use veil_protocols::material::{self, PartyMaterial};
+use veil_protocols::ring::FixedPoint;
+use veil_protocols::semi2k::Party;
+
+use crate::error::{NodeError, Result};
+use crate::frame::{self, RecvError};
+use crate::jobs::Arrival;
+use crate::manifest::Manifest;
+use crate::peers::Peers;
+use crate::quic_net::QuicNet;
+use crate::wire::{Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
+
+/// The public plan of a manifest's model: every member builds the same one from (workload, seed).
+pub fn compile_plan(manifest: &Manifest) -> Result<Plan> {
+    let spec = &manifest.model;
+    let device = burn::tensor::Device::flex();
+    let model = workloads::by_name(&spec.workload, spec.seed, &device)
+        .ok_or_else(|| NodeError::Manifest(format!("unknown workload {:?}", spec.workload)))??;
+    let fp = FixedPoint::new(spec.frac_bits).map_err(veil_protocols::ProtocolError::from)?;
+    Ok(Plan::compile(&model, fp, spec.weights)?)
+}
+
+/// What a party needs from its node.
+pub struct PartyContext {
+    /// The node's runtime.
+    pub handle: Handle,
+    /// The node's endpoint.
+    pub peers: Arc<Peers>,
+    /// How long to wait for a peer's message.
+    pub timeout: Duration,
+    /// How long to wait for the dealer (dealing grows with the job).
+    pub deal_timeout: Duration,
+    /// Largest frame accepted.
+    pub max_frame: usize,
+}
+
+/// Checks the client's weights and inputs against the plan and the manifest.
+fn check_request(plan: &Plan, manifest: &Manifest, run: &RunRequest) -> Result<()> {
+    if run.job != manifest.job {
+        return Err(NodeError::Unexpected(format!(
+            "run request for job {} on the stream of job {}",
+            run.job, manifest.job
+        )));
+    }
+    if run.inputs.len() != manifest.inferences as usize {
+        return Err(NodeError::Unexpected(format!(
+            "{} inputs for a job of {} inferences",
+            run.inputs.len(),
+            manifest.inferences
+        )));
+    }
+    if run.weights.len() != plan.weights.len() {
+        return Err(NodeError::Unexpected(format!(
+            "{} weights for a plan of {}",
+            run.weights.len(),
+            plan.weights.len()
+        )));
+    }
+    for (i, (w, spec)) in run.weights.iter().zip(&plan.weights).enumerate() {
+        let bias_ok = match (&w.bias, &spec.bias) {
+            (Some(b), Some(s)) => b.0.len() == s.len(),
+            (None, None) => true,
+            _ => false,
+        };
+        if w.matrix.0.len() != spec.inner * spec.outputs || !bias_ok {
+            return Err(NodeError::Unexpected(format!(
+                "weight {i} does not have the plan's shape"
+            )));
+        }
+    }
+    let expected = manifest.batch as usize * plan.input_len;
+    if run.inputs.iter().any(|x| x.0.len() != expected) {
+        return Err(NodeError::Unexpected(format!(
+            "inputs must have {expected} elements"
+        )));
+    }
+    Ok(())
+}
+
+/// Asks the dealer for party `party`'s material.
+async fn fetch_material(
+    peers: &Peers,
+    manifest: &Manifest,
+    party: usize,
+    max_frame: usize,
+) -> Result<Dealt> {
+    let dealer = &manifest.dealer;
+    let conn = peers
+        .connect(dealer.public_key, dealer.address, true)
+        .await?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(NodeError::quic)?;
+    let request = Msg::DealRequest {
+        job: manifest.job,
+        party: party as u32,
+    };
+    frame::write(&mut send, &request)
+        .await
+        .map_err(|e| NodeError::Quic(e.to_string()))?;
+    let _ = send.finish();
+    let answer = frame::read(&mut recv, max_frame).await;
+    let _ = recv.stop(VarInt::from_u32(0));
+    match answer {
+        Ok(Msg::Dealt(d)) => Ok(d),
+        Ok(Msg::Failed(why)) => Err(NodeError::Job(format!("dealer: {why}"))),
+        Ok(other) => Err(NodeError::Unexpected(format!(
+            "dealer answered {}",
+            other.name()
+        ))),
+        Err(RecvError::Frame(e)) => Err(e.into()),
+        Err(e) => Err(NodeError::Quic(format!("dealer stream: {e}"))),
+    }
+}
+
+/// Runs party `party`'s part of `manifest` with the client's `run` request. Blocks; call on a thread of its
+/// own, not on the runtime.
+pub fn run(
+    ctx: &PartyContext,
+    manifest: &Manifest,
+    party: usize,
+    arrivals: mpsc::UnboundedReceiver<Arrival>,
+    run: RunRequest,
+) -> Result<PartyReport> {
+    let plan = compile_plan(manifest)?;
+    check_request(&plan, manifest, &run)?;
+    let n = manifest.parties.len();
+    let batch = manifest.batch as usize;
+    let handle = &ctx.handle;
+    let dealt = handle
+        .block_on(async {
+            // The timer must be created inside the runtime's context.
+            tokio::time::timeout(
+                ctx.deal_timeout,
+                fetch_material(&ctx.peers, manifest, party, ctx.max_frame),
+            )
+            .await
+        })
+        .map_err(|_| NodeError::Timeout(ctx.deal_timeout, "waiting for the dealer"))??;
+    if party + 1 != n && !dealt.corrections.0.is_empty() {
+        return Err(NodeError::Unexpected(
+            "the dealer sent corrections to a party that takes none".into(),
+        ));
+    }
+    let one = plan.requests(batch);
+    let requests: Vec<_> = (0..manifest.inferences)
+        .flat_map(|_| one.iter().cloned())
+        .collect();
+    let masks = material::party_masks(party, n, &dealt.model_seed, &plan.mask_shapes())?;
+    let material = PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
+    let net = handle.block_on(QuicNet::open(
+        &ctx.peers,
+        manifest,
+        party,
+        arrivals,
+        ctx.timeout,
+        ctx.max_frame,
+    ))?;
+    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), "party connected, computing");
+    let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
+    let mut p = Party::new(net, material, plan.fixed_point, gemm)?;
+    let weights: Vec<WeightShare> = run
+        .weights
+        .into_iter()
+        .map(|w| WeightShare {
+            matrix: w.matrix.0,
+            bias: w.bias.map(|b| b.0),
+        })
+        .collect();
+    let model = setup(&mut p, &plan, weights, masks)?;
+    let setup_stats = WireStats::from(p.stats());
+    let mut report = PartyReport {
+        outputs: Vec::new(),
+        latencies: Vec::new(),
+        online: Vec::new(),
+        setup: setup_stats,
+        profile: Vec::new(),
+        dealer_bytes: dealt.dealer_bytes,
+        dealer_seconds: dealt.dealer_seconds,
+        udp_tx_bytes: Vec::new(),
+    };
+    let inferences = run.inputs.len();
+    for (k, input) in run.inputs.into_iter().enumerate() {
+        let before = p.stats().clone();
+        let udp_before = p.net().udp_tx_bytes();
+        let mut profile = Vec::new();
+        let want_profile = run.profile && k + 1 == inferences;
+        let started = Instant::now();
+        let out = model.infer(&mut p, input.0, batch, want_profile.then_some(&mut profile))?;
+        report.latencies.push(started.elapsed().as_secs_f64());
+        report
+            .online
+            .push(WireStats::from(&p.stats().since(&before)));
+        report
+            .udp_tx_bytes
+            .push(p.net().udp_tx_bytes().saturating_sub(udp_before));
+        report.outputs.push(Words(out));
+        if want_profile {
+            report.profile = profile
+                .iter()
+                .map(|s| WireStep {
+                    label: s.label.clone(),
+                    seconds: s.elapsed.as_secs_f64(),
+                    net: WireStats::from(&s.net),
+                })
+                .collect();
+        }
+    }
+    let (net, _) = p.finish()?;
+    drop(net);
+    Ok(report)
+}

@@ -1,0 +1,211 @@
+//! The QUIC endpoint of a node and its connections: one connection per pair of nodes, shared by all jobs.
+//!
+//! Invariants:
+//! - every connection, dialled or accepted, passed pinned-key mutual TLS ([`crate::tls`]) and is filed in
+//!   the pool under the key its peer proved;
+//! - between two execution parties only the one with the smaller key dials; the other waits for that
+//!   connection (bounded by the connect timeout), so a pair never ends up with two connections;
+//! - clients and parties dial the nodes they need (the dealer never dials).
+//!
+//! New connections are announced on a channel so that the node can serve the streams its peers open.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{Connection, Endpoint, IdleTimeout, TransportConfig, VarInt};
+use tokio::sync::{mpsc, Mutex, Notify};
+
+use crate::config::NodeConfig;
+use crate::error::{NodeError, Result};
+use crate::identity::{Identity, PublicKey, CERT_NAME};
+use crate::tls::{self, AllowList, TlsIdentity};
+
+/// A connection and the key its peer proved.
+pub type Announced = (PublicKey, Connection);
+
+/// A node's endpoint and connection pool.
+pub struct Peers {
+    endpoint: Endpoint,
+    tls: TlsIdentity,
+    transport: Arc<TransportConfig>,
+    allowed: Arc<AllowList>,
+    pool: Mutex<HashMap<PublicKey, Connection>>,
+    arrived: Notify,
+    announce: mpsc::UnboundedSender<Announced>,
+    connect_timeout: Duration,
+}
+
+/// QUIC transport parameters derived from the node configuration.
+fn transport_config(config: &NodeConfig) -> Result<TransportConfig> {
+    let mut t = TransportConfig::default();
+    let idle = IdleTimeout::try_from(config.idle_timeout()).map_err(NodeError::quic)?;
+    t.max_idle_timeout(Some(idle));
+    t.keep_alive_interval(Some(config.idle_timeout() / 3));
+    t.max_concurrent_uni_streams(VarInt::from_u32(4096));
+    t.max_concurrent_bidi_streams(VarInt::from_u32(1024));
+    // Flow-control windows large enough that one protocol message never waits for a window update.
+    let frame = u32::try_from(config.max_frame_bytes).unwrap_or(u32::MAX);
+    t.stream_receive_window(VarInt::from_u32(frame.max(8 << 20)));
+    t.receive_window(VarInt::from_u32(frame.saturating_mul(2).max(32 << 20)));
+    t.send_window(u64::from(frame.max(8 << 20)) * 2);
+    Ok(t)
+}
+
+/// The public key a connection's peer proved in the handshake.
+pub fn peer_key(conn: &Connection) -> Option<PublicKey> {
+    let identity = conn.peer_identity()?;
+    let certs = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .ok()?;
+    PublicKey::from_certificate(certs.first()?)
+}
+
+impl Peers {
+    /// Binds the endpoint (call inside the node's runtime). Returns the pool and the channel on which new
+    /// connections are announced.
+    pub fn bind(
+        config: &NodeConfig,
+        identity: &Identity,
+        allowed: Arc<AllowList>,
+    ) -> Result<(Arc<Peers>, mpsc::UnboundedReceiver<Announced>)> {
+        let tls = TlsIdentity::new(identity)?;
+        let transport = Arc::new(transport_config(config)?);
+        let server_tls = tls::server_config(&tls, allowed.clone())?;
+        let quic_tls = QuicServerConfig::try_from(server_tls).map_err(NodeError::quic)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+        server.transport_config(transport.clone());
+        let endpoint = Endpoint::server(server, config.listen)
+            .map_err(|e| NodeError::System("binding the QUIC endpoint", e))?;
+        let (announce, announced) = mpsc::unbounded_channel();
+        Ok((
+            Arc::new(Peers {
+                endpoint,
+                tls,
+                transport,
+                allowed,
+                pool: Mutex::new(HashMap::new()),
+                arrived: Notify::new(),
+                announce,
+                connect_timeout: config.connect_timeout(),
+            }),
+            announced,
+        ))
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| NodeError::System("reading the bound address", e))
+    }
+
+    /// This node's key.
+    pub fn public_key(&self) -> PublicKey {
+        self.tls.public_key()
+    }
+
+    /// The allow-list the server side checks.
+    pub fn allowed(&self) -> &Arc<AllowList> {
+        &self.allowed
+    }
+
+    /// Accepts connections until the endpoint closes; each handshake runs on its own task.
+    pub async fn accept_loop(self: Arc<Self>) {
+        while let Some(incoming) = self.endpoint.accept().await {
+            let peers = self.clone();
+            tokio::spawn(async move {
+                let from = incoming.remote_address();
+                let connecting = match incoming.accept() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(%from, "handshake failed: {e}");
+                        return;
+                    }
+                };
+                match tokio::time::timeout(peers.connect_timeout, connecting).await {
+                    Ok(Ok(conn)) => match peer_key(&conn) {
+                        Some(key) => peers.adopt(key, conn).await,
+                        None => conn.close(VarInt::from_u32(1), b"no identity"),
+                    },
+                    Ok(Err(e)) => tracing::warn!(%from, "handshake failed: {e}"),
+                    Err(_) => tracing::warn!(%from, "handshake timed out"),
+                }
+            });
+        }
+    }
+
+    /// Files a connection in the pool (replacing a dead one) and announces it.
+    async fn adopt(&self, key: PublicKey, conn: Connection) {
+        tracing::debug!(peer = %key.short(), addr = %conn.remote_address(), "connection up");
+        self.pool.lock().await.insert(key, conn.clone());
+        self.arrived.notify_waiters();
+        let _ = self.announce.send((key, conn));
+    }
+
+    fn alive(conn: &Connection) -> bool {
+        conn.close_reason().is_none()
+    }
+
+    /// A connection to the node `key` at `address`: the pooled one if alive; otherwise a new one if `dial`,
+    /// else the one the peer will dial (waiting up to the connect timeout).
+    pub async fn connect(
+        &self,
+        key: PublicKey,
+        address: SocketAddr,
+        dial: bool,
+    ) -> Result<Connection> {
+        let deadline = Instant::now() + self.connect_timeout;
+        loop {
+            let arrived = self.arrived.notified();
+            {
+                let mut pool = self.pool.lock().await;
+                if let Some(conn) = pool.get(&key) {
+                    if Self::alive(conn) {
+                        return Ok(conn.clone());
+                    }
+                    pool.remove(&key);
+                }
+                if dial {
+                    drop(pool);
+                    return self.dial(key, address).await;
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if tokio::time::timeout(left, arrived).await.is_err() {
+                return Err(NodeError::Timeout(
+                    self.connect_timeout,
+                    "waiting for a peer's connection",
+                ));
+            }
+        }
+    }
+
+    async fn dial(&self, key: PublicKey, address: SocketAddr) -> Result<Connection> {
+        let client_tls = tls::client_config(&self.tls, key)?;
+        let quic_tls = QuicClientConfig::try_from(client_tls).map_err(NodeError::quic)?;
+        let mut client = quinn::ClientConfig::new(Arc::new(quic_tls));
+        client.transport_config(self.transport.clone());
+        let connecting = self
+            .endpoint
+            .connect_with(client, address, CERT_NAME)
+            .map_err(NodeError::quic)?;
+        let conn = tokio::time::timeout(self.connect_timeout, connecting)
+            .await
+            .map_err(|_| NodeError::Timeout(self.connect_timeout, "in the QUIC handshake"))?
+            .map_err(|e| {
+                tracing::warn!(peer = %key.short(), %address, "handshake failed: {e}");
+                NodeError::quic(format!("connecting to {address}: {e}"))
+            })?;
+        self.adopt(key, conn.clone()).await;
+        Ok(conn)
+    }
+
+    /// Closes the endpoint and every connection.
+    pub fn close(&self) {
+        self.endpoint
+            .close(VarInt::from_u32(0), b"node shutting down");
+    }
+}

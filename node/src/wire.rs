@@ -1,0 +1,289 @@
+//! The messages nodes and clients exchange, one per frame ([`crate::frame`]).
+//!
+//! Conversations (each on its own QUIC stream):
+//! - client -> node, bidirectional: `Submit` -> `Accepted` | `Failed`; then, for a party, `Run` -> `Outputs` |
+//!   `Failed`; for the dealer, the client finishes the stream when the job is over.
+//! - party i -> party j, unidirectional: `Hello { job, from: i }`, then one `Data` per protocol message.
+//! - party -> dealer, bidirectional: `DealRequest` -> `Dealt` | `Failed`. This request is the only thing a
+//!   party ever sends the dealer.
+//! - anyone admitted -> node: `Ping` -> `Pong` (liveness).
+//!
+//! Bulk vectors travel as raw little-endian bytes ([`Bytes`], [`Words`]), not element by element.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::de::{Error as _, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use veil_protocols::net::NetStats;
+use veil_protocols::prg::Seed;
+
+use crate::manifest::SignedManifest;
+
+/// A job identifier: 16 random bytes chosen by whoever assembles the manifest.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct JobId(pub [u8; 16]);
+
+impl JobId {
+    /// A fresh random id.
+    pub fn random() -> JobId {
+        JobId(rand::random())
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "JobId({self})")
+    }
+}
+
+/// Opaque bytes, serialized as one byte string.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Bytes[{}]", self.0.len())
+    }
+}
+
+impl Serialize for Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+struct BytesVisitor;
+
+impl<'de> Visitor<'de> for BytesVisitor {
+    type Value = Vec<u8>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a byte string")
+    }
+    fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+        Ok(v.to_vec())
+    }
+    fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+        Ok(v)
+    }
+}
+
+impl<'de> Deserialize<'de> for Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_byte_buf(BytesVisitor).map(Bytes)
+    }
+}
+
+/// Ring elements, serialized as their little-endian bytes. Never logged: `Debug` shows the length only.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Words(pub Vec<u64>);
+
+impl fmt::Debug for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Words[{}]", self.0.len())
+    }
+}
+
+impl Serialize for Words {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&veil_protocols::ring::to_bytes(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Words {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bytes = d.deserialize_byte_buf(BytesVisitor)?;
+        veil_protocols::ring::from_bytes(&bytes)
+            .map(Words)
+            .ok_or_else(|| D::Error::custom("ring elements: length is not a multiple of 8"))
+    }
+}
+
+/// One weight as the model owner deals it to a party.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireWeight {
+    /// Share (or plaintext, if public) of the matrix.
+    pub matrix: Words,
+    /// Share of the bias.
+    pub bias: Option<Words>,
+}
+
+/// What the client sends a party to start its part of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRequest {
+    /// The job (must match the submitted manifest).
+    pub job: JobId,
+    /// The party's weight shares, in plan order.
+    pub weights: Vec<WireWeight>,
+    /// The party's input shares, one per inference of the manifest.
+    pub inputs: Vec<Words>,
+    /// Threads of the ring kernel.
+    pub threads: u32,
+    /// Whether to report a per-step profile of the last inference.
+    pub profile: bool,
+}
+
+/// What the dealer sends one party.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dealt {
+    /// The party's seed of the model's weight masks.
+    pub model_seed: Seed,
+    /// The party's seed of the job's material.
+    pub job_seed: Seed,
+    /// Corrections (the last party only; empty for the others).
+    pub corrections: Words,
+    /// Bytes the dealer sends the whole committee for this job.
+    pub dealer_bytes: u64,
+    /// Seconds the dealer took to deal.
+    pub dealer_seconds: f64,
+}
+
+/// [`NetStats`] on the wire.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireStats {
+    /// Payload bytes sent.
+    pub bytes_sent: u64,
+    /// Payload bytes received.
+    pub bytes_received: u64,
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Rounds.
+    pub rounds: u64,
+    /// Seconds blocked in `recv`.
+    pub wait_seconds: f64,
+}
+
+impl From<&NetStats> for WireStats {
+    fn from(s: &NetStats) -> Self {
+        Self {
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            messages_sent: s.messages_sent,
+            rounds: s.rounds,
+            wait_seconds: s.wait.as_secs_f64(),
+        }
+    }
+}
+
+impl From<&WireStats> for NetStats {
+    fn from(s: &WireStats) -> Self {
+        NetStats {
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            messages_sent: s.messages_sent,
+            rounds: s.rounds,
+            wait: seconds(s.wait_seconds),
+        }
+    }
+}
+
+/// A duration from seconds received from a peer (negative or non-finite values become zero).
+pub fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
+
+/// One step of a party's profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireStep {
+    /// The step's label.
+    pub label: String,
+    /// Wall time, seconds.
+    pub seconds: f64,
+    /// Communication during the step.
+    pub net: WireStats,
+}
+
+/// A party's results: its output shares and what it measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartyReport {
+    /// Output shares, one per inference.
+    pub outputs: Vec<Words>,
+    /// Wall time of each inference, seconds.
+    pub latencies: Vec<f64>,
+    /// Online traffic of each inference.
+    pub online: Vec<WireStats>,
+    /// Traffic of the model setup.
+    pub setup: WireStats,
+    /// Per-step profile of the last inference (empty unless asked).
+    pub profile: Vec<WireStep>,
+    /// Bytes the dealer sent the committee.
+    pub dealer_bytes: u64,
+    /// Seconds the dealer took.
+    pub dealer_seconds: f64,
+    /// UDP bytes this party's QUIC connections to its peers transmitted during each inference (payload,
+    /// framing, QUIC and UDP headers, acknowledgements, retransmissions).
+    pub udp_tx_bytes: Vec<u64>,
+}
+
+/// Every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    /// A signed committee manifest for the receiving node to check and accept.
+    Submit(SignedManifest),
+    /// The manifest was accepted.
+    Accepted,
+    /// Start a party's part of a job.
+    Run(RunRequest),
+    /// A party's results.
+    Outputs(PartyReport),
+    /// The request failed; the text says why (never contains shares or values).
+    Failed(String),
+    /// First frame of a party-to-party data stream.
+    Hello {
+        /// The job.
+        job: JobId,
+        /// The sending party's index.
+        from: u32,
+    },
+    /// One protocol message.
+    Data(Bytes),
+    /// A party asks the dealer for its material.
+    DealRequest {
+        /// The job.
+        job: JobId,
+        /// The asking party's index.
+        party: u32,
+    },
+    /// The dealer's answer.
+    Dealt(Dealt),
+    /// Liveness probe.
+    Ping,
+    /// Answer to `Ping`.
+    Pong {
+        /// Jobs live on the node.
+        active_jobs: u32,
+    },
+}
+
+impl Msg {
+    /// A guess of the encoded size, to size buffers.
+    pub fn size_hint(&self) -> usize {
+        match self {
+            Msg::Data(b) => b.0.len() + 8,
+            _ => 64,
+        }
+    }
+
+    /// The message's name, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::Submit(_) => "Submit",
+            Msg::Accepted => "Accepted",
+            Msg::Run(_) => "Run",
+            Msg::Outputs(_) => "Outputs",
+            Msg::Failed(_) => "Failed",
+            Msg::Hello { .. } => "Hello",
+            Msg::Data(_) => "Data",
+            Msg::DealRequest { .. } => "DealRequest",
+            Msg::Dealt(_) => "Dealt",
+            Msg::Ping => "Ping",
+            Msg::Pong { .. } => "Pong",
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! `veil node` (the daemon), `veil keygen` (a node's public identity), and the QUIC branch of `veil bench`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use veil_engine::local::LocalRunReport;
+use veil_engine::{Model, Plan};
+use veil_node::client::{run_private, Client, ClientOptions, Committee, QuicJob};
+use veil_node::cluster::{ClusterOptions, LocalCluster};
+use veil_node::manifest::ModelSpec;
+use veil_node::{Identity, Node, NodeConfig};
+
+/// Arguments of `veil node`.
+#[derive(Args, Debug)]
+pub struct NodeArgs {
+    /// The node's TOML configuration (see node/README.md).
+    #[arg(long)]
+    pub config: PathBuf,
+}
+
+/// Arguments of `veil keygen`.
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// The node's data directory (its identity key is created there if missing).
+    #[arg(long, default_value = "veil-node-data")]
+    pub data_dir: PathBuf,
+}
+
+/// Runs the node daemon until the process is stopped.
+pub fn run_node(args: NodeArgs) -> Result<()> {
+    let config = NodeConfig::load(&args.config)?;
+    veil_node::logging::init(&config.log);
+    let (identity, created) = Identity::load_or_create(&config.data_dir)?;
+    if created {
+        tracing::info!(data_dir = %config.data_dir.display(), "created a new node identity");
+    }
+    let node = Node::start(config, &identity)?;
+    println!("{}", serde_json::to_string(node.ready_line())?);
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    node.run_forever();
+    Ok(())
+}
+
+/// Prints a node's public identity, creating it if needed.
+pub fn run_keygen(args: KeygenArgs) -> Result<()> {
+    let (identity, created) = Identity::load_or_create(&args.data_dir)
+        .with_context(|| format!("identity in {}", args.data_dir.display()))?;
+    if created {
+        eprintln!("created a new identity in {}", args.data_dir.display());
+    }
+    println!("{}", identity.public_key());
+    Ok(())
+}
+
+/// What the QUIC benchmark measured beyond the in-memory report.
+pub struct QuicBench {
+    /// The report, in the in-memory run's shape.
+    pub report: LocalRunReport,
+    /// The most UDP bytes any party sent its peers in one measured inference (QUIC overhead included).
+    pub udp_bytes_per_party: u64,
+}
+
+/// Runs the benchmark's private inferences over QUIC between `parties` `veil node` processes and a dealer
+/// process, started from this executable on 127.0.0.1 and stopped at the end (also on error).
+pub fn bench_quic(
+    args: &super::bench::BenchArgs,
+    model: &Model,
+    plan: &Plan,
+    inputs: &[Vec<f32>],
+    threads: usize,
+) -> Result<QuicBench> {
+    let (workload, seed, batch, parties) = (&args.workload, args.seed, args.batch, args.parties);
+    if parties < 2 {
+        bail!("--parties must be at least 2");
+    }
+    let exe = std::env::current_exe().context("locating the veil executable")?;
+    let client_identity = Identity::generate()?;
+    let options = ClusterOptions::new(parties, client_identity.public_key());
+    let cluster = LocalCluster::spawn(&exe, &options).context("starting node processes")?;
+    let committee = Committee {
+        parties: cluster.parties(),
+        dealer: cluster.dealer().context("no dealer")?,
+    };
+    let client_options = ClientOptions {
+        bind: ([127, 0, 0, 1], 0).into(),
+        job_timeout: Duration::from_secs(600),
+        ..ClientOptions::default()
+    };
+    let client = Client::new(client_identity, client_options)?;
+    let job = QuicJob {
+        model,
+        plan,
+        spec: ModelSpec {
+            workload: workload.clone(),
+            seed,
+            weights: plan.mode,
+            frac_bits: plan.fixed_point.frac_bits(),
+        },
+        batch,
+        threads,
+        seed: None,
+        profile: true,
+    };
+    let run = match run_private(&client, &committee, &job, inputs) {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("{}", cluster.log_tails());
+            bail!("private inference over QUIC failed: {e}");
+        }
+    };
+    let udp_bytes_per_party = run
+        .udp_tx_bytes
+        .iter()
+        .skip(1)
+        .flat_map(|p| p.iter().copied())
+        .max()
+        .unwrap_or(0);
+    drop(cluster);
+    Ok(QuicBench {
+        report: run.report,
+        udp_bytes_per_party,
+    })
+}

@@ -1,0 +1,259 @@
+//! End to end over real processes: three execution nodes and a dealer, each a `veil node` process on
+//! 127.0.0.1, run network-a and lenet privately; the results match plaintext burn, and the traffic per
+//! inference equals the in-memory run's byte for byte. A party killed mid-job fails the job cleanly.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use veil_engine::kernel::RingGemm;
+use veil_engine::local::{run_private as run_in_memory, LocalOptions};
+use veil_engine::{workloads, Plan, WeightMode};
+use veil_node::client::{run_private, Client, ClientOptions, Committee, QuicJob};
+use veil_node::cluster::{ClusterOptions, LocalCluster};
+use veil_node::manifest::ModelSpec;
+use veil_node::Identity;
+use veil_protocols::ring::FixedPoint;
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_veil"))
+}
+
+fn client(identity: Identity) -> Client {
+    Client::new(
+        identity,
+        ClientOptions {
+            bind: ([127, 0, 0, 1], 0).into(),
+            connect_timeout: Duration::from_secs(5),
+            job_timeout: Duration::from_secs(120),
+            idle_timeout: Duration::from_secs(3),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client")
+}
+
+fn committee(cluster: &LocalCluster) -> Committee {
+    Committee {
+        parties: cluster.parties(),
+        dealer: cluster.dealer().expect("dealer"),
+    }
+}
+
+#[test]
+fn network_a_and_lenet_over_quic_processes_match_plaintext_and_memory() {
+    let identity = Identity::generate().unwrap();
+    let options = ClusterOptions::new(3, identity.public_key());
+    let cluster = LocalCluster::spawn(exe(), &options).expect("nodes start");
+    let client = client(identity);
+    let committee = committee(&cluster);
+    let device = burn::tensor::Device::flex();
+    for workload in ["network-a", "lenet"] {
+        let model = workloads::by_name(workload, 7, &device).unwrap().unwrap();
+        let plan = Plan::compile(&model, FixedPoint::default(), WeightMode::Shared).unwrap();
+        let inputs: Vec<Vec<f32>> = (0..2)
+            .map(|i| workloads::sample_input(&model, 1, 40 + i))
+            .collect();
+        let job = QuicJob {
+            model: &model,
+            plan: &plan,
+            spec: ModelSpec {
+                workload: workload.into(),
+                seed: 7,
+                weights: WeightMode::Shared,
+                frac_bits: FixedPoint::default().frac_bits(),
+            },
+            batch: 1,
+            threads: 1,
+            seed: None,
+            profile: true,
+        };
+        let quic = match run_private(&client, &committee, &job, &inputs) {
+            Ok(r) => r,
+            Err(e) => panic!("{workload} over QUIC failed: {e}\n{}", cluster.log_tails()),
+        };
+        for (input, private) in inputs.iter().zip(&quic.report.outputs) {
+            let plain = model.forward_plain(input, 1).unwrap();
+            let err = private
+                .iter()
+                .zip(&plain)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                err < 1e-3,
+                "{workload}: private vs plaintext burn differ by {err}"
+            );
+        }
+        let mem = run_in_memory(
+            &model,
+            &plan,
+            &inputs,
+            1,
+            &LocalOptions::new(3, Arc::new(RingGemm::new(1))),
+        )
+        .unwrap();
+        for (q, m) in quic.report.online.iter().zip(&mem.online) {
+            for (qs, ms) in q.iter().zip(m) {
+                assert_eq!(
+                    (
+                        qs.bytes_sent,
+                        qs.bytes_received,
+                        qs.messages_sent,
+                        qs.rounds
+                    ),
+                    (
+                        ms.bytes_sent,
+                        ms.bytes_received,
+                        ms.messages_sent,
+                        ms.rounds
+                    ),
+                    "{workload}: QUIC and in-memory accounting differ"
+                );
+            }
+        }
+        assert_eq!(quic.report.dealer_bytes, mem.dealer_bytes, "{workload}");
+        let setup_q: Vec<u64> = quic.report.setup.iter().map(|s| s.bytes_sent).collect();
+        let setup_m: Vec<u64> = mem.setup.iter().map(|s| s.bytes_sent).collect();
+        assert_eq!(setup_q, setup_m, "{workload}");
+        // QUIC's own bytes exceed the payload (headers, acknowledgements), but not wildly.
+        let payload = quic.report.online[1]
+            .iter()
+            .map(|s| s.bytes_sent)
+            .max()
+            .unwrap();
+        let udp = quic.udp_tx_bytes[1].iter().copied().max().unwrap();
+        assert!(
+            udp >= payload && udp < payload * 2 + 20_000,
+            "{workload}: udp {udp} for payload {payload}"
+        );
+    }
+}
+
+#[test]
+fn a_killed_party_fails_the_job_within_the_timeout() {
+    let identity = Identity::generate().unwrap();
+    let mut options = ClusterOptions::new(3, identity.public_key());
+    options.recv_timeout_ms = 1_500;
+    options.idle_timeout_ms = 3_000;
+    let mut cluster = LocalCluster::spawn(exe(), &options).expect("nodes start");
+    let client = client(identity);
+    let committee = committee(&cluster);
+    let device = burn::tensor::Device::flex();
+    let model = workloads::network_a(7, &device).unwrap();
+    let plan = Plan::compile(&model, FixedPoint::default(), WeightMode::Shared).unwrap();
+    let input = workloads::sample_input(&model, 1, 5);
+    let inputs = vec![input; 3_000];
+    let job = QuicJob {
+        model: &model,
+        plan: &plan,
+        spec: ModelSpec {
+            workload: "network-a".into(),
+            seed: 7,
+            weights: WeightMode::Shared,
+            frac_bits: FixedPoint::default().frac_bits(),
+        },
+        batch: 1,
+        threads: 1,
+        seed: None,
+        profile: false,
+    };
+    let (outcome, killed_at) = std::thread::scope(|s| {
+        let runner = s.spawn(|| run_private(&client, &committee, &job, &inputs));
+        // Wait until the parties are computing.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !(0..3).all(|i| cluster.log(i).contains("party connected, computing"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        cluster.kill(2).expect("kill party 2");
+        let killed_at = Instant::now();
+        (runner.join().unwrap(), killed_at)
+    });
+    let waited = killed_at.elapsed();
+    let err = match outcome {
+        Ok(_) => panic!("the job must fail when a party is killed"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("timed out") && err.contains("party 2"),
+        "the error must say who went silent: {err}"
+    );
+    assert!(waited < Duration::from_secs(15), "failure took {waited:?}");
+    for i in [0, 1, 3] {
+        assert!(cluster.is_running(i), "node {i} must survive");
+    }
+    // Survivors drop the job's state and keep serving.
+    let members = [
+        committee.parties[0].clone(),
+        committee.parties[1].clone(),
+        committee.dealer.clone(),
+    ];
+    for m in &members {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let live = client.ping(m).expect("survivor answers");
+            if live == 0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job state leaked on {}",
+                m.address
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert!(cluster.log(0).contains("job failed") || cluster.log(1).contains("job failed"));
+}
+
+#[test]
+fn bench_over_quic_reports_the_in_memory_json_shape() {
+    let run = |transport: &str| -> serde_json::Value {
+        let out = std::process::Command::new(exe())
+            .args([
+                "bench",
+                "--workload",
+                "network-a",
+                "--reps",
+                "3",
+                "--json",
+                "--transport",
+                transport,
+            ])
+            .output()
+            .expect("run veil bench");
+        assert!(
+            out.status.success(),
+            "veil bench --transport {transport} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+    };
+    let quic = run("quic");
+    let mem = run("mem");
+    assert_eq!(quic["transport"], "quic");
+    for key in [
+        "bytes_per_party",
+        "bytes_all_parties",
+        "rounds",
+        "dealer_bytes",
+        "setup_bytes_per_party",
+    ] {
+        assert_eq!(quic[key], mem[key], "{key}");
+    }
+    assert!(quic["max_abs_err"].as_f64().unwrap() < 1e-3);
+    assert!(quic["latency_ms"].as_f64().unwrap() > 0.0);
+    assert!(
+        quic["quic_udp_bytes_per_party"].as_u64().unwrap()
+            >= quic["bytes_per_party"].as_u64().unwrap()
+    );
+    let mut mem_keys: Vec<_> = mem.as_object().unwrap().keys().cloned().collect();
+    mem_keys.push("quic_udp_bytes_per_party".into());
+    mem_keys.sort();
+    let mut quic_keys: Vec<_> = quic.as_object().unwrap().keys().cloned().collect();
+    quic_keys.sort();
+    assert_eq!(quic_keys, mem_keys, "same JSON shape");
+}
