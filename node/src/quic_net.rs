@@ -6,8 +6,11 @@
 //! party `i`'s key in the manifest.
 //!
 //! Invariants:
-//! - `send` never blocks: frames are queued to a writer task per peer (so two parties sending each other
-//!   large messages cannot deadlock on flow control); messages to a peer keep their order (one stream).
+//! - `send` writes the frame into the peer's stream from the calling thread (no hop through another task:
+//!   each hop costs a wake-up per round). It does not wait for the peer to read: the transport's flow-control
+//!   windows (see `peers::transport_config`) are at least the maximum frame size, and in every protocol round
+//!   a party reads what it was sent before the next round, so a write never waits for a window update and two
+//!   parties sending to each other cannot deadlock. Messages to a peer keep their order (one stream).
 //! - `recv` blocks the calling (non-runtime) thread for at most the configured timeout, then fails with
 //!   [`NetError::Timeout`]; a stream that ends or breaks is [`NetError::Disconnected`], a malformed or
 //!   oversized frame is [`NetError::Transport`] (logged, the stream stopped).
@@ -37,7 +40,7 @@ pub struct QuicNet {
     party: usize,
     parties: usize,
     handle: Handle,
-    out: Vec<Option<mpsc::UnboundedSender<Vec<u8>>>>,
+    out: Vec<Option<SendStream>>,
     inbound: Vec<Option<RecvStream>>,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     connections: Vec<Connection>,
@@ -77,9 +80,7 @@ impl QuicNet {
             frame::write(&mut send, &hello)
                 .await
                 .map_err(|e| NodeError::Quic(e.to_string()))?;
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(writer(send, rx, manifest.job, j));
-            out.push(Some(tx));
+            out.push(Some(send));
             connections.push(conn);
         }
         Ok(QuicNet {
@@ -157,22 +158,6 @@ impl QuicNet {
     }
 }
 
-/// Writes queued frames to one peer's stream in order; finishes the stream when the job drops its sender.
-async fn writer(
-    mut send: SendStream,
-    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
-    job: JobId,
-    peer: usize,
-) {
-    while let Some(frame) = frames.recv().await {
-        if let Err(e) = send.write_all(&frame).await {
-            tracing::warn!(%job, peer, "data stream write failed: {e}");
-            return;
-        }
-    }
-    let _ = send.finish();
-}
-
 impl Net for QuicNet {
     fn party(&self) -> usize {
         self.party
@@ -183,9 +168,9 @@ impl Net for QuicNet {
     }
 
     fn send(&mut self, to: usize, payload: Vec<u8>) -> std::result::Result<(), NetError> {
-        let Some(tx) = self.out.get(to).and_then(Option::as_ref) else {
+        if self.out.get(to).and_then(Option::as_ref).is_none() {
             return Err(self.no_peer(to));
-        };
+        }
         // postcard adds at most 1 (variant) + 10 (varint length) bytes to the payload.
         let limit = self.max_frame.saturating_sub(HEADER_LEN + 16);
         if payload.len() > limit {
@@ -196,8 +181,18 @@ impl Net for QuicNet {
         }
         let frame = frame::encode(&Msg::Data(Bytes(payload)))
             .map_err(|e| NetError::Transport(e.to_string()))?;
-        tx.send(frame)
-            .map_err(|_| NetError::Disconnected { peer: to })
+        let (job, handle) = (self.job, self.handle.clone());
+        let Some(stream) = self.out.get_mut(to).and_then(Option::as_mut) else {
+            return Err(NetError::NoSuchPeer {
+                me: self.party,
+                peer: to,
+                parties: self.parties,
+            });
+        };
+        handle.block_on(stream.write_all(&frame)).map_err(|e| {
+            tracing::warn!(%job, peer = to, "data stream write failed: {e}");
+            NetError::Disconnected { peer: to }
+        })
     }
 
     fn recv(&mut self, from: usize) -> std::result::Result<Vec<u8>, NetError> {
