@@ -23,6 +23,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Prints a node's public identity, creating its key pair in the data directory if needed.
     Keygen(cli::node::KeygenArgs),
+    /// Simulates MetaInf's committee selection over a synthetic registry; `--json` prints one JSON object.
+    Sim(cli::sim::SimArgs),
 }
 
 fn main() -> Result<()> {
@@ -31,5 +33,6 @@ fn main() -> Result<()> {
         Command::Bench(args) => cli::bench::run(args),
         Command::Node(args) => cli::node::run_node(args),
         Command::Keygen(args) => cli::node::run_keygen(args),
+        Command::Sim(args) => cli::sim::run(args),
     }
 }

@@ -1,2 +1,48 @@
-//! MetaInf, the veil coordinator: node registry, non-colluding committee selection, partitioning and the job
-//! lifecycle. Nothing is implemented yet; see the MetaInf issue and DESIGN.md.
+//! MetaInf, the core of the veil coordinator: node registry, reputation, non-colluding committee selection,
+//! partitioning of large models into stages, the job lifecycle and its persistence. Everything here is pure
+//! (no clock, no network); the coordinator service wraps it, as `quinn` wraps `quinn-proto`.
+//!
+//! | module | job |
+//! | --- | --- |
+//! | [`types`] | ids, time, hardware, collusion keys, heartbeats |
+//! | [`demand`] | what a job asks of a committee; models as resource profiles |
+//! | [`reputation`] | the reputation rule |
+//! | [`rtt`] | measured RTTs and region estimates |
+//! | [`registry`] | nodes, eligibility, load accounting, the selection index |
+//! | [`select`] | committee selection and the reasons a job cannot be placed |
+//! | [`partition`] | splitting a model into stages |
+//! | [`lifecycle`] | the job state machine |
+//! | [`store`] | redb persistence |
+//! | [`sim`] | the synthetic registry and workload behind `veil sim`, with an independent checker |
+//!
+//! The invariant that matters most: no committee returned by [`Registry::select`] has two members (dealer
+//! and verifier included) that share a value under any configured collusion key.
+
+pub mod committee;
+pub mod demand;
+pub mod lifecycle;
+pub mod partition;
+pub mod registry;
+pub mod reputation;
+pub mod rtt;
+pub mod select;
+pub mod sim;
+pub mod store;
+pub mod types;
+
+pub use committee::{Committee, Placement};
+pub use demand::{JobDemand, LayerNeeds, ModelProfile, Role, RoleDemand};
+pub use lifecycle::{
+    Effects, Event, FailureCause, Job, JobId, JobPolicy, LifecycleError, Phase, PhaseTimeouts,
+};
+pub use partition::{partition, PartitionError};
+pub use registry::{
+    Config, NodeEntry, NodeRecord, NodeStats, Registry, RegistryError, SelectionTuning, Trial,
+};
+pub use reputation::{JobOutcome, Reputation, ReputationRule};
+pub use select::{RoleKind, SelectRequest, StageUnplaceable, Unplaceable};
+pub use store::{Batch, Store, StoreError};
+pub use types::{
+    DomainKey, Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState,
+    ReportedStatus,
+};

@@ -4,12 +4,16 @@
 //! preconditions; the kernels assert them before touching memory through raw pointers.
 //!
 //! Two paths:
-//! - *direct* (by default fewer than [`DIRECT_MAX_M`] rows, e.g. batch-1 inference): every output row is computed from the
-//!   unpacked `b` by a vectorised row kernel; nothing is packed, since each element of `b` is used only `m`
-//!   times.
+//! - *direct* (by default fewer than [`DIRECT_MAX_M`] rows, e.g. batch-1 inference): every output row is
+//!   computed from the unpacked `b` by a vectorised row kernel; nothing is packed, since each element of `b`
+//!   is used only `m` times.
 //! - *blocked* (the rest): `b` is packed into column panels of `NR` columns, `a` into row panels of `MR`
 //!   rows (both zero-padded), and an `MR x NR` register-blocked micro-kernel runs over cache-sized blocks of
 //!   the shared dimension.
+//!
+//! With several threads, the work is cut into a few parts per thread and each thread takes the next part as
+//! it gets free ([`run_queue`]): on a machine shared with other work, a thread that gets less CPU does fewer
+//! parts instead of holding everyone up.
 //!
 //! # Winograd pairing
 //! A kernel may declare [`Kernel::WINOGRAD`]. Its micro-kernel then sums, over pairs `(2q, 2q + 1)` of the
@@ -22,6 +26,7 @@
 //! exactly `a · b`, with no correction pass.
 
 use std::ops::Range;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::thread;
 
 /// Rows of `a` below which the direct (unpacked) path is used.
@@ -34,8 +39,10 @@ const MC: usize = 64;
 const PARALLEL_MIN_WORK: usize = 1 << 18;
 /// Least work given to each thread once the problem is parallel.
 const WORK_PER_THREAD: usize = 1 << 17;
-/// Columns handed to a thread of the direct path come in multiples of this.
+/// Columns of one part of the direct path come in multiples of this.
 const DIRECT_COL_UNIT: usize = 16;
+/// Parts per thread once the work is split (see [`run_queue`]).
+const PARTS_PER_THREAD: usize = 4;
 
 /// The compute kernels of one instruction set.
 ///
@@ -213,32 +220,68 @@ fn column_pieces<'c>(c: &'c mut [u64], n: usize, cols: &[Range<usize>]) -> Vec<V
     pieces
 }
 
-/// Runs `work(i, part)` for every part, the last on the calling thread and the others on scoped threads
-/// (a panic in any of them propagates).
-fn run_parts<P: Send, F: Fn(usize, P) + Sync>(parts: Vec<P>, work: F) {
+/// Runs `work(state, part)` for every part on up to `threads` threads, the calling thread included. Each
+/// thread takes the next part in order as soon as it is free, so a thread slowed down by other load on the
+/// machine simply does fewer parts; `init` makes each thread's scratch `state`. A panic propagates.
+fn run_queue<P, S, I, F>(threads: usize, parts: Vec<P>, init: I, work: F)
+where
+    P: Send,
+    I: Fn() -> S + Sync,
+    F: Fn(&mut S, P) + Sync,
+{
+    let helpers = threads.min(parts.len()).saturating_sub(1);
+    let queue = Mutex::new(parts.into_iter().rev().collect::<Vec<P>>());
+    // The lock is released before the part runs. A poisoned lock only means another worker panicked; the
+    // scope re-raises that panic.
+    let next = || queue.lock().unwrap_or_else(PoisonError::into_inner).pop();
+    let worker = || {
+        let mut state = init();
+        while let Some(part) = next() {
+            work(&mut state, part);
+        }
+    };
     thread::scope(|s| {
-        let mut parts: Vec<(usize, P)> = parts.into_iter().enumerate().collect();
-        let last = parts.pop();
-        for (i, part) in parts {
-            let work = &work;
-            s.spawn(move || work(i, part));
+        for _ in 0..helpers {
+            s.spawn(worker);
         }
-        if let Some((i, part)) = last {
-            work(i, part);
-        }
+        worker();
     });
 }
 
-/// Direct path: each thread owns a range of output columns and runs the row kernel for every row.
+/// Number of parts to cut the work into for `t` threads: one for one thread, else a few per thread so that
+/// faster threads can take over the rest.
+fn parts_for(t: usize) -> usize {
+    if t <= 1 {
+        1
+    } else {
+        PARTS_PER_THREAD * t
+    }
+}
+
+/// Direct path: the output columns are cut into ranges (multiples of [`DIRECT_COL_UNIT`]); a thread takes a
+/// range and runs the row kernel for every row over it.
 fn direct<K: Kernel>(kern: K, t: usize, d: Dims, a: &[u64], b: &[u64], c: &mut [u64]) {
-    let cols = split_scaled(d.n.div_ceil(DIRECT_COL_UNIT), t, DIRECT_COL_UNIT, d.n);
-    let pieces = column_pieces(c, d.n, &cols);
-    run_parts(pieces, |i, rows: Vec<&mut [u64]>| {
-        let bcols = &b[cols[i].start..];
-        for (x, out) in a.chunks_exact(d.k).zip(rows) {
-            kern.row(x, bcols, d.n, out);
-        }
-    });
+    let cols = split_scaled(
+        d.n.div_ceil(DIRECT_COL_UNIT),
+        parts_for(t),
+        DIRECT_COL_UNIT,
+        d.n,
+    );
+    let parts: Vec<(usize, Vec<&mut [u64]>)> = cols
+        .iter()
+        .map(|r| r.start)
+        .zip(column_pieces(c, d.n, &cols))
+        .collect();
+    run_queue(
+        t,
+        parts,
+        || (),
+        |_, (j0, rows): (usize, Vec<&mut [u64]>)| {
+            for (x, out) in a.chunks_exact(d.k).zip(rows) {
+                kern.row(x, &b[j0..], d.n, out);
+            }
+        },
+    );
 }
 
 /// Length of the shared dimension once packed: `k`, or for Winograd kernels `k` rounded up to even plus the
@@ -354,60 +397,78 @@ fn pack_a<K: Kernel>(a: &[u64], k: usize, out: &mut Vec<u64>) {
     }
 }
 
-/// Blocked path on `plan.threads` threads, splitting the output by columns or by rows.
-///
-/// Split by columns, each thread packs its share of `b` and all of `a`; split by rows, `b` is packed once
-/// before the threads start and each thread packs its share of `a`. The first costs about `m·k + k·n / t`
-/// per thread, the second `k·n + m·k / t` on the critical path, so columns win when `m < n` (provided there
-/// are enough column panels to go round); rows are also used when there are too few row panels to balance.
+/// One task of the blocked path: rows `rows` of the output, restricted to the columns of panel group
+/// `group`; `out` holds those rows' pieces.
+struct Task<'c> {
+    group: usize,
+    rows: Range<usize>,
+    out: Vec<&'c mut [u64]>,
+}
+
+/// Blocked path. The column panels are cut into one group per thread and the rows into a few chunks per
+/// thread; each (row chunk, group) pair is a task. The first task to need a group packs that group of `b`
+/// (tasks alternate groups, so the threads start by packing different groups side by side), and every task
+/// packs its own rows of `a`. So nothing runs serially before the threads start, `b` is packed once, and `a`
+/// once per group.
 fn blocked<K: Kernel>(kern: K, plan: Plan, d: Dims, a: &[u64], b: &[u64], c: &mut [u64]) {
     let t = plan.threads;
-    let row_panels = d.m.div_ceil(K::MR);
-    let col_panels = d.n.div_ceil(K::NR);
-    if t > 1 && col_panels >= t && (d.m < d.n || row_panels < 2 * t) {
-        return blocked_by_columns(kern, plan, d, a, b, c);
-    }
-    let bp = PackedB::new(kern, d, b, 0..col_panels);
-    let rows = split_scaled(row_panels, t, K::MR, d.m);
-    let mut parts = Vec::with_capacity(rows.len());
-    let mut rest = c;
-    for range in &rows {
-        let (head, tail) = rest.split_at_mut(range.len() * d.n);
-        parts.push(head);
-        rest = tail;
-    }
-    run_parts(parts, |i, out: &mut [u64]| {
-        let mut out_rows: Vec<&mut [u64]> = out.chunks_exact_mut(d.n).collect();
-        let a_rows = &a[rows[i].start * d.k..rows[i].end * d.k];
-        compute_block(kern, plan, d.k, a_rows, &bp, 0..col_panels, &mut out_rows);
-    });
-}
-
-/// Blocked path split by column panels: each thread packs its own panels of `b` and all of `a`.
-fn blocked_by_columns<K: Kernel>(
-    kern: K,
-    plan: Plan,
-    d: Dims,
-    a: &[u64],
-    b: &[u64],
-    c: &mut [u64],
-) {
-    let panels = split_even(d.n.div_ceil(K::NR), plan.threads);
-    let cols: Vec<Range<usize>> = panels
+    let groups = split_even(d.n.div_ceil(K::NR), t);
+    let cols: Vec<Range<usize>> = groups
         .iter()
-        .map(|r| r.start * K::NR..(r.end * K::NR).min(d.n))
+        .map(|g| g.start * K::NR..(g.end * K::NR).min(d.n))
         .collect();
-    let pieces = column_pieces(c, d.n, &cols);
-    run_parts(pieces, |i, mut out_rows: Vec<&mut [u64]>| {
-        let bp = PackedB::new(kern, d, b, panels[i].clone());
-        compute_block(kern, plan, d.k, a, &bp, panels[i].clone(), &mut out_rows);
+    let chunks = split_scaled(d.m.div_ceil(K::MR), parts_for(t), K::MR, d.m);
+    let tasks = blocked_tasks(column_pieces(c, d.n, &cols), &chunks);
+    let packed: Vec<OnceLock<PackedB>> = groups.iter().map(|_| OnceLock::new()).collect();
+    let init = || (Vec::new(), EdgeTile::new(K::MR, K::NR));
+    run_queue(t, tasks, init, |(apack, edge), mut task: Task| {
+        let panels = groups[task.group].clone();
+        let bp = packed[task.group].get_or_init(|| PackedB::new(kern, d, b, panels.clone()));
+        let a_rows = &a[task.rows.start * d.k..task.rows.end * d.k];
+        let mut scratch = Scratch { apack, edge };
+        compute_block(
+            kern,
+            plan,
+            d.k,
+            a_rows,
+            bp,
+            panels,
+            &mut task.out,
+            &mut scratch,
+        );
     });
 }
 
-/// One thread's share of the blocked path: `out[r][j - panels.start * NR] = (a · b)[r][j]` for every row `r`
-/// of `a` (rows of `k` values) and every column `j` of the panels `panels` of `bp`.
+/// Cuts each group's row pieces (`by_group[g]` has one piece per output row) at the row `chunks`, into tasks
+/// ordered chunk by chunk, group by group.
+fn blocked_tasks<'c>(by_group: Vec<Vec<&'c mut [u64]>>, chunks: &[Range<usize>]) -> Vec<Task<'c>> {
+    let mut per_group: Vec<std::vec::IntoIter<&mut [u64]>> =
+        by_group.into_iter().map(Vec::into_iter).collect();
+    let mut tasks = Vec::with_capacity(chunks.len() * per_group.len());
+    for rows in chunks {
+        for (group, pieces) in per_group.iter_mut().enumerate() {
+            let out = pieces.by_ref().take(rows.len()).collect();
+            tasks.push(Task {
+                group,
+                rows: rows.clone(),
+                out,
+            });
+        }
+    }
+    tasks
+}
+
+/// A thread's reusable buffers for [`compute_block`].
+struct Scratch<'s> {
+    apack: &'s mut Vec<u64>,
+    edge: &'s mut EdgeTile,
+}
+
+/// One task of the blocked path: `out[r][j - panels.start * NR] = (a · b)[r][j]` for every row `r` of `a`
+/// (rows of `k` values) and every column `j` of the panels `panels` of `bp`.
 ///
 /// `out` has one row slice per row of `a`, each exactly as wide as the columns of `panels`.
+#[allow(clippy::too_many_arguments)]
 fn compute_block<K: Kernel>(
     kern: K,
     plan: Plan,
@@ -416,25 +477,27 @@ fn compute_block<K: Kernel>(
     bp: &PackedB,
     panels: Range<usize>,
     out: &mut [&mut [u64]],
+    scratch: &mut Scratch,
 ) {
     let kp = packed_depth::<K>(k);
     let mc = (plan.mc / K::MR).max(1) * K::MR;
     let kbs = k_blocks::<K>(kp, plan.kc);
-    let mut apack = Vec::new();
-    let mut edge = EdgeTile::new(K::MR, K::NR);
     for (chunk, out_rows) in a.chunks(mc * k).zip(out.chunks_mut(mc)) {
-        pack_a::<K>(chunk, k, &mut apack);
+        pack_a::<K>(chunk, k, scratch.apack);
         for kb in &kbs {
             let accumulate = kb.start > 0;
             for jp in panels.clone() {
                 let bpanel = bp.panel(jp, kb.start, kb.len());
                 let col = (jp - panels.start) * K::NR;
-                for (apanel, tile_rows) in apack
+                for (apanel, tile_rows) in scratch
+                    .apack
                     .chunks_exact(K::MR * kp)
                     .zip(out_rows.chunks_mut(K::MR))
                 {
                     let apanel = &apanel[kb.start * K::MR..kb.end * K::MR];
-                    edge.run(kern, kb.len(), apanel, bpanel, tile_rows, col, accumulate);
+                    scratch
+                        .edge
+                        .run(kern, kb.len(), apanel, bpanel, tile_rows, col, accumulate);
                 }
             }
         }

@@ -1,0 +1,837 @@
+//! Committee selection: n execution parties, a dealer and a verifier, no two in one collusion domain.
+//!
+//! # Algorithm (fast path)
+//! 1. Base candidates: from the head of each speed tier's index (eligible nodes in key order, see
+//!    `registry.rs`), the first `base_candidates / tiers` (at least 2) nodes that are not excluded, fit at
+//!    least one role's memory, and share a value of any collusion key with fewer than
+//!    `per_domain_candidates` candidates already; then, if fewer than `2 * parties` of them fit a party,
+//!    more party-fitting nodes from further down each tier (with a cap two higher). Taking each tier's
+//!    head matters: a node's cost for a role is its key plus the role's busy seconds on it, and those
+//!    differ by an order of magnitude between tiers, so the cheapest node for a heavy role may sit far
+//!    from the head of a single key-ordered index.
+//! 2. Seeds: the cheapest candidates (as a party) from up to `seeds` distinct regions.
+//! 3. For each seed, the pool is the base plus the head of each tier within the seed's region (about
+//!    `region_candidates` in all), filtered the same way. A greedy build adds parties one by one, each
+//!    time the fitting, non-colliding candidate of least
+//!    `cost + latency_weight * rounds * (growth of the largest party RTT)`, then the dealer and the
+//!    verifier, each of least `cost + latency_weight * (largest RTT to a party)`. `cost` is the
+//!    candidate's index key after the reservation (its key plus `busy_weight * s * (1 + 1/R)`, the growth
+//!    of its queued and virtual seconds for the role's busy seconds `s`) plus a jitter below
+//!    `tie_jitter_s` from a keyed hash of the seed. `busy_weight` trades speed for spread: at 1 a role
+//!    goes to the node where it finishes soonest in virtual time; lower values favour the least-loaded
+//!    node even if slower.
+//! 4. The committee of least total cost wins.
+//!
+//! The fast path costs O(tiers * scan + seeds * pool * committee) with small constants, independent of
+//! the registry's size.
+//!
+//! # Exhaustive path
+//! When the fast path finds no committee (tight memory, many exclusions, few domains), every eligible
+//! node is considered. With one collusion key, the cheapest node per (domain, role) feeds a greedy build
+//! and, if that fails, a bipartite matching of roles to domains, which is exact: a committee exists iff
+//! one is found. With several keys, greedy builds from several seeds over every fitting node, then a
+//! depth-first search (exact within [`BACKTRACK_BUDGET`] steps). When that fails too, [`Unplaceable`]
+//! names the first unmet condition in this order: eligible nodes, memory per role, distinct domains per
+//! key, and finally "no non-colliding assignment".
+//!
+//! # Determinism
+//! The result depends only on the registry's state, the request and its seed: iteration is over ordered
+//! structures (tiers in their canonical speed order), and ties are broken by (cost, node id).
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::committee::{Committee, Placement};
+use crate::demand::JobDemand;
+use crate::registry::{IndexKey, Registry, RegistryError};
+use crate::types::{keyed_hash, DomainKey, NodeId};
+
+/// A role without its party index, for reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RoleKind {
+    /// An execution party.
+    Party,
+    /// The dealer.
+    Dealer,
+    /// The verifier.
+    Verifier,
+}
+
+impl std::fmt::Display for RoleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleKind::Party => "party",
+            RoleKind::Dealer => "dealer",
+            RoleKind::Verifier => "verifier",
+        })
+    }
+}
+
+/// Why a job cannot be placed now.
+#[derive(Clone, Debug, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Unplaceable {
+    /// MPC needs at least two execution parties.
+    #[error("a job needs at least 2 execution parties, got {parties}")]
+    TooFewParties {
+        /// The parties asked for.
+        parties: u8,
+    },
+    /// Fewer eligible (active, trusted, not excluded) nodes than committee members.
+    #[error("not enough eligible nodes: {needed} needed, {eligible} eligible")]
+    NotEnoughEligibleNodes {
+        /// Committee size.
+        needed: usize,
+        /// Eligible nodes not excluded.
+        eligible: usize,
+    },
+    /// Too few eligible nodes have the free memory a role needs.
+    #[error("insufficient memory: {required} {role} node(s) with {needed_bytes} bytes free needed, {fitting} found")]
+    InsufficientMemory {
+        /// The role.
+        role: RoleKind,
+        /// Bytes per node.
+        needed_bytes: u64,
+        /// Nodes needed for that role.
+        required: usize,
+        /// Eligible nodes with that much free.
+        fitting: usize,
+    },
+    /// Too few distinct values of a collusion key among the nodes that fit.
+    #[error("not enough distinct {key} domains: {needed} needed, {available} available")]
+    NotEnoughCollusionDomains {
+        /// The key.
+        key: DomainKey,
+        /// Distinct values needed.
+        needed: usize,
+        /// Distinct values among fitting eligible nodes.
+        available: usize,
+    },
+    /// Enough nodes and domains, but no assignment of roles avoids a shared domain (roles' memory needs and
+    /// several collusion keys together).
+    #[error("no committee of {needed} members avoids shared collusion domains")]
+    NoNonCollidingAssignment {
+        /// Committee size.
+        needed: usize,
+    },
+}
+
+/// What to place.
+#[derive(Clone, Copy, Debug)]
+pub struct SelectRequest<'a> {
+    /// The committee's needs.
+    pub demand: &'a JobDemand,
+    /// Breaks ties and diversifies between equally good committees; same state + same seed = same result.
+    pub seed: u64,
+    /// Nodes that must not be chosen (e.g. those blamed for an earlier attempt).
+    pub exclude: &'a [NodeId],
+}
+
+/// A stage of a pipeline could not be placed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("stage {stage}: {reason}")]
+pub struct StageUnplaceable {
+    /// The stage's index.
+    pub stage: usize,
+    /// Why.
+    pub reason: Unplaceable,
+}
+
+/// Steps the exhaustive search of several-key selection may take before giving up.
+pub const BACKTRACK_BUDGET: usize = 200_000;
+
+const PARTY: usize = 0;
+const DEALER: usize = 1;
+const VERIFIER: usize = 2;
+
+/// One candidate with everything the greedy build needs, copied out of the registry.
+#[derive(Clone, Copy, Debug)]
+struct Cand {
+    idx: u32,
+    region: u32,
+    dom: [u32; 3],
+    /// Bit r set iff the node's free memory fits role kind r.
+    fits: u8,
+    /// `cost(r)` for role kind r (see the module doc).
+    cost: [f64; 3],
+}
+
+impl Cand {
+    #[inline]
+    fn fits(&self, r: usize) -> bool {
+        self.fits & (1 << r) != 0
+    }
+}
+
+/// A 256-bit membership filter over `u32` values (no false negatives).
+#[derive(Clone, Copy, Default)]
+struct Filter([u64; 4]);
+
+impl Filter {
+    #[inline]
+    fn bit(x: u32) -> (usize, u64) {
+        let h = x.wrapping_mul(0x9E37_79B9) >> 24;
+        ((h >> 6) as usize & 3, 1u64 << (h & 63))
+    }
+    #[inline]
+    fn insert(&mut self, x: u32) {
+        let (w, b) = Self::bit(x);
+        self.0[w] |= b;
+    }
+    #[inline]
+    fn may_contain(&self, x: u32) -> bool {
+        let (w, b) = Self::bit(x);
+        self.0[w] & b != 0
+    }
+}
+
+/// Per-request constants.
+struct Ctx<'a> {
+    demand: &'a JobDemand,
+    seed: u64,
+    exclude: Vec<u32>,
+    keys: &'a [usize],
+    k0: usize,
+}
+
+impl Ctx<'_> {
+    #[inline]
+    fn excluded(&self, i: u32) -> bool {
+        if self.exclude.len() <= 8 {
+            self.exclude.contains(&i)
+        } else {
+            self.exclude.binary_search(&i).is_ok()
+        }
+    }
+
+    #[inline]
+    fn collide(&self, a: &Cand, b: &Cand) -> bool {
+        self.keys.iter().any(|&k| a.dom[k] == b.dom[k])
+    }
+}
+
+impl Registry {
+    /// The role-fit mask of node `i` for the request (0 if excluded or fitting nothing).
+    #[inline]
+    fn fit_mask(&self, ctx: &Ctx<'_>, i: u32) -> u8 {
+        let free = self.hot[i as usize].free_memory;
+        let d = ctx.demand;
+        let fits = u8::from(free >= d.party.memory_bytes)
+            | (u8::from(free >= d.dealer.memory_bytes) << 1)
+            | (u8::from(free >= d.verifier.memory_bytes) << 2);
+        if fits == 0 || ctx.excluded(i) {
+            0
+        } else {
+            fits
+        }
+    }
+
+    /// The candidate for the node at `key`, whose fit mask is `fits` (non-zero).
+    #[inline]
+    fn make_candidate(&self, ctx: &Ctx<'_>, key: &IndexKey, fits: u8) -> Cand {
+        let i = key.2;
+        let n = &self.hot[i as usize];
+        let d = ctx.demand;
+        let k = f64::from_bits(key.0);
+        let grow = (1.0 + 1.0 / n.reputation.max(crate::reputation::MIN_REPUTATION_VALUE))
+            * self.config.selection.busy_weight;
+        let jitter = self.config.selection.tie_jitter_s
+            * (keyed_hash(ctx.seed, u64::from(i)) >> 11) as f64
+            / (1u64 << 53) as f64;
+        let s = |r: &crate::demand::RoleDemand| {
+            (r.ops as f64 * n.inv_rate + r.bytes as f64 * n.inv_bw) * grow
+        };
+        let base = k + jitter;
+        Cand {
+            idx: i,
+            region: n.domains[DomainKey::Region.slot()],
+            dom: n.domains,
+            fits,
+            cost: [
+                base + s(&d.party),
+                base + s(&d.dealer),
+                base + s(&d.verifier),
+            ],
+        }
+    }
+
+    /// The candidate for the node at `key`, or `None` if it is excluded or fits no role.
+    #[inline]
+    fn candidate(&self, ctx: &Ctx<'_>, key: &IndexKey) -> Option<Cand> {
+        let fits = self.fit_mask(ctx, key.2);
+        (fits != 0).then(|| self.make_candidate(ctx, key, fits))
+    }
+
+    /// Appends candidates from `iter` to `out` (skipping those already there, excluded, fitting nothing, or
+    /// over the per-domain cap under any collusion key) until `want` were added of which at least `want_parties` fit a party, scanning
+    /// at most `limit` entries; once `want` are added, only party-fitting ones are taken. Returns true if
+    /// `iter` ended.
+    #[allow(clippy::too_many_arguments)]
+    fn collect<'k>(
+        &self,
+        ctx: &Ctx<'_>,
+        iter: impl Iterator<Item = &'k IndexKey>,
+        want: usize,
+        want_parties: usize,
+        limit: usize,
+        cap: usize,
+        out: &mut Vec<Cand>,
+    ) -> bool {
+        // 256-bit filters of the ids and domain values already in `out`: a clear bit proves absence, so
+        // the exact scan of `out` runs only on a possible duplicate or a possibly shared domain.
+        let mut seen = Filter::default();
+        let mut doms = [Filter::default(); 3];
+        for o in out.iter() {
+            seen.insert(o.idx);
+            for &k in ctx.keys {
+                doms[k].insert(o.dom[k]);
+            }
+        }
+        let mut added = 0;
+        let mut parties = 0;
+        for (scanned, key) in iter.enumerate() {
+            if (added >= want && parties >= want_parties) || scanned >= limit {
+                return false;
+            }
+            let fits = self.fit_mask(ctx, key.2);
+            let fits_party = fits & 1 != 0;
+            if fits == 0 || (added >= want && !fits_party) {
+                continue;
+            }
+            let dom = self.hot[key.2 as usize].domains;
+            if seen.may_contain(key.2) || ctx.keys.iter().any(|&k| doms[k].may_contain(dom[k])) {
+                let mut same = [0usize; 3];
+                let mut dup = false;
+                for o in out.iter() {
+                    if o.idx == key.2 {
+                        dup = true;
+                        break;
+                    }
+                    for &k in ctx.keys {
+                        same[k] += usize::from(o.dom[k] == dom[k]);
+                    }
+                }
+                if dup || ctx.keys.iter().any(|&k| same[k] >= cap) {
+                    continue;
+                }
+            }
+            seen.insert(key.2);
+            for &k in ctx.keys {
+                doms[k].insert(dom[k]);
+            }
+            parties += usize::from(fits_party);
+            out.push(self.make_candidate(ctx, key, fits));
+            added += 1;
+        }
+        true
+    }
+
+    /// RTT in seconds between two candidates: measured, else their regions' estimate.
+    #[inline]
+    fn rtt_s(&self, a: &Cand, b: &Cand) -> f64 {
+        let us = if a.idx == b.idx {
+            0
+        } else {
+            match self.rtt.measured(a.idx, b.idx) {
+                Some(m) => m,
+                None => self.regions.estimate(a.region as usize, b.region as usize),
+            }
+        };
+        f64::from(us) * 1e-6
+    }
+
+    /// Greedy build from `pool[seed]` (see the module doc). Returns the total cost and the members as pool
+    /// indices: parties, then dealer, then verifier.
+    fn build(
+        &self,
+        ctx: &Ctx<'_>,
+        pool: &[Cand],
+        seed: usize,
+        scratch: &mut Vec<f64>,
+    ) -> Option<(f64, Vec<usize>)> {
+        let d = ctx.demand;
+        let parties = d.parties as usize;
+        let lw = self.config.selection.latency_weight;
+        let rounds = f64::from(d.rounds.max(1));
+        let s = &pool[seed];
+        if !s.fits(PARTY) {
+            return None;
+        }
+        let mut chosen = Vec::with_capacity(parties + 2);
+        chosen.push(seed);
+        scratch.clear();
+        scratch.extend(pool.iter().map(|c| self.rtt_s(s, c)));
+        let mut total = s.cost[PARTY];
+        let mut exec_max = 0.0f64;
+        let free = |chosen: &[usize], c: &Cand| {
+            chosen
+                .iter()
+                .all(|&m| !ctx.collide(&pool[m], c) && pool[m].idx != c.idx)
+        };
+        for _ in 1..parties {
+            let mut best: Option<(f64, usize)> = None;
+            for (j, c) in pool.iter().enumerate() {
+                if !c.fits(PARTY) || !free(&chosen, c) {
+                    continue;
+                }
+                let v = c.cost[PARTY] + lw * rounds * (scratch[j] - exec_max).max(0.0);
+                if best.is_none_or(|(bv, bj)| v < bv || (v == bv && c.idx < pool[bj].idx)) {
+                    best = Some((v, j));
+                }
+            }
+            let (v, j) = best?;
+            total += v;
+            exec_max = exec_max.max(scratch[j]);
+            chosen.push(j);
+            let new = pool[j];
+            for (x, c) in pool.iter().enumerate() {
+                let r = self.rtt_s(&new, c);
+                if r > scratch[x] {
+                    scratch[x] = r;
+                }
+            }
+        }
+        for role in [DEALER, VERIFIER] {
+            let mut best: Option<(f64, usize)> = None;
+            for (j, c) in pool.iter().enumerate() {
+                if !c.fits(role) || !free(&chosen, c) {
+                    continue;
+                }
+                let v = c.cost[role] + lw * scratch[j];
+                if best.is_none_or(|(bv, bj)| v < bv || (v == bv && c.idx < pool[bj].idx)) {
+                    best = Some((v, j));
+                }
+            }
+            let (v, j) = best?;
+            total += v;
+            chosen.push(j);
+        }
+        Some((total, chosen))
+    }
+
+    fn committee_of(pool: &[Cand], chosen: &[usize], parties: usize) -> Committee {
+        Committee {
+            parties: chosen[..parties]
+                .iter()
+                .map(|&j| NodeId(pool[j].idx))
+                .collect(),
+            dealer: NodeId(pool[chosen[parties]].idx),
+            verifier: NodeId(pool[chosen[parties + 1]].idx),
+        }
+    }
+
+    /// Best committee over seeds taken from `seed_pool`; each seed's pool is `base` plus its region's head.
+    fn best_over_seeds(
+        &self,
+        ctx: &Ctx<'_>,
+        base: &[Cand],
+        seeds: usize,
+        region_heads: bool,
+    ) -> Option<Committee> {
+        let t = &self.config.selection;
+        let parties = ctx.demand.parties as usize;
+        let mut seed_regions: Vec<u32> = Vec::with_capacity(seeds);
+        let mut best: Option<(f64, Committee)> = None;
+        let mut pool: Vec<Cand> = Vec::with_capacity(base.len() + 2 * t.region_candidates);
+        let mut scratch = Vec::with_capacity(pool.capacity());
+        while seed_regions.len() < seeds {
+            // The cheapest party-fitting candidate of a region not seeded yet (ties: lower id).
+            let next = base
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.fits(PARTY) && !seed_regions.contains(&c.region))
+                .min_by(|(_, a), (_, b)| {
+                    a.cost[PARTY]
+                        .total_cmp(&b.cost[PARTY])
+                        .then(a.idx.cmp(&b.idx))
+                });
+            let Some((j, &seed)) = next else { break };
+            seed_regions.push(seed.region);
+            pool.clear();
+            pool.extend_from_slice(base);
+            // With region as a collusion key the seed's region can give no other member.
+            let region_is_key = ctx.keys.contains(&DomainKey::Region.slot());
+            if region_heads && !region_is_key && t.region_candidates > 0 {
+                if let Some(cells) = self.cells.get(seed.region as usize) {
+                    let cells: Vec<_> = self
+                        .tier_order()
+                        .iter()
+                        .filter_map(|&k| cells.get(k))
+                        .filter(|c| !c.is_empty())
+                        .collect();
+                    let want = t.region_candidates.div_ceil(cells.len().max(1)).max(2);
+                    let cap = t.per_domain_candidates + 1;
+                    for cell in cells {
+                        self.collect(ctx, cell.iter(), want, 0, t.scan_limit, cap, &mut pool);
+                    }
+                }
+            }
+            if let Some((cost, chosen)) = self.build(ctx, &pool, j, &mut scratch) {
+                if best.as_ref().is_none_or(|(c, _)| cost < *c) {
+                    best = Some((cost, Self::committee_of(&pool, &chosen, parties)));
+                }
+            }
+        }
+        best.map(|(_, c)| c)
+    }
+
+    /// Picks a committee for `req` without changing the registry (see the module doc).
+    pub fn select(&self, req: &SelectRequest<'_>) -> Result<Committee, Unplaceable> {
+        let d = req.demand;
+        if d.parties < 2 {
+            return Err(Unplaceable::TooFewParties { parties: d.parties });
+        }
+        let mut exclude: Vec<u32> = req.exclude.iter().map(|n| n.0).collect();
+        exclude.sort_unstable();
+        exclude.dedup();
+        let ctx = Ctx {
+            demand: d,
+            seed: req.seed,
+            exclude,
+            keys: &self.key_slots,
+            k0: self.key_slots[0],
+        };
+        let t = &self.config.selection;
+        let tier_sets: Vec<_> = self
+            .tier_order()
+            .iter()
+            .map(|&k| &self.by_tier[k])
+            .filter(|c| !c.is_empty())
+            .collect();
+        let tiers = tier_sets.len().max(1);
+        let want = t
+            .base_candidates
+            .max(2 * d.committee_size())
+            .div_ceil(tiers)
+            .max(2);
+        let mut base = Vec::with_capacity(want * tiers + t.region_candidates);
+        for tier in &tier_sets {
+            self.collect(
+                &ctx,
+                tier.iter(),
+                want,
+                0,
+                t.scan_limit,
+                t.per_domain_candidates,
+                &mut base,
+            );
+        }
+        // Top up with party-fitting nodes (a large model's parties may fit few nodes), allowing two more
+        // per domain value than the base so that full domains do not keep them out.
+        let want_parties = 2 * d.parties as usize;
+        let limit = (t.scan_limit / tiers).max(1);
+        for tier in &tier_sets {
+            let have = base.iter().filter(|c| c.fits(PARTY)).count();
+            if have >= want_parties {
+                break;
+            }
+            let cap = t.per_domain_candidates + 2;
+            self.collect(&ctx, tier.iter(), 0, want_parties - have, limit, cap, &mut base);
+        }
+        if let Some(c) = self.best_over_seeds(&ctx, &base, t.seeds, true) {
+            return Ok(c);
+        }
+        self.select_exhaustive(&ctx)
+    }
+
+    /// The exhaustive path (see the module doc).
+    fn select_exhaustive(&self, ctx: &Ctx<'_>) -> Result<Committee, Unplaceable> {
+        let d = ctx.demand;
+        let parties = d.parties as usize;
+        let mut all: Vec<Cand> = Vec::new();
+        for key in self.tier_order().iter().flat_map(|&k| &self.by_tier[k]) {
+            if let Some(c) = self.candidate(ctx, key) {
+                all.push(c);
+            }
+        }
+        if ctx.keys.len() == 1 {
+            // Cheapest node per (domain, role kind): enough, since a domain gives at most one member.
+            let mut per_domain: HashMap<u32, [Option<usize>; 3]> = HashMap::new();
+            for (j, c) in all.iter().enumerate() {
+                let slot = per_domain.entry(c.dom[ctx.k0]).or_insert([None; 3]);
+                for r in [PARTY, DEALER, VERIFIER] {
+                    if c.fits(r) && slot[r].is_none_or(|o| c.cost[r] < all[o].cost[r]) {
+                        slot[r] = Some(j);
+                    }
+                }
+            }
+            let mut keep: Vec<usize> = per_domain
+                .values()
+                .flat_map(|s| s.iter().flatten().copied())
+                .collect();
+            keep.sort_unstable();
+            keep.dedup();
+            let pool: Vec<Cand> = keep.iter().map(|&j| all[j]).collect();
+            if let Some(c) = self.best_over_seeds(ctx, &pool, 8, false) {
+                return Ok(c);
+            }
+            if let Some(c) = self.matching(ctx, &pool, parties) {
+                return Ok(c);
+            }
+        } else {
+            if let Some(c) = self.best_over_seeds(ctx, &all, 8, false) {
+                return Ok(c);
+            }
+            if let Some(c) = Self::backtrack(ctx, &all, parties) {
+                return Ok(c);
+            }
+        }
+        Err(self.diagnose(ctx, &all))
+    }
+
+    /// Exact feasibility for one collusion key: match roles to domains (Kuhn's augmenting paths, domains in
+    /// order of their best cost), then take each matched domain's best node for its role.
+    fn matching(&self, ctx: &Ctx<'_>, pool: &[Cand], parties: usize) -> Option<Committee> {
+        let k0 = ctx.k0;
+        let mut domains: Vec<u32> = Vec::new();
+        let mut best_of: HashMap<u32, [Option<usize>; 3]> = HashMap::new();
+        let mut order: Vec<usize> = (0..pool.len()).collect();
+        order.sort_by(|&a, &b| {
+            pool[a].cost[PARTY]
+                .total_cmp(&pool[b].cost[PARTY])
+                .then(pool[a].idx.cmp(&pool[b].idx))
+        });
+        for &j in &order {
+            let c = &pool[j];
+            let slot = best_of.entry(c.dom[k0]).or_insert_with(|| {
+                domains.push(c.dom[k0]);
+                [None; 3]
+            });
+            for r in [PARTY, DEALER, VERIFIER] {
+                if c.fits(r) && slot[r].is_none_or(|o| c.cost[r] < pool[o].cost[r]) {
+                    slot[r] = Some(j);
+                }
+            }
+        }
+        let roles: Vec<usize> = (0..parties)
+            .map(|_| PARTY)
+            .chain([DEALER, VERIFIER])
+            .collect();
+        let adj: Vec<Vec<usize>> = roles
+            .iter()
+            .map(|&r| {
+                (0..domains.len())
+                    .filter(|&di| best_of[&domains[di]][r].is_some())
+                    .collect()
+            })
+            .collect();
+        let mut owner: Vec<Option<usize>> = vec![None; domains.len()];
+        fn augment(
+            r: usize,
+            adj: &[Vec<usize>],
+            seen: &mut [bool],
+            owner: &mut [Option<usize>],
+        ) -> bool {
+            for &di in &adj[r] {
+                if seen[di] {
+                    continue;
+                }
+                seen[di] = true;
+                if owner[di].is_none_or(|o| augment(o, adj, seen, owner)) {
+                    owner[di] = Some(r);
+                    return true;
+                }
+            }
+            false
+        }
+        for r in 0..roles.len() {
+            let mut seen = vec![false; domains.len()];
+            if !augment(r, &adj, &mut seen, &mut owner) {
+                return None;
+            }
+        }
+        let mut chosen = vec![0usize; roles.len()];
+        for (di, o) in owner.iter().enumerate() {
+            if let Some(r) = *o {
+                chosen[r] = best_of[&domains[di]][roles[r]]?;
+            }
+        }
+        Some(Self::committee_of(pool, &chosen, parties))
+    }
+
+    /// Depth-first search for any non-colliding assignment when several keys make greedy builds incomplete.
+    /// Exact when it finishes within [`BACKTRACK_BUDGET`] steps (always for small registries); candidates are
+    /// tried in cost order, so the first committee found is a cheap one.
+    fn backtrack(ctx: &Ctx<'_>, pool: &[Cand], parties: usize) -> Option<Committee> {
+        let roles: Vec<usize> = (0..parties)
+            .map(|_| PARTY)
+            .chain([DEALER, VERIFIER])
+            .collect();
+        let mut sorted: Vec<Cand> = pool.to_vec();
+        sorted.sort_by(|a, b| {
+            a.cost[PARTY]
+                .total_cmp(&b.cost[PARTY])
+                .then(a.idx.cmp(&b.idx))
+        });
+        fn go(
+            ctx: &Ctx<'_>,
+            sorted: &[Cand],
+            roles: &[usize],
+            parties: usize,
+            chosen: &mut Vec<usize>,
+            budget: &mut usize,
+        ) -> bool {
+            let depth = chosen.len();
+            if depth == roles.len() {
+                return true;
+            }
+            // Parties are interchangeable: take them in increasing order to skip permutations.
+            let start = if depth > 0 && depth < parties {
+                chosen[depth - 1] + 1
+            } else {
+                0
+            };
+            for j in start..sorted.len() {
+                if *budget == 0 {
+                    return false;
+                }
+                *budget -= 1;
+                let c = &sorted[j];
+                if !c.fits(roles[depth]) || chosen.iter().any(|&m| ctx.collide(&sorted[m], c)) {
+                    continue;
+                }
+                chosen.push(j);
+                if go(ctx, sorted, roles, parties, chosen, budget) {
+                    return true;
+                }
+                chosen.pop();
+            }
+            false
+        }
+        let mut chosen = Vec::with_capacity(roles.len());
+        let mut budget = BACKTRACK_BUDGET;
+        go(ctx, &sorted, &roles, parties, &mut chosen, &mut budget)
+            .then(|| Self::committee_of(&sorted, &chosen, parties))
+    }
+
+    /// The first unmet condition (see the module doc), over every eligible node.
+    fn diagnose(&self, ctx: &Ctx<'_>, fitting: &[Cand]) -> Unplaceable {
+        let d = ctx.demand;
+        let size = d.committee_size();
+        let parties = d.parties as usize;
+        let excluded_eligible = ctx
+            .exclude
+            .iter()
+            .filter(|&&i| self.nodes.get(i as usize).is_some_and(|n| n.is_eligible()))
+            .count();
+        let eligible = self.eligible - excluded_eligible;
+        if eligible < size {
+            return Unplaceable::NotEnoughEligibleNodes {
+                needed: size,
+                eligible,
+            };
+        }
+        let count = |r: usize| fitting.iter().filter(|c| c.fits(r)).count();
+        let checks = [
+            (RoleKind::Party, PARTY, d.party.memory_bytes, parties),
+            (RoleKind::Dealer, DEALER, d.dealer.memory_bytes, 1),
+            (RoleKind::Verifier, VERIFIER, d.verifier.memory_bytes, 1),
+        ];
+        for (role, r, needed_bytes, required) in checks {
+            let fitting = count(r);
+            if fitting < required {
+                return Unplaceable::InsufficientMemory {
+                    role,
+                    needed_bytes,
+                    required,
+                    fitting,
+                };
+            }
+        }
+        if fitting.len() < size {
+            // Every role fits somewhere, but too few nodes fit any role to fill the committee.
+            let (role, needed_bytes) = [
+                (RoleKind::Party, d.party.memory_bytes),
+                (RoleKind::Dealer, d.dealer.memory_bytes),
+                (RoleKind::Verifier, d.verifier.memory_bytes),
+            ]
+            .into_iter()
+            .min_by_key(|&(_, m)| m)
+            .unwrap_or((RoleKind::Party, d.party.memory_bytes));
+            return Unplaceable::InsufficientMemory {
+                role,
+                needed_bytes,
+                required: size,
+                fitting: fitting.len(),
+            };
+        }
+        for &key in &self.config.collusion_keys {
+            let k = key.slot();
+            let mut all: Vec<u32> = fitting.iter().map(|c| c.dom[k]).collect();
+            all.sort_unstable();
+            all.dedup();
+            if all.len() < size {
+                return Unplaceable::NotEnoughCollusionDomains {
+                    key,
+                    needed: size,
+                    available: all.len(),
+                };
+            }
+            let mut party: Vec<u32> = fitting
+                .iter()
+                .filter(|c| c.fits(PARTY))
+                .map(|c| c.dom[k])
+                .collect();
+            party.sort_unstable();
+            party.dedup();
+            if party.len() < parties {
+                return Unplaceable::NotEnoughCollusionDomains {
+                    key,
+                    needed: parties,
+                    available: party.len(),
+                };
+            }
+        }
+        Unplaceable::NoNonCollidingAssignment { needed: size }
+    }
+
+    /// Selects and reserves one committee per stage, in order (stages may share domains with each other,
+    /// never within one committee). Stage `i` uses the seed `keyed_hash(seed, i)`. On failure, the stages
+    /// already reserved are released and the failing stage is named.
+    pub fn place_stages(
+        &mut self,
+        stages: &[JobDemand],
+        seed: u64,
+        exclude: &[NodeId],
+    ) -> Result<Vec<Placement>, StageUnplaceable> {
+        let mut placed: Vec<Placement> = Vec::with_capacity(stages.len());
+        for (stage, demand) in stages.iter().enumerate() {
+            let req = SelectRequest {
+                demand,
+                seed: keyed_hash(seed, stage as u64),
+                exclude,
+            };
+            let result = self.select(&req).and_then(|committee| {
+                let p = Placement {
+                    committee,
+                    demand: *demand,
+                };
+                match self.reserve(&p) {
+                    Ok(()) => Ok(p),
+                    Err(RegistryError::InsufficientMemory { needed, .. }) => {
+                        Err(Unplaceable::InsufficientMemory {
+                            role: RoleKind::Party,
+                            needed_bytes: needed,
+                            required: demand.parties as usize,
+                            fitting: 0,
+                        })
+                    }
+                    Err(_) => Err(Unplaceable::NoNonCollidingAssignment {
+                        needed: demand.committee_size(),
+                    }),
+                }
+            });
+            match result {
+                Ok(p) => placed.push(p),
+                Err(reason) => {
+                    for p in &placed {
+                        self.release(p);
+                    }
+                    return Err(StageUnplaceable { stage, reason });
+                }
+            }
+        }
+        Ok(placed)
+    }
+}

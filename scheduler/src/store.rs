@@ -1,0 +1,275 @@
+//! Persistence in redb: node records, jobs and the region table, so that a coordinator restart loses
+//! nothing.
+//!
+//! Layout: table `nodes` (u32 node id -> value), table `jobs` (u64 job id -> value), table `meta`
+//! (&str -> value). Every value is one format byte ([`FORMAT`]) followed by the postcard encoding of the
+//! record. A [`Batch`] is written in one transaction: all of it or none of it is durable.
+//!
+//! Invariant: a value that does not start with [`FORMAT`] or does not decode is reported as
+//! [`StoreError::Corrupt`] with its table and key, never skipped silently and never a panic.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::committee::Placement;
+use crate::lifecycle::{Job, JobId};
+use crate::registry::{Config, NodeRecord, RegionSnapshot, Registry, RegistryError};
+use crate::types::NodeId;
+
+const NODES: TableDefinition<u32, &[u8]> = TableDefinition::new("nodes");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const REGIONS_KEY: &str = "regions";
+const CONFIG_KEY: &str = "config";
+
+/// The format byte in front of every value.
+pub const FORMAT: u8 = 1;
+
+/// Errors of the store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] redb::Error),
+    /// A value could not be encoded.
+    #[error("encoding {what}: {source}")]
+    Encode {
+        /// What was being encoded.
+        what: String,
+        /// The encoder's error.
+        source: postcard::Error,
+    },
+    /// A stored value is unreadable.
+    #[error("corrupt value in table {table} at key {key}: {detail}")]
+    Corrupt {
+        /// The table.
+        table: &'static str,
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The stored records do not form a registry.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+}
+
+fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
+    StoreError::Db(e.into())
+}
+
+fn encode<T: Serialize>(what: impl FnOnce() -> String, value: &T) -> Result<Vec<u8>, StoreError> {
+    let mut out = vec![FORMAT];
+    let body = postcard::to_stdvec(value).map_err(|source| StoreError::Encode {
+        what: what(),
+        source,
+    })?;
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    key: impl FnOnce() -> String,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT, body)) => postcard::from_bytes(body).map_err(|e| StoreError::Corrupt {
+            table,
+            key: key(),
+            detail: e.to_string(),
+        }),
+        Some((&v, _)) => Err(StoreError::Corrupt {
+            table,
+            key: key(),
+            detail: format!("unknown format {v}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            table,
+            key: key(),
+            detail: "empty value".into(),
+        }),
+    }
+}
+
+/// Writes to apply together, in one transaction.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    /// Node records to insert or replace.
+    pub nodes: Vec<NodeRecord>,
+    /// Jobs to insert or replace.
+    pub jobs: Vec<Job>,
+    /// Jobs to delete.
+    pub remove_jobs: Vec<JobId>,
+    /// The region table, if it changed.
+    pub regions: Option<RegionSnapshot>,
+    /// The configuration, if it changed.
+    pub config: Option<Config>,
+}
+
+/// The coordinator's database.
+pub struct Store {
+    db: Database,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating the file and the tables if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
+        let database = Database::create(path).map_err(dberr)?;
+        let tx = database.begin_write().map_err(dberr)?;
+        {
+            tx.open_table(NODES).map_err(dberr)?;
+            tx.open_table(JOBS).map_err(dberr)?;
+            tx.open_table(META).map_err(dberr)?;
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(Store { db: database })
+    }
+
+    /// Applies a batch atomically.
+    pub fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
+        let mut encoded_nodes = Vec::with_capacity(batch.nodes.len());
+        for r in &batch.nodes {
+            encoded_nodes.push((r.id.0, encode(|| format!("node {}", r.id), r)?));
+        }
+        let mut encoded_jobs = Vec::with_capacity(batch.jobs.len());
+        for j in &batch.jobs {
+            encoded_jobs.push((j.id.0, encode(|| format!("job {}", j.id), j)?));
+        }
+        let regions = batch
+            .regions
+            .as_ref()
+            .map(|r| encode(|| "regions".into(), r))
+            .transpose()?;
+        let config = batch
+            .config
+            .as_ref()
+            .map(|c| encode(|| "config".into(), c))
+            .transpose()?;
+        let tx = self.db.begin_write().map_err(dberr)?;
+        {
+            let mut nodes = tx.open_table(NODES).map_err(dberr)?;
+            for (id, v) in &encoded_nodes {
+                nodes.insert(*id, v.as_slice()).map_err(dberr)?;
+            }
+            let mut jobs = tx.open_table(JOBS).map_err(dberr)?;
+            for (id, v) in &encoded_jobs {
+                jobs.insert(*id, v.as_slice()).map_err(dberr)?;
+            }
+            for id in &batch.remove_jobs {
+                jobs.remove(id.0).map_err(dberr)?;
+            }
+            let mut meta = tx.open_table(META).map_err(dberr)?;
+            if let Some(v) = &regions {
+                meta.insert(REGIONS_KEY, v.as_slice()).map_err(dberr)?;
+            }
+            if let Some(v) = &config {
+                meta.insert(CONFIG_KEY, v.as_slice()).map_err(dberr)?;
+            }
+        }
+        tx.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    /// Saves node records.
+    pub fn save_nodes(&self, nodes: Vec<NodeRecord>) -> Result<(), StoreError> {
+        self.commit(&Batch {
+            nodes,
+            ..Batch::default()
+        })
+    }
+
+    /// Saves jobs.
+    pub fn save_jobs(&self, jobs: Vec<Job>) -> Result<(), StoreError> {
+        self.commit(&Batch {
+            jobs,
+            ..Batch::default()
+        })
+    }
+
+    /// Saves every node record and the region table of `registry`, and its configuration.
+    pub fn save_registry(&self, registry: &Registry) -> Result<(), StoreError> {
+        self.commit(&Batch {
+            nodes: registry.records(),
+            regions: Some(registry.region_snapshot()),
+            config: Some(registry.config().clone()),
+            ..Batch::default()
+        })
+    }
+
+    /// Every node record, by id.
+    pub fn load_nodes(&self) -> Result<Vec<NodeRecord>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(NODES).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            let id = k.value();
+            let r: NodeRecord = decode("nodes", || NodeId(id).to_string(), v.value())?;
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Every job, by id.
+    pub fn load_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(JOBS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            let id = k.value();
+            out.push(decode("jobs", || JobId(id).to_string(), v.value())?);
+        }
+        Ok(out)
+    }
+
+    /// One job.
+    pub fn load_job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(JOBS).map_err(dberr)?;
+        match table.get(id.0).map_err(dberr)? {
+            Some(v) => Ok(Some(decode("jobs", || id.to_string(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn load_meta<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(META).map_err(dberr)?;
+        match table.get(key).map_err(dberr)? {
+            Some(v) => Ok(Some(decode("meta", || key.to_owned(), v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The saved region table.
+    pub fn load_regions(&self) -> Result<Option<RegionSnapshot>, StoreError> {
+        self.load_meta(REGIONS_KEY)
+    }
+
+    /// The saved configuration.
+    pub fn load_config(&self) -> Result<Option<Config>, StoreError> {
+        self.load_meta(CONFIG_KEY)
+    }
+
+    /// Rebuilds the registry: the saved configuration (or `default` if none was saved), node records, region
+    /// table, and the reservations of every job not in a terminal phase.
+    pub fn load_registry(&self, default: Config) -> Result<(Registry, Vec<Job>), StoreError> {
+        let config = self.load_config()?.unwrap_or(default);
+        let nodes = self.load_nodes()?;
+        let regions = self.load_regions()?;
+        let jobs = self.load_jobs()?;
+        let in_flight: Vec<&Placement> = jobs
+            .iter()
+            .filter(|j| !j.phase().is_terminal())
+            .flat_map(|j| j.placements().iter())
+            .collect();
+        let registry = Registry::from_records(config, nodes, regions, in_flight)?;
+        Ok((registry, jobs))
+    }
+}
