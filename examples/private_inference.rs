@@ -33,7 +33,7 @@ fn main() -> anyhow::Result<()> {
     let report = run_private(
         &model,
         &plan,
-        &[input.clone()],
+        std::slice::from_ref(&input),
         1,
         &LocalOptions::new(3, Arc::new(RingGemm::default())),
     )?;
