@@ -26,7 +26,7 @@
 //! exactly `a · b`, with no correction pass.
 
 use std::ops::Range;
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::thread;
 
 /// Rows of `a` below which the direct (unpacked) path is used.
@@ -301,52 +301,67 @@ fn k_blocks<K: Kernel>(kp: usize, kc: usize) -> Vec<Range<usize>> {
     split_scaled(kp / step, kp.div_ceil(kc), step, kp)
 }
 
-/// Some column panels of `b` (k×n), packed to depth `kp` (see [`packed_depth`]): panel `jp` holds, for each
-/// `p < kp`, the `nr` values `b[p][jp * nr + j]` (zero past column `n` and past row `k`, and for Winograd
-/// kernels the correction pair in rows `kp - 2`, `kp - 1`). Any run of consecutive `p` of a panel is
-/// contiguous.
+/// `b` (k×n) packed to depth `kp` (see [`packed_depth`]) in `ceil(n / nr)` column panels: panel `jp` holds,
+/// for each `p < kp`, the `nr` values `b[p][jp * nr + j]` (zero past column `n` and past row `k`, and for
+/// Winograd kernels the correction pair in rows `kp - 2`, `kp - 1`). Any run of consecutive `p` of a panel
+/// is contiguous.
 struct PackedB {
     data: Vec<u64>,
     kp: usize,
     nr: usize,
-    /// Index of the first packed panel.
-    first: usize,
 }
 
 impl PackedB {
-    /// Packs the panels `panels` of `b` (each within `0..ceil(n / NR)`). Reads `b` row by row, once; the
-    /// Winograd column terms are summed from each pair of rows while it is still in L1.
-    fn new<K: Kernel>(kern: K, d: Dims, b: &[u64], panels: Range<usize>) -> Self {
+    /// Packs all of `b`, on up to `t` threads (a few panel ranges per thread).
+    fn new<K: Kernel>(kern: K, t: usize, d: Dims, b: &[u64]) -> Self {
         let (nr, kp) = (K::NR, packed_depth::<K>(d.k));
-        let cols = (panels.start * nr).min(d.n)..(panels.end * nr).min(d.n);
-        let mut data = vec![0; panels.len() * kp * nr];
-        let mut eta = vec![0u64; if K::WINOGRAD { cols.len() } else { 0 }];
-        let mut prev: &[u64] = &[];
-        for (p, brow) in b.chunks_exact(d.n).enumerate() {
-            let row = &brow[cols.clone()];
-            scatter_row(&mut data, kp * nr, p * nr, nr, row);
-            if K::WINOGRAD && p % 2 == 1 {
-                kern.mul_acc(&mut eta, prev, row);
-            }
-            prev = row;
+        let mut data = vec![0; d.n.div_ceil(nr) * kp * nr];
+        let ranges = split_even(d.n.div_ceil(nr), parts_for(t));
+        let mut parts = Vec::with_capacity(ranges.len());
+        let mut rest = data.as_mut_slice();
+        for panels in ranges {
+            let (head, tail) = rest.split_at_mut(panels.len() * kp * nr);
+            parts.push((panels, head));
+            rest = tail;
         }
-        if K::WINOGRAD {
-            // An odd last row pairs with a zero row and adds nothing to `eta`.
-            let neg_eta: Vec<u64> = eta.iter().map(|e| e.wrapping_neg()).collect();
-            scatter_row(&mut data, kp * nr, (kp - 2) * nr, nr, &neg_eta);
-        }
-        Self {
-            data,
-            kp,
-            nr,
-            first: panels.start,
-        }
+        run_queue(
+            t,
+            parts,
+            || (),
+            |_, (panels, dst)| {
+                pack_panels(kern, d, b, panels, dst);
+            },
+        );
+        Self { data, kp, nr }
     }
 
-    /// Rows `p0..p0 + kc` of panel `jp` (`kc * nr` values); `jp` must be one of the packed panels.
+    /// Rows `p0..p0 + kc` of panel `jp` (`kc * nr` values).
     fn panel(&self, jp: usize, p0: usize, kc: usize) -> &[u64] {
-        let start = ((jp - self.first) * self.kp + p0) * self.nr;
+        let start = (jp * self.kp + p0) * self.nr;
         &self.data[start..start + kc * self.nr]
+    }
+}
+
+/// Packs the column panels `panels` of `b` into `dst` (zeroed, `panels.len()` panels long) as laid out in
+/// [`PackedB`]. Reads `b` row by row, once; the Winograd column terms are summed from each pair of rows
+/// while it is still in L1.
+fn pack_panels<K: Kernel>(kern: K, d: Dims, b: &[u64], panels: Range<usize>, dst: &mut [u64]) {
+    let (nr, kp) = (K::NR, packed_depth::<K>(d.k));
+    let cols = (panels.start * nr).min(d.n)..(panels.end * nr).min(d.n);
+    let mut eta = vec![0u64; if K::WINOGRAD { cols.len() } else { 0 }];
+    let mut prev: &[u64] = &[];
+    for (p, brow) in b.chunks_exact(d.n).enumerate() {
+        let row = &brow[cols.clone()];
+        scatter_row(dst, kp * nr, p * nr, nr, row);
+        if K::WINOGRAD && p % 2 == 1 {
+            kern.mul_acc(&mut eta, prev, row);
+        }
+        prev = row;
+    }
+    if K::WINOGRAD {
+        // An odd last row pairs with a zero row and adds nothing to `eta`.
+        let neg_eta: Vec<u64> = eta.iter().map(|e| e.wrapping_neg()).collect();
+        scatter_row(dst, kp * nr, (kp - 2) * nr, nr, &neg_eta);
     }
 }
 
@@ -397,65 +412,43 @@ fn pack_a<K: Kernel>(a: &[u64], k: usize, out: &mut Vec<u64>) {
     }
 }
 
-/// One task of the blocked path: rows `rows` of the output, restricted to the columns of panel group
-/// `group`; `out` holds those rows' pieces.
-struct Task<'c> {
-    group: usize,
-    rows: Range<usize>,
-    out: Vec<&'c mut [u64]>,
-}
-
-/// Blocked path. The column panels are cut into one group per thread and the rows into a few chunks per
-/// thread; each (row chunk, group) pair is a task. The first task to need a group packs that group of `b`
-/// (tasks alternate groups, so the threads start by packing different groups side by side), and every task
-/// packs its own rows of `a`. So nothing runs serially before the threads start, `b` is packed once, and `a`
-/// once per group.
+/// Blocked path: packs `b` (on up to `t` threads), then cuts the rows into a few chunks per thread; a thread
+/// takes a chunk, packs its rows of `a` and computes them over all columns. The only waits between threads
+/// are the ends of the two phases, and the parts are small, so a thread that gets less CPU holds the others
+/// up for at most one part.
 fn blocked<K: Kernel>(kern: K, plan: Plan, d: Dims, a: &[u64], b: &[u64], c: &mut [u64]) {
     let t = plan.threads;
-    let groups = split_even(d.n.div_ceil(K::NR), t);
-    let cols: Vec<Range<usize>> = groups
-        .iter()
-        .map(|g| g.start * K::NR..(g.end * K::NR).min(d.n))
-        .collect();
+    let bp = PackedB::new(kern, t, d, b);
+    let panels = 0..d.n.div_ceil(K::NR);
     let chunks = split_scaled(d.m.div_ceil(K::MR), parts_for(t), K::MR, d.m);
-    let tasks = blocked_tasks(column_pieces(c, d.n, &cols), &chunks);
-    let packed: Vec<OnceLock<PackedB>> = groups.iter().map(|_| OnceLock::new()).collect();
-    let init = || (Vec::new(), EdgeTile::new(K::MR, K::NR));
-    run_queue(t, tasks, init, |(apack, edge), mut task: Task| {
-        let panels = groups[task.group].clone();
-        let bp = packed[task.group].get_or_init(|| PackedB::new(kern, d, b, panels.clone()));
-        let a_rows = &a[task.rows.start * d.k..task.rows.end * d.k];
-        let mut scratch = Scratch { apack, edge };
-        compute_block(
-            kern,
-            plan,
-            d.k,
-            a_rows,
-            bp,
-            panels,
-            &mut task.out,
-            &mut scratch,
-        );
-    });
-}
-
-/// Cuts each group's row pieces (`by_group[g]` has one piece per output row) at the row `chunks`, into tasks
-/// ordered chunk by chunk, group by group.
-fn blocked_tasks<'c>(by_group: Vec<Vec<&'c mut [u64]>>, chunks: &[Range<usize>]) -> Vec<Task<'c>> {
-    let mut per_group: Vec<std::vec::IntoIter<&mut [u64]>> =
-        by_group.into_iter().map(Vec::into_iter).collect();
-    let mut tasks = Vec::with_capacity(chunks.len() * per_group.len());
+    let mut parts = Vec::with_capacity(chunks.len());
+    let mut rest = c;
     for rows in chunks {
-        for (group, pieces) in per_group.iter_mut().enumerate() {
-            let out = pieces.by_ref().take(rows.len()).collect();
-            tasks.push(Task {
-                group,
-                rows: rows.clone(),
-                out,
-            });
-        }
+        let (head, tail) = rest.split_at_mut(rows.len() * d.n);
+        parts.push((rows, head));
+        rest = tail;
     }
-    tasks
+    let init = || (Vec::new(), EdgeTile::new(K::MR, K::NR));
+    run_queue(
+        t,
+        parts,
+        init,
+        |(apack, edge), (rows, out): (Range<usize>, &mut [u64])| {
+            let mut out_rows: Vec<&mut [u64]> = out.chunks_exact_mut(d.n).collect();
+            let a_rows = &a[rows.start * d.k..rows.end * d.k];
+            let mut scratch = Scratch { apack, edge };
+            compute_block(
+                kern,
+                plan,
+                d.k,
+                a_rows,
+                &bp,
+                panels.clone(),
+                &mut out_rows,
+                &mut scratch,
+            );
+        },
+    );
 }
 
 /// A thread's reusable buffers for [`compute_block`].
