@@ -32,7 +32,8 @@ fn private_vs_plain(
     let input = workloads::sample_input(model, batch, seed);
     let mut options = LocalOptions::new(parties, Arc::new(RingGemm::new(1)));
     options.seed = Some(seed);
-    let report = run_private(model, &plan, std::slice::from_ref(&input), batch, &options).expect("private run");
+    let report = run_private(model, &plan, std::slice::from_ref(&input), batch, &options)
+        .expect("private run");
     let plain = model.forward_plain(&input, batch).expect("plaintext run");
     let err = report.outputs[0]
         .iter()

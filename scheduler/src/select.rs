@@ -27,12 +27,13 @@
 //!
 //! # Exhaustive path
 //! When the fast path finds no committee (tight memory, many exclusions, few domains), every eligible
-//! node is considered. With one collusion key, the cheapest node per (domain, role) feeds a greedy build
-//! and, if that fails, a bipartite matching of roles to domains, which is exact: a committee exists iff
-//! one is found. With several keys, greedy builds from several seeds over every fitting node, then a
-//! depth-first search (exact within [`BACKTRACK_BUDGET`] steps). When that fails too, [`Unplaceable`]
-//! names the first unmet condition in this order: eligible nodes, memory per role, distinct domains per
-//! key, and finally "no non-colliding assignment".
+//! node is considered. First the necessary counts, in this order: enough eligible nodes, enough with the
+//! free memory of each role, enough distinct values of each collusion key among them; the first one unmet
+//! is the [`Unplaceable`] reason. Otherwise, with one collusion key, the cheapest node per (domain, role)
+//! feeds a greedy build and, if that fails, a bipartite matching of roles to domains, which is exact: a
+//! committee exists iff one is found. With several keys, greedy builds from several seeds over every
+//! fitting node, then a depth-first search (exact within [`BACKTRACK_BUDGET`] steps). A failed search is
+//! reported as "no non-colliding assignment".
 //!
 //! # Determinism
 //! The result depends only on the registry's state, the request and its seed: iteration is over ordered
@@ -164,25 +165,98 @@ impl Cand {
     }
 }
 
-/// A 256-bit membership filter over `u32` values (no false negatives).
-#[derive(Clone, Copy, Default)]
-struct Filter([u64; 4]);
+/// Counts of `u32` values: open addressing with linear probing in a table that doubles when half full.
+#[derive(Clone, Default)]
+struct Counts {
+    slots: Vec<(u32, u32)>,
+    len: usize,
+}
 
-impl Filter {
+impl Counts {
+    const EMPTY: u32 = u32::MAX;
+
     #[inline]
-    fn bit(x: u32) -> (usize, u64) {
-        let h = x.wrapping_mul(0x9E37_79B9) >> 24;
-        ((h >> 6) as usize & 3, 1u64 << (h & 63))
+    fn home(x: u32, mask: usize) -> usize {
+        (x.wrapping_mul(0x9E37_79B9) as usize >> 7) & mask
     }
+
+    /// How many times `x` was added.
     #[inline]
-    fn insert(&mut self, x: u32) {
-        let (w, b) = Self::bit(x);
-        self.0[w] |= b;
+    fn get(&self, x: u32) -> u32 {
+        if self.slots.is_empty() {
+            return 0;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = Self::home(x, mask);
+        loop {
+            let (v, c) = self.slots[i];
+            if v == x {
+                return c;
+            }
+            if v == Self::EMPTY {
+                return 0;
+            }
+            i = (i + 1) & mask;
+        }
     }
-    #[inline]
-    fn may_contain(&self, x: u32) -> bool {
-        let (w, b) = Self::bit(x);
-        self.0[w] & b != 0
+
+    /// Adds one occurrence of `x` (`x != u32::MAX`).
+    fn add(&mut self, x: u32) {
+        if 2 * (self.len + 1) > self.slots.len() {
+            let old = std::mem::take(&mut self.slots);
+            self.slots = vec![(Self::EMPTY, 0); (old.len() * 2).max(64)];
+            self.len = 0;
+            for (v, c) in old {
+                if v != Self::EMPTY {
+                    self.bump(v, c);
+                }
+            }
+        }
+        self.bump(x, 1);
+    }
+
+    fn bump(&mut self, x: u32, by: u32) {
+        let mask = self.slots.len() - 1;
+        let mut i = Self::home(x, mask);
+        loop {
+            let (v, c) = self.slots[i];
+            if v == x {
+                self.slots[i].1 = c + by;
+                return;
+            }
+            if v == Self::EMPTY {
+                self.slots[i] = (x, by);
+                self.len += 1;
+                return;
+            }
+            i = (i + 1) & mask;
+        }
+    }
+}
+
+/// Candidates with exact counts of their ids and domain values, kept in step by [`Pool::push`].
+#[derive(Clone, Default)]
+struct Pool {
+    cands: Vec<Cand>,
+    ids: Counts,
+    doms: [Counts; 3],
+}
+
+impl Pool {
+    fn from_cands(ctx: &Ctx<'_>, cands: Vec<Cand>) -> Pool {
+        let mut p = Pool::default();
+        for c in cands {
+            p.push(ctx, c);
+        }
+        p
+    }
+
+    fn push(&mut self, ctx: &Ctx<'_>, c: Cand) {
+        self.ids.add(c.idx);
+        for &k in ctx.keys {
+            self.doms[k].add(c.dom[k]);
+        }
+        self.cands.push(c);
     }
 }
 
@@ -276,18 +350,8 @@ impl Registry {
         want_parties: usize,
         limit: usize,
         cap: usize,
-        out: &mut Vec<Cand>,
+        out: &mut Pool,
     ) -> bool {
-        // 256-bit filters of the ids and domain values already in `out`: a clear bit proves absence, so
-        // the exact scan of `out` runs only on a possible duplicate or a possibly shared domain.
-        let mut seen = Filter::default();
-        let mut doms = [Filter::default(); 3];
-        for o in out.iter() {
-            seen.insert(o.idx);
-            for &k in ctx.keys {
-                doms[k].insert(o.dom[k]);
-            }
-        }
         let mut added = 0;
         let mut parties = 0;
         for (scanned, key) in iter.enumerate() {
@@ -300,28 +364,16 @@ impl Registry {
                 continue;
             }
             let dom = self.hot[key.2 as usize].domains;
-            if seen.may_contain(key.2) || ctx.keys.iter().any(|&k| doms[k].may_contain(dom[k])) {
-                let mut same = [0usize; 3];
-                let mut dup = false;
-                for o in out.iter() {
-                    if o.idx == key.2 {
-                        dup = true;
-                        break;
-                    }
-                    for &k in ctx.keys {
-                        same[k] += usize::from(o.dom[k] == dom[k]);
-                    }
-                }
-                if dup || ctx.keys.iter().any(|&k| same[k] >= cap) {
-                    continue;
-                }
-            }
-            seen.insert(key.2);
-            for &k in ctx.keys {
-                doms[k].insert(dom[k]);
+            if out.ids.get(key.2) > 0
+                || ctx
+                    .keys
+                    .iter()
+                    .any(|&k| out.doms[k].get(dom[k]) as usize >= cap)
+            {
+                continue;
             }
             parties += usize::from(fits_party);
-            out.push(self.make_candidate(ctx, key, fits));
+            out.push(ctx, self.make_candidate(ctx, key, fits));
             added += 1;
         }
         true
@@ -425,7 +477,7 @@ impl Registry {
     fn best_over_seeds(
         &self,
         ctx: &Ctx<'_>,
-        base: &[Cand],
+        base: &Pool,
         seeds: usize,
         region_heads: bool,
     ) -> Option<Committee> {
@@ -433,11 +485,11 @@ impl Registry {
         let parties = ctx.demand.parties as usize;
         let mut seed_regions: Vec<u32> = Vec::with_capacity(seeds);
         let mut best: Option<(f64, Committee)> = None;
-        let mut pool: Vec<Cand> = Vec::with_capacity(base.len() + 2 * t.region_candidates);
-        let mut scratch = Vec::with_capacity(pool.capacity());
+        let mut scratch = Vec::with_capacity(base.cands.len() + 2 * t.region_candidates);
         while seed_regions.len() < seeds {
             // The cheapest party-fitting candidate of a region not seeded yet (ties: lower id).
             let next = base
+                .cands
                 .iter()
                 .enumerate()
                 .filter(|(_, c)| c.fits(PARTY) && !seed_regions.contains(&c.region))
@@ -448,12 +500,16 @@ impl Registry {
                 });
             let Some((j, &seed)) = next else { break };
             seed_regions.push(seed.region);
-            pool.clear();
-            pool.extend_from_slice(base);
             // With region as a collusion key the seed's region can give no other member.
             let region_is_key = ctx.keys.contains(&DomainKey::Region.slot());
-            if region_heads && !region_is_key && t.region_candidates > 0 {
-                if let Some(cells) = self.cells.get(seed.region as usize) {
+            let cells = self
+                .cells
+                .get(seed.region as usize)
+                .filter(|_| region_heads && !region_is_key && t.region_candidates > 0);
+            let extended;
+            let pool: &[Cand] = match cells {
+                Some(cells) => {
+                    let mut pool = base.clone();
                     let cells: Vec<_> = self
                         .tier_order()
                         .iter()
@@ -465,15 +521,67 @@ impl Registry {
                     for cell in cells {
                         self.collect(ctx, cell.iter(), want, 0, t.scan_limit, cap, &mut pool);
                     }
+                    extended = pool;
+                    &extended.cands
                 }
-            }
-            if let Some((cost, chosen)) = self.build(ctx, &pool, j, &mut scratch) {
+                None => &base.cands,
+            };
+            if let Some((cost, chosen)) = self.build(ctx, pool, j, &mut scratch) {
                 if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                    best = Some((cost, Self::committee_of(&pool, &chosen, parties)));
+                    best = Some((cost, Self::committee_of(pool, &chosen, parties)));
                 }
             }
         }
         best.map(|(_, c)| c)
+    }
+
+    /// The fast path (see the module doc) with candidate counts and per-domain caps scaled by `widen`.
+    fn select_fast(&self, ctx: &Ctx<'_>, widen: usize) -> Option<Committee> {
+        let d = ctx.demand;
+        let t = &self.config.selection;
+        let tier_sets: Vec<_> = self
+            .tier_order()
+            .iter()
+            .map(|&k| &self.by_tier[k])
+            .filter(|c| !c.is_empty())
+            .collect();
+        let tiers = tier_sets.len().max(1);
+        let want = (t.base_candidates.max(2 * d.committee_size()) * widen)
+            .div_ceil(tiers)
+            .max(2);
+        let mut base = Pool::default();
+        for tier in &tier_sets {
+            self.collect(
+                ctx,
+                tier.iter(),
+                want,
+                0,
+                t.scan_limit,
+                t.per_domain_candidates * widen,
+                &mut base,
+            );
+        }
+        // Top up with party-fitting nodes (a large model's parties may fit few nodes), allowing two more
+        // per domain value than the base so that full domains do not keep them out.
+        let want_parties = 2 * d.parties as usize * widen;
+        let limit = (t.scan_limit / tiers).max(1);
+        for tier in &tier_sets {
+            let have = base.cands.iter().filter(|c| c.fits(PARTY)).count();
+            if have >= want_parties {
+                break;
+            }
+            let cap = t.per_domain_candidates * widen + 2;
+            self.collect(
+                ctx,
+                tier.iter(),
+                0,
+                want_parties - have,
+                limit,
+                cap,
+                &mut base,
+            );
+        }
+        self.best_over_seeds(ctx, &base, t.seeds, true)
     }
 
     /// Picks a committee for `req` without changing the registry (see the module doc).
@@ -492,45 +600,11 @@ impl Registry {
             keys: &self.key_slots,
             k0: self.key_slots[0],
         };
-        let t = &self.config.selection;
-        let tier_sets: Vec<_> = self
-            .tier_order()
-            .iter()
-            .map(|&k| &self.by_tier[k])
-            .filter(|c| !c.is_empty())
-            .collect();
-        let tiers = tier_sets.len().max(1);
-        let want = t
-            .base_candidates
-            .max(2 * d.committee_size())
-            .div_ceil(tiers)
-            .max(2);
-        let mut base = Vec::with_capacity(want * tiers + t.region_candidates);
-        for tier in &tier_sets {
-            self.collect(
-                &ctx,
-                tier.iter(),
-                want,
-                0,
-                t.scan_limit,
-                t.per_domain_candidates,
-                &mut base,
-            );
-        }
-        // Top up with party-fitting nodes (a large model's parties may fit few nodes), allowing two more
-        // per domain value than the base so that full domains do not keep them out.
-        let want_parties = 2 * d.parties as usize;
-        let limit = (t.scan_limit / tiers).max(1);
-        for tier in &tier_sets {
-            let have = base.iter().filter(|c| c.fits(PARTY)).count();
-            if have >= want_parties {
-                break;
+        // The fast path, then the same with a pool four times wider, then the exhaustive path.
+        for widen in [1, 4] {
+            if let Some(c) = self.select_fast(&ctx, widen) {
+                return Ok(c);
             }
-            let cap = t.per_domain_candidates + 2;
-            self.collect(&ctx, tier.iter(), 0, want_parties - have, limit, cap, &mut base);
-        }
-        if let Some(c) = self.best_over_seeds(&ctx, &base, t.seeds, true) {
-            return Ok(c);
         }
         self.select_exhaustive(&ctx)
     }
@@ -545,6 +619,13 @@ impl Registry {
                 all.push(c);
             }
         }
+        // Counting first: cheap, and when it finds a reason no search can succeed.
+        if let Some(reason) = self.necessary(ctx, &all) {
+            return Err(reason);
+        }
+        let none = Unplaceable::NoNonCollidingAssignment {
+            needed: d.committee_size(),
+        };
         if ctx.keys.len() == 1 {
             // Cheapest node per (domain, role kind): enough, since a domain gives at most one member.
             let mut per_domain: HashMap<u32, [Option<usize>; 3]> = HashMap::new();
@@ -563,21 +644,23 @@ impl Registry {
             keep.sort_unstable();
             keep.dedup();
             let pool: Vec<Cand> = keep.iter().map(|&j| all[j]).collect();
-            if let Some(c) = self.best_over_seeds(ctx, &pool, 8, false) {
+            let seeded = Pool::from_cands(ctx, pool.clone());
+            if let Some(c) = self.best_over_seeds(ctx, &seeded, 8, false) {
                 return Ok(c);
             }
             if let Some(c) = self.matching(ctx, &pool, parties) {
                 return Ok(c);
             }
         } else {
-            if let Some(c) = self.best_over_seeds(ctx, &all, 8, false) {
+            let seeded = Pool::from_cands(ctx, all.clone());
+            if let Some(c) = self.best_over_seeds(ctx, &seeded, 3, false) {
                 return Ok(c);
             }
             if let Some(c) = Self::backtrack(ctx, &all, parties) {
                 return Ok(c);
             }
         }
-        Err(self.diagnose(ctx, &all))
+        Err(none)
     }
 
     /// Exact feasibility for one collusion key: match roles to domains (Kuhn's augmenting paths, domains in
@@ -705,8 +788,9 @@ impl Registry {
             .then(|| Self::committee_of(&sorted, &chosen, parties))
     }
 
-    /// The first unmet condition (see the module doc), over every eligible node.
-    fn diagnose(&self, ctx: &Ctx<'_>, fitting: &[Cand]) -> Unplaceable {
+    /// The first unmet necessary condition (see the module doc), over every eligible node; `None` if the
+    /// counts alone do not rule a committee out.
+    fn necessary(&self, ctx: &Ctx<'_>, fitting: &[Cand]) -> Option<Unplaceable> {
         let d = ctx.demand;
         let size = d.committee_size();
         let parties = d.parties as usize;
@@ -717,10 +801,10 @@ impl Registry {
             .count();
         let eligible = self.eligible - excluded_eligible;
         if eligible < size {
-            return Unplaceable::NotEnoughEligibleNodes {
+            return Some(Unplaceable::NotEnoughEligibleNodes {
                 needed: size,
                 eligible,
-            };
+            });
         }
         let count = |r: usize| fitting.iter().filter(|c| c.fits(r)).count();
         let checks = [
@@ -731,12 +815,12 @@ impl Registry {
         for (role, r, needed_bytes, required) in checks {
             let fitting = count(r);
             if fitting < required {
-                return Unplaceable::InsufficientMemory {
+                return Some(Unplaceable::InsufficientMemory {
                     role,
                     needed_bytes,
                     required,
                     fitting,
-                };
+                });
             }
         }
         if fitting.len() < size {
@@ -749,12 +833,12 @@ impl Registry {
             .into_iter()
             .min_by_key(|&(_, m)| m)
             .unwrap_or((RoleKind::Party, d.party.memory_bytes));
-            return Unplaceable::InsufficientMemory {
+            return Some(Unplaceable::InsufficientMemory {
                 role,
                 needed_bytes,
                 required: size,
                 fitting: fitting.len(),
-            };
+            });
         }
         for &key in &self.config.collusion_keys {
             let k = key.slot();
@@ -762,11 +846,11 @@ impl Registry {
             all.sort_unstable();
             all.dedup();
             if all.len() < size {
-                return Unplaceable::NotEnoughCollusionDomains {
+                return Some(Unplaceable::NotEnoughCollusionDomains {
                     key,
                     needed: size,
                     available: all.len(),
-                };
+                });
             }
             let mut party: Vec<u32> = fitting
                 .iter()
@@ -776,14 +860,14 @@ impl Registry {
             party.sort_unstable();
             party.dedup();
             if party.len() < parties {
-                return Unplaceable::NotEnoughCollusionDomains {
+                return Some(Unplaceable::NotEnoughCollusionDomains {
                     key,
                     needed: parties,
                     available: party.len(),
-                };
+                });
             }
         }
-        Unplaceable::NoNonCollidingAssignment { needed: size }
+        None
     }
 
     /// Selects and reserves one committee per stage, in order (stages may share domains with each other,

@@ -31,7 +31,7 @@ use crate::committee::Placement;
 use crate::demand::{JobDemand, Role};
 use crate::lifecycle::{Event, FailureCause, Job, JobId, JobPolicy, LifecycleError, PhaseTimeouts};
 use crate::partition::PartitionError;
-use crate::registry::{Config, Registry, RegistryError};
+use crate::registry::{Config, Registry, RegistryError, SelectionTuning};
 use crate::select::Unplaceable;
 use crate::types::{keyed_hash, DomainKey, Heartbeat, Millis, NodeId, ReportedStatus};
 use checker::{LogEvent, TruthNode};
@@ -54,6 +54,8 @@ pub struct SimConfig {
     pub target_load: f64,
     /// Attempts per job.
     pub max_attempts: u32,
+    /// Selection tuning of the registry.
+    pub tuning: SelectionTuning,
 }
 
 impl Default for SimConfig {
@@ -66,6 +68,7 @@ impl Default for SimConfig {
             collusion_keys: vec![DomainKey::Operator],
             target_load: 0.5,
             max_attempts: 3,
+            tuning: SelectionTuning::default(),
         }
     }
 }
@@ -216,6 +219,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
     let config = Config {
         collusion_keys: cfg.collusion_keys.clone(),
         heartbeat_timeout_ms: HEARTBEAT_TIMEOUT_MS,
+        selection: cfg.tuning,
         ..Config::default()
     };
     let min_reputation = config.min_reputation;
