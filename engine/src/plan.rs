@@ -12,6 +12,7 @@
 
 use burn::nn::conv::Conv2d;
 use burn::nn::Linear;
+use burn::tensor::Tensor;
 use veil_protocols::lowering::{Conv2dGeometry, Lowering};
 use veil_protocols::material::Request;
 use veil_protocols::ring::FixedPoint;
@@ -103,14 +104,16 @@ pub struct Plan {
     pub mode: WeightMode,
 }
 
-fn encode_linear(l: &Linear, fp: FixedPoint) -> Result<PlanWeight> {
-    let w = l.weight.val();
-    let [inner, outputs] = w.dims();
-    let matrix = fp.encode(&values(w)?)?;
-    let bias = l
-        .bias
-        .as_ref()
-        .map(|b| values(b.val()).and_then(|v| Ok(fp.encode_double(&v)?)))
+/// Encodes a weight already laid out `inner x outputs` and its optional bias (at `2f` fractional bits).
+fn encode_weight(
+    matrix: &[f32],
+    [inner, outputs]: [usize; 2],
+    bias: Option<Tensor<1>>,
+    fp: FixedPoint,
+) -> Result<PlanWeight> {
+    let matrix = fp.encode(matrix)?;
+    let bias = bias
+        .map(|b| -> Result<Vec<u64>> { Ok(fp.encode_double(&values(b)?)?) })
         .transpose()?;
     Ok(PlanWeight {
         inner,
@@ -118,6 +121,12 @@ fn encode_linear(l: &Linear, fp: FixedPoint) -> Result<PlanWeight> {
         matrix,
         bias,
     })
+}
+
+fn encode_linear(l: &Linear, fp: FixedPoint) -> Result<PlanWeight> {
+    let w = l.weight.val();
+    let dims = w.dims();
+    encode_weight(&values(w)?, dims, l.bias.as_ref().map(|b| b.val()), fp)
 }
 
 fn encode_conv(c: &Conv2d, fp: FixedPoint) -> Result<PlanWeight> {
@@ -131,18 +140,12 @@ fn encode_conv(c: &Conv2d, fp: FixedPoint) -> Result<PlanWeight> {
             transposed[i * outputs + o] = flat[o * inner + i];
         }
     }
-    let matrix = fp.encode(&transposed)?;
-    let bias = c
-        .bias
-        .as_ref()
-        .map(|b| values(b.val()).and_then(|v| Ok(fp.encode_double(&v)?)))
-        .transpose()?;
-    Ok(PlanWeight {
-        inner,
-        outputs,
-        matrix,
-        bias,
-    })
+    encode_weight(
+        &transposed,
+        [inner, outputs],
+        c.bias.as_ref().map(|b| b.val()),
+        fp,
+    )
 }
 
 /// Layer order after the ReLU/MaxPool swap (see the module doc).
