@@ -78,10 +78,11 @@ pub enum Material {
     Sign(SignMaterial),
 }
 
-fn generate<G: Generator>(
+/// `mask(i)` borrows weight `i`'s mask as the role knows it (the dealer's plaintext; nothing on a party).
+fn generate<'m, G: Generator>(
     g: &mut G,
     request: &Request,
-    mask: &dyn Fn(usize) -> Result<G::Plain>,
+    mask: &dyn Fn(usize) -> Result<&'m G::Plain>,
     gemm: &dyn Gemm,
 ) -> Result<Material> {
     Ok(match *request {
@@ -97,7 +98,7 @@ fn generate<G: Generator>(
         } => {
             let plain = mask(weight)?;
             Material::WeightTriple(kinds::weight_triple(
-                g, lowering, batch, outputs, &plain, gemm,
+                g, lowering, batch, outputs, plain, gemm,
             )?)
         }
         Request::Trunc { len, frac_bits } => Material::Trunc(kinds::trunc(g, len, frac_bits)?.0),
@@ -155,7 +156,6 @@ pub fn deal(
         masks
             .masks
             .get(i)
-            .cloned()
             .ok_or_else(|| ProtocolError::Material(format!("no mask for weight {i}")))
     };
     for request in requests {
@@ -207,7 +207,7 @@ impl PartyMaterial {
         }
         self.next += 1;
         let no_gemm = crate::gemm::NaiveGemm;
-        generate(&mut self.generator, &request, &|_| Ok(Hidden), &no_gemm)
+        generate(&mut self.generator, &request, &|_| Ok(&Hidden), &no_gemm)
     }
 
     /// Takes `len` Beaver triples.
