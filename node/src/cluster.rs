@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     pub log: String,
     /// How long to wait for a node to print its ready line.
     pub ready_timeout: Duration,
+    /// TEST ONLY: the dealer's fixed seed ([`NodeConfig::insecure_dealer_seed`]); `None` by default.
+    pub insecure_dealer_seed: Option<u64>,
 }
 
 impl ClusterOptions {
@@ -45,6 +47,7 @@ impl ClusterOptions {
             idle_timeout_ms: 30_000,
             log: "info".into(),
             ready_timeout: Duration::from_secs(30),
+            insecure_dealer_seed: None,
         }
     }
 }
@@ -114,6 +117,7 @@ impl LocalCluster {
         config.recv_timeout_ms = options.recv_timeout_ms;
         config.idle_timeout_ms = options.idle_timeout_ms;
         config.log = options.log.clone();
+        config.insecure_dealer_seed = options.insecure_dealer_seed;
         std::fs::create_dir_all(&base).map_err(|source| NodeError::Io {
             what: "creating node directory",
             path: base.clone(),

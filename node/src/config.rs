@@ -48,6 +48,12 @@ pub struct NodeConfig {
     /// Log level: error, warn, info, debug or trace (the `VEIL_LOG` environment variable overrides it).
     #[serde(default = "default_log")]
     pub log: String,
+    /// TEST ONLY, off by default: when this node deals, it derives every job's seeds from this number
+    /// instead of fresh randomness, exactly as the in-memory runner does with a seed. Anyone who knows it
+    /// can strip the masks from every opened value, so a node refuses nothing but logs a warning at start.
+    /// It exists so that tests can show a QUIC run equals an in-memory run bit for bit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_dealer_seed: Option<u64>,
 }
 
 fn default_max_frame() -> usize {
@@ -87,6 +93,7 @@ impl NodeConfig {
             idle_timeout_ms: default_idle_timeout(),
             io_threads: default_io_threads(),
             log: default_log(),
+            insecure_dealer_seed: None,
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::Instant;
 use tokio::sync::{Notify, OnceCell};
 use veil_engine::kernel::RingGemm;
 use veil_protocols::material;
+use veil_protocols::prg::Seed;
 use veil_protocols::semi2k::local::DealtSeeds;
 
 use crate::error::{NodeError, Result};
@@ -34,16 +35,19 @@ struct Dealing {
 pub struct DealerState {
     dealing: OnceCell<std::result::Result<Arc<Dealing>, String>>,
     served: Mutex<Vec<bool>>,
+    /// Test-only fixed seed ([`crate::config::NodeConfig::insecure_dealer_seed`]); fresh seeds if `None`.
+    seed: Option<u64>,
     /// Notified once every party has been served.
     pub all_served: Notify,
 }
 
 impl DealerState {
     /// State for a committee of `parties`.
-    pub fn new(parties: usize) -> Self {
+    pub fn new(parties: usize, seed: Option<u64>) -> Self {
         Self {
             dealing: OnceCell::new(),
             served: Mutex::new(vec![false; parties]),
+            seed,
             all_served: Notify::new(),
         }
     }
@@ -69,7 +73,8 @@ impl DealerState {
             .dealing
             .get_or_init(|| async {
                 let m = manifest.clone();
-                match tokio::task::spawn_blocking(move || deal(&m)).await {
+                let seed = self.seed;
+                match tokio::task::spawn_blocking(move || deal(&m, seed)).await {
                     Ok(Ok(d)) => Ok(Arc::new(d)),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(format!("dealing task failed: {e}")),
@@ -107,8 +112,9 @@ impl DealerState {
     }
 }
 
-/// Deals a job: fresh seeds, masks and corrections for every inference of the manifest.
-fn deal(manifest: &Manifest) -> Result<Dealing> {
+/// Deals a job: seeds (fresh unless the test-only `seed` is set), masks and corrections for every inference
+/// of the manifest.
+fn deal(manifest: &Manifest, seed: Option<u64>) -> Result<Dealing> {
     let started = Instant::now();
     let plan = compile_plan(manifest)?;
     let n = manifest.parties.len();
@@ -116,7 +122,10 @@ fn deal(manifest: &Manifest) -> Result<Dealing> {
     let requests: Vec<_> = (0..manifest.inferences)
         .flat_map(|_| one.iter().cloned())
         .collect();
-    let seeds = DealtSeeds::random(n);
+    let seeds = match seed {
+        Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
+        None => DealtSeeds::random(n),
+    };
     let masks = material::deal_masks(&seeds.model, &plan.mask_shapes())?;
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let corrections = material::deal(&seeds.job, &requests, &masks, &RingGemm::new(threads))?;

@@ -36,6 +36,7 @@ pub struct JobSlot {
 pub struct Jobs {
     map: Mutex<HashMap<JobId, Arc<JobSlot>>>,
     allowed: Arc<AllowList>,
+    dealer_seed: Option<u64>,
 }
 
 /// Keeps a job registered; removes it when dropped.
@@ -61,10 +62,12 @@ impl Drop for JobGuard {
 
 impl Jobs {
     /// An empty registry admitting members into `allowed`.
-    pub fn new(allowed: Arc<AllowList>) -> Arc<Self> {
+    /// `dealer_seed` is the node's test-only [`crate::config::NodeConfig::insecure_dealer_seed`].
+    pub fn new(allowed: Arc<AllowList>, dealer_seed: Option<u64>) -> Arc<Self> {
         Arc::new(Self {
             map: Mutex::new(HashMap::new()),
             allowed,
+            dealer_seed,
         })
     }
 
@@ -80,7 +83,7 @@ impl Jobs {
         let slot = Arc::new(JobSlot {
             manifest,
             arrivals: tx,
-            dealer: DealerState::new(parties),
+            dealer: DealerState::new(parties, self.dealer_seed),
         });
         {
             let mut map = self

@@ -73,7 +73,12 @@ impl Node {
             let _guard = runtime.enter();
             Peers::bind(&config, identity, allowed.clone())?
         };
-        let jobs = Jobs::new(allowed);
+        if config.insecure_dealer_seed.is_some() {
+            tracing::warn!(
+                "insecure_dealer_seed is set: this node deals predictable material (tests only)"
+            );
+        }
+        let jobs = Jobs::new(allowed, config.insecure_dealer_seed);
         let ready = ReadyLine {
             event: "ready".into(),
             address: peers.local_addr()?,
