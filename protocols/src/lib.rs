@@ -16,6 +16,7 @@ pub mod net;
 pub mod prg;
 pub mod ring;
 pub mod semi2k;
+pub mod shaping;
 pub mod share;
 
 pub use error::{ProtocolError, Result};
