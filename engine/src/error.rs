@@ -52,6 +52,15 @@ pub enum EngineError {
     /// Reading a tensor back from burn failed.
     #[error("burn: {0}")]
     Burn(String),
+    /// A model file that cannot be read, or that does not describe a valid model.
+    #[error("model file: {0}")]
+    ModelFile(String),
+    /// An input value that is NaN or infinite.
+    #[error("input value {index} is not a finite number")]
+    NonFinite {
+        /// Position of the first such value.
+        index: usize,
+    },
 }
 
 /// Shorthand for engine results.

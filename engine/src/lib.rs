@@ -9,6 +9,7 @@ pub mod error;
 pub mod kernel;
 pub mod local;
 pub mod model;
+pub mod model_file;
 pub mod plan;
 pub mod private;
 pub mod workloads;
