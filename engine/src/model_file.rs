@@ -164,7 +164,11 @@ impl ModelFile {
     }
 
     /// Parses a model file's bytes; `architecture` overrides (or supplies) the one in the metadata.
-    pub fn parse(bytes: &[u8], architecture: Option<Architecture>, device: &Device) -> Result<Self> {
+    pub fn parse(
+        bytes: &[u8],
+        architecture: Option<Architecture>,
+        device: &Device,
+    ) -> Result<Self> {
         let (_, metadata) = SafeTensors::read_metadata(bytes)
             .map_err(|e| invalid(format!("not a safetensors file: {e}")))?;
         let architecture = match architecture {
@@ -278,8 +282,7 @@ impl ModelFile {
     /// Writes the model as a veil model file (architecture in the metadata).
     pub fn save(&self, path: &Path) -> Result<()> {
         let bytes = self.to_bytes()?;
-        std::fs::write(path, bytes)
-            .map_err(|e| invalid(format!("writing {}: {e}", path.display())))
+        std::fs::write(path, bytes).map_err(|e| invalid(format!("writing {}: {e}", path.display())))
     }
 
     /// The bytes of the veil model file.
@@ -368,8 +371,8 @@ pub fn argmax(values: &[f32]) -> Option<usize> {
 }
 
 fn read_bounded(path: &Path) -> Result<Vec<u8>> {
-    let meta = std::fs::metadata(path)
-        .map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
+    let meta =
+        std::fs::metadata(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
     if meta.len() > MAX_FILE_BYTES {
         return Err(invalid(format!(
             "{} is {} bytes, more than the {MAX_FILE_BYTES} a model file may have",
@@ -390,7 +393,11 @@ fn check_spec(i: usize, spec: &LayerSpec) -> Result<()> {
             stride,
             padding,
         } => {
-            channels.iter().chain(kernel).chain(stride).all(|d| ok(*d, false))
+            channels
+                .iter()
+                .chain(kernel)
+                .chain(stride)
+                .all(|d| ok(*d, false))
                 && padding.iter().all(|d| ok(*d, true))
         }
         LayerSpec::MaxPool2d { kernel, stride } => {
@@ -451,7 +458,9 @@ fn spec_of(i: usize, layer: &Layer) -> Result<LayerSpec> {
         Layer::Conv2d(c) => {
             let [out, inp, kh, kw] = c.weight.val().dims();
             let padding = symmetric_padding(&c.padding).ok_or_else(|| {
-                invalid(format!("layer {i}: only symmetric explicit padding is saved"))
+                invalid(format!(
+                    "layer {i}: only symmetric explicit padding is saved"
+                ))
             })?;
             if c.bias.is_none() || c.groups != 1 || c.dilation != [1, 1] {
                 return Err(invalid(format!(
@@ -566,7 +575,9 @@ fn read_tensor(tensors: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result
         }
     };
     if values.len() != shape.iter().product::<usize>() {
-        return Err(invalid(format!("tensor `{name}` has the wrong byte length")));
+        return Err(invalid(format!(
+            "tensor `{name}` has the wrong byte length"
+        )));
     }
     if let Some(i) = values.iter().position(|x| !x.is_finite()) {
         return Err(invalid(format!(
@@ -658,7 +669,10 @@ mod tests {
         let bytes = file.to_bytes().unwrap();
         // Truncations at many points, and garbage.
         for cut in [0, 1, 7, 8, 100, bytes.len() / 2, bytes.len() - 1] {
-            assert!(ModelFile::parse(&bytes[..cut], None, &d).is_err(), "cut {cut}");
+            assert!(
+                ModelFile::parse(&bytes[..cut], None, &d).is_err(),
+                "cut {cut}"
+            );
         }
         assert!(ModelFile::parse(&[0xff; 64], None, &d).is_err());
         // A wrong architecture: shapes do not match the tensors.
@@ -718,12 +732,9 @@ mod tests {
             safetensors::serialize(views, None).unwrap()
         };
         let ok = ModelFile::parse(&make([1.0, -2.0], false), Some(arch.clone()), &d).unwrap();
-        assert_eq!(
-            ok.model().forward_plain(&[3.0, 1.0], 1).unwrap(),
-            vec![1.5]
-        );
-        let err = ModelFile::parse(&make([f32::NAN, 1.0], false), Some(arch.clone()), &d)
-            .unwrap_err();
+        assert_eq!(ok.model().forward_plain(&[3.0, 1.0], 1).unwrap(), vec![1.5]);
+        let err =
+            ModelFile::parse(&make([f32::NAN, 1.0], false), Some(arch.clone()), &d).unwrap_err();
         assert!(err.to_string().contains("non-finite"), "{err}");
         let err = ModelFile::parse(&make([1.0, 1.0], true), Some(arch.clone()), &d).unwrap_err();
         assert!(err.to_string().contains("belong to no layer"), "{err}");

@@ -9,6 +9,7 @@
 //!
 //! Modules, one job each:
 //! - [`identity`]: a node's Ed25519 identity key, persisted under its data directory, and its self-signed cert.
+//! - [`envelope`]: shares sealed to one recipient's X25519 key (HKDF-SHA256, AES-256-GCM), bound to a job.
 //! - [`tls`]: rustls configurations whose verifiers accept only pinned keys.
 //! - [`frame`]: the versioned, length-bounded frame format and its decoder.
 //! - [`wire`]: the messages that travel in frames.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod cluster;
 pub mod config;
 pub mod dealer;
+pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod identity;
