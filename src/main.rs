@@ -1,6 +1,7 @@
 //! The `veil` command line: `veil demo`, `veil bench`, `veil node`, `veil keygen`.
 
 mod cli;
+mod lab;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -25,6 +26,8 @@ enum Command {
     Keygen(cli::node::KeygenArgs),
     /// Simulates MetaInf's committee selection over a synthetic registry; `--json` prints one JSON object.
     Sim(cli::sim::SimArgs),
+    /// Turns a sweep file (`veil bench --sweep --out FILE`) into an HTML page of SVG charts.
+    Report(cli::report::ReportArgs),
 }
 
 fn main() -> Result<()> {
@@ -34,5 +37,6 @@ fn main() -> Result<()> {
         Command::Node(args) => cli::node::run_node(args),
         Command::Keygen(args) => cli::node::run_keygen(args),
         Command::Sim(args) => cli::sim::run(args),
+        Command::Report(args) => cli::report::run(args),
     }
 }

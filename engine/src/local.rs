@@ -33,6 +33,8 @@ pub struct LocalOptions {
     pub profile: bool,
     /// Record every message each party receives.
     pub record_views: bool,
+    /// Link shaping (latency, uplink rate) of the in-memory mesh; `None`: unshaped.
+    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
 }
 
 impl LocalOptions {
@@ -45,6 +47,7 @@ impl LocalOptions {
             timeout: veil_protocols::mem_net::DEFAULT_TIMEOUT,
             profile: false,
             record_views: false,
+            shaping: None,
         }
     }
 }
@@ -152,6 +155,7 @@ pub fn run_private(
     committee.fixed_point = fp;
     committee.timeout = options.timeout;
     committee.record_views = options.record_views;
+    committee.shaping = options.shaping;
 
     let run = run(
         &committee,

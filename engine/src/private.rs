@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+use veil_protocols::material::MaterialUse;
 use veil_protocols::net::{Net, NetStats};
 use veil_protocols::ring;
 use veil_protocols::semi2k::{FixedWeight, Party};
@@ -51,6 +52,8 @@ pub struct StepProfile {
     pub elapsed: Duration,
     /// Communication during the step.
     pub net: NetStats,
+    /// Dealer material the step consumed.
+    pub material: MaterialUse,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> std::result::Result<S::Ok, S::Error> {
@@ -119,6 +122,7 @@ impl PartyModel<'_> {
         for step in &self.plan.steps {
             let started = Instant::now();
             let before = party.stats().clone();
+            let material_before = party.material_use();
             x = match &step.kind {
                 StepKind::Product {
                     weight,
@@ -167,6 +171,7 @@ impl PartyModel<'_> {
                     label: step.label.clone(),
                     elapsed: started.elapsed(),
                     net: party.stats().since(&before),
+                    material: party.material_use().since(&material_before),
                 });
             }
         }

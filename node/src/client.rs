@@ -47,6 +47,8 @@ pub struct ClientOptions {
     pub idle_timeout: Duration,
     /// Once a party has reported failure, how long to wait for the others' reports.
     pub failure_grace: Duration,
+    /// Link shaping the parties of this client's jobs apply (benchmarks only; `None` by default).
+    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +60,7 @@ impl Default for ClientOptions {
             max_frame: crate::frame::DEFAULT_MAX_FRAME,
             idle_timeout: Duration::from_secs(30),
             failure_grace: Duration::from_secs(5),
+            shaping: None,
         }
     }
 }
@@ -332,6 +335,7 @@ pub fn run_private(
             inputs,
             threads: job.threads as u32,
             profile: job.profile,
+            shaping: client.options.shaping,
         })
         .collect();
     let manifest = Manifest {
@@ -409,6 +413,7 @@ fn assemble(
                         label: s.label.clone(),
                         elapsed: seconds(s.seconds),
                         net: NetStats::from(&s.net),
+                        material: s.material,
                     })
                     .collect()
             })

@@ -20,6 +20,7 @@ use veil_engine::{workloads, Plan};
 use veil_protocols::material::{self, PartyMaterial};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
+use veil_protocols::shaping::ShapedNet;
 
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
@@ -175,6 +176,10 @@ pub fn run(
     ))?;
     tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), "party connected, computing");
     let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
+    if let Some(Err(e)) = run.shaping.map(|s| s.check()) {
+        return Err(NodeError::Unexpected(format!("run request: {e}")));
+    }
+    let net = ShapedNet::optional(net, run.shaping);
     let mut p = Party::new(net, material, plan.fixed_point, gemm)?;
     let weights: Vec<WeightShare> = run
         .weights
@@ -199,7 +204,7 @@ pub fn run(
     let inferences = run.inputs.len();
     for (k, input) in run.inputs.into_iter().enumerate() {
         let before = p.stats().clone();
-        let udp_before = p.net().udp_tx_bytes();
+        let udp_before = p.net().inner().udp_tx_bytes();
         let mut profile = Vec::new();
         let want_profile = run.profile && k + 1 == inferences;
         let started = Instant::now();
@@ -210,7 +215,7 @@ pub fn run(
             .push(WireStats::from(&p.stats().since(&before)));
         report
             .udp_tx_bytes
-            .push(p.net().udp_tx_bytes().saturating_sub(udp_before));
+            .push(p.net().inner().udp_tx_bytes().saturating_sub(udp_before));
         report.outputs.push(Words(out));
         if want_profile {
             report.profile = profile
@@ -219,6 +224,7 @@ pub fn run(
                     label: s.label.clone(),
                     seconds: s.elapsed.as_secs_f64(),
                     net: WireStats::from(&s.net),
+                    material: s.material,
                 })
                 .collect();
         }

@@ -127,6 +127,8 @@ pub struct RunRequest {
     pub threads: u32,
     /// Whether to report a per-step profile of the last inference.
     pub profile: bool,
+    /// Link shaping every party applies to its sends and receives (benchmarks; `None` in production).
+    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
 }
 
 /// What the dealer sends one party.
@@ -197,6 +199,8 @@ pub struct WireStep {
     pub seconds: f64,
     /// Communication during the step.
     pub net: WireStats,
+    /// Dealer material the step consumed.
+    pub material: veil_protocols::material::MaterialUse,
 }
 
 /// A party's results: its output shares and what it measured.

@@ -60,19 +60,26 @@ pub const DEFAULT_BURST_BYTES: u64 = 64 * 1024;
 impl ShapingConfig {
     /// Checked settings: `latency_ms` in `[0, 3.6e6]`, `bandwidth_mbps` positive and finite when given.
     pub fn new(latency_ms: f64, bandwidth_mbps: Option<f64>) -> Result<Self, ShapingError> {
-        if !latency_ms.is_finite() || !(0.0..=3.6e6).contains(&latency_ms) {
-            return Err(ShapingError::Latency(latency_ms));
+        let config = Self {
+            latency_ms,
+            bandwidth_mbps,
+            burst_bytes: DEFAULT_BURST_BYTES,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks settings that arrived from elsewhere (a run request): the same rules as [`ShapingConfig::new`].
+    pub fn check(&self) -> Result<(), ShapingError> {
+        if !self.latency_ms.is_finite() || !(0.0..=3.6e6).contains(&self.latency_ms) {
+            return Err(ShapingError::Latency(self.latency_ms));
         }
-        if let Some(b) = bandwidth_mbps {
+        if let Some(b) = self.bandwidth_mbps {
             if !b.is_finite() || b <= 0.0 {
                 return Err(ShapingError::Bandwidth(b));
             }
         }
-        Ok(Self {
-            latency_ms,
-            bandwidth_mbps,
-            burst_bytes: DEFAULT_BURST_BYTES,
-        })
+        Ok(())
     }
 
     /// The one-way latency.
@@ -132,16 +139,23 @@ impl TokenBucket {
 /// A transport with shaped links (see the module doc).
 pub struct ShapedNet<N: Net> {
     inner: N,
-    config: ShapingConfig,
+    config: Option<ShapingConfig>,
     bucket: Option<TokenBucket>,
 }
 
 impl<N: Net> ShapedNet<N> {
     /// Wraps `inner`. Every party of the committee must wrap its transport with the same settings.
     pub fn new(inner: N, config: ShapingConfig) -> Self {
-        let bucket = config
-            .bytes_per_second()
-            .map(|rate| TokenBucket::new(rate, config.burst_bytes, Instant::now()));
+        Self::optional(inner, Some(config))
+    }
+
+    /// Wraps `inner` with `config`, or passes messages through untouched (no stamp, no delay) if `None`, so
+    /// a runtime can hold one transport type whether or not a job is shaped.
+    pub fn optional(inner: N, config: Option<ShapingConfig>) -> Self {
+        let bucket = config.and_then(|c| {
+            c.bytes_per_second()
+                .map(|rate| TokenBucket::new(rate, c.burst_bytes, Instant::now()))
+        });
         Self {
             inner,
             config,
@@ -149,9 +163,9 @@ impl<N: Net> ShapedNet<N> {
         }
     }
 
-    /// The settings.
-    pub fn config(&self) -> &ShapingConfig {
-        &self.config
+    /// The settings (`None`: pass-through).
+    pub fn config(&self) -> Option<&ShapingConfig> {
+        self.config.as_ref()
     }
 
     /// The wrapped transport.
@@ -180,11 +194,14 @@ impl<N: Net> Net for ShapedNet<N> {
     }
 
     fn send(&mut self, to: usize, payload: Vec<u8>) -> Result<(), NetError> {
+        let Some(config) = self.config else {
+            return self.inner.send(to, payload);
+        };
         let queued = match self.bucket.as_mut() {
             Some(bucket) => bucket.charge(payload.len(), Instant::now()),
             None => Duration::ZERO,
         };
-        let deliver_at = SystemTime::now() + queued + self.config.latency();
+        let deliver_at = SystemTime::now() + queued + config.latency();
         let mut framed = Vec::with_capacity(STAMP_BYTES + payload.len());
         framed.extend_from_slice(&unix_nanos(deliver_at).to_le_bytes());
         framed.extend_from_slice(&payload);
@@ -192,6 +209,9 @@ impl<N: Net> Net for ShapedNet<N> {
     }
 
     fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError> {
+        let Some(config) = self.config else {
+            return self.inner.recv(from);
+        };
         let mut framed = self.inner.recv(from)?;
         let stamp: [u8; STAMP_BYTES] = framed
             .get(..STAMP_BYTES)
@@ -205,7 +225,7 @@ impl<N: Net> Net for ShapedNet<N> {
         let deliver_at = u64::from_le_bytes(stamp);
         let now = unix_nanos(SystemTime::now());
         if deliver_at > now {
-            let cap = self.config.latency() + MAX_EXTRA_DELAY;
+            let cap = config.latency() + MAX_EXTRA_DELAY;
             std::thread::sleep(Duration::from_nanos(deliver_at - now).min(cap));
         }
         framed.drain(..STAMP_BYTES);
@@ -309,6 +329,17 @@ mod tests {
         let mut raw = raw;
         raw.send(1, vec![1, 2]).unwrap();
         assert!(matches!(shaped.recv(0), Err(NetError::Transport(_))));
+    }
+
+    #[test]
+    fn pass_through_adds_no_stamp_and_no_delay() {
+        let mut mesh = MemNet::mesh(2, Duration::from_secs(1));
+        let mut raw = mesh.remove(1);
+        let mut plain = ShapedNet::optional(mesh.remove(0), None);
+        plain.send(1, vec![7; 3]).unwrap();
+        assert_eq!(raw.recv(0).unwrap(), vec![7; 3]);
+        raw.send(0, vec![9]).unwrap();
+        assert_eq!(plain.recv(1).unwrap(), vec![9]);
     }
 
     #[test]

@@ -29,7 +29,7 @@ fn run_shared<F>(
 ) -> Vec<u64>
 where
     F: Fn(
-            &mut veil_protocols::semi2k::Party<veil_protocols::mem_net::MemNet>,
+            &mut veil_protocols::semi2k::Party<veil_protocols::semi2k::local::LocalNet>,
             &[Vec<u64>],
             Vec<Vec<u64>>,
         ) -> veil_protocols::Result<Vec<u64>>

@@ -1,22 +1,39 @@
-//! `veil bench`: one measured run of a workload, reported as a table or as one JSON object.
+//! `veil bench`: one measured run of a workload, reported as a table or as one JSON object; with `--sweep`, a
+//! grid of runs written as JSON lines (see [`super::sweep`]).
 //!
 //! Every figure comes from this run: latency is the median of `--reps` private inferences after one warm-up,
 //! each inference's latency being its slowest party's wall time; bytes and rounds are per inference; the
 //! plaintext time is the same model in burn in the same process.
+//!
+//! Summary convention (MP-SPDZ's, so numbers compare across tools): `time_ms` (online, plus the dealer phase
+//! with `--offline include`), `data_sent_bytes` and `rounds` of one party (the one that sends the most),
+//! `global_data_sent_bytes` of all parties (plus the dealer's bytes with `--offline include`). Online and
+//! offline times are always both reported (`online_ms`, `offline_ms`).
+//!
+//! Per-step accounting (`layers`): every figure of a step is the *profiled party's* (the party that sends the
+//! most, `profile_party`), taken from the last measured inference, so a step's bytes, rounds and dealer
+//! material add up exactly to that party's totals; `bytes_all_parties` adds every party's bytes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use veil_engine::kernel::{bench::measure_gemm, detected_isa, RingGemm};
-use veil_engine::local::{run_private, LocalOptions};
+use veil_engine::local::{run_private, LocalOptions, LocalRunReport, Protocol};
+use veil_engine::plan::StepKind;
 use veil_engine::{workloads, Plan, WeightMode};
+use veil_protocols::net::NetStats;
 use veil_protocols::ring::FixedPoint;
+use veil_protocols::shaping::ShapingConfig;
+
+/// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
+/// takes its default protocols from here, so a new protocol shows up in sweeps and reports by itself.
+pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k"];
 
 /// Arguments of `veil bench`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Workload: gemm, network-a or lenet.
     #[arg(long, default_value = "network-a")]
@@ -51,10 +68,48 @@ pub struct BenchArgs {
     /// Print one JSON object as the last line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Print the per-step table (layer, op, ms, KB, rounds, dealer material); the JSON always has `layers`.
+    #[arg(long)]
+    pub profile: bool,
+    /// Whether `time_ms` and `global_data_sent_bytes` include the dealer (preprocessing) phase.
+    #[arg(long, value_enum, default_value_t = Offline::Exclude)]
+    pub offline: Offline,
+    /// Shaped links: one-way latency of every link, milliseconds (mem and quic alike).
+    #[arg(long)]
+    pub latency: Option<f64>,
+    /// Shaped links: uplink rate of every party, Mbit/s (token bucket).
+    #[arg(long)]
+    pub bandwidth: Option<f64>,
+    /// Run a grid of benchmarks instead of one (see the sweep options) and write JSON lines to `--out`.
+    #[arg(long)]
+    pub sweep: bool,
+    /// Sweep output file (one JSON object per line).
+    #[arg(long, requires = "sweep")]
+    pub out: Option<std::path::PathBuf>,
+    /// Sweep grid.
+    #[command(flatten)]
+    pub grid: super::sweep::GridArgs,
+    /// spdz2k only: one random party deviates once, at a random point of the job: flip-share, wrong-triple,
+    /// bad-mac, skip-round or wrong-output. The run must end with `verified: false` and no output.
+    #[arg(long)]
+    pub adversary: Option<String>,
+}
+
+impl BenchArgs {
+    /// The link shaping asked for, checked; `None` without `--latency` and `--bandwidth`.
+    pub fn shaping(&self) -> Result<Option<ShapingConfig>> {
+        if self.latency.is_none() && self.bandwidth.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(ShapingConfig::new(
+            self.latency.unwrap_or(0.0),
+            self.bandwidth,
+        )?))
+    }
 }
 
 /// Transports.
-#[derive(Clone, Copy, Debug, ValueEnum, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Transport {
     /// In-memory channels between threads.
@@ -72,6 +127,17 @@ pub enum Weights {
     Public,
 }
 
+/// Whether the summary includes the preprocessing (dealer) phase.
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Offline {
+    /// Online phase only (the dealer's time and bytes are still reported on their own).
+    #[default]
+    Exclude,
+    /// Online plus the dealer phase, timed separately and added.
+    Include,
+}
+
 #[derive(Serialize)]
 struct GemmReport {
     workload: &'static str,
@@ -85,46 +151,168 @@ struct GemmReport {
     ring_over_f32: f64,
 }
 
-#[derive(Serialize)]
-struct LayerReport {
-    label: String,
-    ms: f64,
-    wait_ms: f64,
-    bytes: u64,
-    rounds: u64,
+/// One step of the plan at the profiled party.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct LayerReport {
+    /// The step's label, e.g. `linear#0` or `relu#1+rescale`.
+    pub label: String,
+    /// The operation: `matmul` (product with a shared weight), `matmul-public`, `trunc`, `trunc-relu`,
+    /// `relu`, `maxpool`.
+    pub op: String,
+    /// Wall time of the step.
+    pub ms: f64,
+    /// Of which local computation (wall time minus waiting).
+    pub compute_ms: f64,
+    /// Of which blocked waiting for messages.
+    pub wait_ms: f64,
+    /// Payload bytes the profiled party sent.
+    pub bytes_sent: u64,
+    /// Payload bytes the profiled party received.
+    pub bytes_received: u64,
+    /// Payload bytes all parties sent.
+    pub bytes_all_parties: u64,
+    /// Rounds.
+    pub rounds: u64,
+    /// Dealer material the profiled party consumed: requests, and ring words (8 bytes each).
+    pub material_requests: u64,
+    /// See `material_requests`.
+    pub material_words: u64,
+    /// Bytes of dealer corrections this step consumed (they go to the last party; seeds are per job).
+    pub dealer_bytes: u64,
 }
 
-#[derive(Serialize)]
-struct ModelReport {
-    workload: String,
-    protocol: String,
-    parties: usize,
-    batch: usize,
-    transport: Transport,
-    weights: &'static str,
-    frac_bits: u32,
-    threads: usize,
-    isa: &'static str,
-    reps: usize,
-    latency_ms: f64,
-    compute_ms: f64,
-    wait_ms: f64,
-    plaintext_ms: f64,
-    bytes_per_party: u64,
-    bytes_all_parties: u64,
-    rounds: u64,
-    dealer_bytes: u64,
-    dealer_ms: f64,
-    setup_bytes_per_party: u64,
-    max_abs_err: f64,
+/// Link shaping of a run.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NetworkReport {
+    /// `lan`, `wan` or `custom`.
+    pub name: String,
+    /// One-way latency, ms.
+    pub latency_ms: f64,
+    /// Uplink rate, Mbit/s (absent: unlimited).
+    pub bandwidth_mbps: Option<f64>,
+}
+
+impl NetworkReport {
+    /// The report of `config`, named after the sweep preset it matches.
+    pub fn of(config: &ShapingConfig) -> Self {
+        let name = super::sweep::NetworkPreset::ALL
+            .iter()
+            .find(|p| p.config().is_some_and(|c| c == *config))
+            .map_or("custom", |p| p.name());
+        Self {
+            name: name.into(),
+            latency_ms: config.latency_ms,
+            bandwidth_mbps: config.bandwidth_mbps,
+        }
+    }
+}
+
+/// One measured model run: the JSON object `veil bench --json` prints and a sweep line.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct ModelReport {
+    /// Workload.
+    pub workload: String,
+    /// Protocol.
+    pub protocol: String,
+    /// Execution parties.
+    pub parties: usize,
+    /// Batch size.
+    pub batch: usize,
+    /// Transport.
+    pub transport: Transport,
+    /// `shared` or `public`.
+    pub weights: String,
+    /// Fractional bits.
+    pub frac_bits: u32,
+    /// Kernel threads per party.
+    pub threads: usize,
+    /// SIMD level of the ring kernel.
+    pub isa: String,
+    /// Measured repetitions.
+    pub reps: usize,
+    /// Median online latency (the slowest party's wall time per inference).
+    pub latency_ms: f64,
+    /// Latency minus the mean party's waiting time.
+    pub compute_ms: f64,
+    /// The mean party's time blocked in receives.
+    pub wait_ms: f64,
+    /// The same model in plaintext burn.
+    pub plaintext_ms: f64,
+    /// The most payload bytes any party sends in one inference.
+    pub bytes_per_party: u64,
+    /// Payload bytes all parties send in one inference.
+    pub bytes_all_parties: u64,
+    /// Rounds of one inference (the most any party has).
+    pub rounds: u64,
+    /// Dealer bytes per inference (seeds and corrections of the whole job, divided by its inferences).
+    pub dealer_bytes: u64,
+    /// Dealer time per inference.
+    pub dealer_ms: f64,
+    /// Dealer bytes of the whole job.
+    #[serde(default)]
+    pub dealer_bytes_job: u64,
+    /// Inferences of the job (warm-up included).
+    #[serde(default)]
+    pub inferences: usize,
+    /// Model setup bytes per party (shared weights; once per model).
+    pub setup_bytes_per_party: u64,
+    /// Largest absolute error against plaintext over the measured inferences.
+    pub max_abs_err: f64,
+    /// spdz2k: every output passed the MAC check (a failed check ends the run without output; see
+    /// `--adversary`). Absent for semi2k, which cannot tell.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub verified: Option<bool>,
     /// QUIC only: the most UDP bytes a party sent its peers in one inference (payload, framing, QUIC and
     /// UDP headers, acknowledgements); `bytes_per_party` counts protocol payload only, on every transport.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    quic_udp_bytes_per_party: Option<u64>,
-    layers: Vec<LayerReport>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub quic_udp_bytes_per_party: Option<u64>,
+    /// `include` or `exclude`: whether `time_ms` and `global_data_sent_bytes` include the dealer phase.
+    #[serde(default)]
+    pub offline: Offline,
+    /// Online time (`latency_ms`).
+    #[serde(default)]
+    pub online_ms: f64,
+    /// Offline (dealer) time per inference (`dealer_ms`).
+    #[serde(default)]
+    pub offline_ms: f64,
+    /// The summary time: online, plus offline when included.
+    #[serde(default)]
+    pub time_ms: f64,
+    /// Data sent by one party (the profiled party) in one inference.
+    #[serde(default)]
+    pub data_sent_bytes: u64,
+    /// Data sent by all parties in one inference, plus the dealer's when offline is included.
+    #[serde(default)]
+    pub global_data_sent_bytes: u64,
+    /// Link shaping (absent: unshaped).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub network: Option<NetworkReport>,
+    /// Shaped runs: local compute plus rounds x latency plus bytes / bandwidth (see `estimate_ms`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub estimated_ms: Option<f64>,
+    /// The party whose steps `layers` shows.
+    #[serde(default)]
+    pub profile_party: usize,
+    /// Free-form remark (e.g. fewer repetitions under WAN in a sweep).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub note: Option<String>,
+    /// Per-step accounting of the profiled party's last measured inference.
+    pub layers: Vec<LayerReport>,
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The network model's estimate of a shaped inference: the measured local compute, plus one latency per
+/// round, plus the profiled party's bytes at the uplink rate. Ignores overlap of computation with
+/// communication and the token bucket's burst, so it errs high for large messages and low for congested
+/// links.
+pub fn estimate_ms(compute_ms: f64, rounds: u64, bytes: u64, shaping: &ShapingConfig) -> f64 {
+    let serialise_ms = shaping
+        .bytes_per_second()
+        .map_or(0.0, |rate| bytes as f64 / rate * 1e3);
+    compute_ms + rounds as f64 * shaping.latency_ms + serialise_ms
+}
+
+/// The median of `xs` (0 for none).
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     match xs.len() {
         0 => 0.0,
@@ -139,43 +327,75 @@ fn ms(d: Duration) -> f64 {
 
 /// Runs `veil bench`.
 pub fn run(args: BenchArgs) -> Result<()> {
-    if args.protocol != "semi2k" {
+    if args.sweep {
+        return super::sweep::run(&args);
+    }
+    if args.workload == "gemm" {
+        return run_gemm(&args);
+    }
+    if args.adversary.is_some() {
+        return run_adversary(&args);
+    }
+    let result = measure(&args)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&result)?);
+    } else {
+        print_summary(&result);
+        if args.profile {
+            print_layers(&result);
+        }
+    }
+    Ok(())
+}
+
+fn run_gemm(args: &BenchArgs) -> Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or(cores);
+    let t = measure_gemm(128, 384, 384, threads, args.reps.max(5));
+    let report = GemmReport {
+        workload: "gemm",
+        m: 128,
+        k: 384,
+        n: 384,
+        threads,
+        isa: detected_isa(),
+        ring_gops: t.ring_gops,
+        f32_gops: t.f32_gops,
+        ring_over_f32: t.ring_gops / t.f32_gops,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "gemm 128x384 x 384x384, {threads} thread(s), {}",
+            report.isa
+        );
+        println!("  ring (wrapping u64): {:8.1} GOPS", report.ring_gops);
+        println!("  burn f32 matmul:     {:8.1} GOPS", report.f32_gops);
+        println!("  ratio ring / f32:    {:8.2}", report.ring_over_f32);
+    }
+    Ok(())
+}
+
+/// Checks that `protocol` is one `veil bench` can measure.
+pub fn check_protocol(protocol: &str) -> Result<()> {
+    if !PROTOCOLS.contains(&protocol) {
         bail!(
-            "unknown protocol {:?}: this build offers semi2k",
-            args.protocol
+            "unknown protocol {protocol:?}: this build's bench measures {}",
+            PROTOCOLS.join(", ")
         );
     }
+    Ok(())
+}
+
+/// Measures one model workload as `args` says.
+pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
+    check_protocol(&args.protocol)?;
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
+    let shaping = args.shaping()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if args.workload == "gemm" {
-        let threads = args.threads.unwrap_or(cores);
-        let t = measure_gemm(128, 384, 384, threads, args.reps.max(5));
-        let report = GemmReport {
-            workload: "gemm",
-            m: 128,
-            k: 384,
-            n: 384,
-            threads,
-            isa: detected_isa(),
-            ring_gops: t.ring_gops,
-            f32_gops: t.f32_gops,
-            ring_over_f32: t.ring_gops / t.f32_gops,
-        };
-        if args.json {
-            println!("{}", serde_json::to_string(&report)?);
-        } else {
-            println!(
-                "gemm 128x384 x 384x384, {threads} thread(s), {}",
-                report.isa
-            );
-            println!("  ring (wrapping u64): {:8.1} GOPS", report.ring_gops);
-            println!("  burn f32 matmul:     {:8.1} GOPS", report.f32_gops);
-            println!("  ratio ring / f32:    {:8.2}", report.ring_over_f32);
-        }
-        return Ok(());
-    }
     let fixed_point = FixedPoint::new(args.frac_bits)?;
     let device = burn::tensor::Device::flex();
     let model = workloads::by_name(&args.workload, args.seed, &device).with_context(|| {
@@ -194,13 +414,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let inputs = vec![input.clone(); args.reps + 1];
     let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
     options.profile = true;
+    options.shaping = shaping;
+    options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    if options.protocol == Protocol::Spdz2k && args.transport == Transport::Quic {
+        bail!("spdz2k runs over --transport mem in this build (the QUIC party runtime is semi2k only)");
+    }
     let (report, quic_udp_bytes_per_party) = match args.transport {
         Transport::Mem => (
             run_private(&model, &plan, &inputs, args.batch, &options)?,
             None,
         ),
         Transport::Quic => {
-            let q = super::node::bench_quic(&args, &model, &plan, &inputs, threads)?;
+            let q = super::node::bench_quic(args, &model, &plan, &inputs, threads)?;
             (q.report, Some(q.udp_bytes_per_party))
         }
     };
@@ -224,7 +449,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         })
         .fold(0.0, f64::max);
     let online = &report.online[measured.clone()];
-    let per_inference_max = |f: &dyn Fn(&veil_protocols::net::NetStats) -> u64| {
+    let per_inference_max = |f: &dyn Fn(&NetStats) -> u64| {
         online
             .iter()
             .map(|parties| parties.iter().map(f).max().unwrap_or(0))
@@ -238,8 +463,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .collect(),
     );
     let latency_ms = median(report.latencies[measured].iter().map(|d| ms(*d)).collect());
-    let layers = layer_reports(&report.profiles);
-    let result = ModelReport {
+    let profile_party = busiest_party(&report);
+    let layers = layer_reports(&plan, &report, profile_party);
+    let inferences = report.latencies.len();
+    let bytes_per_party = per_inference_max(&|s| s.bytes_sent);
+    let bytes_all_parties = online
+        .iter()
+        .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let rounds = per_inference_max(&|s| s.rounds);
+    let dealer_bytes = report.dealer_bytes / inferences as u64;
+    let dealer_ms = ms(report.dealer_elapsed) / inferences as f64;
+    let compute_ms = (latency_ms - wait_ms).max(0.0);
+    let data_sent_bytes = report
+        .online
+        .last()
+        .and_then(|p| p.get(profile_party))
+        .map_or(0, |s| s.bytes_sent);
+    let include = args.offline == Offline::Include;
+    Ok(ModelReport {
         workload: args.workload.clone(),
         protocol: args.protocol.clone(),
         parties: args.parties,
@@ -249,61 +492,106 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "shared"
         } else {
             "public"
-        },
+        }
+        .into(),
         frac_bits: args.frac_bits,
         threads,
-        isa: detected_isa(),
+        isa: detected_isa().into(),
         reps: args.reps,
         latency_ms,
-        compute_ms: (latency_ms - wait_ms).max(0.0),
+        compute_ms,
         wait_ms,
         plaintext_ms: median(plain_times),
-        bytes_per_party: per_inference_max(&|s| s.bytes_sent),
-        bytes_all_parties: online
-            .iter()
-            .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
-            .max()
-            .unwrap_or(0),
-        rounds: per_inference_max(&|s| s.rounds),
-        dealer_bytes: report.dealer_bytes / report.latencies.len() as u64,
-        dealer_ms: ms(report.dealer_elapsed) / report.latencies.len() as f64,
+        bytes_per_party,
+        bytes_all_parties,
+        rounds,
+        dealer_bytes,
+        dealer_ms,
+        dealer_bytes_job: report.dealer_bytes,
+        inferences,
         setup_bytes_per_party: report.setup.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
         max_abs_err,
+        verified: (options.protocol == Protocol::Spdz2k).then_some(true),
         quic_udp_bytes_per_party,
+        offline: args.offline,
+        online_ms: latency_ms,
+        offline_ms: dealer_ms,
+        time_ms: latency_ms + if include { dealer_ms } else { 0.0 },
+        data_sent_bytes,
+        global_data_sent_bytes: bytes_all_parties + if include { dealer_bytes } else { 0 },
+        network: shaping.as_ref().map(NetworkReport::of),
+        estimated_ms: shaping
+            .as_ref()
+            .map(|s| estimate_ms(compute_ms, rounds, bytes_per_party, s)),
+        profile_party,
+        note: None,
         layers,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string(&result)?);
-    } else {
-        print_table(&result);
-    }
-    Ok(())
+    })
 }
 
-/// Per step: the slowest party's time and the largest party's bytes and rounds.
-fn layer_reports(profiles: &[Vec<veil_engine::private::StepProfile>]) -> Vec<LayerReport> {
-    let steps = profiles.first().map_or(0, Vec::len);
-    (0..steps)
-        .map(|i| {
-            let at = |f: &dyn Fn(&veil_engine::private::StepProfile) -> f64| {
-                profiles.iter().map(|p| f(&p[i])).fold(0.0, f64::max)
-            };
+/// The party that sent the most in the last inference (the lowest index among equals).
+fn busiest_party(report: &LocalRunReport) -> usize {
+    let Some(last) = report.online.last() else {
+        return 0;
+    };
+    let most = last.iter().map(|s| s.bytes_sent).max().unwrap_or(0);
+    last.iter().position(|s| s.bytes_sent == most).unwrap_or(0)
+}
+
+/// The operation a plan step runs.
+fn op_name(kind: &StepKind, mode: WeightMode) -> &'static str {
+    match kind {
+        StepKind::Product { .. } if mode == WeightMode::Shared => "matmul",
+        StepKind::Product { .. } => "matmul-public",
+        StepKind::Rescale => "trunc",
+        StepKind::RescaleRelu => "trunc-relu",
+        StepKind::Relu => "relu",
+        StepKind::MaxPool(_) => "maxpool",
+    }
+}
+
+/// Per step: the profiled party's costs, all parties' bytes and the dealer corrections the step consumed.
+fn layer_reports(plan: &Plan, report: &LocalRunReport, party: usize) -> Vec<LayerReport> {
+    let profiles = &report.profiles;
+    let Some(mine) = profiles.get(party) else {
+        return Vec::new();
+    };
+    mine.iter()
+        .enumerate()
+        .map(|(i, step)| {
+            let op = plan
+                .steps
+                .get(i)
+                .map_or("?", |s| op_name(&s.kind, plan.mode));
+            let wait_ms = ms(step.net.wait);
+            let elapsed_ms = ms(step.elapsed);
             LayerReport {
-                label: profiles[0][i].label.clone(),
-                ms: at(&|s| ms(s.elapsed)),
-                wait_ms: at(&|s| ms(s.net.wait)),
-                bytes: profiles
+                label: step.label.clone(),
+                op: op.into(),
+                ms: elapsed_ms,
+                compute_ms: (elapsed_ms - wait_ms).max(0.0),
+                wait_ms,
+                bytes_sent: step.net.bytes_sent,
+                bytes_received: step.net.bytes_received,
+                bytes_all_parties: profiles
                     .iter()
-                    .map(|p| p[i].net.bytes_sent)
-                    .max()
-                    .unwrap_or(0),
-                rounds: profiles.iter().map(|p| p[i].net.rounds).max().unwrap_or(0),
+                    .filter_map(|p| p.get(i))
+                    .map(|s| s.net.bytes_sent)
+                    .sum(),
+                rounds: step.net.rounds,
+                material_requests: step.material.requests,
+                material_words: step.material.words,
+                dealer_bytes: profiles
+                    .iter()
+                    .filter_map(|p| p.get(i))
+                    .map(|s| s.material.dealer_words * 8)
+                    .sum(),
             }
         })
         .collect()
 }
 
-fn print_table(r: &ModelReport) {
+fn print_summary(r: &ModelReport) {
     println!(
         "{} | {} | {} parties | batch {} | {} | weights {} | f = {}",
         r.workload,
@@ -317,6 +605,15 @@ fn print_table(r: &ModelReport) {
         r.weights,
         r.frac_bits
     );
+    if let Some(n) = &r.network {
+        println!(
+            "  network        {} (latency {} ms, bandwidth {})",
+            n.name,
+            n.latency_ms,
+            n.bandwidth_mbps
+                .map_or("unlimited".into(), |b| format!("{b} Mbit/s"))
+        );
+    }
     if let Some(udp) = r.quic_udp_bytes_per_party {
         println!(
             "  quic on wire   {:>10.1} KB/party (UDP, with framing and QUIC overhead)",
@@ -324,16 +621,30 @@ fn print_table(r: &ModelReport) {
         );
     }
     println!(
+        "  time           {:>10.2} ms (offline {}: online {:.2} ms, offline {:.2} ms)",
+        r.time_ms,
+        match r.offline {
+            Offline::Include => "included",
+            Offline::Exclude => "excluded",
+        },
+        r.online_ms,
+        r.offline_ms
+    );
+    println!(
         "  latency        {:>10.2} ms (median of {}; compute {:.2} ms, waiting {:.2} ms)",
         r.latency_ms, r.reps, r.compute_ms, r.wait_ms
     );
+    if let Some(e) = r.estimated_ms {
+        println!("  estimated      {e:>10.2} ms (compute + rounds x latency + bytes / bandwidth)");
+    }
     println!("  plaintext burn {:>10.3} ms", r.plaintext_ms);
     println!(
-        "  bytes/party    {:>10.1} KB online (all parties {:.1} KB)",
-        r.bytes_per_party as f64 / 1e3,
-        r.bytes_all_parties as f64 / 1e3
+        "  data sent      {:>10.1} KB by party {} in {} rounds; global {:.1} KB",
+        r.data_sent_bytes as f64 / 1e3,
+        r.profile_party,
+        r.rounds,
+        r.global_data_sent_bytes as f64 / 1e3
     );
-    println!("  rounds         {:>10}", r.rounds);
     println!(
         "  dealer         {:>10.1} KB, {:.2} ms per inference",
         r.dealer_bytes as f64 / 1e3,
@@ -344,18 +655,135 @@ fn print_table(r: &ModelReport) {
         r.setup_bytes_per_party as f64 / 1e3
     );
     println!("  max |err|      {:>10.2e}", r.max_abs_err);
+}
+
+fn print_layers(r: &ModelReport) {
+    println!("  steps of party {} (last inference):", r.profile_party);
     println!(
-        "  {:<28} {:>9} {:>9} {:>10} {:>7}",
-        "step", "ms", "wait ms", "KB", "rounds"
+        "  {:<24} {:<13} {:>9} {:>9} {:>10} {:>7} {:>12}",
+        "layer", "op", "ms", "wait ms", "KB", "rounds", "material KB"
     );
     for l in &r.layers {
         println!(
-            "  {:<28} {:>9.3} {:>9.3} {:>10.1} {:>7}",
+            "  {:<24} {:<13} {:>9.3} {:>9.3} {:>10.1} {:>7} {:>12.1}",
             l.label,
+            l.op,
             l.ms,
             l.wait_ms,
-            l.bytes as f64 / 1e3,
-            l.rounds
+            l.bytes_sent as f64 / 1e3,
+            l.rounds,
+            l.material_words as f64 * 8.0 / 1e3
         );
     }
+    let sum = |f: &dyn Fn(&LayerReport) -> f64| r.layers.iter().map(f).sum::<f64>();
+    println!(
+        "  {:<24} {:<13} {:>9.3} {:>9.3} {:>10.1} {:>7} {:>12.1}",
+        "total",
+        "",
+        sum(&|l| l.ms),
+        sum(&|l| l.wait_ms),
+        sum(&|l| l.bytes_sent as f64) / 1e3,
+        r.layers.iter().map(|l| l.rounds).sum::<u64>(),
+        sum(&|l| l.material_words as f64) * 8.0 / 1e3
+    );
+}
+
+/// What `veil bench --adversary` prints: whether the job verified, and that it released no output.
+#[derive(Serialize, Debug)]
+struct AdversaryReport {
+    workload: String,
+    protocol: String,
+    parties: usize,
+    batch: usize,
+    adversary: String,
+    /// The deviating party and where it struck (an opening round, a triple use or an output element).
+    party: usize,
+    at: usize,
+    verified: bool,
+    /// Whether any output reached the client.
+    output_released: bool,
+    /// Why the job stopped.
+    outcome: String,
+}
+
+/// `veil bench --adversary A`: one private inference under spdz2k with one deviating party.
+fn run_adversary(args: &BenchArgs) -> Result<()> {
+    use rand::Rng;
+    use veil_protocols::adversary::{Adversary, Deviation};
+    let name = args.adversary.as_deref().unwrap_or_default();
+    let kind = Deviation::parse(name).with_context(|| {
+        format!("unknown adversary {name:?}: use flip-share, wrong-triple, bad-mac, skip-round or wrong-output")
+    })?;
+    if Protocol::parse(&args.protocol) != Some(Protocol::Spdz2k) || args.transport != Transport::Mem
+    {
+        bail!("--adversary needs --protocol spdz2k over --transport mem");
+    }
+    let device = burn::tensor::Device::flex();
+    let model = workloads::by_name(&args.workload, args.seed, &device).with_context(|| {
+        format!(
+            "unknown workload {:?}: use network-a or lenet",
+            args.workload
+        )
+    })??;
+    let mode = match args.weights {
+        Weights::Shared => WeightMode::Shared,
+        Weights::Public => WeightMode::Public,
+    };
+    let plan = Plan::compile(&model, FixedPoint::new(args.frac_bits)?, mode)?;
+    let (openings, triples) = plan.deviation_sites(args.batch);
+    let mut rng = rand::rng();
+    let at = match kind {
+        Deviation::WrongTriple => rng.random_range(0..triples.max(1)),
+        Deviation::WrongOutput => rng.random_range(0..(args.batch * plan.output_len).max(1)),
+        _ => rng.random_range(0..openings.max(1)),
+    };
+    let adversary = Adversary {
+        kind,
+        party: rng.random_range(0..args.parties.max(1)),
+        at,
+        delta: rng.random_range(1..u64::MAX),
+    };
+    let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(1)));
+    options.protocol = Protocol::Spdz2k;
+    options.adversary = Some(adversary);
+    if kind == Deviation::SkipRound {
+        options.timeout = Duration::from_secs(2);
+    }
+    let input = workloads::sample_input(&model, args.batch, args.seed);
+    let (verified, released, outcome) =
+        match run_private(&model, &plan, &[input], args.batch, &options) {
+            Ok(report) => (true, !report.outputs.is_empty(), "verified".to_string()),
+            Err(e) => (false, false, e.to_string()),
+        };
+    let report = AdversaryReport {
+        workload: args.workload.clone(),
+        protocol: args.protocol.clone(),
+        parties: args.parties,
+        batch: args.batch,
+        adversary: kind.name().into(),
+        party: adversary.party,
+        at,
+        verified,
+        output_released: released,
+        outcome,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "{} | spdz2k | {} parties | adversary {} (party {}, at {})",
+            report.workload, report.parties, report.adversary, report.party, report.at
+        );
+        println!("  verified       {}", report.verified);
+        println!(
+            "  output         {}",
+            if released {
+                "released"
+            } else {
+                "none released"
+            }
+        );
+        println!("  outcome        {}", report.outcome);
+    }
+    Ok(())
 }

@@ -3,4 +3,6 @@
 pub mod bench;
 pub mod demo;
 pub mod node;
+pub mod report;
 pub mod sim;
+pub mod sweep;

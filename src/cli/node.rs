@@ -87,6 +87,7 @@ pub fn bench_quic(
     let client_options = ClientOptions {
         bind: ([127, 0, 0, 1], 0).into(),
         job_timeout: Duration::from_secs(600),
+        shaping: args.shaping()?,
         ..ClientOptions::default()
     };
     let client = Client::new(client_identity, client_options)?;

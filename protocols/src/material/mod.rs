@@ -164,11 +164,62 @@ pub fn deal(
     Ok(g.into_corrections())
 }
 
+impl Material {
+    /// Ring words (64-bit) of this party's share of the material: every vector it holds, summed.
+    pub fn words(&self) -> u64 {
+        let len = |v: &[u64]| v.len() as u64;
+        let trunc = |t: &TruncMaterial| len(&t.r) + len(&t.r_shift) + len(&t.r_msb);
+        match self {
+            Material::Triples(t) => len(&t.a) + len(&t.b) + len(&t.c),
+            Material::MatTriple(t) => len(&t.a) + len(&t.b) + len(&t.c),
+            Material::WeightTriple(t) => len(&t.a) + len(&t.c),
+            Material::Trunc(t) => trunc(t),
+            Material::Sign(s) => {
+                trunc(&s.mask)
+                    + len(&s.r_planes)
+                    + s.levels
+                        .iter()
+                        .map(|l| len(&l.a) + len(&l.b) + len(&l.c) + len(&l.b2) + len(&l.c2))
+                        .sum::<u64>()
+                    + len(&s.u_bits)
+                    + len(&s.u)
+                    + len(&s.alpha)
+                    + len(&s.alpha_u)
+            }
+        }
+    }
+}
+
+/// Dealer material a party has consumed so far (the protocol lab's per-step accounting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaterialUse {
+    /// Requests taken.
+    pub requests: u64,
+    /// Ring words of material the party holds for them, whether expanded from its seed or read from the
+    /// dealer's corrections.
+    pub words: u64,
+    /// Of those, the words read from the dealer's corrections (last party only): what the dealer ships for
+    /// them, 8 bytes each.
+    pub dealer_words: u64,
+}
+
+impl MaterialUse {
+    /// The consumption between an earlier snapshot and this one.
+    pub fn since(&self, earlier: &MaterialUse) -> MaterialUse {
+        MaterialUse {
+            requests: self.requests.saturating_sub(earlier.requests),
+            words: self.words.saturating_sub(earlier.words),
+            dealer_words: self.dealer_words.saturating_sub(earlier.dealer_words),
+        }
+    }
+}
+
 /// One party's view of a job's material: its generator and the list of requests it must follow.
 pub struct PartyMaterial {
     generator: PartyGenerator,
     requests: Vec<Request>,
     next: usize,
+    used: MaterialUse,
 }
 
 impl PartyMaterial {
@@ -184,7 +235,13 @@ impl PartyMaterial {
             generator: PartyGenerator::new(party, parties, seed, corrections)?,
             requests,
             next: 0,
+            used: MaterialUse::default(),
         })
+    }
+
+    /// The material consumed so far.
+    pub fn used(&self) -> MaterialUse {
+        self.used
     }
 
     /// Takes the material of the next request, which must equal `request`.
@@ -207,7 +264,13 @@ impl PartyMaterial {
         }
         self.next += 1;
         let no_gemm = crate::gemm::NaiveGemm;
-        generate(&mut self.generator, &request, &|_| Ok(&Hidden), &no_gemm)
+        let corrections_before = self.generator.remaining_corrections();
+        let material = generate(&mut self.generator, &request, &|_| Ok(&Hidden), &no_gemm)?;
+        self.used.requests += 1;
+        self.used.words += material.words();
+        self.used.dealer_words +=
+            corrections_before.saturating_sub(self.generator.remaining_corrections()) as u64;
+        Ok(material)
     }
 
     /// Takes `len` Beaver triples.

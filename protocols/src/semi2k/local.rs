@@ -11,6 +11,7 @@ use crate::mem_net::MemNet;
 use crate::net::NetStats;
 use crate::prg::Seed;
 use crate::ring::FixedPoint;
+use crate::shaping::{ShapedNet, ShapingConfig};
 
 use super::Party;
 
@@ -27,7 +28,12 @@ pub struct Committee {
     pub gemm: Arc<dyn Gemm>,
     /// Record every message each party receives (privacy tests).
     pub record_views: bool,
+    /// Link shaping (latency, uplink rate) applied to every party's transport; `None`: none.
+    pub shaping: Option<ShapingConfig>,
 }
+
+/// The transport of a local committee: the in-memory mesh, shaped if the committee says so.
+pub type LocalNet = ShapedNet<MemNet>;
 
 impl Committee {
     /// `parties` parties with default fixed point, timeout and the given kernel.
@@ -38,6 +44,7 @@ impl Committee {
             timeout: crate::mem_net::DEFAULT_TIMEOUT,
             gemm,
             record_views: false,
+            shaping: None,
         }
     }
 }
@@ -102,7 +109,7 @@ pub fn run<T, F>(
 ) -> Result<LocalRun<T>>
 where
     T: Send,
-    F: Fn(&mut Party<MemNet>, Vec<Vec<u64>>) -> Result<T> + Sync,
+    F: Fn(&mut Party<LocalNet>, Vec<Vec<u64>>) -> Result<T> + Sync,
 {
     let n = committee.parties;
     if n < 2 {
@@ -133,6 +140,7 @@ where
             .into_iter()
             .enumerate()
             .map(|(i, net)| {
+                let net = ShapedNet::optional(net, committee.shaping);
                 let own = if i + 1 == n {
                     corrections.take().unwrap_or_default()
                 } else {
@@ -155,7 +163,7 @@ where
                     Ok(PartyOutcome {
                         value,
                         stats,
-                        view: net.view().to_vec(),
+                        view: net.inner().view().to_vec(),
                         transcript,
                     })
                 })

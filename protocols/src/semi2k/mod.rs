@@ -89,6 +89,11 @@ impl<N: Net> Party<N> {
         self.net.stats()
     }
 
+    /// Dealer material consumed so far.
+    pub fn material_use(&self) -> crate::material::MaterialUse {
+        self.material.used()
+    }
+
     /// The transport.
     pub fn net(&self) -> &N {
         self.net.inner()

@@ -1,0 +1,3 @@
+//! The protocol lab's building blocks that are not subcommands: charts for `veil report`.
+
+pub mod charts;
