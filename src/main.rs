@@ -1,6 +1,8 @@
-//! The `veil` command line: `veil demo`, `veil bench`, `veil node`, `veil keygen`.
+//! The `veil` command line: `veil demo`, `veil bench`, `veil node`, `veil keygen`, `veil sim`, and the
+//! coordinator's `veil coordinator`, `veil nodes`, `veil jobs`, `veil job`, `veil submit`.
 
 mod cli;
+mod coordinator;
 mod lab;
 
 use anyhow::Result;
@@ -28,6 +30,16 @@ enum Command {
     Sim(cli::sim::SimArgs),
     /// Turns a sweep file (`veil bench --sweep --out FILE`) into an HTML page of SVG charts.
     Report(cli::report::ReportArgs),
+    /// Runs the MetaInf coordinator: `veil coordinator --config coordinator.toml`.
+    Coordinator(cli::coordinator::CoordinatorArgs),
+    /// Lists the nodes registered with a coordinator.
+    Nodes(cli::nodes::NodesArgs),
+    /// Lists a coordinator's jobs.
+    Jobs(cli::jobs::JobsArgs),
+    /// Shows one job's status and lifecycle history.
+    Job(cli::jobs::JobArgs),
+    /// Runs a private inference through a coordinator and compares it with the plaintext model.
+    Submit(cli::jobs::SubmitArgs),
 }
 
 fn main() -> Result<()> {
@@ -38,5 +50,10 @@ fn main() -> Result<()> {
         Command::Keygen(args) => cli::node::run_keygen(args),
         Command::Sim(args) => cli::sim::run(args),
         Command::Report(args) => cli::report::run(args),
+        Command::Coordinator(args) => cli::coordinator::run(args),
+        Command::Nodes(args) => cli::nodes::run(args),
+        Command::Jobs(args) => cli::jobs::list(args),
+        Command::Job(args) => cli::jobs::show(args),
+        Command::Submit(args) => cli::jobs::submit(args),
     }
 }

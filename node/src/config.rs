@@ -54,6 +54,55 @@ pub struct NodeConfig {
     /// It exists so that tests can show a QUIC run equals an in-memory run bit for bit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_dealer_seed: Option<u64>,
+    /// The MetaInf coordinator this node joins (`[coordinator]` section); none: the node serves only
+    /// clients that submit to it directly. The `veil` binary's agent reads it (the node library does not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorLink>,
+}
+
+/// How a node joins a coordinator: where it is, the key it must present (pinned), and what the node
+/// reports about itself at registration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorLink {
+    /// The coordinator's HTTPS address, `host:port`.
+    pub address: String,
+    /// The coordinator's Ed25519 public key (hex): its TLS certificate must carry it, and it signs the
+    /// committee manifests this node accepts (it is added to the trusted submitters).
+    pub public_key: PublicKey,
+    /// The node's region, e.g. "eu-west".
+    pub region: String,
+    /// The autonomous system of the node's address, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asn: Option<u32>,
+    /// Interval between heartbeats (which also fetch the node's assignments), ms.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_ms: u64,
+    /// CPU cores offered (default: the machine's available parallelism).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    /// Memory offered, bytes.
+    #[serde(default = "default_offered_memory")]
+    pub memory_bytes: u64,
+    /// Measured network bandwidth, bytes per second.
+    #[serde(default = "default_bandwidth")]
+    pub bandwidth_bytes_per_s: u64,
+    /// GPU model, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_model: Option<String>,
+    /// GPU memory, bytes (with `gpu_model`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_bytes: Option<u64>,
+}
+
+fn default_heartbeat() -> u64 {
+    1_000
+}
+fn default_offered_memory() -> u64 {
+    8 << 30
+}
+fn default_bandwidth() -> u64 {
+    125_000_000
 }
 
 fn default_max_frame() -> usize {
@@ -94,6 +143,7 @@ impl NodeConfig {
             io_threads: default_io_threads(),
             log: default_log(),
             insecure_dealer_seed: None,
+            coordinator: None,
         }
     }
 
@@ -138,6 +188,11 @@ impl NodeConfig {
         }
         if self.io_threads == 0 {
             return bad("io_threads must be at least 1");
+        }
+        if let Some(c) = &self.coordinator {
+            if c.heartbeat_ms == 0 || c.memory_bytes == 0 || c.bandwidth_bytes_per_s == 0 {
+                return bad("coordinator: heartbeat_ms, memory_bytes and bandwidth must be positive");
+            }
         }
         Ok(())
     }

@@ -418,3 +418,87 @@ async fn serve_deal(
         }
     }
 }
+
+/// A job handed to this node in-process (by a coordinator agent) instead of by a client's `Submit` stream:
+/// its manifest passed every check of [`SignedManifest::open`] and the job is registered, so the other
+/// members' keys are admitted. Dropping it ends the job on this node (its state and admissions go).
+pub struct AssignedJob {
+    _guard: crate::jobs::JobGuard,
+    slot: Arc<JobSlot>,
+    arrivals: mpsc::UnboundedReceiver<crate::jobs::Arrival>,
+    shared: Arc<Shared>,
+    handle: tokio::runtime::Handle,
+}
+
+impl Node {
+    /// Checks and registers a job handed over in-process (the coordinator's signed manifest); the caller
+    /// then runs it with [`AssignedJob::run_party`] or [`AssignedJob::serve_dealer`]. The signer must be a
+    /// trusted submitter of this node, exactly as for a submitted job.
+    pub fn accept_assigned(&self, signed: &SignedManifest) -> Result<AssignedJob> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| NodeError::Job("the node has stopped".into()))?;
+        let me = self.shared.peers.public_key();
+        let checked = signed.open(&me, self.shared.peers.allowed())?;
+        let (guard, slot, arrivals) = self.shared.jobs.register(checked)?;
+        tracing::info!(job = %slot.manifest.manifest().job, role = ?slot.manifest.role(), "assigned job accepted");
+        Ok(AssignedJob {
+            _guard: guard,
+            slot,
+            arrivals,
+            shared: self.shared.clone(),
+            handle: runtime.handle().clone(),
+        })
+    }
+}
+
+impl AssignedJob {
+    /// This node's role in the job.
+    pub fn role(&self) -> Role {
+        self.slot.manifest.role()
+    }
+
+    /// The job's id (the manifest's).
+    pub fn job(&self) -> JobId {
+        self.slot.manifest.manifest().job
+    }
+
+    /// Runs this node's party with `run` (its input and weight shares) and returns its report. Blocks the
+    /// calling thread, which must not be a runtime thread. Fails if this node is the job's dealer.
+    pub fn run_party(self, run: crate::wire::RunRequest) -> Result<crate::wire::PartyReport> {
+        let Role::Party(index) = self.role() else {
+            return Err(NodeError::Job("this node deals this job".into()));
+        };
+        let ctx = PartyContext {
+            handle: self.handle.clone(),
+            peers: self.shared.peers.clone(),
+            timeout: self.shared.config.recv_timeout(),
+            deal_timeout: self.shared.config.submit_timeout(),
+            max_frame: self.shared.config.max_frame_bytes,
+        };
+        let manifest = self.slot.manifest.manifest().clone();
+        let job = manifest.job;
+        tracing::info!(%job, party = index, "assigned job running");
+        let result = party::run(&ctx, &manifest, index, self.arrivals, run);
+        match &result {
+            Ok(_) => tracing::info!(%job, party = index, "job done"),
+            Err(e) => tracing::error!(%job, party = index, "job failed: {e}"),
+        }
+        result
+    }
+
+    /// Serves the dealer's part until every party has its material or `wait` passes; returns whether every
+    /// party was served. Blocks the calling thread, which must not be a runtime thread.
+    pub fn serve_dealer(self, wait: std::time::Duration) -> bool {
+        if self.role() != Role::Dealer {
+            return false;
+        }
+        let slot = self.slot.clone();
+        self.handle.block_on(async move {
+            tokio::time::timeout(wait, slot.dealer.all_served.notified())
+                .await
+                .is_ok()
+        })
+    }
+}

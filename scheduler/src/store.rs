@@ -2,7 +2,9 @@
 //! nothing.
 //!
 //! Layout: table `nodes` (u32 node id -> value), table `jobs` (u64 job id -> value), table `meta`
-//! (&str -> value). Every value is one format byte ([`FORMAT`]) followed by the postcard encoding of the
+//! (&str -> value), and two tables of opaque bytes that the coordinator service keeps beside the core's
+//! records, in the same transactions: `node_extras` (u32 -> bytes: a node's address and the like) and
+//! `job_extras` (u64 -> bytes: a job's submitter, model and attempt state). The core never reads those. Every value is one format byte ([`FORMAT`]) followed by the postcard encoding of the
 //! record. A [`Batch`] is written in one transaction: all of it or none of it is durable.
 //!
 //! Invariant: a value that does not start with [`FORMAT`] or does not decode is reported as
@@ -23,6 +25,8 @@ use crate::types::NodeId;
 const NODES: TableDefinition<u32, &[u8]> = TableDefinition::new("nodes");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const NODE_EXTRAS: TableDefinition<u32, &[u8]> = TableDefinition::new("node_extras");
+const JOB_EXTRAS: TableDefinition<u64, &[u8]> = TableDefinition::new("job_extras");
 const REGIONS_KEY: &str = "regions";
 const CONFIG_KEY: &str = "config";
 
@@ -109,6 +113,10 @@ pub struct Batch {
     pub regions: Option<RegionSnapshot>,
     /// The configuration, if it changed.
     pub config: Option<Config>,
+    /// The service's opaque bytes per node, to insert or replace.
+    pub node_extras: Vec<(NodeId, Vec<u8>)>,
+    /// The service's opaque bytes per job, to insert or replace (deleted with the job by `remove_jobs`).
+    pub job_extras: Vec<(JobId, Vec<u8>)>,
 }
 
 /// The coordinator's database.
@@ -125,6 +133,8 @@ impl Store {
             tx.open_table(NODES).map_err(dberr)?;
             tx.open_table(JOBS).map_err(dberr)?;
             tx.open_table(META).map_err(dberr)?;
+            tx.open_table(NODE_EXTRAS).map_err(dberr)?;
+            tx.open_table(JOB_EXTRAS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(Store { db: database })
@@ -160,8 +170,17 @@ impl Store {
             for (id, v) in &encoded_jobs {
                 jobs.insert(*id, v.as_slice()).map_err(dberr)?;
             }
+            let mut job_extras = tx.open_table(JOB_EXTRAS).map_err(dberr)?;
+            for (id, v) in &batch.job_extras {
+                job_extras.insert(id.0, v.as_slice()).map_err(dberr)?;
+            }
             for id in &batch.remove_jobs {
                 jobs.remove(id.0).map_err(dberr)?;
+                job_extras.remove(id.0).map_err(dberr)?;
+            }
+            let mut node_extras = tx.open_table(NODE_EXTRAS).map_err(dberr)?;
+            for (id, v) in &batch.node_extras {
+                node_extras.insert(id.0, v.as_slice()).map_err(dberr)?;
             }
             let mut meta = tx.open_table(META).map_err(dberr)?;
             if let Some(v) = &regions {
@@ -236,6 +255,30 @@ impl Store {
             Some(v) => Ok(Some(decode("jobs", || id.to_string(), v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The service's bytes of every node that has some, by id.
+    pub fn load_node_extras(&self) -> Result<Vec<(NodeId, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(NODE_EXTRAS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((NodeId(k.value()), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The service's bytes of every job that has some, by id.
+    pub fn load_job_extras(&self) -> Result<Vec<(JobId, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(JOB_EXTRAS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in table.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            out.push((JobId(k.value()), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     fn load_meta<T: DeserializeOwned>(&self, key: &'static str) -> Result<Option<T>, StoreError> {

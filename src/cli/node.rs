@@ -30,16 +30,27 @@ pub struct KeygenArgs {
 
 /// Runs the node daemon until the process is stopped.
 pub fn run_node(args: NodeArgs) -> Result<()> {
-    let config = NodeConfig::load(&args.config)?;
+    let mut config = NodeConfig::load(&args.config)?;
     veil_node::logging::init(&config.log);
     let (identity, created) = Identity::load_or_create(&config.data_dir)?;
     if created {
         tracing::info!(data_dir = %config.data_dir.display(), "created a new node identity");
     }
-    let node = Node::start(config, &identity)?;
+    // A node that joins a coordinator accepts the manifests it signs.
+    let link = config.coordinator.clone();
+    if let Some(link) = &link {
+        if !config.trusted_submitters.contains(&link.public_key) {
+            config.trusted_submitters.push(link.public_key);
+        }
+    }
+    let (operator, submit_timeout) = (config.operator.clone(), config.submit_timeout());
+    let node = std::sync::Arc::new(Node::start(config, &identity)?);
     println!("{}", serde_json::to_string(node.ready_line())?);
     use std::io::Write;
     std::io::stdout().flush()?;
+    if let Some(link) = link {
+        crate::coordinator::agent::spawn(node.clone(), &identity, link, operator, submit_timeout)?;
+    }
     node.run_forever();
     Ok(())
 }

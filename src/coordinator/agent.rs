@@ -1,0 +1,303 @@
+//! The coordinator agent inside `veil node`: registers the node, heartbeats, runs its trial, and carries
+//! out the tasks the heartbeat replies list (accept the manifest, wait for `go`, fetch the party's input
+//! blob, compute over the node's QUIC links, return the output blob; or serve as dealer).
+//!
+//! Invariants: blobs are passed through without being logged; a task that disappears from the replies
+//! (the attempt failed or was rescheduled) is dropped as soon as the agent notices, which ends the job on
+//! the node; a network error towards the coordinator is retried (the coordinator may be restarting) until
+//! the task disappears; every worker thread ends once its task is done or dropped.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use veil_node::config::CoordinatorLink;
+use veil_node::manifest::{Role, SignedManifest};
+use veil_node::wire::RunRequest;
+use veil_node::{Identity, Node};
+
+use super::api::{
+    self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest,
+    TaskFailure, TaskView, TrialTask,
+};
+use super::http::{ApiClient, CallError};
+use super::trial;
+
+/// A task's flags, shared between the heartbeat loop and its worker.
+#[derive(Default)]
+struct TaskFlags {
+    go: AtomicBool,
+    dropped: AtomicBool,
+}
+
+/// What the agent shares with its workers.
+struct Shared {
+    node: Arc<Node>,
+    api: ApiClient,
+    submit_timeout: Duration,
+    tasks: Mutex<HashMap<(u64, u32), Arc<TaskFlags>>>,
+    busy: std::sync::atomic::AtomicU32,
+    trials: Mutex<HashSet<u64>>,
+}
+
+/// Starts the agent on its own threads; it runs as long as the process.
+pub fn spawn(
+    node: Arc<Node>,
+    identity: &Identity,
+    link: CoordinatorLink,
+    operator: String,
+    submit_timeout: Duration,
+) -> anyhow::Result<()> {
+    let api = ApiClient::new(
+        identity,
+        link.public_key,
+        link.address.clone(),
+        Duration::from_secs(30),
+    )?;
+    let shared = Arc::new(Shared {
+        node,
+        api,
+        submit_timeout,
+        tasks: Mutex::new(HashMap::new()),
+        busy: std::sync::atomic::AtomicU32::new(0),
+        trials: Mutex::new(HashSet::new()),
+    });
+    std::thread::Builder::new()
+        .name("veil-agent".into())
+        .spawn(move || heartbeat_loop(&shared, &link, &operator))?;
+    Ok(())
+}
+
+fn registration(node: &Node, link: &CoordinatorLink, operator: &str) -> RegisterRequest {
+    let cores = link.cores.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+    });
+    RegisterRequest {
+        operator: operator.to_string(),
+        region: link.region.clone(),
+        asn: link.asn,
+        address: node.address(),
+        hardware: HardwareReport {
+            cores,
+            memory_bytes: link.memory_bytes,
+            gpu_model: link.gpu_model.clone(),
+            gpu_memory_bytes: link.gpu_memory_bytes,
+            bandwidth_bytes_per_s: link.bandwidth_bytes_per_s,
+        },
+    }
+}
+
+fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) {
+    let period = Duration::from_millis(link.heartbeat_ms);
+    let mut registered = false;
+    loop {
+        if !registered {
+            let req = registration(&shared.node, link, operator);
+            match shared.api.post_json::<_, NodeView>(api::REGISTER, &req) {
+                Ok(view) => {
+                    tracing::info!(node = view.id, state = %view.state, "registered with the coordinator");
+                    registered = true;
+                }
+                Err(e) => tracing::warn!("registration failed (retrying): {e}"),
+            }
+        }
+        if registered {
+            let busy = shared.busy.load(Ordering::Relaxed);
+            let req = HeartbeatRequest {
+                ready: true,
+                load: 0.0,
+                queue_len: busy,
+                rtts: Vec::new(),
+            };
+            match shared.api.post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req) {
+                Ok(reply) => handle_reply(shared, reply),
+                Err(e) if e.status() == Some(404) => {
+                    tracing::warn!("the coordinator does not know this node: registering again");
+                    registered = false;
+                    continue;
+                }
+                Err(e) => tracing::warn!("heartbeat failed: {e}"),
+            }
+        }
+        std::thread::sleep(period);
+    }
+}
+
+fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
+    if let Some(t) = reply.trial {
+        start_trial(shared, t);
+    }
+    let Ok(mut tasks) = shared.tasks.lock() else {
+        return;
+    };
+    let listed: HashSet<(u64, u32)> = reply.tasks.iter().map(|t| (t.job, t.attempt)).collect();
+    tasks.retain(|key, flags| {
+        let keep = listed.contains(key);
+        if !keep {
+            flags.dropped.store(true, Ordering::Relaxed);
+        }
+        keep
+    });
+    for t in reply.tasks {
+        let key = (t.job, t.attempt);
+        if let Some(flags) = tasks.get(&key) {
+            if t.go {
+                flags.go.store(true, Ordering::Relaxed);
+            }
+            continue;
+        }
+        let flags = Arc::new(TaskFlags::default());
+        flags.go.store(t.go, Ordering::Relaxed);
+        tasks.insert(key, flags.clone());
+        let worker = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("veil-task-{}-{}", t.job, t.attempt))
+            .spawn(move || {
+                worker.busy.fetch_add(1, Ordering::Relaxed);
+                run_task(&worker, &t, &flags);
+                worker.busy.fetch_sub(1, Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("starting a task thread: {e}");
+        }
+    }
+}
+
+fn start_trial(shared: &Arc<Shared>, task: TrialTask) {
+    let Ok(mut running) = shared.trials.lock() else {
+        return;
+    };
+    if !running.insert(task.id) {
+        return;
+    }
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("veil-trial".into())
+        .spawn(move || {
+            tracing::info!(workload = %task.workload, "running the trial job");
+            match trial::run(&task) {
+                Ok(result) => match worker.api.post_json::<_, NodeView>(api::TRIAL, &result) {
+                    Ok(view) => tracing::info!(state = %view.state, "trial answered"),
+                    Err(e) => {
+                        tracing::warn!("sending the trial's answer: {e}");
+                        if let Ok(mut r) = worker.trials.lock() {
+                            r.remove(&task.id);
+                        }
+                    }
+                },
+                Err(e) => tracing::error!("the trial job failed: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("starting the trial thread: {e}");
+    }
+}
+
+/// Retries `call` while the coordinator is unreachable and the task is live. `Ok(None)`: the task is gone
+/// (dropped, or the coordinator says the attempt is over).
+fn retry<T>(
+    flags: &TaskFlags,
+    what: &str,
+    mut call: impl FnMut() -> Result<T, CallError>,
+) -> Option<T> {
+    loop {
+        if flags.dropped.load(Ordering::Relaxed) {
+            return None;
+        }
+        match call() {
+            Ok(v) => return Some(v),
+            Err(e) if e.status().is_some() => {
+                tracing::warn!("{what}: {e}");
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!("{what} (retrying): {e}");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn report_failure(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String) {
+    let body = TaskFailure { reason };
+    retry(flags, "reporting a failure", || {
+        shared
+            .api
+            .post_unit(&api::task_failed(t.job, t.attempt), &body)
+    });
+}
+
+fn run_task(shared: &Shared, t: &TaskView, flags: &TaskFlags) {
+    let signed = hex::decode(&t.manifest)
+        .ok()
+        .and_then(|b| postcard::from_bytes::<SignedManifest>(&b).ok());
+    let Some(signed) = signed else {
+        tracing::error!(job = t.job, "the task's manifest does not decode");
+        return report_failure(shared, t, flags, "manifest does not decode".into());
+    };
+    let assigned = match shared.node.accept_assigned(&signed) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(job = t.job, "refused the task's manifest: {e}");
+            return report_failure(shared, t, flags, format!("manifest refused: {e}"));
+        }
+    };
+    if retry(flags, "accepting a task", || {
+        shared
+            .api
+            .post_unit(&api::task_accepted(t.job, t.attempt), &())
+    })
+    .is_none()
+    {
+        return;
+    }
+    while !flags.go.load(Ordering::Relaxed) {
+        if flags.dropped.load(Ordering::Relaxed) {
+            tracing::info!(job = t.job, attempt = t.attempt, "task dropped before it started");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    match assigned.role() {
+        Role::Dealer => {
+            let served = assigned.serve_dealer(shared.submit_timeout);
+            tracing::info!(job = t.job, attempt = t.attempt, served, "dealer task over");
+        }
+        Role::Party(index) => {
+            let Some(blob) = retry(flags, "fetching the input blob", || {
+                shared.api.get_bytes(&api::task_input(t.job, t.attempt))
+            }) else {
+                return;
+            };
+            let run: RunRequest = match postcard::from_bytes(&blob) {
+                Ok(r) => r,
+                Err(e) => {
+                    return report_failure(
+                        shared,
+                        t,
+                        flags,
+                        format!("party {index}: the input blob does not decode: {e}"),
+                    )
+                }
+            };
+            drop(blob);
+            match assigned.run_party(run) {
+                Ok(report) => {
+                    let bytes = match postcard::to_stdvec(&report) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            return report_failure(shared, t, flags, format!("encoding: {e}"))
+                        }
+                    };
+                    retry(flags, "returning the output blob", || {
+                        shared
+                            .api
+                            .put_bytes(&api::task_output(t.job, t.attempt), bytes.clone())
+                    });
+                }
+                Err(e) => report_failure(shared, t, flags, format!("party {index}: {e}")),
+            }
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! The coordinator's HTTPS/JSON API: paths and the JSON bodies exchanged with nodes (agents), clients
+//! (the SDK) and operators (`veil nodes`, `veil jobs`). Shares travel as opaque byte bodies
+//! (`application/octet-stream`), never inside JSON, and the coordinator never decodes them.
+//!
+//! Authentication is TLS: the coordinator presents its pinned Ed25519 key, and a caller that presents a
+//! certificate is known by its key. Node routes require the registered node's key; a job's input and output
+//! routes require the key that submitted the job. Listing nodes and jobs shows only public metadata.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// Register or update this node (caller: the node's key). Body [`RegisterRequest`], reply [`NodeView`].
+pub const REGISTER: &str = "/v1/nodes/register";
+/// Liveness, load and assignments (caller: node). Body [`HeartbeatRequest`], reply [`HeartbeatReply`].
+pub const HEARTBEAT: &str = "/v1/nodes/heartbeat";
+/// The answer to a trial job (caller: node). Body [`TrialResult`], reply [`NodeView`].
+pub const TRIAL: &str = "/v1/nodes/trial";
+/// Every node (anyone). Reply `[NodeView]`.
+pub const NODES: &str = "/v1/nodes";
+/// Submit (POST, body [`SubmitRequest`], reply [`JobView`]) or list (GET, reply `[JobView]`) jobs.
+pub const JOBS: &str = "/v1/jobs";
+
+/// `/v1/jobs/{id}`: one job's status.
+pub fn job(id: u64) -> String {
+    format!("/v1/jobs/{id}")
+}
+/// `/v1/jobs/{id}/cancel` (POST, the submitter).
+pub fn cancel(id: u64) -> String {
+    format!("/v1/jobs/{id}/cancel")
+}
+/// `/v1/jobs/{id}/attempts/{attempt}/inputs/{party}` (PUT bytes, the submitter): party `party`'s input blob
+/// for attempt `attempt`.
+pub fn input_upload(id: u64, attempt: u32, party: usize) -> String {
+    format!("/v1/jobs/{id}/attempts/{attempt}/inputs/{party}")
+}
+/// `/v1/jobs/{id}/outputs/{party}` (GET bytes, the submitter): party `party`'s output blob once Done.
+pub fn output_download(id: u64, party: usize) -> String {
+    format!("/v1/jobs/{id}/outputs/{party}")
+}
+/// `/v1/tasks/{id}/{attempt}/accepted` (POST, a member): the member checked the manifest and is ready.
+pub fn task_accepted(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/accepted")
+}
+/// `/v1/tasks/{id}/{attempt}/failed` (POST [`TaskFailure`], a member).
+pub fn task_failed(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/failed")
+}
+/// `/v1/tasks/{id}/{attempt}/input` (GET bytes, the party): its input blob.
+pub fn task_input(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/input")
+}
+/// `/v1/tasks/{id}/{attempt}/output` (PUT bytes, the party): its output blob.
+pub fn task_output(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/output")
+}
+
+/// A node's hardware as it reports it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HardwareReport {
+    /// CPU cores offered.
+    pub cores: u32,
+    /// Memory offered, bytes.
+    pub memory_bytes: u64,
+    /// GPU model, if any.
+    pub gpu_model: Option<String>,
+    /// GPU memory, bytes.
+    pub gpu_memory_bytes: Option<u64>,
+    /// Measured bandwidth, bytes per second.
+    pub bandwidth_bytes_per_s: u64,
+}
+
+/// What a node registers with (its key is the TLS client key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Operator (collusion domain).
+    pub operator: String,
+    /// Region.
+    pub region: String,
+    /// Autonomous system, if known.
+    pub asn: Option<u32>,
+    /// The node's QUIC address, as committee members dial it.
+    pub address: SocketAddr,
+    /// Hardware.
+    pub hardware: HardwareReport,
+}
+
+/// A measured round-trip time to a peer node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RttReport {
+    /// The peer's public key (hex).
+    pub peer: String,
+    /// Microseconds.
+    pub rtt_us: u32,
+}
+
+/// A heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// `false` while the node drains (finishes its work, takes none).
+    pub ready: bool,
+    /// CPU load in [0, 1].
+    pub load: f32,
+    /// Jobs queued or running on the node.
+    pub queue_len: u32,
+    /// RTTs measured since the last heartbeat.
+    #[serde(default)]
+    pub rtts: Vec<RttReport>,
+}
+
+/// A node's role in a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskRole {
+    /// Execution party `index`.
+    Party {
+        /// 0-based.
+        index: usize,
+    },
+    /// The dealer.
+    Dealer,
+}
+
+/// One attempt of a job that a node takes part in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskView {
+    /// The job.
+    pub job: u64,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// The node's role.
+    pub role: TaskRole,
+    /// The coordinator-signed committee manifest (postcard `SignedManifest`, hex).
+    pub manifest: String,
+    /// Every member accepted and the client uploaded every input: start computing.
+    pub go: bool,
+}
+
+/// A trial job with a known answer: run the workload privately in memory, on the given seeds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialTask {
+    /// A nonce naming this trial.
+    pub id: u64,
+    /// The workload.
+    pub workload: String,
+    /// Seed of the workload's weights.
+    pub model_seed: u64,
+    /// Seed of the input.
+    pub input_seed: u64,
+}
+
+/// A node's answer to its trial.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialResult {
+    /// The trial's nonce.
+    pub id: u64,
+    /// The outputs (logits).
+    pub outputs: Vec<f32>,
+    /// Wall time of the private run, ms.
+    pub elapsed_ms: f64,
+}
+
+/// The reply to a heartbeat.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeartbeatReply {
+    /// The node's state: probation, active, draining, down, rejected.
+    pub state: String,
+    /// The node's current tasks (a task missing here was cancelled or rescheduled: drop it).
+    pub tasks: Vec<TaskView>,
+    /// A trial to run, while on probation.
+    pub trial: Option<TrialTask>,
+}
+
+/// Why a member's task failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    /// The error (no share, key or value in it).
+    pub reason: String,
+}
+
+/// A job request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitRequest {
+    /// Workload (`network-a`, `lenet`).
+    pub workload: String,
+    /// Seed of the workload's weights.
+    pub model_seed: u64,
+    /// `shared` or `public` weights.
+    pub weights: String,
+    /// Fractional bits of the fixed-point encoding.
+    pub frac_bits: u32,
+    /// Items per inference.
+    pub batch: u32,
+    /// Inferences.
+    pub inferences: u32,
+    /// Execution parties.
+    pub parties: u8,
+}
+
+/// A committee member as a client sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// Node id.
+    pub node: u32,
+    /// Public key (hex): input blobs are addressed to it.
+    pub public_key: String,
+    /// QUIC address.
+    pub address: SocketAddr,
+}
+
+/// The committee of the current attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommitteeView {
+    /// Parties, in index order.
+    pub parties: Vec<MemberView>,
+    /// The dealer.
+    pub dealer: MemberView,
+    /// The verifier slot.
+    pub verifier: MemberView,
+}
+
+/// One lifecycle transition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransitionView {
+    /// Phase left.
+    pub from: String,
+    /// Phase entered.
+    pub to: String,
+    /// Unix time, ms.
+    pub at_ms: u64,
+    /// Attempt.
+    pub attempt: u32,
+    /// Cause of a failure.
+    pub cause: Option<String>,
+}
+
+/// A job's status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// Id.
+    pub id: u64,
+    /// Phase: submitted, scheduled, running, verifying, done, failed.
+    pub phase: String,
+    /// Current attempt.
+    pub attempt: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// The submitter's key (hex).
+    pub submitter: String,
+    /// The request.
+    pub request: SubmitRequest,
+    /// The current attempt's committee (scheduled, running, verifying).
+    pub committee: Option<CommitteeView>,
+    /// The node-level job id of the current attempt (hex): input blobs must name it.
+    pub run_id: Option<String>,
+    /// Parties of the current attempt whose input blob is uploaded.
+    pub inputs_uploaded: Vec<usize>,
+    /// Why the last placement failed, while waiting for a committee.
+    pub unplaced_reason: Option<String>,
+    /// Why the job failed.
+    pub failure: Option<String>,
+    /// Nodes excluded from retries (blamed).
+    pub excluded: Vec<u32>,
+    /// Every transition.
+    pub history: Vec<TransitionView>,
+}
+
+/// A node as operators see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// Id.
+    pub id: u32,
+    /// Public key (hex).
+    pub public_key: String,
+    /// Operator.
+    pub operator: String,
+    /// Region.
+    pub region: String,
+    /// QUIC address.
+    pub address: Option<SocketAddr>,
+    /// probation, active, draining, down, rejected.
+    pub state: String,
+    /// Reputation in (0, 1].
+    pub reputation: f64,
+    /// Unix time of the last heartbeat, ms.
+    pub last_heartbeat_ms: u64,
+    /// Reported load.
+    pub load: f32,
+    /// Reported queue length.
+    pub queue_len: u32,
+    /// Reservations the coordinator holds on it.
+    pub active_jobs: u32,
+    /// Successful jobs.
+    pub successes: u64,
+    /// Failed jobs (crash, abort).
+    pub failures: u64,
+    /// Timeouts.
+    pub timeouts: u64,
+    /// Hardware.
+    pub hardware: HardwareReport,
+}
+
+/// An error reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What went wrong.
+    pub error: String,
+}

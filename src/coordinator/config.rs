@@ -1,0 +1,161 @@
+//! The coordinator's TOML configuration (`veil coordinator --config coordinator.toml`); every field is
+//! documented in the README's "Coordinator" section and in `coordinator.toml` at the repository root.
+//!
+//! Invariant: a loaded [`CoordinatorConfig`] passed [`CoordinatorConfig::validate`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use veil_scheduler::{DomainKey, JobPolicy, PhaseTimeouts};
+
+/// The coordinator's configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// TCP address of the HTTPS API (`127.0.0.1:0` picks a free port).
+    pub listen: SocketAddr,
+    /// State directory: identity key, redb database (`state.redb`), blobs.
+    pub data_dir: PathBuf,
+    /// Log level (the `VEIL_LOG` environment variable overrides it).
+    #[serde(default = "default_log")]
+    pub log: String,
+    /// Collusion keys: no two committee members share a value under any of them.
+    #[serde(default = "default_collusion")]
+    pub collusion: Vec<String>,
+    /// A node silent this long is marked down (its jobs' attempts fail and are rescheduled), ms.
+    #[serde(default = "default_heartbeat_timeout")]
+    pub heartbeat_timeout_ms: u64,
+    /// Period of the timer that sweeps the registry, applies phase timeouts and places waiting jobs, ms.
+    #[serde(default = "default_tick")]
+    pub tick_ms: u64,
+    /// Attempts per job (the first included).
+    #[serde(default = "default_attempts")]
+    pub max_attempts: u32,
+    /// Waiting for a committee, ms.
+    #[serde(default = "default_submitted")]
+    pub submitted_timeout_ms: u64,
+    /// From scheduling until every member accepted and every input blob arrived, ms.
+    #[serde(default = "default_scheduled")]
+    pub scheduled_timeout_ms: u64,
+    /// Computing, ms.
+    #[serde(default = "default_running")]
+    pub running_timeout_ms: u64,
+    /// Verifying, ms.
+    #[serde(default = "default_verifying")]
+    pub verifying_timeout_ms: u64,
+    /// Largest blob accepted, bytes.
+    #[serde(default = "default_max_blob")]
+    pub max_blob_bytes: usize,
+    /// Workload of the trial job a new node must pass.
+    #[serde(default = "default_trial_workload")]
+    pub trial_workload: String,
+    /// Largest absolute error between a trial's answer and the plaintext reference.
+    #[serde(default = "default_trial_tolerance")]
+    pub trial_tolerance: f32,
+}
+
+fn default_log() -> String {
+    "info".into()
+}
+fn default_collusion() -> Vec<String> {
+    vec!["operator".into()]
+}
+fn default_heartbeat_timeout() -> u64 {
+    10_000
+}
+fn default_tick() -> u64 {
+    250
+}
+fn default_attempts() -> u32 {
+    3
+}
+fn default_submitted() -> u64 {
+    60_000
+}
+fn default_scheduled() -> u64 {
+    30_000
+}
+fn default_running() -> u64 {
+    600_000
+}
+fn default_verifying() -> u64 {
+    60_000
+}
+fn default_max_blob() -> usize {
+    256 << 20
+}
+fn default_trial_workload() -> String {
+    "network-a".into()
+}
+fn default_trial_tolerance() -> f32 {
+    1e-2
+}
+
+impl CoordinatorConfig {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let config: CoordinatorConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values.
+    pub fn validate(&self) -> Result<()> {
+        self.collusion_keys()?;
+        if self.heartbeat_timeout_ms == 0 || self.tick_ms == 0 {
+            bail!("heartbeat_timeout_ms and tick_ms must be positive");
+        }
+        if self.max_attempts == 0 {
+            bail!("max_attempts must be at least 1");
+        }
+        if self.max_blob_bytes < 1024 {
+            bail!("max_blob_bytes must be at least 1024");
+        }
+        if !veil_engine::workloads::MODEL_WORKLOADS.contains(&self.trial_workload.as_str()) {
+            bail!("unknown trial workload {:?}", self.trial_workload);
+        }
+        if !(self.trial_tolerance.is_finite() && self.trial_tolerance > 0.0) {
+            bail!("trial_tolerance must be positive");
+        }
+        Ok(())
+    }
+
+    /// The collusion keys, parsed.
+    pub fn collusion_keys(&self) -> Result<Vec<DomainKey>> {
+        if self.collusion.is_empty() {
+            bail!("at least one collusion key is required");
+        }
+        self.collusion
+            .iter()
+            .map(|k| {
+                DomainKey::parse(k).with_context(|| {
+                    format!("collusion key {k:?}: expected operator, region or asn")
+                })
+            })
+            .collect()
+    }
+
+    /// The jobs' retry and timeout policy.
+    pub fn policy(&self) -> JobPolicy {
+        JobPolicy {
+            max_attempts: self.max_attempts,
+            timeouts: PhaseTimeouts {
+                submitted_ms: self.submitted_timeout_ms,
+                scheduled_ms: self.scheduled_timeout_ms,
+                running_ms: self.running_timeout_ms,
+                verifying_ms: self.verifying_timeout_ms,
+            },
+        }
+    }
+
+    /// A node whose last heartbeat is older than this is not picked for a new committee and is blamed
+    /// when a member reports a failed attempt (half the down timeout).
+    pub fn stale_ms(&self) -> u64 {
+        (self.heartbeat_timeout_ms / 2).max(1)
+    }
+}

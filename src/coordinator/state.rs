@@ -1,0 +1,1125 @@
+//! The coordinator's state and every decision it takes: the registry (veil-scheduler), the jobs with their
+//! current attempt, trials, and persistence. No network and no clock here: the server calls these methods
+//! with the caller's key and the current time, under one lock.
+//!
+//! A job's attempt goes through the lifecycle of `veil_scheduler::Job`:
+//! - Submitted: the timer places it (`place_stages` with the job's attempt seed, excluding blamed and
+//!   stale nodes) and signs a committee manifest naming a fresh run id: Scheduled.
+//! - Scheduled: members see the task in their heartbeat reply and accept it (manifest checked, job
+//!   registered on the node); the client uploads one input blob per party. When both are complete: Running,
+//!   and the members' tasks say `go`.
+//! - Running: every party uploads its output blob: Verifying, then Done (semi2k has no MAC check yet: the
+//!   verifier slot is selected and reserved, and verification is the completeness check of the outputs).
+//! - A member that is marked down, reports a failure, or does not act within its phase's timeout fails the
+//!   attempt: blamed nodes lose reputation and are excluded, the attempt's blobs are deleted, and the job
+//!   goes back to Submitted for a fresh committee (fresh dealer, fresh run id, fresh shares from the
+//!   client), up to `max_attempts`.
+//!
+//! Invariants:
+//! - every change is committed to the store before the method that made it returns (one redb
+//!   transaction per method: node records, jobs and their service extras together);
+//! - a job has an attempt record iff its phase is Scheduled, Running or Verifying, or it is Done (the
+//!   attempt whose outputs are the result);
+//! - a blob is served only to its addressee: an input to the party's node, an output to the submitter.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use veil_engine::{workloads, WeightMode};
+use veil_node::manifest::{Manifest, Member, ModelSpec, SignedManifest, MAX_BATCH};
+use veil_node::wire::JobId as RunId;
+use veil_node::{Identity, PublicKey};
+use veil_scheduler::{
+    Config, Event, FailureCause, Gpu, Hardware, Heartbeat, Job, JobDemand, JobId, Millis, NodeId,
+    NodeRegistration, NodeState, Phase, Placement, Registry, ReportedStatus, RoleDemand, Store,
+    Trial,
+};
+
+use super::api::{
+    CommitteeView, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, MemberView,
+    NodeView, RegisterRequest, SubmitRequest, TaskRole, TaskView, TransitionView, TrialTask,
+};
+use super::blobs::{Blobs, Direction};
+use super::config::CoordinatorConfig;
+use super::error::{ApiError, ApiResult};
+
+/// Most execution parties a job may ask for.
+pub const MAX_PARTIES: u8 = 16;
+/// Most inferences one job may run.
+pub const MAX_INFERENCES: u32 = 10_000;
+
+/// What the service keeps per node beside the registry's record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct NodeExtra {
+    address: Option<SocketAddr>,
+}
+
+/// The current attempt of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Attempt {
+    number: u32,
+    run_id: [u8; 16],
+    /// postcard `SignedManifest`.
+    manifest: Vec<u8>,
+    parties: Vec<NodeId>,
+    dealer: NodeId,
+    verifier: NodeId,
+    /// Per party, then the dealer.
+    accepted: Vec<bool>,
+    inputs: Vec<bool>,
+    outputs: Vec<bool>,
+}
+
+impl Attempt {
+    /// The member index (party i, or `parties.len()` for the dealer) of `node`.
+    fn member_index(&self, node: NodeId) -> Option<usize> {
+        if let Some(i) = self.parties.iter().position(|&p| p == node) {
+            return Some(i);
+        }
+        (self.dealer == node).then_some(self.parties.len())
+    }
+
+    fn computing_members(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.parties.iter().copied().chain([self.dealer])
+    }
+}
+
+/// What the service keeps per job beside the lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct JobExtra {
+    submitter: [u8; 32],
+    request: SubmitRequest,
+    attempt: Option<Attempt>,
+    unplaced: Option<String>,
+}
+
+struct Entry {
+    job: Job,
+    extra: JobExtra,
+}
+
+/// The coordinator's state.
+pub struct Coordinator {
+    identity: Identity,
+    config: CoordinatorConfig,
+    registry: Registry,
+    store: Store,
+    blobs: Blobs,
+    jobs: BTreeMap<u64, Entry>,
+    nodes: Vec<NodeExtra>,
+    trials: HashMap<NodeId, TrialTask>,
+    next_job: u64,
+    dirty_nodes: BTreeSet<NodeId>,
+    dirty_jobs: BTreeSet<u64>,
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+fn phase_name(p: Phase) -> &'static str {
+    match p {
+        Phase::Submitted => "submitted",
+        Phase::Scheduled => "scheduled",
+        Phase::Running => "running",
+        Phase::Verifying => "verifying",
+        Phase::Done => "done",
+        Phase::Failed => "failed",
+    }
+}
+
+fn state_name(s: NodeState) -> &'static str {
+    match s {
+        NodeState::Probation => "probation",
+        NodeState::Active => "active",
+        NodeState::Draining => "draining",
+        NodeState::Down => "down",
+        NodeState::Rejected => "rejected",
+    }
+}
+
+fn cause_text(c: &FailureCause) -> String {
+    match c {
+        FailureCause::Timeout(p) => format!("timeout in phase {}", phase_name(*p)),
+        FailureCause::NodeFailure => "a member failed".into(),
+        FailureCause::VerificationFailed => "verification failed".into(),
+        FailureCause::Unplaceable(why) => format!("unplaceable: {why}"),
+        FailureCause::Cancelled => "cancelled".into(),
+    }
+}
+
+fn weight_mode(s: &str) -> ApiResult<WeightMode> {
+    match s {
+        "shared" => Ok(WeightMode::Shared),
+        "public" => Ok(WeightMode::Public),
+        other => Err(ApiError::BadRequest(format!(
+            "weights {other:?}: expected shared or public"
+        ))),
+    }
+}
+
+/// Checks a job request and estimates what it asks of a committee from its compiled plan: each party
+/// holds its weight shares, their masks and the opened masked weights (3 x 8 bytes per weight) plus 1 MiB
+/// of activations; computes 2 ring operations per weight per item; sends the opened weights once and
+/// about 64 KiB per inference. The dealer streams 8 bytes per weight. Rounds: the workload's measured
+/// count per inference (network-a 20, lenet 61). Estimates, for selection and load accounting only.
+pub fn demand_for(req: &SubmitRequest) -> ApiResult<JobDemand> {
+    if !(2..=MAX_PARTIES).contains(&req.parties) {
+        return Err(ApiError::BadRequest(format!(
+            "parties must be between 2 and {MAX_PARTIES}"
+        )));
+    }
+    if !(1..=MAX_BATCH).contains(&req.batch) || !(1..=MAX_INFERENCES).contains(&req.inferences) {
+        return Err(ApiError::BadRequest(format!(
+            "batch must be in 1..={MAX_BATCH} and inferences in 1..={MAX_INFERENCES}"
+        )));
+    }
+    let mode = weight_mode(&req.weights)?;
+    let fp = veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| ApiError::BadRequest(format!("frac_bits: {e}")))?;
+    let device = burn::tensor::Device::flex();
+    let model = workloads::by_name(&req.workload, req.model_seed, &device)
+        .ok_or_else(|| ApiError::BadRequest(format!("unknown workload {:?}", req.workload)))?
+        .map_err(internal)?;
+    let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(internal)?;
+    let weights: u64 = plan
+        .weights
+        .iter()
+        .map(|w| (w.inner * w.outputs + w.bias.as_ref().map_or(0, |b| b.len())) as u64)
+        .sum();
+    let items = u64::from(req.batch) * u64::from(req.inferences);
+    let rounds_per = if req.workload == "lenet" { 61 } else { 20 };
+    Ok(JobDemand {
+        parties: req.parties,
+        party: RoleDemand {
+            memory_bytes: 24 * weights + (1 << 20),
+            ops: 2 * weights * items,
+            bytes: 8 * weights + (64 << 10) * u64::from(req.inferences),
+        },
+        dealer: RoleDemand {
+            memory_bytes: 64 << 20,
+            ops: weights * u64::from(req.inferences),
+            bytes: 8 * weights * u64::from(req.parties),
+        },
+        verifier: RoleDemand {
+            memory_bytes: 16 << 20,
+            ops: 0,
+            bytes: 0,
+        },
+        rounds: rounds_per * req.inferences,
+    })
+}
+
+impl Coordinator {
+    /// Opens (or creates) the state under the configured data directory and rebuilds it: every node, job,
+    /// attempt and reservation as it was. Nodes that were up get one heartbeat timeout of grace from `now`
+    /// (the coordinator was away, not they).
+    pub fn open(config: CoordinatorConfig, identity: Identity, now: Millis) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let store = Store::open(config.data_dir.join("state.redb"))?;
+        let registry_config = Config {
+            collusion_keys: config.collusion_keys()?,
+            heartbeat_timeout_ms: config.heartbeat_timeout_ms,
+            ..Config::default()
+        };
+        let (mut registry, jobs) = store.load_registry(registry_config.clone())?;
+        if registry.config() != &registry_config {
+            // The file's settings win for timeouts and collusion keys: rebuild with them.
+            let records = registry.records();
+            let regions = Some(registry.region_snapshot());
+            let in_flight: Vec<Placement> = jobs
+                .iter()
+                .filter(|j| !j.phase().is_terminal())
+                .flat_map(|j| j.placements().iter().cloned())
+                .collect();
+            registry = Registry::from_records(registry_config, records, regions, &in_flight)?;
+        }
+        let mut extras: HashMap<u64, JobExtra> = HashMap::new();
+        for (id, bytes) in store.load_job_extras()? {
+            let extra: JobExtra = postcard::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("job {id}: corrupt service record: {e}"))?;
+            extras.insert(id.0, extra);
+        }
+        let mut map = BTreeMap::new();
+        for job in jobs {
+            let Some(extra) = extras.remove(&job.id.0) else {
+                anyhow::bail!("job {} has no service record", job.id);
+            };
+            map.insert(job.id.0, Entry { job, extra });
+        }
+        let mut nodes = vec![NodeExtra { address: None }; registry.len()];
+        for (id, bytes) in store.load_node_extras()? {
+            let extra: NodeExtra = postcard::from_bytes(&bytes)
+                .map_err(|e| anyhow::anyhow!("node {id}: corrupt service record: {e}"))?;
+            if let Some(slot) = nodes.get_mut(id.index()) {
+                *slot = extra;
+            }
+        }
+        let up: Vec<(NodeId, Heartbeat)> = registry
+            .nodes()
+            .filter(|n| n.state() != NodeState::Down)
+            .map(|n| (n.id(), n.reported()))
+            .collect();
+        for (id, hb) in up {
+            registry.heartbeat(id, hb, now)?;
+        }
+        let next_job = map.keys().next_back().map_or(1, |k| k + 1);
+        let blobs = Blobs::new(config.data_dir.join("blobs"));
+        tracing::info!(
+            nodes = registry.len(),
+            jobs = map.len(),
+            "coordinator state loaded"
+        );
+        Ok(Coordinator {
+            identity,
+            config,
+            registry,
+            store,
+            blobs,
+            jobs: map,
+            nodes,
+            trials: HashMap::new(),
+            next_job,
+            dirty_nodes: BTreeSet::new(),
+            dirty_jobs: BTreeSet::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &CoordinatorConfig {
+        &self.config
+    }
+
+    /// Commits every pending change in one transaction.
+    fn flush(&mut self) -> ApiResult<()> {
+        if self.dirty_nodes.is_empty() && self.dirty_jobs.is_empty() {
+            return Ok(());
+        }
+        let mut batch = veil_scheduler::Batch::default();
+        for &id in &self.dirty_nodes {
+            if let Some(r) = self.registry.record(id) {
+                batch.nodes.push(r);
+            }
+            if let Some(x) = self.nodes.get(id.index()) {
+                batch
+                    .node_extras
+                    .push((id, postcard::to_stdvec(x).map_err(internal)?));
+            }
+        }
+        for id in &self.dirty_jobs {
+            if let Some(e) = self.jobs.get(id) {
+                batch.jobs.push(e.job.clone());
+                batch
+                    .job_extras
+                    .push((e.job.id, postcard::to_stdvec(&e.extra).map_err(internal)?));
+            }
+        }
+        batch.regions = Some(self.registry.region_snapshot());
+        self.store.commit(&batch).map_err(internal)?;
+        self.dirty_nodes.clear();
+        self.dirty_jobs.clear();
+        Ok(())
+    }
+
+    fn node_of(&self, key: &PublicKey) -> ApiResult<NodeId> {
+        self.registry
+            .id_of(&key.to_string())
+            .ok_or_else(|| ApiError::NotFound("this key is not a registered node".into()))
+    }
+
+    // ----- nodes -----
+
+    /// Registers (or updates) the node whose key is `key`. A new node is on probation and gets a trial.
+    pub fn register(
+        &mut self,
+        key: &PublicKey,
+        req: RegisterRequest,
+        now: Millis,
+    ) -> ApiResult<NodeView> {
+        let h = &req.hardware;
+        let gpu = match (&h.gpu_model, h.gpu_memory_bytes) {
+            (Some(model), Some(memory_bytes)) => Some(Gpu {
+                model: model.clone(),
+                memory_bytes,
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ApiError::BadRequest(
+                    "a GPU needs both a model and its memory".into(),
+                ))
+            }
+        };
+        let measured = self
+            .registry
+            .id_of(&key.to_string())
+            .and_then(|id| self.registry.node(id))
+            .and_then(|n| n.hardware().measured_ops_per_s);
+        let registration = NodeRegistration {
+            public_key: key.to_string(),
+            operator: req.operator.clone(),
+            region: req.region.clone(),
+            asn: req.asn,
+            hardware: Hardware {
+                cores: h.cores,
+                memory_bytes: h.memory_bytes,
+                gpu,
+                bandwidth_bytes_per_s: h.bandwidth_bytes_per_s,
+                measured_ops_per_s: measured,
+            },
+        };
+        let id = self
+            .registry
+            .register(registration, now)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        if self.nodes.len() <= id.index() {
+            self.nodes
+                .resize(id.index() + 1, NodeExtra { address: None });
+        }
+        self.nodes[id.index()].address = Some(req.address);
+        self.dirty_nodes.insert(id);
+        self.flush()?;
+        tracing::info!(node = %id, operator = %req.operator, region = %req.region, "node registered");
+        self.node_view(id)
+    }
+
+    /// The trial a probation node must run (issued on first request, kept until answered).
+    fn trial_for(&mut self, id: NodeId) -> Option<TrialTask> {
+        let node = self.registry.node(id)?;
+        if node.trial() != Trial::Pending {
+            return None;
+        }
+        let workload = self.config.trial_workload.clone();
+        Some(
+            self.trials
+                .entry(id)
+                .or_insert_with(|| TrialTask {
+                    id: rand::random(),
+                    workload,
+                    model_seed: rand::random::<u32>() as u64,
+                    input_seed: rand::random::<u32>() as u64,
+                })
+                .clone(),
+        )
+    }
+
+    /// The pending trial of `key`'s node, to be checked against `id` (outside the lock: the reference
+    /// answer takes a plaintext run).
+    pub fn pending_trial(&self, key: &PublicKey, id: u64) -> ApiResult<(NodeId, TrialTask)> {
+        let node = self.node_of(key)?;
+        match self.trials.get(&node) {
+            Some(t) if t.id == id => Ok((node, t.clone())),
+            _ => Err(ApiError::Conflict("no such pending trial".into())),
+        }
+    }
+
+    /// Records a checked trial: passing admits the node, failing rejects it.
+    pub fn record_trial(
+        &mut self,
+        node: NodeId,
+        trial: u64,
+        passed: bool,
+        now: Millis,
+    ) -> ApiResult<NodeView> {
+        if self.trials.get(&node).map(|t| t.id) != Some(trial) {
+            return Err(ApiError::Conflict("no such pending trial".into()));
+        }
+        self.trials.remove(&node);
+        self.registry
+            .record_trial(node, passed, None, now)
+            .map_err(internal)?;
+        tracing::info!(node = %node, passed, "trial recorded");
+        self.dirty_nodes.insert(node);
+        self.flush()?;
+        self.node_view(node)
+    }
+
+    /// A heartbeat: liveness, load, RTTs; the reply lists the node's tasks (and its trial on probation).
+    pub fn heartbeat(
+        &mut self,
+        key: &PublicKey,
+        req: HeartbeatRequest,
+        now: Millis,
+    ) -> ApiResult<HeartbeatReply> {
+        let id = self.node_of(key)?;
+        let before = self.registry.node(id).map(|n| n.state());
+        let hb = Heartbeat {
+            status: if req.ready {
+                ReportedStatus::Ready
+            } else {
+                ReportedStatus::Draining
+            },
+            load: req.load,
+            queue_len: req.queue_len,
+        };
+        self.registry.heartbeat(id, hb, now).map_err(internal)?;
+        let rtts: Vec<(NodeId, u32)> = req
+            .rtts
+            .iter()
+            .take(64)
+            .filter_map(|r| Some((self.registry.id_of(&r.peer)?, r.rtt_us)))
+            .collect();
+        if !rtts.is_empty() {
+            self.registry.report_rtts(id, &rtts).map_err(internal)?;
+            self.dirty_nodes.insert(id);
+        }
+        let after = self.registry.node(id).map(|n| n.state());
+        if before != after {
+            self.dirty_nodes.insert(id);
+        }
+        self.flush()?;
+        let state = after.map_or("unknown", state_name).to_string();
+        Ok(HeartbeatReply {
+            state,
+            tasks: self.tasks_of(id),
+            trial: self.trial_for(id),
+        })
+    }
+
+    fn tasks_of(&self, node: NodeId) -> Vec<TaskView> {
+        let mut out = Vec::new();
+        for e in self.jobs.values() {
+            let phase = e.job.phase();
+            if !matches!(phase, Phase::Scheduled | Phase::Running) {
+                continue;
+            }
+            let Some(a) = &e.extra.attempt else { continue };
+            let Some(i) = a.member_index(node) else {
+                continue;
+            };
+            let role = if i < a.parties.len() {
+                TaskRole::Party { index: i }
+            } else {
+                TaskRole::Dealer
+            };
+            out.push(TaskView {
+                job: e.job.id.0,
+                attempt: a.number,
+                role,
+                manifest: hex::encode(&a.manifest),
+                go: phase == Phase::Running,
+            });
+        }
+        out
+    }
+
+    // ----- tasks (nodes acting on their assignments) -----
+
+    fn attempt_of(&self, job: u64, attempt: u32) -> ApiResult<(&Entry, &Attempt)> {
+        let e = self
+            .jobs
+            .get(&job)
+            .ok_or_else(|| ApiError::NotFound(format!("job {job}")))?;
+        match &e.extra.attempt {
+            Some(a) if a.number == attempt && !e.job.phase().is_terminal() => Ok((e, a)),
+            _ => Err(ApiError::Conflict(format!(
+                "attempt {attempt} of job {job} is not current"
+            ))),
+        }
+    }
+
+    /// A member checked the manifest and registered the job.
+    pub fn task_accepted(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        now: Millis,
+    ) -> ApiResult<()> {
+        let node = self.node_of(key)?;
+        let (_, a) = self.attempt_of(job, attempt)?;
+        let i = a
+            .member_index(node)
+            .ok_or_else(|| ApiError::Forbidden("not a member of this attempt".into()))?;
+        if let Some(a) = self.jobs.get_mut(&job).and_then(|e| e.extra.attempt.as_mut()) {
+            a.accepted[i] = true;
+        }
+        self.dirty_jobs.insert(job);
+        self.maybe_start(job, now)?;
+        self.flush()
+    }
+
+    /// A member reports that its part failed: the attempt fails, blaming the members that went silent
+    /// (the reporter is the witness, not the suspect).
+    pub fn task_failed(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        reason: &str,
+        now: Millis,
+    ) -> ApiResult<()> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        if a.member_index(node).is_none() {
+            return Err(ApiError::Forbidden("not a member of this attempt".into()));
+        }
+        if !matches!(e.job.phase(), Phase::Scheduled | Phase::Running) {
+            return Err(ApiError::Conflict("the attempt is past computing".into()));
+        }
+        let stale = self.config.stale_ms();
+        let blamed: Vec<NodeId> = a
+            .computing_members()
+            .filter(|&m| {
+                self.registry
+                    .node(m)
+                    .is_none_or(|n| now.saturating_sub(n.last_heartbeat()) > stale)
+            })
+            .collect();
+        let reason: String = reason.chars().take(300).collect();
+        tracing::warn!(job, attempt, reporter = %node, ?blamed, "attempt failed: {reason}");
+        self.fail_attempt(job, FailureCause::NodeFailure, blamed, now)?;
+        self.flush()
+    }
+
+    /// A party's input blob (its shares for this attempt), once the attempt runs.
+    pub fn task_input(&self, key: &PublicKey, job: u64, attempt: u32) -> ApiResult<Vec<u8>> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        let i = a
+            .parties
+            .iter()
+            .position(|&p| p == node)
+            .ok_or_else(|| ApiError::Forbidden("not a party of this attempt".into()))?;
+        if e.job.phase() != Phase::Running {
+            return Err(ApiError::Conflict("the attempt is not running".into()));
+        }
+        self.blobs
+            .get(job, attempt, Direction::Input, i)
+            .map_err(internal)
+    }
+
+    /// A party's output blob. When every party's is in, the job is verified (complete) and done.
+    pub fn task_output(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        bytes: &[u8],
+        now: Millis,
+    ) -> ApiResult<()> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        let i = a
+            .parties
+            .iter()
+            .position(|&p| p == node)
+            .ok_or_else(|| ApiError::Forbidden("not a party of this attempt".into()))?;
+        if e.job.phase() != Phase::Running {
+            return Err(ApiError::Conflict("the attempt is not running".into()));
+        }
+        self.blobs
+            .put(job, attempt, Direction::Output, i, bytes)
+            .map_err(internal)?;
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return Err(ApiError::NotFound(format!("job {job}")));
+        };
+        let Some(a) = entry.extra.attempt.as_mut() else {
+            return Err(ApiError::Conflict("no attempt".into()));
+        };
+        a.outputs[i] = true;
+        let complete = a.outputs.iter().all(|&o| o);
+        let parties = a.parties.len();
+        self.dirty_jobs.insert(job);
+        if complete {
+            let fx = entry
+                .job
+                .apply(Event::OutputReady, now)
+                .and_then(|_| entry.job.apply(Event::Verified, now))
+                .map_err(internal)?;
+            self.apply_effects(fx, now);
+            self.blobs.remove_inputs(job, attempt, parties);
+            tracing::info!(job, attempt, "job done");
+        }
+        self.flush()
+    }
+
+    // ----- clients -----
+
+    /// Submits a job for `submitter`; it is placed at once if a committee is available.
+    pub fn submit(
+        &mut self,
+        submitter: &PublicKey,
+        req: SubmitRequest,
+        demand: JobDemand,
+        now: Millis,
+    ) -> ApiResult<JobView> {
+        let id = self.next_job;
+        self.next_job += 1;
+        let job = Job::new(
+            JobId(id),
+            vec![demand],
+            rand::random(),
+            self.config.policy(),
+            now,
+        );
+        self.jobs.insert(
+            id,
+            Entry {
+                job,
+                extra: JobExtra {
+                    submitter: submitter.0,
+                    request: req,
+                    attempt: None,
+                    unplaced: None,
+                },
+            },
+        );
+        self.dirty_jobs.insert(id);
+        tracing::info!(job = id, "job submitted");
+        self.try_place(id, now)?;
+        self.flush()?;
+        self.job_view(id)
+    }
+
+    fn owned(&self, key: &PublicKey, job: u64) -> ApiResult<&Entry> {
+        let e = self
+            .jobs
+            .get(&job)
+            .ok_or_else(|| ApiError::NotFound(format!("job {job}")))?;
+        if e.extra.submitter != key.0 {
+            return Err(ApiError::Forbidden("not the submitter of this job".into()));
+        }
+        Ok(e)
+    }
+
+    /// The submitter uploads party `party`'s input blob for attempt `attempt`.
+    pub fn upload_input(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        party: usize,
+        bytes: &[u8],
+        now: Millis,
+    ) -> ApiResult<()> {
+        let e = self.owned(key, job)?;
+        let a = match &e.extra.attempt {
+            Some(a) if a.number == attempt && e.job.phase() == Phase::Scheduled => a,
+            _ => {
+                return Err(ApiError::Conflict(format!(
+                    "attempt {attempt} of job {job} does not take inputs now"
+                )))
+            }
+        };
+        if party >= a.parties.len() {
+            return Err(ApiError::BadRequest(format!("no party {party}")));
+        }
+        self.blobs
+            .put(job, attempt, Direction::Input, party, bytes)
+            .map_err(internal)?;
+        if let Some(a) = self.jobs.get_mut(&job).and_then(|e| e.extra.attempt.as_mut()) {
+            a.inputs[party] = true;
+        }
+        self.dirty_jobs.insert(job);
+        self.maybe_start(job, now)?;
+        self.flush()
+    }
+
+    /// Party `party`'s output blob of a done job, for its submitter.
+    pub fn download_output(&self, key: &PublicKey, job: u64, party: usize) -> ApiResult<Vec<u8>> {
+        let e = self.owned(key, job)?;
+        if e.job.phase() != Phase::Done {
+            return Err(ApiError::Conflict("the job is not done".into()));
+        }
+        let a = e
+            .extra
+            .attempt
+            .as_ref()
+            .ok_or_else(|| ApiError::Internal("done job without attempt".into()))?;
+        if party >= a.parties.len() {
+            return Err(ApiError::BadRequest(format!("no party {party}")));
+        }
+        self.blobs
+            .get(job, a.number, Direction::Output, party)
+            .map_err(internal)
+    }
+
+    /// Cancels a job (its submitter).
+    pub fn cancel(&mut self, key: &PublicKey, job: u64, now: Millis) -> ApiResult<JobView> {
+        self.owned(key, job)?;
+        let Some(e) = self.jobs.get_mut(&job) else {
+            return Err(ApiError::NotFound(format!("job {job}")));
+        };
+        let fx = e
+            .job
+            .apply(Event::Cancel, now)
+            .map_err(|err| ApiError::Conflict(err.to_string()))?;
+        if let Some(a) = e.extra.attempt.take() {
+            self.blobs.remove_attempt(job, a.number);
+        }
+        self.apply_effects(fx, now);
+        self.dirty_jobs.insert(job);
+        self.flush()?;
+        self.job_view(job)
+    }
+
+    // ----- the timer -----
+
+    /// Marks silent nodes down and fails their attempts, applies phase timeouts, places waiting jobs.
+    pub fn tick(&mut self, now: Millis) -> ApiResult<()> {
+        let down = self.registry.sweep(now);
+        for &n in &down {
+            tracing::warn!(node = %n, "node marked down (missed heartbeats)");
+            self.dirty_nodes.insert(n);
+        }
+        let ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| !e.job.phase().is_terminal())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.tick_job(id, &down, now)?;
+        }
+        self.flush()
+    }
+
+    fn tick_job(&mut self, id: u64, down: &[NodeId], now: Millis) -> ApiResult<()> {
+        let Some(e) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let phase = e.job.phase();
+        if let Some(a) = &e.extra.attempt {
+            let dead: Vec<NodeId> = a
+                .computing_members()
+                .filter(|m| down.contains(m))
+                .collect();
+            if !dead.is_empty() && matches!(phase, Phase::Scheduled | Phase::Running) {
+                tracing::warn!(job = id, attempt = a.number, ?dead, "member down: attempt fails");
+                return self.fail_attempt(id, FailureCause::NodeFailure, dead, now);
+            }
+        }
+        if let Some(Event::Fail { cause, .. }) = e.job.timeout_event(now) {
+            let blamed: Vec<NodeId> = match (&e.extra.attempt, phase) {
+                (Some(a), Phase::Scheduled) => a
+                    .computing_members()
+                    .enumerate()
+                    .filter(|&(i, _)| !a.accepted[i])
+                    .map(|(_, m)| m)
+                    .collect(),
+                (Some(a), Phase::Running | Phase::Verifying) => a
+                    .parties
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| !a.outputs[i])
+                    .map(|(_, &m)| m)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let cause = match (phase, &e.extra.unplaced) {
+                (Phase::Submitted, Some(why)) => FailureCause::Unplaceable(why.clone()),
+                _ => cause,
+            };
+            tracing::warn!(job = id, ?blamed, "phase timed out: {}", cause_text(&cause));
+            return self.fail_attempt(id, cause, blamed, now);
+        }
+        if phase == Phase::Submitted {
+            self.try_place(id, now)?;
+        }
+        Ok(())
+    }
+
+    fn fail_attempt(
+        &mut self,
+        id: u64,
+        cause: FailureCause,
+        blamed: Vec<NodeId>,
+        now: Millis,
+    ) -> ApiResult<()> {
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return Ok(());
+        };
+        let fx = e
+            .job
+            .apply(Event::Fail { cause, blamed }, now)
+            .map_err(internal)?;
+        if let Some(a) = e.extra.attempt.take() {
+            self.blobs.remove_attempt(id, a.number);
+        }
+        let reschedule = fx.reschedule;
+        self.apply_effects(fx, now);
+        self.dirty_jobs.insert(id);
+        if reschedule {
+            self.try_place(id, now)?;
+        }
+        Ok(())
+    }
+
+    fn apply_effects(&mut self, fx: veil_scheduler::Effects, now: Millis) {
+        for p in &fx.release {
+            self.registry.release(p);
+        }
+        for (n, outcome) in fx.outcomes {
+            if self.registry.record_outcome(n, outcome, now).is_ok() {
+                self.dirty_nodes.insert(n);
+            }
+        }
+    }
+
+    /// Tries to place a Submitted job: select and reserve a committee, sign its manifest.
+    fn try_place(&mut self, id: u64, now: Millis) -> ApiResult<()> {
+        let stale = self.config.stale_ms();
+        let Some(e) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        if e.job.phase() != Phase::Submitted {
+            return Ok(());
+        }
+        let mut exclude: Vec<NodeId> = e.job.excluded().to_vec();
+        exclude.extend(
+            self.registry
+                .nodes()
+                .filter(|n| now.saturating_sub(n.last_heartbeat()) > stale)
+                .map(|n| n.id()),
+        );
+        exclude.sort_unstable();
+        exclude.dedup();
+        let stages = e.job.stages.clone();
+        let seed = e.job.attempt_seed();
+        let placements = match self.registry.place_stages(&stages, seed, &exclude) {
+            Ok(p) => p,
+            Err(why) => {
+                let text = why.to_string();
+                if let Some(e) = self.jobs.get_mut(&id) {
+                    if e.extra.unplaced.as_deref() != Some(text.as_str()) {
+                        tracing::info!(job = id, "waiting for a committee: {text}");
+                        e.extra.unplaced = Some(text);
+                        self.dirty_jobs.insert(id);
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let attempt = match self.make_attempt(id, &placements) {
+            Ok(a) => a,
+            Err(err) => {
+                for p in &placements {
+                    self.registry.release(p);
+                }
+                return Err(err);
+            }
+        };
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return Ok(());
+        };
+        if let Err(err) = e.job.apply(Event::Schedule(placements.clone()), now) {
+            for p in &placements {
+                self.registry.release(p);
+            }
+            return Err(internal(err));
+        }
+        tracing::info!(
+            job = id,
+            attempt = attempt.number,
+            parties = ?attempt.parties,
+            dealer = %attempt.dealer,
+            verifier = %attempt.verifier,
+            "committee scheduled"
+        );
+        e.extra.attempt = Some(attempt);
+        e.extra.unplaced = None;
+        self.dirty_jobs.insert(id);
+        Ok(())
+    }
+
+    fn member(&self, id: NodeId) -> ApiResult<Member> {
+        let node = self
+            .registry
+            .node(id)
+            .ok_or_else(|| internal(format!("unknown node {id}")))?;
+        let public_key: PublicKey = node
+            .registration()
+            .public_key
+            .parse()
+            .map_err(internal)?;
+        let address = self
+            .nodes
+            .get(id.index())
+            .and_then(|x| x.address)
+            .ok_or_else(|| internal(format!("node {id} has no address")))?;
+        Ok(Member {
+            address,
+            public_key,
+        })
+    }
+
+    fn make_attempt(&self, id: u64, placements: &[Placement]) -> ApiResult<Attempt> {
+        let e = self
+            .jobs
+            .get(&id)
+            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+        let c = &placements
+            .first()
+            .ok_or_else(|| internal("no placement"))?
+            .committee;
+        let req = &e.extra.request;
+        let run_id: [u8; 16] = rand::random();
+        let manifest = Manifest {
+            job: RunId(run_id),
+            protocol: "semi2k".into(),
+            model: ModelSpec {
+                workload: req.workload.clone(),
+                seed: req.model_seed,
+                weights: weight_mode(&req.weights)?,
+                frac_bits: req.frac_bits,
+            },
+            batch: req.batch,
+            inferences: req.inferences,
+            parties: c
+                .parties
+                .iter()
+                .map(|&p| self.member(p))
+                .collect::<ApiResult<_>>()?,
+            dealer: self.member(c.dealer)?,
+            client: self.identity.public_key(),
+        };
+        let signed: SignedManifest = manifest.sign(&self.identity).map_err(internal)?;
+        let n = c.parties.len();
+        Ok(Attempt {
+            number: e.job.attempt(),
+            run_id,
+            manifest: postcard::to_stdvec(&signed).map_err(internal)?,
+            parties: c.parties.clone(),
+            dealer: c.dealer,
+            verifier: c.verifier,
+            accepted: vec![false; n + 1],
+            inputs: vec![false; n],
+            outputs: vec![false; n],
+        })
+    }
+
+    /// Scheduled -> Running once every member accepted and every input is in.
+    fn maybe_start(&mut self, id: u64, now: Millis) -> ApiResult<()> {
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return Ok(());
+        };
+        let ready = e.job.phase() == Phase::Scheduled
+            && e
+                .extra
+                .attempt
+                .as_ref()
+                .is_some_and(|a| a.accepted.iter().all(|&x| x) && a.inputs.iter().all(|&x| x));
+        if ready {
+            e.job.apply(Event::Start, now).map_err(internal)?;
+            self.dirty_jobs.insert(id);
+            tracing::info!(job = id, attempt = e.job.attempt(), "attempt running");
+        }
+        Ok(())
+    }
+
+    // ----- views -----
+
+    /// One node as operators see it.
+    pub fn node_view(&self, id: NodeId) -> ApiResult<NodeView> {
+        let n = self
+            .registry
+            .node(id)
+            .ok_or_else(|| ApiError::NotFound(format!("node {id}")))?;
+        let reg = n.registration();
+        let h = &reg.hardware;
+        let stats = n.stats();
+        Ok(NodeView {
+            id: id.0,
+            public_key: reg.public_key.clone(),
+            operator: reg.operator.clone(),
+            region: reg.region.clone(),
+            address: self.nodes.get(id.index()).and_then(|x| x.address),
+            state: state_name(n.state()).into(),
+            reputation: n.reputation(),
+            last_heartbeat_ms: n.last_heartbeat(),
+            load: n.reported().load,
+            queue_len: n.reported().queue_len,
+            active_jobs: n.active_jobs(),
+            successes: stats.successes,
+            failures: stats.failures,
+            timeouts: stats.timeouts,
+            hardware: HardwareReport {
+                cores: h.cores,
+                memory_bytes: h.memory_bytes,
+                gpu_model: h.gpu.as_ref().map(|g| g.model.clone()),
+                gpu_memory_bytes: h.gpu.as_ref().map(|g| g.memory_bytes),
+                bandwidth_bytes_per_s: h.bandwidth_bytes_per_s,
+            },
+        })
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.registry
+            .nodes()
+            .filter_map(|n| self.node_view(n.id()).ok())
+            .collect()
+    }
+
+    fn member_view(&self, id: NodeId) -> MemberView {
+        MemberView {
+            node: id.0,
+            public_key: self
+                .registry
+                .node(id)
+                .map(|n| n.registration().public_key.clone())
+                .unwrap_or_default(),
+            address: self
+                .nodes
+                .get(id.index())
+                .and_then(|x| x.address)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        }
+    }
+
+    /// One job's status.
+    pub fn job_view(&self, id: u64) -> ApiResult<JobView> {
+        let e = self
+            .jobs
+            .get(&id)
+            .ok_or_else(|| ApiError::NotFound(format!("job {id}")))?;
+        let j = &e.job;
+        let a = e.extra.attempt.as_ref();
+        Ok(JobView {
+            id,
+            phase: phase_name(j.phase()).into(),
+            attempt: j.attempt(),
+            max_attempts: j.policy.max_attempts,
+            submitter: hex::encode(e.extra.submitter),
+            request: e.extra.request.clone(),
+            committee: a.map(|a| CommitteeView {
+                parties: a.parties.iter().map(|&p| self.member_view(p)).collect(),
+                dealer: self.member_view(a.dealer),
+                verifier: self.member_view(a.verifier),
+            }),
+            run_id: a.map(|a| hex::encode(a.run_id)),
+            inputs_uploaded: a.map_or_else(Vec::new, |a| {
+                a.inputs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &x)| x)
+                    .map(|(i, _)| i)
+                    .collect()
+            }),
+            unplaced_reason: e.extra.unplaced.clone(),
+            failure: j.failure().map(cause_text),
+            excluded: j.excluded().iter().map(|n| n.0).collect(),
+            history: j
+                .history()
+                .iter()
+                .map(|t| TransitionView {
+                    from: phase_name(t.from).into(),
+                    to: phase_name(t.to).into(),
+                    at_ms: t.at,
+                    attempt: t.attempt,
+                    cause: t.cause.as_ref().map(cause_text),
+                })
+                .collect(),
+        })
+    }
+
+    /// Every job, newest first.
+    pub fn jobs(&self) -> Vec<JobView> {
+        self.jobs
+            .keys()
+            .rev()
+            .filter_map(|&id| self.job_view(id).ok())
+            .collect()
+    }
+}
