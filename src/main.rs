@@ -32,6 +32,10 @@ enum Command {
     Report(cli::report::ReportArgs),
     /// Runs the MetaInf coordinator: `veil coordinator --config coordinator.toml`.
     Coordinator(cli::coordinator::CoordinatorArgs),
+    /// Fetches a pretrained model: `veil models fetch all-minilm-l6-v2`.
+    Models(cli::models::ModelsArgs),
+    /// Embeds a sentence with all-MiniLM-L6-v2 (`--plaintext`: burn alone).
+    Embed(cli::embed::EmbedArgs),
     /// Lists the nodes registered with a coordinator.
     Nodes(cli::nodes::NodesArgs),
     /// Lists a coordinator's jobs.
@@ -51,6 +55,8 @@ fn main() -> Result<()> {
         Command::Sim(args) => cli::sim::run(args),
         Command::Report(args) => cli::report::run(args),
         Command::Coordinator(args) => cli::coordinator::run(args),
+        Command::Models(args) => cli::models::run(args),
+        Command::Embed(args) => cli::embed::run(args),
         Command::Nodes(args) => cli::nodes::run(args),
         Command::Jobs(args) => cli::jobs::list(args),
         Command::Job(args) => cli::jobs::show(args),

@@ -5,6 +5,7 @@
 //! kernels in [`kernel`], which are several times faster than burn's integer tensors for wrapping u64 (see
 //! `veil bench --workload gemm`). The engine knows nothing of transports: it runs over any `Net`.
 
+pub mod bert;
 pub mod error;
 pub mod kernel;
 pub mod local;

@@ -3,9 +3,11 @@
 pub mod bench;
 pub mod coordinator;
 pub mod demo;
+pub mod embed;
 pub mod jobs;
+pub mod models;
 pub mod node;
-pub mod report;
 pub mod nodes;
+pub mod report;
 pub mod sim;
 pub mod sweep;
