@@ -345,8 +345,15 @@ fn a_killed_party_is_replaced_and_the_job_completes_correctly() {
     let victim = net.node_index_of(&parties[1]);
     // Kill the party while it computes (after the parties connected to each other).
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !net.nodes[victim].log().contains("party connected, computing") {
-        assert!(Instant::now() < deadline, "party never computed\n{}", net.logs());
+    while !net.nodes[victim]
+        .log()
+        .contains("party connected, computing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "party never computed\n{}",
+            net.logs()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(100));
@@ -370,7 +377,10 @@ fn a_killed_party_is_replaced_and_the_job_completes_correctly() {
         .map(|p| p["public_key"].as_str().unwrap().to_string())
         .collect();
     assert!(!final_parties.contains(&killed_key));
-    assert_ne!(result["committee"]["dealer"]["public_key"], killed_key.as_str());
+    assert_ne!(
+        result["committee"]["dealer"]["public_key"],
+        killed_key.as_str()
+    );
     let history = result["history"].as_array().unwrap();
     let failed = history
         .iter()
@@ -423,8 +433,15 @@ fn a_restarted_coordinator_loses_no_node_or_job() {
     let parties = committee_parties(&running);
     let first = net.node_index_of(&parties[0]);
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !net.nodes[first].log().contains("party connected, computing") {
-        assert!(Instant::now() < deadline, "party never computed\n{}", net.logs());
+    while !net.nodes[first]
+        .log()
+        .contains("party connected, computing")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "party never computed\n{}",
+            net.logs()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // SIGKILL the coordinator mid-job, keep it away for a second, restart it on the same state.

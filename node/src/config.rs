@@ -191,7 +191,9 @@ impl NodeConfig {
         }
         if let Some(c) = &self.coordinator {
             if c.heartbeat_ms == 0 || c.memory_bytes == 0 || c.bandwidth_bytes_per_s == 0 {
-                return bad("coordinator: heartbeat_ms, memory_bytes and bandwidth must be positive");
+                return bad(
+                    "coordinator: heartbeat_ms, memory_bytes and bandwidth must be positive",
+                );
             }
         }
         Ok(())

@@ -138,3 +138,40 @@ fn a_fresh_store_is_empty_and_corruption_is_reported() {
         other => panic!("expected corruption, got {other:?}"),
     }
 }
+
+#[test]
+fn service_extras_persist_beside_their_records_and_go_with_their_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("extras.redb");
+    let job = Job::new(JobId(9), vec![demand(2, 1, 1)], 3, JobPolicy::default(), 0);
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .commit(&Batch {
+                jobs: vec![job.clone()],
+                job_extras: vec![(JobId(9), b"job nine".to_vec())],
+                node_extras: vec![(veil_scheduler::NodeId(4), b"node four".to_vec())],
+                ..Batch::default()
+            })
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.load_job_extras().unwrap(),
+        vec![(JobId(9), b"job nine".to_vec())]
+    );
+    assert_eq!(
+        store.load_node_extras().unwrap(),
+        vec![(veil_scheduler::NodeId(4), b"node four".to_vec())]
+    );
+    // Removing the job removes its extras in the same transaction.
+    store
+        .commit(&Batch {
+            remove_jobs: vec![JobId(9)],
+            ..Batch::default()
+        })
+        .unwrap();
+    assert!(store.load_jobs().unwrap().is_empty());
+    assert!(store.load_job_extras().unwrap().is_empty());
+    assert_eq!(store.load_node_extras().unwrap().len(), 1);
+}

@@ -18,8 +18,8 @@ use veil_node::wire::RunRequest;
 use veil_node::{Identity, Node};
 
 use super::api::{
-    self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest,
-    TaskFailure, TaskView, TrialTask,
+    self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, TaskFailure,
+    TaskView, TrialTask,
 };
 use super::http::{ApiClient, CallError};
 use super::trial;
@@ -70,9 +70,9 @@ pub fn spawn(
 }
 
 fn registration(node: &Node, link: &CoordinatorLink, operator: &str) -> RegisterRequest {
-    let cores = link.cores.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
-    });
+    let cores = link
+        .cores
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
     RegisterRequest {
         operator: operator.to_string(),
         region: link.region.clone(),
@@ -110,7 +110,10 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 queue_len: busy,
                 rtts: Vec::new(),
             };
-            match shared.api.post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req) {
+            match shared
+                .api
+                .post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req)
+            {
                 Ok(reply) => handle_reply(shared, reply),
                 Err(e) if e.status() == Some(404) => {
                     tracing::warn!("the coordinator does not know this node: registering again");
@@ -254,7 +257,11 @@ fn run_task(shared: &Shared, t: &TaskView, flags: &TaskFlags) {
     }
     while !flags.go.load(Ordering::Relaxed) {
         if flags.dropped.load(Ordering::Relaxed) {
-            tracing::info!(job = t.job, attempt = t.attempt, "task dropped before it started");
+            tracing::info!(
+                job = t.job,
+                attempt = t.attempt,
+                "task dropped before it started"
+            );
             return;
         }
         std::thread::sleep(Duration::from_millis(20));

@@ -29,7 +29,9 @@ impl Blobs {
     }
 
     fn attempt_dir(&self, job: u64, attempt: u32) -> PathBuf {
-        self.root.join(format!("job-{job}")).join(format!("attempt-{attempt}"))
+        self.root
+            .join(format!("job-{job}"))
+            .join(format!("attempt-{attempt}"))
     }
 
     fn path(&self, job: u64, attempt: u32, dir: Direction, party: usize) -> PathBuf {

@@ -96,8 +96,8 @@ fn default_trial_tolerance() -> f32 {
 impl CoordinatorConfig {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let config: CoordinatorConfig =
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         config.validate()?;

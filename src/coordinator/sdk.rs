@@ -117,7 +117,10 @@ pub fn run_job(
         match view.phase.as_str() {
             "scheduled" => {
                 if pending.as_ref().map(|p| p.0) != Some(view.attempt) {
-                    let committee = view.committee.as_ref().context("scheduled without committee")?;
+                    let committee = view
+                        .committee
+                        .as_ref()
+                        .context("scheduled without committee")?;
                     let parties = committee.parties.len();
                     let blobs = blobs_for(plan, model, inputs, batch, parties, run_id_of(&view)?)?;
                     pending = Some((view.attempt, blobs, vec![false; parties]));
@@ -176,7 +179,10 @@ pub fn run_job(
             _ => {}
         }
         if Instant::now() >= deadline {
-            bail!("job {id} not done within {timeout:?} (phase {})", view.phase);
+            bail!(
+                "job {id} not done within {timeout:?} (phase {})",
+                view.phase
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

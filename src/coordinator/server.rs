@@ -260,9 +260,11 @@ async fn task_output(
     body: Bytes,
 ) -> ApiResult<StatusCode> {
     let key = caller.key()?;
-    with_state(&s, move |c| c.task_output(&key, id, attempt, &body, now_ms()))
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
+    with_state(&s, move |c| {
+        c.task_output(&key, id, attempt, &body, now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
 }
 
 /// Accepts TLS connections and serves the router on each; the client's key rides along as [`Caller`].

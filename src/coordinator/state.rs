@@ -37,8 +37,8 @@ use veil_scheduler::{
 };
 
 use super::api::{
-    CommitteeView, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, MemberView,
-    NodeView, RegisterRequest, SubmitRequest, TaskRole, TaskView, TransitionView, TrialTask,
+    CommitteeView, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, MemberView, NodeView,
+    RegisterRequest, SubmitRequest, TaskRole, TaskView, TransitionView, TrialTask,
 };
 use super::blobs::{Blobs, Direction};
 use super::config::CoordinatorConfig;
@@ -215,7 +215,11 @@ impl Coordinator {
     /// Opens (or creates) the state under the configured data directory and rebuilds it: every node, job,
     /// attempt and reservation as it was. Nodes that were up get one heartbeat timeout of grace from `now`
     /// (the coordinator was away, not they).
-    pub fn open(config: CoordinatorConfig, identity: Identity, now: Millis) -> anyhow::Result<Self> {
+    pub fn open(
+        config: CoordinatorConfig,
+        identity: Identity,
+        now: Millis,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)?;
         let store = Store::open(config.data_dir.join("state.redb"))?;
         let registry_config = Config {
@@ -531,7 +535,11 @@ impl Coordinator {
         let i = a
             .member_index(node)
             .ok_or_else(|| ApiError::Forbidden("not a member of this attempt".into()))?;
-        if let Some(a) = self.jobs.get_mut(&job).and_then(|e| e.extra.attempt.as_mut()) {
+        if let Some(a) = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|e| e.extra.attempt.as_mut())
+        {
             a.accepted[i] = true;
         }
         self.dirty_jobs.insert(job);
@@ -708,7 +716,11 @@ impl Coordinator {
         self.blobs
             .put(job, attempt, Direction::Input, party, bytes)
             .map_err(internal)?;
-        if let Some(a) = self.jobs.get_mut(&job).and_then(|e| e.extra.attempt.as_mut()) {
+        if let Some(a) = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|e| e.extra.attempt.as_mut())
+        {
             a.inputs[party] = true;
         }
         self.dirty_jobs.insert(job);
@@ -781,12 +793,14 @@ impl Coordinator {
         };
         let phase = e.job.phase();
         if let Some(a) = &e.extra.attempt {
-            let dead: Vec<NodeId> = a
-                .computing_members()
-                .filter(|m| down.contains(m))
-                .collect();
+            let dead: Vec<NodeId> = a.computing_members().filter(|m| down.contains(m)).collect();
             if !dead.is_empty() && matches!(phase, Phase::Scheduled | Phase::Running) {
-                tracing::warn!(job = id, attempt = a.number, ?dead, "member down: attempt fails");
+                tracing::warn!(
+                    job = id,
+                    attempt = a.number,
+                    ?dead,
+                    "member down: attempt fails"
+                );
                 return self.fail_attempt(id, FailureCause::NodeFailure, dead, now);
             }
         }
@@ -928,11 +942,7 @@ impl Coordinator {
             .registry
             .node(id)
             .ok_or_else(|| internal(format!("unknown node {id}")))?;
-        let public_key: PublicKey = node
-            .registration()
-            .public_key
-            .parse()
-            .map_err(internal)?;
+        let public_key: PublicKey = node.registration().public_key.parse().map_err(internal)?;
         let address = self
             .nodes
             .get(id.index())
@@ -995,8 +1005,7 @@ impl Coordinator {
             return Ok(());
         };
         let ready = e.job.phase() == Phase::Scheduled
-            && e
-                .extra
+            && e.extra
                 .attempt
                 .as_ref()
                 .is_some_and(|a| a.accepted.iter().all(|&x| x) && a.inputs.iter().all(|&x| x));
@@ -1121,5 +1130,260 @@ impl Coordinator {
             .rev()
             .filter_map(|&id| self.job_view(id).ok())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::coordinator::api::HardwareReport;
+
+    const T0: Millis = 1_000_000;
+
+    fn config(dir: &std::path::Path) -> CoordinatorConfig {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nheartbeat_timeout_ms = 1000\n",
+            dir.display()
+        );
+        let c: CoordinatorConfig = toml::from_str(&text).unwrap();
+        c.validate().unwrap();
+        c
+    }
+
+    fn registration(i: usize) -> RegisterRequest {
+        RegisterRequest {
+            operator: format!("op-{i}"),
+            region: "r".into(),
+            asn: None,
+            address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+            hardware: HardwareReport {
+                cores: 4,
+                memory_bytes: 8 << 30,
+                gpu_model: None,
+                gpu_memory_bytes: None,
+                bandwidth_bytes_per_s: 1 << 30,
+            },
+        }
+    }
+
+    fn request() -> SubmitRequest {
+        SubmitRequest {
+            workload: "network-a".into(),
+            model_seed: 7,
+            weights: "shared".into(),
+            frac_bits: 16,
+            batch: 1,
+            inferences: 2,
+            parties: 2,
+        }
+    }
+
+    fn heartbeat(c: &mut Coordinator, key: &PublicKey, now: Millis) -> HeartbeatReply {
+        let req = HeartbeatRequest {
+            ready: true,
+            load: 0.0,
+            queue_len: 0,
+            rtts: Vec::new(),
+        };
+        c.heartbeat(key, req, now).unwrap()
+    }
+
+    /// A coordinator with `n` nodes of distinct operators that passed their trial.
+    fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
+        let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
+        let keys: Vec<PublicKey> = (0..n)
+            .map(|_| Identity::generate().unwrap().public_key())
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            let view = c.register(k, registration(i), T0).unwrap();
+            assert_eq!(view.state, "probation");
+            let trial = heartbeat(&mut c, k, T0)
+                .trial
+                .expect("a trial on probation");
+            let (node, _) = c.pending_trial(k, trial.id).unwrap();
+            assert!(c.pending_trial(k, trial.id + 1).is_err());
+            c.record_trial(node, trial.id, true, T0).unwrap();
+            assert!(heartbeat(&mut c, k, T0).trial.is_none());
+        }
+        (c, keys)
+    }
+
+    fn members(view: &JobView) -> Vec<String> {
+        let c = view.committee.as_ref().unwrap();
+        c.parties
+            .iter()
+            .chain([&c.dealer])
+            .map(|m| m.public_key.clone())
+            .collect()
+    }
+
+    fn key_of(keys: &[PublicKey], hex: &str) -> PublicKey {
+        *keys.iter().find(|k| k.to_string() == hex).unwrap()
+    }
+
+    /// Accepts on every member and uploads every input: the attempt runs.
+    fn start(c: &mut Coordinator, keys: &[PublicKey], client: &PublicKey, now: Millis) -> JobView {
+        let view = c.job_view(1).unwrap();
+        for m in members(&view) {
+            c.task_accepted(&key_of(keys, &m), 1, view.attempt, now)
+                .unwrap();
+        }
+        for p in 0..2 {
+            c.upload_input(client, 1, view.attempt, p, &[p as u8; 10], now)
+                .unwrap();
+        }
+        let view = c.job_view(1).unwrap();
+        assert_eq!(view.phase, "running");
+        view
+    }
+
+    #[test]
+    fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, keys) = network(dir.path(), 5);
+        let client = Identity::generate().unwrap().public_key();
+        let stranger = Identity::generate().unwrap().public_key();
+        let demand = demand_for(&request()).unwrap();
+        let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
+        assert_eq!(view.phase, "scheduled");
+        let committee = view.committee.clone().unwrap();
+        // Four members of four operators.
+        let mut all: Vec<&str> = committee
+            .parties
+            .iter()
+            .chain([&committee.dealer, &committee.verifier])
+            .map(|m| m.public_key.as_str())
+            .collect();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 4);
+        // Members see their task, not yet to start; the verifier has none.
+        let dealer = key_of(&keys, &committee.dealer.public_key);
+        let tasks = heartbeat(&mut c, &dealer, T0 + 2).tasks;
+        assert_eq!(tasks.len(), 1);
+        assert_eq!(tasks[0].role, TaskRole::Dealer);
+        assert!(!tasks[0].go);
+        let verifier = key_of(&keys, &committee.verifier.public_key);
+        assert!(heartbeat(&mut c, &verifier, T0 + 2).tasks.is_empty());
+        // Only the submitter uploads inputs; only members accept.
+        assert!(matches!(
+            c.upload_input(&stranger, 1, 1, 0, b"x", T0 + 3),
+            Err(ApiError::Forbidden(_))
+        ));
+        assert!(matches!(
+            c.task_accepted(&verifier, 1, 1, T0 + 3),
+            Err(ApiError::Forbidden(_))
+        ));
+        let view = start(&mut c, &keys, &client, T0 + 3);
+        assert!(heartbeat(&mut c, &dealer, T0 + 4).tasks[0].go);
+        // A party gets its own input only.
+        let p0 = key_of(&keys, &committee.parties[0].public_key);
+        let p1 = key_of(&keys, &committee.parties[1].public_key);
+        assert_eq!(c.task_input(&p0, 1, 1).unwrap(), vec![0u8; 10]);
+        assert_eq!(c.task_input(&p1, 1, 1).unwrap(), vec![1u8; 10]);
+        assert!(c.task_input(&dealer, 1, 1).is_err());
+        c.task_output(&p0, 1, 1, b"out0", T0 + 5).unwrap();
+        assert_eq!(c.job_view(1).unwrap().phase, "running");
+        assert!(c.download_output(&client, 1, 0).is_err());
+        c.task_output(&p1, 1, 1, b"out1", T0 + 6).unwrap();
+        let done = c.job_view(1).unwrap();
+        assert_eq!(done.phase, "done");
+        let phases: Vec<&str> = done.history.iter().map(|t| t.to.as_str()).collect();
+        assert_eq!(phases, ["scheduled", "running", "verifying", "done"]);
+        assert_eq!(c.download_output(&client, 1, 1).unwrap(), b"out1");
+        assert!(matches!(
+            c.download_output(&stranger, 1, 1),
+            Err(ApiError::Forbidden(_))
+        ));
+        // Every member gained reputation and released its reservation.
+        for n in c.nodes() {
+            let member = members(&view).contains(&n.public_key)
+                || n.public_key == committee.verifier.public_key;
+            assert_eq!(n.successes, u64::from(member));
+            assert_eq!(n.active_jobs, 0);
+            assert!(!member || n.reputation > 0.8, "{n:?}");
+        }
+    }
+
+    #[test]
+    fn a_silent_member_fails_the_attempt_and_the_job_moves_to_a_fresh_committee() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, keys) = network(dir.path(), 5);
+        let client = Identity::generate().unwrap().public_key();
+        let demand = demand_for(&request()).unwrap();
+        c.submit(&client, request(), demand, T0 + 1).unwrap();
+        let first = start(&mut c, &keys, &client, T0 + 2);
+        let victim = key_of(
+            &keys,
+            &first.committee.as_ref().unwrap().parties[1].public_key,
+        );
+        // Everyone but the victim keeps heartbeating; past the timeout the victim is down.
+        for t in [T0 + 500, T0 + 1000, T0 + 1500] {
+            for k in keys.iter().filter(|k| **k != victim) {
+                heartbeat(&mut c, k, t);
+            }
+            c.tick(t).unwrap();
+        }
+        let view = c.job_view(1).unwrap();
+        assert_eq!(view.attempt, 2, "{view:?}");
+        assert_eq!(view.phase, "scheduled");
+        assert!(view.inputs_uploaded.is_empty(), "fresh shares are needed");
+        assert!(!members(&view).contains(&victim.to_string()));
+        assert_ne!(view.run_id, first.run_id);
+        let victim_node = c
+            .nodes()
+            .into_iter()
+            .find(|n| n.public_key == victim.to_string())
+            .unwrap();
+        assert_eq!(victim_node.state, "down");
+        assert_eq!(victim_node.failures, 1);
+        assert!(victim_node.reputation < 0.8);
+        assert_eq!(view.excluded, vec![victim_node.id]);
+        // The old attempt is gone: its blobs are refused, its inputs deleted.
+        assert!(c.upload_input(&client, 1, 1, 0, b"x", T0 + 1600).is_err());
+        assert!(c.blobs.get(1, 1, Direction::Input, 0).is_err());
+        // A member's failure report blames the silent, not the reporter.
+        let second = start(&mut c, &keys, &client, T0 + 1600);
+        let reporter = key_of(
+            &keys,
+            &second.committee.as_ref().unwrap().parties[0].public_key,
+        );
+        c.task_failed(&reporter, 1, 2, "peer timed out", T0 + 1700)
+            .unwrap();
+        let view = c.job_view(1).unwrap();
+        assert_eq!(view.attempt, 3);
+        let reporter_node = c
+            .nodes()
+            .into_iter()
+            .find(|n| n.public_key == reporter.to_string())
+            .unwrap();
+        assert_eq!(reporter_node.failures, 0);
+    }
+
+    #[test]
+    fn a_restart_keeps_nodes_jobs_attempts_and_reservations() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = {
+            let (mut c, keys) = network(dir.path(), 5);
+            let client = Identity::generate().unwrap().public_key();
+            let demand = demand_for(&request()).unwrap();
+            c.submit(&client, request(), demand, T0 + 1).unwrap();
+            start(&mut c, &keys, &client, T0 + 2);
+            (c.nodes(), c.job_view(1).unwrap())
+        };
+        let (nodes, job) = before;
+        let c =
+            Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0 + 100).unwrap();
+        let strip = |mut v: Vec<NodeView>| {
+            for n in &mut v {
+                n.last_heartbeat_ms = 0;
+                n.reputation = (n.reputation * 1e6).round();
+            }
+            v
+        };
+        assert_eq!(strip(c.nodes()), strip(nodes));
+        assert_eq!(c.job_view(1).unwrap(), job);
+        assert_eq!(c.nodes().iter().map(|n| n.active_jobs).sum::<u32>(), 4);
+        assert_eq!(c.next_job, 2);
     }
 }

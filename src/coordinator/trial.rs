@@ -61,6 +61,9 @@ pub fn check(task: &TrialTask, result: &TrialResult, tolerance: f32) -> ApiResul
         .iter()
         .zip(&expected)
         .map(|(a, b)| (a - b).abs())
-        .fold(0f32, |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) });
+        .fold(
+            0f32,
+            |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) },
+        );
     Ok(err <= tolerance)
 }
