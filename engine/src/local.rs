@@ -7,16 +7,47 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use veil_protocols::adversary::{Adversary, Deviation};
+use veil_protocols::domain::Domain;
 use veil_protocols::gemm::Gemm;
+use veil_protocols::material::Request;
 use veil_protocols::net::NetStats;
 use veil_protocols::prg::Seed;
-use veil_protocols::semi2k::local::{run, Committee, DealtSeeds};
+use veil_protocols::semi2k::local::{run, Committee, DealtSeeds, LocalRun};
 use veil_protocols::share::{reconstruct, share};
+use veil_protocols::spdz2k::{self, Spdz2k};
 
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 use crate::plan::{Plan, WeightMode};
-use crate::private::{setup, StepProfile, WeightShare};
+use crate::private::{setup, setup_published, PublishedWeight, StepProfile, WeightShare};
+
+/// Which protocol a committee runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Protocol {
+    /// Honest-but-curious security (the default).
+    #[default]
+    Semi2k,
+    /// Malicious security with abort: every output is released only after the MAC check passes.
+    Spdz2k,
+}
+
+impl Protocol {
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Semi2k => "semi2k",
+            Protocol::Spdz2k => "spdz2k",
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(name: &str) -> Option<Protocol> {
+        [Protocol::Semi2k, Protocol::Spdz2k]
+            .into_iter()
+            .find(|p| p.name() == name)
+    }
+}
 
 /// How to run a committee locally.
 #[derive(Clone)]
@@ -35,6 +66,10 @@ pub struct LocalOptions {
     pub record_views: bool,
     /// Link shaping (latency, uplink rate) of the in-memory mesh; `None`: unshaped.
     pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// A party that deviates (the protocol lab; `spdz2k` must abort).
+    pub adversary: Option<Adversary>,
 }
 
 impl LocalOptions {
@@ -48,13 +83,15 @@ impl LocalOptions {
             profile: false,
             record_views: false,
             shaping: None,
+            protocol: Protocol::Semi2k,
+            adversary: None,
         }
     }
 }
 
 /// Per-party results of one local run.
-struct PartyResult {
-    outputs: Vec<Vec<u64>>,
+struct PartyResult<O = Vec<u64>> {
+    outputs: Vec<O>,
     latencies: Vec<Duration>,
     online: Vec<NetStats>,
     setup: NetStats,
@@ -134,6 +171,9 @@ pub fn run_private(
             Ok(fp.encode(x)?)
         })
         .collect::<Result<_>>()?;
+    if options.protocol == Protocol::Spdz2k {
+        return run_spdz2k(plan, &encoded, batch, options);
+    }
     let mut rng = match options.seed {
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_os_rng(),
@@ -205,7 +245,137 @@ pub fn run_private(
             .collect();
         outputs.push(fp.decode(&reconstruct(&shares)?));
     }
-    Ok(LocalRunReport {
+    Ok(report(run, outputs))
+}
+
+/// The `spdz2k` twin of the run above. The model owner and the client publish their values masked by dealt
+/// masks (authenticated inputs), the parties set up and infer, run the MAC check before each output leaves
+/// them, and the client opens each output only if every element's MAC is right. A failed check or a
+/// timeout is an error and nothing is decoded.
+fn run_spdz2k(
+    plan: &Plan,
+    encoded: &[Vec<u64>],
+    batch: usize,
+    options: &LocalOptions,
+) -> Result<LocalRunReport> {
+    let n = options.parties;
+    let fp = plan.fixed_point;
+    let seeds = match options.seed {
+        Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
+        None => DealtSeeds::random(n),
+    };
+    let setup_requests = plan.setup_requests();
+    let input_len = batch * plan.input_len;
+    let one = plan.requests(batch);
+    let mut requests = setup_requests.clone();
+    for _ in encoded {
+        requests.push(Request::Input { len: input_len });
+        requests.extend(one.iter().cloned());
+    }
+    let mut committee = Committee::new(n, options.gemm.clone());
+    committee.fixed_point = fp;
+    committee.timeout = options.timeout;
+    committee.record_views = options.record_views;
+    committee.shaping = options.shaping;
+    let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
+
+    // The owners publish `value - mask` with the masks the dealer gave them, in request order.
+    let mut masks = dealt.deal.owner_masks.iter();
+    let mut next_mask = |len: usize| -> Result<Vec<u64>> {
+        masks
+            .next()
+            .filter(|m| m.len() == len)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::Weights("the dealer's owner masks do not match the plan".into())
+            })
+    };
+    let published: Vec<PublishedWeight> = match plan.mode {
+        WeightMode::Public => plan
+            .weights
+            .iter()
+            .map(|w| PublishedWeight {
+                matrix: w.matrix.clone(),
+                bias: w.bias.clone(),
+            })
+            .collect(),
+        WeightMode::Shared => plan
+            .weights
+            .iter()
+            .map(|w| {
+                let matrix = veil_protocols::ring::sub(&w.matrix, &next_mask(w.matrix.len())?);
+                let bias = match &w.bias {
+                    Some(b) => Some(veil_protocols::ring::sub(b, &next_mask(b.len())?)),
+                    None => None,
+                };
+                Ok(PublishedWeight { matrix, bias })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let published_inputs: Vec<Vec<u64>> = encoded
+        .iter()
+        .map(|x| Ok(veil_protocols::ring::sub(x, &next_mask(x.len())?)))
+        .collect::<Result<_>>()?;
+
+    let run = spdz2k::local::run(
+        &committee,
+        &requests,
+        &seeds.job,
+        &dealt,
+        options.adversary,
+        |party| {
+            let model = setup_published(party, plan, &published).map_err(to_protocol)?;
+            let mut result = PartyResult {
+                outputs: Vec::new(),
+                latencies: Vec::new(),
+                online: Vec::new(),
+                setup: party.stats().clone(),
+                profile: Vec::new(),
+            };
+            for x in &published_inputs {
+                let before = party.stats().clone();
+                let started = Instant::now();
+                let mask = party.material().input(input_len)?;
+                let input = party.input_from_masked(mask, x);
+                let mut profile = Vec::new();
+                let mut out = model
+                    .infer(party, input, batch, options.profile.then_some(&mut profile))
+                    .map_err(to_protocol)?;
+                // No output leaves a party before every value it opened passed the MAC check.
+                party.verify()?;
+                result.latencies.push(started.elapsed());
+                result.online.push(party.stats().since(&before));
+                if let Some(a) = options
+                    .adversary
+                    .filter(|a| a.kind == Deviation::WrongOutput && a.party == party.id())
+                {
+                    let len = Spdz2k::len(&out).max(1);
+                    Spdz2k::corrupt(&mut out, a.at % len, a.delta);
+                }
+                result.outputs.push(out);
+                result.profile = profile;
+            }
+            Ok(result)
+        },
+    )?;
+
+    let mut outputs = Vec::with_capacity(encoded.len());
+    for i in 0..encoded.len() {
+        let shares: Vec<_> = run
+            .parties
+            .iter()
+            .map(|p| p.value.outputs[i].clone())
+            .collect();
+        let opened = spdz2k::local::open_output(&shares, dealt.deal.output_key)?;
+        outputs.push(fp.decode(&opened));
+    }
+    Ok(report(run, outputs))
+}
+
+/// Gathers the measurements of a run whose outputs were already opened and decoded.
+fn report<O>(run: LocalRun<PartyResult<O>>, outputs: Vec<Vec<f32>>) -> LocalRunReport {
+    let k = outputs.len();
+    LocalRunReport {
         outputs,
         latencies: (0..k)
             .map(|i| {
@@ -233,7 +403,7 @@ pub fn run_private(
         dealer_bytes: run.dealer_bytes,
         dealer_elapsed: run.dealer_elapsed,
         views: run.parties.iter().map(|p| p.view.clone()).collect(),
-    })
+    }
 }
 
 /// Engine errors inside a party travel as protocol errors through the committee runner.

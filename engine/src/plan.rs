@@ -314,6 +314,53 @@ impl Plan {
         out
     }
 
+    /// The material a model setup from published weights consumes (`spdz2k`, see
+    /// [`crate::private::setup_published`]): per shared weight its mask, then its bias's input mask.
+    pub fn setup_requests(&self) -> Vec<Request> {
+        if self.mode == WeightMode::Public {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (weight, w) in self.weights.iter().enumerate() {
+            out.push(Request::WeightMask {
+                weight,
+                len: w.inner * w.outputs,
+            });
+            if let Some(b) = &w.bias {
+                out.push(Request::Input { len: b.len() });
+            }
+        }
+        out
+    }
+
+    /// Where an adversary of the protocol lab can strike in one inference of `batch` items: the number of
+    /// opening rounds (one per product with a shared weight and per plain rescale, 8 per sign test) and of
+    /// dealt triples used (one per such product, one AND triple set per prefix level of a sign test).
+    pub fn deviation_sites(&self, batch: usize) -> (usize, usize) {
+        let levels = veil_protocols::material::kinds::prefix_levels(
+            veil_protocols::material::kinds::COMPARED_BITS,
+        )
+        .len();
+        let (mut openings, mut triples) = (0, 0);
+        for r in self.requests(batch) {
+            match r {
+                Request::WeightTriple { .. }
+                | Request::Triples { .. }
+                | Request::MatTriple { .. } => {
+                    openings += 1;
+                    triples += 1;
+                }
+                Request::Trunc { .. } => openings += 1,
+                Request::Sign { .. } => {
+                    openings += levels + 2;
+                    triples += levels;
+                }
+                Request::Input { .. } | Request::WeightMask { .. } => {}
+            }
+        }
+        (openings, triples)
+    }
+
     /// Element counts of the weight masks dealt at model setup (none for public weights).
     pub fn mask_shapes(&self) -> Vec<usize> {
         match self.mode {

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::MaterialUse;
 use veil_protocols::net::{Net, NetStats};
-use veil_protocols::ring;
 use veil_protocols::semi2k::{FixedWeight, Party};
 
 use crate::error::{EngineError, Result};
@@ -25,10 +25,27 @@ impl std::fmt::Debug for WeightShare {
     }
 }
 
-enum PartyWeight {
+/// What the model owner publishes for one weight under `spdz2k`: `W - B` and `bias - R` against masks whose
+/// plaintexts it got from the dealer (uniform masks: the published words reveal nothing). The parties derive
+/// authenticated shares `[W] = [B] + (W - B)` without communicating.
+#[derive(Clone)]
+pub struct PublishedWeight {
+    /// `W - B` modulo 2^64 (shared weights), or the plaintext matrix (public weights).
+    pub matrix: Vec<u64>,
+    /// `bias - R` modulo 2^64 (shared weights), or the plaintext bias (public weights).
+    pub bias: Option<Vec<u64>>,
+}
+
+impl std::fmt::Debug for PublishedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublishedWeight[{}]", self.matrix.len())
+    }
+}
+
+enum PartyWeight<D: Domain> {
     Shared {
-        fixed: FixedWeight,
-        bias: Option<Vec<u64>>,
+        fixed: FixedWeight<D>,
+        bias: Option<D::Arith>,
     },
     Public {
         matrix: Vec<u64>,
@@ -37,9 +54,9 @@ enum PartyWeight {
 }
 
 /// A party's model after setup: ready for any number of inferences.
-pub struct PartyModel<'p> {
+pub struct PartyModel<'p, D: Domain = Semi2k> {
     plan: &'p Plan,
-    weights: Vec<PartyWeight>,
+    weights: Vec<PartyWeight<D>>,
 }
 
 /// Cost of one step at one party.
@@ -97,22 +114,64 @@ pub fn setup<'p, N: Net>(
     Ok(PartyModel { plan, weights: out })
 }
 
-impl PartyModel<'_> {
+/// Model setup at one party of any domain from what the model owner published (see [`PublishedWeight`]):
+/// takes each shared weight's dealt mask (and its bias's input mask) from the material, in the order of
+/// [`Plan::setup_requests`]. No communication among the parties.
+pub fn setup_published<'p, N: Net, D: Domain>(
+    party: &mut Party<N, D>,
+    plan: &'p Plan,
+    published: &[PublishedWeight],
+) -> Result<PartyModel<'p, D>> {
+    if published.len() != plan.weights.len() {
+        return Err(EngineError::Weights(format!(
+            "{} published weights for a plan of {} weights",
+            published.len(),
+            plan.weights.len()
+        )));
+    }
+    let mut out = Vec::with_capacity(published.len());
+    for (index, (p, spec)) in published.iter().zip(&plan.weights).enumerate() {
+        out.push(match plan.mode {
+            WeightMode::Shared => {
+                let dims = [spec.inner, spec.outputs];
+                let mask = party
+                    .material()
+                    .weight_mask(index, spec.inner * spec.outputs)?;
+                let fixed = party.fixed_weight(index, mask, p.matrix.clone(), dims)?;
+                let bias = match &p.bias {
+                    Some(b) => {
+                        let mask = party.material().input(b.len())?;
+                        Some(party.input_from_masked(mask, b))
+                    }
+                    None => None,
+                };
+                PartyWeight::Shared { fixed, bias }
+            }
+            WeightMode::Public => PartyWeight::Public {
+                matrix: p.matrix.clone(),
+                bias: p.bias.clone(),
+            },
+        });
+    }
+    Ok(PartyModel { plan, weights: out })
+}
+
+impl<D: Domain> PartyModel<'_, D> {
     /// Runs the plan on this party's share of a batch; returns its share of the output (`f` fractional bits).
     /// `profile`, if given, receives one entry per step.
     pub fn infer<N: Net>(
         &self,
-        party: &mut Party<N>,
-        input: Vec<u64>,
+        party: &mut Party<N, D>,
+        input: D::Arith,
         batch: usize,
         mut profile: Option<&mut Vec<StepProfile>>,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<D::Arith> {
         if batch == 0 {
             return Err(EngineError::EmptyBatch);
         }
-        if input.len() != batch * self.plan.input_len {
+        if D::len(&input) != batch * self.plan.input_len {
             return Err(EngineError::InputShape {
-                got: input.len(),
+                got: D::len(&input),
                 expected: batch * self.plan.input_len,
                 batch,
                 item: vec![self.plan.input_len],
@@ -130,34 +189,35 @@ impl PartyModel<'_> {
                     outputs,
                     conv_positions,
                 } => {
-                    let (mut z, bias) = match &self.weights[*weight] {
+                    let rows = batch * lowering.rows_per_item();
+                    // Row-major `rows x outputs`: element i belongs to column i % outputs.
+                    let columns: Vec<usize> = (0..rows * outputs).map(|i| i % outputs).collect();
+                    let z = match &self.weights[*weight] {
                         PartyWeight::Shared { fixed, bias } => {
-                            (party.weight_product(&x, batch, *lowering, fixed)?, bias)
-                        }
-                        PartyWeight::Public { matrix, bias } => {
-                            let rows = batch * lowering.rows_per_item();
-                            let mut z = vec![0u64; rows * outputs];
-                            party.gemm().gemm(
-                                rows,
-                                lowering.inner(),
-                                *outputs,
-                                &lowering.lower(&x, batch)?,
-                                matrix,
-                                &mut z,
-                            );
-                            (z, bias)
-                        }
-                    };
-                    if let Some(bias) = bias {
-                        let public = matches!(self.weights[*weight], PartyWeight::Public { .. });
-                        if !public || party.id() == 0 {
-                            for row in z.chunks_mut(*outputs) {
-                                ring::add_assign(row, bias);
+                            let z = party.weight_product(&x, batch, *lowering, fixed)?;
+                            match bias {
+                                Some(b) => D::add(&z, &D::gather(b, &columns)),
+                                None => z,
                             }
                         }
-                    }
+                        PartyWeight::Public { matrix, bias } => {
+                            let mut z = D::gemm_right(
+                                party.gemm(),
+                                [rows, lowering.inner(), *outputs],
+                                &D::lower(lowering, &x, batch)?,
+                                matrix,
+                            );
+                            if let Some(b) = bias {
+                                let tiled: Vec<u64> = columns.iter().map(|&c| b[c]).collect();
+                                party.add_public(&mut z, &tiled);
+                            }
+                            z
+                        }
+                    };
                     match conv_positions {
-                        Some(positions) => channels_first(&z, batch, *positions, *outputs),
+                        Some(positions) => {
+                            D::gather(&z, &channels_first(batch, *positions, *outputs))
+                        }
                         None => z,
                     }
                 }
@@ -179,15 +239,15 @@ impl PartyModel<'_> {
     }
 }
 
-/// `[batch, positions, channels]` (the product's layout) to `[batch, channels, positions]`.
-fn channels_first(z: &[u64], batch: usize, positions: usize, channels: usize) -> Vec<u64> {
-    let mut out = vec![0u64; z.len()];
+/// The gather indices that move `[batch, positions, channels]` (the product's layout) to
+/// `[batch, channels, positions]`.
+fn channels_first(batch: usize, positions: usize, channels: usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(batch * positions * channels);
     for b in 0..batch {
-        let item = &z[b * positions * channels..(b + 1) * positions * channels];
-        let dst = &mut out[b * positions * channels..(b + 1) * positions * channels];
-        for p in 0..positions {
-            for c in 0..channels {
-                dst[c * positions + p] = item[p * channels + c];
+        let base = b * positions * channels;
+        for c in 0..channels {
+            for p in 0..positions {
+                out.push(base + p * channels + c);
             }
         }
     }

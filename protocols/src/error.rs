@@ -34,6 +34,12 @@ pub enum ProtocolError {
         /// Bytes the protocol step requires.
         expected: usize,
     },
+    /// The MAC check (spdz2k) failed: some party deviated. No output may be released.
+    #[error("verification failed: {0}")]
+    Verification(String),
+    /// This party deviated on purpose (the protocol lab's adversaries) and stopped.
+    #[error("adversary: {0}")]
+    Deviated(String),
     /// Fixed-point parameters or values that the ring cannot hold.
     #[error(transparent)]
     Ring(#[from] crate::ring::RingError),

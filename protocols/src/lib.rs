@@ -1,12 +1,15 @@
 //! veil's MPC protocols: the ring Z_2^64 with fixed-point encoding, additive n-party sharing, dealer material
-//! expanded from per-party seeds, and the `semi2k` protocol.
+//! expanded from per-party seeds, and the `semi2k` and `spdz2k` protocols (one implementation over a share
+//! [`domain::Domain`]: the MAC is a property of the share type).
 //!
 //! Everything here is sans-IO: protocols talk through the [`net::Net`] trait, which an in-memory mesh
 //! ([`mem_net::MemNet`]) implements for tests and a QUIC transport implements in production, with identical
 //! results and identical byte and round counts. Local matrix products go through [`gemm::Gemm`], which the
 //! engine implements with its SIMD kernel.
 
+pub mod adversary;
 pub mod bits;
+pub mod domain;
 pub mod error;
 pub mod gemm;
 pub mod lowering;
@@ -18,5 +21,6 @@ pub mod ring;
 pub mod semi2k;
 pub mod shaping;
 pub mod share;
+pub mod spdz2k;
 
 pub use error::{ProtocolError, Result};

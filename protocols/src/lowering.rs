@@ -89,6 +89,12 @@ impl Lowering {
 
     /// Lowers `batch` items of `x`.
     pub fn lower(&self, x: &[u64], batch: usize) -> Result<Vec<u64>> {
+        self.lower_any(x, batch)
+    }
+
+    /// Lowers `batch` items of any element type whose zero is `Default` (wider ring words, MAC shares: the
+    /// map is an index shuffle with zero padding, so it applies to MACs as to values).
+    pub fn lower_any<T: Copy + Default>(&self, x: &[T], batch: usize) -> Result<Vec<T>> {
         ensure_shape(x.len() == batch * self.input_len(), "lower", || {
             format!(
                 "{} elements for a batch of {batch} items of {}",
@@ -112,10 +118,16 @@ impl Lowering {
     }
 }
 
-fn im2col(g: &Conv2dGeometry, x: &[u64], batch: usize, oh: usize, ow: usize) -> Vec<u64> {
+fn im2col<T: Copy + Default>(
+    g: &Conv2dGeometry,
+    x: &[T],
+    batch: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<T> {
     let (kh, kw) = (g.kernel[0], g.kernel[1]);
     let patch = g.patch_len();
-    let mut out = vec![0u64; batch * oh * ow * patch];
+    let mut out = vec![T::default(); batch * oh * ow * patch];
     for b in 0..batch {
         let item = &x[b * g.input_len()..(b + 1) * g.input_len()];
         for oy in 0..oh {

@@ -219,7 +219,7 @@ fn a_plan_that_disagrees_with_the_operations_is_a_clear_error() {
     let committee = Committee::new(3, Arc::new(NaiveGemm));
     let seeds = DealtSeeds::from_master(&Seed([7; 32]), 3);
     let err = run(&committee, &requests::relu(4), &[], &seeds, |p, _| {
-        p.trunc(&[0; 4])
+        p.trunc(&vec![0; 4])
     })
     .err()
     .expect("mismatch must fail");

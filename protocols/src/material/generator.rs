@@ -14,19 +14,35 @@ use crate::error::{ProtocolError, Result};
 use crate::prg::{Prg, Seed};
 
 /// What a role knows about the plaintext of a correlated value.
+///
+/// The share types are associated so that one description of each kind serves both protocols: `semi2k` shares
+/// are bare ring words (`Vec<u64>`), `spdz2k` shares carry MACs (see `auth.rs`). Derivations always see the
+/// plaintext modulo 2^64 (the value ring); a wider dealer lifts their results back.
 pub trait Generator {
-    /// The dealer's plaintext (`Vec<u64>`), or nothing on a party ([`Hidden`]).
+    /// The dealer's plaintext, or nothing on a party ([`Hidden`]).
     type Plain;
+    /// A party's share of a vector of ring elements.
+    type Share: Default + std::fmt::Debug + Send;
+    /// A party's share of packed bits.
+    type BitShare: Default + std::fmt::Debug + Send;
 
     /// Fresh uniform value of `len` ring elements: returns this role's share and the plaintext.
-    fn random(&mut self, len: usize) -> (Vec<u64>, Self::Plain);
+    fn random(&mut self, len: usize) -> (Self::Share, Self::Plain);
     /// Fresh uniform bits in `words` words, XOR-shared.
-    fn random_bits(&mut self, words: usize) -> (Vec<u64>, Self::Plain);
+    fn random_bits(&mut self, words: usize) -> (Self::BitShare, Self::Plain);
     /// Additive shares of a value the dealer computed.
-    fn fixed(&mut self, value: &Self::Plain, len: usize) -> Result<Vec<u64>>;
+    fn fixed(&mut self, value: &Self::Plain, len: usize) -> Result<Self::Share>;
     /// XOR shares of bits the dealer computed, in `words` words.
-    fn fixed_bits(&mut self, value: &Self::Plain, words: usize) -> Result<Vec<u64>>;
-    /// Computes a plaintext from plaintexts; a party skips the computation.
+    fn fixed_bits(&mut self, value: &Self::Plain, words: usize) -> Result<Self::BitShare>;
+    /// Corrections not consumed yet (parties; zero on the dealer).
+    fn remaining(&self) -> usize {
+        0
+    }
+    /// Whether a draw that could not report failure found the corrections exhausted.
+    fn short(&self) -> bool {
+        false
+    }
+    /// Computes a plaintext from plaintexts (modulo 2^64); a party skips the computation.
     fn derive<const K: usize>(
         inputs: [&Self::Plain; K],
         f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
@@ -72,7 +88,7 @@ impl PartyGenerator {
         self.corrections.len() - self.cursor
     }
 
-    fn take_corrections(&mut self, len: usize) -> Result<Vec<u64>> {
+    pub(crate) fn take_corrections(&mut self, len: usize) -> Result<Vec<u64>> {
         let end = self.cursor + len;
         let slice = self.corrections.get(self.cursor..end).ok_or_else(|| {
             ProtocolError::Material(format!(
@@ -88,6 +104,12 @@ impl PartyGenerator {
 
 impl Generator for PartyGenerator {
     type Plain = Hidden;
+    type Share = Vec<u64>;
+    type BitShare = Vec<u64>;
+
+    fn remaining(&self) -> usize {
+        self.remaining_corrections()
+    }
 
     fn random(&mut self, len: usize) -> (Vec<u64>, Hidden) {
         (self.prg.words(len), Hidden)
@@ -119,7 +141,7 @@ impl Generator for PartyGenerator {
 
 /// The dealer's side: every party's PRG; it collects the last party's corrections.
 pub struct DealerGenerator {
-    prgs: Vec<Prg>,
+    pub(crate) prgs: Vec<Prg>,
     corrections: Vec<u64>,
 }
 
@@ -150,6 +172,8 @@ impl DealerGenerator {
 
 impl Generator for DealerGenerator {
     type Plain = Vec<u64>;
+    type Share = Vec<u64>;
+    type BitShare = Vec<u64>;
 
     fn random(&mut self, len: usize) -> (Vec<u64>, Vec<u64>) {
         let mut plain = vec![0u64; len];
@@ -197,7 +221,7 @@ impl Generator for DealerGenerator {
     }
 }
 
-fn check_len(got: usize, want: usize) -> Result<()> {
+pub(crate) fn check_len(got: usize, want: usize) -> Result<()> {
     if got == want {
         Ok(())
     } else {

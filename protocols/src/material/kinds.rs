@@ -10,17 +10,17 @@ use crate::material::generator::Generator;
 
 /// Elementwise Beaver triples: `c = a * b`.
 #[derive(Debug, Default)]
-pub struct Triples {
+pub struct Triples<S = Vec<u64>> {
     /// Share of `a`.
-    pub a: Vec<u64>,
+    pub a: S,
     /// Share of `b`.
-    pub b: Vec<u64>,
+    pub b: S,
     /// Share of `c = a * b`.
-    pub c: Vec<u64>,
+    pub c: S,
 }
 
 /// Deals `len` Beaver triples.
-pub fn triples<G: Generator>(g: &mut G, len: usize) -> Result<Triples> {
+pub fn triples<G: Generator>(g: &mut G, len: usize) -> Result<Triples<G::Share>> {
     let (a, pa) = g.random(len);
     let (b, pb) = g.random(len);
     let pc = G::derive([&pa, &pb], |[a, b]| crate::ring::mul(a, b));
@@ -30,13 +30,13 @@ pub fn triples<G: Generator>(g: &mut G, len: usize) -> Result<Triples> {
 
 /// A matrix triple for `m x k` by `k x n`: `C = A · B`.
 #[derive(Debug, Default)]
-pub struct MatTriple {
+pub struct MatTriple<S = Vec<u64>> {
     /// Share of `A` (m x k).
-    pub a: Vec<u64>,
+    pub a: S,
     /// Share of `B` (k x n).
-    pub b: Vec<u64>,
+    pub b: S,
     /// Share of `C = A · B` (m x n).
-    pub c: Vec<u64>,
+    pub c: S,
 }
 
 /// Deals one matrix triple.
@@ -44,7 +44,7 @@ pub fn mat_triple<G: Generator>(
     g: &mut G,
     [m, k, n]: [usize; 3],
     gemm: &dyn Gemm,
-) -> Result<MatTriple> {
+) -> Result<MatTriple<G::Share>> {
     let (a, pa) = g.random(m * k);
     let (b, pb) = g.random(k * n);
     let pc = G::derive([&pa, &pb], |[a, b]| {
@@ -57,18 +57,18 @@ pub fn mat_triple<G: Generator>(
 }
 
 /// The mask `B` of a fixed weight matrix, dealt once per model: uniformly random, so no corrections.
-pub fn weight_mask<G: Generator>(g: &mut G, len: usize) -> (Vec<u64>, G::Plain) {
+pub fn weight_mask<G: Generator>(g: &mut G, len: usize) -> (G::Share, G::Plain) {
     g.random(len)
 }
 
 /// Per-inference material for a product with a masked fixed weight: `C = lower(A) · B` for the model's mask
 /// `B` (inner x outputs).
 #[derive(Debug, Default)]
-pub struct WeightTriple {
+pub struct WeightTriple<S = Vec<u64>> {
     /// Share of `A`, shaped like the activation (batch x input_len).
-    pub a: Vec<u64>,
+    pub a: S,
     /// Share of `C` (rows x outputs).
-    pub c: Vec<u64>,
+    pub c: S,
 }
 
 /// Deals the material for one product of a batch with a fixed, masked weight.
@@ -79,7 +79,7 @@ pub fn weight_triple<G: Generator>(
     outputs: usize,
     mask: &G::Plain,
     gemm: &dyn Gemm,
-) -> Result<WeightTriple> {
+) -> Result<WeightTriple<G::Share>> {
     let rows = batch * lowering.rows_per_item();
     let inner = lowering.inner();
     let (a, pa) = g.random(batch * lowering.input_len());
@@ -109,13 +109,13 @@ pub fn weight_triple<G: Generator>(
 
 /// Truncation material: a uniform mask `r`, `r >> f` and `msb(r)`, all additively shared.
 #[derive(Debug, Default)]
-pub struct TruncMaterial {
+pub struct TruncMaterial<S = Vec<u64>> {
     /// Share of `r`.
-    pub r: Vec<u64>,
-    /// Share of `r >> f` (logical shift of `r` read as unsigned).
-    pub r_shift: Vec<u64>,
-    /// Share of `msb(r)` in {0, 1}.
-    pub r_msb: Vec<u64>,
+    pub r: S,
+    /// Share of `r >> f` (logical shift of `r mod 2^64` read as unsigned).
+    pub r_shift: S,
+    /// Share of `msb(r mod 2^64)` in {0, 1}.
+    pub r_msb: S,
 }
 
 /// Deals truncation material for `len` values; also returns the plaintext mask for kinds that extend it.
@@ -123,7 +123,7 @@ pub fn trunc<G: Generator>(
     g: &mut G,
     len: usize,
     frac_bits: u32,
-) -> Result<(TruncMaterial, G::Plain)> {
+) -> Result<(TruncMaterial<G::Share>, G::Plain)> {
     let (r, pr) = g.random(len);
     let p_shift = G::derive([&pr], |[r]| r.iter().map(|x| x >> frac_bits).collect());
     let p_msb = G::derive([&pr], |[r]| r.iter().map(|x| x >> 63).collect());
@@ -169,20 +169,24 @@ pub fn prefix_levels(mut nodes: usize) -> Vec<PrefixLevel> {
 /// AND triples of one prefix level, bit-sliced `words` words per node. One operand is shared by the two ANDs
 /// of a pair (`c = a & b`, `c2 = a & b2`), so the pair opens three vectors, not four.
 #[derive(Debug, Default)]
-pub struct AndLevel {
+pub struct AndLevel<B = Vec<u64>> {
     /// Share of `a` (pairs x words).
-    pub a: Vec<u64>,
+    pub a: B,
     /// Share of `b` (pairs x words).
-    pub b: Vec<u64>,
+    pub b: B,
     /// Share of `a & b`.
-    pub c: Vec<u64>,
+    pub c: B,
     /// Share of `b2` (with_p x words).
-    pub b2: Vec<u64>,
+    pub b2: B,
     /// Share of `a & b2` over the first `with_p` pairs.
-    pub c2: Vec<u64>,
+    pub c2: B,
 }
 
-fn and_level<G: Generator>(g: &mut G, level: &PrefixLevel, words: usize) -> Result<AndLevel> {
+fn and_level<G: Generator>(
+    g: &mut G,
+    level: &PrefixLevel,
+    words: usize,
+) -> Result<AndLevel<G::BitShare>> {
     let (a, pa) = g.random_bits(level.pairs * words);
     let (b, pb) = g.random_bits(level.pairs * words);
     let (b2, pb2) = g.random_bits(level.with_p * words);
@@ -199,21 +203,21 @@ fn and_level<G: Generator>(g: &mut G, level: &PrefixLevel, words: usize) -> Resu
 /// XOR-shared bit planes, AND triples for every prefix level, a random bit `u` both XOR-shared and additively
 /// shared (a daBit), and per payload a uniform `alpha` with `alpha * u`.
 #[derive(Debug, Default)]
-pub struct SignMaterial {
+pub struct SignMaterial<S = Vec<u64>, B = Vec<u64>> {
     /// Mask and truncation parts (`r_shift`, `r_msb` empty unless truncating).
-    pub mask: TruncMaterial,
+    pub mask: TruncMaterial<S>,
     /// Bit planes 0..=62 of `r` (63 x words).
-    pub r_planes: Vec<u64>,
+    pub r_planes: B,
     /// AND triples, one entry per prefix level.
-    pub levels: Vec<AndLevel>,
+    pub levels: Vec<AndLevel<B>>,
     /// XOR share of the daBit `u` (words).
-    pub u_bits: Vec<u64>,
+    pub u_bits: B,
     /// Additive share of `u` (len).
-    pub u: Vec<u64>,
+    pub u: S,
     /// Shares of `alpha` (payloads x len).
-    pub alpha: Vec<u64>,
+    pub alpha: S,
     /// Shares of `alpha * u` (payloads x len).
-    pub alpha_u: Vec<u64>,
+    pub alpha_u: S,
 }
 
 /// Deals sign-test material.
@@ -222,7 +226,7 @@ pub fn sign<G: Generator>(
     len: usize,
     truncate: Option<u32>,
     payloads: usize,
-) -> Result<SignMaterial> {
+) -> Result<SignMaterial<G::Share, G::BitShare>> {
     let words = bits::words_for(len);
     let (mask, pr) = match truncate {
         Some(f) => trunc(g, len, f)?,

@@ -5,6 +5,7 @@
 //! [`PartyMaterial`], which checks that every operation takes exactly the next request in the list, so a plan
 //! and its consumption can never drift apart silently.
 
+pub mod auth;
 pub mod generator;
 pub mod kinds;
 
@@ -61,30 +62,46 @@ pub enum Request {
         /// Vectors multiplied by the sign bit.
         payloads: usize,
     },
+    /// A uniform mask `r` of `len` elements whose plaintext the dealer hands to the owner of an input, who
+    /// publishes `x - r` (the authenticated input of `spdz2k`).
+    Input {
+        /// Count.
+        len: usize,
+    },
+    /// The mask `B` of fixed weight number `weight` (`len` elements), dealt in the job's own material with its
+    /// plaintext for the model owner, who publishes `W - B` (`spdz2k` model setup).
+    WeightMask {
+        /// Index of the weight.
+        weight: usize,
+        /// Count.
+        len: usize,
+    },
 }
 
-/// A party's share of one request's material.
+/// A party's share of one request's material (`S`: share of ring elements, `B`: share of packed bits).
 #[derive(Debug)]
-pub enum Material {
+pub enum Material<S = Vec<u64>, B = Vec<u64>> {
     /// See [`Request::Triples`].
-    Triples(Triples),
+    Triples(Triples<S>),
     /// See [`Request::MatTriple`].
-    MatTriple(MatTriple),
+    MatTriple(MatTriple<S>),
     /// See [`Request::WeightTriple`].
-    WeightTriple(WeightTriple),
+    WeightTriple(WeightTriple<S>),
     /// See [`Request::Trunc`].
-    Trunc(TruncMaterial),
+    Trunc(TruncMaterial<S>),
     /// See [`Request::Sign`].
-    Sign(SignMaterial),
+    Sign(SignMaterial<S, B>),
+    /// See [`Request::Input`] and [`Request::WeightMask`].
+    Input(S),
 }
 
 /// `mask(i)` borrows weight `i`'s mask as the role knows it (the dealer's plaintext; nothing on a party).
-fn generate<'m, G: Generator>(
+pub(crate) fn generate<'m, G: Generator>(
     g: &mut G,
     request: &Request,
     mask: &dyn Fn(usize) -> Result<&'m G::Plain>,
     gemm: &dyn Gemm,
-) -> Result<Material> {
+) -> Result<Material<G::Share, G::BitShare>> {
     Ok(match *request {
         Request::Triples { len } => Material::Triples(kinds::triples(g, len)?),
         Request::MatTriple { m, k, n } => {
@@ -107,6 +124,9 @@ fn generate<'m, G: Generator>(
             truncate,
             payloads,
         } => Material::Sign(kinds::sign(g, len, truncate, payloads)?),
+        Request::Input { len } | Request::WeightMask { len, .. } => {
+            Material::Input(kinds::weight_mask(g, len).0)
+        }
     })
 }
 
@@ -164,11 +184,38 @@ pub fn deal(
     Ok(g.into_corrections())
 }
 
-impl Material {
+/// How many 64-bit words a share occupies (values and, where the protocol has them, MACs).
+pub trait ShareWords {
+    /// Words held.
+    fn share_words(&self) -> u64;
+}
+
+impl ShareWords for Vec<u64> {
+    fn share_words(&self) -> u64 {
+        self.len() as u64
+    }
+}
+
+impl ShareWords for auth::AuthVec {
+    fn share_words(&self) -> u64 {
+        2 * (self.v.len() + self.m.len()) as u64
+    }
+}
+
+impl ShareWords for auth::AuthBits {
+    fn share_words(&self) -> u64 {
+        (self.w.len() + self.m.len()) as u64
+    }
+}
+
+fn len<T: ShareWords>(v: &T) -> u64 {
+    v.share_words()
+}
+
+impl<S: ShareWords, B: ShareWords> Material<S, B> {
     /// Ring words (64-bit) of this party's share of the material: every vector it holds, summed.
     pub fn words(&self) -> u64 {
-        let len = |v: &[u64]| v.len() as u64;
-        let trunc = |t: &TruncMaterial| len(&t.r) + len(&t.r_shift) + len(&t.r_msb);
+        let trunc = |t: &TruncMaterial<S>| len(&t.r) + len(&t.r_shift) + len(&t.r_msb);
         match self {
             Material::Triples(t) => len(&t.a) + len(&t.b) + len(&t.c),
             Material::MatTriple(t) => len(&t.a) + len(&t.b) + len(&t.c),
@@ -186,6 +233,7 @@ impl Material {
                     + len(&s.alpha)
                     + len(&s.alpha_u)
             }
+            Material::Input(m) => len(m),
         }
     }
 }
@@ -215,8 +263,8 @@ impl MaterialUse {
 }
 
 /// One party's view of a job's material: its generator and the list of requests it must follow.
-pub struct PartyMaterial {
-    generator: PartyGenerator,
+pub struct PartyMaterial<G = PartyGenerator> {
+    generator: G,
     requests: Vec<Request>,
     next: usize,
     used: MaterialUse,
@@ -238,6 +286,28 @@ impl PartyMaterial {
             used: MaterialUse::default(),
         })
     }
+}
+
+impl<G> PartyMaterial<G>
+where
+    G: Generator<Plain = Hidden>,
+    G::Share: ShareWords,
+    G::BitShare: ShareWords,
+{
+    /// Material read through `generator` (any protocol's party side) following `requests`.
+    pub fn from_generator(generator: G, requests: Vec<Request>) -> Self {
+        Self {
+            generator,
+            requests,
+            next: 0,
+            used: MaterialUse::default(),
+        }
+    }
+
+    /// The party-side generator (key shares live there for `spdz2k`).
+    pub fn generator(&self) -> &G {
+        &self.generator
+    }
 
     /// The material consumed so far.
     pub fn used(&self) -> MaterialUse {
@@ -245,7 +315,7 @@ impl PartyMaterial {
     }
 
     /// Takes the material of the next request, which must equal `request`.
-    fn take(&mut self, request: Request) -> Result<Material> {
+    fn take(&mut self, request: Request) -> Result<Material<G::Share, G::BitShare>> {
         match self.requests.get(self.next) {
             Some(expected) if *expected == request => {}
             Some(expected) => {
@@ -264,17 +334,23 @@ impl PartyMaterial {
         }
         self.next += 1;
         let no_gemm = crate::gemm::NaiveGemm;
-        let corrections_before = self.generator.remaining_corrections();
+        let corrections_before = self.generator.remaining();
         let material = generate(&mut self.generator, &request, &|_| Ok(&Hidden), &no_gemm)?;
+        if self.generator.short() {
+            return Err(ProtocolError::Material(format!(
+                "dealer corrections ran out at operation {}",
+                self.next - 1
+            )));
+        }
         self.used.requests += 1;
         self.used.words += material.words();
         self.used.dealer_words +=
-            corrections_before.saturating_sub(self.generator.remaining_corrections()) as u64;
+            corrections_before.saturating_sub(self.generator.remaining()) as u64;
         Ok(material)
     }
 
     /// Takes `len` Beaver triples.
-    pub fn triples(&mut self, len: usize) -> Result<Triples> {
+    pub fn triples(&mut self, len: usize) -> Result<Triples<G::Share>> {
         match self.take(Request::Triples { len })? {
             Material::Triples(t) => Ok(t),
             other => Err(wrong_kind("Triples", &other)),
@@ -282,7 +358,7 @@ impl PartyMaterial {
     }
 
     /// Takes one matrix triple.
-    pub fn mat_triple(&mut self, m: usize, k: usize, n: usize) -> Result<MatTriple> {
+    pub fn mat_triple(&mut self, m: usize, k: usize, n: usize) -> Result<MatTriple<G::Share>> {
         match self.take(Request::MatTriple { m, k, n })? {
             Material::MatTriple(t) => Ok(t),
             other => Err(wrong_kind("MatTriple", &other)),
@@ -296,7 +372,7 @@ impl PartyMaterial {
         lowering: Lowering,
         batch: usize,
         outputs: usize,
-    ) -> Result<WeightTriple> {
+    ) -> Result<WeightTriple<G::Share>> {
         match self.take(Request::WeightTriple {
             weight,
             lowering,
@@ -309,7 +385,7 @@ impl PartyMaterial {
     }
 
     /// Takes truncation material.
-    pub fn trunc(&mut self, len: usize, frac_bits: u32) -> Result<TruncMaterial> {
+    pub fn trunc(&mut self, len: usize, frac_bits: u32) -> Result<TruncMaterial<G::Share>> {
         match self.take(Request::Trunc { len, frac_bits })? {
             Material::Trunc(t) => Ok(t),
             other => Err(wrong_kind("Trunc", &other)),
@@ -322,7 +398,7 @@ impl PartyMaterial {
         len: usize,
         truncate: Option<u32>,
         payloads: usize,
-    ) -> Result<SignMaterial> {
+    ) -> Result<SignMaterial<G::Share, G::BitShare>> {
         match self.take(Request::Sign {
             len,
             truncate,
@@ -333,27 +409,44 @@ impl PartyMaterial {
         }
     }
 
+    /// Takes the mask of an owner's input of `len` elements.
+    pub fn input(&mut self, len: usize) -> Result<G::Share> {
+        match self.take(Request::Input { len })? {
+            Material::Input(t) => Ok(t),
+            other => Err(wrong_kind("Input", &other)),
+        }
+    }
+
+    /// Takes the mask of weight number `weight` (`len` elements).
+    pub fn weight_mask(&mut self, weight: usize, len: usize) -> Result<G::Share> {
+        match self.take(Request::WeightMask { weight, len })? {
+            Material::Input(t) => Ok(t),
+            other => Err(wrong_kind("WeightMask", &other)),
+        }
+    }
+
     /// Checks that every request was consumed and every correction read.
     pub fn finish(&self) -> Result<()> {
-        if self.next != self.requests.len() || self.generator.remaining_corrections() != 0 {
+        if self.next != self.requests.len() || self.generator.remaining() != 0 {
             return Err(ProtocolError::Material(format!(
                 "{} of {} requests consumed, {} corrections unread",
                 self.next,
                 self.requests.len(),
-                self.generator.remaining_corrections()
+                self.generator.remaining()
             )));
         }
         Ok(())
     }
 }
 
-fn wrong_kind(wanted: &str, got: &Material) -> ProtocolError {
+fn wrong_kind<S, B>(wanted: &str, got: &Material<S, B>) -> ProtocolError {
     let got = match got {
         Material::Triples(_) => "Triples",
         Material::MatTriple(_) => "MatTriple",
         Material::WeightTriple(_) => "WeightTriple",
         Material::Trunc(_) => "Trunc",
         Material::Sign(_) => "Sign",
+        Material::Input(_) => "Input",
     };
     ProtocolError::Material(format!("expected {wanted} material, generated {got}"))
 }

@@ -7,25 +7,25 @@
 //! `X · W = lower(E) · (F + B) + lower(A) · F + C`, so the bytes per inference scale with the activations,
 //! not with the weights.
 
+use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::lowering::Lowering;
 use crate::net::Net;
-use crate::ring;
 
 use super::{open::Round, Party};
 
 /// A fixed weight matrix (`inner x outputs`) in the form a party multiplies with, after model setup.
-pub struct FixedWeight {
+pub struct FixedWeight<D: Domain = crate::domain::Semi2k> {
     index: usize,
     inner: usize,
     outputs: usize,
-    /// `F = W - B`, public to the committee.
+    /// `F = W - B`, public to the committee (modulo 2^64).
     opened: Vec<u64>,
-    /// `F + B_0` on party 0, `B_i` on the others: what multiplies `lower(E)`.
-    for_masked_input: Vec<u64>,
+    /// `F + B`: what multiplies `lower(E)`.
+    for_masked_input: D::Arith,
 }
 
-impl std::fmt::Debug for FixedWeight {
+impl<D: Domain> std::fmt::Debug for FixedWeight<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
@@ -35,7 +35,7 @@ impl std::fmt::Debug for FixedWeight {
     }
 }
 
-impl FixedWeight {
+impl<D: Domain> FixedWeight<D> {
     /// Weight number (the index of its mask).
     pub fn index(&self) -> usize {
         self.index
@@ -52,58 +52,61 @@ impl FixedWeight {
     }
 }
 
-impl<N: Net> Party<N> {
+impl<N: Net, D: Domain> Party<N, D> {
     /// Elementwise product of two shared vectors (one round).
-    pub fn mul(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
-        ensure_shape(x.len() == y.len(), "mul", || {
-            format!("lengths {} and {}", x.len(), y.len())
+    pub fn mul(&mut self, x: &D::Arith, y: &D::Arith) -> Result<D::Arith> {
+        let len = D::len(x);
+        ensure_shape(len == D::len(y), "mul", || {
+            format!("lengths {} and {}", len, D::len(y))
         })?;
-        let t = self.material.triples(x.len())?;
+        let mut t = self.material.triples(len)?;
+        self.deviate_triple(&mut t.c);
         let mut round = Round::default();
-        round.words(ring::sub(x, &t.a));
-        round.words(ring::sub(y, &t.b));
+        round.words(D::sub(x, &t.a));
+        round.words(D::sub(y, &t.b));
         let opened = self.open_round(round)?;
         let (d, e) = (&opened[0], &opened[1]);
-        let constants = self.holds_constants();
-        Ok((0..x.len())
-            .map(|i| {
-                let mut z = t.c[i]
-                    .wrapping_add(d[i].wrapping_mul(t.b[i]))
-                    .wrapping_add(e[i].wrapping_mul(t.a[i]));
-                if constants {
-                    z = z.wrapping_add(d[i].wrapping_mul(e[i]));
-                }
-                z
-            })
-            .collect())
+        let mut z = D::add(
+            &D::add(&t.c, &D::mul_public(&t.b, d)),
+            &D::mul_public(&t.a, e),
+        );
+        let de = crate::ring::mul(d, e);
+        self.add_public(&mut z, &de);
+        Ok(z)
     }
 
     /// Product of shared matrices `x` (m x k) and `y` (k x n) (one round).
-    pub fn matmul(&mut self, x: &[u64], y: &[u64], [m, k, n]: [usize; 3]) -> Result<Vec<u64>> {
-        ensure_shape(x.len() == m * k && y.len() == k * n, "matmul", || {
+    pub fn matmul(
+        &mut self,
+        x: &D::Arith,
+        y: &D::Arith,
+        [m, k, n]: [usize; 3],
+    ) -> Result<D::Arith> {
+        ensure_shape(D::len(x) == m * k && D::len(y) == k * n, "matmul", || {
             format!(
                 "operands of {} and {} elements for {m}x{k} by {k}x{n}",
-                x.len(),
-                y.len()
+                D::len(x),
+                D::len(y)
             )
         })?;
-        let t = self.material.mat_triple(m, k, n)?;
+        let mut t = self.material.mat_triple(m, k, n)?;
+        self.deviate_triple(&mut t.c);
         let mut round = Round::default();
-        round.words(ring::sub(x, &t.a));
-        round.words(ring::sub(y, &t.b));
+        round.words(D::sub(x, &t.a));
+        round.words(D::sub(y, &t.b));
         let opened = self.open_round(round)?;
         let (e, f) = (&opened[0], &opened[1]);
-        let mut z = t.c;
-        let mut tmp = vec![0u64; m * n];
-        let b_side = if self.holds_constants() {
-            sum(f, &t.b)
-        } else {
-            t.b
-        };
-        self.gemm.gemm(m, k, n, e, &b_side, &mut tmp);
-        ring::add_assign(&mut z, &tmp);
-        self.gemm.gemm(m, k, n, &t.a, f, &mut tmp);
-        ring::add_assign(&mut z, &tmp);
+        // X·Y = C + E·B + A·F + E·F.
+        let mut z = D::add(
+            &t.c,
+            &D::add(
+                &D::gemm_left(self.gemm.as_ref(), [m, k, n], e, &t.b),
+                &D::gemm_right(self.gemm.as_ref(), [m, k, n], &t.a, f),
+            ),
+        );
+        let mut ef = vec![0u64; m * n];
+        self.gemm.gemm(m, k, n, e, f, &mut ef);
+        self.add_public(&mut z, &ef);
         Ok(z)
     }
 
@@ -112,27 +115,47 @@ impl<N: Net> Party<N> {
     pub fn setup_weight(
         &mut self,
         index: usize,
-        weight: &[u64],
-        mask: &[u64],
+        weight: &D::Arith,
+        mask: &D::Arith,
         [inner, outputs]: [usize; 2],
-    ) -> Result<FixedWeight> {
+    ) -> Result<FixedWeight<D>> {
         ensure_shape(
-            weight.len() == inner * outputs && mask.len() == weight.len(),
+            D::len(weight) == inner * outputs && D::len(mask) == D::len(weight),
             "setup_weight",
             || {
                 format!(
                     "weight {} and mask {} elements for {inner}x{outputs}",
-                    weight.len(),
-                    mask.len()
+                    D::len(weight),
+                    D::len(mask)
                 )
             },
         )?;
-        let opened = self.open(&ring::sub(weight, mask))?;
-        let for_masked_input = if self.holds_constants() {
-            sum(&opened, mask)
-        } else {
-            mask.to_vec()
-        };
+        let opened = self.open(&D::sub(weight, mask))?;
+        self.fixed_weight(index, mask.clone(), opened, [inner, outputs])
+    }
+
+    /// Model setup for weight number `index` when the model owner published `F = W - B` itself (it got the
+    /// plaintext mask `B` from the dealer): no communication among the parties. `[W] = [B] + F`.
+    pub fn fixed_weight(
+        &mut self,
+        index: usize,
+        mask: D::Arith,
+        opened: Vec<u64>,
+        [inner, outputs]: [usize; 2],
+    ) -> Result<FixedWeight<D>> {
+        ensure_shape(
+            D::len(&mask) == inner * outputs && opened.len() == inner * outputs,
+            "fixed_weight",
+            || {
+                format!(
+                    "mask {} and published {} elements for {inner}x{outputs}",
+                    D::len(&mask),
+                    opened.len()
+                )
+            },
+        )?;
+        let mut for_masked_input = mask;
+        self.add_public(&mut for_masked_input, &opened);
         Ok(FixedWeight {
             index,
             inner,
@@ -145,11 +168,11 @@ impl<N: Net> Party<N> {
     /// `lower(x) · W` for a fixed weight set up with [`Party::setup_weight`] (one round).
     pub fn weight_product(
         &mut self,
-        x: &[u64],
+        x: &D::Arith,
         batch: usize,
         lowering: Lowering,
-        w: &FixedWeight,
-    ) -> Result<Vec<u64>> {
+        w: &FixedWeight<D>,
+    ) -> Result<D::Arith> {
         ensure_shape(lowering.inner() == w.inner, "weight_product", || {
             format!(
                 "lowered inner dimension {} against a {}x{} weight",
@@ -158,40 +181,34 @@ impl<N: Net> Party<N> {
                 w.outputs
             )
         })?;
-        let t = self
+        let mut t = self
             .material
             .weight_triple(w.index, lowering, batch, w.outputs)?;
-        ensure_shape(x.len() == t.a.len(), "weight_product", || {
-            format!("input of {} elements, expected {}", x.len(), t.a.len())
+        self.deviate_triple(&mut t.c);
+        ensure_shape(D::len(x) == D::len(&t.a), "weight_product", || {
+            format!("input of {} elements, expected {}", D::len(x), D::len(&t.a))
         })?;
-        let e = self.open(&ring::sub(x, &t.a))?;
+        let e = self.open(&D::sub(x, &t.a))?;
         let rows = batch * lowering.rows_per_item();
-        let mut z = t.c;
-        let mut tmp = vec![0u64; rows * w.outputs];
-        self.gemm.gemm(
-            rows,
-            w.inner,
-            w.outputs,
-            &lowering.lower(&e, batch)?,
-            &w.for_masked_input,
-            &mut tmp,
+        let mkn = [rows, w.inner, w.outputs];
+        // lower(X)·W = C + lower(E)·(F + B) + lower(A)·F.
+        let z = D::add(
+            &t.c,
+            &D::add(
+                &D::gemm_left(
+                    self.gemm.as_ref(),
+                    mkn,
+                    &lowering.lower(&e, batch)?,
+                    &w.for_masked_input,
+                ),
+                &D::gemm_right(
+                    self.gemm.as_ref(),
+                    mkn,
+                    &D::lower(&lowering, &t.a, batch)?,
+                    &w.opened,
+                ),
+            ),
         );
-        ring::add_assign(&mut z, &tmp);
-        self.gemm.gemm(
-            rows,
-            w.inner,
-            w.outputs,
-            &lowering.lower(&t.a, batch)?,
-            &w.opened,
-            &mut tmp,
-        );
-        ring::add_assign(&mut z, &tmp);
         Ok(z)
     }
-}
-
-fn sum(a: &[u64], b: &[u64]) -> Vec<u64> {
-    let mut out = a.to_vec();
-    ring::add_assign(&mut out, b);
-    out
 }

@@ -188,11 +188,13 @@ where
 
 /// All parties' results, or the error that caused the failure: a party that failed on its own is reported
 /// before the parties that only saw it disconnect.
-fn first_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+pub(crate) fn first_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
+    // A deliberate deviation (the protocol lab) is not what the honest parties observed: report theirs.
     let is_echo = |e: &ProtocolError| {
         matches!(
             e,
             ProtocolError::Net(crate::net::NetError::Disconnected { .. })
+                | ProtocolError::Deviated(_)
         )
     };
     let mut echo = None;

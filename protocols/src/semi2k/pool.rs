@@ -5,9 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::Domain;
 use crate::error::{ensure_shape, ProtocolError, Result};
 use crate::net::Net;
-use crate::ring;
 
 use super::{sign::SignJob, Party};
 
@@ -54,7 +54,7 @@ impl Pool2d {
     }
 
     /// The candidates of every output, as `window` vectors of `batch * output_len` elements each.
-    fn gather(&self, x: &[u64], batch: usize) -> Result<Vec<Vec<u64>>> {
+    fn gather<D: Domain>(&self, x: &D::Arith, batch: usize) -> Result<Vec<D::Arith>> {
         let [oh, ow] = self.output_hw().ok_or_else(|| ProtocolError::Shape {
             op: "max_pool2d",
             detail: format!(
@@ -62,10 +62,10 @@ impl Pool2d {
                 self.kernel, self.height, self.width
             ),
         })?;
-        ensure_shape(x.len() == batch * self.input_len(), "max_pool2d", || {
+        ensure_shape(D::len(x) == batch * self.input_len(), "max_pool2d", || {
             format!(
                 "{} elements for a batch of {batch} items of {}",
-                x.len(),
+                D::len(x),
                 self.input_len()
             )
         })?;
@@ -78,14 +78,13 @@ impl Pool2d {
                         for kx in 0..self.kernel[1] {
                             let y = oy * self.stride[0] + ky;
                             let xx = ox * self.stride[1] + kx;
-                            candidates[ky * self.kernel[1] + kx]
-                                .push(x[base + y * self.width + xx]);
+                            candidates[ky * self.kernel[1] + kx].push(base + y * self.width + xx);
                         }
                     }
                 }
             }
         }
-        Ok(candidates)
+        Ok(candidates.iter().map(|idx| D::gather(x, idx)).collect())
     }
 }
 
@@ -99,33 +98,34 @@ pub(crate) fn tournament_levels(mut count: usize) -> Vec<usize> {
     levels
 }
 
-impl<N: Net> Party<N> {
+impl<N: Net, D: Domain> Party<N, D> {
     /// Elementwise `max(a, b)` (8 rounds). Requires `|a - b| < 2^62`.
-    pub fn max(&mut self, a: &[u64], b: &[u64]) -> Result<Vec<u64>> {
-        ensure_shape(a.len() == b.len(), "max", || {
-            format!("lengths {} and {}", a.len(), b.len())
+    pub fn max(&mut self, a: &D::Arith, b: &D::Arith) -> Result<D::Arith> {
+        ensure_shape(D::len(a) == D::len(b), "max", || {
+            format!("lengths {} and {}", D::len(a), D::len(b))
         })?;
-        let mut out = self.relu(&ring::sub(a, b))?;
-        ring::add_assign(&mut out, b);
-        Ok(out)
+        let out = self.relu(&D::sub(a, b))?;
+        Ok(D::add(&out, b))
     }
 
     /// Max pooling of `batch` items (8 rounds per tournament level: 16 for a 2x2 window).
-    pub fn max_pool2d(&mut self, x: &[u64], batch: usize, pool: &Pool2d) -> Result<Vec<u64>> {
-        let mut candidates = pool.gather(x, batch)?;
+    pub fn max_pool2d(&mut self, x: &D::Arith, batch: usize, pool: &Pool2d) -> Result<D::Arith> {
+        let mut candidates = pool.gather::<D>(x, batch)?;
         while candidates.len() > 1 {
             let pairs = candidates.len() / 2;
-            let width = candidates[0].len();
-            let mut diff = Vec::with_capacity(pairs * width);
-            for j in 0..pairs {
-                diff.extend(ring::sub(&candidates[2 * j], &candidates[2 * j + 1]));
-            }
+            let width = D::len(&candidates[0]);
+            let diff = D::concat(
+                &(0..pairs)
+                    .map(|j| D::sub(&candidates[2 * j], &candidates[2 * j + 1]))
+                    .collect::<Vec<_>>(),
+            );
             let selected = self.relu(&diff)?;
-            let mut next: Vec<Vec<u64>> = (0..pairs)
+            let mut next: Vec<D::Arith> = (0..pairs)
                 .map(|j| {
-                    let mut m = selected[j * width..(j + 1) * width].to_vec();
-                    ring::add_assign(&mut m, &candidates[2 * j + 1]);
-                    m
+                    D::add(
+                        &D::slice(&selected, j * width..(j + 1) * width),
+                        &candidates[2 * j + 1],
+                    )
                 })
                 .collect();
             if candidates.len() % 2 == 1 {
@@ -138,23 +138,28 @@ impl<N: Net> Party<N> {
 
     /// Index of the largest of each row of `x` (`rows x cols`), as additive shares of an integer (8 rounds per
     /// level, `ceil(log2 cols)` levels). Ties go to the lower index.
-    pub fn argmax(&mut self, x: &[u64], rows: usize, cols: usize) -> Result<Vec<u64>> {
-        ensure_shape(x.len() == rows * cols && cols > 0, "argmax", || {
-            format!("{} elements for {rows} rows of {cols}", x.len())
+    pub fn argmax(&mut self, x: &D::Arith, rows: usize, cols: usize) -> Result<D::Arith> {
+        ensure_shape(D::len(x) == rows * cols && cols > 0, "argmax", || {
+            format!("{} elements for {rows} rows of {cols}", D::len(x))
         })?;
-        let mut values: Vec<Vec<u64>> = (0..cols)
-            .map(|c| (0..rows).map(|r| x[r * cols + c]).collect())
+        let mut values: Vec<D::Arith> = (0..cols)
+            .map(|c| D::gather(x, &(0..rows).map(|r| r * cols + c).collect::<Vec<_>>()))
             .collect();
-        let mut indices: Vec<Vec<u64>> = (0..cols as u64)
+        let mut indices: Vec<D::Arith> = (0..cols as u64)
             .map(|c| self.share_public(&vec![c; rows]))
             .collect();
         while values.len() > 1 {
             let pairs = values.len() / 2;
-            let (mut diff, mut idx_diff) = (Vec::new(), Vec::new());
-            for j in 0..pairs {
-                diff.extend(ring::sub(&values[2 * j], &values[2 * j + 1]));
-                idx_diff.extend(ring::sub(&indices[2 * j], &indices[2 * j + 1]));
-            }
+            let diff = D::concat(
+                &(0..pairs)
+                    .map(|j| D::sub(&values[2 * j], &values[2 * j + 1]))
+                    .collect::<Vec<_>>(),
+            );
+            let idx_diff = D::concat(
+                &(0..pairs)
+                    .map(|j| D::sub(&indices[2 * j], &indices[2 * j + 1]))
+                    .collect::<Vec<_>>(),
+            );
             let selected = self.sign_select(SignJob {
                 z: &diff,
                 truncate: false,
@@ -163,12 +168,12 @@ impl<N: Net> Party<N> {
             })?;
             let (mut next_values, mut next_indices) = (Vec::new(), Vec::new());
             for j in 0..pairs {
-                let mut v = selected[0][j * rows..(j + 1) * rows].to_vec();
-                ring::add_assign(&mut v, &values[2 * j + 1]);
-                let mut i = selected[1][j * rows..(j + 1) * rows].to_vec();
-                ring::add_assign(&mut i, &indices[2 * j + 1]);
-                next_values.push(v);
-                next_indices.push(i);
+                let range = j * rows..(j + 1) * rows;
+                next_values.push(D::add(
+                    &D::slice(&selected[0], range.clone()),
+                    &values[2 * j + 1],
+                ));
+                next_indices.push(D::add(&D::slice(&selected[1], range), &indices[2 * j + 1]));
             }
             if values.len() % 2 == 1 {
                 next_values.extend(values.pop());

@@ -17,54 +17,56 @@
 //! their triples' `a`, `b`, `b2`, `e` by `u`, `delta` by `alpha`.
 
 use crate::bits;
+use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::material::kinds::{prefix_levels, COMPARED_BITS};
 use crate::net::Net;
-use crate::ring;
 
 use super::{open::Round, Party};
 
 /// What the sign test multiplies by `b = [z >= 0]`.
-pub(crate) struct SignJob<'a> {
+pub(crate) struct SignJob<'a, D: Domain> {
     /// The value tested.
-    pub z: &'a [u64],
+    pub z: &'a D::Arith,
     /// Truncate `z` by `f` in the same opening (only meaningful with `select_self`).
     pub truncate: bool,
     /// Include `z` itself (or its truncation) as the first payload.
     pub select_self: bool,
     /// Further payloads, each as long as `z`.
-    pub extras: Vec<Vec<u64>>,
+    pub extras: Vec<D::Arith>,
 }
 
-impl<N: Net> Party<N> {
+impl<N: Net, D: Domain> Party<N, D> {
     /// Runs the sign test; returns `b * payload` for every payload (self first, then extras).
-    pub(crate) fn sign_select(&mut self, job: SignJob<'_>) -> Result<Vec<Vec<u64>>> {
-        let len = job.z.len();
+    pub(crate) fn sign_select(&mut self, job: SignJob<'_, D>) -> Result<Vec<D::Arith>> {
+        let len = D::len(job.z);
         for extra in &job.extras {
-            ensure_shape(extra.len() == len, "sign_select", || {
-                format!("payload {} vs value {len}", extra.len())
+            ensure_shape(D::len(extra) == len, "sign_select", || {
+                format!("payload {} vs value {len}", D::len(extra))
             })?;
         }
         let f = self.fixed_point.frac_bits();
         let payloads = usize::from(job.select_self) + job.extras.len();
-        let m = self
+        let mut m = self
             .material
             .sign(len, job.truncate.then_some(f), payloads)?;
+        for level in &mut m.levels {
+            self.deviate_bit_triple(&mut level.c);
+        }
         let words = bits::words_for(len);
-        let alpha = |j: usize| &m.alpha[j * len..(j + 1) * len];
+        let alpha = |j: usize| D::slice(&m.alpha, j * len..(j + 1) * len);
         let first_extra = usize::from(job.select_self);
 
         // Round 1: the masked value, and every payload's delta already known.
-        let mut masked = self.offset_for_sign(job.z);
-        ring::add_assign(&mut masked, &m.mask.r);
+        let masked = D::add(&self.offset_for_sign(job.z), &m.mask.r);
         let mut round = Round::default();
         round.words(masked);
         for (j, extra) in job.extras.iter().enumerate() {
-            round.words(ring::sub(extra, alpha(first_extra + j)));
+            round.words(D::sub(extra, &alpha(first_extra + j)));
         }
         let self_delta_now = job.select_self && !job.truncate;
         if self_delta_now {
-            round.words(ring::sub(job.z, alpha(0)));
+            round.words(D::sub(job.z, &alpha(0)));
         }
         let mut opened = self.open_round(round)?.into_iter();
         let c = opened.next().unwrap_or_default();
@@ -78,46 +80,51 @@ impl<N: Net> Party<N> {
         let self_value = if job.truncate {
             self.finish_trunc(&c, &m.mask)
         } else {
-            job.z.to_vec()
+            job.z.clone()
         };
 
         // Level 0 of the comparison, bit-sliced: node q holds bit 61 - q (most significant first).
+        // G = r & !c (r is larger here), P = !(r ^ c) = r ^ !c (equal here).
         let c_planes = bits::to_planes(&c);
-        let plane = |planes: &[u64], bit: usize| planes[bit * words..(bit + 1) * words].to_vec();
+        let public_plane = |bit: usize| c_planes[bit * words..(bit + 1) * words].to_vec();
         let constants = self.holds_constants();
-        let mut g = Vec::with_capacity(COMPARED_BITS * words);
-        let mut p = Vec::with_capacity(COMPARED_BITS * words);
+        let mut g_nodes = Vec::with_capacity(COMPARED_BITS);
+        let mut p_nodes = Vec::with_capacity(COMPARED_BITS);
         for q in 0..COMPARED_BITS {
             let bit = COMPARED_BITS - 1 - q;
-            let (r, cp) = (plane(&m.r_planes, bit), plane(&c_planes, bit));
-            g.extend(r.iter().zip(&cp).map(|(&r, &c)| r & !c));
-            p.extend(
-                r.iter()
-                    .zip(&cp)
-                    .map(|(&r, &c)| if constants { r ^ !c } else { r }),
-            );
+            let r = D::bit_slice(&m.r_planes, bit * words..(bit + 1) * words);
+            let not_c: Vec<u64> = public_plane(bit).iter().map(|&c| !c).collect();
+            g_nodes.push(D::and_public(&r, &not_c));
+            p_nodes.push(D::xor_public(&self.state, &r, &not_c, constants));
         }
+        let mut g = D::bit_concat(&g_nodes);
+        let mut p = D::bit_concat(&p_nodes);
 
-        // Prefix levels: one round each.
+        // Prefix levels: one round each. G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.
         let mut self_delta_pending = job.select_self && job.truncate;
         for (level, t) in prefix_levels(COMPARED_BITS).iter().zip(&m.levels) {
-            let node = |v: &[u64], i: usize| v[i * words..(i + 1) * words].to_vec();
-            let mut p_hi = Vec::with_capacity(level.pairs * words);
-            let mut g_lo = Vec::with_capacity(level.pairs * words);
-            let mut p_lo = Vec::with_capacity(level.with_p * words);
-            for j in 0..level.pairs {
-                p_hi.extend(node(&p, 2 * j));
-                g_lo.extend(node(&g, 2 * j + 1));
-                if j < level.with_p {
-                    p_lo.extend(node(&p, 2 * j + 1));
-                }
-            }
+            let node = |v: &D::Bits, i: usize| D::bit_slice(v, i * words..(i + 1) * words);
+            let p_hi = D::bit_concat(
+                &(0..level.pairs)
+                    .map(|j| node(&p, 2 * j))
+                    .collect::<Vec<_>>(),
+            );
+            let g_lo = D::bit_concat(
+                &(0..level.pairs)
+                    .map(|j| node(&g, 2 * j + 1))
+                    .collect::<Vec<_>>(),
+            );
+            let p_lo = D::bit_concat(
+                &(0..level.with_p)
+                    .map(|j| node(&p, 2 * j + 1))
+                    .collect::<Vec<_>>(),
+            );
             let mut round = Round::default();
-            round.bits(bits::xor(&p_hi, &t.a), level.pairs, len);
-            round.bits(bits::xor(&g_lo, &t.b), level.pairs, len);
-            round.bits(bits::xor(&p_lo, &t.b2), level.with_p, len);
+            round.bits(D::xor(&p_hi, &t.a), level.pairs, len);
+            round.bits(D::xor(&g_lo, &t.b), level.pairs, len);
+            round.bits(D::xor(&p_lo, &t.b2), level.with_p, len);
             if self_delta_pending {
-                round.words(ring::sub(&self_value, alpha(0)));
+                round.words(D::sub(&self_value, &alpha(0)));
             }
             let mut opened = self.open_round(round)?.into_iter();
             let d = opened.next().unwrap_or_default();
@@ -127,52 +134,60 @@ impl<N: Net> Party<N> {
                 deltas[0] = opened.next().unwrap_or_default();
                 self_delta_pending = false;
             }
-            // x & y from a triple (a, b, c) and opened d = x ^ a, e = y ^ b: c ^ (d & b) ^ (e & a) ^ [d & e].
-            let and = |c: u64, d: u64, b: u64, e: u64, a: u64| {
-                let mut z = c ^ (d & b) ^ (e & a);
-                if constants {
-                    z ^= d & e;
-                }
-                z
+            // x & y from a triple (a, b, c) and opened d = x ^ a, e = y ^ b: c ^ (d & b) ^ (e & a) ^ (d & e).
+            let with_p_words = level.with_p * words;
+            let a_p = D::bit_slice(&t.a, 0..with_p_words);
+            let and = |c: &D::Bits, d: &[u64], b: &D::Bits, e: &[u64], a: &D::Bits| {
+                let z = D::xor(&D::xor(c, &D::and_public(b, d)), &D::and_public(a, e));
+                D::xor_public(&self.state, &z, &bits::and(d, e), constants)
             };
-            let new_nodes = level.nodes.div_ceil(2);
-            let mut g_next = vec![0u64; new_nodes * words];
-            let mut p_next = vec![0u64; new_nodes * words];
-            for j in 0..level.pairs {
-                for w in 0..words {
-                    let i = j * words + w;
-                    let hi = 2 * j * words + w;
-                    g_next[i] = g[hi] ^ and(t.c[i], d[i], t.b[i], e[i], t.a[i]);
-                    if j < level.with_p {
-                        p_next[i] = and(t.c2[i], d[i], t.b2[i], e2[i], t.a[i]);
-                    }
-                }
+            let carried = and(&t.c, &d, &t.b, &e, &t.a);
+            let g_hi = D::bit_concat(
+                &(0..level.pairs)
+                    .map(|j| node(&g, 2 * j))
+                    .collect::<Vec<_>>(),
+            );
+            let mut g_next = vec![D::xor(&g_hi, &carried)];
+            let mut p_next = vec![and(&t.c2, &d[..with_p_words], &t.b2, &e2, &a_p)];
+            if level.pairs > level.with_p {
+                // The least significant pair's P is never read again: keep the node count aligned.
+                let zeros = vec![0u64; (level.pairs - level.with_p) * words];
+                p_next.push(D::and_public(
+                    &D::bit_slice(&carried, 0..zeros.len()),
+                    &zeros,
+                ));
             }
             if level.nodes % 2 == 1 {
                 let last = level.nodes - 1;
-                g_next[level.pairs * words..].copy_from_slice(&g[last * words..(last + 1) * words]);
-                p_next[level.pairs * words..].copy_from_slice(&p[last * words..(last + 1) * words]);
+                g_next.push(node(&g, last));
+                p_next.push(node(&p, last));
             }
-            g = g_next;
-            p = p_next;
+            g = D::bit_concat(&g_next);
+            p = D::bit_concat(&p_next);
         }
 
         // b = c_62 ^ r_62 ^ borrow, then open e = b ^ u.
-        let mut b = plane(&m.r_planes, COMPARED_BITS);
-        bits::xor_assign(&mut b, &g[..words]);
-        if constants {
-            bits::xor_assign(&mut b, &plane(&c_planes, COMPARED_BITS));
-        }
+        let r62 = D::bit_slice(
+            &m.r_planes,
+            COMPARED_BITS * words..(COMPARED_BITS + 1) * words,
+        );
+        let b = D::xor_public(
+            &self.state,
+            &D::xor(&r62, &D::bit_slice(&g, 0..words)),
+            &public_plane(COMPARED_BITS),
+            constants,
+        );
         let mut round = Round::default();
-        round.bits(bits::xor(&b, &m.u_bits), 1, len);
+        round.bits(D::xor(&b, &m.u_bits), 1, len);
         let e = self
             .open_round(round)?
             .into_iter()
             .next()
             .unwrap_or_default();
+        let e_int: Vec<u64> = (0..len).map(|i| u64::from(bits::get(&e, i))).collect();
 
-        // b * v = e * v + (1 - 2e) * (delta * u + alpha * u).
-        let mut values: Vec<Vec<u64>> = Vec::with_capacity(payloads);
+        // b * v = e * v + (1 - 2e) * (delta * u + alpha * u) = vu + e * (v - 2 vu), vu = delta * u + alpha * u.
+        let mut values: Vec<D::Arith> = Vec::with_capacity(payloads);
         if job.select_self {
             values.push(self_value);
         }
@@ -181,23 +196,16 @@ impl<N: Net> Party<N> {
             .into_iter()
             .enumerate()
             .map(|(j, v)| {
-                let au = &m.alpha_u[j * len..(j + 1) * len];
-                (0..len)
-                    .map(|i| {
-                        let vu = deltas[j][i].wrapping_mul(m.u[i]).wrapping_add(au[i]);
-                        if bits::get(&e, i) {
-                            v[i].wrapping_sub(vu)
-                        } else {
-                            vu
-                        }
-                    })
-                    .collect()
+                let au = D::slice(&m.alpha_u, j * len..(j + 1) * len);
+                let vu = D::add(&D::mul_public(&m.u, &deltas[j]), &au);
+                let two_vu = D::add(&vu, &vu);
+                D::add(&vu, &D::mul_public(&D::sub(&v, &two_vu), &e_int))
             })
             .collect())
     }
 
     /// `max(z, 0)` of a shared vector (8 rounds). Requires `|z| < 2^62`.
-    pub fn relu(&mut self, z: &[u64]) -> Result<Vec<u64>> {
+    pub fn relu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         let mut out = self.sign_select(SignJob {
             z,
             truncate: false,
@@ -208,7 +216,7 @@ impl<N: Net> Party<N> {
     }
 
     /// `max(trunc(z), 0)`: truncation and ReLU from one opening (8 rounds), for a product's `2f` fractional bits.
-    pub fn trunc_relu(&mut self, z: &[u64]) -> Result<Vec<u64>> {
+    pub fn trunc_relu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         let mut out = self.sign_select(SignJob {
             z,
             truncate: true,
@@ -219,8 +227,8 @@ impl<N: Net> Party<N> {
     }
 
     /// DReLU: additive shares of the integer bit `[z >= 0]` (8 rounds).
-    pub fn drelu(&mut self, z: &[u64]) -> Result<Vec<u64>> {
-        let ones = self.share_public(&vec![1; z.len()]);
+    pub fn drelu(&mut self, z: &D::Arith) -> Result<D::Arith> {
+        let ones = self.share_public(&vec![1; D::len(z)]);
         let mut out = self.sign_select(SignJob {
             z,
             truncate: false,
@@ -231,10 +239,10 @@ impl<N: Net> Party<N> {
     }
 
     /// Comparison: additive shares of the integer bit `[x >= y]` (8 rounds). Requires `|x - y| < 2^62`.
-    pub fn greater_equal(&mut self, x: &[u64], y: &[u64]) -> Result<Vec<u64>> {
-        ensure_shape(x.len() == y.len(), "greater_equal", || {
-            format!("lengths {} and {}", x.len(), y.len())
+    pub fn greater_equal(&mut self, x: &D::Arith, y: &D::Arith) -> Result<D::Arith> {
+        ensure_shape(D::len(x) == D::len(y), "greater_equal", || {
+            format!("lengths {} and {}", D::len(x), D::len(y))
         })?;
-        self.drelu(&ring::sub(x, y))
+        self.drelu(&D::sub(x, y))
     }
 }

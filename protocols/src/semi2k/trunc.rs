@@ -11,51 +11,44 @@
 //! `floor(z / 2^f)` or exceeds it by one unit in the last place, never more, never less. `c` is uniformly distributed
 //! whatever `z` is, so the opening reveals nothing.
 
+use crate::domain::Domain;
 use crate::error::Result;
 use crate::material::TruncMaterial;
 use crate::net::Net;
 
 use super::{open::Round, Party, SIGN_OFFSET};
 
-impl<N: Net> Party<N> {
+impl<N: Net, D: Domain> Party<N, D> {
     /// Shares of `z + 2^62` (party 0 adds the offset).
-    pub(crate) fn offset_for_sign(&self, z: &[u64]) -> Vec<u64> {
-        let mut shifted = z.to_vec();
-        if self.holds_constants() {
-            for x in &mut shifted {
-                *x = x.wrapping_add(SIGN_OFFSET);
-            }
-        }
+    pub(crate) fn offset_for_sign(&self, z: &D::Arith) -> D::Arith {
+        let mut shifted = z.clone();
+        self.add_public(&mut shifted, &vec![SIGN_OFFSET; D::len(z)]);
         shifted
     }
 
-    /// Shares of `trunc(z)` from the opened `c = z + 2^62 + r` and the dealt truncation material.
-    pub(crate) fn finish_trunc(&self, opened: &[u64], mask: &TruncMaterial) -> Vec<u64> {
+    /// Shares of `trunc(z)` from the opened `c = z + 2^62 + r` and the dealt truncation material:
+    /// `(c >> f) - (2^62 >> f) - (r >> f) + 2^(64-f) * msb(r) * [msb(c) = 0]`.
+    pub(crate) fn finish_trunc(&self, opened: &[u64], mask: &TruncMaterial<D::Arith>) -> D::Arith {
         let f = self.fixed_point.frac_bits();
-        let constants = self.holds_constants();
-        opened
+        let wrap: Vec<u64> = opened
             .iter()
-            .zip(mask.r_shift.iter().zip(&mask.r_msb))
-            .map(|(&c, (&r_shift, &r_msb))| {
-                let mut t = 0u64.wrapping_sub(r_shift);
-                if c >> 63 == 0 {
-                    t = t.wrapping_add(r_msb << (64 - f));
-                }
-                if constants {
-                    t = t.wrapping_add(c >> f).wrapping_sub(SIGN_OFFSET >> f);
-                }
-                t
-            })
-            .collect()
+            .map(|&c| if c >> 63 == 0 { 1u64 << (64 - f) } else { 0 })
+            .collect();
+        let mut t = D::sub(&D::mul_public(&mask.r_msb, &wrap), &mask.r_shift);
+        let public: Vec<u64> = opened
+            .iter()
+            .map(|&c| (c >> f).wrapping_sub(SIGN_OFFSET >> f))
+            .collect();
+        self.add_public(&mut t, &public);
+        t
     }
 
     /// Divides a shared fixed-point value carrying `2f` fractional bits by `2^f` (one round, at most 1 ulp off).
     /// Requires `|z| < 2^62`.
-    pub fn trunc(&mut self, z: &[u64]) -> Result<Vec<u64>> {
+    pub fn trunc(&mut self, z: &D::Arith) -> Result<D::Arith> {
         let f = self.fixed_point.frac_bits();
-        let mask = self.material.trunc(z.len(), f)?;
-        let mut masked = self.offset_for_sign(z);
-        crate::ring::add_assign(&mut masked, &mask.r);
+        let mask = self.material.trunc(D::len(z), f)?;
+        let masked = D::add(&self.offset_for_sign(z), &mask.r);
         let mut round = Round::default();
         round.words(masked);
         let opened = self.open_round(round)?;

@@ -1,0 +1,60 @@
+//! Deliberate deviations for the protocol lab (`veil bench --adversary`): one party misbehaves once, at a
+//! chosen point of the job, so that tests and benchmarks can show that `spdz2k` aborts instead of returning a
+//! wrong answer. Nothing in production sets an adversary.
+
+use serde::{Deserialize, Serialize};
+
+/// How the deviating party misbehaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Deviation {
+    /// Adds an error (modulo 2^64, or a flipped bit) to a share it sends in the chosen opening.
+    FlipShare,
+    /// Uses a bad triple: adds an error to its share of the chosen triple's product.
+    WrongTriple,
+    /// Adds an error to its MAC share of a value it opens in the chosen opening.
+    BadMac,
+    /// Stays silent from the chosen opening on.
+    SkipRound,
+    /// Sends the output's recipient a wrong share of the output.
+    WrongOutput,
+}
+
+impl Deviation {
+    /// Every deviation, in CLI order.
+    pub const ALL: [Deviation; 5] = [
+        Deviation::FlipShare,
+        Deviation::WrongTriple,
+        Deviation::BadMac,
+        Deviation::SkipRound,
+        Deviation::WrongOutput,
+    ];
+
+    /// The CLI name (`flip-share`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Deviation::FlipShare => "flip-share",
+            Deviation::WrongTriple => "wrong-triple",
+            Deviation::BadMac => "bad-mac",
+            Deviation::SkipRound => "skip-round",
+            Deviation::WrongOutput => "wrong-output",
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(name: &str) -> Option<Deviation> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+}
+
+/// One deviation: which, by which party, where, and the error it injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Adversary {
+    /// The misbehaviour.
+    pub kind: Deviation,
+    /// The deviating party.
+    pub party: usize,
+    /// The index of the opening round (or triple use, or output element) where it strikes.
+    pub at: usize,
+    /// The error added (non-zero modulo 2^64).
+    pub delta: u64,
+}

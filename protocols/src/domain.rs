@@ -1,0 +1,206 @@
+//! The share domain: what a party holds for a shared value, and the local operations on it.
+//!
+//! Every protocol operation (open, Beaver products, truncation, the sign test, pooling) is written once over
+//! [`Domain`]; the MAC is a property of the share type, not of the protocol code. [`Semi2k`] shares are bare
+//! words (no MAC); `spdz2k` shares (see [`crate::spdz2k::Spdz2k`]) carry a MAC on every arithmetic element and
+//! every bit, and record every opened value for the batched MAC check.
+//!
+//! Public values (opened values, constants) are always `u64` words: only the value modulo 2^64 matters, and
+//! any linear combination with public coefficients keeps a MAC valid, so using the low 64 bits of an opened
+//! value as a coefficient is both correct (modulo 2^64) and consistent with the MACs.
+
+use crate::error::Result;
+use crate::gemm::Gemm;
+use crate::lowering::Lowering;
+use crate::material::generator::{Generator, Hidden, PartyGenerator};
+use crate::material::ShareWords;
+
+/// A family of share types and their local operations. Implementations are zero-sized markers.
+pub trait Domain: Sized + Send + Sync + 'static {
+    /// A party's share of a vector of ring elements.
+    type Arith: Clone + Default + Send + Sync + std::fmt::Debug + ShareWords;
+    /// A party's share of packed bits (64 per word).
+    type Bits: Clone + Default + Send + Sync + std::fmt::Debug + ShareWords;
+    /// The party side of this domain's dealer material.
+    type Gen: Generator<Plain = Hidden, Share = Self::Arith, BitShare = Self::Bits> + Send;
+    /// Per-party protocol state: key shares and the record of opened values (nothing for `semi2k`).
+    type State: Send;
+    /// Protocol name, as `veil bench --protocol` spells it.
+    const NAME: &'static str;
+    /// Bytes one arithmetic element takes on the wire when opened.
+    const WIRE_BYTES: usize;
+
+    /// Fresh state from the party's generator (reads its key shares).
+    fn state(generator: &Self::Gen) -> Self::State;
+
+    /// Number of elements.
+    fn len(x: &Self::Arith) -> usize;
+    /// A sharing of public `values`; `constants` is true on the one party that holds public constants.
+    fn public(state: &Self::State, values: &[u64], constants: bool) -> Self::Arith;
+    /// `x + y`.
+    fn add(x: &Self::Arith, y: &Self::Arith) -> Self::Arith;
+    /// `x - y`.
+    fn sub(x: &Self::Arith, y: &Self::Arith) -> Self::Arith;
+    /// `x += public values`.
+    fn add_public(state: &Self::State, x: &mut Self::Arith, values: &[u64], constants: bool);
+    /// `x * p`, elementwise, by public `p`.
+    fn mul_public(x: &Self::Arith, p: &[u64]) -> Self::Arith;
+    /// `e · y` for public `e` (m x k) and shared `y` (k x n).
+    fn gemm_left(gemm: &dyn Gemm, mkn: [usize; 3], e: &[u64], y: &Self::Arith) -> Self::Arith;
+    /// `x · f` for shared `x` (m x k) and public `f` (k x n).
+    fn gemm_right(gemm: &dyn Gemm, mkn: [usize; 3], x: &Self::Arith, f: &[u64]) -> Self::Arith;
+    /// The lowering of a share (a share of the lowering).
+    fn lower(lowering: &Lowering, x: &Self::Arith, batch: usize) -> Result<Self::Arith>;
+    /// Elements `range` of `x`.
+    fn slice(x: &Self::Arith, range: std::ops::Range<usize>) -> Self::Arith;
+    /// The elements of `x` at `indices`, in that order.
+    fn gather(x: &Self::Arith, indices: &[usize]) -> Self::Arith;
+    /// Concatenation.
+    fn concat(parts: &[Self::Arith]) -> Self::Arith;
+    /// Adds `delta` to element `index` of this party's value share (an adversary's deviation; no MAC change).
+    fn corrupt(x: &mut Self::Arith, index: usize, delta: u64);
+    /// Adds `delta` to this party's MAC share of element `index` (an adversary's deviation; no-op without MACs).
+    fn corrupt_mac(x: &mut Self::Arith, index: usize, delta: u64);
+    /// Flips bit `bit` of this party's value share (an adversary's deviation; no MAC change).
+    fn flip_bit(x: &mut Self::Bits, bit: usize);
+
+    /// Appends the wire form of this party's share.
+    fn encode(x: &Self::Arith, out: &mut Vec<u8>);
+    /// Opens: adds this party's share and the peers' wire chunks (lengths already checked), records what the
+    /// domain's check needs, and returns the opened values modulo 2^64.
+    fn open(state: &mut Self::State, own: &Self::Arith, received: &[&[u8]]) -> Vec<u64>;
+
+    /// The packed value-share words of bits.
+    fn bit_words(x: &Self::Bits) -> &[u64];
+    /// `x ^ y`.
+    fn xor(x: &Self::Bits, y: &Self::Bits) -> Self::Bits;
+    /// `x & mask` for public `mask` words.
+    fn and_public(x: &Self::Bits, mask: &[u64]) -> Self::Bits;
+    /// `x ^ mask` for public `mask` words.
+    fn xor_public(state: &Self::State, x: &Self::Bits, mask: &[u64], constants: bool)
+        -> Self::Bits;
+    /// Words `range` of `x`.
+    fn bit_slice(x: &Self::Bits, range: std::ops::Range<usize>) -> Self::Bits;
+    /// Concatenation.
+    fn bit_concat(parts: &[Self::Bits]) -> Self::Bits;
+    /// Records an opening of `nodes` vectors of `len` bits: this party's share and the opened words.
+    fn record_bits(
+        state: &mut Self::State,
+        own: &Self::Bits,
+        opened: &[u64],
+        nodes: usize,
+        len: usize,
+    );
+}
+
+/// `semi2k`: bare additive shares of Z_2^64 and XOR shares of bits; nothing to check.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Semi2k;
+
+impl Domain for Semi2k {
+    type Arith = Vec<u64>;
+    type Bits = Vec<u64>;
+    type Gen = PartyGenerator;
+    type State = ();
+    const NAME: &'static str = "semi2k";
+    const WIRE_BYTES: usize = 8;
+
+    fn state(_generator: &PartyGenerator) {}
+
+    fn len(x: &Vec<u64>) -> usize {
+        x.len()
+    }
+    fn public(_state: &(), values: &[u64], constants: bool) -> Vec<u64> {
+        if constants {
+            values.to_vec()
+        } else {
+            vec![0; values.len()]
+        }
+    }
+    fn add(x: &Vec<u64>, y: &Vec<u64>) -> Vec<u64> {
+        x.iter().zip(y).map(|(a, b)| a.wrapping_add(*b)).collect()
+    }
+    fn sub(x: &Vec<u64>, y: &Vec<u64>) -> Vec<u64> {
+        crate::ring::sub(x, y)
+    }
+    fn add_public(_state: &(), x: &mut Vec<u64>, values: &[u64], constants: bool) {
+        if constants {
+            crate::ring::add_assign(x, values);
+        }
+    }
+    fn mul_public(x: &Vec<u64>, p: &[u64]) -> Vec<u64> {
+        crate::ring::mul(x, p)
+    }
+    fn gemm_left(gemm: &dyn Gemm, [m, k, n]: [usize; 3], e: &[u64], y: &Vec<u64>) -> Vec<u64> {
+        let mut out = vec![0u64; m * n];
+        gemm.gemm(m, k, n, e, y, &mut out);
+        out
+    }
+    fn gemm_right(gemm: &dyn Gemm, [m, k, n]: [usize; 3], x: &Vec<u64>, f: &[u64]) -> Vec<u64> {
+        let mut out = vec![0u64; m * n];
+        gemm.gemm(m, k, n, x, f, &mut out);
+        out
+    }
+    fn lower(lowering: &Lowering, x: &Vec<u64>, batch: usize) -> Result<Vec<u64>> {
+        lowering.lower(x, batch)
+    }
+    fn slice(x: &Vec<u64>, range: std::ops::Range<usize>) -> Vec<u64> {
+        x[range].to_vec()
+    }
+    fn gather(x: &Vec<u64>, indices: &[usize]) -> Vec<u64> {
+        indices.iter().map(|&i| x[i]).collect()
+    }
+    fn concat(parts: &[Vec<u64>]) -> Vec<u64> {
+        parts.concat()
+    }
+    fn corrupt(x: &mut Vec<u64>, index: usize, delta: u64) {
+        if let Some(v) = x.get_mut(index) {
+            *v = v.wrapping_add(delta);
+        }
+    }
+    fn corrupt_mac(_x: &mut Vec<u64>, _index: usize, _delta: u64) {}
+    fn flip_bit(x: &mut Vec<u64>, bit: usize) {
+        if let Some(w) = x.get_mut(bit / 64) {
+            *w ^= 1 << (bit % 64);
+        }
+    }
+    fn encode(x: &Vec<u64>, out: &mut Vec<u8>) {
+        for w in x {
+            out.extend_from_slice(&w.to_le_bytes());
+        }
+    }
+    fn open(_state: &mut (), own: &Vec<u64>, received: &[&[u8]]) -> Vec<u64> {
+        let mut sum = own.clone();
+        for chunk in received {
+            for (s, c) in sum.iter_mut().zip(chunk.chunks_exact(8)) {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(c);
+                *s = s.wrapping_add(u64::from_le_bytes(b));
+            }
+        }
+        sum
+    }
+    fn bit_words(x: &Vec<u64>) -> &[u64] {
+        x
+    }
+    fn xor(x: &Vec<u64>, y: &Vec<u64>) -> Vec<u64> {
+        crate::bits::xor(x, y)
+    }
+    fn and_public(x: &Vec<u64>, mask: &[u64]) -> Vec<u64> {
+        crate::bits::and(x, mask)
+    }
+    fn xor_public(_state: &(), x: &Vec<u64>, mask: &[u64], constants: bool) -> Vec<u64> {
+        if constants {
+            crate::bits::xor(x, mask)
+        } else {
+            x.clone()
+        }
+    }
+    fn bit_slice(x: &Vec<u64>, range: std::ops::Range<usize>) -> Vec<u64> {
+        x[range].to_vec()
+    }
+    fn bit_concat(parts: &[Vec<u64>]) -> Vec<u64> {
+        parts.concat()
+    }
+    fn record_bits(_state: &mut (), _own: &Vec<u64>, _opened: &[u64], _nodes: usize, _len: usize) {}
+}

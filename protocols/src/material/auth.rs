@@ -1,0 +1,378 @@
+//! Authenticated dealer material for `spdz2k` (Cramer, Damgard, Escudero, Scholl, Xing, "SPDZ2k: Efficient MPC
+//! mod 2^k with Active Security for Dishonest Majority", CRYPTO 2018), with k = 64 and s = 64.
+//!
+//! Arithmetic values live in Z_2^128 (k + s bits): a party holds an additive share `x_i` and a MAC share `m_i`
+//! with `sum m_i = alpha * sum x_i mod 2^128`, for a MAC key `alpha = sum alpha_i` uniform in Z_2^128 that no
+//! party knows. Only `x mod 2^64` is meaningful; the upper bits are whatever the computation left there.
+//!
+//! Bits (the sign test's binary part) are XOR-shared and authenticated in GF(2^64) with a second key
+//! `beta = xor beta_i`: a bit `b` carries the MAC `b * beta`, XOR-shared. This is field SPDZ restricted to the
+//! subfield GF(2), so opening a bit still sends one bit, and a forged bit passes a check with probability
+//! 2^-64.
+//!
+//! Dealing follows `generator.rs`: every share (value or MAC) of party `i < n-1` comes from its PRG; the last
+//! party reads fixed values from corrections (128-bit values as two words, low first). Uniform values are
+//! uniform in all 128 bits, so they mask any opened value completely; values the dealer derives (products,
+//! shifts, bits) only need to be right modulo 2^64 and are zero-extended.
+
+use crate::error::Result;
+use crate::material::generator::{check_len, Generator, Hidden, PartyGenerator};
+use crate::prg::{Prg, Seed};
+
+/// A party's authenticated share of a vector in Z_2^128: value shares and MAC shares, element by element.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AuthVec {
+    /// Value shares.
+    pub v: Vec<u128>,
+    /// MAC shares (`alpha * value`, additively shared).
+    pub m: Vec<u128>,
+}
+
+impl std::fmt::Debug for AuthVec {
+    /// Shows the length only: shares are never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthVec[{}]", self.v.len())
+    }
+}
+
+impl AuthVec {
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.v.len()
+    }
+
+    /// Whether there are no elements.
+    pub fn is_empty(&self) -> bool {
+        self.v.is_empty()
+    }
+}
+
+/// A party's authenticated share of packed bits: `w` XOR-shares 64 bits per word; `m[64 * word + bit]` is the
+/// XOR-share of that bit's MAC in GF(2^64). Invariant: `m.len() == 64 * w.len()`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct AuthBits {
+    /// Packed value shares.
+    pub w: Vec<u64>,
+    /// MAC shares, one per bit position (64 per word).
+    pub m: Vec<u64>,
+}
+
+impl std::fmt::Debug for AuthBits {
+    /// Shows the size only.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AuthBits[{} words]", self.w.len())
+    }
+}
+
+/// This party's shares of the two MAC keys.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyShares {
+    /// Share of the arithmetic key `alpha` (additive, Z_2^128).
+    pub alpha: u128,
+    /// Share of the binary key `beta` (XOR, GF(2^64)).
+    pub beta: u64,
+}
+
+impl std::fmt::Debug for KeyShares {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyShares(..)")
+    }
+}
+
+pub(crate) fn to_wide(words: &[u64]) -> Vec<u128> {
+    words
+        .chunks_exact(2)
+        .map(|c| u128::from(c[0]) | (u128::from(c[1]) << 64))
+        .collect()
+}
+
+fn to_words(wide: &[u128]) -> Vec<u64> {
+    wide.iter()
+        .flat_map(|&x| [x as u64, (x >> 64) as u64])
+        .collect()
+}
+
+/// A party's side of authenticated dealing.
+pub struct AuthPartyGenerator {
+    base: PartyGenerator,
+    keys: KeyShares,
+    /// Set when the dealer's corrections ran out while drawing a MAC (reported by [`Generator::short`]).
+    short: bool,
+}
+
+impl AuthPartyGenerator {
+    /// Party `party` of `parties`; draws its key shares first (the dealer does the same).
+    pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>) -> Result<Self> {
+        let mut base = PartyGenerator::new(party, parties, seed, corrections)?;
+        let alpha = to_wide(&base.random(2).0)[0];
+        let beta = base.random(1).0[0];
+        Ok(Self {
+            base,
+            keys: KeyShares { alpha, beta },
+            short: false,
+        })
+    }
+
+    /// This party's key shares.
+    pub fn keys(&self) -> KeyShares {
+        self.keys
+    }
+
+    fn wide_fixed(&mut self, len: usize) -> Result<Vec<u128>> {
+        Ok(to_wide(&self.base.fixed(&Hidden, 2 * len)?))
+    }
+
+    /// A fixed value drawn where the trait cannot fail: on a shortage, zeros of the right length, and the
+    /// shortage is remembered.
+    fn fixed_or_flag(&mut self, words: usize) -> Vec<u64> {
+        match self.base.fixed(&Hidden, words) {
+            Ok(w) => w,
+            Err(_) => {
+                self.short = true;
+                vec![0; words]
+            }
+        }
+    }
+}
+
+impl Generator for AuthPartyGenerator {
+    type Plain = Hidden;
+    type Share = AuthVec;
+    type BitShare = AuthBits;
+
+    fn random(&mut self, len: usize) -> (AuthVec, Hidden) {
+        let v = to_wide(&self.base.random(2 * len).0);
+        let m = to_wide(&self.fixed_or_flag(2 * len));
+        (AuthVec { v, m }, Hidden)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (AuthBits, Hidden) {
+        let w = self.base.random_bits(words).0;
+        let m = self.fixed_or_flag(64 * words);
+        (AuthBits { w, m }, Hidden)
+    }
+
+    fn fixed(&mut self, _value: &Hidden, len: usize) -> Result<AuthVec> {
+        let v = self.wide_fixed(len)?;
+        let m = self.wide_fixed(len)?;
+        Ok(AuthVec { v, m })
+    }
+
+    fn fixed_bits(&mut self, _value: &Hidden, words: usize) -> Result<AuthBits> {
+        let w = self.base.fixed(&Hidden, words)?;
+        let m = self.base.fixed(&Hidden, 64 * words)?;
+        Ok(AuthBits { w, m })
+    }
+
+    fn remaining(&self) -> usize {
+        self.base.remaining_corrections()
+    }
+
+    fn short(&self) -> bool {
+        self.short
+    }
+
+    fn derive<const K: usize>(
+        _inputs: [&Hidden; K],
+        _f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Hidden {
+        Hidden
+    }
+}
+
+/// The dealer's side of authenticated dealing: every party's PRG and both MAC keys.
+pub struct AuthDealerGenerator {
+    prgs: Vec<Prg>,
+    corrections: Vec<u64>,
+    alpha: u128,
+    beta: u64,
+}
+
+impl AuthDealerGenerator {
+    /// One PRG per party; draws each party's key shares as the parties do.
+    pub fn new(seeds: &[Seed]) -> Result<Self> {
+        let base = crate::material::generator::DealerGenerator::new(seeds)?;
+        let mut prgs = base.prgs;
+        let (mut alpha, mut beta) = (0u128, 0u64);
+        for prg in &mut prgs {
+            alpha = alpha.wrapping_add(to_wide(&prg.words(2))[0]);
+            beta ^= prg.words(1)[0];
+        }
+        Ok(Self {
+            prgs,
+            corrections: Vec::new(),
+            alpha,
+            beta,
+        })
+    }
+
+    /// The corrections for the last party, in the order it will read them.
+    pub fn into_corrections(self) -> Vec<u64> {
+        self.corrections
+    }
+
+    /// The arithmetic MAC key. Only the trusted dealer knows it; it hands it to the output's recipient after
+    /// the job, so that the recipient can check the output shares it receives.
+    pub fn alpha(&self) -> u128 {
+        self.alpha
+    }
+
+    fn wide_correction(&mut self, values: &[u128]) {
+        let last = self.prgs.len() - 1;
+        let mut correction = values.to_vec();
+        for prg in &mut self.prgs[..last] {
+            let drawn = to_wide(&prg.words(2 * values.len()));
+            for (c, d) in correction.iter_mut().zip(drawn) {
+                *c = c.wrapping_sub(d);
+            }
+        }
+        self.corrections.extend(to_words(&correction));
+    }
+
+    fn word_correction_xor(&mut self, words: &[u64]) {
+        let last = self.prgs.len() - 1;
+        let mut correction = words.to_vec();
+        for prg in &mut self.prgs[..last] {
+            crate::bits::xor_assign(&mut correction, &prg.words(words.len()));
+        }
+        self.corrections.extend(correction);
+    }
+
+    fn macs(&self, values: &[u128]) -> Vec<u128> {
+        values.iter().map(|&x| x.wrapping_mul(self.alpha)).collect()
+    }
+
+    fn bit_macs(&self, words: &[u64]) -> Vec<u64> {
+        let mut out = vec![0u64; 64 * words.len()];
+        for (i, &w) in words.iter().enumerate() {
+            for b in 0..64 {
+                if (w >> b) & 1 == 1 {
+                    out[64 * i + b] = self.beta;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Generator for AuthDealerGenerator {
+    type Plain = Vec<u128>;
+    type Share = AuthVec;
+    type BitShare = AuthBits;
+
+    fn random(&mut self, len: usize) -> (AuthVec, Vec<u128>) {
+        let mut plain = vec![0u128; len];
+        for prg in &mut self.prgs {
+            for (p, x) in plain.iter_mut().zip(to_wide(&prg.words(2 * len))) {
+                *p = p.wrapping_add(x);
+            }
+        }
+        let macs = self.macs(&plain);
+        self.wide_correction(&macs);
+        (AuthVec::default(), plain)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (AuthBits, Vec<u128>) {
+        let mut plain = vec![0u64; words];
+        for prg in &mut self.prgs {
+            crate::bits::xor_assign(&mut plain, &prg.words(words));
+        }
+        let macs = self.bit_macs(&plain);
+        self.word_correction_xor(&macs);
+        (
+            AuthBits::default(),
+            plain.into_iter().map(u128::from).collect(),
+        )
+    }
+
+    fn fixed(&mut self, value: &Vec<u128>, len: usize) -> Result<AuthVec> {
+        check_len(value.len(), len)?;
+        self.wide_correction(value);
+        let macs = self.macs(value);
+        self.wide_correction(&macs);
+        Ok(AuthVec::default())
+    }
+
+    fn fixed_bits(&mut self, value: &Vec<u128>, words: usize) -> Result<AuthBits> {
+        check_len(value.len(), words)?;
+        let w: Vec<u64> = value.iter().map(|&x| x as u64).collect();
+        self.word_correction_xor(&w);
+        let macs = self.bit_macs(&w);
+        self.word_correction_xor(&macs);
+        Ok(AuthBits::default())
+    }
+
+    fn derive<const K: usize>(
+        inputs: [&Vec<u128>; K],
+        f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Vec<u128> {
+        let low: [Vec<u64>; K] = inputs.map(|v| v.iter().map(|&x| x as u64).collect());
+        let refs: [&[u64]; K] = std::array::from_fn(|i| low[i].as_slice());
+        f(refs).into_iter().map(u128::from).collect()
+    }
+}
+
+/// What the dealer of a `spdz2k` job produces.
+pub struct AuthDeal {
+    /// Corrections for the last party.
+    pub corrections: Vec<u64>,
+    /// Plaintext masks (modulo 2^64) of every [`Request::Input`] and [`Request::WeightMask`], in request
+    /// order: the owners of those inputs get them, and publish `value - mask`.
+    pub owner_masks: Vec<Vec<u64>>,
+    /// The arithmetic MAC key, for the output's recipient to check the output shares it receives.
+    pub output_key: u128,
+}
+
+impl std::fmt::Debug for AuthDeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "AuthDeal[{} corrections, {} owner masks]",
+            self.corrections.len(),
+            self.owner_masks.len()
+        )
+    }
+}
+
+/// Deals a `spdz2k` job: authenticated material for `requests`, with weight masks and input masks dealt in
+/// the same list (so that one MAC key covers them all).
+pub fn deal(
+    seeds: &[Seed],
+    requests: &[crate::material::Request],
+    gemm: &dyn crate::gemm::Gemm,
+) -> Result<AuthDeal> {
+    use crate::material::{generate, kinds, Request};
+    let mut g = AuthDealerGenerator::new(seeds)?;
+    let output_key = g.alpha();
+    let mut weight_masks: Vec<Option<Vec<u128>>> = Vec::new();
+    let mut owner_masks = Vec::new();
+    for request in requests {
+        match *request {
+            Request::Input { len } => {
+                let (_, plain) = kinds::weight_mask(&mut g, len);
+                owner_masks.push(plain.iter().map(|&x| x as u64).collect());
+            }
+            Request::WeightMask { weight, len } => {
+                let (_, plain) = kinds::weight_mask(&mut g, len);
+                owner_masks.push(plain.iter().map(|&x| x as u64).collect());
+                if weight_masks.len() <= weight {
+                    weight_masks.resize(weight + 1, None);
+                }
+                weight_masks[weight] = Some(plain);
+            }
+            _ => {
+                let mask = |i: usize| {
+                    weight_masks.get(i).and_then(Option::as_ref).ok_or_else(|| {
+                        crate::ProtocolError::Material(format!("no mask for weight {i}"))
+                    })
+                };
+                generate(&mut g, request, &mask, gemm)?;
+            }
+        }
+    }
+    Ok(AuthDeal {
+        corrections: g.into_corrections(),
+        owner_masks,
+        output_key,
+    })
+}

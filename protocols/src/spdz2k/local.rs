@@ -1,0 +1,152 @@
+//! Runs a `spdz2k` committee in one process (the twin of `semi2k::local`): the dealer deals authenticated
+//! material from the job seeds, the owners of inputs get their plaintext masks, the parties run on threads
+//! over an in-memory mesh, and the output's recipient checks the output shares against the MAC key.
+
+use std::time::Instant;
+
+use crate::adversary::Adversary;
+use crate::error::{ProtocolError, Result};
+use crate::material::auth::{deal, AuthDeal, AuthPartyGenerator, AuthVec};
+use crate::material::{PartyMaterial, Request};
+use crate::mem_net::MemNet;
+use crate::prg::Seed;
+use crate::semi2k::local::{first_cause, Committee, LocalNet, LocalRun, PartyOutcome};
+use crate::shaping::ShapedNet;
+
+use super::Party;
+
+/// The dealer's work for a job, with its cost.
+pub struct Dealt {
+    /// Corrections, owner masks and the output key.
+    pub deal: AuthDeal,
+    /// Bytes the dealer sends: seeds and corrections to the parties, masks to the owners.
+    pub dealer_bytes: u64,
+    /// Time the dealer took.
+    pub elapsed: std::time::Duration,
+}
+
+/// Deals a job's authenticated material for `requests` from one seed per party.
+pub fn deal_job(committee: &Committee, requests: &[Request], seeds: &[Seed]) -> Result<Dealt> {
+    let started = Instant::now();
+    let deal = deal(seeds, requests, committee.gemm.as_ref())?;
+    let owner_words: usize = deal.owner_masks.iter().map(Vec::len).sum();
+    let dealer_bytes =
+        crate::material::dealer_bytes(committee.parties, deal.corrections.len() + owner_words);
+    Ok(Dealt {
+        deal,
+        dealer_bytes,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Runs `program` on every party of `committee` with the material `dealt` for `requests`. The party that
+/// `adversary` names (if any) deviates as it says.
+pub fn run<T, F>(
+    committee: &Committee,
+    requests: &[Request],
+    seeds: &[Seed],
+    dealt: &Dealt,
+    adversary: Option<Adversary>,
+    program: F,
+) -> Result<LocalRun<T>>
+where
+    T: Send,
+    F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
+{
+    let n = committee.parties;
+    if n < 2 || seeds.len() != n {
+        return Err(ProtocolError::Committee(format!(
+            "{n} parties with {} seeds; at least 2 parties, one seed each",
+            seeds.len()
+        )));
+    }
+    let mut nets = MemNet::mesh(n, committee.timeout);
+    if committee.record_views {
+        nets.iter_mut().for_each(MemNet::record_view);
+    }
+    let program = &program;
+    let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nets
+            .into_iter()
+            .enumerate()
+            .map(|(i, net)| {
+                let net = ShapedNet::optional(net, committee.shaping);
+                let own = if i + 1 == n {
+                    dealt.deal.corrections.clone()
+                } else {
+                    Vec::new()
+                };
+                let requests = requests.to_vec();
+                let seed = &seeds[i];
+                scope.spawn(move || -> Result<PartyOutcome<T>> {
+                    let generator = AuthPartyGenerator::new(i, n, seed, own)?;
+                    let material = PartyMaterial::from_generator(generator, requests);
+                    let mut party = Party::with_material(
+                        net,
+                        material,
+                        committee.fixed_point,
+                        committee.gemm.clone(),
+                    )?;
+                    if let Some(a) = adversary.filter(|a| a.party == i) {
+                        party.set_adversary(a);
+                    }
+                    if committee.record_views {
+                        party.record_transcript();
+                    }
+                    let value = program(&mut party)?;
+                    let transcript = party.transcript().to_vec();
+                    let (net, stats) = party.finish()?;
+                    Ok(PartyOutcome {
+                        value,
+                        stats,
+                        view: net.inner().view().to_vec(),
+                        transcript,
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(ProtocolError::Committee("a party thread panicked".into()))
+                })
+            })
+            .collect()
+    });
+    let parties = first_cause(results)?;
+    Ok(LocalRun {
+        parties,
+        dealer_bytes: dealt.dealer_bytes,
+        dealer_elapsed: dealt.elapsed,
+    })
+}
+
+/// The output's recipient: adds up the parties' output shares and checks every element's MAC against the
+/// key `alpha` it got from the dealer (`sum m_i = alpha * sum x_i mod 2^128`, compared in constant time).
+/// Returns the values modulo 2^64, or a verification failure and nothing else.
+pub fn open_output(shares: &[AuthVec], alpha: u128) -> Result<Vec<u64>> {
+    let first = shares
+        .first()
+        .ok_or_else(|| ProtocolError::Committee("no output shares".into()))?;
+    let len = first.len();
+    if shares.iter().any(|s| s.v.len() != len || s.m.len() != len) {
+        return Err(ProtocolError::Verification(
+            "output shares of different lengths".into(),
+        ));
+    }
+    let mut bad = 0u128;
+    let mut out = Vec::with_capacity(len);
+    for i in 0..len {
+        let v = shares.iter().fold(0u128, |a, s| a.wrapping_add(s.v[i]));
+        let m = shares.iter().fold(0u128, |a, s| a.wrapping_add(s.m[i]));
+        bad |= m ^ alpha.wrapping_mul(v);
+        out.push(v as u64);
+    }
+    if bad != 0 {
+        return Err(ProtocolError::Verification(
+            "an output share does not match its MAC".into(),
+        ));
+    }
+    Ok(out)
+}

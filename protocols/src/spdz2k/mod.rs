@@ -1,0 +1,303 @@
+//! `spdz2k`: the `semi2k` protocol logic over MAC-authenticated shares, secure with abort against up to n-1
+//! malicious parties given a dealer that colludes with none of them (Cramer, Damgard, Escudero, Scholl, Xing,
+//! "SPDZ2k: Efficient MPC mod 2^k with Active Security for Dishonest Majority", CRYPTO 2018; k = 64, s = 64).
+//!
+//! The protocol code is the one in `semi2k/` (generic over [`crate::domain::Domain`]); this module supplies the
+//! share type and what the MACs add:
+//! - arithmetic shares and MACs in Z_2^128 (see `material/auth.rs`); an opening sends the full 128-bit share
+//!   (16 bytes per element, twice `semi2k`), as the SPDZ2k paper's partial opening does, and every opened
+//!   value is masked by a dealt value uniform in all 128 bits;
+//! - bits XOR-shared with GF(2^64) MACs (field SPDZ over the subfield GF(2)): opening a bit sends one bit, as
+//!   in `semi2k`; the daBits that join the two worlds are dealt consistent by the trusted dealer;
+//! - every opened value (with this party's MAC share) is recorded, and [`check`] runs the batched MAC check
+//!   over all of them before any output is released.
+//!
+//! Cost against `semi2k`: arithmetic openings take twice the bytes, bit openings the same, plus 4 rounds and
+//! about 200 bytes per party for each check. Local work grows more (128-bit arithmetic, a 64-bit MAC per bit).
+
+pub mod check;
+pub mod local;
+
+use sha2::{Digest, Sha256};
+
+use crate::domain::Domain;
+use crate::error::Result;
+use crate::gemm::Gemm;
+use crate::lowering::Lowering;
+use crate::material::auth::{AuthBits, AuthPartyGenerator, AuthVec, KeyShares};
+
+pub use crate::material::auth::{AuthBits as Bits, AuthVec as Shares};
+
+/// The authenticated share domain.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Spdz2k;
+
+/// A `spdz2k` party.
+pub type Party<N> = crate::semi2k::Party<N, Spdz2k>;
+
+/// A party's MAC keys and the record of everything it opened since the last check.
+pub struct State {
+    pub(crate) keys: KeyShares,
+    /// Opened arithmetic values, full width.
+    pub(crate) opened: Vec<u128>,
+    /// This party's MAC shares of them.
+    pub(crate) macs: Vec<u128>,
+    /// Opened bits, 64 per word (positions beyond an opening's length are zero).
+    pub(crate) bit_words: Vec<u64>,
+    /// This party's MAC shares of them, 64 per word (zero beyond an opening's length).
+    pub(crate) bit_macs: Vec<u64>,
+    /// Hash of every opened value in order: all parties must have seen the same.
+    pub(crate) view: Sha256,
+}
+
+impl State {
+    /// Values recorded since the last check (arithmetic elements, bit words).
+    pub fn pending(&self) -> (usize, usize) {
+        (self.opened.len(), self.bit_words.len())
+    }
+}
+
+fn mul_wide(x: &[u128], p: &[u64]) -> Vec<u128> {
+    x.iter()
+        .zip(p)
+        .map(|(&a, &b)| a.wrapping_mul(u128::from(b)))
+        .collect()
+}
+
+/// `c = a · b` over Z_2^128 for public `a` (m x k, words) and wide `b` (k x n), or shared `a` and public `b`.
+fn gemm_wide<A: Copy, B: Copy>(
+    [m, k, n]: [usize; 3],
+    a: &[A],
+    b: &[B],
+    to_a: impl Fn(A) -> u128,
+    to_b: impl Fn(B) -> u128,
+) -> Vec<u128> {
+    let mut c = vec![0u128; m * n];
+    for i in 0..m {
+        let row = &mut c[i * n..(i + 1) * n];
+        for p in 0..k {
+            let x = to_a(a[i * k + p]);
+            if x == 0 {
+                continue;
+            }
+            for (out, &y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                *out = out.wrapping_add(x.wrapping_mul(to_b(y)));
+            }
+        }
+    }
+    c
+}
+
+fn read_u128(c: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    b.copy_from_slice(c);
+    u128::from_le_bytes(b)
+}
+
+impl Domain for Spdz2k {
+    type Arith = AuthVec;
+    type Bits = AuthBits;
+    type Gen = AuthPartyGenerator;
+    type State = State;
+    const NAME: &'static str = "spdz2k";
+    const WIRE_BYTES: usize = 16;
+
+    fn state(generator: &AuthPartyGenerator) -> State {
+        State {
+            keys: generator.keys(),
+            opened: Vec::new(),
+            macs: Vec::new(),
+            bit_words: Vec::new(),
+            bit_macs: Vec::new(),
+            view: Sha256::new(),
+        }
+    }
+
+    fn len(x: &AuthVec) -> usize {
+        x.v.len()
+    }
+    fn public(state: &State, values: &[u64], constants: bool) -> AuthVec {
+        let mut out = AuthVec {
+            v: vec![0; values.len()],
+            m: vec![0; values.len()],
+        };
+        Self::add_public(state, &mut out, values, constants);
+        out
+    }
+    fn add(x: &AuthVec, y: &AuthVec) -> AuthVec {
+        let add =
+            |a: &[u128], b: &[u128]| a.iter().zip(b).map(|(p, q)| p.wrapping_add(*q)).collect();
+        AuthVec {
+            v: add(&x.v, &y.v),
+            m: add(&x.m, &y.m),
+        }
+    }
+    fn sub(x: &AuthVec, y: &AuthVec) -> AuthVec {
+        let sub =
+            |a: &[u128], b: &[u128]| a.iter().zip(b).map(|(p, q)| p.wrapping_sub(*q)).collect();
+        AuthVec {
+            v: sub(&x.v, &y.v),
+            m: sub(&x.m, &y.m),
+        }
+    }
+    fn add_public(state: &State, x: &mut AuthVec, values: &[u64], constants: bool) {
+        let alpha = state.keys.alpha;
+        for (m, &c) in x.m.iter_mut().zip(values) {
+            *m = m.wrapping_add(alpha.wrapping_mul(u128::from(c)));
+        }
+        if constants {
+            for (v, &c) in x.v.iter_mut().zip(values) {
+                *v = v.wrapping_add(u128::from(c));
+            }
+        }
+    }
+    fn mul_public(x: &AuthVec, p: &[u64]) -> AuthVec {
+        AuthVec {
+            v: mul_wide(&x.v, p),
+            m: mul_wide(&x.m, p),
+        }
+    }
+    fn gemm_left(_gemm: &dyn Gemm, mkn: [usize; 3], e: &[u64], y: &AuthVec) -> AuthVec {
+        AuthVec {
+            v: gemm_wide(mkn, e, &y.v, u128::from, |b| b),
+            m: gemm_wide(mkn, e, &y.m, u128::from, |b| b),
+        }
+    }
+    fn gemm_right(_gemm: &dyn Gemm, mkn: [usize; 3], x: &AuthVec, f: &[u64]) -> AuthVec {
+        AuthVec {
+            v: gemm_wide(mkn, &x.v, f, |a| a, u128::from),
+            m: gemm_wide(mkn, &x.m, f, |a| a, u128::from),
+        }
+    }
+    fn lower(lowering: &Lowering, x: &AuthVec, batch: usize) -> Result<AuthVec> {
+        Ok(AuthVec {
+            v: lowering.lower_any(&x.v, batch)?,
+            m: lowering.lower_any(&x.m, batch)?,
+        })
+    }
+    fn slice(x: &AuthVec, range: std::ops::Range<usize>) -> AuthVec {
+        AuthVec {
+            v: x.v[range.clone()].to_vec(),
+            m: x.m[range].to_vec(),
+        }
+    }
+    fn gather(x: &AuthVec, indices: &[usize]) -> AuthVec {
+        AuthVec {
+            v: indices.iter().map(|&i| x.v[i]).collect(),
+            m: indices.iter().map(|&i| x.m[i]).collect(),
+        }
+    }
+    fn concat(parts: &[AuthVec]) -> AuthVec {
+        AuthVec {
+            v: parts.iter().flat_map(|p| p.v.iter().copied()).collect(),
+            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
+        }
+    }
+    fn corrupt(x: &mut AuthVec, index: usize, delta: u64) {
+        if let Some(v) = x.v.get_mut(index) {
+            *v = v.wrapping_add(u128::from(delta));
+        }
+    }
+    fn corrupt_mac(x: &mut AuthVec, index: usize, delta: u64) {
+        if let Some(m) = x.m.get_mut(index) {
+            *m = m.wrapping_add(u128::from(delta));
+        }
+    }
+    fn flip_bit(x: &mut AuthBits, bit: usize) {
+        if let Some(w) = x.w.get_mut(bit / 64) {
+            *w ^= 1 << (bit % 64);
+        }
+    }
+    fn encode(x: &AuthVec, out: &mut Vec<u8>) {
+        for v in &x.v {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    fn open(state: &mut State, own: &AuthVec, received: &[&[u8]]) -> Vec<u64> {
+        let mut sum = own.v.clone();
+        for chunk in received {
+            for (s, c) in sum.iter_mut().zip(chunk.chunks_exact(16)) {
+                *s = s.wrapping_add(read_u128(c));
+            }
+        }
+        for y in &sum {
+            state.view.update(y.to_le_bytes());
+        }
+        state.opened.extend_from_slice(&sum);
+        state.macs.extend_from_slice(&own.m);
+        sum.into_iter().map(|y| y as u64).collect()
+    }
+    fn bit_words(x: &AuthBits) -> &[u64] {
+        &x.w
+    }
+    fn xor(x: &AuthBits, y: &AuthBits) -> AuthBits {
+        AuthBits {
+            w: crate::bits::xor(&x.w, &y.w),
+            m: crate::bits::xor(&x.m, &y.m),
+        }
+    }
+    fn and_public(x: &AuthBits, mask: &[u64]) -> AuthBits {
+        let mut m = x.m.clone();
+        for (i, &word) in mask.iter().enumerate() {
+            for (b, mac) in m[64 * i..64 * (i + 1)].iter_mut().enumerate() {
+                // Branch-free: the mask is public, but keep the MAC path uniform anyway.
+                *mac &= 0u64.wrapping_sub((word >> b) & 1);
+            }
+        }
+        AuthBits {
+            w: crate::bits::and(&x.w, mask),
+            m,
+        }
+    }
+    fn xor_public(state: &State, x: &AuthBits, mask: &[u64], constants: bool) -> AuthBits {
+        let beta = state.keys.beta;
+        let mut m = x.m.clone();
+        for (i, &word) in mask.iter().enumerate() {
+            for (b, mac) in m[64 * i..64 * (i + 1)].iter_mut().enumerate() {
+                *mac ^= beta & 0u64.wrapping_sub((word >> b) & 1);
+            }
+        }
+        AuthBits {
+            w: if constants {
+                crate::bits::xor(&x.w, mask)
+            } else {
+                x.w.clone()
+            },
+            m,
+        }
+    }
+    fn bit_slice(x: &AuthBits, range: std::ops::Range<usize>) -> AuthBits {
+        AuthBits {
+            w: x.w[range.clone()].to_vec(),
+            m: x.m[64 * range.start..64 * range.end].to_vec(),
+        }
+    }
+    fn bit_concat(parts: &[AuthBits]) -> AuthBits {
+        AuthBits {
+            w: parts.iter().flat_map(|p| p.w.iter().copied()).collect(),
+            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
+        }
+    }
+    fn record_bits(state: &mut State, own: &AuthBits, opened: &[u64], nodes: usize, len: usize) {
+        let words = crate::bits::words_for(len);
+        for node in 0..nodes {
+            for i in 0..words {
+                let index = node * words + i;
+                let valid = (len - i * 64).min(64);
+                let keep = if valid == 64 {
+                    u64::MAX
+                } else {
+                    (1u64 << valid) - 1
+                };
+                let word = opened.get(index).copied().unwrap_or(0) & keep;
+                state.view.update(word.to_le_bytes());
+                state.bit_words.push(word);
+                let macs = own.m.get(64 * index..64 * (index + 1));
+                for b in 0..64 {
+                    let mac = macs.map_or(0, |m| m[b]);
+                    state.bit_macs.push(if b < valid { mac } else { 0 });
+                }
+            }
+        }
+    }
+}
