@@ -478,10 +478,11 @@ fn a_restarted_coordinator_loses_no_node_or_job() {
     let result = finish(submit, &net);
     assert_eq!(result["phase"], "done");
     assert_matches_plaintext(&result, INFERENCES, 300);
-    // The history from before the restart is intact.
+    // The running attempt resumed: no reschedule, and the history from before the restart is intact.
+    assert_eq!(result["attempts"], 1, "{result}");
     let history = result["history"].as_array().unwrap();
-    assert_eq!(history[0]["to"], "scheduled");
-    assert_eq!(history[1]["to"], "running");
+    let phases: Vec<&str> = history.iter().map(|t| t["to"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["scheduled", "running", "verifying", "done"]);
     let jobs = net.query(&["jobs"]);
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     // Nodes stay active through the restart (one heartbeat timeout of grace) and keep their trial.
