@@ -551,7 +551,67 @@ fn op_name(kind: &StepKind, mode: WeightMode) -> &'static str {
 }
 
 /// Per step: the profiled party's costs, all parties' bytes and the dealer corrections the step consumed.
+///
+/// Work of the inference outside the plan's steps (spdz2k's closing MAC check of the opened values) becomes
+/// one more entry, `after steps` (op `verify`), the difference between the party's totals and its steps, so
+/// the entries still add up to the totals. semi2k does nothing outside its steps, so it has no such entry.
 fn layer_reports(plan: &Plan, report: &LocalRunReport, party: usize) -> Vec<LayerReport> {
+    let mut layers = step_reports(plan, report, party);
+    let totals = |p: usize| report.online.last().and_then(|o| o.get(p)).cloned();
+    let Some(total) = totals(party) else {
+        return layers;
+    };
+    let in_steps = |p: usize, f: &dyn Fn(&NetStats) -> u64| -> u64 {
+        report
+            .profiles
+            .get(p)
+            .map_or(0, |steps| steps.iter().map(|s| f(&s.net)).sum())
+    };
+    let sent = total
+        .bytes_sent
+        .saturating_sub(in_steps(party, &|n| n.bytes_sent));
+    let received = total
+        .bytes_received
+        .saturating_sub(in_steps(party, &|n| n.bytes_received));
+    let rounds = total.rounds.saturating_sub(in_steps(party, &|n| n.rounds));
+    if sent == 0 && received == 0 && rounds == 0 {
+        return layers;
+    }
+    let steps_wait: Duration = report.profiles.get(party).map_or(Duration::ZERO, |steps| {
+        steps.iter().map(|s| s.net.wait).sum()
+    });
+    let steps_ms: f64 = layers.iter().map(|l| l.ms).sum();
+    let wait_ms = ms(total.wait.saturating_sub(steps_wait));
+    let elapsed_ms = report
+        .latencies
+        .last()
+        .map_or(0.0, |d| (ms(*d) - steps_ms).max(wait_ms));
+    let all_parties = (0..report.online.last().map_or(0, Vec::len))
+        .map(|p| {
+            totals(p)
+                .map_or(0, |t| t.bytes_sent)
+                .saturating_sub(in_steps(p, &|n| n.bytes_sent))
+        })
+        .sum();
+    layers.push(LayerReport {
+        label: "after steps".into(),
+        op: "verify".into(),
+        ms: elapsed_ms,
+        compute_ms: (elapsed_ms - wait_ms).max(0.0),
+        wait_ms,
+        bytes_sent: sent,
+        bytes_received: received,
+        bytes_all_parties: all_parties,
+        rounds,
+        material_requests: 0,
+        material_words: 0,
+        dealer_bytes: 0,
+    });
+    layers
+}
+
+/// One entry per plan step.
+fn step_reports(plan: &Plan, report: &LocalRunReport, party: usize) -> Vec<LayerReport> {
     let profiles = &report.profiles;
     let Some(mine) = profiles.get(party) else {
         return Vec::new();

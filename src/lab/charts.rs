@@ -165,7 +165,9 @@ impl BarChart {
         let y_max = if top > 0.0 { top * 1.35 } else { 1.0 };
         let mut svg = String::new();
         {
-            let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
+            // Wide enough for about 110 pixels per category label.
+            let width = WIDTH.max(110 * n as u32 + 100);
+            let root = SVGBackend::with_string(&mut svg, (width, HEIGHT)).into_drawing_area();
             root.fill(&WHITE).map_err(|e| draw_err(title, e))?;
             let mut chart = ChartBuilder::on(&root)
                 .caption(title, ("sans-serif", 18))
