@@ -419,6 +419,10 @@ fn a_killed_party_is_replaced_and_the_job_completes_correctly() {
             .unwrap();
         assert_eq!(v["successes"], 1, "{v}");
         assert!(v["reputation"].as_f64().unwrap() > 0.8);
+        // Each party measured its RTT to its fellow members (Ping over QUIC) and reported it.
+        let rtts = v["measured_rtts"].as_array().unwrap();
+        assert!(!rtts.is_empty(), "no RTT reported: {v}");
+        assert!(rtts.iter().all(|p| p[1].as_u64().unwrap() > 0));
     }
 }
 

@@ -502,3 +502,56 @@ impl AssignedJob {
         })
     }
 }
+
+impl Node {
+    /// Measures the round-trip time of a `Ping` to `member` over this node's pooled connection (dialled if
+    /// needed). The member must admit this node's key: it does while they share a live job.
+    pub fn ping_member(
+        &self,
+        member: &crate::manifest::Member,
+        wait: std::time::Duration,
+    ) -> Result<std::time::Duration> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| NodeError::Job("the node has stopped".into()))?;
+        let peers = self.shared.peers.clone();
+        let max_frame = self.shared.config.max_frame_bytes;
+        let member = member.clone();
+        runtime.handle().block_on(async move {
+            let exchange = async {
+                let conn = peers
+                    .connect(member.public_key, member.address, true)
+                    .await?;
+                let started = std::time::Instant::now();
+                let (mut send, mut recv) = conn.open_bi().await.map_err(NodeError::quic)?;
+                frame::write(&mut send, &Msg::Ping)
+                    .await
+                    .map_err(|e| NodeError::Quic(e.to_string()))?;
+                let _ = send.finish();
+                match frame::read(&mut recv, max_frame).await {
+                    Ok(Msg::Pong { .. }) => Ok(started.elapsed()),
+                    Ok(other) => Err(NodeError::Unexpected(format!("answered {}", other.name()))),
+                    Err(e) => Err(NodeError::Quic(e.to_string())),
+                }
+            };
+            tokio::time::timeout(wait, exchange)
+                .await
+                .map_err(|_| NodeError::Timeout(wait, "waiting for a Pong"))?
+        })
+    }
+}
+
+impl AssignedJob {
+    /// The job's other computing members (parties and dealer), as the manifest lists them.
+    pub fn peers(&self) -> Vec<crate::manifest::Member> {
+        let m = self.slot.manifest.manifest();
+        let me = self.shared.peers.public_key();
+        m.parties
+            .iter()
+            .chain([&m.dealer])
+            .filter(|p| p.public_key != me)
+            .cloned()
+            .collect()
+    }
+}

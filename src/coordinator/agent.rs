@@ -18,8 +18,8 @@ use veil_node::wire::RunRequest;
 use veil_node::{Identity, Node};
 
 use super::api::{
-    self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, TaskFailure,
-    TaskView, TrialTask,
+    self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, RttReport,
+    TaskFailure, TaskView, TrialTask,
 };
 use super::http::{ApiClient, CallError};
 use super::trial;
@@ -39,6 +39,8 @@ struct Shared {
     tasks: Mutex<HashMap<(u64, u32), Arc<TaskFlags>>>,
     busy: std::sync::atomic::AtomicU32,
     trials: Mutex<HashSet<u64>>,
+    /// RTTs measured to fellow committee members since the last heartbeat.
+    rtts: Mutex<Vec<RttReport>>,
 }
 
 /// Starts the agent on its own threads; it runs as long as the process.
@@ -62,6 +64,7 @@ pub fn spawn(
         tasks: Mutex::new(HashMap::new()),
         busy: std::sync::atomic::AtomicU32::new(0),
         trials: Mutex::new(HashSet::new()),
+        rtts: Mutex::new(Vec::new()),
     });
     std::thread::Builder::new()
         .name("veil-agent".into())
@@ -104,11 +107,16 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
         }
         if registered {
             let busy = shared.busy.load(Ordering::Relaxed);
+            let rtts = shared
+                .rtts
+                .lock()
+                .map(|mut r| std::mem::take(&mut *r))
+                .unwrap_or_default();
             let req = HeartbeatRequest {
                 ready: true,
                 load: 0.0,
                 queue_len: busy,
-                rtts: Vec::new(),
+                rtts,
             };
             match shared
                 .api
@@ -231,7 +239,38 @@ fn report_failure(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: Stri
     });
 }
 
-fn run_task(shared: &Shared, t: &TaskView, flags: &TaskFlags) {
+/// Measures the RTT to each fellow member (they admit this node while the job is live) on a thread of its
+/// own, for the next heartbeat: the coordinator's selection weighs committee latency with them.
+fn measure_rtts(shared: &Arc<Shared>, peers: Vec<veil_node::manifest::Member>) {
+    let worker = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .name("veil-rtt".into())
+        .spawn(move || {
+            for peer in peers {
+                match worker.node.ping_member(&peer, Duration::from_secs(2)) {
+                    Ok(rtt) => {
+                        let report = RttReport {
+                            peer: peer.public_key.to_string(),
+                            rtt_us: u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1),
+                        };
+                        if let Ok(mut r) = worker.rtts.lock() {
+                            if r.len() < 64 {
+                                r.push(report);
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(peer = %peer.public_key.short(), "RTT probe failed: {e}")
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::debug!("starting the RTT probe: {e}");
+    }
+}
+
+fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
     let signed = hex::decode(&t.manifest)
         .ok()
         .and_then(|b| postcard::from_bytes::<SignedManifest>(&b).ok());
@@ -266,6 +305,7 @@ fn run_task(shared: &Shared, t: &TaskView, flags: &TaskFlags) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+    measure_rtts(shared, assigned.peers());
     match assigned.role() {
         Role::Dealer => {
             let served = assigned.serve_dealer(shared.submit_timeout);

@@ -298,6 +298,8 @@ pub struct NodeView {
     pub timeouts: u64,
     /// Hardware.
     pub hardware: HardwareReport,
+    /// RTTs the node measured to peers: (peer node id, microseconds).
+    pub measured_rtts: Vec<(u32, u32)>,
 }
 
 /// An error reply.

@@ -1050,6 +1050,11 @@ impl Coordinator {
                 gpu_memory_bytes: h.gpu.as_ref().map(|g| g.memory_bytes),
                 bandwidth_bytes_per_s: h.bandwidth_bytes_per_s,
             },
+            measured_rtts: self
+                .registry
+                .record(id)
+                .map(|r| r.peers.iter().map(|&(p, us)| (p.0, us)).collect())
+                .unwrap_or_default(),
         })
     }
 
