@@ -48,6 +48,8 @@ use super::error::{ApiError, ApiResult};
 pub const MAX_PARTIES: u8 = 16;
 /// Most inferences one job may run.
 pub const MAX_INFERENCES: u32 = 10_000;
+/// Longest operator, region or GPU name accepted, bytes.
+pub const MAX_NAME_BYTES: usize = 128;
 
 /// What the service keeps per node beside the registry's record.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -341,6 +343,15 @@ impl Coordinator {
         req: RegisterRequest,
         now: Millis,
     ) -> ApiResult<NodeView> {
+        let too_long = |s: &str| s.len() > MAX_NAME_BYTES;
+        if too_long(&req.operator)
+            || too_long(&req.region)
+            || req.hardware.gpu_model.as_deref().is_some_and(too_long)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "operator, region and GPU model are at most {MAX_NAME_BYTES} bytes"
+            )));
+        }
         let h = &req.hardware;
         let gpu = match (&h.gpu_model, h.gpu_memory_bytes) {
             (Some(model), Some(memory_bytes)) => Some(Gpu {
@@ -1363,6 +1374,75 @@ mod tests {
             .find(|n| n.public_key == reporter.to_string())
             .unwrap();
         assert_eq!(reporter_node.failures, 0);
+    }
+
+    #[test]
+    fn phase_timeouts_blame_the_members_that_did_not_act_and_bad_requests_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, keys) = network(dir.path(), 5);
+        let client = Identity::generate().unwrap().public_key();
+        let demand = demand_for(&request()).unwrap();
+        let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
+        // Every member but party 1 accepts; the client uploads everything; party 1 stays silent in its
+        // task but keeps heartbeating (it is up, just not doing its part).
+        let silent = key_of(
+            &keys,
+            &view.committee.as_ref().unwrap().parties[1].public_key,
+        );
+        for m in members(&view) {
+            let k = key_of(&keys, &m);
+            if k != silent {
+                c.task_accepted(&k, 1, 1, T0 + 2).unwrap();
+            }
+        }
+        for p in 0..2 {
+            c.upload_input(&client, 1, 1, p, b"in", T0 + 2).unwrap();
+        }
+        assert_eq!(c.job_view(1).unwrap().phase, "scheduled");
+        let limit = c.config().scheduled_timeout_ms;
+        for k in &keys {
+            heartbeat(&mut c, k, T0 + limit + 1);
+        }
+        c.tick(T0 + limit + 1).unwrap();
+        let view = c.job_view(1).unwrap();
+        assert_eq!(view.attempt, 2, "{view:?}");
+        let cause = view.history.iter().find_map(|t| t.cause.clone()).unwrap();
+        assert_eq!(cause, "timeout in phase scheduled");
+        let silent_view = c
+            .nodes()
+            .into_iter()
+            .find(|n| n.public_key == silent.to_string())
+            .unwrap();
+        assert_eq!(silent_view.timeouts, 1);
+        assert_eq!(view.excluded, vec![silent_view.id]);
+        assert!(c.nodes().iter().filter(|n| n.timeouts > 0).count() == 1);
+        // Requests out of bounds.
+        let mut bad = request();
+        bad.parties = 1;
+        assert!(matches!(demand_for(&bad), Err(ApiError::BadRequest(_))));
+        let mut bad = request();
+        bad.workload = "gpt-5".into();
+        assert!(matches!(demand_for(&bad), Err(ApiError::BadRequest(_))));
+        let mut reg = registration(9);
+        reg.operator = "x".repeat(MAX_NAME_BYTES + 1);
+        let newcomer = Identity::generate().unwrap().public_key();
+        assert!(matches!(
+            c.register(&newcomer, reg, T0),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert!(matches!(
+            c.heartbeat(
+                &newcomer,
+                HeartbeatRequest {
+                    ready: true,
+                    load: 0.0,
+                    queue_len: 0,
+                    rtts: Vec::new()
+                },
+                T0
+            ),
+            Err(ApiError::NotFound(_))
+        ));
     }
 
     #[test]
