@@ -84,7 +84,7 @@ impl ShapingConfig {
 
     /// The one-way latency.
     pub fn latency(&self) -> Duration {
-        Duration::from_secs_f64(self.latency_ms.max(0.0) / 1e3)
+        seconds(self.latency_ms / 1e3)
     }
 
     /// Uplink rate in bytes per second (`None`: unlimited).
@@ -98,7 +98,7 @@ impl ShapingConfig {
         let serialise = self
             .bytes_per_second()
             .map_or(0.0, |rate| bytes as f64 / rate);
-        self.latency() + Duration::from_secs_f64(serialise)
+        self.latency() + seconds(serialise)
     }
 }
 
@@ -131,7 +131,7 @@ impl TokenBucket {
         if self.tokens >= 0.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            seconds(-self.tokens / self.rate)
         }
     }
 }
@@ -177,6 +177,15 @@ impl<N: Net> ShapedNet<N> {
     pub fn into_inner(self) -> N {
         self.inner
     }
+}
+
+/// A duration of `s` seconds; settings that bypassed [`ShapingConfig::check`] (negative, NaN or infinite
+/// values) give zero delay or the longest wait, never a panic.
+fn seconds(s: f64) -> Duration {
+    if s.is_nan() || s <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(s).unwrap_or(MAX_EXTRA_DELAY)
 }
 
 fn unix_nanos(t: SystemTime) -> u64 {
@@ -340,6 +349,24 @@ mod tests {
         assert_eq!(raw.recv(0).unwrap(), vec![7; 3]);
         raw.send(0, vec![9]).unwrap();
         assert_eq!(plain.recv(1).unwrap(), vec![9]);
+    }
+
+    #[test]
+    fn unchecked_settings_never_panic() {
+        let wild = ShapingConfig {
+            latency_ms: f64::INFINITY,
+            bandwidth_mbps: Some(0.0),
+            burst_bytes: 0,
+        };
+        assert_eq!(wild.latency(), MAX_EXTRA_DELAY);
+        let nan = ShapingConfig {
+            latency_ms: f64::NAN,
+            bandwidth_mbps: None,
+            burst_bytes: 0,
+        };
+        assert_eq!(nan.latency(), Duration::ZERO);
+        let mut bucket = TokenBucket::new(0.0, 0, Instant::now());
+        assert_eq!(bucket.charge(10, Instant::now()), MAX_EXTRA_DELAY);
     }
 
     #[test]
