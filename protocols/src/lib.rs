@@ -8,6 +8,7 @@
 //! engine implements with its SIMD kernel.
 
 pub mod adversary;
+pub mod approx;
 pub mod bits;
 pub mod domain;
 pub mod error;

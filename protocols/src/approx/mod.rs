@@ -1,0 +1,22 @@
+//! Approximations of the nonlinear functions a transformer needs, on shares, written once over
+//! [`crate::domain::Domain`] (so `semi2k` and `spdz2k` both run them). Each is a named function whose knobs
+//! (segments and degrees, ranges, iterations) are configuration, with a companion that lists the dealer
+//! material it consumes, and an error bound tested over a stated input range (`protocols/tests/approx.rs`).
+//!
+//! | module | one job |
+//! | --- | --- |
+//! | [`fit`] | least-squares polynomial fits (plain f64, at configuration time) and erf |
+//! | [`piecewise`] | piecewise polynomials on shares: GELU, exp |
+//! | [`functions`] | the default configurations of GELU and exp |
+//! | [`newton`] | reciprocal and reciprocal square root by Newton from a normalised guess |
+//! | [`rows`] | row max, softmax and LayerNorm |
+
+pub mod fit;
+pub mod functions;
+pub mod newton;
+pub mod piecewise;
+pub mod rows;
+
+pub use newton::NewtonConfig;
+pub use piecewise::{Linear, Piecewise, PiecewiseConfig, Segment};
+pub use rows::{LayerNormConfig, SoftmaxConfig};
