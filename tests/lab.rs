@@ -57,6 +57,20 @@ fn assert_layers_add_up(j: &Value) {
     assert_eq!(sum("bytes_sent"), u(j, "data_sent_bytes"), "{j}");
     assert_eq!(sum("rounds"), u(j, "rounds"), "{j}");
     assert_eq!(sum("bytes_all_parties"), u(j, "bytes_all_parties"), "{j}");
+    // The per-operation view is the same entries regrouped: it adds up too, one entry per distinct op.
+    let ops = j["ops"].as_array().expect("ops");
+    let op_sum = |field: &str| ops.iter().map(|o| u(o, field)).sum::<u64>();
+    for field in [
+        "bytes_sent",
+        "rounds",
+        "bytes_all_parties",
+        "material_words",
+    ] {
+        assert_eq!(op_sum(field), sum(field), "{field}: {j}");
+    }
+    let distinct: std::collections::BTreeSet<&str> =
+        layers.iter().filter_map(|l| l["op"].as_str()).collect();
+    assert_eq!(ops.len(), distinct.len(), "{j}");
     if j["protocol"] != "semi2k" {
         return;
     }

@@ -298,6 +298,9 @@ pub struct ModelReport {
     pub note: Option<String>,
     /// Per-step accounting of the profiled party's last measured inference.
     pub layers: Vec<LayerReport>,
+    /// The same entries summed per operation (`label` is the op), in order of first use.
+    #[serde(default)]
+    pub ops: Vec<LayerReport>,
 }
 
 /// The network model's estimate of a shaped inference: the measured local compute, plus one latency per
@@ -525,8 +528,35 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
             .map(|s| estimate_ms(compute_ms, rounds, bytes_per_party, s)),
         profile_party,
         note: None,
+        ops: per_op(&layers),
         layers,
     })
+}
+
+/// `layers` summed per operation, in order of first use.
+fn per_op(layers: &[LayerReport]) -> Vec<LayerReport> {
+    let mut ops: Vec<LayerReport> = Vec::new();
+    for l in layers {
+        match ops.iter_mut().find(|o| o.op == l.op) {
+            Some(o) => {
+                o.ms += l.ms;
+                o.compute_ms += l.compute_ms;
+                o.wait_ms += l.wait_ms;
+                o.bytes_sent += l.bytes_sent;
+                o.bytes_received += l.bytes_received;
+                o.bytes_all_parties += l.bytes_all_parties;
+                o.rounds += l.rounds;
+                o.material_requests += l.material_requests;
+                o.material_words += l.material_words;
+                o.dealer_bytes += l.dealer_bytes;
+            }
+            None => ops.push(LayerReport {
+                label: l.op.clone(),
+                ..l.clone()
+            }),
+        }
+    }
+    ops
 }
 
 /// The party that sent the most in the last inference (the lowest index among equals).
@@ -555,6 +585,8 @@ fn op_name(kind: &StepKind, mode: WeightMode) -> &'static str {
 /// Work of the inference outside the plan's steps (spdz2k's closing MAC check of the opened values) becomes
 /// one more entry, `after steps` (op `verify`), the difference between the party's totals and its steps, so
 /// the entries still add up to the totals. semi2k does nothing outside its steps, so it has no such entry.
+/// Its time is the inference's latency (the slowest party's) minus the profiled party's steps, so it also
+/// holds any time the profiled party finished ahead of the slowest one.
 fn layer_reports(plan: &Plan, report: &LocalRunReport, party: usize) -> Vec<LayerReport> {
     let mut layers = step_reports(plan, report, party);
     let totals = |p: usize| report.online.last().and_then(|o| o.get(p)).cloned();
@@ -733,6 +765,19 @@ fn print_layers(r: &ModelReport) {
             l.bytes_sent as f64 / 1e3,
             l.rounds,
             l.material_words as f64 * 8.0 / 1e3
+        );
+    }
+    println!("  per operation:");
+    for o in &r.ops {
+        println!(
+            "  {:<24} {:<13} {:>9.3} {:>9.3} {:>10.1} {:>7} {:>12.1}",
+            "",
+            o.op,
+            o.ms,
+            o.wait_ms,
+            o.bytes_sent as f64 / 1e3,
+            o.rounds,
+            o.material_words as f64 * 8.0 / 1e3
         );
     }
     let sum = |f: &dyn Fn(&LayerReport) -> f64| r.layers.iter().map(f).sum::<f64>();
