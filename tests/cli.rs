@@ -63,7 +63,7 @@ fn bench_network_a_reports_every_field_and_meets_the_byte_round_and_error_target
     let layers = j["layers"].as_array().expect("array");
     let bytes: u64 = layers
         .iter()
-        .map(|l| l["bytes"].as_u64().expect("number"))
+        .map(|l| l["bytes_sent"].as_u64().expect("number"))
         .sum();
     let rounds: u64 = layers
         .iter()
