@@ -112,7 +112,7 @@ fn bench_gemm_reports_ring_and_f32_throughput() {
 }
 
 #[test]
-fn demo_agrees_with_plaintext() {
+fn demo_classifies_the_held_out_rows_like_plaintext() {
     let out = veil(&["demo"]);
     assert!(
         out.status.success(),
@@ -121,9 +121,16 @@ fn demo_agrees_with_plaintext() {
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("4/4 private predictions equal the plaintext ones"),
+        stdout.contains("114/114 private predictions equal the plaintext ones"),
         "{stdout}"
     );
+    let accuracy: f64 = stdout
+        .split("accuracy: private ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.trim().parse().ok())
+        .expect("an accuracy line");
+    assert!(accuracy >= 0.9, "{stdout}");
 }
 
 #[test]
