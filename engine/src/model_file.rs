@@ -337,11 +337,17 @@ impl ModelFile {
         let Some(p) = &self.architecture.preprocess else {
             return Ok(raw.to_vec());
         };
-        let n = p.mean.len();
+        // One entry per feature, or per channel of an image (channel-major items): `group` consecutive values
+        // of an item share an entry. check_extras made `input_len` a multiple of the entry count.
+        let item = self.model.input_len();
+        let group = item / p.mean.len();
         let out: Vec<f32> = raw
             .iter()
             .enumerate()
-            .map(|(i, x)| (x - p.mean[i % n]) / p.scale[i % n])
+            .map(|(i, x)| {
+                let k = (i % item) / group;
+                (x - p.mean[k]) / p.scale[k]
+            })
             .collect();
         if let Some(i) = out.iter().position(|x| !x.is_finite()) {
             return Err(EngineError::NonFinite { index: i });
@@ -426,7 +432,7 @@ fn check_extras(a: &Architecture, model: &Model) -> Result<()> {
     if let Some(p) = &a.preprocess {
         let n = model.input_len();
         // One value per feature, or one per channel of an image input (broadcast over its pixels).
-        if p.mean.len() != p.scale.len() || p.mean.is_empty() || n % p.mean.len() != 0 {
+        if p.mean.len() != p.scale.len() || p.mean.is_empty() || !n.is_multiple_of(p.mean.len()) {
             return Err(invalid(format!(
                 "preprocessing has {} means and {} scales for an input of {n} values",
                 p.mean.len(),
@@ -763,6 +769,29 @@ mod tests {
         bad[3] = f32::INFINITY;
         assert!(file.prepare_input(&bad, 1).is_err());
         assert!(file.prepare_input(&x[..100], 1).is_err());
+    }
+
+    #[test]
+    fn per_channel_preprocessing_applies_to_each_channel_plane() {
+        let d = device();
+        let model = workloads::lenet(1, &d).unwrap(); // input [1, 28, 28]: one channel
+        let pre = Standardize {
+            mean: vec![1.0],
+            scale: vec![4.0],
+        };
+        let file = ModelFile::from_model(model, vec![], Some(pre)).unwrap();
+        let x = vec![5.0f32; 2 * 784];
+        assert_eq!(file.prepare_input(&x, 2).unwrap(), vec![1.0f32; 2 * 784]);
+        // Two entries for 784 values: the first 392 use entry 0, the rest entry 1.
+        let model = workloads::network_a(1, &d).unwrap();
+        let pre = Standardize {
+            mean: vec![0.0, 10.0],
+            scale: vec![1.0, 2.0],
+        };
+        let file = ModelFile::from_model(model, vec![], Some(pre)).unwrap();
+        let out = file.prepare_input(&vec![10.0f32; 784], 1).unwrap();
+        assert_eq!(out[391], 10.0);
+        assert_eq!(out[392], 0.0);
     }
 
     #[test]

@@ -75,7 +75,7 @@ impl BertConfig {
         if sizes.iter().any(|s| *s == 0 || *s > MAX_SIZE) {
             return Err(bad(format!("sizes must be in 1..={MAX_SIZE}")));
         }
-        if c.hidden_size % c.num_attention_heads != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(bad("num_attention_heads must divide hidden_size"));
         }
         if !(c.layer_norm_eps > 0.0 && c.layer_norm_eps < 1.0) {
