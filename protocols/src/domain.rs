@@ -83,6 +83,30 @@ pub trait Domain: Sized + Send + Sync + 'static {
     fn bit_slice(x: &Self::Bits, range: std::ops::Range<usize>) -> Self::Bits;
     /// Concatenation.
     fn bit_concat(parts: &[Self::Bits]) -> Self::Bits;
+    /// Nodes `nodes` of `x` (each `words` words long), concatenated.
+    fn bit_nodes(x: &Self::Bits, nodes: &[usize], words: usize) -> Self::Bits {
+        Self::bit_concat(
+            &nodes
+                .iter()
+                .map(|&i| Self::bit_slice(x, i * words..(i + 1) * words))
+                .collect::<Vec<_>>(),
+        )
+    }
+    /// `x & y` from an AND triple `(a, b, c)` and the opened `d = x ^ a`, `e = y ^ b` (Beaver on bits):
+    /// `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term added by the party holding constants.
+    fn and_gate(
+        state: &Self::State,
+        [a, b, c]: [&Self::Bits; 3],
+        d: &[u64],
+        e: &[u64],
+        constants: bool,
+    ) -> Self::Bits {
+        let z = Self::xor(
+            &Self::xor(c, &Self::and_public(b, d)),
+            &Self::and_public(a, e),
+        );
+        Self::xor_public(state, &z, &crate::bits::and(d, e), constants)
+    }
     /// Records an opening of `nodes` vectors of `len` bits: this party's share and the opened words.
     fn record_bits(
         state: &mut Self::State,

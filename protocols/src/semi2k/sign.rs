@@ -104,21 +104,11 @@ impl<N: Net, D: Domain> Party<N, D> {
         let mut self_delta_pending = job.select_self && job.truncate;
         for (level, t) in prefix_levels(COMPARED_BITS).iter().zip(&m.levels) {
             let node = |v: &D::Bits, i: usize| D::bit_slice(v, i * words..(i + 1) * words);
-            let p_hi = D::bit_concat(
-                &(0..level.pairs)
-                    .map(|j| node(&p, 2 * j))
-                    .collect::<Vec<_>>(),
-            );
-            let g_lo = D::bit_concat(
-                &(0..level.pairs)
-                    .map(|j| node(&g, 2 * j + 1))
-                    .collect::<Vec<_>>(),
-            );
-            let p_lo = D::bit_concat(
-                &(0..level.with_p)
-                    .map(|j| node(&p, 2 * j + 1))
-                    .collect::<Vec<_>>(),
-            );
+            let highs: Vec<usize> = (0..level.pairs).map(|j| 2 * j).collect();
+            let lows: Vec<usize> = (0..level.pairs).map(|j| 2 * j + 1).collect();
+            let p_hi = D::bit_nodes(&p, &highs, words);
+            let g_lo = D::bit_nodes(&g, &lows, words);
+            let p_lo = D::bit_nodes(&p, &lows[..level.with_p], words);
             let mut round = Round::default();
             round.bits(D::xor(&p_hi, &t.a), level.pairs, len);
             round.bits(D::xor(&g_lo, &t.b), level.pairs, len);
@@ -137,18 +127,16 @@ impl<N: Net, D: Domain> Party<N, D> {
             // x & y from a triple (a, b, c) and opened d = x ^ a, e = y ^ b: c ^ (d & b) ^ (e & a) ^ (d & e).
             let with_p_words = level.with_p * words;
             let a_p = D::bit_slice(&t.a, 0..with_p_words);
-            let and = |c: &D::Bits, d: &[u64], b: &D::Bits, e: &[u64], a: &D::Bits| {
-                let z = D::xor(&D::xor(c, &D::and_public(b, d)), &D::and_public(a, e));
-                D::xor_public(&self.state, &z, &bits::and(d, e), constants)
-            };
-            let carried = and(&t.c, &d, &t.b, &e, &t.a);
-            let g_hi = D::bit_concat(
-                &(0..level.pairs)
-                    .map(|j| node(&g, 2 * j))
-                    .collect::<Vec<_>>(),
-            );
+            let carried = D::and_gate(&self.state, [&t.a, &t.b, &t.c], &d, &e, constants);
+            let g_hi = D::bit_nodes(&g, &highs, words);
             let mut g_next = vec![D::xor(&g_hi, &carried)];
-            let mut p_next = vec![and(&t.c2, &d[..with_p_words], &t.b2, &e2, &a_p)];
+            let mut p_next = vec![D::and_gate(
+                &self.state,
+                [&a_p, &t.b2, &t.c2],
+                &d[..with_p_words],
+                &e2,
+                constants,
+            )];
             if level.pairs > level.with_p {
                 // The least significant pair's P is never read again: keep the node count aligned.
                 let zeros = vec![0u64; (level.pairs - level.with_p) * words];

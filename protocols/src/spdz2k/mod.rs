@@ -237,13 +237,16 @@ impl Domain for Spdz2k {
         }
     }
     fn and_public(x: &AuthBits, mask: &[u64]) -> AuthBits {
-        let mut m = x.m.clone();
-        for (i, &word) in mask.iter().enumerate() {
-            for (b, mac) in m[64 * i..64 * (i + 1)].iter_mut().enumerate() {
-                // Branch-free: the mask is public, but keep the MAC path uniform anyway.
-                *mac &= 0u64.wrapping_sub((word >> b) & 1);
-            }
-        }
+        // Branch-free: the mask is public, but keep the MAC path uniform anyway.
+        let m =
+            x.m.chunks_exact(64)
+                .zip(mask)
+                .flat_map(|(macs, &word)| {
+                    macs.iter()
+                        .enumerate()
+                        .map(move |(b, &mac)| mac & 0u64.wrapping_sub((word >> b) & 1))
+                })
+                .collect();
         AuthBits {
             w: crate::bits::and(&x.w, mask),
             m,
@@ -251,12 +254,15 @@ impl Domain for Spdz2k {
     }
     fn xor_public(state: &State, x: &AuthBits, mask: &[u64], constants: bool) -> AuthBits {
         let beta = state.keys.beta;
-        let mut m = x.m.clone();
-        for (i, &word) in mask.iter().enumerate() {
-            for (b, mac) in m[64 * i..64 * (i + 1)].iter_mut().enumerate() {
-                *mac ^= beta & 0u64.wrapping_sub((word >> b) & 1);
-            }
-        }
+        let m =
+            x.m.chunks_exact(64)
+                .zip(mask)
+                .flat_map(|(macs, &word)| {
+                    macs.iter()
+                        .enumerate()
+                        .map(move |(b, &mac)| mac ^ (beta & 0u64.wrapping_sub((word >> b) & 1)))
+                })
+                .collect();
         AuthBits {
             w: if constants {
                 crate::bits::xor(&x.w, mask)
@@ -278,6 +284,50 @@ impl Domain for Spdz2k {
             m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
         }
     }
+    fn bit_nodes(x: &AuthBits, nodes: &[usize], words: usize) -> AuthBits {
+        let mut out = AuthBits {
+            w: Vec::with_capacity(nodes.len() * words),
+            m: Vec::with_capacity(64 * nodes.len() * words),
+        };
+        for &i in nodes {
+            out.w.extend_from_slice(&x.w[i * words..(i + 1) * words]);
+            out.m
+                .extend_from_slice(&x.m[64 * i * words..64 * (i + 1) * words]);
+        }
+        out
+    }
+    fn and_gate(
+        state: &State,
+        [a, b, c]: [&AuthBits; 3],
+        d: &[u64],
+        e: &[u64],
+        constants: bool,
+    ) -> AuthBits {
+        // One pass: value words, then each bit's MAC share
+        // c ^ [d] b ^ [e] a ^ [d & e] beta_i (public bits select whole MAC words).
+        let beta = state.keys.beta;
+        let words = c.w.len();
+        let mut w = Vec::with_capacity(words);
+        let mut m = Vec::with_capacity(64 * words);
+        for i in 0..words {
+            let (dw, ew) = (d[i], e[i]);
+            let mut v = c.w[i] ^ (dw & b.w[i]) ^ (ew & a.w[i]);
+            if constants {
+                v ^= dw & ew;
+            }
+            w.push(v);
+            let (cm, bm, am) = (
+                &c.m[64 * i..64 * (i + 1)],
+                &b.m[64 * i..64 * (i + 1)],
+                &a.m[64 * i..64 * (i + 1)],
+            );
+            for bit in 0..64 {
+                let sel = |word: u64| 0u64.wrapping_sub((word >> bit) & 1);
+                m.push(cm[bit] ^ (sel(dw) & bm[bit]) ^ (sel(ew) & am[bit]) ^ (sel(dw & ew) & beta));
+            }
+        }
+        AuthBits { w, m }
+    }
     fn record_bits(state: &mut State, own: &AuthBits, opened: &[u64], nodes: usize, len: usize) {
         let words = crate::bits::words_for(len);
         for node in 0..nodes {
@@ -292,11 +342,11 @@ impl Domain for Spdz2k {
                 let word = opened.get(index).copied().unwrap_or(0) & keep;
                 state.view.update(word.to_le_bytes());
                 state.bit_words.push(word);
-                let macs = own.m.get(64 * index..64 * (index + 1));
-                for b in 0..64 {
-                    let mac = macs.map_or(0, |m| m[b]);
-                    state.bit_macs.push(if b < valid { mac } else { 0 });
+                match own.m.get(64 * index..64 * index + valid) {
+                    Some(macs) => state.bit_macs.extend_from_slice(macs),
+                    None => state.bit_macs.extend(std::iter::repeat_n(0, valid)),
                 }
+                state.bit_macs.extend(std::iter::repeat_n(0, 64 - valid));
             }
         }
     }
