@@ -120,13 +120,15 @@ impl AllowList {
     }
 }
 
-fn key_of(end_entity: &CertificateDer<'_>) -> std::result::Result<PublicKey, rustls::Error> {
+/// The Ed25519 key of a self-signed certificate, or a bad-encoding error.
+pub fn key_of(end_entity: &CertificateDer<'_>) -> std::result::Result<PublicKey, rustls::Error> {
     PublicKey::from_certificate(end_entity).ok_or(rustls::Error::InvalidCertificate(
         CertificateError::BadEncoding,
     ))
 }
 
-fn refuse_tls12() -> rustls::Error {
+/// The error every verifier here returns for a TLS 1.2 signature: only TLS 1.3 is accepted.
+pub fn refuse_tls12() -> rustls::Error {
     rustls::Error::General("TLS 1.2 is not accepted".into())
 }
 
@@ -135,6 +137,16 @@ fn refuse_tls12() -> rustls::Error {
 pub struct PinnedServerVerifier {
     expected: PublicKey,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl PinnedServerVerifier {
+    /// A verifier that accepts exactly `expected`, checking signatures with [`provider`]'s algorithms.
+    pub fn new(expected: PublicKey) -> Self {
+        Self {
+            expected,
+            algorithms: provider().signature_verification_algorithms,
+        }
+    }
 }
 
 impl ServerCertVerifier for PinnedServerVerifier {
@@ -267,10 +279,7 @@ pub fn server_config(me: &TlsIdentity, allowed: Arc<AllowList>) -> Result<rustls
 /// node's certificate presented.
 pub fn client_config(me: &TlsIdentity, peer: PublicKey) -> Result<rustls::ClientConfig> {
     let provider = provider();
-    let verifier = Arc::new(PinnedServerVerifier {
-        expected: peer,
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(PinnedServerVerifier::new(peer));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

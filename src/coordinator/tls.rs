@@ -2,7 +2,7 @@
 //! authority, Ed25519 keys pinned.
 //!
 //! - The coordinator presents the self-signed certificate of its identity; a caller pins the coordinator's
-//!   public key ([`PinnedCoordinator`]) and checks the TLS 1.3 handshake signature with it.
+//!   public key (the nodes' [`PinnedServerVerifier`]) and checks the TLS 1.3 handshake signature with it.
 //! - A caller may present its own self-signed Ed25519 certificate; the coordinator accepts any such key
 //!   after checking the handshake signature ([`AnyEd25519Client`]), so a request's caller is the key that
 //!   proved possession in the handshake. Which key may do what is decided per route by the API.
@@ -11,74 +11,16 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::{verify_tls13_signature, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use veil_node::tls::provider;
+use veil_node::tls::{key_of, provider, refuse_tls12, PinnedServerVerifier};
 use veil_node::{Identity, PublicKey};
 
 /// The name callers put in the TLS handshake (verifiers ignore it: trust is by key).
 pub const SERVER_NAME: &str = "veil-coordinator";
-
-fn key_of(cert: &CertificateDer<'_>) -> Result<PublicKey, rustls::Error> {
-    PublicKey::from_certificate(cert).ok_or(rustls::Error::InvalidCertificate(
-        CertificateError::BadEncoding,
-    ))
-}
-
-fn no_tls12() -> rustls::Error {
-    rustls::Error::General("TLS 1.2 is not accepted".into())
-}
-
-/// Client side: the server must present exactly the pinned key and sign the handshake with it.
-#[derive(Debug)]
-struct PinnedCoordinator {
-    expected: PublicKey,
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for PinnedCoordinator {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        let key = key_of(end_entity)?;
-        if key != self.expected || !intermediates.is_empty() {
-            return Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ));
-        }
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _m: &[u8],
-        _c: &CertificateDer<'_>,
-        _d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(no_tls12())
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        vec![SignatureScheme::ED25519]
-    }
-}
 
 /// Server side: a client certificate is optional; if present it must be a single Ed25519 certificate, and
 /// the handshake signature must verify with its key.
@@ -121,7 +63,7 @@ impl ClientCertVerifier for AnyEd25519Client {
         _c: &CertificateDer<'_>,
         _d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(no_tls12())
+        Err(refuse_tls12())
     }
 
     fn verify_tls13_signature(
@@ -160,10 +102,7 @@ pub fn client_config(
 ) -> anyhow::Result<rustls::ClientConfig> {
     let provider = provider();
     let (cert, key) = me.certificate()?;
-    let verifier = Arc::new(PinnedCoordinator {
-        expected: coordinator,
-        algorithms: provider.signature_verification_algorithms,
-    });
+    let verifier = Arc::new(PinnedServerVerifier::new(coordinator));
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
