@@ -1,5 +1,6 @@
 //! The transformer approximations on shares against f64, for n in {2, 3}: every error bound stated in
-//! `protocols/src/approx/` is asserted here over its stated input range.
+//! `protocols/src/approx/` is asserted here over its stated input range, under semi2k, and GELU and softmax
+//! also under spdz2k (with the MAC check and the output check passing).
 
 use std::sync::Arc;
 
@@ -209,6 +210,59 @@ fn layer_norm_rows_match_f64() {
                 assert!(
                     (g - want).abs() < 3e-3,
                     "n = {n}: y[{r}][{c}] = {g}, want {want}"
+                );
+            }
+        }
+    }
+}
+
+/// The same approximations under spdz2k: authenticated input, the batched MAC check before the output leaves,
+/// the recipient's output check; the results meet the same bounds.
+#[test]
+fn gelu_and_softmax_verify_under_spdz2k() {
+    use veil_protocols::prg::Seed;
+    use veil_protocols::spdz2k::local as auth;
+
+    let (rows, cols) = (3, 8);
+    let x: Vec<f64> = grid(-5.0, 5.0, rows * cols);
+    let gelu = gelu().unwrap();
+    let softmax = SoftmaxConfig {
+        exp: exp().unwrap(),
+        iterations: 3,
+    };
+    for n in [2, 3] {
+        let len = x.len();
+        let mut requests = vec![Request::Input { len }];
+        requests.extend(gelu.requests(len, F));
+        requests.extend(softmax_requests(&softmax, rows, cols, F));
+        let committee = Committee::new(n, Arc::new(NaiveGemm));
+        let seeds: Vec<Seed> = (0..n).map(|_| Seed::random()).collect();
+        let dealt = auth::deal_job(&committee, &requests, &seeds).unwrap();
+        let published = veil_protocols::ring::sub(&encode(&x), &dealt.deal.owner_masks[0]);
+        let run = auth::run(&committee, &requests, &seeds, &dealt, None, |party| {
+            let mask = party.material().input(len)?;
+            let shared = party.input_from_masked(mask, &published);
+            let g = party.piecewise(&shared, &gelu)?;
+            let p = party.softmax(&shared, rows, cols, &softmax)?;
+            party.verify()?;
+            Ok(<veil_protocols::spdz2k::Spdz2k as veil_protocols::domain::Domain>::concat(&[g, p]))
+        })
+        .expect("an honest run verifies");
+        let outs: Vec<_> = run.parties.into_iter().map(|p| p.value).collect();
+        let got =
+            decode(&auth::open_output(&outs, dealt.deal.output_key).expect("output MACs check"));
+        let err = max_err(&got[..len], |i| gelu_exact(x[i]));
+        assert!(err < 4e-4, "n = {n}: spdz2k GELU off by {err}");
+        for r in 0..rows {
+            let row = &x[r * cols..(r + 1) * cols];
+            let max = row.iter().cloned().fold(f64::MIN, f64::max);
+            let z: f64 = row.iter().map(|v| (v - max).exp()).sum();
+            for c in 0..cols {
+                let want = (row[c] - max).exp() / z;
+                let g = got[len + r * cols + c];
+                assert!(
+                    (g - want).abs() < 2e-3,
+                    "n = {n}: spdz2k p[{r}][{c}] = {g}, want {want}"
                 );
             }
         }
