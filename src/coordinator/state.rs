@@ -591,8 +591,8 @@ impl Coordinator {
         self.flush()
     }
 
-    /// A party's input blob (its shares for this attempt), once the attempt runs.
-    pub fn task_input(&self, key: &PublicKey, job: u64, attempt: u32) -> ApiResult<Vec<u8>> {
+    /// The party index of the caller `key` in attempt `attempt` of `job`, which must be running.
+    fn running_party(&self, key: &PublicKey, job: u64, attempt: u32) -> ApiResult<usize> {
         let node = self.node_of(key)?;
         let (e, a) = self.attempt_of(job, attempt)?;
         let i = a
@@ -603,6 +603,12 @@ impl Coordinator {
         if e.job.phase() != Phase::Running {
             return Err(ApiError::Conflict("the attempt is not running".into()));
         }
+        Ok(i)
+    }
+
+    /// A party's input blob (its shares for this attempt), once the attempt runs.
+    pub fn task_input(&self, key: &PublicKey, job: u64, attempt: u32) -> ApiResult<Vec<u8>> {
+        let i = self.running_party(key, job, attempt)?;
         self.blobs
             .get(job, attempt, Direction::Input, i)
             .map_err(internal)
@@ -617,16 +623,7 @@ impl Coordinator {
         bytes: &[u8],
         now: Millis,
     ) -> ApiResult<()> {
-        let node = self.node_of(key)?;
-        let (e, a) = self.attempt_of(job, attempt)?;
-        let i = a
-            .parties
-            .iter()
-            .position(|&p| p == node)
-            .ok_or_else(|| ApiError::Forbidden("not a party of this attempt".into()))?;
-        if e.job.phase() != Phase::Running {
-            return Err(ApiError::Conflict("the attempt is not running".into()));
-        }
+        let i = self.running_party(key, job, attempt)?;
         self.blobs
             .put(job, attempt, Direction::Output, i, bytes)
             .map_err(internal)?;

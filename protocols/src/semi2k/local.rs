@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::domain::Domain;
 use crate::error::{ProtocolError, Result};
 use crate::gemm::Gemm;
 use crate::material::{self, PartyMaterial, Request};
@@ -158,25 +159,11 @@ where
                         party.record_transcript();
                     }
                     let value = program(&mut party, masks)?;
-                    let transcript = party.transcript().to_vec();
-                    let (net, stats) = party.finish()?;
-                    Ok(PartyOutcome {
-                        value,
-                        stats,
-                        view: net.inner().view().to_vec(),
-                        transcript,
-                    })
+                    outcome(party, value)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ProtocolError::Committee("a party thread panicked".into()))
-                })
-            })
-            .collect()
+        join_all(handles)
     });
     let parties = first_cause(results)?;
     Ok(LocalRun {
@@ -184,6 +171,35 @@ where
         dealer_bytes,
         dealer_elapsed,
     })
+}
+
+/// A party's outcome once its program returned `value`: the opened transcript, its traffic and the messages it
+/// received.
+pub(crate) fn outcome<T, D: Domain>(
+    party: Party<LocalNet, D>,
+    value: T,
+) -> Result<PartyOutcome<T>> {
+    let transcript = party.transcript().to_vec();
+    let (net, stats) = party.finish()?;
+    Ok(PartyOutcome {
+        value,
+        stats,
+        view: net.inner().view().to_vec(),
+        transcript,
+    })
+}
+
+/// Joins the party threads; a thread that panicked is a committee error, not a panic here.
+pub(crate) fn join_all<T>(
+    handles: Vec<std::thread::ScopedJoinHandle<'_, Result<PartyOutcome<T>>>>,
+) -> Vec<Result<PartyOutcome<T>>> {
+    handles
+        .into_iter()
+        .map(|h| {
+            h.join()
+                .unwrap_or_else(|_| Err(ProtocolError::Committee("a party thread panicked".into())))
+        })
+        .collect()
 }
 
 /// All parties' results, or the error that caused the failure: a party that failed on its own is reported

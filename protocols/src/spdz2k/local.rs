@@ -10,7 +10,9 @@ use crate::material::auth::{deal, AuthDeal, AuthPartyGenerator, AuthVec};
 use crate::material::{PartyMaterial, Request};
 use crate::mem_net::MemNet;
 use crate::prg::Seed;
-use crate::semi2k::local::{first_cause, Committee, LocalNet, LocalRun, PartyOutcome};
+use crate::semi2k::local::{
+    first_cause, join_all, outcome, Committee, LocalNet, LocalRun, PartyOutcome,
+};
 use crate::shaping::ShapedNet;
 
 use super::Party;
@@ -94,25 +96,11 @@ where
                         party.record_transcript();
                     }
                     let value = program(&mut party)?;
-                    let transcript = party.transcript().to_vec();
-                    let (net, stats) = party.finish()?;
-                    Ok(PartyOutcome {
-                        value,
-                        stats,
-                        view: net.inner().view().to_vec(),
-                        transcript,
-                    })
+                    outcome(party, value)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ProtocolError::Committee("a party thread panicked".into()))
-                })
-            })
-            .collect()
+        join_all(handles)
     });
     let parties = first_cause(results)?;
     Ok(LocalRun {
