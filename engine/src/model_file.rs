@@ -612,6 +612,64 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// A model with `architecture`'s layers and every weight zero: what a party that holds only weight shares
+/// (or receives public weights per job) needs to compile the public plan. The architecture passes the same
+/// checks as in a model file, and its weights may total at most `MAX_FILE_BYTES` as f32 (so a hostile
+/// architecture cannot make this allocate without bound).
+pub fn skeleton(architecture: &Architecture, device: &Device) -> Result<Model> {
+    let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, spec) in architecture.layers.iter().enumerate() {
+        check_spec(i, spec)?;
+        match *spec {
+            LayerSpec::Linear { inputs, outputs } => {
+                shapes.push((format!("{i}.weight"), vec![outputs, inputs]));
+                shapes.push((format!("{i}.bias"), vec![outputs]));
+            }
+            LayerSpec::Conv2d {
+                channels, kernel, ..
+            } => {
+                shapes.push((
+                    format!("{i}.weight"),
+                    vec![channels[1], channels[0], kernel[0], kernel[1]],
+                ));
+                shapes.push((format!("{i}.bias"), vec![channels[1]]));
+            }
+            _ => {}
+        }
+    }
+    let mut total: u64 = 0;
+    for (_, shape) in &shapes {
+        let n = shape
+            .iter()
+            .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+            .ok_or_else(|| invalid("the architecture's weights overflow"))?;
+        total = total.saturating_add(n);
+    }
+    if total.saturating_mul(4) > MAX_FILE_BYTES {
+        return Err(invalid(format!(
+            "the architecture has {total} weights, more than a model file may hold"
+        )));
+    }
+    let zeros: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .into_iter()
+        .map(|(name, shape)| {
+            let bytes = vec![0u8; 4 * shape.iter().product::<usize>()];
+            (name, shape, bytes)
+        })
+        .collect();
+    let views = zeros
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| invalid(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, None::<HashMap<String, String>>)
+        .map_err(|e| invalid(format!("serialising: {e}")))?;
+    Ok(ModelFile::parse(&bytes, Some(architecture.clone()), device)?.into_model())
+}
+
 fn model_id(architecture: &Architecture, weights: &NamedWeights) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"veil-model-v1\0");
@@ -656,6 +714,41 @@ mod tests {
                 file.model().forward_plain(&x, 2).unwrap()
             );
         }
+    }
+
+    #[test]
+    fn a_skeleton_compiles_to_the_plan_of_the_real_model_and_huge_architectures_are_refused() {
+        let d = device();
+        for name in ["network-a", "lenet"] {
+            let file = ModelFile::from_model(
+                workloads::by_name(name, 3, &d).unwrap().unwrap(),
+                vec![],
+                None,
+            )
+            .unwrap();
+            let skeleton = skeleton(file.architecture(), &d).unwrap();
+            let fp = veil_protocols::ring::FixedPoint::new(16).unwrap();
+            let real = crate::Plan::compile(file.model(), fp, crate::WeightMode::Shared).unwrap();
+            let bare = crate::Plan::compile(&skeleton, fp, crate::WeightMode::Shared).unwrap();
+            assert_eq!(real.mask_shapes(), bare.mask_shapes());
+            assert_eq!(real.requests(2), bare.requests(2));
+            assert!(bare
+                .weights
+                .iter()
+                .all(|w| w.matrix.iter().all(|&v| v == 0)));
+        }
+        let huge = Architecture {
+            name: "huge".into(),
+            input: vec![1 << 20],
+            layers: vec![LayerSpec::Linear {
+                inputs: 1 << 20,
+                outputs: 1 << 20,
+            }],
+            labels: vec![],
+            preprocess: None,
+        };
+        let err = skeleton(&huge, &d).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
     }
 
     #[test]
