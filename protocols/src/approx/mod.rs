@@ -10,13 +10,18 @@
 //! | [`functions`] | the default configurations of GELU and exp |
 //! | [`newton`] | reciprocal and reciprocal square root by Newton from a normalised guess |
 //! | [`rows`] | row max, softmax and LayerNorm |
+//! | [`gelu`] | GELU as one even polynomial between two comparisons (the transformer's cheap GELU) |
+//! | [`pooling`] | mean pooling and L2 normalisation (the sentence-embedding tail) |
 
 pub mod fit;
 pub mod functions;
+pub mod gelu;
 pub mod newton;
 pub mod piecewise;
+pub mod pooling;
 pub mod rows;
 
+pub use gelu::{GeluEven, GeluEvenConfig};
 pub use newton::NewtonConfig;
 pub use piecewise::{Linear, Piecewise, PiecewiseConfig, Segment};
 pub use rows::{LayerNormConfig, SoftmaxConfig};

@@ -126,7 +126,7 @@ impl<N: Net, D: Domain> Party<N, D> {
     }
 
     /// Each row's sum, `rows` values (local).
-    fn row_sums(x: &D::Arith, rows: usize, cols: usize) -> D::Arith {
+    pub(crate) fn row_sums(x: &D::Arith, rows: usize, cols: usize) -> D::Arith {
         let columns: Vec<D::Arith> = (0..cols)
             .map(|c| D::gather(x, &(0..rows).map(|r| r * cols + c).collect::<Vec<_>>()))
             .collect();
@@ -137,7 +137,7 @@ impl<N: Net, D: Domain> Party<N, D> {
     }
 
     /// Each row repeated `cols` times: `rows * cols` values (local).
-    fn broadcast(v: &D::Arith, rows: usize, cols: usize) -> D::Arith {
+    pub(crate) fn broadcast(v: &D::Arith, rows: usize, cols: usize) -> D::Arith {
         D::gather(v, &(0..rows * cols).map(|i| i / cols).collect::<Vec<_>>())
     }
 

@@ -10,6 +10,7 @@
 
 mod beaver;
 pub mod local;
+mod matmul;
 mod open;
 mod pool;
 pub mod requests;

@@ -1,0 +1,205 @@
+//! GELU by one even polynomial and two comparisons: the cheap form for transformer feed-forward layers.
+//!
+//! `GELU(x) = x/2 + w(x)` with `w(x) = (x/2) erf(x / sqrt 2)`, an even function, so on `[-T, T]` it is a
+//! polynomial `q` in `u = 2x^2/T^2 - 1` (in `[-1, 1]` there): a degree-`m` fit in `u` is a degree-`2m` fit in
+//! `x` for the price of `m` powers. Outside, `GELU(x) = 0` below `-T` and `x` above `T` (the tails cost
+//! `T Phi(-T)`: 1.3e-4 at `T = 4`). With the bits `b1 = [x >= -T]` and `b2 = [x >= T]` from one sign test,
+//!
+//! `GELU(x) ~ b1 (x/2 + q(u)) + b2 (x/2 - q(u))`
+//!
+//! which is `0`, `x/2 + q` and `x` on the three ranges. The payloads are selected with `2f` fractional bits
+//! and truncated once at the end, so for `|x| > T`, where `q(u)` may have wrapped around the ring, `q`
+//! cancels exactly (`b1 = b2`) and never reaches a truncation.
+//!
+//! The same idea (a low-degree polynomial on a middle range, 0 and the identity outside) is the GELU of
+//! PUMA (Dong et al., 2023, section 5.2) and BumbleBee (Lu et al., NDSS 2025); using the evenness of
+//! `x erf(x / sqrt 2)` halves the number of powers.
+//!
+//! Cost on `n` values: `x^2` (1 product, 1 truncation), `u` (1 truncation), `ceil(log2 m)` levels of powers
+//! (product and truncation each), one sign test on `2n` values with one payload, one truncation:
+//! `2 + 1 + 2 ceil(log2 m) + 8 + 1` rounds (18 for `m = 6`).
+//!
+//! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 4`, `m = 6`) fits GELU to
+//! within 9e-4 on all reals (the fit's error on `[-4, 4]`; 1.3e-4 in the tails); on shares, fixed-point
+//! rounding of the powers and coefficients adds at most about 1e-4.
+
+use super::fit;
+use super::functions::gelu_exact;
+use super::piecewise::fixed;
+use crate::domain::Domain;
+use crate::error::{ensure_shape, ProtocolError, Result};
+use crate::material::Request;
+use crate::net::Net;
+use crate::semi2k::{sign::SignJob, Party};
+
+/// Knobs of [`GeluEven`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeluEvenConfig {
+    /// `T`: the polynomial covers `[-T, T]`; 0 below, the identity above.
+    pub bound: f64,
+    /// `m`: degree of the polynomial in `u = 2x^2/T^2 - 1` (degree `2m` in `x`).
+    pub degree: usize,
+    /// Chebyshev nodes of the least-squares fit.
+    pub fit_nodes: usize,
+}
+
+/// The default: `T = 4`, `m = 6` (error 9e-4 on all reals).
+pub fn gelu_even_config() -> GeluEvenConfig {
+    GeluEvenConfig {
+        bound: 4.0,
+        degree: 6,
+        fit_nodes: 256,
+    }
+}
+
+/// A fitted even-polynomial GELU (see the module doc).
+#[derive(Debug, Clone)]
+pub struct GeluEven {
+    config: GeluEvenConfig,
+    /// `q(u) = sum c[k] u^k`, approximating `(x/2) erf(x / sqrt 2)`.
+    coefficients: Vec<f64>,
+}
+
+impl GeluEven {
+    /// Fits the polynomial of `config`.
+    pub fn fit(config: GeluEvenConfig) -> Result<Self> {
+        if !(config.bound.is_finite() && config.bound > 0.0 && config.bound < 64.0)
+            || config.degree == 0
+            || config.degree > 16
+        {
+            return Err(ProtocolError::Shape {
+                op: "gelu_even",
+                detail: format!("needs 0 < bound < 64 and degree in 1..=16: {config:?}"),
+            });
+        }
+        let t = config.bound;
+        let w = |u: f64| {
+            let x = t * ((u + 1.0) / 2.0).max(0.0).sqrt();
+            gelu_exact(x) - x / 2.0
+        };
+        let coefficients = fit::least_squares(w, config.degree, config.fit_nodes);
+        Ok(Self {
+            config,
+            coefficients,
+        })
+    }
+
+    /// The default GELU of this form.
+    pub fn default_fit() -> Result<Self> {
+        Self::fit(gelu_even_config())
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GeluEvenConfig {
+        &self.config
+    }
+
+    /// The approximation in f64 (what the shares compute, up to fixed-point rounding).
+    pub fn eval_plain(&self, x: f64) -> f64 {
+        let t = self.config.bound;
+        if x < -t {
+            0.0
+        } else if x >= t {
+            x
+        } else {
+            x / 2.0 + fit::eval(&self.coefficients, 2.0 * x * x / (t * t) - 1.0)
+        }
+    }
+
+    /// The largest `|approximation - GELU|` over `samples + 1` evenly spaced points of `[from, to]`.
+    pub fn fit_error(&self, from: f64, to: f64, samples: usize) -> f64 {
+        (0..=samples)
+            .map(|i| from + (to - from) * i as f64 / samples as f64)
+            .map(|x| (self.eval_plain(x) - gelu_exact(x)).abs())
+            .fold(0.0, f64::max)
+    }
+
+    /// Multiplication levels: `(from, count)` computes `u^(from+1) ..= u^(from+count)` in one round.
+    fn levels(&self) -> Vec<(usize, usize)> {
+        let d = self.config.degree;
+        let mut have = 1;
+        let mut out = Vec::new();
+        while have < d {
+            let count = have.min(d - have);
+            out.push((have, count));
+            have += count;
+        }
+        out
+    }
+
+    /// The dealer material [`Party::gelu_even`] consumes for `len` values, in order.
+    pub fn requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
+        let mut out = vec![
+            Request::Triples { len },
+            Request::Trunc { len, frac_bits },
+            Request::Trunc { len, frac_bits },
+        ];
+        for (_, count) in self.levels() {
+            out.push(Request::Triples { len: count * len });
+            out.push(Request::Trunc {
+                len: count * len,
+                frac_bits,
+            });
+        }
+        out.push(Request::Sign {
+            len: 2 * len,
+            truncate: None,
+            payloads: 1,
+        });
+        out.push(Request::Trunc { len, frac_bits });
+        out
+    }
+}
+
+impl<N: Net, D: Domain> Party<N, D> {
+    /// Shares of `approx.eval_plain(x)` for shared fixed-point `x` (see the module doc for rounds and error).
+    pub fn gelu_even(&mut self, x: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
+        let n = D::len(x);
+        let f = self.fixed_point().frac_bits();
+        let t = approx.config.bound;
+        // u = 2 x^2 / T^2 - 1.
+        let square = self.mul_fixed(x, x)?;
+        let mut scaled = D::mul_public(&square, &vec![fixed(2.0 / (t * t), f); n]);
+        self.add_public(&mut scaled, &vec![fixed(-1.0, 2 * f); n]);
+        let u = self.trunc(&scaled)?;
+        // Powers u^1 ..= u^m.
+        let mut powers = vec![u];
+        for (from, count) in approx.levels() {
+            let left = D::concat(&vec![powers[from - 1].clone(); count]);
+            let right = D::concat(&powers[..count]);
+            let next = self.mul_fixed(&left, &right)?;
+            for j in 0..count {
+                powers.push(D::slice(&next, j * n..(j + 1) * n));
+            }
+        }
+        // q(u) and x/2 with 2f fractional bits.
+        let c = &approx.coefficients;
+        let mut q = self.share_public(&vec![fixed(c[0], 2 * f); n]);
+        for (k, ck) in c.iter().enumerate().skip(1) {
+            q = D::add(&q, &D::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]));
+        }
+        let half = D::mul_public(x, &vec![fixed(0.5, f); n]);
+        let payload = D::concat(&[D::add(&half, &q), D::sub(&half, &q)]);
+        // b1 = [x + T >= 0], b2 = [x - T >= 0], in one sign test.
+        let mut low = x.clone();
+        self.add_public(&mut low, &vec![fixed(t, f); n]);
+        let mut high = x.clone();
+        self.add_public(&mut high, &vec![fixed(-t, f); n]);
+        let selected = self
+            .sign_select(SignJob {
+                z: &D::concat(&[low, high]),
+                truncate: false,
+                select_self: false,
+                extras: vec![payload],
+            })?
+            .pop()
+            .ok_or_else(|| ProtocolError::Shape {
+                op: "gelu_even",
+                detail: "the sign test returned no payload".into(),
+            })?;
+        let sum = D::add(&D::slice(&selected, 0..n), &D::slice(&selected, n..2 * n));
+        let out = self.trunc(&sum)?;
+        ensure_shape(D::len(&out) == n, "gelu_even", || "output length".into())?;
+        Ok(out)
+    }
+}
