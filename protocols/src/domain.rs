@@ -92,8 +92,13 @@ pub trait Domain: Sized + Send + Sync + 'static {
                 .collect::<Vec<_>>(),
         )
     }
+    /// Nodes `nodes` of `x` (each `words` words long), concatenated, XORed with `y` (as long as the result).
+    fn bit_nodes_xor(x: &Self::Bits, nodes: &[usize], words: usize, y: &Self::Bits) -> Self::Bits {
+        Self::xor(&Self::bit_nodes(x, nodes, words), y)
+    }
     /// `x & y` from an AND triple `(a, b, c)` and the opened `d = x ^ a`, `e = y ^ b` (Beaver on bits):
-    /// `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term added by the party holding constants.
+    /// `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term added by the party holding constants. The result is as
+    /// long as `c`; `a` and `b` may be longer (a pair's two ANDs share `a`), and only their first words are read.
     fn and_gate(
         state: &Self::State,
         [a, b, c]: [&Self::Bits; 3],

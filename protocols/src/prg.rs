@@ -44,6 +44,9 @@ impl Seed {
     }
 }
 
+/// Words produced per keystream request.
+const CHUNK: usize = 512;
+
 /// A deterministic stream of ring elements and bits.
 pub struct Prg {
     rng: ChaCha12Rng,
@@ -59,15 +62,57 @@ impl Prg {
 
     /// `len` uniformly random ring elements.
     pub fn words(&mut self, len: usize) -> Vec<u64> {
-        let mut out = vec![0u64; len];
-        self.fill(&mut out);
+        let mut out = Vec::with_capacity(len);
+        self.extend(&mut out, len);
+        out
+    }
+
+    /// Appends `len` uniformly random ring elements to `out` (the stream of [`Self::fill`], without zeroing
+    /// the destination first).
+    pub fn extend(&mut self, out: &mut Vec<u64>, len: usize) {
+        let mut block = [0u64; CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            self.fill(&mut block[..n]);
+            out.extend_from_slice(&block[..n]);
+            left -= n;
+        }
+    }
+
+    /// `len` uniformly random elements of Z_2^128, each from two consecutive words (low first): the same
+    /// values as pairing up `words(2 * len)`.
+    pub fn wide(&mut self, len: usize) -> Vec<u128> {
+        let mut out = Vec::with_capacity(len);
+        let mut block = [0u64; CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(CHUNK / 2);
+            self.fill(&mut block[..2 * n]);
+            out.extend(
+                block[..2 * n]
+                    .chunks_exact(2)
+                    .map(|c| u128::from(c[0]) | (u128::from(c[1]) << 64)),
+            );
+            left -= n;
+        }
         out
     }
 
     /// Fills `out` with uniformly random ring elements.
+    ///
+    /// The stream is the same as drawing `next_u64` once per word (each word is the next 8 keystream bytes,
+    /// little-endian), but the keystream is produced in bulk, several blocks at a time.
     pub fn fill(&mut self, out: &mut [u64]) {
-        for w in out.iter_mut() {
-            *w = self.rng.next_u64();
+        let mut bytes = [0u8; 8 * CHUNK];
+        for words in out.chunks_mut(CHUNK) {
+            let bytes = &mut bytes[..8 * words.len()];
+            self.rng.fill_bytes(bytes);
+            for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+                let mut le = [0u8; 8];
+                le.copy_from_slice(b);
+                *w = u64::from_le_bytes(le);
+            }
         }
     }
 
@@ -76,5 +121,30 @@ impl Prg {
         let mut out = self.words(len.div_ceil(64));
         crate::bits::clear_tail(&mut out, len);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_fill_is_the_word_by_word_stream() {
+        let seed = Seed::random_from(3);
+        let mut bulk = Prg::new(&seed);
+        let mut single = ChaCha12Rng::from_seed(seed.0);
+        // Odd lengths, one crossing the chunk size, so that blocks are split between calls.
+        for len in [1usize, 3, 7, 513, 1000, 2] {
+            let got = bulk.words(len);
+            let want: Vec<u64> = (0..len).map(|_| single.next_u64()).collect();
+            assert_eq!(got, want);
+        }
+        let (mut a, mut b) = (Prg::new(&seed), Prg::new(&seed));
+        let pairs: Vec<u128> = a
+            .words(2 * 700)
+            .chunks_exact(2)
+            .map(|c| u128::from(c[0]) | (u128::from(c[1]) << 64))
+            .collect();
+        assert_eq!(b.wide(700), pairs);
     }
 }

@@ -88,17 +88,15 @@ impl<N: Net, D: Domain> Party<N, D> {
         let c_planes = bits::to_planes(&c);
         let public_plane = |bit: usize| c_planes[bit * words..(bit + 1) * words].to_vec();
         let constants = self.holds_constants();
-        let mut g_nodes = Vec::with_capacity(COMPARED_BITS);
-        let mut p_nodes = Vec::with_capacity(COMPARED_BITS);
-        for q in 0..COMPARED_BITS {
-            let bit = COMPARED_BITS - 1 - q;
-            let r = D::bit_slice(&m.r_planes, bit * words..(bit + 1) * words);
-            let not_c: Vec<u64> = public_plane(bit).iter().map(|&c| !c).collect();
-            g_nodes.push(D::and_public(&r, &not_c));
-            p_nodes.push(D::xor_public(&self.state, &r, &not_c, constants));
-        }
-        let mut g = D::bit_concat(&g_nodes);
-        let mut p = D::bit_concat(&p_nodes);
+        let leaf_bits: Vec<usize> = (0..COMPARED_BITS).rev().collect();
+        let not_c: Vec<u64> = leaf_bits
+            .iter()
+            .flat_map(|&bit| c_planes[bit * words..(bit + 1) * words].iter().map(|&c| !c))
+            .collect();
+        let r = D::bit_nodes(&m.r_planes, &leaf_bits, words);
+        let mut g = D::and_public(&r, &not_c);
+        let mut p = D::xor_public(&self.state, &r, &not_c, constants);
+        drop(r);
 
         // Prefix levels: one round each. G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.
         let mut self_delta_pending = job.select_self && job.truncate;
@@ -106,13 +104,14 @@ impl<N: Net, D: Domain> Party<N, D> {
             let node = |v: &D::Bits, i: usize| D::bit_slice(v, i * words..(i + 1) * words);
             let highs: Vec<usize> = (0..level.pairs).map(|j| 2 * j).collect();
             let lows: Vec<usize> = (0..level.pairs).map(|j| 2 * j + 1).collect();
-            let p_hi = D::bit_nodes(&p, &highs, words);
-            let g_lo = D::bit_nodes(&g, &lows, words);
-            let p_lo = D::bit_nodes(&p, &lows[..level.with_p], words);
             let mut round = Round::default();
-            round.bits(D::xor(&p_hi, &t.a), level.pairs, len);
-            round.bits(D::xor(&g_lo, &t.b), level.pairs, len);
-            round.bits(D::xor(&p_lo, &t.b2), level.with_p, len);
+            round.bits(D::bit_nodes_xor(&p, &highs, words, &t.a), level.pairs, len);
+            round.bits(D::bit_nodes_xor(&g, &lows, words, &t.b), level.pairs, len);
+            round.bits(
+                D::bit_nodes_xor(&p, &lows[..level.with_p], words, &t.b2),
+                level.with_p,
+                len,
+            );
             if self_delta_pending {
                 round.words(D::sub(&self_value, &alpha(0)));
             }
@@ -125,14 +124,13 @@ impl<N: Net, D: Domain> Party<N, D> {
                 self_delta_pending = false;
             }
             // x & y from a triple (a, b, c) and opened d = x ^ a, e = y ^ b: c ^ (d & b) ^ (e & a) ^ (d & e).
+            // The P products use the first `with_p` pairs of `a` (and_gate reads only as much of it as `c2`).
             let with_p_words = level.with_p * words;
-            let a_p = D::bit_slice(&t.a, 0..with_p_words);
             let carried = D::and_gate(&self.state, [&t.a, &t.b, &t.c], &d, &e, constants);
-            let g_hi = D::bit_nodes(&g, &highs, words);
-            let mut g_next = vec![D::xor(&g_hi, &carried)];
+            let mut g_next = vec![D::bit_nodes_xor(&g, &highs, words, &carried)];
             let mut p_next = vec![D::and_gate(
                 &self.state,
-                [&a_p, &t.b2, &t.c2],
+                [&t.a, &t.b2, &t.c2],
                 &d[..with_p_words],
                 &e2,
                 constants,

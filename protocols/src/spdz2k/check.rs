@@ -26,29 +26,13 @@ use crate::error::{ProtocolError, Result};
 use crate::net::Net;
 use crate::prg::{Prg, Seed};
 
+use super::gf2::{clmul, reduce};
 use super::{Party, State};
 
-/// Multiplication in GF(2^64) = GF(2)[x] / (x^64 + x^4 + x^3 + x + 1).
+/// Multiplication in GF(2^64) = GF(2)[x] / (x^64 + x^4 + x^3 + x + 1) (hardware carry-less multiply where
+/// the CPU has it; see `gf2.rs`).
 pub fn gf_mul(a: u64, b: u64) -> u64 {
     reduce(clmul(a, b))
-}
-
-/// Carry-less product of two 64-bit polynomials.
-fn clmul(a: u64, b: u64) -> u128 {
-    let mut r = 0u128;
-    let wide = u128::from(a);
-    for i in 0..64 {
-        r ^= (wide << i) & 0u128.wrapping_sub(u128::from((b >> i) & 1));
-    }
-    r
-}
-
-/// Reduction of a polynomial of degree < 128 modulo x^64 + x^4 + x^3 + x + 1.
-fn reduce(r: u128) -> u64 {
-    let (lo, hi) = (r as u64, (r >> 64) as u64);
-    let fold = |h: u64| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
-    let over = (hi >> 63) ^ (hi >> 61) ^ (hi >> 60);
-    lo ^ fold(hi) ^ fold(over)
 }
 
 fn commit(label: &[u8], party: usize, body: &[u8]) -> [u8; 32] {
@@ -69,6 +53,9 @@ fn fail(why: String) -> ProtocolError {
 }
 
 /// This party's check values `(z_i, t_i)` under the coefficients of `seed`.
+///
+/// The bit MACs were folded per word when they were recorded (`M_w = sum_b x^b m_wb`, see `gf2::fold`), so
+/// `t_i = sum_w chi_w * M_w - beta_i * sum_w chi_w * y_w` is two GF(2^64) inner products.
 fn check_values(state: &State, seed: &Seed) -> (u128, u64) {
     let mut prg = Prg::new(seed);
     let chi = prg.words(state.opened.len());
@@ -81,16 +68,9 @@ fn check_values(state: &State, seed: &Seed) -> (u128, u64) {
     let z = m.wrapping_sub(state.keys.alpha.wrapping_mul(y));
 
     let chi_bits = prg.words(state.bit_words.len());
-    let (mut folded, mut opened) = (0u128, 0u128);
-    for (w, (&c, &word)) in chi_bits.iter().zip(&state.bit_words).enumerate() {
-        let mut acc = 0u128;
-        for (b, &mac) in state.bit_macs[64 * w..64 * (w + 1)].iter().enumerate() {
-            acc ^= u128::from(mac) << b;
-        }
-        folded ^= clmul(c, reduce(acc));
-        opened ^= clmul(c, word);
-    }
-    let t = reduce(folded) ^ gf_mul(state.keys.beta, reduce(opened));
+    let folded = super::gf2::dot(&chi_bits, &state.bit_macs);
+    let opened = super::gf2::dot(&chi_bits, &state.bit_words);
+    let t = folded ^ gf_mul(state.keys.beta, opened);
     (z, t)
 }
 

@@ -16,6 +16,7 @@
 //! about 200 bytes per party for each check. Local work grows more (128-bit arithmetic, a 64-bit MAC per bit).
 
 pub mod check;
+pub mod gf2;
 pub mod local;
 
 use sha2::{Digest, Sha256};
@@ -44,7 +45,8 @@ pub struct State {
     pub(crate) macs: Vec<u128>,
     /// Opened bits, 64 per word (positions beyond an opening's length are zero).
     pub(crate) bit_words: Vec<u64>,
-    /// This party's MAC shares of them, 64 per word (zero beyond an opening's length).
+    /// This party's MAC shares of them folded per word: entry `w` is `sum_b x^b m_wb` in GF(2^64) over the
+    /// word's bits (MAC shares beyond an opening's length count as zero). See [`gf2::fold`].
     pub(crate) bit_macs: Vec<u64>,
     /// Hash of every opened value in order: all parties must have seen the same.
     pub(crate) view: Sha256,
@@ -231,43 +233,29 @@ impl Domain for Spdz2k {
         &x.w
     }
     fn xor(x: &AuthBits, y: &AuthBits) -> AuthBits {
+        let mut m = vec![0; x.m.len().min(y.m.len())];
+        gf2::xor_into(&x.m, &y.m, &mut m);
         AuthBits {
             w: crate::bits::xor(&x.w, &y.w),
-            m: crate::bits::xor(&x.m, &y.m),
+            m,
         }
     }
     fn and_public(x: &AuthBits, mask: &[u64]) -> AuthBits {
         // Branch-free: the mask is public, but keep the MAC path uniform anyway.
-        let m =
-            x.m.chunks_exact(64)
-                .zip(mask)
-                .flat_map(|(macs, &word)| {
-                    macs.iter()
-                        .enumerate()
-                        .map(move |(b, &mac)| mac & 0u64.wrapping_sub((word >> b) & 1))
-                })
-                .collect();
-        AuthBits {
-            w: crate::bits::and(&x.w, mask),
-            m,
-        }
+        let w = crate::bits::and(&x.w, mask);
+        let mut m = vec![0; 64 * w.len()];
+        gf2::select_and(&x.m, mask, &mut m);
+        AuthBits { w, m }
     }
     fn xor_public(state: &State, x: &AuthBits, mask: &[u64], constants: bool) -> AuthBits {
-        let beta = state.keys.beta;
-        let m =
-            x.m.chunks_exact(64)
-                .zip(mask)
-                .flat_map(|(macs, &word)| {
-                    macs.iter()
-                        .enumerate()
-                        .map(move |(b, &mac)| mac ^ (beta & 0u64.wrapping_sub((word >> b) & 1)))
-                })
-                .collect();
+        let words = x.w.len().min(mask.len());
+        let mut m = vec![0; 64 * words];
+        gf2::select_xor(&x.m, mask, state.keys.beta, &mut m);
         AuthBits {
             w: if constants {
                 crate::bits::xor(&x.w, mask)
             } else {
-                x.w.clone()
+                x.w[..words].to_vec()
             },
             m,
         }
@@ -296,6 +284,26 @@ impl Domain for Spdz2k {
         }
         out
     }
+    fn bit_nodes_xor(x: &AuthBits, nodes: &[usize], words: usize, y: &AuthBits) -> AuthBits {
+        // One pass per node: gather and XOR without an intermediate copy.
+        let mut out = AuthBits {
+            w: vec![0; nodes.len() * words],
+            m: vec![0; 64 * nodes.len() * words],
+        };
+        for (j, &i) in nodes.iter().enumerate() {
+            let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
+            for ((o, &a), &b) in out.w[dst.clone()]
+                .iter_mut()
+                .zip(&x.w[src.clone()])
+                .zip(&y.w[dst.clone()])
+            {
+                *o = a ^ b;
+            }
+            let (src, dst) = (64 * src.start..64 * src.end, 64 * dst.start..64 * dst.end);
+            gf2::xor_into(&x.m[src], &y.m[dst.clone()], &mut out.m[dst]);
+        }
+        out
+    }
     fn and_gate(
         state: &State,
         [a, b, c]: [&AuthBits; 3],
@@ -303,12 +311,11 @@ impl Domain for Spdz2k {
         e: &[u64],
         constants: bool,
     ) -> AuthBits {
-        // One pass: value words, then each bit's MAC share
+        // One pass over the value words, one over the MAC words:
         // c ^ [d] b ^ [e] a ^ [d & e] beta_i (public bits select whole MAC words).
-        let beta = state.keys.beta;
+        // `a` may be longer than `c` (a pair's two ANDs share it); only its first words are read.
         let words = c.w.len();
         let mut w = Vec::with_capacity(words);
-        let mut m = Vec::with_capacity(64 * words);
         for i in 0..words {
             let (dw, ew) = (d[i], e[i]);
             let mut v = c.w[i] ^ (dw & b.w[i]) ^ (ew & a.w[i]);
@@ -316,24 +323,31 @@ impl Domain for Spdz2k {
                 v ^= dw & ew;
             }
             w.push(v);
-            let (cm, bm, am) = (
-                &c.m[64 * i..64 * (i + 1)],
-                &b.m[64 * i..64 * (i + 1)],
-                &a.m[64 * i..64 * (i + 1)],
-            );
-            for bit in 0..64 {
-                let sel = |word: u64| 0u64.wrapping_sub((word >> bit) & 1);
-                m.push(cm[bit] ^ (sel(dw) & bm[bit]) ^ (sel(ew) & am[bit]) ^ (sel(dw & ew) & beta));
-            }
         }
+        let mut m = vec![0; 64 * words];
+        gf2::and_gate_macs(
+            &a.m[..64 * words],
+            &b.m[..64 * words],
+            &c.m,
+            &d[..words],
+            &e[..words],
+            state.keys.beta,
+            &mut m,
+        );
         AuthBits { w, m }
     }
     fn record_bits(state: &mut State, own: &AuthBits, opened: &[u64], nodes: usize, len: usize) {
         let words = crate::bits::words_for(len);
+        if words == 0 {
+            return;
+        }
+        let valid_last = len - (words - 1) * 64;
+        let mut tail = [0u64; 64];
         for node in 0..nodes {
+            let first = node * words;
             for i in 0..words {
-                let index = node * words + i;
-                let valid = (len - i * 64).min(64);
+                let index = first + i;
+                let valid = if i + 1 == words { valid_last } else { 64 };
                 let keep = if valid == 64 {
                     u64::MAX
                 } else {
@@ -342,11 +356,19 @@ impl Domain for Spdz2k {
                 let word = opened.get(index).copied().unwrap_or(0) & keep;
                 state.view.update(word.to_le_bytes());
                 state.bit_words.push(word);
-                match own.m.get(64 * index..64 * index + valid) {
-                    Some(macs) => state.bit_macs.extend_from_slice(macs),
-                    None => state.bit_macs.extend(std::iter::repeat_n(0, valid)),
+            }
+            // Fold the node's MAC shares, 64 per word; a partial last word's unused positions count as zero.
+            let start = state.bit_macs.len();
+            state.bit_macs.resize(start + words, 0);
+            let macs = own.m.get(64 * first..64 * (first + words));
+            let full = if valid_last == 64 { words } else { words - 1 };
+            if let Some(macs) = macs {
+                gf2::fold_words(&macs[..64 * full], &mut state.bit_macs[start..start + full]);
+                if full < words {
+                    tail[..valid_last].copy_from_slice(&macs[64 * full..64 * full + valid_last]);
+                    tail[valid_last..].fill(0);
+                    state.bit_macs[start + full] = gf2::fold(&tail);
                 }
-                state.bit_macs.extend(std::iter::repeat_n(0, 64 - valid));
             }
         }
     }
