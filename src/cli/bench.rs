@@ -28,6 +28,8 @@ use veil_protocols::net::NetStats;
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::shaping::ShapingConfig;
 
+mod minilm;
+
 /// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
 /// takes its default protocols from here, so a new protocol shows up in sweeps and reports by itself.
 pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k"];
@@ -35,7 +37,7 @@ pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k"];
 /// Arguments of `veil bench`.
 #[derive(Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// Workload: gemm, network-a or lenet.
+    /// Workload: gemm, network-a, lenet or minilm (private all-MiniLM-L6-v2 embeddings; needs --model).
     #[arg(long, default_value = "network-a")]
     pub workload: String,
     /// Protocol.
@@ -53,6 +55,12 @@ pub struct BenchArgs {
     /// Measured repetitions (after one warm-up).
     #[arg(long, default_value_t = 5)]
     pub reps: usize,
+    /// minilm: tokens of the embedded sequence, special tokens included.
+    #[arg(long, default_value_t = 32)]
+    pub seq_len: usize,
+    /// minilm: the model directory (`veil models fetch all-minilm-l6-v2` puts it there).
+    #[arg(long, default_value = "models/all-minilm-l6-v2")]
+    pub model: std::path::PathBuf,
     /// Weight visibility.
     #[arg(long, value_enum, default_value_t = Weights::Shared)]
     pub weights: Weights,
@@ -301,6 +309,9 @@ pub struct ModelReport {
     /// The same entries summed per operation (`label` is the op), in order of first use.
     #[serde(default)]
     pub ops: Vec<LayerReport>,
+    /// Embeddings (minilm): the lowest cosine similarity of a private result with the plaintext burn one.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub cosine: Option<f64>,
 }
 
 /// The network model's estimate of a shaped inference: the measured local compute, plus one latency per
@@ -393,6 +404,9 @@ pub fn check_protocol(protocol: &str) -> Result<()> {
 
 /// Measures one model workload as `args` says.
 pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
+    if args.workload == "minilm" {
+        return minilm::measure(args);
+    }
     check_protocol(&args.protocol)?;
     if args.reps == 0 {
         bail!("--reps must be at least 1");
@@ -530,6 +544,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         note: None,
         ops: per_op(&layers),
         layers,
+        cosine: None,
     })
 }
 
@@ -747,6 +762,9 @@ fn print_summary(r: &ModelReport) {
         r.setup_bytes_per_party as f64 / 1e3
     );
     println!("  max |err|      {:>10.2e}", r.max_abs_err);
+    if let Some(c) = r.cosine {
+        println!("  cosine         {c:>10.6} (private vs plaintext burn)");
+    }
 }
 
 fn print_layers(r: &ModelReport) {

@@ -1,15 +1,26 @@
 //! `veil embed TEXT`: a sentence embedding with all-MiniLM-L6-v2.
 //!
-//! `--plaintext` computes it with burn alone. The private path (token ids secret-shared, the encoder under
-//! MPC) is not built yet: without `--plaintext` the command says so and exits with an error rather than
-//! printing a plaintext result as if it were private.
+//! By default the embedding is computed privately on the local demo network: `--parties` execution parties
+//! (threads of this process, over the in-memory mesh) fed by a dealer, under `--protocol semi2k` or
+//! `spdz2k`. The client (this command) tokenises the text, looks the tokens up in the public embedding
+//! tables and secret-shares the embedded vectors; the parties run the encoder, mean pooling and L2
+//! normalisation on shares and learn nothing but the number of tokens; the client reconstructs the result
+//! (under spdz2k only after the MAC checks pass). The plaintext embedding is computed too, for the cosine.
+//!
+//! `--plaintext` computes it with burn alone.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use veil_engine::bert::SentenceEncoder;
+use veil_engine::bert::private::{PrivateBert, PrivateConfig};
+use veil_engine::bert::run::embed_private;
+use veil_engine::bert::{cosine, SentenceEncoder};
+use veil_engine::kernel::RingGemm;
+use veil_engine::local::{LocalOptions, Protocol};
+use veil_protocols::ring::FixedPoint;
 
 /// `veil embed`
 #[derive(Args)]
@@ -19,22 +30,23 @@ pub struct EmbedArgs {
     /// Compute with burn alone, in the clear.
     #[arg(long)]
     plaintext: bool,
-    /// Print one JSON object: {"embedding": [...], "tokens": N, "ms": T, "mode": "plaintext"}.
+    /// Print one JSON object: {"embedding": [...], "tokens": N, "ms": T, "mode": "private" or "plaintext",
+    /// and for the private path protocol, parties, cosine, bytes_per_party, rounds, dealer_bytes}.
     #[arg(long)]
     json: bool,
     /// The model directory (`veil models fetch all-minilm-l6-v2` puts it there).
     #[arg(long, default_value = "models/all-minilm-l6-v2")]
     model: PathBuf,
+    /// Protocol of the private path: semi2k or spdz2k.
+    #[arg(long, default_value = "semi2k")]
+    protocol: String,
+    /// Execution parties of the local demo network (at least 2).
+    #[arg(long, default_value_t = 3)]
+    parties: usize,
 }
 
 /// Runs `veil embed`.
 pub fn run(args: EmbedArgs) -> Result<()> {
-    if !args.plaintext {
-        bail!(
-            "private embeddings are not available yet (the MPC transformer is a pending part of issue 7); \
-             use --plaintext for the burn reference"
-        );
-    }
     if !args.model.join("model.safetensors").exists() {
         bail!(
             "no model at {}: run `veil models fetch all-minilm-l6-v2` first",
@@ -44,6 +56,87 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let device = burn::tensor::Device::flex();
     let encoder = SentenceEncoder::load(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    if args.plaintext {
+        return plaintext(&args, &encoder);
+    }
+    let Some(protocol) = Protocol::parse(&args.protocol) else {
+        bail!("unknown protocol {:?}: use semi2k or spdz2k", args.protocol);
+    };
+    if args.parties < 2 {
+        bail!("--parties must be at least 2");
+    }
+    let ids = encoder.tokenizer.ids(&args.text)?;
+    let model = PrivateBert::new(&encoder.bert, PrivateConfig::new(FixedPoint::default())?)?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut options = LocalOptions::new(
+        args.parties,
+        Arc::new(RingGemm::new((cores / args.parties).max(1))),
+    );
+    options.protocol = protocol;
+    let started = Instant::now();
+    let report = embed_private(&model, std::slice::from_ref(&ids), &options)?;
+    let total_ms = started.elapsed().as_secs_f64() * 1e3;
+    let Some(embedding) = report.outputs.first() else {
+        bail!("the committee returned no embedding");
+    };
+    let reference = encoder.bert.embed(&ids)?;
+    let similarity = cosine(embedding, &reference);
+    let online_ms = report
+        .latencies
+        .first()
+        .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+    let online = report.online.first().cloned().unwrap_or_default();
+    let bytes_per_party = online.iter().map(|s| s.bytes_sent).max().unwrap_or(0);
+    let rounds = online.iter().map(|s| s.rounds).max().unwrap_or(0);
+    let dealer_ms = report.dealer_elapsed.as_secs_f64() * 1e3;
+    if args.json {
+        let out = serde_json::json!({
+            "embedding": embedding,
+            "tokens": ids.len(),
+            "ms": online_ms,
+            "total_ms": total_ms,
+            "mode": "private",
+            "protocol": protocol.name(),
+            "parties": args.parties,
+            "cosine": similarity,
+            "bytes_per_party": bytes_per_party,
+            "rounds": rounds,
+            "dealer_bytes": report.dealer_bytes,
+            "dealer_ms": dealer_ms,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "embedding (private, {}, {} parties + dealer in memory, {} dims, {} tokens): [{}, ...]",
+            protocol.name(),
+            args.parties,
+            embedding.len(),
+            ids.len(),
+            head(embedding)
+        );
+        println!("  cosine with plaintext  {similarity:.6}");
+        println!(
+            "  time                   {online_ms:.1} ms online, {dealer_ms:.1} ms dealer, {total_ms:.1} ms in all"
+        );
+        println!(
+            "  bytes                  {:.1} MB sent by the busiest party in {rounds} rounds; dealer {:.1} MB",
+            bytes_per_party as f64 / 1e6,
+            report.dealer_bytes as f64 / 1e6
+        );
+    }
+    Ok(())
+}
+
+fn head(embedding: &[f32]) -> String {
+    embedding
+        .iter()
+        .take(8)
+        .map(|v| format!("{v:.4}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn plaintext(args: &EmbedArgs, encoder: &SentenceEncoder) -> Result<()> {
     let started = Instant::now();
     let ids = encoder.tokenizer.ids(&args.text)?;
     let embedding = encoder.bert.embed(&ids)?;
@@ -57,16 +150,11 @@ pub fn run(args: EmbedArgs) -> Result<()> {
         });
         println!("{out}");
     } else {
-        let head: Vec<String> = embedding
-            .iter()
-            .take(8)
-            .map(|v| format!("{v:.4}"))
-            .collect();
         println!(
             "embedding (plaintext, {} dims, {} tokens, {ms:.1} ms): [{}, ...]",
             embedding.len(),
             ids.len(),
-            head.join(", ")
+            head(&embedding)
         );
     }
     Ok(())
