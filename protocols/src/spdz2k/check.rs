@@ -35,7 +35,7 @@ pub fn gf_mul(a: u64, b: u64) -> u64 {
     reduce(clmul(a, b))
 }
 
-fn commit(label: &[u8], party: usize, body: &[u8]) -> [u8; 32] {
+pub(crate) fn commit(label: &[u8], party: usize, body: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(label);
     h.update((party as u64).to_le_bytes());
@@ -79,6 +79,12 @@ impl<N: Net> Party<N> {
     /// cleared. Fails with [`ProtocolError::Verification`] if any opened value or MAC was wrong, or if the
     /// parties saw different openings.
     pub fn verify(&mut self) -> Result<()> {
+        self.verify_transcript().map(drop)
+    }
+
+    /// [`Self::verify`], returning this party's view of the check (every party's commitments and openings as
+    /// received; see [`super::transcript`]) for a verifier. Same messages, bytes and rounds.
+    pub fn verify_transcript(&mut self) -> Result<super::transcript::CheckTranscript> {
         let me = self.id();
         let peers: Vec<usize> = (0..self.parties()).filter(|&p| p != me).collect();
         let mut rng = rand::rng();
@@ -142,7 +148,7 @@ impl<N: Net> Party<N> {
         state.macs.clear();
         state.bit_words.clear();
         state.bit_macs.clear();
-        Ok(())
+        super::transcript::record(me, &mine, &body, [&seed_commits, &seeds, &commits, &bodies])
     }
 
     /// Sends `message` to every peer and receives one message of exactly `len` bytes from each; returns them

@@ -18,6 +18,7 @@
 pub mod check;
 pub mod gf2;
 pub mod local;
+pub mod transcript;
 
 use sha2::{Digest, Sha256};
 
