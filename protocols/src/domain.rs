@@ -92,6 +92,12 @@ pub trait Domain: Sized + Send + Sync + 'static {
                 .collect::<Vec<_>>(),
         )
     }
+    /// Appends words `range` of `y` to `x`.
+    fn bit_extend(x: &mut Self::Bits, y: &Self::Bits, range: std::ops::Range<usize>) {
+        *x = Self::bit_concat(&[x.clone(), Self::bit_slice(y, range)]);
+    }
+    /// Appends `words` words of zero bits (a valid sharing of zeros, MACs included) to `x`.
+    fn bit_extend_zeros(x: &mut Self::Bits, words: usize);
     /// Nodes `nodes` of `x` (each `words` words long), concatenated, XORed with `y` (as long as the result).
     fn bit_nodes_xor(x: &Self::Bits, nodes: &[usize], words: usize, y: &Self::Bits) -> Self::Bits {
         Self::xor(&Self::bit_nodes(x, nodes, words), y)
@@ -230,6 +236,12 @@ impl Domain for Semi2k {
     }
     fn bit_concat(parts: &[Vec<u64>]) -> Vec<u64> {
         parts.concat()
+    }
+    fn bit_extend(x: &mut Vec<u64>, y: &Vec<u64>, range: std::ops::Range<usize>) {
+        x.extend_from_slice(&y[range]);
+    }
+    fn bit_extend_zeros(x: &mut Vec<u64>, words: usize) {
+        x.resize(x.len() + words, 0);
     }
     fn record_bits(_state: &mut (), _own: &Vec<u64>, _opened: &[u64], _nodes: usize, _len: usize) {}
 }

@@ -60,24 +60,26 @@ impl Prg {
         }
     }
 
+    /// Fills `out` with uniformly random ring elements.
+    ///
+    /// The stream is the same as drawing `next_u64` once per word (each word is the next 8 keystream bytes,
+    /// little-endian), but the keystream is written in bulk, several blocks at a time, straight into `out`.
+    pub fn fill(&mut self, out: &mut [u64]) {
+        rand::Rng::fill(&mut self.rng, out);
+    }
+
     /// `len` uniformly random ring elements.
     pub fn words(&mut self, len: usize) -> Vec<u64> {
-        let mut out = Vec::with_capacity(len);
-        self.extend(&mut out, len);
+        let mut out = vec![0u64; len];
+        self.fill(&mut out);
         out
     }
 
-    /// Appends `len` uniformly random ring elements to `out` (the stream of [`Self::fill`], without zeroing
-    /// the destination first).
+    /// Appends `len` uniformly random ring elements to `out` (the stream of [`Self::fill`]).
     pub fn extend(&mut self, out: &mut Vec<u64>, len: usize) {
-        let mut block = [0u64; CHUNK];
-        let mut left = len;
-        while left > 0 {
-            let n = left.min(CHUNK);
-            self.fill(&mut block[..n]);
-            out.extend_from_slice(&block[..n]);
-            left -= n;
-        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        self.fill(&mut out[start..]);
     }
 
     /// `len` uniformly random elements of Z_2^128, each from two consecutive words (low first): the same
@@ -97,23 +99,6 @@ impl Prg {
             left -= n;
         }
         out
-    }
-
-    /// Fills `out` with uniformly random ring elements.
-    ///
-    /// The stream is the same as drawing `next_u64` once per word (each word is the next 8 keystream bytes,
-    /// little-endian), but the keystream is produced in bulk, several blocks at a time.
-    pub fn fill(&mut self, out: &mut [u64]) {
-        let mut bytes = [0u8; 8 * CHUNK];
-        for words in out.chunks_mut(CHUNK) {
-            let bytes = &mut bytes[..8 * words.len()];
-            self.rng.fill_bytes(bytes);
-            for (w, b) in words.iter_mut().zip(bytes.chunks_exact(8)) {
-                let mut le = [0u8; 8];
-                le.copy_from_slice(b);
-                *w = u64::from_le_bytes(le);
-            }
-        }
     }
 
     /// `len` random bits, packed 64 to a word, the unused high bits of the last word cleared.

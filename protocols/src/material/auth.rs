@@ -119,7 +119,7 @@ impl AuthPartyGenerator {
     }
 
     fn wide_fixed(&mut self, len: usize) -> Result<Vec<u128>> {
-        Ok(to_wide(&self.base.fixed(&Hidden, 2 * len)?))
+        self.base.fixed_wide(len)
     }
 
     /// A fixed value drawn where the trait cannot fail: on a shortage, zeros of the right length, and the
@@ -141,8 +141,14 @@ impl Generator for AuthPartyGenerator {
     type BitShare = AuthBits;
 
     fn random(&mut self, len: usize) -> (AuthVec, Hidden) {
-        let v = to_wide(&self.base.random(2 * len).0);
-        let m = to_wide(&self.fixed_or_flag(2 * len));
+        let v = self.base.random_wide(len);
+        let m = match self.base.fixed_wide(len) {
+            Ok(m) => m,
+            Err(_) => {
+                self.short = true;
+                vec![0; len]
+            }
+        };
         (AuthVec { v, m }, Hidden)
     }
 

@@ -100,6 +100,30 @@ impl PartyGenerator {
         self.cursor = end;
         Ok(slice.to_vec())
     }
+
+    /// `len` fresh uniform elements of Z_2^128 from this party's PRG (two words each, low first: the same
+    /// stream as `random(2 * len)` paired up).
+    pub(crate) fn random_wide(&mut self, len: usize) -> Vec<u128> {
+        self.prg.wide(len)
+    }
+
+    /// `len` elements of Z_2^128 drawn as `fixed(2 * len)` is (PRG, or corrections for the last party),
+    /// paired up low word first, without an intermediate copy.
+    pub(crate) fn fixed_wide(&mut self, len: usize) -> Result<Vec<u128>> {
+        if !self.is_last {
+            return Ok(self.prg.wide(len));
+        }
+        let end = self.cursor + 2 * len;
+        let slice = self.corrections.get(self.cursor..end).ok_or_else(|| {
+            ProtocolError::Material(format!(
+                "dealer corrections ran out: {} needed, {} left",
+                2 * len,
+                self.remaining_corrections()
+            ))
+        })?;
+        self.cursor = end;
+        Ok(crate::material::auth::to_wide(slice))
+    }
 }
 
 impl Generator for PartyGenerator {

@@ -101,7 +101,6 @@ impl<N: Net, D: Domain> Party<N, D> {
         // Prefix levels: one round each. G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.
         let mut self_delta_pending = job.select_self && job.truncate;
         for (level, t) in prefix_levels(COMPARED_BITS).iter().zip(&m.levels) {
-            let node = |v: &D::Bits, i: usize| D::bit_slice(v, i * words..(i + 1) * words);
             let highs: Vec<usize> = (0..level.pairs).map(|j| 2 * j).collect();
             let lows: Vec<usize> = (0..level.pairs).map(|j| 2 * j + 1).collect();
             let mut round = Round::default();
@@ -127,29 +126,25 @@ impl<N: Net, D: Domain> Party<N, D> {
             // The P products use the first `with_p` pairs of `a` (and_gate reads only as much of it as `c2`).
             let with_p_words = level.with_p * words;
             let carried = D::and_gate(&self.state, [&t.a, &t.b, &t.c], &d, &e, constants);
-            let mut g_next = vec![D::bit_nodes_xor(&g, &highs, words, &carried)];
-            let mut p_next = vec![D::and_gate(
+            let mut g_next = D::bit_nodes_xor(&g, &highs, words, &carried);
+            let mut p_next = D::and_gate(
                 &self.state,
                 [&t.a, &t.b2, &t.c2],
                 &d[..with_p_words],
                 &e2,
                 constants,
-            )];
+            );
             if level.pairs > level.with_p {
                 // The least significant pair's P is never read again: keep the node count aligned.
-                let zeros = vec![0u64; (level.pairs - level.with_p) * words];
-                p_next.push(D::and_public(
-                    &D::bit_slice(&carried, 0..zeros.len()),
-                    &zeros,
-                ));
+                D::bit_extend_zeros(&mut p_next, (level.pairs - level.with_p) * words);
             }
             if level.nodes % 2 == 1 {
-                let last = level.nodes - 1;
-                g_next.push(node(&g, last));
-                p_next.push(node(&p, last));
+                let last = (level.nodes - 1) * words..level.nodes * words;
+                D::bit_extend(&mut g_next, &g, last.clone());
+                D::bit_extend(&mut p_next, &p, last);
             }
-            g = D::bit_concat(&g_next);
-            p = D::bit_concat(&p_next);
+            g = g_next;
+            p = p_next;
         }
 
         // b = c_62 ^ r_62 ^ borrow, then open e = b ^ u.

@@ -61,34 +61,58 @@ impl State {
 }
 
 fn mul_wide(x: &[u128], p: &[u64]) -> Vec<u128> {
-    x.iter()
-        .zip(p)
-        .map(|(&a, &b)| a.wrapping_mul(u128::from(b)))
-        .collect()
+    x.iter().zip(p).map(|(&a, &b)| mul_64_128(b, a)).collect()
 }
 
-/// `c = a · b` over Z_2^128 for public `a` (m x k, words) and wide `b` (k x n), or shared `a` and public `b`.
-fn gemm_wide<A: Copy, B: Copy>(
-    [m, k, n]: [usize; 3],
-    a: &[A],
-    b: &[B],
-    to_a: impl Fn(A) -> u128,
-    to_b: impl Fn(B) -> u128,
-) -> Vec<u128> {
-    let mut c = vec![0u128; m * n];
+/// `x * y mod 2^128` for a 64-bit `x`: one widening and one low product (the `x_hi * y_hi` term vanishes).
+#[inline(always)]
+fn mul_64_128(x: u64, y: u128) -> u128 {
+    let low = u128::from(x) * u128::from(y as u64);
+    low.wrapping_add(u128::from(x.wrapping_mul((y >> 64) as u64)) << 64)
+}
+
+/// `e · y` over Z_2^128 for public `e` (m x k, words) and wide `y` (k x n), for the value and the MAC
+/// shares together (one pass over `e`).
+fn gemm_public_left([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
+    let mut out = [vec![0u128; m * n], vec![0u128; m * n]];
     for i in 0..m {
-        let row = &mut c[i * n..(i + 1) * n];
         for p in 0..k {
-            let x = to_a(a[i * k + p]);
+            let x = e[i * k + p];
             if x == 0 {
                 continue;
             }
-            for (out, &y) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
-                *out = out.wrapping_add(x.wrapping_mul(to_b(y)));
+            for (c, b) in out.iter_mut().zip(y) {
+                let row = &mut c[i * n..(i + 1) * n];
+                for (o, &v) in row.iter_mut().zip(&b[p * n..(p + 1) * n]) {
+                    *o = o.wrapping_add(mul_64_128(x, v));
+                }
             }
         }
     }
-    c
+    out
+}
+
+/// `x · f` over Z_2^128 for wide `x` (m x k) and public `f` (k x n, words), values and MACs together (one
+/// pass over `f`).
+fn gemm_public_right([m, k, n]: [usize; 3], [xv, xm]: [&[u128]; 2], f: &[u64]) -> [Vec<u128>; 2] {
+    let (mut ov, mut om) = (vec![0u128; m * n], vec![0u128; m * n]);
+    for i in 0..m {
+        let (rv, rm) = (&mut ov[i * n..(i + 1) * n], &mut om[i * n..(i + 1) * n]);
+        for p in 0..k {
+            let (v, mac) = (xv[i * k + p], xm[i * k + p]);
+            let (vl, vh, ml, mh) = (v as u64, (v >> 64) as u64, mac as u64, (mac >> 64) as u64);
+            for ((ov, om), &y) in rv.iter_mut().zip(rm.iter_mut()).zip(&f[p * n..(p + 1) * n]) {
+                let (wide, low_v, low_m) = (u128::from(y), u128::from(vl), u128::from(ml));
+                *ov = ov
+                    .wrapping_add(low_v * wide)
+                    .wrapping_add(u128::from(vh.wrapping_mul(y)) << 64);
+                *om = om
+                    .wrapping_add(low_m * wide)
+                    .wrapping_add(u128::from(mh.wrapping_mul(y)) << 64);
+            }
+        }
+    }
+    [ov, om]
 }
 
 fn read_u128(c: &[u8]) -> u128 {
@@ -161,16 +185,12 @@ impl Domain for Spdz2k {
         }
     }
     fn gemm_left(_gemm: &dyn Gemm, mkn: [usize; 3], e: &[u64], y: &AuthVec) -> AuthVec {
-        AuthVec {
-            v: gemm_wide(mkn, e, &y.v, u128::from, |b| b),
-            m: gemm_wide(mkn, e, &y.m, u128::from, |b| b),
-        }
+        let [v, m] = gemm_public_left(mkn, e, [&y.v, &y.m]);
+        AuthVec { v, m }
     }
     fn gemm_right(_gemm: &dyn Gemm, mkn: [usize; 3], x: &AuthVec, f: &[u64]) -> AuthVec {
-        AuthVec {
-            v: gemm_wide(mkn, &x.v, f, |a| a, u128::from),
-            m: gemm_wide(mkn, &x.m, f, |a| a, u128::from),
-        }
+        let [v, m] = gemm_public_right(mkn, [&x.v, &x.m], f);
+        AuthVec { v, m }
     }
     fn lower(lowering: &Lowering, x: &AuthVec, batch: usize) -> Result<AuthVec> {
         Ok(AuthVec {
@@ -285,6 +305,14 @@ impl Domain for Spdz2k {
         }
         out
     }
+    fn bit_extend(x: &mut AuthBits, y: &AuthBits, range: std::ops::Range<usize>) {
+        x.w.extend_from_slice(&y.w[range.clone()]);
+        x.m.extend_from_slice(&y.m[64 * range.start..64 * range.end]);
+    }
+    fn bit_extend_zeros(x: &mut AuthBits, words: usize) {
+        x.w.resize(x.w.len() + words, 0);
+        x.m.resize(x.m.len() + 64 * words, 0);
+    }
     fn bit_nodes_xor(x: &AuthBits, nodes: &[usize], words: usize, y: &AuthBits) -> AuthBits {
         // One pass per node: gather and XOR without an intermediate copy.
         let mut out = AuthBits {
@@ -372,5 +400,64 @@ impl Domain for Spdz2k {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn wide_products_with_public_words_match_full_u128_arithmetic() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let [m, k, n] = [3, 5, 4];
+        let e: Vec<u64> = (0..m * k).map(|_| rng.random()).collect();
+        let f: Vec<u64> = (0..k * n).map(|_| rng.random()).collect();
+        let wide = |len: usize, rng: &mut rand::rngs::StdRng| -> Vec<u128> {
+            (0..len).map(|_| rng.random()).collect()
+        };
+        let (y, y2, x, x2) = (
+            wide(k * n, &mut rng),
+            wide(k * n, &mut rng),
+            wide(m * k, &mut rng),
+            wide(m * k, &mut rng),
+        );
+        let naive = |a: &dyn Fn(usize, usize) -> u128, b: &dyn Fn(usize, usize) -> u128| {
+            let mut c = vec![0u128; m * n];
+            for i in 0..m {
+                for j in 0..n {
+                    for p in 0..k {
+                        c[i * n + j] = c[i * n + j].wrapping_add(a(i, p).wrapping_mul(b(p, j)));
+                    }
+                }
+            }
+            c
+        };
+        let [l1, l2] = gemm_public_left([m, k, n], &e, [&y, &y2]);
+        assert_eq!(
+            l1,
+            naive(&|i, p| u128::from(e[i * k + p]), &|p, j| y[p * n + j])
+        );
+        assert_eq!(
+            l2,
+            naive(&|i, p| u128::from(e[i * k + p]), &|p, j| y2[p * n + j])
+        );
+        let [r1, r2] = gemm_public_right([m, k, n], [&x, &x2], &f);
+        assert_eq!(
+            r1,
+            naive(&|i, p| x[i * k + p], &|p, j| u128::from(f[p * n + j]))
+        );
+        assert_eq!(
+            r2,
+            naive(&|i, p| x2[i * k + p], &|p, j| u128::from(f[p * n + j]))
+        );
+        assert_eq!(
+            mul_wide(&x, &e),
+            x.iter()
+                .zip(&e)
+                .map(|(&a, &b)| a.wrapping_mul(u128::from(b)))
+                .collect::<Vec<_>>()
+        );
     }
 }
