@@ -1,5 +1,5 @@
 //! The `veil` command line: `veil demo`, `veil bench`, `veil node`, `veil keygen`, `veil sim`, and the
-//! coordinator's `veil coordinator`, `veil nodes`, `veil jobs`, `veil job`, `veil submit`.
+//! coordinator's `veil coordinator`, `veil nodes`, `veil jobs`, `veil job`, `veil submit`, and `veil verify`.
 
 mod cli;
 mod coordinator;
@@ -44,6 +44,8 @@ enum Command {
     Job(cli::jobs::JobArgs),
     /// Runs a private inference through a coordinator and compares it with the plaintext model.
     Submit(cli::jobs::SubmitArgs),
+    /// Checks a job's receipt: `veil verify RECEIPT --coordinator-key HEX` (exit 0: valid).
+    Verify(cli::verify::VerifyArgs),
 }
 
 fn main() -> Result<()> {
@@ -61,5 +63,6 @@ fn main() -> Result<()> {
         Command::Jobs(args) => cli::jobs::list(args),
         Command::Job(args) => cli::jobs::show(args),
         Command::Submit(args) => cli::jobs::submit(args),
+        Command::Verify(args) => cli::verify::run(args),
     }
 }

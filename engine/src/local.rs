@@ -264,14 +264,8 @@ fn run_spdz2k(
         Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
         None => DealtSeeds::random(n),
     };
-    let setup_requests = plan.setup_requests();
     let input_len = batch * plan.input_len;
-    let one = plan.requests(batch);
-    let mut requests = setup_requests.clone();
-    for _ in encoded {
-        requests.push(Request::Input { len: input_len });
-        requests.extend(one.iter().cloned());
-    }
+    let requests = spdz2k_requests(plan, batch, encoded.len());
     let mut committee = Committee::new(n, options.gemm.clone());
     committee.fixed_point = fp;
     committee.timeout = options.timeout;
@@ -279,43 +273,7 @@ fn run_spdz2k(
     committee.shaping = options.shaping;
     let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
 
-    // The owners publish `value - mask` with the masks the dealer gave them, in request order.
-    let mut masks = dealt.deal.owner_masks.iter();
-    let mut next_mask = |len: usize| -> Result<Vec<u64>> {
-        masks
-            .next()
-            .filter(|m| m.len() == len)
-            .cloned()
-            .ok_or_else(|| {
-                EngineError::Weights("the dealer's owner masks do not match the plan".into())
-            })
-    };
-    let published: Vec<PublishedWeight> = match plan.mode {
-        WeightMode::Public => plan
-            .weights
-            .iter()
-            .map(|w| PublishedWeight {
-                matrix: w.matrix.clone(),
-                bias: w.bias.clone(),
-            })
-            .collect(),
-        WeightMode::Shared => plan
-            .weights
-            .iter()
-            .map(|w| {
-                let matrix = veil_protocols::ring::sub(&w.matrix, &next_mask(w.matrix.len())?);
-                let bias = match &w.bias {
-                    Some(b) => Some(veil_protocols::ring::sub(b, &next_mask(b.len())?)),
-                    None => None,
-                };
-                Ok(PublishedWeight { matrix, bias })
-            })
-            .collect::<Result<_>>()?,
-    };
-    let published_inputs: Vec<Vec<u64>> = encoded
-        .iter()
-        .map(|x| Ok(veil_protocols::ring::sub(x, &next_mask(x.len())?)))
-        .collect::<Result<_>>()?;
+    let (published, published_inputs) = publish_spdz2k(plan, encoded, &dealt.deal.owner_masks)?;
 
     let run = spdz2k::local::run(
         &committee,
@@ -370,6 +328,69 @@ fn run_spdz2k(
         outputs.push(fp.decode(&opened));
     }
     Ok(report(run, outputs))
+}
+
+/// The dealer material of a `spdz2k` job of `inferences` inferences: the model setup's masks, then per
+/// inference the input's mask and the plan's requests. The dealer and every party derive the same list.
+pub fn spdz2k_requests(plan: &Plan, batch: usize, inferences: usize) -> Vec<Request> {
+    let one = plan.requests(batch);
+    let mut requests = plan.setup_requests();
+    for _ in 0..inferences {
+        requests.push(Request::Input {
+            len: batch * plan.input_len,
+        });
+        requests.extend(one.iter().cloned());
+    }
+    requests
+}
+
+/// What the owners publish under `spdz2k` (the model owner its weights, the client its inputs): `value - mask`
+/// with the plaintext masks the dealer gave them (`owner_masks`, in request order: each shared weight's
+/// matrix then bias, then each input), or the plaintext weights if they are public. Fails if the masks do not
+/// match the plan.
+pub fn publish_spdz2k(
+    plan: &Plan,
+    encoded: &[Vec<u64>],
+    owner_masks: &[Vec<u64>],
+) -> Result<(Vec<PublishedWeight>, Vec<Vec<u64>>)> {
+    // The owners publish `value - mask` with the masks the dealer gave them, in request order.
+    let mut masks = owner_masks.iter();
+    let mut next_mask = |len: usize| -> Result<Vec<u64>> {
+        masks
+            .next()
+            .filter(|m| m.len() == len)
+            .cloned()
+            .ok_or_else(|| {
+                EngineError::Weights("the dealer's owner masks do not match the plan".into())
+            })
+    };
+    let published: Vec<PublishedWeight> = match plan.mode {
+        WeightMode::Public => plan
+            .weights
+            .iter()
+            .map(|w| PublishedWeight {
+                matrix: w.matrix.clone(),
+                bias: w.bias.clone(),
+            })
+            .collect(),
+        WeightMode::Shared => plan
+            .weights
+            .iter()
+            .map(|w| {
+                let matrix = veil_protocols::ring::sub(&w.matrix, &next_mask(w.matrix.len())?);
+                let bias = match &w.bias {
+                    Some(b) => Some(veil_protocols::ring::sub(b, &next_mask(b.len())?)),
+                    None => None,
+                };
+                Ok(PublishedWeight { matrix, bias })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let published_inputs: Vec<Vec<u64>> = encoded
+        .iter()
+        .map(|x| Ok(veil_protocols::ring::sub(x, &next_mask(x.len())?)))
+        .collect::<Result<_>>()?;
+    Ok((published, published_inputs))
 }
 
 /// Gathers the measurements of a run whose outputs were already opened and decoded.

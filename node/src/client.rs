@@ -17,20 +17,23 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
-use veil_engine::local::{deal_weights, LocalRunReport};
+use veil_engine::local::{deal_weights, publish_spdz2k, LocalRunReport, Protocol};
 use veil_engine::private::StepProfile;
 use veil_engine::{Model, Plan};
 use veil_protocols::net::NetStats;
 use veil_protocols::share::{reconstruct, share};
+use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::identity::{Identity, PublicKey};
-use crate::manifest::{Manifest, Member, ModelSpec};
+use crate::manifest::{Manifest, Member, ModelSpec, SEMI2K, SPDZ2K};
 use crate::peers::Peers;
 use crate::tls::AllowList;
-use crate::wire::{seconds, JobId, Msg, PartyReport, RunRequest, WireWeight, Words};
+use crate::wire::{
+    seconds, AuthWords, JobId, Msg, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words,
+};
 
 /// How a client connects and waits.
 #[derive(Debug, Clone)]
@@ -146,13 +149,18 @@ impl Client {
     /// Signs `manifest`, submits it to every member, runs it with one request per party, and returns each
     /// party's report. Fails with every party's error if any party fails.
     pub fn run_job(&self, manifest: &Manifest, runs: Vec<RunRequest>) -> Result<Vec<PartyReport>> {
-        if runs.len() != manifest.parties.len() {
-            return Err(NodeError::Job(format!(
-                "{} run requests for {} parties",
-                runs.len(),
-                manifest.parties.len()
-            )));
-        }
+        self.run_job_with(manifest, |_| Ok(runs))
+            .map(|(reports, _)| reports)
+    }
+
+    /// [`Self::run_job`] with the run requests made once every member accepted the manifest: `make_runs`
+    /// gets the dealer's owner material (`spdz2k`: the client's masks and the output key; `None` for
+    /// `semi2k`), which is returned with the reports.
+    pub fn run_job_with(
+        &self,
+        manifest: &Manifest,
+        make_runs: impl FnOnce(Option<&OwnerMaterial>) -> Result<Vec<RunRequest>>,
+    ) -> Result<(Vec<PartyReport>, Option<OwnerMaterial>)> {
         let signed = manifest.sign(&self.identity)?;
         self.runtime.block_on(async {
             let mut members: Vec<&Member> = manifest.parties.iter().collect();
@@ -181,9 +189,34 @@ impl Client {
                     }
                 }
             }
-            let (mut dealer_send, _dealer_recv) = streams
+            let (mut dealer_send, mut dealer_recv) = streams
                 .pop()
                 .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
+            let owner = if manifest.protocol == SPDZ2K {
+                match self
+                    .read(&mut dealer_recv, "waiting for the dealer's owner material")
+                    .await?
+                {
+                    Msg::Owner(o) => Some(o),
+                    Msg::Failed(why) => return Err(NodeError::Job(format!("the dealer: {why}"))),
+                    other => {
+                        return Err(NodeError::Unexpected(format!(
+                            "the dealer answered {}",
+                            other.name()
+                        )))
+                    }
+                }
+            } else {
+                None
+            };
+            let runs = make_runs(owner.as_ref())?;
+            if runs.len() != manifest.parties.len() {
+                return Err(NodeError::Job(format!(
+                    "{} run requests for {} parties",
+                    runs.len(),
+                    manifest.parties.len()
+                )));
+            }
             let mut set = JoinSet::new();
             for (i, ((mut send, mut recv), run)) in streams.into_iter().zip(runs).enumerate() {
                 let timeout = self.options.job_timeout;
@@ -234,7 +267,7 @@ impl Client {
                 }
             }
             let _ = dealer_send.finish();
-            collect(results)
+            collect(results).map(|reports| (reports, owner))
         })
     }
 }
@@ -296,6 +329,9 @@ pub struct QuicRun {
     pub report: LocalRunReport,
     /// Per inference, per party: UDP bytes sent to peers (payload and all overhead).
     pub udp_tx_bytes: Vec<Vec<u64>>,
+    /// `spdz2k`: per party, its view of each MAC check (what a verifier checks with
+    /// [`crate::verifier::verify_job`]); empty for `semi2k`.
+    pub transcripts: Vec<Vec<CheckTranscript>>,
 }
 
 /// Runs `inputs.len()` private inferences of `job` on `committee`; see the module doc.
@@ -338,17 +374,7 @@ pub fn run_private(
             shaping: client.options.shaping,
         })
         .collect();
-    let manifest = Manifest {
-        job: JobId::random(),
-        protocol: "semi2k".into(),
-        model: job.spec.clone(),
-        batch: u32::try_from(job.batch).map_err(|_| NodeError::Job("batch too large".into()))?,
-        inferences: u32::try_from(inputs.len())
-            .map_err(|_| NodeError::Job("too many inferences".into()))?,
-        parties: committee.parties.clone(),
-        dealer: committee.dealer.clone(),
-        client: client.public_key(),
-    };
+    let manifest = job_manifest(client, committee, job, inputs.len(), SEMI2K)?;
     let runs = runs
         .into_iter()
         .map(|r| RunRequest {
@@ -357,30 +383,113 @@ pub fn run_private(
         })
         .collect();
     let reports = client.run_job(&manifest, runs)?;
-    assemble(&reports, inputs.len(), fp)
+    let mut outputs = Vec::with_capacity(inputs.len());
+    for i in 0..inputs.len() {
+        let shares = reports
+            .iter()
+            .map(|r| r.outputs.get(i).map(|w| w.0.clone()))
+            .collect::<Option<Vec<Vec<u64>>>>()
+            .ok_or_else(|| NodeError::Unexpected("a party reported too few outputs".into()))?;
+        outputs.push(fp.decode(&reconstruct(&shares)?));
+    }
+    assemble(&reports, outputs)
 }
 
-/// The in-memory report shape from the parties' reports.
-fn assemble(
-    reports: &[PartyReport],
-    k: usize,
-    fp: veil_protocols::ring::FixedPoint,
+/// The manifest of a job of `inferences` inferences of `job` under `protocol` on `committee`.
+fn job_manifest(
+    client: &Client,
+    committee: &Committee,
+    job: &QuicJob<'_>,
+    inferences: usize,
+    protocol: &str,
+) -> Result<Manifest> {
+    Ok(Manifest {
+        job: JobId::random(),
+        protocol: protocol.into(),
+        model: job.spec.clone(),
+        batch: u32::try_from(job.batch).map_err(|_| NodeError::Job("batch too large".into()))?,
+        inferences: u32::try_from(inferences)
+            .map_err(|_| NodeError::Job("too many inferences".into()))?,
+        parties: committee.parties.clone(),
+        dealer: committee.dealer.clone(),
+        client: client.public_key(),
+        verifier: None,
+    })
+}
+
+/// [`run_private`] under `protocol`. For `spdz2k` the client plays the owners as the in-memory runner does:
+/// once the members accepted the manifest, the dealer sends it the plaintext masks of the weights and inputs
+/// and the output's MAC key; it publishes `value - mask` to every party, and opens each output only if every
+/// element's MAC is right (a wrong share is a verification failure, and no output is returned).
+pub fn run_private_protocol(
+    client: &Client,
+    committee: &Committee,
+    job: &QuicJob<'_>,
+    inputs: &[Vec<f32>],
+    protocol: Protocol,
 ) -> Result<QuicRun> {
+    if protocol == Protocol::Semi2k {
+        return run_private(client, committee, job, inputs);
+    }
+    let n = committee.parties.len();
+    let fp = job.plan.fixed_point;
+    let encoded: Vec<Vec<u64>> = inputs
+        .iter()
+        .map(|x| {
+            job.model.check_input(x, job.batch)?;
+            Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
+        })
+        .collect::<Result<_>>()?;
+    let manifest = job_manifest(client, committee, job, inputs.len(), SPDZ2K)?;
+    let (reports, owner) = client.run_job_with(&manifest, |owner| {
+        let owner =
+            owner.ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
+        let masks: Vec<Vec<u64>> = owner.masks.iter().map(|m| m.0.clone()).collect();
+        let (weights, published) = publish_spdz2k(job.plan, &encoded, &masks)?;
+        let run = RunRequest {
+            job: manifest.job,
+            weights: weights
+                .into_iter()
+                .map(|w| WireWeight {
+                    matrix: Words(w.matrix),
+                    bias: w.bias.map(Words),
+                })
+                .collect(),
+            inputs: published.into_iter().map(Words).collect(),
+            threads: job.threads as u32,
+            profile: job.profile,
+            shaping: client.options.shaping,
+        };
+        Ok(vec![run; n])
+    })?;
+    let key = owner
+        .map(|o| u128::from_le_bytes(o.output_key))
+        .ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
+    let mut outputs = Vec::with_capacity(inputs.len());
+    for i in 0..inputs.len() {
+        let shares = reports
+            .iter()
+            .map(|r| r.auth_outputs.get(i).and_then(AuthWords::to_auth))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                NodeError::Unexpected("a party reported missing or malformed output shares".into())
+            })?;
+        let opened = veil_protocols::spdz2k::local::open_output(&shares, key)?;
+        outputs.push(fp.decode(&opened));
+    }
+    assemble(&reports, outputs)
+}
+
+/// The in-memory report shape from the parties' reports and the opened, decoded `outputs`.
+fn assemble(reports: &[PartyReport], outputs: Vec<Vec<f32>>) -> Result<QuicRun> {
+    let k = outputs.len();
     let complete = |r: &PartyReport| {
-        r.outputs.len() == k
-            && r.latencies.len() == k
-            && r.online.len() == k
-            && r.udp_tx_bytes.len() == k
+        r.latencies.len() == k && r.online.len() == k && r.udp_tx_bytes.len() == k
     };
     if reports.iter().any(|r| !complete(r)) {
         return Err(NodeError::Unexpected(format!(
             "a party reported other than {k} inferences"
         )));
-    }
-    let mut outputs = Vec::with_capacity(k);
-    for i in 0..k {
-        let shares: Vec<Vec<u64>> = reports.iter().map(|r| r.outputs[i].0.clone()).collect();
-        outputs.push(fp.decode(&reconstruct(&shares)?));
     }
     let dealer_bytes = reports.first().map_or(0, |r| r.dealer_bytes);
     let dealer_seconds = reports.first().map_or(0.0, |r| r.dealer_seconds);
@@ -427,5 +536,6 @@ fn assemble(
         udp_tx_bytes: (0..k)
             .map(|i| reports.iter().map(|r| r.udp_tx_bytes[i]).collect())
             .collect(),
+        transcripts: reports.iter().map(|r| r.transcripts.clone()).collect(),
     })
 }

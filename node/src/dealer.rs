@@ -6,8 +6,14 @@
 //! seed, weight mode, fixed point, batch, number of inferences), and sends each party its two seeds, plus the
 //! corrections to the last party. Dealing happens once per job, on the first request.
 //!
+//! For a `spdz2k` job the dealer deals authenticated material from the job seeds instead (no weight masks to
+//! open: the owners publish masked values) and also answers the client, right after accepting its manifest,
+//! with the plaintext masks of the client's inputs and weights and the output's MAC key
+//! ([`DealerState::owner`]).
+//!
 //! Invariants: the dealer never receives anything from a party but the request to be served, and serves each
-//! party at most once, only to the connection that proved that party's key.
+//! party at most once, only to the connection that proved that party's key; the owner material goes only to
+//! the manifest's client.
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -18,15 +24,22 @@ use veil_protocols::material;
 use veil_protocols::prg::Seed;
 use veil_protocols::semi2k::local::DealtSeeds;
 
+use veil_engine::local::spdz2k_requests;
+use veil_engine::Plan;
+use veil_protocols::semi2k::local::Committee;
+use veil_protocols::spdz2k;
+
 use crate::error::{NodeError, Result};
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SPDZ2K};
 use crate::party::compile_plan;
-use crate::wire::{Dealt, Words};
+use crate::wire::{Dealt, OwnerMaterial, Words};
 
 /// What the dealer dealt for a job.
 struct Dealing {
     seeds: DealtSeeds,
     corrections: Vec<u64>,
+    /// `spdz2k`: the client's masks and the output key; `None` for `semi2k`.
+    owner: Option<OwnerMaterial>,
     bytes: u64,
     seconds: f64,
 }
@@ -52,6 +65,33 @@ impl DealerState {
         }
     }
 
+    /// The job's dealing, done on the first call (on a blocking thread) and shared by every later one.
+    async fn dealing(&self, manifest: &Manifest) -> Result<Arc<Dealing>> {
+        self.dealing
+            .get_or_init(|| async {
+                let m = manifest.clone();
+                let seed = self.seed;
+                match tokio::task::spawn_blocking(move || deal(&m, seed)).await {
+                    Ok(Ok(d)) => Ok(Arc::new(d)),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(format!("dealing task failed: {e}")),
+                }
+            })
+            .await
+            .clone()
+            .map_err(NodeError::Job)
+    }
+
+    /// `spdz2k`: the client's material (its masks and the output key), dealing first if nobody has asked yet.
+    /// The caller must have checked that it serves the manifest's client. Fails for a `semi2k` job.
+    pub async fn owner(&self, manifest: &Manifest) -> Result<OwnerMaterial> {
+        self.dealing(manifest)
+            .await?
+            .owner
+            .clone()
+            .ok_or_else(|| NodeError::Job("a semi2k job has no owner material".into()))
+    }
+
     /// Party `party`'s material for the job of `manifest`, dealing first if nobody has asked yet.
     pub async fn serve(&self, manifest: &Manifest, party: usize) -> Result<Dealt> {
         {
@@ -69,20 +109,7 @@ impl DealerState {
                 Some(false) => {}
             }
         }
-        let dealing = self
-            .dealing
-            .get_or_init(|| async {
-                let m = manifest.clone();
-                let seed = self.seed;
-                match tokio::task::spawn_blocking(move || deal(&m, seed)).await {
-                    Ok(Ok(d)) => Ok(Arc::new(d)),
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(e) => Err(format!("dealing task failed: {e}")),
-                }
-            })
-            .await
-            .clone()
-            .map_err(NodeError::Job)?;
+        let dealing = self.dealing(manifest).await?;
         let n = manifest.parties.len();
         let dealt = Dealt {
             model_seed: dealing.seeds.model[party].clone(),
@@ -118,6 +145,10 @@ fn deal(manifest: &Manifest, seed: Option<u64>) -> Result<Dealing> {
     let started = Instant::now();
     let plan = compile_plan(manifest)?;
     let n = manifest.parties.len();
+    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
+    if manifest.protocol == SPDZ2K {
+        return deal_spdz2k(manifest, &plan, seed, threads, started);
+    }
     let one = plan.requests(manifest.batch as usize);
     let requests: Vec<_> = (0..manifest.inferences)
         .flat_map(|_| one.iter().cloned())
@@ -127,14 +158,50 @@ fn deal(manifest: &Manifest, seed: Option<u64>) -> Result<Dealing> {
         None => DealtSeeds::random(n),
     };
     let masks = material::deal_masks(&seeds.model, &plan.mask_shapes())?;
-    let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     let corrections = material::deal(&seeds.job, &requests, &masks, &RingGemm::new(threads))?;
     let bytes = material::dealer_bytes(n, corrections.len());
     tracing::info!(job = %manifest.job, parties = n, corrections = corrections.len(), "dealt");
     Ok(Dealing {
         seeds,
         corrections,
+        owner: None,
         bytes,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Deals a `spdz2k` job (authenticated material, as `veil_protocols::spdz2k::local::deal_job` does for the
+/// in-memory committee, from the job seeds): corrections for the last party, and the client's masks and
+/// output key. The model seeds are drawn but unused (weights are published masked, not opened).
+fn deal_spdz2k(
+    manifest: &Manifest,
+    plan: &Plan,
+    seed: Option<u64>,
+    threads: usize,
+    started: Instant,
+) -> Result<Dealing> {
+    let n = manifest.parties.len();
+    let requests = spdz2k_requests(
+        plan,
+        manifest.batch as usize,
+        manifest.inferences as usize,
+    );
+    let seeds = match seed {
+        Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
+        None => DealtSeeds::random(n),
+    };
+    let committee = Committee::new(n, Arc::new(RingGemm::new(threads)));
+    let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
+    let owner = OwnerMaterial {
+        masks: dealt.deal.owner_masks.into_iter().map(Words).collect(),
+        output_key: dealt.deal.output_key.to_le_bytes(),
+    };
+    tracing::info!(job = %manifest.job, parties = n, corrections = dealt.deal.corrections.len(), "dealt (spdz2k)");
+    Ok(Dealing {
+        seeds,
+        corrections: dealt.deal.corrections,
+        owner: Some(owner),
+        bytes: dealt.dealer_bytes,
         seconds: started.elapsed().as_secs_f64(),
     })
 }

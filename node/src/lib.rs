@@ -1,7 +1,7 @@
 //! The veil node daemon: a QUIC transport implementing [`veil_protocols::net::Net`] with pinned-key mutual TLS,
-//! and the roles a node plays in a job: execution party or dealer. The client side (submitting a job to a
-//! committee of nodes) and a launcher for local node processes live here too, so that the CLI, the benchmark
-//! and the end-to-end tests share one implementation.
+//! and the roles a node plays in a job: execution party, dealer or verifier. The client side (submitting a
+//! job to a committee of nodes) and a launcher for local node processes live here too, so that the CLI, the
+//! benchmark and the end-to-end tests share one implementation.
 //!
 //! Layering (DESIGN.md): `protocols` <- `engine` <- `node`. Nothing here is depended on by the engine or the
 //! protocols; the protocols run over [`quic_net::QuicNet`] exactly as they run over the in-memory mesh, with
@@ -18,7 +18,9 @@
 //! - [`peers`]: the QUIC endpoint, one connection per pair of nodes, and the allow-list of keys.
 //! - [`quic_net`]: the `Net` implementation, one stream per job and direction.
 //! - [`jobs`]: the registry of a node's live jobs.
-//! - [`party`], [`dealer`]: the two roles.
+//! - [`party`], [`dealer`]: the two computing roles.
+//! - [`verifier`]: the verifier role's check of a `spdz2k` job's MAC-check transcripts.
+//! - [`receipt`]: the verifier's signed receipt, its JSON file form and its check.
 //! - [`node`]: the daemon that ties them together.
 //! - [`client`]: submits a job to a committee and collects the results.
 //! - [`cluster`]: starts local `veil node` processes (benchmarks, tests).
@@ -38,7 +40,9 @@ pub mod node;
 pub mod party;
 pub mod peers;
 pub mod quic_net;
+pub mod receipt;
 pub mod tls;
+pub mod verifier;
 pub mod wire;
 
 pub use config::NodeConfig;

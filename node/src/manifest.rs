@@ -26,6 +26,12 @@ pub const MAX_PARTIES: usize = 64;
 pub const MAX_INFERENCES: u32 = 100_000;
 /// Largest batch of one inference.
 pub const MAX_BATCH: u32 = 4096;
+/// Name of the honest-but-curious protocol.
+pub const SEMI2K: &str = "semi2k";
+/// Name of the MAC-authenticated protocol (malicious security with abort).
+pub const SPDZ2K: &str = "spdz2k";
+/// The protocols a node runs.
+pub const PROTOCOLS: [&str; 2] = [SEMI2K, SPDZ2K];
 
 /// A committee member: where it listens and the key it must present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,14 +74,18 @@ pub struct Manifest {
     pub dealer: Member,
     /// The client that submits the job and signs this manifest.
     pub client: PublicKey,
+    /// The verifier that checks the job's MAC-check transcripts and signs its receipt
+    /// ([`crate::receipt`]); `None` for a job without one. A receipt is valid only if signed by this key.
+    pub verifier: Option<Member>,
 }
 
 impl Manifest {
-    /// Every key of the committee: parties, dealer, client.
+    /// Every key of the committee: parties, dealer, client, and the verifier if there is one.
     pub fn keys(&self) -> Vec<PublicKey> {
         let mut keys: Vec<PublicKey> = self.parties.iter().map(|m| m.public_key).collect();
         keys.push(self.dealer.public_key);
         keys.push(self.client);
+        keys.extend(self.verifier.as_ref().map(|v| v.public_key));
         keys
     }
 
@@ -108,6 +118,27 @@ pub struct SignedManifest {
     pub body: Bytes,
     /// Ed25519 signature of the domain tag followed by `body`, by the manifest's client.
     pub signature: Bytes,
+}
+
+impl SignedManifest {
+    /// The manifest, if `signer` signed it and is its client (the submitter: a coordinator or a client).
+    /// Checks the signature only, none of the node's checks of [`SignedManifest::open`]; this is what a
+    /// receipt's reader needs ([`crate::receipt`]).
+    pub fn verify_signer(&self, signer: &PublicKey) -> Result<Manifest> {
+        let manifest: Manifest = postcard::from_bytes(&self.body.0)
+            .map_err(|e| NodeError::Manifest(format!("does not decode: {e}")))?;
+        if manifest.client != *signer {
+            return Err(NodeError::Manifest(format!(
+                "signed by {}, not by the expected key {}",
+                manifest.client.short(),
+                signer.short()
+            )));
+        }
+        if !signer.verify(&signed_bytes(&self.body.0), &self.signature.0) {
+            return Err(NodeError::Manifest("the signature does not verify".into()));
+        }
+        Ok(manifest)
+    }
 }
 
 /// This node's place in a committee.
@@ -155,10 +186,11 @@ impl SignedManifest {
         {
             return bad("the signature does not verify".into());
         }
-        if manifest.protocol != "semi2k" {
+        if !PROTOCOLS.contains(&manifest.protocol.as_str()) {
             return bad(format!(
-                "protocol {:?}: this node runs semi2k",
-                manifest.protocol
+                "protocol {:?}: this node runs {}",
+                manifest.protocol,
+                PROTOCOLS.join(" and ")
             ));
         }
         if !veil_engine::workloads::MODEL_WORKLOADS.contains(&manifest.model.workload.as_str()) {
@@ -221,6 +253,7 @@ mod tests {
             parties: vec![member(&nodes[0], 1), member(&nodes[1], 2)],
             dealer: member(&nodes[2], 3),
             client: client.public_key(),
+            verifier: None,
         };
         let signed = m.sign(&client).unwrap();
         let allowed = AllowList::new([client.public_key()]);

@@ -309,19 +309,38 @@ async fn serve_submit(
     stream.write(&Msg::Accepted).await?;
     let outcome = match role {
         Role::Party(index) => run_party(shared, stream, &slot, index, arrivals).await,
-        Role::Dealer => {
-            // Serve until every party has its material, the client ends the job, or the timeout.
-            let wait = shared.config.submit_timeout();
-            tokio::select! {
-                _ = slot.dealer.all_served.notified() => {}
-                _ = stream.read(shared, wait) => {}
+        Role::Dealer => match serve_owner(stream, &slot).await {
+            Ok(()) => {
+                // Serve until every party has its material, the client ends the job, or the timeout.
+                let wait = shared.config.submit_timeout();
+                tokio::select! {
+                    _ = slot.dealer.all_served.notified() => {}
+                    _ = stream.read(shared, wait) => {}
+                }
+                let _ = stream.send.finish();
+                Ok(())
             }
-            let _ = stream.send.finish();
-            Ok(())
-        }
+            Err(e) => Err(e),
+        },
     };
     drop(guard);
     outcome
+}
+
+/// `spdz2k`: sends the client (the submitter, already checked to be the manifest's client) its masks and the
+/// output key on its `Submit` stream; nothing for `semi2k`.
+async fn serve_owner(stream: &mut Stream, slot: &JobSlot) -> Result<()> {
+    let manifest = slot.manifest.manifest();
+    if manifest.protocol != crate::manifest::SPDZ2K {
+        return Ok(());
+    }
+    match slot.dealer.owner(manifest).await {
+        Ok(owner) => stream.write(&Msg::Owner(owner)).await,
+        Err(e) => {
+            stream.write(&Msg::Failed(e.to_string())).await?;
+            Err(e)
+        }
+    }
 }
 
 async fn run_party(

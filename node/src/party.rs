@@ -4,6 +4,8 @@
 //! request against the plan; ask the dealer for this party's seeds (and, for the last party, corrections);
 //! open the job's streams to the other parties; set up the model (opening the masked weights); run every
 //! inference, measuring each; check that every dealt request was consumed; report output shares and costs.
+//! Under `spdz2k` the weights and inputs arrive published (`value - mask`), every inference ends with the
+//! MAC check before its output share is reported, and the report carries each check's transcript.
 //!
 //! Invariant: nothing here logs or returns anything but this party's own shares (to the client that sent
 //! the inputs) and public measurements.
@@ -15,20 +17,24 @@ use quinn::VarInt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 use veil_engine::kernel::RingGemm;
-use veil_engine::private::{setup, WeightShare};
+use veil_engine::local::spdz2k_requests;
+use veil_engine::private::{setup, setup_published, PartyModel, PublishedWeight, WeightShare};
 use veil_engine::{workloads, Plan};
+use veil_protocols::domain::Domain;
+use veil_protocols::material::auth::AuthPartyGenerator;
 use veil_protocols::material::{self, PartyMaterial};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::shaping::ShapedNet;
+use veil_protocols::spdz2k::Spdz2k;
 
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::jobs::Arrival;
-use crate::manifest::Manifest;
+use crate::manifest::{Manifest, SPDZ2K};
 use crate::peers::Peers;
 use crate::quic_net::QuicNet;
-use crate::wire::{Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
+use crate::wire::{AuthWords, Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
 
 /// The public plan of a manifest's model: every member builds the same one from (workload, seed).
 pub fn compile_plan(manifest: &Manifest) -> Result<Plan> {
@@ -160,12 +166,6 @@ pub fn run(
             "the dealer sent corrections to a party that takes none".into(),
         ));
     }
-    let one = plan.requests(batch);
-    let requests: Vec<_> = (0..manifest.inferences)
-        .flat_map(|_| one.iter().cloned())
-        .collect();
-    let masks = material::party_masks(party, n, &dealt.model_seed, &plan.mask_shapes())?;
-    let material = PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
     let net = handle.block_on(QuicNet::open(
         &ctx.peers,
         manifest,
@@ -174,12 +174,34 @@ pub fn run(
         ctx.timeout,
         ctx.max_frame,
     ))?;
-    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), "party connected, computing");
+    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
     let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
     if let Some(Err(e)) = run.shaping.map(|s| s.check()) {
         return Err(NodeError::Unexpected(format!("run request: {e}")));
     }
     let net = ShapedNet::optional(net, run.shaping);
+    let mut report = PartyReport {
+        outputs: Vec::new(),
+        latencies: Vec::new(),
+        online: Vec::new(),
+        setup: WireStats::default(),
+        profile: Vec::new(),
+        dealer_bytes: dealt.dealer_bytes,
+        dealer_seconds: dealt.dealer_seconds,
+        udp_tx_bytes: Vec::new(),
+        auth_outputs: Vec::new(),
+        transcripts: Vec::new(),
+    };
+    if manifest.protocol == SPDZ2K {
+        run_spdz2k(&plan, manifest, party, net, gemm, dealt, run, &mut report)?;
+        return Ok(report);
+    }
+    let one = plan.requests(batch);
+    let requests: Vec<_> = (0..manifest.inferences)
+        .flat_map(|_| one.iter().cloned())
+        .collect();
+    let masks = material::party_masks(party, n, &dealt.model_seed, &plan.mask_shapes())?;
+    let material = PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
     let mut p = Party::new(net, material, plan.fixed_point, gemm)?;
     let weights: Vec<WeightShare> = run
         .weights
@@ -190,25 +212,103 @@ pub fn run(
         })
         .collect();
     let model = setup(&mut p, &plan, weights, masks)?;
-    let setup_stats = WireStats::from(p.stats());
-    let mut report = PartyReport {
-        outputs: Vec::new(),
-        latencies: Vec::new(),
-        online: Vec::new(),
-        setup: setup_stats,
-        profile: Vec::new(),
-        dealer_bytes: dealt.dealer_bytes,
-        dealer_seconds: dealt.dealer_seconds,
-        udp_tx_bytes: Vec::new(),
-    };
-    let inferences = run.inputs.len();
-    for (k, input) in run.inputs.into_iter().enumerate() {
+    report.setup = WireStats::from(p.stats());
+    infer_all(
+        &mut p,
+        &model,
+        run.inputs,
+        (batch, run.profile),
+        &mut report,
+        |_, input| Ok(input),
+        |_, out, report| {
+            report.outputs.push(Words(out));
+            Ok(())
+        },
+    )?;
+    let (net, _) = p.finish()?;
+    drop(net);
+    Ok(report)
+}
+
+/// The party's link to its peers.
+type Link = ShapedNet<QuicNet>;
+
+/// The `spdz2k` twin of the `semi2k` part of [`run`] (as `veil_engine::local` runs it in memory): the
+/// authenticated material from the dealer's job seed, the model set up from the owner's published weights,
+/// each input from its published `x - mask`, and the MAC check after each inference, before its output
+/// share leaves the party. The check's transcript goes into the report for the verifier.
+#[allow(clippy::too_many_arguments)]
+fn run_spdz2k(
+    plan: &Plan,
+    manifest: &Manifest,
+    party: usize,
+    net: Link,
+    gemm: Arc<RingGemm>,
+    dealt: Dealt,
+    run: RunRequest,
+    report: &mut PartyReport,
+) -> Result<()> {
+    let n = manifest.parties.len();
+    let batch = manifest.batch as usize;
+    let requests = spdz2k_requests(plan, batch, manifest.inferences as usize);
+    let generator = AuthPartyGenerator::new(party, n, &dealt.job_seed, dealt.corrections.0)?;
+    let material = PartyMaterial::from_generator(generator, requests);
+    let mut p = Party::<Link, Spdz2k>::with_material(net, material, plan.fixed_point, gemm)?;
+    let published: Vec<PublishedWeight> = run
+        .weights
+        .into_iter()
+        .map(|w| PublishedWeight {
+            matrix: w.matrix.0,
+            bias: w.bias.map(|b| b.0),
+        })
+        .collect();
+    let model = setup_published(&mut p, plan, &published)?;
+    report.setup = WireStats::from(p.stats());
+    let input_len = batch * plan.input_len;
+    infer_all(
+        &mut p,
+        &model,
+        run.inputs,
+        (batch, run.profile),
+        report,
+        |p, published| {
+            let mask = p.material().input(input_len)?;
+            Ok(p.input_from_masked(mask, &published))
+        },
+        |p, out, report| {
+            // No output share leaves this party before every value it opened passed the MAC check.
+            report.transcripts.push(p.verify_transcript()?);
+            report.auth_outputs.push(AuthWords::from(&out));
+            Ok(())
+        },
+    )?;
+    let (net, _) = p.finish()?;
+    drop(net);
+    Ok(())
+}
+
+/// Runs every inference of a job on party `p`, measuring each: `prepare` turns the client's input into this
+/// party's share, `finish` takes the output share (and does whatever must precede its release); both run
+/// inside the measured time. `(batch, profile)`: items per inference, and whether to profile the last one.
+fn infer_all<D: Domain>(
+    p: &mut Party<Link, D>,
+    model: &PartyModel<'_, D>,
+    inputs: Vec<Words>,
+    (batch, profile_last): (usize, bool),
+    report: &mut PartyReport,
+    mut prepare: impl FnMut(&mut Party<Link, D>, Vec<u64>) -> Result<D::Arith>,
+    mut finish: impl FnMut(&mut Party<Link, D>, D::Arith, &mut PartyReport) -> Result<()>,
+) -> Result<()> {
+    let inferences = inputs.len();
+    for (k, input) in inputs.into_iter().enumerate() {
         let before = p.stats().clone();
         let udp_before = p.net().inner().udp_tx_bytes();
         let mut profile = Vec::new();
-        let want_profile = run.profile && k + 1 == inferences;
+        let want_profile = profile_last && k + 1 == inferences;
         let started = Instant::now();
-        let out = model.infer(&mut p, input.0, batch, want_profile.then_some(&mut profile))?;
+        let input = prepare(p, input.0)?;
+        let out = model.infer(p, input, batch, want_profile.then_some(&mut profile))?;
+        finish(p, out, report)?;
         report.latencies.push(started.elapsed().as_secs_f64());
         report
             .online
@@ -216,7 +316,6 @@ pub fn run(
         report
             .udp_tx_bytes
             .push(p.net().inner().udp_tx_bytes().saturating_sub(udp_before));
-        report.outputs.push(Words(out));
         if want_profile {
             report.profile = profile
                 .iter()
@@ -229,7 +328,5 @@ pub fn run(
                 .collect();
         }
     }
-    let (net, _) = p.finish()?;
-    drop(net);
-    Ok(report)
+    Ok(())
 }

@@ -6,6 +6,8 @@
 //! - party i -> party j, unidirectional: `Hello { job, from: i }`, then one `Data` per protocol message.
 //! - party -> dealer, bidirectional: `DealRequest` -> `Dealt` | `Failed`. This request is the only thing a
 //!   party ever sends the dealer.
+//! - `spdz2k` only, on the client's `Submit` stream to the dealer: `Accepted`, then `Owner` (the client's masks
+//!   and output key) or `Failed`.
 //! - anyone admitted -> node: `Ping` -> `Pong` (liveness).
 //!
 //! Bulk vectors travel as raw little-endian bytes ([`Bytes`], [`Words`]), not element by element.
@@ -17,6 +19,8 @@ use serde::de::{Error as _, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use veil_protocols::net::NetStats;
 use veil_protocols::prg::Seed;
+use veil_protocols::spdz2k::transcript::CheckTranscript;
+use veil_protocols::spdz2k::Shares as AuthVec;
 
 use crate::manifest::SignedManifest;
 
@@ -119,9 +123,11 @@ pub struct WireWeight {
 pub struct RunRequest {
     /// The job (must match the submitted manifest).
     pub job: JobId,
-    /// The party's weight shares, in plan order.
+    /// The party's weight shares, in plan order. `spdz2k`: what the owner published (`W - mask`, or the
+    /// plaintext for public weights), the same for every party.
     pub weights: Vec<WireWeight>,
-    /// The party's input shares, one per inference of the manifest.
+    /// The party's input shares, one per inference of the manifest. `spdz2k`: the published `x - mask`, the
+    /// same for every party.
     pub inputs: Vec<Words>,
     /// Threads of the ring kernel.
     pub threads: u32,
@@ -223,6 +229,84 @@ pub struct PartyReport {
     /// UDP bytes this party's QUIC connections to its peers transmitted during each inference (payload,
     /// framing, QUIC and UDP headers, acknowledgements, retransmissions).
     pub udp_tx_bytes: Vec<u64>,
+    /// `spdz2k`: authenticated output shares, one per inference (`outputs` is empty then); empty for `semi2k`.
+    pub auth_outputs: Vec<AuthWords>,
+    /// `spdz2k`: this party's view of each MAC check it ran, in order (one per inference), for the
+    /// verifier ([`crate::verifier`]); empty for `semi2k`. Holds no share or value.
+    pub transcripts: Vec<CheckTranscript>,
+}
+
+/// A party's authenticated (`spdz2k`) share of a vector: value shares and MAC shares in Z_2^128, each element
+/// as two little-endian words, low word first. Never logged: `Debug` shows the length only.
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AuthWords {
+    /// Value shares, two words per element.
+    pub values: Words,
+    /// MAC shares, two words per element.
+    pub macs: Words,
+}
+
+impl fmt::Debug for AuthWords {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthWords[{}]", self.values.0.len() / 2)
+    }
+}
+
+fn words_of(wide: &[u128]) -> Words {
+    Words(
+        wide.iter()
+            .flat_map(|&x| [x as u64, (x >> 64) as u64])
+            .collect(),
+    )
+}
+
+fn wide_of(words: &Words) -> Option<Vec<u128>> {
+    if words.0.len() % 2 != 0 {
+        return None;
+    }
+    Some(
+        words
+            .0
+            .chunks_exact(2)
+            .map(|c| u128::from(c[0]) | (u128::from(c[1]) << 64))
+            .collect(),
+    )
+}
+
+impl From<&AuthVec> for AuthWords {
+    fn from(x: &AuthVec) -> Self {
+        AuthWords {
+            values: words_of(&x.v),
+            macs: words_of(&x.m),
+        }
+    }
+}
+
+impl AuthWords {
+    /// The shares back, or `None` if the two halves do not describe the same number of elements.
+    pub fn to_auth(&self) -> Option<AuthVec> {
+        let v = wide_of(&self.values)?;
+        let m = wide_of(&self.macs)?;
+        (v.len() == m.len()).then_some(AuthVec { v, m })
+    }
+}
+
+/// What the dealer of a `spdz2k` job sends the client (the owner of the inputs and the weights, and the
+/// recipient of the output) right after accepting the manifest: the plaintext masks of every input and
+/// weight mask the job deals, in request order (the client publishes `value - mask`), and the MAC key that
+/// checks the output shares. Never logged: `Debug` shows sizes only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerMaterial {
+    /// Masks, one per `Input` or `WeightMask` request, in request order.
+    pub masks: Vec<Words>,
+    /// The arithmetic MAC key, little-endian.
+    pub output_key: [u8; 16],
+}
+
+impl fmt::Debug for OwnerMaterial {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OwnerMaterial[{} masks]", self.masks.len())
+    }
 }
 
 /// Every message.
@@ -263,6 +347,9 @@ pub enum Msg {
         /// Jobs live on the node.
         active_jobs: u32,
     },
+    /// `spdz2k`: the dealer's material for the job's client, sent on the client's `Submit` stream after
+    /// `Accepted`.
+    Owner(OwnerMaterial),
 }
 
 impl Msg {
@@ -288,6 +375,7 @@ impl Msg {
             Msg::Dealt(_) => "Dealt",
             Msg::Ping => "Ping",
             Msg::Pong { .. } => "Pong",
+            Msg::Owner(_) => "Owner",
         }
     }
 }

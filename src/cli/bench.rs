@@ -433,9 +433,6 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     options.profile = true;
     options.shaping = shaping;
     options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
-    if options.protocol == Protocol::Spdz2k && args.transport == Transport::Quic {
-        bail!("spdz2k runs over --transport mem in this build (the QUIC party runtime is semi2k only)");
-    }
     let (report, quic_udp_bytes_per_party) = match args.transport {
         Transport::Mem => (
             run_private(&model, &plan, &inputs, args.batch, &options)?,

@@ -11,3 +11,4 @@ pub mod nodes;
 pub mod report;
 pub mod sim;
 pub mod sweep;
+pub mod verify;

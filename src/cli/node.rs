@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use veil_engine::local::LocalRunReport;
+use veil_engine::local::{LocalRunReport, Protocol};
 use veil_engine::{Model, Plan};
-use veil_node::client::{run_private, Client, ClientOptions, Committee, QuicJob};
+use veil_node::client::{run_private_protocol, Client, ClientOptions, Committee, QuicJob};
 use veil_node::cluster::{ClusterOptions, LocalCluster};
 use veil_node::manifest::ModelSpec;
 use veil_node::{Identity, Node, NodeConfig};
@@ -116,7 +116,8 @@ pub fn bench_quic(
         seed: None,
         profile: true,
     };
-    let run = match run_private(&client, &committee, &job, inputs) {
+    let protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    let run = match run_private_protocol(&client, &committee, &job, inputs, protocol) {
         Ok(run) => run,
         Err(e) => {
             eprintln!("{}", cluster.log_tails());

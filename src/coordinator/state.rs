@@ -991,6 +991,7 @@ impl Coordinator {
                 .collect::<ApiResult<_>>()?,
             dealer: self.member(c.dealer)?,
             client: self.identity.public_key(),
+            verifier: None,
         };
         let signed: SignedManifest = manifest.sign(&self.identity).map_err(internal)?;
         let n = c.parties.len();

@@ -1,0 +1,516 @@
+//! Receipts: the verifier's Ed25519 signature that a job's MAC checks passed, over what the job was.
+//!
+//! A [`ReceiptBody`] names the job (the manifest's id), the model (32-byte id), the committee (SHA-256 of the
+//! coordinator-signed manifest's bytes), the encrypted input and output (32-byte commitments, taken as
+//! given: SHA-256 over the parties' ciphertext blobs in order, see [`commit_blobs`]), the protocol, the
+//! digest of the MAC-check transcripts ([`crate::verifier::verify_job`]), the verifier's public key and the
+//! issue time. Its signing bytes are canonical and domain-separated ([`ReceiptBody::signing_bytes`]).
+//!
+//! A [`ReceiptFile`] (JSON, hex fields) carries the receipt and the signed manifest, so that anyone holding
+//! the coordinator's public key can check it ([`ReceiptFile::verify`], `veil verify`):
+//! 1. the manifest's bytes hash to the receipt's manifest hash;
+//! 2. the manifest is signed by the coordinator's key;
+//! 3. the manifest names a verifier, and the receipt's signer is that verifier;
+//! 4. the receipt's job and protocol are the manifest's;
+//! 5. the verifier's signature over the receipt's signing bytes verifies.
+//!
+//! Invariants: a receipt changed in any field fails (each field is in the signing bytes, and the signer and
+//! the manifest are bound by steps 1-3); hashes and keys are compared in constant time; parsing a file is
+//! bounded ([`MAX_RECEIPT_FILE_BYTES`], exact hex lengths, [`MAX_PROTOCOL_LEN`]) and never panics.
+//! Signatures are Ed25519 (RFC 8032) with the node's identity key ([`crate::identity`]).
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+use crate::identity::{Identity, PublicKey};
+use crate::manifest::{Manifest, SignedManifest};
+use crate::wire::JobId;
+
+/// Domain separation of receipt signatures.
+pub const RECEIPT_DOMAIN: &[u8] = b"veil receipt v1\0";
+/// The `format` field of a receipt file.
+pub const FILE_FORMAT: &str = "veil receipt v1";
+/// Longest protocol name a receipt may carry.
+pub const MAX_PROTOCOL_LEN: usize = 32;
+/// Largest receipt file accepted, bytes.
+pub const MAX_RECEIPT_FILE_BYTES: usize = 1 << 20;
+/// Domain separation of [`commit_blobs`].
+pub const BLOBS_DOMAIN: &[u8] = b"veil blobs v1\0";
+
+/// Why a receipt was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReceiptError {
+    /// The file or a field does not parse, or is out of bounds.
+    #[error("malformed receipt: {0}")]
+    Malformed(String),
+    /// The receipt's signer is not the key that signs it.
+    #[error("the signing identity is not the receipt's verifier")]
+    WrongSigner,
+    /// The manifest in the file is not the one the receipt names.
+    #[error("the manifest does not match the receipt's manifest hash")]
+    ManifestHash,
+    /// The manifest is not signed by the coordinator's key.
+    #[error("the committee manifest is not signed by the coordinator: {0}")]
+    ManifestSignature(String),
+    /// The manifest names no verifier.
+    #[error("the committee manifest names no verifier")]
+    NoVerifier,
+    /// The receipt is signed by a key other than the manifest's verifier.
+    #[error("the receipt's signer is not the committee's verifier")]
+    NotTheVerifier,
+    /// The receipt's job or protocol is not the manifest's.
+    #[error("the receipt's {0} is not the manifest's")]
+    Mismatch(&'static str),
+    /// The verifier's signature does not verify.
+    #[error("the verifier's signature does not verify")]
+    BadSignature,
+}
+
+/// What a verifier signs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptBody {
+    /// The job (the manifest's id).
+    pub job: JobId,
+    /// The model's id.
+    pub model_id: [u8; 32],
+    /// SHA-256 of the coordinator-signed manifest's bytes ([`manifest_hash`]).
+    pub manifest_hash: [u8; 32],
+    /// Commitment to the encrypted input (SHA-256 over the parties' input ciphertexts in order).
+    pub input_commitment: [u8; 32],
+    /// Commitment to the encrypted output (SHA-256 over the parties' output ciphertexts in order).
+    pub output_commitment: [u8; 32],
+    /// The protocol (`spdz2k`), at most [`MAX_PROTOCOL_LEN`] bytes.
+    pub protocol: String,
+    /// Digest of the job's MAC-check transcripts ([`crate::verifier::verify_job`]).
+    pub transcript_hash: [u8; 32],
+    /// The verifier's public key (the signer).
+    pub verifier: PublicKey,
+    /// Issue time, seconds since the Unix epoch.
+    pub issued_at: u64,
+}
+
+impl ReceiptBody {
+    /// The canonical signing bytes: [`RECEIPT_DOMAIN`], job (16), model id, manifest hash, input and output
+    /// commitments (32 each), the protocol's length (u8) and bytes, transcript hash (32), verifier key (32),
+    /// issue time (u64 LE). Fails for a protocol name longer than [`MAX_PROTOCOL_LEN`].
+    pub fn signing_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
+        let protocol = self.protocol.as_bytes();
+        if protocol.len() > MAX_PROTOCOL_LEN {
+            return Err(ReceiptError::Malformed(format!(
+                "protocol name of {} bytes (at most {MAX_PROTOCOL_LEN})",
+                protocol.len()
+            )));
+        }
+        let mut out = Vec::with_capacity(RECEIPT_DOMAIN.len() + 16 + 5 * 32 + 1 + 32 + 8 + 32);
+        out.extend_from_slice(RECEIPT_DOMAIN);
+        out.extend_from_slice(&self.job.0);
+        out.extend_from_slice(&self.model_id);
+        out.extend_from_slice(&self.manifest_hash);
+        out.extend_from_slice(&self.input_commitment);
+        out.extend_from_slice(&self.output_commitment);
+        out.push(protocol.len() as u8);
+        out.extend_from_slice(protocol);
+        out.extend_from_slice(&self.transcript_hash);
+        out.extend_from_slice(&self.verifier.0);
+        out.extend_from_slice(&self.issued_at.to_le_bytes());
+        Ok(out)
+    }
+}
+
+/// A signed receipt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// What is signed.
+    pub body: ReceiptBody,
+    /// The verifier's Ed25519 signature of `body.signing_bytes()`.
+    pub signature: [u8; 64],
+}
+
+impl Receipt {
+    /// Signs `body` with the verifier's `identity`, which must be `body.verifier`.
+    pub fn sign(identity: &Identity, body: ReceiptBody) -> Result<Receipt, ReceiptError> {
+        if !bool::from(identity.public_key().0.ct_eq(&body.verifier.0)) {
+            return Err(ReceiptError::WrongSigner);
+        }
+        let signature = identity
+            .sign(&body.signing_bytes()?)
+            .try_into()
+            .map_err(|_| ReceiptError::Malformed("an Ed25519 signature is 64 bytes".into()))?;
+        Ok(Receipt { body, signature })
+    }
+
+    /// Whether the signature is `body.verifier`'s over the signing bytes (nothing else is checked: see
+    /// [`Receipt::verify`]).
+    pub fn verify_signature(&self) -> Result<(), ReceiptError> {
+        let bytes = self.body.signing_bytes()?;
+        if self.body.verifier.verify(&bytes, &self.signature) {
+            Ok(())
+        } else {
+            Err(ReceiptError::BadSignature)
+        }
+    }
+
+    /// Checks this receipt against the signed committee `manifest` and the coordinator's key (steps 1-5 of
+    /// the module doc); returns the manifest.
+    pub fn verify(
+        &self,
+        manifest: &SignedManifest,
+        coordinator: &PublicKey,
+    ) -> Result<Manifest, ReceiptError> {
+        let hash = manifest_hash(manifest)?;
+        if !bool::from(hash.ct_eq(&self.body.manifest_hash)) {
+            return Err(ReceiptError::ManifestHash);
+        }
+        let m = manifest
+            .verify_signer(coordinator)
+            .map_err(|e| ReceiptError::ManifestSignature(e.to_string()))?;
+        let verifier = m.verifier.as_ref().ok_or(ReceiptError::NoVerifier)?;
+        if !bool::from(verifier.public_key.0.ct_eq(&self.body.verifier.0)) {
+            return Err(ReceiptError::NotTheVerifier);
+        }
+        if m.job != self.body.job {
+            return Err(ReceiptError::Mismatch("job"));
+        }
+        if m.protocol != self.body.protocol {
+            return Err(ReceiptError::Mismatch("protocol"));
+        }
+        self.verify_signature()?;
+        Ok(m)
+    }
+}
+
+/// SHA-256 of a signed manifest's bytes (its postcard encoding, as the coordinator hands it to members).
+pub fn manifest_hash(manifest: &SignedManifest) -> Result<[u8; 32], ReceiptError> {
+    let bytes = postcard::to_stdvec(manifest)
+        .map_err(|e| ReceiptError::Malformed(format!("manifest: {e}")))?;
+    Ok(Sha256::digest(&bytes).into())
+}
+
+/// A commitment to blobs in order (the parties' input or output ciphertexts):
+/// `SHA-256(BLOBS_DOMAIN || count u32 LE || (len u64 LE || blob)*)`. Receipts take commitments as given; this
+/// is one way to make them.
+pub fn commit_blobs<'a>(blobs: impl ExactSizeIterator<Item = &'a [u8]>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(BLOBS_DOMAIN);
+    h.update((blobs.len() as u32).to_le_bytes());
+    for b in blobs {
+        h.update((b.len() as u64).to_le_bytes());
+        h.update(b);
+    }
+    h.finalize().into()
+}
+
+/// A receipt with the committee manifest it refers to: what `veil verify` reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReceiptFile {
+    /// The receipt.
+    pub receipt: Receipt,
+    /// The coordinator-signed committee manifest.
+    pub manifest: SignedManifest,
+}
+
+/// The JSON form: every byte field in lowercase hex, the manifest as the hex of its postcard bytes.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReceiptJson {
+    format: String,
+    job: String,
+    model_id: String,
+    manifest_hash: String,
+    input_commitment: String,
+    output_commitment: String,
+    protocol: String,
+    transcript_hash: String,
+    verifier: String,
+    issued_at: u64,
+    signature: String,
+    manifest: String,
+}
+
+fn from_hex<const L: usize>(field: &'static str, text: &str) -> Result<[u8; L], ReceiptError> {
+    let mut out = [0u8; L];
+    if text.len() != 2 * L {
+        return Err(ReceiptError::Malformed(format!(
+            "{field}: {} hex digits where {} were expected",
+            text.len(),
+            2 * L
+        )));
+    }
+    hex::decode_to_slice(text, &mut out)
+        .map_err(|e| ReceiptError::Malformed(format!("{field}: {e}")))?;
+    Ok(out)
+}
+
+impl ReceiptFile {
+    /// The file's JSON text (pretty-printed).
+    pub fn to_json(&self) -> Result<String, ReceiptError> {
+        let b = &self.receipt.body;
+        let manifest = postcard::to_stdvec(&self.manifest)
+            .map_err(|e| ReceiptError::Malformed(format!("manifest: {e}")))?;
+        let json = ReceiptJson {
+            format: FILE_FORMAT.into(),
+            job: hex::encode(b.job.0),
+            model_id: hex::encode(b.model_id),
+            manifest_hash: hex::encode(b.manifest_hash),
+            input_commitment: hex::encode(b.input_commitment),
+            output_commitment: hex::encode(b.output_commitment),
+            protocol: b.protocol.clone(),
+            transcript_hash: hex::encode(b.transcript_hash),
+            verifier: hex::encode(b.verifier.0),
+            issued_at: b.issued_at,
+            signature: hex::encode(self.receipt.signature),
+            manifest: hex::encode(manifest),
+        };
+        serde_json::to_string_pretty(&json).map_err(|e| ReceiptError::Malformed(e.to_string()))
+    }
+
+    /// Parses a file's JSON text; bounded (see the module doc). Checks the form only: call
+    /// [`ReceiptFile::verify`] before trusting it.
+    pub fn from_json(text: &str) -> Result<ReceiptFile, ReceiptError> {
+        if text.len() > MAX_RECEIPT_FILE_BYTES {
+            return Err(ReceiptError::Malformed(format!(
+                "{} bytes (at most {MAX_RECEIPT_FILE_BYTES})",
+                text.len()
+            )));
+        }
+        let j: ReceiptJson =
+            serde_json::from_str(text).map_err(|e| ReceiptError::Malformed(e.to_string()))?;
+        if j.format != FILE_FORMAT {
+            return Err(ReceiptError::Malformed(format!(
+                "format {:?} (this build reads {FILE_FORMAT:?})",
+                j.format
+            )));
+        }
+        if j.protocol.len() > MAX_PROTOCOL_LEN {
+            return Err(ReceiptError::Malformed("protocol name too long".into()));
+        }
+        let manifest_bytes = hex::decode(&j.manifest)
+            .map_err(|e| ReceiptError::Malformed(format!("manifest: {e}")))?;
+        let manifest: SignedManifest = postcard::from_bytes(&manifest_bytes)
+            .map_err(|e| ReceiptError::Malformed(format!("manifest: {e}")))?;
+        let body = ReceiptBody {
+            job: JobId(from_hex("job", &j.job)?),
+            model_id: from_hex("model_id", &j.model_id)?,
+            manifest_hash: from_hex("manifest_hash", &j.manifest_hash)?,
+            input_commitment: from_hex("input_commitment", &j.input_commitment)?,
+            output_commitment: from_hex("output_commitment", &j.output_commitment)?,
+            protocol: j.protocol,
+            transcript_hash: from_hex("transcript_hash", &j.transcript_hash)?,
+            verifier: PublicKey(from_hex("verifier", &j.verifier)?),
+            issued_at: j.issued_at,
+        };
+        Ok(ReceiptFile {
+            receipt: Receipt {
+                body,
+                signature: from_hex("signature", &j.signature)?,
+            },
+            manifest,
+        })
+    }
+
+    /// Checks the receipt against its manifest and the coordinator's key ([`Receipt::verify`]).
+    pub fn verify(&self, coordinator: &PublicKey) -> Result<Manifest, ReceiptError> {
+        self.receipt.verify(&self.manifest, coordinator)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use super::*;
+    use crate::manifest::Member;
+
+    struct Fixture {
+        coordinator: Identity,
+        verifier: Identity,
+        file: ReceiptFile,
+    }
+
+    fn member(id: &Identity, port: u16) -> Member {
+        Member {
+            address: SocketAddr::from(([127, 0, 0, 1], port)),
+            public_key: id.public_key(),
+        }
+    }
+
+    /// A manifest signed by `coordinator` (built from JSON: optional fields left out are `None`).
+    fn manifest(coordinator: &Identity, verifier: Option<&Identity>) -> Manifest {
+        let nodes: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        let mut m: Manifest = serde_json::from_value(serde_json::json!({
+            "job": (JobId([7; 16])),
+            "protocol": "spdz2k",
+            "model": {"workload": "network-a", "seed": 7, "weights": "Shared", "frac_bits": 16},
+            "batch": 1,
+            "inferences": 1,
+            "parties": [member(&nodes[0], 1), member(&nodes[1], 2)],
+            "dealer": member(&nodes[2], 3),
+            "client": coordinator.public_key(),
+        }))
+        .expect("manifest fixture");
+        m.verifier = verifier.map(|v| member(v, 4));
+        m
+    }
+
+    fn fixture() -> Fixture {
+        let coordinator = Identity::generate().unwrap();
+        let verifier = Identity::generate().unwrap();
+        let signed = manifest(&coordinator, Some(&verifier))
+            .sign(&coordinator)
+            .unwrap();
+        let body = ReceiptBody {
+            job: JobId([7; 16]),
+            model_id: [1; 32],
+            manifest_hash: manifest_hash(&signed).unwrap(),
+            input_commitment: commit_blobs([&b"in0"[..], b"in1"].into_iter()),
+            output_commitment: commit_blobs([&b"out0"[..], b"out1"].into_iter()),
+            protocol: "spdz2k".into(),
+            transcript_hash: [5; 32],
+            verifier: verifier.public_key(),
+            issued_at: 1_790_000_000,
+        };
+        let receipt = Receipt::sign(&verifier, body).unwrap();
+        Fixture {
+            coordinator,
+            verifier,
+            file: ReceiptFile {
+                receipt,
+                manifest: signed,
+            },
+        }
+    }
+
+    #[test]
+    fn a_good_receipt_passes_and_round_trips_through_json() {
+        let f = fixture();
+        let m = f.file.verify(&f.coordinator.public_key()).unwrap();
+        assert_eq!(m.job, JobId([7; 16]));
+        let text = f.file.to_json().unwrap();
+        let back = ReceiptFile::from_json(&text).unwrap();
+        assert_eq!(back, f.file);
+        back.verify(&f.coordinator.public_key()).unwrap();
+    }
+
+    /// Every field of the receipt, changed one at a time (by one bit where it is bytes), fails.
+    #[test]
+    fn a_receipt_changed_in_any_field_fails() {
+        let f = fixture();
+        let key = f.coordinator.public_key();
+        let other = Identity::generate().unwrap().public_key();
+        type Change = fn(&mut ReceiptFile, PublicKey);
+        let changes: Vec<(&str, Change)> = vec![
+            ("job", |r, _| r.receipt.body.job.0[0] ^= 1),
+            ("model_id", |r, _| r.receipt.body.model_id[31] ^= 1),
+            ("manifest_hash", |r, _| r.receipt.body.manifest_hash[3] ^= 1),
+            ("input_commitment", |r, _| {
+                r.receipt.body.input_commitment[0] ^= 0x80
+            }),
+            ("output_commitment", |r, _| {
+                r.receipt.body.output_commitment[9] ^= 1
+            }),
+            ("protocol", |r, _| r.receipt.body.protocol = "semi2k".into()),
+            ("transcript_hash", |r, _| {
+                r.receipt.body.transcript_hash[0] ^= 1
+            }),
+            ("verifier", |r, k| r.receipt.body.verifier = k),
+            ("issued_at", |r, _| r.receipt.body.issued_at += 1),
+            ("signature", |r, _| r.receipt.signature[10] ^= 1),
+            ("manifest body", |r, _| {
+                let last = r.manifest.body.0.len() - 1;
+                r.manifest.body.0[last] ^= 1
+            }),
+            ("manifest signature", |r, _| r.manifest.signature.0[0] ^= 1),
+        ];
+        for (field, change) in changes {
+            let mut t = f.file.clone();
+            change(&mut t, other);
+            assert!(t.verify(&key).is_err(), "{field} changed, still verifies");
+            // And through the JSON form, as `veil verify` reads it.
+            if let Ok(text) = t.to_json() {
+                if let Ok(parsed) = ReceiptFile::from_json(&text) {
+                    assert!(parsed.verify(&key).is_err(), "{field} (JSON)");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_committees_verifier_may_sign() {
+        let f = fixture();
+        let key = f.coordinator.public_key();
+        // Another key signs a receipt naming itself: a valid signature, but not the manifest's verifier.
+        let impostor = Identity::generate().unwrap();
+        let mut body = f.file.receipt.body.clone();
+        body.verifier = impostor.public_key();
+        let forged = ReceiptFile {
+            receipt: Receipt::sign(&impostor, body).unwrap(),
+            manifest: f.file.manifest.clone(),
+        };
+        forged.receipt.verify_signature().unwrap();
+        assert_eq!(forged.verify(&key), Err(ReceiptError::NotTheVerifier));
+        // Another key signs a body naming the real verifier.
+        let body = f.file.receipt.body.clone();
+        assert_eq!(
+            Receipt::sign(&impostor, body.clone()),
+            Err(ReceiptError::WrongSigner)
+        );
+        let forged = ReceiptFile {
+            receipt: Receipt {
+                signature: impostor
+                    .sign(&body.signing_bytes().unwrap())
+                    .try_into()
+                    .unwrap(),
+                body,
+            },
+            manifest: f.file.manifest.clone(),
+        };
+        assert_eq!(forged.verify(&key), Err(ReceiptError::BadSignature));
+        // The right receipt, checked against another coordinator key.
+        assert!(matches!(
+            f.file.verify(&impostor.public_key()),
+            Err(ReceiptError::ManifestSignature(_))
+        ));
+        // A manifest without a verifier.
+        let signed = manifest(&f.coordinator, None).sign(&f.coordinator).unwrap();
+        let mut body = f.file.receipt.body.clone();
+        body.manifest_hash = manifest_hash(&signed).unwrap();
+        let file = ReceiptFile {
+            receipt: Receipt::sign(&f.verifier, body).unwrap(),
+            manifest: signed,
+        };
+        assert_eq!(file.verify(&key), Err(ReceiptError::NoVerifier));
+    }
+
+    #[test]
+    fn parsing_is_bounded_and_strict() {
+        let f = fixture();
+        let text = f.file.to_json().unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for (field, bad) in [
+            ("job", serde_json::json!("00")),
+            ("signature", serde_json::json!("zz".repeat(64))),
+            (
+                "protocol",
+                serde_json::json!("x".repeat(MAX_PROTOCOL_LEN + 1)),
+            ),
+            ("format", serde_json::json!("veil receipt v0")),
+            ("manifest", serde_json::json!("0102")),
+        ] {
+            let mut t = v.clone();
+            t[field] = bad;
+            assert!(
+                matches!(
+                    ReceiptFile::from_json(&t.to_string()),
+                    Err(ReceiptError::Malformed(_))
+                ),
+                "{field}"
+            );
+        }
+        v["extra"] = serde_json::json!(1);
+        assert!(ReceiptFile::from_json(&v.to_string()).is_err());
+        assert!(ReceiptFile::from_json(&" ".repeat(MAX_RECEIPT_FILE_BYTES + 1)).is_err());
+        assert!(ReceiptFile::from_json("not json").is_err());
+    }
+}
