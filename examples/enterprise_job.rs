@@ -84,6 +84,7 @@ fn main() -> Result<()> {
             seed: 7,
             weights: WeightMode::Shared,
             frac_bits: plan.fixed_point.frac_bits(),
+            deployed: None,
         },
         batch: 1,
         threads: 1,

@@ -413,6 +413,7 @@ fn job_manifest(
         parties: committee.parties.clone(),
         dealer: committee.dealer.clone(),
         client: client.public_key(),
+        output_key: None,
         verifier: None,
     })
 }

@@ -10,6 +10,7 @@
 //! Modules, one job each:
 //! - [`identity`]: a node's Ed25519 identity key, persisted under its data directory, and its self-signed cert.
 //! - [`envelope`]: shares sealed to one recipient's X25519 key (HKDF-SHA256, AES-256-GCM), bound to a job.
+//! - [`inbox`]: a node's sealing key, its attestation, and the once-per-job opening of sealed inputs.
 //! - [`tls`]: rustls configurations whose verifiers accept only pinned keys.
 //! - [`frame`]: the versioned, length-bounded frame format and its decoder.
 //! - [`wire`]: the messages that travel in frames.
@@ -33,6 +34,7 @@ pub mod envelope;
 pub mod error;
 pub mod frame;
 pub mod identity;
+pub mod inbox;
 pub mod jobs;
 pub mod logging;
 pub mod manifest;

@@ -53,6 +53,48 @@ pub struct ModelSpec {
     pub weights: WeightMode,
     /// Fractional bits of the fixed-point encoding.
     pub frac_bits: u32,
+    /// A deployed model (its architecture, public): when set, members compile the plan from it instead of
+    /// from `workload`, and `seed` is unused.
+    pub deployed: Option<DeployedModel>,
+}
+
+/// Largest architecture JSON a manifest may carry, bytes.
+pub const MAX_ARCHITECTURE_BYTES: usize = 64 << 10;
+
+/// The public part of a model deployed by its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployedModel {
+    /// The model id (hex SHA-256 of architecture and weights): sealed shares are bound to it.
+    pub id: String,
+    /// The architecture, as JSON (`veil_engine::model_file::Architecture`).
+    pub architecture: String,
+}
+
+impl DeployedModel {
+    /// The parsed architecture, bounded by [`MAX_ARCHITECTURE_BYTES`].
+    pub fn parse(&self) -> Result<veil_engine::model_file::Architecture> {
+        if self.architecture.len() > MAX_ARCHITECTURE_BYTES {
+            return Err(NodeError::Manifest(format!(
+                "architecture of {} bytes (at most {MAX_ARCHITECTURE_BYTES})",
+                self.architecture.len()
+            )));
+        }
+        if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NodeError::Manifest("model id must be 64 hex digits".into()));
+        }
+        serde_json::from_str(&self.architecture)
+            .map_err(|e| NodeError::Manifest(format!("architecture: {e}")))
+    }
+}
+
+impl ModelSpec {
+    /// The id sealed shares are bound to: the deployed model's id, or `workload:seed`.
+    pub fn binding_id(&self) -> String {
+        match &self.deployed {
+            Some(d) => d.id.clone(),
+            None => format!("{}:{}", self.workload, self.seed),
+        }
+    }
 }
 
 /// A job's committee and computation.
@@ -74,6 +116,9 @@ pub struct Manifest {
     pub dealer: Member,
     /// The client that submits the job and signs this manifest.
     pub client: PublicKey,
+    /// When set, parties seal their output shares to this X25519 key (the client that submitted the job
+    /// through a coordinator), so that nobody between them and the client reads them.
+    pub output_key: Option<crate::envelope::SealingKey>,
     /// The verifier that checks the job's MAC-check transcripts and signs its receipt
     /// ([`crate::receipt`]); `None` for a job without one. A receipt is valid only if signed by this key.
     pub verifier: Option<Member>,
@@ -169,6 +214,20 @@ impl CheckedManifest {
 }
 
 impl SignedManifest {
+    /// Decodes the manifest and checks that `signer` signed it and is its client (what a client of a
+    /// coordinator checks: the manifest came from the coordinator it pins). No membership check.
+    pub fn verify_by(&self, signer: &PublicKey) -> Result<Manifest> {
+        let manifest: Manifest = postcard::from_bytes(&self.body.0)
+            .map_err(|e| NodeError::Manifest(format!("does not decode: {e}")))?;
+        if manifest.client != *signer || !signer.verify(&signed_bytes(&self.body.0), &self.signature.0)
+        {
+            return Err(NodeError::Manifest(
+                "not signed by the expected key".into(),
+            ));
+        }
+        Ok(manifest)
+    }
+
     /// Checks the signature, the signer and the contents for the node `me`; see the module doc.
     pub fn open(&self, me: &PublicKey, allowed: &AllowList) -> Result<CheckedManifest> {
         let bad = |s: String| Err(NodeError::Manifest(s));
@@ -193,8 +252,17 @@ impl SignedManifest {
                 PROTOCOLS.join(" and ")
             ));
         }
-        if !veil_engine::workloads::MODEL_WORKLOADS.contains(&manifest.model.workload.as_str()) {
-            return bad(format!("unknown workload {:?}", manifest.model.workload));
+        match &manifest.model.deployed {
+            Some(d) => {
+                d.parse()?;
+            }
+            None => {
+                if !veil_engine::workloads::MODEL_WORKLOADS
+                    .contains(&manifest.model.workload.as_str())
+                {
+                    return bad(format!("unknown workload {:?}", manifest.model.workload));
+                }
+            }
         }
         let n = manifest.parties.len();
         if !(2..=MAX_PARTIES).contains(&n) {
@@ -247,12 +315,14 @@ mod tests {
                 seed: 7,
                 weights: WeightMode::Shared,
                 frac_bits: 16,
+                deployed: None,
             },
             batch: 1,
             inferences: 2,
             parties: vec![member(&nodes[0], 1), member(&nodes[1], 2)],
             dealer: member(&nodes[2], 3),
             client: client.public_key(),
+            output_key: None,
             verifier: None,
         };
         let signed = m.sign(&client).unwrap();

@@ -478,6 +478,11 @@ impl AssignedJob {
         self.slot.manifest.role()
     }
 
+    /// The checked manifest of the job.
+    pub fn manifest(&self) -> &crate::manifest::Manifest {
+        self.slot.manifest.manifest()
+    }
+
     /// The job's id (the manifest's).
     pub fn job(&self) -> JobId {
         self.slot.manifest.manifest().job

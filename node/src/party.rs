@@ -36,12 +36,17 @@ use crate::peers::Peers;
 use crate::quic_net::QuicNet;
 use crate::wire::{AuthWords, Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
 
-/// The public plan of a manifest's model: every member builds the same one from (workload, seed).
+/// The public plan of a manifest's model: every member builds the same one from (workload, seed), or from
+/// a deployed model's architecture (weights zero: parties get theirs, as shares or public, from the client).
 pub fn compile_plan(manifest: &Manifest) -> Result<Plan> {
     let spec = &manifest.model;
     let device = burn::tensor::Device::flex();
-    let model = workloads::by_name(&spec.workload, spec.seed, &device)
-        .ok_or_else(|| NodeError::Manifest(format!("unknown workload {:?}", spec.workload)))??;
+    let model = match &spec.deployed {
+        Some(deployed) => veil_engine::model_file::skeleton(&deployed.parse()?, &device)?,
+        None => workloads::by_name(&spec.workload, spec.seed, &device).ok_or_else(|| {
+            NodeError::Manifest(format!("unknown workload {:?}", spec.workload))
+        })??,
+    };
     let fp = FixedPoint::new(spec.frac_bits).map_err(veil_protocols::ProtocolError::from)?;
     Ok(Plan::compile(&model, fp, spec.weights)?)
 }

@@ -71,6 +71,9 @@ pub enum FailureCause {
     Unplaceable(String),
     /// Cancelled by the client or an operator.
     Cancelled,
+    /// A party refused its sealed input (it does not open, is bound elsewhere, or replays a job id): the
+    /// client's data or its path is at fault, not a node, so nobody is blamed and the job is not retried.
+    RejectedInput(String),
 }
 
 /// What happens to a job.
@@ -391,7 +394,9 @@ impl Job {
                     FailureCause::VerificationFailed => Some(JobOutcome::VerificationFailed {
                         suspects: blamed.len().clamp(1, 255) as u8,
                     }),
-                    FailureCause::Unplaceable(_) | FailureCause::Cancelled => None,
+                    FailureCause::Unplaceable(_)
+                    | FailureCause::Cancelled
+                    | FailureCause::RejectedInput(_) => None,
                 };
                 let mut blamed = blamed;
                 blamed.sort_unstable();
@@ -403,7 +408,8 @@ impl Job {
                 self.excluded.extend(blamed);
                 self.excluded.sort_unstable();
                 self.excluded.dedup();
-                if self.attempt < self.policy.max_attempts {
+                let retriable = !matches!(cause, FailureCause::RejectedInput(_));
+                if retriable && self.attempt < self.policy.max_attempts {
                     self.go(Phase::Submitted, now, Some(cause));
                     self.attempt += 1;
                     fx.reschedule = true;

@@ -27,6 +27,9 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const NODE_EXTRAS: TableDefinition<u32, &[u8]> = TableDefinition::new("node_extras");
 const JOB_EXTRAS: TableDefinition<u64, &[u8]> = TableDefinition::new("job_extras");
+/// The service's named records (deployed models, receipts), keyed `"{kind}/{name}"`; only ever added or
+/// replaced, never removed (receipts are an audit log).
+const RECORDS: TableDefinition<&str, &[u8]> = TableDefinition::new("records");
 const REGIONS_KEY: &str = "regions";
 const CONFIG_KEY: &str = "config";
 
@@ -117,6 +120,8 @@ pub struct Batch {
     pub node_extras: Vec<(NodeId, Vec<u8>)>,
     /// The service's opaque bytes per job, to insert or replace (deleted with the job by `remove_jobs`).
     pub job_extras: Vec<(JobId, Vec<u8>)>,
+    /// The service's named records (`"{kind}/{name}"`, opaque bytes), to insert or replace.
+    pub records: Vec<(String, Vec<u8>)>,
 }
 
 /// The coordinator's database.
@@ -135,6 +140,7 @@ impl Store {
             tx.open_table(META).map_err(dberr)?;
             tx.open_table(NODE_EXTRAS).map_err(dberr)?;
             tx.open_table(JOB_EXTRAS).map_err(dberr)?;
+            tx.open_table(RECORDS).map_err(dberr)?;
         }
         tx.commit().map_err(dberr)?;
         Ok(Store { db: database })
@@ -181,6 +187,10 @@ impl Store {
             let mut node_extras = tx.open_table(NODE_EXTRAS).map_err(dberr)?;
             for (id, v) in &batch.node_extras {
                 node_extras.insert(id.0, v.as_slice()).map_err(dberr)?;
+            }
+            let mut records = tx.open_table(RECORDS).map_err(dberr)?;
+            for (k, v) in &batch.records {
+                records.insert(k.as_str(), v.as_slice()).map_err(dberr)?;
             }
             let mut meta = tx.open_table(META).map_err(dberr)?;
             if let Some(v) = &regions {
@@ -277,6 +287,22 @@ impl Store {
         for item in table.iter().map_err(dberr)? {
             let (k, v) = item.map_err(dberr)?;
             out.push((JobId(k.value()), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Every named record whose key starts with `"{kind}/"`, as (name, bytes), in key order.
+    pub fn load_records(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let tx = self.db.begin_read().map_err(dberr)?;
+        let table = tx.open_table(RECORDS).map_err(dberr)?;
+        let prefix = format!("{kind}/");
+        let mut out = Vec::new();
+        for item in table.range(prefix.as_str()..).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            let Some(name) = k.value().strip_prefix(&prefix) else {
+                break;
+            };
+            out.push((name.to_string(), v.value().to_vec()));
         }
         Ok(out)
     }

@@ -167,6 +167,29 @@ fn failures_retry_on_a_fresh_committee_then_give_up() {
 }
 
 #[test]
+fn a_rejected_input_fails_the_job_at_once_and_blames_nobody() {
+    let mut j = job(3);
+    j.apply(Event::Schedule(vec![placement(0)]), 1_000).unwrap();
+    j.apply(Event::Start, 1_001).unwrap();
+    let cause = FailureCause::RejectedInput("party 0: envelope does not open".into());
+    let fx = j
+        .apply(
+            Event::Fail {
+                cause: cause.clone(),
+                blamed: vec![NodeId(0)],
+            },
+            1_002,
+        )
+        .unwrap();
+    assert!(!fx.reschedule, "the client's input is at fault: no retry");
+    assert!(fx.outcomes.is_empty(), "no node loses reputation");
+    assert_eq!(fx.release, vec![placement(0)]);
+    assert_eq!(j.phase(), Phase::Failed);
+    assert_eq!(j.failure(), Some(&cause));
+    assert_eq!(j.attempt(), 1);
+}
+
+#[test]
 fn per_phase_timeouts() {
     let timeouts = PhaseTimeouts {
         submitted_ms: 100,

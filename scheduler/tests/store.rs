@@ -175,3 +175,36 @@ fn service_extras_persist_beside_their_records_and_go_with_their_job() {
     assert!(store.load_job_extras().unwrap().is_empty());
     assert_eq!(store.load_node_extras().unwrap().len(), 1);
 }
+
+#[test]
+fn named_records_persist_by_kind_and_stay_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store
+            .commit(&Batch {
+                records: vec![
+                    ("model/ab".into(), b"model ab".to_vec()),
+                    ("receipt/1".into(), b"receipt one".to_vec()),
+                    ("model/cd".into(), b"model cd".to_vec()),
+                    ("modelx/zz".into(), b"another kind".to_vec()),
+                ],
+                ..Batch::default()
+            })
+            .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(
+        store.load_records("model").unwrap(),
+        vec![
+            ("ab".to_string(), b"model ab".to_vec()),
+            ("cd".to_string(), b"model cd".to_vec())
+        ]
+    );
+    assert_eq!(
+        store.load_records("receipt").unwrap(),
+        vec![("1".to_string(), b"receipt one".to_vec())]
+    );
+    assert!(store.load_records("nothing").unwrap().is_empty());
+}

@@ -42,6 +42,25 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
+    /// A client SDK session: the API client plus the X25519 key outputs are sealed to (kept beside the
+    /// identity, `sealing.key`, or fresh when no identity directory is given).
+    pub fn session(&self) -> Result<crate::coordinator::sdk::Client> {
+        let key = match &self.identity {
+            Some(dir) => {
+                std::fs::create_dir_all(dir)?;
+                veil_node::envelope::OpeningKey::load_or_create(
+                    &dir.join(veil_node::inbox::KEY_FILE),
+                )?
+            }
+            None => veil_node::envelope::OpeningKey::generate(),
+        };
+        Ok(crate::coordinator::sdk::Client::new(
+            self.client()?,
+            self.coordinator_key,
+            key,
+        ))
+    }
+
     /// A client of the coordinator.
     pub fn client(&self) -> Result<ApiClient> {
         let identity = match &self.identity {

@@ -1,19 +1,27 @@
-//! `veil demo`: the main job. A real model on real data: the shipped breast-cancer classifier (MLP 30-16-2,
-//! trained with burn on the Wisconsin diagnostic data, `models/breast-cancer/`) classifies the 114 held-out
-//! rows privately, weights and inputs secret-shared among the parties (semi2k, in memory), each prediction
-//! printed next to burn's plaintext prediction, with accuracy, time, bytes and rounds per inference.
+//! `veil demo`: the main job, the whole path of an encrypted job on loopback. It starts a real network in
+//! processes (a `veil coordinator` and five `veil node`s of five operators, each node passing its trial
+//! job), deploys the shipped breast-cancer classifier (MLP 30-16-2, trained with burn on the Wisconsin
+//! diagnostic data, `models/breast-cancer/`) with secret-shared weights, and classifies the 114 held-out
+//! rows in one private job: the client secret-shares the rows and the weights, seals each party's shares
+//! to that node's X25519 key, the coordinator picks a non-colluding committee (parties, dealer, verifier)
+//! and relays only ciphertext, the parties compute over QUIC with mutual TLS, and seal their output
+//! shares to the client, which opens and reconstructs them. Each prediction is printed next to burn's
+//! plaintext prediction, with the accuracy, time and bytes per inference, and a line per phase.
 //!
-//! The model and the rows are compiled into the binary, so the demo runs from any directory.
+//! The model and the rows are compiled into the binary, so the demo runs from any directory; every process
+//! it starts is stopped when it ends, also on error.
 
-use std::sync::Arc;
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use veil_engine::kernel::RingGemm;
-use veil_engine::local::{run_private, LocalOptions};
 use veil_engine::model_file::{argmax, ModelFile};
 use veil_engine::{Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
+
+use crate::coordinator::api::{JobView, SubmitRequest};
+use crate::coordinator::local::{LocalNetwork, LocalOptions};
 
 /// The shipped model file (`models/breast-cancer/model.safetensors`).
 const MODEL: &[u8] = include_bytes!("../../models/breast-cancer/model.safetensors");
@@ -26,6 +34,9 @@ pub struct DemoArgs {
     /// Execution parties.
     #[arg(long, default_value_t = 3)]
     pub parties: usize,
+    /// Node processes to start (at least parties + 2: a dealer and a verifier).
+    #[arg(long, default_value_t = 5)]
+    pub nodes: usize,
     /// Rows printed one by one (all rows are classified).
     #[arg(long, default_value_t = 12)]
     pub show: usize,
@@ -57,16 +68,85 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
+/// A one-line progress bar on stderr when it is a terminal (nothing otherwise: the phase lines on stdout
+/// tell the same story).
+struct Bar {
+    tty: bool,
+    started: Instant,
+}
+
+impl Bar {
+    fn new() -> Bar {
+        Bar {
+            tty: std::io::stderr().is_terminal(),
+            started: Instant::now(),
+        }
+    }
+
+    fn show(&self, done: usize, total: usize, what: &str) {
+        if !self.tty {
+            return;
+        }
+        let width = 30;
+        let filled = (done * width).checked_div(total).unwrap_or(0).min(width);
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r  [{}{}] {what:<40} {:>5.1} s",
+            "#".repeat(filled),
+            ".".repeat(width - filled),
+            self.started.elapsed().as_secs_f64()
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            let _ = write!(std::io::stderr(), "\r{:80}\r", "");
+        }
+    }
+}
+
+/// The job's phases in order, for the bar.
+const PHASES: [&str; 5] = ["submitted", "scheduled", "running", "verifying", "done"];
+
+fn committee_line(view: &JobView) -> String {
+    match &view.committee {
+        Some(c) => {
+            let parties: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
+            format!(
+                "parties {}, dealer n{}, verifier n{}",
+                parties.join(" "),
+                c.dealer.node,
+                c.verifier.node
+            )
+        }
+        None => String::new(),
+    }
+}
+
 /// Runs the demo.
 pub fn run(args: DemoArgs) -> Result<()> {
     if args.parties < 2 {
         bail!("a committee needs at least 2 parties");
     }
+    if args.nodes < args.parties + 2 {
+        bail!(
+            "--nodes must be at least parties + 2 = {}: the dealer and the verifier come from other operators",
+            args.parties + 2
+        );
+    }
+    let started = Instant::now();
     let device = burn::tensor::Device::flex();
     let file = ModelFile::parse(MODEL, None, &device).context("loading the shipped model")?;
     let model = file.model();
     let plan = Plan::compile(model, FixedPoint::default(), WeightMode::Shared)?;
     let rows = rows()?;
+    // Every row is checked (shape, NaN/inf) before anything starts.
+    let inputs: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|(x, _)| file.prepare_input(x, 1))
+        .collect::<Result<_, _>>()?;
     println!(
         "veil demo: breast-cancer classifier (MLP 30-16-2, model id {}...), {} held-out rows of the Wisconsin \
          diagnostic data",
@@ -74,15 +154,87 @@ pub fn run(args: DemoArgs) -> Result<()> {
         rows.len()
     );
     println!(
-        "  weights and inputs secret-shared among {} parties (semi2k, dealer-assisted), nothing opened but masked values",
-        args.parties
+        "  starting a coordinator and {} nodes of {} operators on 127.0.0.1 (real processes, QUIC + mutual TLS)",
+        args.nodes, args.nodes
     );
-    let inputs: Vec<Vec<f32>> = rows
-        .iter()
-        .map(|(x, _)| file.prepare_input(x, 1))
-        .collect::<Result<_, _>>()?;
-    let options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(1)));
-    let report = run_private(model, &plan, &inputs, 1, &options)?;
+    let bar = Bar::new();
+    let exe = std::env::current_exe().context("locating the veil executable")?;
+    let options = LocalOptions {
+        nodes: args.nodes,
+        log: "warn".into(),
+    };
+    let net = LocalNetwork::start(&exe, &options)?;
+    let client = net.client(None)?;
+    net.wait_active(&client, args.nodes, Duration::from_secs(90), |active| {
+        bar.show(
+            active,
+            args.nodes,
+            &format!("{active}/{} nodes passed their trial", args.nodes),
+        )
+    })?;
+    bar.clear();
+    println!(
+        "  [{:>5.2} s] network up: every node registered its keys and passed its known-answer trial",
+        started.elapsed().as_secs_f64()
+    );
+    let frac_bits = plan.fixed_point.frac_bits();
+    let deployed = client.deploy(&file, WeightMode::Shared, args.parties as u8, frac_bits)?;
+    println!(
+        "  [{:>5.2} s] deployed model {}... ({}): architecture public, weights secret-shared per job",
+        started.elapsed().as_secs_f64(),
+        &deployed.id[..16],
+        deployed.name
+    );
+    let request = SubmitRequest {
+        workload: "deployed".into(),
+        model_seed: 0,
+        weights: "shared".into(),
+        frac_bits,
+        batch: 1,
+        inferences: rows.len() as u32,
+        parties: args.parties as u8,
+        model: Some(deployed.id.clone()),
+        output_key: None,
+    };
+    let job_started = Instant::now();
+    let mut last = String::new();
+    let finished = client.run_job(
+        request,
+        model,
+        &plan,
+        &inputs,
+        Duration::from_secs(180),
+        |view| {
+            if view.phase != last {
+                bar.clear();
+                let detail = match view.phase.as_str() {
+                    "scheduled" => format!(
+                        " on a non-colluding committee: {}; inputs and weights sealed to each party",
+                        committee_line(view)
+                    ),
+                    "running" => " (the parties compute over QUIC)".to_string(),
+                    "done" => " (output shares sealed to this client)".to_string(),
+                    _ => String::new(),
+                };
+                println!(
+                    "  [{:>5.2} s] job {} {}{detail}",
+                    started.elapsed().as_secs_f64(),
+                    view.id,
+                    view.phase
+                );
+                last = view.phase.clone();
+            }
+            let step = PHASES.iter().position(|p| *p == view.phase).unwrap_or(0);
+            bar.show(step + 1, PHASES.len(), &format!("job {}", view.phase));
+        },
+    );
+    bar.clear();
+    let finished = match finished {
+        Ok(f) => f,
+        Err(e) => bail!("the private job failed: {e:#}\n{}", net.logs()),
+    };
+    let job_seconds = job_started.elapsed().as_secs_f64();
+    drop(net);
 
     println!(
         "\n  {:>4}  {:>10}  {:>10}  {:>10}  {:>12}",
@@ -90,7 +242,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
     let (mut right_private, mut right_plain, mut agree) = (0, 0, 0);
     for (i, (((_, truth), input), private)) in
-        rows.iter().zip(&inputs).zip(&report.outputs).enumerate()
+        rows.iter().zip(&inputs).zip(&finished.outputs).enumerate()
     {
         let plain = model.forward_plain(input, 1)?;
         let err = private
@@ -115,38 +267,40 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if rows.len() > args.show {
         println!("  ... ({} more rows)", rows.len() - args.show);
     }
-    let n = rows.len() as f64;
-    let ms = median(
-        report
-            .latencies
-            .iter()
-            .map(|l| l.as_secs_f64() * 1e3)
-            .collect(),
-    );
-    let bytes = median(
-        report
-            .online
-            .iter()
-            .map(|parties| parties.iter().map(|s| s.bytes_sent).max().unwrap_or(0) as f64)
-            .collect(),
-    );
-    let rounds = report
-        .online
-        .first()
-        .and_then(|p| p.iter().map(|s| s.rounds).max())
-        .unwrap_or(0);
+    let n = rows.len();
+    let per_inference = |f: &dyn Fn(&veil_node::wire::PartyReport, usize) -> f64| -> f64 {
+        median(
+            (0..n)
+                .map(|k| {
+                    finished
+                        .reports
+                        .iter()
+                        .map(|r| f(r, k))
+                        .fold(0f64, f64::max)
+                })
+                .collect(),
+        )
+    };
+    let ms = per_inference(&|r, k| r.latencies.get(k).copied().unwrap_or(0.0) * 1e3);
+    let bytes = per_inference(&|r, k| r.online.get(k).map_or(0.0, |s| s.bytes_sent as f64));
+    let rounds = per_inference(&|r, k| r.online.get(k).map_or(0.0, |s| s.rounds as f64));
+    let dealer_bytes = finished.reports.first().map_or(0, |r| r.dealer_bytes);
     println!(
-        "\n  accuracy: private {:.3}, plaintext {:.3}; {agree}/{} private predictions equal the plaintext ones",
-        right_private as f64 / n,
-        right_plain as f64 / n,
-        rows.len()
+        "\n  accuracy: private {:.3}, plaintext {:.3}; {agree}/{n} private predictions equal the plaintext ones",
+        right_private as f64 / n as f64,
+        right_plain as f64 / n as f64,
     );
     println!(
-        "  per inference (median): {ms:.2} ms, {:.1} KB sent by each party, {rounds} rounds; dealer {:.1} KB",
+        "  per inference (median): {ms:.2} ms computing, {:.1} KB sent by each party, {rounds} rounds; dealer {:.1} KB",
         bytes / 1e3,
-        report.dealer_bytes as f64 / n / 1e3
+        dealer_bytes as f64 / n as f64 / 1e3
     );
-    if agree != rows.len() {
+    println!(
+        "  job: {n} inferences in {job_seconds:.2} s end to end (attempt {}); whole demo {:.1} s; every process stopped",
+        finished.job.attempt,
+        started.elapsed().as_secs_f64()
+    );
+    if agree != n {
         bail!("private and plaintext predictions differ on some rows");
     }
     Ok(())

@@ -10,7 +10,6 @@ use veil_protocols::ring::FixedPoint;
 
 use super::coordinator::ConnectArgs;
 use crate::coordinator::api::{self, JobView, SubmitRequest};
-use crate::coordinator::sdk;
 
 /// Arguments of `veil jobs`.
 #[derive(Args, Debug)]
@@ -151,7 +150,7 @@ pub fn show(args: JobArgs) -> Result<()> {
 
 /// Runs a private inference through the coordinator and compares it with plaintext burn.
 pub fn submit(args: SubmitArgs) -> Result<()> {
-    let api = args.connect.client()?;
+    let client = args.connect.session()?;
     let device = burn::tensor::Device::flex();
     let Some(model) = workloads::by_name(&args.workload, args.model_seed, &device) else {
         bail!("unknown workload {:?}", args.workload);
@@ -170,12 +169,13 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         batch: 1,
         inferences: args.inferences,
         parties: args.parties,
+        model: None,
+        output_key: None,
     };
     let started = Instant::now();
     let mut last = (String::new(), 0u32);
     let quiet = args.json;
-    let finished = sdk::run_job(
-        &api,
+    let finished = client.run_job(
         request,
         &model,
         &plan,

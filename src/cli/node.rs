@@ -44,12 +44,26 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
         }
     }
     let (operator, submit_timeout) = (config.operator.clone(), config.submit_timeout());
+    let inbox = match &link {
+        Some(_) => Some(
+            veil_node::inbox::Inbox::open(&config.data_dir)
+                .with_context(|| format!("sealing key in {}", config.data_dir.display()))?,
+        ),
+        None => None,
+    };
     let node = std::sync::Arc::new(Node::start(config, &identity)?);
     println!("{}", serde_json::to_string(node.ready_line())?);
     use std::io::Write;
     std::io::stdout().flush()?;
-    if let Some(link) = link {
-        crate::coordinator::agent::spawn(node.clone(), &identity, link, operator, submit_timeout)?;
+    if let (Some(link), Some(inbox)) = (link, inbox) {
+        crate::coordinator::agent::spawn(
+            node.clone(),
+            inbox,
+            &identity,
+            link,
+            operator,
+            submit_timeout,
+        )?;
     }
     node.run_forever();
     Ok(())
@@ -110,6 +124,7 @@ pub fn bench_quic(
             seed,
             weights: plan.mode,
             frac_bits: plan.fixed_point.frac_bits(),
+            deployed: None,
         },
         batch,
         threads,

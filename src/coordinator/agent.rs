@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use veil_node::config::CoordinatorLink;
+use veil_node::envelope::Purpose;
+use veil_node::inbox::{binding_for, seal_blob, Inbox, InboxError};
 use veil_node::manifest::{Role, SignedManifest};
 use veil_node::wire::RunRequest;
 use veil_node::{Identity, Node};
@@ -34,6 +36,10 @@ struct TaskFlags {
 /// What the agent shares with its workers.
 struct Shared {
     node: Arc<Node>,
+    /// Opens sealed inputs (once per job) and attests the sealing key.
+    inbox: Inbox,
+    /// The attestation of the inbox's sealing key by the node's identity (hex).
+    attestation: String,
     api: ApiClient,
     submit_timeout: Duration,
     tasks: Mutex<HashMap<(u64, u32), Arc<TaskFlags>>>,
@@ -46,6 +52,7 @@ struct Shared {
 /// Starts the agent on its own threads; it runs as long as the process.
 pub fn spawn(
     node: Arc<Node>,
+    inbox: Inbox,
     identity: &Identity,
     link: CoordinatorLink,
     operator: String,
@@ -57,8 +64,11 @@ pub fn spawn(
         link.address.clone(),
         Duration::from_secs(30),
     )?;
+    let attestation = hex::encode(inbox.attest(identity));
     let shared = Arc::new(Shared {
         node,
+        inbox,
+        attestation,
         api,
         submit_timeout,
         tasks: Mutex::new(HashMap::new()),
@@ -72,7 +82,8 @@ pub fn spawn(
     Ok(())
 }
 
-fn registration(node: &Node, link: &CoordinatorLink, operator: &str) -> RegisterRequest {
+fn registration(shared: &Shared, link: &CoordinatorLink, operator: &str) -> RegisterRequest {
+    let node = &shared.node;
     let cores = link
         .cores
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
@@ -88,6 +99,8 @@ fn registration(node: &Node, link: &CoordinatorLink, operator: &str) -> Register
             gpu_memory_bytes: link.gpu_memory_bytes,
             bandwidth_bytes_per_s: link.bandwidth_bytes_per_s,
         },
+        sealing_key: shared.inbox.sealing_key().to_string(),
+        sealing_attestation: shared.attestation.clone(),
     }
 }
 
@@ -96,7 +109,7 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
     let mut registered = false;
     loop {
         if !registered {
-            let req = registration(&shared.node, link, operator);
+            let req = registration(shared, link, operator);
             match shared.api.post_json::<_, NodeView>(api::REGISTER, &req) {
                 Ok(view) => {
                     tracing::info!(node = view.id, state = %view.state, "registered with the coordinator");
@@ -231,7 +244,20 @@ fn retry<T>(
 }
 
 fn report_failure(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String) {
-    let body = TaskFailure { reason };
+    send_failure(shared, t, flags, reason, false)
+}
+
+fn send_failure(
+    shared: &Shared,
+    t: &TaskView,
+    flags: &TaskFlags,
+    reason: String,
+    rejected_input: bool,
+) {
+    let body = TaskFailure {
+        reason,
+        rejected_input,
+    };
     retry(flags, "reporting a failure", || {
         shared
             .api
@@ -317,21 +343,54 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             }) else {
                 return;
             };
-            let run: RunRequest = match postcard::from_bytes(&blob) {
-                Ok(r) => r,
+            let manifest = assigned.manifest().clone();
+            let binding = binding_for(&manifest, Purpose::InputShare, index);
+            let opened = shared.inbox.open_once(&binding, &blob);
+            drop(blob);
+            let plain = match opened {
+                Ok(p) => p,
                 Err(e) => {
-                    return report_failure(
+                    tracing::error!(job = t.job, attempt = t.attempt, "refused the sealed input: {e}");
+                    let state_fault = matches!(e, InboxError::State { .. });
+                    return send_failure(
                         shared,
                         t,
                         flags,
-                        format!("party {index}: the input blob does not decode: {e}"),
+                        format!("party {index} refused its input: {e}"),
+                        !state_fault,
+                    );
+                }
+            };
+            let run: RunRequest = match postcard::from_bytes(&plain) {
+                Ok(r) => r,
+                Err(e) => {
+                    return send_failure(
+                        shared,
+                        t,
+                        flags,
+                        format!("party {index}: the opened input does not decode: {e}"),
+                        true,
                     )
                 }
             };
-            drop(blob);
+            drop(plain);
             match assigned.run_party(run) {
                 Ok(report) => {
-                    let bytes = match postcard::to_stdvec(&report) {
+                    let Some(output_key) = manifest.output_key else {
+                        return report_failure(
+                            shared,
+                            t,
+                            flags,
+                            "the manifest names no key to seal the outputs to".into(),
+                        );
+                    };
+                    let binding = binding_for(&manifest, Purpose::OutputShare, index);
+                    let sealed = postcard::to_stdvec(&report)
+                        .map_err(|e| e.to_string())
+                        .and_then(|b| {
+                            seal_blob(&output_key, &binding, &b).map_err(|e| e.to_string())
+                        });
+                    let bytes = match sealed {
                         Ok(b) => b,
                         Err(e) => {
                             return report_failure(shared, t, flags, format!("encoding: {e}"))

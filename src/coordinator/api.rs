@@ -21,6 +21,9 @@ pub const NODES: &str = "/v1/nodes";
 /// Submit (POST, body [`SubmitRequest`], reply [`JobView`]) or list (GET, reply `[JobView]`) jobs.
 pub const JOBS: &str = "/v1/jobs";
 
+/// Deploy (POST, body [`DeployRequest`], reply [`ModelView`]) or list (GET, reply `[ModelView]`) models.
+pub const MODELS: &str = "/v1/models";
+
 /// `/v1/jobs/{id}`: one job's status.
 pub fn job(id: u64) -> String {
     format!("/v1/jobs/{id}")
@@ -83,6 +86,11 @@ pub struct RegisterRequest {
     pub address: SocketAddr,
     /// Hardware.
     pub hardware: HardwareReport,
+    /// The node's X25519 key that clients seal its input shares to (hex).
+    pub sealing_key: String,
+    /// The node's Ed25519 signature binding `sealing_key` to its identity (hex; see
+    /// `veil_node::inbox::check_attestation`).
+    pub sealing_attestation: String,
 }
 
 /// A measured round-trip time to a peer node.
@@ -176,6 +184,10 @@ pub struct HeartbeatReply {
 pub struct TaskFailure {
     /// The error (no share, key or value in it).
     pub reason: String,
+    /// The party refused its sealed input (does not open, bound elsewhere, replayed): the job fails
+    /// without retry and without blaming a node.
+    #[serde(default)]
+    pub rejected_input: bool,
 }
 
 /// A job request.
@@ -195,6 +207,44 @@ pub struct SubmitRequest {
     pub inferences: u32,
     /// Execution parties.
     pub parties: u8,
+    /// A deployed model's id (hex): the job runs it instead of `workload`/`model_seed`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// The client's X25519 key (hex): parties seal their output shares to it.
+    #[serde(default)]
+    pub output_key: Option<String>,
+}
+
+/// A model deployment: its public part. The weights never reach the coordinator: with shared weights the
+/// owner's client deals fresh sealed shares to each attempt's committee; with public weights it seals the
+/// weights themselves to each party.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployRequest {
+    /// The model id (hex SHA-256 of architecture and weights, as `veil_engine::model_file` computes it).
+    pub id: String,
+    /// The architecture (JSON of `veil_engine::model_file::Architecture`).
+    pub architecture: String,
+    /// `shared` or `public` weights.
+    pub weights: String,
+    /// Execution parties its jobs use.
+    pub parties: u8,
+    /// Fractional bits of the fixed-point encoding.
+    pub frac_bits: u32,
+}
+
+/// A deployed model as the coordinator lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelView {
+    /// The model id (hex).
+    pub id: String,
+    /// The architecture's name.
+    pub name: String,
+    /// The deployment.
+    pub deployment: DeployRequest,
+    /// The deployer's key (hex).
+    pub owner: String,
+    /// Unix time of the deployment, ms.
+    pub deployed_at_ms: u64,
 }
 
 /// A committee member as a client sees it.
@@ -206,6 +256,10 @@ pub struct MemberView {
     pub public_key: String,
     /// QUIC address.
     pub address: SocketAddr,
+    /// The node's X25519 sealing key (hex): input blobs are sealed to it.
+    pub sealing_key: String,
+    /// The node's signature binding the sealing key to `public_key` (hex): check it before sealing.
+    pub sealing_attestation: String,
 }
 
 /// The committee of the current attempt.
@@ -253,6 +307,9 @@ pub struct JobView {
     pub committee: Option<CommitteeView>,
     /// The node-level job id of the current attempt (hex): input blobs must name it.
     pub run_id: Option<String>,
+    /// The coordinator-signed manifest of the current attempt (hex of postcard `SignedManifest`): clients
+    /// check it and derive what their sealed shares are bound to from it.
+    pub manifest: Option<String>,
     /// Parties of the current attempt whose input blob is uploaded.
     pub inputs_uploaded: Vec<usize>,
     /// Why the last placement failed, while waiting for a committee.

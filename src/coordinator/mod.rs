@@ -15,7 +15,8 @@
 //! | [`server`] | the axum router, the TLS accept loop, the timer |
 //! | [`http`] | the API's HTTPS client |
 //! | [`agent`] | the node side: register, heartbeat, run tasks |
-//! | [`sdk`] | the client side: submit, share per attempt, reconstruct |
+//! | [`sdk`] | the client side: deploy, submit, share and seal per attempt, open and reconstruct |
+//! | [`local`] | a whole network in local processes (`veil demo`, tests) |
 
 pub mod agent;
 pub mod api;
@@ -23,6 +24,7 @@ pub mod blobs;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod local;
 pub mod sdk;
 pub mod server;
 pub mod state;

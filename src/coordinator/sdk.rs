@@ -1,22 +1,35 @@
-//! The client SDK's side of the coordinator: submit a job, share the inputs (and, as model owner, the
-//! weights) for whichever committee the coordinator gives each attempt, wait, fetch the parties' output
-//! blobs and reconstruct.
+//! The client SDK's side of the coordinator: deploy a model's public part, submit a job, share the inputs
+//! (and, as model owner, the weights) for whichever committee the coordinator gives each attempt, seal each
+//! party's shares to that party's node, wait, fetch the sealed output shares, open and reconstruct them.
+//!
+//! What the client checks before it seals anything (so that the coordinator, which relays every blob, only
+//! ever holds ciphertext it cannot open, and cannot redirect a share to a key of its choosing unnoticed):
+//! - the attempt's committee manifest is signed by the pinned coordinator key, names this client's output
+//!   key, and describes the job that was asked for (model, batch, inferences, parties);
+//! - each party's X25519 sealing key carries an attestation by that party's Ed25519 identity (the key the
+//!   manifest pins for the party's QUIC/TLS links).
 //!
 //! Invariants: shares are drawn fresh for every attempt (a retried job never reuses a committee's shares);
-//! each party's blob is addressed to its attempt's run id, so a party can use it only in that attempt;
-//! nothing here logs a share, an input or an output.
+//! each sealed blob is bound to (purpose, the attempt's run id, the party index, the model id), so a node
+//! can open only its own and only in that attempt; inputs are checked (shape, NaN/inf) before anything is
+//! sent; nothing here logs a share, an input or an output.
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use veil_engine::local::deal_weights;
-use veil_engine::{Model, Plan};
-use veil_node::wire::{JobId as RunId, PartyReport, RunRequest, WireWeight, Words};
+use veil_engine::model_file::ModelFile;
+use veil_engine::{Model, Plan, WeightMode};
+use veil_node::envelope::{OpeningKey, Purpose, SealingKey};
+use veil_node::inbox::{binding_for, check_attestation, open_blob, seal_blob};
+use veil_node::manifest::{Manifest, SignedManifest};
+use veil_node::wire::{PartyReport, RunRequest, WireWeight, Words};
+use veil_node::PublicKey;
 use veil_protocols::share::{reconstruct, share};
 
-use super::api::{self, JobView, SubmitRequest};
+use super::api::{self, CommitteeView, DeployRequest, JobView, ModelView, SubmitRequest};
 use super::http::ApiClient;
 
 /// The result of a job run through the coordinator.
@@ -25,24 +38,268 @@ pub struct Finished {
     pub job: JobView,
     /// One output vector per inference.
     pub outputs: Vec<Vec<f32>>,
+    /// Each party's report (public measurements: latency, bytes, rounds per inference).
+    pub reports: Vec<PartyReport>,
 }
 
-/// Each party's input blob for one attempt: fresh shares of the weights and of every input.
-fn blobs_for(
+/// A client of the coordinator: its TLS identity, the pinned coordinator key, and the X25519 key its
+/// output shares are sealed to.
+pub struct Client {
+    api: ApiClient,
+    coordinator: PublicKey,
+    key: OpeningKey,
+}
+
+impl Client {
+    /// A client over `api` (which pins `coordinator`), opening outputs with `key`.
+    pub fn new(api: ApiClient, coordinator: PublicKey, key: OpeningKey) -> Client {
+        Client {
+            api,
+            coordinator,
+            key,
+        }
+    }
+
+    /// The API client (for status and listing calls).
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// The key parties seal their output shares to.
+    pub fn output_key(&self) -> SealingKey {
+        self.key.public()
+    }
+
+    /// Deploys `file`'s public part (architecture and id); the weights stay with the caller, who deals
+    /// them to each job's committee (sealed), or seals them whole to each party when `weights` is public.
+    pub fn deploy(
+        &self,
+        file: &ModelFile,
+        weights: WeightMode,
+        parties: u8,
+        frac_bits: u32,
+    ) -> Result<ModelView> {
+        let request = DeployRequest {
+            id: file.id().to_string(),
+            architecture: serde_json::to_string(file.architecture())?,
+            weights: weight_name(weights).into(),
+            parties,
+            frac_bits,
+        };
+        Ok(self.api.post_json(api::MODELS, &request)?)
+    }
+
+    /// Submits `request` (which must describe `model` and `plan`), runs `inputs` through whatever
+    /// committees the coordinator picks, and returns the reconstructed outputs. `progress` sees every
+    /// status polled. The request's output key is set to this client's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_job(
+        &self,
+        mut request: SubmitRequest,
+        model: &Model,
+        plan: &Plan,
+        inputs: &[Vec<f32>],
+        timeout: Duration,
+        mut progress: impl FnMut(&JobView),
+    ) -> Result<Finished> {
+        ensure!(
+            inputs.len() == request.inferences as usize,
+            "{} inputs for {} inferences",
+            inputs.len(),
+            request.inferences
+        );
+        let batch = request.batch as usize;
+        // Everything about the inputs is checked before the first byte leaves.
+        let fp = plan.fixed_point;
+        let mut encoded = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            model.check_input(x, batch)?;
+            encoded.push(fp.encode(x)?);
+        }
+        request.output_key = Some(self.output_key().to_string());
+        let submitted: JobView = self.api.post_json(api::JOBS, &request)?;
+        let id = submitted.id;
+        let deadline = Instant::now() + timeout;
+        // The current attempt's sealed blobs (drawn once per attempt, so every party gets shares of one
+        // sharing) and which of them the coordinator has.
+        let mut pending: Option<(u32, Vec<Vec<u8>>, Vec<bool>)> = None;
+        loop {
+            let view: JobView = match self.api.get_json(&api::job(id)) {
+                Ok(v) => v,
+                Err(e) if e.status().is_none() && Instant::now() < deadline => {
+                    // The coordinator may be restarting: keep asking.
+                    tracing::warn!("job {id}: {e}");
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            progress(&view);
+            match view.phase.as_str() {
+                "scheduled" => {
+                    if pending.as_ref().map(|p| p.0) != Some(view.attempt) {
+                        let manifest = self.checked_manifest(&view, &request)?;
+                        let committee = view
+                            .committee
+                            .as_ref()
+                            .context("scheduled without committee")?;
+                        let blobs = sealed_inputs(plan, &manifest, committee, &encoded)?;
+                        pending = Some((view.attempt, blobs, vec![false; manifest.parties.len()]));
+                    }
+                    if let Some((attempt, blobs, sent)) = pending.as_mut() {
+                        for (party, blob) in blobs.iter().enumerate() {
+                            if sent[party] {
+                                continue;
+                            }
+                            let path = api::input_upload(id, *attempt, party);
+                            match self.api.put_bytes(&path, blob.clone()) {
+                                Ok(()) => sent[party] = true,
+                                // The attempt moved on (a member failed): the next status says where to.
+                                Err(e) if e.status() == Some(409) => break,
+                                Err(e) if e.status().is_none() => {
+                                    tracing::warn!("job {id}: uploading party {party}'s input: {e}");
+                                    break;
+                                }
+                                Err(e) => return Err(e.into()),
+                            }
+                        }
+                    }
+                }
+                "done" => {
+                    let manifest = self.checked_manifest(&view, &request)?;
+                    let (outputs, reports) = self.open_outputs(id, &manifest, plan, inputs.len())?;
+                    return Ok(Finished {
+                        job: view,
+                        outputs,
+                        reports,
+                    });
+                }
+                "failed" => bail!(
+                    "job {id} failed: {}",
+                    view.failure.as_deref().unwrap_or("unknown cause")
+                ),
+                _ => {}
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "job {id} not done within {timeout:?} (phase {})",
+                    view.phase
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The attempt's manifest, checked as the module doc says.
+    fn checked_manifest(&self, view: &JobView, request: &SubmitRequest) -> Result<Manifest> {
+        let bytes = hex::decode(view.manifest.as_deref().context("no manifest")?)
+            .context("manifest hex")?;
+        let signed: SignedManifest = postcard::from_bytes(&bytes).context("manifest encoding")?;
+        let manifest = signed
+            .verify_by(&self.coordinator)
+            .context("the attempt's manifest")?;
+        ensure!(
+            manifest.output_key == Some(self.output_key()),
+            "the manifest seals outputs to another key"
+        );
+        ensure!(
+            view.run_id.as_deref() == Some(manifest.job.to_string().as_str()),
+            "the manifest names another run"
+        );
+        ensure!(
+            manifest.batch == request.batch
+                && manifest.inferences == request.inferences
+                && manifest.parties.len() == usize::from(request.parties),
+            "the manifest describes another job"
+        );
+        let model_ok = match (&request.model, &manifest.model.deployed) {
+            (Some(id), Some(d)) => *id == d.id,
+            (None, None) => {
+                manifest.model.workload == request.workload
+                    && manifest.model.seed == request.model_seed
+            }
+            _ => false,
+        };
+        ensure!(model_ok, "the manifest runs another model");
+        Ok(manifest)
+    }
+
+    /// Downloads, opens and reconstructs every party's sealed output.
+    fn open_outputs(
+        &self,
+        id: u64,
+        manifest: &Manifest,
+        plan: &Plan,
+        inferences: usize,
+    ) -> Result<(Vec<Vec<f32>>, Vec<PartyReport>)> {
+        let n = manifest.parties.len();
+        let mut reports = Vec::with_capacity(n);
+        for party in 0..n {
+            let blob = self.api.get_bytes(&api::output_download(id, party))?;
+            let binding = binding_for(manifest, Purpose::OutputShare, party);
+            let bytes = open_blob(&self.key, &binding, &blob)
+                .with_context(|| format!("party {party}'s sealed output"))?;
+            let report: PartyReport = postcard::from_bytes(&bytes)
+                .with_context(|| format!("party {party}'s output report"))?;
+            ensure!(
+                report.outputs.len() == inferences,
+                "party {party} returned {} outputs for {inferences} inferences",
+                report.outputs.len()
+            );
+            reports.push(report);
+        }
+        let fp = plan.fixed_point;
+        let mut outputs = Vec::with_capacity(inferences);
+        for k in 0..inferences {
+            let shares: Vec<Vec<u64>> = reports.iter().map(|r| r.outputs[k].0.clone()).collect();
+            ensure!(
+                shares.iter().all(|s| s.len() == shares[0].len()),
+                "output shares of inference {k} differ in length"
+            );
+            outputs.push(fp.decode(&reconstruct(&shares)?));
+        }
+        Ok((outputs, reports))
+    }
+}
+
+fn weight_name(mode: WeightMode) -> &'static str {
+    match mode {
+        WeightMode::Shared => "shared",
+        WeightMode::Public => "public",
+    }
+}
+
+/// Each party's sealed input blob for one attempt: fresh shares of the weights and of every input, sealed
+/// to the party's attested key under the attempt's binding.
+fn sealed_inputs(
     plan: &Plan,
-    model: &Model,
-    inputs: &[Vec<f32>],
-    batch: usize,
-    parties: usize,
-    run_id: RunId,
+    manifest: &Manifest,
+    committee: &CommitteeView,
+    encoded: &[Vec<u64>],
 ) -> Result<Vec<Vec<u8>>> {
+    let parties = manifest.parties.len();
+    ensure!(
+        committee.parties.len() == parties,
+        "the committee view and the manifest disagree"
+    );
+    let mut keys = Vec::with_capacity(parties);
+    for (i, (member, view)) in manifest.parties.iter().zip(&committee.parties).enumerate() {
+        let key: SealingKey = view
+            .sealing_key
+            .parse()
+            .map_err(|e| anyhow::anyhow!("party {i}: {e}"))?;
+        let attestation = hex::decode(&view.sealing_attestation)
+            .with_context(|| format!("party {i}'s attestation"))?;
+        ensure!(
+            check_attestation(&member.public_key, &key, &attestation),
+            "party {i}'s sealing key is not attested by the node the manifest names"
+        );
+        keys.push(key);
+    }
     let mut rng = StdRng::from_os_rng();
-    let fp = plan.fixed_point;
     let mut input_shares: Vec<Vec<Words>> = (0..parties).map(|_| Vec::new()).collect();
-    for x in inputs {
-        model.check_input(x, batch)?;
-        let encoded = fp.encode(x)?;
-        for (i, s) in share(&encoded, parties, &mut rng)?.into_iter().enumerate() {
+    for x in encoded {
+        for (i, s) in share(x, parties, &mut rng)?.into_iter().enumerate() {
             input_shares[i].push(Words(s));
         }
     }
@@ -50,9 +307,10 @@ fn blobs_for(
     weights
         .into_iter()
         .zip(input_shares)
-        .map(|(w, inputs)| {
+        .enumerate()
+        .map(|(i, (w, inputs))| {
             let run = RunRequest {
-                job: run_id,
+                job: manifest.job,
                 weights: w
                     .into_iter()
                     .map(|w| WireWeight {
@@ -65,125 +323,9 @@ fn blobs_for(
                 profile: false,
                 shaping: None,
             };
-            Ok(postcard::to_stdvec(&run)?)
+            let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&run)?);
+            let binding = binding_for(manifest, Purpose::InputShare, i);
+            Ok(seal_blob(&keys[i], &binding, &plain)?)
         })
         .collect()
-}
-
-fn run_id_of(view: &JobView) -> Result<RunId> {
-    let hex_id = view.run_id.as_deref().context("no run id")?;
-    let mut id = [0u8; 16];
-    hex::decode_to_slice(hex_id, &mut id).context("run id")?;
-    Ok(RunId(id))
-}
-
-/// Submits `request` (which must describe `model` and `plan`), runs `inputs` through whatever committees
-/// the coordinator picks, and returns the reconstructed outputs. `progress` sees every status polled.
-pub fn run_job(
-    api: &ApiClient,
-    request: SubmitRequest,
-    model: &Model,
-    plan: &Plan,
-    inputs: &[Vec<f32>],
-    timeout: Duration,
-    mut progress: impl FnMut(&JobView),
-) -> Result<Finished> {
-    if inputs.len() != request.inferences as usize {
-        bail!(
-            "{} inputs for {} inferences",
-            inputs.len(),
-            request.inferences
-        );
-    }
-    let batch = request.batch as usize;
-    let submitted: JobView = api.post_json(api::JOBS, &request)?;
-    let id = submitted.id;
-    let deadline = Instant::now() + timeout;
-    // The current attempt's blobs (drawn once per attempt, so every party gets shares of one sharing)
-    // and which of them the coordinator has.
-    let mut pending: Option<(u32, Vec<Vec<u8>>, Vec<bool>)> = None;
-    loop {
-        let view: JobView = match api.get_json(&api::job(id)) {
-            Ok(v) => v,
-            Err(e) if e.status().is_none() && Instant::now() < deadline => {
-                // The coordinator may be restarting: keep asking.
-                tracing::warn!("job {id}: {e}");
-                std::thread::sleep(Duration::from_millis(200));
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
-        progress(&view);
-        match view.phase.as_str() {
-            "scheduled" => {
-                if pending.as_ref().map(|p| p.0) != Some(view.attempt) {
-                    let committee = view
-                        .committee
-                        .as_ref()
-                        .context("scheduled without committee")?;
-                    let parties = committee.parties.len();
-                    let blobs = blobs_for(plan, model, inputs, batch, parties, run_id_of(&view)?)?;
-                    pending = Some((view.attempt, blobs, vec![false; parties]));
-                }
-                if let Some((attempt, blobs, sent)) = pending.as_mut() {
-                    for (party, blob) in blobs.iter().enumerate() {
-                        if sent[party] {
-                            continue;
-                        }
-                        match api.put_bytes(&api::input_upload(id, *attempt, party), blob.clone()) {
-                            Ok(()) => sent[party] = true,
-                            // The attempt moved on (a member failed): the next status says where to.
-                            Err(e) if e.status() == Some(409) => break,
-                            Err(e) if e.status().is_none() => {
-                                tracing::warn!("job {id}: uploading party {party}'s input: {e}");
-                                break;
-                            }
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
-                }
-            }
-            "done" => {
-                let n = view
-                    .committee
-                    .as_ref()
-                    .map(|c| c.parties.len())
-                    .context("done without committee")?;
-                let mut reports = Vec::with_capacity(n);
-                for party in 0..n {
-                    let bytes = api.get_bytes(&api::output_download(id, party))?;
-                    let report: PartyReport = postcard::from_bytes(&bytes)
-                        .with_context(|| format!("party {party}'s output blob"))?;
-                    if report.outputs.len() != inputs.len() {
-                        bail!(
-                            "party {party} returned {} outputs for {} inferences",
-                            report.outputs.len(),
-                            inputs.len()
-                        );
-                    }
-                    reports.push(report);
-                }
-                let fp = plan.fixed_point;
-                let mut outputs = Vec::with_capacity(inputs.len());
-                for k in 0..inputs.len() {
-                    let shares: Vec<Vec<u64>> =
-                        reports.iter().map(|r| r.outputs[k].0.clone()).collect();
-                    outputs.push(fp.decode(&reconstruct(&shares)?));
-                }
-                return Ok(Finished { job: view, outputs });
-            }
-            "failed" => bail!(
-                "job {id} failed: {}",
-                view.failure.as_deref().unwrap_or("unknown cause")
-            ),
-            _ => {}
-        }
-        if Instant::now() >= deadline {
-            bail!(
-                "job {id} not done within {timeout:?} (phase {})",
-                view.phase
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -23,7 +23,7 @@ use tokio_rustls::TlsAcceptor;
 use veil_node::PublicKey;
 
 use super::api::{
-    self, ErrorBody, HeartbeatReply, HeartbeatRequest, JobView, NodeView, RegisterRequest,
+    self, DeployRequest, ErrorBody, ModelView, HeartbeatReply, HeartbeatRequest, JobView, NodeView, RegisterRequest,
     SubmitRequest, TaskFailure, TrialResult,
 };
 use super::error::{ApiError, ApiResult};
@@ -101,6 +101,7 @@ pub fn router(state: Shared, max_blob: usize) -> Router {
         .route(api::TRIAL, post(trial_result))
         .route(api::NODES, get(list_nodes))
         .route(api::JOBS, get(list_jobs).post(submit))
+        .route(api::MODELS, get(list_models).post(deploy))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route(
@@ -162,6 +163,21 @@ async fn list_nodes(State(s): State<Shared>) -> ApiResult<Json<Vec<NodeView>>> {
     with_state(&s, |c| Ok(c.nodes())).await.map(Json)
 }
 
+async fn list_models(State(s): State<Shared>) -> ApiResult<Json<Vec<ModelView>>> {
+    with_state(&s, |c| Ok(c.models())).await.map(Json)
+}
+
+async fn deploy(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Json(req): Json<DeployRequest>,
+) -> ApiResult<Json<ModelView>> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.deploy(&key, req, now_ms()))
+        .await
+        .map(Json)
+}
+
 async fn list_jobs(State(s): State<Shared>) -> ApiResult<Json<Vec<JobView>>> {
     with_state(&s, |c| Ok(c.jobs())).await.map(Json)
 }
@@ -173,7 +189,11 @@ async fn submit(
 ) -> ApiResult<Json<JobView>> {
     let key = caller.key()?;
     let check = req.clone();
-    let demand = tokio::task::spawn_blocking(move || demand_for(&check))
+    let architecture = match req.model.clone() {
+        Some(id) => Some(with_state(&s, move |c| c.model_architecture(&id)).await?),
+        None => None,
+    };
+    let demand = tokio::task::spawn_blocking(move || demand_for(&check, architecture.as_ref()))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
     with_state(&s, move |c| c.submit(&key, req, demand, now_ms()))
@@ -238,7 +258,14 @@ async fn task_failed(
 ) -> ApiResult<StatusCode> {
     let key = caller.key()?;
     with_state(&s, move |c| {
-        c.task_failed(&key, id, attempt, &failure.reason, now_ms())
+        c.task_failed(
+            &key,
+            id,
+            attempt,
+            &failure.reason,
+            failure.rejected_input,
+            now_ms(),
+        )
     })
     .await
     .map(|()| StatusCode::NO_CONTENT)

@@ -26,8 +26,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+use veil_engine::model_file::Architecture;
 use veil_engine::{workloads, WeightMode};
-use veil_node::manifest::{Manifest, Member, ModelSpec, SignedManifest, MAX_BATCH};
+use veil_node::envelope::SealingKey;
+use veil_node::inbox::check_attestation;
+use veil_node::manifest::{
+    DeployedModel, Manifest, Member, ModelSpec, SignedManifest, MAX_ARCHITECTURE_BYTES, MAX_BATCH,
+};
 use veil_node::wire::JobId as RunId;
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::{
@@ -37,7 +42,7 @@ use veil_scheduler::{
 };
 
 use super::api::{
-    CommitteeView, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, MemberView, NodeView,
+    CommitteeView, DeployRequest, HardwareReport, ModelView, HeartbeatReply, HeartbeatRequest, JobView, MemberView, NodeView,
     RegisterRequest, SubmitRequest, TaskRole, TaskView, TransitionView, TrialTask,
 };
 use super::blobs::{Blobs, Direction};
@@ -52,9 +57,12 @@ pub const MAX_INFERENCES: u32 = 10_000;
 pub const MAX_NAME_BYTES: usize = 128;
 
 /// What the service keeps per node beside the registry's record.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct NodeExtra {
     address: Option<SocketAddr>,
+    /// X25519 key clients seal to, and the node's attestation of it (checked at registration).
+    sealing_key: [u8; 32],
+    sealing_attestation: Vec<u8>,
 }
 
 /// The current attempt of a job.
@@ -112,8 +120,11 @@ pub struct Coordinator {
     nodes: Vec<NodeExtra>,
     trials: HashMap<NodeId, TrialTask>,
     next_job: u64,
+    /// Deployed models by id (persisted as records `model/{id}`).
+    models: BTreeMap<String, ModelView>,
     dirty_nodes: BTreeSet<NodeId>,
     dirty_jobs: BTreeSet<u64>,
+    dirty_records: Vec<(String, Vec<u8>)>,
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -148,6 +159,7 @@ fn cause_text(c: &FailureCause) -> String {
         FailureCause::VerificationFailed => "verification failed".into(),
         FailureCause::Unplaceable(why) => format!("unplaceable: {why}"),
         FailureCause::Cancelled => "cancelled".into(),
+        FailureCause::RejectedInput(why) => format!("input rejected: {why}"),
     }
 }
 
@@ -161,12 +173,39 @@ fn weight_mode(s: &str) -> ApiResult<WeightMode> {
     }
 }
 
+/// Checks a deployment: the id's form, the architecture (bounded, parses, builds), weights, parties and
+/// fixed point. Returns the parsed architecture.
+pub fn check_deployment(req: &DeployRequest) -> ApiResult<Architecture> {
+    if req.id.len() != 64 || !req.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::BadRequest("model id must be 64 hex digits".into()));
+    }
+    if req.architecture.len() > MAX_ARCHITECTURE_BYTES {
+        return Err(ApiError::BadRequest(format!(
+            "architecture of {} bytes (at most {MAX_ARCHITECTURE_BYTES})",
+            req.architecture.len()
+        )));
+    }
+    if !(2..=MAX_PARTIES).contains(&req.parties) {
+        return Err(ApiError::BadRequest(format!(
+            "parties must be between 2 and {MAX_PARTIES}"
+        )));
+    }
+    weight_mode(&req.weights)?;
+    veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| ApiError::BadRequest(format!("frac_bits: {e}")))?;
+    let architecture: Architecture = serde_json::from_str(&req.architecture)
+        .map_err(|e| ApiError::BadRequest(format!("architecture: {e}")))?;
+    veil_engine::model_file::skeleton(&architecture, &burn::tensor::Device::flex())
+        .map_err(|e| ApiError::BadRequest(format!("architecture: {e}")))?;
+    Ok(architecture)
+}
+
 /// Checks a job request and estimates what it asks of a committee from its compiled plan: each party
 /// holds its weight shares, their masks and the opened masked weights (3 x 8 bytes per weight) plus 1 MiB
 /// of activations; computes 2 ring operations per weight per item; sends the opened weights once and
 /// about 64 KiB per inference. The dealer streams 8 bytes per weight. Rounds: the workload's measured
 /// count per inference (network-a 20, lenet 61). Estimates, for selection and load accounting only.
-pub fn demand_for(req: &SubmitRequest) -> ApiResult<JobDemand> {
+pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> ApiResult<JobDemand> {
     if !(2..=MAX_PARTIES).contains(&req.parties) {
         return Err(ApiError::BadRequest(format!(
             "parties must be between 2 and {MAX_PARTIES}"
@@ -180,10 +219,18 @@ pub fn demand_for(req: &SubmitRequest) -> ApiResult<JobDemand> {
     let mode = weight_mode(&req.weights)?;
     let fp = veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| ApiError::BadRequest(format!("frac_bits: {e}")))?;
+    if let Some(k) = &req.output_key {
+        k.parse::<SealingKey>().map_err(ApiError::BadRequest)?;
+    }
     let device = burn::tensor::Device::flex();
-    let model = workloads::by_name(&req.workload, req.model_seed, &device)
-        .ok_or_else(|| ApiError::BadRequest(format!("unknown workload {:?}", req.workload)))?
-        .map_err(internal)?;
+    let model = match (&req.model, deployed) {
+        (Some(_), Some(architecture)) => veil_engine::model_file::skeleton(architecture, &device)
+            .map_err(|e| ApiError::BadRequest(format!("model: {e}")))?,
+        (Some(id), None) => return Err(ApiError::NotFound(format!("model {id} is not deployed"))),
+        (None, _) => workloads::by_name(&req.workload, req.model_seed, &device)
+            .ok_or_else(|| ApiError::BadRequest(format!("unknown workload {:?}", req.workload)))?
+            .map_err(internal)?,
+    };
     let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(internal)?;
     let weights: u64 = plan
         .weights
@@ -254,7 +301,7 @@ impl Coordinator {
             };
             map.insert(job.id.0, Entry { job, extra });
         }
-        let mut nodes = vec![NodeExtra { address: None }; registry.len()];
+        let mut nodes = vec![NodeExtra::default(); registry.len()];
         for (id, bytes) in store.load_node_extras()? {
             let extra: NodeExtra = postcard::from_bytes(&bytes)
                 .map_err(|e| anyhow::anyhow!("node {id}: corrupt service record: {e}"))?;
@@ -271,6 +318,12 @@ impl Coordinator {
             registry.heartbeat(id, hb, now)?;
         }
         let next_job = map.keys().next_back().map_or(1, |k| k + 1);
+        let mut models = BTreeMap::new();
+        for (id, bytes) in store.load_records("model")? {
+            let view: ModelView = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("model {id}: corrupt record: {e}"))?;
+            models.insert(id, view);
+        }
         let blobs = Blobs::new(config.data_dir.join("blobs"));
         tracing::info!(
             nodes = registry.len(),
@@ -287,8 +340,10 @@ impl Coordinator {
             nodes,
             trials: HashMap::new(),
             next_job,
+            models,
             dirty_nodes: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
+            dirty_records: Vec::new(),
         })
     }
 
@@ -299,10 +354,14 @@ impl Coordinator {
 
     /// Commits every pending change in one transaction.
     fn flush(&mut self) -> ApiResult<()> {
-        if self.dirty_nodes.is_empty() && self.dirty_jobs.is_empty() {
+        if self.dirty_nodes.is_empty() && self.dirty_jobs.is_empty() && self.dirty_records.is_empty()
+        {
             return Ok(());
         }
-        let mut batch = veil_scheduler::Batch::default();
+        let mut batch = veil_scheduler::Batch {
+            records: std::mem::take(&mut self.dirty_records),
+            ..veil_scheduler::Batch::default()
+        };
         for &id in &self.dirty_nodes {
             if let Some(r) = self.registry.record(id) {
                 batch.nodes.push(r);
@@ -352,6 +411,17 @@ impl Coordinator {
                 "operator, region and GPU model are at most {MAX_NAME_BYTES} bytes"
             )));
         }
+        let sealing_key: SealingKey = req
+            .sealing_key
+            .parse()
+            .map_err(|e: String| ApiError::BadRequest(e))?;
+        let attestation = hex::decode(&req.sealing_attestation)
+            .map_err(|e| ApiError::BadRequest(format!("sealing attestation: {e}")))?;
+        if !check_attestation(key, &sealing_key, &attestation) {
+            return Err(ApiError::BadRequest(
+                "the sealing key's attestation does not verify under the node's key".into(),
+            ));
+        }
         let h = &req.hardware;
         let gpu = match (&h.gpu_model, h.gpu_memory_bytes) {
             (Some(model), Some(memory_bytes)) => Some(Gpu {
@@ -388,10 +458,12 @@ impl Coordinator {
             .register(registration, now)
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if self.nodes.len() <= id.index() {
-            self.nodes
-                .resize(id.index() + 1, NodeExtra { address: None });
+            self.nodes.resize(id.index() + 1, NodeExtra::default());
         }
-        self.nodes[id.index()].address = Some(req.address);
+        let extra = &mut self.nodes[id.index()];
+        extra.address = Some(req.address);
+        extra.sealing_key = sealing_key.0;
+        extra.sealing_attestation = attestation;
         self.dirty_nodes.insert(id);
         self.flush()?;
         tracing::info!(node = %id, operator = %req.operator, region = %req.region, "node registered");
@@ -566,6 +638,7 @@ impl Coordinator {
         job: u64,
         attempt: u32,
         reason: &str,
+        rejected_input: bool,
         now: Millis,
     ) -> ApiResult<()> {
         let node = self.node_of(key)?;
@@ -586,6 +659,13 @@ impl Coordinator {
             })
             .collect();
         let reason: String = reason.chars().take(300).collect();
+        if rejected_input {
+            // The party's own report that its sealed input is bad: a fault of the client's data or of its
+            // path, not of a node; the job ends (a retry would carry the same data).
+            tracing::warn!(job, attempt, reporter = %node, "input rejected: {reason}");
+            self.fail_attempt(job, FailureCause::RejectedInput(reason), Vec::new(), now)?;
+            return self.flush();
+        }
         tracing::warn!(job, attempt, reporter = %node, ?blamed, "attempt failed: {reason}");
         self.fail_attempt(job, FailureCause::NodeFailure, blamed, now)?;
         self.flush()
@@ -686,6 +766,55 @@ impl Coordinator {
         self.try_place(id, now)?;
         self.flush()?;
         self.job_view(id)
+    }
+
+    /// Deploys (or, for its owner, redeploys) a model's public part. The architecture must parse and
+    /// build; the id cannot be checked here (the weights never come here) and binds the sealed shares.
+    pub fn deploy(
+        &mut self,
+        owner: &PublicKey,
+        req: DeployRequest,
+        now: Millis,
+    ) -> ApiResult<ModelView> {
+        let architecture = check_deployment(&req)?;
+        if let Some(old) = self.models.get(&req.id) {
+            if old.owner != owner.to_string() {
+                return Err(ApiError::Conflict(format!(
+                    "model {} is deployed by another key",
+                    req.id
+                )));
+            }
+        }
+        let view = ModelView {
+            id: req.id.clone(),
+            name: architecture.name.clone(),
+            deployment: req,
+            owner: owner.to_string(),
+            deployed_at_ms: now,
+        };
+        self.dirty_records.push((
+            format!("model/{}", view.id),
+            serde_json::to_vec(&view).map_err(internal)?,
+        ));
+        self.models.insert(view.id.clone(), view.clone());
+        self.flush()?;
+        tracing::info!(model = %view.id, name = %view.name, "model deployed");
+        Ok(view)
+    }
+
+    /// Every deployed model.
+    pub fn models(&self) -> Vec<ModelView> {
+        self.models.values().cloned().collect()
+    }
+
+    /// The architecture of deployed model `id`.
+    pub fn model_architecture(&self, id: &str) -> ApiResult<Architecture> {
+        let m = self
+            .models
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("model {id} is not deployed")))?;
+        serde_json::from_str(&m.deployment.architecture)
+            .map_err(|e| internal(format!("model {id}: {e}")))
     }
 
     fn owned(&self, key: &PublicKey, job: u64) -> ApiResult<&Entry> {
@@ -973,6 +1102,25 @@ impl Coordinator {
             .committee;
         let req = &e.extra.request;
         let run_id: [u8; 16] = rand::random();
+        let deployed = match &req.model {
+            Some(id) => {
+                let m = self
+                    .models
+                    .get(id)
+                    .ok_or_else(|| ApiError::NotFound(format!("model {id}")))?;
+                Some(DeployedModel {
+                    id: m.id.clone(),
+                    architecture: m.deployment.architecture.clone(),
+                })
+            }
+            None => None,
+        };
+        let output_key = req
+            .output_key
+            .as_deref()
+            .map(str::parse::<SealingKey>)
+            .transpose()
+            .map_err(ApiError::BadRequest)?;
         let manifest = Manifest {
             job: RunId(run_id),
             protocol: "semi2k".into(),
@@ -981,6 +1129,7 @@ impl Coordinator {
                 seed: req.model_seed,
                 weights: weight_mode(&req.weights)?,
                 frac_bits: req.frac_bits,
+                deployed,
             },
             batch: req.batch,
             inferences: req.inferences,
@@ -991,7 +1140,8 @@ impl Coordinator {
                 .collect::<ApiResult<_>>()?,
             dealer: self.member(c.dealer)?,
             client: self.identity.public_key(),
-            verifier: None,
+            output_key,
+            verifier: Some(self.member(c.verifier)?),
         };
         let signed: SignedManifest = manifest.sign(&self.identity).map_err(internal)?;
         let n = c.parties.len();
@@ -1088,6 +1238,16 @@ impl Coordinator {
                 .get(id.index())
                 .and_then(|x| x.address)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            sealing_key: self
+                .nodes
+                .get(id.index())
+                .map(|x| hex::encode(x.sealing_key))
+                .unwrap_or_default(),
+            sealing_attestation: self
+                .nodes
+                .get(id.index())
+                .map(|x| hex::encode(&x.sealing_attestation))
+                .unwrap_or_default(),
         }
     }
 
@@ -1112,6 +1272,7 @@ impl Coordinator {
                 verifier: self.member_view(a.verifier),
             }),
             run_id: a.map(|a| hex::encode(a.run_id)),
+            manifest: a.map(|a| hex::encode(&a.manifest)),
             inputs_uploaded: a.map_or_else(Vec::new, |a| {
                 a.inputs
                     .iter()
@@ -1164,8 +1325,12 @@ mod tests {
         c
     }
 
-    fn registration(i: usize) -> RegisterRequest {
+    fn registration(i: usize, id: &Identity) -> RegisterRequest {
+        let sealing = veil_node::envelope::OpeningKey::generate().public();
+        let attestation = id.sign(&veil_node::inbox::attestation_message(&sealing));
         RegisterRequest {
+            sealing_key: sealing.to_string(),
+            sealing_attestation: hex::encode(attestation),
             operator: format!("op-{i}"),
             region: "r".into(),
             asn: None,
@@ -1189,6 +1354,8 @@ mod tests {
             batch: 1,
             inferences: 2,
             parties: 2,
+            model: None,
+            output_key: None,
         }
     }
 
@@ -1205,11 +1372,13 @@ mod tests {
     /// A coordinator with `n` nodes of distinct operators that passed their trial.
     fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
         let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
-        let keys: Vec<PublicKey> = (0..n)
-            .map(|_| Identity::generate().unwrap().public_key())
-            .collect();
+        let ids: Vec<Identity> = (0..n).map(|_| Identity::generate().unwrap()).collect();
+        let keys: Vec<PublicKey> = ids.iter().map(Identity::public_key).collect();
         for (i, k) in keys.iter().enumerate() {
-            let view = c.register(k, registration(i), T0).unwrap();
+            // An attestation by another key is refused.
+            let forged = registration(i, &ids[(i + 1) % n]);
+            assert!(matches!(c.register(k, forged, T0), Err(ApiError::BadRequest(_))));
+            let view = c.register(k, registration(i, &ids[i]), T0).unwrap();
             assert_eq!(view.state, "probation");
             let trial = heartbeat(&mut c, k, T0)
                 .trial
@@ -1257,7 +1426,7 @@ mod tests {
         let (mut c, keys) = network(dir.path(), 5);
         let client = Identity::generate().unwrap().public_key();
         let stranger = Identity::generate().unwrap().public_key();
-        let demand = demand_for(&request()).unwrap();
+        let demand = demand_for(&request(), None).unwrap();
         let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
         assert_eq!(view.phase, "scheduled");
         let committee = view.committee.clone().unwrap();
@@ -1324,7 +1493,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut c, keys) = network(dir.path(), 5);
         let client = Identity::generate().unwrap().public_key();
-        let demand = demand_for(&request()).unwrap();
+        let demand = demand_for(&request(), None).unwrap();
         c.submit(&client, request(), demand, T0 + 1).unwrap();
         let first = start(&mut c, &keys, &client, T0 + 2);
         let victim = key_of(
@@ -1362,7 +1531,7 @@ mod tests {
             &keys,
             &second.committee.as_ref().unwrap().parties[0].public_key,
         );
-        c.task_failed(&reporter, 1, 2, "peer timed out", T0 + 1700)
+        c.task_failed(&reporter, 1, 2, "peer timed out", false, T0 + 1700)
             .unwrap();
         let view = c.job_view(1).unwrap();
         assert_eq!(view.attempt, 3);
@@ -1379,7 +1548,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut c, keys) = network(dir.path(), 5);
         let client = Identity::generate().unwrap().public_key();
-        let demand = demand_for(&request()).unwrap();
+        let demand = demand_for(&request(), None).unwrap();
         let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
         // Every member but party 1 accepts; the client uploads everything; party 1 stays silent in its
         // task but keeps heartbeating (it is up, just not doing its part).
@@ -1417,13 +1586,14 @@ mod tests {
         // Requests out of bounds.
         let mut bad = request();
         bad.parties = 1;
-        assert!(matches!(demand_for(&bad), Err(ApiError::BadRequest(_))));
+        assert!(matches!(demand_for(&bad, None), Err(ApiError::BadRequest(_))));
         let mut bad = request();
         bad.workload = "gpt-5".into();
-        assert!(matches!(demand_for(&bad), Err(ApiError::BadRequest(_))));
-        let mut reg = registration(9);
+        assert!(matches!(demand_for(&bad, None), Err(ApiError::BadRequest(_))));
+        let newcomer_id = Identity::generate().unwrap();
+        let mut reg = registration(9, &newcomer_id);
         reg.operator = "x".repeat(MAX_NAME_BYTES + 1);
-        let newcomer = Identity::generate().unwrap().public_key();
+        let newcomer = newcomer_id.public_key();
         assert!(matches!(
             c.register(&newcomer, reg, T0),
             Err(ApiError::BadRequest(_))
@@ -1449,7 +1619,7 @@ mod tests {
         let before = {
             let (mut c, keys) = network(dir.path(), 5);
             let client = Identity::generate().unwrap().public_key();
-            let demand = demand_for(&request()).unwrap();
+            let demand = demand_for(&request(), None).unwrap();
             c.submit(&client, request(), demand, T0 + 1).unwrap();
             start(&mut c, &keys, &client, T0 + 2);
             (c.nodes(), c.job_view(1).unwrap())

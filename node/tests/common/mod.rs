@@ -113,6 +113,7 @@ pub fn job<'a>(model: &'a Model, plan: &'a Plan) -> QuicJob<'a> {
             seed: 7,
             weights: WeightMode::Shared,
             frac_bits: FixedPoint::default().frac_bits(),
+            deployed: None,
         },
         batch: 1,
         threads: 1,
