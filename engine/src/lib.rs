@@ -6,6 +6,7 @@
 //! `veil bench --workload gemm`). The engine knows nothing of transports: it runs over any `Net`.
 
 pub mod bert;
+pub mod burn_record;
 pub mod error;
 pub mod kernel;
 pub mod local;

@@ -147,10 +147,12 @@ impl ModelFile {
         })
     }
 
-    /// Reads a veil model file (architecture in its metadata).
+    /// Reads a model file: a safetensors file or a burn record ([`crate::burn_record`]), told apart by content,
+    /// never by name. The architecture is the one in the file's metadata or in its sidecar
+    /// ([`crate::burn_record::sidecar_path`]); when both exist they must be equal.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
         let bytes = read_bounded(path)?;
-        Self::parse(&bytes, None, device)
+        crate::burn_record::parse_file(path, &bytes, device)
     }
 
     /// Reads a safetensors file exported from PyTorch (`nn.Sequential` names) with a separate architecture.
