@@ -261,7 +261,7 @@ fn words_of(wide: &[u128]) -> Words {
 }
 
 fn wide_of(words: &Words) -> Option<Vec<u128>> {
-    if words.0.len() % 2 != 0 {
+    if !words.0.len().is_multiple_of(2) {
         return None;
     }
     Some(
