@@ -72,16 +72,38 @@ pub fn from_bytes(bytes: &[u8], len: usize) -> Vec<u64> {
 pub fn to_planes(values: &[u64]) -> Vec<u64> {
     let w = words_for(values.len());
     let mut planes = vec![0u64; 64 * w];
-    for (i, &v) in values.iter().enumerate() {
-        let (word, shift) = (i / 64, i % 64);
-        let mut bits = v;
-        while bits != 0 {
-            let j = bits.trailing_zeros() as usize;
-            planes[j * w + word] |= 1u64 << shift;
-            bits &= bits - 1;
+    let mut block = [0u64; 64];
+    for (word, chunk) in values.chunks(64).enumerate() {
+        block[..chunk.len()].copy_from_slice(chunk);
+        block[chunk.len()..].fill(0);
+        transpose64(&mut block);
+        for (j, &plane) in block.iter().enumerate() {
+            planes[j * w + word] = plane;
         }
     }
     planes
+}
+
+/// Transposes a 64 x 64 bit matrix in place: bit `c` of row `r` moves to bit `r` of row `c`. Six rounds of
+/// block swaps (the recursive method of Warren, Hacker's Delight, section 7-3, with bit 0 the least
+/// significant): at block size `j`, rows `k` and `k + j` (bit `j` of `k` clear) exchange the columns with
+/// bit `j` set in row `k` for those with it clear in row `k + j`.
+fn transpose64(a: &mut [u64; 64]) {
+    const MASKS: [(usize, u64); 6] = [
+        (32, 0x0000_0000_FFFF_FFFF),
+        (16, 0x0000_FFFF_0000_FFFF),
+        (8, 0x00FF_00FF_00FF_00FF),
+        (4, 0x0F0F_0F0F_0F0F_0F0F),
+        (2, 0x3333_3333_3333_3333),
+        (1, 0x5555_5555_5555_5555),
+    ];
+    for (j, m) in MASKS {
+        for k in (0..64).filter(|k| k & j == 0) {
+            let t = ((a[k] >> j) ^ a[k + j]) & m;
+            a[k] ^= t << j;
+            a[k + j] ^= t;
+        }
+    }
 }
 
 /// Packs `nodes` vectors of `len` bits, each stored in `words_for(len)` words, into one tight bit string of
@@ -177,14 +199,23 @@ mod tests {
 
     #[test]
     fn planes_hold_each_bit() {
-        let values: Vec<u64> = (0..70u64)
-            .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
-            .collect();
-        let planes = to_planes(&values);
-        let w = words_for(values.len());
-        for (i, &v) in values.iter().enumerate() {
+        for len in [0u64, 1, 63, 64, 70, 129] {
+            let values: Vec<u64> = (0..len)
+                .map(|i| (i + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15))
+                .collect();
+            let planes = to_planes(&values);
+            let w = words_for(values.len());
+            assert_eq!(planes.len(), 64 * w);
+            for (i, &v) in values.iter().enumerate() {
+                for j in 0..64 {
+                    assert_eq!(get(&planes[j * w..(j + 1) * w], i), (v >> j) & 1 == 1);
+                }
+            }
+            // Bits beyond the values are zero.
             for j in 0..64 {
-                assert_eq!(get(&planes[j * w..(j + 1) * w], i), (v >> j) & 1 == 1);
+                for i in values.len()..w * 64 {
+                    assert!(!get(&planes[j * w..(j + 1) * w], i));
+                }
             }
         }
     }

@@ -18,20 +18,22 @@
 //!   at `2f` before the same truncation; `1/sqrt(h)` is folded into the query weights.
 //! - `Q K^T` and `P V` are share-by-share products: one dealt matrix triple per head and product, all heads
 //!   in one round ([`veil_protocols::semi2k::Party::matmuls`]).
-//! - softmax (row max, the one-piece exp [`veil_protocols::approx::functions::exp_softmax`], Newton
-//!   reciprocal), LayerNorm (Newton rsqrt), GELU (the even polynomial of
-//!   [`veil_protocols::approx::gelu`]), mean pooling and L2 normalisation
-//!   ([`veil_protocols::approx::pooling`]) are the named approximations of `veil_protocols::approx`.
+//! - softmax (row max, the one-piece exp of [`veil_protocols::approx::exp`], Newton reciprocal),
+//!   LayerNorm (Newton rsqrt), GELU (the even polynomial of [`veil_protocols::approx::gelu`]), mean
+//!   pooling and L2 normalisation ([`veil_protocols::approx::pooling`]) are the named approximations of
+//!   `veil_protocols::approx`.
+//! - GELU's input scale is folded into the FFN's first weights, and its output (with `2f` fractional bits)
+//!   goes into the FFN's second product untruncated: one truncation of the `L x d` result (`3f -> 2f`) and
+//!   one after the residual replace a truncation of the four times larger `L x ff` activation.
 //!
 //! Invariant: [`PrivateBert::requests`] lists exactly the dealer material [`PrivateBert::forward`]
 //! consumes, in order, for a given length (the material reader rejects any drift).
 
 use std::time::Instant;
 
-use veil_protocols::approx::functions::exp_softmax;
 use veil_protocols::approx::pooling::{l2_normalize_requests, mean_pool_requests, Affine};
-use veil_protocols::approx::rows::{layer_norm_requests, softmax_requests};
-use veil_protocols::approx::{GeluEven, LayerNormConfig, NewtonConfig, SoftmaxConfig};
+use veil_protocols::approx::rows::{layer_norm_requests, softmax_fast_requests};
+use veil_protocols::approx::{ExpNeg, GeluEven, LayerNormConfig, NewtonConfig, SoftmaxFastConfig};
 use veil_protocols::domain::Domain;
 use veil_protocols::material::Request;
 use veil_protocols::net::Net;
@@ -51,7 +53,7 @@ pub struct PrivateConfig {
     /// GELU of the feed-forward layers.
     pub gelu: GeluEven,
     /// softmax of the attention scores.
-    pub softmax: SoftmaxConfig,
+    pub softmax: SoftmaxFastConfig,
     /// LayerNorm of the embeddings.
     pub embed_norm: LayerNormConfig,
     /// LayerNorm of the residual stream (after attention and after the FFN).
@@ -61,8 +63,8 @@ pub struct PrivateConfig {
 }
 
 impl PrivateConfig {
-    /// Defaults for BERT encoders like all-MiniLM-L6-v2: `f = 16`; the even GELU (`T = 4`, degree 6 in
-    /// `x^2`); softmax with the one-piece exp on `[-8, 0]` and 3 Newton iterations; LayerNorm variances in
+    /// Defaults for BERT encoders like all-MiniLM-L6-v2: `f = 16`; the even GELU (`T = 3.25`, degree 4 in
+    /// `x^2`); softmax with the one-piece exp (degree 8 on `[-8, 0]`) and 3 Newton iterations; LayerNorm variances in
     /// `[2^-14, 2^15)` (3 iterations); squared norms of the pooled vector in `[2^-10, 2^17)`.
     pub fn new(fixed_point: FixedPoint) -> Result<Self> {
         let norm = |lo, hi| LayerNormConfig {
@@ -76,8 +78,8 @@ impl PrivateConfig {
         Ok(Self {
             fixed_point,
             gelu: GeluEven::default_fit()?,
-            softmax: SoftmaxConfig {
-                exp: exp_softmax()?,
+            softmax: SoftmaxFastConfig {
+                exp: ExpNeg::default_fit()?,
                 iterations: 3,
             },
             embed_norm: norm(-14, 14),
@@ -107,7 +109,7 @@ struct LayerWeights {
     qkv_bias: Vec<u64>,
     out: Vec<u64>,
     out_bias: Vec<u64>,
-    /// `[d, ff]` with the attention LayerNorm's gain folded in.
+    /// `[d, ff]` with the attention LayerNorm's gain and GELU's input scale folded in.
     ffn_in: Vec<u64>,
     ffn_in_bias: Vec<u64>,
     ffn_out: Vec<u64>,
@@ -213,8 +215,11 @@ impl PrivateBert {
             let (qkv, qkv_bias) = fold(qkv, &input_norm, &|o| if o < d { scale } else { 1.0 });
             let (out, out_bias) = plain(linear_params(&l.attention_out)?);
             let attention_norm = norm_params(&l.attention_norm, d)?;
+            let gelu_scale = config.gelu.input_scale();
             let (ffn_in, ffn_in_bias) =
-                fold(linear_params(&l.intermediate)?, &attention_norm, &|_| 1.0);
+                fold(linear_params(&l.intermediate)?, &attention_norm, &|_| {
+                    gelu_scale
+                });
             let (ffn_out, ffn_out_bias) = plain(linear_params(&l.output)?);
             layers.push(LayerWeights {
                 qkv,
@@ -302,7 +307,12 @@ impl PrivateBert {
                 n: len,
             }));
             out.push(trunc(heads * len * len));
-            out.extend(softmax_requests(&self.config.softmax, heads * len, len, f));
+            out.extend(softmax_fast_requests(
+                &self.config.softmax,
+                heads * len,
+                len,
+                f,
+            ));
             out.extend((0..heads).map(|_| Request::MatTriple {
                 m: len,
                 k: len,
@@ -312,7 +322,8 @@ impl PrivateBert {
             out.push(trunc(len * d));
             out.extend(layer_norm_requests(&self.config.layer_norm, len, d, f));
             out.push(trunc(len * ff));
-            out.extend(self.config.gelu.requests(len * ff, f));
+            out.extend(self.config.gelu.scaled_requests(len * ff, f));
+            out.push(trunc(len * d));
             out.push(trunc(len * d));
             out.extend(layer_norm_requests(&self.config.layer_norm, len, d, f));
         }
@@ -365,7 +376,7 @@ impl PrivateBert {
             let scores = party.matmuls(&pairs, &vec![[len, hs, len]; heads])?;
             let scores = party.trunc(&D::concat(&scores))?;
             step.done(party, &mut profile, &label("scores"));
-            let probs = party.softmax(&scores, heads * len, len, &cfg.softmax)?;
+            let probs = party.softmax_fast(&scores, heads * len, len, &cfg.softmax)?;
             step.done(party, &mut profile, &label("softmax"));
             let p: Vec<D::Arith> = (0..heads)
                 .map(|h| D::slice(&probs, h * len * len..(h + 1) * len * len))
@@ -382,12 +393,17 @@ impl PrivateBert {
             step.done(party, &mut profile, &label("attention-out"));
             let n1 = party.layer_norm(&r, len, d, &cfg.layer_norm)?;
             step.done(party, &mut profile, &label("layernorm1"));
+            // y = s h (s: GELU's input scale, folded into the weights).
             let z = linear(party, &n1, len, d, ff, &w.ffn_in, &w.ffn_in_bias);
-            let h = party.trunc(&z)?;
+            let y = party.trunc(&z)?;
             step.done(party, &mut profile, &label("ffn-in"));
-            let g = party.gelu_even(&h, &cfg.gelu)?;
+            let g = party.gelu_even_scaled(&y, &cfg.gelu)?;
             step.done(party, &mut profile, &label("gelu"));
-            let z = linear(party, &g, len, ff, d, &w.ffn_out, &w.ffn_out_bias);
+            // g has 2f fractional bits: g W2 has 3f, truncated to 2f, then bias and residual.
+            let z = D::gemm_right(party.gemm(), [len, ff, d], &g, &w.ffn_out);
+            let mut z = party.trunc(&z)?;
+            let tiled: Vec<u64> = (0..len * d).map(|i| w.ffn_out_bias[i % d]).collect();
+            party.add_public(&mut z, &tiled);
             let z = D::add(&z, &affine_2f(party, &n1, len, &w.attention_norm));
             let r = party.trunc(&z)?;
             step.done(party, &mut profile, &label("ffn-out"));

@@ -85,30 +85,3 @@ pub fn exp_config() -> PiecewiseConfig {
 pub fn exp() -> Result<Piecewise> {
     Piecewise::fit(exp_config(), f64::exp)
 }
-
-/// The cheap exp for attention's softmax (inputs `x - max <= 0`): 0 below -8 (`e^-8 < 3.4e-4`), one degree-8
-/// polynomial on [-8, 0], `1 + x` above 0 (only `x = 0` lands there). Two thresholds and 7 products per value
-/// instead of six thresholds and 20 products for [`exp_config`]. Error: 9.5e-5 on [-8, 0], 3.4e-4 below.
-pub fn exp_softmax_config() -> PiecewiseConfig {
-    PiecewiseConfig {
-        low: Linear {
-            constant: 0.0,
-            slope: 0.0,
-        },
-        segments: vec![Segment {
-            start: -8.0,
-            end: 0.0,
-            degree: 8,
-        }],
-        high: Linear {
-            constant: 1.0,
-            slope: 1.0,
-        },
-        fit_nodes: 256,
-    }
-}
-
-/// The fitted softmax exp (for `x <= 0`).
-pub fn exp_softmax() -> Result<Piecewise> {
-    Piecewise::fit(exp_softmax_config(), f64::exp)
-}

@@ -15,13 +15,19 @@
 //! PUMA (Dong et al., 2023, section 5.2) and BumbleBee (Lu et al., NDSS 2025); using the evenness of
 //! `x erf(x / sqrt 2)` halves the number of powers.
 //!
-//! Cost on `n` values: `x^2` (1 product, 1 truncation), `u` (1 truncation), `ceil(log2 m)` levels of powers
-//! (product and truncation each), one sign test on `2n` values with one payload, one truncation:
-//! `2 + 1 + 2 ceil(log2 m) + 8 + 1` rounds (18 for `m = 6`).
+//! The work is done on `y = s x` with `s = sqrt(2) / T`, so that `u = y^2 - 1` needs one truncation after
+//! the square. [`Party::gelu_even_scaled`] takes `y` (a caller whose `x` comes out of a linear layer folds
+//! `s` into the weights, for free) and returns the result with `2f` fractional bits (a caller that feeds it
+//! to a linear layer truncates once after that layer, on fewer values); [`Party::gelu_even`] is the plain
+//! function (`x` in, `f` bits out) with one truncation for the scaling and one at the end.
 //!
-//! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 4`, `m = 6`) fits GELU to
-//! within 9e-4 on all reals (the fit's error on `[-4, 4]`; 1.3e-4 in the tails); on shares, fixed-point
-//! rounding of the powers and coefficients adds at most about 1e-4.
+//! Cost of [`Party::gelu_even`] on `n` values: the scaling (1 truncation), `y^2` (1 product, 1 truncation),
+//! `ceil(log2 m)` levels of powers (product and truncation each), one sign test on `2n` values with one
+//! payload, the final truncation: `1 + 2 + 2 ceil(log2 m) + 8 + 1` rounds (16 for `m = 4`).
+//!
+//! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 3.25`, `m = 4`) fits GELU
+//! to within 3.8e-3 on all reals (3.7e-3 on `[-T, T]`, 1.9e-3 in the tails); on shares, fixed-point rounding
+//! of the powers and coefficients adds at most about 1e-4.
 
 use super::fit;
 use super::functions::gelu_exact;
@@ -43,11 +49,11 @@ pub struct GeluEvenConfig {
     pub fit_nodes: usize,
 }
 
-/// The default: `T = 4`, `m = 6` (error 9e-4 on all reals).
+/// The default: `T = 3.25`, `m = 4` (error 3.8e-3 on all reals).
 pub fn gelu_even_config() -> GeluEvenConfig {
     GeluEvenConfig {
-        bound: 4.0,
-        degree: 6,
+        bound: 3.25,
+        degree: 4,
         fit_nodes: 256,
     }
 }
@@ -127,13 +133,22 @@ impl GeluEven {
         out
     }
 
+    /// `s = sqrt(2) / T`: [`Party::gelu_even_scaled`] takes `y = s x`.
+    pub fn input_scale(&self) -> f64 {
+        std::f64::consts::SQRT_2 / self.config.bound
+    }
+
     /// The dealer material [`Party::gelu_even`] consumes for `len` values, in order.
     pub fn requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
-        let mut out = vec![
-            Request::Triples { len },
-            Request::Trunc { len, frac_bits },
-            Request::Trunc { len, frac_bits },
-        ];
+        let mut out = vec![Request::Trunc { len, frac_bits }];
+        out.extend(self.scaled_requests(len, frac_bits));
+        out.push(Request::Trunc { len, frac_bits });
+        out
+    }
+
+    /// The dealer material [`Party::gelu_even_scaled`] consumes for `len` values, in order.
+    pub fn scaled_requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
+        let mut out = vec![Request::Triples { len }, Request::Trunc { len, frac_bits }];
         for (_, count) in self.levels() {
             out.push(Request::Triples { len: count * len });
             out.push(Request::Trunc {
@@ -146,22 +161,30 @@ impl GeluEven {
             truncate: None,
             payloads: 1,
         });
-        out.push(Request::Trunc { len, frac_bits });
         out
     }
 }
 
 impl<N: Net, D: Domain> Party<N, D> {
-    /// Shares of `approx.eval_plain(x)` for shared fixed-point `x` (see the module doc for rounds and error).
+    /// Shares of `approx.eval_plain(x)` for shared fixed-point `x`, with `f` fractional bits (see the
+    /// module doc for rounds and error).
     pub fn gelu_even(&mut self, x: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
-        let n = D::len(x);
         let f = self.fixed_point().frac_bits();
-        let t = approx.config.bound;
-        // u = 2 x^2 / T^2 - 1.
-        let square = self.mul_fixed(x, x)?;
-        let mut scaled = D::mul_public(&square, &vec![fixed(2.0 / (t * t), f); n]);
-        self.add_public(&mut scaled, &vec![fixed(-1.0, 2 * f); n]);
-        let u = self.trunc(&scaled)?;
+        let scale = vec![fixed(approx.input_scale(), f); D::len(x)];
+        let y = self.trunc(&D::mul_public(x, &scale))?;
+        let wide = self.gelu_even_scaled(&y, approx)?;
+        self.trunc(&wide)
+    }
+
+    /// Shares of `approx.eval_plain(x)` with `2f` fractional bits, from shares of `y = s x` (`f` bits;
+    /// `s` = [`GeluEven::input_scale`]).
+    pub fn gelu_even_scaled(&mut self, y: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
+        let n = D::len(y);
+        let f = self.fixed_point().frac_bits();
+        let s = approx.input_scale();
+        // u = y^2 - 1 = 2 x^2 / T^2 - 1.
+        let mut u = self.mul_fixed(y, y)?;
+        self.add_public(&mut u, &vec![fixed(-1.0, f); n]);
         // Powers u^1 ..= u^m.
         let mut powers = vec![u];
         for (from, count) in approx.levels() {
@@ -172,19 +195,20 @@ impl<N: Net, D: Domain> Party<N, D> {
                 powers.push(D::slice(&next, j * n..(j + 1) * n));
             }
         }
-        // q(u) and x/2 with 2f fractional bits.
+        // q(u) and x/2 = y / (2s) with 2f fractional bits.
         let c = &approx.coefficients;
         let mut q = self.share_public(&vec![fixed(c[0], 2 * f); n]);
         for (k, ck) in c.iter().enumerate().skip(1) {
             q = D::add(&q, &D::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]));
         }
-        let half = D::mul_public(x, &vec![fixed(0.5, f); n]);
+        let half = D::mul_public(y, &vec![fixed(0.5 / s, f); n]);
         let payload = D::concat(&[D::add(&half, &q), D::sub(&half, &q)]);
-        // b1 = [x + T >= 0], b2 = [x - T >= 0], in one sign test.
-        let mut low = x.clone();
-        self.add_public(&mut low, &vec![fixed(t, f); n]);
-        let mut high = x.clone();
-        self.add_public(&mut high, &vec![fixed(-t, f); n]);
+        // b1 = [x >= -T] = [y + sqrt 2 >= 0], b2 = [x >= T] = [y - sqrt 2 >= 0], in one sign test.
+        let edge = fixed(std::f64::consts::SQRT_2, f);
+        let mut low = y.clone();
+        self.add_public(&mut low, &vec![edge; n]);
+        let mut high = y.clone();
+        self.add_public(&mut high, &vec![edge.wrapping_neg(); n]);
         let selected = self
             .sign_select(SignJob {
                 z: &D::concat(&[low, high]),
@@ -197,8 +221,7 @@ impl<N: Net, D: Domain> Party<N, D> {
                 op: "gelu_even",
                 detail: "the sign test returned no payload".into(),
             })?;
-        let sum = D::add(&D::slice(&selected, 0..n), &D::slice(&selected, n..2 * n));
-        let out = self.trunc(&sum)?;
+        let out = D::add(&D::slice(&selected, 0..n), &D::slice(&selected, n..2 * n));
         ensure_shape(D::len(&out) == n, "gelu_even", || "output length".into())?;
         Ok(out)
     }

@@ -10,9 +10,11 @@
 //! | [`functions`] | the default configurations of GELU and exp |
 //! | [`newton`] | reciprocal and reciprocal square root by Newton from a normalised guess |
 //! | [`rows`] | row max, softmax and LayerNorm |
+//! | [`exp`] | exp on `x <= 0` as one polynomial and one comparison (softmax's cheap exp) |
 //! | [`gelu`] | GELU as one even polynomial between two comparisons (the transformer's cheap GELU) |
 //! | [`pooling`] | mean pooling and L2 normalisation (the sentence-embedding tail) |
 
+pub mod exp;
 pub mod fit;
 pub mod functions;
 pub mod gelu;
@@ -21,7 +23,8 @@ pub mod piecewise;
 pub mod pooling;
 pub mod rows;
 
+pub use exp::{ExpNeg, ExpNegConfig};
 pub use gelu::{GeluEven, GeluEvenConfig};
 pub use newton::NewtonConfig;
 pub use piecewise::{Linear, Piecewise, PiecewiseConfig, Segment};
-pub use rows::{LayerNormConfig, SoftmaxConfig};
+pub use rows::{LayerNormConfig, SoftmaxConfig, SoftmaxFastConfig};

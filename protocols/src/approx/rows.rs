@@ -4,6 +4,8 @@
 //! - `softmax`: `e_j = exp(x_j - max)` (inputs `<= 0`, the piecewise exp), `s = sum_j e_j` in `[1, cols]`
 //!   (the maximum contributes `e^0 = 1`), `p_j = e_j * (1 / s)` with the Newton reciprocal on `[1, 2^hi+1)`.
 //!   Rounds: `8 ceil(log2 cols) + 12 + (8 + 4 it) + 2`.
+//! - `softmax_fast`: the same with the one-piece exp of [`super::exp`] (one comparison per value instead of
+//!   six). Rounds: `8 ceil(log2 cols) + (2 + 2 ceil(log2 d) + 8) + (8 + 4 it) + 2`.
 //! - `layer_norm`: `c = x - mean`, `v = mean(c^2)`, `c * rsqrt(v + eps)` (the affine part, gamma and beta,
 //!   is the caller's: they are model weights). Rounds: `1 + 2 + 1 + (9 + 6 it) + 2`.
 //!
@@ -15,6 +17,7 @@ use crate::material::Request;
 use crate::net::Net;
 use crate::semi2k::Party;
 
+use super::exp::ExpNeg;
 use super::newton::NewtonConfig;
 use super::piecewise::{fixed, Piecewise};
 
@@ -72,6 +75,33 @@ fn sum_range(cols: usize, iterations: usize) -> NewtonConfig {
 /// Material of [`Party::softmax`].
 pub fn softmax_requests(
     cfg: &SoftmaxConfig,
+    rows: usize,
+    cols: usize,
+    frac_bits: u32,
+) -> Vec<Request> {
+    let mut out = row_max_requests(rows, cols);
+    out.extend(cfg.exp.requests(rows * cols, frac_bits));
+    out.extend(sum_range(cols, cfg.iterations).reciprocal_requests(rows, frac_bits));
+    out.push(Request::Triples { len: rows * cols });
+    out.push(Request::Trunc {
+        len: rows * cols,
+        frac_bits,
+    });
+    out
+}
+
+/// [`Party::softmax_fast`]'s knobs: the one-piece exp and the reciprocal's iterations.
+#[derive(Debug, Clone)]
+pub struct SoftmaxFastConfig {
+    /// exp on `x <= 0`.
+    pub exp: ExpNeg,
+    /// Newton iterations of the reciprocal of the row sum.
+    pub iterations: usize,
+}
+
+/// Material of [`Party::softmax_fast`].
+pub fn softmax_fast_requests(
+    cfg: &SoftmaxFastConfig,
     rows: usize,
     cols: usize,
     frac_bits: u32,
@@ -173,6 +203,23 @@ impl<N: Net, D: Domain> Party<N, D> {
         let max = self.row_max(x, rows, cols)?;
         let shifted = D::sub(x, &Self::broadcast(&max, rows, cols));
         let e = self.piecewise(&shifted, &cfg.exp)?;
+        let sums = Self::row_sums(&e, rows, cols);
+        let inv = self.reciprocal(&sums, &sum_range(cols, cfg.iterations))?;
+        self.mul_fixed(&e, &Self::broadcast(&inv, rows, cols))
+    }
+
+    /// Softmax of each row with the one-piece exp (see the module doc).
+    pub fn softmax_fast(
+        &mut self,
+        x: &D::Arith,
+        rows: usize,
+        cols: usize,
+        cfg: &SoftmaxFastConfig,
+    ) -> Result<D::Arith> {
+        Self::check_matrix(x, rows, cols, "softmax")?;
+        let max = self.row_max(x, rows, cols)?;
+        let shifted = D::sub(x, &Self::broadcast(&max, rows, cols));
+        let e = self.exp_neg(&shifted, &cfg.exp)?;
         let sums = Self::row_sums(&e, rows, cols);
         let inv = self.reciprocal(&sums, &sum_range(cols, cfg.iterations))?;
         self.mul_fixed(&e, &Self::broadcast(&inv, rows, cols))
