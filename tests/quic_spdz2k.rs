@@ -135,3 +135,77 @@ fn spdz2k_over_quic_matches_memory_bit_for_bit_and_its_transcripts_verify() {
         Err(VerifyError::Commitment { check: 1, party: 2 })
     );
 }
+
+/// Each deviation of the protocol lab, committed by one party process over QUIC: the job fails (a
+/// verification failure, or a timeout for `skip-round`) and the client gets no output.
+#[test]
+fn spdz2k_over_quic_aborts_when_a_party_deviates() {
+    use veil_protocols::adversary::{Adversary, Deviation};
+    let device = burn::tensor::Device::flex();
+    let model = workloads::by_name("network-a", 7, &device)
+        .unwrap()
+        .unwrap();
+    let plan = Plan::compile(&model, FixedPoint::default(), WeightMode::Shared).unwrap();
+    let inputs = vec![workloads::sample_input(&model, 1, 61)];
+    for (i, kind) in Deviation::ALL.into_iter().enumerate() {
+        let identity = Identity::generate().unwrap();
+        let mut options = ClusterOptions::new(3, identity.public_key());
+        options.recv_timeout_ms = 2_000;
+        options.insecure_adversary = Some(Adversary {
+            kind,
+            party: i % 3,
+            at: 1 + 2 * i,
+            delta: 1 << (i * 7),
+        });
+        let cluster = LocalCluster::spawn(exe(), &options).expect("nodes start");
+        let client = Client::new(
+            identity,
+            ClientOptions {
+                bind: ([127, 0, 0, 1], 0).into(),
+                connect_timeout: Duration::from_secs(5),
+                job_timeout: Duration::from_secs(120),
+                idle_timeout: Duration::from_secs(5),
+                failure_grace: Duration::from_secs(10),
+                ..ClientOptions::default()
+            },
+        )
+        .expect("client");
+        let committee = Committee {
+            parties: cluster.parties(),
+            dealer: cluster.dealer().expect("dealer"),
+        };
+        let spec: ModelSpec = serde_json::from_value(serde_json::json!({
+            "workload": "network-a", "seed": 7, "weights": "Shared",
+            "frac_bits": FixedPoint::default().frac_bits(),
+        }))
+        .unwrap();
+        let job = QuicJob {
+            model: &model,
+            plan: &plan,
+            spec,
+            batch: 1,
+            threads: 1,
+            seed: None,
+            profile: false,
+        };
+        let result = run_private_protocol(&client, &committee, &job, &inputs, Protocol::Spdz2k);
+        let Err(e) = result else {
+            panic!("{}: the job released an output", kind.name());
+        };
+        let why = e.to_string();
+        if kind == Deviation::SkipRound {
+            assert!(
+                why.contains("timed out") || why.contains("timeout") || why.contains("adversary"),
+                "{}: {why}",
+                kind.name()
+            );
+        } else {
+            assert!(
+                why.contains("verification failed"),
+                "{}: {why}\n{}",
+                kind.name(),
+                cluster.log_tails()
+            );
+        }
+    }
+}

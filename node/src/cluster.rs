@@ -35,6 +35,9 @@ pub struct ClusterOptions {
     pub ready_timeout: Duration,
     /// TEST ONLY: the dealer's fixed seed ([`NodeConfig::insecure_dealer_seed`]); `None` by default.
     pub insecure_dealer_seed: Option<u64>,
+    /// TEST ONLY: a deviating party ([`NodeConfig::insecure_adversary`], set on every node; only the named
+    /// party acts on it); `None` by default.
+    pub insecure_adversary: Option<veil_protocols::adversary::Adversary>,
 }
 
 impl ClusterOptions {
@@ -48,6 +51,7 @@ impl ClusterOptions {
             log: "info".into(),
             ready_timeout: Duration::from_secs(30),
             insecure_dealer_seed: None,
+            insecure_adversary: None,
         }
     }
 }
@@ -118,6 +122,7 @@ impl LocalCluster {
         config.idle_timeout_ms = options.idle_timeout_ms;
         config.log = options.log.clone();
         config.insecure_dealer_seed = options.insecure_dealer_seed;
+        config.insecure_adversary = options.insecure_adversary;
         std::fs::create_dir_all(&base).map_err(|source| NodeError::Io {
             what: "creating node directory",
             path: base.clone(),

@@ -54,6 +54,11 @@ pub struct NodeConfig {
     /// It exists so that tests can show a QUIC run equals an in-memory run bit for bit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_dealer_seed: Option<u64>,
+    /// TEST ONLY, off by default: when this node is the named party of a `spdz2k` job, it deviates as the
+    /// protocol lab's adversary says (`veil_protocols::adversary`), so that tests can show the job aborts
+    /// over QUIC too. Logged as a warning at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_adversary: Option<veil_protocols::adversary::Adversary>,
     /// The MetaInf coordinator this node joins (`[coordinator]` section); none: the node serves only
     /// clients that submit to it directly. The `veil` binary's agent reads it (the node library does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,6 +148,7 @@ impl NodeConfig {
             io_threads: default_io_threads(),
             log: default_log(),
             insecure_dealer_seed: None,
+            insecure_adversary: None,
             coordinator: None,
         }
     }

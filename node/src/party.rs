@@ -20,6 +20,7 @@ use veil_engine::kernel::RingGemm;
 use veil_engine::local::spdz2k_requests;
 use veil_engine::private::{setup, setup_published, PartyModel, PublishedWeight, WeightShare};
 use veil_engine::{workloads, Plan};
+use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::domain::Domain;
 use veil_protocols::material::auth::AuthPartyGenerator;
 use veil_protocols::material::{self, PartyMaterial};
@@ -63,6 +64,9 @@ pub struct PartyContext {
     pub deal_timeout: Duration,
     /// Largest frame accepted.
     pub max_frame: usize,
+    /// TEST ONLY ([`crate::config::NodeConfig::insecure_adversary`]): the deviation this node commits when
+    /// it is the named party of a `spdz2k` job; `None` in production.
+    pub adversary: Option<Adversary>,
 }
 
 /// Checks the client's weights and inputs against the plan and the manifest.
@@ -198,7 +202,17 @@ pub fn run(
         transcripts: Vec::new(),
     };
     if manifest.protocol == SPDZ2K {
-        run_spdz2k(&plan, manifest, party, net, gemm, dealt, run, &mut report)?;
+        let adversary = ctx.adversary.filter(|a| a.party == party);
+        run_spdz2k(
+            &plan,
+            manifest,
+            (party, adversary),
+            net,
+            gemm,
+            dealt,
+            run,
+            &mut report,
+        )?;
         return Ok(report);
     }
     let one = plan.requests(batch);
@@ -246,7 +260,7 @@ type Link = ShapedNet<QuicNet>;
 fn run_spdz2k(
     plan: &Plan,
     manifest: &Manifest,
-    party: usize,
+    (party, adversary): (usize, Option<Adversary>),
     net: Link,
     gemm: Arc<RingGemm>,
     dealt: Dealt,
@@ -259,6 +273,13 @@ fn run_spdz2k(
     let generator = AuthPartyGenerator::new(party, n, &dealt.job_seed, dealt.corrections.0)?;
     let material = PartyMaterial::from_generator(generator, requests);
     let mut p = Party::<Link, Spdz2k>::with_material(net, material, plan.fixed_point, gemm)?;
+    if let Some(a) = adversary {
+        tracing::warn!(
+            deviation = a.kind.name(),
+            "this party deviates (test-only adversary)"
+        );
+        p.set_adversary(a);
+    }
     let published: Vec<PublishedWeight> = run
         .weights
         .into_iter()
@@ -283,6 +304,11 @@ fn run_spdz2k(
         |p, out, report| {
             // No output share leaves this party before every value it opened passed the MAC check.
             report.transcripts.push(p.verify_transcript()?);
+            let mut out = out;
+            if let Some(a) = adversary.filter(|a| a.kind == Deviation::WrongOutput) {
+                let len = Spdz2k::len(&out).max(1);
+                Spdz2k::corrupt(&mut out, a.at % len, a.delta);
+            }
             report.auth_outputs.push(AuthWords::from(&out));
             Ok(())
         },
