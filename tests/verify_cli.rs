@@ -6,7 +6,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use veil_node::manifest::{Manifest, Member};
-use veil_node::receipt::{commit_blobs, manifest_hash, Receipt, ReceiptBody, ReceiptFile};
+use veil_node::receipt::{
+    commit_blobs, manifest_hash, model_id, Receipt, ReceiptBody, ReceiptFile,
+};
 use veil_node::wire::JobId;
 use veil_node::Identity;
 
@@ -44,7 +46,7 @@ fn receipt_file(coordinator: &Identity, verifier: &Identity) -> ReceiptFile {
     let signed = manifest.sign(coordinator).unwrap();
     let body = ReceiptBody {
         job: JobId([3; 16]),
-        model_id: [9; 32],
+        model_id: model_id(&manifest.model),
         manifest_hash: manifest_hash(&signed).unwrap(),
         input_commitment: commit_blobs([&b"sealed input 0"[..], b"sealed input 1"].into_iter()),
         output_commitment: commit_blobs([&b"sealed output 0"[..], b"sealed output 1"].into_iter()),

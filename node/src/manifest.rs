@@ -165,27 +165,6 @@ pub struct SignedManifest {
     pub signature: Bytes,
 }
 
-impl SignedManifest {
-    /// The manifest, if `signer` signed it and is its client (the submitter: a coordinator or a client).
-    /// Checks the signature only, none of the node's checks of [`SignedManifest::open`]; this is what a
-    /// receipt's reader needs ([`crate::receipt`]).
-    pub fn verify_signer(&self, signer: &PublicKey) -> Result<Manifest> {
-        let manifest: Manifest = postcard::from_bytes(&self.body.0)
-            .map_err(|e| NodeError::Manifest(format!("does not decode: {e}")))?;
-        if manifest.client != *signer {
-            return Err(NodeError::Manifest(format!(
-                "signed by {}, not by the expected key {}",
-                manifest.client.short(),
-                signer.short()
-            )));
-        }
-        if !signer.verify(&signed_bytes(&self.body.0), &self.signature.0) {
-            return Err(NodeError::Manifest("the signature does not verify".into()));
-        }
-        Ok(manifest)
-    }
-}
-
 /// This node's place in a committee.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -11,7 +11,7 @@
 //! 1. the manifest's bytes hash to the receipt's manifest hash;
 //! 2. the manifest is signed by the coordinator's key;
 //! 3. the manifest names a verifier, and the receipt's signer is that verifier;
-//! 4. the receipt's job and protocol are the manifest's;
+//! 4. the receipt's job, protocol and model id are the manifest's ([`model_id`]);
 //! 5. the verifier's signature over the receipt's signing bytes verifies.
 //!
 //! Invariants: a receipt changed in any field fails (each field is in the signing bytes, and the signer and
@@ -25,7 +25,7 @@ use subtle::ConstantTimeEq;
 use thiserror::Error;
 
 use crate::identity::{Identity, PublicKey};
-use crate::manifest::{Manifest, SignedManifest};
+use crate::manifest::{Manifest, ModelSpec, SignedManifest};
 use crate::wire::JobId;
 
 /// Domain separation of receipt signatures.
@@ -36,6 +36,8 @@ pub const FILE_FORMAT: &str = "veil receipt v1";
 pub const MAX_PROTOCOL_LEN: usize = 32;
 /// Largest receipt file accepted, bytes.
 pub const MAX_RECEIPT_FILE_BYTES: usize = 1 << 20;
+/// Domain separation of [`model_id`] for built-in workloads.
+pub const MODEL_ID_DOMAIN: &[u8] = b"veil model id v1\0";
 /// Domain separation of [`commit_blobs`].
 pub const BLOBS_DOMAIN: &[u8] = b"veil blobs v1\0";
 
@@ -164,7 +166,7 @@ impl Receipt {
             return Err(ReceiptError::ManifestHash);
         }
         let m = manifest
-            .verify_signer(coordinator)
+            .verify_by(coordinator)
             .map_err(|e| ReceiptError::ManifestSignature(e.to_string()))?;
         let verifier = m.verifier.as_ref().ok_or(ReceiptError::NoVerifier)?;
         if !bool::from(verifier.public_key.0.ct_eq(&self.body.verifier.0)) {
@@ -176,9 +178,28 @@ impl Receipt {
         if m.protocol != self.body.protocol {
             return Err(ReceiptError::Mismatch("protocol"));
         }
+        if !bool::from(model_id(&m.model).ct_eq(&self.body.model_id)) {
+            return Err(ReceiptError::Mismatch("model id"));
+        }
         self.verify_signature()?;
         Ok(m)
     }
+}
+
+/// The 32-byte id of the manifest's model, as a receipt names it: a deployed model's id (its 64 hex digits
+/// decoded), or `SHA-256(MODEL_ID_DOMAIN || "workload:seed")` for a built-in workload (or a deployed id
+/// that is not 64 hex digits, which the members refuse anyway).
+pub fn model_id(spec: &ModelSpec) -> [u8; 32] {
+    if let Some(d) = &spec.deployed {
+        let mut id = [0u8; 32];
+        if hex::decode_to_slice(&d.id, &mut id).is_ok() {
+            return id;
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(MODEL_ID_DOMAIN);
+    h.update(spec.binding_id().as_bytes());
+    h.finalize().into()
 }
 
 /// SHA-256 of a signed manifest's bytes (its postcard encoding, as the coordinator hands it to members).
@@ -357,12 +378,11 @@ mod tests {
     fn fixture() -> Fixture {
         let coordinator = Identity::generate().unwrap();
         let verifier = Identity::generate().unwrap();
-        let signed = manifest(&coordinator, Some(&verifier))
-            .sign(&coordinator)
-            .unwrap();
+        let m = manifest(&coordinator, Some(&verifier));
+        let signed = m.sign(&coordinator).unwrap();
         let body = ReceiptBody {
             job: JobId([7; 16]),
-            model_id: [1; 32],
+            model_id: model_id(&m.model),
             manifest_hash: manifest_hash(&signed).unwrap(),
             input_commitment: commit_blobs([&b"in0"[..], b"in1"].into_iter()),
             output_commitment: commit_blobs([&b"out0"[..], b"out1"].into_iter()),
@@ -481,6 +501,33 @@ mod tests {
             manifest: signed,
         };
         assert_eq!(file.verify(&key), Err(ReceiptError::NoVerifier));
+    }
+
+    #[test]
+    fn the_model_id_is_the_manifests() {
+        let f = fixture();
+        let key = f.coordinator.public_key();
+        let mut m = manifest(&f.coordinator, Some(&f.verifier));
+        assert_eq!(model_id(&m.model), f.file.receipt.body.model_id);
+        m.model.deployed = Some(crate::manifest::DeployedModel {
+            id: hex::encode([0xab; 32]),
+            architecture: "{}".into(),
+        });
+        assert_eq!(model_id(&m.model), [0xab; 32]);
+        let signed = m.sign(&f.coordinator).unwrap();
+        let mut body = f.file.receipt.body.clone();
+        body.manifest_hash = manifest_hash(&signed).unwrap();
+        let file = |body: ReceiptBody| ReceiptFile {
+            receipt: Receipt::sign(&f.verifier, body).unwrap(),
+            manifest: signed.clone(),
+        };
+        // Signed by the verifier, but for another model than the committee ran.
+        assert_eq!(
+            file(body.clone()).verify(&key),
+            Err(ReceiptError::Mismatch("model id"))
+        );
+        body.model_id = [0xab; 32];
+        file(body).verify(&key).unwrap();
     }
 
     #[test]

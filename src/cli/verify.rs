@@ -14,7 +14,8 @@ use veil_node::PublicKey;
 #[command(after_help = "\
 Checks, in order: the committee manifest in the file hashes to the receipt's manifest hash; the manifest is \
 signed by the coordinator's key; the manifest names a verifier and the receipt is signed by it; the receipt's \
-job and protocol are the manifest's; the verifier's Ed25519 signature covers every field of the receipt.
+job, protocol and model id are the manifest's; the verifier's Ed25519 signature covers every field of the \
+receipt.
 
 The coordinator's key is the `public_key` of the ready line `veil coordinator` prints when it starts, or what \
 `veil keygen --data-dir DIR` prints for the coordinator's data directory.
