@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Runs the main job: a private inference of network-a next to its plaintext reference.
+    /// Runs the main job: a local coordinator and nodes, a deployed model, private predictions next to plaintext.
     Demo(cli::demo::DemoArgs),
     /// Measures a workload (time, bytes, rounds, error); `--json` prints one JSON object as the last line.
     Bench(cli::bench::BenchArgs),
@@ -44,6 +44,12 @@ enum Command {
     Job(cli::jobs::JobArgs),
     /// Runs a private inference through a coordinator and compares it with the plaintext model.
     Submit(cli::jobs::SubmitArgs),
+    /// Runs a local network (a coordinator and nodes in processes) until stdin closes or Ctrl-C.
+    Devnet(cli::devnet::DevnetArgs),
+    /// Deploys a model's public part to a coordinator (the weights stay with you): prints its id.
+    Deploy(cli::client::DeployArgs),
+    /// Private predictions through a coordinator: `veil infer --model ID --input ROWS.csv`.
+    Infer(cli::client::InferArgs),
     /// Checks a job's receipt: `veil verify RECEIPT --coordinator-key HEX` (exit 0: valid).
     Verify(cli::verify::VerifyArgs),
 }
@@ -54,6 +60,9 @@ fn main() -> Result<()> {
         Command::Bench(args) => cli::bench::run(args),
         Command::Node(args) => cli::node::run_node(args),
         Command::Keygen(args) => cli::node::run_keygen(args),
+        Command::Devnet(args) => cli::devnet::run(args),
+        Command::Deploy(args) => cli::client::deploy(args),
+        Command::Infer(args) => cli::client::infer(args),
         Command::Sim(args) => cli::sim::run(args),
         Command::Report(args) => cli::report::run(args),
         Command::Coordinator(args) => cli::coordinator::run(args),

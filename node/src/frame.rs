@@ -150,6 +150,7 @@ pub async fn read(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvError>
         }
         Err(quinn::ReadExactError::ReadError(e)) => return Err(RecvError::Stream(e.to_string())),
     }
+    crate::record::write(crate::record::Kind::Received, &[&header, &body]);
     Ok(decode_body(&body)?)
 }
 

@@ -142,6 +142,7 @@ impl Inbox {
                 .map_err(|e| self.state(e))?;
         }
         txn.commit().map_err(|e| self.state(e))?;
+        crate::record::write(crate::record::Kind::Opened, &[&plaintext]);
         Ok(plaintext)
     }
 
@@ -264,7 +265,11 @@ mod tests {
         let id = Identity::generate().unwrap();
         let other = Identity::generate().unwrap();
         let sig = inbox.attest(&id);
-        assert!(check_attestation(&id.public_key(), &inbox.sealing_key(), &sig));
+        assert!(check_attestation(
+            &id.public_key(),
+            &inbox.sealing_key(),
+            &sig
+        ));
         assert!(!check_attestation(
             &other.public_key(),
             &inbox.sealing_key(),

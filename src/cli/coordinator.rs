@@ -80,6 +80,7 @@ impl ConnectArgs {
 pub fn run(args: CoordinatorArgs) -> Result<()> {
     let config = CoordinatorConfig::load(&args.config)?;
     veil_node::logging::init(&config.log);
+    veil_node::record::init("coordinator");
     let (identity, created) = Identity::load_or_create(&config.data_dir)
         .with_context(|| format!("identity in {}", config.data_dir.display()))?;
     if created {

@@ -1,8 +1,10 @@
 //! Subcommands of the `veil` binary.
 
 pub mod bench;
+pub mod client;
 pub mod coordinator;
 pub mod demo;
+pub mod devnet;
 pub mod embed;
 pub mod jobs;
 pub mod models;

@@ -23,7 +23,8 @@ pub struct NodeArgs {
 /// Arguments of `veil keygen`.
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// The node's data directory (its identity key is created there if missing).
+    /// The data directory of a node or a client (`veil-client/` is what deploy and infer use by default);
+    /// the keys are created there if missing.
     #[arg(long, default_value = "veil-node-data")]
     pub data_dir: PathBuf,
 }
@@ -33,6 +34,7 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
     let mut config = NodeConfig::load(&args.config)?;
     veil_node::logging::init(&config.log);
     let (identity, created) = Identity::load_or_create(&config.data_dir)?;
+    veil_node::record::init(&format!("node-{}", identity.public_key()));
     if created {
         tracing::info!(data_dir = %config.data_dir.display(), "created a new node identity");
     }
@@ -69,14 +71,20 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Prints a node's public identity, creating it if needed.
+/// Prints a node's (or a client's) public keys, creating them if needed: the Ed25519 identity on the first
+/// line, the X25519 sealing key (shares or outputs are sealed to it) on the second.
 pub fn run_keygen(args: KeygenArgs) -> Result<()> {
     let (identity, created) = Identity::load_or_create(&args.data_dir)
         .with_context(|| format!("identity in {}", args.data_dir.display()))?;
+    let sealing = veil_node::envelope::OpeningKey::load_or_create(
+        &args.data_dir.join(veil_node::inbox::KEY_FILE),
+    )
+    .with_context(|| format!("sealing key in {}", args.data_dir.display()))?;
     if created {
         eprintln!("created a new identity in {}", args.data_dir.display());
     }
     println!("{}", identity.public_key());
+    println!("{}", sealing.public());
     Ok(())
 }
 

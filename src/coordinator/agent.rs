@@ -350,7 +350,11 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             let plain = match opened {
                 Ok(p) => p,
                 Err(e) => {
-                    tracing::error!(job = t.job, attempt = t.attempt, "refused the sealed input: {e}");
+                    tracing::error!(
+                        job = t.job,
+                        attempt = t.attempt,
+                        "refused the sealed input: {e}"
+                    );
                     let state_fault = matches!(e, InboxError::State { .. });
                     return send_failure(
                         shared,

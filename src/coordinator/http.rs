@@ -136,7 +136,7 @@ impl ApiClient {
         Ok((status, body))
     }
 
-    fn call(
+    fn call_unrecorded(
         &self,
         method: Method,
         path: &str,
@@ -198,5 +198,18 @@ impl ApiClient {
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CallError> {
         self.call(Method::GET, path, "application/octet-stream", Vec::new())
             .map(|b| b.to_vec())
+    }
+
+    /// One call, its reply body recorded when the test-only recorder is on (`veil_node::record`).
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<Bytes, CallError> {
+        let reply = self.call_unrecorded(method, path, content_type, body)?;
+        veil_node::record::received(&reply);
+        Ok(reply)
     }
 }

@@ -216,7 +216,12 @@ impl LocalNetwork {
     pub fn node_keys(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| n.ready["public_key"].as_str().unwrap_or_default().to_string())
+            .map(|n| {
+                n.ready["public_key"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string()
+            })
             .collect()
     }
 

@@ -42,12 +42,72 @@ pub struct Finished {
     pub reports: Vec<PartyReport>,
 }
 
+/// TEST ONLY fault injection on a client's sealed inputs, for the end-to-end tests of the nodes' checks
+/// (`veil infer --insecure-tamper`). Never set in production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tamper {
+    /// Flip one bit of party 0's sealed blob.
+    FlipBit,
+    /// Give party 0 the blob sealed for party 1 and party 1 party 0's (shares sent to the wrong node).
+    SwapParties,
+    /// Write each attempt's sealed blobs to this directory (`party-{i}.blob`), for a later replay.
+    Keep(std::path::PathBuf),
+    /// Upload the blobs kept in this directory instead of fresh ones (replayed ciphertext of another job).
+    Replay(std::path::PathBuf),
+}
+
+impl std::str::FromStr for Tamper {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once(':') {
+            None if s == "flip-bit" => Ok(Tamper::FlipBit),
+            None if s == "swap-parties" => Ok(Tamper::SwapParties),
+            Some(("keep", dir)) => Ok(Tamper::Keep(dir.into())),
+            Some(("replay", dir)) => Ok(Tamper::Replay(dir.into())),
+            _ => Err(format!(
+                "{s:?}: use flip-bit, swap-parties, keep:DIR or replay:DIR"
+            )),
+        }
+    }
+}
+
+impl Tamper {
+    fn apply(&self, blobs: &mut [Vec<u8>]) -> Result<()> {
+        match self {
+            Tamper::FlipBit => {
+                if let Some(last) = blobs.first_mut().and_then(|b| b.last_mut()) {
+                    *last ^= 1;
+                }
+            }
+            Tamper::SwapParties => {
+                if blobs.len() >= 2 {
+                    blobs.swap(0, 1);
+                }
+            }
+            Tamper::Keep(dir) => {
+                std::fs::create_dir_all(dir)?;
+                for (i, b) in blobs.iter().enumerate() {
+                    std::fs::write(dir.join(format!("party-{i}.blob")), b)?;
+                }
+            }
+            Tamper::Replay(dir) => {
+                for (i, b) in blobs.iter_mut().enumerate() {
+                    *b = std::fs::read(dir.join(format!("party-{i}.blob")))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A client of the coordinator: its TLS identity, the pinned coordinator key, and the X25519 key its
 /// output shares are sealed to.
 pub struct Client {
     api: ApiClient,
     coordinator: PublicKey,
     key: OpeningKey,
+    /// TEST ONLY: see [`Tamper`].
+    pub tamper: Option<Tamper>,
 }
 
 impl Client {
@@ -57,6 +117,7 @@ impl Client {
             api,
             coordinator,
             key,
+            tamper: None,
         }
     }
 
@@ -143,7 +204,11 @@ impl Client {
                             .committee
                             .as_ref()
                             .context("scheduled without committee")?;
-                        let blobs = sealed_inputs(plan, &manifest, committee, &encoded)?;
+                        let mut blobs = sealed_inputs(plan, &manifest, committee, &encoded)?;
+                        if let Some(t) = &self.tamper {
+                            tracing::warn!("TEST ONLY: tampering with the sealed inputs ({t:?})");
+                            t.apply(&mut blobs)?;
+                        }
                         pending = Some((view.attempt, blobs, vec![false; manifest.parties.len()]));
                     }
                     if let Some((attempt, blobs, sent)) = pending.as_mut() {
@@ -157,7 +222,9 @@ impl Client {
                                 // The attempt moved on (a member failed): the next status says where to.
                                 Err(e) if e.status() == Some(409) => break,
                                 Err(e) if e.status().is_none() => {
-                                    tracing::warn!("job {id}: uploading party {party}'s input: {e}");
+                                    tracing::warn!(
+                                        "job {id}: uploading party {party}'s input: {e}"
+                                    );
                                     break;
                                 }
                                 Err(e) => return Err(e.into()),
@@ -167,7 +234,8 @@ impl Client {
                 }
                 "done" => {
                     let manifest = self.checked_manifest(&view, &request)?;
-                    let (outputs, reports) = self.open_outputs(id, &manifest, plan, inputs.len())?;
+                    let (outputs, reports) =
+                        self.open_outputs(id, &manifest, plan, inputs.len())?;
                     return Ok(Finished {
                         job: view,
                         outputs,
@@ -299,7 +367,23 @@ fn sealed_inputs(
     let mut rng = StdRng::from_os_rng();
     let mut input_shares: Vec<Vec<Words>> = (0..parties).map(|_| Vec::new()).collect();
     for x in encoded {
+        let recording = veil_node::record::enabled();
+        if recording {
+            veil_node::record::write(
+                veil_node::record::Kind::ClientInput,
+                &[&veil_protocols::ring::to_bytes(x)],
+            );
+        }
         for (i, s) in share(x, parties, &mut rng)?.into_iter().enumerate() {
+            if recording {
+                veil_node::record::write(
+                    veil_node::record::Kind::ClientShare,
+                    &[
+                        &manifest.parties[i].public_key.0,
+                        &veil_protocols::ring::to_bytes(&s),
+                    ],
+                );
+            }
             input_shares[i].push(Words(s));
         }
     }

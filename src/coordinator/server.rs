@@ -23,8 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use veil_node::PublicKey;
 
 use super::api::{
-    self, DeployRequest, ErrorBody, ModelView, HeartbeatReply, HeartbeatRequest, JobView, NodeView, RegisterRequest,
-    SubmitRequest, TaskFailure, TrialResult,
+    self, DeployRequest, ErrorBody, HeartbeatReply, HeartbeatRequest, JobView, ModelView, NodeView,
+    RegisterRequest, SubmitRequest, TaskFailure, TrialResult,
 };
 use super::error::{ApiError, ApiResult};
 use super::state::{demand_for, Coordinator};
@@ -114,7 +114,36 @@ pub fn router(state: Shared, max_blob: usize) -> Router {
         .route("/v1/tasks/{id}/{attempt}/input", get(task_input))
         .route("/v1/tasks/{id}/{attempt}/output", put(task_output))
         .layer(DefaultBodyLimit::max(max_blob))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                record_body(req, next, max_blob)
+            },
+        ))
         .with_state(state)
+}
+
+/// TEST ONLY (`veil_node::record`): records each request body the coordinator receives, then passes the
+/// request on unchanged. A no-op unless the recorder is on.
+async fn record_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    max_blob: usize,
+) -> Response {
+    if !veil_node::record::enabled() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, max_blob).await {
+        Ok(bytes) => {
+            veil_node::record::received(&bytes);
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    }
 }
 
 async fn register(

@@ -42,8 +42,9 @@ use veil_scheduler::{
 };
 
 use super::api::{
-    CommitteeView, DeployRequest, HardwareReport, ModelView, HeartbeatReply, HeartbeatRequest, JobView, MemberView, NodeView,
-    RegisterRequest, SubmitRequest, TaskRole, TaskView, TransitionView, TrialTask,
+    CommitteeView, DeployRequest, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView,
+    MemberView, ModelView, NodeView, RegisterRequest, SubmitRequest, TaskRole, TaskView,
+    TransitionView, TrialTask,
 };
 use super::blobs::{Blobs, Direction};
 use super::config::CoordinatorConfig;
@@ -177,7 +178,9 @@ fn weight_mode(s: &str) -> ApiResult<WeightMode> {
 /// fixed point. Returns the parsed architecture.
 pub fn check_deployment(req: &DeployRequest) -> ApiResult<Architecture> {
     if req.id.len() != 64 || !req.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(ApiError::BadRequest("model id must be 64 hex digits".into()));
+        return Err(ApiError::BadRequest(
+            "model id must be 64 hex digits".into(),
+        ));
     }
     if req.architecture.len() > MAX_ARCHITECTURE_BYTES {
         return Err(ApiError::BadRequest(format!(
@@ -224,8 +227,10 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> ApiRe
     }
     let device = burn::tensor::Device::flex();
     let model = match (&req.model, deployed) {
-        (Some(_), Some(architecture)) => veil_engine::model_file::skeleton(architecture, &device)
-            .map_err(|e| ApiError::BadRequest(format!("model: {e}")))?,
+        (Some(_), Some(architecture)) => {
+            veil_engine::model_file::skeleton(architecture, &device)
+                .map_err(|e| ApiError::BadRequest(format!("model: {e}")))?
+        }
         (Some(id), None) => return Err(ApiError::NotFound(format!("model {id} is not deployed"))),
         (None, _) => workloads::by_name(&req.workload, req.model_seed, &device)
             .ok_or_else(|| ApiError::BadRequest(format!("unknown workload {:?}", req.workload)))?
@@ -354,7 +359,9 @@ impl Coordinator {
 
     /// Commits every pending change in one transaction.
     fn flush(&mut self) -> ApiResult<()> {
-        if self.dirty_nodes.is_empty() && self.dirty_jobs.is_empty() && self.dirty_records.is_empty()
+        if self.dirty_nodes.is_empty()
+            && self.dirty_jobs.is_empty()
+            && self.dirty_records.is_empty()
         {
             return Ok(());
         }
@@ -1377,7 +1384,10 @@ mod tests {
         for (i, k) in keys.iter().enumerate() {
             // An attestation by another key is refused.
             let forged = registration(i, &ids[(i + 1) % n]);
-            assert!(matches!(c.register(k, forged, T0), Err(ApiError::BadRequest(_))));
+            assert!(matches!(
+                c.register(k, forged, T0),
+                Err(ApiError::BadRequest(_))
+            ));
             let view = c.register(k, registration(i, &ids[i]), T0).unwrap();
             assert_eq!(view.state, "probation");
             let trial = heartbeat(&mut c, k, T0)
@@ -1586,10 +1596,16 @@ mod tests {
         // Requests out of bounds.
         let mut bad = request();
         bad.parties = 1;
-        assert!(matches!(demand_for(&bad, None), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            demand_for(&bad, None),
+            Err(ApiError::BadRequest(_))
+        ));
         let mut bad = request();
         bad.workload = "gpt-5".into();
-        assert!(matches!(demand_for(&bad, None), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            demand_for(&bad, None),
+            Err(ApiError::BadRequest(_))
+        ));
         let newcomer_id = Identity::generate().unwrap();
         let mut reg = registration(9, &newcomer_id);
         reg.operator = "x".repeat(MAX_NAME_BYTES + 1);
