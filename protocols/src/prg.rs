@@ -1,8 +1,14 @@
-//! Seeded pseudo-random generators (ChaCha12) from which parties expand their dealer material.
+//! Seeded pseudo-random generators from which parties expand their dealer material: AES-128 in counter mode
+//! (the seed's first 16 bytes are the key, its last 16 the initial counter block), the keystream read as
+//! little-endian 64-bit words. Seed derivation uses ChaCha12.
 //!
 //! Invariant: a [`Prg`] is a pure function of its [`Seed`]; the dealer, holding every party's seed, reproduces
-//! each party's stream exactly, which is what lets it send seeds instead of material.
+//! each party's stream exactly, which is what lets it send seeds instead of material. A draw of any length
+//! continues the stream where the previous draw stopped, so how the words are split into draws does not
+//! change them.
 
+use aes::cipher::{BlockEncrypt, KeyInit};
+use aes::{Aes128, Block};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha12Rng;
 use serde::{Deserialize, Serialize};
@@ -44,28 +50,81 @@ impl Seed {
     }
 }
 
-/// Words produced per keystream request.
+/// Words produced per request when a draw goes through a buffer.
 const CHUNK: usize = 512;
+
+/// The two little-endian words of a keystream block.
+fn block_words(b: &Block) -> (u64, u64) {
+    let mut lo = [0u8; 8];
+    let mut hi = [0u8; 8];
+    lo.copy_from_slice(&b[..8]);
+    hi.copy_from_slice(&b[8..]);
+    (u64::from_le_bytes(lo), u64::from_le_bytes(hi))
+}
 
 /// A deterministic stream of ring elements and bits.
 pub struct Prg {
-    rng: ChaCha12Rng,
+    cipher: Aes128,
+    /// The next counter block (wrapping).
+    counter: u128,
+    /// The second word of a block whose first word ended the previous draw.
+    pending: Option<u64>,
 }
+
+/// Blocks encrypted per batch (the cipher pipelines several blocks at a time).
+const BLOCKS: usize = 64;
 
 impl Prg {
     /// The stream of `seed`.
     pub fn new(seed: &Seed) -> Self {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&seed.0[..16]);
+        let mut iv = [0u8; 16];
+        iv.copy_from_slice(&seed.0[16..]);
         Self {
-            rng: ChaCha12Rng::from_seed(seed.0),
+            cipher: Aes128::new(&key.into()),
+            counter: u128::from_le_bytes(iv),
+            pending: None,
         }
     }
 
-    /// Fills `out` with uniformly random ring elements.
-    ///
-    /// The stream is the same as drawing `next_u64` once per word (each word is the next 8 keystream bytes,
-    /// little-endian), but the keystream is written in bulk, several blocks at a time, straight into `out`.
+    /// Encrypts the next `blocks.len()` counter blocks into `blocks`.
+    fn keystream(&mut self, blocks: &mut [Block]) {
+        for b in blocks.iter_mut() {
+            *b = self.counter.to_le_bytes().into();
+            self.counter = self.counter.wrapping_add(1);
+        }
+        self.cipher.encrypt_blocks(blocks);
+    }
+
+    /// Fills `out` with uniformly random ring elements: the next `out.len()` words of the stream.
     pub fn fill(&mut self, out: &mut [u64]) {
-        rand::Rng::fill(&mut self.rng, out);
+        let mut rest = out;
+        if rest.is_empty() {
+            return;
+        }
+        if let Some(w) = self.pending.take() {
+            rest[0] = w;
+            rest = &mut rest[1..];
+        }
+        let mut blocks = [Block::default(); BLOCKS];
+        while rest.len() >= 2 {
+            let n = (rest.len() / 2).min(BLOCKS);
+            self.keystream(&mut blocks[..n]);
+            let (head, tail) = rest.split_at_mut(2 * n);
+            for (pair, b) in head.chunks_exact_mut(2).zip(&blocks[..n]) {
+                let (lo, hi) = block_words(b);
+                pair[0] = lo;
+                pair[1] = hi;
+            }
+            rest = tail;
+        }
+        if let Some(last) = rest.first_mut() {
+            self.keystream(&mut blocks[..1]);
+            let (lo, hi) = block_words(&blocks[0]);
+            *last = lo;
+            self.pending = Some(hi);
+        }
     }
 
     /// `len` uniformly random ring elements.
@@ -114,16 +173,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bulk_fill_is_the_word_by_word_stream() {
+    fn draws_continue_one_aes_ctr_stream_however_they_are_split() {
         let seed = Seed::random_from(3);
-        let mut bulk = Prg::new(&seed);
-        let mut single = ChaCha12Rng::from_seed(seed.0);
-        // Odd lengths, one crossing the chunk size, so that blocks are split between calls.
-        for len in [1usize, 3, 7, 513, 1000, 2] {
-            let got = bulk.words(len);
-            let want: Vec<u64> = (0..len).map(|_| single.next_u64()).collect();
-            assert_eq!(got, want);
+        let mut whole = Prg::new(&seed);
+        let all = whole.words(3000);
+        // The stream is AES-128(key, iv + j), words little-endian.
+        let key: [u8; 16] = seed.0[..16].try_into().expect("16 bytes");
+        let iv = u128::from_le_bytes(seed.0[16..].try_into().expect("16 bytes"));
+        let cipher = Aes128::new(&key.into());
+        for j in [0usize, 1, 700, 1499] {
+            let mut b: Block = iv.wrapping_add(j as u128).to_le_bytes().into();
+            cipher.encrypt_block(&mut b);
+            assert_eq!(block_words(&b), (all[2 * j], all[2 * j + 1]));
         }
+        // Odd lengths and lengths past one batch, so that blocks are split between draws.
+        let mut split = Prg::new(&seed);
+        let mut got = Vec::new();
+        for len in [1usize, 3, 0, 7, 129, 513, 1000, 2] {
+            got.extend(split.words(len));
+        }
+        let mut extended = Vec::new();
+        split.extend(&mut extended, 3000 - got.len());
+        got.extend(extended);
+        assert_eq!(got, all);
         let (mut a, mut b) = (Prg::new(&seed), Prg::new(&seed));
         let pairs: Vec<u128> = a
             .words(2 * 700)
@@ -131,5 +203,11 @@ mod tests {
             .map(|c| u128::from(c[0]) | (u128::from(c[1]) << 64))
             .collect();
         assert_eq!(b.wide(700), pairs);
+        // A wide draw after an odd draw continues the stream too.
+        let (mut c, mut d) = (Prg::new(&seed), Prg::new(&seed));
+        c.words(1);
+        let w = c.wide(3);
+        let x = d.words(7);
+        assert_eq!(w[0], u128::from(x[1]) | (u128::from(x[2]) << 64));
     }
 }
