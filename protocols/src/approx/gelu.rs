@@ -27,7 +27,9 @@
 //!
 //! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 3.25`, `m = 4`) fits GELU
 //! to within 3.8e-3 on all reals (3.7e-3 on `[-T, T]`, 1.9e-3 in the tails); on shares, fixed-point rounding
-//! of the powers and coefficients adds at most about 1e-4.
+//! of the powers and coefficients adds at most about 1e-4, and the rounded public scale factors `s` and
+//! `1/(2s)` add a relative `2.5e-5 |x|` ([`Party::gelu_even_scaled`]: `1e-5 |x|`), which matters only
+//! for large inputs.
 
 use super::fit;
 use super::functions::gelu_exact;

@@ -157,8 +157,10 @@ impl<N: Net, D: Domain> Party<N, D> {
         let mut y = self.by_exponent(x, cfg, |k| c * (-f64::from(k) / 2.0).exp2())?;
         let half_x = self.trunc(&D::mul_public(x, &vec![fixed(0.5, f); n]))?;
         for _ in 0..cfg.iterations {
-            let y2 = self.mul_fixed(&y, &y)?;
-            let t = self.mul_fixed(&half_x, &y2)?;
+            // (x/2 y) y rather than x/2 (y y): for large x, y^2 has few significant bits in fixed point,
+            // while x y (about sqrt x) keeps them.
+            let xy = self.mul_fixed(&half_x, &y)?;
+            let t = self.mul_fixed(&xy, &y)?;
             let three_halves = self.share_public(&vec![fixed(1.5, f); n]);
             y = self.mul_fixed(&y, &D::sub(&three_halves, &t))?;
         }
