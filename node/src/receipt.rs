@@ -26,7 +26,9 @@ use thiserror::Error;
 
 use crate::identity::{Identity, PublicKey};
 use crate::manifest::{Manifest, ModelSpec, SignedManifest};
+use crate::verifier::{verify_job, VerifyError};
 use crate::wire::JobId;
+use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// Domain separation of receipt signatures.
 pub const RECEIPT_DOMAIN: &[u8] = b"veil receipt v1\0";
@@ -68,6 +70,9 @@ pub enum ReceiptError {
     /// The verifier's signature does not verify.
     #[error("the verifier's signature does not verify")]
     BadSignature,
+    /// The MAC-check transcripts do not verify ([`crate::verifier`]): no receipt is issued.
+    #[error("transcripts: {0}")]
+    Transcripts(#[from] VerifyError),
 }
 
 /// What a verifier signs.
@@ -221,6 +226,64 @@ pub fn commit_blobs<'a>(blobs: impl ExactSizeIterator<Item = &'a [u8]>) -> [u8; 
         h.update(b);
     }
     h.finalize().into()
+}
+
+/// The verifier node's work for a finished `spdz2k` job: checks that `coordinator` signed `manifest` and
+/// that it names this `identity` as its verifier, checks the parties' MAC-check views (`transcripts[i][c]`:
+/// party `i`'s view of check `c`; one view per party of the manifest, one check per inference) with
+/// [`verify_job`], and signs a receipt over the job with the given commitments to the encrypted input and
+/// output and issue time (Unix seconds). Fails, and signs nothing, if any check fails.
+pub fn issue(
+    identity: &Identity,
+    coordinator: &PublicKey,
+    manifest: &SignedManifest,
+    transcripts: &[Vec<CheckTranscript>],
+    [input_commitment, output_commitment]: [[u8; 32]; 2],
+    issued_at: u64,
+) -> Result<ReceiptFile, ReceiptError> {
+    let m = manifest
+        .verify_by(coordinator)
+        .map_err(|e| ReceiptError::ManifestSignature(e.to_string()))?;
+    let verifier = m.verifier.as_ref().ok_or(ReceiptError::NoVerifier)?;
+    if !bool::from(verifier.public_key.0.ct_eq(&identity.public_key().0)) {
+        return Err(ReceiptError::NotTheVerifier);
+    }
+    if transcripts.len() != m.parties.len() {
+        return Err(VerifyError::Committee {
+            views: transcripts.len(),
+            parties: m.parties.len(),
+        }
+        .into());
+    }
+    let checks = m.inferences as usize;
+    if let Some((party, t)) = transcripts
+        .iter()
+        .enumerate()
+        .find(|(_, t)| t.len() != checks)
+    {
+        return Err(VerifyError::CheckCount {
+            party,
+            got: t.len(),
+            expected: checks,
+        }
+        .into());
+    }
+    let digest = verify_job(transcripts)?;
+    let body = ReceiptBody {
+        job: m.job,
+        model_id: model_id(&m.model),
+        manifest_hash: manifest_hash(manifest)?,
+        input_commitment,
+        output_commitment,
+        protocol: m.protocol.clone(),
+        transcript_hash: digest.0,
+        verifier: identity.public_key(),
+        issued_at,
+    };
+    Ok(ReceiptFile {
+        receipt: Receipt::sign(identity, body)?,
+        manifest: manifest.clone(),
+    })
 }
 
 /// A receipt with the committee manifest it refers to: what `veil verify` reads.
@@ -528,6 +591,39 @@ mod tests {
         );
         body.model_id = [0xab; 32];
         file(body).verify(&key).unwrap();
+    }
+
+    #[test]
+    fn the_verifier_issues_a_receipt_only_for_transcripts_that_verify() {
+        let f = fixture();
+        let key = f.coordinator.public_key();
+        let views: Vec<Vec<CheckTranscript>> = (0..2)
+            .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
+            .collect();
+        let commitments = [[1; 32], [2; 32]];
+        let file = issue(&f.verifier, &key, &f.file.manifest, &views, commitments, 17).unwrap();
+        let m = file.verify(&key).unwrap();
+        assert_eq!(file.receipt.body.job, m.job);
+        assert_eq!(
+            file.receipt.body.transcript_hash,
+            verify_job(&views).unwrap().0
+        );
+        // A party's view differs: nothing is signed.
+        let mut bad = views.clone();
+        bad[1][0].parties[0].nonce[0] ^= 1;
+        assert!(matches!(
+            issue(&f.verifier, &key, &f.file.manifest, &bad, commitments, 17),
+            Err(ReceiptError::Transcripts(VerifyError::Equivocation { .. }))
+        ));
+        // Two checks for a one-inference job.
+        let two: Vec<Vec<CheckTranscript>> = views.iter().map(|v| vec![v[0].clone(); 2]).collect();
+        assert!(issue(&f.verifier, &key, &f.file.manifest, &two, commitments, 17).is_err());
+        // Only the manifest's verifier issues.
+        let other = Identity::generate().unwrap();
+        assert_eq!(
+            issue(&other, &key, &f.file.manifest, &views, commitments, 17),
+            Err(ReceiptError::NotTheVerifier)
+        );
     }
 
     #[test]

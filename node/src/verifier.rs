@@ -231,40 +231,46 @@ pub fn verify_job(views: &[Vec<CheckTranscript>]) -> Result<TranscriptDigest, Ve
     Ok(TranscriptDigest(job.finalize().into()))
 }
 
+/// A consistent honest transcript of `n` parties (tests): z sums to 0, t xors to 0, equal h, commitments
+/// that open (computed with the protocol's own commitment).
+#[cfg(test)]
+pub(crate) fn honest_transcript(n: usize, salt: u8) -> CheckTranscript {
+    use veil_protocols::spdz2k::transcript::CheckOpening;
+    let mut parties = Vec::new();
+    let (mut z_sum, mut t_sum) = (0u128, 0u64);
+    for p in 0..n {
+        let (z, t) = if p + 1 == n {
+            (0u128.wrapping_sub(z_sum), t_sum)
+        } else {
+            let z = u128::from_le_bytes([salt.wrapping_add(p as u8 * 7 + 1); 16]);
+            let t = u64::from_le_bytes([salt ^ (p as u8 + 3); 8]);
+            (z, t)
+        };
+        z_sum = z_sum.wrapping_add(z);
+        t_sum ^= t;
+        let mut o = CheckOpening {
+            seed_commitment: [0; 32],
+            seed: [salt ^ p as u8; 32],
+            commitment: [0; 32],
+            z: z.to_le_bytes(),
+            t: t.to_le_bytes(),
+            h: [salt; 32],
+            nonce: [p as u8 + 100; 32],
+        };
+        o.seed_commitment = o.expected_seed_commitment(p);
+        o.commitment = o.expected_commitment(p);
+        parties.push(o);
+    }
+    CheckTranscript { parties }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use veil_protocols::spdz2k::transcript::{CheckOpening, CHECK_LABEL, SEED_LABEL};
+    use veil_protocols::spdz2k::transcript::{CHECK_LABEL, SEED_LABEL};
 
-    /// A consistent honest transcript of `n` parties: z sums to 0, t xors to 0, equal h, commitments that
-    /// open (computed with the protocol's own commitment).
     fn honest(n: usize, salt: u8) -> CheckTranscript {
-        let mut parties = Vec::new();
-        let (mut z_sum, mut t_sum) = (0u128, 0u64);
-        for p in 0..n {
-            let (z, t) = if p + 1 == n {
-                (0u128.wrapping_sub(z_sum), t_sum)
-            } else {
-                let z = u128::from_le_bytes([salt.wrapping_add(p as u8 * 7 + 1); 16]);
-                let t = u64::from_le_bytes([salt ^ (p as u8 + 3); 8]);
-                (z, t)
-            };
-            z_sum = z_sum.wrapping_add(z);
-            t_sum ^= t;
-            let mut o = CheckOpening {
-                seed_commitment: [0; 32],
-                seed: [salt ^ p as u8; 32],
-                commitment: [0; 32],
-                z: z.to_le_bytes(),
-                t: t.to_le_bytes(),
-                h: [salt; 32],
-                nonce: [p as u8 + 100; 32],
-            };
-            o.seed_commitment = o.expected_seed_commitment(p);
-            o.commitment = o.expected_commitment(p);
-            parties.push(o);
-        }
-        CheckTranscript { parties }
+        honest_transcript(n, salt)
     }
 
     #[test]
