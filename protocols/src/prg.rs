@@ -129,16 +129,22 @@ impl Prg {
 
     /// `len` uniformly random ring elements.
     pub fn words(&mut self, len: usize) -> Vec<u64> {
-        let mut out = vec![0u64; len];
-        self.fill(&mut out);
+        let mut out = Vec::with_capacity(len);
+        self.extend(&mut out, len);
         out
     }
 
-    /// Appends `len` uniformly random ring elements to `out` (the stream of [`Self::fill`]).
+    /// Appends `len` uniformly random ring elements to `out` (the stream of [`Self::fill`]), through a small
+    /// buffer, so the destination is written once and never zero-filled first.
     pub fn extend(&mut self, out: &mut Vec<u64>, len: usize) {
-        let start = out.len();
-        out.resize(start + len, 0);
-        self.fill(&mut out[start..]);
+        let mut block = [0u64; CHUNK];
+        let mut left = len;
+        while left > 0 {
+            let n = left.min(CHUNK);
+            self.fill(&mut block[..n]);
+            out.extend_from_slice(&block[..n]);
+            left -= n;
+        }
     }
 
     /// `len` uniformly random elements of Z_2^128, each from two consecutive words (low first): the same

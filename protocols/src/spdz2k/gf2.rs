@@ -100,28 +100,40 @@ macro_rules! dispatch {
     };
 }
 
-dispatch!(select_and(macs: &[u64], words: &[u64], out: &mut [u64]) {
-    // out[64w + b] = macs[64w + b] if bit b of words[w] is set, else 0.
-    for ((o, m), &w) in out.chunks_exact_mut(64).zip(macs.chunks_exact(64)).zip(words) {
+dispatch!(select_and(macs: &[u64], words: &[u64], out: &mut Vec<u64>) {
+    // Appends macs[64w + b] if bit b of words[w] is set, else 0 (one word of bits at a time, no zero-fill).
+    let mut tmp = [0u64; 64];
+    for (m, &w) in macs.chunks_exact(64).zip(words) {
         for b in 0..64 {
-            o[b] = m[b] & sel(w, b);
+            tmp[b] = m[b] & sel(w, b);
         }
+        out.extend_from_slice(&tmp);
     }
 });
 
-dispatch!(select_xor(macs: &[u64], words: &[u64], key: u64, out: &mut [u64]) {
-    // out[64w + b] = macs[64w + b] ^ (key if bit b of words[w] is set).
-    for ((o, m), &w) in out.chunks_exact_mut(64).zip(macs.chunks_exact(64)).zip(words) {
+dispatch!(select_xor(macs: &[u64], words: &[u64], key: u64, out: &mut Vec<u64>) {
+    // Appends macs[64w + b] ^ (key if bit b of words[w] is set).
+    let mut tmp = [0u64; 64];
+    for (m, &w) in macs.chunks_exact(64).zip(words) {
         for b in 0..64 {
-            o[b] = m[b] ^ (key & sel(w, b));
+            tmp[b] = m[b] ^ (key & sel(w, b));
         }
+        out.extend_from_slice(&tmp);
     }
 });
 
-dispatch!(xor_into(x: &[u64], y: &[u64], out: &mut [u64]) {
-    for ((o, &a), &b) in out.iter_mut().zip(x).zip(y) {
-        *o = a ^ b;
+dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
+    // Appends x ^ y, 64 words at a time through a buffer (no zero-fill of the destination).
+    let mut tmp = [0u64; 64];
+    let mut xs = x.chunks_exact(64);
+    let mut ys = y.chunks_exact(64);
+    for (a, b) in (&mut xs).zip(&mut ys) {
+        for i in 0..64 {
+            tmp[i] = a[i] ^ b[i];
+        }
+        out.extend_from_slice(&tmp);
     }
+    out.extend(xs.remainder().iter().zip(ys.remainder()).map(|(a, b)| a ^ b));
 });
 
 dispatch!(and_gate_macs(
@@ -131,11 +143,12 @@ dispatch!(and_gate_macs(
     d: &[u64],
     e: &[u64],
     key: u64,
-    out: &mut [u64]
+    out: &mut Vec<u64>
 ) {
-    // The MAC share of c ^ [d] b ^ [e] a ^ [d & e] key, bit by bit (public bits select whole MAC words).
-    for (i, o) in out.chunks_exact_mut(64).enumerate() {
-        let (dw, ew) = (d[i], e[i]);
+    // Appends the MAC share of c ^ [d] b ^ [e] a ^ [d & e] key, bit by bit (public bits select whole MAC
+    // words), for every word of `d`.
+    let mut tmp = [0u64; 64];
+    for (i, (&dw, &ew)) in d.iter().zip(e).enumerate() {
         let de = dw & ew;
         let (am, bm, cm) = (
             &a[64 * i..64 * (i + 1)],
@@ -143,8 +156,9 @@ dispatch!(and_gate_macs(
             &c[64 * i..64 * (i + 1)],
         );
         for bit in 0..64 {
-            o[bit] = cm[bit] ^ (sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key);
+            tmp[bit] = cm[bit] ^ (sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key);
         }
+        out.extend_from_slice(&tmp);
     }
 });
 
@@ -260,16 +274,23 @@ mod tests {
         let (d, e) = (words(&mut rng, n), words(&mut rng, n));
         let key: u64 = rng.random();
         let bit = |w: &[u64], i: usize| (w[i / 64] >> (i % 64)) & 1 == 1;
-        let mut out = vec![0; 64 * n];
+        let mut out = Vec::new();
         select_and(&a, &d, &mut out);
         for i in 0..64 * n {
             assert_eq!(out[i], if bit(&d, i) { a[i] } else { 0 });
         }
+        out.clear();
         select_xor(&a, &d, key, &mut out);
         for i in 0..64 * n {
             assert_eq!(out[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
         }
+        out.clear();
         and_gate_macs(&a, &b, &c, &d, &e, key, &mut out);
+        assert_eq!(out.len(), 64 * n);
+        let mut xored = vec![7];
+        xor_append(&a[..130], &b[..130], &mut xored);
+        assert_eq!(xored.len(), 131);
+        assert!((0..130).all(|i| xored[i + 1] == a[i] ^ b[i]));
         for i in 0..64 * n {
             let mut want = c[i];
             if bit(&d, i) {

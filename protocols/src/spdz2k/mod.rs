@@ -254,23 +254,25 @@ impl Domain for Spdz2k {
         &x.w
     }
     fn xor(x: &AuthBits, y: &AuthBits) -> AuthBits {
-        let mut m = vec![0; x.m.len().min(y.m.len())];
-        gf2::xor_into(&x.m, &y.m, &mut m);
         AuthBits {
             w: crate::bits::xor(&x.w, &y.w),
-            m,
+            m: {
+                let mut m = Vec::with_capacity(x.m.len().min(y.m.len()));
+                gf2::xor_append(&x.m, &y.m, &mut m);
+                m
+            },
         }
     }
     fn and_public(x: &AuthBits, mask: &[u64]) -> AuthBits {
         // Branch-free: the mask is public, but keep the MAC path uniform anyway.
         let w = crate::bits::and(&x.w, mask);
-        let mut m = vec![0; 64 * w.len()];
+        let mut m = Vec::with_capacity(64 * w.len());
         gf2::select_and(&x.m, mask, &mut m);
         AuthBits { w, m }
     }
     fn xor_public(state: &State, x: &AuthBits, mask: &[u64], constants: bool) -> AuthBits {
         let words = x.w.len().min(mask.len());
-        let mut m = vec![0; 64 * words];
+        let mut m = Vec::with_capacity(64 * words);
         gf2::select_xor(&x.m, mask, state.keys.beta, &mut m);
         AuthBits {
             w: if constants {
@@ -314,22 +316,21 @@ impl Domain for Spdz2k {
         x.m.resize(x.m.len() + 64 * words, 0);
     }
     fn bit_nodes_xor(x: &AuthBits, nodes: &[usize], words: usize, y: &AuthBits) -> AuthBits {
-        // One pass per node: gather and XOR without an intermediate copy.
+        // One pass per node: gather and XOR without an intermediate copy (or zero-fill).
         let mut out = AuthBits {
-            w: vec![0; nodes.len() * words],
-            m: vec![0; 64 * nodes.len() * words],
+            w: Vec::with_capacity(nodes.len() * words),
+            m: Vec::with_capacity(64 * nodes.len() * words),
         };
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
-            for ((o, &a), &b) in out.w[dst.clone()]
-                .iter_mut()
-                .zip(&x.w[src.clone()])
-                .zip(&y.w[dst.clone()])
-            {
-                *o = a ^ b;
-            }
+            out.w.extend(
+                x.w[src.clone()]
+                    .iter()
+                    .zip(&y.w[dst.clone()])
+                    .map(|(a, b)| a ^ b),
+            );
             let (src, dst) = (64 * src.start..64 * src.end, 64 * dst.start..64 * dst.end);
-            gf2::xor_into(&x.m[src], &y.m[dst.clone()], &mut out.m[dst]);
+            gf2::xor_append(&x.m[src], &y.m[dst], &mut out.m);
         }
         out
     }
@@ -353,7 +354,7 @@ impl Domain for Spdz2k {
             }
             w.push(v);
         }
-        let mut m = vec![0; 64 * words];
+        let mut m = Vec::with_capacity(64 * words);
         gf2::and_gate_macs(
             &a.m[..64 * words],
             &b.m[..64 * words],
