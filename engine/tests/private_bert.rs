@@ -146,8 +146,12 @@ fn minilm_private_embeddings_match_burn_on_ten_sentences() {
     for (parties, protocol) in [(3, Protocol::Semi2k), (2, Protocol::Spdz2k)] {
         // One job per sentence: a job's dealer material is held in memory until it ends.
         for ((text, ids), want) in SENTENCES.iter().zip(&sequences).zip(&plain) {
-            let report =
-                embed_private(&model, &[ids.clone()], &options(parties, protocol)).unwrap();
+            let report = embed_private(
+                &model,
+                std::slice::from_ref(ids),
+                &options(parties, protocol),
+            )
+            .unwrap();
             let c = cosine(&report.outputs[0], want);
             eprintln!("{protocol:?} cosine {c:.5}: {text}");
             assert!(c >= 0.99, "{protocol:?}: cosine {c} for {text:?}");
