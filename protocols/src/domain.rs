@@ -102,6 +102,18 @@ pub trait Domain: Sized + Send + Sync + 'static {
     fn bit_nodes_xor(x: &Self::Bits, nodes: &[usize], words: usize, y: &Self::Bits) -> Self::Bits {
         Self::xor(&Self::bit_nodes(x, nodes, words), y)
     }
+    /// [`Self::bit_nodes_xor`] for a value that is opened (`nodes` vectors of `len` bits) and then dropped: the
+    /// result is only valid as a part of an opening round, where the domain may keep just what its check
+    /// needs of the MACs.
+    fn bit_nodes_xor_to_open(
+        x: &Self::Bits,
+        nodes: &[usize],
+        words: usize,
+        y: &Self::Bits,
+        _len: usize,
+    ) -> Self::Bits {
+        Self::bit_nodes_xor(x, nodes, words, y)
+    }
     /// `x & y` from an AND triple `(a, b, c)` and the opened `d = x ^ a`, `e = y ^ b` (Beaver on bits):
     /// `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term added by the party holding constants. The result is as
     /// long as `c`; `a` and `b` may be longer (a pair's two ANDs share `a`), and only their first words are read.

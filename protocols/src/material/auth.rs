@@ -48,7 +48,9 @@ impl AuthVec {
 }
 
 /// A party's authenticated share of packed bits: `w` XOR-shares 64 bits per word; `m[64 * word + bit]` is the
-/// XOR-share of that bit's MAC in GF(2^64). Invariant: `m.len() == 64 * w.len()`.
+/// XOR-share of that bit's MAC in GF(2^64). Invariant: `m.len() == 64 * w.len()`, except for a value built
+/// only to be opened (`Domain::bit_nodes_xor_to_open`), which carries one folded MAC share per word
+/// (`m.len() == w.len()`, see `spdz2k::gf2::fold`) and is consumed by its opening.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct AuthBits {
     /// Packed value shares.

@@ -104,13 +104,12 @@ impl<N: Net, D: Domain> Party<N, D> {
             let highs: Vec<usize> = (0..level.pairs).map(|j| 2 * j).collect();
             let lows: Vec<usize> = (0..level.pairs).map(|j| 2 * j + 1).collect();
             let mut round = Round::default();
-            round.bits(D::bit_nodes_xor(&p, &highs, words, &t.a), level.pairs, len);
-            round.bits(D::bit_nodes_xor(&g, &lows, words, &t.b), level.pairs, len);
-            round.bits(
-                D::bit_nodes_xor(&p, &lows[..level.with_p], words, &t.b2),
-                level.with_p,
-                len,
-            );
+            let to_open = |x: &D::Bits, nodes: &[usize], y: &D::Bits| {
+                D::bit_nodes_xor_to_open(x, nodes, words, y, len)
+            };
+            round.bits(to_open(&p, &highs, &t.a), level.pairs, len);
+            round.bits(to_open(&g, &lows, &t.b), level.pairs, len);
+            round.bits(to_open(&p, &lows[..level.with_p], &t.b2), level.with_p, len);
             if self_delta_pending {
                 round.words(D::sub(&self_value, &alpha(0)));
             }

@@ -136,6 +136,18 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     out.extend(xs.remainder().iter().zip(ys.remainder()).map(|(a, b)| a ^ b));
 });
 
+dispatch!(xor_fold(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
+    // Appends fold(x[64w..64w + 64] ^ y[64w..64w + 64]) for every full word: the folded MAC share of a value
+    // `x ^ y`, without writing its 64 MAC words anywhere.
+    let mut tmp = [0u64; 64];
+    for (a, b) in x.chunks_exact(64).zip(y.chunks_exact(64)) {
+        for i in 0..64 {
+            tmp[i] = a[i] ^ b[i];
+        }
+        out.push(fold_inline(&tmp));
+    }
+});
+
 dispatch!(and_gate_macs(
     a: &[u64],
     b: &[u64],
@@ -287,6 +299,10 @@ mod tests {
         out.clear();
         and_gate_macs(&a, &b, &c, &d, &e, key, &mut out);
         assert_eq!(out.len(), 64 * n);
+        let mut folded = Vec::new();
+        xor_fold(&a, &b, &mut folded);
+        let both: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x ^ y).collect();
+        assert_eq!(folded, both.chunks_exact(64).map(fold).collect::<Vec<_>>());
         let mut xored = vec![7];
         xor_append(&a[..130], &b[..130], &mut xored);
         assert_eq!(xored.len(), 131);

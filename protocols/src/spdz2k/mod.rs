@@ -334,6 +334,55 @@ impl Domain for Spdz2k {
         }
         out
     }
+    fn bit_nodes_xor_to_open(
+        x: &AuthBits,
+        nodes: &[usize],
+        words: usize,
+        y: &AuthBits,
+        len: usize,
+    ) -> AuthBits {
+        // The opened value's MACs only enter the check folded per word (see `record_bits`), so fold them
+        // here, once, instead of writing 64 MAC words per word: the result holds one folded MAC share per
+        // word (`m.len() == w.len()`), over the `len` valid bits of each node (the rest count as zero,
+        // exactly as `record_bits` folds a full share).
+        let mut out = AuthBits {
+            w: Vec::with_capacity(nodes.len() * words),
+            m: Vec::with_capacity(nodes.len() * words),
+        };
+        if words == 0 {
+            return out;
+        }
+        let valid_last = len - (words - 1) * 64;
+        let full = if valid_last == 64 { words } else { words - 1 };
+        let mut tail = [0u64; 64];
+        for (j, &i) in nodes.iter().enumerate() {
+            let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
+            out.w.extend(
+                x.w[src.clone()]
+                    .iter()
+                    .zip(&y.w[dst.clone()])
+                    .map(|(a, b)| a ^ b),
+            );
+            let (xs, ys) = (64 * src.start, 64 * dst.start);
+            gf2::xor_fold(
+                &x.m[xs..xs + 64 * full],
+                &y.m[ys..ys + 64 * full],
+                &mut out.m,
+            );
+            if full < words {
+                let (xs, ys) = (xs + 64 * full, ys + 64 * full);
+                for (b, t) in tail.iter_mut().enumerate() {
+                    *t = if b < valid_last {
+                        x.m[xs + b] ^ y.m[ys + b]
+                    } else {
+                        0
+                    };
+                }
+                out.m.push(gf2::fold(&tail));
+            }
+        }
+        out
+    }
     fn and_gate(
         state: &State,
         [a, b, c]: [&AuthBits; 3],
@@ -386,6 +435,14 @@ impl Domain for Spdz2k {
                 let word = opened.get(index).copied().unwrap_or(0) & keep;
                 state.view.update(word.to_le_bytes());
                 state.bit_words.push(word);
+            }
+            if own.m.len() == own.w.len() {
+                // Already folded by `bit_nodes_xor_to_open`.
+                match own.m.get(first..first + words) {
+                    Some(folded) => state.bit_macs.extend_from_slice(folded),
+                    None => state.bit_macs.extend(std::iter::repeat_n(0, words)),
+                }
+                continue;
             }
             // Fold the node's MAC shares, 64 per word; a partial last word's unused positions count as zero.
             let start = state.bit_macs.len();
