@@ -46,6 +46,8 @@ enum Command {
     Submit(cli::jobs::SubmitArgs),
     /// Runs a local network (a coordinator and nodes in processes) until stdin closes or Ctrl-C.
     Devnet(cli::devnet::DevnetArgs),
+    /// Lists the coordinator's audit log of receipts.
+    Receipts(cli::jobs::ReceiptsArgs),
     /// Deploys a model's public part to a coordinator (the weights stay with you): prints its id.
     Deploy(cli::client::DeployArgs),
     /// Private predictions through a coordinator: `veil infer --model ID --input ROWS.csv`.
@@ -62,6 +64,7 @@ fn main() -> Result<()> {
         Command::Keygen(args) => cli::node::run_keygen(args),
         Command::Devnet(args) => cli::devnet::run(args),
         Command::Deploy(args) => cli::client::deploy(args),
+        Command::Receipts(args) => cli::jobs::receipts(args),
         Command::Infer(args) => cli::client::infer(args),
         Command::Sim(args) => cli::sim::run(args),
         Command::Report(args) => cli::report::run(args),

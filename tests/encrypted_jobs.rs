@@ -96,10 +96,19 @@ impl Devnet {
         serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| e.to_string())
     }
 
-    fn deploy(&self) -> String {
+    fn deploy(&self, protocol: &str) -> String {
         let model = shipped("model.safetensors");
         let view = self
-            .veil(&["deploy", "--model", model.to_str().unwrap()], None)
+            .veil(
+                &[
+                    "deploy",
+                    "--model",
+                    model.to_str().unwrap(),
+                    "--protocol",
+                    protocol,
+                ],
+                None,
+            )
             .unwrap_or_else(|e| panic!("deploy: {e}"));
         view["id"].as_str().expect("model id").to_string()
     }
@@ -188,7 +197,7 @@ impl Recording {
 fn private_predictions_equal_plaintext_and_no_node_sees_the_input_or_another_nodes_share() {
     let record = tempfile::tempdir().unwrap();
     let net = Devnet::start(Some(record.path()));
-    let id = net.deploy();
+    let id = net.deploy("semi2k");
     let input = shipped("test.csv");
     let result = net
         .veil(
@@ -323,7 +332,7 @@ fn refused_run(stderr: &str) -> String {
 #[test]
 fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() {
     let net = Devnet::start(None);
-    let id = net.deploy();
+    let id = net.deploy("semi2k");
     let input = shipped("test.csv");
     let input = input.to_str().unwrap();
     let kept = tempfile::tempdir().unwrap();
@@ -403,7 +412,7 @@ fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() 
 #[test]
 fn bad_input_is_refused_by_the_client_before_anything_is_sent() {
     let net = Devnet::start(None);
-    let id = net.deploy();
+    let id = net.deploy("spdz2k");
     let dir = tempfile::tempdir().unwrap();
     let nan = dir.path().join("nan.csv");
     let mut row = vec!["1.0"; 30];
@@ -425,4 +434,124 @@ fn bad_input_is_refused_by_the_client_before_anything_is_sent() {
         assert!(err.contains(why), "{}: {err}", file.display());
     }
     assert_eq!(net.jobs(), 0, "no job was submitted");
+}
+
+/// The plaintext model's outputs on the shipped rows.
+fn plaintext_outputs() -> Vec<Vec<f32>> {
+    let device = burn::tensor::Device::flex();
+    let file = ModelFile::load(&shipped("model.safetensors"), &device).unwrap();
+    rows()
+        .iter()
+        .map(|(x, _)| {
+            file.model()
+                .forward_plain(&file.prepare_input(x, 1).unwrap(), 1)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn spdz2k_jobs_are_verified_and_their_receipts_check_out_and_stay_in_the_audit_log() {
+    let record = tempfile::tempdir().unwrap();
+    let net = Devnet::start(Some(record.path()));
+    let id = net.deploy("spdz2k");
+    let input = shipped("test.csv");
+    let receipt = net.client_dir.path().join("receipt.json");
+    let result = net
+        .veil(
+            &[
+                "infer",
+                "--model",
+                &id,
+                "--input",
+                input.to_str().unwrap(),
+                "--with-labels",
+                "--receipt",
+                receipt.to_str().unwrap(),
+            ],
+            Some(("VEIL_INSECURE_RECORD_DIR", record.path())),
+        )
+        .unwrap_or_else(|e| panic!("infer: {e}"));
+    assert_eq!(result["protocol"], "spdz2k");
+    assert_eq!(result["receipt"], true);
+    let outputs = result["outputs"].as_array().unwrap();
+    for (i, (out, plain)) in outputs.iter().zip(plaintext_outputs()).enumerate() {
+        let private: Vec<f32> = out
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(argmax(&private), argmax(&plain), "row {i}");
+    }
+    assert!(result["accuracy"].as_f64().unwrap() >= 0.9);
+
+    // The saved receipt passes `veil verify` with the coordinator's key, and fails with another key or
+    // once changed.
+    let key = net.ready["coordinator_key"].as_str().unwrap();
+    let verify = |path: &Path, key: &str| {
+        Command::new(exe())
+            .args(["verify", path.to_str().unwrap(), "--coordinator-key", key])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    let ok = verify(&receipt, key);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("receipt OK"));
+    let other = veil_node::Identity::generate()
+        .unwrap()
+        .public_key()
+        .to_string();
+    assert!(!verify(&receipt, &other).status.success());
+    let text = std::fs::read_to_string(&receipt).unwrap();
+    let mut json: Value = serde_json::from_str(&text).unwrap();
+    let changed = net.client_dir.path().join("changed.json");
+    assert!(json.get("output_commitment").is_some(), "{text}");
+    json["output_commitment"] = Value::String("00".repeat(32));
+    std::fs::write(&changed, serde_json::to_string(&json).unwrap()).unwrap();
+    assert!(!verify(&changed, key).status.success());
+
+    // The coordinator keeps it: the audit log lists the job with the same receipt.
+    let log = net.veil(&["receipts"], None).expect("veil receipts");
+    let entries = log.as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["receipt"].as_str().unwrap(), text);
+    let job = entries[0]["job"].as_u64().unwrap();
+    let status = net.veil(&["job", &job.to_string()], None).unwrap();
+    assert_eq!(status["phase"], "done");
+    assert!(status["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["to"] == "verifying"));
+    drop(net);
+
+    // Under spdz2k the parties get the inputs published under the dealer's masks: the encoded input never
+    // appears in anything the coordinator or a node received.
+    let rec = Recording::load(record.path());
+    let client = rec.of("client");
+    let inputs: Vec<&Vec<u8>> = client[0]
+        .1
+        .iter()
+        .filter(|(k, _)| *k == veil_node::record::Kind::ClientInput as u8)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(inputs.len(), rows().len());
+    for (role, records) in rec.files.iter().filter(|(r, _)| r != "client") {
+        let held: Vec<u8> = records
+            .iter()
+            .flat_map(|(_, b)| b.iter().copied())
+            .collect();
+        for (i, x) in inputs.iter().enumerate() {
+            assert!(
+                !contains(&held, x),
+                "{role} received or opened input row {i}"
+            );
+        }
+    }
 }

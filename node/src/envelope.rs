@@ -62,6 +62,8 @@ pub enum Purpose {
     WeightShare,
     /// A party's output share for the client.
     OutputShare,
+    /// A dealer's `spdz2k` owner material (the client's masks and output MAC key) for the client.
+    OwnerMaterial,
 }
 
 impl Purpose {
@@ -70,6 +72,7 @@ impl Purpose {
             Purpose::InputShare => b"input-share",
             Purpose::WeightShare => b"weight-share",
             Purpose::OutputShare => b"output-share",
+            Purpose::OwnerMaterial => b"owner-material",
         }
     }
 }

@@ -491,6 +491,17 @@ impl AssignedJob {
         self.slot.manifest.manifest()
     }
 
+    /// `spdz2k`, dealer: the owner material for the job's client (its masks and output key), dealing first
+    /// if nobody asked yet. Blocks; call off the runtime. The caller hands it only to the manifest's
+    /// client (sealed to the manifest's output key).
+    pub fn owner_material(&self) -> Result<crate::wire::OwnerMaterial> {
+        if self.role() != Role::Dealer {
+            return Err(NodeError::Job("only the dealer has owner material".into()));
+        }
+        let manifest = self.slot.manifest.manifest().clone();
+        self.handle.block_on(self.slot.dealer.owner(&manifest))
+    }
+
     /// The job's id (the manifest's).
     pub fn job(&self) -> JobId {
         self.slot.manifest.manifest().job

@@ -35,8 +35,9 @@ pub struct DeployArgs {
     /// Execution parties of its jobs.
     #[arg(long, default_value_t = 3)]
     pub parties: u8,
-    /// Protocol (semi2k through the coordinator today).
-    #[arg(long, default_value = "semi2k")]
+    /// Protocol: semi2k, or spdz2k (MAC-checked: a cheating party aborts the job; every answer carries a
+    /// receipt signed by the committee's verifier).
+    #[arg(long, default_value = "spdz2k")]
     pub protocol: String,
     #[command(flatten)]
     pub connect: ConnectArgs,
@@ -61,6 +62,9 @@ pub struct InferArgs {
     /// Write the predictions as JSON to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
+    /// spdz2k: write the job's receipt (checked) to this file, for `veil verify`.
+    #[arg(long)]
+    pub receipt: Option<PathBuf>,
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_s: u64,
@@ -95,12 +99,8 @@ fn weight_mode(s: &str) -> Result<WeightMode> {
 
 /// Runs `veil deploy`.
 pub fn deploy(mut args: DeployArgs) -> Result<()> {
-    if args.protocol != "semi2k" {
-        bail!(
-            "--protocol {:?}: jobs through the coordinator run semi2k today (spdz2k runs with `veil bench \
-             --protocol spdz2k`)",
-            args.protocol
-        );
+    if args.protocol != "semi2k" && args.protocol != "spdz2k" {
+        bail!("--protocol {:?}: use semi2k or spdz2k", args.protocol);
     }
     let mode = weight_mode(&args.weights)?;
     let device = burn::tensor::Device::flex();
@@ -109,7 +109,13 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
     let dir = client_dir(&args.connect);
     args.connect.identity = Some(dir.clone());
     let client = args.connect.session()?;
-    let view = client.deploy(&file, mode, args.parties, FixedPoint::default().frac_bits())?;
+    let view = client.deploy(
+        &file,
+        mode,
+        args.parties,
+        FixedPoint::default().frac_bits(),
+        &args.protocol,
+    )?;
     let path = stored_model(&dir, &view.id);
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
@@ -119,11 +125,12 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&view)?);
     } else {
         println!(
-            "deployed {} as model {}\n  weights: {} ({} parties, semi2k); kept for your jobs in {}\n  run: veil infer --model {} --input ROWS.csv",
+            "deployed {} as model {}\n  weights: {} ({} parties, {}); kept for your jobs in {}\n  run: veil infer --model {} --input ROWS.csv",
             view.name,
             view.id,
             args.weights,
             args.parties,
+            args.protocol,
             path.display(),
             view.id
         );
@@ -232,6 +239,7 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
         parties: d.parties,
         model: Some(args.model.clone()),
         output_key: None,
+        protocol: d.protocol.clone(),
     };
     let started = Instant::now();
     let mut last = String::new();
@@ -276,8 +284,13 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
             .map(|p| p.map(|c| file.label(c)))
             .collect::<Vec<_>>(),
         "accuracy": accuracy,
+        "protocol": d.protocol,
+        "receipt": finished.receipt.is_some(),
         "seconds": started.elapsed().as_secs_f64(),
     });
+    if let (Some(path), Some(receipt)) = (&args.receipt, &finished.receipt) {
+        std::fs::write(path, receipt).with_context(|| format!("writing {}", path.display()))?;
+    }
     if let Some(out) = &args.output {
         std::fs::write(out, serde_json::to_vec_pretty(&result)?)
             .with_context(|| format!("writing {}", out.display()))?;
@@ -306,9 +319,19 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
         println!("  accuracy against the labels: {a:.3}");
     }
     println!(
-        "{} private predictions in {:.2} s",
+        "{} private predictions in {:.2} s ({})",
         predictions.len(),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        d.protocol
     );
+    if finished.receipt.is_some() {
+        match &args.receipt {
+            Some(path) => println!(
+                "receipt checked (the verifier's signature, this job's manifest, the ciphertexts sent and received); saved to {}",
+                path.display()
+            ),
+            None => println!("receipt checked (save it with --receipt FILE; check it again with veil verify)"),
+        }
+    }
     Ok(())
 }

@@ -40,6 +40,12 @@ pub struct DemoArgs {
     /// Rows printed one by one (all rows are classified).
     #[arg(long, default_value_t = 12)]
     pub show: usize,
+    /// spdz2k (MAC-checked, verified, with a signed receipt) or semi2k.
+    #[arg(long, default_value = "spdz2k")]
+    pub protocol: String,
+    /// Write the job's receipt to this file (check it with `veil verify FILE --coordinator-key KEY`).
+    #[arg(long)]
+    pub receipt: Option<std::path::PathBuf>,
 }
 
 /// Parses the shipped rows.
@@ -130,6 +136,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if args.parties < 2 {
         bail!("a committee needs at least 2 parties");
     }
+    if args.protocol != "spdz2k" && args.protocol != "semi2k" {
+        bail!("--protocol {:?}: use spdz2k or semi2k", args.protocol);
+    }
     if args.nodes < args.parties + 2 {
         bail!(
             "--nodes must be at least parties + 2 = {}: the dealer and the verifier come from other operators",
@@ -178,12 +187,19 @@ pub fn run(args: DemoArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     let frac_bits = plan.fixed_point.frac_bits();
-    let deployed = client.deploy(&file, WeightMode::Shared, args.parties as u8, frac_bits)?;
+    let deployed = client.deploy(
+        &file,
+        WeightMode::Shared,
+        args.parties as u8,
+        frac_bits,
+        &args.protocol,
+    )?;
     println!(
-        "  [{:>5.2} s] deployed model {}... ({}): architecture public, weights secret-shared per job",
+        "  [{:>5.2} s] deployed model {}... ({}): architecture public, weights secret-shared per job, {}",
         started.elapsed().as_secs_f64(),
         &deployed.id[..16],
-        deployed.name
+        deployed.name,
+        args.protocol
     );
     let request = SubmitRequest {
         workload: "deployed".into(),
@@ -195,6 +211,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         parties: args.parties as u8,
         model: Some(deployed.id.clone()),
         output_key: None,
+        protocol: args.protocol.clone(),
     };
     let job_started = Instant::now();
     let mut last = String::new();
@@ -205,6 +222,15 @@ pub fn run(args: DemoArgs) -> Result<()> {
         &inputs,
         Duration::from_secs(180),
         |view| {
+            if last.is_empty() {
+                bar.clear();
+                println!(
+                    "  [{:>5.2} s] job {} submitted: {} rows checked (shape, finite) and encoded, nothing sent yet",
+                    started.elapsed().as_secs_f64(),
+                    view.id,
+                    inputs.len()
+                );
+            }
             if view.phase != last {
                 bar.clear();
                 let detail = match view.phase.as_str() {
@@ -213,6 +239,9 @@ pub fn run(args: DemoArgs) -> Result<()> {
                         committee_line(view)
                     ),
                     "running" => " (the parties compute over QUIC)".to_string(),
+                    "verifying" => {
+                        " (the verifier checks the parties' MAC-check transcripts)".to_string()
+                    }
                     "done" => " (output shares sealed to this client)".to_string(),
                     _ => String::new(),
                 };
@@ -234,6 +263,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         Err(e) => bail!("the private job failed: {e:#}\n{}", net.logs()),
     };
     let job_seconds = job_started.elapsed().as_secs_f64();
+    let coordinator_key = net.coordinator_key();
     drop(net);
 
     println!(
@@ -300,6 +330,33 @@ pub fn run(args: DemoArgs) -> Result<()> {
         finished.job.attempt,
         started.elapsed().as_secs_f64()
     );
+    if let Some(receipt) = &finished.receipt {
+        let file = veil_node::receipt::ReceiptFile::from_json(receipt)?;
+        let body = &file.receipt.body;
+        let verifier = finished
+            .job
+            .committee
+            .as_ref()
+            .map_or(String::new(), |c| format!("n{} ", c.verifier.node));
+        println!(
+            "  receipt: signed by the verifier {verifier}({}...) over job {}, model {}..., inputs {}..., \
+             outputs {}..., MAC-check transcripts {}...; checked by this client",
+            &body.verifier.to_string()[..16],
+            body.job,
+            &hex::encode(body.model_id)[..16],
+            &hex::encode(body.input_commitment)[..12],
+            &hex::encode(body.output_commitment)[..12],
+            &hex::encode(body.transcript_hash)[..12],
+        );
+        if let Some(path) = &args.receipt {
+            std::fs::write(path, receipt).with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "  receipt saved to {}: veil verify {} --coordinator-key {coordinator_key}",
+                path.display(),
+                path.display()
+            );
+        }
+    }
     if agree != n {
         bail!("private and plaintext predictions differ on some rows");
     }

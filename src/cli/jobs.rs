@@ -132,6 +132,48 @@ pub fn list(args: JobsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `veil receipts`.
+#[derive(Args, Debug)]
+pub struct ReceiptsArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Print one JSON array (each entry with the receipt's JSON) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Lists the coordinator's audit log of receipts.
+pub fn receipts(args: ReceiptsArgs) -> Result<()> {
+    let api = args.connect.client()?;
+    let entries: Vec<api::ReceiptEntry> = api.get_json(api::RECEIPTS)?;
+    if args.json {
+        println!("{}", serde_json::to_string(&entries)?);
+        return Ok(());
+    }
+    println!(
+        "{:>5}  {:>7}  {:>15}  receipt",
+        "job", "attempt", "stored (ms)"
+    );
+    for e in entries {
+        let summary = veil_node::receipt::ReceiptFile::from_json(&e.receipt).map_or_else(
+            |err| format!("unreadable: {err}"),
+            |f| {
+                format!(
+                    "run {} {} verifier {}",
+                    f.receipt.body.job,
+                    f.receipt.body.protocol,
+                    f.receipt.body.verifier.short()
+                )
+            },
+        );
+        println!(
+            "{:>5}  {:>7}  {:>15}  {summary}",
+            e.job, e.attempt, e.stored_at_ms
+        );
+    }
+    Ok(())
+}
+
 /// Shows (or cancels) one job.
 pub fn show(args: JobArgs) -> Result<()> {
     let api = args.connect.client()?;
@@ -171,6 +213,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         parties: args.parties,
         model: None,
         output_key: None,
+        protocol: "semi2k".into(),
     };
     let started = Instant::now();
     let mut last = (String::new(), 0u32);

@@ -61,7 +61,7 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
         crate::coordinator::agent::spawn(
             node.clone(),
             inbox,
-            &identity,
+            identity,
             link,
             operator,
             submit_timeout,

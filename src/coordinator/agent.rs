@@ -21,9 +21,10 @@ use veil_node::{Identity, Node};
 
 use super::api::{
     self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, RttReport,
-    TaskFailure, TaskView, TrialTask,
+    TaskFailure, TaskRole, TaskView, TrialTask,
 };
 use super::http::{ApiClient, CallError};
+use super::state::SPDZ2K;
 use super::trial;
 
 /// A task's flags, shared between the heartbeat loop and its worker.
@@ -40,6 +41,10 @@ struct Shared {
     inbox: Inbox,
     /// The attestation of the inbox's sealing key by the node's identity (hex).
     attestation: String,
+    /// The node's identity (the verifier signs receipts with it).
+    identity: Identity,
+    /// The coordinator's key (manifests must carry its signature).
+    coordinator: veil_node::PublicKey,
     api: ApiClient,
     submit_timeout: Duration,
     tasks: Mutex<HashMap<(u64, u32), Arc<TaskFlags>>>,
@@ -53,22 +58,25 @@ struct Shared {
 pub fn spawn(
     node: Arc<Node>,
     inbox: Inbox,
-    identity: &Identity,
+    identity: Identity,
     link: CoordinatorLink,
     operator: String,
     submit_timeout: Duration,
 ) -> anyhow::Result<()> {
     let api = ApiClient::new(
-        identity,
+        &identity,
         link.public_key,
         link.address.clone(),
         Duration::from_secs(30),
     )?;
-    let attestation = hex::encode(inbox.attest(identity));
+    let attestation = hex::encode(inbox.attest(&identity));
+    let coordinator = link.public_key;
     let shared = Arc::new(Shared {
         node,
         inbox,
         attestation,
+        identity,
+        coordinator,
         api,
         submit_timeout,
         tasks: Mutex::new(HashMap::new()),
@@ -257,6 +265,7 @@ fn send_failure(
     let body = TaskFailure {
         reason,
         rejected_input,
+        verification_failed: false,
     };
     retry(flags, "reporting a failure", || {
         shared
@@ -304,6 +313,9 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
         tracing::error!(job = t.job, "the task's manifest does not decode");
         return report_failure(shared, t, flags, "manifest does not decode".into());
     };
+    if t.role == TaskRole::Verifier {
+        return run_verifier(shared, t, flags, &signed);
+    }
     let assigned = match shared.node.accept_assigned(&signed) {
         Ok(a) => a,
         Err(e) => {
@@ -319,6 +331,27 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
     .is_none()
     {
         return;
+    }
+    // spdz2k: the client needs its masks before it can publish its inputs (it uploads them while the
+    // attempt is scheduled), so the dealer sends them, sealed to the client, as soon as it accepted.
+    if assigned.role() == Role::Dealer && assigned.manifest().protocol == SPDZ2K {
+        match owner_blob(&assigned) {
+            Ok(blob) => {
+                if retry(flags, "sending the owner material", || {
+                    shared
+                        .api
+                        .put_bytes(&api::task_owner(t.job, t.attempt), blob.clone())
+                })
+                .is_none()
+                {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!(job = t.job, "owner material: {e}");
+                return report_failure(shared, t, flags, format!("owner material: {e}"));
+            }
+        }
     }
     while !flags.go.load(Ordering::Relaxed) {
         if flags.dropped.load(Ordering::Relaxed) {
@@ -388,6 +421,23 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                             "the manifest names no key to seal the outputs to".into(),
                         );
                     };
+                    if !report.transcripts.is_empty() {
+                        let views = match postcard::to_stdvec(&report.transcripts) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                return report_failure(shared, t, flags, format!("encoding: {e}"))
+                            }
+                        };
+                        if retry(flags, "sending the MAC-check transcript", || {
+                            shared
+                                .api
+                                .put_bytes(&api::task_transcript(t.job, t.attempt), views.clone())
+                        })
+                        .is_none()
+                        {
+                            return;
+                        }
+                    }
                     let binding = binding_for(&manifest, Purpose::OutputShare, index);
                     let sealed = postcard::to_stdvec(&report)
                         .map_err(|e| e.to_string())
@@ -410,4 +460,117 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             }
         }
     }
+}
+
+/// The dealer's owner material for the job's client, sealed to the manifest's output key.
+fn owner_blob(assigned: &veil_node::node::AssignedJob) -> Result<Vec<u8>, String> {
+    let manifest = assigned.manifest();
+    let key = manifest
+        .output_key
+        .ok_or("the manifest names no client key to seal the owner material to")?;
+    let owner = assigned.owner_material().map_err(|e| e.to_string())?;
+    let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&owner).map_err(|e| e.to_string())?);
+    let binding = binding_for(manifest, Purpose::OwnerMaterial, manifest.parties.len());
+    seal_blob(&key, &binding, &plain).map_err(|e| e.to_string())
+}
+
+/// Largest transcript blob a verifier reads, bytes (a view is a few hundred bytes per check).
+const MAX_TRANSCRIPT_BYTES: usize = 64 << 20;
+
+/// The verifier's task: fetch every party's MAC-check views and the input and output ciphertexts, check
+/// the views and sign the receipt (`veil_node::receipt::issue`), or report the failed verification.
+fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &SignedManifest) {
+    let manifest = match signed.verify_by(&shared.coordinator) {
+        Ok(m) => m,
+        Err(e) => return report_failure(shared, t, flags, format!("manifest refused: {e}")),
+    };
+    let n = manifest.parties.len();
+    let mut views = Vec::with_capacity(n);
+    let mut inputs = Vec::with_capacity(n);
+    let mut outputs = Vec::with_capacity(n);
+    for party in 0..n {
+        let fetch = |kind: &str| {
+            retry(flags, "fetching the evidence", || {
+                shared
+                    .api
+                    .get_bytes(&api::task_evidence(t.job, t.attempt, kind, party))
+            })
+        };
+        let (Some(view), Some(input), Some(output)) =
+            (fetch("transcript"), fetch("input"), fetch("output"))
+        else {
+            return;
+        };
+        if view.len() > MAX_TRANSCRIPT_BYTES {
+            return send_verdict(
+                shared,
+                t,
+                flags,
+                format!("party {party}'s transcript is too large"),
+            );
+        }
+        match postcard::from_bytes::<Vec<veil_protocols::spdz2k::transcript::CheckTranscript>>(
+            &view,
+        ) {
+            Ok(v) => views.push(v),
+            Err(e) => {
+                return send_verdict(
+                    shared,
+                    t,
+                    flags,
+                    format!("party {party}'s transcript does not decode: {e}"),
+                )
+            }
+        }
+        inputs.push(input);
+        outputs.push(output);
+    }
+    let commit =
+        |blobs: &[Vec<u8>]| veil_node::receipt::commit_blobs(blobs.iter().map(|b| b.as_slice()));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match veil_node::receipt::issue(
+        &shared.identity,
+        &shared.coordinator,
+        signed,
+        &views,
+        [commit(&inputs), commit(&outputs)],
+        now,
+    ) {
+        Ok(file) => {
+            let json = match file.to_json() {
+                Ok(j) => j,
+                Err(e) => return report_failure(shared, t, flags, format!("receipt: {e}")),
+            };
+            tracing::info!(
+                job = t.job,
+                attempt = t.attempt,
+                "MAC checks verified: receipt signed"
+            );
+            retry(flags, "sending the receipt", || {
+                shared
+                    .api
+                    .put_text(&api::task_receipt(t.job, t.attempt), json.clone())
+            });
+        }
+        Err(e) => {
+            tracing::warn!(job = t.job, attempt = t.attempt, "verification failed: {e}");
+            send_verdict(shared, t, flags, format!("verification failed: {e}"));
+        }
+    }
+}
+
+/// Reports a failed verification (the coordinator blames the parties).
+fn send_verdict(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String) {
+    let body = TaskFailure {
+        reason,
+        rejected_input: false,
+        verification_failed: true,
+    };
+    retry(flags, "reporting the failed verification", || {
+        shared
+            .api
+            .post_unit(&api::task_failed(t.job, t.attempt), &body)
+    });
 }

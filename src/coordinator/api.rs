@@ -41,6 +41,35 @@ pub fn input_upload(id: u64, attempt: u32, party: usize) -> String {
 pub fn output_download(id: u64, party: usize) -> String {
     format!("/v1/jobs/{id}/outputs/{party}")
 }
+/// `/v1/jobs/{id}/attempts/{attempt}/owner` (GET bytes, the submitter): the dealer's owner material of a
+/// `spdz2k` attempt (the masks the client publishes its values under), sealed to the client's output key.
+pub fn owner_download(id: u64, attempt: u32) -> String {
+    format!("/v1/jobs/{id}/attempts/{attempt}/owner")
+}
+/// `/v1/jobs/{id}/receipt` (GET, anyone): a verified job's receipt (`veil_node::receipt::ReceiptFile` JSON).
+pub fn job_receipt(id: u64) -> String {
+    format!("/v1/jobs/{id}/receipt")
+}
+/// Every receipt the coordinator keeps (GET, anyone): the audit log, `[ReceiptEntry]`.
+pub const RECEIPTS: &str = "/v1/receipts";
+/// `/v1/tasks/{id}/{attempt}/owner` (PUT bytes, the dealer): the sealed owner material.
+pub fn task_owner(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/owner")
+}
+/// `/v1/tasks/{id}/{attempt}/transcript` (PUT bytes, a party): its MAC-check views (postcard
+/// `Vec<CheckTranscript>`; no share or value in them), for the verifier.
+pub fn task_transcript(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/transcript")
+}
+/// `/v1/tasks/{id}/{attempt}/evidence/{kind}/{party}` (GET bytes, the verifier): party `party`'s `input` or
+/// `output` ciphertext (to commit to) or its `transcript`.
+pub fn task_evidence(id: u64, attempt: u32, kind: &str, party: usize) -> String {
+    format!("/v1/tasks/{id}/{attempt}/evidence/{kind}/{party}")
+}
+/// `/v1/tasks/{id}/{attempt}/receipt` (PUT JSON `ReceiptFile`, the verifier).
+pub fn task_receipt(id: u64, attempt: u32) -> String {
+    format!("/v1/tasks/{id}/{attempt}/receipt")
+}
 /// `/v1/tasks/{id}/{attempt}/accepted` (POST, a member): the member checked the manifest and is ready.
 pub fn task_accepted(id: u64, attempt: u32) -> String {
     format!("/v1/tasks/{id}/{attempt}/accepted")
@@ -127,6 +156,8 @@ pub enum TaskRole {
     },
     /// The dealer.
     Dealer,
+    /// The verifier (`spdz2k` jobs): checks the MAC-check transcripts, signs the receipt.
+    Verifier,
 }
 
 /// One attempt of a job that a node takes part in.
@@ -188,6 +219,22 @@ pub struct TaskFailure {
     /// without retry and without blaming a node.
     #[serde(default)]
     pub rejected_input: bool,
+    /// The verifier found the MAC check failed (or the evidence inconsistent): the parties are blamed.
+    #[serde(default)]
+    pub verification_failed: bool,
+}
+
+/// One entry of the coordinator's audit log of receipts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptEntry {
+    /// The coordinator's job id.
+    pub job: u64,
+    /// The attempt the receipt covers.
+    pub attempt: u32,
+    /// Unix time the coordinator stored it, ms.
+    pub stored_at_ms: u64,
+    /// The receipt (`veil_node::receipt::ReceiptFile` JSON).
+    pub receipt: String,
 }
 
 /// A job request.
@@ -213,6 +260,13 @@ pub struct SubmitRequest {
     /// The client's X25519 key (hex): parties seal their output shares to it.
     #[serde(default)]
     pub output_key: Option<String>,
+    /// `semi2k` or `spdz2k` (MAC-checked, with a verifier and a signed receipt).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "semi2k".into()
 }
 
 /// A model deployment: its public part. The weights never reach the coordinator: with shared weights the
@@ -230,6 +284,9 @@ pub struct DeployRequest {
     pub parties: u8,
     /// Fractional bits of the fixed-point encoding.
     pub frac_bits: u32,
+    /// The protocol of its jobs: `semi2k`, or `spdz2k` (MAC-checked, with a signed receipt).
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
 }
 
 /// A deployed model as the coordinator lists it.
@@ -320,6 +377,12 @@ pub struct JobView {
     pub excluded: Vec<u32>,
     /// Every transition.
     pub history: Vec<TransitionView>,
+    /// A `spdz2k` job's attempt: the dealer's sealed owner material is uploaded.
+    #[serde(default)]
+    pub owner_ready: bool,
+    /// A verified job has a receipt (`GET /v1/jobs/{id}/receipt`).
+    #[serde(default)]
+    pub has_receipt: bool,
 }
 
 /// A node as operators see it.

@@ -14,6 +14,10 @@ pub enum Direction {
     Input,
     /// From a party to the client.
     Output,
+    /// From the dealer to the client (`spdz2k` owner material; the index is 0).
+    Owner,
+    /// From a party to the verifier (its MAC-check views, public).
+    Transcript,
 }
 
 /// The blob directory.
@@ -38,6 +42,8 @@ impl Blobs {
         let name = match dir {
             Direction::Input => format!("input-{party}"),
             Direction::Output => format!("output-{party}"),
+            Direction::Owner => format!("owner-{party}"),
+            Direction::Transcript => format!("transcript-{party}"),
         };
         self.attempt_dir(job, attempt).join(name)
     }

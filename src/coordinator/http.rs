@@ -188,6 +188,17 @@ impl ApiClient {
             .map(|_| ())
     }
 
+    /// PUT a UTF-8 text body (JSON documents kept verbatim, such as receipts), expect an empty reply.
+    pub fn put_text(&self, path: &str, body: String) -> Result<(), CallError> {
+        self.call(
+            Method::PUT,
+            path,
+            "text/plain; charset=utf-8",
+            body.into_bytes(),
+        )
+        .map(|_| ())
+    }
+
     /// PUT an opaque blob.
     pub fn put_bytes(&self, path: &str, body: Vec<u8>) -> Result<(), CallError> {
         self.call(Method::PUT, path, "application/octet-stream", body)

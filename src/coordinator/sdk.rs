@@ -19,18 +19,22 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use veil_engine::local::deal_weights;
+use veil_engine::local::{deal_weights, publish_spdz2k};
 use veil_engine::model_file::ModelFile;
 use veil_engine::{Model, Plan, WeightMode};
 use veil_node::envelope::{OpeningKey, Purpose, SealingKey};
 use veil_node::inbox::{binding_for, check_attestation, open_blob, seal_blob};
 use veil_node::manifest::{Manifest, SignedManifest};
-use veil_node::wire::{PartyReport, RunRequest, WireWeight, Words};
+use veil_node::receipt::{commit_blobs, ReceiptFile};
+use veil_node::wire::{AuthWords, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words};
 use veil_node::PublicKey;
 use veil_protocols::share::{reconstruct, share};
 
-use super::api::{self, CommitteeView, DeployRequest, JobView, ModelView, SubmitRequest};
+use super::api::{
+    self, CommitteeView, DeployRequest, JobView, ModelView, ReceiptEntry, SubmitRequest,
+};
 use super::http::ApiClient;
+use super::state::SPDZ2K;
 
 /// The result of a job run through the coordinator.
 pub struct Finished {
@@ -40,6 +44,10 @@ pub struct Finished {
     pub outputs: Vec<Vec<f32>>,
     /// Each party's report (public measurements: latency, bytes, rounds per inference).
     pub reports: Vec<PartyReport>,
+    /// `spdz2k`: the verifier's receipt (`veil_node::receipt::ReceiptFile` JSON), checked: signed by the
+    /// committee's verifier, over this job's manifest, and committing to exactly the ciphertexts this
+    /// client uploaded and downloaded.
+    pub receipt: Option<String>,
 }
 
 /// TEST ONLY fault injection on a client's sealed inputs, for the end-to-end tests of the nodes' checks
@@ -139,6 +147,7 @@ impl Client {
         weights: WeightMode,
         parties: u8,
         frac_bits: u32,
+        protocol: &str,
     ) -> Result<ModelView> {
         let request = DeployRequest {
             id: file.id().to_string(),
@@ -146,6 +155,7 @@ impl Client {
             weights: weight_name(weights).into(),
             parties,
             frac_bits,
+            protocol: protocol.to_string(),
         };
         Ok(self.api.post_json(api::MODELS, &request)?)
     }
@@ -184,6 +194,8 @@ impl Client {
         // The current attempt's sealed blobs (drawn once per attempt, so every party gets shares of one
         // sharing) and which of them the coordinator has.
         let mut pending: Option<(u32, Vec<Vec<u8>>, Vec<bool>)> = None;
+        // spdz2k: the current attempt's output MAC key (from the dealer's owner material).
+        let mut mac_key: Option<u128> = None;
         loop {
             let view: JobView = match self.api.get_json(&api::job(id)) {
                 Ok(v) => v,
@@ -198,13 +210,24 @@ impl Client {
             progress(&view);
             match view.phase.as_str() {
                 "scheduled" => {
-                    if pending.as_ref().map(|p| p.0) != Some(view.attempt) {
+                    let spdz2k = request.protocol == SPDZ2K;
+                    if pending.as_ref().map(|p| p.0) != Some(view.attempt)
+                        && (!spdz2k || view.owner_ready)
+                    {
                         let manifest = self.checked_manifest(&view, &request)?;
                         let committee = view
                             .committee
                             .as_ref()
                             .context("scheduled without committee")?;
-                        let mut blobs = sealed_inputs(plan, &manifest, committee, &encoded)?;
+                        let keys = attested_keys(&manifest, committee)?;
+                        let runs = if spdz2k {
+                            let owner = self.owner_material(id, view.attempt, &manifest)?;
+                            mac_key = Some(u128::from_le_bytes(owner.output_key));
+                            published_runs(plan, &manifest, &encoded, &owner)?
+                        } else {
+                            shared_runs(plan, &manifest, &encoded)?
+                        };
+                        let mut blobs = seal_runs(&manifest, &keys, runs)?;
                         if let Some(t) = &self.tamper {
                             tracing::warn!("TEST ONLY: tampering with the sealed inputs ({t:?})");
                             t.apply(&mut blobs)?;
@@ -234,12 +257,29 @@ impl Client {
                 }
                 "done" => {
                     let manifest = self.checked_manifest(&view, &request)?;
-                    let (outputs, reports) =
-                        self.open_outputs(id, &manifest, plan, inputs.len())?;
+                    let (blobs, reports) = self.fetch_outputs(id, &manifest, inputs.len())?;
+                    let (outputs, receipt) = if request.protocol == SPDZ2K {
+                        let uploaded = pending
+                            .as_ref()
+                            .filter(|p| p.0 == view.attempt)
+                            .map(|p| p.1.as_slice())
+                            .context(
+                                "done, but not on the attempt this client sealed inputs for",
+                            )?;
+                        let receipt = self.checked_receipt(id, &manifest, uploaded, &blobs)?;
+                        let key = mac_key.context("no MAC key for this attempt")?;
+                        (
+                            open_authenticated(&reports, key, plan, inputs.len())?,
+                            Some(receipt),
+                        )
+                    } else {
+                        (reconstruct_outputs(&reports, plan, inputs.len())?, None)
+                    };
                     return Ok(Finished {
                         job: view,
                         outputs,
                         reports,
+                        receipt,
                     });
                 }
                 "failed" => bail!(
@@ -292,15 +332,16 @@ impl Client {
         Ok(manifest)
     }
 
-    /// Downloads, opens and reconstructs every party's sealed output.
-    fn open_outputs(
+    /// Downloads and opens every party's sealed output report; returns the ciphertexts too (a receipt
+    /// commits to them).
+    fn fetch_outputs(
         &self,
         id: u64,
         manifest: &Manifest,
-        plan: &Plan,
         inferences: usize,
-    ) -> Result<(Vec<Vec<f32>>, Vec<PartyReport>)> {
+    ) -> Result<(Vec<Vec<u8>>, Vec<PartyReport>)> {
         let n = manifest.parties.len();
+        let mut blobs = Vec::with_capacity(n);
         let mut reports = Vec::with_capacity(n);
         for party in 0..n {
             let blob = self.api.get_bytes(&api::output_download(id, party))?;
@@ -309,65 +350,67 @@ impl Client {
                 .with_context(|| format!("party {party}'s sealed output"))?;
             let report: PartyReport = postcard::from_bytes(&bytes)
                 .with_context(|| format!("party {party}'s output report"))?;
+            let got = report.outputs.len().max(report.auth_outputs.len());
             ensure!(
-                report.outputs.len() == inferences,
-                "party {party} returned {} outputs for {inferences} inferences",
-                report.outputs.len()
+                got == inferences,
+                "party {party} returned {got} outputs for {inferences} inferences"
             );
+            blobs.push(blob);
             reports.push(report);
         }
-        let fp = plan.fixed_point;
-        let mut outputs = Vec::with_capacity(inferences);
-        for k in 0..inferences {
-            let shares: Vec<Vec<u64>> = reports.iter().map(|r| r.outputs[k].0.clone()).collect();
-            ensure!(
-                shares.iter().all(|s| s.len() == shares[0].len()),
-                "output shares of inference {k} differ in length"
-            );
-            outputs.push(fp.decode(&reconstruct(&shares)?));
-        }
-        Ok((outputs, reports))
+        Ok((blobs, reports))
     }
-}
 
-fn weight_name(mode: WeightMode) -> &'static str {
-    match mode {
-        WeightMode::Shared => "shared",
-        WeightMode::Public => "public",
-    }
-}
-
-/// Each party's sealed input blob for one attempt: fresh shares of the weights and of every input, sealed
-/// to the party's attested key under the attempt's binding.
-fn sealed_inputs(
-    plan: &Plan,
-    manifest: &Manifest,
-    committee: &CommitteeView,
-    encoded: &[Vec<u64>],
-) -> Result<Vec<Vec<u8>>> {
-    let parties = manifest.parties.len();
-    ensure!(
-        committee.parties.len() == parties,
-        "the committee view and the manifest disagree"
-    );
-    let mut keys = Vec::with_capacity(parties);
-    for (i, (member, view)) in manifest.parties.iter().zip(&committee.parties).enumerate() {
-        let key: SealingKey = view
-            .sealing_key
-            .parse()
-            .map_err(|e| anyhow::anyhow!("party {i}: {e}"))?;
-        let attestation = hex::decode(&view.sealing_attestation)
-            .with_context(|| format!("party {i}'s attestation"))?;
-        ensure!(
-            check_attestation(&member.public_key, &key, &attestation),
-            "party {i}'s sealing key is not attested by the node the manifest names"
+    /// The dealer's owner material of a `spdz2k` attempt, opened.
+    fn owner_material(&self, id: u64, attempt: u32, manifest: &Manifest) -> Result<OwnerMaterial> {
+        let blob = self.api.get_bytes(&api::owner_download(id, attempt))?;
+        let binding = binding_for(manifest, Purpose::OwnerMaterial, manifest.parties.len());
+        let bytes = zeroize::Zeroizing::new(
+            open_blob(&self.key, &binding, &blob).context("the dealer's sealed owner material")?,
         );
-        keys.push(key);
+        Ok(postcard::from_bytes(&bytes).context("the dealer's owner material")?)
     }
+
+    /// The job's receipt, checked: it verifies under the pinned coordinator key (manifest signature,
+    /// signer = the committee's verifier, signature), covers this attempt's manifest, and commits to the
+    /// ciphertexts this client uploaded and downloaded.
+    fn checked_receipt(
+        &self,
+        id: u64,
+        manifest: &Manifest,
+        uploaded: &[Vec<u8>],
+        downloaded: &[Vec<u8>],
+    ) -> Result<String> {
+        let entry: ReceiptEntry = self.api.get_json(&api::job_receipt(id))?;
+        let file = ReceiptFile::from_json(&entry.receipt).context("the job's receipt")?;
+        let covered = file
+            .verify(&self.coordinator)
+            .context("the job's receipt does not verify")?;
+        ensure!(
+            covered.job == manifest.job,
+            "the receipt covers another attempt"
+        );
+        let commit = |blobs: &[Vec<u8>]| commit_blobs(blobs.iter().map(|b| b.as_slice()));
+        let body = &file.receipt.body;
+        ensure!(
+            body.input_commitment == commit(uploaded),
+            "the receipt commits to other inputs than this client sealed"
+        );
+        ensure!(
+            body.output_commitment == commit(downloaded),
+            "the receipt commits to other outputs than this client received"
+        );
+        Ok(entry.receipt)
+    }
+}
+
+/// Each party's semi2k run: fresh additive shares of the weights and of every input.
+fn shared_runs(plan: &Plan, manifest: &Manifest, encoded: &[Vec<u64>]) -> Result<Vec<RunRequest>> {
+    let parties = manifest.parties.len();
     let mut rng = StdRng::from_os_rng();
     let mut input_shares: Vec<Vec<Words>> = (0..parties).map(|_| Vec::new()).collect();
+    let recording = veil_node::record::enabled();
     for x in encoded {
-        let recording = veil_node::record::enabled();
         if recording {
             veil_node::record::write(
                 veil_node::record::Kind::ClientInput,
@@ -388,25 +431,146 @@ fn sealed_inputs(
         }
     }
     let weights = deal_weights(plan, parties, &mut rng)?;
-    weights
+    Ok(weights
         .into_iter()
         .zip(input_shares)
+        .map(|(w, inputs)| RunRequest {
+            job: manifest.job,
+            weights: w
+                .into_iter()
+                .map(|w| WireWeight {
+                    matrix: Words(w.matrix),
+                    bias: w.bias.map(Words),
+                })
+                .collect(),
+            inputs,
+            threads: 1,
+            profile: false,
+            shaping: None,
+        })
+        .collect())
+}
+
+/// Each party's spdz2k run: the values published under the dealer's masks (`value - mask`, the same for
+/// every party: the masks are uniformly random and known only to this client and the dealer, so the
+/// published values reveal nothing to a party).
+fn published_runs(
+    plan: &Plan,
+    manifest: &Manifest,
+    encoded: &[Vec<u64>],
+    owner: &OwnerMaterial,
+) -> Result<Vec<RunRequest>> {
+    let masks: Vec<Vec<u64>> = owner.masks.iter().map(|m| m.0.clone()).collect();
+    let (weights, published) = publish_spdz2k(plan, encoded, &masks)?;
+    if veil_node::record::enabled() {
+        for x in encoded {
+            veil_node::record::write(
+                veil_node::record::Kind::ClientInput,
+                &[&veil_protocols::ring::to_bytes(x)],
+            );
+        }
+    }
+    let run = RunRequest {
+        job: manifest.job,
+        weights: weights
+            .into_iter()
+            .map(|w| WireWeight {
+                matrix: Words(w.matrix),
+                bias: w.bias.map(Words),
+            })
+            .collect(),
+        inputs: published.into_iter().map(Words).collect(),
+        threads: 1,
+        profile: false,
+        shaping: None,
+    };
+    Ok(vec![run; manifest.parties.len()])
+}
+
+/// semi2k: the outputs reconstructed from the parties' additive shares.
+fn reconstruct_outputs(
+    reports: &[PartyReport],
+    plan: &Plan,
+    inferences: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let fp = plan.fixed_point;
+    let mut outputs = Vec::with_capacity(inferences);
+    for k in 0..inferences {
+        let shares: Vec<Vec<u64>> = reports.iter().map(|r| r.outputs[k].0.clone()).collect();
+        ensure!(
+            shares.iter().all(|s| s.len() == shares[0].len()),
+            "output shares of inference {k} differ in length"
+        );
+        outputs.push(fp.decode(&reconstruct(&shares)?));
+    }
+    Ok(outputs)
+}
+
+/// spdz2k: the outputs opened from the parties' authenticated shares, each element's MAC checked under
+/// the output key (a wrong share is an error, never a wrong output).
+fn open_authenticated(
+    reports: &[PartyReport],
+    key: u128,
+    plan: &Plan,
+    inferences: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let fp = plan.fixed_point;
+    let mut outputs = Vec::with_capacity(inferences);
+    for k in 0..inferences {
+        let shares = reports
+            .iter()
+            .map(|r| r.auth_outputs.get(k).and_then(AuthWords::to_auth))
+            .collect::<Option<Vec<_>>>()
+            .context("a party reported missing or malformed authenticated outputs")?;
+        let opened = veil_protocols::spdz2k::local::open_output(&shares, key)
+            .context("the outputs' MACs do not verify")?;
+        outputs.push(fp.decode(&opened));
+    }
+    Ok(outputs)
+}
+
+fn weight_name(mode: WeightMode) -> &'static str {
+    match mode {
+        WeightMode::Shared => "shared",
+        WeightMode::Public => "public",
+    }
+}
+
+/// Each party's X25519 key from the committee view, checked against its attestation by the node the
+/// manifest names.
+fn attested_keys(manifest: &Manifest, committee: &CommitteeView) -> Result<Vec<SealingKey>> {
+    let parties = manifest.parties.len();
+    ensure!(
+        committee.parties.len() == parties,
+        "the committee view and the manifest disagree"
+    );
+    let mut keys = Vec::with_capacity(parties);
+    for (i, (member, view)) in manifest.parties.iter().zip(&committee.parties).enumerate() {
+        let key: SealingKey = view
+            .sealing_key
+            .parse()
+            .map_err(|e| anyhow::anyhow!("party {i}: {e}"))?;
+        let attestation = hex::decode(&view.sealing_attestation)
+            .with_context(|| format!("party {i}'s attestation"))?;
+        ensure!(
+            check_attestation(&member.public_key, &key, &attestation),
+            "party {i}'s sealing key is not attested by the node the manifest names"
+        );
+        keys.push(key);
+    }
+    Ok(keys)
+}
+
+/// Each party's run request sealed to its key under the attempt's binding.
+fn seal_runs(
+    manifest: &Manifest,
+    keys: &[SealingKey],
+    runs: Vec<RunRequest>,
+) -> Result<Vec<Vec<u8>>> {
+    ensure!(runs.len() == keys.len(), "one run per party");
+    runs.into_iter()
         .enumerate()
-        .map(|(i, (w, inputs))| {
-            let run = RunRequest {
-                job: manifest.job,
-                weights: w
-                    .into_iter()
-                    .map(|w| WireWeight {
-                        matrix: Words(w.matrix),
-                        bias: w.bias.map(Words),
-                    })
-                    .collect(),
-                inputs,
-                threads: 1,
-                profile: false,
-                shaping: None,
-            };
+        .map(|(i, run)| {
             let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&run)?);
             let binding = binding_for(manifest, Purpose::InputShare, i);
             Ok(seal_blob(&keys[i], &binding, &plain)?)

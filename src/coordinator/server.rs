@@ -24,7 +24,7 @@ use veil_node::PublicKey;
 
 use super::api::{
     self, DeployRequest, ErrorBody, HeartbeatReply, HeartbeatRequest, JobView, ModelView, NodeView,
-    RegisterRequest, SubmitRequest, TaskFailure, TrialResult,
+    ReceiptEntry, RegisterRequest, SubmitRequest, TaskFailure, TrialResult,
 };
 use super::error::{ApiError, ApiResult};
 use super::state::{demand_for, Coordinator};
@@ -102,6 +102,19 @@ pub fn router(state: Shared, max_blob: usize) -> Router {
         .route(api::NODES, get(list_nodes))
         .route(api::JOBS, get(list_jobs).post(submit))
         .route(api::MODELS, get(list_models).post(deploy))
+        .route(api::RECEIPTS, get(list_receipts))
+        .route("/v1/jobs/{id}/receipt", get(job_receipt))
+        .route(
+            "/v1/jobs/{id}/attempts/{attempt}/owner",
+            get(download_owner),
+        )
+        .route("/v1/tasks/{id}/{attempt}/owner", put(task_owner))
+        .route("/v1/tasks/{id}/{attempt}/transcript", put(task_transcript))
+        .route(
+            "/v1/tasks/{id}/{attempt}/evidence/{kind}/{party}",
+            get(task_evidence),
+        )
+        .route("/v1/tasks/{id}/{attempt}/receipt", put(task_receipt))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route(
@@ -207,6 +220,78 @@ async fn deploy(
         .map(Json)
 }
 
+async fn list_receipts(State(s): State<Shared>) -> ApiResult<Json<Vec<ReceiptEntry>>> {
+    with_state(&s, |c| Ok(c.receipts())).await.map(Json)
+}
+
+async fn job_receipt(
+    State(s): State<Shared>,
+    Path(id): Path<u64>,
+) -> ApiResult<Json<ReceiptEntry>> {
+    with_state(&s, move |c| c.receipt(id)).await.map(Json)
+}
+
+async fn download_owner(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+) -> ApiResult<Vec<u8>> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.download_owner(&key, id, attempt)).await
+}
+
+async fn task_owner(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.task_owner(&key, id, attempt, &body))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_transcript(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: Bytes,
+) -> ApiResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_transcript(&key, id, attempt, &body, now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_evidence(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt, kind, party)): Path<(u64, u32, String, usize)>,
+) -> ApiResult<Vec<u8>> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_evidence(&key, id, attempt, &kind, party)
+    })
+    .await
+}
+
+async fn task_receipt(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: String,
+) -> ApiResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_receipt(&key, id, attempt, &body, now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
+}
+
 async fn list_jobs(State(s): State<Shared>) -> ApiResult<Json<Vec<JobView>>> {
     with_state(&s, |c| Ok(c.jobs())).await.map(Json)
 }
@@ -293,6 +378,7 @@ async fn task_failed(
             attempt,
             &failure.reason,
             failure.rejected_input,
+            failure.verification_failed,
             now_ms(),
         )
     })

@@ -43,12 +43,15 @@ use veil_scheduler::{
 
 use super::api::{
     CommitteeView, DeployRequest, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView,
-    MemberView, ModelView, NodeView, RegisterRequest, SubmitRequest, TaskRole, TaskView,
-    TransitionView, TrialTask,
+    MemberView, ModelView, NodeView, ReceiptEntry, RegisterRequest, SubmitRequest, TaskRole,
+    TaskView, TransitionView, TrialTask,
 };
 use super::blobs::{Blobs, Direction};
 use super::config::CoordinatorConfig;
 use super::error::{ApiError, ApiResult};
+
+/// The MAC-checked protocol, whose jobs end with a verifier's receipt.
+pub const SPDZ2K: &str = "spdz2k";
 
 /// Most execution parties a job may ask for.
 pub const MAX_PARTIES: u8 = 16;
@@ -80,6 +83,11 @@ struct Attempt {
     accepted: Vec<bool>,
     inputs: Vec<bool>,
     outputs: Vec<bool>,
+    /// `spdz2k`: the dealer's sealed owner material is in; the parties' transcripts are in.
+    owner: bool,
+    transcripts: Vec<bool>,
+    /// `spdz2k`: the attempt ends with the verifier's receipt.
+    verified: bool,
 }
 
 impl Attempt {
@@ -123,6 +131,8 @@ pub struct Coordinator {
     next_job: u64,
     /// Deployed models by id (persisted as records `model/{id}`).
     models: BTreeMap<String, ModelView>,
+    /// The audit log of receipts by job (persisted as records `receipt/{job}`).
+    receipts: BTreeMap<u64, ReceiptEntry>,
     dirty_nodes: BTreeSet<NodeId>,
     dirty_jobs: BTreeSet<u64>,
     dirty_records: Vec<(String, Vec<u8>)>,
@@ -194,6 +204,12 @@ pub fn check_deployment(req: &DeployRequest) -> ApiResult<Architecture> {
         )));
     }
     weight_mode(&req.weights)?;
+    if req.protocol != "semi2k" && req.protocol != SPDZ2K {
+        return Err(ApiError::BadRequest(format!(
+            "protocol {:?}: semi2k or spdz2k",
+            req.protocol
+        )));
+    }
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| ApiError::BadRequest(format!("frac_bits: {e}")))?;
     let architecture: Architecture = serde_json::from_str(&req.architecture)
@@ -222,6 +238,12 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> ApiRe
     let mode = weight_mode(&req.weights)?;
     let fp = veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| ApiError::BadRequest(format!("frac_bits: {e}")))?;
+    if req.protocol != "semi2k" && req.protocol != SPDZ2K {
+        return Err(ApiError::BadRequest(format!(
+            "protocol {:?}: semi2k or spdz2k",
+            req.protocol
+        )));
+    }
     if let Some(k) = &req.output_key {
         k.parse::<SealingKey>().map_err(ApiError::BadRequest)?;
     }
@@ -323,6 +345,12 @@ impl Coordinator {
             registry.heartbeat(id, hb, now)?;
         }
         let next_job = map.keys().next_back().map_or(1, |k| k + 1);
+        let mut receipts = BTreeMap::new();
+        for (name, bytes) in store.load_records("receipt")? {
+            let entry: ReceiptEntry = serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("receipt {name}: corrupt record: {e}"))?;
+            receipts.insert(entry.job, entry);
+        }
         let mut models = BTreeMap::new();
         for (id, bytes) in store.load_records("model")? {
             let view: ModelView = serde_json::from_slice(&bytes)
@@ -346,6 +374,7 @@ impl Coordinator {
             trials: HashMap::new(),
             next_job,
             models,
+            receipts,
             dirty_nodes: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_records: Vec::new(),
@@ -574,10 +603,20 @@ impl Coordinator {
         let mut out = Vec::new();
         for e in self.jobs.values() {
             let phase = e.job.phase();
+            let Some(a) = &e.extra.attempt else { continue };
+            if phase == Phase::Verifying && a.verified && a.verifier == node {
+                out.push(TaskView {
+                    job: e.job.id.0,
+                    attempt: a.number,
+                    role: TaskRole::Verifier,
+                    manifest: hex::encode(&a.manifest),
+                    go: true,
+                });
+                continue;
+            }
             if !matches!(phase, Phase::Scheduled | Phase::Running) {
                 continue;
             }
-            let Some(a) = &e.extra.attempt else { continue };
             let Some(i) = a.member_index(node) else {
                 continue;
             };
@@ -646,9 +685,27 @@ impl Coordinator {
         attempt: u32,
         reason: &str,
         rejected_input: bool,
+        verification_failed: bool,
         now: Millis,
     ) -> ApiResult<()> {
         let node = self.node_of(key)?;
+        if verification_failed {
+            // The verifier's word: the MAC check failed, so some party cheated; it cannot tell which.
+            let (e, a) = self.attempt_of(job, attempt)?;
+            if e.job.phase() != Phase::Verifying {
+                return Err(ApiError::Conflict("the attempt is not verifying".into()));
+            }
+            if a.verifier != node {
+                return Err(ApiError::Forbidden(
+                    "only the verifier reports a failed check".into(),
+                ));
+            }
+            let blamed = a.parties.clone();
+            let reason: String = reason.chars().take(300).collect();
+            tracing::warn!(job, attempt, "verification failed: {reason}");
+            self.fail_attempt(job, FailureCause::VerificationFailed, blamed, now)?;
+            return self.flush();
+        }
         let (e, a) = self.attempt_of(job, attempt)?;
         if a.member_index(node).is_none() {
             return Err(ApiError::Forbidden("not a member of this attempt".into()));
@@ -721,20 +778,204 @@ impl Coordinator {
             return Err(ApiError::Conflict("no attempt".into()));
         };
         a.outputs[i] = true;
-        let complete = a.outputs.iter().all(|&o| o);
-        let parties = a.parties.len();
+        let complete =
+            a.outputs.iter().all(|&o| o) && (!a.verified || a.transcripts.iter().all(|&t| t));
+        let (parties, verified) = (a.parties.len(), a.verified);
         self.dirty_jobs.insert(job);
         if complete {
-            let fx = entry
-                .job
-                .apply(Event::OutputReady, now)
-                .and_then(|_| entry.job.apply(Event::Verified, now))
-                .map_err(internal)?;
+            let mut fx = entry.job.apply(Event::OutputReady, now).map_err(internal)?;
+            if !verified {
+                // semi2k has no MAC check: completeness is the verification.
+                let done = entry.job.apply(Event::Verified, now).map_err(internal)?;
+                fx.release.extend(done.release);
+                fx.outcomes.extend(done.outcomes);
+            }
             self.apply_effects(fx, now);
-            self.blobs.remove_inputs(job, attempt, parties);
-            tracing::info!(job, attempt, "job done");
+            if verified {
+                tracing::info!(job, attempt, "outputs in: verifying");
+            } else {
+                self.blobs.remove_inputs(job, attempt, parties);
+                tracing::info!(job, attempt, "job done");
+            }
         }
         self.flush()
+    }
+
+    /// A `spdz2k` party's MAC-check views, for the verifier. Like the output, it completes the attempt.
+    pub fn task_transcript(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        bytes: &[u8],
+        now: Millis,
+    ) -> ApiResult<()> {
+        let i = self.running_party(key, job, attempt)?;
+        self.blobs
+            .put(job, attempt, Direction::Transcript, i, bytes)
+            .map_err(internal)?;
+        let Some(a) = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|e| e.extra.attempt.as_mut())
+        else {
+            return Err(ApiError::Conflict("no attempt".into()));
+        };
+        a.transcripts[i] = true;
+        self.dirty_jobs.insert(job);
+        // The last of outputs and transcripts moves the job on: re-run the completeness check.
+        if a.outputs[i] {
+            let bytes = self
+                .blobs
+                .get(job, attempt, Direction::Output, i)
+                .map_err(internal)?;
+            return self.task_output(key, job, attempt, &bytes, now);
+        }
+        self.flush()
+    }
+
+    /// The dealer of a `spdz2k` attempt uploads the owner material, sealed to the client.
+    pub fn task_owner(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        bytes: &[u8],
+    ) -> ApiResult<()> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        if a.dealer != node || !a.verified {
+            return Err(ApiError::Forbidden(
+                "only the dealer of a spdz2k attempt sends owner material".into(),
+            ));
+        }
+        if e.job.phase() != Phase::Scheduled {
+            return Err(ApiError::Conflict("the attempt is past scheduling".into()));
+        }
+        self.blobs
+            .put(job, attempt, Direction::Owner, 0, bytes)
+            .map_err(internal)?;
+        if let Some(a) = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|e| e.extra.attempt.as_mut())
+        {
+            a.owner = true;
+        }
+        self.dirty_jobs.insert(job);
+        self.flush()
+    }
+
+    /// What the verifier of a verifying attempt reads: a party's input or output ciphertext (to commit to)
+    /// or its transcript.
+    pub fn task_evidence(
+        &self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        kind: &str,
+        party: usize,
+    ) -> ApiResult<Vec<u8>> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        if a.verifier != node || !a.verified {
+            return Err(ApiError::Forbidden(
+                "not the verifier of this attempt".into(),
+            ));
+        }
+        if e.job.phase() != Phase::Verifying {
+            return Err(ApiError::Conflict("the attempt is not verifying".into()));
+        }
+        if party >= a.parties.len() {
+            return Err(ApiError::BadRequest(format!("no party {party}")));
+        }
+        let dir = match kind {
+            "input" => Direction::Input,
+            "output" => Direction::Output,
+            "transcript" => Direction::Transcript,
+            other => return Err(ApiError::BadRequest(format!("no evidence {other:?}"))),
+        };
+        self.blobs.get(job, attempt, dir, party).map_err(internal)
+    }
+
+    /// The verifier's receipt: checked against the attempt (signature, signer = the manifest's verifier,
+    /// the manifest), kept in the audit log, and the job is done.
+    pub fn task_receipt(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        text: &str,
+        now: Millis,
+    ) -> ApiResult<()> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        if a.verifier != node || !a.verified {
+            return Err(ApiError::Forbidden(
+                "not the verifier of this attempt".into(),
+            ));
+        }
+        if e.job.phase() != Phase::Verifying {
+            return Err(ApiError::Conflict("the attempt is not verifying".into()));
+        }
+        let file = veil_node::receipt::ReceiptFile::from_json(text)
+            .map_err(|e| ApiError::BadRequest(format!("receipt: {e}")))?;
+        let signed: SignedManifest = postcard::from_bytes(&a.manifest).map_err(internal)?;
+        if file.manifest != signed {
+            return Err(ApiError::BadRequest(
+                "the receipt covers another manifest".into(),
+            ));
+        }
+        file.verify(&self.identity.public_key())
+            .map_err(|e| ApiError::BadRequest(format!("receipt: {e}")))?;
+        let parties = a.parties.len();
+        let entry = ReceiptEntry {
+            job,
+            attempt,
+            stored_at_ms: now,
+            receipt: text.to_string(),
+        };
+        self.dirty_records.push((
+            format!("receipt/{job:020}"),
+            serde_json::to_vec(&entry).map_err(internal)?,
+        ));
+        self.receipts.insert(job, entry);
+        let Some(e) = self.jobs.get_mut(&job) else {
+            return Err(ApiError::NotFound(format!("job {job}")));
+        };
+        let fx = e.job.apply(Event::Verified, now).map_err(internal)?;
+        self.apply_effects(fx, now);
+        self.dirty_jobs.insert(job);
+        self.blobs.remove_inputs(job, attempt, parties);
+        tracing::info!(job, attempt, "receipt stored: job done");
+        self.flush()
+    }
+
+    /// A job's receipt, if it has one.
+    pub fn receipt(&self, job: u64) -> ApiResult<ReceiptEntry> {
+        self.receipts
+            .get(&job)
+            .cloned()
+            .ok_or_else(|| ApiError::NotFound(format!("job {job} has no receipt")))
+    }
+
+    /// The audit log: every receipt, oldest job first.
+    pub fn receipts(&self) -> Vec<ReceiptEntry> {
+        self.receipts.values().cloned().collect()
+    }
+
+    /// The sealed owner material of a `spdz2k` attempt, for its submitter.
+    pub fn download_owner(&self, key: &PublicKey, job: u64, attempt: u32) -> ApiResult<Vec<u8>> {
+        let e = self.owned(key, job)?;
+        match &e.extra.attempt {
+            Some(a) if a.number == attempt && a.owner => self
+                .blobs
+                .get(job, attempt, Direction::Owner, 0)
+                .map_err(internal),
+            _ => Err(ApiError::Conflict(
+                "no owner material for this attempt (yet)".into(),
+            )),
+        }
     }
 
     // ----- clients -----
@@ -956,6 +1197,7 @@ impl Coordinator {
                     .filter(|&(i, _)| !a.accepted[i])
                     .map(|(_, m)| m)
                     .collect(),
+                (Some(a), Phase::Verifying) if a.verified => vec![a.verifier],
                 (Some(a), Phase::Running | Phase::Verifying) => a
                     .parties
                     .iter()
@@ -1130,7 +1372,7 @@ impl Coordinator {
             .map_err(ApiError::BadRequest)?;
         let manifest = Manifest {
             job: RunId(run_id),
-            protocol: "semi2k".into(),
+            protocol: req.protocol.clone(),
             model: ModelSpec {
                 workload: req.workload.clone(),
                 seed: req.model_seed,
@@ -1162,6 +1404,9 @@ impl Coordinator {
             accepted: vec![false; n + 1],
             inputs: vec![false; n],
             outputs: vec![false; n],
+            owner: false,
+            transcripts: vec![false; n],
+            verified: req.protocol == SPDZ2K,
         })
     }
 
@@ -1302,6 +1547,8 @@ impl Coordinator {
                     cause: t.cause.as_ref().map(cause_text),
                 })
                 .collect(),
+            owner_ready: a.is_some_and(|a| a.owner),
+            has_receipt: self.receipts.contains_key(&id),
         })
     }
 
@@ -1541,7 +1788,7 @@ mod tests {
             &keys,
             &second.committee.as_ref().unwrap().parties[0].public_key,
         );
-        c.task_failed(&reporter, 1, 2, "peer timed out", false, T0 + 1700)
+        c.task_failed(&reporter, 1, 2, "peer timed out", false, false, T0 + 1700)
             .unwrap();
         let view = c.job_view(1).unwrap();
         assert_eq!(view.attempt, 3);
