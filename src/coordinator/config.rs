@@ -48,6 +48,13 @@ pub struct CoordinatorConfig {
     /// Largest blob accepted, bytes.
     #[serde(default = "default_max_blob")]
     pub max_blob_bytes: usize,
+    /// How long a finished job's result blobs (sealed outputs, owner material, transcripts) are kept for its
+    /// client, ms; then they are deleted (the job's record and receipt stay).
+    #[serde(default = "default_result_retention")]
+    pub result_retention_ms: u64,
+    /// Jobs one client key may submit per minute (0: no limit).
+    #[serde(default = "default_submissions_per_minute")]
+    pub submissions_per_minute: u32,
     /// Workload of the trial job a new node must pass.
     #[serde(default = "default_trial_workload")]
     pub trial_workload: String,
@@ -82,6 +89,12 @@ fn default_running() -> u64 {
 }
 fn default_verifying() -> u64 {
     60_000
+}
+fn default_result_retention() -> u64 {
+    24 * 3600 * 1000
+}
+fn default_submissions_per_minute() -> u32 {
+    600
 }
 fn default_max_blob() -> usize {
     256 << 20

@@ -18,6 +18,9 @@ pub enum ApiError {
     /// The resource is not in a state that allows this now (409).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The caller submits faster than its rate limit allows (429).
+    #[error("too many requests: {0}")]
+    TooManyRequests(String),
     /// The coordinator failed (500): the database, the disk.
     #[error("internal: {0}")]
     Internal(String),
@@ -31,6 +34,7 @@ impl ApiError {
             ApiError::Forbidden(_) => 403,
             ApiError::NotFound(_) => 404,
             ApiError::Conflict(_) => 409,
+            ApiError::TooManyRequests(_) => 429,
             ApiError::Internal(_) => 500,
         }
     }

@@ -88,6 +88,8 @@ struct Attempt {
     transcripts: Vec<bool>,
     /// `spdz2k`: the attempt ends with the verifier's receipt.
     verified: bool,
+    /// The result blobs were deleted after the retention period.
+    expired: bool,
 }
 
 impl Attempt {
@@ -133,6 +135,8 @@ pub struct Coordinator {
     models: BTreeMap<String, ModelView>,
     /// The audit log of receipts by job (persisted as records `receipt/{job}`).
     receipts: BTreeMap<u64, ReceiptEntry>,
+    /// Each client key's submissions of the last minute (rate limit; not persisted).
+    submissions: HashMap<[u8; 32], std::collections::VecDeque<Millis>>,
     dirty_nodes: BTreeSet<NodeId>,
     dirty_jobs: BTreeSet<u64>,
     dirty_records: Vec<(String, Vec<u8>)>,
@@ -375,6 +379,7 @@ impl Coordinator {
             next_job,
             models,
             receipts,
+            submissions: HashMap::new(),
             dirty_nodes: BTreeSet::new(),
             dirty_jobs: BTreeSet::new(),
             dirty_records: Vec::new(),
@@ -988,6 +993,7 @@ impl Coordinator {
         demand: JobDemand,
         now: Millis,
     ) -> ApiResult<JobView> {
+        self.admit_submission(submitter, now)?;
         let id = self.next_job;
         self.next_job += 1;
         let job = Job::new(
@@ -1124,6 +1130,11 @@ impl Coordinator {
             .attempt
             .as_ref()
             .ok_or_else(|| ApiError::Internal("done job without attempt".into()))?;
+        if a.expired {
+            return Err(ApiError::Conflict(
+                "the job's results expired and were deleted (result_retention_ms)".into(),
+            ));
+        }
         if party >= a.parties.len() {
             return Err(ApiError::BadRequest(format!("no party {party}")));
         }
@@ -1169,7 +1180,51 @@ impl Coordinator {
         for id in ids {
             self.tick_job(id, &down, now)?;
         }
+        self.expire_results(now);
         self.flush()
+    }
+
+    /// Deletes the result blobs of jobs finished longer than `result_retention_ms` ago.
+    fn expire_results(&mut self, now: Millis) {
+        let retention = self.config.result_retention_ms;
+        for (&id, e) in self.jobs.iter_mut() {
+            let finished_at = e.job.history().last().map_or(0, |t| t.at);
+            let Some(a) = e.extra.attempt.as_mut() else {
+                continue;
+            };
+            if a.expired
+                || !e.job.phase().is_terminal()
+                || now.saturating_sub(finished_at) < retention
+            {
+                continue;
+            }
+            self.blobs.remove_attempt(id, a.number);
+            a.expired = true;
+            self.dirty_jobs.insert(id);
+            tracing::info!(job = id, "result blobs expired and deleted");
+        }
+    }
+
+    /// Counts a submission of `key` at `now` against `submissions_per_minute`.
+    fn admit_submission(&mut self, key: &PublicKey, now: Millis) -> ApiResult<()> {
+        let limit = self.config.submissions_per_minute;
+        if limit == 0 {
+            return Ok(());
+        }
+        let window = self.submissions.entry(key.0).or_default();
+        while window
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) >= 60_000)
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            return Err(ApiError::TooManyRequests(format!(
+                "at most {limit} jobs per minute per client"
+            )));
+        }
+        window.push_back(now);
+        Ok(())
     }
 
     fn tick_job(&mut self, id: u64, down: &[NodeId], now: Millis) -> ApiResult<()> {
@@ -1407,6 +1462,7 @@ impl Coordinator {
             owner: false,
             transcripts: vec![false; n],
             verified: req.protocol == SPDZ2K,
+            expired: false,
         })
     }
 
@@ -1610,6 +1666,7 @@ mod tests {
             parties: 2,
             model: None,
             output_key: None,
+            protocol: "semi2k".into(),
         }
     }
 
@@ -1743,6 +1800,38 @@ mod tests {
             assert_eq!(n.active_jobs, 0);
             assert!(!member || n.reputation > 0.8, "{n:?}");
         }
+        // The results stay for the retention period, then go (the job's record stays).
+        let retention = c.config().result_retention_ms;
+        c.tick(T0 + 6 + retention - 1).unwrap();
+        assert_eq!(c.download_output(&client, 1, 1).unwrap(), b"out1");
+        c.tick(T0 + 6 + retention).unwrap();
+        let err = c.download_output(&client, 1, 1).unwrap_err();
+        assert!(err.to_string().contains("expired"), "{err}");
+        assert_eq!(c.job_view(1).unwrap().phase, "done");
+    }
+
+    #[test]
+    fn a_client_submitting_faster_than_its_rate_limit_is_refused_for_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = config(dir.path());
+        config.submissions_per_minute = 3;
+        let mut c = Coordinator::open(config, Identity::generate().unwrap(), T0).unwrap();
+        let (client, other) = (
+            Identity::generate().unwrap().public_key(),
+            Identity::generate().unwrap().public_key(),
+        );
+        let demand = demand_for(&request(), None).unwrap();
+        for i in 0..3 {
+            c.submit(&client, request(), demand.clone(), T0 + i)
+                .unwrap();
+        }
+        let err = c
+            .submit(&client, request(), demand.clone(), T0 + 10)
+            .unwrap_err();
+        assert_eq!(err.status(), 429, "{err}");
+        c.submit(&other, request(), demand.clone(), T0 + 10)
+            .unwrap();
+        c.submit(&client, request(), demand, T0 + 60_001).unwrap();
     }
 
     #[test]
