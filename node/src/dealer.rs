@@ -119,6 +119,7 @@ impl DealerState {
             } else {
                 Vec::new()
             }),
+            more_corrections: 0,
             dealer_bytes: dealing.bytes,
             dealer_seconds: dealing.seconds,
         };
@@ -181,11 +182,7 @@ fn deal_spdz2k(
     started: Instant,
 ) -> Result<Dealing> {
     let n = manifest.parties.len();
-    let requests = spdz2k_requests(
-        plan,
-        manifest.batch as usize,
-        manifest.inferences as usize,
-    );
+    let requests = spdz2k_requests(plan, manifest.batch as usize, manifest.inferences as usize);
     let seeds = match seed {
         Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
         None => DealtSeeds::random(n),

@@ -433,8 +433,12 @@ async fn serve_deal(
         )));
     }
     match slot.dealer.serve(m, party).await {
-        Ok(dealt) => {
+        Ok(mut dealt) => {
+            let rest = dealt.split_corrections();
             stream.write(&Msg::Dealt(dealt)).await?;
+            for chunk in rest {
+                stream.write(&Msg::Corrections(chunk)).await?;
+            }
             let _ = stream.send.finish();
             tracing::debug!(%job, party, "material served");
             Ok(())

@@ -132,18 +132,51 @@ async fn fetch_material(
         .await
         .map_err(|e| NodeError::Quic(e.to_string()))?;
     let _ = send.finish();
-    let answer = frame::read(&mut recv, max_frame).await;
+    let answer = read_dealt(&mut recv, max_frame).await;
     let _ = recv.stop(VarInt::from_u32(0));
-    match answer {
-        Ok(Msg::Dealt(d)) => Ok(d),
-        Ok(Msg::Failed(why)) => Err(NodeError::Job(format!("dealer: {why}"))),
-        Ok(other) => Err(NodeError::Unexpected(format!(
-            "dealer answered {}",
-            other.name()
-        ))),
+    answer
+}
+
+/// One frame from the dealer's stream.
+async fn read_frame(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Msg> {
+    match frame::read(recv, max_frame).await {
+        Ok(m) => Ok(m),
         Err(RecvError::Frame(e)) => Err(e.into()),
         Err(e) => Err(NodeError::Quic(format!("dealer stream: {e}"))),
     }
+}
+
+/// The dealer's answer: `Dealt`, then its remaining corrections in `Corrections` frames. Memory grows only
+/// as frames arrive (nothing is reserved from the announced count), and no frame may exceed what remains.
+async fn read_dealt(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Dealt> {
+    let mut dealt = match read_frame(recv, max_frame).await? {
+        Msg::Dealt(d) => d,
+        Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
+        other => {
+            return Err(NodeError::Unexpected(format!(
+                "dealer answered {}",
+                other.name()
+            )))
+        }
+    };
+    let mut remaining = dealt.more_corrections;
+    while remaining > 0 {
+        match read_frame(recv, max_frame).await? {
+            Msg::Corrections(chunk)
+                if (chunk.0.len() as u64) <= remaining && !chunk.0.is_empty() =>
+            {
+                remaining -= chunk.0.len() as u64;
+                dealt.corrections.0.extend_from_slice(&chunk.0);
+            }
+            other => {
+                return Err(NodeError::Unexpected(format!(
+                    "dealer sent {} where {remaining} correction words were due",
+                    other.name()
+                )))
+            }
+        }
+    }
+    Ok(dealt)
 }
 
 /// Runs party `party`'s part of `manifest` with the client's `run` request. Blocks; call on a thread of its

@@ -572,10 +572,13 @@ mod tests {
         let key = f.coordinator.public_key();
         let mut m = manifest(&f.coordinator, Some(&f.verifier));
         assert_eq!(model_id(&m.model), f.file.receipt.body.model_id);
-        m.model.deployed = Some(crate::manifest::DeployedModel {
-            id: hex::encode([0xab; 32]),
-            architecture: "{}".into(),
-        });
+        // From JSON: the deployed model's other fields are irrelevant here.
+        m.model.deployed = Some(
+            serde_json::from_value(serde_json::json!({
+                "id": hex::encode([0xab; 32]), "architecture": "{}", "senders": 0,
+            }))
+            .expect("deployed model fixture"),
+        );
         assert_eq!(model_id(&m.model), [0xab; 32]);
         let signed = m.sign(&f.coordinator).unwrap();
         let mut body = f.file.receipt.body.clone();

@@ -4,8 +4,8 @@
 //! - client -> node, bidirectional: `Submit` -> `Accepted` | `Failed`; then, for a party, `Run` -> `Outputs` |
 //!   `Failed`; for the dealer, the client finishes the stream when the job is over.
 //! - party i -> party j, unidirectional: `Hello { job, from: i }`, then one `Data` per protocol message.
-//! - party -> dealer, bidirectional: `DealRequest` -> `Dealt` | `Failed`. This request is the only thing a
-//!   party ever sends the dealer.
+//! - party -> dealer, bidirectional: `DealRequest` -> `Dealt` (then `Corrections` frames while
+//!   `more_corrections` says so) | `Failed`. This request is the only thing a party ever sends the dealer.
 //! - `spdz2k` only, on the client's `Submit` stream to the dealer: `Accepted`, then `Owner` (the client's masks
 //!   and output key) or `Failed`.
 //! - anyone admitted -> node: `Ping` -> `Pong` (liveness).
@@ -144,12 +144,35 @@ pub struct Dealt {
     pub model_seed: Seed,
     /// The party's seed of the job's material.
     pub job_seed: Seed,
-    /// Corrections (the last party only; empty for the others).
+    /// Corrections (the last party only; empty for the others): the first at most
+    /// [`CORRECTION_CHUNK_WORDS`] of them.
     pub corrections: Words,
+    /// How many more correction words follow on the same stream, in `Corrections` frames of at most
+    /// [`CORRECTION_CHUNK_WORDS`] each (so that a large job's corrections never need one frame larger than
+    /// the frame limit).
+    pub more_corrections: u64,
     /// Bytes the dealer sends the whole committee for this job.
     pub dealer_bytes: u64,
     /// Seconds the dealer took to deal.
     pub dealer_seconds: f64,
+}
+
+/// Most correction words one frame carries (8 MiB).
+pub const CORRECTION_CHUNK_WORDS: usize = 1 << 20;
+
+impl Dealt {
+    /// Keeps the first [`CORRECTION_CHUNK_WORDS`] corrections here, counts the rest in `more_corrections`
+    /// and returns them in chunks of at most that size, in order.
+    pub fn split_corrections(&mut self) -> Vec<Words> {
+        if self.corrections.0.len() <= CORRECTION_CHUNK_WORDS {
+            return Vec::new();
+        }
+        let rest = self.corrections.0.split_off(CORRECTION_CHUNK_WORDS);
+        self.more_corrections = rest.len() as u64;
+        rest.chunks(CORRECTION_CHUNK_WORDS)
+            .map(|c| Words(c.to_vec()))
+            .collect()
+    }
 }
 
 /// [`NetStats`] on the wire.
@@ -350,6 +373,8 @@ pub enum Msg {
     /// `spdz2k`: the dealer's material for the job's client, sent on the client's `Submit` stream after
     /// `Accepted`.
     Owner(OwnerMaterial),
+    /// More of a party's corrections, after `Dealt` (see [`Dealt::more_corrections`]).
+    Corrections(Words),
 }
 
 impl Msg {
@@ -376,6 +401,40 @@ impl Msg {
             Msg::Ping => "Ping",
             Msg::Pong { .. } => "Pong",
             Msg::Owner(_) => "Owner",
+            Msg::Corrections(_) => "Corrections",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_corrections_travel_in_bounded_chunks_and_reassemble() {
+        let words: Vec<u64> = (0..(2 * CORRECTION_CHUNK_WORDS + 5) as u64).collect();
+        let mut dealt = Dealt {
+            model_seed: Seed([1; 32]),
+            job_seed: Seed([2; 32]),
+            corrections: Words(words.clone()),
+            more_corrections: 0,
+            dealer_bytes: 0,
+            dealer_seconds: 0.0,
+        };
+        let rest = dealt.split_corrections();
+        assert_eq!(dealt.corrections.0.len(), CORRECTION_CHUNK_WORDS);
+        assert_eq!(dealt.more_corrections, (CORRECTION_CHUNK_WORDS + 5) as u64);
+        assert!(rest.iter().all(|c| c.0.len() <= CORRECTION_CHUNK_WORDS));
+        let mut joined = dealt.corrections.0.clone();
+        rest.iter().for_each(|c| joined.extend_from_slice(&c.0));
+        assert_eq!(joined, words);
+        // Small corrections stay in one frame.
+        let mut small = Dealt {
+            corrections: Words(vec![7; 3]),
+            more_corrections: 0,
+            ..dealt
+        };
+        assert!(small.split_corrections().is_empty());
+        assert_eq!(small.more_corrections, 0);
     }
 }
