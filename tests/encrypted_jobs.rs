@@ -37,9 +37,14 @@ struct Devnet {
 
 impl Devnet {
     fn start(record: Option<&Path>) -> Devnet {
+        Devnet::start_with(record, &[])
+    }
+
+    fn start_with(record: Option<&Path>, extra: &[&str]) -> Devnet {
         let mut command = Command::new(exe());
         command
             .args(["devnet", "--nodes", "5", "--log", "info"])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -554,4 +559,65 @@ fn spdz2k_jobs_are_verified_and_their_receipts_check_out_and_stay_in_the_audit_l
             );
         }
     }
+}
+
+#[test]
+fn a_model_forced_into_two_stages_runs_on_two_committees_and_equals_plaintext() {
+    // The breast-cancer MLP needs about 13 KB per party; capping a stage at 12.5 KB splits it in two.
+    let net = Devnet::start_with(None, &["--max-stage-memory-bytes", "12500"]);
+    let id = net.deploy("semi2k");
+    let input = shipped("test.csv");
+    let result = net
+        .veil(
+            &[
+                "infer",
+                "--model",
+                &id,
+                "--input",
+                input.to_str().unwrap(),
+                "--with-labels",
+            ],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("staged infer: {e}"));
+    let stages = result["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 2, "{result}");
+    assert_eq!(stages[0][0], 0);
+    assert_eq!(stages[0][1], stages[1][0], "contiguous");
+    assert_eq!(stages[1][1], 3, "every layer");
+    let jobs = result["jobs"].as_array().expect("jobs");
+    assert_eq!(jobs.len(), 2);
+    let mut runs = Vec::new();
+    for job in jobs {
+        let view = net.veil(&["job", &job.to_string()], None).unwrap();
+        assert_eq!(view["phase"], "done", "{view}");
+        assert_eq!(view["attempt"], 1);
+        assert!(view["committee"]["parties"].as_array().unwrap().len() == 3);
+        runs.push(view["run_id"].as_str().unwrap().to_string());
+    }
+    assert_ne!(runs[0], runs[1], "each stage is its own run");
+    // The second stage's parties computed on hand-offs: each opened its input and computed.
+    let logs = net.node_logs().join("\n");
+    assert!(
+        logs.contains(&format!("job={}", runs[1])),
+        "stage 2 computed"
+    );
+    // Private = plaintext on every row.
+    let outputs = result["outputs"].as_array().unwrap();
+    for (i, (out, plain)) in outputs.iter().zip(plaintext_outputs()).enumerate() {
+        let private: Vec<f32> = out
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(argmax(&private), argmax(&plain), "row {i}");
+        let err = private
+            .iter()
+            .zip(&plain)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(err < 1e-3, "row {i}: error {err}");
+    }
+    assert!(result["accuracy"].as_f64().unwrap() >= 0.9);
 }

@@ -309,6 +309,39 @@ impl ModelFile {
             .map_err(|e| invalid(format!("serialising: {e}")))
     }
 
+    /// Layers `range` of this model, with their weights, as a model of their own (see
+    /// [`stage_architecture`]).
+    pub fn stage(&self, range: std::ops::Range<usize>, device: &Device) -> Result<ModelFile> {
+        let architecture = stage_architecture(&self.architecture, range.clone(), device)?;
+        let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, shape, values) in weights_of(&self.model)? {
+            let Some((index, rest)) = name.split_once('.') else {
+                continue;
+            };
+            let Ok(i) = index.parse::<usize>() else {
+                continue;
+            };
+            if range.contains(&i) {
+                raw.push((
+                    format!("{}.{rest}", i - range.start),
+                    shape,
+                    le_bytes(&values),
+                ));
+            }
+        }
+        let views = raw
+            .iter()
+            .map(|(name, shape, bytes)| {
+                TensorView::new(Dtype::F32, shape.clone(), bytes)
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| invalid(format!("tensor {name}: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = safetensors::serialize(views, None::<HashMap<String, String>>)
+            .map_err(|e| invalid(format!("serialising: {e}")))?;
+        ModelFile::parse(&bytes, Some(architecture), device)
+    }
+
     /// The model's public description.
     pub fn architecture(&self) -> &Architecture {
         &self.architecture
@@ -672,6 +705,64 @@ pub fn skeleton(architecture: &Architecture, device: &Device) -> Result<Model> {
     Ok(ModelFile::parse(&bytes, Some(architecture.clone()), device)?.into_model())
 }
 
+/// The architecture of layers `range` of `architecture`, as a model of its own (one stage of a model split
+/// across committees): its input is the shape entering layer `range.start`; the preprocessing stays with
+/// the first stage and the labels with the last. Chaining the stages computes the whole model.
+pub fn stage_architecture(
+    architecture: &Architecture,
+    range: std::ops::Range<usize>,
+    device: &Device,
+) -> Result<Architecture> {
+    let n = architecture.layers.len();
+    if range.start >= range.end || range.end > n {
+        return Err(invalid(format!(
+            "stage {range:?} is not a non-empty range of the model's {n} layers"
+        )));
+    }
+    let whole = skeleton(architecture, device)?;
+    Ok(Architecture {
+        name: format!(
+            "{} [layers {}..{}]",
+            architecture.name, range.start, range.end
+        ),
+        input: whole.layer_input(range.start).to_vec(),
+        labels: if range.end == n {
+            architecture.labels.clone()
+        } else {
+            Vec::new()
+        },
+        preprocess: if range.start == 0 {
+            architecture.preprocess.clone()
+        } else {
+            None
+        },
+        layers: architecture.layers[range].to_vec(),
+    })
+}
+
+/// The memory one execution party holds per layer of `architecture`, bytes (for partitioning into stages):
+/// three words per weight (its share, mask and opened masked value) plus its output activations, 8 bytes
+/// each.
+pub fn layer_memory(architecture: &Architecture, device: &Device) -> Result<Vec<u64>> {
+    let model = skeleton(architecture, device)?;
+    Ok(architecture
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let weights = match *spec {
+                LayerSpec::Linear { inputs, outputs } => (inputs * outputs + outputs) as u64,
+                LayerSpec::Conv2d {
+                    channels, kernel, ..
+                } => (channels[0] * channels[1] * kernel[0] * kernel[1] + channels[1]) as u64,
+                _ => 0,
+            };
+            let activations: u64 = model.shapes()[i].iter().product::<usize>() as u64;
+            24 * weights + 8 * activations
+        })
+        .collect())
+}
+
 fn model_id(architecture: &Architecture, weights: &NamedWeights) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"veil-model-v1\0");
@@ -751,6 +842,40 @@ mod tests {
         };
         let err = skeleton(&huge, &d).unwrap_err();
         assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn stages_chain_to_the_whole_model() {
+        let d = device();
+        let file = ModelFile::from_model(
+            workloads::by_name("lenet", 3, &d).unwrap().unwrap(),
+            vec![],
+            None,
+        )
+        .unwrap();
+        let a = file.architecture();
+        let n = a.layers.len();
+        let memory = layer_memory(a, &d).unwrap();
+        assert_eq!(memory.len(), n);
+        assert!(memory.iter().all(|&m| m > 0));
+        let k = n / 2;
+        let first = stage_architecture(a, 0..k, &d).unwrap();
+        let second = stage_architecture(a, k..n, &d).unwrap();
+        assert_eq!(first.input, a.input);
+        assert_eq!(first.layers.len() + second.layers.len(), n);
+        // The second stage takes what the first produces.
+        let m1 = skeleton(&first, &d).unwrap();
+        assert_eq!(m1.output_shape(), second.input.as_slice());
+        // With weights: the stages chained compute the whole model.
+        let (s1, s2) = (file.stage(0..k, &d).unwrap(), file.stage(k..n, &d).unwrap());
+        let x = workloads::sample_input(file.model(), 1, 4);
+        let mid = s1.model().forward_plain(&x, 1).unwrap();
+        assert_eq!(
+            s2.model().forward_plain(&mid, 1).unwrap(),
+            file.model().forward_plain(&x, 1).unwrap()
+        );
+        assert!(stage_architecture(a, k..k, &d).is_err());
+        assert!(stage_architecture(a, 0..n + 1, &d).is_err());
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub enum Purpose {
     OutputShare,
     /// A dealer's `spdz2k` owner material (the client's masks and output MAC key) for the client.
     OwnerMaterial,
+    /// A stage's party's re-randomised output share for one party of the next stage.
+    Handoff,
 }
 
 impl Purpose {
@@ -73,6 +75,7 @@ impl Purpose {
             Purpose::WeightShare => b"weight-share",
             Purpose::OutputShare => b"output-share",
             Purpose::OwnerMaterial => b"owner-material",
+            Purpose::Handoff => b"stage-handoff",
         }
     }
 }

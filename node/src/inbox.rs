@@ -106,6 +106,12 @@ impl Inbox {
         Ok(Inbox { key, opened, path })
     }
 
+    /// The opening key, for payloads that are not a job's input (a stage's hand-offs: their own binding,
+    /// opened inside an input that was opened once).
+    pub fn opening_key(&self) -> &OpeningKey {
+        &self.key
+    }
+
     /// The public key clients seal to.
     pub fn sealing_key(&self) -> SealingKey {
         self.key.public()

@@ -23,6 +23,7 @@
 //! - [`verifier`]: the verifier role's check of a `spdz2k` job's MAC-check transcripts.
 //! - [`receipt`]: the verifier's signed receipt, its JSON file form and its check.
 //! - [`record`]: TEST ONLY recording of every byte a process receives (off unless an env variable is set).
+//! - [`stage`]: re-randomised hand-over of shares between the stages of a model split across committees.
 //! - [`node`]: the daemon that ties them together.
 //! - [`client`]: submits a job to a committee and collects the results.
 //! - [`cluster`]: starts local `veil node` processes (benchmarks, tests).
@@ -45,6 +46,7 @@ pub mod peers;
 pub mod quic_net;
 pub mod receipt;
 pub mod record;
+pub mod stage;
 pub mod tls;
 pub mod verifier;
 pub mod wire;

@@ -68,6 +68,23 @@ pub struct DeployedModel {
     pub id: String,
     /// The architecture, as JSON (`veil_engine::model_file::Architecture`).
     pub architecture: String,
+    /// A stage of a model split across committees that is followed by another: where the parties send
+    /// their re-randomised output shares instead of to the client.
+    pub handoff: Option<Handoff>,
+    /// A stage that follows another: the number of parties of the previous stage whose re-randomised
+    /// shares each party sums into its input share (0: the input comes from the client).
+    pub senders: u32,
+}
+
+/// Where a stage's output goes: the next stage's committee.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Handoff {
+    /// The next stage's run id (its parties open the hand-off only in that run).
+    pub run: JobId,
+    /// The next stage's model binding id.
+    pub model: String,
+    /// The next stage's parties' sealing keys, in party order.
+    pub keys: Vec<crate::envelope::SealingKey>,
 }
 
 impl DeployedModel {
@@ -81,6 +98,13 @@ impl DeployedModel {
         }
         if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(NodeError::Manifest("model id must be 64 hex digits".into()));
+        }
+        if self.senders as usize > MAX_PARTIES
+            || self.handoff.as_ref().is_some_and(|h| {
+                h.keys.is_empty() || h.keys.len() > MAX_PARTIES || h.model.len() > 128
+            })
+        {
+            return Err(NodeError::Manifest("stage hand-off out of bounds".into()));
         }
         serde_json::from_str(&self.architecture)
             .map_err(|e| NodeError::Manifest(format!("architecture: {e}")))
@@ -198,11 +222,10 @@ impl SignedManifest {
     pub fn verify_by(&self, signer: &PublicKey) -> Result<Manifest> {
         let manifest: Manifest = postcard::from_bytes(&self.body.0)
             .map_err(|e| NodeError::Manifest(format!("does not decode: {e}")))?;
-        if manifest.client != *signer || !signer.verify(&signed_bytes(&self.body.0), &self.signature.0)
+        if manifest.client != *signer
+            || !signer.verify(&signed_bytes(&self.body.0), &self.signature.0)
         {
-            return Err(NodeError::Manifest(
-                "not signed by the expected key".into(),
-            ));
+            return Err(NodeError::Manifest("not signed by the expected key".into()));
         }
         Ok(manifest)
     }

@@ -16,7 +16,7 @@ use veil_engine::{Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
 
 use super::coordinator::ConnectArgs;
-use crate::coordinator::api::{self, ModelView, SubmitRequest};
+use crate::coordinator::api::{self, DeployRequest, ModelView, StagesView, SubmitRequest};
 
 /// Default client directory.
 const DEFAULT_CLIENT_DIR: &str = "veil-client";
@@ -240,10 +240,23 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
         model: Some(args.model.clone()),
         output_key: None,
         protocol: d.protocol.clone(),
+        stage: None,
     };
     let started = Instant::now();
     let mut last = String::new();
     let quiet = args.json;
+    let staging: StagesView = client.api().get_json(&api::model_stages(&args.model))?;
+    if staging.stages.len() > 1 {
+        return infer_staged(
+            &args,
+            &client,
+            &file,
+            d,
+            &staging,
+            &inputs,
+            labels.as_deref(),
+        );
+    }
     let finished = client.run_job(
         request,
         file.model(),
@@ -266,14 +279,7 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
         },
     )?;
     let predictions: Vec<Option<usize>> = finished.outputs.iter().map(|o| argmax(o)).collect();
-    let accuracy = labels.as_ref().map(|l| {
-        let right = l
-            .iter()
-            .zip(&predictions)
-            .filter(|(t, p)| Some(**t) == **p)
-            .count();
-        right as f64 / l.len() as f64
-    });
+    let accuracy = accuracy_of(labels.as_deref(), &predictions);
     let result = serde_json::json!({
         "job": finished.job.id,
         "model": args.model,
@@ -284,6 +290,8 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
             .map(|p| p.map(|c| file.label(c)))
             .collect::<Vec<_>>(),
         "accuracy": accuracy,
+        "stages": [[0, file.architecture().layers.len()]],
+        "jobs": [finished.job.id],
         "protocol": d.protocol,
         "receipt": finished.receipt.is_some(),
         "seconds": started.elapsed().as_secs_f64(),
@@ -332,6 +340,98 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
             ),
             None => println!("receipt checked (save it with --receipt FILE; check it again with veil verify)"),
         }
+    }
+    Ok(())
+}
+
+fn accuracy_of(labels: Option<&[usize]>, predictions: &[Option<usize>]) -> Option<f64> {
+    labels.map(|l| {
+        let right = l
+            .iter()
+            .zip(predictions)
+            .filter(|(t, p)| Some(**t) == **p)
+            .count();
+        right as f64 / l.len() as f64
+    })
+}
+
+/// `veil infer` on a model the coordinator splits into stages (its memory exceeds `max_stage_memory_bytes`):
+/// one committee per stage, shares handed from stage to stage re-randomised.
+fn infer_staged(
+    args: &InferArgs,
+    client: &crate::coordinator::sdk::Client,
+    file: &ModelFile,
+    deployment: &DeployRequest,
+    staging: &StagesView,
+    inputs: &[Vec<f32>],
+    labels: Option<&[usize]>,
+) -> Result<()> {
+    let started = Instant::now();
+    if !args.json {
+        let ranges: Vec<String> = staging
+            .stages
+            .iter()
+            .map(|[s, e]| format!("layers {s}..{e}"))
+            .collect();
+        println!(
+            "model {} is split into {} stages ({}): one committee each",
+            args.model,
+            staging.stages.len(),
+            ranges.join(", ")
+        );
+    }
+    let mut seen = std::collections::HashMap::new();
+    let quiet = args.json;
+    let finished = client.run_staged(
+        &args.model,
+        file,
+        deployment,
+        &staging.stages,
+        inputs,
+        Duration::from_secs(args.timeout_s),
+        |stage, view| {
+            if seen.insert(view.id, view.phase.clone()).as_ref() != Some(&view.phase) && !quiet {
+                println!(
+                    "[{:>6.2} s] stage {stage}: job {} {}",
+                    started.elapsed().as_secs_f64(),
+                    view.id,
+                    view.phase
+                );
+            }
+        },
+    )?;
+    let predictions: Vec<Option<usize>> = finished.outputs.iter().map(|o| argmax(o)).collect();
+    let accuracy = accuracy_of(labels, &predictions);
+    let result = serde_json::json!({
+        "jobs": finished.jobs,
+        "stages": staging.stages,
+        "model": args.model,
+        "outputs": finished.outputs,
+        "predictions": predictions
+            .iter()
+            .map(|p| p.map(|c| file.label(c)))
+            .collect::<Vec<_>>(),
+        "accuracy": accuracy,
+        "protocol": deployment.protocol,
+        "receipt": false,
+        "seconds": started.elapsed().as_secs_f64(),
+    });
+    if let Some(out) = &args.output {
+        std::fs::write(out, serde_json::to_vec_pretty(&result)?)
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    if args.json {
+        println!("{result}");
+    } else {
+        if let Some(a) = accuracy {
+            println!("  accuracy against the labels: {a:.3}");
+        }
+        println!(
+            "{} private predictions through {} stages in {:.2} s",
+            predictions.len(),
+            staging.stages.len(),
+            started.elapsed().as_secs_f64()
+        );
     }
     Ok(())
 }

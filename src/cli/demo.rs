@@ -171,6 +171,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     let options = LocalOptions {
         nodes: args.nodes,
         log: "warn".into(),
+        max_stage_memory_bytes: 0,
     };
     let net = LocalNetwork::start(&exe, &options)?;
     let client = net.client(None)?;
@@ -212,6 +213,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         model: Some(deployed.id.clone()),
         output_key: None,
         protocol: args.protocol.clone(),
+        stage: None,
     };
     let job_started = Instant::now();
     let mut last = String::new();

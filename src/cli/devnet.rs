@@ -23,6 +23,10 @@ pub struct DevnetArgs {
     /// Log level of the processes (their logs are under the printed directory).
     #[arg(long, default_value = "info")]
     pub log: String,
+    /// The coordinator splits a model whose party memory exceeds this into stages run by successive
+    /// committees (0: never).
+    #[arg(long, default_value_t = 0)]
+    pub max_stage_memory_bytes: u64,
 }
 
 /// Runs `veil devnet`.
@@ -31,6 +35,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
     let options = LocalOptions {
         nodes: args.nodes,
         log: args.log.clone(),
+        max_stage_memory_bytes: args.max_stage_memory_bytes,
     };
     let net = LocalNetwork::start(&exe, &options)?;
     let client = net.client(None)?;

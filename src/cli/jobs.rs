@@ -214,6 +214,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         model: None,
         output_key: None,
         protocol: "semi2k".into(),
+        stage: None,
     };
     let started = Instant::now();
     let mut last = (String::new(), 0u32);

@@ -16,6 +16,7 @@ use veil_node::config::CoordinatorLink;
 use veil_node::envelope::Purpose;
 use veil_node::inbox::{binding_for, seal_blob, Inbox, InboxError};
 use veil_node::manifest::{Role, SignedManifest};
+use veil_node::stage::{hand_off, take_over, StageInput, StageOutput};
 use veil_node::wire::RunRequest;
 use veil_node::{Identity, Node};
 
@@ -398,21 +399,59 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                     );
                 }
             };
-            let run: RunRequest = match postcard::from_bytes(&plain) {
+            let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
+            let decoded = if senders > 0 {
+                // A later stage: the input shares come as the previous stage's hand-offs.
+                postcard::from_bytes::<StageInput>(&plain)
+                    .map_err(|e| e.to_string())
+                    .and_then(|input| {
+                        let len = veil_node::party::compile_plan(&manifest)
+                            .map_err(|e| e.to_string())?
+                            .input_len
+                            * manifest.batch as usize;
+                        take_over(shared.inbox.opening_key(), &manifest, index, input, len)
+                            .map_err(|e| e.to_string())
+                    })
+            } else {
+                postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
+            };
+            let run = match decoded {
                 Ok(r) => r,
                 Err(e) => {
                     return send_failure(
                         shared,
                         t,
                         flags,
-                        format!("party {index}: the opened input does not decode: {e}"),
+                        format!("party {index} refused its input: {e}"),
                         true,
                     )
                 }
             };
             drop(plain);
             match assigned.run_party(run) {
-                Ok(report) => {
+                Ok(mut report) => {
+                    // A stage followed by another: the outputs go, re-randomised and sealed, to the next
+                    // stage's parties (inside the client's envelope, which the client relays).
+                    let handoff = manifest
+                        .model
+                        .deployed
+                        .as_ref()
+                        .and_then(|d| d.handoff.clone());
+                    let stage_output = match handoff {
+                        Some(h) => match hand_off(&h, index, &report.outputs) {
+                            Ok(handoffs) => {
+                                report.outputs.clear();
+                                Some(StageOutput {
+                                    report: report.clone(),
+                                    handoffs,
+                                })
+                            }
+                            Err(e) => {
+                                return report_failure(shared, t, flags, format!("hand-off: {e}"))
+                            }
+                        },
+                        None => None,
+                    };
                     let Some(output_key) = manifest.output_key else {
                         return report_failure(
                             shared,
@@ -439,11 +478,13 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                         }
                     }
                     let binding = binding_for(&manifest, Purpose::OutputShare, index);
-                    let sealed = postcard::to_stdvec(&report)
-                        .map_err(|e| e.to_string())
-                        .and_then(|b| {
-                            seal_blob(&output_key, &binding, &b).map_err(|e| e.to_string())
-                        });
+                    let encoded = match &stage_output {
+                        Some(out) => postcard::to_stdvec(out),
+                        None => postcard::to_stdvec(&report),
+                    };
+                    let sealed = encoded.map_err(|e| e.to_string()).and_then(|b| {
+                        seal_blob(&output_key, &binding, &b).map_err(|e| e.to_string())
+                    });
                     let bytes = match sealed {
                         Ok(b) => b,
                         Err(e) => {

@@ -263,6 +263,41 @@ pub struct SubmitRequest {
     /// `semi2k` or `spdz2k` (MAC-checked, with a verifier and a signed receipt).
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    /// One stage of a deployed model split across committees (see `GET /v1/models/{id}/stages`).
+    #[serde(default)]
+    pub stage: Option<StageRequest>,
+}
+
+/// One stage of a staged job: layers `start..end` of the deployed model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageRequest {
+    /// First layer.
+    pub start: usize,
+    /// One past the last layer.
+    pub end: usize,
+    /// The job of the next stage (submitted first, scheduled): this stage's parties hand their
+    /// re-randomised output shares to its parties instead of returning them to the client.
+    pub next: Option<u64>,
+    /// The previous stage's parties (0 for the first stage): each party sums that many hand-offs into its
+    /// input share.
+    pub senders: u32,
+}
+
+/// How the coordinator splits a deployed model into stages (contiguous layer ranges whose party memory
+/// fits `max_stage_memory_bytes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagesView {
+    /// The model.
+    pub model: String,
+    /// Layer ranges `[start, end)`, in order.
+    pub stages: Vec<[usize; 2]>,
+    /// The largest memory a stage may need per party, bytes.
+    pub max_stage_memory_bytes: u64,
+}
+
+/// `/v1/models/{id}/stages` (GET): the model's split into stages.
+pub fn model_stages(id: &str) -> String {
+    format!("/v1/models/{id}/stages")
 }
 
 fn default_protocol() -> String {

@@ -52,6 +52,10 @@ pub struct CoordinatorConfig {
     /// client, ms; then they are deleted (the job's record and receipt stay).
     #[serde(default = "default_result_retention")]
     pub result_retention_ms: u64,
+    /// The most memory one stage of a model may need per execution party, bytes: a deployed model that
+    /// needs more is split into stages run by successive committees (0: never split).
+    #[serde(default)]
+    pub max_stage_memory_bytes: u64,
     /// Jobs one client key may submit per minute (0: no limit).
     #[serde(default = "default_submissions_per_minute")]
     pub submissions_per_minute: u32,

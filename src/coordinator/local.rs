@@ -93,6 +93,8 @@ pub struct LocalOptions {
     pub nodes: usize,
     /// Log level of the processes.
     pub log: String,
+    /// The coordinator's `max_stage_memory_bytes` (0: models are never split into stages).
+    pub max_stage_memory_bytes: u64,
 }
 
 impl Default for LocalOptions {
@@ -100,6 +102,7 @@ impl Default for LocalOptions {
         LocalOptions {
             nodes: 5,
             log: "info".into(),
+            max_stage_memory_bytes: 0,
         }
     }
 }
@@ -132,9 +135,11 @@ impl LocalNetwork {
                  tick_ms = 50\n\
                  max_attempts = 3\n\
                  scheduled_timeout_ms = 20000\n\
-                 running_timeout_ms = 120000\n",
+                 running_timeout_ms = 120000\n\
+                 max_stage_memory_bytes = {}\n",
                 dir.path().join("coordinator-data").display(),
-                options.log
+                options.log,
+                options.max_stage_memory_bytes
             ),
         )?;
         let coordinator = start(

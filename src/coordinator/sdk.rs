@@ -26,12 +26,16 @@ use veil_node::envelope::{OpeningKey, Purpose, SealingKey};
 use veil_node::inbox::{binding_for, check_attestation, open_blob, seal_blob};
 use veil_node::manifest::{Manifest, SignedManifest};
 use veil_node::receipt::{commit_blobs, ReceiptFile};
-use veil_node::wire::{AuthWords, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words};
+use veil_node::stage::{StageInput, StageOutput};
+use veil_node::wire::{
+    AuthWords, Bytes, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words,
+};
 use veil_node::PublicKey;
 use veil_protocols::share::{reconstruct, share};
 
 use super::api::{
-    self, CommitteeView, DeployRequest, JobView, ModelView, ReceiptEntry, SubmitRequest,
+    self, CommitteeView, DeployRequest, JobView, ModelView, ReceiptEntry, StageRequest,
+    SubmitRequest,
 };
 use super::http::ApiClient;
 use super::state::SPDZ2K;
@@ -106,6 +110,14 @@ impl Tamper {
         }
         Ok(())
     }
+}
+
+/// The result of a staged job.
+pub struct StagedFinished {
+    /// The stages' jobs, first to last.
+    pub jobs: Vec<u64>,
+    /// One output vector per inference.
+    pub outputs: Vec<Vec<f32>>,
 }
 
 /// A client of the coordinator: its TLS identity, the pinned coordinator key, and the X25519 key its
@@ -298,6 +310,207 @@ impl Client {
         }
     }
 
+    /// Runs `inputs` (already prepared: preprocessed and checked) through deployed model `model_id`, split
+    /// into `stages` (layer ranges, from `GET /v1/models/{id}/stages`), one committee per stage (semi2k).
+    /// The stages are submitted last first (each stage's manifest names the next stage's parties); this
+    /// client deals each stage's weights to its own committee only, checks that each stage hands its
+    /// re-randomised output shares to exactly the next stage's attested parties, and relays the sealed
+    /// hand-offs it cannot open. Staged jobs are not retried: a stage whose committee changes fails the job.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_staged(
+        &self,
+        model_id: &str,
+        file: &ModelFile,
+        deployment: &DeployRequest,
+        stages: &[[usize; 2]],
+        inputs: &[Vec<f32>],
+        timeout: Duration,
+        mut progress: impl FnMut(usize, &JobView),
+    ) -> Result<StagedFinished> {
+        ensure!(!stages.is_empty(), "no stages");
+        ensure!(
+            deployment.protocol == "semi2k",
+            "staged jobs run semi2k (this model is deployed for {})",
+            deployment.protocol
+        );
+        let device = burn::tensor::Device::flex();
+        let fp = veil_protocols::ring::FixedPoint::new(deployment.frac_bits)?;
+        let mode = match deployment.weights.as_str() {
+            "public" => WeightMode::Public,
+            _ => WeightMode::Shared,
+        };
+        let parts: Vec<ModelFile> = stages
+            .iter()
+            .map(|[s, e]| file.stage(*s..*e, &device))
+            .collect::<Result<_, _>>()?;
+        let plans: Vec<Plan> = parts
+            .iter()
+            .map(|p| Plan::compile(p.model(), fp, mode))
+            .collect::<Result<_, _>>()?;
+        let mut encoded = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            parts[0].model().check_input(x, 1)?;
+            encoded.push(fp.encode(x)?);
+        }
+        let deadline = Instant::now() + timeout;
+        // Submit the stages last first; each waits for its successor's committee.
+        let mut jobs: Vec<(u64, SubmitRequest)> = Vec::with_capacity(stages.len());
+        for (k, [start, end]) in stages.iter().enumerate().rev() {
+            let request = SubmitRequest {
+                workload: "deployed".into(),
+                model_seed: 0,
+                weights: deployment.weights.clone(),
+                frac_bits: deployment.frac_bits,
+                batch: 1,
+                inferences: inputs.len() as u32,
+                parties: deployment.parties,
+                model: Some(model_id.to_string()),
+                output_key: Some(self.output_key().to_string()),
+                protocol: "semi2k".into(),
+                stage: Some(StageRequest {
+                    start: *start,
+                    end: *end,
+                    next: jobs.last().map(|(id, _)| *id),
+                    senders: if k == 0 {
+                        0
+                    } else {
+                        u32::from(deployment.parties)
+                    },
+                }),
+            };
+            let view: JobView = self.api.post_json(api::JOBS, &request)?;
+            progress(k, &view);
+            let view = self.wait_phase(view.id, deadline, |v| v.phase != "submitted")?;
+            progress(k, &view);
+            ensure!(
+                view.phase == "scheduled",
+                "stage {k}: job {} is {}",
+                view.id,
+                view.phase
+            );
+            jobs.push((view.id, request));
+        }
+        jobs.reverse();
+        // Run them first to last.
+        let mut handoffs: Vec<Vec<Bytes>> = Vec::new();
+        let mut last = None;
+        for (k, (id, request)) in jobs.iter().enumerate() {
+            let view = self.wait_phase(*id, deadline, |v| v.phase != "submitted")?;
+            ensure!(
+                view.phase == "scheduled",
+                "stage {k}: job {id} is {}",
+                view.phase
+            );
+            let manifest = self.checked_manifest(&view, request)?;
+            let committee = view
+                .committee
+                .as_ref()
+                .context("scheduled without committee")?;
+            let keys = attested_keys(&manifest, committee)?;
+            if let Some((next_id, next_request)) = jobs.get(k + 1) {
+                // The hand-off must go to the next stage's parties and nowhere else.
+                let next_view: JobView = self.api.get_json(&api::job(*next_id))?;
+                let next_manifest = self.checked_manifest(&next_view, next_request)?;
+                let next_committee = next_view.committee.as_ref().context("no committee")?;
+                let next_keys = attested_keys(&next_manifest, next_committee)?;
+                let handoff = manifest
+                    .model
+                    .deployed
+                    .as_ref()
+                    .and_then(|d| d.handoff.as_ref())
+                    .context("a stage with a successor has no hand-off")?;
+                ensure!(
+                    handoff.keys == next_keys
+                        && handoff.run == next_manifest.job
+                        && handoff.model == next_manifest.model.binding_id(),
+                    "stage {k} would hand its shares to someone other than stage {}'s parties",
+                    k + 1
+                );
+            }
+            // Stage k > 0 gets its inputs from the hand-offs: deal only its weights.
+            let mut runs = shared_runs(&plans[k], &manifest, if k == 0 { &encoded } else { &[] })?;
+            let blobs: Vec<Vec<u8>> = if k == 0 {
+                seal_runs(&manifest, &keys, runs)?
+            } else {
+                ensure!(
+                    handoffs.iter().all(|h| h.len() == keys.len()),
+                    "the previous stage handed off to another number of parties"
+                );
+                runs.iter_mut().for_each(|r| r.inputs.clear());
+                let staged: Vec<Vec<u8>> = runs
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, run)| {
+                        let input = StageInput {
+                            run,
+                            handoffs: handoffs.iter().map(|h| h[j].clone()).collect(),
+                        };
+                        let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&input)?);
+                        let binding = binding_for(&manifest, Purpose::InputShare, j);
+                        Ok(seal_blob(&keys[j], &binding, &plain)?)
+                    })
+                    .collect::<Result<_>>()?;
+                staged
+            };
+            for (party, blob) in blobs.into_iter().enumerate() {
+                self.api
+                    .put_bytes(&api::input_upload(*id, view.attempt, party), blob)?;
+            }
+            let done = self.wait_phase(*id, deadline, |v| {
+                progress(k, v);
+                matches!(v.phase.as_str(), "done" | "failed")
+            })?;
+            if done.phase == "failed" {
+                bail!(
+                    "stage {k} (job {id}) failed: {}",
+                    done.failure.as_deref().unwrap_or("unknown cause")
+                );
+            }
+            if done.attempt != view.attempt {
+                bail!("stage {k} (job {id}) was rescheduled: staged jobs are not retried");
+            }
+            let n = manifest.parties.len();
+            if k + 1 < jobs.len() {
+                handoffs.clear();
+                for party in 0..n {
+                    let blob = self.api.get_bytes(&api::output_download(*id, party))?;
+                    let binding = binding_for(&manifest, Purpose::OutputShare, party);
+                    let bytes = open_blob(&self.key, &binding, &blob)
+                        .with_context(|| format!("stage {k}, party {party}'s sealed output"))?;
+                    let out: StageOutput = postcard::from_bytes(&bytes)
+                        .with_context(|| format!("stage {k}, party {party}'s output"))?;
+                    handoffs.push(out.handoffs);
+                }
+            } else {
+                let (_, reports) = self.fetch_outputs(*id, &manifest, inputs.len())?;
+                last = Some(reconstruct_outputs(&reports, &plans[k], inputs.len())?);
+            }
+        }
+        Ok(StagedFinished {
+            jobs: jobs.iter().map(|(id, _)| *id).collect(),
+            outputs: last.context("no last stage")?,
+        })
+    }
+
+    /// Polls job `id` until `until` holds (or the deadline passes).
+    fn wait_phase(
+        &self,
+        id: u64,
+        deadline: Instant,
+        mut until: impl FnMut(&JobView) -> bool,
+    ) -> Result<JobView> {
+        loop {
+            let view: JobView = self.api.get_json(&api::job(id))?;
+            if until(&view) {
+                return Ok(view);
+            }
+            if Instant::now() >= deadline {
+                bail!("job {id} still {} at the deadline", view.phase);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The attempt's manifest, checked as the module doc says.
     fn checked_manifest(&self, view: &JobView, request: &SubmitRequest) -> Result<Manifest> {
         let bytes = hex::decode(view.manifest.as_deref().context("no manifest")?)
@@ -321,7 +534,10 @@ impl Client {
             "the manifest describes another job"
         );
         let model_ok = match (&request.model, &manifest.model.deployed) {
-            (Some(id), Some(d)) => *id == d.id,
+            (Some(id), Some(d)) => match &request.stage {
+                Some(s) => d.id == super::state::stage_model_id(id, s.start, s.end),
+                None => *id == d.id,
+            },
             (None, None) => {
                 manifest.model.workload == request.workload
                     && manifest.model.seed == request.model_seed

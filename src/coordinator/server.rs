@@ -103,6 +103,7 @@ pub fn router(state: Shared, max_blob: usize) -> Router {
         .route(api::JOBS, get(list_jobs).post(submit))
         .route(api::MODELS, get(list_models).post(deploy))
         .route(api::RECEIPTS, get(list_receipts))
+        .route("/v1/models/{id}/stages", get(model_stages))
         .route("/v1/jobs/{id}/receipt", get(job_receipt))
         .route(
             "/v1/jobs/{id}/attempts/{attempt}/owner",
@@ -220,6 +221,13 @@ async fn deploy(
         .map(Json)
 }
 
+async fn model_stages(
+    State(s): State<Shared>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<super::api::StagesView>> {
+    with_state(&s, move |c| c.model_stages(&id)).await.map(Json)
+}
+
 async fn list_receipts(State(s): State<Shared>) -> ApiResult<Json<Vec<ReceiptEntry>>> {
     with_state(&s, |c| Ok(c.receipts())).await.map(Json)
 }
@@ -303,9 +311,12 @@ async fn submit(
 ) -> ApiResult<Json<JobView>> {
     let key = caller.key()?;
     let check = req.clone();
-    let architecture = match req.model.clone() {
-        Some(id) => Some(with_state(&s, move |c| c.model_architecture(&id)).await?),
-        None => None,
+    let architecture = match req.model.is_some() {
+        true => {
+            let r = req.clone();
+            Some(with_state(&s, move |c| c.job_architecture(&r)).await?)
+        }
+        false => None,
     };
     let demand = tokio::task::spawn_blocking(move || demand_for(&check, architecture.as_ref()))
         .await

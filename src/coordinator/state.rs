@@ -31,7 +31,8 @@ use veil_engine::{workloads, WeightMode};
 use veil_node::envelope::SealingKey;
 use veil_node::inbox::check_attestation;
 use veil_node::manifest::{
-    DeployedModel, Manifest, Member, ModelSpec, SignedManifest, MAX_ARCHITECTURE_BYTES, MAX_BATCH,
+    DeployedModel, Handoff, Manifest, Member, ModelSpec, SignedManifest, MAX_ARCHITECTURE_BYTES,
+    MAX_BATCH,
 };
 use veil_node::wire::JobId as RunId;
 use veil_node::{Identity, PublicKey};
@@ -43,8 +44,8 @@ use veil_scheduler::{
 
 use super::api::{
     CommitteeView, DeployRequest, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView,
-    MemberView, ModelView, NodeView, ReceiptEntry, RegisterRequest, SubmitRequest, TaskRole,
-    TaskView, TransitionView, TrialTask,
+    MemberView, ModelView, NodeView, ReceiptEntry, RegisterRequest, StagesView, SubmitRequest,
+    TaskRole, TaskView, TransitionView, TrialTask,
 };
 use super::blobs::{Blobs, Direction};
 use super::config::CoordinatorConfig;
@@ -186,6 +187,18 @@ fn weight_mode(s: &str) -> ApiResult<WeightMode> {
             "weights {other:?}: expected shared or public"
         ))),
     }
+}
+
+/// The binding id of layers `start..end` of deployed model `id`: hex SHA-256 of a label, the id and the
+/// range (64 hex digits, like a model id).
+pub fn stage_model_id(id: &str, start: usize, end: usize) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"veil stage v1\0");
+    h.update(id.as_bytes());
+    h.update((start as u64).to_le_bytes());
+    h.update((end as u64).to_le_bytes());
+    hex::encode(h.finalize())
 }
 
 /// Checks a deployment: the id's form, the architecture (bounded, parses, builds), weights, parties and
@@ -994,6 +1007,20 @@ impl Coordinator {
         now: Millis,
     ) -> ApiResult<JobView> {
         self.admit_submission(submitter, now)?;
+        if let Some(stage) = &req.stage {
+            if let Some(next) = stage.next {
+                match self.jobs.get(&next) {
+                    Some(e) if e.extra.submitter == submitter.0 => {}
+                    _ => {
+                        return Err(ApiError::BadRequest(format!(
+                            "the next stage's job {next} is not one of yours"
+                        )))
+                    }
+                }
+                // Its committee must be known now: this stage's manifest names its keys.
+                self.deployed_spec(req.model.as_deref().unwrap_or_default(), &req)?;
+            }
+        }
         let id = self.next_job;
         self.next_job += 1;
         let job = Job::new(
@@ -1054,6 +1081,102 @@ impl Coordinator {
         self.flush()?;
         tracing::info!(model = %view.id, name = %view.name, "model deployed");
         Ok(view)
+    }
+
+    /// The manifest's model of a job on deployed model `id`: the whole model, or its stage with the
+    /// stage's hand-off to the next stage's committee.
+    fn deployed_spec(&self, id: &str, req: &SubmitRequest) -> ApiResult<DeployedModel> {
+        let m = self
+            .models
+            .get(id)
+            .ok_or_else(|| ApiError::NotFound(format!("model {id}")))?;
+        let Some(stage) = &req.stage else {
+            return Ok(DeployedModel {
+                id: m.id.clone(),
+                architecture: m.deployment.architecture.clone(),
+                handoff: None,
+                senders: 0,
+            });
+        };
+        let architecture = self.job_architecture(req)?;
+        let handoff = match stage.next {
+            None => None,
+            Some(next) => {
+                let e = self
+                    .jobs
+                    .get(&next)
+                    .ok_or_else(|| ApiError::NotFound(format!("job {next}")))?;
+                let a = match (&e.extra.attempt, e.job.phase()) {
+                    (Some(a), Phase::Scheduled) => a,
+                    _ => {
+                        return Err(ApiError::Conflict(format!(
+                            "the next stage's job {next} is not scheduled"
+                        )))
+                    }
+                };
+                let next_stage =
+                    e.extra.request.stage.as_ref().ok_or_else(|| {
+                        ApiError::BadRequest(format!("job {next} is not a stage"))
+                    })?;
+                Some(Handoff {
+                    run: RunId(a.run_id),
+                    model: stage_model_id(id, next_stage.start, next_stage.end),
+                    keys: a
+                        .parties
+                        .iter()
+                        .map(|p| {
+                            self.nodes
+                                .get(p.index())
+                                .map(|x| SealingKey(x.sealing_key))
+                                .ok_or_else(|| internal(format!("node {p} has no sealing key")))
+                        })
+                        .collect::<ApiResult<_>>()?,
+                })
+            }
+        };
+        Ok(DeployedModel {
+            id: stage_model_id(id, stage.start, stage.end),
+            architecture: serde_json::to_string(&architecture).map_err(internal)?,
+            handoff,
+            senders: stage.senders,
+        })
+    }
+
+    /// The architecture a job on a deployed model runs: the model's, or its stage's.
+    pub fn job_architecture(&self, req: &SubmitRequest) -> ApiResult<Architecture> {
+        let id = req
+            .model
+            .as_deref()
+            .ok_or_else(|| ApiError::BadRequest("not a deployed model's job".into()))?;
+        let whole = self.model_architecture(id)?;
+        match &req.stage {
+            None => Ok(whole),
+            Some(s) => veil_engine::model_file::stage_architecture(
+                &whole,
+                s.start..s.end,
+                &burn::tensor::Device::flex(),
+            )
+            .map_err(|e| ApiError::BadRequest(format!("stage: {e}"))),
+        }
+    }
+
+    /// The split of deployed model `id` into stages under `max_stage_memory_bytes`.
+    pub fn model_stages(&self, id: &str) -> ApiResult<StagesView> {
+        let architecture = self.model_architecture(id)?;
+        let memory =
+            veil_engine::model_file::layer_memory(&architecture, &burn::tensor::Device::flex())
+                .map_err(internal)?;
+        let max = match self.config.max_stage_memory_bytes {
+            0 => u64::MAX,
+            m => m,
+        };
+        let stages = veil_scheduler::partition(&memory, max)
+            .map_err(|e| ApiError::Conflict(format!("model {id}: {e}")))?;
+        Ok(StagesView {
+            model: id.to_string(),
+            stages: stages.into_iter().map(|r| [r.start, r.end]).collect(),
+            max_stage_memory_bytes: max,
+        })
     }
 
     /// Every deployed model.
@@ -1407,16 +1530,7 @@ impl Coordinator {
         let req = &e.extra.request;
         let run_id: [u8; 16] = rand::random();
         let deployed = match &req.model {
-            Some(id) => {
-                let m = self
-                    .models
-                    .get(id)
-                    .ok_or_else(|| ApiError::NotFound(format!("model {id}")))?;
-                Some(DeployedModel {
-                    id: m.id.clone(),
-                    architecture: m.deployment.architecture.clone(),
-                })
-            }
+            Some(id) => Some(self.deployed_spec(id, req)?),
             None => None,
         };
         let output_key = req
@@ -1667,6 +1781,7 @@ mod tests {
             model: None,
             output_key: None,
             protocol: "semi2k".into(),
+            stage: None,
         }
     }
 
