@@ -168,9 +168,12 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Every record of one process: (kind, bytes).
+type Records = Vec<(u8, Vec<u8>)>;
+
 struct Recording {
-    /// Role (`coordinator`, `node-{key}`, `client`) -> every record (kind, bytes).
-    files: Vec<(String, Vec<(u8, Vec<u8>)>)>,
+    /// Role (`coordinator`, `node-{key}`, `client`) -> its records.
+    files: Vec<(String, Records)>,
 }
 
 impl Recording {
@@ -190,7 +193,7 @@ impl Recording {
         Recording { files }
     }
 
-    fn of(&self, prefix: &str) -> Vec<&(String, Vec<(u8, Vec<u8>)>)> {
+    fn of(&self, prefix: &str) -> Vec<&(String, Records)> {
         self.files
             .iter()
             .filter(|(r, _)| r.starts_with(prefix))

@@ -584,7 +584,7 @@ impl Client {
         let bytes = zeroize::Zeroizing::new(
             open_blob(&self.key, &binding, &blob).context("the dealer's sealed owner material")?,
         );
-        Ok(postcard::from_bytes(&bytes).context("the dealer's owner material")?)
+        postcard::from_bytes(&bytes).context("the dealer's owner material")
     }
 
     /// The job's receipt, checked: it verifies under the pinned coordinator key (manifest signature,

@@ -383,15 +383,7 @@ async fn task_failed(
 ) -> ApiResult<StatusCode> {
     let key = caller.key()?;
     with_state(&s, move |c| {
-        c.task_failed(
-            &key,
-            id,
-            attempt,
-            &failure.reason,
-            failure.rejected_input,
-            failure.verification_failed,
-            now_ms(),
-        )
+        c.task_failed(&key, id, attempt, &failure, now_ms())
     })
     .await
     .map(|()| StatusCode::NO_CONTENT)

@@ -45,7 +45,7 @@ use veil_scheduler::{
 use super::api::{
     CommitteeView, DeployRequest, HardwareReport, HeartbeatReply, HeartbeatRequest, JobView,
     MemberView, ModelView, NodeView, ReceiptEntry, RegisterRequest, StagesView, SubmitRequest,
-    TaskRole, TaskView, TransitionView, TrialTask,
+    TaskFailure, TaskRole, TaskView, TransitionView, TrialTask,
 };
 use super::blobs::{Blobs, Direction};
 use super::config::CoordinatorConfig;
@@ -701,11 +701,14 @@ impl Coordinator {
         key: &PublicKey,
         job: u64,
         attempt: u32,
-        reason: &str,
-        rejected_input: bool,
-        verification_failed: bool,
+        failure: &TaskFailure,
         now: Millis,
     ) -> ApiResult<()> {
+        let (reason, rejected_input, verification_failed) = (
+            failure.reason.as_str(),
+            failure.rejected_input,
+            failure.verification_failed,
+        );
         let node = self.node_of(key)?;
         if verification_failed {
             // The verifier's word: the MAC check failed, so some party cheated; it cannot tell which.
@@ -1937,15 +1940,11 @@ mod tests {
         );
         let demand = demand_for(&request(), None).unwrap();
         for i in 0..3 {
-            c.submit(&client, request(), demand.clone(), T0 + i)
-                .unwrap();
+            c.submit(&client, request(), demand, T0 + i).unwrap();
         }
-        let err = c
-            .submit(&client, request(), demand.clone(), T0 + 10)
-            .unwrap_err();
+        let err = c.submit(&client, request(), demand, T0 + 10).unwrap_err();
         assert_eq!(err.status(), 429, "{err}");
-        c.submit(&other, request(), demand.clone(), T0 + 10)
-            .unwrap();
+        c.submit(&other, request(), demand, T0 + 10).unwrap();
         c.submit(&client, request(), demand, T0 + 60_001).unwrap();
     }
 
@@ -1992,8 +1991,18 @@ mod tests {
             &keys,
             &second.committee.as_ref().unwrap().parties[0].public_key,
         );
-        c.task_failed(&reporter, 1, 2, "peer timed out", false, false, T0 + 1700)
-            .unwrap();
+        c.task_failed(
+            &reporter,
+            1,
+            2,
+            &TaskFailure {
+                reason: "peer timed out".into(),
+                rejected_input: false,
+                verification_failed: false,
+            },
+            T0 + 1700,
+        )
+        .unwrap();
         let view = c.job_view(1).unwrap();
         assert_eq!(view.attempt, 3);
         let reporter_node = c
