@@ -209,7 +209,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let mut report = match bench::measure(&run_args) {
             Ok(r) => r,
             Err(e) => {
-                // One configuration this build cannot run (say spdz2k over QUIC) must not cost the others.
+                // One configuration this build cannot run (say a transport or protocol an older build lacks) must not cost the others.
                 eprintln!("      failed: {e:#}");
                 failed.push(format!("{label}: {e:#}"));
                 continue;
