@@ -29,14 +29,16 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::{bf16, f16, Device};
+use burn::tensor::Device;
 use burn_pack::{Bytes, DType, Reader, Writer};
-use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::model::{values, Layer};
-use crate::model_file::{Architecture, LayerSpec, ModelFile, ARCHITECTURE_KEY, MAX_FILE_BYTES};
+use crate::model_file::{
+    decode_floats, invalid, le_bytes, read_bounded, serialize_f32, Architecture, FloatKind,
+    LayerSpec, ModelFile, ARCHITECTURE_KEY, MAX_FILE_BYTES,
+};
 
 /// The first four bytes of a burnpack file: burn's magic number `0x4255524E` ("BURN"), little-endian.
 pub const BURNPACK_MAGIC: [u8; 4] = burn_pack::MAGIC_NUMBER.to_le_bytes();
@@ -85,10 +87,6 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
     name.push(SIDECAR_SUFFIX);
     PathBuf::from(name)
-}
-
-fn invalid(what: impl Into<String>) -> EngineError {
-    EngineError::ModelFile(what.into())
 }
 
 impl ModelFile {
@@ -239,19 +237,6 @@ fn read_sidecar(path: &Path) -> Result<Option<Architecture>> {
         .map_err(|e| invalid(format!("{}: {e}", sidecar.display())))
 }
 
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let meta =
-        std::fs::metadata(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
-    if meta.len() > max {
-        return Err(invalid(format!(
-            "{} is {} bytes, more than the {max} allowed",
-            path.display(),
-            meta.len()
-        )));
-    }
-    std::fs::read(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))
-}
-
 fn pack_f32(name: String, shape: Vec<usize>, v: &[f32]) -> burn_pack::Tensor {
     let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
     burn_pack::Tensor::new(name, DType::F32, shape, None, Bytes::from_bytes_vec(bytes))
@@ -365,7 +350,7 @@ impl Record {
             if transpose {
                 // burn holds [in, out]; the PyTorch layout is [out, in].
                 let (rows, cols) = (w_shape[0], w_shape[1]);
-                w = transpose_f32(&w, rows, cols);
+                w = crate::model_file::transpose(&w, rows, cols);
                 w_shape = vec![cols, rows];
             }
             let (name, entry) = self.take(i, kind, "bias")?;
@@ -380,16 +365,7 @@ impl Record {
                 self.names()
             )));
         }
-        let views = out
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| invalid(format!("tensor {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let safetensors = safetensors::serialize(views, None)
-            .map_err(|e| invalid(format!("converting the burn record: {e}")))?;
+        let safetensors = serialize_f32(&out, None)?;
         ModelFile::parse(&safetensors, Some(architecture), device)
     }
 }
@@ -402,71 +378,25 @@ fn convert(name: &str, entry: Entry, shape: &[usize]) -> Result<Vec<f32>> {
             entry.shape
         )));
     }
-    let count = shape
-        .iter()
-        .try_fold(1usize, |n, d| n.checked_mul(*d))
-        .ok_or_else(|| invalid(format!("tensor `{name}`: shape {shape:?} is too large")))?;
-    let width = match entry.dtype {
-        DType::F32 => 4,
-        DType::F64 => 8,
-        DType::F16 | DType::BF16 => 2,
+    let kind = match entry.dtype {
+        DType::F32 => FloatKind::F32,
+        DType::F64 => FloatKind::F64,
+        DType::F16 => FloatKind::F16,
+        DType::BF16 => FloatKind::BF16,
         other => {
             return Err(invalid(format!(
                 "tensor `{name}` has dtype {other:?}; F32, F64, F16 and BF16 are read"
             )))
         }
     };
-    let data: &[u8] = &entry.bytes;
-    if count.checked_mul(width) != Some(data.len()) {
-        return Err(invalid(format!(
-            "tensor `{name}` has {} bytes, its shape {shape:?} needs {count} values of {width} bytes",
-            data.len()
-        )));
-    }
-    let values: Vec<f32> = match entry.dtype {
-        DType::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        DType::F64 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        DType::F16 => data
-            .chunks_exact(2)
-            .map(|c| f16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-        _ => data
-            .chunks_exact(2)
-            .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
-            .collect(),
-    };
-    if let Some(i) = values.iter().position(|x| !x.is_finite()) {
-        return Err(invalid(format!(
-            "tensor `{name}` holds a non-finite value at {i}"
-        )));
-    }
-    Ok(values)
-}
-
-/// `rows x cols` row-major -> `cols x rows` row-major; `v.len() == rows * cols`.
-fn transpose_f32(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; v.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = v[r * cols + c];
-        }
-    }
-    out
-}
-
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+    decode_floats(name, kind, &entry.bytes, shape)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model_file::transpose;
+    use safetensors::tensor::TensorView;
 
     #[test]
     fn formats_are_told_by_content() {
@@ -492,7 +422,7 @@ mod tests {
     #[test]
     fn transpose_swaps_rows_and_columns() {
         assert_eq!(
-            transpose_f32(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
             vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
         );
     }

@@ -114,7 +114,7 @@ pub struct ModelFile {
     id: String,
 }
 
-fn invalid(what: impl Into<String>) -> EngineError {
+pub(crate) fn invalid(what: impl Into<String>) -> EngineError {
     EngineError::ModelFile(what.into())
 }
 
@@ -151,7 +151,7 @@ impl ModelFile {
     /// never by name. The architecture is the one in the file's metadata or in its sidecar
     /// ([`crate::burn_record::sidecar_path`]); when both exist they must be equal.
     pub fn load(path: &Path, device: &Device) -> Result<Self> {
-        let bytes = read_bounded(path)?;
+        let bytes = read_bounded(path, MAX_FILE_BYTES)?;
         crate::burn_record::parse_file(path, &bytes, device)
     }
 
@@ -161,7 +161,7 @@ impl ModelFile {
         architecture: Architecture,
         device: &Device,
     ) -> Result<Self> {
-        let bytes = read_bounded(path)?;
+        let bytes = read_bounded(path, MAX_FILE_BYTES)?;
         Self::parse(&bytes, Some(architecture), device)
     }
 
@@ -294,19 +294,10 @@ impl ModelFile {
             .iter()
             .map(|(name, shape, v)| (name.clone(), shape.clone(), le_bytes(v)))
             .collect();
-        let views = raw
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| invalid(format!("tensor {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
         let architecture = serde_json::to_string(&self.architecture)
             .map_err(|e| invalid(format!("architecture: {e}")))?;
         let metadata = HashMap::from([(ARCHITECTURE_KEY.to_string(), architecture)]);
-        safetensors::serialize(views, Some(metadata))
-            .map_err(|e| invalid(format!("serialising: {e}")))
+        serialize_f32(&raw, Some(metadata))
     }
 
     /// Layers `range` of this model, with their weights, as a model of their own (see
@@ -329,17 +320,7 @@ impl ModelFile {
                 ));
             }
         }
-        let views = raw
-            .iter()
-            .map(|(name, shape, bytes)| {
-                TensorView::new(Dtype::F32, shape.clone(), bytes)
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| invalid(format!("tensor {name}: {e}")))
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let bytes = safetensors::serialize(views, None::<HashMap<String, String>>)
-            .map_err(|e| invalid(format!("serialising: {e}")))?;
-        ModelFile::parse(&bytes, Some(architecture), device)
+        ModelFile::parse(&serialize_f32(&raw, None)?, Some(architecture), device)
     }
 
     /// The model's public description.
@@ -411,12 +392,14 @@ pub fn argmax(values: &[f32]) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
-fn read_bounded(path: &Path) -> Result<Vec<u8>> {
+/// The bytes of `path`, refused when the file is larger than `max` bytes (a guard against reading a wrong
+/// path into memory).
+pub(crate) fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
     let meta =
         std::fs::metadata(path).map_err(|e| invalid(format!("reading {}: {e}", path.display())))?;
-    if meta.len() > MAX_FILE_BYTES {
+    if meta.len() > max {
         return Err(invalid(format!(
-            "{} is {} bytes, more than the {MAX_FILE_BYTES} a model file may have",
+            "{} is {} bytes, more than the {max} allowed",
             path.display(),
             meta.len()
         )));
@@ -566,7 +549,7 @@ fn bias(b: &Option<Param<Tensor<1>>>) -> Result<Vec<f32>> {
 }
 
 /// `rows x cols` row-major -> `cols x rows` row-major.
-fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; v.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -576,7 +559,7 @@ fn transpose(v: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
-fn le_bytes(v: &[f32]) -> Vec<u8> {
+pub(crate) fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
@@ -591,41 +574,98 @@ fn read_tensor(tensors: &SafeTensors<'_>, name: &str, shape: &[usize]) -> Result
             t.shape()
         )));
     }
-    let data = t.data();
-    let values: Vec<f32> = match t.dtype() {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-            .collect(),
+    let kind = match t.dtype() {
+        Dtype::F32 => FloatKind::F32,
+        Dtype::F64 => FloatKind::F64,
+        Dtype::F16 => FloatKind::F16,
+        Dtype::BF16 => FloatKind::BF16,
         other => {
             return Err(invalid(format!(
                 "tensor `{name}` has dtype {other:?}; F32, F64, F16 and BF16 are read"
             )))
         }
     };
-    if values.len() != shape.iter().product::<usize>() {
+    decode_floats(name, kind, t.data(), shape)
+}
+
+/// The float encodings a weight file may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FloatKind {
+    F32,
+    F64,
+    F16,
+    BF16,
+}
+
+impl FloatKind {
+    fn width(self) -> usize {
+        match self {
+            FloatKind::F32 => 4,
+            FloatKind::F64 => 8,
+            FloatKind::F16 | FloatKind::BF16 => 2,
+        }
+    }
+}
+
+/// Tensor `name`'s little-endian `data` of `kind` as f32 values, checked: exactly the byte length its
+/// `shape` needs (without overflow) and every value finite.
+pub(crate) fn decode_floats(
+    name: &str,
+    kind: FloatKind,
+    data: &[u8],
+    shape: &[usize],
+) -> Result<Vec<f32>> {
+    let count = shape
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d))
+        .ok_or_else(|| invalid(format!("tensor `{name}`: shape {shape:?} is too large")))?;
+    let width = kind.width();
+    if count.checked_mul(width) != Some(data.len()) {
         return Err(invalid(format!(
-            "tensor `{name}` has the wrong byte length"
+            "tensor `{name}` has {} bytes, its shape {shape:?} needs {count} values of {width} bytes",
+            data.len()
         )));
     }
+    let values: Vec<f32> = match kind {
+        FloatKind::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        FloatKind::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        FloatKind::F16 => data
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        FloatKind::BF16 => data
+            .chunks_exact(2)
+            .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+            .collect(),
+    };
     if let Some(i) = values.iter().position(|x| !x.is_finite()) {
         return Err(invalid(format!(
             "tensor `{name}` holds a non-finite value at {i}"
         )));
     }
     Ok(values)
+}
+
+/// A safetensors file of f32 tensors given as (name, shape, little-endian bytes), with `metadata`.
+pub(crate) fn serialize_f32(
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>> {
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| invalid(format!("tensor {name}: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, metadata).map_err(|e| invalid(format!("serialising: {e}")))
 }
 
 /// IEEE 754 half -> single precision (exact).
@@ -692,16 +732,7 @@ pub fn skeleton(architecture: &Architecture, device: &Device) -> Result<Model> {
             (name, shape, bytes)
         })
         .collect();
-    let views = zeros
-        .iter()
-        .map(|(name, shape, bytes)| {
-            TensorView::new(Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| invalid(format!("tensor {name}: {e}")))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, None::<HashMap<String, String>>)
-        .map_err(|e| invalid(format!("serialising: {e}")))?;
+    let bytes = serialize_f32(&zeros, None)?;
     Ok(ModelFile::parse(&bytes, Some(architecture.clone()), device)?.into_model())
 }
 

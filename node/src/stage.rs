@@ -85,13 +85,13 @@ pub fn hand_off(handoff: &Handoff, from: usize, outputs: &[Words]) -> Result<Vec
 }
 
 /// Party `me` of a stage that follows another: opens the hand-off of each of the manifest's `senders` and
-/// sums them into the run's inputs (`inferences` vectors of `len` elements).
+/// sums them into the run's inputs (one vector per inference; every sender's of the same shape, which the
+/// party checks against its plan like any input).
 pub fn take_over(
     key: &OpeningKey,
     manifest: &Manifest,
     me: usize,
     input: StageInput,
-    len: usize,
 ) -> Result<RunRequest> {
     let senders = manifest
         .model
@@ -107,13 +107,21 @@ pub fn take_over(
     let inferences = manifest.inferences as usize;
     let run_id = manifest.job.to_string();
     let model = manifest.model.binding_id();
-    let mut sums = vec![vec![0u64; len]; inferences];
+    let mut sums: Vec<Vec<u64>> = Vec::new();
     for (from, sealed) in input.handoffs.iter().enumerate() {
         let plain = open_blob(key, &binding(&run_id, &model, me, from), &sealed.0)
             .map_err(|e| NodeError::Job(format!("the hand-off from party {from}: {e}")))?;
         let parts: Vec<Words> = postcard::from_bytes(&plain)
             .map_err(|e| NodeError::Job(format!("the hand-off from party {from}: {e}")))?;
-        if parts.len() != inferences || parts.iter().any(|p| p.0.len() != len) {
+        if from == 0 {
+            sums = parts.iter().map(|p| vec![0u64; p.0.len()]).collect();
+        }
+        if parts.len() != inferences
+            || parts
+                .iter()
+                .zip(&sums)
+                .any(|(p, sum)| p.0.len() != sum.len())
+        {
             return Err(NodeError::Job(format!(
                 "the hand-off from party {from} has the wrong shape"
             )));
@@ -208,7 +216,7 @@ mod tests {
                 run: empty.clone(),
                 handoffs: vec![from_a[j].clone(), from_b[j].clone()],
             };
-            let got = take_over(&keys[j], &next, j, input, 4).unwrap();
+            let got = take_over(&keys[j], &next, j, input).unwrap();
             for (t, x) in total.iter_mut().zip(&got.inputs) {
                 for (u, y) in t.iter_mut().zip(&x.0) {
                     *u = u.wrapping_add(*y);
@@ -223,23 +231,23 @@ mod tests {
             run: empty.clone(),
             handoffs: vec![from_a[1].clone(), from_b[1].clone()],
         };
-        assert!(take_over(&keys[0], &next, 0, swap, 4).is_err());
+        assert!(take_over(&keys[0], &next, 0, swap).is_err());
         let swapped = StageInput {
             run: empty.clone(),
             handoffs: vec![from_b[0].clone(), from_a[0].clone()],
         };
-        assert!(take_over(&keys[0], &next, 0, swapped, 4).is_err());
+        assert!(take_over(&keys[0], &next, 0, swapped).is_err());
         let short = StageInput {
             run: empty.clone(),
             handoffs: vec![from_a[0].clone()],
         };
-        assert!(take_over(&keys[0], &next, 0, short, 4).is_err());
+        assert!(take_over(&keys[0], &next, 0, short).is_err());
         // Another run.
         let other = manifest(JobId::random(), 2);
         let input = StageInput {
             run: empty,
             handoffs: vec![from_a[0].clone(), from_b[0].clone()],
         };
-        assert!(take_over(&keys[0], &other, 0, input, 4).is_err());
+        assert!(take_over(&keys[0], &other, 0, input).is_err());
     }
 }

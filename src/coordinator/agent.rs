@@ -405,11 +405,7 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                 postcard::from_bytes::<StageInput>(&plain)
                     .map_err(|e| e.to_string())
                     .and_then(|input| {
-                        let len = veil_node::party::compile_plan(&manifest)
-                            .map_err(|e| e.to_string())?
-                            .input_len
-                            * manifest.batch as usize;
-                        take_over(shared.inbox.opening_key(), &manifest, index, input, len)
+                        take_over(shared.inbox.opening_key(), &manifest, index, input)
                             .map_err(|e| e.to_string())
                     })
             } else {

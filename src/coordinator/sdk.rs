@@ -620,19 +620,27 @@ impl Client {
     }
 }
 
-/// Each party's semi2k run: fresh additive shares of the weights and of every input.
-fn shared_runs(plan: &Plan, manifest: &Manifest, encoded: &[Vec<u64>]) -> Result<Vec<RunRequest>> {
-    let parties = manifest.parties.len();
-    let mut rng = StdRng::from_os_rng();
-    let mut input_shares: Vec<Vec<Words>> = (0..parties).map(|_| Vec::new()).collect();
-    let recording = veil_node::record::enabled();
-    for x in encoded {
-        if recording {
+/// TEST ONLY (`veil_node::record`): the encoded plaintext inputs, the reference the privacy test searches
+/// every received byte for. A no-op unless the recorder is on.
+fn record_inputs(encoded: &[Vec<u64>]) {
+    if veil_node::record::enabled() {
+        for x in encoded {
             veil_node::record::write(
                 veil_node::record::Kind::ClientInput,
                 &[&veil_protocols::ring::to_bytes(x)],
             );
         }
+    }
+}
+
+/// Each party's semi2k run: fresh additive shares of the weights and of every input.
+fn shared_runs(plan: &Plan, manifest: &Manifest, encoded: &[Vec<u64>]) -> Result<Vec<RunRequest>> {
+    let parties = manifest.parties.len();
+    let mut rng = StdRng::from_os_rng();
+    let mut input_shares: Vec<Vec<Words>> = (0..parties).map(|_| Vec::new()).collect();
+    record_inputs(encoded);
+    let recording = veil_node::record::enabled();
+    for x in encoded {
         for (i, s) in share(x, parties, &mut rng)?.into_iter().enumerate() {
             if recording {
                 veil_node::record::write(
@@ -678,14 +686,7 @@ fn published_runs(
 ) -> Result<Vec<RunRequest>> {
     let masks: Vec<Vec<u64>> = owner.masks.iter().map(|m| m.0.clone()).collect();
     let (weights, published) = publish_spdz2k(plan, encoded, &masks)?;
-    if veil_node::record::enabled() {
-        for x in encoded {
-            veil_node::record::write(
-                veil_node::record::Kind::ClientInput,
-                &[&veil_protocols::ring::to_bytes(x)],
-            );
-        }
-    }
+    record_inputs(encoded);
     let run = RunRequest {
         job: manifest.job,
         weights: weights

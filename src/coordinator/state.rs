@@ -779,7 +779,8 @@ impl Coordinator {
             .map_err(internal)
     }
 
-    /// A party's output blob. When every party's is in, the job is verified (complete) and done.
+    /// A party's output blob. When every party's is in (and, for `spdz2k`, every transcript), the attempt
+    /// moves on ([`Coordinator::complete_if_ready`]).
     pub fn task_output(
         &mut self,
         key: &PublicKey,
@@ -788,38 +789,7 @@ impl Coordinator {
         bytes: &[u8],
         now: Millis,
     ) -> ApiResult<()> {
-        let i = self.running_party(key, job, attempt)?;
-        self.blobs
-            .put(job, attempt, Direction::Output, i, bytes)
-            .map_err(internal)?;
-        let Some(entry) = self.jobs.get_mut(&job) else {
-            return Err(ApiError::NotFound(format!("job {job}")));
-        };
-        let Some(a) = entry.extra.attempt.as_mut() else {
-            return Err(ApiError::Conflict("no attempt".into()));
-        };
-        a.outputs[i] = true;
-        let complete =
-            a.outputs.iter().all(|&o| o) && (!a.verified || a.transcripts.iter().all(|&t| t));
-        let (parties, verified) = (a.parties.len(), a.verified);
-        self.dirty_jobs.insert(job);
-        if complete {
-            let mut fx = entry.job.apply(Event::OutputReady, now).map_err(internal)?;
-            if !verified {
-                // semi2k has no MAC check: completeness is the verification.
-                let done = entry.job.apply(Event::Verified, now).map_err(internal)?;
-                fx.release.extend(done.release);
-                fx.outcomes.extend(done.outcomes);
-            }
-            self.apply_effects(fx, now);
-            if verified {
-                tracing::info!(job, attempt, "outputs in: verifying");
-            } else {
-                self.blobs.remove_inputs(job, attempt, parties);
-                tracing::info!(job, attempt, "job done");
-            }
-        }
-        self.flush()
+        self.party_upload(key, job, attempt, Direction::Output, bytes, now)
     }
 
     /// A `spdz2k` party's MAC-check views, for the verifier. Like the output, it completes the attempt.
@@ -831,9 +801,23 @@ impl Coordinator {
         bytes: &[u8],
         now: Millis,
     ) -> ApiResult<()> {
+        self.party_upload(key, job, attempt, Direction::Transcript, bytes, now)
+    }
+
+    /// Stores a running party's output or transcript blob, marks it in, and moves the attempt on once
+    /// complete.
+    fn party_upload(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        dir: Direction,
+        bytes: &[u8],
+        now: Millis,
+    ) -> ApiResult<()> {
         let i = self.running_party(key, job, attempt)?;
         self.blobs
-            .put(job, attempt, Direction::Transcript, i, bytes)
+            .put(job, attempt, dir, i, bytes)
             .map_err(internal)?;
         let Some(a) = self
             .jobs
@@ -842,17 +826,44 @@ impl Coordinator {
         else {
             return Err(ApiError::Conflict("no attempt".into()));
         };
-        a.transcripts[i] = true;
-        self.dirty_jobs.insert(job);
-        // The last of outputs and transcripts moves the job on: re-run the completeness check.
-        if a.outputs[i] {
-            let bytes = self
-                .blobs
-                .get(job, attempt, Direction::Output, i)
-                .map_err(internal)?;
-            return self.task_output(key, job, attempt, &bytes, now);
+        match dir {
+            Direction::Transcript => a.transcripts[i] = true,
+            _ => a.outputs[i] = true,
         }
+        self.dirty_jobs.insert(job);
+        self.complete_if_ready(job, attempt, now)?;
         self.flush()
+    }
+
+    /// Running -> Verifying once every output (and, for `spdz2k`, every transcript) is in; a `semi2k`
+    /// attempt, which has no MAC check, goes on to Done at once.
+    fn complete_if_ready(&mut self, job: u64, attempt: u32, now: Millis) -> ApiResult<()> {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return Err(ApiError::NotFound(format!("job {job}")));
+        };
+        let Some(a) = entry.extra.attempt.as_ref() else {
+            return Err(ApiError::Conflict("no attempt".into()));
+        };
+        let complete =
+            a.outputs.iter().all(|&o| o) && (!a.verified || a.transcripts.iter().all(|&t| t));
+        if !complete {
+            return Ok(());
+        }
+        let (parties, verified) = (a.parties.len(), a.verified);
+        let mut fx = entry.job.apply(Event::OutputReady, now).map_err(internal)?;
+        if !verified {
+            let done = entry.job.apply(Event::Verified, now).map_err(internal)?;
+            fx.release.extend(done.release);
+            fx.outcomes.extend(done.outcomes);
+        }
+        self.apply_effects(fx, now);
+        if verified {
+            tracing::info!(job, attempt, "outputs in: verifying");
+        } else {
+            self.blobs.remove_inputs(job, attempt, parties);
+            tracing::info!(job, attempt, "job done");
+        }
+        Ok(())
     }
 
     /// The dealer of a `spdz2k` attempt uploads the owner material, sealed to the client.

@@ -199,13 +199,9 @@ impl<N: Net, D: Domain> Party<N, D> {
         cols: usize,
         cfg: &SoftmaxConfig,
     ) -> Result<D::Arith> {
-        Self::check_matrix(x, rows, cols, "softmax")?;
-        let max = self.row_max(x, rows, cols)?;
-        let shifted = D::sub(x, &Self::broadcast(&max, rows, cols));
-        let e = self.piecewise(&shifted, &cfg.exp)?;
-        let sums = Self::row_sums(&e, rows, cols);
-        let inv = self.reciprocal(&sums, &sum_range(cols, cfg.iterations))?;
-        self.mul_fixed(&e, &Self::broadcast(&inv, rows, cols))
+        self.softmax_with(x, rows, cols, cfg.iterations, |p, s| {
+            p.piecewise(s, &cfg.exp)
+        })
     }
 
     /// Softmax of each row with the one-piece exp (see the module doc).
@@ -216,12 +212,25 @@ impl<N: Net, D: Domain> Party<N, D> {
         cols: usize,
         cfg: &SoftmaxFastConfig,
     ) -> Result<D::Arith> {
+        self.softmax_with(x, rows, cols, cfg.iterations, |p, s| p.exp_neg(s, &cfg.exp))
+    }
+
+    /// Row softmax with `exp` applied to the max-subtracted rows (every value <= 0): the two softmax
+    /// variants differ only there.
+    fn softmax_with(
+        &mut self,
+        x: &D::Arith,
+        rows: usize,
+        cols: usize,
+        iterations: usize,
+        exp: impl FnOnce(&mut Self, &D::Arith) -> Result<D::Arith>,
+    ) -> Result<D::Arith> {
         Self::check_matrix(x, rows, cols, "softmax")?;
         let max = self.row_max(x, rows, cols)?;
         let shifted = D::sub(x, &Self::broadcast(&max, rows, cols));
-        let e = self.exp_neg(&shifted, &cfg.exp)?;
+        let e = exp(self, &shifted)?;
         let sums = Self::row_sums(&e, rows, cols);
-        let inv = self.reciprocal(&sums, &sum_range(cols, cfg.iterations))?;
+        let inv = self.reciprocal(&sums, &sum_range(cols, iterations))?;
         self.mul_fixed(&e, &Self::broadcast(&inv, rows, cols))
     }
 
