@@ -1,6 +1,7 @@
 //! The `veil` command line: `veil demo`, `veil bench`, `veil node`, `veil keygen`, `veil sim`, and the
 //! coordinator's `veil coordinator`, `veil nodes`, `veil jobs`, `veil job`, `veil submit`, and `veil verify`.
 
+mod allocator;
 mod cli;
 mod coordinator;
 mod lab;
@@ -57,6 +58,7 @@ enum Command {
 }
 
 fn main() -> Result<()> {
+    allocator::tune();
     match Cli::parse().command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),

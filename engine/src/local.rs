@@ -21,6 +21,7 @@ use crate::error::{EngineError, Result};
 use crate::model::Model;
 use crate::plan::{Plan, WeightMode};
 use crate::private::{setup, setup_published, PublishedWeight, StepProfile, WeightShare};
+use crate::start_line::StartLine;
 
 /// Which protocol a committee runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -92,6 +93,8 @@ impl LocalOptions {
 /// Per-party results of one local run.
 struct PartyResult<O = Vec<u64>> {
     outputs: Vec<O>,
+    /// Per inference, the time this party spent expanding the inference's material before it (offline).
+    preparation: Vec<Duration>,
     latencies: Vec<Duration>,
     online: Vec<NetStats>,
     setup: NetStats,
@@ -103,8 +106,11 @@ struct PartyResult<O = Vec<u64>> {
 pub struct LocalRunReport {
     /// Decoded outputs, one vector (`batch * output_len`) per inference.
     pub outputs: Vec<Vec<f32>>,
-    /// Per inference, the slowest party's wall time.
+    /// Per inference, the slowest party's wall time (online phase: its material was ready before it).
     pub latencies: Vec<Duration>,
+    /// Per inference, the slowest party's preprocessing: expanding the inference's dealer material from its
+    /// seed (and corrections) before the input arrives. Offline, like the dealer's own work.
+    pub preparation: Vec<Duration>,
     /// Per inference, per party, the online traffic.
     pub online: Vec<Vec<NetStats>>,
     /// Per party, the model-setup traffic (shared weights only).
@@ -196,6 +202,7 @@ pub fn run_private(
     committee.timeout = options.timeout;
     committee.record_views = options.record_views;
     committee.shaping = options.shaping;
+    let start_line = StartLine::new(n, options.timeout);
 
     let run = run(
         &committee,
@@ -209,12 +216,17 @@ pub fn run_private(
             let setup_stats = party.stats().clone();
             let mut result = PartyResult {
                 outputs: Vec::new(),
+                preparation: Vec::new(),
                 latencies: Vec::new(),
                 online: Vec::new(),
                 setup: setup_stats,
                 profile: Vec::new(),
             };
+            let _leaving = start_line.guard();
             for shares in &input_shares {
+                result
+                    .preparation
+                    .push(prepare_inference(party, one.len(), &start_line)?);
                 let before = party.stats().clone();
                 let started = Instant::now();
                 let mut profile = Vec::new();
@@ -272,6 +284,9 @@ fn run_spdz2k(
     committee.record_views = options.record_views;
     committee.shaping = options.shaping;
     let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
+    // One inference takes its input's mask and then the plan's requests.
+    let per_inference = 1 + plan.requests(batch).len();
+    let start_line = StartLine::new(n, options.timeout);
 
     let (published, published_inputs) = publish_spdz2k(plan, encoded, &dealt.deal.owner_masks)?;
 
@@ -285,12 +300,17 @@ fn run_spdz2k(
             let model = setup_published(party, plan, &published).map_err(to_protocol)?;
             let mut result = PartyResult {
                 outputs: Vec::new(),
+                preparation: Vec::new(),
                 latencies: Vec::new(),
                 online: Vec::new(),
                 setup: party.stats().clone(),
                 profile: Vec::new(),
             };
+            let _leaving = start_line.guard();
             for x in &published_inputs {
+                result
+                    .preparation
+                    .push(prepare_inference(party, per_inference, &start_line)?);
                 let before = party.stats().clone();
                 let started = Instant::now();
                 let mask = party.material().input(input_len)?;
@@ -398,15 +418,8 @@ fn report<O>(run: LocalRun<PartyResult<O>>, outputs: Vec<Vec<f32>>) -> LocalRunR
     let k = outputs.len();
     LocalRunReport {
         outputs,
-        latencies: (0..k)
-            .map(|i| {
-                run.parties
-                    .iter()
-                    .map(|p| p.value.latencies[i])
-                    .max()
-                    .unwrap_or_default()
-            })
-            .collect(),
+        latencies: slowest(&run, |p| &p.latencies, k),
+        preparation: slowest(&run, |p| &p.preparation, k),
         online: (0..k)
             .map(|i| {
                 run.parties
@@ -425,6 +438,44 @@ fn report<O>(run: LocalRun<PartyResult<O>>, outputs: Vec<Vec<f32>>) -> LocalRunR
         dealer_elapsed: run.dealer_elapsed,
         views: run.parties.iter().map(|p| p.view.clone()).collect(),
     }
+}
+
+/// Per inference, the largest of the parties' durations that `of` selects.
+fn slowest<O>(
+    run: &LocalRun<PartyResult<O>>,
+    of: impl Fn(&PartyResult<O>) -> &Vec<Duration>,
+    inferences: usize,
+) -> Vec<Duration> {
+    (0..inferences)
+        .map(|i| {
+            run.parties
+                .iter()
+                .filter_map(|p| of(&p.value).get(i).copied())
+                .max()
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// The offline phase of one inference on one party: expands the material of the inference's `requests`
+/// requests, then waits at the start line for the other parties, so that the online clock starts with every
+/// party's material ready (as MP-SPDZ's online figures assume). Returns the time spent expanding.
+fn prepare_inference<N: veil_protocols::net::Net, D: veil_protocols::domain::Domain>(
+    party: &mut veil_protocols::semi2k::Party<N, D>,
+    requests: usize,
+    start_line: &StartLine,
+) -> veil_protocols::Result<Duration>
+where
+    <D::Gen as veil_protocols::material::generator::Generator>::Share:
+        veil_protocols::material::ShareWords,
+    <D::Gen as veil_protocols::material::generator::Generator>::BitShare:
+        veil_protocols::material::ShareWords,
+{
+    let started = Instant::now();
+    party.material().prepare(requests)?;
+    let spent = started.elapsed();
+    start_line.wait()?;
+    Ok(spent)
 }
 
 /// Engine errors inside a party travel as protocol errors through the committee runner.

@@ -505,6 +505,8 @@ fn assemble(reports: &[PartyReport], outputs: Vec<Vec<f32>>) -> Result<QuicRun> 
                     .unwrap_or_default()
             })
             .collect(),
+        // Nodes expand their material as the operations take it: their expansion is online time here.
+        preparation: Vec::new(),
         online: (0..k)
             .map(|i| {
                 reports

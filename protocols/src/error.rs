@@ -40,6 +40,10 @@ pub enum ProtocolError {
     /// This party deviated on purpose (the protocol lab's adversaries) and stopped.
     #[error("adversary: {0}")]
     Deviated(String),
+    /// This party stopped because another party of its in-process committee left the run first (the other
+    /// party's error is the cause).
+    #[error("run abandoned: {0}")]
+    Abandoned(String),
     /// Fixed-point parameters or values that the ring cannot hold.
     #[error(transparent)]
     Ring(#[from] crate::ring::RingError),

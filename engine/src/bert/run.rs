@@ -233,6 +233,9 @@ pub fn embed_private(
                     .unwrap_or_default()
             })
             .collect(),
+        // The encoder expands its material as it goes (a whole sequence's spdz2k material would take
+        // gigabytes if expanded ahead), so its expansion is part of the online time and none is reported here.
+        preparation: Vec::new(),
         online: (0..k)
             .map(|i| parties.iter().map(|p| p.online[i].clone()).collect())
             .collect(),

@@ -262,11 +262,24 @@ impl MaterialUse {
     }
 }
 
+/// Material expanded ahead of its use, with the dealer words it read (for the per-step accounting at `take`).
+type Prepared<G> = (
+    Material<<G as Generator>::Share, <G as Generator>::BitShare>,
+    u64,
+);
+
 /// One party's view of a job's material: its generator and the list of requests it must follow.
-pub struct PartyMaterial<G = PartyGenerator> {
+///
+/// Material is expanded from the party's seed (and, for the last party, the dealer's corrections) either on
+/// demand, when an operation takes it, or ahead of time with [`PartyMaterial::prepare`], which is the
+/// preprocessing phase: it depends only on the public request list, never on data, so a party can run it
+/// before the input arrives. Invariant: `prepared` holds the material of `requests[next..next + prepared.len()]`
+/// in order, so preparing never changes what any operation receives.
+pub struct PartyMaterial<G: Generator = PartyGenerator> {
     generator: G,
     requests: Vec<Request>,
     next: usize,
+    prepared: std::collections::VecDeque<Prepared<G>>,
     used: MaterialUse,
 }
 
@@ -283,6 +296,7 @@ impl PartyMaterial {
             generator: PartyGenerator::new(party, parties, seed, corrections)?,
             requests,
             next: 0,
+            prepared: Default::default(),
             used: MaterialUse::default(),
         })
     }
@@ -300,8 +314,41 @@ where
             generator,
             requests,
             next: 0,
+            prepared: Default::default(),
             used: MaterialUse::default(),
         }
+    }
+
+    /// Expands the material of the next `count` requests not yet expanded (fewer if the plan ends first), so
+    /// that the operations taking it find it ready. Returns how many requests were expanded.
+    pub fn prepare(&mut self, count: usize) -> Result<usize> {
+        let from = self.next + self.prepared.len();
+        let to = (from + count).min(self.requests.len());
+        for index in from..to {
+            let request = self.requests[index].clone();
+            let expanded = self.expand(&request, index)?;
+            self.prepared.push_back(expanded);
+        }
+        Ok(to - from)
+    }
+
+    /// Requests expanded ahead and not yet taken.
+    pub fn prepared(&self) -> usize {
+        self.prepared.len()
+    }
+
+    /// Expands request number `index` through the generator; returns it with the dealer words it read.
+    fn expand(&mut self, request: &Request, index: usize) -> Result<Prepared<G>> {
+        let no_gemm = crate::gemm::NaiveGemm;
+        let corrections_before = self.generator.remaining();
+        let material = generate(&mut self.generator, request, &|_| Ok(&Hidden), &no_gemm)?;
+        if self.generator.short() {
+            return Err(ProtocolError::Material(format!(
+                "dealer corrections ran out at operation {index}"
+            )));
+        }
+        let dealer_words = corrections_before.saturating_sub(self.generator.remaining()) as u64;
+        Ok((material, dealer_words))
     }
 
     /// The party-side generator (key shares live there for `spdz2k`).
@@ -332,20 +379,15 @@ where
                 )))
             }
         }
+        let index = self.next;
         self.next += 1;
-        let no_gemm = crate::gemm::NaiveGemm;
-        let corrections_before = self.generator.remaining();
-        let material = generate(&mut self.generator, &request, &|_| Ok(&Hidden), &no_gemm)?;
-        if self.generator.short() {
-            return Err(ProtocolError::Material(format!(
-                "dealer corrections ran out at operation {}",
-                self.next - 1
-            )));
-        }
+        let (material, dealer_words) = match self.prepared.pop_front() {
+            Some(ready) => ready,
+            None => self.expand(&request, index)?,
+        };
         self.used.requests += 1;
         self.used.words += material.words();
-        self.used.dealer_words +=
-            corrections_before.saturating_sub(self.generator.remaining()) as u64;
+        self.used.dealer_words += dealer_words;
         Ok(material)
     }
 
@@ -427,7 +469,10 @@ where
 
     /// Checks that every request was consumed and every correction read.
     pub fn finish(&self) -> Result<()> {
-        if self.next != self.requests.len() || self.generator.remaining() != 0 {
+        if self.next != self.requests.len()
+            || !self.prepared.is_empty()
+            || self.generator.remaining() != 0
+        {
             return Err(ProtocolError::Material(format!(
                 "{} of {} requests consumed, {} corrections unread",
                 self.next,

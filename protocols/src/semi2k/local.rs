@@ -211,6 +211,7 @@ pub(crate) fn first_cause<T>(results: Vec<Result<T>>) -> Result<Vec<T>> {
             e,
             ProtocolError::Net(crate::net::NetError::Disconnected { .. })
                 | ProtocolError::Deviated(_)
+                | ProtocolError::Abandoned(_)
         )
     };
     let mut echo = None;

@@ -176,6 +176,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         rounds,
         dealer_bytes,
         dealer_ms,
+        preprocess_ms: 0.0,
         dealer_bytes_job: dealer_bytes,
         inferences: runs.len(),
         setup_bytes_per_party: 0,
