@@ -226,7 +226,7 @@ pub fn run_private(
             for shares in &input_shares {
                 result
                     .preparation
-                    .push(prepare_inference(party, one.len(), &start_line)?);
+                    .push(prepare_inference(party, &model, one.len(), &start_line)?);
                 let before = party.stats().clone();
                 let started = Instant::now();
                 let mut profile = Vec::new();
@@ -310,7 +310,7 @@ fn run_spdz2k(
             for x in &published_inputs {
                 result
                     .preparation
-                    .push(prepare_inference(party, per_inference, &start_line)?);
+                    .push(prepare_inference(party, &model, per_inference, &start_line)?);
                 let before = party.stats().clone();
                 let started = Instant::now();
                 let mask = party.material().input(input_len)?;
@@ -458,21 +458,18 @@ fn slowest<O>(
 }
 
 /// The offline phase of one inference on one party: expands the material of the inference's `requests`
-/// requests, then waits at the start line for the other parties, so that the online clock starts with every
-/// party's material ready (as MP-SPDZ's online figures assume). Returns the time spent expanding.
-fn prepare_inference<N: veil_protocols::net::Net, D: veil_protocols::domain::Domain>(
+/// requests and does the model's preprocessing on it, then waits at the start line for the other parties,
+/// so that the online clock starts with every party's material ready (as MP-SPDZ's online figures assume).
+/// Returns the time spent preparing.
+fn prepare_inference<N: veil_protocols::net::Net, D: Domain>(
     party: &mut veil_protocols::semi2k::Party<N, D>,
+    model: &crate::private::PartyModel<'_, D>,
     requests: usize,
     start_line: &StartLine,
-) -> veil_protocols::Result<Duration>
-where
-    <D::Gen as veil_protocols::material::generator::Generator>::Share:
-        veil_protocols::material::ShareWords,
-    <D::Gen as veil_protocols::material::generator::Generator>::BitShare:
-        veil_protocols::material::ShareWords,
-{
+) -> veil_protocols::Result<Duration> {
     let started = Instant::now();
     party.material().prepare(requests)?;
+    model.precompute(party).map_err(to_protocol)?;
     let spent = started.elapsed();
     start_line.wait()?;
     Ok(spent)

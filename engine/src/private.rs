@@ -157,6 +157,21 @@ pub fn setup_published<'p, N: Net, D: Domain>(
 }
 
 impl<D: Domain> PartyModel<'_, D> {
+    /// The preprocessing this model allows once a party's material for an inference is prepared: each
+    /// secret-shared weight's product with its dealt activation mask (see
+    /// `Party::precompute_weight_products`).
+    pub fn precompute<N: Net>(&self, party: &mut Party<N, D>) -> Result<()> {
+        let fixed: Vec<&FixedWeight<D>> = self
+            .weights
+            .iter()
+            .filter_map(|w| match w {
+                PartyWeight::Shared { fixed, .. } => Some(fixed),
+                PartyWeight::Public { .. } => None,
+            })
+            .collect();
+        Ok(party.precompute_weight_products(&fixed)?)
+    }
+
     /// Runs the plan on this party's share of a batch; returns its share of the output (`f` fractional bits).
     /// `profile`, if given, receives one entry per step.
     pub fn infer<N: Net>(

@@ -98,6 +98,26 @@ pub trait Domain: Sized + Send + Sync + 'static {
     }
     /// Appends `words` words of zero bits (a valid sharing of zeros, MACs included) to `x`.
     fn bit_extend_zeros(x: &mut Self::Bits, words: usize);
+    /// The leaves of the comparison tree: nodes `nodes` of `r` (each `words` words long), concatenated, as
+    /// `(r & mask, r ^ mask)` for public `mask` words (as long as the result).
+    fn leaves(
+        state: &Self::State,
+        r: &Self::Bits,
+        nodes: &[usize],
+        words: usize,
+        mask: &[u64],
+        constants: bool,
+    ) -> (Self::Bits, Self::Bits) {
+        let r = Self::bit_nodes(r, nodes, words);
+        (
+            Self::and_public(&r, mask),
+            Self::xor_public(state, &r, mask, constants),
+        )
+    }
+    /// `y ^= ` nodes `nodes` of `x` (each `words` words long), concatenated (as long as `y`).
+    fn bit_nodes_xor_into(y: &mut Self::Bits, x: &Self::Bits, nodes: &[usize], words: usize) {
+        *y = Self::bit_nodes_xor(x, nodes, words, y);
+    }
     /// Nodes `nodes` of `x` (each `words` words long), concatenated, XORed with `y` (as long as the result).
     fn bit_nodes_xor(x: &Self::Bits, nodes: &[usize], words: usize, y: &Self::Bits) -> Self::Bits {
         Self::xor(&Self::bit_nodes(x, nodes, words), y)

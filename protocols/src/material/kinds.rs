@@ -69,6 +69,10 @@ pub struct WeightTriple<S = Vec<u64>> {
     pub a: S,
     /// Share of `C` (rows x outputs).
     pub c: S,
+    /// Share of `lower(A) · F` for the weight's public `F = W - B`, when a party computed it ahead of the
+    /// input (preprocessing: `A` is dealt and `F` is public after model setup); `None` until then, and the
+    /// online product computes it.
+    pub a_times_opened: Option<S>,
 }
 
 /// Deals the material for one product of a batch with a fixed, masked weight.
@@ -104,7 +108,11 @@ pub fn weight_triple<G: Generator>(
         return Err(crate::ProtocolError::Material(why));
     }
     let c = g.fixed(&pc, rows * outputs)?;
-    Ok(WeightTriple { a, c })
+    Ok(WeightTriple {
+        a,
+        c,
+        a_times_opened: None,
+    })
 }
 
 /// Truncation material: a uniform mask `r`, `r >> f` and `msb(r)`, all additively shared.

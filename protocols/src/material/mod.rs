@@ -337,6 +337,16 @@ where
         self.prepared.len()
     }
 
+    /// The material expanded ahead, each with its request, in the order the operations will take it (for
+    /// further preprocessing of it; see `Party::precompute_weight_products`).
+    pub fn prepared_mut(
+        &mut self,
+    ) -> impl Iterator<Item = (&Request, &mut Material<G::Share, G::BitShare>)> {
+        self.requests[self.next..]
+            .iter()
+            .zip(self.prepared.iter_mut().map(|(material, _)| material))
+    }
+
     /// Expands request number `index` through the generator; returns it with the dealer words it read.
     fn expand(&mut self, request: &Request, index: usize) -> Result<Prepared<G>> {
         let no_gemm = crate::gemm::NaiveGemm;

@@ -10,6 +10,7 @@
 use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::lowering::Lowering;
+use crate::material::{Material, Request};
 use crate::net::Net;
 
 use super::{open::Round, Party};
@@ -191,7 +192,16 @@ impl<N: Net, D: Domain> Party<N, D> {
         let e = self.open(&D::sub(x, &t.a))?;
         let rows = batch * lowering.rows_per_item();
         let mkn = [rows, w.inner, w.outputs];
-        // lower(X)·W = C + lower(E)·(F + B) + lower(A)·F.
+        // lower(X)·W = C + lower(E)·(F + B) + lower(A)·F; the last term may have been computed ahead.
+        let a_times_opened = match t.a_times_opened.take() {
+            Some(ready) => ready,
+            None => D::gemm_right(
+                self.gemm.as_ref(),
+                mkn,
+                &D::lower(&lowering, &t.a, batch)?,
+                &w.opened,
+            ),
+        };
         let z = D::add(
             &t.c,
             &D::add(
@@ -201,14 +211,48 @@ impl<N: Net, D: Domain> Party<N, D> {
                     &lowering.lower(&e, batch)?,
                     &w.for_masked_input,
                 ),
-                &D::gemm_right(
-                    self.gemm.as_ref(),
-                    mkn,
-                    &D::lower(&lowering, &t.a, batch)?,
-                    &w.opened,
-                ),
+                &a_times_opened,
             ),
         );
         Ok(z)
+    }
+
+    /// Preprocessing of the fixed-weight products whose material is already prepared (see
+    /// `PartyMaterial::prepare`): computes each one's `lower(A) · F` ahead of the input. `A` is dealt and
+    /// `F = W - B` is public since model setup, so this depends on no data; the online product is then one
+    /// matrix product instead of two. Products of weights not in `weights` are left to the online phase.
+    pub fn precompute_weight_products(&mut self, weights: &[&FixedWeight<D>]) -> Result<()> {
+        for (request, material) in self.material.prepared_mut() {
+            let (
+                Request::WeightTriple {
+                    weight,
+                    lowering,
+                    batch,
+                    outputs,
+                },
+                Material::WeightTriple(t),
+            ) = (request, material)
+            else {
+                continue;
+            };
+            let Some(w) = weights.iter().find(|w| w.index == *weight) else {
+                continue;
+            };
+            ensure_shape(
+                lowering.inner() == w.inner && *outputs == w.outputs,
+                "precompute_weight_products",
+                || format!("weight {weight} is {}x{}", w.inner, w.outputs),
+            )?;
+            if t.a_times_opened.is_none() {
+                let rows = batch * lowering.rows_per_item();
+                t.a_times_opened = Some(D::gemm_right(
+                    self.gemm.as_ref(),
+                    [rows, w.inner, w.outputs],
+                    &D::lower(lowering, &t.a, *batch)?,
+                    &w.opened,
+                ));
+            }
+        }
+        Ok(())
     }
 }

@@ -93,10 +93,14 @@ impl<N: Net, D: Domain> Party<N, D> {
             .iter()
             .flat_map(|&bit| c_planes[bit * words..(bit + 1) * words].iter().map(|&c| !c))
             .collect();
-        let r = D::bit_nodes(&m.r_planes, &leaf_bits, words);
-        let mut g = D::and_public(&r, &not_c);
-        let mut p = D::xor_public(&self.state, &r, &not_c, constants);
-        drop(r);
+        let (mut g, mut p) = D::leaves(
+            &self.state,
+            &m.r_planes,
+            &leaf_bits,
+            words,
+            &not_c,
+            constants,
+        );
 
         // Prefix levels: one round each. G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.
         let mut self_delta_pending = job.select_self && job.truncate;
@@ -124,8 +128,8 @@ impl<N: Net, D: Domain> Party<N, D> {
             // x & y from a triple (a, b, c) and opened d = x ^ a, e = y ^ b: c ^ (d & b) ^ (e & a) ^ (d & e).
             // The P products use the first `with_p` pairs of `a` (and_gate reads only as much of it as `c2`).
             let with_p_words = level.with_p * words;
-            let carried = D::and_gate(&self.state, [&t.a, &t.b, &t.c], &d, &e, constants);
-            let mut g_next = D::bit_nodes_xor(&g, &highs, words, &carried);
+            let mut g_next = D::and_gate(&self.state, [&t.a, &t.b, &t.c], &d, &e, constants);
+            D::bit_nodes_xor_into(&mut g_next, &g, &highs, words);
             let mut p_next = D::and_gate(
                 &self.state,
                 [&t.a, &t.b2, &t.c2],

@@ -136,6 +136,25 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     out.extend(xs.remainder().iter().zip(ys.remainder()).map(|(a, b)| a ^ b));
 });
 
+dispatch!(leaf_macs(macs: &[u64], words: &[u64], key: u64, and_out: &mut Vec<u64>, xor_out: &mut Vec<u64>) {
+    let (mut and_tmp, mut xor_tmp) = ([0u64; 64], [0u64; 64]);
+    for (m, &w) in macs.chunks_exact(64).zip(words) {
+        for b in 0..64 {
+            let s = sel(w, b);
+            and_tmp[b] = m[b] & s;
+            xor_tmp[b] = m[b] ^ (key & s);
+        }
+        and_out.extend_from_slice(&and_tmp);
+        xor_out.extend_from_slice(&xor_tmp);
+    }
+});
+
+dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
+    for (o, a) in out.iter_mut().zip(x) {
+        *o ^= a;
+    }
+});
+
 dispatch!(xor_fold(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     // Appends fold(x[64w..64w + 64] ^ y[64w..64w + 64]) for every full word: the folded MAC share of a value
     // `x ^ y`, without writing its 64 MAC words anywhere.

@@ -315,6 +315,54 @@ impl Domain for Spdz2k {
         x.w.resize(x.w.len() + words, 0);
         x.m.resize(x.m.len() + 64 * words, 0);
     }
+    fn leaves(
+        state: &State,
+        r: &AuthBits,
+        nodes: &[usize],
+        words: usize,
+        mask: &[u64],
+        constants: bool,
+    ) -> (AuthBits, AuthBits) {
+        // One pass over the selected nodes' MACs, writing both results (no gathered copy of `r`).
+        let total = nodes.len() * words;
+        let (mut g, mut p) = (
+            AuthBits {
+                w: Vec::with_capacity(total),
+                m: Vec::with_capacity(64 * total),
+            },
+            AuthBits {
+                w: Vec::with_capacity(total),
+                m: Vec::with_capacity(64 * total),
+            },
+        );
+        for (j, &i) in nodes.iter().enumerate() {
+            let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
+            for (&r, &c) in r.w[src.clone()].iter().zip(&mask[dst.clone()]) {
+                g.w.push(r & c);
+                p.w.push(if constants { r ^ c } else { r });
+            }
+            gf2::leaf_macs(
+                &r.m[64 * src.start..64 * src.end],
+                &mask[dst],
+                state.keys.beta,
+                &mut g.m,
+                &mut p.m,
+            );
+        }
+        (g, p)
+    }
+    fn bit_nodes_xor_into(y: &mut AuthBits, x: &AuthBits, nodes: &[usize], words: usize) {
+        for (j, &i) in nodes.iter().enumerate() {
+            let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
+            for (o, a) in y.w[dst.clone()].iter_mut().zip(&x.w[src.clone()]) {
+                *o ^= a;
+            }
+            gf2::xor_into(
+                &mut y.m[64 * dst.start..64 * dst.end],
+                &x.m[64 * src.start..64 * src.end],
+            );
+        }
+    }
     fn bit_nodes_xor(x: &AuthBits, nodes: &[usize], words: usize, y: &AuthBits) -> AuthBits {
         // One pass per node: gather and XOR without an intermediate copy (or zero-fill).
         let mut out = AuthBits {
