@@ -169,7 +169,9 @@ impl<D: Domain> PartyModel<'_, D> {
                 PartyWeight::Public { .. } => None,
             })
             .collect();
-        Ok(party.precompute_weight_products(&fixed)?)
+        party.precompute_weight_products(&fixed)?;
+        party.precompute_comparisons();
+        Ok(())
     }
 
     /// Runs the plan on this party's share of a batch; returns its share of the output (`f` fractional bits).

@@ -150,6 +150,10 @@ pub trait Domain: Sized + Send + Sync + 'static {
         );
         Self::xor_public(state, &z, &crate::bits::and(d, e), constants)
     }
+    /// Preprocessing of dealt bits that will be opened (XORed into an opening by
+    /// [`Self::bit_nodes_xor_to_open`]): lets the domain cache what its openings need ahead of the input.
+    /// Nothing for bare shares.
+    fn preprocess_bits(_x: &mut Self::Bits) {}
     /// Records an opening of `nodes` vectors of `len` bits: this party's share and the opened words.
     fn record_bits(
         state: &mut Self::State,

@@ -51,12 +51,39 @@ impl AuthVec {
 /// XOR-share of that bit's MAC in GF(2^64). Invariant: `m.len() == 64 * w.len()`, except for a value built
 /// only to be opened (`Domain::bit_nodes_xor_to_open`), which carries one folded MAC share per word
 /// (`m.len() == w.len()`, see `spdz2k::gf2::fold`) and is consumed by its opening.
+///
+/// `f` caches each word's folded MAC shares, so that opening the value needs no second pass over its 64
+/// MAC words per word. Invariant: `f` is empty (no cache) or `f.len() == w.len()` and `f[i]` is
+/// `gf2::fold(&m[64 * i..64 * (i + 1)])` over all 64 positions. Operations that cannot keep it leave it
+/// empty; a cached fold is only a shortcut, never a different value.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct AuthBits {
     /// Packed value shares.
     pub w: Vec<u64>,
     /// MAC shares, one per bit position (64 per word).
     pub m: Vec<u64>,
+    /// Folded MAC shares per word, or empty (see the type's doc).
+    pub f: Vec<u64>,
+}
+
+impl AuthBits {
+    /// Value and MAC shares without a folded cache.
+    pub fn new(w: Vec<u64>, m: Vec<u64>) -> Self {
+        Self { w, m, f: Vec::new() }
+    }
+
+    /// Whether every word's folded MAC share is cached.
+    pub fn has_folds(&self) -> bool {
+        !self.w.is_empty() && self.f.len() == self.w.len()
+    }
+
+    /// Fills the folded cache from the MAC shares (a full value: `m.len() == 64 * w.len()`).
+    pub fn fill_folds(&mut self) {
+        if self.m.len() == 64 * self.w.len() {
+            self.f = vec![0; self.w.len()];
+            crate::spdz2k::gf2::fold_words(&self.m, &mut self.f);
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthBits {
@@ -157,7 +184,7 @@ impl Generator for AuthPartyGenerator {
     fn random_bits(&mut self, words: usize) -> (AuthBits, Hidden) {
         let w = self.base.random_bits(words).0;
         let m = self.fixed_or_flag(64 * words);
-        (AuthBits { w, m }, Hidden)
+        (AuthBits::new(w, m), Hidden)
     }
 
     fn fixed(&mut self, _value: &Hidden, len: usize) -> Result<AuthVec> {
@@ -169,7 +196,7 @@ impl Generator for AuthPartyGenerator {
     fn fixed_bits(&mut self, _value: &Hidden, words: usize) -> Result<AuthBits> {
         let w = self.base.fixed(&Hidden, words)?;
         let m = self.base.fixed(&Hidden, 64 * words)?;
-        Ok(AuthBits { w, m })
+        Ok(AuthBits::new(w, m))
     }
 
     fn remaining(&self) -> usize {

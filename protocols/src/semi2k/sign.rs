@@ -20,6 +20,7 @@ use crate::bits;
 use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::material::kinds::{prefix_levels, COMPARED_BITS};
+use crate::material::Material;
 use crate::net::Net;
 
 use super::{open::Round, Party};
@@ -186,6 +187,21 @@ impl<N: Net, D: Domain> Party<N, D> {
                 D::add(&vu, &D::mul_public(&D::sub(&v, &two_vu), &e_int))
             })
             .collect())
+    }
+
+    /// Preprocessing of the comparisons whose material is already prepared (see `PartyMaterial::prepare`):
+    /// the AND triples' masks that the prefix levels open go through [`Domain::preprocess_bits`] (for
+    /// `spdz2k`, their MAC shares are folded ahead, so an opening folds only the value it masks).
+    pub fn precompute_comparisons(&mut self) {
+        for (_, material) in self.material.prepared_mut() {
+            if let Material::Sign(sign) = material {
+                for level in &mut sign.levels {
+                    D::preprocess_bits(&mut level.a);
+                    D::preprocess_bits(&mut level.b);
+                    D::preprocess_bits(&mut level.b2);
+                }
+            }
+        }
     }
 
     /// `max(z, 0)` of a shared vector (8 rounds). Requires `|z| < 2^62`.

@@ -136,7 +136,15 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     out.extend(xs.remainder().iter().zip(ys.remainder()).map(|(a, b)| a ^ b));
 });
 
-dispatch!(leaf_macs(macs: &[u64], words: &[u64], key: u64, and_out: &mut Vec<u64>, xor_out: &mut Vec<u64>) {
+// `[m & w]` and `[m ^ key & w]` per bit (`w` public words), appended with each output word's fold.
+dispatch!(leaf_macs(
+    macs: &[u64],
+    words: &[u64],
+    key: u64,
+    outs: [&mut Vec<u64>; 2],
+    fold_outs: [&mut Vec<u64>; 2]
+) {
+    let ([and_out, xor_out], [and_folds, xor_folds]) = (outs, fold_outs);
     let (mut and_tmp, mut xor_tmp) = ([0u64; 64], [0u64; 64]);
     for (m, &w) in macs.chunks_exact(64).zip(words) {
         for b in 0..64 {
@@ -146,6 +154,8 @@ dispatch!(leaf_macs(macs: &[u64], words: &[u64], key: u64, and_out: &mut Vec<u64
         }
         and_out.extend_from_slice(&and_tmp);
         xor_out.extend_from_slice(&xor_tmp);
+        and_folds.push(fold_inline(&and_tmp));
+        xor_folds.push(fold_inline(&xor_tmp));
     }
 });
 
@@ -168,14 +178,13 @@ dispatch!(xor_fold(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
 });
 
 dispatch!(and_gate_macs(
-    a: &[u64],
-    b: &[u64],
-    c: &[u64],
-    d: &[u64],
-    e: &[u64],
+    abc: [&[u64]; 3],
+    de: [&[u64]; 2],
     key: u64,
-    out: &mut Vec<u64>
+    out: &mut Vec<u64>,
+    folds: &mut Vec<u64>
 ) {
+    let ([a, b, c], [d, e]) = (abc, de);
     // Appends the MAC share of c ^ [d] b ^ [e] a ^ [d & e] key, bit by bit (public bits select whole MAC
     // words), for every word of `d`.
     let mut tmp = [0u64; 64];
@@ -190,6 +199,7 @@ dispatch!(and_gate_macs(
             tmp[bit] = cm[bit] ^ (sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key);
         }
         out.extend_from_slice(&tmp);
+        folds.push(fold_inline(&tmp));
     }
 });
 
@@ -316,8 +326,29 @@ mod tests {
             assert_eq!(out[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
         }
         out.clear();
-        and_gate_macs(&a, &b, &c, &d, &e, key, &mut out);
+        let mut gate_folds = Vec::new();
+        and_gate_macs([&a, &b, &c], [&d, &e], key, &mut out, &mut gate_folds);
         assert_eq!(out.len(), 64 * n);
+        let refold = |m: &[u64]| m.chunks_exact(64).map(fold).collect::<Vec<_>>();
+        assert_eq!(gate_folds, refold(&out), "the gate's folds are its outputs' folds");
+        let (mut anded, mut xored_key) = (Vec::new(), Vec::new());
+        let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
+        leaf_macs(
+            &a,
+            &d,
+            key,
+            [&mut anded, &mut xored_key],
+            [&mut and_folds, &mut xor_folds],
+        );
+        for i in 0..64 * n {
+            assert_eq!(anded[i], if bit(&d, i) { a[i] } else { 0 });
+            assert_eq!(xored_key[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
+        }
+        assert_eq!(and_folds, refold(&anded));
+        assert_eq!(xor_folds, refold(&xored_key));
+        let mut acc = b.clone();
+        xor_into(&mut acc, &a);
+        assert!((0..64 * n).all(|i| acc[i] == a[i] ^ b[i]));
         let mut folded = Vec::new();
         xor_fold(&a, &b, &mut folded);
         let both: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x ^ y).collect();

@@ -254,52 +254,50 @@ impl Domain for Spdz2k {
         &x.w
     }
     fn xor(x: &AuthBits, y: &AuthBits) -> AuthBits {
-        AuthBits {
-            w: crate::bits::xor(&x.w, &y.w),
-            m: {
-                let mut m = Vec::with_capacity(x.m.len().min(y.m.len()));
-                gf2::xor_append(&x.m, &y.m, &mut m);
-                m
-            },
-        }
+        let mut m = Vec::with_capacity(x.m.len().min(y.m.len()));
+        gf2::xor_append(&x.m, &y.m, &mut m);
+        AuthBits::new(crate::bits::xor(&x.w, &y.w), m)
     }
     fn and_public(x: &AuthBits, mask: &[u64]) -> AuthBits {
         // Branch-free: the mask is public, but keep the MAC path uniform anyway.
         let w = crate::bits::and(&x.w, mask);
         let mut m = Vec::with_capacity(64 * w.len());
         gf2::select_and(&x.m, mask, &mut m);
-        AuthBits { w, m }
+        AuthBits::new(w, m)
     }
     fn xor_public(state: &State, x: &AuthBits, mask: &[u64], constants: bool) -> AuthBits {
         let words = x.w.len().min(mask.len());
         let mut m = Vec::with_capacity(64 * words);
         gf2::select_xor(&x.m, mask, state.keys.beta, &mut m);
-        AuthBits {
-            w: if constants {
-                crate::bits::xor(&x.w, mask)
-            } else {
-                x.w[..words].to_vec()
-            },
-            m,
-        }
+        let w = if constants {
+            crate::bits::xor(&x.w, mask)
+        } else {
+            x.w[..words].to_vec()
+        };
+        AuthBits::new(w, m)
     }
     fn bit_slice(x: &AuthBits, range: std::ops::Range<usize>) -> AuthBits {
         AuthBits {
             w: x.w[range.clone()].to_vec(),
             m: x.m[64 * range.start..64 * range.end].to_vec(),
+            f: if x.has_folds() {
+                x.f[range].to_vec()
+            } else {
+                Vec::new()
+            },
         }
     }
     fn bit_concat(parts: &[AuthBits]) -> AuthBits {
-        AuthBits {
-            w: parts.iter().flat_map(|p| p.w.iter().copied()).collect(),
-            m: parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
-        }
+        AuthBits::new(
+            parts.iter().flat_map(|p| p.w.iter().copied()).collect(),
+            parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
+        )
     }
     fn bit_nodes(x: &AuthBits, nodes: &[usize], words: usize) -> AuthBits {
-        let mut out = AuthBits {
-            w: Vec::with_capacity(nodes.len() * words),
-            m: Vec::with_capacity(64 * nodes.len() * words),
-        };
+        let mut out = AuthBits::new(
+            Vec::with_capacity(nodes.len() * words),
+            Vec::with_capacity(64 * nodes.len() * words),
+        );
         for &i in nodes {
             out.w.extend_from_slice(&x.w[i * words..(i + 1) * words]);
             out.m
@@ -308,12 +306,24 @@ impl Domain for Spdz2k {
         out
     }
     fn bit_extend(x: &mut AuthBits, y: &AuthBits, range: std::ops::Range<usize>) {
+        let folds = x.has_folds() && y.has_folds();
         x.w.extend_from_slice(&y.w[range.clone()]);
         x.m.extend_from_slice(&y.m[64 * range.start..64 * range.end]);
+        if folds {
+            x.f.extend_from_slice(&y.f[range]);
+        } else {
+            x.f.clear();
+        }
     }
     fn bit_extend_zeros(x: &mut AuthBits, words: usize) {
+        let folds = x.has_folds();
         x.w.resize(x.w.len() + words, 0);
         x.m.resize(x.m.len() + 64 * words, 0);
+        if folds {
+            x.f.resize(x.w.len(), 0);
+        } else {
+            x.f.clear();
+        }
     }
     fn leaves(
         state: &State,
@@ -323,18 +333,15 @@ impl Domain for Spdz2k {
         mask: &[u64],
         constants: bool,
     ) -> (AuthBits, AuthBits) {
-        // One pass over the selected nodes' MACs, writing both results (no gathered copy of `r`).
+        // One pass over the selected nodes' MACs, writing both results and their folds (no gathered copy
+        // of `r`, and no second pass when the leaves are opened).
         let total = nodes.len() * words;
-        let (mut g, mut p) = (
-            AuthBits {
-                w: Vec::with_capacity(total),
-                m: Vec::with_capacity(64 * total),
-            },
-            AuthBits {
-                w: Vec::with_capacity(total),
-                m: Vec::with_capacity(64 * total),
-            },
-        );
+        let empty = || AuthBits {
+            w: Vec::with_capacity(total),
+            m: Vec::with_capacity(64 * total),
+            f: Vec::with_capacity(total),
+        };
+        let (mut g, mut p) = (empty(), empty());
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
             for (&r, &c) in r.w[src.clone()].iter().zip(&mask[dst.clone()]) {
@@ -345,30 +352,40 @@ impl Domain for Spdz2k {
                 &r.m[64 * src.start..64 * src.end],
                 &mask[dst],
                 state.keys.beta,
-                &mut g.m,
-                &mut p.m,
+                [&mut g.m, &mut p.m],
+                [&mut g.f, &mut p.f],
             );
         }
         (g, p)
     }
     fn bit_nodes_xor_into(y: &mut AuthBits, x: &AuthBits, nodes: &[usize], words: usize) {
+        let folds = y.has_folds() && x.has_folds();
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
             for (o, a) in y.w[dst.clone()].iter_mut().zip(&x.w[src.clone()]) {
                 *o ^= a;
+            }
+            if folds {
+                // Folding is linear: the fold of a XOR is the XOR of the folds.
+                for (o, a) in y.f[dst.clone()].iter_mut().zip(&x.f[src.clone()]) {
+                    *o ^= a;
+                }
             }
             gf2::xor_into(
                 &mut y.m[64 * dst.start..64 * dst.end],
                 &x.m[64 * src.start..64 * src.end],
             );
         }
+        if !folds {
+            y.f.clear();
+        }
     }
     fn bit_nodes_xor(x: &AuthBits, nodes: &[usize], words: usize, y: &AuthBits) -> AuthBits {
         // One pass per node: gather and XOR without an intermediate copy (or zero-fill).
-        let mut out = AuthBits {
-            w: Vec::with_capacity(nodes.len() * words),
-            m: Vec::with_capacity(64 * nodes.len() * words),
-        };
+        let mut out = AuthBits::new(
+            Vec::with_capacity(nodes.len() * words),
+            Vec::with_capacity(64 * nodes.len() * words),
+        );
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
             out.w.extend(
@@ -392,14 +409,17 @@ impl Domain for Spdz2k {
         // The opened value's MACs only enter the check folded per word (see `record_bits`), so fold them
         // here, once, instead of writing 64 MAC words per word: the result holds one folded MAC share per
         // word (`m.len() == w.len()`), over the `len` valid bits of each node (the rest count as zero,
-        // exactly as `record_bits` folds a full share).
-        let mut out = AuthBits {
-            w: Vec::with_capacity(nodes.len() * words),
-            m: Vec::with_capacity(nodes.len() * words),
-        };
+        // exactly as `record_bits` folds a full share). Full words take the cached folds where both
+        // operands have them (fold is linear); a node's partial last word is always folded from its MACs,
+        // since only its valid positions count.
+        let mut out = AuthBits::new(
+            Vec::with_capacity(nodes.len() * words),
+            Vec::with_capacity(nodes.len() * words),
+        );
         if words == 0 {
             return out;
         }
+        let cached = x.has_folds() && y.has_folds();
         let valid_last = len - (words - 1) * 64;
         let full = if valid_last == 64 { words } else { words - 1 };
         let mut tail = [0u64; 64];
@@ -411,14 +431,23 @@ impl Domain for Spdz2k {
                     .zip(&y.w[dst.clone()])
                     .map(|(a, b)| a ^ b),
             );
-            let (xs, ys) = (64 * src.start, 64 * dst.start);
-            gf2::xor_fold(
-                &x.m[xs..xs + 64 * full],
-                &y.m[ys..ys + 64 * full],
-                &mut out.m,
-            );
+            if cached {
+                out.m.extend(
+                    x.f[src.start..src.start + full]
+                        .iter()
+                        .zip(&y.f[dst.start..dst.start + full])
+                        .map(|(a, b)| a ^ b),
+                );
+            } else {
+                let (xs, ys) = (64 * src.start, 64 * dst.start);
+                gf2::xor_fold(
+                    &x.m[xs..xs + 64 * full],
+                    &y.m[ys..ys + 64 * full],
+                    &mut out.m,
+                );
+            }
             if full < words {
-                let (xs, ys) = (xs + 64 * full, ys + 64 * full);
+                let (xs, ys) = (64 * (src.start + full), 64 * (dst.start + full));
                 for (b, t) in tail.iter_mut().enumerate() {
                     *t = if b < valid_last {
                         x.m[xs + b] ^ y.m[ys + b]
@@ -439,7 +468,8 @@ impl Domain for Spdz2k {
         constants: bool,
     ) -> AuthBits {
         // One pass over the value words, one over the MAC words:
-        // c ^ [d] b ^ [e] a ^ [d & e] beta_i (public bits select whole MAC words).
+        // c ^ [d] b ^ [e] a ^ [d & e] beta_i (public bits select whole MAC words), folding each output word's
+        // MACs while they are at hand (the next level opens most of them).
         // `a` may be longer than `c` (a pair's two ANDs share it); only its first words are read.
         let words = c.w.len();
         let mut w = Vec::with_capacity(words);
@@ -452,16 +482,18 @@ impl Domain for Spdz2k {
             w.push(v);
         }
         let mut m = Vec::with_capacity(64 * words);
+        let mut f = Vec::with_capacity(words);
         gf2::and_gate_macs(
-            &a.m[..64 * words],
-            &b.m[..64 * words],
-            &c.m,
-            &d[..words],
-            &e[..words],
+            [&a.m[..64 * words], &b.m[..64 * words], &c.m],
+            [&d[..words], &e[..words]],
             state.keys.beta,
             &mut m,
+            &mut f,
         );
-        AuthBits { w, m }
+        AuthBits { w, m, f }
+    }
+    fn preprocess_bits(x: &mut AuthBits) {
+        x.fill_folds();
     }
     fn record_bits(state: &mut State, own: &AuthBits, opened: &[u64], nodes: usize, len: usize) {
         let words = crate::bits::words_for(len);
