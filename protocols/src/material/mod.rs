@@ -510,3 +510,70 @@ fn wrong_kind<S, B>(wanted: &str, got: &Material<S, B>) -> ProtocolError {
 pub fn dealer_bytes(parties: usize, corrections: usize) -> u64 {
     (parties * 32 + corrections * 8) as u64
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lowering::Lowering;
+
+    fn plan() -> Vec<Request> {
+        vec![
+            Request::Triples { len: 5 },
+            Request::Sign {
+                len: 70,
+                truncate: Some(16),
+                payloads: 2,
+            },
+            Request::WeightTriple {
+                weight: 0,
+                lowering: Lowering::Dense { features: 4 },
+                batch: 1,
+                outputs: 3,
+            },
+            Request::Trunc {
+                len: 9,
+                frac_bits: 16,
+            },
+        ]
+    }
+
+    /// The last party's material (it reads the dealer's corrections), taken request by request, with
+    /// `prepare_first` requests expanded ahead.
+    fn take_all(prepare_first: usize) -> (Vec<String>, MaterialUse) {
+        let seeds: Vec<Seed> = (0..3).map(Seed::random_from).collect();
+        let masks = deal_masks(&seeds, &[12]).expect("masks");
+        let corrections = deal(&seeds, &plan(), &masks, &crate::gemm::NaiveGemm).expect("deal");
+        let mut m = PartyMaterial::new(2, 3, &seeds[2], corrections, plan()).expect("material");
+        assert_eq!(m.prepare(prepare_first).expect("prepare"), prepare_first.min(4));
+        let mut seen = vec![
+            format!("{:?}", m.triples(5).expect("triples").c),
+            format!("{:?}", m.sign(70, Some(16), 2).expect("sign").levels[0].c),
+        ];
+        let w = m
+            .weight_triple(0, Lowering::Dense { features: 4 }, 1, 3)
+            .expect("weight triple");
+        seen.push(format!("{:?} {:?}", w.a, w.c));
+        seen.push(format!("{:?}", m.trunc(9, 16).expect("trunc").r_shift));
+        m.finish().expect("everything consumed");
+        (seen, m.used())
+    }
+
+    #[test]
+    fn prepared_material_is_what_the_operations_would_have_expanded() {
+        let lazy = take_all(0);
+        for ahead in [1, 2, 4, 10] {
+            assert_eq!(take_all(ahead), lazy, "{ahead} requests prepared ahead");
+        }
+    }
+
+    #[test]
+    fn unconsumed_prepared_material_fails_the_finish_check_and_order_is_enforced() {
+        let seeds: Vec<Seed> = (0..2).map(Seed::random_from).collect();
+        let mut m = PartyMaterial::new(0, 2, &seeds[0], Vec::new(), plan()).expect("material");
+        m.prepare(2).expect("prepare");
+        assert_eq!(m.prepared(), 2);
+        assert!(m.trunc(9, 16).is_err(), "a request out of plan order is refused");
+        m.triples(5).expect("triples");
+        assert!(m.finish().is_err(), "prepared but unconsumed material is reported");
+    }
+}

@@ -546,6 +546,84 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    fn random_bits(rng: &mut rand::rngs::StdRng, words: usize) -> AuthBits {
+        AuthBits::new(
+            (0..words).map(|_| rng.random()).collect(),
+            (0..64 * words).map(|_| rng.random()).collect(),
+        )
+    }
+
+    /// The cache invariant of `AuthBits::f`: absent, or every word's fold of its MAC shares.
+    fn folds_are_right(x: &AuthBits) -> bool {
+        x.f.is_empty() || x.f == x.m.chunks_exact(64).map(gf2::fold).collect::<Vec<_>>()
+    }
+
+    #[test]
+    fn cached_folds_stay_exact_and_openings_do_not_depend_on_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let (nodes, words, len) = (5, 3, 150);
+        let state = State {
+            keys: KeyShares {
+                alpha: rng.random(),
+                beta: rng.random(),
+            },
+            opened: Vec::new(),
+            macs: Vec::new(),
+            bit_words: Vec::new(),
+            bit_macs: Vec::new(),
+            view: Sha256::new(),
+        };
+        let r = random_bits(&mut rng, nodes * words);
+        let mask: Vec<u64> = (0..nodes * words).map(|_| rng.random()).collect();
+        let order: Vec<usize> = (0..nodes).rev().collect();
+        let (g, p) = Spdz2k::leaves(&state, &r, &order, words, &mask, true);
+        assert!(g.has_folds() && p.has_folds());
+        assert!(folds_are_right(&g) && folds_are_right(&p));
+        let gathered = Spdz2k::bit_nodes(&r, &order, words);
+        assert_eq!(
+            (g.w.clone(), g.m.clone()),
+            (
+                Spdz2k::and_public(&gathered, &mask).w,
+                Spdz2k::and_public(&gathered, &mask).m
+            )
+        );
+        assert_eq!(
+            p.m,
+            Spdz2k::xor_public(&state, &gathered, &mask, true).m,
+            "the fused leaves equal gather, then and/xor"
+        );
+
+        let pairs = 2;
+        let (mut a, mut b) = (
+            random_bits(&mut rng, pairs * words),
+            random_bits(&mut rng, pairs * words),
+        );
+        let c = random_bits(&mut rng, pairs * words);
+        let (d, e): (Vec<u64>, Vec<u64>) = (
+            (0..pairs * words).map(|_| rng.random()).collect(),
+            (0..pairs * words).map(|_| rng.random()).collect(),
+        );
+        let mut gate = Spdz2k::and_gate(&state, [&a, &b, &c], &d, &e, true);
+        assert!(gate.has_folds() && folds_are_right(&gate));
+        Spdz2k::bit_nodes_xor_into(&mut gate, &g, &[0, 2], words);
+        assert!(gate.has_folds() && folds_are_right(&gate));
+        Spdz2k::bit_extend(&mut gate, &p, 0..words);
+        Spdz2k::bit_extend_zeros(&mut gate, words);
+        assert!(gate.has_folds() && folds_are_right(&gate));
+        assert!(folds_are_right(&Spdz2k::bit_slice(&gate, words..2 * words)));
+
+        // An opening folds the same values whether or not the operands carry cached folds.
+        Spdz2k::preprocess_bits(&mut a);
+        assert!(a.has_folds() && folds_are_right(&a));
+        let cached = Spdz2k::bit_nodes_xor_to_open(&p, &[0, 3], words, &a, len);
+        let (mut p_bare, a_bare) = (p.clone(), AuthBits::new(a.w.clone(), a.m.clone()));
+        p_bare.f.clear();
+        let bare = Spdz2k::bit_nodes_xor_to_open(&p_bare, &[0, 3], words, &a_bare, len);
+        assert_eq!(cached, bare);
+        b.f = vec![0; b.w.len()];
+        assert!(!folds_are_right(&b), "a wrong cache is detectable by the invariant check");
+    }
+
     #[test]
     fn wide_products_with_public_words_match_full_u128_arithmetic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
