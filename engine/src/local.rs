@@ -308,9 +308,12 @@ fn run_spdz2k(
             };
             let _leaving = start_line.guard();
             for x in &published_inputs {
-                result
-                    .preparation
-                    .push(prepare_inference(party, &model, per_inference, &start_line)?);
+                result.preparation.push(prepare_inference(
+                    party,
+                    &model,
+                    per_inference,
+                    &start_line,
+                )?);
                 let before = party.stats().clone();
                 let started = Instant::now();
                 let mask = party.material().input(input_len)?;

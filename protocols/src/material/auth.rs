@@ -69,7 +69,11 @@ pub struct AuthBits {
 impl AuthBits {
     /// Value and MAC shares without a folded cache.
     pub fn new(w: Vec<u64>, m: Vec<u64>) -> Self {
-        Self { w, m, f: Vec::new() }
+        Self {
+            w,
+            m,
+            f: Vec::new(),
+        }
     }
 
     /// Whether every word's folded MAC share is cached.

@@ -544,7 +544,10 @@ mod tests {
         let masks = deal_masks(&seeds, &[12]).expect("masks");
         let corrections = deal(&seeds, &plan(), &masks, &crate::gemm::NaiveGemm).expect("deal");
         let mut m = PartyMaterial::new(2, 3, &seeds[2], corrections, plan()).expect("material");
-        assert_eq!(m.prepare(prepare_first).expect("prepare"), prepare_first.min(4));
+        assert_eq!(
+            m.prepare(prepare_first).expect("prepare"),
+            prepare_first.min(4)
+        );
         let mut seen = vec![
             format!("{:?}", m.triples(5).expect("triples").c),
             format!("{:?}", m.sign(70, Some(16), 2).expect("sign").levels[0].c),
@@ -572,8 +575,14 @@ mod tests {
         let mut m = PartyMaterial::new(0, 2, &seeds[0], Vec::new(), plan()).expect("material");
         m.prepare(2).expect("prepare");
         assert_eq!(m.prepared(), 2);
-        assert!(m.trunc(9, 16).is_err(), "a request out of plan order is refused");
+        assert!(
+            m.trunc(9, 16).is_err(),
+            "a request out of plan order is refused"
+        );
         m.triples(5).expect("triples");
-        assert!(m.finish().is_err(), "prepared but unconsumed material is reported");
+        assert!(
+            m.finish().is_err(),
+            "prepared but unconsumed material is reported"
+        );
     }
 }

@@ -330,7 +330,11 @@ mod tests {
         and_gate_macs([&a, &b, &c], [&d, &e], key, &mut out, &mut gate_folds);
         assert_eq!(out.len(), 64 * n);
         let refold = |m: &[u64]| m.chunks_exact(64).map(fold).collect::<Vec<_>>();
-        assert_eq!(gate_folds, refold(&out), "the gate's folds are its outputs' folds");
+        assert_eq!(
+            gate_folds,
+            refold(&out),
+            "the gate's folds are its outputs' folds"
+        );
         let (mut anded, mut xored_key) = (Vec::new(), Vec::new());
         let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
         leaf_macs(

@@ -243,9 +243,9 @@ impl Domain for Spdz2k {
                 *s = s.wrapping_add(read_u128(c));
             }
         }
-        for y in &sum {
-            state.view.update(y.to_le_bytes());
-        }
+        // One hash update for the whole opening (the same bytes, in order, as one per element).
+        let bytes: Vec<u8> = sum.iter().flat_map(|y| y.to_le_bytes()).collect();
+        state.view.update(&bytes);
         state.opened.extend_from_slice(&sum);
         state.macs.extend_from_slice(&own.m);
         sum.into_iter().map(|y| y as u64).collect()
@@ -513,9 +513,11 @@ impl Domain for Spdz2k {
                     (1u64 << valid) - 1
                 };
                 let word = opened.get(index).copied().unwrap_or(0) & keep;
-                state.view.update(word.to_le_bytes());
                 state.bit_words.push(word);
             }
+            let recorded = &state.bit_words[state.bit_words.len() - words..];
+            let bytes: Vec<u8> = recorded.iter().flat_map(|w| w.to_le_bytes()).collect();
+            state.view.update(&bytes);
             if own.m.len() == own.w.len() {
                 // Already folded by `bit_nodes_xor_to_open`.
                 match own.m.get(first..first + words) {
@@ -621,7 +623,10 @@ mod tests {
         let bare = Spdz2k::bit_nodes_xor_to_open(&p_bare, &[0, 3], words, &a_bare, len);
         assert_eq!(cached, bare);
         b.f = vec![0; b.w.len()];
-        assert!(!folds_are_right(&b), "a wrong cache is detectable by the invariant check");
+        assert!(
+            !folds_are_right(&b),
+            "a wrong cache is detectable by the invariant check"
+        );
     }
 
     #[test]
