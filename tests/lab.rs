@@ -181,6 +181,12 @@ fn offline_include_adds_the_dealer_phase_and_exclude_does_not() {
     let inc = bench(&["--parties", "2", "--offline", "include"]);
     assert_eq!(inc["offline"], "include");
     assert!(f(&inc, "offline_ms") > 0.0, "{inc}");
+    // Offline is the dealer's work plus the parties' preprocessing, which in memory happens before the clock.
+    assert!(f(&inc, "preprocess_ms") > 0.0, "{inc}");
+    assert!(
+        (f(&inc, "offline_ms") - f(&inc, "dealer_ms") - f(&inc, "preprocess_ms")).abs() < 1e-9,
+        "{inc}"
+    );
     assert!(
         (f(&inc, "time_ms") - f(&inc, "online_ms") - f(&inc, "offline_ms")).abs() < 1e-9,
         "{inc}"
@@ -189,6 +195,48 @@ fn offline_include_adds_the_dealer_phase_and_exclude_does_not() {
         u(&inc, "global_data_sent_bytes"),
         u(&inc, "bytes_all_parties") + u(&inc, "dealer_bytes")
     );
+}
+
+#[test]
+fn every_bench_adversary_aborts_and_releases_nothing_in_memory_and_over_quic() {
+    for transport in ["mem", "quic"] {
+        for adversary in [
+            "flip-share",
+            "wrong-triple",
+            "bad-mac",
+            "skip-round",
+            "wrong-output",
+        ] {
+            let out = veil(&[
+                "bench",
+                "--workload",
+                "network-a",
+                "--protocol",
+                "spdz2k",
+                "--transport",
+                transport,
+                "--adversary",
+                adversary,
+                "--json",
+            ]);
+            let j = last_json(&out);
+            assert_eq!(j["adversary"], adversary, "{j}");
+            assert_eq!(j["verified"], false, "{transport} {adversary}: {j}");
+            assert_eq!(j["output_released"], false, "{transport} {adversary}: {j}");
+            let outcome = j["outcome"].as_str().unwrap_or_default();
+            let expected = if adversary == "skip-round" {
+                "timed out"
+            } else {
+                "verification failed"
+            };
+            assert!(
+                outcome.contains(expected),
+                "{transport} {adversary}: {outcome}"
+            );
+        }
+    }
+    let semi = veil(&["bench", "--protocol", "semi2k", "--adversary", "flip-share"]);
+    assert!(!semi.status.success(), "semi2k cannot detect a deviation");
 }
 
 fn assert_shaped_lower_bound(transport: &str) {

@@ -98,7 +98,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     pub grid: super::sweep::GridArgs,
     /// spdz2k only: one random party deviates once, at a random point of the job: flip-share, wrong-triple,
-    /// bad-mac, skip-round or wrong-output. The run must end with `verified: false` and no output.
+    /// bad-mac, skip-round or wrong-output. The run must end with `verified: false` and no output. In memory
+    /// or over QUIC (`--transport quic`: the node processes get the deviation through their test-only setting).
     #[arg(long)]
     pub adversary: Option<String>,
 }
@@ -857,9 +858,8 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
     let kind = Deviation::parse(name).with_context(|| {
         format!("unknown adversary {name:?}: use flip-share, wrong-triple, bad-mac, skip-round or wrong-output")
     })?;
-    if Protocol::parse(&args.protocol) != Some(Protocol::Spdz2k) || args.transport != Transport::Mem
-    {
-        bail!("--adversary needs --protocol spdz2k over --transport mem");
+    if Protocol::parse(&args.protocol) != Some(Protocol::Spdz2k) {
+        bail!("--adversary needs --protocol spdz2k (semi2k cannot detect a deviation)");
     }
     let device = burn::tensor::Device::flex();
     let model = workloads::by_name(&args.workload, args.seed, &device).with_context(|| {
@@ -886,18 +886,24 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
         at,
         delta: rng.random_range(1..u64::MAX),
     };
-    let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(1)));
-    options.protocol = Protocol::Spdz2k;
-    options.adversary = Some(adversary);
-    if kind == Deviation::SkipRound {
-        options.timeout = Duration::from_secs(2);
-    }
     let input = workloads::sample_input(&model, args.batch, args.seed);
-    let (verified, released, outcome) =
+    let (verified, released, outcome) = if args.transport == Transport::Quic {
+        match super::node::adversary_quic(args, &model, &plan, &input, adversary)? {
+            Ok(()) => (true, true, "verified".to_string()),
+            Err(why) => (false, false, why),
+        }
+    } else {
+        let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(1)));
+        options.protocol = Protocol::Spdz2k;
+        options.adversary = Some(adversary);
+        if kind == Deviation::SkipRound {
+            options.timeout = Duration::from_secs(2);
+        }
         match run_private(&model, &plan, &[input], args.batch, &options) {
             Ok(report) => (true, !report.outputs.is_empty(), "verified".to_string()),
             Err(e) => (false, false, e.to_string()),
-        };
+        }
+    };
     let report = AdversaryReport {
         workload: args.workload.clone(),
         protocol: args.protocol.clone(),

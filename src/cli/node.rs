@@ -105,13 +105,68 @@ pub fn bench_quic(
     inputs: &[Vec<f32>],
     threads: usize,
 ) -> Result<QuicBench> {
+    let (cluster, outcome) = run_quic(args, model, plan, inputs, threads, None)?;
+    let run = match outcome {
+        Ok(run) => run,
+        Err(e) => {
+            eprintln!("{}", cluster.log_tails());
+            bail!("private inference over QUIC failed: {e}");
+        }
+    };
+    let udp_bytes_per_party = run
+        .udp_tx_bytes
+        .iter()
+        .skip(1)
+        .flat_map(|p| p.iter().copied())
+        .max()
+        .unwrap_or(0);
+    drop(cluster);
+    Ok(QuicBench {
+        report: run.report,
+        udp_bytes_per_party,
+    })
+}
+
+/// `veil bench --adversary A --transport quic`: one job over `veil node` processes in which the party that
+/// `adversary` names deviates (the nodes' test-only setting). Returns the job's outcome: `Ok` if it verified
+/// and its outputs were released, else why it stopped. Every process is stopped before this returns.
+pub fn adversary_quic(
+    args: &super::bench::BenchArgs,
+    model: &Model,
+    plan: &Plan,
+    input: &[f32],
+    adversary: veil_protocols::adversary::Adversary,
+) -> Result<std::result::Result<(), String>> {
+    let (cluster, outcome) = run_quic(args, model, plan, &[input.to_vec()], 1, Some(adversary))?;
+    drop(cluster);
+    Ok(outcome.map(|_| ()).map_err(|e| e.to_string()))
+}
+
+/// Starts a node process per party and a dealer, and runs `inputs` through them as one job. A silent party
+/// (`skip-round`) is noticed by the others' receive timeout, shortened for adversary runs.
+fn run_quic(
+    args: &super::bench::BenchArgs,
+    model: &Model,
+    plan: &Plan,
+    inputs: &[Vec<f32>],
+    threads: usize,
+    adversary: Option<veil_protocols::adversary::Adversary>,
+) -> Result<(
+    LocalCluster,
+    std::result::Result<veil_node::client::QuicRun, veil_node::NodeError>,
+)> {
     let (workload, seed, batch, parties) = (&args.workload, args.seed, args.batch, args.parties);
     if parties < 2 {
         bail!("--parties must be at least 2");
     }
     let exe = std::env::current_exe().context("locating the veil executable")?;
     let client_identity = Identity::generate()?;
-    let options = ClusterOptions::new(parties, client_identity.public_key());
+    let mut options = ClusterOptions::new(parties, client_identity.public_key());
+    options.insecure_adversary = adversary;
+    if adversary.is_some() {
+        options.recv_timeout_ms = 3_000;
+        options.log = "error".into();
+    }
     let cluster = LocalCluster::spawn(&exe, &options).context("starting node processes")?;
     let committee = Committee {
         parties: cluster.parties(),
@@ -119,7 +174,7 @@ pub fn bench_quic(
     };
     let client_options = ClientOptions {
         bind: ([127, 0, 0, 1], 0).into(),
-        job_timeout: Duration::from_secs(600),
+        job_timeout: Duration::from_secs(if adversary.is_some() { 60 } else { 600 }),
         shaping: args.shaping()?,
         ..ClientOptions::default()
     };
@@ -140,23 +195,6 @@ pub fn bench_quic(
         profile: true,
     };
     let protocol = Protocol::parse(&args.protocol).unwrap_or_default();
-    let run = match run_private_protocol(&client, &committee, &job, inputs, protocol) {
-        Ok(run) => run,
-        Err(e) => {
-            eprintln!("{}", cluster.log_tails());
-            bail!("private inference over QUIC failed: {e}");
-        }
-    };
-    let udp_bytes_per_party = run
-        .udp_tx_bytes
-        .iter()
-        .skip(1)
-        .flat_map(|p| p.iter().copied())
-        .max()
-        .unwrap_or(0);
-    drop(cluster);
-    Ok(QuicBench {
-        report: run.report,
-        udp_bytes_per_party,
-    })
+    let outcome = run_private_protocol(&client, &committee, &job, inputs, protocol);
+    Ok((cluster, outcome))
 }
