@@ -460,16 +460,18 @@ fn slowest<O>(
         .collect()
 }
 
-/// The offline phase of one inference on one party: expands the material of the inference's `requests`
-/// requests and does the model's preprocessing on it, then waits at the start line for the other parties,
-/// so that the online clock starts with every party's material ready (as MP-SPDZ's online figures assume).
-/// Returns the time spent preparing.
+/// The offline phase of one inference on one party: waits at the start line until every party has finished
+/// the previous inference (so that no party's preparation competes for the cores with another's online
+/// phase), expands the material of the inference's `requests` requests and does the model's preprocessing
+/// on it, then waits at the start line again, so that the online clock starts with every party's material
+/// ready (as MP-SPDZ's online figures assume). Returns the time spent preparing.
 fn prepare_inference<N: veil_protocols::net::Net, D: Domain>(
     party: &mut veil_protocols::semi2k::Party<N, D>,
     model: &crate::private::PartyModel<'_, D>,
     requests: usize,
     start_line: &StartLine,
 ) -> veil_protocols::Result<Duration> {
+    start_line.wait()?;
     let started = Instant::now();
     party.material().prepare(requests)?;
     model.precompute(party).map_err(to_protocol)?;

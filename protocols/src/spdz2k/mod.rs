@@ -632,7 +632,7 @@ mod tests {
     #[test]
     fn wide_products_with_public_words_match_full_u128_arithmetic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let [m, k, n] = [3, 5, 4];
+        let [m, k, n] = [3, 5, 7];
         let e: Vec<u64> = (0..m * k).map(|_| rng.random()).collect();
         let f: Vec<u64> = (0..k * n).map(|_| rng.random()).collect();
         let wide = |len: usize, rng: &mut rand::rngs::StdRng| -> Vec<u128> {
