@@ -19,6 +19,42 @@ pub fn words_for(len: usize) -> usize {
     len.div_ceil(64)
 }
 
+/// How a bit-sliced vector is laid out: nodes of `words` words each, every node holding `len` valid bits
+/// (positions `len..64 * words` of a node are padding, never sent and never opened).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Words per node (`words_for(len)`).
+    pub words: usize,
+    /// Valid bits per node.
+    pub len: usize,
+}
+
+impl Layout {
+    /// The layout of nodes of `len` valid bits.
+    pub fn new(len: usize) -> Self {
+        Self {
+            words: words_for(len),
+            len,
+        }
+    }
+
+    /// The valid positions of word `index` of a vector in this layout, as a mask.
+    pub fn valid(&self, index: usize) -> u64 {
+        if self.words == 0 || index % self.words + 1 < self.words {
+            return u64::MAX;
+        }
+        match self.len - (self.words - 1) * 64 {
+            64 => u64::MAX,
+            bits => (1u64 << bits) - 1,
+        }
+    }
+
+    /// The valid-position masks of the first `count` words.
+    pub fn masks(&self, count: usize) -> Vec<u64> {
+        (0..count).map(|i| self.valid(i)).collect()
+    }
+}
+
 /// Bit `i` of a packed vector.
 pub fn get(words: &[u64], i: usize) -> bool {
     (words[i / 64] >> (i % 64)) & 1 == 1

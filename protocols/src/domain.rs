@@ -98,17 +98,19 @@ pub trait Domain: Sized + Send + Sync + 'static {
     }
     /// Appends `words` words of zero bits (a valid sharing of zeros, MACs included) to `x`.
     fn bit_extend_zeros(x: &mut Self::Bits, words: usize);
-    /// The leaves of the comparison tree: nodes `nodes` of `r` (each `words` words long), concatenated, as
-    /// `(r & mask, r ^ mask)` for public `mask` words (as long as the result).
+    /// The leaves of the comparison tree: nodes `nodes` of `r` (in `layout`), concatenated, as
+    /// `(r & mask, r ^ mask)` for public `mask` words (as long as the result). The results only take part in
+    /// the comparison's XORs, openings and appends, never in a selection or an AND gate's operands, so a
+    /// domain may keep them in a reduced form (`spdz2k`: folded MACs, see [`Self::and_gate`]).
     fn leaves(
         state: &Self::State,
         r: &Self::Bits,
         nodes: &[usize],
-        words: usize,
+        layout: crate::bits::Layout,
         mask: &[u64],
         constants: bool,
     ) -> (Self::Bits, Self::Bits) {
-        let r = Self::bit_nodes(r, nodes, words);
+        let r = Self::bit_nodes(r, nodes, layout.words);
         (
             Self::and_public(&r, mask),
             Self::xor_public(state, &r, mask, constants),
@@ -137,12 +139,15 @@ pub trait Domain: Sized + Send + Sync + 'static {
     /// `x & y` from an AND triple `(a, b, c)` and the opened `d = x ^ a`, `e = y ^ b` (Beaver on bits):
     /// `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term added by the party holding constants. The result is as
     /// long as `c`; `a` and `b` may be longer (a pair's two ANDs share `a`), and only their first words are read.
+    /// `spare_words`: room the result should have for words the caller appends to it (a capacity hint). The
+    /// result, laid out in `layout`, only takes part in XORs, openings and appends, like [`Self::leaves`]'.
     fn and_gate(
         state: &Self::State,
         [a, b, c]: [&Self::Bits; 3],
-        d: &[u64],
-        e: &[u64],
+        [d, e]: [&[u64]; 2],
         constants: bool,
+        _spare_words: usize,
+        _layout: crate::bits::Layout,
     ) -> Self::Bits {
         let z = Self::xor(
             &Self::xor(c, &Self::and_public(b, d)),
@@ -150,10 +155,10 @@ pub trait Domain: Sized + Send + Sync + 'static {
         );
         Self::xor_public(state, &z, &crate::bits::and(d, e), constants)
     }
-    /// Preprocessing of dealt bits that will be opened (XORed into an opening by
-    /// [`Self::bit_nodes_xor_to_open`]): lets the domain cache what its openings need ahead of the input.
-    /// Nothing for bare shares.
-    fn preprocess_bits(_x: &mut Self::Bits) {}
+    /// Preprocessing of dealt bits in `layout` that will be XORed into an opening (by
+    /// [`Self::bit_nodes_xor_to_open`] or [`Self::xor`]): lets the domain cache what its openings need ahead
+    /// of the input. Nothing for bare shares.
+    fn preprocess_bits(_x: &mut Self::Bits, _layout: crate::bits::Layout) {}
     /// Records an opening of `nodes` vectors of `len` bits: this party's share and the opened words.
     fn record_bits(
         state: &mut Self::State,

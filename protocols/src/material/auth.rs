@@ -47,27 +47,31 @@ impl AuthVec {
     }
 }
 
-/// A party's authenticated share of packed bits: `w` XOR-shares 64 bits per word; `m[64 * word + bit]` is the
-/// XOR-share of that bit's MAC in GF(2^64). Invariant: `m.len() == 64 * w.len()`, except for a value built
-/// only to be opened (`Domain::bit_nodes_xor_to_open`), which carries one folded MAC share per word
-/// (`m.len() == w.len()`, see `spdz2k::gf2::fold`) and is consumed by its opening.
+/// A party's authenticated share of packed bits, in one of two forms:
+/// - **full**: `w` XOR-shares 64 bits per word and `m[64 * word + bit]` is the XOR-share of that bit's MAC in
+///   GF(2^64) (`m.len() == 64 * w.len()`). Dealt bits are full; only full bits can be selected by public bits
+///   or enter an AND gate as an operand.
+/// - **folded**: `m.len() == w.len()` (and `w` not empty), and `m[word]` is the XOR-share of the word's MACs
+///   folded over its valid positions (`gf2::fold` of the MACs with padding positions counted as zero; which
+///   positions are valid is the producer's `bits::Layout`). That is all the batched MAC check needs of an
+///   opened word, and folding is GF(2)-linear, so folded values can still be XORed (with each other, with
+///   public bits, with full values whose folds are cached), appended and opened. The comparison's tree values
+///   are kept folded: their per-bit MACs are never written.
 ///
-/// `f` caches each word's folded MAC shares, so that opening the value needs no second pass over its 64
-/// MAC words per word. Invariant: `f` is empty (no cache) or `f.len() == w.len()` and `f[i]` is
-/// `gf2::fold(&m[64 * i..64 * (i + 1)])` over all 64 positions. Operations that cannot keep it leave it
-/// empty; a cached fold is only a shortcut, never a different value.
+/// `f` caches a full value's valid-position folds per word (`f.len() == w.len()`), filled by preprocessing
+/// for the dealt bits that are XORed into folded values; empty otherwise.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct AuthBits {
     /// Packed value shares.
     pub w: Vec<u64>,
-    /// MAC shares, one per bit position (64 per word).
+    /// MAC shares: one per bit position (full) or one folded per word (folded).
     pub m: Vec<u64>,
-    /// Folded MAC shares per word, or empty (see the type's doc).
+    /// Cached valid-position folds of a full value, or empty.
     pub f: Vec<u64>,
 }
 
 impl AuthBits {
-    /// Value and MAC shares without a folded cache.
+    /// Full value and MAC shares, without a folded cache.
     pub fn new(w: Vec<u64>, m: Vec<u64>) -> Self {
         Self {
             w,
@@ -76,17 +80,14 @@ impl AuthBits {
         }
     }
 
-    /// Whether every word's folded MAC share is cached.
-    pub fn has_folds(&self) -> bool {
-        !self.w.is_empty() && self.f.len() == self.w.len()
+    /// Whether this value is in the folded form.
+    pub fn is_folded(&self) -> bool {
+        !self.w.is_empty() && self.m.len() == self.w.len()
     }
 
-    /// Fills the folded cache from the MAC shares (a full value: `m.len() == 64 * w.len()`).
-    pub fn fill_folds(&mut self) {
-        if self.m.len() == 64 * self.w.len() {
-            self.f = vec![0; self.w.len()];
-            crate::spdz2k::gf2::fold_words(&self.m, &mut self.f);
-        }
+    /// Whether a full value carries its folds.
+    pub fn has_folds(&self) -> bool {
+        !self.w.is_empty() && self.f.len() == self.w.len()
     }
 }
 

@@ -20,7 +20,7 @@ use crate::bits;
 use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::material::kinds::{prefix_levels, COMPARED_BITS};
-use crate::material::Material;
+use crate::material::{Material, Request};
 use crate::net::Net;
 
 use super::{open::Round, Party};
@@ -54,7 +54,8 @@ impl<N: Net, D: Domain> Party<N, D> {
         for level in &mut m.levels {
             self.deviate_bit_triple(&mut level.c);
         }
-        let words = bits::words_for(len);
+        let layout = bits::Layout::new(len);
+        let words = layout.words;
         let alpha = |j: usize| D::slice(&m.alpha, j * len..(j + 1) * len);
         let first_extra = usize::from(job.select_self);
 
@@ -98,7 +99,7 @@ impl<N: Net, D: Domain> Party<N, D> {
             &self.state,
             &m.r_planes,
             &leaf_bits,
-            words,
+            layout,
             &not_c,
             constants,
         );
@@ -128,15 +129,25 @@ impl<N: Net, D: Domain> Party<N, D> {
             }
             // x & y from a triple (a, b, c) and opened d = x ^ a, e = y ^ b: c ^ (d & b) ^ (e & a) ^ (d & e).
             // The P products use the first `with_p` pairs of `a` (and_gate reads only as much of it as `c2`).
+            // Each result is allocated with room for what is appended to it below.
             let with_p_words = level.with_p * words;
-            let mut g_next = D::and_gate(&self.state, [&t.a, &t.b, &t.c], &d, &e, constants);
+            let odd_words = if level.nodes % 2 == 1 { words } else { 0 };
+            let mut g_next = D::and_gate(
+                &self.state,
+                [&t.a, &t.b, &t.c],
+                [&d, &e],
+                constants,
+                odd_words,
+                layout,
+            );
             D::bit_nodes_xor_into(&mut g_next, &g, &highs, words);
             let mut p_next = D::and_gate(
                 &self.state,
                 [&t.a, &t.b2, &t.c2],
-                &d[..with_p_words],
-                &e2,
+                [&d[..with_p_words], &e2],
                 constants,
+                (level.pairs - level.with_p) * words + odd_words,
+                layout,
             );
             if level.pairs > level.with_p {
                 // The least significant pair's P is never read again: keep the node count aligned.
@@ -152,14 +163,23 @@ impl<N: Net, D: Domain> Party<N, D> {
         }
 
         // b = c_62 ^ r_62 ^ borrow, then open e = b ^ u.
-        let r62 = D::bit_slice(
+        // The dealt bits XORed into the (possibly folded) tree value carry their folds.
+        let mut r62 = D::bit_slice(
             &m.r_planes,
             COMPARED_BITS * words..(COMPARED_BITS + 1) * words,
         );
+        D::preprocess_bits(&mut r62, layout);
+        D::preprocess_bits(&mut m.u_bits, layout);
+        // The public plane is zero beyond the `len` valid bits (the padding of a value never opened).
+        let c62: Vec<u64> = public_plane(COMPARED_BITS)
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| w & layout.valid(i))
+            .collect();
         let b = D::xor_public(
             &self.state,
             &D::xor(&r62, &D::bit_slice(&g, 0..words)),
-            &public_plane(COMPARED_BITS),
+            &c62,
             constants,
         );
         let mut round = Round::default();
@@ -193,13 +213,15 @@ impl<N: Net, D: Domain> Party<N, D> {
     /// the AND triples' masks that the prefix levels open go through [`Domain::preprocess_bits`] (for
     /// `spdz2k`, their MAC shares are folded ahead, so an opening folds only the value it masks).
     pub fn precompute_comparisons(&mut self) {
-        for (_, material) in self.material.prepared_mut() {
-            if let Material::Sign(sign) = material {
+        for (request, material) in self.material.prepared_mut() {
+            if let (Request::Sign { len, .. }, Material::Sign(sign)) = (request, material) {
+                let layout = bits::Layout::new(*len);
                 for level in &mut sign.levels {
-                    D::preprocess_bits(&mut level.a);
-                    D::preprocess_bits(&mut level.b);
-                    D::preprocess_bits(&mut level.b2);
+                    D::preprocess_bits(&mut level.a, layout);
+                    D::preprocess_bits(&mut level.b, layout);
+                    D::preprocess_bits(&mut level.b2, layout);
                 }
+                D::preprocess_bits(&mut sign.u_bits, layout);
             }
         }
     }

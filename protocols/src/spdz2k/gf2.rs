@@ -136,26 +136,24 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     out.extend(xs.remainder().iter().zip(ys.remainder()).map(|(a, b)| a ^ b));
 });
 
-// `[m & w]` and `[m ^ key & w]` per bit (`w` public words), appended with each output word's fold.
-dispatch!(leaf_macs(
+// The folds of `[m & w]` and `[m ^ key & w]` per word (`w` public words), over the positions `valid` keeps:
+// the comparison's leaves, whose per-bit MACs are never needed (see `AuthBits`).
+dispatch!(leaf_folds(
     macs: &[u64],
-    words: &[u64],
+    words_valid: [&[u64]; 2],
     key: u64,
-    outs: [&mut Vec<u64>; 2],
-    fold_outs: [&mut Vec<u64>; 2]
+    outs: [&mut Vec<u64>; 2]
 ) {
-    let ([and_out, xor_out], [and_folds, xor_folds]) = (outs, fold_outs);
+    let ([words, valid], [and_out, xor_out]) = (words_valid, outs);
     let (mut and_tmp, mut xor_tmp) = ([0u64; 64], [0u64; 64]);
-    for (m, &w) in macs.chunks_exact(64).zip(words) {
+    for ((m, &w), &v) in macs.chunks_exact(64).zip(words).zip(valid) {
         for b in 0..64 {
-            let s = sel(w, b);
-            and_tmp[b] = m[b] & s;
-            xor_tmp[b] = m[b] ^ (key & s);
+            let (s, keep) = (sel(w, b), sel(v, b));
+            and_tmp[b] = m[b] & s & keep;
+            xor_tmp[b] = (m[b] ^ (key & s)) & keep;
         }
-        and_out.extend_from_slice(&and_tmp);
-        xor_out.extend_from_slice(&xor_tmp);
-        and_folds.push(fold_inline(&and_tmp));
-        xor_folds.push(fold_inline(&xor_tmp));
+        and_out.push(fold_inline(&and_tmp));
+        xor_out.push(fold_inline(&xor_tmp));
     }
 });
 
@@ -165,30 +163,17 @@ dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
     }
 });
 
-dispatch!(xor_fold(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
-    // Appends fold(x[64w..64w + 64] ^ y[64w..64w + 64]) for every full word: the folded MAC share of a value
-    // `x ^ y`, without writing its 64 MAC words anywhere.
-    let mut tmp = [0u64; 64];
-    for (a, b) in x.chunks_exact(64).zip(y.chunks_exact(64)) {
-        for i in 0..64 {
-            tmp[i] = a[i] ^ b[i];
-        }
-        out.push(fold_inline(&tmp));
-    }
-});
-
-dispatch!(and_gate_macs(
+// The folds, over the positions `valid` keeps, of the MAC shares of c ^ [d] b ^ [e] a ^ [d & e] key, bit by
+// bit (public bits select whole MAC words), one per word of `d`: an AND gate whose result is folded.
+dispatch!(and_gate_folds(
     abc: [&[u64]; 3],
-    de: [&[u64]; 2],
+    dev: [&[u64]; 3],
     key: u64,
-    out: &mut Vec<u64>,
-    folds: &mut Vec<u64>
+    out: &mut Vec<u64>
 ) {
-    let ([a, b, c], [d, e]) = (abc, de);
-    // Appends the MAC share of c ^ [d] b ^ [e] a ^ [d & e] key, bit by bit (public bits select whole MAC
-    // words), for every word of `d`.
+    let ([a, b, c], [d, e, valid]) = (abc, dev);
     let mut tmp = [0u64; 64];
-    for (i, (&dw, &ew)) in d.iter().zip(e).enumerate() {
+    for (i, ((&dw, &ew), &v)) in d.iter().zip(e).zip(valid).enumerate() {
         let de = dw & ew;
         let (am, bm, cm) = (
             &a[64 * i..64 * (i + 1)],
@@ -196,10 +181,10 @@ dispatch!(and_gate_macs(
             &c[64 * i..64 * (i + 1)],
         );
         for bit in 0..64 {
-            tmp[bit] = cm[bit] ^ (sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key);
+            tmp[bit] = (cm[bit] ^ (sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key))
+                & sel(v, bit);
         }
-        out.extend_from_slice(&tmp);
-        folds.push(fold_inline(&tmp));
+        out.push(fold_inline(&tmp));
     }
 });
 
@@ -325,54 +310,49 @@ mod tests {
         for i in 0..64 * n {
             assert_eq!(out[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
         }
-        out.clear();
-        let mut gate_folds = Vec::new();
-        and_gate_macs([&a, &b, &c], [&d, &e], key, &mut out, &mut gate_folds);
-        assert_eq!(out.len(), 64 * n);
+        // Per-bit definitions, then folded over the kept positions (the last word keeps 10 of 64).
+        let valid = [u64::MAX, u64::MAX, (1u64 << 10) - 1];
+        let keep = |m: Vec<u64>| -> Vec<u64> {
+            m.iter()
+                .enumerate()
+                .map(|(i, &x)| if bit(&valid, i) { x } else { 0 })
+                .collect()
+        };
         let refold = |m: &[u64]| m.chunks_exact(64).map(fold).collect::<Vec<_>>();
-        assert_eq!(
-            gate_folds,
-            refold(&out),
-            "the gate's folds are its outputs' folds"
-        );
-        let (mut anded, mut xored_key) = (Vec::new(), Vec::new());
+        let gate: Vec<u64> = (0..64 * n)
+            .map(|i| {
+                let mut want = c[i];
+                if bit(&d, i) {
+                    want ^= b[i];
+                }
+                if bit(&e, i) {
+                    want ^= a[i];
+                }
+                if bit(&d, i) && bit(&e, i) {
+                    want ^= key;
+                }
+                want
+            })
+            .collect();
+        let mut gate_folds = Vec::new();
+        and_gate_folds([&a, &b, &c], [&d, &e, &valid], key, &mut gate_folds);
+        assert_eq!(gate_folds, refold(&keep(gate)));
         let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
-        leaf_macs(
-            &a,
-            &d,
-            key,
-            [&mut anded, &mut xored_key],
-            [&mut and_folds, &mut xor_folds],
-        );
-        for i in 0..64 * n {
-            assert_eq!(anded[i], if bit(&d, i) { a[i] } else { 0 });
-            assert_eq!(xored_key[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
-        }
-        assert_eq!(and_folds, refold(&anded));
-        assert_eq!(xor_folds, refold(&xored_key));
+        leaf_folds(&a, [&d, &valid], key, [&mut and_folds, &mut xor_folds]);
+        let anded = (0..64 * n)
+            .map(|i| if bit(&d, i) { a[i] } else { 0 })
+            .collect();
+        let xored_key = (0..64 * n)
+            .map(|i| if bit(&d, i) { a[i] ^ key } else { a[i] })
+            .collect();
+        assert_eq!(and_folds, refold(&keep(anded)));
+        assert_eq!(xor_folds, refold(&keep(xored_key)));
         let mut acc = b.clone();
         xor_into(&mut acc, &a);
         assert!((0..64 * n).all(|i| acc[i] == a[i] ^ b[i]));
-        let mut folded = Vec::new();
-        xor_fold(&a, &b, &mut folded);
-        let both: Vec<u64> = a.iter().zip(&b).map(|(x, y)| x ^ y).collect();
-        assert_eq!(folded, both.chunks_exact(64).map(fold).collect::<Vec<_>>());
         let mut xored = vec![7];
         xor_append(&a[..130], &b[..130], &mut xored);
         assert_eq!(xored.len(), 131);
         assert!((0..130).all(|i| xored[i + 1] == a[i] ^ b[i]));
-        for i in 0..64 * n {
-            let mut want = c[i];
-            if bit(&d, i) {
-                want ^= b[i];
-            }
-            if bit(&e, i) {
-                want ^= a[i];
-            }
-            if bit(&d, i) && bit(&e, i) {
-                want ^= key;
-            }
-            assert_eq!(out[i], want);
-        }
     }
 }

@@ -22,6 +22,7 @@ pub mod transcript;
 
 use sha2::{Digest, Sha256};
 
+use crate::bits::Layout;
 use crate::domain::Domain;
 use crate::error::Result;
 use crate::gemm::Gemm;
@@ -119,6 +120,50 @@ fn read_u128(c: &[u8]) -> u128 {
     let mut b = [0u8; 16];
     b.copy_from_slice(c);
     u128::from_le_bytes(b)
+}
+
+/// A value's per-word folds: its MAC words if folded, else its cached folds (a full value XORed into a folded
+/// one must carry them: see `Domain::preprocess_bits`), else folds over all 64 positions of each word.
+fn folds_of(x: &AuthBits) -> std::borrow::Cow<'_, [u64]> {
+    if x.is_folded() {
+        std::borrow::Cow::Borrowed(&x.m)
+    } else if x.has_folds() {
+        std::borrow::Cow::Borrowed(&x.f)
+    } else {
+        debug_assert!(
+            false,
+            "a full value without cached folds XORed into a folded one"
+        );
+        let mut out = vec![0; x.w.len()];
+        gf2::fold_words(&x.m, &mut out);
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// A value's per-word folds over the valid positions of `layout`: as they are if folded or cached, else
+/// computed from its MAC shares.
+fn valid_folds(x: &AuthBits, layout: Layout) -> std::borrow::Cow<'_, [u64]> {
+    if x.is_folded() {
+        return std::borrow::Cow::Borrowed(&x.m);
+    }
+    if x.has_folds() {
+        return std::borrow::Cow::Borrowed(&x.f);
+    }
+    let mut tail = [0u64; 64];
+    let out =
+        x.m.chunks_exact(64)
+            .enumerate()
+            .map(|(i, macs)| match layout.valid(i) {
+                u64::MAX => gf2::fold(macs),
+                keep => {
+                    for (b, t) in tail.iter_mut().enumerate() {
+                        *t = if (keep >> b) & 1 == 1 { macs[b] } else { 0 };
+                    }
+                    gf2::fold(&tail)
+                }
+            })
+            .collect();
+    std::borrow::Cow::Owned(out)
 }
 
 impl Domain for Spdz2k {
@@ -254,11 +299,18 @@ impl Domain for Spdz2k {
         &x.w
     }
     fn xor(x: &AuthBits, y: &AuthBits) -> AuthBits {
+        let w = crate::bits::xor(&x.w, &y.w);
+        if x.is_folded() || y.is_folded() {
+            let (fx, fy) = (folds_of(x), folds_of(y));
+            let m = fx.iter().zip(fy.iter()).map(|(a, b)| a ^ b).collect();
+            return AuthBits::new(w, m);
+        }
         let mut m = Vec::with_capacity(x.m.len().min(y.m.len()));
         gf2::xor_append(&x.m, &y.m, &mut m);
-        AuthBits::new(crate::bits::xor(&x.w, &y.w), m)
+        AuthBits::new(w, m)
     }
     fn and_public(x: &AuthBits, mask: &[u64]) -> AuthBits {
+        debug_assert!(!x.is_folded(), "a folded value cannot be selected");
         // Branch-free: the mask is public, but keep the MAC path uniform anyway.
         let w = crate::bits::and(&x.w, mask);
         let mut m = Vec::with_capacity(64 * w.len());
@@ -267,19 +319,31 @@ impl Domain for Spdz2k {
     }
     fn xor_public(state: &State, x: &AuthBits, mask: &[u64], constants: bool) -> AuthBits {
         let words = x.w.len().min(mask.len());
-        let mut m = Vec::with_capacity(64 * words);
-        gf2::select_xor(&x.m, mask, state.keys.beta, &mut m);
         let w = if constants {
             crate::bits::xor(&x.w, mask)
         } else {
             x.w[..words].to_vec()
         };
+        if x.is_folded() {
+            // The MAC shares of public bits c are beta_i * c, whose fold is beta_i times the word read as a
+            // field element (the mask must be zero on padding positions, as the caller guarantees).
+            let beta = state.keys.beta;
+            let m = x.m[..words]
+                .iter()
+                .zip(mask)
+                .map(|(&f, &c)| f ^ check::gf_mul(beta, c))
+                .collect();
+            return AuthBits::new(w, m);
+        }
+        let mut m = Vec::with_capacity(64 * words);
+        gf2::select_xor(&x.m, mask, state.keys.beta, &mut m);
         AuthBits::new(w, m)
     }
     fn bit_slice(x: &AuthBits, range: std::ops::Range<usize>) -> AuthBits {
+        let per_word = if x.is_folded() { 1 } else { 64 };
         AuthBits {
             w: x.w[range.clone()].to_vec(),
-            m: x.m[64 * range.start..64 * range.end].to_vec(),
+            m: x.m[per_word * range.start..per_word * range.end].to_vec(),
             f: if x.has_folds() {
                 x.f[range].to_vec()
             } else {
@@ -288,59 +352,61 @@ impl Domain for Spdz2k {
         }
     }
     fn bit_concat(parts: &[AuthBits]) -> AuthBits {
-        AuthBits::new(
-            parts.iter().flat_map(|p| p.w.iter().copied()).collect(),
-            parts.iter().flat_map(|p| p.m.iter().copied()).collect(),
-        )
+        let w: Vec<u64> = parts.iter().flat_map(|p| p.w.iter().copied()).collect();
+        let m = if parts.iter().any(AuthBits::is_folded) {
+            parts
+                .iter()
+                .flat_map(|p| folds_of(p).into_owned())
+                .collect()
+        } else {
+            parts.iter().flat_map(|p| p.m.iter().copied()).collect()
+        };
+        AuthBits::new(w, m)
     }
     fn bit_nodes(x: &AuthBits, nodes: &[usize], words: usize) -> AuthBits {
+        let per_word = if x.is_folded() { 1 } else { 64 };
         let mut out = AuthBits::new(
             Vec::with_capacity(nodes.len() * words),
-            Vec::with_capacity(64 * nodes.len() * words),
+            Vec::with_capacity(per_word * nodes.len() * words),
         );
         for &i in nodes {
             out.w.extend_from_slice(&x.w[i * words..(i + 1) * words]);
             out.m
-                .extend_from_slice(&x.m[64 * i * words..64 * (i + 1) * words]);
+                .extend_from_slice(&x.m[per_word * i * words..per_word * (i + 1) * words]);
         }
         out
     }
     fn bit_extend(x: &mut AuthBits, y: &AuthBits, range: std::ops::Range<usize>) {
-        let folds = x.has_folds() && y.has_folds();
+        if x.is_folded() {
+            x.w.extend_from_slice(&y.w[range.clone()]);
+            x.m.extend_from_slice(&folds_of(y)[range]);
+            return;
+        }
+        debug_assert!(!y.is_folded(), "a folded value appended to a full one");
         x.w.extend_from_slice(&y.w[range.clone()]);
         x.m.extend_from_slice(&y.m[64 * range.start..64 * range.end]);
-        if folds {
-            x.f.extend_from_slice(&y.f[range]);
-        } else {
-            x.f.clear();
-        }
+        x.f.clear();
     }
     fn bit_extend_zeros(x: &mut AuthBits, words: usize) {
-        let folds = x.has_folds();
+        let per_word = if x.is_folded() { 1 } else { 64 };
         x.w.resize(x.w.len() + words, 0);
-        x.m.resize(x.m.len() + 64 * words, 0);
-        if folds {
-            x.f.resize(x.w.len(), 0);
-        } else {
-            x.f.clear();
-        }
+        x.m.resize(x.m.len() + per_word * words, 0);
+        x.f.clear();
     }
     fn leaves(
         state: &State,
         r: &AuthBits,
         nodes: &[usize],
-        words: usize,
+        layout: Layout,
         mask: &[u64],
         constants: bool,
     ) -> (AuthBits, AuthBits) {
-        // One pass over the selected nodes' MACs, writing both results and their folds (no gathered copy
-        // of `r`, and no second pass when the leaves are opened).
+        // One pass over the selected nodes' MACs, writing only the two results' folds (the leaves are only
+        // XORed, appended and opened from here on; see `AuthBits`).
+        let words = layout.words;
         let total = nodes.len() * words;
-        let empty = || AuthBits {
-            w: Vec::with_capacity(total),
-            m: Vec::with_capacity(64 * total),
-            f: Vec::with_capacity(total),
-        };
+        let valid = layout.masks(total);
+        let empty = || AuthBits::new(Vec::with_capacity(total), Vec::with_capacity(total));
         let (mut g, mut p) = (empty(), empty());
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
@@ -348,55 +414,40 @@ impl Domain for Spdz2k {
                 g.w.push(r & c);
                 p.w.push(if constants { r ^ c } else { r });
             }
-            gf2::leaf_macs(
+            gf2::leaf_folds(
                 &r.m[64 * src.start..64 * src.end],
-                &mask[dst],
+                [&mask[dst.clone()], &valid[dst]],
                 state.keys.beta,
                 [&mut g.m, &mut p.m],
-                [&mut g.f, &mut p.f],
             );
         }
         (g, p)
     }
     fn bit_nodes_xor_into(y: &mut AuthBits, x: &AuthBits, nodes: &[usize], words: usize) {
-        let folds = y.has_folds() && x.has_folds();
+        let folded = y.is_folded();
+        let x_folds = if folded { Some(folds_of(x)) } else { None };
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
             for (o, a) in y.w[dst.clone()].iter_mut().zip(&x.w[src.clone()]) {
                 *o ^= a;
             }
-            if folds {
-                // Folding is linear: the fold of a XOR is the XOR of the folds.
-                for (o, a) in y.f[dst.clone()].iter_mut().zip(&x.f[src.clone()]) {
-                    *o ^= a;
+            match &x_folds {
+                Some(f) => {
+                    for (o, a) in y.m[dst].iter_mut().zip(&f[src]) {
+                        *o ^= a;
+                    }
                 }
+                None => gf2::xor_into(
+                    &mut y.m[64 * dst.start..64 * dst.end],
+                    &x.m[64 * src.start..64 * src.end],
+                ),
             }
-            gf2::xor_into(
-                &mut y.m[64 * dst.start..64 * dst.end],
-                &x.m[64 * src.start..64 * src.end],
-            );
         }
-        if !folds {
-            y.f.clear();
-        }
+        y.f.clear();
     }
     fn bit_nodes_xor(x: &AuthBits, nodes: &[usize], words: usize, y: &AuthBits) -> AuthBits {
-        // One pass per node: gather and XOR without an intermediate copy (or zero-fill).
-        let mut out = AuthBits::new(
-            Vec::with_capacity(nodes.len() * words),
-            Vec::with_capacity(64 * nodes.len() * words),
-        );
-        for (j, &i) in nodes.iter().enumerate() {
-            let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
-            out.w.extend(
-                x.w[src.clone()]
-                    .iter()
-                    .zip(&y.w[dst.clone()])
-                    .map(|(a, b)| a ^ b),
-            );
-            let (src, dst) = (64 * src.start..64 * src.end, 64 * dst.start..64 * dst.end);
-            gf2::xor_append(&x.m[src], &y.m[dst], &mut out.m);
-        }
+        let mut out = Self::bit_nodes(x, nodes, words);
+        Self::bit_nodes_xor_into(&mut out, y, &(0..nodes.len()).collect::<Vec<_>>(), words);
         out
     }
     fn bit_nodes_xor_to_open(
@@ -406,12 +457,10 @@ impl Domain for Spdz2k {
         y: &AuthBits,
         len: usize,
     ) -> AuthBits {
-        // The opened value's MACs only enter the check folded per word (see `record_bits`), so fold them
-        // here, once, instead of writing 64 MAC words per word: the result holds one folded MAC share per
-        // word (`m.len() == w.len()`), over the `len` valid bits of each node (the rest count as zero,
-        // exactly as `record_bits` folds a full share). Full words take the cached folds where both
-        // operands have them (fold is linear); a node's partial last word is always folded from its MACs,
-        // since only its valid positions count.
+        // The opened value's MACs only enter the check folded per word over its valid positions (see
+        // `record_bits`): the result is folded. Folded operands and cached folds are used as they are; a
+        // full operand without them is folded here.
+        let layout = Layout { words, len };
         let mut out = AuthBits::new(
             Vec::with_capacity(nodes.len() * words),
             Vec::with_capacity(nodes.len() * words),
@@ -419,10 +468,7 @@ impl Domain for Spdz2k {
         if words == 0 {
             return out;
         }
-        let cached = x.has_folds() && y.has_folds();
-        let valid_last = len - (words - 1) * 64;
-        let full = if valid_last == 64 { words } else { words - 1 };
-        let mut tail = [0u64; 64];
+        let (xf, yf) = (valid_folds(x, layout), valid_folds(y, layout));
         for (j, &i) in nodes.iter().enumerate() {
             let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
             out.w.extend(
@@ -431,48 +477,26 @@ impl Domain for Spdz2k {
                     .zip(&y.w[dst.clone()])
                     .map(|(a, b)| a ^ b),
             );
-            if cached {
-                out.m.extend(
-                    x.f[src.start..src.start + full]
-                        .iter()
-                        .zip(&y.f[dst.start..dst.start + full])
-                        .map(|(a, b)| a ^ b),
-                );
-            } else {
-                let (xs, ys) = (64 * src.start, 64 * dst.start);
-                gf2::xor_fold(
-                    &x.m[xs..xs + 64 * full],
-                    &y.m[ys..ys + 64 * full],
-                    &mut out.m,
-                );
-            }
-            if full < words {
-                let (xs, ys) = (64 * (src.start + full), 64 * (dst.start + full));
-                for (b, t) in tail.iter_mut().enumerate() {
-                    *t = if b < valid_last {
-                        x.m[xs + b] ^ y.m[ys + b]
-                    } else {
-                        0
-                    };
-                }
-                out.m.push(gf2::fold(&tail));
-            }
+            out.m
+                .extend(xf[src].iter().zip(&yf[dst]).map(|(a, b)| a ^ b));
         }
         out
     }
     fn and_gate(
         state: &State,
         [a, b, c]: [&AuthBits; 3],
-        d: &[u64],
-        e: &[u64],
+        [d, e]: [&[u64]; 2],
         constants: bool,
+        spare_words: usize,
+        layout: Layout,
     ) -> AuthBits {
-        // One pass over the value words, one over the MAC words:
-        // c ^ [d] b ^ [e] a ^ [d & e] beta_i (public bits select whole MAC words), folding each output word's
-        // MACs while they are at hand (the next level opens most of them).
+        // One pass over the value words, one over the operands' MAC words:
+        // c ^ [d] b ^ [e] a ^ [d & e] beta_i (public bits select whole MAC words), keeping only each output
+        // word's fold over its valid positions (the result is folded; see `AuthBits`).
         // `a` may be longer than `c` (a pair's two ANDs share it); only its first words are read.
+        debug_assert!(!a.is_folded() && !b.is_folded() && !c.is_folded());
         let words = c.w.len();
-        let mut w = Vec::with_capacity(words);
+        let mut w = Vec::with_capacity(words + spare_words);
         for i in 0..words {
             let (dw, ew) = (d[i], e[i]);
             let mut v = c.w[i] ^ (dw & b.w[i]) ^ (ew & a.w[i]);
@@ -481,19 +505,23 @@ impl Domain for Spdz2k {
             }
             w.push(v);
         }
-        let mut m = Vec::with_capacity(64 * words);
-        let mut f = Vec::with_capacity(words);
-        gf2::and_gate_macs(
+        let mut m = Vec::with_capacity(words + spare_words);
+        gf2::and_gate_folds(
             [&a.m[..64 * words], &b.m[..64 * words], &c.m],
-            [&d[..words], &e[..words]],
+            [&d[..words], &e[..words], &layout.masks(words)],
             state.keys.beta,
             &mut m,
-            &mut f,
         );
-        AuthBits { w, m, f }
+        AuthBits {
+            w,
+            m,
+            f: Vec::new(),
+        }
     }
-    fn preprocess_bits(x: &mut AuthBits) {
-        x.fill_folds();
+    fn preprocess_bits(x: &mut AuthBits, layout: Layout) {
+        if !x.is_folded() && !x.has_folds() && x.m.len() == 64 * x.w.len() {
+            x.f = valid_folds(x, layout).into_owned();
+        }
     }
     fn record_bits(state: &mut State, own: &AuthBits, opened: &[u64], nodes: usize, len: usize) {
         let words = crate::bits::words_for(len);
@@ -555,16 +583,22 @@ mod tests {
         )
     }
 
-    /// The cache invariant of `AuthBits::f`: absent, or every word's fold of its MAC shares.
-    fn folds_are_right(x: &AuthBits) -> bool {
-        x.f.is_empty() || x.f == x.m.chunks_exact(64).map(gf2::fold).collect::<Vec<_>>()
+    /// The reference: a full value's folds over the valid positions of `layout`, from its per-bit MACs.
+    fn reference_folds(x: &AuthBits, layout: Layout) -> Vec<u64> {
+        x.m.chunks_exact(64)
+            .enumerate()
+            .map(|(i, macs)| {
+                let keep = layout.valid(i);
+                let kept: Vec<u64> = (0..64)
+                    .map(|b| if (keep >> b) & 1 == 1 { macs[b] } else { 0 })
+                    .collect();
+                gf2::fold(&kept)
+            })
+            .collect()
     }
 
-    #[test]
-    fn cached_folds_stay_exact_and_openings_do_not_depend_on_them() {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
-        let (nodes, words, len) = (5, 3, 150);
-        let state = State {
+    fn test_state(rng: &mut rand::rngs::StdRng) -> State {
+        State {
             keys: KeyShares {
                 alpha: rng.random(),
                 beta: rng.random(),
@@ -574,59 +608,107 @@ mod tests {
             bit_words: Vec::new(),
             bit_macs: Vec::new(),
             view: Sha256::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn folded_tree_values_equal_the_folds_of_the_full_computation() {
+        // Every folded result must equal the valid-position folds of the same operation done with full
+        // per-bit MACs (the default implementations over `and_public`, `xor_public` and `xor`).
+        let mut rng = rand::rngs::StdRng::seed_from_u64(12);
+        let layout = Layout::new(150); // 3 words per node, 22 valid bits in the last one
+        let (nodes, words) = (5, layout.words);
+        let state = test_state(&mut rng);
         let r = random_bits(&mut rng, nodes * words);
         let mask: Vec<u64> = (0..nodes * words).map(|_| rng.random()).collect();
         let order: Vec<usize> = (0..nodes).rev().collect();
-        let (g, p) = Spdz2k::leaves(&state, &r, &order, words, &mask, true);
-        assert!(g.has_folds() && p.has_folds());
-        assert!(folds_are_right(&g) && folds_are_right(&p));
+        let (g, p) = Spdz2k::leaves(&state, &r, &order, layout, &mask, true);
+        assert!(g.is_folded() && p.is_folded());
         let gathered = Spdz2k::bit_nodes(&r, &order, words);
-        assert_eq!(
-            (g.w.clone(), g.m.clone()),
-            (
-                Spdz2k::and_public(&gathered, &mask).w,
-                Spdz2k::and_public(&gathered, &mask).m
-            )
-        );
-        assert_eq!(
-            p.m,
-            Spdz2k::xor_public(&state, &gathered, &mask, true).m,
-            "the fused leaves equal gather, then and/xor"
-        );
+        let full_g = Spdz2k::and_public(&gathered, &mask);
+        let full_p = Spdz2k::xor_public(&state, &gathered, &mask, true);
+        assert_eq!(g.w, full_g.w);
+        assert_eq!(p.w, full_p.w);
+        assert_eq!(g.m, reference_folds(&full_g, layout));
+        assert_eq!(p.m, reference_folds(&full_p, layout));
 
+        // An AND gate, then the carried G XORed in, an odd node appended and zeros appended.
         let pairs = 2;
-        let (mut a, mut b) = (
+        let (a, b, c) = (
+            random_bits(&mut rng, pairs * words),
             random_bits(&mut rng, pairs * words),
             random_bits(&mut rng, pairs * words),
         );
-        let c = random_bits(&mut rng, pairs * words);
         let (d, e): (Vec<u64>, Vec<u64>) = (
             (0..pairs * words).map(|_| rng.random()).collect(),
             (0..pairs * words).map(|_| rng.random()).collect(),
         );
-        let mut gate = Spdz2k::and_gate(&state, [&a, &b, &c], &d, &e, true);
-        assert!(gate.has_folds() && folds_are_right(&gate));
+        let mut gate = Spdz2k::and_gate(&state, [&a, &b, &c], [&d, &e], true, 2 * words, layout);
+        let full_gate = Semi2kLike::and_gate(&state, [&a, &b, &c], [&d, &e]);
+        assert_eq!(gate.w, full_gate.w);
+        assert_eq!(gate.m, reference_folds(&full_gate, layout));
         Spdz2k::bit_nodes_xor_into(&mut gate, &g, &[0, 2], words);
-        assert!(gate.has_folds() && folds_are_right(&gate));
-        Spdz2k::bit_extend(&mut gate, &p, 0..words);
+        let mut full = Spdz2k::bit_nodes_xor(&full_g, &[0, 2], words, &full_gate);
+        assert_eq!(gate.m, reference_folds(&full, layout));
+        Spdz2k::bit_extend(&mut gate, &p, 4 * words..5 * words);
+        Spdz2k::bit_extend(&mut full, &full_p, 4 * words..5 * words);
         Spdz2k::bit_extend_zeros(&mut gate, words);
-        assert!(gate.has_folds() && folds_are_right(&gate));
-        assert!(folds_are_right(&Spdz2k::bit_slice(&gate, words..2 * words)));
+        Spdz2k::bit_extend_zeros(&mut full, words);
+        assert_eq!(gate.w, full.w);
+        assert_eq!(gate.m, reference_folds(&full, layout));
+        let slice = Spdz2k::bit_slice(&gate, words..2 * words);
+        assert_eq!(slice.m, gate.m[words..2 * words]);
 
-        // An opening folds the same values whether or not the operands carry cached folds.
-        Spdz2k::preprocess_bits(&mut a);
-        assert!(a.has_folds() && folds_are_right(&a));
-        let cached = Spdz2k::bit_nodes_xor_to_open(&p, &[0, 3], words, &a, len);
-        let (mut p_bare, a_bare) = (p.clone(), AuthBits::new(a.w.clone(), a.m.clone()));
-        p_bare.f.clear();
-        let bare = Spdz2k::bit_nodes_xor_to_open(&p_bare, &[0, 3], words, &a_bare, len);
-        assert_eq!(cached, bare);
-        b.f = vec![0; b.w.len()];
-        assert!(
-            !folds_are_right(&b),
-            "a wrong cache is detectable by the invariant check"
+        // Openings: a folded value XOR a dealt one with cached folds, against the full computation.
+        let mut dealt = random_bits(&mut rng, 2 * words);
+        Spdz2k::preprocess_bits(&mut dealt, layout);
+        assert_eq!(dealt.f, reference_folds(&dealt, layout));
+        let opened = Spdz2k::bit_nodes_xor_to_open(&p, &[0, 3], words, &dealt, layout.len);
+        let full_opened = Spdz2k::bit_nodes_xor(&full_p, &[0, 3], words, &dealt);
+        assert_eq!(opened.w, full_opened.w);
+        assert_eq!(opened.m, reference_folds(&full_opened, layout));
+        // And a public XOR of a folded value (the mask is zero on padding positions).
+        let public: Vec<u64> = (0..words)
+            .map(|i| rng.random::<u64>() & layout.valid(i))
+            .collect();
+        let root = Spdz2k::bit_slice(&gate, 0..words);
+        let full_root = Spdz2k::bit_slice(&full, 0..words);
+        let x = Spdz2k::xor_public(
+            &state,
+            &Spdz2k::xor(&root, &dealt_slice(&dealt, words)),
+            &public,
+            true,
         );
+        let full_x = Spdz2k::xor_public(
+            &state,
+            &Spdz2k::xor(&full_root, &dealt_slice(&dealt, words)),
+            &public,
+            true,
+        );
+        assert!(x.is_folded());
+        assert_eq!(x.w, full_x.w);
+        assert_eq!(x.m, reference_folds(&full_x, layout));
+    }
+
+    fn dealt_slice(x: &AuthBits, words: usize) -> AuthBits {
+        Spdz2k::bit_slice(x, 0..words)
+    }
+
+    /// The AND gate with full per-bit MACs, from the domain's selections (the trait's default body).
+    struct Semi2kLike;
+    impl Semi2kLike {
+        fn and_gate(state: &State, [a, b, c]: [&AuthBits; 3], [d, e]: [&[u64]; 2]) -> AuthBits {
+            let words = c.w.len();
+            let (a, b) = (
+                Spdz2k::bit_slice(a, 0..words),
+                Spdz2k::bit_slice(b, 0..words),
+            );
+            let z = Spdz2k::xor(
+                &Spdz2k::xor(c, &Spdz2k::and_public(&b, d)),
+                &Spdz2k::and_public(&a, e),
+            );
+            Spdz2k::xor_public(state, &z, &crate::bits::and(d, e), true)
+        }
     }
 
     #[test]
