@@ -217,9 +217,15 @@ impl<N: Net, D: Domain> Party<N, D> {
             if let (Request::Sign { len, .. }, Material::Sign(sign)) = (request, material) {
                 let layout = bits::Layout::new(*len);
                 for level in &mut sign.levels {
-                    D::preprocess_bits(&mut level.a, layout);
-                    D::preprocess_bits(&mut level.b, layout);
-                    D::preprocess_bits(&mut level.b2, layout);
+                    for dealt in [
+                        &mut level.a,
+                        &mut level.b,
+                        &mut level.b2,
+                        &mut level.c,
+                        &mut level.c2,
+                    ] {
+                        D::preprocess_bits(dealt, layout);
+                    }
                 }
                 D::preprocess_bits(&mut sign.u_bits, layout);
             }

@@ -164,27 +164,26 @@ dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
 });
 
 // The folds, over the positions `valid` keeps, of the MAC shares of c ^ [d] b ^ [e] a ^ [d & e] key, bit by
-// bit (public bits select whole MAC words), one per word of `d`: an AND gate whose result is folded.
+// bit (public bits select whole MAC words), one per word of `d`: an AND gate whose result is folded. `c` is
+// given by its folds (`c_folds`, one per word, over the same positions): it is not selected, and folding is
+// linear, so only `a` and `b` are read bit by bit.
 dispatch!(and_gate_folds(
-    abc: [&[u64]; 3],
+    ab: [&[u64]; 2],
+    c_folds: &[u64],
     dev: [&[u64]; 3],
     key: u64,
     out: &mut Vec<u64>
 ) {
-    let ([a, b, c], [d, e, valid]) = (abc, dev);
+    let ([a, b], [d, e, valid]) = (ab, dev);
     let mut tmp = [0u64; 64];
-    for (i, ((&dw, &ew), &v)) in d.iter().zip(e).zip(valid).enumerate() {
+    for (i, (((&dw, &ew), &v), &cf)) in d.iter().zip(e).zip(valid).zip(c_folds).enumerate() {
         let de = dw & ew;
-        let (am, bm, cm) = (
-            &a[64 * i..64 * (i + 1)],
-            &b[64 * i..64 * (i + 1)],
-            &c[64 * i..64 * (i + 1)],
-        );
+        let (am, bm) = (&a[64 * i..64 * (i + 1)], &b[64 * i..64 * (i + 1)]);
         for bit in 0..64 {
-            tmp[bit] = (cm[bit] ^ (sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key))
+            tmp[bit] = ((sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key))
                 & sel(v, bit);
         }
-        out.push(fold_inline(&tmp));
+        out.push(fold_inline(&tmp) ^ cf);
     }
 });
 
@@ -335,7 +334,8 @@ mod tests {
             })
             .collect();
         let mut gate_folds = Vec::new();
-        and_gate_folds([&a, &b, &c], [&d, &e, &valid], key, &mut gate_folds);
+        let c_folds = refold(&keep(c.clone()));
+        and_gate_folds([&a, &b], &c_folds, [&d, &e, &valid], key, &mut gate_folds);
         assert_eq!(gate_folds, refold(&keep(gate)));
         let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
         leaf_folds(&a, [&d, &valid], key, [&mut and_folds, &mut xor_folds]);

@@ -13,7 +13,10 @@
 //!   over all of them before any output is released.
 //!
 //! Cost against `semi2k`: arithmetic openings take twice the bytes, bit openings the same, plus 4 rounds and
-//! about 200 bytes per party for each check. Local work grows more (128-bit arithmetic, a 64-bit MAC per bit).
+//! about 200 bytes per party for each check. Local work grows more (128-bit arithmetic, a 64-bit MAC per dealt
+//! bit). The comparison's intermediate bits keep only one folded MAC share per 64-bit word (see
+//! [`AuthBits`]): the check needs no more of a value that is only XORed and opened, so an AND gate reads its
+//! dealt operands' per-bit MACs and writes 1/64 of what it reads.
 
 pub mod check;
 pub mod gf2;
@@ -72,9 +75,54 @@ fn mul_64_128(x: u64, y: u128) -> u128 {
     low.wrapping_add(u128::from(x.wrapping_mul((y >> 64) as u64)) << 64)
 }
 
+/// Output columns that [`gemm_public_left`] sums in registers when `y` is small.
+const LEFT_BLOCK: usize = 4;
+
+/// Largest `y` (bytes of one of its two arrays) for which [`gemm_public_left`] walks it column block by
+/// column block: then it stays in the L2 cache across the blocks. Larger ones stream row by row once.
+const LEFT_BLOCKED_BYTES: usize = 128 << 10;
+
 /// `e · y` over Z_2^128 for public `e` (m x k, words) and wide `y` (k x n), for the value and the MAC
-/// shares together (one pass over `e`).
-fn gemm_public_left([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
+/// shares together.
+fn gemm_public_left(mkn: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
+    let [_, k, n] = mkn;
+    if k * n * 16 <= LEFT_BLOCKED_BYTES && n >= LEFT_BLOCK {
+        gemm_public_left_blocked(mkn, e, y)
+    } else {
+        gemm_public_left_rows(mkn, e, y)
+    }
+}
+
+/// [`gemm_public_left`] for a small `y`: each output row in blocks of [`LEFT_BLOCK`] columns whose sums stay
+/// in registers over the whole inner dimension (no read-modify-write of the output).
+fn gemm_public_left_blocked([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
+    let mut out = [vec![0u128; m * n], vec![0u128; m * n]];
+    let full = n - n % LEFT_BLOCK;
+    for (c, b) in out.iter_mut().zip(y) {
+        for (row, out_row) in e.chunks_exact(k).zip(c.chunks_exact_mut(n)).take(m) {
+            for j in (0..full).step_by(LEFT_BLOCK) {
+                let mut acc = [0u128; LEFT_BLOCK];
+                for (p, &x) in row.iter().enumerate() {
+                    let ys = &b[p * n + j..p * n + j + LEFT_BLOCK];
+                    for (a, &v) in acc.iter_mut().zip(ys) {
+                        *a = a.wrapping_add(mul_64_128(x, v));
+                    }
+                }
+                out_row[j..j + LEFT_BLOCK].copy_from_slice(&acc);
+            }
+            for j in full..n {
+                out_row[j] = row.iter().enumerate().fold(0u128, |a, (p, &x)| {
+                    a.wrapping_add(mul_64_128(x, b[p * n + j]))
+                });
+            }
+        }
+    }
+    out
+}
+
+/// [`gemm_public_left`] for a large `y`: streams it row by row once per output row, accumulating into the
+/// output row (which stays in L1).
+fn gemm_public_left_rows([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
     let mut out = [vec![0u128; m * n], vec![0u128; m * n]];
     for i in 0..m {
         for p in 0..k {
@@ -289,7 +337,10 @@ impl Domain for Spdz2k {
             }
         }
         // One hash update for the whole opening (the same bytes, in order, as one per element).
-        let bytes: Vec<u8> = sum.iter().flat_map(|y| y.to_le_bytes()).collect();
+        let mut bytes = Vec::with_capacity(16 * sum.len());
+        for y in &sum {
+            bytes.extend_from_slice(&y.to_le_bytes());
+        }
         state.view.update(&bytes);
         state.opened.extend_from_slice(&sum);
         state.macs.extend_from_slice(&own.m);
@@ -507,7 +558,8 @@ impl Domain for Spdz2k {
         }
         let mut m = Vec::with_capacity(words + spare_words);
         gf2::and_gate_folds(
-            [&a.m[..64 * words], &b.m[..64 * words], &c.m],
+            [&a.m[..64 * words], &b.m[..64 * words]],
+            &valid_folds(c, layout),
             [&d[..words], &e[..words], &layout.masks(words)],
             state.keys.beta,
             &mut m,
@@ -544,7 +596,10 @@ impl Domain for Spdz2k {
                 state.bit_words.push(word);
             }
             let recorded = &state.bit_words[state.bit_words.len() - words..];
-            let bytes: Vec<u8> = recorded.iter().flat_map(|w| w.to_le_bytes()).collect();
+            let mut bytes = Vec::with_capacity(8 * recorded.len());
+            for w in recorded {
+                bytes.extend_from_slice(&w.to_le_bytes());
+            }
             state.view.update(&bytes);
             if own.m.len() == own.w.len() {
                 // Already folded by `bit_nodes_xor_to_open`.
@@ -714,17 +769,28 @@ mod tests {
     #[test]
     fn wide_products_with_public_words_match_full_u128_arithmetic() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let [m, k, n] = [3, 5, 7];
+        // A small `y` (column blocks and a tail) and a large one (row streaming).
+        for [m, k, n] in [[3, 5, 7], [2, 90, 100]] {
+            check_wide_products([m, k, n], &mut rng);
+        }
+    }
+
+    fn check_wide_products([m, k, n]: [usize; 3], rng: &mut rand::rngs::StdRng) {
+        assert_eq!(
+            k * n * 16 <= LEFT_BLOCKED_BYTES,
+            k < 10,
+            "both strategies are covered"
+        );
         let e: Vec<u64> = (0..m * k).map(|_| rng.random()).collect();
         let f: Vec<u64> = (0..k * n).map(|_| rng.random()).collect();
         let wide = |len: usize, rng: &mut rand::rngs::StdRng| -> Vec<u128> {
             (0..len).map(|_| rng.random()).collect()
         };
         let (y, y2, x, x2) = (
-            wide(k * n, &mut rng),
-            wide(k * n, &mut rng),
-            wide(m * k, &mut rng),
-            wide(m * k, &mut rng),
+            wide(k * n, rng),
+            wide(k * n, rng),
+            wide(m * k, rng),
+            wide(m * k, rng),
         );
         let naive = |a: &dyn Fn(usize, usize) -> u128, b: &dyn Fn(usize, usize) -> u128| {
             let mut c = vec![0u128; m * n];
