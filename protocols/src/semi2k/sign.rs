@@ -227,6 +227,7 @@ impl<N: Net, D: Domain> Party<N, D> {
                         D::preprocess_bits(dealt, layout);
                     }
                 }
+                D::preprocess_bits(&mut sign.r_planes, layout);
                 D::preprocess_bits(&mut sign.u_bits, layout);
             }
         }

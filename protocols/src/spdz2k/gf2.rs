@@ -137,23 +137,34 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
 });
 
 // The folds of `[m & w]` and `[m ^ key & w]` per word (`w` public words), over the positions `valid` keeps:
-// the comparison's leaves, whose per-bit MACs are never needed (see `AuthBits`).
+// the comparison's leaves, whose per-bit MACs are never needed (see `AuthBits`). The second is the fold of
+// `m` plus `key` times the kept bits of `w` (the MAC shares of public bits), so with `m`'s folds at hand
+// (`m_folds`, one per word; empty: fold here) only the first reads `m` bit by bit.
 dispatch!(leaf_folds(
     macs: &[u64],
     words_valid: [&[u64]; 2],
+    m_folds: &[u64],
     key: u64,
     outs: [&mut Vec<u64>; 2]
 ) {
     let ([words, valid], [and_out, xor_out]) = (words_valid, outs);
-    let (mut and_tmp, mut xor_tmp) = ([0u64; 64], [0u64; 64]);
-    for ((m, &w), &v) in macs.chunks_exact(64).zip(words).zip(valid) {
+    let mut tmp = [0u64; 64];
+    for (i, (m, (&w, &v))) in macs.chunks_exact(64).zip(words.iter().zip(valid)).enumerate() {
+        let kept = w & v;
         for b in 0..64 {
-            let (s, keep) = (sel(w, b), sel(v, b));
-            and_tmp[b] = m[b] & s & keep;
-            xor_tmp[b] = (m[b] ^ (key & s)) & keep;
+            tmp[b] = m[b] & sel(kept, b);
         }
-        and_out.push(fold_inline(&and_tmp));
-        xor_out.push(fold_inline(&xor_tmp));
+        and_out.push(fold_inline(&tmp));
+        let m_fold = match m_folds.get(i) {
+            Some(&f) => f,
+            None => {
+                for b in 0..64 {
+                    tmp[b] = m[b] & sel(v, b);
+                }
+                fold_inline(&tmp)
+            }
+        };
+        xor_out.push(m_fold ^ reduce(clmul(key, kept)));
     }
 });
 
@@ -174,16 +185,16 @@ dispatch!(and_gate_folds(
     key: u64,
     out: &mut Vec<u64>
 ) {
+    // Selectors restricted to the kept positions; the [d & e] key term folds to key times the word.
     let ([a, b], [d, e, valid]) = (ab, dev);
     let mut tmp = [0u64; 64];
     for (i, (((&dw, &ew), &v), &cf)) in d.iter().zip(e).zip(valid).zip(c_folds).enumerate() {
-        let de = dw & ew;
+        let (dv, ev) = (dw & v, ew & v);
         let (am, bm) = (&a[64 * i..64 * (i + 1)], &b[64 * i..64 * (i + 1)]);
         for bit in 0..64 {
-            tmp[bit] = ((sel(dw, bit) & bm[bit]) ^ (sel(ew, bit) & am[bit]) ^ (sel(de, bit) & key))
-                & sel(v, bit);
+            tmp[bit] = (sel(dv, bit) & bm[bit]) ^ (sel(ev, bit) & am[bit]);
         }
-        out.push(fold_inline(&tmp) ^ cf);
+        out.push(fold_inline(&tmp) ^ reduce(clmul(key, dv & ev)) ^ cf);
     }
 });
 
@@ -338,7 +349,17 @@ mod tests {
         and_gate_folds([&a, &b], &c_folds, [&d, &e, &valid], key, &mut gate_folds);
         assert_eq!(gate_folds, refold(&keep(gate)));
         let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
-        leaf_folds(&a, [&d, &valid], key, [&mut and_folds, &mut xor_folds]);
+        leaf_folds(&a, [&d, &valid], &[], key, [&mut and_folds, &mut xor_folds]);
+        let (mut and_cached, mut xor_cached) = (Vec::new(), Vec::new());
+        let a_folds = refold(&keep(a.clone()));
+        leaf_folds(
+            &a,
+            [&d, &valid],
+            &a_folds,
+            key,
+            [&mut and_cached, &mut xor_cached],
+        );
+        assert_eq!((&and_cached, &xor_cached), (&and_folds, &xor_folds));
         let anded = (0..64 * n)
             .map(|i| if bit(&d, i) { a[i] } else { 0 })
             .collect();

@@ -465,9 +465,15 @@ impl Domain for Spdz2k {
                 g.w.push(r & c);
                 p.w.push(if constants { r ^ c } else { r });
             }
+            let r_folds: &[u64] = if r.has_folds() {
+                &r.f[src.clone()]
+            } else {
+                &[]
+            };
             gf2::leaf_folds(
                 &r.m[64 * src.start..64 * src.end],
                 [&mask[dst.clone()], &valid[dst]],
+                r_folds,
                 state.keys.beta,
                 [&mut g.m, &mut p.m],
             );
