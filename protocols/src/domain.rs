@@ -155,6 +155,31 @@ pub trait Domain: Sized + Send + Sync + 'static {
         );
         Self::xor_public(state, &z, &crate::bits::and(d, e), constants)
     }
+    /// A prefix level's two AND gates, which share the mask `a` and the opened `d`: G's with `(b, c)` and `e`,
+    /// and P's with `(b2, c2)` and `e2` over the first `e2.len()` words. Returns `(G, P)`, each with the spare
+    /// room `spare_words` asks for. The same as two [`Self::and_gate`]s; a domain may do both in one pass.
+    #[allow(clippy::too_many_arguments)]
+    fn and_gate_pair(
+        state: &Self::State,
+        a: &Self::Bits,
+        [(b, c), (b2, c2)]: [(&Self::Bits, &Self::Bits); 2],
+        [d, e, e2]: [&[u64]; 3],
+        constants: bool,
+        spare_words: [usize; 2],
+        layout: crate::bits::Layout,
+    ) -> (Self::Bits, Self::Bits) {
+        (
+            Self::and_gate(state, [a, b, c], [d, e], constants, spare_words[0], layout),
+            Self::and_gate(
+                state,
+                [a, b2, c2],
+                [&d[..e2.len()], e2],
+                constants,
+                spare_words[1],
+                layout,
+            ),
+        )
+    }
     /// Preprocessing of dealt bits in `layout` that will be XORed into an opening (by
     /// [`Self::bit_nodes_xor_to_open`] or [`Self::xor`]): lets the domain cache what its openings need ahead
     /// of the input. Nothing for bare shares.

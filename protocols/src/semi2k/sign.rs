@@ -132,23 +132,16 @@ impl<N: Net, D: Domain> Party<N, D> {
             // Each result is allocated with room for what is appended to it below.
             let with_p_words = level.with_p * words;
             let odd_words = if level.nodes % 2 == 1 { words } else { 0 };
-            let mut g_next = D::and_gate(
+            let (mut g_next, mut p_next) = D::and_gate_pair(
                 &self.state,
-                [&t.a, &t.b, &t.c],
-                [&d, &e],
+                &t.a,
+                [(&t.b, &t.c), (&t.b2, &t.c2)],
+                [&d, &e, &e2[..with_p_words.min(e2.len())]],
                 constants,
-                odd_words,
+                [odd_words, (level.pairs - level.with_p) * words + odd_words],
                 layout,
             );
             D::bit_nodes_xor_into(&mut g_next, &g, &highs, words);
-            let mut p_next = D::and_gate(
-                &self.state,
-                [&t.a, &t.b2, &t.c2],
-                [&d[..with_p_words], &e2],
-                constants,
-                (level.pairs - level.with_p) * words + odd_words,
-                layout,
-            );
             if level.pairs > level.with_p {
                 // The least significant pair's P is never read again: keep the node count aligned.
                 D::bit_extend_zeros(&mut p_next, (level.pairs - level.with_p) * words);

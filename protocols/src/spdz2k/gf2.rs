@@ -198,6 +198,42 @@ dispatch!(and_gate_folds(
     }
 });
 
+// The G and P gates of a prefix level together (see `and_gate_folds`): both use the mask `a` and the opened
+// `d`, so `a`'s MACs are read once. G runs over every word of `d`, P over the first `e2.len()` words.
+dispatch!(and_gate_pair_folds(
+    abb: [&[u64]; 3],
+    c_folds: [&[u64]; 2],
+    dee: [&[u64]; 3],
+    valid: &[u64],
+    key: u64,
+    outs: [&mut Vec<u64>; 2]
+) {
+    let ([a, b, b2], [cf, cf2], [d, e, e2], [g_out, p_out]) = (abb, c_folds, dee, outs);
+    let (mut g_tmp, mut p_tmp) = ([0u64; 64], [0u64; 64]);
+    for (i, (((&dw, &ew), &v), &c)) in d.iter().zip(e).zip(valid).zip(cf).enumerate() {
+        let (dv, ev) = (dw & v, ew & v);
+        let (am, bm) = (&a[64 * i..64 * (i + 1)], &b[64 * i..64 * (i + 1)]);
+        match e2.get(i) {
+            Some(&e2w) => {
+                let e2v = e2w & v;
+                let b2m = &b2[64 * i..64 * (i + 1)];
+                for bit in 0..64 {
+                    let (sd, sa) = (sel(dv, bit), am[bit]);
+                    g_tmp[bit] = (sd & bm[bit]) ^ (sel(ev, bit) & sa);
+                    p_tmp[bit] = (sd & b2m[bit]) ^ (sel(e2v, bit) & sa);
+                }
+                p_out.push(fold_inline(&p_tmp) ^ reduce(clmul(key, dv & e2v)) ^ cf2[i]);
+            }
+            None => {
+                for bit in 0..64 {
+                    g_tmp[bit] = (sel(dv, bit) & bm[bit]) ^ (sel(ev, bit) & am[bit]);
+                }
+            }
+        }
+        g_out.push(fold_inline(&g_tmp) ^ reduce(clmul(key, dv & ev)) ^ c);
+    }
+});
+
 dispatch!(fold_words(macs: &[u64], out: &mut [u64]) {
     // out[w] = fold(macs[64w..64w + 64]).
     for (o, m) in out.iter_mut().zip(macs.chunks_exact(64)) {
@@ -348,6 +384,27 @@ mod tests {
         let c_folds = refold(&keep(c.clone()));
         and_gate_folds([&a, &b], &c_folds, [&d, &e, &valid], key, &mut gate_folds);
         assert_eq!(gate_folds, refold(&keep(gate)));
+        // The pair: G over all 3 words, P over the first 2, against the single gates.
+        let (b2, c2) = (words(&mut rng, 64 * n), words(&mut rng, 64 * n));
+        let e2 = words(&mut rng, 2);
+        let c2_folds = refold(&keep(c2.clone()));
+        let (mut p_single, mut pair_g, mut pair_p) = (Vec::new(), Vec::new(), Vec::new());
+        and_gate_folds(
+            [&a[..128], &b2[..128]],
+            &c2_folds[..2],
+            [&d[..2], &e2, &valid[..2]],
+            key,
+            &mut p_single,
+        );
+        and_gate_pair_folds(
+            [&a, &b, &b2],
+            [&c_folds, &c2_folds],
+            [&d, &e, &e2],
+            &valid,
+            key,
+            [&mut pair_g, &mut pair_p],
+        );
+        assert_eq!((pair_g, pair_p), (gate_folds.clone(), p_single));
         let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
         leaf_folds(&a, [&d, &valid], &[], key, [&mut and_folds, &mut xor_folds]);
         let (mut and_cached, mut xor_cached) = (Vec::new(), Vec::new());

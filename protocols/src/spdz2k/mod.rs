@@ -576,6 +576,52 @@ impl Domain for Spdz2k {
             f: Vec::new(),
         }
     }
+    fn and_gate_pair(
+        state: &State,
+        a: &AuthBits,
+        [(b, c), (b2, c2)]: [(&AuthBits, &AuthBits); 2],
+        [d, e, e2]: [&[u64]; 3],
+        constants: bool,
+        spare_words: [usize; 2],
+        layout: Layout,
+    ) -> (AuthBits, AuthBits) {
+        // Values as two gates; MACs in one pass that reads `a`'s per-bit MACs once for both.
+        let values = |b: &AuthBits, c: &AuthBits, e: &[u64], spare: usize| {
+            let words = c.w.len();
+            let mut w = Vec::with_capacity(words + spare);
+            for i in 0..words {
+                let (dw, ew) = (d[i], e[i]);
+                let mut v = c.w[i] ^ (dw & b.w[i]) ^ (ew & a.w[i]);
+                if constants {
+                    v ^= dw & ew;
+                }
+                w.push(v);
+            }
+            w
+        };
+        let (g_words, p_words) = (c.w.len(), c2.w.len());
+        let (gw, pw) = (
+            values(b, c, e, spare_words[0]),
+            values(b2, c2, e2, spare_words[1]),
+        );
+        let (mut gm, mut pm) = (
+            Vec::with_capacity(g_words + spare_words[0]),
+            Vec::with_capacity(p_words + spare_words[1]),
+        );
+        gf2::and_gate_pair_folds(
+            [
+                &a.m[..64 * g_words],
+                &b.m[..64 * g_words],
+                &b2.m[..64 * p_words],
+            ],
+            [&valid_folds(c, layout), &valid_folds(c2, layout)],
+            [&d[..g_words], &e[..g_words], &e2[..p_words]],
+            &layout.masks(g_words),
+            state.keys.beta,
+            [&mut gm, &mut pm],
+        );
+        (AuthBits::new(gw, gm), AuthBits::new(pw, pm))
+    }
     fn preprocess_bits(x: &mut AuthBits, layout: Layout) {
         if !x.is_folded() && !x.has_folds() && x.m.len() == 64 * x.w.len() {
             x.f = valid_folds(x, layout).into_owned();
@@ -706,6 +752,29 @@ mod tests {
         );
         let mut gate = Spdz2k::and_gate(&state, [&a, &b, &c], [&d, &e], true, 2 * words, layout);
         let full_gate = Semi2kLike::and_gate(&state, [&a, &b, &c], [&d, &e]);
+        // The fused pair equals the two gates it replaces (P over the first pair only).
+        let (b2, c2) = (
+            random_bits(&mut rng, pairs * words),
+            random_bits(&mut rng, words),
+        );
+        let e2: Vec<u64> = (0..words).map(|_| rng.random()).collect();
+        let (pair_g, pair_p) = Spdz2k::and_gate_pair(
+            &state,
+            &a,
+            [(&b, &c), (&b2, &c2)],
+            [&d, &e, &e2],
+            true,
+            [0, 0],
+            layout,
+        );
+        assert_eq!(
+            pair_g,
+            Spdz2k::and_gate(&state, [&a, &b, &c], [&d, &e], true, 0, layout)
+        );
+        assert_eq!(
+            pair_p,
+            Spdz2k::and_gate(&state, [&a, &b2, &c2], [&d[..words], &e2], true, 0, layout)
+        );
         assert_eq!(gate.w, full_gate.w);
         assert_eq!(gate.m, reference_folds(&full_gate, layout));
         Spdz2k::bit_nodes_xor_into(&mut gate, &g, &[0, 2], words);
