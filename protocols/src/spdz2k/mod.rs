@@ -751,7 +751,7 @@ mod tests {
             (0..pairs * words).map(|_| rng.random()).collect(),
         );
         let mut gate = Spdz2k::and_gate(&state, [&a, &b, &c], [&d, &e], true, 2 * words, layout);
-        let full_gate = Semi2kLike::and_gate(&state, [&a, &b, &c], [&d, &e]);
+        let full_gate = FullMacGate::and_gate(&state, [&a, &b, &c], [&d, &e]);
         // The fused pair equals the two gates it replaces (P over the first pair only).
         let (b2, c2) = (
             random_bits(&mut rng, pairs * words),
@@ -825,8 +825,8 @@ mod tests {
     }
 
     /// The AND gate with full per-bit MACs, from the domain's selections (the trait's default body).
-    struct Semi2kLike;
-    impl Semi2kLike {
+    struct FullMacGate;
+    impl FullMacGate {
         fn and_gate(state: &State, [a, b, c]: [&AuthBits; 3], [d, e]: [&[u64]; 2]) -> AuthBits {
             let words = c.w.len();
             let (a, b) = (
