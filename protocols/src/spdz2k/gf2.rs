@@ -175,31 +175,12 @@ dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
 });
 
 // The folds, over the positions `valid` keeps, of the MAC shares of c ^ [d] b ^ [e] a ^ [d & e] key, bit by
-// bit (public bits select whole MAC words), one per word of `d`: an AND gate whose result is folded. `c` is
-// given by its folds (`c_folds`, one per word, over the same positions): it is not selected, and folding is
-// linear, so only `a` and `b` are read bit by bit.
-dispatch!(and_gate_folds(
-    ab: [&[u64]; 2],
-    c_folds: &[u64],
-    dev: [&[u64]; 3],
-    key: u64,
-    out: &mut Vec<u64>
-) {
-    // Selectors restricted to the kept positions; the [d & e] key term folds to key times the word.
-    let ([a, b], [d, e, valid]) = (ab, dev);
-    let mut tmp = [0u64; 64];
-    for (i, (((&dw, &ew), &v), &cf)) in d.iter().zip(e).zip(valid).zip(c_folds).enumerate() {
-        let (dv, ev) = (dw & v, ew & v);
-        let (am, bm) = (&a[64 * i..64 * (i + 1)], &b[64 * i..64 * (i + 1)]);
-        for bit in 0..64 {
-            tmp[bit] = (sel(dv, bit) & bm[bit]) ^ (sel(ev, bit) & am[bit]);
-        }
-        out.push(fold_inline(&tmp) ^ reduce(clmul(key, dv & ev)) ^ cf);
-    }
-});
-
-// The G and P gates of a prefix level together (see `and_gate_folds`): both use the mask `a` and the opened
-// `d`, so `a`'s MACs are read once. G runs over every word of `d`, P over the first `e2.len()` words.
+// bit (public bits select whole MAC words), one per word: AND gates whose results are folded. `c` is given by
+// its folds (one per word, over the same positions): it is not selected, and folding is linear, so only `a`
+// and `b` are read bit by bit; the [d & e] key term folds to key times the word. Two gates at once, G with
+// (b, c, e) over every word of `d` and P with (b2, c2, e2) over the first `e2.len()` words, as a prefix level
+// has them: both use the mask `a` and the opened `d`, so `a`'s MACs are read once. Selectors are restricted
+// to the kept positions.
 dispatch!(and_gate_pair_folds(
     abb: [&[u64]; 3],
     c_folds: [&[u64]; 2],
@@ -382,19 +363,27 @@ mod tests {
             .collect();
         let mut gate_folds = Vec::new();
         let c_folds = refold(&keep(c.clone()));
-        and_gate_folds([&a, &b], &c_folds, [&d, &e, &valid], key, &mut gate_folds);
+        and_gate_pair_folds(
+            [&a, &b, &[]],
+            [&c_folds, &[]],
+            [&d, &e, &[]],
+            &valid,
+            key,
+            [&mut gate_folds, &mut Vec::new()],
+        );
         assert_eq!(gate_folds, refold(&keep(gate)));
         // The pair: G over all 3 words, P over the first 2, against the single gates.
         let (b2, c2) = (words(&mut rng, 64 * n), words(&mut rng, 64 * n));
         let e2 = words(&mut rng, 2);
         let c2_folds = refold(&keep(c2.clone()));
         let (mut p_single, mut pair_g, mut pair_p) = (Vec::new(), Vec::new(), Vec::new());
-        and_gate_folds(
-            [&a[..128], &b2[..128]],
-            &c2_folds[..2],
-            [&d[..2], &e2, &valid[..2]],
+        and_gate_pair_folds(
+            [&a[..128], &b2[..128], &[]],
+            [&c2_folds[..2], &[]],
+            [&d[..2], &e2, &[]],
+            &valid[..2],
             key,
-            &mut p_single,
+            [&mut p_single, &mut Vec::new()],
         );
         and_gate_pair_folds(
             [&a, &b, &b2],

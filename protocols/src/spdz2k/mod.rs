@@ -214,6 +214,26 @@ fn valid_folds(x: &AuthBits, layout: Layout) -> std::borrow::Cow<'_, [u64]> {
     std::borrow::Cow::Owned(out)
 }
 
+/// The value words of an AND gate from its triple and the opened `d`, `e` (as long as `c`), with room for
+/// `spare` more: `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term on the party holding constants.
+fn gate_values(
+    [a, b, c]: [&AuthBits; 3],
+    [d, e]: [&[u64]; 2],
+    constants: bool,
+    spare: usize,
+) -> Vec<u64> {
+    let mut w = Vec::with_capacity(c.w.len() + spare);
+    for (i, &cw) in c.w.iter().enumerate() {
+        let (dw, ew) = (d[i], e[i]);
+        let mut v = cw ^ (dw & b.w[i]) ^ (ew & a.w[i]);
+        if constants {
+            v ^= dw & ew;
+        }
+        w.push(v);
+    }
+    w
+}
+
 impl Domain for Spdz2k {
     type Arith = AuthVec;
     type Bits = AuthBits;
@@ -553,22 +573,16 @@ impl Domain for Spdz2k {
         // `a` may be longer than `c` (a pair's two ANDs share it); only its first words are read.
         debug_assert!(!a.is_folded() && !b.is_folded() && !c.is_folded());
         let words = c.w.len();
-        let mut w = Vec::with_capacity(words + spare_words);
-        for i in 0..words {
-            let (dw, ew) = (d[i], e[i]);
-            let mut v = c.w[i] ^ (dw & b.w[i]) ^ (ew & a.w[i]);
-            if constants {
-                v ^= dw & ew;
-            }
-            w.push(v);
-        }
+        let w = gate_values([a, b, c], [d, e], constants, spare_words);
         let mut m = Vec::with_capacity(words + spare_words);
-        gf2::and_gate_folds(
-            [&a.m[..64 * words], &b.m[..64 * words]],
-            &valid_folds(c, layout),
-            [&d[..words], &e[..words], &layout.masks(words)],
+        // The pair kernel with no P words is the single gate.
+        gf2::and_gate_pair_folds(
+            [&a.m[..64 * words], &b.m[..64 * words], &[]],
+            [&valid_folds(c, layout), &[]],
+            [&d[..words], &e[..words], &[]],
+            &layout.masks(words),
             state.keys.beta,
-            &mut m,
+            [&mut m, &mut Vec::new()],
         );
         AuthBits {
             w,
@@ -586,23 +600,10 @@ impl Domain for Spdz2k {
         layout: Layout,
     ) -> (AuthBits, AuthBits) {
         // Values as two gates; MACs in one pass that reads `a`'s per-bit MACs once for both.
-        let values = |b: &AuthBits, c: &AuthBits, e: &[u64], spare: usize| {
-            let words = c.w.len();
-            let mut w = Vec::with_capacity(words + spare);
-            for i in 0..words {
-                let (dw, ew) = (d[i], e[i]);
-                let mut v = c.w[i] ^ (dw & b.w[i]) ^ (ew & a.w[i]);
-                if constants {
-                    v ^= dw & ew;
-                }
-                w.push(v);
-            }
-            w
-        };
         let (g_words, p_words) = (c.w.len(), c2.w.len());
         let (gw, pw) = (
-            values(b, c, e, spare_words[0]),
-            values(b2, c2, e2, spare_words[1]),
+            gate_values([a, b, c], [d, e], constants, spare_words[0]),
+            gate_values([a, b2, c2], [d, e2], constants, spare_words[1]),
         );
         let (mut gm, mut pm) = (
             Vec::with_capacity(g_words + spare_words[0]),
