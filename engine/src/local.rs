@@ -289,12 +289,13 @@ fn run_spdz2k(
     let start_line = StartLine::new(n, options.timeout);
 
     let (published, published_inputs) = publish_spdz2k(plan, encoded, &dealt.deal.owner_masks)?;
+    let output_key = dealt.deal.output_key;
 
     let run = spdz2k::local::run(
         &committee,
         &requests,
         &seeds.job,
-        &dealt,
+        dealt,
         options.adversary,
         |party| {
             let model = setup_published(party, plan, &published).map_err(to_protocol)?;
@@ -347,7 +348,7 @@ fn run_spdz2k(
             .iter()
             .map(|p| p.value.outputs[i].clone())
             .collect();
-        let opened = spdz2k::local::open_output(&shares, dealt.deal.output_key)?;
+        let opened = spdz2k::local::open_output(&shares, output_key)?;
         outputs.push(fp.decode(&opened));
     }
     Ok(report(run, outputs))

@@ -239,7 +239,8 @@ fn gelu_and_softmax_verify_under_spdz2k() {
         let seeds: Vec<Seed> = (0..n).map(|_| Seed::random()).collect();
         let dealt = auth::deal_job(&committee, &requests, &seeds).unwrap();
         let published = veil_protocols::ring::sub(&encode(&x), &dealt.deal.owner_masks[0]);
-        let run = auth::run(&committee, &requests, &seeds, &dealt, None, |party| {
+        let output_key = dealt.deal.output_key;
+        let run = auth::run(&committee, &requests, &seeds, dealt, None, |party| {
             let mask = party.material().input(len)?;
             let shared = party.input_from_masked(mask, &published);
             let g = party.piecewise(&shared, &gelu)?;
@@ -249,8 +250,7 @@ fn gelu_and_softmax_verify_under_spdz2k() {
         })
         .expect("an honest run verifies");
         let outs: Vec<_> = run.parties.into_iter().map(|p| p.value).collect();
-        let got =
-            decode(&auth::open_output(&outs, dealt.deal.output_key).expect("output MACs check"));
+        let got = decode(&auth::open_output(&outs, output_key).expect("output MACs check"));
         let err = max_err(&got[..len], |i| gelu_exact(x[i]));
         assert!(err < 4e-4, "n = {n}: spdz2k GELU off by {err}");
         for r in 0..rows {

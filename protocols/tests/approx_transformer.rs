@@ -348,7 +348,8 @@ fn transformer_functions_verify_under_spdz2k() {
         let seeds: Vec<Seed> = (0..n).map(|_| Seed::random()).collect();
         let dealt = auth::deal_job(&committee, &requests, &seeds).unwrap();
         let published = veil_protocols::ring::sub(&encode(&x), &dealt.deal.owner_masks[0]);
-        let run = auth::run(&committee, &requests, &seeds, &dealt, None, |party| {
+        let output_key = dealt.deal.output_key;
+        let run = auth::run(&committee, &requests, &seeds, dealt, None, |party| {
             let mask = party.material().input(len)?;
             let shared = party.input_from_masked(mask, &published);
             let g = party.gelu_even(&shared, &gelu)?;
@@ -371,7 +372,7 @@ fn transformer_functions_verify_under_spdz2k() {
         })
         .expect("an honest run verifies");
         let outs: Vec<_> = run.parties.into_iter().map(|p| p.value).collect();
-        let words = auth::open_output(&outs, dealt.deal.output_key).expect("output MACs check");
+        let words = auth::open_output(&outs, output_key).expect("output MACs check");
         let got = decode(&words[..2 * len + cols]);
         let g_want: Vec<f64> = x.iter().map(|v| gelu_exact(*v)).collect();
         assert!(max_err(&got[..len], |i| g_want[i]) < 4e-3, "n = {n}: GELU");

@@ -43,7 +43,8 @@ fn run_auth(
         .zip(&dealt.deal.owner_masks)
         .map(|(x, r)| veil_protocols::ring::sub(x, r))
         .collect();
-    let run = local::run(&committee, &all, &seeds, &dealt, None, |party| {
+    let output_key = dealt.deal.output_key;
+    let run = local::run(&committee, &all, &seeds, dealt, None, |party| {
         let mut shares = Vec::new();
         for x in &published {
             let mask = party.material().input(x.len())?;
@@ -54,7 +55,7 @@ fn run_auth(
         Ok(out)
     })?;
     let outs: Vec<Shares> = run.parties.into_iter().map(|p| p.value).collect();
-    local::open_output(&outs, dealt.deal.output_key)
+    local::open_output(&outs, output_key)
 }
 
 fn values(len: std::ops::Range<usize>, bound: i64) -> impl Strategy<Value = Vec<u64>> {

@@ -7,17 +7,11 @@ use std::time::Instant;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use veil_protocols::adversary::Adversary;
-use veil_protocols::material::auth::AuthPartyGenerator;
-use veil_protocols::material::{PartyMaterial, Request};
-use veil_protocols::mem_net::MemNet;
-use veil_protocols::net::NetError;
+use veil_protocols::material::Request;
 use veil_protocols::prg::Seed;
-use veil_protocols::semi2k::local::{run, Committee, DealtSeeds, LocalNet};
-use veil_protocols::shaping::ShapedNet;
+use veil_protocols::semi2k::local::{run, Committee, DealtSeeds};
 use veil_protocols::share::{reconstruct, share};
 use veil_protocols::spdz2k;
-use veil_protocols::ProtocolError;
 
 use super::private::PrivateBert;
 use crate::error::{EngineError, Result};
@@ -147,18 +141,21 @@ pub fn embed_private(
                 requests.push(Request::Input { len: ids.len() * d });
                 requests.extend(model.requests(ids.len()));
             }
-            let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
+            let mut dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
             let (dealer_bytes, dealer_elapsed) = (dealt.dealer_bytes, dealt.elapsed);
-            let deal = dealt.deal;
+            let (owner_masks, output_key) = (
+                std::mem::take(&mut dealt.deal.owner_masks),
+                dealt.deal.output_key,
+            );
             // The client publishes `x - r` with the masks the dealer gave it.
-            if deal.owner_masks.len() != inputs.len() {
+            if owner_masks.len() != inputs.len() {
                 return Err(EngineError::Weights(
                     "the dealer's input masks do not match the sequences".into(),
                 ));
             }
             let published: Vec<Vec<u64>> = inputs
                 .iter()
-                .zip(&deal.owner_masks)
+                .zip(&owner_masks)
                 .map(|(x, r)| {
                     if x.len() == r.len() {
                         Ok(veil_protocols::ring::sub(x, r))
@@ -169,11 +166,11 @@ pub fn embed_private(
                     }
                 })
                 .collect::<Result<_>>()?;
-            let run = run_spdz2k(
+            let run = spdz2k::local::run(
                 &committee,
                 &requests,
                 &seeds.job,
-                deal.corrections,
+                dealt,
                 options.adversary,
                 |party| {
                     let mut result = PartyResult::new();
@@ -203,15 +200,21 @@ pub fn embed_private(
             )?;
             let outputs = (0..sequences.len())
                 .map(|i| {
-                    let s: Vec<_> = run.iter().map(|p| p.0.outputs[i].clone()).collect();
-                    let opened = spdz2k::local::open_output(&s, deal.output_key)?;
+                    let s: Vec<_> = run
+                        .parties
+                        .iter()
+                        .map(|p| p.value.outputs[i].clone())
+                        .collect();
+                    let opened = spdz2k::local::open_output(&s, output_key)?;
                     Ok(fp.decode(&opened))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let views = run.iter().map(|p| p.1.clone()).collect();
+            let views = run.parties.iter().map(|p| p.view.clone()).collect();
             let parties: Vec<PartyResult<()>> = run
+                .parties
                 .into_iter()
-                .map(|(p, _)| PartyResult {
+                .map(|outcome| outcome.value)
+                .map(|p| PartyResult {
                     outputs: Vec::new(),
                     latencies: p.latencies,
                     online: p.online,
@@ -245,93 +248,4 @@ pub fn embed_private(
         dealer_elapsed,
         views,
     })
-}
-
-/// What one party of [`run_spdz2k`] returns: its value and the messages it received.
-type Outcome<T> = (T, Vec<(usize, Vec<u8>)>);
-
-/// Runs `program` on every party of a `spdz2k` committee, as `spdz2k::local::run` does, except that the
-/// dealer's corrections move into the last party instead of being copied: a job's material is large
-/// (gigabytes for a MiniLM embedding), and one copy of it is what the runner can spare.
-fn run_spdz2k<T, F>(
-    committee: &Committee,
-    requests: &[Request],
-    seeds: &[Seed],
-    corrections: Vec<u64>,
-    adversary: Option<Adversary>,
-    program: F,
-) -> Result<Vec<Outcome<T>>>
-where
-    T: Send,
-    F: Fn(&mut spdz2k::Party<LocalNet>) -> veil_protocols::Result<T> + Sync,
-{
-    let n = committee.parties;
-    if n < 2 || seeds.len() != n {
-        return Err(ProtocolError::Committee(format!(
-            "{n} parties with {} seeds; at least 2 parties, one seed each",
-            seeds.len()
-        ))
-        .into());
-    }
-    let mut nets = MemNet::mesh(n, committee.timeout);
-    if committee.record_views {
-        nets.iter_mut().for_each(MemNet::record_view);
-    }
-    let program = &program;
-    let mut own = Some(corrections);
-    let results: Vec<veil_protocols::Result<Outcome<T>>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = nets
-            .into_iter()
-            .enumerate()
-            .map(|(i, net)| {
-                let net = ShapedNet::optional(net, committee.shaping);
-                let corrections = if i + 1 == n {
-                    own.take().unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
-                let requests = requests.to_vec();
-                let seed = &seeds[i];
-                scope.spawn(move || -> veil_protocols::Result<Outcome<T>> {
-                    let generator = AuthPartyGenerator::new(i, n, seed, corrections)?;
-                    let material = PartyMaterial::from_generator(generator, requests);
-                    let mut party = spdz2k::Party::with_material(
-                        net,
-                        material,
-                        committee.fixed_point,
-                        committee.gemm.clone(),
-                    )?;
-                    if let Some(a) = adversary.filter(|a| a.party == i) {
-                        party.set_adversary(a);
-                    }
-                    let value = program(&mut party)?;
-                    let (net, _) = party.finish()?;
-                    Ok((value, net.inner().view().to_vec()))
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ProtocolError::Committee("a party thread panicked".into()))
-                })
-            })
-            .collect()
-    });
-    // A party that failed on its own is reported before those that only saw it disconnect.
-    let mut echo = None;
-    let mut out = Vec::with_capacity(n);
-    for r in results {
-        match r {
-            Ok(v) => out.push(v),
-            Err(e @ ProtocolError::Net(NetError::Disconnected { .. }))
-            | Err(e @ ProtocolError::Deviated(_)) => echo = echo.or(Some(e)),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    match echo {
-        Some(e) => Err(e.into()),
-        None => Ok(out),
-    }
 }

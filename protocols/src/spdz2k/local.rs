@@ -42,12 +42,14 @@ pub fn deal_job(committee: &Committee, requests: &[Request], seeds: &[Seed]) -> 
 }
 
 /// Runs `program` on every party of `committee` with the material `dealt` for `requests`. The party that
-/// `adversary` names (if any) deviates as it says.
+/// `adversary` names (if any) deviates as it says. The dealer's corrections move into the last party rather
+/// than being copied: a job's material can be gigabytes (a MiniLM embedding's), so take what the caller still
+/// needs of `dealt` (owner masks, output key) before handing it over.
 pub fn run<T, F>(
     committee: &Committee,
     requests: &[Request],
     seeds: &[Seed],
-    dealt: &Dealt,
+    dealt: Dealt,
     adversary: Option<Adversary>,
     program: F,
 ) -> Result<LocalRun<T>>
@@ -67,6 +69,8 @@ where
         nets.iter_mut().for_each(MemNet::record_view);
     }
     let program = &program;
+    let (dealer_bytes, dealer_elapsed) = (dealt.dealer_bytes, dealt.elapsed);
+    let mut last_corrections = Some(dealt.deal.corrections);
     let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = nets
             .into_iter()
@@ -74,7 +78,7 @@ where
             .map(|(i, net)| {
                 let net = ShapedNet::optional(net, committee.shaping);
                 let own = if i + 1 == n {
-                    dealt.deal.corrections.clone()
+                    last_corrections.take().unwrap_or_default()
                 } else {
                     Vec::new()
                 };
@@ -105,8 +109,8 @@ where
     let parties = first_cause(results)?;
     Ok(LocalRun {
         parties,
-        dealer_bytes: dealt.dealer_bytes,
-        dealer_elapsed: dealt.elapsed,
+        dealer_bytes,
+        dealer_elapsed,
     })
 }
 
