@@ -334,13 +334,10 @@ impl Plan {
     }
 
     /// Where an adversary of the protocol lab can strike in one inference of `batch` items: the number of
-    /// opening rounds (one per product with a shared weight and per plain rescale, 8 per sign test) and of
-    /// dealt triples used (one per such product, one AND triple set per prefix level of a sign test).
+    /// opening rounds (one per product with a shared weight and per plain rescale, 7 per sign test) and of
+    /// dealt triples used (one per such product, one AND triple set per level of AND gates of a sign test).
     pub fn deviation_sites(&self, batch: usize) -> (usize, usize) {
-        let levels = veil_protocols::material::kinds::prefix_levels(
-            veil_protocols::material::kinds::COMPARED_BITS,
-        )
-        .len();
+        let levels = veil_protocols::material::kinds::sign_levels().len();
         let (mut openings, mut triples) = (0, 0);
         for r in self.requests(batch) {
             match r {

@@ -98,23 +98,52 @@ pub trait Domain: Sized + Send + Sync + 'static {
     }
     /// Appends `words` words of zero bits (a valid sharing of zeros, MACs included) to `x`.
     fn bit_extend_zeros(x: &mut Self::Bits, words: usize);
-    /// The leaves of the comparison tree: nodes `nodes` of `r` (in `layout`), concatenated, as
-    /// `(r & mask, r ^ mask)` for public `mask` words (as long as the result). The results only take part in
-    /// the comparison's XORs, openings and appends, never in a selection or an AND gate's operands, so a
-    /// domain may keep them in a reduced form (`spdz2k`: folded MACs, see [`Self::and_gate`]).
-    fn leaves(
+    /// The first level of the comparison tree, straight from dealt bits: for each pair `j`, with `h, l =
+    /// highs[j], lows[j]` the planes of `r` (in `layout`), `rr` node `j` the dealt `r_h & r_l`, and the public
+    /// complements `nh, nl` (planes of `not_c`, indexed like `r`), the merged node of the two leaves
+    /// `(G_x, P_x) = (r_x & n_x, r_x ^ n_x)`:
+    /// `G = G_h ^ P_h & G_l = (r_h & nh) ^ (rr & nl) ^ (r_l & nh & nl)` and
+    /// `P = P_h & P_l = rr ^ (r_h & nl) ^ (r_l & nh) ^ (nh & nl)`,
+    /// both linear in dealt bits, so no AND gate is needed. The results only take part in the comparison's
+    /// XORs, openings and appends, never in a selection or an AND gate's operands, so a domain may keep them
+    /// in a reduced form (`spdz2k`: folded MACs, see [`Self::and_gate`]).
+    #[allow(clippy::too_many_arguments)]
+    fn pair_leaves(
         state: &Self::State,
         r: &Self::Bits,
-        nodes: &[usize],
+        rr: &Self::Bits,
+        [highs, lows]: [&[usize]; 2],
         layout: crate::bits::Layout,
-        mask: &[u64],
+        not_c: &[u64],
         constants: bool,
     ) -> (Self::Bits, Self::Bits) {
-        let r = Self::bit_nodes(r, nodes, layout.words);
-        (
-            Self::and_public(&r, mask),
-            Self::xor_public(state, &r, mask, constants),
-        )
+        let words = layout.words;
+        let planes = |nodes: &[usize]| -> Vec<u64> {
+            nodes
+                .iter()
+                .flat_map(|&i| not_c[i * words..(i + 1) * words].iter().copied())
+                .collect()
+        };
+        let (nh, nl) = (planes(highs), planes(lows));
+        let both = crate::bits::and(&nh, &nl);
+        let (rh, rl) = (
+            Self::bit_nodes(r, highs, words),
+            Self::bit_nodes(r, lows, words),
+        );
+        let g = Self::xor(
+            &Self::xor(&Self::and_public(&rh, &nh), &Self::and_public(rr, &nl)),
+            &Self::and_public(&rl, &both),
+        );
+        let p = Self::xor_public(
+            state,
+            &Self::xor(
+                rr,
+                &Self::xor(&Self::and_public(&rh, &nl), &Self::and_public(&rl, &nh)),
+            ),
+            &both,
+            constants,
+        );
+        (g, p)
     }
     /// `y ^= ` nodes `nodes` of `x` (each `words` words long), concatenated (as long as `y`).
     fn bit_nodes_xor_into(y: &mut Self::Bits, x: &Self::Bits, nodes: &[usize], words: usize) {
@@ -140,7 +169,7 @@ pub trait Domain: Sized + Send + Sync + 'static {
     /// `c ^ (d & b) ^ (e & a) ^ (d & e)`, the last term added by the party holding constants. The result is as
     /// long as `c`; `a` and `b` may be longer (a pair's two ANDs share `a`), and only their first words are read.
     /// `spare_words`: room the result should have for words the caller appends to it (a capacity hint). The
-    /// result, laid out in `layout`, only takes part in XORs, openings and appends, like [`Self::leaves`]'.
+    /// result, laid out in `layout`, only takes part in XORs, openings and appends, like [`Self::pair_leaves`]'.
     fn and_gate(
         state: &Self::State,
         [a, b, c]: [&Self::Bits; 3],

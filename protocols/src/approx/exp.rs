@@ -13,7 +13,7 @@
 //! sum follows, and the sum is at least 1).
 //!
 //! Cost on `n` values: 1 truncation (`u`), `ceil(log2 d)` levels of powers (product and truncation each),
-//! one sign test with one payload, 1 truncation: `1 + 2 ceil(log2 d) + 8 + 1` rounds (16 for `d = 8`).
+//! one sign test with one payload, 1 truncation: `1 + 2 ceil(log2 d) + 7 + 1` rounds (15 for `d = 8`).
 //! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 8`, `d = 8`) is within
 //! 3.5e-4 on `x <= 0` (9.5e-5 on `[-8, 0]`, `e^-8 = 3.4e-4` below); shares add about 2e-5.
 

@@ -23,7 +23,7 @@
 //!
 //! Cost of [`Party::gelu_even`] on `n` values: the scaling (1 truncation), `y^2` (1 product, 1 truncation),
 //! `ceil(log2 m)` levels of powers (product and truncation each), one sign test on `2n` values with one
-//! payload, the final truncation: `1 + 2 + 2 ceil(log2 m) + 8 + 1` rounds (16 for `m = 4`).
+//! payload, the final truncation: `1 + 2 + 2 ceil(log2 m) + 7 + 1` rounds (15 for `m = 4`).
 //!
 //! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 3.25`, `m = 4`) fits GELU
 //! to within 3.8e-3 on all reals (3.7e-3 on `[-T, T]`, 1.9e-3 in the tails); on shares, fixed-point rounding

@@ -4,7 +4,7 @@
 //! For `x` in the configured range `[2^lo, 2^(hi + 1))`, one sign test gives the bits `b_j = [x >= 2^j]` for
 //! `j = lo + 1 ..= hi` (integer shares); since they are `1` exactly for `j <= k` where `2^k <= x < 2^(k + 1)`,
 //! any function of `k` is linear in them: `g(k) = g(lo) + sum_j b_j (g(j) - g(j - 1))`, computed locally. So
-//! the initial guess costs one sign test (8 rounds) and no product:
+//! the initial guess costs one sign test (7 rounds) and no product:
 //! - reciprocal: `y0 = c 2^-k` with `c = 2/3`, so `x y0` is in `[2/3, 4/3)` and `|1 - x y0| <= 1/3`; each
 //!   iteration `y <- y (2 - x y)` squares the relative error (4 rounds): `(1/3)^(2^i)`.
 //! - rsqrt: `y0 = c 2^(-k/2)` with `c = 2 / (1 + sqrt 2)`, so `sqrt(x) y0` is in `[0.83, 1.17)`; each

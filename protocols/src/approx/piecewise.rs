@@ -13,9 +13,9 @@
 //!    `ceil(log2 d)` levels of one Beaver product and one truncation (2 rounds each).
 //! 3. Every `v_i` as a public linear combination of powers with `2f` fractional bits, truncated once (1 round).
 //! 4. One sign test on all `x - t_i` at once, multiplying the bits into the differences `v_{i+1} - v_i` in the
-//!    same rounds (8 rounds).
+//!    same rounds (7 rounds).
 //!
-//! Rounds: `1 + 2 ceil(log2 d) + 1 + 8`; degree 6 gives 16. Error: the fit's error on the segment (computed at
+//! Rounds: `1 + 2 ceil(log2 d) + 1 + 7`; degree 6 gives 15. Error: the fit's error on the segment (computed at
 //! fit time, [`Piecewise::fit_error`]) plus a few ulps of `2^-f` from the truncations, each at most 1 ulp.
 //!
 //! Input range: any `x` with `|x - mid_i| / half_i < 2^(62 - 2f)` for every segment (for f = 16 and segments

@@ -7,7 +7,7 @@
 //!   `scale_j / rows` and of `shift_j`), where `sum_j` is the column's sum.
 //! - [`Party::l2_normalize`]: each row divided by its Euclidean norm: `s = sum x^2` (1 product, 1 truncation),
 //!   `r = rsqrt(s)` (Newton from a normalised guess, [`super::newton`]), `x r` (1 product, 1 truncation):
-//!   `4 + (9 + 6 it)` rounds. Needs `s` in the configured range `[2^lo, 2^(hi + 1))`. Error per element:
+//!   `4 + (8 + 6 it)` rounds. Needs `s` in the configured range `[2^lo, 2^(hi + 1))`. Error per element:
 //!   `|out| (e_r + 2^-f / (2 s)) + 4 |x| 2^-f + 2 2^-f`, where `e_r` (1e-4 with 3 iterations) is Newton's
 //!   relative error, `2^-f / s` the relative rounding of the summed squares, and `4 |x| 2^-f` the ulps the
 //!   fixed-point `1/sqrt(s)` carries (so large norms, whose reciprocal has few significant bits, are

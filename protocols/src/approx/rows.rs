@@ -1,13 +1,13 @@
 //! Row-wise functions on a shared `rows x cols` matrix (row-major): maximum, softmax, LayerNorm, mean.
 //!
-//! - `row_max`: a tournament over the columns, `ceil(log2 cols)` levels of one comparison (8 rounds each).
+//! - `row_max`: a tournament over the columns, `ceil(log2 cols)` levels of one comparison (7 rounds each).
 //! - `softmax`: `e_j = exp(x_j - max)` (inputs `<= 0`, the piecewise exp), `s = sum_j e_j` in `[1, cols]`
 //!   (the maximum contributes `e^0 = 1`), `p_j = e_j * (1 / s)` with the Newton reciprocal on `[1, 2^hi+1)`.
-//!   Rounds: `8 ceil(log2 cols) + 12 + (8 + 4 it) + 2`.
+//!   Rounds: `7 ceil(log2 cols) + (2 + 2 ceil(log2 d) + 7) + (7 + 4 it) + 2` for the exp's degree `d`.
 //! - `softmax_fast`: the same with the one-piece exp of [`super::exp`] (one comparison per value instead of
-//!   six). Rounds: `8 ceil(log2 cols) + (2 + 2 ceil(log2 d) + 8) + (8 + 4 it) + 2`.
+//!   six). Rounds: `7 ceil(log2 cols) + (2 + 2 ceil(log2 d) + 7) + (7 + 4 it) + 2`.
 //! - `layer_norm`: `c = x - mean`, `v = mean(c^2)`, `c * rsqrt(v + eps)` (the affine part, gamma and beta,
-//!   is the caller's: they are model weights). Rounds: `1 + 2 + 1 + (9 + 6 it) + 2`.
+//!   is the caller's: they are model weights). Rounds: `1 + 2 + 1 + (8 + 6 it) + 2`.
 //!
 //! Only the row length is public; every value stays shared.
 

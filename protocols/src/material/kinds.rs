@@ -143,6 +143,23 @@ pub fn trunc<G: Generator>(
 /// Number of bit positions the sign protocol compares: bits 0..=61 of the masked value.
 pub const COMPARED_BITS: usize = 62;
 
+/// Pairs of adjacent compared bits whose product the dealer supplies (see [`SignMaterial::r_pairs`]): the
+/// first level of the comparison tree is then local, and the AND gates start one level up.
+pub const COMPARED_PAIRS: usize = COMPARED_BITS / 2;
+const _: () = assert!(COMPARED_BITS.is_multiple_of(2), "the compared bits pair up");
+
+/// The bit positions of pair `j` (most significant pair first): `(high, low) = (61 - 2j, 60 - 2j)`.
+pub fn compared_pair(j: usize) -> (usize, usize) {
+    let high = COMPARED_BITS - 1 - 2 * j;
+    (high, high - 1)
+}
+
+/// The levels of AND gates a sign test runs: the prefix tree over the [`COMPARED_PAIRS`] pair nodes (5
+/// levels, one round each).
+pub fn sign_levels() -> Vec<PrefixLevel> {
+    prefix_levels(COMPARED_PAIRS)
+}
+
 /// Shape of one level of the prefix (carry) tree over `nodes` nodes, most significant first.
 ///
 /// Nodes `2j` (high) and `2j+1` (low) merge into node `j`; an odd last node passes through. The merged node
@@ -208,15 +225,18 @@ fn and_level<G: Generator>(
 /// Everything one sign test needs, for `len` values and `payloads` vectors to multiply by the resulting bit.
 ///
 /// Dealt values: a uniform mask `r` (with `r >> f` and `msb(r)` when truncating), the bits 0..=62 of `r` as
-/// XOR-shared bit planes, AND triples for every prefix level, a random bit `u` both XOR-shared and additively
-/// shared (a daBit), and per payload a uniform `alpha` with `alpha * u`.
+/// XOR-shared bit planes, the product of each pair of adjacent compared bits, AND triples for every level of
+/// [`sign_levels`], a random bit `u` both XOR-shared and additively shared (a daBit), and per payload a uniform
+/// `alpha` with `alpha * u`.
 #[derive(Debug, Default)]
 pub struct SignMaterial<S = Vec<u64>, B = Vec<u64>> {
     /// Mask and truncation parts (`r_shift`, `r_msb` empty unless truncating).
     pub mask: TruncMaterial<S>,
     /// Bit planes 0..=62 of `r` (63 x words).
     pub r_planes: B,
-    /// AND triples, one entry per prefix level.
+    /// Per pair `j` of [`compared_pair`], the plane `r_high & r_low` (COMPARED_PAIRS x words).
+    pub r_pairs: B,
+    /// AND triples, one entry per level of [`sign_levels`].
     pub levels: Vec<AndLevel<B>>,
     /// XOR share of the daBit `u` (words).
     pub u_bits: B,
@@ -255,7 +275,17 @@ pub fn sign<G: Generator>(
         planes
     });
     let r_planes = g.fixed_bits(&p_planes, (COMPARED_BITS + 1) * words)?;
-    let levels = prefix_levels(COMPARED_BITS)
+    let p_pairs = G::derive([&p_planes], |[planes]| {
+        let plane = |bit: usize| &planes[bit * words..(bit + 1) * words];
+        (0..COMPARED_PAIRS)
+            .flat_map(|j| {
+                let (high, low) = compared_pair(j);
+                bits::and(plane(high), plane(low))
+            })
+            .collect()
+    });
+    let r_pairs = g.fixed_bits(&p_pairs, COMPARED_PAIRS * words)?;
+    let levels = sign_levels()
         .iter()
         .map(|level| and_level(g, level, words))
         .collect::<Result<Vec<_>>>()?;
@@ -275,6 +305,7 @@ pub fn sign<G: Generator>(
     Ok(SignMaterial {
         mask,
         r_planes,
+        r_pairs,
         levels,
         u_bits,
         u,
@@ -286,6 +317,19 @@ pub fn sign<G: Generator>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compared_pairs_cover_every_compared_bit_once_most_significant_first() {
+        let covered: Vec<usize> = (0..COMPARED_PAIRS)
+            .flat_map(|j| {
+                let (high, low) = compared_pair(j);
+                [high, low]
+            })
+            .collect();
+        assert_eq!(covered, (0..COMPARED_BITS).rev().collect::<Vec<_>>());
+        assert_eq!(sign_levels().len(), 5);
+        assert_eq!(sign_levels()[0].nodes, COMPARED_PAIRS);
+    }
 
     #[test]
     fn prefix_tree_over_62_leaves_has_6_levels_and_skips_unneeded_p() {

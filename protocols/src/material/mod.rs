@@ -224,6 +224,7 @@ impl<S: ShareWords, B: ShareWords> Material<S, B> {
             Material::Sign(s) => {
                 trunc(&s.mask)
                     + len(&s.r_planes)
+                    + len(&s.r_pairs)
                     + s.levels
                         .iter()
                         .map(|l| len(&l.a) + len(&l.b) + len(&l.c) + len(&l.b2) + len(&l.c2))

@@ -1,7 +1,7 @@
 //! Maxima: pairwise max, 2-D max pooling and argmax, as tournaments of sign tests.
 //!
 //! `max(a, b) = b + ReLU(a - b)`; a tournament over `k` candidates takes `ceil(log2 k)` levels, and every
-//! comparison of a level runs in the same sign test (8 rounds per level, whatever the batch).
+//! comparison of a level runs in the same sign test (7 rounds per level, whatever the batch).
 
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +99,7 @@ pub(crate) fn tournament_levels(mut count: usize) -> Vec<usize> {
 }
 
 impl<N: Net, D: Domain> Party<N, D> {
-    /// Elementwise `max(a, b)` (8 rounds). Requires `|a - b| < 2^62`.
+    /// Elementwise `max(a, b)` (7 rounds). Requires `|a - b| < 2^62`.
     pub fn max(&mut self, a: &D::Arith, b: &D::Arith) -> Result<D::Arith> {
         ensure_shape(D::len(a) == D::len(b), "max", || {
             format!("lengths {} and {}", D::len(a), D::len(b))
@@ -108,7 +108,7 @@ impl<N: Net, D: Domain> Party<N, D> {
         Ok(D::add(&out, b))
     }
 
-    /// Max pooling of `batch` items (8 rounds per tournament level: 16 for a 2x2 window).
+    /// Max pooling of `batch` items (7 rounds per tournament level: 14 for a 2x2 window).
     pub fn max_pool2d(&mut self, x: &D::Arith, batch: usize, pool: &Pool2d) -> Result<D::Arith> {
         let mut candidates = pool.gather::<D>(x, batch)?;
         while candidates.len() > 1 {
@@ -136,7 +136,7 @@ impl<N: Net, D: Domain> Party<N, D> {
         Ok(candidates.pop().unwrap_or_default())
     }
 
-    /// Index of the largest of each row of `x` (`rows x cols`), as additive shares of an integer (8 rounds per
+    /// Index of the largest of each row of `x` (`rows x cols`), as additive shares of an integer (7 rounds per
     /// level, `ceil(log2 cols)` levels). Ties go to the lower index.
     pub fn argmax(&mut self, x: &D::Arith, rows: usize, cols: usize) -> Result<D::Arith> {
         ensure_shape(D::len(x) == rows * cols && cols > 0, "argmax", || {

@@ -5,21 +5,23 @@
 //!    `b` is bit 62 of `z' = c - r`, i.e. `b = c_62 ^ r_62 ^ borrow`, where `borrow = [c mod 2^62 < r mod 2^62]`.
 //!    The same opening also truncates `z` when asked (see `trunc.rs`), which saves a round after a product.
 //! 2. `borrow` compares a public number with an XOR-shared one, bit-sliced over the whole batch: per bit `i`,
-//!    `G_i = r_i & !c_i` (r is larger here) and `P_i = !(r_i ^ c_i)` (equal here) are local; a prefix tree
-//!    merges `(G, P)` pairs from the most significant end, `G = G_hi ^ (P_hi & G_lo)`, `P = P_hi & P_lo`, with
-//!    one round of AND gates (Beaver triples on bits) per level: 6 levels for 62 bits. A pair's two ANDs share
-//!    the operand `P_hi`, so the pair opens three masked bit vectors, not four.
+//!    `G_i = r_i & !c_i` (r is larger here) and `P_i = !(r_i ^ c_i)` (equal here); a prefix tree merges
+//!    `(G, P)` pairs from the most significant end, `G = G_hi ^ (P_hi & G_lo)`, `P = P_hi & P_lo`. Its first
+//!    level only multiplies dealt bits by public ones once the dealer supplies `r_hi & r_lo` for each pair of
+//!    adjacent bits, so it is local (see `Domain::pair_leaves`). The other 5 levels (over 31 nodes) take one
+//!    round of AND gates (Beaver triples on bits) each. A pair's two ANDs share the operand `P_hi`, so the pair
+//!    opens three masked bit vectors, not four.
 //! 3. Multiply payloads `v` by `b` with a daBit `u` (XOR- and additively shared): open `e = b ^ u`, and with the
 //!    dealt `alpha` and `alpha * u` (opened `delta = v - alpha` earlier, for free, in rounds 1 or 2),
 //!    `b * v = e * v + (1 - 2e) * (delta * u + alpha * u)`.
 //!
-//! Rounds: 1 + 6 + 1 = 8. Every opened value is masked by fresh dealt randomness: `c` by `r`, the AND inputs by
+//! Rounds: 1 + 5 + 1 = 7. Every opened value is masked by fresh dealt randomness: `c` by `r`, the AND inputs by
 //! their triples' `a`, `b`, `b2`, `e` by `u`, `delta` by `alpha`.
 
 use crate::bits;
 use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
-use crate::material::kinds::{prefix_levels, COMPARED_BITS};
+use crate::material::kinds::{compared_pair, sign_levels, COMPARED_BITS, COMPARED_PAIRS};
 use crate::material::{Material, Request};
 use crate::net::Net;
 
@@ -85,28 +87,31 @@ impl<N: Net, D: Domain> Party<N, D> {
             job.z.clone()
         };
 
-        // Level 0 of the comparison, bit-sliced: node q holds bit 61 - q (most significant first).
-        // G = r & !c (r is larger here), P = !(r ^ c) = r ^ !c (equal here).
+        // The comparison's first level, local and bit-sliced: node j merges the bits of `compared_pair(j)`
+        // (most significant first) from the leaves G = r & !c (r is larger here), P = !(r ^ c) = r ^ !c (equal
+        // here), with the dealt products `r_high & r_low`.
         let c_planes = bits::to_planes(&c);
         let public_plane = |bit: usize| c_planes[bit * words..(bit + 1) * words].to_vec();
         let constants = self.holds_constants();
-        let leaf_bits: Vec<usize> = (0..COMPARED_BITS).rev().collect();
-        let not_c: Vec<u64> = leaf_bits
+        let not_c: Vec<u64> = c_planes[..COMPARED_BITS * words]
             .iter()
-            .flat_map(|&bit| c_planes[bit * words..(bit + 1) * words].iter().map(|&c| !c))
+            .map(|&c| !c)
             .collect();
-        let (mut g, mut p) = D::leaves(
+        let (highs, lows): (Vec<usize>, Vec<usize>) =
+            (0..COMPARED_PAIRS).map(compared_pair).unzip();
+        let (mut g, mut p) = D::pair_leaves(
             &self.state,
             &m.r_planes,
-            &leaf_bits,
+            &m.r_pairs,
+            [&highs, &lows],
             layout,
             &not_c,
             constants,
         );
 
-        // Prefix levels: one round each. G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.
+        // The other levels: one round each. G = G_hi ^ (P_hi & G_lo), P = P_hi & P_lo.
         let mut self_delta_pending = job.select_self && job.truncate;
-        for (level, t) in prefix_levels(COMPARED_BITS).iter().zip(&m.levels) {
+        for (level, t) in sign_levels().iter().zip(&m.levels) {
             let highs: Vec<usize> = (0..level.pairs).map(|j| 2 * j).collect();
             let lows: Vec<usize> = (0..level.pairs).map(|j| 2 * j + 1).collect();
             let mut round = Round::default();
@@ -221,12 +226,13 @@ impl<N: Net, D: Domain> Party<N, D> {
                     }
                 }
                 D::preprocess_bits(&mut sign.r_planes, layout);
+                D::preprocess_bits(&mut sign.r_pairs, layout);
                 D::preprocess_bits(&mut sign.u_bits, layout);
             }
         }
     }
 
-    /// `max(z, 0)` of a shared vector (8 rounds). Requires `|z| < 2^62`.
+    /// `max(z, 0)` of a shared vector (7 rounds). Requires `|z| < 2^62`.
     pub fn relu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         let mut out = self.sign_select(SignJob {
             z,
@@ -237,7 +243,7 @@ impl<N: Net, D: Domain> Party<N, D> {
         Ok(out.swap_remove(0))
     }
 
-    /// `max(trunc(z), 0)`: truncation and ReLU from one opening (8 rounds), for a product's `2f` fractional bits.
+    /// `max(trunc(z), 0)`: truncation and ReLU from one opening (7 rounds), for a product's `2f` fractional bits.
     pub fn trunc_relu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         let mut out = self.sign_select(SignJob {
             z,
@@ -248,7 +254,7 @@ impl<N: Net, D: Domain> Party<N, D> {
         Ok(out.swap_remove(0))
     }
 
-    /// DReLU: additive shares of the integer bit `[z >= 0]` (8 rounds).
+    /// DReLU: additive shares of the integer bit `[z >= 0]` (7 rounds).
     pub fn drelu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         let ones = self.share_public(&vec![1; D::len(z)]);
         let mut out = self.sign_select(SignJob {
@@ -260,7 +266,7 @@ impl<N: Net, D: Domain> Party<N, D> {
         Ok(out.swap_remove(0))
     }
 
-    /// Comparison: additive shares of the integer bit `[x >= y]` (8 rounds). Requires `|x - y| < 2^62`.
+    /// Comparison: additive shares of the integer bit `[x >= y]` (7 rounds). Requires `|x - y| < 2^62`.
     pub fn greater_equal(&mut self, x: &D::Arith, y: &D::Arith) -> Result<D::Arith> {
         ensure_shape(D::len(x) == D::len(y), "greater_equal", || {
             format!("lengths {} and {}", D::len(x), D::len(y))

@@ -136,35 +136,32 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     out.extend(xs.remainder().iter().zip(ys.remainder()).map(|(a, b)| a ^ b));
 });
 
-// The folds of `[m & w]` and `[m ^ key & w]` per word (`w` public words), over the positions `valid` keeps:
-// the comparison's leaves, whose per-bit MACs are never needed (see `AuthBits`). The second is the fold of
-// `m` plus `key` times the kept bits of `w` (the MAC shares of public bits), so with `m`'s folds at hand
-// (`m_folds`, one per word; empty: fold here) only the first reads `m` bit by bit.
-dispatch!(leaf_folds(
-    macs: &[u64],
-    words_valid: [&[u64]; 2],
-    m_folds: &[u64],
+// The folds, over the positions `valid` keeps, of the first comparison level's G and P from dealt bits (see
+// `Domain::pair_leaves`): per word, with `h`, `l` the public complements (restricted to the kept positions)
+// and `high`, `low`, `both` the MAC words of r_h, r_l, r_h & r_l,
+//   G = [h] high ^ [l] both ^ [h & l] low,   P = both ^ [l] high ^ [h] low ^ [h & l] key.
+// `both` enters P whole, so it is given by its folds (`both_folds`, one per word) and read bit by bit for G only.
+dispatch!(pair_leaf_folds(
+    macs: [&[u64]; 3],
+    both_folds: &[u64],
+    public: [&[u64]; 3],
     key: u64,
     outs: [&mut Vec<u64>; 2]
 ) {
-    let ([words, valid], [and_out, xor_out]) = (words_valid, outs);
-    let mut tmp = [0u64; 64];
-    for (i, (m, (&w, &v))) in macs.chunks_exact(64).zip(words.iter().zip(valid)).enumerate() {
-        let kept = w & v;
-        for b in 0..64 {
-            tmp[b] = m[b] & sel(kept, b);
+    let ([high, low, both], [nh, nl, valid], [g_out, p_out]) = (macs, public, outs);
+    let (mut g_tmp, mut p_tmp) = ([0u64; 64], [0u64; 64]);
+    for (i, ((&hw, &lw), (&v, &bf))) in nh.iter().zip(nl).zip(valid.iter().zip(both_folds)).enumerate() {
+        let (h, l) = (hw & v, lw & v);
+        let hl = h & l;
+        let words = 64 * i..64 * (i + 1);
+        let (hm, lm, bm) = (&high[words.clone()], &low[words.clone()], &both[words]);
+        for bit in 0..64 {
+            let (sh, sl) = (sel(h, bit), sel(l, bit));
+            g_tmp[bit] = (sh & hm[bit]) ^ (sl & bm[bit]) ^ (sel(hl, bit) & lm[bit]);
+            p_tmp[bit] = (sl & hm[bit]) ^ (sh & lm[bit]);
         }
-        and_out.push(fold_inline(&tmp));
-        let m_fold = match m_folds.get(i) {
-            Some(&f) => f,
-            None => {
-                for b in 0..64 {
-                    tmp[b] = m[b] & sel(v, b);
-                }
-                fold_inline(&tmp)
-            }
-        };
-        xor_out.push(m_fold ^ reduce(clmul(key, kept)));
+        g_out.push(fold_inline(&g_tmp));
+        p_out.push(fold_inline(&p_tmp) ^ bf ^ reduce(clmul(key, hl)));
     }
 });
 
@@ -394,26 +391,48 @@ mod tests {
             [&mut pair_g, &mut pair_p],
         );
         assert_eq!((pair_g, pair_p), (gate_folds.clone(), p_single));
-        let (mut and_folds, mut xor_folds) = (Vec::new(), Vec::new());
-        leaf_folds(&a, [&d, &valid], &[], key, [&mut and_folds, &mut xor_folds]);
-        let (mut and_cached, mut xor_cached) = (Vec::new(), Vec::new());
-        let a_folds = refold(&keep(a.clone()));
-        leaf_folds(
-            &a,
-            [&d, &valid],
-            &a_folds,
+        // First-level pairs: high = a, low = b, both = c (any words: the kernel is linear in them).
+        let (nh, nl) = (words(&mut rng, n), words(&mut rng, n));
+        let (mut pair_g, mut pair_p) = (Vec::new(), Vec::new());
+        pair_leaf_folds(
+            [&a, &b, &c],
+            &c_folds,
+            [&nh, &nl, &valid],
             key,
-            [&mut and_cached, &mut xor_cached],
+            [&mut pair_g, &mut pair_p],
         );
-        assert_eq!((&and_cached, &xor_cached), (&and_folds, &xor_folds));
-        let anded = (0..64 * n)
-            .map(|i| if bit(&d, i) { a[i] } else { 0 })
+        let want_g = (0..64 * n)
+            .map(|i| {
+                let mut want = 0;
+                if bit(&nh, i) {
+                    want ^= a[i];
+                }
+                if bit(&nl, i) {
+                    want ^= c[i];
+                }
+                if bit(&nh, i) && bit(&nl, i) {
+                    want ^= b[i];
+                }
+                want
+            })
             .collect();
-        let xored_key = (0..64 * n)
-            .map(|i| if bit(&d, i) { a[i] ^ key } else { a[i] })
+        let want_p = (0..64 * n)
+            .map(|i| {
+                let mut want = c[i];
+                if bit(&nl, i) {
+                    want ^= a[i];
+                }
+                if bit(&nh, i) {
+                    want ^= b[i];
+                }
+                if bit(&nh, i) && bit(&nl, i) {
+                    want ^= key;
+                }
+                want
+            })
             .collect();
-        assert_eq!(and_folds, refold(&keep(anded)));
-        assert_eq!(xor_folds, refold(&keep(xored_key)));
+        assert_eq!(pair_g, refold(&keep(want_g)));
+        assert_eq!(pair_p, refold(&keep(want_p)));
         let mut acc = b.clone();
         xor_into(&mut acc, &a);
         assert!((0..64 * n).all(|i| acc[i] == a[i] ^ b[i]));

@@ -464,36 +464,49 @@ impl Domain for Spdz2k {
         x.m.resize(x.m.len() + per_word * words, 0);
         x.f.clear();
     }
-    fn leaves(
+    fn pair_leaves(
         state: &State,
         r: &AuthBits,
-        nodes: &[usize],
+        rr: &AuthBits,
+        [highs, lows]: [&[usize]; 2],
         layout: Layout,
-        mask: &[u64],
+        not_c: &[u64],
         constants: bool,
     ) -> (AuthBits, AuthBits) {
-        // One pass over the selected nodes' MACs, writing only the two results' folds (the leaves are only
-        // XORed, appended and opened from here on; see `AuthBits`).
+        // One pass over the three dealt MAC arrays per pair, writing only the results' folds (they are
+        // only XORed, appended and opened from here on; see `AuthBits`).
+        debug_assert!(!r.is_folded() && !rr.is_folded());
         let words = layout.words;
-        let total = nodes.len() * words;
-        let valid = layout.masks(total);
+        let total = highs.len() * words;
+        let valid = layout.masks(words);
+        let rr_folds = valid_folds(rr, layout);
         let empty = || AuthBits::new(Vec::with_capacity(total), Vec::with_capacity(total));
         let (mut g, mut p) = (empty(), empty());
-        for (j, &i) in nodes.iter().enumerate() {
-            let (src, dst) = (i * words..(i + 1) * words, j * words..(j + 1) * words);
-            for (&r, &c) in r.w[src.clone()].iter().zip(&mask[dst.clone()]) {
-                g.w.push(r & c);
-                p.w.push(if constants { r ^ c } else { r });
+        for (j, (&h, &l)) in highs.iter().zip(lows).enumerate() {
+            let (hs, ls, js) = (
+                h * words..(h + 1) * words,
+                l * words..(l + 1) * words,
+                j * words..(j + 1) * words,
+            );
+            let (nh, nl) = (&not_c[hs.clone()], &not_c[ls.clone()]);
+            for (((&rh, &rl), &both), (&ch, &cl)) in r.w[hs.clone()]
+                .iter()
+                .zip(&r.w[ls.clone()])
+                .zip(&rr.w[js.clone()])
+                .zip(nh.iter().zip(nl))
+            {
+                g.w.push((rh & ch) ^ (both & cl) ^ (rl & ch & cl));
+                let pw = both ^ (rh & cl) ^ (rl & ch);
+                p.w.push(if constants { pw ^ (ch & cl) } else { pw });
             }
-            let r_folds: &[u64] = if r.has_folds() {
-                &r.f[src.clone()]
-            } else {
-                &[]
-            };
-            gf2::leaf_folds(
-                &r.m[64 * src.start..64 * src.end],
-                [&mask[dst.clone()], &valid[dst]],
-                r_folds,
+            gf2::pair_leaf_folds(
+                [
+                    &r.m[64 * hs.start..64 * hs.end],
+                    &r.m[64 * ls.start..64 * ls.end],
+                    &rr.m[64 * js.start..64 * js.end],
+                ],
+                &rr_folds[js],
+                [nh, nl, &valid],
                 state.keys.beta,
                 [&mut g.m, &mut p.m],
             );
@@ -727,18 +740,46 @@ mod tests {
         let layout = Layout::new(150); // 3 words per node, 22 valid bits in the last one
         let (nodes, words) = (5, layout.words);
         let state = test_state(&mut rng);
-        let r = random_bits(&mut rng, nodes * words);
-        let mask: Vec<u64> = (0..nodes * words).map(|_| rng.random()).collect();
-        let order: Vec<usize> = (0..nodes).rev().collect();
-        let (g, p) = Spdz2k::leaves(&state, &r, &order, layout, &mask, true);
-        assert!(g.is_folded() && p.is_folded());
-        let gathered = Spdz2k::bit_nodes(&r, &order, words);
-        let full_g = Spdz2k::and_public(&gathered, &mask);
-        let full_p = Spdz2k::xor_public(&state, &gathered, &mask, true);
-        assert_eq!(g.w, full_g.w);
-        assert_eq!(p.w, full_p.w);
-        assert_eq!(g.m, reference_folds(&full_g, layout));
-        assert_eq!(p.m, reference_folds(&full_p, layout));
+        // The first level from dealt bits: 5 pairs over 10 planes, most significant first.
+        let (r, rr) = (
+            random_bits(&mut rng, 2 * nodes * words),
+            random_bits(&mut rng, nodes * words),
+        );
+        let not_c: Vec<u64> = (0..2 * nodes * words).map(|_| rng.random()).collect();
+        let highs: Vec<usize> = (0..nodes).rev().map(|j| 2 * j + 1).collect();
+        let lows: Vec<usize> = highs.iter().map(|h| h - 1).collect();
+        let planes = |nodes: &[usize]| -> Vec<u64> {
+            nodes
+                .iter()
+                .flat_map(|&i| not_c[i * words..(i + 1) * words].to_vec())
+                .collect()
+        };
+        let (nh, nl) = (planes(&highs), planes(&lows));
+        let both = crate::bits::and(&nh, &nl);
+        let (rh, rl) = (
+            Spdz2k::bit_nodes(&r, &highs, words),
+            Spdz2k::bit_nodes(&r, &lows, words),
+        );
+        let full_g = Spdz2k::xor(
+            &Spdz2k::xor(&Spdz2k::and_public(&rh, &nh), &Spdz2k::and_public(&rr, &nl)),
+            &Spdz2k::and_public(&rl, &both),
+        );
+        let unshifted_p = Spdz2k::xor(
+            &rr,
+            &Spdz2k::xor(&Spdz2k::and_public(&rh, &nl), &Spdz2k::and_public(&rl, &nh)),
+        );
+        for constants in [false, true] {
+            let (g, p) =
+                Spdz2k::pair_leaves(&state, &r, &rr, [&highs, &lows], layout, &not_c, constants);
+            let full_p = Spdz2k::xor_public(&state, &unshifted_p, &both, constants);
+            assert!(g.is_folded() && p.is_folded());
+            assert_eq!(g.w, full_g.w);
+            assert_eq!(p.w, full_p.w);
+            assert_eq!(g.m, reference_folds(&full_g, layout));
+            assert_eq!(p.m, reference_folds(&full_p, layout));
+        }
+        let (g, p) = Spdz2k::pair_leaves(&state, &r, &rr, [&highs, &lows], layout, &not_c, true);
+        let full_p = Spdz2k::xor_public(&state, &unshifted_p, &both, true);
 
         // An AND gate, then the carried G XORed in, an odd node appended and zeros appended.
         let pairs = 2;
