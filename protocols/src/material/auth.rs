@@ -48,9 +48,10 @@ impl AuthVec {
 }
 
 /// A party's authenticated share of packed bits, in one of two forms:
-/// - **full**: `w` XOR-shares 64 bits per word and `m[64 * word + bit]` is the XOR-share of that bit's MAC in
-///   GF(2^64) (`m.len() == 64 * w.len()`). Dealt bits are full; only full bits can be selected by public bits
-///   or enter an AND gate as an operand.
+/// - **full**: `w` XOR-shares 64 bits per word and `m` XOR-shares every bit's MAC in GF(2^64), bit-sliced:
+///   `m[64 * word + t]` holds bit `t` of the MACs of the word's 64 bits (`m.len() == 64 * w.len()`; see
+///   `spdz2k::gf2`). Dealt bits are full; only full bits can be selected by public bits or enter an AND gate
+///   as an operand.
 /// - **folded**: `m.len() == w.len()` (and `w` not empty), and `m[word]` is the XOR-share of the word's MACs
 ///   folded over its valid positions (`gf2::fold` of the MACs with padding positions counted as zero; which
 ///   positions are valid is the producer's `bits::Layout`). That is all the batched MAC check needs of an
@@ -282,14 +283,13 @@ impl AuthDealerGenerator {
         values.iter().map(|&x| x.wrapping_mul(self.alpha)).collect()
     }
 
+    /// The bit-sliced MACs of packed bits (see [`AuthBits`]): MAC word `t` of a packed word `w` is `w` where
+    /// bit `t` of `beta` is set, else zero.
     fn bit_macs(&self, words: &[u64]) -> Vec<u64> {
-        let mut out = vec![0u64; 64 * words.len()];
-        for (i, &w) in words.iter().enumerate() {
-            for b in 0..64 {
-                if (w >> b) & 1 == 1 {
-                    out[64 * i + b] = self.beta;
-                }
-            }
+        let keys: [u64; 64] = std::array::from_fn(|t| ((self.beta >> t) & 1).wrapping_neg());
+        let mut out = Vec::with_capacity(64 * words.len());
+        for &w in words {
+            out.extend(keys.iter().map(|&k| k & w));
         }
         out
     }

@@ -1,7 +1,11 @@
 //! Arithmetic of the bits' MACs: GF(2^64) products, and the bulk loops over per-bit MAC shares.
 //!
 //! Field: GF(2^64) = GF(2)[x] / (x^64 + x^4 + x^3 + x + 1). A bit's MAC share is a field element (one word);
-//! a packed word of 64 bits carries 64 MAC words, `m[64 * word + bit]` (see `material/auth.rs`).
+//! a packed word of 64 bits carries 64 MAC words, bit-sliced: `m[64 * word + t]` holds bit `t` of the MACs of
+//! the word's 64 bits (its bit `b` is bit `t` of bit `b`'s MAC). So the MAC of a bit vector `w` under the key
+//! `beta` is `m_t = w if beta_t else 0`, a public word selects its bits' MACs with one AND per MAC word
+//! (`m_t & w`), and the fold of the 64 MACs, `sum_b x^b MAC_b = sum_t x^t m_t` (each `m_t` read as a
+//! polynomial), is one sum of shifted words either way (see [`fold`]).
 //!
 //! Every loop here has a portable body and, on x86-64, the same body compiled for AVX2 (or the carry-less
 //! multiply instruction, PCLMULQDQ), chosen at run time. Invariant: both give bit-identical results (tested on
@@ -55,8 +59,9 @@ pub fn dot(a: &[u64], b: &[u64]) -> u64 {
     )
 }
 
-/// `M = sum_b x^b * m_b` in GF(2^64) for the 64 MAC shares `m` of one packed word: the word's MACs folded
-/// into one field element (the check's per-word value; linear, so folding shares folds the MACs).
+/// `M = sum_t x^t * m_t` in GF(2^64) for the 64 bit-sliced MAC words `m` of one packed word: the word's MACs
+/// folded into one field element, `sum_b x^b MAC_b` (both sums are `sum_{b,t} x^(b+t) MAC_b[t]`). The check's
+/// per-word value; linear, so folding shares folds the MACs.
 pub fn fold(m: &[u64]) -> u64 {
     fold_inline(m)
 }
@@ -76,6 +81,11 @@ fn fold_inline(m: &[u64]) -> u64 {
 #[inline(always)]
 fn sel(word: u64, bit: usize) -> u64 {
     ((word >> bit) & 1).wrapping_neg()
+}
+
+/// The MAC words of public bits under `key`, per bit-sliced position: `sel(key, t)` for every `t`.
+fn key_masks(key: u64) -> [u64; 64] {
+    std::array::from_fn(|t| sel(key, t))
 }
 
 /// Runs `$body` (a closure-free block over slices) compiled for AVX2 when the CPU has it, portably otherwise.
@@ -101,22 +111,23 @@ macro_rules! dispatch {
 }
 
 dispatch!(select_and(macs: &[u64], words: &[u64], out: &mut Vec<u64>) {
-    // Appends macs[64w + b] if bit b of words[w] is set, else 0 (one word of bits at a time, no zero-fill).
+    // Appends the MACs of [w] x: macs[64w + t] & words[w] (one word of bits at a time, no zero-fill).
     let mut tmp = [0u64; 64];
     for (m, &w) in macs.chunks_exact(64).zip(words) {
-        for b in 0..64 {
-            tmp[b] = m[b] & sel(w, b);
+        for t in 0..64 {
+            tmp[t] = m[t] & w;
         }
         out.extend_from_slice(&tmp);
     }
 });
 
 dispatch!(select_xor(macs: &[u64], words: &[u64], key: u64, out: &mut Vec<u64>) {
-    // Appends macs[64w + b] ^ (key if bit b of words[w] is set).
+    // Appends the MACs of x ^ w for public w: macs[64w + t] ^ (words[w] if bit t of key is set).
+    let keys = key_masks(key);
     let mut tmp = [0u64; 64];
     for (m, &w) in macs.chunks_exact(64).zip(words) {
-        for b in 0..64 {
-            tmp[b] = m[b] ^ (key & sel(w, b));
+        for t in 0..64 {
+            tmp[t] = m[t] ^ (keys[t] & w);
         }
         out.extend_from_slice(&tmp);
     }
@@ -140,7 +151,8 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
 // `Domain::pair_leaves`): per word, with `h`, `l` the public complements (restricted to the kept positions)
 // and `high`, `low`, `both` the MAC words of r_h, r_l, r_h & r_l,
 //   G = [h] high ^ [l] both ^ [h & l] low,   P = both ^ [l] high ^ [h] low ^ [h & l] key.
-// `both` enters P whole, so it is given by its folds (`both_folds`, one per word) and read bit by bit for G only.
+// A public selection is an AND of every bit-sliced MAC word. `both` enters P whole, so it is given by its
+// folds (`both_folds`, one per word) and read word by word for G only.
 dispatch!(pair_leaf_folds(
     macs: [&[u64]; 3],
     both_folds: &[u64],
@@ -155,10 +167,9 @@ dispatch!(pair_leaf_folds(
         let hl = h & l;
         let words = 64 * i..64 * (i + 1);
         let (hm, lm, bm) = (&high[words.clone()], &low[words.clone()], &both[words]);
-        for bit in 0..64 {
-            let (sh, sl) = (sel(h, bit), sel(l, bit));
-            g_tmp[bit] = (sh & hm[bit]) ^ (sl & bm[bit]) ^ (sel(hl, bit) & lm[bit]);
-            p_tmp[bit] = (sl & hm[bit]) ^ (sh & lm[bit]);
+        for t in 0..64 {
+            g_tmp[t] = (hm[t] & h) ^ (bm[t] & l) ^ (lm[t] & hl);
+            p_tmp[t] = (hm[t] & l) ^ (lm[t] & h);
         }
         g_out.push(fold_inline(&g_tmp));
         p_out.push(fold_inline(&p_tmp) ^ bf ^ reduce(clmul(key, hl)));
@@ -171,10 +182,10 @@ dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
     }
 });
 
-// The folds, over the positions `valid` keeps, of the MAC shares of c ^ [d] b ^ [e] a ^ [d & e] key, bit by
-// bit (public bits select whole MAC words), one per word: AND gates whose results are folded. `c` is given by
+// The folds, over the positions `valid` keeps, of the MAC shares of c ^ [d] b ^ [e] a ^ [d & e] key (a public
+// selection is an AND of every bit-sliced MAC word), one per word: AND gates whose results are folded. `c` is given by
 // its folds (one per word, over the same positions): it is not selected, and folding is linear, so only `a`
-// and `b` are read bit by bit; the [d & e] key term folds to key times the word. Two gates at once, G with
+// and `b` are read word by word; the [d & e] key term folds to key times the word. Two gates at once, G with
 // (b, c, e) over every word of `d` and P with (b2, c2, e2) over the first `e2.len()` words, as a prefix level
 // has them: both use the mask `a` and the opened `d`, so `a`'s MACs are read once. Selectors are restricted
 // to the kept positions.
@@ -195,16 +206,16 @@ dispatch!(and_gate_pair_folds(
             Some(&e2w) => {
                 let e2v = e2w & v;
                 let b2m = &b2[64 * i..64 * (i + 1)];
-                for bit in 0..64 {
-                    let (sd, sa) = (sel(dv, bit), am[bit]);
-                    g_tmp[bit] = (sd & bm[bit]) ^ (sel(ev, bit) & sa);
-                    p_tmp[bit] = (sd & b2m[bit]) ^ (sel(e2v, bit) & sa);
+                for t in 0..64 {
+                    let at = am[t];
+                    g_tmp[t] = (bm[t] & dv) ^ (at & ev);
+                    p_tmp[t] = (b2m[t] & dv) ^ (at & e2v);
                 }
                 p_out.push(fold_inline(&p_tmp) ^ reduce(clmul(key, dv & e2v)) ^ cf2[i]);
             }
             None => {
-                for bit in 0..64 {
-                    g_tmp[bit] = (sel(dv, bit) & bm[bit]) ^ (sel(ev, bit) & am[bit]);
+                for t in 0..64 {
+                    g_tmp[t] = (bm[t] & dv) ^ (am[t] & ev);
                 }
             }
         }
@@ -298,6 +309,27 @@ mod tests {
         }
     }
 
+    /// Bit-sliced MAC words from per-bit MACs and back: each 64 x 64 bit block transposed (its own inverse).
+    fn transpose(m: &[u64]) -> Vec<u64> {
+        m.chunks_exact(64)
+            .flat_map(|block| {
+                (0..64)
+                    .map(move |t| (0..64).fold(0u64, |word, b| word | (((block[b] >> t) & 1) << b)))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fold_is_the_same_for_per_bit_and_bit_sliced_macs() {
+        // sum_b x^b MAC_b = sum_t x^t m_t: both are sum_{b,t} x^(b+t) MAC_b[t].
+        let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+        for _ in 0..20 {
+            let m = words(&mut rng, 64);
+            assert_eq!(transpose(&transpose(&m)), m);
+            assert_eq!(fold(&transpose(&m)), fold(&m));
+        }
+    }
+
     #[test]
     fn fold_is_the_sum_of_shifted_macs() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(6);
@@ -314,6 +346,7 @@ mod tests {
 
     #[test]
     fn bulk_loops_match_bit_by_bit_definitions() {
+        // `a`, `b`, ... are per-bit MACs (the definitions are bit by bit); the kernels get them bit-sliced.
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let n = 3;
         let (a, b, c) = (
@@ -324,15 +357,18 @@ mod tests {
         let (d, e) = (words(&mut rng, n), words(&mut rng, n));
         let key: u64 = rng.random();
         let bit = |w: &[u64], i: usize| (w[i / 64] >> (i % 64)) & 1 == 1;
+        let (ta, tb, tc) = (transpose(&a), transpose(&b), transpose(&c));
         let mut out = Vec::new();
-        select_and(&a, &d, &mut out);
+        select_and(&ta, &d, &mut out);
+        let per_bit = transpose(&out);
         for i in 0..64 * n {
-            assert_eq!(out[i], if bit(&d, i) { a[i] } else { 0 });
+            assert_eq!(per_bit[i], if bit(&d, i) { a[i] } else { 0 });
         }
         out.clear();
-        select_xor(&a, &d, key, &mut out);
+        select_xor(&ta, &d, key, &mut out);
+        let per_bit = transpose(&out);
         for i in 0..64 * n {
-            assert_eq!(out[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
+            assert_eq!(per_bit[i], if bit(&d, i) { a[i] ^ key } else { a[i] });
         }
         // Per-bit definitions, then folded over the kept positions (the last word keeps 10 of 64).
         let valid = [u64::MAX, u64::MAX, (1u64 << 10) - 1];
@@ -361,7 +397,7 @@ mod tests {
         let mut gate_folds = Vec::new();
         let c_folds = refold(&keep(c.clone()));
         and_gate_pair_folds(
-            [&a, &b, &[]],
+            [&ta, &tb, &[]],
             [&c_folds, &[]],
             [&d, &e, &[]],
             &valid,
@@ -371,11 +407,12 @@ mod tests {
         assert_eq!(gate_folds, refold(&keep(gate)));
         // The pair: G over all 3 words, P over the first 2, against the single gates.
         let (b2, c2) = (words(&mut rng, 64 * n), words(&mut rng, 64 * n));
+        let tb2 = transpose(&b2);
         let e2 = words(&mut rng, 2);
         let c2_folds = refold(&keep(c2.clone()));
         let (mut p_single, mut pair_g, mut pair_p) = (Vec::new(), Vec::new(), Vec::new());
         and_gate_pair_folds(
-            [&a[..128], &b2[..128], &[]],
+            [&ta[..128], &tb2[..128], &[]],
             [&c2_folds[..2], &[]],
             [&d[..2], &e2, &[]],
             &valid[..2],
@@ -383,7 +420,7 @@ mod tests {
             [&mut p_single, &mut Vec::new()],
         );
         and_gate_pair_folds(
-            [&a, &b, &b2],
+            [&ta, &tb, &tb2],
             [&c_folds, &c2_folds],
             [&d, &e, &e2],
             &valid,
@@ -395,7 +432,7 @@ mod tests {
         let (nh, nl) = (words(&mut rng, n), words(&mut rng, n));
         let (mut pair_g, mut pair_p) = (Vec::new(), Vec::new());
         pair_leaf_folds(
-            [&a, &b, &c],
+            [&ta, &tb, &tc],
             &c_folds,
             [&nh, &nl, &valid],
             key,

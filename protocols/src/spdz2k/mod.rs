@@ -204,8 +204,9 @@ fn valid_folds(x: &AuthBits, layout: Layout) -> std::borrow::Cow<'_, [u64]> {
             .map(|(i, macs)| match layout.valid(i) {
                 u64::MAX => gf2::fold(macs),
                 keep => {
-                    for (b, t) in tail.iter_mut().enumerate() {
-                        *t = if (keep >> b) & 1 == 1 { macs[b] } else { 0 };
+                    // Bit-sliced MAC words: the kept positions are the kept bits of each word.
+                    for (t, m) in tail.iter_mut().zip(macs) {
+                        *t = m & keep;
                     }
                     gf2::fold(&tail)
                 }
@@ -683,8 +684,11 @@ impl Domain for Spdz2k {
             if let Some(macs) = macs {
                 gf2::fold_words(&macs[..64 * full], &mut state.bit_macs[start..start + full]);
                 if full < words {
-                    tail[..valid_last].copy_from_slice(&macs[64 * full..64 * full + valid_last]);
-                    tail[valid_last..].fill(0);
+                    // Bit-sliced MAC words: the valid positions are the low bits of each word.
+                    let keep = (1u64 << valid_last) - 1;
+                    for (t, m) in tail.iter_mut().zip(&macs[64 * full..64 * (full + 1)]) {
+                        *t = m & keep;
+                    }
                     state.bit_macs[start + full] = gf2::fold(&tail);
                 }
             }
@@ -710,9 +714,7 @@ mod tests {
             .enumerate()
             .map(|(i, macs)| {
                 let keep = layout.valid(i);
-                let kept: Vec<u64> = (0..64)
-                    .map(|b| if (keep >> b) & 1 == 1 { macs[b] } else { 0 })
-                    .collect();
+                let kept: Vec<u64> = macs.iter().map(|m| m & keep).collect();
                 gf2::fold(&kept)
             })
             .collect()
