@@ -79,24 +79,32 @@ pub fn and(a: &[u64], b: &[u64]) -> Vec<u64> {
 
 /// The `len` low bits of a packed vector as `ceil(len / 8)` little-endian bytes: the wire form.
 pub fn to_bytes(words: &[u64], len: usize, out: &mut Vec<u8>) {
-    let nbytes = len.div_ceil(8);
-    let mut written = 0;
-    for w in words {
-        for b in w.to_le_bytes() {
-            if written == nbytes {
-                return;
-            }
-            out.push(b);
-            written += 1;
-        }
+    let nbytes = len.div_ceil(8).min(8 * words.len());
+    let (full, rest) = (nbytes / 8, nbytes % 8);
+    out.reserve(nbytes);
+    for w in &words[..full] {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    if rest != 0 {
+        out.extend_from_slice(&words[full].to_le_bytes()[..rest]);
     }
 }
 
-/// Reads `len` bits from `ceil(len / 8)` bytes; bits past `len` are cleared.
+/// Reads `len` bits from `ceil(len / 8)` bytes; bits past `len` are cleared (and missing bytes read as zero).
 pub fn from_bytes(bytes: &[u8], len: usize) -> Vec<u64> {
     let mut out = vec![0u64; words_for(len)];
-    for (i, &b) in bytes.iter().enumerate().take(len.div_ceil(8)) {
-        out[i / 8] |= u64::from(b) << ((i % 8) * 8);
+    let used = &bytes[..bytes.len().min(len.div_ceil(8))];
+    let mut chunks = used.chunks_exact(8);
+    for (o, c) in out.iter_mut().zip(&mut chunks) {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        *o = u64::from_le_bytes(b);
+    }
+    let rest = chunks.remainder();
+    if let Some(o) = out.get_mut(used.len() / 8).filter(|_| !rest.is_empty()) {
+        let mut b = [0u8; 8];
+        b[..rest.len()].copy_from_slice(rest);
+        *o = u64::from_le_bytes(b);
     }
     clear_tail(&mut out, len);
     out
@@ -203,6 +211,18 @@ mod tests {
             let mut bytes = Vec::new();
             to_bytes(&v, len, &mut bytes);
             assert_eq!(bytes.len(), len.div_ceil(8));
+            for (i, &b) in bytes.iter().enumerate() {
+                assert_eq!(
+                    b,
+                    (v[i / 8] >> (8 * (i % 8))) as u8,
+                    "little-endian byte {i}"
+                );
+            }
+            // Missing bytes read as zero bits.
+            let short = from_bytes(&bytes[..bytes.len() / 2], len);
+            for i in 0..len {
+                assert_eq!(get(&short, i), i < 8 * (bytes.len() / 2) && get(&v, i));
+            }
             let back = from_bytes(&bytes, len);
             for i in 0..len {
                 assert_eq!(get(&back, i), get(&v, i));

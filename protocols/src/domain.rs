@@ -47,6 +47,20 @@ pub trait Domain: Sized + Send + Sync + 'static {
     fn mul_public(x: &Self::Arith, p: &[u64]) -> Self::Arith;
     /// `e · y` for public `e` (m x k) and shared `y` (k x n).
     fn gemm_left(gemm: &dyn Gemm, mkn: [usize; 3], e: &[u64], y: &Self::Arith) -> Self::Arith;
+    /// The sign test's last step (see `semi2k/sign.rs`), elementwise: with `vu = u * delta + au`, the result
+    /// is `vu + e * (v - 2 vu)`, i.e. `v - vu` where the public bit `e` is 1 and `vu` where it is 0. `u` and
+    /// `au` are shared, `delta` and `e` (0 or 1 per element) public; all are as long as `v`.
+    fn select_by_opened_bit(
+        u: &Self::Arith,
+        delta: &[u64],
+        au: &Self::Arith,
+        v: &Self::Arith,
+        e: &[u64],
+    ) -> Self::Arith {
+        let vu = Self::add(&Self::mul_public(u, delta), au);
+        let two_vu = Self::add(&vu, &vu);
+        Self::add(&vu, &Self::mul_public(&Self::sub(v, &two_vu), e))
+    }
     /// `x · f` for shared `x` (m x k) and public `f` (k x n).
     fn gemm_right(gemm: &dyn Gemm, mkn: [usize; 3], x: &Self::Arith, f: &[u64]) -> Self::Arith;
     /// The lowering of a share (a share of the lowering).
@@ -260,6 +274,28 @@ impl Domain for Semi2k {
     }
     fn mul_public(x: &Vec<u64>, p: &[u64]) -> Vec<u64> {
         crate::ring::mul(x, p)
+    }
+    fn select_by_opened_bit(
+        u: &Vec<u64>,
+        delta: &[u64],
+        au: &Vec<u64>,
+        v: &Vec<u64>,
+        e: &[u64],
+    ) -> Vec<u64> {
+        // One pass; `e` is public, so choosing by it reveals nothing.
+        u.iter()
+            .zip(delta)
+            .zip(au)
+            .zip(v.iter().zip(e))
+            .map(|(((&u, &d), &au), (&v, &e))| {
+                let vu = u.wrapping_mul(d).wrapping_add(au);
+                if e == 1 {
+                    v.wrapping_sub(vu)
+                } else {
+                    vu
+                }
+            })
+            .collect()
     }
     fn gemm_left(gemm: &dyn Gemm, [m, k, n]: [usize; 3], e: &[u64], y: &Vec<u64>) -> Vec<u64> {
         let mut out = vec![0u64; m * n];

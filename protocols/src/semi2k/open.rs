@@ -109,17 +109,26 @@ impl<N: Net, D: Domain> Party<N, D> {
         self.deviate_in_round(&mut round)?;
         let message = round.encode();
         let me = self.id();
-        for peer in (0..self.parties()).filter(|&p| p != me) {
-            self.net.send(peer, message.clone())?;
+        let peers: Vec<usize> = (0..self.parties()).filter(|&p| p != me).collect();
+        let expected = message.len();
+        let mut message = Some(message);
+        for (i, &peer) in peers.iter().enumerate() {
+            // The last peer gets the buffer itself; the others a copy.
+            let bytes = if i + 1 == peers.len() {
+                message.take().unwrap_or_default()
+            } else {
+                message.clone().unwrap_or_default()
+            };
+            self.net.send(peer, bytes)?;
         }
-        let mut received = Vec::with_capacity(self.parties() - 1);
-        for peer in (0..self.parties()).filter(|&p| p != me) {
+        let mut received = Vec::with_capacity(peers.len());
+        for &peer in &peers {
             let got = self.net.recv(peer)?;
-            if got.len() != message.len() {
+            if got.len() != expected {
                 return Err(ProtocolError::MessageLength {
                     from: peer,
                     got: got.len(),
-                    expected: message.len(),
+                    expected,
                 });
             }
             received.push(got);

@@ -200,9 +200,7 @@ impl<N: Net, D: Domain> Party<N, D> {
             .enumerate()
             .map(|(j, v)| {
                 let au = D::slice(&m.alpha_u, j * len..(j + 1) * len);
-                let vu = D::add(&D::mul_public(&m.u, &deltas[j]), &au);
-                let two_vu = D::add(&vu, &vu);
-                D::add(&vu, &D::mul_public(&D::sub(&v, &two_vu), &e_int))
+                D::select_by_opened_bit(&m.u, &deltas[j], &au, &v, &e_int)
             })
             .collect())
     }

@@ -298,6 +298,35 @@ impl Domain for Spdz2k {
             m: mul_wide(&x.m, p),
         }
     }
+    fn select_by_opened_bit(
+        u: &AuthVec,
+        delta: &[u64],
+        au: &AuthVec,
+        v: &AuthVec,
+        e: &[u64],
+    ) -> AuthVec {
+        // Values and MACs alike (the combination is linear with public coefficients), one pass each; `e` is
+        // public, so choosing by it reveals nothing.
+        let select = |u: &[u128], au: &[u128], v: &[u128]| -> Vec<u128> {
+            u.iter()
+                .zip(delta)
+                .zip(au)
+                .zip(v.iter().zip(e))
+                .map(|(((&u, &d), &au), (&v, &e))| {
+                    let vu = mul_64_128(d, u).wrapping_add(au);
+                    if e == 1 {
+                        v.wrapping_sub(vu)
+                    } else {
+                        vu
+                    }
+                })
+                .collect()
+        };
+        AuthVec {
+            v: select(&u.v, &au.v, &v.v),
+            m: select(&u.m, &au.m, &v.m),
+        }
+    }
     fn gemm_left(_gemm: &dyn Gemm, mkn: [usize; 3], e: &[u64], y: &AuthVec) -> AuthVec {
         let [v, m] = gemm_public_left(mkn, e, [&y.v, &y.m]);
         AuthVec { v, m }
@@ -699,6 +728,7 @@ impl Domain for Spdz2k {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Semi2k;
     use rand::{Rng, SeedableRng};
 
     fn random_bits(rng: &mut rand::rngs::StdRng, words: usize) -> AuthBits {
@@ -883,6 +913,40 @@ mod tests {
             );
             Spdz2k::xor_public(state, &z, &crate::bits::and(d, e), true)
         }
+    }
+
+    #[test]
+    fn selecting_by_an_opened_bit_equals_the_linear_formula_in_both_domains() {
+        // vu + e (v - 2 vu), vu = u delta + au, from the generic operations, against the one-pass overrides.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+        let len = 37;
+        let wide = |rng: &mut rand::rngs::StdRng| AuthVec {
+            v: (0..len).map(|_| rng.random()).collect(),
+            m: (0..len).map(|_| rng.random()).collect(),
+        };
+        let (u, au, v) = (wide(&mut rng), wide(&mut rng), wide(&mut rng));
+        let delta: Vec<u64> = (0..len).map(|_| rng.random()).collect();
+        let e: Vec<u64> = (0..len).map(|_| rng.random::<u64>() & 1).collect();
+        let formula = |u: &AuthVec, au: &AuthVec, v: &AuthVec| {
+            let vu = Spdz2k::add(&Spdz2k::mul_public(u, &delta), au);
+            let two_vu = Spdz2k::add(&vu, &vu);
+            Spdz2k::add(&vu, &Spdz2k::mul_public(&Spdz2k::sub(v, &two_vu), &e))
+        };
+        assert_eq!(
+            Spdz2k::select_by_opened_bit(&u, &delta, &au, &v, &e),
+            formula(&u, &au, &v)
+        );
+        let low = |x: &AuthVec| -> Vec<u64> { x.v.iter().map(|&w| w as u64).collect() };
+        let (su, sau, sv) = (low(&u), low(&au), low(&v));
+        let semi = |u: &Vec<u64>, au: &Vec<u64>, v: &Vec<u64>| {
+            let vu = Semi2k::add(&Semi2k::mul_public(u, &delta), au);
+            let two_vu = Semi2k::add(&vu, &vu);
+            Semi2k::add(&vu, &Semi2k::mul_public(&Semi2k::sub(v, &two_vu), &e))
+        };
+        assert_eq!(
+            Semi2k::select_by_opened_bit(&su, &delta, &sau, &sv, &e),
+            semi(&su, &sau, &sv)
+        );
     }
 
     #[test]
