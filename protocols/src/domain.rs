@@ -41,6 +41,10 @@ pub trait Domain: Sized + Send + Sync + 'static {
     fn add(x: &Self::Arith, y: &Self::Arith) -> Self::Arith;
     /// `x - y`.
     fn sub(x: &Self::Arith, y: &Self::Arith) -> Self::Arith;
+    /// `x += y` (as long as `x`), in place.
+    fn add_assign(x: &mut Self::Arith, y: &Self::Arith) {
+        *x = Self::add(x, y);
+    }
     /// `x += public values`.
     fn add_public(state: &Self::State, x: &mut Self::Arith, values: &[u64], constants: bool);
     /// `x * p`, elementwise, by public `p`.
@@ -266,6 +270,9 @@ impl Domain for Semi2k {
     }
     fn sub(x: &Vec<u64>, y: &Vec<u64>) -> Vec<u64> {
         crate::ring::sub(x, y)
+    }
+    fn add_assign(x: &mut Vec<u64>, y: &Vec<u64>) {
+        crate::ring::add_assign(x, y);
     }
     fn add_public(_state: &(), x: &mut Vec<u64>, values: &[u64], constants: bool) {
         if constants {

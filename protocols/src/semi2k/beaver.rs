@@ -202,18 +202,14 @@ impl<N: Net, D: Domain> Party<N, D> {
                 &w.opened,
             ),
         };
-        let z = D::add(
-            &t.c,
-            &D::add(
-                &D::gemm_left(
-                    self.gemm.as_ref(),
-                    mkn,
-                    &lowering.lower(&e, batch)?,
-                    &w.for_masked_input,
-                ),
-                &a_times_opened,
-            ),
+        let mut z = D::gemm_left(
+            self.gemm.as_ref(),
+            mkn,
+            &lowering.lower(&e, batch)?,
+            &w.for_masked_input,
         );
+        D::add_assign(&mut z, &a_times_opened);
+        D::add_assign(&mut z, &t.c);
         Ok(z)
     }
 

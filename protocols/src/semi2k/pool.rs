@@ -104,8 +104,9 @@ impl<N: Net, D: Domain> Party<N, D> {
         ensure_shape(D::len(a) == D::len(b), "max", || {
             format!("lengths {} and {}", D::len(a), D::len(b))
         })?;
-        let out = self.relu(&D::sub(a, b))?;
-        Ok(D::add(&out, b))
+        let mut out = self.relu(&D::sub(a, b))?;
+        D::add_assign(&mut out, b);
+        Ok(out)
     }
 
     /// Max pooling of `batch` items (7 rounds per tournament level: 14 for a 2x2 window).
@@ -122,10 +123,9 @@ impl<N: Net, D: Domain> Party<N, D> {
             let selected = self.relu(&diff)?;
             let mut next: Vec<D::Arith> = (0..pairs)
                 .map(|j| {
-                    D::add(
-                        &D::slice(&selected, j * width..(j + 1) * width),
-                        &candidates[2 * j + 1],
-                    )
+                    let mut max = D::slice(&selected, j * width..(j + 1) * width);
+                    D::add_assign(&mut max, &candidates[2 * j + 1]);
+                    max
                 })
                 .collect();
             if candidates.len() % 2 == 1 {

@@ -273,6 +273,14 @@ impl Domain for Spdz2k {
             m: add(&x.m, &y.m),
         }
     }
+    fn add_assign(x: &mut AuthVec, y: &AuthVec) {
+        for (a, b) in x.v.iter_mut().zip(&y.v) {
+            *a = a.wrapping_add(*b);
+        }
+        for (a, b) in x.m.iter_mut().zip(&y.m) {
+            *a = a.wrapping_add(*b);
+        }
+    }
     fn sub(x: &AuthVec, y: &AuthVec) -> AuthVec {
         let sub =
             |a: &[u128], b: &[u128]| a.iter().zip(b).map(|(p, q)| p.wrapping_sub(*q)).collect();
@@ -380,21 +388,25 @@ impl Domain for Spdz2k {
         }
     }
     fn open(state: &mut State, own: &AuthVec, received: &[&[u8]]) -> Vec<u64> {
-        let mut sum = own.v.clone();
+        // The sums go straight into the record of opened values.
+        let start = state.opened.len();
+        state.opened.extend_from_slice(&own.v);
+        let sum = &mut state.opened[start..];
         for chunk in received {
             for (s, c) in sum.iter_mut().zip(chunk.chunks_exact(16)) {
                 *s = s.wrapping_add(read_u128(c));
             }
         }
-        // One hash update for the whole opening (the same bytes, in order, as one per element).
-        let mut bytes = Vec::with_capacity(16 * sum.len());
-        for y in &sum {
-            bytes.extend_from_slice(&y.to_le_bytes());
+        // Hashed through a small buffer (the same bytes, in order, as one update per element).
+        let mut bytes = [0u8; 16 * 256];
+        for block in sum.chunks(256) {
+            for (b, y) in bytes.chunks_exact_mut(16).zip(block) {
+                b.copy_from_slice(&y.to_le_bytes());
+            }
+            state.view.update(&bytes[..16 * block.len()]);
         }
-        state.view.update(&bytes);
-        state.opened.extend_from_slice(&sum);
         state.macs.extend_from_slice(&own.m);
-        sum.into_iter().map(|y| y as u64).collect()
+        state.opened[start..].iter().map(|&y| y as u64).collect()
     }
     fn bit_words(x: &AuthBits) -> &[u64] {
         &x.w
