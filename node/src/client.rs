@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
-use veil_engine::local::{deal_weights, publish_spdz2k, LocalRunReport, Protocol};
+use veil_engine::local::{deal_weights, LocalRunReport, Protocol};
 use veil_engine::private::StepProfile;
 use veil_engine::{Model, Plan};
 use veil_protocols::net::NetStats;
@@ -356,30 +356,19 @@ pub fn run_private(
         }
     }
     let weights = deal_weights(job.plan, n, &mut rng)?;
+    let manifest = job_manifest(client, committee, job, inputs.len(), SEMI2K)?;
     let runs: Vec<RunRequest> = weights
         .into_iter()
         .zip(input_shares)
         .map(|(w, inputs)| RunRequest {
-            job: JobId([0; 16]),
-            weights: w
-                .into_iter()
-                .map(|w| WireWeight {
-                    matrix: Words(w.matrix),
-                    bias: w.bias.map(Words),
-                })
-                .collect(),
-            inputs,
             threads: job.threads as u32,
             profile: job.profile,
             shaping: client.options.shaping,
-        })
-        .collect();
-    let manifest = job_manifest(client, committee, job, inputs.len(), SEMI2K)?;
-    let runs = runs
-        .into_iter()
-        .map(|r| RunRequest {
-            job: manifest.job,
-            ..r
+            ..RunRequest::new(
+                manifest.job,
+                w.into_iter().map(WireWeight::from).collect(),
+                inputs,
+            )
         })
         .collect();
     let reports = client.run_job(&manifest, runs)?;
@@ -445,21 +434,11 @@ pub fn run_private_protocol(
     let (reports, owner) = client.run_job_with(&manifest, |owner| {
         let owner =
             owner.ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
-        let masks: Vec<Vec<u64>> = owner.masks.iter().map(|m| m.0.clone()).collect();
-        let (weights, published) = publish_spdz2k(job.plan, &encoded, &masks)?;
         let run = RunRequest {
-            job: manifest.job,
-            weights: weights
-                .into_iter()
-                .map(|w| WireWeight {
-                    matrix: Words(w.matrix),
-                    bias: w.bias.map(Words),
-                })
-                .collect(),
-            inputs: published.into_iter().map(Words).collect(),
             threads: job.threads as u32,
             profile: job.profile,
             shaping: client.options.shaping,
+            ..RunRequest::published(manifest.job, job.plan, &encoded, owner)?
         };
         Ok(vec![run; n])
     })?;

@@ -137,6 +137,58 @@ pub struct RunRequest {
     pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
 }
 
+impl From<veil_engine::private::WeightShare> for WireWeight {
+    fn from(w: veil_engine::private::WeightShare) -> Self {
+        Self {
+            matrix: Words(w.matrix),
+            bias: w.bias.map(Words),
+        }
+    }
+}
+
+impl From<veil_engine::private::PublishedWeight> for WireWeight {
+    fn from(w: veil_engine::private::PublishedWeight) -> Self {
+        Self {
+            matrix: Words(w.matrix),
+            bias: w.bias.map(Words),
+        }
+    }
+}
+
+impl RunRequest {
+    /// A production run of `job` (one kernel thread, no profile, no shaping; callers that benchmark set
+    /// those fields) with the party's weights, in plan order, and its inputs, one per inference.
+    pub fn new(job: JobId, weights: Vec<WireWeight>, inputs: Vec<Words>) -> Self {
+        Self {
+            job,
+            weights,
+            inputs,
+            threads: 1,
+            profile: false,
+            shaping: None,
+        }
+    }
+
+    /// `spdz2k`: the run every party of `job` gets, the same for all: what the owners publish under the
+    /// dealer's masks (`value - mask` of every shared weight and of every input `encoded`, in request order;
+    /// see [`veil_engine::local::publish_spdz2k`]). Fails if the dealer's owner material does not match the
+    /// plan.
+    pub fn published(
+        job: JobId,
+        plan: &veil_engine::Plan,
+        encoded: &[Vec<u64>],
+        owner: &OwnerMaterial,
+    ) -> Result<Self, veil_engine::EngineError> {
+        let masks: Vec<Vec<u64>> = owner.masks.iter().map(|m| m.0.clone()).collect();
+        let (weights, published) = veil_engine::local::publish_spdz2k(plan, encoded, &masks)?;
+        Ok(Self::new(
+            job,
+            weights.into_iter().map(WireWeight::from).collect(),
+            published.into_iter().map(Words).collect(),
+        ))
+    }
+}
+
 /// What the dealer sends one party.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dealt {
@@ -409,6 +461,43 @@ impl Msg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_published_run_carries_value_minus_mask_and_refuses_masks_that_do_not_match_the_plan() {
+        let device = burn::tensor::Device::flex();
+        let model = veil_engine::workloads::by_name("network-a", 3, &device)
+            .expect("known workload")
+            .expect("model");
+        let fp = veil_protocols::ring::FixedPoint::new(16).expect("fixed point");
+        let plan =
+            veil_engine::Plan::compile(&model, fp, veil_engine::WeightMode::Shared).expect("plan");
+        // One mask per shared weight matrix and bias (request order), then one per input.
+        let mut masks: Vec<Words> = Vec::new();
+        for w in &plan.weights {
+            masks.push(Words(vec![7; w.matrix.len()]));
+            if let Some(b) = &w.bias {
+                masks.push(Words(vec![7; b.len()]));
+            }
+        }
+        let input = vec![100u64; plan.input_len];
+        masks.push(Words(vec![1; plan.input_len]));
+        let owner = OwnerMaterial {
+            masks,
+            output_key: [0; 16],
+        };
+        let run =
+            RunRequest::published(JobId([5; 16]), &plan, std::slice::from_ref(&input), &owner)
+                .expect("matching masks");
+        assert_eq!(run.job, JobId([5; 16]));
+        assert_eq!(run.weights.len(), plan.weights.len());
+        assert_eq!(run.inputs, vec![Words(vec![99; plan.input_len])]);
+        assert_eq!((run.threads, run.profile, run.shaping), (1, false, None));
+        let short = OwnerMaterial {
+            masks: owner.masks[..owner.masks.len() - 1].to_vec(),
+            output_key: [0; 16],
+        };
+        assert!(RunRequest::published(JobId([5; 16]), &plan, &[input], &short).is_err());
+    }
 
     #[test]
     fn large_corrections_travel_in_bounded_chunks_and_reassemble() {

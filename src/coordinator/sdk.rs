@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use veil_engine::local::{deal_weights, publish_spdz2k};
+use veil_engine::local::deal_weights;
 use veil_engine::model_file::ModelFile;
 use veil_engine::{Model, Plan, WeightMode};
 use veil_node::envelope::{OpeningKey, Purpose, SealingKey};
@@ -658,19 +658,12 @@ fn shared_runs(plan: &Plan, manifest: &Manifest, encoded: &[Vec<u64>]) -> Result
     Ok(weights
         .into_iter()
         .zip(input_shares)
-        .map(|(w, inputs)| RunRequest {
-            job: manifest.job,
-            weights: w
-                .into_iter()
-                .map(|w| WireWeight {
-                    matrix: Words(w.matrix),
-                    bias: w.bias.map(Words),
-                })
-                .collect(),
-            inputs,
-            threads: 1,
-            profile: false,
-            shaping: None,
+        .map(|(w, inputs)| {
+            RunRequest::new(
+                manifest.job,
+                w.into_iter().map(WireWeight::from).collect(),
+                inputs,
+            )
         })
         .collect())
 }
@@ -684,23 +677,8 @@ fn published_runs(
     encoded: &[Vec<u64>],
     owner: &OwnerMaterial,
 ) -> Result<Vec<RunRequest>> {
-    let masks: Vec<Vec<u64>> = owner.masks.iter().map(|m| m.0.clone()).collect();
-    let (weights, published) = publish_spdz2k(plan, encoded, &masks)?;
+    let run = RunRequest::published(manifest.job, plan, encoded, owner)?;
     record_inputs(encoded);
-    let run = RunRequest {
-        job: manifest.job,
-        weights: weights
-            .into_iter()
-            .map(|w| WireWeight {
-                matrix: Words(w.matrix),
-                bias: w.bias.map(Words),
-            })
-            .collect(),
-        inputs: published.into_iter().map(Words).collect(),
-        threads: 1,
-        profile: false,
-        shaping: None,
-    };
     Ok(vec![run; manifest.parties.len()])
 }
 
