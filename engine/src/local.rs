@@ -341,16 +341,15 @@ fn run_spdz2k(
         },
     )?;
 
-    let mut outputs = Vec::with_capacity(encoded.len());
-    for i in 0..encoded.len() {
-        let shares: Vec<_> = run
-            .parties
-            .iter()
-            .map(|p| p.value.outputs[i].clone())
-            .collect();
-        let opened = spdz2k::local::open_output(&shares, output_key)?;
-        outputs.push(fp.decode(&opened));
-    }
+    let per_party: Vec<&[_]> = run
+        .parties
+        .iter()
+        .map(|p| p.value.outputs.as_slice())
+        .collect();
+    let outputs = spdz2k::local::open_outputs(&per_party, output_key)?
+        .iter()
+        .map(|opened| fp.decode(opened))
+        .collect();
     Ok(report(run, outputs))
 }
 

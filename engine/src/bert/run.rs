@@ -198,17 +198,15 @@ pub fn embed_private(
                     Ok(result)
                 },
             )?;
-            let outputs = (0..sequences.len())
-                .map(|i| {
-                    let s: Vec<_> = run
-                        .parties
-                        .iter()
-                        .map(|p| p.value.outputs[i].clone())
-                        .collect();
-                    let opened = spdz2k::local::open_output(&s, output_key)?;
-                    Ok(fp.decode(&opened))
-                })
-                .collect::<Result<Vec<_>>>()?;
+            let per_party: Vec<&[_]> = run
+                .parties
+                .iter()
+                .map(|p| p.value.outputs.as_slice())
+                .collect();
+            let outputs: Vec<_> = spdz2k::local::open_outputs(&per_party, output_key)?
+                .iter()
+                .map(|opened| fp.decode(opened))
+                .collect();
             let views = run.parties.iter().map(|p| p.view.clone()).collect();
             let parties: Vec<PartyResult<()>> = run
                 .parties

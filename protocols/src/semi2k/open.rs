@@ -111,15 +111,12 @@ impl<N: Net, D: Domain> Party<N, D> {
         let me = self.id();
         let peers: Vec<usize> = (0..self.parties()).filter(|&p| p != me).collect();
         let expected = message.len();
-        let mut message = Some(message);
-        for (i, &peer) in peers.iter().enumerate() {
-            // The last peer gets the buffer itself; the others a copy.
-            let bytes = if i + 1 == peers.len() {
-                message.take().unwrap_or_default()
-            } else {
-                message.clone().unwrap_or_default()
-            };
-            self.net.send(peer, bytes)?;
+        // The last peer gets the buffer itself; the others a copy.
+        if let Some((&last, others)) = peers.split_last() {
+            for &peer in others {
+                self.net.send(peer, message.clone())?;
+            }
+            self.net.send(last, message)?;
         }
         let mut received = Vec::with_capacity(peers.len());
         for &peer in &peers {

@@ -379,21 +379,21 @@ mod tests {
                 .collect()
         };
         let refold = |m: &[u64]| m.chunks_exact(64).map(fold).collect::<Vec<_>>();
-        let gate: Vec<u64> = (0..64 * n)
-            .map(|i| {
-                let mut want = c[i];
-                if bit(&d, i) {
-                    want ^= b[i];
-                }
-                if bit(&e, i) {
-                    want ^= a[i];
-                }
-                if bit(&d, i) && bit(&e, i) {
-                    want ^= key;
-                }
-                want
-            })
-            .collect();
+        // Per bit, the XOR of the MAC terms whose condition holds.
+        let xor_where = |terms: &dyn Fn(usize) -> [(bool, u64); 4]| -> Vec<u64> {
+            (0..64 * n)
+                .map(|i| {
+                    terms(i)
+                        .iter()
+                        .filter(|(on, _)| *on)
+                        .fold(0, |w, (_, x)| w ^ x)
+                })
+                .collect()
+        };
+        let gate = xor_where(&|i| {
+            let (di, ei) = (bit(&d, i), bit(&e, i));
+            [(true, c[i]), (di, b[i]), (ei, a[i]), (di && ei, key)]
+        });
         let mut gate_folds = Vec::new();
         let c_folds = refold(&keep(c.clone()));
         and_gate_pair_folds(
@@ -438,36 +438,14 @@ mod tests {
             key,
             [&mut pair_g, &mut pair_p],
         );
-        let want_g = (0..64 * n)
-            .map(|i| {
-                let mut want = 0;
-                if bit(&nh, i) {
-                    want ^= a[i];
-                }
-                if bit(&nl, i) {
-                    want ^= c[i];
-                }
-                if bit(&nh, i) && bit(&nl, i) {
-                    want ^= b[i];
-                }
-                want
-            })
-            .collect();
-        let want_p = (0..64 * n)
-            .map(|i| {
-                let mut want = c[i];
-                if bit(&nl, i) {
-                    want ^= a[i];
-                }
-                if bit(&nh, i) {
-                    want ^= b[i];
-                }
-                if bit(&nh, i) && bit(&nl, i) {
-                    want ^= key;
-                }
-                want
-            })
-            .collect();
+        let want_g = xor_where(&|i| {
+            let (hi, li) = (bit(&nh, i), bit(&nl, i));
+            [(hi, a[i]), (li, c[i]), (hi && li, b[i]), (false, 0)]
+        });
+        let want_p = xor_where(&|i| {
+            let (hi, li) = (bit(&nh, i), bit(&nl, i));
+            [(true, c[i]), (li, a[i]), (hi, b[i]), (hi && li, key)]
+        });
         assert_eq!(pair_g, refold(&keep(want_g)));
         assert_eq!(pair_p, refold(&keep(want_p)));
         let mut acc = b.clone();

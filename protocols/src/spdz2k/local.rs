@@ -114,6 +114,23 @@ where
     })
 }
 
+/// [`open_output`] for every inference of a run: `per_party[p][i]` is party `p`'s share of inference `i`'s
+/// output. Fails if the parties hold different numbers of outputs, or if any output fails its MAC check.
+pub fn open_outputs(per_party: &[&[AuthVec]], alpha: u128) -> Result<Vec<Vec<u64>>> {
+    let count = per_party.first().map_or(0, |outputs| outputs.len());
+    if per_party.iter().any(|outputs| outputs.len() != count) {
+        return Err(ProtocolError::Verification(
+            "the parties hold different numbers of outputs".into(),
+        ));
+    }
+    (0..count)
+        .map(|i| {
+            let shares: Vec<AuthVec> = per_party.iter().map(|outputs| outputs[i].clone()).collect();
+            open_output(&shares, alpha)
+        })
+        .collect()
+}
+
 /// The output's recipient: adds up the parties' output shares and checks every element's MAC against the
 /// key `alpha` it got from the dealer (`sum m_i = alpha * sum x_i mod 2^128`, compared in constant time).
 /// Returns the values modulo 2^64, or a verification failure and nothing else.
@@ -141,4 +158,39 @@ pub fn open_output(shares: &[AuthVec], alpha: u128) -> Result<Vec<u64>> {
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two parties' shares of `values` under `alpha`: the first party holds `(1, 2)` per element.
+    fn shares(values: &[u128], alpha: u128) -> [AuthVec; 2] {
+        let first = AuthVec {
+            v: vec![1; values.len()],
+            m: vec![2; values.len()],
+        };
+        let second = AuthVec {
+            v: values.iter().map(|x| x.wrapping_sub(1)).collect(),
+            m: values
+                .iter()
+                .map(|x| alpha.wrapping_mul(*x).wrapping_sub(2))
+                .collect(),
+        };
+        [first, second]
+    }
+
+    #[test]
+    fn every_inference_opens_like_one_output_and_uneven_parties_are_refused() {
+        let alpha = 0x1234_5678_9abc_def0_1111_2222_3333_4445;
+        let [a0, a1] = shares(&[5, 6, 7], alpha);
+        let [b0, b1] = shares(&[8], alpha);
+        let (p0, p1) = (vec![a0, b0], vec![a1, b1]);
+        let opened = open_outputs(&[&p0, &p1], alpha).expect("MACs check");
+        assert_eq!(opened, vec![vec![5, 6, 7], vec![8]]);
+        assert!(open_outputs(&[&p0, &p1[..1]], alpha).is_err());
+        let mut forged = p1.clone();
+        forged[1].v[0] = forged[1].v[0].wrapping_add(1);
+        assert!(open_outputs(&[&p0, &forged], alpha).is_err());
+    }
 }

@@ -939,26 +939,23 @@ mod tests {
         let (u, au, v) = (wide(&mut rng), wide(&mut rng), wide(&mut rng));
         let delta: Vec<u64> = (0..len).map(|_| rng.random()).collect();
         let e: Vec<u64> = (0..len).map(|_| rng.random::<u64>() & 1).collect();
-        let formula = |u: &AuthVec, au: &AuthVec, v: &AuthVec| {
-            let vu = Spdz2k::add(&Spdz2k::mul_public(u, &delta), au);
-            let two_vu = Spdz2k::add(&vu, &vu);
-            Spdz2k::add(&vu, &Spdz2k::mul_public(&Spdz2k::sub(v, &two_vu), &e))
-        };
         assert_eq!(
             Spdz2k::select_by_opened_bit(&u, &delta, &au, &v, &e),
-            formula(&u, &au, &v)
+            select_formula::<Spdz2k>([&u, &au, &v], &delta, &e)
         );
         let low = |x: &AuthVec| -> Vec<u64> { x.v.iter().map(|&w| w as u64).collect() };
         let (su, sau, sv) = (low(&u), low(&au), low(&v));
-        let semi = |u: &Vec<u64>, au: &Vec<u64>, v: &Vec<u64>| {
-            let vu = Semi2k::add(&Semi2k::mul_public(u, &delta), au);
-            let two_vu = Semi2k::add(&vu, &vu);
-            Semi2k::add(&vu, &Semi2k::mul_public(&Semi2k::sub(v, &two_vu), &e))
-        };
         assert_eq!(
             Semi2k::select_by_opened_bit(&su, &delta, &sau, &sv, &e),
-            semi(&su, &sau, &sv)
+            select_formula::<Semi2k>([&su, &sau, &sv], &delta, &e)
         );
+    }
+
+    /// `vu + e (v - 2 vu)` with `vu = u delta + au`, from a domain's generic operations.
+    fn select_formula<D: Domain>([u, au, v]: [&D::Arith; 3], delta: &[u64], e: &[u64]) -> D::Arith {
+        let vu = D::add(&D::mul_public(u, delta), au);
+        let two_vu = D::add(&vu, &vu);
+        D::add(&vu, &D::mul_public(&D::sub(v, &two_vu), e))
     }
 
     #[test]
