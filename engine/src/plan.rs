@@ -336,14 +336,30 @@ impl Plan {
     /// Where an adversary of the protocol lab can strike in one inference of `batch` items: the number of
     /// opening rounds (one per product with a shared weight and per plain rescale, 7 per sign test) and of
     /// dealt triples used (one per such product, one AND triple set per level of AND gates of a sign test).
-    pub fn deviation_sites(&self, batch: usize) -> (usize, usize) {
+    /// With `authenticated` (`spdz2k`), a large product with a shared weight opens twice (its product check;
+    /// see `veil_protocols::material::kinds::uses_product_check`).
+    pub fn deviation_sites(&self, batch: usize, authenticated: bool) -> (usize, usize) {
         let levels = veil_protocols::material::kinds::sign_levels().len();
         let (mut openings, mut triples) = (0, 0);
         for r in self.requests(batch) {
             match r {
-                Request::WeightTriple { .. }
-                | Request::Triples { .. }
-                | Request::MatTriple { .. } => {
+                Request::WeightTriple {
+                    lowering,
+                    batch,
+                    outputs,
+                    ..
+                } => {
+                    let rows = batch * lowering.rows_per_item();
+                    let checked = authenticated
+                        && veil_protocols::material::kinds::uses_product_check(
+                            rows,
+                            lowering.inner(),
+                            outputs,
+                        );
+                    openings += 1 + usize::from(checked);
+                    triples += 1;
+                }
+                Request::Triples { .. } | Request::MatTriple { .. } => {
                     openings += 1;
                     triples += 1;
                 }

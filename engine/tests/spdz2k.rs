@@ -121,7 +121,7 @@ fn every_adversary_at_random_points_of_network_a_aborts_200_times_out_of_200() {
     )
     .expect("an honest run verifies");
     assert_eq!(honest.outputs.len(), 1);
-    let (openings, triples) = plan.deviation_sites(1);
+    let (openings, triples) = plan.deviation_sites(1, true);
     assert!(openings > 10 && triples > 5);
     let mut rng = ChaCha8Rng::seed_from_u64(2024);
     for kind in Deviation::ALL {

@@ -13,7 +13,7 @@ use crate::error::Result;
 use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::material::generator::{Generator, Hidden, PartyGenerator};
-use crate::material::ShareWords;
+use crate::material::{ProductCheck, ShareWords};
 
 /// A family of share types and their local operations. Implementations are zero-sized markers.
 pub trait Domain: Sized + Send + Sync + 'static {
@@ -25,6 +25,9 @@ pub trait Domain: Sized + Send + Sync + 'static {
     type Gen: Generator<Plain = Hidden, Share = Self::Arith, BitShare = Self::Bits> + Send;
     /// Per-party protocol state: key shares and the record of opened values (nothing for `semi2k`).
     type State: Send;
+    /// A fixed weight's value shares laid out for [`Domain::masked_product_values`], prepared once at model
+    /// setup (nothing for `semi2k`).
+    type WeightValues: Send + Sync;
     /// Protocol name, as `veil bench --protocol` spells it.
     const NAME: &'static str;
     /// Bytes one arithmetic element takes on the wire when opened.
@@ -81,6 +84,47 @@ pub trait Domain: Sized + Send + Sync + 'static {
     fn corrupt_mac(x: &mut Self::Arith, index: usize, delta: u64);
     /// Flips bit `bit` of this party's value share (an adversary's deviation; no MAC change).
     fn flip_bit(x: &mut Self::Bits, bit: usize);
+
+    /// The prepared form of a fixed `inner x outputs` weight's shares `w` (see [`Self::WeightValues`]).
+    fn weight_values(w: &Self::Arith, inner_outputs: [usize; 2]) -> Self::WeightValues;
+    /// `e · w - r` for public `e` (m x k), in the value shares only: what a product check opens (see
+    /// [`ProductCheck`] and `spdz2k::product_check`). `values` is `w` as [`Self::weight_values`] prepared it.
+    /// Domains without MACs compute the plain product.
+    fn masked_product_values(
+        gemm: &dyn Gemm,
+        mkn: [usize; 3],
+        e: &[u64],
+        w: &Self::Arith,
+        values: &Self::WeightValues,
+        r: &Self::Arith,
+    ) -> Self::Arith {
+        let _ = values;
+        Self::sub(&Self::gemm_left(gemm, mkn, e, w), r)
+    }
+    /// Opens like [`Domain::open`], but records nothing for a MAC check (the value opened carries no MAC;
+    /// a product check covers it instead) and returns the full width: two words per element, low first, for
+    /// `spdz2k`; the plain words for domains without MACs.
+    fn open_unchecked(state: &mut Self::State, own: &Self::Arith, received: &[&[u8]]) -> Vec<u64> {
+        Self::open(state, own, received)
+    }
+    /// Completes a checked product `U = e · W` (public `e`, m x k; fixed `W`, k x n) from the opened
+    /// `U - R` (`opened`, as [`Domain::open_unchecked`] returns it): `U = (U - R) + R`, whose MACs are `R`'s
+    /// shifted by the public `U - R`, and in `spdz2k` records the projection check of every row as an opened
+    /// zero (see `spdz2k::product_check`). `weight_rho` is the share of `W · rho`.
+    fn finish_checked_product(
+        state: &mut Self::State,
+        mkn: [usize; 3],
+        e: &[u64],
+        opened: &[u64],
+        check: &ProductCheck<Self::Arith>,
+        weight_rho: &Self::Arith,
+        constants: bool,
+    ) -> Result<Self::Arith> {
+        let _ = (mkn, e, weight_rho);
+        let mut u = check.r.clone();
+        Self::add_public(state, &mut u, opened, constants);
+        Ok(u)
+    }
 
     /// Appends the wire form of this party's share.
     fn encode(x: &Self::Arith, out: &mut Vec<u8>);
@@ -250,6 +294,7 @@ impl Domain for Semi2k {
     type Bits = Vec<u64>;
     type Gen = PartyGenerator;
     type State = ();
+    type WeightValues = ();
     const NAME: &'static str = "semi2k";
     const WIRE_BYTES: usize = 8;
 
@@ -274,6 +319,7 @@ impl Domain for Semi2k {
     fn add_assign(x: &mut Vec<u64>, y: &Vec<u64>) {
         crate::ring::add_assign(x, y);
     }
+    fn weight_values(_w: &Vec<u64>, _inner_outputs: [usize; 2]) {}
     fn add_public(_state: &(), x: &mut Vec<u64>, values: &[u64], constants: bool) {
         if constants {
             crate::ring::add_assign(x, values);

@@ -22,6 +22,7 @@ pub mod ring;
 pub mod semi2k;
 pub mod shaping;
 pub mod share;
+pub(crate) mod simd;
 pub mod spdz2k;
 
 pub use error::{ProtocolError, Result};

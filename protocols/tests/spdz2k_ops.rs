@@ -10,8 +10,10 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::gemm::{Gemm, NaiveGemm};
 use veil_protocols::lowering::{Conv2dGeometry, Lowering};
+use veil_protocols::material::kinds::uses_product_check;
 use veil_protocols::material::Request;
 use veil_protocols::prg::Seed;
 use veil_protocols::semi2k::local::{Committee, LocalNet};
@@ -30,6 +32,17 @@ fn run_auth(
     reqs: Vec<Request>,
     program: &Program<'_>,
 ) -> veil_protocols::Result<Vec<u64>> {
+    run_auth_against(n, inputs, reqs, None, program)
+}
+
+/// [`run_auth`] with one party deviating as `adversary` says.
+fn run_auth_against(
+    n: usize,
+    inputs: &[Vec<u64>],
+    reqs: Vec<Request>,
+    adversary: Option<Adversary>,
+    program: &Program<'_>,
+) -> veil_protocols::Result<Vec<u64>> {
     let mut all: Vec<Request> = inputs
         .iter()
         .map(|x| Request::Input { len: x.len() })
@@ -44,7 +57,7 @@ fn run_auth(
         .map(|(x, r)| veil_protocols::ring::sub(x, r))
         .collect();
     let output_key = dealt.deal.output_key;
-    let run = local::run(&committee, &all, &seeds, dealt, None, |party| {
+    let run = local::run(&committee, &all, &seeds, dealt, adversary, |party| {
         let mut shares = Vec::new();
         for x in &published {
             let mask = party.material().input(x.len())?;
@@ -207,6 +220,68 @@ proptest! {
         let mut want = vec![0; rows * outputs];
         NaiveGemm.gemm(rows, inner, outputs, &lowering.lower(&x, batch).expect("fits"), &w, &mut want);
         prop_assert_eq!(got, want);
+    }
+}
+
+/// A dense product large enough to be checked by projection (`spdz2k::product_check`) instead of carrying MACs
+/// through it: the weight's setup opens once, the product twice (the masked activation, then the masked
+/// product). Returns the opened product.
+fn checked_dense_product(
+    n: usize,
+    x: &[u64],
+    w: &[u64],
+    [batch, inner, outputs]: [usize; 3],
+    adversary: Option<Adversary>,
+) -> veil_protocols::Result<Vec<u64>> {
+    let lowering = Lowering::Dense { features: inner };
+    let mut reqs = vec![Request::WeightMask {
+        weight: 0,
+        len: inner * outputs,
+    }];
+    reqs.extend(requests::weight_product(0, lowering, batch, outputs));
+    run_auth_against(n, &[x.to_vec(), w.to_vec()], reqs, adversary, &|p, s| {
+        let mask = p.material().weight_mask(0, inner * outputs)?;
+        let fixed = p.setup_weight(0, &s[1], &mask, [inner, outputs])?;
+        let before = p.openings();
+        let z = p.weight_product(&s[0], batch, lowering, &fixed)?;
+        assert_eq!(
+            p.openings() - before,
+            2,
+            "the product was checked, not authenticated"
+        );
+        Ok(z)
+    })
+}
+
+#[test]
+fn checked_products_are_exact_and_an_error_in_them_fails_the_check() {
+    let [batch, inner, outputs] = [2, 160, 210];
+    assert!(uses_product_check(batch, inner, outputs));
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let w: Vec<u64> = (0..inner * outputs).map(|_| rng.random()).collect();
+    let x: Vec<u64> = (0..batch * inner).map(|_| rng.random()).collect();
+    let mut want = vec![0; batch * outputs];
+    NaiveGemm.gemm(batch, inner, outputs, &x, &w, &mut want);
+    for n in [2, 3, 5] {
+        let got = checked_dense_product(n, &x, &w, [batch, inner, outputs], None)
+            .expect("honest runs verify");
+        assert_eq!(got, want, "n = {n}");
+        // The masked product's opening is the third (after W - B and the masked input). An error in a
+        // party's share of it is what any wrong local product looks like to the others; bit 63 alone is the
+        // case with the weakest bound (see `product_check`).
+        for (party, delta) in [(n - 1, 1), (0, 1 << 40), (n / 2, 1 << 63)] {
+            let flip = Adversary {
+                kind: Deviation::FlipShare,
+                party,
+                at: 2,
+                delta,
+            };
+            let result = checked_dense_product(n, &x, &w, [batch, inner, outputs], Some(flip));
+            assert!(
+                is_verification(result),
+                "n = {n}: an error of {delta} in the opened product went unnoticed"
+            );
+        }
     }
 }
 

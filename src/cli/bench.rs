@@ -873,7 +873,7 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
         Weights::Public => WeightMode::Public,
     };
     let plan = Plan::compile(&model, FixedPoint::new(args.frac_bits)?, mode)?;
-    let (openings, triples) = plan.deviation_sites(args.batch);
+    let (openings, triples) = plan.deviation_sites(args.batch, true);
     let mut rng = rand::rng();
     let at = match kind {
         Deviation::WrongTriple => rng.random_range(0..triples.max(1)),

@@ -17,6 +17,7 @@
 
 use crate::error::Result;
 use crate::material::generator::{check_len, Generator, Hidden, PartyGenerator};
+use crate::material::kinds::ProductCheck;
 use crate::prg::{Prg, Seed};
 
 /// A party's authenticated share of a vector in Z_2^128: value shares and MAC shares, element by element.
@@ -209,6 +210,24 @@ impl Generator for AuthPartyGenerator {
         self.base.remaining_corrections()
     }
 
+    fn product_check(
+        &mut self,
+        [rows, inner, outputs]: [usize; 3],
+        _mask: &Hidden,
+    ) -> Result<Option<ProductCheck<AuthVec>>> {
+        let (r, _) = self.random(rows * outputs);
+        let (rho, _) = self.random(outputs);
+        let r_rho = self.fixed(&Hidden, rows)?;
+        let b_rho = self.fixed(&Hidden, inner)?;
+        Ok(Some(ProductCheck {
+            r,
+            rho,
+            r_rho,
+            b_rho,
+            weight_rho: None,
+        }))
+    }
+
     fn short(&self) -> bool {
         self.short
     }
@@ -333,6 +352,19 @@ impl Generator for AuthDealerGenerator {
         Ok(AuthVec::default())
     }
 
+    fn product_check(
+        &mut self,
+        [rows, inner, outputs]: [usize; 3],
+        mask: &Vec<u128>,
+    ) -> Result<Option<ProductCheck<AuthVec>>> {
+        check_len(mask.len(), inner * outputs)?;
+        let (_, r) = self.random(rows * outputs);
+        let (_, rho) = self.random(outputs);
+        self.fixed(&projected(&r, &rho), rows)?;
+        self.fixed(&projected(mask, &rho), inner)?;
+        Ok(Some(ProductCheck::default()))
+    }
+
     fn fixed_bits(&mut self, value: &Vec<u128>, words: usize) -> Result<AuthBits> {
         check_len(value.len(), words)?;
         let w: Vec<u64> = value.iter().map(|&x| x as u64).collect();
@@ -350,6 +382,17 @@ impl Generator for AuthDealerGenerator {
         let refs: [&[u64]; K] = std::array::from_fn(|i| low[i].as_slice());
         f(refs).into_iter().map(u128::from).collect()
     }
+}
+
+/// `x · rho` modulo 2^128 for `x` with `rho.len()` columns, row by row.
+fn projected(x: &[u128], rho: &[u128]) -> Vec<u128> {
+    x.chunks_exact(rho.len().max(1))
+        .map(|row| {
+            row.iter()
+                .zip(rho)
+                .fold(0u128, |acc, (&a, &b)| acc.wrapping_add(a.wrapping_mul(b)))
+        })
+        .collect()
 }
 
 /// What the dealer of a `spdz2k` job produces.

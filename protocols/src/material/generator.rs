@@ -11,6 +11,7 @@
 //! dealer's explicit corrections. So the dealer sends a seed to every party and corrections to the last only.
 
 use crate::error::{ProtocolError, Result};
+use crate::material::kinds::ProductCheck;
 use crate::prg::{Prg, Seed};
 
 /// What a role knows about the plaintext of a correlated value.
@@ -41,6 +42,15 @@ pub trait Generator {
     /// Whether a draw that could not report failure found the corrections exhausted.
     fn short(&self) -> bool {
         false
+    }
+    /// The material of a product check (see [`ProductCheck`]) for a fixed weight whose mask is `mask`, in
+    /// roles whose shares carry MACs; `None` (nothing drawn) in the others.
+    fn product_check(
+        &mut self,
+        _rows_inner_outputs: [usize; 3],
+        _mask: &Self::Plain,
+    ) -> Result<Option<ProductCheck<Self::Share>>> {
+        Ok(None)
     }
     /// Computes a plaintext from plaintexts (modulo 2^64); a party skips the computation.
     fn derive<const K: usize>(

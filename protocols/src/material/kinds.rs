@@ -73,6 +73,43 @@ pub struct WeightTriple<S = Vec<u64>> {
     /// input (preprocessing: `A` is dealt and `F` is public after model setup); `None` until then, and the
     /// online product computes it.
     pub a_times_opened: Option<S>,
+    /// The product check that replaces the product's MACs (`spdz2k` only, for large products; see
+    /// [`uses_product_check`]); `None` otherwise.
+    pub check: Option<ProductCheck<S>>,
+}
+
+/// Material that lets an authenticated product `U = E · W` (public `E`, rows x inner; shared `W`, inner x
+/// outputs) skip the product of `E` with `W`'s MAC shares (see `spdz2k::product_check`): the parties compute
+/// `U`'s value shares only, open `U - R` and take `R`'s MACs, then check `U` with the secret projection `rho`.
+///
+/// Dealt values (all authenticated, exact modulo 2^128): `R` uniform (rows x outputs), `rho` uniform
+/// (outputs), `R · rho` (rows) and `B · rho` (inner) for the weight's mask `B`.
+#[derive(Debug, Default)]
+pub struct ProductCheck<S = Vec<u64>> {
+    /// Share of `R`, which masks the product's value shares when they are opened.
+    pub r: S,
+    /// Share of the projection `rho`.
+    pub rho: S,
+    /// Share of `R · rho`.
+    pub r_rho: S,
+    /// Share of `B · rho`.
+    pub b_rho: S,
+    /// Share of `W · rho = B · rho + F · rho` once a party computed it (`F = W - B` is public after model
+    /// setup, so preprocessing can); `None` until then, and the online product computes it.
+    pub weight_rho: Option<S>,
+}
+
+/// The shortest inner dimension of a product checked by projection (see [`uses_product_check`]).
+pub const PRODUCT_CHECK_MIN_INNER: usize = 128;
+
+/// Whether an authenticated product of a `rows x inner` public matrix with a fixed `inner x outputs` weight
+/// is checked by projection instead of carrying MACs through the product. The check costs one more round,
+/// `rows x outputs` more opened elements and `rows x (inner + outputs)` multiplications; it saves the
+/// `rows x inner x outputs` multiplications of the MAC shares. So only for a long inner dimension and a
+/// large product, where the saving dwarfs a round.
+pub fn uses_product_check(rows: usize, inner: usize, outputs: usize) -> bool {
+    inner >= PRODUCT_CHECK_MIN_INNER
+        && rows.saturating_mul(inner).saturating_mul(outputs) >= 1 << 16
 }
 
 /// Deals the material for one product of a batch with a fixed, masked weight.
@@ -108,10 +145,16 @@ pub fn weight_triple<G: Generator>(
         return Err(crate::ProtocolError::Material(why));
     }
     let c = g.fixed(&pc, rows * outputs)?;
+    let check = if uses_product_check(rows, inner, outputs) {
+        g.product_check([rows, inner, outputs], mask)?
+    } else {
+        None
+    };
     Ok(WeightTriple {
         a,
         c,
         a_times_opened: None,
+        check,
     })
 }
 

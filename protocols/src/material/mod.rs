@@ -16,7 +16,7 @@ use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::prg::Seed;
 use generator::{DealerGenerator, Generator, Hidden, PartyGenerator};
-pub use kinds::{MatTriple, SignMaterial, Triples, TruncMaterial, WeightTriple};
+pub use kinds::{MatTriple, ProductCheck, SignMaterial, Triples, TruncMaterial, WeightTriple};
 
 /// One unit of dealer material, as an online operation will ask for it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -219,7 +219,13 @@ impl<S: ShareWords, B: ShareWords> Material<S, B> {
         match self {
             Material::Triples(t) => len(&t.a) + len(&t.b) + len(&t.c),
             Material::MatTriple(t) => len(&t.a) + len(&t.b) + len(&t.c),
-            Material::WeightTriple(t) => len(&t.a) + len(&t.c),
+            Material::WeightTriple(t) => {
+                len(&t.a)
+                    + len(&t.c)
+                    + t.check.as_ref().map_or(0, |c| {
+                        len(&c.r) + len(&c.rho) + len(&c.r_rho) + len(&c.b_rho)
+                    })
+            }
             Material::Trunc(t) => trunc(t),
             Material::Sign(s) => {
                 trunc(&s.mask)

@@ -10,7 +10,7 @@
 use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::lowering::Lowering;
-use crate::material::{Material, Request};
+use crate::material::{Material, ProductCheck, Request};
 use crate::net::Net;
 
 use super::{open::Round, Party};
@@ -24,6 +24,8 @@ pub struct FixedWeight<D: Domain = crate::domain::Semi2k> {
     opened: Vec<u64>,
     /// `F + B`: what multiplies `lower(E)`.
     for_masked_input: D::Arith,
+    /// `F + B`'s value shares as a product check multiplies them (see [`Domain::weight_values`]).
+    values: D::WeightValues,
 }
 
 impl<D: Domain> std::fmt::Debug for FixedWeight<D> {
@@ -157,12 +159,14 @@ impl<N: Net, D: Domain> Party<N, D> {
         )?;
         let mut for_masked_input = mask;
         self.add_public(&mut for_masked_input, &opened);
+        let values = D::weight_values(&for_masked_input, [inner, outputs]);
         Ok(FixedWeight {
             index,
             inner,
             outputs,
             opened,
             for_masked_input,
+            values,
         })
     }
 
@@ -202,15 +206,54 @@ impl<N: Net, D: Domain> Party<N, D> {
                 &w.opened,
             ),
         };
-        let mut z = D::gemm_left(
-            self.gemm.as_ref(),
-            mkn,
-            &lowering.lower(&e, batch)?,
-            &w.for_masked_input,
-        );
+        let lowered = lowering.lower(&e, batch)?;
+        let mut z = match t.check.take() {
+            Some(check) => self.checked_product(mkn, &lowered, w, check)?,
+            None => D::gemm_left(self.gemm.as_ref(), mkn, &lowered, &w.for_masked_input),
+        };
         D::add_assign(&mut z, &a_times_opened);
         D::add_assign(&mut z, &t.c);
         Ok(z)
+    }
+
+    /// `lower(E) · W` for a product whose material carries a product check (`spdz2k`'s large products; see
+    /// `spdz2k::product_check`): the value shares of the product only, re-authenticated through the dealt
+    /// mask `R` (one more round), and the projection check recorded for the MAC check.
+    fn checked_product(
+        &mut self,
+        mkn: [usize; 3],
+        e: &[u64],
+        w: &FixedWeight<D>,
+        check: ProductCheck<D::Arith>,
+    ) -> Result<D::Arith> {
+        let computed;
+        let weight_rho = match check.weight_rho.as_ref() {
+            Some(ready) => ready,
+            None => {
+                computed = weight_projection(self.gemm.as_ref(), w, &check);
+                &computed
+            }
+        };
+        let mut round = Round::default();
+        round.unchecked(D::masked_product_values(
+            self.gemm.as_ref(),
+            mkn,
+            e,
+            &w.for_masked_input,
+            &w.values,
+            &check.r,
+        ));
+        let opened = self.open_round(round)?.swap_remove(0);
+        let constants = self.holds_constants();
+        D::finish_checked_product(
+            &mut self.state,
+            mkn,
+            e,
+            &opened,
+            &check,
+            weight_rho,
+            constants,
+        )
     }
 
     /// Preprocessing of the fixed-weight products whose material is already prepared (see
@@ -239,6 +282,9 @@ impl<N: Net, D: Domain> Party<N, D> {
                 "precompute_weight_products",
                 || format!("weight {weight} is {}x{}", w.inner, w.outputs),
             )?;
+            if let Some(check) = t.check.as_mut().filter(|c| c.weight_rho.is_none()) {
+                check.weight_rho = Some(weight_projection(self.gemm.as_ref(), w, check));
+            }
             if t.a_times_opened.is_none() {
                 let rows = batch * lowering.rows_per_item();
                 t.a_times_opened = Some(D::gemm_right(
@@ -251,4 +297,16 @@ impl<N: Net, D: Domain> Party<N, D> {
         }
         Ok(())
     }
+}
+
+/// The share of `W · rho = B · rho + F · rho` for a product check: `B · rho` is dealt, `F = W - B` public.
+fn weight_projection<D: Domain>(
+    gemm: &dyn crate::gemm::Gemm,
+    w: &FixedWeight<D>,
+    check: &ProductCheck<D::Arith>,
+) -> D::Arith {
+    D::add(
+        &check.b_rho,
+        &D::gemm_left(gemm, [w.inner, w.outputs, 1], &w.opened, &check.rho),
+    )
 }

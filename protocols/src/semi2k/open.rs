@@ -17,6 +17,9 @@ use super::Party;
 enum Part<D: Domain> {
     /// Additively shared ring elements.
     Words(D::Arith),
+    /// Additively shared ring elements opened in full width and not recorded for a MAC check (only a
+    /// product check's masked product; see [`Domain::open_unchecked`]).
+    Unchecked(D::Arith),
     /// XOR-shared bit vectors: `nodes` vectors of `len` bits, each in `words_for(len)` words.
     Bits {
         share: D::Bits,
@@ -28,7 +31,7 @@ enum Part<D: Domain> {
 impl<D: Domain> Part<D> {
     fn wire_len(&self) -> usize {
         match self {
-            Part::Words(w) => D::len(w) * D::WIRE_BYTES,
+            Part::Words(w) | Part::Unchecked(w) => D::len(w) * D::WIRE_BYTES,
             Part::Bits { nodes, len, .. } => (nodes * len).div_ceil(8),
         }
     }
@@ -52,6 +55,13 @@ impl<D: Domain> Round<D> {
         self.parts.len() - 1
     }
 
+    /// Adds additively shared elements to open without a MAC check (see [`Part::Unchecked`]); returns the
+    /// part's index.
+    pub(crate) fn unchecked(&mut self, share: D::Arith) -> usize {
+        self.parts.push(Part::Unchecked(share));
+        self.parts.len() - 1
+    }
+
     /// Adds `nodes` XOR-shared bit vectors of `len` bits each; returns the part's index.
     pub(crate) fn bits(&mut self, share: D::Bits, nodes: usize, len: usize) -> usize {
         self.parts.push(Part::Bits { share, nodes, len });
@@ -62,7 +72,7 @@ impl<D: Domain> Round<D> {
         let mut out = Vec::with_capacity(self.parts.iter().map(Part::wire_len).sum());
         for part in &self.parts {
             match part {
-                Part::Words(w) => D::encode(w, &mut out),
+                Part::Words(w) | Part::Unchecked(w) => D::encode(w, &mut out),
                 Part::Bits { share, nodes, len } => {
                     bits::pack_nodes(D::bit_words(share), *nodes, *len, &mut out)
                 }
@@ -80,7 +90,7 @@ impl<N: Net, D: Domain> Party<N, D> {
         };
         match a.kind {
             Deviation::FlipShare => match round.parts.first_mut() {
-                Some(Part::Words(w)) => D::corrupt(w, 0, a.delta),
+                Some(Part::Words(w) | Part::Unchecked(w)) => D::corrupt(w, 0, a.delta),
                 Some(Part::Bits { share, .. }) => D::flip_bit(share, 0),
                 None => {}
             },
@@ -140,6 +150,13 @@ impl<N: Net, D: Domain> Party<N, D> {
             let value = match part {
                 Part::Words(w) => {
                     let value = D::open(&mut self.state, w, &chunks);
+                    if self.transcript.is_some() {
+                        wire.extend(crate::ring::to_bytes(&value));
+                    }
+                    value
+                }
+                Part::Unchecked(w) => {
+                    let value = D::open_unchecked(&mut self.state, w, &chunks);
                     if self.transcript.is_some() {
                         wire.extend(crate::ring::to_bytes(&value));
                     }

@@ -88,29 +88,7 @@ fn key_masks(key: u64) -> [u64; 64] {
     std::array::from_fn(|t| sel(key, t))
 }
 
-/// Runs `$body` (a closure-free block over slices) compiled for AVX2 when the CPU has it, portably otherwise.
-macro_rules! dispatch {
-    ($name:ident ( $($arg:ident : $ty:ty),* ) $body:block) => {
-        pub(crate) fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn body($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn avx2($($arg: $ty),*) {
-                    body($($arg),*)
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the instruction set was detected just above.
-                    return unsafe { avx2($($arg),*) };
-                }
-            }
-            body($($arg),*)
-        }
-    };
-}
-
-dispatch!(select_and(macs: &[u64], words: &[u64], out: &mut Vec<u64>) {
+crate::simd::dispatch!(select_and(macs: &[u64], words: &[u64], out: &mut Vec<u64>) {
     // Appends the MACs of [w] x: macs[64w + t] & words[w] (one word of bits at a time, no zero-fill).
     let mut tmp = [0u64; 64];
     for (m, &w) in macs.chunks_exact(64).zip(words) {
@@ -121,7 +99,7 @@ dispatch!(select_and(macs: &[u64], words: &[u64], out: &mut Vec<u64>) {
     }
 });
 
-dispatch!(select_xor(macs: &[u64], words: &[u64], key: u64, out: &mut Vec<u64>) {
+crate::simd::dispatch!(select_xor(macs: &[u64], words: &[u64], key: u64, out: &mut Vec<u64>) {
     // Appends the MACs of x ^ w for public w: macs[64w + t] ^ (words[w] if bit t of key is set).
     let keys = key_masks(key);
     let mut tmp = [0u64; 64];
@@ -133,7 +111,7 @@ dispatch!(select_xor(macs: &[u64], words: &[u64], key: u64, out: &mut Vec<u64>) 
     }
 });
 
-dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
+crate::simd::dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
     // Appends x ^ y, 64 words at a time through a buffer (no zero-fill of the destination).
     let mut tmp = [0u64; 64];
     let mut xs = x.chunks_exact(64);
@@ -153,7 +131,7 @@ dispatch!(xor_append(x: &[u64], y: &[u64], out: &mut Vec<u64>) {
 //   G = [h] high ^ [l] both ^ [h & l] low,   P = both ^ [l] high ^ [h] low ^ [h & l] key.
 // A public selection is an AND of every bit-sliced MAC word. `both` enters P whole, so it is given by its
 // folds (`both_folds`, one per word) and read word by word for G only.
-dispatch!(pair_leaf_folds(
+crate::simd::dispatch!(pair_leaf_folds(
     macs: [&[u64]; 3],
     both_folds: &[u64],
     public: [&[u64]; 3],
@@ -176,7 +154,7 @@ dispatch!(pair_leaf_folds(
     }
 });
 
-dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
+crate::simd::dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
     for (o, a) in out.iter_mut().zip(x) {
         *o ^= a;
     }
@@ -189,7 +167,7 @@ dispatch!(xor_into(out: &mut [u64], x: &[u64]) {
 // (b, c, e) over every word of `d` and P with (b2, c2, e2) over the first `e2.len()` words, as a prefix level
 // has them: both use the mask `a` and the opened `d`, so `a`'s MACs are read once. Selectors are restricted
 // to the kept positions.
-dispatch!(and_gate_pair_folds(
+crate::simd::dispatch!(and_gate_pair_folds(
     abb: [&[u64]; 3],
     c_folds: [&[u64]; 2],
     dee: [&[u64]; 3],
@@ -223,7 +201,7 @@ dispatch!(and_gate_pair_folds(
     }
 });
 
-dispatch!(fold_words(macs: &[u64], out: &mut [u64]) {
+crate::simd::dispatch!(fold_words(macs: &[u64], out: &mut [u64]) {
     // out[w] = fold(macs[64w..64w + 64]).
     for (o, m) in out.iter_mut().zip(macs.chunks_exact(64)) {
         *o = fold_inline(m);

@@ -21,6 +21,7 @@
 pub mod check;
 pub mod gf2;
 pub mod local;
+mod product_check;
 pub mod transcript;
 
 use sha2::{Digest, Sha256};
@@ -31,6 +32,7 @@ use crate::error::Result;
 use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::material::auth::{AuthBits, AuthPartyGenerator, AuthVec, KeyShares};
+use crate::material::ProductCheck;
 
 pub use crate::material::auth::{AuthBits as Bits, AuthVec as Shares};
 
@@ -82,9 +84,9 @@ const LEFT_BLOCK: usize = 4;
 /// column block: then it stays in the L2 cache across the blocks. Larger ones stream row by row once.
 const LEFT_BLOCKED_BYTES: usize = 128 << 10;
 
-/// `e · y` over Z_2^128 for public `e` (m x k, words) and wide `y` (k x n), for the value and the MAC
-/// shares together.
-fn gemm_public_left(mkn: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
+/// `e · y` over Z_2^128 for public `e` (m x k, words) and wide `y` (k x n), for each of the `P` arrays of `y`
+/// (the value and the MAC shares together, or the value shares alone).
+fn gemm_public_left<const P: usize>(mkn: [usize; 3], e: &[u64], y: [&[u128]; P]) -> [Vec<u128>; P] {
     let [_, k, n] = mkn;
     if k * n * 16 <= LEFT_BLOCKED_BYTES && n >= LEFT_BLOCK {
         gemm_public_left_blocked(mkn, e, y)
@@ -95,8 +97,12 @@ fn gemm_public_left(mkn: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 
 
 /// [`gemm_public_left`] for a small `y`: each output row in blocks of [`LEFT_BLOCK`] columns whose sums stay
 /// in registers over the whole inner dimension (no read-modify-write of the output).
-fn gemm_public_left_blocked([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
-    let mut out = [vec![0u128; m * n], vec![0u128; m * n]];
+fn gemm_public_left_blocked<const P: usize>(
+    [m, k, n]: [usize; 3],
+    e: &[u64],
+    y: [&[u128]; P],
+) -> [Vec<u128>; P] {
+    let mut out: [Vec<u128>; P] = std::array::from_fn(|_| vec![0u128; m * n]);
     let full = n - n % LEFT_BLOCK;
     for (c, b) in out.iter_mut().zip(y) {
         for (row, out_row) in e.chunks_exact(k).zip(c.chunks_exact_mut(n)).take(m) {
@@ -122,8 +128,12 @@ fn gemm_public_left_blocked([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -
 
 /// [`gemm_public_left`] for a large `y`: streams it row by row once per output row, accumulating into the
 /// output row (which stays in L1).
-fn gemm_public_left_rows([m, k, n]: [usize; 3], e: &[u64], y: [&[u128]; 2]) -> [Vec<u128>; 2] {
-    let mut out = [vec![0u128; m * n], vec![0u128; m * n]];
+fn gemm_public_left_rows<const P: usize>(
+    [m, k, n]: [usize; 3],
+    e: &[u64],
+    y: [&[u128]; P],
+) -> [Vec<u128>; P] {
+    let mut out: [Vec<u128>; P] = std::array::from_fn(|_| vec![0u128; m * n]);
     for i in 0..m {
         for p in 0..k {
             let x = e[i * k + p];
@@ -240,6 +250,7 @@ impl Domain for Spdz2k {
     type Bits = AuthBits;
     type Gen = AuthPartyGenerator;
     type State = State;
+    type WeightValues = product_check::SplitValues;
     const NAME: &'static str = "spdz2k";
     const WIRE_BYTES: usize = 16;
 
@@ -338,6 +349,33 @@ impl Domain for Spdz2k {
     fn gemm_left(_gemm: &dyn Gemm, mkn: [usize; 3], e: &[u64], y: &AuthVec) -> AuthVec {
         let [v, m] = gemm_public_left(mkn, e, [&y.v, &y.m]);
         AuthVec { v, m }
+    }
+    fn weight_values(w: &AuthVec, inner_outputs: [usize; 2]) -> product_check::SplitValues {
+        product_check::SplitValues::new(w, inner_outputs)
+    }
+    fn masked_product_values(
+        _gemm: &dyn Gemm,
+        mkn: [usize; 3],
+        e: &[u64],
+        w: &AuthVec,
+        values: &product_check::SplitValues,
+        r: &AuthVec,
+    ) -> AuthVec {
+        product_check::masked_values(mkn, e, w, values, r)
+    }
+    fn open_unchecked(state: &mut State, own: &AuthVec, received: &[&[u8]]) -> Vec<u64> {
+        product_check::open_unchecked(state, own, received)
+    }
+    fn finish_checked_product(
+        state: &mut State,
+        mkn: [usize; 3],
+        e: &[u64],
+        opened: &[u64],
+        check: &ProductCheck<AuthVec>,
+        weight_rho: &AuthVec,
+        constants: bool,
+    ) -> Result<AuthVec> {
+        product_check::finish(state, mkn, e, opened, check, weight_rho, constants)
     }
     fn gemm_right(_gemm: &dyn Gemm, mkn: [usize; 3], x: &AuthVec, f: &[u64]) -> AuthVec {
         let [v, m] = gemm_public_right(mkn, [&x.v, &x.m], f);
