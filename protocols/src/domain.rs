@@ -25,8 +25,8 @@ pub trait Domain: Sized + Send + Sync + 'static {
     type Gen: Generator<Plain = Hidden, Share = Self::Arith, BitShare = Self::Bits> + Send;
     /// Per-party protocol state: key shares and the record of opened values (nothing for `semi2k`).
     type State: Send;
-    /// A fixed weight's value shares laid out for [`Domain::masked_product_values`], prepared once at model
-    /// setup (nothing for `semi2k`).
+    /// A fixed weight's shares laid out for [`Domain::weight_gemm_left`] and
+    /// [`Domain::masked_product_values`], prepared once at model setup (nothing for `semi2k`).
     type WeightValues: Send + Sync;
     /// Protocol name, as `veil bench --protocol` spells it.
     const NAME: &'static str;
@@ -87,6 +87,17 @@ pub trait Domain: Sized + Send + Sync + 'static {
 
     /// The prepared form of a fixed `inner x outputs` weight's shares `w` (see [`Self::WeightValues`]).
     fn weight_values(w: &Self::Arith, inner_outputs: [usize; 2]) -> Self::WeightValues;
+    /// [`Domain::gemm_left`] for a fixed weight `w` whose prepared form is `values`.
+    fn weight_gemm_left(
+        gemm: &dyn Gemm,
+        mkn: [usize; 3],
+        e: &[u64],
+        w: &Self::Arith,
+        values: &Self::WeightValues,
+    ) -> Self::Arith {
+        let _ = values;
+        Self::gemm_left(gemm, mkn, e, w)
+    }
     /// `e · w - r` for public `e` (m x k), in the value shares only: what a product check opens (see
     /// [`ProductCheck`] and `spdz2k::product_check`). `values` is `w` as [`Self::weight_values`] prepared it.
     /// Domains without MACs compute the plain product.

@@ -254,6 +254,34 @@ fn checked_dense_product(
 }
 
 #[test]
+fn wide_unchecked_products_through_split_shares_are_exact_and_verify() {
+    // 70 output columns: the weight's value and MAC shares are multiplied in split form (`split_gemm`); the
+    // product is too small to be checked, so it carries its MACs, and the MAC check covers them.
+    let [batch, inner, outputs] = [1, 20, 70];
+    assert!(!uses_product_check(batch, inner, outputs));
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let w: Vec<u64> = (0..inner * outputs).map(|_| rng.random()).collect();
+    let x: Vec<u64> = (0..batch * inner).map(|_| rng.random()).collect();
+    let lowering = Lowering::Dense { features: inner };
+    let mut want = vec![0; batch * outputs];
+    NaiveGemm.gemm(batch, inner, outputs, &x, &w, &mut want);
+    for n in [2, 3] {
+        let mut reqs = vec![Request::WeightMask {
+            weight: 0,
+            len: inner * outputs,
+        }];
+        reqs.extend(requests::weight_product(0, lowering, batch, outputs));
+        let got = run_auth(n, &[x.clone(), w.clone()], reqs, &|p, s| {
+            let mask = p.material().weight_mask(0, inner * outputs)?;
+            let fixed = p.setup_weight(0, &s[1], &mask, [inner, outputs])?;
+            p.weight_product(&s[0], batch, lowering, &fixed)
+        })
+        .expect("verifies");
+        assert_eq!(got, want, "n = {n}");
+    }
+}
+
+#[test]
 fn checked_products_are_exact_and_an_error_in_them_fails_the_check() {
     let [batch, inner, outputs] = [2, 160, 210];
     assert!(uses_product_check(batch, inner, outputs));

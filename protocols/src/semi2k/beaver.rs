@@ -24,7 +24,7 @@ pub struct FixedWeight<D: Domain = crate::domain::Semi2k> {
     opened: Vec<u64>,
     /// `F + B`: what multiplies `lower(E)`.
     for_masked_input: D::Arith,
-    /// `F + B`'s value shares as a product check multiplies them (see [`Domain::weight_values`]).
+    /// `F + B` in the form the domain's kernels multiply it (see [`Domain::weight_values`]).
     values: D::WeightValues,
 }
 
@@ -209,7 +209,13 @@ impl<N: Net, D: Domain> Party<N, D> {
         let lowered = lowering.lower(&e, batch)?;
         let mut z = match t.check.take() {
             Some(check) => self.checked_product(mkn, &lowered, w, check)?,
-            None => D::gemm_left(self.gemm.as_ref(), mkn, &lowered, &w.for_masked_input),
+            None => D::weight_gemm_left(
+                self.gemm.as_ref(),
+                mkn,
+                &lowered,
+                &w.for_masked_input,
+                &w.values,
+            ),
         };
         D::add_assign(&mut z, &a_times_opened);
         D::add_assign(&mut z, &t.c);

@@ -22,6 +22,7 @@ pub mod check;
 pub mod gf2;
 pub mod local;
 mod product_check;
+mod split_gemm;
 pub mod transcript;
 
 use sha2::{Digest, Sha256};
@@ -250,7 +251,7 @@ impl Domain for Spdz2k {
     type Bits = AuthBits;
     type Gen = AuthPartyGenerator;
     type State = State;
-    type WeightValues = product_check::SplitValues;
+    type WeightValues = split_gemm::SplitWeight;
     const NAME: &'static str = "spdz2k";
     const WIRE_BYTES: usize = 16;
 
@@ -350,15 +351,27 @@ impl Domain for Spdz2k {
         let [v, m] = gemm_public_left(mkn, e, [&y.v, &y.m]);
         AuthVec { v, m }
     }
-    fn weight_values(w: &AuthVec, inner_outputs: [usize; 2]) -> product_check::SplitValues {
-        product_check::SplitValues::new(w, inner_outputs)
+    fn weight_values(w: &AuthVec, inner_outputs: [usize; 2]) -> split_gemm::SplitWeight {
+        split_gemm::SplitWeight::new(w, inner_outputs)
+    }
+    fn weight_gemm_left(
+        gemm: &dyn Gemm,
+        mkn: [usize; 3],
+        e: &[u64],
+        w: &AuthVec,
+        split: &split_gemm::SplitWeight,
+    ) -> AuthVec {
+        match (split.values.product(mkn, e), split.macs.product(mkn, e)) {
+            (Some(v), Some(m)) => AuthVec { v, m },
+            _ => Self::gemm_left(gemm, mkn, e, w),
+        }
     }
     fn masked_product_values(
         _gemm: &dyn Gemm,
         mkn: [usize; 3],
         e: &[u64],
         w: &AuthVec,
-        values: &product_check::SplitValues,
+        values: &split_gemm::SplitWeight,
         r: &AuthVec,
     ) -> AuthVec {
         product_check::masked_values(mkn, e, w, values, r)

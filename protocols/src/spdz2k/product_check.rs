@@ -39,88 +39,24 @@ use crate::error::{ensure_shape, Result};
 use crate::material::auth::AuthVec;
 use crate::material::ProductCheck;
 
+use super::split_gemm::SplitWeight;
 use super::{gemm_public_left, mul_64_128, read_u128, State};
 
-/// A fixed weight's value shares split into their low and high 64-bit halves (row-major, like the weight),
-/// which [`split_product_row`] multiplies with 32-bit lanes; empty for weights too narrow to be checked.
-#[derive(Default)]
-pub struct SplitValues {
-    lo: Vec<u64>,
-    hi: Vec<u64>,
-}
-
-impl SplitValues {
-    /// The halves of `w`'s value shares if its products can be checked (see
-    /// [`crate::material::kinds::uses_product_check`]), else nothing.
-    pub(super) fn new(w: &AuthVec, [inner, _]: [usize; 2]) -> Self {
-        if !(crate::material::kinds::PRODUCT_CHECK_MIN_INNER..MAX_SPLIT_INNER).contains(&inner) {
-            return Self::default();
-        }
-        Self {
-            lo: w.v.iter().map(|&x| x as u64).collect(),
-            hi: w.v.iter().map(|&x| (x >> 64) as u64).collect(),
-        }
-    }
-}
-
-/// Inner dimensions below this keep [`split_product_row`]'s column sums exact: each adds fewer than
-/// `3 * 2^32` per term.
-const MAX_SPLIT_INNER: usize = 1 << 30;
-
-crate::simd::dispatch!(split_product_row(e: &[u64], lo: &[u64], hi: &[u64], sums: &mut [u64]) {
-    // One output row of `e · w` modulo 2^128 for `w = lo + 2^64 hi`, as four column sums of 64-bit words
-    // (`sums = s0 | s1 | s2 | s3`, `n` each): with `x = x0 + 2^32 x1` and `v = v0 + 2^32 v1` (32-bit halves),
-    // `x v = x0 v0 + 2^32 (x0 v1 + x1 v0) + 2^64 x1 v1`, and the row's value is
-    // `s0 + 2^32 s1 + 2^64 (s2 + s3)` where s0..s2 sum 32-bit pieces exactly and s3 sums the terms of weight
-    // 2^64 modulo 2^64. Only 32 x 32 -> 64-bit products, so the loop vectorises.
-    let n = sums.len() / 4;
-    let (s0, rest) = sums.split_at_mut(n);
-    let (s1, rest) = rest.split_at_mut(n);
-    let (s2, s3) = rest.split_at_mut(n);
-    const LOW: u64 = 0xffff_ffff;
-    for ((&x, l), h) in e.iter().zip(lo.chunks_exact(n)).zip(hi.chunks_exact(n)) {
-        let (x0, x1) = (x & LOW, x >> 32);
-        for j in 0..n {
-            let (v0, v1) = (l[j] & LOW, l[j] >> 32);
-            let (a, b, c, d) = (x0 * v0, x0 * v1, x1 * v0, x1 * v1);
-            s0[j] = s0[j].wrapping_add(a & LOW);
-            s1[j] = s1[j].wrapping_add((a >> 32) + (b & LOW) + (c & LOW));
-            s2[j] = s2[j].wrapping_add((b >> 32) + (c >> 32));
-            s3[j] = s3[j].wrapping_add(d.wrapping_add(x.wrapping_mul(h[j])));
-        }
-    }
-});
-
 /// `e · w - r` in the value shares only (no MAC shares: the opened `delta` carries none), through the split
-/// halves when `values` has them.
+/// halves of the weight's value shares where `split` has them.
 pub(super) fn masked_values(
     mkn: [usize; 3],
     e: &[u64],
     w: &AuthVec,
-    values: &SplitValues,
+    split: &SplitWeight,
     r: &AuthVec,
 ) -> AuthVec {
-    let [m, k, n] = mkn;
-    let mut v = if !values.lo.is_empty() && values.lo.len() == k * n && n > 0 && e.len() == m * k {
-        let mut out = Vec::with_capacity(m * n);
-        let mut sums = vec![0u64; 4 * n];
-        for row in e.chunks_exact(k.max(1)) {
-            sums.fill(0);
-            split_product_row(row, &values.lo, &values.hi, &mut sums);
-            let (s0, rest) = sums.split_at(n);
-            let (s1, rest) = rest.split_at(n);
-            let (s2, s3) = rest.split_at(n);
-            out.extend((0..n).map(|j| {
-                u128::from(s0[j])
-                    .wrapping_add(u128::from(s1[j]) << 32)
-                    .wrapping_add(u128::from(s2[j]) << 64)
-                    .wrapping_add(u128::from(s3[j]) << 64)
-            }));
+    let mut v = match split.values.product(mkn, e) {
+        Some(v) => v,
+        None => {
+            let [v] = gemm_public_left(mkn, e, [&w.v]);
+            v
         }
-        out
-    } else {
-        let [v] = gemm_public_left(mkn, e, [&w.v]);
-        v
     };
     for (x, &mask) in v.iter_mut().zip(&r.v) {
         *x = x.wrapping_sub(mask);
@@ -217,36 +153,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn split_products_equal_products_modulo_2_128() {
+    fn masked_values_are_the_value_product_minus_the_mask_split_or_not() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
-        let [m, k, n] = [3, 300, 7];
+        let [m, k, n] = [2, 130, 70];
         let w = AuthVec {
-            v: (0..k * n)
-                .map(|i| if i % 5 == 0 { u128::MAX } else { rng.random() })
-                .collect(),
-            m: vec![0; k * n],
+            v: (0..k * n).map(|_| rng.random()).collect(),
+            m: (0..k * n).map(|_| rng.random()).collect(),
         };
-        let e: Vec<u64> = (0..m * k)
-            .map(|i| if i % 3 == 0 { u64::MAX } else { rng.random() })
-            .collect();
+        let e: Vec<u64> = (0..m * k).map(|_| rng.random()).collect();
         let r = AuthVec {
             v: (0..m * n).map(|_| rng.random()).collect(),
             m: Vec::new(),
         };
-        let split = SplitValues::new(&w, [k, n]);
-        assert_eq!(split.lo.len(), k * n, "wide enough to be split");
-        let got = masked_values([m, k, n], &e, &w, &split, &r);
-        let unsplit = masked_values([m, k, n], &e, &w, &SplitValues::default(), &r);
-        for i in 0..m {
-            for j in 0..n {
-                let product = (0..k).fold(0u128, |acc, p| {
-                    acc.wrapping_add(u128::from(e[i * k + p]).wrapping_mul(w.v[p * n + j]))
-                });
-                let want = product.wrapping_sub(r.v[i * n + j]);
-                assert_eq!(got.v[i * n + j], want, "row {i}, column {j}");
-                assert_eq!(unsplit.v[i * n + j], want, "row {i}, column {j}");
-            }
-        }
-        assert!(SplitValues::new(&w, [100, n]).lo.is_empty(), "too narrow");
+        let [product] = gemm_public_left([m, k, n], &e, [&w.v]);
+        let want: Vec<u128> = product
+            .iter()
+            .zip(&r.v)
+            .map(|(p, x)| p.wrapping_sub(*x))
+            .collect();
+        let split = SplitWeight::new(&w, [k, n]);
+        assert!(
+            split.values.product([m, k, n], &e).is_some(),
+            "wide enough to split"
+        );
+        assert_eq!(masked_values([m, k, n], &e, &w, &split, &r).v, want);
+        assert_eq!(
+            masked_values([m, k, n], &e, &w, &SplitWeight::default(), &r).v,
+            want
+        );
     }
 }
