@@ -118,6 +118,17 @@ pub trait Domain: Sized + Send + Sync + 'static {
     fn open_unchecked(state: &mut Self::State, own: &Self::Arith, received: &[&[u8]]) -> Vec<u64> {
         Self::open(state, own, received)
     }
+    /// A product check's `W · rho = B · rho + F · rho` from the dealt `B · rho` and `rho` and the public
+    /// `F = W - B` (`inner x outputs`). `spdz2k` computes only the MAC shares: its check needs nothing else.
+    fn weight_projection(
+        gemm: &dyn Gemm,
+        [inner, outputs]: [usize; 2],
+        f: &[u64],
+        rho: &Self::Arith,
+        b_rho: &Self::Arith,
+    ) -> Self::Arith {
+        Self::add(b_rho, &Self::gemm_left(gemm, [inner, outputs, 1], f, rho))
+    }
     /// Completes a checked product `U = e · W` (public `e`, m x k; fixed `W`, k x n) from the opened
     /// `U - R` (`opened`, as [`Domain::open_unchecked`] returns it): `U = (U - R) + R`, whose MACs are `R`'s
     /// shifted by the public `U - R`, and in `spdz2k` records the projection check of every row as an opened

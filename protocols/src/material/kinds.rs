@@ -94,8 +94,9 @@ pub struct ProductCheck<S = Vec<u64>> {
     pub r_rho: S,
     /// Share of `B · rho`.
     pub b_rho: S,
-    /// Share of `W · rho = B · rho + F · rho` once a party computed it (`F = W - B` is public after model
-    /// setup, so preprocessing can); `None` until then, and the online product computes it.
+    /// Share of `W · rho = B · rho + F · rho` (under `spdz2k`, its MAC shares only) once a party computed it
+    /// (`F = W - B` is public after model setup, so preprocessing can); `None` until then, and the online
+    /// product computes it.
     pub weight_rho: Option<S>,
 }
 

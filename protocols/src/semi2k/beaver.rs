@@ -311,8 +311,11 @@ fn weight_projection<D: Domain>(
     w: &FixedWeight<D>,
     check: &ProductCheck<D::Arith>,
 ) -> D::Arith {
-    D::add(
+    D::weight_projection(
+        gemm,
+        [w.inner, w.outputs],
+        &w.opened,
+        &check.rho,
         &check.b_rho,
-        &D::gemm_left(gemm, [w.inner, w.outputs, 1], &w.opened, &check.rho),
     )
 }

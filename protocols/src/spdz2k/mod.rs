@@ -376,6 +376,15 @@ impl Domain for Spdz2k {
     ) -> AuthVec {
         product_check::masked_values(mkn, e, w, values, r)
     }
+    fn weight_projection(
+        _gemm: &dyn Gemm,
+        inner_outputs: [usize; 2],
+        f: &[u64],
+        rho: &AuthVec,
+        b_rho: &AuthVec,
+    ) -> AuthVec {
+        product_check::weight_projection(inner_outputs, f, rho, b_rho)
+    }
     fn open_unchecked(state: &mut State, own: &AuthVec, received: &[&[u8]]) -> Vec<u64> {
         product_check::open_unchecked(state, own, received)
     }

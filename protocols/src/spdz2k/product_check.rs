@@ -64,6 +64,21 @@ pub(super) fn masked_values(
     AuthVec { v, m: Vec::new() }
 }
 
+/// The MAC shares of `W · rho = B · rho + F · rho` (`F` public, `inner x outputs`): all the check needs of
+/// it. The value shares are left empty; the result serves only as [`finish`]'s `weight_rho`.
+pub(super) fn weight_projection(
+    [inner, outputs]: [usize; 2],
+    f: &[u64],
+    rho: &AuthVec,
+    b_rho: &AuthVec,
+) -> AuthVec {
+    let [mut m] = gemm_public_left([inner, outputs, 1], f, [&rho.m]);
+    for (x, &b) in m.iter_mut().zip(&b_rho.m) {
+        *x = x.wrapping_add(b);
+    }
+    AuthVec { v: Vec::new(), m }
+}
+
 /// Sums the shares of `delta` in full width, hashes them into the view (every party must see the same
 /// `delta`, or the MAC check's view comparison fails) and returns them as two words each, low first. Nothing
 /// is recorded as an opened value: `delta` has no MAC, the projection check covers it.
