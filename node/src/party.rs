@@ -271,11 +271,14 @@ pub fn run(
         run.inputs,
         (batch, run.profile),
         &mut report,
-        |_, input| Ok(input),
-        |_, out, report| {
-            report.outputs.push(Words(out));
-            Ok(())
-        },
+        (
+            |_| Ok(()),
+            |_, input| Ok(input),
+            |_, out, report| {
+                report.outputs.push(Words(out));
+                Ok(())
+            },
+        ),
     )?;
     let (net, _) = p.finish()?;
     drop(net);
@@ -330,41 +333,51 @@ fn run_spdz2k(
         run.inputs,
         (batch, run.profile),
         report,
-        |p, published| {
-            let mask = p.material().input(input_len)?;
-            Ok(p.input_from_masked(mask, &published))
-        },
-        |p, out, report| {
-            // No output share leaves this party before every value it opened passed the MAC check.
-            report.transcripts.push(p.verify_transcript()?);
-            let mut out = out;
-            if let Some(a) = adversary.filter(|a| a.kind == Deviation::WrongOutput) {
-                let len = Spdz2k::len(&out).max(1);
-                Spdz2k::corrupt(&mut out, a.at % len, a.delta);
-            }
-            report.auth_outputs.push(AuthWords::from(&out));
-            Ok(())
-        },
+        (
+            // The MAC check's seed commitments depend on no data: exchanged before the online clock.
+            |p| Ok(p.commit_check_seed()?),
+            |p, published| {
+                let mask = p.material().input(input_len)?;
+                Ok(p.input_from_masked(mask, &published))
+            },
+            |p, out, report| {
+                // No output share leaves this party before every value it opened passed the MAC check.
+                report.transcripts.push(p.verify_transcript()?);
+                let mut out = out;
+                if let Some(a) = adversary.filter(|a| a.kind == Deviation::WrongOutput) {
+                    let len = Spdz2k::len(&out).max(1);
+                    Spdz2k::corrupt(&mut out, a.at % len, a.delta);
+                }
+                report.auth_outputs.push(AuthWords::from(&out));
+                Ok(())
+            },
+        ),
     )?;
     let (net, _) = p.finish()?;
     drop(net);
     Ok(())
 }
 
-/// Runs every inference of a job on party `p`, measuring each: `prepare` turns the client's input into this
-/// party's share, `finish` takes the output share (and does whatever must precede its release); both run
-/// inside the measured time. `(batch, profile)`: items per inference, and whether to profile the last one.
-fn infer_all<D: Domain>(
+/// Runs every inference of a job on party `p`, measuring each. The hooks: `ahead` runs first, outside the
+/// measured time (data-independent preprocessing); `prepare` turns the client's input into this party's share
+/// and `finish` takes the output share (and does whatever must precede its release), both inside the measured
+/// time. `(batch, profile)`: items per inference, and whether to profile the last one.
+fn infer_all<D: Domain, A, P, F>(
     p: &mut Party<Link, D>,
     model: &PartyModel<'_, D>,
     inputs: Vec<Words>,
     (batch, profile_last): (usize, bool),
     report: &mut PartyReport,
-    mut prepare: impl FnMut(&mut Party<Link, D>, Vec<u64>) -> Result<D::Arith>,
-    mut finish: impl FnMut(&mut Party<Link, D>, D::Arith, &mut PartyReport) -> Result<()>,
-) -> Result<()> {
+    (mut ahead, mut prepare, mut finish): (A, P, F),
+) -> Result<()>
+where
+    A: FnMut(&mut Party<Link, D>) -> Result<()>,
+    P: FnMut(&mut Party<Link, D>, Vec<u64>) -> Result<D::Arith>,
+    F: FnMut(&mut Party<Link, D>, D::Arith, &mut PartyReport) -> Result<()>,
+{
     let inferences = inputs.len();
     for (k, input) in inputs.into_iter().enumerate() {
+        ahead(p)?;
         let before = p.stats().clone();
         let udp_before = p.net().inner().udp_tx_bytes();
         let mut profile = Vec::new();

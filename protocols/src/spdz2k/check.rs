@@ -17,7 +17,11 @@
 //!
 //! An honest run gives exactly zero, so the check reveals nothing; a party that changed an opened value by
 //! `e != 0 mod 2^64` passes with probability about 2^-60 (k = s = 64; the SPDZ2k bound is 2^(-s + log s)).
-//! Cost: 4 rounds, 32 + 32 + 32 + 88 bytes to each peer.
+//! Cost: 4 rounds, 32 + 32 + 32 + 88 bytes to each peer; 3 rounds online when the seed commitments were
+//! exchanged ahead (`commit_check_seed`, which local runs and nodes call before each inference's input).
+//!
+//! Products checked by projection (`product_check`) add their checks to the record as opened zeros with their
+//! MAC shares: the check above verifies them with everything else.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -50,6 +54,13 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 
 fn fail(why: String) -> ProtocolError {
     ProtocolError::Verification(why)
+}
+
+/// A party's share of a check's joint seed and every party's commitment to its own, exchanged before the check
+/// (indexed by party; this party's slot empty). The share is secret until the check opens it.
+pub(crate) struct SeedCommitment {
+    mine: [u8; 32],
+    commitments: Vec<Vec<u8>>,
 }
 
 /// This party's check values `(z_i, t_i)` under the coefficients of `seed`.
@@ -89,10 +100,14 @@ impl<N: Net> Party<N> {
         let peers: Vec<usize> = (0..self.parties()).filter(|&p| p != me).collect();
         let mut rng = rand::rng();
 
-        // 1. Joint seed.
-        let mut mine = [0u8; 32];
-        rng.fill_bytes(&mut mine);
-        let seed_commits = self.exchange(&commit(b"veil-seed", me, &mine), &peers, 32)?;
+        // 1. Joint seed (its commitments may have been exchanged ahead, see `commit_check_seed`).
+        let SeedCommitment {
+            mine,
+            commitments: seed_commits,
+        } = match self.state.seed_commitment.take() {
+            Some(ahead) => ahead,
+            None => self.exchange_seed_commitments()?,
+        };
         let seeds = self.exchange(&mine, &peers, 32)?;
         let mut joint = Sha256::new();
         for p in 0..self.parties() {
@@ -149,6 +164,29 @@ impl<N: Net> Party<N> {
         state.bit_words.clear();
         state.bit_macs.clear();
         super::transcript::record(me, &mine, &body, [&seed_commits, &seeds, &commits, &bodies])
+    }
+
+    /// The check's first round ahead of time: commits to this party's share of the next check's joint seed and
+    /// receives every peer's commitment. It depends on no data, so it can run in preprocessing; the next
+    /// [`Self::verify`] then starts by opening the seeds (3 rounds instead of 4). The seed stays hidden until
+    /// that check opens it, after every value it covers was opened, so committing early changes nothing for
+    /// its security. Does nothing while a commitment is pending. All parties must call it alike.
+    pub fn commit_check_seed(&mut self) -> Result<()> {
+        if self.state.seed_commitment.is_none() {
+            let ahead = self.exchange_seed_commitments()?;
+            self.state.seed_commitment = Some(ahead);
+        }
+        Ok(())
+    }
+
+    /// One round: a fresh seed share for this party, and every party's commitment to its own.
+    fn exchange_seed_commitments(&mut self) -> Result<SeedCommitment> {
+        let me = self.id();
+        let peers: Vec<usize> = (0..self.parties()).filter(|&p| p != me).collect();
+        let mut mine = [0u8; 32];
+        rand::rng().fill_bytes(&mut mine);
+        let commitments = self.exchange(&commit(b"veil-seed", me, &mine), &peers, 32)?;
+        Ok(SeedCommitment { mine, commitments })
     }
 
     /// Sends `message` to every peer and receives one message of exactly `len` bytes from each; returns them

@@ -10,10 +10,14 @@
 //! - bits XOR-shared with GF(2^64) MACs (field SPDZ over the subfield GF(2)): opening a bit sends one bit, as
 //!   in `semi2k`; the daBits that join the two worlds are dealt consistent by the trusted dealer;
 //! - every opened value (with this party's MAC share) is recorded, and [`check`] runs the batched MAC check
-//!   over all of them before any output is released.
+//!   over all of them before any output is released;
+//! - a large product with a fixed weight is computed in its value shares only and checked by projection
+//!   (`product_check`): it opens its masked result without a MAC (one more round) and records its check as
+//!   opened zeros, so the same batched MAC check covers it.
 //!
-//! Cost against `semi2k`: arithmetic openings take twice the bytes, bit openings the same, plus 4 rounds and
-//! about 200 bytes per party for each check. Local work grows more (128-bit arithmetic, a 64-bit MAC per dealt
+//! Cost against `semi2k`: arithmetic openings take twice the bytes, bit openings the same, plus 4 rounds (3
+//! when the seed commitments were exchanged ahead, see `Party::commit_check_seed`) and about 200 bytes per
+//! party for each check, and one round per checked product. Local work grows more (128-bit arithmetic, a 64-bit MAC per dealt
 //! bit). The comparison's intermediate bits keep only one folded MAC share per 64-bit word (see
 //! [`AuthBits`]): the check needs no more of a value that is only XORed and opened, so an AND gate reads its
 //! dealt operands' per-bit MACs and writes 1/64 of what it reads.
@@ -58,6 +62,8 @@ pub struct State {
     pub(crate) bit_macs: Vec<u64>,
     /// Hash of every opened value in order: all parties must have seen the same.
     pub(crate) view: Sha256,
+    /// The next check's seed commitments, if exchanged ahead (see `Party::commit_check_seed`).
+    pub(crate) seed_commitment: Option<check::SeedCommitment>,
 }
 
 impl State {
@@ -263,6 +269,7 @@ impl Domain for Spdz2k {
             bit_words: Vec::new(),
             bit_macs: Vec::new(),
             view: Sha256::new(),
+            seed_commitment: None,
         }
     }
 
@@ -833,6 +840,7 @@ mod tests {
             bit_words: Vec::new(),
             bit_macs: Vec::new(),
             view: Sha256::new(),
+            seed_commitment: None,
         }
     }
 
