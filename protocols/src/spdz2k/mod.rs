@@ -181,6 +181,27 @@ fn gemm_public_right([m, k, n]: [usize; 3], [xv, xm]: [&[u128]; 2], f: &[u64]) -
     [ov, om]
 }
 
+/// Adds the peers' wire shares (16 bytes per element, little-endian; lengths already checked) into `sum`.
+fn add_received(sum: &mut [u128], received: &[&[u8]]) {
+    for chunk in received {
+        for (s, c) in sum.iter_mut().zip(chunk.chunks_exact(16)) {
+            *s = s.wrapping_add(read_u128(c));
+        }
+    }
+}
+
+/// Hashes opened values into the view, through a small buffer: the same bytes, in order, as one update per
+/// element (16 bytes, little-endian).
+fn hash_opened(view: &mut Sha256, opened: &[u128]) {
+    let mut bytes = [0u8; 16 * 256];
+    for block in opened.chunks(256) {
+        for (b, y) in bytes.chunks_exact_mut(16).zip(block) {
+            b.copy_from_slice(&y.to_le_bytes());
+        }
+        view.update(&bytes[..16 * block.len()]);
+    }
+}
+
 fn read_u128(c: &[u8]) -> u128 {
     let mut b = [0u8; 16];
     b.copy_from_slice(c);
@@ -459,19 +480,8 @@ impl Domain for Spdz2k {
         let start = state.opened.len();
         state.opened.extend_from_slice(&own.v);
         let sum = &mut state.opened[start..];
-        for chunk in received {
-            for (s, c) in sum.iter_mut().zip(chunk.chunks_exact(16)) {
-                *s = s.wrapping_add(read_u128(c));
-            }
-        }
-        // Hashed through a small buffer (the same bytes, in order, as one update per element).
-        let mut bytes = [0u8; 16 * 256];
-        for block in sum.chunks(256) {
-            for (b, y) in bytes.chunks_exact_mut(16).zip(block) {
-                b.copy_from_slice(&y.to_le_bytes());
-            }
-            state.view.update(&bytes[..16 * block.len()]);
-        }
+        add_received(sum, received);
+        hash_opened(&mut state.view, sum);
         state.macs.extend_from_slice(&own.m);
         state.opened[start..].iter().map(|&y| y as u64).collect()
     }

@@ -33,14 +33,12 @@
 //! `m k n` MAC products saved; `F rho` (`k n` products) is preprocessing. So `spdz2k` uses it only for large
 //! products ([`crate::material::kinds::uses_product_check`]).
 
-use sha2::Digest;
-
 use crate::error::{ensure_shape, Result};
 use crate::material::auth::AuthVec;
 use crate::material::ProductCheck;
 
 use super::split_gemm::SplitWeight;
-use super::{gemm_public_left, mul_64_128, read_u128, State};
+use super::{add_received, gemm_public_left, hash_opened, mul_64_128, State};
 
 /// `e · w - r` in the value shares only (no MAC shares: the opened `delta` carries none), through the split
 /// halves of the weight's value shares where `split` has them.
@@ -84,17 +82,11 @@ pub(super) fn weight_projection(
 /// is recorded as an opened value: `delta` has no MAC, the projection check covers it.
 pub(super) fn open_unchecked(state: &mut State, own: &AuthVec, received: &[&[u8]]) -> Vec<u64> {
     let mut sum = own.v.clone();
-    for chunk in received {
-        for (s, c) in sum.iter_mut().zip(chunk.chunks_exact(16)) {
-            *s = s.wrapping_add(read_u128(c));
-        }
-    }
-    let mut words = Vec::with_capacity(2 * sum.len());
-    for y in &sum {
-        words.extend([*y as u64, (*y >> 64) as u64]);
-    }
-    state.view.update(crate::ring::to_bytes(&words));
-    words
+    add_received(&mut sum, received);
+    hash_opened(&mut state.view, &sum);
+    sum.iter()
+        .flat_map(|&y| [y as u64, (y >> 64) as u64])
+        .collect()
 }
 
 /// `U~ = delta + R` with its MACs, and the projection check of each row recorded as an opened zero (see the
