@@ -37,6 +37,8 @@ enum Command {
     Models(cli::models::ModelsArgs),
     /// Embeds a sentence with all-MiniLM-L6-v2 (`--plaintext`: burn alone).
     Embed(cli::embed::EmbedArgs),
+    /// A chat turn with SmolLM2-135M-Instruct, privately on a local committee (`--plaintext`: burn alone).
+    Chat(cli::chat::ChatArgs),
     /// Lists the nodes registered with a coordinator.
     Nodes(cli::nodes::NodesArgs),
     /// Lists a coordinator's jobs.
@@ -73,6 +75,7 @@ fn main() -> Result<()> {
         Command::Coordinator(args) => cli::coordinator::run(args),
         Command::Models(args) => cli::models::run(args),
         Command::Embed(args) => cli::embed::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Nodes(args) => cli::nodes::run(args),
         Command::Jobs(args) => cli::jobs::list(args),
         Command::Job(args) => cli::jobs::show(args),

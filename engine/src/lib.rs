@@ -8,7 +8,9 @@
 pub mod bert;
 pub mod burn_record;
 pub mod error;
+pub mod gguf;
 pub mod kernel;
+pub mod llama;
 pub mod local;
 pub mod model;
 pub mod model_file;

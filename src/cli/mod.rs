@@ -1,6 +1,7 @@
 //! Subcommands of the `veil` binary.
 
 pub mod bench;
+pub mod chat;
 pub mod client;
 pub mod coordinator;
 pub mod demo;
