@@ -18,7 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use veil_engine::kernel::RingGemm;
 use veil_engine::llama::private::{PrivateConfig, PrivateLlama};
-use veil_engine::llama::run::{generate_private, LocalSession};
+use veil_engine::llama::run::{generate_private, LocalSession, PREFILL_CHUNK};
 use veil_engine::llama::{generate_plaintext, ChatModel, Sampler, Sampling};
 use veil_engine::local::{LocalOptions, Protocol};
 use veil_protocols::ring::FixedPoint;
@@ -160,10 +160,14 @@ pub fn run(args: ChatArgs) -> Result<()> {
     )?;
     let text = model.tokenizer.decode(&generation.tokens)?;
     let costs = &session.costs;
-    let prefill_ms = costs.first().map_or(0.0, |c| c.elapsed.as_secs_f64() * 1e3);
+    let prefill_steps = prompt.len().div_ceil(PREFILL_CHUNK);
+    let prefill_ms: f64 = costs[..prefill_steps.min(costs.len())]
+        .iter()
+        .map(|c| c.elapsed.as_secs_f64() * 1e3)
+        .sum();
     let decode: Vec<f64> = costs
         .iter()
-        .skip(1)
+        .skip(prefill_steps)
         .map(|c| c.elapsed.as_secs_f64() * 1e3)
         .collect();
     let ms_per_token = crate::cli::chat::median(&decode);

@@ -70,7 +70,7 @@ pub struct PrivateConfig {
     pub silu: SiluEven,
     /// softmax of the attention scores.
     pub softmax: SoftmaxFastConfig,
-    /// The first block's input norm (the embeddings: small values).
+    /// Both norms of the first block (the embeddings and their first update: small values).
     pub first_norm: NormSpec,
     /// Every other norm (the residual stream: mean squares up to about `2^20` in SmolLM2).
     pub norm: NormSpec,
@@ -84,6 +84,10 @@ impl PrivateConfig {
     /// (inputs up to `2^17`), 3 Newton iterations; SiLU with `T = 8`, degree 8; softmax with the one-piece
     /// exp and 3 iterations.
     pub fn new(fixed_point: FixedPoint) -> Result<Self> {
+        // Squares at 2f must stay below 2^62 for inputs up to 2^15: |x| 2^-p < 2^(31 - f).
+        let p = fixed_point.frac_bits().saturating_sub(16);
+        let p = (p + 2).max(2);
+        let p = p as i32;
         Ok(Self {
             fixed_point,
             silu: SiluEven::default_fit()?,
@@ -100,10 +104,11 @@ impl PrivateConfig {
                 },
             },
             norm: NormSpec {
-                prescale_bits: 2,
+                prescale_bits: p as u32,
+                // Mean squares in [2^-2, 2^22) scaled by 2^-2p.
                 rsqrt: NewtonConfig {
-                    lo: -6,
-                    hi: 17,
+                    lo: -2 - 2 * p,
+                    hi: 21 - 2 * p,
                     iterations: 3,
                 },
             },
@@ -198,9 +203,9 @@ impl PrivateLlama {
             .iter()
             .enumerate()
             .map(|(i, b)| {
-                let attn_spec = if i == 0 { pcfg.first_norm } else { pcfg.norm };
-                let pa = (-f64::from(attn_spec.prescale_bits)).exp2();
-                let pf = (-f64::from(pcfg.norm.prescale_bits)).exp2();
+                let spec = if i == 0 { pcfg.first_norm } else { pcfg.norm };
+                let pa = (-f64::from(spec.prescale_bits)).exp2();
+                let pf = pa;
                 let mut qkv_rows = b.q.clone();
                 qkv_rows.extend_from_slice(&b.k);
                 qkv_rows.extend_from_slice(&b.v);
@@ -349,7 +354,7 @@ impl PrivateLlama {
             }));
             out.push(trunc(len * d));
             out.push(trunc(len * d));
-            out.extend(self.norm_requests(&self.pcfg.norm, len));
+            out.extend(self.norm_requests(&spec, len));
             out.push(trunc(len * 2 * ff));
             out.extend(self.pcfg.silu.scaled_requests(len * ff, f));
             out.push(trunc(len * ff));
@@ -553,7 +558,7 @@ impl PrivateLlama {
             );
             x = party.trunc(&z)?;
             step.done(party, &mut profile, "attn-out");
-            let n = self.rms_norm(party, &x, len, &self.pcfg.norm)?;
+            let n = self.rms_norm(party, &x, len, &spec)?;
             step.done(party, &mut profile, "rmsnorm");
             let gu = party.trunc(&D::gemm_right(
                 party.gemm(),

@@ -149,8 +149,31 @@ impl<'m> LocalSession<'m> {
     }
 }
 
-/// Generates up to `max_tokens` tokens after `prompt` privately: the prefill, then one decode step per
-/// token, stopping after `eos`. `on_token` sees each token as the client samples it.
+/// Prompt positions per prefill step: a long prompt is prefilled in chunks over the growing cache, so the
+/// dealer's material for one step (and the memory it takes) stays bounded.
+pub const PREFILL_CHUNK: usize = 8;
+
+impl LocalSession<'_> {
+    /// Prefills `ids` in steps of at most `chunk` positions; returns the logits of every position when
+    /// `all_rows`, else of the last one.
+    pub fn prefill(&mut self, ids: &[u32], all_rows: bool, chunk: usize) -> Result<Vec<Vec<f64>>> {
+        let chunk = chunk.max(1);
+        let mut out = Vec::new();
+        let pieces: Vec<&[u32]> = ids.chunks(chunk).collect();
+        for (i, piece) in pieces.iter().enumerate() {
+            // Without `all_rows`, an intermediate chunk's one logit row is computed and dropped.
+            let rows = if all_rows { piece.len() } else { 1 };
+            let logits = self.step(piece, rows)?;
+            if all_rows || i + 1 == pieces.len() {
+                out.extend(logits);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Generates up to `max_tokens` tokens after `prompt` privately: the prefill (in steps of
+/// [`PREFILL_CHUNK`] positions), then one decode step per token, stopping after `eos`. `on_token` sees each token as the client samples it.
 pub fn generate_private(
     session: &mut LocalSession<'_>,
     prompt: &[u32],
@@ -159,7 +182,7 @@ pub fn generate_private(
     sampler: &mut Sampler,
     mut on_token: impl FnMut(u32),
 ) -> Result<Generation> {
-    let mut logits = session.step(prompt, 1)?;
+    let mut logits = session.prefill(prompt, false, PREFILL_CHUNK)?;
     let mut tokens = Vec::new();
     for i in 0..max_tokens {
         let row = logits.pop().ok_or_else(|| bad("the committee returned no logits"))?;
