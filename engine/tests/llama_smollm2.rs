@@ -5,9 +5,13 @@
 //! Without the model the test says so and passes, except under `CI=true`, where it fails.
 
 use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 
 use burn::tensor::Device;
-use veil_engine::llama::{generate_plaintext, ChatModel, Sampler, Sampling};
+use veil_engine::llama::private::{PrivateConfig, PrivateLlama};
+use veil_engine::llama::run::{generate_private, LocalSession};
+use veil_engine::llama::{generate_plaintext, ChatModel, Message, Sampler, Sampling};
+use veil_engine::local::LocalOptions;
 
 fn model_path() -> Option<PathBuf> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -16,9 +20,15 @@ fn model_path() -> Option<PathBuf> {
         return Some(p);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing under CI=true: run `veil models fetch smollm2-135m-instruct`", p.display());
+        panic!(
+            "{} is missing under CI=true: run `veil models fetch smollm2-135m-instruct`",
+            p.display()
+        );
     }
-    eprintln!("SKIPPED: {} is missing (run `veil models fetch smollm2-135m-instruct`)", p.display());
+    eprintln!(
+        "SKIPPED: {} is missing (run `veil models fetch smollm2-135m-instruct`)",
+        p.display()
+    );
     None
 }
 
@@ -33,12 +43,17 @@ struct Fixture {
     text: String,
 }
 
+/// The model, loaded once for this test binary.
+fn model() -> Option<&'static ChatModel> {
+    static MODEL: OnceLock<Option<ChatModel>> = OnceLock::new();
+    MODEL
+        .get_or_init(|| model_path().map(|p| ChatModel::load(&p).unwrap()))
+        .as_ref()
+}
+
 #[test]
-fn plaintext_reproduces_the_independent_reference() {
-    let Some(path) = model_path() else { return };
-    let fixture: Fixture =
-        serde_json::from_str(include_str!("fixtures/smollm2_greedy.json")).unwrap();
-    let model = ChatModel::load(&path).unwrap();
+fn architecture_comes_from_the_metadata() {
+    let Some(model) = model() else { return };
     let c = &model.weights.config;
     assert_eq!(
         (c.layers, c.hidden, c.ffn, c.heads, c.kv_heads, c.head_dim, c.vocab),
@@ -46,20 +61,22 @@ fn plaintext_reproduces_the_independent_reference() {
     );
     assert_eq!(c.rope_theta, 100_000.0);
     assert!(model.weights.head.is_none(), "the head is tied");
-    // Template and tokenizer.
+    // Digits are split one by one and spaces kept.
+    let digits = model.tokenizer.encode("In 2024, 17 cats").unwrap();
+    assert_eq!(model.tokenizer.decode(&digits).unwrap(), "In 2024, 17 cats");
+}
+
+fn check_fixture(model: &ChatModel, fixture: &Fixture) {
     let mut messages = Vec::new();
     if let Some(s) = &fixture.system {
-        messages.push(veil_engine::llama::Message::new("system", s));
+        messages.push(Message::new("system", s));
     }
-    messages.push(veil_engine::llama::Message::new("user", &fixture.prompt));
+    messages.push(Message::new("user", &fixture.prompt));
     assert_eq!(model.template.render(&messages).unwrap(), fixture.rendered);
     let ids = model
         .prompt_ids(fixture.system.as_deref(), &fixture.prompt)
         .unwrap();
     assert_eq!(ids, fixture.prompt_tokens);
-    // Digits are split one by one and spaces kept, as the reference does.
-    let digits = model.tokenizer.encode("In 2024, 17 cats").unwrap();
-    assert_eq!(model.tokenizer.decode(&digits).unwrap(), "In 2024, 17 cats");
     // Greedy generation.
     let llama = model.plaintext(&Device::flex());
     let mut sampler = Sampler::new(Sampling::Greedy).unwrap();
@@ -77,4 +94,46 @@ fn plaintext_reproduces_the_independent_reference() {
         model.tokenizer.decode(&generation.tokens).unwrap(),
         fixture.text
     );
+}
+
+#[test]
+fn plaintext_reproduces_the_independent_reference() {
+    let Some(model) = model() else { return };
+    for text in [
+        include_str!("fixtures/smollm2_greedy.json"),
+        include_str!("fixtures/smollm2_greedy_system.json"),
+    ] {
+        let fixture: Fixture = serde_json::from_str(text).unwrap();
+        check_fixture(model, &fixture);
+    }
+}
+
+#[test]
+fn private_chat_answers_with_paris() {
+    let Some(model) = model() else { return };
+    let private = PrivateLlama::new(
+        &model.weights,
+        PrivateConfig::new(Default::default()).unwrap(),
+    )
+    .unwrap();
+    let mut options = LocalOptions::new(3, Arc::new(veil_engine::kernel::RingGemm::new(1)));
+    options.seed = Some(1);
+    let mut session = LocalSession::new(&private, &options).unwrap();
+    let prompt = model
+        .prompt_ids(None, "What is the capital of France?")
+        .unwrap();
+    let mut sampler = Sampler::new(Sampling::Greedy).unwrap();
+    let generation = generate_private(
+        &mut session,
+        &prompt,
+        8,
+        model.tokenizer.eos,
+        &mut sampler,
+        |_| {},
+    )
+    .unwrap();
+    let text = model.tokenizer.decode(&generation.tokens).unwrap();
+    assert!(text.contains("Paris"), "private answer: {text:?}");
+    // The committee cached every position but the last sampled token.
+    assert_eq!(session.cached(), prompt.len() + generation.tokens.len() - 1);
 }

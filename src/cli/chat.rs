@@ -65,7 +65,9 @@ pub struct ChatArgs {
 
 /// The default model path.
 pub fn default_model() -> PathBuf {
-    PathBuf::from("models").join(SMOLLM2_NAME).join(SMOLLM2_FILE)
+    PathBuf::from("models")
+        .join(SMOLLM2_NAME)
+        .join(SMOLLM2_FILE)
 }
 
 /// Runs `veil chat`.
@@ -115,9 +117,10 @@ pub fn run(args: ChatArgs) -> Result<()> {
         let device = burn::tensor::Device::flex();
         let llama = model.plaintext(&device);
         let started = Instant::now();
-        let generation = generate_plaintext(&llama, &prompt, args.max_tokens, eos, &mut sampler, |t| {
-            stream(t, args.json)
-        })?;
+        let generation =
+            generate_plaintext(&llama, &prompt, args.max_tokens, eos, &mut sampler, |t| {
+                stream(t, args.json)
+            })?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         let text = model.tokenizer.decode(&generation.tokens)?;
         if args.json {
@@ -132,7 +135,10 @@ pub fn run(args: ChatArgs) -> Result<()> {
                 })
             );
         } else {
-            println!("\n[plaintext: {} tokens in {ms:.0} ms]", generation.tokens.len());
+            println!(
+                "\n[plaintext: {} tokens in {ms:.0} ms]",
+                generation.tokens.len()
+            );
         }
         return Ok(());
     }

@@ -61,7 +61,9 @@ pub enum GgufError {
     #[error("GGUF version {0} is not read (2 and 3 are)")]
     UnsupportedVersion(u32),
     /// The file ends inside an item.
-    #[error("the file ends at byte {len} inside {what} (which needs {needed} bytes from byte {offset})")]
+    #[error(
+        "the file ends at byte {len} inside {what} (which needs {needed} bytes from byte {offset})"
+    )]
     Truncated {
         /// What was being read.
         what: &'static str,
@@ -103,7 +105,9 @@ pub enum GgufError {
     #[error("tensor `{0}` appears twice")]
     DuplicateTensor(String),
     /// A tensor type this reader does not dequantise.
-    #[error("tensor `{name}` has type {type_code}, which is not read (F32, F16, Q4_0, Q4_1, Q8_0 are)")]
+    #[error(
+        "tensor `{name}` has type {type_code}, which is not read (F32, F16, Q4_0, Q4_1, Q8_0 are)"
+    )]
     UnsupportedTensorType {
         /// The tensor.
         name: String,
@@ -489,7 +493,9 @@ impl Gguf {
                 return Err(GgufError::DuplicateTensor(t.name.clone()));
             }
             let fits = t.offset % alignment == 0
-                && t.offset.checked_add(t.size).is_some_and(|end| end <= data_len);
+                && t.offset
+                    .checked_add(t.size)
+                    .is_some_and(|end| end <= data_len);
             if !fits {
                 return Err(GgufError::TensorOutOfBounds {
                     name: t.name.clone(),
@@ -599,7 +605,11 @@ impl Gguf {
         let start = self.data_start as u64 + info.offset;
         usize::try_from(start)
             .ok()
-            .zip(start.checked_add(info.size).and_then(|e| usize::try_from(e).ok()))
+            .zip(
+                start
+                    .checked_add(info.size)
+                    .and_then(|e| usize::try_from(e).ok()),
+            )
             .and_then(|(a, b)| self.bytes.get(a..b))
             .unwrap_or(&[])
     }

@@ -24,7 +24,10 @@ fn q4_0_block_by_hand() {
     assert_eq!(v.len(), 32);
     assert_eq!(v[0], -3.5);
     assert_eq!(v[16], -3.0);
-    assert!(v.iter().enumerate().all(|(i, x)| i == 0 || i == 16 || *x == 0.0));
+    assert!(v
+        .iter()
+        .enumerate()
+        .all(|(i, x)| i == 0 || i == 16 || *x == 0.0));
 }
 
 #[test]
@@ -123,7 +126,10 @@ fn named_corruptions_are_typed_errors() {
     assert!(matches!(Gguf::parse(b), Err(GgufError::BadMagic(_))));
     let mut b = good.clone();
     b[4] = 9;
-    assert_eq!(Gguf::parse(b).unwrap_err(), GgufError::UnsupportedVersion(9));
+    assert_eq!(
+        Gguf::parse(b).unwrap_err(),
+        GgufError::UnsupportedVersion(9)
+    );
     // A huge metadata count.
     let mut b = good.clone();
     b[16..24].copy_from_slice(&u64::MAX.to_le_bytes());

@@ -120,7 +120,10 @@ impl Llama {
     fn rope(&self, x: Tensor<3>, start: usize) -> Tensor<3> {
         let [heads, len, hd] = x.dims();
         let half = hd / 2;
-        let (mut cos, mut sin) = (Vec::with_capacity(len * half), Vec::with_capacity(len * half));
+        let (mut cos, mut sin) = (
+            Vec::with_capacity(len * half),
+            Vec::with_capacity(len * half),
+        );
         for p in start..start + len {
             for i in 0..half {
                 let (c, s) = self.config.rope(p, i);
@@ -143,7 +146,12 @@ impl Llama {
 
     /// Runs `ids` at positions `cache.len()..` and returns the logits of the last `logits_rows` positions,
     /// row-major `[logits_rows, vocab]`; the cache grows by `ids.len()`.
-    pub fn forward(&self, ids: &[u32], cache: &mut KvCache, logits_rows: usize) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        logits_rows: usize,
+    ) -> Result<Vec<f32>> {
         let c = &self.config;
         let (len, start) = (ids.len(), cache.len);
         if len == 0 || start + len > c.context || logits_rows > len {
@@ -164,7 +172,15 @@ impl Llama {
         // Causal mask over the new rows and every cached plus new column.
         let total = start + len;
         let mask: Vec<f32> = (0..len)
-            .flat_map(|r| (0..total).map(move |s| if s > start + r { f32::NEG_INFINITY } else { 0.0 }))
+            .flat_map(|r| {
+                (0..total).map(move |s| {
+                    if s > start + r {
+                        f32::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+            })
             .collect();
         let mask = Tensor::<3>::from_data(TensorData::new(mask, [1, len, total]), &self.device);
         let split = |t: Tensor<2>, h: usize| t.reshape([len, h, hd]).swap_dims(0, 1);

@@ -397,7 +397,13 @@ impl PrivateLlama {
 
     /// RoPE on `rows` rows of `width` values (heads of `head_dim`) at positions `start..`: local products by
     /// public `cos`/`sin`, then one truncation (the caller's).
-    fn rope_wide<D: Domain>(&self, x: &D::Arith, start: usize, rows: usize, width: usize) -> D::Arith {
+    fn rope_wide<D: Domain>(
+        &self,
+        x: &D::Arith,
+        start: usize,
+        rows: usize,
+        width: usize,
+    ) -> D::Arith {
         let c = &self.config;
         let f = self.pcfg.fixed_point.frac_bits();
         let hd = c.head_dim;
@@ -500,9 +506,8 @@ impl PrivateLlama {
                         &(0..group)
                             .flat_map(|h| {
                                 let head = g * group + h;
-                                (0..len).flat_map(move |t| {
-                                    (0..hd).map(move |j| t * qw + head * hd + j)
-                                })
+                                (0..len)
+                                    .flat_map(move |t| (0..hd).map(move |j| t * qw + head * hd + j))
                             })
                             .collect::<Vec<_>>(),
                     )

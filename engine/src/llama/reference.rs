@@ -6,18 +6,17 @@ use super::weights::LlamaWeights;
 fn matvec(w: &[f32], x: &[f64], rows: usize) -> Vec<f64> {
     let cols = x.len();
     (0..rows)
-        .map(|r| {
-            (0..cols)
-                .map(|c| f64::from(w[r * cols + c]) * x[c])
-                .sum()
-        })
+        .map(|r| (0..cols).map(|c| f64::from(w[r * cols + c]) * x[c]).sum())
         .collect()
 }
 
 fn rms_norm(x: &[f64], gain: &[f32], eps: f64) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
     let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(gain).map(|(v, g)| v * r * f64::from(*g)).collect()
+    x.iter()
+        .zip(gain)
+        .map(|(v, g)| v * r * f64::from(*g))
+        .collect()
 }
 
 /// The logits of every position of `ids`, `[len][vocab]`.

@@ -106,9 +106,9 @@ impl<'m> LocalSession<'m> {
         let len = ids.len();
         let out = run(&self.committee, &requests, &[], &seeds, |party, _| {
             let me = party.id();
-            let mut cache = caches[me]
-                .lock()
-                .map_err(|_| veil_protocols::ProtocolError::Committee("a cache lock was poisoned".into()))?;
+            let mut cache = caches[me].lock().map_err(|_| {
+                veil_protocols::ProtocolError::Committee("a cache lock was poisoned".into())
+            })?;
             let started = Instant::now();
             let before = party.stats().clone();
             let mut prof = Vec::new();
@@ -122,7 +122,12 @@ impl<'m> LocalSession<'m> {
                     (profile && me == 0).then_some(&mut prof),
                 )
                 .map_err(|e| veil_protocols::ProtocolError::Material(e.to_string()))?;
-            Ok((logits, started.elapsed(), party.stats().since(&before), prof))
+            Ok((
+                logits,
+                started.elapsed(),
+                party.stats().since(&before),
+                prof,
+            ))
         })?;
         let parts: Vec<Vec<u64>> = out.parties.iter().map(|p| p.value.0.clone()).collect();
         let opened = reconstruct(&parts)?;
@@ -134,7 +139,12 @@ impl<'m> LocalSession<'m> {
             .collect();
         self.costs.push(StepCost {
             positions: len,
-            elapsed: out.parties.iter().map(|p| p.value.1).max().unwrap_or_default(),
+            elapsed: out
+                .parties
+                .iter()
+                .map(|p| p.value.1)
+                .max()
+                .unwrap_or_default(),
             online: out.parties.iter().map(|p| p.value.2.clone()).collect(),
             dealer_bytes: out.dealer_bytes,
             dealer_elapsed: out.dealer_elapsed,
@@ -185,7 +195,9 @@ pub fn generate_private(
     let mut logits = session.prefill(prompt, false, PREFILL_CHUNK)?;
     let mut tokens = Vec::new();
     for i in 0..max_tokens {
-        let row = logits.pop().ok_or_else(|| bad("the committee returned no logits"))?;
+        let row = logits
+            .pop()
+            .ok_or_else(|| bad("the committee returned no logits"))?;
         let t = sampler.next(&row);
         tokens.push(t);
         on_token(t);

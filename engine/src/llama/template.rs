@@ -63,9 +63,12 @@ impl ChatTemplate {
     /// The prompt text for `messages`, ending with the assistant's generation prompt.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
         let mut env = Environment::new();
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, Error> {
-            Err(Error::new(ErrorKind::InvalidOperation, msg))
-        });
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, Error> {
+                Err(Error::new(ErrorKind::InvalidOperation, msg))
+            },
+        );
         env.add_template("chat", &self.source)
             .map_err(|e| bad(format!("chat template: {e}")))?;
         let tmpl = env

@@ -55,7 +55,10 @@ fn tokenizer_meta(vocab: usize) -> Vec<(&'static str, Value)> {
 }
 
 fn max_diff(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f64::max)
 }
 
 #[test]
@@ -70,7 +73,13 @@ fn gguf_round_trip_keeps_config_and_weights() {
     assert_eq!(model.tokenizer.encode("ab").unwrap(), vec![1]);
     assert_eq!(model.tokenizer.encode("abt2ba").unwrap(), vec![1, 2, 4, 0]);
     assert_eq!(model.tokenizer.eos, 2);
-    assert_eq!(model.template.render(&[Message::new("user", "hi")]).unwrap(), "hi");
+    assert_eq!(
+        model
+            .template
+            .render(&[Message::new("user", "hi")])
+            .unwrap(),
+        "hi"
+    );
 }
 
 #[test]
@@ -186,4 +195,23 @@ fn sampling_is_greedy_or_seeded() {
         seed: 0
     })
     .is_none());
+}
+
+#[test]
+fn decode_step_costs_are_pinned() {
+    // Bytes and rounds depend only on the shapes: pinned for a 2-block model, 3 parties, a decode step
+    // at position 4 (so a change in the protocol's cost shows up here).
+    let w = LlamaWeights::random(small(2, 4, 2), 2);
+    let model = PrivateLlama::new(&w, PrivateConfig::new(Default::default()).unwrap()).unwrap();
+    let options = LocalOptions::new(3, Arc::new(veil_protocols::gemm::NaiveGemm));
+    let mut session = LocalSession::new(&model, &options).unwrap();
+    session.step(&[1, 2, 3, 4], 1).unwrap();
+    session.step(&[5], 1).unwrap();
+    let decode = &session.costs[1];
+    let rounds: Vec<u64> = decode.online.iter().map(|s| s.rounds).collect();
+    let bytes: Vec<u64> = decode.online.iter().map(|s| s.bytes_sent).collect();
+    assert_eq!(
+        (rounds, bytes, decode.dealer_bytes),
+        (vec![326; 3], vec![109_076; 3], 78_168)
+    );
 }

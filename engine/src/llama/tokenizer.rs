@@ -133,7 +133,12 @@ impl ChatTokenizer {
                 text.len()
             )));
         }
-        Ok(self.inner.encode(text, false).map_err(err)?.get_ids().to_vec())
+        Ok(self
+            .inner
+            .encode(text, false)
+            .map_err(err)?
+            .get_ids()
+            .to_vec())
     }
 
     /// The text of `ids` (control tokens left out).

@@ -246,7 +246,9 @@ mod tests {
         let fp = crate::ring::FixedPoint::default();
         let xs: Vec<f64> = (0..401).map(|i| -20.0 + 0.1 * i as f64).collect();
         let n = xs.len();
-        let enc = fp.encode(&xs.iter().map(|v| *v as f32).collect::<Vec<_>>()).unwrap();
+        let enc = fp
+            .encode(&xs.iter().map(|v| *v as f32).collect::<Vec<_>>())
+            .unwrap();
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let shares = share(&enc, 3, &mut rng).unwrap();
         let committee = Committee::new(3, std::sync::Arc::new(crate::gemm::NaiveGemm));
@@ -265,11 +267,17 @@ mod tests {
             // the plain approximation up to fixed-point rounding.
             if (x.abs() - 8.0).abs() > 0.01 {
                 let want = approx.eval_plain(*x);
-                assert!((g - want).abs() < 2e-4 + 1e-4 * x.abs(), "x {x}: {g} vs {want}");
+                assert!(
+                    (g - want).abs() < 2e-4 + 1e-4 * x.abs(),
+                    "x {x}: {g} vs {want}"
+                );
             }
             // Everywhere, within the fit's bound of SiLU plus rounding.
             let exact = silu_exact(*x);
-            assert!((g - exact).abs() < 3e-3 + 1e-4 * x.abs(), "x {x}: {g} vs {exact}");
+            assert!(
+                (g - exact).abs() < 3e-3 + 1e-4 * x.abs(),
+                "x {x}: {g} vs {exact}"
+            );
         }
     }
 }

@@ -97,7 +97,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if p + g > model.weights.config.context {
         bail!("--prompt-len plus --gen exceed the model's context");
     }
-    let private = PrivateLlama::new(&model.weights, PrivateConfig::new(FixedPoint::new(args.frac_bits)?)?)?;
+    let private = PrivateLlama::new(
+        &model.weights,
+        PrivateConfig::new(FixedPoint::new(args.frac_bits)?)?,
+    )?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = args.threads.unwrap_or((cores / args.parties).max(1));
     let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
@@ -241,9 +244,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             report.positions_compared
         );
         if args.profile {
-            println!("  {:<10} {:>9} {:>10} {:>7}", "step", "ms", "bytes", "rounds");
+            println!(
+                "  {:<10} {:>9} {:>10} {:>7}",
+                "step", "ms", "bytes", "rounds"
+            );
             for r in &report.profile {
-                println!("  {:<10} {:>9.2} {:>10} {:>7}", r.step, r.ms, r.bytes, r.rounds);
+                println!(
+                    "  {:<10} {:>9.2} {:>10} {:>7}",
+                    r.step, r.ms, r.bytes, r.rounds
+                );
             }
         }
     }
