@@ -59,7 +59,7 @@ impl LlamaConfig {
             Ok(v) => usize::try_from(v).map_err(|_| bad("vocab_size does not fit"))?,
             Err(_) => g.strings("tokenizer.ggml.tokens")?.len(),
         };
-        let head_dim = if heads > 0 { hidden / heads } else { 0 };
+        let head_dim = hidden.checked_div(heads).unwrap_or(0);
         let c = Self {
             layers: n("block_count")?,
             hidden,
@@ -92,9 +92,9 @@ impl LlamaConfig {
             && (1..=MAX_VOCAB).contains(&self.vocab)
             && self.heads > 0
             && self.kv_heads > 0
-            && self.heads % self.kv_heads == 0
+            && self.heads.is_multiple_of(self.kv_heads)
             && self.head_dim * self.heads == self.hidden
-            && self.head_dim % 2 == 0
+            && self.head_dim.is_multiple_of(2)
             && self.context > 0
             && self.rms_eps.is_finite()
             && self.rms_eps > 0.0
