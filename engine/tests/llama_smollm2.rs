@@ -137,3 +137,25 @@ fn private_chat_answers_with_paris() {
     // The committee cached every position but the last sampled token.
     assert_eq!(session.cached(), prompt.len() + generation.tokens.len() - 1);
 }
+
+#[test]
+fn dequantisation_matches_the_gguf_package_on_the_real_file() {
+    let Some(path) = model_path() else { return };
+    let g = veil_engine::gguf::Gguf::open(&path).unwrap();
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/smollm2_dequant.json")).unwrap();
+    for name in [
+        "blk.0.attn_q.weight",
+        "token_embd.weight",
+        "blk.0.attn_norm.weight",
+        "blk.29.ffn_down.weight",
+    ] {
+        let t = &fixture[name];
+        let dims: Vec<u64> = serde_json::from_value(t["dims"].clone()).unwrap();
+        let got = g.dequantize(name, &dims).unwrap();
+        let first: Vec<f32> = serde_json::from_value(t["first"].clone()).unwrap();
+        let last: Vec<f32> = serde_json::from_value(t["last"].clone()).unwrap();
+        assert_eq!(&got[..64], &first[..], "{name}: first values");
+        assert_eq!(&got[got.len() - 64..], &last[..], "{name}: last values");
+    }
+}

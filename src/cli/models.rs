@@ -186,6 +186,8 @@ fn fetch_smollm2(args: &FetchArgs) -> Result<()> {
     let target = args.models_dir.join(SMOLLM2_NAME);
     let dest = target.join(SMOLLM2_FILE);
     if dest.exists() && sha256_file(&dest)? == SMOLLM2_SHA256 {
+        std::fs::write(target.join("CREDIT"), SMOLLM2_CREDIT)?;
+        std::fs::write(target.join("LICENSE"), APACHE_2_0)?;
         println!("{} is already in place (hash checked)", dest.display());
         return Ok(());
     }
