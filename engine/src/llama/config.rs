@@ -2,7 +2,7 @@
 
 use crate::gguf::Gguf;
 
-use super::{bad, Result};
+use super::{inconsistent, LlamaError, Result};
 
 /// Largest accepted dimensions (generous for small chat models; they bound allocations made from a file).
 const MAX_LAYERS: usize = 256;
@@ -43,20 +43,23 @@ impl LlamaConfig {
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let arch = g.str("general.architecture")?;
         if arch != "llama" {
-            return Err(bad(format!("architecture {arch:?} is not llama")));
+            return Err(LlamaError::Unsupported {
+                what: "general.architecture",
+                value: arch.to_string(),
+            });
         }
         let n = |k: &str| -> Result<usize> {
             usize::try_from(g.u64(&format!("llama.{k}"))?)
-                .map_err(|_| bad(format!("llama.{k} does not fit")))
+                .map_err(|_| inconsistent("a llama.* size does not fit in memory"))
         };
         let hidden = n("embedding_length")?;
         let heads = n("attention.head_count")?;
         let kv_heads = match g.u64("llama.attention.head_count_kv") {
-            Ok(v) => usize::try_from(v).map_err(|_| bad("head_count_kv does not fit"))?,
+            Ok(v) => usize::try_from(v).map_err(|_| inconsistent("head_count_kv does not fit"))?,
             Err(_) => heads,
         };
         let vocab = match g.u64("llama.vocab_size") {
-            Ok(v) => usize::try_from(v).map_err(|_| bad("vocab_size does not fit"))?,
+            Ok(v) => usize::try_from(v).map_err(|_| inconsistent("vocab_size does not fit"))?,
             Err(_) => g.strings("tokenizer.ggml.tokens")?.len(),
         };
         let head_dim = hidden.checked_div(heads).unwrap_or(0);
@@ -74,10 +77,10 @@ impl LlamaConfig {
         };
         if let Ok(rot) = g.u64("llama.rope.dimension_count") {
             if rot != c.head_dim as u64 {
-                return Err(bad(format!(
-                    "RoPE over {rot} of {} dimensions per head is not supported",
-                    c.head_dim
-                )));
+                return Err(LlamaError::Unsupported {
+                    what: "llama.rope.dimension_count other than the head width",
+                    value: rot.to_string(),
+                });
             }
         }
         c.validate()?;
@@ -103,7 +106,9 @@ impl LlamaConfig {
         if ok {
             Ok(())
         } else {
-            Err(bad(format!("inconsistent Llama configuration {self:?}")))
+            Err(inconsistent(
+                "the llama.* sizes are out of range or do not fit together",
+            ))
         }
     }
 

@@ -45,9 +45,66 @@ pub enum LlamaError {
     /// The GGUF file was refused.
     #[error("GGUF: {0}")]
     Gguf(#[from] GgufError),
-    /// The file is read but does not describe a usable model, or an input does not fit it.
-    #[error("llama: {0}")]
-    Invalid(String),
+    /// A metadata value or file feature this reader does not support.
+    #[error("{what} {value:?} is not supported")]
+    Unsupported {
+        /// What it is (the metadata key or feature).
+        what: &'static str,
+        /// The value found.
+        value: String,
+    },
+    /// Metadata or tensors that are out of range or contradict each other.
+    #[error("the model file is inconsistent: {what}")]
+    Inconsistent {
+        /// What does not hold.
+        what: &'static str,
+    },
+    /// A token id outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {vocab}")]
+    TokenOutOfVocabulary {
+        /// The id.
+        id: u32,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+    /// More positions than the model's context.
+    #[error("{positions} positions exceed the context of {context}")]
+    ContextExceeded {
+        /// Positions asked for.
+        positions: usize,
+        /// The model's context length.
+        context: usize,
+    },
+    /// A step whose input does not have `len x hidden` values, or that asks for more logit rows than it runs.
+    #[error("a step of {len} positions got {values} values and asks for {logits_rows} logit rows")]
+    StepShape {
+        /// Positions of the step.
+        len: usize,
+        /// Values given.
+        values: usize,
+        /// Logit rows asked for.
+        logits_rows: usize,
+    },
+    /// A text longer than the tokenizer reads.
+    #[error("text of {bytes} bytes exceeds {limit}")]
+    TextTooLong {
+        /// Its length.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The `tokenizers` crate refused to build or run (its message).
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// The chat template failed to parse or render (minijinja's message).
+    #[error("chat template: {0}")]
+    Template(String),
+    /// A protocol other than semi2k for generation.
+    #[error("private generation runs under semi2k, not {0:?}")]
+    Protocol(crate::local::Protocol),
+    /// The committee returned no logits.
+    #[error("the committee returned no logits")]
+    NoLogits,
     /// The engine (burn, the protocols) failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -68,8 +125,8 @@ impl From<veil_protocols::ring::RingError> for LlamaError {
 /// Shorthand.
 pub type Result<T> = std::result::Result<T, LlamaError>;
 
-pub(crate) fn bad(what: impl Into<String>) -> LlamaError {
-    LlamaError::Invalid(what.into())
+fn inconsistent(what: &'static str) -> LlamaError {
+    LlamaError::Inconsistent { what }
 }
 
 /// A chat model loaded from one GGUF file: weights, tokenizer and template.
@@ -94,11 +151,7 @@ impl ChatModel {
         let config = LlamaConfig::from_gguf(g)?;
         let tokenizer = ChatTokenizer::from_gguf(g)?;
         if tokenizer.len() != config.vocab {
-            return Err(bad(format!(
-                "{} tokens for a vocabulary of {}",
-                tokenizer.len(),
-                config.vocab
-            )));
+            return Err(inconsistent("the token list and llama.vocab_size differ"));
         }
         let bos = tokenizer.bos.and_then(|b| tokenizer.token(b));
         let eos = tokenizer.token(tokenizer.eos).unwrap_or("");

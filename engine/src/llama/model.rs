@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 
 use super::config::LlamaConfig;
 use super::weights::LlamaWeights;
-use super::{bad, Result};
+use super::{LlamaError, Result};
 use crate::model::values;
 
 /// One block.
@@ -155,13 +155,24 @@ impl Llama {
         let c = &self.config;
         let (len, start) = (ids.len(), cache.len);
         if len == 0 || start + len > c.context || logits_rows > len {
-            return Err(bad(format!(
-                "{len} tokens after {start} do not fit the context of {}",
-                c.context
-            )));
+            return Err(if len == 0 || logits_rows > len {
+                LlamaError::StepShape {
+                    len,
+                    values: len,
+                    logits_rows,
+                }
+            } else {
+                LlamaError::ContextExceeded {
+                    positions: start + len,
+                    context: c.context,
+                }
+            });
         }
         if let Some(t) = ids.iter().find(|&&t| t as usize >= c.vocab) {
-            return Err(bad(format!("token id {t} is outside the vocabulary")));
+            return Err(LlamaError::TokenOutOfVocabulary {
+                id: *t,
+                vocab: c.vocab,
+            });
         }
         let (d, hd, heads, kvh) = (c.hidden, c.head_dim, c.heads, c.kv_heads);
         let idx = Tensor::<1, burn::tensor::Int>::from_data(

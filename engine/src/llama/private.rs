@@ -48,7 +48,7 @@ use veil_protocols::semi2k::Party;
 
 use super::config::LlamaConfig;
 use super::weights::LlamaWeights;
-use super::{bad, Result};
+use super::{inconsistent, LlamaError, Result};
 use crate::private::StepProfile;
 
 /// One RMSNorm's public knobs.
@@ -268,7 +268,10 @@ impl PrivateLlama {
         for &id in ids {
             let id = id as usize;
             if id >= self.config.vocab {
-                return Err(bad(format!("token id {id} is outside the vocabulary")));
+                return Err(LlamaError::TokenOutOfVocabulary {
+                    id: id as u32,
+                    vocab: self.config.vocab,
+                });
             }
             x.extend_from_slice(&self.embed[id * d..(id + 1) * d]);
         }
@@ -443,16 +446,20 @@ impl PrivateLlama {
         let total = start + len;
         let group = c.group();
         if len == 0 || D::len(&x) != len * d || logits_rows == 0 || logits_rows > len {
-            return Err(bad(format!(
-                "a step of {len} positions got {} values and asks for {logits_rows} logit rows",
-                D::len(&x)
-            )));
+            return Err(LlamaError::StepShape {
+                len,
+                values: D::len(&x),
+                logits_rows,
+            });
         }
-        if total > c.context || cache.keys.len() != c.layers {
-            return Err(bad(format!(
-                "{total} positions exceed the context of {}",
-                c.context
-            )));
+        if total > c.context {
+            return Err(LlamaError::ContextExceeded {
+                positions: total,
+                context: c.context,
+            });
+        }
+        if cache.keys.len() != c.layers {
+            return Err(inconsistent("the cache share is for another model"));
         }
         let lift = vec![1u64 << f; len * d];
         let mut step = Step::new(party);

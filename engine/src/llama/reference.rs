@@ -2,6 +2,7 @@
 //! the independent check of the burn model and of the private forward in tests.
 
 use super::weights::LlamaWeights;
+use super::{LlamaError, Result};
 
 fn matvec(w: &[f32], x: &[f64], rows: usize) -> Vec<f64> {
     let cols = x.len();
@@ -20,8 +21,11 @@ fn rms_norm(x: &[f64], gain: &[f32], eps: f64) -> Vec<f64> {
 }
 
 /// The logits of every position of `ids`, `[len][vocab]`.
-pub fn logits(w: &LlamaWeights, ids: &[u32]) -> Vec<Vec<f64>> {
+pub fn logits(w: &LlamaWeights, ids: &[u32]) -> Result<Vec<Vec<f64>>> {
     let c = &w.config;
+    if let Some(&id) = ids.iter().find(|&&t| t as usize >= c.vocab) {
+        return Err(LlamaError::TokenOutOfVocabulary { id, vocab: c.vocab });
+    }
     let (d, hd, kvw) = (c.hidden, c.head_dim, c.kv_width());
     let mut xs: Vec<Vec<f64>> = ids
         .iter()
@@ -90,7 +94,8 @@ pub fn logits(w: &LlamaWeights, ids: &[u32]) -> Vec<Vec<f64>> {
             x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
         }
     }
-    xs.iter()
+    Ok(xs
+        .iter()
         .map(|x| matvec(w.head(), &rms_norm(x, &w.final_norm, c.rms_eps), c.vocab))
-        .collect()
+        .collect())
 }

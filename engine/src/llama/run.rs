@@ -18,7 +18,7 @@ use veil_protocols::share::{reconstruct, share};
 
 use super::private::{CacheShare, PrivateLlama};
 use super::sample::Sampler;
-use super::{bad, Generation, Result};
+use super::{Generation, LlamaError, Result};
 use crate::local::{LocalOptions, Protocol};
 use crate::private::StepProfile;
 
@@ -55,9 +55,7 @@ impl<'m> LocalSession<'m> {
     /// A fresh committee for `model` (semi2k only).
     pub fn new(model: &'m PrivateLlama, options: &LocalOptions) -> Result<Self> {
         if options.protocol != Protocol::Semi2k {
-            return Err(bad(
-                "private chat runs under semi2k; spdz2k is not wired for generation yet",
-            ));
+            return Err(LlamaError::Protocol(options.protocol));
         }
         let n = options.parties;
         let mut committee = Committee::new(n, options.gemm.clone());
@@ -195,9 +193,7 @@ pub fn generate_private(
     let mut logits = session.prefill(prompt, false, PREFILL_CHUNK)?;
     let mut tokens = Vec::new();
     for i in 0..max_tokens {
-        let row = logits
-            .pop()
-            .ok_or_else(|| bad("the committee returned no logits"))?;
+        let row = logits.pop().ok_or(LlamaError::NoLogits)?;
         let t = sampler.next(&row);
         tokens.push(t);
         on_token(t);

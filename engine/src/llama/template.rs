@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::gguf::Gguf;
 
-use super::{bad, Result};
+use super::{LlamaError, Result};
 
 /// Longest template read, bytes.
 const MAX_TEMPLATE_BYTES: usize = 64 << 10;
@@ -48,7 +48,10 @@ impl ChatTemplate {
     /// A template from its source.
     pub fn new(source: String, bos: &str, eos: &str) -> Result<Self> {
         if source.len() > MAX_TEMPLATE_BYTES {
-            return Err(bad("chat template too long"));
+            return Err(LlamaError::TextTooLong {
+                bytes: source.len(),
+                limit: MAX_TEMPLATE_BYTES,
+            });
         }
         let t = Self {
             source,
@@ -70,16 +73,16 @@ impl ChatTemplate {
             },
         );
         env.add_template("chat", &self.source)
-            .map_err(|e| bad(format!("chat template: {e}")))?;
+            .map_err(|e| LlamaError::Template(e.to_string()))?;
         let tmpl = env
             .get_template("chat")
-            .map_err(|e| bad(format!("chat template: {e}")))?;
+            .map_err(|e| LlamaError::Template(e.to_string()))?;
         tmpl.render(context! {
             messages => messages,
             add_generation_prompt => true,
             bos_token => &self.bos,
             eos_token => &self.eos,
         })
-        .map_err(|e| bad(format!("chat template: {e}")))
+        .map_err(|e| LlamaError::Template(e.to_string()))
     }
 }

@@ -87,7 +87,7 @@ fn burn_model_with_cache_matches_f64_reference() {
     for (layers, heads, kv) in [(1, 2, 2), (2, 4, 2), (2, 3, 1)] {
         let w = LlamaWeights::random(small(layers, heads, kv), 7 + layers as u64);
         let ids = [3u32, 17, 5, 42, 8, 0, 49];
-        let want = reference::logits(&w, &ids);
+        let want = reference::logits(&w, &ids).unwrap();
         let model = Llama::new(&w, &Device::default());
         // All positions at once.
         let mut cache = KvCache::default();
@@ -124,13 +124,17 @@ fn burn_model_refuses_bad_inputs() {
     assert!(model.forward(&[50], &mut cache, 1).is_err());
     assert!(model.forward(&[], &mut cache, 0).is_err());
     assert!(model.forward(&vec![1; 65], &mut cache, 1).is_err());
+    assert!(matches!(
+        reference::logits(&w, &[1, 50]),
+        Err(LlamaError::TokenOutOfVocabulary { id: 50, vocab: 50 })
+    ));
 }
 
 #[test]
 fn private_prefill_and_decode_match_f64_reference() {
     let w = LlamaWeights::random(small(2, 4, 2), 11);
     let ids = [3u32, 17, 5, 42, 8, 9];
-    let want = reference::logits(&w, &ids);
+    let want = reference::logits(&w, &ids).unwrap();
     let fp = veil_protocols::ring::FixedPoint::default();
     let mut pcfg = PrivateConfig::new(fp).unwrap();
     // Random embeddings are larger than SmolLM2's: the first norm takes the general range.
@@ -158,15 +162,21 @@ fn private_prefill_and_decode_match_f64_reference() {
 }
 
 #[test]
-fn requests_match_consumption_exactly() {
-    // The material reader rejects drift: a run that consumes other material than requested fails.
+fn steps_consume_exactly_their_requested_material() {
+    // A party's job fails at its end unless it consumed every dealt request, and the reader rejects a
+    // request of another kind or size: steps of several shapes over the cache pass both checks.
     let w = LlamaWeights::random(small(1, 2, 1), 2);
     let model = PrivateLlama::new(&w, PrivateConfig::new(Default::default()).unwrap()).unwrap();
     let options = LocalOptions::new(2, Arc::new(veil_protocols::gemm::NaiveGemm));
     let mut session = LocalSession::new(&model, &options).unwrap();
     session.step(&[1, 2, 3], 1).unwrap();
     session.step(&[4], 1).unwrap();
-    assert!(session.step(&[50], 1).is_err());
+    session.step(&[5, 6], 2).unwrap();
+    assert_eq!(session.cached(), 6);
+    assert!(matches!(
+        session.step(&[50], 1),
+        Err(LlamaError::TokenOutOfVocabulary { id: 50, .. })
+    ));
 }
 
 #[test]

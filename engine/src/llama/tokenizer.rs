@@ -20,7 +20,7 @@ use tokenizers::{AddedToken, Tokenizer};
 
 use crate::gguf::Gguf;
 
-use super::{bad, Result};
+use super::{inconsistent, LlamaError, Result};
 
 /// Largest text encoded, bytes.
 pub const MAX_TEXT_BYTES: usize = 1 << 20;
@@ -41,8 +41,8 @@ impl std::fmt::Debug for ChatTokenizer {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> super::LlamaError {
-    bad(format!("tokenizer: {e}"))
+fn err(e: impl std::fmt::Display) -> LlamaError {
+    LlamaError::Tokenizer(e.to_string())
 }
 
 impl ChatTokenizer {
@@ -50,9 +50,10 @@ impl ChatTokenizer {
     pub fn from_gguf(g: &Gguf) -> Result<Self> {
         let model = g.str("tokenizer.ggml.model")?;
         if model != "gpt2" {
-            return Err(bad(format!(
-                "tokenizer model {model:?} is not read (gpt2 byte-level BPE is)"
-            )));
+            return Err(LlamaError::Unsupported {
+                what: "tokenizer.ggml.model",
+                value: model.to_string(),
+            });
         }
         let tokens: Vec<String> = g
             .strings("tokenizer.ggml.tokens")?
@@ -61,7 +62,7 @@ impl ChatTokenizer {
             .collect();
         let types = g.integers("tokenizer.ggml.token_type")?;
         if types.len() != tokens.len() {
-            return Err(bad("token types and tokens differ in number"));
+            return Err(inconsistent("token types and tokens differ in number"));
         }
         let merges = g
             .strings("tokenizer.ggml.merges")?
@@ -69,17 +70,17 @@ impl ChatTokenizer {
             .map(|m| {
                 m.split_once(' ')
                     .map(|(a, b)| (a.to_string(), b.to_string()))
-                    .ok_or_else(|| bad(format!("merge {m:?} is not two tokens")))
+                    .ok_or_else(|| inconsistent("a merge is not two tokens"))
             })
             .collect::<Result<Vec<_>>>()?;
         let id = |k: &str| -> Result<Option<u32>> {
             match g.u64(k) {
                 Ok(v) if (v as usize) < tokens.len() => Ok(Some(v as u32)),
-                Ok(v) => Err(bad(format!("{k} = {v} is outside the vocabulary"))),
+                Ok(_) => Err(inconsistent("a special token id is outside the vocabulary")),
                 Err(_) => Ok(None),
             }
         };
-        let eos = id("tokenizer.ggml.eos_token_id")?.ok_or_else(|| bad("no eos token"))?;
+        let eos = id("tokenizer.ggml.eos_token_id")?.ok_or_else(|| inconsistent("no eos token"))?;
         let bos = id("tokenizer.ggml.bos_token_id")?;
         let vocab: HashMap<String, u32> = tokens
             .iter()
@@ -87,7 +88,7 @@ impl ChatTokenizer {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
         if vocab.len() != tokens.len() {
-            return Err(bad("the vocabulary repeats a token"));
+            return Err(inconsistent("the vocabulary repeats a token"));
         }
         let bpe = BPE::builder()
             .vocab_and_merges(
@@ -106,7 +107,12 @@ impl ChatTokenizer {
                 byte_level,
             ])),
             "gpt2" | "default" => byte_level,
-            other => return Err(bad(format!("pre-tokenizer {other:?} is not read"))),
+            other => {
+                return Err(LlamaError::Unsupported {
+                    what: "tokenizer.ggml.pre",
+                    value: other.to_string(),
+                })
+            }
         };
         inner.with_pre_tokenizer(Some(pre));
         inner.with_decoder(Some(ByteLevelDecoder::default()));
@@ -128,10 +134,10 @@ impl ChatTokenizer {
     /// The ids of `text` (control tokens written in the text, such as `<|im_start|>`, become their ids).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         if text.len() > MAX_TEXT_BYTES {
-            return Err(bad(format!(
-                "text of {} bytes exceeds {MAX_TEXT_BYTES}",
-                text.len()
-            )));
+            return Err(LlamaError::TextTooLong {
+                bytes: text.len(),
+                limit: MAX_TEXT_BYTES,
+            });
         }
         Ok(self
             .inner
