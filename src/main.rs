@@ -3,7 +3,6 @@
 
 mod allocator;
 mod cli;
-mod coordinator;
 mod lab;
 
 use anyhow::Result;

@@ -1,32 +1,33 @@
-//! MetaInf as a service: the coordinator process (`veil coordinator`), the agent that joins a `veil node`
-//! to it, and the client SDK that runs jobs through it. The selection, lifecycle and persistence logic is
-//! `veil-scheduler`'s; this module adds the network, the clock and the glue to the node daemon (which is
-//! why it lives in the `veil` crate: `node` and `scheduler` do not depend on each other).
+//! MetaInf as a service: the coordinator of a veil network (`veil coordinator`). Shaped like quinn-proto
+//! and quinn: a sans-IO [`core`] takes every decision and returns what to persist; a driver
+//! ([`Coordinator`]) applies that to a [`store::StateStore`] and the [`blobs`] directory; the [`http`] edge
+//! maps requests and errors. Selection, lifecycle and persistence primitives are `veil-scheduler`'s; the
+//! API it serves (paths, JSON bodies) is `veil_node::api`, which nodes (`veil_node::agent`) and clients
+//! (`veil-client`) speak.
+//!
+//! Layering: `protocols` <- `engine` <- `node`, and `scheduler` <- `coordinator` (which also uses `node`'s
+//! identities, manifests and API types); the `veil` binary sits on both.
 //!
 //! | module | one job |
 //! | --- | --- |
-//! | [`api`] | routes and JSON bodies of the HTTPS API |
-//! | [`config`] | `coordinator.toml` |
-//! | [`error`] | API errors and their HTTP statuses |
-//! | [`state`] | the coordinator's state and decisions (registry, jobs, attempts, persistence) |
+//! | [`core`] | the state and its decisions, one module per phase (sans IO) |
+//! | [`service`] | the driver: core + store + blobs, persisting after every call |
+//! | [`store`] | the store trait and its redb implementation |
 //! | [`blobs`] | opaque per-node blobs on disk |
-//! | [`trial`] | the known-answer trial job |
-//! | [`tls`] | pinned-key TLS for the API |
-//! | [`server`] | the axum router, the TLS accept loop, the timer |
-//! | [`http`] | the API's HTTPS client |
-//! | [`agent`] | the node side: register, heartbeat, run tasks |
-//! | [`sdk`] | the client side: deploy, submit, share and seal per attempt, open and reconstruct |
-//! | [`local`] | a whole network in local processes (`veil demo`, tests) |
+//! | [`config`] | `coordinator.toml` |
+//! | [`error`] | the coordinator's errors and their kinds |
+//! | [`trial`] | checking a node's known-answer trial |
+//! | [`http`] | the axum routers per resource, TLS, the accept loop, the timer |
 
-pub mod agent;
-pub mod api;
 pub mod blobs;
 pub mod config;
+pub mod core;
 pub mod error;
 pub mod http;
-pub mod local;
-pub mod sdk;
-pub mod server;
-pub mod state;
-pub mod tls;
+pub mod service;
+pub mod store;
 pub mod trial;
+
+pub use config::CoordinatorConfig;
+pub use error::{Error, ErrorKind};
+pub use service::Coordinator;

@@ -27,7 +27,14 @@
 //! - [`node`]: the daemon that ties them together.
 //! - [`client`]: submits a job to a committee and collects the results.
 //! - [`cluster`]: starts local `veil node` processes (benchmarks, tests).
+//! - [`api`]: the coordinator's HTTPS API (paths and JSON bodies), as nodes and clients speak it.
+//! - [`api_client`]: the HTTPS client of that API (pinned coordinator key, the caller's identity).
+//! - [`agent`]: joins a node to a coordinator: registers, heartbeats, runs its trial and its tasks.
+//! - [`trial`]: the node's side of the known-answer trial job.
 
+pub mod agent;
+pub mod api;
+pub mod api_client;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -48,6 +55,7 @@ pub mod receipt;
 pub mod record;
 pub mod stage;
 pub mod tls;
+pub mod trial;
 pub mod verifier;
 pub mod wire;
 

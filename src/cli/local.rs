@@ -14,8 +14,8 @@ use anyhow::{bail, Context, Result};
 use veil_node::config::CoordinatorLink;
 use veil_node::{NodeConfig, PublicKey};
 
-use super::api::{self, NodeView};
-use super::sdk::Client;
+use veil_client::Client;
+use veil_node::api::{self, NodeView};
 
 /// A child process, killed and reaped on drop.
 struct Proc {
@@ -247,7 +247,7 @@ impl LocalNetwork {
                 veil_node::envelope::OpeningKey::generate(),
             ),
         };
-        let api = super::http::ApiClient::new(
+        let api = veil_client::ApiClient::new(
             &identity,
             self.key,
             self.address.clone(),

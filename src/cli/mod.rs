@@ -7,6 +7,7 @@ pub mod demo;
 pub mod devnet;
 pub mod embed;
 pub mod jobs;
+pub mod local;
 pub mod models;
 pub mod node;
 pub mod nodes;
