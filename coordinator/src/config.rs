@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use veil_node::PublicKey;
 use veil_scheduler::{DomainKey, JobPolicy, PhaseTimeouts};
 
 /// Why a configuration was refused.
@@ -105,6 +106,35 @@ pub struct CoordinatorConfig {
     /// Largest absolute error between a trial's answer and the plaintext reference.
     #[serde(default = "default_trial_tolerance")]
     pub trial_tolerance: f32,
+    /// How operators are admitted (`[admission]`). Absent: open admission, where a node's operator is the
+    /// name it declares (development only: one actor can then pose as many operators).
+    #[serde(default)]
+    pub admission: Option<AdmissionConfig>,
+}
+
+/// How the coordinator admits operators: a node must present its operator's certificate
+/// (`veil_node::operator`), and its collusion domain is the certificate's verified operator key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Operator keys admitted directly (a permissioned network).
+    #[serde(default)]
+    pub operators: Vec<PublicKey>,
+    /// Network admission keys: an operator is also admitted by a certificate one of them issued
+    /// (`veil operator admit`), which its nodes present after their own.
+    #[serde(default)]
+    pub admission_keys: Vec<PublicKey>,
+    /// Most nodes one operator may register (0: no limit).
+    #[serde(default)]
+    pub max_nodes_per_operator: u32,
+    /// Largest share of the roles held across the jobs in flight that one operator's nodes may hold, in
+    /// (0, 1]; an operator at its share gets no new role until others catch up (1: no cap).
+    #[serde(default = "default_role_share")]
+    pub max_role_share: f64,
+}
+
+fn default_role_share() -> f64 {
+    1.0
 }
 
 fn default_log() -> String {
@@ -188,6 +218,17 @@ impl CoordinatorConfig {
         }
         if !(self.trial_tolerance.is_finite() && self.trial_tolerance > 0.0) {
             return Err(invalid("trial_tolerance", "must be positive"));
+        }
+        if let Some(a) = &self.admission {
+            if a.operators.is_empty() && a.admission_keys.is_empty() {
+                return Err(invalid(
+                    "admission",
+                    "needs at least one operator or admission key",
+                ));
+            }
+            if !(a.max_role_share > 0.0 && a.max_role_share <= 1.0) {
+                return Err(invalid("admission.max_role_share", "must be in (0, 1]"));
+            }
         }
         Ok(())
     }

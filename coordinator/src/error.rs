@@ -123,6 +123,10 @@ pub enum Error {
     #[error("not a deployed model's job")]
     NotDeployedJob,
 
+    /// The node's operator is not admitted (no, a forged, an expired or another node's certificate, an
+    /// operator not admitted, or over its node limit).
+    #[error("admission refused: {0}")]
+    Admission(#[from] crate::core::AdmissionError),
     /// The route needs a caller key and the connection presented none.
     #[error("this route needs a client certificate (a veil identity)")]
     NoCallerKey,
@@ -291,9 +295,11 @@ impl Error {
             | NextStageNotOwned { .. }
             | NotAStage { .. }
             | NotDeployedJob => ErrorKind::Invalid,
-            NoCallerKey | NotMember { .. } | NotRole { .. } | NotSubmitter { .. } => {
-                ErrorKind::Forbidden
-            }
+            Admission(_)
+            | NoCallerKey
+            | NotMember { .. }
+            | NotRole { .. }
+            | NotSubmitter { .. } => ErrorKind::Forbidden,
             UnregisteredNode
             | UnknownNode { .. }
             | UnknownJob { .. }

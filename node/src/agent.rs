@@ -21,6 +21,7 @@ use crate::config::CoordinatorLink;
 use crate::envelope::Purpose;
 use crate::inbox::{binding_for, seal_blob, Inbox, InboxError};
 use crate::manifest::{Role, SignedManifest};
+use crate::operator::CertificateChain;
 use crate::stage::{hand_off, take_over, StageInput, StageOutput};
 use crate::trial;
 use crate::wire::RunRequest;
@@ -40,6 +41,8 @@ struct Shared {
     inbox: Inbox,
     /// The attestation of the inbox's sealing key by the node's identity (hex).
     attestation: String,
+    /// The operator's certificate chain of this node (text), if configured.
+    certificate: Option<String>,
     /// The node's identity (the verifier signs receipts with it).
     identity: Identity,
     /// The coordinator's key (manifests must carry its signature).
@@ -69,11 +72,27 @@ pub fn spawn(
         Duration::from_secs(30),
     )?;
     let attestation = hex::encode(inbox.attest(&identity));
+    let certificate = match &link.certificate {
+        Some(path) => {
+            let chain = CertificateChain::load(path)?;
+            if chain.node.subject != identity.public_key() {
+                return Err(NodeError::Config(format!(
+                    "{}: the certificate is for node {}, not this node ({})",
+                    path.display(),
+                    chain.node.subject,
+                    identity.public_key()
+                )));
+            }
+            Some(chain.to_text())
+        }
+        None => None,
+    };
     let coordinator = link.public_key;
     let shared = Arc::new(Shared {
         node,
         inbox,
         attestation,
+        certificate,
         identity,
         coordinator,
         api,
@@ -109,6 +128,7 @@ fn registration(shared: &Shared, link: &CoordinatorLink, operator: &str) -> Regi
         },
         sealing_key: shared.inbox.sealing_key().to_string(),
         sealing_attestation: shared.attestation.clone(),
+        certificate: shared.certificate.clone(),
     }
 }
 
@@ -122,6 +142,9 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 Ok(view) => {
                     tracing::info!(node = view.id, state = %view.state, "registered with the coordinator");
                     registered = true;
+                }
+                Err(e) if e.status() == Some(403) => {
+                    tracing::error!("the coordinator refused this node's admission (retrying): {e}")
                 }
                 Err(e) => tracing::warn!("registration failed (retrying): {e}"),
             }

@@ -137,6 +137,10 @@ pub struct RegisterRequest {
     /// The node's Ed25519 signature binding `sealing_key` to its identity (hex; see
     /// `veil_node::inbox::check_attestation`).
     pub sealing_attestation: String,
+    /// The operator's certificate chain of this node (`veil_node::operator::CertificateChain` text):
+    /// required by a coordinator that admits operators.
+    #[serde(default)]
+    pub certificate: Option<String>,
 }
 
 /// A measured round-trip time to a peer node.
@@ -444,8 +448,12 @@ pub struct NodeView {
     pub id: u32,
     /// Public key (hex).
     pub public_key: String,
-    /// Operator.
+    /// Operator: its collusion domain (the verified operator key, hex, where the coordinator admits
+    /// operators; else the name the node declared).
     pub operator: String,
+    /// The operator name the node declared (shown only).
+    #[serde(default)]
+    pub declared_operator: String,
     /// Region.
     pub region: String,
     /// QUIC address.

@@ -31,6 +31,7 @@
 //! - [`api_client`]: the HTTPS client of that API (pinned coordinator key, the caller's identity).
 //! - [`agent`]: joins a node to a coordinator: registers, heartbeats, runs its trial and its tasks.
 //! - [`trial`]: the node's side of the known-answer trial job.
+//! - [`operator`]: operator keys and the certificates that bind a node to its operator.
 
 pub mod agent;
 pub mod api;
@@ -48,6 +49,7 @@ pub mod jobs;
 pub mod logging;
 pub mod manifest;
 pub mod node;
+pub mod operator;
 pub mod party;
 pub mod peers;
 pub mod quic_net;

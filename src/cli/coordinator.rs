@@ -109,6 +109,11 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     let app = server::router(state.clone(), max_blob);
+    runtime.spawn(server::watch_admission(
+        state.clone(),
+        args.config.clone(),
+        Duration::from_secs(2),
+    ));
     runtime.spawn(server::timer(state, tick));
     runtime.block_on(server::serve(listener, tls_config, app));
     Ok(())

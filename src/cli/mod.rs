@@ -11,6 +11,7 @@ pub mod local;
 pub mod models;
 pub mod node;
 pub mod nodes;
+pub mod operator;
 pub mod report;
 pub mod sim;
 pub mod sweep;

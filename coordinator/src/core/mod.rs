@@ -32,6 +32,7 @@
 //!   attempt whose outputs are the result);
 //! - a blob is served only to its addressee: an input to the party's node, an output to the submitter.
 
+mod admission;
 mod execution;
 mod nodes;
 mod results;
@@ -58,6 +59,7 @@ use crate::config::CoordinatorConfig;
 use crate::error::{Error, Result};
 use crate::store::Snapshot;
 
+pub use admission::AdmissionError;
 pub use nodes::MAX_NAME_BYTES;
 pub use submission::{check_deployment, demand_for, MAX_INFERENCES, MAX_PARTIES};
 
@@ -73,6 +75,14 @@ pub(crate) struct NodeExtra {
     /// X25519 key clients seal to, and the node's attestation of it (checked at registration).
     pub(crate) sealing_key: [u8; 32],
     pub(crate) sealing_attestation: Vec<u8>,
+    /// The operator name the node declared (shown only; never a collusion domain where operators are
+    /// admitted).
+    pub(crate) declared_operator: String,
+    /// What its certificate chain admitted it as (with `[admission]`).
+    pub(crate) admission: Option<admission::NodeAdmission>,
+    /// Its operator is no longer admitted (or its certificate expired): drained, it reports as draining
+    /// whatever it sends, until it registers with a chain that is admitted again.
+    pub(crate) revoked: bool,
 }
 
 /// The current attempt of a job.

@@ -14,6 +14,7 @@ use veil_scheduler::{
     Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, Phase, ReportedStatus, Trial,
 };
 
+use super::admission::{verify_chain, AdmissionError};
 use super::{state_name, Core, NodeExtra};
 use crate::error::{Error, Result};
 
@@ -22,6 +23,8 @@ pub const MAX_NAME_BYTES: usize = 128;
 
 impl Core {
     /// Registers (or updates) the node whose key is `key`. A new node is on probation and gets a trial.
+    /// Where operators are admitted, the node's certificate chain decides its operator (the collusion
+    /// domain) and, when it states them, its region and ASN; a refusal is [`Error::Admission`].
     pub fn register(
         &mut self,
         key: &PublicKey,
@@ -60,16 +63,41 @@ impl Core {
             (None, None) => None,
             _ => return Err(Error::IncompleteGpu),
         };
-        let measured = self
-            .registry
-            .id_of(&key.to_string())
+        let known = self.registry.id_of(&key.to_string());
+        let measured = known
             .and_then(|id| self.registry.node(id))
             .and_then(|n| n.hardware().measured_ops_per_s);
+        let admission = match &self.config.admission {
+            None => None,
+            Some(config) => {
+                let admitted = verify_chain(config, key, req.certificate.as_deref(), now / 1000)?;
+                let operator = PublicKey(admitted.operator);
+                let max = config.max_nodes_per_operator;
+                let others = self
+                    .registry
+                    .nodes()
+                    .filter(|n| Some(n.id()) != known)
+                    .filter(|n| n.registration().operator == operator.to_string())
+                    .count();
+                if max > 0 && others >= max as usize {
+                    return Err(AdmissionError::TooManyNodes { operator, max }.into());
+                }
+                Some(admitted)
+            }
+        };
+        let (operator, region, asn) = match &admission {
+            Some(a) => (
+                PublicKey(a.operator).to_string(),
+                a.region.clone().unwrap_or_else(|| req.region.clone()),
+                a.asn.or(req.asn),
+            ),
+            None => (req.operator.clone(), req.region.clone(), req.asn),
+        };
         let registration = NodeRegistration {
             public_key: key.to_string(),
-            operator: req.operator.clone(),
-            region: req.region.clone(),
-            asn: req.asn,
+            operator: operator.clone(),
+            region: region.clone(),
+            asn,
             hardware: Hardware {
                 cores: h.cores,
                 memory_bytes: h.memory_bytes,
@@ -89,8 +117,14 @@ impl Core {
         extra.address = Some(req.address);
         extra.sealing_key = sealing_key.0;
         extra.sealing_attestation = attestation;
+        extra.declared_operator = req.operator.clone();
+        let readmitted = extra.revoked && admission.is_some();
+        extra.admission = admission;
+        if readmitted {
+            extra.revoked = false;
+        }
         self.dirty_nodes.insert(id);
-        tracing::info!(node = %id, operator = %req.operator, region = %req.region, "node registered");
+        tracing::info!(node = %id, %operator, declared = %req.operator, %region, "node registered");
         self.node_view(id)
     }
 
@@ -153,8 +187,9 @@ impl Core {
     ) -> Result<HeartbeatReply> {
         let id = self.node_of(key)?;
         let before = self.registry.node(id).map(|n| n.state());
+        let revoked = self.nodes.get(id.index()).is_some_and(|x| x.revoked);
         let hb = Heartbeat {
-            status: if req.ready {
+            status: if req.ready && !revoked {
                 ReportedStatus::Ready
             } else {
                 ReportedStatus::Draining
@@ -241,6 +276,11 @@ impl Core {
             id: id.0,
             public_key: reg.public_key.clone(),
             operator: reg.operator.clone(),
+            declared_operator: self
+                .nodes
+                .get(id.index())
+                .map(|x| x.declared_operator.clone())
+                .unwrap_or_default(),
             region: reg.region.clone(),
             address: self.nodes.get(id.index()).and_then(|x| x.address),
             state: state_name(n.state()).into(),

@@ -15,13 +15,15 @@ use crate::blobs::BlobDelete;
 use crate::error::{Error, Result};
 
 impl Core {
-    /// Marks silent nodes down and fails their attempts, applies phase timeouts, places waiting jobs.
+    /// Marks silent nodes down and fails their attempts, drains nodes no longer admitted, applies phase
+    /// timeouts, places waiting jobs.
     pub fn tick(&mut self, now: Millis) -> Result<()> {
         let down = self.registry.sweep(now);
         for &n in &down {
             tracing::warn!(node = %n, "node marked down (missed heartbeats)");
             self.dirty_nodes.insert(n);
         }
+        self.enforce_admission(now)?;
         let ids: Vec<u64> = self
             .jobs
             .iter()
@@ -168,6 +170,8 @@ impl Core {
                 .filter(|n| now.saturating_sub(n.last_heartbeat()) > stale)
                 .map(|n| n.id()),
         );
+        let roles: u64 = e.job.stages.iter().map(|d| u64::from(d.parties) + 2).sum();
+        exclude.extend(self.over_role_share(roles));
         exclude.sort_unstable();
         exclude.dedup();
         let stages = e.job.stages.clone();

@@ -38,6 +38,7 @@ fn registration(i: usize, id: &Identity) -> RegisterRequest {
     RegisterRequest {
         sealing_key: sealing.to_string(),
         sealing_attestation: hex::encode(attestation),
+        certificate: None,
         operator: format!("op-{i}"),
         region: "r".into(),
         asn: None,
@@ -385,4 +386,192 @@ fn a_restart_keeps_nodes_jobs_attempts_and_reservations() {
     assert_eq!(c.job_view(1).unwrap(), job);
     assert_eq!(c.nodes().iter().map(|n| n.active_jobs).sum::<u32>(), 4);
     assert_eq!(c.next_job, 2);
+}
+
+// ----- admission -----
+
+use veil_node::operator::{CertKind, Certificate, CertificateChain};
+
+/// Far enough past `T0` (in seconds) that certificates issued for the tests are valid.
+const VALID_UNTIL_S: u64 = T0 / 1000 + 3600;
+
+fn chain(operator: &Identity, node: PublicKey, expires_at_s: u64) -> String {
+    CertificateChain {
+        node: Certificate::issue(operator, CertKind::Node, node, expires_at_s, None, None).unwrap(),
+        admission: None,
+    }
+    .to_text()
+}
+
+fn admitting(dir: &std::path::Path, operators: &[&Identity], max_nodes: u32) -> CoordinatorConfig {
+    let mut c = config(dir);
+    c.admission = Some(crate::config::AdmissionConfig {
+        operators: operators.iter().map(|o| o.public_key()).collect(),
+        admission_keys: Vec::new(),
+        max_nodes_per_operator: max_nodes,
+        max_role_share: 1.0,
+    });
+    c
+}
+
+/// Registers `id` with `certificate` (and a claimed operator name `op-{i}`) and passes its trial.
+fn admit(c: &mut Coordinator, i: usize, id: &Identity, certificate: String) {
+    let mut reg = registration(i, id);
+    reg.certificate = Some(certificate);
+    let k = id.public_key();
+    c.register(&k, reg, T0).unwrap();
+    let trial = heartbeat(c, &k, T0).trial.unwrap();
+    let (node, _) = c.pending_trial(&k, trial.id).unwrap();
+    c.record_trial(node, trial.id, true, T0).unwrap();
+}
+
+#[test]
+fn forged_expired_unadmitted_and_misdirected_certificates_are_refused_with_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admitted, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut c = Coordinator::open(
+        admitting(dir.path(), &[&admitted], 0),
+        Identity::generate().unwrap(),
+        T0,
+    )
+    .unwrap();
+    let node = Identity::generate().unwrap();
+    let other = Identity::generate().unwrap().public_key();
+    let refused = |c: &mut Coordinator, certificate: Option<String>| {
+        let mut reg = registration(0, &node);
+        reg.certificate = certificate;
+        let err = c.register(&node.public_key(), reg, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+        err.to_string()
+    };
+    assert!(refused(&mut c, None).contains("register with your operator's certificate"));
+    // Signed by an operator that is not admitted.
+    let unadmitted = chain(&stranger, node.public_key(), VALID_UNTIL_S);
+    assert!(refused(&mut c, Some(unadmitted)).contains("is not admitted"));
+    // Expired.
+    let expired = chain(&admitted, node.public_key(), T0 / 1000);
+    assert!(refused(&mut c, Some(expired)).contains("expired"));
+    // For another node.
+    let misdirected = chain(&admitted, other, VALID_UNTIL_S);
+    assert!(refused(&mut c, Some(misdirected)).contains("for node"));
+    // Forged: an admitted operator's certificate whose node key was replaced after signing.
+    let genuine =
+        Certificate::issue(&admitted, CertKind::Node, other, VALID_UNTIL_S, None, None).unwrap();
+    let forged = CertificateChain {
+        node: Certificate {
+            subject: node.public_key(),
+            ..genuine
+        },
+        admission: None,
+    };
+    assert!(refused(&mut c, Some(forged.to_text())).contains("signature"));
+    assert!(c.nodes().is_empty(), "nothing was registered");
+    // The genuine chain is admitted, under the operator key, whatever name the node declares.
+    let mut reg = registration(0, &node);
+    reg.certificate = Some(chain(&admitted, node.public_key(), VALID_UNTIL_S));
+    let view = c.register(&node.public_key(), reg, T0).unwrap();
+    assert_eq!(view.operator, admitted.public_key().to_string());
+    assert_eq!(view.declared_operator, "op-0");
+}
+
+#[test]
+fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    let refs: Vec<&Identity> = operators.iter().collect();
+    let mut c = Coordinator::open(
+        admitting(dir.path(), &refs, 2),
+        Identity::generate().unwrap(),
+        T0,
+    )
+    .unwrap();
+    // Operator 0 runs two nodes that declare different operator names; the others one each.
+    let twins = [Identity::generate().unwrap(), Identity::generate().unwrap()];
+    for (i, n) in twins.iter().enumerate() {
+        admit(
+            &mut c,
+            10 + i,
+            n,
+            chain(&operators[0], n.public_key(), VALID_UNTIL_S),
+        );
+    }
+    for (i, o) in operators.iter().enumerate().skip(1) {
+        let n = Identity::generate().unwrap();
+        admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
+    }
+    // A third node of operator 0 is over its limit of two.
+    let third = Identity::generate().unwrap();
+    let mut reg = registration(20, &third);
+    reg.certificate = Some(chain(&operators[0], third.public_key(), VALID_UNTIL_S));
+    let err = c.register(&third.public_key(), reg, T0).unwrap_err();
+    assert!(err.to_string().contains("its limit"), "{err}");
+    let twins: Vec<String> = twins.iter().map(|t| t.public_key().to_string()).collect();
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let mut twin_seats = 0;
+    for j in 0..40u64 {
+        let view = c.submit(&client, request(), demand, T0 + 1 + j).unwrap();
+        let committee = view.committee.as_ref().unwrap();
+        let seated: Vec<&str> = committee
+            .parties
+            .iter()
+            .chain([&committee.dealer, &committee.verifier])
+            .map(|m| m.public_key.as_str())
+            .filter(|k| twins.iter().any(|t| t == k))
+            .collect();
+        assert!(seated.len() <= 1, "job {}: {seated:?}", view.id);
+        twin_seats += seated.len();
+        c.cancel(&client, view.id, T0 + 1 + j).unwrap();
+    }
+    // Four seats of four operators: operator 0 sits on every committee, through one twin or the other.
+    assert_eq!(twin_seats, 40);
+}
+
+#[test]
+fn removing_an_operator_drains_its_nodes_and_reschedules_their_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    let refs: Vec<&Identity> = operators.iter().collect();
+    let mut c = Coordinator::open(
+        admitting(dir.path(), &refs, 0),
+        Identity::generate().unwrap(),
+        T0,
+    )
+    .unwrap();
+    let nodes: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        admit(
+            &mut c,
+            i,
+            n,
+            chain(&operators[i], n.public_key(), VALID_UNTIL_S),
+        );
+    }
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let first = c.submit(&client, request(), demand, T0 + 1).unwrap();
+    let seated = first.committee.as_ref().unwrap().parties[0]
+        .public_key
+        .clone();
+    let i = nodes
+        .iter()
+        .position(|n| n.public_key().to_string() == seated)
+        .unwrap();
+    // The reload admits every operator but i's.
+    let mut admission = c.config().admission.clone().unwrap();
+    admission
+        .operators
+        .retain(|k| *k != operators[i].public_key());
+    let drained = c
+        .update(|core| core.set_admission(Some(admission), T0 + 2))
+        .unwrap();
+    assert_eq!(drained.len(), 1);
+    let view = c.job_view(first.id).unwrap();
+    assert_eq!(view.attempt, 2, "{view:?}");
+    assert_eq!(view.phase, "scheduled");
+    assert!(!members(&view).contains(&seated));
+    // The drained node stays draining whatever it reports, and gets no task.
+    let reply = heartbeat(&mut c, &nodes[i].public_key(), T0 + 3);
+    assert_eq!(reply.state, "draining");
+    assert!(reply.tasks.is_empty());
 }

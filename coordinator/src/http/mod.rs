@@ -207,6 +207,42 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
     }
 }
 
+/// Reloads `[admission]` from the configuration file at `path` whenever the file changes (checked every
+/// `period`): operators taken out are drained and their attempts rescheduled. A file that no longer loads is
+/// logged and ignored (the running configuration stays).
+pub async fn watch_admission(state: Shared, path: std::path::PathBuf, period: Duration) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let admission = match crate::CoordinatorConfig::load(&path) {
+            Ok(config) => config.admission,
+            Err(e) => {
+                tracing::error!(
+                    "reloading {}: {e} (the running configuration stays)",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        match with_state(&state, move |c| {
+            c.update(|core| core.set_admission(admission, now_ms()))
+        })
+        .await
+        {
+            Ok(drained) => tracing::info!(drained = drained.len(), "admission reloaded"),
+            Err(Reply(e)) => tracing::error!("reloading the admission: {e}"),
+        }
+    }
+}
+
 /// Every `tick`, sweeps the registry, applies phase timeouts and places waiting jobs.
 pub async fn timer(state: Shared, tick: Duration) {
     let mut interval = tokio::time::interval(tick);
