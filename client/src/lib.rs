@@ -376,6 +376,8 @@ impl Client {
                         u32::from(deployment.parties)
                     },
                 }),
+                threads: None,
+                shaping: None,
             };
             let view: JobView = self.api.post_json(api::JOBS, &request)?;
             progress(k, &view);

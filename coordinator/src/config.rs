@@ -47,6 +47,16 @@ pub enum ConfigError {
 
 type Result<T> = std::result::Result<T, ConfigError>;
 
+/// Ring operations per second of the slow reference node a job's running timeout assumes (a tenth of
+/// `veil_scheduler`'s per-core estimate).
+pub const REFERENCE_OPS_PER_S: f64 = 1.0e8;
+/// Bytes per second of the reference node's link (100 Mbit/s).
+pub const REFERENCE_BYTES_PER_S: f64 = 12.5e6;
+/// Milliseconds per online round on the reference network (an inter-region round trip).
+pub const REFERENCE_ROUND_MS: f64 = 100.0;
+/// How many times its estimated duration a job may run before it times out.
+pub const RUNNING_SLACK: f64 = 4.0;
+
 fn invalid(field: &'static str, requirement: &'static str) -> ConfigError {
     ConfigError::Invalid { field, requirement }
 }
@@ -80,9 +90,13 @@ pub struct CoordinatorConfig {
     /// From scheduling until every member accepted and every input blob arrived, ms.
     #[serde(default = "default_scheduled")]
     pub scheduled_timeout_ms: u64,
-    /// Computing, ms.
+    /// Computing, ms: the most any job gets. A job's own limit scales with its estimated work
+    /// ([`CoordinatorConfig::running_timeout_for`]) between `min_running_timeout_ms` and this.
     #[serde(default = "default_running")]
     pub running_timeout_ms: u64,
+    /// Computing, ms: the least any job gets (fixed costs: connections, the dealer's first material).
+    #[serde(default = "default_min_running")]
+    pub min_running_timeout_ms: u64,
     /// Verifying, ms.
     #[serde(default = "default_verifying")]
     pub verifying_timeout_ms: u64,
@@ -160,6 +174,9 @@ fn default_scheduled() -> u64 {
 }
 fn default_running() -> u64 {
     600_000
+}
+fn default_min_running() -> u64 {
+    30_000
 }
 fn default_verifying() -> u64 {
     60_000
@@ -255,6 +272,20 @@ impl CoordinatorConfig {
                 verifying_ms: self.verifying_timeout_ms,
             },
         }
+    }
+
+    /// The running-phase limit of a job of `demand`: [`RUNNING_SLACK`] times its estimated duration on a
+    /// slow reference node ([`REFERENCE_OPS_PER_S`], [`REFERENCE_BYTES_PER_S`], [`REFERENCE_ROUND_MS`] per
+    /// round), clamped to `[min_running_timeout_ms, running_timeout_ms]`. A small job that stalls fails
+    /// fast (its honest members are freed), a large one is not failed for being large.
+    pub fn running_timeout_for(&self, demand: &veil_scheduler::JobDemand) -> u64 {
+        let party = &demand.party;
+        let estimate_ms = 1e3 * party.ops as f64 / REFERENCE_OPS_PER_S
+            + 1e3 * party.bytes as f64 / REFERENCE_BYTES_PER_S
+            + REFERENCE_ROUND_MS * f64::from(demand.rounds);
+        let scaled = (RUNNING_SLACK * estimate_ms).min(u64::MAX as f64) as u64;
+        let floor = self.min_running_timeout_ms.min(self.running_timeout_ms);
+        scaled.clamp(floor, self.running_timeout_ms)
     }
 
     /// A node whose last heartbeat is older than this is not picked for a new committee and is blamed

@@ -119,6 +119,12 @@ pub enum Error {
         /// The job named.
         job: u64,
     },
+    /// A client chose what only local runs may choose (link shaping, kernel threads).
+    #[error("{field} is refused on coordinator jobs: client-chosen shaping and thread counts are the protocol lab's, for local runs")]
+    LabOnly {
+        /// The field.
+        field: &'static str,
+    },
     /// The request needs a deployed model and names none.
     #[error("not a deployed model's job")]
     NotDeployedJob,
@@ -294,7 +300,8 @@ impl Error {
             | BadReceipt { .. }
             | NextStageNotOwned { .. }
             | NotAStage { .. }
-            | NotDeployedJob => ErrorKind::Invalid,
+            | NotDeployedJob
+            | LabOnly { .. } => ErrorKind::Invalid,
             Admission(_)
             | NoCallerKey
             | NotMember { .. }

@@ -17,9 +17,10 @@ use veil_scheduler::{JobDemand, Millis, NodeId};
 
 use crate::blobs::{BlobKey, Blobs};
 use crate::config::CoordinatorConfig;
-use crate::core::{Core, RECORD_KINDS};
+use crate::core::{Core, MacRecheck, RECORD_KINDS};
 use crate::error::{Error, Result};
 use crate::store::{RedbStore, StateStore};
+use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// The coordinator: its core, its store and its blobs.
 pub struct Coordinator<S: StateStore = RedbStore> {
@@ -138,7 +139,8 @@ impl<S: StateStore> Coordinator<S> {
         self.update(|c| c.task_accepted(key, job, attempt, now))
     }
 
-    /// See [`Core::task_failed`].
+    /// See [`Core::task_failed`]. A verifier's failed verification is re-checked here first, on the
+    /// transcripts the parties uploaded ([`Core::transcripts_to_recheck`], [`Core::verification_failed`]).
     pub fn task_failed(
         &mut self,
         key: &PublicKey,
@@ -147,7 +149,34 @@ impl<S: StateStore> Coordinator<S> {
         failure: &TaskFailure,
         now: Millis,
     ) -> Result<()> {
+        if failure.verification_failed {
+            let keys = self.core.transcripts_to_recheck(key, job, attempt)?;
+            let recheck = self.recheck(&keys)?;
+            return self.update(|c| {
+                c.verification_failed(key, job, attempt, recheck, &failure.reason, now)
+            });
+        }
         self.update(|c| c.task_failed(key, job, attempt, failure, now))
+    }
+
+    /// Re-checks the parties' MAC-check transcripts (`veil_node::verifier::verify_job`). A transcript that
+    /// does not decode fails the check (its party sent it).
+    fn recheck(&self, keys: &[BlobKey]) -> Result<MacRecheck> {
+        let mut views = Vec::with_capacity(keys.len());
+        for key in keys {
+            let bytes = self
+                .blobs
+                .get(key)
+                .map_err(|source| Error::Blob { key: *key, source })?;
+            match postcard::from_bytes::<Vec<CheckTranscript>>(&bytes) {
+                Ok(v) => views.push(v),
+                Err(_) => return Ok(MacRecheck::Fails),
+            }
+        }
+        Ok(match veil_node::verifier::verify_job(&views) {
+            Ok(_) => MacRecheck::Passes,
+            Err(_) => MacRecheck::Fails,
+        })
     }
 
     /// See [`Core::task_input`].

@@ -433,7 +433,7 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             } else {
                 postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
             };
-            let run = match decoded {
+            let run = match decoded.and_then(production_run) {
                 Ok(r) => r,
                 Err(e) => {
                     return send_failure(
@@ -519,6 +519,20 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             }
         }
     }
+}
+
+/// A coordinator job's run as a client may ask for it: one kernel thread, no profile, no link shaping.
+/// Client-chosen shaping (latency, bandwidth) and thread counts are the protocol lab's, for local runs; on
+/// a coordinator job they would let a client slow honest parties into timeouts, so the input is refused
+/// (the job fails at once, blaming no node) instead of run.
+fn production_run(run: RunRequest) -> Result<RunRequest, String> {
+    if run.shaping.is_some() {
+        return Err("client-chosen link shaping is refused on coordinator jobs".into());
+    }
+    if run.threads != 1 || run.profile {
+        return Err("client-chosen threads and profiling are refused on coordinator jobs".into());
+    }
+    Ok(run)
 }
 
 /// The dealer's owner material for the job's client, sealed to the manifest's output key.
@@ -632,4 +646,35 @@ fn send_verdict(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String
             .api
             .post_unit(&api::task_failed(t.job, t.attempt), &body)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::JobId;
+
+    #[test]
+    fn client_chosen_shaping_threads_and_profiles_are_refused_before_any_computation() {
+        let plain = RunRequest::new(JobId([7; 16]), Vec::new(), Vec::new());
+        assert!(production_run(plain.clone()).is_ok());
+        let shaped = RunRequest {
+            shaping: Some(veil_protocols::shaping::ShapingConfig {
+                latency_ms: 3_600_000.0,
+                bandwidth_mbps: Some(0.001),
+                burst_bytes: 1,
+            }),
+            ..plain.clone()
+        };
+        assert!(production_run(shaped).unwrap_err().contains("shaping"));
+        let threads = RunRequest {
+            threads: 4096,
+            ..plain.clone()
+        };
+        assert!(production_run(threads).unwrap_err().contains("threads"));
+        let profiled = RunRequest {
+            profile: true,
+            ..plain
+        };
+        assert!(production_run(profiled).is_err());
+    }
 }

@@ -287,6 +287,15 @@ pub struct SubmitRequest {
     /// One stage of a deployed model split across committees (see `GET /v1/models/{id}/stages`).
     #[serde(default)]
     pub stage: Option<StageRequest>,
+    /// Kernel threads per party. Refused (400) on coordinator jobs: the nodes choose their threads; a
+    /// client-chosen count is the protocol lab's, for local runs. Kept in the API to be refused, not
+    /// silently ignored. (No `skip_serializing_if`: the coordinator keeps requests in postcard.)
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Link shaping (latency, bandwidth). Refused (400) on coordinator jobs, like `threads`: a client that
+    /// could slow honest parties into timeouts could grind their reputation down.
+    #[serde(default)]
+    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
 }
 
 /// One stage of a staged job: layers `start..end` of the deployed model.

@@ -241,6 +241,8 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
         output_key: None,
         protocol: d.protocol.clone(),
         stage: None,
+        threads: None,
+        shaping: None,
     };
     let started = Instant::now();
     let mut last = String::new();

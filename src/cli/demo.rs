@@ -214,6 +214,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         output_key: None,
         protocol: args.protocol.clone(),
         stage: None,
+        threads: None,
+        shaping: None,
     };
     let job_started = Instant::now();
     let mut last = String::new();

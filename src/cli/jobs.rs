@@ -215,6 +215,8 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         output_key: None,
         protocol: "semi2k".into(),
         stage: None,
+        threads: None,
+        shaping: None,
     };
     let started = Instant::now();
     let mut last = (String::new(), 0u32);

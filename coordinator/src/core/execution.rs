@@ -56,8 +56,11 @@ impl Core {
         Ok(())
     }
 
-    /// A member reports that its part failed: the attempt fails, blaming the members that went silent
-    /// (the reporter is the witness, not the suspect).
+    /// A member reports that its part failed: the attempt fails. Blame follows evidence only: the members
+    /// the coordinator itself saw go silent (missed heartbeats) are blamed; a report with no such evidence
+    /// blames nobody else and counts against the reporter. A party that refused its sealed input ends the
+    /// job without blame (the client's data, not a node, is at fault). Verifiers report through
+    /// [`Core::verification_failed`].
     pub fn task_failed(
         &mut self,
         key: &PublicKey,
@@ -73,23 +76,11 @@ impl Core {
         );
         let node = self.node_of(key)?;
         if verification_failed {
-            // The verifier's word: the MAC check failed, so some party cheated; it cannot tell which.
-            let (e, a) = self.attempt_of(job, attempt)?;
-            if e.job.phase() != Phase::Verifying {
-                return Err(wrong_phase(job, e.job.phase(), "verifying"));
-            }
-            if a.verifier != node {
-                return Err(Error::NotRole {
-                    job,
-                    attempt,
-                    role: RoleName::Verifier,
-                });
-            }
-            let blamed = a.parties.clone();
-            let reason: String = reason.chars().take(300).collect();
-            tracing::warn!(job, attempt, "verification failed: {reason}");
-            self.fail_attempt(job, FailureCause::VerificationFailed, blamed, now)?;
-            return Ok(());
+            // A verifier's word alone blames nobody: the driver re-checks the transcripts first
+            // (`transcripts_to_recheck`, then `verification_failed`).
+            return Err(Error::invariant(
+                "a failed verification is reported through Core::verification_failed",
+            ));
         }
         let (e, a) = self.attempt_of(job, attempt)?;
         if a.member_index(node).is_none() {
@@ -108,6 +99,15 @@ impl Core {
             })
             .collect();
         let reason: String = reason.chars().take(300).collect();
+        let blamed = if blamed.is_empty() && !rejected_input {
+            // No evidence: every member is alive as far as the coordinator sees, and the report carries
+            // nothing a third party can check. It blames nobody else, and counts against the reporter
+            // (which is also kept out of this job's next attempts, so it cannot abort it again and again).
+            tracing::warn!(job, attempt, reporter = %node, "failure report without evidence: counted against the reporter");
+            vec![node]
+        } else {
+            blamed
+        };
         if rejected_input {
             // The party's own report that its sealed input is bad: a fault of the client's data or of its
             // path, not of a node; the job ends (a retry would carry the same data).

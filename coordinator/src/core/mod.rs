@@ -62,6 +62,7 @@ use crate::store::Snapshot;
 pub use admission::AdmissionError;
 pub use nodes::MAX_NAME_BYTES;
 pub use submission::{check_deployment, demand_for, MAX_INFERENCES, MAX_PARTIES};
+pub use verification::MacRecheck;
 
 /// Kinds of named records the core keeps (`{kind}/{name}`): receipts and deployed models.
 pub const RECORD_KINDS: [&str; 2] = [RECEIPT_RECORD, MODEL_RECORD];

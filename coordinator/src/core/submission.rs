@@ -91,6 +91,12 @@ pub fn check_deployment(req: &DeployRequest) -> Result<Architecture> {
 /// about 64 KiB per inference. The dealer streams 8 bytes per weight. Rounds: the workload's measured
 /// count per inference (network-a 20, lenet 61). Estimates, for selection and load accounting only.
 pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Result<JobDemand> {
+    if req.shaping.is_some() {
+        return Err(Error::LabOnly { field: "shaping" });
+    }
+    if req.threads.is_some() {
+        return Err(Error::LabOnly { field: "threads" });
+    }
     check_parties(req.parties)?;
     check_range("batch", req.batch.into(), 1, MAX_BATCH.into())?;
     check_range(
@@ -171,13 +177,9 @@ impl Core {
         }
         let id = self.next_job;
         self.next_job += 1;
-        let job = Job::new(
-            JobId(id),
-            vec![demand],
-            rand::random(),
-            self.config.policy(),
-            now,
-        );
+        let mut policy = self.config.policy();
+        policy.timeouts.running_ms = self.config.running_timeout_for(&demand);
+        let job = Job::new(JobId(id), vec![demand], rand::random(), policy, now);
         self.jobs.insert(
             id,
             Entry {

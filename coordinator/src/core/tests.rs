@@ -66,6 +66,8 @@ fn request() -> SubmitRequest {
         output_key: None,
         protocol: "semi2k".into(),
         stage: None,
+        threads: None,
+        shaping: None,
     }
 }
 
@@ -285,6 +287,8 @@ fn a_silent_member_fails_the_attempt_and_the_job_moves_to_a_fresh_committee() {
         T0 + 1700,
     )
     .unwrap();
+    // Every member is alive as far as the coordinator sees: the report carries no evidence, blames
+    // nobody else, and counts against the reporter (kept out of the job's next attempts).
     let view = c.job_view(1).unwrap();
     assert_eq!(view.attempt, 3);
     let reporter_node = c
@@ -292,7 +296,13 @@ fn a_silent_member_fails_the_attempt_and_the_job_moves_to_a_fresh_committee() {
         .into_iter()
         .find(|n| n.public_key == reporter.to_string())
         .unwrap();
-    assert_eq!(reporter_node.failures, 0);
+    assert_eq!(reporter_node.failures, 1);
+    assert!(view.excluded.contains(&reporter_node.id));
+    assert_eq!(
+        c.nodes().iter().map(|n| n.failures).sum::<u64>(),
+        2,
+        "the victim and the reporter, nobody else"
+    );
 }
 
 #[test]
@@ -574,4 +584,199 @@ fn removing_an_operator_drains_its_nodes_and_reschedules_their_attempts() {
     let reply = heartbeat(&mut c, &nodes[i].public_key(), T0 + 3);
     assert_eq!(reply.state, "draining");
     assert!(reply.tasks.is_empty());
+}
+
+#[test]
+fn claims_beyond_physical_bounds_are_refused_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0).unwrap();
+    let id = Identity::generate().unwrap();
+    let refused = |c: &mut Coordinator, edit: &dyn Fn(&mut HardwareReport)| {
+        let mut reg = registration(0, &id);
+        edit(&mut reg.hardware);
+        let err = c.register(&id.public_key(), reg, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+        err.to_string()
+    };
+    // The probe of the issue: a node that claimed 2^32 - 1 cores was accepted.
+    assert!(refused(&mut c, &|h| h.cores = u32::MAX).contains("MAX_CORES"));
+    assert!(refused(&mut c, &|h| h.memory_bytes =
+        veil_scheduler::MAX_MEMORY_BYTES + 1)
+    .contains("MAX_MEMORY_BYTES"));
+    assert!(refused(&mut c, &|h| {
+        h.bandwidth_bytes_per_s = veil_scheduler::MAX_BANDWIDTH_BYTES_PER_S + 1
+    })
+    .contains("MAX_BANDWIDTH"));
+    assert!(refused(&mut c, &|h| {
+        h.gpu_model = Some("g".into());
+        h.gpu_memory_bytes = Some(veil_scheduler::MAX_GPU_MEMORY_BYTES + 1);
+    })
+    .contains("MAX_GPU_MEMORY"));
+    assert!(c.nodes().is_empty());
+    // At the bounds, a claim is accepted.
+    let mut reg = registration(0, &id);
+    reg.hardware.cores = veil_scheduler::MAX_CORES;
+    reg.hardware.memory_bytes = veil_scheduler::MAX_MEMORY_BYTES;
+    reg.hardware.bandwidth_bytes_per_s = veil_scheduler::MAX_BANDWIDTH_BYTES_PER_S;
+    c.register(&id.public_key(), reg, T0).unwrap();
+}
+
+// ----- blame on evidence, timeouts, lab-only options -----
+
+#[test]
+fn client_chosen_shaping_and_threads_are_refused_with_400_not_run_to_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let mut shaped = request();
+    shaped.shaping = Some(veil_protocols::shaping::ShapingConfig {
+        latency_ms: 3_600_000.0,
+        bandwidth_mbps: Some(0.001),
+        burst_bytes: 1,
+    });
+    let err = demand_for(&shaped, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("shaping is refused"), "{err}");
+    let mut threads = request();
+    threads.threads = Some(4096);
+    let err = demand_for(&threads, None).unwrap_err();
+    assert!(err.to_string().contains("threads is refused"), "{err}");
+    // Nothing was submitted: no committee was tied up.
+    assert!(c.jobs().is_empty());
+    let demand = demand_for(&request(), None).unwrap();
+    c.submit(&client, request(), demand, T0 + 1).unwrap();
+}
+
+#[test]
+fn a_jobs_running_timeout_scales_with_its_estimated_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.min_running_timeout_ms = 30_000;
+    config.running_timeout_ms = 600_000;
+    let small = demand_for(&request(), None).unwrap();
+    let mut big_request = request();
+    big_request.inferences = 2_000;
+    let big = demand_for(&big_request, None).unwrap();
+    let (t_small, t_big) = (
+        config.running_timeout_for(&small),
+        config.running_timeout_for(&big),
+    );
+    // network-a: 20 rounds per inference at 100 ms, times 4: 2 inferences -> 16 s (floor 30 s); 2000
+    // inferences -> 16 000 s (cap 600 s).
+    assert_eq!(t_small, 30_000);
+    assert_eq!(t_big, 600_000);
+    let mut mid_request = request();
+    mid_request.inferences = 20;
+    let mid = demand_for(&mid_request, None).unwrap();
+    let t_mid = config.running_timeout_for(&mid);
+    assert!(t_mid > 4 * 100 * 20 * 20 && t_mid < 600_000, "{t_mid}");
+    // A small job that stalls times out at its own limit, not at the configured cap.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    c.submit(&client, request(), small, T0 + 1).unwrap();
+    start(&mut c, &keys, &client, T0 + 2);
+    let t = T0 + 2 + c.config().min_running_timeout_ms + 1;
+    for k in &keys {
+        heartbeat(&mut c, k, t);
+    }
+    c.tick(t).unwrap();
+    let view = c.job_view(1).unwrap();
+    let cause = view.history.iter().find_map(|t| t.cause.clone()).unwrap();
+    assert_eq!(cause, "timeout in phase running");
+    assert!(c.config().running_timeout_ms > 10 * c.config().min_running_timeout_ms);
+}
+
+#[test]
+fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let mut req = request();
+    req.protocol = "spdz2k".into();
+    let demand = demand_for(&req, None).unwrap();
+    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+    let committee = view.committee.clone().unwrap();
+    let dealer = key_of(&keys, &committee.dealer.public_key);
+    for m in members(&view) {
+        c.task_accepted(&key_of(&keys, &m), 1, 1, T0 + 2).unwrap();
+    }
+    c.task_owner(&dealer, 1, 1, b"owner".to_vec()).unwrap();
+    for p in 0..2 {
+        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
+            .unwrap();
+    }
+    // Each party uploads its output and a transcript that is not a valid MAC-check view.
+    for (i, p) in committee.parties.iter().enumerate() {
+        let k = key_of(&keys, &p.public_key);
+        c.task_transcript(&k, 1, 1, vec![0xff; 8], T0 + 3).unwrap();
+        c.task_output(&k, 1, 1, vec![i as u8], T0 + 3).unwrap();
+    }
+    assert_eq!(c.job_view(1).unwrap().phase, "verifying");
+    let verifier = key_of(&keys, &committee.verifier.public_key);
+    let failure = TaskFailure {
+        reason: "MAC check failed".into(),
+        rejected_input: false,
+        verification_failed: true,
+    };
+    // Only the verifier may report it.
+    let party = key_of(&keys, &committee.parties[0].public_key);
+    assert_eq!(
+        kind(c.task_failed(&party, 1, 1, &failure, T0 + 4)),
+        Some(ErrorKind::Forbidden)
+    );
+    c.task_failed(&verifier, 1, 1, &failure, T0 + 4).unwrap();
+    // The coordinator's own re-check of the stored transcripts fails too: the parties are blamed, not
+    // the verifier.
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.attempt, 2);
+    let mut blamed: Vec<u32> = committee.parties.iter().map(|p| p.node).collect();
+    blamed.sort_unstable();
+    let mut excluded = view.excluded.clone();
+    excluded.sort_unstable();
+    assert_eq!(excluded, blamed);
+    let verifier_view = c
+        .nodes()
+        .into_iter()
+        .find(|n| n.public_key == committee.verifier.public_key)
+        .unwrap();
+    assert_eq!(verifier_view.failures, 0);
+}
+
+#[test]
+fn an_operator_at_its_share_of_the_roles_in_flight_gets_no_new_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    let refs: Vec<&Identity> = operators.iter().collect();
+    let mut config = admitting(dir.path(), &refs, 0);
+    if let Some(a) = config.admission.as_mut() {
+        a.max_role_share = 0.2;
+    }
+    let mut c = Coordinator::open(config, Identity::generate().unwrap(), T0).unwrap();
+    for (i, o) in operators.iter().enumerate() {
+        let n = Identity::generate().unwrap();
+        admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
+    }
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    // The first committee seats four of the five operators (one role each, 4 in flight).
+    assert_eq!(
+        c.submit(&client, request(), demand, T0 + 1).unwrap().phase,
+        "scheduled"
+    );
+    // With 8 roles in flight after a second committee, a fifth is floor(0.2 x 8) = 1 role: the four
+    // seated operators are at their share, so the second job waits.
+    let second = c.submit(&client, request(), demand, T0 + 2).unwrap();
+    assert_eq!(second.phase, "submitted", "{second:?}");
+    // Once the first is cancelled (its roles released), the second is placed.
+    c.cancel(&client, 1, T0 + 3).unwrap();
+    for k in c
+        .nodes()
+        .iter()
+        .map(|n| n.public_key.parse::<PublicKey>().unwrap())
+    {
+        heartbeat(&mut c, &k, T0 + 4);
+    }
+    c.tick(T0 + 4).unwrap();
+    assert_eq!(c.job_view(second.id).unwrap().phase, "scheduled");
 }

@@ -5,14 +5,84 @@
 use veil_node::api::ReceiptEntry;
 use veil_node::manifest::SignedManifest;
 use veil_node::PublicKey;
-use veil_scheduler::{Event, Millis, Phase};
+use veil_scheduler::{Event, FailureCause, Millis, Phase};
 
 use super::execution::wrong_phase;
 use super::{Core, RECEIPT_RECORD};
 use crate::blobs::{BlobDelete, BlobKey, Direction};
 use crate::error::{Error, Result, RoleName};
 
+/// What the coordinator found when it re-checked, itself, the MAC-check transcripts of an attempt whose
+/// verifier reported a failed verification.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MacRecheck {
+    /// The transcripts do not verify (or do not decode): some party cheated; the check cannot tell which.
+    Fails,
+    /// The transcripts verify: the verifier's report is false.
+    Passes,
+}
+
 impl Core {
+    /// The transcripts the driver re-checks when the verifier of attempt `attempt` of `job` (the caller)
+    /// reports a failed verification, one per party.
+    pub fn transcripts_to_recheck(
+        &self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+    ) -> Result<Vec<BlobKey>> {
+        let node = self.node_of(key)?;
+        let (e, a) = self.attempt_of(job, attempt)?;
+        if a.verifier != node || !a.verified {
+            return Err(Error::NotRole {
+                job,
+                attempt,
+                role: RoleName::Verifier,
+            });
+        }
+        if e.job.phase() != Phase::Verifying {
+            return Err(wrong_phase(job, e.job.phase(), "verifying"));
+        }
+        Ok((0..a.parties.len())
+            .map(|index| BlobKey {
+                job,
+                attempt,
+                dir: Direction::Transcript,
+                index,
+            })
+            .collect())
+    }
+
+    /// The verifier reports that the MAC checks failed, and the coordinator's own `recheck` of the
+    /// stored transcripts (the evidence) decides whom it blames: every party if they do not verify (the
+    /// check cannot tell which party cheated), else the verifier, whose report was false. Either way the
+    /// attempt fails and the job moves to a fresh committee.
+    pub fn verification_failed(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        recheck: MacRecheck,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        self.transcripts_to_recheck(key, job, attempt)?;
+        let (_, a) = self.attempt_of(job, attempt)?;
+        let reason: String = reason.chars().take(300).collect();
+        let (cause, blamed) = match recheck {
+            MacRecheck::Fails => (FailureCause::VerificationFailed, a.parties.clone()),
+            MacRecheck::Passes => (FailureCause::NodeFailure, vec![a.verifier]),
+        };
+        tracing::warn!(
+            job,
+            attempt,
+            ?recheck,
+            ?blamed,
+            "verification failed by the verifier's report: {reason}"
+        );
+        self.fail_attempt(job, cause, blamed, now)
+    }
+
     /// What the verifier of a verifying attempt reads: a party's input or output ciphertext (to commit to)
     /// or its transcript.
     pub fn task_evidence(
