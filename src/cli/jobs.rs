@@ -9,7 +9,7 @@ use veil_engine::{workloads, Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
 
 use super::coordinator::ConnectArgs;
-use crate::coordinator::api::{self, JobView, SubmitRequest};
+use veil_node::api::{self, JobView, SubmitRequest};
 
 /// Arguments of `veil jobs`.
 #[derive(Args, Debug)]

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::coordinator::ConnectArgs;
-use crate::coordinator::api::{self, NodeView};
+use veil_node::api::{self, NodeView};
 
 /// Arguments of `veil nodes`.
 #[derive(Args, Debug)]

@@ -6,9 +6,50 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
+use veil_node::PublicKey;
 use veil_scheduler::{DomainKey, JobPolicy, PhaseTimeouts};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this structure.
+    #[error("parsing {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's error.
+        source: toml::de::Error,
+    },
+    /// A value is out of its range.
+    #[error("{field} {requirement}")]
+    Invalid {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        requirement: &'static str,
+    },
+    /// The trial workload is not a known model workload.
+    #[error("unknown trial workload {0:?}")]
+    UnknownTrialWorkload(String),
+    /// A collusion key is not one of operator, region, asn.
+    #[error("collusion key {0:?}: expected operator, region or asn")]
+    UnknownCollusionKey(String),
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+fn invalid(field: &'static str, requirement: &'static str) -> ConfigError {
+    ConfigError::Invalid { field, requirement }
+}
 
 /// The coordinator's configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,6 +106,35 @@ pub struct CoordinatorConfig {
     /// Largest absolute error between a trial's answer and the plaintext reference.
     #[serde(default = "default_trial_tolerance")]
     pub trial_tolerance: f32,
+    /// How operators are admitted (`[admission]`). Absent: open admission, where a node's operator is the
+    /// name it declares (development only: one actor can then pose as many operators).
+    #[serde(default)]
+    pub admission: Option<AdmissionConfig>,
+}
+
+/// How the coordinator admits operators: a node must present its operator's certificate
+/// (`veil_node::operator`), and its collusion domain is the certificate's verified operator key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Operator keys admitted directly (a permissioned network).
+    #[serde(default)]
+    pub operators: Vec<PublicKey>,
+    /// Network admission keys: an operator is also admitted by a certificate one of them issued
+    /// (`veil operator admit`), which its nodes present after their own.
+    #[serde(default)]
+    pub admission_keys: Vec<PublicKey>,
+    /// Most nodes one operator may register (0: no limit).
+    #[serde(default)]
+    pub max_nodes_per_operator: u32,
+    /// Largest share of the roles held across the jobs in flight that one operator's nodes may hold, in
+    /// (0, 1]; an operator at its share gets no new role until others catch up (1: no cap).
+    #[serde(default = "default_role_share")]
+    pub max_role_share: f64,
+}
+
+fn default_role_share() -> f64 {
+    1.0
 }
 
 fn default_log() -> String {
@@ -113,10 +183,15 @@ fn default_trial_tolerance() -> f32 {
 impl CoordinatorConfig {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let config: CoordinatorConfig =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                path: path.to_path_buf(),
+                source,
+            })?;
         config.validate()?;
         Ok(config)
     }
@@ -125,19 +200,35 @@ impl CoordinatorConfig {
     pub fn validate(&self) -> Result<()> {
         self.collusion_keys()?;
         if self.heartbeat_timeout_ms == 0 || self.tick_ms == 0 {
-            bail!("heartbeat_timeout_ms and tick_ms must be positive");
+            return Err(invalid(
+                "heartbeat_timeout_ms and tick_ms",
+                "must be positive",
+            ));
         }
         if self.max_attempts == 0 {
-            bail!("max_attempts must be at least 1");
+            return Err(invalid("max_attempts", "must be at least 1"));
         }
         if self.max_blob_bytes < 1024 {
-            bail!("max_blob_bytes must be at least 1024");
+            return Err(invalid("max_blob_bytes", "must be at least 1024"));
         }
         if !veil_engine::workloads::MODEL_WORKLOADS.contains(&self.trial_workload.as_str()) {
-            bail!("unknown trial workload {:?}", self.trial_workload);
+            return Err(ConfigError::UnknownTrialWorkload(
+                self.trial_workload.clone(),
+            ));
         }
         if !(self.trial_tolerance.is_finite() && self.trial_tolerance > 0.0) {
-            bail!("trial_tolerance must be positive");
+            return Err(invalid("trial_tolerance", "must be positive"));
+        }
+        if let Some(a) = &self.admission {
+            if a.operators.is_empty() && a.admission_keys.is_empty() {
+                return Err(invalid(
+                    "admission",
+                    "needs at least one operator or admission key",
+                ));
+            }
+            if !(a.max_role_share > 0.0 && a.max_role_share <= 1.0) {
+                return Err(invalid("admission.max_role_share", "must be in (0, 1]"));
+            }
         }
         Ok(())
     }
@@ -145,15 +236,11 @@ impl CoordinatorConfig {
     /// The collusion keys, parsed.
     pub fn collusion_keys(&self) -> Result<Vec<DomainKey>> {
         if self.collusion.is_empty() {
-            bail!("at least one collusion key is required");
+            return Err(invalid("collusion", "needs at least one key"));
         }
         self.collusion
             .iter()
-            .map(|k| {
-                DomainKey::parse(k).with_context(|| {
-                    format!("collusion key {k:?}: expected operator, region or asn")
-                })
-            })
+            .map(|k| DomainKey::parse(k).ok_or_else(|| ConfigError::UnknownCollusionKey(k.clone())))
             .collect()
     }
 
