@@ -22,6 +22,7 @@
 //! - [`party`], [`dealer`]: the two computing roles.
 //! - [`verifier`]: the verifier role's check of a `spdz2k` job's MAC-check transcripts.
 //! - [`receipt`]: the verifier's signed receipt, its JSON file form and its check.
+//! - [`secret_file`]: owner-only secret files, written with exclusive create and read only when private.
 //! - [`record`]: TEST ONLY recording of every byte a process receives (off unless an env variable is set).
 //! - [`stage`]: re-randomised hand-over of shares between the stages of a model split across committees.
 //! - [`node`]: the daemon that ties them together.
@@ -55,6 +56,7 @@ pub mod peers;
 pub mod quic_net;
 pub mod receipt;
 pub mod record;
+pub mod secret_file;
 pub mod stage;
 pub mod tls;
 pub mod trial;
