@@ -23,6 +23,7 @@ use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use thiserror::Error;
 
+use crate::secret_file::{create_new_private, read_secret};
 use crate::{Identity, NodeError, PublicKey};
 
 /// The encoding's version.
@@ -340,7 +341,8 @@ impl CertificateChain {
     }
 }
 
-/// Creates a fresh operator key in `dir` ([`OPERATOR_KEY_FILE`], mode 0600, never overwriting one).
+/// Creates a fresh operator key in `dir` ([`OPERATOR_KEY_FILE`], mode 0600, exclusive create: never
+/// overwriting a key, never following a planted link).
 pub fn create_operator_key(dir: &Path) -> Result<Identity, NodeError> {
     std::fs::create_dir_all(dir).map_err(|source| NodeError::Io {
         what: "creating the operator key's directory",
@@ -350,35 +352,26 @@ pub fn create_operator_key(dir: &Path) -> Result<Identity, NodeError> {
     let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| NodeError::Identity("key generation failed".into()))?;
     let path = dir.join(OPERATOR_KEY_FILE);
-    let io = |source| NodeError::Io {
-        what: "writing the operator key",
-        path: path.clone(),
-        source,
-    };
     {
         use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut f = options.open(&path).map_err(io)?;
-        f.write_all(doc.as_ref()).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let mut f = create_new_private(&path)?;
+        f.write_all(doc.as_ref())
+            .and_then(|()| f.sync_all())
+            .map_err(|source| NodeError::Io {
+                what: "writing the operator key",
+                path: path.clone(),
+                source,
+            })?;
     }
     Identity::from_pkcs8(doc.as_ref().to_vec())
 }
 
-/// Reads an operator (or admission) key file.
+/// Largest operator key file read, bytes (an Ed25519 PKCS#8 document is 83 or 85 bytes).
+const MAX_KEY_FILE_BYTES: u64 = 1024;
+
+/// Reads an operator (or admission) key file (owner-only, bounded: see `secret_file`).
 pub fn load_operator_key(path: &Path) -> Result<Identity, NodeError> {
-    let bytes = std::fs::read(path).map_err(|source| NodeError::Io {
-        what: "reading the operator key",
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Identity::from_pkcs8(bytes)
+    Identity::from_pkcs8(read_secret(path, MAX_KEY_FILE_BYTES)?)
 }
 
 /// Unix time in seconds.
