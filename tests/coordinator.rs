@@ -625,7 +625,7 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
         assert_eq!(err.status(), Some(403), "{case}: {err}");
         assert!(err.to_string().contains(says), "{case}: {err}");
     }
-    let view = register(Some(good)).expect("the certified node is admitted");
+    let view = register(Some(good.clone())).expect("the certified node is admitted");
     assert_eq!(view.operator, admitted);
     assert_ne!(view.operator, stranger);
     assert_eq!(
@@ -633,4 +633,48 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
         "the certified region wins over the claimed one"
     );
     assert_eq!(view.declared_operator, "a-name-anyone-can-claim");
+
+    // The node passes its trial (run here, as its agent would) and is active.
+    let heartbeat = || {
+        let req = api::HeartbeatRequest {
+            ready: true,
+            load: 0.0,
+            queue_len: 0,
+            rtts: Vec::new(),
+        };
+        api.post_json::<_, api::HeartbeatReply>(api::HEARTBEAT, &req)
+            .expect("heartbeat")
+    };
+    let trial = heartbeat().trial.expect("a trial on probation");
+    let answer = veil_node::trial::run(&trial).unwrap();
+    let view: NodeView = api.post_json(api::TRIAL, &answer).unwrap();
+    assert_eq!(view.state, "active");
+    // Taking the operator out of the configuration while the coordinator runs drains its node (the file
+    // is re-read every 2 s), and the node cannot register its way back in.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("operators = [\"{admitted}\"]"),
+            &format!("operators = [\"{stranger}\"]"),
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = heartbeat();
+        if reply.state == "draining" {
+            assert!(reply.tasks.is_empty());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the reload",
+            reply.state
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = register(Some(good)).expect_err("no longer admitted");
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert!(err.to_string().contains("is not admitted"), "{err}");
 }
