@@ -115,12 +115,19 @@ fn still_admitted(config: &AdmissionConfig, a: &NodeAdmission, now_s: u64) -> bo
 
 impl Core {
     /// Replaces the admission policy (a configuration reload) and drains the nodes it no longer admits.
-    /// Returns them.
+    /// Returns them. Going back to open admission lifts every drain (nothing is verified any more).
     pub fn set_admission(
         &mut self,
         admission: Option<AdmissionConfig>,
         now: Millis,
     ) -> Result<Vec<NodeId>> {
+        if admission.is_none() {
+            for (i, extra) in self.nodes.iter_mut().enumerate() {
+                if std::mem::take(&mut extra.revoked) {
+                    self.dirty_nodes.insert(NodeId(i as u32));
+                }
+            }
+        }
         self.config.admission = admission;
         self.enforce_admission(now)
     }

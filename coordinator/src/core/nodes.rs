@@ -11,7 +11,8 @@ use veil_node::envelope::SealingKey;
 use veil_node::inbox::check_attestation;
 use veil_node::PublicKey;
 use veil_scheduler::{
-    Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, Phase, ReportedStatus, Trial,
+    Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState, Phase, ReportedStatus,
+    Trial,
 };
 
 use super::admission::{verify_chain, AdmissionError};
@@ -73,10 +74,12 @@ impl Core {
                 let admitted = verify_chain(config, key, req.certificate.as_deref(), now / 1000)?;
                 let operator = PublicKey(admitted.operator);
                 let max = config.max_nodes_per_operator;
+                // Nodes that are down or rejected do not count: an operator may replace a dead machine.
                 let others = self
                     .registry
                     .nodes()
                     .filter(|n| Some(n.id()) != known)
+                    .filter(|n| !matches!(n.state(), NodeState::Down | NodeState::Rejected))
                     .filter(|n| n.registration().operator == operator.to_string())
                     .count();
                 if max > 0 && others >= max as usize {
