@@ -677,4 +677,34 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     let err = register(Some(good)).expect_err("no longer admitted");
     assert_eq!(err.status(), Some(403), "{err}");
     assert!(err.to_string().contains("is not admitted"), "{err}");
+
+    // A client's job with extreme link shaping is refused at once (400), not run to a timeout.
+    let job = api::SubmitRequest {
+        workload: "network-a".into(),
+        model_seed: 7,
+        weights: "shared".into(),
+        frac_bits: 16,
+        batch: 1,
+        inferences: 1,
+        parties: 2,
+        model: None,
+        output_key: None,
+        protocol: "semi2k".into(),
+        stage: None,
+        threads: None,
+        shaping: Some(veil_protocols::shaping::ShapingConfig {
+            latency_ms: 3_600_000.0,
+            bandwidth_mbps: Some(0.001),
+            burst_bytes: 1,
+        }),
+    };
+    let started = Instant::now();
+    let err = api
+        .post_json::<_, api::JobView>(api::JOBS, &job)
+        .expect_err("shaping is refused");
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("shaping is refused"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let jobs: Vec<api::JobView> = api.get_json(api::JOBS).unwrap();
+    assert!(jobs.is_empty(), "nothing was submitted");
 }
