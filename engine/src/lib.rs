@@ -9,6 +9,7 @@ pub mod bert;
 pub mod burn_record;
 pub mod error;
 pub mod kernel;
+pub mod lab;
 pub mod local;
 pub mod model;
 pub mod model_file;

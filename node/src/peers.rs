@@ -34,6 +34,15 @@ const JOB_SOCKET_BUFFER: usize = 4 << 20;
 /// message should not wait for slow start on a connection that lives for one job.
 const JOB_INITIAL_WINDOW: u64 = 1 << 20;
 
+/// The transport of a job's connections: the node's, with a larger initial window.
+fn job_transport_config(config: &NodeConfig) -> Result<TransportConfig> {
+    let mut t = transport_config(config)?;
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(JOB_INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cubic));
+    Ok(t)
+}
+
 /// A connection and the key its peer proved.
 pub type Announced = (PublicKey, Connection);
 
@@ -85,10 +94,7 @@ impl Peers {
     ) -> Result<(Arc<Peers>, mpsc::UnboundedReceiver<Announced>)> {
         let tls = TlsIdentity::new(identity)?;
         let transport = Arc::new(transport_config(config)?);
-        let mut job_transport = transport_config(config)?;
-        let mut cubic = quinn::congestion::CubicConfig::default();
-        cubic.initial_window(JOB_INITIAL_WINDOW);
-        job_transport.congestion_controller_factory(Arc::new(cubic));
+        let job_transport = job_transport_config(config)?;
         let server_tls = tls::server_config(&tls, allowed.clone())?;
         let quic_tls = QuicServerConfig::try_from(server_tls).map_err(NodeError::quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
