@@ -20,14 +20,17 @@ pub struct MemNet {
     view: Option<ViewLog>,
 }
 
+/// A received message and its sender.
+pub type Received = (usize, Vec<u8>);
+
 /// The messages an endpoint received, with their senders, in order: a handle that stays readable after the
 /// endpoint was wrapped (link shaping) or consumed.
 #[derive(Clone, Default, Debug)]
-pub struct ViewLog(Arc<Mutex<Vec<(usize, Vec<u8>)>>>);
+pub struct ViewLog(Arc<Mutex<Vec<Received>>>);
 
 impl ViewLog {
     /// The messages so far.
-    pub fn messages(&self) -> Vec<(usize, Vec<u8>)> {
+    pub fn messages(&self) -> Vec<Received> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
