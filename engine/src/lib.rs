@@ -10,6 +10,7 @@ pub mod burn_record;
 pub mod error;
 pub mod gguf;
 pub mod kernel;
+pub mod lab;
 pub mod llama;
 pub mod local;
 pub mod model;

@@ -52,7 +52,7 @@ pub struct ClientOptions {
     /// Once a party has reported failure, how long to wait for the others' reports.
     pub failure_grace: Duration,
     /// Link shaping the parties of this client's jobs apply (benchmarks only; `None` by default).
-    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    pub shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
 }
 
 impl Default for ClientOptions {

@@ -134,7 +134,7 @@ pub struct RunRequest {
     /// Whether to report a per-step profile of the last inference.
     pub profile: bool,
     /// Link shaping every party applies to its sends and receives (benchmarks; `None` in production).
-    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    pub shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
 }
 
 impl From<veil_engine::private::WeightShare> for WireWeight {

@@ -20,7 +20,6 @@ pub mod net;
 pub mod prg;
 pub mod ring;
 pub mod semi2k;
-pub mod shaping;
 pub mod share;
 pub(crate) mod simd;
 pub mod spdz2k;

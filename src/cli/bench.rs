@@ -21,12 +21,12 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use veil_engine::kernel::{bench::measure_gemm, detected_isa, RingGemm};
+use veil_engine::lab::shaping::ShapingConfig;
 use veil_engine::local::{run_private, LocalOptions, LocalRunReport, Protocol};
 use veil_engine::plan::StepKind;
 use veil_engine::{workloads, Plan, WeightMode};
 use veil_protocols::net::NetStats;
 use veil_protocols::ring::FixedPoint;
-use veil_protocols::shaping::ShapingConfig;
 
 mod minilm;
 mod smollm2;
