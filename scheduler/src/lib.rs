@@ -51,5 +51,6 @@ pub use select::{
 pub use store::{Batch, Store, StoreError};
 pub use types::{
     DomainKey, Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState,
-    ReportedStatus,
+    ReportedStatus, MAX_BANDWIDTH_BYTES_PER_S, MAX_CORES, MAX_GPU_MEMORY_BYTES, MAX_MEMORY_BYTES,
+    MAX_OPS_PER_S,
 };
