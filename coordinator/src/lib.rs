@@ -26,6 +26,8 @@ pub mod error;
 pub mod http;
 pub mod service;
 pub mod store;
+#[cfg(feature = "insecure-test-hooks")]
+pub mod tamper;
 pub mod trial;
 
 pub use config::CoordinatorConfig;

@@ -43,6 +43,7 @@ pub mod config;
 pub mod dealer;
 pub mod envelope;
 pub mod error;
+pub mod evidence;
 pub mod frame;
 pub mod identity;
 pub mod inbox;

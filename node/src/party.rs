@@ -358,6 +358,7 @@ pub fn run(
         udp_tx_bytes: Vec::new(),
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
+        output_key_share: None,
     };
     let requests = program.requests(manifest);
     let fp = program.fixed_point();
@@ -394,6 +395,8 @@ pub fn run(
                 job.infer_all(&mut p, e.as_ref(), run.inputs, &mut report, release)?
             }
         }
+        // Every output share is out and every opening passed its check: alpha's share may go too.
+        report.output_key_share = Some(p.release_output_key_share()?.to_le_bytes());
         p.finish()?;
     } else {
         let masks = material::party_masks(party, n, &dealt.model_seed, &program.mask_shapes())?;
