@@ -23,6 +23,13 @@ pub mod piecewise;
 pub mod pooling;
 pub mod rows;
 
+pub use exp::ExpOps;
+pub use gelu::GeluOps;
+pub use newton::NewtonOps;
+pub use piecewise::PiecewiseOps;
+pub use pooling::PoolingOps;
+pub use rows::RowOps;
+
 pub use exp::{ExpNeg, ExpNegConfig};
 pub use gelu::{GeluEven, GeluEvenConfig};
 pub use newton::NewtonConfig;
