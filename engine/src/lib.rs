@@ -10,6 +10,7 @@ pub mod burn_record;
 pub mod error;
 pub mod kernel;
 pub mod local;
+mod local_rep3;
 pub mod model;
 pub mod model_file;
 pub mod plan;

@@ -19,6 +19,7 @@ pub mod mem_net;
 pub mod net;
 pub mod ops;
 pub mod prg;
+pub mod protocol;
 pub mod rep3;
 pub mod ring;
 pub mod semi2k;

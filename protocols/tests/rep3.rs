@@ -142,23 +142,28 @@ fn products_are_exact_with_one_element_per_party() {
 }
 
 #[test]
-fn truncation_is_within_one_ulp_and_costs_party_0_one_element() {
+fn truncation_is_within_one_ulp_over_the_whole_range() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    // Values with 2f fractional bits of magnitude below 2^14.
-    let z: Vec<i64> = (0..4096)
-        .map(|_| rng.random_range(-(1i64 << 46)..(1i64 << 46)))
+    // Every magnitude up to 2^62, including the largest products of 3f fractional bits.
+    let mut z: Vec<i64> = (0..4096)
+        .map(|i| {
+            let bits = 1 + (i % 61);
+            rng.random_range(-(1i64 << bits)..(1i64 << bits))
+        })
         .collect();
+    z[..4].copy_from_slice(&[(1 << 62) - 1, -(1 << 62) + 1, 0, -1]);
     let words: Vec<u64> = z.iter().map(|&v| v as u64).collect();
     let (got, stats) = on_shares(&[words], &|p, s| p.trunc(&s[0]));
     for (g, v) in got.iter().zip(&z) {
-        let d = (*g as i64) - (v >> F);
+        let d = (v >> F) - (*g as i64);
         assert!(
             (0..=1).contains(&d),
             "trunc({v}) = {}, off by {d}",
             *g as i64
         );
     }
-    assert_eq!(sent(&stats), vec![4096 * 8, 0, 0]);
+    assert_eq!(sent(&stats), vec![4096 * 16, 4096 * 8, 4096 * 8]);
+    assert_eq!(rounds(&stats), vec![1, 1, 0]);
 }
 
 fn signed(v: &[u64]) -> Vec<i64> {
@@ -228,9 +233,17 @@ fn relu_drelu_trunc_relu_and_max() {
             x[i]
         );
     }
-    // Truncation rides in the sign test's first message: party 0 sends n more words, rounds unchanged.
+    // Truncation rides in the sign test's first two hops: party 0 sends 2n more words, the pair n more each;
+    // rounds unchanged.
     let (w, n) = (5u64, 300u64);
-    assert_eq!(stats[0].bytes_sent, 8 * (94 * w + 61 * w + 3 * n + n));
+    assert_eq!(
+        sent(&stats),
+        vec![
+            8 * (94 * w + 61 * w + 3 * n + 2 * n),
+            8 * (64 * w + 61 * w + n + n),
+            8 * (64 * w + 61 * w + n + n),
+        ]
+    );
     assert_eq!(rounds(&stats), vec![7, 7, 5]);
 }
 

@@ -9,6 +9,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use veil_protocols::material::Request;
 use veil_protocols::prg::Seed;
+use veil_protocols::rep3::{self, RepShare};
 use veil_protocols::semi2k::local::{run, Committee, DealtSeeds};
 use veil_protocols::share::{reconstruct, share};
 use veil_protocols::spdz2k;
@@ -134,6 +135,61 @@ pub fn embed_private(
                 outputs,
                 views,
             )
+        }
+        Protocol::Rep3 => {
+            let committee = crate::local_rep3::committee(options, fp)?;
+            let mut rng = match options.seed {
+                Some(s) => StdRng::seed_from_u64(s),
+                None => StdRng::from_os_rng(),
+            };
+            let shares: Vec<[RepShare; 3]> = inputs
+                .iter()
+                .map(|x| crate::local_rep3::split(x, &mut rng))
+                .collect();
+            let run = rep3::local::run(&committee, options.seed, |party| {
+                let me = party.id();
+                let mut result = PartyResult::new();
+                for (ids, x) in sequences.iter().zip(&shares) {
+                    let before = party.stats().clone();
+                    let started = Instant::now();
+                    let mut profile = Vec::new();
+                    let out = model
+                        .forward(
+                            party,
+                            x[me].clone(),
+                            ids.len(),
+                            options.profile.then_some(&mut profile),
+                        )
+                        .map_err(to_protocol)?;
+                    result.latencies.push(started.elapsed());
+                    result.online.push(party.stats().since(&before));
+                    result.outputs.push(out);
+                    result.profile = profile;
+                }
+                Ok(result)
+            })?;
+            let outputs = (0..sequences.len())
+                .map(|i| {
+                    let s: [RepShare; 3] = std::array::from_fn(|p| run[p].value.outputs[i].clone());
+                    let words = RepShare::reconstruct(&s).ok_or_else(|| {
+                        EngineError::Protocol(veil_protocols::ProtocolError::Verification(
+                            "the parties' output shares disagree".into(),
+                        ))
+                    })?;
+                    Ok(fp.decode(&words))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let views = run.iter().map(|p| p.view.clone()).collect();
+            let parties: Vec<PartyResult<()>> = run
+                .into_iter()
+                .map(|p| PartyResult {
+                    outputs: Vec::new(),
+                    latencies: p.value.latencies,
+                    online: p.value.online,
+                    profile: p.value.profile,
+                })
+                .collect();
+            (parties, 0, std::time::Duration::ZERO, outputs, views)
         }
         Protocol::Spdz2k => {
             let mut requests = Vec::new();

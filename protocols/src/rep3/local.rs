@@ -20,6 +20,24 @@ where
     T: Send,
     F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
 {
+    let master = seed.map(Seed::random_from);
+    let keys: [Seed; 3] = std::array::from_fn(|i| match &master {
+        Some(m) => m.derive(3, i as u64),
+        None => Seed::random(),
+    });
+    run_with_keys(committee, keys, program)
+}
+
+/// [`run`] with each party's key given (tests that hold one party's randomness fixed).
+pub fn run_with_keys<T, F>(
+    committee: &Committee,
+    keys: [Seed; 3],
+    program: F,
+) -> Result<Vec<PartyOutcome<T>>>
+where
+    T: Send,
+    F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
+{
     if committee.parties != 3 {
         return Err(ProtocolError::Committee(format!(
             "rep3 runs exactly 3 parties, got {}",
@@ -30,18 +48,13 @@ where
     if committee.record_views {
         nets.iter_mut().for_each(MemNet::record_view);
     }
-    let master = seed.map(Seed::random_from);
     let program = &program;
     let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = nets
             .into_iter()
-            .enumerate()
-            .map(|(i, net)| {
+            .zip(keys)
+            .map(|(net, key)| {
                 let net = ShapedNet::optional(net, committee.shaping);
-                let key = match &master {
-                    Some(m) => m.derive(3, i as u64),
-                    None => Seed::random(),
-                };
                 scope.spawn(move || -> Result<PartyOutcome<T>> {
                     let mut party =
                         Party::new(net, key, committee.fixed_point, committee.gemm.clone())?;

@@ -6,12 +6,17 @@
 //! Party `i` holds components `(x_i, x_{i+1})` of `x = x_0 + x_1 + x_2` ([`RepShare`]). Linear operations
 //! and products by public values are local. One concept per file:
 //!
-//! | file | operation | rounds | bytes sent per element (P0 / P1 / P2) |
+//! | file | operation | message hops | bytes sent per element (party 0 / 1 / 2) |
 //! | --- | --- | --- | --- |
 //! | `open` | reveal | 1 | 8 / 8 / 8 |
-//! | `mul` | elementwise product, share x share matrix product (per output), fixed-weight product (per output) | 1 | 8 / 8 / 8 |
-//! | `trunc` | divide by `2^f` (ABY3's two-party truncation, one reshare) | 1 | 8 / 0 / 0 |
-//! | `sign` | sign test with `k` payloads (DReLU, ReLU, max, comparisons) | 8 | `12 + 7.75 + 8 (1 + 2k)` / `16 + 8k` / `15.75 + 8k` (bits rounded to words: see `sign.rs`) |
+//! | `mul` | elementwise product; share x share and fixed-weight matrix products (per output element) | 1 | 8 / 8 / 8 |
+//! | `trunc` | divide by `2^f`, exact to one ulp for `|z| < 2^62` (ABY3's two-party split, wrap corrected) | 2 | 16 / 8 / 8 |
+//! | `sign` | sign test with `k` payloads (DReLU, ReLU, max, comparisons; with truncation `+16` / `+8` / `+8`) | 9 | `19.4 + 8 + 16k` / `15.6 + 8k` / `15.6 + 8k` |
+//!
+//! (Sign-test bits travel as whole 64-bit words per bit plane, so the per-element figures hold for batches
+//! that are multiples of 64; `protocols/tests/rep3.rs` pins the exact counts.) Rounds as
+//! [`crate::net::NetStats`] counts them (a round ends when a party that sent starts to receive): 1 for
+//! open and products at every party; a truncation 1 / 1 / 0; the sign test 7 / 7 / 5.
 //!
 //! Every party runs the same sequence of calls (SPMD) on public shapes, so messages, sizes and rounds depend
 //! only on shapes. Every message's length is checked before it is read.
@@ -171,30 +176,72 @@ impl<N: Net> Party<N> {
 
     /// The replicated share of `f_1 + f_2`, where party 1 holds `f_1` and party 2 holds `f_2` (party 0 passes
     /// nothing): component 0 is drawn from `k_0`, component 1 is `f_1 + F(k_2)` (party 1 sends it to party 0),
-    /// component 2 is `f_2 - F(k_2) - F(k_0)` (party 2 sends it to party 1). One round; party 0 sends
-    /// nothing, parties 1 and 2 send `len` words each. Party 0 sees `f_1` masked by `F(k_2)`, party 1 sees
-    /// `f_2` masked by `F(k_0)`: neither holds the key.
+    /// component 2 is `f_2 - F(k_2) - F(k_0)` (party 2 sends it to party 1). One hop after party 2 has its
+    /// summand; party 0 sends nothing, parties 1 and 2 send `len` words each. Party 0 sees `f_1` masked by
+    /// `F(k_2)`, party 1 sees `f_2` masked by `F(k_0)`: neither holds the key.
     fn reshare_pair(&mut self, f: Option<Vec<u64>>, len: usize) -> Result<RepShare> {
+        let (_, words) = self.reshare_pair_both(None, 0, f, len)?;
+        Ok(words)
+    }
+
+    /// [`Self::reshare_pair`] for an XOR summand of `bits_len` words and an additive one of `len` words at
+    /// once, in one message each way (the bits masked by XOR, the words by addition, from the same streams).
+    fn reshare_pair_both(
+        &mut self,
+        bits: Option<Vec<u64>>,
+        bits_len: usize,
+        f: Option<Vec<u64>>,
+        len: usize,
+    ) -> Result<(share::RepBits, RepShare)> {
+        let total = bits_len + len;
+        let split = |mut v: Vec<u64>| {
+            let words = v.split_off(bits_len);
+            (v, words)
+        };
         match self.me {
             0 => {
-                let own = self.keys.component(0, len);
-                let next = self.recv_words(1, len)?;
-                Ok(RepShare { own, next })
+                let (b0, c0) = split(self.keys.component(0, total));
+                let (b1, c1) = split(self.recv_words(1, total)?);
+                Ok((
+                    share::RepBits { own: b0, next: b1 },
+                    RepShare { own: c0, next: c1 },
+                ))
             }
             1 => {
-                let mut c1 = f.unwrap_or_else(|| vec![0; len]);
-                crate::ring::add_assign(&mut c1, &self.keys.component(2, len));
-                self.send(0, crate::ring::to_bytes(&c1))?;
-                let next = self.recv_words(2, len)?;
-                Ok(RepShare { own: c1, next })
+                let (mut b1, mut c1) = (
+                    bits.unwrap_or_else(|| vec![0; bits_len]),
+                    f.unwrap_or_else(|| vec![0; len]),
+                );
+                let (mb, mc) = split(self.keys.component(2, total));
+                crate::bits::xor_assign(&mut b1, &mb);
+                crate::ring::add_assign(&mut c1, &mc);
+                let mut message = b1.clone();
+                message.extend_from_slice(&c1);
+                self.send(0, crate::ring::to_bytes(&message))?;
+                let (b2, c2) = split(self.recv_words(2, total)?);
+                Ok((
+                    share::RepBits { own: b1, next: b2 },
+                    RepShare { own: c1, next: c2 },
+                ))
             }
             _ => {
-                let mut c2 = f.unwrap_or_else(|| vec![0; len]);
-                crate::ring::sub_assign(&mut c2, &self.keys.component(2, len));
-                let c0 = self.keys.component(0, len);
+                let (mut b2, mut c2) = (
+                    bits.unwrap_or_else(|| vec![0; bits_len]),
+                    f.unwrap_or_else(|| vec![0; len]),
+                );
+                let (mb2, mc2) = split(self.keys.component(2, total));
+                let (b0, c0) = split(self.keys.component(0, total));
+                crate::bits::xor_assign(&mut b2, &mb2);
+                crate::bits::xor_assign(&mut b2, &b0);
+                crate::ring::sub_assign(&mut c2, &mc2);
                 crate::ring::sub_assign(&mut c2, &c0);
-                self.send(1, crate::ring::to_bytes(&c2))?;
-                Ok(RepShare { own: c2, next: c0 })
+                let mut message = b2.clone();
+                message.extend_from_slice(&c2);
+                self.send(1, crate::ring::to_bytes(&message))?;
+                Ok((
+                    share::RepBits { own: b2, next: b0 },
+                    RepShare { own: c2, next: c0 },
+                ))
             }
         }
     }

@@ -15,7 +15,7 @@
 //!    `G = y_h x_h ^ (y_h y_l) x_l ^ y_l (x_h x_l)` and `P = (y_h y_l) ^ y_h x_l ^ y_l x_h ^ x_h x_l`:
 //!    each term is a monomial party 0 knows times one the pair knows, so with party 0's monomials masked,
 //!    party 1 computes its XOR summand from the masks and party 2 from the masked values; they reshare it
-//!    into replicated form ([`Party::reshare_pair`] for bits). 32 nodes (31 pairs and bit 0).
+//!    into replicated form ([`Party::reshare_pair`] on bits). 32 nodes (31 pairs and bit 0).
 //! 3. **Five levels** of AND gates on replicated bits (32 -> 1 nodes), one round each, one bit per AND per
 //!    party: `2 * pairs` ANDs per level, 1 at the last (only `G` is needed).
 //! 4. **Payloads** (party 0 -> party 2, then parties 1 -> 0 and 2 -> 1): with the result bit
@@ -25,8 +25,9 @@
 //!    Party 0 sends `d`, `p` and `d p` masked by `F(k_1)`; parties 1 and 2 compute the two summands and
 //!    reshare them ([`Party::reshare_pair`]).
 //!
-//! With `truncate`, party 0's truncation message ([`super::trunc`]) rides in step 1, and the truncated value
-//! is the first payload: truncation and ReLU cost what ReLU costs.
+//! With `truncate`, party 0's truncation message ([`super::trunc`]) rides in step 1 and the pair's reshare
+//! of its cross term in step 2, and the truncated value is the first payload: no extra hop, `2n` more words
+//! from party 0 and `n` more from each of parties 1 and 2.
 //!
 //! Sequential message hops: 9 (1 + 1 + 5 + 1 + 1). Words sent, for `n` values, `w = ceil(n / 64)` words per
 //! bit plane and `k` payloads: party 0 `94 w + 61 w + (1 + 2k) n` (plus `n` with `truncate`), parties 1 and 2
@@ -80,33 +81,6 @@ impl<N: Net> Party<N> {
     /// Sends `words` to `to` as little-endian bytes.
     fn send_words(&mut self, to: usize, words: &[u64]) -> Result<()> {
         self.send(to, crate::ring::to_bytes(words))
-    }
-
-    /// [`Party::reshare_pair`] on bits: component 0 from `k_0`, component 1 `a_1 ^ F(k_2)` (party 1 -> 0),
-    /// component 2 `a_2 ^ F(k_2) ^ F(k_0)` (party 2 -> 1).
-    fn reshare_pair_bits(&mut self, a: Option<Vec<u64>>, len: usize) -> Result<RepBits> {
-        match self.me {
-            0 => {
-                let own = self.keys.component(0, len);
-                let next = self.recv_words(1, len)?;
-                Ok(RepBits { own, next })
-            }
-            1 => {
-                let mut c1 = a.unwrap_or_else(|| vec![0; len]);
-                bits::xor_assign(&mut c1, &self.keys.component(2, len));
-                self.send_words(0, &c1)?;
-                let next = self.recv_words(2, len)?;
-                Ok(RepBits { own: c1, next })
-            }
-            _ => {
-                let mut c2 = a.unwrap_or_else(|| vec![0; len]);
-                bits::xor_assign(&mut c2, &self.keys.component(2, len));
-                let c0 = self.keys.component(0, len);
-                bits::xor_assign(&mut c2, &c0);
-                self.send_words(1, &c2)?;
-                Ok(RepBits { own: c2, next: c0 })
-            }
-        }
     }
 
     /// `x & y` on replicated bits (one round, `x.own.len()` words sent).
@@ -167,10 +141,11 @@ impl<N: Net> Party<N> {
             }
             _ => {
                 x_planes = bits::to_planes(&z.own);
-                let extra = if job.truncate { n } else { 0 };
+                let extra = trunc.as_ref().map_or(0, |t| t.message_words());
                 let mut got = self.recv_words(0, INPUT_PLANES * w + extra)?;
                 if let Some(t) = trunc.as_mut() {
-                    t.share.next = got.split_off(INPUT_PLANES * w);
+                    let message = got.split_off(INPUT_PLANES * w);
+                    self.trunc_receive(t, message);
                 }
                 Some(got)
             }
@@ -178,7 +153,14 @@ impl<N: Net> Party<N> {
 
         // Step 2: the first level from the bilinear forms, reshared into replicated bits.
         let summand = monomials.map(|m| self.first_level(&m, &x_planes, w));
-        let level = self.reshare_pair_bits(summand, 2 * NODES * w)?;
+        let cross = trunc.as_mut().and_then(|t| t.pair_summand.take());
+        let (level, cross) = self.reshare_pair_both(
+            summand,
+            2 * NODES * w,
+            cross,
+            if job.truncate { n } else { 0 },
+        )?;
+        let truncated = trunc.map(|t| Self::trunc_finish(t, cross));
         let (mut g, mut p) = (
             RepBits {
                 own: level.own[..NODES * w].to_vec(),
@@ -235,8 +217,8 @@ impl<N: Net> Party<N> {
         let valid: Vec<u64> = (0..w).map(|i| layout.valid(i)).collect();
         let mut payloads: Vec<RepShare> = Vec::with_capacity(1 + job.extras.len());
         if job.select_self {
-            payloads.push(match trunc {
-                Some(t) => t.share,
+            payloads.push(match truncated {
+                Some(t) => t,
                 None => z.clone(),
             });
         }

@@ -1,87 +1,156 @@
-//! Truncation by `2^f` (ABY3, Mohassel and Rindal, CCS 2018, section 5.1.1, "Π_trunc1"): with
-//! `y = x_0 + x_1` (party 0 holds both) and `x_2` (parties 1 and 2 hold it), `x = y + x_2` is a two-out-of-two
-//! sharing between party 0 and the pair. Each side truncates its part locally (SecureML, Mohassel and Zhang,
-//! S&P 2017): `y >> f` and `-((-x_2) >> f)`. Party 0 then reshares its part: component 1 is drawn from `k_1`
-//! (parties 0 and 1), component 0 is `(y >> f) - F(k_1)`, which party 0 sends to party 2 (uniform to it:
-//! it misses `k_1`); component 2 is the pair's part. One round; party 0 sends one element per value, the
-//! others nothing.
+//! Truncation by `2^f` with the wrap corrected, for any `|z| < 2^62` (the range `semi2k` allows too).
 //!
-//! Error: for `|x| < 2^l` the result is `floor(x / 2^f)` or one more, except with probability at most
-//! `2^(l + 1 - 64)` over the sharing's randomness, when the two parts wrap differently and the result is off
-//! by about `2^(64 - f)` (SecureML's bound). With `f = 16` and values below `2^15` in magnitude (`l = 47`)
-//! that is `2^-16` per element... see the tests for the bound checked; values in our models stay far below:
-//! products of activations and weights of magnitude below 2^8 have `l <= 40` (`2^-23`).
+//! With `z' = z + 2^62` in `[0, 2^63)`, write `z' = y + x mod 2^64` with `y = z_0 + z_1 + 2^62` (party 0
+//! knows it) and `x = z_2` (parties 1 and 2 know it): a two-out-of-two sharing between party 0 and the pair,
+//! as in ABY3's truncation (Mohassel and Rindal, CCS 2018, section 5.1.1). Truncating each part locally
+//! (SecureML) fails when `y + x` wraps past `2^64`; here the wrap is computed instead. Because `z' < 2^63`,
+//! the sum wraps exactly when `msb(y)` or `msb(x)` is set: `wrap = a + b - a b` with `a = msb(y)` (party 0's)
+//! and `b = msb(x)` (the pair's). So, with `K = 2^(64 - f)`,
+//!
+//! `trunc(z) = [(y >> f) - K a - 2^(62 - f)] + [(x >> f) - K b] + K a b`,
+//!
+//! party 0's part, the pair's part, and one cross term. Party 0 sends party 2 its part and `a`, each masked by
+//! `F(k_1)` (parties 0 and 1 draw it, party 2 lacks it); party 1 computes `K r_a b` from the mask, party 2
+//! `K (a - r_a) b` from the masked bit; they reshare the two summands ([`Party::reshare_pair`]). Two hops
+//! (party 0 -> party 2 -> party 1, with party 1 -> party 0 alongside); party 0 sends 2 words per element,
+//! parties 1 and 2 one each.
+//!
+//! Error: the low bits' carry `[(y mod 2^f) + (x mod 2^f) >= 2^f]` is dropped, so the result is
+//! `floor(z / 2^f)` or one less, never anything else, for every `|z| < 2^62` (no probabilistic failure).
 
 use crate::error::Result;
 use crate::net::Net;
 
 use super::{Party, RepShare};
 
-/// Party 0's part of a truncation before communication.
-pub(crate) struct TruncStart {
-    /// This party's share, except that party 2's `next` (component 0) arrives from party 0.
-    pub(crate) share: RepShare,
-    /// Party 0: component 0, for party 2.
+/// `2^62`, the offset that makes `z + 2^62` non-negative.
+const OFFSET: u64 = 1 << 62;
+
+/// A truncation between its local start and the pair's reshare (see the module doc).
+pub(crate) struct TruncJob {
+    n: usize,
+    /// Party 0: its part and `a`, masked, for party 2.
     pub(crate) to_send: Option<Vec<u64>>,
+    /// Party 1's or party 2's summand of the cross term (party 2's once party 0's message is in).
+    pub(crate) pair_summand: Option<Vec<u64>>,
+    /// What this party adds to its components after the reshare.
+    add_own: Vec<u64>,
+    add_next: Vec<u64>,
+    /// At the pair: `K b` per element.
+    k_b: Vec<u64>,
+}
+
+impl TruncJob {
+    /// Words party 0 sends party 2.
+    pub(crate) fn message_words(&self) -> usize {
+        2 * self.n
+    }
 }
 
 impl<N: Net> Party<N> {
     /// The local part of a truncation of `z` (see the module doc).
-    pub(crate) fn trunc_start(&mut self, z: &RepShare) -> TruncStart {
+    pub(crate) fn trunc_start(&mut self, z: &RepShare) -> TruncJob {
         let f = self.fixed_point.frac_bits();
+        let k = 1u64 << (64 - f);
         let n = z.len();
-        let pair_part = |x2: &[u64]| -> Vec<u64> {
-            x2.iter()
-                .map(|&w| (w.wrapping_neg() >> f).wrapping_neg())
-                .collect()
-        };
-        match self.me {
-            0 => {
-                let c1 = self.keys.component(1, n);
-                let c0: Vec<u64> = z
-                    .own
-                    .iter()
-                    .zip(&z.next)
-                    .zip(&c1)
-                    .map(|((&a, &b), &r)| (a.wrapping_add(b) >> f).wrapping_sub(r))
-                    .collect();
-                TruncStart {
-                    share: RepShare {
-                        own: c0.clone(),
-                        next: c1,
-                    },
-                    to_send: Some(c0),
-                }
+        if self.me == 0 {
+            let r1 = self.keys.component(1, n);
+            let r_a = self.keys.component(1, n);
+            let mut message = Vec::with_capacity(2 * n);
+            let mut part = Vec::with_capacity(n);
+            let mut masked_a = Vec::with_capacity(n);
+            for i in 0..n {
+                let y = z.own[i].wrapping_add(z.next[i]).wrapping_add(OFFSET);
+                let a = y >> 63;
+                let p = (y >> f)
+                    .wrapping_sub(k.wrapping_mul(a))
+                    .wrapping_sub(OFFSET >> f)
+                    .wrapping_sub(r1[i]);
+                part.push(p);
+                masked_a.push(a.wrapping_sub(r_a[i]));
             }
-            1 => TruncStart {
-                share: RepShare {
-                    own: self.keys.component(1, n),
-                    next: pair_part(&z.next),
-                },
+            message.extend_from_slice(&part);
+            message.extend(masked_a);
+            return TruncJob {
+                n,
+                to_send: Some(message),
+                pair_summand: None,
+                add_own: part,
+                add_next: r1,
+                k_b: Vec::new(),
+            };
+        }
+        let x = if self.me == 1 { &z.next } else { &z.own };
+        let k_b: Vec<u64> = x.iter().map(|&w| k.wrapping_mul(w >> 63)).collect();
+        let pair_part: Vec<u64> = x
+            .iter()
+            .zip(&k_b)
+            .map(|(&w, &kb)| (w >> f).wrapping_sub(kb))
+            .collect();
+        if self.me == 1 {
+            let r1 = self.keys.component(1, n);
+            let r_a = self.keys.component(1, n);
+            let f1 = r_a
+                .iter()
+                .zip(&k_b)
+                .map(|(&r, &kb)| r.wrapping_mul(kb))
+                .collect();
+            TruncJob {
+                n,
                 to_send: None,
-            },
-            _ => TruncStart {
-                share: RepShare {
-                    own: pair_part(&z.own),
-                    next: vec![0; n],
-                },
+                pair_summand: Some(f1),
+                add_own: r1,
+                add_next: pair_part,
+                k_b,
+            }
+        } else {
+            TruncJob {
+                n,
                 to_send: None,
-            },
+                pair_summand: None,
+                add_own: pair_part,
+                add_next: vec![0; n],
+                k_b,
+            }
         }
     }
 
-    /// Divides a shared value with `2f` fractional bits by `2^f` (one round; see the module doc for the
-    /// error).
+    /// Party 2: takes party 0's message (`2n` words) into the job.
+    pub(crate) fn trunc_receive(&self, job: &mut TruncJob, mut message: Vec<u64>) {
+        let masked_a = message.split_off(job.n);
+        job.pair_summand = Some(
+            masked_a
+                .iter()
+                .zip(&job.k_b)
+                .map(|(&m, &kb)| m.wrapping_mul(kb))
+                .collect(),
+        );
+        job.add_next = message;
+    }
+
+    /// The result from the reshared cross term.
+    pub(crate) fn trunc_finish(job: TruncJob, mut cross: RepShare) -> RepShare {
+        crate::ring::add_assign(&mut cross.own, &job.add_own);
+        crate::ring::add_assign(&mut cross.next, &job.add_next);
+        cross
+    }
+
+    /// Divides a shared value with `2f` fractional bits by `2^f` (two hops; see the module doc). Requires
+    /// `|z| < 2^62`.
     pub fn trunc(&mut self, z: &RepShare) -> Result<RepShare> {
-        let mut t = self.trunc_start(z);
+        let mut job = self.trunc_start(z);
         match self.me {
             0 => {
-                let c0 = t.to_send.take().unwrap_or_default();
-                self.send(2, crate::ring::to_bytes(&c0))?;
+                let message = job.to_send.take().unwrap_or_default();
+                self.send(2, crate::ring::to_bytes(&message))?;
             }
-            2 => t.share.next = self.recv_words(0, z.len())?,
+            2 => {
+                let message = self.recv_words(0, job.message_words())?;
+                self.trunc_receive(&mut job, message);
+            }
             _ => {}
         }
-        Ok(t.share)
+        let cross = self.reshare_pair(job.pair_summand.take(), z.len())?;
+        Ok(Self::trunc_finish(job, cross))
     }
 }
