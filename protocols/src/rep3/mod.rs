@@ -11,12 +11,12 @@
 //! | `open` | reveal | 1 | 8 / 8 / 8 |
 //! | `mul` | elementwise product; share x share and fixed-weight matrix products (per output element) | 1 | 8 / 8 / 8 |
 //! | `trunc` | divide by `2^f`, exact to one ulp for `|z| < 2^62` (ABY3's two-party split, wrap corrected) | 2 | 16 / 8 / 8 |
-//! | `sign` | sign test with `k` payloads (DReLU, ReLU, max, comparisons; with truncation `+16` / `+8` / `+8`) | 9 | `19.4 + 8 + 16k` / `15.6 + 8k` / `15.6 + 8k` |
+//! | `sign` | sign test with `k` payloads (DReLU, ReLU, max, comparisons; with truncation `+16` / `+8` / `+8`) | 8 | `19.25 + 8 + 16k` / `15.6 + 8k` / `15.6 + 8k` |
 //!
 //! (Sign-test bits travel as whole 64-bit words per bit plane, so the per-element figures hold for batches
 //! that are multiples of 64; `protocols/tests/rep3.rs` pins the exact counts.) Rounds as
 //! [`crate::net::NetStats`] counts them (a round ends when a party that sent starts to receive): 1 for
-//! open and products at every party; a truncation 1 / 1 / 0; the sign test 7 / 7 / 5.
+//! open and products at every party; a truncation 1 / 1 / 0; the sign test 6 / 7 / 5.
 //!
 //! Every party runs the same sequence of calls (SPMD) on public shapes, so messages, sizes and rounds depend
 //! only on shapes. Every message's length is checked before it is read.

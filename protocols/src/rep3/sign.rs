@@ -16,23 +16,26 @@
 //!    each term is a monomial party 0 knows times one the pair knows, so with party 0's monomials masked,
 //!    party 1 computes its XOR summand from the masks and party 2 from the masked values; they reshare it
 //!    into replicated form ([`Party::reshare_pair`] on bits). 32 nodes (31 pairs and bit 0).
-//! 3. **Five levels** of AND gates on replicated bits (32 -> 1 nodes), one round each, one bit per AND per
-//!    party: `2 * pairs` ANDs per level, 1 at the last (only `G` is needed).
-//! 4. **Payloads** (party 0 -> party 2, then parties 1 -> 0 and 2 -> 1): with the result bit
-//!    `b = d ^ e`, `d` known to party 0 (its two components of `c`, `y_63` and the negation) and `e` to the
-//!    pair (component 2 of `c` and `x_63`), and each payload `v = p + q` (`p = v_0 + v_1` party 0's, `q = v_2`
-//!    the pair's): `b v = (d p)(1 - 2e) + d (q - 2 e q) + p e + e q`, again party 0's values times the pair's.
-//!    Party 0 sends `d`, `p` and `d p` masked by `F(k_1)`; parties 1 and 2 compute the two summands and
-//!    reshare them ([`Party::reshare_pair`]).
+//! 3. **Four levels** of AND gates on replicated bits (32 -> 2 nodes), one round each, one bit per AND per
+//!    party, `2 * pairs` ANDs per level; then **the last AND** (`G = G_0 ^ P_0 & G_1`) without a reshare:
+//!    each party keeps its summand of the gate, parties 1 and 2 swap theirs (one bit each), and the result bit
+//!    `b = [z >= 0] = d ^ e` is split as `d` known to party 0 (its two components of the carry, its summand,
+//!    `y_63` and the negation) and `e` known to the pair (component 2, their summands and `x_63`). `d` is
+//!    uniform to each of parties 1 and 2 (party 0's summand carries `F(k_0) ^ F(k_1)`), so `e` reveals nothing.
+//! 4. **Payloads** (party 0 -> party 2 in the same hop as the swap, then parties 1 -> 0 and 2 -> 1): with each
+//!    payload `v = p + q` (`p = v_0 + v_1` party 0's, `q = v_2` the pair's):
+//!    `b v = (d p)(1 - 2e) + d (q - 2 e q) + p e + e q`, party 0's values times the pair's. Party 0 sends `d`,
+//!    `p` and `d p` masked by `F(k_1)`; parties 1 and 2 compute the two summands and reshare them
+//!    ([`Party::reshare_pair`]).
 //!
 //! With `truncate`, party 0's truncation message ([`super::trunc`]) rides in step 1 and the pair's reshare
 //! of its cross term in step 2, and the truncated value is the first payload: no extra hop, `2n` more words
 //! from party 0 and `n` more from each of parties 1 and 2.
 //!
-//! Sequential message hops: 9 (1 + 1 + 5 + 1 + 1). Words sent, for `n` values, `w = ceil(n / 64)` words per
-//! bit plane and `k` payloads: party 0 `94 w + 61 w + (1 + 2k) n` (plus `n` with `truncate`), parties 1 and 2
-//! `64 w + 61 w + k n` each. Per element (`n` a multiple of 64): party 0 `19.4 + 8 + 16k` bytes, parties 1
-//! and 2 `15.6 + 8k`.
+//! Sequential message hops: 8 (1 + 1 + 4 + 1 + 1). Words sent, for `n` values, `w = ceil(n / 64)` words per
+//! bit plane and `k` payloads: party 0 `94 w + 60 w + (1 + 2k) n` (plus `2n` with `truncate`), parties 1 and
+//! 2 `64 w + 61 w + k n` each (plus `n`). Per element (`n` a multiple of 64): party 0 `19.25 + 8 + 16k`
+//! bytes, parties 1 and 2 `15.6 + 8k`.
 //!
 //! Privacy: party 2 sees party 0's monomials and values masked by `F(k_1)`, which it lacks; the reshares
 //! and AND gates mask every message with a stream its receiver lacks (see [`super::keys`]).
@@ -67,13 +70,11 @@ fn plane(planes: &[u64], i: usize, w: usize) -> &[u64] {
     &planes[i * w..(i + 1) * w]
 }
 
-/// Words sent per level of the tree, for `w` words per plane: 32, 16, 8, 4 node pairs (2 ANDs each), then
-/// the last pair's G only.
-fn level_ands(nodes: usize) -> usize {
-    if nodes == 2 {
-        1
-    } else {
-        nodes
+/// Plane (node) `i` of replicated bits, `w` words per plane.
+fn plane_bits(x: &RepBits, i: usize, w: usize) -> RepBits {
+    RepBits {
+        own: plane(&x.own, i, w).to_vec(),
+        next: plane(&x.next, i, w).to_vec(),
     }
 }
 
@@ -174,7 +175,7 @@ impl<N: Net> Party<N> {
 
         // Step 3: the tree, G = G_hi ^ P_hi & G_lo, P = P_hi & P_lo.
         let mut nodes = NODES;
-        while nodes > 1 {
+        while nodes > 2 {
             let pairs = nodes / 2;
             let pick = |x: &RepBits, odd: usize, count: usize| -> RepBits {
                 let take = |c: &[u64]| -> Vec<u64> {
@@ -187,16 +188,11 @@ impl<N: Net> Party<N> {
                     next: take(&x.next),
                 }
             };
-            let ands = level_ands(nodes);
             let p_hi = pick(&p, 0, pairs);
-            let (left, right) = if ands == 1 {
-                (p_hi, pick(&g, 1, pairs))
-            } else {
-                (
-                    concat_bits(&[p_hi.clone(), p_hi]),
-                    concat_bits(&[pick(&g, 1, pairs), pick(&p, 1, pairs)]),
-                )
-            };
+            let (left, right) = (
+                concat_bits(&[p_hi.clone(), p_hi]),
+                concat_bits(&[pick(&g, 1, pairs), pick(&p, 1, pairs)]),
+            );
             let product = self.and_bits(&left, &right)?;
             let g_hi = pick(&g, 0, pairs);
             let split = pairs * w;
@@ -204,17 +200,45 @@ impl<N: Net> Party<N> {
                 own: bits::xor(&g_hi.own, &product.own[..split]),
                 next: bits::xor(&g_hi.next, &product.next[..split]),
             };
-            if ands > 1 {
-                p = RepBits {
-                    own: product.own[split..].to_vec(),
-                    next: product.next[split..].to_vec(),
-                };
-            }
+            p = RepBits {
+                own: product.own[split..].to_vec(),
+                next: product.next[split..].to_vec(),
+            };
             nodes = pairs;
         }
 
-        // Step 4: b = d ^ e, then the payloads.
+        // The last level, G = G_0 ^ P_0 & G_1, without a reshare: party i's summand z_i of the AND stays
+        // with it, and parties 1 and 2 swap theirs. Then party 0 knows d = !(c_0 ^ c_1 ^ y_63) with
+        // c_i = G_0's component i ^ z_0, and the pair knows e = G_0's component 2 ^ z_1 ^ z_2 ^ x_63, and
+        // d ^ e = [z >= 0]. Party 0 sends nothing here and its payload message leaves in the same hop.
         let valid: Vec<u64> = (0..w).map(|i| layout.valid(i)).collect();
+        let (g_hi, g_lo, p_hi) = (
+            plane_bits(&g, 0, w),
+            plane_bits(&g, 1, w),
+            plane_bits(&p, 0, w),
+        );
+        let mut last: Vec<u64> = (0..w)
+            .map(|k| (p_hi.own[k] & (g_lo.own[k] ^ g_lo.next[k])) ^ (p_hi.next[k] & g_lo.own[k]))
+            .collect();
+        let alpha = self.keys.zero_bits(w);
+        bits::xor_assign(&mut last, &alpha);
+        let own_part: Vec<u64> = match self.me {
+            0 => (0..w)
+                .map(|i| !(g_hi.own[i] ^ g_hi.next[i] ^ y_top[i] ^ last[i]) & valid[i])
+                .collect(),
+            me => {
+                let other = 3 - me;
+                self.send_words(other, &last)?;
+                let theirs = self.recv_words(other, w)?;
+                let c2 = if me == 1 { &g_hi.next } else { &g_hi.own };
+                let x_top = plane(&x_planes, 63, w);
+                (0..w)
+                    .map(|i| (c2[i] ^ x_top[i] ^ last[i] ^ theirs[i]) & valid[i])
+                    .collect()
+            }
+        };
+
+        // Step 4: the payloads.
         let mut payloads: Vec<RepShare> = Vec::with_capacity(1 + job.extras.len());
         if job.select_self {
             payloads.push(match truncated {
@@ -229,11 +253,7 @@ impl<N: Net> Party<N> {
         }
         let summand = match self.me {
             0 => {
-                // d = c_0 ^ c_1 ^ y_63 ^ 1: party 0's part of [z >= 0].
-                let d_words: Vec<u64> = (0..w)
-                    .map(|i| !(g.own[i] ^ g.next[i] ^ y_top[i]) & valid[i])
-                    .collect();
-                let d: Vec<u64> = (0..n).map(|i| u64::from(bits::get(&d_words, i))).collect();
+                let d: Vec<u64> = (0..n).map(|i| u64::from(bits::get(&own_part, i))).collect();
                 let mut message = d.clone();
                 for v in &payloads {
                     let pv: Vec<u64> = v
@@ -256,11 +276,7 @@ impl<N: Net> Party<N> {
                 None
             }
             me => {
-                // e = c_2 ^ x_63: the pair's part.
-                let c2 = if me == 1 { &g.next } else { &g.own };
-                let x_top = plane(&x_planes, 63, w);
-                let e_words: Vec<u64> = (0..w).map(|i| (c2[i] ^ x_top[i]) & valid[i]).collect();
-                let e: Vec<u64> = (0..n).map(|i| u64::from(bits::get(&e_words, i))).collect();
+                let e: Vec<u64> = (0..n).map(|i| u64::from(bits::get(&own_part, i))).collect();
                 let total = (1 + 2 * k) * n;
                 let masked = if me == 1 {
                     self.keys.component(1, total)
