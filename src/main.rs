@@ -3,7 +3,6 @@
 
 mod allocator;
 mod cli;
-mod coordinator;
 mod lab;
 
 use anyhow::Result;
@@ -27,6 +26,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Prints a node's public identity, creating its key pair in the data directory if needed.
     Keygen(cli::node::KeygenArgs),
+    /// An operator's key and its certificates: `veil operator keygen|certify|admit`.
+    Operator(cli::operator::OperatorArgs),
     /// Simulates MetaInf's committee selection over a synthetic registry; `--json` prints one JSON object.
     Sim(cli::sim::SimArgs),
     /// Turns a sweep file (`veil bench --sweep --out FILE`) into an HTML page of SVG charts.
@@ -64,6 +65,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => cli::bench::run(args),
         Command::Node(args) => cli::node::run_node(args),
         Command::Keygen(args) => cli::node::run_keygen(args),
+        Command::Operator(args) => cli::operator::run(args),
         Command::Devnet(args) => cli::devnet::run(args),
         Command::Deploy(args) => cli::client::deploy(args),
         Command::Receipts(args) => cli::jobs::receipts(args),

@@ -1,6 +1,8 @@
 //! End to end over real processes: three execution nodes and a dealer, each a `veil node` process on
 //! 127.0.0.1, run network-a and lenet privately; the results match plaintext burn, and, with the same
 //! (test-only) seeds, the outputs and the traffic per inference equal the in-memory run's bit for bit. A party killed mid-job fails the job cleanly.
+//! A sentence encoder (a small random one, installed as the pretrained model the nodes load by name and id)
+//! embeds over QUIC with the same party program: outputs, bytes and rounds equal the in-memory run's.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +40,112 @@ fn committee(cluster: &LocalCluster) -> Committee {
         parties: cluster.parties(),
         dealer: cluster.dealer().expect("dealer"),
     }
+}
+
+/// Writes a tiny random encoder as `dir/all-minilm-l6-v2` (config and weights: what the parties load).
+fn install_random_encoder(dir: &Path, seed: u64) -> veil_engine::bert::Bert {
+    use veil_engine::bert::random::{random_weights, tiny_config};
+    let config = tiny_config(2, 32, 4);
+    let json = serde_json::json!({
+        "model_type": config.model_type,
+        "hidden_size": config.hidden_size,
+        "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads,
+        "intermediate_size": config.intermediate_size,
+        "hidden_act": config.hidden_act,
+        "max_position_embeddings": config.max_position_embeddings,
+        "type_vocab_size": config.type_vocab_size,
+        "vocab_size": config.vocab_size,
+        "layer_norm_eps": config.layer_norm_eps,
+        "position_embedding_type": config.position_embedding_type,
+    });
+    let model = dir.join(veil_engine::bert::pretrained::NAMES[0]);
+    std::fs::create_dir_all(&model).unwrap();
+    std::fs::write(model.join("config.json"), json.to_string()).unwrap();
+    let weights = random_weights(&config, seed).unwrap();
+    std::fs::write(model.join("model.safetensors"), &weights).unwrap();
+    veil_engine::bert::Bert::from_bytes(&weights, config, &burn::tensor::Device::flex()).unwrap()
+}
+
+#[test]
+fn an_encoder_embeds_over_quic_processes_as_in_memory() {
+    use veil_engine::bert::pretrained;
+    use veil_engine::bert::private::{PrivateBert, PrivateConfig};
+    use veil_engine::bert::run::embed_private as embed_in_memory;
+    use veil_engine::local::Protocol;
+    use veil_node::client::{embed_private, EmbedJob};
+
+    let models = tempfile::tempdir().unwrap();
+    let bert = install_random_encoder(models.path(), 5);
+    let name = pretrained::NAMES[0];
+    let id = pretrained::model_id(name, &models.path().join(name)).unwrap();
+    let model =
+        PrivateBert::new(&bert, PrivateConfig::new(FixedPoint::default()).unwrap()).unwrap();
+    const SEED: u64 = 2027;
+    let identity = Identity::generate().unwrap();
+    let mut options = ClusterOptions::new(3, identity.public_key());
+    options.insecure_dealer_seed = Some(SEED);
+    options.models_dir = Some(models.path().to_path_buf());
+    let cluster = LocalCluster::spawn(exe(), &options).expect("nodes start");
+    let client = client(identity);
+    let committee = committee(&cluster);
+    let sequences: Vec<Vec<u32>> = vec![vec![1, 17, 42, 99, 7, 2], vec![1, 3, 5, 8, 13, 2]];
+    for protocol in [Protocol::Semi2k, Protocol::Spdz2k] {
+        let job = EmbedJob {
+            model: &model,
+            name: name.into(),
+            id: id.clone(),
+            threads: 1,
+            seed: Some(SEED),
+            profile: false,
+        };
+        let quic = match embed_private(&client, &committee, &job, &sequences, protocol) {
+            Ok(r) => r,
+            Err(e) => panic!(
+                "{protocol:?} embedding over QUIC failed: {e}\n{}",
+                cluster.log_tails()
+            ),
+        };
+        let mut mem_options = LocalOptions::new(3, Arc::new(RingGemm::new(1)));
+        mem_options.seed = Some(SEED);
+        mem_options.protocol = protocol;
+        let mem = embed_in_memory(&model, &sequences, &mem_options).unwrap();
+        assert_eq!(quic.report.outputs.len(), sequences.len());
+        for ((ids, q), m) in sequences.iter().zip(&quic.report.outputs).zip(&mem.outputs) {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(
+                bits(q),
+                bits(m),
+                "{protocol:?}: QUIC and in-memory embeddings differ"
+            );
+            let c = veil_engine::bert::cosine(q, &bert.embed(ids).unwrap());
+            assert!(c >= 0.99, "{protocol:?}: cosine {c} against plaintext burn");
+        }
+        for (q, m) in quic.report.online.iter().zip(&mem.online) {
+            let counts = |s: &veil_protocols::net::NetStats| {
+                (s.bytes_sent, s.bytes_received, s.messages_sent, s.rounds)
+            };
+            let q: Vec<_> = q.iter().map(counts).collect();
+            let m: Vec<_> = m.iter().map(counts).collect();
+            assert_eq!(q, m, "{protocol:?}: QUIC and in-memory accounting differ");
+        }
+        assert_eq!(quic.report.dealer_bytes, mem.dealer_bytes, "{protocol:?}");
+    }
+    // A job that names other weights is refused by every party, before anything is computed.
+    let wrong = EmbedJob {
+        model: &model,
+        name: name.into(),
+        id: "0".repeat(64),
+        threads: 1,
+        seed: None,
+        profile: false,
+    };
+    let refused = embed_private(&client, &committee, &wrong, &sequences, Protocol::Semi2k);
+    let why = refused
+        .err()
+        .expect("a wrong model id is refused")
+        .to_string();
+    assert!(why.contains("not the job's"), "{why}");
 }
 
 #[test]

@@ -15,6 +15,7 @@ pub mod model;
 pub mod model_file;
 pub mod plan;
 pub mod private;
+pub mod session;
 pub mod start_line;
 pub mod workloads;
 

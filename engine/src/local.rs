@@ -1,26 +1,28 @@
 //! Private inference of a whole committee in one process, over the in-memory network: what tests, the
 //! in-memory benchmark and the demo run. The client's and the model owner's parts (sharing the input and the
-//! weights, reconstructing the output) happen here too, outside the parties.
+//! weights, reconstructing the output) happen here too, outside the parties. Each party runs the one party
+//! program, [`crate::session::PartySession`], as nodes do; only the transport and the dealer are local.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use veil_protocols::adversary::{Adversary, Deviation};
-use veil_protocols::domain::Domain;
 use veil_protocols::gemm::Gemm;
 use veil_protocols::material::Request;
-use veil_protocols::net::NetStats;
+use veil_protocols::net::{Net, NetStats};
 use veil_protocols::prg::Seed;
 use veil_protocols::semi2k::local::{run, Committee, DealtSeeds, LocalRun};
+use veil_protocols::semi2k::Party;
 use veil_protocols::share::{reconstruct, share};
-use veil_protocols::spdz2k::{self, Spdz2k};
+use veil_protocols::spdz2k;
 
 use crate::error::{EngineError, Result};
 use crate::model::Model;
 use crate::plan::{Plan, WeightMode};
 use crate::private::{setup, setup_published, PublishedWeight, StepProfile, WeightShare};
+use crate::session::{PartySession, Program, SessionDomain};
 use crate::start_line::StartLine;
 
 /// Which protocol a committee runs (named in one place, `veil_protocols::protocol`).
@@ -67,14 +69,14 @@ impl LocalOptions {
 }
 
 /// Per-party results of one local run.
-struct PartyResult<O = Vec<u64>> {
-    outputs: Vec<O>,
+pub(crate) struct PartyResult<O = Vec<u64>> {
+    pub(crate) outputs: Vec<O>,
     /// Per inference, the time this party spent expanding the inference's material before it (offline).
-    preparation: Vec<Duration>,
-    latencies: Vec<Duration>,
-    online: Vec<NetStats>,
-    setup: NetStats,
-    profile: Vec<StepProfile>,
+    pub(crate) preparation: Vec<Duration>,
+    pub(crate) latencies: Vec<Duration>,
+    pub(crate) online: Vec<NetStats>,
+    pub(crate) setup: NetStats,
+    pub(crate) profile: Vec<StepProfile>,
 }
 
 /// What a local private run measured and produced.
@@ -191,37 +193,8 @@ pub fn run_private(
             let me = party.id();
             let model =
                 setup(party, plan, weight_shares[me].clone(), masks).map_err(to_protocol)?;
-            let setup_stats = party.stats().clone();
-            let mut result = PartyResult {
-                outputs: Vec::new(),
-                preparation: Vec::new(),
-                latencies: Vec::new(),
-                online: Vec::new(),
-                setup: setup_stats,
-                profile: Vec::new(),
-            };
-            let _leaving = start_line.guard();
-            for shares in &input_shares {
-                result
-                    .preparation
-                    .push(prepare_inference(party, &model, one.len(), &start_line)?);
-                let before = party.stats().clone();
-                let started = Instant::now();
-                let mut profile = Vec::new();
-                let out = model
-                    .infer(
-                        party,
-                        shares[me].clone(),
-                        batch,
-                        options.profile.then_some(&mut profile),
-                    )
-                    .map_err(to_protocol)?;
-                result.latencies.push(started.elapsed());
-                result.online.push(party.stats().since(&before));
-                result.outputs.push(out);
-                result.profile = profile;
-            }
-            Ok(result)
+            let shares = input_shares.iter().map(|x| (x[me].clone(), batch));
+            run_party(party, &model, shares, options, None, &start_line).map_err(to_protocol)
         },
     )?;
 
@@ -254,7 +227,6 @@ fn run_spdz2k(
         Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
         None => DealtSeeds::random(n),
     };
-    let input_len = batch * plan.input_len;
     let requests = spdz2k_requests(plan, batch, encoded.len());
     let mut committee = Committee::new(n, options.gemm.clone());
     committee.fixed_point = fp;
@@ -262,8 +234,6 @@ fn run_spdz2k(
     committee.record_views = options.record_views;
     committee.shaping = options.shaping;
     let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
-    // One inference takes its input's mask and then the plan's requests.
-    let per_inference = 1 + plan.requests(batch).len();
     let start_line = StartLine::new(n, options.timeout);
 
     let (published, published_inputs) = publish_spdz2k(plan, encoded, &dealt.deal.owner_masks)?;
@@ -277,45 +247,9 @@ fn run_spdz2k(
         options.adversary,
         |party| {
             let model = setup_published(party, plan, &published).map_err(to_protocol)?;
-            let mut result = PartyResult {
-                outputs: Vec::new(),
-                preparation: Vec::new(),
-                latencies: Vec::new(),
-                online: Vec::new(),
-                setup: party.stats().clone(),
-                profile: Vec::new(),
-            };
-            let _leaving = start_line.guard();
-            for x in &published_inputs {
-                let mut prepared = prepare_inference(party, &model, per_inference, &start_line)?;
-                // The MAC check's seed commitments depend on no data: exchanged before the online clock.
-                let committing = Instant::now();
-                party.commit_check_seed()?;
-                prepared += committing.elapsed();
-                result.preparation.push(prepared);
-                let before = party.stats().clone();
-                let started = Instant::now();
-                let mask = party.material().input(input_len)?;
-                let input = party.input_from_masked(mask, x);
-                let mut profile = Vec::new();
-                let mut out = model
-                    .infer(party, input, batch, options.profile.then_some(&mut profile))
-                    .map_err(to_protocol)?;
-                // No output leaves a party before every value it opened passed the MAC check.
-                party.verify()?;
-                result.latencies.push(started.elapsed());
-                result.online.push(party.stats().since(&before));
-                if let Some(a) = options
-                    .adversary
-                    .filter(|a| a.kind == Deviation::WrongOutput && a.party == party.id())
-                {
-                    let len = Spdz2k::len(&out).max(1);
-                    Spdz2k::corrupt(&mut out, a.at % len, a.delta);
-                }
-                result.outputs.push(out);
-                result.profile = profile;
-            }
-            Ok(result)
+            let adversary = options.adversary.filter(|a| a.party == party.id());
+            let inputs = published_inputs.iter().map(|x| (x.clone(), batch));
+            run_party(party, &model, inputs, options, adversary, &start_line).map_err(to_protocol)
         },
     )?;
 
@@ -395,7 +329,7 @@ pub fn publish_spdz2k(
 }
 
 /// Gathers the measurements of a run whose outputs were already opened and decoded.
-fn report<O>(run: LocalRun<PartyResult<O>>, outputs: Vec<Vec<f32>>) -> LocalRunReport {
+pub(crate) fn report<O>(run: LocalRun<PartyResult<O>>, outputs: Vec<Vec<f32>>) -> LocalRunReport {
     let k = outputs.len();
     LocalRunReport {
         outputs,
@@ -438,28 +372,47 @@ fn slowest<O>(
         .collect()
 }
 
-/// The offline phase of one inference on one party: waits at the start line until every party has finished
-/// the previous inference (so that no party's preparation competes for the cores with another's online
-/// phase), expands the material of the inference's `requests` requests and does the model's preprocessing
-/// on it, then waits at the start line again, so that the online clock starts with every party's material
-/// ready (as MP-SPDZ's online figures assume). Returns the time spent preparing.
-fn prepare_inference<N: veil_protocols::net::Net, D: Domain>(
-    party: &mut veil_protocols::semi2k::Party<N, D>,
-    model: &crate::private::PartyModel<'_, D>,
-    requests: usize,
+/// The party program of a local run: a [`PartySession`] over this party's link, running every inference of
+/// `inputs` (this party's words: input shares, or published `x - r`, each with its units), the parties
+/// meeting at `start_line` before and after each offline phase. `adversary` (the protocol lab): a
+/// `WrongOutput` deviation corrupts this party's verified output share before release.
+pub(crate) fn run_party<N: Net, D: SessionDomain, P: Program<D>>(
+    party: &mut Party<N, D>,
+    program: &P,
+    inputs: impl IntoIterator<Item = (Vec<u64>, usize)>,
+    options: &LocalOptions,
+    adversary: Option<Adversary>,
     start_line: &StartLine,
-) -> veil_protocols::Result<Duration> {
-    start_line.wait()?;
-    let started = Instant::now();
-    party.material().prepare(requests)?;
-    model.precompute(party).map_err(to_protocol)?;
-    let spent = started.elapsed();
-    start_line.wait()?;
-    Ok(spent)
+) -> Result<PartyResult<D::Arith>> {
+    let mut session = PartySession::new(party, program)
+        .with_start_line(start_line)
+        .with_profile(options.profile);
+    let mut result = PartyResult {
+        outputs: Vec::new(),
+        preparation: Vec::new(),
+        latencies: Vec::new(),
+        online: Vec::new(),
+        setup: session.setup_stats().clone(),
+        profile: Vec::new(),
+    };
+    let _leaving = start_line.guard();
+    for (words, items) in inputs {
+        let mut done = session.infer(words, items)?;
+        if let Some(a) = adversary.filter(|a| a.kind == Deviation::WrongOutput) {
+            let len = D::len(&done.output).max(1);
+            D::corrupt(&mut done.output, a.at % len, a.delta);
+        }
+        result.preparation.push(done.preparation);
+        result.latencies.push(done.latency);
+        result.online.push(done.online);
+        result.outputs.push(done.output);
+        result.profile = done.profile;
+    }
+    Ok(result)
 }
 
 /// Engine errors inside a party travel as protocol errors through the committee runner.
-fn to_protocol(e: EngineError) -> veil_protocols::ProtocolError {
+pub(crate) fn to_protocol(e: EngineError) -> veil_protocols::ProtocolError {
     match e {
         EngineError::Protocol(p) => p,
         other => veil_protocols::ProtocolError::Material(other.to_string()),

@@ -6,24 +6,17 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use veil_protocols::net::NetStats;
 use veil_protocols::rep3::{self, RepShare};
-use veil_protocols::semi2k::local::Committee;
+use veil_protocols::semi2k::local::{Committee, PartyOutcome};
+
+use veil_protocols::net::Net;
+use veil_protocols::semi2k::local::LocalRun;
 
 use crate::error::{EngineError, Result};
-use crate::local::{LocalOptions, LocalRunReport};
+use crate::local::{report, to_protocol, LocalOptions, LocalRunReport, PartyResult};
 use crate::plan::{Plan, WeightMode};
 use crate::private::{setup_rep3, StepProfile, WeightShare};
 use crate::start_line::StartLine;
-
-/// Per-party results.
-struct PartyResult {
-    outputs: Vec<RepShare>,
-    latencies: Vec<Duration>,
-    online: Vec<NetStats>,
-    setup: NetStats,
-    profile: Vec<StepProfile>,
-}
 
 /// A committee of three for `options` (which must ask for 3 parties).
 pub(crate) fn committee(
@@ -89,73 +82,92 @@ pub(crate) fn run_rep3(
         WeightMode::Shared => Vec::new(),
     };
     let start_line = StartLine::new(3, options.timeout);
-    let to_protocol = |e: EngineError| match e {
-        EngineError::Protocol(p) => p,
-        other => veil_protocols::ProtocolError::Material(other.to_string()),
-    };
     let parties = rep3::local::run(&committee, options.seed, |party| {
         let me = party.id();
         let weights = shared.iter().map(|w| w[me].clone()).collect();
         let model = setup_rep3(plan, weights, &public).map_err(to_protocol)?;
-        let mut result = PartyResult {
-            outputs: Vec::new(),
-            latencies: Vec::new(),
-            online: Vec::new(),
-            setup: party.stats().clone(),
-            profile: Vec::new(),
-        };
-        let _leaving = start_line.guard();
-        for x in &inputs {
-            // Every party starts the clock together (nothing to prepare: no dealer material).
-            start_line.wait()?;
-            let before = party.stats().clone();
-            let started = Instant::now();
-            let mut profile = Vec::new();
-            let out = model
-                .infer(
-                    party,
-                    x[me].clone(),
-                    batch,
-                    options.profile.then_some(&mut profile),
-                )
-                .map_err(to_protocol)?;
-            result.latencies.push(started.elapsed());
-            result.online.push(party.stats().since(&before));
-            result.outputs.push(out);
-            result.profile = profile;
-        }
-        Ok(result)
+        let words = inputs.iter().map(|x| (x[me].clone(), batch));
+        run_party(
+            party,
+            words,
+            options,
+            &start_line,
+            |party, input, items, profile| model.infer(party, input, items, profile),
+        )
+        .map_err(to_protocol)
     })?;
-    let k = encoded.len();
-    let mut outputs = Vec::with_capacity(k);
-    for i in 0..k {
-        let shares: [RepShare; 3] = std::array::from_fn(|p| parties[p].value.outputs[i].clone());
-        let words = RepShare::reconstruct(&shares).ok_or_else(|| {
-            EngineError::Protocol(veil_protocols::ProtocolError::Verification(
-                "the parties' output shares disagree".into(),
-            ))
-        })?;
-        outputs.push(plan.fixed_point.decode(&words));
-    }
-    Ok(LocalRunReport {
-        outputs,
-        latencies: (0..k)
-            .map(|i| {
-                parties
-                    .iter()
-                    .map(|p| p.value.latencies[i])
-                    .max()
-                    .unwrap_or_default()
-            })
-            .collect(),
-        preparation: vec![Duration::ZERO; k],
-        online: (0..k)
-            .map(|i| parties.iter().map(|p| p.value.online[i].clone()).collect())
-            .collect(),
-        setup: parties.iter().map(|p| p.value.setup.clone()).collect(),
-        profiles: parties.iter().map(|p| p.value.profile.clone()).collect(),
+    let outputs = open_outputs(&parties, encoded.len(), plan.fixed_point)?;
+    Ok(report(local_run(parties), outputs))
+}
+
+/// A rep3 run in the shape of a dealer-backed one: no dealer bytes, no dealer time.
+pub(crate) fn local_run<T>(parties: Vec<PartyOutcome<T>>) -> LocalRun<T> {
+    LocalRun {
+        parties,
         dealer_bytes: 0,
         dealer_elapsed: Duration::ZERO,
-        views: parties.iter().map(|p| p.view.clone()).collect(),
-    })
+    }
+}
+
+/// The client's reconstruction of each of `k` outputs from the three parties' shares.
+pub(crate) fn open_outputs(
+    parties: &[PartyOutcome<PartyResult<RepShare>>],
+    k: usize,
+    fp: veil_protocols::ring::FixedPoint,
+) -> Result<Vec<Vec<f32>>> {
+    (0..k)
+        .map(|i| {
+            let shares: [RepShare; 3] = std::array::from_fn(|p| {
+                parties
+                    .get(p)
+                    .and_then(|o| o.value.outputs.get(i))
+                    .cloned()
+                    .unwrap_or_default()
+            });
+            let words = RepShare::reconstruct(&shares).ok_or_else(|| {
+                EngineError::Protocol(veil_protocols::ProtocolError::Verification(
+                    "the parties' output shares disagree".into(),
+                ))
+            })?;
+            Ok(fp.decode(&words))
+        })
+        .collect()
+}
+
+/// One rep3 party's program over its inputs: every party starts each inference's clock together (there is
+/// nothing to prepare: no dealer material), then `infer` runs it.
+pub(crate) fn run_party<N: Net>(
+    party: &mut rep3::Party<N>,
+    inputs: impl IntoIterator<Item = (RepShare, usize)>,
+    options: &LocalOptions,
+    start_line: &StartLine,
+    infer: impl Fn(
+        &mut rep3::Party<N>,
+        RepShare,
+        usize,
+        Option<&mut Vec<StepProfile>>,
+    ) -> Result<RepShare>,
+) -> Result<PartyResult<RepShare>> {
+    let mut result = PartyResult {
+        outputs: Vec::new(),
+        preparation: Vec::new(),
+        latencies: Vec::new(),
+        online: Vec::new(),
+        setup: party.stats().clone(),
+        profile: Vec::new(),
+    };
+    let _leaving = start_line.guard();
+    for (input, items) in inputs {
+        start_line.wait()?;
+        let before = party.stats().clone();
+        let started = Instant::now();
+        let mut profile = Vec::new();
+        let out = infer(party, input, items, options.profile.then_some(&mut profile))?;
+        result.latencies.push(started.elapsed());
+        result.preparation.push(Duration::ZERO);
+        result.online.push(party.stats().since(&before));
+        result.outputs.push(out);
+        result.profile = profile;
+    }
+    Ok(result)
 }

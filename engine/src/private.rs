@@ -223,6 +223,11 @@ pub fn setup_published<'p, N: Net, D: Domain>(
 }
 
 impl<D: Domain> PartyModel<'_, D> {
+    /// The plan this model runs.
+    pub fn plan(&self) -> &Plan {
+        self.plan
+    }
+
     /// The preprocessing this model allows once a party's material for an inference is prepared: each
     /// secret-shared weight's product with its dealt activation mask (see
     /// `Party::precompute_weight_products`).

@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
+use veil_engine::bert::private::PrivateBert;
 use veil_engine::local::{deal_weights, LocalRunReport, Protocol};
 use veil_engine::private::StepProfile;
 use veil_engine::{Model, Plan};
@@ -372,15 +373,7 @@ pub fn run_private(
         })
         .collect();
     let reports = client.run_job(&manifest, runs)?;
-    let mut outputs = Vec::with_capacity(inputs.len());
-    for i in 0..inputs.len() {
-        let shares = reports
-            .iter()
-            .map(|r| r.outputs.get(i).map(|w| w.0.clone()))
-            .collect::<Option<Vec<Vec<u64>>>>()
-            .ok_or_else(|| NodeError::Unexpected("a party reported too few outputs".into()))?;
-        outputs.push(fp.decode(&reconstruct(&shares)?));
-    }
+    let outputs = open_semi2k(&reports, inputs.len(), fp)?;
     assemble(&reports, outputs)
 }
 
@@ -442,21 +435,7 @@ pub fn run_private_protocol(
         };
         Ok(vec![run; n])
     })?;
-    let key = owner
-        .map(|o| u128::from_le_bytes(o.output_key))
-        .ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
-    let mut outputs = Vec::with_capacity(inputs.len());
-    for i in 0..inputs.len() {
-        let shares = reports
-            .iter()
-            .map(|r| r.auth_outputs.get(i).and_then(AuthWords::to_auth))
-            .collect::<Option<Vec<_>>>()
-            .ok_or_else(|| {
-                NodeError::Unexpected("a party reported missing or malformed output shares".into())
-            })?;
-        let opened = veil_protocols::spdz2k::local::open_output(&shares, key)?;
-        outputs.push(fp.decode(&opened));
-    }
+    let outputs = open_spdz2k(&reports, owner.as_ref(), inputs.len(), fp)?;
     assemble(&reports, outputs)
 }
 
@@ -484,8 +463,17 @@ fn assemble(reports: &[PartyReport], outputs: Vec<Vec<f32>>) -> Result<QuicRun> 
                     .unwrap_or_default()
             })
             .collect(),
-        // Nodes expand their material as the operations take it: their expansion is online time here.
-        preparation: Vec::new(),
+        // Per inference, the slowest party's offline phase (as in memory).
+        preparation: (0..k)
+            .map(|i| {
+                reports
+                    .iter()
+                    .filter_map(|r| r.preparation.get(i))
+                    .map(|s| seconds(*s))
+                    .max()
+                    .unwrap_or_default()
+            })
+            .collect(),
         online: (0..k)
             .map(|i| {
                 reports
@@ -520,4 +508,179 @@ fn assemble(reports: &[PartyReport], outputs: Vec<Vec<f32>>) -> Result<QuicRun> 
             .collect(),
         transcripts: reports.iter().map(|r| r.transcripts.clone()).collect(),
     })
+}
+
+/// A private embedding job over QUIC: a pretrained encoder (public weights) that every party loads itself
+/// and checks against the model id the manifest pins.
+pub struct EmbedJob<'a> {
+    /// The encoder (the client uses its public tables to look the tokens up).
+    pub model: &'a PrivateBert,
+    /// The pretrained model's name (`veil_engine::bert::pretrained::NAMES`).
+    pub name: String,
+    /// Its model id (`veil_engine::bert::pretrained::model_id`).
+    pub id: String,
+    /// Ring-kernel threads per party.
+    pub threads: usize,
+    /// Seed of the client's shares (reproducible runs); fresh randomness if `None`.
+    pub seed: Option<u64>,
+    /// Ask parties for a per-step profile of the last inference.
+    pub profile: bool,
+}
+
+impl EmbedJob<'_> {
+    /// The public model description for the manifest: the pretrained model's name as workload, its id as the
+    /// deployed model id (what sealed shares and receipts bind to); no architecture (parties load the files).
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec {
+            workload: self.name.clone(),
+            seed: 0,
+            weights: veil_engine::WeightMode::Public,
+            frac_bits: self.model.config().fixed_point.frac_bits(),
+            deployed: Some(crate::manifest::DeployedModel {
+                id: self.id.clone(),
+                architecture: String::new(),
+                handoff: None,
+                senders: 0,
+            }),
+        }
+    }
+}
+
+/// Embeds every token sequence of `sequences` (all of one length: the job's `batch` is its token count)
+/// privately on `committee` under `protocol`, one inference per sequence in one job; returns the
+/// L2-normalised embeddings and measurements in the in-memory report's shape (as
+/// `veil_engine::bert::run::embed_private`). Under `spdz2k` the client publishes `x - r` against the
+/// dealer's masks and opens each embedding only if its MACs are right.
+pub fn embed_private(
+    client: &Client,
+    committee: &Committee,
+    job: &EmbedJob<'_>,
+    sequences: &[Vec<u32>],
+    protocol: Protocol,
+) -> Result<QuicRun> {
+    let n = committee.parties.len();
+    let fp = job.model.config().fixed_point;
+    let len = sequences.first().map_or(0, Vec::len);
+    if len == 0 || sequences.iter().any(|s| s.len() != len) {
+        return Err(NodeError::Job(
+            "an embedding job takes one or more sequences of one length".into(),
+        ));
+    }
+    let encoded: Vec<Vec<u64>> = sequences
+        .iter()
+        .map(|ids| job.model.client_input(ids))
+        .collect::<std::result::Result<_, _>>()?;
+    let manifest = Manifest {
+        job: JobId::random(),
+        protocol: protocol.name().into(),
+        model: job.spec(),
+        batch: u32::try_from(len).map_err(|_| NodeError::Job("sequence too long".into()))?,
+        inferences: u32::try_from(sequences.len())
+            .map_err(|_| NodeError::Job("too many sequences".into()))?,
+        parties: committee.parties.clone(),
+        dealer: committee.dealer.clone(),
+        client: client.public_key(),
+        output_key: None,
+        verifier: None,
+    };
+    let with_options = |run: RunRequest| RunRequest {
+        threads: job.threads as u32,
+        profile: job.profile,
+        shaping: client.options.shaping,
+        ..run
+    };
+    let (reports, outputs) = match protocol {
+        Protocol::Semi2k => {
+            let mut rng = match job.seed {
+                Some(s) => StdRng::seed_from_u64(s),
+                None => StdRng::from_os_rng(),
+            };
+            let mut shares: Vec<Vec<Words>> = (0..n).map(|_| Vec::new()).collect();
+            for x in &encoded {
+                for (i, s) in share(x, n, &mut rng)?.into_iter().enumerate() {
+                    shares[i].push(Words(s));
+                }
+            }
+            let runs = shares
+                .into_iter()
+                .map(|inputs| with_options(RunRequest::new(manifest.job, Vec::new(), inputs)))
+                .collect();
+            let reports = client.run_job(&manifest, runs)?;
+            let outputs = open_semi2k(&reports, sequences.len(), fp)?;
+            (reports, outputs)
+        }
+        Protocol::Spdz2k => {
+            let (reports, owner) = client.run_job_with(&manifest, |owner| {
+                let owner = owner
+                    .ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
+                if owner.masks.len() != encoded.len()
+                    || owner
+                        .masks
+                        .iter()
+                        .zip(&encoded)
+                        .any(|(m, x)| m.0.len() != x.len())
+                {
+                    return Err(NodeError::Job(
+                        "the dealer's input masks do not match the sequences".into(),
+                    ));
+                }
+                let published = encoded
+                    .iter()
+                    .zip(&owner.masks)
+                    .map(|(x, r)| Words(veil_protocols::ring::sub(x, &r.0)))
+                    .collect();
+                let run = with_options(RunRequest::new(manifest.job, Vec::new(), published));
+                Ok(vec![run; n])
+            })?;
+            let outputs = open_spdz2k(&reports, owner.as_ref(), sequences.len(), fp)?;
+            (reports, outputs)
+        }
+    };
+    assemble(&reports, outputs)
+}
+
+/// The `semi2k` outputs of `inferences` inferences, reconstructed and decoded.
+fn open_semi2k(
+    reports: &[PartyReport],
+    inferences: usize,
+    fp: veil_protocols::ring::FixedPoint,
+) -> Result<Vec<Vec<f32>>> {
+    (0..inferences)
+        .map(|i| {
+            let shares = reports
+                .iter()
+                .map(|r| r.outputs.get(i).map(|w| w.0.clone()))
+                .collect::<Option<Vec<Vec<u64>>>>()
+                .ok_or_else(|| NodeError::Unexpected("a party reported too few outputs".into()))?;
+            Ok(fp.decode(&reconstruct(&shares)?))
+        })
+        .collect()
+}
+
+/// The `spdz2k` outputs of `inferences` inferences, opened under the dealer's output key (every element's
+/// MAC checked) and decoded.
+fn open_spdz2k(
+    reports: &[PartyReport],
+    owner: Option<&OwnerMaterial>,
+    inferences: usize,
+    fp: veil_protocols::ring::FixedPoint,
+) -> Result<Vec<Vec<f32>>> {
+    let key = owner
+        .map(|o| u128::from_le_bytes(o.output_key))
+        .ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
+    (0..inferences)
+        .map(|i| {
+            let shares = reports
+                .iter()
+                .map(|r| r.auth_outputs.get(i).and_then(AuthWords::to_auth))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    NodeError::Unexpected(
+                        "a party reported missing or malformed output shares".into(),
+                    )
+                })?;
+            let opened = veil_protocols::spdz2k::local::open_output(&shares, key)?;
+            Ok(fp.decode(&opened))
+        })
+        .collect()
 }

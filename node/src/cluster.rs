@@ -38,6 +38,9 @@ pub struct ClusterOptions {
     /// TEST ONLY: a deviating party ([`NodeConfig::insecure_adversary`], set on every node; only the named
     /// party acts on it); `None` by default.
     pub insecure_adversary: Option<veil_protocols::adversary::Adversary>,
+    /// Directory the nodes load pretrained models from (`veil_engine::bert::pretrained::MODELS_DIR_VAR`);
+    /// `None`: what the nodes inherit (`models` under their working directory by default).
+    pub models_dir: Option<PathBuf>,
 }
 
 impl ClusterOptions {
@@ -52,6 +55,7 @@ impl ClusterOptions {
             ready_timeout: Duration::from_secs(30),
             insecure_dealer_seed: None,
             insecure_adversary: None,
+            models_dir: None,
         }
     }
 }
@@ -140,7 +144,11 @@ impl LocalCluster {
             path: log_path.clone(),
             source,
         })?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        if let Some(dir) = &options.models_dir {
+            command.env(veil_engine::bert::pretrained::MODELS_DIR_VAR, dir);
+        }
+        let mut child = command
             .arg("node")
             .arg("--config")
             .arg(&config_path)

@@ -24,14 +24,12 @@ use veil_protocols::material;
 use veil_protocols::prg::Seed;
 use veil_protocols::semi2k::local::DealtSeeds;
 
-use veil_engine::local::spdz2k_requests;
-use veil_engine::Plan;
 use veil_protocols::semi2k::local::Committee;
 use veil_protocols::spdz2k;
 
 use crate::error::{NodeError, Result};
 use crate::manifest::{Manifest, SPDZ2K};
-use crate::party::compile_plan;
+use crate::party::JobProgram;
 use crate::wire::{Dealt, OwnerMaterial, Words};
 
 /// What the dealer dealt for a job.
@@ -144,21 +142,18 @@ impl DealerState {
 /// of the manifest.
 fn deal(manifest: &Manifest, seed: Option<u64>) -> Result<Dealing> {
     let started = Instant::now();
-    let plan = compile_plan(manifest)?;
+    let program = JobProgram::of(manifest)?;
     let n = manifest.parties.len();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
     if manifest.protocol == SPDZ2K {
-        return deal_spdz2k(manifest, &plan, seed, threads, started);
+        return deal_spdz2k(manifest, &program, seed, threads, started);
     }
-    let one = plan.requests(manifest.batch as usize);
-    let requests: Vec<_> = (0..manifest.inferences)
-        .flat_map(|_| one.iter().cloned())
-        .collect();
+    let requests = program.requests(manifest);
     let seeds = match seed {
         Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
         None => DealtSeeds::random(n),
     };
-    let masks = material::deal_masks(&seeds.model, &plan.mask_shapes())?;
+    let masks = material::deal_masks(&seeds.model, &program.mask_shapes())?;
     let corrections = material::deal(&seeds.job, &requests, &masks, &RingGemm::new(threads))?;
     let bytes = material::dealer_bytes(n, corrections.len());
     tracing::info!(job = %manifest.job, parties = n, corrections = corrections.len(), "dealt");
@@ -176,13 +171,13 @@ fn deal(manifest: &Manifest, seed: Option<u64>) -> Result<Dealing> {
 /// output key. The model seeds are drawn but unused (weights are published masked, not opened).
 fn deal_spdz2k(
     manifest: &Manifest,
-    plan: &Plan,
+    program: &JobProgram,
     seed: Option<u64>,
     threads: usize,
     started: Instant,
 ) -> Result<Dealing> {
     let n = manifest.parties.len();
-    let requests = spdz2k_requests(plan, manifest.batch as usize, manifest.inferences as usize);
+    let requests = program.requests(manifest);
     let seeds = match seed {
         Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
         None => DealtSeeds::random(n),

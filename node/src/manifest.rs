@@ -88,6 +88,14 @@ pub struct Handoff {
 }
 
 impl DeployedModel {
+    /// Checks that the model id is 64 hex digits.
+    pub fn check_id(&self) -> Result<()> {
+        if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(NodeError::Manifest("model id must be 64 hex digits".into()));
+        }
+        Ok(())
+    }
+
     /// The parsed architecture, bounded by [`MAX_ARCHITECTURE_BYTES`].
     pub fn parse(&self) -> Result<veil_engine::model_file::Architecture> {
         if self.architecture.len() > MAX_ARCHITECTURE_BYTES {
@@ -96,9 +104,7 @@ impl DeployedModel {
                 self.architecture.len()
             )));
         }
-        if self.id.len() != 64 || !self.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(NodeError::Manifest("model id must be 64 hex digits".into()));
-        }
+        self.check_id()?;
         if self.senders as usize > MAX_PARTIES
             || self.handoff.as_ref().is_some_and(|h| {
                 h.keys.is_empty() || h.keys.len() > MAX_PARTIES || h.model.len() > 128
@@ -255,6 +261,10 @@ impl SignedManifest {
             ));
         }
         match &manifest.model.deployed {
+            // A pretrained model: its architecture is its files, pinned by the id (checked when loaded).
+            Some(d) if veil_engine::bert::pretrained::is_pretrained(&manifest.model.workload) => {
+                d.check_id()?;
+            }
             Some(d) => {
                 d.parse()?;
             }

@@ -1,6 +1,7 @@
 //! The execution-party role: one party's part of a job, run on its own thread.
 //!
-//! Order of work (the multi-process twin of `veil_engine::local::run_private`): check the client's run
+//! Order of work (the party program itself is `veil_engine::session::PartySession`, as in local runs; this
+//! module adapts it to a node): check the client's run
 //! request against the plan; ask the dealer for this party's seeds (and, for the last party, corrections);
 //! open the job's streams to the other parties; set up the model (opening the masked weights); run every
 //! inference, measuring each; check that every dealt request was consumed; report output shares and costs.
@@ -10,24 +11,27 @@
 //! Invariant: nothing here logs or returns anything but this party's own shares (to the client that sent
 //! the inputs) and public measurements.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use quinn::VarInt;
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
+use veil_engine::bert::pretrained;
+use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
 use veil_engine::local::spdz2k_requests;
-use veil_engine::private::{setup, setup_published, PartyModel, PublishedWeight, WeightShare};
+use veil_engine::private::{setup, setup_published, PublishedWeight, WeightShare};
+use veil_engine::session::{job_requests, PartySession, Program, SessionDomain};
 use veil_engine::{workloads, Plan};
 use veil_protocols::adversary::{Adversary, Deviation};
-use veil_protocols::domain::Domain;
+use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::auth::AuthPartyGenerator;
-use veil_protocols::material::{self, PartyMaterial};
+use veil_protocols::material::{self, PartyMaterial, Request};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::shaping::ShapedNet;
-use veil_protocols::spdz2k::Spdz2k;
+use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
 
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
@@ -35,7 +39,9 @@ use crate::jobs::Arrival;
 use crate::manifest::{Manifest, SPDZ2K};
 use crate::peers::Peers;
 use crate::quic_net::QuicNet;
-use crate::wire::{AuthWords, Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
+use crate::wire::{
+    AuthWords, Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, WireWeight, Words,
+};
 
 /// The public plan of a manifest's model: every member builds the same one from (workload, seed), or from
 /// a deployed model's architecture (weights zero: parties get theirs, as shares or public, from the client).
@@ -50,6 +56,121 @@ pub fn compile_plan(manifest: &Manifest) -> Result<Plan> {
     };
     let fp = FixedPoint::new(spec.frac_bits).map_err(veil_protocols::ProtocolError::from)?;
     Ok(Plan::compile(&model, fp, spec.weights)?)
+}
+
+/// What a job's parties compute, from the manifest's public model description. Every member (and the
+/// dealer) derives the same program, hence the same dealer requests.
+pub enum JobProgram {
+    /// A sequential model's plan (a workload, or a deployed model's architecture).
+    Plan(Plan),
+    /// A pretrained sentence encoder (public weights, pinned by the manifest's model id) embedding sequences
+    /// of `manifest.batch` tokens, one per inference.
+    Encoder(Arc<PrivateBert>),
+}
+
+/// Pretrained encoders this process has loaded, by model id (loading and hashing ~90 MB takes seconds; a
+/// node keeps each encoder once).
+static ENCODERS: Mutex<Vec<(String, Arc<PrivateBert>)>> = Mutex::new(Vec::new());
+
+/// The pretrained encoder `name` with model id `id` and `frac_bits` fractional bits, from this process's
+/// models directory (see `veil_engine::bert::pretrained::model_dir`), loaded once.
+fn encoder(name: &str, id: &str, frac_bits: u32) -> Result<Arc<PrivateBert>> {
+    let key = format!("{id}/{frac_bits}");
+    let mut cache = ENCODERS
+        .lock()
+        .map_err(|_| NodeError::Job("encoder cache poisoned".into()))?;
+    if let Some((_, e)) = cache.iter().find(|(k, _)| *k == key) {
+        return Ok(e.clone());
+    }
+    let dir = pretrained::model_dir(name);
+    let loaded = Arc::new(pretrained::load_checked(name, &dir, id, frac_bits)?);
+    cache.push((key, loaded.clone()));
+    Ok(loaded)
+}
+
+impl JobProgram {
+    /// The program of `manifest`: a pretrained encoder if its workload names one (its deployed id pins the
+    /// weights), else the compiled plan.
+    pub fn of(manifest: &Manifest) -> Result<JobProgram> {
+        let spec = &manifest.model;
+        if pretrained::is_pretrained(&spec.workload) {
+            let id = spec
+                .deployed
+                .as_ref()
+                .map(|d| d.id.as_str())
+                .ok_or_else(|| {
+                    NodeError::Manifest(format!(
+                        "pretrained model {:?} without its model id",
+                        spec.workload
+                    ))
+                })?;
+            if spec.weights != veil_engine::WeightMode::Public {
+                return Err(NodeError::Manifest(
+                    "a pretrained model's weights are public".into(),
+                ));
+            }
+            return Ok(JobProgram::Encoder(encoder(
+                &spec.workload,
+                id,
+                spec.frac_bits,
+            )?));
+        }
+        Ok(JobProgram::Plan(compile_plan(manifest)?))
+    }
+
+    /// The job's dealer requests, in the order its parties consume them.
+    pub fn requests(&self, manifest: &Manifest) -> Vec<Request> {
+        let (batch, inferences) = (manifest.batch as usize, manifest.inferences as usize);
+        let items = vec![batch; inferences];
+        let spdz2k = manifest.protocol == SPDZ2K;
+        match self {
+            JobProgram::Plan(plan) if spdz2k => spdz2k_requests(plan, batch, inferences),
+            JobProgram::Plan(plan) => {
+                let one = plan.requests(batch);
+                (0..inferences).flat_map(|_| one.iter().cloned()).collect()
+            }
+            JobProgram::Encoder(e) if spdz2k => {
+                job_requests::<Spdz2k, PrivateBert>(e, Vec::new(), &items)
+            }
+            JobProgram::Encoder(e) => job_requests::<Semi2k, PrivateBert>(e, Vec::new(), &items),
+        }
+    }
+
+    /// Element counts of the weight masks dealt once per model (`semi2k` shared weights).
+    pub fn mask_shapes(&self) -> Vec<usize> {
+        match self {
+            JobProgram::Plan(plan) => plan.mask_shapes(),
+            JobProgram::Encoder(_) => Vec::new(),
+        }
+    }
+
+    /// The weights the client must send (their shapes: `inner * outputs` and the bias length).
+    fn weight_shapes(&self) -> Vec<(usize, Option<usize>)> {
+        match self {
+            JobProgram::Plan(plan) => plan
+                .weights
+                .iter()
+                .map(|w| (w.inner * w.outputs, w.bias.as_ref().map(Vec::len)))
+                .collect(),
+            JobProgram::Encoder(_) => Vec::new(),
+        }
+    }
+
+    /// Elements of one inference's input.
+    fn input_len(&self, items: usize) -> usize {
+        match self {
+            JobProgram::Plan(plan) => items * plan.input_len,
+            JobProgram::Encoder(e) => items * e.hidden(),
+        }
+    }
+
+    /// The fixed-point encoding.
+    fn fixed_point(&self) -> FixedPoint {
+        match self {
+            JobProgram::Plan(plan) => plan.fixed_point,
+            JobProgram::Encoder(e) => e.config().fixed_point,
+        }
+    }
 }
 
 /// What a party needs from its node.
@@ -69,8 +190,8 @@ pub struct PartyContext {
     pub adversary: Option<Adversary>,
 }
 
-/// Checks the client's weights and inputs against the plan and the manifest.
-fn check_request(plan: &Plan, manifest: &Manifest, run: &RunRequest) -> Result<()> {
+/// Checks the client's weights and inputs against the program and the manifest.
+fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) -> Result<()> {
     if run.job != manifest.job {
         return Err(NodeError::Unexpected(format!(
             "run request for job {} on the stream of job {}",
@@ -84,26 +205,22 @@ fn check_request(plan: &Plan, manifest: &Manifest, run: &RunRequest) -> Result<(
             manifest.inferences
         )));
     }
-    if run.weights.len() != plan.weights.len() {
+    let shapes = program.weight_shapes();
+    if run.weights.len() != shapes.len() {
         return Err(NodeError::Unexpected(format!(
-            "{} weights for a plan of {}",
+            "{} weights for a model of {}",
             run.weights.len(),
-            plan.weights.len()
+            shapes.len()
         )));
     }
-    for (i, (w, spec)) in run.weights.iter().zip(&plan.weights).enumerate() {
-        let bias_ok = match (&w.bias, &spec.bias) {
-            (Some(b), Some(s)) => b.0.len() == s.len(),
-            (None, None) => true,
-            _ => false,
-        };
-        if w.matrix.0.len() != spec.inner * spec.outputs || !bias_ok {
+    for (i, (w, (matrix, bias))) in run.weights.iter().zip(&shapes).enumerate() {
+        if w.matrix.0.len() != *matrix || w.bias.as_ref().map(|b| b.0.len()) != *bias {
             return Err(NodeError::Unexpected(format!(
                 "weight {i} does not have the plan's shape"
             )));
         }
     }
-    let expected = manifest.batch as usize * plan.input_len;
+    let expected = program.input_len(manifest.batch as usize);
     if run.inputs.iter().any(|x| x.0.len() != expected) {
         return Err(NodeError::Unexpected(format!(
             "inputs must have {expected} elements"
@@ -188,10 +305,9 @@ pub fn run(
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     run: RunRequest,
 ) -> Result<PartyReport> {
-    let plan = compile_plan(manifest)?;
-    check_request(&plan, manifest, &run)?;
+    let program = JobProgram::of(manifest)?;
+    check_request(&program, manifest, &run)?;
     let n = manifest.parties.len();
-    let batch = manifest.batch as usize;
     let handle = &ctx.handle;
     let dealt = handle
         .block_on(async {
@@ -208,14 +324,15 @@ pub fn run(
             "the dealer sent corrections to a party that takes none".into(),
         ));
     }
-    let net = handle.block_on(QuicNet::open(
+    let net = QuicNet::open(
+        handle,
         &ctx.peers,
         manifest,
         party,
         arrivals,
         ctx.timeout,
         ctx.max_frame,
-    ))?;
+    )?;
     tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
     let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
     if let Some(Err(e)) = run.shaping.map(|s| s.check()) {
@@ -225,6 +342,7 @@ pub fn run(
     let mut report = PartyReport {
         outputs: Vec::new(),
         latencies: Vec::new(),
+        preparation: Vec::new(),
         online: Vec::new(),
         setup: WireStats::default(),
         profile: Vec::new(),
@@ -234,176 +352,147 @@ pub fn run(
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
     };
+    let requests = program.requests(manifest);
+    let fp = program.fixed_point();
+    let job = Job {
+        program: &program,
+        items: manifest.batch as usize,
+        profile_last: run.profile,
+    };
     if manifest.protocol == SPDZ2K {
+        let generator = AuthPartyGenerator::new(party, n, &dealt.job_seed, dealt.corrections.0)?;
+        let material = PartyMaterial::from_generator(generator, requests);
+        let mut p = Party::<Link, Spdz2k>::with_material(net, material, fp, gemm)?;
         let adversary = ctx.adversary.filter(|a| a.party == party);
-        run_spdz2k(
-            &plan,
-            manifest,
-            (party, adversary),
-            net,
-            gemm,
-            dealt,
-            run,
-            &mut report,
-        )?;
-        return Ok(report);
+        if let Some(a) = adversary {
+            tracing::warn!(
+                deviation = a.kind.name(),
+                "this party deviates (test-only adversary)"
+            );
+            p.set_adversary(a);
+        }
+        let release = |mut out: AuthVec, report: &mut PartyReport| {
+            if let Some(a) = adversary.filter(|a| a.kind == Deviation::WrongOutput) {
+                let len = Spdz2k::len(&out).max(1);
+                Spdz2k::corrupt(&mut out, a.at % len, a.delta);
+            }
+            report.auth_outputs.push(AuthWords::from(&out));
+        };
+        match &program {
+            JobProgram::Plan(plan) => {
+                let model = setup_published(&mut p, plan, &published(run.weights))?;
+                job.infer_all(&mut p, &model, run.inputs, &mut report, release)?;
+            }
+            JobProgram::Encoder(e) => {
+                job.infer_all(&mut p, e.as_ref(), run.inputs, &mut report, release)?
+            }
+        }
+        p.finish()?;
+    } else {
+        let masks = material::party_masks(party, n, &dealt.model_seed, &program.mask_shapes())?;
+        let material =
+            PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
+        let mut p = Party::new(net, material, fp, gemm)?;
+        let release = |out: Vec<u64>, report: &mut PartyReport| report.outputs.push(Words(out));
+        match &program {
+            JobProgram::Plan(plan) => {
+                let model = setup(&mut p, plan, weight_shares(run.weights), masks)?;
+                job.infer_all(&mut p, &model, run.inputs, &mut report, release)?;
+            }
+            JobProgram::Encoder(e) => {
+                job.infer_all(&mut p, e.as_ref(), run.inputs, &mut report, release)?
+            }
+        }
+        p.finish()?;
     }
-    let one = plan.requests(batch);
-    let requests: Vec<_> = (0..manifest.inferences)
-        .flat_map(|_| one.iter().cloned())
-        .collect();
-    let masks = material::party_masks(party, n, &dealt.model_seed, &plan.mask_shapes())?;
-    let material = PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
-    let mut p = Party::new(net, material, plan.fixed_point, gemm)?;
-    let weights: Vec<WeightShare> = run
-        .weights
-        .into_iter()
-        .map(|w| WeightShare {
-            matrix: w.matrix.0,
-            bias: w.bias.map(|b| b.0),
-        })
-        .collect();
-    let model = setup(&mut p, &plan, weights, masks)?;
-    report.setup = WireStats::from(p.stats());
-    infer_all(
-        &mut p,
-        &model,
-        run.inputs,
-        (batch, run.profile),
-        &mut report,
-        (
-            |_| Ok(()),
-            |_, input| Ok(input),
-            |_, out, report| {
-                report.outputs.push(Words(out));
-                Ok(())
-            },
-        ),
-    )?;
-    let (net, _) = p.finish()?;
-    drop(net);
     Ok(report)
 }
 
 /// The party's link to its peers.
 type Link = ShapedNet<QuicNet>;
 
-/// The `spdz2k` twin of the `semi2k` part of [`run`] (as `veil_engine::local` runs it in memory): the
-/// authenticated material from the dealer's job seed, the model set up from the owner's published weights,
-/// each input from its published `x - mask`, and the MAC check after each inference, before its output
-/// share leaves the party. The check's transcript goes into the report for the verifier.
-#[allow(clippy::too_many_arguments)]
-fn run_spdz2k(
-    plan: &Plan,
-    manifest: &Manifest,
-    (party, adversary): (usize, Option<Adversary>),
-    net: Link,
-    gemm: Arc<RingGemm>,
-    dealt: Dealt,
-    run: RunRequest,
-    report: &mut PartyReport,
-) -> Result<()> {
-    let n = manifest.parties.len();
-    let batch = manifest.batch as usize;
-    let requests = spdz2k_requests(plan, batch, manifest.inferences as usize);
-    let generator = AuthPartyGenerator::new(party, n, &dealt.job_seed, dealt.corrections.0)?;
-    let material = PartyMaterial::from_generator(generator, requests);
-    let mut p = Party::<Link, Spdz2k>::with_material(net, material, plan.fixed_point, gemm)?;
-    if let Some(a) = adversary {
-        tracing::warn!(
-            deviation = a.kind.name(),
-            "this party deviates (test-only adversary)"
-        );
-        p.set_adversary(a);
-    }
-    let published: Vec<PublishedWeight> = run
-        .weights
+/// The client's weights as `semi2k` shares.
+fn weight_shares(weights: Vec<WireWeight>) -> Vec<WeightShare> {
+    weights
+        .into_iter()
+        .map(|w| WeightShare {
+            matrix: w.matrix.0,
+            bias: w.bias.map(|b| b.0),
+        })
+        .collect()
+}
+
+/// The owner's weights as published under `spdz2k` (`W - B`, or the plaintext if public).
+fn published(weights: Vec<WireWeight>) -> Vec<PublishedWeight> {
+    weights
         .into_iter()
         .map(|w| PublishedWeight {
             matrix: w.matrix.0,
             bias: w.bias.map(|b| b.0),
         })
-        .collect();
-    let model = setup_published(&mut p, plan, &published)?;
-    report.setup = WireStats::from(p.stats());
-    let input_len = batch * plan.input_len;
-    infer_all(
-        &mut p,
-        &model,
-        run.inputs,
-        (batch, run.profile),
-        report,
-        (
-            // The MAC check's seed commitments depend on no data: exchanged before the online clock.
-            |p| Ok(p.commit_check_seed()?),
-            |p, published| {
-                let mask = p.material().input(input_len)?;
-                Ok(p.input_from_masked(mask, &published))
-            },
-            |p, out, report| {
-                // No output share leaves this party before every value it opened passed the MAC check.
-                report.transcripts.push(p.verify_transcript()?);
-                let mut out = out;
-                if let Some(a) = adversary.filter(|a| a.kind == Deviation::WrongOutput) {
-                    let len = Spdz2k::len(&out).max(1);
-                    Spdz2k::corrupt(&mut out, a.at % len, a.delta);
-                }
-                report.auth_outputs.push(AuthWords::from(&out));
-                Ok(())
-            },
-        ),
-    )?;
-    let (net, _) = p.finish()?;
-    drop(net);
-    Ok(())
+        .collect()
 }
 
-/// Runs every inference of a job on party `p`, measuring each. The hooks: `ahead` runs first, outside the
-/// measured time (data-independent preprocessing); `prepare` turns the client's input into this party's share
-/// and `finish` takes the output share (and does whatever must precede its release), both inside the measured
-/// time. `(batch, profile)`: items per inference, and whether to profile the last one.
-fn infer_all<D: Domain, A, P, F>(
-    p: &mut Party<Link, D>,
-    model: &PartyModel<'_, D>,
-    inputs: Vec<Words>,
-    (batch, profile_last): (usize, bool),
-    report: &mut PartyReport,
-    (mut ahead, mut prepare, mut finish): (A, P, F),
-) -> Result<()>
-where
-    A: FnMut(&mut Party<Link, D>) -> Result<()>,
-    P: FnMut(&mut Party<Link, D>, Vec<u64>) -> Result<D::Arith>,
-    F: FnMut(&mut Party<Link, D>, D::Arith, &mut PartyReport) -> Result<()>,
-{
-    let inferences = inputs.len();
-    for (k, input) in inputs.into_iter().enumerate() {
-        ahead(p)?;
-        let before = p.stats().clone();
-        let udp_before = p.net().inner().udp_tx_bytes();
-        let mut profile = Vec::new();
-        let want_profile = profile_last && k + 1 == inferences;
-        let started = Instant::now();
-        let input = prepare(p, input.0)?;
-        let out = model.infer(p, input, batch, want_profile.then_some(&mut profile))?;
-        finish(p, out, report)?;
-        report.latencies.push(started.elapsed().as_secs_f64());
-        report
-            .online
-            .push(WireStats::from(&p.stats().since(&before)));
-        report
-            .udp_tx_bytes
-            .push(p.net().inner().udp_tx_bytes().saturating_sub(udp_before));
-        if want_profile {
-            report.profile = profile
-                .iter()
-                .map(|s| WireStep {
-                    label: s.label.clone(),
-                    seconds: s.elapsed.as_secs_f64(),
-                    net: WireStats::from(&s.net),
-                    material: s.material,
-                })
-                .collect();
+/// The public shape of a job's inferences.
+struct Job<'a> {
+    program: &'a JobProgram,
+    /// Units per inference (batch items, or tokens).
+    items: usize,
+    /// Whether to profile the last inference.
+    profile_last: bool,
+}
+
+impl Job<'_> {
+    /// Runs every inference of the job on party `p` through the party program ([`PartySession`]), measuring
+    /// each, and hands each verified output share to `release` (which puts it in the report).
+    fn infer_all<D: SessionDomain, P: Program<D>>(
+        &self,
+        p: &mut Party<Link, D>,
+        program: &P,
+        inputs: Vec<Words>,
+        report: &mut PartyReport,
+        mut release: impl FnMut(D::Arith, &mut PartyReport),
+    ) -> Result<()> {
+        debug_assert_eq!(
+            program.input_len(self.items),
+            self.program.input_len(self.items)
+        );
+        let inferences = inputs.len();
+        let mut session = PartySession::new(p, program);
+        report.setup = WireStats::from(session.setup_stats());
+        for (k, input) in inputs.into_iter().enumerate() {
+            let want_profile = self.profile_last && k + 1 == inferences;
+            session.set_profile(want_profile);
+            let udp_before = session.party().net().inner().udp_tx_bytes();
+            let done = session.infer(input.0, self.items)?;
+            report.preparation.push(done.preparation.as_secs_f64());
+            report.latencies.push(done.latency.as_secs_f64());
+            report.online.push(WireStats::from(&done.online));
+            report.udp_tx_bytes.push(
+                session
+                    .party()
+                    .net()
+                    .inner()
+                    .udp_tx_bytes()
+                    .saturating_sub(udp_before),
+            );
+            if want_profile {
+                report.profile = done
+                    .profile
+                    .iter()
+                    .map(|s| WireStep {
+                        label: s.label.clone(),
+                        seconds: s.elapsed.as_secs_f64(),
+                        net: WireStats::from(&s.net),
+                        material: s.material,
+                    })
+                    .collect();
+            }
+            if let Some(transcript) = done.transcript {
+                report.transcripts.push(transcript);
+            }
+            release(done.output, report);
         }
+        Ok(())
     }
-    Ok(())
 }

@@ -8,6 +8,10 @@
 //! - clients and parties dial the nodes they need (the dealer never dials).
 //!
 //! New connections are announced on a channel so that the node can serve the streams its peers open.
+//!
+//! A job's data does not use these connections: each party of a job opens an endpoint of its own
+//! ([`Peers::job_endpoint`], same identity and allow-list, a fresh port) inside the job's runtime, so that
+//! its socket and connections are driven by the party's own thread (see `quic_net`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,6 +27,13 @@ use crate::error::{NodeError, Result};
 use crate::identity::{Identity, PublicKey, CERT_NAME};
 use crate::tls::{self, AllowList, TlsIdentity};
 
+/// Socket buffers of a job's endpoint: a round's messages from every peer may arrive while the party
+/// computes and nothing reads the socket.
+const JOB_SOCKET_BUFFER: usize = 4 << 20;
+/// Initial congestion window of a job's connections: a committee's links are provisioned, and a round's
+/// message should not wait for slow start on a connection that lives for one job.
+const JOB_INITIAL_WINDOW: u64 = 1 << 20;
+
 /// A connection and the key its peer proved.
 pub type Announced = (PublicKey, Connection);
 
@@ -31,6 +42,7 @@ pub struct Peers {
     endpoint: Endpoint,
     tls: TlsIdentity,
     transport: Arc<TransportConfig>,
+    job_transport: Arc<TransportConfig>,
     allowed: Arc<AllowList>,
     pool: Mutex<HashMap<PublicKey, Connection>>,
     arrived: Notify,
@@ -73,6 +85,10 @@ impl Peers {
     ) -> Result<(Arc<Peers>, mpsc::UnboundedReceiver<Announced>)> {
         let tls = TlsIdentity::new(identity)?;
         let transport = Arc::new(transport_config(config)?);
+        let mut job_transport = transport_config(config)?;
+        let mut cubic = quinn::congestion::CubicConfig::default();
+        cubic.initial_window(JOB_INITIAL_WINDOW);
+        job_transport.congestion_controller_factory(Arc::new(cubic));
         let server_tls = tls::server_config(&tls, allowed.clone())?;
         let quic_tls = QuicServerConfig::try_from(server_tls).map_err(NodeError::quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
@@ -85,6 +101,7 @@ impl Peers {
                 endpoint,
                 tls,
                 transport,
+                job_transport: Arc::new(job_transport),
                 allowed,
                 pool: Mutex::new(HashMap::new()),
                 arrived: Notify::new(),
@@ -184,12 +201,61 @@ impl Peers {
     }
 
     async fn dial(&self, key: PublicKey, address: SocketAddr) -> Result<Connection> {
+        let conn = self
+            .handshake(&self.endpoint, &self.transport, key, address)
+            .await?;
+        self.adopt(key, conn.clone()).await;
+        Ok(conn)
+    }
+
+    /// A new endpoint for one job: this node's identity and allow-list, a fresh UDP port on the node's IP.
+    /// Call inside the job's runtime: its socket and its connections are driven there.
+    pub fn job_endpoint(&self) -> Result<Endpoint> {
+        let server_tls = tls::server_config(&self.tls, self.allowed.clone())?;
+        let quic_tls = QuicServerConfig::try_from(server_tls).map_err(NodeError::quic)?;
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
+        server.transport_config(self.job_transport.clone());
+        let ip = self.local_addr()?.ip();
+        let socket = std::net::UdpSocket::bind((ip, 0))
+            .map_err(|e| NodeError::System("binding a job's socket", e))?;
+        let state = quinn::udp::UdpSocketState::new((&socket).into())
+            .map_err(|e| NodeError::System("configuring a job's socket", e))?;
+        // Best effort: the kernel caps the sizes (net.core.rmem_max, wmem_max).
+        let _ = state.set_recv_buffer_size((&socket).into(), JOB_SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&socket).into(), JOB_SOCKET_BUFFER);
+        Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| NodeError::System("starting a job's endpoint", e))
+    }
+
+    /// A connection from the job endpoint `endpoint` to the peer `key`'s job endpoint at `address`.
+    pub async fn dial_job(
+        &self,
+        endpoint: &Endpoint,
+        key: PublicKey,
+        address: SocketAddr,
+    ) -> Result<Connection> {
+        self.handshake(endpoint, &self.job_transport, key, address)
+            .await
+    }
+
+    /// Dials `address` from `endpoint` and completes the pinned-key handshake with `key`.
+    async fn handshake(
+        &self,
+        endpoint: &Endpoint,
+        transport: &Arc<TransportConfig>,
+        key: PublicKey,
+        address: SocketAddr,
+    ) -> Result<Connection> {
         let client_tls = tls::client_config(&self.tls, key)?;
         let quic_tls = QuicClientConfig::try_from(client_tls).map_err(NodeError::quic)?;
         let mut client = quinn::ClientConfig::new(Arc::new(quic_tls));
-        client.transport_config(self.transport.clone());
-        let connecting = self
-            .endpoint
+        client.transport_config(transport.clone());
+        let connecting = endpoint
             .connect_with(client, address, CERT_NAME)
             .map_err(NodeError::quic)?;
         let conn = tokio::time::timeout(self.connect_timeout, connecting)
@@ -199,7 +265,6 @@ impl Peers {
                 tracing::warn!(peer = %key.short(), %address, "handshake failed: {e}");
                 NodeError::quic(format!("connecting to {address}: {e}"))
             })?;
-        self.adopt(key, conn.clone()).await;
         Ok(conn)
     }
 

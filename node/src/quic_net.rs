@@ -1,13 +1,24 @@
 //! [`QuicNet`]: the protocols' [`Net`] over QUIC.
 //!
-//! For one job, party `i` opens one unidirectional stream to every peer `j` on the pair's shared connection;
-//! its first frame is `Hello { job, from: i }` and every later frame is one protocol message (`Data`). The
-//! peer's node routes the stream to the job by its `Hello`, after checking that the connection's proven key is
-//! party `i`'s key in the manifest.
+//! Each party of a job opens a QUIC endpoint of its own (`Peers::job_endpoint`: the node's identity and
+//! allow-list on a fresh port) inside a current-thread tokio runtime that the job owns and that only the
+//! party's thread enters. Setup:
+//! 1. party `i` announces its endpoint to every peer `j` on the pair's shared node connection: a
+//!    unidirectional stream with `Hello { job, from: i }` then `JobEndpoint(address)`; `j`'s node routes it
+//!    to the job by its `Hello`, after checking that the connection's proven key is party `i`'s key in the
+//!    manifest;
+//! 2. party `i` dials every peer `j > i` at its announced endpoint (pinned to `j`'s key) and opens one
+//!    bidirectional stream, whose first frame is `Hello { job, from: i }`; it accepts a connection from every
+//!    `j < i` whose proven key is `j`'s and whose stream's `Hello` names this job and `j`.
+//!
+//! Every later frame is one protocol message (`Data`). Because the job's sockets and connections are driven
+//! by its runtime, a message leaves in the sender's own `send`, and the receiving party's thread, blocked
+//! in `recv`, is woken by its socket: one thread wake-up per message, as between threads in memory, instead
+//! of hand-offs through the nodes' runtime workers.
 //!
 //! Invariants:
-//! - `send` writes the frame into the peer's stream from the calling thread (no hop through another task:
-//!   each hop costs a wake-up per round). It does not wait for the peer to read: the transport's flow-control
+//! - `send` writes the frame into the peer's stream and transmits it from the calling thread. It does not
+//!   wait for the peer to read: the transport's flow-control
 //!   windows (see `peers::transport_config`) are at least the maximum frame size, and in every protocol round
 //!   a party reads what it was sent before the next round, so a write never waits for a window update and two
 //!   parties sending to each other cannot deadlock. Messages to a peer keep their order (one stream).
@@ -16,11 +27,17 @@
 //!   oversized frame is [`NetError::Transport`] (logged, the stream stopped).
 //! - only protocol payloads pass through `send`/`recv`, so `CountedNet` counts exactly what it counts over
 //!   the in-memory mesh; framing and QUIC overhead show in [`QuicNet::udp_tx_bytes`] instead.
+//! - while the party computes, its connections are not driven: what it sent has left already, what arrives
+//!   waits in the socket's buffer (enlarged for this, see `peers`), and timers (acknowledgements, loss
+//!   detection) run at its next `send`/`recv`.
+//! - dropping a `QuicNet` finishes its streams and waits (at most [`LINGER`]) until each peer has read or
+//!   stopped its stream, so nothing sent is lost when the party's thread stops driving the connection.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use quinn::{Connection, RecvStream, SendStream, VarInt};
-use tokio::runtime::Handle;
+use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
+use tokio::runtime::{Handle, Runtime};
 use tokio::sync::mpsc;
 use veil_protocols::net::{Net, NetError};
 
@@ -34,70 +51,95 @@ use crate::wire::{Bytes, JobId, Msg};
 /// Application error code with which a node stops a stream that sent a bad frame.
 pub const BAD_FRAME: u32 = 1;
 
+/// The longest a finished job waits for its peers to read or stop its streams.
+pub const LINGER: Duration = Duration::from_secs(5);
+
 /// One party's links to the rest of its committee for one job.
 pub struct QuicNet {
     job: JobId,
     party: usize,
     parties: usize,
-    handle: Handle,
+    /// Invariant: entered only from the party's thread (`send`, `recv`, drop); drives the job's connections.
+    runtime: Runtime,
+    /// The job's endpoint (its socket), driven by `runtime`.
+    endpoint: Endpoint,
+    /// Invariant: `out[j]` and `inbound[j]` are set for every peer `j` once `open` returned.
     out: Vec<Option<SendStream>>,
     inbound: Vec<Option<RecvStream>>,
-    arrivals: mpsc::UnboundedReceiver<Arrival>,
     connections: Vec<Connection>,
     timeout: Duration,
     max_frame: usize,
 }
 
 impl QuicNet {
-    /// Connects party `party` of `manifest` to its peers: one outgoing stream each, announced by `Hello`.
-    /// Incoming streams arrive on `arrivals` (routed by the node). Call inside the node's runtime.
-    pub async fn open(
+    /// Connects party `party` of `manifest` to its peers (see the module doc). `node` is the node's runtime
+    /// (it drives the shared connections the endpoints are announced on); incoming announcements arrive on
+    /// `arrivals` (routed by the node). Blocks: call on the party's thread, outside any runtime.
+    pub fn open(
+        node: &Handle,
         peers: &Peers,
         manifest: &Manifest,
         party: usize,
-        arrivals: mpsc::UnboundedReceiver<Arrival>,
+        mut arrivals: mpsc::UnboundedReceiver<Arrival>,
         timeout: Duration,
         max_frame: usize,
     ) -> Result<QuicNet> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| NodeError::System("starting the job's runtime", e))?;
         let parties = manifest.parties.len();
-        let me = peers.public_key();
-        let mut out = Vec::with_capacity(parties);
-        let mut connections = Vec::new();
-        for (j, member) in manifest.parties.iter().enumerate() {
-            if j == party {
-                out.push(None);
-                continue;
-            }
-            let dial = me < member.public_key;
-            let conn = peers
-                .connect(member.public_key, member.address, dial)
-                .await?;
-            let mut send = conn.open_uni().await.map_err(NodeError::quic)?;
-            let hello = Msg::Hello {
-                job: manifest.job,
-                from: party as u32,
+        let me = manifest
+            .parties
+            .get(party)
+            .ok_or_else(|| NodeError::Manifest(format!("no party {party}")))?;
+        let endpoint = {
+            let _inside = runtime.enter();
+            peers.job_endpoint()?
+        };
+        let port = endpoint
+            .local_addr()
+            .map_err(|e| NodeError::System("reading a job's address", e))?
+            .port();
+        let announced = SocketAddr::new(me.address.ip(), port);
+        node.block_on(announce(peers, manifest, party, announced))?;
+        let job = manifest.job;
+        let links = runtime.block_on(async {
+            let setup = async {
+                let (mut dialled, accepted) = tokio::try_join!(
+                    dial_higher(peers, &endpoint, manifest, party, &mut arrivals, max_frame),
+                    accept_lower(&endpoint, manifest, party, max_frame),
+                )?;
+                dialled.extend(accepted);
+                Ok::<_, NodeError>(dialled)
             };
-            frame::write(&mut send, &hello)
+            tokio::time::timeout(timeout, setup)
                 .await
-                .map_err(|e| NodeError::Quic(e.to_string()))?;
-            out.push(Some(send));
+                .map_err(|_| NodeError::Timeout(timeout, "connecting a job's parties"))?
+        })?;
+        let mut out: Vec<Option<SendStream>> = (0..parties).map(|_| None).collect();
+        let mut inbound: Vec<Option<RecvStream>> = (0..parties).map(|_| None).collect();
+        let mut connections = Vec::with_capacity(links.len());
+        for (j, send, recv, conn) in links {
+            out[j] = Some(send);
+            inbound[j] = Some(recv);
             connections.push(conn);
         }
         Ok(QuicNet {
-            job: manifest.job,
+            job,
             party,
             parties,
-            handle: Handle::current(),
+            runtime,
+            endpoint,
             out,
-            inbound: (0..parties).map(|_| None).collect(),
-            arrivals,
+            inbound,
             connections,
             timeout,
             max_frame,
         })
     }
 
-    /// UDP bytes transmitted so far on this party's connections to its peers (all jobs sharing them).
+    /// UDP bytes transmitted so far on this job's connections to its peers (payload and all overhead).
     pub fn udp_tx_bytes(&self) -> u64 {
         self.connections
             .iter()
@@ -112,26 +154,20 @@ impl QuicNet {
             parties: self.parties,
         }
     }
+}
 
-    async fn read_from(&mut self, from: usize) -> std::result::Result<Vec<u8>, NetError> {
-        while self.inbound[from].is_none() {
-            match self.arrivals.recv().await {
-                Some((j, stream)) if j < self.parties && j != self.party => {
-                    if self.inbound[j].is_some() {
-                        tracing::warn!(job = %self.job, peer = j, "second data stream from a party ignored");
-                    } else {
-                        self.inbound[j] = Some(stream);
-                    }
-                }
-                Some((j, _)) => {
-                    tracing::warn!(job = %self.job, peer = j, "data stream from a non-peer ignored")
-                }
-                None => return Err(NetError::Disconnected { peer: from }),
-            }
-        }
-        let Some(stream) = self.inbound[from].as_mut() else {
-            return Err(NetError::Disconnected { peer: from });
-        };
+/// What a read needs to know of its link (borrowed apart from the runtime that drives it).
+struct Link {
+    job: JobId,
+    max_frame: usize,
+}
+
+impl Link {
+    async fn read_from(
+        &self,
+        stream: &mut RecvStream,
+        from: usize,
+    ) -> std::result::Result<Vec<u8>, NetError> {
         match frame::read(stream, self.max_frame).await {
             Ok(Msg::Data(bytes)) => Ok(bytes.0),
             Ok(other) => {
@@ -158,6 +194,153 @@ impl QuicNet {
     }
 }
 
+/// One link of a job: the peer, its data stream's halves, the connection.
+type JobLink = (usize, SendStream, RecvStream, Connection);
+
+/// Step 1 of the setup: tells every peer where this party's job endpoint listens, on the shared
+/// connections (driven by the node's runtime).
+async fn announce(
+    peers: &Peers,
+    manifest: &Manifest,
+    party: usize,
+    address: SocketAddr,
+) -> Result<()> {
+    let me = peers.public_key();
+    for (j, member) in manifest.parties.iter().enumerate() {
+        if j == party {
+            continue;
+        }
+        let dial = me < member.public_key;
+        let conn = peers
+            .connect(member.public_key, member.address, dial)
+            .await?;
+        let mut send = conn.open_uni().await.map_err(NodeError::quic)?;
+        for msg in [
+            Msg::Hello {
+                job: manifest.job,
+                from: party as u32,
+            },
+            Msg::JobEndpoint(address),
+        ] {
+            frame::write(&mut send, &msg)
+                .await
+                .map_err(|e| NodeError::Quic(e.to_string()))?;
+        }
+        let _ = send.finish();
+    }
+    Ok(())
+}
+
+/// Step 2, towards the peers of higher index: waits for every peer's announcement, then dials each
+/// higher peer's job endpoint and opens the data stream with `Hello`.
+async fn dial_higher(
+    peers: &Peers,
+    endpoint: &Endpoint,
+    manifest: &Manifest,
+    party: usize,
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
+    max_frame: usize,
+) -> Result<Vec<JobLink>> {
+    let n = manifest.parties.len();
+    let mut addresses: Vec<Option<SocketAddr>> = vec![None; n];
+    while addresses
+        .iter()
+        .enumerate()
+        .any(|(j, a)| j != party && a.is_none())
+    {
+        let Some((j, mut stream)) = arrivals.recv().await else {
+            return Err(NodeError::Job("the job ended while connecting".into()));
+        };
+        if j >= n || j == party || addresses[j].is_some() {
+            tracing::warn!(job = %manifest.job, peer = j, "unexpected announcement ignored");
+            continue;
+        }
+        match frame::read(&mut stream, max_frame).await {
+            Ok(Msg::JobEndpoint(address)) => addresses[j] = Some(address),
+            Ok(other) => {
+                return Err(NodeError::Unexpected(format!(
+                    "party {j} announced {} instead of its endpoint",
+                    other.name()
+                )))
+            }
+            Err(e) => return Err(NodeError::Quic(format!("party {j}'s announcement: {e}"))),
+        }
+    }
+    let mut links = Vec::new();
+    for (j, address) in addresses.into_iter().enumerate().skip(party + 1) {
+        let (Some(address), Some(member)) = (address, manifest.parties.get(j)) else {
+            continue;
+        };
+        let conn = peers.dial_job(endpoint, member.public_key, address).await?;
+        let (mut send, recv) = conn.open_bi().await.map_err(NodeError::quic)?;
+        let hello = Msg::Hello {
+            job: manifest.job,
+            from: party as u32,
+        };
+        frame::write(&mut send, &hello)
+            .await
+            .map_err(|e| NodeError::Quic(e.to_string()))?;
+        links.push((j, send, recv, conn));
+    }
+    Ok(links)
+}
+
+/// Step 2, from the peers of lower index: accepts their connections on this party's job endpoint. A
+/// connection is kept only if its proven key is a lower peer's that has no link yet and its stream begins
+/// with that peer's `Hello` for this job; anything else is closed and the wait goes on.
+async fn accept_lower(
+    endpoint: &Endpoint,
+    manifest: &Manifest,
+    party: usize,
+    max_frame: usize,
+) -> Result<Vec<JobLink>> {
+    let mut links: Vec<JobLink> = Vec::with_capacity(party);
+    while links.len() < party {
+        let Some(incoming) = endpoint.accept().await else {
+            return Err(NodeError::Job("the job's endpoint closed".into()));
+        };
+        let conn = match incoming.accept() {
+            Ok(connecting) => match connecting.await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(job = %manifest.job, "a job connection failed its handshake: {e}");
+                    continue;
+                }
+            },
+            Err(e) => {
+                tracing::warn!(job = %manifest.job, "a job connection was refused: {e}");
+                continue;
+            }
+        };
+        let key = crate::peers::peer_key(&conn);
+        let Some(j) = manifest.parties[..party]
+            .iter()
+            .position(|m| Some(m.public_key) == key)
+            .filter(|j| links.iter().all(|l| l.0 != *j))
+        else {
+            conn.close(VarInt::from_u32(BAD_FRAME), b"not a lower peer of this job");
+            continue;
+        };
+        let (send, mut recv) = match conn.accept_bi().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(job = %manifest.job, peer = j, "no data stream: {e}");
+                continue;
+            }
+        };
+        match frame::read(&mut recv, max_frame).await {
+            Ok(Msg::Hello { job, from }) if job == manifest.job && from as usize == j => {
+                links.push((j, send, recv, conn));
+            }
+            _ => {
+                tracing::warn!(job = %manifest.job, peer = j, "a job connection did not say Hello for this job");
+                conn.close(VarInt::from_u32(BAD_FRAME), b"bad hello");
+            }
+        }
+    }
+    Ok(links)
+}
+
 impl Net for QuicNet {
     fn party(&self) -> usize {
         self.party
@@ -181,7 +364,7 @@ impl Net for QuicNet {
         }
         let frame = frame::encode(&Msg::Data(Bytes(payload)))
             .map_err(|e| NetError::Transport(e.to_string()))?;
-        let (job, handle) = (self.job, self.handle.clone());
+        let job = self.job;
         let Some(stream) = self.out.get_mut(to).and_then(Option::as_mut) else {
             return Err(NetError::NoSuchPeer {
                 me: self.party,
@@ -189,9 +372,14 @@ impl Net for QuicNet {
                 parties: self.parties,
             });
         };
-        handle.block_on(stream.write_all(&frame)).map_err(|e| {
-            tracing::warn!(%job, peer = to, "data stream write failed: {e}");
-            NetError::Disconnected { peer: to }
+        self.runtime.block_on(async {
+            stream.write_all(&frame).await.map_err(|e| {
+                tracing::warn!(%job, peer = to, "data stream write failed: {e}");
+                NetError::Disconnected { peer: to }
+            })?;
+            // One turn of the scheduler: the connection's driver, woken by the write, transmits it now.
+            tokio::task::yield_now().await;
+            Ok(())
         })
     }
 
@@ -199,15 +387,53 @@ impl Net for QuicNet {
         if from >= self.parties || from == self.party {
             return Err(self.no_peer(from));
         }
-        let handle = self.handle.clone();
         let timeout = self.timeout;
+        let runtime = &self.runtime;
+        let link = Link {
+            job: self.job,
+            max_frame: self.max_frame,
+        };
+        let Some(stream) = self.inbound.get_mut(from).and_then(Option::as_mut) else {
+            return Err(NetError::Disconnected { peer: from });
+        };
         // The timer must be created inside the runtime's context, hence the async block.
-        match handle.block_on(async { tokio::time::timeout(timeout, self.read_from(from)).await }) {
+        match runtime
+            .block_on(async { tokio::time::timeout(timeout, link.read_from(stream, from)).await })
+        {
             Ok(result) => result,
             Err(_) => Err(NetError::Timeout {
                 from,
                 waited: timeout,
             }),
         }
+    }
+}
+
+impl Drop for QuicNet {
+    fn drop(&mut self) {
+        // Stop reading first (the peers' nodes drive those streams): peers lingering on their own streams
+        // to this party must not wait for this one to finish lingering.
+        self.inbound.clear();
+        let mut out: Vec<SendStream> = self.out.drain(..).flatten().collect();
+        let job = self.job;
+        self.runtime.block_on(async {
+            for stream in &mut out {
+                let _ = stream.finish();
+            }
+            let read = async {
+                for stream in &mut out {
+                    let _ = stream.stopped().await;
+                }
+            };
+            if tokio::time::timeout(LINGER, read).await.is_err() {
+                tracing::warn!(%job, "a peer did not read this party's last messages in time");
+            }
+        });
+        for conn in &self.connections {
+            conn.close(VarInt::from_u32(0), b"job done");
+        }
+        self.endpoint.close(VarInt::from_u32(0), b"job done");
+        // Let the drivers send the close.
+        self.runtime.block_on(tokio::task::yield_now());
     }
 }

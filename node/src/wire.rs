@@ -291,6 +291,9 @@ pub struct PartyReport {
     pub outputs: Vec<Words>,
     /// Wall time of each inference, seconds.
     pub latencies: Vec<f64>,
+    /// Offline time of each inference before its input (material expansion, preprocessing, the MAC check's
+    /// seed commitments), seconds.
+    pub preparation: Vec<f64>,
     /// Online traffic of each inference.
     pub online: Vec<WireStats>,
     /// Traffic of the model setup.
@@ -427,6 +430,9 @@ pub enum Msg {
     Owner(OwnerMaterial),
     /// More of a party's corrections, after `Dealt` (see [`Dealt::more_corrections`]).
     Corrections(Words),
+    /// After `Hello` on a party's announcement stream: the address of its job's own endpoint, where its
+    /// peers of higher index dial it (see `quic_net`).
+    JobEndpoint(std::net::SocketAddr),
 }
 
 impl Msg {
@@ -454,6 +460,7 @@ impl Msg {
             Msg::Pong { .. } => "Pong",
             Msg::Owner(_) => "Owner",
             Msg::Corrections(_) => "Corrections",
+            Msg::JobEndpoint(_) => "JobEndpoint",
         }
     }
 }

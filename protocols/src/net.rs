@@ -113,20 +113,46 @@ impl NetStats {
     }
 }
 
-/// A [`Net`] with accounting; what protocols use.
-pub struct CountedNet<N: Net> {
+/// Where [`CountedNet`] reads the time it charges to `wait`. Injected so that the accounting can be driven by
+/// a simulated clock (the lab) or tested without sleeping; [`SystemClock`] by default.
+pub trait Clock: Send {
+    /// The current instant; must never go backwards.
+    fn now(&self) -> Instant;
+}
+
+/// The monotonic system clock, [`Instant::now`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+}
+
+/// A [`Net`] with accounting; what protocols use. `C` is the clock that times waits.
+pub struct CountedNet<N: Net, C: Clock = SystemClock> {
     inner: N,
     stats: NetStats,
     sent_since_recv: bool,
+    clock: C,
 }
 
 impl<N: Net> CountedNet<N> {
-    /// Wraps a transport.
+    /// Wraps a transport, timing waits with the system clock.
     pub fn new(inner: N) -> Self {
+        Self::with_clock(inner, SystemClock)
+    }
+}
+
+impl<N: Net, C: Clock> CountedNet<N, C> {
+    /// Wraps a transport, timing waits with `clock`.
+    pub fn with_clock(inner: N, clock: C) -> Self {
         Self {
             inner,
             stats: NetStats::default(),
             sent_since_recv: false,
+            clock,
         }
     }
 
@@ -146,7 +172,7 @@ impl<N: Net> CountedNet<N> {
     }
 }
 
-impl<N: Net> Net for CountedNet<N> {
+impl<N: Net, C: Clock> Net for CountedNet<N, C> {
     fn party(&self) -> usize {
         self.inner.party()
     }
@@ -164,11 +190,63 @@ impl<N: Net> Net for CountedNet<N> {
             self.stats.rounds += 1;
             self.sent_since_recv = false;
         }
-        let start = Instant::now();
+        let start = self.clock.now();
         let msg = self.inner.recv(from);
-        self.stats.wait += start.elapsed();
+        self.stats.wait += self.clock.now().saturating_duration_since(start);
         let msg = msg?;
         self.stats.bytes_received += msg.len() as u64;
         Ok(msg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::mem_net::MemNet;
+
+    /// A clock that advances by a fixed step on every reading.
+    struct Stepping {
+        now: Arc<Mutex<Instant>>,
+        step: Duration,
+    }
+
+    impl Clock for Stepping {
+        fn now(&self) -> Instant {
+            let mut now = self
+                .now
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *now += self.step;
+            *now
+        }
+    }
+
+    #[test]
+    fn waits_are_timed_by_the_injected_clock_and_rounds_by_send_then_receive() {
+        let mut mesh = MemNet::mesh(2, Duration::from_secs(1));
+        let b = mesh.pop().unwrap();
+        let a = mesh.pop().unwrap();
+        let clock = Stepping {
+            now: Arc::new(Mutex::new(Instant::now())),
+            step: Duration::from_millis(7),
+        };
+        let mut a = CountedNet::with_clock(a, clock);
+        let mut b = CountedNet::new(b);
+        a.send(1, vec![1, 2, 3]).unwrap();
+        b.send(0, vec![4; 5]).unwrap();
+        b.send(0, vec![6]).unwrap();
+        assert_eq!(a.recv(1).unwrap(), vec![4; 5]);
+        assert_eq!(a.recv(1).unwrap(), vec![6]);
+        assert_eq!(b.recv(0).unwrap(), vec![1, 2, 3]);
+        let s = a.stats();
+        // Two receives, each timed by two readings 7 ms apart.
+        assert_eq!(s.wait, Duration::from_millis(14));
+        assert_eq!(
+            (s.bytes_sent, s.bytes_received, s.messages_sent, s.rounds),
+            (3, 6, 1, 1)
+        );
+        assert_eq!(b.stats().rounds, 1);
     }
 }

@@ -10,11 +10,13 @@
 //! | [`model`] | the encoder from burn modules, its weights, the plaintext forward pass |
 //! | [`tokenize`] | text to token ids, as sentence-transformers does it |
 //! | [`random`] | small encoders with random weights, for tests without the real model |
+//! | [`pretrained`] | a pretrained encoder's public id, and loading it checked against that id |
 //! | [`private`] | the encoder on secret shares (public weights, secret text) and what each party learns |
 //! | [`run`] | private embeddings on a local committee (semi2k or spdz2k) |
 
 pub mod config;
 pub mod model;
+pub mod pretrained;
 pub mod private;
 pub mod random;
 pub mod run;

@@ -2,7 +2,8 @@
 //! `L`-token sequence (special tokens included) on a local committee, against the plaintext burn encoder.
 //!
 //! Each inference is its own job (the dealer deals one embedding's material, the parties embed), so memory
-//! holds one job's material at a time; latency is the median over `--reps` inferences after one warm-up.
+//! holds one job's material at a time; `--transport quic` runs the same jobs on `veil node` processes (each
+//! loads the encoder itself, pinned by its model id) with the same party program, bytes and rounds; latency is the median over `--reps` inferences after one warm-up.
 //! Besides the usual fields, the report has `cosine` (the lowest over the measured inferences, private
 //! against plaintext burn) and `plaintext_ms` (burn's embedding of the same ids, same process). `layers`
 //! gives every step of the profiled party (embedding LayerNorm, per layer: qkv, scores, softmax, context,
@@ -13,11 +14,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use veil_engine::bert::pretrained;
 use veil_engine::bert::private::{PrivateBert, PrivateConfig};
 use veil_engine::bert::run::embed_private;
 use veil_engine::bert::{cosine, SentenceEncoder};
 use veil_engine::kernel::{detected_isa, RingGemm};
 use veil_engine::local::{LocalOptions, LocalRunReport, Protocol};
+use veil_node::client::{
+    embed_private as embed_over_quic, Client, ClientOptions, Committee, EmbedJob,
+};
+use veil_node::cluster::{ClusterOptions, LocalCluster};
+use veil_node::Identity;
 use veil_protocols::ring::FixedPoint;
 
 use super::{
@@ -58,9 +65,6 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    if args.transport != Transport::Mem {
-        bail!("minilm runs over --transport mem in this build");
-    }
     if !args.model.join("model.safetensors").exists() {
         bail!(
             "no model at {}: run `veil models fetch all-minilm-l6-v2` first (or pass --model DIR)",
@@ -83,8 +87,18 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
     options.seed = Some(args.seed);
     let mut runs: Vec<LocalRunReport> = Vec::with_capacity(args.reps + 1);
-    for _ in 0..=args.reps {
-        runs.push(embed_private(&model, std::slice::from_ref(&ids), &options)?);
+    let mut quic_udp_bytes_per_party = None;
+    match args.transport {
+        Transport::Mem => {
+            for _ in 0..=args.reps {
+                runs.push(embed_private(&model, std::slice::from_ref(&ids), &options)?);
+            }
+        }
+        Transport::Quic => {
+            let quic = over_quic(args, &model, &ids, threads, options.protocol)?;
+            runs = quic.reports;
+            quic_udp_bytes_per_party = Some(quic.udp_bytes_per_party);
+        }
     }
 
     let reference = encoder.bert.embed(&ids)?;
@@ -182,7 +196,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         setup_bytes_per_party: 0,
         max_abs_err,
         verified: protocol.verifies().then_some(true),
-        quic_udp_bytes_per_party: None,
+        quic_udp_bytes_per_party,
         offline: args.offline,
         online_ms: latency_ms,
         offline_ms: dealer_ms,
@@ -201,6 +215,86 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         ops: per_op(&layers),
         layers,
         cosine: Some(cosine),
+    })
+}
+
+/// What the QUIC runs measured.
+struct QuicRuns {
+    /// One report per job, the warm-up first.
+    reports: Vec<LocalRunReport>,
+    /// The most UDP bytes any party sent its peers in one measured embedding (QUIC overhead included).
+    udp_bytes_per_party: u64,
+}
+
+/// `reps + 1` embeddings of `ids`, each its own job (as in memory), on `args.parties` `veil node` processes
+/// and a dealer process started from this executable on 127.0.0.1 (stopped at the end, also on error). The
+/// nodes load the encoder from the directory above `args.model` and check it against the model id the
+/// manifest pins.
+fn over_quic(
+    args: &BenchArgs,
+    model: &PrivateBert,
+    ids: &[u32],
+    threads: usize,
+    protocol: Protocol,
+) -> Result<QuicRuns> {
+    let name = pretrained::NAMES[0];
+    let dir = std::fs::canonicalize(&args.model)
+        .with_context(|| format!("locating {}", args.model.display()))?;
+    if dir.file_name().and_then(|n| n.to_str()) != Some(name) {
+        bail!("--model must be a directory named {name} for --transport quic (the nodes load it by name)");
+    }
+    let id = pretrained::model_id(name, &dir)?;
+    let exe = std::env::current_exe().context("locating the veil executable")?;
+    let client_identity = Identity::generate()?;
+    let mut cluster_options = ClusterOptions::new(args.parties, client_identity.public_key());
+    cluster_options.models_dir = dir.parent().map(Into::into);
+    let cluster = LocalCluster::spawn(&exe, &cluster_options).context("starting node processes")?;
+    let committee = Committee {
+        parties: cluster.parties(),
+        dealer: cluster.dealer().context("no dealer")?,
+    };
+    let client = Client::new(
+        client_identity,
+        ClientOptions {
+            bind: ([127, 0, 0, 1], 0).into(),
+            shaping: args.shaping()?,
+            ..ClientOptions::default()
+        },
+    )?;
+    let job = EmbedJob {
+        model,
+        name: name.into(),
+        id,
+        threads,
+        seed: Some(args.seed),
+        profile: true,
+    };
+    let mut reports = Vec::with_capacity(args.reps + 1);
+    let mut udp_bytes_per_party = 0;
+    for rep in 0..=args.reps {
+        let run = match embed_over_quic(&client, &committee, &job, &[ids.to_vec()], protocol) {
+            Ok(run) => run,
+            Err(e) => {
+                eprintln!("{}", cluster.log_tails());
+                bail!("private embedding over QUIC failed: {e}");
+            }
+        };
+        if rep > 0 {
+            let most = run
+                .udp_tx_bytes
+                .iter()
+                .flatten()
+                .copied()
+                .max()
+                .unwrap_or(0);
+            udp_bytes_per_party = udp_bytes_per_party.max(most);
+        }
+        reports.push(run.report);
+    }
+    drop(cluster);
+    Ok(QuicRuns {
+        reports,
+        udp_bytes_per_party,
     })
 }
 
