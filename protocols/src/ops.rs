@@ -92,6 +92,24 @@ pub trait MpcOps {
     /// The sign test: `[z >= 0] * payload` for every payload (self, or its truncation, first; then extras).
     fn sign_select(&mut self, job: SignSelect<'_, Self::Share>) -> Result<Vec<Self::Share>>;
 
+    /// `trunc(x · W + bias + addend)` for shared `x` (m x k), public `W` (k x n), public `bias` and an
+    /// optional shared `addend` (both m x n, at the product's scale): a linear layer with its truncation. A
+    /// protocol may compute it with fewer local products than the two steps (`rep3`: one per party).
+    fn linear_trunc(
+        &mut self,
+        mkn: [usize; 3],
+        x: &Self::Share,
+        w: &[u64],
+        bias: &[u64],
+        addend: Option<&Self::Share>,
+    ) -> Result<Self::Share> {
+        let mut z = Self::gemm_right(self.gemm(), mkn, x, w);
+        self.add_public(&mut z, bias);
+        if let Some(a) = addend {
+            Self::add_assign(&mut z, a);
+        }
+        self.trunc(&z)
+    }
     /// Elementwise `x * y` truncated back to `f` fractional bits.
     fn mul_fixed(&mut self, x: &Self::Share, y: &Self::Share) -> Result<Self::Share> {
         let z = self.mul(x, y)?;

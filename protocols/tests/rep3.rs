@@ -394,3 +394,37 @@ fn transformer_approximations_meet_their_bounds() {
         assert!((got[c] - x[c] / norm).abs() < 2e-3, "l2 normalize");
     }
 }
+
+#[test]
+fn a_linear_layer_and_its_truncation_take_one_product_per_party() {
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let (m, k, n) = (4, 6, 5);
+    let x: Vec<f64> = (0..m * k).map(|_| rng.random_range(-4.0..4.0)).collect();
+    let w: Vec<f64> = (0..k * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let b: Vec<f64> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let r: Vec<f64> = (0..m * n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let wide = |v: &[f64]| -> Vec<u64> {
+        v.iter()
+            .map(|x| (x * f64::from(2 * F).exp2()).round() as i64 as u64)
+            .collect()
+    };
+    let (ew, eb) = (encode(&w), wide(&b));
+    let (got, stats) = on_shares(&[encode(&x), wide(&r)], &|p, s| {
+        p.linear_trunc([m, k, n], &s[0], &ew, &eb, Some(&s[1]))
+    });
+    let got = decode(&got);
+    for i in 0..m {
+        for j in 0..n {
+            let want = (0..k).map(|t| x[i * k + t] * w[t * n + j]).sum::<f64>()
+                + b[i * n + j]
+                + r[i * n + j];
+            assert!(
+                (got[i * n + j] - want).abs() < 1e-3,
+                "{} vs {want}",
+                got[i * n + j]
+            );
+        }
+    }
+    let len = (m * n) as u64;
+    assert_eq!(sent(&stats), vec![16 * len, 8 * len, 8 * len]);
+}

@@ -357,8 +357,7 @@ impl PrivateBert {
         for (i, w) in self.layers.iter().enumerate() {
             let label = |s: &str| format!("layer{i}/{s}");
             // Q | K | V.
-            let z = linear(party, &n, len, d, 3 * d, &w.qkv, &w.qkv_bias);
-            let qkv = party.trunc(&z)?;
+            let qkv = linear_trunc(party, &n, len, d, 3 * d, &w.qkv, &w.qkv_bias, None)?;
             step.done(party, &mut profile, &label("qkv"));
             // Scores of every head, one round of matrix products.
             let q: Vec<P::Share> = (0..heads)
@@ -385,21 +384,28 @@ impl PrivateBert {
             let context = party.trunc(&context)?;
             step.done(party, &mut profile, &label("context"));
             // Output projection + residual, one truncation.
-            let z = linear(party, &context, len, d, d, &w.out, &w.out_bias);
-            let z = P::add(&z, &affine_2f(party, &n, len, &w.input_norm));
-            let r = party.trunc(&z)?;
+            let residual = affine_2f(party, &n, len, &w.input_norm);
+            let r = linear_trunc(
+                party,
+                &context,
+                len,
+                d,
+                d,
+                &w.out,
+                &w.out_bias,
+                Some(&residual),
+            )?;
             step.done(party, &mut profile, &label("attention-out"));
             let n1 = party.layer_norm(&r, len, d, &cfg.layer_norm)?;
             step.done(party, &mut profile, &label("layernorm1"));
             // y = s h (s: GELU's input scale, folded into the weights).
-            let z = linear(party, &n1, len, d, ff, &w.ffn_in, &w.ffn_in_bias);
-            let y = party.trunc(&z)?;
+            let y = linear_trunc(party, &n1, len, d, ff, &w.ffn_in, &w.ffn_in_bias, None)?;
             step.done(party, &mut profile, &label("ffn-in"));
             let g = party.gelu_even_scaled(&y, &cfg.gelu)?;
             step.done(party, &mut profile, &label("gelu"));
             // g has 2f fractional bits: g W2 has 3f, truncated to 2f, then bias and residual.
-            let z = P::gemm_right(party.gemm(), [len, ff, d], &g, &w.ffn_out);
-            let mut z = party.trunc(&z)?;
+            let mut z =
+                party.linear_trunc([len, ff, d], &g, &w.ffn_out, &vec![0; len * d], None)?;
             let tiled: Vec<u64> = (0..len * d).map(|i| w.ffn_out_bias[i % d]).collect();
             party.add_public(&mut z, &tiled);
             let z = P::add(&z, &affine_2f(party, &n1, len, &w.attention_norm));
@@ -442,20 +448,21 @@ fn concat_linears(l: &EncoderLayer) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok((w, b))
 }
 
-/// `x W + bias` at `2f` for shared `x` (`rows x inner`) and public `W` (`inner x outputs`).
-fn linear<P: MpcOps>(
-    party: &P,
+/// `trunc(x W + bias + addend)` for shared `x` (`rows x inner`), public `W` (`inner x outputs`), its bias at
+/// `2f` (tiled over the rows) and an optional shared addend at `2f` (a residual).
+#[allow(clippy::too_many_arguments)]
+fn linear_trunc<P: MpcOps>(
+    party: &mut P,
     x: &P::Share,
     rows: usize,
     inner: usize,
     outputs: usize,
     weight: &[u64],
     bias: &[u64],
-) -> P::Share {
-    let mut z = P::gemm_right(party.gemm(), [rows, inner, outputs], x, weight);
+    addend: Option<&P::Share>,
+) -> Result<P::Share> {
     let tiled: Vec<u64> = (0..rows * outputs).map(|i| bias[i % outputs]).collect();
-    party.add_public(&mut z, &tiled);
-    z
+    Ok(party.linear_trunc([rows, inner, outputs], x, weight, &tiled, addend)?)
 }
 
 /// `n gamma + beta` at `2f` (a LayerNorm's affine part, for a residual added before a truncation).

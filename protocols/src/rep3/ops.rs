@@ -81,6 +81,16 @@ impl<N: Net> MpcOps for Party<N> {
     fn trunc(&mut self, z: &RepShare) -> Result<RepShare> {
         Party::trunc(self, z)
     }
+    fn linear_trunc(
+        &mut self,
+        mkn: [usize; 3],
+        x: &RepShare,
+        w: &[u64],
+        bias: &[u64],
+        addend: Option<&RepShare>,
+    ) -> Result<RepShare> {
+        Party::linear_trunc(self, mkn, x, w, bias, addend)
+    }
     fn sign_select(&mut self, job: SignSelect<'_, RepShare>) -> Result<Vec<RepShare>> {
         Party::sign_select(self, job)
     }

@@ -50,37 +50,53 @@ impl TruncJob {
 impl<N: Net> Party<N> {
     /// The local part of a truncation of `z` (see the module doc).
     pub(crate) fn trunc_start(&mut self, z: &RepShare) -> TruncJob {
+        let part = match self.me {
+            0 => z
+                .own
+                .iter()
+                .zip(&z.next)
+                .map(|(&a, &b)| a.wrapping_add(b))
+                .collect(),
+            1 => z.next.clone(),
+            _ => z.own.clone(),
+        };
+        self.trunc_start_split(part)
+    }
+
+    /// [`Self::trunc_start`] from the two-out-of-two split itself: `part` is `y = z_0 + z_1` at party 0 and
+    /// `x = z_2` at parties 1 and 2 (any split with `z = y + x` where the pair agrees on `x` will do).
+    pub(crate) fn trunc_start_split(&mut self, part: Vec<u64>) -> TruncJob {
         let f = self.fixed_point.frac_bits();
         let k = 1u64 << (64 - f);
-        let n = z.len();
+        let n = part.len();
         if self.me == 0 {
             let r1 = self.keys.component(1, n);
             let r_a = self.keys.component(1, n);
             let mut message = Vec::with_capacity(2 * n);
-            let mut part = Vec::with_capacity(n);
+            let mut own_part = Vec::with_capacity(n);
             let mut masked_a = Vec::with_capacity(n);
             for i in 0..n {
-                let y = z.own[i].wrapping_add(z.next[i]).wrapping_add(OFFSET);
+                let y = part[i].wrapping_add(OFFSET);
                 let a = y >> 63;
                 let p = (y >> f)
                     .wrapping_sub(k.wrapping_mul(a))
                     .wrapping_sub(OFFSET >> f)
                     .wrapping_sub(r1[i]);
-                part.push(p);
+                own_part.push(p);
                 masked_a.push(a.wrapping_sub(r_a[i]));
             }
-            message.extend_from_slice(&part);
+            message.extend_from_slice(&own_part);
             message.extend(masked_a);
             return TruncJob {
                 n,
                 to_send: Some(message),
                 pair_summand: None,
-                add_own: part,
+                add_own: own_part,
                 add_next: r1,
                 k_b: Vec::new(),
             };
         }
-        let x = if self.me == 1 { &z.next } else { &z.own };
+        let x = &part;
         let k_b: Vec<u64> = x.iter().map(|&w| k.wrapping_mul(w >> 63)).collect();
         let pair_part: Vec<u64> = x
             .iter()
@@ -138,7 +154,65 @@ impl<N: Net> Party<N> {
     /// Divides a shared value with `2f` fractional bits by `2^f` (two hops; see the module doc). Requires
     /// `|z| < 2^62`.
     pub fn trunc(&mut self, z: &RepShare) -> Result<RepShare> {
-        let mut job = self.trunc_start(z);
+        let job = self.trunc_start(z);
+        self.trunc_run(job)
+    }
+
+    /// `trunc(x · W + bias + addend)` for public `W` (`[m, k, n]`), public `bias` and a shared `addend`
+    /// (both `m x n`, at the product's scale): the product is taken on the two-out-of-two split directly,
+    /// `(x_0 + x_1) W` at party 0 and `x_2 W` at the pair, one local product per party instead of one per
+    /// component, and truncated from there (the same two hops and bytes as [`Self::trunc`]).
+    pub fn linear_trunc(
+        &mut self,
+        [m, k, n]: [usize; 3],
+        x: &RepShare,
+        w: &[u64],
+        bias: &[u64],
+        addend: Option<&RepShare>,
+    ) -> Result<RepShare> {
+        crate::error::ensure_shape(
+            x.len() == m * k
+                && w.len() == k * n
+                && bias.len() == m * n
+                && addend.is_none_or(|a| a.len() == m * n),
+            "linear_trunc",
+            || {
+                format!(
+                    "{} and {} elements for {m}x{k} by {k}x{n}",
+                    x.len(),
+                    w.len()
+                )
+            },
+        )?;
+        let (input, add): (Vec<u64>, Option<Vec<u64>>) = match self.me {
+            0 => {
+                let sum = |s: &RepShare| -> Vec<u64> {
+                    s.own
+                        .iter()
+                        .zip(&s.next)
+                        .map(|(&a, &b)| a.wrapping_add(b))
+                        .collect()
+                };
+                (sum(x), addend.map(sum))
+            }
+            1 => (x.next.clone(), addend.map(|a| a.next.clone())),
+            _ => (x.own.clone(), addend.map(|a| a.own.clone())),
+        };
+        let mut part = vec![0u64; m * n];
+        self.gemm.gemm(m, k, n, &input, w, &mut part);
+        if let Some(a) = add {
+            crate::ring::add_assign(&mut part, &a);
+        }
+        if self.me == 0 {
+            crate::ring::add_assign(&mut part, bias);
+        }
+        let job = self.trunc_start_split(part);
+        self.trunc_run(job)
+    }
+
+    /// The communication and finish of a started truncation.
+    fn trunc_run(&mut self, mut job: TruncJob) -> Result<RepShare> {
+        let len = job.n;
         match self.me {
             0 => {
                 let message = job.to_send.take().unwrap_or_default();
@@ -150,7 +224,7 @@ impl<N: Net> Party<N> {
             }
             _ => {}
         }
-        let cross = self.reshare_pair(job.pair_summand.take(), z.len())?;
+        let cross = self.reshare_pair(job.pair_summand.take(), len)?;
         Ok(Self::trunc_finish(job, cross))
     }
 }
