@@ -38,9 +38,12 @@ const TRIALS: usize = 100;
 
 type View = Vec<(usize, Vec<u8>)>;
 
+/// Two components of a shared vector (the observer's).
+type Pair = (Vec<u64>, Vec<u64>);
+
 /// Shares of `secret` in which `observer` holds the components `fixed = (own, next)`; the third is what the
 /// secret leaves.
-fn split_around(secret: &[u64], observer: usize, fixed: &(Vec<u64>, Vec<u64>)) -> [RepShare; 3] {
+fn split_around(secret: &[u64], observer: usize, fixed: &Pair) -> [RepShare; 3] {
     let third: Vec<u64> = secret
         .iter()
         .zip(fixed.0.iter().zip(&fixed.1))
@@ -55,7 +58,7 @@ fn split_around(secret: &[u64], observer: usize, fixed: &(Vec<u64>, Vec<u64>)) -
     })
 }
 
-fn random_pair(rng: &mut ChaCha8Rng, len: usize) -> (Vec<u64>, Vec<u64>) {
+fn random_pair(rng: &mut ChaCha8Rng, len: usize) -> Pair {
     (
         (0..len).map(|_| rng.random()).collect(),
         (0..len).map(|_| rng.random()).collect(),
@@ -66,7 +69,7 @@ fn random_pair(rng: &mut ChaCha8Rng, len: usize) -> (Vec<u64>, Vec<u64>) {
 fn observer_view(plan: &Plan, input: &[u64], observer: usize, trial: u64) -> (View, Vec<u64>) {
     let mut fixed_rng = ChaCha8Rng::seed_from_u64(77);
     let input_pair = random_pair(&mut fixed_rng, input.len());
-    let weight_pairs: Vec<((Vec<u64>, Vec<u64>), Option<(Vec<u64>, Vec<u64>)>)> = plan
+    let weight_pairs: Vec<(Pair, Option<Pair>)> = plan
         .weights
         .iter()
         .map(|w| {

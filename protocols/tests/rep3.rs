@@ -81,7 +81,7 @@ fn sharing_is_replicated_and_open_reveals() {
         .collect();
     let s = split(&x, 1);
     assert_eq!(RepShare::reconstruct(&s).unwrap(), x);
-    let (opened, stats) = on_shares(&[x.clone()], &|p, s| {
+    let (opened, stats) = on_shares(std::slice::from_ref(&x), &|p, s| {
         let v = p.open(&s[0])?;
         Ok(p.share_public(&v))
     });
@@ -217,8 +217,8 @@ fn relu_drelu_trunc_relu_and_max() {
     let x: Vec<f64> = (0..300).map(|_| rng.random_range(-100.0..100.0)).collect();
     let y: Vec<f64> = (0..300).map(|_| rng.random_range(-100.0..100.0)).collect();
     let (ex, ey) = (encode(&x), encode(&y));
-    let (relu, _) = on_shares(&[ex.clone()], &|p, s| p.relu(&s[0]));
-    let (drelu, _) = on_shares(&[ex.clone()], &|p, s| p.drelu(&s[0]));
+    let (relu, _) = on_shares(std::slice::from_ref(&ex), &|p, s| p.relu(&s[0]));
+    let (drelu, _) = on_shares(std::slice::from_ref(&ex), &|p, s| p.drelu(&s[0]));
     let (max, _) = on_shares(&[ex.clone(), ey.clone()], &|p, s| p.max(&s[0], &s[1]));
     let wide: Vec<u64> = encode(&x).iter().map(|v| v.wrapping_mul(1 << F)).collect();
     let (trunc_relu, stats) = on_shares(&[wide], &|p, s| p.trunc_relu(&s[0]));
