@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod lab;
 pub mod llama;
 pub mod local;
+mod local_rep3;
 pub mod model;
 pub mod model_file;
 pub mod plan;

@@ -25,32 +25,8 @@ use crate::private::{setup, setup_published, PublishedWeight, StepProfile, Weigh
 use crate::session::{PartySession, Program, SessionDomain};
 use crate::start_line::StartLine;
 
-/// Which protocol a committee runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-pub enum Protocol {
-    /// Honest-but-curious security (the default).
-    #[default]
-    Semi2k,
-    /// Malicious security with abort: every output is released only after the MAC check passes.
-    Spdz2k,
-}
-
-impl Protocol {
-    /// The CLI name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Semi2k => "semi2k",
-            Protocol::Spdz2k => "spdz2k",
-        }
-    }
-
-    /// Parses a CLI name.
-    pub fn parse(name: &str) -> Option<Protocol> {
-        [Protocol::Semi2k, Protocol::Spdz2k]
-            .into_iter()
-            .find(|p| p.name() == name)
-    }
-}
+/// Which protocol a committee runs (named in one place, `veil_protocols::protocol`).
+pub use veil_protocols::protocol::Protocol;
 
 /// How to run a committee locally.
 #[derive(Clone)]
@@ -179,8 +155,10 @@ pub fn run_private(
             Ok(fp.encode(x)?)
         })
         .collect::<Result<_>>()?;
-    if options.protocol == Protocol::Spdz2k {
-        return run_spdz2k(plan, &encoded, batch, options);
+    match options.protocol {
+        Protocol::Spdz2k => return run_spdz2k(plan, &encoded, batch, options),
+        Protocol::Rep3 => return crate::local_rep3::run_rep3(plan, &encoded, batch, options),
+        Protocol::Semi2k => {}
     }
     let mut rng = match options.seed {
         Some(s) => StdRng::seed_from_u64(s),

@@ -5,6 +5,8 @@ use std::time::{Duration, Instant};
 use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::MaterialUse;
 use veil_protocols::net::{Net, NetStats};
+use veil_protocols::ops::WeightOps;
+use veil_protocols::rep3::{RepShare, RepWeight};
 use veil_protocols::semi2k::{FixedWeight, Party};
 
 use crate::error::{EngineError, Result};
@@ -42,10 +44,12 @@ impl std::fmt::Debug for PublishedWeight {
     }
 }
 
-enum PartyWeight<D: Domain> {
+/// One weight as a party holds it after setup: the protocol's prepared secret-shared form `W` (with the
+/// bias's share `S`), or the public plaintext.
+enum PartyWeight<W, S> {
     Shared {
-        fixed: FixedWeight<D>,
-        bias: Option<D::Arith>,
+        fixed: W,
+        bias: Option<S>,
     },
     Public {
         matrix: Vec<u64>,
@@ -56,7 +60,69 @@ enum PartyWeight<D: Domain> {
 /// A party's model after setup: ready for any number of inferences.
 pub struct PartyModel<'p, D: Domain = Semi2k> {
     plan: &'p Plan,
-    weights: Vec<PartyWeight<D>>,
+    weights: Vec<PartyWeight<FixedWeight<D>, D::Arith>>,
+}
+
+/// A `rep3` party's model after setup (replicated shares of the weights, no dealt masks).
+pub struct Rep3Model<'p> {
+    plan: &'p Plan,
+    weights: Vec<PartyWeight<RepWeight, RepShare>>,
+}
+
+/// Model setup at one `rep3` party from its replicated shares of each weight (matrix and bias), or the
+/// plaintexts if the plan's weights are public. No communication.
+pub fn setup_rep3<'p>(
+    plan: &'p Plan,
+    weights: Vec<(RepShare, Option<RepShare>)>,
+    public: &[WeightShare],
+) -> Result<Rep3Model<'p>> {
+    let mut out = Vec::with_capacity(plan.weights.len());
+    match plan.mode {
+        WeightMode::Shared => {
+            if weights.len() != plan.weights.len() {
+                return Err(EngineError::Weights(format!(
+                    "{} weight shares for a plan of {} weights",
+                    weights.len(),
+                    plan.weights.len()
+                )));
+            }
+            for ((matrix, bias), spec) in weights.into_iter().zip(&plan.weights) {
+                out.push(PartyWeight::Shared {
+                    fixed: RepWeight::new(&matrix, [spec.inner, spec.outputs])?,
+                    bias,
+                });
+            }
+        }
+        WeightMode::Public => {
+            if public.len() != plan.weights.len() {
+                return Err(EngineError::Weights(format!(
+                    "{} public weights for a plan of {} weights",
+                    public.len(),
+                    plan.weights.len()
+                )));
+            }
+            for w in public {
+                out.push(PartyWeight::Public {
+                    matrix: w.matrix.clone(),
+                    bias: w.bias.clone(),
+                });
+            }
+        }
+    }
+    Ok(Rep3Model { plan, weights: out })
+}
+
+impl Rep3Model<'_> {
+    /// Runs the plan on this party's share of a batch (see [`PartyModel::infer`]).
+    pub fn infer<N: Net>(
+        &self,
+        party: &mut veil_protocols::rep3::Party<N>,
+        input: RepShare,
+        batch: usize,
+        profile: Option<&mut Vec<StepProfile>>,
+    ) -> Result<RepShare> {
+        run_plan(self.plan, &self.weights, party, input, batch, profile)
+    }
 }
 
 /// Cost of one step at one party.
@@ -186,79 +252,89 @@ impl<D: Domain> PartyModel<'_, D> {
         party: &mut Party<N, D>,
         input: D::Arith,
         batch: usize,
-        mut profile: Option<&mut Vec<StepProfile>>,
+        profile: Option<&mut Vec<StepProfile>>,
     ) -> Result<D::Arith> {
-        if batch == 0 {
-            return Err(EngineError::EmptyBatch);
-        }
-        if D::len(&input) != batch * self.plan.input_len {
-            return Err(EngineError::InputShape {
-                got: D::len(&input),
-                expected: batch * self.plan.input_len,
-                batch,
-                item: vec![self.plan.input_len],
+        run_plan(self.plan, &self.weights, party, input, batch, profile)
+    }
+}
+
+/// The plan's steps on any protocol's shares: one party's side of an inference.
+fn run_plan<P: WeightOps>(
+    plan: &Plan,
+    weights: &[PartyWeight<P::Weight, P::Share>],
+    party: &mut P,
+    input: P::Share,
+    batch: usize,
+    mut profile: Option<&mut Vec<StepProfile>>,
+) -> Result<P::Share> {
+    if batch == 0 {
+        return Err(EngineError::EmptyBatch);
+    }
+    if P::len(&input) != batch * plan.input_len {
+        return Err(EngineError::InputShape {
+            got: P::len(&input),
+            expected: batch * plan.input_len,
+            batch,
+            item: vec![plan.input_len],
+        });
+    }
+    let mut x = input;
+    for step in &plan.steps {
+        let started = Instant::now();
+        let before = party.stats().clone();
+        let material_before = party.material_use();
+        x = match &step.kind {
+            StepKind::Product {
+                weight,
+                lowering,
+                outputs,
+                conv_positions,
+            } => {
+                let rows = batch * lowering.rows_per_item();
+                // Row-major `rows x outputs`: element i belongs to column i % outputs.
+                let columns: Vec<usize> = (0..rows * outputs).map(|i| i % outputs).collect();
+                let z = match &weights[*weight] {
+                    PartyWeight::Shared { fixed, bias } => {
+                        let z = party.weight_product(&x, batch, *lowering, fixed)?;
+                        match bias {
+                            Some(b) => P::add(&z, &P::gather(b, &columns)),
+                            None => z,
+                        }
+                    }
+                    PartyWeight::Public { matrix, bias } => {
+                        let mut z = P::gemm_right(
+                            party.gemm(),
+                            [rows, lowering.inner(), *outputs],
+                            &P::lower(lowering, &x, batch)?,
+                            matrix,
+                        );
+                        if let Some(b) = bias {
+                            let tiled: Vec<u64> = columns.iter().map(|&c| b[c]).collect();
+                            party.add_public(&mut z, &tiled);
+                        }
+                        z
+                    }
+                };
+                match conv_positions {
+                    Some(positions) => P::gather(&z, &channels_first(batch, *positions, *outputs)),
+                    None => z,
+                }
+            }
+            StepKind::Rescale => party.trunc(&x)?,
+            StepKind::RescaleRelu => party.trunc_relu(&x)?,
+            StepKind::Relu => party.relu(&x)?,
+            StepKind::MaxPool(pool) => party.max_pool2d(&x, batch, pool)?,
+        };
+        if let Some(p) = profile.as_deref_mut() {
+            p.push(StepProfile {
+                label: step.label.clone(),
+                elapsed: started.elapsed(),
+                net: party.stats().since(&before),
+                material: party.material_use().since(&material_before),
             });
         }
-        let mut x = input;
-        for step in &self.plan.steps {
-            let started = Instant::now();
-            let before = party.stats().clone();
-            let material_before = party.material_use();
-            x = match &step.kind {
-                StepKind::Product {
-                    weight,
-                    lowering,
-                    outputs,
-                    conv_positions,
-                } => {
-                    let rows = batch * lowering.rows_per_item();
-                    // Row-major `rows x outputs`: element i belongs to column i % outputs.
-                    let columns: Vec<usize> = (0..rows * outputs).map(|i| i % outputs).collect();
-                    let z = match &self.weights[*weight] {
-                        PartyWeight::Shared { fixed, bias } => {
-                            let z = party.weight_product(&x, batch, *lowering, fixed)?;
-                            match bias {
-                                Some(b) => D::add(&z, &D::gather(b, &columns)),
-                                None => z,
-                            }
-                        }
-                        PartyWeight::Public { matrix, bias } => {
-                            let mut z = D::gemm_right(
-                                party.gemm(),
-                                [rows, lowering.inner(), *outputs],
-                                &D::lower(lowering, &x, batch)?,
-                                matrix,
-                            );
-                            if let Some(b) = bias {
-                                let tiled: Vec<u64> = columns.iter().map(|&c| b[c]).collect();
-                                party.add_public(&mut z, &tiled);
-                            }
-                            z
-                        }
-                    };
-                    match conv_positions {
-                        Some(positions) => {
-                            D::gather(&z, &channels_first(batch, *positions, *outputs))
-                        }
-                        None => z,
-                    }
-                }
-                StepKind::Rescale => party.trunc(&x)?,
-                StepKind::RescaleRelu => party.trunc_relu(&x)?,
-                StepKind::Relu => party.relu(&x)?,
-                StepKind::MaxPool(pool) => party.max_pool2d(&x, batch, pool)?,
-            };
-            if let Some(p) = profile.as_deref_mut() {
-                p.push(StepProfile {
-                    label: step.label.clone(),
-                    elapsed: started.elapsed(),
-                    net: party.stats().since(&before),
-                    material: party.material_use().since(&material_before),
-                });
-            }
-        }
-        Ok(x)
     }
+    Ok(x)
 }
 
 /// The gather indices that move `[batch, positions, channels]` (the product's layout) to

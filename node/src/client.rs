@@ -590,6 +590,11 @@ pub fn embed_private(
         ..run
     };
     let (reports, outputs) = match protocol {
+        Protocol::Rep3 => {
+            return Err(NodeError::Job(
+                "rep3 runs in memory only: nodes run semi2k and spdz2k".into(),
+            ))
+        }
         Protocol::Semi2k => {
             let mut rng = match job.seed {
                 Some(s) => StdRng::seed_from_u64(s),

@@ -33,7 +33,7 @@ mod smollm2;
 
 /// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
 /// takes its default protocols from here, so a new protocol shows up in sweeps and reports by itself.
-pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k"];
+pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k", "rep3"];
 
 /// Arguments of `veil bench`.
 #[derive(Args, Debug, Clone)]
@@ -449,6 +449,16 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     options.profile = true;
     options.shaping = shaping;
     options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    if !options.protocol.supports_parties(args.parties) {
+        bail!(
+            "{} does not run with {} parties",
+            options.protocol,
+            args.parties
+        );
+    }
+    if options.protocol == Protocol::Rep3 && args.transport == Transport::Quic {
+        bail!("rep3 runs in memory only in this build (the node processes run semi2k and spdz2k)");
+    }
     let (report, quic_udp_bytes_per_party) = match args.transport {
         Transport::Mem => (
             run_private(&model, &plan, &inputs, args.batch, &options)?,
@@ -553,7 +563,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         inferences,
         setup_bytes_per_party: report.setup.iter().map(|s| s.bytes_sent).max().unwrap_or(0),
         max_abs_err,
-        verified: (options.protocol == Protocol::Spdz2k).then_some(true),
+        verified: options.protocol.verifies().then_some(true),
         quic_udp_bytes_per_party,
         offline: args.offline,
         online_ms: latency_ms,

@@ -18,12 +18,13 @@ use veil_engine::lab::shaping::ShapingConfig;
 use super::bench::{self, BenchArgs};
 
 /// Protocols the default sweep compares, if this build measures them.
-pub const DEFAULT_PROTOCOLS: &[&str] = &["semi2k", "spdz2k"];
+pub const DEFAULT_PROTOCOLS: &[&str] = &["semi2k", "spdz2k", "rep3"];
 
 /// The grid of a sweep.
 #[derive(Args, Debug, Clone)]
 pub struct GridArgs {
-    /// Sweep: protocols (default: semi2k and spdz2k, each if this build measures it).
+    /// Sweep: protocols (default: semi2k, spdz2k and rep3, each if this build measures it; rep3 runs only
+    /// at 3 parties, so its other party counts are left out of the grid).
     #[arg(long, value_delimiter = ',')]
     pub sweep_protocols: Vec<String>,
     /// Sweep: party counts.
@@ -148,7 +149,11 @@ pub fn grid(args: &GridArgs) -> Result<Vec<Point>> {
             bail!("sweep: gemm is a kernel benchmark, not a private workload");
         }
         for protocol in &protocols {
-            for &parties in &args.sweep_parties {
+            let runs_with = |parties: usize| {
+                veil_protocols::protocol::Protocol::parse(protocol)
+                    .is_none_or(|p| p.supports_parties(parties))
+            };
+            for &parties in args.sweep_parties.iter().filter(|&&n| runs_with(n)) {
                 for &batch in &args.sweep_batches {
                     for network in &networks {
                         points.push(Point {
@@ -278,5 +283,15 @@ mod tests {
             .iter()
             .all(|p| bench::PROTOCOLS.contains(&p.as_str())));
         assert!(defaults.iter().any(|p| p == "semi2k"));
+        assert!(defaults.iter().any(|p| p == "rep3"));
+    }
+
+    #[test]
+    fn the_bench_measures_every_protocol_the_enum_names() {
+        let names: Vec<&str> = veil_protocols::protocol::Protocol::ALL
+            .iter()
+            .map(|p| p.name())
+            .collect();
+        assert_eq!(bench::PROTOCOLS, names.as_slice());
     }
 }

@@ -34,11 +34,9 @@ use std::time::Instant;
 use veil_protocols::approx::pooling::{l2_normalize_requests, mean_pool_requests, Affine};
 use veil_protocols::approx::rows::{layer_norm_requests, softmax_fast_requests};
 use veil_protocols::approx::{ExpNeg, GeluEven, LayerNormConfig, NewtonConfig, SoftmaxFastConfig};
-use veil_protocols::domain::Domain;
 use veil_protocols::material::Request;
-use veil_protocols::net::Net;
+use veil_protocols::ops::prelude::*;
 use veil_protocols::ring::FixedPoint;
-use veil_protocols::semi2k::Party;
 
 use super::model::{Bert, EncoderLayer};
 use crate::error::{EngineError, Result};
@@ -335,18 +333,18 @@ impl PrivateBert {
     /// One party's side: from its share of the client's embedded vectors (`[len, hidden]`, see
     /// [`Self::client_input`]) to its share of the L2-normalised sentence embedding (`hidden` values, `f`
     /// fractional bits). `profile`, if given, receives one entry per step.
-    pub fn forward<N: Net, D: Domain>(
+    pub fn forward<P: Approximations>(
         &self,
-        party: &mut Party<N, D>,
-        input: D::Arith,
+        party: &mut P,
+        input: P::Share,
         len: usize,
         mut profile: Option<&mut Vec<StepProfile>>,
-    ) -> Result<D::Arith> {
+    ) -> Result<P::Share> {
         let (d, ff, heads) = (self.hidden, self.ff, self.heads);
         let hs = d / heads;
-        if len == 0 || D::len(&input) != len * d {
+        if len == 0 || P::len(&input) != len * d {
             return Err(EngineError::InputShape {
-                got: D::len(&input),
+                got: P::len(&input),
                 expected: len * d,
                 batch: 1,
                 item: vec![len, d],
@@ -359,52 +357,58 @@ impl PrivateBert {
         for (i, w) in self.layers.iter().enumerate() {
             let label = |s: &str| format!("layer{i}/{s}");
             // Q | K | V.
-            let z = linear(party, &n, len, d, 3 * d, &w.qkv, &w.qkv_bias);
-            let qkv = party.trunc(&z)?;
+            let qkv = linear_trunc(party, &n, len, d, 3 * d, &w.qkv, &w.qkv_bias, None)?;
             step.done(party, &mut profile, &label("qkv"));
             // Scores of every head, one round of matrix products.
-            let q: Vec<D::Arith> = (0..heads)
-                .map(|h| D::gather(&qkv, &block(len, 3 * d, h * hs, hs, false)))
+            let q: Vec<P::Share> = (0..heads)
+                .map(|h| P::gather(&qkv, &block(len, 3 * d, h * hs, hs, false)))
                 .collect();
-            let kt: Vec<D::Arith> = (0..heads)
-                .map(|h| D::gather(&qkv, &block(len, 3 * d, d + h * hs, hs, true)))
+            let kt: Vec<P::Share> = (0..heads)
+                .map(|h| P::gather(&qkv, &block(len, 3 * d, d + h * hs, hs, true)))
                 .collect();
-            let v: Vec<D::Arith> = (0..heads)
-                .map(|h| D::gather(&qkv, &block(len, 3 * d, 2 * d + h * hs, hs, false)))
+            let v: Vec<P::Share> = (0..heads)
+                .map(|h| P::gather(&qkv, &block(len, 3 * d, 2 * d + h * hs, hs, false)))
                 .collect();
-            let pairs: Vec<(&D::Arith, &D::Arith)> = q.iter().zip(&kt).collect();
+            let pairs: Vec<(&P::Share, &P::Share)> = q.iter().zip(&kt).collect();
             let scores = party.matmuls(&pairs, &vec![[len, hs, len]; heads])?;
-            let scores = party.trunc(&D::concat(&scores))?;
+            let scores = party.trunc(&P::concat(&scores))?;
             step.done(party, &mut profile, &label("scores"));
             let probs = party.softmax_fast(&scores, heads * len, len, &cfg.softmax)?;
             step.done(party, &mut profile, &label("softmax"));
-            let p: Vec<D::Arith> = (0..heads)
-                .map(|h| D::slice(&probs, h * len * len..(h + 1) * len * len))
+            let p: Vec<P::Share> = (0..heads)
+                .map(|h| P::slice(&probs, h * len * len..(h + 1) * len * len))
                 .collect();
-            let pairs: Vec<(&D::Arith, &D::Arith)> = p.iter().zip(&v).collect();
+            let pairs: Vec<(&P::Share, &P::Share)> = p.iter().zip(&v).collect();
             let context = party.matmuls(&pairs, &vec![[len, len, hs]; heads])?;
-            let context = D::gather(&D::concat(&context), &merge_heads(len, heads, hs));
+            let context = P::gather(&P::concat(&context), &merge_heads(len, heads, hs));
             let context = party.trunc(&context)?;
             step.done(party, &mut profile, &label("context"));
             // Output projection + residual, one truncation.
-            let z = linear(party, &context, len, d, d, &w.out, &w.out_bias);
-            let z = D::add(&z, &affine_2f(party, &n, len, &w.input_norm));
-            let r = party.trunc(&z)?;
+            let residual = affine_2f(party, &n, len, &w.input_norm);
+            let r = linear_trunc(
+                party,
+                &context,
+                len,
+                d,
+                d,
+                &w.out,
+                &w.out_bias,
+                Some(&residual),
+            )?;
             step.done(party, &mut profile, &label("attention-out"));
             let n1 = party.layer_norm(&r, len, d, &cfg.layer_norm)?;
             step.done(party, &mut profile, &label("layernorm1"));
             // y = s h (s: GELU's input scale, folded into the weights).
-            let z = linear(party, &n1, len, d, ff, &w.ffn_in, &w.ffn_in_bias);
-            let y = party.trunc(&z)?;
+            let y = linear_trunc(party, &n1, len, d, ff, &w.ffn_in, &w.ffn_in_bias, None)?;
             step.done(party, &mut profile, &label("ffn-in"));
             let g = party.gelu_even_scaled(&y, &cfg.gelu)?;
             step.done(party, &mut profile, &label("gelu"));
             // g has 2f fractional bits: g W2 has 3f, truncated to 2f, then bias and residual.
-            let z = D::gemm_right(party.gemm(), [len, ff, d], &g, &w.ffn_out);
-            let mut z = party.trunc(&z)?;
+            let mut z =
+                party.linear_trunc([len, ff, d], &g, &w.ffn_out, &vec![0; len * d], None)?;
             let tiled: Vec<u64> = (0..len * d).map(|i| w.ffn_out_bias[i % d]).collect();
             party.add_public(&mut z, &tiled);
-            let z = D::add(&z, &affine_2f(party, &n1, len, &w.attention_norm));
+            let z = P::add(&z, &affine_2f(party, &n1, len, &w.attention_norm));
             let r = party.trunc(&z)?;
             step.done(party, &mut profile, &label("ffn-out"));
             n = party.layer_norm(&r, len, d, &cfg.layer_norm)?;
@@ -444,33 +448,29 @@ fn concat_linears(l: &EncoderLayer) -> Result<(Vec<f64>, Vec<f64>)> {
     Ok((w, b))
 }
 
-/// `x W + bias` at `2f` for shared `x` (`rows x inner`) and public `W` (`inner x outputs`).
-fn linear<N: Net, D: Domain>(
-    party: &Party<N, D>,
-    x: &D::Arith,
+/// `trunc(x W + bias + addend)` for shared `x` (`rows x inner`), public `W` (`inner x outputs`), its bias at
+/// `2f` (tiled over the rows) and an optional shared addend at `2f` (a residual).
+#[allow(clippy::too_many_arguments)]
+fn linear_trunc<P: MpcOps>(
+    party: &mut P,
+    x: &P::Share,
     rows: usize,
     inner: usize,
     outputs: usize,
     weight: &[u64],
     bias: &[u64],
-) -> D::Arith {
-    let mut z = D::gemm_right(party.gemm(), [rows, inner, outputs], x, weight);
+    addend: Option<&P::Share>,
+) -> Result<P::Share> {
     let tiled: Vec<u64> = (0..rows * outputs).map(|i| bias[i % outputs]).collect();
-    party.add_public(&mut z, &tiled);
-    z
+    Ok(party.linear_trunc([rows, inner, outputs], x, weight, &tiled, addend)?)
 }
 
 /// `n gamma + beta` at `2f` (a LayerNorm's affine part, for a residual added before a truncation).
-fn affine_2f<N: Net, D: Domain>(
-    party: &Party<N, D>,
-    n: &D::Arith,
-    rows: usize,
-    a: &Affine2f,
-) -> D::Arith {
+fn affine_2f<P: MpcOps>(party: &P, n: &P::Share, rows: usize, a: &Affine2f) -> P::Share {
     let cols = a.gamma.len();
     let gamma: Vec<u64> = (0..rows * cols).map(|i| a.gamma[i % cols]).collect();
     let beta: Vec<u64> = (0..rows * cols).map(|i| a.beta[i % cols]).collect();
-    let mut y = D::mul_public(n, &gamma);
+    let mut y = P::mul_public(n, &gamma);
     party.add_public(&mut y, &beta);
     y
 }
@@ -504,7 +504,7 @@ struct Step {
 }
 
 impl Step {
-    fn new<N: Net, D: Domain>(party: &Party<N, D>) -> Self {
+    fn new<P: MpcOps>(party: &P) -> Self {
         Self {
             started: Instant::now(),
             net: party.stats().clone(),
@@ -512,9 +512,9 @@ impl Step {
         }
     }
 
-    fn done<N: Net, D: Domain>(
+    fn done<P: MpcOps>(
         &mut self,
-        party: &Party<N, D>,
+        party: &P,
         profile: &mut Option<&mut Vec<StepProfile>>,
         label: &str,
     ) {

@@ -8,6 +8,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use veil_protocols::domain::Semi2k;
 use veil_protocols::prg::Seed;
+use veil_protocols::rep3::{self, RepShare};
 use veil_protocols::semi2k::local::{run, Committee, DealtSeeds};
 use veil_protocols::share::{reconstruct, share};
 use veil_protocols::spdz2k::{self, Spdz2k};
@@ -75,6 +76,35 @@ pub fn embed_private(
                 })
                 .collect::<Result<Vec<_>>>()?;
             Ok(report(run, outputs))
+        }
+        Protocol::Rep3 => {
+            let committee = crate::local_rep3::committee(options, fp)?;
+            let mut rng = match options.seed {
+                Some(s) => StdRng::seed_from_u64(s),
+                None => StdRng::from_os_rng(),
+            };
+            let shares: Vec<[RepShare; 3]> = inputs
+                .iter()
+                .map(|x| crate::local_rep3::split(x, &mut rng))
+                .collect();
+            let start_line = StartLine::new(3, options.timeout);
+            let parties = rep3::local::run(&committee, options.seed, |party| {
+                let me = party.id();
+                let words = shares
+                    .iter()
+                    .zip(&lengths)
+                    .map(|(x, &l)| (x[me].clone(), l));
+                crate::local_rep3::run_party(
+                    party,
+                    words,
+                    options,
+                    &start_line,
+                    |party, input, items, profile| model.forward(party, input, items, profile),
+                )
+                .map_err(to_protocol)
+            })?;
+            let outputs = crate::local_rep3::open_outputs(&parties, sequences.len(), fp)?;
+            Ok(report(crate::local_rep3::local_run(parties), outputs))
         }
         Protocol::Spdz2k => {
             let requests = job_requests::<Spdz2k, _>(model, Vec::new(), &lengths);

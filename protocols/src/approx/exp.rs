@@ -19,11 +19,9 @@
 
 use super::fit;
 use super::piecewise::fixed;
-use crate::domain::Domain;
 use crate::error::{ensure_shape, ProtocolError, Result};
 use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::{sign::SignJob, Party};
+use crate::ops::{MpcOps, SignSelect};
 
 /// Knobs of [`ExpNeg`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -115,7 +113,7 @@ impl ExpNeg {
         out
     }
 
-    /// The dealer material [`Party::exp_neg`] consumes for `len` values, in order.
+    /// The dealer material [`ExpOps::exp_neg`] consumes for `len` values, in order.
     pub fn requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
         let mut out = vec![Request::Trunc { len, frac_bits }];
         for (_, count) in self.levels() {
@@ -135,34 +133,39 @@ impl ExpNeg {
     }
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
+/// The approximations of this module on any protocol's shares (a blanket implementation covers every
+/// [`MpcOps`]).
+pub trait ExpOps: MpcOps + Sized {
     /// Shares of `approx.eval_plain(x)` for shared fixed-point `x <= 0` (see the module doc).
-    pub fn exp_neg(&mut self, x: &D::Arith, approx: &ExpNeg) -> Result<D::Arith> {
-        let n = D::len(x);
+    fn exp_neg(&mut self, x: &Self::Share, approx: &ExpNeg) -> Result<Self::Share> {
+        let n = Self::len(x);
         let f = self.fixed_point().frac_bits();
         let t = approx.config.bound;
         // u = 2x/T + 1.
-        let mut scaled = D::mul_public(x, &vec![fixed(2.0 / t, f); n]);
+        let mut scaled = Self::mul_public(x, &vec![fixed(2.0 / t, f); n]);
         self.add_public(&mut scaled, &vec![fixed(1.0, 2 * f); n]);
         let u = self.trunc(&scaled)?;
         let mut powers = vec![u];
         for (from, count) in approx.levels() {
-            let left = D::concat(&vec![powers[from - 1].clone(); count]);
-            let right = D::concat(&powers[..count]);
+            let left = Self::concat(&vec![powers[from - 1].clone(); count]);
+            let right = Self::concat(&powers[..count]);
             let next = self.mul_fixed(&left, &right)?;
             for j in 0..count {
-                powers.push(D::slice(&next, j * n..(j + 1) * n));
+                powers.push(Self::slice(&next, j * n..(j + 1) * n));
             }
         }
         let c = &approx.coefficients;
         let mut p = self.share_public(&vec![fixed(c[0], 2 * f); n]);
         for (k, ck) in c.iter().enumerate().skip(1) {
-            p = D::add(&p, &D::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]));
+            p = Self::add(
+                &p,
+                &Self::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]),
+            );
         }
         let mut z = x.clone();
         self.add_public(&mut z, &vec![fixed(t, f); n]);
         let selected = self
-            .sign_select(SignJob {
+            .sign_select(SignSelect {
                 z: &z,
                 truncate: false,
                 select_self: false,
@@ -174,7 +177,9 @@ impl<N: Net, D: Domain> Party<N, D> {
                 detail: "the sign test returned no payload".into(),
             })?;
         let out = self.trunc(&selected)?;
-        ensure_shape(D::len(&out) == n, "exp_neg", || "output length".into())?;
+        ensure_shape(Self::len(&out) == n, "exp_neg", || "output length".into())?;
         Ok(out)
     }
 }
+
+impl<P: MpcOps> ExpOps for P {}

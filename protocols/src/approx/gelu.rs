@@ -16,29 +16,27 @@
 //! `x erf(x / sqrt 2)` halves the number of powers.
 //!
 //! The work is done on `y = s x` with `s = sqrt(2) / T`, so that `u = y^2 - 1` needs one truncation after
-//! the square. [`Party::gelu_even_scaled`] takes `y` (a caller whose `x` comes out of a linear layer folds
+//! the square. [`GeluOps::gelu_even_scaled`] takes `y` (a caller whose `x` comes out of a linear layer folds
 //! `s` into the weights, for free) and returns the result with `2f` fractional bits (a caller that feeds it
-//! to a linear layer truncates once after that layer, on fewer values); [`Party::gelu_even`] is the plain
+//! to a linear layer truncates once after that layer, on fewer values); [`GeluOps::gelu_even`] is the plain
 //! function (`x` in, `f` bits out) with one truncation for the scaling and one at the end.
 //!
-//! Cost of [`Party::gelu_even`] on `n` values: the scaling (1 truncation), `y^2` (1 product, 1 truncation),
+//! Cost of [`GeluOps::gelu_even`] on `n` values: the scaling (1 truncation), `y^2` (1 product, 1 truncation),
 //! `ceil(log2 m)` levels of powers (product and truncation each), one sign test on `2n` values with one
 //! payload, the final truncation: `1 + 2 + 2 ceil(log2 m) + 7 + 1` rounds (15 for `m = 4`).
 //!
 //! Error (asserted in `protocols/tests/approx_transformer.rs`): the default (`T = 3.25`, `m = 4`) fits GELU
 //! to within 3.8e-3 on all reals (3.7e-3 on `[-T, T]`, 1.9e-3 in the tails); on shares, fixed-point rounding
 //! of the powers and coefficients adds at most about 1e-4, and the rounded public scale factors `s` and
-//! `1/(2s)` add a relative `2.5e-5 |x|` ([`Party::gelu_even_scaled`]: `1e-5 |x|`), which matters only
+//! `1/(2s)` add a relative `2.5e-5 |x|` ([`GeluOps::gelu_even_scaled`]: `1e-5 |x|`), which matters only
 //! for large inputs.
 
 use super::fit;
 use super::functions::gelu_exact;
 use super::piecewise::fixed;
-use crate::domain::Domain;
 use crate::error::{ensure_shape, ProtocolError, Result};
 use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::{sign::SignJob, Party};
+use crate::ops::{MpcOps, SignSelect};
 
 /// Knobs of [`GeluEven`].
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -135,12 +133,12 @@ impl GeluEven {
         out
     }
 
-    /// `s = sqrt(2) / T`: [`Party::gelu_even_scaled`] takes `y = s x`.
+    /// `s = sqrt(2) / T`: [`GeluOps::gelu_even_scaled`] takes `y = s x`.
     pub fn input_scale(&self) -> f64 {
         std::f64::consts::SQRT_2 / self.config.bound
     }
 
-    /// The dealer material [`Party::gelu_even`] consumes for `len` values, in order.
+    /// The dealer material [`GeluOps::gelu_even`] consumes for `len` values, in order.
     pub fn requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
         let mut out = vec![Request::Trunc { len, frac_bits }];
         out.extend(self.scaled_requests(len, frac_bits));
@@ -148,7 +146,7 @@ impl GeluEven {
         out
     }
 
-    /// The dealer material [`Party::gelu_even_scaled`] consumes for `len` values, in order.
+    /// The dealer material [`GeluOps::gelu_even_scaled`] consumes for `len` values, in order.
     pub fn scaled_requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
         let mut out = vec![Request::Triples { len }, Request::Trunc { len, frac_bits }];
         for (_, count) in self.levels() {
@@ -167,21 +165,23 @@ impl GeluEven {
     }
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
+/// The approximations of this module on any protocol's shares (a blanket implementation covers every
+/// [`MpcOps`]).
+pub trait GeluOps: MpcOps + Sized {
     /// Shares of `approx.eval_plain(x)` for shared fixed-point `x`, with `f` fractional bits (see the
     /// module doc for rounds and error).
-    pub fn gelu_even(&mut self, x: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
+    fn gelu_even(&mut self, x: &Self::Share, approx: &GeluEven) -> Result<Self::Share> {
         let f = self.fixed_point().frac_bits();
-        let scale = vec![fixed(approx.input_scale(), f); D::len(x)];
-        let y = self.trunc(&D::mul_public(x, &scale))?;
+        let scale = vec![fixed(approx.input_scale(), f); Self::len(x)];
+        let y = self.trunc(&Self::mul_public(x, &scale))?;
         let wide = self.gelu_even_scaled(&y, approx)?;
         self.trunc(&wide)
     }
 
     /// Shares of `approx.eval_plain(x)` with `2f` fractional bits, from shares of `y = s x` (`f` bits;
     /// `s` = [`GeluEven::input_scale`]).
-    pub fn gelu_even_scaled(&mut self, y: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
-        let n = D::len(y);
+    fn gelu_even_scaled(&mut self, y: &Self::Share, approx: &GeluEven) -> Result<Self::Share> {
+        let n = Self::len(y);
         let f = self.fixed_point().frac_bits();
         let s = approx.input_scale();
         // u = y^2 - 1 = 2 x^2 / T^2 - 1.
@@ -190,21 +190,24 @@ impl<N: Net, D: Domain> Party<N, D> {
         // Powers u^1 ..= u^m.
         let mut powers = vec![u];
         for (from, count) in approx.levels() {
-            let left = D::concat(&vec![powers[from - 1].clone(); count]);
-            let right = D::concat(&powers[..count]);
+            let left = Self::concat(&vec![powers[from - 1].clone(); count]);
+            let right = Self::concat(&powers[..count]);
             let next = self.mul_fixed(&left, &right)?;
             for j in 0..count {
-                powers.push(D::slice(&next, j * n..(j + 1) * n));
+                powers.push(Self::slice(&next, j * n..(j + 1) * n));
             }
         }
         // q(u) and x/2 = y / (2s) with 2f fractional bits.
         let c = &approx.coefficients;
         let mut q = self.share_public(&vec![fixed(c[0], 2 * f); n]);
         for (k, ck) in c.iter().enumerate().skip(1) {
-            q = D::add(&q, &D::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]));
+            q = Self::add(
+                &q,
+                &Self::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]),
+            );
         }
-        let half = D::mul_public(y, &vec![fixed(0.5 / s, f); n]);
-        let payload = D::concat(&[D::add(&half, &q), D::sub(&half, &q)]);
+        let half = Self::mul_public(y, &vec![fixed(0.5 / s, f); n]);
+        let payload = Self::concat(&[Self::add(&half, &q), Self::sub(&half, &q)]);
         // b1 = [x >= -T] = [y + sqrt 2 >= 0], b2 = [x >= T] = [y - sqrt 2 >= 0], in one sign test.
         let edge = fixed(std::f64::consts::SQRT_2, f);
         let mut low = y.clone();
@@ -212,8 +215,8 @@ impl<N: Net, D: Domain> Party<N, D> {
         let mut high = y.clone();
         self.add_public(&mut high, &vec![edge.wrapping_neg(); n]);
         let selected = self
-            .sign_select(SignJob {
-                z: &D::concat(&[low, high]),
+            .sign_select(SignSelect {
+                z: &Self::concat(&[low, high]),
                 truncate: false,
                 select_self: false,
                 extras: vec![payload],
@@ -223,8 +226,13 @@ impl<N: Net, D: Domain> Party<N, D> {
                 op: "gelu_even",
                 detail: "the sign test returned no payload".into(),
             })?;
-        let out = D::add(&D::slice(&selected, 0..n), &D::slice(&selected, n..2 * n));
-        ensure_shape(D::len(&out) == n, "gelu_even", || "output length".into())?;
+        let out = Self::add(
+            &Self::slice(&selected, 0..n),
+            &Self::slice(&selected, n..2 * n),
+        );
+        ensure_shape(Self::len(&out) == n, "gelu_even", || "output length".into())?;
         Ok(out)
     }
 }
+
+impl<P: MpcOps> GeluOps for P {}

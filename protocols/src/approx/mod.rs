@@ -1,7 +1,9 @@
-//! Approximations of the nonlinear functions a transformer needs, on shares, written once over
-//! [`crate::domain::Domain`] (so `semi2k` and `spdz2k` both run them). Each is a named function whose knobs
-//! (segments and degrees, ranges, iterations) are configuration, with a companion that lists the dealer
-//! material it consumes, and an error bound tested over a stated input range (`protocols/tests/approx.rs`).
+//! Approximations of the nonlinear functions a transformer needs, on shares, written once over the op
+//! traits of [`crate::ops`] (one extension trait per module, implemented for every [`crate::ops::MpcOps`]),
+//! so `semi2k`, `spdz2k` and `rep3` all run the same definitions with the same error bounds. Each is a named
+//! function whose knobs (segments and degrees, ranges, iterations) are configuration, with a companion that
+//! lists the dealer material it consumes under `semi2k`/`spdz2k` (`rep3` has none), and an error bound tested
+//! over a stated input range (`protocols/tests/approx.rs`, and `protocols/tests/rep3.rs` under `rep3`).
 //!
 //! | module | one job |
 //! | --- | --- |
@@ -23,6 +25,13 @@ pub mod piecewise;
 pub mod pooling;
 pub mod rows;
 pub mod silu;
+
+pub use exp::ExpOps;
+pub use gelu::GeluOps;
+pub use newton::NewtonOps;
+pub use piecewise::PiecewiseOps;
+pub use pooling::PoolingOps;
+pub use rows::RowOps;
 
 pub use exp::{ExpNeg, ExpNegConfig};
 pub use gelu::{GeluEven, GeluEvenConfig};

@@ -15,15 +15,13 @@
 //! reciprocals. Inputs below `2^lo` still converge, more slowly (`x y0^2 < 3` keeps Newton stable); inputs of
 //! `2^(hi + 1)` or more make the guess too large and the result wrong: the range is part of the configuration.
 
-use crate::domain::Domain;
 use crate::error::{ProtocolError, Result};
 use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::{sign::SignJob, Party};
+use crate::ops::{MpcOps, SignSelect};
 
 use super::piecewise::fixed;
 
-/// Range and iteration count of [`Party::reciprocal`] and [`Party::rsqrt`].
+/// Range and iteration count of [`NewtonOps::reciprocal`] and [`NewtonOps::rsqrt`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewtonConfig {
     /// `x >= 2^lo` (may be negative).
@@ -49,7 +47,7 @@ impl NewtonConfig {
         (self.hi - self.lo) as usize
     }
 
-    /// Material of [`Party::reciprocal`] on `len` values.
+    /// Material of [`NewtonOps::reciprocal`] on `len` values.
     pub fn reciprocal_requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
         let mut out = self.bit_requests(len);
         for _ in 0..self.iterations {
@@ -61,7 +59,7 @@ impl NewtonConfig {
         out
     }
 
-    /// Material of [`Party::rsqrt`] on `len` values.
+    /// Material of [`NewtonOps::rsqrt`] on `len` values.
     pub fn rsqrt_requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
         let mut out = self.bit_requests(len);
         out.push(Request::Trunc { len, frac_bits });
@@ -86,21 +84,23 @@ impl NewtonConfig {
     }
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
+/// The approximations of this module on any protocol's shares (a blanket implementation covers every
+/// [`MpcOps`]).
+pub trait NewtonOps: MpcOps + Sized {
     /// `g(k)` for `2^k <= x < 2^(k+1)`, as fixed-point shares, from one sign test (see the module doc).
     fn by_exponent(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         cfg: &NewtonConfig,
         g: impl Fn(i32) -> f64,
-    ) -> Result<D::Arith> {
-        let n = D::len(x);
+    ) -> Result<Self::Share> {
+        let n = Self::len(x);
         let f = self.fixed_point().frac_bits();
         let mut out = self.share_public(&vec![fixed(g(cfg.lo), f); n]);
         if cfg.thresholds() == 0 {
             return Ok(out);
         }
-        let tests: Vec<D::Arith> = (cfg.lo + 1..=cfg.hi)
+        let tests: Vec<Self::Share> = (cfg.lo + 1..=cfg.hi)
             .map(|j| {
                 let mut z = x.clone();
                 self.add_public(&mut z, &vec![fixed(-f64::from(j).exp2(), f); n]);
@@ -109,8 +109,8 @@ impl<N: Net, D: Domain> Party<N, D> {
             .collect();
         let ones = self.share_public(&vec![1; cfg.thresholds() * n]);
         let bits = self
-            .sign_select(SignJob {
-                z: &D::concat(&tests),
+            .sign_select(SignSelect {
+                z: &Self::concat(&tests),
                 truncate: false,
                 select_self: false,
                 extras: vec![ones],
@@ -122,48 +122,44 @@ impl<N: Net, D: Domain> Party<N, D> {
             })?;
         for (i, j) in (cfg.lo + 1..=cfg.hi).enumerate() {
             let step = fixed(g(j) - g(j - 1), f);
-            let b = D::slice(&bits, i * n..(i + 1) * n);
-            out = D::add(&out, &D::mul_public(&b, &vec![step; n]));
+            let b = Self::slice(&bits, i * n..(i + 1) * n);
+            out = Self::add(&out, &Self::mul_public(&b, &vec![step; n]));
         }
         Ok(out)
     }
 
-    /// Elementwise `x * y` truncated back to `f` fractional bits (2 rounds).
-    pub fn mul_fixed(&mut self, x: &D::Arith, y: &D::Arith) -> Result<D::Arith> {
-        let z = self.mul(x, y)?;
-        self.trunc(&z)
-    }
-
     /// `1 / x` for shared `x` in `[2^lo, 2^(hi + 1))`: 8 + 4 * iterations rounds (see the module doc).
-    pub fn reciprocal(&mut self, x: &D::Arith, cfg: &NewtonConfig) -> Result<D::Arith> {
+    fn reciprocal(&mut self, x: &Self::Share, cfg: &NewtonConfig) -> Result<Self::Share> {
         cfg.check()?;
-        let n = D::len(x);
+        let n = Self::len(x);
         let f = self.fixed_point().frac_bits();
         let mut y = self.by_exponent(x, cfg, |k| 2.0 / 3.0 * (-f64::from(k)).exp2())?;
         for _ in 0..cfg.iterations {
             let xy = self.mul_fixed(x, &y)?;
             let two = self.share_public(&vec![fixed(2.0, f); n]);
-            y = self.mul_fixed(&y, &D::sub(&two, &xy))?;
+            y = self.mul_fixed(&y, &Self::sub(&two, &xy))?;
         }
         Ok(y)
     }
 
     /// `1 / sqrt(x)` for shared `x` in `[2^lo, 2^(hi + 1))`: 9 + 6 * iterations rounds.
-    pub fn rsqrt(&mut self, x: &D::Arith, cfg: &NewtonConfig) -> Result<D::Arith> {
+    fn rsqrt(&mut self, x: &Self::Share, cfg: &NewtonConfig) -> Result<Self::Share> {
         cfg.check()?;
-        let n = D::len(x);
+        let n = Self::len(x);
         let f = self.fixed_point().frac_bits();
         let c = 2.0 / (1.0 + std::f64::consts::SQRT_2);
         let mut y = self.by_exponent(x, cfg, |k| c * (-f64::from(k) / 2.0).exp2())?;
-        let half_x = self.trunc(&D::mul_public(x, &vec![fixed(0.5, f); n]))?;
+        let half_x = self.trunc(&Self::mul_public(x, &vec![fixed(0.5, f); n]))?;
         for _ in 0..cfg.iterations {
             // (x/2 y) y rather than x/2 (y y): for large x, y^2 has few significant bits in fixed point,
             // while x y (about sqrt x) keeps them.
             let xy = self.mul_fixed(&half_x, &y)?;
             let t = self.mul_fixed(&xy, &y)?;
             let three_halves = self.share_public(&vec![fixed(1.5, f); n]);
-            y = self.mul_fixed(&y, &D::sub(&three_halves, &t))?;
+            y = self.mul_fixed(&y, &Self::sub(&three_halves, &t))?;
         }
         Ok(y)
     }
 }
+
+impl<P: MpcOps> NewtonOps for P {}

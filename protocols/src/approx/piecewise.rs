@@ -21,11 +21,9 @@
 //! Input range: any `x` with `|x - mid_i| / half_i < 2^(62 - 2f)` for every segment (for f = 16 and segments
 //! of width at least 1, `|x| < 2^29`); inside it the result is the piece that holds `x`.
 
-use crate::domain::Domain;
 use crate::error::{ensure_shape, ProtocolError, Result};
 use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::{sign::SignJob, Party};
+use crate::ops::{MpcOps, SignSelect};
 
 use super::fit;
 
@@ -164,7 +162,7 @@ impl Piecewise {
         out
     }
 
-    /// The dealer material [`Party::piecewise`] consumes for `len` values, in order.
+    /// The dealer material [`PiecewiseOps::piecewise`] consumes for `len` values, in order.
     pub fn requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
         let s = self.config.segments.len();
         let mut out = vec![Request::Trunc {
@@ -198,38 +196,40 @@ pub(crate) fn fixed(v: f64, bits: u32) -> u64 {
     (v * (bits as f64).exp2()).round() as i64 as u64
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
+/// The approximations of this module on any protocol's shares (a blanket implementation covers every
+/// [`MpcOps`]).
+pub trait PiecewiseOps: MpcOps + Sized {
     /// Shares of `approx.eval_plain(x)` for shared fixed-point `x`; see the module doc for rounds and error.
-    pub fn piecewise(&mut self, x: &D::Arith, approx: &Piecewise) -> Result<D::Arith> {
-        let n = D::len(x);
+    fn piecewise(&mut self, x: &Self::Share, approx: &Piecewise) -> Result<Self::Share> {
+        let n = Self::len(x);
         let f = self.fixed_point().frac_bits();
         let segs = &approx.config.segments;
         let s = segs.len();
         // 1. u_i = (x - mid_i) * (1 / half_i), one truncation for all segments.
-        let scaled: Vec<D::Arith> = segs
+        let scaled: Vec<Self::Share> = segs
             .iter()
             .map(|seg| {
                 let (mid, half) = ((seg.start + seg.end) / 2.0, (seg.end - seg.start) / 2.0);
                 let mut centred = x.clone();
                 self.add_public(&mut centred, &vec![fixed(-mid, f); n]);
-                D::mul_public(&centred, &vec![fixed(1.0 / half, f); n])
+                Self::mul_public(&centred, &vec![fixed(1.0 / half, f); n])
             })
             .collect();
-        let u = self.trunc(&D::concat(&scaled))?;
+        let u = self.trunc(&Self::concat(&scaled))?;
         // 2. Powers, all segments at once: powers[k - 1] = u^k (length s * n each).
         let mut powers = vec![u];
         for (from, count) in approx.levels() {
-            let left = D::concat(&vec![powers[from - 1].clone(); count]);
-            let right = D::concat(&powers[..count]);
+            let left = Self::concat(&vec![powers[from - 1].clone(); count]);
+            let right = Self::concat(&powers[..count]);
             let product = self.mul(&left, &right)?;
             let next = self.trunc(&product)?;
             for j in 0..count {
-                powers.push(D::slice(&next, j * s * n..(j + 1) * s * n));
+                powers.push(Self::slice(&next, j * s * n..(j + 1) * s * n));
             }
         }
         // 3. The values with 2f fractional bits, then one truncation: [low, segment 0.., high].
         let tail = |line: &Linear, party: &Self| {
-            let mut v = D::mul_public(x, &vec![fixed(line.slope, f); n]);
+            let mut v = Self::mul_public(x, &vec![fixed(line.slope, f); n]);
             party.add_public(&mut v, &vec![fixed(line.constant, 2 * f); n]);
             v
         };
@@ -237,21 +237,21 @@ impl<N: Net, D: Domain> Party<N, D> {
         for (i, c) in approx.coefficients.iter().enumerate() {
             let mut v = self.share_public(&vec![fixed(c[0], 2 * f); n]);
             for (k, ck) in c.iter().enumerate().skip(1) {
-                let p = D::slice(&powers[k - 1], i * n..(i + 1) * n);
-                v = D::add(&v, &D::mul_public(&p, &vec![fixed(*ck, f); n]));
+                let p = Self::slice(&powers[k - 1], i * n..(i + 1) * n);
+                v = Self::add(&v, &Self::mul_public(&p, &vec![fixed(*ck, f); n]));
             }
             values.push(v);
         }
         values.push(tail(&approx.config.high, self));
-        let values = self.trunc(&D::concat(&values))?;
-        let value = |i: usize| D::slice(&values, i * n..(i + 1) * n);
+        let values = self.trunc(&Self::concat(&values))?;
+        let value = |i: usize| Self::slice(&values, i * n..(i + 1) * n);
         // 4. Bits [x >= t_i] times the differences, in one sign test.
         let thresholds: Vec<f64> = segs
             .iter()
             .map(|seg| seg.start)
             .chain(segs.last().map(|seg| seg.end))
             .collect();
-        let tests: Vec<D::Arith> = thresholds
+        let tests: Vec<Self::Share> = thresholds
             .iter()
             .map(|t| {
                 let mut z = x.clone();
@@ -259,21 +259,25 @@ impl<N: Net, D: Domain> Party<N, D> {
                 z
             })
             .collect();
-        let diffs: Vec<D::Arith> = (0..=s).map(|i| D::sub(&value(i + 1), &value(i))).collect();
+        let diffs: Vec<Self::Share> = (0..=s)
+            .map(|i| Self::sub(&value(i + 1), &value(i)))
+            .collect();
         let selected = self
-            .sign_select(SignJob {
-                z: &D::concat(&tests),
+            .sign_select(SignSelect {
+                z: &Self::concat(&tests),
                 truncate: false,
                 select_self: false,
-                extras: vec![D::concat(&diffs)],
+                extras: vec![Self::concat(&diffs)],
             })?
             .pop()
             .ok_or_else(|| bad("the sign test returned no payload".into()))?;
         let mut out = value(0);
         for i in 0..=s {
-            out = D::add(&out, &D::slice(&selected, i * n..(i + 1) * n));
+            out = Self::add(&out, &Self::slice(&selected, i * n..(i + 1) * n));
         }
-        ensure_shape(D::len(&out) == n, "piecewise", || "output length".into())?;
+        ensure_shape(Self::len(&out) == n, "piecewise", || "output length".into())?;
         Ok(out)
     }
 }
+
+impl<P: MpcOps> PiecewiseOps for P {}

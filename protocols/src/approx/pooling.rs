@@ -1,11 +1,11 @@
 //! The sentence-embedding tail: mean pooling over the tokens and L2 normalisation, on shares.
 //!
-//! - [`Party::mean_pool`]: column means of a shared `rows x cols` matrix, optionally followed by a public
+//! - [`PoolingOps::mean_pool`]: column means of a shared `rows x cols` matrix, optionally followed by a public
 //!   per-column affine map `scale_j * mean_j + shift_j` (a LayerNorm's gain and bias folded in, as in
 //!   sentence-transformers' pooling after BERT's last LayerNorm). Local sums, one truncation: 1 round.
 //!   Error: at most `2^-f` (truncation) plus `2^-(f+1) (|sum_j| + 1)` (rounding of the public coefficient
 //!   `scale_j / rows` and of `shift_j`), where `sum_j` is the column's sum.
-//! - [`Party::l2_normalize`]: each row divided by its Euclidean norm: `s = sum x^2` (1 product, 1 truncation),
+//! - [`PoolingOps::l2_normalize`]: each row divided by its Euclidean norm: `s = sum x^2` (1 product, 1 truncation),
 //!   `r = rsqrt(s)` (Newton from a normalised guess, [`super::newton`]), `x r` (1 product, 1 truncation):
 //!   `4 + (8 + 6 it)` rounds. Needs `s` in the configured range `[2^lo, 2^(hi + 1))`. Error per element:
 //!   `|out| (e_r + 2^-f / (2 s)) + 4 |x| 2^-f + 2 2^-f`, where `e_r` (1e-4 with 3 iterations) is Newton's
@@ -17,13 +17,14 @@
 
 use super::newton::NewtonConfig;
 use super::piecewise::fixed;
-use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::Party;
+use crate::ops::MpcOps;
 
-/// Material of [`Party::mean_pool`].
+use super::newton::NewtonOps;
+use super::rows::RowOps;
+
+/// Material of [`PoolingOps::mean_pool`].
 pub fn mean_pool_requests(cols: usize, frac_bits: u32) -> Vec<Request> {
     vec![Request::Trunc {
         len: cols,
@@ -31,7 +32,7 @@ pub fn mean_pool_requests(cols: usize, frac_bits: u32) -> Vec<Request> {
     }]
 }
 
-/// Material of [`Party::l2_normalize`].
+/// Material of [`PoolingOps::l2_normalize`].
 pub fn l2_normalize_requests(
     cfg: &NewtonConfig,
     rows: usize,
@@ -63,18 +64,20 @@ pub struct Affine<'a> {
     pub shift: &'a [f64],
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
+/// The approximations of this module on any protocol's shares (a blanket implementation covers every
+/// [`MpcOps`]).
+pub trait PoolingOps: RowOps + NewtonOps + Sized {
     /// Column means of the shared `rows x cols` matrix `x` (row-major), then `affine` if given: `cols`
     /// values (see the module doc).
-    pub fn mean_pool(
+    fn mean_pool(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         rows: usize,
         cols: usize,
         affine: Option<Affine<'_>>,
-    ) -> Result<D::Arith> {
-        ensure_shape(D::len(x) == rows * cols && rows > 0, "mean_pool", || {
-            format!("{} elements for {rows} rows of {cols}", D::len(x))
+    ) -> Result<Self::Share> {
+        ensure_shape(Self::len(x) == rows * cols && rows > 0, "mean_pool", || {
+            format!("{} elements for {rows} rows of {cols}", Self::len(x))
         })?;
         if let Some(a) = affine {
             ensure_shape(
@@ -84,14 +87,14 @@ impl<N: Net, D: Domain> Party<N, D> {
             )?;
         }
         let f = self.fixed_point().frac_bits();
-        let mut sums = D::slice(x, 0..cols);
+        let mut sums = Self::slice(x, 0..cols);
         for r in 1..rows {
-            sums = D::add(&sums, &D::slice(x, r * cols..(r + 1) * cols));
+            sums = Self::add(&sums, &Self::slice(x, r * cols..(r + 1) * cols));
         }
         let coefficient: Vec<u64> = (0..cols)
             .map(|j| fixed(affine.map_or(1.0, |a| a.scale[j]) / rows as f64, f))
             .collect();
-        let mut scaled = D::mul_public(&sums, &coefficient);
+        let mut scaled = Self::mul_public(&sums, &coefficient);
         if let Some(a) = affine {
             let shift: Vec<u64> = a.shift.iter().map(|s| fixed(*s, 2 * f)).collect();
             self.add_public(&mut scaled, &shift);
@@ -100,16 +103,18 @@ impl<N: Net, D: Domain> Party<N, D> {
     }
 
     /// Each row of the shared `rows x cols` matrix `x` divided by its L2 norm (see the module doc).
-    pub fn l2_normalize(
+    fn l2_normalize(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         rows: usize,
         cols: usize,
         cfg: &NewtonConfig,
-    ) -> Result<D::Arith> {
-        ensure_shape(D::len(x) == rows * cols && cols > 0, "l2_normalize", || {
-            format!("{} elements for {rows} rows of {cols}", D::len(x))
-        })?;
+    ) -> Result<Self::Share> {
+        ensure_shape(
+            Self::len(x) == rows * cols && cols > 0,
+            "l2_normalize",
+            || format!("{} elements for {rows} rows of {cols}", Self::len(x)),
+        )?;
         let squares = self.mul(x, x)?;
         let sums = Self::row_sums(&squares, rows, cols);
         let sums = self.trunc(&sums)?;
@@ -117,3 +122,5 @@ impl<N: Net, D: Domain> Party<N, D> {
         self.mul_fixed(x, &Self::broadcast(&inv, rows, cols))
     }
 }
+
+impl<P: MpcOps> PoolingOps for P {}

@@ -11,11 +11,13 @@
 //!
 //! Only the row length is public; every value stays shared.
 
-use crate::domain::Domain;
 use crate::error::{ensure_shape, Result};
 use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::Party;
+use crate::ops::MpcOps;
+
+use super::exp::ExpOps;
+use super::newton::NewtonOps;
+use super::piecewise::PiecewiseOps;
 
 use super::exp::ExpNeg;
 use super::newton::NewtonConfig;
@@ -50,7 +52,7 @@ pub struct LayerNormConfig {
     pub rsqrt: NewtonConfig,
 }
 
-/// Material of [`Party::row_max`].
+/// Material of [`RowOps::row_max`].
 pub fn row_max_requests(rows: usize, cols: usize) -> Vec<Request> {
     tournament(cols)
         .into_iter()
@@ -72,7 +74,7 @@ fn sum_range(cols: usize, iterations: usize) -> NewtonConfig {
     }
 }
 
-/// Material of [`Party::softmax`].
+/// Material of [`RowOps::softmax`].
 pub fn softmax_requests(
     cfg: &SoftmaxConfig,
     rows: usize,
@@ -90,7 +92,7 @@ pub fn softmax_requests(
     out
 }
 
-/// [`Party::softmax_fast`]'s knobs: the one-piece exp and the reciprocal's iterations.
+/// [`RowOps::softmax_fast`]'s knobs: the one-piece exp and the reciprocal's iterations.
 #[derive(Debug, Clone)]
 pub struct SoftmaxFastConfig {
     /// exp on `x <= 0`.
@@ -99,7 +101,7 @@ pub struct SoftmaxFastConfig {
     pub iterations: usize,
 }
 
-/// Material of [`Party::softmax_fast`].
+/// Material of [`RowOps::softmax_fast`].
 pub fn softmax_fast_requests(
     cfg: &SoftmaxFastConfig,
     rows: usize,
@@ -117,7 +119,7 @@ pub fn softmax_fast_requests(
     out
 }
 
-/// Material of [`Party::layer_norm`].
+/// Material of [`RowOps::layer_norm`].
 pub fn layer_norm_requests(
     cfg: &LayerNormConfig,
     rows: usize,
@@ -148,42 +150,44 @@ pub fn layer_norm_requests(
     out
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
-    fn check_matrix(x: &D::Arith, rows: usize, cols: usize, op: &'static str) -> Result<()> {
-        ensure_shape(D::len(x) == rows * cols && cols > 0, op, || {
-            format!("{} elements for {rows} rows of {cols}", D::len(x))
+/// The approximations of this module on any protocol's shares (a blanket implementation covers every
+/// [`MpcOps`]).
+pub trait RowOps: PiecewiseOps + ExpOps + NewtonOps + Sized {
+    fn check_matrix(x: &Self::Share, rows: usize, cols: usize, op: &'static str) -> Result<()> {
+        ensure_shape(Self::len(x) == rows * cols && cols > 0, op, || {
+            format!("{} elements for {rows} rows of {cols}", Self::len(x))
         })
     }
 
     /// Each row's sum, `rows` values (local).
-    pub(crate) fn row_sums(x: &D::Arith, rows: usize, cols: usize) -> D::Arith {
-        let columns: Vec<D::Arith> = (0..cols)
-            .map(|c| D::gather(x, &(0..rows).map(|r| r * cols + c).collect::<Vec<_>>()))
+    fn row_sums(x: &Self::Share, rows: usize, cols: usize) -> Self::Share {
+        let columns: Vec<Self::Share> = (0..cols)
+            .map(|c| Self::gather(x, &(0..rows).map(|r| r * cols + c).collect::<Vec<_>>()))
             .collect();
         columns
             .iter()
             .skip(1)
-            .fold(columns[0].clone(), |acc, c| D::add(&acc, c))
+            .fold(columns[0].clone(), |acc, c| Self::add(&acc, c))
     }
 
     /// Each row repeated `cols` times: `rows * cols` values (local).
-    pub(crate) fn broadcast(v: &D::Arith, rows: usize, cols: usize) -> D::Arith {
-        D::gather(v, &(0..rows * cols).map(|i| i / cols).collect::<Vec<_>>())
+    fn broadcast(v: &Self::Share, rows: usize, cols: usize) -> Self::Share {
+        Self::gather(v, &(0..rows * cols).map(|i| i / cols).collect::<Vec<_>>())
     }
 
     /// The maximum of each row (`rows` values).
-    pub fn row_max(&mut self, x: &D::Arith, rows: usize, cols: usize) -> Result<D::Arith> {
+    fn row_max(&mut self, x: &Self::Share, rows: usize, cols: usize) -> Result<Self::Share> {
         Self::check_matrix(x, rows, cols, "row_max")?;
-        let mut columns: Vec<D::Arith> = (0..cols)
-            .map(|c| D::gather(x, &(0..rows).map(|r| r * cols + c).collect::<Vec<_>>()))
+        let mut columns: Vec<Self::Share> = (0..cols)
+            .map(|c| Self::gather(x, &(0..rows).map(|r| r * cols + c).collect::<Vec<_>>()))
             .collect();
         while columns.len() > 1 {
             let pairs = columns.len() / 2;
-            let a = D::concat(&columns[..pairs]);
-            let b = D::concat(&columns[pairs..2 * pairs]);
+            let a = Self::concat(&columns[..pairs]);
+            let b = Self::concat(&columns[pairs..2 * pairs]);
             let m = self.max(&a, &b)?;
-            let mut next: Vec<D::Arith> = (0..pairs)
-                .map(|i| D::slice(&m, i * rows..(i + 1) * rows))
+            let mut next: Vec<Self::Share> = (0..pairs)
+                .map(|i| Self::slice(&m, i * rows..(i + 1) * rows))
                 .collect();
             next.extend(columns.drain(2 * pairs..));
             columns = next;
@@ -192,26 +196,26 @@ impl<N: Net, D: Domain> Party<N, D> {
     }
 
     /// Softmax of each row (see the module doc).
-    pub fn softmax(
+    fn softmax(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         rows: usize,
         cols: usize,
         cfg: &SoftmaxConfig,
-    ) -> Result<D::Arith> {
+    ) -> Result<Self::Share> {
         self.softmax_with(x, rows, cols, cfg.iterations, |p, s| {
             p.piecewise(s, &cfg.exp)
         })
     }
 
     /// Softmax of each row with the one-piece exp (see the module doc).
-    pub fn softmax_fast(
+    fn softmax_fast(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         rows: usize,
         cols: usize,
         cfg: &SoftmaxFastConfig,
-    ) -> Result<D::Arith> {
+    ) -> Result<Self::Share> {
         self.softmax_with(x, rows, cols, cfg.iterations, |p, s| p.exp_neg(s, &cfg.exp))
     }
 
@@ -219,15 +223,15 @@ impl<N: Net, D: Domain> Party<N, D> {
     /// variants differ only there.
     fn softmax_with(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         rows: usize,
         cols: usize,
         iterations: usize,
-        exp: impl FnOnce(&mut Self, &D::Arith) -> Result<D::Arith>,
-    ) -> Result<D::Arith> {
+        exp: impl FnOnce(&mut Self, &Self::Share) -> Result<Self::Share>,
+    ) -> Result<Self::Share> {
         Self::check_matrix(x, rows, cols, "softmax")?;
         let max = self.row_max(x, rows, cols)?;
-        let shifted = D::sub(x, &Self::broadcast(&max, rows, cols));
+        let shifted = Self::sub(x, &Self::broadcast(&max, rows, cols));
         let e = exp(self, &shifted)?;
         let sums = Self::row_sums(&e, rows, cols);
         let inv = self.reciprocal(&sums, &sum_range(cols, iterations))?;
@@ -235,20 +239,20 @@ impl<N: Net, D: Domain> Party<N, D> {
     }
 
     /// LayerNorm of each row without the affine part (see the module doc).
-    pub fn layer_norm(
+    fn layer_norm(
         &mut self,
-        x: &D::Arith,
+        x: &Self::Share,
         rows: usize,
         cols: usize,
         cfg: &LayerNormConfig,
-    ) -> Result<D::Arith> {
+    ) -> Result<Self::Share> {
         Self::check_matrix(x, rows, cols, "layer_norm")?;
         let f = self.fixed_point().frac_bits();
         let inv_cols = vec![fixed(1.0 / cols as f64, f); rows];
-        let mean = self.trunc(&D::mul_public(&Self::row_sums(x, rows, cols), &inv_cols))?;
-        let centred = D::sub(x, &Self::broadcast(&mean, rows, cols));
+        let mean = self.trunc(&Self::mul_public(&Self::row_sums(x, rows, cols), &inv_cols))?;
+        let centred = Self::sub(x, &Self::broadcast(&mean, rows, cols));
         let squares = self.mul_fixed(&centred, &centred)?;
-        let mut var = self.trunc(&D::mul_public(
+        let mut var = self.trunc(&Self::mul_public(
             &Self::row_sums(&squares, rows, cols),
             &inv_cols,
         ))?;
@@ -258,3 +262,5 @@ impl<N: Net, D: Domain> Party<N, D> {
         self.mul_fixed(&centred, &Self::broadcast(&inv_std, rows, cols))
     }
 }
+
+impl<P: MpcOps> RowOps for P {}

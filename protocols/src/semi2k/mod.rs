@@ -12,6 +12,7 @@ mod beaver;
 pub mod local;
 mod matmul;
 mod open;
+mod ops;
 mod pool;
 pub mod requests;
 pub(crate) mod sign;

@@ -55,6 +55,16 @@ impl Pool2d {
 
     /// The candidates of every output, as `window` vectors of `batch * output_len` elements each.
     fn gather<D: Domain>(&self, x: &D::Arith, batch: usize) -> Result<Vec<D::Arith>> {
+        Ok(self
+            .candidate_indices(D::len(x), batch)?
+            .iter()
+            .map(|idx| D::gather(x, idx))
+            .collect())
+    }
+
+    /// The indices of every output's candidates in an input of `len` elements (`batch` items), as `window`
+    /// index vectors of `batch * output_len` each.
+    pub fn candidate_indices(&self, len: usize, batch: usize) -> Result<Vec<Vec<usize>>> {
         let [oh, ow] = self.output_hw().ok_or_else(|| ProtocolError::Shape {
             op: "max_pool2d",
             detail: format!(
@@ -62,10 +72,10 @@ impl Pool2d {
                 self.kernel, self.height, self.width
             ),
         })?;
-        ensure_shape(D::len(x) == batch * self.input_len(), "max_pool2d", || {
+        ensure_shape(len == batch * self.input_len(), "max_pool2d", || {
             format!(
                 "{} elements for a batch of {batch} items of {}",
-                D::len(x),
+                len,
                 self.input_len()
             )
         })?;
@@ -84,7 +94,7 @@ impl Pool2d {
                 }
             }
         }
-        Ok(candidates.iter().map(|idx| D::gather(x, idx)).collect())
+        Ok(candidates)
     }
 }
 

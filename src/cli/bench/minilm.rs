@@ -195,7 +195,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         inferences: runs.len(),
         setup_bytes_per_party: 0,
         max_abs_err,
-        verified: (protocol == Protocol::Spdz2k).then_some(true),
+        verified: protocol.verifies().then_some(true),
         quic_udp_bytes_per_party,
         offline: args.offline,
         online_ms: latency_ms,

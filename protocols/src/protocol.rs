@@ -1,0 +1,60 @@
+//! Every protocol veil runs, named in one place: the CLI, the bench, the sweep, the report and the engine's
+//! runners take a [`Protocol`], and its name is spelled only here.
+
+use serde::{Deserialize, Serialize};
+
+/// A protocol a committee runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// n-party additive sharing with a dealer; honest-but-curious (the default).
+    #[default]
+    Semi2k,
+    /// n-party additive sharing with MACs and a dealer; malicious with abort.
+    Spdz2k,
+    /// Three-party replicated sharing with no dealer; honest-but-curious, honest majority.
+    Rep3,
+}
+
+impl Protocol {
+    /// Every protocol, in CLI order.
+    pub const ALL: [Protocol; 3] = [Protocol::Semi2k, Protocol::Spdz2k, Protocol::Rep3];
+
+    /// The CLI name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Semi2k => "semi2k",
+            Protocol::Spdz2k => "spdz2k",
+            Protocol::Rep3 => crate::rep3::NAME,
+        }
+    }
+
+    /// Parses a CLI name.
+    pub fn parse(name: &str) -> Option<Protocol> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether a dealer supplies the parties' correlated randomness.
+    pub fn has_dealer(self) -> bool {
+        !matches!(self, Protocol::Rep3)
+    }
+
+    /// Whether the protocol detects a deviating party (malicious security with abort).
+    pub fn verifies(self) -> bool {
+        matches!(self, Protocol::Spdz2k)
+    }
+
+    /// Whether a committee of `parties` parties can run it.
+    pub fn supports_parties(self, parties: usize) -> bool {
+        match self {
+            Protocol::Rep3 => parties == 3,
+            Protocol::Semi2k | Protocol::Spdz2k => parties >= 2,
+        }
+    }
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}

@@ -1,0 +1,75 @@
+//! Runs a `rep3` committee in one process: three parties on threads over the in-memory mesh (shaped if the
+//! committee says so). No dealer: each party samples its PRF key and the parties agree on them first.
+
+use crate::error::{ProtocolError, Result};
+use crate::mem_net::MemNet;
+use crate::prg::Seed;
+use crate::semi2k::local::{first_cause, join_all, Committee, LocalNet, PartyOutcome};
+use crate::shaping::ShapedNet;
+
+use super::Party;
+
+/// Runs `program` on each of the three parties of `committee` (which must have 3 parties). Each party's
+/// key is fresh from the operating system, or derived from `seed` for reproducible runs.
+pub fn run<T, F>(
+    committee: &Committee,
+    seed: Option<u64>,
+    program: F,
+) -> Result<Vec<PartyOutcome<T>>>
+where
+    T: Send,
+    F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
+{
+    let master = seed.map(Seed::random_from);
+    let keys: [Seed; 3] = std::array::from_fn(|i| match &master {
+        Some(m) => m.derive(3, i as u64),
+        None => Seed::random(),
+    });
+    run_with_keys(committee, keys, program)
+}
+
+/// [`run`] with each party's key given (tests that hold one party's randomness fixed).
+pub fn run_with_keys<T, F>(
+    committee: &Committee,
+    keys: [Seed; 3],
+    program: F,
+) -> Result<Vec<PartyOutcome<T>>>
+where
+    T: Send,
+    F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
+{
+    if committee.parties != 3 {
+        return Err(ProtocolError::Committee(format!(
+            "rep3 runs exactly 3 parties, got {}",
+            committee.parties
+        )));
+    }
+    let mut nets = MemNet::mesh(3, committee.timeout);
+    if committee.record_views {
+        nets.iter_mut().for_each(MemNet::record_view);
+    }
+    let program = &program;
+    let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = nets
+            .into_iter()
+            .zip(keys)
+            .map(|(net, key)| {
+                let net = ShapedNet::optional(net, committee.shaping);
+                scope.spawn(move || -> Result<PartyOutcome<T>> {
+                    let mut party =
+                        Party::new(net, key, committee.fixed_point, committee.gemm.clone())?;
+                    let value = program(&mut party)?;
+                    let (net, stats) = party.finish();
+                    Ok(PartyOutcome {
+                        value,
+                        stats,
+                        view: net.inner().view().to_vec(),
+                        transcript: Vec::new(),
+                    })
+                })
+            })
+            .collect();
+        join_all(handles)
+    });
+    first_cause(results)
+}
