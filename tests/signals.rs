@@ -109,12 +109,13 @@ fn sigterm_stops_a_coordinator_within_10_s() {
         ),
     )
     .unwrap();
+    let log = dir.path().join("coordinator.log");
     let mut coordinator = Command::new(env!("CARGO_BIN_EXE_veil"))
-        .args(["coordinator", "--config"])
+        .args(["--log-format", "json", "coordinator", "--config"])
         .arg(&config)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     assert!(first_line(&mut coordinator).contains("\"ready\""));
@@ -123,6 +124,27 @@ fn sigterm_stops_a_coordinator_within_10_s() {
     eprintln!(
         "veil coordinator stopped {} ms after SIGTERM",
         took.as_millis()
+    );
+    // `--log-format json`: every line of its log is one JSON object, and the stop is logged.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    assert!(lines
+        .iter()
+        .all(|l| l["level"].is_string() && l["timestamp_ms"].is_u64()));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "coordinator listening" && l["fields"]["address"].is_string()),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "stopping" && l["fields"]["signal"] == "SIGTERM"),
+        "{text}"
     );
     // Its state closed cleanly: it starts again on the same directory.
     let mut again = Command::new(env!("CARGO_BIN_EXE_veil"))
