@@ -12,6 +12,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "veil", version, about, long_about = None)]
 struct Cli {
+    /// Log format on stderr: `text`, or `json` (one object per line; the processes a command starts
+    /// inherit it through `VEIL_LOG_FORMAT`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,7 +66,12 @@ enum Command {
 
 fn main() -> Result<()> {
     allocator::tune();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(format) = &cli.log_format {
+        // Before any thread is started: children and `veil_node::logging::init` read it.
+        std::env::set_var(veil_node::logging::FORMAT_VAR, format);
+    }
+    match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Node(args) => cli::node::run_node(args),

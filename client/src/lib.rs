@@ -14,6 +14,8 @@
 //! can open only its own and only in that attempt; inputs are checked (shape, NaN/inf) before anything is
 //! sent; nothing here logs a share, an input or an output.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};

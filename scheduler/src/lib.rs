@@ -20,6 +20,8 @@
 //! The invariant that matters most: no committee returned by [`Registry::select`] has two members (dealer
 //! and verifier included) that share a value under any configured collusion key.
 
+#![forbid(unsafe_code)]
+
 pub mod beacon;
 pub mod committee;
 pub mod demand;

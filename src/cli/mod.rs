@@ -14,6 +14,7 @@ pub mod node;
 pub mod nodes;
 pub mod operator;
 pub mod report;
+pub mod signals;
 pub mod sim;
 pub mod sweep;
 pub mod verify;
