@@ -3,7 +3,6 @@
 
 mod allocator;
 mod cli;
-mod coordinator;
 mod lab;
 
 use anyhow::Result;
@@ -27,6 +26,8 @@ enum Command {
     Node(cli::node::NodeArgs),
     /// Prints a node's public identity, creating its key pair in the data directory if needed.
     Keygen(cli::node::KeygenArgs),
+    /// An operator's key and its certificates: `veil operator keygen|certify|admit`.
+    Operator(cli::operator::OperatorArgs),
     /// Simulates MetaInf's committee selection over a synthetic registry; `--json` prints one JSON object.
     Sim(cli::sim::SimArgs),
     /// Turns a sweep file (`veil bench --sweep --out FILE`) into an HTML page of SVG charts.
@@ -37,6 +38,8 @@ enum Command {
     Models(cli::models::ModelsArgs),
     /// Embeds a sentence with all-MiniLM-L6-v2 (`--plaintext`: burn alone).
     Embed(cli::embed::EmbedArgs),
+    /// A chat turn with SmolLM2-135M-Instruct, privately on a local committee (`--plaintext`: burn alone).
+    Chat(cli::chat::ChatArgs),
     /// Lists the nodes registered with a coordinator.
     Nodes(cli::nodes::NodesArgs),
     /// Lists a coordinator's jobs.
@@ -64,6 +67,7 @@ fn main() -> Result<()> {
         Command::Bench(args) => cli::bench::run(args),
         Command::Node(args) => cli::node::run_node(args),
         Command::Keygen(args) => cli::node::run_keygen(args),
+        Command::Operator(args) => cli::operator::run(args),
         Command::Devnet(args) => cli::devnet::run(args),
         Command::Deploy(args) => cli::client::deploy(args),
         Command::Receipts(args) => cli::jobs::receipts(args),
@@ -73,6 +77,7 @@ fn main() -> Result<()> {
         Command::Coordinator(args) => cli::coordinator::run(args),
         Command::Models(args) => cli::models::run(args),
         Command::Embed(args) => cli::embed::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Nodes(args) => cli::nodes::run(args),
         Command::Jobs(args) => cli::jobs::list(args),
         Command::Job(args) => cli::jobs::show(args),

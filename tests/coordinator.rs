@@ -161,6 +161,7 @@ impl Network {
             bandwidth_bytes_per_s: 125_000_000,
             gpu_model: None,
             gpu_memory_bytes: None,
+            certificate: None,
         });
         let path = base.join("node.toml");
         std::fs::write(&path, config.to_toml().unwrap()).unwrap();
@@ -491,4 +492,219 @@ fn a_restarted_coordinator_loses_no_node_or_job() {
     assert_eq!(jobs.as_array().unwrap().len(), 1);
     // Nodes stay active through the restart (one heartbeat timeout of grace) and keep their trial.
     net.wait_all_active(5);
+}
+
+/// Runs `veil <args>` to completion and returns its stdout (it must succeed).
+fn veil_ok(args: &[&str]) -> String {
+    let out = Command::new(exe()).args(args).output().expect("run veil");
+    assert!(
+        out.status.success(),
+        "veil {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_misdirected_certificates(
+) {
+    use veil_node::api::{self, HardwareReport, NodeView, RegisterRequest};
+    use veil_node::api_client::ApiClient;
+    use veil_node::operator::{load_operator_key, CertKind, Certificate, CertificateChain};
+    use veil_node::Identity;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let keygen = |name: &str| {
+        let out = veil_ok(&[
+            "operator",
+            "keygen",
+            "--out",
+            dir.path().join(name).to_str().unwrap(),
+        ]);
+        out.trim().to_string()
+    };
+    let (admitted, stranger) = (keygen("operator"), keygen("stranger"));
+    // The key file is private and never overwritten.
+    let again = Command::new(exe())
+        .args(["operator", "keygen", "--out"])
+        .arg(dir.path().join("operator"))
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    let config = coordinator_toml(dir.path(), "127.0.0.1:0");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!("[admission]\noperators = [\"{admitted}\"]\n"));
+    std::fs::write(&config, text).unwrap();
+    let coordinator = start(
+        &["coordinator", "--config", config.to_str().unwrap()],
+        &dir.path().join("coordinator.log"),
+    );
+    let address = coordinator.ready["address"].as_str().unwrap().to_string();
+    let coordinator_key = coordinator.ready["public_key"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let node = Identity::generate().unwrap();
+    let node_key = node.public_key().to_string();
+    let other_key = Identity::generate().unwrap().public_key().to_string();
+    let certify = |operator: &str, subject: &str, out: &str| {
+        let path = dir.path().join(out);
+        veil_ok(&[
+            "operator",
+            "certify",
+            "--operator-key",
+            dir.path()
+                .join(operator)
+                .join("operator.pk8")
+                .to_str()
+                .unwrap(),
+            "--node-key",
+            subject,
+            "--expires-days",
+            "2",
+            "--region",
+            "eu-west",
+            "--out",
+            path.to_str().unwrap(),
+        ]);
+        std::fs::read_to_string(path).unwrap()
+    };
+    let good = certify("operator", &node_key, "good.cert");
+    let unadmitted = certify("stranger", &node_key, "unadmitted.cert");
+    let misdirected = certify("operator", &other_key, "misdirected.cert");
+    let operator_key = load_operator_key(&dir.path().join("operator/operator.pk8")).unwrap();
+    let expired = CertificateChain {
+        node: Certificate::issue(
+            &operator_key,
+            CertKind::Node,
+            node.public_key(),
+            1,
+            None,
+            None,
+        )
+        .unwrap(),
+        admission: None,
+    }
+    .to_text();
+    let mut forged = CertificateChain::from_text(&misdirected).unwrap();
+    forged.node.subject = node.public_key();
+    let forged = forged.to_text();
+
+    let api = ApiClient::new(&node, coordinator_key, address, Duration::from_secs(10)).unwrap();
+    let register = |certificate: Option<String>| {
+        let sealing = veil_node::envelope::OpeningKey::generate().public();
+        let attestation = node.sign(&veil_node::inbox::attestation_message(&sealing));
+        let req = RegisterRequest {
+            operator: "a-name-anyone-can-claim".into(),
+            region: "local".into(),
+            asn: None,
+            address: ([127, 0, 0, 1], 9).into(),
+            hardware: HardwareReport {
+                cores: 2,
+                memory_bytes: 4 << 30,
+                gpu_model: None,
+                gpu_memory_bytes: None,
+                bandwidth_bytes_per_s: 125_000_000,
+            },
+            sealing_key: sealing.to_string(),
+            sealing_attestation: hex::encode(attestation),
+            certificate,
+        };
+        api.post_json::<_, NodeView>(api::REGISTER, &req)
+    };
+    for (case, certificate, says) in [
+        ("none", None, "register with your operator's certificate"),
+        ("unadmitted", Some(unadmitted), "is not admitted"),
+        ("expired", Some(expired), "expired"),
+        ("misdirected", Some(misdirected), "is for node"),
+        ("forged", Some(forged), "signature does not verify"),
+    ] {
+        let err = register(certificate).expect_err(case);
+        assert_eq!(err.status(), Some(403), "{case}: {err}");
+        assert!(err.to_string().contains(says), "{case}: {err}");
+    }
+    let view = register(Some(good.clone())).expect("the certified node is admitted");
+    assert_eq!(view.operator, admitted);
+    assert_ne!(view.operator, stranger);
+    assert_eq!(
+        view.region, "eu-west",
+        "the certified region wins over the claimed one"
+    );
+    assert_eq!(view.declared_operator, "a-name-anyone-can-claim");
+
+    // The node passes its trial (run here, as its agent would) and is active.
+    let heartbeat = || {
+        let req = api::HeartbeatRequest {
+            ready: true,
+            load: 0.0,
+            queue_len: 0,
+            rtts: Vec::new(),
+        };
+        api.post_json::<_, api::HeartbeatReply>(api::HEARTBEAT, &req)
+            .expect("heartbeat")
+    };
+    let trial = heartbeat().trial.expect("a trial on probation");
+    let answer = veil_node::trial::run(&trial).unwrap();
+    let view: NodeView = api.post_json(api::TRIAL, &answer).unwrap();
+    assert_eq!(view.state, "active");
+    // Taking the operator out of the configuration while the coordinator runs drains its node (the file
+    // is re-read every 2 s), and the node cannot register its way back in.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(
+            &format!("operators = [\"{admitted}\"]"),
+            &format!("operators = [\"{stranger}\"]"),
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = heartbeat();
+        if reply.state == "draining" {
+            assert!(reply.tasks.is_empty());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {} after the reload",
+            reply.state
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let err = register(Some(good)).expect_err("no longer admitted");
+    assert_eq!(err.status(), Some(403), "{err}");
+    assert!(err.to_string().contains("is not admitted"), "{err}");
+
+    // A client's job with extreme link shaping is refused at once (400), not run to a timeout.
+    let job = api::SubmitRequest {
+        workload: "network-a".into(),
+        model_seed: 7,
+        weights: "shared".into(),
+        frac_bits: 16,
+        batch: 1,
+        inferences: 1,
+        parties: 2,
+        model: None,
+        output_key: None,
+        protocol: "semi2k".into(),
+        stage: None,
+        threads: None,
+        shaping: Some(veil_protocols::shaping::ShapingConfig {
+            latency_ms: 3_600_000.0,
+            bandwidth_mbps: Some(0.001),
+            burst_bytes: 1,
+        }),
+    };
+    let started = Instant::now();
+    let err = api
+        .post_json::<_, api::JobView>(api::JOBS, &job)
+        .expect_err("shaping is refused");
+    assert_eq!(err.status(), Some(400), "{err}");
+    assert!(err.to_string().contains("shaping is refused"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let jobs: Vec<api::JobView> = api.get_json(api::JOBS).unwrap();
+    assert!(jobs.is_empty(), "nothing was submitted");
 }

@@ -20,7 +20,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// Directory of the node's state (its identity key); created on first start.
     pub data_dir: PathBuf,
-    /// Operator of the node (its collusion domain).
+    /// Operator of the node, as it names itself (shown to operators; a coordinator that admits operators
+    /// takes the collusion domain from the certificate's verified operator key instead).
     #[serde(default)]
     pub operator: String,
     /// Keys allowed to submit jobs (sign manifests), hex.
@@ -98,6 +99,10 @@ pub struct CoordinatorLink {
     /// GPU memory, bytes (with `gpu_model`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_memory_bytes: Option<u64>,
+    /// The operator's certificate of this node (`veil operator certify`): a coordinator that admits
+    /// operators refuses a node without one (HTTP 403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<PathBuf>,
 }
 
 fn default_heartbeat() -> u64 {

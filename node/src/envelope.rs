@@ -193,7 +193,7 @@ impl OpeningKey {
             path: path.display().to_string(),
             what,
         };
-        match std::fs::read(path) {
+        match crate::secret_file::read_secret(path, 32) {
             Ok(bytes) => {
                 let arr: [u8; 32] = bytes
                     .as_slice()
@@ -203,31 +203,15 @@ impl OpeningKey {
                     secret: StaticSecret::from(arr),
                 })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 let key = Self::generate();
-                write_private(path, &key.secret.to_bytes()).map_err(|e| err(e.to_string()))?;
+                crate::secret_file::write_secret(path, &key.secret.to_bytes())
+                    .map_err(|e| err(e.to_string()))?;
                 Ok(key)
             }
             Err(e) => Err(err(e.to_string())),
         }
     }
-}
-
-/// Writes `bytes` to a new file readable by its owner only, atomically (temporary file, then rename).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut f = options.open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// A sealed payload: the sender's ephemeral public key, the nonce and the ciphertext with its tag.

@@ -19,6 +19,9 @@ pub enum NodeError {
         /// The cause.
         source: std::io::Error,
     },
+    /// A secret file (a key) could not be written, or is not private.
+    #[error(transparent)]
+    SecretFile(#[from] crate::secret_file::SecretFileError),
     /// A socket or process operation failed.
     #[error("{0}: {1}")]
     System(&'static str, std::io::Error),

@@ -9,7 +9,7 @@
 //! - A key file that exists but does not parse is an error: the node never silently replaces its identity.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 
 use ring::rand::SystemRandom;
@@ -17,9 +17,13 @@ use ring::signature::{Ed25519KeyPair, KeyPair, UnparsedPublicKey, ED25519};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use crate::error::{NodeError, Result};
+use crate::secret_file::{read_secret, write_secret};
 
 /// File name of the PKCS#8 identity key inside a data directory.
 pub const KEY_FILE: &str = "identity.pk8";
+
+/// An Ed25519 PKCS#8 document is 83-85 bytes; a key file longer than this is not one.
+const MAX_KEY_FILE_BYTES: u64 = 4096;
 
 /// The DER prefix of an Ed25519 SubjectPublicKeyInfo; the raw key follows (RFC 8410).
 const ED25519_SPKI_PREFIX: [u8; 12] = [
@@ -136,9 +140,9 @@ impl Identity {
     /// Returns it and whether it was created now.
     pub fn load_or_create(data_dir: &Path) -> Result<(Identity, bool)> {
         let path = data_dir.join(KEY_FILE);
-        match std::fs::read(&path) {
+        match read_secret(&path, MAX_KEY_FILE_BYTES) {
             Ok(bytes) => Ok((Identity::from_pkcs8(bytes)?, false)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(e) if e.is_not_found() => {
                 std::fs::create_dir_all(data_dir).map_err(|source| NodeError::Io {
                     what: "creating data directory",
                     path: data_dir.to_path_buf(),
@@ -148,11 +152,7 @@ impl Identity {
                 write_secret(&path, &identity.pkcs8)?;
                 Ok((identity, true))
             }
-            Err(source) => Err(NodeError::Io {
-                what: "reading identity key",
-                path,
-                source,
-            }),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -178,33 +178,6 @@ impl Identity {
             .map_err(|e| NodeError::Identity(format!("self-signing: {e}")))?;
         Ok((cert.der().clone(), PrivateKeyDer::Pkcs8(der)))
     }
-}
-
-/// Writes a secret file readable by its owner only, atomically (temporary file, then rename).
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
-    let io = |what, source| NodeError::Io {
-        what,
-        path: path.to_path_buf(),
-        source,
-    };
-    {
-        use std::io::Write;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut f = options
-            .open(&tmp)
-            .map_err(|e| io("creating identity key", e))?;
-        f.write_all(bytes)
-            .and_then(|()| f.sync_all())
-            .map_err(|e| io("writing identity key", e))?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| io("storing identity key", e))
 }
 
 #[cfg(test)]

@@ -22,12 +22,21 @@
 //! - [`party`], [`dealer`]: the two computing roles.
 //! - [`verifier`]: the verifier role's check of a `spdz2k` job's MAC-check transcripts.
 //! - [`receipt`]: the verifier's signed receipt, its JSON file form and its check.
+//! - [`secret_file`]: owner-only secret files, written with exclusive create and read only when private.
 //! - [`record`]: TEST ONLY recording of every byte a process receives (off unless an env variable is set).
 //! - [`stage`]: re-randomised hand-over of shares between the stages of a model split across committees.
 //! - [`node`]: the daemon that ties them together.
 //! - [`client`]: submits a job to a committee and collects the results.
 //! - [`cluster`]: starts local `veil node` processes (benchmarks, tests).
+//! - [`api`]: the coordinator's HTTPS API (paths and JSON bodies), as nodes and clients speak it.
+//! - [`api_client`]: the HTTPS client of that API (pinned coordinator key, the caller's identity).
+//! - [`agent`]: joins a node to a coordinator: registers, heartbeats, runs its trial and its tasks.
+//! - [`trial`]: the node's side of the known-answer trial job.
+//! - [`operator`]: operator keys and the certificates that bind a node to its operator.
 
+pub mod agent;
+pub mod api;
+pub mod api_client;
 pub mod client;
 pub mod cluster;
 pub mod config;
@@ -41,13 +50,16 @@ pub mod jobs;
 pub mod logging;
 pub mod manifest;
 pub mod node;
+pub mod operator;
 pub mod party;
 pub mod peers;
 pub mod quic_net;
 pub mod receipt;
 pub mod record;
+pub mod secret_file;
 pub mod stage;
 pub mod tls;
+pub mod trial;
 pub mod verifier;
 pub mod wire;
 

@@ -43,7 +43,12 @@ pub fn init(role: &str) {
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
             .collect();
         let path = dir.join(format!("{safe}-{}.rec", std::process::id()));
-        match std::fs::create_dir_all(&dir).and_then(|()| File::create(&path)) {
+        let opened = std::fs::create_dir_all(&dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                crate::secret_file::create_new_private(&path).map_err(|e| e.to_string())
+            });
+        match opened {
             Ok(f) => {
                 tracing::warn!(
                     "{ENV} is set: recording every byte this process receives to {} (TEST ONLY: it writes \

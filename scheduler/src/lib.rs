@@ -44,5 +44,6 @@ pub use select::{RoleKind, SelectRequest, StageUnplaceable, Unplaceable};
 pub use store::{Batch, Store, StoreError};
 pub use types::{
     DomainKey, Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState,
-    ReportedStatus,
+    ReportedStatus, MAX_BANDWIDTH_BYTES_PER_S, MAX_CORES, MAX_GPU_MEMORY_BYTES, MAX_MEMORY_BYTES,
+    MAX_OPS_PER_S,
 };

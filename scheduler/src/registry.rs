@@ -37,7 +37,7 @@ use crate::reputation::{JobOutcome, Reputation, ReputationRule};
 use crate::rtt::{RegionPair, RegionRtt, RttMap};
 use crate::types::{
     is_public_key_hex, keyed_hash, DomainKey, Hardware, Heartbeat, Millis, NodeId,
-    NodeRegistration, NodeState, ReportedStatus,
+    NodeRegistration, NodeState, ReportedStatus, MAX_OPS_PER_S,
 };
 
 /// Tuning of committee selection (see `select.rs` and the README).
@@ -618,7 +618,10 @@ impl Registry {
                 n.reputation = rule.initial(now);
             }
             n.trial = Trial::Passed;
-            if let Some(m) = measured_ops_per_s.filter(|&m| m > 0) {
+            if let Some(m) = measured_ops_per_s
+                .filter(|&m| m > 0)
+                .map(|m| m.min(MAX_OPS_PER_S))
+            {
                 n.reg.hardware.measured_ops_per_s = Some(m);
             }
         } else {
@@ -710,8 +713,9 @@ impl Registry {
         Ok(())
     }
 
-    /// Records RTTs a node measured to peers (microseconds); unknown peers and self-pairs are ignored.
-    /// Each measurement also refines the estimate between the two regions.
+    /// Records RTTs a node measured to peers (microseconds); unknown peers and self-pairs are ignored. A
+    /// pair counts once both ends reported it, at the larger of the two reports (see `rtt`); each such
+    /// confirmed measurement also refines the estimate between the two regions.
     pub fn report_rtts(&mut self, id: NodeId, rtts: &[(NodeId, u32)]) -> Result<(), RegistryError> {
         let i = self.check(id)?;
         let ra = self.nodes[i].domains[DomainKey::Region.slot()] as usize;
@@ -720,8 +724,9 @@ impl Registry {
                 continue;
             }
             let rb = self.nodes[peer.index()].domains[DomainKey::Region.slot()] as usize;
-            self.rtt.set(id.0, peer.0, us);
-            self.regions.observe(ra, rb, us);
+            if let Some(confirmed) = self.rtt.report(id.0, peer.0, us) {
+                self.regions.observe(ra, rb, confirmed);
+            }
         }
         Ok(())
     }
@@ -1047,7 +1052,7 @@ impl Registry {
         for r in &records {
             for &(peer, us) in &r.peers {
                 if peer.index() < reg.nodes.len() && peer != r.id {
-                    reg.rtt.set(r.id.0, peer.0, us);
+                    reg.rtt.restore(r.id.0, peer.0, us);
                 }
             }
         }

@@ -1,10 +1,14 @@
 //! Round-trip times between nodes: a sparse map of measured RTTs, and per-region-pair estimates for every
 //! pair that has no measurement.
 //!
-//! Invariants: each node's measured list is sorted by peer and holds at most [`MAX_PEERS`] entries; a
-//! measurement is stored under both endpoints, so `measured(a, b) == measured(b, a)`. Region estimates are
-//! symmetric: configured values win; otherwise the running mean of measurements between the two regions;
-//! otherwise the intra/inter-region defaults.
+//! A node's report is a claim: one end alone could report near-zero RTTs to make itself and its friends look
+//! close. So a pair counts as measured only when **both ends have reported it**, and its value is the
+//! **larger** of the two reports (a node can make a link look slower, never faster than its peer says).
+//!
+//! Invariants: `peers[a]` holds the RTTs node `a` reported, sorted by peer, at most [`MAX_PEERS`] entries;
+//! `measured(a, b) == measured(b, a)`, and it is `Some` only when `a` reported `b` and `b` reported `a`.
+//! Region estimates are symmetric: configured values win; otherwise the running mean of the pairs measured
+//! (both ends) between the two regions; otherwise the intra/inter-region defaults.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// the one the region estimate describes best, and the least likely to be chosen anyway).
 pub const MAX_PEERS: usize = 64;
 
-/// Sparse measured RTTs, in microseconds, indexed by node index.
+/// Sparse reported RTTs, in microseconds, indexed by the reporting node's index.
 #[derive(Clone, Debug, Default)]
 pub struct RttMap {
     peers: Vec<Vec<(u32, u32)>>,
@@ -48,37 +52,60 @@ impl RttMap {
         }
     }
 
-    /// Records a measurement between `a` and `b` (both must be `< n` after [`RttMap::ensure`]).
-    pub fn set(&mut self, a: u32, b: u32, rtt_us: u32) {
+    /// Records `a`'s report of its RTT to `b` (both must be `< n` after [`RttMap::ensure`]). Returns the
+    /// pair's measured RTT if `b` has reported `a` too (the larger of the two reports).
+    pub fn report(&mut self, a: u32, b: u32, rtt_us: u32) -> Option<u32> {
         if a == b {
-            return;
+            return None;
         }
         self.set_one(a, b, rtt_us);
-        self.set_one(b, a, rtt_us);
+        self.measured(a, b)
     }
 
-    /// The measured RTT between `a` and `b`, if any.
+    /// Restores a persisted report of `a` (see [`RttMap::peers_of`]).
+    pub fn restore(&mut self, a: u32, b: u32, rtt_us: u32) {
+        if a != b {
+            self.set_one(a, b, rtt_us);
+        }
+    }
+
+    /// What `a` reported about `b`, if anything.
     #[inline]
-    pub fn measured(&self, a: u32, b: u32) -> Option<u32> {
+    fn reported(&self, a: u32, b: u32) -> Option<u32> {
         let list = self.peers.get(a as usize)?;
         list.binary_search_by_key(&b, |&(p, _)| p)
             .ok()
             .map(|i| list[i].1)
     }
 
-    /// The measured peers of `a`.
+    /// The measured RTT between `a` and `b`: the larger of the two ends' reports, if both reported.
+    #[inline]
+    pub fn measured(&self, a: u32, b: u32) -> Option<u32> {
+        Some(self.reported(a, b)?.max(self.reported(b, a)?))
+    }
+
+    /// The reports of `a` (one end each: see [`RttMap::measured`] for what counts).
     pub fn peers_of(&self, a: u32) -> &[(u32, u32)] {
         self.peers.get(a as usize).map(Vec::as_slice).unwrap_or(&[])
     }
 
-    /// Pairs stored (each measurement counted once).
+    /// Pairs measured (both ends reported), each counted once.
     pub fn len(&self) -> usize {
-        self.peers.iter().map(Vec::len).sum::<usize>() / 2
+        self.peers
+            .iter()
+            .enumerate()
+            .map(|(a, list)| {
+                list.iter()
+                    .filter(|&&(b, _)| self.reported(b, a as u32).is_some())
+                    .count()
+            })
+            .sum::<usize>()
+            / 2
     }
 
-    /// True when nothing is measured.
+    /// True when no pair is measured.
     pub fn is_empty(&self) -> bool {
-        self.peers.iter().all(Vec::is_empty)
+        self.len() == 0
     }
 }
 
@@ -210,5 +237,35 @@ impl RegionRtt {
             }
         }
         t
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pair_is_measured_only_once_both_ends_reported_and_at_the_larger_report() {
+        let mut map = RttMap::default();
+        map.ensure(3);
+        assert_eq!(map.report(0, 1, 5), None, "one end alone");
+        assert_eq!(map.measured(1, 0), None);
+        assert_eq!(map.len(), 0);
+        assert_eq!(
+            map.report(1, 0, 40_000),
+            Some(40_000),
+            "the larger of 5 and 40 000"
+        );
+        assert_eq!(map.measured(0, 1), Some(40_000));
+        assert_eq!(map.measured(1, 0), Some(40_000));
+        // The pair is never below either end's report: one end claiming a fast link does not make it one.
+        assert_eq!(
+            map.report(1, 0, 10),
+            Some(10),
+            "both ends now claim 5 and 10"
+        );
+        assert_eq!(map.report(0, 1, 30_000), Some(30_000));
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.report(2, 2, 1), None, "self pairs are ignored");
     }
 }

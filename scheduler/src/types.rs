@@ -57,6 +57,20 @@ pub struct Hardware {
     pub measured_ops_per_s: Option<u64>,
 }
 
+/// Most CPU cores a node may claim. The largest single servers sold today have 2 sockets x 192 cores x 2
+/// threads = 768 hardware threads; a claim beyond 1024 is not a machine, it is a lie about one.
+pub const MAX_CORES: u32 = 1024;
+/// Most host memory a node may claim: 64 TiB, twice the largest single-system-image machines (32 TiB).
+pub const MAX_MEMORY_BYTES: u64 = 64 << 40;
+/// Most GPU memory a node may claim: 2 TiB (one accelerator holds under 300 GiB today; this leaves room for
+/// a few generations, not for a claim of unbounded compute).
+pub const MAX_GPU_MEMORY_BYTES: u64 = 2 << 40;
+/// Most network bandwidth a node may claim: 1 Tbit/s (125 GB/s), above a dual-port 400 GbE server.
+pub const MAX_BANDWIDTH_BYTES_PER_S: u64 = 125_000_000_000;
+/// Most ring-operation throughput a measurement may set: 10^15 operations per second (about the peak of a
+/// rack of today's accelerators, far above one node).
+pub const MAX_OPS_PER_S: u64 = 1_000_000_000_000_000;
+
 /// Estimated ring operations per second of one CPU core (used only while a node has no measurement).
 pub const CORE_OPS_PER_S: f64 = 1.0e9;
 /// Estimated ring operations per second added by a GPU (used only while a node has no measurement).
@@ -77,22 +91,47 @@ impl Hardware {
         if self.measured_ops_per_s == Some(0) {
             return Err("a measured throughput must be non-zero");
         }
+        if self.cores > MAX_CORES {
+            return Err("more cores than any machine has (MAX_CORES = 1024)");
+        }
+        if self.memory_bytes > MAX_MEMORY_BYTES {
+            return Err("more memory than any machine has (MAX_MEMORY_BYTES = 64 TiB)");
+        }
+        if self
+            .gpu
+            .as_ref()
+            .is_some_and(|g| g.memory_bytes > MAX_GPU_MEMORY_BYTES)
+        {
+            return Err("more GPU memory than any accelerator has (MAX_GPU_MEMORY_BYTES = 2 TiB)");
+        }
+        if self.bandwidth_bytes_per_s > MAX_BANDWIDTH_BYTES_PER_S {
+            return Err("more bandwidth than any node has (MAX_BANDWIDTH_BYTES_PER_S = 1 Tbit/s)");
+        }
+        if self.measured_ops_per_s.is_some_and(|m| m > MAX_OPS_PER_S) {
+            return Err("a measured throughput above MAX_OPS_PER_S");
+        }
         Ok(())
     }
 
-    /// Compute rate in ring operations per second: the trial's measurement when there is one, else
-    /// `cores * CORE_OPS_PER_S + (GPU ? GPU_OPS_PER_S : 0)`. Always > 0 for validated hardware.
-    pub fn ops_per_s(&self) -> f64 {
-        match self.measured_ops_per_s {
-            Some(m) => m.max(1) as f64,
-            None => {
-                self.cores.max(1) as f64 * CORE_OPS_PER_S
-                    + if self.gpu.is_some() {
-                        GPU_OPS_PER_S
-                    } else {
-                        0.0
-                    }
+    /// The compute rate the claimed hardware stands for: `cores * CORE_OPS_PER_S + (GPU ? GPU_OPS_PER_S :
+    /// 0)`, ring operations per second.
+    pub fn claimed_ops_per_s(&self) -> f64 {
+        self.cores.max(1) as f64 * CORE_OPS_PER_S
+            + if self.gpu.is_some() {
+                GPU_OPS_PER_S
+            } else {
+                0.0
             }
+    }
+
+    /// Compute rate in ring operations per second: the smaller of the claimed rate and the trial's
+    /// measurement when there is one (a claim never raises what was measured, nor a measurement what was
+    /// claimed), else the claimed rate. Always > 0 for validated hardware.
+    pub fn ops_per_s(&self) -> f64 {
+        let claimed = self.claimed_ops_per_s();
+        match self.measured_ops_per_s {
+            Some(m) => (m.max(1) as f64).min(claimed),
+            None => claimed,
         }
     }
 

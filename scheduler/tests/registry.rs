@@ -145,12 +145,19 @@ fn rtts_measured_and_estimated() {
     // Defaults before anything is known.
     assert_eq!(reg.rtt_us(a, b), Config::default().intra_region_rtt_us);
     assert_eq!(reg.rtt_us(a, c), Config::default().inter_region_rtt_us);
-    // A measurement is symmetric and refines the region estimate for unmeasured pairs.
+    // One end's report alone counts for nothing (it could claim any RTT to anyone).
     reg.report_rtts(a, &[(c, 90_000), (NodeId(77), 1), (a, 1)])
         .unwrap();
+    assert_eq!(reg.rtt_us(c, a), Config::default().inter_region_rtt_us);
+    assert_eq!(reg.rtt_us(b, d), Config::default().inter_region_rtt_us);
+    // Once both ends reported, the pair is measured at the larger report, symmetric, and it refines the
+    // region estimate for unmeasured pairs.
+    reg.report_rtts(c, &[(a, 1)]).unwrap();
     assert_eq!(reg.rtt_us(c, a), 90_000);
+    assert_eq!(reg.rtt_us(a, c), 90_000);
     assert_eq!(reg.rtt_us(b, d), 90_000);
     reg.report_rtts(b, &[(d, 110_000)]).unwrap();
+    reg.report_rtts(d, &[(b, 110_000)]).unwrap();
     assert_eq!(reg.rtt_us(a, d), 100_000);
     // Configuration wins over measurements for unmeasured pairs.
     reg.configure_region_rtt("eu", "us", 70_000);

@@ -16,6 +16,8 @@ fn registry_and_jobs_survive_a_restart() {
     reg.configure_region_rtt("r-0", "r-1", 40_000);
     reg.report_rtts(ids[0], &[(ids[1], 12_345), (ids[2], 777)])
         .unwrap();
+    // A pair counts once both ends reported it (at the larger report).
+    reg.report_rtts(ids[1], &[(ids[0], 10_000)]).unwrap();
     reg.record_outcome(ids[3], JobOutcome::Timeout, 5).unwrap();
     let d = demand(3, 4, 1);
     // One job in flight (its reservation must come back), one done (its must not).

@@ -16,7 +16,7 @@ use veil_engine::{Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
 
 use super::coordinator::ConnectArgs;
-use crate::coordinator::api::{self, DeployRequest, ModelView, StagesView, SubmitRequest};
+use veil_node::api::{self, DeployRequest, ModelView, StagesView, SubmitRequest};
 
 /// Default client directory.
 const DEFAULT_CLIENT_DIR: &str = "veil-client";
@@ -75,7 +75,7 @@ pub struct InferArgs {
     pub json: bool,
     /// TEST ONLY fault injection on the sealed inputs: flip-bit, swap-parties, keep:DIR, replay:DIR.
     #[arg(long, hide = true)]
-    pub insecure_tamper: Option<crate::coordinator::sdk::Tamper>,
+    pub insecure_tamper: Option<veil_client::Tamper>,
 }
 
 fn client_dir(connect: &ConnectArgs) -> PathBuf {
@@ -241,6 +241,8 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
         output_key: None,
         protocol: d.protocol.clone(),
         stage: None,
+        threads: None,
+        shaping: None,
     };
     let started = Instant::now();
     let mut last = String::new();
@@ -359,7 +361,7 @@ fn accuracy_of(labels: Option<&[usize]>, predictions: &[Option<usize>]) -> Optio
 /// one committee per stage, shares handed from stage to stage re-randomised.
 fn infer_staged(
     args: &InferArgs,
-    client: &crate::coordinator::sdk::Client,
+    client: &veil_client::Client,
     file: &ModelFile,
     deployment: &DeployRequest,
     staging: &StagesView,

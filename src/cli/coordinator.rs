@@ -9,11 +9,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use veil_node::{Identity, PublicKey};
 
-use crate::coordinator::config::CoordinatorConfig;
-use crate::coordinator::http::ApiClient;
-use crate::coordinator::server::{self, ReadyLine};
-use crate::coordinator::state::Coordinator;
-use crate::coordinator::tls;
+use veil_client::ApiClient;
+use veil_coordinator::http::{self as server, tls, ReadyLine};
+use veil_coordinator::{Coordinator, CoordinatorConfig};
 
 /// Arguments of `veil coordinator`.
 #[derive(Args, Debug)]
@@ -44,7 +42,7 @@ pub struct ConnectArgs {
 impl ConnectArgs {
     /// A client SDK session: the API client plus the X25519 key outputs are sealed to (kept beside the
     /// identity, `sealing.key`, or fresh when no identity directory is given).
-    pub fn session(&self) -> Result<crate::coordinator::sdk::Client> {
+    pub fn session(&self) -> Result<veil_client::Client> {
         let key = match &self.identity {
             Some(dir) => {
                 std::fs::create_dir_all(dir)?;
@@ -54,7 +52,7 @@ impl ConnectArgs {
             }
             None => veil_node::envelope::OpeningKey::generate(),
         };
-        Ok(crate::coordinator::sdk::Client::new(
+        Ok(veil_client::Client::new(
             self.client()?,
             self.coordinator_key,
             key,
@@ -67,12 +65,12 @@ impl ConnectArgs {
             Some(dir) => Identity::load_or_create(dir)?.0,
             None => Identity::generate()?,
         };
-        ApiClient::new(
+        Ok(ApiClient::new(
             &identity,
             self.coordinator_key,
             self.coordinator.clone(),
             Duration::from_secs(self.call_timeout_s.max(1)),
-        )
+        )?)
     }
 }
 
@@ -111,6 +109,11 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     let app = server::router(state.clone(), max_blob);
+    runtime.spawn(server::watch_admission(
+        state.clone(),
+        args.config.clone(),
+        Duration::from_secs(2),
+    ));
     runtime.spawn(server::timer(state, tick));
     runtime.block_on(server::serve(listener, tls_config, app));
     Ok(())

@@ -20,8 +20,8 @@ use veil_engine::model_file::{argmax, ModelFile};
 use veil_engine::{Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
 
-use crate::coordinator::api::{JobView, SubmitRequest};
-use crate::coordinator::local::{LocalNetwork, LocalOptions};
+use super::local::{LocalNetwork, LocalOptions};
+use veil_node::api::{JobView, SubmitRequest};
 
 /// The shipped model file (`models/breast-cancer/model.safetensors`).
 const MODEL: &[u8] = include_bytes!("../../models/breast-cancer/model.safetensors");
@@ -214,6 +214,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         output_key: None,
         protocol: args.protocol.clone(),
         stage: None,
+        threads: None,
+        shaping: None,
     };
     let job_started = Instant::now();
     let mut last = String::new();

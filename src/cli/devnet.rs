@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::coordinator::local::{LocalNetwork, LocalOptions};
+use super::local::{LocalNetwork, LocalOptions};
 
 /// Arguments of `veil devnet`.
 #[derive(Args, Debug)]

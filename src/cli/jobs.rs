@@ -9,7 +9,7 @@ use veil_engine::{workloads, Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
 
 use super::coordinator::ConnectArgs;
-use crate::coordinator::api::{self, JobView, SubmitRequest};
+use veil_node::api::{self, JobView, SubmitRequest};
 
 /// Arguments of `veil jobs`.
 #[derive(Args, Debug)]
@@ -215,6 +215,8 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         output_key: None,
         protocol: "semi2k".into(),
         stage: None,
+        threads: None,
+        shaping: None,
     };
     let started = Instant::now();
     let mut last = (String::new(), 0u32);

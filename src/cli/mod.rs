@@ -1,15 +1,18 @@
 //! Subcommands of the `veil` binary.
 
 pub mod bench;
+pub mod chat;
 pub mod client;
 pub mod coordinator;
 pub mod demo;
 pub mod devnet;
 pub mod embed;
 pub mod jobs;
+pub mod local;
 pub mod models;
 pub mod node;
 pub mod nodes;
+pub mod operator;
 pub mod report;
 pub mod sim;
 pub mod sweep;

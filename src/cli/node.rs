@@ -58,7 +58,7 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
     use std::io::Write;
     std::io::stdout().flush()?;
     if let (Some(link), Some(inbox)) = (link, inbox) {
-        crate::coordinator::agent::spawn(
+        veil_node::agent::spawn(
             node.clone(),
             inbox,
             identity,

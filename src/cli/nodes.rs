@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::coordinator::ConnectArgs;
-use crate::coordinator::api::{self, NodeView};
+use veil_node::api::{self, NodeView};
 
 /// Arguments of `veil nodes`.
 #[derive(Args, Debug)]
@@ -33,7 +33,7 @@ pub fn run(args: NodesArgs) -> Result<()> {
             "{:>4}  {:<10}  {:<12}  {:<10}  {:<10}  {:>6.3}  {:>5}  {:>4}  {:>4}  {}",
             n.id,
             n.public_key.get(..8).unwrap_or(""),
-            n.operator,
+            operator_label(&n),
             n.region,
             n.state,
             n.reputation,
@@ -44,4 +44,15 @@ pub fn run(args: NodesArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The operator column: a verified operator key (64 hex digits, where the coordinator admits operators)
+/// shortened to 8 digits with a `*` (the declared name is not what the coordinator trusts); else the
+/// declared name.
+fn operator_label(n: &NodeView) -> String {
+    if n.operator.len() == 64 && n.operator.bytes().all(|b| b.is_ascii_hexdigit()) {
+        format!("{}*", &n.operator[..8])
+    } else {
+        n.operator.clone()
+    }
 }

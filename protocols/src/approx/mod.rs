@@ -22,6 +22,7 @@ pub mod newton;
 pub mod piecewise;
 pub mod pooling;
 pub mod rows;
+pub mod silu;
 
 pub use exp::{ExpNeg, ExpNegConfig};
 pub use gelu::{GeluEven, GeluEvenConfig};

@@ -12,21 +12,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use veil_node::config::CoordinatorLink;
-use veil_node::envelope::Purpose;
-use veil_node::inbox::{binding_for, seal_blob, Inbox, InboxError};
-use veil_node::manifest::{Role, SignedManifest};
-use veil_node::stage::{hand_off, take_over, StageInput, StageOutput};
-use veil_node::wire::RunRequest;
-use veil_node::{Identity, Node};
-
-use super::api::{
+use crate::api::{
     self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, RttReport,
-    TaskFailure, TaskRole, TaskView, TrialTask,
+    TaskFailure, TaskRole, TaskView, TrialTask, SPDZ2K,
 };
-use super::http::{ApiClient, CallError};
-use super::state::SPDZ2K;
-use super::trial;
+use crate::api_client::{ApiClient, CallError};
+use crate::config::CoordinatorLink;
+use crate::envelope::Purpose;
+use crate::inbox::{binding_for, seal_blob, Inbox, InboxError};
+use crate::manifest::{Role, SignedManifest};
+use crate::operator::CertificateChain;
+use crate::stage::{hand_off, take_over, StageInput, StageOutput};
+use crate::trial;
+use crate::wire::RunRequest;
+use crate::{Identity, Node, NodeError};
 
 /// A task's flags, shared between the heartbeat loop and its worker.
 #[derive(Default)]
@@ -42,10 +41,12 @@ struct Shared {
     inbox: Inbox,
     /// The attestation of the inbox's sealing key by the node's identity (hex).
     attestation: String,
+    /// The operator's certificate chain of this node (text), if configured.
+    certificate: Option<String>,
     /// The node's identity (the verifier signs receipts with it).
     identity: Identity,
     /// The coordinator's key (manifests must carry its signature).
-    coordinator: veil_node::PublicKey,
+    coordinator: crate::PublicKey,
     api: ApiClient,
     submit_timeout: Duration,
     tasks: Mutex<HashMap<(u64, u32), Arc<TaskFlags>>>,
@@ -63,7 +64,7 @@ pub fn spawn(
     link: CoordinatorLink,
     operator: String,
     submit_timeout: Duration,
-) -> anyhow::Result<()> {
+) -> Result<(), NodeError> {
     let api = ApiClient::new(
         &identity,
         link.public_key,
@@ -71,11 +72,27 @@ pub fn spawn(
         Duration::from_secs(30),
     )?;
     let attestation = hex::encode(inbox.attest(&identity));
+    let certificate = match &link.certificate {
+        Some(path) => {
+            let chain = CertificateChain::load(path)?;
+            if chain.node.subject != identity.public_key() {
+                return Err(NodeError::Config(format!(
+                    "{}: the certificate is for node {}, not this node ({})",
+                    path.display(),
+                    chain.node.subject,
+                    identity.public_key()
+                )));
+            }
+            Some(chain.to_text())
+        }
+        None => None,
+    };
     let coordinator = link.public_key;
     let shared = Arc::new(Shared {
         node,
         inbox,
         attestation,
+        certificate,
         identity,
         coordinator,
         api,
@@ -87,7 +104,8 @@ pub fn spawn(
     });
     std::thread::Builder::new()
         .name("veil-agent".into())
-        .spawn(move || heartbeat_loop(&shared, &link, &operator))?;
+        .spawn(move || heartbeat_loop(&shared, &link, &operator))
+        .map_err(|e| NodeError::System("starting the coordinator agent", e))?;
     Ok(())
 }
 
@@ -110,6 +128,7 @@ fn registration(shared: &Shared, link: &CoordinatorLink, operator: &str) -> Regi
         },
         sealing_key: shared.inbox.sealing_key().to_string(),
         sealing_attestation: shared.attestation.clone(),
+        certificate: shared.certificate.clone(),
     }
 }
 
@@ -123,6 +142,9 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 Ok(view) => {
                     tracing::info!(node = view.id, state = %view.state, "registered with the coordinator");
                     registered = true;
+                }
+                Err(e) if e.status() == Some(403) => {
+                    tracing::error!("the coordinator refused this node's admission (retrying): {e}")
                 }
                 Err(e) => tracing::warn!("registration failed (retrying): {e}"),
             }
@@ -277,7 +299,7 @@ fn send_failure(
 
 /// Measures the RTT to each fellow member (they admit this node while the job is live) on a thread of its
 /// own, for the next heartbeat: the coordinator's selection weighs committee latency with them.
-fn measure_rtts(shared: &Arc<Shared>, peers: Vec<veil_node::manifest::Member>) {
+fn measure_rtts(shared: &Arc<Shared>, peers: Vec<crate::manifest::Member>) {
     let worker = shared.clone();
     let spawned = std::thread::Builder::new()
         .name("veil-rtt".into())
@@ -411,7 +433,7 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             } else {
                 postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
             };
-            let run = match decoded {
+            let run = match decoded.and_then(production_run) {
                 Ok(r) => r,
                 Err(e) => {
                     return send_failure(
@@ -499,8 +521,22 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
     }
 }
 
+/// A coordinator job's run as a client may ask for it: one kernel thread, no profile, no link shaping.
+/// Client-chosen shaping (latency, bandwidth) and thread counts are the protocol lab's, for local runs; on
+/// a coordinator job they would let a client slow honest parties into timeouts, so the input is refused
+/// (the job fails at once, blaming no node) instead of run.
+fn production_run(run: RunRequest) -> Result<RunRequest, String> {
+    if run.shaping.is_some() {
+        return Err("client-chosen link shaping is refused on coordinator jobs".into());
+    }
+    if run.threads != 1 || run.profile {
+        return Err("client-chosen threads and profiling are refused on coordinator jobs".into());
+    }
+    Ok(run)
+}
+
 /// The dealer's owner material for the job's client, sealed to the manifest's output key.
-fn owner_blob(assigned: &veil_node::node::AssignedJob) -> Result<Vec<u8>, String> {
+fn owner_blob(assigned: &crate::node::AssignedJob) -> Result<Vec<u8>, String> {
     let manifest = assigned.manifest();
     let key = manifest
         .output_key
@@ -515,7 +551,7 @@ fn owner_blob(assigned: &veil_node::node::AssignedJob) -> Result<Vec<u8>, String
 const MAX_TRANSCRIPT_BYTES: usize = 64 << 20;
 
 /// The verifier's task: fetch every party's MAC-check views and the input and output ciphertexts, check
-/// the views and sign the receipt (`veil_node::receipt::issue`), or report the failed verification.
+/// the views and sign the receipt (`crate::receipt::issue`), or report the failed verification.
 fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &SignedManifest) {
     let manifest = match signed.verify_by(&shared.coordinator) {
         Ok(m) => m,
@@ -563,11 +599,11 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         outputs.push(output);
     }
     let commit =
-        |blobs: &[Vec<u8>]| veil_node::receipt::commit_blobs(blobs.iter().map(|b| b.as_slice()));
+        |blobs: &[Vec<u8>]| crate::receipt::commit_blobs(blobs.iter().map(|b| b.as_slice()));
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    match veil_node::receipt::issue(
+    match crate::receipt::issue(
         &shared.identity,
         &shared.coordinator,
         signed,
@@ -610,4 +646,35 @@ fn send_verdict(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String
             .api
             .post_unit(&api::task_failed(t.job, t.attempt), &body)
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::JobId;
+
+    #[test]
+    fn client_chosen_shaping_threads_and_profiles_are_refused_before_any_computation() {
+        let plain = RunRequest::new(JobId([7; 16]), Vec::new(), Vec::new());
+        assert!(production_run(plain.clone()).is_ok());
+        let shaped = RunRequest {
+            shaping: Some(veil_protocols::shaping::ShapingConfig {
+                latency_ms: 3_600_000.0,
+                bandwidth_mbps: Some(0.001),
+                burst_bytes: 1,
+            }),
+            ..plain.clone()
+        };
+        assert!(production_run(shaped).unwrap_err().contains("shaping"));
+        let threads = RunRequest {
+            threads: 4096,
+            ..plain.clone()
+        };
+        assert!(production_run(threads).unwrap_err().contains("threads"));
+        let profiled = RunRequest {
+            profile: true,
+            ..plain
+        };
+        assert!(production_run(profiled).is_err());
+    }
 }

@@ -16,9 +16,30 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::runtime::Runtime;
 use tokio_rustls::TlsConnector;
-use veil_node::{Identity, PublicKey};
 
-use super::api::ErrorBody;
+use crate::api::ErrorBody;
+use crate::tls::{provider, PinnedServerVerifier};
+use crate::{Identity, NodeError, PublicKey};
+
+/// The name callers put in the TLS handshake (verifiers ignore it: trust is by key).
+pub const SERVER_NAME: &str = "veil-coordinator";
+
+/// A caller's TLS configuration: TLS 1.3, the coordinator's key pinned, the caller's certificate presented
+/// (the coordinator knows the caller by that key).
+pub fn client_config(
+    me: &Identity,
+    coordinator: PublicKey,
+) -> Result<rustls::ClientConfig, NodeError> {
+    let (cert, key) = me.certificate()?;
+    let verifier = Arc::new(PinnedServerVerifier::new(coordinator));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![cert], key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
 
 /// Largest reply body read, bytes.
 pub const MAX_REPLY: usize = 512 << 20;
@@ -70,13 +91,14 @@ impl ApiClient {
         coordinator: PublicKey,
         address: String,
         timeout: Duration,
-    ) -> anyhow::Result<ApiClient> {
+    ) -> Result<ApiClient, NodeError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("veil-api-client")
             .enable_all()
-            .build()?;
-        let config = super::tls::client_config(identity, coordinator)?;
+            .build()
+            .map_err(|e| NodeError::System("starting the API client's runtime", e))?;
+        let config = client_config(identity, coordinator)?;
         Ok(ApiClient {
             runtime,
             connector: TlsConnector::from(Arc::new(config)),
@@ -103,8 +125,8 @@ impl ApiClient {
             .await
             .map_err(|e| self.transport(format!("connecting: {e}")))?;
         let _ = tcp.set_nodelay(true);
-        let name = rustls::pki_types::ServerName::try_from(super::tls::SERVER_NAME)
-            .map_err(|e| self.transport(e))?;
+        let name =
+            rustls::pki_types::ServerName::try_from(SERVER_NAME).map_err(|e| self.transport(e))?;
         let tls = self
             .connector
             .connect(name, tcp)
@@ -119,7 +141,7 @@ impl ApiClient {
         let request = Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, super::tls::SERVER_NAME)
+            .header(hyper::header::HOST, SERVER_NAME)
             .header(hyper::header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| self.transport(e))?;
@@ -211,7 +233,7 @@ impl ApiClient {
             .map(|b| b.to_vec())
     }
 
-    /// One call, its reply body recorded when the test-only recorder is on (`veil_node::record`).
+    /// One call, its reply body recorded when the test-only recorder is on (`crate::record`).
     fn call(
         &self,
         method: Method,
@@ -220,7 +242,7 @@ impl ApiClient {
         body: Vec<u8>,
     ) -> Result<Bytes, CallError> {
         let reply = self.call_unrecorded(method, path, content_type, body)?;
-        veil_node::record::received(&reply);
+        crate::record::received(&reply);
         Ok(reply)
     }
 }

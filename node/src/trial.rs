@@ -15,18 +15,20 @@ use veil_engine::local::{run_private, LocalOptions};
 use veil_engine::{workloads, Model, Plan, WeightMode};
 use veil_protocols::ring::FixedPoint;
 
-use super::api::{TrialResult, TrialTask};
-use super::error::{ApiError, ApiResult};
+use crate::api::{TrialResult, TrialTask};
+use crate::NodeError;
 
-fn model_of(task: &TrialTask) -> anyhow::Result<Model> {
+/// The trial's model: `task.workload` on `task.model_seed`.
+pub fn model_of(task: &TrialTask) -> Result<Model, NodeError> {
     let device = burn::tensor::Device::flex();
     let model = workloads::by_name(&task.workload, task.model_seed, &device)
-        .ok_or_else(|| anyhow::anyhow!("unknown trial workload {:?}", task.workload))??;
+        .ok_or_else(|| NodeError::Job(format!("unknown trial workload {:?}", task.workload)))??;
     Ok(model)
 }
 
-/// The node's side: runs the trial privately and returns its answer.
-pub fn run(task: &TrialTask) -> anyhow::Result<TrialResult> {
+/// The node's side: runs the trial privately and returns its answer (the coordinator checks it against the
+/// plaintext model on the same seeds).
+pub fn run(task: &TrialTask) -> Result<TrialResult, NodeError> {
     let model = model_of(task)?;
     let plan = Plan::compile(&model, FixedPoint::default(), WeightMode::Shared)?;
     let input = workloads::sample_input(&model, 1, task.input_seed);
@@ -38,32 +40,10 @@ pub fn run(task: &TrialTask) -> anyhow::Result<TrialResult> {
         .outputs
         .into_iter()
         .next()
-        .ok_or_else(|| anyhow::anyhow!("the private run returned no output"))?;
+        .ok_or_else(|| NodeError::Job("the trial's private run returned no output".into()))?;
     Ok(TrialResult {
         id: task.id,
         outputs,
         elapsed_ms,
     })
-}
-
-/// The coordinator's side: whether `result` is the trial's answer within `tolerance` (max abs error).
-pub fn check(task: &TrialTask, result: &TrialResult, tolerance: f32) -> ApiResult<bool> {
-    let model = model_of(task).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let input = workloads::sample_input(&model, 1, task.input_seed);
-    let expected = model
-        .forward_plain(&input, 1)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if result.outputs.len() != expected.len() {
-        return Ok(false);
-    }
-    let err = result
-        .outputs
-        .iter()
-        .zip(&expected)
-        .map(|(a, b)| (a - b).abs())
-        .fold(
-            0f32,
-            |m, e| if e.is_nan() { f32::INFINITY } else { m.max(e) },
-        );
-    Ok(err <= tolerance)
 }

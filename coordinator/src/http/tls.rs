@@ -2,7 +2,7 @@
 //! authority, Ed25519 keys pinned.
 //!
 //! - The coordinator presents the self-signed certificate of its identity; a caller pins the coordinator's
-//!   public key (the nodes' [`PinnedServerVerifier`]) and checks the TLS 1.3 handshake signature with it.
+//!   public key (`veil_node::api_client::client_config`) and checks the TLS 1.3 handshake signature with it.
 //! - A caller may present its own self-signed Ed25519 certificate; the coordinator accepts any such key
 //!   after checking the handshake signature ([`AnyEd25519Client`]), so a request's caller is the key that
 //!   proved possession in the handshake. Which key may do what is decided per route by the API.
@@ -16,11 +16,8 @@ use rustls::crypto::{verify_tls13_signature, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
-use veil_node::tls::{key_of, provider, refuse_tls12, PinnedServerVerifier};
-use veil_node::{Identity, PublicKey};
-
-/// The name callers put in the TLS handshake (verifiers ignore it: trust is by key).
-pub const SERVER_NAME: &str = "veil-coordinator";
+use veil_node::tls::{key_of, provider, refuse_tls12};
+use veil_node::{Identity, NodeError, PublicKey};
 
 /// Server side: a client certificate is optional; if present it must be a single Ed25519 certificate, and
 /// the handshake signature must verify with its key.
@@ -81,7 +78,7 @@ impl ClientCertVerifier for AnyEd25519Client {
 }
 
 /// The coordinator's server configuration: TLS 1.3, its identity's certificate, optional client keys.
-pub fn server_config(identity: &Identity) -> anyhow::Result<rustls::ServerConfig> {
+pub fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, NodeError> {
     let provider = provider();
     let (cert, key) = identity.certificate()?;
     let verifier = Arc::new(AnyEd25519Client {
@@ -91,23 +88,6 @@ pub fn server_config(identity: &Identity) -> anyhow::Result<rustls::ServerConfig
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_single_cert(vec![cert], key)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// A caller's configuration: TLS 1.3, the coordinator's key pinned, the caller's certificate presented.
-pub fn client_config(
-    me: &Identity,
-    coordinator: PublicKey,
-) -> anyhow::Result<rustls::ClientConfig> {
-    let provider = provider();
-    let (cert, key) = me.certificate()?;
-    let verifier = Arc::new(PinnedServerVerifier::new(coordinator));
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(vec![cert], key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

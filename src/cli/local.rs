@@ -1,6 +1,8 @@
 //! A whole veil network on loopback, in real processes: one `veil coordinator` and `n` `veil node`
 //! processes (each of its own operator), started from this executable in a temporary directory, for
-//! `veil demo` and the end-to-end tests.
+//! `veil demo` and `veil devnet`. Operators are admitted, not declared: each node's operator has its own
+//! operator key (`node-{i}/operator/operator.pk8`), certifies its node (`node-{i}/node.cert`), and the
+//! coordinator admits exactly those operator keys.
 //!
 //! Invariants: every process started here is killed (SIGKILL) and reaped when the [`LocalNetwork`] is
 //! dropped, also on error or panic; the temporary directory (state, keys, logs) goes with it unless kept.
@@ -12,10 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use veil_node::config::CoordinatorLink;
-use veil_node::{NodeConfig, PublicKey};
+use veil_node::operator::{create_operator_key, now_s, CertKind, Certificate, CertificateChain};
+use veil_node::{Identity, NodeConfig, PublicKey};
 
-use super::api::{self, NodeView};
-use super::sdk::Client;
+/// Each node's certificate file, in its directory.
+const CERTIFICATE_FILE: &str = "node.cert";
+/// Validity of the local operators' certificates, days.
+const CERTIFICATE_DAYS: u64 = 30;
+
+use veil_client::Client;
+use veil_node::api::{self, NodeView};
 
 /// A child process, killed and reaped on drop.
 struct Proc {
@@ -124,6 +132,28 @@ impl LocalNetwork {
             .prefix("veil-local-")
             .tempdir()
             .context("creating a temporary directory")?;
+        // Each operator's key and its node's identity, before anything starts: the coordinator admits the
+        // operators, and each node presents its operator's certificate.
+        let mut operators = Vec::with_capacity(options.nodes);
+        for i in 0..options.nodes {
+            let base = dir.path().join(format!("node-{i}"));
+            let operator = create_operator_key(&base.join("operator"))?;
+            let (node, _) = Identity::load_or_create(&base.join("data"))?;
+            let cert = Certificate::issue(
+                &operator,
+                CertKind::Node,
+                node.public_key(),
+                now_s() + CERTIFICATE_DAYS * 86_400,
+                Some("local".into()),
+                None,
+            )?;
+            let chain = CertificateChain {
+                node: cert,
+                admission: None,
+            };
+            std::fs::write(base.join(CERTIFICATE_FILE), chain.to_text())?;
+            operators.push(format!("\"{}\"", operator.public_key()));
+        }
         let config = dir.path().join("coordinator.toml");
         std::fs::write(
             &config,
@@ -136,10 +166,14 @@ impl LocalNetwork {
                  max_attempts = 3\n\
                  scheduled_timeout_ms = 20000\n\
                  running_timeout_ms = 120000\n\
-                 max_stage_memory_bytes = {}\n",
+                 max_stage_memory_bytes = {}\n\
+                 [admission]\n\
+                 operators = [{}]\n\
+                 max_nodes_per_operator = 1\n",
                 dir.path().join("coordinator-data").display(),
                 options.log,
-                options.max_stage_memory_bytes
+                options.max_stage_memory_bytes,
+                operators.join(", ")
             ),
         )?;
         let coordinator = start(
@@ -189,6 +223,7 @@ impl LocalNetwork {
             bandwidth_bytes_per_s: 125_000_000,
             gpu_model: None,
             gpu_memory_bytes: None,
+            certificate: Some(base.join(CERTIFICATE_FILE)),
         });
         let path = base.join("node.toml");
         std::fs::write(&path, config.to_toml()?)?;
@@ -247,7 +282,7 @@ impl LocalNetwork {
                 veil_node::envelope::OpeningKey::generate(),
             ),
         };
-        let api = super::http::ApiClient::new(
+        let api = veil_client::ApiClient::new(
             &identity,
             self.key,
             self.address.clone(),

@@ -1,4 +1,4 @@
-//! The client SDK's side of the coordinator: deploy a model's public part, submit a job, share the inputs
+//! veil's client SDK (`veil-client`): the client's side of the coordinator. Deploy a model's public part, submit a job, share the inputs
 //! (and, as model owner, the weights) for whichever committee the coordinator gives each attempt, seal each
 //! party's shares to that party's node, wait, fetch the sealed output shares, open and reconstruct them.
 //!
@@ -33,12 +33,11 @@ use veil_node::wire::{
 use veil_node::PublicKey;
 use veil_protocols::share::{reconstruct, share};
 
-use super::api::{
+use veil_node::api::{
     self, CommitteeView, DeployRequest, JobView, ModelView, ReceiptEntry, StageRequest,
-    SubmitRequest,
+    SubmitRequest, SPDZ2K,
 };
-use super::http::ApiClient;
-use super::state::SPDZ2K;
+pub use veil_node::api_client::{ApiClient, CallError};
 
 /// The result of a job run through the coordinator.
 pub struct Finished {
@@ -377,6 +376,8 @@ impl Client {
                         u32::from(deployment.parties)
                     },
                 }),
+                threads: None,
+                shaping: None,
             };
             let view: JobView = self.api.post_json(api::JOBS, &request)?;
             progress(k, &view);
@@ -535,7 +536,7 @@ impl Client {
         );
         let model_ok = match (&request.model, &manifest.model.deployed) {
             (Some(id), Some(d)) => match &request.stage {
-                Some(s) => d.id == super::state::stage_model_id(id, s.start, s.end),
+                Some(s) => d.id == api::stage_model_id(id, s.start, s.end),
                 None => *id == d.id,
             },
             (None, None) => {

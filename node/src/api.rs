@@ -1,5 +1,6 @@
-//! The coordinator's HTTPS/JSON API: paths and the JSON bodies exchanged with nodes (agents), clients
-//! (the SDK) and operators (`veil nodes`, `veil jobs`). Shares travel as opaque byte bodies
+//! The coordinator's HTTPS/JSON API: paths and the JSON bodies exchanged with nodes (the [`crate::agent`]),
+//! clients (the `veil-client` SDK) and operators (`veil nodes`, `veil jobs`). It lives here, below both the
+//! coordinator (`veil-coordinator`, which serves it) and its callers, so that neither depends on the other. Shares travel as opaque byte bodies
 //! (`application/octet-stream`), never inside JSON, and the coordinator never decodes them.
 //!
 //! Authentication is TLS: the coordinator presents its pinned Ed25519 key, and a caller that presents a
@@ -9,6 +10,22 @@
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
+
+/// The MAC-checked protocol, whose jobs end with a verifier's receipt.
+pub const SPDZ2K: &str = "spdz2k";
+
+/// The binding id of layers `start..end` of deployed model `id`: hex SHA-256 of a label, the id and the
+/// range (64 hex digits, like a model id). The coordinator names a stage's model by it in the manifest, and
+/// the client checks that name.
+pub fn stage_model_id(id: &str, start: usize, end: usize) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"veil stage v1\0");
+    h.update(id.as_bytes());
+    h.update((start as u64).to_le_bytes());
+    h.update((end as u64).to_le_bytes());
+    hex::encode(h.finalize())
+}
 
 /// Register or update this node (caller: the node's key). Body [`RegisterRequest`], reply [`NodeView`].
 pub const REGISTER: &str = "/v1/nodes/register";
@@ -120,6 +137,10 @@ pub struct RegisterRequest {
     /// The node's Ed25519 signature binding `sealing_key` to its identity (hex; see
     /// `veil_node::inbox::check_attestation`).
     pub sealing_attestation: String,
+    /// The operator's certificate chain of this node (`veil_node::operator::CertificateChain` text):
+    /// required by a coordinator that admits operators.
+    #[serde(default)]
+    pub certificate: Option<String>,
 }
 
 /// A measured round-trip time to a peer node.
@@ -266,6 +287,15 @@ pub struct SubmitRequest {
     /// One stage of a deployed model split across committees (see `GET /v1/models/{id}/stages`).
     #[serde(default)]
     pub stage: Option<StageRequest>,
+    /// Kernel threads per party. Refused (400) on coordinator jobs: the nodes choose their threads; a
+    /// client-chosen count is the protocol lab's, for local runs. Kept in the API to be refused, not
+    /// silently ignored. (No `skip_serializing_if`: the coordinator keeps requests in postcard.)
+    #[serde(default)]
+    pub threads: Option<u32>,
+    /// Link shaping (latency, bandwidth). Refused (400) on coordinator jobs, like `threads`: a client that
+    /// could slow honest parties into timeouts could grind their reputation down.
+    #[serde(default)]
+    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
 }
 
 /// One stage of a staged job: layers `start..end` of the deployed model.
@@ -427,8 +457,12 @@ pub struct NodeView {
     pub id: u32,
     /// Public key (hex).
     pub public_key: String,
-    /// Operator.
+    /// Operator: its collusion domain (the verified operator key, hex, where the coordinator admits
+    /// operators; else the name the node declared).
     pub operator: String,
+    /// The operator name the node declared (shown only).
+    #[serde(default)]
+    pub declared_operator: String,
     /// Region.
     pub region: String,
     /// QUIC address.

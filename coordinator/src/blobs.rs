@@ -1,0 +1,147 @@
+//! Opaque per-node blobs (a party's input shares going in, its output shares coming out), kept as files
+//! under the coordinator's data directory so that a restart loses none. The core names blobs by
+//! [`BlobKey`] and says which to write and delete ([`BlobOp`]); the service does it here.
+//!
+//! Invariants: a blob file is written to a temporary name and renamed, so a reader sees all of it or
+//! nothing; the coordinator never decodes or logs a blob's contents (only its length); an attempt's
+//! directory is removed when the attempt ends without a result.
+
+use std::path::{Path, PathBuf};
+
+/// Which way a blob travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// From the client to a party.
+    Input,
+    /// From a party to the client.
+    Output,
+    /// From the dealer to the client (`spdz2k` owner material; the index is 0).
+    Owner,
+    /// From a party to the verifier (its MAC-check views, public).
+    Transcript,
+}
+
+/// One blob: party `index`'s (or, for the owner material, 0) blob of direction `dir` in an attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlobKey {
+    /// The coordinator's job id.
+    pub job: u64,
+    /// The attempt (1-based).
+    pub attempt: u32,
+    /// Which way it travels.
+    pub dir: Direction,
+    /// The party index (0 for the owner material).
+    pub index: usize,
+}
+
+impl std::fmt::Display for BlobKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:?} {} of attempt {} of job {}",
+            self.dir, self.index, self.attempt, self.job
+        )
+    }
+}
+
+/// A change to the blob directory that the core asks for (applied after the records are committed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobDelete {
+    /// Every blob of an attempt (it ended without a result, or its results expired).
+    Attempt {
+        /// The job.
+        job: u64,
+        /// The attempt.
+        attempt: u32,
+    },
+    /// The input blobs of an attempt (it produced its result; the outputs stay).
+    Inputs {
+        /// The job.
+        job: u64,
+        /// The attempt.
+        attempt: u32,
+        /// Its parties.
+        parties: usize,
+    },
+}
+
+/// The blob directory.
+#[derive(Debug, Clone)]
+pub struct Blobs {
+    root: PathBuf,
+}
+
+impl Blobs {
+    /// Blobs under `root` (created on first write).
+    pub fn new(root: PathBuf) -> Blobs {
+        Blobs { root }
+    }
+
+    fn attempt_dir(&self, job: u64, attempt: u32) -> PathBuf {
+        self.root
+            .join(format!("job-{job}"))
+            .join(format!("attempt-{attempt}"))
+    }
+
+    fn path(&self, key: &BlobKey) -> PathBuf {
+        let party = key.index;
+        let name = match key.dir {
+            Direction::Input => format!("input-{party}"),
+            Direction::Output => format!("output-{party}"),
+            Direction::Owner => format!("owner-{party}"),
+            Direction::Transcript => format!("transcript-{party}"),
+        };
+        self.attempt_dir(key.job, key.attempt).join(name)
+    }
+
+    /// Stores a blob durably (write, sync, rename).
+    pub fn put(&self, key: &BlobKey, bytes: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let path = self.path(key);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, &path)
+    }
+
+    /// Reads a blob.
+    pub fn get(&self, key: &BlobKey) -> std::io::Result<Vec<u8>> {
+        std::fs::read(self.path(key))
+    }
+
+    /// Applies a deletion (a missing file or directory is not an error: it is already gone).
+    pub fn delete(&self, op: &BlobDelete) {
+        match *op {
+            BlobDelete::Attempt { job, attempt } => remove_dir(&self.attempt_dir(job, attempt)),
+            BlobDelete::Inputs {
+                job,
+                attempt,
+                parties,
+            } => {
+                for index in 0..parties {
+                    let key = BlobKey {
+                        job,
+                        attempt,
+                        dir: Direction::Input,
+                        index,
+                    };
+                    let _ = std::fs::remove_file(self.path(&key));
+                }
+            }
+        }
+    }
+}
+
+fn remove_dir(dir: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), "removing blobs: {e}");
+        }
+    }
+}

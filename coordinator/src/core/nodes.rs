@@ -1,0 +1,347 @@
+//! Nodes and admission: registration (checked claims, the sealing key's attestation), the trial a node on
+//! probation must pass, heartbeats (liveness, load, RTTs) and the tasks each node sees in its replies.
+
+use std::net::SocketAddr;
+
+use veil_node::api::{
+    HardwareReport, HeartbeatReply, HeartbeatRequest, MemberView, NodeView, RegisterRequest,
+    TaskRole, TaskView, TrialTask,
+};
+use veil_node::envelope::SealingKey;
+use veil_node::inbox::check_attestation;
+use veil_node::PublicKey;
+use veil_scheduler::{
+    Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState, Phase, ReportedStatus,
+    Trial,
+};
+
+use super::admission::{verify_chain, AdmissionError};
+use super::{state_name, Core, NodeExtra};
+use crate::error::{Error, Result};
+
+/// Longest operator, region or GPU name accepted, bytes.
+pub const MAX_NAME_BYTES: usize = 128;
+
+impl Core {
+    /// Registers (or updates) the node whose key is `key`. A new node is on probation and gets a trial.
+    /// Where operators are admitted, the node's certificate chain decides its operator (the collusion
+    /// domain) and, when it states them, its region and ASN; a refusal is [`Error::Admission`].
+    pub fn register(
+        &mut self,
+        key: &PublicKey,
+        req: RegisterRequest,
+        now: Millis,
+    ) -> Result<NodeView> {
+        let names = [
+            ("operator", req.operator.as_str()),
+            ("region", req.region.as_str()),
+            (
+                "GPU model",
+                req.hardware.gpu_model.as_deref().unwrap_or_default(),
+            ),
+        ];
+        if let Some((field, _)) = names.iter().find(|(_, v)| v.len() > MAX_NAME_BYTES) {
+            return Err(Error::TooLong {
+                field,
+                max: MAX_NAME_BYTES,
+            });
+        }
+        let sealing_key: SealingKey = req
+            .sealing_key
+            .parse()
+            .map_err(|e: String| Error::malformed("sealing key", e))?;
+        let attestation = hex::decode(&req.sealing_attestation)
+            .map_err(|e| Error::malformed("sealing attestation", e))?;
+        if !check_attestation(key, &sealing_key, &attestation) {
+            return Err(Error::BadAttestation);
+        }
+        let h = &req.hardware;
+        let gpu = match (&h.gpu_model, h.gpu_memory_bytes) {
+            (Some(model), Some(memory_bytes)) => Some(Gpu {
+                model: model.clone(),
+                memory_bytes,
+            }),
+            (None, None) => None,
+            _ => return Err(Error::IncompleteGpu),
+        };
+        let known = self.registry.id_of(&key.to_string());
+        let measured = known
+            .and_then(|id| self.registry.node(id))
+            .and_then(|n| n.hardware().measured_ops_per_s);
+        let admission = match &self.config.admission {
+            None => None,
+            Some(config) => {
+                let admitted = verify_chain(config, key, req.certificate.as_deref(), now / 1000)?;
+                let operator = PublicKey(admitted.operator);
+                let max = config.max_nodes_per_operator;
+                // Nodes that are down or rejected do not count: an operator may replace a dead machine.
+                let others = self
+                    .registry
+                    .nodes()
+                    .filter(|n| Some(n.id()) != known)
+                    .filter(|n| !matches!(n.state(), NodeState::Down | NodeState::Rejected))
+                    .filter(|n| n.registration().operator == operator.to_string())
+                    .count();
+                if max > 0 && others >= max as usize {
+                    return Err(AdmissionError::TooManyNodes { operator, max }.into());
+                }
+                Some(admitted)
+            }
+        };
+        let (operator, region, asn) = match &admission {
+            Some(a) => (
+                PublicKey(a.operator).to_string(),
+                a.region.clone().unwrap_or_else(|| req.region.clone()),
+                a.asn.or(req.asn),
+            ),
+            None => (req.operator.clone(), req.region.clone(), req.asn),
+        };
+        let registration = NodeRegistration {
+            public_key: key.to_string(),
+            operator: operator.clone(),
+            region: region.clone(),
+            asn,
+            hardware: Hardware {
+                cores: h.cores,
+                memory_bytes: h.memory_bytes,
+                gpu,
+                bandwidth_bytes_per_s: h.bandwidth_bytes_per_s,
+                measured_ops_per_s: measured,
+            },
+        };
+        let id = self
+            .registry
+            .register(registration, now)
+            .map_err(Error::Registration)?;
+        if self.nodes.len() <= id.index() {
+            self.nodes.resize(id.index() + 1, NodeExtra::default());
+        }
+        let extra = &mut self.nodes[id.index()];
+        extra.address = Some(req.address);
+        extra.sealing_key = sealing_key.0;
+        extra.sealing_attestation = attestation;
+        extra.declared_operator = req.operator.clone();
+        let readmitted = extra.revoked && admission.is_some();
+        extra.admission = admission;
+        if readmitted {
+            extra.revoked = false;
+        }
+        self.dirty_nodes.insert(id);
+        tracing::info!(node = %id, %operator, declared = %req.operator, %region, "node registered");
+        self.node_view(id)
+    }
+
+    /// The trial a probation node must run (issued on first request, kept until answered).
+    pub(super) fn trial_for(&mut self, id: NodeId) -> Option<TrialTask> {
+        let node = self.registry.node(id)?;
+        if node.trial() != Trial::Pending {
+            return None;
+        }
+        let workload = self.config.trial_workload.clone();
+        Some(
+            self.trials
+                .entry(id)
+                .or_insert_with(|| TrialTask {
+                    id: rand::random(),
+                    workload,
+                    model_seed: rand::random::<u32>() as u64,
+                    input_seed: rand::random::<u32>() as u64,
+                })
+                .clone(),
+        )
+    }
+
+    /// The pending trial of `key`'s node, to be checked against `id` (outside the lock: the reference
+    /// answer takes a plaintext run).
+    pub fn pending_trial(&self, key: &PublicKey, id: u64) -> Result<(NodeId, TrialTask)> {
+        let node = self.node_of(key)?;
+        match self.trials.get(&node) {
+            Some(t) if t.id == id => Ok((node, t.clone())),
+            _ => Err(Error::NoPendingTrial { trial: id }),
+        }
+    }
+
+    /// Records a checked trial: passing admits the node, failing rejects it.
+    pub fn record_trial(
+        &mut self,
+        node: NodeId,
+        trial: u64,
+        passed: bool,
+        now: Millis,
+    ) -> Result<NodeView> {
+        if self.trials.get(&node).map(|t| t.id) != Some(trial) {
+            return Err(Error::NoPendingTrial { trial });
+        }
+        self.trials.remove(&node);
+        self.registry
+            .record_trial(node, passed, None, now)
+            .map_err(Error::invariant)?;
+        tracing::info!(node = %node, passed, "trial recorded");
+        self.dirty_nodes.insert(node);
+        self.node_view(node)
+    }
+
+    /// A heartbeat: liveness, load, RTTs; the reply lists the node's tasks (and its trial on probation).
+    pub fn heartbeat(
+        &mut self,
+        key: &PublicKey,
+        req: HeartbeatRequest,
+        now: Millis,
+    ) -> Result<HeartbeatReply> {
+        let id = self.node_of(key)?;
+        let before = self.registry.node(id).map(|n| n.state());
+        let revoked = self.nodes.get(id.index()).is_some_and(|x| x.revoked);
+        let hb = Heartbeat {
+            status: if req.ready && !revoked {
+                ReportedStatus::Ready
+            } else {
+                ReportedStatus::Draining
+            },
+            load: req.load,
+            queue_len: req.queue_len,
+        };
+        self.registry
+            .heartbeat(id, hb, now)
+            .map_err(Error::invariant)?;
+        let rtts: Vec<(NodeId, u32)> = req
+            .rtts
+            .iter()
+            .take(64)
+            .filter_map(|r| Some((self.registry.id_of(&r.peer)?, r.rtt_us)))
+            .collect();
+        if !rtts.is_empty() {
+            self.registry
+                .report_rtts(id, &rtts)
+                .map_err(Error::invariant)?;
+            self.dirty_nodes.insert(id);
+        }
+        let after = self.registry.node(id).map(|n| n.state());
+        if before != after {
+            self.dirty_nodes.insert(id);
+        }
+        let state = after.map_or("unknown", state_name).to_string();
+        Ok(HeartbeatReply {
+            state,
+            tasks: self.tasks_of(id),
+            trial: self.trial_for(id),
+        })
+    }
+
+    /// The tasks `node` sees in its heartbeat reply: its member role in scheduled and running attempts,
+    /// and its verifier role in verifying `spdz2k` attempts.
+    pub(super) fn tasks_of(&self, node: NodeId) -> Vec<TaskView> {
+        let mut out = Vec::new();
+        for e in self.jobs.values() {
+            let phase = e.job.phase();
+            let Some(a) = &e.extra.attempt else { continue };
+            if phase == Phase::Verifying && a.verified && a.verifier == node {
+                out.push(TaskView {
+                    job: e.job.id.0,
+                    attempt: a.number,
+                    role: TaskRole::Verifier,
+                    manifest: hex::encode(&a.manifest),
+                    go: true,
+                });
+                continue;
+            }
+            if !matches!(phase, Phase::Scheduled | Phase::Running) {
+                continue;
+            }
+            let Some(i) = a.member_index(node) else {
+                continue;
+            };
+            let role = if i < a.parties.len() {
+                TaskRole::Party { index: i }
+            } else {
+                TaskRole::Dealer
+            };
+            out.push(TaskView {
+                job: e.job.id.0,
+                attempt: a.number,
+                role,
+                manifest: hex::encode(&a.manifest),
+                go: phase == Phase::Running,
+            });
+        }
+        out
+    }
+
+    /// One node as operators see it.
+    pub fn node_view(&self, id: NodeId) -> Result<NodeView> {
+        let n = self
+            .registry
+            .node(id)
+            .ok_or(Error::UnknownNode { node: id.0 })?;
+        let reg = n.registration();
+        let h = &reg.hardware;
+        let stats = n.stats();
+        Ok(NodeView {
+            id: id.0,
+            public_key: reg.public_key.clone(),
+            operator: reg.operator.clone(),
+            declared_operator: self
+                .nodes
+                .get(id.index())
+                .map(|x| x.declared_operator.clone())
+                .unwrap_or_default(),
+            region: reg.region.clone(),
+            address: self.nodes.get(id.index()).and_then(|x| x.address),
+            state: state_name(n.state()).into(),
+            reputation: n.reputation(),
+            last_heartbeat_ms: n.last_heartbeat(),
+            load: n.reported().load,
+            queue_len: n.reported().queue_len,
+            active_jobs: n.active_jobs(),
+            successes: stats.successes,
+            failures: stats.failures,
+            timeouts: stats.timeouts,
+            hardware: HardwareReport {
+                cores: h.cores,
+                memory_bytes: h.memory_bytes,
+                gpu_model: h.gpu.as_ref().map(|g| g.model.clone()),
+                gpu_memory_bytes: h.gpu.as_ref().map(|g| g.memory_bytes),
+                bandwidth_bytes_per_s: h.bandwidth_bytes_per_s,
+            },
+            measured_rtts: self
+                .registry
+                .record(id)
+                .map(|r| r.peers.iter().map(|&(p, us)| (p.0, us)).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Every node.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.registry
+            .nodes()
+            .filter_map(|n| self.node_view(n.id()).ok())
+            .collect()
+    }
+
+    /// A committee member as clients see it (key, address, attested sealing key).
+    pub(crate) fn member_view(&self, id: NodeId) -> MemberView {
+        MemberView {
+            node: id.0,
+            public_key: self
+                .registry
+                .node(id)
+                .map(|n| n.registration().public_key.clone())
+                .unwrap_or_default(),
+            address: self
+                .nodes
+                .get(id.index())
+                .and_then(|x| x.address)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+            sealing_key: self
+                .nodes
+                .get(id.index())
+                .map(|x| hex::encode(x.sealing_key))
+                .unwrap_or_default(),
+            sealing_attestation: self
+                .nodes
+                .get(id.index())
+                .map(|x| hex::encode(&x.sealing_attestation))
+                .unwrap_or_default(),
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Scheduling: the timer's work. It marks silent nodes down and fails their attempts, applies phase
+//! timeouts (blaming the members that did not act), places waiting jobs on a committee (selection and
+//! reservation are `veil_scheduler`'s) with a signed manifest, and deletes results past their retention.
+
+use veil_node::api::SPDZ2K;
+use veil_node::envelope::SealingKey;
+use veil_node::manifest::{Manifest, Member, ModelSpec, SignedManifest};
+use veil_node::wire::JobId as RunId;
+use veil_node::PublicKey;
+use veil_scheduler::{Effects, Event, FailureCause, Millis, NodeId, Phase, Placement};
+
+use super::submission::weight_mode;
+use super::{cause_text, Attempt, Core};
+use crate::blobs::BlobDelete;
+use crate::error::{Error, Result};
+
+impl Core {
+    /// Marks silent nodes down and fails their attempts, drains nodes no longer admitted, applies phase
+    /// timeouts, places waiting jobs.
+    pub fn tick(&mut self, now: Millis) -> Result<()> {
+        let down = self.registry.sweep(now);
+        for &n in &down {
+            tracing::warn!(node = %n, "node marked down (missed heartbeats)");
+            self.dirty_nodes.insert(n);
+        }
+        self.enforce_admission(now)?;
+        let ids: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| !e.job.phase().is_terminal())
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.tick_job(id, &down, now)?;
+        }
+        self.expire_results(now);
+        Ok(())
+    }
+
+    /// Deletes the result blobs of jobs finished longer than `result_retention_ms` ago.
+    pub(super) fn expire_results(&mut self, now: Millis) {
+        let retention = self.config.result_retention_ms;
+        for (&id, e) in self.jobs.iter_mut() {
+            let finished_at = e.job.history().last().map_or(0, |t| t.at);
+            let Some(a) = e.extra.attempt.as_mut() else {
+                continue;
+            };
+            if a.expired
+                || !e.job.phase().is_terminal()
+                || now.saturating_sub(finished_at) < retention
+            {
+                continue;
+            }
+            self.blob_deletes.push(BlobDelete::Attempt {
+                job: id,
+                attempt: a.number,
+            });
+            a.expired = true;
+            self.dirty_jobs.insert(id);
+            tracing::info!(job = id, "result blobs expired and deleted");
+        }
+    }
+
+    /// One live job at tick time: a member down or a phase timed out fails its attempt; a waiting job is
+    /// placed if it can be.
+    pub(super) fn tick_job(&mut self, id: u64, down: &[NodeId], now: Millis) -> Result<()> {
+        let Some(e) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        let phase = e.job.phase();
+        if let Some(a) = &e.extra.attempt {
+            let dead: Vec<NodeId> = a.computing_members().filter(|m| down.contains(m)).collect();
+            if !dead.is_empty() && matches!(phase, Phase::Scheduled | Phase::Running) {
+                tracing::warn!(
+                    job = id,
+                    attempt = a.number,
+                    ?dead,
+                    "member down: attempt fails"
+                );
+                return self.fail_attempt(id, FailureCause::NodeFailure, dead, now);
+            }
+        }
+        if let Some(Event::Fail { cause, .. }) = e.job.timeout_event(now) {
+            let blamed: Vec<NodeId> = match (&e.extra.attempt, phase) {
+                (Some(a), Phase::Scheduled) => a
+                    .computing_members()
+                    .enumerate()
+                    .filter(|&(i, _)| !a.accepted[i])
+                    .map(|(_, m)| m)
+                    .collect(),
+                (Some(a), Phase::Verifying) if a.verified => vec![a.verifier],
+                (Some(a), Phase::Running | Phase::Verifying) => a
+                    .parties
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, _)| !a.outputs[i])
+                    .map(|(_, &m)| m)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let cause = match (phase, &e.extra.unplaced) {
+                (Phase::Submitted, Some(why)) => FailureCause::Unplaceable(why.clone()),
+                _ => cause,
+            };
+            tracing::warn!(job = id, ?blamed, "phase timed out: {}", cause_text(&cause));
+            return self.fail_attempt(id, cause, blamed, now);
+        }
+        if phase == Phase::Submitted {
+            self.try_place(id, now)?;
+        }
+        Ok(())
+    }
+
+    /// Fails the current attempt of job `id` with `cause`, blaming `blamed`; deletes its blobs and, if the
+    /// lifecycle reschedules, tries a fresh committee at once.
+    pub(super) fn fail_attempt(
+        &mut self,
+        id: u64,
+        cause: FailureCause,
+        blamed: Vec<NodeId>,
+        now: Millis,
+    ) -> Result<()> {
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return Ok(());
+        };
+        let fx = e
+            .job
+            .apply(Event::Fail { cause, blamed }, now)
+            .map_err(Error::invariant)?;
+        if let Some(a) = e.extra.attempt.take() {
+            self.delete_blobs(BlobDelete::Attempt {
+                job: id,
+                attempt: a.number,
+            });
+        }
+        let reschedule = fx.reschedule;
+        self.apply_effects(fx, now);
+        self.dirty_jobs.insert(id);
+        if reschedule {
+            self.try_place(id, now)?;
+        }
+        Ok(())
+    }
+
+    /// Releases the reservations and records the reputation outcomes a lifecycle transition returned.
+    pub(super) fn apply_effects(&mut self, fx: Effects, now: Millis) {
+        for p in &fx.release {
+            self.registry.release(p);
+        }
+        for (n, outcome) in fx.outcomes {
+            if self.registry.record_outcome(n, outcome, now).is_ok() {
+                self.dirty_nodes.insert(n);
+            }
+        }
+    }
+
+    /// Tries to place a Submitted job: select and reserve a committee, sign its manifest.
+    pub(super) fn try_place(&mut self, id: u64, now: Millis) -> Result<()> {
+        let stale = self.config.stale_ms();
+        let Some(e) = self.jobs.get(&id) else {
+            return Ok(());
+        };
+        if e.job.phase() != Phase::Submitted {
+            return Ok(());
+        }
+        let mut exclude: Vec<NodeId> = e.job.excluded().to_vec();
+        exclude.extend(
+            self.registry
+                .nodes()
+                .filter(|n| now.saturating_sub(n.last_heartbeat()) > stale)
+                .map(|n| n.id()),
+        );
+        let roles: u64 = e.job.stages.iter().map(|d| u64::from(d.parties) + 2).sum();
+        exclude.extend(self.over_role_share(roles));
+        exclude.sort_unstable();
+        exclude.dedup();
+        let stages = e.job.stages.clone();
+        let seed = e.job.attempt_seed();
+        let placements = match self.registry.place_stages(&stages, seed, &exclude) {
+            Ok(p) => p,
+            Err(why) => {
+                let text = why.to_string();
+                if let Some(e) = self.jobs.get_mut(&id) {
+                    if e.extra.unplaced.as_deref() != Some(text.as_str()) {
+                        tracing::info!(job = id, "waiting for a committee: {text}");
+                        e.extra.unplaced = Some(text);
+                        self.dirty_jobs.insert(id);
+                    }
+                }
+                return Ok(());
+            }
+        };
+        let attempt = match self.make_attempt(id, &placements) {
+            Ok(a) => a,
+            Err(err) => {
+                for p in &placements {
+                    self.registry.release(p);
+                }
+                return Err(err);
+            }
+        };
+        let Some(e) = self.jobs.get_mut(&id) else {
+            return Ok(());
+        };
+        if let Err(err) = e.job.apply(Event::Schedule(placements.clone()), now) {
+            for p in &placements {
+                self.registry.release(p);
+            }
+            return Err(Error::invariant(err));
+        }
+        tracing::info!(
+            job = id,
+            attempt = attempt.number,
+            parties = ?attempt.parties,
+            dealer = %attempt.dealer,
+            verifier = %attempt.verifier,
+            "committee scheduled"
+        );
+        e.extra.attempt = Some(attempt);
+        e.extra.unplaced = None;
+        self.dirty_jobs.insert(id);
+        Ok(())
+    }
+
+    /// A node as a manifest names it (address and key).
+    pub(super) fn member(&self, id: NodeId) -> Result<Member> {
+        let node = self
+            .registry
+            .node(id)
+            .ok_or(Error::UnknownNode { node: id.0 })?;
+        let public_key: PublicKey = node
+            .registration()
+            .public_key
+            .parse()
+            .map_err(Error::invariant)?;
+        let address = self
+            .nodes
+            .get(id.index())
+            .and_then(|x| x.address)
+            .ok_or_else(|| Error::invariant(format!("node {id} has no address")))?;
+        Ok(Member {
+            address,
+            public_key,
+        })
+    }
+
+    /// A fresh attempt of job `id` on the first placement's committee, with its signed manifest.
+    pub(super) fn make_attempt(&self, id: u64, placements: &[Placement]) -> Result<Attempt> {
+        let e = self.jobs.get(&id).ok_or(Error::UnknownJob { job: id })?;
+        let c = &placements
+            .first()
+            .ok_or_else(|| Error::invariant("a placement without committee"))?
+            .committee;
+        let req = &e.extra.request;
+        let run_id: [u8; 16] = rand::random();
+        let deployed = match &req.model {
+            Some(id) => Some(self.deployed_spec(id, req)?),
+            None => None,
+        };
+        let output_key = req
+            .output_key
+            .as_deref()
+            .map(str::parse::<SealingKey>)
+            .transpose()
+            .map_err(|e| Error::malformed("output_key", e))?;
+        let manifest = Manifest {
+            job: RunId(run_id),
+            protocol: req.protocol.clone(),
+            model: ModelSpec {
+                workload: req.workload.clone(),
+                seed: req.model_seed,
+                weights: weight_mode(&req.weights)?,
+                frac_bits: req.frac_bits,
+                deployed,
+            },
+            batch: req.batch,
+            inferences: req.inferences,
+            parties: c
+                .parties
+                .iter()
+                .map(|&p| self.member(p))
+                .collect::<Result<_>>()?,
+            dealer: self.member(c.dealer)?,
+            client: self.identity.public_key(),
+            output_key,
+            verifier: Some(self.member(c.verifier)?),
+        };
+        let signed: SignedManifest = manifest.sign(&self.identity).map_err(Error::invariant)?;
+        let n = c.parties.len();
+        Ok(Attempt {
+            number: e.job.attempt(),
+            run_id,
+            manifest: postcard::to_stdvec(&signed).map_err(Error::invariant)?,
+            parties: c.parties.clone(),
+            dealer: c.dealer,
+            verifier: c.verifier,
+            accepted: vec![false; n + 1],
+            inputs: vec![false; n],
+            outputs: vec![false; n],
+            owner: false,
+            transcripts: vec![false; n],
+            verified: req.protocol == SPDZ2K,
+            expired: false,
+        })
+    }
+}

@@ -1,0 +1,425 @@
+//! Submission: model deployments (their public part), job requests checked and turned into a demand,
+//! the client's input blobs for each attempt, cancellation, and each client's rate limit.
+
+use veil_engine::model_file::Architecture;
+use veil_engine::{workloads, WeightMode};
+use veil_node::api::{
+    stage_model_id, DeployRequest, JobView, ModelView, StagesView, SubmitRequest, SPDZ2K,
+};
+use veil_node::envelope::SealingKey;
+use veil_node::manifest::{DeployedModel, Handoff, MAX_ARCHITECTURE_BYTES, MAX_BATCH};
+use veil_node::wire::JobId as RunId;
+use veil_node::PublicKey;
+use veil_scheduler::{Event, Job, JobDemand, JobId, Millis, Phase, RoleDemand};
+
+use super::execution::wrong_phase;
+use super::{Core, Entry, JobExtra, MODEL_RECORD};
+use crate::blobs::{BlobDelete, BlobKey, Direction};
+use crate::error::{Error, Result};
+
+/// Most execution parties a job may ask for.
+pub const MAX_PARTIES: u8 = 16;
+/// Most inferences one job may run.
+pub const MAX_INFERENCES: u32 = 10_000;
+
+fn check_range(field: &'static str, value: u64, min: u64, max: u64) -> Result<()> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(Error::OutOfRange {
+        field,
+        value,
+        min,
+        max,
+    })
+}
+
+fn check_parties(parties: u8) -> Result<()> {
+    check_range("parties", parties.into(), 2, MAX_PARTIES.into())
+}
+
+fn check_protocol(protocol: &str) -> Result<()> {
+    if protocol == "semi2k" || protocol == SPDZ2K {
+        return Ok(());
+    }
+    Err(Error::Unsupported {
+        field: "protocol",
+        value: protocol.chars().take(32).collect(),
+        expected: "semi2k, spdz2k",
+    })
+}
+
+pub(super) fn weight_mode(s: &str) -> Result<WeightMode> {
+    match s {
+        "shared" => Ok(WeightMode::Shared),
+        "public" => Ok(WeightMode::Public),
+        other => Err(Error::Unsupported {
+            field: "weights",
+            value: other.chars().take(32).collect(),
+            expected: "shared, public",
+        }),
+    }
+}
+
+/// Checks a deployment: the id's form, the architecture (bounded, parses, builds), weights, parties and
+/// fixed point. Returns the parsed architecture.
+pub fn check_deployment(req: &DeployRequest) -> Result<Architecture> {
+    if req.id.len() != 64 || !req.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::malformed("model id", "not 64 hex digits"));
+    }
+    if req.architecture.len() > MAX_ARCHITECTURE_BYTES {
+        return Err(Error::TooLong {
+            field: "architecture",
+            max: MAX_ARCHITECTURE_BYTES,
+        });
+    }
+    check_parties(req.parties)?;
+    weight_mode(&req.weights)?;
+    check_protocol(&req.protocol)?;
+    veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| Error::malformed("frac_bits", e))?;
+    let architecture: Architecture =
+        serde_json::from_str(&req.architecture).map_err(|e| Error::malformed("architecture", e))?;
+    veil_engine::model_file::skeleton(&architecture, &burn::tensor::Device::flex())
+        .map_err(|e| Error::malformed("architecture", e))?;
+    Ok(architecture)
+}
+
+/// Checks a job request and estimates what it asks of a committee from its compiled plan: each party
+/// holds its weight shares, their masks and the opened masked weights (3 x 8 bytes per weight) plus 1 MiB
+/// of activations; computes 2 ring operations per weight per item; sends the opened weights once and
+/// about 64 KiB per inference. The dealer streams 8 bytes per weight. Rounds: the workload's measured
+/// count per inference (network-a 20, lenet 61). Estimates, for selection and load accounting only.
+pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Result<JobDemand> {
+    if req.shaping.is_some() {
+        return Err(Error::LabOnly { field: "shaping" });
+    }
+    if req.threads.is_some() {
+        return Err(Error::LabOnly { field: "threads" });
+    }
+    check_parties(req.parties)?;
+    check_range("batch", req.batch.into(), 1, MAX_BATCH.into())?;
+    check_range(
+        "inferences",
+        req.inferences.into(),
+        1,
+        MAX_INFERENCES.into(),
+    )?;
+    let mode = weight_mode(&req.weights)?;
+    let fp = veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| Error::malformed("frac_bits", e))?;
+    check_protocol(&req.protocol)?;
+    if let Some(k) = &req.output_key {
+        k.parse::<SealingKey>()
+            .map_err(|e| Error::malformed("output_key", e))?;
+    }
+    let device = burn::tensor::Device::flex();
+    let model = match (&req.model, deployed) {
+        (Some(_), Some(architecture)) => veil_engine::model_file::skeleton(architecture, &device)
+            .map_err(|e| Error::malformed("model", e))?,
+        (Some(id), None) => return Err(Error::UnknownModel { model: id.clone() }),
+        (None, _) => workloads::by_name(&req.workload, req.model_seed, &device)
+            .ok_or_else(|| Error::Unsupported {
+                field: "workload",
+                value: req.workload.chars().take(32).collect(),
+                expected: "a model workload (network-a, lenet)",
+            })?
+            .map_err(Error::invariant)?,
+    };
+    let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(Error::invariant)?;
+    let weights: u64 = plan
+        .weights
+        .iter()
+        .map(|w| (w.inner * w.outputs + w.bias.as_ref().map_or(0, |b| b.len())) as u64)
+        .sum();
+    let items = u64::from(req.batch) * u64::from(req.inferences);
+    let rounds_per = if req.workload == "lenet" { 61 } else { 20 };
+    Ok(JobDemand {
+        parties: req.parties,
+        party: RoleDemand {
+            memory_bytes: 24 * weights + (1 << 20),
+            ops: 2 * weights * items,
+            bytes: 8 * weights + (64 << 10) * u64::from(req.inferences),
+        },
+        dealer: RoleDemand {
+            memory_bytes: 64 << 20,
+            ops: weights * u64::from(req.inferences),
+            bytes: 8 * weights * u64::from(req.parties),
+        },
+        verifier: RoleDemand {
+            memory_bytes: 16 << 20,
+            ops: 0,
+            bytes: 0,
+        },
+        rounds: rounds_per * req.inferences,
+    })
+}
+
+impl Core {
+    /// Submits a job for `submitter`; it is placed at once if a committee is available.
+    pub fn submit(
+        &mut self,
+        submitter: &PublicKey,
+        req: SubmitRequest,
+        demand: JobDemand,
+        now: Millis,
+    ) -> Result<JobView> {
+        self.admit_submission(submitter, now)?;
+        if let Some(stage) = &req.stage {
+            if let Some(next) = stage.next {
+                match self.jobs.get(&next) {
+                    Some(e) if e.extra.submitter == submitter.0 => {}
+                    _ => return Err(Error::NextStageNotOwned { job: next }),
+                }
+                // Its committee must be known now: this stage's manifest names its keys.
+                self.deployed_spec(req.model.as_deref().unwrap_or_default(), &req)?;
+            }
+        }
+        let id = self.next_job;
+        self.next_job += 1;
+        let mut policy = self.config.policy();
+        policy.timeouts.running_ms = self.config.running_timeout_for(&demand);
+        let job = Job::new(JobId(id), vec![demand], rand::random(), policy, now);
+        self.jobs.insert(
+            id,
+            Entry {
+                job,
+                extra: JobExtra {
+                    submitter: submitter.0,
+                    request: req,
+                    attempt: None,
+                    unplaced: None,
+                },
+            },
+        );
+        self.dirty_jobs.insert(id);
+        tracing::info!(job = id, "job submitted");
+        self.try_place(id, now)?;
+        self.job_view(id)
+    }
+
+    /// Deploys (or, for its owner, redeploys) a model's public part. The architecture must parse and
+    /// build; the id cannot be checked here (the weights never come here) and binds the sealed shares.
+    pub fn deploy(
+        &mut self,
+        owner: &PublicKey,
+        req: DeployRequest,
+        now: Millis,
+    ) -> Result<ModelView> {
+        let architecture = check_deployment(&req)?;
+        if let Some(old) = self.models.get(&req.id) {
+            if old.owner != owner.to_string() {
+                return Err(Error::ModelOwnedByOther { model: req.id });
+            }
+        }
+        let view = ModelView {
+            id: req.id.clone(),
+            name: architecture.name.clone(),
+            deployment: req,
+            owner: owner.to_string(),
+            deployed_at_ms: now,
+        };
+        self.dirty_records.push((
+            format!("{MODEL_RECORD}/{}", view.id),
+            serde_json::to_vec(&view).map_err(|e| Error::record("model", e))?,
+        ));
+        self.models.insert(view.id.clone(), view.clone());
+        tracing::info!(model = %view.id, name = %view.name, "model deployed");
+        Ok(view)
+    }
+
+    /// The manifest's model of a job on deployed model `id`: the whole model, or its stage with the
+    /// stage's hand-off to the next stage's committee.
+    pub(super) fn deployed_spec(&self, id: &str, req: &SubmitRequest) -> Result<DeployedModel> {
+        let m = self.models.get(id).ok_or_else(|| Error::UnknownModel {
+            model: id.to_string(),
+        })?;
+        let Some(stage) = &req.stage else {
+            return Ok(DeployedModel {
+                id: m.id.clone(),
+                architecture: m.deployment.architecture.clone(),
+                handoff: None,
+                senders: 0,
+            });
+        };
+        let architecture = self.job_architecture(req)?;
+        let handoff = match stage.next {
+            None => None,
+            Some(next) => {
+                let e = self
+                    .jobs
+                    .get(&next)
+                    .ok_or(Error::UnknownJob { job: next })?;
+                let a = match (&e.extra.attempt, e.job.phase()) {
+                    (Some(a), Phase::Scheduled) => a,
+                    _ => return Err(wrong_phase(next, e.job.phase(), "scheduled")),
+                };
+                let next_stage = e
+                    .extra
+                    .request
+                    .stage
+                    .as_ref()
+                    .ok_or_else(|| Error::NotAStage { job: next })?;
+                Some(Handoff {
+                    run: RunId(a.run_id),
+                    model: stage_model_id(id, next_stage.start, next_stage.end),
+                    keys: a
+                        .parties
+                        .iter()
+                        .map(|p| {
+                            self.nodes
+                                .get(p.index())
+                                .map(|x| SealingKey(x.sealing_key))
+                                .ok_or_else(|| {
+                                    Error::invariant(format!("node {p} has no sealing key"))
+                                })
+                        })
+                        .collect::<Result<_>>()?,
+                })
+            }
+        };
+        Ok(DeployedModel {
+            id: stage_model_id(id, stage.start, stage.end),
+            architecture: serde_json::to_string(&architecture).map_err(Error::invariant)?,
+            handoff,
+            senders: stage.senders,
+        })
+    }
+
+    /// The architecture a job on a deployed model runs: the model's, or its stage's.
+    pub fn job_architecture(&self, req: &SubmitRequest) -> Result<Architecture> {
+        let id = req.model.as_deref().ok_or(Error::NotDeployedJob)?;
+        let whole = self.model_architecture(id)?;
+        match &req.stage {
+            None => Ok(whole),
+            Some(s) => veil_engine::model_file::stage_architecture(
+                &whole,
+                s.start..s.end,
+                &burn::tensor::Device::flex(),
+            )
+            .map_err(|e| Error::malformed("stage", e)),
+        }
+    }
+
+    /// The split of deployed model `id` into stages under `max_stage_memory_bytes`.
+    pub fn model_stages(&self, id: &str) -> Result<StagesView> {
+        let architecture = self.model_architecture(id)?;
+        let memory =
+            veil_engine::model_file::layer_memory(&architecture, &burn::tensor::Device::flex())
+                .map_err(Error::invariant)?;
+        let max = match self.config.max_stage_memory_bytes {
+            0 => u64::MAX,
+            m => m,
+        };
+        let stages =
+            veil_scheduler::partition(&memory, max).map_err(|source| Error::Unsplittable {
+                model: id.to_string(),
+                source,
+            })?;
+        Ok(StagesView {
+            model: id.to_string(),
+            stages: stages.into_iter().map(|r| [r.start, r.end]).collect(),
+            max_stage_memory_bytes: max,
+        })
+    }
+
+    /// Every deployed model.
+    pub fn models(&self) -> Vec<ModelView> {
+        self.models.values().cloned().collect()
+    }
+
+    /// The architecture of deployed model `id`.
+    pub fn model_architecture(&self, id: &str) -> Result<Architecture> {
+        let m = self.models.get(id).ok_or_else(|| Error::UnknownModel {
+            model: id.to_string(),
+        })?;
+        serde_json::from_str(&m.deployment.architecture).map_err(|e| Error::record("model", e))
+    }
+
+    /// Job `job`, which `key` must have submitted.
+    pub(crate) fn owned(&self, key: &PublicKey, job: u64) -> Result<&Entry> {
+        let e = self.jobs.get(&job).ok_or(Error::UnknownJob { job })?;
+        if e.extra.submitter != key.0 {
+            return Err(Error::NotSubmitter { job });
+        }
+        Ok(e)
+    }
+
+    /// The submitter uploads party `party`'s input blob for attempt `attempt`.
+    pub fn upload_input(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        party: usize,
+        bytes: Vec<u8>,
+        now: Millis,
+    ) -> Result<()> {
+        let e = self.owned(key, job)?;
+        let a = match &e.extra.attempt {
+            Some(a) if a.number == attempt && e.job.phase() == Phase::Scheduled => a,
+            _ => return Err(Error::StaleAttempt { job, attempt }),
+        };
+        if party >= a.parties.len() {
+            return Err(Error::NoSuchParty { party });
+        }
+        if let Some(a) = self
+            .jobs
+            .get_mut(&job)
+            .and_then(|e| e.extra.attempt.as_mut())
+        {
+            a.inputs[party] = true;
+        }
+        self.dirty_jobs.insert(job);
+        self.write_blob(
+            BlobKey {
+                job,
+                attempt,
+                dir: Direction::Input,
+                index: party,
+            },
+            bytes,
+        );
+        self.maybe_start(job, now)?;
+        Ok(())
+    }
+
+    /// Cancels a job (its submitter); its attempt's blobs are deleted.
+    pub fn cancel(&mut self, key: &PublicKey, job: u64, now: Millis) -> Result<JobView> {
+        self.owned(key, job)?;
+        let Some(e) = self.jobs.get_mut(&job) else {
+            return Err(Error::UnknownJob { job });
+        };
+        let fx = e.job.apply(Event::Cancel, now).map_err(Error::NotAllowed)?;
+        if let Some(a) = e.extra.attempt.take() {
+            self.delete_blobs(BlobDelete::Attempt {
+                job,
+                attempt: a.number,
+            });
+        }
+        self.apply_effects(fx, now);
+        self.dirty_jobs.insert(job);
+        self.job_view(job)
+    }
+
+    /// Counts a submission of `key` at `now` against `submissions_per_minute`.
+    /// Counts a submission of `key` at `now` against `submissions_per_minute`.
+    pub(super) fn admit_submission(&mut self, key: &PublicKey, now: Millis) -> Result<()> {
+        let limit = self.config.submissions_per_minute;
+        if limit == 0 {
+            return Ok(());
+        }
+        let window = self.submissions.entry(key.0).or_default();
+        while window
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) >= 60_000)
+        {
+            window.pop_front();
+        }
+        if window.len() >= limit as usize {
+            return Err(Error::RateLimited { limit });
+        }
+        window.push_back(now);
+        Ok(())
+    }
+}

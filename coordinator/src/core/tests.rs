@@ -1,0 +1,782 @@
+//! The core through its driver, on a real redb store and blob directory.
+
+use std::net::SocketAddr;
+
+use veil_node::api::{
+    HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, NodeView, RegisterRequest,
+    SubmitRequest, TaskFailure, TaskRole,
+};
+use veil_node::{Identity, PublicKey};
+use veil_scheduler::Millis;
+
+use super::{demand_for, MAX_NAME_BYTES};
+use crate::blobs::{BlobKey, Direction};
+use crate::config::CoordinatorConfig;
+use crate::error::ErrorKind;
+use crate::Coordinator;
+
+/// The kind of a call's error, if it failed.
+fn kind<T>(r: crate::error::Result<T>) -> Option<ErrorKind> {
+    r.err().map(|e| e.kind())
+}
+
+const T0: Millis = 1_000_000;
+
+fn config(dir: &std::path::Path) -> CoordinatorConfig {
+    let text = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nheartbeat_timeout_ms = 1000\n",
+        dir.display()
+    );
+    let c: CoordinatorConfig = toml::from_str(&text).unwrap();
+    c.validate().unwrap();
+    c
+}
+
+fn registration(i: usize, id: &Identity) -> RegisterRequest {
+    let sealing = veil_node::envelope::OpeningKey::generate().public();
+    let attestation = id.sign(&veil_node::inbox::attestation_message(&sealing));
+    RegisterRequest {
+        sealing_key: sealing.to_string(),
+        sealing_attestation: hex::encode(attestation),
+        certificate: None,
+        operator: format!("op-{i}"),
+        region: "r".into(),
+        asn: None,
+        address: SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+        hardware: HardwareReport {
+            cores: 4,
+            memory_bytes: 8 << 30,
+            gpu_model: None,
+            gpu_memory_bytes: None,
+            bandwidth_bytes_per_s: 1 << 30,
+        },
+    }
+}
+
+fn request() -> SubmitRequest {
+    SubmitRequest {
+        workload: "network-a".into(),
+        model_seed: 7,
+        weights: "shared".into(),
+        frac_bits: 16,
+        batch: 1,
+        inferences: 2,
+        parties: 2,
+        model: None,
+        output_key: None,
+        protocol: "semi2k".into(),
+        stage: None,
+        threads: None,
+        shaping: None,
+    }
+}
+
+fn heartbeat(c: &mut Coordinator, key: &PublicKey, now: Millis) -> HeartbeatReply {
+    let req = HeartbeatRequest {
+        ready: true,
+        load: 0.0,
+        queue_len: 0,
+        rtts: Vec::new(),
+    };
+    c.heartbeat(key, req, now).unwrap()
+}
+
+/// A coordinator with `n` nodes of distinct operators that passed their trial.
+fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
+    let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
+    let ids: Vec<Identity> = (0..n).map(|_| Identity::generate().unwrap()).collect();
+    let keys: Vec<PublicKey> = ids.iter().map(Identity::public_key).collect();
+    for (i, k) in keys.iter().enumerate() {
+        // An attestation by another key is refused.
+        let forged = registration(i, &ids[(i + 1) % n]);
+        assert!(kind(c.register(k, forged, T0)) == Some(ErrorKind::Invalid));
+        let view = c.register(k, registration(i, &ids[i]), T0).unwrap();
+        assert_eq!(view.state, "probation");
+        let trial = heartbeat(&mut c, k, T0)
+            .trial
+            .expect("a trial on probation");
+        let (node, _) = c.pending_trial(k, trial.id).unwrap();
+        assert!(c.pending_trial(k, trial.id + 1).is_err());
+        c.record_trial(node, trial.id, true, T0).unwrap();
+        assert!(heartbeat(&mut c, k, T0).trial.is_none());
+    }
+    (c, keys)
+}
+
+fn members(view: &JobView) -> Vec<String> {
+    let c = view.committee.as_ref().unwrap();
+    c.parties
+        .iter()
+        .chain([&c.dealer])
+        .map(|m| m.public_key.clone())
+        .collect()
+}
+
+fn key_of(keys: &[PublicKey], hex: &str) -> PublicKey {
+    *keys.iter().find(|k| k.to_string() == hex).unwrap()
+}
+
+/// Accepts on every member and uploads every input: the attempt runs.
+fn start(c: &mut Coordinator, keys: &[PublicKey], client: &PublicKey, now: Millis) -> JobView {
+    let view = c.job_view(1).unwrap();
+    for m in members(&view) {
+        c.task_accepted(&key_of(keys, &m), 1, view.attempt, now)
+            .unwrap();
+    }
+    for p in 0..2 {
+        c.upload_input(client, 1, view.attempt, p, vec![p as u8; 10], now)
+            .unwrap();
+    }
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.phase, "running");
+    view
+}
+
+#[test]
+fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let stranger = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
+    assert_eq!(view.phase, "scheduled");
+    let committee = view.committee.clone().unwrap();
+    // Four members of four operators.
+    let mut all: Vec<&str> = committee
+        .parties
+        .iter()
+        .chain([&committee.dealer, &committee.verifier])
+        .map(|m| m.public_key.as_str())
+        .collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 4);
+    // Members see their task, not yet to start; the verifier has none.
+    let dealer = key_of(&keys, &committee.dealer.public_key);
+    let tasks = heartbeat(&mut c, &dealer, T0 + 2).tasks;
+    assert_eq!(tasks.len(), 1);
+    assert_eq!(tasks[0].role, TaskRole::Dealer);
+    assert!(!tasks[0].go);
+    let verifier = key_of(&keys, &committee.verifier.public_key);
+    assert!(heartbeat(&mut c, &verifier, T0 + 2).tasks.is_empty());
+    // Only the submitter uploads inputs; only members accept.
+    assert!(
+        kind(c.upload_input(&stranger, 1, 1, 0, b"x".to_vec(), T0 + 3))
+            == Some(ErrorKind::Forbidden)
+    );
+    assert!(kind(c.task_accepted(&verifier, 1, 1, T0 + 3)) == Some(ErrorKind::Forbidden));
+    let view = start(&mut c, &keys, &client, T0 + 3);
+    assert!(heartbeat(&mut c, &dealer, T0 + 4).tasks[0].go);
+    // A party gets its own input only.
+    let p0 = key_of(&keys, &committee.parties[0].public_key);
+    let p1 = key_of(&keys, &committee.parties[1].public_key);
+    assert_eq!(c.task_input(&p0, 1, 1).unwrap(), vec![0u8; 10]);
+    assert_eq!(c.task_input(&p1, 1, 1).unwrap(), vec![1u8; 10]);
+    assert!(c.task_input(&dealer, 1, 1).is_err());
+    c.task_output(&p0, 1, 1, b"out0".to_vec(), T0 + 5).unwrap();
+    assert_eq!(c.job_view(1).unwrap().phase, "running");
+    assert!(c.download_output(&client, 1, 0).is_err());
+    c.task_output(&p1, 1, 1, b"out1".to_vec(), T0 + 6).unwrap();
+    let done = c.job_view(1).unwrap();
+    assert_eq!(done.phase, "done");
+    let phases: Vec<&str> = done.history.iter().map(|t| t.to.as_str()).collect();
+    assert_eq!(phases, ["scheduled", "running", "verifying", "done"]);
+    assert_eq!(c.download_output(&client, 1, 1).unwrap(), b"out1");
+    assert!(kind(c.download_output(&stranger, 1, 1)) == Some(ErrorKind::Forbidden));
+    // Every member gained reputation and released its reservation.
+    for n in c.nodes() {
+        let member =
+            members(&view).contains(&n.public_key) || n.public_key == committee.verifier.public_key;
+        assert_eq!(n.successes, u64::from(member));
+        assert_eq!(n.active_jobs, 0);
+        assert!(!member || n.reputation > 0.8, "{n:?}");
+    }
+    // The results stay for the retention period, then go (the job's record stays).
+    let retention = c.config().result_retention_ms;
+    c.tick(T0 + 6 + retention - 1).unwrap();
+    assert_eq!(c.download_output(&client, 1, 1).unwrap(), b"out1");
+    c.tick(T0 + 6 + retention).unwrap();
+    let err = c.download_output(&client, 1, 1).unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
+    assert_eq!(c.job_view(1).unwrap().phase, "done");
+}
+
+#[test]
+fn a_client_submitting_faster_than_its_rate_limit_is_refused_for_a_minute() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.submissions_per_minute = 3;
+    let mut c = Coordinator::open(config, Identity::generate().unwrap(), T0).unwrap();
+    let (client, other) = (
+        Identity::generate().unwrap().public_key(),
+        Identity::generate().unwrap().public_key(),
+    );
+    let demand = demand_for(&request(), None).unwrap();
+    for i in 0..3 {
+        c.submit(&client, request(), demand, T0 + i).unwrap();
+    }
+    let err = c.submit(&client, request(), demand, T0 + 10).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::RateLimited, "{err}");
+    c.submit(&other, request(), demand, T0 + 10).unwrap();
+    c.submit(&client, request(), demand, T0 + 60_001).unwrap();
+}
+
+#[test]
+fn a_silent_member_fails_the_attempt_and_the_job_moves_to_a_fresh_committee() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    c.submit(&client, request(), demand, T0 + 1).unwrap();
+    let first = start(&mut c, &keys, &client, T0 + 2);
+    let victim = key_of(
+        &keys,
+        &first.committee.as_ref().unwrap().parties[1].public_key,
+    );
+    // Everyone but the victim keeps heartbeating; past the timeout the victim is down.
+    for t in [T0 + 500, T0 + 1000, T0 + 1500] {
+        for k in keys.iter().filter(|k| **k != victim) {
+            heartbeat(&mut c, k, t);
+        }
+        c.tick(t).unwrap();
+    }
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.attempt, 2, "{view:?}");
+    assert_eq!(view.phase, "scheduled");
+    assert!(view.inputs_uploaded.is_empty(), "fresh shares are needed");
+    assert!(!members(&view).contains(&victim.to_string()));
+    assert_ne!(view.run_id, first.run_id);
+    let victim_node = c
+        .nodes()
+        .into_iter()
+        .find(|n| n.public_key == victim.to_string())
+        .unwrap();
+    assert_eq!(victim_node.state, "down");
+    assert_eq!(victim_node.failures, 1);
+    assert!(victim_node.reputation < 0.8);
+    assert_eq!(view.excluded, vec![victim_node.id]);
+    // The old attempt is gone: its blobs are refused, its inputs deleted.
+    assert!(c
+        .upload_input(&client, 1, 1, 0, b"x".to_vec(), T0 + 1600)
+        .is_err());
+    assert!(c
+        .blobs()
+        .get(&BlobKey {
+            job: 1,
+            attempt: 1,
+            dir: Direction::Input,
+            index: 0
+        })
+        .is_err());
+    // A member's failure report blames the silent, not the reporter.
+    let second = start(&mut c, &keys, &client, T0 + 1600);
+    let reporter = key_of(
+        &keys,
+        &second.committee.as_ref().unwrap().parties[0].public_key,
+    );
+    c.task_failed(
+        &reporter,
+        1,
+        2,
+        &TaskFailure {
+            reason: "peer timed out".into(),
+            rejected_input: false,
+            verification_failed: false,
+        },
+        T0 + 1700,
+    )
+    .unwrap();
+    // Every member is alive as far as the coordinator sees: the report carries no evidence, blames
+    // nobody else, and counts against the reporter (kept out of the job's next attempts).
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.attempt, 3);
+    let reporter_node = c
+        .nodes()
+        .into_iter()
+        .find(|n| n.public_key == reporter.to_string())
+        .unwrap();
+    assert_eq!(reporter_node.failures, 1);
+    assert!(view.excluded.contains(&reporter_node.id));
+    assert_eq!(
+        c.nodes().iter().map(|n| n.failures).sum::<u64>(),
+        2,
+        "the victim and the reporter, nobody else"
+    );
+}
+
+#[test]
+fn phase_timeouts_blame_the_members_that_did_not_act_and_bad_requests_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
+    // Every member but party 1 accepts; the client uploads everything; party 1 stays silent in its
+    // task but keeps heartbeating (it is up, just not doing its part).
+    let silent = key_of(
+        &keys,
+        &view.committee.as_ref().unwrap().parties[1].public_key,
+    );
+    for m in members(&view) {
+        let k = key_of(&keys, &m);
+        if k != silent {
+            c.task_accepted(&k, 1, 1, T0 + 2).unwrap();
+        }
+    }
+    for p in 0..2 {
+        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
+            .unwrap();
+    }
+    assert_eq!(c.job_view(1).unwrap().phase, "scheduled");
+    let limit = c.config().scheduled_timeout_ms;
+    for k in &keys {
+        heartbeat(&mut c, k, T0 + limit + 1);
+    }
+    c.tick(T0 + limit + 1).unwrap();
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.attempt, 2, "{view:?}");
+    let cause = view.history.iter().find_map(|t| t.cause.clone()).unwrap();
+    assert_eq!(cause, "timeout in phase scheduled");
+    let silent_view = c
+        .nodes()
+        .into_iter()
+        .find(|n| n.public_key == silent.to_string())
+        .unwrap();
+    assert_eq!(silent_view.timeouts, 1);
+    assert_eq!(view.excluded, vec![silent_view.id]);
+    assert!(c.nodes().iter().filter(|n| n.timeouts > 0).count() == 1);
+    // Requests out of bounds.
+    let mut bad = request();
+    bad.parties = 1;
+    assert!(kind(demand_for(&bad, None)) == Some(ErrorKind::Invalid));
+    let mut bad = request();
+    bad.workload = "gpt-5".into();
+    assert!(kind(demand_for(&bad, None)) == Some(ErrorKind::Invalid));
+    let newcomer_id = Identity::generate().unwrap();
+    let mut reg = registration(9, &newcomer_id);
+    reg.operator = "x".repeat(MAX_NAME_BYTES + 1);
+    let newcomer = newcomer_id.public_key();
+    assert!(kind(c.register(&newcomer, reg, T0)) == Some(ErrorKind::Invalid));
+    assert!(
+        kind(c.heartbeat(
+            &newcomer,
+            HeartbeatRequest {
+                ready: true,
+                load: 0.0,
+                queue_len: 0,
+                rtts: Vec::new()
+            },
+            T0
+        )) == Some(ErrorKind::NotFound)
+    );
+}
+
+#[test]
+fn a_restart_keeps_nodes_jobs_attempts_and_reservations() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = {
+        let (mut c, keys) = network(dir.path(), 5);
+        let client = Identity::generate().unwrap().public_key();
+        let demand = demand_for(&request(), None).unwrap();
+        c.submit(&client, request(), demand, T0 + 1).unwrap();
+        start(&mut c, &keys, &client, T0 + 2);
+        (c.nodes(), c.job_view(1).unwrap())
+    };
+    let (nodes, job) = before;
+    let c = Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0 + 100).unwrap();
+    let strip = |mut v: Vec<NodeView>| {
+        for n in &mut v {
+            n.last_heartbeat_ms = 0;
+            n.reputation = (n.reputation * 1e6).round();
+        }
+        v
+    };
+    assert_eq!(strip(c.nodes()), strip(nodes));
+    assert_eq!(c.job_view(1).unwrap(), job);
+    assert_eq!(c.nodes().iter().map(|n| n.active_jobs).sum::<u32>(), 4);
+    assert_eq!(c.next_job, 2);
+}
+
+// ----- admission -----
+
+use veil_node::operator::{CertKind, Certificate, CertificateChain};
+
+/// Far enough past `T0` (in seconds) that certificates issued for the tests are valid.
+const VALID_UNTIL_S: u64 = T0 / 1000 + 3600;
+
+fn chain(operator: &Identity, node: PublicKey, expires_at_s: u64) -> String {
+    CertificateChain {
+        node: Certificate::issue(operator, CertKind::Node, node, expires_at_s, None, None).unwrap(),
+        admission: None,
+    }
+    .to_text()
+}
+
+fn admitting(dir: &std::path::Path, operators: &[&Identity], max_nodes: u32) -> CoordinatorConfig {
+    let mut c = config(dir);
+    c.admission = Some(crate::config::AdmissionConfig {
+        operators: operators.iter().map(|o| o.public_key()).collect(),
+        admission_keys: Vec::new(),
+        max_nodes_per_operator: max_nodes,
+        max_role_share: 1.0,
+    });
+    c
+}
+
+/// Registers `id` with `certificate` (and a claimed operator name `op-{i}`) and passes its trial.
+fn admit(c: &mut Coordinator, i: usize, id: &Identity, certificate: String) {
+    let mut reg = registration(i, id);
+    reg.certificate = Some(certificate);
+    let k = id.public_key();
+    c.register(&k, reg, T0).unwrap();
+    let trial = heartbeat(c, &k, T0).trial.unwrap();
+    let (node, _) = c.pending_trial(&k, trial.id).unwrap();
+    c.record_trial(node, trial.id, true, T0).unwrap();
+}
+
+#[test]
+fn forged_expired_unadmitted_and_misdirected_certificates_are_refused_with_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let (admitted, stranger) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+    let mut c = Coordinator::open(
+        admitting(dir.path(), &[&admitted], 0),
+        Identity::generate().unwrap(),
+        T0,
+    )
+    .unwrap();
+    let node = Identity::generate().unwrap();
+    let other = Identity::generate().unwrap().public_key();
+    let refused = |c: &mut Coordinator, certificate: Option<String>| {
+        let mut reg = registration(0, &node);
+        reg.certificate = certificate;
+        let err = c.register(&node.public_key(), reg, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+        err.to_string()
+    };
+    assert!(refused(&mut c, None).contains("register with your operator's certificate"));
+    // Signed by an operator that is not admitted.
+    let unadmitted = chain(&stranger, node.public_key(), VALID_UNTIL_S);
+    assert!(refused(&mut c, Some(unadmitted)).contains("is not admitted"));
+    // Expired.
+    let expired = chain(&admitted, node.public_key(), T0 / 1000);
+    assert!(refused(&mut c, Some(expired)).contains("expired"));
+    // For another node.
+    let misdirected = chain(&admitted, other, VALID_UNTIL_S);
+    assert!(refused(&mut c, Some(misdirected)).contains("for node"));
+    // Forged: an admitted operator's certificate whose node key was replaced after signing.
+    let genuine =
+        Certificate::issue(&admitted, CertKind::Node, other, VALID_UNTIL_S, None, None).unwrap();
+    let forged = CertificateChain {
+        node: Certificate {
+            subject: node.public_key(),
+            ..genuine
+        },
+        admission: None,
+    };
+    assert!(refused(&mut c, Some(forged.to_text())).contains("signature"));
+    assert!(c.nodes().is_empty(), "nothing was registered");
+    // The genuine chain is admitted, under the operator key, whatever name the node declares.
+    let mut reg = registration(0, &node);
+    reg.certificate = Some(chain(&admitted, node.public_key(), VALID_UNTIL_S));
+    let view = c.register(&node.public_key(), reg, T0).unwrap();
+    assert_eq!(view.operator, admitted.public_key().to_string());
+    assert_eq!(view.declared_operator, "op-0");
+}
+
+#[test]
+fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    let refs: Vec<&Identity> = operators.iter().collect();
+    let mut c = Coordinator::open(
+        admitting(dir.path(), &refs, 2),
+        Identity::generate().unwrap(),
+        T0,
+    )
+    .unwrap();
+    // Operator 0 runs two nodes that declare different operator names; the others one each.
+    let twins = [Identity::generate().unwrap(), Identity::generate().unwrap()];
+    for (i, n) in twins.iter().enumerate() {
+        admit(
+            &mut c,
+            10 + i,
+            n,
+            chain(&operators[0], n.public_key(), VALID_UNTIL_S),
+        );
+    }
+    for (i, o) in operators.iter().enumerate().skip(1) {
+        let n = Identity::generate().unwrap();
+        admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
+    }
+    // A third node of operator 0 is over its limit of two.
+    let third = Identity::generate().unwrap();
+    let mut reg = registration(20, &third);
+    reg.certificate = Some(chain(&operators[0], third.public_key(), VALID_UNTIL_S));
+    let err = c.register(&third.public_key(), reg, T0).unwrap_err();
+    assert!(err.to_string().contains("its limit"), "{err}");
+    let twins: Vec<String> = twins.iter().map(|t| t.public_key().to_string()).collect();
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let mut twin_seats = 0;
+    for j in 0..40u64 {
+        let view = c.submit(&client, request(), demand, T0 + 1 + j).unwrap();
+        let committee = view.committee.as_ref().unwrap();
+        let seated: Vec<&str> = committee
+            .parties
+            .iter()
+            .chain([&committee.dealer, &committee.verifier])
+            .map(|m| m.public_key.as_str())
+            .filter(|k| twins.iter().any(|t| t == k))
+            .collect();
+        assert!(seated.len() <= 1, "job {}: {seated:?}", view.id);
+        twin_seats += seated.len();
+        c.cancel(&client, view.id, T0 + 1 + j).unwrap();
+    }
+    // Four seats of four operators: operator 0 sits on every committee, through one twin or the other.
+    assert_eq!(twin_seats, 40);
+}
+
+#[test]
+fn removing_an_operator_drains_its_nodes_and_reschedules_their_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    let refs: Vec<&Identity> = operators.iter().collect();
+    let mut c = Coordinator::open(
+        admitting(dir.path(), &refs, 0),
+        Identity::generate().unwrap(),
+        T0,
+    )
+    .unwrap();
+    let nodes: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    for (i, n) in nodes.iter().enumerate() {
+        admit(
+            &mut c,
+            i,
+            n,
+            chain(&operators[i], n.public_key(), VALID_UNTIL_S),
+        );
+    }
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let first = c.submit(&client, request(), demand, T0 + 1).unwrap();
+    let seated = first.committee.as_ref().unwrap().parties[0]
+        .public_key
+        .clone();
+    let i = nodes
+        .iter()
+        .position(|n| n.public_key().to_string() == seated)
+        .unwrap();
+    // The reload admits every operator but i's.
+    let mut admission = c.config().admission.clone().unwrap();
+    admission
+        .operators
+        .retain(|k| *k != operators[i].public_key());
+    let drained = c
+        .update(|core| core.set_admission(Some(admission), T0 + 2))
+        .unwrap();
+    assert_eq!(drained.len(), 1);
+    let view = c.job_view(first.id).unwrap();
+    assert_eq!(view.attempt, 2, "{view:?}");
+    assert_eq!(view.phase, "scheduled");
+    assert!(!members(&view).contains(&seated));
+    // The drained node stays draining whatever it reports, and gets no task.
+    let reply = heartbeat(&mut c, &nodes[i].public_key(), T0 + 3);
+    assert_eq!(reply.state, "draining");
+    assert!(reply.tasks.is_empty());
+}
+
+#[test]
+fn claims_beyond_physical_bounds_are_refused_at_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0).unwrap();
+    let id = Identity::generate().unwrap();
+    let refused = |c: &mut Coordinator, edit: &dyn Fn(&mut HardwareReport)| {
+        let mut reg = registration(0, &id);
+        edit(&mut reg.hardware);
+        let err = c.register(&id.public_key(), reg, T0).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+        err.to_string()
+    };
+    // The probe of the issue: a node that claimed 2^32 - 1 cores was accepted.
+    assert!(refused(&mut c, &|h| h.cores = u32::MAX).contains("MAX_CORES"));
+    assert!(refused(&mut c, &|h| h.memory_bytes =
+        veil_scheduler::MAX_MEMORY_BYTES + 1)
+    .contains("MAX_MEMORY_BYTES"));
+    assert!(refused(&mut c, &|h| {
+        h.bandwidth_bytes_per_s = veil_scheduler::MAX_BANDWIDTH_BYTES_PER_S + 1
+    })
+    .contains("MAX_BANDWIDTH"));
+    assert!(refused(&mut c, &|h| {
+        h.gpu_model = Some("g".into());
+        h.gpu_memory_bytes = Some(veil_scheduler::MAX_GPU_MEMORY_BYTES + 1);
+    })
+    .contains("MAX_GPU_MEMORY"));
+    assert!(c.nodes().is_empty());
+    // At the bounds, a claim is accepted.
+    let mut reg = registration(0, &id);
+    reg.hardware.cores = veil_scheduler::MAX_CORES;
+    reg.hardware.memory_bytes = veil_scheduler::MAX_MEMORY_BYTES;
+    reg.hardware.bandwidth_bytes_per_s = veil_scheduler::MAX_BANDWIDTH_BYTES_PER_S;
+    c.register(&id.public_key(), reg, T0).unwrap();
+}
+
+// ----- blame on evidence, timeouts, lab-only options -----
+
+#[test]
+fn client_chosen_shaping_and_threads_are_refused_with_400_not_run_to_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let mut shaped = request();
+    shaped.shaping = Some(veil_protocols::shaping::ShapingConfig {
+        latency_ms: 3_600_000.0,
+        bandwidth_mbps: Some(0.001),
+        burst_bytes: 1,
+    });
+    let err = demand_for(&shaped, None).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    assert!(err.to_string().contains("shaping is refused"), "{err}");
+    let mut threads = request();
+    threads.threads = Some(4096);
+    let err = demand_for(&threads, None).unwrap_err();
+    assert!(err.to_string().contains("threads is refused"), "{err}");
+    // Nothing was submitted: no committee was tied up.
+    assert!(c.jobs().is_empty());
+    let demand = demand_for(&request(), None).unwrap();
+    c.submit(&client, request(), demand, T0 + 1).unwrap();
+}
+
+#[test]
+fn a_jobs_running_timeout_scales_with_its_estimated_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.min_running_timeout_ms = 30_000;
+    config.running_timeout_ms = 600_000;
+    let small = demand_for(&request(), None).unwrap();
+    let mut big_request = request();
+    big_request.inferences = 2_000;
+    let big = demand_for(&big_request, None).unwrap();
+    let (t_small, t_big) = (
+        config.running_timeout_for(&small),
+        config.running_timeout_for(&big),
+    );
+    // network-a: 20 rounds per inference at 100 ms, times 4: 2 inferences -> 16 s (floor 30 s); 2000
+    // inferences -> 16 000 s (cap 600 s).
+    assert_eq!(t_small, 30_000);
+    assert_eq!(t_big, 600_000);
+    let mut mid_request = request();
+    mid_request.inferences = 20;
+    let mid = demand_for(&mid_request, None).unwrap();
+    let t_mid = config.running_timeout_for(&mid);
+    assert!(t_mid > 4 * 100 * 20 * 20 && t_mid < 600_000, "{t_mid}");
+    // A small job that stalls times out at its own limit, not at the configured cap.
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    c.submit(&client, request(), small, T0 + 1).unwrap();
+    start(&mut c, &keys, &client, T0 + 2);
+    let t = T0 + 2 + c.config().min_running_timeout_ms + 1;
+    for k in &keys {
+        heartbeat(&mut c, k, t);
+    }
+    c.tick(t).unwrap();
+    let view = c.job_view(1).unwrap();
+    let cause = view.history.iter().find_map(|t| t.cause.clone()).unwrap();
+    assert_eq!(cause, "timeout in phase running");
+    assert!(c.config().running_timeout_ms > 10 * c.config().min_running_timeout_ms);
+}
+
+#[test]
+fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    let mut req = request();
+    req.protocol = "spdz2k".into();
+    let demand = demand_for(&req, None).unwrap();
+    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+    let committee = view.committee.clone().unwrap();
+    let dealer = key_of(&keys, &committee.dealer.public_key);
+    for m in members(&view) {
+        c.task_accepted(&key_of(&keys, &m), 1, 1, T0 + 2).unwrap();
+    }
+    c.task_owner(&dealer, 1, 1, b"owner".to_vec()).unwrap();
+    for p in 0..2 {
+        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
+            .unwrap();
+    }
+    // Each party uploads its output and a transcript that is not a valid MAC-check view.
+    for (i, p) in committee.parties.iter().enumerate() {
+        let k = key_of(&keys, &p.public_key);
+        c.task_transcript(&k, 1, 1, vec![0xff; 8], T0 + 3).unwrap();
+        c.task_output(&k, 1, 1, vec![i as u8], T0 + 3).unwrap();
+    }
+    assert_eq!(c.job_view(1).unwrap().phase, "verifying");
+    let verifier = key_of(&keys, &committee.verifier.public_key);
+    let failure = TaskFailure {
+        reason: "MAC check failed".into(),
+        rejected_input: false,
+        verification_failed: true,
+    };
+    // Only the verifier may report it.
+    let party = key_of(&keys, &committee.parties[0].public_key);
+    assert_eq!(
+        kind(c.task_failed(&party, 1, 1, &failure, T0 + 4)),
+        Some(ErrorKind::Forbidden)
+    );
+    c.task_failed(&verifier, 1, 1, &failure, T0 + 4).unwrap();
+    // The coordinator's own re-check of the stored transcripts fails too: the parties are blamed, not
+    // the verifier.
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.attempt, 2);
+    let mut blamed: Vec<u32> = committee.parties.iter().map(|p| p.node).collect();
+    blamed.sort_unstable();
+    let mut excluded = view.excluded.clone();
+    excluded.sort_unstable();
+    assert_eq!(excluded, blamed);
+    let verifier_view = c
+        .nodes()
+        .into_iter()
+        .find(|n| n.public_key == committee.verifier.public_key)
+        .unwrap();
+    assert_eq!(verifier_view.failures, 0);
+}
+
+#[test]
+fn an_operator_at_its_share_of_the_roles_in_flight_gets_no_new_role() {
+    let dir = tempfile::tempdir().unwrap();
+    let operators: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
+    let refs: Vec<&Identity> = operators.iter().collect();
+    let mut config = admitting(dir.path(), &refs, 0);
+    if let Some(a) = config.admission.as_mut() {
+        a.max_role_share = 0.2;
+    }
+    let mut c = Coordinator::open(config, Identity::generate().unwrap(), T0).unwrap();
+    for (i, o) in operators.iter().enumerate() {
+        let n = Identity::generate().unwrap();
+        admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
+    }
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    // The first committee seats four of the five operators (one role each, 4 in flight).
+    assert_eq!(
+        c.submit(&client, request(), demand, T0 + 1).unwrap().phase,
+        "scheduled"
+    );
+    // With 8 roles in flight after a second committee, a fifth is floor(0.2 x 8) = 1 role: the four
+    // seated operators are at their share, so the second job waits.
+    let second = c.submit(&client, request(), demand, T0 + 2).unwrap();
+    assert_eq!(second.phase, "submitted", "{second:?}");
+    // Once the first is cancelled (its roles released), the second is placed.
+    c.cancel(&client, 1, T0 + 3).unwrap();
+    for k in c
+        .nodes()
+        .iter()
+        .map(|n| n.public_key.parse::<PublicKey>().unwrap())
+    {
+        heartbeat(&mut c, &k, T0 + 4);
+    }
+    c.tick(T0 + 4).unwrap();
+    assert_eq!(c.job_view(second.id).unwrap().phase, "scheduled");
+}

@@ -1,0 +1,256 @@
+//! The coordinator's HTTPS edge: axum routers over the [`Coordinator`], one per resource ([`nodes`],
+//! [`jobs`], [`tasks`], [`models`], [`receipts`]), served with hyper over rustls (the caller's proven key,
+//! if any, is attached to every request of its connection), the mapping of the core's errors to HTTP
+//! statuses, and the timer that sweeps the registry, applies phase timeouts and places waiting jobs.
+//!
+//! Invariant: every state change runs on a blocking thread under the one state lock, and is committed to
+//! the store before the reply leaves (see [`Coordinator`]).
+
+mod jobs;
+mod models;
+mod nodes;
+mod receipts;
+mod tasks;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json, Router};
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use veil_node::api::ErrorBody;
+use veil_node::PublicKey;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::Coordinator;
+
+/// The key a connection's client proved in the TLS handshake, if it presented one.
+#[derive(Clone, Copy, Debug)]
+struct Caller(Option<PublicKey>);
+
+impl Caller {
+    fn key(&self) -> Result<PublicKey> {
+        self.0.ok_or(Error::NoCallerKey)
+    }
+}
+
+/// The HTTP status of an error's kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::Invalid => StatusCode::BAD_REQUEST,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+/// An error as the HTTP edge answers it: its kind's status and its message as JSON. Internal errors are
+/// logged here and answered without detail.
+struct Reply(Error);
+
+impl From<Error> for Reply {
+    fn from(e: Error) -> Reply {
+        Reply(e)
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let kind = self.0.kind();
+        let error = match kind {
+            ErrorKind::Internal => {
+                tracing::error!("internal error: {}", self.0);
+                format!("internal: {}", self.0)
+            }
+            _ => self.0.to_string(),
+        };
+        (status_of(kind), Json(ErrorBody { error })).into_response()
+    }
+}
+
+/// What handlers return.
+type HttpResult<T> = std::result::Result<T, Reply>;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The state as the handlers share it.
+pub type Shared = Arc<Mutex<Coordinator>>;
+
+/// Runs `f` on the state, on a blocking thread (it may write to the database and to blob files).
+async fn with_state<T: Send + 'static>(
+    state: &Shared,
+    f: impl FnOnce(&mut Coordinator) -> Result<T> + Send + 'static,
+) -> HttpResult<T> {
+    let state = state.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut c = state
+            .lock()
+            .map_err(|_| Error::invariant("state lock poisoned"))?;
+        f(&mut c)
+    })
+    .await
+    .map_err(Error::invariant)?;
+    Ok(outcome?)
+}
+
+/// Runs `f` on a blocking thread outside the state lock (a plaintext reference run, a plan compile).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> HttpResult<T> {
+    let outcome = tokio::task::spawn_blocking(f)
+        .await
+        .map_err(Error::invariant)?;
+    Ok(outcome?)
+}
+
+/// The line `veil coordinator` prints on stdout once it listens.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadyLine {
+    /// Always `"ready"`.
+    pub event: String,
+    /// The bound address.
+    pub address: SocketAddr,
+    /// The coordinator's public key (nodes and clients pin it).
+    pub public_key: String,
+}
+
+/// The API's routes: one router per resource, merged, with the body limit and the test-only recorder.
+pub fn router(state: Shared, max_blob: usize) -> Router {
+    Router::new()
+        .merge(nodes::router())
+        .merge(jobs::router())
+        .merge(tasks::router())
+        .merge(models::router())
+        .merge(receipts::router())
+        .layer(DefaultBodyLimit::max(max_blob))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                record_body(req, next, max_blob)
+            },
+        ))
+        .with_state(state)
+}
+
+/// TEST ONLY (`veil_node::record`): records each request body the coordinator receives, then passes the
+/// request on unchanged. A no-op unless the recorder is on.
+async fn record_body(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+    max_blob: usize,
+) -> Response {
+    if !veil_node::record::enabled() {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    match axum::body::to_bytes(body, max_blob).await {
+        Ok(bytes) => {
+            veil_node::record::received(&bytes);
+            next.run(axum::extract::Request::from_parts(
+                parts,
+                axum::body::Body::from(bytes),
+            ))
+            .await
+        }
+        Err(_) => StatusCode::PAYLOAD_TOO_LARGE.into_response(),
+    }
+}
+
+/// Accepts TLS connections and serves the router on each; the client's key rides along as [`Caller`].
+pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+    let acceptor = TlsAcceptor::from(tls);
+    loop {
+        let (tcp, _peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let stream =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let caller = Caller(tls::peer_key(stream.get_ref().1));
+            let service = TowerToHyperService::new(app.layer(Extension(caller)));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}
+
+/// Reloads `[admission]` from the configuration file at `path` whenever the file changes (checked every
+/// `period`): operators taken out are drained and their attempts rescheduled. A file that no longer loads is
+/// logged and ignored (the running configuration stays).
+pub async fn watch_admission(state: Shared, path: std::path::PathBuf, period: Duration) {
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let now = modified(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        let admission = match crate::CoordinatorConfig::load(&path) {
+            Ok(config) => config.admission,
+            Err(e) => {
+                tracing::error!(
+                    "reloading {}: {e} (the running configuration stays)",
+                    path.display()
+                );
+                continue;
+            }
+        };
+        match with_state(&state, move |c| {
+            c.update(|core| core.set_admission(admission, now_ms()))
+        })
+        .await
+        {
+            Ok(drained) => tracing::info!(drained = drained.len(), "admission reloaded"),
+            Err(Reply(e)) => tracing::error!("reloading the admission: {e}"),
+        }
+    }
+}
+
+/// Every `tick`, sweeps the registry, applies phase timeouts and places waiting jobs.
+pub async fn timer(state: Shared, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(Reply(e)) = with_state(&state, |c| c.tick(now_ms())).await {
+            tracing::error!("timer: {e}");
+        }
+    }
+}

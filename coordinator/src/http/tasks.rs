@@ -1,0 +1,128 @@
+//! `/v1/tasks/{job}/{attempt}/...`: committee members acting on their tasks (callers: the members'
+//! nodes): accept, fail, fetch the input, return the output, the transcript, the owner material; the
+//! verifier's evidence and receipt.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use veil_node::api::TaskFailure;
+
+use super::{now_ms, with_state, Caller, HttpResult, Shared};
+
+/// The routes of tasks.
+pub(super) fn router() -> Router<Shared> {
+    Router::new()
+        .route("/v1/tasks/{id}/{attempt}/accepted", post(task_accepted))
+        .route("/v1/tasks/{id}/{attempt}/failed", post(task_failed))
+        .route("/v1/tasks/{id}/{attempt}/input", get(task_input))
+        .route("/v1/tasks/{id}/{attempt}/output", put(task_output))
+        .route("/v1/tasks/{id}/{attempt}/owner", put(task_owner))
+        .route("/v1/tasks/{id}/{attempt}/transcript", put(task_transcript))
+        .route(
+            "/v1/tasks/{id}/{attempt}/evidence/{kind}/{party}",
+            get(task_evidence),
+        )
+        .route("/v1/tasks/{id}/{attempt}/receipt", put(task_receipt))
+}
+
+async fn task_accepted(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.task_accepted(&key, id, attempt, now_ms()))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_failed(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    Json(failure): Json<TaskFailure>,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_failed(&key, id, attempt, &failure, now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_input(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+) -> HttpResult<Vec<u8>> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.task_input(&key, id, attempt)).await
+}
+
+async fn task_output(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: Bytes,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_output(&key, id, attempt, body.into(), now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_owner(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: Bytes,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.task_owner(&key, id, attempt, body.into()))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_transcript(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: Bytes,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_transcript(&key, id, attempt, body.into(), now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
+}
+
+async fn task_evidence(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt, kind, party)): Path<(u64, u32, String, usize)>,
+) -> HttpResult<Vec<u8>> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_evidence(&key, id, attempt, &kind, party)
+    })
+    .await
+}
+
+async fn task_receipt(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path((id, attempt)): Path<(u64, u32)>,
+    body: String,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| {
+        c.task_receipt(&key, id, attempt, &body, now_ms())
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
+}

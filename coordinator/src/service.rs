@@ -1,0 +1,308 @@
+//! The driver around the sans-IO [`Core`]: it owns the store and the blob directory, calls the core, and
+//! after every call persists what the core asks for, in order: blobs written (durably), then the records
+//! committed (one transaction), then blobs deleted. Reads of blobs go through the core (which names the
+//! blob the caller may read) and then the disk.
+//!
+//! Invariant: when a mutating method returns, everything the core changed is committed (or the method
+//! returned the store's or the disk's error).
+
+use std::ops::Deref;
+
+use veil_node::api::{
+    DeployRequest, HeartbeatReply, HeartbeatRequest, JobView, ModelView, NodeView, RegisterRequest,
+    SubmitRequest, TaskFailure,
+};
+use veil_node::{Identity, PublicKey};
+use veil_scheduler::{JobDemand, Millis, NodeId};
+
+use crate::blobs::{BlobKey, Blobs};
+use crate::config::CoordinatorConfig;
+use crate::core::{Core, MacRecheck, RECORD_KINDS};
+use crate::error::{Error, Result};
+use crate::store::{RedbStore, StateStore};
+use veil_protocols::spdz2k::transcript::CheckTranscript;
+
+/// The coordinator: its core, its store and its blobs.
+pub struct Coordinator<S: StateStore = RedbStore> {
+    core: Core,
+    store: S,
+    blobs: Blobs,
+}
+
+impl Coordinator<RedbStore> {
+    /// Opens (or creates) the state under the configured data directory (`state.redb`, `blobs/`) and
+    /// rebuilds the core from it.
+    pub fn open(config: CoordinatorConfig, identity: Identity, now: Millis) -> Result<Self> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let store = RedbStore::open(&config.data_dir.join("state.redb"))?;
+        let blobs = Blobs::new(config.data_dir.join("blobs"));
+        Coordinator::with_store(config, identity, store, blobs, now)
+    }
+}
+
+impl<S: StateStore> Coordinator<S> {
+    /// A coordinator over `store` and `blobs`, its core rebuilt from what `store` holds.
+    pub fn with_store(
+        config: CoordinatorConfig,
+        identity: Identity,
+        store: S,
+        blobs: Blobs,
+        now: Millis,
+    ) -> Result<Self> {
+        let snapshot = store.load(Core::registry_config(&config)?, &RECORD_KINDS)?;
+        let core = Core::restore(config, identity, snapshot, now)?;
+        Ok(Coordinator { core, store, blobs })
+    }
+
+    /// Persists everything the core changed.
+    fn persist(&mut self) -> Result<()> {
+        while let Some(commit) = self.core.poll_commit()? {
+            for (key, bytes) in &commit.writes {
+                self.blobs
+                    .put(key, bytes)
+                    .map_err(|source| Error::Blob { key: *key, source })?;
+            }
+            self.store.commit(&commit.batch)?;
+            for op in &commit.deletes {
+                self.blobs.delete(op);
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the core and persists what it changed (also when `f` failed part-way).
+    pub fn update<T>(&mut self, f: impl FnOnce(&mut Core) -> Result<T>) -> Result<T> {
+        let result = f(&mut self.core);
+        let persisted = self.persist();
+        let value = result?;
+        persisted?;
+        Ok(value)
+    }
+
+    /// Reads the blob the core names (after checking the caller may read it).
+    pub fn read_blob(&self, f: impl FnOnce(&Core) -> Result<BlobKey>) -> Result<Vec<u8>> {
+        let key = f(&self.core)?;
+        self.blobs
+            .get(&key)
+            .map_err(|source| Error::Blob { key, source })
+    }
+
+    /// The blob directory.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    // The core's calls, persisted: the names and arguments are the core's.
+
+    /// See [`Core::register`].
+    pub fn register(
+        &mut self,
+        key: &PublicKey,
+        req: RegisterRequest,
+        now: Millis,
+    ) -> Result<NodeView> {
+        self.update(|c| c.register(key, req, now))
+    }
+
+    /// See [`Core::record_trial`].
+    pub fn record_trial(
+        &mut self,
+        node: NodeId,
+        trial: u64,
+        passed: bool,
+        now: Millis,
+    ) -> Result<NodeView> {
+        self.update(|c| c.record_trial(node, trial, passed, now))
+    }
+
+    /// See [`Core::heartbeat`].
+    pub fn heartbeat(
+        &mut self,
+        key: &PublicKey,
+        req: HeartbeatRequest,
+        now: Millis,
+    ) -> Result<HeartbeatReply> {
+        self.update(|c| c.heartbeat(key, req, now))
+    }
+
+    /// See [`Core::task_accepted`].
+    pub fn task_accepted(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<()> {
+        self.update(|c| c.task_accepted(key, job, attempt, now))
+    }
+
+    /// See [`Core::task_failed`]. A verifier's failed verification is re-checked here first, on the
+    /// transcripts the parties uploaded ([`Core::transcripts_to_recheck`], [`Core::verification_failed`]).
+    pub fn task_failed(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        failure: &TaskFailure,
+        now: Millis,
+    ) -> Result<()> {
+        if failure.verification_failed {
+            let keys = self.core.transcripts_to_recheck(key, job, attempt)?;
+            let recheck = self.recheck(&keys)?;
+            return self.update(|c| {
+                c.verification_failed(key, job, attempt, recheck, &failure.reason, now)
+            });
+        }
+        self.update(|c| c.task_failed(key, job, attempt, failure, now))
+    }
+
+    /// Re-checks the parties' MAC-check transcripts (`veil_node::verifier::verify_job`). A transcript that
+    /// does not decode fails the check (its party sent it).
+    fn recheck(&self, keys: &[BlobKey]) -> Result<MacRecheck> {
+        let mut views = Vec::with_capacity(keys.len());
+        for key in keys {
+            let bytes = self
+                .blobs
+                .get(key)
+                .map_err(|source| Error::Blob { key: *key, source })?;
+            match postcard::from_bytes::<Vec<CheckTranscript>>(&bytes) {
+                Ok(v) => views.push(v),
+                Err(_) => return Ok(MacRecheck::Fails),
+            }
+        }
+        Ok(match veil_node::verifier::verify_job(&views) {
+            Ok(_) => MacRecheck::Passes,
+            Err(_) => MacRecheck::Fails,
+        })
+    }
+
+    /// See [`Core::task_input`].
+    pub fn task_input(&self, key: &PublicKey, job: u64, attempt: u32) -> Result<Vec<u8>> {
+        self.read_blob(|c| c.task_input(key, job, attempt))
+    }
+
+    /// See [`Core::task_output`].
+    pub fn task_output(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        bytes: Vec<u8>,
+        now: Millis,
+    ) -> Result<()> {
+        self.update(|c| c.task_output(key, job, attempt, bytes, now))
+    }
+
+    /// See [`Core::task_transcript`].
+    pub fn task_transcript(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        bytes: Vec<u8>,
+        now: Millis,
+    ) -> Result<()> {
+        self.update(|c| c.task_transcript(key, job, attempt, bytes, now))
+    }
+
+    /// See [`Core::task_owner`].
+    pub fn task_owner(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.update(|c| c.task_owner(key, job, attempt, bytes))
+    }
+
+    /// See [`Core::task_evidence`].
+    pub fn task_evidence(
+        &self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        kind: &str,
+        party: usize,
+    ) -> Result<Vec<u8>> {
+        self.read_blob(|c| c.task_evidence(key, job, attempt, kind, party))
+    }
+
+    /// See [`Core::task_receipt`].
+    pub fn task_receipt(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        text: &str,
+        now: Millis,
+    ) -> Result<()> {
+        self.update(|c| c.task_receipt(key, job, attempt, text, now))
+    }
+
+    /// See [`Core::download_owner`].
+    pub fn download_owner(&self, key: &PublicKey, job: u64, attempt: u32) -> Result<Vec<u8>> {
+        self.read_blob(|c| c.download_owner(key, job, attempt))
+    }
+
+    /// See [`Core::submit`].
+    pub fn submit(
+        &mut self,
+        submitter: &PublicKey,
+        req: SubmitRequest,
+        demand: JobDemand,
+        now: Millis,
+    ) -> Result<JobView> {
+        self.update(|c| c.submit(submitter, req, demand, now))
+    }
+
+    /// See [`Core::deploy`].
+    pub fn deploy(
+        &mut self,
+        owner: &PublicKey,
+        req: DeployRequest,
+        now: Millis,
+    ) -> Result<ModelView> {
+        self.update(|c| c.deploy(owner, req, now))
+    }
+
+    /// See [`Core::upload_input`].
+    pub fn upload_input(
+        &mut self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        party: usize,
+        bytes: Vec<u8>,
+        now: Millis,
+    ) -> Result<()> {
+        self.update(|c| c.upload_input(key, job, attempt, party, bytes, now))
+    }
+
+    /// See [`Core::download_output`].
+    pub fn download_output(&self, key: &PublicKey, job: u64, party: usize) -> Result<Vec<u8>> {
+        self.read_blob(|c| c.download_output(key, job, party))
+    }
+
+    /// See [`Core::cancel`].
+    pub fn cancel(&mut self, key: &PublicKey, job: u64, now: Millis) -> Result<JobView> {
+        self.update(|c| c.cancel(key, job, now))
+    }
+
+    /// See [`Core::tick`].
+    pub fn tick(&mut self, now: Millis) -> Result<()> {
+        self.update(|c| c.tick(now))
+    }
+}
+
+/// Read-only calls go to the core directly (views, listings, the pending trial, the configuration).
+impl<S: StateStore> Deref for Coordinator<S> {
+    type Target = Core;
+
+    fn deref(&self) -> &Core {
+        &self.core
+    }
+}
