@@ -658,7 +658,7 @@ mod tests {
         let plain = RunRequest::new(JobId([7; 16]), Vec::new(), Vec::new());
         assert!(production_run(plain.clone()).is_ok());
         let shaped = RunRequest {
-            shaping: Some(veil_protocols::shaping::ShapingConfig {
+            shaping: Some(veil_engine::lab::shaping::ShapingConfig {
                 latency_ms: 3_600_000.0,
                 bandwidth_mbps: Some(0.001),
                 burst_bytes: 1,

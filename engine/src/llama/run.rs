@@ -61,7 +61,7 @@ impl<'m> LocalSession<'m> {
         let mut committee = Committee::new(n, options.gemm.clone());
         committee.fixed_point = model.private_config().fixed_point;
         committee.timeout = options.timeout;
-        committee.shaping = options.shaping;
+        committee.link = options.shaping.map(crate::lab::shaping::link);
         Ok(Self {
             model,
             committee,
