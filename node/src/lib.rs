@@ -44,6 +44,7 @@ pub mod dealer;
 pub mod envelope;
 pub mod error;
 pub mod frame;
+pub mod generation;
 pub mod identity;
 pub mod inbox;
 pub mod jobs;
