@@ -284,24 +284,23 @@ pub async fn serve(
         match from_party.recv().await {
             Some(Event::Step(report)) => {
                 write(send, Msg::Outputs(report)).await?;
-                let next = match tokio::time::timeout(
-                    CLIENT_STEP_TIMEOUT,
-                    frame::read(recv, max_frame),
-                )
-                .await
-                {
-                    Ok(Ok(Msg::Run(r))) if !r.inputs.is_empty() => Some(r),
-                    Ok(Ok(Msg::Run(_))) | Ok(Err(RecvError::Closed)) => None,
-                    Ok(Ok(other)) => {
-                        tracing::warn!(%job, party = index, "client sent {} mid-turn", other.name());
-                        None
-                    }
-                    Ok(Err(e)) => {
-                        tracing::warn!(%job, party = index, "client stream: {e}");
-                        None
-                    }
-                    Err(_) => None,
-                };
+                // `Ok(None)`: the client ended the turn; an error: it broke the exchange.
+                let next =
+                    match tokio::time::timeout(CLIENT_STEP_TIMEOUT, frame::read(recv, max_frame))
+                        .await
+                    {
+                        Ok(Ok(Msg::Run(r))) if !r.inputs.is_empty() => Ok(Some(r)),
+                        Ok(Ok(Msg::Run(_))) | Ok(Err(RecvError::Closed)) => Ok(None),
+                        Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
+                            "the client sent {} mid-turn",
+                            other.name()
+                        ))),
+                        Ok(Err(e)) => Err(NodeError::Quic(format!("client stream: {e}"))),
+                        Err(_) => Err(NodeError::Timeout(
+                            CLIENT_STEP_TIMEOUT,
+                            "waiting for the client's next token",
+                        )),
+                    };
                 // The party may have finished its last step already: then nobody listens.
                 let _ = to_party.send(next);
             }
@@ -341,7 +340,7 @@ fn run_party(
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     first: RunRequest,
     events: &mpsc::UnboundedSender<Event>,
-    next_tokens: &std_mpsc::Receiver<Option<RunRequest>>,
+    next_tokens: &std_mpsc::Receiver<Result<Option<RunRequest>>>,
 ) -> Result<()> {
     let started = Instant::now();
     let job = GenerationJob::of(manifest)?;
@@ -424,11 +423,14 @@ fn run_party(
         send_step(events, report)?;
         session.set_profile(first.profile);
         for _ in 0..job.decode_steps {
-            let next = match next_tokens.recv_timeout(CLIENT_STEP_TIMEOUT) {
-                Ok(Some(run)) => run,
+            // The stream task bounds the wait (CLIENT_STEP_TIMEOUT); this one only guards against its loss.
+            let next = match next_tokens.recv_timeout(CLIENT_STEP_TIMEOUT + Duration::from_secs(5))
+            {
+                Ok(Ok(Some(run))) => run,
                 // The client ended the turn early: the rest of the material is never used.
-                Ok(None) | Err(std_mpsc::RecvTimeoutError::Disconnected) => return Ok(()),
-                Err(std_mpsc::RecvTimeoutError::Timeout) => {
+                Ok(Ok(None)) => return Ok(()),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
                     return Err(NodeError::Timeout(
                         CLIENT_STEP_TIMEOUT,
                         "waiting for the client's next token",
@@ -509,4 +511,51 @@ fn send_step(events: &mpsc::UnboundedSender<Event>, report: PartyReport) -> Resu
     events
         .send(Event::Step(report))
         .map_err(|_| NodeError::Job("the client's stream is gone".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny_spec() -> ModelSpec {
+        ModelSpec {
+            workload: TINY.into(),
+            seed: 1,
+            weights: veil_engine::WeightMode::Public,
+            frac_bits: 16,
+            deployed: None,
+        }
+    }
+
+    #[test]
+    fn specs_are_bounded() {
+        assert!(check_spec(&tiny_spec(), 8, 4).is_ok());
+        // Positions: the prompt plus every token after the first.
+        assert!(check_spec(&tiny_spec(), 500, 13).is_ok());
+        assert!(check_spec(&tiny_spec(), 500, 14).is_err());
+        assert!(check_spec(&tiny_spec(), 0, 4).is_err());
+        assert!(check_spec(&tiny_spec(), 8, 0).is_err());
+        let mut shared = tiny_spec();
+        shared.weights = veil_engine::WeightMode::Shared;
+        assert!(check_spec(&shared, 8, 4).is_err());
+        let mut smollm2 = tiny_spec();
+        smollm2.workload = SMOLLM2.into();
+        assert!(check_spec(&smollm2, 8, 4).is_err(), "no model id");
+        let mut other = tiny_spec();
+        other.workload = "network-a".into();
+        assert!(check_spec(&other, 8, 4).is_err());
+    }
+
+    #[test]
+    fn tiny_job_material_is_its_steps_in_order() {
+        let shape = StepShape {
+            config: LlamaConfig::tiny(),
+            pcfg: private_config(16).unwrap(),
+        };
+        let mut expected = shape.requests(0, 8, 8);
+        expected.extend(shape.requests(8, 2, 2));
+        expected.extend(shape.requests(10, 1, 1));
+        expected.extend(shape.requests(11, 1, 1));
+        assert_eq!(shape.generation_requests(10, 2, PREFILL_CHUNK), expected);
+    }
 }
