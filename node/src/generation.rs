@@ -397,7 +397,9 @@ fn run_party(
         job.requests(),
     )?;
     let fp = model.private_config().fixed_point;
-    let gemm = Arc::new(RingGemm::new(first.threads.max(1) as usize));
+    // The client's thread count, bounded by this machine's cores.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let gemm = Arc::new(RingGemm::new((first.threads as usize).clamp(1, cores)));
     let mut p = Party::<Link, Semi2k>::new(net, material, fp, gemm)?;
     tracing::info!(job = %manifest.job, party, prompt = job.prompt_len, steps = job.decode_steps, "generation party connected");
     let program = CachedLlama::<Semi2k>::new(&model);
