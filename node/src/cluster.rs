@@ -93,6 +93,11 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// The process's id (to read its resource use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The committee member this node is.
     pub fn member(&self) -> Member {
         Member {

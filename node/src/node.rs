@@ -379,6 +379,18 @@ async fn run_party(
         adversary: shared.config.test_adversary(),
     };
     let manifest = slot.manifest.manifest().clone();
+    if crate::generation::is_generation(&manifest.model.workload) {
+        return crate::generation::serve(
+            ctx,
+            manifest,
+            index,
+            arrivals,
+            run,
+            &mut stream.send,
+            &mut stream.recv,
+        )
+        .await;
+    }
     let (tx, rx) = oneshot::channel();
     let started = std::thread::Builder::new()
         .name(format!("veil-party-{index}"))
