@@ -11,7 +11,7 @@
 //!   the rounds. Under a 40 ms WAN that is where the time goes.
 //!
 //! Both run on a 3-party semi2k committee in this process, on a LAN (0.1 ms, 10 Gbit/s) and a WAN (40 ms,
-//! 100 Mbit/s) emulated by `veil_protocols::shaping`, and are checked against plaintext.
+//! 100 Mbit/s) emulated by `veil_engine::lab::shaping`, and are checked against plaintext.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,12 +20,12 @@ use anyhow::{ensure, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use veil_engine::kernel::RingGemm;
+use veil_engine::lab::shaping::ShapingConfig;
 use veil_protocols::material::MaterialUse;
 use veil_protocols::net::{Net, NetStats};
 use veil_protocols::ring::{self, FixedPoint};
 use veil_protocols::semi2k::local::{run, Committee, DealtSeeds};
 use veil_protocols::semi2k::{requests, Party};
-use veil_protocols::shaping::ShapingConfig;
 use veil_protocols::share::{reconstruct, share};
 
 const PARTIES: usize = 3;
@@ -85,7 +85,7 @@ fn measure(batched: bool, shaping: Option<ShapingConfig>) -> Result<Measured> {
         [requests::relu(LEN), requests::relu(LEN)].concat()
     };
     let mut committee = Committee::new(PARTIES, Arc::new(RingGemm::new(1)));
-    committee.shaping = shaping;
+    committee.link = shaping.map(veil_engine::lab::shaping::link);
     let started = Instant::now();
     let result = run(
         &committee,

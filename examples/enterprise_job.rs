@@ -15,12 +15,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use veil_engine::lab::shaping::ShapingConfig;
 use veil_engine::{workloads, Plan, WeightMode};
 use veil_node::client::{run_private, Client, ClientOptions, Committee, QuicJob};
 use veil_node::manifest::{Member, ModelSpec};
 use veil_node::{Identity, Node, NodeConfig, PublicKey};
 use veil_protocols::ring::FixedPoint;
-use veil_protocols::shaping::ShapingConfig;
 
 /// A node on 127.0.0.1 that accepts jobs signed by `enterprise`.
 fn start_node(enterprise: PublicKey, data_dir: &std::path::Path) -> Result<Node> {

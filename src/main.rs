@@ -12,6 +12,10 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "veil", version, about, long_about = None)]
 struct Cli {
+    /// Log format on stderr: `text`, or `json` (one object per line; the processes a command starts
+    /// inherit it through `VEIL_LOG_FORMAT`).
+    #[arg(long, global = true, value_parser = ["text", "json"])]
+    log_format: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +42,8 @@ enum Command {
     Models(cli::models::ModelsArgs),
     /// Embeds a sentence with all-MiniLM-L6-v2 (`--plaintext`: burn alone).
     Embed(cli::embed::EmbedArgs),
+    /// A chat turn with SmolLM2-135M-Instruct, privately on a local committee (`--plaintext`: burn alone).
+    Chat(cli::chat::ChatArgs),
     /// Lists the nodes registered with a coordinator.
     Nodes(cli::nodes::NodesArgs),
     /// Lists a coordinator's jobs.
@@ -60,7 +66,12 @@ enum Command {
 
 fn main() -> Result<()> {
     allocator::tune();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(format) = &cli.log_format {
+        // Before any thread is started: children and `veil_node::logging::init` read it.
+        std::env::set_var(veil_node::logging::FORMAT_VAR, format);
+    }
+    match cli.command {
         Command::Demo(args) => cli::demo::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Node(args) => cli::node::run_node(args),
@@ -75,6 +86,7 @@ fn main() -> Result<()> {
         Command::Coordinator(args) => cli::coordinator::run(args),
         Command::Models(args) => cli::models::run(args),
         Command::Embed(args) => cli::embed::run(args),
+        Command::Chat(args) => cli::chat::run(args),
         Command::Nodes(args) => cli::nodes::run(args),
         Command::Jobs(args) => cli::jobs::list(args),
         Command::Job(args) => cli::jobs::show(args),

@@ -692,7 +692,7 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
         protocol: "semi2k".into(),
         stage: None,
         threads: None,
-        shaping: Some(veil_protocols::shaping::ShapingConfig {
+        shaping: Some(veil_engine::lab::shaping::ShapingConfig {
             latency_ms: 3_600_000.0,
             bandwidth_mbps: Some(0.001),
             burst_bytes: 1,

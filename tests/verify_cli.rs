@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 
+use veil_node::evidence::{records_hash, sign, EvidenceKind, EvidenceRecord};
 use veil_node::manifest::{Manifest, Member};
 use veil_node::receipt::{
     commit_blobs, manifest_hash, model_id, Receipt, ReceiptBody, ReceiptFile,
@@ -27,9 +28,14 @@ fn member(id: &Identity, port: u16) -> serde_json::Value {
     .unwrap()
 }
 
-/// A receipt file for a 2-party spdz2k job whose manifest `coordinator` signed, naming `verifier`.
+/// A receipt file for a 2-party spdz2k job whose manifest `coordinator` signed, naming `verifier`, with
+/// each party's signed transcript and output records.
 fn receipt_file(coordinator: &Identity, verifier: &Identity) -> ReceiptFile {
     let nodes: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    receipt_file_of(coordinator, verifier, &nodes)
+}
+
+fn receipt_file_of(coordinator: &Identity, verifier: &Identity, nodes: &[Identity]) -> ReceiptFile {
     // Built from JSON: optional fields left out are `None`.
     let manifest: Manifest = serde_json::from_value(serde_json::json!({
         "job": (JobId([3; 16])),
@@ -44,6 +50,16 @@ fn receipt_file(coordinator: &Identity, verifier: &Identity) -> ReceiptFile {
     }))
     .unwrap();
     let signed = manifest.sign(coordinator).unwrap();
+    let run = manifest_hash(&signed).unwrap();
+    let evidence: Vec<EvidenceRecord> = (0..2u32)
+        .flat_map(|i| {
+            let id = &nodes[i as usize];
+            [
+                sign(id, EvidenceKind::Transcript, &run, i, b"views"),
+                sign(id, EvidenceKind::Output, &run, i, b"sealed output"),
+            ]
+        })
+        .collect();
     let body = ReceiptBody {
         job: JobId([3; 16]),
         model_id: model_id(&manifest.model),
@@ -52,12 +68,14 @@ fn receipt_file(coordinator: &Identity, verifier: &Identity) -> ReceiptFile {
         output_commitment: commit_blobs([&b"sealed output 0"[..], b"sealed output 1"].into_iter()),
         protocol: "spdz2k".into(),
         transcript_hash: [4; 32],
+        evidence_hash: records_hash(&evidence),
         verifier: verifier.public_key(),
         issued_at: 1_795_000_000,
     };
     ReceiptFile {
         receipt: Receipt::sign(verifier, body).unwrap(),
         manifest: signed,
+        evidence,
     }
 }
 
@@ -113,6 +131,7 @@ fn veil_verify_accepts_a_good_receipt_and_rejects_a_tampered_one() {
     let forged = ReceiptFile {
         receipt: Receipt::sign(&impostor, body).unwrap(),
         manifest: file.manifest.clone(),
+        evidence: file.evidence.clone(),
     };
     let forged = write(dir.path(), "forged.json", &forged.to_json().unwrap());
     let out = veil(&["verify", &forged, "--coordinator-key", &key]);
@@ -132,4 +151,36 @@ fn veil_verify_accepts_a_good_receipt_and_rejects_a_tampered_one() {
         .status
         .success());
     assert!(!veil(&["verify", &good]).status.success());
+
+    // A relay substitutes party 1's output record with one it signed itself: the records no longer hash
+    // to what the verifier signed.
+    let run = manifest_hash(&file.manifest).unwrap();
+    let mut swapped = file.clone();
+    swapped.evidence[3] = sign(
+        &impostor,
+        EvidenceKind::Output,
+        &run,
+        1,
+        b"the relay's output",
+    );
+    let swapped = write(dir.path(), "swapped.json", &swapped.to_json().unwrap());
+    let out = veil(&["verify", &swapped, "--coordinator-key", &key]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "substituted evidence accepted");
+    assert!(stderr.contains("evidence"), "{stderr}");
+
+    // A receipt whose verifier signed evidence that a party did not sign (a dishonest or fooled
+    // verifier): the party's signature does not verify under its manifest key.
+    let mut bad = file.clone();
+    bad.evidence[0] = sign(&impostor, EvidenceKind::Transcript, &run, 0, b"views");
+    bad.receipt.body.evidence_hash = records_hash(&bad.evidence);
+    bad.receipt = Receipt::sign(&verifier, bad.receipt.body.clone()).unwrap();
+    let bad = write(dir.path(), "unsigned.json", &bad.to_json().unwrap());
+    let out = veil(&["verify", &bad, "--coordinator-key", &key]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "evidence no party signed accepted");
+    assert!(
+        stderr.contains("signature on the Transcript of member 0"),
+        "{stderr}"
+    );
 }

@@ -14,6 +14,8 @@
 //! can open only its own and only in that attempt; inputs are checked (shape, NaN/inf) before anything is
 //! sent; nothing here logs a share, an input or an output.
 
+#![forbid(unsafe_code)]
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
@@ -23,6 +25,7 @@ use veil_engine::local::deal_weights;
 use veil_engine::model_file::ModelFile;
 use veil_engine::{Model, Plan, WeightMode};
 use veil_node::envelope::{OpeningKey, Purpose, SealingKey};
+use veil_node::evidence::{self, EvidenceKind};
 use veil_node::inbox::{binding_for, check_attestation, open_blob, seal_blob};
 use veil_node::manifest::{Manifest, SignedManifest};
 use veil_node::receipt::{commit_blobs, ReceiptFile};
@@ -205,8 +208,6 @@ impl Client {
         // The current attempt's sealed blobs (drawn once per attempt, so every party gets shares of one
         // sharing) and which of them the coordinator has.
         let mut pending: Option<(u32, Vec<Vec<u8>>, Vec<bool>)> = None;
-        // spdz2k: the current attempt's output MAC key (from the dealer's owner material).
-        let mut mac_key: Option<u128> = None;
         loop {
             let view: JobView = match self.api.get_json(&api::job(id)) {
                 Ok(v) => v,
@@ -232,8 +233,8 @@ impl Client {
                             .context("scheduled without committee")?;
                         let keys = attested_keys(&manifest, committee)?;
                         let runs = if spdz2k {
-                            let owner = self.owner_material(id, view.attempt, &manifest)?;
-                            mac_key = Some(u128::from_le_bytes(owner.output_key));
+                            let run = run_id_of(&view)?;
+                            let owner = self.owner_material(id, view.attempt, &manifest, &run)?;
                             published_runs(plan, &manifest, &encoded, &owner)?
                         } else {
                             shared_runs(plan, &manifest, &encoded)?
@@ -268,7 +269,8 @@ impl Client {
                 }
                 "done" => {
                     let manifest = self.checked_manifest(&view, &request)?;
-                    let (blobs, reports) = self.fetch_outputs(id, &manifest, inputs.len())?;
+                    let run = run_id_of(&view)?;
+                    let (blobs, reports) = self.fetch_outputs(id, &manifest, &run, inputs.len())?;
                     let (outputs, receipt) = if request.protocol == SPDZ2K {
                         let uploaded = pending
                             .as_ref()
@@ -278,7 +280,10 @@ impl Client {
                                 "done, but not on the attempt this client sealed inputs for",
                             )?;
                         let receipt = self.checked_receipt(id, &manifest, uploaded, &blobs)?;
-                        let key = mac_key.context("no MAC key for this attempt")?;
+                        // Alpha from the parties' reports (released after their checks), not from
+                        // the dealer: this client never held it while the parties computed.
+                        let key = veil_node::wire::output_key(&reports)
+                            .context("a party released no MAC key share")?;
                         (
                             open_authenticated(&reports, key, plan, inputs.len())?,
                             Some(receipt),
@@ -471,10 +476,12 @@ impl Client {
                 bail!("stage {k} (job {id}) was rescheduled: staged jobs are not retried");
             }
             let n = manifest.parties.len();
+            let run = run_id_of(&done)?;
             if k + 1 < jobs.len() {
                 handoffs.clear();
                 for party in 0..n {
                     let blob = self.api.get_bytes(&api::output_download(*id, party))?;
+                    let blob = open_signed(&blob, EvidenceKind::Output, &run, &manifest, party)?;
                     let binding = binding_for(&manifest, Purpose::OutputShare, party);
                     let bytes = open_blob(&self.key, &binding, &blob)
                         .with_context(|| format!("stage {k}, party {party}'s sealed output"))?;
@@ -483,7 +490,7 @@ impl Client {
                     handoffs.push(out.handoffs);
                 }
             } else {
-                let (_, reports) = self.fetch_outputs(*id, &manifest, inputs.len())?;
+                let (_, reports) = self.fetch_outputs(*id, &manifest, &run, inputs.len())?;
                 last = Some(reconstruct_outputs(&reports, &plans[k], inputs.len())?);
             }
         }
@@ -555,6 +562,7 @@ impl Client {
         &self,
         id: u64,
         manifest: &Manifest,
+        run: &[u8; 32],
         inferences: usize,
     ) -> Result<(Vec<Vec<u8>>, Vec<PartyReport>)> {
         let n = manifest.parties.len();
@@ -562,8 +570,9 @@ impl Client {
         let mut reports = Vec::with_capacity(n);
         for party in 0..n {
             let blob = self.api.get_bytes(&api::output_download(id, party))?;
+            let sealed = open_signed(&blob, EvidenceKind::Output, run, manifest, party)?;
             let binding = binding_for(manifest, Purpose::OutputShare, party);
-            let bytes = open_blob(&self.key, &binding, &blob)
+            let bytes = open_blob(&self.key, &binding, &sealed)
                 .with_context(|| format!("party {party}'s sealed output"))?;
             let report: PartyReport = postcard::from_bytes(&bytes)
                 .with_context(|| format!("party {party}'s output report"))?;
@@ -579,8 +588,23 @@ impl Client {
     }
 
     /// The dealer's owner material of a `spdz2k` attempt, opened.
-    fn owner_material(&self, id: u64, attempt: u32, manifest: &Manifest) -> Result<OwnerMaterial> {
+    fn owner_material(
+        &self,
+        id: u64,
+        attempt: u32,
+        manifest: &Manifest,
+        run: &[u8; 32],
+    ) -> Result<OwnerMaterial> {
         let blob = self.api.get_bytes(&api::owner_download(id, attempt))?;
+        // The dealer's signature first: masks substituted on the way would let whoever chose them read
+        // the inputs published under them.
+        let blob = open_signed(
+            &blob,
+            EvidenceKind::OwnerMaterial,
+            run,
+            manifest,
+            manifest.parties.len(),
+        )?;
         let binding = binding_for(manifest, Purpose::OwnerMaterial, manifest.parties.len());
         let bytes = zeroize::Zeroizing::new(
             open_blob(&self.key, &binding, &blob).context("the dealer's sealed owner material")?,
@@ -619,6 +643,34 @@ impl Client {
         );
         Ok(entry.receipt)
     }
+}
+
+/// The run id evidence is bound to (`veil_node::evidence::run_id`): the hash of the attempt's signed
+/// manifest as the job view carries it.
+fn run_id_of(view: &JobView) -> Result<[u8; 32]> {
+    let bytes =
+        hex::decode(view.manifest.as_deref().context("no manifest")?).context("manifest hex")?;
+    let signed: SignedManifest = postcard::from_bytes(&bytes).context("manifest encoding")?;
+    evidence::run_id(&signed).context("the manifest's run id")
+}
+
+/// The most bytes of a signed blob the client opens.
+const MAX_SIGNED_BLOB_BYTES: usize = 1 << 30;
+
+/// Opens a blob signed as `kind` evidence by committee member `index` (a party, or the dealer at
+/// `parties`): refuses it unless that member signed exactly these bytes for this run.
+fn open_signed(
+    blob: &[u8],
+    kind: EvidenceKind,
+    run: &[u8; 32],
+    manifest: &Manifest,
+    index: usize,
+) -> Result<Vec<u8>> {
+    let index = u32::try_from(index).context("member index")?;
+    let key = evidence::member_key(manifest, index)?;
+    let (body, _) = evidence::open(blob, kind, run, index, &key, MAX_SIGNED_BLOB_BYTES)
+        .with_context(|| format!("member {index}'s signed {}", kind.name()))?;
+    Ok(body)
 }
 
 /// TEST ONLY (`veil_node::record`): the encoded plaintext inputs, the reference the privacy test searches

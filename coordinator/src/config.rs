@@ -120,10 +120,114 @@ pub struct CoordinatorConfig {
     /// Largest absolute error between a trial's answer and the plaintext reference.
     #[serde(default = "default_trial_tolerance")]
     pub trial_tolerance: f32,
+    /// Where Prometheus text is served at `/metrics`, plain HTTP (default `127.0.0.1:0`: localhost, a free
+    /// port, printed in the ready line as `metrics`).
+    #[serde(default = "crate::metrics::default_listen")]
+    pub metrics_listen: SocketAddr,
+    /// Limits of the HTTPS edge (`[limits]`): timeouts, connection and request caps, body sizes, rates.
+    #[serde(default)]
+    pub limits: EdgeLimits,
     /// How operators are admitted (`[admission]`). Absent: open admission, where a node's operator is the
     /// name it declares (development only: one actor can then pose as many operators).
     #[serde(default)]
     pub admission: Option<AdmissionConfig>,
+}
+
+/// A token bucket's rate: `per_second` tokens refill each second, up to `burst`; each request takes one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rate {
+    /// Sustained requests per second.
+    pub per_second: u32,
+    /// Requests allowed at once after a quiet period.
+    pub burst: u32,
+}
+
+/// Limits where input arrives at the coordinator's HTTPS edge. Every one applies before a request reaches
+/// the state: a request over a rate gets 429, over the concurrency cap 503, over its body limit 413, past
+/// the request timeout 408.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeLimits {
+    /// TLS handshake, from the TCP accept, ms.
+    pub handshake_timeout_ms: u64,
+    /// Reading a request's headers, ms. The clock also runs while a kept-alive connection waits for its
+    /// next request, so this is the idle timeout too (hyper starts it whenever the connection is ready to
+    /// read a head).
+    pub header_timeout_ms: u64,
+    /// One request, from its head to its response (body upload included), ms.
+    pub request_timeout_ms: u64,
+    /// Open connections; further connections wait in the kernel's backlog.
+    pub max_connections: u32,
+    /// Requests being served at once; one more gets 503.
+    pub max_concurrent_requests: u32,
+    /// Largest body of a JSON route, bytes (blob uploads get `max_blob_bytes`, deployments 4 x the largest
+    /// architecture).
+    pub max_json_bytes: usize,
+    /// Requests per client key (the key proven in the TLS handshake).
+    pub per_key: Rate,
+    /// Requests per source IP address.
+    pub per_address: Rate,
+    /// Requests in all.
+    pub global: Rate,
+}
+
+impl Default for EdgeLimits {
+    fn default() -> Self {
+        EdgeLimits {
+            handshake_timeout_ms: 10_000,
+            header_timeout_ms: 20_000,
+            request_timeout_ms: 300_000,
+            max_connections: 1024,
+            max_concurrent_requests: 256,
+            max_json_bytes: 64 << 10,
+            per_key: Rate {
+                per_second: 100,
+                burst: 400,
+            },
+            per_address: Rate {
+                per_second: 500,
+                burst: 2000,
+            },
+            global: Rate {
+                per_second: 2000,
+                burst: 8000,
+            },
+        }
+    }
+}
+
+impl EdgeLimits {
+    fn validate(&self) -> Result<()> {
+        let positive = [
+            (self.handshake_timeout_ms, "limits.handshake_timeout_ms"),
+            (self.header_timeout_ms, "limits.header_timeout_ms"),
+            (self.request_timeout_ms, "limits.request_timeout_ms"),
+            (self.max_connections.into(), "limits.max_connections"),
+            (
+                self.max_concurrent_requests.into(),
+                "limits.max_concurrent_requests",
+            ),
+            (self.per_key.per_second.into(), "limits.per_key.per_second"),
+            (self.per_key.burst.into(), "limits.per_key.burst"),
+            (
+                self.per_address.per_second.into(),
+                "limits.per_address.per_second",
+            ),
+            (self.per_address.burst.into(), "limits.per_address.burst"),
+            (self.global.per_second.into(), "limits.global.per_second"),
+            (self.global.burst.into(), "limits.global.burst"),
+        ];
+        for (value, field) in positive {
+            if value == 0 {
+                return Err(invalid(field, "must be positive"));
+            }
+        }
+        if self.max_json_bytes < 1024 {
+            return Err(invalid("limits.max_json_bytes", "must be at least 1024"));
+        }
+        Ok(())
+    }
 }
 
 /// How the coordinator admits operators: a node must present its operator's certificate
@@ -225,6 +329,7 @@ impl CoordinatorConfig {
         if self.max_attempts == 0 {
             return Err(invalid("max_attempts", "must be at least 1"));
         }
+        self.limits.validate()?;
         if self.max_blob_bytes < 1024 {
             return Err(invalid("max_blob_bytes", "must be at least 1024"));
         }

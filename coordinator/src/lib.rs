@@ -19,13 +19,18 @@
 //! | [`trial`] | checking a node's known-answer trial |
 //! | [`http`] | the axum routers per resource, TLS, the accept loop, the timer |
 
+#![forbid(unsafe_code)]
+
 pub mod blobs;
 pub mod config;
 pub mod core;
 pub mod error;
 pub mod http;
+pub mod metrics;
 pub mod service;
 pub mod store;
+#[cfg(feature = "insecure-test-hooks")]
+pub mod tamper;
 pub mod trial;
 
 pub use config::CoordinatorConfig;

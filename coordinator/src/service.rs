@@ -27,7 +27,13 @@ pub struct Coordinator<S: StateStore = RedbStore> {
     core: Core,
     store: S,
     blobs: Blobs,
+    /// When each job was submitted to this process (for the latency histograms of `/metrics`; not
+    /// persisted). Invariant: at most [`MAX_TRACKED_SUBMISSIONS`] entries, the oldest ids dropped first.
+    submitted_at: std::collections::BTreeMap<u64, Millis>,
 }
+
+/// Most submission times kept for the metrics.
+const MAX_TRACKED_SUBMISSIONS: usize = 100_000;
 
 impl Coordinator<RedbStore> {
     /// Opens (or creates) the state under the configured data directory (`state.redb`, `blobs/`) and
@@ -54,7 +60,12 @@ impl<S: StateStore> Coordinator<S> {
     ) -> Result<Self> {
         let snapshot = store.load(Core::registry_config(&config)?, &RECORD_KINDS)?;
         let core = Core::restore(config, identity, snapshot, now)?;
-        Ok(Coordinator { core, store, blobs })
+        Ok(Coordinator {
+            core,
+            store,
+            blobs,
+            submitted_at: Default::default(),
+        })
     }
 
     /// Persists everything the core changed.
@@ -85,9 +96,13 @@ impl<S: StateStore> Coordinator<S> {
     /// Reads the blob the core names (after checking the caller may read it).
     pub fn read_blob(&self, f: impl FnOnce(&Core) -> Result<BlobKey>) -> Result<Vec<u8>> {
         let key = f(&self.core)?;
-        self.blobs
+        let bytes = self
+            .blobs
             .get(&key)
-            .map_err(|source| Error::Blob { key, source })
+            .map_err(|source| Error::Blob { key, source })?;
+        #[cfg(feature = "insecure-test-hooks")]
+        let bytes = crate::tamper::apply(&key, bytes);
+        Ok(bytes)
     }
 
     /// The blob directory.
@@ -168,7 +183,11 @@ impl<S: StateStore> Coordinator<S> {
                 .blobs
                 .get(key)
                 .map_err(|source| Error::Blob { key: *key, source })?;
-            match postcard::from_bytes::<Vec<CheckTranscript>>(&bytes) {
+            // The parties uploaded their signed transcripts to this coordinator themselves.
+            let Some((body, _)) = veil_node::evidence::body_from_producer(&bytes, 64 << 20) else {
+                return Ok(MacRecheck::Fails);
+            };
+            match postcard::from_bytes::<Vec<CheckTranscript>>(&body) {
                 Ok(v) => views.push(v),
                 Err(_) => return Ok(MacRecheck::Fails),
             }
@@ -256,7 +275,17 @@ impl<S: StateStore> Coordinator<S> {
         demand: JobDemand,
         now: Millis,
     ) -> Result<JobView> {
-        self.update(|c| c.submit(submitter, req, demand, now))
+        let view = self.update(|c| c.submit(submitter, req, demand, now))?;
+        self.submitted_at.insert(view.id, now);
+        while self.submitted_at.len() > MAX_TRACKED_SUBMISSIONS {
+            self.submitted_at.pop_first();
+        }
+        Ok(view)
+    }
+
+    /// When each job was submitted to this process, by id (see the field's invariant).
+    pub fn submission_times(&self) -> &std::collections::BTreeMap<u64, Millis> {
+        &self.submitted_at
     }
 
     /// See [`Core::deploy`].

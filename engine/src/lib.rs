@@ -8,7 +8,10 @@
 pub mod bert;
 pub mod burn_record;
 pub mod error;
+pub mod gguf;
 pub mod kernel;
+pub mod lab;
+pub mod llama;
 pub mod local;
 mod local_rep3;
 pub mod model;

@@ -44,7 +44,7 @@ pub struct LocalOptions {
     /// Record every message each party receives.
     pub record_views: bool,
     /// Link shaping (latency, uplink rate) of the in-memory mesh; `None`: unshaped.
-    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    pub shaping: Option<crate::lab::shaping::ShapingConfig>,
     /// The protocol.
     pub protocol: Protocol,
     /// A party that deviates (the protocol lab; `spdz2k` must abort).
@@ -181,7 +181,7 @@ pub fn run_private(
     committee.fixed_point = fp;
     committee.timeout = options.timeout;
     committee.record_views = options.record_views;
-    committee.shaping = options.shaping;
+    committee.link = options.shaping.map(crate::lab::shaping::link);
     let start_line = StartLine::new(n, options.timeout);
 
     let run = run(
@@ -232,7 +232,7 @@ fn run_spdz2k(
     committee.fixed_point = fp;
     committee.timeout = options.timeout;
     committee.record_views = options.record_views;
-    committee.shaping = options.shaping;
+    committee.link = options.shaping.map(crate::lab::shaping::link);
     let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
     let start_line = StartLine::new(n, options.timeout);
 

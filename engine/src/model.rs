@@ -133,7 +133,11 @@ fn layer_output(index: usize, layer: &Layer, input: &[usize]) -> Result<Vec<usiz
                 (w - kw) / p.stride[1] + 1,
             ])
         }
-        Layer::Flatten => Ok(vec![input.iter().product()]),
+        Layer::Flatten => input
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .map(|n| vec![n])
+            .ok_or_else(|| shape_err("a shape whose size fits in a machine word".into())),
     }
 }
 

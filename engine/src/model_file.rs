@@ -42,6 +42,10 @@ pub const MAX_FILE_BYTES: u64 = 1 << 30;
 /// Largest layer dimension accepted (inputs, outputs, channels, kernel, stride, padding).
 const MAX_DIM: usize = 1 << 20;
 
+/// Largest activation accepted per item, values: the input and every layer's output (2^24 values, 128 MiB
+/// of 8-byte shares per item). Bounds what a deployed architecture can ask of a party per item.
+pub const MAX_ACTIVATION_VALUES: u64 = 1 << 24;
+
 /// One layer of an [`Architecture`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -303,7 +307,7 @@ impl ModelFile {
     /// Layers `range` of this model, with their weights, as a model of their own (see
     /// [`stage_architecture`]).
     pub fn stage(&self, range: std::ops::Range<usize>, device: &Device) -> Result<ModelFile> {
-        let architecture = stage_architecture(&self.architecture, range.clone(), device)?;
+        let architecture = stage_architecture(&self.architecture, range.clone())?;
         let mut raw: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (name, shape, values) in weights_of(&self.model)? {
             let Some((index, rest)) = name.split_once('.') else {
@@ -687,11 +691,175 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
+/// The values in a shape, with checked arithmetic, at most [`MAX_ACTIVATION_VALUES`].
+fn activation_values(what: &str, shape: &[usize]) -> Result<u64> {
+    shape
+        .iter()
+        .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
+        .filter(|&n| n <= MAX_ACTIVATION_VALUES)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what} has shape {shape:?}, more than {MAX_ACTIVATION_VALUES} values per item"
+            ))
+        })
+}
+
+/// The weights (and biases) of one layer, from its spec; `None` when the count overflows.
+fn spec_weights(spec: &LayerSpec) -> Option<u64> {
+    match *spec {
+        LayerSpec::Linear { inputs, outputs } => (inputs as u64)
+            .checked_mul(outputs as u64)?
+            .checked_add(outputs as u64),
+        LayerSpec::Conv2d {
+            channels, kernel, ..
+        } => [channels[1], kernel[0], kernel[1]]
+            .iter()
+            .try_fold(channels[0] as u64, |acc, &d| acc.checked_mul(d as u64))?
+            .checked_add(channels[1] as u64),
+        LayerSpec::Relu | LayerSpec::MaxPool2d { .. } | LayerSpec::Flatten => Some(0),
+    }
+}
+
+/// The shape one layer of spec `spec` produces from `input`, with checked arithmetic (the same rules as
+/// [`Model::new`] applies to the built layer).
+fn spec_output(i: usize, spec: &LayerSpec, input: &[usize]) -> Result<Vec<usize>> {
+    let mismatch = |expected: &str| {
+        invalid(format!(
+            "layer {i} ({spec:?}) expects {expected}, got {input:?}"
+        ))
+    };
+    match *spec {
+        LayerSpec::Linear { inputs, outputs } => match input {
+            [f] if *f == inputs => Ok(vec![outputs]),
+            _ => Err(mismatch(&format!("[{inputs}]"))),
+        },
+        LayerSpec::Conv2d {
+            channels,
+            kernel,
+            stride,
+            padding,
+        } => {
+            let [ch, h, w] = input else {
+                return Err(mismatch("[channels, height, width]"));
+            };
+            if *ch != channels[0] {
+                return Err(mismatch(&format!("[{}, height, width]", channels[0])));
+            }
+            let fit = |size: usize, k: usize, s: usize, p: usize| {
+                let padded = size.checked_add(p.checked_mul(2)?)?;
+                (s > 0 && k <= padded).then(|| (padded - k) / s + 1)
+            };
+            match (
+                fit(*h, kernel[0], stride[0], padding[0]),
+                fit(*w, kernel[1], stride[1], padding[1]),
+            ) {
+                (Some(oh), Some(ow)) => Ok(vec![channels[1], oh, ow]),
+                _ => Err(mismatch(
+                    "an image at least the kernel's size after padding",
+                )),
+            }
+        }
+        LayerSpec::Relu => Ok(input.to_vec()),
+        LayerSpec::MaxPool2d { kernel, stride } => {
+            let [ch, h, w] = input else {
+                return Err(mismatch("[channels, height, width]"));
+            };
+            if kernel.contains(&0) || stride.contains(&0) || kernel[0] > *h || kernel[1] > *w {
+                return Err(mismatch("an image at least the window's size"));
+            }
+            Ok(vec![
+                *ch,
+                (h - kernel[0]) / stride[0] + 1,
+                (w - kernel[1]) / stride[1] + 1,
+            ])
+        }
+        LayerSpec::Flatten => {
+            let n = activation_values(&format!("layer {i}'s input"), input)?;
+            Ok(vec![usize::try_from(n).map_err(|_| {
+                mismatch("a flattened size that fits in memory")
+            })?])
+        }
+    }
+}
+
+/// Checks `architecture` from its specs alone, building no tensor (cheap for any architecture, so it may
+/// run on every request): every spec in bounds, the layers chain from the input, the input and every
+/// activation at most [`MAX_ACTIVATION_VALUES`] values per item, the weights at most `MAX_FILE_BYTES` as
+/// f32, labels and preprocessing matching the sizes. Returns each layer's output shape (one item).
+/// Invariant: an architecture this accepts is one [`skeleton`] builds, with the same shapes.
+pub fn layer_shapes(architecture: &Architecture) -> Result<Vec<Vec<usize>>> {
+    let input = &architecture.input;
+    if input.is_empty() || input.contains(&0) || !(input.len() == 1 || input.len() == 3) {
+        return Err(invalid(format!(
+            "the input must have shape [features] or [channels, height, width], no zero size: {input:?}"
+        )));
+    }
+    let input_len = activation_values("the input", input)?;
+    let mut shapes = Vec::with_capacity(architecture.layers.len());
+    let mut current = input.clone();
+    let mut weights: u64 = 0;
+    for (i, spec) in architecture.layers.iter().enumerate() {
+        check_spec(i, spec)?;
+        weights = spec_weights(spec)
+            .and_then(|n| weights.checked_add(n))
+            .filter(|&n| n.saturating_mul(4) <= MAX_FILE_BYTES)
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the architecture's weights up to layer {i} are more than a model file may hold"
+                ))
+            })?;
+        current = spec_output(i, spec, &current)?;
+        activation_values(&format!("layer {i}'s output"), &current)?;
+        shapes.push(current.clone());
+    }
+    if architecture.layers.is_empty() {
+        return Err(invalid("the architecture has no layers"));
+    }
+    let output_len = activation_values("the output", &current)?;
+    if !architecture.labels.is_empty() && architecture.labels.len() as u64 != output_len {
+        return Err(invalid(format!(
+            "{} labels for {output_len} outputs",
+            architecture.labels.len()
+        )));
+    }
+    if let Some(p) = &architecture.preprocess {
+        if p.mean.len() != p.scale.len()
+            || p.mean.is_empty()
+            || !input_len.is_multiple_of(p.mean.len() as u64)
+        {
+            return Err(invalid(format!(
+                "preprocessing has {} means and {} scales for an input of {input_len} values",
+                p.mean.len(),
+                p.scale.len()
+            )));
+        }
+        if p.mean.iter().any(|m| !m.is_finite())
+            || p.scale.iter().any(|s| !s.is_finite() || *s <= 0.0)
+        {
+            return Err(invalid(
+                "preprocessing needs finite means and positive finite scales",
+            ));
+        }
+    }
+    Ok(shapes)
+}
+
+/// The weights (and biases) of `architecture`, from its specs (checked by [`layer_shapes`]).
+pub fn weight_count(architecture: &Architecture) -> Result<u64> {
+    layer_shapes(architecture)?;
+    Ok(architecture
+        .layers
+        .iter()
+        .map(|s| spec_weights(s).unwrap_or(u64::MAX))
+        .fold(0u64, u64::saturating_add))
+}
+
 /// A model with `architecture`'s layers and every weight zero: what a party that holds only weight shares
 /// (or receives public weights per job) needs to compile the public plan. The architecture passes the same
 /// checks as in a model file, and its weights may total at most `MAX_FILE_BYTES` as f32 (so a hostile
 /// architecture cannot make this allocate without bound).
 pub fn skeleton(architecture: &Architecture, device: &Device) -> Result<Model> {
+    layer_shapes(architecture)?;
     let mut shapes: Vec<(String, Vec<usize>)> = Vec::new();
     for (i, spec) in architecture.layers.iter().enumerate() {
         check_spec(i, spec)?;
@@ -742,7 +910,6 @@ pub fn skeleton(architecture: &Architecture, device: &Device) -> Result<Model> {
 pub fn stage_architecture(
     architecture: &Architecture,
     range: std::ops::Range<usize>,
-    device: &Device,
 ) -> Result<Architecture> {
     let n = architecture.layers.len();
     if range.start >= range.end || range.end > n {
@@ -750,13 +917,16 @@ pub fn stage_architecture(
             "stage {range:?} is not a non-empty range of the model's {n} layers"
         )));
     }
-    let whole = skeleton(architecture, device)?;
+    let shapes = layer_shapes(architecture)?;
     Ok(Architecture {
         name: format!(
             "{} [layers {}..{}]",
             architecture.name, range.start, range.end
         ),
-        input: whole.layer_input(range.start).to_vec(),
+        input: match range.start {
+            0 => architecture.input.clone(),
+            k => shapes[k - 1].clone(),
+        },
         labels: if range.end == n {
             architecture.labels.clone()
         } else {
@@ -773,25 +943,21 @@ pub fn stage_architecture(
 
 /// The memory one execution party holds per layer of `architecture`, bytes (for partitioning into stages):
 /// three words per weight (its share, mask and opened masked value) plus its output activations, 8 bytes
-/// each.
-pub fn layer_memory(architecture: &Architecture, device: &Device) -> Result<Vec<u64>> {
-    let model = skeleton(architecture, device)?;
-    Ok(architecture
+/// each. Computed from the specs ([`layer_shapes`]): no tensor is built, and no product can wrap.
+pub fn layer_memory(architecture: &Architecture) -> Result<Vec<u64>> {
+    let shapes = layer_shapes(architecture)?;
+    architecture
         .layers
         .iter()
-        .enumerate()
-        .map(|(i, spec)| {
-            let weights = match *spec {
-                LayerSpec::Linear { inputs, outputs } => (inputs * outputs + outputs) as u64,
-                LayerSpec::Conv2d {
-                    channels, kernel, ..
-                } => (channels[0] * channels[1] * kernel[0] * kernel[1] + channels[1]) as u64,
-                _ => 0,
-            };
-            let activations: u64 = model.shapes()[i].iter().product::<usize>() as u64;
-            24 * weights + 8 * activations
+        .zip(&shapes)
+        .map(|(spec, shape)| {
+            let weights = spec_weights(spec).unwrap_or(u64::MAX);
+            let activations = activation_values("an activation", shape)?;
+            Ok(weights
+                .saturating_mul(24)
+                .saturating_add(activations.saturating_mul(8)))
         })
-        .collect())
+        .collect()
 }
 
 fn model_id(architecture: &Architecture, weights: &NamedWeights) -> Result<String> {
@@ -876,6 +1042,75 @@ mod tests {
     }
 
     #[test]
+    fn shapes_from_specs_match_the_built_model_and_hostile_shapes_are_refused() {
+        let d = device();
+        for name in ["network-a", "lenet"] {
+            let model = workloads::by_name(name, 3, &d).unwrap().unwrap();
+            let file = ModelFile::from_model(model, vec![], None).unwrap();
+            let shapes = layer_shapes(file.architecture()).unwrap();
+            let n = file.architecture().layers.len();
+            assert_eq!(shapes.len(), n);
+            for (i, shape) in shapes.iter().enumerate() {
+                assert_eq!(
+                    shape.as_slice(),
+                    file.model().layer_input(i + 1),
+                    "{name} {i}"
+                );
+            }
+            assert_eq!(
+                weight_count(file.architecture()).unwrap(),
+                file.architecture()
+                    .layers
+                    .iter()
+                    .map(|s| spec_weights(s).unwrap())
+                    .sum::<u64>()
+            );
+        }
+        // The audit's probe: an input of 2^40 values per item is refused before anything is allocated.
+        let wide = Architecture {
+            name: "wide".into(),
+            input: vec![1, 1 << 20, 1 << 20],
+            layers: vec![
+                LayerSpec::Flatten,
+                LayerSpec::Linear {
+                    inputs: 1,
+                    outputs: 1,
+                },
+            ],
+            labels: vec![],
+            preprocess: None,
+        };
+        let err = layer_shapes(&wide).unwrap_err().to_string();
+        assert!(err.contains("more than 16777216 values"), "{err}");
+        assert!(layer_memory(&wide).is_err());
+        assert!(skeleton(&wide, &d).is_err());
+        // A Flatten whose product would wrap a 64-bit word is refused, not wrapped.
+        let wrap = Architecture {
+            name: "wrap".into(),
+            input: vec![1 << 22, 1 << 21, 1 << 21],
+            layers: vec![LayerSpec::Flatten],
+            labels: vec![],
+            preprocess: None,
+        };
+        assert!(layer_shapes(&wrap).is_err());
+        // A chain that does not fit is refused with the layer's index.
+        let broken = Architecture {
+            name: "broken".into(),
+            input: vec![4],
+            layers: vec![LayerSpec::Linear {
+                inputs: 5,
+                outputs: 1,
+            }],
+            labels: vec![],
+            preprocess: None,
+        };
+        assert!(layer_shapes(&broken)
+            .unwrap_err()
+            .to_string()
+            .contains("layer 0"));
+    }
+
+    #[test]
     fn stages_chain_to_the_whole_model() {
         let d = device();
         let file = ModelFile::from_model(
@@ -886,12 +1121,12 @@ mod tests {
         .unwrap();
         let a = file.architecture();
         let n = a.layers.len();
-        let memory = layer_memory(a, &d).unwrap();
+        let memory = layer_memory(a).unwrap();
         assert_eq!(memory.len(), n);
         assert!(memory.iter().all(|&m| m > 0));
         let k = n / 2;
-        let first = stage_architecture(a, 0..k, &d).unwrap();
-        let second = stage_architecture(a, k..n, &d).unwrap();
+        let first = stage_architecture(a, 0..k).unwrap();
+        let second = stage_architecture(a, k..n).unwrap();
         assert_eq!(first.input, a.input);
         assert_eq!(first.layers.len() + second.layers.len(), n);
         // The second stage takes what the first produces.
@@ -905,8 +1140,8 @@ mod tests {
             s2.model().forward_plain(&mid, 1).unwrap(),
             file.model().forward_plain(&x, 1).unwrap()
         );
-        assert!(stage_architecture(a, k..k, &d).is_err());
-        assert!(stage_architecture(a, 0..n + 1, &d).is_err());
+        assert!(stage_architecture(a, k..k).is_err());
+        assert!(stage_architecture(a, 0..n + 1).is_err());
     }
 
     #[test]

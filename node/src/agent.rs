@@ -19,6 +19,7 @@ use crate::api::{
 use crate::api_client::{ApiClient, CallError};
 use crate::config::CoordinatorLink;
 use crate::envelope::Purpose;
+use crate::evidence::{self, EvidenceKind};
 use crate::inbox::{binding_for, seal_blob, Inbox, InboxError};
 use crate::manifest::{Role, SignedManifest};
 use crate::operator::CertificateChain;
@@ -358,7 +359,7 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
     // spdz2k: the client needs its masks before it can publish its inputs (it uploads them while the
     // attempt is scheduled), so the dealer sends them, sealed to the client, as soon as it accepted.
     if assigned.role() == Role::Dealer && assigned.manifest().protocol == SPDZ2K {
-        match owner_blob(&assigned) {
+        match owner_blob(shared, &signed, &assigned) {
             Ok(blob) => {
                 if retry(flags, "sending the owner material", || {
                     shared
@@ -478,9 +479,20 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                             "the manifest names no key to seal the outputs to".into(),
                         );
                     };
+                    // Transcript and output go out signed by this party, bound to the run and its index.
+                    let run = match evidence::run_id(&signed) {
+                        Ok(r) => r,
+                        Err(e) => return report_failure(shared, t, flags, format!("run id: {e}")),
+                    };
                     if !report.transcripts.is_empty() {
                         let views = match postcard::to_stdvec(&report.transcripts) {
-                            Ok(v) => v,
+                            Ok(v) => evidence::seal(
+                                &shared.identity,
+                                EvidenceKind::Transcript,
+                                &run,
+                                index as u32,
+                                v,
+                            ),
                             Err(e) => {
                                 return report_failure(shared, t, flags, format!("encoding: {e}"))
                             }
@@ -504,7 +516,13 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                         seal_blob(&output_key, &binding, &b).map_err(|e| e.to_string())
                     });
                     let bytes = match sealed {
-                        Ok(b) => b,
+                        Ok(b) => evidence::seal(
+                            &shared.identity,
+                            EvidenceKind::Output,
+                            &run,
+                            index as u32,
+                            b,
+                        ),
                         Err(e) => {
                             return report_failure(shared, t, flags, format!("encoding: {e}"))
                         }
@@ -535,8 +553,13 @@ fn production_run(run: RunRequest) -> Result<RunRequest, String> {
     Ok(run)
 }
 
-/// The dealer's owner material for the job's client, sealed to the manifest's output key.
-fn owner_blob(assigned: &crate::node::AssignedJob) -> Result<Vec<u8>, String> {
+/// The dealer's owner material for the job's client, sealed to the manifest's output key and signed by the
+/// dealer as evidence (`crate::evidence`), so that a relay cannot substitute its own masks.
+fn owner_blob(
+    shared: &Shared,
+    signed: &SignedManifest,
+    assigned: &crate::node::AssignedJob,
+) -> Result<Vec<u8>, String> {
     let manifest = assigned.manifest();
     let key = manifest
         .output_key
@@ -544,11 +567,22 @@ fn owner_blob(assigned: &crate::node::AssignedJob) -> Result<Vec<u8>, String> {
     let owner = assigned.owner_material().map_err(|e| e.to_string())?;
     let plain = zeroize::Zeroizing::new(postcard::to_stdvec(&owner).map_err(|e| e.to_string())?);
     let binding = binding_for(manifest, Purpose::OwnerMaterial, manifest.parties.len());
-    seal_blob(&key, &binding, &plain).map_err(|e| e.to_string())
+    let sealed = seal_blob(&key, &binding, &plain).map_err(|e| e.to_string())?;
+    let run = evidence::run_id(signed).map_err(|e| e.to_string())?;
+    let dealer = manifest.parties.len() as u32;
+    Ok(evidence::seal(
+        &shared.identity,
+        EvidenceKind::OwnerMaterial,
+        &run,
+        dealer,
+        sealed,
+    ))
 }
 
 /// Largest transcript blob a verifier reads, bytes (a view is a few hundred bytes per check).
 const MAX_TRANSCRIPT_BYTES: usize = 64 << 20;
+/// Largest output blob a verifier checks the signature of, bytes.
+const MAX_OUTPUT_BYTES: usize = 1 << 30;
 
 /// The verifier's task: fetch every party's MAC-check views and the input and output ciphertexts, check
 /// the views and sign the receipt (`crate::receipt::issue`), or report the failed verification.
@@ -558,9 +592,14 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         Err(e) => return report_failure(shared, t, flags, format!("manifest refused: {e}")),
     };
     let n = manifest.parties.len();
+    let run = match evidence::run_id(signed) {
+        Ok(r) => r,
+        Err(e) => return report_failure(shared, t, flags, format!("run id: {e}")),
+    };
     let mut views = Vec::with_capacity(n);
     let mut inputs = Vec::with_capacity(n);
     let mut outputs = Vec::with_capacity(n);
+    let mut records = Vec::with_capacity(2 * n);
     for party in 0..n {
         let fetch = |kind: &str| {
             retry(flags, "fetching the evidence", || {
@@ -574,14 +613,36 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         else {
             return;
         };
-        if view.len() > MAX_TRANSCRIPT_BYTES {
-            return send_verdict(
-                shared,
-                t,
-                flags,
-                format!("party {party}'s transcript is too large"),
-            );
-        }
+        // The parties' signatures before anything else: a transcript or output the coordinator (or anyone
+        // between) substituted is refused here, and the receipt commits to the signatures.
+        let key = manifest.parties[party].public_key;
+        let index = party as u32;
+        let opened = evidence::open(
+            &view,
+            EvidenceKind::Transcript,
+            &run,
+            index,
+            &key,
+            MAX_TRANSCRIPT_BYTES,
+        )
+        .and_then(|(view, tr)| {
+            evidence::open(
+                &output,
+                EvidenceKind::Output,
+                &run,
+                index,
+                &key,
+                MAX_OUTPUT_BYTES,
+            )
+            .map(|(_, or)| (view, tr, or))
+        });
+        let view = match opened {
+            Ok((view, tr, or)) => {
+                records.extend([tr, or]);
+                view
+            }
+            Err(e) => return send_verdict(shared, t, flags, format!("party {party}: {e}")),
+        };
         match postcard::from_bytes::<Vec<veil_protocols::spdz2k::transcript::CheckTranscript>>(
             &view,
         ) {
@@ -608,6 +669,7 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         &shared.coordinator,
         signed,
         &views,
+        &records,
         [commit(&inputs), commit(&outputs)],
         now,
     ) {
@@ -658,7 +720,7 @@ mod tests {
         let plain = RunRequest::new(JobId([7; 16]), Vec::new(), Vec::new());
         assert!(production_run(plain.clone()).is_ok());
         let shaped = RunRequest {
-            shaping: Some(veil_protocols::shaping::ShapingConfig {
+            shaping: Some(veil_engine::lab::shaping::ShapingConfig {
                 latency_ms: 3_600_000.0,
                 bandwidth_mbps: Some(0.001),
                 burst_bytes: 1,

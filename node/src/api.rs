@@ -295,7 +295,7 @@ pub struct SubmitRequest {
     /// Link shaping (latency, bandwidth). Refused (400) on coordinator jobs, like `threads`: a client that
     /// could slow honest parties into timeouts could grind their reputation down.
     #[serde(default)]
-    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    pub shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
 }
 
 /// One stage of a staged job: layers `start..end` of the deployed model.

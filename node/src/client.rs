@@ -52,7 +52,7 @@ pub struct ClientOptions {
     /// Once a party has reported failure, how long to wait for the others' reports.
     pub failure_grace: Duration,
     /// Link shaping the parties of this client's jobs apply (benchmarks only; `None` by default).
-    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    pub shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
 }
 
 impl Default for ClientOptions {
@@ -155,7 +155,7 @@ impl Client {
     }
 
     /// [`Self::run_job`] with the run requests made once every member accepted the manifest: `make_runs`
-    /// gets the dealer's owner material (`spdz2k`: the client's masks and the output key; `None` for
+    /// gets the dealer's owner material (`spdz2k`: the client's masks; `None` for
     /// `semi2k`), which is returned with the reports.
     pub fn run_job_with(
         &self,
@@ -424,7 +424,7 @@ pub fn run_private_protocol(
         })
         .collect::<Result<_>>()?;
     let manifest = job_manifest(client, committee, job, inputs.len(), SPDZ2K)?;
-    let (reports, owner) = client.run_job_with(&manifest, |owner| {
+    let (reports, _owner) = client.run_job_with(&manifest, |owner| {
         let owner =
             owner.ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
         let run = RunRequest {
@@ -435,7 +435,7 @@ pub fn run_private_protocol(
         };
         Ok(vec![run; n])
     })?;
-    let outputs = open_spdz2k(&reports, owner.as_ref(), inputs.len(), fp)?;
+    let outputs = open_spdz2k(&reports, inputs.len(), fp)?;
     assemble(&reports, outputs)
 }
 
@@ -615,7 +615,7 @@ pub fn embed_private(
             (reports, outputs)
         }
         Protocol::Spdz2k => {
-            let (reports, owner) = client.run_job_with(&manifest, |owner| {
+            let (reports, _owner) = client.run_job_with(&manifest, |owner| {
                 let owner = owner
                     .ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
                 if owner.masks.len() != encoded.len()
@@ -637,7 +637,7 @@ pub fn embed_private(
                 let run = with_options(RunRequest::new(manifest.job, Vec::new(), published));
                 Ok(vec![run; n])
             })?;
-            let outputs = open_spdz2k(&reports, owner.as_ref(), sequences.len(), fp)?;
+            let outputs = open_spdz2k(&reports, sequences.len(), fp)?;
             (reports, outputs)
         }
     };
@@ -662,17 +662,15 @@ fn open_semi2k(
         .collect()
 }
 
-/// The `spdz2k` outputs of `inferences` inferences, opened under the dealer's output key (every element's
-/// MAC checked) and decoded.
+/// The `spdz2k` outputs of `inferences` inferences, opened under the MAC key the parties released after
+/// their checks (every element's MAC checked) and decoded.
 fn open_spdz2k(
     reports: &[PartyReport],
-    owner: Option<&OwnerMaterial>,
     inferences: usize,
     fp: veil_protocols::ring::FixedPoint,
 ) -> Result<Vec<Vec<f32>>> {
-    let key = owner
-        .map(|o| u128::from_le_bytes(o.output_key))
-        .ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
+    let key = crate::wire::output_key(reports)
+        .ok_or_else(|| NodeError::Job("a party released no MAC key share".into()))?;
     (0..inferences)
         .map(|i| {
             let shares = reports

@@ -8,8 +8,9 @@
 //!
 //! For a `spdz2k` job the dealer deals authenticated material from the job seeds instead (no weight masks to
 //! open: the owners publish masked values) and also answers the client, right after accepting its manifest,
-//! with the plaintext masks of the client's inputs and weights and the output's MAC key
-//! ([`DealerState::owner`]).
+//! with the plaintext masks of the client's inputs and weights ([`DealerState::owner`]). The MAC key alpha
+//! is not part of it: the client gets alpha from the parties' reports, after their checks
+//! (`wire::PartyReport::output_key_share`), so that it cannot help a party pass a check.
 //!
 //! Invariants: the dealer never receives anything from a party but the request to be served, and serves each
 //! party at most once, only to the connection that proved that party's key; the owner material goes only to
@@ -186,7 +187,6 @@ fn deal_spdz2k(
     let dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;
     let owner = OwnerMaterial {
         masks: dealt.deal.owner_masks.into_iter().map(Words).collect(),
-        output_key: dealt.deal.output_key.to_le_bytes(),
     };
     tracing::info!(job = %manifest.job, parties = n, corrections = dealt.deal.corrections.len(), "dealt (spdz2k)");
     Ok(Dealing {

@@ -34,6 +34,8 @@
 //! - [`trial`]: the node's side of the known-answer trial job.
 //! - [`operator`]: operator keys and the certificates that bind a node to its operator.
 
+#![forbid(unsafe_code)]
+
 pub mod agent;
 pub mod api;
 pub mod api_client;
@@ -43,6 +45,7 @@ pub mod config;
 pub mod dealer;
 pub mod envelope;
 pub mod error;
+pub mod evidence;
 pub mod frame;
 pub mod identity;
 pub mod inbox;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use veil_engine::bert::pretrained;
 use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
+use veil_engine::lab::shaping::ShapedNet;
 use veil_engine::local::spdz2k_requests;
 use veil_engine::private::{setup, setup_published, PublishedWeight, WeightShare};
 use veil_engine::session::{job_requests, PartySession, Program, SessionDomain};
@@ -30,7 +31,6 @@ use veil_protocols::material::auth::AuthPartyGenerator;
 use veil_protocols::material::{self, PartyMaterial, Request};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
-use veil_protocols::shaping::ShapedNet;
 use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
 
 use crate::error::{NodeError, Result};
@@ -68,9 +68,13 @@ pub enum JobProgram {
     Encoder(Arc<PrivateBert>),
 }
 
-/// Pretrained encoders this process has loaded, by model id (loading and hashing ~90 MB takes seconds; a
-/// node keeps each encoder once).
+/// Pretrained encoders this process has loaded, by model id and fixed point (loading and hashing ~90 MB
+/// takes seconds; a node keeps each encoder once). Invariant: at most [`MAX_ENCODERS`] entries, the most
+/// recently loaded last.
 static ENCODERS: Mutex<Vec<(String, Arc<PrivateBert>)>> = Mutex::new(Vec::new());
+
+/// Most encoders a node keeps loaded.
+const MAX_ENCODERS: usize = 2;
 
 /// The pretrained encoder `name` with model id `id` and `frac_bits` fractional bits, from this process's
 /// models directory (see `veil_engine::bert::pretrained::model_dir`), loaded once.
@@ -84,6 +88,9 @@ fn encoder(name: &str, id: &str, frac_bits: u32) -> Result<Arc<PrivateBert>> {
     }
     let dir = pretrained::model_dir(name);
     let loaded = Arc::new(pretrained::load_checked(name, &dir, id, frac_bits)?);
+    if cache.len() >= MAX_ENCODERS {
+        cache.remove(0);
+    }
     cache.push((key, loaded.clone()));
     Ok(loaded)
 }
@@ -351,6 +358,7 @@ pub fn run(
         udp_tx_bytes: Vec::new(),
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
+        output_key_share: None,
     };
     let requests = program.requests(manifest);
     let fp = program.fixed_point();
@@ -387,6 +395,8 @@ pub fn run(
                 job.infer_all(&mut p, e.as_ref(), run.inputs, &mut report, release)?
             }
         }
+        // Every output share is out and every opening passed its check: alpha's share may go too.
+        report.output_key_share = Some(p.release_output_key_share()?.to_le_bytes());
         p.finish()?;
     } else {
         let masks = material::party_masks(party, n, &dealt.model_seed, &program.mask_shapes())?;

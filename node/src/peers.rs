@@ -34,6 +34,66 @@ const JOB_SOCKET_BUFFER: usize = 4 << 20;
 /// message should not wait for slow start on a connection that lives for one job.
 const JOB_INITIAL_WINDOW: u64 = 1 << 20;
 
+/// Largest UDP payload a job's connections may discover and use: the most an IPv4 datagram carries. On a
+/// path with a large MTU (loopback, jumbo frames) a round's message then takes a few datagrams instead of
+/// hundreds (per-datagram work dominates QUIC's cost); elsewhere MTU discovery stays at the path's MTU.
+const JOB_MAX_UDP_PAYLOAD: u16 = 65_507;
+
+/// Ack-eliciting packets a job's peer may receive before it must acknowledge them: a round's message is
+/// acknowledged with the next round's data rather than by a datagram of its own (the peer's `max_ack_delay`
+/// still bounds the wait).
+const JOB_ACK_THRESHOLD: u32 = 8;
+
+/// The transport of a job's connections: the node's, with a larger initial window, MTU discovery up to
+/// [`JOB_MAX_UDP_PAYLOAD`] and acknowledgements every [`JOB_ACK_THRESHOLD`] packets.
+fn job_transport_config(config: &NodeConfig) -> Result<TransportConfig> {
+    let mut t = transport_config(config)?;
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(JOB_INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cubic));
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(JOB_MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
+    let mut acks = quinn::AckFrequencyConfig::default();
+    acks.ack_eliciting_threshold(VarInt::from_u32(JOB_ACK_THRESHOLD));
+    t.ack_frequency_config(Some(acks));
+    Ok(t)
+}
+
+/// A job endpoint's socket: quinn's tokio socket, one datagram per send and per receive slot. Segmentation
+/// offload would batch datagrams of up to [`JOB_MAX_UDP_PAYLOAD`] bytes beyond what one send may carry (the
+/// kernel refuses the batch, and quinn-udp drops it silently), and receive slots sized for offload would
+/// take megabytes per job.
+#[derive(Debug)]
+struct OneDatagram(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for OneDatagram {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.0.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        cx: &mut std::task::Context,
+        bufs: &mut [std::io::IoSliceMut<'_>],
+        meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.0.poll_recv(cx, bufs, meta)
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+
+    fn may_fragment(&self) -> bool {
+        self.0.may_fragment()
+    }
+}
+
 /// A connection and the key its peer proved.
 pub type Announced = (PublicKey, Connection);
 
@@ -85,10 +145,7 @@ impl Peers {
     ) -> Result<(Arc<Peers>, mpsc::UnboundedReceiver<Announced>)> {
         let tls = TlsIdentity::new(identity)?;
         let transport = Arc::new(transport_config(config)?);
-        let mut job_transport = transport_config(config)?;
-        let mut cubic = quinn::congestion::CubicConfig::default();
-        cubic.initial_window(JOB_INITIAL_WINDOW);
-        job_transport.congestion_controller_factory(Arc::new(cubic));
+        let job_transport = job_transport_config(config)?;
         let server_tls = tls::server_config(&tls, allowed.clone())?;
         let quic_tls = QuicServerConfig::try_from(server_tls).map_err(NodeError::quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
@@ -223,10 +280,16 @@ impl Peers {
         // Best effort: the kernel caps the sizes (net.core.rmem_max, wmem_max).
         let _ = state.set_recv_buffer_size((&socket).into(), JOB_SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&socket).into(), JOB_SOCKET_BUFFER);
-        Endpoint::new(
-            quinn::EndpointConfig::default(),
+        let socket = quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket)
+            .map_err(|e| NodeError::System("starting a job's socket", e))?;
+        let mut endpoint = quinn::EndpointConfig::default();
+        endpoint
+            .max_udp_payload_size(JOB_MAX_UDP_PAYLOAD)
+            .map_err(NodeError::quic)?;
+        Endpoint::new_with_abstract_socket(
+            endpoint,
             Some(server),
-            socket,
+            Arc::new(OneDatagram(socket)),
             Arc::new(quinn::TokioRuntime),
         )
         .map_err(|e| NodeError::System("starting a job's endpoint", e))

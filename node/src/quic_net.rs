@@ -23,8 +23,9 @@
 //!   a party reads what it was sent before the next round, so a write never waits for a window update and two
 //!   parties sending to each other cannot deadlock. Messages to a peer keep their order (one stream).
 //! - `recv` blocks the calling (non-runtime) thread for at most the configured timeout, then fails with
-//!   [`NetError::Timeout`]; a stream that ends or breaks is [`NetError::Disconnected`], a malformed or
-//!   oversized frame is [`NetError::Transport`] (logged, the stream stopped).
+//!   [`NetError::Timeout`]; it fails at once if the node's runtime stopped; a stream that ends or breaks
+//!   is [`NetError::Disconnected`], a malformed or oversized frame is [`NetError::Transport`] (logged, the
+//!   stream stopped).
 //! - only protocol payloads pass through `send`/`recv`, so `CountedNet` counts exactly what it counts over
 //!   the in-memory mesh; framing and QUIC overhead show in [`QuicNet::udp_tx_bytes`] instead.
 //! - while the party computes, its connections are not driven: what it sent has left already, what arrives
@@ -38,7 +39,7 @@ use std::time::Duration;
 
 use quinn::{Connection, Endpoint, RecvStream, SendStream, VarInt};
 use tokio::runtime::{Handle, Runtime};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use veil_protocols::net::{Net, NetError};
 
 use crate::error::{NodeError, Result};
@@ -67,6 +68,9 @@ pub struct QuicNet {
     out: Vec<Option<SendStream>>,
     inbound: Vec<Option<RecvStream>>,
     connections: Vec<Connection>,
+    /// Fails once the node's runtime is gone (its sender lives in a task on that runtime): a party whose
+    /// node stopped stops too, instead of computing on with its own runtime.
+    node_alive: oneshot::Receiver<()>,
     timeout: Duration,
     max_frame: usize,
 }
@@ -125,6 +129,9 @@ impl QuicNet {
             inbound[j] = Some(recv);
             connections.push(conn);
         }
+        let (mut alive, node_alive) = oneshot::channel::<()>();
+        // Ends when this net is dropped (the receiver closes), or never runs again if the node stops.
+        node.spawn(async move { alive.closed().await });
         Ok(QuicNet {
             job,
             party,
@@ -134,6 +141,7 @@ impl QuicNet {
             out,
             inbound,
             connections,
+            node_alive,
             timeout,
             max_frame,
         })
@@ -396,23 +404,28 @@ impl Net for QuicNet {
         let Some(stream) = self.inbound.get_mut(from).and_then(Option::as_mut) else {
             return Err(NetError::Disconnected { peer: from });
         };
+        let node_alive = &mut self.node_alive;
         // The timer must be created inside the runtime's context, hence the async block.
-        match runtime
-            .block_on(async { tokio::time::timeout(timeout, link.read_from(stream, from)).await })
-        {
-            Ok(result) => result,
-            Err(_) => Err(NetError::Timeout {
-                from,
-                waited: timeout,
-            }),
-        }
+        runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = node_alive => Err(NetError::Transport("this party's node stopped".into())),
+                read = tokio::time::timeout(timeout, link.read_from(stream, from)) => match read {
+                    Ok(result) => result,
+                    Err(_) => Err(NetError::Timeout {
+                        from,
+                        waited: timeout,
+                    }),
+                },
+            }
+        })
     }
 }
 
 impl Drop for QuicNet {
     fn drop(&mut self) {
-        // Stop reading first (the peers' nodes drive those streams): peers lingering on their own streams
-        // to this party must not wait for this one to finish lingering.
+        // Stop reading first: peers lingering on their own streams to this party must not wait for this one
+        // to finish lingering.
         self.inbound.clear();
         let mut out: Vec<SendStream> = self.out.drain(..).flatten().collect();
         let job = self.job;

@@ -24,6 +24,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
+use crate::evidence::{check_records, records_hash, EvidenceKind, EvidenceRecord};
 use crate::identity::{Identity, PublicKey};
 use crate::manifest::{Manifest, ModelSpec, SignedManifest};
 use crate::verifier::{verify_job, VerifyError};
@@ -31,9 +32,9 @@ use crate::wire::JobId;
 use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// Domain separation of receipt signatures.
-pub const RECEIPT_DOMAIN: &[u8] = b"veil receipt v1\0";
+pub const RECEIPT_DOMAIN: &[u8] = b"veil receipt v2\0";
 /// The `format` field of a receipt file.
-pub const FILE_FORMAT: &str = "veil receipt v1";
+pub const FILE_FORMAT: &str = "veil receipt v2";
 /// Longest protocol name a receipt may carry.
 pub const MAX_PROTOCOL_LEN: usize = 32;
 /// Largest receipt file accepted, bytes.
@@ -70,6 +71,12 @@ pub enum ReceiptError {
     /// The verifier's signature does not verify.
     #[error("the verifier's signature does not verify")]
     BadSignature,
+    /// The evidence records are not the ones the receipt commits to, or one does not verify.
+    #[error("evidence: {0}")]
+    Evidence(#[from] crate::evidence::EvidenceError),
+    /// The evidence records in the file do not hash to the receipt's evidence hash.
+    #[error("the evidence records are not the ones the receipt commits to")]
+    EvidenceHash,
     /// The MAC-check transcripts do not verify ([`crate::verifier`]): no receipt is issued.
     #[error("transcripts: {0}")]
     Transcripts(#[from] VerifyError),
@@ -92,6 +99,9 @@ pub struct ReceiptBody {
     pub protocol: String,
     /// Digest of the job's MAC-check transcripts ([`crate::verifier::verify_job`]).
     pub transcript_hash: [u8; 32],
+    /// Commitment to the parties' signatures on their transcripts and outputs
+    /// ([`crate::evidence::records_hash`] over the file's evidence records, in order).
+    pub evidence_hash: [u8; 32],
     /// The verifier's public key (the signer).
     pub verifier: PublicKey,
     /// Issue time, seconds since the Unix epoch.
@@ -100,8 +110,8 @@ pub struct ReceiptBody {
 
 impl ReceiptBody {
     /// The canonical signing bytes: [`RECEIPT_DOMAIN`], job (16), model id, manifest hash, input and output
-    /// commitments (32 each), the protocol's length (u8) and bytes, transcript hash (32), verifier key (32),
-    /// issue time (u64 LE). Fails for a protocol name longer than [`MAX_PROTOCOL_LEN`].
+    /// commitments (32 each), the protocol's length (u8) and bytes, transcript hash (32), evidence hash
+    /// (32), verifier key (32), issue time (u64 LE). Fails for a protocol name longer than [`MAX_PROTOCOL_LEN`].
     pub fn signing_bytes(&self) -> Result<Vec<u8>, ReceiptError> {
         let protocol = self.protocol.as_bytes();
         if protocol.len() > MAX_PROTOCOL_LEN {
@@ -120,6 +130,7 @@ impl ReceiptBody {
         out.push(protocol.len() as u8);
         out.extend_from_slice(protocol);
         out.extend_from_slice(&self.transcript_hash);
+        out.extend_from_slice(&self.evidence_hash);
         out.extend_from_slice(&self.verifier.0);
         out.extend_from_slice(&self.issued_at.to_le_bytes());
         Ok(out)
@@ -238,6 +249,7 @@ pub fn issue(
     coordinator: &PublicKey,
     manifest: &SignedManifest,
     transcripts: &[Vec<CheckTranscript>],
+    evidence: &[EvidenceRecord],
     [input_commitment, output_commitment]: [[u8; 32]; 2],
     issued_at: u64,
 ) -> Result<ReceiptFile, ReceiptError> {
@@ -268,6 +280,8 @@ pub fn issue(
         }
         .into());
     }
+    // The parties' signatures first: a view counts only if its party signed it for this run.
+    check_records(evidence, &m, &manifest_hash(manifest)?)?;
     let digest = verify_job(transcripts)?;
     let body = ReceiptBody {
         job: m.job,
@@ -277,12 +291,14 @@ pub fn issue(
         output_commitment,
         protocol: m.protocol.clone(),
         transcript_hash: digest.0,
+        evidence_hash: records_hash(evidence),
         verifier: identity.public_key(),
         issued_at,
     };
     Ok(ReceiptFile {
         receipt: Receipt::sign(identity, body)?,
         manifest: manifest.clone(),
+        evidence: evidence.to_vec(),
     })
 }
 
@@ -293,6 +309,21 @@ pub struct ReceiptFile {
     pub receipt: Receipt,
     /// The coordinator-signed committee manifest.
     pub manifest: SignedManifest,
+    /// The parties' signed evidence records the receipt commits to (`evidence_hash`).
+    pub evidence: Vec<EvidenceRecord>,
+}
+
+/// The most evidence records a file may carry (two per party, with room to spare).
+pub const MAX_EVIDENCE_RECORDS: usize = 1_024;
+
+/// One evidence record in a receipt file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EvidenceJson {
+    kind: String,
+    index: u32,
+    digest: String,
+    signature: String,
 }
 
 /// The JSON form: every byte field in lowercase hex, the manifest as the hex of its postcard bytes.
@@ -307,10 +338,12 @@ struct ReceiptJson {
     output_commitment: String,
     protocol: String,
     transcript_hash: String,
+    evidence_hash: String,
     verifier: String,
     issued_at: u64,
     signature: String,
     manifest: String,
+    evidence: Vec<EvidenceJson>,
 }
 
 fn from_hex<const L: usize>(field: &'static str, text: &str) -> Result<[u8; L], ReceiptError> {
@@ -342,10 +375,21 @@ impl ReceiptFile {
             output_commitment: hex::encode(b.output_commitment),
             protocol: b.protocol.clone(),
             transcript_hash: hex::encode(b.transcript_hash),
+            evidence_hash: hex::encode(b.evidence_hash),
             verifier: hex::encode(b.verifier.0),
             issued_at: b.issued_at,
             signature: hex::encode(self.receipt.signature),
             manifest: hex::encode(manifest),
+            evidence: self
+                .evidence
+                .iter()
+                .map(|r| EvidenceJson {
+                    kind: r.kind.name().into(),
+                    index: r.index,
+                    digest: hex::encode(r.digest),
+                    signature: hex::encode(r.signature),
+                })
+                .collect(),
         };
         serde_json::to_string_pretty(&json).map_err(|e| ReceiptError::Malformed(e.to_string()))
     }
@@ -382,10 +426,32 @@ impl ReceiptFile {
             output_commitment: from_hex("output_commitment", &j.output_commitment)?,
             protocol: j.protocol,
             transcript_hash: from_hex("transcript_hash", &j.transcript_hash)?,
+            evidence_hash: from_hex("evidence_hash", &j.evidence_hash)?,
             verifier: PublicKey(from_hex("verifier", &j.verifier)?),
             issued_at: j.issued_at,
         };
+        if j.evidence.len() > MAX_EVIDENCE_RECORDS {
+            return Err(ReceiptError::Malformed(format!(
+                "{} evidence records (at most {MAX_EVIDENCE_RECORDS})",
+                j.evidence.len()
+            )));
+        }
+        let evidence = j
+            .evidence
+            .iter()
+            .map(|e| {
+                Ok(EvidenceRecord {
+                    kind: EvidenceKind::parse(&e.kind).ok_or_else(|| {
+                        ReceiptError::Malformed(format!("evidence kind {:?}", e.kind))
+                    })?,
+                    index: e.index,
+                    digest: from_hex("evidence digest", &e.digest)?,
+                    signature: from_hex("evidence signature", &e.signature)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ReceiptError>>()?;
         Ok(ReceiptFile {
+            evidence,
             receipt: Receipt {
                 body,
                 signature: from_hex("signature", &j.signature)?,
@@ -394,9 +460,16 @@ impl ReceiptFile {
         })
     }
 
-    /// Checks the receipt against its manifest and the coordinator's key ([`Receipt::verify`]).
+    /// Checks the receipt against its manifest and the coordinator's key ([`Receipt::verify`]), then its
+    /// evidence: the records hash to the receipt's evidence hash, and every party's transcript and output
+    /// record carries that party's signature for this run ([`check_records`]).
     pub fn verify(&self, coordinator: &PublicKey) -> Result<Manifest, ReceiptError> {
-        self.receipt.verify(&self.manifest, coordinator)
+        let m = self.receipt.verify(&self.manifest, coordinator)?;
+        if records_hash(&self.evidence) != self.receipt.body.evidence_hash {
+            return Err(ReceiptError::EvidenceHash);
+        }
+        check_records(&self.evidence, &m, &self.receipt.body.manifest_hash)?;
+        Ok(m)
     }
 }
 
@@ -410,7 +483,23 @@ mod tests {
     struct Fixture {
         coordinator: Identity,
         verifier: Identity,
+        /// Party 0, party 1, the dealer.
+        nodes: Vec<Identity>,
         file: ReceiptFile,
+    }
+
+    /// Each party's signed transcript and output records for run `run`.
+    fn records(nodes: &[Identity], run: &[u8; 32]) -> Vec<EvidenceRecord> {
+        use crate::evidence::sign;
+        (0..2u32)
+            .flat_map(|i| {
+                let id = &nodes[i as usize];
+                [
+                    sign(id, EvidenceKind::Transcript, run, i, b"views"),
+                    sign(id, EvidenceKind::Output, run, i, b"sealed output"),
+                ]
+            })
+            .collect()
     }
 
     fn member(id: &Identity, port: u16) -> Member {
@@ -420,9 +509,13 @@ mod tests {
         }
     }
 
-    /// A manifest signed by `coordinator` (built from JSON: optional fields left out are `None`).
-    fn manifest(coordinator: &Identity, verifier: Option<&Identity>) -> Manifest {
-        let nodes: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    /// A manifest of `nodes` (two parties, then the dealer) for `coordinator` (built from JSON: optional
+    /// fields left out are `None`).
+    fn manifest(
+        coordinator: &Identity,
+        verifier: Option<&Identity>,
+        nodes: &[Identity],
+    ) -> Manifest {
         let mut m: Manifest = serde_json::from_value(serde_json::json!({
             "job": (JobId([7; 16])),
             "protocol": "spdz2k",
@@ -441,8 +534,10 @@ mod tests {
     fn fixture() -> Fixture {
         let coordinator = Identity::generate().unwrap();
         let verifier = Identity::generate().unwrap();
-        let m = manifest(&coordinator, Some(&verifier));
+        let nodes: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+        let m = manifest(&coordinator, Some(&verifier), &nodes);
         let signed = m.sign(&coordinator).unwrap();
+        let evidence = records(&nodes, &manifest_hash(&signed).unwrap());
         let body = ReceiptBody {
             job: JobId([7; 16]),
             model_id: model_id(&m.model),
@@ -451,6 +546,7 @@ mod tests {
             output_commitment: commit_blobs([&b"out0"[..], b"out1"].into_iter()),
             protocol: "spdz2k".into(),
             transcript_hash: [5; 32],
+            evidence_hash: records_hash(&evidence),
             verifier: verifier.public_key(),
             issued_at: 1_790_000_000,
         };
@@ -458,9 +554,11 @@ mod tests {
         Fixture {
             coordinator,
             verifier,
+            nodes,
             file: ReceiptFile {
                 receipt,
                 manifest: signed,
+                evidence,
             },
         }
     }
@@ -497,6 +595,12 @@ mod tests {
             ("transcript_hash", |r, _| {
                 r.receipt.body.transcript_hash[0] ^= 1
             }),
+            ("evidence_hash", |r, _| r.receipt.body.evidence_hash[0] ^= 1),
+            ("evidence signature", |r, _| r.evidence[1].signature[0] ^= 1),
+            ("evidence digest", |r, _| r.evidence[2].digest[0] ^= 1),
+            ("evidence dropped", |r, _| {
+                r.evidence.pop();
+            }),
             ("verifier", |r, k| r.receipt.body.verifier = k),
             ("issued_at", |r, _| r.receipt.body.issued_at += 1),
             ("signature", |r, _| r.receipt.signature[10] ^= 1),
@@ -530,6 +634,7 @@ mod tests {
         let forged = ReceiptFile {
             receipt: Receipt::sign(&impostor, body).unwrap(),
             manifest: f.file.manifest.clone(),
+            evidence: f.file.evidence.clone(),
         };
         forged.receipt.verify_signature().unwrap();
         assert_eq!(forged.verify(&key), Err(ReceiptError::NotTheVerifier));
@@ -548,6 +653,7 @@ mod tests {
                 body,
             },
             manifest: f.file.manifest.clone(),
+            evidence: f.file.evidence.clone(),
         };
         assert_eq!(forged.verify(&key), Err(ReceiptError::BadSignature));
         // The right receipt, checked against another coordinator key.
@@ -556,12 +662,15 @@ mod tests {
             Err(ReceiptError::ManifestSignature(_))
         ));
         // A manifest without a verifier.
-        let signed = manifest(&f.coordinator, None).sign(&f.coordinator).unwrap();
+        let signed = manifest(&f.coordinator, None, &f.nodes)
+            .sign(&f.coordinator)
+            .unwrap();
         let mut body = f.file.receipt.body.clone();
         body.manifest_hash = manifest_hash(&signed).unwrap();
         let file = ReceiptFile {
             receipt: Receipt::sign(&f.verifier, body).unwrap(),
             manifest: signed,
+            evidence: f.file.evidence.clone(),
         };
         assert_eq!(file.verify(&key), Err(ReceiptError::NoVerifier));
     }
@@ -570,7 +679,7 @@ mod tests {
     fn the_model_id_is_the_manifests() {
         let f = fixture();
         let key = f.coordinator.public_key();
-        let mut m = manifest(&f.coordinator, Some(&f.verifier));
+        let mut m = manifest(&f.coordinator, Some(&f.verifier), &f.nodes);
         assert_eq!(model_id(&m.model), f.file.receipt.body.model_id);
         // From JSON: the deployed model's other fields are irrelevant here.
         m.model.deployed = Some(
@@ -581,11 +690,14 @@ mod tests {
         );
         assert_eq!(model_id(&m.model), [0xab; 32]);
         let signed = m.sign(&f.coordinator).unwrap();
+        let evidence = records(&f.nodes, &manifest_hash(&signed).unwrap());
         let mut body = f.file.receipt.body.clone();
         body.manifest_hash = manifest_hash(&signed).unwrap();
+        body.evidence_hash = records_hash(&evidence);
         let file = |body: ReceiptBody| ReceiptFile {
             receipt: Receipt::sign(&f.verifier, body).unwrap(),
             manifest: signed.clone(),
+            evidence: evidence.clone(),
         };
         // Signed by the verifier, but for another model than the committee ran.
         assert_eq!(
@@ -604,7 +716,16 @@ mod tests {
             .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
             .collect();
         let commitments = [[1; 32], [2; 32]];
-        let file = issue(&f.verifier, &key, &f.file.manifest, &views, commitments, 17).unwrap();
+        let file = issue(
+            &f.verifier,
+            &key,
+            &f.file.manifest,
+            &views,
+            &f.file.evidence,
+            commitments,
+            17,
+        )
+        .unwrap();
         let m = file.verify(&key).unwrap();
         assert_eq!(file.receipt.body.job, m.job);
         assert_eq!(
@@ -615,16 +736,41 @@ mod tests {
         let mut bad = views.clone();
         bad[1][0].parties[0].nonce[0] ^= 1;
         assert!(matches!(
-            issue(&f.verifier, &key, &f.file.manifest, &bad, commitments, 17),
+            issue(
+                &f.verifier,
+                &key,
+                &f.file.manifest,
+                &bad,
+                &f.file.evidence,
+                commitments,
+                17
+            ),
             Err(ReceiptError::Transcripts(VerifyError::Equivocation { .. }))
         ));
         // Two checks for a one-inference job.
         let two: Vec<Vec<CheckTranscript>> = views.iter().map(|v| vec![v[0].clone(); 2]).collect();
-        assert!(issue(&f.verifier, &key, &f.file.manifest, &two, commitments, 17).is_err());
+        assert!(issue(
+            &f.verifier,
+            &key,
+            &f.file.manifest,
+            &two,
+            &f.file.evidence,
+            commitments,
+            17
+        )
+        .is_err());
         // Only the manifest's verifier issues.
         let other = Identity::generate().unwrap();
         assert_eq!(
-            issue(&other, &key, &f.file.manifest, &views, commitments, 17),
+            issue(
+                &other,
+                &key,
+                &f.file.manifest,
+                &views,
+                &f.file.evidence,
+                commitments,
+                17
+            ),
             Err(ReceiptError::NotTheVerifier)
         );
     }
@@ -658,5 +804,47 @@ mod tests {
         assert!(ReceiptFile::from_json(&v.to_string()).is_err());
         assert!(ReceiptFile::from_json(&" ".repeat(MAX_RECEIPT_FILE_BYTES + 1)).is_err());
         assert!(ReceiptFile::from_json("not json").is_err());
+    }
+
+    #[test]
+    fn no_receipt_for_evidence_its_parties_did_not_sign() {
+        let f = fixture();
+        let key = f.coordinator.public_key();
+        let views: Vec<Vec<CheckTranscript>> = (0..2)
+            .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
+            .collect();
+        let run = manifest_hash(&f.file.manifest).unwrap();
+        let issue_with = |evidence: &[EvidenceRecord]| {
+            issue(
+                &f.verifier,
+                &key,
+                &f.file.manifest,
+                &views,
+                evidence,
+                [[1; 32], [2; 32]],
+                17,
+            )
+        };
+        issue_with(&f.file.evidence).unwrap();
+        // A transcript record the coordinator signed in party 0's place.
+        let mut forged = f.file.evidence.clone();
+        forged[0] = crate::evidence::sign(&f.coordinator, EvidenceKind::Transcript, &run, 0, b"x");
+        assert!(matches!(
+            issue_with(&forged),
+            Err(ReceiptError::Evidence(
+                crate::evidence::EvidenceError::BadSignature { .. }
+            ))
+        ));
+        // Party 1's output record missing.
+        let short: Vec<EvidenceRecord> = f.file.evidence[..3].to_vec();
+        assert!(matches!(
+            issue_with(&short),
+            Err(ReceiptError::Evidence(
+                crate::evidence::EvidenceError::Incomplete { .. }
+            ))
+        ));
+        // Records of another run (another attempt's manifest).
+        let other = records(&f.nodes, &[9; 32]);
+        assert!(matches!(issue_with(&other), Err(ReceiptError::Evidence(_))));
     }
 }

@@ -134,7 +134,7 @@ pub struct RunRequest {
     /// Whether to report a per-step profile of the last inference.
     pub profile: bool,
     /// Link shaping every party applies to its sends and receives (benchmarks; `None` in production).
-    pub shaping: Option<veil_protocols::shaping::ShapingConfig>,
+    pub shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
 }
 
 impl From<veil_engine::private::WeightShare> for WireWeight {
@@ -312,6 +312,19 @@ pub struct PartyReport {
     /// `spdz2k`: this party's view of each MAC check it ran, in order (one per inference), for the
     /// verifier ([`crate::verifier`]); empty for `semi2k`. Holds no share or value.
     pub transcripts: Vec<CheckTranscript>,
+    /// `spdz2k`: this party's share of the MAC key alpha (little-endian), released after its last MAC check
+    /// passed, inside the report sealed to the client: the client adds every party's share to check the
+    /// output MACs ([`output_key`]). `None` for `semi2k`.
+    pub output_key_share: Option<[u8; 16]>,
+}
+
+/// The output MAC key of a `spdz2k` job: the sum of every party's released share, or `None` if a report
+/// lacks one.
+pub fn output_key(reports: &[PartyReport]) -> Option<u128> {
+    reports.iter().try_fold(0u128, |acc, r| {
+        r.output_key_share
+            .map(|s| acc.wrapping_add(u128::from_le_bytes(s)))
+    })
 }
 
 /// A party's authenticated (`spdz2k`) share of a vector: value shares and MAC shares in Z_2^128, each element
@@ -375,10 +388,9 @@ impl AuthWords {
 /// checks the output shares. Never logged: `Debug` shows sizes only.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerMaterial {
-    /// Masks, one per `Input` or `WeightMask` request, in request order.
+    /// Masks, one per `Input` or `WeightMask` request, in request order. (No MAC key: the client gets it
+    /// from the parties' reports, after their checks; see [`PartyReport::output_key_share`].)
     pub masks: Vec<Words>,
-    /// The arithmetic MAC key, little-endian.
-    pub output_key: [u8; 16],
 }
 
 impl fmt::Debug for OwnerMaterial {
@@ -488,10 +500,7 @@ mod tests {
         }
         let input = vec![100u64; plan.input_len];
         masks.push(Words(vec![1; plan.input_len]));
-        let owner = OwnerMaterial {
-            masks,
-            output_key: [0; 16],
-        };
+        let owner = OwnerMaterial { masks };
         let run =
             RunRequest::published(JobId([5; 16]), &plan, std::slice::from_ref(&input), &owner)
                 .expect("matching masks");
@@ -501,7 +510,6 @@ mod tests {
         assert_eq!((run.threads, run.profile, run.shaping), (1, false, None));
         let short = OwnerMaterial {
             masks: owner.masks[..owner.masks.len() - 1].to_vec(),
-            output_key: [0; 16],
         };
         assert!(RunRequest::published(JobId([5; 16]), &plan, &[input], &short).is_err());
     }

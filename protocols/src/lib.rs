@@ -25,7 +25,6 @@ pub mod protocol;
 pub mod rep3;
 pub mod ring;
 pub mod semi2k;
-pub mod shaping;
 pub mod share;
 pub(crate) mod simd;
 pub mod spdz2k;

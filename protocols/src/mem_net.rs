@@ -1,6 +1,7 @@
 //! An in-memory [`Net`] for tests and benchmarks: one channel per ordered pair of parties.
 
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::net::{Net, NetError};
@@ -16,7 +17,32 @@ pub struct MemNet {
     from: Vec<Option<Receiver<Vec<u8>>>>,
     timeout: Duration,
     /// Every message received, with its sender, when recording is on (privacy tests read it).
-    view: Option<Vec<(usize, Vec<u8>)>>,
+    view: Option<ViewLog>,
+}
+
+/// A received message and its sender.
+pub type Received = (usize, Vec<u8>);
+
+/// The messages an endpoint received, with their senders, in order: a handle that stays readable after the
+/// endpoint was wrapped (link shaping) or consumed.
+#[derive(Clone, Default, Debug)]
+pub struct ViewLog(Arc<Mutex<Vec<Received>>>);
+
+impl ViewLog {
+    /// The messages so far.
+    pub fn messages(&self) -> Vec<Received> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn push(&self, from: usize, msg: &[u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((from, msg.to_vec()));
+    }
 }
 
 impl MemNet {
@@ -44,14 +70,17 @@ impl MemNet {
         nets
     }
 
-    /// Starts recording every received message.
-    pub fn record_view(&mut self) {
-        self.view = Some(Vec::new());
+    /// Starts recording every received message; returns the log.
+    pub fn record_view(&mut self) -> ViewLog {
+        self.view.get_or_insert_with(ViewLog::default).clone()
     }
 
     /// The recorded messages (empty unless recording).
-    pub fn view(&self) -> &[(usize, Vec<u8>)] {
-        self.view.as_deref().unwrap_or(&[])
+    pub fn view(&self) -> Vec<(usize, Vec<u8>)> {
+        self.view
+            .as_ref()
+            .map(ViewLog::messages)
+            .unwrap_or_default()
     }
 
     fn no_peer(&self, peer: usize) -> NetError {
@@ -95,8 +124,8 @@ impl Net for MemNet {
             },
             RecvTimeoutError::Disconnected => NetError::Disconnected { peer: from },
         })?;
-        if let Some(view) = self.view.as_mut() {
-            view.push((from, msg.clone()));
+        if let Some(view) = &self.view {
+            view.push(from, &msg);
         }
         Ok(msg)
     }

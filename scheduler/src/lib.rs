@@ -9,7 +9,9 @@
 //! | [`reputation`] | the reputation rule |
 //! | [`rtt`] | measured RTTs and region estimates |
 //! | [`registry`] | nodes, eligibility, load accounting, the selection index |
-//! | [`select`] | committee selection and the reasons a job cannot be placed |
+//! | [`beacon`] | the coordinator's commit-reveal hash chain and the draw seeds derived from it |
+//! | [`draw`] | the weighted random committee draw anyone can recompute from the published data |
+//! | [`select`] | committee selection (the draw, or the cheapest) and the reasons a job cannot be placed |
 //! | [`partition`] | splitting a model into stages |
 //! | [`lifecycle`] | the job state machine |
 //! | [`store`] | redb persistence |
@@ -18,8 +20,12 @@
 //! The invariant that matters most: no committee returned by [`Registry::select`] has two members (dealer
 //! and verifier included) that share a value under any configured collusion key.
 
+#![forbid(unsafe_code)]
+
+pub mod beacon;
 pub mod committee;
 pub mod demand;
+pub mod draw;
 pub mod lifecycle;
 pub mod partition;
 pub mod registry;
@@ -37,10 +43,13 @@ pub use lifecycle::{
 };
 pub use partition::{partition, PartitionError};
 pub use registry::{
-    Config, NodeEntry, NodeRecord, NodeStats, Registry, RegistryError, SelectionTuning, Trial,
+    Config, Measured, NodeEntry, NodeRecord, NodeStats, Registry, RegistryError, SelectionMode,
+    SelectionTuning, Trial,
 };
 pub use reputation::{JobOutcome, Reputation, ReputationRule};
-pub use select::{RoleKind, SelectRequest, StageUnplaceable, Unplaceable};
+pub use select::{
+    DrawRecord, RecomputeError, RoleKind, SelectRequest, StageUnplaceable, Unplaceable,
+};
 pub use store::{Batch, Store, StoreError};
 pub use types::{
     DomainKey, Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState,

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::committee::Placement;
+use crate::draw::{capacity_units, DrawParams, Fenwick};
 use crate::reputation::{JobOutcome, Reputation, ReputationRule};
 use crate::rtt::{RegionPair, RegionRtt, RttMap};
 use crate::types::{
@@ -64,6 +65,23 @@ pub struct SelectionTuning {
     pub scan_limit: usize,
     /// Largest seed-derived jitter added to a candidate's cost, in seconds (breaks ties, diversifies).
     pub tie_jitter_s: f64,
+    /// How committees are chosen: drawn at random (the default) or the cheapest (the deterministic path).
+    pub mode: SelectionMode,
+    /// The draw's knobs (see `draw.rs`).
+    pub draw: DrawParams,
+    /// Virtual seconds over which a node's draw weight falls by a factor e (see the module doc).
+    pub load_tau_s: f64,
+}
+
+/// How [`Registry::place_stages`] chooses committees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SelectionMode {
+    /// A weighted random draw from a seed (`draw.rs`): what the coordinator does.
+    #[default]
+    Draw,
+    /// The cheapest committee by cost (`select.rs`): deterministic, latency- and load-optimising, and
+    /// capturable by nodes that claim speed and low RTTs. Kept for comparison (`veil sim --selection`).
+    Cheapest,
 }
 
 impl Default for SelectionTuning {
@@ -79,6 +97,9 @@ impl Default for SelectionTuning {
             seeds: 3,
             scan_limit: 1024,
             tie_jitter_s: 1e-3,
+            mode: SelectionMode::Draw,
+            draw: DrawParams::default(),
+            load_tau_s: 2.0,
         }
     }
 }
@@ -152,10 +173,22 @@ impl Config {
             && finite_non_negative(s.busy_weight)
             && finite_non_negative(s.reported_load_weight_s)
             && finite_non_negative(s.reported_queue_weight_s)
-            && finite_non_negative(s.tie_jitter_s))
+            && finite_non_negative(s.tie_jitter_s)
+            && s.load_tau_s.is_finite()
+            && s.load_tau_s > 0.0)
         {
             return Err(RegistryError::InvalidConfig(
                 "selection weights must be finite and non-negative",
+            ));
+        }
+        if s.draw.region_boost == 0
+            || s.draw.operator_cap_ppm == 0
+            || s.draw.operator_cap_ppm > 1_000_000
+            || s.draw.max_tries == 0
+            || s.draw.max_slowdown == 0
+        {
+            return Err(RegistryError::InvalidConfig(
+                "draw: region_boost >= 1, operator_cap_ppm in 1..=1e6, max_tries >= 1, max_slowdown >= 1",
             ));
         }
         Ok(())
@@ -214,6 +247,15 @@ pub enum Trial {
     Passed,
     /// Failed: the node is never selected.
     Failed,
+}
+
+/// What a trial measured beyond the compute rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Measured {
+    /// Bandwidth, bytes per second.
+    pub bandwidth_bytes_per_s: u64,
+    /// Memory the node could allocate and touch, bytes.
+    pub memory_bytes: u64,
 }
 
 /// Counters of job outcomes.
@@ -279,6 +321,10 @@ pub struct NodeEntry {
     pub(crate) mem_reserved: u64,
     pub(crate) queued_s: f64,
     pub(crate) virtual_s: f64,
+    /// The draw's virtual time: busy seconds of every role reserved on the node
+    /// ([`Hardware::service_seconds`]: at its measured compute rate and bandwidth; no reputation). Not
+    /// persisted: a restart starts every node level.
+    pub(crate) drawn_s: f64,
     pub(crate) active: u32,
     pub(crate) stats: NodeStats,
     pub(crate) tiebreak: u32,
@@ -370,6 +416,10 @@ pub(crate) struct Hot {
     pub(crate) inv_rate: f64,
     pub(crate) inv_bw: f64,
     pub(crate) reputation: f64,
+    /// Measured compute rate, ops per second, rounded (at least 1).
+    pub(crate) ops_per_s: u64,
+    /// Bandwidth, bytes per second (at least 1).
+    pub(crate) bandwidth: u64,
 }
 
 /// String interning for one collusion key.
@@ -410,6 +460,19 @@ pub struct Registry {
     pub(crate) cells: Vec<Vec<BTreeSet<IndexKey>>>,
     tiers: HashMap<(i32, i32), u32>,
     tier_order: Vec<usize>,
+    /// Draw weight per node ([`Registry::draw_weight`]; 0 when not indexed): `[0]` every node, `[1]` the
+    /// fast pool's (`draw::Pool::Fast`; 0 for the others).
+    pub(crate) draw_trees: [Fenwick; 2],
+    /// Sum of draw weights per operator (interned value), per pool.
+    pub(crate) operator_weight: [Vec<u64>; 2],
+    /// The draw virtual time weights are measured from (see [`Registry::draw_weight`]).
+    pub(crate) load_base: f64,
+    /// The reference machine the weights' capacity units were computed against (see `draw.rs`).
+    pub(crate) weight_reference: (u64, u64),
+    /// Sum of the indexed nodes' capacity units against `weight_reference`.
+    pub(crate) draw_capacity_total: u64,
+    /// The total weight right after the last rebase (the trigger compares against it).
+    pub(crate) weight_total_at_base: u64,
 }
 
 impl Registry {
@@ -432,6 +495,12 @@ impl Registry {
             cells: Vec::new(),
             tiers: HashMap::new(),
             tier_order: Vec::new(),
+            draw_trees: Default::default(),
+            operator_weight: Default::default(),
+            load_base: 0.0,
+            weight_reference: (1, 1),
+            draw_capacity_total: 0,
+            weight_total_at_base: 0,
         })
     }
 
@@ -580,6 +649,7 @@ impl Registry {
             mem_reserved: 0,
             queued_s: 0.0,
             virtual_s: 0.0,
+            drawn_s: 0.0,
             active: 0,
             stats: NodeStats::default(),
             tiebreak: keyed_hash(0x7665_696c, u64::from(id.0)) as u32,
@@ -609,6 +679,20 @@ impl Registry {
         measured_ops_per_s: Option<u64>,
         now: Millis,
     ) -> Result<(), RegistryError> {
+        self.record_trial_measured(id, passed, measured_ops_per_s, None, now)
+    }
+
+    /// [`Registry::record_trial`] with the bandwidth and memory the trial measured as well: the node's
+    /// bandwidth and memory become the smaller of what it registered and what was measured (a claim never
+    /// raises them).
+    pub fn record_trial_measured(
+        &mut self,
+        id: NodeId,
+        passed: bool,
+        measured_ops_per_s: Option<u64>,
+        measured: Option<Measured>,
+        now: Millis,
+    ) -> Result<(), RegistryError> {
         let i = self.check(id)?;
         let was = self.unindex(i);
         let rule = self.config.reputation;
@@ -623,6 +707,12 @@ impl Registry {
                 .map(|m| m.min(MAX_OPS_PER_S))
             {
                 n.reg.hardware.measured_ops_per_s = Some(m);
+            }
+            if let Some(m) = measured {
+                let hw = &mut n.reg.hardware;
+                hw.bandwidth_bytes_per_s =
+                    hw.bandwidth_bytes_per_s.min(m.bandwidth_bytes_per_s.max(1));
+                hw.memory_bytes = hw.memory_bytes.min(m.memory_bytes.max(1));
             }
         } else {
             n.trial = Trial::Failed;
@@ -773,6 +863,29 @@ impl Registry {
         Ok(())
     }
 
+    /// Takes back a reservation made a moment ago that was never used (a later stage of the same attempt
+    /// found no committee): releases it and refunds the virtual time it charged, so that failed placement
+    /// attempts do not age their members.
+    pub fn unreserve(&mut self, placement: &Placement) {
+        self.release(placement);
+        for (role, id) in placement.committee.members() {
+            let Some(i) = self.nodes.get(id.index()).map(|n| n.id.index()) else {
+                continue;
+            };
+            let was = self.unindex(i);
+            let n = &mut self.nodes[i];
+            let s = n.reg.hardware.service_seconds(placement.demand.role(role));
+            n.drawn_s = (n.drawn_s - s).max(0.0);
+            n.virtual_s = (n.virtual_s
+                - s / n
+                    .reputation
+                    .value
+                    .max(crate::reputation::MIN_REPUTATION_VALUE))
+            .max(0.0);
+            self.reindex(i, was);
+        }
+    }
+
     /// Gives a placement's reservations back. Unknown members are ignored; counters never go negative.
     pub fn release(&mut self, placement: &Placement) {
         for (role, id) in placement.committee.members() {
@@ -839,6 +952,7 @@ impl Registry {
         n.queued_s += s;
         n.active += 1;
         if charge_virtual {
+            n.drawn_s += s;
             n.virtual_s += s / n
                 .reputation
                 .value
@@ -898,6 +1012,8 @@ impl Registry {
             let t = self.nodes[i].tier as usize;
             self.by_tier[t].remove(&key);
             self.cells[r][t].remove(&key);
+            self.set_draw_weight(i, 0);
+            self.draw_capacity_total -= self.draw_units(i);
             true
         } else {
             false
@@ -922,6 +1038,9 @@ impl Registry {
                 let n = &mut self.nodes[i];
                 n.virtual_s = n.virtual_s.max(floor);
             }
+            let base = self.load_base;
+            let n = &mut self.nodes[i];
+            n.drawn_s = n.drawn_s.max(base);
         }
         let key = self.key_of(&self.nodes[i]);
         let r = self.nodes[i].domains[DomainKey::Region.slot()] as usize;
@@ -935,6 +1054,8 @@ impl Registry {
             inv_rate: 1.0 / n.reg.hardware.ops_per_s(),
             inv_bw: 1.0 / n.reg.hardware.bandwidth_bytes_per_s.max(1) as f64,
             reputation: n.reputation.value,
+            ops_per_s: (n.reg.hardware.ops_per_s().round() as u64).max(1),
+            bandwidth: n.reg.hardware.bandwidth_bytes_per_s.max(1),
         };
         self.by_tier[t].insert(key);
         if self.cells[r].len() <= t {
@@ -942,6 +1063,109 @@ impl Registry {
         }
         self.cells[r][t].insert(key);
         self.nodes[i].indexed = Some(key);
+        let w = self.draw_weight(i);
+        self.set_draw_weight(i, w);
+        self.draw_capacity_total += self.draw_units(i);
+    }
+
+    /// The draw weight of indexed node `i`: `load * capacity_units`, with the load factor
+    /// `round(2^16 * exp(-max(0, drawn_s - load_base) / load_tau_s))` (at least 1) and
+    /// [`capacity_units`] of its measured rate and bandwidth against `weight_reference`. The common factor
+    /// `exp(load_base / tau)` cancels in every probability, so only differences of the draw's virtual time
+    /// matter: a node one `tau` ahead of another is e times less likely. The draw thins the capacity to
+    /// the role's (see `draw.rs`). Everything here is measured or accounted by the coordinator; nothing is
+    /// claimed by the node.
+    pub(crate) fn draw_weight(&self, i: usize) -> u64 {
+        let n = &self.nodes[i];
+        let ahead = (n.drawn_s - self.load_base).max(0.0) / self.config.selection.load_tau_s;
+        let load = ((1u64 << 16) as f64 * (-ahead).exp()).round().max(1.0) as u64;
+        load * self.draw_units(i)
+    }
+
+    /// [`capacity_units`] of node `i` against `weight_reference`.
+    fn draw_units(&self, i: usize) -> u64 {
+        let h = &self.nodes[i].reg.hardware;
+        capacity_units(
+            (h.ops_per_s().round() as u64).max(1),
+            h.bandwidth_bytes_per_s.max(1),
+            self.weight_reference,
+        )
+    }
+
+    /// The draw's reference machine: `2^(e+1)` for the largest exponent of any speed tier's rate and
+    /// bandwidth (see the module doc), so at least every indexed node's rate and bandwidth.
+    pub(crate) fn draw_reference(&self) -> (u64, u64) {
+        let (mut r, mut b) = (0i32, 0i32);
+        for &(lr, lb) in self.tiers.keys() {
+            r = r.max(lr);
+            b = b.max(lb);
+        }
+        let pow = |e: i32| 1u64 << (e + 1).clamp(0, 62);
+        (pow(r), pow(b))
+    }
+
+    /// Sets node `i`'s draw weight (in the fast pool too when it belongs there), keeping the per-operator
+    /// sums in step.
+    pub(crate) fn set_draw_weight(&mut self, i: usize, w: u64) {
+        let fast = w > 0
+            && self.draw_units(i) * u64::from(self.config.selection.draw.max_slowdown.max(1))
+                >= crate::draw::CAPACITY_ONE;
+        let op = self.nodes[i].domains[DomainKey::Operator.slot()] as usize;
+        for (k, w) in [(0, w), (1, if fast { w } else { 0 })] {
+            let old = self.draw_trees[k].get(i);
+            if old == w && i < self.draw_trees[k].len() {
+                continue;
+            }
+            let sums = &mut self.operator_weight[k];
+            if sums.len() <= op {
+                sums.resize(op + 1, 0);
+            }
+            sums[op] = sums[op] - old + w;
+            self.draw_trees[k].set(i, w);
+        }
+    }
+
+    /// Moves `load_base` up to the 10th percentile of the indexed nodes' draw virtual time and recomputes
+    /// every weight (O(nodes)) when the total weight has fallen below `e^-2` of what it was after the last
+    /// rebase (the bulk of the nodes moved about two `tau` ahead), or when the reference machine changed (a
+    /// faster tier appeared). The slowest tenth then counts as level with the base (full load factor); the
+    /// others keep their exponential ranking. Depends only on the registry's state.
+    pub(crate) fn rebase_draw_weights(&mut self) {
+        let reference = self.draw_reference();
+        let total = self.draw_trees[0].total() as f64;
+        if reference == self.weight_reference
+            && total * std::f64::consts::E.powi(2) >= self.weight_total_at_base as f64
+        {
+            return;
+        }
+        self.weight_reference = reference;
+        let mut drawn: Vec<f64> = self
+            .nodes
+            .iter()
+            .filter(|n| n.indexed.is_some())
+            .map(|n| n.drawn_s)
+            .collect();
+        if drawn.is_empty() {
+            return;
+        }
+        let at = drawn.len() / 2;
+        let (_, &mut base, _) = drawn.select_nth_unstable_by(at, f64::total_cmp);
+        self.load_base = base.max(self.load_base);
+        self.draw_capacity_total = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].indexed.is_some())
+            .map(|i| self.draw_units(i))
+            .sum();
+        self.draw_trees = Default::default();
+        self.operator_weight = Default::default();
+        for i in 0..self.nodes.len() {
+            let w = if self.nodes[i].indexed.is_some() {
+                self.draw_weight(i)
+            } else {
+                0
+            };
+            self.set_draw_weight(i, w);
+        }
+        self.weight_total_at_base = self.draw_trees[0].total();
     }
 
     /// The largest per-party stage memory `m` such that at least `parties` eligible nodes of distinct

@@ -1,5 +1,10 @@
 //! Committee selection: n execution parties, a dealer and a verifier, no two in one collusion domain.
 //!
+//! Two modes ([`SelectionMode`]): the coordinator *draws* committees at random from a published seed
+//! ([`Registry::draw_committee`], the procedure in `draw.rs`), so that nothing a node claims about its speed
+//! or latency lets it win roles beyond its measured capacity; the *cheapest* mode below is the
+//! deterministic, cost-minimising search, kept as the draw's fallback and for comparison.
+//!
 //! # Algorithm (fast path)
 //! 1. Base candidates: from the head of each speed tier's index (eligible nodes in key order, see
 //!    `registry.rs`), the first `base_candidates / tiers` (at least 2) nodes that are not excluded, fit at
@@ -44,9 +49,15 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use sha2::{Digest, Sha256};
+
 use crate::committee::{Committee, Placement};
-use crate::demand::JobDemand;
-use crate::registry::{IndexKey, Registry, RegistryError};
+use crate::demand::{JobDemand, Role};
+use crate::draw::{
+    draw, Candidate, DrawFailure, DrawParams, DrawShape, EligibleSet, Pick, Pool as DrawPool,
+    WeightIndex,
+};
+use crate::registry::{IndexKey, Registry, RegistryError, SelectionMode};
 use crate::types::{keyed_hash, DomainKey, NodeId};
 
 /// A role without its party index, for reasons.
@@ -870,52 +881,353 @@ impl Registry {
         None
     }
 
+    /// The committee for one stage under the configured [`SelectionMode`]: the draw from `seed` (with the
+    /// cheapest committee as the fallback when no draw round finds one, see [`Registry::draw_committee`]), or
+    /// the cheapest committee.
+    fn choose(
+        &mut self,
+        demand: &JobDemand,
+        seed: &[u8; 32],
+        exclude: &[NodeId],
+    ) -> Result<(Committee, Option<DrawRecord>), Unplaceable> {
+        match self.config.selection.mode {
+            SelectionMode::Cheapest => {
+                let req = SelectRequest {
+                    demand,
+                    seed: u64::from_le_bytes(seed[..8].try_into().unwrap_or_default()),
+                    exclude,
+                };
+                self.select(&req).map(|c| (c, None))
+            }
+            SelectionMode::Draw => self
+                .draw_committee(demand, seed, exclude, false)
+                .map(|(c, r)| (c, Some(r))),
+        }
+    }
+
+    /// Draws a committee for `demand` from `seed` (see `draw.rs`), after bringing the draw weights' base up
+    /// to date. Up to [`DRAW_ROUNDS`] rounds are tried, round `r > 0` with the seed `SHA-256(seed || r)`;
+    /// if none completes (a random order can dead-end under several collusion keys or tight memory), the
+    /// cheapest committee is taken and the record says so (`cheapest_fallback`), or the reason none exists
+    /// is returned. With `explain`, the record carries the eligible set's hash (O(eligible) to compute).
+    pub fn draw_committee(
+        &mut self,
+        demand: &JobDemand,
+        seed: &[u8; 32],
+        exclude: &[NodeId],
+        explain: bool,
+    ) -> Result<(Committee, DrawRecord), Unplaceable> {
+        if demand.parties < 2 {
+            return Err(Unplaceable::TooFewParties {
+                parties: demand.parties,
+            });
+        }
+        let mut excluded: Vec<NodeId> = exclude.to_vec();
+        excluded.sort_unstable();
+        excluded.dedup();
+        let excluded_eligible = excluded
+            .iter()
+            .filter(|n| self.nodes.get(n.index()).is_some_and(|e| e.is_eligible()))
+            .count();
+        let eligible = self.eligible.saturating_sub(excluded_eligible);
+        if eligible < demand.committee_size() {
+            return Err(Unplaceable::NotEnoughEligibleNodes {
+                needed: demand.committee_size(),
+                eligible,
+            });
+        }
+        self.rebase_draw_weights();
+        let params = self.config.selection.draw;
+        let reference = self.draw_reference();
+        let shape = shape_of(demand, &self.key_slots, exclude, reference);
+        let eligible_hash = explain.then(|| self.eligible_set().hash());
+        let mut record = DrawRecord {
+            eligible_hash,
+            eligible: self.eligible as u32,
+            total_weight: self.draw_trees[0].total(),
+            seed: *seed,
+            round: 0,
+            params,
+            reference,
+            picks: Vec::new(),
+            cheapest_fallback: false,
+        };
+        let index = RegistryIndex { reg: self };
+        for round in 0..DRAW_ROUNDS {
+            let s = round_seed(seed, round);
+            let result = draw(&index, &shape, &s, &params);
+            if let Err(DrawFailure::NoFittingNode { role }) = result {
+                // No node has the free memory (or every one is excluded): no round or search can help.
+                let (kind, needed_bytes, required) = match role {
+                    Role::Party(_) => (RoleKind::Party, shape.memory[0], demand.parties as usize),
+                    Role::Dealer => (RoleKind::Dealer, shape.memory[1], 1),
+                    Role::Verifier => (RoleKind::Verifier, shape.memory[2], 1),
+                };
+                return Err(Unplaceable::InsufficientMemory {
+                    role: kind,
+                    needed_bytes,
+                    required,
+                    fitting: 0,
+                });
+            }
+            if let Ok(picks) = result {
+                let parties = demand.parties as usize;
+                let committee = Committee {
+                    parties: picks[..parties].iter().map(|p| p.node).collect(),
+                    dealer: picks[parties].node,
+                    verifier: picks[parties + 1].node,
+                };
+                record.round = round;
+                record.picks = picks;
+                return Ok((committee, record));
+            }
+        }
+        let req = SelectRequest {
+            demand,
+            seed: u64::from_le_bytes(seed[..8].try_into().unwrap_or_default()),
+            exclude,
+        };
+        let committee = self.select(&req)?;
+        record.cheapest_fallback = true;
+        record.round = DRAW_ROUNDS;
+        Ok((committee, record))
+    }
+
+    /// The eligible set the draw reads now, as it would be published (see `draw.rs`).
+    pub fn eligible_set(&self) -> EligibleSet {
+        let mut cands = Vec::with_capacity(self.eligible);
+        RegistryIndex { reg: self }.for_each(&mut |c| cands.push(*c));
+        // Node-id order with distinct ids and sums below the tree's total: cannot fail.
+        let params = self.config.selection.draw;
+        EligibleSet::new(cands, self.weight_reference, &params).unwrap_or_else(|_| {
+            EligibleSet::new(Vec::new(), self.weight_reference, &params)
+                .expect("the empty set is ordered")
+        })
+    }
+
     /// Selects and reserves one committee per stage, in order (stages may share domains with each other,
-    /// never within one committee). Stage `i` uses the seed `keyed_hash(seed, i)`. On failure, the stages
-    /// already reserved are released and the failing stage is named.
+    /// never within one committee). Stage `i` uses the seed `SHA-256(DRAW_SEED64_LABEL || seed || i)`. On
+    /// failure, the stages already reserved are released and the failing stage is named.
     pub fn place_stages(
         &mut self,
         stages: &[JobDemand],
         seed: u64,
         exclude: &[NodeId],
     ) -> Result<Vec<Placement>, StageUnplaceable> {
-        let mut placed: Vec<Placement> = Vec::with_capacity(stages.len());
+        let seeds: Vec<[u8; 32]> = (0..stages.len())
+            .map(|i| seed_from_u64(seed, i as u64))
+            .collect();
+        self.place_stages_seeded(stages, &seeds, exclude)
+            .map(|v| v.into_iter().map(|(p, _)| p).collect())
+    }
+
+    /// [`Registry::place_stages`] with one 32-byte seed per stage (from the beacon: see
+    /// [`crate::beacon::draw_seed`]), returning each stage's draw record (`None` in
+    /// [`SelectionMode::Cheapest`]). `seeds` shorter than `stages` reuse the last seed hashed with the stage.
+    pub fn place_stages_seeded(
+        &mut self,
+        stages: &[JobDemand],
+        seeds: &[[u8; 32]],
+        exclude: &[NodeId],
+    ) -> Result<Vec<(Placement, Option<DrawRecord>)>, StageUnplaceable> {
+        let mut placed: Vec<(Placement, Option<DrawRecord>)> = Vec::with_capacity(stages.len());
         for (stage, demand) in stages.iter().enumerate() {
-            let req = SelectRequest {
-                demand,
-                seed: keyed_hash(seed, stage as u64),
-                exclude,
+            let seed = match seeds.get(stage) {
+                Some(s) => *s,
+                None => round_seed(seeds.last().unwrap_or(&[0; 32]), stage as u32),
             };
-            let result = self.select(&req).and_then(|committee| {
-                let p = Placement {
-                    committee,
-                    demand: *demand,
-                };
-                match self.reserve(&p) {
-                    Ok(()) => Ok(p),
-                    Err(RegistryError::InsufficientMemory { needed, .. }) => {
-                        Err(Unplaceable::InsufficientMemory {
-                            role: RoleKind::Party,
-                            needed_bytes: needed,
-                            required: demand.parties as usize,
-                            fitting: 0,
-                        })
+            let result = self
+                .choose(demand, &seed, exclude)
+                .and_then(|(committee, record)| {
+                    let p = Placement {
+                        committee,
+                        demand: *demand,
+                    };
+                    match self.reserve(&p) {
+                        Ok(()) => Ok((p, record)),
+                        Err(RegistryError::InsufficientMemory { needed, .. }) => {
+                            Err(Unplaceable::InsufficientMemory {
+                                role: RoleKind::Party,
+                                needed_bytes: needed,
+                                required: demand.parties as usize,
+                                fitting: 0,
+                            })
+                        }
+                        Err(_) => Err(Unplaceable::NoNonCollidingAssignment {
+                            needed: demand.committee_size(),
+                        }),
                     }
-                    Err(_) => Err(Unplaceable::NoNonCollidingAssignment {
-                        needed: demand.committee_size(),
-                    }),
-                }
-            });
+                });
             match result {
                 Ok(p) => placed.push(p),
                 Err(reason) => {
-                    for p in &placed {
-                        self.release(p);
+                    for (p, _) in &placed {
+                        self.unreserve(p);
                     }
                     return Err(StageUnplaceable { stage, reason });
                 }
             }
         }
         Ok(placed)
+    }
+}
+
+/// Draw rounds tried before the cheapest committee is taken (see [`Registry::draw_committee`]).
+pub const DRAW_ROUNDS: u32 = 4;
+
+/// Domain label of the 32-byte seeds [`Registry::place_stages`] derives from a 64-bit seed.
+pub const DRAW_SEED64_LABEL: &[u8] = b"veil/draw/seed64/v1";
+
+/// `SHA-256(DRAW_SEED64_LABEL || seed || stage)`, little-endian.
+pub fn seed_from_u64(seed: u64, stage: u64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(DRAW_SEED64_LABEL);
+    h.update(seed.to_le_bytes());
+    h.update(stage.to_le_bytes());
+    h.finalize().into()
+}
+
+/// Round `r` of a draw: the seed itself for round 0, else `SHA-256(seed || r)` (r little-endian).
+pub fn round_seed(seed: &[u8; 32], round: u32) -> [u8; 32] {
+    if round == 0 {
+        return *seed;
+    }
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update(round.to_le_bytes());
+    h.finalize().into()
+}
+
+/// The explanation of one committee draw: what `veil job N --explain` prints and an auditor recomputes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrawRecord {
+    /// [`EligibleSet::hash`] of the set drawn from (when explained).
+    pub eligible_hash: Option<[u8; 32]>,
+    /// Eligible nodes.
+    pub eligible: u32,
+    /// Their total weight.
+    pub total_weight: u64,
+    /// The seed (round 0).
+    pub seed: [u8; 32],
+    /// The round that completed ([`DRAW_ROUNDS`] when the cheapest committee was taken).
+    pub round: u32,
+    /// The draw's knobs.
+    pub params: DrawParams,
+    /// The reference machine (ops per second, bytes per second) of the role acceptance.
+    pub reference: (u64, u64),
+    /// The picks, parties first (empty when the cheapest committee was taken).
+    pub picks: Vec<Pick>,
+    /// Whether no draw round completed and the cheapest committee was taken.
+    pub cheapest_fallback: bool,
+}
+
+impl DrawRecord {
+    /// Recomputes the draw from a published eligible set: checks that its hash is the record's, redraws
+    /// with the record's seed, params and reference for the job's demand, collusion keys (as
+    /// [`DomainKey::slot`]s) and exclusions, and returns the picks, which equal the record's iff the
+    /// coordinator drew honestly.
+    pub fn recompute(
+        &self,
+        eligible: &EligibleSet,
+        demand: &JobDemand,
+        keys: &[usize],
+        exclude: &[NodeId],
+    ) -> Result<Vec<Pick>, RecomputeError> {
+        if self.eligible_hash != Some(eligible.hash()) {
+            return Err(RecomputeError::EligibleSetMismatch);
+        }
+        let shape = shape_of(demand, keys, exclude, self.reference);
+        draw(
+            eligible,
+            &shape,
+            &round_seed(&self.seed, self.round),
+            &self.params,
+        )
+        .map_err(RecomputeError::Draw)
+    }
+}
+
+/// The draw's shape of a demand.
+pub fn shape_of<'a>(
+    demand: &JobDemand,
+    keys: &'a [usize],
+    exclude: &'a [NodeId],
+    reference: (u64, u64),
+) -> DrawShape<'a> {
+    let work = |r: &crate::demand::RoleDemand| (r.ops, r.bytes);
+    DrawShape {
+        parties: demand.parties,
+        memory: [
+            demand.party.memory_bytes,
+            demand.dealer.memory_bytes,
+            demand.verifier.memory_bytes,
+        ],
+        work: [
+            work(&demand.party),
+            work(&demand.dealer),
+            work(&demand.verifier),
+        ],
+        reference,
+        keys,
+        exclude,
+    }
+}
+
+/// Why a draw could not be recomputed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Error)]
+pub enum RecomputeError {
+    /// The published eligible set is not the one the record names.
+    #[error("the published eligible set does not hash to the record's")]
+    EligibleSetMismatch,
+    /// The draw failed on it.
+    #[error(transparent)]
+    Draw(DrawFailure),
+}
+
+fn pool_slot(pool: DrawPool) -> usize {
+    match pool {
+        DrawPool::All => 0,
+        DrawPool::Fast => 1,
+    }
+}
+
+/// The registry's live index: its Fenwick trees of draw weights over node ids (every node; the fast ones).
+struct RegistryIndex<'a> {
+    reg: &'a Registry,
+}
+
+impl RegistryIndex<'_> {
+    fn candidate(&self, i: usize) -> Candidate {
+        let h = &self.reg.hot[i];
+        Candidate {
+            node: NodeId(i as u32),
+            domains: h.domains,
+            free_memory: h.free_memory,
+            ops_per_s: h.ops_per_s,
+            bandwidth: h.bandwidth,
+            weight: self.reg.draw_trees[0].get(i),
+        }
+    }
+}
+
+impl WeightIndex for RegistryIndex<'_> {
+    fn total(&self, pool: DrawPool) -> u64 {
+        self.reg.draw_trees[pool_slot(pool)].total()
+    }
+    fn operator_total(&self, pool: DrawPool, operator: u32) -> u64 {
+        self.reg.operator_weight[pool_slot(pool)]
+            .get(operator as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+    fn find(&self, pool: DrawPool, target: u64) -> Candidate {
+        self.candidate(self.reg.draw_trees[pool_slot(pool)].find(target))
+    }
+    fn for_each(&self, f: &mut dyn FnMut(&Candidate)) {
+        for i in 0..self.reg.nodes.len().min(self.reg.draw_trees[0].len()) {
+            if self.reg.draw_trees[0].get(i) > 0 {
+                f(&self.candidate(i));
+            }
+        }
     }
 }

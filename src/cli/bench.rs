@@ -21,14 +21,15 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::{Deserialize, Serialize};
 use veil_engine::kernel::{bench::measure_gemm, detected_isa, RingGemm};
+use veil_engine::lab::shaping::ShapingConfig;
 use veil_engine::local::{run_private, LocalOptions, LocalRunReport, Protocol};
 use veil_engine::plan::StepKind;
 use veil_engine::{workloads, Plan, WeightMode};
 use veil_protocols::net::NetStats;
 use veil_protocols::ring::FixedPoint;
-use veil_protocols::shaping::ShapingConfig;
 
 mod minilm;
+mod smollm2;
 
 /// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
 /// takes its default protocols from here, so a new protocol shows up in sweeps and reports by itself.
@@ -58,6 +59,12 @@ pub struct BenchArgs {
     /// minilm: tokens of the embedded sequence, special tokens included.
     #[arg(long, default_value_t = 32)]
     pub seq_len: usize,
+    /// smollm2: prompt tokens (the shipped English text cut to this length).
+    #[arg(long, default_value_t = 32)]
+    pub prompt_len: usize,
+    /// smollm2: tokens generated (greedy decode steps).
+    #[arg(long, default_value_t = 16)]
+    pub gen: usize,
     /// minilm: the model directory (`veil models fetch all-minilm-l6-v2` puts it there).
     #[arg(long, default_value = "models/all-minilm-l6-v2")]
     pub model: std::path::PathBuf,
@@ -349,6 +356,9 @@ fn ms(d: Duration) -> f64 {
 pub fn run(args: BenchArgs) -> Result<()> {
     if args.sweep {
         return super::sweep::run(&args);
+    }
+    if args.workload == "smollm2" {
+        return smollm2::run(&args);
     }
     if args.workload == "gemm" {
         return run_gemm(&args);

@@ -76,6 +76,7 @@ impl ConnectArgs {
 
 /// Runs the coordinator until the process is stopped.
 pub fn run(args: CoordinatorArgs) -> Result<()> {
+    super::signals::install();
     let config = CoordinatorConfig::load(&args.config)?;
     veil_node::logging::init(&config.log);
     veil_node::record::init("coordinator");
@@ -88,7 +89,9 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
     let public_key = identity.public_key();
     let tick = Duration::from_millis(config.tick_ms);
     let max_blob = config.max_blob_bytes;
+    let limits = config.limits.clone();
     let listen = config.listen;
+    let metrics_listen = config.metrics_listen;
     let state = Coordinator::open(config, identity, server::now_ms())?;
     let state = Arc::new(Mutex::new(state));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -99,22 +102,45 @@ pub fn run(args: CoordinatorArgs) -> Result<()> {
     let listener = runtime
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("binding {listen}"))?;
+    let metrics_listener = runtime
+        .block_on(tokio::net::TcpListener::bind(metrics_listen))
+        .with_context(|| format!("binding {metrics_listen} (metrics)"))?;
     let ready = ReadyLine {
         event: "ready".into(),
         address: listener.local_addr()?,
         public_key: public_key.to_string(),
+        metrics: Some(metrics_listener.local_addr()?),
     };
     tracing::info!(address = %ready.address, key = %ready.public_key, "coordinator listening");
     println!("{}", serde_json::to_string(&ready)?);
     use std::io::Write;
     std::io::stdout().flush()?;
-    let app = server::router(state.clone(), max_blob);
+    let edge = Arc::new(server::limits::Edge::new(&limits));
+    let app = server::router(state.clone(), edge.clone(), max_blob);
+    runtime.spawn(veil_coordinator::metrics::serve(
+        metrics_listener,
+        state.clone(),
+        edge,
+    ));
     runtime.spawn(server::watch_admission(
         state.clone(),
         args.config.clone(),
         Duration::from_secs(2),
     ));
-    runtime.spawn(server::timer(state, tick));
-    runtime.block_on(server::serve(listener, tls_config, app));
+    runtime.spawn(server::timer(state.clone(), tick));
+    // Serve until SIGTERM or SIGINT; then stop accepting, let the request being committed finish (it
+    // holds the state lock) and close the store.
+    runtime.block_on(async {
+        tokio::select! {
+            () = server::serve(listener, tls_config, app, &limits) => {}
+            () = super::signals::stopped() => {}
+        }
+    });
+    tracing::info!(signal = super::signals::name(), "stopping");
+    runtime.shutdown_timeout(Duration::from_secs(3));
+    match Arc::try_unwrap(state) {
+        Ok(state) => drop(state.into_inner()),
+        Err(state) => drop(state.lock()),
+    }
     Ok(())
 }

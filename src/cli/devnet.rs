@@ -3,8 +3,10 @@
 //! operators, in processes, on 127.0.0.1.
 //!
 //! It prints one JSON line once every node passed its trial (`{"event":"ready","coordinator":ADDR,
-//! "coordinator_key":KEY,"dir":DIR,"nodes":[KEYS]}`) and runs until its standard input closes or it is
-//! interrupted (Ctrl-C stops the whole process group); then every process it started is stopped.
+//! "coordinator_key":KEY,"dir":DIR,"nodes":[KEYS],"metrics":URL}`, URL the coordinator's Prometheus
+//! endpoint) and runs until its standard input closes or it gets
+//! SIGTERM or SIGINT (also when not on a terminal); then every process it started is stopped, gracefully
+//! first.
 
 use std::io::Read;
 use std::time::Duration;
@@ -31,13 +33,14 @@ pub struct DevnetArgs {
 
 /// Runs `veil devnet`.
 pub fn run(args: DevnetArgs) -> Result<()> {
+    super::signals::install();
     let exe = std::env::current_exe().context("locating the veil executable")?;
     let options = LocalOptions {
         nodes: args.nodes,
         log: args.log.clone(),
         max_stage_memory_bytes: args.max_stage_memory_bytes,
     };
-    let net = LocalNetwork::start(&exe, &options)?;
+    let mut net = LocalNetwork::start(&exe, &options)?;
     let client = net.client(None)?;
     net.wait_active(&client, args.nodes, Duration::from_secs(90), |_| {})?;
     let ready = serde_json::json!({
@@ -46,6 +49,7 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         "coordinator_key": net.coordinator_key().to_string(),
         "dir": net.dir().display().to_string(),
         "nodes": net.node_keys(),
+        "metrics": net.metrics_url(),
     });
     println!("{ready}");
     eprintln!(
@@ -59,10 +63,23 @@ pub fn run(args: DevnetArgs) -> Result<()> {
         net.address(),
         net.coordinator_key()
     );
-    // Until standard input ends (EOF or error): then `net` drops and stops every process.
-    let mut sink = [0u8; 256];
-    let mut stdin = std::io::stdin();
-    while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+    // Until standard input ends (EOF or error), or SIGTERM or SIGINT arrives: then every process is
+    // stopped (SIGTERM, then SIGKILL after 4 s per group), also when not on a terminal.
+    let stdin_closed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let closed = stdin_closed.clone();
+        std::thread::spawn(move || {
+            let mut sink = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+            closed.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+    }
+    while !super::signals::requested() && !stdin_closed.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("veil devnet: stopping ({})", super::signals::name());
+    net.stop(Duration::from_secs(4));
     drop(net);
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! coordinator admits exactly those operator keys.
 //!
 //! Invariants: every process started here is killed (SIGKILL) and reaped when the [`LocalNetwork`] is
-//! dropped, also on error or panic; the temporary directory (state, keys, logs) goes with it unless kept.
+//! dropped, also on error or panic, and gets SIGTERM if this process dies first (Linux); the temporary directory (state, keys, logs) goes with it unless kept.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -43,11 +43,14 @@ impl Drop for Proc {
 /// Starts `exe args` with stderr to `log`, and waits (at most `wait`) for its JSON ready line on stdout.
 fn start(exe: &Path, args: &[&str], log: &Path, wait: Duration) -> Result<Proc> {
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::from(file))
+        .stderr(Stdio::from(file));
+    super::signals::die_with_parent(&mut command);
+    let mut child = command
         .spawn()
         .with_context(|| format!("starting {} {args:?}", exe.display()))?;
     let Some(stdout) = child.stdout.take() else {
@@ -126,6 +129,21 @@ pub struct LocalNetwork {
 }
 
 impl LocalNetwork {
+    /// Stops every process gracefully: SIGTERM to the nodes, then to the coordinator, each group given
+    /// `grace` before SIGKILL; all are reaped. (Dropping the network kills whatever is still running.)
+    pub fn stop(&mut self, grace: Duration) {
+        let mut nodes: Vec<&mut Child> = self.nodes.iter_mut().map(|p| &mut p.child).collect();
+        super::signals::stop_children(&mut nodes, grace);
+        super::signals::stop_children(&mut [&mut self.coordinator.child], grace);
+    }
+
+    /// The coordinator's metrics URL (`http://ADDR/metrics`), if it serves metrics.
+    pub fn metrics_url(&self) -> Option<String> {
+        self.coordinator.ready["metrics"]
+            .as_str()
+            .map(|a| format!("http://{a}/metrics"))
+    }
+
     /// Starts the coordinator and `options.nodes` nodes from executable `exe` (usually this one).
     pub fn start(exe: &Path, options: &LocalOptions) -> Result<LocalNetwork> {
         let dir = tempfile::Builder::new()

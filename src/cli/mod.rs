@@ -1,6 +1,7 @@
 //! Subcommands of the `veil` binary.
 
 pub mod bench;
+pub mod chat;
 pub mod client;
 pub mod coordinator;
 pub mod demo;
@@ -13,6 +14,7 @@ pub mod node;
 pub mod nodes;
 pub mod operator;
 pub mod report;
+pub mod signals;
 pub mod sim;
 pub mod sweep;
 pub mod verify;

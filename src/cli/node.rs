@@ -31,6 +31,7 @@ pub struct KeygenArgs {
 
 /// Runs the node daemon until the process is stopped.
 pub fn run_node(args: NodeArgs) -> Result<()> {
+    super::signals::install();
     let mut config = NodeConfig::load(&args.config)?;
     veil_node::logging::init(&config.log);
     let (identity, created) = Identity::load_or_create(&config.data_dir)?;
@@ -67,7 +68,11 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
             submit_timeout,
         )?;
     }
-    node.run_forever();
+    // Until SIGTERM or SIGINT: then exit. What the node keeps (receipts, replay records) is committed as
+    // it is written, so nothing is left to flush; a job it was running fails on its peers' side and the
+    // coordinator reschedules it.
+    super::signals::wait();
+    tracing::info!(signal = super::signals::name(), "stopping");
     Ok(())
 }
 

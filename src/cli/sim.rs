@@ -3,8 +3,13 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use veil_scheduler::sim::synth::Adversary;
 use veil_scheduler::sim::{self, SimConfig, SimReport};
-use veil_scheduler::DomainKey;
+use veil_scheduler::{DomainKey, SelectionMode, SelectionTuning};
+
+/// The operator cap of an adversarial run when none is given: twice the mean operator size of the
+/// synthetic world (20 nodes).
+pub const DEFAULT_MAX_NODES_PER_OPERATOR: usize = 40;
 
 /// Arguments of `veil sim`.
 #[derive(Args, Debug)]
@@ -27,6 +32,17 @@ pub struct SimArgs {
     /// Mean load the arrival rate aims at, as a fraction of capacity.
     #[arg(long, default_value_t = 0.5)]
     pub load: f64,
+    /// Fraction of the operators that are adversarial: each runs as many nodes as allowed, claims maximal
+    /// hardware and near-zero RTTs among its nodes. The JSON then reports `captured_committees` and
+    /// `capture_bound`.
+    #[arg(long, default_value_t = 0.0)]
+    pub adversary_operators: f64,
+    /// The most nodes one operator may run (0: no limit; 40 when there is an adversary and this is 0).
+    #[arg(long, default_value_t = 0)]
+    pub max_nodes_per_operator: usize,
+    /// How committees are chosen: draw (weighted random, from a seed) or cheapest (deterministic).
+    #[arg(long, default_value = "draw")]
+    pub selection: String,
     /// Print one JSON object as the last line instead of a summary.
     #[arg(long)]
     pub json: bool,
@@ -45,7 +61,27 @@ pub fn run(args: SimArgs) -> Result<()> {
     if keys.is_empty() {
         bail!("at least one collusion key is required");
     }
+    if !(0.0..1.0).contains(&args.adversary_operators) {
+        bail!("--adversary-operators is a fraction in [0, 1)");
+    }
+    let mode = match args.selection.as_str() {
+        "draw" => SelectionMode::Draw,
+        "cheapest" => SelectionMode::Cheapest,
+        other => bail!("unknown --selection {other:?} (draw, cheapest)"),
+    };
+    let max_nodes_per_operator = match args.max_nodes_per_operator {
+        0 if args.adversary_operators > 0.0 => DEFAULT_MAX_NODES_PER_OPERATOR,
+        m => m,
+    };
     let cfg = SimConfig {
+        tuning: SelectionTuning {
+            mode,
+            ..SelectionTuning::default()
+        },
+        adversary: Adversary {
+            fraction: args.adversary_operators,
+            max_nodes_per_operator,
+        },
         nodes: args.nodes,
         jobs: args.jobs,
         seed: args.seed,
@@ -65,13 +101,14 @@ pub fn run(args: SimArgs) -> Result<()> {
 
 fn print_summary(r: &SimReport) {
     println!(
-        "veil sim: {} nodes ({} operators, {} eligible), {} jobs, {} parties + dealer + verifier, collusion keys {}",
+        "veil sim: {} nodes ({} operators, {} eligible), {} jobs, {} parties + dealer + verifier, collusion keys {}, selection {}",
         r.nodes,
         r.operators,
         r.eligible_nodes_at_start,
         r.jobs,
         r.parties,
-        r.collusion_keys.join(",")
+        r.collusion_keys.join(","),
+        r.selection
     );
     println!(
         "  decisions      {} ({} placed, {} retries, {} jobs unplaced{})",
@@ -105,6 +142,16 @@ fn print_summary(r: &SimReport) {
         "  jobs           {} done, {} failed; distrusted at the end: {} honest, {} flaky, {}/{} malicious",
         r.done_jobs, r.failed_jobs, r.distrusted_honest, r.distrusted_flaky, r.distrusted_malicious, r.malicious_nodes
     );
+    if r.adversary_operators > 0.0 {
+        println!(
+            "  capture        {:.4} of committees captured (bound for a uniform draw {:.4}); adversary: {:.0}% of operators, {} nodes, {:.1}% of the eligible",
+            r.captured_committees,
+            r.capture_bound,
+            r.adversary_operators * 100.0,
+            r.adversarial_nodes,
+            r.adversarial_eligible_share * 100.0
+        );
+    }
     println!(
         "  checker        {} committees: {} collusion violations, {} memory violations, {} ineligible members",
         r.committees_checked, r.collusion_violations, r.memory_violations, r.ineligible_selections

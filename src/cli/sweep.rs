@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use veil_protocols::shaping::ShapingConfig;
+use veil_engine::lab::shaping::ShapingConfig;
 
 use super::bench::{self, BenchArgs};
 

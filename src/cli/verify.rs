@@ -15,7 +15,8 @@ use veil_node::PublicKey;
 Checks, in order: the committee manifest in the file hashes to the receipt's manifest hash; the manifest is \
 signed by the coordinator's key; the manifest names a verifier and the receipt is signed by it; the receipt's \
 job, protocol and model id are the manifest's; the verifier's Ed25519 signature covers every field of the \
-receipt.
+receipt; the parties' evidence records in the file hash to the receipt's evidence hash, and each party's \
+transcript and output record carries that party's Ed25519 signature (its key in the manifest) for this run.
 
 The coordinator's key is the `public_key` of the ready line `veil coordinator` prints when it starts, or what \
 `veil keygen --data-dir DIR` prints for the coordinator's data directory.
@@ -70,13 +71,14 @@ pub fn run(args: VerifyArgs) -> Result<()> {
         Ok((file, manifest)) => {
             let b = &file.receipt.body;
             println!(
-                "receipt OK: job {} | protocol {} | model {} | {} parties | transcript {} | verifier {} | \
-                 issued at {} (unix)",
+                "receipt OK: job {} | protocol {} | model {} | {} parties | transcript {} | {} signed \
+                 evidence records | verifier {} | issued at {} (unix)",
                 b.job,
                 b.protocol,
                 hex::encode(b.model_id),
                 manifest.parties.len(),
                 hex::encode(b.transcript_hash),
+                file.evidence.len(),
                 b.verifier,
                 b.issued_at
             );

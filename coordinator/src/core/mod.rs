@@ -61,7 +61,7 @@ use crate::store::Snapshot;
 
 pub use admission::AdmissionError;
 pub use nodes::MAX_NAME_BYTES;
-pub use submission::{check_deployment, demand_for, MAX_INFERENCES, MAX_PARTIES};
+pub use submission::{check_deployment, demand_for, stages_of, MAX_INFERENCES, MAX_PARTIES};
 pub use verification::MacRecheck;
 
 /// Kinds of named records the core keeps (`{kind}/{name}`): receipts and deployed models.
@@ -291,6 +291,11 @@ impl Core {
             blob_writes: Vec::new(),
             blob_deletes: Vec::new(),
         })
+    }
+
+    /// Every job's lifecycle record (phase, history, demand), by id: read-only, for metrics.
+    pub fn job_records(&self) -> impl Iterator<Item = &Job> {
+        self.jobs.values().map(|e| &e.job)
     }
 
     /// The configuration.

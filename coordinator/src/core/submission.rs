@@ -80,9 +80,34 @@ pub fn check_deployment(req: &DeployRequest) -> Result<Architecture> {
         .map_err(|e| Error::malformed("frac_bits", e))?;
     let architecture: Architecture =
         serde_json::from_str(&req.architecture).map_err(|e| Error::malformed("architecture", e))?;
-    veil_engine::model_file::skeleton(&architecture, &burn::tensor::Device::flex())
+    veil_engine::model_file::layer_shapes(&architecture)
         .map_err(|e| Error::malformed("architecture", e))?;
     Ok(architecture)
+}
+
+/// The split of model `id` with `architecture` into stages of at most `max_stage_memory_bytes` per party
+/// (0: one stage), from the layers' memory computed from their shapes (no tensor is built: cheap enough to
+/// run outside the state lock on every request).
+pub fn stages_of(
+    id: &str,
+    architecture: &Architecture,
+    max_stage_memory_bytes: u64,
+) -> Result<StagesView> {
+    let memory = veil_engine::model_file::layer_memory(architecture)
+        .map_err(|e| Error::malformed("architecture", e))?;
+    let max = match max_stage_memory_bytes {
+        0 => u64::MAX,
+        m => m,
+    };
+    let stages = veil_scheduler::partition(&memory, max).map_err(|source| Error::Unsplittable {
+        model: id.to_string(),
+        source,
+    })?;
+    Ok(StagesView {
+        model: id.to_string(),
+        stages: stages.into_iter().map(|r| [r.start, r.end]).collect(),
+        max_stage_memory_bytes: max,
+    })
 }
 
 /// Checks a job request and estimates what it asks of a committee from its compiled plan: each party
@@ -113,25 +138,27 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Resul
         k.parse::<SealingKey>()
             .map_err(|e| Error::malformed("output_key", e))?;
     }
-    let device = burn::tensor::Device::flex();
-    let model = match (&req.model, deployed) {
-        (Some(_), Some(architecture)) => veil_engine::model_file::skeleton(architecture, &device)
+    let weights: u64 = match (&req.model, deployed) {
+        // A deployed model's weights count from its specs: no tensor is built for a request.
+        (Some(_), Some(architecture)) => veil_engine::model_file::weight_count(architecture)
             .map_err(|e| Error::malformed("model", e))?,
         (Some(id), None) => return Err(Error::UnknownModel { model: id.clone() }),
-        (None, _) => workloads::by_name(&req.workload, req.model_seed, &device)
-            .ok_or_else(|| Error::Unsupported {
-                field: "workload",
-                value: req.workload.chars().take(32).collect(),
-                expected: "a model workload (network-a, lenet)",
-            })?
-            .map_err(Error::invariant)?,
+        (None, _) => {
+            let device = burn::tensor::Device::flex();
+            let model = workloads::by_name(&req.workload, req.model_seed, &device)
+                .ok_or_else(|| Error::Unsupported {
+                    field: "workload",
+                    value: req.workload.chars().take(32).collect(),
+                    expected: "a model workload (network-a, lenet)",
+                })?
+                .map_err(Error::invariant)?;
+            let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(Error::invariant)?;
+            plan.weights
+                .iter()
+                .map(|w| (w.inner * w.outputs + w.bias.as_ref().map_or(0, |b| b.len())) as u64)
+                .sum()
+        }
     };
-    let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(Error::invariant)?;
-    let weights: u64 = plan
-        .weights
-        .iter()
-        .map(|w| (w.inner * w.outputs + w.bias.as_ref().map_or(0, |b| b.len())) as u64)
-        .sum();
     let items = u64::from(req.batch) * u64::from(req.inferences);
     let rounds_per = if req.workload == "lenet" { 61 } else { 20 };
     Ok(JobDemand {
@@ -292,35 +319,18 @@ impl Core {
         let whole = self.model_architecture(id)?;
         match &req.stage {
             None => Ok(whole),
-            Some(s) => veil_engine::model_file::stage_architecture(
-                &whole,
-                s.start..s.end,
-                &burn::tensor::Device::flex(),
-            )
-            .map_err(|e| Error::malformed("stage", e)),
+            Some(s) => veil_engine::model_file::stage_architecture(&whole, s.start..s.end)
+                .map_err(|e| Error::malformed("stage", e)),
         }
     }
 
     /// The split of deployed model `id` into stages under `max_stage_memory_bytes`.
     pub fn model_stages(&self, id: &str) -> Result<StagesView> {
-        let architecture = self.model_architecture(id)?;
-        let memory =
-            veil_engine::model_file::layer_memory(&architecture, &burn::tensor::Device::flex())
-                .map_err(Error::invariant)?;
-        let max = match self.config.max_stage_memory_bytes {
-            0 => u64::MAX,
-            m => m,
-        };
-        let stages =
-            veil_scheduler::partition(&memory, max).map_err(|source| Error::Unsplittable {
-                model: id.to_string(),
-                source,
-            })?;
-        Ok(StagesView {
-            model: id.to_string(),
-            stages: stages.into_iter().map(|r| [r.start, r.end]).collect(),
-            max_stage_memory_bytes: max,
-        })
+        stages_of(
+            id,
+            &self.model_architecture(id)?,
+            self.config.max_stage_memory_bytes,
+        )
     }
 
     /// Every deployed model.

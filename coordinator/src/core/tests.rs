@@ -629,7 +629,7 @@ fn client_chosen_shaping_and_threads_are_refused_with_400_not_run_to_a_timeout()
     let (mut c, _) = network(dir.path(), 5);
     let client = Identity::generate().unwrap().public_key();
     let mut shaped = request();
-    shaped.shaping = Some(veil_protocols::shaping::ShapingConfig {
+    shaped.shaping = Some(veil_engine::lab::shaping::ShapingConfig {
         latency_ms: 3_600_000.0,
         bandwidth_mbps: Some(0.001),
         burst_bytes: 1,

@@ -2,6 +2,7 @@
 //! uploads per attempt, output and owner-material downloads.
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -12,14 +13,14 @@ use super::{blocking, now_ms, with_state, Caller, HttpResult, Shared};
 use crate::core::demand_for;
 
 /// The routes of jobs.
-pub(super) fn router() -> Router<Shared> {
+pub(super) fn router(max_blob: usize) -> Router<Shared> {
     Router::new()
         .route(api::JOBS, get(list_jobs).post(submit))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel))
         .route(
             "/v1/jobs/{id}/attempts/{attempt}/inputs/{party}",
-            put(upload_input),
+            put(upload_input).layer(DefaultBodyLimit::max(max_blob)),
         )
         .route("/v1/jobs/{id}/outputs/{party}", get(download_output))
         .route(

@@ -7,6 +7,7 @@
 //! the store before the reply leaves (see [`Coordinator`]).
 
 mod jobs;
+pub mod limits;
 mod models;
 mod nodes;
 mod receipts;
@@ -21,20 +22,22 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use veil_node::api::ErrorBody;
 use veil_node::PublicKey;
 
+use crate::config::EdgeLimits;
 use crate::error::{Error, ErrorKind, Result};
 use crate::Coordinator;
 
 /// The key a connection's client proved in the TLS handshake, if it presented one.
 #[derive(Clone, Copy, Debug)]
-struct Caller(Option<PublicKey>);
+struct Caller(pub(crate) Option<PublicKey>);
 
 impl Caller {
     fn key(&self) -> Result<PublicKey> {
@@ -128,20 +131,34 @@ pub struct ReadyLine {
     pub address: SocketAddr,
     /// The coordinator's public key (nodes and clients pin it).
     pub public_key: String,
+    /// Where `/metrics` is served (plain HTTP), if anywhere.
+    #[serde(default)]
+    pub metrics: Option<SocketAddr>,
 }
 
-/// The API's routes: one router per resource, merged, with the body limit and the test-only recorder.
-pub fn router(state: Shared, max_blob: usize) -> Router {
+/// The API's routes: one router per resource, merged, with the edge's limits and the test-only recorder.
+///
+/// Body limits are per route: `limits.max_json_bytes` for JSON (the default), `max_blob` only on the
+/// routes that take a blob upload (inputs, outputs, owner material, transcripts), 4 x the largest
+/// architecture on deployments (its JSON is escaped inside the request). Rates, the concurrency cap and the
+/// request timeout apply to every request before it reaches a handler ([`limits::enforce`]).
+pub fn router(state: Shared, edge: Arc<limits::Edge>, max_blob: usize) -> Router {
+    let json_limit = edge.max_json_bytes();
     Router::new()
         .merge(nodes::router())
-        .merge(jobs::router())
-        .merge(tasks::router())
+        .merge(jobs::router(max_blob))
+        .merge(tasks::router(max_blob))
         .merge(models::router())
         .merge(receipts::router())
-        .layer(DefaultBodyLimit::max(max_blob))
+        .layer(DefaultBodyLimit::max(json_limit))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| {
                 record_body(req, next, max_blob)
+            },
+        ))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| {
+                limits::enforce(edge.clone(), req, next)
             },
         ))
         .with_state(state)
@@ -171,11 +188,28 @@ async fn record_body(
     }
 }
 
-/// Accepts TLS connections and serves the router on each; the client's key rides along as [`Caller`].
-pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: Router) {
+/// Accepts TLS connections and serves the router on each; the client's key rides along as [`Caller`], its
+/// address as [`limits::Peer`].
+///
+/// Limits: at most `limits.max_connections` connections are served at once (further ones wait in the
+/// kernel's backlog); a TLS handshake that takes longer than `handshake_timeout_ms` is dropped; a request's
+/// head must arrive within `header_timeout_ms`, and since hyper runs that clock whenever a connection waits
+/// for a head, an idle kept-alive connection is closed after it too.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: Router,
+    limits: &EdgeLimits,
+) {
     let acceptor = TlsAcceptor::from(tls);
+    let connections = Arc::new(Semaphore::new(limits.max_connections as usize));
+    let handshake_timeout = Duration::from_millis(limits.handshake_timeout_ms);
+    let header_timeout = Duration::from_millis(limits.header_timeout_ms);
     loop {
-        let (tcp, _peer) = match listener.accept().await {
+        let Ok(permit) = connections.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!("accept failed: {e}");
@@ -186,18 +220,26 @@ pub async fn serve(listener: TcpListener, tls: Arc<rustls::ServerConfig>, app: R
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!("TLS handshake failed: {e}");
-                        return;
-                    }
-                    Err(_) => return,
-                };
+            let _permit = permit;
+            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!("TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
             let caller = Caller(tls::peer_key(stream.get_ref().1));
-            let service = TowerToHyperService::new(app.layer(Extension(caller)));
+            let service = TowerToHyperService::new(
+                app.layer(Extension(caller))
+                    .layer(Extension(limits::Peer(peer))),
+            );
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {

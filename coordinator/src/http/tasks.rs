@@ -3,6 +3,7 @@
 //! verifier's evidence and receipt.
 
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -12,14 +13,24 @@ use veil_node::api::TaskFailure;
 use super::{now_ms, with_state, Caller, HttpResult, Shared};
 
 /// The routes of tasks.
-pub(super) fn router() -> Router<Shared> {
+pub(super) fn router(max_blob: usize) -> Router<Shared> {
+    let blob = || DefaultBodyLimit::max(max_blob);
     Router::new()
         .route("/v1/tasks/{id}/{attempt}/accepted", post(task_accepted))
         .route("/v1/tasks/{id}/{attempt}/failed", post(task_failed))
         .route("/v1/tasks/{id}/{attempt}/input", get(task_input))
-        .route("/v1/tasks/{id}/{attempt}/output", put(task_output))
-        .route("/v1/tasks/{id}/{attempt}/owner", put(task_owner))
-        .route("/v1/tasks/{id}/{attempt}/transcript", put(task_transcript))
+        .route(
+            "/v1/tasks/{id}/{attempt}/output",
+            put(task_output).layer(blob()),
+        )
+        .route(
+            "/v1/tasks/{id}/{attempt}/owner",
+            put(task_owner).layer(blob()),
+        )
+        .route(
+            "/v1/tasks/{id}/{attempt}/transcript",
+            put(task_transcript).layer(blob()),
+        )
         .route(
             "/v1/tasks/{id}/{attempt}/evidence/{kind}/{party}",
             get(task_evidence),

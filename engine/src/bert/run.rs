@@ -43,7 +43,7 @@ pub fn embed_private(
     committee.fixed_point = fp;
     committee.timeout = options.timeout;
     committee.record_views = options.record_views;
-    committee.shaping = options.shaping;
+    committee.link = options.shaping.map(crate::lab::shaping::link);
     let start_line = StartLine::new(n, options.timeout);
 
     match options.protocol {

@@ -24,6 +24,7 @@ pub mod newton;
 pub mod piecewise;
 pub mod pooling;
 pub mod rows;
+pub mod silu;
 
 pub use exp::ExpOps;
 pub use gelu::GeluOps;

@@ -8,11 +8,10 @@ use crate::domain::Domain;
 use crate::error::{ProtocolError, Result};
 use crate::gemm::Gemm;
 use crate::material::{self, PartyMaterial, Request};
-use crate::mem_net::MemNet;
-use crate::net::NetStats;
+use crate::mem_net::{MemNet, ViewLog};
+use crate::net::{Net, NetStats};
 use crate::prg::Seed;
 use crate::ring::FixedPoint;
-use crate::shaping::{ShapedNet, ShapingConfig};
 
 use super::Party;
 
@@ -29,12 +28,16 @@ pub struct Committee {
     pub gemm: Arc<dyn Gemm>,
     /// Record every message each party receives (privacy tests).
     pub record_views: bool,
-    /// Link shaping (latency, uplink rate) applied to every party's transport; `None`: none.
-    pub shaping: Option<ShapingConfig>,
+    /// What stands between each party and the in-memory mesh (the lab's link shaping); `None`: the bare
+    /// mesh.
+    pub link: Option<Link>,
 }
 
-/// The transport of a local committee: the in-memory mesh, shaped if the committee says so.
-pub type LocalNet = ShapedNet<MemNet>;
+/// Wraps a party's endpoint of the in-memory mesh (e.g. in simulated links); see [`Committee::link`].
+pub type Link = Arc<dyn Fn(MemNet) -> LocalNet + Send + Sync>;
+
+/// The transport of a local committee: the in-memory mesh, behind the committee's link if it has one.
+pub type LocalNet = Box<dyn Net>;
 
 impl Committee {
     /// `parties` parties with default fixed point, timeout and the given kernel.
@@ -45,8 +48,18 @@ impl Committee {
             timeout: crate::mem_net::DEFAULT_TIMEOUT,
             gemm,
             record_views: false,
-            shaping: None,
+            link: None,
         }
+    }
+
+    /// Party `net`'s transport: the view recorded if the committee records views, then the link applied.
+    pub(crate) fn attach(&self, mut net: MemNet) -> (LocalNet, Option<ViewLog>) {
+        let view = self.record_views.then(|| net.record_view());
+        let net = match &self.link {
+            Some(link) => link(net),
+            None => Box::new(net),
+        };
+        (net, view)
     }
 }
 
@@ -131,17 +144,14 @@ where
     let dealer_bytes = material::dealer_bytes(n, corrections.len());
     let dealer_elapsed = dealing.elapsed();
     let mut corrections = Some(corrections);
-    let mut nets = MemNet::mesh(n, committee.timeout);
-    if committee.record_views {
-        nets.iter_mut().for_each(MemNet::record_view);
-    }
+    let nets = MemNet::mesh(n, committee.timeout);
     let program = &program;
     let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = nets
             .into_iter()
             .enumerate()
             .map(|(i, net)| {
-                let net = ShapedNet::optional(net, committee.shaping);
+                let (net, view) = committee.attach(net);
                 let own = if i + 1 == n {
                     corrections.take().unwrap_or_default()
                 } else {
@@ -159,7 +169,7 @@ where
                         party.record_transcript();
                     }
                     let value = program(&mut party, masks)?;
-                    outcome(party, value)
+                    outcome(party, value, view)
                 })
             })
             .collect();
@@ -174,17 +184,18 @@ where
 }
 
 /// A party's outcome once its program returned `value`: the opened transcript, its traffic and the messages it
-/// received.
+/// received (`view`, if recorded).
 pub(crate) fn outcome<T, D: Domain>(
     party: Party<LocalNet, D>,
     value: T,
+    view: Option<ViewLog>,
 ) -> Result<PartyOutcome<T>> {
     let transcript = party.transcript().to_vec();
-    let (net, stats) = party.finish()?;
+    let (_net, stats) = party.finish()?;
     Ok(PartyOutcome {
         value,
         stats,
-        view: net.inner().view().to_vec(),
+        view: view.map(|v| v.messages()).unwrap_or_default(),
         transcript,
     })
 }

@@ -86,6 +86,19 @@ fn check_values(state: &State, seed: &Seed) -> (u128, u64) {
 }
 
 impl<N: Net> Party<N> {
+    /// This party's share of the MAC key alpha, for the output's recipient, released only when no opened
+    /// value awaits a MAC check (every opening so far passed one). The recipient adds the shares of every
+    /// party to check the output MACs: it learns alpha only after the checks it could otherwise have helped
+    /// a colluding party to pass, so alpha never reaches a client before or during the online phase.
+    pub fn release_output_key_share(&self) -> Result<u128> {
+        if !self.state.opened.is_empty() || !self.state.bit_words.is_empty() {
+            return Err(fail(
+                "values were opened since the last MAC check: the key share stays".into(),
+            ));
+        }
+        Ok(self.state.keys.alpha)
+    }
+
     /// Runs the batched MAC check over every value opened since the last check; on success the record is
     /// cleared. Fails with [`ProtocolError::Verification`] if any opened value or MAC was wrong, or if the
     /// parties saw different openings.

@@ -13,7 +13,6 @@ use crate::prg::Seed;
 use crate::semi2k::local::{
     first_cause, join_all, outcome, Committee, LocalNet, LocalRun, PartyOutcome,
 };
-use crate::shaping::ShapedNet;
 
 use super::Party;
 
@@ -64,10 +63,7 @@ where
             seeds.len()
         )));
     }
-    let mut nets = MemNet::mesh(n, committee.timeout);
-    if committee.record_views {
-        nets.iter_mut().for_each(MemNet::record_view);
-    }
+    let nets = MemNet::mesh(n, committee.timeout);
     let program = &program;
     let (dealer_bytes, dealer_elapsed) = (dealt.dealer_bytes, dealt.elapsed);
     let mut last_corrections = Some(dealt.deal.corrections);
@@ -76,7 +72,7 @@ where
             .into_iter()
             .enumerate()
             .map(|(i, net)| {
-                let net = ShapedNet::optional(net, committee.shaping);
+                let (net, view) = committee.attach(net);
                 let own = if i + 1 == n {
                     last_corrections.take().unwrap_or_default()
                 } else {
@@ -100,7 +96,7 @@ where
                         party.record_transcript();
                     }
                     let value = program(&mut party)?;
-                    outcome(party, value)
+                    outcome(party, value, view)
                 })
             })
             .collect();

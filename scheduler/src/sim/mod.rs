@@ -11,6 +11,9 @@
 //!   [`synth::MAX_STAGE_MEMORY`] per party.
 //! - A decision is one job attempt's placement: [`Registry::place_stages`] (selection and reservation of
 //!   every stage); its time is measured around that call only.
+//! - Capture: with `adversary.fraction > 0`, a fraction of the operators is adversarial (see
+//!   [`synth::world_with`]); every placed committee is checked against [`captured`], and the run reports the
+//!   captured fraction beside the mean of [`capture_bound_for`] over the same committees.
 //! - An attempt lasts its slowest member's busy seconds plus `rounds` times its largest party RTT. At its end
 //!   each member fails with its hidden probability: a malicious party causes a failed verification (all
 //!   parties are suspects), any other failure is a timeout or a crash of that node. The job's lifecycle
@@ -54,8 +57,14 @@ pub struct SimConfig {
     pub target_load: f64,
     /// Attempts per job.
     pub max_attempts: u32,
-    /// Selection tuning of the registry.
+    /// Selection tuning of the registry (its `mode` picks the draw or the cheapest committee).
     pub tuning: SelectionTuning,
+    /// The adversary (see [`synth::world_with`]): a fraction of the operators, each running as many nodes
+    /// as the operator cap allows, claiming maximal hardware and near-zero RTTs among its nodes.
+    pub adversary: synth::Adversary,
+    /// Whether trials record each node's *claimed* capacity instead of measuring it (the coordinator
+    /// before measured claims): shows what claims buy an adversary when they are believed.
+    pub believe_claims: bool,
 }
 
 impl Default for SimConfig {
@@ -69,6 +78,8 @@ impl Default for SimConfig {
             target_load: 0.5,
             max_attempts: 3,
             tuning: SelectionTuning::default(),
+            adversary: synth::Adversary::default(),
+            believe_claims: false,
         }
     }
 }
@@ -111,8 +122,11 @@ pub struct SimReport {
     pub decisions: u64,
     /// Decisions that found committees.
     pub placed: u64,
-    /// Jobs that could not be placed (each counted once; the job then fails).
+    /// Jobs that could not be placed (each counted once; the job then fails). A job that finds no committee
+    /// for lack of free memory waits and tries again (up to 600 times, once a simulated second) first.
     pub unplaced: u64,
+    /// Decisions that found no committee for lack of free memory, after which the job waited.
+    pub deferred: u64,
     /// Why, by reason.
     pub unplaced_reasons: BTreeMap<String, u64>,
     /// Attempts after the first.
@@ -164,6 +178,65 @@ pub struct SimReport {
     pub distrusted_malicious: usize,
     /// Malicious nodes in the world.
     pub malicious_nodes: usize,
+    /// How committees were chosen: "draw" or "cheapest".
+    pub selection: String,
+    /// Fraction of the operators that are adversarial.
+    pub adversary_operators: f64,
+    /// Nodes run by adversarial operators.
+    pub adversarial_nodes: usize,
+    /// Their share of the nodes eligible when the first job arrived.
+    pub adversarial_eligible_share: f64,
+    /// Committees (one per placed stage) the adversary captured (see [`capture_probability`]).
+    pub captured: u64,
+    /// `captured` over the committees placed.
+    pub captured_committees: f64,
+    /// The mean over placed committees of [`capture_probability`] for a uniformly random draw among the
+    /// eligible nodes (see [`capture_bound_for`]).
+    pub capture_bound: f64,
+}
+
+/// Whether the adversary captured a committee of a dealer protocol: it holds every party, or the dealer
+/// and at least one party.
+pub fn captured(parties: &[bool], dealer: bool) -> bool {
+    parties.iter().all(|&a| a) || (dealer && parties.iter().any(|&a| a))
+}
+
+/// The probability that a committee of `n` parties and a dealer is captured when each party is adversarial
+/// independently with probability `a` and the dealer with probability `d`:
+///
+/// `P(n, a, d) = a^n + d * (1 - (1 - a)^n - a^n)`
+///
+/// (every party adversarial; or, not all of them but at least one, and the dealer). For a draw without
+/// replacement and with distinct operators, as committees are, the chance of further adversarial members
+/// only falls after each adversarial pick, so this is the reference figure of a uniform draw.
+pub fn capture_probability(n: u32, a: f64, d: f64) -> f64 {
+    let all = a.powi(n as i32);
+    all + d * (1.0 - (1.0 - a).powi(n as i32) - all)
+}
+
+/// The capture bound of one committee shape: [`capture_probability`] with `a` the adversary's share of
+/// the eligible nodes (`(memory, adversarial)` pairs) whose memory fits a party, and `d` its share of those
+/// whose memory fits the dealer. Shares are by count: a uniformly random draw among the eligible nodes.
+pub fn capture_bound_for(eligible: &[(u64, bool)], demand: &JobDemand) -> f64 {
+    let share = |need: u64| {
+        let (mut all, mut bad) = (0u64, 0u64);
+        for &(m, adv) in eligible {
+            if m >= need {
+                all += 1;
+                bad += u64::from(adv);
+            }
+        }
+        if all == 0 {
+            0.0
+        } else {
+            bad as f64 / all as f64
+        }
+    };
+    capture_probability(
+        u32::from(demand.parties),
+        share(demand.party.memory_bytes),
+        share(demand.dealer.memory_bytes),
+    )
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -178,7 +251,14 @@ enum SimEvent {
     Arrive(u64),
     /// Job `j`'s attempt `a` ends.
     Complete(u64, u32),
+    /// Job `j` tries again to find a committee (it found none for lack of free memory).
+    Retry(u64),
 }
+
+/// How long a job that found no committee for lack of free memory waits before it tries again, and how
+/// many times it may (the coordinator, too, keeps such a job waiting rather than failing it).
+const RETRY_AFTER_MS: u64 = 1_000;
+const MAX_WAITS: u32 = 600;
 
 const HEARTBEAT_PERIOD_MS: u64 = 5_000;
 const HEARTBEAT_TIMEOUT_MS: u64 = 15_000;
@@ -215,7 +295,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
     }
     let committee = cfg.parties as usize + 2;
     let mut rng = synth::rng(cfg.seed);
-    let world = synth::world(cfg.nodes, committee, &mut rng);
+    let world = synth::world_with(cfg.nodes, committee, &cfg.adversary, &mut rng);
     let config = Config {
         collusion_keys: cfg.collusion_keys.clone(),
         heartbeat_timeout_ms: HEARTBEAT_TIMEOUT_MS,
@@ -240,7 +320,18 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
         let id = reg.register(n.registration.clone(), 0)?;
         // A node that does not pass stays on probation in this world (its trial never completes).
         if n.passes_trial {
-            reg.record_trial(id, true, Some(n.measured_ops_per_s), 0)?;
+            let (ops, bandwidth) = if cfg.believe_claims {
+                (n.registration.hardware.ops_per_s() as u64, None)
+            } else {
+                (
+                    n.measured_ops_per_s,
+                    Some(crate::registry::Measured {
+                        bandwidth_bytes_per_s: n.measured_bandwidth_bytes_per_s,
+                        memory_bytes: n.measured_memory_bytes,
+                    }),
+                )
+            };
+            reg.record_trial_measured(id, true, Some(ops), bandwidth, 0)?;
         }
         ids.push(id);
     }
@@ -255,6 +346,16 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
             let base = f64::from(synth::region_rtt_us(world.region_of[i], world.region_of[j]));
             let us = base * rng.random_range(0.8..1.25) + rng.random_range(0.0..1_000.0);
             rtts.push((ids[j], us as u32));
+        }
+        if world.nodes[i].adversarial {
+            // Near-zero RTTs to other adversarial nodes (of any adversarial operator).
+            let bad: Vec<usize> = (0..16)
+                .map(|_| rng.random_range(0..n))
+                .filter(|&j| j != i && world.nodes[j].adversarial)
+                .collect();
+            for j in bad {
+                rtts.push((ids[j], rng.random_range(50..150)));
+            }
         }
         reg.report_rtts(id, &rtts)?;
     }
@@ -351,6 +452,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
         decisions: 0,
         placed: 0,
         unplaced: 0,
+        deferred: 0,
         unplaced_reasons: BTreeMap::new(),
         retries: 0,
         done_jobs: 0,
@@ -380,7 +482,23 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
             .iter()
             .filter(|w| w.behaviour == Behaviour::Malicious)
             .count(),
+        selection: match cfg.tuning.mode {
+            crate::registry::SelectionMode::Draw => "draw".to_owned(),
+            crate::registry::SelectionMode::Cheapest => "cheapest".to_owned(),
+        },
+        adversary_operators: cfg.adversary.fraction,
+        adversarial_nodes: world.nodes.iter().filter(|w| w.adversarial).count(),
+        adversarial_eligible_share: 0.0,
+        captured: 0,
+        captured_committees: 0.0,
+        capture_bound: 0.0,
     };
+    let mut waits: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+    let mut eligible_at_start: Vec<(u64, bool)> = Vec::new();
+    let mut bound_cache: std::collections::HashMap<(u64, u64, u8), f64> =
+        std::collections::HashMap::new();
+    let mut bound_sum = 0.0;
+    let mut committees_placed = 0u64;
     let mut decision_ns: Vec<u64> = Vec::with_capacity(cfg.jobs + cfg.jobs / 10);
     let mut party_rtt_sum = 0.0;
     let mut party_rtt_count = 0u64;
@@ -428,6 +546,19 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
             SimEvent::Arrive(j) => {
                 if j == 0 {
                     report.eligible_nodes_at_start = reg.eligible_count();
+                    eligible_at_start = reg
+                        .nodes()
+                        .filter(|e| e.is_eligible())
+                        .map(|e| {
+                            (
+                                e.hardware().memory_bytes,
+                                world.nodes[e.id().index()].adversarial,
+                            )
+                        })
+                        .collect();
+                    let bad = eligible_at_start.iter().filter(|&&(_, a)| a).count();
+                    report.adversarial_eligible_share =
+                        bad as f64 / eligible_at_start.len().max(1) as f64;
                 }
                 let x = rng.random::<f64>();
                 let mut acc = 0.0;
@@ -460,6 +591,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
                     arrivals_done = true;
                 }
             }
+            SimEvent::Retry(j) => to_place = Some(j),
             SimEvent::Complete(j, attempt) => {
                 last_completion = last_completion.max(now);
                 let Some(job) = jobs[j as usize].as_mut() else {
@@ -548,6 +680,17 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
                 let mut logged = Vec::with_capacity(placements.len());
                 for p in &placements {
                     let parties = &p.committee.parties;
+                    let adv: Vec<bool> = parties
+                        .iter()
+                        .map(|m| world.nodes[m.index()].adversarial)
+                        .collect();
+                    let dealer_adv = world.nodes[p.committee.dealer.index()].adversarial;
+                    report.captured += u64::from(captured(&adv, dealer_adv));
+                    committees_placed += 1;
+                    let d = &p.demand;
+                    bound_sum += *bound_cache
+                        .entry((d.party.memory_bytes, d.dealer.memory_bytes, d.parties))
+                        .or_insert_with(|| capture_bound_for(&eligible_at_start, d));
                     let mut rtt_max = 0u32;
                     for (a, &x) in parties.iter().enumerate() {
                         for &y in &parties[..a] {
@@ -579,6 +722,14 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
                 let done_at = now + ((longest * 1_000.0).ceil() as Millis).max(1);
                 push(&mut queue, done_at, SimEvent::Complete(j, job.attempt()));
             }
+            Err(e)
+                if matches!(e.reason, Unplaceable::InsufficientMemory { .. })
+                    && waits.get(&j).copied().unwrap_or(0) < MAX_WAITS =>
+            {
+                *waits.entry(j).or_default() += 1;
+                report.deferred += 1;
+                push(&mut queue, now + RETRY_AFTER_MS, SimEvent::Retry(j));
+            }
             Err(e) => {
                 report.unplaced += 1;
                 *report
@@ -599,6 +750,10 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
         }
     }
     report.wall_s = wall.elapsed().as_secs_f64();
+    if committees_placed > 0 {
+        report.captured_committees = report.captured as f64 / committees_placed as f64;
+        report.capture_bound = bound_sum / committees_placed as f64;
+    }
 
     decision_ns.sort_unstable();
     let total_ns: u64 = decision_ns.iter().sum();
@@ -678,6 +833,9 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
         .map(|(i, w)| {
             let mut hardware = w.registration.hardware.clone();
             hardware.measured_ops_per_s = w.passes_trial.then_some(w.measured_ops_per_s);
+            // Utilisation is of the true hardware (an adversary's claimed bandwidth is not its own).
+            hardware.bandwidth_bytes_per_s = w.measured_bandwidth_bytes_per_s;
+            hardware.memory_bytes = w.measured_memory_bytes;
             TruthNode {
                 operator: w.registration.operator.clone(),
                 region: w.registration.region.clone(),

@@ -33,6 +33,29 @@ pub enum Behaviour {
     Malicious,
 }
 
+/// The adversary of a world (see [`world`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Adversary {
+    /// Fraction of the operators it controls (`0..1`).
+    pub fraction: f64,
+    /// The most nodes one operator may run (0: no limit); the adversary runs exactly this many per operator.
+    pub max_nodes_per_operator: usize,
+}
+
+/// Hardware an adversarial node claims: the most a sane node could have.
+pub fn maximal_claim() -> Hardware {
+    Hardware {
+        cores: 512,
+        memory_bytes: 2048 * GIB,
+        gpu: Some(Gpu {
+            model: "H200".into(),
+            memory_bytes: 141 * GIB,
+        }),
+        bandwidth_bytes_per_s: 12_500_000_000,
+        measured_ops_per_s: None,
+    }
+}
+
 /// One synthetic node: its registration and its hidden truth.
 #[derive(Clone, Debug)]
 pub struct SynthNode {
@@ -50,6 +73,12 @@ pub struct SynthNode {
     pub fail_prob: f64,
     /// Throughput its trial measures.
     pub measured_ops_per_s: u64,
+    /// Run by an adversarial operator.
+    pub adversarial: bool,
+    /// Bandwidth its trial measures (its true bandwidth), bytes per second.
+    pub measured_bandwidth_bytes_per_s: u64,
+    /// Memory its trial measures (its true memory), bytes.
+    pub measured_memory_bytes: u64,
 }
 
 /// A region with its coordinates.
@@ -131,8 +160,87 @@ pub struct World {
     pub region_of: Vec<usize>,
 }
 
-/// Draws a world of `n` nodes for committees of `committee` members.
+/// Operator of each node when operators are capped: the adversarial operators (`round(fraction *
+/// operators)`, chosen uniformly) run `cap` nodes each (while nodes remain), the others share the rest by
+/// the Zipf-like weights, a full operator's draw going to the next operator with room. Node order is
+/// shuffled, so adversarial nodes are spread over the registration order.
+fn capped_operators(
+    n: usize,
+    operators: usize,
+    adversary: &Adversary,
+    cumulative: &[f64],
+    rng: &mut ChaCha8Rng,
+) -> (Vec<usize>, Vec<bool>) {
+    let cap = if adversary.max_nodes_per_operator == 0 {
+        n
+    } else {
+        adversary.max_nodes_per_operator
+    };
+    let bad = ((adversary.fraction * operators as f64).round() as usize).min(operators);
+    let mut order: Vec<usize> = (0..operators).collect();
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let mut adversarial = vec![false; operators];
+    for &o in &order[..bad] {
+        adversarial[o] = true;
+    }
+    let mut count = vec![0usize; operators];
+    let mut ops = Vec::with_capacity(n);
+    for &o in &order[..bad] {
+        while count[o] < cap && ops.len() < n {
+            count[o] += 1;
+            ops.push(o);
+        }
+    }
+    let acc = cumulative.last().copied().unwrap_or(1.0);
+    // Every honest operator runs at least one node, then the Zipf draw.
+    for o in (0..operators).filter(|&o| !adversarial[o]) {
+        if ops.len() < n && count[o] < cap {
+            count[o] += 1;
+            ops.push(o);
+        }
+    }
+    let honest_room = (0..operators)
+        .filter(|&o| !adversarial[o])
+        .any(|o| count[o] < cap);
+    while ops.len() < n && honest_room {
+        let x = rng.random::<f64>() * acc;
+        let mut o = cumulative.partition_point(|&c| c < x).min(operators - 1);
+        let mut tries = 0;
+        while (adversarial[o] || count[o] >= cap) && tries < operators {
+            o = (o + 1) % operators;
+            tries += 1;
+        }
+        if tries == operators {
+            break;
+        }
+        count[o] += 1;
+        ops.push(o);
+    }
+    for i in (1..ops.len()).rev() {
+        ops.swap(i, rng.random_range(0..=i));
+    }
+    (ops, adversarial)
+}
+
+/// Draws a world of `n` nodes for committees of `committee` members, without an adversary.
 pub fn world(n: usize, committee: usize, rng: &mut ChaCha8Rng) -> World {
+    world_with(n, committee, &Adversary::default(), rng)
+}
+
+/// Draws a world of `n` nodes for committees of `committee` members. With an adversary (`fraction > 0`)
+/// or an operator cap, operators are assigned by `capped_operators`; an adversarial operator's nodes
+/// register with [`maximal_claim`] (their trial measures their true compute rate, bandwidth and memory,
+/// drawn like everyone's, and the registry keeps the smaller of claim and measurement), are
+/// honest in behaviour (a capturing adversary keeps its reputation), never down, and always pass the trial.
+/// The world may then hold fewer than `n` nodes when the caps leave no room.
+pub fn world_with(
+    n: usize,
+    committee: usize,
+    adversary: &Adversary,
+    rng: &mut ChaCha8Rng,
+) -> World {
     let operators = (n / 20).max(committee + 3).min(n.max(1));
     let home: Vec<usize> = (0..operators)
         .map(|_| rng.random_range(0..REGIONS.len()))
@@ -155,15 +263,25 @@ pub fn world(n: usize, committee: usize, rng: &mut ChaCha8Rng) -> World {
         acc += w;
         cumulative.push(acc);
     }
+    let capped = adversary.fraction > 0.0 || adversary.max_nodes_per_operator > 0;
+    let (assigned, adversarial_op) = if capped {
+        capped_operators(n, operators, adversary, &cumulative, rng)
+    } else {
+        (Vec::new(), vec![false; operators])
+    };
+    let n = if capped { assigned.len() } else { n };
     let mut nodes = Vec::with_capacity(n);
     let mut region_of = Vec::with_capacity(n);
     for i in 0..n {
-        let op = if i < operators {
+        let op = if let Some(&o) = assigned.get(i) {
+            o
+        } else if i < operators {
             i
         } else {
             let x = rng.random::<f64>() * acc;
             cumulative.partition_point(|&c| c < x).min(operators - 1)
         };
+        let adversarial = adversarial_op[op];
         let region = if rng.random::<f64>() < 0.75 {
             home[op]
         } else {
@@ -210,6 +328,8 @@ pub fn world(n: usize, committee: usize, rng: &mut ChaCha8Rng) -> World {
             }
         };
         let measured = (hardware.ops_per_s() * rng.random_range(0.9..1.1)) as u64;
+        let true_bandwidth = hardware.bandwidth_bytes_per_s;
+        let true_memory = hardware.memory_bytes;
         let mut key = [0u8; 32];
         rng.fill(&mut key);
         let public_key: String = key.iter().map(|b| format!("{b:02x}")).collect();
@@ -222,6 +342,11 @@ pub fn world(n: usize, committee: usize, rng: &mut ChaCha8Rng) -> World {
             (Behaviour::Malicious, 0.3)
         };
         let s = rng.random::<f64>();
+        let (behaviour, fail_prob, s) = if adversarial {
+            (Behaviour::Honest, 0.002, 1.0)
+        } else {
+            (behaviour, fail_prob, s)
+        };
         let passes_trial = s >= 0.02;
         let down_at_start = (0.02..0.05).contains(&s);
         let churn = if (0.05..0.06).contains(&s) {
@@ -236,7 +361,11 @@ pub fn world(n: usize, committee: usize, rng: &mut ChaCha8Rng) -> World {
                 operator: format!("op-{op:04}"),
                 region: REGIONS[region].name.to_owned(),
                 asn: Some(asn[op]),
-                hardware,
+                hardware: if adversarial {
+                    maximal_claim()
+                } else {
+                    hardware
+                },
             },
             passes_trial,
             down_at_start,
@@ -244,6 +373,9 @@ pub fn world(n: usize, committee: usize, rng: &mut ChaCha8Rng) -> World {
             behaviour,
             fail_prob,
             measured_ops_per_s: measured.max(1),
+            adversarial,
+            measured_bandwidth_bytes_per_s: true_bandwidth,
+            measured_memory_bytes: true_memory,
         });
         region_of.push(region);
     }

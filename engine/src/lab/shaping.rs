@@ -14,7 +14,7 @@
 //! - Every message is delivered no earlier than `latency` after it was sent, so a protocol of `r` rounds takes
 //!   at least `r x latency` (each round ends with a receive of a message sent in that round).
 //! - Payloads reach the inner transport with an 8-byte delivery stamp in front; the wrapper removes it before
-//!   the protocol sees the message. Accounting above this wrapper ([`crate::net::CountedNet`]) counts
+//!   the protocol sees the message. Accounting above this wrapper (`veil_protocols::net::CountedNet`) counts
 //!   protocol payload only, so shaped and unshaped runs report identical bytes and rounds.
 //! - Stamps are wall-clock (`SystemTime`) nanoseconds: every party of a shaped run must share a clock, which
 //!   holds on one machine (the purpose of shaping). A stamp further in the future than the link allows for is
@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::net::{Net, NetError};
+use veil_protocols::mem_net::MemNet;
+use veil_protocols::net::{Net, NetError};
+use veil_protocols::semi2k::local::Link;
 
 /// Bytes of the delivery stamp in front of every shaped message.
 pub const STAMP_BYTES: usize = 8;
@@ -242,10 +244,14 @@ impl<N: Net> Net for ShapedNet<N> {
     }
 }
 
+/// The committee link of a local run shaped by `config`: every party's mesh endpoint behind a [`ShapedNet`].
+pub fn link(config: ShapingConfig) -> Link {
+    std::sync::Arc::new(move |net: MemNet| Box::new(ShapedNet::optional(net, Some(config))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mem_net::MemNet;
 
     fn pair(config: ShapingConfig) -> (ShapedNet<MemNet>, ShapedNet<MemNet>) {
         let mut mesh = MemNet::mesh(2, Duration::from_secs(10)).into_iter();

@@ -1,0 +1,260 @@
+//! `veil bench --workload smollm2`: private generation with SmolLM2-135M-Instruct on a local committee.
+//!
+//! The prompt is a fixed English text shipped with veil (`smollm2_prompt.txt`), tokenised and cut to
+//! `--prompt-len` tokens. The committee prefills it (returning the logits of every prompt position, for the
+//! agreement check), then runs `--gen` greedy decode steps over its cached keys and values. Reported:
+//! `prefill_ms`; the median decode step (`ms_per_token`) and its bytes (most any party sent), rounds and
+//! dealer bytes; the plaintext burn model's median decode step on the same machine
+//! (`plaintext_ms_per_token`); the process's peak resident memory (`peak_rss_bytes`: every in-memory party,
+//! the client and the plaintext model live in this one process, so it bounds each party's); and
+//! `top1_agreement`: teacher-forced over the prompt and generated positions, the fraction where the private
+//! next-token argmax equals the plaintext one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use veil_engine::kernel::RingGemm;
+use veil_engine::llama::private::{PrivateConfig, PrivateLlama};
+use veil_engine::llama::run::{LocalSession, PREFILL_CHUNK};
+use veil_engine::llama::sample::argmax;
+use veil_engine::llama::{ChatModel, KvCache};
+use veil_engine::local::{LocalOptions, Protocol};
+use veil_protocols::ring::FixedPoint;
+
+use super::BenchArgs;
+use crate::cli::chat::{default_model, median};
+
+/// The shipped English prompt text.
+const PROMPT_TEXT: &str = include_str!("smollm2_prompt.txt");
+
+/// One row of the per-step table: a step kind summed over the blocks of the median decode step.
+#[derive(Debug, Serialize)]
+struct StepRow {
+    step: String,
+    ms: f64,
+    bytes: u64,
+    rounds: u64,
+}
+
+/// The report.
+#[derive(Debug, Serialize)]
+struct Smollm2Report {
+    workload: &'static str,
+    protocol: String,
+    parties: usize,
+    transport: &'static str,
+    prompt_len: usize,
+    gen: usize,
+    prefill_ms: f64,
+    ms_per_token: f64,
+    bytes_per_token: u64,
+    rounds_per_token: u64,
+    dealer_bytes_per_token: u64,
+    plaintext_ms_per_token: f64,
+    peak_rss_bytes: u64,
+    top1_agreement: f64,
+    positions_compared: usize,
+    generated: Vec<u32>,
+    profile: Vec<StepRow>,
+}
+
+/// The process's peak resident set (VmHWM), bytes; 0 where /proc is not readable.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Runs the workload and prints its report.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if Protocol::parse(&args.protocol) != Some(Protocol::Semi2k) {
+        bail!("--workload smollm2 runs under semi2k");
+    }
+    if args.parties < 2 || args.prompt_len == 0 || args.gen == 0 {
+        bail!("--parties must be at least 2, --prompt-len and --gen at least 1");
+    }
+    let path = if args.model.extension().is_some_and(|e| e == "gguf") {
+        args.model.clone()
+    } else {
+        default_model()
+    };
+    let model = ChatModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
+    let mut prompt = model.tokenizer.encode(PROMPT_TEXT.trim())?;
+    if prompt.len() < args.prompt_len {
+        bail!("the shipped prompt has only {} tokens", prompt.len());
+    }
+    prompt.truncate(args.prompt_len);
+    let (p, g) = (args.prompt_len, args.gen);
+    if p + g > model.weights.config.context {
+        bail!("--prompt-len plus --gen exceed the model's context");
+    }
+    let private = PrivateLlama::new(
+        &model.weights,
+        PrivateConfig::new(FixedPoint::new(args.frac_bits)?)?,
+    )?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.threads.unwrap_or((cores / args.parties).max(1));
+    let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
+    options.profile = args.profile;
+    options.seed = Some(args.seed);
+    let mut session = LocalSession::new(&private, &options)?;
+    // Prefill (logits of every prompt position), then greedy decode steps on the private logits.
+    let prefill = session.prefill(&prompt, true, PREFILL_CHUNK)?;
+    let prefill_steps = session.costs.len();
+    // Online time of the prefill steps (the dealer's time is apart, as for the decode steps).
+    let prefill_ms: f64 = session
+        .costs
+        .iter()
+        .map(|c| c.elapsed.as_secs_f64() * 1e3)
+        .sum();
+    let mut private_top: Vec<u32> = prefill.iter().map(|r| argmax(r) as u32).collect();
+    let mut generated = vec![*private_top.last().context("no logits")?];
+    for _ in 1..g {
+        let last = *generated.last().context("no token")?;
+        let logits = session.step(&[last], 1)?;
+        let t = argmax(logits.first().context("no logits")?) as u32;
+        private_top.push(t);
+        generated.push(t);
+    }
+    // The private model goes before the plaintext one is built: one model's weights at a time.
+    let costs = std::mem::take(&mut session.costs);
+    drop(session);
+    drop(private);
+    let decode = &costs[prefill_steps..];
+    let ms_per_token = median(
+        &decode
+            .iter()
+            .map(|c| c.elapsed.as_secs_f64() * 1e3)
+            .collect::<Vec<_>>(),
+    );
+    let median_u64 = |v: Vec<u64>| -> u64 {
+        let mut v = v;
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    let bytes_per_token = median_u64(
+        decode
+            .iter()
+            .map(|c| c.online.iter().map(|s| s.bytes_sent).max().unwrap_or(0))
+            .collect(),
+    );
+    let rounds_per_token = median_u64(
+        decode
+            .iter()
+            .map(|c| c.online.iter().map(|s| s.rounds).max().unwrap_or(0))
+            .collect(),
+    );
+    let dealer_bytes_per_token = median_u64(decode.iter().map(|c| c.dealer_bytes).collect());
+    // The plaintext reference: teacher-forced over the same sequence, and its own decode-step time.
+    let device = burn::tensor::Device::flex();
+    let llama = model.plaintext(&device);
+    let mut sequence = prompt.clone();
+    sequence.extend_from_slice(&generated[..g - 1]);
+    let vocab = model.weights.config.vocab;
+    let plain = llama.forward(&sequence, &mut KvCache::default(), sequence.len())?;
+    let plain_top: Vec<u32> = plain
+        .chunks_exact(vocab)
+        .map(|r| argmax(&r.iter().map(|v| f64::from(*v)).collect::<Vec<_>>()) as u32)
+        .collect();
+    let agree = plain_top
+        .iter()
+        .zip(&private_top)
+        .filter(|(a, b)| a == b)
+        .count();
+    let mut cache = KvCache::default();
+    llama.forward(&prompt, &mut cache, 1)?;
+    let mut plain_ms = Vec::new();
+    for &t in &generated[..g - 1] {
+        let s = Instant::now();
+        llama.forward(&[t], &mut cache, 1)?;
+        plain_ms.push(s.elapsed().as_secs_f64() * 1e3);
+    }
+    // Profile: the median decode step's entries summed by step kind.
+    let mut profile = Vec::new();
+    if args.profile {
+        let mut by_time: Vec<&veil_engine::llama::run::StepCost> = decode.iter().collect();
+        by_time.sort_by_key(|c| c.elapsed);
+        if let Some(step) = by_time.get(by_time.len() / 2) {
+            let mut rows: BTreeMap<&str, (f64, u64, u64)> = BTreeMap::new();
+            for e in &step.profile {
+                let r = rows.entry(e.label.as_str()).or_default();
+                r.0 += e.elapsed.as_secs_f64() * 1e3;
+                r.1 += e.net.bytes_sent;
+                r.2 += e.net.rounds;
+            }
+            let order = [
+                "rmsnorm", "qkv", "rope", "scores", "softmax", "context", "attn-out", "gate-up",
+                "silu", "down", "lm-head",
+            ];
+            for name in order {
+                if let Some((ms, bytes, rounds)) = rows.get(name) {
+                    profile.push(StepRow {
+                        step: name.to_string(),
+                        ms: *ms,
+                        bytes: *bytes,
+                        rounds: *rounds,
+                    });
+                }
+            }
+        }
+    }
+    let report = Smollm2Report {
+        workload: "smollm2",
+        protocol: args.protocol.clone(),
+        parties: args.parties,
+        transport: "mem",
+        prompt_len: p,
+        gen: g,
+        prefill_ms,
+        ms_per_token,
+        bytes_per_token,
+        rounds_per_token,
+        dealer_bytes_per_token,
+        plaintext_ms_per_token: median(&plain_ms),
+        peak_rss_bytes: peak_rss_bytes(),
+        top1_agreement: agree as f64 / plain_top.len().max(1) as f64,
+        positions_compared: plain_top.len(),
+        generated,
+        profile,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "smollm2, {} parties, {}: prompt {p}, gen {g}\n  prefill_ms        {:10.1}\n  ms_per_token      {:10.1}\n  bytes_per_token   {:10}\n  rounds_per_token  {:10}\n  dealer_bytes/tok  {:10}\n  plaintext ms/tok  {:10.2}\n  peak_rss_bytes    {:10}\n  top1_agreement    {:10.3} ({} positions)",
+            args.parties,
+            args.protocol,
+            report.prefill_ms,
+            report.ms_per_token,
+            report.bytes_per_token,
+            report.rounds_per_token,
+            report.dealer_bytes_per_token,
+            report.plaintext_ms_per_token,
+            report.peak_rss_bytes,
+            report.top1_agreement,
+            report.positions_compared
+        );
+        if args.profile {
+            println!(
+                "  {:<10} {:>9} {:>10} {:>7}",
+                "step", "ms", "bytes", "rounds"
+            );
+            for r in &report.profile {
+                println!(
+                    "  {:<10} {:>9.2} {:>10} {:>7}",
+                    r.step, r.ms, r.bytes, r.rounds
+                );
+            }
+        }
+    }
+    Ok(())
+}
