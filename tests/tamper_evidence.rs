@@ -3,8 +3,9 @@
 //! infer` on a `spdz2k` model. Each relayed blob is signed by its producer (`veil_node::evidence`):
 //! - substituted owner material: the client refuses it before it publishes any input under its masks;
 //! - a substituted output blob or MAC-check transcript: the verifier refuses to sign, so the job fails
-//!   and the client gets no result;
-//! and in no case is a receipt issued (the audit log stays empty), so there is nothing `veil verify` could
+//!   and the client gets no result.
+//!
+//! In no case is a receipt issued (the audit log stays empty), so there is nothing `veil verify` could
 //! accept.
 //!
 //! Run with `cargo test --release --features insecure-test-hooks --test tamper_evidence`.
