@@ -491,6 +491,8 @@ fn empty_report() -> PartyReport {
         udp_tx_bytes: Vec::new(),
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
+        // Generation runs semi2k only: no MAC key.
+        output_key_share: None,
     }
 }
 
