@@ -96,13 +96,7 @@ impl<S: StateStore> Coordinator<S> {
     /// Reads the blob the core names (after checking the caller may read it).
     pub fn read_blob(&self, f: impl FnOnce(&Core) -> Result<BlobKey>) -> Result<Vec<u8>> {
         let key = f(&self.core)?;
-        let bytes = self
-            .blobs
-            .get(&key)
-            .map_err(|source| Error::Blob { key, source })?;
-        #[cfg(feature = "insecure-test-hooks")]
-        let bytes = crate::tamper::apply(&key, bytes);
-        Ok(bytes)
+        relay_blob(&self.blobs, key)
     }
 
     /// The blob directory.
@@ -334,4 +328,15 @@ impl<S: StateStore> Deref for Coordinator<S> {
     fn deref(&self) -> &Core {
         &self.core
     }
+}
+
+/// Reads blob `key` as the coordinator relays it: every download of a stored blob goes through here (in
+/// builds with `insecure-test-hooks`, the test-only tampering of `crate::tamper` applies at this one place).
+pub fn relay_blob(blobs: &Blobs, key: BlobKey) -> Result<Vec<u8>> {
+    let bytes = blobs
+        .get(&key)
+        .map_err(|source| Error::Blob { key, source })?;
+    #[cfg(feature = "insecure-test-hooks")]
+    let bytes = crate::tamper::apply(&key, bytes);
+    Ok(bytes)
 }

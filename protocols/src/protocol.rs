@@ -51,6 +51,14 @@ impl Protocol {
             Protocol::Semi2k | Protocol::Spdz2k => parties >= 2,
         }
     }
+
+    /// The committee sizes [`Self::supports_parties`] accepts, in words (for error messages).
+    pub fn party_requirement(self) -> &'static str {
+        match self {
+            Protocol::Rep3 => "exactly 3 parties",
+            Protocol::Semi2k | Protocol::Spdz2k => "at least 2 parties",
+        }
+    }
 }
 
 impl std::fmt::Display for Protocol {

@@ -451,8 +451,9 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
     if !options.protocol.supports_parties(args.parties) {
         bail!(
-            "{} does not run with {} parties",
+            "{} runs with {}, not {}",
             options.protocol,
+            options.protocol.party_requirement(),
             args.parties
         );
     }

@@ -130,12 +130,7 @@ async fn read_blob(
     name: impl FnOnce(&crate::core::Core) -> Result<crate::blobs::BlobKey> + Send + 'static,
 ) -> HttpResult<Vec<u8>> {
     let (key, blobs) = with_state(state, move |c| Ok((name(c)?, c.blobs().clone()))).await?;
-    blocking(move || {
-        blobs
-            .get(&key)
-            .map_err(|source| Error::Blob { key, source })
-    })
-    .await
+    blocking(move || crate::service::relay_blob(&blobs, key)).await
 }
 
 /// The line `veil coordinator` prints on stdout once it listens.
