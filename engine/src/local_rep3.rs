@@ -35,7 +35,7 @@ pub(crate) fn committee(
     committee.fixed_point = fp;
     committee.timeout = options.timeout;
     committee.record_views = options.record_views;
-    committee.shaping = options.shaping;
+    committee.link = options.shaping.map(crate::lab::shaping::link);
     Ok(committee)
 }
 

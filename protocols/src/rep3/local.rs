@@ -1,11 +1,10 @@
-//! Runs a `rep3` committee in one process: three parties on threads over the in-memory mesh (shaped if the
-//! committee says so). No dealer: each party samples its PRF key and the parties agree on them first.
+//! Runs a `rep3` committee in one process: three parties on threads over the in-memory mesh (behind the
+//! committee's link if it has one). No dealer: each party samples its PRF key and the parties agree on them first.
 
 use crate::error::{ProtocolError, Result};
 use crate::mem_net::MemNet;
 use crate::prg::Seed;
 use crate::semi2k::local::{first_cause, join_all, Committee, LocalNet, PartyOutcome};
-use crate::shaping::ShapedNet;
 
 use super::Party;
 
@@ -44,26 +43,23 @@ where
             committee.parties
         )));
     }
-    let mut nets = MemNet::mesh(3, committee.timeout);
-    if committee.record_views {
-        nets.iter_mut().for_each(MemNet::record_view);
-    }
+    let nets = MemNet::mesh(3, committee.timeout);
     let program = &program;
     let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = nets
             .into_iter()
             .zip(keys)
             .map(|(net, key)| {
-                let net = ShapedNet::optional(net, committee.shaping);
+                let (net, view) = committee.attach(net);
                 scope.spawn(move || -> Result<PartyOutcome<T>> {
                     let mut party =
                         Party::new(net, key, committee.fixed_point, committee.gemm.clone())?;
                     let value = program(&mut party)?;
-                    let (net, stats) = party.finish();
+                    let (_net, stats) = party.finish();
                     Ok(PartyOutcome {
                         value,
                         stats,
-                        view: net.inner().view().to_vec(),
+                        view: view.map(|v| v.messages()).unwrap_or_default(),
                         transcript: Vec::new(),
                     })
                 })
