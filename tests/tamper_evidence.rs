@@ -4,6 +4,7 @@
 //! - substituted owner material: the client refuses it before it publishes any input under its masks;
 //! - a substituted output blob or MAC-check transcript: the verifier refuses to sign, so the job fails
 //!   and the client gets no result;
+//!
 //! and in no case is a receipt issued (the audit log stays empty), so there is nothing `veil verify` could
 //! accept.
 //!
