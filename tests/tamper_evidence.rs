@@ -3,13 +3,13 @@
 //! infer` on a `spdz2k` model. Each relayed blob is signed by its producer (`veil_node::evidence`):
 //! - substituted owner material: the client refuses it before it publishes any input under its masks;
 //! - a substituted output blob or MAC-check transcript: the verifier refuses to sign, so the job fails
-//!   and the client gets no result;
+//!   and the client gets no result.
 //!
-//! and in no case is a receipt issued (the audit log stays empty), so there is nothing `veil verify` could
+//! In no case is a receipt issued (the audit log stays empty), so there is nothing `veil verify` could
 //! accept.
 //!
-//! Run with `cargo test --release --features insecure-test-hooks --test tamper_evidence`.
-#![cfg(feature = "insecure-test-hooks")]
+//! The hook exists only in builds with the `insecure-test-hooks` feature, which the root package's
+//! dev-dependencies turn on for every `cargo test` build (so `cargo test --release --workspace` runs this).
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

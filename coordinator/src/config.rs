@@ -399,3 +399,24 @@ impl CoordinatorConfig {
         (self.heartbeat_timeout_ms / 2).max(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_configuration_loads_and_states_the_default_limits() {
+        let c: CoordinatorConfig = toml::from_str(include_str!("../../coordinator.toml")).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.limits, EdgeLimits::default());
+        assert_eq!(c.metrics_listen, crate::metrics::default_listen());
+        // A limit of zero is refused with its field's name.
+        let mut bad = c.clone();
+        bad.limits.per_key.burst = 0;
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("limits.per_key.burst"));
+    }
+}

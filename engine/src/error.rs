@@ -49,6 +49,9 @@ pub enum EngineError {
     /// A protocol failure while running privately.
     #[error(transparent)]
     Protocol(#[from] ProtocolError),
+    /// A chat model (Llama) refused its input or failed.
+    #[error("chat model: {0}")]
+    Llama(Box<crate::llama::LlamaError>),
     /// Reading a tensor back from burn failed.
     #[error("burn: {0}")]
     Burn(String),

@@ -36,6 +36,10 @@ use crate::wire::{
     seconds, AuthWords, JobId, Msg, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words,
 };
 
+/// Generation jobs (a chat turn whose committee keeps the cache): `Client::generate`.
+#[path = "chat_client.rs"]
+pub mod chat;
+
 /// How a client connects and waits.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {

@@ -34,9 +34,11 @@ pub struct ClusterOptions {
     /// How long to wait for a node to print its ready line.
     pub ready_timeout: Duration,
     /// TEST ONLY: the dealer's fixed seed ([`NodeConfig::insecure_dealer_seed`]); `None` by default.
+    #[cfg(feature = "insecure-test-hooks")]
     pub insecure_dealer_seed: Option<u64>,
     /// TEST ONLY: a deviating party ([`NodeConfig::insecure_adversary`], set on every node; only the named
     /// party acts on it); `None` by default.
+    #[cfg(feature = "insecure-test-hooks")]
     pub insecure_adversary: Option<veil_protocols::adversary::Adversary>,
     /// Directory the nodes load pretrained models from (`veil_engine::bert::pretrained::MODELS_DIR_VAR`);
     /// `None`: what the nodes inherit (`models` under their working directory by default).
@@ -44,6 +46,24 @@ pub struct ClusterOptions {
 }
 
 impl ClusterOptions {
+    /// TEST ONLY: makes every node act out `adversary` when it is the named party. Without the
+    /// `insecure-test-hooks` feature nodes cannot deviate: this sets nothing and returns `false` for a
+    /// deviation (`true` for `None`).
+    pub fn set_test_adversary(
+        &mut self,
+        adversary: Option<veil_protocols::adversary::Adversary>,
+    ) -> bool {
+        #[cfg(feature = "insecure-test-hooks")]
+        {
+            self.insecure_adversary = adversary;
+            true
+        }
+        #[cfg(not(feature = "insecure-test-hooks"))]
+        {
+            adversary.is_none()
+        }
+    }
+
     /// `parties` parties trusting `submitter`, with defaults.
     pub fn new(parties: usize, submitter: PublicKey) -> Self {
         Self {
@@ -53,7 +73,9 @@ impl ClusterOptions {
             idle_timeout_ms: 30_000,
             log: "info".into(),
             ready_timeout: Duration::from_secs(30),
+            #[cfg(feature = "insecure-test-hooks")]
             insecure_dealer_seed: None,
+            #[cfg(feature = "insecure-test-hooks")]
             insecure_adversary: None,
             models_dir: None,
         }
@@ -71,6 +93,11 @@ pub struct NodeProcess {
 }
 
 impl NodeProcess {
+    /// The process's id (to read its resource use).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The committee member this node is.
     pub fn member(&self) -> Member {
         Member {
@@ -125,8 +152,11 @@ impl LocalCluster {
         config.recv_timeout_ms = options.recv_timeout_ms;
         config.idle_timeout_ms = options.idle_timeout_ms;
         config.log = options.log.clone();
-        config.insecure_dealer_seed = options.insecure_dealer_seed;
-        config.insecure_adversary = options.insecure_adversary;
+        #[cfg(feature = "insecure-test-hooks")]
+        {
+            config.insecure_dealer_seed = options.insecure_dealer_seed;
+            config.insecure_adversary = options.insecure_adversary;
+        }
         std::fs::create_dir_all(&base).map_err(|source| NodeError::Io {
             what: "creating node directory",
             path: base.clone(),

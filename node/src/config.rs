@@ -53,11 +53,15 @@ pub struct NodeConfig {
     /// instead of fresh randomness, exactly as the in-memory runner does with a seed. Anyone who knows it
     /// can strip the masks from every opened value, so a node refuses nothing but logs a warning at start.
     /// It exists so that tests can show a QUIC run equals an in-memory run bit for bit.
+    /// Only in builds with the `insecure-test-hooks` feature (release builds lack it, and refuse the key).
+    #[cfg(feature = "insecure-test-hooks")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_dealer_seed: Option<u64>,
     /// TEST ONLY, off by default: when this node is the named party of a `spdz2k` job, it deviates as the
     /// protocol lab's adversary says (`veil_protocols::adversary`), so that tests can show the job aborts
     /// over QUIC too. Logged as a warning at start.
+    /// Only in builds with the `insecure-test-hooks` feature (release builds lack it, and refuse the key).
+    #[cfg(feature = "insecure-test-hooks")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_adversary: Option<veil_protocols::adversary::Adversary>,
     /// The MetaInf coordinator this node joins (`[coordinator]` section); none: the node serves only
@@ -138,6 +142,24 @@ fn default_log() -> String {
 }
 
 impl NodeConfig {
+    /// TEST ONLY: the dealer's fixed seed (`insecure_dealer_seed`); always `None` in builds without the
+    /// `insecure-test-hooks` feature.
+    pub fn test_dealer_seed(&self) -> Option<u64> {
+        #[cfg(feature = "insecure-test-hooks")]
+        return self.insecure_dealer_seed;
+        #[cfg(not(feature = "insecure-test-hooks"))]
+        None
+    }
+
+    /// TEST ONLY: the deviation this node acts out (`insecure_adversary`); always `None` in builds without
+    /// the `insecure-test-hooks` feature.
+    pub fn test_adversary(&self) -> Option<veil_protocols::adversary::Adversary> {
+        #[cfg(feature = "insecure-test-hooks")]
+        return self.insecure_adversary;
+        #[cfg(not(feature = "insecure-test-hooks"))]
+        None
+    }
+
     /// A configuration with defaults, listening on `listen`, state in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
         Self {
@@ -152,7 +174,9 @@ impl NodeConfig {
             idle_timeout_ms: default_idle_timeout(),
             io_threads: default_io_threads(),
             log: default_log(),
+            #[cfg(feature = "insecure-test-hooks")]
             insecure_dealer_seed: None,
+            #[cfg(feature = "insecure-test-hooks")]
             insecure_adversary: None,
             coordinator: None,
         }

@@ -143,18 +143,24 @@ impl DealerState {
 /// of the manifest.
 fn deal(manifest: &Manifest, seed: Option<u64>) -> Result<Dealing> {
     let started = Instant::now();
-    let program = JobProgram::of(manifest)?;
     let n = manifest.parties.len();
     let threads = std::thread::available_parallelism().map_or(1, |t| t.get());
-    if manifest.protocol == SPDZ2K {
-        return deal_spdz2k(manifest, &program, seed, threads, started);
-    }
-    let requests = program.requests(manifest);
+    // A generation job (semi2k, public weights): its steps' material, no masks.
+    let (requests, mask_shapes) = if crate::generation::is_generation(&manifest.model.workload) {
+        let job = crate::generation::GenerationJob::of(manifest)?;
+        (job.requests(), Vec::new())
+    } else {
+        let program = JobProgram::of(manifest)?;
+        if manifest.protocol == SPDZ2K {
+            return deal_spdz2k(manifest, &program, seed, threads, started);
+        }
+        (program.requests(manifest), program.mask_shapes())
+    };
     let seeds = match seed {
         Some(s) => DealtSeeds::from_master(&Seed::random_from(s), n),
         None => DealtSeeds::random(n),
     };
-    let masks = material::deal_masks(&seeds.model, &program.mask_shapes())?;
+    let masks = material::deal_masks(&seeds.model, &mask_shapes)?;
     let corrections = material::deal(&seeds.job, &requests, &masks, &RingGemm::new(threads))?;
     let bytes = material::dealer_bytes(n, corrections.len());
     tracing::info!(job = %manifest.job, parties = n, corrections = corrections.len(), "dealt");

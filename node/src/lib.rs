@@ -47,6 +47,7 @@ pub mod envelope;
 pub mod error;
 pub mod evidence;
 pub mod frame;
+pub mod generation;
 pub mod identity;
 pub mod inbox;
 pub mod jobs;

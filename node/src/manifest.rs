@@ -261,6 +261,16 @@ impl SignedManifest {
             ));
         }
         match &manifest.model.deployed {
+            // A chat model: its file pinned by the id, or the tiny shape (see `crate::generation`).
+            _ if crate::generation::is_generation(&manifest.model.workload) => {
+                if let Err(why) = crate::generation::check_spec(
+                    &manifest.model,
+                    manifest.batch,
+                    manifest.inferences,
+                ) {
+                    return bad(why);
+                }
+            }
             // A pretrained model: its architecture is its files, pinned by the id (checked when loaded).
             Some(d) if veil_engine::bert::pretrained::is_pretrained(&manifest.model.workload) => {
                 d.check_id()?;

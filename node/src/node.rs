@@ -73,19 +73,22 @@ impl Node {
             let _guard = runtime.enter();
             Peers::bind(&config, identity, allowed.clone())?
         };
-        if config.insecure_dealer_seed.is_some() {
-            tracing::warn!(
-                "insecure_dealer_seed is set: this node deals predictable material (tests only)"
-            );
+        #[cfg(feature = "insecure-test-hooks")]
+        {
+            if config.insecure_dealer_seed.is_some() {
+                tracing::warn!(
+                    "insecure_dealer_seed is set: this node deals predictable material (tests only)"
+                );
+            }
+            if let Some(a) = config.insecure_adversary {
+                tracing::warn!(
+                    deviation = a.kind.name(),
+                    party = a.party,
+                    "insecure_adversary is set: this node deviates when it is that party (tests only)"
+                );
+            }
         }
-        if let Some(a) = config.insecure_adversary {
-            tracing::warn!(
-                deviation = a.kind.name(),
-                party = a.party,
-                "insecure_adversary is set: this node deviates when it is that party (tests only)"
-            );
-        }
-        let jobs = Jobs::new(allowed, config.insecure_dealer_seed);
+        let jobs = Jobs::new(allowed, config.test_dealer_seed());
         let ready = ReadyLine {
             event: "ready".into(),
             address: peers.local_addr()?,
@@ -373,9 +376,21 @@ async fn run_party(
         timeout: shared.config.recv_timeout(),
         deal_timeout: shared.config.submit_timeout(),
         max_frame: shared.config.max_frame_bytes,
-        adversary: shared.config.insecure_adversary,
+        adversary: shared.config.test_adversary(),
     };
     let manifest = slot.manifest.manifest().clone();
+    if crate::generation::is_generation(&manifest.model.workload) {
+        return crate::generation::serve(
+            ctx,
+            manifest,
+            index,
+            arrivals,
+            run,
+            &mut stream.send,
+            &mut stream.recv,
+        )
+        .await;
+    }
     let (tx, rx) = oneshot::channel();
     let started = std::thread::Builder::new()
         .name(format!("veil-party-{index}"))
@@ -523,7 +538,7 @@ impl AssignedJob {
             timeout: self.shared.config.recv_timeout(),
             deal_timeout: self.shared.config.submit_timeout(),
             max_frame: self.shared.config.max_frame_bytes,
-            adversary: self.shared.config.insecure_adversary,
+            adversary: self.shared.config.test_adversary(),
         };
         let manifest = self.slot.manifest.manifest().clone();
         let job = manifest.job;

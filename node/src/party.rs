@@ -237,7 +237,7 @@ fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) ->
 }
 
 /// Asks the dealer for party `party`'s material.
-async fn fetch_material(
+pub(crate) async fn fetch_material(
     peers: &Peers,
     manifest: &Manifest,
     party: usize,

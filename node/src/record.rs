@@ -1,21 +1,26 @@
 //! TEST ONLY: a record of every byte a process receives, for the end-to-end privacy test.
 //!
-//! When the environment variable [`ENV`] names a directory at start, [`init`] opens
+//! When the environment variable `ENV` names a directory at start, [`init`] opens
 //! `{dir}/{role}-{pid}.rec` and from then on the process appends every application-level payload it
 //! receives: each QUIC frame a node reads (header and body), each HTTP body the coordinator receives, each
 //! HTTP response body a node or client receives, each plaintext a node opens from a sealed envelope (what it
 //! then holds), and, in a client, the encoded plaintext inputs and each party's shares (the reference the
 //! test searches for). Off by default; turning it on writes secrets to disk, so a process warns loudly.
 //!
-//! Format: records of `[kind: u8][len: u64 LE][bytes]`, kinds [`Kind`]. Invariant: with [`ENV`] unset,
+//! Format: records of `[kind: u8][len: u64 LE][bytes]`, kinds [`Kind`]. Invariant: with `ENV` unset,
 //! every function here is a no-op that allocates nothing.
+//!
+//! Only builds with the `insecure-test-hooks` feature can record (the tests enable it; release builds do
+//! not): without it [`init`] reads no environment variable and never starts recording, and the variable's
+//! name is not in the binary.
 
 use std::fs::File;
 use std::io::Write;
-use std::path::PathBuf;
+
 use std::sync::{Mutex, OnceLock};
 
 /// The environment variable that turns recording on (a directory).
+#[cfg(feature = "insecure-test-hooks")]
 pub const ENV: &str = "VEIL_INSECURE_RECORD_DIR";
 
 /// What a record holds.
@@ -34,10 +39,15 @@ pub enum Kind {
 
 static SINK: OnceLock<Option<Mutex<File>>> = OnceLock::new();
 
-/// Starts recording for a process of `role` if [`ENV`] is set (see the module doc). Idempotent.
+/// Without the `insecure-test-hooks` feature: nothing (recording never starts).
+#[cfg(not(feature = "insecure-test-hooks"))]
+pub fn init(_role: &str) {}
+
+/// Starts recording for a process of `role` if `ENV` is set (see the module doc). Idempotent.
+#[cfg(feature = "insecure-test-hooks")]
 pub fn init(role: &str) {
     SINK.get_or_init(|| {
-        let dir = PathBuf::from(std::env::var_os(ENV)?);
+        let dir = std::path::PathBuf::from(std::env::var_os(ENV)?);
         let safe: String = role
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
@@ -85,7 +95,7 @@ pub fn write(kind: Kind, parts: &[&[u8]]) {
         ok = ok && f.write_all(p).is_ok();
     }
     if !ok {
-        tracing::error!("{ENV}: a record could not be written");
+        tracing::error!("the test recorder could not write a record");
     }
 }
 

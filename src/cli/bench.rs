@@ -517,7 +517,18 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
         .max()
         .unwrap_or(0);
-    let rounds = per_inference_max(&|s| s.rounds);
+    // The rounds of the party that sends the most (the summary convention; parties differ under rep3).
+    let rounds = online
+        .iter()
+        .map(|parties| {
+            parties
+                .iter()
+                .rev()
+                .max_by_key(|s| s.bytes_sent)
+                .map_or(0, |s| s.rounds)
+        })
+        .max()
+        .unwrap_or(0);
     let dealer_bytes = report.dealer_bytes / inferences as u64;
     let dealer_ms = ms(report.dealer_elapsed) / inferences as f64;
     let preprocess_ms = report

@@ -167,7 +167,14 @@ fn run_quic(
     let exe = std::env::current_exe().context("locating the veil executable")?;
     let client_identity = Identity::generate()?;
     let mut options = ClusterOptions::new(parties, client_identity.public_key());
-    options.insecure_adversary = adversary;
+    // Nodes act out a deviation only in builds with the test hooks; a release build runs the lab's
+    // adversaries in memory (`--transport mem`) only.
+    if !options.set_test_adversary(adversary) {
+        bail!(
+            "--adversary over QUIC needs node processes built with the insecure-test-hooks feature \
+             (cargo build --release --features insecure-test-hooks); --transport mem runs it in memory"
+        );
+    }
     if adversary.is_some() {
         options.recv_timeout_ms = 3_000;
         options.log = "error".into();

@@ -9,7 +9,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use veil_node::api::{self, JobView, SubmitRequest};
 
-use super::{blocking, now_ms, with_state, Caller, HttpResult, Shared};
+use super::{blocking, now_ms, read_blob, with_state, Caller, HttpResult, Shared};
 use crate::core::{demand_for, encoder_demand_for};
 
 /// The routes of jobs.
@@ -95,7 +95,7 @@ async fn download_output(
     Path((id, party)): Path<(u64, usize)>,
 ) -> HttpResult<Vec<u8>> {
     let key = caller.key()?;
-    with_state(&s, move |c| c.download_output(&key, id, party)).await
+    read_blob(&s, move |c| c.download_output(&key, id, party)).await
 }
 
 async fn download_owner(
@@ -104,5 +104,5 @@ async fn download_owner(
     Path((id, attempt)): Path<(u64, u32)>,
 ) -> HttpResult<Vec<u8>> {
     let key = caller.key()?;
-    with_state(&s, move |c| c.download_owner(&key, id, attempt)).await
+    read_blob(&s, move |c| c.download_owner(&key, id, attempt)).await
 }

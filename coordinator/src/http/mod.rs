@@ -122,6 +122,22 @@ async fn blocking<T: Send + 'static>(
     Ok(outcome?)
 }
 
+/// Reads the blob that `name` picks (after checking the caller may read it, under the state lock), then
+/// reads it from disk outside the lock, so a large download does not hold up other requests. A blob deleted
+/// in between (its retention ended) is an error like any failed read.
+async fn read_blob(
+    state: &Shared,
+    name: impl FnOnce(&crate::core::Core) -> Result<crate::blobs::BlobKey> + Send + 'static,
+) -> HttpResult<Vec<u8>> {
+    let (key, blobs) = with_state(state, move |c| Ok((name(c)?, c.blobs().clone()))).await?;
+    blocking(move || {
+        blobs
+            .get(&key)
+            .map_err(|source| Error::Blob { key, source })
+    })
+    .await
+}
+
 /// The line `veil coordinator` prints on stdout once it listens.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReadyLine {

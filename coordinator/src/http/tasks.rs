@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use veil_node::api::TaskFailure;
 
-use super::{now_ms, with_state, Caller, HttpResult, Shared};
+use super::{now_ms, read_blob, with_state, Caller, HttpResult, Shared};
 
 /// The routes of tasks.
 pub(super) fn router(max_blob: usize) -> Router<Shared> {
@@ -69,7 +69,7 @@ async fn task_input(
     Path((id, attempt)): Path<(u64, u32)>,
 ) -> HttpResult<Vec<u8>> {
     let key = caller.key()?;
-    with_state(&s, move |c| c.task_input(&key, id, attempt)).await
+    read_blob(&s, move |c| c.task_input(&key, id, attempt)).await
 }
 
 async fn task_output(
@@ -118,7 +118,7 @@ async fn task_evidence(
     Path((id, attempt, kind, party)): Path<(u64, u32, String, usize)>,
 ) -> HttpResult<Vec<u8>> {
     let key = caller.key()?;
-    with_state(&s, move |c| {
+    read_blob(&s, move |c| {
         c.task_evidence(&key, id, attempt, &kind, party)
     })
     .await

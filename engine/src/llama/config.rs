@@ -38,6 +38,24 @@ pub struct LlamaConfig {
 }
 
 impl LlamaConfig {
+    /// The shape of the `llama-tiny` workload: 2 blocks, hidden 32, 4 query heads sharing 2 key/value heads
+    /// of 8, feed-forward 40, a 50-token vocabulary, context 64. Its weights are random from a seed
+    /// ([`super::weights::LlamaWeights::random`]): a network workload whose costs are pinned in tests.
+    pub fn tiny() -> Self {
+        LlamaConfig {
+            layers: 2,
+            hidden: 32,
+            ffn: 40,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 8,
+            rms_eps: f64::from(1e-5f32),
+            rope_theta: 10_000.0,
+            vocab: 50,
+            context: 64,
+        }
+    }
+
     /// Reads the `llama.*` metadata of `g` (the vocabulary size from the token list when
     /// `llama.vocab_size` is absent).
     pub fn from_gguf(g: &Gguf) -> Result<Self> {

@@ -17,6 +17,7 @@
 pub mod config;
 pub mod model;
 pub mod private;
+pub mod program;
 pub mod reference;
 pub mod run;
 pub mod sample;
@@ -108,6 +109,15 @@ pub enum LlamaError {
     /// The engine (burn, the protocols) failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+}
+
+impl From<LlamaError> for EngineError {
+    fn from(e: LlamaError) -> Self {
+        match e {
+            LlamaError::Engine(e) => e,
+            other => EngineError::Llama(Box::new(other)),
+        }
+    }
 }
 
 impl From<veil_protocols::ProtocolError> for LlamaError {

@@ -190,6 +190,121 @@ impl<A> CacheShare<A> {
     }
 }
 
+/// The public shape of a private Llama's steps, without its weights: what a dealer needs to derive the
+/// material of a step (or of a whole generation job) from the model's configuration alone.
+#[derive(Debug, Clone)]
+pub struct StepShape {
+    /// The architecture.
+    pub config: LlamaConfig,
+    /// The approximations.
+    pub pcfg: PrivateConfig,
+}
+
+impl StepShape {
+    fn norm_requests(&self, spec: &NormSpec, rows: usize) -> Vec<Request> {
+        let (d, f) = (self.config.hidden, self.pcfg.fixed_point.frac_bits());
+        let mut out = Vec::new();
+        if spec.prescale_bits > 0 {
+            out.push(Request::Trunc {
+                len: rows * d,
+                frac_bits: f,
+            });
+        }
+        out.push(Request::Triples { len: rows * d });
+        out.push(Request::Trunc {
+            len: rows * d,
+            frac_bits: f,
+        });
+        out.push(Request::Trunc {
+            len: rows,
+            frac_bits: f,
+        });
+        out.extend(spec.rsqrt.rsqrt_requests(rows, f));
+        out.push(Request::Triples { len: rows * d });
+        out.push(Request::Trunc {
+            len: rows * d,
+            frac_bits: f,
+        });
+        out
+    }
+
+    /// The dealer material of one [`PrivateLlama::step`] of `len` positions after `start` cached ones, returning
+    /// the logits of the last `logits_rows` positions.
+    pub fn requests(&self, start: usize, len: usize, logits_rows: usize) -> Vec<Request> {
+        let c = &self.config;
+        let (d, ff, kv, hd, heads) = (c.hidden, c.ffn, c.kv_width(), c.head_dim, c.heads);
+        let f = self.pcfg.fixed_point.frac_bits();
+        let total = start + len;
+        let group = c.group();
+        let trunc = |n| Request::Trunc {
+            len: n,
+            frac_bits: f,
+        };
+        let mut out = Vec::new();
+        for i in 0..c.layers {
+            let spec = if i == 0 {
+                self.pcfg.first_norm
+            } else {
+                self.pcfg.norm
+            };
+            out.extend(self.norm_requests(&spec, len));
+            out.push(trunc(len * (d + 2 * kv)));
+            out.push(trunc(len * (d + kv)));
+            out.extend((0..c.kv_heads).map(|_| Request::MatTriple {
+                m: group * len,
+                k: hd,
+                n: total,
+            }));
+            out.push(trunc(heads * len * total));
+            out.extend(softmax_fast_requests(
+                &self.pcfg.softmax,
+                heads * len,
+                total,
+                f,
+            ));
+            out.extend((0..c.kv_heads).map(|_| Request::MatTriple {
+                m: group * len,
+                k: total,
+                n: hd,
+            }));
+            out.push(trunc(len * d));
+            out.push(trunc(len * d));
+            out.extend(self.norm_requests(&spec, len));
+            out.push(trunc(len * 2 * ff));
+            out.extend(self.pcfg.silu.scaled_requests(len * ff, f));
+            out.push(trunc(len * ff));
+            out.push(Request::Triples { len: len * ff });
+            out.push(trunc(len * ff));
+            out.push(trunc(len * d));
+        }
+        out.extend(self.norm_requests(&self.pcfg.norm, logits_rows));
+        out
+    }
+
+    /// The dealer material of a generation job, in the order its steps consume it: a prompt of
+    /// `prompt_len` positions prefilled in steps of at most `chunk` positions, each returning the logits of
+    /// every position it runs, then `decode_steps` steps of one position each over the growing cache.
+    pub fn generation_requests(
+        &self,
+        prompt_len: usize,
+        decode_steps: usize,
+        chunk: usize,
+    ) -> Vec<Request> {
+        let chunk = chunk.max(1);
+        let mut out = Vec::new();
+        let mut start = 0;
+        while start < prompt_len {
+            let len = chunk.min(prompt_len - start);
+            out.extend(self.requests(start, len, len));
+            start += len;
+        }
+        for k in 0..decode_steps {
+            out.extend(self.requests(prompt_len + k, 1, 1));
+        }
+        out
+    }
+}
+
 impl PrivateLlama {
     /// Prepares `w` (its weights become public fixed-point constants of the computation).
     pub fn new(w: &LlamaWeights, pcfg: PrivateConfig) -> Result<Self> {
@@ -289,84 +404,18 @@ impl PrivateLlama {
         }
     }
 
-    fn norm_requests(&self, spec: &NormSpec, rows: usize) -> Vec<Request> {
-        let (d, f) = (self.config.hidden, self.pcfg.fixed_point.frac_bits());
-        let mut out = Vec::new();
-        if spec.prescale_bits > 0 {
-            out.push(Request::Trunc {
-                len: rows * d,
-                frac_bits: f,
-            });
+    /// The public shape of this model's steps (what the dealer derives their material from).
+    pub fn shape(&self) -> StepShape {
+        StepShape {
+            config: self.config.clone(),
+            pcfg: self.pcfg.clone(),
         }
-        out.push(Request::Triples { len: rows * d });
-        out.push(Request::Trunc {
-            len: rows * d,
-            frac_bits: f,
-        });
-        out.push(Request::Trunc {
-            len: rows,
-            frac_bits: f,
-        });
-        out.extend(spec.rsqrt.rsqrt_requests(rows, f));
-        out.push(Request::Triples { len: rows * d });
-        out.push(Request::Trunc {
-            len: rows * d,
-            frac_bits: f,
-        });
-        out
     }
 
     /// The dealer material of one [`Self::step`] of `len` positions after `start` cached ones, returning
-    /// the logits of the last `logits_rows` positions.
+    /// the logits of the last `logits_rows` positions (see [`StepShape::requests`]).
     pub fn requests(&self, start: usize, len: usize, logits_rows: usize) -> Vec<Request> {
-        let c = &self.config;
-        let (d, ff, kv, hd, heads) = (c.hidden, c.ffn, c.kv_width(), c.head_dim, c.heads);
-        let f = self.pcfg.fixed_point.frac_bits();
-        let total = start + len;
-        let group = c.group();
-        let trunc = |n| Request::Trunc {
-            len: n,
-            frac_bits: f,
-        };
-        let mut out = Vec::new();
-        for i in 0..c.layers {
-            let spec = if i == 0 {
-                self.pcfg.first_norm
-            } else {
-                self.pcfg.norm
-            };
-            out.extend(self.norm_requests(&spec, len));
-            out.push(trunc(len * (d + 2 * kv)));
-            out.push(trunc(len * (d + kv)));
-            out.extend((0..c.kv_heads).map(|_| Request::MatTriple {
-                m: group * len,
-                k: hd,
-                n: total,
-            }));
-            out.push(trunc(heads * len * total));
-            out.extend(softmax_fast_requests(
-                &self.pcfg.softmax,
-                heads * len,
-                total,
-                f,
-            ));
-            out.extend((0..c.kv_heads).map(|_| Request::MatTriple {
-                m: group * len,
-                k: total,
-                n: hd,
-            }));
-            out.push(trunc(len * d));
-            out.push(trunc(len * d));
-            out.extend(self.norm_requests(&spec, len));
-            out.push(trunc(len * 2 * ff));
-            out.extend(self.pcfg.silu.scaled_requests(len * ff, f));
-            out.push(trunc(len * ff));
-            out.push(Request::Triples { len: len * ff });
-            out.push(trunc(len * ff));
-            out.push(trunc(len * d));
-        }
-        out.extend(self.norm_requests(&self.pcfg.norm, logits_rows));
-        out
+        self.shape().requests(start, len, logits_rows)
     }
 
     /// RMSNorm without its gain: `x 2^-p rsqrt(mean((x 2^-p)^2) + eps 2^-2p)` for `rows` rows.

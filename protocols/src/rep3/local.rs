@@ -1,5 +1,5 @@
-//! Runs a `rep3` committee in one process: three parties on threads over the in-memory mesh (behind the
-//! committee's link if it has one). No dealer: each party samples its PRF key and the parties agree on them first.
+//! Runs a `rep3` committee in one process: three parties on threads over the in-memory mesh (shaped if the
+//! committee says so). No dealer: each party samples its PRF key and the parties agree on them first.
 
 use crate::error::{ProtocolError, Result};
 use crate::mem_net::MemNet;

@@ -159,7 +159,18 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
         .max()
         .unwrap_or(0);
-    let rounds = per_inference_max(&|s| s.rounds);
+    // The rounds of the party that sends the most (the summary convention; parties differ under rep3).
+    let rounds = online
+        .iter()
+        .map(|parties| {
+            parties
+                .iter()
+                .rev()
+                .max_by_key(|s| s.bytes_sent)
+                .map_or(0, |s| s.rounds)
+        })
+        .max()
+        .unwrap_or(0);
     let dealer_bytes = median(measured.iter().map(|r| r.dealer_bytes as f64).collect()) as u64;
     let dealer_ms = median(measured.iter().map(|r| ms(r.dealer_elapsed)).collect());
     let compute_ms = (latency_ms - wait_ms).max(0.0);
