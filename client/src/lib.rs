@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use veil_engine::bert::private::PrivateBert;
 use veil_engine::local::deal_weights;
 use veil_engine::model_file::ModelFile;
 use veil_engine::{Model, Plan, WeightMode};
@@ -34,6 +35,7 @@ use veil_node::wire::{
     AuthWords, Bytes, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words,
 };
 use veil_node::PublicKey;
+use veil_protocols::ring::FixedPoint;
 use veil_protocols::share::{reconstruct, share};
 
 use veil_node::api::{
@@ -170,6 +172,29 @@ impl Client {
             parties,
             frac_bits,
             protocol: protocol.to_string(),
+            pretrained: None,
+        };
+        Ok(self.api.post_json(api::MODELS, &request)?)
+    }
+
+    /// Deploys pretrained encoder `name` (public weights) under model `id`, the hash of its files
+    /// (`veil_engine::bert::pretrained::model_id`): every party checks its own copy against it.
+    pub fn deploy_pretrained(
+        &self,
+        name: &str,
+        id: &str,
+        parties: u8,
+        frac_bits: u32,
+        protocol: &str,
+    ) -> Result<ModelView> {
+        let request = DeployRequest {
+            id: id.to_string(),
+            architecture: String::new(),
+            weights: weight_name(WeightMode::Public).into(),
+            parties,
+            frac_bits,
+            protocol: protocol.to_string(),
+            pretrained: Some(name.to_string()),
         };
         Ok(self.api.post_json(api::MODELS, &request)?)
     }
@@ -180,7 +205,7 @@ impl Client {
     #[allow(clippy::too_many_arguments)]
     pub fn run_job(
         &self,
-        mut request: SubmitRequest,
+        request: SubmitRequest,
         model: &Model,
         plan: &Plan,
         inputs: &[Vec<f32>],
@@ -201,6 +226,66 @@ impl Client {
             model.check_input(x, batch)?;
             encoded.push(fp.encode(x)?);
         }
+        self.run_encoded(
+            request,
+            Program::Plan(plan),
+            &encoded,
+            fp,
+            timeout,
+            &mut progress,
+        )
+    }
+
+    /// Embeds `sequences` (token ids, all of one length: the request's `batch`; one inference each) with
+    /// the deployed pretrained encoder the request names: this client looks the tokens up in `model`'s
+    /// public tables and secret-shares the vectors (semi2k) or publishes them under the dealer's masks
+    /// (spdz2k, receipt checked) for whichever committee the coordinator picks, and returns the
+    /// L2-normalised embeddings. The parties load the encoder's files themselves, checked against the id.
+    pub fn run_embed(
+        &self,
+        request: SubmitRequest,
+        model: &PrivateBert,
+        sequences: &[Vec<u32>],
+        timeout: Duration,
+        mut progress: impl FnMut(&JobView),
+    ) -> Result<Finished> {
+        ensure!(
+            sequences.len() == request.inferences as usize,
+            "{} sequences for {} inferences",
+            sequences.len(),
+            request.inferences
+        );
+        ensure!(
+            sequences.iter().all(|s| s.len() == request.batch as usize),
+            "every sequence of one job must have the request's {} tokens",
+            request.batch
+        );
+        let encoded: Vec<Vec<u64>> = sequences
+            .iter()
+            .map(|ids| model.client_input(ids))
+            .collect::<std::result::Result<_, _>>()?;
+        self.run_encoded(
+            request,
+            Program::Encoder,
+            &encoded,
+            model.config().fixed_point,
+            timeout,
+            &mut progress,
+        )
+    }
+
+    /// Runs `encoded` (checked, fixed-point inputs, one per inference) through the committees of
+    /// `request`'s attempts and opens the outputs.
+    fn run_encoded(
+        &self,
+        mut request: SubmitRequest,
+        program: Program<'_>,
+        encoded: &[Vec<u64>],
+        fp: FixedPoint,
+        timeout: Duration,
+        progress: &mut dyn FnMut(&JobView),
+    ) -> Result<Finished> {
+        let inferences = encoded.len();
         request.output_key = Some(self.output_key().to_string());
         let submitted: JobView = self.api.post_json(api::JOBS, &request)?;
         let id = submitted.id;
@@ -232,12 +317,22 @@ impl Client {
                             .as_ref()
                             .context("scheduled without committee")?;
                         let keys = attested_keys(&manifest, committee)?;
-                        let runs = if spdz2k {
-                            let run = run_id_of(&view)?;
-                            let owner = self.owner_material(id, view.attempt, &manifest, &run)?;
-                            published_runs(plan, &manifest, &encoded, &owner)?
-                        } else {
-                            shared_runs(plan, &manifest, &encoded)?
+                        let runs = match (spdz2k, program) {
+                            (true, _) => {
+                                let run = run_id_of(&view)?;
+                                let owner =
+                                    self.owner_material(id, view.attempt, &manifest, &run)?;
+                                match program {
+                                    Program::Plan(plan) => {
+                                        published_runs(plan, &manifest, encoded, &owner)?
+                                    }
+                                    Program::Encoder => {
+                                        published_encoder_runs(&manifest, encoded, &owner)?
+                                    }
+                                }
+                            }
+                            (false, Program::Plan(plan)) => shared_runs(plan, &manifest, encoded)?,
+                            (false, Program::Encoder) => shared_encoder_runs(&manifest, encoded)?,
                         };
                         let mut blobs = seal_runs(&manifest, &keys, runs)?;
                         if let Some(t) = &self.tamper {
@@ -270,7 +365,7 @@ impl Client {
                 "done" => {
                     let manifest = self.checked_manifest(&view, &request)?;
                     let run = run_id_of(&view)?;
-                    let (blobs, reports) = self.fetch_outputs(id, &manifest, &run, inputs.len())?;
+                    let (blobs, reports) = self.fetch_outputs(id, &manifest, &run, inferences)?;
                     let (outputs, receipt) = if request.protocol == SPDZ2K {
                         let uploaded = pending
                             .as_ref()
@@ -285,11 +380,11 @@ impl Client {
                         let key = veil_node::wire::output_key(&reports)
                             .context("a party released no MAC key share")?;
                         (
-                            open_authenticated(&reports, key, plan, inputs.len())?,
+                            open_authenticated(&reports, key, fp, inferences)?,
                             Some(receipt),
                         )
                     } else {
-                        (reconstruct_outputs(&reports, plan, inputs.len())?, None)
+                        (reconstruct_outputs(&reports, fp, inferences)?, None)
                     };
                     return Ok(Finished {
                         job: view,
@@ -491,7 +586,11 @@ impl Client {
                 }
             } else {
                 let (_, reports) = self.fetch_outputs(*id, &manifest, &run, inputs.len())?;
-                last = Some(reconstruct_outputs(&reports, &plans[k], inputs.len())?);
+                last = Some(reconstruct_outputs(
+                    &reports,
+                    plans[k].fixed_point,
+                    inputs.len(),
+                )?);
             }
         }
         Ok(StagedFinished {
@@ -735,13 +834,62 @@ fn published_runs(
     Ok(vec![run; manifest.parties.len()])
 }
 
+/// semi2k, pretrained encoder: each party's additive shares of the looked-up vectors; no weights (the
+/// parties load the public encoder themselves).
+fn shared_encoder_runs(manifest: &Manifest, encoded: &[Vec<u64>]) -> Result<Vec<RunRequest>> {
+    let parties = manifest.parties.len();
+    let mut rng = StdRng::from_os_rng();
+    let mut input_shares: Vec<Vec<Words>> = (0..parties).map(|_| Vec::new()).collect();
+    for x in encoded {
+        for (i, s) in share(x, parties, &mut rng)?.into_iter().enumerate() {
+            input_shares[i].push(Words(s));
+        }
+    }
+    Ok(input_shares
+        .into_iter()
+        .map(|inputs| RunRequest::new(manifest.job, Vec::new(), inputs))
+        .collect())
+}
+
+/// spdz2k, pretrained encoder: `x - r` against the dealer's input masks `r`, the same for every party.
+fn published_encoder_runs(
+    manifest: &Manifest,
+    encoded: &[Vec<u64>],
+    owner: &OwnerMaterial,
+) -> Result<Vec<RunRequest>> {
+    ensure!(
+        owner.masks.len() == encoded.len()
+            && owner
+                .masks
+                .iter()
+                .zip(encoded)
+                .all(|(m, x)| m.0.len() == x.len()),
+        "the dealer's input masks do not match the sequences"
+    );
+    let published = encoded
+        .iter()
+        .zip(&owner.masks)
+        .map(|(x, r)| Words(veil_protocols::ring::sub(x, &r.0)))
+        .collect();
+    let run = RunRequest::new(manifest.job, Vec::new(), published);
+    Ok(vec![run; manifest.parties.len()])
+}
+
+/// What a job's committee runs, as far as the client prepares its inputs.
+#[derive(Clone, Copy)]
+enum Program<'a> {
+    /// A compiled plan: the client deals (or seals) its weights.
+    Plan(&'a Plan),
+    /// A pretrained encoder the parties load themselves: inputs only.
+    Encoder,
+}
+
 /// semi2k: the outputs reconstructed from the parties' additive shares.
 fn reconstruct_outputs(
     reports: &[PartyReport],
-    plan: &Plan,
+    fp: FixedPoint,
     inferences: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let fp = plan.fixed_point;
     let mut outputs = Vec::with_capacity(inferences);
     for k in 0..inferences {
         let shares: Vec<Vec<u64>> = reports.iter().map(|r| r.outputs[k].0.clone()).collect();
@@ -759,10 +907,9 @@ fn reconstruct_outputs(
 fn open_authenticated(
     reports: &[PartyReport],
     key: u128,
-    plan: &Plan,
+    fp: FixedPoint,
     inferences: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let fp = plan.fixed_point;
     let mut outputs = Vec::with_capacity(inferences);
     for k in 0..inferences {
         let shares = reports

@@ -352,6 +352,11 @@ pub struct DeployRequest {
     /// The protocol of its jobs: `semi2k`, or `spdz2k` (MAC-checked, with a signed receipt).
     #[serde(default = "default_protocol")]
     pub protocol: String,
+    /// A pretrained encoder (one of `veil_engine::bert::pretrained::NAMES`): every party loads its files
+    /// itself and checks them against `id` (the hash of name, config and weights). Then `architecture` is
+    /// empty and the weights are public.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pretrained: Option<String>,
 }
 
 /// A deployed model as the coordinator lists it.

@@ -26,7 +26,8 @@ const MAX_ROWS: usize = 10_000;
 /// Arguments of `veil deploy`.
 #[derive(Args, Debug)]
 pub struct DeployArgs {
-    /// The model file (veil safetensors with its architecture, or a burn record; see models/README.md).
+    /// The model file (veil safetensors with its architecture, or a burn record; see models/README.md), or
+    /// the name of a fetched pretrained encoder (`all-minilm-l6-v2`: public weights, id = hash of its files).
     #[arg(long)]
     pub model: PathBuf,
     /// `shared`: the weights are secret-shared too (nobody but the owner sees them); `public`.
@@ -101,6 +102,13 @@ fn weight_mode(s: &str) -> Result<WeightMode> {
 pub fn deploy(mut args: DeployArgs) -> Result<()> {
     if args.protocol != "semi2k" && args.protocol != "spdz2k" {
         bail!("--protocol {:?}: use semi2k or spdz2k", args.protocol);
+    }
+    if let Some(name) = args
+        .model
+        .to_str()
+        .filter(|n| veil_engine::bert::pretrained::is_pretrained(n))
+    {
+        return super::embed_job::deploy_pretrained(name, &args);
     }
     let mode = weight_mode(&args.weights)?;
     let device = burn::tensor::Device::flex();

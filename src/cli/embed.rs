@@ -25,24 +25,42 @@ use veil_protocols::ring::FixedPoint;
 /// `veil embed`
 #[derive(Args)]
 pub struct EmbedArgs {
-    /// The text to embed.
-    text: String,
+    /// The texts to embed (one, unless `--coordinator` is given).
+    pub(super) texts: Vec<String>,
+    /// A file of texts to embed, one per line (with `--coordinator`).
+    #[arg(long)]
+    pub(super) input: Option<PathBuf>,
+    /// Embed on a committee chosen by this coordinator (host:port) instead of in this process.
+    #[arg(long, requires = "coordinator_key")]
+    pub(super) coordinator: Option<String>,
+    /// The coordinator's public key (hex), pinned.
+    #[arg(long)]
+    pub(super) coordinator_key: Option<veil_node::PublicKey>,
+    /// Data directory of the client's identity (as for `veil deploy` and `veil infer`).
+    #[arg(long)]
+    pub(super) identity: Option<PathBuf>,
+    /// With `--coordinator`: compute the plaintext embeddings too and print their cosines.
+    #[arg(long)]
+    pub(super) check: bool,
+    /// With `--coordinator`: give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub(super) timeout_s: u64,
     /// Compute with burn alone, in the clear.
     #[arg(long)]
-    plaintext: bool,
+    pub(super) plaintext: bool,
     /// Print one JSON object: {"embedding": [...], "tokens": N, "ms": T, "mode": "private" or "plaintext",
     /// and for the private path protocol, parties, cosine, bytes_per_party, rounds, dealer_bytes}.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
     /// The model directory (`veil models fetch all-minilm-l6-v2` puts it there).
     #[arg(long, default_value = "models/all-minilm-l6-v2")]
-    model: PathBuf,
+    pub(super) model: PathBuf,
     /// Protocol of the private path: semi2k or spdz2k.
     #[arg(long, default_value = "semi2k")]
-    protocol: String,
+    pub(super) protocol: String,
     /// Execution parties of the local demo network (at least 2).
     #[arg(long, default_value_t = 3)]
-    parties: usize,
+    pub(super) parties: usize,
 }
 
 /// Runs `veil embed`.
@@ -56,6 +74,12 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     let device = burn::tensor::Device::flex();
     let encoder = SentenceEncoder::load(&args.model, &device)
         .with_context(|| format!("loading {}", args.model.display()))?;
+    if let Some(coordinator) = args.coordinator.clone() {
+        return super::embed_job::run(&args, coordinator, &encoder);
+    }
+    if args.input.is_some() || args.texts.len() != 1 {
+        bail!("without --coordinator, veil embed takes exactly one text");
+    }
     if args.plaintext {
         return plaintext(&args, &encoder);
     }
@@ -65,7 +89,7 @@ pub fn run(args: EmbedArgs) -> Result<()> {
     if args.parties < 2 {
         bail!("--parties must be at least 2");
     }
-    let ids = encoder.tokenizer.ids(&args.text)?;
+    let ids = encoder.tokenizer.ids(&args.texts[0])?;
     let model = PrivateBert::new(&encoder.bert, PrivateConfig::new(FixedPoint::default())?)?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut options = LocalOptions::new(
@@ -138,7 +162,7 @@ fn head(embedding: &[f32]) -> String {
 
 fn plaintext(args: &EmbedArgs, encoder: &SentenceEncoder) -> Result<()> {
     let started = Instant::now();
-    let ids = encoder.tokenizer.ids(&args.text)?;
+    let ids = encoder.tokenizer.ids(&args.texts[0])?;
     let embedding = encoder.bert.embed(&ids)?;
     let ms = started.elapsed().as_secs_f64() * 1e3;
     if args.json {

@@ -7,6 +7,7 @@ pub mod coordinator;
 pub mod demo;
 pub mod devnet;
 pub mod embed;
+pub mod embed_job;
 pub mod jobs;
 pub mod local;
 pub mod models;

@@ -61,7 +61,10 @@ use crate::store::Snapshot;
 
 pub use admission::AdmissionError;
 pub use nodes::MAX_NAME_BYTES;
-pub use submission::{check_deployment, demand_for, stages_of, MAX_INFERENCES, MAX_PARTIES};
+pub use submission::{
+    check_deployment, check_pretrained, demand_for, encoder_demand_for, stages_of, MAX_INFERENCES,
+    MAX_PARTIES,
+};
 pub use verification::MacRecheck;
 
 /// Kinds of named records the core keeps (`{kind}/{name}`): receipts and deployed models.

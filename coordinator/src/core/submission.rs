@@ -64,8 +64,12 @@ pub(super) fn weight_mode(s: &str) -> Result<WeightMode> {
 /// Checks a deployment: the id's form, the architecture (bounded, parses, builds), weights, parties and
 /// fixed point. Returns the parsed architecture.
 pub fn check_deployment(req: &DeployRequest) -> Result<Architecture> {
-    if req.id.len() != 64 || !req.id.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(Error::malformed("model id", "not 64 hex digits"));
+    check_model_id(&req.id)?;
+    if req.pretrained.is_some() {
+        return Err(Error::malformed(
+            "pretrained",
+            "a pretrained deployment carries no architecture",
+        ));
     }
     if req.architecture.len() > MAX_ARCHITECTURE_BYTES {
         return Err(Error::TooLong {
@@ -83,6 +87,120 @@ pub fn check_deployment(req: &DeployRequest) -> Result<Architecture> {
     veil_engine::model_file::layer_shapes(&architecture)
         .map_err(|e| Error::malformed("architecture", e))?;
     Ok(architecture)
+}
+
+fn check_model_id(id: &str) -> Result<()> {
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::malformed("model id", "not 64 hex digits"));
+    }
+    Ok(())
+}
+
+/// Checks the deployment of a pretrained encoder: a known name (bounded), an id of 64 hex digits (the hash
+/// of name, config and weights: every party checks its own files against it when a job runs), no
+/// architecture, public weights, parties, protocol and fixed point. Returns the name.
+pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
+    let name = req
+        .pretrained
+        .as_deref()
+        .ok_or_else(|| Error::malformed("pretrained", "missing"))?;
+    if !veil_engine::bert::pretrained::is_pretrained(name) {
+        return Err(Error::Unsupported {
+            field: "pretrained",
+            value: name.chars().take(32).collect(),
+            expected: "all-minilm-l6-v2",
+        });
+    }
+    check_model_id(&req.id)?;
+    if !req.architecture.is_empty() {
+        return Err(Error::malformed(
+            "architecture",
+            "a pretrained model's architecture is its files",
+        ));
+    }
+    if weight_mode(&req.weights)? != WeightMode::Public {
+        return Err(Error::malformed(
+            "weights",
+            "a pretrained model's weights are public",
+        ));
+    }
+    check_parties(req.parties)?;
+    check_protocol(&req.protocol)?;
+    veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| Error::malformed("frac_bits", e))?;
+    Ok(name)
+}
+
+/// Weights of all-MiniLM-L6-v2's encoder layers (6 layers of 4 x 384 x 384 + 2 x 384 x 1536 weights):
+/// what a party holds and multiplies, for the demand estimate of an embedding job.
+const ENCODER_WEIGHTS: u64 = 6 * (4 * 384 * 384 + 2 * 384 * 1536);
+/// Rounds of one embedding (all-MiniLM-L6-v2, semi2k), about: for the demand estimate only.
+const ENCODER_ROUNDS: u32 = 1_000;
+
+/// Checks an embedding job on pretrained encoder `name` and estimates its demand: each party holds the
+/// public weights encoded (8 bytes each) plus 64 MiB of activations; computes 2 ring operations per weight
+/// per token; sends about 4 KiB per token per layer. Estimates, for selection and load accounting only.
+pub fn encoder_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDemand> {
+    if req.shaping.is_some() {
+        return Err(Error::LabOnly { field: "shaping" });
+    }
+    if req.threads.is_some() {
+        return Err(Error::LabOnly { field: "threads" });
+    }
+    if req.workload != name {
+        return Err(Error::malformed(
+            "workload",
+            "not the deployed encoder's name",
+        ));
+    }
+    if req.stage.is_some() {
+        return Err(Error::malformed(
+            "stage",
+            "an encoder job runs in one stage",
+        ));
+    }
+    if weight_mode(&req.weights)? != WeightMode::Public {
+        return Err(Error::malformed(
+            "weights",
+            "an encoder's weights are public",
+        ));
+    }
+    check_parties(req.parties)?;
+    // The batch is the token count of every sequence (BERT's 512 positions at most).
+    check_range("batch", req.batch.into(), 1, 512)?;
+    check_range(
+        "inferences",
+        req.inferences.into(),
+        1,
+        MAX_INFERENCES.into(),
+    )?;
+    veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| Error::malformed("frac_bits", e))?;
+    check_protocol(&req.protocol)?;
+    if let Some(k) = &req.output_key {
+        k.parse::<SealingKey>()
+            .map_err(|e| Error::malformed("output_key", e))?;
+    }
+    let tokens = u64::from(req.batch) * u64::from(req.inferences);
+    Ok(JobDemand {
+        parties: req.parties,
+        party: RoleDemand {
+            memory_bytes: 8 * ENCODER_WEIGHTS + (64 << 20),
+            ops: 2 * ENCODER_WEIGHTS * tokens,
+            bytes: (4 << 10) * 6 * tokens,
+        },
+        dealer: RoleDemand {
+            memory_bytes: 64 << 20,
+            ops: ENCODER_WEIGHTS * tokens,
+            bytes: (4 << 10) * 6 * tokens * u64::from(req.parties),
+        },
+        verifier: RoleDemand {
+            memory_bytes: 16 << 20,
+            ops: 0,
+            bytes: 0,
+        },
+        rounds: ENCODER_ROUNDS.saturating_mul(req.inferences),
+    })
 }
 
 /// The split of model `id` with `architecture` into stages of at most `max_stage_memory_bytes` per party
@@ -233,7 +351,10 @@ impl Core {
         req: DeployRequest,
         now: Millis,
     ) -> Result<ModelView> {
-        let architecture = check_deployment(&req)?;
+        let name = match &req.pretrained {
+            Some(_) => check_pretrained(&req)?.to_string(),
+            None => check_deployment(&req)?.name,
+        };
         if let Some(old) = self.models.get(&req.id) {
             if old.owner != owner.to_string() {
                 return Err(Error::ModelOwnedByOther { model: req.id });
@@ -241,7 +362,7 @@ impl Core {
         }
         let view = ModelView {
             id: req.id.clone(),
-            name: architecture.name.clone(),
+            name,
             deployment: req,
             owner: owner.to_string(),
             deployed_at_ms: now,
@@ -261,6 +382,21 @@ impl Core {
         let m = self.models.get(id).ok_or_else(|| Error::UnknownModel {
             model: id.to_string(),
         })?;
+        if m.deployment.pretrained.is_some() {
+            if req.stage.is_some() {
+                return Err(Error::malformed(
+                    "stage",
+                    "an encoder job runs in one stage",
+                ));
+            }
+            // Its architecture is its files: every party loads them and checks them against the id.
+            return Ok(DeployedModel {
+                id: m.id.clone(),
+                architecture: String::new(),
+                handoff: None,
+                senders: 0,
+            });
+        }
         let Some(stage) = &req.stage else {
             return Ok(DeployedModel {
                 id: m.id.clone(),
@@ -311,6 +447,17 @@ impl Core {
             handoff,
             senders: stage.senders,
         })
+    }
+
+    /// The pretrained encoder a job runs, if its model is one.
+    pub fn job_encoder(&self, req: &SubmitRequest) -> Result<Option<String>> {
+        let Some(id) = req.model.as_deref() else {
+            return Ok(None);
+        };
+        let m = self.models.get(id).ok_or_else(|| Error::UnknownModel {
+            model: id.to_string(),
+        })?;
+        Ok(m.deployment.pretrained.clone())
     }
 
     /// The architecture a job on a deployed model runs: the model's, or its stage's.

@@ -10,7 +10,7 @@ use axum::{Extension, Json, Router};
 use veil_node::api::{self, JobView, SubmitRequest};
 
 use super::{blocking, now_ms, read_blob, with_state, Caller, HttpResult, Shared};
-use crate::core::demand_for;
+use crate::core::{demand_for, encoder_demand_for};
 
 /// The routes of jobs.
 pub(super) fn router(max_blob: usize) -> Router<Shared> {
@@ -40,6 +40,13 @@ async fn submit(
 ) -> HttpResult<Json<JobView>> {
     let key = caller.key()?;
     let check = req.clone();
+    let r = req.clone();
+    if let Some(name) = with_state(&s, move |c| c.job_encoder(&r)).await? {
+        let demand = encoder_demand_for(&check, &name)?;
+        return with_state(&s, move |c| c.submit(&key, req, demand, now_ms()))
+            .await
+            .map(Json);
+    }
     let architecture = match req.model.is_some() {
         true => {
             let r = req.clone();
