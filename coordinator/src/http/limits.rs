@@ -18,6 +18,8 @@ use axum::Json;
 use tokio::sync::Semaphore;
 use veil_node::api::ErrorBody;
 
+use super::drain::DrainOnDrop;
+
 use super::Caller;
 use crate::config::{EdgeLimits, Rate};
 
@@ -247,8 +249,10 @@ fn refuse(status: StatusCode, error: String) -> Response {
     response
 }
 
-/// The middleware: rates, then the concurrency cap, then the request's timeout.
+/// The middleware: rates, then the concurrency cap, then the request's timeout. Every body is wrapped in
+/// [`DrainOnDrop`] first, so a refusal given before the body is read still reaches the client.
 pub(super) async fn enforce(edge: Arc<Edge>, req: Request, next: Next) -> Response {
+    let req = req.map(|body| axum::body::Body::new(DrainOnDrop::new(body)));
     let address = req
         .extensions()
         .get::<Peer>()

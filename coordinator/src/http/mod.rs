@@ -6,6 +6,7 @@
 //! Invariant: every state change runs on a blocking thread under the one state lock, and is committed to
 //! the store before the reply leaves (see [`Coordinator`]).
 
+mod drain;
 mod jobs;
 pub mod limits;
 mod models;
