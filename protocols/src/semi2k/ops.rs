@@ -8,6 +8,7 @@ use crate::approx::newton::{NewtonConfig, NewtonOps};
 use crate::approx::piecewise::{Piecewise, PiecewiseOps};
 use crate::approx::pooling::{Affine, PoolingOps};
 use crate::approx::rows::{LayerNormConfig, RowOps, SoftmaxConfig, SoftmaxFastConfig};
+use crate::approx::silu::{SiluEven, SiluOps};
 use crate::domain::Domain;
 use crate::error::Result;
 use crate::gemm::Gemm;
@@ -157,6 +158,14 @@ impl<N: Net, D: Domain> Party<N, D> {
     /// See [`GeluOps::gelu_even_scaled`].
     pub fn gelu_even_scaled(&mut self, y: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
         <Self as GeluOps>::gelu_even_scaled(self, y, approx)
+    }
+    /// See [`SiluOps::silu_even`].
+    pub fn silu_even(&mut self, x: &D::Arith, approx: &SiluEven) -> Result<D::Arith> {
+        <Self as SiluOps>::silu_even(self, x, approx)
+    }
+    /// See [`SiluOps::silu_even_scaled`].
+    pub fn silu_even_scaled(&mut self, y: &D::Arith, approx: &SiluEven) -> Result<D::Arith> {
+        <Self as SiluOps>::silu_even_scaled(self, y, approx)
     }
     /// See [`NewtonOps::reciprocal`].
     pub fn reciprocal(&mut self, x: &D::Arith, cfg: &NewtonConfig) -> Result<D::Arith> {
