@@ -19,7 +19,7 @@ use crate::ops::{MpcOps, SignSelect, WeightOps};
 use crate::ring::FixedPoint;
 
 use super::sign::SignJob;
-use super::{FixedWeight, Party, Pool2d};
+use super::{FixedWeight, Party};
 
 impl<N: Net, D: Domain> MpcOps for Party<N, D> {
     type Share = D::Arith;
@@ -111,15 +111,6 @@ impl<N: Net, D: Domain> MpcOps for Party<N, D> {
     }
     fn drelu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         Party::drelu(self, z)
-    }
-    fn max(&mut self, a: &D::Arith, b: &D::Arith) -> Result<D::Arith> {
-        Party::max(self, a, b)
-    }
-    fn max_pool2d(&mut self, x: &D::Arith, batch: usize, pool: &Pool2d) -> Result<D::Arith> {
-        Party::max_pool2d(self, x, batch, pool)
-    }
-    fn argmax(&mut self, x: &D::Arith, rows: usize, cols: usize) -> Result<D::Arith> {
-        Party::argmax(self, x, rows, cols)
     }
 }
 
