@@ -422,6 +422,26 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                     );
                 }
             };
+            let generation = crate::generation::is_generation(&manifest.model.workload);
+            let outcome = if generation {
+                // A generation job: the sealed input is the ticket naming the client that drives the
+                // turn on its own stream to this party (`crate::generation`).
+                let ticket = postcard::from_bytes::<crate::generation::GenerationTicket>(&plain);
+                drop(plain);
+                let ticket = match ticket {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return send_failure(
+                            shared,
+                            t,
+                            flags,
+                            format!("party {index} refused its ticket: {e}"),
+                            true,
+                        )
+                    }
+                };
+                assigned.run_generation(ticket.driver, crate::generation::ATTACH_WAIT)
+            } else {
             let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
             let decoded = if senders > 0 {
                 // A later stage: the input shares come as the previous stage's hand-offs.
@@ -447,7 +467,9 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                 }
             };
             drop(plain);
-            match assigned.run_party(run) {
+            assigned.run_party(run)
+            };
+            match outcome {
                 Ok(mut report) => {
                     // A stage followed by another: the outputs go, re-randomised and sealed, to the next
                     // stage's parties (inside the client's envelope, which the client relays).
