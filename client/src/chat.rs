@@ -256,6 +256,7 @@ impl Client {
         let deadline = started + options.timeout;
         let config = &model.model.weights.config;
         check_options(prompt, options, config.context)?;
+
         let mut sampler = Sampler::new(options.sampling).ok_or_else(|| {
             ChatError::InvalidRequest(
                 "the temperature must be positive and finite, top_p in (0, 1]".into(),

@@ -14,7 +14,7 @@ use veil_protocols::share::{reconstruct, share};
 use super::{Client, Committee};
 use crate::error::{NodeError, Result};
 use crate::frame;
-use crate::generation::{SMOLLM2, TINY};
+use crate::generation::{PromptLogits, SMOLLM2, TINY};
 use crate::manifest::{DeployedModel, Manifest, ModelSpec, SEMI2K};
 use crate::wire::{JobId, Msg, PartyReport, RunRequest, Words};
 
@@ -175,6 +175,7 @@ impl Client {
                     (vocab, scale),
                     &mut rng,
                     first,
+                    PromptLogits::All,
                     prompt,
                     max_tokens,
                     &mut choose,
@@ -189,7 +190,8 @@ impl Client {
     /// manifest, already checked by the caller against the coordinator's key, whose parties each hold a
     /// sealed ticket naming this client. Dials every party (its key pinned by the manifest; retried until
     /// `attach_wait` passes, as a party admits this client only once it has opened its ticket), attaches,
-    /// then runs the turn as [`Client::generate`] does: `input` embeds token ids in the parties' fixed
+    /// then runs the turn as [`Client::generate`] does, except that the prefill returns the last prompt
+    /// position's logits only (`choose` sees one row after it): `input` embeds token ids in the parties' fixed
     /// point (`frac_bits`), `vocab` is the logits' width, `choose` picks each next token or ends the turn.
     #[allow(clippy::too_many_arguments)]
     pub fn generate_attached(
@@ -247,6 +249,7 @@ impl Client {
                 (vocab, scale),
                 &mut rng,
                 first,
+                PromptLogits::Last,
                 prompt,
                 max_tokens,
                 &mut choose,
@@ -267,6 +270,7 @@ impl Client {
         (vocab, scale): (usize, f64),
         rng: &mut StdRng,
         first_step: FirstStep,
+        prompt_logits: PromptLogits,
         prompt: &[u32],
         max_tokens: usize,
         choose: &mut dyn FnMut(&[Vec<f64>]) -> Option<u32>,
@@ -294,6 +298,11 @@ impl Client {
                     .map_err(|e| NodeError::Job(format!("party {i}: sending a step: {e}")))?;
             }
             first = false;
+            // Rows of logits this step returns (a decode step: its one position).
+            let rows = match prompt_logits {
+                PromptLogits::All => ids.len(),
+                PromptLogits::Last => 1,
+            };
             let mut reports = Vec::with_capacity(n);
             let mut failures = Vec::new();
             for (i, (_, recv)) in streams.iter_mut().enumerate() {
@@ -313,7 +322,7 @@ impl Client {
             let parts = reports
                 .iter_mut()
                 .map(|r| match r.outputs.as_mut_slice() {
-                    [w] if w.0.len() == ids.len() * vocab => Ok(std::mem::take(&mut w.0)),
+                    [w] if w.0.len() == rows * vocab => Ok(std::mem::take(&mut w.0)),
                     _ => Err(NodeError::Unexpected(
                         "a party's logits do not have the step's shape".into(),
                     )),

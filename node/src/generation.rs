@@ -9,8 +9,8 @@
 //!
 //! On the party's `Run` stream the client and the party alternate:
 //! 1. client: `Run` with one input, its share of the prompt's embedded vectors (`batch x hidden`);
-//! 2. party: `Outputs` with one output, its share of the logits of every prompt position, and the prefill's
-//!    costs (one entry per chunk);
+//! 2. party: `Outputs` with one output, its share of the logits of every prompt position (of the last one
+//!    only on a coordinator's job: [`PromptLogits`]), and the prefill's costs (one entry per chunk);
 //! 3. client: `Run` with one input, its share of the next token's embedded vector (`hidden`); party:
 //!    `Outputs` with its share of that position's logits and the step's costs; repeated at most
 //!    `inferences - 1` times;
@@ -259,6 +259,15 @@ enum Event {
     Done(Result<()>),
 }
 
+/// Which prompt positions' logits the prefill returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptLogits {
+    /// Every position's (the benchmark's teacher-forced agreement needs them).
+    All,
+    /// The last position's only (a chat turn: the first token's): one row whatever the prompt's length.
+    Last,
+}
+
 /// How a turn ended at a party whose stream still worked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TurnEnd {
@@ -277,6 +286,7 @@ pub async fn serve(
     index: usize,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     first: RunRequest,
+    prompt_logits: PromptLogits,
     send: &mut SendStream,
     recv: &mut RecvStream,
 ) -> Result<TurnEnd> {
@@ -293,6 +303,7 @@ pub async fn serve(
                 index,
                 arrivals,
                 first,
+                prompt_logits,
                 &events,
                 &next_tokens,
             );
@@ -453,6 +464,7 @@ pub async fn serve_attach(
                 seat.index,
                 seat.arrivals,
                 first,
+                PromptLogits::Last,
                 send,
                 recv,
             )
@@ -480,6 +492,7 @@ fn run_party(
     party: usize,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     first: RunRequest,
+    prompt_logits: PromptLogits,
     events: &mpsc::UnboundedSender<Event>,
     next_tokens: &std_mpsc::Receiver<Result<Option<RunRequest>>>,
 ) -> Result<()> {
@@ -561,6 +574,10 @@ fn run_party(
                 session.party().net().inner().udp_tx_bytes(),
             );
             logits.extend(done.output);
+        }
+        if prompt_logits == PromptLogits::Last {
+            let vocab = job.shape.config.vocab;
+            logits = logits.split_off(logits.len().saturating_sub(vocab));
         }
         report.outputs.push(Words(logits));
         send_step(events, report)?;

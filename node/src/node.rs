@@ -400,6 +400,7 @@ async fn run_party(
             index,
             arrivals,
             run,
+            crate::generation::PromptLogits::All,
             &mut stream.send,
             &mut stream.recv,
         )
