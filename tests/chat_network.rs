@@ -171,6 +171,10 @@ fn smollm2_deployed_on_devnet_answers_through_the_coordinator_as_in_memory() {
     let local = json(&local, "veil chat (in memory)");
     assert_eq!(local["mode"], "private");
     assert_eq!(ids(&network["prompt_tokens"]), ids(&local["prompt_tokens"]));
-    assert_eq!(ids(&network["tokens"]), ids(&local["tokens"]), "{network} vs {local}");
+    assert_eq!(
+        ids(&network["tokens"]),
+        ids(&local["tokens"]),
+        "{network} vs {local}"
+    );
     assert_eq!(network["text"], local["text"]);
 }

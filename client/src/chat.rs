@@ -150,7 +150,9 @@ impl ChatModelFile {
             let row = w
                 .embed
                 .get(id as usize * d..(id as usize + 1) * d)
-                .ok_or_else(|| veil_node::NodeError::Job(format!("token {id} out of vocabulary")))?;
+                .ok_or_else(|| {
+                    veil_node::NodeError::Job(format!("token {id} out of vocabulary"))
+                })?;
             x.extend_from_slice(row);
         }
         fp.encode(&x)
@@ -370,10 +372,13 @@ impl Client {
                 "scheduled" => {
                     if ticketed.as_ref().map(|t| t.0) != Some(view.attempt) {
                         let manifest = self.checked_manifest(&view, request).map_err(refused)?;
-                        let members = view.committee.as_ref().ok_or_else(|| ChatError::Committee {
-                            job,
-                            reason: "scheduled without a committee".into(),
-                        })?;
+                        let members =
+                            view.committee
+                                .as_ref()
+                                .ok_or_else(|| ChatError::Committee {
+                                    job,
+                                    reason: "scheduled without a committee".into(),
+                                })?;
                         let keys = attested_keys(&manifest, members).map_err(refused)?;
                         let ticket = GenerationTicket {
                             driver: quic.public_key(),
@@ -473,10 +478,13 @@ impl Client {
                 .find(|n| n.id == id)
                 .map_or_else(|| format!("node {id}"), |n| n.operator.clone())
         };
-        let c = view.committee.as_ref().ok_or_else(|| ChatError::Committee {
-            job: view.id,
-            reason: "running without a committee".into(),
-        })?;
+        let c = view
+            .committee
+            .as_ref()
+            .ok_or_else(|| ChatError::Committee {
+                job: view.id,
+                reason: "running without a committee".into(),
+            })?;
         Ok(ChatCommittee {
             parties: c.parties.iter().map(|m| operator(m.node)).collect(),
             dealer: operator(c.dealer.node),
@@ -556,7 +564,10 @@ impl<'a> TextStream<'a> {
 
     /// Where the first stop string begins in `text`.
     fn stop_at(&self, text: &str) -> Option<usize> {
-        self.stops.iter().filter_map(|s| text.find(s.as_str())).min()
+        self.stops
+            .iter()
+            .filter_map(|s| text.find(s.as_str()))
+            .min()
     }
 
     /// Bytes at the end of `text` that may begin a stop string (held back until it is decided).

@@ -442,32 +442,32 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                 };
                 assigned.run_generation(ticket.driver, crate::generation::ATTACH_WAIT)
             } else {
-            let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
-            let decoded = if senders > 0 {
-                // A later stage: the input shares come as the previous stage's hand-offs.
-                postcard::from_bytes::<StageInput>(&plain)
-                    .map_err(|e| e.to_string())
-                    .and_then(|input| {
-                        take_over(shared.inbox.opening_key(), &manifest, index, input)
-                            .map_err(|e| e.to_string())
-                    })
-            } else {
-                postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
-            };
-            let run = match decoded.and_then(production_run) {
-                Ok(r) => r,
-                Err(e) => {
-                    return send_failure(
-                        shared,
-                        t,
-                        flags,
-                        format!("party {index} refused its input: {e}"),
-                        true,
-                    )
-                }
-            };
-            drop(plain);
-            assigned.run_party(run)
+                let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
+                let decoded = if senders > 0 {
+                    // A later stage: the input shares come as the previous stage's hand-offs.
+                    postcard::from_bytes::<StageInput>(&plain)
+                        .map_err(|e| e.to_string())
+                        .and_then(|input| {
+                            take_over(shared.inbox.opening_key(), &manifest, index, input)
+                                .map_err(|e| e.to_string())
+                        })
+                } else {
+                    postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
+                };
+                let run = match decoded.and_then(production_run) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return send_failure(
+                            shared,
+                            t,
+                            flags,
+                            format!("party {index} refused its input: {e}"),
+                            true,
+                        )
+                    }
+                };
+                drop(plain);
+                assigned.run_party(run)
             };
             match outcome {
                 Ok(mut report) => {

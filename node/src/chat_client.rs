@@ -18,6 +18,9 @@ use crate::generation::{PromptLogits, SMOLLM2, TINY};
 use crate::manifest::{DeployedModel, Manifest, ModelSpec, SEMI2K};
 use crate::wire::{JobId, Msg, PartyReport, RunRequest, Words};
 
+/// How long the client waits for a party's answer to `Attach`.
+const ATTACH_ANSWER_WAIT: Duration = Duration::from_secs(10);
+
 /// A generation job's public description and the client's local choices.
 pub struct ChatJob<'a> {
     /// The private model (the client uses its public embedding table).
@@ -220,22 +223,47 @@ impl Client {
             let deadline = Instant::now() + attach_wait;
             let mut streams: Vec<Bi> = Vec::with_capacity(manifest.parties.len());
             for (i, member) in manifest.parties.iter().enumerate() {
-                let (mut send, recv) = loop {
-                    match self.open(member).await {
+                // The TLS handshake completes on this side before the party has checked this client's
+                // certificate, so admission is known only from the party's answer to `Attach`: retried
+                // until the deadline (the party admits this client once it opened its ticket).
+                let bi = loop {
+                    let attempt = async {
+                        let (mut send, mut recv) = self.open(member).await?;
+                        frame::write(&mut send, &Msg::Attach { job: manifest.job })
+                            .await
+                            .map_err(|e| NodeError::Quic(e.to_string()))?;
+                        let answer = tokio::time::timeout(
+                            ATTACH_ANSWER_WAIT,
+                            frame::read(&mut recv, self.options.max_frame),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok(Msg::Accepted)) => Ok((send, recv)),
+                            Ok(Ok(Msg::Failed(why))) => Err(NodeError::Job(why)),
+                            Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
+                                "answered {}",
+                                other.name()
+                            ))),
+                            Ok(Err(e)) => Err(NodeError::Quic(e.to_string())),
+                            Err(_) => Err(NodeError::Timeout(
+                                ATTACH_ANSWER_WAIT,
+                                "waiting for the party's answer to Attach",
+                            )),
+                        }
+                    }
+                    .await;
+                    match attempt {
                         Ok(bi) => break bi,
                         Err(e) if Instant::now() >= deadline => {
                             return Err(NodeError::Job(format!(
-                                "party {i} at {} did not admit this client within {attach_wait:?}: {e}",
+                                "party {i} at {} did not take this client within {attach_wait:?}: {e}",
                                 member.address
                             )))
                         }
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 };
-                frame::write(&mut send, &Msg::Attach { job: manifest.job })
-                    .await
-                    .map_err(|e| NodeError::Job(format!("party {i}: attaching: {e}")))?;
-                streams.push((send, recv));
+                streams.push(bi);
             }
             let first = FirstStep {
                 threads: 1,

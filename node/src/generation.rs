@@ -25,7 +25,8 @@
 //! manifest; each party's sealed input (relayed by the coordinator, opened by the party only) is a
 //! [`GenerationTicket`] naming the client's QUIC key. The party admits that key for the job's lifetime and
 //! offers its seat ([`Seats`]); the client dials the party directly (mutual TLS, the party's key pinned by
-//! the coordinator-signed manifest) and opens the stream with [`Msg::Attach`]; the exchange above follows
+//! the coordinator-signed manifest) and opens the stream with [`Msg::Attach`], which the party answers with
+//! `Accepted` once the seat is the client's; the exchange above follows
 //! on that stream ([`serve_attach`]), so no per-token traffic passes through the coordinator. A client
 //! that does not attach within the node's wait fails the party's task.
 //!
@@ -426,7 +427,8 @@ impl Seats {
     }
 }
 
-/// Serves a client's `Attach` stream: takes the job's seat (the peer must be its driver), reads the first
+/// Serves a client's `Attach` stream: takes the job's seat (the peer must be its driver), answers
+/// `Accepted` (or `Failed` when there is no seat for it), reads the first
 /// `Run` (the prompt's shares) within `wait` and serves the turn ([`serve`]); the outcome goes to the seat's
 /// task. Coordinator jobs refuse client-chosen link shaping, thread counts and profiles.
 pub async fn serve_attach(
@@ -444,10 +446,19 @@ pub async fn serve_attach(
             return Err(NodeError::Unexpected(why));
         }
     };
+    // The client's TLS handshake completes before this node has checked its certificate: it learns that
+    // it was admitted, and that it holds the seat, from this answer.
+    if let Err(e) = write(send, Msg::Accepted).await {
+        let _ = seat
+            .done
+            .send(Err(NodeError::Quic(format!("client stream: {e}"))));
+        return Ok(());
+    }
     let first = match tokio::time::timeout(wait, frame::read(recv, seat.ctx.max_frame)).await {
         Ok(Ok(Msg::Run(r))) if r.shaping.is_none() && r.threads == 1 && !r.profile => Ok(r),
         Ok(Ok(Msg::Run(_))) => Err(NodeError::Unexpected(
-            "client-chosen link shaping, threads and profiles are refused on coordinator jobs".into(),
+            "client-chosen link shaping, threads and profiles are refused on coordinator jobs"
+                .into(),
         )),
         Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
             "the client began with {}",

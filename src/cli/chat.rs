@@ -264,7 +264,9 @@ fn run_network(
             std::fs::create_dir_all(dir)?;
             (
                 veil_node::Identity::load_or_create(dir)?.0,
-                veil_node::envelope::OpeningKey::load_or_create(&dir.join(veil_node::inbox::KEY_FILE))?,
+                veil_node::envelope::OpeningKey::load_or_create(
+                    &dir.join(veil_node::inbox::KEY_FILE),
+                )?,
             )
         }
         None => (
@@ -279,9 +281,12 @@ fn run_network(
         std::time::Duration::from_secs(30),
     )?;
     let client = veil_client::Client::new(api, key, opening);
-    let quic = veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())?;
+    let quic =
+        veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())?;
     let file = ChatModelFile::load(path)?;
-    let prompt = file.model.prompt_ids(args.system.as_deref(), &args.prompt)?;
+    let prompt = file
+        .model
+        .prompt_ids(args.system.as_deref(), &args.prompt)?;
     let options = ChatOptions {
         max_tokens: args.max_tokens,
         sampling,
@@ -351,7 +356,10 @@ pub fn deploy(args: &super::client::DeployArgs) -> Result<()> {
         )
     })?;
     if args.protocol != "semi2k" {
-        eprintln!("note: {SMOLLM2_NAME} is deployed for semi2k (private generation has no {} yet)", args.protocol);
+        eprintln!(
+            "note: {SMOLLM2_NAME} is deployed for semi2k (private generation has no {} yet)",
+            args.protocol
+        );
     }
     let client = args.connect.session()?;
     let view = client.deploy_pretrained(

@@ -104,7 +104,8 @@ pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
         .pretrained
         .as_deref()
         .ok_or_else(|| Error::malformed("pretrained", "missing"))?;
-    if !veil_engine::bert::pretrained::is_pretrained(name) && name != veil_node::generation::SMOLLM2 {
+    if !veil_engine::bert::pretrained::is_pretrained(name) && name != veil_node::generation::SMOLLM2
+    {
         return Err(Error::Unsupported {
             field: "pretrained",
             value: name.chars().take(32).collect(),
