@@ -365,12 +365,12 @@ impl Client {
             reason: format!("{e:#}"),
         };
         // The attempt this client sealed tickets for, its manifest, and which tickets are in.
-        let mut ticketed: Option<(u32, Manifest, Vec<Vec<u8>>, Vec<bool>)> = None;
+        let mut ticketed: Option<Tickets> = None;
         loop {
             let view: JobView = self.api.get_json(&api::job(job))?;
             match view.phase.as_str() {
                 "scheduled" => {
-                    if ticketed.as_ref().map(|t| t.0) != Some(view.attempt) {
+                    if ticketed.as_ref().map(|t| t.attempt) != Some(view.attempt) {
                         let manifest = self.checked_manifest(&view, request).map_err(refused)?;
                         let members =
                             view.committee
@@ -395,9 +395,20 @@ impl Client {
                             })
                             .collect::<Result<Vec<_>, _>>()?;
                         let n = blobs.len();
-                        ticketed = Some((view.attempt, manifest, blobs, vec![false; n]));
+                        ticketed = Some(Tickets {
+                            attempt: view.attempt,
+                            manifest,
+                            blobs,
+                            sent: vec![false; n],
+                        });
                     }
-                    if let Some((attempt, _, blobs, sent)) = ticketed.as_mut() {
+                    if let Some(Tickets {
+                        attempt,
+                        blobs,
+                        sent,
+                        ..
+                    }) = ticketed.as_mut()
+                    {
                         for (party, blob) in blobs.iter().enumerate() {
                             if sent[party] {
                                 continue;
@@ -415,9 +426,7 @@ impl Client {
                     }
                 }
                 "running" => match ticketed.take() {
-                    Some((attempt, manifest, _, _)) if attempt == view.attempt => {
-                        return Ok((view, manifest))
-                    }
+                    Some(t) if t.attempt == view.attempt => return Ok((view, t.manifest)),
                     _ => {
                         return Err(ChatError::Committee {
                             job,
@@ -490,6 +499,14 @@ impl Client {
             dealer: operator(c.dealer.node),
         })
     }
+}
+
+/// The tickets of one scheduled attempt: sealed once, uploaded until each is in.
+struct Tickets {
+    attempt: u32,
+    manifest: Manifest,
+    blobs: Vec<Vec<u8>>,
+    sent: Vec<bool>,
 }
 
 /// Checks a turn's options before anything is submitted.

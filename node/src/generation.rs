@@ -281,6 +281,7 @@ pub enum TurnEnd {
 /// Serves a generation job's party on the client's `Run` stream (see the module doc): runs the party on a
 /// thread of its own and relays its steps and the client's next tokens. Ends the stream. An error: the
 /// stream itself broke.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     ctx: PartyContext,
     manifest: Manifest,
@@ -497,6 +498,7 @@ type Link = ShapedNet<QuicNet>;
 
 /// One party's generation job: fetch the material, connect, prefill, then one decode step per token the
 /// client sends, until the client ends the turn or the job's steps are spent.
+#[allow(clippy::too_many_arguments)]
 fn run_party(
     ctx: &PartyContext,
     manifest: &Manifest,
