@@ -555,6 +555,11 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                             .put_bytes(&api::task_output(t.job, t.attempt), bytes.clone())
                     });
                 }
+                // The client broke off a generation turn: the fault is its own, no node's (the job
+                // ends without blame, as for a refused input).
+                Err(e @ NodeError::Client(_)) => {
+                    send_failure(shared, t, flags, format!("party {index}: {e}"), true)
+                }
                 Err(e) => report_failure(shared, t, flags, format!("party {index}: {e}")),
             }
         }

@@ -274,8 +274,13 @@ pub enum PromptLogits {
 pub enum TurnEnd {
     /// The client ended the turn, or its tokens were spent.
     Done,
-    /// The party failed; the client was sent this reason (never a share or a value).
-    Failed(String),
+    /// The party failed; the client was sent the reason (never a share or a value).
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether the client caused it ([`NodeError::Client`]).
+        client_fault: bool,
+    },
 }
 
 /// Serves a generation job's party on the client's `Run` stream (see the module doc): runs the party on a
@@ -317,7 +322,9 @@ pub async fn serve(
     loop {
         match from_party.recv().await {
             Some(Event::Step(report)) => {
-                write(send, Msg::Outputs(report)).await?;
+                write(send, Msg::Outputs(report))
+                    .await
+                    .map_err(|e| NodeError::Client(format!("its stream: {e}")))?;
                 // `Ok(None)`: the client ended the turn; an error: it broke the exchange.
                 let next =
                     match tokio::time::timeout(CLIENT_STEP_TIMEOUT, frame::read(recv, max_frame))
@@ -325,15 +332,14 @@ pub async fn serve(
                     {
                         Ok(Ok(Msg::Run(r))) if !r.inputs.is_empty() => Ok(Some(r)),
                         Ok(Ok(Msg::Run(_))) | Ok(Err(RecvError::Closed)) => Ok(None),
-                        Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
-                            "the client sent {} mid-turn",
+                        Ok(Ok(other)) => Err(NodeError::Client(format!(
+                            "it sent {} mid-turn",
                             other.name()
                         ))),
-                        Ok(Err(e)) => Err(NodeError::Quic(format!("client stream: {e}"))),
-                        Err(_) => Err(NodeError::Timeout(
-                            CLIENT_STEP_TIMEOUT,
-                            "waiting for the client's next token",
-                        )),
+                        Ok(Err(e)) => Err(NodeError::Client(format!("its stream: {e}"))),
+                        Err(_) => Err(NodeError::Client(format!(
+                            "no next token within {CLIENT_STEP_TIMEOUT:?}"
+                        ))),
                     };
                 // The party may have finished its last step already: then nobody listens.
                 let _ = to_party.send(next);
@@ -345,16 +351,23 @@ pub async fn serve(
             }
             Some(Event::Done(Err(e))) => {
                 tracing::error!(%job, party = index, "generation job failed: {e}");
-                let why = format!("party {index}: {e}");
-                write(send, Msg::Failed(why.clone())).await?;
+                let client_fault = matches!(e, NodeError::Client(_));
+                let reason = format!("party {index}: {e}");
+                write(send, Msg::Failed(reason.clone())).await?;
                 let _ = send.finish();
-                return Ok(TurnEnd::Failed(why));
+                return Ok(TurnEnd::Failed {
+                    reason,
+                    client_fault,
+                });
             }
             None => {
-                let why = format!("party {index}: the party thread panicked");
-                write(send, Msg::Failed(why.clone())).await?;
+                let reason = format!("party {index}: the party thread panicked");
+                write(send, Msg::Failed(reason.clone())).await?;
                 let _ = send.finish();
-                return Ok(TurnEnd::Failed(why));
+                return Ok(TurnEnd::Failed {
+                    reason,
+                    client_fault: false,
+                });
             }
         }
     }
@@ -452,21 +465,18 @@ pub async fn serve_attach(
     if let Err(e) = write(send, Msg::Accepted).await {
         let _ = seat
             .done
-            .send(Err(NodeError::Quic(format!("client stream: {e}"))));
+            .send(Err(NodeError::Client(format!("its stream: {e}"))));
         return Ok(());
     }
     let first = match tokio::time::timeout(wait, frame::read(recv, seat.ctx.max_frame)).await {
         Ok(Ok(Msg::Run(r))) if r.shaping.is_none() && r.threads == 1 && !r.profile => Ok(r),
-        Ok(Ok(Msg::Run(_))) => Err(NodeError::Unexpected(
+        Ok(Ok(Msg::Run(_))) => Err(NodeError::Client(
             "client-chosen link shaping, threads and profiles are refused on coordinator jobs"
                 .into(),
         )),
-        Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
-            "the client began with {}",
-            other.name()
-        ))),
-        Ok(Err(e)) => Err(NodeError::Quic(format!("client stream: {e}"))),
-        Err(_) => Err(NodeError::Timeout(wait, "waiting for the prompt")),
+        Ok(Ok(other)) => Err(NodeError::Client(format!("it began with {}", other.name()))),
+        Ok(Err(e)) => Err(NodeError::Client(format!("its stream: {e}"))),
+        Err(_) => Err(NodeError::Client(format!("no prompt within {wait:?}"))),
     };
     let outcome = match first {
         Ok(first) => {
@@ -513,21 +523,21 @@ fn run_party(
     let job = GenerationJob::of(manifest)?;
     let d = job.shape.config.hidden;
     if first.job != manifest.job || !first.weights.is_empty() {
-        return Err(NodeError::Unexpected(
+        return Err(NodeError::Client(
             "a generation run request carries the job's id and no weights".into(),
         ));
     }
     let prompt = match first.inputs.as_slice() {
         [x] if x.0.len() == job.prompt_len * d => x.0.clone(),
         _ => {
-            return Err(NodeError::Unexpected(format!(
+            return Err(NodeError::Client(format!(
                 "a generation job starts with one input of {} elements",
                 job.prompt_len * d
             )))
         }
     };
     if let Some(Err(e)) = first.shaping.map(|s| s.check()) {
-        return Err(NodeError::Unexpected(format!("run request: {e}")));
+        return Err(NodeError::Client(format!("run request: {e}")));
     }
     let model = model(&manifest.model)?;
     let n = manifest.parties.len();
@@ -604,10 +614,9 @@ fn run_party(
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    return Err(NodeError::Timeout(
-                        CLIENT_STEP_TIMEOUT,
-                        "waiting for the client's next token",
-                    ))
+                    return Err(NodeError::Client(format!(
+                        "no next token within {CLIENT_STEP_TIMEOUT:?}"
+                    )))
                 }
             };
             if started.elapsed() > MAX_JOB_DURATION {
@@ -616,7 +625,7 @@ fn run_party(
             let x = match next.inputs.as_slice() {
                 [x] if x.0.len() == d && next.job == manifest.job => x.0.clone(),
                 _ => {
-                    return Err(NodeError::Unexpected(format!(
+                    return Err(NodeError::Client(format!(
                         "a decode step takes one input of {d} elements"
                     )))
                 }

@@ -570,7 +570,8 @@ impl AssignedJob {
     /// Runs this node's party of a coordinator generation job (see [`crate::generation`]): admits `driver`
     /// (the client its sealed ticket names) for the job's lifetime, waits up to `attach_wait` for it to
     /// attach, then serves the turn on its stream. Returns a report without outputs (the client got every
-    /// step's shares on its stream); a failed turn, or a client that never attached, is an error. Blocks the
+    /// step's shares on its stream); a failed turn is an error, [`NodeError::Client`] where the client
+    /// caused it (it never attached, went silent, broke the exchange). Blocks the
     /// calling thread, which must not be a runtime thread.
     pub fn run_generation(
         self,
@@ -618,10 +619,9 @@ impl AssignedJob {
                 return end;
             }
             if shared.seats.withdraw(&job) {
-                return Ok(Err(NodeError::Timeout(
-                    attach_wait,
-                    "waiting for the client to attach",
-                )));
+                return Ok(Err(NodeError::Client(format!(
+                    "it did not attach within {attach_wait:?}"
+                ))));
             }
             // Attached meanwhile: the turn is bounded by the job's duration.
             let limit = MAX_JOB_DURATION + std::time::Duration::from_secs(60);
@@ -632,7 +632,13 @@ impl AssignedJob {
         });
         match end {
             Ok(Ok(TurnEnd::Done)) => Ok(crate::generation::summary_report()),
-            Ok(Ok(TurnEnd::Failed(why))) => Err(NodeError::Job(why)),
+            Ok(Ok(TurnEnd::Failed {
+                reason,
+                client_fault,
+            })) => Err(match client_fault {
+                true => NodeError::Client(reason),
+                false => NodeError::Job(reason),
+            }),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(NodeError::Job("the client's stream task ended".into())),
         }
