@@ -27,8 +27,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use veil_engine::llama::template::Message;
-use veil_engine::llama::{ChatModel, Sampler, Sampling};
+use veil_engine::llama::{ChatModel, Sampler};
 use veil_node::api::{self, JobView, ModelView, NodeView, SubmitRequest};
 use veil_node::envelope::Purpose;
 use veil_node::generation::{GenerationTicket, MAX_POSITIONS, SMOLLM2};
@@ -37,6 +36,8 @@ use veil_node::manifest::Manifest;
 use veil_node::wire::PartyReport;
 use veil_protocols::ring::FixedPoint;
 
+pub use veil_engine::llama::template::Message;
+pub use veil_engine::llama::Sampling;
 pub use veil_node::api_client::CallError;
 
 use super::{attested_keys, Client};
@@ -246,6 +247,11 @@ impl Client {
     /// never comes). Blocks until the turn is over; see the module doc for the flow and what each party
     /// learns. Errors: [`ChatError`]; after [`ChatError::Turn`] the job is cancelled and the turn may be
     /// retried from the prompt.
+    ///
+    /// Blocking: `quic` runs its own runtime, so call this from a plain thread (in an async server,
+    /// `tokio::task::spawn_blocking`, with `on_token` sending into a channel), never on a runtime thread.
+    /// One `quic` endpoint serves successive turns; concurrent turns on one endpoint are untested (give each
+    /// worker thread its own).
     pub fn chat(
         &self,
         quic: &veil_node::client::Client,
