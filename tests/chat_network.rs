@@ -4,7 +4,8 @@
 //! --json`: one job on a committee of three parties and a dealer of distinct operators, driven by the
 //! client on its own streams to the parties. It answers with Paris, with the same prompt ids and greedy
 //! tokens as the in-memory private run of the same turn. Before the deployment, the turn is refused with a
-//! clear error and no job.
+//! clear error and no job. Then a turn through the library call (`veil_client::Client::chat`) whose party
+//! crashes after the first token fails with every party's reason, and the job is failed on the coordinator.
 //!
 //! Needs the fetched model (`veil models fetch smollm2-135m-instruct`): fails under `CI=true` without it.
 
@@ -96,6 +97,47 @@ impl Devnet {
     }
 }
 
+impl Devnet {
+    /// The coordinator's address and key.
+    fn coordinator(&self) -> (String, veil_node::PublicKey) {
+        (
+            self.ready["coordinator"].as_str().expect("address").into(),
+            self.ready["coordinator_key"]
+                .as_str()
+                .expect("key")
+                .parse()
+                .expect("key"),
+        )
+    }
+
+    /// Kills (SIGKILL, as a crash) the node process whose key is `key`; its index.
+    fn kill_node(&self, key: &str) -> usize {
+        let index = self.ready["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .position(|k| k.as_str() == Some(key))
+            .expect("a devnet node");
+        let dir = self.ready["dir"].as_str().expect("dir");
+        let config = format!("{dir}/node-{index}/node.toml");
+        let pid = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&config))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .expect("the node's process");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        index
+    }
+}
+
 impl Drop for Devnet {
     fn drop(&mut self) {
         drop(self.stdin.take());
@@ -177,4 +219,66 @@ fn smollm2_deployed_on_devnet_answers_through_the_coordinator_as_in_memory() {
         "{network} vs {local}"
     );
     assert_eq!(network["text"], local["text"]);
+
+    a_crashed_party_fails_the_turn(&net, &models);
+}
+
+/// A party that crashes mid-turn (after the first token) fails the turn: `ChatError::Turn` with every
+/// party's reason; the client cancelled the job, which the coordinator records failed.
+fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
+    use veil_node::api_client::ApiClient;
+    let (address, key) = net.coordinator();
+    let call = |identity: &veil_node::Identity| {
+        ApiClient::new(identity, key, address.clone(), Duration::from_secs(30)).expect("api")
+    };
+    let identity = veil_node::Identity::generate().expect("identity");
+    let client = veil_client::Client::new(
+        call(&identity),
+        key,
+        veil_node::envelope::OpeningKey::generate(),
+    );
+    let watcher = call(&veil_node::Identity::generate().expect("identity"));
+    let quic =
+        veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())
+            .expect("quic client");
+    let file = veil_client::ChatModelFile::load(&models.join(MODEL).join(FILE)).expect("model");
+    let prompt = file
+        .prompt_tokens(&[veil_client::Message::new("user", PROMPT)])
+        .expect("prompt");
+    let options = veil_client::ChatOptions {
+        max_tokens: 12,
+        ..veil_client::ChatOptions::default()
+    };
+    let mut killed = None;
+    let result = client.chat(&quic, &file, &prompt, &options, |_, _| {
+        if killed.is_none() {
+            let jobs: Vec<veil_node::api::JobView> =
+                watcher.get_json(veil_node::api::JOBS).expect("jobs");
+            let running = jobs
+                .iter()
+                .find(|j| j.phase == "running")
+                .expect("the running turn");
+            let committee = running.committee.as_ref().expect("committee");
+            killed = Some((running.id, net.kill_node(&committee.parties[1].public_key)));
+        }
+    });
+    let (job, _) = killed.expect("a party was killed after the first token");
+    match result {
+        Err(veil_client::ChatError::Turn {
+            job: failed,
+            reason,
+        }) => {
+            assert_eq!(failed, job);
+            assert!(
+                reason.contains("the turn failed") && reason.contains("[party"),
+                "{reason}"
+            );
+        }
+        Err(e) => panic!("not a failed turn: {e}"),
+        Ok(turn) => panic!("the turn went on without a party: {:?}", turn.tokens),
+    }
+    let view: veil_node::api::JobView = watcher
+        .get_json(&veil_node::api::job(job))
+        .expect("job status");
+    assert_eq!(view.phase, "failed", "{view:?}");
 }

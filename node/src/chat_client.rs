@@ -134,7 +134,7 @@ impl Client {
             None => StdRng::from_os_rng(),
         };
         let signed = manifest.sign(&self.identity)?;
-        self.runtime.block_on(async {
+        let mut streams = self.runtime.block_on(async {
             let mut members: Vec<&crate::manifest::Member> = manifest.parties.iter().collect();
             members.push(&manifest.dealer);
             let mut streams: Vec<Bi> = Vec::with_capacity(members.len());
@@ -161,32 +161,31 @@ impl Client {
                     }
                 }
             }
-            let (mut dealer_send, _dealer_recv) = streams
-                .pop()
-                .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
-            let first = FirstStep {
-                threads: job.threads as u32,
-                profile: job.profile,
-                shaping: self.options.shaping,
-            };
-            let input = |ids: &[u32]| job.model.client_input(ids).map_err(engine);
-            let outcome = self
-                .drive(
-                    &mut streams,
-                    manifest.job,
-                    &input,
-                    (vocab, scale),
-                    &mut rng,
-                    first,
-                    PromptLogits::All,
-                    prompt,
-                    max_tokens,
-                    &mut choose,
-                )
-                .await;
-            let _ = dealer_send.finish();
-            outcome
-        })
+            Ok(streams)
+        })?;
+        let (mut dealer_send, _dealer_recv) = streams
+            .pop()
+            .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
+        let first = FirstStep {
+            threads: job.threads as u32,
+            profile: job.profile,
+            shaping: self.options.shaping,
+        };
+        let input = |ids: &[u32]| job.model.client_input(ids).map_err(engine);
+        let outcome = self.drive(
+            &mut streams,
+            manifest.job,
+            &input,
+            (vocab, scale),
+            &mut rng,
+            first,
+            PromptLogits::All,
+            prompt,
+            max_tokens,
+            &mut choose,
+        );
+        let _ = dealer_send.finish();
+        outcome
     }
 
     /// Drives a coordinator's generation job (see [`crate::generation`]): `manifest` is the attempt's
@@ -219,7 +218,7 @@ impl Client {
         let max_tokens = manifest.inferences as usize;
         let scale = (-2.0 * f64::from(frac_bits)).exp2();
         let mut rng = StdRng::from_os_rng();
-        self.runtime.block_on(async {
+        let mut streams = self.runtime.block_on(async {
             let deadline = Instant::now() + attach_wait;
             let mut streams: Vec<Bi> = Vec::with_capacity(manifest.parties.len());
             for (i, member) in manifest.parties.iter().enumerate() {
@@ -265,32 +264,33 @@ impl Client {
                 };
                 streams.push(bi);
             }
-            let first = FirstStep {
-                threads: 1,
-                profile: false,
-                shaping: None,
-            };
-            self.drive(
-                &mut streams,
-                manifest.job,
-                input,
-                (vocab, scale),
-                &mut rng,
-                first,
-                PromptLogits::Last,
-                prompt,
-                max_tokens,
-                &mut choose,
-            )
-            .await
-        })
+            Ok(streams)
+        })?;
+        let first = FirstStep {
+            threads: 1,
+            profile: false,
+            shaping: None,
+        };
+        self.drive(
+            &mut streams,
+            manifest.job,
+            input,
+            (vocab, scale),
+            &mut rng,
+            first,
+            PromptLogits::Last,
+            prompt,
+            max_tokens,
+            &mut choose,
+        )
     }
 
     /// The turn on the parties' streams: the prompt's shares, then per step the logits reconstructed,
     /// `choose`'s token shared, until `choose` ends the turn or `max_tokens` are chosen; then every party is
-    /// told the turn is over. `logits` is the vocabulary and the scale of a logit's fixed point.
+    /// told the turn is over. `logits` is the vocabulary and the scale of a logit's fixed point. Each step's
+    /// exchange runs on this client's runtime; `input` and `choose` run outside it (they may block).
     #[allow(clippy::too_many_arguments)]
-    async fn drive(
+    fn drive(
         &self,
         streams: &mut [Bi],
         job: JobId,
@@ -314,39 +314,22 @@ impl Client {
         let outcome = loop {
             let x = input(&ids)?;
             let shares = share(&x, n, rng)?;
-            for (i, ((send, _), s)) in streams.iter_mut().zip(shares).enumerate() {
-                let mut request = RunRequest::new(job, Vec::new(), vec![Words(s)]);
-                if first {
-                    request.threads = first_step.threads;
-                    request.profile = first_step.profile;
-                    request.shaping = first_step.shaping;
-                }
-                frame::write(send, &Msg::Run(request))
-                    .await
-                    .map_err(|e| NodeError::Job(format!("party {i}: sending a step: {e}")))?;
-            }
-            first = false;
             // Rows of logits this step returns (a decode step: its one position).
             let rows = match prompt_logits {
                 PromptLogits::All => ids.len(),
                 PromptLogits::Last => 1,
             };
-            let mut reports = Vec::with_capacity(n);
-            let mut failures = Vec::new();
-            for (i, (_, recv)) in streams.iter_mut().enumerate() {
-                match self.read(recv, "waiting for a step's logits").await {
-                    Ok(Msg::Outputs(r)) => reports.push(r),
-                    Ok(Msg::Failed(why)) => failures.push(format!("[party {i}] {why}")),
-                    Ok(other) => failures.push(format!("[party {i}] answered {}", other.name())),
-                    Err(e) => failures.push(format!("[party {i}] {e}")),
-                }
-            }
-            if !failures.is_empty() {
-                break Err(NodeError::Job(format!(
-                    "the turn failed: {}",
-                    failures.join("; ")
-                )));
-            }
+            let exchanged = self.runtime.block_on(self.exchange(
+                streams,
+                job,
+                shares,
+                first.then_some(first_step),
+            ));
+            first = false;
+            let mut reports = match exchanged {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
             let parts = reports
                 .iter_mut()
                 .map(|r| match r.outputs.as_mut_slice() {
@@ -375,12 +358,54 @@ impl Client {
             ids = vec![t];
         };
         // The turn is over: tell every party (they free the cache) and close the streams.
-        for (send, _) in streams.iter_mut() {
-            let end = RunRequest::new(job, Vec::new(), Vec::new());
-            let _ = frame::write(send, &Msg::Run(end)).await;
-            let _ = send.finish();
-        }
+        self.runtime.block_on(async {
+            for (send, _) in streams.iter_mut() {
+                let end = RunRequest::new(job, Vec::new(), Vec::new());
+                let _ = frame::write(send, &Msg::Run(end)).await;
+                let _ = send.finish();
+            }
+        });
         outcome.map(|()| run)
+    }
+
+    /// One step's exchange: each party's share out (with the turn's first-step options on the first), then
+    /// every party's report; a failure names every party that reported one.
+    async fn exchange(
+        &self,
+        streams: &mut [Bi],
+        job: JobId,
+        shares: Vec<Vec<u64>>,
+        first_step: Option<FirstStep>,
+    ) -> Result<Vec<PartyReport>> {
+        let n = streams.len();
+        for (i, ((send, _), s)) in streams.iter_mut().zip(shares).enumerate() {
+            let mut request = RunRequest::new(job, Vec::new(), vec![Words(s)]);
+            if let Some(f) = first_step {
+                request.threads = f.threads;
+                request.profile = f.profile;
+                request.shaping = f.shaping;
+            }
+            frame::write(send, &Msg::Run(request))
+                .await
+                .map_err(|e| NodeError::Job(format!("party {i}: sending a step: {e}")))?;
+        }
+        let mut reports = Vec::with_capacity(n);
+        let mut failures = Vec::new();
+        for (i, (_, recv)) in streams.iter_mut().enumerate() {
+            match self.read(recv, "waiting for a step's logits").await {
+                Ok(Msg::Outputs(r)) => reports.push(r),
+                Ok(Msg::Failed(why)) => failures.push(format!("[party {i}] {why}")),
+                Ok(other) => failures.push(format!("[party {i}] answered {}", other.name())),
+                Err(e) => failures.push(format!("[party {i}] {e}")),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(NodeError::Job(format!(
+                "the turn failed: {}",
+                failures.join("; ")
+            )));
+        }
+        Ok(reports)
     }
 }
 
