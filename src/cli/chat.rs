@@ -114,6 +114,9 @@ pub fn run(args: ChatArgs) -> Result<()> {
     if let Some(coordinator) = args.coordinator.clone() {
         return run_network(&args, &path, coordinator, sampling);
     }
+    if !args.stop.is_empty() {
+        bail!("--stop applies to turns through a coordinator (--coordinator)");
+    }
     let model = ChatModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let prompt = model.prompt_ids(args.system.as_deref(), &args.prompt)?;
     if prompt.len() + args.max_tokens > model.weights.config.context {
