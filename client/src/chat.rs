@@ -244,9 +244,12 @@ impl Client {
     /// coordinator connection uses). `on_token(id, text)` is called for each generated token as soon as it
     /// is chosen, with the text it adds (possibly empty: an incomplete UTF-8 sequence, or text held back
     /// while it may begin a stop string; held text comes with a later token, and text after a stop string
-    /// never comes). Blocks until the turn is over; see the module doc for the flow and what each party
-    /// learns. Errors: [`ChatError`]; after [`ChatError::Turn`] the job is cancelled and the turn may be
-    /// retried from the prompt.
+    /// never comes). The streamed text is always a prefix of [`ChatTurn::text`]; text still held when the
+    /// turn ends is in [`ChatTurn::text`] only. Blocks until the turn is over and the coordinator recorded
+    /// the job done; see the module doc for the flow and what each party learns. Errors: [`ChatError`];
+    /// after [`ChatError::Turn`] the job is cancelled and the turn may be retried from the prompt; a
+    /// [`ChatError::JobFailed`] or [`ChatError::Timeout`] may also come after every token was streamed (the
+    /// coordinator did not record the job done).
     ///
     /// Blocking: `quic` runs its own runtime, so call this from a plain thread (in an async server,
     /// `tokio::task::spawn_blocking`, with `on_token` sending into a channel), never on a runtime thread.
