@@ -422,32 +422,54 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                     );
                 }
             };
-            let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
-            let decoded = if senders > 0 {
-                // A later stage: the input shares come as the previous stage's hand-offs.
-                postcard::from_bytes::<StageInput>(&plain)
-                    .map_err(|e| e.to_string())
-                    .and_then(|input| {
-                        take_over(shared.inbox.opening_key(), &manifest, index, input)
-                            .map_err(|e| e.to_string())
-                    })
+            let generation = crate::generation::is_generation(&manifest.model.workload);
+            let outcome = if generation {
+                // A generation job: the sealed input is the ticket naming the client that drives the
+                // turn on its own stream to this party (`crate::generation`).
+                let ticket = postcard::from_bytes::<crate::generation::GenerationTicket>(&plain);
+                drop(plain);
+                let ticket = match ticket {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return send_failure(
+                            shared,
+                            t,
+                            flags,
+                            format!("party {index} refused its ticket: {e}"),
+                            true,
+                        )
+                    }
+                };
+                assigned.run_generation(ticket.driver, crate::generation::ATTACH_WAIT)
             } else {
-                postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
+                let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
+                let decoded = if senders > 0 {
+                    // A later stage: the input shares come as the previous stage's hand-offs.
+                    postcard::from_bytes::<StageInput>(&plain)
+                        .map_err(|e| e.to_string())
+                        .and_then(|input| {
+                            take_over(shared.inbox.opening_key(), &manifest, index, input)
+                                .map_err(|e| e.to_string())
+                        })
+                } else {
+                    postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
+                };
+                let run = match decoded.and_then(production_run) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return send_failure(
+                            shared,
+                            t,
+                            flags,
+                            format!("party {index} refused its input: {e}"),
+                            true,
+                        )
+                    }
+                };
+                drop(plain);
+                assigned.run_party(run)
             };
-            let run = match decoded.and_then(production_run) {
-                Ok(r) => r,
-                Err(e) => {
-                    return send_failure(
-                        shared,
-                        t,
-                        flags,
-                        format!("party {index} refused its input: {e}"),
-                        true,
-                    )
-                }
-            };
-            drop(plain);
-            match assigned.run_party(run) {
+            match outcome {
                 Ok(mut report) => {
                     // A stage followed by another: the outputs go, re-randomised and sealed, to the next
                     // stage's parties (inside the client's envelope, which the client relays).
@@ -532,6 +554,11 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                             .api
                             .put_bytes(&api::task_output(t.job, t.attempt), bytes.clone())
                     });
+                }
+                // The client broke off a generation turn: the fault is its own, no node's (the job
+                // ends without blame, as for a refused input).
+                Err(e @ NodeError::Client(_)) => {
+                    send_failure(shared, t, flags, format!("party {index}: {e}"), true)
                 }
                 Err(e) => report_failure(shared, t, flags, format!("party {index}: {e}")),
             }

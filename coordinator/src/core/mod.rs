@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`nodes`] | nodes and admission: registration, trials, heartbeats, the tasks a node sees |
 //! | [`submission`] | deployments, job requests and their demand, input uploads, cancellation, rate limits |
+//! | [`generation`] | chat turns (generation jobs): their request and demand |
 //! | [`scheduling`] | the timer: placement, phase timeouts, failed attempts, retention |
 //! | [`execution`] | members acting on their tasks: accept, fail, inputs, outputs, transcripts, owner material |
 //! | [`verification`] | the verifier's evidence and its receipt |
@@ -34,6 +35,7 @@
 
 mod admission;
 mod execution;
+mod generation;
 mod nodes;
 mod results;
 mod scheduling;
@@ -60,6 +62,7 @@ use crate::error::{Error, Result};
 use crate::store::Snapshot;
 
 pub use admission::AdmissionError;
+pub use generation::generation_demand_for;
 pub use nodes::MAX_NAME_BYTES;
 pub use submission::{
     check_deployment, check_pretrained, demand_for, encoder_demand_for, stages_of, MAX_INFERENCES,

@@ -10,7 +10,7 @@ use axum::{Extension, Json, Router};
 use veil_node::api::{self, JobView, SubmitRequest};
 
 use super::{blocking, now_ms, read_blob, with_state, Caller, HttpResult, Shared};
-use crate::core::{demand_for, encoder_demand_for};
+use crate::core::{demand_for, encoder_demand_for, generation_demand_for};
 
 /// The routes of jobs.
 pub(super) fn router(max_blob: usize) -> Router<Shared> {
@@ -42,7 +42,10 @@ async fn submit(
     let check = req.clone();
     let r = req.clone();
     if let Some(name) = with_state(&s, move |c| c.job_encoder(&r)).await? {
-        let demand = encoder_demand_for(&check, &name)?;
+        let demand = match name == veil_node::generation::SMOLLM2 {
+            true => generation_demand_for(&check, &name)?,
+            false => encoder_demand_for(&check, &name)?,
+        };
         return with_state(&s, move |c| c.submit(&key, req, demand, now_ms()))
             .await
             .map(Json);
