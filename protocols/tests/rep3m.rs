@@ -1,0 +1,166 @@
+//! `rep3m`'s finished checks (see `protocols/src/rep3m/mod.rs`: checked openings and output release; the
+//! product proof is not written yet): an honest job opens, verifies and releases the right values with the
+//! bytes and rounds pinned; each of the protocol lab's deviations that strike there (`flip-share`,
+//! `wrong-output`, `skip-round`) aborts 200 runs out of 200 with no output released.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use veil_protocols::adversary::{Adversary, Deviation};
+use veil_protocols::gemm::NaiveGemm;
+use veil_protocols::net::NetStats;
+use veil_protocols::rep3::RepShare;
+use veil_protocols::rep3m::{local::run, reconstruct_output, Party};
+use veil_protocols::semi2k::local::{Committee, LocalNet};
+use veil_protocols::ProtocolError;
+
+/// Elements per shared vector.
+const N: usize = 37;
+/// Openings in [`program`].
+const OPENINGS: usize = 3;
+/// Runs per deviation.
+const RUNS: usize = 200;
+
+fn split(x: &[u64], rng: &mut ChaCha8Rng) -> [RepShare; 3] {
+    RepShare::split(x, || rng.random())
+}
+
+/// The job: opens `x`, `x + y` and `x * y` (the product from `rep3`, unchecked by `rep3m` so far), then
+/// releases `x * y + opened(x)` for the client. Returns the released share and this party's traffic.
+fn program(
+    party: &mut Party<LocalNet>,
+    x: &RepShare,
+    y: &RepShare,
+) -> veil_protocols::Result<(RepShare, NetStats)> {
+    let before = party.stats().clone();
+    let opened_x = party.open(x)?;
+    let sum = {
+        let (xo, xn) = x.components();
+        let (yo, yn) = y.components();
+        RepShare::from_components(
+            xo.iter().zip(yo).map(|(a, b)| a.wrapping_add(*b)).collect(),
+            xn.iter().zip(yn).map(|(a, b)| a.wrapping_add(*b)).collect(),
+        )
+        .expect("same lengths")
+    };
+    party.open(&sum)?;
+    let product = party.rep3().mul(x, y)?;
+    party.open(&product)?;
+    let mut out = product.clone();
+    party.rep3().add_public(&mut out, &opened_x);
+    let released = party.release(&out)?;
+    Ok((released, party.stats().since(&before)))
+}
+
+struct Job {
+    x: Vec<u64>,
+    y: Vec<u64>,
+    shares: [[RepShare; 3]; 2],
+}
+
+fn job(seed: u64) -> Job {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let x: Vec<u64> = (0..N).map(|_| rng.random()).collect();
+    let y: Vec<u64> = (0..N).map(|_| rng.random()).collect();
+    let shares = [split(&x, &mut rng), split(&y, &mut rng)];
+    Job { x, y, shares }
+}
+
+/// Runs the job with `adversary` (if any) and a receive timeout; the client's view of the outcome: the
+/// output, or why nothing was released.
+fn client(
+    job: &Job,
+    adversary: Option<Adversary>,
+    timeout: Duration,
+) -> (veil_protocols::Result<Vec<u64>>, Vec<NetStats>) {
+    let mut committee = Committee::new(3, Arc::new(NaiveGemm));
+    committee.timeout = timeout;
+    let run = run(&committee, Some(adversary.map_or(1, |a| a.at as u64 + 2)), adversary, |party| {
+        let me = party.id();
+        program(party, &job.shares[0][me], &job.shares[1][me])
+    });
+    match run {
+        Ok(parties) => {
+            let released: [RepShare; 3] = std::array::from_fn(|i| parties[i].value.0.clone());
+            let stats = parties.iter().map(|p| p.value.1.clone()).collect();
+            (reconstruct_output(&released), stats)
+        }
+        Err(e) => (Err(e), Vec::new()),
+    }
+}
+
+#[test]
+fn an_honest_job_opens_verifies_and_releases_the_right_values_with_pinned_costs() {
+    let job = job(5);
+    let (out, stats) = client(&job, None, Duration::from_secs(30));
+    let expected: Vec<u64> = job
+        .x
+        .iter()
+        .zip(&job.y)
+        .map(|(a, b)| a.wrapping_mul(*b).wrapping_add(*a))
+        .collect();
+    assert_eq!(out.expect("an honest job verifies"), expected);
+    // Three openings and one product of N elements (8 bytes each), then the 32-byte check, per party.
+    let bytes = (OPENINGS as u64 + 1) * 8 * N as u64 + 32;
+    for s in &stats {
+        assert_eq!(s.bytes_sent, bytes);
+        assert_eq!(s.messages_sent, OPENINGS as u64 + 2);
+        assert_eq!(s.rounds, OPENINGS as u64 + 2);
+    }
+}
+
+/// Runs `RUNS` jobs, each with `kind` struck by a random party at a random opening (or output element) with
+/// a random non-zero error, eight at a time; every one must abort as `aborted` says.
+fn every_run_aborts(kind: Deviation, timeout: Duration, aborted: fn(&ProtocolError) -> bool) {
+    let mut rng = ChaCha8Rng::seed_from_u64(kind as u64 + 40);
+    let adversaries: Vec<Adversary> = (0..RUNS)
+        .map(|_| Adversary {
+            kind,
+            party: rng.random_range(0..3),
+            at: rng.random_range(0..if kind == Deviation::WrongOutput { N } else { OPENINGS }),
+            delta: rng.random_range(1..u64::MAX),
+        })
+        .collect();
+    let mut aborts = 0;
+    for chunk in adversaries.chunks(8) {
+        let outcomes: Vec<_> = std::thread::scope(|scope| {
+            let handles: Vec<_> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, &a)| scope.spawn(move || client(&job(i as u64), Some(a), timeout).0))
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+        });
+        for (a, outcome) in chunk.iter().zip(outcomes) {
+            match outcome {
+                Ok(_) => panic!("{a:?}: the client accepted an output"),
+                Err(e) if aborted(&e) => aborts += 1,
+                Err(e) => panic!("{a:?}: aborted, but not as expected: {e}"),
+            }
+        }
+    }
+    assert_eq!(aborts, RUNS);
+}
+
+fn verification(e: &ProtocolError) -> bool {
+    matches!(e, ProtocolError::Verification(_))
+}
+
+#[test]
+fn a_flipped_share_in_any_opening_aborts_200_of_200_runs() {
+    every_run_aborts(Deviation::FlipShare, Duration::from_secs(30), verification);
+}
+
+#[test]
+fn a_wrong_output_share_is_refused_by_the_client_200_of_200_runs() {
+    every_run_aborts(Deviation::WrongOutput, Duration::from_secs(30), verification);
+}
+
+#[test]
+fn a_silent_party_stops_the_job_200_of_200_runs() {
+    every_run_aborts(Deviation::SkipRound, Duration::from_millis(50), |e| {
+        matches!(e, ProtocolError::Net(_) | ProtocolError::Deviated(_))
+    });
+}
