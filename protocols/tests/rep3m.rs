@@ -77,10 +77,15 @@ fn client(
 ) -> (veil_protocols::Result<Vec<u64>>, Vec<NetStats>) {
     let mut committee = Committee::new(3, Arc::new(NaiveGemm));
     committee.timeout = timeout;
-    let run = run(&committee, Some(adversary.map_or(1, |a| a.at as u64 + 2)), adversary, |party| {
-        let me = party.id();
-        program(party, &job.shares[0][me], &job.shares[1][me])
-    });
+    let run = run(
+        &committee,
+        Some(adversary.map_or(1, |a| a.at as u64 + 2)),
+        adversary,
+        |party| {
+            let me = party.id();
+            program(party, &job.shares[0][me], &job.shares[1][me])
+        },
+    );
     match run {
         Ok(parties) => {
             let released: [RepShare; 3] = std::array::from_fn(|i| parties[i].value.0.clone());
@@ -119,7 +124,13 @@ fn every_run_aborts(kind: Deviation, timeout: Duration, aborted: fn(&ProtocolErr
         .map(|_| Adversary {
             kind,
             party: rng.random_range(0..3),
-            at: rng.random_range(0..if kind == Deviation::WrongOutput { N } else { OPENINGS }),
+            at: rng.random_range(
+                0..if kind == Deviation::WrongOutput {
+                    N
+                } else {
+                    OPENINGS
+                },
+            ),
             delta: rng.random_range(1..u64::MAX),
         })
         .collect();
@@ -131,7 +142,10 @@ fn every_run_aborts(kind: Deviation, timeout: Duration, aborted: fn(&ProtocolErr
                 .enumerate()
                 .map(|(i, &a)| scope.spawn(move || client(&job(i as u64), Some(a), timeout).0))
                 .collect();
-            handles.into_iter().map(|h| h.join().expect("no panic")).collect()
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .collect()
         });
         for (a, outcome) in chunk.iter().zip(outcomes) {
             match outcome {
@@ -155,7 +169,11 @@ fn a_flipped_share_in_any_opening_aborts_200_of_200_runs() {
 
 #[test]
 fn a_wrong_output_share_is_refused_by_the_client_200_of_200_runs() {
-    every_run_aborts(Deviation::WrongOutput, Duration::from_secs(30), verification);
+    every_run_aborts(
+        Deviation::WrongOutput,
+        Duration::from_secs(30),
+        verification,
+    );
 }
 
 #[test]
@@ -163,4 +181,146 @@ fn a_silent_party_stops_the_job_200_of_200_runs() {
     every_run_aborts(Deviation::SkipRound, Duration::from_millis(50), |e| {
         matches!(e, ProtocolError::Net(_) | ProtocolError::Deviated(_))
     });
+}
+
+/// The sign test with no one-sided message (`rep3`'s `sign_select_injected`, for `rep3m`): `[z >= 0]`,
+/// `max(z, 0)` and a payload selected right for random values and the edges of Z_2^64, with the bytes and
+/// rounds of its module doc.
+#[test]
+fn the_sign_test_without_one_sided_messages_is_exact_and_costs_what_its_doc_says() {
+    use veil_protocols::ops::SignSelect;
+    let n = 256;
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let mut z: Vec<u64> = (0..n).map(|_| rng.random()).collect();
+    let edges = [
+        0,
+        1,
+        u64::MAX,
+        1 << 63,
+        (1 << 63) - 1,
+        (1 << 63) + 1,
+        2,
+        u64::MAX - 1,
+    ];
+    z[..edges.len()].copy_from_slice(&edges);
+    for v in z.iter_mut().skip(edges.len()).take(64) {
+        *v = (*v >> 40).wrapping_sub(1 << 23);
+    }
+    let payload: Vec<u64> = (0..n).map(|_| rng.random()).collect();
+    let zs = split(&z, &mut rng);
+    let ps = split(&payload, &mut rng);
+    let committee = Committee::new(3, Arc::new(NaiveGemm));
+    let out = run(&committee, Some(3), None, |party| {
+        let me = party.id();
+        let before = party.stats().clone();
+        let selected = party.rep3().sign_select_injected(SignSelect {
+            z: &zs[me],
+            truncate: false,
+            select_self: true,
+            extras: vec![ps[me].clone()],
+        })?;
+        Ok((selected, party.stats().since(&before)))
+    })
+    .expect("honest run");
+    let opened = |j: usize| {
+        let shares: [RepShare; 3] = std::array::from_fn(|i| out[i].value.0[j].clone());
+        RepShare::reconstruct(&shares).expect("consistent")
+    };
+    let (relu, picked) = (opened(0), opened(1));
+    for i in 0..n {
+        let positive = (z[i] as i64) >= 0;
+        assert_eq!(
+            relu[i],
+            if positive { z[i] } else { 0 },
+            "relu of {:#x}",
+            z[i]
+        );
+        assert_eq!(
+            picked[i],
+            if positive { payload[i] } else { 0 },
+            "payload at {:#x}",
+            z[i]
+        );
+    }
+    // 248 AND planes of n / 64 words, two bit-to-ring products and two payloads of n words each.
+    let words = 248 * (n as u64 / 64) + (2 + 2) * n as u64;
+    for p in &out {
+        assert_eq!(p.value.1.bytes_sent, 8 * words);
+        assert_eq!(p.value.1.rounds, 11);
+    }
+}
+
+/// The truncation with no one-sided message (`rep3`'s `trunc_injected`, for `rep3m`): exactly
+/// `floor(z / 2^f)` for every `|z| < 2^62` (the edges included), alone and fused into the sign test
+/// (`max(trunc(z), 0)`), with the bytes and rounds of its module doc.
+#[test]
+fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_says() {
+    use veil_protocols::ops::SignSelect;
+    let n = 192;
+    let f = 16;
+    let bound = 1i64 << 62;
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut z: Vec<u64> = (0..n)
+        .map(|i| {
+            let bits = [62, 40, 20][i % 3];
+            (rng.random::<i64>() >> (64 - bits)) as u64
+        })
+        .collect();
+    let edges = [
+        0,
+        1,
+        -1,
+        bound - 1,
+        -bound,
+        -bound + 1,
+        (1 << f) - 1,
+        1 << f,
+        -(1 << f),
+        -(1 << f) - 1,
+        -(1 << f) + 1,
+    ];
+    for (v, e) in z.iter_mut().zip(edges) {
+        *v = e as u64;
+    }
+    let zs = split(&z, &mut rng);
+    let committee = Committee::new(3, Arc::new(NaiveGemm));
+    let out = run(&committee, Some(4), None, |party| {
+        let me = party.id();
+        let before = party.stats().clone();
+        let t = party.rep3().trunc_injected(&zs[me])?;
+        let middle = party.stats().clone();
+        let relu = party.rep3().sign_select_injected(SignSelect {
+            z: &zs[me],
+            truncate: true,
+            select_self: true,
+            extras: Vec::new(),
+        })?;
+        Ok((t, relu, middle.since(&before), party.stats().since(&middle)))
+    })
+    .expect("honest run");
+    let opened = |pick: &dyn Fn(usize) -> RepShare| {
+        let shares: [RepShare; 3] = std::array::from_fn(pick);
+        RepShare::reconstruct(&shares).expect("consistent")
+    };
+    let t = opened(&|i| out[i].value.0.clone());
+    let relu = opened(&|i| out[i].value.1[0].clone());
+    for i in 0..n {
+        let floor = (z[i] as i64) >> f;
+        assert_eq!(t[i] as i64, floor, "trunc of {}", z[i] as i64);
+        assert_eq!(
+            relu[i] as i64,
+            floor.max(0),
+            "trunc_relu of {}",
+            z[i] as i64
+        );
+    }
+    let w = n as u64 / 64;
+    let trunc_words = 63 * w + 8 * n as u64;
+    let sign_words = 248 * w + 3 * n as u64;
+    for p in &out {
+        assert_eq!(p.value.2.bytes_sent, 8 * trunc_words);
+        assert_eq!(p.value.2.rounds, 8);
+        assert_eq!(p.value.3.bytes_sent, 8 * (trunc_words + sign_words));
+        assert_eq!(p.value.3.rounds, 19);
+    }
 }

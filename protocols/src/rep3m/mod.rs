@@ -110,7 +110,12 @@ pub struct Party<N: Net> {
 
 impl<N: Net> Party<N> {
     /// Joins the committee (the `rep3` key agreement; see [`rep3::Party::new`]).
-    pub fn new(net: N, key: Seed, fixed_point: FixedPoint, gemm: std::sync::Arc<dyn Gemm>) -> Result<Self> {
+    pub fn new(
+        net: N,
+        key: Seed,
+        fixed_point: FixedPoint,
+        gemm: std::sync::Arc<dyn Gemm>,
+    ) -> Result<Self> {
         Ok(Self {
             inner: rep3::Party::new(net, key, fixed_point, gemm)?,
             received: Sha256::new(),
@@ -156,9 +161,8 @@ impl<N: Net> Party<N> {
     fn opening_deviation(&mut self) -> Option<Adversary> {
         let at = self.openings;
         self.openings += 1;
-        self.adversary.filter(|a| {
-            a.at == at && matches!(a.kind, Deviation::FlipShare | Deviation::SkipRound)
-        })
+        self.adversary
+            .filter(|a| a.at == at && matches!(a.kind, Deviation::FlipShare | Deviation::SkipRound))
     }
 
     /// Stays silent for the rest of the job (`skip-round`).

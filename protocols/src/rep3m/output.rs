@@ -32,7 +32,8 @@ impl<N: Net> Party<N> {
 pub fn reconstruct_output(shares: &[RepShare; 3]) -> Result<Vec<u64>> {
     RepShare::reconstruct(shares).ok_or_else(|| {
         ProtocolError::Verification(
-            "the parties' output shares disagree: a component's two holders sent different values".into(),
+            "the parties' output shares disagree: a component's two holders sent different values"
+                .into(),
         )
     })
 }
