@@ -107,64 +107,142 @@ impl<N: Net> Party<N> {
         (s, components)
     }
 
-    /// The carry-save carries `M = maj(A, B, C)` on the bit planes `indices` (one round).
-    fn carry_save(
-        &mut self,
-        [a, b, c]: &[RepBits; 3],
-        indices: &[usize],
-        w: usize,
-    ) -> Result<RepBits> {
-        let pick = |x: &RepBits| {
-            concat(
-                &indices
-                    .iter()
-                    .map(|&i| planes(x, i, i + 1, w))
-                    .collect::<Vec<_>>()
-                    .iter()
-                    .collect::<Vec<_>>(),
-            )
-        };
-        let (ac, bc) = (pick(&xor(a, c)), pick(&xor(b, c)));
-        Ok(xor(&self.and_bits(&ac, &bc)?, &pick(c)))
+    /// The carry-save form `z = S + 2M` of a shared `z`: the planes `S` of its components and the carries
+    /// `M = maj(A, B, C) = ((A ^ C) & (B ^ C)) ^ C` on all 64 bits (one round).
+    fn carry_save_form(&mut self, z: &RepShare) -> Result<(RepBits, RepBits)> {
+        let (s, [a, b, c]) = self.injected_planes(z);
+        let m = xor(&self.and_bits(&xor(&a, &c), &xor(&b, &c))?, &c);
+        Ok((s, m))
     }
 
-    /// The generate bit of a carry tree over `(g, p)` leaves ordered from the low bits up (one round per
-    /// level): pairs `(2t + 1, 2t)` merge as `G = G_hi ^ P_hi & G_lo`, `P = P_hi & P_lo` (the last merge
-    /// computes `G` only); an odd top node passes up as it is.
-    fn carry_out(&mut self, mut g: Vec<RepBits>, mut p: Vec<RepBits>, w: usize) -> Result<RepBits> {
-        while g.len() > 1 {
-            let pairs = g.len() / 2;
-            let need_p = g.len() > 2;
-            let p_hi: Vec<&RepBits> = (0..pairs).map(|t| &p[2 * t + 1]).collect();
-            let g_lo: Vec<&RepBits> = (0..pairs).map(|t| &g[2 * t]).collect();
-            let p_lo: Vec<&RepBits> = (0..pairs).map(|t| &p[2 * t]).collect();
-            let (left, right) = if need_p {
-                (
-                    concat(&[p_hi.as_slice(), p_hi.as_slice()].concat()),
-                    concat(&[g_lo.as_slice(), p_lo.as_slice()].concat()),
-                )
-            } else {
-                (concat(&p_hi), concat(&g_lo))
-            };
-            let product = self.and_bits(&left, &right)?;
-            let mut next_g: Vec<RepBits> = (0..pairs)
-                .map(|t| xor(&g[2 * t + 1], &planes(&product, t, t + 1, w)))
-                .collect();
-            let mut next_p: Vec<RepBits> = if need_p {
-                (0..pairs)
-                    .map(|t| planes(&product, pairs + t, pairs + t + 1, w))
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if g.len() % 2 == 1 {
-                next_g.extend(g.pop());
-                next_p.extend(p.pop());
-            }
-            g = next_g;
-            p = next_p;
+    /// In one round: `S_j & M_{j-1}` for `1 <= j < count` (planes `0..count - 1`), then, with `or`,
+    /// `S_63 & M_62` (plane `count - 1`).
+    fn leaf_products(
+        &mut self,
+        s: &RepBits,
+        m: &RepBits,
+        count: usize,
+        or: bool,
+        w: usize,
+    ) -> Result<RepBits> {
+        let (s_hi, m_lo) = (planes(s, 1, count, w), planes(m, 0, count - 1, w));
+        if or {
+            let (s_63, m_62) = (planes(s, 63, 64, w), planes(m, 62, 63, w));
+            self.and_bits(&concat(&[&s_hi, &s_63]), &concat(&[&m_lo, &m_62]))
+        } else {
+            self.and_bits(&s_hi, &m_lo)
         }
-        Ok(g.pop().unwrap_or_default())
+    }
+
+    /// The generate bit of each carry tree of `trees` (leaves `(g, p)` ordered from the low bits up), the
+    /// trees' levels side by side (one round per level of the tallest): pairs `(2t + 1, 2t)` merge as
+    /// `G = G_hi ^ P_hi & G_lo`, `P = P_hi & P_lo` (a tree's last merge computes `G` only); an odd top node
+    /// passes up as it is.
+    fn carry_outs(
+        &mut self,
+        mut trees: Vec<(Vec<RepBits>, Vec<RepBits>)>,
+        w: usize,
+    ) -> Result<Vec<RepBits>> {
+        while trees.iter().any(|(g, _)| g.len() > 1) {
+            let shape: Vec<(usize, bool)> = trees
+                .iter()
+                .map(|(g, _)| (g.len() / 2, g.len() > 2))
+                .collect();
+            let (mut left, mut right): (Vec<&RepBits>, Vec<&RepBits>) = (Vec::new(), Vec::new());
+            for ((g, p), &(pairs, need_p)) in trees.iter().zip(&shape) {
+                left.extend((0..pairs).map(|t| &p[2 * t + 1]));
+                right.extend((0..pairs).map(|t| &g[2 * t]));
+                if need_p {
+                    left.extend((0..pairs).map(|t| &p[2 * t + 1]));
+                    right.extend((0..pairs).map(|t| &p[2 * t]));
+                }
+            }
+            let product = self.and_bits(&concat(&left), &concat(&right))?;
+            let mut at = 0;
+            for ((g, p), (pairs, need_p)) in trees.iter_mut().zip(shape) {
+                if pairs == 0 {
+                    continue;
+                }
+                let mut next_g: Vec<RepBits> = (0..pairs)
+                    .map(|t| xor(&g[2 * t + 1], &planes(&product, at + t, at + t + 1, w)))
+                    .collect();
+                at += pairs;
+                let mut next_p: Vec<RepBits> = Vec::new();
+                if need_p {
+                    next_p = (0..pairs)
+                        .map(|t| planes(&product, at + t, at + t + 1, w))
+                        .collect();
+                    at += pairs;
+                }
+                if g.len() % 2 == 1 {
+                    next_g.extend(g.pop());
+                    next_p.extend(p.pop());
+                }
+                *g = next_g;
+                *p = next_p;
+            }
+        }
+        Ok(trees
+            .into_iter()
+            .map(|(mut g, _)| g.pop().unwrap_or_default())
+            .collect())
+    }
+
+    /// The leaves of the carry tree of `S + (M << 1)` over bits `0..count`: `G_j = S_j & M_{j-1}` (plane
+    /// `j - 1` of `products`), `P_j = S_j ^ M_{j-1}`, `G_0 = 0`, `P_0 = S_0`.
+    fn leaves(
+        s: &RepBits,
+        m: &RepBits,
+        products: &RepBits,
+        count: usize,
+        w: usize,
+    ) -> (Vec<RepBits>, Vec<RepBits>) {
+        let zero = RepBits {
+            own: vec![0; w],
+            next: vec![0; w],
+        };
+        let g = std::iter::once(zero)
+            .chain((1..count).map(|j| planes(products, j - 1, j, w)))
+            .collect();
+        let p = std::iter::once(planes(s, 0, 1, w))
+            .chain((1..count).map(|j| xor(&planes(s, j, j + 1, w), &planes(m, j - 1, j, w))))
+            .collect();
+        (g, p)
+    }
+
+    /// `bit * v` for every payload `v` (two rounds, the bit to the ring on the way): with the bit's
+    /// components `s_0, s_1, s_2` injected, round one gives `u = s_0 ^ s_1` and `B = s_2 v`, round two `u v`
+    /// and `u B`, and `bit * v = (u ^ s_2) v = u v + B - 2 u B`.
+    fn select_by_bit(&mut self, bit: &RepBits, payloads: &[RepShare], n: usize) -> Result<Vec<RepShare>> {
+        let k = payloads.len();
+        let unpack = |plane: &[u64]| -> Vec<u64> {
+            (0..n).map(|i| u64::from(bits::get(plane, i))).collect()
+        };
+        let (own, next) = (unpack(&bit.own), unpack(&bit.next));
+        let component = |party: &Self, j: usize| -> RepShare {
+            let (own, next) = party.inject(j, &own, &next);
+            RepShare { own, next }
+        };
+        let (s0, s1, s2) = (component(self, 0), component(self, 1), component(self, 2));
+        let v = RepShare::concat(payloads);
+        let first = self.mul(
+            &RepShare::concat(&[s0.clone(), RepShare::concat(&vec![s2; k])]),
+            &RepShare::concat(&[s1.clone(), v.clone()]),
+        )?;
+        let s01 = first.map(|c| c[..n].to_vec());
+        let b = first.map(|c| c[n..].to_vec());
+        let u = s0.add(&s1).sub(&s01.add(&s01));
+        let u_k = RepShare::concat(&vec![u; k]);
+        let second = self.mul(
+            &RepShare::concat(&[u_k.clone(), u_k]),
+            &RepShare::concat(&[v, b.clone()]),
+        )?;
+        let uv = second.map(|c| c[..k * n].to_vec());
+        let ub = second.map(|c| c[k * n..].to_vec());
+        let selected = uv.add(&b).sub(&ub.add(&ub));
+        Ok((0..k)
+            .map(|j| selected.map(|c| c[j * n..(j + 1) * n].to_vec()))
+            .collect())
     }
 
     /// Ring sharings of the `n` bits of each of `bits` (two rounds for all of them): each bit's components
@@ -193,47 +271,50 @@ impl<N: Net> Party<N> {
 
     /// `floor(z / 2^f)` exactly, for `|z| < 2^62`, with no one-sided message (see the module doc).
     pub fn trunc_injected(&mut self, z: &RepShare) -> Result<RepShare> {
-        let n = z.len();
         let f = self.fixed_point.frac_bits() as usize;
-        let w = bits::Layout::new(n).words;
+        let w = bits::Layout::new(z.len()).words;
+        let shifted = self.offset(z);
+        let (s, m) = self.carry_save_form(&shifted)?;
+        let products = self.leaf_products(&s, &m, f, true, w)?;
+        let low = Self::leaves(&s, &m, &products, f, w);
+        let c_f = self.carry_outs(vec![low], w)?.pop().unwrap_or_default();
+        let bits = Self::trunc_bits(&s, &m, c_f, &planes(&products, f - 1, f, w), f, w);
+        let counts = self.bits_to_ring(&bits, z.len())?;
+        Ok(self.trunc_from_counts(&shifted, &counts))
+    }
+
+    /// `z + 2^62`, the offset on component 0.
+    fn offset(&self, z: &RepShare) -> RepShare {
         let mut shifted = z.clone();
-        self.add_public(&mut shifted, &vec![OFFSET; n]);
-        let (s, abc) = self.injected_planes(&shifted);
+        self.add_public(&mut shifted, &vec![OFFSET; z.len()]);
+        shifted
+    }
 
-        // M on bits 0..f, 62 and 63: index k < f is bit k, then 62 (at f) and 63 (at f + 1).
-        let indices: Vec<usize> = (0..f).chain([62, 63]).collect();
-        let m = self.carry_save(&abc, &indices, w)?;
-        let m_at = |k: usize| planes(&m, k, k + 1, w);
+    /// The truncation's four bits `M_{f-1}`, `c_f`, `M_63` and `c_64 = S_63 | M_62`, from `S_63 & M_62`.
+    fn trunc_bits(
+        s: &RepBits,
+        m: &RepBits,
+        c_f: RepBits,
+        or_and: &RepBits,
+        f: usize,
+        w: usize,
+    ) -> [RepBits; 4] {
+        let c_64 = xor(&xor(&planes(s, 63, 64, w), &planes(m, 62, 63, w)), or_and);
+        [planes(m, f - 1, f, w), c_f, planes(m, 63, 64, w), c_64]
+    }
 
-        // Leaves G_j = S_j & M_{j-1} (1 <= j < f) and the OR's AND, S_63 & M_62, in one round.
-        let s_at = |k: usize| planes(&s, k, k + 1, w);
-        let left: Vec<RepBits> = (1..f).map(s_at).chain([s_at(63)]).collect();
-        let right: Vec<RepBits> = (0..f - 1).map(m_at).chain([m_at(f)]).collect();
-        let product = self.and_bits(
-            &concat(&left.iter().collect::<Vec<_>>()),
-            &concat(&right.iter().collect::<Vec<_>>()),
-        )?;
-        let zero = RepBits {
-            own: vec![0; w],
-            next: vec![0; w],
-        };
-        let g: Vec<RepBits> = std::iter::once(zero)
-            .chain((0..f - 1).map(|j| planes(&product, j, j + 1, w)))
-            .collect();
-        let p: Vec<RepBits> = std::iter::once(s_at(0))
-            .chain((1..f).map(|j| xor(&s_at(j), &m_at(j - 1))))
-            .collect();
-        let c_f = self.carry_out(g, p, w)?;
-        let c_64 = xor(&xor(&s_at(63), &m_at(f)), &planes(&product, f - 1, f, w));
-
-        let counts = self.bits_to_ring(&[m_at(f - 1), c_f, m_at(f + 1), c_64], n)?;
+    /// `sum_j (z'_j >> f) + L - 2^(64 - f) W - 2^(62 - f)` from the shifted value `z'` and the ring
+    /// sharings of `[M_{f-1}, c_f, M_63, c_64]`.
+    fn trunc_from_counts(&self, shifted: &RepShare, counts: &[RepShare]) -> RepShare {
+        let f = self.fixed_point.frac_bits() as usize;
+        let n = shifted.len();
         let low = counts[0].add(&counts[1]);
         let wraps = counts[2].add(&counts[3]);
         let mut out = shifted.map(|c| c.iter().map(|&v| v >> f).collect());
         out.add_assign(&low);
         out = out.sub(&wraps.mul_public(&vec![1u64 << (64 - f); n]));
         self.add_public(&mut out, &vec![(OFFSET >> f).wrapping_neg(); n]);
-        Ok(out)
+        out
     }
 
     /// The sign test with no one-sided message (see the module doc): `[z >= 0] * payload` for every payload.
@@ -244,39 +325,19 @@ impl<N: Net> Party<N> {
                 format!("payload {} vs value {n}", extra.len())
             })?;
         }
-        let truncated = if job.truncate {
-            Some(self.trunc_injected(job.z)?)
-        } else {
-            None
-        };
+        if job.truncate {
+            return self.trunc_sign_select(job);
+        }
         let z = job.z;
         let layout = bits::Layout::new(n);
         let w = layout.words;
-
-        // Steps 1 and 2: S, and M = maj(A, B, C) on bits 0..=62.
-        let (s, abc) = self.injected_planes(z);
-        let m = self.carry_save(&abc, &(0..LEAVES).collect::<Vec<_>>(), w)?;
-
-        // Step 3: leaves G_j = S_j & M_{j-1}, P_j = S_j ^ M_{j-1} (j >= 1); G_0 = 0, P_0 = S_0.
-        let s_hi = planes(&s, 1, LEAVES, w);
-        let m_lo = planes(&m, 0, LEAVES - 1, w);
-        let g_tail = self.and_bits(&s_hi, &m_lo)?;
-        let p_tail = xor(&s_hi, &m_lo);
-        let zero = RepBits {
-            own: vec![0; w],
-            next: vec![0; w],
-        };
-        let g: Vec<RepBits> = std::iter::once(zero)
-            .chain((0..LEAVES - 1).map(|j| planes(&g_tail, j, j + 1, w)))
-            .collect();
-        let p: Vec<RepBits> = std::iter::once(planes(&s, 0, 1, w))
-            .chain((0..LEAVES - 1).map(|j| planes(&p_tail, j, j + 1, w)))
-            .collect();
-
-        // Step 4: the carry into bit 63; [z >= 0] = !(S_63 ^ M_62 ^ c), the negation flipping component 0.
-        let carry = self.carry_out(g, p, w)?;
+        let (s, m) = self.carry_save_form(z)?;
+        let products = self.leaf_products(&s, &m, LEAVES, false, w)?;
+        let tree = Self::leaves(&s, &m, &products, LEAVES, w);
+        let carry = self.carry_outs(vec![tree], w)?.pop().unwrap_or_default();
+        // [z >= 0] = !(S_63 ^ M_62 ^ c): the negation flips component 0.
         let mut sign = xor(
-            &xor(&planes(&s, 63, 64, w), &planes(&m, LEAVES - 1, LEAVES, w)),
+            &xor(&planes(&s, 63, 64, w), &planes(&m, 62, 63, w)),
             &carry,
         );
         let ones: Vec<u64> = (0..w).map(|i| layout.valid(i)).collect();
@@ -284,19 +345,52 @@ impl<N: Net> Party<N> {
         bits::xor_assign(&mut sign.own, &flip_own);
         bits::xor_assign(&mut sign.next, &flip_next);
 
-        // Steps 5 and 6: the bit in the ring, then the payloads.
         let mut payloads: Vec<RepShare> = Vec::with_capacity(1 + job.extras.len());
         if job.select_self {
-            payloads.push(truncated.unwrap_or_else(|| z.clone()));
+            payloads.push(z.clone());
+        }
+        payloads.extend(job.extras);
+        if payloads.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.select_by_bit(&sign, &payloads, n)
+    }
+
+    /// The sign test of `trunc(z)` fused with the truncation (`|z| < 2^62`; see the module doc): one
+    /// carry-save form of `z' = z + 2^62` serves both, since `z >= 0` exactly when bit 62 of `z'` is set
+    /// (`floor(z / 2^f)` has the sign of `z`), and the truncation's tree runs beside the sign's.
+    fn trunc_sign_select(&mut self, job: SignSelect<'_, RepShare>) -> Result<Vec<RepShare>> {
+        let f = self.fixed_point.frac_bits() as usize;
+        let n = job.z.len();
+        let w = bits::Layout::new(n).words;
+        let shifted = self.offset(job.z);
+        let (s, m) = self.carry_save_form(&shifted)?;
+        let products = self.leaf_products(&s, &m, 62, true, w)?;
+        let sign_tree = Self::leaves(&s, &m, &products, 62, w);
+        let low_tree = Self::leaves(&s, &m, &products, f, w);
+        let mut carries = self.carry_outs(vec![sign_tree, low_tree], w)?;
+        let c_f = carries.pop().unwrap_or_default();
+        let c_62 = carries.pop().unwrap_or_default();
+        let positive = xor(
+            &xor(&planes(&s, 62, 63, w), &planes(&m, 61, 62, w)),
+            &c_62,
+        );
+        let [a, b, c, d] = Self::trunc_bits(&s, &m, c_f, &planes(&products, 61, 62, w), f, w);
+        let mut rings = self.bits_to_ring(&[positive, a, b, c, d], n)?;
+        let bit = rings.remove(0);
+        let mut payloads: Vec<RepShare> = Vec::with_capacity(1 + job.extras.len());
+        if job.select_self {
+            payloads.push(self.trunc_from_counts(&shifted, &rings));
         }
         payloads.extend(job.extras);
         let k = payloads.len();
         if k == 0 {
             return Ok(Vec::new());
         }
-        let bit = self.bits_to_ring(&[sign], n)?.pop().unwrap_or_default();
-        let bits_k = RepShare::concat(&vec![bit; k]);
-        let selected = self.mul(&bits_k, &RepShare::concat(&payloads))?;
+        let selected = self.mul(
+            &RepShare::concat(&vec![bit; k]),
+            &RepShare::concat(&payloads),
+        )?;
         Ok((0..k)
             .map(|j| selected.map(|c| c[j * n..(j + 1) * n].to_vec()))
             .collect())
