@@ -323,3 +323,103 @@ fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_say
         assert_eq!(p.value.3.rounds, 11);
     }
 }
+
+/// Privacy of the sign test and truncation with no one-sided message: what one party receives is
+/// uniformly masked and independent of the input. Every message is an AND gate's or product's reshare,
+/// masked by the zero sharing's stream of the key the receiver lacks (`rep3/keys.rs`). The test holds the
+/// observer's randomness fixed (its key and its two components of the input) while the other keys and the
+/// third component vary, and checks for two inputs, for each observer: the view's structure (senders,
+/// lengths) is the same; every received bit is a fair coin under both inputs (6 sigma over 100 runs); no
+/// received 8-byte window equals an input value or the component the observer lacks.
+#[test]
+fn a_single_party_view_of_the_symmetric_sign_test_and_truncation_is_uniform_and_input_independent() {
+    use veil_protocols::ops::SignSelect;
+    use veil_protocols::prg::Seed;
+    use veil_protocols::rep3::local::run_with_keys;
+    const TRIALS: u64 = 100;
+    let n = 70;
+    let inputs: [Vec<u64>; 2] = [
+        (0..n as i64).map(|i| ((i - 35) << 20) as u64).collect(),
+        (0..n as i64).map(|i| ((i * 7919) % 1000 - 400) as u64).collect(),
+    ];
+    for observer in 0..3 {
+        let mut fixed = ChaCha8Rng::seed_from_u64(90 + observer as u64);
+        let own: Vec<u64> = (0..n).map(|_| fixed.random()).collect();
+        let next: Vec<u64> = (0..n).map(|_| fixed.random()).collect();
+        let mut shapes: Vec<Vec<(usize, usize)>> = Vec::new();
+        for input in &inputs {
+            let mut ones: Vec<u32> = Vec::new();
+            for trial in 0..TRIALS {
+                let third: Vec<u64> = input
+                    .iter()
+                    .zip(own.iter().zip(&next))
+                    .map(|(x, (a, b))| x.wrapping_sub(*a).wrapping_sub(*b))
+                    .collect();
+                let mut comps = vec![Vec::new(); 3];
+                comps[observer] = own.clone();
+                comps[(observer + 1) % 3] = next.clone();
+                comps[(observer + 2) % 3] = third.clone();
+                let shares: [RepShare; 3] = std::array::from_fn(|i| {
+                    RepShare::from_components(comps[i].clone(), comps[(i + 1) % 3].clone())
+                        .expect("lengths")
+                });
+                let keys: [Seed; 3] = std::array::from_fn(|i| {
+                    if i == observer {
+                        Seed::random_from(1)
+                    } else {
+                        Seed::random_from(7000 + 10 * trial + i as u64)
+                    }
+                });
+                let mut committee = Committee::new(3, Arc::new(NaiveGemm));
+                committee.record_views = true;
+                let out = run_with_keys(&committee, keys, |party| {
+                    let z = &shares[party.id()];
+                    party.trunc_injected(z)?;
+                    party.sign_select_injected(SignSelect {
+                        z,
+                        truncate: true,
+                        select_self: true,
+                        extras: Vec::new(),
+                    })?;
+                    party.sign_select_injected(SignSelect {
+                        z,
+                        truncate: false,
+                        select_self: true,
+                        extras: Vec::new(),
+                    })
+                })
+                .expect("honest run");
+                let view = &out[observer].view;
+                let shape: Vec<(usize, usize)> = view.iter().map(|(f, m)| (*f, m.len())).collect();
+                match shapes.first() {
+                    Some(first) => assert_eq!(first, &shape, "observer {observer}: view structure"),
+                    None => shapes.push(shape),
+                }
+                let bytes: Vec<u8> = view.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+                if ones.is_empty() {
+                    ones = vec![0; bytes.len() * 8];
+                }
+                for (i, byte) in bytes.iter().enumerate() {
+                    for b in 0..8 {
+                        ones[i * 8 + b] += u32::from((byte >> b) & 1);
+                    }
+                }
+                let secrets: Vec<u64> = input.iter().chain(&third).copied().collect();
+                for window in bytes.windows(8) {
+                    let word = u64::from_le_bytes(window.try_into().expect("8 bytes"));
+                    assert!(
+                        word == 0 || !secrets.contains(&word),
+                        "observer {observer} received a secret word"
+                    );
+                }
+            }
+            // A fair coin over 100 runs: mean 50, sigma 5.
+            for (bit, &count) in ones.iter().enumerate() {
+                assert!(
+                    (20..=80).contains(&count),
+                    "observer {observer}: received bit {bit} was 1 in {count} of {TRIALS} runs"
+                );
+            }
+        }
+    }
+}

@@ -9,19 +9,20 @@
 //! 1. **Local injection**: component `j` of a binary sharing of `bits(z_j)` is held by exactly the two
 //!    holders of `z_j`, so `A = bits(z_0)`, `B = bits(z_1)`, `C = bits(z_2)` are replicated XOR sharings with
 //!    no message, and so is their sum `S = A ^ B ^ C` (component `j` is `bits(z_j)`).
-//! 2. **Carry-save** (1 round): the carries `M = maj(A, B, C) = ((A ^ C) & (B ^ C)) ^ C`, bits 0..=62, so
-//!    `z = S + 2M` modulo 2^64.
+//! 2. **Carry-save** (1 round): the carries `M = maj(A, B, C) = ((A ^ C) & (B ^ C)) ^ C` on all 64 bits,
+//!    so `z = S + 2M` modulo 2^64.
 //! 3. **Leaves** (1 round): `G_j = S_j & M_{j-1}` and `P_j = S_j ^ M_{j-1}` for bits 1..=62; `G_0 = 0`,
 //!    `P_0 = S_0`.
 //! 4. **Carry tree** (6 rounds): pairs merge as `G = G_hi ^ P_hi & G_lo`, `P = P_hi & P_lo` (the last merge
 //!    computes `G` only), 63 leaves down to the carry `c` into bit 63; `[z >= 0] = !(S_63 ^ M_62 ^ c)`.
-//! 5. **Bit to ring** (2 rounds): the bit's components `s_0, s_1, s_2` are injected as ring sharings as in
-//!    step 1, then `u = s_0 + s_1 - 2 s_0 s_1` and `s = u + s_2 - 2 u s_2`, two products.
-//! 6. **Payloads** (1 round): `s * v` for every payload, one product.
+//! 5. **Selection with the bit to the ring** (2 rounds): with the bit's components `s_0, s_1, s_2` injected
+//!    as ring sharings as in step 1, round one computes `u = s_0 ^ s_1 = s_0 + s_1 - 2 s_0 s_1` and
+//!    `B = s_2 v` for every payload `v`, round two `u v` and `u B`; `bit * v = u v + B - 2 u B`.
 //!
-//! Rounds: 11 at every party (19 with `truncate`: the truncation below runs first). AND gates per element: 63 + 62 + 62 + 32 + 16 + 8 + 4 + 1 = 248 bits, plus two
-//! products; words sent per party for `n` values, `w = ceil(n / 64)` words per bit plane and `k` payloads:
-//! `248 w + (2 + k) n`; per element (`n` a multiple of 64) `31 + 16 + 8k` bytes, the same at every party.
+//! Rounds: 10 at every party. AND gates per element: 64 + 62 + (62 + 32 + 16 + 8 + 4 + 1) = 249 bits; words
+//! sent per party for `n` values, `w = ceil(n / 64)` words per bit plane and `k` payloads:
+//! `249 w + (1 + 3k) n`; per element (`n` a multiple of 64) about `31 + 8 + 24k` bytes, the same at every
+//! party (`rep3`: 8 hops, `27 + 16k` bytes at party 0 and `16 + 8k` at the others).
 //!
 //! # Truncation, exact
 //!
@@ -31,16 +32,21 @@
 //!
 //! `floor(z / 2^f) = sum_j (z'_j >> f) + L - 2^(64 - f) W - 2^(62 - f)`   (mod 2^64, exactly).
 //!
-//! `sum_j (z'_j >> f)` is local (each component shifted). With the carry-save form `Z = S + 2M` of step 1
-//! and 2 above: `L = M_{f-1} + c_f`, `c_f` the carry out of `(S + 2M) mod 2^f` without `M_{f-1}` (a carry
-//! tree over `f` leaves), and `W = M_63 + (S_63 | M_62)`, because bit 63 of `z'` is zero, so the carry into
-//! bit 63 is `S_63 ^ M_62` and the carry out is their OR (one AND gate). The four bits go to the ring as
-//! in step 5.
+//! `sum_j (z'_j >> f)` is local (each component shifted). With the carry-save form `Z = S + 2M` of steps 1
+//! and 2: `L = M_{f-1} + c_f`, `c_f` the carry out of `(S + 2M) mod 2^f` without `M_{f-1}` (a carry tree
+//! over `f` leaves), and `W = M_63 + (S_63 | M_62)`, because bit 63 of `z'` is zero, so the carry into bit
+//! 63 is `S_63 ^ M_62` and the carry out is their OR (one AND gate). The four bits go to the ring with two
+//! products each (`u = s_0 ^ s_1`, then `u ^ s_2`).
 //!
-//! Rounds: 1 (carries `M_0..M_{f-1}`, `M_62`, `M_63`) + 1 (leaves and the OR) + `ceil(log2 f)` (the tree) + 2
-//! (bits to ring) = 8 for f = 16. AND gates per element for f = 16: 18 + 16 + 29 = 63 bits; words sent per
-//! party: `63 w + 8 n`, about 72 bytes per element at every party (`rep3`'s truncation: 16 / 8 / 8). No
-//! error: the result is `floor(z / 2^f)` exactly.
+//! Rounds: 1 (carry-save) + 1 (leaves and the OR) + `ceil(log2 f)` (the tree) + 2 (bits to ring) = 8 for
+//! f = 16. AND gates per element for f = 16: 64 + 16 + 29 = 109 bits; words sent per party: `109 w + 8 n`,
+//! about 78 bytes per element at every party (`rep3`'s truncation: 2 hops, 16 / 8 / 8 bytes). No error:
+//! the result is `floor(z / 2^f)` exactly.
+//!
+//! **Fused with the sign test** (`truncate`, ReLU after a layer): `z >= 0` exactly when bit 62 of `z'` is
+//! set, so one carry-save form of `z'` serves both; the sign's tree (62 leaves, the carry into bit 62) and
+//! the truncation's run side by side, five bits go to the ring together, then one product selects. Rounds:
+//! 1 + 1 + 6 + 2 + 1 = 11; AND gates per element 64 + 62 + 121 + 29 = 276 bits; words `276 w + (10 + k) n`.
 //!
 //! Privacy: every message is an AND gate's or product's reshare, masked by the zero sharing
 //! ([`super::keys`]).
