@@ -3,11 +3,12 @@
 //! and a client that refuses an output whose two copies of a component differ. See
 //! `protocols/src/rep3m/mod.rs` for what is checked and what is not yet (products).
 
+use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::rep3m;
 use veil_protocols::semi2k::local::PartyOutcome;
 
 use crate::bert::private::PrivateBert;
-use crate::error::Result;
+use crate::error::{EngineError, Result};
 use crate::local::{report, to_protocol, LocalOptions, LocalRunReport, PartyResult};
 use crate::local_rep3::{committee, local_run, open_outputs, owner_shares, run_party, split};
 use crate::plan::Plan;
@@ -22,9 +23,10 @@ pub(crate) fn run_rep3m(
     options: &LocalOptions,
 ) -> Result<LocalRunReport> {
     let committee = committee(options, plan.fixed_point)?;
+    let adversary = lab_adversary(options)?;
     let owners = owner_shares(plan, encoded, options);
     let start_line = StartLine::new(3, options.timeout);
-    let parties = rep3m::local::run(&committee, options.seed, None, |party| {
+    let parties = rep3m::local::run(&committee, options.seed, adversary, |party| {
         let me = party.id();
         let weights = owners.shared.iter().map(|w| w[me].clone()).collect();
         let model = setup_rep3(plan, weights, &owners.public).map_err(to_protocol)?;
@@ -53,10 +55,11 @@ pub(crate) fn embed_rep3m(
 ) -> Result<LocalRunReport> {
     let fp = model.config().fixed_point;
     let committee = committee(options, fp)?;
+    let adversary = lab_adversary(options)?;
     let mut rng = crate::local_rep3::rng(options);
     let shares: Vec<_> = inputs.iter().map(|x| split(x, &mut rng)).collect();
     let start_line = StartLine::new(3, options.timeout);
-    let parties = rep3m::local::run(&committee, options.seed, None, |party| {
+    let parties = rep3m::local::run(&committee, options.seed, adversary, |party| {
         let me = party.id();
         let words = shares
             .iter()
@@ -75,6 +78,21 @@ pub(crate) fn embed_rep3m(
         .map_err(to_protocol)
     })?;
     finish(parties, inputs.len(), fp)
+}
+
+/// The protocol lab's deviation for a rep3m inference: only `wrong-output` has a site (inference opens
+/// nothing; a changed reshare is what the product proof, not written yet, would catch), so any other is
+/// refused rather than silently never struck.
+fn lab_adversary(options: &LocalOptions) -> Result<Option<Adversary>> {
+    match options.adversary {
+        Some(a) if a.kind != Deviation::WrongOutput => Err(EngineError::Protocol(
+            veil_protocols::ProtocolError::Committee(format!(
+                "rep3m inference has no site for the deviation {}: only wrong-output strikes it",
+                a.kind.name()
+            )),
+        )),
+        other => Ok(other),
+    }
 }
 
 /// The client's side: each output from the released shares (refused if two holders disagree), and the run's
