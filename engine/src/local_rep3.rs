@@ -62,7 +62,11 @@ pub(crate) fn rng(options: &LocalOptions) -> StdRng {
 }
 
 /// Splits `encoded` and the plan's weights into replicated shares.
-pub(crate) fn owner_shares(plan: &Plan, encoded: &[Vec<u64>], options: &LocalOptions) -> OwnerShares {
+pub(crate) fn owner_shares(
+    plan: &Plan,
+    encoded: &[Vec<u64>],
+    options: &LocalOptions,
+) -> OwnerShares {
     let mut rng = rng(options);
     let inputs: Vec<[RepShare; 3]> = encoded.iter().map(|x| split(x, &mut rng)).collect();
     let shared = match plan.mode {

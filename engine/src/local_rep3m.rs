@@ -61,10 +61,7 @@ pub(crate) fn embed_rep3m(
     let start_line = StartLine::new(3, options.timeout);
     let parties = rep3m::local::run(&committee, options.seed, adversary, |party| {
         let me = party.id();
-        let words = shares
-            .iter()
-            .zip(lengths)
-            .map(|(x, &l)| (x[me].clone(), l));
+        let words = shares.iter().zip(lengths).map(|(x, &l)| (x[me].clone(), l));
         run_party(
             party,
             words,

@@ -71,7 +71,8 @@ fn tiny_random_encoders_embed_under_rep3m_like_burn() {
     let config = tiny_config(2, 32, 4);
     let bytes = random_weights(&config, 1).unwrap();
     let bert = Bert::from_bytes(&bytes, config, &device).unwrap();
-    let model = PrivateBert::new(&bert, PrivateConfig::new(FixedPoint::default()).unwrap()).unwrap();
+    let model =
+        PrivateBert::new(&bert, PrivateConfig::new(FixedPoint::default()).unwrap()).unwrap();
     let sequences: Vec<Vec<u32>> = vec![vec![1, 17, 42, 99, 2], vec![5]];
     let report = embed_private(&model, &sequences, &rep3m_options(3)).unwrap();
     assert_eq!(report.dealer_bytes, 0);

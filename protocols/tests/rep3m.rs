@@ -332,7 +332,8 @@ fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_say
 /// lengths) is the same; every received bit is a fair coin under both inputs (6 sigma over 100 runs); no
 /// received 8-byte window equals an input value or the component the observer lacks.
 #[test]
-fn a_single_party_view_of_the_symmetric_sign_test_and_truncation_is_uniform_and_input_independent() {
+fn a_single_party_view_of_the_symmetric_sign_test_and_truncation_is_uniform_and_input_independent()
+{
     use veil_protocols::ops::SignSelect;
     use veil_protocols::prg::Seed;
     use veil_protocols::rep3::local::run_with_keys;
@@ -340,7 +341,9 @@ fn a_single_party_view_of_the_symmetric_sign_test_and_truncation_is_uniform_and_
     let n = 70;
     let inputs: [Vec<u64>; 2] = [
         (0..n as i64).map(|i| ((i - 35) << 20) as u64).collect(),
-        (0..n as i64).map(|i| ((i * 7919) % 1000 - 400) as u64).collect(),
+        (0..n as i64)
+            .map(|i| ((i * 7919) % 1000 - 400) as u64)
+            .collect(),
     ];
     for observer in 0..3 {
         let mut fixed = ChaCha8Rng::seed_from_u64(90 + observer as u64);

@@ -219,7 +219,12 @@ impl<N: Net> Party<N> {
     /// `bit * v` for every payload `v` (two rounds, the bit to the ring on the way): with the bit's
     /// components `s_0, s_1, s_2` injected, round one gives `u = s_0 ^ s_1` and `B = s_2 v`, round two `u v`
     /// and `u B`, and `bit * v = (u ^ s_2) v = u v + B - 2 u B`.
-    fn select_by_bit(&mut self, bit: &RepBits, payloads: &[RepShare], n: usize) -> Result<Vec<RepShare>> {
+    fn select_by_bit(
+        &mut self,
+        bit: &RepBits,
+        payloads: &[RepShare],
+        n: usize,
+    ) -> Result<Vec<RepShare>> {
         let k = payloads.len();
         let unpack = |plane: &[u64]| -> Vec<u64> {
             (0..n).map(|i| u64::from(bits::get(plane, i))).collect()
@@ -342,10 +347,7 @@ impl<N: Net> Party<N> {
         let tree = Self::leaves(&s, &m, &products, LEAVES, w);
         let carry = self.carry_outs(vec![tree], w)?.pop().unwrap_or_default();
         // [z >= 0] = !(S_63 ^ M_62 ^ c): the negation flips component 0.
-        let mut sign = xor(
-            &xor(&planes(&s, 63, 64, w), &planes(&m, 62, 63, w)),
-            &carry,
-        );
+        let mut sign = xor(&xor(&planes(&s, 63, 64, w), &planes(&m, 62, 63, w)), &carry);
         let ones: Vec<u64> = (0..w).map(|i| layout.valid(i)).collect();
         let (flip_own, flip_next) = self.inject(0, &ones, &ones);
         bits::xor_assign(&mut sign.own, &flip_own);
@@ -377,10 +379,7 @@ impl<N: Net> Party<N> {
         let mut carries = self.carry_outs(vec![sign_tree, low_tree], w)?;
         let c_f = carries.pop().unwrap_or_default();
         let c_62 = carries.pop().unwrap_or_default();
-        let positive = xor(
-            &xor(&planes(&s, 62, 63, w), &planes(&m, 61, 62, w)),
-            &c_62,
-        );
+        let positive = xor(&xor(&planes(&s, 62, 63, w), &planes(&m, 61, 62, w)), &c_62);
         let [a, b, c, d] = Self::trunc_bits(&s, &m, c_f, &planes(&products, 61, 62, w), f, w);
         let mut rings = self.bits_to_ring(&[positive, a, b, c, d], n)?;
         let bit = rings.remove(0);
