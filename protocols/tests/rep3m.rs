@@ -315,11 +315,12 @@ fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_say
         );
     }
     let w = n as u64 / 64;
-    // Alone: 109 AND planes and four bits to the ring; fused: 276 planes, five bits and one payload.
+    // Alone: 109 AND planes and four bits to the ring (4n + n words); fused: 276 planes, five bits to the
+    // ring in two sums (5n + 2n) and one payload.
     for p in &out {
-        assert_eq!(p.value.2.bytes_sent, 8 * (109 * w + 8 * n as u64));
+        assert_eq!(p.value.2.bytes_sent, 8 * (109 * w + 5 * n as u64));
         assert_eq!(p.value.2.rounds, 8);
-        assert_eq!(p.value.3.bytes_sent, 8 * (276 * w + 11 * n as u64));
+        assert_eq!(p.value.3.bytes_sent, 8 * (276 * w + 8 * n as u64));
         assert_eq!(p.value.3.rounds, 11);
     }
 }

@@ -35,18 +35,19 @@
 //! `sum_j (z'_j >> f)` is local (each component shifted). With the carry-save form `Z = S + 2M` of steps 1
 //! and 2: `L = M_{f-1} + c_f`, `c_f` the carry out of `(S + 2M) mod 2^f` without `M_{f-1}` (a carry tree
 //! over `f` leaves), and `W = M_63 + (S_63 | M_62)`, because bit 63 of `z'` is zero, so the carry into bit
-//! 63 is `S_63 ^ M_62` and the carry out is their OR (one AND gate). The four bits go to the ring with two
-//! products each (`u = s_0 ^ s_1`, then `u ^ s_2`).
+//! 63 is `S_63 ^ M_62` and the carry out is their OR (one AND gate). The four bits go to the ring in two
+//! rounds: `u_k = s_0 ^ s_1` for each (one product each), then the one sum `sum_k c_k (u_k ^ s_2)`, whose
+//! four products are added up before a single reshare.
 //!
 //! Rounds: 1 (carry-save) + 1 (leaves and the OR) + `ceil(log2 f)` (the tree) + 2 (bits to ring) = 8 for
-//! f = 16. AND gates per element for f = 16: 64 + 16 + 29 = 109 bits; words sent per party: `109 w + 8 n`,
-//! about 78 bytes per element at every party (`rep3`'s truncation: 2 hops, 16 / 8 / 8 bytes). No error:
+//! f = 16. AND gates per element for f = 16: 64 + 16 + 29 = 109 bits; words sent per party: `109 w + 5 n`,
+//! about 54 bytes per element at every party (`rep3`'s truncation: 2 hops, 16 / 8 / 8 bytes). No error:
 //! the result is `floor(z / 2^f)` exactly.
 //!
 //! **Fused with the sign test** (`truncate`, ReLU after a layer): `z >= 0` exactly when bit 62 of `z'` is
 //! set, so one carry-save form of `z'` serves both; the sign's tree (62 leaves, the carry into bit 62) and
 //! the truncation's run side by side, five bits go to the ring together, then one product selects. Rounds:
-//! 1 + 1 + 6 + 2 + 1 = 11; AND gates per element 64 + 62 + 121 + 29 = 276 bits; words `276 w + (10 + k) n`.
+//! 1 + 1 + 6 + 2 + 1 = 11; AND gates per element 64 + 62 + 121 + 29 = 276 bits; words `276 w + (7 + k) n`.
 //!
 //! Privacy: every message is an AND gate's or product's reshare, masked by the zero sharing
 //! ([`super::keys`]).
@@ -256,27 +257,86 @@ impl<N: Net> Party<N> {
             .collect())
     }
 
-    /// Ring sharings of the `n` bits of each of `bits` (two rounds for all of them): each bit's components
-    /// `s_0, s_1, s_2` injected, then `u = s_0 ^ s_1` and `s = u ^ s_2` with `x ^ y = x + y - 2 x y`.
-    fn bits_to_ring(&mut self, bits: &[RepBits], n: usize) -> Result<Vec<RepShare>> {
+    /// For each group of bits with public coefficients, the ring sharing of `sum_k c_k b_k` over its `n`
+    /// bits (two rounds for all groups): each bit's components `s_0, s_1, s_2` are injected, round one
+    /// computes `u_k = s_0 ^ s_1 = s_0 + s_1 - 2 s_0 s_1` for every bit, and round two reshares one word per
+    /// element per group, the summands of `sum_k c_k u_k s_2` added up before the reshare; then
+    /// `sum_k c_k b_k = sum_k c_k (u_k + s_2 - 2 u_k s_2)`.
+    fn bits_to_ring(&mut self, groups: &[(&[RepBits], &[u64])], n: usize) -> Result<Vec<RepShare>> {
+        // This party's components of the bits: `own` is component `me`, `next` component `me + 1`.
         let unpack = |plane: &[u64]| -> Vec<u64> {
             (0..n).map(|i| u64::from(bits::get(plane, i))).collect()
         };
-        let own: Vec<u64> = bits.iter().flat_map(|b| unpack(&b.own)).collect();
-        let next: Vec<u64> = bits.iter().flat_map(|b| unpack(&b.next)).collect();
-        let component = |party: &Self, j: usize| -> RepShare {
-            let (own, next) = party.inject(j, &own, &next);
-            RepShare { own, next }
+        let all: Vec<&RepBits> = groups.iter().flat_map(|(b, _)| b.iter()).collect();
+        let own: Vec<u64> = all.iter().flat_map(|b| unpack(&b.own)).collect();
+        let next: Vec<u64> = all.iter().flat_map(|b| unpack(&b.next)).collect();
+        let me = self.me;
+        let zeros = || vec![0u64; own.len()];
+        // The injected ring sharings' components here: s_j's `own` is `own` at party j, its `next` is
+        // `next` at party j - 1; zero elsewhere.
+        let holds = |j: usize, v: &[u64], at: usize| if at == j { v.to_vec() } else { zeros() };
+        // Round one: s_0 s_1, whose only non-zero summand is party 0's (it holds both components).
+        let summand = if me == 0 {
+            own.iter().zip(&next).map(|(a, b)| a & b).collect()
+        } else {
+            zeros()
         };
-        let xor_ring = |party: &mut Self, x: &RepShare, y: &RepShare| -> Result<RepShare> {
-            let xy = party.mul(x, y)?;
-            Ok(x.add(y).sub(&xy.add(&xy)))
+        let s01 = self.reshare(summand)?;
+        let (s0_own, s0_next) = (holds(0, &own, me), holds(2, &next, me));
+        let (s1_own, s1_next) = (holds(1, &own, me), holds(0, &next, me));
+        let u = RepShare {
+            own: (0..own.len())
+                .map(|i| {
+                    s0_own[i]
+                        .wrapping_add(s1_own[i])
+                        .wrapping_sub(s01.own[i].wrapping_mul(2))
+                })
+                .collect(),
+            next: (0..own.len())
+                .map(|i| {
+                    s0_next[i]
+                        .wrapping_add(s1_next[i])
+                        .wrapping_sub(s01.next[i].wrapping_mul(2))
+                })
+                .collect(),
         };
-        let (s0, s1, s2) = (component(self, 0), component(self, 1), component(self, 2));
-        let u = xor_ring(self, &s0, &s1)?;
-        let all = xor_ring(self, &u, &s2)?;
-        Ok((0..bits.len())
-            .map(|k| all.map(|c| c[k * n..(k + 1) * n].to_vec()))
+        let (s2_own, s2_next) = (holds(2, &own, me), holds(1, &next, me));
+        // Round two: per group, this party's summand of sum_k c_k u_k s_2 and the linear part
+        // sum_k c_k (u_k + s_2).
+        let mut summands = Vec::with_capacity(groups.len() * n);
+        let mut linear = Vec::with_capacity(groups.len());
+        let mut at = 0;
+        for (bits, coefficients) in groups {
+            let mut summand = vec![0u64; n];
+            let mut sum = RepShare {
+                own: vec![0; n],
+                next: vec![0; n],
+            };
+            for (k, &c) in coefficients.iter().enumerate().take(bits.len()) {
+                let base = (at + k) * n;
+                for i in 0..n {
+                    let (ua, ub) = (u.own[base + i], u.next[base + i]);
+                    let (sa, sb) = (s2_own[base + i], s2_next[base + i]);
+                    let product = ua
+                        .wrapping_mul(sa.wrapping_add(sb))
+                        .wrapping_add(ub.wrapping_mul(sa));
+                    summand[i] = summand[i].wrapping_add(c.wrapping_mul(product));
+                    sum.own[i] = sum.own[i].wrapping_add(c.wrapping_mul(ua.wrapping_add(sa)));
+                    sum.next[i] = sum.next[i].wrapping_add(c.wrapping_mul(ub.wrapping_add(sb)));
+                }
+            }
+            at += bits.len();
+            summands.extend(summand);
+            linear.push(sum);
+        }
+        let products = self.reshare(summands)?;
+        Ok(linear
+            .into_iter()
+            .enumerate()
+            .map(|(g, sum)| {
+                let p = products.map(|c| c[g * n..(g + 1) * n].to_vec());
+                sum.sub(&p.add(&p))
+            })
             .collect())
     }
 
@@ -290,8 +350,12 @@ impl<N: Net> Party<N> {
         let low = Self::leaves(&s, &m, &products, f, w);
         let c_f = self.carry_outs(vec![low], w)?.pop().unwrap_or_default();
         let bits = Self::trunc_bits(&s, &m, c_f, &planes(&products, f - 1, f, w), f, w);
-        let counts = self.bits_to_ring(&bits, z.len())?;
-        Ok(self.trunc_from_counts(&shifted, &counts))
+        let coefficients = self.trunc_coefficients();
+        let carries = self
+            .bits_to_ring(&[(&bits, &coefficients)], z.len())?
+            .pop()
+            .unwrap_or_default();
+        Ok(self.trunc_from_carries(&shifted, &carries))
     }
 
     /// `z + 2^62`, the offset on component 0.
@@ -314,17 +378,19 @@ impl<N: Net> Party<N> {
         [planes(m, f - 1, f, w), c_f, planes(m, 63, 64, w), c_64]
     }
 
-    /// `sum_j (z'_j >> f) + L - 2^(64 - f) W - 2^(62 - f)` from the shifted value `z'` and the ring
-    /// sharings of `[M_{f-1}, c_f, M_63, c_64]`.
-    fn trunc_from_counts(&self, shifted: &RepShare, counts: &[RepShare]) -> RepShare {
+    /// The coefficients of the truncation's four bits in `L - 2^(64 - f) W` (see [`Self::trunc_bits`]).
+    fn trunc_coefficients(&self) -> [u64; 4] {
+        let wrap = (1u64 << (64 - self.fixed_point.frac_bits())).wrapping_neg();
+        [1, 1, wrap, wrap]
+    }
+
+    /// `sum_j (z'_j >> f) + (L - 2^(64 - f) W) - 2^(62 - f)` from the shifted value `z'` and the ring sharing
+    /// of the carries' part `L - 2^(64 - f) W`.
+    fn trunc_from_carries(&self, shifted: &RepShare, carries: &RepShare) -> RepShare {
         let f = self.fixed_point.frac_bits() as usize;
-        let n = shifted.len();
-        let low = counts[0].add(&counts[1]);
-        let wraps = counts[2].add(&counts[3]);
         let mut out = shifted.map(|c| c.iter().map(|&v| v >> f).collect());
-        out.add_assign(&low);
-        out = out.sub(&wraps.mul_public(&vec![1u64 << (64 - f); n]));
-        self.add_public(&mut out, &vec![(OFFSET >> f).wrapping_neg(); n]);
+        out.add_assign(carries);
+        self.add_public(&mut out, &vec![(OFFSET >> f).wrapping_neg(); shifted.len()]);
         out
     }
 
@@ -380,12 +446,20 @@ impl<N: Net> Party<N> {
         let c_f = carries.pop().unwrap_or_default();
         let c_62 = carries.pop().unwrap_or_default();
         let positive = xor(&xor(&planes(&s, 62, 63, w), &planes(&m, 61, 62, w)), &c_62);
-        let [a, b, c, d] = Self::trunc_bits(&s, &m, c_f, &planes(&products, 61, 62, w), f, w);
-        let mut rings = self.bits_to_ring(&[positive, a, b, c, d], n)?;
-        let bit = rings.remove(0);
+        let bits = Self::trunc_bits(&s, &m, c_f, &planes(&products, 61, 62, w), f, w);
+        let coefficients = self.trunc_coefficients();
+        let mut rings = self.bits_to_ring(
+            &[
+                (std::slice::from_ref(&positive), &[1]),
+                (&bits, &coefficients),
+            ],
+            n,
+        )?;
+        let carries = rings.pop().unwrap_or_default();
+        let bit = rings.pop().unwrap_or_default();
         let mut payloads: Vec<RepShare> = Vec::with_capacity(1 + job.extras.len());
         if job.select_self {
-            payloads.push(self.trunc_from_counts(&shifted, &rings));
+            payloads.push(self.trunc_from_carries(&shifted, &carries));
         }
         payloads.extend(job.extras);
         let k = payloads.len();
