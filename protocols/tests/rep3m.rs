@@ -250,11 +250,11 @@ fn the_sign_test_without_one_sided_messages_is_exact_and_costs_what_its_doc_says
     }
 }
 
-/// The truncation with no one-sided message (`rep3`'s `trunc_injected`, for `rep3m`): exactly
-/// `floor(z / 2^f)` for every `|z| < 2^62` (the edges included), alone and fused into the sign test
-/// (`max(trunc(z), 0)`), with the bytes and rounds of its module doc.
+/// The truncation with no one-sided message (`rep3`'s `trunc_injected`, for `rep3m`): `floor(z / 2^f)` or one
+/// less for every `|z| < 2^62` (the edges included), and exactly `max(floor(z / 2^f), 0)` fused into the
+/// sign test, with the bytes and rounds of its module doc.
 #[test]
-fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_says() {
+fn the_truncation_without_one_sided_messages_is_within_one_ulp_and_costs_what_its_doc_says() {
     use veil_protocols::ops::SignSelect;
     let n = 192;
     let f = 16;
@@ -306,7 +306,13 @@ fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_say
     let relu = opened(&|i| out[i].value.1[0].clone());
     for i in 0..n {
         let floor = (z[i] as i64) >> f;
-        assert_eq!(t[i] as i64, floor, "trunc of {}", z[i] as i64);
+        let off = floor.wrapping_sub(t[i] as i64);
+        assert!(
+            off == 0 || off == 1,
+            "trunc of {}: {}",
+            z[i] as i64,
+            t[i] as i64
+        );
         assert_eq!(
             relu[i] as i64,
             floor.max(0),
@@ -315,11 +321,11 @@ fn the_truncation_without_one_sided_messages_is_exact_and_costs_what_its_doc_say
         );
     }
     let w = n as u64 / 64;
-    // Alone: 109 AND planes and four bits to the ring (4n + n words); fused: 276 planes, five bits to the
+    // Alone: 3 + 1 AND planes and three bits to the ring (3n + n words); fused: 276 planes, five bits to the
     // ring in two sums (5n + 2n) and one payload.
     for p in &out {
-        assert_eq!(p.value.2.bytes_sent, 8 * (109 * w + 5 * n as u64));
-        assert_eq!(p.value.2.rounds, 8);
+        assert_eq!(p.value.2.bytes_sent, 8 * (4 * w + 4 * n as u64));
+        assert_eq!(p.value.2.rounds, 4);
         assert_eq!(p.value.3.bytes_sent, 8 * (276 * w + 8 * n as u64));
         assert_eq!(p.value.3.rounds, 11);
     }

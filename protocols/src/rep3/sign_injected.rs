@@ -24,7 +24,7 @@
 //! `249 w + (1 + 3k) n`; per element (`n` a multiple of 64) about `31 + 8 + 24k` bytes, the same at every
 //! party (`rep3`: 8 hops, `27 + 16k` bytes at party 0 and `16 + 8k` at the others).
 //!
-//! # Truncation, exact
+//! # Truncation
 //!
 //! For `|z| < 2^62`, with `z' = z + 2^62` in `[0, 2^63)` and its components `z'_j` (component 0 carries
 //! the offset), the integer sum `Z = z'_0 + z'_1 + z'_2 = z' + W 2^64` and, with `L` the carries out of the
@@ -33,20 +33,21 @@
 //! `floor(z / 2^f) = sum_j (z'_j >> f) + L - 2^(64 - f) W - 2^(62 - f)`   (mod 2^64, exactly).
 //!
 //! `sum_j (z'_j >> f)` is local (each component shifted). With the carry-save form `Z = S + 2M` of steps 1
-//! and 2: `L = M_{f-1} + c_f`, `c_f` the carry out of `(S + 2M) mod 2^f` without `M_{f-1}` (a carry tree
-//! over `f` leaves), and `W = M_63 + (S_63 | M_62)`, because bit 63 of `z'` is zero, so the carry into bit
-//! 63 is `S_63 ^ M_62` and the carry out is their OR (one AND gate). The four bits go to the ring in two
-//! rounds: `u_k = s_0 ^ s_1` for each (one product each), then the one sum `sum_k c_k (u_k ^ s_2)`, whose
-//! four products are added up before a single reshare.
+//! and 2: `L = M_{f-1} + c_f`, `c_f` the carry out of `(S + 2M) mod 2^f` without `M_{f-1}`, and
+//! `W = M_63 + (S_63 | M_62)`, because bit 63 of `z'` is zero, so the carry into bit 63 is `S_63 ^ M_62` and
+//! the carry out is their OR (one AND gate).
 //!
-//! Rounds: 1 (carry-save) + 1 (leaves and the OR) + `ceil(log2 f)` (the tree) + 2 (bits to ring) = 8 for
-//! f = 16. AND gates per element for f = 16: 64 + 16 + 29 = 109 bits; words sent per party: `109 w + 5 n`,
-//! about 54 bytes per element at every party (`rep3`'s truncation: 2 hops, 16 / 8 / 8 bytes). No error:
-//! the result is `floor(z / 2^f)` exactly.
+//! [`Party::trunc_injected`] drops `c_f` (in `{0, 1}`): the result is `floor(z / 2^f)` or one less, the
+//! bound of `rep3`'s truncation, for 4 rounds: the carry-save carries `M_{f-1}, M_62, M_63` (1), the OR's
+//! AND (1), and the ring sharing of `M_{f-1} - 2^(64 - f) (M_63 + c_64)` (2: `u_k = s_0 ^ s_1` for each of
+//! the three bits, then the one sum `sum_k c_k (u_k ^ s_2)`, whose three products are added up before a
+//! single reshare). Words sent per party: `4 w + 4 n`, about 33 bytes per element at every party (`rep3`'s
+//! truncation: 2 hops, 16 / 8 / 8 bytes).
 //!
-//! **Fused with the sign test** (`truncate`, ReLU after a layer): `z >= 0` exactly when bit 62 of `z'` is
-//! set, so one carry-save form of `z'` serves both; the sign's tree (62 leaves, the carry into bit 62) and
-//! the truncation's run side by side, five bits go to the ring together, then one product selects. Rounds:
+//! **Fused with the sign test** (`truncate`, ReLU after a layer), exact: `z >= 0` exactly when bit 62 of
+//! `z'` is set, so one carry-save form of `z'` serves both; the sign's tree (62 leaves, the carry into bit
+//! 62) and a tree for `c_f` (`f` leaves) run side by side, so the truncation is `floor(z / 2^f)` exactly at
+//! no extra round; five bits go to the ring together, then one product selects. Rounds:
 //! 1 + 1 + 6 + 2 + 1 = 11; AND gates per element 64 + 62 + 121 + 29 = 276 bits; words `276 w + (7 + k) n`.
 //!
 //! Privacy: every message is an AND gate's or product's reshare, masked by the zero sharing
@@ -340,19 +341,32 @@ impl<N: Net> Party<N> {
             .collect())
     }
 
-    /// `floor(z / 2^f)` exactly, for `|z| < 2^62`, with no one-sided message (see the module doc).
+    /// `floor(z / 2^f)` or one less, for `|z| < 2^62`, with no one-sided message (see the module doc).
     pub fn trunc_injected(&mut self, z: &RepShare) -> Result<RepShare> {
         let f = self.fixed_point.frac_bits() as usize;
         let w = bits::Layout::new(z.len()).words;
         let shifted = self.offset(z);
-        let (s, m) = self.carry_save_form(&shifted)?;
-        let products = self.leaf_products(&s, &m, f, true, w)?;
-        let low = Self::leaves(&s, &m, &products, f, w);
-        let c_f = self.carry_outs(vec![low], w)?.pop().unwrap_or_default();
-        let bits = Self::trunc_bits(&s, &m, c_f, &planes(&products, f - 1, f, w), f, w);
-        let coefficients = self.trunc_coefficients();
+        // M_{f-1}, M_62 and M_63 (planes 0, 1, 2 of `m`), then S_63 & M_62 for the wrap's OR.
+        let (s, abc) = self.injected_planes(&shifted);
+        let pick = |x: &RepBits| {
+            let parts: Vec<RepBits> = [f - 1, 62, 63]
+                .iter()
+                .map(|&i| planes(x, i, i + 1, w))
+                .collect();
+            concat(&parts.iter().collect::<Vec<_>>())
+        };
+        let [a, b, c] = &abc;
+        let m = xor(
+            &self.and_bits(&pick(&xor(a, c)), &pick(&xor(b, c)))?,
+            &pick(c),
+        );
+        let (s_63, m_62) = (planes(&s, 63, 64, w), planes(&m, 1, 2, w));
+        let or_and = self.and_bits(&s_63, &m_62)?;
+        let c_64 = xor(&xor(&s_63, &m_62), &or_and);
+        let wrap = (1u64 << (64 - f)).wrapping_neg();
+        let bits = [planes(&m, 0, 1, w), planes(&m, 2, 3, w), c_64];
         let carries = self
-            .bits_to_ring(&[(&bits, &coefficients)], z.len())?
+            .bits_to_ring(&[(&bits, &[1, wrap, wrap])], z.len())?
             .pop()
             .unwrap_or_default();
         Ok(self.trunc_from_carries(&shifted, &carries))

@@ -60,11 +60,13 @@
 //!   honest). Deterministic, no soundness error.
 //! - A party that stays silent is noticed by its peers' receive timeout: the job fails and nothing is
 //!   released.
-//! - The op families ([`crate::ops`], `ops.rs`): the sign test and an exact truncation with no one-sided
+//! - The op families ([`crate::ops`], `ops.rs`): the sign test and the truncation with no one-sided
 //!   message (`rep3/sign_injected.rs`: local bit injection of each component, a carry-save layer and carry
-//!   trees of AND gates, a two-product bit-to-ring conversion; 11 and 8 rounds, about 47 + 8k and 72 bytes
-//!   per element at every party, against `rep3`'s 8 hops and 27 + 16k bytes at party 0, and 2 hops and
-//!   16 / 8 / 8 bytes); products, matrix products and fixed-weight products are `rep3`'s.
+//!   trees of AND gates, a two-round bit-to-ring conversion): a sign test with `k` payloads is 10 rounds and
+//!   about `31 + 8 + 24k` bytes per element at every party (`rep3`: 8 hops, `27 + 16k` bytes at party 0); a
+//!   truncation is 4 rounds and about 33 bytes, `floor(z / 2^f)` or one less like `rep3`'s (2 hops,
+//!   16 / 8 / 8 bytes); a truncating ReLU is 11 rounds and exact. Products, matrix products and
+//!   fixed-weight products are `rep3`'s.
 //!
 //! The lab's deviations strike at openings and the output (`protocols/tests/rep3m.rs` runs each 200 times):
 //! `flip-share` changes the component a party sends in one opening, `wrong-output` changes a component it
