@@ -71,8 +71,9 @@
 //! The lab's deviations strike at openings and the output (`protocols/tests/rep3m.rs` runs each 200 times):
 //! `flip-share` changes the component a party sends in one opening, `wrong-output` changes a component it
 //! hands the client, `skip-round` goes silent at one opening. Inference itself opens nothing (every
-//! non-linear step is a reshare), so in an inference only `wrong-output` and `skip-round` have a site; a
-//! changed reshare is what the product proof will catch.
+//! non-linear step is a reshare), so the engine's runner accepts only `wrong-output` for an inference
+//! (`engine/tests/rep3m_inference.rs`, 200 of 200) and refuses the others rather than report a run they
+//! never struck; a changed reshare is what the product proof will catch.
 //!
 //! # What is left
 //!
