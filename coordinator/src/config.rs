@@ -107,6 +107,11 @@ pub struct CoordinatorConfig {
     /// client, ms; then they are deleted (the job's record and receipt stay).
     #[serde(default = "default_result_retention")]
     pub result_retention_ms: u64,
+    /// How long a finished (done, failed or cancelled) job's record is kept, ms; then it is pruned from
+    /// the state and the listings, with whatever blobs it still has (its receipt stays in the audit log).
+    /// 0: kept forever. Counted from the job's last transition.
+    #[serde(default = "default_job_retention")]
+    pub job_retention_ms: u64,
     /// The most memory one stage of a model may need per execution party, bytes: a deployed model that
     /// needs more is split into stages run by successive committees (0: never split).
     #[serde(default)]
@@ -287,6 +292,9 @@ fn default_verifying() -> u64 {
 }
 fn default_result_retention() -> u64 {
     24 * 3600 * 1000
+}
+fn default_job_retention() -> u64 {
+    30 * 24 * 3600 * 1000
 }
 fn default_submissions_per_minute() -> u32 {
     600

@@ -42,7 +42,12 @@ impl Drop for Proc {
 
 /// Starts `exe args` with stderr to `log`, and waits (at most `wait`) for its JSON ready line on stdout.
 fn start(exe: &Path, args: &[&str], log: &Path, wait: Duration) -> Result<Proc> {
-    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    // Appended to: a restarted process (`veil soak`) keeps its predecessor's log.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("creating {}", log.display()))?;
     let mut command = Command::new(exe);
     command
         .args(args)
@@ -223,6 +228,30 @@ impl LocalNetwork {
     }
 
     fn start_node(&mut self, exe: &Path, i: usize, log: &str) -> Result<()> {
+        let node = self.spawn_node(exe, i, log)?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// SIGKILLs node `i` (no grace: a crash) and reaps it, then starts it again on its data directory,
+    /// same key and certificate (for `veil soak`); returns once the new process is ready.
+    pub fn crash_and_restart_node(&mut self, exe: &Path, i: usize, log: &str) -> Result<()> {
+        let Some(old) = self.nodes.get_mut(i) else {
+            bail!("no node {i}");
+        };
+        let _ = old.child.kill();
+        let _ = old.child.wait();
+        let node = self.spawn_node(exe, i, log)?;
+        self.nodes[i] = node;
+        Ok(())
+    }
+
+    /// The coordinator process's id.
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.child.id()
+    }
+
+    fn spawn_node(&self, exe: &Path, i: usize, log: &str) -> Result<Proc> {
         let base = self.dir.path().join(format!("node-{i}"));
         std::fs::create_dir_all(&base)?;
         let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into(), base.join("data"));
@@ -245,14 +274,12 @@ impl LocalNetwork {
         });
         let path = base.join("node.toml");
         std::fs::write(&path, config.to_toml()?)?;
-        let node = start(
+        start(
             exe,
             &["node", "--config", &path.display().to_string()],
             &base.join("node.log"),
             Duration::from_secs(60),
-        )?;
-        self.nodes.push(node);
-        Ok(())
+        )
     }
 
     /// The coordinator's HTTPS address.

@@ -4,13 +4,14 @@
 use axum::body::Bytes;
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, Uri};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use veil_node::api::{self, JobView, SubmitRequest};
 
 use super::{blocking, now_ms, read_blob, with_state, Caller, HttpResult, Shared};
 use crate::core::{demand_for, encoder_demand_for};
+use crate::error::Error;
 
 /// The routes of jobs.
 pub(super) fn router(max_blob: usize) -> Router<Shared> {
@@ -29,8 +30,74 @@ pub(super) fn router(max_blob: usize) -> Router<Shared> {
         )
 }
 
-async fn list_jobs(State(s): State<Shared>) -> HttpResult<Json<Vec<JobView>>> {
-    with_state(&s, |c| Ok(c.jobs())).await.map(Json)
+/// Jobs per page of `GET /v1/jobs` when the caller names no `limit`.
+pub const DEFAULT_PAGE: usize = 100;
+/// Largest `limit` of `GET /v1/jobs`: a page is bounded whatever the caller asks.
+pub const MAX_PAGE: usize = 1000;
+
+/// A page of the caller's jobs: `GET /v1/jobs?after=ID&limit=N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Page {
+    /// Only jobs with a larger id (0: from the first); pass the last id of a page to get the next.
+    pub after: u64,
+    /// Jobs at most; invariant: `1..=MAX_PAGE`.
+    pub limit: usize,
+}
+
+/// Parses the query of `GET /v1/jobs` (`after` and `limit`, each at most once; nothing else).
+pub fn parse_page(query: Option<&str>) -> crate::error::Result<Page> {
+    let mut page = Page {
+        after: 0,
+        limit: DEFAULT_PAGE,
+    };
+    let (mut seen_after, mut seen_limit) = (false, false);
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "after" if !seen_after => {
+                seen_after = true;
+                page.after = value
+                    .parse()
+                    .map_err(|e| Error::malformed("after", e))?;
+            }
+            "limit" if !seen_limit => {
+                seen_limit = true;
+                let limit: usize = value
+                    .parse()
+                    .map_err(|e| Error::malformed("limit", e))?;
+                if limit == 0 || limit > MAX_PAGE {
+                    return Err(Error::malformed(
+                        "limit",
+                        format!("{limit} is not in 1..={MAX_PAGE}"),
+                    ));
+                }
+                page.limit = limit;
+            }
+            "after" | "limit" => {
+                return Err(Error::malformed("query", format!("{name} given twice")))
+            }
+            _ => {
+                return Err(Error::malformed(
+                    "query",
+                    "only after and limit are accepted",
+                ))
+            }
+        }
+    }
+    Ok(page)
+}
+
+/// The caller's own jobs, a page at a time, oldest first (other clients' jobs are not listed).
+async fn list_jobs(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    uri: Uri,
+) -> HttpResult<Json<Vec<JobView>>> {
+    let key = caller.key()?;
+    let page = parse_page(uri.query())?;
+    with_state(&s, move |c| Ok(c.jobs_of(&key, page.after, page.limit)))
+        .await
+        .map(Json)
 }
 
 async fn submit(
@@ -105,4 +172,39 @@ async fn download_owner(
 ) -> HttpResult<Vec<u8>> {
     let key = caller.key()?;
     read_blob(&s, move |c| c.download_owner(&key, id, attempt)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_bounded_and_its_query_strict() {
+        assert_eq!(
+            parse_page(None).unwrap(),
+            Page {
+                after: 0,
+                limit: DEFAULT_PAGE
+            }
+        );
+        assert_eq!(
+            parse_page(Some("after=41&limit=7")).unwrap(),
+            Page {
+                after: 41,
+                limit: 7
+            }
+        );
+        assert_eq!(parse_page(Some(&format!("limit={MAX_PAGE}"))).unwrap().limit, MAX_PAGE);
+        for bad in [
+            "limit=0",
+            &format!("limit={}", MAX_PAGE + 1),
+            "limit=-1",
+            "after=x",
+            "after=1&after=2",
+            "offset=3",
+            "limit",
+        ] {
+            assert!(parse_page(Some(bad)).is_err(), "{bad}");
+        }
+    }
 }
