@@ -271,6 +271,12 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// An uploaded blob could not be staged (written to the staging directory).
+    #[error("staging an uploaded blob: {source}")]
+    Staging {
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A record could not be encoded or decoded.
     #[error("record {what}: {reason}")]
     Record {
@@ -321,7 +327,12 @@ impl Error {
             | ResultsExpired { .. }
             | NotAllowed(_) => ErrorKind::Conflict,
             RateLimited { .. } => ErrorKind::RateLimited,
-            Store(_) | DataDir { .. } | Blob { .. } | Record { .. } | Invariant(_) => {
+            Store(_)
+            | DataDir { .. }
+            | Blob { .. }
+            | Staging { .. }
+            | Record { .. }
+            | Invariant(_) => {
                 ErrorKind::Internal
             }
         }

@@ -8,11 +8,12 @@
 //! backoff (the coordinator may be restarting or overloaded) until the task disappears; every worker
 //! thread ends once its task is done or dropped.
 //!
-//! Crashes and stops: a task listed in the first heartbeat reply this process gets was handed to a
-//! previous incarnation of the node (a fresh process has accepted nothing), whose QUIC sessions, dealer
-//! material and opened inputs are gone: the agent reports it failed as a fault of this node (never as a
-//! refused input), so the coordinator reschedules the job at once instead of waiting for a timeout, and a
-//! restarted dealer can never deal a second, different set of material to a running committee. A sealed
+//! Crashes and stops: a party or dealer task listed in the first heartbeat reply this process gets was
+//! handed to a previous incarnation of the node (a fresh process has accepted nothing), whose QUIC
+//! sessions, dealer material and opened inputs are gone: the agent reports it failed as a fault of this
+//! node (never as a refused input), so the coordinator reschedules the job at once instead of waiting for a
+//! timeout, and a restarted dealer can never deal a second, different set of material to a running
+//! committee. A verifier task keeps no state, so a restarted verifier runs it again. A sealed
 //! input found already opened (the replay record of a previous incarnation) is reported the same way. On
 //! SIGTERM, [`Agent::hand_off`] reports every live task failed (a node fault, reason "node stopping") so
 //! that its jobs move to new committees before the process exits.
@@ -297,7 +298,9 @@ fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
                     TaskRole::Dealer => TaskKind::Dealer,
                     _ => TaskKind::Party,
                 });
-                let outcome = if first {
+                // A verifier keeps no state between its steps (it fetches the evidence, checks it and
+                // signs): a restarted one simply verifies again.
+                let outcome = if first && t.role != TaskRole::Verifier {
                     tracing::warn!(
                         job = t.job,
                         attempt = t.attempt,

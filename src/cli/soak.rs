@@ -49,7 +49,7 @@ pub struct SoakArgs {
     pub kill_every_s: f64,
     /// Inferences per job (network-a inputs drawn from a seed; breast-cancer rows cycled from the shipped
     /// held-out set): more make each job run longer, so more kills land mid-job.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 512)]
     pub inferences: usize,
     /// Stop killing after this many kills (default: no limit).
     #[arg(long)]

@@ -9,7 +9,9 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use veil_node::api::{self, JobView, SubmitRequest};
 
-use super::{blocking, now_ms, read_blob, with_state, Caller, HttpResult, Shared};
+use super::{
+    blocking, now_ms, read_blob, with_state, with_uploaded_blob, Caller, HttpResult, Shared,
+};
 use crate::core::{demand_for, encoder_demand_for};
 use crate::error::Error;
 
@@ -149,8 +151,8 @@ async fn upload_input(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_state(&s, move |c| {
-        c.upload_input(&key, id, attempt, party, body.into(), now_ms())
+    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+        c.upload_input(&key, id, attempt, party, bytes, now_ms())
     })
     .await
     .map(|()| StatusCode::NO_CONTENT)
