@@ -30,7 +30,10 @@ fn a_small_soak_loses_no_job_and_gets_no_output_wrong() {
         .expect("running veil soak");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "veil soak failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "veil soak failed:\n{stdout}\n{stderr}"
+    );
     let last = stdout.lines().last().expect("a JSON line");
     let r: serde_json::Value = serde_json::from_str(last).expect("the report is JSON");
     let count = |k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
@@ -56,5 +59,8 @@ fn a_small_soak_loses_no_job_and_gets_no_output_wrong() {
     // Measured, not assumed: the coordinator's peak RSS and the heartbeat probes are there.
     assert!(count("coordinator_peak_rss_bytes") > 1 << 20, "{r}");
     assert!(count("heartbeat_probes") > 10, "{r}");
-    assert!(r["heartbeat_p99_ms"].as_f64().is_some_and(|p| p > 0.0), "{r}");
+    assert!(
+        r["heartbeat_p99_ms"].as_f64().is_some_and(|p| p > 0.0),
+        "{r}"
+    );
 }

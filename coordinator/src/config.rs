@@ -254,6 +254,13 @@ pub struct AdmissionConfig {
     /// (0, 1]; an operator at its share gets no new role until others catch up (1: no cap).
     #[serde(default = "default_role_share")]
     pub max_role_share: f64,
+    /// The regions a node may register in (its certified region, else its claim); empty: any. Bounds the
+    /// region table, which grows with every distinct name, and keeps names meaningful for collusion keys.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// The ASNs a node may register with; empty: any. With a list, a node that states no ASN is refused.
+    #[serde(default)]
+    pub asns: Vec<u32>,
 }
 
 fn default_role_share() -> f64 {

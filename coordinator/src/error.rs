@@ -332,9 +332,7 @@ impl Error {
             | Blob { .. }
             | Staging { .. }
             | Record { .. }
-            | Invariant(_) => {
-                ErrorKind::Internal
-            }
+            | Invariant(_) => ErrorKind::Internal,
         }
     }
 

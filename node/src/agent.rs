@@ -905,7 +905,10 @@ mod tests {
             let base = RETRY_FIRST
                 .saturating_mul(1u32 << (n - 1).min(16))
                 .min(RETRY_MAX);
-            assert!(wait >= base && wait <= RETRY_MAX.min(base.mul_f64(1.5)), "{n}: {wait:?}");
+            assert!(
+                wait >= base && wait <= RETRY_MAX.min(base.mul_f64(1.5)),
+                "{n}: {wait:?}"
+            );
         }
     }
 

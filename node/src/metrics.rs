@@ -139,7 +139,10 @@ impl NodeMetrics {
 
     /// A task ended.
     pub fn task_ended(&self, outcome: TaskOutcome) {
-        let i = OUTCOMES.iter().position(|(o, _)| *o == outcome).unwrap_or(0);
+        let i = OUTCOMES
+            .iter()
+            .position(|(o, _)| *o == outcome)
+            .unwrap_or(0);
         self.tasks_ended[i].fetch_add(1, Ordering::Relaxed);
         let _ = self
             .running
@@ -370,9 +373,7 @@ fn answer(mut stream: TcpStream) -> std::io::Result<()> {
     let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
     let mut parts = line.split(|&b| b == b' ');
     match (parts.next(), parts.next()) {
-        (Some(b"GET"), Some(b"/metrics")) => {
-            respond(&mut stream, "200 OK", &METRICS.render())
-        }
+        (Some(b"GET"), Some(b"/metrics")) => respond(&mut stream, "200 OK", &METRICS.render()),
         _ => respond(&mut stream, "404 Not Found", ""),
     }
 }
@@ -400,10 +401,7 @@ mod tests {
         for line in text.lines() {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-                assert!(
-                    ["counter", "gauge", "histogram"].contains(&kind),
-                    "{line}"
-                );
+                assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
                 types.insert(name.to_string(), kind.to_string());
                 continue;
             }
@@ -462,13 +460,15 @@ mod tests {
             samples
                 .iter()
                 .find(|(n, l, _)| {
-                    n == name
-                        && label.is_none_or(|(k, v)| l.iter().any(|(a, b)| a == k && b == v))
+                    n == name && label.is_none_or(|(k, v)| l.iter().any(|(a, b)| a == k && b == v))
                 })
                 .map(|s| s.2)
                 .unwrap_or_else(|| panic!("{name} {label:?}"))
         };
-        assert_eq!(value("veil_node_heartbeats_total", Some(("outcome", "ok"))), 3.0);
+        assert_eq!(
+            value("veil_node_heartbeats_total", Some(("outcome", "ok"))),
+            3.0
+        );
         assert_eq!(
             value("veil_node_heartbeats_total", Some(("outcome", "failed"))),
             1.0

@@ -238,8 +238,8 @@ fn drive(
     net.wait_active(&owner, args.nodes, Duration::from_secs(120), |_| {})?;
     // The breast-cancer model is deployed once (its public part); every worker deals its weights.
     let device = burn::tensor::Device::flex();
-    let file = ModelFile::parse(super::demo::MODEL, None, &device)
-        .context("loading the shipped model")?;
+    let file =
+        ModelFile::parse(super::demo::MODEL, None, &device).context("loading the shipped model")?;
     let fp = FixedPoint::default();
     let deployed = owner.deploy(&file, WeightMode::Shared, 3, fp.frac_bits(), api::SPDZ2K)?;
     let rows = super::demo::rows()?;
@@ -279,8 +279,8 @@ fn drive(
         workers.push(std::thread::spawn(move || -> Result<()> {
             let device = burn::tensor::Device::flex();
             let fp = FixedPoint::default();
-            let network_a = workloads::by_name("network-a", NETWORK_A_SEED, &device)
-                .context("network-a")??;
+            let network_a =
+                workloads::by_name("network-a", NETWORK_A_SEED, &device).context("network-a")??;
             let network_a = Workload {
                 plan: Plan::compile(&network_a, fp, WeightMode::Shared)?,
                 model: &network_a,
@@ -610,7 +610,11 @@ fn max_error(
         for (a, b) in got.iter().zip(&want) {
             let d = (a - b).abs();
             // NaN counts as wrong.
-            max = if d.is_nan() { f32::INFINITY } else { max.max(d) };
+            max = if d.is_nan() {
+                f32::INFINITY
+            } else {
+                max.max(d)
+            };
         }
     }
     Ok(max)
@@ -629,10 +633,7 @@ fn probe_client(net: &LocalNetwork) -> Result<veil_node::api_client::ApiClient> 
 
 /// Sends a heartbeat every [`PROBE_PERIOD`] until `stop`; returns the round trips of the answered ones, ms,
 /// and the count of unanswered ones (transport errors, timeouts).
-fn heartbeat_probe(
-    api: &veil_node::api_client::ApiClient,
-    stop: &AtomicBool,
-) -> (Vec<f64>, usize) {
+fn heartbeat_probe(api: &veil_node::api_client::ApiClient, stop: &AtomicBool) -> (Vec<f64>, usize) {
     let body = HeartbeatRequest {
         ready: true,
         load: 0.0,
@@ -679,16 +680,15 @@ mod tests {
     #[test]
     fn the_error_of_outputs_counts_nan_and_missing_values_as_wrong() {
         let device = burn::tensor::Device::flex();
-        let model = workloads::by_name("network-a", 7, &device).unwrap().unwrap();
+        let model = workloads::by_name("network-a", 7, &device)
+            .unwrap()
+            .unwrap();
         let x = workloads::sample_input(&model, 1, 1);
         let plain = model.forward_plain(&x, 1).unwrap();
         assert_eq!(max_error(&model, &[x.clone()], &[plain.clone()]), Ok(0.0));
         let mut nan = plain.clone();
         nan[0] = f32::NAN;
-        assert_eq!(
-            max_error(&model, &[x.clone()], &[nan]),
-            Ok(f32::INFINITY)
-        );
+        assert_eq!(max_error(&model, &[x.clone()], &[nan]), Ok(f32::INFINITY));
         assert_eq!(
             max_error(&model, &[x.clone()], &[plain[1..].to_vec()]),
             Ok(f32::INFINITY)

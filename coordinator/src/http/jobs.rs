@@ -53,20 +53,20 @@ pub fn parse_page(query: Option<&str>) -> crate::error::Result<Page> {
         limit: DEFAULT_PAGE,
     };
     let (mut seen_after, mut seen_limit) = (false, false);
-    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
         match name {
             "after" if !seen_after => {
                 seen_after = true;
-                page.after = value
-                    .parse()
-                    .map_err(|e| Error::malformed("after", e))?;
+                page.after = value.parse().map_err(|e| Error::malformed("after", e))?;
             }
             "limit" if !seen_limit => {
                 seen_limit = true;
-                let limit: usize = value
-                    .parse()
-                    .map_err(|e| Error::malformed("limit", e))?;
+                let limit: usize = value.parse().map_err(|e| Error::malformed("limit", e))?;
                 if limit == 0 || limit > MAX_PAGE {
                     return Err(Error::malformed(
                         "limit",
@@ -196,7 +196,12 @@ mod tests {
                 limit: 7
             }
         );
-        assert_eq!(parse_page(Some(&format!("limit={MAX_PAGE}"))).unwrap().limit, MAX_PAGE);
+        assert_eq!(
+            parse_page(Some(&format!("limit={MAX_PAGE}")))
+                .unwrap()
+                .limit,
+            MAX_PAGE
+        );
         for bad in [
             "limit=0",
             &format!("limit={}", MAX_PAGE + 1),

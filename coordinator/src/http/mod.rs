@@ -123,7 +123,9 @@ async fn with_uploaded_blob<T: Send + 'static>(
 ) -> HttpResult<T> {
     let blobs = with_state(state, |c| Ok(c.blobs().clone())).await?;
     let (bytes, staged) = blocking(move || {
-        let staged = blobs.stage(&bytes).map_err(|source| Error::Staging { source })?;
+        let staged = blobs
+            .stage(&bytes)
+            .map_err(|source| Error::Staging { source })?;
         Ok((bytes, staged))
     })
     .await?;

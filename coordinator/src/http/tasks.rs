@@ -96,8 +96,8 @@ async fn task_owner(
     with_uploaded_blob(&s, body.into(), move |c, bytes| {
         c.task_owner(&key, id, attempt, bytes)
     })
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
 }
 
 async fn task_transcript(
