@@ -89,33 +89,43 @@ pub const RESTARTED_REASON: &str =
 
 impl Agent {
     /// Graceful stop: starts no new task and reports every live task failed as a fault of this node, so
-    /// the coordinator reschedules its jobs now; returns once every report was sent or `within` passed.
+    /// the coordinator reschedules its jobs now; returns once every report was sent or `within` passed
+    /// (the reports run on a thread of their own, so an unreachable coordinator cannot hold the stop up).
     pub fn hand_off(&self, within: Duration) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let live: Vec<((u64, u32), Arc<TaskFlags>)> = match self.shared.tasks.lock() {
             Ok(t) => t.iter().map(|(k, f)| (*k, f.clone())).collect(),
             Err(_) => return,
         };
-        let deadline = std::time::Instant::now() + within;
-        for ((job, attempt), flags) in live {
-            flags.dropped.store(true, Ordering::SeqCst);
-            let body = TaskFailure {
-                reason: STOPPING_REASON.into(),
-                rejected_input: false,
-                verification_failed: false,
-            };
-            if std::time::Instant::now() >= deadline {
-                tracing::warn!(job, attempt, "no time left to hand the task back");
-                continue;
+        if live.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let (done, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("veil-hand-off".into())
+            .spawn(move || {
+                for ((job, attempt), flags) in live {
+                    flags.dropped.store(true, Ordering::SeqCst);
+                    let body = TaskFailure {
+                        reason: STOPPING_REASON.into(),
+                        rejected_input: false,
+                        verification_failed: false,
+                    };
+                    match shared.api.post_unit(&api::task_failed(job, attempt), &body) {
+                        Ok(()) => tracing::info!(job, attempt, "task handed back"),
+                        Err(e) => tracing::warn!(job, attempt, "handing the task back: {e}"),
+                    }
+                }
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                if wait.recv_timeout(within).is_err() {
+                    tracing::warn!("not every task was handed back within {within:?}");
+                }
             }
-            match self
-                .shared
-                .api
-                .post_unit(&api::task_failed(job, attempt), &body)
-            {
-                Ok(()) => tracing::info!(job, attempt, "task handed back"),
-                Err(e) => tracing::warn!(job, attempt, "handing the task back: {e}"),
-            }
+            Err(e) => tracing::warn!("starting the hand-off: {e}"),
         }
     }
 }

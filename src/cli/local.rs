@@ -233,14 +233,26 @@ impl LocalNetwork {
         Ok(())
     }
 
-    /// SIGKILLs node `i` (no grace: a crash) and reaps it, then starts it again on its data directory,
-    /// same key and certificate (for `veil soak`); returns once the new process is ready.
-    pub fn crash_and_restart_node(&mut self, exe: &Path, i: usize, log: &str) -> Result<()> {
+    /// Stops node `i`, with SIGKILL (`grace` none: a crash) or with SIGTERM and `grace` before SIGKILL,
+    /// reaps it, then starts it again on its data directory, same key and certificate (for `veil soak`);
+    /// returns once the new process is ready.
+    pub fn restart_node(
+        &mut self,
+        exe: &Path,
+        i: usize,
+        log: &str,
+        grace: Option<Duration>,
+    ) -> Result<()> {
         let Some(old) = self.nodes.get_mut(i) else {
             bail!("no node {i}");
         };
-        let _ = old.child.kill();
-        let _ = old.child.wait();
+        match grace {
+            Some(grace) => super::signals::stop_children(&mut [&mut old.child], grace),
+            None => {
+                let _ = old.child.kill();
+                let _ = old.child.wait();
+            }
+        }
         let node = self.spawn_node(exe, i, log)?;
         self.nodes[i] = node;
         Ok(())

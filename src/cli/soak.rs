@@ -1,7 +1,8 @@
 //! `veil soak`: a chaos run against a whole local network. It starts a coordinator and `--nodes` nodes in
 //! processes (as `veil devnet` does), submits `--jobs` private jobs `--concurrency` at a time, and every
-//! `--kill-every-s` seconds SIGKILLs a random node and starts it again on its data directory (same key), so
-//! the network must recover from crashes mid-job. Jobs alternate between network-a (semi2k, 2 parties,
+//! `--kill-every-s` seconds SIGKILLs (`--signal term`: SIGTERMs) a random node holding a role in a job in
+//! flight and starts it again on its data directory (same key), so the network must recover from crashes
+//! mid-job. Jobs alternate between network-a (semi2k, 2 parties,
 //! weights from a seed) and the shipped breast-cancer classifier (deployed, spdz2k, 3 parties, verified with
 //! a receipt), `--inferences` each; every output is compared with burn's plaintext forward pass.
 //!
@@ -51,6 +52,10 @@ pub struct SoakArgs {
     /// held-out set): more make each job run longer, so more kills land mid-job.
     #[arg(long, default_value_t = 512)]
     pub inferences: usize,
+    /// How a node is stopped: `kill` (SIGKILL, a crash) or `term` (SIGTERM: the node hands its tasks back,
+    /// SIGKILL after 10 s).
+    #[arg(long, default_value = "kill", value_parser = ["kill", "term"])]
+    pub signal: String,
     /// Stop killing after this many kills (default: no limit).
     #[arg(long)]
     pub max_kills: Option<usize>,
@@ -143,6 +148,7 @@ struct Report {
     wrong_outputs: usize,
     failures: Vec<Failure>,
     failures_by_cause: BTreeMap<String, usize>,
+    attempt_failures_by_cause: BTreeMap<String, usize>,
     lost_jobs: Vec<u64>,
     coordinator_peak_rss_bytes: u64,
     heartbeat_p99_ms: f64,
@@ -151,6 +157,7 @@ struct Report {
     heartbeat_probes: usize,
     heartbeat_probe_errors: usize,
     kills: usize,
+    signal: String,
     restart_errors: usize,
     retried_jobs: usize,
     max_abs_err: f32,
@@ -376,10 +383,11 @@ fn drive(
         }
         let kills_left = args.max_kills.is_none_or(|max| kills < max);
         if args.kill_every_s > 0.0 && kills_left && Instant::now() >= next_kill {
-            let victim = rng.random_range(0..args.nodes);
-            tracing::info!(victim, "soak: SIGKILL and restart");
+            let victim = pick_victim(&owner, net, args.nodes, &mut rng);
+            tracing::info!(victim, signal = %args.signal, "soak: stop and restart");
             kills += 1;
-            if let Err(e) = net.crash_and_restart_node(exe, victim, &args.log) {
+            let grace = (args.signal == "term").then_some(Duration::from_secs(10));
+            if let Err(e) = net.restart_node(exe, victim, &args.log, grace) {
                 eprintln!("veil soak: restarting node {victim}: {e:#}");
                 restart_errors += 1;
             }
@@ -491,6 +499,15 @@ fn tally(
     for f in &failures {
         *by_cause.entry(cause_class(&f.cause)).or_insert(0) += 1;
     }
+    // Every failed attempt (retried or final), by the coordinator's cause.
+    let mut attempt_failures = BTreeMap::new();
+    for v in views.values() {
+        for t in &v.history {
+            if let Some(cause) = &t.cause {
+                *attempt_failures.entry(cause_class(cause)).or_insert(0) += 1;
+            }
+        }
+    }
     latencies.sort_by(f64::total_cmp);
     let quantile = |q: f64| -> f64 {
         if latencies.is_empty() {
@@ -516,6 +533,7 @@ fn tally(
         wrong_outputs: wrong,
         failures,
         failures_by_cause: by_cause,
+        attempt_failures_by_cause: attempt_failures,
         lost_jobs,
         coordinator_peak_rss_bytes: rss,
         heartbeat_p99_ms: p99,
@@ -524,6 +542,7 @@ fn tally(
         heartbeat_probes: latencies.len(),
         heartbeat_probe_errors: probe_errors,
         kills,
+        signal: args.signal.clone(),
         restart_errors,
         retried_jobs: retried,
         max_abs_err: max_err,
@@ -534,6 +553,32 @@ fn tally(
         kill_every_s: args.kill_every_s,
         duration_s: started.elapsed().as_secs_f64(),
         ok,
+    }
+}
+
+/// A random node among those holding a role in a job in flight (so that the stop lands mid-job), or
+/// among all when none does or the coordinator does not answer.
+fn pick_victim(
+    owner: &veil_client::Client,
+    net: &LocalNetwork,
+    nodes: usize,
+    rng: &mut impl Rng,
+) -> usize {
+    let keys = net.node_keys();
+    let busy: Vec<usize> = owner
+        .api()
+        .get_json::<Vec<veil_node::api::NodeView>>(api::NODES)
+        .map(|views| {
+            views
+                .iter()
+                .filter(|v| v.active_jobs > 0)
+                .filter_map(|v| keys.iter().position(|k| *k == v.public_key))
+                .collect()
+        })
+        .unwrap_or_default();
+    match busy.len() {
+        0 => rng.random_range(0..nodes),
+        n => busy[rng.random_range(0..n)],
     }
 }
 
