@@ -395,7 +395,10 @@ mod tests {
     /// A minimal check of the text format: every sample's family was declared before it with a known
     /// type, names and labels are well formed, values parse, histogram buckets are cumulative and end in
     /// `+Inf` equal to `_count`.
-    fn parse(text: &str) -> Vec<(String, Vec<(String, String)>, f64)> {
+    /// One parsed sample: name, labels, value.
+    type Sample = (String, Vec<(String, String)>, f64);
+
+    fn parse(text: &str) -> Vec<Sample> {
         let mut types = std::collections::HashMap::new();
         let mut samples = Vec::new();
         for line in text.lines() {
