@@ -1,12 +1,12 @@
 //! `veil soak` in small: a local network in processes, a few jobs of both kinds (network-a semi2k, the
-//! deployed breast-cancer classifier spdz2k) in flight while a node is SIGKILLed and restarted. The
-//! invariants of the full run hold: no job is lost (each ends done or failed at the coordinator), no output
-//! differs from the plaintext model, every failure carries its cause, and the kill happened.
+//! deployed breast-cancer classifier spdz2k) in flight while a node holding a role is stopped (SIGKILL: a
+//! crash; SIGTERM: a graceful stop that hands its tasks back) and restarted. The invariants of the full run
+//! hold: no job is lost (each ends done or failed at the coordinator), no output differs from the
+//! plaintext model, every failure carries its cause, and the stop happened.
 
 use std::process::Command;
 
-#[test]
-fn a_small_soak_loses_no_job_and_gets_no_output_wrong() {
+fn small_soak(signal: &str) {
     let out = Command::new(env!("CARGO_BIN_EXE_veil"))
         .args([
             "soak",
@@ -15,13 +15,15 @@ fn a_small_soak_loses_no_job_and_gets_no_output_wrong() {
             "--concurrency",
             "3",
             "--kill-every-s",
-            "1.5",
+            "0.5",
             "--max-kills",
             "1",
+            "--signal",
+            signal,
             "--nodes",
             "6",
             "--inferences",
-            "256",
+            "512",
             "--job-timeout-s",
             "120",
             "--json",
@@ -42,6 +44,7 @@ fn a_small_soak_loses_no_job_and_gets_no_output_wrong() {
     assert_eq!(count("wrong_outputs"), 0, "{r}");
     assert_eq!(count("done") + count("failed"), 6, "{r}");
     assert_eq!(count("kills"), 1, "{r}");
+    assert_eq!(r["signal"], signal, "{r}");
     assert_eq!(count("restart_errors"), 0, "{r}");
     let failures = r["failures"].as_array().expect("failures");
     assert_eq!(failures.len() as u64, count("failed"));
@@ -63,4 +66,14 @@ fn a_small_soak_loses_no_job_and_gets_no_output_wrong() {
         r["heartbeat_p99_ms"].as_f64().is_some_and(|p| p > 0.0),
         "{r}"
     );
+}
+
+#[test]
+fn a_small_soak_with_a_crash_loses_no_job_and_gets_no_output_wrong() {
+    small_soak("kill");
+}
+
+#[test]
+fn a_small_soak_with_a_graceful_stop_loses_no_job_and_gets_no_output_wrong() {
+    small_soak("term");
 }
