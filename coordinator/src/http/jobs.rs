@@ -7,7 +7,8 @@ use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use veil_node::api::{self, JobView, SubmitRequest};
+use veil_node::api::{self, JobView, NodeView, SubmitRequest};
+use veil_scheduler::JobDemand;
 
 use super::{
     blocking, now_ms, read_blob, with_state, with_uploaded_blob, Caller, HttpResult, Shared,
@@ -112,9 +113,12 @@ async fn submit(
     let r = req.clone();
     if let Some(name) = with_state(&s, move |c| c.job_encoder(&r)).await? {
         let demand = encoder_demand_for(&check, &name)?;
-        return with_state(&s, move |c| c.submit(&key, req, demand, now_ms()))
-            .await
-            .map(Json);
+        return with_state(&s, move |c| {
+            check_fits(&c.nodes(), &demand)?;
+            c.submit(&key, req, demand, now_ms())
+        })
+        .await
+        .map(Json);
     }
     let architecture = match req.model.is_some() {
         true => {
@@ -124,9 +128,39 @@ async fn submit(
         false => None,
     };
     let demand = blocking(move || demand_for(&check, architecture.as_ref())).await?;
-    with_state(&s, move |c| c.submit(&key, req, demand, now_ms()))
-        .await
-        .map(Json)
+    with_state(&s, move |c| {
+        check_fits(&c.nodes(), &demand)?;
+        c.submit(&key, req, demand, now_ms())
+    })
+    .await
+    .map(Json)
+}
+
+/// Refuses a job that no registered node could hold: its dealer's material or a party's share needs more
+/// memory than the largest node offers (nodes down or rejected are not counted), with both numbers in the
+/// error. While no node is registered the job may wait for one.
+pub fn check_fits(nodes: &[NodeView], demand: &JobDemand) -> crate::error::Result<()> {
+    let largest = nodes
+        .iter()
+        .filter(|n| n.state != "down" && n.state != "rejected")
+        .map(|n| n.hardware.memory_bytes)
+        .max();
+    let Some(largest) = largest else {
+        return Ok(());
+    };
+    for (role, needed) in [
+        ("dealer", demand.dealer.memory_bytes),
+        ("party", demand.party.memory_bytes),
+    ] {
+        if needed > largest {
+            return Err(Error::TooMuchMemory {
+                role,
+                needed,
+                largest,
+            });
+        }
+    }
+    Ok(())
 }
 
 async fn job_status(State(s): State<Shared>, Path(id): Path<u64>) -> HttpResult<Json<JobView>> {
@@ -179,6 +213,74 @@ async fn download_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn node(state: &str, memory_bytes: u64) -> NodeView {
+        NodeView {
+            id: 0,
+            public_key: String::new(),
+            operator: String::new(),
+            declared_operator: String::new(),
+            region: String::new(),
+            address: None,
+            state: state.into(),
+            reputation: 1.0,
+            last_heartbeat_ms: 0,
+            load: 0.0,
+            queue_len: 0,
+            active_jobs: 0,
+            successes: 0,
+            failures: 0,
+            timeouts: 0,
+            hardware: veil_node::api::HardwareReport {
+                cores: 1,
+                memory_bytes,
+                gpu_model: None,
+                gpu_memory_bytes: None,
+                bandwidth_bytes_per_s: 1,
+            },
+            measured_rtts: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_job_no_node_could_hold_is_refused_with_its_numbers() {
+        let request = SubmitRequest {
+            workload: "network-a".into(),
+            model_seed: 7,
+            weights: "shared".into(),
+            frac_bits: 16,
+            batch: 1,
+            inferences: 10,
+            parties: 2,
+            model: None,
+            output_key: None,
+            protocol: "spdz2k".into(),
+            stage: None,
+            threads: None,
+            shaping: None,
+        };
+        let demand = demand_for(&request, None).unwrap();
+        let (dealer, party) = (demand.dealer.memory_bytes, demand.party.memory_bytes);
+        let (role, needed) = if dealer >= party {
+            ("dealer", dealer)
+        } else {
+            ("party", party)
+        };
+        // No node yet: the job may wait.
+        check_fits(&[], &demand).unwrap();
+        check_fits(&[node("active", needed)], &demand).unwrap();
+        let err = check_fits(&[node("active", needed - 1)], &demand).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(role)
+                && text.contains(&needed.to_string())
+                && text.contains(&(needed - 1).to_string()),
+            "{text}"
+        );
+        assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
+        // A big node that is down does not count.
+        assert!(check_fits(&[node("down", u64::MAX), node("active", 1)], &demand).is_err());
+    }
 
     #[test]
     fn a_page_is_bounded_and_its_query_strict() {
