@@ -66,6 +66,9 @@ fn small_soak(signal: &str) {
         r["heartbeat_p99_ms"].as_f64().is_some_and(|p| p > 0.0),
         "{r}"
     );
+    // The nodes' own heartbeats, scraped from their /metrics listeners (node.toml metrics_listen).
+    assert!(count("node_heartbeats") > 10, "{r}");
+    assert!(r["node_heartbeat_p99_bound_ms"].as_f64().is_some(), "{r}");
 }
 
 #[test]

@@ -270,6 +270,7 @@ impl LocalNetwork {
         config.operator = format!("operator-{i}");
         config.log = log.to_string();
         config.recv_timeout_ms = 10_000;
+        config.metrics_listen = Some(([127, 0, 0, 1], 0).into());
         config.submit_timeout_ms = 30_000;
         config.coordinator = Some(CoordinatorLink {
             address: self.address.clone(),
@@ -307,6 +308,14 @@ impl LocalNetwork {
     /// The network's directory (logs under it: `coordinator.log`, `node-{i}/node.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Each node process's metrics address (`host:port`, Prometheus text at `/metrics`), in start order.
+    pub fn node_metrics(&self) -> Vec<Option<String>> {
+        self.nodes
+            .iter()
+            .map(|n| n.ready["metrics"].as_str().map(String::from))
+            .collect()
     }
 
     /// The node processes' public keys, in start order.

@@ -156,6 +156,10 @@ struct Report {
     heartbeat_max_ms: f64,
     heartbeat_probes: usize,
     heartbeat_probe_errors: usize,
+    /// The nodes' own heartbeats (from their `/metrics`): how many were answered, and the bucket bound
+    /// (ms) at or under which 99% of their round trips fall (an upper bound on their p99).
+    node_heartbeats: u64,
+    node_heartbeat_p99_bound_ms: Option<f64>,
     kills: usize,
     signal: String,
     restart_errors: usize,
@@ -371,6 +375,7 @@ fn drive(
 
     // Chaos: a random node SIGKILLed and restarted every period, while jobs are in flight.
     let (mut kills, mut restart_errors) = (0usize, 0usize);
+    let mut retired = HeartbeatHistogram::default();
     let mut rng = rand::rng();
     let period = Duration::from_secs_f64(args.kill_every_s.max(0.0));
     let mut next_kill = Instant::now() + period;
@@ -386,6 +391,10 @@ fn drive(
             let victim = pick_victim(&owner, net, args.nodes, &mut rng);
             tracing::info!(victim, signal = %args.signal, "soak: stop and restart");
             kills += 1;
+            // The victim's heartbeat counters die with it: read them first.
+            if let Some(Some(address)) = net.node_metrics().get(victim) {
+                retired.add(&scrape_heartbeats(address).unwrap_or_default());
+            }
             let grace = (args.signal == "term").then_some(Duration::from_secs(10));
             if let Err(e) = net.restart_node(exe, victim, &args.log, grace) {
                 eprintln!("veil soak: restarting node {victim}: {e:#}");
@@ -430,6 +439,10 @@ fn drive(
     }
     stop.store(true, Ordering::SeqCst);
     let (latencies, probe_errors) = probe.join().unwrap_or_default();
+    let mut node_heartbeats = retired;
+    for address in net.node_metrics().into_iter().flatten() {
+        node_heartbeats.add(&scrape_heartbeats(&address).unwrap_or_default());
+    }
     let rss = peak_rss_bytes(net.coordinator_pid()).unwrap_or(0);
     Ok(tally(
         args,
@@ -437,6 +450,7 @@ fn drive(
         &views,
         latencies,
         probe_errors,
+        &node_heartbeats,
         rss,
         kills,
         restart_errors,
@@ -451,6 +465,7 @@ fn tally(
     views: &BTreeMap<u64, JobView>,
     mut latencies: Vec<f64>,
     probe_errors: usize,
+    node_heartbeats: &HeartbeatHistogram,
     rss: u64,
     kills: usize,
     restart_errors: usize,
@@ -541,6 +556,8 @@ fn tally(
         heartbeat_max_ms: latencies.last().copied().unwrap_or(f64::NAN),
         heartbeat_probes: latencies.len(),
         heartbeat_probe_errors: probe_errors,
+        node_heartbeats: node_heartbeats.count,
+        node_heartbeat_p99_bound_ms: node_heartbeats.quantile_bound(0.99).map(|s| s * 1e3),
         kills,
         signal: args.signal.clone(),
         restart_errors,
@@ -665,6 +682,78 @@ fn max_error(
     Ok(max)
 }
 
+/// The nodes' heartbeat round-trip histogram (`veil_node_heartbeat_rtt_seconds`), summed over scrapes.
+#[derive(Debug, Default, Clone, PartialEq)]
+struct HeartbeatHistogram {
+    /// `(le, cumulative count)` per finite bucket, in the order the node writes them.
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+}
+
+impl HeartbeatHistogram {
+    /// Adds another scrape (buckets matched by bound; the nodes all write the same ones).
+    fn add(&mut self, other: &HeartbeatHistogram) {
+        if self.buckets.is_empty() {
+            self.buckets = other.buckets.iter().map(|&(le, _)| (le, 0)).collect();
+        }
+        for (le, n) in &other.buckets {
+            if let Some(b) = self.buckets.iter_mut().find(|(l, _)| l == le) {
+                b.1 += n;
+            }
+        }
+        self.count += other.count;
+    }
+
+    /// The smallest bucket bound, seconds, under which at least `q` of the observations fall.
+    fn quantile_bound(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let want = (q * self.count as f64).ceil() as u64;
+        self.buckets
+            .iter()
+            .find(|&&(_, n)| n >= want)
+            .map(|&(le, _)| le)
+    }
+
+    /// Parses the family from Prometheus text.
+    fn parse(text: &str) -> HeartbeatHistogram {
+        let mut h = HeartbeatHistogram::default();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("veil_node_heartbeat_rtt_seconds_bucket{le=\"") {
+                let Some((le, value)) = rest.split_once("\"} ") else {
+                    continue;
+                };
+                let (Ok(le), Ok(n)) = (le.parse::<f64>(), value.trim().parse::<f64>()) else {
+                    continue;
+                };
+                if le.is_finite() {
+                    h.buckets.push((le, n as u64));
+                }
+            } else if let Some(v) = line.strip_prefix("veil_node_heartbeat_rtt_seconds_count ") {
+                h.count = v.trim().parse::<f64>().map_or(0, |n| n as u64);
+            }
+        }
+        h
+    }
+}
+
+/// Reads a node's heartbeat histogram from its metrics listener (`host:port`).
+fn scrape_heartbeats(address: &str) -> Option<HeartbeatHistogram> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: soak\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut reply = Vec::new();
+    stream.take(1 << 20).read_to_end(&mut reply).ok()?;
+    let reply = String::from_utf8(reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200")
+        .then(|| HeartbeatHistogram::parse(body))
+}
+
 /// An API client with a fresh key, for the heartbeat probe.
 fn probe_client(net: &LocalNetwork) -> Result<veil_node::api_client::ApiClient> {
     let identity = veil_node::Identity::generate()?;
@@ -711,6 +800,33 @@ fn peak_rss_bytes(pid: u32) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_nodes_heartbeat_histograms_sum_and_bound_their_p99() {
+        let scrape = |n: [u64; 3], count: u64| {
+            HeartbeatHistogram::parse(&format!(
+                "# TYPE veil_node_heartbeat_rtt_seconds histogram\n\
+                 veil_node_heartbeat_rtt_seconds_bucket{{le=\"0.05\"}} {}\n\
+                 veil_node_heartbeat_rtt_seconds_bucket{{le=\"0.2\"}} {}\n\
+                 veil_node_heartbeat_rtt_seconds_bucket{{le=\"1\"}} {}\n\
+                 veil_node_heartbeat_rtt_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+                 veil_node_heartbeat_rtt_seconds_count {count}\n",
+                n[0], n[1], n[2]
+            ))
+        };
+        let mut sum = HeartbeatHistogram::default();
+        sum.add(&scrape([90, 99, 100], 100));
+        sum.add(&scrape([100, 100, 100], 100));
+        assert_eq!(sum.count, 200);
+        assert_eq!(sum.buckets, vec![(0.05, 190), (0.2, 199), (1.0, 200)]);
+        assert_eq!(sum.quantile_bound(0.99), Some(0.2));
+        assert_eq!(sum.quantile_bound(0.5), Some(0.05));
+        // Past the last finite bucket: no bound.
+        let mut slow = HeartbeatHistogram::default();
+        slow.add(&scrape([0, 0, 0], 10));
+        assert_eq!(slow.quantile_bound(0.99), None);
+        assert_eq!(HeartbeatHistogram::default().quantile_bound(0.99), None);
+    }
 
     #[test]
     fn causes_are_classed_without_their_numbers() {
