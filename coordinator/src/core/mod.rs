@@ -343,6 +343,9 @@ impl Core {
                 let bytes =
                     postcard::to_stdvec(&e.extra).map_err(|e| Error::record("job extra", e))?;
                 batch.job_extras.push((e.job.id, bytes));
+            } else {
+                // Pruned (`prune_jobs`): its record and extra go from the store.
+                batch.remove_jobs.push(veil_scheduler::JobId(id));
             }
         }
         batch.regions = Some(self.registry.region_snapshot());
