@@ -237,7 +237,8 @@ fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
         key,
         veil_node::envelope::OpeningKey::generate(),
     );
-    let watcher = call(&veil_node::Identity::generate().expect("identity"));
+    // The job listing shows a client its own jobs only, so the watcher is the client.
+    let watcher = call(&identity);
     let quic =
         veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())
             .expect("quic client");
