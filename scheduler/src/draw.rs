@@ -76,8 +76,9 @@ pub struct DrawParams {
     pub max_slowdown: u32,
     /// Roles this short (milliseconds of busy time on the node) pass the capacity floor anywhere. 45 s by
     /// default: slow nodes then take the medium roles that fast nodes would otherwise queue, which evens
-    /// out utilisation at some cost in latency (`veil sim`'s world, default seed: with 2 s,
-    /// `max_over_mean_utilisation` 1.88 and 6.7 s per attempt on average; with 45 s, 1.53 and 8.1 s).
+    /// out utilisation at some cost in latency (`veil sim`'s world, default seed, before the registry's
+    /// catch-up boost: with 2 s, `max_over_mean_utilisation` 1.88 and 6.7 s per attempt on average; with
+    /// 45 s, 1.53 and 8.1 s).
     pub short_role_ms: u32,
 }
 

@@ -41,13 +41,19 @@ use crate::types::{
     NodeRegistration, NodeState, ReportedStatus, MAX_OPS_PER_S,
 };
 
-/// The load factor of a node at or behind the reference (see [`Registry::draw_weight`]): `2^24`. A weight
-/// is at most `2^24 * 2^16` (capacity units), so the draw's 64-bit sums hold up to `2^24` nodes.
-pub const LOAD_ONE: u64 = 1 << 24;
+/// The load factor of a node level with the reference (see [`Registry::draw_weight`]): `2^16`. A weight is
+/// at most `LOAD_BOOST_MAX * 2^16 * 2^16` (capacity units) `= 2^36`, so the draw's 64-bit sums hold up to
+/// `2^28` nodes.
+pub const LOAD_ONE: u64 = 1 << 16;
+
+/// The most a node behind the reference is favoured over one level with it (see
+/// [`Registry::draw_weight`]).
+pub const LOAD_BOOST_MAX: f64 = 16.0;
 
 /// The exponent `k` of the draw's load factor (see [`Registry::draw_weight`]): a node whose busy seconds
-/// are `x` times the reference's is `x^k` times less likely. 16: on `veil sim`'s world, 8 left
-/// `max_over_mean_utilisation` at 2.2, 16 at 1.9 (12: 2.0).
+/// are `x` times the reference's is `x^k` times less likely. 16: on `veil sim`'s world (before the 45 s
+/// short-role floor and the catch-up boost), 8 left `max_over_mean_utilisation` at 2.2, 16 at 1.9 (12:
+/// 2.0).
 pub const LOAD_EXPONENT: i32 = 16;
 
 /// The relative growth of the mean busy seconds that triggers a rebase of the draw weights (see
@@ -1087,7 +1093,8 @@ impl Registry {
     }
 
     /// The draw weight of indexed node `i`: `load * capacity_units`. The load factor is
-    /// `max(1, round(2^16 * min(1, (D_ref + c) / (D_i + c))^k))`, where `D_i` is the node's `drawn_s`
+    /// `max(1, round(2^16 * min(LOAD_BOOST_MAX, ((D_ref + c) / (D_i + c))^k)))`, where `D_i` is the node's
+    /// `drawn_s`
     /// (busy seconds of every role reserved on it, at its measured rate and bandwidth), `D_ref` is
     /// `load_reference` (the indexed nodes' mean `drawn_s` at the last rebase), `c = load_offset_s` and
     /// `k =` [`LOAD_EXPONENT`]. [`capacity_units`] are of its measured rate and bandwidth against
@@ -1097,17 +1104,21 @@ impl Registry {
     /// busy seconds in inverse proportion, and its busy seconds grow at a rate proportional to the load
     /// factor alone. The factor is scale-free (a ratio of busy seconds), like the utilisation it evens out,
     /// so it neither saturates as a run goes on nor needs a time constant: a node 10% ahead of the reference
-    /// is `1.1^16 = 4.6` times less likely, one 50% ahead 657 times. Nodes at or behind the reference are
-    /// level (no catch-up bonus: a node that (re)enters starts at `D_ref`, so registering fresh nodes buys
-    /// nothing). Nodes that only short roles fit (slow ones, below the capacity floor of long roles) lag
-    /// behind the reference and so win the short roles from the busy fast nodes: work flows to where it
-    /// evens out utilisation. Everything here is accounted by the coordinator; nothing is claimed.
+    /// is `1.1^16 = 4.6` times less likely, one 50% ahead 657 times (the factor floors at 1 in `2^16`, at
+    /// twice the reference). A node behind the reference catches up, favoured by at most
+    /// [`LOAD_BOOST_MAX`]; a node that (re)enters the index starts level with `D_ref`, so registering fresh
+    /// nodes, or leaving and coming back, buys no boost. Nodes that only short roles fit (slow ones, below
+    /// the capacity floor of long roles) lag behind the reference and so win the short roles from the busy
+    /// fast nodes: work flows to where it evens out utilisation. Everything here is accounted by the
+    /// coordinator; nothing is claimed. (Tuned on `veil sim`'s world at 10,000 nodes: boost caps of 8, 16,
+    /// 32 and 256 and a unit of `2^12`, `2^16`, `2^20` and `2^24` were tried; this pair gave the lowest
+    /// `max_over_mean_utilisation` over seeds 7, 1 and 2: 1.42, 1.48, 1.44.)
     pub(crate) fn draw_weight(&self, i: usize) -> u64 {
         let n = &self.nodes[i];
         let s = &self.config.selection;
         let ratio =
             (self.load_reference + s.load_offset_s) / (n.drawn_s.max(0.0) + s.load_offset_s);
-        let factor = ratio.min(1.0).powi(LOAD_EXPONENT);
+        let factor = ratio.powi(LOAD_EXPONENT).min(LOAD_BOOST_MAX);
         let load = (LOAD_ONE as f64 * factor).round().max(1.0) as u64;
         load * self.draw_units(i)
     }
