@@ -58,6 +58,8 @@ enum Command {
     Soak(cli::soak::SoakArgs),
     /// Lists the coordinator's audit log of receipts.
     Receipts(cli::jobs::ReceiptsArgs),
+    /// The coordinator's draw beacon: the chain's anchor and the last revealed epoch secret.
+    Beacon(cli::jobs::BeaconArgs),
     /// Deploys a model's public part to a coordinator (the weights stay with you): prints its id.
     Deploy(cli::client::DeployArgs),
     /// Private predictions through a coordinator: `veil infer --model ID --input ROWS.csv`.
@@ -83,6 +85,7 @@ fn main() -> Result<()> {
         Command::Soak(args) => cli::soak::run(args),
         Command::Deploy(args) => cli::client::deploy(args),
         Command::Receipts(args) => cli::jobs::receipts(args),
+        Command::Beacon(args) => cli::jobs::beacon(args),
         Command::Infer(args) => cli::client::infer(args),
         Command::Sim(args) => cli::sim::run(args),
         Command::Report(args) => cli::report::run(args),

@@ -51,7 +51,7 @@ fn receipt_file_of(coordinator: &Identity, verifier: &Identity, nodes: &[Identit
     .unwrap();
     let signed = manifest.sign(coordinator).unwrap();
     let run = manifest_hash(&signed).unwrap();
-    let evidence: Vec<EvidenceRecord> = (0..2u32)
+    let mut evidence: Vec<EvidenceRecord> = (0..2u32)
         .flat_map(|i| {
             let id = &nodes[i as usize];
             [
@@ -60,6 +60,13 @@ fn receipt_file_of(coordinator: &Identity, verifier: &Identity, nodes: &[Identit
             ]
         })
         .collect();
+    evidence.push(sign(
+        &nodes[2],
+        EvidenceKind::OwnerMaterial,
+        &run,
+        2,
+        b"sealed owner",
+    ));
     let body = ReceiptBody {
         job: JobId([3; 16]),
         model_id: model_id(&manifest.model),

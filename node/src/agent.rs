@@ -856,6 +856,26 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         inputs.push(input);
         outputs.push(output);
     }
+    // The dealer's signed owner material: the receipt commits to its record too.
+    let dealer = n as u32;
+    let Some(owner) = retry(flags, "fetching the evidence", || {
+        shared
+            .api
+            .get_bytes(&api::task_evidence(t.job, t.attempt, "owner", n))
+    }) else {
+        return;
+    };
+    match evidence::open(
+        &owner,
+        EvidenceKind::OwnerMaterial,
+        &run,
+        dealer,
+        &manifest.dealer.public_key,
+        MAX_OUTPUT_BYTES,
+    ) {
+        Ok((_, record)) => records.push(record),
+        Err(e) => return send_verdict(shared, t, flags, format!("dealer: {e}")),
+    }
     let commit =
         |blobs: &[Vec<u8>]| crate::receipt::commit_blobs(blobs.iter().map(|b| b.as_slice()));
     let now = std::time::SystemTime::now()

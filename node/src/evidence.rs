@@ -12,9 +12,11 @@
 //! LE), digest (32).
 //!
 //! # Who checks
-//! - The verifier opens every party's transcript and output with [`open`] against the manifest's keys before
-//!   it looks at a view, and commits to the records in the receipt ([`records_hash`], see
-//!   [`crate::receipt`]); [`check_records`] re-checks them from a receipt file alone (`veil verify`).
+//! - The verifier opens every party's transcript and output, and the dealer's owner material, with [`open`]
+//!   against the manifest's keys before it looks at a view, and commits to the records in the receipt
+//!   ([`records_hash`], see [`crate::receipt`]); [`check_records`] re-checks them from a receipt file alone
+//!   (`veil verify`), and requires the dealer's record, so a receipt binds the owner material the dealer
+//!   signed (a client holding a receipt can compare the record's digest with the owner blob it was given).
 //! - The client opens the dealer's owner material and every party's output with [`open`] before it uses a
 //!   byte of them.
 //!
@@ -331,7 +333,9 @@ pub fn records_hash(records: &[EvidenceRecord]) -> [u8; 32] {
 }
 
 /// Checks a receipt's evidence against its manifest: every record's signature verifies under its member's
-/// key for run `run`, and each party has exactly one transcript record and one output record.
+/// key for run `run`, each party has exactly one transcript record and one output record, and the dealer
+/// (index = number of parties) exactly one owner-material record: so a receipt binds the dealer's signed
+/// owner material as well as the parties' outputs and views.
 pub fn check_records(
     records: &[EvidenceRecord],
     manifest: &Manifest,
@@ -340,15 +344,17 @@ pub fn check_records(
     for r in records {
         r.verify(run, &member_key(manifest, r.index)?)?;
     }
-    for index in 0..manifest.parties.len() as u32 {
-        for kind in [EvidenceKind::Transcript, EvidenceKind::Output] {
-            let got = records
-                .iter()
-                .filter(|r| r.kind == kind && r.index == index)
-                .count();
-            if got != 1 {
-                return Err(EvidenceError::Incomplete { kind, index, got });
-            }
+    let parties = manifest.parties.len() as u32;
+    let needed = (0..parties)
+        .flat_map(|i| [(EvidenceKind::Transcript, i), (EvidenceKind::Output, i)])
+        .chain([(EvidenceKind::OwnerMaterial, parties)]);
+    for (kind, index) in needed {
+        let got = records
+            .iter()
+            .filter(|r| r.kind == kind && r.index == index)
+            .count();
+        if got != 1 {
+            return Err(EvidenceError::Incomplete { kind, index, got });
         }
     }
     Ok(())

@@ -488,10 +488,10 @@ mod tests {
         file: ReceiptFile,
     }
 
-    /// Each party's signed transcript and output records for run `run`.
+    /// Each party's signed transcript and output records for run `run`, then the dealer's owner record.
     fn records(nodes: &[Identity], run: &[u8; 32]) -> Vec<EvidenceRecord> {
         use crate::evidence::sign;
-        (0..2u32)
+        let mut records: Vec<EvidenceRecord> = (0..2u32)
             .flat_map(|i| {
                 let id = &nodes[i as usize];
                 [
@@ -499,7 +499,15 @@ mod tests {
                     sign(id, EvidenceKind::Output, run, i, b"sealed output"),
                 ]
             })
-            .collect()
+            .collect();
+        records.push(sign(
+            &nodes[2],
+            EvidenceKind::OwnerMaterial,
+            run,
+            2,
+            b"sealed owner",
+        ));
+        records
     }
 
     fn member(id: &Identity, port: u16) -> Member {

@@ -11,6 +11,7 @@
 //! | [`registry`] | nodes, eligibility, load accounting, the selection index |
 //! | [`beacon`] | the coordinator's commit-reveal hash chain and the draw seeds derived from it |
 //! | [`draw`] | the weighted random committee draw anyone can recompute from the published data |
+//! | [`explain`] | a job's committees with everything needed to recheck them (`veil job N --explain`) |
 //! | [`select`] | committee selection (the draw, or the cheapest) and the reasons a job cannot be placed |
 //! | [`partition`] | splitting a model into stages |
 //! | [`lifecycle`] | the job state machine |
@@ -26,6 +27,7 @@ pub mod beacon;
 pub mod committee;
 pub mod demand;
 pub mod draw;
+pub mod explain;
 pub mod lifecycle;
 pub mod partition;
 pub mod registry;

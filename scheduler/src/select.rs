@@ -917,6 +917,30 @@ impl Registry {
         exclude: &[NodeId],
         explain: bool,
     ) -> Result<(Committee, DrawRecord), Unplaceable> {
+        self.draw_committee_with_set(demand, seed, exclude, explain)
+            .map(|(c, r, _)| (c, r))
+    }
+
+    /// [`Registry::draw_committee`] with `explain`, also returning the eligible set drawn from (what an
+    /// auditor needs to recompute the draw, see `explain.rs`).
+    pub fn draw_committee_explained(
+        &mut self,
+        demand: &JobDemand,
+        seed: &[u8; 32],
+        exclude: &[NodeId],
+    ) -> Result<(Committee, DrawRecord, EligibleSet), Unplaceable> {
+        let (c, r, set) = self.draw_committee_with_set(demand, seed, exclude, true)?;
+        let set = set.unwrap_or_else(|| self.eligible_set());
+        Ok((c, r, set))
+    }
+
+    fn draw_committee_with_set(
+        &mut self,
+        demand: &JobDemand,
+        seed: &[u8; 32],
+        exclude: &[NodeId],
+        explain: bool,
+    ) -> Result<(Committee, DrawRecord, Option<EligibleSet>), Unplaceable> {
         if demand.parties < 2 {
             return Err(Unplaceable::TooFewParties {
                 parties: demand.parties,
@@ -940,9 +964,9 @@ impl Registry {
         let params = self.config.selection.draw;
         let reference = self.draw_reference();
         let shape = shape_of(demand, &self.key_slots, exclude, reference);
-        let eligible_hash = explain.then(|| self.eligible_set().hash());
+        let set = explain.then(|| self.eligible_set());
         let mut record = DrawRecord {
-            eligible_hash,
+            eligible_hash: set.as_ref().map(EligibleSet::hash),
             eligible: self.eligible as u32,
             total_weight: self.draw_trees[0].total(),
             seed: *seed,
@@ -979,7 +1003,7 @@ impl Registry {
                 };
                 record.round = round;
                 record.picks = picks;
-                return Ok((committee, record));
+                return Ok((committee, record, set));
             }
         }
         let req = SelectRequest {
@@ -990,7 +1014,7 @@ impl Registry {
         let committee = self.select(&req)?;
         record.cheapest_fallback = true;
         record.round = DRAW_ROUNDS;
-        Ok((committee, record))
+        Ok((committee, record, set))
     }
 
     /// The eligible set the draw reads now, as it would be published (see `draw.rs`).
@@ -1021,6 +1045,47 @@ impl Registry {
             .map(|v| v.into_iter().map(|(p, _)| p).collect())
     }
 
+    /// Draws (whatever the configured mode) and reserves one committee per stage from `seeds[i]` (one per
+    /// stage: the beacon's), returning with each placement its draw record and the eligible set it was drawn
+    /// from (the stages before it already reserved). On failure, the stages already reserved are released
+    /// and the failing stage is named.
+    pub fn place_stages_explained(
+        &mut self,
+        stages: &[JobDemand],
+        seeds: &[[u8; 32]],
+        exclude: &[NodeId],
+    ) -> Result<Vec<(Placement, DrawRecord, EligibleSet)>, StageUnplaceable> {
+        let mut placed: Vec<(Placement, DrawRecord, EligibleSet)> =
+            Vec::with_capacity(stages.len());
+        for (stage, demand) in stages.iter().enumerate() {
+            let seed = seeds
+                .get(stage)
+                .copied()
+                .unwrap_or_else(|| round_seed(seeds.last().unwrap_or(&[0; 32]), stage as u32));
+            let result = self
+                .draw_committee_explained(demand, &seed, exclude)
+                .and_then(|(committee, record, set)| {
+                    let p = Placement {
+                        committee,
+                        demand: *demand,
+                    };
+                    self.reserve(&p)
+                        .map(|()| (p, record, set))
+                        .map_err(|e| reservation_failure(e, demand))
+                });
+            match result {
+                Ok(p) => placed.push(p),
+                Err(reason) => {
+                    for (p, _, _) in &placed {
+                        self.unreserve(p);
+                    }
+                    return Err(StageUnplaceable { stage, reason });
+                }
+            }
+        }
+        Ok(placed)
+    }
+
     /// [`Registry::place_stages`] with one 32-byte seed per stage (from the beacon: see
     /// [`crate::beacon::draw_seed`]), returning each stage's draw record (`None` in
     /// [`SelectionMode::Cheapest`]). `seeds` shorter than `stages` reuse the last seed hashed with the stage.
@@ -1043,20 +1108,9 @@ impl Registry {
                         committee,
                         demand: *demand,
                     };
-                    match self.reserve(&p) {
-                        Ok(()) => Ok((p, record)),
-                        Err(RegistryError::InsufficientMemory { needed, .. }) => {
-                            Err(Unplaceable::InsufficientMemory {
-                                role: RoleKind::Party,
-                                needed_bytes: needed,
-                                required: demand.parties as usize,
-                                fitting: 0,
-                            })
-                        }
-                        Err(_) => Err(Unplaceable::NoNonCollidingAssignment {
-                            needed: demand.committee_size(),
-                        }),
-                    }
+                    self.reserve(&p)
+                        .map(|()| (p, record))
+                        .map_err(|e| reservation_failure(e, demand))
                 });
             match result {
                 Ok(p) => placed.push(p),
@@ -1069,6 +1123,21 @@ impl Registry {
             }
         }
         Ok(placed)
+    }
+}
+
+/// Why a committee just chosen could not be reserved, as a reason a job cannot be placed.
+fn reservation_failure(e: RegistryError, demand: &JobDemand) -> Unplaceable {
+    match e {
+        RegistryError::InsufficientMemory { needed, .. } => Unplaceable::InsufficientMemory {
+            role: RoleKind::Party,
+            needed_bytes: needed,
+            required: demand.parties as usize,
+            fitting: 0,
+        },
+        _ => Unplaceable::NoNonCollidingAssignment {
+            needed: demand.committee_size(),
+        },
     }
 }
 

@@ -10,6 +10,146 @@ use veil_protocols::ring::FixedPoint;
 
 use super::coordinator::ConnectArgs;
 use veil_node::api::{self, JobView, SubmitRequest};
+use veil_scheduler::beacon::{hex32, SEED_LABEL};
+use veil_scheduler::explain::{ExplainError, JobExplanation};
+
+/// Prints an explanation and rechecks it: an error if the recheck fails.
+fn explain(e: &JobExplanation, json: bool) -> Result<()> {
+    let outcome = e.recheck();
+    let verdict = match &outcome {
+        Ok(()) => "ok".to_owned(),
+        Err(ExplainError::NotRevealed { .. }) => "pending".to_owned(),
+        Err(err) => format!("failed: {err}"),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({ "explanation": e, "recheck": verdict })
+        );
+    } else {
+        print_explanation(e, &outcome);
+    }
+    match outcome {
+        Ok(()) | Err(ExplainError::NotRevealed { .. }) => Ok(()),
+        Err(err) => bail!("the recheck of job {} failed: {err}", e.job),
+    }
+}
+
+fn print_explanation(e: &JobExplanation, outcome: &Result<(), ExplainError>) {
+    let name = |n: veil_scheduler::NodeId| {
+        e.names
+            .iter()
+            .find(|x| x.node == n)
+            .map_or_else(String::new, |x| {
+                format!(" (operator {}, region {})", x.operator, x.region)
+            })
+    };
+    println!("job {} attempt {}: why this committee", e.job, e.attempt);
+    println!(
+        "  beacon: anchor {} (published before submission), chain from {} ms, epoch {} of {} ms",
+        hex32(&e.anchor),
+        e.chain_start_ms,
+        e.epoch,
+        e.epoch_ms
+    );
+    match &e.secret {
+        Some(s) => println!("  epoch secret (revealed): {}", hex32(s)),
+        None => println!(
+            "  epoch secret: not revealed until {} ms (the epoch's end); run again then to recheck",
+            e.chain_start_ms + e.epoch * e.epoch_ms
+        ),
+    }
+    let keys: Vec<String> = e.collusion_keys.iter().map(|k| k.to_string()).collect();
+    println!(
+        "  eligible: nodes of admitted operators (valid certificate), trial passed, claims within physical \
+         bounds, up, reputation at or above the floor"
+    );
+    println!(
+        "  filters in the draw: no two members share {}; free memory for the role; capacity floor; excluded {:?}",
+        keys.join(" or "),
+        e.exclude.iter().map(|n| n.0).collect::<Vec<_>>()
+    );
+    for (t, s) in e.stages.iter().enumerate() {
+        let r = &s.record;
+        println!(
+            "  stage {t}: {} eligible, set hash {}, total weight {}",
+            s.eligible.len(),
+            r.eligible_hash.as_ref().map_or_else(|| "-".into(), hex32),
+            r.total_weight
+        );
+        println!(
+            "    seed = SHA-256({:?} || epoch {} || secret || job {} || attempt {} || stage {} || client {}) = {}",
+            String::from_utf8_lossy(SEED_LABEL),
+            s.seed_input.epoch,
+            s.seed_input.job,
+            s.seed_input.attempt,
+            s.seed_input.stage,
+            hex32(&s.seed_input.client),
+            hex32(&r.seed)
+        );
+        println!(
+            "    draw: round {}, region boost {}, operator cap {} ppm, {} tries per role, reference machine {:?}{}",
+            r.round,
+            r.params.region_boost,
+            r.params.operator_cap_ppm,
+            r.params.max_tries,
+            r.reference,
+            if r.cheapest_fallback {
+                " (no round completed: cheapest committee taken)"
+            } else {
+                ""
+            }
+        );
+        for p in &r.picks {
+            println!(
+                "    {:?}: n{}{} weight {} ({} of {}), {} tr{}{}{}",
+                p.role,
+                p.node.0,
+                name(p.node),
+                p.weight,
+                format_args!(
+                    "{:.2}%",
+                    p.weight as f64 * 100.0 / r.total_weight.max(1) as f64
+                ),
+                r.total_weight,
+                p.tries,
+                if p.tries == 1 { "y" } else { "ies" },
+                if p.in_anchor_region {
+                    ", anchor region"
+                } else {
+                    ""
+                },
+                if p.fallback { ", fallback" } else { "" }
+            );
+        }
+        println!(
+            "    candidates (node: operator/region/asn ids, free bytes, ops/s, bytes/s, weight):"
+        );
+        for c in &s.eligible {
+            println!(
+                "      n{}: {}/{}/{}, {}, {}, {}, {}",
+                c.node.0,
+                c.domains[0],
+                c.domains[1],
+                c.domains[2],
+                c.free_memory,
+                c.ops_per_s,
+                c.bandwidth,
+                c.weight
+            );
+        }
+    }
+    match outcome {
+        Ok(()) => println!(
+            "  recheck: ok (the secret hashes to the anchor, each seed follows from its inputs, and the \
+             draw over the published eligible set picks this committee)"
+        ),
+        Err(ExplainError::NotRevealed { .. }) => {
+            println!("  recheck: pending (the epoch's secret is not revealed yet)")
+        }
+        Err(err) => println!("  recheck: FAILED: {err}"),
+    }
+}
 
 /// Arguments of `veil jobs`.
 #[derive(Args, Debug)]
@@ -34,6 +174,10 @@ pub struct JobArgs {
     /// Cancel the job (its submitter only: pass the identity that submitted it).
     #[arg(long)]
     pub cancel: bool,
+    /// Explain the committee: the beacon, the eligible set, the seed and the draw, rechecked here (exits
+    /// non-zero if the recheck fails; says when the epoch's secret is not revealed yet).
+    #[arg(long, conflicts_with = "cancel")]
+    pub explain: bool,
 }
 
 /// Arguments of `veil submit`.
@@ -132,6 +276,38 @@ pub fn list(args: JobsArgs) -> Result<()> {
     Ok(())
 }
 
+/// Arguments of `veil beacon`.
+#[derive(Args, Debug)]
+pub struct BeaconArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Prints the coordinator's draw beacon: the chain's anchor (fixed before any job of the chain is
+/// submitted) and the last revealed epoch secret.
+pub fn beacon(args: BeaconArgs) -> Result<()> {
+    let api = args.connect.client()?;
+    let v: serde_json::Value = api.get_json("/v1/beacon")?;
+    if args.json {
+        println!("{v}");
+    } else {
+        println!(
+            "anchor {} (chain from {} ms, {} epochs of {} ms); epoch {} now; epoch {} revealed: {}",
+            v["anchor"].as_str().unwrap_or("?"),
+            v["chain_start_ms"],
+            v["chain_epochs"],
+            v["epoch_ms"],
+            v["epoch"],
+            v["revealed_epoch"],
+            v["revealed"].as_str().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
 /// Arguments of `veil receipts`.
 #[derive(Args, Debug)]
 pub struct ReceiptsArgs {
@@ -177,6 +353,10 @@ pub fn receipts(args: ReceiptsArgs) -> Result<()> {
 /// Shows (or cancels) one job.
 pub fn show(args: JobArgs) -> Result<()> {
     let api = args.connect.client()?;
+    if args.explain {
+        let e: JobExplanation = api.get_json(&format!("/v1/jobs/{}/explain", args.id))?;
+        return explain(&e, args.json);
+    }
     let job: JobView = if args.cancel {
         api.post_json(&api::cancel(args.id), &())?
     } else {

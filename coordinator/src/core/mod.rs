@@ -34,6 +34,7 @@
 //! - a blob is served only to its addressee: an input to the party's node, an output to the submitter.
 
 mod admission;
+pub mod beacon;
 mod execution;
 mod generation;
 mod nodes;
@@ -180,6 +181,8 @@ pub struct Core {
     dirty_records: Vec<(String, Vec<u8>)>,
     blob_writes: Vec<(BlobKey, Vec<u8>)>,
     blob_deletes: Vec<BlobDelete>,
+    /// The draw's beacon and the explanations of recent draws (not persisted: derived from the identity).
+    beacon: beacon::Beacon,
 }
 
 impl Core {
@@ -280,7 +283,9 @@ impl Core {
             jobs = map.len(),
             "coordinator state loaded"
         );
+        let beacon = beacon::Beacon::new(&identity, now);
         Ok(Core {
+            beacon,
             identity,
             config,
             registry,

@@ -7,8 +7,11 @@ use veil_node::envelope::SealingKey;
 use veil_node::manifest::{Manifest, Member, ModelSpec, SignedManifest};
 use veil_node::wire::JobId as RunId;
 use veil_node::PublicKey;
-use veil_scheduler::{Effects, Event, FailureCause, Millis, NodeId, Phase, Placement};
+use veil_scheduler::beacon::SeedInput;
+use veil_scheduler::explain::{JobExplanation, NodeNames, StageExplanation};
+use veil_scheduler::{DomainKey, Effects, Event, FailureCause, Millis, NodeId, Phase, Placement};
 
+use super::beacon::{self, BeaconView};
 use super::submission::weight_mode;
 use super::{cause_text, Attempt, Core};
 use crate::blobs::BlobDelete;
@@ -18,6 +21,7 @@ impl Core {
     /// Marks silent nodes down and fails their attempts, drains nodes no longer admitted, applies phase
     /// timeouts, places waiting jobs.
     pub fn tick(&mut self, now: Millis) -> Result<()> {
+        self.beacon.advance(&self.identity, now);
         let down = self.registry.sweep(now);
         for &n in &down {
             tracing::warn!(node = %n, "node marked down (missed heartbeats)");
@@ -176,8 +180,19 @@ impl Core {
         exclude.sort_unstable();
         exclude.dedup();
         let stages = e.job.stages.clone();
-        let seed = e.job.attempt_seed();
-        let placements = match self.registry.place_stages(&stages, seed, &exclude) {
+        let attempt_number = e.job.attempt();
+        let at = beacon::epoch_at(e.job.entered_at());
+        let seeds: Vec<(SeedInput, [u8; 32])> = (0..stages.len())
+            .map(|t| {
+                self.beacon
+                    .seed(&self.identity, at, id, attempt_number, t as u32)
+            })
+            .collect();
+        let seed_bytes: Vec<[u8; 32]> = seeds.iter().map(|&(_, s)| s).collect();
+        let placed = match self
+            .registry
+            .place_stages_explained(&stages, &seed_bytes, &exclude)
+        {
             Ok(p) => p,
             Err(why) => {
                 let text = why.to_string();
@@ -190,6 +205,30 @@ impl Core {
                 }
                 return Ok(());
             }
+        };
+        let mut placements = Vec::with_capacity(placed.len());
+        let mut explained = Vec::with_capacity(placed.len());
+        for ((placement, record, set), &(seed_input, _)) in placed.into_iter().zip(&seeds) {
+            explained.push(StageExplanation {
+                demand: placement.demand,
+                seed_input,
+                record,
+                eligible: set.candidates().to_vec(),
+            });
+            placements.push(placement);
+        }
+        let explanation = JobExplanation {
+            job: id,
+            attempt: attempt_number,
+            anchor: self.beacon.anchor(&self.identity, at.period),
+            chain_start_ms: at.start_ms,
+            epoch_ms: beacon::EPOCH_MS,
+            epoch: at.epoch,
+            secret: None,
+            collusion_keys: self.registry.config().collusion_keys.clone(),
+            exclude,
+            names: self.names_of(&placements),
+            stages: explained,
         };
         let attempt = match self.make_attempt(id, &placements) {
             Ok(a) => a,
@@ -220,7 +259,59 @@ impl Core {
         e.extra.attempt = Some(attempt);
         e.extra.unplaced = None;
         self.dirty_jobs.insert(id);
+        self.beacon.keep(explanation);
         Ok(())
+    }
+
+    /// The operator and region names of every member of `placements`, for explanations.
+    fn names_of(&self, placements: &[Placement]) -> Vec<NodeNames> {
+        let name = |n: NodeId, key: DomainKey| {
+            self.registry
+                .domain(n, key)
+                .and_then(|v| self.registry.domain_name(key, v))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let mut names: Vec<NodeNames> = placements
+            .iter()
+            .flat_map(|p| p.committee.members().map(|(_, n)| n))
+            .map(|n| NodeNames {
+                node: n,
+                operator: name(n, DomainKey::Operator),
+                region: name(n, DomainKey::Region),
+            })
+            .collect();
+        names.sort_by_key(|n| n.node);
+        names.dedup_by_key(|n| n.node);
+        names
+    }
+
+    /// The explanation of job `id`'s latest placed attempt (see `beacon.rs`): its draws, with the epoch's
+    /// secret once the epoch has ended by `now`. Unknown jobs, and attempts placed before this coordinator
+    /// started, have none.
+    pub fn explanation(&self, id: u64, now: Millis) -> Result<JobExplanation> {
+        self.beacon
+            .explanation(&self.identity, id, now)
+            .ok_or(Error::UnknownJob { job: id })
+    }
+
+    /// The beacon's public state at `now`: the current chain's anchor, and the last ended epoch's secret.
+    pub fn beacon_view(&self, now: Millis) -> BeaconView {
+        let at = beacon::epoch_at(now);
+        let last = beacon::EpochAt {
+            epoch: at.epoch - 1,
+            ..at
+        };
+        BeaconView {
+            anchor: beacon::hex(&self.beacon.anchor(&self.identity, at.period)),
+            chain_start_ms: at.start_ms,
+            epoch_ms: beacon::EPOCH_MS,
+            chain_epochs: beacon::CHAIN_EPOCHS,
+            epoch: at.epoch,
+            revealed_epoch: last.epoch,
+            revealed: (last.epoch > 0)
+                .then(|| beacon::hex(&self.beacon.secret(&self.identity, last))),
+        }
     }
 
     /// A node as a manifest names it (address and key).

@@ -84,7 +84,7 @@ impl Core {
     }
 
     /// What the verifier of a verifying attempt reads: a party's input or output ciphertext (to commit to)
-    /// or its transcript.
+    /// or its transcript, or (kind `owner`, at the dealer's index) the dealer's signed owner material.
     pub fn task_evidence(
         &self,
         key: &PublicKey,
@@ -105,6 +105,18 @@ impl Core {
         if e.job.phase() != Phase::Verifying {
             return Err(wrong_phase(job, e.job.phase(), "verifying"));
         }
+        // The dealer's owner material sits at the dealer's evidence index (the number of parties).
+        if kind == "owner" {
+            if party != a.parties.len() {
+                return Err(Error::NoSuchParty { party });
+            }
+            return Ok(BlobKey {
+                job,
+                attempt,
+                dir: Direction::Owner,
+                index: 0,
+            });
+        }
         if party >= a.parties.len() {
             return Err(Error::NoSuchParty { party });
         }
@@ -116,7 +128,7 @@ impl Core {
                 return Err(Error::Unsupported {
                     field: "evidence",
                     value: other.chars().take(32).collect(),
-                    expected: "input, output, transcript",
+                    expected: "input, output, transcript, owner",
                 })
             }
         };

@@ -22,6 +22,8 @@ pub(super) fn router(max_blob: usize) -> Router<Shared> {
         .route(api::JOBS, get(list_jobs).post(submit))
         .route("/v1/jobs/{id}", get(job_status))
         .route("/v1/jobs/{id}/cancel", post(cancel))
+        .route("/v1/jobs/{id}/explain", get(explain))
+        .route("/v1/beacon", get(beacon))
         .route(
             "/v1/jobs/{id}/attempts/{attempt}/inputs/{party}",
             put(upload_input).layer(DefaultBodyLimit::max(max_blob)),
@@ -168,6 +170,23 @@ pub fn check_fits(nodes: &[NodeView], demand: &JobDemand) -> crate::error::Resul
 
 async fn job_status(State(s): State<Shared>, Path(id): Path<u64>) -> HttpResult<Json<JobView>> {
     with_state(&s, move |c| c.job_view(id)).await.map(Json)
+}
+
+/// Why the current committee: the draws, recheckable (`veil job N --explain`).
+async fn explain(
+    State(s): State<Shared>,
+    Path(id): Path<u64>,
+) -> HttpResult<Json<veil_scheduler::explain::JobExplanation>> {
+    with_state(&s, move |c| c.explanation(id, now_ms()))
+        .await
+        .map(Json)
+}
+
+/// The draw beacon's anchor and last revealed secret.
+async fn beacon(State(s): State<Shared>) -> HttpResult<Json<crate::core::beacon::BeaconView>> {
+    with_state(&s, move |c| Ok(c.beacon_view(now_ms())))
+        .await
+        .map(Json)
 }
 
 async fn cancel(
