@@ -248,10 +248,33 @@ fn print_job(j: &JobView) {
     }
 }
 
-/// Lists jobs, newest first.
+/// Jobs per page asked of `GET /v1/jobs` (the coordinator's largest page).
+const PAGE: usize = 1000;
+/// Most pages `veil jobs` reads: the listing stops after `PAGE * MAX_PAGES` jobs.
+const MAX_PAGES: usize = 100;
+
+/// The caller's jobs, oldest first, read page by page (`after` the last id seen).
+fn all_jobs(api: &veil_node::api_client::ApiClient) -> Result<Vec<JobView>> {
+    let mut jobs: Vec<JobView> = Vec::new();
+    for _ in 0..MAX_PAGES {
+        let after = jobs.last().map_or(0, |j| j.id);
+        let page: Vec<JobView> =
+            api.get_json(&format!("{}?after={after}&limit={PAGE}", api::JOBS))?;
+        let full = page.len() == PAGE;
+        jobs.extend(page);
+        if !full {
+            return Ok(jobs);
+        }
+    }
+    eprintln!("note: listing only the first {} jobs", jobs.len());
+    Ok(jobs)
+}
+
+/// Lists the caller's own jobs, newest first.
 pub fn list(args: JobsArgs) -> Result<()> {
     let api = args.connect.client()?;
-    let jobs: Vec<JobView> = api.get_json(api::JOBS)?;
+    let mut jobs = all_jobs(&api)?;
+    jobs.reverse();
     if args.json {
         println!("{}", serde_json::to_string(&jobs)?);
         return Ok(());
