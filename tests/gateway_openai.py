@@ -11,6 +11,7 @@ import math
 import os
 import subprocess
 import sys
+import urllib.request
 
 import openai
 from openai import OpenAI
@@ -101,6 +102,26 @@ try:
     check(False, "an empty input array is refused")
 except openai.BadRequestError:
     check(True, "an empty input array raises BadRequestError")
+
+# A classifier on veil's own route (not an OpenAI endpoint; plain HTTP).
+classifier = PLAINTEXT["classifier"]
+check(classifier in models, f"/v1/models lists the deployed classifier {classifier[:12]}...")
+request = urllib.request.Request(
+    URL + "/veil/predict",
+    data=json.dumps({"model": classifier, "inputs": PLAINTEXT["rows"]}).encode(),
+    headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+)
+with urllib.request.urlopen(request, timeout=600) as r:
+    predicted = json.load(r)
+classes = [p["class"] for p in predicted["data"]]
+check(classes == PLAINTEXT["classes"], f"private classes {classes} are the plaintext model's")
+check(predicted["veil"]["verified"] is True, "the classifier job's receipt was checked")
+job = predicted["veil"]["jobs"][0]
+path = os.path.join(WORKDIR, f"receipt-{job['id']}.json")
+with open(path, "w") as f:
+    json.dump(job["receipt"], f)
+verify = subprocess.run([VEIL, "verify", path, "--coordinator-key", COORDINATOR_KEY], capture_output=True, text=True)
+check(verify.returncode == 0, f"classifier job {job['id']}: veil verify: {verify.stdout.strip()} {verify.stderr.strip()}")
 
 # Chat, where the gateway serves a chat model.
 if CHAT_MODEL in models:

@@ -3,7 +3,9 @@
 //! `tests/gateway_openai.py` driving it with the official `openai` Python package: two texts' embeddings
 //! are 384 floats with cosine >= 0.99 against `veil embed --plaintext`, the receipt in the `veil` object
 //! passes `veil verify`, and a wrong key, an unknown model and a too-long input raise
-//! `AuthenticationError`, `NotFoundError` and `BadRequestError`.
+//! `AuthenticationError`, `NotFoundError` and `BadRequestError`. A breast-cancer classifier deployed by
+//! the gateway's identity is served too: `POST /v1/veil/predict` gives the plaintext model's class for
+//! each row, with a receipt that passes `veil verify`.
 //!
 //! Needs the fetched model (`veil models fetch all-minilm-l6-v2`) and a Python with `openai` (`VEIL_TEST_PYTHON`,
 //! else `.venv-ci/bin/python`, else `python3`; `.ci/run` makes the venv): under `CI=true` a missing one
@@ -118,6 +120,35 @@ impl Drop for Daemon {
     }
 }
 
+/// The first `n` rows of `dir/test.csv` (features only) and the plaintext model's class for each.
+fn plaintext_classes(dir: &Path, n: usize) -> (Vec<Vec<f32>>, Vec<usize>) {
+    let device = burn::tensor::Device::flex();
+    let file = veil_engine::model_file::ModelFile::load(&dir.join("model.safetensors"), &device)
+        .expect("load the classifier");
+    let text = std::fs::read_to_string(dir.join("test.csv")).expect("test.csv");
+    let rows: Vec<Vec<f32>> = text
+        .lines()
+        .filter(|l| !l.is_empty())
+        .take(n)
+        .map(|l| {
+            let mut v: Vec<f32> = l.split(',').map(|c| c.trim().parse().unwrap()).collect();
+            v.pop(); // the label
+            v
+        })
+        .collect();
+    let input: Vec<f32> = rows
+        .iter()
+        .flat_map(|r| file.prepare_input(r, 1).unwrap())
+        .collect();
+    let plain = file.model().forward_plain(&input, rows.len()).unwrap();
+    let classes = file.model().output_len();
+    let predicted = plain
+        .chunks(classes)
+        .map(|c| veil_engine::model_file::argmax(c).unwrap())
+        .collect();
+    (rows, predicted)
+}
+
 #[test]
 fn openai_client_embeds_privately_through_the_gateway() {
     let Some(models) = models_dir() else { return };
@@ -138,6 +169,40 @@ fn openai_client_embeds_privately_through_the_gateway() {
         .expect("key")
         .to_string();
 
+    // A classifier deployed by the gateway's identity (spdz2k, shared weights): served by default.
+    let identity = dir.path().join("gateway-identity");
+    let breast_cancer = models.join("breast-cancer");
+    let deployed = Command::new(exe())
+        .arg("deploy")
+        .arg("--model")
+        .arg(breast_cancer.join("model.safetensors"))
+        .args([
+            "--coordinator",
+            &coordinator,
+            "--coordinator-key",
+            &coordinator_key,
+        ])
+        .arg("--identity")
+        .arg(&identity)
+        .arg("--json")
+        .output()
+        .expect("veil deploy");
+    assert!(
+        deployed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&deployed.stderr)
+    );
+    let deployed: Value = serde_json::from_slice(
+        deployed
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|l| !l.is_empty())
+            .unwrap_or(b""),
+    )
+    .expect("deploy JSON");
+    let classifier = deployed["id"].as_str().expect("model id").to_string();
+    let (rows, plain_classes) = plaintext_classes(&breast_cancer, 16);
+
     let key = "sk-veil-test-0123456789abcdef";
     let key_file = dir.path().join("keys");
     std::fs::write(&key_file, format!("# test key\n{key}\n")).unwrap();
@@ -151,21 +216,20 @@ fn openai_client_embeds_privately_through_the_gateway() {
             "--coordinator",
             &coordinator,
         ])
-        .args([
-            "--coordinator-key",
-            &coordinator_key,
-            "--model",
-            "all-minilm-l6-v2",
-        ])
+        .args(["--coordinator-key", &coordinator_key])
         .arg("--identity")
-        .arg(dir.path().join("gateway-identity"))
+        .arg(&identity)
         .arg("--api-key-file")
         .arg(&key_file)
         .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &models)
         .stderr(std::fs::File::create(&gateway_log).unwrap());
     let gw = Daemon::start(gateway, "veil gateway", Duration::from_secs(300));
     let address = gw.ready["address"].as_str().expect("address").to_string();
-    assert_eq!(gw.ready["models"], serde_json::json!(["all-minilm-l6-v2"]));
+    // By default: the fetched pretrained encoder and the classifier this identity deployed.
+    assert_eq!(
+        gw.ready["models"],
+        serde_json::json!(["all-minilm-l6-v2", classifier]),
+    );
 
     // The plaintext embeddings the private ones are compared with.
     let mut plaintext = Vec::new();
@@ -192,7 +256,14 @@ fn openai_client_embeds_privately_through_the_gateway() {
     let expected = dir.path().join("plaintext.json");
     std::fs::write(
         &expected,
-        serde_json::json!({ "texts": TEXTS, "embeddings": plaintext }).to_string(),
+        serde_json::json!({
+            "texts": TEXTS,
+            "embeddings": plaintext,
+            "classifier": classifier,
+            "rows": rows,
+            "classes": plain_classes,
+        })
+        .to_string(),
     )
     .unwrap();
 

@@ -124,6 +124,7 @@ pub struct NetworkBackend {
     encoders: Vec<Encoder>,
     /// Invariant: the models are used under the lock only (burn's tensors are not shared across threads).
     classifiers: Vec<Mutex<Classifier>>,
+    /// Invariant: entry `i` is `classifiers[i]`'s (kept apart so listing takes no lock).
     classifier_entries: Vec<ModelEntry>,
     /// Node key (hex) -> operator, from `GET /v1/nodes`, refreshed when a committee names an unknown key.
     operators: Mutex<HashMap<String, String>>,
@@ -490,11 +491,13 @@ impl Backend for NetworkBackend {
 
     fn predict(&self, model: &str, rows: &[Vec<f32>]) -> Result<PredictOutput, BackendError> {
         let started = Instant::now();
-        let Some(slot) = self.classifiers.iter().find(|c| {
-            c.lock()
-                .map(|c| c.entry.id == model)
-                .unwrap_or_else(|p| p.into_inner().entry.id == model)
-        }) else {
+        // Invariant: `classifier_entries[i]` describes `classifiers[i]`.
+        let Some(slot) = self
+            .classifier_entries
+            .iter()
+            .position(|e| e.id == model)
+            .and_then(|i| self.classifiers.get(i))
+        else {
             return Err(BackendError::UnknownModel(model.to_string()));
         };
         let classifier = slot.lock().unwrap_or_else(|p| p.into_inner());
