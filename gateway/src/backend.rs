@@ -217,6 +217,9 @@ pub struct ChatParams {
     pub top_p: f32,
     /// Sampling seed.
     pub seed: Option<u64>,
+    /// Stop sequences (at most 4, each 1 to 256 bytes). The route cuts the text at the first one whatever
+    /// the backend does; a backend that can end its generation there should.
+    pub stop: Vec<String>,
 }
 
 /// Why a generation ended.

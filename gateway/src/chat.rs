@@ -220,6 +220,7 @@ pub(crate) fn parse(request: &Object, limits: &crate::Limits) -> Result<ChatRequ
             temperature,
             top_p,
             seed,
+            stop: stop.clone(),
         },
         stop,
         stream,

@@ -91,7 +91,7 @@ pub enum StartError {
     NoModels,
 }
 
-fn call_error(e: CallError) -> StartError {
+pub(crate) fn call_error(e: CallError) -> StartError {
     if e.status().is_none() {
         StartError::Unreachable(e)
     } else {
@@ -152,27 +152,33 @@ fn model_error(name: &str, reason: impl std::fmt::Display) -> StartError {
     }
 }
 
+/// The gateway's identity (created in `config.identity` if missing) and an SDK client of the coordinator
+/// under it, opening outputs with the X25519 key kept beside it.
+pub(crate) fn session(config: &NetworkConfig) -> Result<(Identity, Client), StartError> {
+    let identity_error = |reason: String| StartError::Identity {
+        dir: config.identity.clone(),
+        reason,
+    };
+    std::fs::create_dir_all(&config.identity).map_err(|e| identity_error(e.to_string()))?;
+    let (identity, _) =
+        Identity::load_or_create(&config.identity).map_err(|e| identity_error(e.to_string()))?;
+    let key = OpeningKey::load_or_create(&config.identity.join(veil_node::inbox::KEY_FILE))
+        .map_err(|e| identity_error(e.to_string()))?;
+    let api = ApiClient::new(
+        &identity,
+        config.coordinator_key,
+        config.coordinator.clone(),
+        config.call_timeout,
+    )
+    .map_err(|e| identity_error(e.to_string()))?;
+    Ok((identity, Client::new(api, config.coordinator_key, key)))
+}
+
 impl NetworkBackend {
     /// Connects, lists the coordinator's models, deploys the missing pretrained encoders, and loads every
     /// model served.
     pub fn connect(config: &NetworkConfig) -> Result<NetworkBackend, StartError> {
-        let identity_error = |reason: String| StartError::Identity {
-            dir: config.identity.clone(),
-            reason,
-        };
-        std::fs::create_dir_all(&config.identity).map_err(|e| identity_error(e.to_string()))?;
-        let (identity, _) = Identity::load_or_create(&config.identity)
-            .map_err(|e| identity_error(e.to_string()))?;
-        let key = OpeningKey::load_or_create(&config.identity.join(veil_node::inbox::KEY_FILE))
-            .map_err(|e| identity_error(e.to_string()))?;
-        let api = ApiClient::new(
-            &identity,
-            config.coordinator_key,
-            config.coordinator.clone(),
-            config.call_timeout,
-        )
-        .map_err(|e| identity_error(e.to_string()))?;
-        let client = Client::new(api, config.coordinator_key, key);
+        let (identity, client) = session(config)?;
         let me = identity.public_key().to_string();
         let deployments: Vec<ModelView> = client.api().get_json(api::MODELS).map_err(call_error)?;
         let owned = |id: &str| {
