@@ -55,11 +55,19 @@ impl Backend for Double {
         vec![
             entry("encoder", ModelKind::Embedding),
             entry("classifier", ModelKind::Classifier),
+            entry("coordinator-down", ModelKind::Embedding),
+            entry("job-fails", ModelKind::Embedding),
         ]
     }
 
     fn embed(&self, model: &str, texts: &[String]) -> Result<EmbedOutput, BackendError> {
-        assert_eq!(model, "encoder");
+        match model {
+            "coordinator-down" => {
+                return Err(BackendError::Unreachable("connection refused".into()))
+            }
+            "job-fails" => return Err(BackendError::JobFailed("job 7 failed".into())),
+            _ => assert_eq!(model, "encoder"),
+        }
         if let Some(gate) = &self.gate {
             let _ = gate.entered.lock().unwrap().send(());
             let _ = gate.release.lock().unwrap().recv();
@@ -266,7 +274,10 @@ fn a_missing_or_wrong_key_is_401_on_every_route() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["encoder", "classifier"]);
+    assert_eq!(
+        ids,
+        ["encoder", "classifier", "coordinator-down", "job-fails"]
+    );
     assert_eq!(v["data"][0]["object"], "model");
     assert_eq!(v["data"][0]["veil"]["kind"], "embedding");
 }
@@ -659,4 +670,22 @@ fn streamed_chat_is_chunks_ending_in_done() {
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 7);
+}
+
+#[test]
+fn an_unreachable_coordinator_is_503_and_a_failed_job_502() {
+    let s = server();
+    let (status, v) = post(
+        &s,
+        "/v1/embeddings",
+        json!({"model": "coordinator-down", "input": "a"}),
+    );
+    let e = error_of(status, &v, 503);
+    assert_eq!(e["code"], "coordinator_unreachable");
+    let (status, v) = post(
+        &s,
+        "/v1/embeddings",
+        json!({"model": "job-fails", "input": "a"}),
+    );
+    assert_eq!(error_of(status, &v, 502)["code"], "job_failed");
 }

@@ -96,6 +96,11 @@ pub fn run(args: GatewayArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let address = listener.local_addr()?;
+        if !address.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {address} in plain HTTP: texts and answers cross the network in the clear; keep the gateway on loopback or put a TLS proxy in front"
+            );
+        }
         println!(
             "{}",
             serde_json::json!({ "event": "ready", "address": address.to_string(), "models": models })
