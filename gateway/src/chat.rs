@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use crate::backend::{ChatMessage, ChatParams, FinishReason};
 use crate::error::ApiError;
 use crate::routes::{acquire, authorize, blocking, json_object, model_field, unix_now, Object};
-use crate::stream::{ChannelBody, QUEUE};
+use crate::stream::ChannelBody;
 use crate::{BackendError, ChatBackend, Gateway, CHAT_MODEL_NAMES};
 
 /// Most stop sequences (OpenAI's limit).
@@ -411,7 +411,10 @@ fn stream(
     created: u64,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Response {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(QUEUE);
+    // Unbounded, as a backend may call `on_text` from inside its own runtime (where a blocking send would
+    // panic); bounded all the same: at most `max_tokens` text events plus five (role, held-back text,
+    // finish, usage or error, [DONE]).
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Bytes>();
     let model = request.model.clone();
     let chunk = move |delta: Value, finish: Option<FinishReason>, extra: Option<(&str, Value)>| {
         let mut c = json!({
@@ -429,7 +432,7 @@ fn stream(
     let spawned = std::thread::Builder::new()
         .name("veil-gateway-chat".into())
         .spawn(move || {
-            let send = |bytes: Bytes| tx.blocking_send(bytes).is_ok();
+            let send = |bytes: Bytes| tx.send(bytes).is_ok();
             if !send(event(&chunk(
                 json!({"role": "assistant", "content": ""}),
                 None,

@@ -9,17 +9,17 @@ use http_body::Frame;
 use tokio::sync::mpsc;
 use tokio::sync::OwnedSemaphorePermit;
 
-/// Events queued ahead of a slow reader before the producer waits.
-pub(crate) const QUEUE: usize = 64;
-
 /// Invariant: holds its request's concurrency permit until the stream ends or is dropped.
 pub(crate) struct ChannelBody {
-    rx: mpsc::Receiver<Bytes>,
+    rx: mpsc::UnboundedReceiver<Bytes>,
     _permit: OwnedSemaphorePermit,
 }
 
 impl ChannelBody {
-    pub(crate) fn new(rx: mpsc::Receiver<Bytes>, permit: OwnedSemaphorePermit) -> ChannelBody {
+    pub(crate) fn new(
+        rx: mpsc::UnboundedReceiver<Bytes>,
+        permit: OwnedSemaphorePermit,
+    ) -> ChannelBody {
         ChannelBody {
             rx,
             _permit: permit,
