@@ -38,10 +38,10 @@ pub struct ModelEntry {
 /// A committee member in the `veil` extension object.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MemberInfo {
-    /// Node id at the coordinator.
-    pub node: u32,
-    /// The node's Ed25519 key (hex).
-    pub public_key: String,
+    /// Node id at the coordinator, where the job's status names it.
+    pub node: Option<u32>,
+    /// The node's Ed25519 key (hex), where the job's status names it.
+    pub public_key: Option<String>,
     /// Its operator (collusion domain), as the coordinator lists it; `None` if the node is not listed.
     pub operator: Option<String>,
 }

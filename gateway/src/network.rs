@@ -367,8 +367,8 @@ impl NetworkBackend {
         }
         let operators = self.operators(&keys);
         let member = |m: &MemberView| MemberInfo {
-            node: m.node,
-            public_key: m.public_key.clone(),
+            node: Some(m.node),
+            public_key: Some(m.public_key.clone()),
             operator: operators.get(&m.public_key).cloned(),
         };
         let submitted = view.history.first().map(|t| t.at_ms);
