@@ -13,9 +13,12 @@
 //! | [`newton`] | reciprocal and reciprocal square root by Newton from a normalised guess |
 //! | [`rows`] | row max, softmax and LayerNorm |
 //! | [`exp`] | exp on `x <= 0` as one polynomial and one comparison (softmax's cheap exp) |
-//! | [`gelu`] | GELU as one even polynomial between two comparisons (the transformer's cheap GELU) |
+//! | [`even_split`] | `x/2` plus an even polynomial between two comparisons: the form GELU and SiLU share |
+//! | [`gelu`] | GELU of that form (the transformer's cheap GELU) |
+//! | [`silu`] | SiLU of that form (Llama's feed-forward activation) |
 //! | [`pooling`] | mean pooling and L2 normalisation (the sentence-embedding tail) |
 
+pub mod even_split;
 pub mod exp;
 pub mod fit;
 pub mod functions;
@@ -26,15 +29,19 @@ pub mod pooling;
 pub mod rows;
 pub mod silu;
 
+pub use even_split::EvenSplitOps;
 pub use exp::ExpOps;
 pub use gelu::GeluOps;
 pub use newton::NewtonOps;
 pub use piecewise::PiecewiseOps;
 pub use pooling::PoolingOps;
 pub use rows::RowOps;
+pub use silu::SiluOps;
 
+pub use even_split::{EvenSplit, EvenSplitConfig};
 pub use exp::{ExpNeg, ExpNegConfig};
 pub use gelu::{GeluEven, GeluEvenConfig};
 pub use newton::NewtonConfig;
 pub use piecewise::{Linear, Piecewise, PiecewiseConfig, Segment};
 pub use rows::{LayerNormConfig, SoftmaxConfig, SoftmaxFastConfig};
+pub use silu::{SiluEven, SiluEvenConfig};

@@ -1,30 +1,21 @@
-//! SiLU (`x sigmoid(x)`, Llama's feed-forward activation) by one even polynomial and two comparisons, the
-//! form of [`super::gelu`]:
+//! SiLU (`x sigmoid(x)`, Llama's feed-forward activation) by one even polynomial and two comparisons:
+//! `SiLU(x) = x/2 + w(x)` with `w(x) = (x/2) tanh(x/2)`, an even function, so it has the form of
+//! [`super::even_split`] (which has the method, its cost and its sources). The tails cost at most
+//! `T e^-T`: 2.7e-3 at `T = 8`.
 //!
-//! `SiLU(x) = x/2 + w(x)` with `w(x) = (x/2) tanh(x/2)`, an even function, so on `[-T, T]` it is a polynomial
-//! `q` in `u = 2x^2/T^2 - 1`. Outside, `SiLU(x) = 0` below `-T` and `x` above `T` (the tails cost at most
-//! `T e^-T`: 2.7e-3 at `T = 8`). With the bits `b1 = [x >= -T]` and `b2 = [x >= T]` from one sign test,
-//!
-//! `SiLU(x) ~ b1 (x/2 + q(u)) + b2 (x/2 - q(u))`
-//!
-//! The payloads are selected with `2f` fractional bits, so for `|x| > T`, where `q(u)` may have wrapped, `q`
-//! cancels exactly. The work is done on `y = s x` with `s = sqrt(2) / T` (so `u = y^2 - 1`); a caller whose
-//! `x` comes out of a linear layer folds `s` into the weights ([`Party::silu_even_scaled`]).
-//!
-//! Cost on `n` values ([`Party::silu_even_scaled`]): `y^2` (1 product, 1 truncation), `ceil(log2 m)` levels
-//! of powers, one sign test on `2n` values with one payload: `2 + 2 ceil(log2 m) + 7` rounds (15 for `m = 8`).
+//! Cost on `n` values ([`SiluOps::silu_even_scaled`]): `y^2` (1 product, 1 truncation), `ceil(log2 m)`
+//! levels of powers, one sign test on `2n` values with one payload: `2 + 2 ceil(log2 m) + 7` rounds (15 for
+//! `m = 8`).
 //!
 //! Error (asserted in this module's tests): the default (`T = 8`, `m = 8`) is within 2.8e-3 of SiLU on all
 //! reals; on shares, fixed-point rounding adds about `1e-4` plus a relative `2^-f |x|` from the rounded
 //! scale factors.
 
-use super::fit;
-use super::piecewise::fixed;
-use crate::domain::Domain;
-use crate::error::{ensure_shape, ProtocolError, Result};
-use crate::material::Request;
-use crate::net::Net;
-use crate::semi2k::{sign::SignJob, Party};
+use std::ops::Deref;
+
+use super::even_split::{EvenSplit, EvenSplitConfig, EvenSplitOps};
+use crate::error::Result;
+use crate::ops::MpcOps;
 
 /// SiLU in f64.
 pub fn silu_exact(x: f64) -> f64 {
@@ -32,15 +23,7 @@ pub fn silu_exact(x: f64) -> f64 {
 }
 
 /// Knobs of [`SiluEven`].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SiluEvenConfig {
-    /// `T`: the polynomial covers `[-T, T]`; 0 below, the identity above.
-    pub bound: f64,
-    /// `m`: degree in `u = 2x^2/T^2 - 1`.
-    pub degree: usize,
-    /// Chebyshev nodes of the least-squares fit.
-    pub fit_nodes: usize,
-}
+pub type SiluEvenConfig = EvenSplitConfig;
 
 /// The default: `T = 8`, `m = 8` (error 2.8e-3 on all reals).
 pub fn silu_even_config() -> SiluEvenConfig {
@@ -51,168 +34,44 @@ pub fn silu_even_config() -> SiluEvenConfig {
     }
 }
 
-/// A fitted even-polynomial SiLU.
+/// A fitted even-polynomial SiLU (see the module doc); everything but the fit is [`EvenSplit`]'s.
 #[derive(Debug, Clone)]
-pub struct SiluEven {
-    config: SiluEvenConfig,
-    /// `q(u) = sum c[k] u^k`, approximating `(x/2) tanh(x/2)`.
-    coefficients: Vec<f64>,
-}
+pub struct SiluEven(EvenSplit);
 
 impl SiluEven {
     /// Fits the polynomial of `config`.
     pub fn fit(config: SiluEvenConfig) -> Result<Self> {
-        if !(config.bound.is_finite() && config.bound > 0.0 && config.bound < 64.0)
-            || config.degree == 0
-            || config.degree > 16
-        {
-            return Err(ProtocolError::Shape {
-                op: "silu_even",
-                detail: format!("needs 0 < bound < 64 and degree in 1..=16: {config:?}"),
-            });
-        }
-        let t = config.bound;
-        let w = |u: f64| {
-            let x = t * ((u + 1.0) / 2.0).max(0.0).sqrt();
-            silu_exact(x) - x / 2.0
-        };
-        Ok(Self {
-            config,
-            coefficients: fit::least_squares(w, config.degree, config.fit_nodes),
-        })
+        EvenSplit::fit("silu_even", silu_exact, config).map(Self)
     }
 
     /// The default SiLU of this form.
     pub fn default_fit() -> Result<Self> {
         Self::fit(silu_even_config())
     }
+}
 
-    /// The configuration.
-    pub fn config(&self) -> &SiluEvenConfig {
-        &self.config
-    }
-
-    /// The approximation in f64 (what the shares compute, up to fixed-point rounding).
-    pub fn eval_plain(&self, x: f64) -> f64 {
-        let t = self.config.bound;
-        if x < -t {
-            0.0
-        } else if x >= t {
-            x
-        } else {
-            x / 2.0 + fit::eval(&self.coefficients, 2.0 * x * x / (t * t) - 1.0)
-        }
-    }
-
-    /// The largest `|approximation - SiLU|` over `samples + 1` evenly spaced points of `[from, to]`.
-    pub fn fit_error(&self, from: f64, to: f64, samples: usize) -> f64 {
-        (0..=samples)
-            .map(|i| from + (to - from) * i as f64 / samples as f64)
-            .map(|x| (self.eval_plain(x) - silu_exact(x)).abs())
-            .fold(0.0, f64::max)
-    }
-
-    /// `(from, count)`: one round computes `u^(from+1) ..= u^(from+count)`.
-    fn levels(&self) -> Vec<(usize, usize)> {
-        let d = self.config.degree;
-        let mut have = 1;
-        let mut out = Vec::new();
-        while have < d {
-            let count = have.min(d - have);
-            out.push((have, count));
-            have += count;
-        }
-        out
-    }
-
-    /// `s = sqrt(2) / T`: [`Party::silu_even_scaled`] takes `y = s x`.
-    pub fn input_scale(&self) -> f64 {
-        std::f64::consts::SQRT_2 / self.config.bound
-    }
-
-    /// The dealer material [`Party::silu_even`] consumes for `len` values, in order.
-    pub fn requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
-        let mut out = vec![Request::Trunc { len, frac_bits }];
-        out.extend(self.scaled_requests(len, frac_bits));
-        out.push(Request::Trunc { len, frac_bits });
-        out
-    }
-
-    /// The dealer material [`Party::silu_even_scaled`] consumes for `len` values, in order.
-    pub fn scaled_requests(&self, len: usize, frac_bits: u32) -> Vec<Request> {
-        let mut out = vec![Request::Triples { len }, Request::Trunc { len, frac_bits }];
-        for (_, count) in self.levels() {
-            out.push(Request::Triples { len: count * len });
-            out.push(Request::Trunc {
-                len: count * len,
-                frac_bits,
-            });
-        }
-        out.push(Request::Sign {
-            len: 2 * len,
-            truncate: None,
-            payloads: 1,
-        });
-        out
+impl Deref for SiluEven {
+    type Target = EvenSplit;
+    fn deref(&self) -> &EvenSplit {
+        &self.0
     }
 }
 
-impl<N: Net, D: Domain> Party<N, D> {
+/// SiLU on any protocol's shares (a blanket implementation covers every [`MpcOps`]).
+pub trait SiluOps: MpcOps + Sized {
     /// Shares of `approx.eval_plain(x)` (`f` fractional bits in and out).
-    pub fn silu_even(&mut self, x: &D::Arith, approx: &SiluEven) -> Result<D::Arith> {
-        let f = self.fixed_point().frac_bits();
-        let scale = vec![fixed(approx.input_scale(), f); D::len(x)];
-        let y = self.trunc(&D::mul_public(x, &scale))?;
-        let wide = self.silu_even_scaled(&y, approx)?;
-        self.trunc(&wide)
+    fn silu_even(&mut self, x: &Self::Share, approx: &SiluEven) -> Result<Self::Share> {
+        self.even_split(x, approx)
     }
 
-    /// Shares of `approx.eval_plain(x)` with `2f` fractional bits, from shares of `y = s x` (`f` bits).
-    pub fn silu_even_scaled(&mut self, y: &D::Arith, approx: &SiluEven) -> Result<D::Arith> {
-        let n = D::len(y);
-        let f = self.fixed_point().frac_bits();
-        let s = approx.input_scale();
-        let mut u = self.mul_fixed(y, y)?;
-        self.add_public(&mut u, &vec![fixed(-1.0, f); n]);
-        let mut powers = vec![u];
-        for (from, count) in approx.levels() {
-            let left = D::concat(&vec![powers[from - 1].clone(); count]);
-            let right = D::concat(&powers[..count]);
-            let next = self.mul_fixed(&left, &right)?;
-            for j in 0..count {
-                powers.push(D::slice(&next, j * n..(j + 1) * n));
-            }
-        }
-        let c = &approx.coefficients;
-        let mut q = self.share_public(&vec![fixed(c[0], 2 * f); n]);
-        for (k, ck) in c.iter().enumerate().skip(1) {
-            q = D::add(&q, &D::mul_public(&powers[k - 1], &vec![fixed(*ck, f); n]));
-        }
-        let half = D::mul_public(y, &vec![fixed(0.5 / s, f); n]);
-        let payload = D::concat(&[D::add(&half, &q), D::sub(&half, &q)]);
-        // b1 = [x >= -T] = [y + sqrt 2 >= 0], b2 = [x >= T] = [y - sqrt 2 >= 0].
-        let edge = fixed(std::f64::consts::SQRT_2, f);
-        let mut low = y.clone();
-        self.add_public(&mut low, &vec![edge; n]);
-        let mut high = y.clone();
-        self.add_public(&mut high, &vec![edge.wrapping_neg(); n]);
-        let selected = self
-            .sign_select(SignJob {
-                z: &D::concat(&[low, high]),
-                truncate: false,
-                select_self: false,
-                extras: vec![payload],
-            })?
-            .pop()
-            .ok_or_else(|| ProtocolError::Shape {
-                op: "silu_even",
-                detail: "the sign test returned no payload".into(),
-            })?;
-        let out = D::add(&D::slice(&selected, 0..n), &D::slice(&selected, n..2 * n));
-        ensure_shape(D::len(&out) == n, "silu_even", || "output length".into())?;
-        Ok(out)
+    /// Shares of `approx.eval_plain(x)` with `2f` fractional bits, from shares of `y = s x` (`f` bits;
+    /// `s` = [`EvenSplit::input_scale`]).
+    fn silu_even_scaled(&mut self, y: &Self::Share, approx: &SiluEven) -> Result<Self::Share> {
+        self.even_split_scaled(y, approx)
     }
 }
+
+impl<P: MpcOps> SiluOps for P {}
 
 #[cfg(test)]
 mod tests {

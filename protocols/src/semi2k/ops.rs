@@ -8,6 +8,7 @@ use crate::approx::newton::{NewtonConfig, NewtonOps};
 use crate::approx::piecewise::{Piecewise, PiecewiseOps};
 use crate::approx::pooling::{Affine, PoolingOps};
 use crate::approx::rows::{LayerNormConfig, RowOps, SoftmaxConfig, SoftmaxFastConfig};
+use crate::approx::silu::{SiluEven, SiluOps};
 use crate::domain::Domain;
 use crate::error::Result;
 use crate::gemm::Gemm;
@@ -18,7 +19,7 @@ use crate::ops::{MpcOps, SignSelect, WeightOps};
 use crate::ring::FixedPoint;
 
 use super::sign::SignJob;
-use super::{FixedWeight, Party, Pool2d};
+use super::{FixedWeight, Party};
 
 impl<N: Net, D: Domain> MpcOps for Party<N, D> {
     type Share = D::Arith;
@@ -111,15 +112,6 @@ impl<N: Net, D: Domain> MpcOps for Party<N, D> {
     fn drelu(&mut self, z: &D::Arith) -> Result<D::Arith> {
         Party::drelu(self, z)
     }
-    fn max(&mut self, a: &D::Arith, b: &D::Arith) -> Result<D::Arith> {
-        Party::max(self, a, b)
-    }
-    fn max_pool2d(&mut self, x: &D::Arith, batch: usize, pool: &Pool2d) -> Result<D::Arith> {
-        Party::max_pool2d(self, x, batch, pool)
-    }
-    fn argmax(&mut self, x: &D::Arith, rows: usize, cols: usize) -> Result<D::Arith> {
-        Party::argmax(self, x, rows, cols)
-    }
 }
 
 impl<N: Net, D: Domain> WeightOps for Party<N, D> {
@@ -157,6 +149,14 @@ impl<N: Net, D: Domain> Party<N, D> {
     /// See [`GeluOps::gelu_even_scaled`].
     pub fn gelu_even_scaled(&mut self, y: &D::Arith, approx: &GeluEven) -> Result<D::Arith> {
         <Self as GeluOps>::gelu_even_scaled(self, y, approx)
+    }
+    /// See [`SiluOps::silu_even`].
+    pub fn silu_even(&mut self, x: &D::Arith, approx: &SiluEven) -> Result<D::Arith> {
+        <Self as SiluOps>::silu_even(self, x, approx)
+    }
+    /// See [`SiluOps::silu_even_scaled`].
+    pub fn silu_even_scaled(&mut self, y: &D::Arith, approx: &SiluEven) -> Result<D::Arith> {
+        <Self as SiluOps>::silu_even_scaled(self, y, approx)
     }
     /// See [`NewtonOps::reciprocal`].
     pub fn reciprocal(&mut self, x: &D::Arith, cfg: &NewtonConfig) -> Result<D::Arith> {
