@@ -54,6 +54,8 @@ enum Command {
     Submit(cli::jobs::SubmitArgs),
     /// Runs a local network (a coordinator and nodes in processes) until stdin closes or Ctrl-C.
     Devnet(cli::devnet::DevnetArgs),
+    /// Chaos run: a local network, jobs in flight, a random node SIGKILLed and restarted periodically.
+    Soak(cli::soak::SoakArgs),
     /// Lists the coordinator's audit log of receipts.
     Receipts(cli::jobs::ReceiptsArgs),
     /// Deploys a model's public part to a coordinator (the weights stay with you): prints its id.
@@ -80,6 +82,7 @@ fn main() -> Result<()> {
         Command::Keygen(args) => cli::node::run_keygen(args),
         Command::Operator(args) => cli::operator::run(args),
         Command::Devnet(args) => cli::devnet::run(args),
+        Command::Soak(args) => cli::soak::run(args),
         Command::Deploy(args) => cli::client::deploy(args),
         Command::Receipts(args) => cli::jobs::receipts(args),
         Command::Infer(args) => cli::client::infer(args),

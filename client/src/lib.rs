@@ -46,6 +46,11 @@ use veil_node::api::{
 };
 pub use veil_node::api_client::{ApiClient, CallError};
 
+pub mod chat;
+pub use chat::{
+    ChatCommittee, ChatError, ChatModelFile, ChatOptions, ChatTurn, FinishReason, Message, Sampling,
+};
+
 /// The result of a job run through the coordinator.
 pub struct Finished {
     /// The job's final status (history, attempts, committee).

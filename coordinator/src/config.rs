@@ -107,6 +107,11 @@ pub struct CoordinatorConfig {
     /// client, ms; then they are deleted (the job's record and receipt stay).
     #[serde(default = "default_result_retention")]
     pub result_retention_ms: u64,
+    /// How long a finished (done, failed or cancelled) job's record is kept, ms; then it is pruned from
+    /// the state and the listings, with whatever blobs it still has (its receipt stays in the audit log).
+    /// 0: kept forever. Counted from the job's last transition.
+    #[serde(default = "default_job_retention")]
+    pub job_retention_ms: u64,
     /// The most memory one stage of a model may need per execution party, bytes: a deployed model that
     /// needs more is split into stages run by successive committees (0: never split).
     #[serde(default)]
@@ -249,6 +254,13 @@ pub struct AdmissionConfig {
     /// (0, 1]; an operator at its share gets no new role until others catch up (1: no cap).
     #[serde(default = "default_role_share")]
     pub max_role_share: f64,
+    /// The regions a node may register in (its certified region, else its claim); empty: any. Bounds the
+    /// region table, which grows with every distinct name, and keeps names meaningful for collusion keys.
+    #[serde(default)]
+    pub regions: Vec<String>,
+    /// The ASNs a node may register with; empty: any. With a list, a node that states no ASN is refused.
+    #[serde(default)]
+    pub asns: Vec<u32>,
 }
 
 fn default_role_share() -> f64 {
@@ -287,6 +299,9 @@ fn default_verifying() -> u64 {
 }
 fn default_result_retention() -> u64 {
     24 * 3600 * 1000
+}
+fn default_job_retention() -> u64 {
+    30 * 24 * 3600 * 1000
 }
 fn default_submissions_per_minute() -> u32 {
     600

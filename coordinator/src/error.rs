@@ -271,6 +271,23 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+    /// A role of the job needs more memory than any node that is not down or rejected offers: no
+    /// committee could ever hold it.
+    #[error("the job's {role} needs {needed} bytes of memory; the largest node offers {largest}")]
+    TooMuchMemory {
+        /// `dealer` or `party`.
+        role: &'static str,
+        /// What the role needs (the job's estimate), bytes.
+        needed: u64,
+        /// The most memory any eligible node offers, bytes.
+        largest: u64,
+    },
+    /// An uploaded blob could not be staged (written to the staging directory).
+    #[error("staging an uploaded blob: {source}")]
+    Staging {
+        /// The cause.
+        source: std::io::Error,
+    },
     /// A record could not be encoded or decoded.
     #[error("record {what}: {reason}")]
     Record {
@@ -292,6 +309,7 @@ impl Error {
             TooLong { .. }
             | OutOfRange { .. }
             | Malformed { .. }
+            | TooMuchMemory { .. }
             | Unsupported { .. }
             | BadAttestation
             | IncompleteGpu
@@ -321,9 +339,12 @@ impl Error {
             | ResultsExpired { .. }
             | NotAllowed(_) => ErrorKind::Conflict,
             RateLimited { .. } => ErrorKind::RateLimited,
-            Store(_) | DataDir { .. } | Blob { .. } | Record { .. } | Invariant(_) => {
-                ErrorKind::Internal
-            }
+            Store(_)
+            | DataDir { .. }
+            | Blob { .. }
+            | Staging { .. }
+            | Record { .. }
+            | Invariant(_) => ErrorKind::Internal,
         }
     }
 

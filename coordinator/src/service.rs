@@ -30,6 +30,9 @@ pub struct Coordinator<S: StateStore = RedbStore> {
     /// When each job was submitted to this process (for the latency histograms of `/metrics`; not
     /// persisted). Invariant: at most [`MAX_TRACKED_SUBMISSIONS`] entries, the oldest ids dropped first.
     submitted_at: std::collections::BTreeMap<u64, Millis>,
+    /// An upload's blob, written to the staging directory outside the state lock, for the next persist
+    /// to adopt ([`Coordinator::with_staged`]).
+    staged: Option<crate::blobs::Staged>,
 }
 
 /// Most submission times kept for the metrics.
@@ -60,11 +63,13 @@ impl<S: StateStore> Coordinator<S> {
     ) -> Result<Self> {
         let snapshot = store.load(Core::registry_config(&config)?, &RECORD_KINDS)?;
         let core = Core::restore(config, identity, snapshot, now)?;
+        blobs.clear_staging();
         Ok(Coordinator {
             core,
             store,
             blobs,
             submitted_at: Default::default(),
+            staged: None,
         })
     }
 
@@ -73,7 +78,7 @@ impl<S: StateStore> Coordinator<S> {
         while let Some(commit) = self.core.poll_commit()? {
             for (key, bytes) in &commit.writes {
                 self.blobs
-                    .put(key, bytes)
+                    .adopt_or_put(key, bytes, self.staged.as_ref())
                     .map_err(|source| Error::Blob { key: *key, source })?;
             }
             self.store.commit(&commit.batch)?;
@@ -82,6 +87,21 @@ impl<S: StateStore> Coordinator<S> {
             }
         }
         Ok(())
+    }
+
+    /// Runs `f` (an upload of the buffer `staged` was written from, see [`crate::blobs::Staged`]) with
+    /// `staged` offered to the blob writes: the core's write of that very buffer becomes a rename of the
+    /// staged file, so the write and its sync happened outside the state lock. A staged file the core did
+    /// not take is removed.
+    pub fn with_staged<T>(
+        &mut self,
+        staged: crate::blobs::Staged,
+        f: impl FnOnce(&mut Self) -> Result<T>,
+    ) -> Result<T> {
+        self.staged = Some(staged);
+        let result = f(self);
+        self.staged = None;
+        result
     }
 
     /// Runs `f` on the core and persists what it changed (also when `f` failed part-way).

@@ -14,6 +14,7 @@ pub mod lab;
 pub mod llama;
 pub mod local;
 mod local_rep3;
+mod local_rep3m;
 pub mod model;
 pub mod model_file;
 pub mod plan;

@@ -158,6 +158,7 @@ pub fn run_private(
     match options.protocol {
         Protocol::Spdz2k => return run_spdz2k(plan, &encoded, batch, options),
         Protocol::Rep3 => return crate::local_rep3::run_rep3(plan, &encoded, batch, options),
+        Protocol::Rep3m => return crate::local_rep3m::run_rep3m(plan, &encoded, batch, options),
         Protocol::Semi2k => {}
     }
     let mut rng = match options.seed {

@@ -1,4 +1,5 @@
-//! The `rep3` twin of [`crate::local::run_private`]: three parties, no dealer. The client splits its input
+//! The `rep3` twin of [`crate::local::run_private`] (and the owners' side that `rep3m` shares with it):
+//! three parties, no dealer. The client splits its input
 //! and the model owner its weights into replicated shares (here, outside the parties); each party agrees on
 //! its PRF keys with its neighbours, sets the model up without communicating, and infers.
 
@@ -9,7 +10,7 @@ use rand::{RngCore, SeedableRng};
 use veil_protocols::rep3::{self, RepShare};
 use veil_protocols::semi2k::local::{Committee, PartyOutcome};
 
-use veil_protocols::net::Net;
+use veil_protocols::ops::MpcOps;
 use veil_protocols::semi2k::local::LocalRun;
 
 use crate::error::{EngineError, Result};
@@ -44,21 +45,31 @@ pub(crate) fn split(values: &[u64], rng: &mut StdRng) -> [RepShare; 3] {
     RepShare::split(values, || rng.next_u64())
 }
 
-/// Runs the inferences of `encoded` (already validated and encoded) under `rep3`.
-pub(crate) fn run_rep3(
-    plan: &Plan,
-    encoded: &[Vec<u64>],
-    batch: usize,
-    options: &LocalOptions,
-) -> Result<LocalRunReport> {
-    let committee = committee(options, plan.fixed_point)?;
-    let mut rng = match options.seed {
+/// The owners' side of a replicated job: the client's sharing of each input and the model owner's of each
+/// weight (per weight, per party), or the public weights.
+pub(crate) struct OwnerShares {
+    pub(crate) inputs: Vec<[RepShare; 3]>,
+    pub(crate) shared: Vec<[(RepShare, Option<RepShare>); 3]>,
+    pub(crate) public: Vec<WeightShare>,
+}
+
+/// The owners' randomness: seeded by `options.seed` if set, else from the operating system.
+pub(crate) fn rng(options: &LocalOptions) -> StdRng {
+    match options.seed {
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_os_rng(),
-    };
+    }
+}
+
+/// Splits `encoded` and the plan's weights into replicated shares.
+pub(crate) fn owner_shares(
+    plan: &Plan,
+    encoded: &[Vec<u64>],
+    options: &LocalOptions,
+) -> OwnerShares {
+    let mut rng = rng(options);
     let inputs: Vec<[RepShare; 3]> = encoded.iter().map(|x| split(x, &mut rng)).collect();
-    // The model owner's shares: per weight, per party.
-    let shared: Vec<[(RepShare, Option<RepShare>); 3]> = match plan.mode {
+    let shared = match plan.mode {
         WeightMode::Shared => plan
             .weights
             .iter()
@@ -70,7 +81,7 @@ pub(crate) fn run_rep3(
             .collect(),
         WeightMode::Public => Vec::new(),
     };
-    let public: Vec<WeightShare> = match plan.mode {
+    let public = match plan.mode {
         WeightMode::Public => plan
             .weights
             .iter()
@@ -81,12 +92,28 @@ pub(crate) fn run_rep3(
             .collect(),
         WeightMode::Shared => Vec::new(),
     };
+    OwnerShares {
+        inputs,
+        shared,
+        public,
+    }
+}
+
+/// Runs the inferences of `encoded` (already validated and encoded) under `rep3`.
+pub(crate) fn run_rep3(
+    plan: &Plan,
+    encoded: &[Vec<u64>],
+    batch: usize,
+    options: &LocalOptions,
+) -> Result<LocalRunReport> {
+    let committee = committee(options, plan.fixed_point)?;
+    let owners = owner_shares(plan, encoded, options);
     let start_line = StartLine::new(3, options.timeout);
     let parties = rep3::local::run(&committee, options.seed, |party| {
         let me = party.id();
-        let weights = shared.iter().map(|w| w[me].clone()).collect();
-        let model = setup_rep3(plan, weights, &public).map_err(to_protocol)?;
-        let words = inputs.iter().map(|x| (x[me].clone(), batch));
+        let weights = owners.shared.iter().map(|w| w[me].clone()).collect();
+        let model = setup_rep3(plan, weights, &owners.public).map_err(to_protocol)?;
+        let words = owners.inputs.iter().map(|x| (x[me].clone(), batch));
         run_party(
             party,
             words,
@@ -134,19 +161,14 @@ pub(crate) fn open_outputs(
         .collect()
 }
 
-/// One rep3 party's program over its inputs: every party starts each inference's clock together (there is
-/// nothing to prepare: no dealer material), then `infer` runs it.
-pub(crate) fn run_party<N: Net>(
-    party: &mut rep3::Party<N>,
+/// One rep3 (or rep3m) party's program over its inputs: every party starts each inference's clock together
+/// (there is nothing to prepare: no dealer material), then `infer` runs it.
+pub(crate) fn run_party<P: MpcOps<Share = RepShare>>(
+    party: &mut P,
     inputs: impl IntoIterator<Item = (RepShare, usize)>,
     options: &LocalOptions,
     start_line: &StartLine,
-    infer: impl Fn(
-        &mut rep3::Party<N>,
-        RepShare,
-        usize,
-        Option<&mut Vec<StepProfile>>,
-    ) -> Result<RepShare>,
+    infer: impl Fn(&mut P, RepShare, usize, Option<&mut Vec<StepProfile>>) -> Result<RepShare>,
 ) -> Result<PartyResult<RepShare>> {
     let mut result = PartyResult {
         outputs: Vec::new(),

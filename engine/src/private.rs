@@ -114,9 +114,9 @@ pub fn setup_rep3<'p>(
 
 impl Rep3Model<'_> {
     /// Runs the plan on this party's share of a batch (see [`PartyModel::infer`]).
-    pub fn infer<N: Net>(
+    pub fn infer<P: WeightOps<Share = RepShare, Weight = RepWeight>>(
         &self,
-        party: &mut veil_protocols::rep3::Party<N>,
+        party: &mut P,
         input: RepShare,
         batch: usize,
         profile: Option<&mut Vec<StepProfile>>,

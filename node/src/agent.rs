@@ -4,8 +4,19 @@
 //!
 //! Invariants: blobs are passed through without being logged; a task that disappears from the replies
 //! (the attempt failed or was rescheduled) is dropped as soon as the agent notices, which ends the job on
-//! the node; a network error towards the coordinator is retried (the coordinator may be restarting) until
-//! the task disappears; every worker thread ends once its task is done or dropped.
+//! the node; a network error, a 408, a 429 or a 5xx from the coordinator is retried with exponential
+//! backoff (the coordinator may be restarting or overloaded) until the task disappears; every worker
+//! thread ends once its task is done or dropped.
+//!
+//! Crashes and stops: a party or dealer task listed in the first heartbeat reply this process gets was
+//! handed to a previous incarnation of the node (a fresh process has accepted nothing), whose QUIC
+//! sessions, dealer material and opened inputs are gone: the agent reports it failed as a fault of this
+//! node (never as a refused input), so the coordinator reschedules the job at once instead of waiting for a
+//! timeout, and a restarted dealer can never deal a second, different set of material to a running
+//! committee. A verifier task keeps no state, so a restarted verifier runs it again. A sealed
+//! input found already opened (the replay record of a previous incarnation) is reported the same way. On
+//! SIGTERM, [`Agent::hand_off`] reports every live task failed (a node fault, reason "node stopping") so
+//! that its jobs move to new committees before the process exits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +33,7 @@ use crate::envelope::Purpose;
 use crate::evidence::{self, EvidenceKind};
 use crate::inbox::{binding_for, seal_blob, Inbox, InboxError};
 use crate::manifest::{Role, SignedManifest};
+use crate::metrics::{TaskKind, TaskOutcome, METRICS};
 use crate::operator::CertificateChain;
 use crate::stage::{hand_off, take_over, StageInput, StageOutput};
 use crate::trial;
@@ -33,6 +45,8 @@ use crate::{Identity, Node, NodeError};
 struct TaskFlags {
     go: AtomicBool,
     dropped: AtomicBool,
+    /// Set once the task was reported failed (for the metrics).
+    failed: AtomicBool,
 }
 
 /// What the agent shares with its workers.
@@ -55,9 +69,68 @@ struct Shared {
     trials: Mutex<HashSet<u64>>,
     /// RTTs measured to fellow committee members since the last heartbeat.
     rtts: Mutex<Vec<RttReport>>,
+    /// Invariant: false until this process handled its first heartbeat reply; tasks listed in that
+    /// reply belong to a previous incarnation (see the module doc).
+    seen_first_reply: AtomicBool,
+    /// Set once the node is stopping: no new task is started.
+    stopping: AtomicBool,
 }
 
-/// Starts the agent on its own threads; it runs as long as the process.
+/// The running agent (its threads live as long as the process); [`Agent::hand_off`] on shutdown.
+pub struct Agent {
+    shared: Arc<Shared>,
+}
+
+/// Reason reported for the tasks of a node that stops.
+pub const STOPPING_REASON: &str = "node stopping: its tasks are handed back to the coordinator";
+/// Reason reported for the tasks of a previous incarnation of a restarted node.
+pub const RESTARTED_REASON: &str =
+    "node restarted mid-task: the task's state (sessions, material, opened input) is gone";
+
+impl Agent {
+    /// Graceful stop: starts no new task and reports every live task failed as a fault of this node, so
+    /// the coordinator reschedules its jobs now; returns once every report was sent or `within` passed
+    /// (the reports run on a thread of their own, so an unreachable coordinator cannot hold the stop up).
+    pub fn hand_off(&self, within: Duration) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        let live: Vec<((u64, u32), Arc<TaskFlags>)> = match self.shared.tasks.lock() {
+            Ok(t) => t.iter().map(|(k, f)| (*k, f.clone())).collect(),
+            Err(_) => return,
+        };
+        if live.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let (done, wait) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("veil-hand-off".into())
+            .spawn(move || {
+                for ((job, attempt), flags) in live {
+                    flags.dropped.store(true, Ordering::SeqCst);
+                    let body = TaskFailure {
+                        reason: STOPPING_REASON.into(),
+                        rejected_input: false,
+                        verification_failed: false,
+                    };
+                    match shared.api.post_unit(&api::task_failed(job, attempt), &body) {
+                        Ok(()) => tracing::info!(job, attempt, "task handed back"),
+                        Err(e) => tracing::warn!(job, attempt, "handing the task back: {e}"),
+                    }
+                }
+                let _ = done.send(());
+            });
+        match spawned {
+            Ok(_) => {
+                if wait.recv_timeout(within).is_err() {
+                    tracing::warn!("not every task was handed back within {within:?}");
+                }
+            }
+            Err(e) => tracing::warn!("starting the hand-off: {e}"),
+        }
+    }
+}
+
+/// Starts the agent on its own threads; it runs as long as the process (see [`Agent::hand_off`]).
 pub fn spawn(
     node: Arc<Node>,
     inbox: Inbox,
@@ -65,7 +138,7 @@ pub fn spawn(
     link: CoordinatorLink,
     operator: String,
     submit_timeout: Duration,
-) -> Result<(), NodeError> {
+) -> Result<Agent, NodeError> {
     let api = ApiClient::new(
         &identity,
         link.public_key,
@@ -102,12 +175,17 @@ pub fn spawn(
         busy: std::sync::atomic::AtomicU32::new(0),
         trials: Mutex::new(HashSet::new()),
         rtts: Mutex::new(Vec::new()),
+        seen_first_reply: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
     });
+    let agent = Agent {
+        shared: shared.clone(),
+    };
     std::thread::Builder::new()
         .name("veil-agent".into())
         .spawn(move || heartbeat_loop(&shared, &link, &operator))
         .map_err(|e| NodeError::System("starting the coordinator agent", e))?;
-    Ok(())
+    Ok(agent)
 }
 
 fn registration(shared: &Shared, link: &CoordinatorLink, operator: &str) -> RegisterRequest {
@@ -137,17 +215,25 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
     let period = Duration::from_millis(link.heartbeat_ms);
     let mut registered = false;
     loop {
+        if shared.stopping.load(Ordering::SeqCst) {
+            return;
+        }
         if !registered {
             let req = registration(shared, link, operator);
             match shared.api.post_json::<_, NodeView>(api::REGISTER, &req) {
                 Ok(view) => {
+                    METRICS.registration(true);
                     tracing::info!(node = view.id, state = %view.state, "registered with the coordinator");
                     registered = true;
                 }
                 Err(e) if e.status() == Some(403) => {
+                    METRICS.registration(false);
                     tracing::error!("the coordinator refused this node's admission (retrying): {e}")
                 }
-                Err(e) => tracing::warn!("registration failed (retrying): {e}"),
+                Err(e) => {
+                    METRICS.registration(false);
+                    tracing::warn!("registration failed (retrying): {e}")
+                }
             }
         }
         if registered {
@@ -163,10 +249,12 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 queue_len: busy,
                 rtts,
             };
-            match shared
+            let sent = std::time::Instant::now();
+            let answer = shared
                 .api
-                .post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req)
-            {
+                .post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req);
+            METRICS.heartbeat(answer.is_ok(), sent.elapsed());
+            match answer {
                 Ok(reply) => handle_reply(shared, reply),
                 Err(e) if e.status() == Some(404) => {
                     tracing::warn!("the coordinator does not know this node: registering again");
@@ -181,9 +269,13 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
 }
 
 fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
+    if shared.stopping.load(Ordering::SeqCst) {
+        return;
+    }
     if let Some(t) = reply.trial {
         start_trial(shared, t);
     }
+    let first = !shared.seen_first_reply.swap(true, Ordering::SeqCst);
     let Ok(mut tasks) = shared.tasks.lock() else {
         return;
     };
@@ -211,7 +303,34 @@ fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
             .name(format!("veil-task-{}-{}", t.job, t.attempt))
             .spawn(move || {
                 worker.busy.fetch_add(1, Ordering::Relaxed);
-                run_task(&worker, &t, &flags);
+                METRICS.task_started(match t.role {
+                    TaskRole::Verifier => TaskKind::Verifier,
+                    TaskRole::Dealer => TaskKind::Dealer,
+                    _ => TaskKind::Party,
+                });
+                // A verifier keeps no state between its steps (it fetches the evidence, checks it and
+                // signs): a restarted one simply verifies again.
+                let outcome = if first && t.role != TaskRole::Verifier {
+                    tracing::warn!(
+                        job = t.job,
+                        attempt = t.attempt,
+                        "a task of this node's previous process: reporting it failed"
+                    );
+                    report_failure(&worker, &t, &flags, RESTARTED_REASON.into());
+                    TaskOutcome::Orphaned
+                } else {
+                    run_task(&worker, &t, &flags);
+                    if worker.stopping.load(Ordering::Relaxed) {
+                        TaskOutcome::HandedBack
+                    } else if flags.failed.load(Ordering::Relaxed) {
+                        TaskOutcome::Failed
+                    } else if flags.dropped.load(Ordering::Relaxed) {
+                        TaskOutcome::Dropped
+                    } else {
+                        TaskOutcome::Done
+                    }
+                };
+                METRICS.task_ended(outcome);
                 worker.busy.fetch_sub(1, Ordering::Relaxed);
             });
         if let Err(e) = spawned {
@@ -234,15 +353,22 @@ fn start_trial(shared: &Arc<Shared>, task: TrialTask) {
             tracing::info!(workload = %task.workload, "running the trial job");
             match trial::run(&task) {
                 Ok(result) => match worker.api.post_json::<_, NodeView>(api::TRIAL, &result) {
-                    Ok(view) => tracing::info!(state = %view.state, "trial answered"),
+                    Ok(view) => {
+                        METRICS.trial(true);
+                        tracing::info!(state = %view.state, "trial answered")
+                    }
                     Err(e) => {
+                        METRICS.trial(false);
                         tracing::warn!("sending the trial's answer: {e}");
                         if let Ok(mut r) = worker.trials.lock() {
                             r.remove(&task.id);
                         }
                     }
                 },
-                Err(e) => tracing::error!("the trial job failed: {e}"),
+                Err(e) => {
+                    METRICS.trial(false);
+                    tracing::error!("the trial job failed: {e}")
+                }
             }
         });
     if let Err(e) = spawned {
@@ -250,28 +376,69 @@ fn start_trial(shared: &Arc<Shared>, task: TrialTask) {
     }
 }
 
-/// Retries `call` while the coordinator is unreachable and the task is live. `Ok(None)`: the task is gone
-/// (dropped, or the coordinator says the attempt is over).
+/// First wait before retrying a call to the coordinator.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// Whether a failed call is worth trying again: no answer (the coordinator may be restarting), or an
+/// answer that says "later" (408 request timeout, 429 rate limited, any 5xx). Other statuses (403, 404,
+/// 409: the attempt is over or not this node's) are final.
+fn transient(e: &CallError) -> bool {
+    match e.status() {
+        None => true,
+        Some(s) => s == 408 || s == 429 || (500..600).contains(&s),
+    }
+}
+
+/// The wait before try `n + 1` (n >= 1): doubling from [`RETRY_FIRST`] up to [`RETRY_MAX`], with up to
+/// 50% random jitter so that the nodes of a network do not retry in step.
+fn backoff(n: u32) -> Duration {
+    let base = RETRY_FIRST
+        .saturating_mul(1u32 << n.saturating_sub(1).min(16))
+        .min(RETRY_MAX);
+    let jitter = rand::random::<f64>() * 0.5;
+    base.mul_f64(1.0 + jitter).min(RETRY_MAX)
+}
+
+/// Retries `call` while the failure is [`transient`] and the task is live, with [`backoff`]. `None`: the
+/// task is gone (dropped, or the coordinator says the attempt is over).
 fn retry<T>(
     flags: &TaskFlags,
     what: &str,
     mut call: impl FnMut() -> Result<T, CallError>,
 ) -> Option<T> {
+    let mut tries = 0u32;
     loop {
         if flags.dropped.load(Ordering::Relaxed) {
             return None;
         }
         match call() {
             Ok(v) => return Some(v),
-            Err(e) if e.status().is_some() => {
+            Err(e) if !transient(&e) => {
                 tracing::warn!("{what}: {e}");
                 return None;
             }
             Err(e) => {
-                tracing::warn!("{what} (retrying): {e}");
-                std::thread::sleep(Duration::from_millis(200));
+                tries = tries.saturating_add(1);
+                METRICS.retry();
+                let wait = backoff(tries);
+                tracing::warn!("{what} (retrying in {wait:?}): {e}");
+                sleep_unless_dropped(flags, wait);
             }
         }
+    }
+}
+
+/// Sleeps `wait`, waking early once the task is dropped.
+fn sleep_unless_dropped(flags: &TaskFlags, wait: Duration) {
+    let until = std::time::Instant::now() + wait;
+    while !flags.dropped.load(Ordering::Relaxed) {
+        let now = std::time::Instant::now();
+        if now >= until {
+            return;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
     }
 }
 
@@ -286,6 +453,7 @@ fn send_failure(
     reason: String,
     rejected_input: bool,
 ) {
+    flags.failed.store(true, Ordering::Relaxed);
     let body = TaskFailure {
         reason,
         rejected_input,
@@ -412,42 +580,66 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                         attempt = t.attempt,
                         "refused the sealed input: {e}"
                     );
-                    let state_fault = matches!(e, InboxError::State { .. });
-                    return send_failure(
-                        shared,
-                        t,
-                        flags,
-                        format!("party {index} refused its input: {e}"),
-                        !state_fault,
-                    );
+                    // This node's own fault, not the client's: its state, or a previous process of
+                    // this node that opened the input already (a restart mid-task).
+                    let node_fault =
+                        matches!(e, InboxError::State { .. } | InboxError::Replayed(_));
+                    let reason = if matches!(e, InboxError::Replayed(_)) {
+                        format!("party {index}: {RESTARTED_REASON}")
+                    } else {
+                        format!("party {index} refused its input: {e}")
+                    };
+                    return send_failure(shared, t, flags, reason, !node_fault);
                 }
             };
-            let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
-            let decoded = if senders > 0 {
-                // A later stage: the input shares come as the previous stage's hand-offs.
-                postcard::from_bytes::<StageInput>(&plain)
-                    .map_err(|e| e.to_string())
-                    .and_then(|input| {
-                        take_over(shared.inbox.opening_key(), &manifest, index, input)
-                            .map_err(|e| e.to_string())
-                    })
+            let generation = crate::generation::is_generation(&manifest.model.workload);
+            let outcome = if generation {
+                // A generation job: the sealed input is the ticket naming the client that drives the
+                // turn on its own stream to this party (`crate::generation`).
+                let ticket = postcard::from_bytes::<crate::generation::GenerationTicket>(&plain);
+                drop(plain);
+                let ticket = match ticket {
+                    Ok(t) => t,
+                    Err(e) => {
+                        return send_failure(
+                            shared,
+                            t,
+                            flags,
+                            format!("party {index} refused its ticket: {e}"),
+                            true,
+                        )
+                    }
+                };
+                assigned.run_generation(ticket.driver, crate::generation::ATTACH_WAIT)
             } else {
-                postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
+                let senders = manifest.model.deployed.as_ref().map_or(0, |d| d.senders);
+                let decoded = if senders > 0 {
+                    // A later stage: the input shares come as the previous stage's hand-offs.
+                    postcard::from_bytes::<StageInput>(&plain)
+                        .map_err(|e| e.to_string())
+                        .and_then(|input| {
+                            take_over(shared.inbox.opening_key(), &manifest, index, input)
+                                .map_err(|e| e.to_string())
+                        })
+                } else {
+                    postcard::from_bytes::<RunRequest>(&plain).map_err(|e| e.to_string())
+                };
+                let run = match decoded.and_then(production_run) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        return send_failure(
+                            shared,
+                            t,
+                            flags,
+                            format!("party {index} refused its input: {e}"),
+                            true,
+                        )
+                    }
+                };
+                drop(plain);
+                assigned.run_party(run)
             };
-            let run = match decoded.and_then(production_run) {
-                Ok(r) => r,
-                Err(e) => {
-                    return send_failure(
-                        shared,
-                        t,
-                        flags,
-                        format!("party {index} refused its input: {e}"),
-                        true,
-                    )
-                }
-            };
-            drop(plain);
-            match assigned.run_party(run) {
+            match outcome {
                 Ok(mut report) => {
                     // A stage followed by another: the outputs go, re-randomised and sealed, to the next
                     // stage's parties (inside the client's envelope, which the client relays).
@@ -532,6 +724,11 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                             .api
                             .put_bytes(&api::task_output(t.job, t.attempt), bytes.clone())
                     });
+                }
+                // The client broke off a generation turn: the fault is its own, no node's (the job
+                // ends without blame, as for a refused input).
+                Err(e @ NodeError::Client(_)) => {
+                    send_failure(shared, t, flags, format!("party {index}: {e}"), true)
                 }
                 Err(e) => report_failure(shared, t, flags, format!("party {index}: {e}")),
             }
@@ -698,6 +895,7 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
 
 /// Reports a failed verification (the coordinator blames the parties).
 fn send_verdict(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String) {
+    flags.failed.store(true, Ordering::Relaxed);
     let body = TaskFailure {
         reason,
         rejected_input: false,
@@ -714,6 +912,67 @@ fn send_verdict(shared: &Shared, t: &TaskView, flags: &TaskFlags, reason: String
 mod tests {
     use super::*;
     use crate::wire::JobId;
+
+    fn status(status: u16) -> CallError {
+        CallError::Status {
+            status,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn no_answer_timeouts_rate_limits_and_5xx_are_retried_other_statuses_are_final() {
+        let transport = CallError::Transport {
+            address: "127.0.0.1:1".into(),
+            message: "connecting: refused".into(),
+        };
+        assert!(transient(&transport));
+        for s in [408, 429, 500, 502, 503, 599] {
+            assert!(transient(&status(s)), "{s}");
+        }
+        for s in [400, 403, 404, 409, 413] {
+            assert!(!transient(&status(s)), "{s}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_its_cap() {
+        for n in 1..40 {
+            let wait = backoff(n);
+            let base = RETRY_FIRST
+                .saturating_mul(1u32 << (n - 1).min(16))
+                .min(RETRY_MAX);
+            assert!(
+                wait >= base && wait <= RETRY_MAX.min(base.mul_f64(1.5)),
+                "{n}: {wait:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_transient_failure_is_retried_until_it_succeeds_and_a_final_one_is_not() {
+        let flags = TaskFlags::default();
+        let mut calls = 0;
+        let got = retry(&flags, "test", || {
+            calls += 1;
+            if calls < 3 {
+                Err(status(503))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got, Some(3));
+        let mut calls = 0;
+        let got: Option<()> = retry(&flags, "test", || {
+            calls += 1;
+            Err(status(409))
+        });
+        assert_eq!((got, calls), (None, 1));
+        // A dropped task stops the retries.
+        flags.dropped.store(true, Ordering::Relaxed);
+        let got: Option<()> = retry(&flags, "test", || Err(status(503)));
+        assert_eq!(got, None);
+    }
 
     #[test]
     fn client_chosen_shaping_threads_and_profiles_are_refused_before_any_computation() {

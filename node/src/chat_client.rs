@@ -4,6 +4,8 @@
 //!
 //! Invariant: only this client sees a token; each party gets its share of embedded vectors only.
 
+use std::time::{Duration, Instant};
+
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use veil_engine::llama::private::PrivateLlama;
@@ -12,9 +14,12 @@ use veil_protocols::share::{reconstruct, share};
 use super::{Client, Committee};
 use crate::error::{NodeError, Result};
 use crate::frame;
-use crate::generation::{SMOLLM2, TINY};
+use crate::generation::{PromptLogits, SMOLLM2, TINY};
 use crate::manifest::{DeployedModel, Manifest, ModelSpec, SEMI2K};
 use crate::wire::{JobId, Msg, PartyReport, RunRequest, Words};
+
+/// How long the client waits for a party's answer to `Attach`.
+const ATTACH_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// A generation job's public description and the client's local choices.
 pub struct ChatJob<'a> {
@@ -103,7 +108,6 @@ impl Client {
         max_tokens: usize,
         mut choose: impl FnMut(&[Vec<f64>]) -> Option<u32>,
     ) -> Result<GenerationRun> {
-        let n = committee.parties.len();
         let manifest = Manifest {
             job: JobId::random(),
             protocol: SEMI2K.into(),
@@ -130,7 +134,7 @@ impl Client {
             None => StdRng::from_os_rng(),
         };
         let signed = manifest.sign(&self.identity)?;
-        self.runtime.block_on(async {
+        let mut streams = self.runtime.block_on(async {
             let mut members: Vec<&crate::manifest::Member> = manifest.parties.iter().collect();
             members.push(&manifest.dealer);
             let mut streams: Vec<Bi> = Vec::with_capacity(members.len());
@@ -157,86 +161,261 @@ impl Client {
                     }
                 }
             }
-            let (mut dealer_send, _dealer_recv) = streams
-                .pop()
-                .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
-            let mut run = GenerationRun {
-                job: manifest.job,
-                tokens: Vec::new(),
-                steps: Vec::new(),
-            };
-            let mut ids: Vec<u32> = prompt.to_vec();
-            let mut first = true;
-            let outcome = loop {
-                let x = job.model.client_input(&ids).map_err(engine)?;
-                let shares = share(&x, n, &mut rng)?;
-                for (i, ((send, _), s)) in streams.iter_mut().zip(shares).enumerate() {
-                    let mut request = RunRequest::new(manifest.job, Vec::new(), vec![Words(s)]);
-                    if first {
-                        request.threads = job.threads as u32;
-                        request.profile = job.profile;
-                        request.shaping = self.options.shaping;
-                    }
-                    frame::write(send, &Msg::Run(request))
-                        .await
-                        .map_err(|e| NodeError::Job(format!("party {i}: sending a step: {e}")))?;
-                }
-                first = false;
-                let mut reports = Vec::with_capacity(n);
-                let mut failures = Vec::new();
-                for (i, (_, recv)) in streams.iter_mut().enumerate() {
-                    match self.read(recv, "waiting for a step's logits").await {
-                        Ok(Msg::Outputs(r)) => reports.push(r),
-                        Ok(Msg::Failed(why)) => failures.push(format!("[party {i}] {why}")),
-                        Ok(other) => {
-                            failures.push(format!("[party {i}] answered {}", other.name()))
+            Ok(streams)
+        })?;
+        let (mut dealer_send, _dealer_recv) = streams
+            .pop()
+            .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
+        let first = FirstStep {
+            threads: job.threads as u32,
+            profile: job.profile,
+            shaping: self.options.shaping,
+        };
+        let input = |ids: &[u32]| job.model.client_input(ids).map_err(engine);
+        let outcome = self.drive(
+            &mut streams,
+            manifest.job,
+            &input,
+            (vocab, scale),
+            &mut rng,
+            first,
+            PromptLogits::All,
+            prompt,
+            max_tokens,
+            &mut choose,
+        );
+        let _ = dealer_send.finish();
+        outcome
+    }
+
+    /// Drives a coordinator's generation job (see [`crate::generation`]): `manifest` is the attempt's
+    /// manifest, already checked by the caller against the coordinator's key, whose parties each hold a
+    /// sealed ticket naming this client. Dials every party (its key pinned by the manifest; retried until
+    /// `attach_wait` passes, as a party admits this client only once it has opened its ticket), attaches,
+    /// then runs the turn as [`Client::generate`] does, except that the prefill returns the last prompt
+    /// position's logits only (`choose` sees one row after it): `input` embeds token ids in the parties' fixed
+    /// point (`frac_bits`), `vocab` is the logits' width, `choose` picks each next token or ends the turn.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_attached(
+        &self,
+        manifest: &Manifest,
+        input: &dyn Fn(&[u32]) -> Result<Vec<u64>>,
+        vocab: usize,
+        frac_bits: u32,
+        prompt: &[u32],
+        attach_wait: Duration,
+        mut choose: impl FnMut(&[Vec<f64>]) -> Option<u32>,
+    ) -> Result<GenerationRun> {
+        crate::generation::check_spec(&manifest.model, manifest.batch, manifest.inferences)
+            .map_err(NodeError::Job)?;
+        if prompt.len() != manifest.batch as usize {
+            return Err(NodeError::Job(format!(
+                "a prompt of {} tokens for a job of {}",
+                prompt.len(),
+                manifest.batch
+            )));
+        }
+        let max_tokens = manifest.inferences as usize;
+        let scale = (-2.0 * f64::from(frac_bits)).exp2();
+        let mut rng = StdRng::from_os_rng();
+        let mut streams = self.runtime.block_on(async {
+            let deadline = Instant::now() + attach_wait;
+            let mut streams: Vec<Bi> = Vec::with_capacity(manifest.parties.len());
+            for (i, member) in manifest.parties.iter().enumerate() {
+                // The TLS handshake completes on this side before the party has checked this client's
+                // certificate, so admission is known only from the party's answer to `Attach`: retried
+                // until the deadline (the party admits this client once it opened its ticket).
+                let bi = loop {
+                    let attempt = async {
+                        let (mut send, mut recv) = self.open(member).await?;
+                        frame::write(&mut send, &Msg::Attach { job: manifest.job })
+                            .await
+                            .map_err(|e| NodeError::Quic(e.to_string()))?;
+                        let answer = tokio::time::timeout(
+                            ATTACH_ANSWER_WAIT,
+                            frame::read(&mut recv, self.options.max_frame),
+                        )
+                        .await;
+                        match answer {
+                            Ok(Ok(Msg::Accepted)) => Ok((send, recv)),
+                            Ok(Ok(Msg::Failed(why))) => Err(NodeError::Job(why)),
+                            Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
+                                "answered {}",
+                                other.name()
+                            ))),
+                            Ok(Err(e)) => Err(NodeError::Quic(e.to_string())),
+                            Err(_) => Err(NodeError::Timeout(
+                                ATTACH_ANSWER_WAIT,
+                                "waiting for the party's answer to Attach",
+                            )),
                         }
-                        Err(e) => failures.push(format!("[party {i}] {e}")),
                     }
-                }
-                if !failures.is_empty() {
-                    break Err(NodeError::Job(format!(
-                        "the turn failed: {}",
-                        failures.join("; ")
-                    )));
-                }
-                let parts = reports
-                    .iter_mut()
-                    .map(|r| match r.outputs.as_mut_slice() {
-                        [w] if w.0.len() == ids.len() * vocab => Ok(std::mem::take(&mut w.0)),
-                        _ => Err(NodeError::Unexpected(
-                            "a party's logits do not have the step's shape".into(),
-                        )),
-                    })
-                    .collect::<Result<Vec<Vec<u64>>>>()?;
-                for r in &mut reports {
-                    r.outputs.clear();
-                }
-                run.steps.push(reports);
-                let opened = reconstruct(&parts)?;
-                let logits: Vec<Vec<f64>> = opened
-                    .chunks_exact(vocab)
-                    .map(|row| row.iter().map(|&v| v as i64 as f64 * scale).collect())
-                    .collect();
-                let Some(t) = choose(&logits) else {
-                    break Ok(());
+                    .await;
+                    match attempt {
+                        Ok(bi) => break bi,
+                        Err(e) if Instant::now() >= deadline => {
+                            return Err(NodeError::Job(format!(
+                                "party {i} at {} did not take this client within {attach_wait:?}: {e}",
+                                member.address
+                            )))
+                        }
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
                 };
-                run.tokens.push(t);
-                if run.tokens.len() >= max_tokens {
-                    break Ok(());
-                }
-                ids = vec![t];
+                streams.push(bi);
+            }
+            Ok(streams)
+        })?;
+        let first = FirstStep {
+            threads: 1,
+            profile: false,
+            shaping: None,
+        };
+        self.drive(
+            &mut streams,
+            manifest.job,
+            input,
+            (vocab, scale),
+            &mut rng,
+            first,
+            PromptLogits::Last,
+            prompt,
+            max_tokens,
+            &mut choose,
+        )
+    }
+
+    /// The turn on the parties' streams: the prompt's shares, then per step the logits reconstructed,
+    /// `choose`'s token shared, until `choose` ends the turn or `max_tokens` are chosen; then every party is
+    /// told the turn is over. `logits` is the vocabulary and the scale of a logit's fixed point. Each step's
+    /// exchange runs on this client's runtime; `input` and `choose` run outside it (they may block).
+    #[allow(clippy::too_many_arguments)]
+    fn drive(
+        &self,
+        streams: &mut [Bi],
+        job: JobId,
+        input: &dyn Fn(&[u32]) -> Result<Vec<u64>>,
+        (vocab, scale): (usize, f64),
+        rng: &mut StdRng,
+        first_step: FirstStep,
+        prompt_logits: PromptLogits,
+        prompt: &[u32],
+        max_tokens: usize,
+        choose: &mut dyn FnMut(&[Vec<f64>]) -> Option<u32>,
+    ) -> Result<GenerationRun> {
+        let n = streams.len();
+        let mut run = GenerationRun {
+            job,
+            tokens: Vec::new(),
+            steps: Vec::new(),
+        };
+        let mut ids: Vec<u32> = prompt.to_vec();
+        let mut first = true;
+        let outcome = loop {
+            let x = input(&ids)?;
+            let shares = share(&x, n, rng)?;
+            // Rows of logits this step returns (a decode step: its one position).
+            let rows = match prompt_logits {
+                PromptLogits::All => ids.len(),
+                PromptLogits::Last => 1,
             };
-            // The turn is over: tell every party (they free the cache) and close the streams.
-            for (send, _) in &mut streams {
-                let end = RunRequest::new(manifest.job, Vec::new(), Vec::new());
+            let exchanged = self.runtime.block_on(self.exchange(
+                streams,
+                job,
+                shares,
+                first.then_some(first_step),
+            ));
+            first = false;
+            let mut reports = match exchanged {
+                Ok(r) => r,
+                Err(e) => break Err(e),
+            };
+            let parts = reports
+                .iter_mut()
+                .map(|r| match r.outputs.as_mut_slice() {
+                    [w] if w.0.len() == rows * vocab => Ok(std::mem::take(&mut w.0)),
+                    _ => Err(NodeError::Unexpected(
+                        "a party's logits do not have the step's shape".into(),
+                    )),
+                })
+                .collect::<Result<Vec<Vec<u64>>>>()?;
+            for r in &mut reports {
+                r.outputs.clear();
+            }
+            run.steps.push(reports);
+            let opened = reconstruct(&parts)?;
+            let logits: Vec<Vec<f64>> = opened
+                .chunks_exact(vocab)
+                .map(|row| row.iter().map(|&v| v as i64 as f64 * scale).collect())
+                .collect();
+            let Some(t) = choose(&logits) else {
+                break Ok(());
+            };
+            run.tokens.push(t);
+            if run.tokens.len() >= max_tokens {
+                break Ok(());
+            }
+            ids = vec![t];
+        };
+        // The turn is over: tell every party (they free the cache) and close the streams.
+        self.runtime.block_on(async {
+            for (send, _) in streams.iter_mut() {
+                let end = RunRequest::new(job, Vec::new(), Vec::new());
                 let _ = frame::write(send, &Msg::Run(end)).await;
                 let _ = send.finish();
             }
-            let _ = dealer_send.finish();
-            outcome.map(|()| run)
-        })
+        });
+        outcome.map(|()| run)
     }
+
+    /// One step's exchange: each party's share out (with the turn's first-step options on the first), then
+    /// every party's report; a failure names every party that reported one.
+    async fn exchange(
+        &self,
+        streams: &mut [Bi],
+        job: JobId,
+        shares: Vec<Vec<u64>>,
+        first_step: Option<FirstStep>,
+    ) -> Result<Vec<PartyReport>> {
+        let n = streams.len();
+        for (i, ((send, _), s)) in streams.iter_mut().zip(shares).enumerate() {
+            let mut request = RunRequest::new(job, Vec::new(), vec![Words(s)]);
+            if let Some(f) = first_step {
+                request.threads = f.threads;
+                request.profile = f.profile;
+                request.shaping = f.shaping;
+            }
+            frame::write(send, &Msg::Run(request))
+                .await
+                .map_err(|e| NodeError::Job(format!("party {i}: sending a step: {e}")))?;
+        }
+        let mut reports = Vec::with_capacity(n);
+        let mut failures = Vec::new();
+        for (i, (_, recv)) in streams.iter_mut().enumerate() {
+            match self.read(recv, "waiting for a step's logits").await {
+                Ok(Msg::Outputs(r)) => reports.push(r),
+                Ok(Msg::Failed(why)) => failures.push(format!("[party {i}] {why}")),
+                Ok(other) => failures.push(format!("[party {i}] answered {}", other.name())),
+                Err(e) => failures.push(format!("[party {i}] {e}")),
+            }
+        }
+        if !failures.is_empty() {
+            return Err(NodeError::Job(format!(
+                "the turn failed: {}",
+                failures.join("; ")
+            )));
+        }
+        Ok(reports)
+    }
+}
+
+/// The options of a turn's first `Run` (the lab's knobs; a coordinator job's parties refuse all but the
+/// defaults).
+#[derive(Clone, Copy)]
+struct FirstStep {
+    threads: u32,
+    profile: bool,
+    shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
 }
 
 fn engine(e: impl Into<veil_engine::EngineError>) -> NodeError {

@@ -594,10 +594,10 @@ pub fn embed_private(
         ..run
     };
     let (reports, outputs) = match protocol {
-        Protocol::Rep3 => {
-            return Err(NodeError::Job(
-                "rep3 runs in memory only: nodes run semi2k and spdz2k".into(),
-            ))
+        Protocol::Rep3 | Protocol::Rep3m => {
+            return Err(NodeError::Job(format!(
+                "{protocol} runs in memory only: nodes run semi2k and spdz2k"
+            )))
         }
         Protocol::Semi2k => {
             let mut rng = match job.seed {

@@ -64,6 +64,10 @@ pub struct NodeConfig {
     #[cfg(feature = "insecure-test-hooks")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure_adversary: Option<veil_protocols::adversary::Adversary>,
+    /// Plain-HTTP address serving Prometheus text at `/metrics` (`crate::metrics`); none (the default):
+    /// no listener. Bind it to localhost: it has no authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// The MetaInf coordinator this node joins (`[coordinator]` section); none: the node serves only
     /// clients that submit to it directly. The `veil` binary's agent reads it (the node library does not).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +182,7 @@ impl NodeConfig {
             insecure_dealer_seed: None,
             #[cfg(feature = "insecure-test-hooks")]
             insecure_adversary: None,
+            metrics_listen: None,
             coordinator: None,
         }
     }

@@ -49,6 +49,10 @@ pub enum NodeError {
     /// A peer did not answer in time.
     #[error("timed out after {0:?} {1}")]
     Timeout(std::time::Duration, &'static str),
+    /// The client of a job broke off its part (went silent, sent something out of turn, or closed its
+    /// stream): the fault is the client's, not a node's.
+    #[error("the client broke off the job: {0}")]
+    Client(String),
     /// The job failed at a party or at the dealer (the message says where and why).
     #[error("job failed: {0}")]
     Job(String),

@@ -9,8 +9,8 @@
 //!
 //! On the party's `Run` stream the client and the party alternate:
 //! 1. client: `Run` with one input, its share of the prompt's embedded vectors (`batch x hidden`);
-//! 2. party: `Outputs` with one output, its share of the logits of every prompt position, and the prefill's
-//!    costs (one entry per chunk);
+//! 2. party: `Outputs` with one output, its share of the logits of every prompt position (of the last one
+//!    only on a coordinator's job: [`PromptLogits`]), and the prefill's costs (one entry per chunk);
 //! 3. client: `Run` with one input, its share of the next token's embedded vector (`hidden`); party:
 //!    `Outputs` with its share of that position's logits and the step's costs; repeated at most
 //!    `inferences - 1` times;
@@ -21,17 +21,28 @@
 //! a party's cache share takes at most `MAX_POSITIONS x layers x 2 x kv_width x 8` bytes (47 MB for SmolLM2);
 //! a job runs at most [`MAX_JOB_DURATION`]; the client has [`CLIENT_STEP_TIMEOUT`] to send each next token.
 //!
+//! Through a coordinator (`veil chat --coordinator`), the coordinator schedules the job and signs its
+//! manifest; each party's sealed input (relayed by the coordinator, opened by the party only) is a
+//! [`GenerationTicket`] naming the client's QUIC key. The party admits that key for the job's lifetime and
+//! offers its seat ([`Seats`]); the client dials the party directly (mutual TLS, the party's key pinned by
+//! the coordinator-signed manifest) and opens the stream with [`Msg::Attach`], which the party answers with
+//! `Accepted` once the seat is the client's; the exchange above follows
+//! on that stream ([`serve_attach`]), so no per-token traffic passes through the coordinator. A client
+//! that does not attach within the node's wait fails the party's task.
+//!
 //! Invariant: a party sends the client only its own output shares and public measurements; it never sees a
-//! token (only embedded vectors' shares).
+//! token (only embedded vectors' shares). A seat is taken at most once, and only by its ticket's key.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use quinn::{RecvStream, SendStream};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use veil_engine::kernel::RingGemm;
 use veil_engine::lab::shaping::ShapedNet;
 use veil_engine::llama::private::{PrivateConfig, PrivateLlama, StepShape};
@@ -46,11 +57,12 @@ use veil_protocols::semi2k::Party;
 
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
+use crate::identity::PublicKey;
 use crate::jobs::Arrival;
 use crate::manifest::{Manifest, ModelSpec, SEMI2K};
 use crate::party::PartyContext;
 use crate::quic_net::QuicNet;
-use crate::wire::{Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
+use crate::wire::{JobId, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
 
 /// SmolLM2-135M-Instruct: the GGUF file under the node's models directory, pinned by its SHA-256.
 pub const SMOLLM2: &str = "smollm2-135m-instruct";
@@ -248,17 +260,43 @@ enum Event {
     Done(Result<()>),
 }
 
+/// Which prompt positions' logits the prefill returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PromptLogits {
+    /// Every position's (the benchmark's teacher-forced agreement needs them).
+    All,
+    /// The last position's only (a chat turn: the first token's): one row whatever the prompt's length.
+    Last,
+}
+
+/// How a turn ended at a party whose stream still worked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnEnd {
+    /// The client ended the turn, or its tokens were spent.
+    Done,
+    /// The party failed; the client was sent the reason (never a share or a value).
+    Failed {
+        /// Why.
+        reason: String,
+        /// Whether the client caused it ([`NodeError::Client`]).
+        client_fault: bool,
+    },
+}
+
 /// Serves a generation job's party on the client's `Run` stream (see the module doc): runs the party on a
-/// thread of its own and relays its steps and the client's next tokens. Ends the stream.
+/// thread of its own and relays its steps and the client's next tokens. Ends the stream. An error: the
+/// stream itself broke.
+#[allow(clippy::too_many_arguments)]
 pub async fn serve(
     ctx: PartyContext,
     manifest: Manifest,
     index: usize,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     first: RunRequest,
+    prompt_logits: PromptLogits,
     send: &mut SendStream,
     recv: &mut RecvStream,
-) -> Result<()> {
+) -> Result<TurnEnd> {
     let job = manifest.job;
     let max_frame = ctx.max_frame;
     let (events, mut from_party) = mpsc::unbounded_channel();
@@ -272,6 +310,7 @@ pub async fn serve(
                 index,
                 arrivals,
                 first,
+                prompt_logits,
                 &events,
                 &next_tokens,
             );
@@ -283,7 +322,9 @@ pub async fn serve(
     loop {
         match from_party.recv().await {
             Some(Event::Step(report)) => {
-                write(send, Msg::Outputs(report)).await?;
+                write(send, Msg::Outputs(report))
+                    .await
+                    .map_err(|e| NodeError::Client(format!("its stream: {e}")))?;
                 // `Ok(None)`: the client ended the turn; an error: it broke the exchange.
                 let next =
                     match tokio::time::timeout(CLIENT_STEP_TIMEOUT, frame::read(recv, max_frame))
@@ -291,15 +332,14 @@ pub async fn serve(
                     {
                         Ok(Ok(Msg::Run(r))) if !r.inputs.is_empty() => Ok(Some(r)),
                         Ok(Ok(Msg::Run(_))) | Ok(Err(RecvError::Closed)) => Ok(None),
-                        Ok(Ok(other)) => Err(NodeError::Unexpected(format!(
-                            "the client sent {} mid-turn",
+                        Ok(Ok(other)) => Err(NodeError::Client(format!(
+                            "it sent {} mid-turn",
                             other.name()
                         ))),
-                        Ok(Err(e)) => Err(NodeError::Quic(format!("client stream: {e}"))),
-                        Err(_) => Err(NodeError::Timeout(
-                            CLIENT_STEP_TIMEOUT,
-                            "waiting for the client's next token",
-                        )),
+                        Ok(Err(e)) => Err(NodeError::Client(format!("its stream: {e}"))),
+                        Err(_) => Err(NodeError::Client(format!(
+                            "no next token within {CLIENT_STEP_TIMEOUT:?}"
+                        ))),
                     };
                 // The party may have finished its last step already: then nobody listens.
                 let _ = to_party.send(next);
@@ -307,25 +347,160 @@ pub async fn serve(
             Some(Event::Done(Ok(()))) => {
                 tracing::info!(%job, party = index, "generation job done");
                 let _ = send.finish();
-                return Ok(());
+                return Ok(TurnEnd::Done);
             }
             Some(Event::Done(Err(e))) => {
                 tracing::error!(%job, party = index, "generation job failed: {e}");
-                write(send, Msg::Failed(format!("party {index}: {e}"))).await?;
+                let client_fault = matches!(e, NodeError::Client(_));
+                let reason = format!("party {index}: {e}");
+                write(send, Msg::Failed(reason.clone())).await?;
                 let _ = send.finish();
-                return Ok(());
+                return Ok(TurnEnd::Failed {
+                    reason,
+                    client_fault,
+                });
             }
             None => {
-                write(
-                    send,
-                    Msg::Failed(format!("party {index}: the party thread panicked")),
-                )
-                .await?;
+                let reason = format!("party {index}: the party thread panicked");
+                write(send, Msg::Failed(reason.clone())).await?;
                 let _ = send.finish();
-                return Ok(());
+                return Ok(TurnEnd::Failed {
+                    reason,
+                    client_fault: false,
+                });
             }
         }
     }
+}
+
+/// A coordinator generation job's sealed input to each party: which client may drive the turn. Sealed by
+/// the client to the party's attested key, bound to the attempt's run, the party's index and the model
+/// (`crate::inbox::binding_for`), relayed by the coordinator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationTicket {
+    /// The client's QUIC/TLS identity: the only key the party admits for the job's stream.
+    pub driver: PublicKey,
+}
+
+/// Longest a party of a coordinator generation job waits for its client to attach.
+pub const ATTACH_WAIT: Duration = Duration::from_secs(60);
+
+/// A party of a coordinator generation job waiting for its client (see the module doc).
+pub struct Seat {
+    /// The only key that may take the seat (the ticket's driver).
+    pub driver: PublicKey,
+    /// The party's context.
+    pub ctx: PartyContext,
+    /// The checked manifest.
+    pub manifest: Manifest,
+    /// This node's party index.
+    pub index: usize,
+    /// The job's incoming party streams.
+    pub arrivals: mpsc::UnboundedReceiver<Arrival>,
+    /// Where the turn's outcome goes (the task that offered the seat waits on it).
+    pub done: oneshot::Sender<Result<TurnEnd>>,
+}
+
+/// The seats of a node's coordinator generation jobs, by job.
+/// Invariant: at most one seat per job; a seat leaves the map exactly once (taken by its driver or
+/// withdrawn by the task that offered it).
+#[derive(Default)]
+pub struct Seats(Mutex<HashMap<JobId, Seat>>);
+
+impl Seats {
+    /// Offers `seat` for `job`; fails if the job has one already.
+    pub fn offer(&self, job: JobId, seat: Seat) -> Result<()> {
+        let mut map = self
+            .0
+            .lock()
+            .map_err(|_| NodeError::Job("seats poisoned".into()))?;
+        if map.contains_key(&job) {
+            return Err(NodeError::Manifest(format!("job {job} has a seat already")));
+        }
+        map.insert(job, seat);
+        Ok(())
+    }
+
+    /// Withdraws `job`'s seat; whether it was still free (nobody attached).
+    pub fn withdraw(&self, job: &JobId) -> bool {
+        self.0.lock().is_ok_and(|mut m| m.remove(job).is_some())
+    }
+
+    /// Takes `job`'s seat for `peer`, which must be its driver (the seat stays otherwise).
+    fn take(&self, job: &JobId, peer: &PublicKey) -> std::result::Result<Seat, String> {
+        let mut map = self.0.lock().map_err(|_| "seats poisoned".to_string())?;
+        match map.get(job) {
+            None => Err(format!("no generation party of job {job} waits here")),
+            Some(seat) if seat.driver != *peer => {
+                Err(format!("job {job} is driven by another client"))
+            }
+            Some(_) => map
+                .remove(job)
+                .ok_or_else(|| "the seat vanished".to_string()),
+        }
+    }
+}
+
+/// Serves a client's `Attach` stream: takes the job's seat (the peer must be its driver), answers
+/// `Accepted` (or `Failed` when there is no seat for it), reads the first
+/// `Run` (the prompt's shares) within `wait` and serves the turn ([`serve`]); the outcome goes to the seat's
+/// task. Coordinator jobs refuse client-chosen link shaping, thread counts and profiles.
+pub async fn serve_attach(
+    seats: &Seats,
+    peer: PublicKey,
+    job: JobId,
+    send: &mut SendStream,
+    recv: &mut RecvStream,
+    wait: Duration,
+) -> Result<()> {
+    let seat = match seats.take(&job, &peer) {
+        Ok(s) => s,
+        Err(why) => {
+            write(send, Msg::Failed(why.clone())).await?;
+            return Err(NodeError::Unexpected(why));
+        }
+    };
+    // The client's TLS handshake completes before this node has checked its certificate: it learns that
+    // it was admitted, and that it holds the seat, from this answer.
+    if let Err(e) = write(send, Msg::Accepted).await {
+        let _ = seat
+            .done
+            .send(Err(NodeError::Client(format!("its stream: {e}"))));
+        return Ok(());
+    }
+    let first = match tokio::time::timeout(wait, frame::read(recv, seat.ctx.max_frame)).await {
+        Ok(Ok(Msg::Run(r))) if r.shaping.is_none() && r.threads == 1 && !r.profile => Ok(r),
+        Ok(Ok(Msg::Run(_))) => Err(NodeError::Client(
+            "client-chosen link shaping, threads and profiles are refused on coordinator jobs"
+                .into(),
+        )),
+        Ok(Ok(other)) => Err(NodeError::Client(format!("it began with {}", other.name()))),
+        Ok(Err(e)) => Err(NodeError::Client(format!("its stream: {e}"))),
+        Err(_) => Err(NodeError::Client(format!("no prompt within {wait:?}"))),
+    };
+    let outcome = match first {
+        Ok(first) => {
+            serve(
+                seat.ctx,
+                seat.manifest,
+                seat.index,
+                seat.arrivals,
+                first,
+                PromptLogits::Last,
+                send,
+                recv,
+            )
+            .await
+        }
+        Err(e) => {
+            let _ = write(send, Msg::Failed(format!("party {}: {e}", seat.index))).await;
+            let _ = send.finish();
+            Err(e)
+        }
+    };
+    // The task that offered the seat reports the outcome to the coordinator.
+    let _ = seat.done.send(outcome);
+    Ok(())
 }
 
 /// The party's link to its peers.
@@ -333,12 +508,14 @@ type Link = ShapedNet<QuicNet>;
 
 /// One party's generation job: fetch the material, connect, prefill, then one decode step per token the
 /// client sends, until the client ends the turn or the job's steps are spent.
+#[allow(clippy::too_many_arguments)]
 fn run_party(
     ctx: &PartyContext,
     manifest: &Manifest,
     party: usize,
     arrivals: mpsc::UnboundedReceiver<Arrival>,
     first: RunRequest,
+    prompt_logits: PromptLogits,
     events: &mpsc::UnboundedSender<Event>,
     next_tokens: &std_mpsc::Receiver<Result<Option<RunRequest>>>,
 ) -> Result<()> {
@@ -346,21 +523,21 @@ fn run_party(
     let job = GenerationJob::of(manifest)?;
     let d = job.shape.config.hidden;
     if first.job != manifest.job || !first.weights.is_empty() {
-        return Err(NodeError::Unexpected(
+        return Err(NodeError::Client(
             "a generation run request carries the job's id and no weights".into(),
         ));
     }
     let prompt = match first.inputs.as_slice() {
         [x] if x.0.len() == job.prompt_len * d => x.0.clone(),
         _ => {
-            return Err(NodeError::Unexpected(format!(
+            return Err(NodeError::Client(format!(
                 "a generation job starts with one input of {} elements",
                 job.prompt_len * d
             )))
         }
     };
     if let Some(Err(e)) = first.shaping.map(|s| s.check()) {
-        return Err(NodeError::Unexpected(format!("run request: {e}")));
+        return Err(NodeError::Client(format!("run request: {e}")));
     }
     let model = model(&manifest.model)?;
     let n = manifest.parties.len();
@@ -421,6 +598,10 @@ fn run_party(
             );
             logits.extend(done.output);
         }
+        if prompt_logits == PromptLogits::Last {
+            let vocab = job.shape.config.vocab;
+            logits = logits.split_off(logits.len().saturating_sub(vocab));
+        }
         report.outputs.push(Words(logits));
         send_step(events, report)?;
         session.set_profile(first.profile);
@@ -433,10 +614,9 @@ fn run_party(
                 Ok(Ok(None)) => return Ok(()),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => {
-                    return Err(NodeError::Timeout(
-                        CLIENT_STEP_TIMEOUT,
-                        "waiting for the client's next token",
-                    ))
+                    return Err(NodeError::Client(format!(
+                        "no next token within {CLIENT_STEP_TIMEOUT:?}"
+                    )))
                 }
             };
             if started.elapsed() > MAX_JOB_DURATION {
@@ -445,7 +625,7 @@ fn run_party(
             let x = match next.inputs.as_slice() {
                 [x] if x.0.len() == d && next.job == manifest.job => x.0.clone(),
                 _ => {
-                    return Err(NodeError::Unexpected(format!(
+                    return Err(NodeError::Client(format!(
                         "a decode step takes one input of {d} elements"
                     )))
                 }
@@ -476,6 +656,12 @@ fn run_party(
     // Every dealt request was consumed.
     p.finish()?;
     Ok(())
+}
+
+/// What a party of a coordinator generation job returns to the coordinator once the turn is done: no
+/// outputs (the client got every step's shares on its own stream).
+pub fn summary_report() -> PartyReport {
+    empty_report()
 }
 
 fn empty_report() -> PartyReport {

@@ -53,6 +53,7 @@ pub mod inbox;
 pub mod jobs;
 pub mod logging;
 pub mod manifest;
+pub mod metrics;
 pub mod node;
 pub mod operator;
 pub mod party;

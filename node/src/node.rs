@@ -49,6 +49,8 @@ struct Shared {
     config: NodeConfig,
     peers: Arc<Peers>,
     jobs: Arc<Jobs>,
+    /// Coordinator generation jobs' parties waiting for their client ([`crate::generation::Seats`]).
+    seats: crate::generation::Seats,
 }
 
 /// A running node.
@@ -99,6 +101,7 @@ impl Node {
             config,
             peers: peers.clone(),
             jobs,
+            seats: crate::generation::Seats::default(),
         });
         runtime.spawn(peers.accept_loop());
         runtime.spawn(serve_connections(shared.clone(), announced));
@@ -245,6 +248,17 @@ async fn serve_bi(shared: &Arc<Shared>, peer: PublicKey, stream: &mut Stream) ->
         Msg::DealRequest { job, party } => {
             serve_deal(shared, peer, stream, job, party as usize).await
         }
+        Msg::Attach { job } => {
+            crate::generation::serve_attach(
+                &shared.seats,
+                peer,
+                job,
+                &mut stream.send,
+                &mut stream.recv,
+                shared.config.connect_timeout(),
+            )
+            .await
+        }
         other => Err(NodeError::Unexpected(format!(
             "{} cannot open a stream",
             other.name()
@@ -386,10 +400,12 @@ async fn run_party(
             index,
             arrivals,
             run,
+            crate::generation::PromptLogits::All,
             &mut stream.send,
             &mut stream.recv,
         )
-        .await;
+        .await
+        .map(|_| ());
     }
     let (tx, rx) = oneshot::channel();
     let started = std::thread::Builder::new()
@@ -551,6 +567,83 @@ impl AssignedJob {
         result
     }
 
+    /// Runs this node's party of a coordinator generation job (see [`crate::generation`]): admits `driver`
+    /// (the client its sealed ticket names) for the job's lifetime, waits up to `attach_wait` for it to
+    /// attach, then serves the turn on its stream. Returns a report without outputs (the client got every
+    /// step's shares on its stream); a failed turn is an error, [`NodeError::Client`] where the client
+    /// caused it (it never attached, went silent, broke the exchange). Blocks the
+    /// calling thread, which must not be a runtime thread.
+    pub fn run_generation(
+        self,
+        driver: PublicKey,
+        attach_wait: std::time::Duration,
+    ) -> Result<crate::wire::PartyReport> {
+        use crate::generation::{Seat, TurnEnd, MAX_JOB_DURATION};
+        let Role::Party(index) = self.role() else {
+            return Err(NodeError::Job("this node deals this job".into()));
+        };
+        let AssignedJob {
+            _guard,
+            slot,
+            arrivals,
+            shared,
+            handle,
+        } = self;
+        let manifest = slot.manifest.manifest().clone();
+        let job = manifest.job;
+        let ctx = PartyContext {
+            handle: handle.clone(),
+            peers: shared.peers.clone(),
+            timeout: shared.config.recv_timeout(),
+            deal_timeout: shared.config.submit_timeout(),
+            max_frame: shared.config.max_frame_bytes,
+            adversary: shared.config.test_adversary(),
+        };
+        let (done, mut outcome) = oneshot::channel();
+        shared.seats.offer(
+            job,
+            Seat {
+                driver,
+                ctx,
+                manifest,
+                index,
+                arrivals,
+                done,
+            },
+        )?;
+        // Admitted once the seat is there, so the client's first stream finds it.
+        let _admitted = Admission::new(shared.peers.allowed().clone(), driver);
+        tracing::info!(%job, party = index, "generation party waiting for its client");
+        let end = handle.block_on(async {
+            if let Ok(end) = tokio::time::timeout(attach_wait, &mut outcome).await {
+                return end;
+            }
+            if shared.seats.withdraw(&job) {
+                return Ok(Err(NodeError::Client(format!(
+                    "it did not attach within {attach_wait:?}"
+                ))));
+            }
+            // Attached meanwhile: the turn is bounded by the job's duration.
+            let limit = MAX_JOB_DURATION + std::time::Duration::from_secs(60);
+            match tokio::time::timeout(limit, outcome).await {
+                Ok(end) => end,
+                Err(_) => Ok(Err(NodeError::Timeout(limit, "the generation job"))),
+            }
+        });
+        match end {
+            Ok(Ok(TurnEnd::Done)) => Ok(crate::generation::summary_report()),
+            Ok(Ok(TurnEnd::Failed {
+                reason,
+                client_fault,
+            })) => Err(match client_fault {
+                true => NodeError::Client(reason),
+                false => NodeError::Job(reason),
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(NodeError::Job("the client's stream task ended".into())),
+        }
+    }
+
     /// Serves the dealer's part until every party has its material or `wait` passes; returns whether every
     /// party was served. Blocks the calling thread, which must not be a runtime thread.
     pub fn serve_dealer(self, wait: std::time::Duration) -> bool {
@@ -616,5 +709,24 @@ impl AssignedJob {
             .filter(|p| p.public_key != me)
             .cloned()
             .collect()
+    }
+}
+
+/// Admits one key to a node's allow-list until dropped.
+struct Admission {
+    allowed: Arc<AllowList>,
+    key: PublicKey,
+}
+
+impl Admission {
+    fn new(allowed: Arc<AllowList>, key: PublicKey) -> Self {
+        allowed.admit(&[key]);
+        Self { allowed, key }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.allowed.release(&[self.key]);
     }
 }

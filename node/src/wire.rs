@@ -445,6 +445,13 @@ pub enum Msg {
     /// After `Hello` on a party's announcement stream: the address of its job's own endpoint, where its
     /// peers of higher index dial it (see `quic_net`).
     JobEndpoint(std::net::SocketAddr),
+    /// First frame of a coordinator generation job's client stream to one of its parties: the client the
+    /// party's sealed ticket names (`crate::generation::GenerationTicket`) takes the party's `Run` stream
+    /// (`crate::generation`'s exchange follows on it).
+    Attach {
+        /// The job (its run id).
+        job: JobId,
+    },
 }
 
 impl Msg {
@@ -473,6 +480,7 @@ impl Msg {
             Msg::Owner(_) => "Owner",
             Msg::Corrections(_) => "Corrections",
             Msg::JobEndpoint(_) => "JobEndpoint",
+            Msg::Attach { .. } => "Attach",
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod ops;
 pub mod prg;
 pub mod protocol;
 pub mod rep3;
+pub mod rep3m;
 pub mod ring;
 pub mod semi2k;
 pub mod share;

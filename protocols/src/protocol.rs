@@ -14,11 +14,21 @@ pub enum Protocol {
     Spdz2k,
     /// Three-party replicated sharing with no dealer; honest-but-curious, honest majority.
     Rep3,
+    /// `rep3` on the way to malicious security with abort (see `rep3m/mod.rs`): openings checked, outputs
+    /// released only after the check and refused by the client if two holders disagree, sign tests and
+    /// truncations with no one-sided message. Products are not proven yet, so it does not verify
+    /// ([`Self::verifies`] is false): a deviating party can still change a product unnoticed.
+    Rep3m,
 }
 
 impl Protocol {
     /// Every protocol, in CLI order.
-    pub const ALL: [Protocol; 3] = [Protocol::Semi2k, Protocol::Spdz2k, Protocol::Rep3];
+    pub const ALL: [Protocol; 4] = [
+        Protocol::Semi2k,
+        Protocol::Spdz2k,
+        Protocol::Rep3,
+        Protocol::Rep3m,
+    ];
 
     /// The CLI name.
     pub fn name(self) -> &'static str {
@@ -26,6 +36,7 @@ impl Protocol {
             Protocol::Semi2k => "semi2k",
             Protocol::Spdz2k => "spdz2k",
             Protocol::Rep3 => crate::rep3::NAME,
+            Protocol::Rep3m => crate::rep3m::NAME,
         }
     }
 
@@ -36,10 +47,11 @@ impl Protocol {
 
     /// Whether a dealer supplies the parties' correlated randomness.
     pub fn has_dealer(self) -> bool {
-        !matches!(self, Protocol::Rep3)
+        !matches!(self, Protocol::Rep3 | Protocol::Rep3m)
     }
 
-    /// Whether the protocol detects a deviating party (malicious security with abort).
+    /// Whether the protocol detects a deviating party (malicious security with abort). Not `rep3m` yet: its
+    /// products are not proven.
     pub fn verifies(self) -> bool {
         matches!(self, Protocol::Spdz2k)
     }
@@ -47,7 +59,7 @@ impl Protocol {
     /// Whether a committee of `parties` parties can run it.
     pub fn supports_parties(self, parties: usize) -> bool {
         match self {
-            Protocol::Rep3 => parties == 3,
+            Protocol::Rep3 | Protocol::Rep3m => parties == 3,
             Protocol::Semi2k | Protocol::Spdz2k => parties >= 2,
         }
     }
@@ -55,7 +67,7 @@ impl Protocol {
     /// The committee sizes [`Self::supports_parties`] accepts, in words (for error messages).
     pub fn party_requirement(self) -> &'static str {
         match self {
-            Protocol::Rep3 => "exactly 3 parties",
+            Protocol::Rep3 | Protocol::Rep3m => "exactly 3 parties",
             Protocol::Semi2k | Protocol::Spdz2k => "at least 2 parties",
         }
     }

@@ -33,7 +33,7 @@ mod smollm2;
 
 /// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
 /// takes its default protocols from here, so a new protocol shows up in sweeps and reports by itself.
-pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k", "rep3"];
+pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k", "rep3", "rep3m"];
 
 /// Arguments of `veil bench`.
 #[derive(Args, Debug, Clone)]
@@ -457,8 +457,11 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
             args.parties
         );
     }
-    if options.protocol == Protocol::Rep3 && args.transport == Transport::Quic {
-        bail!("rep3 runs in memory only in this build (the node processes run semi2k and spdz2k)");
+    if !options.protocol.has_dealer() && args.transport == Transport::Quic {
+        bail!(
+            "{} runs in memory only in this build (the node processes run semi2k and spdz2k)",
+            options.protocol
+        );
     }
     let (report, quic_udp_bytes_per_party) = match args.transport {
         Transport::Mem => (

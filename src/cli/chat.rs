@@ -8,6 +8,11 @@
 //! the next token's embedding. The parties learn the prompt's length and the number of generated tokens.
 //!
 //! `--plaintext` runs the same turn with burn alone.
+//!
+//! `--coordinator ADDR --coordinator-key KEY` runs the turn on a committee the coordinator picks (one job;
+//! `veil_client::chat`): the coordinator relays only each party's sealed ticket, and this command drives
+//! the turn on its own QUIC streams to the parties. `veil deploy --model smollm2-135m-instruct` deploys the
+//! model there first ([`deploy`]).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -58,16 +63,29 @@ pub struct ChatArgs {
     /// Protocol of the private path (semi2k).
     #[arg(long, default_value = "semi2k")]
     protocol: String,
-    /// Execution parties of the local demo network (at least 2).
+    /// Execution parties of the local demo network, or of the coordinator's committee (at least 2).
     #[arg(long, default_value_t = 3)]
     parties: usize,
+    /// Run the turn through this coordinator (host:port) on a committee it picks.
+    #[arg(long)]
+    coordinator: Option<String>,
+    /// The coordinator's public key (hex), pinned.
+    #[arg(long)]
+    coordinator_key: Option<veil_node::PublicKey>,
+    /// Data directory of this client's identity (created if missing); a fresh identity if omitted.
+    #[arg(long)]
+    identity: Option<PathBuf>,
+    /// Stop strings (through a coordinator): the turn ends when the text contains one.
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Longest the whole turn may take through a coordinator, seconds.
+    #[arg(long, default_value_t = 600)]
+    timeout_s: u64,
 }
 
-/// The default model path.
+/// The default model path (under `VEIL_MODELS_DIR`, else `models/`).
 pub fn default_model() -> PathBuf {
-    PathBuf::from("models")
-        .join(SMOLLM2_NAME)
-        .join(SMOLLM2_FILE)
+    veil_engine::bert::pretrained::model_dir(SMOLLM2_NAME).join(SMOLLM2_FILE)
 }
 
 /// Runs `veil chat`.
@@ -93,6 +111,12 @@ pub fn run(args: ChatArgs) -> Result<()> {
     let Some(mut sampler) = Sampler::new(sampling) else {
         bail!("--temperature must be positive and --top-p in (0, 1]");
     };
+    if let Some(coordinator) = args.coordinator.clone() {
+        return run_network(&args, &path, coordinator, sampling);
+    }
+    if !args.stop.is_empty() {
+        bail!("--stop applies to turns through a coordinator (--coordinator)");
+    }
     let model = ChatModel::load(&path).with_context(|| format!("loading {}", path.display()))?;
     let prompt = model.prompt_ids(args.system.as_deref(), &args.prompt)?;
     if prompt.len() + args.max_tokens > model.weights.config.context {
@@ -217,4 +241,144 @@ pub fn median(v: &[f64]) -> f64 {
         n if n % 2 == 1 => s[n / 2],
         n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
     }
+}
+
+/// `veil chat --coordinator ADDR`: one turn on a committee the coordinator picks.
+fn run_network(
+    args: &ChatArgs,
+    path: &std::path::Path,
+    coordinator: String,
+    sampling: Sampling,
+) -> Result<()> {
+    use veil_client::{ChatModelFile, ChatOptions, FinishReason};
+    let Some(key) = args.coordinator_key else {
+        bail!("--coordinator needs --coordinator-key");
+    };
+    if args.plaintext {
+        bail!("--plaintext runs locally: drop --coordinator");
+    }
+    if args.protocol != "semi2k" {
+        bail!("private generation runs semi2k");
+    }
+    let parties = u8::try_from(args.parties).context("--parties")?;
+    // One identity for the coordinator's HTTPS and the parties' QUIC links: the parties admit its key.
+    let (identity, opening) = match &args.identity {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)?;
+            (
+                veil_node::Identity::load_or_create(dir)?.0,
+                veil_node::envelope::OpeningKey::load_or_create(
+                    &dir.join(veil_node::inbox::KEY_FILE),
+                )?,
+            )
+        }
+        None => (
+            veil_node::Identity::generate()?,
+            veil_node::envelope::OpeningKey::generate(),
+        ),
+    };
+    let api = veil_client::ApiClient::new(
+        &identity,
+        key,
+        coordinator,
+        std::time::Duration::from_secs(30),
+    )?;
+    let client = veil_client::Client::new(api, key, opening);
+    let quic =
+        veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())?;
+    let file = ChatModelFile::load(path)?;
+    let prompt = file
+        .model
+        .prompt_ids(args.system.as_deref(), &args.prompt)?;
+    let options = ChatOptions {
+        max_tokens: args.max_tokens,
+        sampling,
+        stop: args.stop.clone(),
+        parties,
+        timeout: std::time::Duration::from_secs(args.timeout_s),
+    };
+    let json = args.json;
+    let turn = client.chat(&quic, &file, &prompt, &options, |_, text| {
+        if !json {
+            print!("{text}");
+            let _ = std::io::stdout().flush();
+        }
+    })?;
+    let finish = match turn.finish {
+        FinishReason::Stop => "stop",
+        FinishReason::Length => "length",
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "prompt_tokens": turn.prompt_tokens,
+                "tokens": turn.tokens,
+                "text": turn.text,
+                "mode": "network",
+                "protocol": "semi2k",
+                "parties": parties,
+                "model": file.id,
+                "job": turn.job,
+                "run": turn.run,
+                "committee": {"parties": turn.committee.parties, "dealer": turn.committee.dealer},
+                "finish": finish,
+                "receipt": turn.receipt,
+                "prefill_ms": turn.prefill_ms,
+                "ms_per_token": turn.ms_per_token,
+                "bytes_per_party": turn.bytes_per_party,
+                "seconds": turn.seconds,
+            })
+        );
+    } else {
+        println!(
+            "\n[network, job {} on parties of {} (dealer {}), semi2k: prompt of {} tokens prefilled in {:.0} ms; {} tokens, median {:.0} ms per decode step; {} bytes sent per party; {:.1} s in all]",
+            turn.job,
+            turn.committee.parties.join(", "),
+            turn.committee.dealer,
+            turn.prompt_tokens.len(),
+            turn.prefill_ms,
+            turn.tokens.len(),
+            turn.ms_per_token,
+            turn.bytes_per_party.iter().max().copied().unwrap_or(0),
+            turn.seconds
+        );
+    }
+    Ok(())
+}
+
+/// `veil deploy --model smollm2-135m-instruct`: deploys the fetched chat model under its id, the SHA-256
+/// of its GGUF file (every party checks its own copy against it). Private generation runs semi2k with
+/// public weights, whatever `--protocol` and `--weights` say.
+pub fn deploy(args: &super::client::DeployArgs) -> Result<()> {
+    let path = default_model();
+    let id = veil_node::generation::file_id(&path).with_context(|| {
+        format!(
+            "hashing {} (run `veil models fetch {SMOLLM2_NAME}` first)",
+            path.display()
+        )
+    })?;
+    if args.protocol != "semi2k" {
+        eprintln!(
+            "note: {SMOLLM2_NAME} is deployed for semi2k (private generation has no {} yet)",
+            args.protocol
+        );
+    }
+    let client = args.connect.session()?;
+    let view = client.deploy_pretrained(
+        SMOLLM2_NAME,
+        &id,
+        args.parties,
+        FixedPoint::default().frac_bits(),
+        "semi2k",
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string(&view)?);
+    } else {
+        println!(
+            "deployed chat model {SMOLLM2_NAME} as model {}\n  weights: public ({} parties, semi2k); every party checks its GGUF file against the id\n  run: veil chat PROMPT --coordinator {} --coordinator-key {}",
+            view.id, args.parties, args.connect.coordinator, args.connect.coordinator_key
+        );
+    }
+    Ok(())
 }

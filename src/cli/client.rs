@@ -103,6 +103,9 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
     if args.protocol != "semi2k" && args.protocol != "spdz2k" {
         bail!("--protocol {:?}: use semi2k or spdz2k", args.protocol);
     }
+    if args.model.to_str() == Some(veil_node::generation::SMOLLM2) {
+        return super::chat::deploy(&args);
+    }
     if let Some(name) = args
         .model
         .to_str()

@@ -24,7 +24,7 @@ use super::local::{LocalNetwork, LocalOptions};
 use veil_node::api::{JobView, SubmitRequest};
 
 /// The shipped model file (`models/breast-cancer/model.safetensors`).
-const MODEL: &[u8] = include_bytes!("../../models/breast-cancer/model.safetensors");
+pub(super) const MODEL: &[u8] = include_bytes!("../../models/breast-cancer/model.safetensors");
 /// The shipped held-out rows: 30 features and the class (0 malignant, 1 benign).
 const ROWS: &str = include_str!("../../models/breast-cancer/test.csv");
 
@@ -49,7 +49,7 @@ pub struct DemoArgs {
 }
 
 /// Parses the shipped rows.
-fn rows() -> Result<Vec<(Vec<f32>, usize)>> {
+pub(super) fn rows() -> Result<Vec<(Vec<f32>, usize)>> {
     ROWS.lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()

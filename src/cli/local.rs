@@ -42,7 +42,12 @@ impl Drop for Proc {
 
 /// Starts `exe args` with stderr to `log`, and waits (at most `wait`) for its JSON ready line on stdout.
 fn start(exe: &Path, args: &[&str], log: &Path, wait: Duration) -> Result<Proc> {
-    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    // Appended to: a restarted process (`veil soak`) keeps its predecessor's log.
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("creating {}", log.display()))?;
     let mut command = Command::new(exe);
     command
         .args(args)
@@ -223,12 +228,49 @@ impl LocalNetwork {
     }
 
     fn start_node(&mut self, exe: &Path, i: usize, log: &str) -> Result<()> {
+        let node = self.spawn_node(exe, i, log)?;
+        self.nodes.push(node);
+        Ok(())
+    }
+
+    /// Stops node `i`, with SIGKILL (`grace` none: a crash) or with SIGTERM and `grace` before SIGKILL,
+    /// reaps it, then starts it again on its data directory, same key and certificate (for `veil soak`);
+    /// returns once the new process is ready.
+    pub fn restart_node(
+        &mut self,
+        exe: &Path,
+        i: usize,
+        log: &str,
+        grace: Option<Duration>,
+    ) -> Result<()> {
+        let Some(old) = self.nodes.get_mut(i) else {
+            bail!("no node {i}");
+        };
+        match grace {
+            Some(grace) => super::signals::stop_children(&mut [&mut old.child], grace),
+            None => {
+                let _ = old.child.kill();
+                let _ = old.child.wait();
+            }
+        }
+        let node = self.spawn_node(exe, i, log)?;
+        self.nodes[i] = node;
+        Ok(())
+    }
+
+    /// The coordinator process's id.
+    pub fn coordinator_pid(&self) -> u32 {
+        self.coordinator.child.id()
+    }
+
+    fn spawn_node(&self, exe: &Path, i: usize, log: &str) -> Result<Proc> {
         let base = self.dir.path().join(format!("node-{i}"));
         std::fs::create_dir_all(&base)?;
         let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into(), base.join("data"));
         config.operator = format!("operator-{i}");
         config.log = log.to_string();
         config.recv_timeout_ms = 10_000;
+        config.metrics_listen = Some(([127, 0, 0, 1], 0).into());
         config.submit_timeout_ms = 30_000;
         config.coordinator = Some(CoordinatorLink {
             address: self.address.clone(),
@@ -245,14 +287,12 @@ impl LocalNetwork {
         });
         let path = base.join("node.toml");
         std::fs::write(&path, config.to_toml()?)?;
-        let node = start(
+        start(
             exe,
             &["node", "--config", &path.display().to_string()],
             &base.join("node.log"),
             Duration::from_secs(60),
-        )?;
-        self.nodes.push(node);
-        Ok(())
+        )
     }
 
     /// The coordinator's HTTPS address.
@@ -268,6 +308,14 @@ impl LocalNetwork {
     /// The network's directory (logs under it: `coordinator.log`, `node-{i}/node.log`).
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Each node process's metrics address (`host:port`, Prometheus text at `/metrics`), in start order.
+    pub fn node_metrics(&self) -> Vec<Option<String>> {
+        self.nodes
+            .iter()
+            .map(|n| n.ready["metrics"].as_str().map(String::from))
+            .collect()
     }
 
     /// The node processes' public keys, in start order.

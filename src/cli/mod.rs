@@ -18,5 +18,6 @@ pub mod operator;
 pub mod report;
 pub mod signals;
 pub mod sim;
+pub mod soak;
 pub mod sweep;
 pub mod verify;

@@ -54,25 +54,37 @@ pub fn run_node(args: NodeArgs) -> Result<()> {
         ),
         None => None,
     };
+    let metrics = match config.metrics_listen {
+        Some(address) => Some(veil_node::metrics::serve(address)?),
+        None => None,
+    };
     let node = std::sync::Arc::new(Node::start(config, &identity)?);
-    println!("{}", serde_json::to_string(node.ready_line())?);
+    let mut ready = serde_json::to_value(node.ready_line())?;
+    if let (Some(address), Some(line)) = (metrics, ready.as_object_mut()) {
+        line.insert("metrics".into(), address.to_string().into());
+    }
+    println!("{ready}");
     use std::io::Write;
     std::io::stdout().flush()?;
-    if let (Some(link), Some(inbox)) = (link, inbox) {
-        veil_node::agent::spawn(
+    let agent = match (link, inbox) {
+        (Some(link), Some(inbox)) => Some(veil_node::agent::spawn(
             node.clone(),
             inbox,
             identity,
             link,
             operator,
             submit_timeout,
-        )?;
-    }
-    // Until SIGTERM or SIGINT: then exit. What the node keeps (receipts, replay records) is committed as
-    // it is written, so nothing is left to flush; a job it was running fails on its peers' side and the
-    // coordinator reschedules it.
+        )?),
+        _ => None,
+    };
+    // Until SIGTERM or SIGINT: then the agent hands its live tasks back (reported failed as this node's
+    // fault, so the coordinator reschedules them now) and the process exits. What the node keeps
+    // (receipts, replay records) is committed as it is written, so nothing is left to flush.
     super::signals::wait();
     tracing::info!(signal = super::signals::name(), "stopping");
+    if let Some(agent) = agent {
+        agent.hand_off(Duration::from_secs(5));
+    }
     Ok(())
 }
 

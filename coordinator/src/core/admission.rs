@@ -42,6 +42,18 @@ pub enum AdmissionError {
         /// The operator key.
         operator: PublicKey,
     },
+    /// The node's region is not in the allow-list (`[admission] regions`).
+    #[error("region {region:?} is not among this coordinator's regions")]
+    RegionNotAllowed {
+        /// The region (certified, else claimed).
+        region: String,
+    },
+    /// The node's ASN is not in the allow-list (`[admission] asns`), or it states none.
+    #[error("ASN {asn:?} is not among this coordinator's ASNs")]
+    AsnNotAllowed {
+        /// The ASN (certified, else claimed), if any.
+        asn: Option<u32>,
+    },
     /// The operator already registered as many nodes as it may.
     #[error("operator {operator} already runs {max} nodes, its limit")]
     TooManyNodes {

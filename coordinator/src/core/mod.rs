@@ -7,6 +7,7 @@
 //! | --- | --- |
 //! | [`nodes`] | nodes and admission: registration, trials, heartbeats, the tasks a node sees |
 //! | [`submission`] | deployments, job requests and their demand, input uploads, cancellation, rate limits |
+//! | [`generation`] | chat turns (generation jobs): their request and demand |
 //! | [`scheduling`] | the timer: placement, phase timeouts, failed attempts, retention |
 //! | [`execution`] | members acting on their tasks: accept, fail, inputs, outputs, transcripts, owner material |
 //! | [`verification`] | the verifier's evidence and its receipt |
@@ -34,6 +35,7 @@
 
 mod admission;
 mod execution;
+mod generation;
 mod nodes;
 mod results;
 mod scheduling;
@@ -60,6 +62,7 @@ use crate::error::{Error, Result};
 use crate::store::Snapshot;
 
 pub use admission::AdmissionError;
+pub use generation::generation_demand_for;
 pub use nodes::MAX_NAME_BYTES;
 pub use submission::{
     check_deployment, check_pretrained, demand_for, encoder_demand_for, stages_of, MAX_INFERENCES,
@@ -340,6 +343,9 @@ impl Core {
                 let bytes =
                     postcard::to_stdvec(&e.extra).map_err(|e| Error::record("job extra", e))?;
                 batch.job_extras.push((e.job.id, bytes));
+            } else {
+                // Pruned (`prune_jobs`): its record and extra go from the store.
+                batch.remove_jobs.push(veil_scheduler::JobId(id));
             }
         }
         batch.regions = Some(self.registry.region_snapshot());

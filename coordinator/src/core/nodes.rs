@@ -96,6 +96,14 @@ impl Core {
             ),
             None => (req.operator.clone(), req.region.clone(), req.asn),
         };
+        if let Some(config) = &self.config.admission {
+            if !config.regions.is_empty() && !config.regions.contains(&region) {
+                return Err(AdmissionError::RegionNotAllowed { region }.into());
+            }
+            if !config.asns.is_empty() && !asn.is_some_and(|a| config.asns.contains(&a)) {
+                return Err(AdmissionError::AsnNotAllowed { asn }.into());
+            }
+        }
         let registration = NodeRegistration {
             public_key: key.to_string(),
             operator: operator.clone(),

@@ -109,6 +109,56 @@ impl Core {
         })
     }
 
+    /// A page of `submitter`'s jobs: those with an id above `after`, oldest first, at most `limit` (the
+    /// caller bounds it). Other clients' jobs are never listed.
+    pub fn jobs_of(&self, submitter: &PublicKey, after: u64, limit: usize) -> Vec<JobView> {
+        self.jobs
+            .range(after.saturating_add(1)..)
+            .filter(|(_, e)| e.extra.submitter == submitter.0)
+            .take(limit)
+            .filter_map(|(&id, _)| self.job_view(id).ok())
+            .collect()
+    }
+
+    /// Prunes the jobs finished more than `job_retention_ms` before `now` (0: never): their records go
+    /// from the state and the store (committed with the next batch) and so do the blobs they still have;
+    /// receipts stay (the audit log).
+    ///
+    /// Invariant: the newest job is never pruned, so a restart, which numbers new jobs after the largest
+    /// stored id, never reuses a job id (receipts and blob directories are keyed by it).
+    pub(super) fn prune_jobs(&mut self, now: veil_scheduler::Millis) {
+        let retention = self.config.job_retention_ms;
+        if retention == 0 {
+            return;
+        }
+        let newest = self.jobs.keys().next_back().copied();
+        let old: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(&id, _)| Some(id) != newest)
+            .filter(|(_, e)| e.job.phase().is_terminal())
+            .filter(|(_, e)| {
+                let finished_at = e.job.history().last().map_or(0, |t| t.at);
+                now.saturating_sub(finished_at) >= retention
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in old {
+            let Some(e) = self.jobs.remove(&id) else {
+                continue;
+            };
+            if let Some(a) = e.extra.attempt.as_ref().filter(|a| !a.expired) {
+                self.blob_deletes.push(crate::blobs::BlobDelete::Attempt {
+                    job: id,
+                    attempt: a.number,
+                });
+            }
+            // A dirty id without an entry is removed from the store by the next batch.
+            self.dirty_jobs.insert(id);
+            tracing::info!(job = id, "finished job pruned (job_retention_ms)");
+        }
+    }
+
     /// Every job, newest first.
     pub fn jobs(&self) -> Vec<JobView> {
         self.jobs

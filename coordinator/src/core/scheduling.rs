@@ -34,6 +34,7 @@ impl Core {
             self.tick_job(id, &down, now)?;
         }
         self.expire_results(now);
+        self.prune_jobs(now);
         Ok(())
     }
 

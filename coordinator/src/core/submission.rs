@@ -96,7 +96,7 @@ fn check_model_id(id: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks the deployment of a pretrained encoder: a known name (bounded), an id of 64 hex digits (the hash
+/// Checks the deployment of a pretrained encoder or chat model: a known name (bounded), an id of 64 hex digits (the hash
 /// of name, config and weights: every party checks its own files against it when a job runs), no
 /// architecture, public weights, parties, protocol and fixed point. Returns the name.
 pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
@@ -104,11 +104,12 @@ pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
         .pretrained
         .as_deref()
         .ok_or_else(|| Error::malformed("pretrained", "missing"))?;
-    if !veil_engine::bert::pretrained::is_pretrained(name) {
+    if !veil_engine::bert::pretrained::is_pretrained(name) && name != veil_node::generation::SMOLLM2
+    {
         return Err(Error::Unsupported {
             field: "pretrained",
             value: name.chars().take(32).collect(),
-            expected: "all-minilm-l6-v2",
+            expected: "all-minilm-l6-v2, smollm2-135m-instruct",
         });
     }
     check_model_id(&req.id)?;

@@ -420,6 +420,8 @@ fn admitting(dir: &std::path::Path, operators: &[&Identity], max_nodes: u32) -> 
         admission_keys: Vec::new(),
         max_nodes_per_operator: max_nodes,
         max_role_share: 1.0,
+        regions: Vec::new(),
+        asns: Vec::new(),
     });
     c
 }
@@ -779,4 +781,115 @@ fn an_operator_at_its_share_of_the_roles_in_flight_gets_no_new_role() {
     }
     c.tick(T0 + 4).unwrap();
     assert_eq!(c.job_view(second.id).unwrap().phase, "scheduled");
+}
+
+#[test]
+fn a_client_lists_only_its_own_jobs_a_bounded_page_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0).unwrap();
+    let (alice, bob) = (
+        Identity::generate().unwrap().public_key(),
+        Identity::generate().unwrap().public_key(),
+    );
+    let demand = demand_for(&request(), None).unwrap();
+    for i in 0..5 {
+        let who = if i % 2 == 0 { &alice } else { &bob };
+        c.submit(who, request(), demand, T0 + i).unwrap();
+    }
+    let ids = |v: Vec<JobView>| v.iter().map(|j| j.id).collect::<Vec<u64>>();
+    assert_eq!(ids(c.jobs_of(&alice, 0, 100)), [1, 3, 5]);
+    assert_eq!(ids(c.jobs_of(&bob, 0, 100)), [2, 4]);
+    // Pages: `after` the last id of the previous page.
+    assert_eq!(ids(c.jobs_of(&alice, 0, 2)), [1, 3]);
+    assert_eq!(ids(c.jobs_of(&alice, 3, 2)), [5]);
+    assert_eq!(ids(c.jobs_of(&alice, 5, 2)), Vec::<u64>::new());
+    assert_eq!(ids(c.jobs_of(&alice, u64::MAX, 2)), Vec::<u64>::new());
+    let stranger = Identity::generate().unwrap().public_key();
+    assert!(c.jobs_of(&stranger, 0, 100).is_empty());
+}
+
+#[test]
+fn finished_jobs_are_pruned_after_the_retention_but_never_the_newest_and_not_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.job_retention_ms = 10_000;
+    let mut c = Coordinator::open(cfg.clone(), Identity::generate().unwrap(), T0).unwrap();
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    for i in 0..3 {
+        c.submit(&client, request(), demand, T0 + i).unwrap();
+    }
+    // Jobs 1 and 3 finish (cancelled) at T0 + 10; job 2 stays live.
+    c.cancel(&client, 1, T0 + 10).unwrap();
+    c.cancel(&client, 3, T0 + 10).unwrap();
+    c.tick(T0 + 10 + 9_999).unwrap();
+    assert!(c.job_view(1).is_ok(), "kept until the retention has passed");
+    c.tick(T0 + 10 + 10_000).unwrap();
+    assert_eq!(kind(c.job_view(1)), Some(ErrorKind::NotFound));
+    assert!(c.job_view(2).is_ok(), "a live job is never pruned");
+    assert!(
+        c.job_view(3).is_ok(),
+        "the newest job is kept: ids are never reused"
+    );
+    let ids: Vec<u64> = c.jobs_of(&client, 0, 100).iter().map(|j| j.id).collect();
+    assert_eq!(ids, [2, 3]);
+    // The pruning was committed: a restart does not bring job 1 back, and numbers new jobs after 3.
+    drop(c);
+    let mut c = Coordinator::open(cfg, Identity::generate().unwrap(), T0 + 20_000).unwrap();
+    assert_eq!(kind(c.job_view(1)), Some(ErrorKind::NotFound));
+    assert!(c.job_view(2).is_ok() && c.job_view(3).is_ok());
+    assert_eq!(
+        c.submit(&client, request(), demand, T0 + 20_001)
+            .unwrap()
+            .id,
+        4
+    );
+}
+
+#[test]
+fn regions_and_asns_outside_the_allow_lists_are_refused_with_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let operator = Identity::generate().unwrap();
+    let mut config = admitting(dir.path(), &[&operator], 0);
+    if let Some(a) = config.admission.as_mut() {
+        a.regions = vec!["eu-west".into()];
+        a.asns = vec![64512];
+    }
+    let mut c = Coordinator::open(config, Identity::generate().unwrap(), T0).unwrap();
+    let register = |c: &mut Coordinator, region: Option<&str>, claimed: &str, asn: Option<u32>| {
+        let node = Identity::generate().unwrap();
+        let cert = Certificate::issue(
+            &operator,
+            CertKind::Node,
+            node.public_key(),
+            VALID_UNTIL_S,
+            region.map(String::from),
+            None,
+        )
+        .unwrap();
+        let mut reg = registration(0, &node);
+        reg.region = claimed.into();
+        reg.asn = asn;
+        reg.certificate = Some(
+            CertificateChain {
+                node: cert,
+                admission: None,
+            }
+            .to_text(),
+        );
+        c.register(&node.public_key(), reg, T0)
+    };
+    // The certified region counts, not the claim.
+    let err = register(&mut c, Some("moon"), "eu-west", Some(64512)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+    assert!(err.to_string().contains("\"moon\""), "{err}");
+    // Without a certified region the claim must be listed.
+    assert!(register(&mut c, None, "r-1500", Some(64512)).is_err());
+    // An ASN outside the list, or none, is refused.
+    let err = register(&mut c, Some("eu-west"), "x", Some(1)).unwrap_err();
+    assert!(err.to_string().contains("ASN"), "{err}");
+    assert!(register(&mut c, Some("eu-west"), "x", None).is_err());
+    register(&mut c, Some("eu-west"), "x", Some(64512)).unwrap();
+    register(&mut c, None, "eu-west", Some(64512)).unwrap();
+    assert_eq!(c.nodes().len(), 2);
 }

@@ -113,6 +113,25 @@ async fn with_state<T: Send + 'static>(
     Ok(outcome?)
 }
 
+/// An upload: writes `bytes` durably to the staging directory on a blocking thread outside the state
+/// lock, then runs `f` with them under the lock, where the core's write of them is a rename
+/// ([`crate::Coordinator::with_staged`]). So a large blob's write and sync do not hold up heartbeats.
+async fn with_uploaded_blob<T: Send + 'static>(
+    state: &Shared,
+    bytes: Vec<u8>,
+    f: impl FnOnce(&mut Coordinator, Vec<u8>) -> Result<T> + Send + 'static,
+) -> HttpResult<T> {
+    let blobs = with_state(state, |c| Ok(c.blobs().clone())).await?;
+    let (bytes, staged) = blocking(move || {
+        let staged = blobs
+            .stage(&bytes)
+            .map_err(|source| Error::Staging { source })?;
+        Ok((bytes, staged))
+    })
+    .await?;
+    with_state(state, move |c| c.with_staged(staged, |c| f(c, bytes))).await
+}
+
 /// Runs `f` on a blocking thread outside the state lock (a plaintext reference run, a plan compile).
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T> + Send + 'static,

@@ -10,7 +10,7 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use veil_node::api::TaskFailure;
 
-use super::{now_ms, read_blob, with_state, Caller, HttpResult, Shared};
+use super::{now_ms, read_blob, with_state, with_uploaded_blob, Caller, HttpResult, Shared};
 
 /// The routes of tasks.
 pub(super) fn router(max_blob: usize) -> Router<Shared> {
@@ -79,8 +79,8 @@ async fn task_output(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_state(&s, move |c| {
-        c.task_output(&key, id, attempt, body.into(), now_ms())
+    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+        c.task_output(&key, id, attempt, bytes, now_ms())
     })
     .await
     .map(|()| StatusCode::NO_CONTENT)
@@ -93,9 +93,11 @@ async fn task_owner(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_state(&s, move |c| c.task_owner(&key, id, attempt, body.into()))
-        .await
-        .map(|()| StatusCode::NO_CONTENT)
+    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+        c.task_owner(&key, id, attempt, bytes)
+    })
+    .await
+    .map(|()| StatusCode::NO_CONTENT)
 }
 
 async fn task_transcript(
@@ -105,8 +107,8 @@ async fn task_transcript(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_state(&s, move |c| {
-        c.task_transcript(&key, id, attempt, body.into(), now_ms())
+    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+        c.task_transcript(&key, id, attempt, bytes, now_ms())
     })
     .await
     .map(|()| StatusCode::NO_CONTENT)

@@ -106,6 +106,7 @@ pub fn embed_private(
             let outputs = crate::local_rep3::open_outputs(&parties, sequences.len(), fp)?;
             Ok(report(crate::local_rep3::local_run(parties), outputs))
         }
+        Protocol::Rep3m => crate::local_rep3m::embed_rep3m(model, &inputs, &lengths, options),
         Protocol::Spdz2k => {
             let requests = job_requests::<Spdz2k, _>(model, Vec::new(), &lengths);
             let mut dealt = spdz2k::local::deal_job(&committee, &requests, &seeds.job)?;

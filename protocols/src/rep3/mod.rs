@@ -32,6 +32,7 @@ mod open;
 mod ops;
 mod share;
 mod sign;
+mod sign_injected;
 mod trunc;
 
 use std::sync::Arc;
@@ -142,12 +143,12 @@ impl<N: Net> Party<N> {
     }
 
     /// Sends `payload` to `to`.
-    fn send(&mut self, to: usize, payload: Vec<u8>) -> Result<()> {
+    pub(crate) fn send(&mut self, to: usize, payload: Vec<u8>) -> Result<()> {
         Ok(self.net.send(to, payload)?)
     }
 
     /// Receives exactly `words` words from `from`.
-    fn recv_words(&mut self, from: usize, words: usize) -> Result<Vec<u64>> {
+    pub(crate) fn recv_words(&mut self, from: usize, words: usize) -> Result<Vec<u64>> {
         let got = self.net.recv(from)?;
         if got.len() != words * 8 {
             return Err(ProtocolError::MessageLength {
@@ -161,6 +162,14 @@ impl<N: Net> Party<N> {
             got: got.len(),
             expected: words * 8,
         })
+    }
+
+    /// Stays silent (the protocol lab's `skip-round`): receives and drops whatever the peers still send until
+    /// each of them gives up (a timeout or a closed link).
+    pub(crate) fn drain_until_peers_give_up(&mut self) {
+        for peer in [next_party(self.me), prev_party(self.me)] {
+            while self.net.recv(peer).is_ok() {}
+        }
     }
 
     /// The replicated share of `sum_i z_i` from this party's summand `z` (a 3-out-of-3 additive sharing):

@@ -85,7 +85,7 @@ impl<N: Net> Party<N> {
     }
 
     /// `x & y` on replicated bits (one round, `x.own.len()` words sent).
-    fn and_bits(&mut self, x: &RepBits, y: &RepBits) -> Result<RepBits> {
+    pub(super) fn and_bits(&mut self, x: &RepBits, y: &RepBits) -> Result<RepBits> {
         let mut z: Vec<u64> = (0..x.own.len())
             .map(|k| (x.own[k] & (y.own[k] ^ y.next[k])) ^ (x.next[k] & y.own[k]))
             .collect();

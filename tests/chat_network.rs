@@ -1,0 +1,284 @@
+//! Private chat through a coordinator, over real processes: `veil devnet` (a coordinator and five node
+//! processes that find SmolLM2's GGUF file under `VEIL_MODELS_DIR`), `veil deploy --model
+//! smollm2-135m-instruct`, then `veil chat --coordinator "What is the capital of France?" --max-tokens 12
+//! --json`: one job on a committee of three parties and a dealer of distinct operators, driven by the
+//! client on its own streams to the parties. It answers with Paris, with the same prompt ids and greedy
+//! tokens as the in-memory private run of the same turn. Before the deployment, the turn is refused with a
+//! clear error and no job. Then a turn through the library call (`veil_client::Client::chat`) whose party
+//! crashes after the first token fails with every party's reason, and the job is failed on the coordinator.
+//!
+//! Needs the fetched model (`veil models fetch smollm2-135m-instruct`): fails under `CI=true` without it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const MODEL: &str = "smollm2-135m-instruct";
+const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+const PROMPT: &str = "What is the capital of France?";
+
+fn exe() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_veil"))
+}
+
+fn models_dir() -> Option<PathBuf> {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    if base.join(MODEL).join(FILE).exists() {
+        return Some(base);
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{MODEL} is missing under CI=true: run `veil models fetch {MODEL}`");
+    }
+    eprintln!("SKIPPED: {MODEL} is missing (run `veil models fetch {MODEL}`)");
+    None
+}
+
+/// A running `veil devnet`; closing its stdin (on drop) stops it and every process it started.
+struct Devnet {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    ready: Value,
+    models: PathBuf,
+    client_dir: tempfile::TempDir,
+}
+
+impl Devnet {
+    fn start(models: PathBuf) -> Devnet {
+        let mut child = Command::new(exe())
+            .args(["devnet", "--nodes", "5", "--log", "info"])
+            .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &models)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start veil devnet");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("devnet ready line");
+        let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
+        assert_eq!(ready["event"], "ready", "{line}");
+        Devnet {
+            child,
+            stdin,
+            ready,
+            models,
+            client_dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Runs `veil ARGS --coordinator .. --identity .. --json`.
+    fn veil(&self, args: &[&str]) -> Output {
+        Command::new(exe())
+            .args(args)
+            .args([
+                "--coordinator",
+                self.ready["coordinator"].as_str().expect("address"),
+                "--coordinator-key",
+                self.ready["coordinator_key"].as_str().expect("key"),
+            ])
+            .arg("--identity")
+            .arg(self.client_dir.path())
+            .arg("--json")
+            .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &self.models)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("run veil")
+    }
+}
+
+impl Devnet {
+    /// The coordinator's address and key.
+    fn coordinator(&self) -> (String, veil_node::PublicKey) {
+        (
+            self.ready["coordinator"].as_str().expect("address").into(),
+            self.ready["coordinator_key"]
+                .as_str()
+                .expect("key")
+                .parse()
+                .expect("key"),
+        )
+    }
+
+    /// Kills (SIGKILL, as a crash) the node process whose key is `key`; its index.
+    fn kill_node(&self, key: &str) -> usize {
+        let index = self.ready["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .position(|k| k.as_str() == Some(key))
+            .expect("a devnet node");
+        let dir = self.ready["dir"].as_str().expect("dir");
+        let config = format!("{dir}/node-{index}/node.toml");
+        let pid = std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|e| e.ok())
+            .find(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&config))
+            })
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .expect("the node's process");
+        let status = Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        index
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// The last line of a successful run's stdout, as JSON.
+fn json(out: &Output, what: &str) -> Value {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or("")).expect("JSON line")
+}
+
+fn ids(v: &Value) -> Vec<u64> {
+    v.as_array()
+        .expect("ids")
+        .iter()
+        .map(|t| t.as_u64().expect("id"))
+        .collect()
+}
+
+#[test]
+fn smollm2_deployed_on_devnet_answers_through_the_coordinator_as_in_memory() {
+    let Some(models) = models_dir() else { return };
+    let net = Devnet::start(models.clone());
+    let chat = ["chat", PROMPT, "--max-tokens", "12"];
+
+    // Not deployed yet: refused before any job, saying so.
+    let refused = net.veil(&chat);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("is not deployed"), "{stderr}");
+
+    let deployed = json(&net.veil(&["deploy", "--model", MODEL]), "deploy");
+    let id = veil_node::generation::file_id(&models.join(MODEL).join(FILE)).expect("hash");
+    assert_eq!(deployed["id"], id.as_str());
+    assert_eq!(deployed["deployment"]["pretrained"], MODEL);
+
+    let network = json(&net.veil(&chat), "veil chat --coordinator");
+    assert_eq!(network["mode"], "network");
+    assert_eq!(network["model"], id.as_str());
+    let text = network["text"].as_str().expect("text");
+    assert!(text.contains("Paris"), "{network}");
+    let committee = &network["committee"];
+    let mut operators: Vec<&str> = committee["parties"]
+        .as_array()
+        .expect("parties")
+        .iter()
+        .map(|o| o.as_str().expect("operator"))
+        .collect();
+    assert_eq!(operators.len(), 3);
+    operators.push(committee["dealer"].as_str().expect("dealer"));
+    let mut distinct = operators.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 4, "one operator per member: {committee}");
+    let bytes = network["bytes_per_party"].as_array().expect("bytes");
+    assert_eq!(bytes.len(), 3);
+    assert!(bytes.iter().all(|b| b.as_u64().expect("bytes") > 0));
+    assert!(network["ms_per_token"].as_f64().expect("ms") > 0.0);
+
+    // The same turn in memory (three parties, semi2k): the same prompt ids and greedy tokens.
+    let local = Command::new(exe())
+        .args(["chat", PROMPT, "--max-tokens", "12", "--json"])
+        .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &models)
+        .output()
+        .expect("run veil chat");
+    let local = json(&local, "veil chat (in memory)");
+    assert_eq!(local["mode"], "private");
+    assert_eq!(ids(&network["prompt_tokens"]), ids(&local["prompt_tokens"]));
+    assert_eq!(
+        ids(&network["tokens"]),
+        ids(&local["tokens"]),
+        "{network} vs {local}"
+    );
+    assert_eq!(network["text"], local["text"]);
+
+    a_crashed_party_fails_the_turn(&net, &models);
+}
+
+/// A party that crashes mid-turn (after the first token) fails the turn: `ChatError::Turn` with every
+/// party's reason; the client cancelled the job, which the coordinator records failed.
+fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
+    use veil_node::api_client::ApiClient;
+    let (address, key) = net.coordinator();
+    let call = |identity: &veil_node::Identity| {
+        ApiClient::new(identity, key, address.clone(), Duration::from_secs(30)).expect("api")
+    };
+    let identity = veil_node::Identity::generate().expect("identity");
+    let client = veil_client::Client::new(
+        call(&identity),
+        key,
+        veil_node::envelope::OpeningKey::generate(),
+    );
+    let watcher = call(&veil_node::Identity::generate().expect("identity"));
+    let quic =
+        veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())
+            .expect("quic client");
+    let file = veil_client::ChatModelFile::load(&models.join(MODEL).join(FILE)).expect("model");
+    let prompt = file
+        .prompt_tokens(&[veil_client::Message::new("user", PROMPT)])
+        .expect("prompt");
+    let options = veil_client::ChatOptions {
+        max_tokens: 12,
+        ..veil_client::ChatOptions::default()
+    };
+    let mut killed = None;
+    let result = client.chat(&quic, &file, &prompt, &options, |_, _| {
+        if killed.is_none() {
+            let jobs: Vec<veil_node::api::JobView> =
+                watcher.get_json(veil_node::api::JOBS).expect("jobs");
+            let running = jobs
+                .iter()
+                .find(|j| j.phase == "running")
+                .expect("the running turn");
+            let committee = running.committee.as_ref().expect("committee");
+            killed = Some((running.id, net.kill_node(&committee.parties[1].public_key)));
+        }
+    });
+    let (job, _) = killed.expect("a party was killed after the first token");
+    match result {
+        Err(veil_client::ChatError::Turn {
+            job: failed,
+            reason,
+        }) => {
+            assert_eq!(failed, job);
+            assert!(
+                reason.contains("the turn failed") && reason.contains("[party"),
+                "{reason}"
+            );
+        }
+        Err(e) => panic!("not a failed turn: {e}"),
+        Ok(turn) => panic!("the turn went on without a party: {:?}", turn.tokens),
+    }
+    let view: veil_node::api::JobView = watcher
+        .get_json(&veil_node::api::job(job))
+        .expect("job status");
+    assert_eq!(view.phase, "failed", "{view:?}");
+}
