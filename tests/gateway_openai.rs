@@ -5,7 +5,8 @@
 //! passes `veil verify`, and a wrong key, an unknown model and a too-long input raise
 //! `AuthenticationError`, `NotFoundError` and `BadRequestError`. A breast-cancer classifier deployed by
 //! the gateway's identity is served too: `POST /v1/veil/predict` gives the plaintext model's class for
-//! each row, with a receipt that passes `veil verify`.
+//! each row, with a receipt that passes `veil verify`. With SmolLM2 fetched, the gateway serves it too, and
+//! "What is the capital of France?" is answered with Paris, streamed and not streamed.
 //!
 //! Needs the fetched model (`veil models fetch all-minilm-l6-v2`) and a Python with `openai` (`VEIL_TEST_PYTHON`,
 //! else `.venv-ci/bin/python`, else `python3`; `.ci/run` makes the venv): under `CI=true` a missing one
@@ -153,6 +154,12 @@ fn plaintext_classes(dir: &Path, n: usize) -> (Vec<Vec<f32>>, Vec<usize>) {
 fn openai_client_embeds_privately_through_the_gateway() {
     let Some(models) = models_dir() else { return };
     let Some(python) = python() else { return };
+    let chat = models
+        .join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .exists();
+    if !chat {
+        missing("smollm2-135m-instruct is missing (veil models fetch smollm2-135m-instruct): chat is not checked");
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut devnet = Command::new(exe());
     devnet
@@ -225,11 +232,16 @@ fn openai_client_embeds_privately_through_the_gateway() {
         .stderr(std::fs::File::create(&gateway_log).unwrap());
     let gw = Daemon::start(gateway, "veil gateway", Duration::from_secs(300));
     let address = gw.ready["address"].as_str().expect("address").to_string();
-    // By default: the fetched pretrained encoder and the classifier this identity deployed.
-    assert_eq!(
-        gw.ready["models"],
-        serde_json::json!(["all-minilm-l6-v2", classifier]),
-    );
+    // By default: the fetched pretrained encoder, the classifier this identity deployed, and the fetched
+    // chat model (deployed by the gateway).
+    let mut expected_models = serde_json::json!(["all-minilm-l6-v2", classifier]);
+    if chat {
+        expected_models
+            .as_array_mut()
+            .unwrap()
+            .push("smollm2-135m-instruct".into());
+    }
+    assert_eq!(gw.ready["models"], expected_models);
 
     // The plaintext embeddings the private ones are compared with.
     let mut plaintext = Vec::new();

@@ -311,7 +311,7 @@ fn chat_backend(gateway: &Gateway, model: &str) -> Result<Arc<dyn ChatBackend>, 
     if gateway.chat.is_none() && CHAT_MODEL_NAMES.contains(&model) {
         return Err(ApiError {
             message: format!(
-                "the chat model `{model}` is not served by this gateway yet: private chat through a coordinator is not wired into veil gateway (embeddings and /v1/veil/predict are)"
+                "the chat model `{model}` is not served by this gateway: start it with the model fetched (veil models fetch {model}) or with --model {model}"
             ),
             ..ApiError::model_not_found(model)
         }

@@ -10,7 +10,8 @@
 //!   (`float` or `base64`), `dimensions` (only the model's own); `usage.prompt_tokens`;
 //! - `POST /v1/chat/completions`: `messages`, `max_tokens` / `max_completion_tokens`, `temperature`,
 //!   `top_p`, `seed`, `stop`, `stream` (server-sent `chat.completion.chunk` events ending in
-//!   `data: [DONE]`), `finish_reason`, `usage` (served when a [`ChatBackend`] is given);
+//!   `data: [DONE]`), `finish_reason`, `usage` (served when a [`ChatBackend`] is given:
+//!   [`network_chat::NetworkChat`] runs SmolLM2 turns through the coordinator);
 //! - `POST /v1/veil/predict` for veil's classifiers (not an OpenAI endpoint):
 //!   `{"model": ID, "inputs": [[f32, ...], ...]}` (one row of raw features per prediction) answers
 //!   `{"object": "list", "model": ID, "data": [{"object": "prediction", "index", "scores", "class",
@@ -31,6 +32,7 @@ pub mod backend;
 mod chat;
 pub mod error;
 pub mod network;
+pub mod network_chat;
 mod routes;
 mod stream;
 
@@ -48,8 +50,8 @@ pub use backend::{
 };
 pub use error::ApiError;
 
-/// Names of the chat models veil knows (`veil models fetch` names): asked for while no [`ChatBackend`] is
-/// wired, they answer a 404 that says so.
+/// Names of the chat models veil knows (`veil models fetch` names): asked for from a gateway that does not
+/// serve them, they answer a 404 that says how to serve them.
 pub const CHAT_MODEL_NAMES: [&str; 1] = ["smollm2-135m-instruct"];
 
 /// The gateway's bounds on what a request may ask.

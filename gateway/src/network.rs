@@ -42,7 +42,8 @@ pub struct NetworkConfig {
     /// and the classifiers it deployed.
     pub identity: PathBuf,
     /// The model ids to serve; empty: every model this identity deployed plus every fetched pretrained
-    /// encoder.
+    /// model. Chat models among them are [`crate::network_chat::NetworkChat`]'s; this backend skips them
+    /// and may serve nothing.
     pub models: Vec<String>,
     /// The protocol of the pretrained deployments the gateway uses or makes.
     pub protocol: String,
@@ -75,9 +76,6 @@ pub enum StartError {
     /// identity.
     #[error("model {0}: not a fetched pretrained encoder nor a model this identity deployed")]
     UnknownModel(String),
-    /// A chat model was asked for: private chat is not wired into the gateway.
-    #[error("model {0}: chat models are not served by this gateway yet")]
-    ChatNotWired(String),
     /// A model's files could not be loaded or checked.
     #[error("model {name}: {reason}")]
     Model {
@@ -86,7 +84,7 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
-    /// Nothing to serve.
+    /// Nothing to serve (checked by the caller over every backend).
     #[error("no model to serve: fetch one (veil models fetch all-minilm-l6-v2) or deploy one with this identity")]
     NoModels,
 }
@@ -207,7 +205,8 @@ impl NetworkBackend {
                     if pretrained::is_pretrained(name) {
                         encoders.push(name.clone());
                     } else if crate::CHAT_MODEL_NAMES.contains(&name.as_str()) {
-                        return Err(StartError::ChatNotWired(name.clone()));
+                        // Served by `network_chat::NetworkChat`.
+                        continue;
                     } else if owned(name).is_some() {
                         classifiers.push(name.clone());
                     } else {
@@ -227,9 +226,6 @@ impl NetworkBackend {
             let c = Self::classifier(config, view)?;
             classifier_entries.push(c.entry.clone());
             classifiers.push(Mutex::new(c));
-        }
-        if encoders.is_empty() && classifiers.is_empty() {
-            return Err(StartError::NoModels);
         }
         Ok(NetworkBackend {
             client,

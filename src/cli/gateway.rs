@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use veil_gateway::network::{NetworkBackend, NetworkConfig};
+use veil_gateway::network::{NetworkBackend, NetworkConfig, StartError};
+use veil_gateway::network_chat::NetworkChat;
 use veil_gateway::{ApiKeys, Gateway, Limits};
 
 /// Arguments of `veil gateway`.
@@ -84,8 +85,24 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes.max(1024),
         ..Limits::default()
     };
-    let gateway = Gateway::new(std::sync::Arc::new(backend), None, keys, limits);
+    // The chat model: when asked for, or by default when it is fetched.
+    let chat: Option<std::sync::Arc<dyn veil_gateway::ChatBackend>> = if args
+        .models
+        .iter()
+        .any(|m| veil_gateway::CHAT_MODEL_NAMES.contains(&m.as_str()))
+        || (args.models.is_empty() && NetworkChat::fetched())
+    {
+        Some(std::sync::Arc::new(
+            NetworkChat::connect(&config).context("starting the gateway's chat backend")?,
+        ))
+    } else {
+        None
+    };
+    let gateway = Gateway::new(std::sync::Arc::new(backend), chat, keys, limits);
     let models: Vec<String> = gateway.models().into_iter().map(|m| m.id).collect();
+    if models.is_empty() {
+        return Err(StartError::NoModels.into());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("veil-gateway")
