@@ -432,6 +432,8 @@ fn stream(
     let spawned = std::thread::Builder::new()
         .name("veil-gateway-chat".into())
         .spawn(move || {
+            // Held until the generation ends, whether or not the client still reads.
+            let _permit = permit;
             let send = |bytes: Bytes| tx.send(bytes).is_ok();
             if !send(event(&chunk(
                 json!({"role": "assistant", "content": ""}),
@@ -504,7 +506,7 @@ fn stream(
     if let Err(e) = spawned {
         return ApiError::internal(format!("starting a chat thread: {e}")).into_response();
     }
-    let mut response = Body::new(ChannelBody::new(rx, permit)).into_response();
+    let mut response = Body::new(ChannelBody::new(rx)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -1,5 +1,6 @@
 //! A response body fed by a channel: the event stream of `stream: true` chat completions. Dropping the body
-//! (the client went away) closes the channel, which tells the producing thread to stop.
+//! (the client went away) closes the channel, which tells the producing thread to stop (its backend may
+//! still finish the generation; the thread holds the request's concurrency permit until it ends).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -7,23 +8,15 @@ use std::task::{Context, Poll};
 use axum::body::Bytes;
 use http_body::Frame;
 use tokio::sync::mpsc;
-use tokio::sync::OwnedSemaphorePermit;
 
-/// Invariant: holds its request's concurrency permit until the stream ends or is dropped.
+/// The events of one stream, in order; it ends when the producer drops its sender.
 pub(crate) struct ChannelBody {
     rx: mpsc::UnboundedReceiver<Bytes>,
-    _permit: OwnedSemaphorePermit,
 }
 
 impl ChannelBody {
-    pub(crate) fn new(
-        rx: mpsc::UnboundedReceiver<Bytes>,
-        permit: OwnedSemaphorePermit,
-    ) -> ChannelBody {
-        ChannelBody {
-            rx,
-            _permit: permit,
-        }
+    pub(crate) fn new(rx: mpsc::UnboundedReceiver<Bytes>) -> ChannelBody {
+        ChannelBody { rx }
     }
 }
 
