@@ -66,6 +66,8 @@ enum Command {
     Infer(cli::client::InferArgs),
     /// Checks a job's receipt: `veil verify RECEIPT --coordinator-key HEX` (exit 0: valid).
     Verify(cli::verify::VerifyArgs),
+    /// An OpenAI-compatible gateway: `/v1/embeddings`, `/v1/veil/predict`, ... as verified private jobs.
+    Gateway(cli::gateway::GatewayArgs),
 }
 
 fn main() -> Result<()> {
@@ -98,5 +100,6 @@ fn main() -> Result<()> {
         Command::Job(args) => cli::jobs::show(args),
         Command::Submit(args) => cli::jobs::submit(args),
         Command::Verify(args) => cli::verify::run(args),
+        Command::Gateway(args) => cli::gateway::run(args),
     }
 }

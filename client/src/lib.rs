@@ -16,6 +16,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod embed;
+
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};

@@ -5,19 +5,17 @@
 //!
 //! The client tokenises, looks the tokens up in the public tables and secret-shares (semi2k) or publishes
 //! under the dealer's masks (spdz2k) the L x 384 vectors, sealed per party; it reconstructs the
-//! embeddings (under spdz2k after checking the receipt). A job has one token count (the encoder has no
-//! padding mask, and padding would change the mean pooling), so texts are grouped by length: one job per
-//! distinct length, every text of that length in it.
+//! embeddings (under spdz2k after checking the receipt): `veil_client::embed::embed_sequences`, which the
+//! gateway calls too, groups the texts by length (one job per distinct length).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use veil_client::embed::{self, EmbedTarget};
 use veil_engine::bert::pretrained;
 use veil_engine::bert::private::{PrivateBert, PrivateConfig};
 use veil_engine::bert::{cosine, SentenceEncoder};
-use veil_node::api::{self, ModelView, SubmitRequest};
 use veil_protocols::ring::FixedPoint;
 
 use super::client::DeployArgs;
@@ -111,81 +109,44 @@ pub fn run(args: &EmbedArgs, coordinator: String, encoder: &SentenceEncoder) -> 
         call_timeout_s: 30,
     };
     let client = connect.session()?;
-    let deployments: Vec<ModelView> = client.api().get_json(api::MODELS)?;
-    let Some(deployment) = deployments
-        .into_iter()
-        .find(|m| m.id == id && m.deployment.pretrained.as_deref() == Some(name.as_str()))
-    else {
-        bail!("{name} with model id {id} (the hash of this client's files) is not deployed on this coordinator");
-    };
-    let d = &deployment.deployment;
+    let deployment = embed::find_deployment(&client, &name, &id)?;
     let protocol = args.protocol.clone();
-    let fp = FixedPoint::new(d.frac_bits)?;
+    let fp = FixedPoint::new(deployment.deployment.frac_bits)?;
     let model = PrivateBert::new(&encoder.bert, PrivateConfig::new(fp)?)?;
     let ids: Vec<Vec<u32>> = texts
         .iter()
         .map(|t| encoder.tokenizer.ids(t))
         .collect::<std::result::Result<_, _>>()?;
-    // One job per token count, every text of that count in it.
-    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, s) in ids.iter().enumerate() {
-        groups.entry(s.len()).or_default().push(i);
-    }
     let started = Instant::now();
-    let mut embeddings: Vec<Vec<f32>> = vec![Vec::new(); texts.len()];
-    let mut jobs = Vec::new();
-    let mut receipts = 0;
-    for (len, members) in &groups {
-        let sequences: Vec<Vec<u32>> = members.iter().map(|&i| ids[i].clone()).collect();
-        let request = SubmitRequest {
-            workload: name.clone(),
-            model_seed: 0,
-            weights: d.weights.clone(),
-            frac_bits: d.frac_bits,
-            batch: u32::try_from(*len)?,
-            inferences: u32::try_from(sequences.len())?,
-            parties: d.parties,
-            model: Some(id.clone()),
-            output_key: None,
-            protocol: protocol.clone(),
-            stage: None,
-            threads: None,
-            shaping: None,
-        };
-        let quiet = args.json;
-        let mut last = String::new();
-        let finished = client.run_embed(
-            request,
-            &model,
-            &sequences,
-            Duration::from_secs(args.timeout_s),
-            |view| {
-                if view.phase != last && !quiet {
-                    println!(
-                        "[{:>6.2} s] job {} {} (attempt {})",
-                        started.elapsed().as_secs_f64(),
-                        view.id,
-                        view.phase,
-                        view.attempt
-                    );
-                }
-                last = view.phase.clone();
-            },
-        )?;
-        if finished.outputs.len() != members.len() {
-            bail!(
-                "job {} returned {} embeddings for {} texts",
-                finished.job.id,
-                finished.outputs.len(),
-                members.len()
-            );
-        }
-        for (&i, e) in members.iter().zip(finished.outputs) {
-            embeddings[i] = e;
-        }
-        receipts += usize::from(finished.receipt.is_some());
-        jobs.push(finished.job.id);
-    }
+    let quiet = args.json;
+    let mut last = (0, String::new());
+    let target = EmbedTarget {
+        deployment: &deployment,
+        name: &name,
+        protocol: &protocol,
+        model: &model,
+    };
+    let embedded = embed::embed_sequences(
+        &client,
+        &target,
+        &ids,
+        Duration::from_secs(args.timeout_s),
+        |view| {
+            if (view.id, view.phase.as_str()) != (last.0, last.1.as_str()) && !quiet {
+                println!(
+                    "[{:>6.2} s] job {} {} (attempt {})",
+                    started.elapsed().as_secs_f64(),
+                    view.id,
+                    view.phase,
+                    view.attempt
+                );
+            }
+            last = (view.id, view.phase.clone());
+        },
+    )?;
+    let receipts = embedded.jobs.iter().filter(|j| j.receipt.is_some()).count();
+    let jobs: Vec<u64> = embedded.jobs.iter().map(|j| j.view.id).collect();
+    let embeddings = embedded.embeddings;
     let seconds = started.elapsed().as_secs_f64();
     let cosines = if args.check {
         let mut c = Vec::with_capacity(texts.len());

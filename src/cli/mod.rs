@@ -8,6 +8,7 @@ pub mod demo;
 pub mod devnet;
 pub mod embed;
 pub mod embed_job;
+pub mod gateway;
 pub mod jobs;
 pub mod local;
 pub mod models;
