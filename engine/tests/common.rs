@@ -11,14 +11,17 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use veil_engine::{Layer, Model};
 
+/// The device every test model lives on.
 pub fn device() -> Device {
     Device::flex()
 }
 
+/// `len` values drawn uniformly from `[-k, k)`.
 pub fn uniform(rng: &mut ChaCha8Rng, len: usize, k: f32) -> Vec<f32> {
     (0..len).map(|_| rng.random_range(-k..k)).collect()
 }
 
+/// A linear layer `d_in -> d_out` with weights and bias uniform in `+-1/sqrt(d_in)`.
 pub fn linear(rng: &mut ChaCha8Rng, d_in: usize, d_out: usize) -> Layer {
     let dev = device();
     let mut l = LinearConfig::new(d_in, d_out).init(&dev);
@@ -34,6 +37,8 @@ pub fn linear(rng: &mut ChaCha8Rng, d_in: usize, d_out: usize) -> Layer {
     Layer::Linear(l)
 }
 
+/// A `k x k` convolution `c_in -> c_out` (stride and padding as given), weights uniform in
+/// `+-1/sqrt(fan_in)` and biases in `+-0.5`.
 pub fn conv(
     rng: &mut ChaCha8Rng,
     c_in: usize,
@@ -62,14 +67,17 @@ pub fn conv(
     Layer::Conv2d(c)
 }
 
+/// A ReLU layer.
 pub fn relu() -> Layer {
     Layer::Relu(Relu::new())
 }
 
+/// A `k x k` max pooling with burn's default stride and no padding.
 pub fn pool(k: usize) -> Layer {
     Layer::MaxPool2d(MaxPool2dConfig::new([k, k]).init())
 }
 
+/// A model named `test` over `input`, built from `layers` (panics if they do not chain).
 pub fn model(input: Vec<usize>, layers: Vec<Layer>) -> Model {
     Model::new("test", input, layers, device()).expect("layers chain")
 }

@@ -75,6 +75,8 @@ pub use verification::MacRecheck;
 pub const RECORD_KINDS: [&str; 2] = [RECEIPT_RECORD, MODEL_RECORD];
 const RECEIPT_RECORD: &str = "receipt";
 const MODEL_RECORD: &str = "model";
+/// Measured RTTs (and the region table they move) are persisted at most this often, milliseconds.
+pub const RTT_PERSIST_INTERVAL_MS: Millis = 60_000;
 
 /// What the service keeps per node beside the registry's record.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -181,6 +183,15 @@ pub struct Core {
     dirty_records: Vec<(String, Vec<u8>)>,
     blob_writes: Vec<(BlobKey, Vec<u8>)>,
     blob_deletes: Vec<BlobDelete>,
+    /// Nodes whose measured RTTs changed since they were last persisted. RTTs arrive with every
+    /// heartbeat, so they are persisted with the region table at most every [`RTT_PERSIST_INTERVAL_MS`]
+    /// ([`Core::tick`]), not on every flush; a crash loses at most that much of them (nodes report again).
+    rtt_pending: BTreeSet<NodeId>,
+    /// When the RTTs were last persisted.
+    rtts_persisted_at: Millis,
+    /// The region table changed (a registration may add a region; RTTs move the estimates) and goes with
+    /// the next commit.
+    regions_dirty: bool,
     /// The draw's beacon and the explanations of recent draws (not persisted: derived from the identity).
     beacon: beacon::Beacon,
 }
@@ -301,6 +312,9 @@ impl Core {
             dirty_records: Vec::new(),
             blob_writes: Vec::new(),
             blob_deletes: Vec::new(),
+            rtt_pending: BTreeSet::new(),
+            rtts_persisted_at: now,
+            regions_dirty: false,
         })
     }
 
@@ -326,6 +340,7 @@ impl Core {
             && self.dirty_records.is_empty()
             && self.blob_writes.is_empty()
             && self.blob_deletes.is_empty()
+            && !self.regions_dirty
         {
             return Ok(None);
         }
@@ -353,12 +368,27 @@ impl Core {
                 batch.remove_jobs.push(veil_scheduler::JobId(id));
             }
         }
-        batch.regions = Some(self.registry.region_snapshot());
+        if std::mem::take(&mut self.regions_dirty) {
+            batch.regions = Some(self.registry.region_snapshot());
+        }
         Ok(Some(Commit {
             batch,
             writes: std::mem::take(&mut self.blob_writes),
             deletes: std::mem::take(&mut self.blob_deletes),
         }))
+    }
+
+    /// Moves the nodes whose RTTs changed, and the region table, into the next commit if the last time
+    /// was at least [`RTT_PERSIST_INTERVAL_MS`] ago.
+    fn persist_rtts_if_due(&mut self, now: Millis) {
+        if self.rtt_pending.is_empty()
+            || now.saturating_sub(self.rtts_persisted_at) < RTT_PERSIST_INTERVAL_MS
+        {
+            return;
+        }
+        self.dirty_nodes.append(&mut self.rtt_pending);
+        self.regions_dirty = true;
+        self.rtts_persisted_at = now;
     }
 
     /// The node registered under `key`.

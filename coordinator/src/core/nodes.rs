@@ -135,6 +135,8 @@ impl Core {
             extra.revoked = false;
         }
         self.dirty_nodes.insert(id);
+        // A new region grows the region table.
+        self.regions_dirty = true;
         tracing::info!(node = %id, %operator, declared = %req.operator, %region, "node registered");
         self.node_view(id)
     }
@@ -221,7 +223,8 @@ impl Core {
             self.registry
                 .report_rtts(id, &rtts)
                 .map_err(Error::invariant)?;
-            self.dirty_nodes.insert(id);
+            // Persisted in batches by `tick`, not with every heartbeat.
+            self.rtt_pending.insert(id);
         }
         let after = self.registry.node(id).map(|n| n.state());
         if before != after {

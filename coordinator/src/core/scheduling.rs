@@ -22,6 +22,7 @@ impl Core {
     /// timeouts, places waiting jobs.
     pub fn tick(&mut self, now: Millis) -> Result<()> {
         self.beacon.advance(&self.identity, now);
+        self.persist_rtts_if_due(now);
         let down = self.registry.sweep(now);
         for &n in &down {
             tracing::warn!(node = %n, "node marked down (missed heartbeats)");

@@ -893,3 +893,60 @@ fn regions_and_asns_outside_the_allow_lists_are_refused_with_403() {
     register(&mut c, None, "eu-west", Some(64512)).unwrap();
     assert_eq!(c.nodes().len(), 2);
 }
+
+#[test]
+fn measured_rtts_are_persisted_in_batches_not_with_every_heartbeat() {
+    use super::RTT_PERSIST_INTERVAL_MS;
+    use veil_node::api::RttReport;
+    let dir = tempfile::tempdir().unwrap();
+    let rtt_heartbeats = |c: &mut Coordinator, keys: &[PublicKey], now: Millis| {
+        for (me, peer, rtt_us) in [(0, 1, 5_000), (1, 0, 6_000)] {
+            let req = HeartbeatRequest {
+                ready: true,
+                load: 0.0,
+                queue_len: 0,
+                rtts: vec![RttReport {
+                    peer: keys[peer].to_string(),
+                    rtt_us,
+                }],
+            };
+            c.heartbeat(&keys[me], req, now).unwrap();
+        }
+    };
+    let measured = |c: &Coordinator, key: &PublicKey| {
+        c.nodes()
+            .into_iter()
+            .find(|n| n.public_key == key.to_string())
+            .unwrap()
+            .measured_rtts
+    };
+    let keys = {
+        let (mut c, keys) = network(dir.path(), 3);
+        rtt_heartbeats(&mut c, &keys, T0 + 10);
+        c.tick(T0 + 20).unwrap();
+        // Each node's own reports are in memory at once.
+        assert_eq!(measured(&c, &keys[0]).len(), 1);
+        assert_eq!(measured(&c, &keys[0])[0].1, 5_000);
+        assert_eq!(measured(&c, &keys[1])[0].1, 6_000);
+        keys
+    };
+    // Not yet persisted: a restart within the interval has no measured RTT.
+    let keys = {
+        let mut c =
+            Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0 + 30).unwrap();
+        assert!(measured(&c, &keys[0]).is_empty());
+        rtt_heartbeats(&mut c, &keys, T0 + 40);
+        c.tick(T0 + 40 + RTT_PERSIST_INTERVAL_MS).unwrap();
+        keys
+    };
+    // After the interval's tick they are.
+    let c = Coordinator::open(
+        config(dir.path()),
+        Identity::generate().unwrap(),
+        T0 + 50 + RTT_PERSIST_INTERVAL_MS,
+    )
+    .unwrap();
+    assert_eq!(measured(&c, &keys[0]).len(), 1);
+    assert_eq!(measured(&c, &keys[0])[0].1, 5_000);
+    assert_eq!(measured(&c, &keys[1])[0].1, 6_000);
+}

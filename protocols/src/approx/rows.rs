@@ -153,6 +153,7 @@ pub fn layer_norm_requests(
 /// The approximations of this module on any protocol's shares (a blanket implementation covers every
 /// [`MpcOps`]).
 pub trait RowOps: PiecewiseOps + ExpOps + NewtonOps + Sized {
+    /// Refuses `x` (a shape error naming `op`) unless it holds `rows x cols` elements and `cols >= 1`.
     fn check_matrix(x: &Self::Share, rows: usize, cols: usize, op: &'static str) -> Result<()> {
         ensure_shape(Self::len(x) == rows * cols && cols > 0, op, || {
             format!("{} elements for {rows} rows of {cols}", Self::len(x))
