@@ -255,6 +255,15 @@ pub fn seal(
     postcard::to_stdvec(&SignedBlob { record, body }).unwrap_or_default()
 }
 
+/// Decodes a signed blob that fills `bytes` exactly: trailing bytes would let one signed blob travel in many
+/// encodings, so they are refused.
+fn decode_exact(bytes: &[u8]) -> Option<SignedBlob> {
+    match postcard::take_from_bytes::<SignedBlob>(bytes) {
+        Ok((blob, [])) => Some(blob),
+        _ => None,
+    }
+}
+
 /// Opens a signed blob expected to be `kind` evidence of member `index` (signed by `key`) in run `run`, with
 /// a body of at most `max_body` bytes. Returns the body and its record.
 pub fn open(
@@ -274,8 +283,7 @@ pub fn open(
             max: limit,
         });
     }
-    let blob: SignedBlob =
-        postcard::from_bytes(bytes).map_err(|_| EvidenceError::Malformed { kind, index })?;
+    let blob = decode_exact(bytes).ok_or(EvidenceError::Malformed { kind, index })?;
     let r = blob.record;
     if r.kind != kind || r.index != index {
         return Err(EvidenceError::WrongSlot {
@@ -300,7 +308,7 @@ pub fn body_from_producer(bytes: &[u8], max_body: usize) -> Option<(Vec<u8>, Evi
     if bytes.len() > max_body.saturating_add(FRAMING_BYTES) {
         return None;
     }
-    let blob: SignedBlob = postcard::from_bytes(bytes).ok()?;
+    let blob = decode_exact(bytes)?;
     let digest: [u8; 32] = Sha256::digest(&blob.body).into();
     (digest == blob.record.digest).then_some((blob.body, blob.record))
 }
