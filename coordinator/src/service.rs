@@ -17,7 +17,7 @@ use veil_scheduler::{JobDemand, Millis, NodeId};
 
 use crate::blobs::{BlobKey, Blobs};
 use crate::config::CoordinatorConfig;
-use crate::core::{Core, MacRecheck, RECORD_KINDS};
+use crate::core::{Commit, Core, MacRecheck, RECORD_KINDS};
 use crate::error::{Error, Result};
 use crate::store::{RedbStore, StateStore};
 use veil_protocols::spdz2k::transcript::CheckTranscript;
@@ -33,6 +33,9 @@ pub struct Coordinator<S: StateStore = RedbStore> {
     /// An upload's blob, written to the staging directory outside the state lock, for the next persist
     /// to adopt ([`Coordinator::with_staged`]).
     staged: Option<crate::blobs::Staged>,
+    /// A commit the store refused (a full disk, an I/O error): kept whole and written before anything
+    /// newer, so a failed commit loses no record. Invariant: older than every commit the core still holds.
+    unsaved: Option<Commit>,
 }
 
 /// Most submission times kept for the metrics.
@@ -70,23 +73,72 @@ impl<S: StateStore> Coordinator<S> {
             blobs,
             submitted_at: Default::default(),
             staged: None,
+            unsaved: None,
         })
     }
 
-    /// Persists everything the core changed.
+    /// Persists everything the core changed: first a commit an earlier call failed to write, then the
+    /// core's new ones, in order. A commit that fails is kept (see `unsaved`) and retried by the next call.
     fn persist(&mut self) -> Result<()> {
-        while let Some(commit) = self.core.poll_commit()? {
-            for (key, bytes) in &commit.writes {
-                self.blobs
-                    .adopt_or_put(key, bytes, self.staged.as_ref())
-                    .map_err(|source| Error::Blob { key: *key, source })?;
-            }
-            self.store.commit(&commit.batch)?;
-            for op in &commit.deletes {
-                self.blobs.delete(op);
+        loop {
+            let commit = match self.unsaved.take() {
+                Some(commit) => commit,
+                None => match self.core.poll_commit()? {
+                    Some(commit) => commit,
+                    None => return Ok(()),
+                },
+            };
+            if let Err(e) = self.write(&commit) {
+                tracing::warn!(error = %e, "commit failed; kept for the next attempt");
+                self.unsaved = Some(commit);
+                return Err(e);
             }
         }
+    }
+
+    /// Writes one commit: its blobs, then its records (one store transaction), then its deletions. Every
+    /// step may be repeated after a failure.
+    fn write(&mut self, commit: &Commit) -> Result<()> {
+        for (key, bytes) in &commit.writes {
+            self.blobs
+                .adopt_or_put(key, bytes, self.staged.as_ref())
+                .map_err(|source| Error::Blob { key: *key, source })?;
+        }
+        self.store.commit(&commit.batch)?;
+        for op in &commit.deletes {
+            self.blobs.delete(op);
+        }
         Ok(())
+    }
+
+    /// Rebuilds the in-memory state from the store after a call panicked half-way through a change (what
+    /// was committed is the truth; a commit still waiting in `unsaved` is dropped with the rest). Returns
+    /// the error the panicking call reports.
+    pub fn recover_from_panic(&mut self, now: Millis) -> Error {
+        self.unsaved = None;
+        let rebuilt = self
+            .core
+            .identity()
+            .try_clone()
+            .map_err(Error::invariant)
+            .and_then(|identity| {
+                let config = self.core.config().clone();
+                let snapshot = self
+                    .store
+                    .load(Core::registry_config(&config)?, &RECORD_KINDS)?;
+                Core::restore(config, identity, snapshot, now)
+            });
+        match rebuilt {
+            Ok(core) => {
+                self.core = core;
+                tracing::error!("a request panicked under the state lock; the state was reloaded from the store");
+                Error::invariant("the request failed inside the coordinator; its change was undone")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "a request panicked and the state could not be reloaded");
+                e
+            }
+        }
     }
 
     /// Runs `f` (an upload of the buffer `staged` was written from, see [`crate::blobs::Staged`]) with

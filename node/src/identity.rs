@@ -119,6 +119,11 @@ impl Identity {
         Identity::from_pkcs8(doc.as_ref().to_vec())
     }
 
+    /// A second handle on the same key pair (the key is parsed again from its PKCS#8 encoding).
+    pub fn try_clone(&self) -> Result<Identity> {
+        Identity::from_pkcs8(self.pkcs8.clone())
+    }
+
     /// An identity from its PKCS#8 (v1 or v2) encoding.
     pub fn from_pkcs8(pkcs8: Vec<u8>) -> Result<Identity> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&pkcs8)

@@ -328,6 +328,11 @@ impl Core {
         &self.config
     }
 
+    /// The coordinator's identity (it signs manifests and derives the beacon's chain).
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+
     /// The coordinator's identity key (it signs manifests; receipts are checked against it).
     pub fn public_key(&self) -> PublicKey {
         self.identity.public_key()

@@ -950,3 +950,62 @@ fn measured_rtts_are_persisted_in_batches_not_with_every_heartbeat() {
     assert_eq!(measured(&c, &keys[0])[0].1, 5_000);
     assert_eq!(measured(&c, &keys[1])[0].1, 6_000);
 }
+
+#[test]
+fn a_failed_commit_is_kept_and_written_before_the_next_one() {
+    use crate::blobs::Blobs;
+    use crate::store::{RedbStore, Snapshot, StateStore};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use veil_scheduler::{Batch, Config, StoreError};
+
+    /// redb, refusing every commit while `failing` is set (a full disk, say).
+    struct Flaky {
+        inner: RedbStore,
+        failing: Arc<AtomicBool>,
+    }
+    impl StateStore for Flaky {
+        fn load(&self, default: Config, kinds: &[&'static str]) -> Result<Snapshot, StoreError> {
+            self.inner.load(default, kinds)
+        }
+        fn commit(&mut self, batch: &Batch) -> Result<(), StoreError> {
+            if self.failing.load(Ordering::SeqCst) {
+                return Err(StoreError::Corrupt {
+                    table: "test",
+                    key: "-".into(),
+                    detail: "the disk is full".into(),
+                });
+            }
+            self.inner.commit(batch)
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    std::fs::create_dir_all(&cfg.data_dir).unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let store = Flaky {
+        inner: RedbStore::open(&cfg.data_dir.join("state.redb")).unwrap(),
+        failing: failing.clone(),
+    };
+    let blobs = Blobs::new(cfg.data_dir.join("blobs"));
+    let mut c =
+        Coordinator::with_store(cfg.clone(), Identity::generate().unwrap(), store, blobs, T0)
+            .unwrap();
+    let ids: Vec<Identity> = (0..2).map(|_| Identity::generate().unwrap()).collect();
+    // The registration's commit fails: the caller hears of it.
+    assert!(c
+        .register(&ids[0].public_key(), registration(0, &ids[0]), T0)
+        .is_err());
+    // The store recovers; the next call's persist writes the kept commit, then its own.
+    failing.store(false, Ordering::SeqCst);
+    c.register(&ids[1].public_key(), registration(1, &ids[1]), T0 + 1)
+        .unwrap();
+    drop(c);
+    let c = Coordinator::open(cfg, Identity::generate().unwrap(), T0 + 2).unwrap();
+    let mut stored: Vec<String> = c.nodes().into_iter().map(|n| n.public_key).collect();
+    stored.sort();
+    let mut want: Vec<String> = ids.iter().map(|i| i.public_key().to_string()).collect();
+    want.sort();
+    assert_eq!(stored, want);
+}

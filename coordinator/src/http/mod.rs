@@ -97,6 +97,10 @@ pub fn now_ms() -> u64 {
 pub type Shared = Arc<Mutex<Coordinator>>;
 
 /// Runs `f` on the state, on a blocking thread (it may write to the database and to blob files).
+///
+/// A panic inside `f` does not poison the state: it is caught under the lock, the state is rebuilt from
+/// the store (undoing `f`'s half-made change, see [`Coordinator::recover_from_panic`]) and the request gets
+/// a 500. The lock itself is never left poisoned, so every later request is served as before.
 async fn with_state<T: Send + 'static>(
     state: &Shared,
     f: impl FnOnce(&mut Coordinator) -> Result<T> + Send + 'static,
@@ -105,8 +109,11 @@ async fn with_state<T: Send + 'static>(
     let outcome = tokio::task::spawn_blocking(move || {
         let mut c = state
             .lock()
-            .map_err(|_| Error::invariant("state lock poisoned"))?;
-        f(&mut c)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut c))) {
+            Ok(result) => result,
+            Err(_) => Err(c.recover_from_panic(now_ms())),
+        }
     })
     .await
     .map_err(Error::invariant)?;
@@ -325,5 +332,56 @@ pub async fn timer(state: Shared, tick: Duration) {
         if let Err(Reply(e)) = with_state(&state, |c| c.tick(now_ms())).await {
             tracing::error!("timer: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_node::Identity;
+
+    fn state(dir: &std::path::Path) -> Shared {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.display()
+        );
+        let config: crate::config::CoordinatorConfig = toml::from_str(&text).unwrap();
+        let c = Coordinator::open(config, Identity::generate().unwrap(), now_ms()).unwrap();
+        Arc::new(std::sync::Mutex::new(c))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_under_the_lock_poisons_nothing_and_keeps_what_was_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = state(dir.path());
+        let owner = Identity::generate().unwrap().public_key();
+        // A request that deploys a model (committed at once), then panics before returning.
+        let outcome = with_state(&s, move |c| {
+            c.deploy(
+                &owner,
+                veil_node::api::DeployRequest {
+                    id: "ab".repeat(32),
+                    architecture: r#"{"name":"m","input":[2],"layers":[{"linear":{"inputs":2,"outputs":1}}],"labels":[],"preprocess":null}"#.into(),
+                    weights: "shared".into(),
+                    parties: 2,
+                    frac_bits: 16,
+                    protocol: "semi2k".into(),
+                    pretrained: None,
+                },
+                now_ms(),
+            )?;
+            if c.models().len() == 1 {
+                panic!("a bug under the lock");
+            }
+            Ok(())
+        })
+        .await;
+        assert!(outcome.is_err(), "the panicking request gets an error");
+        assert!(!s.is_poisoned(), "the lock is not poisoned");
+        // Later requests are served, on the state rebuilt from the store: the committed deployment is there.
+        let models = with_state(&s, |c| Ok(c.models().len()))
+            .await
+            .map_err(|_| ());
+        assert_eq!(models, Ok(1));
     }
 }
