@@ -220,12 +220,22 @@ fn smollm2_deployed_on_devnet_answers_through_the_coordinator_as_in_memory() {
     );
     assert_eq!(network["text"], local["text"]);
 
+    a_turn_its_caller_stops_ends_at_that_token(&net, &models);
     a_crashed_party_fails_the_turn(&net, &models);
 }
 
-/// A party that crashes mid-turn (after the first token) fails the turn: `ChatError::Turn` with every
-/// party's reason; the client cancelled the job, which the coordinator records failed.
-fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
+/// What a turn through the SDK needs: the client (coordinator connection), a watcher with the same key
+/// (the job listing shows a client its own jobs only), the client's QUIC endpoint, the model file and the
+/// rendered prompt.
+struct LibraryClient {
+    client: veil_client::Client,
+    watcher: veil_node::api_client::ApiClient,
+    quic: veil_node::client::Client,
+    file: veil_client::ChatModelFile,
+    prompt: Vec<u32>,
+}
+
+fn library_client(net: &Devnet, models: &Path) -> LibraryClient {
     use veil_node::api_client::ApiClient;
     let (address, key) = net.coordinator();
     let call = |identity: &veil_node::Identity| {
@@ -237,7 +247,6 @@ fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
         key,
         veil_node::envelope::OpeningKey::generate(),
     );
-    // The job listing shows a client its own jobs only, so the watcher is the client.
     let watcher = call(&identity);
     let quic =
         veil_node::client::Client::new(identity, veil_node::client::ClientOptions::default())
@@ -246,23 +255,61 @@ fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
     let prompt = file
         .prompt_tokens(&[veil_client::Message::new("user", PROMPT)])
         .expect("prompt");
-    let options = veil_client::ChatOptions {
+    LibraryClient {
+        client,
+        watcher,
+        quic,
+        file,
+        prompt,
+    }
+}
+
+fn twelve_tokens() -> veil_client::ChatOptions {
+    veil_client::ChatOptions {
         max_tokens: 12,
         ..veil_client::ChatOptions::default()
-    };
+    }
+}
+
+/// A caller that stops the turn after the first token (a streaming client gone) ends it there: one token,
+/// `FinishReason::Cancelled`, and the job is done, not left generating.
+fn a_turn_its_caller_stops_ends_at_that_token(net: &Devnet, models: &Path) {
+    let c = library_client(net, models);
+    let turn = c
+        .client
+        .chat(&c.quic, &c.file, &c.prompt, &twelve_tokens(), |_, _| {
+            std::ops::ControlFlow::Break(())
+        })
+        .expect("a stopped turn");
+    assert_eq!(turn.tokens.len(), 1, "{:?}", turn.tokens);
+    assert_eq!(turn.finish, veil_client::FinishReason::Cancelled);
+    let view: veil_node::api::JobView = c
+        .watcher
+        .get_json(&veil_node::api::job(turn.job))
+        .expect("job status");
+    assert_eq!(view.phase, "done", "{view:?}");
+}
+
+/// A party that crashes mid-turn (after the first token) fails the turn: `ChatError::Turn` with every
+/// party's reason; the client cancelled the job, which the coordinator records failed.
+fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
+    let c = library_client(net, models);
     let mut killed = None;
-    let result = client.chat(&quic, &file, &prompt, &options, |_, _| {
-        if killed.is_none() {
-            let jobs: Vec<veil_node::api::JobView> =
-                watcher.get_json(veil_node::api::JOBS).expect("jobs");
-            let running = jobs
-                .iter()
-                .find(|j| j.phase == "running")
-                .expect("the running turn");
-            let committee = running.committee.as_ref().expect("committee");
-            killed = Some((running.id, net.kill_node(&committee.parties[1].public_key)));
-        }
-    });
+    let result = c
+        .client
+        .chat(&c.quic, &c.file, &c.prompt, &twelve_tokens(), |_, _| {
+            if killed.is_none() {
+                let jobs: Vec<veil_node::api::JobView> =
+                    c.watcher.get_json(veil_node::api::JOBS).expect("jobs");
+                let running = jobs
+                    .iter()
+                    .find(|j| j.phase == "running")
+                    .expect("the running turn");
+                let committee = running.committee.as_ref().expect("committee");
+                killed = Some((running.id, net.kill_node(&committee.parties[1].public_key)));
+            }
+            std::ops::ControlFlow::Continue(())
+        });
     let (job, _) = killed.expect("a party was killed after the first token");
     match result {
         Err(veil_client::ChatError::Turn {
@@ -278,7 +325,8 @@ fn a_crashed_party_fails_the_turn(net: &Devnet, models: &Path) {
         Err(e) => panic!("not a failed turn: {e}"),
         Ok(turn) => panic!("the turn went on without a party: {:?}", turn.tokens),
     }
-    let view: veil_node::api::JobView = watcher
+    let view: veil_node::api::JobView = c
+        .watcher
         .get_json(&veil_node::api::job(job))
         .expect("job status");
     assert_eq!(view.phase, "failed", "{view:?}");

@@ -168,6 +168,9 @@ pub enum FinishReason {
     Stop,
     /// `max_tokens` were generated.
     Length,
+    /// The caller stopped the turn: its `on_token` returned `ControlFlow::Break` (a streaming client went
+    /// away, say). The committee ends the job as after a stop string; nothing more is generated.
+    Cancelled,
 }
 
 /// The options of a turn.
@@ -244,7 +247,8 @@ impl Client {
     /// coordinator connection uses). `on_token(id, text)` is called for each generated token as soon as it
     /// is chosen, with the text it adds (possibly empty: an incomplete UTF-8 sequence, or text held back
     /// while it may begin a stop string; held text comes with a later token, and text after a stop string
-    /// never comes). The streamed text is always a prefix of [`ChatTurn::text`]; text still held when the
+    /// never comes); it returns `ControlFlow::Break(())` to end the turn there
+    /// ([`FinishReason::Cancelled`]), `Continue(())` to go on. The streamed text is always a prefix of [`ChatTurn::text`]; text still held when the
     /// turn ends is in [`ChatTurn::text`] only. Blocks until the turn is over and the coordinator recorded
     /// the job done; see the module doc for the flow and what each party learns. Errors: [`ChatError`];
     /// after [`ChatError::Turn`] the job is cancelled and the turn may be retried from the prompt; a
@@ -261,7 +265,7 @@ impl Client {
         model: &ChatModelFile,
         prompt: &[u32],
         options: &ChatOptions,
-        mut on_token: impl FnMut(u32, &str),
+        mut on_token: impl FnMut(u32, &str) -> std::ops::ControlFlow<()>,
     ) -> Result<ChatTurn, ChatError> {
         let started = Instant::now();
         let deadline = started + options.timeout;
@@ -322,9 +326,13 @@ impl Client {
                 tokens.push(t);
                 let text = model.model.tokenizer.decode(&tokens).unwrap_or_default();
                 let (delta, stopped) = stream.push(&text);
-                on_token(t, &delta);
+                let flow = on_token(t, &delta);
                 if t == eos || stopped {
                     finish = FinishReason::Stop;
+                    return None;
+                }
+                if flow.is_break() {
+                    finish = FinishReason::Cancelled;
                     return None;
                 }
                 Some(t)

@@ -146,14 +146,19 @@ impl ChatBackend for NetworkChat {
             parties: self.parties,
             timeout: self.timeout,
         };
-        // The SDK cannot be told to stop mid-turn: once the route says stop (a stop sequence the SDK also
-        // ends on, or a client gone), the rest of the turn's text is dropped here.
+        // Once the route says stop (a stop sequence the SDK also ends on, or a client gone), the turn ends
+        // at that token: the committee generates nothing more.
         let mut open = true;
         let turn = self
             .client
             .chat(&self.quic, &self.file, &prompt, &options, |_, text| {
                 if open && !text.is_empty() && on_text(text).is_break() {
                     open = false;
+                }
+                // A stream whose reader went away stops the turn: nothing more would be read.
+                match open {
+                    true => std::ops::ControlFlow::Continue(()),
+                    false => std::ops::ControlFlow::Break(()),
                 }
             })
             .map_err(chat_error)?;
@@ -186,6 +191,8 @@ impl ChatBackend for NetworkChat {
             finish_reason: match turn.finish {
                 veil_client::FinishReason::Stop => FinishReason::Stop,
                 veil_client::FinishReason::Length => FinishReason::Length,
+                // Only a stream nobody reads any more is cancelled: its answer is never seen.
+                veil_client::FinishReason::Cancelled => FinishReason::Stop,
             },
             veil: VeilInfo {
                 protocol: PROTOCOL.to_string(),

@@ -303,10 +303,12 @@ fn run_network(
             print!("{text}");
             let _ = std::io::stdout().flush();
         }
+        std::ops::ControlFlow::Continue(())
     })?;
     let finish = match turn.finish {
         FinishReason::Stop => "stop",
         FinishReason::Length => "length",
+        FinishReason::Cancelled => "cancelled",
     };
     if json {
         println!(
