@@ -9,140 +9,21 @@
 //!
 //! Needs the fetched model (`veil models fetch smollm2-135m-instruct`): fails under `CI=true` without it.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::devnet::{exe, Devnet};
 use serde_json::Value;
 
 const MODEL: &str = "smollm2-135m-instruct";
 const FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
 const PROMPT: &str = "What is the capital of France?";
 
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_veil"))
-}
-
 fn models_dir() -> Option<PathBuf> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    if base.join(MODEL).join(FILE).exists() {
-        return Some(base);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{MODEL} is missing under CI=true: run `veil models fetch {MODEL}`");
-    }
-    eprintln!("SKIPPED: {MODEL} is missing (run `veil models fetch {MODEL}`)");
-    None
-}
-
-/// A running `veil devnet`; closing its stdin (on drop) stops it and every process it started.
-struct Devnet {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    ready: Value,
-    models: PathBuf,
-    client_dir: tempfile::TempDir,
-}
-
-impl Devnet {
-    fn start(models: PathBuf) -> Devnet {
-        let mut child = Command::new(exe())
-            .args(["devnet", "--nodes", "5", "--log", "info"])
-            .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &models)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start veil devnet");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("devnet ready line");
-        let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
-        assert_eq!(ready["event"], "ready", "{line}");
-        Devnet {
-            child,
-            stdin,
-            ready,
-            models,
-            client_dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    /// Runs `veil ARGS --coordinator .. --identity .. --json`.
-    fn veil(&self, args: &[&str]) -> Output {
-        Command::new(exe())
-            .args(args)
-            .args([
-                "--coordinator",
-                self.ready["coordinator"].as_str().expect("address"),
-                "--coordinator-key",
-                self.ready["coordinator_key"].as_str().expect("key"),
-            ])
-            .arg("--identity")
-            .arg(self.client_dir.path())
-            .arg("--json")
-            .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &self.models)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .expect("run veil")
-    }
-}
-
-impl Devnet {
-    /// The coordinator's address and key.
-    fn coordinator(&self) -> (String, veil_node::PublicKey) {
-        (
-            self.ready["coordinator"].as_str().expect("address").into(),
-            self.ready["coordinator_key"]
-                .as_str()
-                .expect("key")
-                .parse()
-                .expect("key"),
-        )
-    }
-
-    /// Kills (SIGKILL, as a crash) the node process whose key is `key`; its index.
-    fn kill_node(&self, key: &str) -> usize {
-        let index = self.ready["nodes"]
-            .as_array()
-            .expect("nodes")
-            .iter()
-            .position(|k| k.as_str() == Some(key))
-            .expect("a devnet node");
-        let dir = self.ready["dir"].as_str().expect("dir");
-        let config = format!("{dir}/node-{index}/node.toml");
-        let pid = std::fs::read_dir("/proc")
-            .expect("/proc")
-            .filter_map(|e| e.ok())
-            .find(|e| {
-                std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&config))
-            })
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .expect("the node's process");
-        let status = Command::new("kill")
-            .args(["-KILL", &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        index
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
+    common::devnet::models_dir(MODEL, FILE)
 }
 
 /// The last line of a successful run's stdout, as JSON.

@@ -6,114 +6,15 @@
 //!
 //! Needs the fetched model (`veil models fetch all-minilm-l6-v2`): fails under `CI=true` without it.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+mod common;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::Value;
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_veil"))
-}
+use common::devnet::Devnet;
 
 fn models_dir() -> Option<PathBuf> {
-    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    if base.join("all-minilm-l6-v2/model.safetensors").exists() {
-        return Some(base);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "all-minilm-l6-v2 is missing under CI=true: run `veil models fetch all-minilm-l6-v2`"
-        );
-    }
-    eprintln!("SKIPPED: all-minilm-l6-v2 is missing (run `veil models fetch all-minilm-l6-v2`)");
-    None
-}
-
-/// A running `veil devnet`; closing its stdin (on drop) stops it and every process it started.
-struct Devnet {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    ready: Value,
-    models: PathBuf,
-    client_dir: tempfile::TempDir,
-}
-
-impl Devnet {
-    fn start(models: PathBuf) -> Devnet {
-        let mut child = Command::new(exe())
-            .args(["devnet", "--nodes", "5", "--log", "info"])
-            .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &models)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start veil devnet");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("devnet ready line");
-        let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
-        assert_eq!(ready["event"], "ready", "{line}");
-        Devnet {
-            child,
-            stdin,
-            ready,
-            models,
-            client_dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn coordinator(&self) -> (String, veil_node::PublicKey) {
-        (
-            self.ready["coordinator"].as_str().unwrap().to_string(),
-            self.ready["coordinator_key"]
-                .as_str()
-                .unwrap()
-                .parse()
-                .unwrap(),
-        )
-    }
-
-    /// Runs `veil ARGS --coordinator .. --json`: Ok(last stdout line as JSON) or Err(stderr).
-    fn veil(&self, args: &[&str]) -> Result<Value, String> {
-        let (address, key) = self.coordinator();
-        let out = Command::new(exe())
-            .args(args)
-            .args([
-                "--coordinator",
-                &address,
-                "--coordinator-key",
-                &key.to_string(),
-            ])
-            .arg("--identity")
-            .arg(self.client_dir.path())
-            .arg("--json")
-            .env(veil_engine::bert::pretrained::MODELS_DIR_VAR, &self.models)
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .expect("run veil");
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| e.to_string())
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let _ = self.child.wait();
-    }
+    common::devnet::models_dir("all-minilm-l6-v2", "model.safetensors")
 }
 
 #[test]
@@ -121,7 +22,7 @@ fn minilm_deployed_on_devnet_embeds_through_the_coordinator() {
     let Some(models) = models_dir() else { return };
     let net = Devnet::start(models.clone());
     let deployed = net
-        .veil(&[
+        .veil_json(&[
             "deploy",
             "--model",
             "all-minilm-l6-v2",
@@ -136,7 +37,7 @@ fn minilm_deployed_on_devnet_embeds_through_the_coordinator() {
 
     let model = models.join(name);
     let out = net
-        .veil(&[
+        .veil_json(&[
             "embed",
             "Private inference keeps the input secret.",
             "The weather is nice today.",

@@ -1,0 +1,5 @@
+//! Helpers shared by the integration tests that drive real processes.
+
+#![allow(dead_code)]
+
+pub mod devnet;
