@@ -695,3 +695,172 @@ fn an_unreachable_coordinator_is_503_and_a_failed_job_502() {
     );
     assert_eq!(error_of(status, &v, 502)["code"], "job_failed");
 }
+
+/// Property tests of every JSON body the gateway accepts (issue 21, fuzzing): arbitrary JSON values in
+/// each field, and byte-level mutations of valid bodies, answer a 2xx or a 4xx carrying OpenAI's error
+/// object; never a 5xx, a dropped connection, or a backend call with a model the route does not serve
+/// (the doubles assert their model names, so such a call would panic the handler and drop the connection).
+mod fuzz {
+    use std::sync::OnceLock;
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::{call, start, Double, Limits, Server, KEY};
+
+    /// Cases per property: short enough for CI.
+    const CASES: u32 = 128;
+
+    /// One server for every case (embeddings, prediction and chat).
+    fn shared() -> &'static Server {
+        static SERVER: OnceLock<Server> = OnceLock::new();
+        SERVER.get_or_init(|| start(Double::default(), true, Limits::default()))
+    }
+
+    /// Any JSON value, nested a few levels, with the numbers and strings that break parsers.
+    fn value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+            Just(json!(1e308)),
+            Just(json!(-0.0)),
+            Just(json!(u64::MAX)),
+            "\\PC{0,24}".prop_map(Value::String),
+            (1usize..20_000).prop_map(|n| Value::String("w ".repeat(n))),
+        ];
+        leaf.prop_recursive(3, 48, 8, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,10}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A served model name, or anything else.
+    fn model() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(json!("encoder")),
+            Just(json!("classifier")),
+            Just(json!("smollm2-135m-instruct")),
+            value(),
+        ]
+    }
+
+    /// Posts `body` and checks the property; returns the status.
+    fn post_checked(path: &str, body: &[u8]) -> Result<u16, TestCaseError> {
+        let (status, text) = call(shared(), "POST", path, Some(KEY), body);
+        prop_assert!(
+            (200..300).contains(&status) || (400..500).contains(&status),
+            "{path} answered {status}: {text}"
+        );
+        if status >= 400 {
+            let v: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+            prop_assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "{status}: {text}"
+            );
+            prop_assert!(v["error"]["type"].is_string(), "{status}: {text}");
+        }
+        Ok(status)
+    }
+
+    /// Byte-level mutations of a valid body: flips, truncation, insertion.
+    fn mutate(valid: &[u8], flips: &[(usize, u8)], cut: Option<usize>, insert: &[u8]) -> Vec<u8> {
+        let mut b = valid.to_vec();
+        for (at, x) in flips {
+            let i = at % b.len();
+            b[i] ^= x;
+        }
+        if let Some(c) = cut {
+            b.truncate(c % (b.len() + 1));
+        }
+        let at = insert.len() % (b.len() + 1);
+        b.splice(at..at, insert.iter().copied());
+        b
+    }
+
+    const VALID: [(&str, &str); 3] = [
+        (
+            "/v1/embeddings",
+            r#"{"model":"encoder","input":["a b","c"],"encoding_format":"base64"}"#,
+        ),
+        (
+            "/v1/veil/predict",
+            r#"{"model":"classifier","inputs":[[1.0,2.0],[3,4.5]]}"#,
+        ),
+        (
+            "/v1/chat/completions",
+            r#"{"model":"smollm2-135m-instruct","messages":[{"role":"user","content":"hi"}],"max_tokens":3,"stop":["."],"stream":false}"#,
+        ),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: CASES, .. ProptestConfig::default() })]
+
+        #[test]
+        fn embeddings_bodies_with_arbitrary_fields_are_2xx_or_4xx(
+            model in model(),
+            input in value(),
+            encoding_format in prop_oneof![Just(json!("float")), Just(json!("base64")), value()],
+            dimensions in value(),
+            extra in value(),
+        ) {
+            let body = json!({"model": model, "input": input, "encoding_format": encoding_format,
+                              "dimensions": dimensions, "user": extra});
+            post_checked("/v1/embeddings", body.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn predict_bodies_with_arbitrary_fields_are_2xx_or_4xx(model in model(), inputs in value()) {
+            let body = json!({"model": model, "inputs": inputs});
+            post_checked("/v1/veil/predict", body.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn chat_bodies_with_arbitrary_fields_are_2xx_or_4xx(
+            model in model(),
+            messages in prop_oneof![
+                value(),
+                proptest::collection::vec((value(), value()), 0..4).prop_map(|m| json!(m
+                    .into_iter()
+                    .map(|(role, content)| json!({"role": role, "content": content}))
+                    .collect::<Vec<_>>())),
+            ],
+            max_tokens in value(),
+            stop in value(),
+            stream in prop_oneof![any::<bool>().prop_map(Value::Bool), value()],
+            temperature in value(),
+        ) {
+            let body = json!({"model": model, "messages": messages, "max_tokens": max_tokens,
+                              "stop": stop, "stream": stream, "temperature": temperature});
+            post_checked("/v1/chat/completions", body.to_string().as_bytes())?;
+        }
+
+        #[test]
+        fn mutated_valid_bodies_are_2xx_or_4xx(
+            route in 0usize..3,
+            flips in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
+            cut in proptest::option::of(any::<usize>()),
+            insert in proptest::collection::vec(any::<u8>(), 0..16),
+        ) {
+            let (path, valid) = VALID[route];
+            let body = mutate(valid.as_bytes(), &flips, cut, &insert);
+            post_checked(path, &body)?;
+        }
+    }
+
+    /// The valid samples themselves are accepted (the 2xx branch of the properties is reachable).
+    #[test]
+    fn the_valid_samples_answer_200() {
+        for (path, body) in VALID {
+            let (status, text) = call(shared(), "POST", path, Some(KEY), body.as_bytes());
+            assert_eq!(status, 200, "{path}: {text}");
+        }
+    }
+}

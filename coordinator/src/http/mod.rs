@@ -8,6 +8,7 @@
 
 mod drain;
 mod jobs;
+pub use jobs::check_fits;
 pub mod limits;
 mod models;
 mod nodes;
