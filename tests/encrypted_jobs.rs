@@ -9,147 +9,14 @@
 //!   the node with a clear error, the job fails without retry, and the refusing node never computes on it.
 //! - Input of the wrong shape or with NaN is refused by the client before anything is sent.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::Duration;
+mod common;
 
+use std::path::Path;
+use std::process::Command;
+
+use common::devnet::{exe, shipped, Devnet, Options};
 use serde_json::Value;
 use veil_engine::model_file::{argmax, ModelFile};
-
-fn exe() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_veil"))
-}
-
-fn shipped(file: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("models/breast-cancer")
-        .join(file)
-}
-
-/// A running `veil devnet`; closing its stdin (on drop) stops it and every process it started.
-struct Devnet {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    ready: Value,
-    client_dir: tempfile::TempDir,
-}
-
-impl Devnet {
-    fn start(record: Option<&Path>) -> Devnet {
-        Devnet::start_with(record, &[])
-    }
-
-    fn start_with(record: Option<&Path>, extra: &[&str]) -> Devnet {
-        let mut command = Command::new(exe());
-        command
-            .args(["devnet", "--nodes", "5", "--log", "info"])
-            .args(extra)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(dir) = record {
-            command.env("VEIL_INSECURE_RECORD_DIR", dir);
-        }
-        let mut child = command.spawn().expect("start veil devnet");
-        let stdin = child.stdin.take();
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("devnet ready line");
-        let ready: Value = serde_json::from_str(line.trim()).expect("ready JSON");
-        assert_eq!(ready["event"], "ready", "{line}");
-        Devnet {
-            child,
-            stdin,
-            ready,
-            client_dir: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    fn connect(&self) -> Vec<String> {
-        vec![
-            "--coordinator".into(),
-            self.ready["coordinator"].as_str().unwrap().into(),
-            "--coordinator-key".into(),
-            self.ready["coordinator_key"].as_str().unwrap().into(),
-            "--identity".into(),
-            self.client_dir.path().display().to_string(),
-        ]
-    }
-
-    /// Runs `veil ARGS --json` against the network (with `env`); Ok(last stdout line as JSON) or
-    /// Err(stderr).
-    fn veil(&self, args: &[&str], env: Option<(&str, &Path)>) -> Result<Value, String> {
-        let mut command = Command::new(exe());
-        command.args(args).args(self.connect()).arg("--json");
-        command.env("RUST_BACKTRACE", "0");
-        if let Some((k, v)) = env {
-            command.env(k, v);
-        }
-        let out = command.output().expect("run veil");
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(stdout.lines().last().unwrap_or("")).map_err(|e| e.to_string())
-    }
-
-    fn deploy(&self, protocol: &str) -> String {
-        let model = shipped("model.safetensors");
-        let view = self
-            .veil(
-                &[
-                    "deploy",
-                    "--model",
-                    model.to_str().unwrap(),
-                    "--protocol",
-                    protocol,
-                ],
-                None,
-            )
-            .unwrap_or_else(|e| panic!("deploy: {e}"));
-        view["id"].as_str().expect("model id").to_string()
-    }
-
-    fn node_logs(&self) -> Vec<String> {
-        let dir = Path::new(self.ready["dir"].as_str().unwrap());
-        (0..5)
-            .map(|i| {
-                std::fs::read_to_string(dir.join(format!("node-{i}/node.log"))).unwrap_or_default()
-            })
-            .collect()
-    }
-
-    fn jobs(&self) -> usize {
-        self.veil(&["jobs"], None)
-            .expect("veil jobs")
-            .as_array()
-            .expect("array")
-            .len()
-    }
-}
-
-impl Drop for Devnet {
-    fn drop(&mut self) {
-        drop(self.stdin.take());
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::time::Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The shipped rows: 30 features, then the class.
 fn rows() -> Vec<(Vec<f32>, usize)> {
@@ -204,11 +71,12 @@ impl Recording {
 #[test]
 fn private_predictions_equal_plaintext_and_no_node_sees_the_input_or_another_nodes_share() {
     let record = tempfile::tempdir().unwrap();
-    let net = Devnet::start(Some(record.path()));
-    let id = net.deploy("semi2k");
+    let net =
+        Devnet::start_shipped(Options::default().env("VEIL_INSECURE_RECORD_DIR", record.path()));
+    let id = net.deploy_shipped("semi2k");
     let input = shipped("test.csv");
     let result = net
-        .veil(
+        .veil_json_env(
             &[
                 "infer",
                 "--model",
@@ -339,15 +207,15 @@ fn refused_run(stderr: &str) -> String {
 
 #[test]
 fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() {
-    let net = Devnet::start(None);
-    let id = net.deploy("semi2k");
+    let net = Devnet::start_shipped(Options::default());
+    let id = net.deploy_shipped("semi2k");
     let input = shipped("test.csv");
     let input = input.to_str().unwrap();
     let kept = tempfile::tempdir().unwrap();
     let keep = format!("keep:{}", kept.path().display());
     let replay = format!("replay:{}", kept.path().display());
     // A clean job whose sealed blobs are kept, to be replayed into another job.
-    net.veil(
+    net.veil_json_env(
         &[
             "infer",
             "--model",
@@ -363,7 +231,7 @@ fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() 
     .unwrap_or_else(|e| panic!("the clean job: {e}"));
     for tamper in ["flip-bit", "swap-parties", replay.as_str()] {
         let err = net
-            .veil(
+            .veil_json_env(
                 &[
                     "infer",
                     "--model",
@@ -406,7 +274,7 @@ fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() 
         }
     }
     // Failed without retry, and the network still works.
-    let jobs = net.veil(&["jobs"], None).unwrap();
+    let jobs = net.veil_json(&["jobs"]).unwrap();
     let failed: Vec<&Value> = jobs
         .as_array()
         .unwrap()
@@ -415,7 +283,7 @@ fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() 
         .collect();
     assert_eq!(failed.len(), 3);
     assert!(failed.iter().all(|j| j["attempt"] == 1), "no retry: {jobs}");
-    net.veil(
+    net.veil_json_env(
         &["infer", "--model", &id, "--input", input, "--with-labels"],
         None,
     )
@@ -424,8 +292,8 @@ fn tampered_misdirected_and_replayed_inputs_are_refused_and_never_computed_on() 
 
 #[test]
 fn bad_input_is_refused_by_the_client_before_anything_is_sent() {
-    let net = Devnet::start(None);
-    let id = net.deploy("spdz2k");
+    let net = Devnet::start_shipped(Options::default());
+    let id = net.deploy_shipped("spdz2k");
     let dir = tempfile::tempdir().unwrap();
     let nan = dir.path().join("nan.csv");
     let mut row = vec!["1.0"; 30];
@@ -439,7 +307,7 @@ fn bad_input_is_refused_by_the_client_before_anything_is_sent() {
     std::fs::write(&inf, serde_json::to_string(&vec![values]).unwrap()).unwrap();
     for (file, why) in [(&nan, "finite"), (&short, "30"), (&inf, "finite")] {
         let err = net
-            .veil(
+            .veil_json_env(
                 &["infer", "--model", &id, "--input", file.to_str().unwrap()],
                 None,
             )
@@ -466,12 +334,13 @@ fn plaintext_outputs() -> Vec<Vec<f32>> {
 #[test]
 fn spdz2k_jobs_are_verified_and_their_receipts_check_out_and_stay_in_the_audit_log() {
     let record = tempfile::tempdir().unwrap();
-    let net = Devnet::start(Some(record.path()));
-    let id = net.deploy("spdz2k");
+    let net =
+        Devnet::start_shipped(Options::default().env("VEIL_INSECURE_RECORD_DIR", record.path()));
+    let id = net.deploy_shipped("spdz2k");
     let input = shipped("test.csv");
-    let receipt = net.client_dir.path().join("receipt.json");
+    let receipt = net.client_dir().join("receipt.json");
     let result = net
-        .veil(
+        .veil_json_env(
             &[
                 "infer",
                 "--model",
@@ -523,19 +392,19 @@ fn spdz2k_jobs_are_verified_and_their_receipts_check_out_and_stay_in_the_audit_l
     assert!(!verify(&receipt, &other).status.success());
     let text = std::fs::read_to_string(&receipt).unwrap();
     let mut json: Value = serde_json::from_str(&text).unwrap();
-    let changed = net.client_dir.path().join("changed.json");
+    let changed = net.client_dir().join("changed.json");
     assert!(json.get("output_commitment").is_some(), "{text}");
     json["output_commitment"] = Value::String("00".repeat(32));
     std::fs::write(&changed, serde_json::to_string(&json).unwrap()).unwrap();
     assert!(!verify(&changed, key).status.success());
 
     // The coordinator keeps it: the audit log lists the job with the same receipt.
-    let log = net.veil(&["receipts"], None).expect("veil receipts");
+    let log = net.veil_json(&["receipts"]).expect("veil receipts");
     let entries = log.as_array().unwrap();
     assert_eq!(entries.len(), 1, "{log}");
     assert_eq!(entries[0]["receipt"].as_str().unwrap(), text);
     let job = entries[0]["job"].as_u64().unwrap();
-    let status = net.veil(&["job", &job.to_string()], None).unwrap();
+    let status = net.veil_json(&["job", &job.to_string()]).unwrap();
     assert_eq!(status["phase"], "done");
     assert!(status["history"]
         .as_array()
@@ -572,11 +441,12 @@ fn spdz2k_jobs_are_verified_and_their_receipts_check_out_and_stay_in_the_audit_l
 #[test]
 fn a_model_forced_into_two_stages_runs_on_two_committees_and_equals_plaintext() {
     // The breast-cancer MLP needs about 13 KB per party; capping a stage at 12.5 KB splits it in two.
-    let net = Devnet::start_with(None, &["--max-stage-memory-bytes", "12500"]);
-    let id = net.deploy("semi2k");
+    let net =
+        Devnet::start_shipped(Options::default().args(&["--max-stage-memory-bytes", "12500"]));
+    let id = net.deploy_shipped("semi2k");
     let input = shipped("test.csv");
     let result = net
-        .veil(
+        .veil_json_env(
             &[
                 "infer",
                 "--model",
@@ -597,7 +467,7 @@ fn a_model_forced_into_two_stages_runs_on_two_committees_and_equals_plaintext() 
     assert_eq!(jobs.len(), 2);
     let mut runs = Vec::new();
     for job in jobs {
-        let view = net.veil(&["job", &job.to_string()], None).unwrap();
+        let view = net.veil_json(&["job", &job.to_string()]).unwrap();
         assert_eq!(view["phase"], "done", "{view}");
         assert_eq!(view["attempt"], 1);
         assert!(view["committee"]["parties"].as_array().unwrap().len() == 3);
