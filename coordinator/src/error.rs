@@ -101,6 +101,19 @@ pub enum Error {
         /// The index asked for.
         party: usize,
     },
+    /// An uploaded output, transcript or owner blob that does not open as its uploader's signed evidence
+    /// for its slot (wrong kind or index, digest mismatch, bad signature, trailing bytes).
+    #[error("attempt {attempt} of job {job}: the uploaded blob is not member {member}'s signed evidence: {source}")]
+    BadEvidence {
+        /// The job.
+        job: u64,
+        /// The attempt.
+        attempt: u32,
+        /// The uploader's member index (a party, or the dealer at the number of parties).
+        member: u32,
+        /// Why it does not open.
+        source: veil_node::evidence::EvidenceError,
+    },
     /// A receipt that does not cover the attempt's manifest, or does not verify.
     #[error("receipt: {reason}")]
     BadReceipt {
@@ -315,6 +328,7 @@ impl Error {
             | IncompleteGpu
             | Registration(_)
             | NoSuchParty { .. }
+            | BadEvidence { .. }
             | BadReceipt { .. }
             | NextStageNotOwned { .. }
             | NotAStage { .. }

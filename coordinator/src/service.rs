@@ -15,11 +15,12 @@ use veil_node::api::{
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::{JobDemand, Millis, NodeId};
 
-use crate::blobs::{BlobKey, Blobs};
+use crate::blobs::{BlobKey, Blobs, Direction};
 use crate::config::CoordinatorConfig;
 use crate::core::{Commit, Core, MacRecheck, RECORD_KINDS};
 use crate::error::{Error, Result};
 use crate::store::{RedbStore, StateStore};
+use veil_node::evidence::EvidenceKind;
 use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// The coordinator: its core, its store and its blobs.
@@ -232,7 +233,7 @@ impl<S: StateStore> Coordinator<S> {
     ) -> Result<()> {
         if failure.verification_failed {
             let keys = self.core.transcripts_to_recheck(key, job, attempt)?;
-            let recheck = self.recheck(&keys)?;
+            let recheck = self.recheck(job, attempt, &keys)?;
             return self.update(|c| {
                 c.verification_failed(key, job, attempt, recheck, &failure.reason, now)
             });
@@ -240,18 +241,47 @@ impl<S: StateStore> Coordinator<S> {
         self.update(|c| c.task_failed(key, job, attempt, failure, now))
     }
 
-    /// Re-checks the parties' MAC-check transcripts (`veil_node::verifier::verify_job`). A transcript that
-    /// does not decode fails the check (its party sent it).
-    fn recheck(&self, keys: &[BlobKey]) -> Result<MacRecheck> {
-        let mut views = Vec::with_capacity(keys.len());
-        for key in keys {
-            let bytes = self
-                .blobs
-                .get(key)
-                .map_err(|source| Error::Blob { key: *key, source })?;
-            // The parties uploaded their signed transcripts to this coordinator themselves.
-            let Some((body, _)) = veil_node::evidence::body_from_producer(&bytes, 64 << 20) else {
-                return Ok(MacRecheck::Fails);
+    /// Re-checks the evidence of a verifying attempt: every stored output, transcript and owner blob must
+    /// still open as its producer's signed evidence (they were opened on upload, so one that does not was
+    /// changed here: [`MacRecheck::StoreCorrupt`]); then the parties' MAC-check transcripts are verified
+    /// (`veil_node::verifier::verify_job`). A transcript body that does not decode fails the check (its
+    /// party signed it).
+    fn recheck(&self, job: u64, attempt: u32, transcripts: &[BlobKey]) -> Result<MacRecheck> {
+        let parties = transcripts.len();
+        let read = |key: BlobKey| {
+            self.blobs
+                .get(&key)
+                .map_err(|source| Error::Blob { key, source })
+        };
+        let owner = BlobKey {
+            job,
+            attempt,
+            dir: Direction::Owner,
+            index: 0,
+        };
+        let owner_slot =
+            self.core
+                .evidence_slot(job, attempt, EvidenceKind::OwnerMaterial, parties)?;
+        if owner_slot.check(&read(owner)?).is_err() {
+            return Ok(MacRecheck::StoreCorrupt);
+        }
+        let mut views = Vec::with_capacity(parties);
+        for key in transcripts {
+            let output = BlobKey {
+                dir: Direction::Output,
+                ..*key
+            };
+            let output_slot =
+                self.core
+                    .evidence_slot(job, attempt, EvidenceKind::Output, key.index)?;
+            if output_slot.check(&read(output)?).is_err() {
+                return Ok(MacRecheck::StoreCorrupt);
+            }
+            let slot =
+                self.core
+                    .evidence_slot(job, attempt, EvidenceKind::Transcript, key.index)?;
+            let Ok(body) = slot.open(&read(*key)?) else {
+                return Ok(MacRecheck::StoreCorrupt);
             };
             match postcard::from_bytes::<Vec<CheckTranscript>>(&body) {
                 Ok(v) => views.push(v),

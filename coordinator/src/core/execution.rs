@@ -5,6 +5,8 @@
 //! input is in, and moves on to verification when every output is in.
 
 use veil_node::api::TaskFailure;
+use veil_node::evidence::{self, EvidenceKind};
+use veil_node::manifest::{Manifest, SignedManifest};
 use veil_node::PublicKey;
 use veil_scheduler::{Event, FailureCause, Millis, NodeId, Phase};
 
@@ -137,6 +139,68 @@ impl Core {
             return Err(wrong_phase(job, e.job.phase(), "running"));
         }
         Ok(i)
+    }
+
+    /// The evidence slot the caller's upload of `dir` (an output, a transcript, or the dealer's owner
+    /// material) fills, checked as the upload itself is ([`Core::task_output`], [`Core::task_transcript`],
+    /// [`Core::task_owner`]): the driver opens the blob against it outside the state lock before storing
+    /// it, so every stored output, transcript and owner blob is its producer's signed evidence, and a
+    /// stored blob that later fails to open was changed in the coordinator's keeping, not by a member.
+    pub fn upload_slot(
+        &self,
+        key: &PublicKey,
+        job: u64,
+        attempt: u32,
+        dir: Direction,
+    ) -> Result<EvidenceSlot> {
+        let (kind, member) = match dir {
+            Direction::Output => (EvidenceKind::Output, self.running_party(key, job, attempt)?),
+            Direction::Transcript => (
+                EvidenceKind::Transcript,
+                self.running_party(key, job, attempt)?,
+            ),
+            Direction::Owner => {
+                let node = self.node_of(key)?;
+                let (_, a) = self.attempt_of(job, attempt)?;
+                if a.dealer != node || !a.verified {
+                    return Err(Error::NotRole {
+                        job,
+                        attempt,
+                        role: RoleName::Dealer,
+                    });
+                }
+                (EvidenceKind::OwnerMaterial, a.parties.len())
+            }
+            Direction::Input => {
+                return Err(Error::invariant("inputs are the client's, not evidence"))
+            }
+        };
+        self.evidence_slot(job, attempt, kind, member)
+    }
+
+    /// The slot of member `member`'s `kind` evidence in attempt `attempt` of `job`: the run id of its
+    /// signed manifest and the member's key there.
+    pub(crate) fn evidence_slot(
+        &self,
+        job: u64,
+        attempt: u32,
+        kind: EvidenceKind,
+        member: usize,
+    ) -> Result<EvidenceSlot> {
+        let (_, a) = self.attempt_of(job, attempt)?;
+        let signed: SignedManifest = postcard::from_bytes(&a.manifest).map_err(Error::invariant)?;
+        let run = evidence::run_id(&signed).map_err(Error::invariant)?;
+        let index = u32::try_from(member).map_err(Error::invariant)?;
+        let manifest: Manifest = postcard::from_bytes(&signed.body.0).map_err(Error::invariant)?;
+        let producer = evidence::member_key(&manifest, index).map_err(Error::invariant)?;
+        Ok(EvidenceSlot {
+            job,
+            attempt,
+            kind,
+            run,
+            index,
+            producer,
+        })
     }
 
     /// Where a party's input blob is (its shares for this attempt), once the attempt runs.
@@ -308,5 +372,44 @@ impl Core {
             tracing::info!(job = id, attempt = e.job.attempt(), "attempt running");
         }
         Ok(())
+    }
+}
+
+/// Where a signed evidence blob belongs: the attempt, the kind, the run id it must be bound to, the member
+/// index and the key that must have signed it. Opening a blob against it is pure computation (a hash of the
+/// blob and one signature check), so the driver does it outside the state lock.
+#[derive(Clone, Debug)]
+pub struct EvidenceSlot {
+    job: u64,
+    attempt: u32,
+    kind: EvidenceKind,
+    run: [u8; 32],
+    index: u32,
+    producer: PublicKey,
+}
+
+impl EvidenceSlot {
+    /// Checks that `bytes` is exactly the producer's signed evidence for this slot.
+    pub fn check(&self, bytes: &[u8]) -> Result<()> {
+        self.open(bytes).map(|_| ())
+    }
+
+    /// [`EvidenceSlot::check`], returning the signed body.
+    pub fn open(&self, bytes: &[u8]) -> Result<Vec<u8>> {
+        evidence::open(
+            bytes,
+            self.kind,
+            &self.run,
+            self.index,
+            &self.producer,
+            bytes.len(),
+        )
+        .map(|(body, _)| body)
+        .map_err(|source| Error::BadEvidence {
+            job: self.job,
+            attempt: self.attempt,
+            member: self.index,
+            source,
+        })
     }
 }

@@ -63,6 +63,7 @@ use crate::error::{Error, Result};
 use crate::store::Snapshot;
 
 pub use admission::AdmissionError;
+pub use execution::EvidenceSlot;
 pub use generation::generation_demand_for;
 pub use nodes::MAX_NAME_BYTES;
 pub use submission::{

@@ -690,62 +690,6 @@ fn a_jobs_running_timeout_scales_with_its_estimated_work() {
 }
 
 #[test]
-fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
-    let dir = tempfile::tempdir().unwrap();
-    let (mut c, keys) = network(dir.path(), 5);
-    let client = Identity::generate().unwrap().public_key();
-    let mut req = request();
-    req.protocol = "spdz2k".into();
-    let demand = demand_for(&req, None).unwrap();
-    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
-    let committee = view.committee.clone().unwrap();
-    let dealer = key_of(&keys, &committee.dealer.public_key);
-    for m in members(&view) {
-        c.task_accepted(&key_of(&keys, &m), 1, 1, T0 + 2).unwrap();
-    }
-    c.task_owner(&dealer, 1, 1, b"owner".to_vec()).unwrap();
-    for p in 0..2 {
-        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
-            .unwrap();
-    }
-    // Each party uploads its output and a transcript that is not a valid MAC-check view.
-    for (i, p) in committee.parties.iter().enumerate() {
-        let k = key_of(&keys, &p.public_key);
-        c.task_transcript(&k, 1, 1, vec![0xff; 8], T0 + 3).unwrap();
-        c.task_output(&k, 1, 1, vec![i as u8], T0 + 3).unwrap();
-    }
-    assert_eq!(c.job_view(1).unwrap().phase, "verifying");
-    let verifier = key_of(&keys, &committee.verifier.public_key);
-    let failure = TaskFailure {
-        reason: "MAC check failed".into(),
-        rejected_input: false,
-        verification_failed: true,
-    };
-    // Only the verifier may report it.
-    let party = key_of(&keys, &committee.parties[0].public_key);
-    assert_eq!(
-        kind(c.task_failed(&party, 1, 1, &failure, T0 + 4)),
-        Some(ErrorKind::Forbidden)
-    );
-    c.task_failed(&verifier, 1, 1, &failure, T0 + 4).unwrap();
-    // The coordinator's own re-check of the stored transcripts fails too: the parties are blamed, not
-    // the verifier.
-    let view = c.job_view(1).unwrap();
-    assert_eq!(view.attempt, 2);
-    let mut blamed: Vec<u32> = committee.parties.iter().map(|p| p.node).collect();
-    blamed.sort_unstable();
-    let mut excluded = view.excluded.clone();
-    excluded.sort_unstable();
-    assert_eq!(excluded, blamed);
-    let verifier_view = c
-        .nodes()
-        .into_iter()
-        .find(|n| n.public_key == committee.verifier.public_key)
-        .unwrap();
-    assert_eq!(verifier_view.failures, 0);
-}
-
-#[test]
 fn an_operator_at_its_share_of_the_roles_in_flight_gets_no_new_role() {
     let dir = tempfile::tempdir().unwrap();
     let operators: Vec<Identity> = (0..5).map(|_| Identity::generate().unwrap()).collect();
@@ -1008,4 +952,253 @@ fn a_failed_commit_is_kept_and_written_before_the_next_one() {
     let mut want: Vec<String> = ids.iter().map(|i| i.public_key().to_string()).collect();
     want.sort();
     assert_eq!(stored, want);
+}
+
+/// `network`, keeping the nodes' identities (to sign evidence as nodes do).
+fn network_with_identities(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<Identity>) {
+    let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
+    let ids: Vec<Identity> = (0..n).map(|_| Identity::generate().unwrap()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let k = id.public_key();
+        c.register(&k, registration(i, id), T0).unwrap();
+        let trial = heartbeat(&mut c, &k, T0)
+            .trial
+            .expect("a trial on probation");
+        let (node, _) = c.pending_trial(&k, trial.id).unwrap();
+        c.record_trial(node, trial.id, true, T0).unwrap();
+    }
+    (c, ids)
+}
+
+/// A `spdz2k` job on a network of 5, run to `verifying` with evidence signed by its members as nodes sign
+/// it (the owner material, each party's output, and a transcript that is not a valid MAC-check view).
+/// Returns the coordinator, the identities, the committee and the run id.
+fn verifying_spdz2k_job(
+    dir: &std::path::Path,
+) -> (
+    Coordinator,
+    Vec<Identity>,
+    veil_node::api::CommitteeView,
+    [u8; 32],
+) {
+    use veil_node::evidence::{self, EvidenceKind};
+    let (mut c, ids) = network_with_identities(dir, 5);
+    let identity_of = |hex: &str| {
+        ids.iter()
+            .find(|i| i.public_key().to_string() == hex)
+            .unwrap()
+    };
+    let client = Identity::generate().unwrap().public_key();
+    let mut req = request();
+    req.protocol = "spdz2k".into();
+    let demand = demand_for(&req, None).unwrap();
+    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+    let committee = view.committee.clone().unwrap();
+    let dealer = identity_of(&committee.dealer.public_key);
+    let task = heartbeat(&mut c, &dealer.public_key(), T0 + 1)
+        .tasks
+        .into_iter()
+        .find(|t| t.job == 1)
+        .unwrap();
+    let signed: veil_node::manifest::SignedManifest =
+        postcard::from_bytes(&hex::decode(&task.manifest).unwrap()).unwrap();
+    let run = evidence::run_id(&signed).unwrap();
+    for m in members(&view) {
+        c.task_accepted(&identity_of(&m).public_key(), 1, 1, T0 + 2)
+            .unwrap();
+    }
+    let parties = committee.parties.len() as u32;
+    let owner = evidence::seal(
+        dealer,
+        EvidenceKind::OwnerMaterial,
+        &run,
+        parties,
+        b"owner".to_vec(),
+    );
+    c.upload_slot(&dealer.public_key(), 1, 1, Direction::Owner)
+        .unwrap()
+        .check(&owner)
+        .unwrap();
+    c.task_owner(&dealer.public_key(), 1, 1, owner).unwrap();
+    for p in 0..2 {
+        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
+            .unwrap();
+    }
+    for (i, p) in committee.parties.iter().enumerate() {
+        let id = identity_of(&p.public_key);
+        let k = id.public_key();
+        let transcript =
+            evidence::seal(id, EvidenceKind::Transcript, &run, i as u32, vec![0xff; 8]);
+        let output = evidence::seal(id, EvidenceKind::Output, &run, i as u32, vec![i as u8]);
+        for (dir, blob) in [
+            (Direction::Transcript, &transcript),
+            (Direction::Output, &output),
+        ] {
+            c.upload_slot(&k, 1, 1, dir).unwrap().check(blob).unwrap();
+        }
+        c.task_transcript(&k, 1, 1, transcript, T0 + 3).unwrap();
+        c.task_output(&k, 1, 1, output, T0 + 3).unwrap();
+    }
+    assert_eq!(c.job_view(1).unwrap().phase, "verifying");
+    (c, ids, committee, run)
+}
+
+fn mac_check_failed() -> TaskFailure {
+    TaskFailure {
+        reason: "MAC check failed".into(),
+        rejected_input: false,
+        verification_failed: true,
+    }
+}
+
+fn failures_of(c: &Coordinator, key: &str) -> u64 {
+    c.nodes()
+        .into_iter()
+        .find(|n| n.public_key == key)
+        .unwrap()
+        .failures
+}
+
+#[test]
+fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, ids, committee, _) = verifying_spdz2k_job(dir.path());
+    let key = |hex: &str| {
+        ids.iter()
+            .find(|i| i.public_key().to_string() == hex)
+            .unwrap()
+            .public_key()
+    };
+    let failure = mac_check_failed();
+    // Only the verifier may report it.
+    let party = key(&committee.parties[0].public_key);
+    assert_eq!(
+        kind(c.task_failed(&party, 1, 1, &failure, T0 + 4)),
+        Some(ErrorKind::Forbidden)
+    );
+    c.task_failed(&key(&committee.verifier.public_key), 1, 1, &failure, T0 + 4)
+        .unwrap();
+    // The coordinator's own re-check of the stored transcripts fails too: the parties are blamed, not
+    // the verifier.
+    let view = c.job_view(1).unwrap();
+    assert_eq!(view.attempt, 2);
+    let mut blamed: Vec<u32> = committee.parties.iter().map(|p| p.node).collect();
+    blamed.sort_unstable();
+    let mut excluded = view.excluded.clone();
+    excluded.sort_unstable();
+    assert_eq!(excluded, blamed);
+    assert_eq!(failures_of(&c, &committee.verifier.public_key), 0);
+}
+
+#[test]
+fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
+    for dir_kind in [Direction::Output, Direction::Transcript, Direction::Owner] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut c, ids, committee, _) = verifying_spdz2k_job(dir.path());
+        let key = |hex: &str| {
+            ids.iter()
+                .find(|i| i.public_key().to_string() == hex)
+                .unwrap()
+                .public_key()
+        };
+        // The stored blob changes on disk after it was checked and stored (its last byte flipped).
+        let blob = BlobKey {
+            job: 1,
+            attempt: 1,
+            dir: dir_kind,
+            index: 0,
+        };
+        let mut bytes = c.blobs().get(&blob).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        c.blobs().put(&blob, &bytes).unwrap();
+        c.task_failed(
+            &key(&committee.verifier.public_key),
+            1,
+            1,
+            &mac_check_failed(),
+            T0 + 4,
+        )
+        .unwrap();
+        // The attempt is retried, and no member is blamed: not the verifier, not the parties.
+        let view = c.job_view(1).unwrap();
+        assert_eq!(view.attempt, 2, "{dir_kind:?}");
+        assert!(
+            view.excluded.is_empty(),
+            "{dir_kind:?}: {:?}",
+            view.excluded
+        );
+        for m in committee
+            .parties
+            .iter()
+            .chain([&committee.verifier, &committee.dealer])
+        {
+            assert_eq!(failures_of(&c, &m.public_key), 0, "{dir_kind:?}");
+        }
+    }
+}
+
+#[test]
+fn an_upload_that_is_not_its_members_signed_evidence_is_refused() {
+    use veil_node::evidence::{self, EvidenceKind};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, ids) = network_with_identities(dir.path(), 5);
+    let identity_of = |hex: &str| {
+        ids.iter()
+            .find(|i| i.public_key().to_string() == hex)
+            .unwrap()
+    };
+    let client = Identity::generate().unwrap().public_key();
+    let mut req = request();
+    req.protocol = "spdz2k".into();
+    let demand = demand_for(&req, None).unwrap();
+    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+    let committee = view.committee.clone().unwrap();
+    let (p0, p1) = (
+        identity_of(&committee.parties[0].public_key),
+        identity_of(&committee.parties[1].public_key),
+    );
+    let task = heartbeat(&mut c, &p0.public_key(), T0 + 1).tasks.remove(0);
+    let signed: veil_node::manifest::SignedManifest =
+        postcard::from_bytes(&hex::decode(&task.manifest).unwrap()).unwrap();
+    let run = evidence::run_id(&signed).unwrap();
+    for m in members(&view) {
+        c.task_accepted(&identity_of(&m).public_key(), 1, 1, T0 + 2)
+            .unwrap();
+    }
+    for p in 0..2 {
+        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
+            .unwrap();
+    }
+    let slot = c
+        .upload_slot(&p0.public_key(), 1, 1, Direction::Output)
+        .unwrap();
+    let good = evidence::seal(p0, EvidenceKind::Output, &run, 0, b"out".to_vec());
+    slot.check(&good).unwrap();
+    let refused = [
+        // Signed by another member.
+        evidence::seal(p1, EvidenceKind::Output, &run, 0, b"out".to_vec()),
+        // Another member's slot.
+        evidence::seal(p0, EvidenceKind::Output, &run, 1, b"out".to_vec()),
+        // Another kind.
+        evidence::seal(p0, EvidenceKind::Transcript, &run, 0, b"out".to_vec()),
+        // Another run.
+        evidence::seal(p0, EvidenceKind::Output, &[7; 32], 0, b"out".to_vec()),
+        // Not signed evidence at all, or with a byte appended.
+        b"out".to_vec(),
+        [good.as_slice(), &[0]].concat(),
+    ];
+    for bytes in refused {
+        let err = slot.check(&bytes).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+    }
+    // A non-party has no output slot; inputs are not evidence.
+    let dealer = identity_of(&committee.dealer.public_key).public_key();
+    assert_eq!(
+        kind(c.upload_slot(&dealer, 1, 1, Direction::Output)),
+        Some(ErrorKind::Forbidden)
+    );
+    assert_eq!(
+        kind(c.upload_slot(&p0.public_key(), 1, 1, Direction::Owner)),
+        Some(ErrorKind::Forbidden)
+    );
 }

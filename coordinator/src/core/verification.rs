@@ -20,6 +20,10 @@ pub enum MacRecheck {
     Fails,
     /// The transcripts verify: the verifier's report is false.
     Passes,
+    /// A stored output, transcript or owner blob no longer opens as its producer's signed evidence. Every
+    /// upload was opened before it was stored (`Core::upload_slot`), so it changed in the coordinator's
+    /// keeping (its disk, its blob directory): no member is at fault and nobody is blamed.
+    StoreCorrupt,
 }
 
 impl Core {
@@ -54,9 +58,10 @@ impl Core {
     }
 
     /// The verifier reports that the MAC checks failed, and the coordinator's own `recheck` of the
-    /// stored transcripts (the evidence) decides whom it blames: every party if they do not verify (the
-    /// check cannot tell which party cheated), else the verifier, whose report was false. Either way the
-    /// attempt fails and the job moves to a fresh committee.
+    /// stored evidence decides whom it blames: nobody if a stored blob no longer opens as its producer's
+    /// signed evidence (it changed in the coordinator's keeping), every party if the transcripts do not
+    /// verify (the check cannot tell which party cheated), else the verifier, whose report was false.
+    /// Either way the attempt fails and the job moves to a fresh committee.
     pub fn verification_failed(
         &mut self,
         key: &PublicKey,
@@ -72,6 +77,7 @@ impl Core {
         let (cause, blamed) = match recheck {
             MacRecheck::Fails => (FailureCause::VerificationFailed, a.parties.clone()),
             MacRecheck::Passes => (FailureCause::NodeFailure, vec![a.verifier]),
+            MacRecheck::StoreCorrupt => (FailureCause::NodeFailure, Vec::new()),
         };
         tracing::warn!(
             job,

@@ -10,7 +10,25 @@ use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use veil_node::api::TaskFailure;
 
-use super::{now_ms, read_blob, with_state, with_uploaded_blob, Caller, HttpResult, Shared};
+use super::{
+    blocking, now_ms, read_blob, with_state, with_uploaded_blob, Caller, HttpResult, Shared,
+};
+use crate::blobs::Direction;
+
+/// Refuses an upload that is not the caller's signed evidence for its slot: the slot is looked up under
+/// the state lock, the blob hashed and its signature checked outside it. Returns the blob.
+async fn checked_evidence(
+    s: &Shared,
+    key: veil_node::PublicKey,
+    job: u64,
+    attempt: u32,
+    dir: Direction,
+    body: Bytes,
+) -> HttpResult<Vec<u8>> {
+    let slot = with_state(s, move |c| c.upload_slot(&key, job, attempt, dir)).await?;
+    let bytes: Vec<u8> = body.into();
+    blocking(move || slot.check(&bytes).map(|()| bytes)).await
+}
 
 /// The routes of tasks.
 pub(super) fn router(max_blob: usize) -> Router<Shared> {
@@ -79,7 +97,8 @@ async fn task_output(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+    let bytes = checked_evidence(&s, key, id, attempt, Direction::Output, body).await?;
+    with_uploaded_blob(&s, bytes, move |c, bytes| {
         c.task_output(&key, id, attempt, bytes, now_ms())
     })
     .await
@@ -93,7 +112,8 @@ async fn task_owner(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+    let bytes = checked_evidence(&s, key, id, attempt, Direction::Owner, body).await?;
+    with_uploaded_blob(&s, bytes, move |c, bytes| {
         c.task_owner(&key, id, attempt, bytes)
     })
     .await
@@ -107,7 +127,8 @@ async fn task_transcript(
     body: Bytes,
 ) -> HttpResult<StatusCode> {
     let key = caller.key()?;
-    with_uploaded_blob(&s, body.into(), move |c, bytes| {
+    let bytes = checked_evidence(&s, key, id, attempt, Direction::Transcript, body).await?;
+    with_uploaded_blob(&s, bytes, move |c, bytes| {
         c.task_transcript(&key, id, attempt, bytes, now_ms())
     })
     .await
