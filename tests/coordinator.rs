@@ -634,7 +634,7 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     );
     assert_eq!(view.declared_operator, "a-name-anyone-can-claim");
 
-    // The node passes its trial (run here, as its agent would) and is active.
+    // Alone, the node has no examiner of another operator: it waits on probation, with no trial.
     let heartbeat = || {
         let req = api::HeartbeatRequest {
             ready: true,
@@ -645,12 +645,12 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
         api.post_json::<_, api::HeartbeatReply>(api::HEARTBEAT, &req)
             .expect("heartbeat")
     };
-    let trial = heartbeat().trial.expect("a trial on probation");
-    let answer = veil_node::trial::run(&trial).unwrap();
-    let view: NodeView = api.post_json(api::TRIAL, &answer).unwrap();
-    assert_eq!(view.state, "active");
-    // Taking the operator out of the configuration while the coordinator runs drains its node (the file
-    // is re-read every 2 s), and the node cannot register its way back in.
+    let reply = heartbeat();
+    assert_eq!(reply.state, "probation");
+    assert!(reply.trials.is_empty(), "{reply:?}");
+    // Taking the operator out of the configuration while the coordinator runs revokes its node (the
+    // file is re-read every 2 s; the core's tests show an active node drained), and the node cannot
+    // register its way back in.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -661,22 +661,21 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = heartbeat();
-        if reply.state == "draining" {
-            assert!(reply.tasks.is_empty());
-            break;
+    let err = loop {
+        match register(Some(good.clone())) {
+            Err(e) => break e,
+            Ok(view) => assert!(
+                Instant::now() < deadline,
+                "still admitted ({}) after the reload",
+                view.state
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "still {} after the reload",
-            reply.state
-        );
         std::thread::sleep(Duration::from_millis(200));
-    }
-    let err = register(Some(good)).expect_err("no longer admitted");
+    };
     assert_eq!(err.status(), Some(403), "{err}");
     assert!(err.to_string().contains("is not admitted"), "{err}");
+    let reply = heartbeat();
+    assert!(reply.tasks.is_empty() && reply.trials.is_empty());
 
     // A client's job with extreme link shaping is refused at once (400), not run to a timeout.
     let job = api::SubmitRequest {

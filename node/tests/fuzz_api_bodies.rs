@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use veil_engine::WeightMode;
 use veil_node::api::{
     DeployRequest, HeartbeatRequest, RegisterRequest, StageRequest, SubmitRequest, TaskFailure,
-    TrialResult,
+    TrialReport,
 };
 use veil_node::evidence::{self, EvidenceKind};
 use veil_node::frame;
@@ -43,7 +43,7 @@ fn decode_bodies(bytes: &[u8]) -> usize {
     let mut n = 0;
     n += usize::from(serde_json::from_slice::<RegisterRequest>(bytes).is_ok());
     n += usize::from(serde_json::from_slice::<HeartbeatRequest>(bytes).is_ok());
-    n += usize::from(serde_json::from_slice::<TrialResult>(bytes).is_ok());
+    n += usize::from(serde_json::from_slice::<TrialReport>(bytes).is_ok());
     n += usize::from(serde_json::from_slice::<TaskFailure>(bytes).is_ok());
     n += usize::from(serde_json::from_slice::<StageRequest>(bytes).is_ok());
     if let Ok(req) = serde_json::from_slice::<SubmitRequest>(bytes) {

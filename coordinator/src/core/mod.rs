@@ -5,7 +5,8 @@
 //!
 //! | module | phase |
 //! | --- | --- |
-//! | [`nodes`] | nodes and admission: registration, trials, heartbeats, the tasks a node sees |
+//! | [`nodes`] | nodes and admission: registration, heartbeats, the tasks a node sees |
+//! | [`trials`] | trials over QUIC: pairing a node on probation with an examiner, their outcome |
 //! | [`submission`] | deployments, job requests and their demand, input uploads, cancellation, rate limits |
 //! | [`generation`] | chat turns (generation jobs): their request and demand |
 //! | [`scheduling`] | the timer: placement, phase timeouts, failed attempts, retention |
@@ -41,6 +42,7 @@ mod nodes;
 mod results;
 mod scheduling;
 mod submission;
+pub mod trials;
 mod verification;
 
 #[cfg(test)]
@@ -50,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use veil_node::api::{ModelView, ReceiptEntry, SubmitRequest, TrialTask};
+use veil_node::api::{ModelView, ReceiptEntry, SubmitRequest};
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::{
     Batch, Config, FailureCause, Heartbeat, Job, Millis, NodeId, NodeState, Phase, Placement,
@@ -167,9 +169,10 @@ pub struct Core {
     jobs: BTreeMap<u64, Entry>,
     /// Invariant: indexed by `NodeId::index()`, as long as the registry.
     nodes: Vec<NodeExtra>,
-    /// The pending trial of each probation node that asked for one (not persisted: a restarted
-    /// coordinator issues fresh trials).
-    trials: HashMap<NodeId, TrialTask>,
+    /// The trials in flight by nonce (not persisted: a restarted coordinator pairs afresh).
+    trials: BTreeMap<u64, trials::TrialRun>,
+    /// Bootstrap pairs whose answer was wrong: not paired together again (not persisted).
+    failed_pairs: BTreeSet<(NodeId, NodeId)>,
     /// Invariant: greater than every job id.
     next_job: u64,
     /// Deployed models by id (persisted as records `model/{id}`).
@@ -302,7 +305,8 @@ impl Core {
             registry,
             jobs: map,
             nodes,
-            trials: HashMap::new(),
+            trials: BTreeMap::new(),
+            failed_pairs: BTreeSet::new(),
             next_job,
             models,
             receipts,

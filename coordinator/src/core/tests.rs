@@ -2,13 +2,16 @@
 
 use std::net::SocketAddr;
 
+use std::collections::BTreeMap;
+
 use veil_node::api::{
     HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, NodeView, RegisterRequest,
-    SubmitRequest, TaskFailure, TaskRole,
+    SubmitRequest, TaskFailure, TaskRole, TrialReport, TrialTask,
 };
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::Millis;
 
+use super::trials::TrialStep;
 use super::{demand_for, MAX_NAME_BYTES};
 use crate::blobs::{BlobKey, Direction};
 use crate::config::CoordinatorConfig;
@@ -81,6 +84,112 @@ fn heartbeat(c: &mut Coordinator, key: &PublicKey, now: Millis) -> HeartbeatRepl
     c.heartbeat(key, req, now).unwrap()
 }
 
+/// Correct output shares of trial `t`: the plaintext answer, encoded and split at random.
+fn shares_of(t: &TrialTask) -> [Vec<u64>; 2] {
+    let out = veil_node::trial::reference(&t.workload, t.model_seed, t.input_seed).unwrap();
+    let fp = veil_protocols::ring::FixedPoint::new(veil_node::trial::FRAC_BITS).unwrap();
+    let encoded = fp.encode(&out).unwrap();
+    let mask: Vec<u64> = (0..encoded.len()).map(|_| rand::random()).collect();
+    let first = encoded
+        .iter()
+        .zip(&mask)
+        .map(|(e, m)| e.wrapping_sub(*m))
+        .collect();
+    [first, mask]
+}
+
+/// A party's report of `t`.
+fn trial_report(t: &TrialTask, outputs: Vec<u64>, online: f64, rtt_us: Option<u32>) -> TrialReport {
+    TrialReport {
+        id: t.id,
+        outputs,
+        online_seconds: online,
+        rtt_us,
+        failure: None,
+    }
+}
+
+/// A trial as its members see it: the task and the members' keys (party 0, party 1, the dealer).
+struct SeenTrial {
+    task: TrialTask,
+    members: [Option<PublicKey>; 3],
+}
+
+impl SeenTrial {
+    fn member(&self, i: usize) -> PublicKey {
+        self.members[i].unwrap()
+    }
+}
+
+/// Every trial in the heartbeat replies of every node (one heartbeat each, at `now`).
+fn trials_seen(c: &mut Coordinator, now: Millis) -> BTreeMap<u64, SeenTrial> {
+    let keys: Vec<PublicKey> = c
+        .nodes()
+        .iter()
+        .map(|n| n.public_key.parse().unwrap())
+        .collect();
+    let mut seen: BTreeMap<u64, SeenTrial> = BTreeMap::new();
+    for k in &keys {
+        for t in heartbeat(c, k, now).trials {
+            let slot = match t.role {
+                TaskRole::Party { index } => index,
+                _ => 2,
+            };
+            let e = seen.entry(t.id).or_insert_with(|| SeenTrial {
+                task: t.clone(),
+                members: [None; 3],
+            });
+            e.members[slot] = Some(*k);
+        }
+    }
+    seen
+}
+
+/// Reports `shares` for the two parties of `t` (online seconds `online`, RTTs `rtts`) and checks the
+/// answer as the HTTP layer does; returns the last step.
+fn report_trial(
+    c: &mut Coordinator,
+    t: &SeenTrial,
+    shares: [Vec<u64>; 2],
+    online: [f64; 2],
+    rtts: [Option<u32>; 2],
+    now: Millis,
+) -> TrialStep {
+    let mut last = TrialStep::Wait;
+    for (p, share) in shares.into_iter().enumerate() {
+        let report = trial_report(&t.task, share, online[p], rtts[p]);
+        let (_, step) = c.trial_report(&t.member(p), report, now).unwrap();
+        if let TrialStep::Check(check) = &step {
+            let checked = crate::trial::check(check, 0.01).unwrap();
+            c.record_trial_check(t.task.id, checked.correct, checked.ops, now)
+                .unwrap();
+        }
+        last = step;
+    }
+    last
+}
+
+/// Runs every registered node's trial to a pass (pairing, acceptance, correct shares) at `now`.
+fn admit_all(c: &mut Coordinator, now: Millis) {
+    for _ in 0..10 {
+        trials_seen(c, now);
+        let seen = trials_seen(c, now);
+        if seen.is_empty() {
+            break;
+        }
+        for t in seen.values() {
+            for m in t.members.iter().flatten() {
+                c.trial_accepted(m, t.task.id).unwrap();
+            }
+            let shares = shares_of(&t.task);
+            report_trial(c, t, shares, [0.01, 0.01], [None, None], now);
+        }
+    }
+    for n in c.nodes() {
+        assert_eq!(n.state, "active", "{n:?}");
+    }
+}
+
 /// A coordinator with `n` nodes of distinct operators that passed their trial.
 fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
     let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
@@ -92,13 +201,10 @@ fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
         assert!(kind(c.register(k, forged, T0)) == Some(ErrorKind::Invalid));
         let view = c.register(k, registration(i, &ids[i]), T0).unwrap();
         assert_eq!(view.state, "probation");
-        let trial = heartbeat(&mut c, k, T0)
-            .trial
-            .expect("a trial on probation");
-        let (node, _) = c.pending_trial(k, trial.id).unwrap();
-        assert!(c.pending_trial(k, trial.id + 1).is_err());
-        c.record_trial(node, trial.id, true, T0).unwrap();
-        assert!(heartbeat(&mut c, k, T0).trial.is_none());
+    }
+    admit_all(&mut c, T0);
+    for k in &keys {
+        assert!(heartbeat(&mut c, k, T0).trials.is_empty());
     }
     (c, keys)
 }
@@ -426,15 +532,13 @@ fn admitting(dir: &std::path::Path, operators: &[&Identity], max_nodes: u32) -> 
     c
 }
 
-/// Registers `id` with `certificate` (and a claimed operator name `op-{i}`) and passes its trial.
+/// Registers `id` with `certificate` (and a claimed operator name `op-{i}`); [`admit_all`] runs its
+/// trial.
 fn admit(c: &mut Coordinator, i: usize, id: &Identity, certificate: String) {
     let mut reg = registration(i, id);
     reg.certificate = Some(certificate);
     let k = id.public_key();
     c.register(&k, reg, T0).unwrap();
-    let trial = heartbeat(c, &k, T0).trial.unwrap();
-    let (node, _) = c.pending_trial(&k, trial.id).unwrap();
-    c.record_trial(node, trial.id, true, T0).unwrap();
 }
 
 #[test]
@@ -511,6 +615,7 @@ fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare
         let n = Identity::generate().unwrap();
         admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
     }
+    admit_all(&mut c, T0);
     // A third node of operator 0 is over its limit of two.
     let third = Identity::generate().unwrap();
     let mut reg = registration(20, &third);
@@ -559,6 +664,7 @@ fn removing_an_operator_drains_its_nodes_and_reschedules_their_attempts() {
             chain(&operators[i], n.public_key(), VALID_UNTIL_S),
         );
     }
+    admit_all(&mut c, T0);
     let client = Identity::generate().unwrap().public_key();
     let demand = demand_for(&request(), None).unwrap();
     let first = c.submit(&client, request(), demand, T0 + 1).unwrap();
@@ -759,6 +865,7 @@ fn an_operator_at_its_share_of_the_roles_in_flight_gets_no_new_role() {
         let n = Identity::generate().unwrap();
         admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
     }
+    admit_all(&mut c, T0);
     let client = Identity::generate().unwrap().public_key();
     let demand = demand_for(&request(), None).unwrap();
     // The first committee seats four of the five operators (one role each, 4 in flight).
