@@ -142,6 +142,11 @@ impl Network {
     }
 
     fn start_node(&mut self, i: usize) {
+        self.start_node_claiming(i, 2);
+    }
+
+    /// Starts node `i` claiming `cores` cores.
+    fn start_node_claiming(&mut self, i: usize, cores: u32) {
         let base = self.dir.path().join(format!("node-{i}"));
         std::fs::create_dir_all(&base).unwrap();
         let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into(), base.join("data"));
@@ -156,7 +161,7 @@ impl Network {
             region: "local".into(),
             asn: None,
             heartbeat_ms: 200,
-            cores: Some(2),
+            cores: Some(cores),
             memory_bytes: 4 << 30,
             bandwidth_bytes_per_s: 125_000_000,
             gpu_model: None,
@@ -706,4 +711,47 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     assert!(started.elapsed() < Duration::from_secs(5));
     let jobs: Vec<api::JobView> = api.get_json(api::JOBS).unwrap();
     assert!(jobs.is_empty(), "nothing was submitted");
+}
+
+#[test]
+fn nodes_are_admitted_by_a_trial_over_quic_that_measures_them_below_an_absurd_claim() {
+    let mut net = Network::start(0);
+    // Node 0 claims 1024 cores (1.024e12 ring operations per second); the others 2.
+    net.start_node_claiming(0, 1024);
+    for i in 1..4 {
+        net.start_node(i);
+    }
+    net.wait_all_active(4);
+    let nodes = net.query(&["nodes"]);
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    for n in nodes {
+        let claimed = n["claimed_ops_per_s"].as_u64().unwrap();
+        let measured = n["measured_ops_per_s"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no measurement: {n}"));
+        let used = n["ops_per_s"].as_u64().unwrap();
+        assert!(measured > 0, "{n}");
+        assert_eq!(used, claimed.min(measured), "selection uses the smaller: {n}");
+        // Each node's trial partner measured the RTT over QUIC.
+        assert!(
+            !n["measured_rtts"].as_array().unwrap().is_empty(),
+            "no RTT: {n}"
+        );
+    }
+    let absurd = nodes
+        .iter()
+        .find(|n| n["hardware"]["cores"] == 1024)
+        .expect("the node claiming 1024 cores");
+    assert_eq!(absurd["claimed_ops_per_s"], 1_024_000_000_000u64);
+    let measured = absurd["measured_ops_per_s"].as_u64().unwrap();
+    assert!(
+        measured < 1_024_000_000_000 / 100,
+        "a node claiming 1024 cores is measured well below its claim: {absurd}"
+    );
+    assert_eq!(absurd["ops_per_s"].as_u64().unwrap(), measured);
+    // The admitted network runs a job.
+    let child = net.submit(1, 11);
+    let result = finish(child, &net);
+    assert_matches_plaintext(&result, 1, 11);
 }
