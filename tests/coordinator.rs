@@ -732,7 +732,11 @@ fn nodes_are_admitted_by_a_trial_over_quic_that_measures_them_below_an_absurd_cl
             .unwrap_or_else(|| panic!("no measurement: {n}"));
         let used = n["ops_per_s"].as_u64().unwrap();
         assert!(measured > 0, "{n}");
-        assert_eq!(used, claimed.min(measured), "selection uses the smaller: {n}");
+        assert_eq!(
+            used,
+            claimed.min(measured),
+            "selection uses the smaller: {n}"
+        );
         // Each node's trial partner measured the RTT over QUIC.
         assert!(
             !n["measured_rtts"].as_array().unwrap().is_empty(),

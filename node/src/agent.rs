@@ -448,12 +448,7 @@ fn run_trial(shared: &Arc<Shared>, task: &TrialTask, flags: &TaskFlags) {
     let other = assigned.manifest().parties.get(1 - index.min(1)).cloned();
     let rtt_us = other.and_then(|peer| {
         (0..TRIAL_PINGS)
-            .filter_map(|_| {
-                shared
-                    .node
-                    .ping_member(&peer, Duration::from_secs(2))
-                    .ok()
-            })
+            .filter_map(|_| shared.node.ping_member(&peer, Duration::from_secs(2)).ok())
             .min()
             .map(|rtt| u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1))
     });
@@ -465,7 +460,12 @@ fn run_trial(shared: &Arc<Shared>, task: &TrialTask, flags: &TaskFlags) {
         Ok(r) => TrialReport {
             id: task.id,
             online_seconds: trial::online_seconds(&r),
-            outputs: r.outputs.into_iter().next().map(|w| w.0).unwrap_or_default(),
+            outputs: r
+                .outputs
+                .into_iter()
+                .next()
+                .map(|w| w.0)
+                .unwrap_or_default(),
             rtt_us,
             failure: None,
         },

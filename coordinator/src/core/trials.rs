@@ -197,9 +197,7 @@ impl Core {
             .copied()
             .filter(|n| n.registration().operator != operator && !self.in_trial(n.id()))
             .collect();
-        let active = examinable
-            .iter()
-            .find(|n| n.state() == NodeState::Active);
+        let active = examinable.iter().find(|n| n.state() == NodeState::Active);
         let (examiner, mutual) = match active {
             Some(n) => (n.id(), false),
             None => match examinable.iter().find(|n| {
@@ -217,8 +215,10 @@ impl Core {
             .min_by(|a, b| {
                 (a.state() != NodeState::Active)
                     .cmp(&(b.state() != NodeState::Active))
-                    .then((a.registration().operator == operator)
-                        .cmp(&(b.registration().operator == operator)))
+                    .then(
+                        (a.registration().operator == operator)
+                            .cmp(&(b.registration().operator == operator)),
+                    )
                     .then(by_load(a, b))
             })
             .map(|n| (n.id(), n.state() == NodeState::Active));
@@ -436,9 +436,10 @@ impl Core {
             .collect();
         for id in late {
             // An examiner or dealer that went silent meanwhile is no evidence against the subject.
-            let silent = self.trials.get(&id).is_some_and(|r| {
-                !self.fresh(r.parties[1], now) || !self.fresh(r.dealer, now)
-            });
+            let silent = self
+                .trials
+                .get(&id)
+                .is_some_and(|r| !self.fresh(r.parties[1], now) || !self.fresh(r.dealer, now));
             if silent {
                 if let Some(r) = self.trials.get_mut(&id) {
                     r.trusted = false;
