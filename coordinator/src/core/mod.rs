@@ -173,6 +173,8 @@ pub struct Core {
     trials: BTreeMap<u64, trials::TrialRun>,
     /// Bootstrap pairs whose answer was wrong: not paired together again (not persisted).
     failed_pairs: BTreeSet<(NodeId, NodeId)>,
+    /// Active nodes whose re-examination failed: not examined again before this time (not persisted).
+    exam_after: BTreeMap<NodeId, Millis>,
     /// Invariant: greater than every job id.
     next_job: u64,
     /// Deployed models by id (persisted as records `model/{id}`).
@@ -307,6 +309,7 @@ impl Core {
             nodes,
             trials: BTreeMap::new(),
             failed_pairs: BTreeSet::new(),
+            exam_after: BTreeMap::new(),
             next_job,
             models,
             receipts,

@@ -1358,3 +1358,40 @@ fn a_bootstrap_pair_that_disagrees_or_times_out_stays_on_probation_and_a_wrong_p
         );
     }
 }
+
+#[test]
+fn an_active_node_without_a_measurement_is_reexamined_without_blame_and_then_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 4);
+    // Node 0 as a coordinator of before the measured trial left it: active, no measurement.
+    c.update(|core| {
+        let mut records = core.registry.records();
+        records[0].registration.hardware.measured_ops_per_s = None;
+        let regions = Some(core.registry.region_snapshot());
+        let config = core.registry.config().clone();
+        core.registry =
+            veil_scheduler::Registry::from_records(config, records, regions, &[]).unwrap();
+        Ok(())
+    })
+    .unwrap();
+    let now = T0 + 1;
+    let t = only_trial(&mut c, now);
+    assert_eq!(t.member(0), keys[0]);
+    assert!(keys[1..].contains(&t.member(1)), "an active examiner");
+    // A wrong answer does not reject an active node; it is examined again only after the backoff.
+    let mut shares = shares_of(&t.task);
+    shares[0][0] ^= 1 << 30;
+    report_trial(&mut c, &t, shares, [0.01, 0.01], [None, None], now);
+    let v = view_of(&c, &keys[0]);
+    assert_eq!((v.state.as_str(), v.measured_ops_per_s), ("active", None));
+    assert!(trials_seen(&mut c, now + 1).is_empty());
+    let later = now + super::trials::REEXAM_BACKOFF * c.config().trial_timeout_ms;
+    let t = only_trial(&mut c, later);
+    assert_eq!(t.member(0), keys[0]);
+    let shares = shares_of(&t.task);
+    report_trial(&mut c, &t, shares, [0.02, 0.01], [None, None], later);
+    let v = view_of(&c, &keys[0]);
+    assert_eq!(v.state, "active");
+    assert!(v.measured_ops_per_s.is_some());
+    assert_eq!(v.ops_per_s, v.measured_ops_per_s.unwrap());
+}

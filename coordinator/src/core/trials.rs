@@ -10,7 +10,11 @@
 //!   paired again);
 //! - the dealer is any other fresh node, active ones and those of another operator than the subject's
 //!   first;
-//! - with no examiner or no dealer the subject waits on probation and is paired on a later heartbeat.
+//! - with no examiner or no dealer the subject waits on probation and is paired on a later heartbeat;
+//! - an active node without a measurement (admitted before trials measured anything) is examined the same
+//!   way, by an active examiner only; its failure blames nobody (it passed a trial already) and it is
+//!   examined again after [`REEXAM_BACKOFF`] trial timeouts, so that selection does not compare its claim
+//!   with the measurements of newer nodes.
 //!
 //! Outcome: the two parties' output shares are opened and checked outside the lock ([`crate::trial`]);
 //! a pass admits the subject (both, at bootstrap) with the measured rate and records both RTT reports. A
@@ -32,6 +36,9 @@ use veil_scheduler::{Millis, NodeEntry, NodeId, NodeState, Trial};
 
 use super::Core;
 use crate::error::{Error, Result};
+
+/// After a failed re-examination of an active node, trial timeouts before the next one.
+pub const REEXAM_BACKOFF: u64 = 10;
 
 /// One trial in flight.
 #[derive(Debug, Clone)]
@@ -147,11 +154,12 @@ impl Core {
     /// `node`'s trials for its heartbeat reply; a fresh node on probation that takes part in no trial as a
     /// party is paired first (see the module doc).
     pub(super) fn trials_of(&mut self, node: NodeId, now: Millis) -> Result<Vec<TrialTask>> {
-        let pending = self
-            .registry
-            .node(node)
-            .is_some_and(|n| n.trial() == Trial::Pending);
-        if pending && self.fresh(node, now) && !self.in_trial(node) {
+        let due = self.exam_after.get(&node).is_none_or(|&at| now >= at);
+        let pending = self.registry.node(node).is_some_and(|n| {
+            n.trial() == Trial::Pending
+                || (n.state() == NodeState::Active && n.hardware().measured_ops_per_s.is_none())
+        });
+        if pending && due && self.fresh(node, now) && !self.in_trial(node) {
             self.pair_trial(node, now)?;
         }
         Ok(self
@@ -179,11 +187,12 @@ impl Core {
     /// Pairs `subject` with an examiner and a dealer and signs the trial's manifest; `None` if there is
     /// no examiner or no dealer (the subject waits).
     pub(super) fn pair_trial(&mut self, subject: NodeId, now: Millis) -> Result<Option<u64>> {
-        let Some(operator) = self
-            .registry
-            .node(subject)
-            .map(|n| n.registration().operator.clone())
-        else {
+        let Some((operator, reexam)) = self.registry.node(subject).map(|n| {
+            (
+                n.registration().operator.clone(),
+                n.trial() == Trial::Passed,
+            )
+        }) else {
             return Ok(None);
         };
         let mut others: Vec<&NodeEntry> = self
@@ -200,6 +209,8 @@ impl Core {
         let active = examinable.iter().find(|n| n.state() == NodeState::Active);
         let (examiner, mutual) = match active {
             Some(n) => (n.id(), false),
+            // An active node is examined by active nodes only.
+            None if reexam => return Ok(None),
             None => match examinable.iter().find(|n| {
                 n.state() == NodeState::Probation
                     && !self.failed_pairs.contains(&pair_key(subject, n.id()))
@@ -268,7 +279,7 @@ impl Core {
                 parties: [subject, examiner],
                 dealer,
                 mutual,
-                trusted: !mutual && dealer_active,
+                trusted: !mutual && !reexam && dealer_active,
                 accepted: [false; 3],
                 reports: [None, None],
                 deadline: now.saturating_add(self.config.trial_timeout_ms),
@@ -411,6 +422,16 @@ impl Core {
             return Ok(());
         };
         let [subject, examiner] = run.parties;
+        let reexam = self
+            .registry
+            .node(subject)
+            .is_some_and(|n| n.trial() == Trial::Passed);
+        if reexam {
+            let backoff = REEXAM_BACKOFF.saturating_mul(self.config.trial_timeout_ms);
+            self.exam_after.insert(subject, now.saturating_add(backoff));
+            tracing::warn!(trial = id, node = %subject, reason = why.text(), "re-examination failed: examined again later");
+            return Ok(());
+        }
         if run.trusted {
             self.registry
                 .record_trial(subject, false, None, now)
