@@ -142,6 +142,11 @@ impl Network {
     }
 
     fn start_node(&mut self, i: usize) {
+        self.start_node_claiming(i, 2);
+    }
+
+    /// Starts node `i` claiming `cores` cores.
+    fn start_node_claiming(&mut self, i: usize, cores: u32) {
         let base = self.dir.path().join(format!("node-{i}"));
         std::fs::create_dir_all(&base).unwrap();
         let mut config = NodeConfig::new(([127, 0, 0, 1], 0).into(), base.join("data"));
@@ -156,7 +161,7 @@ impl Network {
             region: "local".into(),
             asn: None,
             heartbeat_ms: 200,
-            cores: Some(2),
+            cores: Some(cores),
             memory_bytes: 4 << 30,
             bandwidth_bytes_per_s: 125_000_000,
             gpu_model: None,
@@ -634,7 +639,7 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     );
     assert_eq!(view.declared_operator, "a-name-anyone-can-claim");
 
-    // The node passes its trial (run here, as its agent would) and is active.
+    // Alone, the node has no examiner of another operator: it waits on probation, with no trial.
     let heartbeat = || {
         let req = api::HeartbeatRequest {
             ready: true,
@@ -645,12 +650,12 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
         api.post_json::<_, api::HeartbeatReply>(api::HEARTBEAT, &req)
             .expect("heartbeat")
     };
-    let trial = heartbeat().trial.expect("a trial on probation");
-    let answer = veil_node::trial::run(&trial).unwrap();
-    let view: NodeView = api.post_json(api::TRIAL, &answer).unwrap();
-    assert_eq!(view.state, "active");
-    // Taking the operator out of the configuration while the coordinator runs drains its node (the file
-    // is re-read every 2 s), and the node cannot register its way back in.
+    let reply = heartbeat();
+    assert_eq!(reply.state, "probation");
+    assert!(reply.trials.is_empty(), "{reply:?}");
+    // Taking the operator out of the configuration while the coordinator runs revokes its node (the
+    // file is re-read every 2 s; the core's tests show an active node drained), and the node cannot
+    // register its way back in.
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
@@ -661,22 +666,21 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     )
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let reply = heartbeat();
-        if reply.state == "draining" {
-            assert!(reply.tasks.is_empty());
-            break;
+    let err = loop {
+        match register(Some(good.clone())) {
+            Err(e) => break e,
+            Ok(view) => assert!(
+                Instant::now() < deadline,
+                "still admitted ({}) after the reload",
+                view.state
+            ),
         }
-        assert!(
-            Instant::now() < deadline,
-            "still {} after the reload",
-            reply.state
-        );
         std::thread::sleep(Duration::from_millis(200));
-    }
-    let err = register(Some(good)).expect_err("no longer admitted");
+    };
     assert_eq!(err.status(), Some(403), "{err}");
     assert!(err.to_string().contains("is not admitted"), "{err}");
+    let reply = heartbeat();
+    assert!(reply.tasks.is_empty() && reply.trials.is_empty());
 
     // A client's job with extreme link shaping is refused at once (400), not run to a timeout.
     let job = api::SubmitRequest {
@@ -707,4 +711,51 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
     assert!(started.elapsed() < Duration::from_secs(5));
     let jobs: Vec<api::JobView> = api.get_json(api::JOBS).unwrap();
     assert!(jobs.is_empty(), "nothing was submitted");
+}
+
+#[test]
+fn nodes_are_admitted_by_a_trial_over_quic_that_measures_them_below_an_absurd_claim() {
+    let mut net = Network::start(0);
+    // Node 0 claims 1024 cores (1.024e12 ring operations per second); the others 2.
+    net.start_node_claiming(0, 1024);
+    for i in 1..4 {
+        net.start_node(i);
+    }
+    net.wait_all_active(4);
+    let nodes = net.query(&["nodes"]);
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 4);
+    for n in nodes {
+        let claimed = n["claimed_ops_per_s"].as_u64().unwrap();
+        let measured = n["measured_ops_per_s"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no measurement: {n}"));
+        let used = n["ops_per_s"].as_u64().unwrap();
+        assert!(measured > 0, "{n}");
+        assert_eq!(
+            used,
+            claimed.min(measured),
+            "selection uses the smaller: {n}"
+        );
+        // Each node's trial partner measured the RTT over QUIC.
+        assert!(
+            !n["measured_rtts"].as_array().unwrap().is_empty(),
+            "no RTT: {n}"
+        );
+    }
+    let absurd = nodes
+        .iter()
+        .find(|n| n["hardware"]["cores"] == 1024)
+        .expect("the node claiming 1024 cores");
+    assert_eq!(absurd["claimed_ops_per_s"], 1_024_000_000_000u64);
+    let measured = absurd["measured_ops_per_s"].as_u64().unwrap();
+    assert!(
+        measured < 1_024_000_000_000 / 100,
+        "a node claiming 1024 cores is measured well below its claim: {absurd}"
+    );
+    assert_eq!(absurd["ops_per_s"].as_u64().unwrap(), measured);
+    // The admitted network runs a job.
+    let child = net.submit(1, 11);
+    let result = finish(child, &net);
+    assert_matches_plaintext(&result, 1, 11);
 }

@@ -300,6 +300,9 @@ impl Client {
         // The current attempt's sealed blobs (drawn once per attempt, so every party gets shares of one
         // sharing) and which of them the coordinator has.
         let mut pending: Option<(u32, Vec<Vec<u8>>, Vec<bool>)> = None;
+        // spdz2k: the attempt and digest of the owner material this client received (its receipt must
+        // record the same).
+        let mut owner_seen: Option<(u32, [u8; 32])> = None;
         loop {
             let view: JobView = match self.api.get_json(&api::job(id)) {
                 Ok(v) => v,
@@ -327,8 +330,9 @@ impl Client {
                         let runs = match (spdz2k, program) {
                             (true, _) => {
                                 let run = run_id_of(&view)?;
-                                let owner =
+                                let (owner, digest) =
                                     self.owner_material(id, view.attempt, &manifest, &run)?;
+                                owner_seen = Some((view.attempt, digest));
                                 match program {
                                     Program::Plan(plan) => {
                                         published_runs(plan, &manifest, encoded, &owner)?
@@ -381,7 +385,12 @@ impl Client {
                             .context(
                                 "done, but not on the attempt this client sealed inputs for",
                             )?;
-                        let receipt = self.checked_receipt(id, &manifest, uploaded, &blobs)?;
+                        let owner = owner_seen
+                            .filter(|o| o.0 == view.attempt)
+                            .map(|o| o.1)
+                            .context("done, but without the owner material of this attempt")?;
+                        let receipt =
+                            self.checked_receipt(id, &manifest, uploaded, &blobs, &owner)?;
                         // Alpha from the parties' reports (released after their checks), not from
                         // the dealer: this client never held it while the parties computed.
                         let key = veil_node::wire::output_key(&reports)
@@ -700,11 +709,11 @@ impl Client {
         attempt: u32,
         manifest: &Manifest,
         run: &[u8; 32],
-    ) -> Result<OwnerMaterial> {
+    ) -> Result<(OwnerMaterial, [u8; 32])> {
         let blob = self.api.get_bytes(&api::owner_download(id, attempt))?;
         // The dealer's signature first: masks substituted on the way would let whoever chose them read
         // the inputs published under them.
-        let blob = open_signed(
+        let (blob, record) = open_signed_record(
             &blob,
             EvidenceKind::OwnerMaterial,
             run,
@@ -715,18 +724,21 @@ impl Client {
         let bytes = zeroize::Zeroizing::new(
             open_blob(&self.key, &binding, &blob).context("the dealer's sealed owner material")?,
         );
-        postcard::from_bytes(&bytes).context("the dealer's owner material")
+        let owner = postcard::from_bytes(&bytes).context("the dealer's owner material")?;
+        Ok((owner, record.digest))
     }
 
     /// The job's receipt, checked: it verifies under the pinned coordinator key (manifest signature,
-    /// signer = the committee's verifier, signature), covers this attempt's manifest, and commits to the
-    /// ciphertexts this client uploaded and downloaded.
+    /// signer = the committee's verifier, signature), covers this attempt's manifest, commits to the
+    /// ciphertexts this client uploaded and downloaded, and records the owner material this client
+    /// received (`owner`: its digest).
     fn checked_receipt(
         &self,
         id: u64,
         manifest: &Manifest,
         uploaded: &[Vec<u8>],
         downloaded: &[Vec<u8>],
+        owner: &[u8; 32],
     ) -> Result<String> {
         let entry: ReceiptEntry = self.api.get_json(&api::job_receipt(id))?;
         let file = ReceiptFile::from_json(&entry.receipt).context("the job's receipt")?;
@@ -747,6 +759,8 @@ impl Client {
             body.output_commitment == commit(downloaded),
             "the receipt commits to other outputs than this client received"
         );
+        file.check_owner(manifest.parties.len(), owner)
+            .context("the job's receipt")?;
         Ok(entry.receipt)
     }
 }
@@ -772,11 +786,21 @@ fn open_signed(
     manifest: &Manifest,
     index: usize,
 ) -> Result<Vec<u8>> {
+    open_signed_record(blob, kind, run, manifest, index).map(|(body, _)| body)
+}
+
+/// [`open_signed`], with the member's signed record of the blob.
+fn open_signed_record(
+    blob: &[u8],
+    kind: EvidenceKind,
+    run: &[u8; 32],
+    manifest: &Manifest,
+    index: usize,
+) -> Result<(Vec<u8>, evidence::EvidenceRecord)> {
     let index = u32::try_from(index).context("member index")?;
     let key = evidence::member_key(manifest, index)?;
-    let (body, _) = evidence::open(blob, kind, run, index, &key, MAX_SIGNED_BLOB_BYTES)
-        .with_context(|| format!("member {index}'s signed {}", kind.name()))?;
-    Ok(body)
+    evidence::open(blob, kind, run, index, &key, MAX_SIGNED_BLOB_BYTES)
+        .with_context(|| format!("member {index}'s signed {}", kind.name()))
 }
 
 /// TEST ONLY (`veil_node::record`): the encoded plaintext inputs, the reference the privacy test searches

@@ -125,6 +125,11 @@ pub struct CoordinatorConfig {
     /// Largest absolute error between a trial's answer and the plaintext reference.
     #[serde(default = "default_trial_tolerance")]
     pub trial_tolerance: f32,
+    /// How long a trial's committee (subject, examiner, dealer) has from its pairing to both parties'
+    /// reports, ms; past it the trial is given up (against the subject only where the examiner and the
+    /// dealer are active nodes) and the subject is paired again.
+    #[serde(default = "default_trial_timeout_ms")]
+    pub trial_timeout_ms: u64,
     /// Where Prometheus text is served at `/metrics`, plain HTTP (default `127.0.0.1:0`: localhost, a free
     /// port, printed in the ready line as `metrics`).
     #[serde(default = "crate::metrics::default_listen")]
@@ -315,6 +320,9 @@ fn default_trial_workload() -> String {
 fn default_trial_tolerance() -> f32 {
     1e-2
 }
+fn default_trial_timeout_ms() -> u64 {
+    30_000
+}
 
 impl CoordinatorConfig {
     /// Reads, parses and validates a configuration file.
@@ -355,6 +363,9 @@ impl CoordinatorConfig {
         }
         if !(self.trial_tolerance.is_finite() && self.trial_tolerance > 0.0) {
             return Err(invalid("trial_tolerance", "must be positive"));
+        }
+        if self.trial_timeout_ms < 1000 {
+            return Err(invalid("trial_timeout_ms", "must be at least 1000"));
         }
         if let Some(a) = &self.admission {
             if a.operators.is_empty() && a.admission_keys.is_empty() {

@@ -10,13 +10,14 @@ use std::ops::Deref;
 
 use veil_node::api::{
     DeployRequest, HeartbeatReply, HeartbeatRequest, JobView, ModelView, NodeView, RegisterRequest,
-    SubmitRequest, TaskFailure,
+    SubmitRequest, TaskFailure, TrialReport,
 };
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::{JobDemand, Millis, NodeId};
 
 use crate::blobs::{BlobKey, Blobs, Direction};
 use crate::config::CoordinatorConfig;
+use crate::core::trials::TrialStep;
 use crate::core::{Commit, Core, MacRecheck, RECORD_KINDS};
 use crate::error::{Error, Result};
 use crate::store::{RedbStore, StateStore};
@@ -189,15 +190,30 @@ impl<S: StateStore> Coordinator<S> {
         self.update(|c| c.register(key, req, now))
     }
 
-    /// See [`Core::record_trial`].
-    pub fn record_trial(
+    /// See [`Core::trial_accepted`].
+    pub fn trial_accepted(&mut self, key: &PublicKey, trial: u64) -> Result<()> {
+        self.update(|c| c.trial_accepted(key, trial))
+    }
+
+    /// See [`Core::trial_report`].
+    pub fn trial_report(
         &mut self,
-        node: NodeId,
-        trial: u64,
-        passed: bool,
+        key: &PublicKey,
+        report: TrialReport,
         now: Millis,
-    ) -> Result<NodeView> {
-        self.update(|c| c.record_trial(node, trial, passed, now))
+    ) -> Result<(NodeId, TrialStep)> {
+        self.update(|c| c.trial_report(key, report, now))
+    }
+
+    /// See [`Core::record_trial_check`].
+    pub fn record_trial_check(
+        &mut self,
+        trial: u64,
+        correct: bool,
+        ops: u64,
+        now: Millis,
+    ) -> Result<()> {
+        self.update(|c| c.record_trial_check(trial, correct, ops, now))
     }
 
     /// See [`Core::heartbeat`].

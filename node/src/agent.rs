@@ -1,4 +1,5 @@
-//! The coordinator agent inside `veil node`: registers the node, heartbeats, runs its trial, and carries
+//! The coordinator agent inside `veil node`: registers the node, heartbeats, takes part in trials (its
+//! own, or another node's as examiner or dealer: [`crate::trial`]), and carries
 //! out the tasks the heartbeat replies list (accept the manifest, wait for `go`, fetch the party's input
 //! blob, compute over the node's QUIC links, return the output blob; or serve as dealer).
 //!
@@ -25,7 +26,7 @@ use std::time::Duration;
 
 use crate::api::{
     self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, RttReport,
-    TaskFailure, TaskRole, TaskView, TrialTask, SPDZ2K,
+    TaskFailure, TaskRole, TaskView, TrialAccepted, TrialReport, TrialTask, SPDZ2K,
 };
 use crate::api_client::{ApiClient, CallError};
 use crate::config::CoordinatorLink;
@@ -66,7 +67,8 @@ struct Shared {
     submit_timeout: Duration,
     tasks: Mutex<HashMap<(u64, u32), Arc<TaskFlags>>>,
     busy: std::sync::atomic::AtomicU32,
-    trials: Mutex<HashSet<u64>>,
+    /// The trials this node takes part in, by nonce (dropped once the replies stop listing them).
+    trials: Mutex<HashMap<u64, Arc<TaskFlags>>>,
     /// RTTs measured to fellow committee members since the last heartbeat.
     rtts: Mutex<Vec<RttReport>>,
     /// Invariant: false until this process handled its first heartbeat reply; tasks listed in that
@@ -173,7 +175,7 @@ pub fn spawn(
         submit_timeout,
         tasks: Mutex::new(HashMap::new()),
         busy: std::sync::atomic::AtomicU32::new(0),
-        trials: Mutex::new(HashSet::new()),
+        trials: Mutex::new(HashMap::new()),
         rtts: Mutex::new(Vec::new()),
         seen_first_reply: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
@@ -272,9 +274,7 @@ fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
     if shared.stopping.load(Ordering::SeqCst) {
         return;
     }
-    if let Some(t) = reply.trial {
-        start_trial(shared, t);
-    }
+    handle_trials(shared, reply.trials);
     let first = !shared.seen_first_reply.swap(true, Ordering::SeqCst);
     let Ok(mut tasks) = shared.tasks.lock() else {
         return;
@@ -339,41 +339,145 @@ fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
     }
 }
 
-fn start_trial(shared: &Arc<Shared>, task: TrialTask) {
-    let Ok(mut running) = shared.trials.lock() else {
+/// Starts a worker for each trial seen for the first time, passes `go` on, and drops the trials no
+/// longer listed (decided or given up).
+fn handle_trials(shared: &Arc<Shared>, listed: Vec<TrialTask>) {
+    let Ok(mut trials) = shared.trials.lock() else {
         return;
     };
-    if !running.insert(task.id) {
+    let ids: HashSet<u64> = listed.iter().map(|t| t.id).collect();
+    trials.retain(|id, flags| {
+        let keep = ids.contains(id);
+        if !keep {
+            flags.dropped.store(true, Ordering::Relaxed);
+        }
+        keep
+    });
+    for task in listed {
+        if let Some(flags) = trials.get(&task.id) {
+            if task.go {
+                flags.go.store(true, Ordering::Relaxed);
+            }
+            continue;
+        }
+        let flags = Arc::new(TaskFlags::default());
+        flags.go.store(task.go, Ordering::Relaxed);
+        trials.insert(task.id, flags.clone());
+        let worker = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("veil-trial-{}", task.id))
+            .spawn(move || {
+                worker.busy.fetch_add(1, Ordering::Relaxed);
+                run_trial(&worker, &task, &flags);
+                worker.busy.fetch_sub(1, Ordering::Relaxed);
+            });
+        if let Err(e) = spawned {
+            tracing::error!("starting a trial thread: {e}");
+        }
+    }
+}
+
+/// Round-trip probes of a trial's other party; the smallest counts (the least queued one).
+const TRIAL_PINGS: usize = 3;
+
+/// One trial member's part (see [`crate::trial`]): accept the coordinator's manifest, wait for `go`, then
+/// deal, or run the party (its shares derived from the trial's public seeds), measure the RTT to the other
+/// party and report the output share and the online time.
+fn run_trial(shared: &Arc<Shared>, task: &TrialTask, flags: &TaskFlags) {
+    let report = |body: TrialReport| {
+        if retry(flags, "reporting the trial", || {
+            shared.api.post_json::<_, NodeView>(api::TRIAL, &body)
+        })
+        .is_some()
+        {
+            METRICS.trial(body.failure.is_none());
+        }
+    };
+    let failed = |why: String| TrialReport {
+        id: task.id,
+        outputs: Vec::new(),
+        online_seconds: 0.0,
+        rtt_us: None,
+        failure: Some(why),
+    };
+    let party = matches!(task.role, TaskRole::Party { .. });
+    let signed = hex::decode(&task.manifest)
+        .ok()
+        .and_then(|b| postcard::from_bytes::<SignedManifest>(&b).ok());
+    let Some(signed) = signed else {
+        tracing::error!(trial = task.id, "the trial's manifest does not decode");
+        if party {
+            report(failed("the trial's manifest does not decode".into()));
+        }
+        return;
+    };
+    let assigned = match shared.node.accept_assigned(&signed) {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!(trial = task.id, "refused the trial's manifest: {e}");
+            if party {
+                report(failed(format!("manifest refused: {e}")));
+            }
+            return;
+        }
+    };
+    let accepted = TrialAccepted { id: task.id };
+    if retry(flags, "accepting a trial", || {
+        shared.api.post_unit(api::TRIAL_ACCEPTED, &accepted)
+    })
+    .is_none()
+    {
         return;
     }
-    let worker = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .name("veil-trial".into())
-        .spawn(move || {
-            tracing::info!(workload = %task.workload, "running the trial job");
-            match trial::run(&task) {
-                Ok(result) => match worker.api.post_json::<_, NodeView>(api::TRIAL, &result) {
-                    Ok(view) => {
-                        METRICS.trial(true);
-                        tracing::info!(state = %view.state, "trial answered")
-                    }
-                    Err(e) => {
-                        METRICS.trial(false);
-                        tracing::warn!("sending the trial's answer: {e}");
-                        if let Ok(mut r) = worker.trials.lock() {
-                            r.remove(&task.id);
-                        }
-                    }
-                },
-                Err(e) => {
-                    METRICS.trial(false);
-                    tracing::error!("the trial job failed: {e}")
-                }
-            }
-        });
-    if let Err(e) = spawned {
-        tracing::error!("starting the trial thread: {e}");
+    while !flags.go.load(Ordering::Relaxed) {
+        if flags.dropped.load(Ordering::Relaxed) {
+            tracing::info!(trial = task.id, "trial dropped before it started");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let index = match assigned.role() {
+        Role::Dealer => {
+            let served = assigned.serve_dealer(shared.submit_timeout);
+            tracing::info!(trial = task.id, served, "trial dealt");
+            return;
+        }
+        Role::Party(i) => i,
+    };
+    tracing::info!(trial = task.id, party = index, workload = %task.workload, "running a trial");
+    let other = assigned.manifest().parties.get(1 - index.min(1)).cloned();
+    let rtt_us = other.and_then(|peer| {
+        (0..TRIAL_PINGS)
+            .filter_map(|_| shared.node.ping_member(&peer, Duration::from_secs(2)).ok())
+            .min()
+            .map(|rtt| u32::try_from(rtt.as_micros()).unwrap_or(u32::MAX).max(1))
+    });
+    let run = match trial::run_request(task, assigned.job(), index) {
+        Ok(r) => r,
+        Err(e) => return report(failed(format!("trial input: {e}"))),
+    };
+    let body = match assigned.run_party(run) {
+        Ok(r) => TrialReport {
+            id: task.id,
+            online_seconds: trial::online_seconds(&r),
+            outputs: r
+                .outputs
+                .into_iter()
+                .next()
+                .map(|w| w.0)
+                .unwrap_or_default(),
+            rtt_us,
+            failure: None,
+        },
+        Err(e) => {
+            tracing::warn!(trial = task.id, party = index, "the trial failed: {e}");
+            TrialReport {
+                rtt_us,
+                ..failed(format!("party {index}: {e}"))
+            }
+        }
+    };
+    report(body);
 }
 
 /// First wait before retrying a call to the coordinator.

@@ -31,8 +31,12 @@ pub fn stage_model_id(id: &str, start: usize, end: usize) -> String {
 pub const REGISTER: &str = "/v1/nodes/register";
 /// Liveness, load and assignments (caller: node). Body [`HeartbeatRequest`], reply [`HeartbeatReply`].
 pub const HEARTBEAT: &str = "/v1/nodes/heartbeat";
-/// The answer to a trial job (caller: node). Body [`TrialResult`], reply [`NodeView`].
+/// A party's report of a trial job (caller: a party of the trial). Body [`TrialReport`], reply
+/// [`NodeView`] (the caller's).
 pub const TRIAL: &str = "/v1/nodes/trial";
+/// A member accepted a trial's manifest (caller: a member of the trial). Body [`TrialAccepted`], reply
+/// 204.
+pub const TRIAL_ACCEPTED: &str = "/v1/nodes/trial/accepted";
 /// Every node (anyone). Reply `[NodeView]`.
 pub const NODES: &str = "/v1/nodes";
 /// Submit (POST, body [`SubmitRequest`], reply [`JobView`]) or list (GET, reply `[JobView]`) jobs.
@@ -196,7 +200,9 @@ pub struct TaskView {
     pub go: bool,
 }
 
-/// A trial job with a known answer: run the workload privately in memory, on the given seeds.
+/// A trial job with a known answer, run over QUIC by a committee the coordinator assembled: party 0 is the
+/// node on trial (the subject), party 1 its examiner (a node of another operator), the dealer a third node.
+/// Every member sees it in its heartbeat replies until it is decided; see `veil_node::trial`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrialTask {
     /// A nonce naming this trial.
@@ -207,17 +213,47 @@ pub struct TrialTask {
     pub model_seed: u64,
     /// Seed of the input.
     pub input_seed: u64,
+    /// Seed of the public dealing of the weight and input shares (a trial keeps nothing private: every
+    /// party derives its own shares from it).
+    pub share_seed: u64,
+    /// This node's role: party 0 (the subject), party 1 (the examiner) or the dealer.
+    pub role: TaskRole,
+    /// The coordinator-signed committee manifest (postcard `SignedManifest`, hex).
+    pub manifest: String,
+    /// Every member accepted the manifest: start.
+    pub go: bool,
 }
 
-/// A node's answer to its trial.
+/// A member accepted a trial's manifest (its job is registered, the other members' keys admitted).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialResult {
+pub struct TrialAccepted {
     /// The trial's nonce.
     pub id: u64,
-    /// The outputs (logits).
-    pub outputs: Vec<f32>,
-    /// Wall time of the private run, ms.
-    pub elapsed_ms: f64,
+}
+
+/// Most output words a trial report may carry.
+pub const MAX_TRIAL_OUTPUTS: usize = 1 << 16;
+/// Longest failure reason kept from a trial report, bytes.
+pub const MAX_TRIAL_REASON_BYTES: usize = 1024;
+
+/// A party's report of a trial: its output share and what it measured, or why it failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialReport {
+    /// The trial's nonce.
+    pub id: u64,
+    /// This party's share of the output (ring words; at most [`MAX_TRIAL_OUTPUTS`]). A trial's inputs and
+    /// weights are public, so its shares are no secret.
+    #[serde(default)]
+    pub outputs: Vec<u64>,
+    /// Online seconds of the inference as this party's clock saw them (wall time less preparation).
+    #[serde(default)]
+    pub online_seconds: f64,
+    /// The QUIC round-trip time this party measured to the other party, microseconds.
+    #[serde(default)]
+    pub rtt_us: Option<u32>,
+    /// Why the party failed (no output then).
+    #[serde(default)]
+    pub failure: Option<String>,
 }
 
 /// The reply to a heartbeat.
@@ -227,8 +263,10 @@ pub struct HeartbeatReply {
     pub state: String,
     /// The node's current tasks (a task missing here was cancelled or rescheduled: drop it).
     pub tasks: Vec<TaskView>,
-    /// A trial to run, while on probation.
-    pub trial: Option<TrialTask>,
+    /// The trials this node takes part in (its own while on probation, or as examiner or dealer of
+    /// another's); a trial missing here was decided or given up: drop it.
+    #[serde(default)]
+    pub trials: Vec<TrialTask>,
 }
 
 /// Why a member's task failed.
@@ -494,6 +532,15 @@ pub struct NodeView {
     pub hardware: HardwareReport,
     /// RTTs the node measured to peers: (peer node id, microseconds).
     pub measured_rtts: Vec<(u32, u32)>,
+    /// Ring operations per second its hardware claim stands for (cores and GPU).
+    #[serde(default)]
+    pub claimed_ops_per_s: u64,
+    /// Ring operations per second its examined trial measured, once it passed one.
+    #[serde(default)]
+    pub measured_ops_per_s: Option<u64>,
+    /// What selection uses: the smaller of the claimed and the measured rate.
+    #[serde(default)]
+    pub ops_per_s: u64,
 }
 
 /// An error reply.

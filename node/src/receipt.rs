@@ -80,6 +80,10 @@ pub enum ReceiptError {
     /// The MAC-check transcripts do not verify ([`crate::verifier`]): no receipt is issued.
     #[error("transcripts: {0}")]
     Transcripts(#[from] VerifyError),
+    /// The dealer's owner material the receipt's evidence records is not the blob the client received
+    /// (the dealer signed two different owner blobs for one run).
+    #[error("the receipt records other owner material than the dealer sent this client")]
+    OwnerMaterial,
 }
 
 /// What a verifier signs.
@@ -460,6 +464,21 @@ impl ReceiptFile {
         })
     }
 
+    /// Checks that the dealer's owner material record among the evidence (member index `parties`, the
+    /// dealer) has `digest`, the digest of the signed owner blob the client received and used: a dealer
+    /// that gave the client one set of masks and recorded another for the verifier is caught here. Call
+    /// after [`ReceiptFile::verify`] (which checks the record's signature).
+    pub fn check_owner(&self, parties: usize, digest: &[u8; 32]) -> Result<(), ReceiptError> {
+        let recorded = self
+            .evidence
+            .iter()
+            .find(|r| r.kind == EvidenceKind::OwnerMaterial && r.index as usize == parties);
+        match recorded {
+            Some(r) if bool::from(r.digest.ct_eq(digest)) => Ok(()),
+            _ => Err(ReceiptError::OwnerMaterial),
+        }
+    }
+
     /// Checks the receipt against its manifest and the coordinator's key ([`Receipt::verify`]), then its
     /// evidence: the records hash to the receipt's evidence hash, and every party's transcript and output
     /// record carries that party's signature for this run ([`check_records`]).
@@ -629,6 +648,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_owner_record_must_be_the_owner_blob_the_client_received() {
+        let f = fixture();
+        f.file.verify(&f.coordinator.public_key()).unwrap();
+        let received: [u8; 32] = Sha256::digest(b"sealed owner").into();
+        f.file.check_owner(2, &received).unwrap();
+        // Other masks than the ones recorded, or the record looked up at a party's index.
+        let other: [u8; 32] = Sha256::digest(b"other owner").into();
+        assert_eq!(
+            f.file.check_owner(2, &other),
+            Err(ReceiptError::OwnerMaterial)
+        );
+        assert_eq!(
+            f.file.check_owner(1, &received),
+            Err(ReceiptError::OwnerMaterial)
+        );
+        // A receipt without the owner record.
+        let mut t = f.file.clone();
+        t.evidence.retain(|r| r.kind != EvidenceKind::OwnerMaterial);
+        assert_eq!(
+            t.check_owner(2, &received),
+            Err(ReceiptError::OwnerMaterial)
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use proptest::prelude::*;
 use veil_engine::WeightMode;
 use veil_node::api::{
     DeployRequest, HeartbeatRequest, RegisterRequest, StageRequest, SubmitRequest, TaskFailure,
-    TrialResult,
+    TrialReport,
 };
 use veil_node::evidence::{self, EvidenceKind};
 use veil_node::frame;
@@ -31,7 +31,7 @@ const FRAME_LIMIT: usize = 1 << 20;
 const BODIES: [&str; 7] = [
     r#"{"operator":"op-1","region":"eu-west","asn":64512,"address":"127.0.0.1:4433","hardware":{"cores":8,"memory_bytes":17179869184,"gpu_model":null,"gpu_memory_bytes":null,"bandwidth_bytes_per_s":125000000},"sealing_key":"1111111111111111111111111111111111111111111111111111111111111111","sealing_attestation":"abcd","certificate":null}"#,
     r#"{"ready":true,"load":0.25,"queue_len":3,"rtts":[{"peer":"ab12","rtt_us":900}]}"#,
-    r#"{"id":7,"outputs":[0.5,-1.25,3.0],"elapsed_ms":12.5}"#,
+    r#"{"id":7,"outputs":[5,18446744073709551615,3],"online_seconds":0.0125,"rtt_us":900,"failure":null}"#,
     r#"{"workload":"network-a","model_seed":1,"weights":"shared","frac_bits":16,"batch":1,"inferences":2,"parties":2,"model":null,"output_key":null,"protocol":"semi2k","stage":{"start":0,"end":2,"next":null,"senders":2},"threads":4}"#,
     r#"{"reason":"peer went away","rejected_input":false,"verification_failed":true}"#,
     r#"{"id":"0000000000000000000000000000000000000000000000000000000000000000","architecture":"{\"name\":\"m\",\"input\":[4],\"layers\":[{\"linear\":{\"inputs\":4,\"outputs\":2}}]}","weights":"AAAA","parties":2,"frac_bits":16,"protocol":"spdz2k"}"#,
@@ -43,7 +43,7 @@ fn decode_bodies(bytes: &[u8]) -> usize {
     let mut n = 0;
     n += usize::from(serde_json::from_slice::<RegisterRequest>(bytes).is_ok());
     n += usize::from(serde_json::from_slice::<HeartbeatRequest>(bytes).is_ok());
-    n += usize::from(serde_json::from_slice::<TrialResult>(bytes).is_ok());
+    n += usize::from(serde_json::from_slice::<TrialReport>(bytes).is_ok());
     n += usize::from(serde_json::from_slice::<TaskFailure>(bytes).is_ok());
     n += usize::from(serde_json::from_slice::<StageRequest>(bytes).is_ok());
     if let Ok(req) = serde_json::from_slice::<SubmitRequest>(bytes) {

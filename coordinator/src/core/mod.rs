@@ -5,7 +5,8 @@
 //!
 //! | module | phase |
 //! | --- | --- |
-//! | [`nodes`] | nodes and admission: registration, trials, heartbeats, the tasks a node sees |
+//! | [`nodes`] | nodes and admission: registration, heartbeats, the tasks a node sees |
+//! | [`trials`] | trials over QUIC: pairing a node on probation with an examiner, their outcome |
 //! | [`submission`] | deployments, job requests and their demand, input uploads, cancellation, rate limits |
 //! | [`generation`] | chat turns (generation jobs): their request and demand |
 //! | [`scheduling`] | the timer: placement, phase timeouts, failed attempts, retention |
@@ -41,6 +42,7 @@ mod nodes;
 mod results;
 mod scheduling;
 mod submission;
+pub mod trials;
 mod verification;
 
 #[cfg(test)]
@@ -50,7 +52,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
-use veil_node::api::{ModelView, ReceiptEntry, SubmitRequest, TrialTask};
+use veil_node::api::{ModelView, ReceiptEntry, SubmitRequest};
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::{
     Batch, Config, FailureCause, Heartbeat, Job, Millis, NodeId, NodeState, Phase, Placement,
@@ -168,9 +170,12 @@ pub struct Core {
     jobs: BTreeMap<u64, Entry>,
     /// Invariant: indexed by `NodeId::index()`, as long as the registry.
     nodes: Vec<NodeExtra>,
-    /// The pending trial of each probation node that asked for one (not persisted: a restarted
-    /// coordinator issues fresh trials).
-    trials: HashMap<NodeId, TrialTask>,
+    /// The trials in flight by nonce (not persisted: a restarted coordinator pairs afresh).
+    trials: BTreeMap<u64, trials::TrialRun>,
+    /// Bootstrap pairs whose answer was wrong: not paired together again (not persisted).
+    failed_pairs: BTreeSet<(NodeId, NodeId)>,
+    /// Active nodes whose re-examination failed: not examined again before this time (not persisted).
+    exam_after: BTreeMap<NodeId, Millis>,
     /// Invariant: greater than every job id.
     next_job: u64,
     /// Deployed models by id (persisted as records `model/{id}`).
@@ -303,7 +308,9 @@ impl Core {
             registry,
             jobs: map,
             nodes,
-            trials: HashMap::new(),
+            trials: BTreeMap::new(),
+            failed_pairs: BTreeSet::new(),
+            exam_after: BTreeMap::new(),
             next_job,
             models,
             receipts,

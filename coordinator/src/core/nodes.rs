@@ -1,18 +1,17 @@
-//! Nodes and admission: registration (checked claims, the sealing key's attestation), the trial a node on
-//! probation must pass, heartbeats (liveness, load, RTTs) and the tasks each node sees in its replies.
+//! Nodes and admission: registration (checked claims, the sealing key's attestation), heartbeats
+//! (liveness, load, RTTs) and the tasks and trials ([`super::trials`]) each node sees in its replies.
 
 use std::net::SocketAddr;
 
 use veil_node::api::{
     HardwareReport, HeartbeatReply, HeartbeatRequest, MemberView, NodeView, RegisterRequest,
-    TaskRole, TaskView, TrialTask,
+    TaskRole, TaskView,
 };
 use veil_node::envelope::SealingKey;
 use veil_node::inbox::check_attestation;
 use veil_node::PublicKey;
 use veil_scheduler::{
     Gpu, Hardware, Heartbeat, Millis, NodeId, NodeRegistration, NodeState, Phase, ReportedStatus,
-    Trial,
 };
 
 use super::admission::{verify_chain, AdmissionError};
@@ -141,57 +140,8 @@ impl Core {
         self.node_view(id)
     }
 
-    /// The trial a probation node must run (issued on first request, kept until answered).
-    pub(super) fn trial_for(&mut self, id: NodeId) -> Option<TrialTask> {
-        let node = self.registry.node(id)?;
-        if node.trial() != Trial::Pending {
-            return None;
-        }
-        let workload = self.config.trial_workload.clone();
-        Some(
-            self.trials
-                .entry(id)
-                .or_insert_with(|| TrialTask {
-                    id: rand::random(),
-                    workload,
-                    model_seed: rand::random::<u32>() as u64,
-                    input_seed: rand::random::<u32>() as u64,
-                })
-                .clone(),
-        )
-    }
-
-    /// The pending trial of `key`'s node, to be checked against `id` (outside the lock: the reference
-    /// answer takes a plaintext run).
-    pub fn pending_trial(&self, key: &PublicKey, id: u64) -> Result<(NodeId, TrialTask)> {
-        let node = self.node_of(key)?;
-        match self.trials.get(&node) {
-            Some(t) if t.id == id => Ok((node, t.clone())),
-            _ => Err(Error::NoPendingTrial { trial: id }),
-        }
-    }
-
-    /// Records a checked trial: passing admits the node, failing rejects it.
-    pub fn record_trial(
-        &mut self,
-        node: NodeId,
-        trial: u64,
-        passed: bool,
-        now: Millis,
-    ) -> Result<NodeView> {
-        if self.trials.get(&node).map(|t| t.id) != Some(trial) {
-            return Err(Error::NoPendingTrial { trial });
-        }
-        self.trials.remove(&node);
-        self.registry
-            .record_trial(node, passed, None, now)
-            .map_err(Error::invariant)?;
-        tracing::info!(node = %node, passed, "trial recorded");
-        self.dirty_nodes.insert(node);
-        self.node_view(node)
-    }
-
-    /// A heartbeat: liveness, load, RTTs; the reply lists the node's tasks (and its trial on probation).
+    /// A heartbeat: liveness, load, RTTs; the reply lists the node's tasks and its trials (a node on
+    /// probation is paired for its trial here: [`super::trials`]).
     pub fn heartbeat(
         &mut self,
         key: &PublicKey,
@@ -234,7 +184,7 @@ impl Core {
         Ok(HeartbeatReply {
             state,
             tasks: self.tasks_of(id),
-            trial: self.trial_for(id),
+            trials: self.trials_of(id, now)?,
         })
     }
 
@@ -318,6 +268,9 @@ impl Core {
                 .record(id)
                 .map(|r| r.peers.iter().map(|&(p, us)| (p.0, us)).collect())
                 .unwrap_or_default(),
+            claimed_ops_per_s: h.claimed_ops_per_s().round() as u64,
+            measured_ops_per_s: h.measured_ops_per_s,
+            ops_per_s: h.ops_per_s().round() as u64,
         })
     }
 

@@ -29,6 +29,7 @@ impl Core {
             self.dirty_nodes.insert(n);
         }
         self.enforce_admission(now)?;
+        self.expire_trials(now)?;
         let ids: Vec<u64> = self
             .jobs
             .iter()

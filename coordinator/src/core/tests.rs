@@ -2,13 +2,16 @@
 
 use std::net::SocketAddr;
 
+use std::collections::BTreeMap;
+
 use veil_node::api::{
     HardwareReport, HeartbeatReply, HeartbeatRequest, JobView, NodeView, RegisterRequest,
-    SubmitRequest, TaskFailure, TaskRole,
+    SubmitRequest, TaskFailure, TaskRole, TrialReport, TrialTask,
 };
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::Millis;
 
+use super::trials::TrialStep;
 use super::{demand_for, MAX_NAME_BYTES};
 use crate::blobs::{BlobKey, Direction};
 use crate::config::CoordinatorConfig;
@@ -81,8 +84,123 @@ fn heartbeat(c: &mut Coordinator, key: &PublicKey, now: Millis) -> HeartbeatRepl
     c.heartbeat(key, req, now).unwrap()
 }
 
+/// Correct output shares of trial `t`: the plaintext answer, encoded and split at random.
+fn shares_of(t: &TrialTask) -> [Vec<u64>; 2] {
+    let out = veil_node::trial::reference(&t.workload, t.model_seed, t.input_seed).unwrap();
+    let fp = veil_protocols::ring::FixedPoint::new(veil_node::trial::FRAC_BITS).unwrap();
+    let encoded = fp.encode(&out).unwrap();
+    let mask: Vec<u64> = (0..encoded.len()).map(|_| rand::random()).collect();
+    let first = encoded
+        .iter()
+        .zip(&mask)
+        .map(|(e, m)| e.wrapping_sub(*m))
+        .collect();
+    [first, mask]
+}
+
+/// A party's report of `t`.
+fn trial_report(t: &TrialTask, outputs: Vec<u64>, online: f64, rtt_us: Option<u32>) -> TrialReport {
+    TrialReport {
+        id: t.id,
+        outputs,
+        online_seconds: online,
+        rtt_us,
+        failure: None,
+    }
+}
+
+/// A trial as its members see it: the task and the members' keys (party 0, party 1, the dealer).
+struct SeenTrial {
+    task: TrialTask,
+    members: [Option<PublicKey>; 3],
+}
+
+impl SeenTrial {
+    fn member(&self, i: usize) -> PublicKey {
+        self.members[i].unwrap()
+    }
+}
+
+/// Every trial in the heartbeat replies of every node (two heartbeats each, at `now`: the first may pair
+/// a node whose partners heartbeated before it).
+fn trials_seen(c: &mut Coordinator, now: Millis) -> BTreeMap<u64, SeenTrial> {
+    let keys: Vec<PublicKey> = c
+        .nodes()
+        .iter()
+        .map(|n| n.public_key.parse().unwrap())
+        .collect();
+    for k in &keys {
+        heartbeat(c, k, now);
+    }
+    let mut seen: BTreeMap<u64, SeenTrial> = BTreeMap::new();
+    for k in &keys {
+        for t in heartbeat(c, k, now).trials {
+            let slot = match t.role {
+                TaskRole::Party { index } => index,
+                _ => 2,
+            };
+            let e = seen.entry(t.id).or_insert_with(|| SeenTrial {
+                task: t.clone(),
+                members: [None; 3],
+            });
+            e.members[slot] = Some(*k);
+        }
+    }
+    seen
+}
+
+/// Reports `shares` for the two parties of `t` (online seconds `online`, RTTs `rtts`) and checks the
+/// answer as the HTTP layer does; returns the last step.
+fn report_trial(
+    c: &mut Coordinator,
+    t: &SeenTrial,
+    shares: [Vec<u64>; 2],
+    online: [f64; 2],
+    rtts: [Option<u32>; 2],
+    now: Millis,
+) -> TrialStep {
+    let mut last = TrialStep::Wait;
+    for (p, share) in shares.into_iter().enumerate() {
+        let report = trial_report(&t.task, share, online[p], rtts[p]);
+        let (_, step) = c.trial_report(&t.member(p), report, now).unwrap();
+        if let TrialStep::Check(check) = &step {
+            let checked = crate::trial::check(check, 0.01).unwrap();
+            c.record_trial_check(t.task.id, checked.correct, checked.ops, now)
+                .unwrap();
+        }
+        last = step;
+    }
+    last
+}
+
+/// Runs every registered node's trial to a pass (pairing, acceptance, correct shares) at `now`.
+fn admit_all(c: &mut Coordinator, now: Millis) {
+    for _ in 0..10 {
+        let seen = trials_seen(c, now);
+        if seen.is_empty() {
+            break;
+        }
+        for t in seen.values() {
+            for m in t.members.iter().flatten() {
+                c.trial_accepted(m, t.task.id).unwrap();
+            }
+            let shares = shares_of(&t.task);
+            report_trial(c, t, shares, [0.01, 0.01], [None, None], now);
+        }
+    }
+    for n in c.nodes() {
+        assert_eq!(n.state, "active", "{n:?}");
+    }
+}
+
 /// A coordinator with `n` nodes of distinct operators that passed their trial.
 fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
+    let (c, ids) = network_with_identities(dir, n);
+    (c, ids.iter().map(Identity::public_key).collect())
+}
+
+/// [`network`], keeping the nodes' identities (to sign evidence as nodes do).
+fn network_with_identities(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<Identity>) {
     let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
     let ids: Vec<Identity> = (0..n).map(|_| Identity::generate().unwrap()).collect();
     let keys: Vec<PublicKey> = ids.iter().map(Identity::public_key).collect();
@@ -92,15 +210,12 @@ fn network(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<PublicKey>) {
         assert!(kind(c.register(k, forged, T0)) == Some(ErrorKind::Invalid));
         let view = c.register(k, registration(i, &ids[i]), T0).unwrap();
         assert_eq!(view.state, "probation");
-        let trial = heartbeat(&mut c, k, T0)
-            .trial
-            .expect("a trial on probation");
-        let (node, _) = c.pending_trial(k, trial.id).unwrap();
-        assert!(c.pending_trial(k, trial.id + 1).is_err());
-        c.record_trial(node, trial.id, true, T0).unwrap();
-        assert!(heartbeat(&mut c, k, T0).trial.is_none());
     }
-    (c, keys)
+    admit_all(&mut c, T0);
+    for k in &keys {
+        assert!(heartbeat(&mut c, k, T0).trials.is_empty());
+    }
+    (c, ids)
 }
 
 fn members(view: &JobView) -> Vec<String> {
@@ -426,15 +541,13 @@ fn admitting(dir: &std::path::Path, operators: &[&Identity], max_nodes: u32) -> 
     c
 }
 
-/// Registers `id` with `certificate` (and a claimed operator name `op-{i}`) and passes its trial.
+/// Registers `id` with `certificate` (and a claimed operator name `op-{i}`); [`admit_all`] runs its
+/// trial.
 fn admit(c: &mut Coordinator, i: usize, id: &Identity, certificate: String) {
     let mut reg = registration(i, id);
     reg.certificate = Some(certificate);
     let k = id.public_key();
     c.register(&k, reg, T0).unwrap();
-    let trial = heartbeat(c, &k, T0).trial.unwrap();
-    let (node, _) = c.pending_trial(&k, trial.id).unwrap();
-    c.record_trial(node, trial.id, true, T0).unwrap();
 }
 
 #[test]
@@ -511,6 +624,7 @@ fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare
         let n = Identity::generate().unwrap();
         admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
     }
+    admit_all(&mut c, T0);
     // A third node of operator 0 is over its limit of two.
     let third = Identity::generate().unwrap();
     let mut reg = registration(20, &third);
@@ -559,6 +673,7 @@ fn removing_an_operator_drains_its_nodes_and_reschedules_their_attempts() {
             chain(&operators[i], n.public_key(), VALID_UNTIL_S),
         );
     }
+    admit_all(&mut c, T0);
     let client = Identity::generate().unwrap().public_key();
     let demand = demand_for(&request(), None).unwrap();
     let first = c.submit(&client, request(), demand, T0 + 1).unwrap();
@@ -703,6 +818,7 @@ fn an_operator_at_its_share_of_the_roles_in_flight_gets_no_new_role() {
         let n = Identity::generate().unwrap();
         admit(&mut c, i, &n, chain(o, n.public_key(), VALID_UNTIL_S));
     }
+    admit_all(&mut c, T0);
     let client = Identity::generate().unwrap().public_key();
     let demand = demand_for(&request(), None).unwrap();
     // The first committee seats four of the five operators (one role each, 4 in flight).
@@ -954,22 +1070,6 @@ fn a_failed_commit_is_kept_and_written_before_the_next_one() {
     assert_eq!(stored, want);
 }
 
-/// `network`, keeping the nodes' identities (to sign evidence as nodes do).
-fn network_with_identities(dir: &std::path::Path, n: usize) -> (Coordinator, Vec<Identity>) {
-    let mut c = Coordinator::open(config(dir), Identity::generate().unwrap(), T0).unwrap();
-    let ids: Vec<Identity> = (0..n).map(|_| Identity::generate().unwrap()).collect();
-    for (i, id) in ids.iter().enumerate() {
-        let k = id.public_key();
-        c.register(&k, registration(i, id), T0).unwrap();
-        let trial = heartbeat(&mut c, &k, T0)
-            .trial
-            .expect("a trial on probation");
-        let (node, _) = c.pending_trial(&k, trial.id).unwrap();
-        c.record_trial(node, trial.id, true, T0).unwrap();
-    }
-    (c, ids)
-}
-
 /// A `spdz2k` job on a network of 5, run to `verifying` with evidence signed by its members as nodes sign
 /// it (the owner material, each party's output, and a transcript that is not a valid MAC-check view).
 /// Returns the coordinator, the identities, the committee and the run id.
@@ -1201,4 +1301,280 @@ fn an_upload_that_is_not_its_members_signed_evidence_is_refused() {
         kind(c.upload_slot(&p0.public_key(), 1, 1, Direction::Owner)),
         Some(ErrorKind::Forbidden)
     );
+}
+
+/// Registers `id` as node `i` of operator `op-{operator}` claiming `cores` cores.
+fn enrol(c: &mut Coordinator, i: usize, operator: usize, id: &Identity, cores: u32, now: Millis) {
+    let mut reg = registration(i, id);
+    reg.operator = format!("op-{operator}");
+    reg.hardware.cores = cores;
+    c.register(&id.public_key(), reg, now).unwrap();
+}
+
+fn view_of(c: &Coordinator, key: &PublicKey) -> NodeView {
+    c.nodes()
+        .into_iter()
+        .find(|n| n.public_key == key.to_string())
+        .unwrap()
+}
+
+/// The one trial the replies show.
+fn only_trial(c: &mut Coordinator, now: Millis) -> SeenTrial {
+    let mut seen = trials_seen(c, now);
+    assert_eq!(seen.len(), 1, "one trial");
+    seen.pop_first().unwrap().1
+}
+
+#[test]
+fn a_trial_waits_for_an_examiner_of_another_operator_and_a_dealer_and_bootstrap_pairs_examine_each_other(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0).unwrap();
+    let ids: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
+    let keys: Vec<PublicKey> = ids.iter().map(Identity::public_key).collect();
+    // Alone: no examiner.
+    enrol(&mut c, 0, 0, &ids[0], 4, T0);
+    assert!(trials_seen(&mut c, T0).is_empty());
+    // Another operator's node could examine, but nobody is left to deal.
+    enrol(&mut c, 1, 1, &ids[1], 4, T0);
+    assert!(trials_seen(&mut c, T0).is_empty());
+    for k in &keys[..2] {
+        assert_eq!(view_of(&c, k).state, "probation");
+    }
+    // A second node of operator 0 deals; the two operators' nodes examine each other.
+    enrol(&mut c, 2, 0, &ids[2], 4, T0);
+    let t = only_trial(&mut c, T0);
+    let parties = [t.member(0), t.member(1)];
+    assert!(
+        parties.contains(&keys[1]),
+        "the only other operator examines"
+    );
+    assert!(parties.iter().any(|p| *p == keys[0] || *p == keys[2]));
+    assert!(!parties.contains(&t.member(2)));
+    assert!(!t.task.go);
+    for m in t.members.iter().flatten() {
+        c.trial_accepted(m, t.task.id).unwrap();
+    }
+    let seen = trials_seen(&mut c, T0);
+    assert!(seen[&t.task.id].task.go, "every member accepted: go");
+    let shares = shares_of(&t.task);
+    assert!(
+        matches!(
+            report_trial(&mut c, &t, shares, [0.02, 0.01], [None, None], T0),
+            TrialStep::Check(_)
+        ),
+        "the check runs on the second report"
+    );
+    for p in parties {
+        let v = view_of(&c, &p);
+        assert_eq!(v.state, "active", "both passed: {v:?}");
+        assert!(v.measured_ops_per_s.is_some());
+    }
+    // The dealer of operator 0 is examined by the active node of operator 1, not by its operator's.
+    let dealer = t.member(2);
+    let seen = trials_seen(&mut c, T0);
+    let next = seen
+        .values()
+        .find(|s| s.members[0] == Some(dealer))
+        .expect("the dealer's own trial");
+    assert_eq!(next.member(1), keys[1]);
+    // A node that is not a member accepts nothing.
+    let stranger = Identity::generate().unwrap();
+    enrol(&mut c, 3, 3, &stranger, 4, T0);
+    assert_eq!(
+        kind(c.trial_accepted(&stranger.public_key(), next.task.id)),
+        Some(ErrorKind::Conflict)
+    );
+}
+
+#[test]
+fn a_passed_trial_records_the_examiners_measurement_and_the_larger_rtt_and_selection_uses_the_smaller(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 4);
+    // A node of operator 0 claiming 1024 cores: operator 0's active node may not examine it.
+    let subject = Identity::generate().unwrap();
+    enrol(&mut c, 9, 0, &subject, 1024, T0);
+    let t = only_trial(&mut c, T0);
+    assert_eq!(t.member(0), subject.public_key());
+    assert_ne!(t.member(1), keys[0], "an examiner of another operator");
+    assert_ne!(t.member(2), subject.public_key());
+    for m in t.members.iter().flatten() {
+        c.trial_accepted(m, t.task.id).unwrap();
+    }
+    // The subject claims it was fast; the examiner's clock says otherwise: the larger counts.
+    let shares = shares_of(&t.task);
+    report_trial(
+        &mut c,
+        &t,
+        shares,
+        [0.001, 0.05],
+        [Some(1_000), Some(3_000)],
+        T0,
+    );
+    let model = veil_node::trial::model_of(&t.task.workload, t.task.model_seed).unwrap();
+    let ops = veil_node::trial::ops_of(&veil_node::trial::plan_of(&model).unwrap());
+    let v = view_of(&c, &subject.public_key());
+    assert_eq!(v.state, "active");
+    let measured = (ops as f64 / 0.05).round() as u64;
+    assert_eq!(v.measured_ops_per_s, Some(measured));
+    assert_eq!(v.claimed_ops_per_s, 1_024_000_000_000);
+    assert_eq!(v.ops_per_s, measured, "selection uses the smaller");
+    assert!(measured < v.claimed_ops_per_s);
+    // The examiner's measurement is not changed by examining.
+    assert_eq!(
+        view_of(&c, &t.member(1)).measured_ops_per_s,
+        Some((ops as f64 / 0.01).round() as u64)
+    );
+    // Both ends reported the RTT: the pair counts at the larger.
+    let id = |k: PublicKey| c.registry.id_of(&k.to_string()).unwrap();
+    assert_eq!(
+        c.registry.rtt_us(id(subject.public_key()), id(t.member(1))),
+        3_000
+    );
+    // Decided: the trial is gone, and a late report finds nothing.
+    assert!(trials_seen(&mut c, T0).is_empty());
+    let late = trial_report(&t.task, Vec::new(), 0.1, None);
+    assert!(c.trial_report(&t.member(0), late, T0).is_err());
+}
+
+#[test]
+fn an_active_examiner_rejects_a_wrong_answer_a_failure_and_a_silence_but_a_silent_examiner_does_not(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, _keys) = network(dir.path(), 4);
+    let heartbeat_all = |c: &mut Coordinator, now: Millis| {
+        trials_seen(c, now);
+    };
+    // A wrong answer.
+    let wrong = Identity::generate().unwrap();
+    enrol(&mut c, 10, 10, &wrong, 4, T0);
+    let t = only_trial(&mut c, T0);
+    let mut shares = shares_of(&t.task);
+    shares[0][0] = shares[0][0].wrapping_add(1 << 20);
+    report_trial(&mut c, &t, shares, [0.01, 0.01], [None, None], T0);
+    assert_eq!(view_of(&c, &wrong.public_key()).state, "rejected");
+    // The examiner reports that the subject failed.
+    let failing = Identity::generate().unwrap();
+    enrol(&mut c, 11, 11, &failing, 4, T0);
+    let t = only_trial(&mut c, T0);
+    let report = TrialReport {
+        failure: Some("party 1: no answer from party 0".into()),
+        ..trial_report(&t.task, Vec::new(), 0.0, None)
+    };
+    let (_, step) = c.trial_report(&t.member(1), report, T0).unwrap();
+    assert_eq!(step, TrialStep::Decided);
+    assert_eq!(view_of(&c, &failing.public_key()).state, "rejected");
+    // A subject that never reports, past the trial timeout, with its examiner and dealer up.
+    let silent = Identity::generate().unwrap();
+    enrol(&mut c, 12, 12, &silent, 4, T0);
+    let t = only_trial(&mut c, T0);
+    let timeout = c.config().trial_timeout_ms;
+    heartbeat_all(&mut c, T0 + timeout - 1);
+    c.tick(T0 + timeout - 1).unwrap();
+    assert_eq!(view_of(&c, &silent.public_key()).state, "probation");
+    heartbeat_all(&mut c, T0 + timeout);
+    c.tick(T0 + timeout).unwrap();
+    assert_eq!(view_of(&c, &silent.public_key()).state, "rejected");
+    assert!(c
+        .trial_report(
+            &t.member(1),
+            trial_report(&t.task, Vec::new(), 0.0, None),
+            T0 + timeout
+        )
+        .is_err());
+    // A trial whose examiner went silent is given up without blame; the subject is paired again.
+    let later = T0 + 10 * timeout;
+    let unlucky = Identity::generate().unwrap();
+    enrol(&mut c, 13, 13, &unlucky, 4, later);
+    let t = only_trial(&mut c, later);
+    let examiner = t.member(1);
+    let end = later + timeout;
+    for n in c.nodes() {
+        let k: PublicKey = n.public_key.parse().unwrap();
+        if k != examiner {
+            heartbeat(&mut c, &k, end);
+        }
+    }
+    c.tick(end).unwrap();
+    assert_eq!(view_of(&c, &unlucky.public_key()).state, "probation");
+    let again = only_trial(&mut c, end);
+    assert_eq!(again.member(0), unlucky.public_key());
+    assert_ne!(again.task.id, t.task.id);
+}
+
+#[test]
+fn a_bootstrap_pair_that_disagrees_or_times_out_stays_on_probation_and_a_wrong_pair_is_not_paired_again(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Coordinator::open(config(dir.path()), Identity::generate().unwrap(), T0).unwrap();
+    let ids: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        enrol(&mut c, i, i, id, 4, T0);
+    }
+    let seen = trials_seen(&mut c, T0);
+    assert_eq!(seen.len(), 2, "two bootstrap pairs among four nodes");
+    let t = seen.values().next().unwrap();
+    let pair = [t.member(0), t.member(1)];
+    let mut shares = shares_of(&t.task);
+    shares[1][0] = shares[1][0].wrapping_add(1 << 20);
+    report_trial(&mut c, t, shares, [0.01, 0.01], [None, None], T0);
+    for p in &pair {
+        assert_eq!(view_of(&c, p).state, "probation", "neither is blamed");
+    }
+    // The other pair times out: given up without blame.
+    let timeout = c.config().trial_timeout_ms;
+    for k in ids.iter().map(Identity::public_key) {
+        heartbeat(&mut c, &k, T0 + timeout);
+    }
+    c.tick(T0 + timeout).unwrap();
+    for id in &ids {
+        assert_eq!(view_of(&c, &id.public_key()).state, "probation");
+    }
+    // Paired afresh: the pair that disagreed is not paired together again.
+    let now = T0 + timeout + 1;
+    for t in trials_seen(&mut c, now).values() {
+        let p = [t.member(0), t.member(1)];
+        assert!(
+            !(p.contains(&pair[0]) && p.contains(&pair[1])),
+            "the pair that disagreed is paired again"
+        );
+    }
+}
+
+#[test]
+fn an_active_node_without_a_measurement_is_reexamined_without_blame_and_then_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 4);
+    // Node 0 as a coordinator of before the measured trial left it: active, no measurement.
+    c.update(|core| {
+        let mut records = core.registry.records();
+        records[0].registration.hardware.measured_ops_per_s = None;
+        let regions = Some(core.registry.region_snapshot());
+        let config = core.registry.config().clone();
+        core.registry =
+            veil_scheduler::Registry::from_records(config, records, regions, &[]).unwrap();
+        Ok(())
+    })
+    .unwrap();
+    let now = T0 + 1;
+    let t = only_trial(&mut c, now);
+    assert_eq!(t.member(0), keys[0]);
+    assert!(keys[1..].contains(&t.member(1)), "an active examiner");
+    // A wrong answer does not reject an active node; it is examined again only after the backoff.
+    let mut shares = shares_of(&t.task);
+    shares[0][0] ^= 1 << 30;
+    report_trial(&mut c, &t, shares, [0.01, 0.01], [None, None], now);
+    let v = view_of(&c, &keys[0]);
+    assert_eq!((v.state.as_str(), v.measured_ops_per_s), ("active", None));
+    assert!(trials_seen(&mut c, now + 1).is_empty());
+    let later = now + super::trials::REEXAM_BACKOFF * c.config().trial_timeout_ms;
+    let t = only_trial(&mut c, later);
+    assert_eq!(t.member(0), keys[0]);
+    let shares = shares_of(&t.task);
+    report_trial(&mut c, &t, shares, [0.02, 0.01], [None, None], later);
+    let v = view_of(&c, &keys[0]);
+    assert_eq!(v.state, "active");
+    assert!(v.measured_ops_per_s.is_some());
+    assert_eq!(v.ops_per_s, v.measured_ops_per_s.unwrap());
 }

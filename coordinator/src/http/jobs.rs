@@ -261,6 +261,9 @@ mod tests {
                 bandwidth_bytes_per_s: 1,
             },
             measured_rtts: Vec::new(),
+            claimed_ops_per_s: 0,
+            measured_ops_per_s: None,
+            ops_per_s: 0,
         }
     }
 

@@ -1,13 +1,16 @@
-//! `/v1/nodes`: registration, heartbeats, trial answers (callers: nodes) and the node list (anyone).
+//! `/v1/nodes`: registration, heartbeats, trial acceptances and reports (callers: nodes) and the node list
+//! (anyone).
 
 use axum::extract::State;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use veil_node::api::{
-    self, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, TrialResult,
+    self, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, TrialAccepted, TrialReport,
 };
 
 use super::{blocking, now_ms, with_state, Caller, HttpResult, Shared};
+use crate::core::trials::TrialStep;
 use crate::trial;
 
 /// The routes of nodes.
@@ -15,7 +18,8 @@ pub(super) fn router() -> Router<Shared> {
     Router::new()
         .route(api::REGISTER, post(register))
         .route(api::HEARTBEAT, post(heartbeat))
-        .route(api::TRIAL, post(trial_result))
+        .route(api::TRIAL, post(trial_report))
+        .route(api::TRIAL_ACCEPTED, post(trial_accepted))
         .route(api::NODES, get(list_nodes))
 }
 
@@ -41,22 +45,39 @@ async fn heartbeat(
         .map(Json)
 }
 
-async fn trial_result(
+async fn trial_accepted(
     State(s): State<Shared>,
     Extension(caller): Extension<Caller>,
-    Json(result): Json<TrialResult>,
+    Json(body): Json<TrialAccepted>,
+) -> HttpResult<StatusCode> {
+    let key = caller.key()?;
+    with_state(&s, move |c| c.trial_accepted(&key, body.id))
+        .await
+        .map(|()| StatusCode::NO_CONTENT)
+}
+
+/// A party's report; once both shares are in, the output is opened and checked outside the lock (the
+/// reference takes a plaintext run) and the outcome recorded.
+async fn trial_report(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Json(report): Json<TrialReport>,
 ) -> HttpResult<Json<NodeView>> {
     let key = caller.key()?;
-    let id = result.id;
-    let (node, task, tolerance) = with_state(&s, move |c| {
-        let (node, task) = c.pending_trial(&key, id)?;
-        Ok((node, task, c.config().trial_tolerance))
+    let id = report.id;
+    let (node, step, tolerance) = with_state(&s, move |c| {
+        let (node, step) = c.trial_report(&key, report, now_ms())?;
+        Ok((node, step, c.config().trial_tolerance))
     })
     .await?;
-    let passed = blocking(move || trial::check(&task, &result, tolerance)).await?;
-    with_state(&s, move |c| c.record_trial(node, id, passed, now_ms()))
-        .await
-        .map(Json)
+    if let TrialStep::Check(check) = step {
+        let checked = blocking(move || trial::check(&check, tolerance)).await?;
+        with_state(&s, move |c| {
+            c.record_trial_check(id, checked.correct, checked.ops, now_ms())
+        })
+        .await?;
+    }
+    with_state(&s, move |c| c.node_view(node)).await.map(Json)
 }
 
 async fn list_nodes(State(s): State<Shared>) -> HttpResult<Json<Vec<NodeView>>> {
