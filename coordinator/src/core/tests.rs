@@ -1070,77 +1070,112 @@ fn a_failed_commit_is_kept_and_written_before_the_next_one() {
     assert_eq!(stored, want);
 }
 
-/// A `spdz2k` job on a network of 5, run to `verifying` with evidence signed by its members as nodes sign
-/// it (the owner material, each party's output, and a transcript that is not a valid MAC-check view).
-/// Returns the coordinator, the identities, the committee and the run id.
-fn verifying_spdz2k_job(
-    dir: &std::path::Path,
-) -> (
-    Coordinator,
-    Vec<Identity>,
-    veil_node::api::CommitteeView,
-    [u8; 32],
-) {
-    use veil_node::evidence::{self, EvidenceKind};
-    let (mut c, ids) = network_with_identities(dir, 5);
-    let identity_of = |hex: &str| {
-        ids.iter()
+/// A `spdz2k` job on a network of 5 whose members all accepted: the coordinator, the nodes' identities, the
+/// job's view, its client and the run id its evidence is bound to.
+struct AcceptedSpdz2kJob {
+    c: Coordinator,
+    ids: Vec<Identity>,
+    committee: veil_node::api::CommitteeView,
+    client: PublicKey,
+    run: [u8; 32],
+}
+
+impl AcceptedSpdz2kJob {
+    fn new(dir: &std::path::Path) -> AcceptedSpdz2kJob {
+        let (mut c, ids) = network_with_identities(dir, 5);
+        let client = Identity::generate().unwrap().public_key();
+        let mut req = request();
+        req.protocol = "spdz2k".into();
+        let demand = demand_for(&req, None).unwrap();
+        let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+        let committee = view.committee.clone().unwrap();
+        let dealer: PublicKey = committee.dealer.public_key.parse().unwrap();
+        let task = heartbeat(&mut c, &dealer, T0 + 1)
+            .tasks
+            .into_iter()
+            .find(|t| t.job == 1)
+            .unwrap();
+        let signed: veil_node::manifest::SignedManifest =
+            postcard::from_bytes(&hex::decode(&task.manifest).unwrap()).unwrap();
+        let run = veil_node::evidence::run_id(&signed).unwrap();
+        for m in members(&view) {
+            c.task_accepted(&m.parse().unwrap(), 1, 1, T0 + 2).unwrap();
+        }
+        AcceptedSpdz2kJob {
+            c,
+            ids,
+            committee,
+            client,
+            run,
+        }
+    }
+
+    /// The identity of the node whose key is `hex`.
+    fn identity(&self, hex: &str) -> &Identity {
+        self.ids
+            .iter()
             .find(|i| i.public_key().to_string() == hex)
             .unwrap()
-    };
-    let client = Identity::generate().unwrap().public_key();
-    let mut req = request();
-    req.protocol = "spdz2k".into();
-    let demand = demand_for(&req, None).unwrap();
-    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
-    let committee = view.committee.clone().unwrap();
-    let dealer = identity_of(&committee.dealer.public_key);
-    let task = heartbeat(&mut c, &dealer.public_key(), T0 + 1)
-        .tasks
-        .into_iter()
-        .find(|t| t.job == 1)
-        .unwrap();
-    let signed: veil_node::manifest::SignedManifest =
-        postcard::from_bytes(&hex::decode(&task.manifest).unwrap()).unwrap();
-    let run = evidence::run_id(&signed).unwrap();
-    for m in members(&view) {
-        c.task_accepted(&identity_of(&m).public_key(), 1, 1, T0 + 2)
-            .unwrap();
     }
-    let parties = committee.parties.len() as u32;
+
+    fn upload_inputs(&mut self) {
+        for p in 0..2 {
+            self.c
+                .upload_input(&self.client, 1, 1, p, b"in".to_vec(), T0 + 2)
+                .unwrap();
+        }
+    }
+}
+
+/// [`AcceptedSpdz2kJob`] run to `verifying` with evidence signed by its members as nodes sign it (the owner
+/// material, each party's output, and a transcript that is not a valid MAC-check view), each upload checked
+/// as the HTTP edge checks it.
+fn verifying_spdz2k_job(dir: &std::path::Path) -> AcceptedSpdz2kJob {
+    use veil_node::evidence::{self, EvidenceKind};
+    let mut job = AcceptedSpdz2kJob::new(dir);
+    let dealer = job.identity(&job.committee.dealer.public_key);
+    let parties = job.committee.parties.len() as u32;
     let owner = evidence::seal(
         dealer,
         EvidenceKind::OwnerMaterial,
-        &run,
+        &job.run,
         parties,
         b"owner".to_vec(),
     );
-    c.upload_slot(&dealer.public_key(), 1, 1, Direction::Owner)
+    let dealer = dealer.public_key();
+    job.c
+        .upload_slot(&dealer, 1, 1, Direction::Owner)
         .unwrap()
         .check(&owner)
         .unwrap();
-    c.task_owner(&dealer.public_key(), 1, 1, owner).unwrap();
-    for p in 0..2 {
-        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
-            .unwrap();
-    }
-    for (i, p) in committee.parties.iter().enumerate() {
-        let id = identity_of(&p.public_key);
+    job.c.task_owner(&dealer, 1, 1, owner).unwrap();
+    job.upload_inputs();
+    for (i, p) in job.committee.parties.clone().iter().enumerate() {
+        let id = job.identity(&p.public_key);
         let k = id.public_key();
-        let transcript =
-            evidence::seal(id, EvidenceKind::Transcript, &run, i as u32, vec![0xff; 8]);
-        let output = evidence::seal(id, EvidenceKind::Output, &run, i as u32, vec![i as u8]);
+        let transcript = evidence::seal(
+            id,
+            EvidenceKind::Transcript,
+            &job.run,
+            i as u32,
+            vec![0xff; 8],
+        );
+        let output = evidence::seal(id, EvidenceKind::Output, &job.run, i as u32, vec![i as u8]);
         for (dir, blob) in [
             (Direction::Transcript, &transcript),
             (Direction::Output, &output),
         ] {
-            c.upload_slot(&k, 1, 1, dir).unwrap().check(blob).unwrap();
+            job.c
+                .upload_slot(&k, 1, 1, dir)
+                .unwrap()
+                .check(blob)
+                .unwrap();
         }
-        c.task_transcript(&k, 1, 1, transcript, T0 + 3).unwrap();
-        c.task_output(&k, 1, 1, output, T0 + 3).unwrap();
+        job.c.task_transcript(&k, 1, 1, transcript, T0 + 3).unwrap();
+        job.c.task_output(&k, 1, 1, output, T0 + 3).unwrap();
     }
-    assert_eq!(c.job_view(1).unwrap().phase, "verifying");
-    (c, ids, committee, run)
+    assert_eq!(job.c.job_view(1).unwrap().phase, "verifying");
+    job
 }
 
 fn mac_check_failed() -> TaskFailure {
@@ -1162,13 +1197,10 @@ fn failures_of(c: &Coordinator, key: &str) -> u64 {
 #[test]
 fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut c, ids, committee, _) = verifying_spdz2k_job(dir.path());
-    let key = |hex: &str| {
-        ids.iter()
-            .find(|i| i.public_key().to_string() == hex)
-            .unwrap()
-            .public_key()
-    };
+    let AcceptedSpdz2kJob {
+        mut c, committee, ..
+    } = verifying_spdz2k_job(dir.path());
+    let key = |hex: &str| hex.parse::<PublicKey>().unwrap();
     let failure = mac_check_failed();
     // Only the verifier may report it.
     let party = key(&committee.parties[0].public_key);
@@ -1194,13 +1226,9 @@ fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
 fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
     for dir_kind in [Direction::Output, Direction::Transcript, Direction::Owner] {
         let dir = tempfile::tempdir().unwrap();
-        let (mut c, ids, committee, _) = verifying_spdz2k_job(dir.path());
-        let key = |hex: &str| {
-            ids.iter()
-                .find(|i| i.public_key().to_string() == hex)
-                .unwrap()
-                .public_key()
-        };
+        let AcceptedSpdz2kJob {
+            mut c, committee, ..
+        } = verifying_spdz2k_job(dir.path());
         // The stored blob changes on disk after it was checked and stored (its last byte flipped).
         let blob = BlobKey {
             job: 1,
@@ -1211,14 +1239,9 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
         let mut bytes = c.blobs().get(&blob).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         c.blobs().put(&blob, &bytes).unwrap();
-        c.task_failed(
-            &key(&committee.verifier.public_key),
-            1,
-            1,
-            &mac_check_failed(),
-            T0 + 4,
-        )
-        .unwrap();
+        let verifier: PublicKey = committee.verifier.public_key.parse().unwrap();
+        c.task_failed(&verifier, 1, 1, &mac_check_failed(), T0 + 4)
+            .unwrap();
         // The attempt is retried, and no member is blamed: not the verifier, not the parties.
         let view = c.job_view(1).unwrap();
         assert_eq!(view.attempt, 2, "{dir_kind:?}");
@@ -1241,35 +1264,15 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
 fn an_upload_that_is_not_its_members_signed_evidence_is_refused() {
     use veil_node::evidence::{self, EvidenceKind};
     let dir = tempfile::tempdir().unwrap();
-    let (mut c, ids) = network_with_identities(dir.path(), 5);
-    let identity_of = |hex: &str| {
-        ids.iter()
-            .find(|i| i.public_key().to_string() == hex)
-            .unwrap()
-    };
-    let client = Identity::generate().unwrap().public_key();
-    let mut req = request();
-    req.protocol = "spdz2k".into();
-    let demand = demand_for(&req, None).unwrap();
-    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
-    let committee = view.committee.clone().unwrap();
+    let mut job = AcceptedSpdz2kJob::new(dir.path());
+    job.upload_inputs();
     let (p0, p1) = (
-        identity_of(&committee.parties[0].public_key),
-        identity_of(&committee.parties[1].public_key),
+        job.identity(&job.committee.parties[0].public_key),
+        job.identity(&job.committee.parties[1].public_key),
     );
-    let task = heartbeat(&mut c, &p0.public_key(), T0 + 1).tasks.remove(0);
-    let signed: veil_node::manifest::SignedManifest =
-        postcard::from_bytes(&hex::decode(&task.manifest).unwrap()).unwrap();
-    let run = evidence::run_id(&signed).unwrap();
-    for m in members(&view) {
-        c.task_accepted(&identity_of(&m).public_key(), 1, 1, T0 + 2)
-            .unwrap();
-    }
-    for p in 0..2 {
-        c.upload_input(&client, 1, 1, p, b"in".to_vec(), T0 + 2)
-            .unwrap();
-    }
-    let slot = c
+    let run = job.run;
+    let slot = job
+        .c
         .upload_slot(&p0.public_key(), 1, 1, Direction::Output)
         .unwrap();
     let good = evidence::seal(p0, EvidenceKind::Output, &run, 0, b"out".to_vec());
@@ -1291,14 +1294,14 @@ fn an_upload_that_is_not_its_members_signed_evidence_is_refused() {
         let err = slot.check(&bytes).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     }
-    // A non-party has no output slot; inputs are not evidence.
-    let dealer = identity_of(&committee.dealer.public_key).public_key();
+    // A non-party has no output slot, and a party no owner slot.
+    let dealer: PublicKey = job.committee.dealer.public_key.parse().unwrap();
     assert_eq!(
-        kind(c.upload_slot(&dealer, 1, 1, Direction::Output)),
+        kind(job.c.upload_slot(&dealer, 1, 1, Direction::Output)),
         Some(ErrorKind::Forbidden)
     );
     assert_eq!(
-        kind(c.upload_slot(&p0.public_key(), 1, 1, Direction::Owner)),
+        kind(job.c.upload_slot(&p0.public_key(), 1, 1, Direction::Owner)),
         Some(ErrorKind::Forbidden)
     );
 }
