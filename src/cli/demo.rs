@@ -184,7 +184,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
     })?;
     bar.clear();
     println!(
-        "  [{:>5.2} s] network up: every node registered its keys and passed its known-answer trial",
+        "  [{:>5.2} s] network up: every node registered its keys and passed its known-answer trial over QUIC (examined by another operator's node, its speed measured)",
         started.elapsed().as_secs_f64()
     );
     let frac_bits = plan.fixed_point.frac_bits();
