@@ -21,7 +21,6 @@ use veil_engine::bert::pretrained;
 use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
 use veil_engine::lab::shaping::ShapedNet;
-use veil_engine::local::spdz2k_requests;
 use veil_engine::private::{setup, setup_published, PublishedWeight, WeightShare};
 use veil_engine::session::{job_requests, PartySession, Program, SessionDomain};
 use veil_engine::{workloads, Plan};
@@ -127,19 +126,36 @@ impl JobProgram {
 
     /// The job's dealer requests, in the order its parties consume them.
     pub fn requests(&self, manifest: &Manifest) -> Vec<Request> {
-        let (batch, inferences) = (manifest.batch as usize, manifest.inferences as usize);
-        let items = vec![batch; inferences];
+        self.request_parts(manifest).all()
+    }
+
+    /// The job's dealer requests in parts: the model setup's, then one inference's, repeated for every
+    /// inference of the manifest (what [`JobProgram::requests`] lists in full).
+    pub fn request_parts(&self, manifest: &Manifest) -> JobRequests {
+        let batch = manifest.batch as usize;
         let spdz2k = manifest.protocol == SPDZ2K;
-        match self {
-            JobProgram::Plan(plan) if spdz2k => spdz2k_requests(plan, batch, inferences),
-            JobProgram::Plan(plan) => {
-                let one = plan.requests(batch);
-                (0..inferences).flat_map(|_| one.iter().cloned()).collect()
+        let (setup, inference) = match self {
+            JobProgram::Plan(plan) if spdz2k => {
+                let mut one = vec![Request::Input {
+                    len: batch * plan.input_len,
+                }];
+                one.extend(plan.requests(batch));
+                (plan.setup_requests(), one)
             }
-            JobProgram::Encoder(e) if spdz2k => {
-                job_requests::<Spdz2k, PrivateBert>(e, Vec::new(), &items)
-            }
-            JobProgram::Encoder(e) => job_requests::<Semi2k, PrivateBert>(e, Vec::new(), &items),
+            JobProgram::Plan(plan) => (Vec::new(), plan.requests(batch)),
+            JobProgram::Encoder(e) if spdz2k => (
+                Vec::new(),
+                job_requests::<Spdz2k, PrivateBert>(e, Vec::new(), &[batch]),
+            ),
+            JobProgram::Encoder(e) => (
+                Vec::new(),
+                job_requests::<Semi2k, PrivateBert>(e, Vec::new(), &[batch]),
+            ),
+        };
+        JobRequests {
+            setup,
+            inference,
+            inferences: manifest.inferences as usize,
         }
     }
 
@@ -177,6 +193,40 @@ impl JobProgram {
             JobProgram::Plan(plan) => plan.fixed_point,
             JobProgram::Encoder(e) => e.config().fixed_point,
         }
+    }
+}
+
+/// A job's dealer requests in parts, in the order the parties consume them: `setup` once, then `inference`
+/// `inferences` times. The dealer deals them a part at a time; a party reads the whole list ([`Self::all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequests {
+    /// The model setup's requests (`spdz2k`: the weight masks), or a job's only list (a generation job).
+    pub setup: Vec<Request>,
+    /// One inference's requests (its input's, then the program's).
+    pub inference: Vec<Request>,
+    /// Inferences in the job.
+    pub inferences: usize,
+}
+
+impl JobRequests {
+    /// One list of requests, dealt at once.
+    pub fn single(requests: Vec<Request>) -> Self {
+        Self {
+            setup: requests,
+            inference: Vec::new(),
+            inferences: 0,
+        }
+    }
+
+    /// The parts in order: the setup, then every inference.
+    pub fn parts(&self) -> impl Iterator<Item = &[Request]> {
+        std::iter::once(self.setup.as_slice())
+            .chain(std::iter::repeat_n(self.inference.as_slice(), self.inferences))
+    }
+
+    /// The whole list.
+    pub fn all(&self) -> Vec<Request> {
+        self.parts().flat_map(|p| p.iter().cloned()).collect()
     }
 }
 
@@ -256,7 +306,8 @@ pub(crate) async fn fetch_material(
         .await
         .map_err(|e| NodeError::Quic(e.to_string()))?;
     let _ = send.finish();
-    let answer = read_dealt(&mut recv, max_frame).await;
+    let last = party + 1 == manifest.parties.len();
+    let answer = read_dealt(&mut recv, max_frame, last).await;
     let _ = recv.stop(VarInt::from_u32(0));
     answer
 }
@@ -270,9 +321,10 @@ async fn read_frame(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Ms
     }
 }
 
-/// The dealer's answer: `Dealt`, then its remaining corrections in `Corrections` frames. Memory grows only
-/// as frames arrive (nothing is reserved from the announced count), and no frame may exceed what remains.
-async fn read_dealt(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Dealt> {
+/// The dealer's answer: `Dealt`, then (`last` party) its corrections in `Corrections` frames and the
+/// dealer's time (`DealerTime`), which replaces the header's. Memory grows only as frames arrive (nothing is
+/// reserved from the announced count), and no frame may exceed what remains.
+async fn read_dealt(recv: &mut quinn::RecvStream, max_frame: usize, last: bool) -> Result<Dealt> {
     let mut dealt = match read_frame(recv, max_frame).await? {
         Msg::Dealt(d) => d,
         Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
@@ -292,9 +344,22 @@ async fn read_dealt(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<De
                 remaining -= chunk.0.len() as u64;
                 dealt.corrections.0.extend_from_slice(&chunk.0);
             }
+            Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
             other => {
                 return Err(NodeError::Unexpected(format!(
                     "dealer sent {} where {remaining} correction words were due",
+                    other.name()
+                )))
+            }
+        }
+    }
+    if last {
+        match read_frame(recv, max_frame).await? {
+            Msg::DealerTime { seconds } => dealt.dealer_seconds = seconds,
+            Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
+            other => {
+                return Err(NodeError::Unexpected(format!(
+                    "dealer sent {} where its time was due",
                     other.name()
                 )))
             }

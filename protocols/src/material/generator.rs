@@ -199,6 +199,12 @@ impl DealerGenerator {
         self.corrections
     }
 
+    /// The corrections dealt since the last call (or since the start), in order; the generator keeps its
+    /// PRG state, so the next draws continue the same streams.
+    pub fn take_corrections(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.corrections)
+    }
+
     fn last(&self) -> usize {
         self.prgs.len() - 1
     }
@@ -262,5 +268,87 @@ pub(crate) fn check_len(got: usize, want: usize) -> Result<()> {
         Err(ProtocolError::Material(format!(
             "dealer computed {got} elements where {want} are dealt"
         )))
+    }
+}
+
+/// What dealing some requests draws, learnt without dealing them (see [`DrawCounter`]): every party but the
+/// last draws the same words, so two counts describe every PRG.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Draws {
+    /// Words drawn from the PRG of each party but the last (by the dealer and by that party alike).
+    pub others: u64,
+    /// Words drawn from the last party's PRG.
+    pub last: u64,
+    /// Correction words dealt to the last party.
+    pub corrections: u64,
+}
+
+impl Draws {
+    /// The draws of `self` then `other`.
+    pub fn plus(self, other: Draws) -> Draws {
+        Draws {
+            others: self.others.saturating_add(other.others),
+            last: self.last.saturating_add(other.last),
+            corrections: self.corrections.saturating_add(other.corrections),
+        }
+    }
+
+    /// The draws of `times` repetitions.
+    pub fn times(self, times: u64) -> Draws {
+        Draws {
+            others: self.others.saturating_mul(times),
+            last: self.last.saturating_mul(times),
+            corrections: self.corrections.saturating_mul(times),
+        }
+    }
+
+    /// Moves every PRG of a dealer past these draws (`prgs[..n-1]` by `others`, the last by `last`).
+    pub(crate) fn skip(&self, prgs: &mut [Prg]) {
+        if let Some((last, others)) = prgs.split_last_mut() {
+            others.iter_mut().for_each(|p| p.skip(self.others));
+            last.skip(self.last);
+        }
+    }
+}
+
+/// A `semi2k` dealer that deals nothing: it counts what [`DealerGenerator`] would draw and correct, at no
+/// cost (no PRG runs, no plaintext is computed). Invariant: it counts exactly the draws of
+/// [`DealerGenerator`]'s methods (tested against real dealing).
+#[derive(Debug, Default)]
+pub struct DrawCounter {
+    /// What was counted so far.
+    pub draws: Draws,
+}
+
+impl Generator for DrawCounter {
+    type Plain = Hidden;
+    type Share = Vec<u64>;
+    type BitShare = Vec<u64>;
+
+    fn random(&mut self, len: usize) -> (Vec<u64>, Hidden) {
+        self.draws.others += len as u64;
+        self.draws.last += len as u64;
+        (Vec::new(), Hidden)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (Vec<u64>, Hidden) {
+        self.random(words)
+    }
+
+    fn fixed(&mut self, _value: &Hidden, len: usize) -> Result<Vec<u64>> {
+        self.draws.others += len as u64;
+        self.draws.corrections += len as u64;
+        Ok(Vec::new())
+    }
+
+    fn fixed_bits(&mut self, value: &Hidden, words: usize) -> Result<Vec<u64>> {
+        self.fixed(value, words)
+    }
+
+    fn derive<const K: usize>(
+        _inputs: [&Hidden; K],
+        _f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Hidden {
+        Hidden
     }
 }
