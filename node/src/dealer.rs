@@ -169,11 +169,17 @@ impl DealerState {
     /// Serves party `party` of `manifest` on `send` (the caller finishes the stream, or writes `Failed` on
     /// an error): its [`Dealt`] header, then, for the last party, its corrections as they are generated and
     /// the dealer's time. Fails if the party was served already.
-    pub async fn serve(&self, manifest: &Manifest, party: usize, send: &mut SendStream) -> Result<()> {
+    pub async fn serve(
+        &self,
+        manifest: &Manifest,
+        party: usize,
+        send: &mut SendStream,
+    ) -> Result<()> {
         self.start(party)?;
         let preparation = self.preparation(manifest).await?;
         let last = party + 1 == manifest.parties.len();
-        let (model_seed, job_seed) = match (self.seeds.model.get(party), self.seeds.job.get(party)) {
+        let (model_seed, job_seed) = match (self.seeds.model.get(party), self.seeds.job.get(party))
+        {
             (Some(m), Some(j)) => (m.clone(), j.clone()),
             _ => return Err(NodeError::Unexpected(format!("no party {party}"))),
         };
@@ -246,20 +252,20 @@ fn prepare(manifest: &Manifest) -> Result<Preparation> {
     let started = Instant::now();
     let n = manifest.parties.len();
     // A generation job (semi2k, public weights): its steps' material, no masks, in one list.
-    let (requests, mask_shapes, spdz2k) = if crate::generation::is_generation(&manifest.model.workload)
-    {
-        let job = crate::generation::GenerationJob::of(manifest)?;
-        (JobRequests::single(job.requests()), Vec::new(), false)
-    } else {
-        let program = JobProgram::of(manifest)?;
-        let spdz2k = manifest.protocol == SPDZ2K;
-        let shapes = if spdz2k {
-            Vec::new()
+    let (requests, mask_shapes, spdz2k) =
+        if crate::generation::is_generation(&manifest.model.workload) {
+            let job = crate::generation::GenerationJob::of(manifest)?;
+            (JobRequests::single(job.requests()), Vec::new(), false)
         } else {
-            program.mask_shapes()
+            let program = JobProgram::of(manifest)?;
+            let spdz2k = manifest.protocol == SPDZ2K;
+            let shapes = if spdz2k {
+                Vec::new()
+            } else {
+                program.mask_shapes()
+            };
+            (program.request_parts(manifest), shapes, spdz2k)
         };
-        (program.request_parts(manifest), shapes, spdz2k)
-    };
     let count = |r: &[Request]| {
         if spdz2k {
             material::auth::count(r)
@@ -275,9 +281,12 @@ fn prepare(manifest: &Manifest) -> Result<Preparation> {
     } else {
         0
     };
-    let bytes = (n as u64)
-        .saturating_mul(32)
-        .saturating_add(draws.corrections.saturating_add(owner_words).saturating_mul(8));
+    let bytes = (n as u64).saturating_mul(32).saturating_add(
+        draws
+            .corrections
+            .saturating_add(owner_words)
+            .saturating_mul(8),
+    );
     tracing::info!(job = %manifest.job, parties = n, corrections = draws.corrections, spdz2k, "dealing prepared");
     Ok(Preparation {
         requests,
@@ -446,7 +455,11 @@ mod tests {
 
     /// A job of `inferences` inferences of `network-a` (shared weights) under `protocol`.
     fn manifest(protocol: &str, inferences: u32) -> Manifest {
-        let key = || crate::identity::Identity::generate().expect("key").public_key();
+        let key = || {
+            crate::identity::Identity::generate()
+                .expect("key")
+                .public_key()
+        };
         let member = |port| Member {
             address: ([127, 0, 0, 1], port).into(),
             public_key: key(),
@@ -496,7 +509,10 @@ mod tests {
         let seeds = DealtSeeds::from_master(&Seed::random_from(5), 3);
         let mut sink = Collect::default();
         let produced = produce(&preparation, &seeds, 1, chunk, &mut sink).expect("produce");
-        assert!(sink.chunks.iter().all(|c| !c.is_empty() && c.len() <= chunk));
+        assert!(sink
+            .chunks
+            .iter()
+            .all(|c| !c.is_empty() && c.len() <= chunk));
         assert_eq!(sink.flushes, 1 + manifest.inferences as usize);
         (preparation, produced, sink.chunks)
     }
@@ -578,7 +594,10 @@ mod tests {
             peaks.push(produced.peak);
         }
         assert_eq!(peaks[0], peaks[1]);
-        assert_eq!(peaks[0], 236_564, "the larger of the setup's and one inference's corrections");
+        assert_eq!(
+            peaks[0], 236_564,
+            "the larger of the setup's and one inference's corrections"
+        );
     }
 
     #[test]

@@ -220,8 +220,10 @@ impl JobRequests {
 
     /// The parts in order: the setup, then every inference.
     pub fn parts(&self) -> impl Iterator<Item = &[Request]> {
-        std::iter::once(self.setup.as_slice())
-            .chain(std::iter::repeat_n(self.inference.as_slice(), self.inferences))
+        std::iter::once(self.setup.as_slice()).chain(std::iter::repeat_n(
+            self.inference.as_slice(),
+            self.inferences,
+        ))
     }
 
     /// The whole list.

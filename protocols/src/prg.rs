@@ -242,7 +242,16 @@ mod tests {
         // Skips of every parity, from both an aligned and a split block.
         let mut prg = Prg::new(&seed);
         let mut at = 0usize;
-        for (skip, draw) in [(0u64, 1usize), (1, 2), (2, 3), (5, 0), (0, 4), (7, 1), (1000, 9), (1, 1)] {
+        for (skip, draw) in [
+            (0u64, 1usize),
+            (1, 2),
+            (2, 3),
+            (5, 0),
+            (0, 4),
+            (7, 1),
+            (1000, 9),
+            (1, 1),
+        ] {
             prg.skip(skip);
             at += skip as usize;
             assert_eq!(prg.words(draw), all[at..at + draw], "after skipping {skip}");

@@ -508,16 +508,14 @@ impl AuthDealer {
     /// [`AuthDeal::owner_masks`]) without dealing the rest: the PRGs skip every other request's draws
     /// (counted by [`count`]), and no correction is kept. The client's material at a small fraction of the
     /// dealing's cost and memory.
-    pub fn owner_masks(
-        &mut self,
-        requests: &[crate::material::Request],
-    ) -> Result<Vec<Vec<u64>>> {
+    pub fn owner_masks(&mut self, requests: &[crate::material::Request]) -> Result<Vec<Vec<u64>>> {
         let mut masks = Vec::new();
         let mut skipped = Draws::default();
         for request in requests {
             if matches!(
                 request,
-                crate::material::Request::Input { .. } | crate::material::Request::WeightMask { .. }
+                crate::material::Request::Input { .. }
+                    | crate::material::Request::WeightMask { .. }
             ) {
                 skipped.skip(&mut self.g.prgs);
                 skipped = Draws::default();
@@ -627,7 +625,7 @@ mod tests {
                 len: 128 * 600,
             },
         ];
-        let one = vec![
+        let one = [
             Request::Input { len: 4 },
             Request::WeightTriple {
                 weight: 0,
@@ -679,7 +677,10 @@ mod tests {
         assert_eq!(parts[1].corrections.len(), parts[3].corrections.len());
         // The owner's pass skips everything else and finds the same masks.
         let mut skipping = AuthDealer::new(&seeds).expect("dealer");
-        assert_eq!(skipping.owner_masks(&all).expect("owner"), whole.owner_masks);
+        assert_eq!(
+            skipping.owner_masks(&all).expect("owner"),
+            whole.owner_masks
+        );
         // Skipping moves the PRGs where dealing does: dealing after a skipped inference is unchanged.
         let mut mixed = AuthDealer::new(&seeds).expect("dealer");
         let mut owner = mixed.owner_masks(&setup).expect("setup masks");
@@ -712,7 +713,10 @@ mod tests {
                     .corrections
             })
             .collect();
-        assert_eq!(corrections, deal(&seeds, &all, &gemm).expect("whole").corrections);
+        assert_eq!(
+            corrections,
+            deal(&seeds, &all, &gemm).expect("whole").corrections
+        );
         let generator = AuthPartyGenerator::new(1, 2, &seeds[1], corrections).expect("last");
         let mut material = crate::material::PartyMaterial::from_generator(generator, all.clone());
         assert_eq!(material.prepare(all.len()).expect("expand"), all.len());

@@ -15,8 +15,8 @@ use crate::error::{ProtocolError, Result};
 use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::prg::Seed;
-use generator::{DealerGenerator, DrawCounter, Generator, Hidden, PartyGenerator};
 pub use generator::Draws;
+use generator::{DealerGenerator, DrawCounter, Generator, Hidden, PartyGenerator};
 pub use kinds::{MatTriple, ProductCheck, SignMaterial, Triples, TruncMaterial, WeightTriple};
 
 /// One unit of dealer material, as an online operation will ask for it.
@@ -627,7 +627,11 @@ mod tests {
         let mut dealer = Dealer::new(&seeds, &masks).expect("dealer");
         let per_request: Vec<u64> = job(4)
             .iter()
-            .flat_map(|r| dealer.deal(std::slice::from_ref(r), &gemm).expect("request"))
+            .flat_map(|r| {
+                dealer
+                    .deal(std::slice::from_ref(r), &gemm)
+                    .expect("request")
+            })
             .collect();
         assert_eq!(per_request, whole);
         // The count says where every PRG stands after the job.
