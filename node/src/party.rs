@@ -27,7 +27,8 @@ use veil_engine::{workloads, Plan};
 use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::auth::AuthPartyGenerator;
-use veil_protocols::material::{self, PartyMaterial, Request};
+use veil_protocols::material::generator::PartyGenerator;
+use veil_protocols::material::{self, CorrectionFeed, PartyMaterial, Request};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
@@ -288,13 +289,30 @@ fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) ->
     Ok(())
 }
 
-/// Asks the dealer for party `party`'s material.
+/// Asks the dealer for party `party`'s material and reads it whole: its seeds and (last party) every
+/// correction (a generation job's party; an inference job's last party reads its corrections as it needs
+/// them instead, see [`DealerFeed`]).
 pub(crate) async fn fetch_material(
     peers: &Peers,
     manifest: &Manifest,
     party: usize,
     max_frame: usize,
 ) -> Result<Dealt> {
+    let (mut dealt, mut recv) = request_material(peers, manifest, party, max_frame).await?;
+    let last = party + 1 == manifest.parties.len();
+    let answer = read_rest(&mut recv, max_frame, &mut dealt, last).await;
+    let _ = recv.stop(VarInt::from_u32(0));
+    answer.map(|()| dealt)
+}
+
+/// Asks the dealer for party `party`'s material: returns its header (the seeds, and how many corrections
+/// follow) and the stream the rest arrives on.
+async fn request_material(
+    peers: &Peers,
+    manifest: &Manifest,
+    party: usize,
+    max_frame: usize,
+) -> Result<(Dealt, quinn::RecvStream)> {
     let dealer = &manifest.dealer;
     let conn = peers
         .connect(dealer.public_key, dealer.address, true)
@@ -308,10 +326,23 @@ pub(crate) async fn fetch_material(
         .await
         .map_err(|e| NodeError::Quic(e.to_string()))?;
     let _ = send.finish();
+    let dealt = match read_frame(&mut recv, max_frame).await? {
+        Msg::Dealt(d) => d,
+        Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
+        other => {
+            return Err(NodeError::Unexpected(format!(
+                "dealer answered {}",
+                other.name()
+            )))
+        }
+    };
     let last = party + 1 == manifest.parties.len();
-    let answer = read_dealt(&mut recv, max_frame, last).await;
-    let _ = recv.stop(VarInt::from_u32(0));
-    answer
+    if !last && (dealt.more_corrections != 0 || !dealt.corrections.0.is_empty()) {
+        return Err(NodeError::Unexpected(
+            "the dealer sent corrections to a party that takes none".into(),
+        ));
+    }
+    Ok((dealt, recv))
 }
 
 /// One frame from the dealer's stream.
@@ -323,51 +354,145 @@ async fn read_frame(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Ms
     }
 }
 
-/// The dealer's answer: `Dealt`, then (`last` party) its corrections in `Corrections` frames and the
-/// dealer's time (`DealerTime`), which replaces the header's. Memory grows only as frames arrive (nothing is
-/// reserved from the announced count), and no frame may exceed what remains.
-async fn read_dealt(recv: &mut quinn::RecvStream, max_frame: usize, last: bool) -> Result<Dealt> {
-    let mut dealt = match read_frame(recv, max_frame).await? {
-        Msg::Dealt(d) => d,
-        Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
-        other => {
-            return Err(NodeError::Unexpected(format!(
-                "dealer answered {}",
-                other.name()
-            )))
+/// One `Corrections` frame of at most `remaining` words (and at least one).
+async fn read_chunk(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+    remaining: u64,
+) -> Result<Vec<u64>> {
+    match read_frame(recv, max_frame).await? {
+        Msg::Corrections(chunk) if (chunk.0.len() as u64) <= remaining && !chunk.0.is_empty() => {
+            Ok(chunk.0)
         }
-    };
+        Msg::Failed(why) => Err(NodeError::Job(format!("dealer: {why}"))),
+        other => Err(NodeError::Unexpected(format!(
+            "dealer sent {} where {remaining} correction words were due",
+            other.name()
+        ))),
+    }
+}
+
+/// The dealer's time, which ends the last party's stream (`DealerTime`).
+async fn read_dealer_time(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<f64> {
+    match read_frame(recv, max_frame).await? {
+        Msg::DealerTime { seconds } => Ok(seconds),
+        Msg::Failed(why) => Err(NodeError::Job(format!("dealer: {why}"))),
+        other => Err(NodeError::Unexpected(format!(
+            "dealer sent {} where its time was due",
+            other.name()
+        ))),
+    }
+}
+
+/// The rest of the dealer's answer after its header: (`last` party) its corrections in `Corrections`
+/// frames, appended to `dealt`, and the dealer's time, which replaces the header's. Memory grows only as
+/// frames arrive (nothing is reserved from the announced count), and no frame may exceed what remains.
+async fn read_rest(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+    dealt: &mut Dealt,
+    last: bool,
+) -> Result<()> {
     let mut remaining = dealt.more_corrections;
     while remaining > 0 {
-        match read_frame(recv, max_frame).await? {
-            Msg::Corrections(chunk)
-                if (chunk.0.len() as u64) <= remaining && !chunk.0.is_empty() =>
-            {
-                remaining -= chunk.0.len() as u64;
-                dealt.corrections.0.extend_from_slice(&chunk.0);
-            }
-            Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
-            other => {
-                return Err(NodeError::Unexpected(format!(
-                    "dealer sent {} where {remaining} correction words were due",
-                    other.name()
-                )))
-            }
-        }
+        let chunk = read_chunk(recv, max_frame, remaining).await?;
+        remaining -= chunk.len() as u64;
+        dealt.corrections.0.extend_from_slice(&chunk);
     }
     if last {
-        match read_frame(recv, max_frame).await? {
-            Msg::DealerTime { seconds } => dealt.dealer_seconds = seconds,
-            Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
-            other => {
-                return Err(NodeError::Unexpected(format!(
-                    "dealer sent {} where its time was due",
-                    other.name()
-                )))
-            }
-        }
+        dealt.dealer_seconds = read_dealer_time(recv, max_frame).await?;
     }
-    Ok(dealt)
+    Ok(())
+}
+
+/// The last party's corrections, read from the dealer's stream as the party's material needs them (a
+/// [`CorrectionFeed`] on the party's thread), so that the party holds about a chunk of them at a time and
+/// the dealer, held back by QUIC's flow control, deals them as they are consumed. Each read waits at most
+/// `wait`; the dealer's time, which follows the last correction, lands in `dealer_seconds`.
+struct DealerFeed {
+    handle: Handle,
+    recv: quinn::RecvStream,
+    max_frame: usize,
+    wait: Duration,
+    /// Correction words announced and not read yet.
+    pending: u64,
+    dealer_seconds: Arc<Mutex<Option<f64>>>,
+}
+
+impl DealerFeed {
+    /// The feed of the stream after `dealt`'s header; reads the dealer's time at once if no correction
+    /// follows.
+    fn start(
+        ctx: &PartyContext,
+        dealt: &Dealt,
+        recv: quinn::RecvStream,
+        dealer_seconds: Arc<Mutex<Option<f64>>>,
+    ) -> Result<Self> {
+        if !dealt.corrections.0.is_empty() {
+            return Err(NodeError::Unexpected(
+                "the dealer sent corrections in its header".into(),
+            ));
+        }
+        let mut feed = DealerFeed {
+            handle: ctx.handle.clone(),
+            recv,
+            max_frame: ctx.max_frame,
+            wait: ctx.deal_timeout,
+            pending: dealt.more_corrections,
+            dealer_seconds,
+        };
+        if feed.pending == 0 {
+            feed.read_time()?;
+        }
+        Ok(feed)
+    }
+
+    /// Reads the dealer's time, which ends the stream.
+    fn read_time(&mut self) -> Result<()> {
+        let (wait, max_frame) = (self.wait, self.max_frame);
+        let recv = &mut self.recv;
+        let seconds = self
+            .handle
+            .block_on(async move {
+                tokio::time::timeout(wait, read_dealer_time(recv, max_frame)).await
+            })
+            .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's time"))??;
+        if let Ok(mut slot) = self.dealer_seconds.lock() {
+            *slot = Some(seconds);
+        }
+        let _ = self.recv.stop(VarInt::from_u32(0));
+        Ok(())
+    }
+
+    /// Reads the next chunk of corrections.
+    fn read_chunk(&mut self) -> Result<Vec<u64>> {
+        let (wait, max_frame, remaining) = (self.wait, self.max_frame, self.pending);
+        let recv = &mut self.recv;
+        let chunk = self
+            .handle
+            .block_on(async move {
+                tokio::time::timeout(wait, read_chunk(recv, max_frame, remaining)).await
+            })
+            .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's corrections"))??;
+        self.pending -= chunk.len() as u64;
+        if self.pending == 0 {
+            self.read_time()?;
+        }
+        Ok(chunk)
+    }
+}
+
+impl CorrectionFeed for DealerFeed {
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u64>>, String> {
+        if self.pending == 0 {
+            return Ok(None);
+        }
+        self.read_chunk().map(Some).map_err(|e| e.to_string())
+    }
+
+    fn pending(&self) -> u64 {
+        self.pending
+    }
 }
 
 /// Runs party `party`'s part of `manifest` with the client's `run` request. Blocks; call on a thread of its
@@ -383,21 +508,25 @@ pub fn run(
     check_request(&program, manifest, &run)?;
     let n = manifest.parties.len();
     let handle = &ctx.handle;
-    let dealt = handle
+    let (dealt, recv) = handle
         .block_on(async {
             // The timer must be created inside the runtime's context.
             tokio::time::timeout(
                 ctx.deal_timeout,
-                fetch_material(&ctx.peers, manifest, party, ctx.max_frame),
+                request_material(&ctx.peers, manifest, party, ctx.max_frame),
             )
             .await
         })
         .map_err(|_| NodeError::Timeout(ctx.deal_timeout, "waiting for the dealer"))??;
-    if party + 1 != n && !dealt.corrections.0.is_empty() {
-        return Err(NodeError::Unexpected(
-            "the dealer sent corrections to a party that takes none".into(),
-        ));
-    }
+    // The last party reads its corrections from the dealer's stream as it consumes them.
+    let dealer_seconds = Arc::new(Mutex::new(None));
+    let mut feed = if party + 1 == n {
+        Some(DealerFeed::start(ctx, &dealt, recv, dealer_seconds.clone())?)
+    } else {
+        let mut recv = recv;
+        let _ = recv.stop(VarInt::from_u32(0));
+        None
+    };
     let net = QuicNet::open(
         handle,
         &ctx.peers,
@@ -435,7 +564,10 @@ pub fn run(
         profile_last: run.profile,
     };
     if manifest.protocol == SPDZ2K {
-        let generator = AuthPartyGenerator::new(party, n, &dealt.job_seed, dealt.corrections.0)?;
+        let generator = match feed.take() {
+            Some(f) => AuthPartyGenerator::streamed(n, &dealt.job_seed, Box::new(f))?,
+            None => AuthPartyGenerator::new(party, n, &dealt.job_seed, Vec::new())?,
+        };
         let material = PartyMaterial::from_generator(generator, requests);
         let mut p = Party::<Link, Spdz2k>::with_material(net, material, fp, gemm)?;
         let adversary = ctx.adversary.filter(|a| a.party == party);
@@ -467,8 +599,11 @@ pub fn run(
         p.finish()?;
     } else {
         let masks = material::party_masks(party, n, &dealt.model_seed, &program.mask_shapes())?;
-        let material =
-            PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
+        let generator = match feed.take() {
+            Some(f) => PartyGenerator::streamed(n, &dealt.job_seed, Box::new(f))?,
+            None => PartyGenerator::new(party, n, &dealt.job_seed, Vec::new())?,
+        };
+        let material = PartyMaterial::from_generator(generator, requests);
         let mut p = Party::new(net, material, fp, gemm)?;
         let release = |out: Vec<u64>, report: &mut PartyReport| report.outputs.push(Words(out));
         match &program {
@@ -481,6 +616,10 @@ pub fn run(
             }
         }
         p.finish()?;
+    }
+    // The last party's figure covers the whole dealing (it came after the last correction).
+    if let Some(seconds) = dealer_seconds.lock().ok().and_then(|s| *s) {
+        report.dealer_seconds = seconds;
     }
     Ok(report)
 }

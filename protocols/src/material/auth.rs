@@ -139,14 +139,32 @@ pub struct AuthPartyGenerator {
 impl AuthPartyGenerator {
     /// Party `party` of `parties`; draws its key shares first (the dealer does the same).
     pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>) -> Result<Self> {
-        let mut base = PartyGenerator::new(party, parties, seed, corrections)?;
+        Ok(Self::with_base(PartyGenerator::new(
+            party,
+            parties,
+            seed,
+            corrections,
+        )?))
+    }
+
+    /// The last party of `parties`, reading its corrections from `feed` as it needs them (see
+    /// [`PartyGenerator::streamed`]).
+    pub fn streamed(
+        parties: usize,
+        seed: &Seed,
+        feed: Box<dyn crate::material::generator::CorrectionFeed>,
+    ) -> Result<Self> {
+        Ok(Self::with_base(PartyGenerator::streamed(parties, seed, feed)?))
+    }
+
+    fn with_base(mut base: PartyGenerator) -> Self {
         let alpha = to_wide(&base.random(2).0)[0];
         let beta = base.random(1).0[0];
-        Ok(Self {
+        Self {
             base,
             keys: KeyShares { alpha, beta },
             short: false,
-        })
+        }
     }
 
     /// This party's key shares.

@@ -15,7 +15,7 @@ use crate::error::{ProtocolError, Result};
 use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::prg::Seed;
-pub use generator::Draws;
+pub use generator::{CorrectionFeed, Draws};
 use generator::{DealerGenerator, DrawCounter, Generator, Hidden, PartyGenerator};
 pub use kinds::{MatTriple, ProductCheck, SignMaterial, Triples, TruncMaterial, WeightTriple};
 
@@ -650,6 +650,70 @@ mod tests {
         let mut last = PartyMaterial::new(2, 3, &seeds[2], per_request, job(4)).expect("party");
         last.prepare(job(4).len()).expect("expand");
         assert_eq!(last.generator().remaining(), 0);
+    }
+
+    /// Corrections fed in chunks of `size`, counting how many were handed out.
+    struct ChunkFeed {
+        chunks: std::collections::VecDeque<Vec<u64>>,
+        fed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl CorrectionFeed for ChunkFeed {
+        fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u64>>, String> {
+            let next = self.chunks.pop_front();
+            if next.is_some() {
+                self.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(next)
+        }
+        fn pending(&self) -> u64 {
+            self.chunks.iter().map(|c| c.len() as u64).sum()
+        }
+    }
+
+    #[test]
+    fn fed_corrections_expand_like_corrections_at_hand_and_are_read_only_as_needed() {
+        let seeds: Vec<Seed> = (0..3).map(Seed::random_from).collect();
+        let masks = deal_masks(&seeds, &[12]).expect("masks");
+        let gemm = crate::gemm::NaiveGemm;
+        let corrections = deal(&seeds, &job(3), &masks, &gemm).expect("deal");
+        let at_hand = |prepare: usize| {
+            let mut m = PartyMaterial::new(2, 3, &seeds[2], corrections.clone(), job(3))
+                .expect("material");
+            m.prepare(prepare).expect("prepare");
+            let shown: Vec<String> = m.prepared_mut().map(|(_, x)| format!("{x:?}")).collect();
+            shown
+        };
+        for size in [1, 7, 100, corrections.len()] {
+            let fed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let feed = ChunkFeed {
+                chunks: corrections.chunks(size).map(<[u64]>::to_vec).collect(),
+                fed: fed.clone(),
+            };
+            let generator = PartyGenerator::streamed(3, &seeds[2], Box::new(feed)).expect("fed");
+            let mut m = PartyMaterial::from_generator(generator, job(3));
+            assert_eq!(m.generator().remaining(), corrections.len());
+            // One inference read: not the job's corrections.
+            m.prepare(plan().len()).expect("first inference");
+            let read = fed.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(read < corrections.len().div_ceil(size) || size == corrections.len());
+            let first = m.generator().remaining();
+            assert_eq!(first, corrections.len() - corrections.len() / 3, "{size}");
+            // The material is the same, and everything is consumed at the end.
+            let mut all = m;
+            all.prepare(job(3).len()).expect("rest");
+            let shown: Vec<String> = all.prepared_mut().map(|(_, x)| format!("{x:?}")).collect();
+            assert_eq!(shown, at_hand(job(3).len()));
+            assert_eq!(all.generator().remaining(), 0);
+        }
+        // A feed that ends early is a shortage, as with corrections at hand.
+        let feed = ChunkFeed {
+            chunks: [corrections[..10].to_vec()].into(),
+            fed: Default::default(),
+        };
+        let generator = PartyGenerator::streamed(3, &seeds[2], Box::new(feed)).expect("fed");
+        let mut m = PartyMaterial::from_generator(generator, job(3));
+        assert!(m.prepare(job(3).len()).is_err());
     }
 
     #[test]
