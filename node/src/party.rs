@@ -453,9 +453,9 @@ impl DealerFeed {
         let recv = &mut self.recv;
         let seconds = self
             .handle
-            .block_on(async move {
-                tokio::time::timeout(wait, read_dealer_time(recv, max_frame)).await
-            })
+            .block_on(
+                async move { tokio::time::timeout(wait, read_dealer_time(recv, max_frame)).await },
+            )
             .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's time"))??;
         if let Ok(mut slot) = self.dealer_seconds.lock() {
             *slot = Some(seconds);
@@ -521,7 +521,12 @@ pub fn run(
     // The last party reads its corrections from the dealer's stream as it consumes them.
     let dealer_seconds = Arc::new(Mutex::new(None));
     let mut feed = if party + 1 == n {
-        Some(DealerFeed::start(ctx, &dealt, recv, dealer_seconds.clone())?)
+        Some(DealerFeed::start(
+            ctx,
+            &dealt,
+            recv,
+            dealer_seconds.clone(),
+        )?)
     } else {
         let mut recv = recv;
         let _ = recv.stop(VarInt::from_u32(0));

@@ -154,7 +154,9 @@ impl AuthPartyGenerator {
         seed: &Seed,
         feed: Box<dyn crate::material::generator::CorrectionFeed>,
     ) -> Result<Self> {
-        Ok(Self::with_base(PartyGenerator::streamed(parties, seed, feed)?))
+        Ok(Self::with_base(PartyGenerator::streamed(
+            parties, seed, feed,
+        )?))
     }
 
     fn with_base(mut base: PartyGenerator) -> Self {

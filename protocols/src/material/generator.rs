@@ -118,7 +118,8 @@ impl PartyGenerator {
     /// Corrections not consumed yet (at hand, and announced by the feed).
     pub fn remaining_corrections(&self) -> usize {
         let fed = self.feed.as_ref().map_or(0, |f| f.pending());
-        (self.corrections.len() - self.cursor).saturating_add(usize::try_from(fed).unwrap_or(usize::MAX))
+        (self.corrections.len() - self.cursor)
+            .saturating_add(usize::try_from(fed).unwrap_or(usize::MAX))
     }
 
     /// Reads from the feed until `len` corrections are at hand (or the feed ends); the corrections read

@@ -678,8 +678,8 @@ mod tests {
         let gemm = crate::gemm::NaiveGemm;
         let corrections = deal(&seeds, &job(3), &masks, &gemm).expect("deal");
         let at_hand = |prepare: usize| {
-            let mut m = PartyMaterial::new(2, 3, &seeds[2], corrections.clone(), job(3))
-                .expect("material");
+            let mut m =
+                PartyMaterial::new(2, 3, &seeds[2], corrections.clone(), job(3)).expect("material");
             m.prepare(prepare).expect("prepare");
             let shown: Vec<String> = m.prepared_mut().map(|(_, x)| format!("{x:?}")).collect();
             shown
