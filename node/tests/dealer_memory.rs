@@ -55,6 +55,7 @@ fn the_dealers_peak_is_one_inferences_material_whatever_the_number_of_inferences
             sent.push(run.report.dealer_bytes);
         }
         // The dealer sent far more than it ever held.
+        assert_eq!(sent, want_sent, "{protocol:?}");
         assert!(sent[1] as f64 > 5.0 * pinned, "{protocol:?}: {sent:?}");
     }
 }
