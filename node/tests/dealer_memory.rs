@@ -31,12 +31,12 @@ fn the_dealers_peak_is_one_inferences_material_whatever_the_number_of_inferences
     let input = veil_engine::workloads::sample_input(&model, 1, 3);
     let expected = model.forward_plain(&input, 1).unwrap();
     // (protocol, the pinned peak in bytes: semi2k's one inference's corrections; spdz2k's model setup's,
-    // the weight masks' MACs, larger than one inference's). Sent (pinned by the other tests): semi2k
-    // 15_376 and 305_696 bytes, spdz2k 3_443_984 and 14_941_264.
-    for (protocol, pinned) in [
-        (Protocol::Semi2k, 15_280.0),
-        (Protocol::Spdz2k, 1_892_512.0),
-    ] {
+    // the weight masks' MACs, larger than one inference's; the bytes sent for 1 and 20 inferences).
+    let cases = [
+        (Protocol::Semi2k, 15_280.0, [15_376, 305_696]),
+        (Protocol::Spdz2k, 1_892_512.0, [3_443_984, 14_941_264]),
+    ];
+    for (protocol, pinned, want_sent) in cases {
         let mut sent = Vec::new();
         for inferences in [1usize, 20] {
             let inputs = vec![input.clone(); inferences];
