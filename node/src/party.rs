@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use quinn::VarInt;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use veil_engine::bert::pretrained;
 use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
@@ -405,80 +405,70 @@ async fn read_rest(
     Ok(())
 }
 
+/// Chunks of corrections a last party reads ahead of its use (besides the one it is reading): enough to
+/// overlap the dealer's stream with the party's computation, a few frames at most.
+const READ_AHEAD_CHUNKS: usize = 2;
+
 /// The last party's corrections, read from the dealer's stream as the party's material needs them (a
-/// [`CorrectionFeed`] on the party's thread), so that the party holds about a chunk of them at a time and
-/// the dealer, held back by QUIC's flow control, deals them as they are consumed. Each read waits at most
-/// `wait`; the dealer's time, which follows the last correction, lands in `dealer_seconds`.
+/// [`CorrectionFeed`] on the party's thread): a task on the runtime reads up to [`READ_AHEAD_CHUNKS`]
+/// frames ahead, so the party holds a few chunks of them at a time and the dealer, held back by QUIC's
+/// flow control, deals them as they are consumed. Each frame is awaited at most the deal timeout; the
+/// dealer's time, which follows the last correction, comes on the channel [`DealerFeed::start`] returns.
 struct DealerFeed {
-    handle: Handle,
-    recv: quinn::RecvStream,
-    max_frame: usize,
-    wait: Duration,
-    /// Correction words announced and not read yet.
+    chunks: mpsc::Receiver<std::result::Result<Vec<u64>, String>>,
+    /// Correction words announced and not handed to the party yet.
     pending: u64,
-    dealer_seconds: Arc<Mutex<Option<f64>>>,
 }
 
 impl DealerFeed {
-    /// The feed of the stream after `dealt`'s header; reads the dealer's time at once if no correction
-    /// follows.
+    /// The feed of the stream after `dealt`'s header (whose `corrections` must be empty), and where the
+    /// dealer's time arrives: the reader task reads it at the end, even if no correction follows.
     fn start(
         ctx: &PartyContext,
         dealt: &Dealt,
-        recv: quinn::RecvStream,
-        dealer_seconds: Arc<Mutex<Option<f64>>>,
-    ) -> Result<Self> {
+        mut recv: quinn::RecvStream,
+    ) -> Result<(Self, oneshot::Receiver<f64>)> {
         if !dealt.corrections.0.is_empty() {
             return Err(NodeError::Unexpected(
                 "the dealer sent corrections in its header".into(),
             ));
         }
-        let mut feed = DealerFeed {
-            handle: ctx.handle.clone(),
-            recv,
-            max_frame: ctx.max_frame,
-            wait: ctx.deal_timeout,
-            pending: dealt.more_corrections,
-            dealer_seconds,
+        let (tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let (time_tx, time_rx) = oneshot::channel();
+        let (wait, max_frame, announced) =
+            (ctx.deal_timeout, ctx.max_frame, dealt.more_corrections);
+        ctx.handle.spawn(async move {
+            let mut remaining = announced;
+            let read = async {
+                while remaining > 0 {
+                    let chunk =
+                        tokio::time::timeout(wait, read_chunk(&mut recv, max_frame, remaining))
+                            .await
+                            .map_err(|_| {
+                                NodeError::Timeout(wait, "waiting for the dealer's corrections")
+                            })??;
+                    remaining -= chunk.len() as u64;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        // The party is gone (its job ended or failed).
+                        return Ok(());
+                    }
+                }
+                let seconds = tokio::time::timeout(wait, read_dealer_time(&mut recv, max_frame))
+                    .await
+                    .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's time"))??;
+                let _ = time_tx.send(seconds);
+                Ok::<(), NodeError>(())
+            };
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e.to_string())).await;
+            }
+            let _ = recv.stop(VarInt::from_u32(0));
+        });
+        let feed = DealerFeed {
+            chunks,
+            pending: announced,
         };
-        if feed.pending == 0 {
-            feed.read_time()?;
-        }
-        Ok(feed)
-    }
-
-    /// Reads the dealer's time, which ends the stream.
-    fn read_time(&mut self) -> Result<()> {
-        let (wait, max_frame) = (self.wait, self.max_frame);
-        let recv = &mut self.recv;
-        let seconds = self
-            .handle
-            .block_on(
-                async move { tokio::time::timeout(wait, read_dealer_time(recv, max_frame)).await },
-            )
-            .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's time"))??;
-        if let Ok(mut slot) = self.dealer_seconds.lock() {
-            *slot = Some(seconds);
-        }
-        let _ = self.recv.stop(VarInt::from_u32(0));
-        Ok(())
-    }
-
-    /// Reads the next chunk of corrections.
-    fn read_chunk(&mut self) -> Result<Vec<u64>> {
-        let (wait, max_frame, remaining) = (self.wait, self.max_frame, self.pending);
-        let recv = &mut self.recv;
-        let chunk = self
-            .handle
-            .block_on(async move {
-                tokio::time::timeout(wait, read_chunk(recv, max_frame, remaining)).await
-            })
-            .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's corrections"))??;
-        self.pending -= chunk.len() as u64;
-        if self.pending == 0 {
-            self.read_time()?;
-        }
-        Ok(chunk)
+        Ok((feed, time_rx))
     }
 }
 
@@ -487,7 +477,14 @@ impl CorrectionFeed for DealerFeed {
         if self.pending == 0 {
             return Ok(None);
         }
-        self.read_chunk().map(Some).map_err(|e| e.to_string())
+        match self.chunks.blocking_recv() {
+            Some(Ok(chunk)) => {
+                self.pending = self.pending.saturating_sub(chunk.len() as u64);
+                Ok(Some(chunk))
+            }
+            Some(Err(e)) => Err(e),
+            None => Err("the dealer's stream ended early".into()),
+        }
     }
 
     fn pending(&self) -> u64 {
@@ -519,18 +516,13 @@ pub fn run(
         })
         .map_err(|_| NodeError::Timeout(ctx.deal_timeout, "waiting for the dealer"))??;
     // The last party reads its corrections from the dealer's stream as it consumes them.
-    let dealer_seconds = Arc::new(Mutex::new(None));
-    let mut feed = if party + 1 == n {
-        Some(DealerFeed::start(
-            ctx,
-            &dealt,
-            recv,
-            dealer_seconds.clone(),
-        )?)
+    let (mut feed, dealer_time) = if party + 1 == n {
+        let (feed, time) = DealerFeed::start(ctx, &dealt, recv)?;
+        (Some(feed), Some(time))
     } else {
         let mut recv = recv;
         let _ = recv.stop(VarInt::from_u32(0));
-        None
+        (None, None)
     };
     let net = QuicNet::open(
         handle,
@@ -622,9 +614,15 @@ pub fn run(
         }
         p.finish()?;
     }
-    // The last party's figure covers the whole dealing (it came after the last correction).
-    if let Some(seconds) = dealer_seconds.lock().ok().and_then(|s| *s) {
-        report.dealer_seconds = seconds;
+    // The last party's figure covers the whole dealing (it comes after the last correction).
+    if let Some(time) = dealer_time {
+        let wait = ctx.deal_timeout;
+        match handle.block_on(async { tokio::time::timeout(wait, time).await }) {
+            Ok(Ok(seconds)) => report.dealer_seconds = seconds,
+            _ => {
+                tracing::warn!(job = %manifest.job, "the dealer's time did not come; reporting its preparation's")
+            }
+        }
     }
     Ok(report)
 }

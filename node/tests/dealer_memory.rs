@@ -52,6 +52,8 @@ fn the_dealers_peak_is_one_inferences_material_whatever_the_number_of_inferences
                 pinned,
                 "{protocol:?}, {inferences} inferences"
             );
+            // The dealer's time came after the last correction, and counts their dealing.
+            assert!(run.report.dealer_elapsed > std::time::Duration::ZERO);
             sent.push(run.report.dealer_bytes);
         }
         // The dealer sent far more than it ever held.
