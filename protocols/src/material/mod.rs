@@ -1,9 +1,11 @@
 //! Dealer material: what each online operation consumes, how the dealer deals it, and how a party reads it.
 //!
 //! A job's material is described by a list of [`Request`]s, a pure function of the public computation (model
-//! and batch), never of data. The dealer runs [`deal`] over that list; each party reads its share through
-//! [`PartyMaterial`], which checks that every operation takes exactly the next request in the list, so a plan
-//! and its consumption can never drift apart silently.
+//! and batch), never of data. The dealer runs [`deal`] over that list, or [`Dealer`] over it a part at a time
+//! (the same corrections, holding one part's), and [`count`] sizes it without dealing; each party reads its
+//! share through [`PartyMaterial`], which checks that every operation takes exactly the next request in the
+//! list, so a plan and its consumption can never drift apart silently. The last party's corrections may be
+//! at hand or fed as it needs them ([`CorrectionFeed`]).
 
 pub mod auth;
 pub mod generator;
