@@ -3,7 +3,7 @@
 //! Order of work (the party program itself is `veil_engine::session::PartySession`, as in local runs; this
 //! module adapts it to a node): check the client's run
 //! request against the plan; ask the dealer for this party's seeds (the last party then reads its corrections
-//! from the dealer's stream as its material needs them, a few frames ahead: [`DealerFeed`]);
+//! from the dealer's stream as its material needs them, a few frames ahead: `DealerFeed`);
 //! open the job's streams to the other parties; set up the model (opening the masked weights); run every
 //! inference, measuring each; check that every dealt request was consumed; report output shares and costs.
 //! Under `spdz2k` the weights and inputs arrive published (`value - mask`), every inference ends with the
