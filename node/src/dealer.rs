@@ -600,6 +600,48 @@ mod tests {
         );
     }
 
+    /// A stream that breaks after `ok` chunks.
+    struct Breaks {
+        ok: usize,
+    }
+
+    impl Sink for Breaks {
+        fn emit(&mut self, _chunk: Vec<u64>) -> Result<()> {
+            match self.ok.checked_sub(1) {
+                Some(left) => {
+                    self.ok = left;
+                    Ok(())
+                }
+                None => Err(stream_closed()),
+            }
+        }
+        fn flush(&mut self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_broken_stream_stops_the_dealing() {
+        let requests = JobRequests {
+            setup: Vec::new(),
+            inference: vec![Request::Triples { len: 1 }; 100],
+            inferences: 20,
+        };
+        let mut dealt = 0usize;
+        let produced = stream_parts(
+            &requests,
+            |_| {
+                dealt += 1;
+                Ok(vec![0; 10])
+            },
+            25,
+            &mut Breaks { ok: 3 },
+        );
+        assert!(produced.is_err());
+        // Three chunks of 25 words went out; the fourth failed once 100 words were dealt.
+        assert_eq!(dealt, 10);
+    }
+
     #[test]
     fn a_party_is_served_at_most_once() {
         let state = DealerState::new(2, Some(1));
