@@ -3,8 +3,9 @@
 //!
 //! Families: heartbeats sent by outcome and their round-trip histogram; registrations by outcome; the
 //! coordinator's tasks started by role and ended by outcome; calls to the coordinator retried; tasks
-//! running now; trials by outcome. Counters live in process-wide atomics ([`METRICS`]), so a restart
-//! starts them from zero, as Prometheus expects of counters.
+//! running now; trials by outcome; the most dealer material held at once for one job. Counters live in
+//! process-wide atomics ([`METRICS`]), so a restart starts them from zero, as Prometheus expects of
+//! counters.
 //!
 //! Invariants: the listener reads at most [`MAX_REQUEST_HEAD`] bytes of a request, waits at most
 //! [`IO_TIMEOUT`] for them, answers only `GET /metrics` (404 otherwise) and closes every connection after
@@ -82,6 +83,8 @@ pub struct NodeMetrics {
     running: AtomicU64,
     trials_answered: AtomicU64,
     trials_failed: AtomicU64,
+    /// The most correction words a dealer of this process held at once for one job.
+    dealer_peak_words: AtomicU64,
 }
 
 /// The process's metrics.
@@ -102,6 +105,7 @@ impl NodeMetrics {
             running: AtomicU64::new(0),
             trials_answered: AtomicU64::new(0),
             trials_failed: AtomicU64::new(0),
+            dealer_peak_words: AtomicU64::new(0),
         }
     }
 
@@ -162,6 +166,11 @@ impl NodeMetrics {
             &self.trials_failed
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A dealt job's most correction words held at once (see `DealerState::peak_words`).
+    pub fn dealer_held(&self, words: u64) {
+        self.dealer_peak_words.fetch_max(words, Ordering::Relaxed);
     }
 
     /// The exposition.
@@ -303,6 +312,18 @@ impl NodeMetrics {
                 load(c) as f64,
             );
         }
+        family(
+            &mut out,
+            "veil_node_dealer_material_peak_bytes",
+            "gauge",
+            "Most dealer material (corrections, 8 bytes a word) this node held at once for one job it dealt.",
+        );
+        sample(
+            &mut out,
+            "veil_node_dealer_material_peak_bytes",
+            &[],
+            load(&self.dealer_peak_words).saturating_mul(8) as f64,
+        );
         out
     }
 }
@@ -458,6 +479,8 @@ mod tests {
         m.task_started(TaskKind::Party);
         m.task_ended(TaskOutcome::Orphaned);
         m.retry();
+        m.dealer_held(300);
+        m.dealer_held(100);
         let samples = parse(&m.render());
         let value = |name: &str, label: Option<(&str, &str)>| -> f64 {
             samples
@@ -495,6 +518,11 @@ mod tests {
         );
         assert_eq!(value("veil_node_tasks_running", None), 1.0);
         assert_eq!(value("veil_node_coordinator_retries_total", None), 1.0);
+        assert_eq!(
+            value("veil_node_dealer_material_peak_bytes", None),
+            2400.0,
+            "the largest job's peak, 8 bytes a word"
+        );
     }
 
     #[test]

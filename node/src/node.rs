@@ -463,13 +463,9 @@ async fn serve_deal(
             "deal request for party {party} of job {job} from another key"
         )));
     }
-    match slot.dealer.serve(m, party).await {
-        Ok(mut dealt) => {
-            let rest = dealt.split_corrections();
-            stream.write(&Msg::Dealt(dealt)).await?;
-            for chunk in rest {
-                stream.write(&Msg::Corrections(chunk)).await?;
-            }
+    // The party's seeds, then (last party) its corrections, dealt while they are written.
+    match slot.dealer.serve(m, party, &mut stream.send).await {
+        Ok(()) => {
             let _ = stream.send.finish();
             tracing::debug!(%job, party, "material served");
             Ok(())

@@ -2,7 +2,8 @@
 //!
 //! Order of work (the party program itself is `veil_engine::session::PartySession`, as in local runs; this
 //! module adapts it to a node): check the client's run
-//! request against the plan; ask the dealer for this party's seeds (and, for the last party, corrections);
+//! request against the plan; ask the dealer for this party's seeds (the last party then reads its corrections
+//! from the dealer's stream as its material needs them, a few frames ahead: `DealerFeed`);
 //! open the job's streams to the other parties; set up the model (opening the masked weights); run every
 //! inference, measuring each; check that every dealt request was consumed; report output shares and costs.
 //! Under `spdz2k` the weights and inputs arrive published (`value - mask`), every inference ends with the
@@ -16,19 +17,19 @@ use std::time::Duration;
 
 use quinn::VarInt;
 use tokio::runtime::Handle;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use veil_engine::bert::pretrained;
 use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
 use veil_engine::lab::shaping::ShapedNet;
-use veil_engine::local::spdz2k_requests;
 use veil_engine::private::{setup, setup_published, PublishedWeight, WeightShare};
 use veil_engine::session::{job_requests, PartySession, Program, SessionDomain};
 use veil_engine::{workloads, Plan};
 use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::auth::AuthPartyGenerator;
-use veil_protocols::material::{self, PartyMaterial, Request};
+use veil_protocols::material::generator::PartyGenerator;
+use veil_protocols::material::{self, CorrectionFeed, PartyMaterial, Request};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
@@ -127,19 +128,36 @@ impl JobProgram {
 
     /// The job's dealer requests, in the order its parties consume them.
     pub fn requests(&self, manifest: &Manifest) -> Vec<Request> {
-        let (batch, inferences) = (manifest.batch as usize, manifest.inferences as usize);
-        let items = vec![batch; inferences];
+        self.request_parts(manifest).all()
+    }
+
+    /// The job's dealer requests in parts: the model setup's, then one inference's, repeated for every
+    /// inference of the manifest (what [`JobProgram::requests`] lists in full).
+    pub fn request_parts(&self, manifest: &Manifest) -> JobRequests {
+        let batch = manifest.batch as usize;
         let spdz2k = manifest.protocol == SPDZ2K;
-        match self {
-            JobProgram::Plan(plan) if spdz2k => spdz2k_requests(plan, batch, inferences),
-            JobProgram::Plan(plan) => {
-                let one = plan.requests(batch);
-                (0..inferences).flat_map(|_| one.iter().cloned()).collect()
+        let (setup, inference) = match self {
+            JobProgram::Plan(plan) if spdz2k => {
+                let mut one = vec![Request::Input {
+                    len: batch * plan.input_len,
+                }];
+                one.extend(plan.requests(batch));
+                (plan.setup_requests(), one)
             }
-            JobProgram::Encoder(e) if spdz2k => {
-                job_requests::<Spdz2k, PrivateBert>(e, Vec::new(), &items)
-            }
-            JobProgram::Encoder(e) => job_requests::<Semi2k, PrivateBert>(e, Vec::new(), &items),
+            JobProgram::Plan(plan) => (Vec::new(), plan.requests(batch)),
+            JobProgram::Encoder(e) if spdz2k => (
+                Vec::new(),
+                job_requests::<Spdz2k, PrivateBert>(e, Vec::new(), &[batch]),
+            ),
+            JobProgram::Encoder(e) => (
+                Vec::new(),
+                job_requests::<Semi2k, PrivateBert>(e, Vec::new(), &[batch]),
+            ),
+        };
+        JobRequests {
+            setup,
+            inference,
+            inferences: manifest.inferences as usize,
         }
     }
 
@@ -177,6 +195,42 @@ impl JobProgram {
             JobProgram::Plan(plan) => plan.fixed_point,
             JobProgram::Encoder(e) => e.config().fixed_point,
         }
+    }
+}
+
+/// A job's dealer requests in parts, in the order the parties consume them: `setup` once, then `inference`
+/// `inferences` times. The dealer deals them a part at a time; a party reads the whole list ([`Self::all`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRequests {
+    /// The model setup's requests (`spdz2k`: the weight masks), or a job's only list (a generation job).
+    pub setup: Vec<Request>,
+    /// One inference's requests (its input's, then the program's).
+    pub inference: Vec<Request>,
+    /// Inferences in the job.
+    pub inferences: usize,
+}
+
+impl JobRequests {
+    /// One list of requests, dealt at once.
+    pub fn single(requests: Vec<Request>) -> Self {
+        Self {
+            setup: requests,
+            inference: Vec::new(),
+            inferences: 0,
+        }
+    }
+
+    /// The parts in order: the setup, then every inference.
+    pub fn parts(&self) -> impl Iterator<Item = &[Request]> {
+        std::iter::once(self.setup.as_slice()).chain(std::iter::repeat_n(
+            self.inference.as_slice(),
+            self.inferences,
+        ))
+    }
+
+    /// The whole list.
+    pub fn all(&self) -> Vec<Request> {
+        self.parts().flat_map(|p| p.iter().cloned()).collect()
     }
 }
 
@@ -236,13 +290,30 @@ fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) ->
     Ok(())
 }
 
-/// Asks the dealer for party `party`'s material.
+/// Asks the dealer for party `party`'s material and reads it whole: its seeds and (last party) every
+/// correction (a generation job's party; an inference job's last party reads its corrections as it needs
+/// them instead, see [`DealerFeed`]).
 pub(crate) async fn fetch_material(
     peers: &Peers,
     manifest: &Manifest,
     party: usize,
     max_frame: usize,
 ) -> Result<Dealt> {
+    let (mut dealt, mut recv) = request_material(peers, manifest, party, max_frame).await?;
+    let last = party + 1 == manifest.parties.len();
+    let answer = read_rest(&mut recv, max_frame, &mut dealt, last).await;
+    let _ = recv.stop(VarInt::from_u32(0));
+    answer.map(|()| dealt)
+}
+
+/// Asks the dealer for party `party`'s material: returns its header (the seeds, and how many corrections
+/// follow) and the stream the rest arrives on.
+async fn request_material(
+    peers: &Peers,
+    manifest: &Manifest,
+    party: usize,
+    max_frame: usize,
+) -> Result<(Dealt, quinn::RecvStream)> {
     let dealer = &manifest.dealer;
     let conn = peers
         .connect(dealer.public_key, dealer.address, true)
@@ -256,9 +327,23 @@ pub(crate) async fn fetch_material(
         .await
         .map_err(|e| NodeError::Quic(e.to_string()))?;
     let _ = send.finish();
-    let answer = read_dealt(&mut recv, max_frame).await;
-    let _ = recv.stop(VarInt::from_u32(0));
-    answer
+    let dealt = match read_frame(&mut recv, max_frame).await? {
+        Msg::Dealt(d) => d,
+        Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
+        other => {
+            return Err(NodeError::Unexpected(format!(
+                "dealer answered {}",
+                other.name()
+            )))
+        }
+    };
+    let last = party + 1 == manifest.parties.len();
+    if !last && (dealt.more_corrections != 0 || !dealt.corrections.0.is_empty()) {
+        return Err(NodeError::Unexpected(
+            "the dealer sent corrections to a party that takes none".into(),
+        ));
+    }
+    Ok((dealt, recv))
 }
 
 /// One frame from the dealer's stream.
@@ -270,37 +355,142 @@ async fn read_frame(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Ms
     }
 }
 
-/// The dealer's answer: `Dealt`, then its remaining corrections in `Corrections` frames. Memory grows only
-/// as frames arrive (nothing is reserved from the announced count), and no frame may exceed what remains.
-async fn read_dealt(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<Dealt> {
-    let mut dealt = match read_frame(recv, max_frame).await? {
-        Msg::Dealt(d) => d,
-        Msg::Failed(why) => return Err(NodeError::Job(format!("dealer: {why}"))),
-        other => {
-            return Err(NodeError::Unexpected(format!(
-                "dealer answered {}",
-                other.name()
-            )))
+/// One `Corrections` frame of at most `remaining` words (and at least one).
+async fn read_chunk(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+    remaining: u64,
+) -> Result<Vec<u64>> {
+    match read_frame(recv, max_frame).await? {
+        Msg::Corrections(chunk) if (chunk.0.len() as u64) <= remaining && !chunk.0.is_empty() => {
+            Ok(chunk.0)
         }
-    };
+        Msg::Failed(why) => Err(NodeError::Job(format!("dealer: {why}"))),
+        other => Err(NodeError::Unexpected(format!(
+            "dealer sent {} where {remaining} correction words were due",
+            other.name()
+        ))),
+    }
+}
+
+/// The dealer's time, which ends the last party's stream (`DealerTime`).
+async fn read_dealer_time(recv: &mut quinn::RecvStream, max_frame: usize) -> Result<f64> {
+    match read_frame(recv, max_frame).await? {
+        Msg::DealerTime { seconds } => Ok(seconds),
+        Msg::Failed(why) => Err(NodeError::Job(format!("dealer: {why}"))),
+        other => Err(NodeError::Unexpected(format!(
+            "dealer sent {} where its time was due",
+            other.name()
+        ))),
+    }
+}
+
+/// The rest of the dealer's answer after its header: (`last` party) its corrections in `Corrections`
+/// frames, appended to `dealt`, and the dealer's time, which replaces the header's. Memory grows only as
+/// frames arrive (nothing is reserved from the announced count), and no frame may exceed what remains.
+async fn read_rest(
+    recv: &mut quinn::RecvStream,
+    max_frame: usize,
+    dealt: &mut Dealt,
+    last: bool,
+) -> Result<()> {
     let mut remaining = dealt.more_corrections;
     while remaining > 0 {
-        match read_frame(recv, max_frame).await? {
-            Msg::Corrections(chunk)
-                if (chunk.0.len() as u64) <= remaining && !chunk.0.is_empty() =>
-            {
-                remaining -= chunk.0.len() as u64;
-                dealt.corrections.0.extend_from_slice(&chunk.0);
+        let chunk = read_chunk(recv, max_frame, remaining).await?;
+        remaining -= chunk.len() as u64;
+        dealt.corrections.0.extend_from_slice(&chunk);
+    }
+    if last {
+        dealt.dealer_seconds = read_dealer_time(recv, max_frame).await?;
+    }
+    Ok(())
+}
+
+/// Chunks of corrections a last party reads ahead of its use (besides the one it is reading): enough to
+/// overlap the dealer's stream with the party's computation, a few frames at most.
+const READ_AHEAD_CHUNKS: usize = 2;
+
+/// The last party's corrections, read from the dealer's stream as the party's material needs them (a
+/// [`CorrectionFeed`] on the party's thread): a task on the runtime reads up to [`READ_AHEAD_CHUNKS`]
+/// frames ahead, so the party holds a few chunks of them at a time and the dealer, held back by QUIC's
+/// flow control, deals them as they are consumed. Each frame is awaited at most the deal timeout; the
+/// dealer's time, which follows the last correction, comes on the channel [`DealerFeed::start`] returns.
+struct DealerFeed {
+    chunks: mpsc::Receiver<std::result::Result<Vec<u64>, String>>,
+    /// Correction words announced and not handed to the party yet.
+    pending: u64,
+}
+
+impl DealerFeed {
+    /// The feed of the stream after `dealt`'s header (whose `corrections` must be empty), and where the
+    /// dealer's time arrives: the reader task reads it at the end, even if no correction follows.
+    fn start(
+        ctx: &PartyContext,
+        dealt: &Dealt,
+        mut recv: quinn::RecvStream,
+    ) -> Result<(Self, oneshot::Receiver<f64>)> {
+        if !dealt.corrections.0.is_empty() {
+            return Err(NodeError::Unexpected(
+                "the dealer sent corrections in its header".into(),
+            ));
+        }
+        let (tx, chunks) = mpsc::channel(READ_AHEAD_CHUNKS);
+        let (time_tx, time_rx) = oneshot::channel();
+        let (wait, max_frame, announced) =
+            (ctx.deal_timeout, ctx.max_frame, dealt.more_corrections);
+        ctx.handle.spawn(async move {
+            let mut remaining = announced;
+            let read = async {
+                while remaining > 0 {
+                    let chunk =
+                        tokio::time::timeout(wait, read_chunk(&mut recv, max_frame, remaining))
+                            .await
+                            .map_err(|_| {
+                                NodeError::Timeout(wait, "waiting for the dealer's corrections")
+                            })??;
+                    remaining -= chunk.len() as u64;
+                    if tx.send(Ok(chunk)).await.is_err() {
+                        // The party is gone (its job ended or failed).
+                        return Ok(());
+                    }
+                }
+                let seconds = tokio::time::timeout(wait, read_dealer_time(&mut recv, max_frame))
+                    .await
+                    .map_err(|_| NodeError::Timeout(wait, "waiting for the dealer's time"))??;
+                let _ = time_tx.send(seconds);
+                Ok::<(), NodeError>(())
+            };
+            if let Err(e) = read.await {
+                let _ = tx.send(Err(e.to_string())).await;
             }
-            other => {
-                return Err(NodeError::Unexpected(format!(
-                    "dealer sent {} where {remaining} correction words were due",
-                    other.name()
-                )))
+            let _ = recv.stop(VarInt::from_u32(0));
+        });
+        let feed = DealerFeed {
+            chunks,
+            pending: announced,
+        };
+        Ok((feed, time_rx))
+    }
+}
+
+impl CorrectionFeed for DealerFeed {
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u64>>, String> {
+        if self.pending == 0 {
+            return Ok(None);
+        }
+        match self.chunks.blocking_recv() {
+            Some(Ok(chunk)) => {
+                self.pending = self.pending.saturating_sub(chunk.len() as u64);
+                Ok(Some(chunk))
             }
+            Some(Err(e)) => Err(e),
+            None => Err("the dealer's stream ended early".into()),
         }
     }
-    Ok(dealt)
+
+    fn pending(&self) -> u64 {
+        self.pending
+    }
 }
 
 /// Runs party `party`'s part of `manifest` with the client's `run` request. Blocks; call on a thread of its
@@ -316,21 +506,25 @@ pub fn run(
     check_request(&program, manifest, &run)?;
     let n = manifest.parties.len();
     let handle = &ctx.handle;
-    let dealt = handle
+    let (dealt, recv) = handle
         .block_on(async {
             // The timer must be created inside the runtime's context.
             tokio::time::timeout(
                 ctx.deal_timeout,
-                fetch_material(&ctx.peers, manifest, party, ctx.max_frame),
+                request_material(&ctx.peers, manifest, party, ctx.max_frame),
             )
             .await
         })
         .map_err(|_| NodeError::Timeout(ctx.deal_timeout, "waiting for the dealer"))??;
-    if party + 1 != n && !dealt.corrections.0.is_empty() {
-        return Err(NodeError::Unexpected(
-            "the dealer sent corrections to a party that takes none".into(),
-        ));
-    }
+    // The last party reads its corrections from the dealer's stream as it consumes them.
+    let (mut feed, dealer_time) = if party + 1 == n {
+        let (feed, time) = DealerFeed::start(ctx, &dealt, recv)?;
+        (Some(feed), Some(time))
+    } else {
+        let mut recv = recv;
+        let _ = recv.stop(VarInt::from_u32(0));
+        (None, None)
+    };
     let net = QuicNet::open(
         handle,
         &ctx.peers,
@@ -368,7 +562,10 @@ pub fn run(
         profile_last: run.profile,
     };
     if manifest.protocol == SPDZ2K {
-        let generator = AuthPartyGenerator::new(party, n, &dealt.job_seed, dealt.corrections.0)?;
+        let generator = match feed.take() {
+            Some(f) => AuthPartyGenerator::streamed(n, &dealt.job_seed, Box::new(f))?,
+            None => AuthPartyGenerator::new(party, n, &dealt.job_seed, Vec::new())?,
+        };
         let material = PartyMaterial::from_generator(generator, requests);
         let mut p = Party::<Link, Spdz2k>::with_material(net, material, fp, gemm)?;
         let adversary = ctx.adversary.filter(|a| a.party == party);
@@ -400,8 +597,11 @@ pub fn run(
         p.finish()?;
     } else {
         let masks = material::party_masks(party, n, &dealt.model_seed, &program.mask_shapes())?;
-        let material =
-            PartyMaterial::new(party, n, &dealt.job_seed, dealt.corrections.0, requests)?;
+        let generator = match feed.take() {
+            Some(f) => PartyGenerator::streamed(n, &dealt.job_seed, Box::new(f))?,
+            None => PartyGenerator::new(party, n, &dealt.job_seed, Vec::new())?,
+        };
+        let material = PartyMaterial::from_generator(generator, requests);
         let mut p = Party::new(net, material, fp, gemm)?;
         let release = |out: Vec<u64>, report: &mut PartyReport| report.outputs.push(Words(out));
         match &program {
@@ -414,6 +614,16 @@ pub fn run(
             }
         }
         p.finish()?;
+    }
+    // The last party's figure covers the whole dealing (it comes after the last correction).
+    if let Some(time) = dealer_time {
+        let wait = ctx.deal_timeout;
+        match handle.block_on(async { tokio::time::timeout(wait, time).await }) {
+            Ok(Ok(seconds)) => report.dealer_seconds = seconds,
+            _ => {
+                tracing::warn!(job = %manifest.job, "the dealer's time did not come; reporting its preparation's")
+            }
+        }
     }
     Ok(report)
 }

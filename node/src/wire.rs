@@ -4,8 +4,10 @@
 //! - client -> node, bidirectional: `Submit` -> `Accepted` | `Failed`; then, for a party, `Run` -> `Outputs` |
 //!   `Failed`; for the dealer, the client finishes the stream when the job is over.
 //! - party i -> party j, unidirectional: `Hello { job, from: i }`, then one `Data` per protocol message.
-//! - party -> dealer, bidirectional: `DealRequest` -> `Dealt` (then `Corrections` frames while
-//!   `more_corrections` says so) | `Failed`. This request is the only thing a party ever sends the dealer.
+//! - party -> dealer, bidirectional: `DealRequest` -> `Dealt` | `Failed`; to the last party, `Dealt` is
+//!   followed by its corrections in `Corrections` frames (`more_corrections` words in all, generated while
+//!   they are sent) and `DealerTime`; a `Failed` may replace any of them. This request is the only thing a
+//!   party ever sends the dealer.
 //! - `spdz2k` only, on the client's `Submit` stream to the dealer: `Accepted`, then `Owner` (the client's masks
 //!   and output key) or `Failed`.
 //! - anyone admitted -> node: `Ping` -> `Pong` (liveness).
@@ -189,43 +191,29 @@ impl RunRequest {
     }
 }
 
-/// What the dealer sends one party.
+/// What the dealer sends one party, first on its stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Dealt {
     /// The party's seed of the model's weight masks.
     pub model_seed: Seed,
     /// The party's seed of the job's material.
     pub job_seed: Seed,
-    /// Corrections (the last party only; empty for the others): the first at most
-    /// [`CORRECTION_CHUNK_WORDS`] of them.
+    /// Corrections carried in this frame (empty: the dealer sends them all in `Corrections` frames; a
+    /// reader appends those here).
     pub corrections: Words,
-    /// How many more correction words follow on the same stream, in `Corrections` frames of at most
-    /// [`CORRECTION_CHUNK_WORDS`] each (so that a large job's corrections never need one frame larger than
-    /// the frame limit).
+    /// How many correction words follow on the same stream (the last party only; zero for the others), in
+    /// `Corrections` frames of at most [`CORRECTION_CHUNK_WORDS`] each, generated while they are sent (so
+    /// that the dealer never holds a large job's corrections, and no frame exceeds the frame limit).
     pub more_corrections: u64,
-    /// Bytes the dealer sends the whole committee for this job.
+    /// Bytes the dealer sends the whole committee for this job (known before any correction is dealt).
     pub dealer_bytes: u64,
-    /// Seconds the dealer took to deal.
+    /// Seconds the dealer took to prepare the job when it sent this; for the last party, the `DealerTime`
+    /// frame after the corrections replaces it with the whole dealing's time.
     pub dealer_seconds: f64,
 }
 
 /// Most correction words one frame carries (8 MiB).
 pub const CORRECTION_CHUNK_WORDS: usize = 1 << 20;
-
-impl Dealt {
-    /// Keeps the first [`CORRECTION_CHUNK_WORDS`] corrections here, counts the rest in `more_corrections`
-    /// and returns them in chunks of at most that size, in order.
-    pub fn split_corrections(&mut self) -> Vec<Words> {
-        if self.corrections.0.len() <= CORRECTION_CHUNK_WORDS {
-            return Vec::new();
-        }
-        let rest = self.corrections.0.split_off(CORRECTION_CHUNK_WORDS);
-        self.more_corrections = rest.len() as u64;
-        rest.chunks(CORRECTION_CHUNK_WORDS)
-            .map(|c| Words(c.to_vec()))
-            .collect()
-    }
-}
 
 /// [`NetStats`] on the wire.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -452,6 +440,12 @@ pub enum Msg {
         /// The job (its run id).
         job: JobId,
     },
+    /// After the last party's corrections: the dealer's time to deal the job (preparing it and generating
+    /// every correction, not counting the waits for the stream), in seconds.
+    DealerTime {
+        /// Seconds.
+        seconds: f64,
+    },
 }
 
 impl Msg {
@@ -481,6 +475,7 @@ impl Msg {
             Msg::Corrections(_) => "Corrections",
             Msg::JobEndpoint(_) => "JobEndpoint",
             Msg::Attach { .. } => "Attach",
+            Msg::DealerTime { .. } => "DealerTime",
         }
     }
 }
@@ -523,30 +518,10 @@ mod tests {
     }
 
     #[test]
-    fn large_corrections_travel_in_bounded_chunks_and_reassemble() {
-        let words: Vec<u64> = (0..(2 * CORRECTION_CHUNK_WORDS + 5) as u64).collect();
-        let mut dealt = Dealt {
-            model_seed: Seed([1; 32]),
-            job_seed: Seed([2; 32]),
-            corrections: Words(words.clone()),
-            more_corrections: 0,
-            dealer_bytes: 0,
-            dealer_seconds: 0.0,
-        };
-        let rest = dealt.split_corrections();
-        assert_eq!(dealt.corrections.0.len(), CORRECTION_CHUNK_WORDS);
-        assert_eq!(dealt.more_corrections, (CORRECTION_CHUNK_WORDS + 5) as u64);
-        assert!(rest.iter().all(|c| c.0.len() <= CORRECTION_CHUNK_WORDS));
-        let mut joined = dealt.corrections.0.clone();
-        rest.iter().for_each(|c| joined.extend_from_slice(&c.0));
-        assert_eq!(joined, words);
-        // Small corrections stay in one frame.
-        let mut small = Dealt {
-            corrections: Words(vec![7; 3]),
-            more_corrections: 0,
-            ..dealt
-        };
-        assert!(small.split_corrections().is_empty());
-        assert_eq!(small.more_corrections, 0);
+    fn a_full_corrections_frame_fits_the_default_frame_limit() {
+        let frame = crate::frame::encode(&Msg::Corrections(Words(vec![7; CORRECTION_CHUNK_WORDS])))
+            .expect("encodes");
+        assert!(frame.len() <= crate::frame::DEFAULT_MAX_FRAME);
+        assert!(frame.len() > 8 * CORRECTION_CHUNK_WORDS);
     }
 }

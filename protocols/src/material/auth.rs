@@ -16,7 +16,7 @@
 //! shifts, bits) only need to be right modulo 2^64 and are zero-extended.
 
 use crate::error::Result;
-use crate::material::generator::{check_len, Generator, Hidden, PartyGenerator};
+use crate::material::generator::{check_len, Draws, Generator, Hidden, PartyGenerator};
 use crate::material::kinds::ProductCheck;
 use crate::prg::{Prg, Seed};
 
@@ -139,14 +139,34 @@ pub struct AuthPartyGenerator {
 impl AuthPartyGenerator {
     /// Party `party` of `parties`; draws its key shares first (the dealer does the same).
     pub fn new(party: usize, parties: usize, seed: &Seed, corrections: Vec<u64>) -> Result<Self> {
-        let mut base = PartyGenerator::new(party, parties, seed, corrections)?;
+        Ok(Self::with_base(PartyGenerator::new(
+            party,
+            parties,
+            seed,
+            corrections,
+        )?))
+    }
+
+    /// The last party of `parties`, reading its corrections from `feed` as it needs them (see
+    /// [`PartyGenerator::streamed`]).
+    pub fn streamed(
+        parties: usize,
+        seed: &Seed,
+        feed: Box<dyn crate::material::generator::CorrectionFeed>,
+    ) -> Result<Self> {
+        Ok(Self::with_base(PartyGenerator::streamed(
+            parties, seed, feed,
+        )?))
+    }
+
+    fn with_base(mut base: PartyGenerator) -> Self {
         let alpha = to_wide(&base.random(2).0)[0];
         let beta = base.random(1).0[0];
-        Ok(Self {
+        Self {
             base,
             keys: KeyShares { alpha, beta },
             short: false,
-        })
+        }
     }
 
     /// This party's key shares.
@@ -269,6 +289,11 @@ impl AuthDealerGenerator {
     /// The corrections for the last party, in the order it will read them.
     pub fn into_corrections(self) -> Vec<u64> {
         self.corrections
+    }
+
+    /// The corrections dealt since the last call (or since the start), in order; the PRGs keep their state.
+    pub fn take_corrections(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.corrections)
     }
 
     /// The arithmetic MAC key. Only the trusted dealer knows it; it hands it to the output's recipient after
@@ -418,44 +443,303 @@ impl std::fmt::Debug for AuthDeal {
 }
 
 /// Deals a `spdz2k` job: authenticated material for `requests`, with weight masks and input masks dealt in
-/// the same list (so that one MAC key covers them all).
+/// the same list (so that one MAC key covers them all). The same as one [`AuthDealer::deal`] call over the
+/// whole list.
 pub fn deal(
     seeds: &[Seed],
     requests: &[crate::material::Request],
     gemm: &dyn crate::gemm::Gemm,
 ) -> Result<AuthDeal> {
-    use crate::material::{generate, kinds, Request};
-    let mut g = AuthDealerGenerator::new(seeds)?;
-    let output_key = g.alpha();
-    let mut weight_masks: Vec<Option<Vec<u128>>> = Vec::new();
-    let mut owner_masks = Vec::new();
-    for request in requests {
+    AuthDealer::new(seeds)?.deal(requests, gemm)
+}
+
+/// A `spdz2k` job's dealer that deals its request list a part at a time, so that it never holds more than
+/// one part's corrections (and the model's weight masks, which later products need).
+///
+/// Invariant: its generator keeps its PRG state between calls, so consecutive parts, in order, yield
+/// exactly what dealing the list at once yields ([`deal`]): the concatenated corrections and owner masks.
+/// [`AuthDealer::owner_masks`] moves the state exactly as [`AuthDealer::deal`] does, so the two can be mixed.
+pub struct AuthDealer {
+    g: AuthDealerGenerator,
+    /// The plaintext mask of each weight dealt so far (a `WeightTriple` checks its product against it).
+    weight_masks: Vec<Option<Vec<u128>>>,
+}
+
+impl AuthDealer {
+    /// The dealer of a job with one job seed per party (draws the MAC keys as the parties do).
+    pub fn new(seeds: &[Seed]) -> Result<Self> {
+        Ok(Self {
+            g: AuthDealerGenerator::new(seeds)?,
+            weight_masks: Vec::new(),
+        })
+    }
+
+    /// Deals the owner mask of an `Input` or `WeightMask` request (its MAC corrections stay in the
+    /// generator); `None` for any other request.
+    fn owner_mask(&mut self, request: &crate::material::Request) -> Option<Vec<u64>> {
+        use crate::material::{kinds, Request};
         match *request {
             Request::Input { len } => {
-                let (_, plain) = kinds::weight_mask(&mut g, len);
-                owner_masks.push(plain.iter().map(|&x| x as u64).collect());
+                let (_, plain) = kinds::weight_mask(&mut self.g, len);
+                Some(plain.iter().map(|&x| x as u64).collect())
             }
             Request::WeightMask { weight, len } => {
-                let (_, plain) = kinds::weight_mask(&mut g, len);
-                owner_masks.push(plain.iter().map(|&x| x as u64).collect());
-                if weight_masks.len() <= weight {
-                    weight_masks.resize(weight + 1, None);
+                let (_, plain) = kinds::weight_mask(&mut self.g, len);
+                let owner = plain.iter().map(|&x| x as u64).collect();
+                if self.weight_masks.len() <= weight {
+                    self.weight_masks.resize(weight + 1, None);
                 }
-                weight_masks[weight] = Some(plain);
+                self.weight_masks[weight] = Some(plain);
+                Some(owner)
             }
-            _ => {
-                let mask = |i: usize| {
-                    weight_masks.get(i).and_then(Option::as_ref).ok_or_else(|| {
-                        crate::ProtocolError::Material(format!("no mask for weight {i}"))
-                    })
-                };
-                generate(&mut g, request, &mask, gemm)?;
-            }
+            _ => None,
         }
     }
-    Ok(AuthDeal {
-        corrections: g.into_corrections(),
-        owner_masks,
-        output_key,
-    })
+
+    /// Deals the next `requests` of the job: their corrections for the last party and the owner masks of
+    /// their `Input` and `WeightMask` requests, in order.
+    pub fn deal(
+        &mut self,
+        requests: &[crate::material::Request],
+        gemm: &dyn crate::gemm::Gemm,
+    ) -> Result<AuthDeal> {
+        let mut owner_masks = Vec::new();
+        for request in requests {
+            if let Some(mask) = self.owner_mask(request) {
+                owner_masks.push(mask);
+                continue;
+            }
+            let weight_masks = &self.weight_masks;
+            let mask = |i: usize| {
+                weight_masks.get(i).and_then(Option::as_ref).ok_or_else(|| {
+                    crate::ProtocolError::Material(format!("no mask for weight {i}"))
+                })
+            };
+            crate::material::generate(&mut self.g, request, &mask, gemm)?;
+        }
+        Ok(AuthDeal {
+            corrections: self.g.take_corrections(),
+            owner_masks,
+            output_key: self.g.alpha(),
+        })
+    }
+
+    /// The owner masks of the next `requests` (what [`AuthDealer::deal`] would return in
+    /// [`AuthDeal::owner_masks`]) without dealing the rest: the PRGs skip every other request's draws
+    /// (counted by [`count`]), and no correction is kept. The client's material at a small fraction of the
+    /// dealing's cost and memory.
+    pub fn owner_masks(&mut self, requests: &[crate::material::Request]) -> Result<Vec<Vec<u64>>> {
+        let mut masks = Vec::new();
+        let mut skipped = Draws::default();
+        for request in requests {
+            if matches!(
+                request,
+                crate::material::Request::Input { .. }
+                    | crate::material::Request::WeightMask { .. }
+            ) {
+                skipped.skip(&mut self.g.prgs);
+                skipped = Draws::default();
+                masks.extend(self.owner_mask(request));
+                drop(self.g.take_corrections());
+            } else {
+                skipped = skipped.plus(count(std::slice::from_ref(request))?);
+            }
+        }
+        skipped.skip(&mut self.g.prgs);
+        Ok(masks)
+    }
+}
+
+/// What dealing `requests` (`spdz2k`, after the MAC keys) draws and how many corrections it deals, counted
+/// without dealing (no PRG runs): the size of a job's corrections before they exist.
+pub fn count(requests: &[crate::material::Request]) -> Result<Draws> {
+    let mut g = AuthDrawCounter::default();
+    for request in requests {
+        crate::material::generate(&mut g, request, &|_| Ok(&Hidden), &crate::gemm::NaiveGemm)?;
+    }
+    Ok(g.draws)
+}
+
+/// An authenticated dealer that deals nothing: it counts what [`AuthDealerGenerator`] would draw and
+/// correct. Invariant: it counts exactly the draws of [`AuthDealerGenerator`]'s methods (tested against
+/// real dealing).
+#[derive(Debug, Default)]
+struct AuthDrawCounter {
+    draws: Draws,
+}
+
+impl AuthDrawCounter {
+    /// `words` words drawn from every PRG.
+    fn everyone(&mut self, words: usize) {
+        self.draws.others += words as u64;
+        self.draws.last += words as u64;
+    }
+
+    /// `words` correction words (drawn from every PRG but the last).
+    fn corrected(&mut self, words: usize) {
+        self.draws.others += words as u64;
+        self.draws.corrections += words as u64;
+    }
+}
+
+impl Generator for AuthDrawCounter {
+    type Plain = Hidden;
+    type Share = AuthVec;
+    type BitShare = AuthBits;
+
+    fn random(&mut self, len: usize) -> (AuthVec, Hidden) {
+        self.everyone(2 * len);
+        self.corrected(2 * len);
+        (AuthVec::default(), Hidden)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (AuthBits, Hidden) {
+        self.everyone(words);
+        self.corrected(64 * words);
+        (AuthBits::default(), Hidden)
+    }
+
+    fn fixed(&mut self, _value: &Hidden, len: usize) -> Result<AuthVec> {
+        self.corrected(4 * len);
+        Ok(AuthVec::default())
+    }
+
+    fn fixed_bits(&mut self, _value: &Hidden, words: usize) -> Result<AuthBits> {
+        self.corrected(65 * words);
+        Ok(AuthBits::default())
+    }
+
+    fn product_check(
+        &mut self,
+        [rows, inner, outputs]: [usize; 3],
+        _mask: &Hidden,
+    ) -> Result<Option<ProductCheck<AuthVec>>> {
+        self.random(rows * outputs);
+        self.random(outputs);
+        self.fixed(&Hidden, rows)?;
+        self.fixed(&Hidden, inner)?;
+        Ok(Some(ProductCheck::default()))
+    }
+
+    fn derive<const K: usize>(
+        _inputs: [&Hidden; K],
+        _f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Hidden {
+        Hidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lowering::Lowering;
+    use crate::material::Request;
+
+    /// A model setup (two weight masks) and `inferences` inferences, each an input and some operations,
+    /// one of them a product checked by projection.
+    fn job(inferences: usize) -> (Vec<Request>, Vec<Request>) {
+        let setup = vec![
+            Request::WeightMask { weight: 0, len: 12 },
+            Request::WeightMask {
+                weight: 1,
+                len: 128 * 600,
+            },
+        ];
+        let one = [
+            Request::Input { len: 4 },
+            Request::WeightTriple {
+                weight: 0,
+                lowering: Lowering::Dense { features: 4 },
+                batch: 1,
+                outputs: 3,
+            },
+            Request::Sign {
+                len: 70,
+                truncate: Some(16),
+                payloads: 2,
+            },
+            Request::WeightTriple {
+                weight: 1,
+                lowering: Lowering::Dense { features: 128 },
+                batch: 1,
+                outputs: 600,
+            },
+            Request::Triples { len: 5 },
+            Request::Trunc {
+                len: 9,
+                frac_bits: 16,
+            },
+            Request::MatTriple { m: 2, k: 3, n: 4 },
+        ];
+        let mut all = setup.clone();
+        (0..inferences).for_each(|_| all.extend(one.iter().cloned()));
+        (setup, all)
+    }
+
+    #[test]
+    fn dealing_part_by_part_or_skipping_to_the_owner_masks_matches_the_whole_job() {
+        let seeds: Vec<Seed> = (10..13).map(Seed::random_from).collect();
+        let gemm = crate::gemm::NaiveGemm;
+        let (setup, all) = job(3);
+        assert!(crate::material::kinds::uses_product_check(1, 128, 600));
+        let whole = deal(&seeds, &all, &gemm).expect("whole job");
+        assert_eq!(whole.owner_masks.len(), 2 + 3);
+        // Setup, then one inference at a time.
+        let mut dealer = AuthDealer::new(&seeds).expect("dealer");
+        let mut parts = vec![dealer.deal(&setup, &gemm).expect("setup")];
+        let one = &all[setup.len()..setup.len() + (all.len() - setup.len()) / 3];
+        parts.extend((0..3).map(|_| dealer.deal(one, &gemm).expect("inference")));
+        let corrections: Vec<u64> = parts.iter().flat_map(|p| p.corrections.clone()).collect();
+        let owner: Vec<Vec<u64>> = parts.iter().flat_map(|p| p.owner_masks.clone()).collect();
+        assert_eq!(corrections, whole.corrections);
+        assert_eq!(owner, whole.owner_masks);
+        assert!(parts.iter().all(|p| p.output_key == whole.output_key));
+        assert_eq!(parts[1].corrections.len(), parts[3].corrections.len());
+        // The owner's pass skips everything else and finds the same masks.
+        let mut skipping = AuthDealer::new(&seeds).expect("dealer");
+        assert_eq!(
+            skipping.owner_masks(&all).expect("owner"),
+            whole.owner_masks
+        );
+        // Skipping moves the PRGs where dealing does: dealing after a skipped inference is unchanged.
+        let mut mixed = AuthDealer::new(&seeds).expect("dealer");
+        let mut owner = mixed.owner_masks(&setup).expect("setup masks");
+        owner.extend(mixed.owner_masks(one).expect("first inference"));
+        let rest = mixed.deal(one, &gemm).expect("second inference");
+        assert_eq!(rest.corrections, parts[2].corrections);
+        owner.extend(rest.owner_masks);
+        assert_eq!(owner[..], whole.owner_masks[..4]);
+        // The count is exact.
+        let counted = count(&all).expect("count");
+        assert_eq!(counted.corrections as usize, whole.corrections.len());
+        assert_eq!(
+            count(one).expect("count").corrections as usize,
+            parts[1].corrections.len()
+        );
+    }
+
+    #[test]
+    fn the_last_party_expands_part_by_part_corrections_like_the_whole_jobs() {
+        let seeds: Vec<Seed> = (20..22).map(Seed::random_from).collect();
+        let gemm = crate::gemm::NaiveGemm;
+        let (_, all) = job(2);
+        let mut dealer = AuthDealer::new(&seeds).expect("dealer");
+        let corrections: Vec<u64> = all
+            .iter()
+            .flat_map(|r| {
+                dealer
+                    .deal(std::slice::from_ref(r), &gemm)
+                    .expect("request")
+                    .corrections
+            })
+            .collect();
+        assert_eq!(
+            corrections,
+            deal(&seeds, &all, &gemm).expect("whole").corrections
+        );
+        let generator = AuthPartyGenerator::new(1, 2, &seeds[1], corrections).expect("last");
+        let mut material = crate::material::PartyMaterial::from_generator(generator, all.clone());
+        assert_eq!(material.prepare(all.len()).expect("expand"), all.len());
+        assert_eq!(material.generator().remaining(), 0);
+    }
 }

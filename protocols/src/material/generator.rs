@@ -63,12 +63,25 @@ pub trait Generator {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Hidden;
 
-/// A party's side: its own PRG, and (last party only) the dealer's corrections.
+/// Where the last party's corrections come from when they are not all at hand: the dealer's stream, read as
+/// the party needs them (so that the party holds about one inference's corrections, not the job's).
+pub trait CorrectionFeed: Send {
+    /// The next chunk of corrections, in order, waiting for it if needed; `Ok(None)` once every announced
+    /// word was returned. An error (the stream broke, the dealer stalled) says why.
+    fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u64>>, String>;
+    /// Words announced and not returned yet.
+    fn pending(&self) -> u64;
+}
+
+/// A party's side: its own PRG, and (last party only) the dealer's corrections, held or fed.
 pub struct PartyGenerator {
     prg: Prg,
     is_last: bool,
+    /// Corrections at hand; those before `cursor` were read.
     corrections: Vec<u64>,
     cursor: usize,
+    /// Where more corrections come from (last party, streamed), if anywhere.
+    feed: Option<Box<dyn CorrectionFeed>>,
 }
 
 impl PartyGenerator {
@@ -90,25 +103,65 @@ impl PartyGenerator {
             is_last,
             corrections,
             cursor: 0,
+            feed: None,
         })
     }
 
-    /// Corrections not consumed yet.
-    pub fn remaining_corrections(&self) -> usize {
-        self.corrections.len() - self.cursor
+    /// The last party of `parties`, reading its corrections from `feed` as it needs them (the same
+    /// material as [`PartyGenerator::new`] with every correction at hand).
+    pub fn streamed(parties: usize, seed: &Seed, feed: Box<dyn CorrectionFeed>) -> Result<Self> {
+        let mut g = Self::new(parties.saturating_sub(1), parties, seed, Vec::new())?;
+        g.feed = Some(feed);
+        Ok(g)
     }
 
-    pub(crate) fn take_corrections(&mut self, len: usize) -> Result<Vec<u64>> {
+    /// Corrections not consumed yet (at hand, and announced by the feed).
+    pub fn remaining_corrections(&self) -> usize {
+        let fed = self.feed.as_ref().map_or(0, |f| f.pending());
+        (self.corrections.len() - self.cursor)
+            .saturating_add(usize::try_from(fed).unwrap_or(usize::MAX))
+    }
+
+    /// Reads from the feed until `len` corrections are at hand (or the feed ends); the corrections read
+    /// already are dropped first, so what is held stays about one chunk.
+    fn ensure(&mut self, len: usize) -> Result<()> {
+        while self.corrections.len() - self.cursor < len {
+            let Some(feed) = self.feed.as_mut() else {
+                return Ok(());
+            };
+            let chunk = feed
+                .next_chunk()
+                .map_err(|e| ProtocolError::Material(format!("dealer corrections: {e}")))?;
+            let Some(chunk) = chunk else {
+                return Ok(());
+            };
+            if self.cursor == self.corrections.len() {
+                self.corrections = chunk;
+            } else {
+                self.corrections.drain(..self.cursor);
+                self.corrections.extend_from_slice(&chunk);
+            }
+            self.cursor = 0;
+        }
+        Ok(())
+    }
+
+    /// The next `len` corrections.
+    fn next_corrections(&mut self, len: usize) -> Result<&[u64]> {
+        self.ensure(len)?;
         let end = self.cursor + len;
+        let left = self.remaining_corrections();
         let slice = self.corrections.get(self.cursor..end).ok_or_else(|| {
             ProtocolError::Material(format!(
-                "dealer corrections ran out: {} needed, {} left",
-                len,
-                self.remaining_corrections()
+                "dealer corrections ran out: {len} needed, {left} left"
             ))
         })?;
         self.cursor = end;
-        Ok(slice.to_vec())
+        Ok(slice)
+    }
+
+    pub(crate) fn take_corrections(&mut self, len: usize) -> Result<Vec<u64>> {
+        Ok(self.next_corrections(len)?.to_vec())
     }
 
     /// `len` fresh uniform elements of Z_2^128 from this party's PRG (two words each, low first: the same
@@ -123,15 +176,7 @@ impl PartyGenerator {
         if !self.is_last {
             return Ok(self.prg.wide(len));
         }
-        let end = self.cursor + 2 * len;
-        let slice = self.corrections.get(self.cursor..end).ok_or_else(|| {
-            ProtocolError::Material(format!(
-                "dealer corrections ran out: {} needed, {} left",
-                2 * len,
-                self.remaining_corrections()
-            ))
-        })?;
-        self.cursor = end;
+        let slice = self.next_corrections(2 * len)?;
         Ok(crate::material::auth::to_wide(slice))
     }
 }
@@ -199,6 +244,12 @@ impl DealerGenerator {
         self.corrections
     }
 
+    /// The corrections dealt since the last call (or since the start), in order; the generator keeps its
+    /// PRG state, so the next draws continue the same streams.
+    pub fn take_corrections(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.corrections)
+    }
+
     fn last(&self) -> usize {
         self.prgs.len() - 1
     }
@@ -262,5 +313,87 @@ pub(crate) fn check_len(got: usize, want: usize) -> Result<()> {
         Err(ProtocolError::Material(format!(
             "dealer computed {got} elements where {want} are dealt"
         )))
+    }
+}
+
+/// What dealing some requests draws, learnt without dealing them (see [`DrawCounter`]): every party but the
+/// last draws the same words, so two counts describe every PRG.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Draws {
+    /// Words drawn from the PRG of each party but the last (by the dealer and by that party alike).
+    pub others: u64,
+    /// Words drawn from the last party's PRG.
+    pub last: u64,
+    /// Correction words dealt to the last party.
+    pub corrections: u64,
+}
+
+impl Draws {
+    /// The draws of `self` then `other`.
+    pub fn plus(self, other: Draws) -> Draws {
+        Draws {
+            others: self.others.saturating_add(other.others),
+            last: self.last.saturating_add(other.last),
+            corrections: self.corrections.saturating_add(other.corrections),
+        }
+    }
+
+    /// The draws of `times` repetitions.
+    pub fn times(self, times: u64) -> Draws {
+        Draws {
+            others: self.others.saturating_mul(times),
+            last: self.last.saturating_mul(times),
+            corrections: self.corrections.saturating_mul(times),
+        }
+    }
+
+    /// Moves every PRG of a dealer past these draws (`prgs[..n-1]` by `others`, the last by `last`).
+    pub(crate) fn skip(&self, prgs: &mut [Prg]) {
+        if let Some((last, others)) = prgs.split_last_mut() {
+            others.iter_mut().for_each(|p| p.skip(self.others));
+            last.skip(self.last);
+        }
+    }
+}
+
+/// A `semi2k` dealer that deals nothing: it counts what [`DealerGenerator`] would draw and correct, at no
+/// cost (no PRG runs, no plaintext is computed). Invariant: it counts exactly the draws of
+/// [`DealerGenerator`]'s methods (tested against real dealing).
+#[derive(Debug, Default)]
+pub struct DrawCounter {
+    /// What was counted so far.
+    pub draws: Draws,
+}
+
+impl Generator for DrawCounter {
+    type Plain = Hidden;
+    type Share = Vec<u64>;
+    type BitShare = Vec<u64>;
+
+    fn random(&mut self, len: usize) -> (Vec<u64>, Hidden) {
+        self.draws.others += len as u64;
+        self.draws.last += len as u64;
+        (Vec::new(), Hidden)
+    }
+
+    fn random_bits(&mut self, words: usize) -> (Vec<u64>, Hidden) {
+        self.random(words)
+    }
+
+    fn fixed(&mut self, _value: &Hidden, len: usize) -> Result<Vec<u64>> {
+        self.draws.others += len as u64;
+        self.draws.corrections += len as u64;
+        Ok(Vec::new())
+    }
+
+    fn fixed_bits(&mut self, value: &Hidden, words: usize) -> Result<Vec<u64>> {
+        self.fixed(value, words)
+    }
+
+    fn derive<const K: usize>(
+        _inputs: [&Hidden; K],
+        _f: impl FnOnce([&[u64]; K]) -> Vec<u64>,
+    ) -> Hidden {
+        Hidden
     }
 }

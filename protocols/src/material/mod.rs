@@ -1,9 +1,11 @@
 //! Dealer material: what each online operation consumes, how the dealer deals it, and how a party reads it.
 //!
 //! A job's material is described by a list of [`Request`]s, a pure function of the public computation (model
-//! and batch), never of data. The dealer runs [`deal`] over that list; each party reads its share through
-//! [`PartyMaterial`], which checks that every operation takes exactly the next request in the list, so a plan
-//! and its consumption can never drift apart silently.
+//! and batch), never of data. The dealer runs [`deal`] over that list, or [`Dealer`] over it a part at a time
+//! (the same corrections, holding one part's), and [`count`] sizes it without dealing; each party reads its
+//! share through [`PartyMaterial`], which checks that every operation takes exactly the next request in the
+//! list, so a plan and its consumption can never drift apart silently. The last party's corrections may be
+//! at hand or fed as it needs them ([`CorrectionFeed`]).
 
 pub mod auth;
 pub mod generator;
@@ -15,7 +17,8 @@ use crate::error::{ProtocolError, Result};
 use crate::gemm::Gemm;
 use crate::lowering::Lowering;
 use crate::prg::Seed;
-use generator::{DealerGenerator, Generator, Hidden, PartyGenerator};
+pub use generator::{CorrectionFeed, Draws};
+use generator::{DealerGenerator, DrawCounter, Generator, Hidden, PartyGenerator};
 pub use kinds::{MatTriple, ProductCheck, SignMaterial, Triples, TruncMaterial, WeightTriple};
 
 /// One unit of dealer material, as an online operation will ask for it.
@@ -165,23 +168,60 @@ pub fn party_masks(
 }
 
 /// Deals a job's material: returns the corrections for the last party (the others need only their seed).
+/// The same as one [`Dealer::deal`] call over the whole list.
 pub fn deal(
     seeds: &[Seed],
     requests: &[Request],
     masks: &DealerMasks,
     gemm: &dyn Gemm,
 ) -> Result<Vec<u64>> {
-    let mut g = DealerGenerator::new(seeds)?;
-    let mask = |i: usize| {
-        masks
-            .masks
-            .get(i)
-            .ok_or_else(|| ProtocolError::Material(format!("no mask for weight {i}")))
-    };
-    for request in requests {
-        generate(&mut g, request, &mask, gemm)?;
+    Dealer::new(seeds, masks)?.deal(requests, gemm)
+}
+
+/// A job's dealer that deals its request list a part at a time (an inference, a request), so that it never
+/// holds more than one part's corrections.
+///
+/// Invariant: its generator keeps its PRG state between calls, so dealing a list in consecutive parts, in
+/// order, yields exactly the corrections of dealing it at once ([`deal`]), whatever the split; the parties'
+/// expansion of their seeds does not depend on how the dealer split its work.
+pub struct Dealer<'m> {
+    g: DealerGenerator,
+    masks: &'m DealerMasks,
+}
+
+impl<'m> Dealer<'m> {
+    /// The dealer of a job with one job seed per party, over the model's weight masks `masks`.
+    pub fn new(seeds: &[Seed], masks: &'m DealerMasks) -> Result<Self> {
+        Ok(Self {
+            g: DealerGenerator::new(seeds)?,
+            masks,
+        })
     }
-    Ok(g.into_corrections())
+
+    /// Deals the next `requests` of the job: returns their corrections for the last party, in order.
+    pub fn deal(&mut self, requests: &[Request], gemm: &dyn Gemm) -> Result<Vec<u64>> {
+        let masks = self.masks;
+        let mask = |i: usize| {
+            masks
+                .masks
+                .get(i)
+                .ok_or_else(|| ProtocolError::Material(format!("no mask for weight {i}")))
+        };
+        for request in requests {
+            generate(&mut self.g, request, &mask, gemm)?;
+        }
+        Ok(self.g.take_corrections())
+    }
+}
+
+/// What dealing `requests` (`semi2k`) draws and how many corrections it deals, counted without dealing
+/// (no PRG runs): the size of a job's corrections before they exist.
+pub fn count(requests: &[Request]) -> Result<Draws> {
+    let mut g = DrawCounter::default();
+    for request in requests {
+        generate(&mut g, request, &|_| Ok(&Hidden), &crate::gemm::NaiveGemm)?;
+    }
+    Ok(g.draws)
 }
 
 /// How many 64-bit words a share occupies (values and, where the protocol has them, MACs).
@@ -566,6 +606,116 @@ mod tests {
         seen.push(format!("{:?}", m.trunc(9, 16).expect("trunc").r_shift));
         m.finish().expect("everything consumed");
         (seen, m.used())
+    }
+
+    /// A plan of `inferences` inferences of [`plan`].
+    fn job(inferences: usize) -> Vec<Request> {
+        (0..inferences).flat_map(|_| plan()).collect()
+    }
+
+    #[test]
+    fn dealing_a_job_part_by_part_yields_the_whole_jobs_corrections_and_the_count_is_exact() {
+        let seeds: Vec<Seed> = (0..3).map(Seed::random_from).collect();
+        let masks = deal_masks(&seeds, &[12]).expect("masks");
+        let gemm = crate::gemm::NaiveGemm;
+        let whole = deal(&seeds, &job(4), &masks, &gemm).expect("deal");
+        // Per inference, then per request: the concatenation is the whole job's.
+        let mut dealer = Dealer::new(&seeds, &masks).expect("dealer");
+        let per_inference: Vec<Vec<u64>> = (0..4)
+            .map(|_| dealer.deal(&plan(), &gemm).expect("inference"))
+            .collect();
+        assert!(per_inference.windows(2).all(|w| w[0].len() == w[1].len()));
+        assert_eq!(per_inference.concat(), whole);
+        let mut dealer = Dealer::new(&seeds, &masks).expect("dealer");
+        let per_request: Vec<u64> = job(4)
+            .iter()
+            .flat_map(|r| {
+                dealer
+                    .deal(std::slice::from_ref(r), &gemm)
+                    .expect("request")
+            })
+            .collect();
+        assert_eq!(per_request, whole);
+        // The count says where every PRG stands after the job.
+        let draws = count(&job(4)).expect("count");
+        for (i, skipped) in [(0, draws.others), (1, draws.others), (2, draws.last)] {
+            let mut fresh = crate::prg::Prg::new(&seeds[i]);
+            fresh.skip(skipped);
+            assert_eq!(dealer.g.prgs[i].words(3), fresh.words(3), "PRG {i}");
+        }
+        // The count knows the size without dealing, pinned.
+        let one = count(&plan()).expect("count");
+        assert_eq!(one.corrections as usize, per_inference[0].len());
+        assert_eq!(count(&job(4)).expect("count"), one.times(4));
+        assert_eq!(one.corrections, 676);
+        // The parties expand the part-by-part corrections exactly as the whole job's.
+        let mut last = PartyMaterial::new(2, 3, &seeds[2], per_request, job(4)).expect("party");
+        last.prepare(job(4).len()).expect("expand");
+        assert_eq!(last.generator().remaining(), 0);
+    }
+
+    /// Corrections fed in chunks of `size`, counting how many were handed out.
+    struct ChunkFeed {
+        chunks: std::collections::VecDeque<Vec<u64>>,
+        fed: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl CorrectionFeed for ChunkFeed {
+        fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u64>>, String> {
+            let next = self.chunks.pop_front();
+            if next.is_some() {
+                self.fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Ok(next)
+        }
+        fn pending(&self) -> u64 {
+            self.chunks.iter().map(|c| c.len() as u64).sum()
+        }
+    }
+
+    #[test]
+    fn fed_corrections_expand_like_corrections_at_hand_and_are_read_only_as_needed() {
+        let seeds: Vec<Seed> = (0..3).map(Seed::random_from).collect();
+        let masks = deal_masks(&seeds, &[12]).expect("masks");
+        let gemm = crate::gemm::NaiveGemm;
+        let corrections = deal(&seeds, &job(3), &masks, &gemm).expect("deal");
+        let at_hand = |prepare: usize| {
+            let mut m =
+                PartyMaterial::new(2, 3, &seeds[2], corrections.clone(), job(3)).expect("material");
+            m.prepare(prepare).expect("prepare");
+            let shown: Vec<String> = m.prepared_mut().map(|(_, x)| format!("{x:?}")).collect();
+            shown
+        };
+        for size in [1, 7, 100, corrections.len()] {
+            let fed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let feed = ChunkFeed {
+                chunks: corrections.chunks(size).map(<[u64]>::to_vec).collect(),
+                fed: fed.clone(),
+            };
+            let generator = PartyGenerator::streamed(3, &seeds[2], Box::new(feed)).expect("fed");
+            let mut m = PartyMaterial::from_generator(generator, job(3));
+            assert_eq!(m.generator().remaining(), corrections.len());
+            // One inference read: not the job's corrections.
+            m.prepare(plan().len()).expect("first inference");
+            let read = fed.load(std::sync::atomic::Ordering::Relaxed);
+            assert!(read < corrections.len().div_ceil(size) || size == corrections.len());
+            let first = m.generator().remaining();
+            assert_eq!(first, corrections.len() - corrections.len() / 3, "{size}");
+            // The material is the same, and everything is consumed at the end.
+            let mut all = m;
+            all.prepare(job(3).len()).expect("rest");
+            let shown: Vec<String> = all.prepared_mut().map(|(_, x)| format!("{x:?}")).collect();
+            assert_eq!(shown, at_hand(job(3).len()));
+            assert_eq!(all.generator().remaining(), 0);
+        }
+        // A feed that ends early is a shortage, as with corrections at hand.
+        let feed = ChunkFeed {
+            chunks: [corrections[..10].to_vec()].into(),
+            fed: Default::default(),
+        };
+        let generator = PartyGenerator::streamed(3, &seeds[2], Box::new(feed)).expect("fed");
+        let mut m = PartyMaterial::from_generator(generator, job(3));
+        assert!(m.prepare(job(3).len()).is_err());
     }
 
     #[test]
