@@ -647,6 +647,11 @@ impl Registry {
                     claimed: reg.operator,
                 });
             }
+            // A measurement comes only from a trial: registering again (a restart, new claims) keeps it,
+            // so a node cannot shed a low measured rate and be drawn at its claimed one.
+            let measured_ops_per_s = old.hardware.measured_ops_per_s;
+            let mut reg = reg;
+            reg.hardware.measured_ops_per_s = measured_ops_per_s;
             let domains = self.domains_of(&reg);
             let was = self.unindex(id.index());
             let n = &mut self.nodes[id.index()];

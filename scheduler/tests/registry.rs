@@ -177,3 +177,24 @@ fn stage_memory_limit_counts_distinct_domains() {
     assert_eq!(reg.stage_memory_limit(3), 16 * GIB);
     assert_eq!(reg.stage_memory_limit(4), 0);
 }
+
+#[test]
+fn registering_again_keeps_the_trials_measurement() {
+    let mut reg = registry();
+    let id = reg
+        .register(registration(1, "op", "eu", None, hardware(4, 8)), 0)
+        .unwrap();
+    reg.record_trial(id, true, Some(20_000_000), 0).unwrap();
+    let measured = reg.node(id).unwrap().hardware().ops_per_s();
+    assert_eq!(measured, 20_000_000.0);
+    // A restart (or new, larger claims) registers the same key again: the measurement stays, so the rate
+    // selection draws by does not jump back to the claim.
+    let again = reg
+        .register(registration(1, "op", "eu", None, hardware(1024, 8)), 1_000)
+        .unwrap();
+    assert_eq!(again, id);
+    let hw = reg.node(id).unwrap().hardware();
+    assert_eq!(hw.measured_ops_per_s, Some(20_000_000));
+    assert_eq!(hw.ops_per_s(), measured);
+    assert_eq!(reg.node(id).unwrap().state(), NodeState::Active);
+}
