@@ -1,0 +1,1522 @@
+//! ONNX bytes -> [`Graph`]: parse with `onnx-ir`, bound what the file says, map each operator to an
+//! [`Op`] with static shapes, fold constants and shape-only subgraphs, fold BatchNormalization (and any
+//! per-channel constant affine map) into the Conv or Linear before it, and recognise GELU written with Erf.
+//!
+//! Every error names the operator and the node ([`OnnxError::Unsupported`], [`OnnxError::Invalid`]);
+//! nothing read from the file can make the importer panic (the parser itself runs under `catch_unwind` as a
+//! last line of defence) or allocate more than the stated limits.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use onnx_ir::node::padding::{AutoPad, PaddingConfig2d};
+use onnx_ir::{ArgType, Argument};
+use veil_protocols::semi2k::Pool2d;
+
+use super::error::OnnxError;
+use super::graph::{Conv, Graph, Node, Op, Tensor, MAX_ELEMENTS};
+
+/// Largest ONNX file read (bytes).
+pub const MAX_FILE_BYTES: usize = 256 << 20;
+/// Most nodes in a graph.
+pub const MAX_NODES: usize = 4096;
+/// Highest tensor rank.
+pub const MAX_RANK: usize = 8;
+/// Most weight elements over the whole graph.
+pub const MAX_TOTAL_WEIGHTS: usize = 1 << 26;
+
+/// Whether `bytes` start like an ONNX `ModelProto` (field 1, `ir_version`, a varint): how model files are
+/// told apart by content. A hint only; [`import`] decides.
+pub fn looks_like_onnx(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&0x08) && bytes.get(1).is_some_and(|b| (1..=0x7f).contains(b))
+}
+
+/// Reads and imports an ONNX file (refused before reading if larger than [`MAX_FILE_BYTES`]).
+pub fn import_file(path: &Path) -> Result<Graph, OnnxError> {
+    let size = std::fs::metadata(path)
+        .map_err(|e| OnnxError::Parse(format!("{}: {e}", path.display())))?
+        .len();
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > MAX_FILE_BYTES {
+        return Err(OnnxError::TooLarge {
+            bytes: size,
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    let bytes =
+        std::fs::read(path).map_err(|e| OnnxError::Parse(format!("{}: {e}", path.display())))?;
+    import(&bytes)
+}
+
+/// Imports an ONNX model from its bytes (see the module doc).
+pub fn import(bytes: &[u8]) -> Result<Graph, OnnxError> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(OnnxError::TooLarge {
+            bytes: bytes.len(),
+            limit: MAX_FILE_BYTES,
+        });
+    }
+    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_bytes(bytes))
+        .map_err(|_| OnnxError::Parse("the ONNX parser failed on this file".into()))?
+        .map_err(|e| OnnxError::Parse(e.to_string()))?;
+    if parsed.nodes.len() > MAX_NODES {
+        return Err(OnnxError::Limit {
+            what: "the node count",
+            got: parsed.nodes.len(),
+            limit: MAX_NODES,
+        });
+    }
+    let mut b = Builder::default();
+    let inputs: Vec<&Argument> = parsed
+        .inputs
+        .iter()
+        .filter(|a| !a.is_constant() && !a.is_static())
+        .collect();
+    let [input] = inputs.as_slice() else {
+        return Err(OnnxError::Graph(format!(
+            "veil runs graphs of one input, this one has {}",
+            inputs.len()
+        )));
+    };
+    let shape = static_shape(input).ok_or_else(|| {
+        OnnxError::Graph(format!(
+            "input {:?} has no static shape (export with fixed input dimensions)",
+            input.name
+        ))
+    })?;
+    let input_id = b.tensor(&input.name, shape)?;
+    for node in &parsed.nodes {
+        b.node(node)?;
+    }
+    let [output] = parsed.outputs.as_slice() else {
+        return Err(OnnxError::Graph(format!(
+            "veil runs graphs of one output, this one has {}",
+            parsed.outputs.len()
+        )));
+    };
+    let output_id = *b.ids.get(&output.name).ok_or_else(|| {
+        OnnxError::Graph(format!(
+            "output {:?} is not computed from the input",
+            output.name
+        ))
+    })?;
+    let mut graph = Graph {
+        tensors: b.tensors,
+        nodes: b.nodes,
+        input: input_id,
+        output: output_id,
+    };
+    fold_affines(&mut graph);
+    fuse_gelu(&mut graph);
+    prune(&mut graph);
+    if let Some(n) = graph.nodes.iter().find(|n| n.op == Op::Erf) {
+        return Err(OnnxError::Unsupported {
+            op: "Erf".into(),
+            node: n.name.clone(),
+            detail: "Erf is supported only inside GELU (x * 0.5 * (1 + erf(x / sqrt 2)))".into(),
+        });
+    }
+    Ok(graph)
+}
+
+fn static_shape(a: &Argument) -> Option<Vec<usize>> {
+    match &a.ty {
+        ArgType::Tensor(t) => t.static_shape_known(),
+        ArgType::ScalarTensor(_) | ArgType::ScalarNative(_) => Some(Vec::new()),
+        ArgType::Shape(_) => None,
+    }
+}
+
+/// A constant (initialiser, Constant node or folded subgraph), as f32.
+#[derive(Debug, Clone)]
+struct Const {
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// An input of a node: computed from the graph input, or constant.
+enum Arg {
+    Act(usize),
+    Const(Const),
+}
+
+#[derive(Default)]
+struct Builder {
+    tensors: Vec<Tensor>,
+    ids: HashMap<String, usize>,
+    consts: HashMap<String, Const>,
+    nodes: Vec<Node>,
+    weights: usize,
+}
+
+fn count(shape: &[usize]) -> Result<usize, OnnxError> {
+    if shape.len() > MAX_RANK {
+        return Err(OnnxError::Limit {
+            what: "a tensor's rank",
+            got: shape.len(),
+            limit: MAX_RANK,
+        });
+    }
+    let n = shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .unwrap_or(usize::MAX);
+    if n > MAX_ELEMENTS {
+        return Err(OnnxError::Limit {
+            what: "a tensor's element count",
+            got: n,
+            limit: MAX_ELEMENTS,
+        });
+    }
+    Ok(n)
+}
+
+fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Resolves a possibly negative axis against `rank`.
+fn axis(a: i64, rank: usize) -> Option<usize> {
+    let r = i64::try_from(rank).ok()?;
+    let a = if a < 0 { a + r } else { a };
+    (0..r).contains(&a).then_some(a as usize)
+}
+
+/// `data` (of `from`) broadcast numpy-style to `to`.
+fn broadcast(data: &[f32], from: &[usize], to: &[usize]) -> Option<Vec<f32>> {
+    if from.len() > to.len() {
+        return None;
+    }
+    let pad = to.len() - from.len();
+    let full: Vec<usize> = std::iter::repeat_n(1, pad)
+        .chain(from.iter().copied())
+        .collect();
+    if full.iter().zip(to).any(|(f, t)| *f != 1 && f != t) {
+        return None;
+    }
+    let fs = strides(&full);
+    let ts = strides(to);
+    let n: usize = to.iter().product();
+    Some(
+        (0..n)
+            .map(|i| {
+                let mut src = 0;
+                for d in 0..to.len() {
+                    let c = (i / ts[d]) % to[d];
+                    if full[d] != 1 {
+                        src += c * fs[d];
+                    }
+                }
+                data[src]
+            })
+            .collect(),
+    )
+}
+
+/// The numpy broadcast of two shapes.
+fn broadcast_shape(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
+    let r = a.len().max(b.len());
+    (0..r)
+        .map(|i| {
+            let x = if i + a.len() >= r {
+                a[i + a.len() - r]
+            } else {
+                1
+            };
+            let y = if i + b.len() >= r {
+                b[i + b.len() - r]
+            } else {
+                1
+            };
+            match (x, y) {
+                (x, y) if x == y => Some(x),
+                (1, y) => Some(y),
+                (x, 1) => Some(x),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+impl Builder {
+    fn tensor(&mut self, name: &str, shape: Vec<usize>) -> Result<usize, OnnxError> {
+        count(&shape)?;
+        let id = self.tensors.len();
+        self.tensors.push(Tensor {
+            name: name.to_string(),
+            shape,
+        });
+        self.ids.insert(name.to_string(), id);
+        Ok(id)
+    }
+
+    fn shape(&self, id: usize) -> &[usize] {
+        &self.tensors[id].shape
+    }
+
+    fn constant(&mut self, a: &Argument) -> Result<Option<Const>, OnnxError> {
+        if let Some(c) = self.consts.get(&a.name) {
+            return Ok(Some(c.clone()));
+        }
+        let Some(td) = a.value() else {
+            return Ok(None);
+        };
+        let shape = td.shape().to_vec();
+        let n = count(&shape)?;
+        self.weights = self.weights.saturating_add(n);
+        if self.weights > MAX_TOTAL_WEIGHTS {
+            return Err(OnnxError::Limit {
+                what: "the weights' element count",
+                got: self.weights,
+                limit: MAX_TOTAL_WEIGHTS,
+            });
+        }
+        let data: Vec<f32> = td.iter::<f32>().take(n).collect();
+        if data.len() != n {
+            return Err(OnnxError::Graph(format!(
+                "constant {:?} holds {} values for shape {shape:?}",
+                a.name,
+                data.len()
+            )));
+        }
+        let c = Const { shape, data };
+        if !a.name.is_empty() {
+            self.consts.insert(a.name.clone(), c.clone());
+        }
+        Ok(Some(c))
+    }
+
+    fn arg(&mut self, a: &Argument, ctx: &Ctx) -> Result<Arg, OnnxError> {
+        if let Some(&id) = self.ids.get(&a.name) {
+            return Ok(Arg::Act(id));
+        }
+        match self.constant(a)? {
+            Some(c) => Ok(Arg::Const(c)),
+            None => Err(ctx.invalid(format!(
+                "input {:?} is neither computed before this node nor a constant",
+                a.name
+            ))),
+        }
+    }
+
+    fn const_arg(&mut self, a: &Argument, ctx: &Ctx, what: &str) -> Result<Const, OnnxError> {
+        match self.arg(a, ctx)? {
+            Arg::Const(c) => Ok(c),
+            Arg::Act(_) => Err(ctx.unsupported(format!("{what} must be a constant"))),
+        }
+    }
+
+    fn ints(&mut self, a: &Argument, ctx: &Ctx, what: &str) -> Result<Vec<i64>, OnnxError> {
+        Ok(self
+            .const_arg(a, ctx, what)?
+            .data
+            .iter()
+            .map(|v| *v as i64)
+            .collect())
+    }
+
+    fn push(
+        &mut self,
+        ctx: &Ctx,
+        op: Op,
+        inputs: Vec<usize>,
+        out: &Argument,
+        shape: Vec<usize>,
+    ) -> Result<(), OnnxError> {
+        let output = self.tensor(&out.name, shape)?;
+        self.nodes.push(Node {
+            name: ctx.node.clone(),
+            onnx_op: ctx.op.clone(),
+            op,
+            inputs,
+            output,
+        });
+        Ok(())
+    }
+
+    /// A layout op: output element `i` is `indices[i]` of the inputs concatenated. Folded if every input
+    /// is constant; a [`Op::Gather`] if every input is computed.
+    fn layout(
+        &mut self,
+        ctx: &Ctx,
+        args: Vec<Arg>,
+        indices: Vec<usize>,
+        out: &Argument,
+        shape: Vec<usize>,
+    ) -> Result<(), OnnxError> {
+        count(&shape)?;
+        if args.iter().all(|a| matches!(a, Arg::Const(_))) {
+            let all: Vec<f32> = args
+                .iter()
+                .flat_map(|a| match a {
+                    Arg::Const(c) => c.data.clone(),
+                    Arg::Act(_) => Vec::new(),
+                })
+                .collect();
+            let data = indices
+                .iter()
+                .map(|&i| all.get(i).copied())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| ctx.invalid("an index is out of range".into()))?;
+            self.consts.insert(out.name.clone(), Const { shape, data });
+            return Ok(());
+        }
+        let ids =
+            args.iter()
+                .map(|a| match a {
+                    Arg::Act(id) => Ok(*id),
+                    Arg::Const(_) => Err(ctx.unsupported(
+                        "mixing constants and computed tensors in a layout op".into(),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+        let total: usize = ids.iter().map(|&i| self.tensors[i].len()).sum();
+        if indices.iter().any(|&i| i >= total) {
+            return Err(ctx.invalid("an index is out of range".into()));
+        }
+        self.push(ctx, Op::Gather { indices }, ids, out, shape)
+    }
+
+    fn arg_shape(&self, a: &Arg) -> Vec<usize> {
+        match a {
+            Arg::Act(id) => self.shape(*id).to_vec(),
+            Arg::Const(c) => c.shape.clone(),
+        }
+    }
+
+    fn input(&mut self, n: &onnx_ir::Node, i: usize, ctx: &Ctx) -> Result<Arg, OnnxError> {
+        let a = n
+            .inputs()
+            .get(i)
+            .ok_or_else(|| ctx.invalid(format!("missing input {i}")))?;
+        self.arg(a, ctx)
+    }
+
+    fn act(&mut self, n: &onnx_ir::Node, i: usize, ctx: &Ctx) -> Result<usize, OnnxError> {
+        match self.input(n, i, ctx)? {
+            Arg::Act(id) => Ok(id),
+            Arg::Const(_) => Err(ctx.unsupported(format!(
+                "input {i} is a constant where a computed tensor is expected"
+            ))),
+        }
+    }
+
+    fn node(&mut self, n: &onnx_ir::Node) -> Result<(), OnnxError> {
+        use onnx_ir::Node as N;
+        let ctx = Ctx {
+            op: format!("{:?}", n.node_type()),
+            node: n.name().to_string(),
+        };
+        let out = n
+            .outputs()
+            .first()
+            .ok_or_else(|| ctx.invalid("no output".into()))?
+            .clone();
+        match n {
+            N::Constant(_) => {
+                for o in n.outputs() {
+                    self.constant(o)?;
+                }
+                Ok(())
+            }
+            N::Identity(_) | N::Cast(_) | N::Dropout(_) => match self.input(n, 0, &ctx)? {
+                Arg::Act(id) => {
+                    self.ids.insert(out.name.clone(), id);
+                    Ok(())
+                }
+                Arg::Const(c) => {
+                    self.consts.insert(out.name.clone(), c);
+                    Ok(())
+                }
+            },
+            N::Shape(s) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let end = s.config.end.min(shape.len());
+                let start = s.config.start.min(end);
+                let dims: Vec<f32> = shape[start..end].iter().map(|&d| d as f32).collect();
+                self.consts.insert(
+                    out.name.clone(),
+                    Const {
+                        shape: vec![dims.len()],
+                        data: dims,
+                    },
+                );
+                Ok(())
+            }
+            N::Add(_) | N::Sub(_) | N::Mul(_) | N::Div(_) | N::Mod(_) => self.arith(n, &ctx, &out),
+            N::Relu(_) => self.unary(n, &ctx, &out, Op::Relu),
+            N::Sigmoid(_) => self.unary(n, &ctx, &out, Op::Sigmoid),
+            N::Tanh(_) => self.unary(n, &ctx, &out, Op::Tanh),
+            N::Erf(_) => self.unary(n, &ctx, &out, Op::Erf),
+            N::Gelu(g) => {
+                if g.config.approximate != onnx_ir::node::gelu::GeluApproximate::Exact {
+                    return Err(ctx.unsupported("only the exact (erf) GELU is supported".into()));
+                }
+                self.unary(n, &ctx, &out, Op::Gelu)
+            }
+            N::Softmax(s) => {
+                let x = self.act(n, 0, &ctx)?;
+                let shape = self.shape(x).to_vec();
+                if s.config.axis + 1 != shape.len() {
+                    return Err(ctx.unsupported("softmax over an axis other than the last".into()));
+                }
+                let cols = *shape.last().unwrap_or(&1);
+                let rows = count(&shape)? / cols.max(1);
+                self.push(&ctx, Op::Softmax { rows, cols }, vec![x], &out, shape)
+            }
+            N::LayerNormalization(l) => {
+                let x = self.act(n, 0, &ctx)?;
+                let shape = self.shape(x).to_vec();
+                if axis(l.config.axis, shape.len()) != Some(shape.len().saturating_sub(1)) {
+                    return Err(
+                        ctx.unsupported("LayerNormalization over more than the last axis".into())
+                    );
+                }
+                let cols = *shape.last().unwrap_or(&1);
+                let rows = count(&shape)? / cols.max(1);
+                let gamma = match n.inputs().get(1) {
+                    Some(a) => self.const_arg(a, &ctx, "the scale")?.data,
+                    None => vec![1.0; cols],
+                };
+                let beta = match n.inputs().get(2).filter(|a| !a.is_optional()) {
+                    Some(a) => self.const_arg(a, &ctx, "the bias")?.data,
+                    None => vec![0.0; cols],
+                };
+                if gamma.len() != cols || beta.len() != cols {
+                    return Err(ctx.invalid("scale or bias does not match the last axis".into()));
+                }
+                let op = Op::LayerNorm {
+                    rows,
+                    cols,
+                    gamma,
+                    beta,
+                    epsilon: l.config.epsilon as f32,
+                };
+                self.push(&ctx, op, vec![x], &out, shape)
+            }
+            N::BatchNormalization(_) => {
+                let x = self.act(n, 0, &ctx)?;
+                let shape = self.shape(x).to_vec();
+                let eps = match n {
+                    N::BatchNormalization(b) => match &b.config {
+                        onnx_ir::node::batch_norm::BatchNormConfig::Static(c) => c.epsilon,
+                        onnx_ir::node::batch_norm::BatchNormConfig::Runtime(c) => c.epsilon,
+                    },
+                    _ => 1e-5,
+                };
+                let mut p = Vec::new();
+                for (i, what) in ["scale", "bias", "mean", "variance"].iter().enumerate() {
+                    let a = n
+                        .inputs()
+                        .get(i + 1)
+                        .ok_or_else(|| ctx.invalid(format!("no {what}")))?;
+                    p.push(self.const_arg(a, &ctx, what)?.data);
+                }
+                let channels = *shape.get(1).ok_or_else(|| ctx.invalid("rank < 2".into()))?;
+                if p.iter().any(|v| v.len() != channels) {
+                    return Err(ctx.invalid("parameters do not match the channels".into()));
+                }
+                let inner: usize = shape[2..].iter().product();
+                let len = count(&shape)?;
+                let (mut scale, mut shift) = (vec![0.0; len], vec![0.0; len]);
+                for (i, (s, b)) in scale.iter_mut().zip(shift.iter_mut()).enumerate() {
+                    let c = (i / inner.max(1)) % channels;
+                    let k = f64::from(p[0][c]) / (f64::from(p[3][c]) + eps).sqrt();
+                    *s = k as f32;
+                    *b = (f64::from(p[1][c]) - f64::from(p[2][c]) * k) as f32;
+                }
+                self.push(&ctx, Op::Affine { scale, shift }, vec![x], &out, shape)
+            }
+            N::Linear(l) => {
+                let x = self.act(n, 0, &ctx)?;
+                let w = self.const_arg(&n.inputs()[1], &ctx, "the weight")?;
+                let [a, b] = w.shape[..] else {
+                    return Err(ctx.invalid("the weight is not a matrix".into()));
+                };
+                let (inner, outputs) = if l.config.transpose_weight {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
+                let weight = if l.config.transpose_weight {
+                    transpose2(&w.data, a, b)
+                } else {
+                    w.data
+                };
+                let bias = match n.inputs().get(2).filter(|a| !a.is_optional()) {
+                    Some(a) => self.const_arg(a, &ctx, "the bias")?.data,
+                    None => vec![0.0; outputs],
+                };
+                self.linear(&ctx, x, inner, outputs, weight, bias, &out)
+            }
+            N::Gemm(g) => {
+                let c = &g.config;
+                if c.trans_a != 0 {
+                    return Err(ctx.unsupported("Gemm with transA".into()));
+                }
+                let x = self.act(n, 0, &ctx)?;
+                let w = self.const_arg(&n.inputs()[1], &ctx, "the weight")?;
+                let [a, b] = w.shape[..] else {
+                    return Err(ctx.invalid("the weight is not a matrix".into()));
+                };
+                let (inner, outputs, weight) = if c.trans_b != 0 {
+                    (b, a, transpose2(&w.data, a, b))
+                } else {
+                    (a, b, w.data)
+                };
+                let weight = weight.iter().map(|v| v * c.alpha).collect();
+                let bias = match n.inputs().get(2).filter(|a| !a.is_optional()) {
+                    Some(a) => {
+                        let b = self.const_arg(a, &ctx, "the bias")?;
+                        broadcast(&b.data, &b.shape, &[outputs])
+                            .ok_or_else(|| ctx.unsupported("a bias that is not per column".into()))?
+                            .iter()
+                            .map(|v| v * c.beta)
+                            .collect()
+                    }
+                    None => vec![0.0; outputs],
+                };
+                self.linear(&ctx, x, inner, outputs, weight, bias, &out)
+            }
+            N::MatMul(_) => {
+                let a = self.act(n, 0, &ctx)?;
+                match self.input(n, 1, &ctx)? {
+                    Arg::Const(w) => {
+                        let [inner, outputs] = w.shape[..] else {
+                            return Err(
+                                ctx.unsupported("a constant right operand of rank != 2".into())
+                            );
+                        };
+                        self.linear(&ctx, a, inner, outputs, w.data, vec![0.0; outputs], &out)
+                    }
+                    Arg::Act(b) => {
+                        let (sa, sb) = (self.shape(a).to_vec(), self.shape(b).to_vec());
+                        if sa.len() < 2
+                            || sa.len() != sb.len()
+                            || sa[..sa.len() - 2] != sb[..sb.len() - 2]
+                        {
+                            return Err(ctx.unsupported(format!(
+                                "a product of activations of shapes {sa:?} and {sb:?} (batch dimensions must match)"
+                            )));
+                        }
+                        let r = sa.len();
+                        let (m, k, k2, nn) = (sa[r - 2], sa[r - 1], sb[r - 2], sb[r - 1]);
+                        if k != k2 {
+                            return Err(ctx.invalid(format!("inner dimensions {k} and {k2}")));
+                        }
+                        let batch: usize = sa[..r - 2].iter().product();
+                        let mut shape = sa[..r - 2].to_vec();
+                        shape.extend([m, nn]);
+                        self.push(
+                            &ctx,
+                            Op::MatMul { batch, m, k, n: nn },
+                            vec![a, b],
+                            &out,
+                            shape,
+                        )
+                    }
+                }
+            }
+            N::Conv2d(c) => {
+                let x = self.act(n, 0, &ctx)?;
+                let cfg = &c.config;
+                let shape = self.shape(x).to_vec();
+                let [batch, ch, h, w] = shape[..] else {
+                    return Err(ctx.invalid("input is not NCHW".into()));
+                };
+                let weight = self.const_arg(&n.inputs()[1], &ctx, "the weight")?;
+                let [oc, icg, kh, kw] = weight.shape[..] else {
+                    return Err(ctx.invalid("weight is not [oc, ic/g, kh, kw]".into()));
+                };
+                let groups = cfg.groups;
+                if groups == 0 || ch % groups != 0 || oc % groups != 0 || icg * groups != ch {
+                    return Err(ctx.invalid(format!(
+                        "{groups} groups for {ch} input and {oc} output channels"
+                    )));
+                }
+                let bias = match n.inputs().get(2).filter(|a| !a.is_optional()) {
+                    Some(a) => self.const_arg(a, &ctx, "the bias")?.data,
+                    None => vec![0.0; oc],
+                };
+                if bias.len() != oc {
+                    return Err(ctx.invalid("bias does not match the output channels".into()));
+                }
+                let (pt, pl, pb, pr) = pads(&cfg.padding, &cfg.auto_pad, &ctx)?;
+                let out_dim = |size: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize| {
+                    let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+                    let full = size.checked_add(p0)?.checked_add(p1)?;
+                    (s > 0 && full >= span).then(|| (full - span) / s + 1)
+                };
+                let oh = out_dim(h, kh, cfg.stride[0], cfg.dilation[0], pt, pb);
+                let ow = out_dim(w, kw, cfg.stride[1], cfg.dilation[1], pl, pr);
+                let (Some(oh), Some(ow)) = (oh, ow) else {
+                    return Err(ctx.invalid("the kernel does not fit the input".into()));
+                };
+                count(&[batch, oc, oh, ow])?;
+                count(&[batch, oh * ow, icg * kh * kw])?;
+                let conv = Conv {
+                    batch,
+                    input: [ch, h, w],
+                    output: [oc, oh, ow],
+                    kernel: [kh, kw],
+                    stride: cfg.stride,
+                    pad: [pt, pl],
+                    dilation: cfg.dilation,
+                    groups,
+                    weight: weight.data,
+                    bias,
+                };
+                self.push(
+                    &ctx,
+                    Op::Conv(Box::new(conv)),
+                    vec![x],
+                    &out,
+                    vec![batch, oc, oh, ow],
+                )
+            }
+            N::MaxPool2d(p) => {
+                let x = self.act(n, 0, &ctx)?;
+                let c = &p.config;
+                let (pt, pl, pb, pr) = pads(&c.padding, &c.auto_pad, &ctx)?;
+                if pt + pl + pb + pr != 0 || c.dilation != [1, 1] || c.ceil_mode {
+                    return Err(
+                        ctx.unsupported("MaxPool with padding, dilation or ceil_mode".into())
+                    );
+                }
+                let [batch, channels, height, width] = self.shape(x)[..] else {
+                    return Err(ctx.invalid("input is not NCHW".into()));
+                };
+                let pool = Pool2d {
+                    channels,
+                    height,
+                    width,
+                    kernel: c.kernel_size,
+                    stride: c.strides,
+                };
+                let [oh, ow] = pool
+                    .output_hw()
+                    .ok_or_else(|| ctx.invalid("the window does not fit".into()))?;
+                let op = Op::MaxPool { pool, batch };
+                self.push(&ctx, op, vec![x], &out, vec![batch, channels, oh, ow])
+            }
+            N::AveragePool2d(p) => {
+                let x = self.act(n, 0, &ctx)?;
+                let c = &p.config;
+                let (pt, pl, pb, pr) = pads(&c.padding, &c.auto_pad, &ctx)?;
+                if c.dilation != [1, 1] || c.ceil_mode {
+                    return Err(ctx.unsupported("AveragePool with dilation or ceil_mode".into()));
+                }
+                let [batch, ch, h, w] = self.shape(x)[..] else {
+                    return Err(ctx.invalid("input is not NCHW".into()));
+                };
+                let [kh, kw] = c.kernel_size;
+                let [sh, sw] = c.strides;
+                if kh == 0 || kw == 0 || sh == 0 || sw == 0 || h + pt + pb < kh || w + pl + pr < kw
+                {
+                    return Err(ctx.invalid("the window does not fit".into()));
+                }
+                let (oh, ow) = ((h + pt + pb - kh) / sh + 1, (w + pl + pr - kw) / sw + 1);
+                count(&[batch, ch, oh, ow, kh, kw])?;
+                let (mut windows, mut divisors) = (Vec::new(), Vec::new());
+                for nc in 0..batch * ch {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut win = Vec::new();
+                            for ky in 0..kh {
+                                for kx in 0..kw {
+                                    let y = (oy * sh + ky) as isize - pt as isize;
+                                    let xx = (ox * sw + kx) as isize - pl as isize;
+                                    if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
+                                        win.push((nc * h + y as usize) * w + xx as usize);
+                                    }
+                                }
+                            }
+                            divisors.push(if c.count_include_pad {
+                                kh * kw
+                            } else {
+                                win.len().max(1)
+                            });
+                            windows.push(win);
+                        }
+                    }
+                }
+                let op = Op::Mean { windows, divisors };
+                self.push(&ctx, op, vec![x], &out, vec![batch, ch, oh, ow])
+            }
+            N::GlobalAveragePool(_) => {
+                let x = self.act(n, 0, &ctx)?;
+                let shape = self.shape(x).to_vec();
+                if shape.len() < 3 {
+                    return Err(ctx.invalid("input of rank < 3".into()));
+                }
+                let inner: usize = shape[2..].iter().product();
+                let windows: Vec<Vec<usize>> = (0..shape[0] * shape[1])
+                    .map(|i| (i * inner..(i + 1) * inner).collect())
+                    .collect();
+                let divisors = vec![inner.max(1); windows.len()];
+                let mut oshape = shape[..2].to_vec();
+                oshape.extend(std::iter::repeat_n(1, shape.len() - 2));
+                self.push(&ctx, Op::Mean { windows, divisors }, vec![x], &out, oshape)
+            }
+            N::ReduceMean(r) => {
+                let x = self.act(n, 0, &ctx)?;
+                let shape = self.shape(x).to_vec();
+                let axes: Vec<usize> = match &r.config.axes {
+                    onnx_ir::node::reduce::ReduceAxes::Static(a) => a.clone(),
+                    onnx_ir::node::reduce::ReduceAxes::Runtime(rt) => {
+                        let a = n.inputs()[rt.input_index].clone();
+                        self.ints(&a, &ctx, "the axes")?
+                            .iter()
+                            .map(|&v| axis(v, shape.len()))
+                            .collect::<Option<_>>()
+                            .ok_or_else(|| ctx.invalid("an axis is out of range".into()))?
+                    }
+                };
+                let axes: Vec<usize> = if axes.is_empty() {
+                    (0..shape.len()).collect()
+                } else {
+                    axes
+                };
+                if axes.iter().any(|&a| a >= shape.len()) {
+                    return Err(ctx.invalid("an axis is out of range".into()));
+                }
+                let kept: Vec<usize> = (0..shape.len()).filter(|d| !axes.contains(d)).collect();
+                let st = strides(&shape);
+                let out_dims: Vec<usize> = kept.iter().map(|&d| shape[d]).collect();
+                let red_dims: Vec<usize> = axes.iter().map(|&d| shape[d]).collect();
+                let (on, rn) = (count(&out_dims)?, count(&red_dims)?);
+                let (os, rs) = (strides(&out_dims), strides(&red_dims));
+                let windows: Vec<Vec<usize>> = (0..on)
+                    .map(|o| {
+                        let base: usize = kept
+                            .iter()
+                            .enumerate()
+                            .map(|(j, &d)| (o / os[j]) % out_dims[j] * st[d])
+                            .sum();
+                        (0..rn)
+                            .map(|q| {
+                                base + axes
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(j, &d)| (q / rs[j]) % red_dims[j] * st[d])
+                                    .sum::<usize>()
+                            })
+                            .collect()
+                    })
+                    .collect();
+                let oshape = if r.config.keepdims {
+                    (0..shape.len())
+                        .map(|d| if axes.contains(&d) { 1 } else { shape[d] })
+                        .collect()
+                } else {
+                    out_dims
+                };
+                let divisors = vec![rn.max(1); on];
+                self.push(&ctx, Op::Mean { windows, divisors }, vec![x], &out, oshape)
+            }
+            N::Flatten(f) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let k = f.config.axis.min(shape.len());
+                let outer: usize = shape[..k].iter().product();
+                let inner: usize = shape[k..].iter().product();
+                let len = count(&shape)?;
+                self.layout(&ctx, vec![a], (0..len).collect(), &out, vec![outer, inner])
+            }
+            N::Reshape(r) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let target = match &r.config.shape {
+                    onnx_ir::node::reshape::ReshapeInput::Static(s) => s.clone(),
+                    onnx_ir::node::reshape::ReshapeInput::Runtime(rt) => {
+                        let s = n.inputs()[rt.input_index].clone();
+                        self.ints(&s, &ctx, "the shape")?
+                    }
+                };
+                let len = count(&shape)?;
+                let new = reshape(&shape, &target).ok_or_else(|| {
+                    ctx.invalid(format!("cannot reshape {shape:?} to {target:?}"))
+                })?;
+                self.layout(&ctx, vec![a], (0..len).collect(), &out, new)
+            }
+            N::Squeeze(s) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let axes: Vec<i64> = match &s.config.axes {
+                    Some(onnx_ir::node::squeeze::SqueezeInput::Static(v)) => v.clone(),
+                    Some(onnx_ir::node::squeeze::SqueezeInput::Runtime(rt)) => {
+                        let x = n.inputs()[rt.input_index].clone();
+                        self.ints(&x, &ctx, "the axes")?
+                    }
+                    None => (0..shape.len() as i64)
+                        .filter(|&d| shape[d as usize] == 1)
+                        .collect(),
+                };
+                let axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&v| axis(v, shape.len()))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| ctx.invalid("an axis is out of range".into()))?;
+                let new: Vec<usize> = (0..shape.len())
+                    .filter(|d| !axes.contains(d))
+                    .map(|d| shape[d])
+                    .collect();
+                let len = count(&shape)?;
+                self.layout(&ctx, vec![a], (0..len).collect(), &out, new)
+            }
+            N::Unsqueeze(u) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let axes: Vec<i64> = match &u.config {
+                    onnx_ir::node::unsqueeze::UnsqueezeConfig::Static(v) => v.clone(),
+                    onnx_ir::node::unsqueeze::UnsqueezeConfig::Runtime(rt) => {
+                        let x = n.inputs()[rt.input_index].clone();
+                        self.ints(&x, &ctx, "the axes")?
+                    }
+                };
+                let rank = shape.len() + axes.len();
+                let mut axes: Vec<usize> = axes
+                    .iter()
+                    .map(|&v| axis(v, rank))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| ctx.invalid("an axis is out of range".into()))?;
+                axes.sort_unstable();
+                let mut new = shape.clone();
+                for &d in &axes {
+                    if d > new.len() {
+                        return Err(ctx.invalid("an axis is out of range".into()));
+                    }
+                    new.insert(d, 1);
+                }
+                let len = count(&shape)?;
+                self.layout(&ctx, vec![a], (0..len).collect(), &out, new)
+            }
+            N::Transpose(t) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let perm: Vec<usize> = if t.config.perm.is_empty() {
+                    (0..shape.len()).rev().collect()
+                } else {
+                    t.config
+                        .perm
+                        .iter()
+                        .map(|&p| axis(p, shape.len()))
+                        .collect::<Option<_>>()
+                        .ok_or_else(|| ctx.invalid("bad permutation".into()))?
+                };
+                let mut seen = vec![false; shape.len()];
+                if perm.len() != shape.len()
+                    || perm.iter().any(|&p| std::mem::replace(&mut seen[p], true))
+                {
+                    return Err(ctx.invalid("bad permutation".into()));
+                }
+                let new: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+                let (is, os) = (strides(&shape), strides(&new));
+                let len = count(&shape)?;
+                let indices = (0..len)
+                    .map(|o| {
+                        (0..new.len())
+                            .map(|d| (o / os[d]) % new[d] * is[perm[d]])
+                            .sum()
+                    })
+                    .collect();
+                self.layout(&ctx, vec![a], indices, &out, new)
+            }
+            N::Concat(c) => {
+                let mut args = Vec::new();
+                for i in 0..n.inputs().len() {
+                    args.push(self.input(n, i, &ctx)?);
+                }
+                let shapes: Vec<Vec<usize>> = args.iter().map(|a| self.arg_shape(a)).collect();
+                let first = shapes
+                    .first()
+                    .ok_or_else(|| ctx.invalid("no inputs".into()))?;
+                let ax = c.config.axis;
+                if ax >= first.len()
+                    || shapes.iter().any(|s| {
+                        s.len() != first.len()
+                            || s.iter().enumerate().any(|(d, v)| d != ax && *v != first[d])
+                    })
+                {
+                    return Err(ctx.invalid(format!("shapes {shapes:?} along axis {ax}")));
+                }
+                let outer: usize = first[..ax].iter().product();
+                let inner: usize = first[ax + 1..].iter().product();
+                let mut new = first.clone();
+                new[ax] = shapes.iter().map(|s| s[ax]).sum();
+                count(&new)?;
+                let mut offsets = Vec::new();
+                let mut acc = 0;
+                for s in &shapes {
+                    offsets.push(acc);
+                    acc += s.iter().product::<usize>();
+                }
+                let mut indices = Vec::new();
+                for o in 0..outer {
+                    for (s, off) in shapes.iter().zip(&offsets) {
+                        for j in 0..s[ax] * inner {
+                            indices.push(off + o * s[ax] * inner + j);
+                        }
+                    }
+                }
+                self.layout(&ctx, args, indices, &out, new)
+            }
+            N::Gather(g) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let idx = self.const_arg(&n.inputs()[1], &ctx, "the indices")?;
+                let ax = g.config.axis;
+                if ax >= shape.len() {
+                    return Err(ctx.invalid("axis out of range".into()));
+                }
+                let dim = shape[ax] as i64;
+                let picks: Vec<usize> = idx
+                    .data
+                    .iter()
+                    .map(|&v| {
+                        let v = v as i64;
+                        let v = if v < 0 { v + dim } else { v };
+                        (0..dim).contains(&v).then_some(v as usize)
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| ctx.invalid("an index is out of range".into()))?;
+                let outer: usize = shape[..ax].iter().product();
+                let inner: usize = shape[ax + 1..].iter().product();
+                let mut new = shape[..ax].to_vec();
+                new.extend(&idx.shape);
+                new.extend(&shape[ax + 1..]);
+                count(&new)?;
+                let mut indices = Vec::new();
+                for o in 0..outer {
+                    for &p in &picks {
+                        for j in 0..inner {
+                            indices.push((o * shape[ax] + p) * inner + j);
+                        }
+                    }
+                }
+                self.layout(&ctx, vec![a], indices, &out, new)
+            }
+            N::Slice(_) => {
+                let a = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&a);
+                let get = |b: &mut Self, i: usize| -> Result<Option<Vec<i64>>, OnnxError> {
+                    match n.inputs().get(i).filter(|a| !a.is_optional()) {
+                        Some(x) => Ok(Some(b.ints(&x.clone(), &ctx, "slice parameters")?)),
+                        None => Ok(None),
+                    }
+                };
+                let starts = get(self, 1)?
+                    .ok_or_else(|| ctx.unsupported("Slice without starts input".into()))?;
+                let ends = get(self, 2)?.ok_or_else(|| ctx.invalid("no ends".into()))?;
+                let axes = get(self, 3)?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = get(self, 4)?.unwrap_or_else(|| vec![1; starts.len()]);
+                if ends.len() != starts.len()
+                    || axes.len() != starts.len()
+                    || steps.len() != starts.len()
+                {
+                    return Err(ctx.invalid("starts, ends, axes and steps differ in length".into()));
+                }
+                let mut ranges: Vec<Vec<usize>> = shape.iter().map(|&d| (0..d).collect()).collect();
+                for i in 0..starts.len() {
+                    let d = axis(axes[i], shape.len())
+                        .ok_or_else(|| ctx.invalid("an axis is out of range".into()))?;
+                    if steps[i] != 1 {
+                        return Err(ctx.unsupported("Slice with a step other than 1".into()));
+                    }
+                    let dim = shape[d] as i64;
+                    let clamp = |v: i64| if v < 0 { (v + dim).max(0) } else { v.min(dim) };
+                    let (s, e) = (clamp(starts[i]), clamp(ends[i]));
+                    ranges[d] = (s.max(0) as usize..e.max(s) as usize).collect();
+                }
+                let new: Vec<usize> = ranges.iter().map(Vec::len).collect();
+                let len = count(&new)?;
+                let (is, os) = (strides(&shape), strides(&new));
+                let indices = (0..len)
+                    .map(|o| {
+                        (0..new.len())
+                            .map(|d| ranges[d][(o / os[d]) % new[d]] * is[d])
+                            .sum()
+                    })
+                    .collect();
+                self.layout(&ctx, vec![a], indices, &out, new)
+            }
+            N::Split(s) => {
+                let x = self.input(n, 0, &ctx)?;
+                let shape = self.arg_shape(&x);
+                let ax = s.config.axis;
+                if ax >= shape.len() {
+                    return Err(ctx.invalid("axis out of range".into()));
+                }
+                let parts = n.outputs().len();
+                let sizes: Vec<usize> = match (&s.config.split_sizes, s.config.split_size) {
+                    (Some(onnx_ir::node::split::SplitSizesInput::Static(v)), _) => v.clone(),
+                    (Some(onnx_ir::node::split::SplitSizesInput::Runtime(rt)), _) => {
+                        let a = n.inputs()[rt.input_index].clone();
+                        self.ints(&a, &ctx, "the split sizes")?
+                            .iter()
+                            .map(|&v| usize::try_from(v).unwrap_or(usize::MAX))
+                            .collect()
+                    }
+                    (None, Some(size)) => {
+                        let mut v = vec![size; shape[ax] / size.max(1)];
+                        if !shape[ax].is_multiple_of(size.max(1)) {
+                            v.push(shape[ax] % size.max(1));
+                        }
+                        v
+                    }
+                    (None, None) => vec![shape[ax] / parts.max(1); parts],
+                };
+                if sizes.len() != parts
+                    || sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(shape[ax])
+                {
+                    return Err(
+                        ctx.invalid(format!("split sizes {sizes:?} for axis of {}", shape[ax]))
+                    );
+                }
+                let outer: usize = shape[..ax].iter().product();
+                let inner: usize = shape[ax + 1..].iter().product();
+                let mut from = 0;
+                for (o, &size) in n.outputs().iter().zip(&sizes) {
+                    let mut new = shape.clone();
+                    new[ax] = size;
+                    let mut indices = Vec::new();
+                    for q in 0..outer {
+                        for j in 0..size * inner {
+                            indices.push((q * shape[ax] + from) * inner + j);
+                        }
+                    }
+                    from += size;
+                    let again = match &x {
+                        Arg::Act(id) => Arg::Act(*id),
+                        Arg::Const(c) => Arg::Const(c.clone()),
+                    };
+                    self.layout(&ctx, vec![again], indices, o, new)?;
+                }
+                Ok(())
+            }
+            _ => Err(ctx.unsupported("no private implementation of this operator".into())),
+        }
+    }
+
+    fn unary(
+        &mut self,
+        n: &onnx_ir::Node,
+        ctx: &Ctx,
+        out: &Argument,
+        op: Op,
+    ) -> Result<(), OnnxError> {
+        let x = self.act(n, 0, ctx)?;
+        let shape = self.shape(x).to_vec();
+        self.push(ctx, op, vec![x], out, shape)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn linear(
+        &mut self,
+        ctx: &Ctx,
+        x: usize,
+        inner: usize,
+        outputs: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        out: &Argument,
+    ) -> Result<(), OnnxError> {
+        let shape = self.shape(x).to_vec();
+        if shape.last() != Some(&inner) || weight.len() != inner * outputs || bias.len() != outputs
+        {
+            return Err(ctx.invalid(format!(
+                "input {shape:?} against a [{inner}, {outputs}] weight"
+            )));
+        }
+        let rows = count(&shape)? / inner.max(1);
+        let mut new = shape;
+        if let Some(l) = new.last_mut() {
+            *l = outputs;
+        }
+        count(&new)?;
+        let op = Op::Linear {
+            rows,
+            inner,
+            outputs,
+            weight,
+            bias,
+        };
+        self.push(ctx, op, vec![x], out, new)
+    }
+
+    fn arith(&mut self, n: &onnx_ir::Node, ctx: &Ctx, out: &Argument) -> Result<(), OnnxError> {
+        use onnx_ir::Node as N;
+        let a = self.input(n, 0, ctx)?;
+        let b = self.input(n, 1, ctx)?;
+        let f: fn(f32, f32) -> f32 = match n {
+            N::Add(_) => |x, y| x + y,
+            N::Sub(_) => |x, y| x - y,
+            N::Mul(_) => |x, y| x * y,
+            N::Div(_) => |x, y| x / y,
+            _ => |x, y| x % y,
+        };
+        match (a, b) {
+            (Arg::Const(x), Arg::Const(y)) => {
+                let shape = broadcast_shape(&x.shape, &y.shape)
+                    .ok_or_else(|| ctx.invalid("shapes do not broadcast".into()))?;
+                count(&shape)?;
+                let (xs, ys) = (
+                    broadcast(&x.data, &x.shape, &shape),
+                    broadcast(&y.data, &y.shape, &shape),
+                );
+                let (Some(xs), Some(ys)) = (xs, ys) else {
+                    return Err(ctx.invalid("shapes do not broadcast".into()));
+                };
+                let data = xs.iter().zip(&ys).map(|(p, q)| f(*p, *q)).collect();
+                self.consts.insert(out.name.clone(), Const { shape, data });
+                Ok(())
+            }
+            (Arg::Act(x), Arg::Const(c)) | (Arg::Const(c), Arg::Act(x))
+                if matches!(n, N::Mod(_)) =>
+            {
+                let _ = (x, c);
+                Err(ctx.unsupported("Mod of a computed tensor".into()))
+            }
+            (Arg::Act(x), Arg::Const(c)) => {
+                let shape = self.shape(x).to_vec();
+                let k = broadcast(&c.data, &c.shape, &shape).ok_or_else(|| {
+                    ctx.unsupported(format!(
+                        "a constant of shape {:?} that does not broadcast to {shape:?}",
+                        c.shape
+                    ))
+                })?;
+                let len = k.len();
+                let (scale, shift) = match n {
+                    N::Add(_) => (vec![1.0; len], k),
+                    N::Sub(_) => (vec![1.0; len], k.iter().map(|v| -v).collect()),
+                    N::Mul(_) => (k, vec![0.0; len]),
+                    _ => {
+                        if k.contains(&0.0) {
+                            return Err(ctx.invalid("division by zero".into()));
+                        }
+                        (k.iter().map(|v| 1.0 / v).collect(), vec![0.0; len])
+                    }
+                };
+                self.push(ctx, Op::Affine { scale, shift }, vec![x], out, shape)
+            }
+            (Arg::Const(c), Arg::Act(x)) => {
+                let shape = self.shape(x).to_vec();
+                let k = broadcast(&c.data, &c.shape, &shape).ok_or_else(|| {
+                    ctx.unsupported(format!(
+                        "a constant of shape {:?} that does not broadcast to {shape:?}",
+                        c.shape
+                    ))
+                })?;
+                let len = k.len();
+                let (scale, shift) = match n {
+                    N::Add(_) => (vec![1.0; len], k),
+                    N::Sub(_) => (vec![-1.0; len], k),
+                    N::Mul(_) => (k, vec![0.0; len]),
+                    _ => return Err(ctx.unsupported("division by a computed tensor".into())),
+                };
+                self.push(ctx, Op::Affine { scale, shift }, vec![x], out, shape)
+            }
+            (Arg::Act(x), Arg::Act(y)) => {
+                let (sx, sy) = (self.shape(x).to_vec(), self.shape(y).to_vec());
+                if sx != sy {
+                    return Err(ctx.unsupported(format!(
+                        "broadcasting between computed tensors ({sx:?} and {sy:?})"
+                    )));
+                }
+                let op = match n {
+                    N::Add(_) => Op::Add,
+                    N::Sub(_) => Op::Sub,
+                    N::Mul(_) => Op::Mul,
+                    _ => return Err(ctx.unsupported("division of computed tensors".into())),
+                };
+                self.push(ctx, op, vec![x, y], out, sx)
+            }
+        }
+    }
+}
+
+/// The node an error is about.
+struct Ctx {
+    op: String,
+    node: String,
+}
+
+impl Ctx {
+    fn unsupported(&self, detail: String) -> OnnxError {
+        OnnxError::Unsupported {
+            op: self.op.clone(),
+            node: self.node.clone(),
+            detail,
+        }
+    }
+    fn invalid(&self, detail: String) -> OnnxError {
+        OnnxError::Invalid {
+            op: self.op.clone(),
+            node: self.node.clone(),
+            detail,
+        }
+    }
+}
+
+fn pads(
+    p: &PaddingConfig2d,
+    auto: &AutoPad,
+    ctx: &Ctx,
+) -> Result<(usize, usize, usize, usize), OnnxError> {
+    if !matches!(auto, AutoPad::NotSet | AutoPad::Valid) {
+        return Err(ctx.unsupported("auto_pad SAME_UPPER/SAME_LOWER".into()));
+    }
+    Ok(match p {
+        PaddingConfig2d::Valid => (0, 0, 0, 0),
+        PaddingConfig2d::Explicit(t, l, b, r) => (*t, *l, *b, *r),
+    })
+}
+
+fn transpose2(w: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0.0; w.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = w[r * cols + c];
+        }
+    }
+    out
+}
+
+/// ONNX Reshape semantics (0 copies the input's dimension, one -1 is inferred).
+fn reshape(shape: &[usize], target: &[i64]) -> Option<Vec<usize>> {
+    let len: usize = shape.iter().product();
+    let mut new = Vec::with_capacity(target.len());
+    let mut infer = None;
+    for (i, &t) in target.iter().enumerate() {
+        match t {
+            -1 if infer.is_none() => {
+                infer = Some(i);
+                new.push(1);
+            }
+            0 => new.push(*shape.get(i)?),
+            t if t > 0 => new.push(usize::try_from(t).ok()?),
+            _ => return None,
+        }
+    }
+    let known = new.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+    if let Some(i) = infer {
+        if known == 0 || !len.is_multiple_of(known) {
+            return None;
+        }
+        new[i] = len / known;
+    }
+    (new.iter().try_fold(1usize, |a, &d| a.checked_mul(d))? == len).then_some(new)
+}
+
+/// How many nodes read each tensor.
+fn readers(graph: &Graph) -> Vec<usize> {
+    let mut r = vec![0; graph.tensors.len()];
+    for n in &graph.nodes {
+        for &i in &n.inputs {
+            r[i] += 1;
+        }
+    }
+    r[graph.output] += 1;
+    r
+}
+
+/// Folds an [`Op::Affine`] that is constant over each output channel into the Conv or Linear that alone
+/// feeds it (BatchNormalization after a convolution, a scale after a linear layer): the affine node becomes
+/// the producer with scaled weights and shifted bias.
+fn fold_affines(graph: &mut Graph) {
+    loop {
+        let r = readers(graph);
+        let mut folded = false;
+        for i in 0..graph.nodes.len() {
+            let Op::Affine { scale, shift } = &graph.nodes[i].op else {
+                continue;
+            };
+            let src = graph.nodes[i].inputs[0];
+            let Some(p) = graph.nodes.iter().position(|n| n.output == src) else {
+                continue;
+            };
+            if r[src] != 1 {
+                continue;
+            }
+            let (scale, shift) = (scale.clone(), shift.clone());
+            let new_op = match &graph.nodes[p].op {
+                Op::Conv(c) => {
+                    let [oc, oh, ow] = c.output;
+                    let plane = oh * ow;
+                    let per = |v: &[f32], o: usize| v[o * plane];
+                    let uniform = (0..c.batch * oc * plane).all(|k| {
+                        let o = (k / plane) % oc;
+                        scale[k] == per(&scale, o) && shift[k] == per(&shift, o)
+                    });
+                    if !uniform || plane == 0 {
+                        continue;
+                    }
+                    let mut c = c.clone();
+                    let inner = c.weight.len() / oc.max(1);
+                    for o in 0..oc {
+                        let (s, b) = (per(&scale, o), per(&shift, o));
+                        for w in &mut c.weight[o * inner..(o + 1) * inner] {
+                            *w *= s;
+                        }
+                        c.bias[o] = c.bias[o] * s + b;
+                    }
+                    Op::Conv(c)
+                }
+                Op::Linear {
+                    rows,
+                    inner,
+                    outputs,
+                    weight,
+                    bias,
+                } => {
+                    let uniform = (0..rows * outputs)
+                        .all(|k| scale[k] == scale[k % outputs] && shift[k] == shift[k % outputs]);
+                    if !uniform {
+                        continue;
+                    }
+                    let mut weight = weight.clone();
+                    let mut bias = bias.clone();
+                    for (k, w) in weight.iter_mut().enumerate() {
+                        *w *= scale[k % outputs];
+                    }
+                    for (o, b) in bias.iter_mut().enumerate() {
+                        *b = *b * scale[o] + shift[o];
+                    }
+                    Op::Linear {
+                        rows: *rows,
+                        inner: *inner,
+                        outputs: *outputs,
+                        weight,
+                        bias,
+                    }
+                }
+                _ => continue,
+            };
+            let input = graph.nodes[p].inputs.clone();
+            let name = format!("{}+{}", graph.nodes[p].onnx_op, graph.nodes[i].onnx_op);
+            let node = &mut graph.nodes[i];
+            node.op = new_op;
+            node.inputs = input;
+            node.onnx_op = name;
+            graph.nodes.remove(p);
+            folded = true;
+            break;
+        }
+        if !folded {
+            return;
+        }
+    }
+}
+
+fn uniform(v: &[f32]) -> Option<f32> {
+    let first = *v.first()?;
+    v.iter().all(|x| *x == first).then_some(first)
+}
+
+fn is_affine(op: &Op, scale: f32, shift: f32, tol: f32) -> bool {
+    match op {
+        Op::Affine { scale: s, shift: b } => {
+            uniform(s).is_some_and(|s| (s - scale).abs() <= tol)
+                && uniform(b).is_some_and(|b| (b - shift).abs() <= tol)
+        }
+        _ => false,
+    }
+}
+
+/// Replaces `0.5 * (x * (1 + erf(x / sqrt 2)))` (the order PyTorch exports GELU in; the 0.5 may also come
+/// first or be folded) by one [`Op::Gelu`] of `x`.
+fn fuse_gelu(graph: &mut Graph) {
+    let producer = |g: &Graph, t: usize| g.nodes.iter().position(|n| n.output == t);
+    let consumers = |g: &Graph, t: usize| -> Vec<usize> {
+        g.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.inputs.contains(&t))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        if graph.nodes[i].op != Op::Erf {
+            i += 1;
+            continue;
+        }
+        let erf = &graph.nodes[i];
+        let Some(div) = producer(graph, erf.inputs[0]) else {
+            i += 1;
+            continue;
+        };
+        if !is_affine(
+            &graph.nodes[div].op,
+            std::f32::consts::FRAC_1_SQRT_2,
+            0.0,
+            1e-4,
+        ) {
+            i += 1;
+            continue;
+        }
+        let x = graph.nodes[div].inputs[0];
+        let c = consumers(graph, erf.output);
+        let [add] = c[..] else {
+            i += 1;
+            continue;
+        };
+        if !is_affine(&graph.nodes[add].op, 1.0, 1.0, 1e-6) {
+            i += 1;
+            continue;
+        }
+        let c = consumers(graph, graph.nodes[add].output);
+        let [mul] = c[..] else {
+            i += 1;
+            continue;
+        };
+        let m = &graph.nodes[mul];
+        let a_out = graph.nodes[add].output;
+        if m.op != Op::Mul || !(m.inputs == [x, a_out] || m.inputs == [a_out, x]) {
+            i += 1;
+            continue;
+        }
+        let c = consumers(graph, m.output);
+        let last = match c[..] {
+            [half] if is_affine(&graph.nodes[half].op, 0.5, 0.0, 1e-6) => half,
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let node = &mut graph.nodes[last];
+        node.op = Op::Gelu;
+        node.inputs = vec![x];
+        node.onnx_op = "Gelu(Div+Erf+Add+Mul+Mul)".into();
+        // The pattern's inner nodes are now dead; `prune` removes them.
+        graph.nodes[i].op = Op::Gather {
+            indices: Vec::new(),
+        };
+        i += 1;
+    }
+}
+
+/// Removes nodes whose output nothing needs.
+fn prune(graph: &mut Graph) {
+    let mut needed = vec![false; graph.tensors.len()];
+    needed[graph.output] = true;
+    let mut keep = vec![false; graph.nodes.len()];
+    for (k, n) in graph.nodes.iter().enumerate().rev() {
+        if needed[n.output] {
+            keep[k] = true;
+            for &i in &n.inputs {
+                needed[i] = true;
+            }
+        }
+    }
+    let mut k = 0;
+    graph.nodes.retain(|_| {
+        k += 1;
+        keep[k - 1]
+    });
+}
