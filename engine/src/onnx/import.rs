@@ -15,6 +15,7 @@ use veil_protocols::semi2k::Pool2d;
 
 use super::error::OnnxError;
 use super::graph::{Conv, Graph, Node, Op, Tensor, MAX_ELEMENTS};
+use super::passes;
 
 /// Largest ONNX file read (bytes).
 pub const MAX_FILE_BYTES: usize = 256 << 20;
@@ -106,9 +107,9 @@ pub fn import(bytes: &[u8]) -> Result<Graph, OnnxError> {
         input: input_id,
         output: output_id,
     };
-    fold_affines(&mut graph);
-    fuse_gelu(&mut graph);
-    prune(&mut graph);
+    passes::fold_affines(&mut graph);
+    passes::fuse_gelu(&mut graph);
+    passes::prune(&mut graph);
     if let Some(n) = graph.nodes.iter().find(|n| n.op == Op::Erf) {
         return Err(OnnxError::Unsupported {
             op: "Erf".into(),
@@ -149,7 +150,14 @@ struct Builder {
     weights: usize,
 }
 
+/// Element count of `shape`, refusing ranks above [`MAX_RANK`], zero-sized dimensions and counts above
+/// [`MAX_ELEMENTS`] (so every later division by a dimension is safe).
 fn count(shape: &[usize]) -> Result<usize, OnnxError> {
+    if shape.contains(&0) {
+        return Err(OnnxError::Graph(format!(
+            "a tensor of shape {shape:?} has a zero-sized dimension"
+        )));
+    }
     if shape.len() > MAX_RANK {
         return Err(OnnxError::Limit {
             what: "a tensor's rank",
@@ -266,7 +274,12 @@ impl Builder {
             return Ok(None);
         };
         let shape = td.shape().to_vec();
-        let n = count(&shape)?;
+        // An empty constant (an absent optional value) is fine; others are bounded like every tensor.
+        let n = if shape.contains(&0) {
+            0
+        } else {
+            count(&shape)?
+        };
         self.weights = self.weights.saturating_add(n);
         if self.weights > MAX_TOTAL_WEIGHTS {
             return Err(OnnxError::Limit {
@@ -534,7 +547,7 @@ impl Builder {
             }
             N::Linear(l) => {
                 let x = self.act(n, 0, &ctx)?;
-                let w = self.const_arg(&n.inputs()[1], &ctx, "the weight")?;
+                let w = self.const_arg(&nth(n, 1, &ctx)?, &ctx, "the weight")?;
                 let [a, b] = w.shape[..] else {
                     return Err(ctx.invalid("the weight is not a matrix".into()));
                 };
@@ -560,7 +573,7 @@ impl Builder {
                     return Err(ctx.unsupported("Gemm with transA".into()));
                 }
                 let x = self.act(n, 0, &ctx)?;
-                let w = self.const_arg(&n.inputs()[1], &ctx, "the weight")?;
+                let w = self.const_arg(&nth(n, 1, &ctx)?, &ctx, "the weight")?;
                 let [a, b] = w.shape[..] else {
                     return Err(ctx.invalid("the weight is not a matrix".into()));
                 };
@@ -629,7 +642,7 @@ impl Builder {
                 let [batch, ch, h, w] = shape[..] else {
                     return Err(ctx.invalid("input is not NCHW".into()));
                 };
-                let weight = self.const_arg(&n.inputs()[1], &ctx, "the weight")?;
+                let weight = self.const_arg(&nth(n, 1, &ctx)?, &ctx, "the weight")?;
                 let [oc, icg, kh, kw] = weight.shape[..] else {
                     return Err(ctx.invalid("weight is not [oc, ic/g, kh, kw]".into()));
                 };
@@ -769,7 +782,7 @@ impl Builder {
                 let axes: Vec<usize> = match &r.config.axes {
                     onnx_ir::node::reduce::ReduceAxes::Static(a) => a.clone(),
                     onnx_ir::node::reduce::ReduceAxes::Runtime(rt) => {
-                        let a = n.inputs()[rt.input_index].clone();
+                        let a = nth(n, rt.input_index, &ctx)?;
                         self.ints(&a, &ctx, "the axes")?
                             .iter()
                             .map(|&v| axis(v, shape.len()))
@@ -834,7 +847,7 @@ impl Builder {
                 let target = match &r.config.shape {
                     onnx_ir::node::reshape::ReshapeInput::Static(s) => s.clone(),
                     onnx_ir::node::reshape::ReshapeInput::Runtime(rt) => {
-                        let s = n.inputs()[rt.input_index].clone();
+                        let s = nth(n, rt.input_index, &ctx)?;
                         self.ints(&s, &ctx, "the shape")?
                     }
                 };
@@ -850,7 +863,7 @@ impl Builder {
                 let axes: Vec<i64> = match &s.config.axes {
                     Some(onnx_ir::node::squeeze::SqueezeInput::Static(v)) => v.clone(),
                     Some(onnx_ir::node::squeeze::SqueezeInput::Runtime(rt)) => {
-                        let x = n.inputs()[rt.input_index].clone();
+                        let x = nth(n, rt.input_index, &ctx)?;
                         self.ints(&x, &ctx, "the axes")?
                     }
                     None => (0..shape.len() as i64)
@@ -875,7 +888,7 @@ impl Builder {
                 let axes: Vec<i64> = match &u.config {
                     onnx_ir::node::unsqueeze::UnsqueezeConfig::Static(v) => v.clone(),
                     onnx_ir::node::unsqueeze::UnsqueezeConfig::Runtime(rt) => {
-                        let x = n.inputs()[rt.input_index].clone();
+                        let x = nth(n, rt.input_index, &ctx)?;
                         self.ints(&x, &ctx, "the axes")?
                     }
                 };
@@ -969,7 +982,7 @@ impl Builder {
             N::Gather(g) => {
                 let a = self.input(n, 0, &ctx)?;
                 let shape = self.arg_shape(&a);
-                let idx = self.const_arg(&n.inputs()[1], &ctx, "the indices")?;
+                let idx = self.const_arg(&nth(n, 1, &ctx)?, &ctx, "the indices")?;
                 let ax = g.config.axis;
                 if ax >= shape.len() {
                     return Err(ctx.invalid("axis out of range".into()));
@@ -1056,7 +1069,7 @@ impl Builder {
                 let sizes: Vec<usize> = match (&s.config.split_sizes, s.config.split_size) {
                     (Some(onnx_ir::node::split::SplitSizesInput::Static(v)), _) => v.clone(),
                     (Some(onnx_ir::node::split::SplitSizesInput::Runtime(rt)), _) => {
-                        let a = n.inputs()[rt.input_index].clone();
+                        let a = nth(n, rt.input_index, &ctx)?;
                         self.ints(&a, &ctx, "the split sizes")?
                             .iter()
                             .map(|&v| usize::try_from(v).unwrap_or(usize::MAX))
@@ -1240,6 +1253,14 @@ impl Builder {
     }
 }
 
+/// Input `i` of `n`, or an error naming the node.
+fn nth(n: &onnx_ir::Node, i: usize, ctx: &Ctx) -> Result<Argument, OnnxError> {
+    n.inputs()
+        .get(i)
+        .cloned()
+        .ok_or_else(|| ctx.invalid(format!("missing input {i}")))
+}
+
 /// The node an error is about.
 struct Ctx {
     op: String,
@@ -1311,212 +1332,4 @@ fn reshape(shape: &[usize], target: &[i64]) -> Option<Vec<usize>> {
         new[i] = len / known;
     }
     (new.iter().try_fold(1usize, |a, &d| a.checked_mul(d))? == len).then_some(new)
-}
-
-/// How many nodes read each tensor.
-fn readers(graph: &Graph) -> Vec<usize> {
-    let mut r = vec![0; graph.tensors.len()];
-    for n in &graph.nodes {
-        for &i in &n.inputs {
-            r[i] += 1;
-        }
-    }
-    r[graph.output] += 1;
-    r
-}
-
-/// Folds an [`Op::Affine`] that is constant over each output channel into the Conv or Linear that alone
-/// feeds it (BatchNormalization after a convolution, a scale after a linear layer): the affine node becomes
-/// the producer with scaled weights and shifted bias.
-fn fold_affines(graph: &mut Graph) {
-    loop {
-        let r = readers(graph);
-        let mut folded = false;
-        for i in 0..graph.nodes.len() {
-            let Op::Affine { scale, shift } = &graph.nodes[i].op else {
-                continue;
-            };
-            let src = graph.nodes[i].inputs[0];
-            let Some(p) = graph.nodes.iter().position(|n| n.output == src) else {
-                continue;
-            };
-            if r[src] != 1 {
-                continue;
-            }
-            let (scale, shift) = (scale.clone(), shift.clone());
-            let new_op = match &graph.nodes[p].op {
-                Op::Conv(c) => {
-                    let [oc, oh, ow] = c.output;
-                    let plane = oh * ow;
-                    let per = |v: &[f32], o: usize| v[o * plane];
-                    let uniform = (0..c.batch * oc * plane).all(|k| {
-                        let o = (k / plane) % oc;
-                        scale[k] == per(&scale, o) && shift[k] == per(&shift, o)
-                    });
-                    if !uniform || plane == 0 {
-                        continue;
-                    }
-                    let mut c = c.clone();
-                    let inner = c.weight.len() / oc.max(1);
-                    for o in 0..oc {
-                        let (s, b) = (per(&scale, o), per(&shift, o));
-                        for w in &mut c.weight[o * inner..(o + 1) * inner] {
-                            *w *= s;
-                        }
-                        c.bias[o] = c.bias[o] * s + b;
-                    }
-                    Op::Conv(c)
-                }
-                Op::Linear {
-                    rows,
-                    inner,
-                    outputs,
-                    weight,
-                    bias,
-                } => {
-                    let uniform = (0..rows * outputs)
-                        .all(|k| scale[k] == scale[k % outputs] && shift[k] == shift[k % outputs]);
-                    if !uniform {
-                        continue;
-                    }
-                    let mut weight = weight.clone();
-                    let mut bias = bias.clone();
-                    for (k, w) in weight.iter_mut().enumerate() {
-                        *w *= scale[k % outputs];
-                    }
-                    for (o, b) in bias.iter_mut().enumerate() {
-                        *b = *b * scale[o] + shift[o];
-                    }
-                    Op::Linear {
-                        rows: *rows,
-                        inner: *inner,
-                        outputs: *outputs,
-                        weight,
-                        bias,
-                    }
-                }
-                _ => continue,
-            };
-            let input = graph.nodes[p].inputs.clone();
-            let name = format!("{}+{}", graph.nodes[p].onnx_op, graph.nodes[i].onnx_op);
-            let node = &mut graph.nodes[i];
-            node.op = new_op;
-            node.inputs = input;
-            node.onnx_op = name;
-            graph.nodes.remove(p);
-            folded = true;
-            break;
-        }
-        if !folded {
-            return;
-        }
-    }
-}
-
-fn uniform(v: &[f32]) -> Option<f32> {
-    let first = *v.first()?;
-    v.iter().all(|x| *x == first).then_some(first)
-}
-
-fn is_affine(op: &Op, scale: f32, shift: f32, tol: f32) -> bool {
-    match op {
-        Op::Affine { scale: s, shift: b } => {
-            uniform(s).is_some_and(|s| (s - scale).abs() <= tol)
-                && uniform(b).is_some_and(|b| (b - shift).abs() <= tol)
-        }
-        _ => false,
-    }
-}
-
-/// Replaces `0.5 * (x * (1 + erf(x / sqrt 2)))` (the order PyTorch exports GELU in; the 0.5 may also come
-/// first or be folded) by one [`Op::Gelu`] of `x`.
-fn fuse_gelu(graph: &mut Graph) {
-    let producer = |g: &Graph, t: usize| g.nodes.iter().position(|n| n.output == t);
-    let consumers = |g: &Graph, t: usize| -> Vec<usize> {
-        g.nodes
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.inputs.contains(&t))
-            .map(|(i, _)| i)
-            .collect()
-    };
-    let mut i = 0;
-    while i < graph.nodes.len() {
-        if graph.nodes[i].op != Op::Erf {
-            i += 1;
-            continue;
-        }
-        let erf = &graph.nodes[i];
-        let Some(div) = producer(graph, erf.inputs[0]) else {
-            i += 1;
-            continue;
-        };
-        if !is_affine(
-            &graph.nodes[div].op,
-            std::f32::consts::FRAC_1_SQRT_2,
-            0.0,
-            1e-4,
-        ) {
-            i += 1;
-            continue;
-        }
-        let x = graph.nodes[div].inputs[0];
-        let c = consumers(graph, erf.output);
-        let [add] = c[..] else {
-            i += 1;
-            continue;
-        };
-        if !is_affine(&graph.nodes[add].op, 1.0, 1.0, 1e-6) {
-            i += 1;
-            continue;
-        }
-        let c = consumers(graph, graph.nodes[add].output);
-        let [mul] = c[..] else {
-            i += 1;
-            continue;
-        };
-        let m = &graph.nodes[mul];
-        let a_out = graph.nodes[add].output;
-        if m.op != Op::Mul || !(m.inputs == [x, a_out] || m.inputs == [a_out, x]) {
-            i += 1;
-            continue;
-        }
-        let c = consumers(graph, m.output);
-        let last = match c[..] {
-            [half] if is_affine(&graph.nodes[half].op, 0.5, 0.0, 1e-6) => half,
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        let node = &mut graph.nodes[last];
-        node.op = Op::Gelu;
-        node.inputs = vec![x];
-        node.onnx_op = "Gelu(Div+Erf+Add+Mul+Mul)".into();
-        // The pattern's inner nodes are now dead; `prune` removes them.
-        graph.nodes[i].op = Op::Gather {
-            indices: Vec::new(),
-        };
-        i += 1;
-    }
-}
-
-/// Removes nodes whose output nothing needs.
-fn prune(graph: &mut Graph) {
-    let mut needed = vec![false; graph.tensors.len()];
-    needed[graph.output] = true;
-    let mut keep = vec![false; graph.nodes.len()];
-    for (k, n) in graph.nodes.iter().enumerate().rev() {
-        if needed[n.output] {
-            keep[k] = true;
-            for &i in &n.inputs {
-                needed[i] = true;
-            }
-        }
-    }
-    let mut k = 0;
-    graph.nodes.retain(|_| {
-        k += 1;
-        keep[k - 1]
-    });
 }
