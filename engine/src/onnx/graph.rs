@@ -239,6 +239,30 @@ impl Op {
     }
 }
 
+impl Op {
+    /// What the op becomes on shares (the table of [`crate::onnx::private`]).
+    pub fn protocol_step(&self) -> &'static str {
+        match self {
+            Op::Linear { .. } => "local product by the public weight, 1 truncation",
+            Op::Conv(_) => "im2col gather, local product by the public weight, 1 truncation",
+            Op::Affine { scale, .. } if scale.iter().all(|s| *s == 1.0) => "local public add",
+            Op::Affine { .. } => "local public affine map, 1 truncation",
+            Op::Add | Op::Sub => "local",
+            Op::Mul => "Beaver product, 1 truncation",
+            Op::Relu => "sign test",
+            Op::Sigmoid | Op::Tanh | Op::Gelu | Op::Erf => {
+                "piecewise polynomial (sign tests, products)"
+            }
+            Op::Softmax { .. } => "row max (sign tests), exp polynomial, Newton reciprocal",
+            Op::LayerNorm { .. } => "Newton rsqrt, public gain and bias, 1 truncation",
+            Op::MaxPool { .. } => "tournament of sign tests",
+            Op::Mean { .. } => "local window sums, public 1/size, 1 truncation",
+            Op::Gather { .. } => "local gather (free)",
+            Op::MatMul { .. } => "matrix triples (one round), 1 truncation",
+        }
+    }
+}
+
 /// One node: an op, the tensors it reads and the one it writes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Node {

@@ -32,6 +32,18 @@ pub fn looks_like_onnx(bytes: &[u8]) -> bool {
     bytes.first() == Some(&0x08) && bytes.get(1).is_some_and(|b| (1..=0x7f).contains(b))
 }
 
+/// Whether the file at `path` starts like an ONNX model (see [`looks_like_onnx`]); `false` if it cannot be
+/// read or is a directory.
+pub fn looks_like_onnx_file(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 2];
+    path.is_file()
+        && std::fs::File::open(path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok()
+        && looks_like_onnx(&head)
+}
+
 /// Reads and imports an ONNX file (refused before reading if larger than [`MAX_FILE_BYTES`]).
 pub fn import_file(path: &Path) -> Result<Graph, OnnxError> {
     let size = std::fs::metadata(path)

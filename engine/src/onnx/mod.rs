@@ -25,5 +25,5 @@ pub mod run;
 
 pub use error::OnnxError;
 pub use graph::{Graph, Node, Op};
-pub use import::{import, import_file, looks_like_onnx};
+pub use import::{import, import_file, looks_like_onnx, looks_like_onnx_file};
 pub use private::{PrivateConfig, PrivateGraph};

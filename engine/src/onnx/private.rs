@@ -283,7 +283,7 @@ impl PrivateGraph {
     }
 
     /// One party's side: from its share of the input (`f` fractional bits) to its share of the output.
-    /// `items` must be 1. `profile`, if given, receives one entry per node.
+    /// `items` must be 1. `profile`, if given, receives one entry per node, labelled `NAME/KIND`.
     pub fn forward<P: Approximations>(
         &self,
         party: &mut P,
@@ -458,7 +458,7 @@ impl PrivateGraph {
             step.done(
                 party,
                 &mut profile,
-                &format!("{} ({})", node.name, node.op.kind()),
+                &format!("{}/{}", node.name, node.op.kind()),
             );
         }
         values[self.graph.output]
