@@ -8,7 +8,7 @@ PyTorch's output for it). Fixed seeds: rerunning gives the same weights and inpu
 - `cnn`: Conv -> AveragePool -> Sigmoid -> Conv (groups) -> Relu -> Flatten -> Gemm.
 - `resnet`: a residual block with BatchNormalization left in the graph (constant folding off), MaxPool,
   GlobalAveragePool and a final Gemm.
-- `misc`: Tanh, Concat, Slice, a product of two activations, Sub, Transpose, ReduceMean over two axes.
+- `misc`: LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose, ReduceMean over two axes.
 - `unsupported`: a Cos, which veil does not run: the named-error test.
 - `encoder`: one transformer encoder layer (two-head self-attention, LayerNorm, GELU as erf) and the mean
   over tokens.
@@ -87,14 +87,14 @@ class Encoder(nn.Module):
 
 
 class Misc(nn.Module):
-    """Tanh, Concat, Slice, a product of two activations, Sub, Transpose and ReduceMean."""
+    """LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose and ReduceMean."""
 
     def __init__(self):
         super().__init__()
         self.conv = nn.Conv2d(2, 2, 1)
 
     def forward(self, x):
-        a = torch.tanh(self.conv(x))
+        a = torch.tanh(self.conv(nn.functional.leaky_relu(x, 0.1)))
         b = torch.cat([a, torch.relu(x)], dim=1)[:, 1:3]
         y = (b * a - x * 0.5).transpose(2, 3)
         return y.mean(dim=(2, 3))

@@ -152,6 +152,11 @@ pub enum Op {
     Mul,
     /// `max(x, 0)`.
     Relu,
+    /// `x` for `x >= 0`, `alpha x` below.
+    LeakyRelu {
+        /// Slope below 0.
+        alpha: f32,
+    },
     /// The logistic function.
     Sigmoid,
     /// Hyperbolic tangent.
@@ -225,6 +230,7 @@ impl Op {
             Op::Sub => "sub",
             Op::Mul => "mul",
             Op::Relu => "relu",
+            Op::LeakyRelu { .. } => "leaky-relu",
             Op::Sigmoid => "sigmoid",
             Op::Tanh => "tanh",
             Op::Gelu => "gelu",
@@ -250,6 +256,7 @@ impl Op {
             Op::Add | Op::Sub => "local",
             Op::Mul => "Beaver product, 1 truncation",
             Op::Relu => "sign test",
+            Op::LeakyRelu { .. } => "sign test, local public affine map, 1 truncation",
             Op::Sigmoid | Op::Tanh | Op::Gelu | Op::Erf => {
                 "piecewise polynomial (sign tests, products)"
             }
@@ -438,6 +445,10 @@ fn plain_op(op: &Op, args: &[&[f32]]) -> Result<Vec<f32>, String> {
         Op::Sub => binary(first(args)?, second(args)?, |a, b| a - b),
         Op::Mul => binary(first(args)?, second(args)?, |a, b| a * b),
         Op::Relu => map(|v| v.max(0.0)),
+        Op::LeakyRelu { alpha } => Ok(first(args)?
+            .iter()
+            .map(|&v| if v >= 0.0 { v } else { alpha * v })
+            .collect()),
         Op::Sigmoid => map(|v| 1.0 / (1.0 + (-v).exp())),
         Op::Tanh => map(f64::tanh),
         Op::Gelu => map(gelu),

@@ -475,6 +475,10 @@ impl Builder {
             }
             N::Add(_) | N::Sub(_) | N::Mul(_) | N::Div(_) | N::Mod(_) => self.arith(n, &ctx, &out),
             N::Relu(_) => self.unary(n, &ctx, &out, Op::Relu),
+            N::LeakyRelu(l) => {
+                let alpha = l.config.alpha as f32;
+                self.unary(n, &ctx, &out, Op::LeakyRelu { alpha })
+            }
             N::Sigmoid(_) => self.unary(n, &ctx, &out, Op::Sigmoid),
             N::Tanh(_) => self.unary(n, &ctx, &out, Op::Tanh),
             N::Erf(_) => self.unary(n, &ctx, &out, Op::Erf),

@@ -13,6 +13,7 @@
 //! | Mul of activations | Beaver product, truncation | 2 | `Triples`, `Trunc` |
 //! | MatMul of activations | one matrix triple per batch item, all in one round, truncation | 2 | `MatTriple` each, `Trunc` |
 //! | Relu | sign test | 7 | `Sign` |
+//! | LeakyRelu | sign test, `alpha x + (1 - alpha) relu(x)`, truncation | 8 | `Sign`, `Trunc` |
 //! | MaxPool | tournament of sign tests | 7 per level | `Sign` per level |
 //! | AveragePool, GlobalAveragePool, ReduceMean | local window sums, public `1/size`, truncation | 1 | `Trunc` |
 //! | Sigmoid, Tanh, GELU | piecewise polynomials ([`veil_protocols::approx::piecewise`]) | see there | its `requests` |
@@ -217,6 +218,7 @@ impl PrivateGraph {
             Op::Add | Op::Sub | Op::Gather { .. } => Vec::new(),
             Op::Mul => [requests::mul(len), requests::trunc(len, f)].concat(),
             Op::Relu => requests::relu(len),
+            Op::LeakyRelu { .. } => [requests::relu(len), requests::trunc(len, f)].concat(),
             Op::Sigmoid => self.config.sigmoid.requests(len, f),
             Op::Tanh => self.config.tanh.requests(len, f),
             Op::Gelu | Op::Erf => self.config.gelu.requests(len, f),
@@ -385,6 +387,13 @@ impl PrivateGraph {
                 Op::Sub => P::sub(x, args[1]),
                 Op::Mul => party.mul_fixed(x, args[1])?,
                 Op::Relu => party.relu(x)?,
+                Op::LeakyRelu { alpha } => {
+                    // alpha x + (1 - alpha) relu(x), both at 2f, one truncation.
+                    let r = party.relu(x)?;
+                    let mut y = P::mul_public(&r, &vec![enc(1.0 - alpha, f); len]);
+                    P::add_assign(&mut y, &P::mul_public(x, &vec![enc(*alpha, f); len]));
+                    party.trunc(&y)?
+                }
                 Op::Sigmoid => party.piecewise(x, &self.config.sigmoid)?,
                 Op::Tanh => party.piecewise(x, &self.config.tanh)?,
                 Op::Gelu | Op::Erf => party.piecewise(x, &self.config.gelu)?,
