@@ -207,3 +207,65 @@ fn a_wrong_input_length_is_refused() {
         "{e}"
     );
 }
+
+/// A one-node graph `op` over `n` inputs.
+fn one_node(op: Op, n: usize) -> Graph {
+    use veil_engine::onnx::graph::Tensor;
+    Graph {
+        tensors: vec![
+            Tensor {
+                name: "x".into(),
+                shape: vec![n],
+            },
+            Tensor {
+                name: "y".into(),
+                shape: vec![n],
+            },
+        ],
+        nodes: vec![veil_engine::onnx::Node {
+            name: "f".into(),
+            onnx_op: "test".into(),
+            op,
+            inputs: vec![0],
+            output: 1,
+        }],
+        input: 0,
+        output: 1,
+    }
+}
+
+#[test]
+fn sigmoid_tanh_and_gelu_on_shares_are_within_their_bounds() {
+    // Over [-12, 12] (both tails and every segment), on shares under semi2k and rep3: the stated bounds
+    // (sigmoid's and tanh's are their tails, 3.4e-4 and 6.8e-4; GELU's 4e-4 on shares), with 1e-5 of slack
+    // for rounding where the tails dominate.
+    let xs: Vec<f32> = (0..=480).map(|i| -12.0 + i as f32 * 0.05).collect();
+    let cases: [(Op, fn(f64) -> f64, f64); 3] = [
+        (Op::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), 3.5e-4),
+        (Op::Tanh, f64::tanh, 6.9e-4),
+        (Op::Gelu, veil_engine::onnx::graph::gelu, 4e-4),
+    ];
+    for (op, exact, bound) in cases {
+        let kind = op.kind();
+        let model = PrivateGraph::new(
+            one_node(op, xs.len()),
+            PrivateConfig::new(FixedPoint::default()).unwrap(),
+        )
+        .unwrap();
+        for (protocol, parties) in [(Protocol::Semi2k, 2), (Protocol::Rep3, 3)] {
+            let report = infer_private(
+                &model,
+                std::slice::from_ref(&xs),
+                &options(parties, protocol),
+            )
+            .unwrap();
+            let err = report.outputs[0]
+                .iter()
+                .zip(&xs)
+                .map(|(y, x)| (f64::from(*y) - exact(f64::from(*x))).abs())
+                .fold(0.0, f64::max);
+            eprintln!("{kind} under {protocol:?}: max error {err:.2e} (bound {bound:.1e})");
+            assert!(err < bound, "{kind} under {protocol:?}: {err}");
+        }
+    }
+}
