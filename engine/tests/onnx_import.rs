@@ -208,6 +208,9 @@ fn a_wrong_input_length_is_refused() {
     );
 }
 
+/// The function an approximation approximates.
+type Exact = fn(f64) -> f64;
+
 /// A one-node graph `op` over `n` inputs.
 fn one_node(op: Op, n: usize) -> Graph {
     use veil_engine::onnx::graph::Tensor;
@@ -240,7 +243,7 @@ fn sigmoid_tanh_and_gelu_on_shares_are_within_their_bounds() {
     // (sigmoid's and tanh's are their tails, 3.4e-4 and 6.8e-4; GELU's 4e-4 on shares), with 1e-5 of slack
     // for rounding where the tails dominate.
     let xs: Vec<f32> = (0..=480).map(|i| -12.0 + i as f32 * 0.05).collect();
-    let cases: [(Op, fn(f64) -> f64, f64); 3] = [
+    let cases: [(Op, Exact, f64); 3] = [
         (Op::Sigmoid, |x| 1.0 / (1.0 + (-x).exp()), 3.5e-4),
         (Op::Tanh, f64::tanh, 6.9e-4),
         (Op::Gelu, veil_engine::onnx::graph::gelu, 4e-4),
