@@ -182,6 +182,13 @@ fn an_unsupported_operator_is_a_named_error() {
 fn malformed_files_are_errors() {
     let good = std::fs::read(dir().join("cnn.onnx")).unwrap();
     assert!(veil_engine::onnx::looks_like_onnx(&good));
+    for other in [
+        "../models/mnist/model.safetensors",
+        "../models/breast-cancer/model.safetensors",
+    ] {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(other);
+        assert!(!veil_engine::onnx::looks_like_onnx_file(&path), "{other}");
+    }
     assert!(matches!(
         import(b""),
         Err(OnnxError::Parse(_) | OnnxError::Graph(_))

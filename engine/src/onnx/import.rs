@@ -26,17 +26,28 @@ pub const MAX_RANK: usize = 8;
 /// Most weight elements over the whole graph.
 pub const MAX_TOTAL_WEIGHTS: usize = 1 << 26;
 
-/// Whether `bytes` start like an ONNX `ModelProto` (field 1, `ir_version`, a varint): how model files are
-/// told apart by content. A hint only; [`import`] decides.
+/// Whether `bytes` start like an ONNX `ModelProto`: field 1 (`ir_version`, a varint between 3 and 15), then
+/// the key of one of the fields that follow it in ONNX writers (producer name or version, domain, model
+/// version, doc string, graph, opset import). How model files are told apart by content: a safetensors file
+/// starts with its little-endian header length (byte 2 is 0 below 64 KiB), a burnpack with its magic. A hint
+/// only; [`import`] decides.
 pub fn looks_like_onnx(bytes: &[u8]) -> bool {
-    bytes.first() == Some(&0x08) && bytes.get(1).is_some_and(|b| (1..=0x7f).contains(b))
+    matches!(
+        bytes,
+        [
+            0x08,
+            3..=15,
+            0x12 | 0x1a | 0x22 | 0x28 | 0x32 | 0x3a | 0x42,
+            ..
+        ]
+    )
 }
 
 /// Whether the file at `path` starts like an ONNX model (see [`looks_like_onnx`]); `false` if it cannot be
 /// read or is a directory.
 pub fn looks_like_onnx_file(path: &Path) -> bool {
     use std::io::Read;
-    let mut head = [0u8; 2];
+    let mut head = [0u8; 3];
     path.is_file()
         && std::fs::File::open(path)
             .and_then(|mut f| f.read_exact(&mut head))

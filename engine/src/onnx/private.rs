@@ -144,6 +144,138 @@ impl PrivateConfig {
 pub struct PrivateGraph {
     graph: Graph,
     config: PrivateConfig,
+    /// Per node, its public constants encoded and its index maps built once (see [`Prepared`]).
+    prepared: Vec<Prepared>,
+    /// Per tensor, the last node that reads it (`usize::MAX` for the output and unread tensors).
+    last_use: Vec<usize>,
+}
+
+/// A convolution's index maps and encoded weights.
+#[derive(Debug, Clone)]
+struct PreparedConv {
+    /// Per batch item and group (item-major): the im2col indices, the zero at the input's length.
+    cols: Vec<Vec<usize>>,
+    /// Per group: the `[inner, out_c / groups]` weight, `f` fractional bits.
+    weights: Vec<Vec<u64>>,
+    /// Output element `i` is element `inverse[i]` of the groups' products concatenated.
+    inverse: Vec<usize>,
+    /// The bias at `2f`, per output element.
+    bias: Vec<u64>,
+}
+
+/// A node's public constants in fixed point, built once by [`PrivateGraph::new`].
+#[derive(Debug, Clone)]
+enum Prepared {
+    /// Nothing to prepare.
+    None,
+    /// Weight at `f`, bias tiled over the rows at `2f`.
+    Linear {
+        weight: Vec<u64>,
+        bias: Vec<u64>,
+    },
+    Conv(Box<PreparedConv>),
+    /// `scale` at `f` with `shift` at `2f`; or no scale (it only adds) with `shift` at `f`.
+    Affine {
+        scale: Option<Vec<u64>>,
+        shift: Vec<u64>,
+    },
+    /// `1 - alpha` and `alpha` at `f`, per element.
+    LeakyRelu {
+        keep: Vec<u64>,
+        slope: Vec<u64>,
+    },
+    /// Gain at `f` and bias at `2f`, per element.
+    LayerNorm {
+        gamma: Vec<u64>,
+        beta: Vec<u64>,
+    },
+    /// `columns[j][i]`: the `j`-th element of output `i`'s window (the zero past the input); `1/size` at `f`
+    /// unless every window has size 1.
+    Mean {
+        columns: Vec<Vec<usize>>,
+        inverse: Option<Vec<u64>>,
+    },
+}
+
+fn prepare(op: &Op, input_len: usize, len: usize, f: u32) -> Prepared {
+    match op {
+        Op::Linear {
+            rows,
+            outputs,
+            weight,
+            bias,
+            ..
+        } => Prepared::Linear {
+            weight: encode(weight, f),
+            bias: (0..rows * outputs)
+                .map(|i| enc(bias[i % outputs], 2 * f))
+                .collect(),
+        },
+        Op::Conv(c) => {
+            let [oc, oh, ow] = c.output;
+            let mut cols = Vec::new();
+            let mut dest = Vec::new();
+            for n in 0..c.batch {
+                for g in 0..c.groups {
+                    cols.push(c.im2col(n, g, input_len));
+                    dest.extend(c.scatter(n, g));
+                }
+            }
+            let mut inverse = vec![0; dest.len()];
+            for (k, d) in dest.iter().enumerate() {
+                inverse[*d] = k;
+            }
+            Prepared::Conv(Box::new(PreparedConv {
+                cols,
+                weights: (0..c.groups)
+                    .map(|g| encode(&c.group_weight(g), f))
+                    .collect(),
+                inverse,
+                bias: (0..len)
+                    .map(|i| enc(c.bias[(i / (oh * ow)) % oc], 2 * f))
+                    .collect(),
+            }))
+        }
+        Op::Affine { scale, shift } => {
+            if only_adds(scale) {
+                Prepared::Affine {
+                    scale: None,
+                    shift: encode(shift, f),
+                }
+            } else {
+                Prepared::Affine {
+                    scale: Some(encode(scale, f)),
+                    shift: encode(shift, 2 * f),
+                }
+            }
+        }
+        Op::LeakyRelu { alpha } => Prepared::LeakyRelu {
+            keep: vec![enc(1.0 - alpha, f); len],
+            slope: vec![enc(*alpha, f); len],
+        },
+        Op::LayerNorm {
+            cols, gamma, beta, ..
+        } => Prepared::LayerNorm {
+            gamma: (0..len).map(|i| enc(gamma[i % cols], f)).collect(),
+            beta: (0..len).map(|i| enc(beta[i % cols], 2 * f)).collect(),
+        },
+        Op::Mean { windows, divisors } => {
+            let width = windows.iter().map(Vec::len).max().unwrap_or(0);
+            Prepared::Mean {
+                columns: (0..width)
+                    .map(|j| {
+                        windows
+                            .iter()
+                            .map(|w| w.get(j).copied().unwrap_or(input_len))
+                            .collect()
+                    })
+                    .collect(),
+                inverse: (!divisors.iter().all(|d| *d == 1))
+                    .then(|| divisors.iter().map(|d| enc(1.0 / *d as f32, f)).collect()),
+            }
+        }
+        _ => Prepared::None,
+    }
 }
 
 fn enc(v: f32, bits: u32) -> u64 {
@@ -189,7 +321,28 @@ impl PrivateGraph {
                 }));
             }
         }
-        Ok(Self { graph, config })
+        let f = config.fixed_point.frac_bits();
+        let prepared = graph
+            .nodes
+            .iter()
+            .map(|n| {
+                let input_len = n.inputs.first().map_or(0, |&t| graph.tensors[t].len());
+                prepare(&n.op, input_len, graph.tensors[n.output].len(), f)
+            })
+            .collect();
+        let mut last_use = vec![usize::MAX; graph.tensors.len()];
+        for (i, n) in graph.nodes.iter().enumerate() {
+            for &t in &n.inputs {
+                last_use[t] = i;
+            }
+        }
+        last_use[graph.output] = usize::MAX;
+        Ok(Self {
+            graph,
+            config,
+            prepared,
+            last_use,
+        })
     }
 
     /// The graph.
@@ -302,11 +455,10 @@ impl PrivateGraph {
                 item: self.graph.input_shape().to_vec(),
             });
         }
-        let f = self.config.fixed_point.frac_bits();
         let mut values: Vec<Option<P::Share>> = vec![None; self.graph.tensors.len()];
         values[self.graph.input] = Some(input);
         let mut step = Step::new(party);
-        for node in &self.graph.nodes {
+        for (i, node) in self.graph.nodes.iter().enumerate() {
             let args: Vec<&P::Share> = node
                 .inputs
                 .iter()
@@ -321,129 +473,103 @@ impl PrivateGraph {
                 .collect::<Result<_>>()?;
             let len = self.graph.tensors[node.output].len();
             let x = args[0];
-            let out = match &node.op {
-                Op::Linear {
-                    rows,
-                    inner,
-                    outputs,
-                    weight,
-                    bias,
-                } => {
-                    let tiled: Vec<u64> = (0..rows * outputs)
-                        .map(|i| enc(bias[i % outputs], 2 * f))
-                        .collect();
-                    party.linear_trunc(
-                        [*rows, *inner, *outputs],
-                        x,
-                        &encode(weight, f),
-                        &tiled,
-                        None,
-                    )?
-                }
-                Op::Conv(c) => {
-                    let zero = P::len(x);
+            let out = match (&node.op, &self.prepared[i]) {
+                (
+                    Op::Linear {
+                        rows,
+                        inner,
+                        outputs,
+                        ..
+                    },
+                    Prepared::Linear { weight, bias },
+                ) => party.linear_trunc([*rows, *inner, *outputs], x, weight, bias, None)?,
+                (Op::Conv(c), Prepared::Conv(pc)) => {
                     let xz = P::concat(&[x.clone(), party.share_public(&[0])]);
                     let [oc, oh, ow] = c.output;
                     let ocg = oc / c.groups;
                     let inner = c.input[0] / c.groups * c.kernel[0] * c.kernel[1];
-                    let mut pieces = Vec::new();
-                    let mut dest = Vec::new();
-                    for n in 0..c.batch {
-                        for g in 0..c.groups {
-                            let cols = P::gather(&xz, &c.im2col(n, g, zero));
-                            let w = encode(&c.group_weight(g), f);
-                            pieces.push(P::gemm_right(
+                    let pieces: Vec<P::Share> = pc
+                        .cols
+                        .iter()
+                        .enumerate()
+                        .map(|(k, cols)| {
+                            let w = &pc.weights[k % c.groups];
+                            P::gemm_right(
                                 party.gemm(),
                                 [oh * ow, inner, ocg],
-                                &cols,
-                                &w,
-                            ));
-                            dest.extend(c.scatter(n, g));
-                        }
-                    }
-                    let mut inverse = vec![0; dest.len()];
-                    for (k, d) in dest.iter().enumerate() {
-                        inverse[*d] = k;
-                    }
-                    let mut z = P::gather(&P::concat(&pieces), &inverse);
-                    let bias: Vec<u64> = (0..len)
-                        .map(|i| enc(c.bias[(i / (oh * ow)) % oc], 2 * f))
+                                &P::gather(&xz, cols),
+                                w,
+                            )
+                        })
                         .collect();
-                    party.add_public(&mut z, &bias);
+                    let mut z = P::gather(&P::concat(&pieces), &pc.inverse);
+                    party.add_public(&mut z, &pc.bias);
                     party.trunc(&z)?
                 }
-                Op::Affine { scale, shift } => {
-                    if only_adds(scale) {
+                (Op::Affine { .. }, Prepared::Affine { scale, shift }) => match scale {
+                    None => {
                         let mut y = x.clone();
-                        party.add_public(&mut y, &encode(shift, f));
+                        party.add_public(&mut y, shift);
                         y
-                    } else {
-                        let mut y = P::mul_public(x, &encode(scale, f));
-                        party.add_public(&mut y, &encode(shift, 2 * f));
+                    }
+                    Some(scale) => {
+                        let mut y = P::mul_public(x, scale);
+                        party.add_public(&mut y, shift);
                         party.trunc(&y)?
                     }
-                }
-                Op::Add => P::add(x, args[1]),
-                Op::Sub => P::sub(x, args[1]),
-                Op::Mul => party.mul_fixed(x, args[1])?,
-                Op::Relu => party.relu(x)?,
-                Op::LeakyRelu { alpha } => {
+                },
+                (Op::Add, _) => P::add(x, args[1]),
+                (Op::Sub, _) => P::sub(x, args[1]),
+                (Op::Mul, _) => party.mul_fixed(x, args[1])?,
+                (Op::Relu, _) => party.relu(x)?,
+                (Op::LeakyRelu { .. }, Prepared::LeakyRelu { keep, slope }) => {
                     // alpha x + (1 - alpha) relu(x), both at 2f, one truncation.
                     let r = party.relu(x)?;
-                    let mut y = P::mul_public(&r, &vec![enc(1.0 - alpha, f); len]);
-                    P::add_assign(&mut y, &P::mul_public(x, &vec![enc(*alpha, f); len]));
+                    let mut y = P::mul_public(&r, keep);
+                    P::add_assign(&mut y, &P::mul_public(x, slope));
                     party.trunc(&y)?
                 }
-                Op::Sigmoid => party.piecewise(x, &self.config.sigmoid)?,
-                Op::Tanh => party.piecewise(x, &self.config.tanh)?,
-                Op::Gelu | Op::Erf => party.piecewise(x, &self.config.gelu)?,
-                Op::Softmax { rows, cols } => {
+                (Op::Sigmoid, _) => party.piecewise(x, &self.config.sigmoid)?,
+                (Op::Tanh, _) => party.piecewise(x, &self.config.tanh)?,
+                (Op::Gelu | Op::Erf, _) => party.piecewise(x, &self.config.gelu)?,
+                (Op::Softmax { rows, cols }, _) => {
                     party.softmax_fast(x, *rows, *cols, &self.config.softmax)?
                 }
-                Op::LayerNorm {
-                    rows,
-                    cols,
-                    gamma,
-                    beta,
-                    epsilon,
-                } => {
+                (
+                    Op::LayerNorm {
+                        rows,
+                        cols,
+                        epsilon,
+                        ..
+                    },
+                    Prepared::LayerNorm { gamma, beta },
+                ) => {
                     let n = party.layer_norm(x, *rows, *cols, &self.layer_norm(*epsilon))?;
-                    let g: Vec<u64> = (0..len).map(|i| enc(gamma[i % cols], f)).collect();
-                    let b: Vec<u64> = (0..len).map(|i| enc(beta[i % cols], 2 * f)).collect();
-                    let mut y = P::mul_public(&n, &g);
-                    party.add_public(&mut y, &b);
+                    let mut y = P::mul_public(&n, gamma);
+                    party.add_public(&mut y, beta);
                     party.trunc(&y)?
                 }
-                Op::MaxPool { pool, batch } => party.max_pool2d(x, *batch, pool)?,
-                Op::Mean { windows, divisors } => {
-                    let zero = P::len(x);
+                (Op::MaxPool { pool, batch }, _) => party.max_pool2d(x, *batch, pool)?,
+                (Op::Mean { .. }, Prepared::Mean { columns, inverse }) => {
                     let xz = P::concat(&[x.clone(), party.share_public(&[0])]);
-                    let width = windows.iter().map(Vec::len).max().unwrap_or(0);
                     let mut sum = party.share_public(&vec![0; len]);
-                    for j in 0..width {
-                        let idx: Vec<usize> = windows
-                            .iter()
-                            .map(|w| w.get(j).copied().unwrap_or(zero))
-                            .collect();
-                        P::add_assign(&mut sum, &P::gather(&xz, &idx));
+                    for idx in columns {
+                        P::add_assign(&mut sum, &P::gather(&xz, idx));
                     }
-                    if divisors.iter().all(|d| *d == 1) {
-                        sum
-                    } else {
-                        let inv: Vec<u64> =
-                            divisors.iter().map(|d| enc(1.0 / *d as f32, f)).collect();
-                        party.trunc(&P::mul_public(&sum, &inv))?
+                    match inverse {
+                        None => sum,
+                        Some(inv) => party.trunc(&P::mul_public(&sum, inv))?,
                     }
                 }
-                Op::Gather { indices } => {
-                    let all = if args.len() == 1 {
-                        x.clone()
+                (Op::Gather { indices }, _) => {
+                    if args.len() == 1 {
+                        P::gather(x, indices)
                     } else {
-                        P::concat(&args.iter().map(|a| (*a).clone()).collect::<Vec<_>>())
-                    };
-                    P::gather(&all, indices)
+                        let all: Vec<P::Share> = args.iter().map(|a| (*a).clone()).collect();
+                        P::gather(&P::concat(&all), indices)
+                    }
                 }
-                Op::MatMul { batch, m, k, n } => {
+                (Op::MatMul { batch, m, k, n }, _) => {
                     let (a, b) = (x, args[1]);
                     let lefts: Vec<P::Share> = (0..*batch)
                         .map(|t| P::slice(a, t * m * k..(t + 1) * m * k))
@@ -455,6 +581,12 @@ impl PrivateGraph {
                     let prods = party.matmuls(&pairs, &vec![[*m, *k, *n]; *batch])?;
                     party.trunc(&P::concat(&prods))?
                 }
+                _ => {
+                    return Err(EngineError::Onnx(OnnxError::Graph(format!(
+                        "node {:?} was not prepared for its op",
+                        node.name
+                    ))))
+                }
             };
             if P::len(&out) != len {
                 return Err(EngineError::Onnx(OnnxError::Invalid {
@@ -464,6 +596,12 @@ impl PrivateGraph {
                 }));
             }
             values[node.output] = Some(out);
+            // Activations nothing reads any more are dropped (memory of a deep graph).
+            for &t in &node.inputs {
+                if self.last_use[t] == i {
+                    values[t] = None;
+                }
+            }
             step.done(
                 party,
                 &mut profile,
