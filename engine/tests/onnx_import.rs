@@ -279,3 +279,28 @@ fn sigmoid_tanh_and_gelu_on_shares_are_within_their_bounds() {
         }
     }
 }
+
+#[test]
+fn dynamo_exports_with_external_weights_match_pytorch() {
+    // The same models exported with torch.onnx's default (dynamo) exporter: opset 20, weights in
+    // `NAME.onnx.data` beside the file, GELU as one Gelu node, BatchNormalization folded by the exporter.
+    for name in MODELS {
+        let g = import_file(&dir().join("dynamo").join(format!("{name}.onnx"))).unwrap();
+        let r = reference(name);
+        let e = max_err(&g.forward(&r.input).unwrap(), &r.output);
+        assert!(e < 1e-4, "{name}: plaintext error {e}");
+        let model =
+            PrivateGraph::new(g, PrivateConfig::new(FixedPoint::default()).unwrap()).unwrap();
+        let report = infer_private(
+            &model,
+            std::slice::from_ref(&r.input),
+            &options(2, Protocol::Spdz2k),
+        )
+        .unwrap();
+        let e = max_err(&report.outputs[0], &r.output);
+        assert!(e < 1e-2, "{name}: private error {e}");
+    }
+    // Without the file's directory the external weights cannot be found: an error, not a panic.
+    let bytes = std::fs::read(dir().join("dynamo/encoder.onnx")).unwrap();
+    assert!(import(&bytes).is_err());
+}

@@ -1,5 +1,8 @@
 """Builds and exports veil's three small ONNX test models with their reference outputs.
 
+Each model is also exported with the default (dynamo) exporter to `models/onnx/dynamo/NAME.onnx` (weights
+in `NAME.onnx.data` beside it); both exports share `NAME.json`.
+
 Run by hand (CI has no torch): `python models/onnx/export.py` from the repository root, in an environment
 with `torch` and `onnx`. Writes, for each model NAME, `models/onnx/NAME.onnx` and `models/onnx/NAME.json`
 (`{"input_shape", "input", "output_shape", "output"}`, flat row-major f32 lists: a fixed input and
@@ -124,6 +127,18 @@ def export(name, model, shape, seed, constant_folding=True):
         do_constant_folding=constant_folding,
         dynamo=False,
     )
+    # The same model with the default (dynamo) exporter, as someone else would export it: opset 20, the
+    # weights in an external data file beside it (`dynamo/NAME.onnx.data`), GELU as one Gelu node.
+    if name != "unsupported":
+        os.makedirs(os.path.join(HERE, "dynamo"), exist_ok=True)
+        torch.onnx.export(
+            model,
+            (x,),
+            os.path.join(HERE, "dynamo", f"{name}.onnx"),
+            input_names=["input"],
+            output_names=["output"],
+            dynamo=True,
+        )
     with open(os.path.join(HERE, f"{name}.json"), "w") as f:
         json.dump(
             {

@@ -67,12 +67,16 @@ pub fn import_file(path: &Path) -> Result<Graph, OnnxError> {
             limit: MAX_FILE_BYTES,
         });
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| OnnxError::Parse(format!("{}: {e}", path.display())))?;
-    import(&bytes)
+    // The parser reads the file itself so that weights stored beside it (external data, as the
+    // `torch.onnx` dynamo exporter writes `model.onnx.data`) are found; it refuses absolute paths and `..`.
+    let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_file(path))
+        .map_err(|_| OnnxError::Parse("the ONNX parser failed on this file".into()))?
+        .map_err(|e| OnnxError::Parse(e.to_string()))?;
+    convert(&parsed)
 }
 
-/// Imports an ONNX model from its bytes (see the module doc).
+/// Imports an ONNX model from its bytes (see the module doc). Weights in external data files need
+/// [`import_file`].
 pub fn import(bytes: &[u8]) -> Result<Graph, OnnxError> {
     if bytes.len() > MAX_FILE_BYTES {
         return Err(OnnxError::TooLarge {
@@ -83,6 +87,11 @@ pub fn import(bytes: &[u8]) -> Result<Graph, OnnxError> {
     let parsed = std::panic::catch_unwind(|| onnx_ir::OnnxGraphBuilder::new().parse_bytes(bytes))
         .map_err(|_| OnnxError::Parse("the ONNX parser failed on this file".into()))?
         .map_err(|e| OnnxError::Parse(e.to_string()))?;
+    convert(&parsed)
+}
+
+/// The parsed graph as veil's [`Graph`] (see the module doc).
+fn convert(parsed: &onnx_ir::OnnxGraph) -> Result<Graph, OnnxError> {
     if parsed.nodes.len() > MAX_NODES {
         return Err(OnnxError::Limit {
             what: "the node count",
