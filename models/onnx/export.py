@@ -12,6 +12,7 @@ PyTorch's output for it). Fixed seeds: rerunning gives the same weights and inpu
 - `resnet`: a residual block with BatchNormalization left in the graph (constant folding off), MaxPool,
   GlobalAveragePool and a final Gemm.
 - `misc`: LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose, ReduceMean over two axes.
+- `dynamo/torch_encoder`: PyTorch's own nn.TransformerEncoderLayer (default exporter only).
 - `unsupported`: a Cos, which veil does not run: the named-error test.
 - `encoder`: one transformer encoder layer (two-head self-attention, LayerNorm, GELU as erf) and the mean
   over tokens.
@@ -59,7 +60,9 @@ class Resnet(nn.Module):
         y = self.bn2(self.conv2(y))
         x = torch.relu(x + y)
         x = self.pool(x)
-        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        x = nn.functional.adaptive_avg_pool2d(x, 1)
+        # A shape-only subgraph (Shape, Gather, Unsqueeze, Concat) that import folds: shapes are public.
+        x = x.reshape(x.shape[0], -1)
         return self.fc(x)
 
 
@@ -153,6 +156,50 @@ def export(name, model, shape, seed, constant_folding=True):
         f.write("\n")
 
 
+class TorchEncoder(nn.Module):
+    """PyTorch's own nn.TransformerEncoderLayer (GELU, no dropout) and the mean over tokens."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.TransformerEncoderLayer(
+            d_model=8, nhead=2, dim_feedforward=16, dropout=0.0, activation="gelu", batch_first=True
+        )
+
+    def forward(self, x):
+        return self.layer(x).mean(dim=1)
+
+
+def export_dynamo_only(name, model, shape, seed):
+    """A model only the default (dynamo) exporter writes in a form onnx-ir types statically (the classic
+    exporter computes nn.MultiheadAttention's reshapes from Shape at run time)."""
+    torch.manual_seed(seed)
+    x = torch.randn(*shape)
+    model.eval()
+    with torch.no_grad():
+        y = model(x)
+    os.makedirs(os.path.join(HERE, "dynamo"), exist_ok=True)
+    torch.onnx.export(
+        model,
+        (x,),
+        os.path.join(HERE, "dynamo", f"{name}.onnx"),
+        input_names=["input"],
+        output_names=["output"],
+        dynamo=True,
+    )
+    with open(os.path.join(HERE, "dynamo", f"{name}.json"), "w") as f:
+        json.dump(
+            {
+                "input_shape": list(x.shape),
+                "input": [round(v, 7) for v in x.flatten().tolist()],
+                "output_shape": list(y.shape),
+                "output": [round(v, 7) for v in y.flatten().tolist()],
+            },
+            f,
+            indent=1,
+        )
+        f.write("\n")
+
+
 def main():
     torch.manual_seed(1)
     export("cnn", Cnn(), (1, 1, 8, 8), 11)
@@ -171,6 +218,8 @@ def main():
     torch.manual_seed(4)
     export("misc", Misc(), (1, 2, 3, 3), 14)
     export("unsupported", Unsupported(), (1, 4), 15)
+    torch.manual_seed(5)
+    export_dynamo_only("torch_encoder", TorchEncoder(), (1, 4, 8), 16)
 
 
 if __name__ == "__main__":
