@@ -341,3 +341,11 @@ fn pytorchs_own_transformer_encoder_layer_runs_privately() {
         assert!(e < 1e-2, "{protocol:?}: private error {e}");
     }
 }
+
+#[test]
+fn a_dynamic_batch_dimension_is_fixed_to_one() {
+    let g = import_file(&dir().join("cnn_dynamic_batch.onnx")).unwrap();
+    assert_eq!(g.input_shape(), [1, 1, 8, 8]);
+    let r = reference("cnn");
+    assert!(max_err(&g.forward(&r.input).unwrap(), &r.output) < 1e-4);
+}

@@ -12,6 +12,7 @@ PyTorch's output for it). Fixed seeds: rerunning gives the same weights and inpu
 - `resnet`: a residual block with BatchNormalization left in the graph (constant folding off), MaxPool,
   GlobalAveragePool and a final Gemm.
 - `misc`: LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose, ReduceMean over two axes.
+- `cnn_dynamic_batch`: `cnn` with a dynamic batch dimension (shares `cnn.json`).
 - `dynamo/torch_encoder`: PyTorch's own nn.TransformerEncoderLayer (default exporter only).
 - `unsupported`: a Cos, which veil does not run: the named-error test.
 - `encoder`: one transformer encoder layer (two-head self-attention, LayerNorm, GELU as erf) and the mean
@@ -130,6 +131,18 @@ def export(name, model, shape, seed, constant_folding=True):
         do_constant_folding=constant_folding,
         dynamo=False,
     )
+    # The CNN once more with a dynamic batch dimension (veil fixes it to 1).
+    if name == "cnn":
+        torch.onnx.export(
+            model,
+            (x,),
+            os.path.join(HERE, "cnn_dynamic_batch.onnx"),
+            input_names=["input"],
+            output_names=["output"],
+            opset_version=17,
+            dynamo=False,
+            dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+        )
     # The same model with the default (dynamo) exporter, as someone else would export it: opset 20, the
     # weights in an external data file beside it (`dynamo/NAME.onnx.data`), GELU as one Gelu node.
     if name != "unsupported":

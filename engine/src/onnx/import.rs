@@ -152,9 +152,21 @@ fn convert(parsed: &onnx_ir::OnnxGraph) -> Result<Graph, OnnxError> {
     Ok(graph)
 }
 
+/// The graph input's shape; a dynamic first (batch) dimension is fixed to 1, as veil runs one input of the
+/// exported shape per inference. Any other dynamic dimension leaves the shape unknown.
 fn static_shape(a: &Argument) -> Option<Vec<usize>> {
     match &a.ty {
-        ArgType::Tensor(t) => t.static_shape_known(),
+        ArgType::Tensor(t) => {
+            let dims = t.static_shape.as_ref()?;
+            dims.iter()
+                .enumerate()
+                .map(|(i, d)| match d {
+                    Some(d) => Some(*d),
+                    None if i == 0 => Some(1),
+                    None => None,
+                })
+                .collect()
+        }
         ArgType::ScalarTensor(_) | ArgType::ScalarNative(_) => Some(Vec::new()),
         ArgType::Shape(_) => None,
     }
