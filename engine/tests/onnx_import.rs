@@ -349,3 +349,28 @@ fn a_dynamic_batch_dimension_is_fixed_to_one() {
     let r = reference("cnn");
     assert!(max_err(&g.forward(&r.input).unwrap(), &r.output) < 1e-4);
 }
+
+#[test]
+fn a_hand_built_graph_that_breaks_the_invariants_is_refused() {
+    // An Add with one input, and a Linear whose weight is too short: errors from validate, the plaintext
+    // pass and PrivateGraph::new, never an out-of-bounds index.
+    let config = || PrivateConfig::new(FixedPoint::default()).unwrap();
+    let add = one_node(Op::Add, 4);
+    assert!(matches!(add.validate(), Err(OnnxError::Invalid { .. })));
+    assert!(add.forward(&[0.0; 4]).is_err());
+    assert!(PrivateGraph::new(add, config()).is_err());
+    let linear = one_node(
+        Op::Linear {
+            rows: 1,
+            inner: 4,
+            outputs: 4,
+            weight: vec![0.0; 15],
+            bias: vec![0.0; 4],
+        },
+        4,
+    );
+    assert!(linear.validate().is_err());
+    assert!(PrivateGraph::new(linear, config()).is_err());
+    let ok = one_node(Op::Relu, 4);
+    assert!(ok.validate().is_ok());
+}

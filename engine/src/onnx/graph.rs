@@ -316,9 +316,118 @@ impl Graph {
         &self.tensors[self.output].shape
     }
 
+    /// Checks the module invariants, so that the forward passes cannot index out of bounds on a graph built
+    /// by hand (import establishes them; [`crate::onnx::PrivateGraph::new`] and [`Self::forward`] check).
+    pub fn validate(&self) -> Result<(), OnnxError> {
+        let t = self.tensors.len();
+        if self.input >= t || self.output >= t {
+            return Err(OnnxError::Graph(
+                "the input or output is not a tensor".into(),
+            ));
+        }
+        if self.tensors.iter().any(|x| {
+            x.shape
+                .iter()
+                .try_fold(1usize, |a, &d| a.checked_mul(d))
+                .is_none_or(|n| n > MAX_ELEMENTS)
+        }) {
+            return Err(OnnxError::Graph("a tensor is too large".into()));
+        }
+        let mut set = vec![false; t];
+        set[self.input] = true;
+        for n in &self.nodes {
+            let bad = |detail: String| OnnxError::Invalid {
+                op: n.onnx_op.clone(),
+                node: n.name.clone(),
+                detail,
+            };
+            if n.output >= t || set[n.output] {
+                return Err(bad("its output is not a fresh tensor".into()));
+            }
+            if n.inputs.is_empty() || n.inputs.iter().any(|&i| i >= t || !set[i]) {
+                return Err(bad("an input is not computed before the node".into()));
+            }
+            let lens: Vec<usize> = n.inputs.iter().map(|&i| self.tensors[i].len()).collect();
+            let (x, out) = (lens[0], self.tensors[n.output].len());
+            let ok = match &n.op {
+                Op::Linear {
+                    rows,
+                    inner,
+                    outputs,
+                    weight,
+                    bias,
+                } => {
+                    rows.checked_mul(*inner) == Some(x)
+                        && rows.checked_mul(*outputs) == Some(out)
+                        && inner.checked_mul(*outputs) == Some(weight.len())
+                        && bias.len() == *outputs
+                }
+                Op::Conv(c) => conv_fits(c, x, out),
+                Op::Affine { scale, shift } => scale.len() == x && shift.len() == x && out == x,
+                Op::Add | Op::Sub | Op::Mul => lens.len() == 2 && lens[1] == x && out == x,
+                Op::Relu | Op::LeakyRelu { .. } | Op::Sigmoid | Op::Tanh | Op::Gelu | Op::Erf => {
+                    out == x
+                }
+                Op::Softmax { rows, cols } => rows.checked_mul(*cols) == Some(x) && out == x,
+                Op::LayerNorm {
+                    rows,
+                    cols,
+                    gamma,
+                    beta,
+                    ..
+                } => {
+                    rows.checked_mul(*cols) == Some(x)
+                        && out == x
+                        && gamma.len() == *cols
+                        && beta.len() == *cols
+                }
+                Op::MaxPool { pool, batch } => pool
+                    .candidate_indices(x, *batch)
+                    .is_ok_and(|c| c.iter().all(|w| w.len() == out && w.iter().all(|&i| i < x))),
+                Op::Mean { windows, divisors } => {
+                    windows.len() == out
+                        && divisors.len() == out
+                        && divisors.iter().all(|&d| d > 0)
+                        && windows.iter().flatten().all(|&i| i < x)
+                }
+                Op::Gather { indices } => {
+                    let total: usize = lens.iter().sum();
+                    indices.len() == out && indices.iter().all(|&i| i < total)
+                }
+                Op::MatMul { batch, m, k, n } => {
+                    lens.len() == 2
+                        && [*batch, *m, *k]
+                            .iter()
+                            .try_fold(1usize, |a, &d| a.checked_mul(d))
+                            == Some(x)
+                        && [*batch, *k, *n]
+                            .iter()
+                            .try_fold(1usize, |a, &d| a.checked_mul(d))
+                            == Some(lens[1])
+                        && [*batch, *m, *n]
+                            .iter()
+                            .try_fold(1usize, |a, &d| a.checked_mul(d))
+                            == Some(out)
+                }
+            };
+            if !ok {
+                return Err(bad(format!(
+                    "its sizes do not fit (inputs of {lens:?} elements, output of {out})"
+                )));
+            }
+            set[n.output] = true;
+        }
+        if set[self.output] {
+            Ok(())
+        } else {
+            Err(OnnxError::Graph("no node writes the output".into()))
+        }
+    }
+
     /// The plaintext forward pass in f32 (products accumulated in f64): the reference for the private pass
     /// and for the ONNX model's own outputs.
     pub fn forward(&self, input: &[f32]) -> Result<Vec<f32>, OnnxError> {
+        self.validate()?;
         if input.len() != self.input_len() {
             return Err(OnnxError::Input {
                 got: input.len(),
@@ -348,6 +457,38 @@ impl Graph {
             .take()
             .ok_or_else(|| OnnxError::Graph("no node writes the output".into()))
     }
+}
+
+/// Whether a convolution's geometry, weights and bias fit an input of `x` and an output of `out` elements
+/// (every im2col index within the input or the padding).
+fn conv_fits(c: &Conv, x: usize, out: usize) -> bool {
+    let [ic, h, w] = c.input;
+    let [oc, oh, ow] = c.output;
+    let [kh, kw] = c.kernel;
+    let dims = |v: &[usize]| v.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    if c.groups == 0
+        || ic % c.groups != 0
+        || oc % c.groups != 0
+        || dims(&[c.batch, ic, h, w]) != Some(x)
+        || dims(&[c.batch, oc, oh, ow]) != Some(out)
+        || dims(&[oc, ic / c.groups, kh, kw]) != Some(c.weight.len())
+        || c.bias.len() != oc
+        || kh == 0
+        || kw == 0
+        || oh == 0
+        || ow == 0
+    {
+        return false;
+    }
+    // Window positions stay far from overflow (im2col bounds-checks each against the input itself).
+    let last = |o: usize, s: usize, k: usize, d: usize, pad: usize| {
+        (o - 1)
+            .checked_mul(s)
+            .and_then(|v| v.checked_add((k - 1).checked_mul(d)?))
+            .is_some_and(|end| end < isize::MAX as usize / 2 && pad < isize::MAX as usize / 2)
+    };
+    last(oh, c.stride[0], kh, c.dilation[0], c.pad[0])
+        && last(ow, c.stride[1], kw, c.dilation[1], c.pad[1])
 }
 
 fn erf(x: f64) -> f64 {

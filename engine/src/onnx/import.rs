@@ -142,6 +142,7 @@ fn convert(parsed: &onnx_ir::OnnxGraph) -> Result<Graph, OnnxError> {
     passes::fold_affines(&mut graph);
     passes::fuse_gelu(&mut graph);
     passes::prune(&mut graph);
+    graph.validate()?;
     if let Some(n) = graph.nodes.iter().find(|n| n.op == Op::Erf) {
         return Err(OnnxError::Unsupported {
             op: "Erf".into(),

@@ -301,6 +301,7 @@ fn conv_requests(op: &Op) -> usize {
 impl PrivateGraph {
     /// Prepares `graph` under `config`. Refuses a weight that does not fit the fixed-point range.
     pub fn new(graph: Graph, config: PrivateConfig) -> Result<Self> {
+        graph.validate()?;
         let limit = config.fixed_point.input_limit() as f32;
         let too_big = |v: &[f32]| v.iter().any(|x| !x.is_finite() || x.abs() >= limit);
         for n in &graph.nodes {
