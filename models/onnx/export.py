@@ -11,7 +11,8 @@ PyTorch's output for it). Fixed seeds: rerunning gives the same weights and inpu
 - `cnn`: Conv -> AveragePool -> Sigmoid -> Conv (groups) -> Relu -> Flatten -> Gemm.
 - `resnet`: a residual block with BatchNormalization left in the graph (constant folding off), MaxPool,
   GlobalAveragePool and a final Gemm.
-- `misc`: LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose, ReduceMean over two axes.
+- `misc`: LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose, MaxPool with
+  padding, ReduceMean over two axes.
 - `cnn_dynamic_batch`: `cnn` with a dynamic batch dimension (shares `cnn.json`).
 - `dynamo/torch_encoder`: PyTorch's own nn.TransformerEncoderLayer (default exporter only).
 - `unsupported`: a Cos, which veil does not run: the named-error test.
@@ -94,7 +95,8 @@ class Encoder(nn.Module):
 
 
 class Misc(nn.Module):
-    """LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose and ReduceMean."""
+    """LeakyRelu, Tanh, Concat, Slice, a product of two activations, Sub, Transpose, MaxPool with padding and
+    ReduceMean."""
 
     def __init__(self):
         super().__init__()
@@ -104,6 +106,7 @@ class Misc(nn.Module):
         a = torch.tanh(self.conv(nn.functional.leaky_relu(x, 0.1)))
         b = torch.cat([a, torch.relu(x)], dim=1)[:, 1:3]
         y = (b * a - x * 0.5).transpose(2, 3)
+        y = nn.functional.max_pool2d(y, 3, stride=2, padding=1)
         return y.mean(dim=(2, 3))
 
 

@@ -12,6 +12,10 @@ use veil_protocols::semi2k::Pool2d;
 
 use super::error::OnnxError;
 
+/// The value padded positions of a max pooling take on shares: below any activation the fixed-point
+/// range is meant for, far inside the sign test's range.
+pub const PADDING: f32 = -1.0e4;
+
 /// Largest element count of one tensor (activation or weight).
 pub const MAX_ELEMENTS: usize = 1 << 24;
 
@@ -192,6 +196,12 @@ pub enum Op {
         /// Batch items.
         batch: usize,
     },
+    /// Max pooling with padding: output `i` is the largest of `candidates[j][i]` over `j`, where an index
+    /// equal to the input's length stands for padding (never the maximum: [`PADDING`] on shares).
+    MaxPoolPadded {
+        /// Per window position, the input index (or the padding) for every output.
+        candidates: Vec<Vec<usize>>,
+    },
     /// Output `i` is the mean of the input's elements `windows[i]` (AveragePool, GlobalAveragePool,
     /// ReduceMean), divided by `divisors[i]` (the window's size, or the padded kernel's).
     Mean {
@@ -237,7 +247,7 @@ impl Op {
             Op::Erf => "erf",
             Op::Softmax { .. } => "softmax",
             Op::LayerNorm { .. } => "layernorm",
-            Op::MaxPool { .. } => "maxpool",
+            Op::MaxPool { .. } | Op::MaxPoolPadded { .. } => "maxpool",
             Op::Mean { .. } => "mean",
             Op::Gather { .. } => "gather",
             Op::MatMul { .. } => "matmul",
@@ -262,7 +272,7 @@ impl Op {
             }
             Op::Softmax { .. } => "row max (sign tests), exp polynomial, Newton reciprocal",
             Op::LayerNorm { .. } => "Newton rsqrt, public gain and bias, 1 truncation",
-            Op::MaxPool { .. } => "tournament of sign tests",
+            Op::MaxPool { .. } | Op::MaxPoolPadded { .. } => "tournament of sign tests",
             Op::Mean { .. } => "local window sums, public 1/size, 1 truncation",
             Op::Gather { .. } => "local gather (free)",
             Op::MatMul { .. } => "matrix triples (one round), 1 truncation",
@@ -384,6 +394,12 @@ impl Graph {
                 Op::MaxPool { pool, batch } => pool
                     .candidate_indices(x, *batch)
                     .is_ok_and(|c| c.iter().all(|w| w.len() == out && w.iter().all(|&i| i < x))),
+                Op::MaxPoolPadded { candidates } => {
+                    !candidates.is_empty()
+                        && candidates
+                            .iter()
+                            .all(|c| c.len() == out && c.iter().all(|&i| i <= x))
+                }
                 Op::Mean { windows, divisors } => {
                     windows.len() == out
                         && divisors.len() == out
@@ -641,6 +657,18 @@ fn plain_op(op: &Op, args: &[&[f32]]) -> Result<Vec<f32>, String> {
                     candidates
                         .iter()
                         .map(|c| x[c[i]])
+                        .fold(f32::NEG_INFINITY, f32::max)
+                })
+                .collect())
+        }
+        Op::MaxPoolPadded { candidates } => {
+            let x = first(args)?;
+            let width = candidates.first().map_or(0, Vec::len);
+            Ok((0..width)
+                .map(|i| {
+                    candidates
+                        .iter()
+                        .filter_map(|c| x.get(c[i]).copied())
                         .fold(f32::NEG_INFINITY, f32::max)
                 })
                 .collect())

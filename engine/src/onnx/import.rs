@@ -745,14 +745,55 @@ impl Builder {
                 let x = self.act(n, 0, &ctx)?;
                 let c = &p.config;
                 let (pt, pl, pb, pr) = pads(&c.padding, &c.auto_pad, &ctx)?;
-                if pt + pl + pb + pr != 0 || c.dilation != [1, 1] || c.ceil_mode {
-                    return Err(
-                        ctx.unsupported("MaxPool with padding, dilation or ceil_mode".into())
-                    );
+                if c.dilation != [1, 1] || c.ceil_mode {
+                    return Err(ctx.unsupported("MaxPool with dilation or ceil_mode".into()));
                 }
                 let [batch, channels, height, width] = self.shape(x)[..] else {
                     return Err(ctx.invalid("input is not NCHW".into()));
                 };
+                if pt + pl + pb + pr != 0 {
+                    let [kh, kw] = c.kernel_size;
+                    let [sh, sw] = c.strides;
+                    if kh == 0
+                        || kw == 0
+                        || sh == 0
+                        || sw == 0
+                        || height + pt + pb < kh
+                        || width + pl + pr < kw
+                    {
+                        return Err(ctx.invalid("the window does not fit".into()));
+                    }
+                    let (oh, ow) = (
+                        (height + pt + pb - kh) / sh + 1,
+                        (width + pl + pr - kw) / sw + 1,
+                    );
+                    count(&[batch, channels, oh, ow, kh, kw])?;
+                    let pad = count(&[batch, channels, height, width])?;
+                    let mut candidates = vec![Vec::new(); kh * kw];
+                    for nc in 0..batch * channels {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                for ky in 0..kh {
+                                    for kx in 0..kw {
+                                        let y = (oy * sh + ky) as isize - pt as isize;
+                                        let xx = (ox * sw + kx) as isize - pl as isize;
+                                        let inside = y >= 0
+                                            && xx >= 0
+                                            && (y as usize) < height
+                                            && (xx as usize) < width;
+                                        candidates[ky * kw + kx].push(if inside {
+                                            (nc * height + y as usize) * width + xx as usize
+                                        } else {
+                                            pad
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                    }
+                    let op = Op::MaxPoolPadded { candidates };
+                    return self.push(&ctx, op, vec![x], &out, vec![batch, channels, oh, ow]);
+                }
                 let pool = Pool2d {
                     channels,
                     height,

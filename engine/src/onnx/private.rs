@@ -14,7 +14,7 @@
 //! | MatMul of activations | one matrix triple per batch item, all in one round, truncation | 2 | `MatTriple` each, `Trunc` |
 //! | Relu | sign test | 7 | `Sign` |
 //! | LeakyRelu | sign test, `alpha x + (1 - alpha) relu(x)`, truncation | 8 | `Sign`, `Trunc` |
-//! | MaxPool | tournament of sign tests | 7 per level | `Sign` per level |
+//! | MaxPool (padding: [`super::graph::PADDING`] in the padded positions) | tournament of sign tests | 7 per level | `Sign` per level |
 //! | AveragePool, GlobalAveragePool, ReduceMean | local window sums, public `1/size`, truncation | 1 | `Trunc` |
 //! | Sigmoid, Tanh, GELU | piecewise polynomials ([`veil_protocols::approx::piecewise`]) | see there | its `requests` |
 //! | Softmax | row max, one-piece exp, Newton reciprocal ([`veil_protocols::approx::rows`]) | see there | its `requests` |
@@ -390,6 +390,15 @@ impl PrivateGraph {
                 out
             }
             Op::MaxPool { pool, batch } => requests::max_pool2d(pool, *batch),
+            Op::MaxPoolPadded { candidates } => {
+                let mut out = Vec::new();
+                let mut c = candidates.len();
+                while c > 1 {
+                    out.extend(requests::relu(c / 2 * len));
+                    c = c / 2 + c % 2;
+                }
+                out
+            }
             Op::Mean { divisors, .. } => {
                 if divisors.iter().all(|d| *d == 1) {
                     Vec::new()
@@ -551,6 +560,35 @@ impl PrivateGraph {
                     party.trunc(&y)?
                 }
                 (Op::MaxPool { pool, batch }, _) => party.max_pool2d(x, *batch, pool)?,
+                (Op::MaxPoolPadded { candidates }, _) => {
+                    let padding = enc(super::graph::PADDING, self.config.fixed_point.frac_bits());
+                    let xz = P::concat(&[x.clone(), party.share_public(&[padding])]);
+                    let mut level: Vec<P::Share> =
+                        candidates.iter().map(|c| P::gather(&xz, c)).collect();
+                    // A tournament: one sign test per level over every pair (as MpcOps::max_pool2d).
+                    while level.len() > 1 {
+                        let pairs = level.len() / 2;
+                        let diff = P::concat(
+                            &(0..pairs)
+                                .map(|j| P::sub(&level[2 * j], &level[2 * j + 1]))
+                                .collect::<Vec<_>>(),
+                        );
+                        let selected = party.relu(&diff)?;
+                        let mut next: Vec<P::Share> = (0..pairs)
+                            .map(|j| {
+                                P::add(
+                                    &P::slice(&selected, j * len..(j + 1) * len),
+                                    &level[2 * j + 1],
+                                )
+                            })
+                            .collect();
+                        if level.len() % 2 == 1 {
+                            next.extend(level.pop());
+                        }
+                        level = next;
+                    }
+                    level.pop().unwrap_or_default()
+                }
                 (Op::Mean { .. }, Prepared::Mean { columns, inverse }) => {
                     let xz = P::concat(&[x.clone(), party.share_public(&[0])]);
                     let mut sum = party.share_public(&vec![0; len]);
