@@ -11,7 +11,8 @@
 //! | --- | --- |
 //! | [`error`] | [`OnnxError`] |
 //! | [`graph`] | the DAG: tensors, ops, shapes, the plaintext f32 forward pass |
-//! | [`import`] | bytes -> [`graph::Graph`]: parsing, bounds, operator mapping, constant and shape folding |
+//! | [`import`] | bytes -> [`graph::Graph`]: parsing, bounds, operator mapping, constants |
+//! | `import::layout` | the layout operators as index maps, folded on constants (shape-only subgraphs) |
 //! | `passes` | rewrites: BatchNorm (per-channel affine) folding, GELU fusion, dead nodes |
 //! | [`private`] | the graph on secret shares, written once over [`veil_protocols::ops::MpcOps`], and its dealer material |
 //! | [`run`] | a local committee (in memory) under `semi2k`, `spdz2k` or `rep3` |
