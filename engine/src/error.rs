@@ -43,6 +43,9 @@ pub enum EngineError {
     /// Weights that do not match the plan (count or size).
     #[error("weights: {0}")]
     Weights(String),
+    /// An ONNX model that cannot be imported or run.
+    #[error(transparent)]
+    Onnx(#[from] crate::onnx::OnnxError),
     /// A batch of zero items.
     #[error("batch size must be at least 1")]
     EmptyBatch,

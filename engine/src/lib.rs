@@ -17,6 +17,7 @@ mod local_rep3;
 mod local_rep3m;
 pub mod model;
 pub mod model_file;
+pub mod onnx;
 pub mod plan;
 pub mod private;
 pub mod session;

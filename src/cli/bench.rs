@@ -29,6 +29,7 @@ use veil_protocols::net::NetStats;
 use veil_protocols::ring::FixedPoint;
 
 mod minilm;
+mod onnx;
 mod smollm2;
 
 /// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
@@ -65,7 +66,8 @@ pub struct BenchArgs {
     /// smollm2: tokens generated (greedy decode steps).
     #[arg(long, default_value_t = 16)]
     pub gen: usize,
-    /// minilm: the model directory (`veil models fetch all-minilm-l6-v2` puts it there).
+    /// minilm: the model directory (`veil models fetch all-minilm-l6-v2` puts it there). An ONNX file
+    /// (told apart by content) is benchmarked itself, whatever the workload.
     #[arg(long, default_value = "models/all-minilm-l6-v2")]
     pub model: std::path::PathBuf,
     /// Weight visibility.
@@ -420,6 +422,9 @@ pub fn check_protocol(protocol: &str) -> Result<()> {
 
 /// Measures one model workload as `args` says.
 pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
+    if veil_engine::onnx::looks_like_onnx_file(&args.model) {
+        return onnx::measure(args);
+    }
     if args.workload == "minilm" {
         return minilm::measure(args);
     }

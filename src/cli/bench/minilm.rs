@@ -310,7 +310,7 @@ fn over_quic(
 }
 
 /// The party that sent the most (the lowest index among equals).
-fn busiest(report: &LocalRunReport) -> usize {
+pub(super) fn busiest(report: &LocalRunReport) -> usize {
     let Some(parties) = report.online.first() else {
         return 0;
     };
@@ -322,7 +322,7 @@ fn busiest(report: &LocalRunReport) -> usize {
 }
 
 /// Per step of `party`, with an `after steps` entry (spdz2k's MAC check) so that the entries add up.
-fn layers(report: &LocalRunReport, party: usize) -> Vec<LayerReport> {
+pub(super) fn layers(report: &LocalRunReport, party: usize) -> Vec<LayerReport> {
     let Some(mine) = report.profiles.get(party) else {
         return Vec::new();
     };
