@@ -229,6 +229,40 @@ pub fn stages_of(
     })
 }
 
+/// The weight count of built-in workload `name`, which does not depend on the seed, the fixed point or the
+/// weight mode: compiled once per workload (on a seed of 0) and cached, so a submission builds no model.
+/// Invariant: the cache holds only names [`workloads::by_name`] knows (a handful), so it is bounded.
+fn workload_weights(
+    name: &str,
+    fp: veil_protocols::ring::FixedPoint,
+    mode: WeightMode,
+) -> Result<u64> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<std::collections::HashMap<String, u64>>> =
+        std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(&n) = cache.lock().ok().as_ref().and_then(|c| c.get(name)) {
+        return Ok(n);
+    }
+    let device = burn::tensor::Device::flex();
+    let model = workloads::by_name(name, 0, &device)
+        .ok_or_else(|| Error::Unsupported {
+            field: "workload",
+            value: name.chars().take(32).collect(),
+            expected: "a model workload (network-a, lenet)",
+        })?
+        .map_err(Error::invariant)?;
+    let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(Error::invariant)?;
+    let n = plan
+        .weights
+        .iter()
+        .map(|w| (w.inner * w.outputs + w.bias.as_ref().map_or(0, |b| b.len())) as u64)
+        .sum();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(name.to_string(), n);
+    }
+    Ok(n)
+}
+
 /// Checks a job request and estimates what it asks of a committee from its compiled plan: each party
 /// holds its weight shares, their masks and the opened masked weights (3 x 8 bytes per weight) plus 1 MiB
 /// of activations; computes 2 ring operations per weight per item; sends the opened weights once and
@@ -262,21 +296,7 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Resul
         (Some(_), Some(architecture)) => veil_engine::model_file::weight_count(architecture)
             .map_err(|e| Error::malformed("model", e))?,
         (Some(id), None) => return Err(Error::UnknownModel { model: id.clone() }),
-        (None, _) => {
-            let device = burn::tensor::Device::flex();
-            let model = workloads::by_name(&req.workload, req.model_seed, &device)
-                .ok_or_else(|| Error::Unsupported {
-                    field: "workload",
-                    value: req.workload.chars().take(32).collect(),
-                    expected: "a model workload (network-a, lenet)",
-                })?
-                .map_err(Error::invariant)?;
-            let plan = veil_engine::Plan::compile(&model, fp, mode).map_err(Error::invariant)?;
-            plan.weights
-                .iter()
-                .map(|w| (w.inner * w.outputs + w.bias.as_ref().map_or(0, |b| b.len())) as u64)
-                .sum()
-        }
+        (None, _) => workload_weights(&req.workload, fp, mode)?,
     };
     let items = u64::from(req.batch) * u64::from(req.inferences);
     let rounds_per = if req.workload == "lenet" { 61 } else { 20 };
