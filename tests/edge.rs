@@ -358,6 +358,7 @@ fn a_huge_models_stages_get_does_not_block_other_requests() {
         frac_bits: 16,
         protocol: "semi2k".into(),
         pretrained: None,
+        onnx: false,
     };
     api.post_json::<_, Value>(api::MODELS, &deploy)
         .expect("deploy");

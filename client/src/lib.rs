@@ -180,6 +180,7 @@ impl Client {
             frac_bits,
             protocol: protocol.to_string(),
             pretrained: None,
+            onnx: false,
         };
         Ok(self.api.post_json(api::MODELS, &request)?)
     }
@@ -202,8 +203,65 @@ impl Client {
             frac_bits,
             protocol: protocol.to_string(),
             pretrained: Some(name.to_string()),
+            onnx: false,
         };
         Ok(self.api.post_json(api::MODELS, &request)?)
+    }
+
+    /// Deploys the ONNX file `bytes` (self-contained: weights inside, public to the parties) under its
+    /// SHA-256: the coordinator imports it once and refuses what veil cannot run; every party gets the file
+    /// in its job's manifest and checks it against the id. Refuses a file over
+    /// `veil_node::onnx_model::MAX_ONNX_BYTES` before sending.
+    pub fn deploy_onnx(
+        &self,
+        bytes: &[u8],
+        parties: u8,
+        frac_bits: u32,
+        protocol: &str,
+    ) -> Result<ModelView> {
+        let request = DeployRequest {
+            id: veil_node::onnx_model::model_id(bytes),
+            architecture: veil_node::onnx_model::encode(bytes)?,
+            weights: weight_name(WeightMode::Public).into(),
+            parties,
+            frac_bits,
+            protocol: protocol.to_string(),
+            pretrained: None,
+            onnx: true,
+        };
+        Ok(self.api.post_json(api::MODELS, &request)?)
+    }
+
+    /// Runs `inputs` (each the graph's whole input, f32) through deployed ONNX model `model` (the graph
+    /// this client imported from the deployment, which `request` names): one inference per input, shared
+    /// (semi2k) or published under the dealer's masks (spdz2k, receipt checked); returns the outputs.
+    pub fn run_onnx(
+        &self,
+        request: SubmitRequest,
+        model: &veil_engine::onnx::PrivateGraph,
+        inputs: &[Vec<f32>],
+        timeout: Duration,
+        mut progress: impl FnMut(&JobView),
+    ) -> Result<Finished> {
+        ensure!(
+            inputs.len() == request.inferences as usize && request.batch == 1,
+            "{} inputs for {} inferences of batch {}",
+            inputs.len(),
+            request.inferences,
+            request.batch
+        );
+        let encoded: Vec<Vec<u64>> = inputs
+            .iter()
+            .map(|x| model.client_input(x))
+            .collect::<std::result::Result<_, _>>()?;
+        self.run_encoded(
+            request,
+            Program::Encoder,
+            &encoded,
+            model.config().fixed_point,
+            timeout,
+            &mut progress,
+        )
     }
 
     /// Submits `request` (which must describe `model` and `plan`), runs `inputs` through whatever
@@ -911,7 +969,7 @@ fn published_encoder_runs(
 enum Program<'a> {
     /// A compiled plan: the client deals (or seals) its weights.
     Plan(&'a Plan),
-    /// A pretrained encoder the parties load themselves: inputs only.
+    /// A public-weight model the parties hold themselves (a pretrained encoder, an ONNX graph): inputs only.
     Encoder,
 }
 

@@ -395,6 +395,10 @@ pub struct DeployRequest {
     /// empty and the weights are public.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
+    /// An ONNX model (see `crate::onnx_model`): `architecture` is the file's hex, `id` its SHA-256, the
+    /// weights public; its jobs' workload is `onnx`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub onnx: bool,
 }
 
 /// A deployed model as the coordinator lists it.

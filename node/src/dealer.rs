@@ -574,7 +574,7 @@ mod tests {
                 veil_engine::local::spdz2k_requests(
                     match &program {
                         JobProgram::Plan(p) => p,
-                        JobProgram::Encoder(_) => panic!("network-a is a plan"),
+                        _ => panic!("network-a is a plan"),
                     },
                     2,
                     inferences as usize

@@ -55,6 +55,7 @@ pub mod logging;
 pub mod manifest;
 pub mod metrics;
 pub mod node;
+pub mod onnx_model;
 pub mod operator;
 pub mod party;
 pub mod peers;

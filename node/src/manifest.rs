@@ -275,6 +275,11 @@ impl SignedManifest {
             Some(d) if veil_engine::bert::pretrained::is_pretrained(&manifest.model.workload) => {
                 d.check_id()?;
             }
+            // An ONNX model: the file travels in the manifest, pinned by the id (checked when imported).
+            Some(d) if manifest.model.workload == crate::onnx_model::ONNX_WORKLOAD => {
+                d.check_id()?;
+                crate::onnx_model::decode_checked(&d.architecture, &d.id)?;
+            }
             Some(d) => {
                 d.parse()?;
             }

@@ -22,6 +22,7 @@ use veil_engine::bert::pretrained;
 use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
 use veil_engine::lab::shaping::ShapedNet;
+use veil_engine::onnx::PrivateGraph;
 use veil_engine::private::{setup, setup_published, PublishedWeight, WeightShare};
 use veil_engine::session::{job_requests, PartySession, Program, SessionDomain};
 use veil_engine::{workloads, Plan};
@@ -38,6 +39,7 @@ use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::jobs::Arrival;
 use crate::manifest::{Manifest, SPDZ2K};
+use crate::onnx_model;
 use crate::peers::Peers;
 use crate::quic_net::QuicNet;
 use crate::wire::{
@@ -67,6 +69,9 @@ pub enum JobProgram {
     /// A pretrained sentence encoder (public weights, pinned by the manifest's model id) embedding sequences
     /// of `manifest.batch` tokens, one per inference.
     Encoder(Arc<PrivateBert>),
+    /// A deployed ONNX model's graph (public weights, the file pinned by the manifest's model id), one
+    /// input of the graph's shape per inference.
+    Graph(Arc<PrivateGraph>),
 }
 
 /// Pretrained encoders this process has loaded, by model id and fixed point (loading and hashing ~90 MB
@@ -101,6 +106,21 @@ impl JobProgram {
     /// weights), else the compiled plan.
     pub fn of(manifest: &Manifest) -> Result<JobProgram> {
         let spec = &manifest.model;
+        if spec.workload == onnx_model::ONNX_WORKLOAD {
+            let d = spec.deployed.as_ref().ok_or_else(|| {
+                NodeError::Manifest("an ONNX job without its deployed model".into())
+            })?;
+            if spec.weights != veil_engine::WeightMode::Public {
+                return Err(NodeError::Manifest(
+                    "an ONNX model's weights are public".into(),
+                ));
+            }
+            return Ok(JobProgram::Graph(Arc::new(onnx_model::load_checked(
+                &d.architecture,
+                &d.id,
+                spec.frac_bits,
+            )?)));
+        }
         if pretrained::is_pretrained(&spec.workload) {
             let id = spec
                 .deployed
@@ -153,6 +173,14 @@ impl JobProgram {
                 Vec::new(),
                 job_requests::<Semi2k, PrivateBert>(e, Vec::new(), &[batch]),
             ),
+            JobProgram::Graph(g) if spdz2k => (
+                Vec::new(),
+                job_requests::<Spdz2k, PrivateGraph>(g, Vec::new(), &[batch]),
+            ),
+            JobProgram::Graph(g) => (
+                Vec::new(),
+                job_requests::<Semi2k, PrivateGraph>(g, Vec::new(), &[batch]),
+            ),
         };
         JobRequests {
             setup,
@@ -165,7 +193,7 @@ impl JobProgram {
     pub fn mask_shapes(&self) -> Vec<usize> {
         match self {
             JobProgram::Plan(plan) => plan.mask_shapes(),
-            JobProgram::Encoder(_) => Vec::new(),
+            JobProgram::Encoder(_) | JobProgram::Graph(_) => Vec::new(),
         }
     }
 
@@ -177,7 +205,7 @@ impl JobProgram {
                 .iter()
                 .map(|w| (w.inner * w.outputs, w.bias.as_ref().map(Vec::len)))
                 .collect(),
-            JobProgram::Encoder(_) => Vec::new(),
+            JobProgram::Encoder(_) | JobProgram::Graph(_) => Vec::new(),
         }
     }
 
@@ -186,6 +214,7 @@ impl JobProgram {
         match self {
             JobProgram::Plan(plan) => items * plan.input_len,
             JobProgram::Encoder(e) => items * e.hidden(),
+            JobProgram::Graph(g) => items * g.graph().input_len(),
         }
     }
 
@@ -194,6 +223,7 @@ impl JobProgram {
         match self {
             JobProgram::Plan(plan) => plan.fixed_point,
             JobProgram::Encoder(e) => e.config().fixed_point,
+            JobProgram::Graph(g) => g.config().fixed_point,
         }
     }
 }
@@ -591,6 +621,9 @@ pub fn run(
             JobProgram::Encoder(e) => {
                 job.infer_all(&mut p, e.as_ref(), run.inputs, &mut report, release)?
             }
+            JobProgram::Graph(g) => {
+                job.infer_all(&mut p, g.as_ref(), run.inputs, &mut report, release)?
+            }
         }
         // Every output share is out and every opening passed its check: alpha's share may go too.
         report.output_key_share = Some(p.release_output_key_share()?.to_le_bytes());
@@ -611,6 +644,9 @@ pub fn run(
             }
             JobProgram::Encoder(e) => {
                 job.infer_all(&mut p, e.as_ref(), run.inputs, &mut report, release)?
+            }
+            JobProgram::Graph(g) => {
+                job.infer_all(&mut p, g.as_ref(), run.inputs, &mut report, release)?
             }
         }
         p.finish()?;

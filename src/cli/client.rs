@@ -113,6 +113,16 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
     {
         return super::embed_job::deploy_pretrained(name, &args);
     }
+    if veil_engine::onnx::looks_like_onnx_file(&args.model) {
+        ensure!(
+            args.weights == "public" || args.weights == "shared",
+            "--weights {:?}: use shared or public",
+            args.weights
+        );
+        let dir = client_dir(&args.connect);
+        args.connect.identity = Some(dir);
+        return super::onnx_job::deploy(&args);
+    }
     let mode = weight_mode(&args.weights)?;
     let device = burn::tensor::Device::flex();
     let file = ModelFile::load(&args.model, &device)
@@ -150,7 +160,7 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
 }
 
 /// Parses the rows of `path`: CSV or JSON (by extension).
-fn read_rows(path: &Path) -> Result<Vec<Vec<f32>>> {
+pub(super) fn read_rows(path: &Path) -> Result<Vec<Vec<f32>>> {
     let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
     ensure!(
         meta.len() <= 256 << 20,
@@ -190,6 +200,15 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
     let dir = client_dir(&args.connect);
     args.connect.identity = Some(dir.clone());
     let path = stored_model(&dir, &args.model);
+    if !path.exists() {
+        // Not a veil model file this client deployed: an ONNX model (its file is in the deployment)?
+        let client = args.connect.session()?;
+        let deployments = super::onnx_job::deployments(&client)?;
+        if let Some(d) = super::onnx_job::find(&deployments, &args.model) {
+            veil_node::record::init("client");
+            return super::onnx_job::infer(&args, &client, d);
+        }
+    }
     let device = burn::tensor::Device::flex();
     let file = ModelFile::load(&path, &device).with_context(|| {
         format!(

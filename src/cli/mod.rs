@@ -14,6 +14,7 @@ pub mod local;
 pub mod models;
 pub mod node;
 pub mod nodes;
+pub mod onnx_job;
 pub mod operator;
 pub mod report;
 pub mod signals;

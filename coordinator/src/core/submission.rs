@@ -132,6 +132,108 @@ pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
     Ok(name)
 }
 
+/// Checks an ONNX deployment's fields without importing the file (cheap, under the state lock): no
+/// pretrained name, public weights, parties, protocol, fixed point, and the file (hex in `architecture`)
+/// bounded and hashing to the id. Returns the file's bytes.
+pub fn check_onnx_fields(req: &DeployRequest) -> Result<Vec<u8>> {
+    check_model_id(&req.id)?;
+    if req.pretrained.is_some() {
+        return Err(Error::malformed(
+            "pretrained",
+            "an ONNX deployment names no pretrained model",
+        ));
+    }
+    if weight_mode(&req.weights)? != WeightMode::Public {
+        return Err(Error::malformed(
+            "weights",
+            "an ONNX model's weights are public",
+        ));
+    }
+    check_parties(req.parties)?;
+    check_protocol(&req.protocol)?;
+    veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| Error::malformed("frac_bits", e))?;
+    veil_node::onnx_model::decode_checked(&req.architecture, &req.id)
+        .map_err(|e| Error::malformed("architecture", e))
+}
+
+/// Checks an ONNX deployment whole: its fields ([`check_onnx_fields`]), then imports the file and prepares
+/// it for private inference, so that a model veil cannot run (an unsupported operator, a dynamic shape,
+/// external data) is refused at deploy with the importer's message. Heavy: run it outside the state lock.
+pub fn check_onnx(req: &DeployRequest) -> Result<()> {
+    let bytes = check_onnx_fields(req)?;
+    veil_node::onnx_model::private_graph(&bytes, req.frac_bits)
+        .map_err(|e| Error::malformed("model", e))?;
+    Ok(())
+}
+
+/// Checks a job on a deployed ONNX model (`bytes` its file) and estimates its demand from the imported
+/// graph: per item every tensor is held as shares (8 bytes, 4 copies for masks and openings) and sent
+/// about once per party; the dealer streams as much; two ring operations per element; about 8 rounds per
+/// node. Estimates, for selection and load accounting only. Imports the file: run it outside the lock.
+pub fn onnx_demand_for(req: &SubmitRequest, bytes: &[u8]) -> Result<JobDemand> {
+    if req.shaping.is_some() {
+        return Err(Error::LabOnly { field: "shaping" });
+    }
+    if req.threads.is_some() {
+        return Err(Error::LabOnly { field: "threads" });
+    }
+    if req.workload != veil_node::onnx_model::ONNX_WORKLOAD {
+        return Err(Error::malformed(
+            "workload",
+            "an ONNX model's jobs run workload onnx",
+        ));
+    }
+    if req.stage.is_some() {
+        return Err(Error::malformed("stage", "an ONNX job runs in one stage"));
+    }
+    if weight_mode(&req.weights)? != WeightMode::Public {
+        return Err(Error::malformed(
+            "weights",
+            "an ONNX model's weights are public",
+        ));
+    }
+    check_parties(req.parties)?;
+    // The graph's input shape is fixed at export: one item per inference.
+    check_range("batch", req.batch.into(), 1, 1)?;
+    check_range(
+        "inferences",
+        req.inferences.into(),
+        1,
+        MAX_INFERENCES.into(),
+    )?;
+    veil_protocols::ring::FixedPoint::new(req.frac_bits)
+        .map_err(|e| Error::malformed("frac_bits", e))?;
+    check_protocol(&req.protocol)?;
+    if let Some(k) = &req.output_key {
+        k.parse::<SealingKey>()
+            .map_err(|e| Error::malformed("output_key", e))?;
+    }
+    let graph = veil_node::onnx_model::import(bytes).map_err(|e| Error::malformed("model", e))?;
+    let elements: u64 = graph.tensors.iter().map(|t| t.len() as u64).sum();
+    let nodes = graph.nodes.len() as u32;
+    let items = u64::from(req.inferences);
+    Ok(JobDemand {
+        parties: req.parties,
+        party: RoleDemand {
+            memory_bytes: 32 * elements + (16 << 20),
+            ops: 2 * elements * items,
+            bytes: 8 * elements * items,
+        },
+        dealer: RoleDemand {
+            memory_bytes: 64 << 20,
+            ops: elements * items,
+            bytes: 8 * elements * items * u64::from(req.parties),
+        },
+        verifier: RoleDemand {
+            memory_bytes: 16 << 20,
+            ops: 0,
+            bytes: 0,
+        },
+        rounds: nodes.saturating_mul(8).saturating_mul(req.inferences),
+    })
+}
+
 /// Weights of all-MiniLM-L6-v2's encoder layers (6 layers of 4 x 384 x 384 + 2 x 384 x 1536 weights):
 /// what a party holds and multiplies, for the demand estimate of an embedding job.
 const ENCODER_WEIGHTS: u64 = 6 * (4 * 384 * 384 + 2 * 384 * 1536);
@@ -373,6 +475,10 @@ impl Core {
         now: Millis,
     ) -> Result<ModelView> {
         let name = match &req.pretrained {
+            _ if req.onnx => {
+                check_onnx_fields(&req)?;
+                veil_node::onnx_model::ONNX_WORKLOAD.to_string()
+            }
             Some(_) => check_pretrained(&req)?.to_string(),
             None => check_deployment(&req)?.name,
         };
@@ -403,6 +509,18 @@ impl Core {
         let m = self.models.get(id).ok_or_else(|| Error::UnknownModel {
             model: id.to_string(),
         })?;
+        if m.deployment.onnx {
+            if req.stage.is_some() {
+                return Err(Error::malformed("stage", "an ONNX job runs in one stage"));
+            }
+            // The file itself: every member checks it against the id and imports it.
+            return Ok(DeployedModel {
+                id: m.id.clone(),
+                architecture: m.deployment.architecture.clone(),
+                handoff: None,
+                senders: 0,
+            });
+        }
         if m.deployment.pretrained.is_some() {
             if req.stage.is_some() {
                 return Err(Error::malformed(
@@ -479,6 +597,22 @@ impl Core {
             model: id.to_string(),
         })?;
         Ok(m.deployment.pretrained.clone())
+    }
+
+    /// The file of the ONNX model a job runs, if its model is one.
+    pub fn job_onnx(&self, req: &SubmitRequest) -> Result<Option<Vec<u8>>> {
+        let Some(id) = req.model.as_deref() else {
+            return Ok(None);
+        };
+        let m = self.models.get(id).ok_or_else(|| Error::UnknownModel {
+            model: id.to_string(),
+        })?;
+        if !m.deployment.onnx {
+            return Ok(None);
+        }
+        veil_node::onnx_model::decode_checked(&m.deployment.architecture, &m.id)
+            .map(Some)
+            .map_err(|e| Error::record("model", e))
     }
 
     /// The architecture a job on a deployed model runs: the model's, or its stage's.

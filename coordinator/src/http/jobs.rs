@@ -13,7 +13,7 @@ use veil_scheduler::JobDemand;
 use super::{
     blocking, now_ms, read_blob, with_state, with_uploaded_blob, Caller, HttpResult, Shared,
 };
-use crate::core::{demand_for, encoder_demand_for, generation_demand_for};
+use crate::core::{demand_for, encoder_demand_for, generation_demand_for, onnx_demand_for};
 use crate::error::Error;
 
 /// The routes of jobs.
@@ -112,6 +112,17 @@ async fn submit(
 ) -> HttpResult<Json<JobView>> {
     let key = caller.key()?;
     let check = req.clone();
+    let r = req.clone();
+    if let Some(bytes) = with_state(&s, move |c| c.job_onnx(&r)).await? {
+        // The import runs outside the state lock.
+        let demand = blocking(move || onnx_demand_for(&check, &bytes)).await?;
+        return with_state(&s, move |c| {
+            check_fits(&c.nodes(), &demand)?;
+            c.submit(&key, req, demand, now_ms())
+        })
+        .await
+        .map(Json);
+    }
     let r = req.clone();
     if let Some(name) = with_state(&s, move |c| c.job_encoder(&r)).await? {
         let demand = match name == veil_node::generation::SMOLLM2 {

@@ -368,6 +368,7 @@ mod tests {
                     frac_bits: 16,
                     protocol: "semi2k".into(),
                     pretrained: None,
+                    onnx: false,
                 },
                 now_ms(),
             )?;

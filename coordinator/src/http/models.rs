@@ -64,6 +64,11 @@ async fn deploy(
     Json(req): Json<DeployRequest>,
 ) -> HttpResult<Json<ModelView>> {
     let key = caller.key()?;
+    let req = match req.onnx {
+        // An ONNX model is imported once here, outside the state lock (the core checks only its fields).
+        true => blocking(move || crate::core::check_onnx(&req).map(|()| req)).await?,
+        false => req,
+    };
     with_state(&s, move |c| c.deploy(&key, req, now_ms()))
         .await
         .map(Json)
