@@ -1581,3 +1581,66 @@ fn an_active_node_without_a_measurement_is_reexamined_without_blame_and_then_mea
     assert!(v.measured_ops_per_s.is_some());
     assert_eq!(v.ops_per_s, v.measured_ops_per_s.unwrap());
 }
+
+/// An ONNX deployment of `file` (shipped under `models/onnx`).
+fn onnx_deployment(file: &str) -> veil_node::api::DeployRequest {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../models/onnx")
+        .join(file);
+    let bytes = std::fs::read(path).unwrap();
+    veil_node::api::DeployRequest {
+        id: veil_node::onnx_model::model_id(&bytes),
+        architecture: veil_node::onnx_model::encode(&bytes).unwrap(),
+        weights: "public".into(),
+        parties: 3,
+        frac_bits: 16,
+        protocol: "spdz2k".into(),
+        pretrained: None,
+        onnx: true,
+    }
+}
+
+#[test]
+fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
+    let good = onnx_deployment("cnn.onnx");
+    super::check_onnx(&good).unwrap();
+    // Another id than the file's hash, secret weights, or an operator veil cannot run: refused.
+    let mut wrong_id = good.clone();
+    wrong_id.id = "ab".repeat(32);
+    assert_eq!(kind(super::check_onnx(&wrong_id)), Some(ErrorKind::Invalid));
+    let mut shared = good.clone();
+    shared.weights = "shared".into();
+    assert_eq!(kind(super::check_onnx(&shared)), Some(ErrorKind::Invalid));
+    let unsupported = super::check_onnx(&onnx_deployment("unsupported.onnx")).unwrap_err();
+    assert!(
+        unsupported.to_string().contains("unsupported operator"),
+        "{unsupported}"
+    );
+
+    // A job's demand comes from the graph: one item per inference, scaled by the inferences.
+    let bytes = veil_node::onnx_model::decode_checked(&good.architecture, &good.id).unwrap();
+    let request = |batch: u32, inferences: u32| SubmitRequest {
+        workload: "onnx".into(),
+        model_seed: 0,
+        weights: "public".into(),
+        frac_bits: 16,
+        batch,
+        inferences,
+        parties: 3,
+        model: Some(good.id.clone()),
+        output_key: None,
+        protocol: "spdz2k".into(),
+        stage: None,
+        threads: None,
+        shaping: None,
+    };
+    let one = super::onnx_demand_for(&request(1, 1), &bytes).unwrap();
+    let four = super::onnx_demand_for(&request(1, 4), &bytes).unwrap();
+    assert_eq!(four.party.ops, 4 * one.party.ops);
+    assert_eq!(four.rounds, 4 * one.rounds);
+    assert!(one.rounds > 0);
+    assert_eq!(
+        kind(super::onnx_demand_for(&request(2, 1), &bytes)),
+        Some(ErrorKind::Invalid)
+    );
+}
