@@ -90,6 +90,7 @@ fn assert_close(name: &str, protocol: &str, got: &[f32], want: &[f32]) {
         .zip(want)
         .map(|(a, b)| (a - b).abs())
         .fold(0f32, f32::max);
+    eprintln!("{name} {protocol}: largest error {worst:.2e}");
     assert!(
         worst <= 1e-2,
         "{name} under {protocol}: largest error {worst} > 1e-2\n got  {got:?}\n want {want:?}"
@@ -105,6 +106,7 @@ fn shipped_onnx_models_deployed_on_devnet_match_their_reference_outputs() {
         for protocol in ["semi2k", "spdz2k"] {
             let (got, result) = deploy_and_infer(&net, name, protocol);
             assert_close(name, protocol, &got, &want);
+            eprintln!("{name} {protocol}: {} s", result["seconds"]);
             let receipt = net
                 .client_dir()
                 .join(format!("{name}-{protocol}.receipt.json"));
