@@ -2,8 +2,8 @@
 //! nodes), `veil deploy --model X.onnx` (the file travels to the coordinator, which imports it once; its id
 //! is the file's SHA-256), then `veil infer` of the shipped reference input through the coordinator, under
 //! semi2k and spdz2k (verified: the receipt passes `veil verify`). Every output is within 1e-2 of the
-//! PyTorch reference output shipped beside the model. A model with an unsupported operator is refused at
-//! deploy with the importer's message.
+//! PyTorch reference output shipped beside the model. A model with an unsupported operator, or with its
+//! weights in an external data file, is refused at deploy with the importer's message.
 
 mod common;
 
@@ -163,4 +163,18 @@ fn shipped_onnx_models_deployed_on_devnet_match_their_reference_outputs() {
         .expect_err("the coordinator deploys an unsupported model");
     let text = format!("{refused:#}");
     assert!(text.contains("unsupported operator"), "{text}");
+
+    // A file whose weights are in an external data file: the client refuses it, and so does the
+    // coordinator (it never reads a file beside the model).
+    let external = onnx("dynamo/cnn.onnx");
+    let err = net
+        .veil_json(&["deploy", "--model", external.to_str().unwrap()])
+        .expect_err("a model with external data deploys");
+    assert!(err.contains("external data"), "{err}");
+    let bytes = std::fs::read(&external).unwrap();
+    let refused = client
+        .deploy_onnx(&bytes, 3, 16, "semi2k")
+        .expect_err("the coordinator deploys a model with external data");
+    eprintln!("external data, coordinator: {refused:#}");
+    assert!(format!("{refused:#}").contains("model:"), "{refused:#}");
 }

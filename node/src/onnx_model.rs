@@ -58,15 +58,14 @@ pub fn decode_checked(architecture: &str, id: &str) -> Result<Vec<u8>> {
 
 /// The imported graph of an ONNX file (refuses unsupported operators, dynamic shapes, external data).
 pub fn import(bytes: &[u8]) -> Result<Graph> {
-    veil_engine::onnx::import(bytes).map_err(|e| NodeError::Manifest(format!("ONNX model: {e}")))
+    Ok(veil_engine::onnx::import(bytes).map_err(veil_engine::EngineError::from)?)
 }
 
 /// The graph of `bytes` prepared for private inference at `frac_bits` fractional bits.
 pub fn private_graph(bytes: &[u8], frac_bits: u32) -> Result<PrivateGraph> {
     let graph = import(bytes)?;
     let fp = FixedPoint::new(frac_bits).map_err(|e| NodeError::Manifest(e.to_string()))?;
-    let config = PrivateConfig::new(fp).map_err(|e| NodeError::Manifest(e.to_string()))?;
-    PrivateGraph::new(graph, config).map_err(|e| NodeError::Manifest(format!("ONNX model: {e}")))
+    Ok(PrivateGraph::new(graph, PrivateConfig::new(fp)?)?)
 }
 
 /// The private graph of a deployment (`architecture` the file's hex, `id` its hash), checked.
