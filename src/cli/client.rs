@@ -26,11 +26,12 @@ const MAX_ROWS: usize = 10_000;
 /// Arguments of `veil deploy`.
 #[derive(Args, Debug)]
 pub struct DeployArgs {
-    /// The model file (veil safetensors with its architecture, or a burn record; see models/README.md), or
-    /// the name of a fetched pretrained encoder (`all-minilm-l6-v2`: public weights, id = hash of its files).
+    /// The model file (veil safetensors with its architecture, a burn record, or an ONNX file; see
+    /// models/README.md), or the name of a fetched pretrained encoder (`all-minilm-l6-v2`: public weights, id = hash of its files).
     #[arg(long)]
     pub model: PathBuf,
-    /// `shared`: the weights are secret-shared too (nobody but the owner sees them); `public`.
+    /// `shared`: the weights are secret-shared too (nobody but the owner sees them); `public`. An ONNX
+    /// model's (`X.onnx`, a self-contained file) are always public to the parties.
     #[arg(long, default_value = "shared")]
     pub weights: String,
     /// Execution parties of its jobs.
@@ -114,11 +115,7 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
         return super::embed_job::deploy_pretrained(name, &args);
     }
     if veil_engine::onnx::looks_like_onnx_file(&args.model) {
-        ensure!(
-            args.weights == "public" || args.weights == "shared",
-            "--weights {:?}: use shared or public",
-            args.weights
-        );
+        // An ONNX model's weights are public to the parties (`--weights` does not apply).
         let dir = client_dir(&args.connect);
         args.connect.identity = Some(dir);
         return super::onnx_job::deploy(&args);
@@ -202,7 +199,8 @@ pub fn infer(mut args: InferArgs) -> Result<()> {
     let path = stored_model(&dir, &args.model);
     if !path.exists() {
         // Not a veil model file this client deployed: an ONNX model (its file is in the deployment)?
-        let client = args.connect.session()?;
+        let mut client = args.connect.session()?;
+        client.tamper = args.insecure_tamper.clone();
         let deployments = super::onnx_job::deployments(&client)?;
         if let Some(d) = super::onnx_job::find(&deployments, &args.model) {
             veil_node::record::init("client");

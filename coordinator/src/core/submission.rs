@@ -374,6 +374,13 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Resul
     if req.shaping.is_some() {
         return Err(Error::LabOnly { field: "shaping" });
     }
+    // Members would read the architecture as an ONNX file: only an ONNX deployment runs this workload.
+    if req.workload == veil_node::onnx_model::ONNX_WORKLOAD {
+        return Err(Error::malformed(
+            "workload",
+            "onnx runs deployed ONNX models only",
+        ));
+    }
     if req.threads.is_some() {
         return Err(Error::LabOnly { field: "threads" });
     }

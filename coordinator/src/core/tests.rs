@@ -1643,4 +1643,9 @@ fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
         kind(super::onnx_demand_for(&request(2, 1), &bytes)),
         Some(ErrorKind::Invalid)
     );
+    // Workload onnx on anything but an ONNX deployment: refused.
+    assert_eq!(
+        kind(demand_for(&request(1, 1), None)),
+        Some(ErrorKind::Invalid)
+    );
 }
