@@ -172,43 +172,17 @@ pub fn check_onnx(req: &DeployRequest) -> Result<()> {
 /// about once per party; the dealer streams as much; two ring operations per element; about 8 rounds per
 /// node. Estimates, for selection and load accounting only. Imports the file: run it outside the lock.
 pub fn onnx_demand_for(req: &SubmitRequest, bytes: &[u8]) -> Result<JobDemand> {
-    if req.shaping.is_some() {
-        return Err(Error::LabOnly { field: "shaping" });
-    }
-    if req.threads.is_some() {
-        return Err(Error::LabOnly { field: "threads" });
-    }
-    if req.workload != veil_node::onnx_model::ONNX_WORKLOAD {
-        return Err(Error::malformed(
-            "workload",
-            "an ONNX model's jobs run workload onnx",
-        ));
-    }
-    if req.stage.is_some() {
-        return Err(Error::malformed("stage", "an ONNX job runs in one stage"));
-    }
-    if weight_mode(&req.weights)? != WeightMode::Public {
-        return Err(Error::malformed(
-            "weights",
-            "an ONNX model's weights are public",
-        ));
-    }
-    check_parties(req.parties)?;
-    // The graph's input shape is fixed at export: one item per inference.
-    check_range("batch", req.batch.into(), 1, 1)?;
-    check_range(
-        "inferences",
-        req.inferences.into(),
-        1,
-        MAX_INFERENCES.into(),
+    check_public_weight_job(
+        req,
+        PublicWeightJob {
+            workload: veil_node::onnx_model::ONNX_WORKLOAD,
+            wrong_workload: "an ONNX model's jobs run workload onnx",
+            one_stage: "an ONNX job runs in one stage",
+            public_weights: "an ONNX model's weights are public",
+            // The graph's input shape is fixed at export: one item per inference.
+            max_batch: 1,
+        },
     )?;
-    veil_protocols::ring::FixedPoint::new(req.frac_bits)
-        .map_err(|e| Error::malformed("frac_bits", e))?;
-    check_protocol(&req.protocol)?;
-    if let Some(k) = &req.output_key {
-        k.parse::<SealingKey>()
-            .map_err(|e| Error::malformed("output_key", e))?;
-    }
     let graph = veil_node::onnx_model::import(bytes).map_err(|e| Error::malformed("model", e))?;
     let elements: u64 = graph.tensors.iter().map(|t| t.len() as u64).sum();
     let nodes = graph.nodes.len() as u32;
@@ -234,43 +208,37 @@ pub fn onnx_demand_for(req: &SubmitRequest, bytes: &[u8]) -> Result<JobDemand> {
     })
 }
 
-/// Weights of all-MiniLM-L6-v2's encoder layers (6 layers of 4 x 384 x 384 + 2 x 384 x 1536 weights):
-/// what a party holds and multiplies, for the demand estimate of an embedding job.
-const ENCODER_WEIGHTS: u64 = 6 * (4 * 384 * 384 + 2 * 384 * 1536);
-/// Rounds of one embedding (all-MiniLM-L6-v2, semi2k), about: for the demand estimate only.
-const ENCODER_ROUNDS: u32 = 1_000;
+/// What differs between the jobs on a public-weight model (a pretrained encoder, an ONNX model): the
+/// workload they must name, the messages of their refusals, and their largest batch.
+struct PublicWeightJob<'a> {
+    workload: &'a str,
+    wrong_workload: &'static str,
+    one_stage: &'static str,
+    public_weights: &'static str,
+    max_batch: u32,
+}
 
-/// Checks an embedding job on pretrained encoder `name` and estimates its demand: each party holds the
-/// public weights encoded (8 bytes each) plus 64 MiB of activations; computes 2 ring operations per weight
-/// per token; sends about 4 KiB per token per layer. Estimates, for selection and load accounting only.
-pub fn encoder_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDemand> {
+/// The checks every job on a public-weight model passes, in this order: no lab-only field, the model's
+/// workload, one stage, public weights, then the parties, batch, inference count, fixed point, protocol
+/// and output key within their bounds.
+fn check_public_weight_job(req: &SubmitRequest, job: PublicWeightJob) -> Result<()> {
     if req.shaping.is_some() {
         return Err(Error::LabOnly { field: "shaping" });
     }
     if req.threads.is_some() {
         return Err(Error::LabOnly { field: "threads" });
     }
-    if req.workload != name {
-        return Err(Error::malformed(
-            "workload",
-            "not the deployed encoder's name",
-        ));
+    if req.workload != job.workload {
+        return Err(Error::malformed("workload", job.wrong_workload));
     }
     if req.stage.is_some() {
-        return Err(Error::malformed(
-            "stage",
-            "an encoder job runs in one stage",
-        ));
+        return Err(Error::malformed("stage", job.one_stage));
     }
     if weight_mode(&req.weights)? != WeightMode::Public {
-        return Err(Error::malformed(
-            "weights",
-            "an encoder's weights are public",
-        ));
+        return Err(Error::malformed("weights", job.public_weights));
     }
     check_parties(req.parties)?;
-    // The batch is the token count of every sequence (BERT's 512 positions at most).
-    check_range("batch", req.batch.into(), 1, 512)?;
+    check_range("batch", req.batch.into(), 1, job.max_batch.into())?;
     check_range(
         "inferences",
         req.inferences.into(),
@@ -284,6 +252,30 @@ pub fn encoder_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDemand> 
         k.parse::<SealingKey>()
             .map_err(|e| Error::malformed("output_key", e))?;
     }
+    Ok(())
+}
+
+/// Weights of all-MiniLM-L6-v2's encoder layers (6 layers of 4 x 384 x 384 + 2 x 384 x 1536 weights):
+/// what a party holds and multiplies, for the demand estimate of an embedding job.
+const ENCODER_WEIGHTS: u64 = 6 * (4 * 384 * 384 + 2 * 384 * 1536);
+/// Rounds of one embedding (all-MiniLM-L6-v2, semi2k), about: for the demand estimate only.
+const ENCODER_ROUNDS: u32 = 1_000;
+
+/// Checks an embedding job on pretrained encoder `name` and estimates its demand: each party holds the
+/// public weights encoded (8 bytes each) plus 64 MiB of activations; computes 2 ring operations per weight
+/// per token; sends about 4 KiB per token per layer. Estimates, for selection and load accounting only.
+pub fn encoder_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDemand> {
+    check_public_weight_job(
+        req,
+        PublicWeightJob {
+            workload: name,
+            wrong_workload: "not the deployed encoder's name",
+            one_stage: "an encoder job runs in one stage",
+            public_weights: "an encoder's weights are public",
+            // The batch is the token count of every sequence (BERT's 512 positions at most).
+            max_batch: 512,
+        },
+    )?;
     let tokens = u64::from(req.batch) * u64::from(req.inferences);
     Ok(JobDemand {
         parties: req.parties,
