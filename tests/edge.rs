@@ -359,6 +359,7 @@ fn a_huge_models_stages_get_does_not_block_other_requests() {
         protocol: "semi2k".into(),
         pretrained: None,
         onnx: false,
+        onnx_file: None,
     };
     api.post_json::<_, Value>(api::MODELS, &deploy)
         .expect("deploy");

@@ -181,6 +181,7 @@ impl Client {
             protocol: protocol.to_string(),
             pretrained: None,
             onnx: false,
+            onnx_file: None,
         };
         Ok(self.api.post_json(api::MODELS, &request)?)
     }
@@ -204,13 +205,15 @@ impl Client {
             protocol: protocol.to_string(),
             pretrained: Some(name.to_string()),
             onnx: false,
+            onnx_file: None,
         };
         Ok(self.api.post_json(api::MODELS, &request)?)
     }
 
     /// Deploys the ONNX file `bytes` (self-contained: weights inside, public to the parties) under its
-    /// SHA-256: the coordinator imports it once and refuses what veil cannot run; every party gets the file
-    /// in its job's manifest and checks it against the id. Refuses a file over
+    /// SHA-256, uploading the file itself (`PUT /v1/models/{id}/onnx`): the coordinator checks the hash,
+    /// imports it once, refuses what veil cannot run and stores it; each job's manifest names it by id
+    /// and size, and every member fetches it and checks both. Refuses a file over
     /// `veil_node::onnx_model::MAX_ONNX_BYTES` before sending.
     pub fn deploy_onnx(
         &self,
@@ -219,17 +222,40 @@ impl Client {
         frac_bits: u32,
         protocol: &str,
     ) -> Result<ModelView> {
-        let request = DeployRequest {
-            id: veil_node::onnx_model::model_id(bytes),
-            architecture: veil_node::onnx_model::encode(bytes)?,
-            weights: weight_name(WeightMode::Public).into(),
-            parties,
-            frac_bits,
-            protocol: protocol.to_string(),
-            pretrained: None,
-            onnx: true,
-        };
-        Ok(self.api.post_json(api::MODELS, &request)?)
+        veil_node::onnx_model::check_size(bytes.len() as u64)?;
+        let id = veil_node::onnx_model::model_id(bytes);
+        self.upload_onnx(&id, bytes.to_vec(), parties, frac_bits, protocol)
+    }
+
+    /// Uploads `file` as the ONNX file of model `id` with no check here (the coordinator checks): what
+    /// [`Client::deploy_onnx`] sends, and how the tests send what an honest client would not.
+    pub fn upload_onnx(
+        &self,
+        id: &str,
+        file: Vec<u8>,
+        parties: u8,
+        frac_bits: u32,
+        protocol: &str,
+    ) -> Result<ModelView> {
+        ensure!(
+            protocol.bytes().all(|b| b.is_ascii_alphanumeric()),
+            "protocol {protocol:?}: letters and digits only"
+        );
+        let path = format!(
+            "{}?parties={parties}&frac_bits={frac_bits}&protocol={protocol}",
+            api::model_onnx(id)
+        );
+        Ok(self.api.put_bytes_json(&path, file)?)
+    }
+
+    /// The file of deployed ONNX model `id` of `size` bytes, fetched from the coordinator and checked
+    /// (size and SHA-256) against them before it is returned.
+    pub fn onnx_file(&self, id: &str, size: u64) -> Result<Vec<u8>> {
+        veil_node::onnx_model::check_id(id)?;
+        veil_node::onnx_model::check_size(size)?;
+        let bytes = self.api.get_bytes(&api::model_onnx(id))?;
+        veil_node::onnx_model::check_file(&bytes, id, Some(size))?;
+        Ok(bytes)
     }
 
     /// Runs `inputs` (each the graph's whole input, f32) through deployed ONNX model `model` (the graph

@@ -295,6 +295,14 @@ pub enum Error {
         /// The most memory any eligible node offers, bytes.
         largest: u64,
     },
+    /// A deployed model's file could not be stored or read.
+    #[error("the file of model {model}: {source}")]
+    ModelFile {
+        /// The model id.
+        model: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// An uploaded blob could not be staged (written to the staging directory).
     #[error("staging an uploaded blob: {source}")]
     Staging {
@@ -357,6 +365,7 @@ impl Error {
             | DataDir { .. }
             | Blob { .. }
             | Staging { .. }
+            | ModelFile { .. }
             | Record { .. }
             | Invariant(_) => ErrorKind::Internal,
         }

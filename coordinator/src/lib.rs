@@ -27,6 +27,7 @@ pub mod core;
 pub mod error;
 pub mod http;
 pub mod metrics;
+pub mod model_files;
 pub mod service;
 pub mod store;
 #[cfg(feature = "insecure-test-hooks")]

@@ -290,7 +290,7 @@ proptest! {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut c = coordinator(dir.path());
         let owner = Identity::generate().expect("key").public_key();
-        let req = DeployRequest { id, architecture, weights, parties, frac_bits, protocol, pretrained, onnx: false };
+        let req = DeployRequest { id, architecture, weights, parties, frac_bits, protocol, pretrained, onnx: false, onnx_file: None };
         match c.deploy(&owner, req, NOW) {
             Ok(view) => prop_assert!(c.models().iter().any(|m| m.id == view.id)),
             Err(e) => prop_assert_ne!(e.kind(), ErrorKind::Internal, "{}", e),

@@ -1,4 +1,4 @@
-"""Builds and exports veil's three small ONNX test models with their reference outputs.
+"""Builds and exports veil's ONNX test models with their reference outputs.
 
 Each model is also exported with the default (dynamo) exporter to `models/onnx/dynamo/NAME.onnx` (weights
 in `NAME.onnx.data` beside it); both exports share `NAME.json`.
@@ -16,6 +16,9 @@ PyTorch's output for it). Fixed seeds: rerunning gives the same weights and inpu
 - `cnn_dynamic_batch`: `cnn` with a dynamic batch dimension (shares `cnn.json`).
 - `dynamo/torch_encoder`: PyTorch's own nn.TransformerEncoderLayer (default exporter only).
 - `unsupported`: a Cos, which veil does not run: the named-error test.
+- `big_cnn`: a CNN of real size (0.8 MB: two Conv/Relu/MaxPool blocks, Gemm 784->256, Relu, Gemm) for
+  the network path's model files (classic exporter only); `python models/onnx/export.py big_cnn` makes
+  only it.
 - `encoder`: one transformer encoder layer (two-head self-attention, LayerNorm, GELU as erf) and the mean
   over tokens.
 """
@@ -23,6 +26,7 @@ PyTorch's output for it). Fixed seeds: rerunning gives the same weights and inpu
 import json
 import math
 import os
+import sys
 
 import torch
 from torch import nn
@@ -110,6 +114,24 @@ class Misc(nn.Module):
         return y.mean(dim=(2, 3))
 
 
+class BigCnn(nn.Module):
+    """A CNN of real size for the network path (about 0.8 MB of weights, over the old 32 KiB manifest
+    limit): two Conv+Relu+MaxPool blocks on a 28x28 image, then Gemm 784->256, Relu, Gemm 256->10."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 8, 3, padding=1)
+        self.conv2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1 = nn.Linear(16 * 7 * 7, 256)
+        self.fc2 = nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(torch.relu(self.conv1(x)), 2)
+        x = nn.functional.max_pool2d(torch.relu(self.conv2(x)), 2)
+        x = torch.relu(self.fc1(torch.flatten(x, 1)))
+        return self.fc2(x)
+
+
 class Unsupported(nn.Module):
     """A cosine: no private implementation, for the error test."""
 
@@ -117,7 +139,7 @@ class Unsupported(nn.Module):
         return torch.cos(x) + 1.0
 
 
-def export(name, model, shape, seed, constant_folding=True):
+def export(name, model, shape, seed, constant_folding=True, dynamo=True):
     torch.manual_seed(seed)
     x = torch.randn(*shape)
     model.eval()
@@ -148,7 +170,7 @@ def export(name, model, shape, seed, constant_folding=True):
         )
     # The same model with the default (dynamo) exporter, as someone else would export it: opset 20, the
     # weights in an external data file beside it (`dynamo/NAME.onnx.data`), GELU as one Gelu node.
-    if name != "unsupported":
+    if dynamo and name != "unsupported":
         os.makedirs(os.path.join(HERE, "dynamo"), exist_ok=True)
         torch.onnx.export(
             model,
@@ -216,7 +238,16 @@ def export_dynamo_only(name, model, shape, seed):
         f.write("\n")
 
 
+def export_big_cnn():
+    torch.manual_seed(6)
+    export("big_cnn", BigCnn(), (1, 1, 28, 28), 17, dynamo=False)
+
+
 def main():
+    if sys.argv[1:] == ["big_cnn"]:
+        # Only the big model (the others unchanged).
+        export_big_cnn()
+        return
     torch.manual_seed(1)
     export("cnn", Cnn(), (1, 1, 8, 8), 11)
     torch.manual_seed(2)
@@ -236,6 +267,7 @@ def main():
     export("unsupported", Unsupported(), (1, 4), 15)
     torch.manual_seed(5)
     export_dynamo_only("torch_encoder", TorchEncoder(), (1, 4, 8), 16)
+    export_big_cnn()
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ struct Shared {
     seen_first_reply: AtomicBool,
     /// Set once the node is stopping: no new task is started.
     stopping: AtomicBool,
+    /// Deployed model files fetched from the coordinator (ONNX), kept by hash.
+    models: crate::model_cache::ModelCache,
 }
 
 /// The running agent (its threads live as long as the process); [`Agent::hand_off`] on shutdown.
@@ -164,6 +166,7 @@ pub fn spawn(
         None => None,
     };
     let coordinator = link.public_key;
+    let models = crate::model_cache::ModelCache::new(node.data_dir().join("models"));
     let shared = Arc::new(Shared {
         node,
         inbox,
@@ -179,6 +182,7 @@ pub fn spawn(
         rtts: Mutex::new(Vec::new()),
         seen_first_reply: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
+        models,
     });
     let agent = Agent {
         shared: shared.clone(),
@@ -612,6 +616,14 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
     if t.role == TaskRole::Verifier {
         return run_verifier(shared, t, flags, &signed);
     }
+    // An ONNX model's graph, held while the task runs (its parties and dealer compute from it).
+    let _graph = match onnx_graph(shared, flags, &signed) {
+        Ok(g) => g,
+        Err(e) => {
+            tracing::error!(job = t.job, "the task's ONNX model: {e}");
+            return report_failure(shared, t, flags, format!("ONNX model: {e}"));
+        }
+    };
     let assigned = match shared.node.accept_assigned(&signed) {
         Ok(a) => a,
         Err(e) => {
@@ -838,6 +850,35 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             }
         }
     }
+}
+
+/// The graph of the ONNX model a manifest (signed by the coordinator) runs, if it runs one: its file from
+/// the cache or fetched from the coordinator, checked against the manifest's id and size before it is
+/// imported (once per process, `crate::onnx_model::install`).
+fn onnx_graph(
+    shared: &Shared,
+    flags: &TaskFlags,
+    signed: &SignedManifest,
+) -> Result<Option<Arc<veil_engine::onnx::PrivateGraph>>, NodeError> {
+    let manifest = signed.verify_by(&shared.coordinator)?;
+    if manifest.model.workload != crate::onnx_model::ONNX_WORKLOAD {
+        return Ok(None);
+    }
+    let d = manifest
+        .model
+        .deployed
+        .as_ref()
+        .ok_or_else(|| NodeError::Manifest("an ONNX job without its deployed model".into()))?;
+    let bytes = shared
+        .models
+        .get_or_fetch(&d.id, d.file_bytes, || {
+            retry(flags, "fetching the ONNX model", || {
+                shared.api.get_bytes(&api::model_onnx(&d.id))
+            })
+            .ok_or_else(|| "the coordinator did not hand the file over".to_string())
+        })
+        .map_err(|e| NodeError::Manifest(e.to_string()))?;
+    crate::onnx_model::install(&d.id, d.file_bytes, manifest.model.frac_bits, &bytes).map(Some)
 }
 
 /// A coordinator job's run as a client may ask for it: one kernel thread, no profile, no link shaping.

@@ -395,10 +395,34 @@ pub struct DeployRequest {
     /// empty and the weights are public.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pretrained: Option<String>,
-    /// An ONNX model (see `crate::onnx_model`): `architecture` is the file's hex, `id` its SHA-256, the
-    /// weights public; its jobs' workload is `onnx`.
+    /// An ONNX model (see `crate::onnx_model`): `id` is the file's SHA-256, `architecture` is empty (the
+    /// file is uploaded apart, [`model_onnx`]), the weights public; its jobs' workload is `onnx`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub onnx: bool,
+    /// An ONNX model's file as the coordinator checked and imported it at deploy (set by the coordinator,
+    /// never taken from a client).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onnx_file: Option<OnnxFile>,
+}
+
+/// A deployed ONNX file as the coordinator recorded it once at deploy: its size, and the imported graph's
+/// figures that each job's demand is estimated from (so no submission imports the file again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OnnxFile {
+    /// The file's size, bytes (at most `crate::onnx_model::MAX_ONNX_BYTES`).
+    pub bytes: u64,
+    /// Elements of every tensor of the graph (inputs, weights, activations, outputs).
+    pub elements: u64,
+    /// Nodes of the graph.
+    pub nodes: u32,
+}
+
+/// `/v1/models/{id}/onnx`: the file of ONNX model `id`. PUT (the owner, `application/octet-stream`, at
+/// most `crate::onnx_model::MAX_ONNX_BYTES`, with the query `parties=N&frac_bits=F&protocol=P`): deploys
+/// it, reply [`ModelView`]. GET (any authenticated caller; its weights are public to the parties): the
+/// file's bytes.
+pub fn model_onnx(id: &str) -> String {
+    format!("/v1/models/{id}/onnx")
 }
 
 /// A deployed model as the coordinator lists it.

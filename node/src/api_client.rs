@@ -227,6 +227,16 @@ impl ApiClient {
             .map(|_| ())
     }
 
+    /// PUT an opaque blob, read a JSON reply.
+    pub fn put_bytes_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<T, CallError> {
+        let bytes = self.call(Method::PUT, path, "application/octet-stream", body)?;
+        self.json(bytes)
+    }
+
     /// GET an opaque blob.
     pub fn get_bytes(&self, path: &str) -> Result<Vec<u8>, CallError> {
         self.call(Method::GET, path, "application/octet-stream", Vec::new())

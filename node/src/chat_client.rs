@@ -50,6 +50,7 @@ impl<'a> ChatJob<'a> {
                     architecture: String::new(),
                     handoff: None,
                     senders: 0,
+                    file_bytes: 0,
                 }),
             },
         )

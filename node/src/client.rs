@@ -546,6 +546,7 @@ impl EmbedJob<'_> {
                 architecture: String::new(),
                 handoff: None,
                 senders: 0,
+                file_bytes: 0,
             }),
         }
     }

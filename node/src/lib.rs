@@ -54,6 +54,7 @@ pub mod jobs;
 pub mod logging;
 pub mod manifest;
 pub mod metrics;
+pub mod model_cache;
 pub mod node;
 pub mod onnx_model;
 pub mod operator;

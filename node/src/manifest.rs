@@ -74,6 +74,10 @@ pub struct DeployedModel {
     /// A stage that follows another: the number of parties of the previous stage whose re-randomised
     /// shares each party sums into its input share (0: the input comes from the client).
     pub senders: u32,
+    /// A model whose file travels apart from the manifest (ONNX, `crate::onnx_model`): the file's size,
+    /// bytes, which each member checks the fetched file against with the id (its SHA-256); 0 otherwise.
+    #[serde(default)]
+    pub file_bytes: u64,
 }
 
 /// Where a stage's output goes: the next stage's committee.
@@ -275,10 +279,15 @@ impl SignedManifest {
             Some(d) if veil_engine::bert::pretrained::is_pretrained(&manifest.model.workload) => {
                 d.check_id()?;
             }
-            // An ONNX model: the file travels in the manifest, pinned by the id (checked when imported).
+            // An ONNX model: the manifest names its file by id (SHA-256) and size; each member fetches
+            // the file and checks both before importing it (`crate::onnx_model`).
             Some(d) if manifest.model.workload == crate::onnx_model::ONNX_WORKLOAD => {
                 d.check_id()?;
-                crate::onnx_model::decode_checked(&d.architecture, &d.id)?;
+                crate::onnx_model::check_size(d.file_bytes)
+                    .map_err(|e| NodeError::Manifest(e.to_string()))?;
+                if !d.architecture.is_empty() || d.handoff.is_some() || d.senders != 0 {
+                    return bad("an ONNX job's manifest names its file only, in one stage".into());
+                }
             }
             Some(d) => {
                 d.parse()?;

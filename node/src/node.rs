@@ -113,6 +113,11 @@ impl Node {
         })
     }
 
+    /// The node's data directory (its identity, sealing key and cached model files).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.shared.config.data_dir
+    }
+
     /// The address and identity to announce.
     pub fn ready_line(&self) -> &ReadyLine {
         &self.ready

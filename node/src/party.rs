@@ -115,11 +115,8 @@ impl JobProgram {
                     "an ONNX model's weights are public".into(),
                 ));
             }
-            return Ok(JobProgram::Graph(Arc::new(onnx_model::load_checked(
-                &d.architecture,
-                &d.id,
-                spec.frac_bits,
-            )?)));
+            // Fetched, checked against the id and the size, and imported before the job was accepted.
+            return Ok(JobProgram::Graph(onnx_model::loaded(&d.id, spec.frac_bits)?));
         }
         if pretrained::is_pretrained(&spec.workload) {
             let id = spec

@@ -163,6 +163,7 @@ mod tests {
                     architecture: "{}".into(),
                     handoff: None,
                     senders,
+                    file_bytes: 0,
                 }),
             },
             batch: 1,

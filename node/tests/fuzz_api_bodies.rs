@@ -60,6 +60,7 @@ fn decode_bodies(bytes: &[u8]) -> usize {
             architecture: req.architecture,
             handoff: None,
             senders: 0,
+            file_bytes: 0,
         };
         let _ = deployed.parse();
     }

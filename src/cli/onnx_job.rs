@@ -1,8 +1,10 @@
-//! The network path of ONNX models (issue 22): `veil deploy --model X.onnx` publishes the file (public
-//! weights; its id is the SHA-256 of the file, which every party checks its copy against), and `veil infer
-//! --model ID --input ROWS` runs rows of the graph's input size on the committees the coordinator picks.
+//! The network path of ONNX models (issue 22): `veil deploy --model X.onnx` uploads the file to the
+//! coordinator (public weights, at most [`MAX_ONNX_BYTES`]; its id is the SHA-256 of the file, which every
+//! party checks the copy it fetches against), and `veil infer --model ID --input ROWS` runs rows of the
+//! graph's input size on the committees the coordinator picks.
 //!
-//! The client imports the deployed file itself (to check and encode the rows), secret-shares (semi2k) or
+//! The client fetches the deployed file and checks it against the id (to check and encode the rows),
+//! secret-shares (semi2k) or
 //! publishes under the dealer's masks (spdz2k) each row, sealed per party, and reconstructs the outputs
 //! (under spdz2k after checking the receipt).
 
@@ -48,7 +50,7 @@ pub fn deploy(args: &DeployArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&view)?);
     } else {
         println!(
-            "deployed {} as ONNX model {}\n  input {:?}, output {:?}, {} nodes; weights: public ({} parties, {}); every party checks the file against the id\n  run: veil infer --model {} --input ROWS.csv",
+            "deployed {} ({size} bytes) as ONNX model {}\n  input {:?}, output {:?}, {} nodes; weights: public ({} parties, {}); every party fetches the file and checks it against the id\n  run: veil infer --model {} --input ROWS.csv",
             path.display(),
             view.id,
             graph.graph().input_shape(),
@@ -73,8 +75,14 @@ fn external_data(path: &Path) -> bool {
 /// `veil infer` on deployed ONNX model `deployment`: one inference per row (each the graph's whole input).
 pub fn infer(args: &InferArgs, client: &veil_client::Client, deployment: &ModelView) -> Result<()> {
     let d = &deployment.deployment;
-    let model = onnx_model::load_checked(&d.architecture, &deployment.id, d.frac_bits)
-        .context("the deployed ONNX model")?;
+    let file = d
+        .onnx_file
+        .context("the coordinator lists the ONNX model without its file's size")?;
+    let bytes = client
+        .onnx_file(&deployment.id, file.bytes)
+        .context("fetching the deployed ONNX model")?;
+    let model = onnx_model::private_graph(&bytes, d.frac_bits).context("the deployed ONNX model")?;
+    drop(bytes);
     let rows = read_rows(&args.input)?;
     ensure!(
         !args.with_labels,

@@ -4,7 +4,7 @@
 use veil_engine::model_file::Architecture;
 use veil_engine::{workloads, WeightMode};
 use veil_node::api::{
-    stage_model_id, DeployRequest, JobView, ModelView, StagesView, SubmitRequest, SPDZ2K,
+    stage_model_id, DeployRequest, JobView, ModelView, OnnxFile, StagesView, SubmitRequest, SPDZ2K,
 };
 use veil_node::envelope::SealingKey;
 use veil_node::manifest::{DeployedModel, Handoff, MAX_ARCHITECTURE_BYTES, MAX_BATCH};
@@ -132,15 +132,21 @@ pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
     Ok(name)
 }
 
-/// Checks an ONNX deployment's fields without importing the file (cheap, under the state lock): no
-/// pretrained name, public weights, parties, protocol, fixed point, and the file (hex in `architecture`)
-/// bounded and hashing to the id. Returns the file's bytes.
-pub fn check_onnx_fields(req: &DeployRequest) -> Result<Vec<u8>> {
+/// The deployment fields of an ONNX model, whose file the coordinator has checked or is checking: no
+/// pretrained name, no architecture (the file travels apart), public weights, parties, protocol, fixed
+/// point.
+fn check_onnx_common(req: &DeployRequest) -> Result<()> {
     check_model_id(&req.id)?;
     if req.pretrained.is_some() {
         return Err(Error::malformed(
             "pretrained",
             "an ONNX deployment names no pretrained model",
+        ));
+    }
+    if !req.architecture.is_empty() {
+        return Err(Error::malformed(
+            "architecture",
+            "an ONNX model's file is uploaded apart (PUT /v1/models/{id}/onnx), not in the deployment",
         ));
     }
     if weight_mode(&req.weights)? != WeightMode::Public {
@@ -153,25 +159,43 @@ pub fn check_onnx_fields(req: &DeployRequest) -> Result<Vec<u8>> {
     check_protocol(&req.protocol)?;
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
-    veil_node::onnx_model::decode_checked(&req.architecture, &req.id)
-        .map_err(|e| Error::malformed("architecture", e))
-}
-
-/// Checks an ONNX deployment whole: its fields ([`check_onnx_fields`]), then imports the file and prepares
-/// it for private inference, so that a model veil cannot run (an unsupported operator, a dynamic shape,
-/// external data) is refused at deploy with the importer's message. Heavy: run it outside the state lock.
-pub fn check_onnx(req: &DeployRequest) -> Result<()> {
-    let bytes = check_onnx_fields(req)?;
-    veil_node::onnx_model::private_graph(&bytes, req.frac_bits)
-        .map_err(|e| Error::malformed("model", e))?;
     Ok(())
 }
 
-/// Checks a job on a deployed ONNX model (`bytes` its file) and estimates its demand from the imported
-/// graph: per item every tensor is held as shares (8 bytes, 4 copies for masks and openings) and sent
-/// about once per party; the dealer streams as much; two ring operations per element; about 8 rounds per
-/// node. Estimates, for selection and load accounting only. Imports the file: run it outside the lock.
-pub fn onnx_demand_for(req: &SubmitRequest, bytes: &[u8]) -> Result<JobDemand> {
+/// Checks an ONNX deployment's fields without touching the file (cheap, under the state lock): those of
+/// [`check_onnx_common`], and the file's record ([`check_onnx`] made it) within bounds. Returns it.
+pub fn check_onnx_fields(req: &DeployRequest) -> Result<OnnxFile> {
+    check_onnx_common(req)?;
+    let file = req
+        .onnx_file
+        .ok_or_else(|| Error::malformed("model", "an ONNX deployment without its checked file"))?;
+    veil_node::onnx_model::check_size(file.bytes).map_err(|e| Error::malformed("model", e))?;
+    Ok(file)
+}
+
+/// Checks an ONNX deployment whole with its uploaded file `bytes`: the fields ([`check_onnx_common`]),
+/// the file's size and SHA-256 against the id, then imports it and prepares it for private inference, so
+/// that a model veil cannot run (an unsupported operator, a dynamic shape, external data, not ONNX at
+/// all) is refused at deploy with the importer's message. Returns what the model's record keeps of the
+/// file ([`OnnxFile`]: size and the graph's figures for each job's demand). Heavy: run it outside the
+/// state lock.
+pub fn check_onnx(req: &DeployRequest, bytes: &[u8]) -> Result<OnnxFile> {
+    check_onnx_common(req)?;
+    veil_node::onnx_model::check_file(bytes, &req.id, None)
+        .map_err(|e| Error::malformed("model", e))?;
+    let graph = veil_node::onnx_model::import(bytes).map_err(|e| Error::malformed("model", e))?;
+    let file = veil_node::onnx_model::figures(&graph, bytes.len() as u64);
+    veil_node::onnx_model::prepare(graph, req.frac_bits)
+        .map_err(|e| Error::malformed("model", e))?;
+    Ok(file)
+}
+
+/// Checks a job on a deployed ONNX model (`file` what its record keeps of the file) and estimates its
+/// demand from the graph's figures: per item every tensor is held as shares (8 bytes, 4 copies for masks
+/// and openings) and sent about once per party; the dealer streams as much; two ring operations per
+/// element; about 8 rounds per node. Estimates, for selection and load accounting only. Cheap: nothing is
+/// imported.
+pub fn onnx_demand_for(req: &SubmitRequest, file: &OnnxFile) -> Result<JobDemand> {
     check_public_weight_job(
         req,
         PublicWeightJob {
@@ -183,9 +207,8 @@ pub fn onnx_demand_for(req: &SubmitRequest, bytes: &[u8]) -> Result<JobDemand> {
             max_batch: 1,
         },
     )?;
-    let graph = veil_node::onnx_model::import(bytes).map_err(|e| Error::malformed("model", e))?;
-    let elements: u64 = graph.tensors.iter().map(|t| t.len() as u64).sum();
-    let nodes = graph.nodes.len() as u32;
+    let elements = file.elements;
+    let nodes = file.nodes;
     let items = u64::from(req.inferences);
     Ok(JobDemand {
         parties: req.parties,
@@ -512,12 +535,14 @@ impl Core {
             if req.stage.is_some() {
                 return Err(Error::malformed("stage", "an ONNX job runs in one stage"));
             }
-            // The file itself: every member checks it against the id and imports it.
+            // The file's id and size only: every member fetches the file, checks both and imports it.
+            let file = check_onnx_fields(&m.deployment).map_err(|e| Error::record("model", e))?;
             return Ok(DeployedModel {
                 id: m.id.clone(),
-                architecture: m.deployment.architecture.clone(),
+                architecture: String::new(),
                 handoff: None,
                 senders: 0,
+                file_bytes: file.bytes,
             });
         }
         if m.deployment.pretrained.is_some() {
@@ -533,6 +558,7 @@ impl Core {
                 architecture: String::new(),
                 handoff: None,
                 senders: 0,
+                file_bytes: 0,
             });
         }
         let Some(stage) = &req.stage else {
@@ -541,6 +567,7 @@ impl Core {
                 architecture: m.deployment.architecture.clone(),
                 handoff: None,
                 senders: 0,
+                file_bytes: 0,
             });
         };
         let architecture = self.job_architecture(req)?;
@@ -584,6 +611,7 @@ impl Core {
             architecture: serde_json::to_string(&architecture).map_err(Error::invariant)?,
             handoff,
             senders: stage.senders,
+            file_bytes: 0,
         })
     }
 
@@ -598,8 +626,8 @@ impl Core {
         Ok(m.deployment.pretrained.clone())
     }
 
-    /// The file of the ONNX model a job runs, if its model is one.
-    pub fn job_onnx(&self, req: &SubmitRequest) -> Result<Option<Vec<u8>>> {
+    /// What the record of the ONNX model a job runs keeps of its file, if its model is one.
+    pub fn job_onnx(&self, req: &SubmitRequest) -> Result<Option<OnnxFile>> {
         let Some(id) = req.model.as_deref() else {
             return Ok(None);
         };
@@ -609,9 +637,26 @@ impl Core {
         if !m.deployment.onnx {
             return Ok(None);
         }
-        veil_node::onnx_model::decode_checked(&m.deployment.architecture, &m.id)
+        check_onnx_fields(&m.deployment)
             .map(Some)
             .map_err(|e| Error::record("model", e))
+    }
+
+    /// What the record of deployed ONNX model `id` keeps of its file; unknown if there is no such ONNX
+    /// model.
+    pub fn onnx_model(&self, id: &str) -> Result<OnnxFile> {
+        let unknown = || Error::UnknownModel {
+            model: id.chars().take(80).collect(),
+        };
+        let m = self
+            .models
+            .get(id)
+            .or_else(|| self.models.get(&id.to_ascii_lowercase()))
+            .ok_or_else(unknown)?;
+        if !m.deployment.onnx {
+            return Err(unknown());
+        }
+        check_onnx_fields(&m.deployment).map_err(|e| Error::record("model", e))
     }
 
     /// The architecture a job on a deployed model runs: the model's, or its stage's.

@@ -1582,43 +1582,78 @@ fn an_active_node_without_a_measurement_is_reexamined_without_blame_and_then_mea
     assert_eq!(v.ops_per_s, v.measured_ops_per_s.unwrap());
 }
 
-/// An ONNX deployment of `file` (shipped under `models/onnx`).
-fn onnx_deployment(file: &str) -> veil_node::api::DeployRequest {
+/// The shipped cnn.onnx's graph: elements of all its tensors, and its nodes.
+const CNN_ELEMENTS: u64 = 0;
+const CNN_NODES: u32 = 0;
+
+/// An ONNX deployment of `file` (shipped under `models/onnx`), and the file.
+fn onnx_deployment(file: &str) -> (veil_node::api::DeployRequest, Vec<u8>) {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../models/onnx")
         .join(file);
     let bytes = std::fs::read(path).unwrap();
-    veil_node::api::DeployRequest {
+    let req = veil_node::api::DeployRequest {
         id: veil_node::onnx_model::model_id(&bytes),
-        architecture: veil_node::onnx_model::encode(&bytes).unwrap(),
+        architecture: String::new(),
         weights: "public".into(),
         parties: 3,
         frac_bits: 16,
         protocol: "spdz2k".into(),
         pretrained: None,
         onnx: true,
-    }
+        onnx_file: None,
+    };
+    (req, bytes)
 }
 
 #[test]
 fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
-    let good = onnx_deployment("cnn.onnx");
-    super::check_onnx(&good).unwrap();
-    // Another id than the file's hash, secret weights, or an operator veil cannot run: refused.
+    let (good, bytes) = onnx_deployment("cnn.onnx");
+    let file = super::check_onnx(&good, &bytes).unwrap();
+    // The shipped cnn.onnx: its size and the imported graph's figures, recorded once.
+    assert_eq!(
+        file,
+        veil_node::api::OnnxFile {
+            bytes: 1751,
+            elements: CNN_ELEMENTS,
+            nodes: CNN_NODES,
+        }
+    );
+    // Another id than the file's hash, secret weights, a file in the deployment, or an operator veil
+    // cannot run: refused.
     let mut wrong_id = good.clone();
     wrong_id.id = "ab".repeat(32);
-    assert_eq!(kind(super::check_onnx(&wrong_id)), Some(ErrorKind::Invalid));
+    let err = super::check_onnx(&wrong_id, &bytes).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Invalid);
+    assert!(err.to_string().contains("does not hash to model id"), "{err}");
     let mut shared = good.clone();
     shared.weights = "shared".into();
-    assert_eq!(kind(super::check_onnx(&shared)), Some(ErrorKind::Invalid));
-    let unsupported = super::check_onnx(&onnx_deployment("unsupported.onnx")).unwrap_err();
+    assert_eq!(kind(super::check_onnx(&shared, &bytes)), Some(ErrorKind::Invalid));
+    let mut inline = good.clone();
+    inline.architecture = hex::encode(&bytes);
+    assert_eq!(kind(super::check_onnx(&inline, &bytes)), Some(ErrorKind::Invalid));
+    let (unsupported, unsupported_bytes) = onnx_deployment("unsupported.onnx");
+    let unsupported = super::check_onnx(&unsupported, &unsupported_bytes).unwrap_err();
     assert!(
         unsupported.to_string().contains("unsupported operator"),
         "{unsupported}"
     );
+    // A truncated file, or bytes that are not ONNX at all, hashed under their own id: refused by the
+    // importer, with its message.
+    for garbage in [&bytes[..bytes.len() / 2], b"not an onnx file at all".as_slice()] {
+        let mut req = good.clone();
+        req.id = veil_node::onnx_model::model_id(garbage);
+        let err = super::check_onnx(&req, garbage).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
+        assert!(err.to_string().starts_with("model:"), "{err}");
+    }
+    // The core records a deployment only with its checked file.
+    assert_eq!(kind(super::check_onnx_fields(&good)), Some(ErrorKind::Invalid));
+    let mut recorded = good.clone();
+    recorded.onnx_file = Some(file);
+    assert_eq!(super::check_onnx_fields(&recorded).unwrap(), file);
 
     // A job's demand comes from the graph: one item per inference, scaled by the inferences.
-    let bytes = veil_node::onnx_model::decode_checked(&good.architecture, &good.id).unwrap();
     let request = |batch: u32, inferences: u32| SubmitRequest {
         workload: "onnx".into(),
         model_seed: 0,
@@ -1634,13 +1669,14 @@ fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
         threads: None,
         shaping: None,
     };
-    let one = super::onnx_demand_for(&request(1, 1), &bytes).unwrap();
-    let four = super::onnx_demand_for(&request(1, 4), &bytes).unwrap();
+    let one = super::onnx_demand_for(&request(1, 1), &file).unwrap();
+    let four = super::onnx_demand_for(&request(1, 4), &file).unwrap();
     assert_eq!(four.party.ops, 4 * one.party.ops);
     assert_eq!(four.rounds, 4 * one.rounds);
-    assert!(one.rounds > 0);
+    assert_eq!(one.rounds, 8 * CNN_NODES);
+    assert_eq!(one.party.ops, 2 * CNN_ELEMENTS);
     assert_eq!(
-        kind(super::onnx_demand_for(&request(2, 1), &bytes)),
+        kind(super::onnx_demand_for(&request(2, 1), &file)),
         Some(ErrorKind::Invalid)
     );
     // Workload onnx on anything but an ONNX deployment: refused.

@@ -113,9 +113,9 @@ async fn submit(
     let key = caller.key()?;
     let check = req.clone();
     let r = req.clone();
-    if let Some(bytes) = with_state(&s, move |c| c.job_onnx(&r)).await? {
-        // The import runs outside the state lock.
-        let demand = blocking(move || onnx_demand_for(&check, &bytes)).await?;
+    if let Some(file) = with_state(&s, move |c| c.job_onnx(&r)).await? {
+        // From the figures recorded at deploy: nothing is imported per submission.
+        let demand = onnx_demand_for(&check, &file)?;
         return with_state(&s, move |c| {
             check_fits(&c.nodes(), &demand)?;
             c.submit(&key, req, demand, now_ms())

@@ -369,6 +369,7 @@ mod tests {
                     protocol: "semi2k".into(),
                     pretrained: None,
                     onnx: false,
+                    onnx_file: None,
                 },
                 now_ms(),
             )?;

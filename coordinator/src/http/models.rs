@@ -1,5 +1,9 @@
 //! `/v1/models`: deployments of models' public parts (caller: the owner), their list and their split into
-//! stages (anyone).
+//! stages (anyone); an ONNX model's file, uploaded by its owner and fetched by members and clients.
+//!
+//! An ONNX file is read up to [`MAX_ONNX_BYTES`] while its body arrives (a longer body is refused there,
+//! never buffered whole), checked (SHA-256 against the id, import) and stored
+//! ([`crate::model_files`]) outside the state lock; only then is the deployment recorded under the lock.
 //!
 //! The split into stages is computed from the architecture's shapes (no tensor is built), outside the state
 //! lock, and cached per model: a deployed model's id names its architecture, so the split of an id only
@@ -8,13 +12,22 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::Uri;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
+use http_body_util::BodyExt;
 use veil_node::api::{self, DeployRequest, ModelView, StagesView};
 use veil_node::manifest::MAX_ARCHITECTURE_BYTES;
+use veil_node::onnx_model::MAX_ONNX_BYTES;
 
 use super::{blocking, now_ms, with_state, Caller, HttpResult, Shared};
+use crate::error::{Error, Result};
+use crate::model_files::ModelFiles;
+
+/// The directory of model files under the coordinator's data directory.
+pub const MODEL_FILES_DIR: &str = "models";
 
 /// Most splits cached; the cache is emptied when it would grow past this (deployments are few and each is
 /// cheap to recompute, so a simple bound is enough).
@@ -51,6 +64,8 @@ pub(super) fn router() -> Router<Shared> {
                 .layer(DefaultBodyLimit::max(4 * MAX_ARCHITECTURE_BYTES)),
         )
         .route("/v1/models/{id}/stages", get(model_stages))
+        // The body of an upload is bounded while it is read (`read_onnx`), not by the default limit.
+        .route("/v1/models/{id}/onnx", get(get_onnx).put(put_onnx))
         .layer(Extension(Arc::new(StagesCache::default())))
 }
 
@@ -64,14 +79,121 @@ async fn deploy(
     Json(req): Json<DeployRequest>,
 ) -> HttpResult<Json<ModelView>> {
     let key = caller.key()?;
-    let req = match req.onnx {
-        // An ONNX model is imported once here, outside the state lock (the core checks only its fields).
-        true => blocking(move || crate::core::check_onnx(&req).map(|()| req)).await?,
-        false => req,
-    };
+    if req.onnx {
+        return Err(Error::malformed(
+            "onnx",
+            "an ONNX model deploys by uploading its file: PUT /v1/models/{id}/onnx",
+        )
+        .into());
+    }
     with_state(&s, move |c| c.deploy(&key, req, now_ms()))
         .await
         .map(Json)
+}
+
+/// The model files under the configured data directory.
+async fn model_files(s: &Shared) -> HttpResult<ModelFiles> {
+    with_state(s, |c| {
+        Ok(ModelFiles::new(
+            c.config().data_dir.join(MODEL_FILES_DIR),
+        ))
+    })
+    .await
+}
+
+/// The ONNX deployment that `PUT /v1/models/{id}/onnx?parties=N&frac_bits=F&protocol=P` asks for (each
+/// parameter once; `protocol` defaults to semi2k); its file is checked apart.
+pub fn onnx_deployment(id: &str, query: Option<&str>) -> Result<DeployRequest> {
+    let id = veil_node::onnx_model::check_id(id).map_err(|e| Error::malformed("model id", e))?;
+    let (mut parties, mut frac_bits, mut protocol) = (None, None, None);
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let twice = || Error::malformed("query", format!("{name} given twice"));
+        match name {
+            "parties" if parties.is_none() => {
+                parties = Some(value.parse().map_err(|e| Error::malformed("parties", e))?)
+            }
+            "frac_bits" if frac_bits.is_none() => {
+                frac_bits = Some(value.parse().map_err(|e| Error::malformed("frac_bits", e))?)
+            }
+            "protocol" if protocol.is_none() => protocol = Some(value.chars().take(32).collect()),
+            "parties" | "frac_bits" | "protocol" => return Err(twice()),
+            _ => {
+                return Err(Error::malformed(
+                    "query",
+                    "only parties, frac_bits and protocol are accepted",
+                ))
+            }
+        }
+    }
+    Ok(DeployRequest {
+        id,
+        architecture: String::new(),
+        weights: "public".into(),
+        parties: parties.ok_or_else(|| Error::malformed("parties", "missing"))?,
+        frac_bits: frac_bits.ok_or_else(|| Error::malformed("frac_bits", "missing"))?,
+        protocol: protocol.unwrap_or_else(|| veil_node::manifest::SEMI2K.into()),
+        pretrained: None,
+        onnx: true,
+        onnx_file: None,
+    })
+}
+
+/// Reads an upload's body, refusing it as soon as more than `max` bytes arrived (nothing past that is
+/// buffered).
+pub async fn read_bounded(body: Body, max: usize) -> Result<Vec<u8>> {
+    match http_body_util::Limited::new(body, max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Error::TooLong {
+            field: "ONNX file",
+            max,
+        }),
+        Err(e) => Err(Error::malformed("body", e)),
+    }
+}
+
+/// Deploys an ONNX model from its uploaded file: the body read up to [`MAX_ONNX_BYTES`], the file checked
+/// against the id and imported once ([`crate::core::check_onnx`]) and stored, all outside the state lock;
+/// then the deployment, with what the coordinator keeps of the file, recorded under it.
+async fn put_onnx(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    uri: Uri,
+    body: Body,
+) -> HttpResult<Json<ModelView>> {
+    let key = caller.key()?;
+    let mut req = onnx_deployment(&id, uri.query())?;
+    let bytes = read_bounded(body, MAX_ONNX_BYTES).await?;
+    let files = model_files(&s).await?;
+    let req = blocking(move || {
+        let file = crate::core::check_onnx(&req, &bytes)?;
+        files.put(&req.id, &bytes)?;
+        req.onnx_file = Some(file);
+        Ok(req)
+    })
+    .await?;
+    with_state(&s, move |c| c.deploy(&key, req, now_ms()))
+        .await
+        .map(Json)
+}
+
+/// The file of deployed ONNX model `id` (any authenticated caller: its weights are public to the parties,
+/// and members and clients check it against the id themselves), read outside the state lock.
+async fn get_onnx(
+    State(s): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> HttpResult<Vec<u8>> {
+    caller.key()?;
+    let files = model_files(&s).await?;
+    let known = id.clone();
+    with_state(&s, move |c| c.onnx_model(&known).map(|_| ())).await?;
+    blocking(move || files.get(&id)).await
 }
 
 async fn model_stages(
