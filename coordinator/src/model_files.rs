@@ -25,7 +25,8 @@ impl ModelFiles {
 
     /// Where the file of model `id` (checked: 64 hex digits, taken in lower case) is kept.
     pub fn path(&self, id: &str) -> Result<PathBuf> {
-        let id = veil_node::onnx_model::check_id(id).map_err(|e| Error::malformed("model id", e))?;
+        let id =
+            veil_node::onnx_model::check_id(id).map_err(|e| Error::malformed("model id", e))?;
         Ok(self.root.join(format!("{id}.onnx")))
     }
 
@@ -91,10 +92,16 @@ mod tests {
         // Another handle on the same directory (a restarted coordinator) reads it back.
         let files = ModelFiles::new(dir.path().join("models"));
         assert_eq!(files.get(&id).unwrap(), bytes);
-        assert!(dir.path().join("models").join(format!("{id}.onnx")).exists());
+        assert!(dir
+            .path()
+            .join("models")
+            .join(format!("{id}.onnx"))
+            .exists());
         // No temporary file is left behind.
         assert_eq!(
-            std::fs::read_dir(dir.path().join("models")).unwrap().count(),
+            std::fs::read_dir(dir.path().join("models"))
+                .unwrap()
+                .count(),
             1
         );
         assert!(files.get(&"ab".repeat(32)).is_err());

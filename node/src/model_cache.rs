@@ -177,7 +177,10 @@ mod tests {
             matches!(err, ModelFileError::File(OnnxFileError::WrongHash { .. })),
             "{err}"
         );
-        assert!(err.to_string().contains("does not hash to model id"), "{err}");
+        assert!(
+            err.to_string().contains("does not hash to model id"),
+            "{err}"
+        );
         assert!(!cache.path(&id).unwrap().exists());
         // The right file but not the manifest's size: refused.
         assert!(matches!(
@@ -239,14 +242,12 @@ mod tests {
             // Distinct modification times, so the order is the fetch order.
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
-        let kept = |f: &Vec<u8>| {
-            cache
-                .path(&onnx_model::model_id(f))
-                .unwrap()
-                .exists()
-        };
+        let kept = |f: &Vec<u8>| cache.path(&onnx_model::model_id(f)).unwrap().exists();
         assert!(!kept(&files[0]) && !kept(&files[1]));
         assert!(files[2..].iter().all(kept));
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), MAX_CACHED_FILES);
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            MAX_CACHED_FILES
+        );
     }
 }

@@ -116,7 +116,10 @@ impl JobProgram {
                 ));
             }
             // Fetched, checked against the id and the size, and imported before the job was accepted.
-            return Ok(JobProgram::Graph(onnx_model::loaded(&d.id, spec.frac_bits)?));
+            return Ok(JobProgram::Graph(onnx_model::loaded(
+                &d.id,
+                spec.frac_bits,
+            )?));
         }
         if pretrained::is_pretrained(&spec.workload) {
             let id = spec

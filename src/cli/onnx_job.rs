@@ -81,7 +81,8 @@ pub fn infer(args: &InferArgs, client: &veil_client::Client, deployment: &ModelV
     let bytes = client
         .onnx_file(&deployment.id, file.bytes)
         .context("fetching the deployed ONNX model")?;
-    let model = onnx_model::private_graph(&bytes, d.frac_bits).context("the deployed ONNX model")?;
+    let model =
+        onnx_model::private_graph(&bytes, d.frac_bits).context("the deployed ONNX model")?;
     drop(bytes);
     let rows = read_rows(&args.input)?;
     ensure!(

@@ -69,8 +69,8 @@ pub use execution::EvidenceSlot;
 pub use generation::generation_demand_for;
 pub use nodes::MAX_NAME_BYTES;
 pub use submission::{
-    check_deployment, check_onnx, check_onnx_fields, check_pretrained, demand_for, encoder_demand_for,
-    onnx_demand_for, stages_of, MAX_INFERENCES, MAX_PARTIES,
+    check_deployment, check_onnx, check_onnx_fields, check_pretrained, demand_for,
+    encoder_demand_for, onnx_demand_for, stages_of, MAX_INFERENCES, MAX_PARTIES,
 };
 pub use verification::MacRecheck;
 

@@ -1583,8 +1583,8 @@ fn an_active_node_without_a_measurement_is_reexamined_without_blame_and_then_mea
 }
 
 /// The shipped cnn.onnx's graph: elements of all its tensors, and its nodes.
-const CNN_ELEMENTS: u64 = 0;
-const CNN_NODES: u32 = 0;
+const CNN_ELEMENTS: u64 = 499;
+const CNN_NODES: u32 = 7;
 
 /// An ONNX deployment of `file` (shipped under `models/onnx`), and the file.
 fn onnx_deployment(file: &str) -> (veil_node::api::DeployRequest, Vec<u8>) {
@@ -1625,13 +1625,22 @@ fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
     wrong_id.id = "ab".repeat(32);
     let err = super::check_onnx(&wrong_id, &bytes).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Invalid);
-    assert!(err.to_string().contains("does not hash to model id"), "{err}");
+    assert!(
+        err.to_string().contains("does not hash to model id"),
+        "{err}"
+    );
     let mut shared = good.clone();
     shared.weights = "shared".into();
-    assert_eq!(kind(super::check_onnx(&shared, &bytes)), Some(ErrorKind::Invalid));
+    assert_eq!(
+        kind(super::check_onnx(&shared, &bytes)),
+        Some(ErrorKind::Invalid)
+    );
     let mut inline = good.clone();
     inline.architecture = hex::encode(&bytes);
-    assert_eq!(kind(super::check_onnx(&inline, &bytes)), Some(ErrorKind::Invalid));
+    assert_eq!(
+        kind(super::check_onnx(&inline, &bytes)),
+        Some(ErrorKind::Invalid)
+    );
     let (unsupported, unsupported_bytes) = onnx_deployment("unsupported.onnx");
     let unsupported = super::check_onnx(&unsupported, &unsupported_bytes).unwrap_err();
     assert!(
@@ -1640,7 +1649,10 @@ fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
     );
     // A truncated file, or bytes that are not ONNX at all, hashed under their own id: refused by the
     // importer, with its message.
-    for garbage in [&bytes[..bytes.len() / 2], b"not an onnx file at all".as_slice()] {
+    for garbage in [
+        &bytes[..bytes.len() / 2],
+        b"not an onnx file at all".as_slice(),
+    ] {
         let mut req = good.clone();
         req.id = veil_node::onnx_model::model_id(garbage);
         let err = super::check_onnx(&req, garbage).unwrap_err();
@@ -1648,7 +1660,10 @@ fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
         assert!(err.to_string().starts_with("model:"), "{err}");
     }
     // The core records a deployment only with its checked file.
-    assert_eq!(kind(super::check_onnx_fields(&good)), Some(ErrorKind::Invalid));
+    assert_eq!(
+        kind(super::check_onnx_fields(&good)),
+        Some(ErrorKind::Invalid)
+    );
     let mut recorded = good.clone();
     recorded.onnx_file = Some(file);
     assert_eq!(super::check_onnx_fields(&recorded).unwrap(), file);

@@ -94,9 +94,7 @@ async fn deploy(
 /// The model files under the configured data directory.
 async fn model_files(s: &Shared) -> HttpResult<ModelFiles> {
     with_state(s, |c| {
-        Ok(ModelFiles::new(
-            c.config().data_dir.join(MODEL_FILES_DIR),
-        ))
+        Ok(ModelFiles::new(c.config().data_dir.join(MODEL_FILES_DIR)))
     })
     .await
 }
@@ -118,7 +116,11 @@ pub fn onnx_deployment(id: &str, query: Option<&str>) -> Result<DeployRequest> {
                 parties = Some(value.parse().map_err(|e| Error::malformed("parties", e))?)
             }
             "frac_bits" if frac_bits.is_none() => {
-                frac_bits = Some(value.parse().map_err(|e| Error::malformed("frac_bits", e))?)
+                frac_bits = Some(
+                    value
+                        .parse()
+                        .map_err(|e| Error::malformed("frac_bits", e))?,
+                )
             }
             "protocol" if protocol.is_none() => protocol = Some(value.chars().take(32).collect()),
             "parties" | "frac_bits" | "protocol" => return Err(twice()),
@@ -213,4 +215,85 @@ async fn model_stages(
     let view = blocking(move || crate::core::stages_of(&id, &architecture, max)).await?;
     cache.put(key, view.clone());
     Ok(Json(view))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_node::Identity;
+
+    fn open(dir: &std::path::Path) -> crate::Coordinator {
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n",
+            dir.display()
+        );
+        let config: crate::config::CoordinatorConfig = toml::from_str(&text).unwrap();
+        crate::Coordinator::open(config, Identity::generate().unwrap(), now_ms()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_upload_is_refused_as_soon_as_it_passes_the_bound() {
+        let err = read_bounded(Body::from(vec![1u8; 1001]), 1000)
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "ONNX file is longer than 1000 bytes");
+        assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
+        let read = read_bounded(Body::from(vec![1u8; 1000]), 1000).await;
+        assert_eq!(read.unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn the_deployment_of_an_upload_comes_from_its_query() {
+        let id = "AB".repeat(32);
+        let req = onnx_deployment(&id, Some("parties=3&frac_bits=16&protocol=spdz2k")).unwrap();
+        assert_eq!(req.id, "ab".repeat(32));
+        assert_eq!((req.parties, req.frac_bits), (3, 16));
+        assert_eq!(req.protocol, "spdz2k");
+        assert!(req.onnx && req.onnx_file.is_none() && req.architecture.is_empty());
+        let semi = onnx_deployment(&id, Some("parties=2&frac_bits=12")).unwrap();
+        assert_eq!(semi.protocol, "semi2k");
+        for bad in [
+            "frac_bits=16",
+            "parties=3",
+            "parties=3&parties=4&frac_bits=16",
+            "parties=3&frac_bits=16&weights=shared",
+            "parties=x&frac_bits=16",
+        ] {
+            assert!(onnx_deployment(&id, Some(bad)).is_err(), "{bad}");
+        }
+        assert!(onnx_deployment("../etc", Some("parties=3&frac_bits=16")).is_err());
+    }
+
+    #[test]
+    fn a_deployed_onnx_file_and_its_record_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/onnx/cnn.onnx");
+        let bytes = std::fs::read(path).unwrap();
+        let id = veil_node::onnx_model::model_id(&bytes);
+        let mut req = onnx_deployment(&id, Some("parties=3&frac_bits=16")).unwrap();
+        let file = crate::core::check_onnx(&req, &bytes).unwrap();
+        let files = ModelFiles::new(dir.path().join(MODEL_FILES_DIR));
+        files.put(&id, &bytes).unwrap();
+        req.onnx_file = Some(file);
+        let owner = Identity::generate().unwrap().public_key();
+        {
+            let mut c = open(dir.path());
+            let view = c.deploy(&owner, req, now_ms()).unwrap();
+            assert_eq!(view.deployment.onnx_file, Some(file));
+        }
+        // A new process on the same data directory: the record and the file are there.
+        let c = open(dir.path());
+        assert_eq!(c.onnx_model(&id).unwrap(), file);
+        assert_eq!(
+            ModelFiles::new(c.config().data_dir.join(MODEL_FILES_DIR))
+                .get(&id)
+                .unwrap(),
+            bytes
+        );
+        // Not an ONNX model, or unknown: not found.
+        assert_eq!(
+            c.onnx_model(&"cd".repeat(32)).unwrap_err().kind(),
+            crate::error::ErrorKind::NotFound
+        );
+    }
 }
