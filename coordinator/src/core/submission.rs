@@ -496,6 +496,12 @@ impl Core {
         req: DeployRequest,
         now: Millis,
     ) -> Result<ModelView> {
+        if !req.onnx && req.onnx_file.is_some() {
+            return Err(Error::malformed(
+                "onnx_file",
+                "only an ONNX deployment has a file record",
+            ));
+        }
         let name = match &req.pretrained {
             _ if req.onnx => {
                 check_onnx_fields(&req)?;

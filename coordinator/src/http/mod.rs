@@ -179,7 +179,8 @@ pub struct ReadyLine {
 ///
 /// Body limits are per route: `limits.max_json_bytes` for JSON (the default), `max_blob` only on the
 /// routes that take a blob upload (inputs, outputs, owner material, transcripts), 4 x the largest
-/// architecture on deployments (its JSON is escaped inside the request). Rates, the concurrency cap and the
+/// architecture on deployments (its JSON is escaped inside the request), and an ONNX file's upload is
+/// bounded by `veil_node::onnx_model::MAX_ONNX_BYTES` while it is read (`models::read_bounded`). Rates, the concurrency cap and the
 /// request timeout apply to every request before it reaches a handler ([`limits::enforce`]).
 pub fn router(state: Shared, edge: Arc<limits::Edge>, max_blob: usize) -> Router {
     let json_limit = edge.max_json_bytes();

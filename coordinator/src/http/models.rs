@@ -282,7 +282,7 @@ mod tests {
             assert_eq!(view.deployment.onnx_file, Some(file));
         }
         // A new process on the same data directory: the record and the file are there.
-        let c = open(dir.path());
+        let mut c = open(dir.path());
         assert_eq!(c.onnx_model(&id).unwrap(), file);
         assert_eq!(
             ModelFiles::new(c.config().data_dir.join(MODEL_FILES_DIR))
@@ -294,6 +294,14 @@ mod tests {
         assert_eq!(
             c.onnx_model(&"cd".repeat(32)).unwrap_err().kind(),
             crate::error::ErrorKind::NotFound
+        );
+        // A file record comes only with an ONNX deployment.
+        let mut other = onnx_deployment(&"cd".repeat(32), Some("parties=3&frac_bits=16")).unwrap();
+        other.onnx = false;
+        other.onnx_file = Some(file);
+        assert_eq!(
+            c.deploy(&owner, other, now_ms()).unwrap_err().kind(),
+            crate::error::ErrorKind::Invalid
         );
     }
 }
