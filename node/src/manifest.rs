@@ -282,12 +282,7 @@ impl SignedManifest {
             // An ONNX model: the manifest names its file by id (SHA-256) and size; each member fetches
             // the file and checks both before importing it (`crate::onnx_model`).
             Some(d) if manifest.model.workload == crate::onnx_model::ONNX_WORKLOAD => {
-                d.check_id()?;
-                crate::onnx_model::check_size(d.file_bytes)
-                    .map_err(|e| NodeError::Manifest(e.to_string()))?;
-                if !d.architecture.is_empty() || d.handoff.is_some() || d.senders != 0 {
-                    return bad("an ONNX job's manifest names its file only, in one stage".into());
-                }
+                crate::onnx_model::check_deployed(d)?;
             }
             Some(d) => {
                 d.parse()?;

@@ -113,6 +113,19 @@ pub fn check_file(
     Ok(())
 }
 
+/// Checks a manifest's ONNX model: an id of 64 hex digits, a file size within [`check_size`], and nothing
+/// else (no architecture: the file is fetched apart; one stage).
+pub fn check_deployed(d: &crate::manifest::DeployedModel) -> Result<()> {
+    d.check_id()?;
+    check_size(d.file_bytes).map_err(|e| NodeError::Manifest(e.to_string()))?;
+    if !d.architecture.is_empty() || d.handoff.is_some() || d.senders != 0 {
+        return Err(NodeError::Manifest(
+            "an ONNX job's manifest names its file only, in one stage".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The imported graph of an ONNX file (refuses unsupported operators, dynamic shapes, external data).
 pub fn import(bytes: &[u8]) -> Result<Graph> {
     Ok(veil_engine::onnx::import(bytes).map_err(veil_engine::EngineError::from)?)
@@ -227,6 +240,28 @@ mod tests {
         ));
         assert!(check_size(MAX_ONNX_BYTES as u64).is_ok());
         assert!(check_size(MAX_ONNX_BYTES as u64 + 1).is_err());
+    }
+
+    #[test]
+    fn a_manifest_names_an_onnx_file_by_id_and_size_only() {
+        let d = crate::manifest::DeployedModel {
+            id: model_id(b"file"),
+            architecture: String::new(),
+            handoff: None,
+            senders: 0,
+            file_bytes: 820_554,
+        };
+        assert!(check_deployed(&d).is_ok());
+        let refused = |f: &dyn Fn(&mut crate::manifest::DeployedModel)| {
+            let mut bad = d.clone();
+            f(&mut bad);
+            check_deployed(&bad).is_err()
+        };
+        assert!(refused(&|d| d.file_bytes = 0));
+        assert!(refused(&|d| d.file_bytes = MAX_ONNX_BYTES as u64 + 1));
+        assert!(refused(&|d| d.architecture = "00".into()));
+        assert!(refused(&|d| d.senders = 1));
+        assert!(refused(&|d| d.id = "xyz".into()));
     }
 
     #[test]
