@@ -860,10 +860,14 @@ fn onnx_graph(
     flags: &TaskFlags,
     signed: &SignedManifest,
 ) -> Result<Option<Arc<veil_engine::onnx::PrivateGraph>>, NodeError> {
-    let manifest = signed.verify_by(&shared.coordinator)?;
-    if manifest.model.workload != crate::onnx_model::ONNX_WORKLOAD {
+    // Another workload (or a manifest that does not decode, which the acceptance reports): nothing here.
+    let workload =
+        postcard::from_bytes::<crate::manifest::Manifest>(&signed.body.0).map(|m| m.model.workload);
+    if workload.as_deref().ok() != Some(crate::onnx_model::ONNX_WORKLOAD) {
         return Ok(None);
     }
+    // Nothing is fetched for a manifest the coordinator did not sign.
+    let manifest = signed.verify_by(&shared.coordinator)?;
     let d = manifest
         .model
         .deployed
