@@ -253,7 +253,9 @@ impl Client {
     pub fn onnx_file(&self, id: &str, size: u64) -> Result<Vec<u8>> {
         veil_node::onnx_model::check_id(id)?;
         veil_node::onnx_model::check_size(size)?;
-        let bytes = self.api.get_bytes(&api::model_onnx(id))?;
+        let bytes = self
+            .api
+            .get_bytes_bounded(&api::model_onnx(id), veil_node::onnx_model::MAX_ONNX_BYTES)?;
         veil_node::onnx_model::check_file(&bytes, id, Some(size))?;
         Ok(bytes)
     }

@@ -877,7 +877,9 @@ fn onnx_graph(
         .models
         .get_or_fetch(&d.id, d.file_bytes, || {
             retry(flags, "fetching the ONNX model", || {
-                shared.api.get_bytes(&api::model_onnx(&d.id))
+                shared
+                    .api
+                    .get_bytes_bounded(&api::model_onnx(&d.id), crate::onnx_model::MAX_ONNX_BYTES)
             })
             .ok_or_else(|| "the coordinator did not hand the file over".to_string())
         })

@@ -120,6 +120,7 @@ impl ApiClient {
         path: &str,
         content_type: &str,
         body: Vec<u8>,
+        max_reply: usize,
     ) -> Result<(u16, Bytes), CallError> {
         let tcp = tokio::net::TcpStream::connect(&self.address)
             .await
@@ -150,7 +151,7 @@ impl ApiClient {
             .await
             .map_err(|e| self.transport(format!("request: {e}")))?;
         let status = reply.status().as_u16();
-        let body = Limited::new(reply.into_body(), MAX_REPLY)
+        let body = Limited::new(reply.into_body(), max_reply)
             .collect()
             .await
             .map_err(|e| self.transport(format!("reading the reply: {e}")))?
@@ -164,11 +165,12 @@ impl ApiClient {
         path: &str,
         content_type: &str,
         body: Vec<u8>,
+        max_reply: usize,
     ) -> Result<Bytes, CallError> {
         let (status, bytes) = self.runtime.block_on(async {
             tokio::time::timeout(
                 self.timeout,
-                self.call_async(method, path, content_type, body),
+                self.call_async(method, path, content_type, body, max_reply),
             )
             .await
             .map_err(|_| self.transport(format!("no answer within {:?}", self.timeout)))?
@@ -243,6 +245,20 @@ impl ApiClient {
             .map(|b| b.to_vec())
     }
 
+    /// GET an opaque blob of at most `max` bytes (at most [`MAX_REPLY`]): a longer reply is refused
+    /// while it is read.
+    pub fn get_bytes_bounded(&self, path: &str, max: usize) -> Result<Vec<u8>, CallError> {
+        let reply = self.call_unrecorded(
+            Method::GET,
+            path,
+            "application/octet-stream",
+            Vec::new(),
+            max.min(MAX_REPLY),
+        )?;
+        crate::record::received(&reply);
+        Ok(reply.to_vec())
+    }
+
     /// One call, its reply body recorded when the test-only recorder is on (`crate::record`).
     fn call(
         &self,
@@ -251,7 +267,7 @@ impl ApiClient {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<Bytes, CallError> {
-        let reply = self.call_unrecorded(method, path, content_type, body)?;
+        let reply = self.call_unrecorded(method, path, content_type, body, MAX_REPLY)?;
         crate::record::received(&reply);
         Ok(reply)
     }
