@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::Uri;
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Extension, Json, Router};
 use http_body_util::BodyExt;
@@ -28,6 +29,50 @@ use crate::model_files::ModelFiles;
 
 /// The directory of model files under the coordinator's data directory.
 pub const MODEL_FILES_DIR: &str = "models";
+
+/// Most ONNX uploads read and checked at once (each holds up to [`MAX_ONNX_BYTES`] and its import).
+pub const MAX_CONCURRENT_UPLOADS: usize = 2;
+/// Most model files read into memory to be served at once.
+pub const MAX_CONCURRENT_DOWNLOADS: usize = 4;
+
+/// Invariant: the memory that model files take in this process is bounded: an upload holds a permit of
+/// `UPLOADS` from before its body is read until its deployment is recorded, a download one of
+/// [`downloads`] from before its file is read until its reply's body is dropped ([`Permitted`]).
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_CONCURRENT_UPLOADS);
+
+fn downloads() -> Arc<tokio::sync::Semaphore> {
+    static DOWNLOADS: std::sync::OnceLock<Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    DOWNLOADS
+        .get_or_init(|| Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_DOWNLOADS)))
+        .clone()
+}
+
+/// A reply body that holds a download permit until it is sent or dropped.
+struct Permitted {
+    body: http_body_util::Full<axum::body::Bytes>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl axum::body::HttpBody for Permitted {
+    type Data = axum::body::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Self::Data>, Self::Error>>>
+    {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 /// Most splits cached; the cache is emptied when it would grow past this (deployments are few and each is
 /// cheap to recompute, so a simple bound is enough).
@@ -170,6 +215,7 @@ async fn put_onnx(
 ) -> HttpResult<Json<ModelView>> {
     let key = caller.key()?;
     let mut req = onnx_deployment(&id, uri.query())?;
+    let _permit = UPLOADS.acquire().await.map_err(Error::invariant)?;
     let bytes = read_bounded(body, MAX_ONNX_BYTES).await?;
     let files = model_files(&s).await?;
     let req = blocking(move || {
@@ -190,12 +236,25 @@ async fn get_onnx(
     State(s): State<Shared>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> HttpResult<Vec<u8>> {
+) -> HttpResult<axum::response::Response> {
     caller.key()?;
     let files = model_files(&s).await?;
     let known = id.clone();
     with_state(&s, move |c| c.onnx_model(&known).map(|_| ())).await?;
-    blocking(move || files.get(&id)).await
+    let permit = downloads()
+        .acquire_owned()
+        .await
+        .map_err(Error::invariant)?;
+    let bytes = blocking(move || files.get(&id)).await?;
+    let body = Permitted {
+        body: http_body_util::Full::new(bytes.into()),
+        _permit: permit,
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],
+        Body::new(body),
+    )
+        .into_response())
 }
 
 async fn model_stages(
@@ -240,6 +299,19 @@ mod tests {
         assert_eq!(err.kind(), crate::error::ErrorKind::Invalid);
         let read = read_bounded(Body::from(vec![1u8; 1000]), 1000).await;
         assert_eq!(read.unwrap().len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn a_download_holds_its_permit_until_its_body_is_consumed() {
+        let semaphore = Arc::new(tokio::sync::Semaphore::new(1));
+        let body = Permitted {
+            body: http_body_util::Full::new(vec![7u8; 10].into()),
+            _permit: semaphore.clone().acquire_owned().await.unwrap(),
+        };
+        assert_eq!(semaphore.available_permits(), 0);
+        let bytes = Body::new(body).collect().await.unwrap().to_bytes();
+        assert_eq!(bytes.as_ref(), &[7u8; 10]);
+        assert_eq!(semaphore.available_permits(), 1);
     }
 
     #[test]
