@@ -38,7 +38,7 @@ fn client(identity: Identity) -> Client {
 fn committee(cluster: &LocalCluster) -> Committee {
     Committee {
         parties: cluster.parties(),
-        dealer: cluster.dealer().expect("dealer"),
+        dealer: Some(cluster.dealer().expect("dealer")),
     }
 }
 
@@ -305,7 +305,7 @@ fn a_killed_party_fails_the_job_within_the_timeout() {
     let members = [
         committee.parties[0].clone(),
         committee.parties[1].clone(),
-        committee.dealer.clone(),
+        committee.dealer.clone().expect("dealer"),
     ];
     for m in &members {
         let deadline = Instant::now() + Duration::from_secs(10);

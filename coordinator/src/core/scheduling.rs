@@ -2,7 +2,6 @@
 //! timeouts (blaming the members that did not act), places waiting jobs on a committee (selection and
 //! reservation are `veil_scheduler`'s) with a signed manifest, and deletes results past their retention.
 
-use veil_node::api::SPDZ2K;
 use veil_node::envelope::SealingKey;
 use veil_node::manifest::{Manifest, Member, ModelSpec, SignedManifest};
 use veil_node::wire::JobId as RunId;
@@ -12,7 +11,7 @@ use veil_scheduler::explain::{JobExplanation, NodeNames, StageExplanation};
 use veil_scheduler::{DomainKey, Effects, Event, FailureCause, Millis, NodeId, Phase, Placement};
 
 use super::beacon::{self, BeaconView};
-use super::submission::weight_mode;
+use super::submission::{check_protocol, weight_mode};
 use super::{cause_text, Attempt, Core};
 use crate::blobs::BlobDelete;
 use crate::error::{Error, Result};
@@ -357,9 +356,10 @@ impl Core {
             .map(str::parse::<SealingKey>)
             .transpose()
             .map_err(|e| Error::malformed("output_key", e))?;
+        let protocol = check_protocol(&req.protocol)?;
         let manifest = Manifest {
             job: RunId(run_id),
-            protocol: req.protocol.clone(),
+            protocol,
             model: ModelSpec {
                 workload: req.workload.clone(),
                 seed: req.model_seed,
@@ -374,7 +374,7 @@ impl Core {
                 .iter()
                 .map(|&p| self.member(p))
                 .collect::<Result<_>>()?,
-            dealer: self.member(c.dealer)?,
+            dealer: Some(self.member(c.dealer)?),
             client: self.identity.public_key(),
             output_key,
             verifier: Some(self.member(c.verifier)?),
@@ -393,7 +393,7 @@ impl Core {
             outputs: vec![false; n],
             owner: false,
             transcripts: vec![false; n],
-            verified: req.protocol == SPDZ2K,
+            verified: protocol.verifies(),
             expired: false,
         })
     }

@@ -4,12 +4,13 @@
 use veil_engine::model_file::Architecture;
 use veil_engine::{workloads, WeightMode};
 use veil_node::api::{
-    stage_model_id, DeployRequest, JobView, ModelView, StagesView, SubmitRequest, SPDZ2K,
+    stage_model_id, DeployRequest, JobView, ModelView, StagesView, SubmitRequest,
 };
 use veil_node::envelope::SealingKey;
 use veil_node::manifest::{DeployedModel, Handoff, MAX_ARCHITECTURE_BYTES, MAX_BATCH};
 use veil_node::wire::JobId as RunId;
 use veil_node::PublicKey;
+use veil_protocols::protocol::Protocol;
 use veil_scheduler::{Event, Job, JobDemand, JobId, Millis, Phase, RoleDemand};
 
 use super::execution::wrong_phase;
@@ -38,15 +39,16 @@ fn check_parties(parties: u8) -> Result<()> {
     check_range("parties", parties.into(), 2, MAX_PARTIES.into())
 }
 
-fn check_protocol(protocol: &str) -> Result<()> {
-    if protocol == "semi2k" || protocol == SPDZ2K {
-        return Ok(());
+/// The protocol a request names, if the network runs it (the committee has a dealer).
+pub(super) fn check_protocol(protocol: &str) -> Result<Protocol> {
+    match Protocol::parse(protocol) {
+        Some(p) if p.has_dealer() => Ok(p),
+        _ => Err(Error::Unsupported {
+            field: "protocol",
+            value: protocol.chars().take(32).collect(),
+            expected: "semi2k, spdz2k",
+        }),
     }
-    Err(Error::Unsupported {
-        field: "protocol",
-        value: protocol.chars().take(32).collect(),
-        expected: "semi2k, spdz2k",
-    })
 }
 
 pub(super) fn weight_mode(s: &str) -> Result<WeightMode> {
