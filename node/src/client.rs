@@ -477,7 +477,7 @@ pub fn open_rep3(
 }
 
 /// Each party's reported outputs.
-fn reported_outputs(reports: &[PartyReport]) -> Vec<Vec<Words>> {
+pub fn reported_outputs(reports: &[PartyReport]) -> Vec<Vec<Words>> {
     reports.iter().map(|r| r.outputs.clone()).collect()
 }
 
@@ -508,10 +508,35 @@ fn run_private_rep3(
             Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
         })
         .collect::<Result<_>>()?;
-    let input_shares = split_replicated(&encoded, &mut rng);
+    let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Rep3)?;
+    let runs: Vec<RunRequest> = replicated_runs(manifest.job, Some(job.plan), &encoded, &mut rng)
+        .into_iter()
+        .map(|run| RunRequest {
+            threads: job.threads as u32,
+            profile: job.profile,
+            shaping: client.options.shaping,
+            ..run
+        })
+        .collect();
+    let reports = client.run_job(&manifest, runs)?;
+    let outputs = open_rep3(&reported_outputs(&reports), inputs.len(), fp)?;
+    assemble(&reports, outputs)
+}
+
+/// The three `rep3` parties' run requests of job `job`: replicated shares of every `encoded` input and (if
+/// `plan` is given: the client deals the model's weights, as its owner) of every shared weight, or the
+/// public weights in the clear. Party `i` gets components `i` and `i + 1` of each value.
+pub fn replicated_runs(
+    job: JobId,
+    plan: Option<&Plan>,
+    encoded: &[Vec<u64>],
+    rng: &mut StdRng,
+) -> Vec<RunRequest> {
+    let input_shares = split_replicated(encoded, rng);
     let mut weights: Vec<Vec<WireWeight>> = (0..3).map(|_| Vec::new()).collect();
-    for w in &job.plan.weights {
-        match job.plan.mode {
+    for w in plan.map_or(&[][..], |p| &p.weights) {
+        let mode = plan.map_or(veil_engine::WeightMode::Public, |p| p.mode);
+        match mode {
             veil_engine::WeightMode::Public => {
                 for party in weights.iter_mut() {
                     party.push(WireWeight {
@@ -521,11 +546,11 @@ fn run_private_rep3(
                 }
             }
             veil_engine::WeightMode::Shared => {
-                let matrix = split_replicated(std::slice::from_ref(&w.matrix), &mut rng);
+                let matrix = split_replicated(std::slice::from_ref(&w.matrix), rng);
                 let bias = w
                     .bias
                     .as_ref()
-                    .map(|b| split_replicated(std::slice::from_ref(b), &mut rng));
+                    .map(|b| split_replicated(std::slice::from_ref(b), rng));
                 for (i, party) in weights.iter_mut().enumerate() {
                     party.push(WireWeight {
                         matrix: matrix[i][0].clone(),
@@ -535,20 +560,11 @@ fn run_private_rep3(
             }
         }
     }
-    let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Rep3)?;
-    let runs: Vec<RunRequest> = weights
+    weights
         .into_iter()
         .zip(input_shares)
-        .map(|(w, inputs)| RunRequest {
-            threads: job.threads as u32,
-            profile: job.profile,
-            shaping: client.options.shaping,
-            ..RunRequest::new(manifest.job, w, inputs)
-        })
-        .collect();
-    let reports = client.run_job(&manifest, runs)?;
-    let outputs = open_rep3(&reported_outputs(&reports), inputs.len(), fp)?;
-    assemble(&reports, outputs)
+        .map(|(w, inputs)| RunRequest::new(job, w, inputs))
+        .collect()
 }
 
 /// [`run_private`] under `protocol`. For `spdz2k` the client plays the owners as the in-memory runner does:

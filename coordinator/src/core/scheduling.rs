@@ -253,7 +253,7 @@ impl Core {
             job = id,
             attempt = attempt.number,
             parties = ?attempt.parties,
-            dealer = %attempt.dealer,
+            dealer = ?attempt.dealer,
             verifier = %attempt.verifier,
             "committee scheduled"
         );
@@ -356,7 +356,10 @@ impl Core {
             .map(str::parse::<SealingKey>)
             .transpose()
             .map_err(|e| Error::malformed("output_key", e))?;
-        let protocol = check_protocol(&req.protocol)?;
+        let protocol = check_protocol(&req.protocol, req.parties)?;
+        // The scheduler fills a dealer slot for every committee; a protocol without a dealer leaves it out:
+        // no manifest names it and it gets no task.
+        let dealer = protocol.has_dealer().then_some(c.dealer);
         let manifest = Manifest {
             job: RunId(run_id),
             protocol,
@@ -374,7 +377,7 @@ impl Core {
                 .iter()
                 .map(|&p| self.member(p))
                 .collect::<Result<_>>()?,
-            dealer: Some(self.member(c.dealer)?),
+            dealer: dealer.map(|d| self.member(d)).transpose()?,
             client: self.identity.public_key(),
             output_key,
             verifier: Some(self.member(c.verifier)?),
@@ -386,9 +389,9 @@ impl Core {
             run_id,
             manifest: postcard::to_stdvec(&signed).map_err(Error::invariant)?,
             parties: c.parties.clone(),
-            dealer: c.dealer,
+            dealer,
             verifier: c.verifier,
-            accepted: vec![false; n + 1],
+            accepted: vec![false; n + usize::from(dealer.is_some())],
             inputs: vec![false; n],
             outputs: vec![false; n],
             owner: false,

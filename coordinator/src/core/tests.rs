@@ -222,7 +222,7 @@ fn members(view: &JobView) -> Vec<String> {
     let c = view.committee.as_ref().unwrap();
     c.parties
         .iter()
-        .chain([&c.dealer])
+        .chain(c.dealer.as_ref())
         .map(|m| m.public_key.clone())
         .collect()
 }
@@ -261,14 +261,15 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     let mut all: Vec<&str> = committee
         .parties
         .iter()
-        .chain([&committee.dealer, &committee.verifier])
+        .chain(committee.dealer.as_ref())
+        .chain([&committee.verifier])
         .map(|m| m.public_key.as_str())
         .collect();
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 4);
     // Members see their task, not yet to start; the verifier has none.
-    let dealer = key_of(&keys, &committee.dealer.public_key);
+    let dealer = key_of(&keys, &committee.dealer.as_ref().unwrap().public_key);
     let tasks = heartbeat(&mut c, &dealer, T0 + 2).tasks;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].role, TaskRole::Dealer);
@@ -641,7 +642,8 @@ fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare
         let seated: Vec<&str> = committee
             .parties
             .iter()
-            .chain([&committee.dealer, &committee.verifier])
+            .chain(committee.dealer.as_ref())
+            .chain([&committee.verifier])
             .map(|m| m.public_key.as_str())
             .filter(|k| twins.iter().any(|t| t == k))
             .collect();
@@ -1089,7 +1091,13 @@ impl AcceptedSpdz2kJob {
         let demand = demand_for(&req, None).unwrap();
         let view = c.submit(&client, req, demand, T0 + 1).unwrap();
         let committee = view.committee.clone().unwrap();
-        let dealer: PublicKey = committee.dealer.public_key.parse().unwrap();
+        let dealer: PublicKey = committee
+            .dealer
+            .as_ref()
+            .unwrap()
+            .public_key
+            .parse()
+            .unwrap();
         let task = heartbeat(&mut c, &dealer, T0 + 1)
             .tasks
             .into_iter()
@@ -1133,7 +1141,7 @@ impl AcceptedSpdz2kJob {
 fn verifying_spdz2k_job(dir: &std::path::Path) -> AcceptedSpdz2kJob {
     use veil_node::evidence::{self, EvidenceKind};
     let mut job = AcceptedSpdz2kJob::new(dir);
-    let dealer = job.identity(&job.committee.dealer.public_key);
+    let dealer = job.identity(&job.committee.dealer.as_ref().unwrap().public_key);
     let parties = job.committee.parties.len() as u32;
     let owner = evidence::seal(
         dealer,
@@ -1253,7 +1261,8 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
         for m in committee
             .parties
             .iter()
-            .chain([&committee.verifier, &committee.dealer])
+            .chain([&committee.verifier])
+            .chain(committee.dealer.as_ref())
         {
             assert_eq!(failures_of(&c, &m.public_key), 0, "{dir_kind:?}");
         }
@@ -1295,7 +1304,14 @@ fn an_upload_that_is_not_its_members_signed_evidence_is_refused() {
         assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     }
     // A non-party has no output slot, and a party no owner slot.
-    let dealer: PublicKey = job.committee.dealer.public_key.parse().unwrap();
+    let dealer: PublicKey = job
+        .committee
+        .dealer
+        .as_ref()
+        .unwrap()
+        .public_key
+        .parse()
+        .unwrap();
     assert_eq!(
         kind(job.c.upload_slot(&dealer, 1, 1, Direction::Output)),
         Some(ErrorKind::Forbidden)
