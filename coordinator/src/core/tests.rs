@@ -248,6 +248,71 @@ fn start(c: &mut Coordinator, keys: &[PublicKey], client: &PublicKey, now: Milli
 }
 
 #[test]
+fn a_rep3_job_runs_on_three_parties_and_no_dealer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    // rep3 takes exactly 3 parties.
+    let two = SubmitRequest {
+        protocol: "rep3".into(),
+        ..request()
+    };
+    let why = demand_for(&two, None).unwrap_err().to_string();
+    assert!(why.contains("exactly 3 parties"), "{why}");
+    // rep3m does not run on the network yet.
+    let malicious = SubmitRequest {
+        protocol: "rep3m".into(),
+        parties: 3,
+        ..request()
+    };
+    assert!(kind(demand_for(&malicious, None)).is_some());
+    let req = SubmitRequest {
+        protocol: "rep3".into(),
+        parties: 3,
+        ..request()
+    };
+    let demand = demand_for(&req, None).unwrap();
+    assert_eq!(demand.dealer, veil_scheduler::RoleDemand::default());
+    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+    assert_eq!(view.phase, "scheduled");
+    let committee = view.committee.clone().unwrap();
+    assert!(committee.dealer.is_none(), "no dealer in the committee");
+    let mut parties: Vec<&str> = committee
+        .parties
+        .iter()
+        .map(|m| m.public_key.as_str())
+        .collect();
+    parties.sort_unstable();
+    parties.dedup();
+    assert_eq!(parties.len(), 3);
+    // The signed manifest names no dealer.
+    let bytes = hex::decode(view.manifest.as_deref().unwrap()).unwrap();
+    let signed: veil_node::manifest::SignedManifest = postcard::from_bytes(&bytes).unwrap();
+    let manifest: veil_node::manifest::Manifest = postcard::from_bytes(&signed.body.0).unwrap();
+    assert_eq!(manifest.protocol, veil_node::manifest::Protocol::Rep3);
+    assert!(manifest.dealer.is_none());
+    // Only the parties have a task, each a party's.
+    let mut tasks = 0;
+    for k in &keys {
+        for t in heartbeat(&mut c, k, T0 + 2).tasks {
+            assert!(matches!(t.role, TaskRole::Party { .. }), "{:?}", t.role);
+            tasks += 1;
+        }
+    }
+    assert_eq!(tasks, 3);
+    // The attempt runs once the three parties accepted and their inputs are in.
+    for m in members(&view) {
+        c.task_accepted(&key_of(&keys, &m), 1, view.attempt, T0 + 3)
+            .unwrap();
+    }
+    for p in 0..3 {
+        c.upload_input(&client, 1, view.attempt, p, vec![p as u8; 10], T0 + 3)
+            .unwrap();
+    }
+    assert_eq!(c.job_view(1).unwrap().phase, "running");
+}
+
+#[test]
 fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     let dir = tempfile::tempdir().unwrap();
     let (mut c, keys) = network(dir.path(), 5);
