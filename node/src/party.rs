@@ -320,7 +320,7 @@ pub fn replicated_words(share: &RepShare) -> Words {
 
 /// The `rep3` share that [`replicated_words`] encoded; `None` if the word count is odd.
 pub fn replicated_share(mut words: Vec<u64>) -> Option<RepShare> {
-    if words.len() % 2 != 0 {
+    if !words.len().is_multiple_of(2) {
         return None;
     }
     let next = words.split_off(words.len() / 2);
