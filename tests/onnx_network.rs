@@ -1,8 +1,8 @@
 //! ONNX models on the network, over real processes (issue 22): `veil devnet` (a coordinator and five
 //! nodes), `veil deploy --model X.onnx` (the file travels to the coordinator, which imports it once; its id
 //! is the file's SHA-256), then `veil infer` of the shipped reference input through the coordinator, under
-//! semi2k and spdz2k (verified: the receipt passes `veil verify`). Every output is within 1e-2 of the
-//! PyTorch reference output shipped beside the model. A model with an unsupported operator, or with its
+//! semi2k, spdz2k (verified: the receipt passes `veil verify`) and rep3 (three parties, no dealer). Every
+//! output is within 1e-2 of the PyTorch reference output shipped beside the model. A model with an unsupported operator, or with its
 //! weights in an external data file, is refused at deploy with the importer's message.
 
 mod common;
@@ -103,7 +103,7 @@ fn shipped_onnx_models_deployed_on_devnet_match_their_reference_outputs() {
     let key = net.ready["coordinator_key"].as_str().unwrap().to_string();
     for name in ["cnn", "resnet", "encoder"] {
         let (_, want) = reference(name);
-        for protocol in ["semi2k", "spdz2k"] {
+        for protocol in ["semi2k", "spdz2k", "rep3"] {
             let (got, result) = deploy_and_infer(&net, name, protocol);
             assert_close(name, protocol, &got, &want);
             eprintln!("{name} {protocol}: {} s", result["seconds"]);
