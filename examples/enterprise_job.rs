@@ -60,7 +60,7 @@ fn main() -> Result<()> {
     let dealer = start_node(enterprise.public_key(), state.path())?;
     let committee = Committee {
         parties: parties.iter().map(member).collect(),
-        dealer: member(&dealer),
+        dealer: Some(member(&dealer)),
     };
     let client = Client::new(
         enterprise,

@@ -38,7 +38,7 @@ fn client(identity: Identity) -> Client {
 fn committee(cluster: &LocalCluster) -> Committee {
     Committee {
         parties: cluster.parties(),
-        dealer: cluster.dealer().expect("dealer"),
+        dealer: Some(cluster.dealer().expect("dealer")),
     }
 }
 

@@ -1,7 +1,8 @@
 //! ONNX models on the network, over real processes (issue 22): `veil devnet` (a coordinator and five
 //! nodes), `veil deploy --model X.onnx` (the file is uploaded to the coordinator, which checks its hash,
 //! imports it once and stores it; its id is the file's SHA-256), then `veil infer` of the shipped reference
-//! input through the coordinator, under semi2k and spdz2k (verified: the receipt passes `veil verify`).
+//! input through the coordinator, under semi2k, spdz2k (verified: the receipt passes `veil verify`) and rep3
+//! (three parties, no dealer).
 //! Every output is within 1e-2 of the PyTorch reference output shipped beside the model; `big_cnn` (820 KB,
 //! over the old 32 KiB manifest limit) among them. Members fetch the file by id and keep it: a second job
 //! on the model fetches nothing. A model with an unsupported operator, with its weights in an external
@@ -126,7 +127,7 @@ fn shipped_onnx_models_deployed_on_devnet_match_their_reference_outputs() {
     let big_id = veil_node::onnx_model::model_id(&big);
     for name in ["big_cnn", "cnn", "resnet", "encoder"] {
         let (_, want) = reference(name);
-        for protocol in ["semi2k", "spdz2k"] {
+        for protocol in ["semi2k", "spdz2k", "rep3"] {
             let before = cached_copies(&net, &big_id);
             let (got, result) = deploy_and_infer(&net, name, protocol);
             assert_close(name, protocol, &got, &want);

@@ -43,7 +43,7 @@ fn spdz2k_over_quic_matches_memory_bit_for_bit_and_its_transcripts_verify() {
     .expect("client");
     let committee = Committee {
         parties: cluster.parties(),
-        dealer: cluster.dealer().expect("dealer"),
+        dealer: Some(cluster.dealer().expect("dealer")),
     };
     let device = burn::tensor::Device::flex();
     let workload = "network-a";
@@ -172,7 +172,7 @@ fn spdz2k_over_quic_aborts_when_a_party_deviates() {
         .expect("client");
         let committee = Committee {
             parties: cluster.parties(),
-            dealer: cluster.dealer().expect("dealer"),
+            dealer: Some(cluster.dealer().expect("dealer")),
         };
         let spec: ModelSpec = serde_json::from_value(serde_json::json!({
             "workload": "network-a", "seed": 7, "weights": "Shared",

@@ -511,9 +511,13 @@ impl Client {
                 job: view.id,
                 reason: "running without a committee".into(),
             })?;
+        let dealer = c.dealer.as_ref().ok_or_else(|| ChatError::Committee {
+            job: view.id,
+            reason: "a chat committee without a dealer".into(),
+        })?;
         Ok(ChatCommittee {
             parties: c.parties.iter().map(|m| operator(m.node)).collect(),
-            dealer: operator(c.dealer.node),
+            dealer: operator(dealer.node),
         })
     }
 }

@@ -37,6 +37,7 @@ use veil_node::wire::{
     AuthWords, Bytes, OwnerMaterial, PartyReport, RunRequest, WireWeight, Words,
 };
 use veil_node::PublicKey;
+use veil_protocols::protocol::Protocol;
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::share::{reconstruct, share};
 
@@ -428,6 +429,20 @@ impl Client {
                                     }
                                 }
                             }
+                            // rep3: replicated shares, party i holding components i and i + 1.
+                            (false, program) if request.protocol == Protocol::Rep3.name() => {
+                                record_inputs(encoded);
+                                let plan = match program {
+                                    Program::Plan(plan) => Some(plan),
+                                    Program::Encoder => None,
+                                };
+                                veil_node::client::replicated_runs(
+                                    manifest.job,
+                                    plan,
+                                    encoded,
+                                    &mut StdRng::from_os_rng(),
+                                )
+                            }
                             (false, Program::Plan(plan)) => shared_runs(plan, &manifest, encoded)?,
                             (false, Program::Encoder) => shared_encoder_runs(&manifest, encoded)?,
                         };
@@ -485,6 +500,9 @@ impl Client {
                             open_authenticated(&reports, key, fp, inferences)?,
                             Some(receipt),
                         )
+                    } else if request.protocol == Protocol::Rep3.name() {
+                        let shares = veil_node::client::reported_outputs(&reports);
+                        (veil_node::client::open_rep3(&shares, inferences, fp)?, None)
                     } else {
                         (reconstruct_outputs(&reports, fp, inferences)?, None)
                     };

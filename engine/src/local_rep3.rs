@@ -3,7 +3,7 @@
 //! and the model owner its weights into replicated shares (here, outside the parties); each party agrees on
 //! its PRF keys with its neighbours, sets the model up without communicating, and infers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
@@ -17,6 +17,7 @@ use crate::error::{EngineError, Result};
 use crate::local::{report, to_protocol, LocalOptions, LocalRunReport, PartyResult};
 use crate::plan::{Plan, WeightMode};
 use crate::private::{setup_rep3, StepProfile, WeightShare};
+use crate::session::infer_replicated;
 use crate::start_line::StartLine;
 
 /// A committee of three for `options` (which must ask for 3 parties).
@@ -181,15 +182,12 @@ pub(crate) fn run_party<P: MpcOps<Share = RepShare>>(
     let _leaving = start_line.guard();
     for (input, items) in inputs {
         start_line.wait()?;
-        let before = party.stats().clone();
-        let started = Instant::now();
-        let mut profile = Vec::new();
-        let out = infer(party, input, items, options.profile.then_some(&mut profile))?;
-        result.latencies.push(started.elapsed());
+        let done = infer_replicated(party, input, items, options.profile, &infer)?;
+        result.latencies.push(done.latency);
         result.preparation.push(Duration::ZERO);
-        result.online.push(party.stats().since(&before));
-        result.outputs.push(out);
-        result.profile = profile;
+        result.online.push(done.online);
+        result.outputs.push(done.output);
+        result.profile = done.profile;
     }
     Ok(result)
 }

@@ -18,12 +18,18 @@
 //!
 //! Invariant: [`PartySession::infer`] returns an output share only after [`SessionDomain::verify`] passed
 //! for every value opened since the previous inference.
+//!
+//! The dealer-free replicated protocols (`rep3`, and `rep3m` in memory) have no offline phase and their own
+//! party type: one inference of theirs is [`infer_replicated`], which in-memory runs (`crate::local_rep3`)
+//! and nodes (`veil_node::party`) both call, so they too cost the same bytes and rounds on every transport.
 
 use std::time::{Duration, Instant};
 
 use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::Request;
 use veil_protocols::net::{Net, NetStats};
+use veil_protocols::ops::MpcOps;
+use veil_protocols::rep3::RepShare;
 use veil_protocols::semi2k::Party;
 use veil_protocols::spdz2k::transcript::CheckTranscript;
 use veil_protocols::spdz2k::Spdz2k;
@@ -286,4 +292,38 @@ impl<'a, N: Net, D: SessionDomain, P: Program<D>> PartySession<'a, N, D, P> {
         spent += committing.elapsed();
         Ok(spent)
     }
+}
+
+/// What one inference of a replicated (dealer-free) party produced.
+pub struct ReplicatedInference {
+    /// This party's replicated share of the output (its two components).
+    pub output: RepShare,
+    /// Online wall time, from the input share to the output share.
+    pub latency: Duration,
+    /// Online traffic.
+    pub online: NetStats,
+    /// Per-step profile (empty unless profiling).
+    pub profile: Vec<StepProfile>,
+}
+
+/// One inference of a `rep3` (or `rep3m`) party on its replicated `input` share of `items` units: `infer`
+/// runs the program (a plan, an encoder, a graph) and the traffic and time it took are measured. There is no
+/// offline phase: the only correlated randomness comes from the PRF keys agreed when the party joined.
+pub fn infer_replicated<P: MpcOps<Share = RepShare>>(
+    party: &mut P,
+    input: RepShare,
+    items: usize,
+    profile: bool,
+    infer: impl FnOnce(&mut P, RepShare, usize, Option<&mut Vec<StepProfile>>) -> Result<RepShare>,
+) -> Result<ReplicatedInference> {
+    let before = party.stats().clone();
+    let started = Instant::now();
+    let mut steps = Vec::new();
+    let output = infer(party, input, items, profile.then_some(&mut steps))?;
+    Ok(ReplicatedInference {
+        output,
+        latency: started.elapsed(),
+        online: party.stats().since(&before),
+        profile: steps,
+    })
 }

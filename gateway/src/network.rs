@@ -358,7 +358,7 @@ impl NetworkBackend {
         let mut keys: Vec<&str> = Vec::new();
         if let Some(c) = committee {
             keys.extend(c.parties.iter().map(|m| m.public_key.as_str()));
-            keys.push(&c.dealer.public_key);
+            keys.extend(c.dealer.as_ref().map(|d| d.public_key.as_str()));
             keys.push(&c.verifier.public_key);
         }
         let operators = self.operators(&keys);
@@ -380,7 +380,7 @@ impl NetworkBackend {
             inputs,
             tokens,
             parties: committee.map_or_else(Vec::new, |c| c.parties.iter().map(member).collect()),
-            dealer: committee.map(|c| member(&c.dealer)),
+            dealer: committee.and_then(|c| c.dealer.as_ref()).map(member),
             verifier: committee.map(|c| member(&c.verifier)),
             receipt: receipt.and_then(|r| serde_json::from_str(r).ok()),
             receipt_path: receipt.map(|_| api::job_receipt(view.id)),

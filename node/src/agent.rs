@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use crate::api::{
     self, HardwareReport, HeartbeatReply, HeartbeatRequest, NodeView, RegisterRequest, RttReport,
-    TaskFailure, TaskRole, TaskView, TrialAccepted, TrialReport, TrialTask, SPDZ2K,
+    TaskFailure, TaskRole, TaskView, TrialAccepted, TrialReport, TrialTask,
 };
 use crate::api_client::{ApiClient, CallError};
 use crate::config::CoordinatorLink;
@@ -642,7 +642,9 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
     }
     // spdz2k: the client needs its masks before it can publish its inputs (it uploads them while the
     // attempt is scheduled), so the dealer sends them, sealed to the client, as soon as it accepted.
-    if assigned.role() == Role::Dealer && assigned.manifest().protocol == SPDZ2K {
+    if assigned.role() == Role::Dealer
+        && assigned.manifest().protocol == crate::manifest::Protocol::Spdz2k
+    {
         match owner_blob(shared, &signed, &assigned) {
             Ok(blob) => {
                 if retry(flags, "sending the owner material", || {
@@ -1009,6 +1011,9 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
     }
     // The dealer's signed owner material: the receipt commits to its record too.
     let dealer = n as u32;
+    let Some(dealer_key) = manifest.dealer.as_ref().map(|d| d.public_key) else {
+        return send_verdict(shared, t, flags, "a verified job without a dealer".into());
+    };
     let Some(owner) = retry(flags, "fetching the evidence", || {
         shared
             .api
@@ -1021,7 +1026,7 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         EvidenceKind::OwnerMaterial,
         &run,
         dealer,
-        &manifest.dealer.public_key,
+        &dealer_key,
         MAX_OUTPUT_BYTES,
     ) {
         Ok((_, record)) => records.push(record),

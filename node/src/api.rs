@@ -460,8 +460,8 @@ pub struct MemberView {
 pub struct CommitteeView {
     /// Parties, in index order.
     pub parties: Vec<MemberView>,
-    /// The dealer.
-    pub dealer: MemberView,
+    /// The dealer; `None` under a protocol without one (`rep3`).
+    pub dealer: Option<MemberView>,
     /// The verifier slot.
     pub verifier: MemberView,
 }

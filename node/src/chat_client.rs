@@ -15,7 +15,7 @@ use super::{Client, Committee};
 use crate::error::{NodeError, Result};
 use crate::frame;
 use crate::generation::{PromptLogits, SMOLLM2, TINY};
-use crate::manifest::{DeployedModel, Manifest, ModelSpec, SEMI2K};
+use crate::manifest::{DeployedModel, Manifest, ModelSpec, Protocol};
 use crate::wire::{JobId, Msg, PartyReport, RunRequest, Words};
 
 /// How long the client waits for a party's answer to `Attach`.
@@ -111,14 +111,19 @@ impl Client {
     ) -> Result<GenerationRun> {
         let manifest = Manifest {
             job: JobId::random(),
-            protocol: SEMI2K.into(),
+            protocol: Protocol::Semi2k,
             model: job.spec.clone(),
             batch: u32::try_from(prompt.len())
                 .map_err(|_| NodeError::Job("prompt too long".into()))?,
             inferences: u32::try_from(max_tokens)
                 .map_err(|_| NodeError::Job("too many tokens".into()))?,
             parties: committee.parties.clone(),
-            dealer: committee.dealer.clone(),
+            dealer: Some(
+                committee
+                    .dealer
+                    .clone()
+                    .ok_or_else(|| NodeError::Job("private generation needs a dealer".into()))?,
+            ),
             client: self.public_key(),
             output_key: None,
             verifier: None,
@@ -137,7 +142,7 @@ impl Client {
         let signed = manifest.sign(&self.identity)?;
         let mut streams = self.runtime.block_on(async {
             let mut members: Vec<&crate::manifest::Member> = manifest.parties.iter().collect();
-            members.push(&manifest.dealer);
+            members.extend(manifest.dealer.as_ref());
             let mut streams: Vec<Bi> = Vec::with_capacity(members.len());
             for (i, member) in members.iter().enumerate() {
                 let (mut send, mut recv) = self.open(member).await.map_err(|e| {

@@ -22,6 +22,7 @@ use veil_engine::local::{deal_weights, LocalRunReport, Protocol};
 use veil_engine::private::StepProfile;
 use veil_engine::{Model, Plan};
 use veil_protocols::net::NetStats;
+use veil_protocols::rep3::RepShare;
 use veil_protocols::share::{reconstruct, share};
 use veil_protocols::spdz2k::transcript::CheckTranscript;
 
@@ -29,7 +30,8 @@ use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::identity::{Identity, PublicKey};
-use crate::manifest::{Manifest, Member, ModelSpec, SEMI2K, SPDZ2K};
+use crate::manifest::{Manifest, Member, ModelSpec};
+use crate::party::{replicated_share, replicated_words};
 use crate::peers::Peers;
 use crate::tls::AllowList;
 use crate::wire::{
@@ -160,7 +162,7 @@ impl Client {
 
     /// [`Self::run_job`] with the run requests made once every member accepted the manifest: `make_runs`
     /// gets the dealer's owner material (`spdz2k`: the client's masks; `None` for
-    /// `semi2k`), which is returned with the reports.
+    /// `semi2k`, and for `rep3`, which has no dealer), which is returned with the reports.
     pub fn run_job_with(
         &self,
         manifest: &Manifest,
@@ -169,7 +171,7 @@ impl Client {
         let signed = manifest.sign(&self.identity)?;
         self.runtime.block_on(async {
             let mut members: Vec<&Member> = manifest.parties.iter().collect();
-            members.push(&manifest.dealer);
+            members.extend(manifest.dealer.as_ref());
             let mut streams = Vec::with_capacity(members.len());
             for (i, member) in members.iter().enumerate() {
                 let (mut send, mut recv) = self.open(member).await.map_err(|e| {
@@ -194,12 +196,20 @@ impl Client {
                     }
                 }
             }
-            let (mut dealer_send, mut dealer_recv) = streams
-                .pop()
-                .ok_or_else(|| NodeError::Job("no dealer stream".into()))?;
-            let owner = if manifest.protocol == SPDZ2K {
+            let mut dealer_stream = match manifest.dealer {
+                Some(_) => Some(
+                    streams
+                        .pop()
+                        .ok_or_else(|| NodeError::Job("no dealer stream".into()))?,
+                ),
+                None => None,
+            };
+            let owner = if let Some((_, dealer_recv)) = dealer_stream
+                .as_mut()
+                .filter(|_| manifest.protocol == Protocol::Spdz2k)
+            {
                 match self
-                    .read(&mut dealer_recv, "waiting for the dealer's owner material")
+                    .read(dealer_recv, "waiting for the dealer's owner material")
                     .await?
                 {
                     Msg::Owner(o) => Some(o),
@@ -271,7 +281,9 @@ impl Client {
                     Some(Err(e)) => return Err(NodeError::Job(format!("client task failed: {e}"))),
                 }
             }
-            let _ = dealer_send.finish();
+            if let Some((dealer_send, _)) = dealer_stream.as_mut() {
+                let _ = dealer_send.finish();
+            }
             collect(results).map(|reports| (reports, owner))
         })
     }
@@ -324,8 +336,8 @@ pub struct QuicJob<'a> {
 pub struct Committee {
     /// Execution parties in index order.
     pub parties: Vec<Member>,
-    /// The dealer.
-    pub dealer: Member,
+    /// The dealer; `None` for a committee of a protocol without one (`rep3`).
+    pub dealer: Option<Member>,
 }
 
 /// What a QUIC run produced: the same report as an in-memory run, plus QUIC's own traffic.
@@ -361,7 +373,7 @@ pub fn run_private(
         }
     }
     let weights = deal_weights(job.plan, n, &mut rng)?;
-    let manifest = job_manifest(client, committee, job, inputs.len(), SEMI2K)?;
+    let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Semi2k)?;
     let runs: Vec<RunRequest> = weights
         .into_iter()
         .zip(input_shares)
@@ -387,21 +399,172 @@ fn job_manifest(
     committee: &Committee,
     job: &QuicJob<'_>,
     inferences: usize,
-    protocol: &str,
+    protocol: Protocol,
 ) -> Result<Manifest> {
     Ok(Manifest {
         job: JobId::random(),
-        protocol: protocol.into(),
+        protocol,
         model: job.spec.clone(),
         batch: u32::try_from(job.batch).map_err(|_| NodeError::Job("batch too large".into()))?,
         inferences: u32::try_from(inferences)
             .map_err(|_| NodeError::Job("too many inferences".into()))?,
         parties: committee.parties.clone(),
-        dealer: committee.dealer.clone(),
+        dealer: committee_dealer(committee, protocol)?,
         client: client.public_key(),
         output_key: None,
         verifier: None,
     })
+}
+
+/// The committee's dealer as a job under `protocol` names it: required if the protocol has one, left out
+/// if it has none.
+fn committee_dealer(committee: &Committee, protocol: Protocol) -> Result<Option<Member>> {
+    if !protocol.has_dealer() {
+        return Ok(None);
+    }
+    committee
+        .dealer
+        .clone()
+        .map(Some)
+        .ok_or_else(|| NodeError::Job(format!("{protocol} needs a dealer in the committee")))
+}
+
+/// Splits each of `values` into the three parties' replicated shares, as each party receives them
+/// ([`replicated_words`]).
+fn split_replicated(values: &[Vec<u64>], rng: &mut StdRng) -> Vec<Vec<Words>> {
+    let mut per_party: Vec<Vec<Words>> = (0..3).map(|_| Vec::new()).collect();
+    for x in values {
+        let shares = RepShare::split(x, || rand::RngCore::next_u64(rng));
+        for (i, s) in shares.iter().enumerate() {
+            per_party[i].push(replicated_words(s));
+        }
+    }
+    per_party
+}
+
+/// The `rep3` outputs of `inferences` inferences, reconstructed from the three parties' components (a
+/// component two parties report differently is an error) and decoded.
+pub fn open_rep3(
+    outputs: &[Vec<Words>],
+    inferences: usize,
+    fp: veil_protocols::ring::FixedPoint,
+) -> Result<Vec<Vec<f32>>> {
+    if outputs.len() != 3 {
+        return Err(NodeError::Unexpected(format!(
+            "{} parties' outputs for a rep3 job",
+            outputs.len()
+        )));
+    }
+    (0..inferences)
+        .map(|i| {
+            let share = |p: usize| {
+                outputs[p]
+                    .get(i)
+                    .and_then(|w| replicated_share(w.0.clone()))
+                    .ok_or_else(|| {
+                        NodeError::Unexpected(
+                            "a party reported missing or malformed output shares".into(),
+                        )
+                    })
+            };
+            let shares = [share(0)?, share(1)?, share(2)?];
+            let words = RepShare::reconstruct(&shares).ok_or_else(|| {
+                NodeError::Job("the parties' replicated output shares disagree".into())
+            })?;
+            Ok(fp.decode(&words))
+        })
+        .collect()
+}
+
+/// Each party's reported outputs.
+pub fn reported_outputs(reports: &[PartyReport]) -> Vec<Vec<Words>> {
+    reports.iter().map(|r| r.outputs.clone()).collect()
+}
+
+/// [`run_private`] under `rep3`: no dealer; the client splits each input (and, for shared weights, each
+/// weight, as the model owner) into replicated shares, hands party `i` components `i` and `i + 1`, and
+/// reconstructs the output from the three parties' components.
+fn run_private_rep3(
+    client: &Client,
+    committee: &Committee,
+    job: &QuicJob<'_>,
+    inputs: &[Vec<f32>],
+) -> Result<QuicRun> {
+    if committee.parties.len() != 3 {
+        return Err(NodeError::Job(format!(
+            "rep3 runs with exactly 3 parties, not {}",
+            committee.parties.len()
+        )));
+    }
+    let fp = job.plan.fixed_point;
+    let mut rng = match job.seed {
+        Some(s) => StdRng::seed_from_u64(s),
+        None => StdRng::from_os_rng(),
+    };
+    let encoded: Vec<Vec<u64>> = inputs
+        .iter()
+        .map(|x| {
+            job.model.check_input(x, job.batch)?;
+            Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
+        })
+        .collect::<Result<_>>()?;
+    let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Rep3)?;
+    let runs: Vec<RunRequest> = replicated_runs(manifest.job, Some(job.plan), &encoded, &mut rng)
+        .into_iter()
+        .map(|run| RunRequest {
+            threads: job.threads as u32,
+            profile: job.profile,
+            shaping: client.options.shaping,
+            ..run
+        })
+        .collect();
+    let reports = client.run_job(&manifest, runs)?;
+    let outputs = open_rep3(&reported_outputs(&reports), inputs.len(), fp)?;
+    assemble(&reports, outputs)
+}
+
+/// The three `rep3` parties' run requests of job `job`: replicated shares of every `encoded` input and (if
+/// `plan` is given: the client deals the model's weights, as its owner) of every shared weight, or the
+/// public weights in the clear. Party `i` gets components `i` and `i + 1` of each value.
+pub fn replicated_runs(
+    job: JobId,
+    plan: Option<&Plan>,
+    encoded: &[Vec<u64>],
+    rng: &mut StdRng,
+) -> Vec<RunRequest> {
+    let input_shares = split_replicated(encoded, rng);
+    let mut weights: Vec<Vec<WireWeight>> = (0..3).map(|_| Vec::new()).collect();
+    for w in plan.map_or(&[][..], |p| &p.weights) {
+        let mode = plan.map_or(veil_engine::WeightMode::Public, |p| p.mode);
+        match mode {
+            veil_engine::WeightMode::Public => {
+                for party in weights.iter_mut() {
+                    party.push(WireWeight {
+                        matrix: Words(w.matrix.clone()),
+                        bias: w.bias.clone().map(Words),
+                    });
+                }
+            }
+            veil_engine::WeightMode::Shared => {
+                let matrix = split_replicated(std::slice::from_ref(&w.matrix), rng);
+                let bias = w
+                    .bias
+                    .as_ref()
+                    .map(|b| split_replicated(std::slice::from_ref(b), rng));
+                for (i, party) in weights.iter_mut().enumerate() {
+                    party.push(WireWeight {
+                        matrix: matrix[i][0].clone(),
+                        bias: bias.as_ref().map(|b| b[i][0].clone()),
+                    });
+                }
+            }
+        }
+    }
+    weights
+        .into_iter()
+        .zip(input_shares)
+        .map(|(w, inputs)| RunRequest::new(job, w, inputs))
+        .collect()
 }
 
 /// [`run_private`] under `protocol`. For `spdz2k` the client plays the owners as the in-memory runner does:
@@ -415,8 +578,11 @@ pub fn run_private_protocol(
     inputs: &[Vec<f32>],
     protocol: Protocol,
 ) -> Result<QuicRun> {
-    if protocol == Protocol::Semi2k {
-        return run_private(client, committee, job, inputs);
+    match protocol {
+        Protocol::Semi2k => return run_private(client, committee, job, inputs),
+        Protocol::Rep3 => return run_private_rep3(client, committee, job, inputs),
+        Protocol::Rep3m => return Err(not_on_nodes(protocol)),
+        Protocol::Spdz2k => {}
     }
     let n = committee.parties.len();
     let fp = job.plan.fixed_point;
@@ -427,7 +593,7 @@ pub fn run_private_protocol(
             Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
         })
         .collect::<Result<_>>()?;
-    let manifest = job_manifest(client, committee, job, inputs.len(), SPDZ2K)?;
+    let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Spdz2k)?;
     let (reports, _owner) = client.run_job_with(&manifest, |owner| {
         let owner =
             owner.ok_or_else(|| NodeError::Job("the dealer sent no owner material".into()))?;
@@ -441,6 +607,13 @@ pub fn run_private_protocol(
     })?;
     let outputs = open_spdz2k(&reports, inputs.len(), fp)?;
     assemble(&reports, outputs)
+}
+
+/// Why a job under `protocol` does not run on node processes (yet).
+fn not_on_nodes(protocol: Protocol) -> NodeError {
+    NodeError::Job(format!(
+        "{protocol} runs in memory only so far: nodes run semi2k, spdz2k and rep3"
+    ))
 }
 
 /// The in-memory report shape from the parties' reports and the opened, decoded `outputs`.
@@ -578,13 +751,13 @@ pub fn embed_private(
         .collect::<std::result::Result<_, _>>()?;
     let manifest = Manifest {
         job: JobId::random(),
-        protocol: protocol.name().into(),
+        protocol,
         model: job.spec(),
         batch: u32::try_from(len).map_err(|_| NodeError::Job("sequence too long".into()))?,
         inferences: u32::try_from(sequences.len())
             .map_err(|_| NodeError::Job("too many sequences".into()))?,
         parties: committee.parties.clone(),
-        dealer: committee.dealer.clone(),
+        dealer: committee_dealer(committee, protocol)?,
         client: client.public_key(),
         output_key: None,
         verifier: None,
@@ -596,10 +769,19 @@ pub fn embed_private(
         ..run
     };
     let (reports, outputs) = match protocol {
-        Protocol::Rep3 | Protocol::Rep3m => {
-            return Err(NodeError::Job(format!(
-                "{protocol} runs in memory only: nodes run semi2k and spdz2k"
-            )))
+        Protocol::Rep3m => return Err(not_on_nodes(protocol)),
+        Protocol::Rep3 => {
+            let mut rng = match job.seed {
+                Some(s) => StdRng::seed_from_u64(s),
+                None => StdRng::from_os_rng(),
+            };
+            let runs = split_replicated(&encoded, &mut rng)
+                .into_iter()
+                .map(|inputs| with_options(RunRequest::new(manifest.job, Vec::new(), inputs)))
+                .collect();
+            let reports = client.run_job(&manifest, runs)?;
+            let outputs = open_rep3(&reported_outputs(&reports), sequences.len(), fp)?;
+            (reports, outputs)
         }
         Protocol::Semi2k => {
             let mut rng = match job.seed {

@@ -21,8 +21,10 @@ use crate::node::ReadyLine;
 /// How the nodes of a local cluster are configured.
 #[derive(Debug, Clone)]
 pub struct ClusterOptions {
-    /// Execution parties (a dealer is started besides them).
+    /// Execution parties (a dealer is started besides them if `dealer`).
     pub parties: usize,
+    /// Whether to start a dealer node after the parties (`false` for `rep3`, which has none).
+    pub dealer: bool,
     /// Keys allowed to submit jobs.
     pub trusted_submitters: Vec<PublicKey>,
     /// Receive timeout of every node, ms.
@@ -68,6 +70,7 @@ impl ClusterOptions {
     pub fn new(parties: usize, submitter: PublicKey) -> Self {
         Self {
             parties,
+            dealer: true,
             trusted_submitters: vec![submitter],
             recv_timeout_ms: 60_000,
             idle_timeout_ms: 30_000,
@@ -107,14 +110,16 @@ impl NodeProcess {
     }
 }
 
-/// Running node processes; the last one is the dealer.
+/// Running node processes: the parties, then the dealer if there is one.
 pub struct LocalCluster {
     nodes: Vec<NodeProcess>,
+    parties: usize,
     dir: tempfile::TempDir,
 }
 
 impl LocalCluster {
-    /// Starts `options.parties` execution nodes and one dealer node from the `veil` executable `exe`.
+    /// Starts `options.parties` execution nodes and (if `options.dealer`) one dealer node from the `veil`
+    /// executable `exe`.
     pub fn spawn(exe: &Path, options: &ClusterOptions) -> Result<LocalCluster> {
         let dir = tempfile::Builder::new()
             .prefix("veil-cluster-")
@@ -122,10 +127,11 @@ impl LocalCluster {
             .map_err(|e| NodeError::System("creating the cluster directory", e))?;
         let mut cluster = LocalCluster {
             nodes: Vec::new(),
+            parties: options.parties,
             dir,
         };
         let mut pending = Vec::new();
-        for i in 0..=options.parties {
+        for i in 0..options.parties + usize::from(options.dealer) {
             let name = if i == options.parties {
                 "dealer".to_string()
             } else {
@@ -245,13 +251,13 @@ impl LocalCluster {
 
     /// The execution parties.
     pub fn parties(&self) -> Vec<Member> {
-        let n = self.nodes.len().saturating_sub(1);
+        let n = self.parties.min(self.nodes.len());
         self.nodes[..n].iter().map(NodeProcess::member).collect()
     }
 
-    /// The dealer.
+    /// The dealer, if the cluster has one.
     pub fn dealer(&self) -> Option<Member> {
-        self.nodes.last().map(NodeProcess::member)
+        self.nodes.get(self.parties).map(NodeProcess::member)
     }
 
     /// Node `i` (parties first, the dealer last).

@@ -38,7 +38,7 @@ use veil_protocols::prg::Seed;
 use veil_protocols::semi2k::local::DealtSeeds;
 
 use crate::error::{NodeError, Result};
-use crate::manifest::{Manifest, SPDZ2K};
+use crate::manifest::{Manifest, Protocol};
 use crate::party::{JobProgram, JobRequests};
 use crate::wire::{Dealt, Msg, OwnerMaterial, Words, CORRECTION_CHUNK_WORDS};
 
@@ -258,7 +258,7 @@ fn prepare(manifest: &Manifest) -> Result<Preparation> {
             (JobRequests::single(job.requests()), Vec::new(), false)
         } else {
             let program = JobProgram::of(manifest)?;
-            let spdz2k = manifest.protocol == SPDZ2K;
+            let spdz2k = manifest.protocol == Protocol::Spdz2k;
             let shapes = if spdz2k {
                 Vec::new()
             } else {
@@ -454,7 +454,7 @@ mod tests {
     use crate::wire::JobId;
 
     /// A job of `inferences` inferences of `network-a` (shared weights) under `protocol`.
-    fn manifest(protocol: &str, inferences: u32) -> Manifest {
+    fn manifest(protocol: Protocol, inferences: u32) -> Manifest {
         let key = || {
             crate::identity::Identity::generate()
                 .expect("key")
@@ -466,7 +466,7 @@ mod tests {
         };
         Manifest {
             job: JobId([3; 16]),
-            protocol: protocol.into(),
+            protocol,
             model: ModelSpec {
                 workload: "network-a".into(),
                 seed: 1,
@@ -477,7 +477,7 @@ mod tests {
             batch: 2,
             inferences,
             parties: vec![member(1), member(2), member(3)],
-            dealer: member(4),
+            dealer: Some(member(4)),
             client: key(),
             output_key: None,
             verifier: None,
@@ -522,7 +522,7 @@ mod tests {
         let seeds = DealtSeeds::from_master(&Seed::random_from(5), 3);
         let mut peaks = Vec::new();
         for inferences in [1, 20] {
-            let m = manifest("semi2k", inferences);
+            let m = manifest(Protocol::Semi2k, inferences);
             let (preparation, produced, chunks) = stream(&m, CORRECTION_CHUNK_WORDS);
             let program = JobProgram::of(&m).expect("program");
             let masks = material::deal_masks(&seeds.model, &program.mask_shapes()).expect("masks");
@@ -550,7 +550,7 @@ mod tests {
         // Small chunks: more frames, the same words, and still the same peak for 1 and 20 inferences.
         let small: Vec<(u64, u64)> = [1, 20]
             .map(|k| {
-                let (_, produced, chunks) = stream(&manifest("semi2k", k), 1000);
+                let (_, produced, chunks) = stream(&manifest(Protocol::Semi2k, k), 1000);
                 assert!(chunks.len() > k as usize);
                 (produced.peak, produced.words)
             })
@@ -565,7 +565,7 @@ mod tests {
         let seeds = DealtSeeds::from_master(&Seed::random_from(5), 3);
         let mut peaks = Vec::new();
         for inferences in [1, 20] {
-            let m = manifest("spdz2k", inferences);
+            let m = manifest(Protocol::Spdz2k, inferences);
             let (preparation, produced, chunks) = stream(&m, CORRECTION_CHUNK_WORDS);
             let program = JobProgram::of(&m).expect("program");
             let requests = program.requests(&m);

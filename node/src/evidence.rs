@@ -318,8 +318,12 @@ pub fn member_key(manifest: &Manifest, index: u32) -> Result<PublicKey, Evidence
     let i = index as usize;
     if i < manifest.parties.len() {
         Ok(manifest.parties[i].public_key)
-    } else if i == manifest.parties.len() {
-        Ok(manifest.dealer.public_key)
+    } else if let Some(dealer) = manifest
+        .dealer
+        .as_ref()
+        .filter(|_| i == manifest.parties.len())
+    {
+        Ok(dealer.public_key)
     } else {
         Err(EvidenceError::NoSuchMember { index })
     }

@@ -59,7 +59,7 @@ use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::identity::PublicKey;
 use crate::jobs::Arrival;
-use crate::manifest::{Manifest, ModelSpec, SEMI2K};
+use crate::manifest::{Manifest, ModelSpec, Protocol};
 use crate::party::PartyContext;
 use crate::quic_net::QuicNet;
 use crate::wire::{JobId, Msg, PartyReport, RunRequest, WireStats, WireStep, Words};
@@ -139,9 +139,10 @@ impl GenerationJob {
     pub fn of(manifest: &Manifest) -> Result<GenerationJob> {
         let spec = &manifest.model;
         check_spec(spec, manifest.batch, manifest.inferences).map_err(NodeError::Manifest)?;
-        if manifest.protocol != SEMI2K {
+        if manifest.protocol != Protocol::Semi2k {
             return Err(NodeError::Manifest(format!(
-                "private generation runs under {SEMI2K}, not {}",
+                "private generation runs under {}, not {}",
+                Protocol::Semi2k,
                 manifest.protocol
             )));
         }

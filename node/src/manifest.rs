@@ -3,7 +3,9 @@
 //! Every member checks a manifest before it computes ([`SignedManifest::open`]):
 //! - the signer is a submitter the node trusts by configuration, and the Ed25519 signature over the
 //!   domain-separated encoding verifies;
-//! - the protocol is one this node runs, the model is a known workload, the sizes are within bounds;
+//! - the protocol is one this node runs with a committee it supports (`rep3`: exactly 3 parties), and a
+//!   dealer is named if and only if the protocol has one; the model is a known workload, the sizes are within
+//!   bounds;
 //! - the members' keys are distinct, and the node itself appears exactly once (as a party or as the dealer).
 //!
 //! Invariant: a node acts on a manifest only through [`CheckedManifest`], which only `open` creates.
@@ -12,6 +14,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 use veil_engine::WeightMode;
+pub use veil_protocols::protocol::Protocol;
 
 use crate::error::{NodeError, Result};
 use crate::identity::{Identity, PublicKey};
@@ -26,12 +29,14 @@ pub const MAX_PARTIES: usize = 64;
 pub const MAX_INFERENCES: u32 = 100_000;
 /// Largest batch of one inference.
 pub const MAX_BATCH: u32 = 4096;
-/// Name of the honest-but-curious protocol.
-pub const SEMI2K: &str = "semi2k";
-/// Name of the MAC-authenticated protocol (malicious security with abort).
-pub const SPDZ2K: &str = "spdz2k";
-/// The protocols a node runs.
-pub const PROTOCOLS: [&str; 2] = [SEMI2K, SPDZ2K];
+
+/// Whether a node runs `protocol` on the network (`rep3m` runs in memory only so far).
+pub fn runs_on_nodes(protocol: Protocol) -> bool {
+    matches!(
+        protocol,
+        Protocol::Semi2k | Protocol::Spdz2k | Protocol::Rep3
+    )
+}
 
 /// A committee member: where it listens and the key it must present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,8 +141,8 @@ impl ModelSpec {
 pub struct Manifest {
     /// The job.
     pub job: JobId,
-    /// Protocol name.
-    pub protocol: String,
+    /// The protocol (its serde name, lowercase, is the one the CLI spells).
+    pub protocol: Protocol,
     /// The model.
     pub model: ModelSpec,
     /// Items per inference.
@@ -146,8 +151,8 @@ pub struct Manifest {
     pub inferences: u32,
     /// Execution parties, in party-index order.
     pub parties: Vec<Member>,
-    /// The dealer.
-    pub dealer: Member,
+    /// The dealer: present if and only if `protocol` has one ([`Protocol::has_dealer`]; `rep3` has none).
+    pub dealer: Option<Member>,
     /// The client that submits the job and signs this manifest.
     pub client: PublicKey,
     /// When set, parties seal their output shares to this X25519 key (the client that submitted the job
@@ -159,10 +164,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Every key of the committee: parties, dealer, client, and the verifier if there is one.
+    /// Every key of the committee: parties, the dealer if there is one, client, and the verifier if there is
+    /// one.
     pub fn keys(&self) -> Vec<PublicKey> {
         let mut keys: Vec<PublicKey> = self.parties.iter().map(|m| m.public_key).collect();
-        keys.push(self.dealer.public_key);
+        keys.extend(self.dealer.as_ref().map(|d| d.public_key));
         keys.push(self.client);
         keys.extend(self.verifier.as_ref().map(|v| v.public_key));
         keys
@@ -257,12 +263,18 @@ impl SignedManifest {
         {
             return bad("the signature does not verify".into());
         }
-        if !PROTOCOLS.contains(&manifest.protocol.as_str()) {
+        let protocol = manifest.protocol;
+        if !runs_on_nodes(protocol) {
             return bad(format!(
-                "protocol {:?}: this node runs {}",
-                manifest.protocol,
-                PROTOCOLS.join(" and ")
+                "protocol {protocol}: nodes do not run it yet (it runs in memory only)"
             ));
+        }
+        if manifest.dealer.is_some() != protocol.has_dealer() {
+            return bad(if protocol.has_dealer() {
+                format!("a {protocol} job needs a dealer")
+            } else {
+                format!("{protocol} has no dealer, and the manifest names one")
+            });
         }
         match &manifest.model.deployed {
             // A chat model: its file pinned by the id, or the tiny shape (see `crate::generation`).
@@ -299,6 +311,12 @@ impl SignedManifest {
         if !(2..=MAX_PARTIES).contains(&n) {
             return bad(format!("{n} parties (between 2 and {MAX_PARTIES} allowed)"));
         }
+        if !protocol.supports_parties(n) {
+            return bad(format!(
+                "{protocol} runs with {}, not {n}",
+                protocol.party_requirement()
+            ));
+        }
         if !(1..=MAX_BATCH).contains(&manifest.batch)
             || !(1..=MAX_INFERENCES).contains(&manifest.inferences)
         {
@@ -312,7 +330,11 @@ impl SignedManifest {
         if keys.windows(2).any(|w| w[0] == w[1]) {
             return bad("a key appears twice in the committee".into());
         }
-        let role = if manifest.dealer.public_key == *me {
+        let role = if manifest
+            .dealer
+            .as_ref()
+            .is_some_and(|d| d.public_key == *me)
+        {
             Role::Dealer
         } else if let Some(i) = manifest.parties.iter().position(|m| m.public_key == *me) {
             Role::Party(i)
@@ -340,7 +362,7 @@ mod tests {
         let nodes: Vec<Identity> = (0..3).map(|_| Identity::generate().unwrap()).collect();
         let m = Manifest {
             job: JobId::random(),
-            protocol: "semi2k".into(),
+            protocol: Protocol::Semi2k,
             model: ModelSpec {
                 workload: "network-a".into(),
                 seed: 7,
@@ -351,7 +373,7 @@ mod tests {
             batch: 1,
             inferences: 2,
             parties: vec![member(&nodes[0], 1), member(&nodes[1], 2)],
-            dealer: member(&nodes[2], 3),
+            dealer: Some(member(&nodes[2], 3)),
             client: client.public_key(),
             output_key: None,
             verifier: None,
@@ -385,5 +407,76 @@ mod tests {
         assert!(ds.open(&nodes[0].public_key(), &allowed).is_err());
         // Only the client may sign.
         assert!(m.sign(&nodes[0]).is_err());
+        // semi2k without a dealer.
+        let why = |m: &Manifest| {
+            m.sign(&client)
+                .unwrap()
+                .open(&nodes[0].public_key(), &allowed)
+                .unwrap_err()
+                .to_string()
+        };
+        let no_dealer = Manifest {
+            dealer: None,
+            ..m.clone()
+        };
+        assert!(why(&no_dealer).contains("needs a dealer"));
+    }
+
+    #[test]
+    fn a_rep3_manifest_has_three_parties_and_no_dealer() {
+        let client = Identity::generate().unwrap();
+        let nodes: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+        let m = Manifest {
+            job: JobId::random(),
+            protocol: Protocol::Rep3,
+            model: ModelSpec {
+                workload: "network-a".into(),
+                seed: 7,
+                weights: WeightMode::Shared,
+                frac_bits: 16,
+                deployed: None,
+            },
+            batch: 1,
+            inferences: 1,
+            parties: (0..3).map(|i| member(&nodes[i], i as u16 + 1)).collect(),
+            dealer: None,
+            client: client.public_key(),
+            output_key: None,
+            verifier: None,
+        };
+        let allowed = AllowList::new([client.public_key()]);
+        let open = |m: &Manifest, who: usize| {
+            m.sign(&client)
+                .unwrap()
+                .open(&nodes[who].public_key(), &allowed)
+        };
+        assert_eq!(open(&m, 2).unwrap().role(), Role::Party(2));
+        // A dealer named in a rep3 manifest.
+        let dealt = Manifest {
+            dealer: Some(member(&nodes[3], 4)),
+            ..m.clone()
+        };
+        let why = open(&dealt, 0).unwrap_err().to_string();
+        assert!(why.contains("has no dealer"), "{why}");
+        // Two or four parties.
+        for parties in [2, 4] {
+            let other = Manifest {
+                parties: (0..parties)
+                    .map(|i| member(&nodes[i], i as u16 + 1))
+                    .collect(),
+                ..m.clone()
+            };
+            let why = open(&other, 0).unwrap_err().to_string();
+            assert!(why.contains("exactly 3 parties"), "{parties}: {why}");
+        }
+        // rep3m does not run on nodes yet.
+        let malicious = Manifest {
+            protocol: Protocol::Rep3m,
+            ..m.clone()
+        };
+        let why = open(&malicious, 0).unwrap_err().to_string();
+        assert!(why.contains("not run it yet"), "{why}");
+        // The wire name is the CLI's.
+        assert_eq!(serde_json::to_string(&m.protocol).unwrap(), "\"rep3\"");
     }
 }

@@ -360,7 +360,7 @@ async fn serve_submit(
 /// output key on its `Submit` stream; nothing for `semi2k`.
 async fn serve_owner(stream: &mut Stream, slot: &JobSlot) -> Result<()> {
     let manifest = slot.manifest.manifest();
-    if manifest.protocol != crate::manifest::SPDZ2K {
+    if manifest.protocol != crate::manifest::Protocol::Spdz2k {
         return Ok(());
     }
     match slot.dealer.owner(manifest).await {
@@ -706,7 +706,7 @@ impl AssignedJob {
         let me = self.shared.peers.public_key();
         m.parties
             .iter()
-            .chain([&m.dealer])
+            .chain(m.dealer.as_ref())
             .filter(|p| p.public_key != me)
             .cloned()
             .collect()

@@ -8,6 +8,10 @@
 //! inference, measuring each; check that every dealt request was consumed; report output shares and costs.
 //! Under `spdz2k` the weights and inputs arrive published (`value - mask`), every inference ends with the
 //! MAC check before its output share is reported, and the report carries each check's transcript.
+//! Under `rep3` there is no dealer: the three parties agree on their pairwise PRF keys over the job's
+//! streams (as `veil_protocols::rep3::Party::new` does), every input and shared weight arrives as this
+//! party's two replicated components (see [`replicated_words`]), and each inference runs through
+//! `veil_engine::session::infer_replicated`, as in memory.
 //!
 //! Invariant: nothing here logs or returns anything but this party's own shares (to the client that sent
 //! the inputs) and public measurements.
@@ -23,14 +27,20 @@ use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
 use veil_engine::lab::shaping::ShapedNet;
 use veil_engine::onnx::PrivateGraph;
-use veil_engine::private::{setup, setup_published, PublishedWeight, WeightShare};
-use veil_engine::session::{job_requests, PartySession, Program, SessionDomain};
+use veil_engine::private::{
+    setup, setup_published, setup_rep3, PublishedWeight, StepProfile, WeightShare,
+};
+use veil_engine::session::{
+    infer_replicated, job_requests, PartySession, Program, ReplicatedInference, SessionDomain,
+};
 use veil_engine::{workloads, Plan};
 use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::auth::AuthPartyGenerator;
 use veil_protocols::material::generator::PartyGenerator;
 use veil_protocols::material::{self, CorrectionFeed, PartyMaterial, Request};
+use veil_protocols::prg::Seed;
+use veil_protocols::rep3::{self, RepShare};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
@@ -38,7 +48,7 @@ use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::jobs::Arrival;
-use crate::manifest::{Manifest, SPDZ2K};
+use crate::manifest::{Manifest, Protocol};
 use crate::onnx_model;
 use crate::peers::Peers;
 use crate::quic_net::QuicNet;
@@ -155,7 +165,15 @@ impl JobProgram {
     /// inference of the manifest (what [`JobProgram::requests`] lists in full).
     pub fn request_parts(&self, manifest: &Manifest) -> JobRequests {
         let batch = manifest.batch as usize;
-        let spdz2k = manifest.protocol == SPDZ2K;
+        if !manifest.protocol.has_dealer() {
+            // No dealer, no material: the parties' PRF keys are all their correlated randomness.
+            return JobRequests {
+                setup: Vec::new(),
+                inference: Vec::new(),
+                inferences: manifest.inferences as usize,
+            };
+        }
+        let spdz2k = manifest.protocol == Protocol::Spdz2k;
         let (setup, inference) = match self {
             JobProgram::Plan(plan) if spdz2k => {
                 let mut one = vec![Request::Input {
@@ -281,7 +299,36 @@ pub struct PartyContext {
     pub adversary: Option<Adversary>,
 }
 
-/// Checks the client's weights and inputs against the program and the manifest.
+/// Words per shared element a party receives under `protocol`: 2 under `rep3` (its two replicated
+/// components), else 1.
+fn share_width(protocol: Protocol) -> usize {
+    if protocol == Protocol::Rep3 {
+        2
+    } else {
+        1
+    }
+}
+
+/// A `rep3` party's share as it travels: its own component, then the next (twice the value's length).
+pub fn replicated_words(share: &RepShare) -> Words {
+    let (own, next) = share.components();
+    let mut words = Vec::with_capacity(own.len() * 2);
+    words.extend_from_slice(own);
+    words.extend_from_slice(next);
+    Words(words)
+}
+
+/// The `rep3` share that [`replicated_words`] encoded; `None` if the word count is odd.
+pub fn replicated_share(mut words: Vec<u64>) -> Option<RepShare> {
+    if !words.len().is_multiple_of(2) {
+        return None;
+    }
+    let next = words.split_off(words.len() / 2);
+    RepShare::from_components(words, next)
+}
+
+/// Checks the client's weights and inputs against the program and the manifest (under `rep3`, shared
+/// values carry two components each; public weights are plaintext).
 fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) -> Result<()> {
     if run.job != manifest.job {
         return Err(NodeError::Unexpected(format!(
@@ -296,7 +343,17 @@ fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) ->
             manifest.inferences
         )));
     }
-    let shapes = program.weight_shapes();
+    let width = share_width(manifest.protocol);
+    let weight_width = if manifest.model.weights == veil_engine::WeightMode::Shared {
+        width
+    } else {
+        1
+    };
+    let shapes: Vec<(usize, Option<usize>)> = program
+        .weight_shapes()
+        .into_iter()
+        .map(|(m, b)| (m * weight_width, b.map(|b| b * weight_width)))
+        .collect();
     if run.weights.len() != shapes.len() {
         return Err(NodeError::Unexpected(format!(
             "{} weights for a model of {}",
@@ -311,7 +368,7 @@ fn check_request(program: &JobProgram, manifest: &Manifest, run: &RunRequest) ->
             )));
         }
     }
-    let expected = program.input_len(manifest.batch as usize);
+    let expected = program.input_len(manifest.batch as usize) * width;
     if run.inputs.iter().any(|x| x.0.len() != expected) {
         return Err(NodeError::Unexpected(format!(
             "inputs must have {expected} elements"
@@ -344,7 +401,9 @@ async fn request_material(
     party: usize,
     max_frame: usize,
 ) -> Result<(Dealt, quinn::RecvStream)> {
-    let dealer = &manifest.dealer;
+    let dealer = manifest.dealer.as_ref().ok_or_else(|| {
+        NodeError::Manifest(format!("a {} job without a dealer", manifest.protocol))
+    })?;
     let conn = peers
         .connect(dealer.public_key, dealer.address, true)
         .await?;
@@ -534,6 +593,9 @@ pub fn run(
 ) -> Result<PartyReport> {
     let program = JobProgram::of(manifest)?;
     check_request(&program, manifest, &run)?;
+    if manifest.protocol == Protocol::Rep3 {
+        return run_rep3(ctx, manifest, party, arrivals, run, &program);
+    }
     let n = manifest.parties.len();
     let handle = &ctx.handle;
     let (dealt, recv) = handle
@@ -591,7 +653,7 @@ pub fn run(
         items: manifest.batch as usize,
         profile_last: run.profile,
     };
-    if manifest.protocol == SPDZ2K {
+    if manifest.protocol == Protocol::Spdz2k {
         let generator = match feed.take() {
             Some(f) => AuthPartyGenerator::streamed(n, &dealt.job_seed, Box::new(f))?,
             None => AuthPartyGenerator::new(party, n, &dealt.job_seed, Vec::new())?,
@@ -667,6 +729,153 @@ pub fn run(
 /// The party's link to its peers.
 type Link = ShapedNet<QuicNet>;
 
+/// A `rep3` party's part of `manifest` (checked by [`run`]): no dealer. It agrees on its PRF keys with
+/// its neighbours over the job's streams (one 32-byte message each way, the model setup's traffic), sets the
+/// model up from its replicated weight shares (or the public weights) without communicating, and runs every
+/// inference; it reports its two components of each output.
+fn run_rep3(
+    ctx: &PartyContext,
+    manifest: &Manifest,
+    party: usize,
+    arrivals: mpsc::UnboundedReceiver<Arrival>,
+    run: RunRequest,
+    program: &JobProgram,
+) -> Result<PartyReport> {
+    let net = QuicNet::open(
+        &ctx.handle,
+        &ctx.peers,
+        manifest,
+        party,
+        arrivals,
+        ctx.timeout,
+        ctx.max_frame,
+    )?;
+    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
+    if let Some(Err(e)) = run.shaping.map(|s| s.check()) {
+        return Err(NodeError::Unexpected(format!("run request: {e}")));
+    }
+    let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
+    let net = ShapedNet::optional(net, run.shaping);
+    let mut p = rep3::Party::new(net, Seed::random(), program.fixed_point(), gemm)?;
+    let malformed = || NodeError::Unexpected("a replicated share with an odd word count".into());
+    let inputs = run
+        .inputs
+        .into_iter()
+        .map(|x| replicated_share(x.0).ok_or_else(malformed))
+        .collect::<Result<Vec<_>>>()?;
+    let mut report = PartyReport {
+        outputs: Vec::new(),
+        latencies: Vec::new(),
+        preparation: Vec::new(),
+        online: Vec::new(),
+        setup: WireStats::from(p.stats()),
+        profile: Vec::new(),
+        dealer_bytes: 0,
+        dealer_seconds: 0.0,
+        udp_tx_bytes: Vec::new(),
+        auth_outputs: Vec::new(),
+        transcripts: Vec::new(),
+        output_key_share: None,
+    };
+    let items = manifest.batch as usize;
+    let profile_last = run.profile;
+    let all = |p: &mut rep3::Party<Link>, report: &mut PartyReport, infer: &Rep3Infer<'_>| {
+        rep3_infer_all(p, &inputs, items, profile_last, report, infer)
+    };
+    match program {
+        JobProgram::Plan(plan) => {
+            let (shared, public) = match plan.mode {
+                veil_engine::WeightMode::Shared => {
+                    let shares = run
+                        .weights
+                        .into_iter()
+                        .map(|w| {
+                            let matrix = replicated_share(w.matrix.0).ok_or_else(malformed)?;
+                            let bias = w
+                                .bias
+                                .map(|b| replicated_share(b.0).ok_or_else(malformed))
+                                .transpose()?;
+                            Ok((matrix, bias))
+                        })
+                        .collect::<Result<Vec<_>>>()?;
+                    (shares, Vec::new())
+                }
+                veil_engine::WeightMode::Public => (Vec::new(), weight_shares(run.weights)),
+            };
+            let model = setup_rep3(plan, shared, &public)?;
+            all(&mut p, &mut report, &|p, x, n, prof| {
+                model.infer(p, x, n, prof)
+            })?;
+        }
+        JobProgram::Encoder(e) => all(&mut p, &mut report, &|p, x, n, prof| {
+            e.forward(p, x, n, prof)
+        })?,
+        JobProgram::Graph(g) => all(&mut p, &mut report, &|p, x, n, prof| {
+            g.forward(p, x, n, prof)
+        })?,
+    }
+    let _ = p.finish();
+    Ok(report)
+}
+
+/// A `rep3` program's inference at one party: its input share and units to its output share.
+type Rep3Infer<'a> = dyn Fn(
+        &mut rep3::Party<Link>,
+        RepShare,
+        usize,
+        Option<&mut Vec<StepProfile>>,
+    ) -> veil_engine::Result<RepShare>
+    + 'a;
+
+/// Runs every inference of a `rep3` job through [`infer_replicated`] (the in-memory runs' step), measuring
+/// each, and puts each output share (both components) in `report`.
+fn rep3_infer_all(
+    p: &mut rep3::Party<Link>,
+    inputs: &[RepShare],
+    items: usize,
+    profile_last: bool,
+    report: &mut PartyReport,
+    infer: &Rep3Infer<'_>,
+) -> Result<()> {
+    for (k, input) in inputs.iter().enumerate() {
+        let profile = profile_last && k + 1 == inputs.len();
+        let udp_before = p.net().inner().udp_tx_bytes();
+        let done: ReplicatedInference = infer_replicated(p, input.clone(), items, profile, infer)?;
+        let udp = p.net().inner().udp_tx_bytes().saturating_sub(udp_before);
+        let times = (Duration::ZERO, done.latency);
+        record(report, times, &done.online, &done.profile, profile, udp);
+        report.outputs.push(replicated_words(&done.output));
+    }
+    Ok(())
+}
+
+/// Records one inference's measurements in `report`: `(preparation, latency)`, its traffic, its UDP bytes,
+/// and its profile if `profile`.
+fn record(
+    report: &mut PartyReport,
+    (preparation, latency): (Duration, Duration),
+    online: &veil_protocols::net::NetStats,
+    steps: &[StepProfile],
+    profile: bool,
+    udp: u64,
+) {
+    report.preparation.push(preparation.as_secs_f64());
+    report.latencies.push(latency.as_secs_f64());
+    report.online.push(WireStats::from(online));
+    report.udp_tx_bytes.push(udp);
+    if profile {
+        report.profile = steps
+            .iter()
+            .map(|s| WireStep {
+                label: s.label.clone(),
+                seconds: s.elapsed.as_secs_f64(),
+                net: WireStats::from(&s.net),
+                material: s.material,
+            })
+            .collect();
+    }
+}
+
 /// The client's weights as `semi2k` shares.
 fn weight_shares(weights: Vec<WireWeight>) -> Vec<WeightShare> {
     weights
@@ -721,29 +930,21 @@ impl Job<'_> {
             session.set_profile(want_profile);
             let udp_before = session.party().net().inner().udp_tx_bytes();
             let done = session.infer(input.0, self.items)?;
-            report.preparation.push(done.preparation.as_secs_f64());
-            report.latencies.push(done.latency.as_secs_f64());
-            report.online.push(WireStats::from(&done.online));
-            report.udp_tx_bytes.push(
-                session
-                    .party()
-                    .net()
-                    .inner()
-                    .udp_tx_bytes()
-                    .saturating_sub(udp_before),
+            let udp = session
+                .party()
+                .net()
+                .inner()
+                .udp_tx_bytes()
+                .saturating_sub(udp_before);
+            let times = (done.preparation, done.latency);
+            record(
+                report,
+                times,
+                &done.online,
+                &done.profile,
+                want_profile,
+                udp,
             );
-            if want_profile {
-                report.profile = done
-                    .profile
-                    .iter()
-                    .map(|s| WireStep {
-                        label: s.label.clone(),
-                        seconds: s.elapsed.as_secs_f64(),
-                        net: WireStats::from(&s.net),
-                        material: s.material,
-                    })
-                    .collect();
-            }
             if let Some(transcript) = done.transcript {
                 report.transcripts.push(transcript);
             }

@@ -195,7 +195,7 @@ impl Receipt {
         if m.job != self.body.job {
             return Err(ReceiptError::Mismatch("job"));
         }
-        if m.protocol != self.body.protocol {
+        if m.protocol.name() != self.body.protocol {
             return Err(ReceiptError::Mismatch("protocol"));
         }
         if !bool::from(model_id(&m.model).ct_eq(&self.body.model_id)) {
@@ -293,7 +293,7 @@ pub fn issue(
         manifest_hash: manifest_hash(manifest)?,
         input_commitment,
         output_commitment,
-        protocol: m.protocol.clone(),
+        protocol: m.protocol.name().to_string(),
         transcript_hash: digest.0,
         evidence_hash: records_hash(evidence),
         verifier: identity.public_key(),

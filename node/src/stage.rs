@@ -152,7 +152,7 @@ mod tests {
         };
         Manifest {
             job: run,
-            protocol: "semi2k".into(),
+            protocol: crate::manifest::Protocol::Semi2k,
             model: ModelSpec {
                 workload: "deployed".into(),
                 seed: 0,
@@ -169,7 +169,7 @@ mod tests {
             batch: 1,
             inferences: 2,
             parties: vec![member(1), member(2), member(3)],
-            dealer: member(4),
+            dealer: Some(member(4)),
             client: id.public_key(),
             output_key: None,
             verifier: None,

@@ -154,7 +154,7 @@ fn committee() -> Committee {
     let verifier = Identity::generate().unwrap();
     let manifest = Manifest {
         job: JobId([7; 16]),
-        protocol: "semi2k".into(),
+        protocol: veil_node::manifest::Protocol::Semi2k,
         model: ModelSpec {
             workload: "network-a".into(),
             seed: 1,
@@ -165,7 +165,7 @@ fn committee() -> Committee {
         batch: 1,
         inferences: 1,
         parties: vec![member(&party, 5001), member(&other, 5002)],
-        dealer: member(&dealer, 5003),
+        dealer: Some(member(&dealer, 5003)),
         client: client.public_key(),
         output_key: None,
         verifier: Some(member(&verifier, 5004)),
@@ -203,7 +203,7 @@ fn receipt_file(c: &Committee) -> ReceiptFile {
         manifest_hash: receipt::manifest_hash(&signed).unwrap(),
         input_commitment: [1; 32],
         output_commitment: [2; 32],
-        protocol: c.manifest.protocol.clone(),
+        protocol: c.manifest.protocol.name().to_string(),
         transcript_hash: [3; 32],
         evidence_hash: evidence::records_hash(&records),
         verifier: c.verifier.public_key(),

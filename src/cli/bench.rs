@@ -462,9 +462,9 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
             args.parties
         );
     }
-    if !options.protocol.has_dealer() && args.transport == Transport::Quic {
+    if !veil_node::manifest::runs_on_nodes(options.protocol) && args.transport == Transport::Quic {
         bail!(
-            "{} runs in memory only in this build (the node processes run semi2k and spdz2k)",
+            "{} runs in memory only in this build (the node processes run semi2k, spdz2k and rep3)",
             options.protocol
         );
     }

@@ -37,8 +37,9 @@ pub struct DeployArgs {
     /// Execution parties of its jobs.
     #[arg(long, default_value_t = 3)]
     pub parties: u8,
-    /// Protocol: semi2k, or spdz2k (MAC-checked: a cheating party aborts the job; every answer carries a
-    /// receipt signed by the committee's verifier).
+    /// Protocol: semi2k, spdz2k (MAC-checked: a cheating party aborts the job; every answer carries a
+    /// receipt signed by the committee's verifier), or rep3 (three parties of three operators, no dealer;
+    /// honest majority, honest-but-curious; needs --parties 3).
     #[arg(long, default_value = "spdz2k")]
     pub protocol: String,
     #[command(flatten)]
@@ -101,8 +102,21 @@ fn weight_mode(s: &str) -> Result<WeightMode> {
 
 /// Runs `veil deploy`.
 pub fn deploy(mut args: DeployArgs) -> Result<()> {
-    if args.protocol != "semi2k" && args.protocol != "spdz2k" {
-        bail!("--protocol {:?}: use semi2k or spdz2k", args.protocol);
+    use veil_protocols::protocol::Protocol;
+    let protocol = Protocol::parse(&args.protocol)
+        .filter(|&p| veil_node::manifest::runs_on_nodes(p))
+        .with_context(|| {
+            format!(
+                "--protocol {:?}: use semi2k, spdz2k or rep3 (rep3m runs in memory only so far)",
+                args.protocol
+            )
+        })?;
+    if !protocol.supports_parties(args.parties.into()) {
+        bail!(
+            "{protocol} runs with {}, not --parties {}",
+            protocol.party_requirement(),
+            args.parties
+        );
     }
     if args.model.to_str() == Some(veil_node::generation::SMOLLM2) {
         return super::chat::deploy(&args);

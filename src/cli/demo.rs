@@ -121,9 +121,9 @@ fn committee_line(view: &JobView) -> String {
         Some(c) => {
             let parties: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
             format!(
-                "parties {}, dealer n{}, verifier n{}",
+                "parties {}, {}, verifier n{}",
                 parties.join(" "),
-                c.dealer.node,
+                super::jobs::dealer_text(c),
                 c.verifier.node
             )
         }

@@ -222,9 +222,9 @@ fn print_job(j: &JobView) {
     if let Some(c) = &j.committee {
         let ids: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
         println!(
-            "  committee: parties [{}], dealer n{}, verifier n{}",
+            "  committee: parties [{}], {}, verifier n{}",
             ids.join(", "),
-            c.dealer.node,
+            dealer_text(c),
             c.verifier.node
         );
     }
@@ -288,7 +288,7 @@ pub fn list(args: JobsArgs) -> Result<()> {
             || "-".into(),
             |c| {
                 let ids: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
-                format!("{} + dealer n{}", ids.join(","), c.dealer.node)
+                format!("{} + {}", ids.join(","), dealer_text(c))
             },
         );
         println!(
@@ -476,4 +476,11 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The committee's dealer as the job views print it: `dealer nK`, or `no dealer` (`rep3`).
+pub(super) fn dealer_text(c: &veil_node::api::CommitteeView) -> String {
+    c.dealer
+        .as_ref()
+        .map_or_else(|| "no dealer".into(), |d| format!("dealer n{}", d.node))
 }

@@ -159,7 +159,7 @@ pub fn adversary_quic(
     Ok(outcome.map(|_| ()).map_err(|e| e.to_string()))
 }
 
-/// Starts a node process per party and a dealer, and runs `inputs` through them as one job. A silent party
+/// Starts a node process per party and a dealer (none for `rep3`), and runs `inputs` through them as one job. A silent party
 /// (`skip-round`) is noticed by the others' receive timeout, shortened for adversary runs.
 fn run_quic(
     args: &super::bench::BenchArgs,
@@ -191,10 +191,13 @@ fn run_quic(
         options.recv_timeout_ms = 3_000;
         options.log = "error".into();
     }
+    let protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    // A protocol without a dealer runs on the parties alone: no dealer process.
+    options.dealer = protocol.has_dealer();
     let cluster = LocalCluster::spawn(&exe, &options).context("starting node processes")?;
     let committee = Committee {
         parties: cluster.parties(),
-        dealer: cluster.dealer().context("no dealer")?,
+        dealer: cluster.dealer(),
     };
     let client_options = ClientOptions {
         bind: ([127, 0, 0, 1], 0).into(),
@@ -218,7 +221,6 @@ fn run_quic(
         seed: None,
         profile: true,
     };
-    let protocol = Protocol::parse(&args.protocol).unwrap_or_default();
     let outcome = run_private_protocol(&client, &committee, &job, inputs, protocol);
     Ok((cluster, outcome))
 }

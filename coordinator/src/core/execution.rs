@@ -162,7 +162,7 @@ impl Core {
             Direction::Owner => {
                 let node = self.node_of(key)?;
                 let (_, a) = self.attempt_of(job, attempt)?;
-                if a.dealer != node || !a.verified {
+                if a.dealer != Some(node) || !a.verified {
                     return Err(Error::NotRole {
                         job,
                         attempt,
@@ -326,7 +326,7 @@ impl Core {
     ) -> Result<()> {
         let node = self.node_of(key)?;
         let (e, a) = self.attempt_of(job, attempt)?;
-        if a.dealer != node || !a.verified {
+        if a.dealer != Some(node) || !a.verified {
             return Err(Error::NotRole {
                 job,
                 attempt,

@@ -106,9 +106,10 @@ pub(crate) struct Attempt {
     /// postcard `SignedManifest`.
     pub(crate) manifest: Vec<u8>,
     pub(crate) parties: Vec<NodeId>,
-    pub(crate) dealer: NodeId,
+    /// The dealer; `None` under a protocol without one (`rep3`).
+    pub(crate) dealer: Option<NodeId>,
     pub(crate) verifier: NodeId,
-    /// Per party, then the dealer.
+    /// Per party, then the dealer if there is one.
     pub(crate) accepted: Vec<bool>,
     pub(crate) inputs: Vec<bool>,
     pub(crate) outputs: Vec<bool>,
@@ -127,12 +128,12 @@ impl Attempt {
         if let Some(i) = self.parties.iter().position(|&p| p == node) {
             return Some(i);
         }
-        (self.dealer == node).then_some(self.parties.len())
+        (self.dealer == Some(node)).then_some(self.parties.len())
     }
 
-    /// The parties, then the dealer.
+    /// The parties, then the dealer if there is one.
     pub(crate) fn computing_members(&self) -> impl Iterator<Item = NodeId> + '_ {
-        self.parties.iter().copied().chain([self.dealer])
+        self.parties.iter().copied().chain(self.dealer)
     }
 }
 

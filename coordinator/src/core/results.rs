@@ -77,7 +77,7 @@ impl Core {
             request: e.extra.request.clone(),
             committee: a.map(|a| CommitteeView {
                 parties: a.parties.iter().map(|&p| self.member_view(p)).collect(),
-                dealer: self.member_view(a.dealer),
+                dealer: a.dealer.map(|d| self.member_view(d)),
                 verifier: self.member_view(a.verifier),
             }),
             run_id: a.map(|a| hex::encode(a.run_id)),

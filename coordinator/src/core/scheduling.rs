@@ -2,7 +2,6 @@
 //! timeouts (blaming the members that did not act), places waiting jobs on a committee (selection and
 //! reservation are `veil_scheduler`'s) with a signed manifest, and deletes results past their retention.
 
-use veil_node::api::SPDZ2K;
 use veil_node::envelope::SealingKey;
 use veil_node::manifest::{Manifest, Member, ModelSpec, SignedManifest};
 use veil_node::wire::JobId as RunId;
@@ -12,7 +11,7 @@ use veil_scheduler::explain::{JobExplanation, NodeNames, StageExplanation};
 use veil_scheduler::{DomainKey, Effects, Event, FailureCause, Millis, NodeId, Phase, Placement};
 
 use super::beacon::{self, BeaconView};
-use super::submission::weight_mode;
+use super::submission::{check_protocol, weight_mode};
 use super::{cause_text, Attempt, Core};
 use crate::blobs::BlobDelete;
 use crate::error::{Error, Result};
@@ -254,7 +253,7 @@ impl Core {
             job = id,
             attempt = attempt.number,
             parties = ?attempt.parties,
-            dealer = %attempt.dealer,
+            dealer = ?attempt.dealer,
             verifier = %attempt.verifier,
             "committee scheduled"
         );
@@ -357,9 +356,13 @@ impl Core {
             .map(str::parse::<SealingKey>)
             .transpose()
             .map_err(|e| Error::malformed("output_key", e))?;
+        let protocol = check_protocol(&req.protocol, req.parties)?;
+        // The scheduler fills a dealer slot for every committee; a protocol without a dealer leaves it out:
+        // no manifest names it and it gets no task.
+        let dealer = protocol.has_dealer().then_some(c.dealer);
         let manifest = Manifest {
             job: RunId(run_id),
-            protocol: req.protocol.clone(),
+            protocol,
             model: ModelSpec {
                 workload: req.workload.clone(),
                 seed: req.model_seed,
@@ -374,7 +377,7 @@ impl Core {
                 .iter()
                 .map(|&p| self.member(p))
                 .collect::<Result<_>>()?,
-            dealer: self.member(c.dealer)?,
+            dealer: dealer.map(|d| self.member(d)).transpose()?,
             client: self.identity.public_key(),
             output_key,
             verifier: Some(self.member(c.verifier)?),
@@ -386,14 +389,14 @@ impl Core {
             run_id,
             manifest: postcard::to_stdvec(&signed).map_err(Error::invariant)?,
             parties: c.parties.clone(),
-            dealer: c.dealer,
+            dealer,
             verifier: c.verifier,
-            accepted: vec![false; n + 1],
+            accepted: vec![false; n + usize::from(dealer.is_some())],
             inputs: vec![false; n],
             outputs: vec![false; n],
             owner: false,
             transcripts: vec![false; n],
-            verified: req.protocol == SPDZ2K,
+            verified: protocol.verifies(),
             expired: false,
         })
     }

@@ -4,12 +4,13 @@
 use veil_engine::model_file::Architecture;
 use veil_engine::{workloads, WeightMode};
 use veil_node::api::{
-    stage_model_id, DeployRequest, JobView, ModelView, OnnxFile, StagesView, SubmitRequest, SPDZ2K,
+    stage_model_id, DeployRequest, JobView, ModelView, OnnxFile, StagesView, SubmitRequest,
 };
 use veil_node::envelope::SealingKey;
 use veil_node::manifest::{DeployedModel, Handoff, MAX_ARCHITECTURE_BYTES, MAX_BATCH};
 use veil_node::wire::JobId as RunId;
 use veil_node::PublicKey;
+use veil_protocols::protocol::Protocol;
 use veil_scheduler::{Event, Job, JobDemand, JobId, Millis, Phase, RoleDemand};
 
 use super::execution::wrong_phase;
@@ -38,15 +39,26 @@ fn check_parties(parties: u8) -> Result<()> {
     check_range("parties", parties.into(), 2, MAX_PARTIES.into())
 }
 
-fn check_protocol(protocol: &str) -> Result<()> {
-    if protocol == "semi2k" || protocol == SPDZ2K {
-        return Ok(());
+/// The protocol a request names, if nodes run it with a committee of `parties` parties (`rep3`: exactly
+/// 3, and no dealer).
+pub(super) fn check_protocol(protocol: &str, parties: u8) -> Result<Protocol> {
+    let p = match Protocol::parse(protocol) {
+        Some(p) if veil_node::manifest::runs_on_nodes(p) => p,
+        _ => {
+            return Err(Error::Unsupported {
+                field: "protocol",
+                value: protocol.chars().take(32).collect(),
+                expected: "semi2k, spdz2k, rep3",
+            })
+        }
+    };
+    if !p.supports_parties(parties.into()) {
+        return Err(Error::malformed(
+            "parties",
+            format!("{p} runs with {}, not {parties}", p.party_requirement()),
+        ));
     }
-    Err(Error::Unsupported {
-        field: "protocol",
-        value: protocol.chars().take(32).collect(),
-        expected: "semi2k, spdz2k",
-    })
+    Ok(p)
 }
 
 pub(super) fn weight_mode(s: &str) -> Result<WeightMode> {
@@ -79,7 +91,7 @@ pub fn check_deployment(req: &DeployRequest) -> Result<Architecture> {
     }
     check_parties(req.parties)?;
     weight_mode(&req.weights)?;
-    check_protocol(&req.protocol)?;
+    check_protocol(&req.protocol, req.parties)?;
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
     let architecture: Architecture =
@@ -126,7 +138,7 @@ pub fn check_pretrained(req: &DeployRequest) -> Result<&str> {
         ));
     }
     check_parties(req.parties)?;
-    check_protocol(&req.protocol)?;
+    check_protocol(&req.protocol, req.parties)?;
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
     Ok(name)
@@ -156,7 +168,7 @@ fn check_onnx_common(req: &DeployRequest) -> Result<()> {
         ));
     }
     check_parties(req.parties)?;
-    check_protocol(&req.protocol)?;
+    check_protocol(&req.protocol, req.parties)?;
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
     Ok(())
@@ -270,7 +282,7 @@ fn check_public_weight_job(req: &SubmitRequest, job: PublicWeightJob) -> Result<
     )?;
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
-    check_protocol(&req.protocol)?;
+    check_protocol(&req.protocol, req.parties)?;
     if let Some(k) = &req.output_key {
         k.parse::<SealingKey>()
             .map_err(|e| Error::malformed("output_key", e))?;
@@ -410,7 +422,7 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Resul
     let mode = weight_mode(&req.weights)?;
     let fp = veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
-    check_protocol(&req.protocol)?;
+    let protocol = check_protocol(&req.protocol, req.parties)?;
     if let Some(k) = &req.output_key {
         k.parse::<SealingKey>()
             .map_err(|e| Error::malformed("output_key", e))?;
@@ -431,10 +443,15 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Resul
             ops: 2 * weights * items,
             bytes: 8 * weights + (64 << 10) * u64::from(req.inferences),
         },
-        dealer: RoleDemand {
-            memory_bytes: 64 << 20,
-            ops: weights * u64::from(req.inferences),
-            bytes: 8 * weights * u64::from(req.parties),
+        // A protocol without a dealer (rep3) asks nothing of the dealer slot.
+        dealer: if protocol.has_dealer() {
+            RoleDemand {
+                memory_bytes: 64 << 20,
+                ops: weights * u64::from(req.inferences),
+                bytes: 8 * weights * u64::from(req.parties),
+            }
+        } else {
+            RoleDemand::default()
         },
         verifier: RoleDemand {
             memory_bytes: 16 << 20,

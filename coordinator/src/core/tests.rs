@@ -222,7 +222,7 @@ fn members(view: &JobView) -> Vec<String> {
     let c = view.committee.as_ref().unwrap();
     c.parties
         .iter()
-        .chain([&c.dealer])
+        .chain(c.dealer.as_ref())
         .map(|m| m.public_key.clone())
         .collect()
 }
@@ -248,6 +248,71 @@ fn start(c: &mut Coordinator, keys: &[PublicKey], client: &PublicKey, now: Milli
 }
 
 #[test]
+fn a_rep3_job_runs_on_three_parties_and_no_dealer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut c, keys) = network(dir.path(), 5);
+    let client = Identity::generate().unwrap().public_key();
+    // rep3 takes exactly 3 parties.
+    let two = SubmitRequest {
+        protocol: "rep3".into(),
+        ..request()
+    };
+    let why = demand_for(&two, None).unwrap_err().to_string();
+    assert!(why.contains("exactly 3 parties"), "{why}");
+    // rep3m does not run on the network yet.
+    let malicious = SubmitRequest {
+        protocol: "rep3m".into(),
+        parties: 3,
+        ..request()
+    };
+    assert!(kind(demand_for(&malicious, None)).is_some());
+    let req = SubmitRequest {
+        protocol: "rep3".into(),
+        parties: 3,
+        ..request()
+    };
+    let demand = demand_for(&req, None).unwrap();
+    assert_eq!(demand.dealer, veil_scheduler::RoleDemand::default());
+    let view = c.submit(&client, req, demand, T0 + 1).unwrap();
+    assert_eq!(view.phase, "scheduled");
+    let committee = view.committee.clone().unwrap();
+    assert!(committee.dealer.is_none(), "no dealer in the committee");
+    let mut parties: Vec<&str> = committee
+        .parties
+        .iter()
+        .map(|m| m.public_key.as_str())
+        .collect();
+    parties.sort_unstable();
+    parties.dedup();
+    assert_eq!(parties.len(), 3);
+    // The signed manifest names no dealer.
+    let bytes = hex::decode(view.manifest.as_deref().unwrap()).unwrap();
+    let signed: veil_node::manifest::SignedManifest = postcard::from_bytes(&bytes).unwrap();
+    let manifest: veil_node::manifest::Manifest = postcard::from_bytes(&signed.body.0).unwrap();
+    assert_eq!(manifest.protocol, veil_node::manifest::Protocol::Rep3);
+    assert!(manifest.dealer.is_none());
+    // Only the parties have a task, each a party's.
+    let mut tasks = 0;
+    for k in &keys {
+        for t in heartbeat(&mut c, k, T0 + 2).tasks {
+            assert!(matches!(t.role, TaskRole::Party { .. }), "{:?}", t.role);
+            tasks += 1;
+        }
+    }
+    assert_eq!(tasks, 3);
+    // The attempt runs once the three parties accepted and their inputs are in.
+    for m in members(&view) {
+        c.task_accepted(&key_of(&keys, &m), 1, view.attempt, T0 + 3)
+            .unwrap();
+    }
+    for p in 0..3 {
+        c.upload_input(&client, 1, view.attempt, p, vec![p as u8; 10], T0 + 3)
+            .unwrap();
+    }
+    assert_eq!(c.job_view(1).unwrap().phase, "running");
+}
+
+#[test]
 fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     let dir = tempfile::tempdir().unwrap();
     let (mut c, keys) = network(dir.path(), 5);
@@ -261,14 +326,15 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     let mut all: Vec<&str> = committee
         .parties
         .iter()
-        .chain([&committee.dealer, &committee.verifier])
+        .chain(committee.dealer.as_ref())
+        .chain([&committee.verifier])
         .map(|m| m.public_key.as_str())
         .collect();
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 4);
     // Members see their task, not yet to start; the verifier has none.
-    let dealer = key_of(&keys, &committee.dealer.public_key);
+    let dealer = key_of(&keys, &committee.dealer.as_ref().unwrap().public_key);
     let tasks = heartbeat(&mut c, &dealer, T0 + 2).tasks;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].role, TaskRole::Dealer);
@@ -641,7 +707,8 @@ fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare
         let seated: Vec<&str> = committee
             .parties
             .iter()
-            .chain([&committee.dealer, &committee.verifier])
+            .chain(committee.dealer.as_ref())
+            .chain([&committee.verifier])
             .map(|m| m.public_key.as_str())
             .filter(|k| twins.iter().any(|t| t == k))
             .collect();
@@ -1089,7 +1156,13 @@ impl AcceptedSpdz2kJob {
         let demand = demand_for(&req, None).unwrap();
         let view = c.submit(&client, req, demand, T0 + 1).unwrap();
         let committee = view.committee.clone().unwrap();
-        let dealer: PublicKey = committee.dealer.public_key.parse().unwrap();
+        let dealer: PublicKey = committee
+            .dealer
+            .as_ref()
+            .unwrap()
+            .public_key
+            .parse()
+            .unwrap();
         let task = heartbeat(&mut c, &dealer, T0 + 1)
             .tasks
             .into_iter()
@@ -1133,7 +1206,7 @@ impl AcceptedSpdz2kJob {
 fn verifying_spdz2k_job(dir: &std::path::Path) -> AcceptedSpdz2kJob {
     use veil_node::evidence::{self, EvidenceKind};
     let mut job = AcceptedSpdz2kJob::new(dir);
-    let dealer = job.identity(&job.committee.dealer.public_key);
+    let dealer = job.identity(&job.committee.dealer.as_ref().unwrap().public_key);
     let parties = job.committee.parties.len() as u32;
     let owner = evidence::seal(
         dealer,
@@ -1253,7 +1326,8 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
         for m in committee
             .parties
             .iter()
-            .chain([&committee.verifier, &committee.dealer])
+            .chain([&committee.verifier])
+            .chain(committee.dealer.as_ref())
         {
             assert_eq!(failures_of(&c, &m.public_key), 0, "{dir_kind:?}");
         }
@@ -1295,7 +1369,14 @@ fn an_upload_that_is_not_its_members_signed_evidence_is_refused() {
         assert_eq!(err.kind(), ErrorKind::Invalid, "{err}");
     }
     // A non-party has no output slot, and a party no owner slot.
-    let dealer: PublicKey = job.committee.dealer.public_key.parse().unwrap();
+    let dealer: PublicKey = job
+        .committee
+        .dealer
+        .as_ref()
+        .unwrap()
+        .public_key
+        .parse()
+        .unwrap();
     assert_eq!(
         kind(job.c.upload_slot(&dealer, 1, 1, Direction::Output)),
         Some(ErrorKind::Forbidden)

@@ -29,7 +29,7 @@ use std::cmp::Ordering;
 
 use veil_engine::WeightMode;
 use veil_node::api::{TaskRole, TrialReport, TrialTask, MAX_TRIAL_OUTPUTS, MAX_TRIAL_REASON_BYTES};
-use veil_node::manifest::{Manifest, ModelSpec, SignedManifest, SEMI2K};
+use veil_node::manifest::{Manifest, ModelSpec, Protocol, SignedManifest};
 use veil_node::wire::JobId as RunId;
 use veil_node::PublicKey;
 use veil_scheduler::{Millis, NodeEntry, NodeId, NodeState, Trial};
@@ -245,7 +245,7 @@ impl Core {
         };
         let manifest = Manifest {
             job: RunId(rand::random()),
-            protocol: SEMI2K.into(),
+            protocol: Protocol::Semi2k,
             model: ModelSpec {
                 workload: seeds.workload.clone(),
                 seed: seeds.model_seed,
@@ -256,7 +256,7 @@ impl Core {
             batch: 1,
             inferences: 1,
             parties: vec![self.member(subject)?, self.member(examiner)?],
-            dealer: self.member(dealer)?,
+            dealer: Some(self.member(dealer)?),
             client: self.identity.public_key(),
             output_key: None,
             verifier: None,

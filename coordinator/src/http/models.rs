@@ -183,7 +183,8 @@ pub fn onnx_deployment(id: &str, query: Option<&str>) -> Result<DeployRequest> {
         weights: "public".into(),
         parties: parties.ok_or_else(|| Error::malformed("parties", "missing"))?,
         frac_bits: frac_bits.ok_or_else(|| Error::malformed("frac_bits", "missing"))?,
-        protocol: protocol.unwrap_or_else(|| veil_node::manifest::SEMI2K.into()),
+        protocol: protocol
+            .unwrap_or_else(|| veil_protocols::protocol::Protocol::default().name().into()),
         pretrained: None,
         onnx: true,
         onnx_file: None,

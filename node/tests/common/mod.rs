@@ -90,7 +90,7 @@ pub fn committee(
         .collect();
     let committee = Committee {
         parties: nodes[..n].iter().map(member).collect(),
-        dealer: member(&nodes[n]),
+        dealer: Some(member(&nodes[n])),
     };
     (nodes, committee)
 }

@@ -341,7 +341,7 @@ fn over_quic(
     let cluster = LocalCluster::spawn(&exe, &cluster_options).context("starting node processes")?;
     let committee = Committee {
         parties: cluster.parties(),
-        dealer: cluster.dealer().context("no dealer")?,
+        dealer: Some(cluster.dealer().context("no dealer")?),
     };
     let client = Client::new(
         client_identity,
