@@ -17,16 +17,20 @@ pub enum Deviation {
     SkipRound,
     /// Sends the output's recipient a wrong share of the output.
     WrongOutput,
+    /// Adds an error to the first word of the chosen reshare it sends in a product (`rep3m`: its summand
+    /// of a product, matrix product or bit-to-ring conversion; the product proof must catch it).
+    WrongProduct,
 }
 
 impl Deviation {
     /// Every deviation, in CLI order.
-    pub const ALL: [Deviation; 5] = [
+    pub const ALL: [Deviation; 6] = [
         Deviation::FlipShare,
         Deviation::WrongTriple,
         Deviation::BadMac,
         Deviation::SkipRound,
         Deviation::WrongOutput,
+        Deviation::WrongProduct,
     ];
 
     /// The CLI name (`flip-share`, ...).
@@ -37,6 +41,7 @@ impl Deviation {
             Deviation::BadMac => "bad-mac",
             Deviation::SkipRound => "skip-round",
             Deviation::WrongOutput => "wrong-output",
+            Deviation::WrongProduct => "wrong-product",
         }
     }
 
@@ -53,7 +58,7 @@ pub struct Adversary {
     pub kind: Deviation,
     /// The deviating party.
     pub party: usize,
-    /// The index of the opening round (or triple use, or output element) where it strikes.
+    /// The index of the opening round (or triple use, output element, or `rep3m` reshare) where it strikes.
     pub at: usize,
     /// The error added (non-zero modulo 2^64).
     pub delta: u64,

@@ -57,6 +57,9 @@ pub struct Party<N: Net> {
     keys: PairKeys,
     fixed_point: FixedPoint,
     gemm: Arc<dyn Gemm>,
+    /// `rep3m`'s record of every reshare this party takes part in, for its product proof; `None` in `rep3`,
+    /// which then pays nothing for it (the claim closures passed to [`Self::reshare`] are never called).
+    pub(crate) log: Option<crate::rep3m::proof::ProductLog>,
 }
 
 impl<N: Net> Party<N> {
@@ -88,6 +91,7 @@ impl<N: Net> Party<N> {
             keys: PairKeys::new(me, &key, &Seed(bytes)),
             fixed_point,
             gemm,
+            log: None,
         })
     }
 
@@ -174,13 +178,55 @@ impl<N: Net> Party<N> {
 
     /// The replicated share of `sum_i z_i` from this party's summand `z` (a 3-out-of-3 additive sharing):
     /// adds a zero sharing, sends the result to the previous party and receives the next party's (one round,
-    /// `z.len()` words sent).
-    fn reshare(&mut self, mut z: Vec<u64>) -> Result<RepShare> {
+    /// `z.len()` words sent). `claims` says how `z` was computed from this party's components; it is called
+    /// only when `rep3m` records the reshare for its product proof ([`Self::log`]).
+    fn reshare(
+        &mut self,
+        mut z: Vec<u64>,
+        claims: impl FnOnce() -> Vec<crate::rep3m::proof::Claim>,
+    ) -> Result<RepShare> {
+        if self.log.is_some() {
+            return self.reshare_logged(z, claims());
+        }
         let alpha = self.keys.zero(z.len());
         crate::ring::add_assign(&mut z, &alpha);
         self.send(prev_party(self.me), crate::ring::to_bytes(&z))?;
         let next = self.recv_words(next_party(self.me), z.len())?;
         Ok(RepShare { own: z, next })
+    }
+
+    /// [`Self::reshare`] with the record `rep3m` proves: the two zero-sharing draws, what was received, and
+    /// the claims; the protocol lab's `wrong-product` changes one sent word here.
+    fn reshare_logged(
+        &mut self,
+        mut z: Vec<u64>,
+        claims: Vec<crate::rep3m::proof::Claim>,
+    ) -> Result<RepShare> {
+        let (own_draw, next_draw) = self.keys.zero_parts(z.len());
+        crate::ring::add_assign(&mut z, &own_draw);
+        crate::ring::sub_assign(&mut z, &next_draw);
+        let mut sent = z.clone();
+        if let Some(log) = self.log.as_mut() {
+            log.tamper(&mut sent);
+        }
+        self.send(prev_party(self.me), crate::ring::to_bytes(&sent))?;
+        let next = self.recv_words(next_party(self.me), z.len())?;
+        if let Some(log) = self.log.as_mut() {
+            log.push(crate::rep3m::proof::Reshare {
+                claims,
+                own_draw,
+                next_draw,
+                received: next.clone(),
+            });
+        }
+        Ok(RepShare { own: z, next })
+    }
+
+    /// Seeds forked from this party's two PRF streams (own key's, next key's), at a point of the SPMD
+    /// sequence every party reaches together (`rep3m`'s product proof).
+    pub(crate) fn fork_keys(&mut self) -> (Seed, Seed) {
+        let me = self.me;
+        (self.keys.fork(me), self.keys.fork(next_party(me)))
     }
 
     /// The replicated share of `f_1 + f_2`, where party 1 holds `f_1` and party 2 holds `f_2` (party 0 passes

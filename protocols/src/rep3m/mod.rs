@@ -85,6 +85,7 @@ pub mod local;
 mod open;
 mod ops;
 mod output;
+pub(crate) mod proof;
 
 use sha2::{Digest, Sha256};
 
@@ -128,8 +129,10 @@ impl<N: Net> Party<N> {
         fixed_point: FixedPoint,
         gemm: std::sync::Arc<dyn Gemm>,
     ) -> Result<Self> {
+        let mut inner = rep3::Party::new(net, key, fixed_point, gemm)?;
+        inner.log = Some(proof::ProductLog::default());
         Ok(Self {
-            inner: rep3::Party::new(net, key, fixed_point, gemm)?,
+            inner,
             received: Sha256::new(),
             vouched: Sha256::new(),
             openings: 0,
@@ -140,6 +143,9 @@ impl<N: Net> Party<N> {
 
     /// Makes this party deviate as `adversary` says (the protocol lab; never set in production).
     pub fn set_adversary(&mut self, adversary: Adversary) {
+        if adversary.kind == Deviation::WrongProduct {
+            self.tamper_product(adversary.at, adversary.delta);
+        }
         self.adversary = Some(adversary);
     }
 

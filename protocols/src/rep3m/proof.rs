@@ -1,0 +1,482 @@
+//! The product proof: at [`Party::verify`], each party proves to the other two that every reshare message
+//! it sent since the last check was its correct summand of the product (a distributed zero-knowledge proof,
+//! Boyle, Gilboa, Ishai, Nof, CCS 2019, section 4's recursive compression of an inner-product claim; over
+//! `Z_2^64` through the Galois ring `GR(2^64, 48)` as in Boyle, Gilboa, Ishai, Nof, ASIACRYPT 2020, see
+//! [`crate::galois`]).
+//!
+//! # The statement
+//!
+//! Prover `P = i` sent its previous party `A = i - 1` the word `m = sum_terms (x_i y_i + x_i y_{i+1} +
+//! x_{i+1} y_i) + r_i - r_{i+1}`, where `r_j` is the draw of key `k_j`. `A` holds `x_i, y_i, r_i` and `m`;
+//! its next party `B = i + 1` holds `x_{i+1}, y_{i+1}, r_{i+1}`. So `m` is right exactly when
+//! `c + r_{i+1} = x_i y_{i+1} + x_{i+1} y_i` with `c = m - x_i y_i - r_i` known to `A`: a sum of products of
+//! an `A` value with a `B` value. `A` and `B` share key `k_{i-1}`, which `P` lacks.
+//!
+//! # The proof, per prover
+//!
+//! 1. **Coins** (after the messages are fixed): `B` sends `P` a seed drawn from `k_{i-1}` (32 bytes); `A`
+//!    draws the same. An elementwise claim with `o` outputs gets `theta in GR^o`; a matrix product
+//!    `[m, k, n]` gets `rho in GR^m`, `sigma in GR^n` (Freivalds: `rho^T E sigma` for its error matrix `E`).
+//!    All claims become one inner-product claim `<u, v> = z_A + z_B`: `u` known to `A` (`theta x_i`,
+//!    `theta y_i`; `rho^T X_i`, `Y_i sigma`), `v` to `B` (`y_{i+1}`, `x_{i+1}`; `Y_{i+1} sigma`,
+//!    `rho^T X_{i+1}`), `z_A = sum theta (m - r_i - x_i y_i)` (`rho^T (M - R_i) sigma - <rho^T X_i, Y_i
+//!    sigma>`), `z_B = sum theta r_{i+1}` (`rho^T R_{i+1} sigma`). A wrong message leaves a non-zero error
+//!    vector `e` in `Z_2^64`; the combined claim is then false except with probability `2 / 2^48` (a
+//!    polynomial of degree at most 2 in the coins, non-zero modulo 2 after dividing out the largest power
+//!    of 2 of `e`; see [`crate::galois`]).
+//! 2. **Masks** for zero knowledge: position 0 is `(u_0, 0)` with `u_0` from `k_i` (`P` and `A`), position
+//!    1 is `(0, v_0)` with `v_0` from `k_{i+1}` (`P` and `B`); zeros pad to a power of two, `2^L`.
+//! 3. **Compression**, `L` levels: with `u = (u_L, u_R)`, `v = (v_L, v_R)`, the prover's
+//!    `h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)> = c_0 + c_1 X + c_2 X^2` satisfies
+//!    `h(0) + h(1) = <u, v>`. `P` additively shares `c_0, c_2` between the verifiers: `A`'s part from
+//!    `k_i`, `B`'s part sent (2 ring elements, 768 bytes); each verifier sets its part of
+//!    `c_1 = z - 2 c_0 - c_2`. `B` draws a challenge `r` from `k_{i-1}`, in the exceptional set, not 0 or 1,
+//!    and sends it to `P` (8 bytes); `A` draws the same. All fold: `u <- u_L + r (u_R - u_L)` (`A`, `P`),
+//!    `v` likewise (`B`, `P`), `z <- h(r)` on the parts. If the claim was false, `h` differs from the true
+//!    polynomial (their sums at 0 and 1 differ), a non-zero polynomial of degree 2, so the new claim is
+//!    false except with probability `2 / (2^48 - 2)`.
+//! 4. **Final check**: `A` sends `B` `(u, z_A)`, `B` sends `A` `(v, z_B)` (768 bytes each way); both check
+//!    `u v = z_A + z_B`, which is exact. `u` carries `u_0` times `prod (1 - r)`, `v` carries `v_0` times
+//!    `r_L prod (1 - r)`, units, so each is uniform to the verifier that receives it; every share of `c`
+//!    is masked by a key that verifier lacks: a single verifier's view is simulated from nothing.
+//!
+//! Soundness, per prover per check, `N` combined entries (`2^L >= N + 2`):
+//! `eps <= 2 / 2^48 + 2 L / (2^48 - 2)`; a check proves the three parties at once, so a check fails to
+//! catch a deviating party with probability at most `(2 + 2 L) / (2^48 - 2)`, below `2^-41` for
+//! `L <= 64`, and a job of up to 2 checks (each [`Party::verify`]) stays below `2^-40`.
+//!
+//! Cost per check, every party alike (it is one prover, one `A` and one `B`): `2 + 2 L` rounds as
+//! [`crate::net::NetStats`] counts them, and bytes sent `32 + L (768 + 8) + 2 * 768`. Local work is
+//! `O(N)` ring products of `48^2` word products each (about `6 N` of them per party over the three roles)
+//! plus the projections, `O(48 (m k + k n + m n))` word products per matrix product.
+//!
+//! Coverage: every reshare of a product, matrix product, fixed-weight product and the bit-to-ring
+//! conversions of the injected sign test and truncation. **Not** the AND gates over bits (their reshares
+//! in `rep3/sign.rs`'s `and_bits`): see the module doc of `rep3m`.
+
+use crate::error::{ProtocolError, Result};
+use crate::galois::{Gr, D};
+use crate::net::Net;
+use crate::prg::{Prg, Seed};
+use crate::rep3::{next_party, prev_party, RepShare};
+
+use super::Party;
+
+/// How a party's summand of one reshare was computed from its components (`rep3`'s product formula
+/// `x_own (y_own + y_next) + x_next y_own`); a reshare's claims cover its words in order.
+pub(crate) enum Claim {
+    /// Term `t` adds `x_t y_t`'s summand to output `out[t]` (output `t` when `out` is `None`).
+    Elementwise {
+        x: RepShare,
+        y: RepShare,
+        out: Option<Vec<usize>>,
+        outputs: usize,
+    },
+    /// The `m x n` product of `x` (`m x k`) and `y` (`k x n`), row-major.
+    Matmul {
+        x: RepShare,
+        y: RepShare,
+        dims: [usize; 3],
+    },
+}
+
+impl Claim {
+    /// `x * y` elementwise.
+    pub(crate) fn elementwise(x: RepShare, y: RepShare) -> Claim {
+        let outputs = x.len();
+        Claim::Elementwise {
+            x,
+            y,
+            out: None,
+            outputs,
+        }
+    }
+
+    /// Words of the reshare this claim covers.
+    fn outputs(&self) -> usize {
+        match self {
+            Claim::Elementwise { outputs, .. } => *outputs,
+            Claim::Matmul {
+                dims: [m, _, n], ..
+            } => m * n,
+        }
+    }
+}
+
+/// One recorded reshare at this party.
+pub(crate) struct Reshare {
+    /// How this party's summand was computed.
+    pub(crate) claims: Vec<Claim>,
+    /// The zero sharing's draw from this party's own key (`r_me`).
+    pub(crate) own_draw: Vec<u64>,
+    /// The draw from its next key (`r_{me+1}`).
+    pub(crate) next_draw: Vec<u64>,
+    /// The next party's message.
+    pub(crate) received: Vec<u64>,
+}
+
+/// Every reshare since the last check, and the lab's `wrong-product` deviation.
+#[derive(Default)]
+pub(crate) struct ProductLog {
+    reshares: Vec<Reshare>,
+    /// Reshares so far in the job (the lab counts them).
+    count: usize,
+    /// `(reshare index, error)`: the lab's deviation, adding the error to the first word sent then.
+    tamper: Option<(usize, u64)>,
+}
+
+impl ProductLog {
+    /// Adds the lab's error to `sent` if this is the reshare it strikes (counts the reshare).
+    pub(crate) fn tamper(&mut self, sent: &mut [u64]) {
+        if let (Some((at, delta)), Some(w)) = (self.tamper, sent.first_mut()) {
+            if at == self.count {
+                *w = w.wrapping_add(delta);
+            }
+        }
+        self.count += 1;
+    }
+
+    /// Records a reshare.
+    pub(crate) fn push(&mut self, r: Reshare) {
+        self.reshares.push(r);
+    }
+
+    /// Whether a reshare awaits a proof.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reshares.is_empty()
+    }
+
+    /// Makes the `at`-th reshare of the job carry `delta` in its first word (the protocol lab).
+    pub(crate) fn set_tamper(&mut self, at: usize, delta: u64) {
+        self.tamper = Some((at, delta));
+    }
+
+    /// Reshares so far in the job.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// Derivation labels of the proof's streams (the index is the prover).
+const COINS: u64 = 0x7072_6f6f_6601;
+const PROVER_A: u64 = 0x7072_6f6f_6602;
+const PROVER_B: u64 = 0x7072_6f6f_6603;
+const CHALLENGE: u64 = 0x7072_6f6f_6604;
+
+/// Words of one ring element.
+const W: usize = D;
+
+/// The coins of one claim.
+enum Coins {
+    Theta(Vec<Gr>),
+    RhoSigma(Vec<Gr>, Vec<Gr>),
+}
+
+fn draw_coins(log: &[Reshare], prg: &mut Prg) -> Vec<Vec<Coins>> {
+    log.iter()
+        .map(|r| {
+            r.claims
+                .iter()
+                .map(|c| match c {
+                    Claim::Elementwise { outputs, .. } => {
+                        Coins::Theta(Gr::random_vec(prg, *outputs))
+                    }
+                    Claim::Matmul {
+                        dims: [m, _, n], ..
+                    } => Coins::RhoSigma(Gr::random_vec(prg, *m), Gr::random_vec(prg, *n)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `rho^T X` for `X` (`m x k`).
+fn left(rho: &[Gr], x: &[u64], k: usize) -> Vec<Gr> {
+    let mut p = vec![Gr::ZERO; k];
+    for (r, row) in rho.iter().zip(x.chunks_exact(k.max(1))) {
+        for (pa, &xa) in p.iter_mut().zip(row) {
+            pa.add_scaled(r, xa);
+        }
+    }
+    p
+}
+
+/// `Y sigma` for `Y` (`k x n`).
+fn right(y: &[u64], sigma: &[Gr], n: usize) -> Vec<Gr> {
+    y.chunks_exact(n.max(1))
+        .map(|row| {
+            let mut q = Gr::ZERO;
+            for (s, &ya) in sigma.iter().zip(row) {
+                q.add_scaled(s, ya);
+            }
+            q
+        })
+        .collect()
+}
+
+/// `rho^T S sigma` for `S` (`m x n`).
+fn bilinear(rho: &[Gr], s: &[u64], sigma: &[Gr], n: usize) -> Gr {
+    let t = right(s, sigma, n);
+    crate::galois::inner(rho, &t)
+}
+
+/// Which components a role reads: the prover's own pair, `A`'s view of the next party (its `next`
+/// components, the message received), `B`'s view of the previous party (its `own` components).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `u` and `z_A` from the prover's component (`next` at `A`, `own` at the prover).
+    A { at_prover: bool },
+    /// `v` and `z_B` from the component after the prover's (`own` at `B`, `next` at the prover).
+    B { at_prover: bool },
+}
+
+/// The entries of `u` (side `A`) or `v` (side `B`) for every claim, and the side's part of `z` (the prover
+/// needs no `z`: it is computed only by the verifiers).
+fn side_vector(log: &[Reshare], coins: &[Vec<Coins>], side: Side) -> (Vec<Gr>, Gr) {
+    let mut vec = Vec::new();
+    let mut z = Gr::ZERO;
+    let pick = |s: &RepShare| -> (Vec<u64>, Vec<u64>) {
+        match side {
+            Side::A { at_prover: true } | Side::B { at_prover: false } => (s.own.clone(), vec![]),
+            Side::A { at_prover: false } | Side::B { at_prover: true } => (s.next.clone(), vec![]),
+        }
+    };
+    let verifier = !matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: true }
+    );
+    for (r, coins) in log.iter().zip(coins) {
+        let mut at = 0;
+        for (claim, c) in r.claims.iter().zip(coins) {
+            let outputs = claim.outputs();
+            // The verifier's known scalar per output: A: m - r_i (minus x_i y_i below); B: r_{i+1}.
+            let mut known: Vec<u64> = if verifier {
+                match side {
+                    Side::A { .. } => crate::ring::sub(
+                        &r.received[at..at + outputs],
+                        &r.next_draw[at..at + outputs],
+                    ),
+                    Side::B { .. } => r.own_draw[at..at + outputs].to_vec(),
+                }
+            } else {
+                Vec::new()
+            };
+            match (claim, c) {
+                (Claim::Elementwise { x, y, out, .. }, Coins::Theta(theta)) => {
+                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
+                    for t in 0..xs.len() {
+                        let o = out.as_ref().map_or(t, |m| m[t]);
+                        match side {
+                            Side::A { .. } => {
+                                vec.push(theta[o].scale(xs[t]));
+                                vec.push(theta[o].scale(ys[t]));
+                                if verifier {
+                                    known[o] = known[o].wrapping_sub(xs[t].wrapping_mul(ys[t]));
+                                }
+                            }
+                            Side::B { .. } => {
+                                vec.push(Gr::constant(ys[t]));
+                                vec.push(Gr::constant(xs[t]));
+                            }
+                        }
+                    }
+                    if verifier {
+                        for (th, &k) in theta.iter().zip(&known) {
+                            z.add_scaled(th, k);
+                        }
+                    }
+                }
+                (
+                    Claim::Matmul {
+                        x,
+                        y,
+                        dims: [_, k, n],
+                    },
+                    Coins::RhoSigma(rho, sigma),
+                ) => {
+                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
+                    let p = left(rho, &xs, *k);
+                    let q = right(&ys, sigma, *n);
+                    if verifier {
+                        z.add_assign(&bilinear(rho, &known, sigma, *n));
+                        if matches!(side, Side::A { .. }) {
+                            z = z.sub(&crate::galois::inner(&p, &q));
+                        }
+                    }
+                    match side {
+                        Side::A { .. } => {
+                            vec.extend(p);
+                            vec.extend(q);
+                        }
+                        Side::B { .. } => {
+                            vec.extend(q);
+                            vec.extend(p);
+                        }
+                    }
+                }
+                _ => unreachable!("coins are drawn per claim kind"),
+            }
+            at += outputs;
+        }
+    }
+    (vec, z)
+}
+
+/// The vector with its mask at `mask_at` (0 for `u`, 1 for `v`), padded with zeros to a power of two.
+fn masked(entries: Vec<Gr>, mask: Gr, mask_at: usize) -> Vec<Gr> {
+    let len = (entries.len() + 2).next_power_of_two();
+    let mut v = Vec::with_capacity(len);
+    v.push(if mask_at == 0 { mask } else { Gr::ZERO });
+    v.push(if mask_at == 1 { mask } else { Gr::ZERO });
+    v.extend(entries);
+    v.resize(len, Gr::ZERO);
+    v
+}
+
+/// `v <- v_L + r (v_R - v_L)`.
+fn fold(v: &mut Vec<Gr>, r: &Gr) {
+    let h = v.len() / 2;
+    for j in 0..h {
+        let d = v[h + j].sub(&v[j]);
+        v[j] = v[j].add(&r.mul(&d));
+    }
+    v.truncate(h);
+}
+
+/// A verifier's part of `z` after a level: `c_0 + c_1 r + c_2 r^2` with `c_1 = z - 2 c_0 - c_2`.
+fn next_claim(z: &Gr, c0: &Gr, c2: &Gr, r: &Gr) -> Gr {
+    let c1 = z.sub(&c0.add(c0)).sub(c2);
+    c0.add(&r.mul(&c1.add(&r.mul(c2))))
+}
+
+fn words(gs: &[&Gr]) -> Vec<u8> {
+    let w: Vec<u64> = gs.iter().flat_map(|g| g.words().iter().copied()).collect();
+    crate::ring::to_bytes(&w)
+}
+
+impl<N: Net> Party<N> {
+    /// Whether a reshare since the last check awaits its proof.
+    pub(crate) fn products_pending(&self) -> bool {
+        self.inner.log.as_ref().is_some_and(|l| !l.is_empty())
+    }
+
+    /// Makes this party's `at`-th reshare carry `delta` (the lab's `wrong-product`).
+    pub(crate) fn tamper_product(&mut self, at: usize, delta: u64) {
+        if let Some(log) = self.inner.log.as_mut() {
+            log.set_tamper(at, delta);
+        }
+    }
+
+    /// Reshares so far in the job.
+    pub fn reshares(&self) -> usize {
+        self.inner.log.as_ref().map_or(0, ProductLog::count)
+    }
+
+    /// Runs the proof for every reshare since the last check, this party in all three roles (see the
+    /// module doc): `2 + 2 L` rounds, `32 + L (768 + 8) + 1536` bytes sent. Fails with
+    /// [`ProtocolError::Verification`] if a proof this party verifies does not check out. Nothing to prove
+    /// (no reshare since the last check) costs nothing.
+    pub(crate) fn prove_products(&mut self) -> Result<()> {
+        let log = match self.inner.log.as_mut() {
+            Some(l) if !l.reshares.is_empty() => std::mem::take(&mut l.reshares),
+            _ => return Ok(()),
+        };
+        let me = self.id();
+        let (prev, next) = (prev_party(me), next_party(me));
+        // This party is the prover `me`, `A` of prover `next` and `B` of prover `prev`.
+        let (own_key, next_key) = self.inner.fork_keys();
+        // Coins: as B (key k_{prev - 1} = k_{me + 1}) send prover `prev` its seed; as A (key k_me) draw
+        // prover `next`'s; as the prover, receive ours from `next`.
+        let coins_b = next_key.derive(COINS, prev as u64);
+        let coins_a = own_key.derive(COINS, next as u64);
+        self.inner.send(prev, coins_b.0.to_vec())?;
+        let got = self.inner.recv_words(next, 4)?;
+        let mut mine = [0u8; 32];
+        mine.copy_from_slice(&crate::ring::to_bytes(&got));
+        let coins_p = Seed(mine);
+
+        let draw = |seed: &Seed| draw_coins(&log, &mut Prg::new(seed));
+        let (cp, ca, cb) = (draw(&coins_p), draw(&coins_a), draw(&coins_b));
+        // Streams: P&A (k_P), P&B (k_{P+1}), A&B challenges (k_{P-1}).
+        let mut p_pa = Prg::new(&own_key.derive(PROVER_A, me as u64));
+        let mut p_pb = Prg::new(&next_key.derive(PROVER_B, me as u64));
+        let mut a_pa = Prg::new(&next_key.derive(PROVER_A, next as u64));
+        let mut a_chal = Prg::new(&own_key.derive(CHALLENGE, next as u64));
+        let mut b_pb = Prg::new(&own_key.derive(PROVER_B, prev as u64));
+        let mut b_chal = Prg::new(&next_key.derive(CHALLENGE, prev as u64));
+
+        let (pu, _) = side_vector(&log, &cp, Side::A { at_prover: true });
+        let (pv, _) = side_vector(&log, &cp, Side::B { at_prover: true });
+        let (au, mut az) = side_vector(&log, &ca, Side::A { at_prover: false });
+        let (bv, mut bz) = side_vector(&log, &cb, Side::B { at_prover: false });
+        drop(log);
+        let mut pu = masked(pu, Gr::random(&mut p_pa), 0);
+        let mut pv = masked(pv, Gr::random(&mut p_pb), 1);
+        let mut au = masked(au, Gr::random(&mut a_pa), 0);
+        let mut bv = masked(bv, Gr::random(&mut b_pb), 1);
+
+        while pu.len() > 1 {
+            let h = pu.len() / 2;
+            // Prover: h's c_0 and c_2, A's part from k_P, B's part sent.
+            let mut c0 = Gr::ZERO;
+            let mut c2 = Gr::ZERO;
+            for j in 0..h {
+                c0.add_assign(&pu[j].mul(&pv[j]));
+                c2.add_assign(&pu[h + j].sub(&pu[j]).mul(&pv[h + j].sub(&pv[j])));
+            }
+            let (s0, s2) = (Gr::random(&mut p_pa), Gr::random(&mut p_pa));
+            self.inner
+                .send(next, words(&[&c0.sub(&s0), &c2.sub(&s2)]))?;
+            // As A: its parts from k_P.
+            let (a0, a2) = (Gr::random(&mut a_pa), Gr::random(&mut a_pa));
+            // As B: the prover's message, then the challenge.
+            let got = self.inner.recv_words(prev, 2 * W)?;
+            let (b0, b2) = match (Gr::from_words(&got[..W]), Gr::from_words(&got[W..])) {
+                (Some(b0), Some(b2)) => (b0, b2),
+                _ => {
+                    return Err(ProtocolError::MessageLength {
+                        from: prev,
+                        got: got.len() * 8,
+                        expected: 2 * W * 8,
+                    })
+                }
+            };
+            let rb = Gr::challenge_mask(&mut b_chal);
+            self.inner.send(prev, crate::ring::to_bytes(&[rb]))?;
+            let ra = Gr::challenge(&mut a_chal);
+            let rp = self.inner.recv_words(next, 1)?[0] & crate::galois::MASK;
+            let (rb, rp) = (Gr::from_mask(rb), Gr::from_mask(rp));
+            fold(&mut pu, &rp);
+            fold(&mut pv, &rp);
+            fold(&mut au, &ra);
+            fold(&mut bv, &rb);
+            az = next_claim(&az, &a0, &a2, &ra);
+            bz = next_claim(&bz, &b0, &b2, &rb);
+        }
+        // Final: A sends (u, z_A) to B (its previous party), B sends (v, z_B) to A (its next party).
+        self.inner.send(prev, words(&[&au[0], &az]))?;
+        self.inner.send(next, words(&[&bv[0], &bz]))?;
+        let from_b = self.inner.recv_words(prev, 2 * W)?;
+        let from_a = self.inner.recv_words(next, 2 * W)?;
+        let parse = |w: &[u64]| (Gr::from_words(&w[..W]), Gr::from_words(&w[W..]));
+        let ok_a = match parse(&from_b) {
+            (Some(v), Some(zb)) => au[0].mul(&v) == az.add(&zb),
+            _ => false,
+        };
+        let ok_b = match parse(&from_a) {
+            (Some(u), Some(za)) => u.mul(&bv[0]) == za.add(&bz),
+            _ => false,
+        };
+        if !ok_a {
+            return Err(ProtocolError::Verification(format!(
+                "party {me} rejects party {next}'s product proof: a reshare it sent was not its summand"
+            )));
+        }
+        if !ok_b {
+            return Err(ProtocolError::Verification(format!(
+                "party {me} rejects party {prev}'s product proof: a reshare it sent was not its summand"
+            )));
+        }
+        Ok(())
+    }
+}
