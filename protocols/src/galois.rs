@@ -179,6 +179,158 @@ pub fn inner(a: &[Gr], b: &[Gr]) -> Gr {
     s
 }
 
+/// The field `GF(2^64)` = `GF(2)[X] / (X^64 + X^4 + X^3 + X + 1)` (irreducible, checked in the tests), in
+/// which `rep3m` proves its AND gates: bits embed as 0 and 1, addition is XOR, and every non-zero element is
+/// a unit, so the whole field is an exceptional set.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gf64(pub u64);
+
+impl std::fmt::Debug for Gf64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gf64(..)")
+    }
+}
+
+/// Carry-less product of two 64-bit polynomials, portably.
+fn clmul_portable(a: u64, b: u64) -> u128 {
+    let mut r = 0u128;
+    for i in 0..64 {
+        if (b >> i) & 1 == 1 {
+            r ^= u128::from(a) << i;
+        }
+    }
+    r
+}
+
+/// Carry-less product with the CPU's instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn clmul_hw(a: u64, b: u64) -> u128 {
+    use std::arch::x86_64::{
+        _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x, _mm_unpackhi_epi64,
+    };
+    let x = _mm_set_epi64x(0, a as i64);
+    let y = _mm_set_epi64x(0, b as i64);
+    let r = _mm_clmulepi64_si128(x, y, 0);
+    let lo = _mm_cvtsi128_si64(r) as u64;
+    let hi = _mm_cvtsi128_si64(_mm_unpackhi_epi64(r, r)) as u64;
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// Carry-less product, with the CPU's instruction where it has one.
+fn clmul(a: u64, b: u64) -> u128 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("pclmulqdq") {
+            // SAFETY: the instruction set was detected just above.
+            return unsafe { clmul_hw(a, b) };
+        }
+    }
+    clmul_portable(a, b)
+}
+
+/// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
+fn reduce64(r: u128) -> u64 {
+    let fold = |h: u128| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
+    let t = fold(r >> 64);
+    let lo = (r as u64) ^ (t as u64);
+    lo ^ (fold(t >> 64) as u64)
+}
+
+impl Gf64 {
+    /// `self * o`.
+    pub fn mul(&self, o: &Gf64) -> Gf64 {
+        Gf64(reduce64(clmul(self.0, o.0)))
+    }
+}
+
+/// The arithmetic the product proof needs from its extension (`GR(2^64, 48)` for ring products,
+/// `GF(2^64)` for AND gates).
+pub trait Ext: Copy + PartialEq + Default {
+    /// Words of an element on the wire.
+    const WORDS: usize;
+    /// `self + o`.
+    fn plus(&self, o: &Self) -> Self;
+    /// `self - o`.
+    fn minus(&self, o: &Self) -> Self;
+    /// `self * o`.
+    fn times(&self, o: &Self) -> Self;
+    /// A uniform element.
+    fn uniform(prg: &mut Prg) -> Self;
+    /// A uniform challenge from the exceptional set, not 0 or 1, as one word (see [`Self::from_challenge`]).
+    fn challenge_word(prg: &mut Prg) -> u64;
+    /// The challenge a word encodes (bits outside the set ignored).
+    fn from_challenge(w: u64) -> Self;
+    /// Appends the element's words.
+    fn put(&self, out: &mut Vec<u64>);
+    /// The element from exactly [`Self::WORDS`] words.
+    fn take(w: &[u64]) -> Option<Self>;
+}
+
+impl Ext for Gr {
+    const WORDS: usize = D;
+    fn plus(&self, o: &Self) -> Self {
+        self.add(o)
+    }
+    fn minus(&self, o: &Self) -> Self {
+        self.sub(o)
+    }
+    fn times(&self, o: &Self) -> Self {
+        self.mul(o)
+    }
+    fn uniform(prg: &mut Prg) -> Self {
+        Gr::random(prg)
+    }
+    fn challenge_word(prg: &mut Prg) -> u64 {
+        Gr::challenge_mask(prg)
+    }
+    fn from_challenge(w: u64) -> Self {
+        Gr::from_mask(w)
+    }
+    fn put(&self, out: &mut Vec<u64>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn take(w: &[u64]) -> Option<Self> {
+        Gr::from_words(w)
+    }
+}
+
+impl Ext for Gf64 {
+    const WORDS: usize = 1;
+    fn plus(&self, o: &Self) -> Self {
+        Gf64(self.0 ^ o.0)
+    }
+    fn minus(&self, o: &Self) -> Self {
+        Gf64(self.0 ^ o.0)
+    }
+    fn times(&self, o: &Self) -> Self {
+        self.mul(o)
+    }
+    fn uniform(prg: &mut Prg) -> Self {
+        Gf64(prg.words(1)[0])
+    }
+    fn challenge_word(prg: &mut Prg) -> u64 {
+        loop {
+            let w = prg.words(1)[0];
+            if w >= 2 {
+                return w;
+            }
+        }
+    }
+    fn from_challenge(w: u64) -> Self {
+        Gf64(w)
+    }
+    fn put(&self, out: &mut Vec<u64>) {
+        out.push(self.0);
+    }
+    fn take(w: &[u64]) -> Option<Self> {
+        match w {
+            [x] => Some(Gf64(*x)),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,6 +439,28 @@ mod tests {
         let two = Gr::constant(2).mul(&Gr::random(&mut p));
         assert!(!two.is_unit());
         assert_eq!(two.scale(1 << 63), Gr::ZERO);
+    }
+
+    #[test]
+    fn gf64_modulus_is_irreducible_and_the_field_laws_hold() {
+        let f: u128 = (1 << 64) | 0b11011;
+        assert_eq!(frobenius(f, 64, 64), 2);
+        assert_eq!(gcd2(f, frobenius(f, 64, 32) ^ 2), 1);
+        let mut p = prg(4);
+        for _ in 0..50 {
+            let w = p.words(3);
+            let (a, b, c) = (Gf64(w[0]), Gf64(w[1]), Gf64(w[2]));
+            assert_eq!(clmul(w[0], w[1]), clmul_portable(w[0], w[1]));
+            assert_eq!(a.mul(&b), b.mul(&a));
+            assert_eq!(a.mul(&b).mul(&c), a.mul(&b.mul(&c)));
+            assert_eq!(a.mul(&b.plus(&c)), a.mul(&b).plus(&a.mul(&c)));
+            assert_eq!(a.mul(&Gf64(1)), a);
+            // The reduction agrees with the bitwise one of the irreducibility test.
+            assert_eq!(
+                u128::from(a.mul(&b).0),
+                mulmod2(u128::from(w[0]), u128::from(w[1]), f, 64)
+            );
+        }
     }
 
     #[test]

@@ -234,9 +234,10 @@ fn products_program(
     Ok((party.release(&out)?, reshares))
 }
 
-/// Reshares in [`products_program`] (pinned: one product, one matrix round, the sign test's two products,
-/// two in each bit-to-ring conversion; the AND gates are not counted, they are not proven yet).
-const PRODUCT_RESHARES: usize = 6;
+/// Reshares in [`products_program`], ring and AND gates in the job's order (pinned: one product, one matrix
+/// round, the sign test's 8 AND rounds and its 2 selecting products, the truncation's 2 AND rounds and its
+/// 2 bit-to-ring reshares).
+const PRODUCT_RESHARES: usize = 16;
 
 fn run_products(
     seed: u64,
@@ -613,5 +614,37 @@ fn a_single_party_view_of_the_symmetric_sign_test_and_truncation_is_uniform_and_
                 );
             }
         }
+    }
+}
+
+/// Inside `rep3m` the `rep3` steps with one-sided messages (no check covers them) are refused, so every
+/// message a `rep3m` party sends is a checked opening or a proven reshare.
+#[test]
+fn rep3_steps_with_unproven_messages_are_refused_inside_rep3m() {
+    use veil_protocols::ops::SignSelect;
+    let job = job(2);
+    let committee = Committee::new(3, Arc::new(NaiveGemm));
+    let out = run(&committee, Some(2), None, |party| {
+        let x = &job.shares[0][party.id()];
+        let refused = [
+            party.rep3().open(x).is_err(),
+            party.rep3().trunc(x).is_err(),
+            party
+                .rep3()
+                .sign_select(SignSelect {
+                    z: x,
+                    truncate: false,
+                    select_self: true,
+                    extras: Vec::new(),
+                })
+                .is_err(),
+        ];
+        Ok((refused, party.stats().bytes_sent))
+    })
+    .expect("refusals end nothing");
+    for p in &out {
+        assert_eq!(p.value.0, [true; 3]);
+        // Only the key agreement was sent.
+        assert_eq!(p.value.1, 32);
     }
 }

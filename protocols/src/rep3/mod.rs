@@ -45,6 +45,7 @@ use crate::ring::FixedPoint;
 
 use keys::PairKeys;
 pub use mul::RepWeight;
+pub(crate) use share::RepBits;
 pub use share::RepShare;
 
 /// Protocol name, as `veil bench --protocol` spells it.
@@ -222,6 +223,46 @@ impl<N: Net> Party<N> {
         Ok(RepShare { own: z, next })
     }
 
+    /// `rep3`'s AND gate reshare (`sign.rs`) with the record `rep3m` proves: `z` is this party's summand
+    /// `x_own & (y_own ^ y_next) ^ x_next & y_own`, before the zero sharing.
+    pub(crate) fn and_bits_logged(
+        &mut self,
+        x: &RepBits,
+        y: &RepBits,
+        mut z: Vec<u64>,
+    ) -> Result<RepBits> {
+        let (own_draw, next_draw) = self.keys.zero_parts(z.len());
+        crate::bits::xor_assign(&mut z, &own_draw);
+        crate::bits::xor_assign(&mut z, &next_draw);
+        let mut sent = z.clone();
+        if let Some(log) = self.log.as_mut() {
+            log.tamper(&mut sent);
+        }
+        self.send(prev_party(self.me), crate::ring::to_bytes(&sent))?;
+        let next = self.recv_words(next_party(self.me), z.len())?;
+        if let Some(log) = self.log.as_mut() {
+            log.push_bits(crate::rep3m::proof::BitReshare {
+                x: x.clone(),
+                y: y.clone(),
+                own_draw,
+                next_draw,
+                received: next.clone(),
+            });
+        }
+        Ok(RepBits { own: z, next })
+    }
+
+    /// Refuses a step with a one-sided message (one no product proof covers) when this party runs inside
+    /// `rep3m` ([`Self::log`] set), so that every message `rep3m` sends is an opening or a proven reshare.
+    pub(crate) fn refuse_unproven(&self, what: &str) -> Result<()> {
+        if self.log.is_some() {
+            return Err(ProtocolError::Committee(format!(
+                "rep3m sends no message its checks do not cover: rep3's {what} is refused"
+            )));
+        }
+        Ok(())
+    }
+
     /// Seeds forked from this party's two PRF streams (own key's, next key's), at a point of the SPMD
     /// sequence every party reaches together (`rep3m`'s product proof).
     pub(crate) fn fork_keys(&mut self) -> (Seed, Seed) {
@@ -248,6 +289,7 @@ impl<N: Net> Party<N> {
         f: Option<Vec<u64>>,
         len: usize,
     ) -> Result<(share::RepBits, RepShare)> {
+        self.refuse_unproven("one-sided reshare")?;
         let total = bits_len + len;
         let split = |mut v: Vec<u64>| {
             let words = v.split_off(bits_len);

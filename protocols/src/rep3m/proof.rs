@@ -55,10 +55,10 @@
 //! in `rep3/sign.rs`'s `and_bits`): see the module doc of `rep3m`.
 
 use crate::error::{ProtocolError, Result};
-use crate::galois::{Gr, D};
+use crate::galois::{Ext, Gf64, Gr};
 use crate::net::Net;
 use crate::prg::{Prg, Seed};
-use crate::rep3::{next_party, prev_party, RepShare};
+use crate::rep3::{next_party, prev_party, RepBits, RepShare};
 
 use super::Party;
 
@@ -115,10 +115,25 @@ pub(crate) struct Reshare {
     pub(crate) received: Vec<u64>,
 }
 
+/// One recorded AND-gate reshare at this party (`rep3`'s `and_bits`): words of 64 gates each.
+pub(crate) struct BitReshare {
+    /// The gates' left inputs.
+    pub(crate) x: RepBits,
+    /// Their right inputs.
+    pub(crate) y: RepBits,
+    /// The XOR zero sharing's draw from this party's own key.
+    pub(crate) own_draw: Vec<u64>,
+    /// The draw from its next key.
+    pub(crate) next_draw: Vec<u64>,
+    /// The next party's message.
+    pub(crate) received: Vec<u64>,
+}
+
 /// Every reshare since the last check, and the lab's `wrong-product` deviation.
 #[derive(Default)]
 pub(crate) struct ProductLog {
     reshares: Vec<Reshare>,
+    bits: Vec<BitReshare>,
     /// Reshares so far in the job (the lab counts them).
     count: usize,
     /// `(reshare index, error)`: the lab's deviation, adding the error to the first word sent then.
@@ -141,9 +156,14 @@ impl ProductLog {
         self.reshares.push(r);
     }
 
-    /// Whether a reshare awaits a proof.
+    /// Records an AND-gate reshare.
+    pub(crate) fn push_bits(&mut self, r: BitReshare) {
+        self.bits.push(r);
+    }
+
+    /// Whether no reshare awaits a proof.
     pub(crate) fn is_empty(&self) -> bool {
-        self.reshares.is_empty()
+        self.reshares.is_empty() && self.bits.is_empty()
     }
 
     /// Makes the `at`-th reshare of the job carry `delta` in its first word (the protocol lab).
@@ -162,9 +182,6 @@ const COINS: u64 = 0x7072_6f6f_6601;
 const PROVER_A: u64 = 0x7072_6f6f_6602;
 const PROVER_B: u64 = 0x7072_6f6f_6603;
 const CHALLENGE: u64 = 0x7072_6f6f_6604;
-
-/// Words of one ring element.
-const W: usize = D;
 
 /// The coins of one claim.
 enum Coins {
@@ -322,36 +339,212 @@ fn side_vector(log: &[Reshare], coins: &[Vec<Coins>], side: Side) -> (Vec<Gr>, G
     (vec, z)
 }
 
+/// The AND gates' side vectors over `GF(2^64)`: every bit of every word is a gate, output `o` in order.
+/// `A`: `u` entries `(theta_o x_P, theta_o y_P)` and `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v`
+/// entries `(y_{P+1}, x_{P+1})` as 0 or 1 and `z_B = sum theta_o r_{P+1}`; the prover both vectors.
+fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, Gf64) {
+    let mut vec = Vec::new();
+    let mut z = Gf64(0);
+    let from_own = matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: false }
+    );
+    let verifier = !matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: true }
+    );
+    for r in log {
+        let (xs, ys) = if from_own {
+            (&r.x.own, &r.y.own)
+        } else {
+            (&r.x.next, &r.y.next)
+        };
+        let coins = theta.words(64 * xs.len());
+        for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
+            let known = match (side, verifier) {
+                (Side::A { .. }, true) => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
+                (Side::B { .. }, true) => r.own_draw[w],
+                _ => 0,
+            };
+            for b in 0..64 {
+                let th = Gf64(coins[64 * w + b]);
+                let (xb, yb) = ((xw >> b) & 1 == 1, (yw >> b) & 1 == 1);
+                match side {
+                    Side::A { .. } => {
+                        vec.push(if xb { th } else { Gf64(0) });
+                        vec.push(if yb { th } else { Gf64(0) });
+                    }
+                    Side::B { .. } => {
+                        vec.push(Gf64(u64::from(yb)));
+                        vec.push(Gf64(u64::from(xb)));
+                    }
+                }
+                if (known >> b) & 1 == 1 {
+                    z = z.plus(&th);
+                }
+            }
+        }
+    }
+    (vec, z)
+}
+
 /// The vector with its mask at `mask_at` (0 for `u`, 1 for `v`), padded with zeros to a power of two.
-fn masked(entries: Vec<Gr>, mask: Gr, mask_at: usize) -> Vec<Gr> {
+fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
     let len = (entries.len() + 2).next_power_of_two();
     let mut v = Vec::with_capacity(len);
-    v.push(if mask_at == 0 { mask } else { Gr::ZERO });
-    v.push(if mask_at == 1 { mask } else { Gr::ZERO });
+    v.push(if mask_at == 0 { mask } else { E::default() });
+    v.push(if mask_at == 1 { mask } else { E::default() });
     v.extend(entries);
-    v.resize(len, Gr::ZERO);
+    v.resize(len, E::default());
     v
 }
 
 /// `v <- v_L + r (v_R - v_L)`.
-fn fold(v: &mut Vec<Gr>, r: &Gr) {
+fn fold<E: Ext>(v: &mut Vec<E>, r: &E) {
     let h = v.len() / 2;
     for j in 0..h {
-        let d = v[h + j].sub(&v[j]);
-        v[j] = v[j].add(&r.mul(&d));
+        let d = v[h + j].minus(&v[j]);
+        v[j] = v[j].plus(&r.times(&d));
     }
     v.truncate(h);
 }
 
 /// A verifier's part of `z` after a level: `c_0 + c_1 r + c_2 r^2` with `c_1 = z - 2 c_0 - c_2`.
-fn next_claim(z: &Gr, c0: &Gr, c2: &Gr, r: &Gr) -> Gr {
-    let c1 = z.sub(&c0.add(c0)).sub(c2);
-    c0.add(&r.mul(&c1.add(&r.mul(c2))))
+fn next_claim<E: Ext>(z: &E, c0: &E, c2: &E, r: &E) -> E {
+    let c1 = z.minus(&c0.plus(c0)).minus(c2);
+    c0.plus(&r.times(&c1.plus(&r.times(c2))))
 }
 
-fn words(gs: &[&Gr]) -> Vec<u8> {
-    let w: Vec<u64> = gs.iter().flat_map(|g| g.words().iter().copied()).collect();
-    crate::ring::to_bytes(&w)
+/// One proof instance (ring products over `GR(2^64, 48)`, or AND gates over `GF(2^64)`) at one party in
+/// its three roles: prover (`pu`, `pv`), `A` of the next party (`au`, `az`), `B` of the previous (`bv`,
+/// `bz`), with the streams each role shares with its partners.
+struct Instance<E: Ext> {
+    pu: Vec<E>,
+    pv: Vec<E>,
+    au: Vec<E>,
+    az: E,
+    bv: Vec<E>,
+    bz: E,
+    /// The prover's stream shared with its `A` (key `k_me`).
+    p_pa: Prg,
+    /// `A`'s copy of its prover's stream (key `k_{me+1}`).
+    a_pa: Prg,
+    /// `A`'s challenge stream, shared with `B` (key `k_me`).
+    a_chal: Prg,
+    /// `B`'s challenge stream, shared with `A` (key `k_{me+1}`).
+    b_chal: Prg,
+    /// `B`'s parts of the current level's `c_0`, `c_2`.
+    b_parts: (E, E),
+}
+
+/// Seeds of one instance's streams at one party.
+struct Keys<'a> {
+    own: &'a Seed,
+    next: &'a Seed,
+    me: u64,
+    prev: u64,
+    next_party: u64,
+    /// Distinguishes the instances' streams.
+    kind: u64,
+}
+
+impl Keys<'_> {
+    fn prg(&self, key: &Seed, label: u64, prover: u64) -> Prg {
+        Prg::new(&key.derive(label + (self.kind << 8), prover))
+    }
+}
+
+impl<E: Ext> Instance<E> {
+    /// The instance from the side vectors (entries before masking) of the three roles.
+    fn new(
+        k: &Keys<'_>,
+        (pu, pv): (Vec<E>, Vec<E>),
+        (au, az): (Vec<E>, E),
+        (bv, bz): (Vec<E>, E),
+    ) -> Self {
+        let mut p_pa = k.prg(k.own, PROVER_A, k.me);
+        let mut p_pb = k.prg(k.next, PROVER_B, k.me);
+        let mut a_pa = k.prg(k.next, PROVER_A, k.next_party);
+        let mut b_pb = k.prg(k.own, PROVER_B, k.prev);
+        Self {
+            pu: masked(pu, E::uniform(&mut p_pa), 0),
+            pv: masked(pv, E::uniform(&mut p_pb), 1),
+            au: masked(au, E::uniform(&mut a_pa), 0),
+            bv: masked(bv, E::uniform(&mut b_pb), 1),
+            az,
+            bz,
+            p_pa,
+            a_pa,
+            a_chal: k.prg(k.own, CHALLENGE, k.next_party),
+            b_chal: k.prg(k.next, CHALLENGE, k.prev),
+            b_parts: (E::default(), E::default()),
+        }
+    }
+
+    /// Whether a compression level is left.
+    fn levels_left(&self) -> bool {
+        self.pu.len() > 1
+    }
+
+    /// The prover's message of this level (`B`'s parts of `c_0`, `c_2`), appended to `out`.
+    fn prover_message(&mut self, out: &mut Vec<u64>) {
+        let h = self.pu.len() / 2;
+        let (mut c0, mut c2) = (E::default(), E::default());
+        for j in 0..h {
+            c0 = c0.plus(&self.pu[j].times(&self.pv[j]));
+            let du = self.pu[h + j].minus(&self.pu[j]);
+            let dv = self.pv[h + j].minus(&self.pv[j]);
+            c2 = c2.plus(&du.times(&dv));
+        }
+        let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
+        c0.minus(&s0).put(out);
+        c2.minus(&s2).put(out);
+    }
+
+    /// `B` takes the prover's message (exactly `2 WORDS` words) and draws the challenge it sends back.
+    fn b_receive(&mut self, words: &[u64]) -> Option<u64> {
+        let (w0, w2) = words.split_at(E::WORDS);
+        self.b_parts = (E::take(w0)?, E::take(w2)?);
+        Some(E::challenge_word(&mut self.b_chal))
+    }
+
+    /// Ends the level: the prover folds with the challenge it received, `A` with its own draw, `B` with
+    /// the one it sent.
+    fn fold_level(&mut self, prover_challenge: u64, b_challenge: u64) {
+        let rp = E::from_challenge(prover_challenge);
+        let rb = E::from_challenge(b_challenge);
+        let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
+        let ra = E::from_challenge(E::challenge_word(&mut self.a_chal));
+        fold(&mut self.pu, &rp);
+        fold(&mut self.pv, &rp);
+        fold(&mut self.au, &ra);
+        fold(&mut self.bv, &rb);
+        self.az = next_claim(&self.az, &a0, &a2, &ra);
+        let (b0, b2) = self.b_parts;
+        self.bz = next_claim(&self.bz, &b0, &b2, &rb);
+    }
+
+    /// `A`'s final message `(u, z_A)` and `B`'s `(v, z_B)`.
+    fn final_messages(&self, a_out: &mut Vec<u64>, b_out: &mut Vec<u64>) {
+        self.au[0].put(a_out);
+        self.az.put(a_out);
+        self.bv[0].put(b_out);
+        self.bz.put(b_out);
+    }
+
+    /// `(A accepts, B accepts)` from `B`'s final message (to `A`) and `A`'s (to `B`).
+    fn check(&self, from_b: &[u64], from_a: &[u64]) -> (bool, bool) {
+        let w = E::WORDS;
+        let ok_a = match (E::take(&from_b[..w]), E::take(&from_b[w..])) {
+            (Some(v), Some(zb)) => self.au[0].times(&v) == self.az.plus(&zb),
+            _ => false,
+        };
+        let ok_b = match (E::take(&from_a[..w]), E::take(&from_a[w..])) {
+            (Some(u), Some(za)) => u.times(&self.bv[0]) == za.plus(&self.bz),
+            _ => false,
+        };
+        (ok_a, ok_b)
+    }
 }
 
 impl<N: Net> Party<N> {
@@ -367,18 +560,20 @@ impl<N: Net> Party<N> {
         }
     }
 
-    /// Reshares so far in the job.
+    /// Reshares (ring and AND gates) so far in the job.
     pub fn reshares(&self) -> usize {
         self.inner.log.as_ref().map_or(0, ProductLog::count)
     }
 
     /// Runs the proof for every reshare since the last check, this party in all three roles (see the
-    /// module doc): `2 + 2 L` rounds, `32 + L (768 + 8) + 1536` bytes sent. Fails with
-    /// [`ProtocolError::Verification`] if a proof this party verifies does not check out. Nothing to prove
-    /// (no reshare since the last check) costs nothing.
+    /// module doc), the ring instance and the AND-gate instance side by side: `2 + 2 L` rounds with
+    /// `L = max(L_ring, L_bits)`. Fails with [`ProtocolError::Verification`] if a proof this party verifies
+    /// does not check out. Nothing to prove (no reshare since the last check) costs nothing.
     pub(crate) fn prove_products(&mut self) -> Result<()> {
-        let log = match self.inner.log.as_mut() {
-            Some(l) if !l.reshares.is_empty() => std::mem::take(&mut l.reshares),
+        let (log, bit_log) = match self.inner.log.as_mut() {
+            Some(l) if !l.is_empty() => {
+                (std::mem::take(&mut l.reshares), std::mem::take(&mut l.bits))
+            }
             _ => return Ok(()),
         };
         let me = self.id();
@@ -395,84 +590,111 @@ impl<N: Net> Party<N> {
         mine.copy_from_slice(&crate::ring::to_bytes(&got));
         let coins_p = Seed(mine);
 
-        let draw = |seed: &Seed| draw_coins(&log, &mut Prg::new(seed));
-        let (cp, ca, cb) = (draw(&coins_p), draw(&coins_a), draw(&coins_b));
-        // Streams: P&A (k_P), P&B (k_{P+1}), A&B challenges (k_{P-1}).
-        let mut p_pa = Prg::new(&own_key.derive(PROVER_A, me as u64));
-        let mut p_pb = Prg::new(&next_key.derive(PROVER_B, me as u64));
-        let mut a_pa = Prg::new(&next_key.derive(PROVER_A, next as u64));
-        let mut a_chal = Prg::new(&own_key.derive(CHALLENGE, next as u64));
-        let mut b_pb = Prg::new(&own_key.derive(PROVER_B, prev as u64));
-        let mut b_chal = Prg::new(&next_key.derive(CHALLENGE, prev as u64));
-
-        let (pu, _) = side_vector(&log, &cp, Side::A { at_prover: true });
-        let (pv, _) = side_vector(&log, &cp, Side::B { at_prover: true });
-        let (au, mut az) = side_vector(&log, &ca, Side::A { at_prover: false });
-        let (bv, mut bz) = side_vector(&log, &cb, Side::B { at_prover: false });
+        let keys = |kind| Keys {
+            own: &own_key,
+            next: &next_key,
+            me: me as u64,
+            prev: prev as u64,
+            next_party: next as u64,
+            kind,
+        };
+        let ring = (!log.is_empty()).then(|| {
+            let draw = |seed: &Seed| draw_coins(&log, &mut Prg::new(seed));
+            let (cp, ca, cb) = (draw(&coins_p), draw(&coins_a), draw(&coins_b));
+            let (pu, _) = side_vector(&log, &cp, Side::A { at_prover: true });
+            let (pv, _) = side_vector(&log, &cp, Side::B { at_prover: true });
+            Instance::<Gr>::new(
+                &keys(0),
+                (pu, pv),
+                side_vector(&log, &ca, Side::A { at_prover: false }),
+                side_vector(&log, &cb, Side::B { at_prover: false }),
+            )
+        });
         drop(log);
-        let mut pu = masked(pu, Gr::random(&mut p_pa), 0);
-        let mut pv = masked(pv, Gr::random(&mut p_pb), 1);
-        let mut au = masked(au, Gr::random(&mut a_pa), 0);
-        let mut bv = masked(bv, Gr::random(&mut b_pb), 1);
+        let bits = (!bit_log.is_empty()).then(|| {
+            let theta = |seed: &Seed| Prg::new(&seed.derive(COINS, 1));
+            let (pu, _) = bit_vectors(&bit_log, &mut theta(&coins_p), Side::A { at_prover: true });
+            let (pv, _) = bit_vectors(&bit_log, &mut theta(&coins_p), Side::B { at_prover: true });
+            Instance::<Gf64>::new(
+                &keys(1),
+                (pu, pv),
+                bit_vectors(&bit_log, &mut theta(&coins_a), Side::A { at_prover: false }),
+                bit_vectors(&bit_log, &mut theta(&coins_b), Side::B { at_prover: false }),
+            )
+        });
+        drop(bit_log);
+        let (mut ring, mut bits) = (ring, bits);
 
-        while pu.len() > 1 {
-            let h = pu.len() / 2;
-            // Prover: h's c_0 and c_2, A's part from k_P, B's part sent.
-            let mut c0 = Gr::ZERO;
-            let mut c2 = Gr::ZERO;
-            for j in 0..h {
-                c0.add_assign(&pu[j].mul(&pv[j]));
-                c2.add_assign(&pu[h + j].sub(&pu[j]).mul(&pv[h + j].sub(&pv[j])));
+        loop {
+            let ring_on = ring.as_ref().is_some_and(Instance::levels_left);
+            let bits_on = bits.as_ref().is_some_and(Instance::levels_left);
+            if !ring_on && !bits_on {
+                break;
             }
-            let (s0, s2) = (Gr::random(&mut p_pa), Gr::random(&mut p_pa));
-            self.inner
-                .send(next, words(&[&c0.sub(&s0), &c2.sub(&s2)]))?;
-            // As A: its parts from k_P.
-            let (a0, a2) = (Gr::random(&mut a_pa), Gr::random(&mut a_pa));
-            // As B: the prover's message, then the challenge.
-            let got = self.inner.recv_words(prev, 2 * W)?;
-            let (b0, b2) = match (Gr::from_words(&got[..W]), Gr::from_words(&got[W..])) {
-                (Some(b0), Some(b2)) => (b0, b2),
-                _ => {
-                    return Err(ProtocolError::MessageLength {
-                        from: prev,
-                        got: got.len() * 8,
-                        expected: 2 * W * 8,
-                    })
-                }
+            // Prover: this level's parts for B, ring instance first.
+            let mut msg = Vec::new();
+            let mut expect = 0;
+            if let (true, Some(i)) = (ring_on, ring.as_mut()) {
+                i.prover_message(&mut msg);
+                expect += 2 * Gr::WORDS;
+            }
+            if let (true, Some(i)) = (bits_on, bits.as_mut()) {
+                i.prover_message(&mut msg);
+                expect += 2 * Gf64::WORDS;
+            }
+            self.inner.send(next, crate::ring::to_bytes(&msg))?;
+            // As B: the previous party's parts, then the challenges back.
+            let got = self.inner.recv_words(prev, expect)?;
+            let bad = || ProtocolError::MessageLength {
+                from: prev,
+                got: expect * 8,
+                expected: expect * 8,
             };
-            let rb = Gr::challenge_mask(&mut b_chal);
-            self.inner.send(prev, crate::ring::to_bytes(&[rb]))?;
-            let ra = Gr::challenge(&mut a_chal);
-            let rp = self.inner.recv_words(next, 1)?[0] & crate::galois::MASK;
-            let (rb, rp) = (Gr::from_mask(rb), Gr::from_mask(rp));
-            fold(&mut pu, &rp);
-            fold(&mut pv, &rp);
-            fold(&mut au, &ra);
-            fold(&mut bv, &rb);
-            az = next_claim(&az, &a0, &a2, &ra);
-            bz = next_claim(&bz, &b0, &b2, &rb);
+            let (g_ring, g_bits) = got.split_at(if ring_on { 2 * Gr::WORDS } else { 0 });
+            let mut challenges = Vec::new();
+            if let (true, Some(i)) = (ring_on, ring.as_mut()) {
+                challenges.push(i.b_receive(g_ring).ok_or_else(bad)?);
+            }
+            if let (true, Some(i)) = (bits_on, bits.as_mut()) {
+                challenges.push(i.b_receive(g_bits).ok_or_else(bad)?);
+            }
+            self.inner.send(prev, crate::ring::to_bytes(&challenges))?;
+            let mine = self.inner.recv_words(next, challenges.len())?;
+            let mut at = 0;
+            if let (true, Some(i)) = (ring_on, ring.as_mut()) {
+                i.fold_level(mine[at], challenges[at]);
+                at += 1;
+            }
+            if let (true, Some(i)) = (bits_on, bits.as_mut()) {
+                i.fold_level(mine[at], challenges[at]);
+            }
         }
         // Final: A sends (u, z_A) to B (its previous party), B sends (v, z_B) to A (its next party).
-        self.inner.send(prev, words(&[&au[0], &az]))?;
-        self.inner.send(next, words(&[&bv[0], &bz]))?;
-        let from_b = self.inner.recv_words(prev, 2 * W)?;
-        let from_a = self.inner.recv_words(next, 2 * W)?;
-        let parse = |w: &[u64]| (Gr::from_words(&w[..W]), Gr::from_words(&w[W..]));
-        let ok_a = match parse(&from_b) {
-            (Some(v), Some(zb)) => au[0].mul(&v) == az.add(&zb),
-            _ => false,
-        };
-        let ok_b = match parse(&from_a) {
-            (Some(u), Some(za)) => u.mul(&bv[0]) == za.add(&bz),
-            _ => false,
-        };
-        if !ok_a {
+        let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+        if let Some(i) = &ring {
+            i.final_messages(&mut to_b, &mut to_a);
+        }
+        if let Some(i) = &bits {
+            i.final_messages(&mut to_b, &mut to_a);
+        }
+        self.inner.send(prev, crate::ring::to_bytes(&to_b))?;
+        self.inner.send(next, crate::ring::to_bytes(&to_a))?;
+        let from_b = self.inner.recv_words(prev, to_a.len())?;
+        let from_a = self.inner.recv_words(next, to_b.len())?;
+        let split = if ring.is_some() { 2 * Gr::WORDS } else { 0 };
+        let mut verdicts = Vec::new();
+        if let Some(i) = &ring {
+            verdicts.push(i.check(&from_b[..split], &from_a[..split]));
+        }
+        if let Some(i) = &bits {
+            verdicts.push(i.check(&from_b[split..], &from_a[split..]));
+        }
+        if verdicts.iter().any(|v| !v.0) {
             return Err(ProtocolError::Verification(format!(
                 "party {me} rejects party {next}'s product proof: a reshare it sent was not its summand"
             )));
         }
-        if !ok_b {
+        if verdicts.iter().any(|v| !v.1) {
             return Err(ProtocolError::Verification(format!(
                 "party {me} rejects party {prev}'s product proof: a reshare it sent was not its summand"
             )));
