@@ -131,26 +131,60 @@ impl Gr {
         }
     }
 
-    /// `self * o` (schoolbook, then reduction by `F`).
+    /// `self * o` (schoolbook, then reduction by `F`); a constant factor costs `D` word products.
     pub fn mul(&self, o: &Gr) -> Gr {
-        let mut t = [0u64; 2 * D - 1];
+        if is_constant(o) {
+            return self.scale(o.0[0]);
+        }
+        if is_constant(self) {
+            return o.scale(self.0[0]);
+        }
+        let mut t = [0u64; 2 * D];
         for (i, &a) in self.0.iter().enumerate() {
-            if a == 0 {
-                continue;
-            }
             for (tj, &b) in t[i..i + D].iter_mut().zip(&o.0) {
                 *tj = tj.wrapping_add(a.wrapping_mul(b));
             }
         }
-        for j in (D..2 * D - 1).rev() {
-            let c = t[j];
-            for &l in &LOW_TERMS {
-                t[j - D + l] = t[j - D + l].wrapping_sub(c);
+        reduce(&t)
+    }
+
+    /// `c * o` for the exceptional element `c` of `mask` ([`Self::from_mask`]): additions only.
+    pub fn mul_mask(mask: u64, o: &Gr) -> Gr {
+        let mut t = [0u64; 2 * D];
+        let mut m = mask & MASK;
+        while m != 0 {
+            let i = m.trailing_zeros() as usize;
+            m &= m - 1;
+            for (tj, &b) in t[i..i + D].iter_mut().zip(&o.0) {
+                *tj = tj.wrapping_add(b);
             }
         }
-        let mut g = Gr::ZERO;
-        g.0.copy_from_slice(&t[..D]);
-        g
+        reduce(&t)
+    }
+
+    /// `sum_j a_j b_j` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the sum of
+    /// products is `sum_j a_j[p] b_j[q]`), then the diagonals folded and reduced once.
+    pub fn inner_gemm(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
+        let len = a.len().min(b.len());
+        if len == 0 {
+            return Gr::ZERO;
+        }
+        let mut at = vec![0u64; D * len];
+        for (j, g) in a[..len].iter().enumerate() {
+            for (p, &c) in g.0.iter().enumerate() {
+                at[p * len + j] = c;
+            }
+        }
+        let bw: Vec<u64> = b[..len].iter().flat_map(|g| g.0).collect();
+        let mut c = vec![0u64; D * D];
+        gemm.gemm(D, len, D, &at, &bw, &mut c);
+        let mut t = [0u64; 2 * D];
+        for p in 0..D {
+            for q in 0..D {
+                t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
+            }
+        }
+        reduce(&t)
     }
 
     /// The words of the element (for messages).
@@ -168,6 +202,25 @@ impl Gr {
     pub fn is_unit(&self) -> bool {
         self.0.iter().any(|c| c & 1 == 1)
     }
+}
+
+/// Whether `g` is a constant (the embedding of `Z_2^64`).
+fn is_constant(g: &Gr) -> bool {
+    g.0[1..].iter().all(|&c| c == 0)
+}
+
+/// A product's `2D - 1` coefficients (the last word of `t` unused) reduced by `F`.
+fn reduce(t: &[u64; 2 * D]) -> Gr {
+    let mut t = *t;
+    for j in (D..2 * D - 1).rev() {
+        let c = t[j];
+        for &l in &LOW_TERMS {
+            t[j - D + l] = t[j - D + l].wrapping_sub(c);
+        }
+    }
+    let mut g = Gr::ZERO;
+    g.0.copy_from_slice(&t[..D]);
+    g
 }
 
 /// `sum_j a_j b_j`.
@@ -265,6 +318,16 @@ pub trait Ext: Copy + PartialEq + Default {
     fn put(&self, out: &mut Vec<u64>);
     /// The element from exactly [`Self::WORDS`] words.
     fn take(w: &[u64]) -> Option<Self>;
+    /// `r * o` for the challenge `r` of the word `w`.
+    fn times_challenge(w: u64, o: &Self) -> Self {
+        Self::from_challenge(w).times(o)
+    }
+    /// `sum_j a_j b_j` (on `gemm` where that is faster).
+    fn inner_product(a: &[Self], b: &[Self], _gemm: &dyn crate::gemm::Gemm) -> Self {
+        a.iter()
+            .zip(b)
+            .fold(Self::default(), |s, (x, y)| s.plus(&x.times(y)))
+    }
 }
 
 impl Ext for Gr {
@@ -292,6 +355,12 @@ impl Ext for Gr {
     }
     fn take(w: &[u64]) -> Option<Self> {
         Gr::from_words(w)
+    }
+    fn times_challenge(w: u64, o: &Self) -> Self {
+        Gr::mul_mask(w, o)
+    }
+    fn inner_product(a: &[Self], b: &[Self], gemm: &dyn crate::gemm::Gemm) -> Self {
+        Gr::inner_gemm(a, b, gemm)
     }
 }
 
@@ -402,6 +471,9 @@ mod tests {
             let mut d = a;
             d.add_scaled(&b, 5);
             assert_eq!(d, a.add(&b.scale(5)));
+            let mask = p.words(1)[0];
+            assert_eq!(Gr::mul_mask(mask, &a), Gr::from_mask(mask).mul(&a));
+            assert_eq!(Gr::constant(9).mul(&a), a.scale(9));
         }
         // X^47 * X = X^48 = -(X^5 + X^3 + X^2 + 1).
         let x = Gr::from_mask(2);
@@ -459,6 +531,19 @@ mod tests {
             assert_eq!(
                 u128::from(a.mul(&b).0),
                 mulmod2(u128::from(w[0]), u128::from(w[1]), f, 64)
+            );
+        }
+    }
+
+    #[test]
+    fn inner_products_on_gemm_agree_with_the_loop() {
+        let mut p = prg(5);
+        for len in [0, 1, 7, 33] {
+            let a = Gr::random_vec(&mut p, len);
+            let b = Gr::random_vec(&mut p, len);
+            assert_eq!(
+                Gr::inner_gemm(&a, &b, &crate::gemm::NaiveGemm),
+                inner(&a, &b)
             );
         }
     }

@@ -56,6 +56,7 @@
 
 use crate::error::{ProtocolError, Result};
 use crate::galois::{Ext, Gf64, Gr};
+use crate::gemm::Gemm;
 use crate::net::Net;
 use crate::prg::{Prg, Seed};
 use crate::rep3::{next_party, prev_party, RepBits, RepShare};
@@ -399,12 +400,12 @@ fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
     v
 }
 
-/// `v <- v_L + r (v_R - v_L)`.
-fn fold<E: Ext>(v: &mut Vec<E>, r: &E) {
+/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
+fn fold<E: Ext>(v: &mut Vec<E>, w: u64) {
     let h = v.len() / 2;
     for j in 0..h {
         let d = v[h + j].minus(&v[j]);
-        v[j] = v[j].plus(&r.times(&d));
+        v[j] = v[j].plus(&E::times_challenge(w, &d));
     }
     v.truncate(h);
 }
@@ -487,15 +488,14 @@ impl<E: Ext> Instance<E> {
     }
 
     /// The prover's message of this level (`B`'s parts of `c_0`, `c_2`), appended to `out`.
-    fn prover_message(&mut self, out: &mut Vec<u64>) {
+    fn prover_message(&mut self, out: &mut Vec<u64>, gemm: &dyn Gemm) {
         let h = self.pu.len() / 2;
-        let (mut c0, mut c2) = (E::default(), E::default());
-        for j in 0..h {
-            c0 = c0.plus(&self.pu[j].times(&self.pv[j]));
-            let du = self.pu[h + j].minus(&self.pu[j]);
-            let dv = self.pv[h + j].minus(&self.pv[j]);
-            c2 = c2.plus(&du.times(&dv));
-        }
+        let (ul, ur) = self.pu.split_at(h);
+        let (vl, vr) = self.pv.split_at(h);
+        let c0 = E::inner_product(ul, vl, gemm);
+        let du: Vec<E> = ur.iter().zip(ul).map(|(r, l)| r.minus(l)).collect();
+        let dv: Vec<E> = vr.iter().zip(vl).map(|(r, l)| r.minus(l)).collect();
+        let c2 = E::inner_product(&du, &dv, gemm);
         let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
         c0.minus(&s0).put(out);
         c2.minus(&s2).put(out);
@@ -511,14 +511,14 @@ impl<E: Ext> Instance<E> {
     /// Ends the level: the prover folds with the challenge it received, `A` with its own draw, `B` with
     /// the one it sent.
     fn fold_level(&mut self, prover_challenge: u64, b_challenge: u64) {
-        let rp = E::from_challenge(prover_challenge);
         let rb = E::from_challenge(b_challenge);
         let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
-        let ra = E::from_challenge(E::challenge_word(&mut self.a_chal));
-        fold(&mut self.pu, &rp);
-        fold(&mut self.pv, &rp);
-        fold(&mut self.au, &ra);
-        fold(&mut self.bv, &rb);
+        let wa = E::challenge_word(&mut self.a_chal);
+        let ra = E::from_challenge(wa);
+        fold(&mut self.pu, prover_challenge);
+        fold(&mut self.pv, prover_challenge);
+        fold(&mut self.au, wa);
+        fold(&mut self.bv, b_challenge);
         self.az = next_claim(&self.az, &a0, &a2, &ra);
         let (b0, b2) = self.b_parts;
         self.bz = next_claim(&self.bz, &b0, &b2, &rb);
@@ -635,11 +635,11 @@ impl<N: Net> Party<N> {
             let mut msg = Vec::new();
             let mut expect = 0;
             if let (true, Some(i)) = (ring_on, ring.as_mut()) {
-                i.prover_message(&mut msg);
+                i.prover_message(&mut msg, self.inner.gemm());
                 expect += 2 * Gr::WORDS;
             }
             if let (true, Some(i)) = (bits_on, bits.as_mut()) {
-                i.prover_message(&mut msg);
+                i.prover_message(&mut msg, self.inner.gemm());
                 expect += 2 * Gf64::WORDS;
             }
             self.inner.send(next, crate::ring::to_bytes(&msg))?;
