@@ -282,6 +282,27 @@ fn clmul(a: u64, b: u64) -> u128 {
     clmul_portable(a, b)
 }
 
+/// `v_j ^= r (v_{h+j} ^ v_j)` for `j < h`, with the CPU's carry-less product.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_fold_hw(v: &mut [Gf64], h: usize, r: u64) {
+    let (lo, hi) = v.split_at_mut(h);
+    for (l, x) in lo.iter_mut().zip(hi.iter()) {
+        l.0 ^= reduce64(clmul_hw(r, x.0 ^ l.0));
+    }
+}
+
+/// `sum_j a_j b_j` with the CPU's carry-less product, reduced once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_inner_hw(a: &[Gf64], b: &[Gf64]) -> Gf64 {
+    let mut acc = 0u128;
+    for (x, y) in a.iter().zip(b) {
+        acc ^= clmul_hw(x.0, y.0);
+    }
+    Gf64(reduce64(acc))
+}
+
 /// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
 fn reduce64(r: u128) -> u64 {
     let fold = |h: u128| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
@@ -327,6 +348,14 @@ pub trait Ext: Copy + PartialEq + Default {
         a.iter()
             .zip(b)
             .fold(Self::default(), |s, (x, y)| s.plus(&x.times(y)))
+    }
+    /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`.
+    fn fold_half(v: &mut [Self], w: u64) {
+        let h = v.len() / 2;
+        let (lo, hi) = v.split_at_mut(h);
+        for (l, x) in lo.iter_mut().zip(hi.iter()) {
+            *l = l.plus(&Self::times_challenge(w, &x.minus(l)));
+        }
     }
 }
 
@@ -396,6 +425,35 @@ impl Ext for Gf64 {
         match w {
             [x] => Some(Gf64(*x)),
             _ => None,
+        }
+    }
+    fn inner_product(a: &[Self], b: &[Self], _gemm: &dyn crate::gemm::Gemm) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                return unsafe { gf_inner_hw(a, b) };
+            }
+        }
+        let acc = a
+            .iter()
+            .zip(b)
+            .fold(0u128, |s, (x, y)| s ^ clmul_portable(x.0, y.0));
+        Gf64(reduce64(acc))
+    }
+    fn fold_half(v: &mut [Self], w: u64) {
+        let h = v.len() / 2;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                unsafe { gf_fold_hw(v, h, w) };
+                return;
+            }
+        }
+        let (lo, hi) = v.split_at_mut(h);
+        for (l, x) in lo.iter_mut().zip(hi.iter()) {
+            l.0 ^= reduce64(clmul_portable(w, x.0 ^ l.0));
         }
     }
 }
@@ -527,6 +585,27 @@ mod tests {
             assert_eq!(a.mul(&b).mul(&c), a.mul(&b.mul(&c)));
             assert_eq!(a.mul(&b.plus(&c)), a.mul(&b).plus(&a.mul(&c)));
             assert_eq!(a.mul(&Gf64(1)), a);
+            let (xs, ys) = (p.words(9), p.words(9));
+            let (xs, ys): (Vec<Gf64>, Vec<Gf64>) = (
+                xs.into_iter().map(Gf64).collect(),
+                ys.into_iter().map(Gf64).collect(),
+            );
+            let looped = xs
+                .iter()
+                .zip(&ys)
+                .fold(Gf64(0), |s, (x, y)| s.plus(&x.mul(y)));
+            assert_eq!(
+                Gf64::inner_product(&xs, &ys, &crate::gemm::NaiveGemm),
+                looped
+            );
+            let mut folded = xs.clone();
+            folded.truncate(8);
+            let mut want = folded.clone();
+            Gf64::fold_half(&mut folded, w[2]);
+            for j in 0..4 {
+                want[j] = want[j].plus(&Gf64(w[2]).mul(&want[4 + j].minus(&want[j])));
+            }
+            assert_eq!(folded[..4], want[..4]);
             // The reduction agrees with the bitwise one of the irreducibility test.
             assert_eq!(
                 u128::from(a.mul(&b).0),

@@ -111,6 +111,11 @@ impl<N: Net> Party<N> {
         self.gemm.as_ref()
     }
 
+    /// The local matrix kernel, shared.
+    pub(crate) fn gemm_arc(&self) -> Arc<dyn Gemm> {
+        self.gemm.clone()
+    }
+
     /// Communication so far.
     pub fn stats(&self) -> &NetStats {
         self.net.stats()

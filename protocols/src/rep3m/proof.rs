@@ -55,7 +55,7 @@
 //! in `rep3/sign.rs`'s `and_bits`): see the module doc of `rep3m`.
 
 use crate::error::{ProtocolError, Result};
-use crate::galois::{Ext, Gf64, Gr};
+use crate::galois::{Ext, Gf64, Gr, D};
 use crate::gemm::Gemm;
 use crate::net::Net;
 use crate::prg::{Prg, Seed};
@@ -208,34 +208,43 @@ fn draw_coins(log: &[Reshare], prg: &mut Prg) -> Vec<Vec<Coins>> {
         .collect()
 }
 
-/// `rho^T X` for `X` (`m x k`).
-fn left(rho: &[Gr], x: &[u64], k: usize) -> Vec<Gr> {
-    let mut p = vec![Gr::ZERO; k];
-    for (r, row) in rho.iter().zip(x.chunks_exact(k.max(1))) {
-        for (pa, &xa) in p.iter_mut().zip(row) {
-            pa.add_scaled(r, xa);
+/// `rho^T X` for `X` (`m x k`), as one `D x m x k` matrix product on `gemm` (row `p` of the result is
+/// coefficient `p` of every entry).
+fn left(gemm: &dyn Gemm, rho: &[Gr], x: &[u64], m: usize, k: usize) -> Vec<Gr> {
+    let mut rt = vec![0u64; D * m];
+    for (r, g) in rho.iter().enumerate().take(m) {
+        for (p, &c) in g.0.iter().enumerate() {
+            rt[p * m + r] = c;
         }
     }
-    p
-}
-
-/// `Y sigma` for `Y` (`k x n`).
-fn right(y: &[u64], sigma: &[Gr], n: usize) -> Vec<Gr> {
-    y.chunks_exact(n.max(1))
-        .map(|row| {
-            let mut q = Gr::ZERO;
-            for (s, &ya) in sigma.iter().zip(row) {
-                q.add_scaled(s, ya);
+    let mut out = vec![0u64; D * k];
+    gemm.gemm(D, m, k, &rt, x, &mut out);
+    (0..k)
+        .map(|a| {
+            let mut g = Gr::ZERO;
+            for (p, c) in g.0.iter_mut().enumerate() {
+                *c = out[p * k + a];
             }
-            q
+            g
         })
         .collect()
 }
 
+/// `Y sigma` for `Y` (`k x n`), as one `k x n x D` matrix product on `gemm` (`sigma`'s words, row-major,
+/// are the `n x D` matrix of its coefficients).
+fn right(gemm: &dyn Gemm, y: &[u64], sigma: &[Gr], k: usize, n: usize) -> Vec<Gr> {
+    let sw: Vec<u64> = sigma.iter().take(n).flat_map(|g| g.0).collect();
+    let mut out = vec![0u64; k * D];
+    gemm.gemm(k, n, D, y, &sw, &mut out);
+    out.chunks_exact(D)
+        .map(|c| Gr::from_words(c).unwrap_or_default())
+        .collect()
+}
+
 /// `rho^T S sigma` for `S` (`m x n`).
-fn bilinear(rho: &[Gr], s: &[u64], sigma: &[Gr], n: usize) -> Gr {
-    let t = right(s, sigma, n);
-    crate::galois::inner(rho, &t)
+fn bilinear(gemm: &dyn Gemm, rho: &[Gr], s: &[u64], sigma: &[Gr], m: usize, n: usize) -> Gr {
+    let t = right(gemm, s, sigma, m, n);
+    Gr::inner_gemm(rho, &t, gemm)
 }
 
 /// Which components a role reads: the prover's own pair, `A`'s view of the next party (its `next`
@@ -250,7 +259,12 @@ enum Side {
 
 /// The entries of `u` (side `A`) or `v` (side `B`) for every claim, and the side's part of `z` (the prover
 /// needs no `z`: it is computed only by the verifiers).
-fn side_vector(log: &[Reshare], coins: &[Vec<Coins>], side: Side) -> (Vec<Gr>, Gr) {
+fn side_vector(
+    log: &[Reshare],
+    coins: &[Vec<Coins>],
+    side: Side,
+    gemm: &dyn Gemm,
+) -> (Vec<Gr>, Gr) {
     let mut vec = Vec::new();
     let mut z = Gr::ZERO;
     let pick = |s: &RepShare| -> (Vec<u64>, Vec<u64>) {
@@ -308,17 +322,17 @@ fn side_vector(log: &[Reshare], coins: &[Vec<Coins>], side: Side) -> (Vec<Gr>, G
                     Claim::Matmul {
                         x,
                         y,
-                        dims: [_, k, n],
+                        dims: [m, k, n],
                     },
                     Coins::RhoSigma(rho, sigma),
                 ) => {
                     let ((xs, _), (ys, _)) = (pick(x), pick(y));
-                    let p = left(rho, &xs, *k);
-                    let q = right(&ys, sigma, *n);
+                    let p = left(gemm, rho, &xs, *m, *k);
+                    let q = right(gemm, &ys, sigma, *k, *n);
                     if verifier {
-                        z.add_assign(&bilinear(rho, &known, sigma, *n));
+                        z.add_assign(&bilinear(gemm, rho, &known, sigma, *m, *n));
                         if matches!(side, Side::A { .. }) {
-                            z = z.sub(&crate::galois::inner(&p, &q));
+                            z = z.sub(&Gr::inner_gemm(&p, &q, gemm));
                         }
                     }
                     match side {
@@ -403,10 +417,7 @@ fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
 /// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
 fn fold<E: Ext>(v: &mut Vec<E>, w: u64) {
     let h = v.len() / 2;
-    for j in 0..h {
-        let d = v[h + j].minus(&v[j]);
-        v[j] = v[j].plus(&E::times_challenge(w, &d));
-    }
+    E::fold_half(v, w);
     v.truncate(h);
 }
 
@@ -598,16 +609,18 @@ impl<N: Net> Party<N> {
             next_party: next as u64,
             kind,
         };
+        let gemm = self.inner.gemm_arc();
+        let gemm = gemm.as_ref();
         let ring = (!log.is_empty()).then(|| {
             let draw = |seed: &Seed| draw_coins(&log, &mut Prg::new(seed));
             let (cp, ca, cb) = (draw(&coins_p), draw(&coins_a), draw(&coins_b));
-            let (pu, _) = side_vector(&log, &cp, Side::A { at_prover: true });
-            let (pv, _) = side_vector(&log, &cp, Side::B { at_prover: true });
+            let (pu, _) = side_vector(&log, &cp, Side::A { at_prover: true }, gemm);
+            let (pv, _) = side_vector(&log, &cp, Side::B { at_prover: true }, gemm);
             Instance::<Gr>::new(
                 &keys(0),
                 (pu, pv),
-                side_vector(&log, &ca, Side::A { at_prover: false }),
-                side_vector(&log, &cb, Side::B { at_prover: false }),
+                side_vector(&log, &ca, Side::A { at_prover: false }, gemm),
+                side_vector(&log, &cb, Side::B { at_prover: false }, gemm),
             )
         });
         drop(log);
