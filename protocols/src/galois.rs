@@ -148,17 +148,12 @@ impl Gr {
         reduce(&t)
     }
 
-    /// `c * o` for the exceptional element `c` of `mask` ([`Self::from_mask`]): additions only.
+    /// `c * o` for the exceptional element `c` of `mask` ([`Self::from_mask`]): `D^2` masked additions,
+    /// no products, branch-free.
     pub fn mul_mask(mask: u64, o: &Gr) -> Gr {
         let mut t = [0u64; 2 * D];
-        let mut m = mask & MASK;
-        while m != 0 {
-            let i = m.trailing_zeros() as usize;
-            m &= m - 1;
-            for (tj, &b) in t[i..i + D].iter_mut().zip(&o.0) {
-                *tj = tj.wrapping_add(b);
-            }
-        }
+        let bits: [u64; D] = std::array::from_fn(|i| 0u64.wrapping_sub((mask >> i) & 1));
+        mask_accumulate(&mut t, &o.0, &bits);
         reduce(&t)
     }
 
@@ -203,6 +198,16 @@ impl Gr {
         self.0.iter().any(|c| c & 1 == 1)
     }
 }
+
+crate::simd::dispatch!(mask_accumulate(t: &mut [u64], o: &[u64], bits: &[u64]) {
+    for (i, &m) in bits.iter().enumerate().take(D) {
+        let dst = &mut t[i..][..D];
+        let src = &o[..D];
+        for j in 0..D {
+            dst[j] = dst[j].wrapping_add(src[j] & m);
+        }
+    }
+});
 
 /// Whether `g` is a constant (the embedding of `Z_2^64`).
 fn is_constant(g: &Gr) -> bool {

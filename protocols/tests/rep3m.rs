@@ -648,3 +648,37 @@ fn rep3_steps_with_unproven_messages_are_refused_inside_rep3m() {
         assert_eq!(p.value.1, 32);
     }
 }
+
+/// The proof's cost with both instances, pinned on a truncation of `n = 192` values (`w = 3` words a bit
+/// plane): the ring instance proves the bit-to-ring conversion, `3n` terms in each of its two reshares, 2
+/// entries a term (`12 n = 2304` entries, with the masks padded to `2^12`); the AND instance its 4 planes
+/// of AND gates, `4 * 3 * 64 = 768` gates, 2 entries each (`1536`, padded to `2^11`).
+#[test]
+fn the_product_proof_with_ring_and_and_gate_instances_costs_what_its_doc_says() {
+    let n: usize = 192;
+    let job_z: Vec<u64> = (0..n as u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9) >> 8)
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let zs = split(&job_z, &mut rng);
+    let committee = Committee::new(3, Arc::new(NaiveGemm));
+    let out = run(&committee, Some(21), None, |party| {
+        let me = party.id();
+        party.rep3().trunc_injected(&zs[me])?;
+        let before = party.stats().clone();
+        party.verify()?;
+        Ok(party.stats().since(&before))
+    })
+    .expect("an honest job verifies");
+    let (lr, lb) = (12u64, 11u64);
+    assert_eq!((12 * n + 2).next_power_of_two(), 1usize << lr);
+    assert_eq!((2 * 768 + 2usize).next_power_of_two(), 1usize << lb);
+    let bytes = 32 + lr * (768 + 8) + lb * (16 + 8) + 2 * (768 + 16);
+    assert_eq!(bytes, 11176);
+    for s in out.iter().map(|p| &p.value) {
+        // Plus the openings' 32-byte digest exchange in its own round.
+        assert_eq!(s.bytes_sent, 32 + bytes);
+        assert_eq!(s.messages_sent, 1 + 3 + 2 * lr);
+        assert_eq!(s.rounds, 1 + 2 + 2 * lr);
+    }
+}

@@ -40,19 +40,35 @@
 //!    `r_L prod (1 - r)`, units, so each is uniform to the verifier that receives it; every share of `c`
 //!    is masked by a key that verifier lacks: a single verifier's view is simulated from nothing.
 //!
-//! Soundness, per prover per check, `N` combined entries (`2^L >= N + 2`):
-//! `eps <= 2 / 2^48 + 2 L / (2^48 - 2)`; a check proves the three parties at once, so a check fails to
-//! catch a deviating party with probability at most `(2 + 2 L) / (2^48 - 2)`, below `2^-41` for
-//! `L <= 64`, and a job of up to 2 checks (each [`Party::verify`]) stays below `2^-40`.
+//! **AND gates** (`rep3`'s `and_bits`, 64 gates a word) are the same statement over `GF(2^64)`
+//! ([`crate::galois::Gf64`]): every bit of every word is a gate `o` with its own `theta_o`; `u` entries are
+//! `theta_o x_P`, `theta_o y_P` (0 or `theta_o`), `v` entries the bits `y_{P+1}`, `x_{P+1}`; addition is XOR,
+//! so `c_1 = z + c_2`. The two instances run side by side: each level's message carries the active
+//! instances' parts, each return message their challenges.
 //!
-//! Cost per check, every party alike (it is one prover, one `A` and one `B`): `2 + 2 L` rounds as
-//! [`crate::net::NetStats`] counts them, and bytes sent `32 + L (768 + 8) + 2 * 768`. Local work is
-//! `O(N)` ring products of `48^2` word products each (about `6 N` of them per party over the three roles)
-//! plus the projections, `O(48 (m k + k n + m n))` word products per matrix product.
+//! # Soundness
 //!
-//! Coverage: every reshare of a product, matrix product, fixed-weight product and the bit-to-ring
-//! conversions of the injected sign test and truncation. **Not** the AND gates over bits (their reshares
-//! in `rep3/sign.rs`'s `and_bits`): see the module doc of `rep3m`.
+//! A check fails to catch a deviating prover (the only one that can cheat: the honest parties' claims are
+//! true) with probability at most
+//! `eps <= (2 + 2 L_r) / (2^48 - 2) + (1 + 2 L_b) / (2^64 - 2)`: the batching (degree 2 in the coins for a
+//! matrix product, 1 otherwise) plus two points per level of each instance. For `L_r, L_b <= 40` (up to
+//! `2^40` entries) `eps < 82 / 2^48 + 81 / 2^64 < 2^-41.6`. Per job the same bound holds: every reshare is
+//! proven in exactly one check, and the first failed check aborts the job, so a deviating party whose
+//! cheating is ever caught releases nothing afterwards; its chance that some cheat goes through is at most
+//! the chance for the first check it cheats in.
+//!
+//! # Cost
+//!
+//! Per check, every party alike (it is one prover, one `A` and one `B`): `2 + 2 L` rounds as
+//! [`crate::net::NetStats`] counts them, `L = max(L_r, L_b)`; bytes sent
+//! `32 + L_r (768 + 8) + L_b (16 + 8) + 2 (768 [ring] + 16 [bits])`; messages `3 + 2 L`. Local work:
+//! per level and instance, the prover's two inner products (the ring's as `48 x len x 48` matrix products
+//! on the gemm kernel) and four folds by the challenge (a ring challenge has 0/1 coefficients: additions
+//! only); the projections of a `[m, k, n]` matrix product are three products on the gemm kernel,
+//! `48 (m k + k n + m n)` word products, per role.
+//!
+//! Coverage: every reshare of a product, matrix product, fixed-weight product, bit-to-ring conversion and
+//! AND gate. `rep3`'s steps with one-sided messages are refused inside `rep3m`.
 
 use crate::error::{ProtocolError, Result};
 use crate::galois::{Ext, Gf64, Gr, D};
