@@ -686,3 +686,107 @@ fn the_product_proof_with_ring_and_and_gate_instances_costs_what_its_doc_says() 
         assert_eq!(s.rounds, 1 + 2 + 2 * lr);
     }
 }
+
+/// Zero knowledge of the product proof, tested like the sign test's privacy above: with the observer's key
+/// and components fixed and the other keys and the third component varying, the observer's whole view of
+/// a job with a product, a matrix product, a truncation (AND gates and bit-to-ring reshares) and the check
+/// has the same structure under two inputs, no received 8-byte window equals an input value or the
+/// component the observer lacks, and every received bit of the messages longer than 32 bytes (reshares,
+/// the proof's level messages and final messages) is a fair coin under both inputs (6 sigma over 100
+/// runs). The messages of 32 bytes or less are the openings' digest (constant here: nothing is opened),
+/// the coins seed and the challenges, drawn from keys the observer lacks.
+#[test]
+fn a_single_party_view_of_the_product_proof_is_uniform_and_input_independent() {
+    use veil_protocols::prg::Seed;
+    use veil_protocols::rep3m::local::run_with_keys;
+    const TRIALS: u64 = 100;
+    let n = 70;
+    let inputs: [Vec<u64>; 2] = [
+        (0..n as i64).map(|i| ((i - 35) << 20) as u64).collect(),
+        (0..n as i64)
+            .map(|i| ((i * 7919) % 1000 - 400) as u64)
+            .collect(),
+    ];
+    for observer in 0..3 {
+        let mut fixed = ChaCha8Rng::seed_from_u64(190 + observer as u64);
+        let own: Vec<u64> = (0..n).map(|_| fixed.random()).collect();
+        let next: Vec<u64> = (0..n).map(|_| fixed.random()).collect();
+        let mut shapes: Vec<Vec<(usize, usize)>> = Vec::new();
+        for input in &inputs {
+            let mut ones: Vec<u32> = Vec::new();
+            for trial in 0..TRIALS {
+                let third: Vec<u64> = input
+                    .iter()
+                    .zip(own.iter().zip(&next))
+                    .map(|(x, (a, b))| x.wrapping_sub(*a).wrapping_sub(*b))
+                    .collect();
+                let mut comps = vec![Vec::new(); 3];
+                comps[observer] = own.clone();
+                comps[(observer + 1) % 3] = next.clone();
+                comps[(observer + 2) % 3] = third.clone();
+                let shares: [RepShare; 3] = std::array::from_fn(|i| {
+                    RepShare::from_components(comps[i].clone(), comps[(i + 1) % 3].clone())
+                        .expect("lengths")
+                });
+                let keys: [Seed; 3] = std::array::from_fn(|i| {
+                    if i == observer {
+                        Seed::random_from(1)
+                    } else {
+                        Seed::random_from(9000 + 10 * trial + i as u64)
+                    }
+                });
+                let mut committee = Committee::new(3, Arc::new(NaiveGemm));
+                committee.record_views = true;
+                let out = run_with_keys(&committee, keys, None, |party| {
+                    let z = &shares[party.id()];
+                    let p = party.rep3().mul(z, z)?;
+                    let (o, x) = z.components();
+                    let a = RepShare::from_components(o[..20].to_vec(), x[..20].to_vec())
+                        .expect("lengths");
+                    party.rep3().matmuls(&[(&a, &a)], &[[4, 5, 4]])?;
+                    party.rep3().trunc_injected(&p)?;
+                    party.verify()
+                })
+                .expect("honest run");
+                let view = &out[observer].view;
+                let shape: Vec<(usize, usize)> = view.iter().map(|(f, m)| (*f, m.len())).collect();
+                match shapes.first() {
+                    Some(first) => assert_eq!(first, &shape, "observer {observer}: view structure"),
+                    None => shapes.push(shape),
+                }
+                let bytes: Vec<u8> = view.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+                let secrets: Vec<u64> = input.iter().chain(&third).copied().collect();
+                for window in bytes.windows(8) {
+                    let word = u64::from_le_bytes(window.try_into().expect("8 bytes"));
+                    assert!(
+                        word == 0 || !secrets.contains(&word),
+                        "observer {observer} received a secret word"
+                    );
+                }
+                let long: Vec<u8> = view
+                    .iter()
+                    .filter(|(_, m)| m.len() > 32)
+                    .flat_map(|(_, m)| m.iter().copied())
+                    .collect();
+                if ones.is_empty() {
+                    ones = vec![0; long.len() * 8];
+                }
+                for (i, byte) in long.iter().enumerate() {
+                    for b in 0..8 {
+                        ones[i * 8 + b] += u32::from((byte >> b) & 1);
+                    }
+                }
+            }
+            assert!(
+                ones.len() > 8 * 1000,
+                "the proof's messages are in the view"
+            );
+            for (bit, &count) in ones.iter().enumerate() {
+                assert!(
+                    (20..=80).contains(&count),
+                    "observer {observer}: received bit {bit} was 1 in {count} of {TRIALS} runs"
+                );
+            }
+        }
+    }
+}
