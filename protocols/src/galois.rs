@@ -157,6 +157,40 @@ impl Gr {
         reduce(&t)
     }
 
+    /// `v <- v_L + c (v_R - v_L)` for the exceptional element `c` of `mask` (the first half of `v`, which
+    /// has even length): multiplication by `c` is a linear map of the `D` coefficients, so all `len / 2`
+    /// products are one `len/2 x D x D` matrix product on `gemm` with the map's matrix (row `j` is
+    /// `c X^j`); short vectors take the additions of [`Self::mul_mask`] instead.
+    pub fn fold_gemm(v: &mut [Gr], mask: u64, gemm: &dyn crate::gemm::Gemm) {
+        let h = v.len() / 2;
+        let (lo, hi) = v.split_at_mut(h);
+        if h < 32 {
+            for (l, x) in lo.iter_mut().zip(hi.iter()) {
+                l.add_assign(&Gr::mul_mask(mask, &x.sub(l)));
+            }
+            return;
+        }
+        let map: Vec<u64> = (0..D)
+            .flat_map(|j| {
+                let mut xj = Gr::ZERO;
+                xj.0[j] = 1;
+                Gr::mul_mask(mask, &xj).0
+            })
+            .collect();
+        let d: Vec<u64> = lo
+            .iter()
+            .zip(hi.iter())
+            .flat_map(|(l, x)| x.sub(l).0)
+            .collect();
+        let mut out = vec![0u64; h * D];
+        gemm.gemm(h, D, D, &d, &map, &mut out);
+        for (l, c) in lo.iter_mut().zip(out.chunks_exact(D)) {
+            for (a, b) in l.0.iter_mut().zip(c) {
+                *a = a.wrapping_add(*b);
+            }
+        }
+    }
+
     /// `sum_j a_j b_j` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the sum of
     /// products is `sum_j a_j[p] b_j[q]`), then the diagonals folded and reduced once.
     pub fn inner_gemm(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
@@ -164,10 +198,15 @@ impl Gr {
         if len == 0 {
             return Gr::ZERO;
         }
+        // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
+        const BLOCK: usize = 16;
         let mut at = vec![0u64; D * len];
-        for (j, g) in a[..len].iter().enumerate() {
-            for (p, &c) in g.0.iter().enumerate() {
-                at[p * len + j] = c;
+        for (b, block) in a[..len].chunks(BLOCK).enumerate() {
+            for p in 0..D {
+                let row = &mut at[p * len + b * BLOCK..][..block.len()];
+                for (dst, g) in row.iter_mut().zip(block) {
+                    *dst = g.0[p];
+                }
             }
         }
         let bw: Vec<u64> = b[..len].iter().flat_map(|g| g.0).collect();
@@ -354,8 +393,9 @@ pub trait Ext: Copy + PartialEq + Default {
             .zip(b)
             .fold(Self::default(), |s, (x, y)| s.plus(&x.times(y)))
     }
-    /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`.
-    fn fold_half(v: &mut [Self], w: u64) {
+    /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`
+    /// (on `gemm` where that is faster).
+    fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
         let h = v.len() / 2;
         let (lo, hi) = v.split_at_mut(h);
         for (l, x) in lo.iter_mut().zip(hi.iter()) {
@@ -395,6 +435,9 @@ impl Ext for Gr {
     }
     fn inner_product(a: &[Self], b: &[Self], gemm: &dyn crate::gemm::Gemm) -> Self {
         Gr::inner_gemm(a, b, gemm)
+    }
+    fn fold_half(v: &mut [Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
+        Gr::fold_gemm(v, w, gemm);
     }
 }
 
@@ -446,7 +489,7 @@ impl Ext for Gf64 {
             .fold(0u128, |s, (x, y)| s ^ clmul_portable(x.0, y.0));
         Gf64(reduce64(acc))
     }
-    fn fold_half(v: &mut [Self], w: u64) {
+    fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
         let h = v.len() / 2;
         #[cfg(target_arch = "x86_64")]
         {
@@ -606,7 +649,7 @@ mod tests {
             let mut folded = xs.clone();
             folded.truncate(8);
             let mut want = folded.clone();
-            Gf64::fold_half(&mut folded, w[2]);
+            Gf64::fold_half(&mut folded, w[2], &crate::gemm::NaiveGemm);
             for j in 0..4 {
                 want[j] = want[j].plus(&Gf64(w[2]).mul(&want[4 + j].minus(&want[j])));
             }
@@ -616,6 +659,25 @@ mod tests {
                 u128::from(a.mul(&b).0),
                 mulmod2(u128::from(w[0]), u128::from(w[1]), f, 64)
             );
+        }
+    }
+
+    #[test]
+    fn folds_on_gemm_agree_with_the_loop() {
+        let mut p = prg(6);
+        for len in [2, 8, 64, 130] {
+            let v = Gr::random_vec(&mut p, len);
+            let mask = Gr::challenge_mask(&mut p);
+            let mut got = v.clone();
+            Gr::fold_gemm(&mut got, mask, &crate::gemm::NaiveGemm);
+            let r = Gr::from_mask(mask);
+            for j in 0..len / 2 {
+                assert_eq!(
+                    got[j],
+                    v[j].add(&r.mul(&v[len / 2 + j].sub(&v[j]))),
+                    "len {len}"
+                );
+            }
         }
     }
 

@@ -431,9 +431,9 @@ fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
 }
 
 /// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
-fn fold<E: Ext>(v: &mut Vec<E>, w: u64) {
+fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm) {
     let h = v.len() / 2;
-    E::fold_half(v, w);
+    E::fold_half(v, w, gemm);
     v.truncate(h);
 }
 
@@ -537,15 +537,15 @@ impl<E: Ext> Instance<E> {
 
     /// Ends the level: the prover folds with the challenge it received, `A` with its own draw, `B` with
     /// the one it sent.
-    fn fold_level(&mut self, prover_challenge: u64, b_challenge: u64) {
+    fn fold_level(&mut self, prover_challenge: u64, b_challenge: u64, gemm: &dyn Gemm) {
         let rb = E::from_challenge(b_challenge);
         let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
         let wa = E::challenge_word(&mut self.a_chal);
         let ra = E::from_challenge(wa);
-        fold(&mut self.pu, prover_challenge);
-        fold(&mut self.pv, prover_challenge);
-        fold(&mut self.au, wa);
-        fold(&mut self.bv, b_challenge);
+        fold(&mut self.pu, prover_challenge, gemm);
+        fold(&mut self.pv, prover_challenge, gemm);
+        fold(&mut self.au, wa, gemm);
+        fold(&mut self.bv, b_challenge, gemm);
         self.az = next_claim(&self.az, &a0, &a2, &ra);
         let (b0, b2) = self.b_parts;
         self.bz = next_claim(&self.bz, &b0, &b2, &rb);
@@ -691,11 +691,11 @@ impl<N: Net> Party<N> {
             let mine = self.inner.recv_words(next, challenges.len())?;
             let mut at = 0;
             if let (true, Some(i)) = (ring_on, ring.as_mut()) {
-                i.fold_level(mine[at], challenges[at]);
+                i.fold_level(mine[at], challenges[at], gemm);
                 at += 1;
             }
             if let (true, Some(i)) = (bits_on, bits.as_mut()) {
-                i.fold_level(mine[at], challenges[at]);
+                i.fold_level(mine[at], challenges[at], gemm);
             }
         }
         // Final: A sends (u, z_A) to B (its previous party), B sends (v, z_B) to A (its next party).
