@@ -87,15 +87,16 @@
 //!
 //! # Costs, and what is left
 //!
-//! The proof's bytes are small (a few kB per check) but its rounds (`2 + 2 L`) and local work (about six
-//! `GR(2^64, 48)` products, 2304 word products or 1152 additions each, per ring entry per party, four
-//! `GF(2^64)` products per AND gate, and the projections of every matrix product) are not. Measured
-//! (`veil bench --json`, in memory, batch 1, this 2-core machine shared with other jobs): network-a
-//! `rep3` 0.32 ms, `rep3m` 204 ms (68 rounds, 39,848 bytes per party; one check per inference with
-//! `2^13` ring entries and `2^18` AND-gate entries, `L = 18`); lenet `rep3` 2.0 ms, `rep3m` 5.4 s. So
-//! `rep3m` is far above the "2x `rep3`" target. Known ways down, not done: one check per job instead of per
-//! inference; `k`-ary compression (fewer rounds); coefficient-major vectors so that folds and inner
-//! products stream (the profile is dominated by ring folds and the transposes of the inner products);
+//! The proof's bytes are small (a few kB per check) but its rounds (`2 + 2 L`) and local work (per ring
+//! entry and party about two `GR(2^64, 48)` inner-product terms and four folds, all as matrix products on
+//! the gemm kernel; four `GF(2^64)` carry-less products per AND gate; the projections of every matrix
+//! product) are not. Measured (`veil bench --json`, in memory, batch 1, 5 reps, this 2-core machine
+//! shared with other jobs, so noisy): network-a `rep3` 0.21-0.23 ms, `rep3m` 48-67 ms (68 rounds, 39,848
+//! bytes per party; one check per inference with `2^13` ring entries and `2^18` AND-gate entries,
+//! `L = 18`); lenet `rep3` 4.0 ms, `rep3m` 2.1 s (130 rounds, 846,304 bytes; dominated by the AND-gate
+//! instance's folds and its vectors' allocation). So `rep3m` is far above the "2x `rep3`" target. Known
+//! ways down, not done: one check per job instead of per inference; `k`-ary compression (fewer rounds);
+//! packing the AND gates' first level (bits are 0/1: the first fold can stay in `GF(2)` words);
 //! Fiat-Shamir challenges (no return messages).
 
 pub mod local;
