@@ -77,17 +77,18 @@ pub(crate) fn embed_rep3m(
     finish(parties, inputs.len(), fp)
 }
 
-/// The protocol lab's deviation for a rep3m inference: only `wrong-output` has a site (inference opens
-/// nothing; a changed reshare is what the product proof, not written yet, would catch), so any other is
-/// refused rather than silently never struck.
+/// The protocol lab's deviation for a rep3m inference: `wrong-output` (the output) and `wrong-product` (a
+/// reshare, caught by the product proof) have sites; inference opens nothing, so any other is refused
+/// rather than silently never struck.
 fn lab_adversary(options: &LocalOptions) -> Result<Option<Adversary>> {
     match options.adversary {
-        Some(a) if a.kind != Deviation::WrongOutput => Err(EngineError::Protocol(
-            veil_protocols::ProtocolError::Committee(format!(
-                "rep3m inference has no site for the deviation {}: only wrong-output strikes it",
+        Some(a) if !matches!(a.kind, Deviation::WrongOutput | Deviation::WrongProduct) => Err(
+            EngineError::Protocol(veil_protocols::ProtocolError::Committee(format!(
+                "rep3m inference has no site for the deviation {}: only wrong-output and \
+                 wrong-product strike it",
                 a.kind.name()
-            )),
-        )),
+            ))),
+        ),
         other => Ok(other),
     }
 }

@@ -1,7 +1,9 @@
 //! rep3m inference end to end (three parties, no dealer; see `protocols/src/rep3m/mod.rs` for what it checks
 //! and what it does not yet): network-a and lenet within the semi2k error targets, tiny random BERT encoders
-//! with cosine >= 0.99, no dealer bytes, and a party that hands the client a wrong output share is refused
-//! 200 runs out of 200 (inference opens nothing, so the output is the lab's only site of a deviation here).
+//! with cosine >= 0.99, no dealer bytes, a party that hands the client a wrong output share is refused
+//! 200 runs out of 200, and a party that adds an error to one of its reshares (`wrong-product`) is caught
+//! by the product proof 200 runs out of 200 with nothing released (inference opens nothing, so the output
+//! and the reshares are the lab's sites of a deviation here).
 
 mod common;
 
@@ -117,4 +119,34 @@ fn a_wrong_output_share_is_refused_200_of_200_runs_and_other_deviations_are_refu
         });
         assert!(run_private(&m, &plan, std::slice::from_ref(&input), 1, &options).is_err());
     }
+}
+
+/// Reshares in one network-a inference of batch 1 that the product proof covers, a lower bound for the
+/// lab's `wrong-product` site (a tamper past the last reshare would strike nothing): each of the three
+/// layers has its fixed-weight product, and each of the two hidden ReLUs (with truncation) at least four.
+const NETWORK_A_RESHARES: usize = 8;
+
+#[test]
+fn a_wrong_product_is_caught_by_the_product_proof_200_of_200_runs_with_nothing_released() {
+    let dev = device();
+    let m = workloads::network_a(7, &dev).expect("builds");
+    let plan = Plan::compile(&m, FixedPoint::default(), WeightMode::Shared).expect("compiles");
+    let input = workloads::sample_input(&m, 1, 1);
+    let mut rng = ChaCha8Rng::seed_from_u64(18);
+    let mut caught = 0;
+    for run in 0..200u64 {
+        let mut options = rep3m_options(run);
+        options.adversary = Some(Adversary {
+            kind: Deviation::WrongProduct,
+            party: rng.random_range(0..3),
+            at: rng.random_range(0..NETWORK_A_RESHARES),
+            delta: rng.random_range(1..u64::MAX),
+        });
+        match run_private(&m, &plan, std::slice::from_ref(&input), 1, &options) {
+            Ok(_) => panic!("run {run}: an output was released after a wrong product"),
+            Err(e) if e.to_string().contains("product proof") => caught += 1,
+            Err(e) => panic!("run {run}: failed, but not by the product proof: {e}"),
+        }
+    }
+    assert_eq!(caught, 200);
 }

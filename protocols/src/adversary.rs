@@ -17,16 +17,30 @@ pub enum Deviation {
     SkipRound,
     /// Sends the output's recipient a wrong share of the output.
     WrongOutput,
+    /// Adds an error to the first word of the chosen reshare it sends in a product (`rep3m`: its summand
+    /// of a product, matrix product or bit-to-ring conversion; the product proof must catch it).
+    WrongProduct,
 }
 
 impl Deviation {
-    /// Every deviation, in CLI order.
+    /// The deviations of the `spdz2k` lab, in CLI order (its tests strike each of them).
     pub const ALL: [Deviation; 5] = [
         Deviation::FlipShare,
         Deviation::WrongTriple,
         Deviation::BadMac,
         Deviation::SkipRound,
         Deviation::WrongOutput,
+    ];
+
+    /// Every deviation, in CLI order: [`Self::ALL`], then `wrong-product`, which only `rep3m` strikes (its
+    /// reshares; `spdz2k` has none).
+    pub const EVERY: [Deviation; 6] = [
+        Deviation::FlipShare,
+        Deviation::WrongTriple,
+        Deviation::BadMac,
+        Deviation::SkipRound,
+        Deviation::WrongOutput,
+        Deviation::WrongProduct,
     ];
 
     /// The CLI name (`flip-share`, ...).
@@ -37,10 +51,13 @@ impl Deviation {
             Deviation::BadMac => "bad-mac",
             Deviation::SkipRound => "skip-round",
             Deviation::WrongOutput => "wrong-output",
+            Deviation::WrongProduct => "wrong-product",
         }
     }
 
-    /// Parses a CLI name.
+    /// Parses a CLI name: one of [`Self::ALL`]. `wrong-product` is not a CLI name yet: `veil bench
+    /// --adversary` runs the `spdz2k` lab, which it would not strike (the `rep3m` lab runs it in
+    /// `protocols/tests/rep3m.rs` and `engine/tests/rep3m_inference.rs`).
     pub fn parse(name: &str) -> Option<Deviation> {
         Self::ALL.into_iter().find(|d| d.name() == name)
     }
@@ -53,8 +70,23 @@ pub struct Adversary {
     pub kind: Deviation,
     /// The deviating party.
     pub party: usize,
-    /// The index of the opening round (or triple use, or output element) where it strikes.
+    /// The index of the opening round (or triple use, output element, or `rep3m` reshare) where it strikes.
     pub at: usize,
     /// The error added (non-zero modulo 2^64).
     pub delta: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Deviation;
+
+    #[test]
+    fn the_cli_names_are_the_spdz2k_labs_and_wrong_product_is_named_but_not_parsed() {
+        for d in Deviation::ALL {
+            assert_eq!(Deviation::parse(d.name()), Some(d));
+        }
+        assert_eq!(Deviation::WrongProduct.name(), "wrong-product");
+        assert_eq!(Deviation::parse("wrong-product"), None);
+        assert_eq!(Deviation::EVERY.len(), Deviation::ALL.len() + 1);
+    }
 }

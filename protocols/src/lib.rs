@@ -14,6 +14,7 @@ pub mod approx;
 pub mod bits;
 pub mod domain;
 pub mod error;
+pub mod galois;
 pub mod gemm;
 pub mod lowering;
 pub mod material;

@@ -14,10 +14,9 @@ pub enum Protocol {
     Spdz2k,
     /// Three-party replicated sharing with no dealer; honest-but-curious, honest majority.
     Rep3,
-    /// `rep3` on the way to malicious security with abort (see `rep3m/mod.rs`): openings checked, outputs
-    /// released only after the check and refused by the client if two holders disagree, sign tests and
-    /// truncations with no one-sided message. Products are not proven yet, so it does not verify
-    /// ([`Self::verifies`] is false): a deviating party can still change a product unnoticed.
+    /// `rep3` with malicious security with abort (see `rep3m/mod.rs`): openings checked by digests, every
+    /// product, matrix product and AND gate reshare proven by a distributed zero-knowledge proof before any
+    /// output is released, outputs refused by the client if two holders disagree.
     Rep3m,
 }
 
@@ -50,10 +49,9 @@ impl Protocol {
         !matches!(self, Protocol::Rep3 | Protocol::Rep3m)
     }
 
-    /// Whether the protocol detects a deviating party (malicious security with abort). Not `rep3m` yet: its
-    /// products are not proven.
+    /// Whether the protocol detects a deviating party (malicious security with abort).
     pub fn verifies(self) -> bool {
-        matches!(self, Protocol::Spdz2k)
+        matches!(self, Protocol::Spdz2k | Protocol::Rep3m)
     }
 
     /// Whether a committee of `parties` parties can run it.

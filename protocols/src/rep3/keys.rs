@@ -14,6 +14,7 @@
 //! in step; a party never draws from a key it does not hold.
 
 use crate::prg::{Prg, Seed};
+use crate::ring::to_bytes;
 
 /// A party's two PRF streams.
 pub(crate) struct PairKeys {
@@ -53,6 +54,21 @@ impl PairKeys {
         let a = self.own.words(len);
         let b = self.next.words(len);
         crate::ring::sub(&a, &b)
+    }
+
+    /// This party's summand of an additive zero sharing of `len` words as its two draws, the own key's and
+    /// the next key's (the summand is their difference): `rep3m` records them for its product proof.
+    pub(crate) fn zero_parts(&mut self, len: usize) -> (Vec<u64>, Vec<u64>) {
+        (self.own.words(len), self.next.words(len))
+    }
+
+    /// A fresh seed drawn from component `comp`'s stream (4 words), for a sub-protocol whose randomness
+    /// both holders of the key must share (`rep3m`'s product proof); this party must hold `comp`.
+    pub(crate) fn fork(&mut self, comp: usize) -> Seed {
+        let words = self.component(comp, 4);
+        let mut s = [0u8; 32];
+        s.copy_from_slice(&to_bytes(&words));
+        Seed(s)
     }
 
     /// This party's summand of an XOR zero sharing of `len` words.

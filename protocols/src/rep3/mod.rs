@@ -45,6 +45,7 @@ use crate::ring::FixedPoint;
 
 use keys::PairKeys;
 pub use mul::RepWeight;
+pub(crate) use share::RepBits;
 pub use share::RepShare;
 
 /// Protocol name, as `veil bench --protocol` spells it.
@@ -57,6 +58,9 @@ pub struct Party<N: Net> {
     keys: PairKeys,
     fixed_point: FixedPoint,
     gemm: Arc<dyn Gemm>,
+    /// `rep3m`'s record of every reshare this party takes part in, for its product proof; `None` in `rep3`,
+    /// which then pays nothing for it (the claim closures passed to [`Self::reshare`] are never called).
+    pub(crate) log: Option<crate::rep3m::proof::ProductLog>,
 }
 
 impl<N: Net> Party<N> {
@@ -88,6 +92,7 @@ impl<N: Net> Party<N> {
             keys: PairKeys::new(me, &key, &Seed(bytes)),
             fixed_point,
             gemm,
+            log: None,
         })
     }
 
@@ -104,6 +109,11 @@ impl<N: Net> Party<N> {
     /// The local matrix kernel.
     pub fn gemm(&self) -> &dyn Gemm {
         self.gemm.as_ref()
+    }
+
+    /// The local matrix kernel, shared.
+    pub(crate) fn gemm_arc(&self) -> Arc<dyn Gemm> {
+        self.gemm.clone()
     }
 
     /// Communication so far.
@@ -174,13 +184,95 @@ impl<N: Net> Party<N> {
 
     /// The replicated share of `sum_i z_i` from this party's summand `z` (a 3-out-of-3 additive sharing):
     /// adds a zero sharing, sends the result to the previous party and receives the next party's (one round,
-    /// `z.len()` words sent).
-    fn reshare(&mut self, mut z: Vec<u64>) -> Result<RepShare> {
+    /// `z.len()` words sent). `claims` says how `z` was computed from this party's components; it is called
+    /// only when `rep3m` records the reshare for its product proof ([`Self::log`]).
+    fn reshare(
+        &mut self,
+        mut z: Vec<u64>,
+        claims: impl FnOnce() -> Vec<crate::rep3m::proof::Claim>,
+    ) -> Result<RepShare> {
+        if self.log.is_some() {
+            return self.reshare_logged(z, claims());
+        }
         let alpha = self.keys.zero(z.len());
         crate::ring::add_assign(&mut z, &alpha);
         self.send(prev_party(self.me), crate::ring::to_bytes(&z))?;
         let next = self.recv_words(next_party(self.me), z.len())?;
         Ok(RepShare { own: z, next })
+    }
+
+    /// [`Self::reshare`] with the record `rep3m` proves: the two zero-sharing draws, what was received, and
+    /// the claims; the protocol lab's `wrong-product` changes one sent word here.
+    fn reshare_logged(
+        &mut self,
+        mut z: Vec<u64>,
+        claims: Vec<crate::rep3m::proof::Claim>,
+    ) -> Result<RepShare> {
+        let (own_draw, next_draw) = self.keys.zero_parts(z.len());
+        crate::ring::add_assign(&mut z, &own_draw);
+        crate::ring::sub_assign(&mut z, &next_draw);
+        let mut sent = z.clone();
+        if let Some(log) = self.log.as_mut() {
+            log.tamper(&mut sent);
+        }
+        self.send(prev_party(self.me), crate::ring::to_bytes(&sent))?;
+        let next = self.recv_words(next_party(self.me), z.len())?;
+        if let Some(log) = self.log.as_mut() {
+            log.push(crate::rep3m::proof::Reshare {
+                claims,
+                own_draw,
+                next_draw,
+                received: next.clone(),
+            });
+        }
+        Ok(RepShare { own: z, next })
+    }
+
+    /// `rep3`'s AND gate reshare (`sign.rs`) with the record `rep3m` proves: `z` is this party's summand
+    /// `x_own & (y_own ^ y_next) ^ x_next & y_own`, before the zero sharing.
+    pub(crate) fn and_bits_logged(
+        &mut self,
+        x: &RepBits,
+        y: &RepBits,
+        mut z: Vec<u64>,
+    ) -> Result<RepBits> {
+        let (own_draw, next_draw) = self.keys.zero_parts(z.len());
+        crate::bits::xor_assign(&mut z, &own_draw);
+        crate::bits::xor_assign(&mut z, &next_draw);
+        let mut sent = z.clone();
+        if let Some(log) = self.log.as_mut() {
+            log.tamper(&mut sent);
+        }
+        self.send(prev_party(self.me), crate::ring::to_bytes(&sent))?;
+        let next = self.recv_words(next_party(self.me), z.len())?;
+        if let Some(log) = self.log.as_mut() {
+            log.push_bits(crate::rep3m::proof::BitReshare {
+                x: x.clone(),
+                y: y.clone(),
+                own_draw,
+                next_draw,
+                received: next.clone(),
+            });
+        }
+        Ok(RepBits { own: z, next })
+    }
+
+    /// Refuses a step with a one-sided message (one no product proof covers) when this party runs inside
+    /// `rep3m` ([`Self::log`] set), so that every message `rep3m` sends is an opening or a proven reshare.
+    pub(crate) fn refuse_unproven(&self, what: &str) -> Result<()> {
+        if self.log.is_some() {
+            return Err(ProtocolError::Committee(format!(
+                "rep3m sends no message its checks do not cover: rep3's {what} is refused"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Seeds forked from this party's two PRF streams (own key's, next key's), at a point of the SPMD
+    /// sequence every party reaches together (`rep3m`'s product proof).
+    pub(crate) fn fork_keys(&mut self) -> (Seed, Seed) {
+        let me = self.me;
+        (self.keys.fork(me), self.keys.fork(next_party(me)))
     }
 
     /// The replicated share of `f_1 + f_2`, where party 1 holds `f_1` and party 2 holds `f_2` (party 0 passes
@@ -202,6 +294,7 @@ impl<N: Net> Party<N> {
         f: Option<Vec<u64>>,
         len: usize,
     ) -> Result<(share::RepBits, RepShare)> {
+        self.refuse_unproven("one-sided reshare")?;
         let total = bits_len + len;
         let split = |mut v: Vec<u64>| {
             let words = v.split_off(bits_len);

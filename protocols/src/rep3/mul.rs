@@ -13,6 +13,8 @@ use crate::error::{ensure_shape, Result};
 use crate::lowering::Lowering;
 use crate::net::Net;
 
+use crate::rep3m::proof::Claim;
+
 use super::{Party, RepShare};
 
 /// A fixed secret-shared weight matrix (`inner x outputs`), prepared at model setup: this party's component
@@ -73,7 +75,7 @@ impl<N: Net> Party<N> {
                     .wrapping_add(b.wrapping_mul(c))
             })
             .collect();
-        self.reshare(z)
+        self.reshare(z, || vec![Claim::elementwise(x.clone(), y.clone())])
     }
 
     /// `X_i (Y_i + Y_{i+1}) + X_{i+1} Y_i`: this party's summand of `X Y`.
@@ -114,7 +116,17 @@ impl<N: Net> Party<N> {
             crate::ring::add_assign(&mut y_sum, &y.next);
             summands.extend(self.product_summand([m, k, n], x, &y_sum, &y.own));
         }
-        let z = self.reshare(summands)?;
+        let z = self.reshare(summands, || {
+            pairs
+                .iter()
+                .zip(dims)
+                .map(|((x, y), &dims)| Claim::Matmul {
+                    x: (*x).clone(),
+                    y: (*y).clone(),
+                    dims,
+                })
+                .collect()
+        })?;
         let mut out = Vec::with_capacity(pairs.len());
         let mut at = 0;
         for &[m, _, n] in dims {
@@ -142,7 +154,17 @@ impl<N: Net> Party<N> {
         })?;
         let lowered = x.lower(&lowering, batch)?;
         let rows = batch * lowering.rows_per_item();
-        let z = self.product_summand([rows, w.inner, w.outputs], &lowered, &w.sum, &w.own);
-        self.reshare(z)
+        let dims = [rows, w.inner, w.outputs];
+        let z = self.product_summand(dims, &lowered, &w.sum, &w.own);
+        self.reshare(z, || {
+            vec![Claim::Matmul {
+                y: RepShare {
+                    own: w.own.clone(),
+                    next: crate::ring::sub(&w.sum, &w.own),
+                },
+                x: lowered,
+                dims,
+            }]
+        })
     }
 }

@@ -10,6 +10,7 @@ use super::{next_party, prev_party, Party, RepShare};
 impl<N: Net> Party<N> {
     /// Reveals `x` to every party (one round, 8 bytes per element sent by each party).
     pub fn open(&mut self, x: &RepShare) -> Result<Vec<u64>> {
+        self.refuse_unproven("unchecked opening")?;
         self.send(next_party(self.me), crate::ring::to_bytes(&x.own))?;
         let missing = self.recv_words(prev_party(self.me), x.len())?;
         Ok(x.own

@@ -89,6 +89,9 @@ impl<N: Net> Party<N> {
         let mut z: Vec<u64> = (0..x.own.len())
             .map(|k| (x.own[k] & (y.own[k] ^ y.next[k])) ^ (x.next[k] & y.own[k]))
             .collect();
+        if self.log.is_some() {
+            return self.and_bits_logged(x, y, z);
+        }
         let alpha = self.keys.zero_bits(z.len());
         bits::xor_assign(&mut z, &alpha);
         self.send_words(prev_party(self.me), &z)?;
@@ -98,6 +101,7 @@ impl<N: Net> Party<N> {
 
     /// The sign test (see the module doc): `[z >= 0] * payload` for every payload.
     pub fn sign_select(&mut self, job: SignSelect<'_, RepShare>) -> Result<Vec<RepShare>> {
+        self.refuse_unproven("sign test")?;
         let z = job.z;
         let n = z.len();
         for extra in &job.extras {

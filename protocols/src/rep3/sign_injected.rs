@@ -58,6 +58,8 @@ use crate::error::{ensure_shape, Result};
 use crate::net::Net;
 use crate::ops::SignSelect;
 
+use crate::rep3m::proof::Claim;
+
 use super::share::RepBits;
 use super::{Party, RepShare};
 
@@ -282,9 +284,20 @@ impl<N: Net> Party<N> {
         } else {
             zeros()
         };
-        let s01 = self.reshare(summand)?;
         let (s0_own, s0_next) = (holds(0, &own, me), holds(2, &next, me));
         let (s1_own, s1_next) = (holds(1, &own, me), holds(0, &next, me));
+        let s01 = self.reshare(summand, || {
+            vec![Claim::elementwise(
+                RepShare {
+                    own: s0_own.clone(),
+                    next: s0_next.clone(),
+                },
+                RepShare {
+                    own: s1_own.clone(),
+                    next: s1_next.clone(),
+                },
+            )]
+        })?;
         let u = RepShare {
             own: (0..own.len())
                 .map(|i| {
@@ -330,7 +343,31 @@ impl<N: Net> Party<N> {
             summands.extend(summand);
             linear.push(sum);
         }
-        let products = self.reshare(summands)?;
+        let products = self.reshare(summands, || {
+            // Term (group g, bit k, element i): x = c_k u_k, y = s_2, into output g n + i.
+            let (mut x, mut y) = (RepShare::default(), RepShare::default());
+            let mut out = Vec::new();
+            let mut at = 0;
+            for (g, (bits, coefficients)) in groups.iter().enumerate() {
+                for (k, &c) in coefficients.iter().enumerate().take(bits.len()) {
+                    let base = (at + k) * n;
+                    for i in 0..n {
+                        x.own.push(c.wrapping_mul(u.own[base + i]));
+                        x.next.push(c.wrapping_mul(u.next[base + i]));
+                        y.own.push(s2_own[base + i]);
+                        y.next.push(s2_next[base + i]);
+                        out.push(g * n + i);
+                    }
+                }
+                at += bits.len();
+            }
+            vec![Claim::Elementwise {
+                x,
+                y,
+                out: Some(out),
+                outputs: groups.len() * n,
+            }]
+        })?;
         Ok(linear
             .into_iter()
             .enumerate()

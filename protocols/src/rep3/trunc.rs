@@ -154,6 +154,7 @@ impl<N: Net> Party<N> {
     /// Divides a shared value with `2f` fractional bits by `2^f` (two hops; see the module doc). Requires
     /// `|z| < 2^62`.
     pub fn trunc(&mut self, z: &RepShare) -> Result<RepShare> {
+        self.refuse_unproven("truncation")?;
         let job = self.trunc_start(z);
         self.trunc_run(job)
     }
@@ -170,6 +171,7 @@ impl<N: Net> Party<N> {
         bias: &[u64],
         addend: Option<&RepShare>,
     ) -> Result<RepShare> {
+        self.refuse_unproven("linear truncation")?;
         crate::error::ensure_shape(
             x.len() == m * k
                 && w.len() == k * n

@@ -22,6 +22,25 @@ where
     T: Send,
     F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
 {
+    let master = seed.map(Seed::random_from);
+    let keys: [Seed; 3] = std::array::from_fn(|i| match &master {
+        Some(m) => m.derive(3, i as u64),
+        None => Seed::random(),
+    });
+    run_with_keys(committee, keys, adversary, program)
+}
+
+/// [`run`] with each party's key given (tests that hold one party's randomness fixed).
+pub fn run_with_keys<T, F>(
+    committee: &Committee,
+    keys: [Seed; 3],
+    adversary: Option<Adversary>,
+    program: F,
+) -> Result<Vec<PartyOutcome<T>>>
+where
+    T: Send,
+    F: Fn(&mut Party<LocalNet>) -> Result<T> + Sync,
+{
     if committee.parties != 3 {
         return Err(ProtocolError::Committee(format!(
             "{} runs exactly 3 parties, got {}",
@@ -29,11 +48,6 @@ where
             committee.parties
         )));
     }
-    let master = seed.map(Seed::random_from);
-    let keys: [Seed; 3] = std::array::from_fn(|i| match &master {
-        Some(m) => m.derive(3, i as u64),
-        None => Seed::random(),
-    });
     let nets = MemNet::mesh(3, committee.timeout);
     let program = &program;
     let results: Vec<Result<PartyOutcome<T>>> = std::thread::scope(|scope| {

@@ -76,12 +76,13 @@ impl<N: Net> Party<N> {
                 next_party(me)
             )));
         }
+        self.prove_products()?;
         self.verified = true;
         Ok(())
     }
 
-    /// Whether every opening so far passed a check.
+    /// Whether every opening and every reshare so far passed a check.
     pub fn is_verified(&self) -> bool {
-        self.verified
+        self.verified && !self.products_pending()
     }
 }

@@ -108,7 +108,7 @@ impl<N: Net, D: Domain> Party<N, D> {
                 }
                 return Err(ProtocolError::Deviated("stayed silent".into()));
             }
-            Deviation::WrongTriple | Deviation::WrongOutput => {}
+            Deviation::WrongTriple | Deviation::WrongOutput | Deviation::WrongProduct => {}
         }
         Ok(())
     }

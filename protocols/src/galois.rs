@@ -1,0 +1,704 @@
+//! The Galois ring `GR(2^64, D)` = `Z_2^64[X] / (F(X))` with `D = 48` and
+//! `F(X) = X^48 + X^5 + X^3 + X^2 + 1`, irreducible modulo 2 (checked by Rabin's test in this module's
+//! tests), the extension in which `rep3m`'s product proof runs (`rep3m/proof.rs`; Boyle, Gilboa, Ishai, Nof,
+//! ASIACRYPT 2020; Abspoel, Cramer, Damgard, Escudero, Yuan, TCC 2019, for Schwartz-Zippel over Galois
+//! rings).
+//!
+//! Facts the proof relies on:
+//! - `Z_2^64` embeds as the constants, so an identity over `Z_2^64` holds in the ring exactly when it held
+//!   before.
+//! - An element is a unit exactly when its reduction modulo 2 (an element of `GF(2^48)`) is non-zero.
+//! - **Exceptional set**: the elements whose coefficients are all 0 or 1 ([`Gr::from_mask`]), `2^48` of
+//!   them. Two distinct ones differ by a polynomial with coefficients in `{-1, 0, 1}`, not all zero, whose
+//!   reduction modulo 2 is non-zero: the difference is a unit. Hence (generalised Schwartz-Zippel) a
+//!   non-zero polynomial of degree `t` over the ring vanishes at no more than `t` points of the set: write
+//!   it as `2^j g` with `g` non-zero modulo 2; a root `a` of `2^j g` has `g(a) = 0` modulo `2^(64 - j)`, so
+//!   modulo 2, and `g mod 2` has at most `t` roots in `GF(2^48)`, which the set's reductions cover once each.
+//! - A uniform ring element `theta` and a non-zero `e` of `Z_2^64` give `theta e = 0` with probability at
+//!   most `2^-48` (write `e = 2^j e'` with `e'` odd: `theta e = 0` forces `theta = 0` modulo 2).
+
+use crate::prg::Prg;
+
+/// Extension degree.
+pub const D: usize = 48;
+
+/// The low terms of `F`: `X^48 = -(X^5 + X^3 + X^2 + 1)` in the ring.
+const LOW_TERMS: [usize; 4] = [5, 3, 2, 0];
+
+/// Mask of the `D` coefficient bits of an exceptional element.
+pub const MASK: u64 = (1 << D) - 1;
+
+/// An element of `GR(2^64, 48)`: coefficient `j` of `X^j` at index `j`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Gr(pub [u64; D]);
+
+impl std::fmt::Debug for Gr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gr(..)")
+    }
+}
+
+impl Default for Gr {
+    fn default() -> Self {
+        Self::ZERO
+    }
+}
+
+impl Gr {
+    /// Zero.
+    pub const ZERO: Gr = Gr([0; D]);
+
+    /// The constant `c` (the embedding of `Z_2^64`).
+    pub fn constant(c: u64) -> Gr {
+        let mut g = Gr::ZERO;
+        g.0[0] = c;
+        g
+    }
+
+    /// The exceptional-set element whose coefficient `j` is bit `j` of `mask` (bits `D..64` ignored).
+    pub fn from_mask(mask: u64) -> Gr {
+        let mut g = Gr::ZERO;
+        for (j, c) in g.0.iter_mut().enumerate() {
+            *c = (mask >> j) & 1;
+        }
+        g
+    }
+
+    /// A uniform element from `prg` (`D` words).
+    pub fn random(prg: &mut Prg) -> Gr {
+        let mut g = Gr::ZERO;
+        prg.fill(&mut g.0);
+        g
+    }
+
+    /// `n` uniform elements from `prg`.
+    pub fn random_vec(prg: &mut Prg, n: usize) -> Vec<Gr> {
+        (0..n).map(|_| Gr::random(prg)).collect()
+    }
+
+    /// A uniform exceptional-set element other than 0 and 1, so that it and `1 - r` are units (rejection
+    /// sampling from `prg`; a rejection has probability `2^-47`).
+    pub fn challenge(prg: &mut Prg) -> Gr {
+        Gr::from_mask(Self::challenge_mask(prg))
+    }
+
+    /// The mask of [`Self::challenge`].
+    pub fn challenge_mask(prg: &mut Prg) -> u64 {
+        loop {
+            let m = prg.words(1)[0] & MASK;
+            if m >= 2 {
+                return m;
+            }
+        }
+    }
+
+    /// `self + o`.
+    pub fn add(&self, o: &Gr) -> Gr {
+        let mut g = *self;
+        g.add_assign(o);
+        g
+    }
+
+    /// `self += o`.
+    pub fn add_assign(&mut self, o: &Gr) {
+        for (a, b) in self.0.iter_mut().zip(&o.0) {
+            *a = a.wrapping_add(*b);
+        }
+    }
+
+    /// `self - o`.
+    pub fn sub(&self, o: &Gr) -> Gr {
+        let mut g = *self;
+        for (a, b) in g.0.iter_mut().zip(&o.0) {
+            *a = a.wrapping_sub(*b);
+        }
+        g
+    }
+
+    /// `self * c` for a constant `c` of `Z_2^64`.
+    pub fn scale(&self, c: u64) -> Gr {
+        let mut g = *self;
+        for a in g.0.iter_mut() {
+            *a = a.wrapping_mul(c);
+        }
+        g
+    }
+
+    /// `self += o * c` for a constant `c`.
+    pub fn add_scaled(&mut self, o: &Gr, c: u64) {
+        for (a, b) in self.0.iter_mut().zip(&o.0) {
+            *a = a.wrapping_add(b.wrapping_mul(c));
+        }
+    }
+
+    /// `self * o` (schoolbook, then reduction by `F`); a constant factor costs `D` word products.
+    pub fn mul(&self, o: &Gr) -> Gr {
+        if is_constant(o) {
+            return self.scale(o.0[0]);
+        }
+        if is_constant(self) {
+            return o.scale(self.0[0]);
+        }
+        let mut t = [0u64; 2 * D];
+        for (i, &a) in self.0.iter().enumerate() {
+            for (tj, &b) in t[i..i + D].iter_mut().zip(&o.0) {
+                *tj = tj.wrapping_add(a.wrapping_mul(b));
+            }
+        }
+        reduce(&t)
+    }
+
+    /// `c * o` for the exceptional element `c` of `mask` ([`Self::from_mask`]): `D^2` masked additions,
+    /// no products, branch-free.
+    pub fn mul_mask(mask: u64, o: &Gr) -> Gr {
+        let mut t = [0u64; 2 * D];
+        let bits: [u64; D] = std::array::from_fn(|i| 0u64.wrapping_sub((mask >> i) & 1));
+        mask_accumulate(&mut t, &o.0, &bits);
+        reduce(&t)
+    }
+
+    /// `v <- v_L + c (v_R - v_L)` for the exceptional element `c` of `mask` (the first half of `v`, which
+    /// has even length): multiplication by `c` is a linear map of the `D` coefficients, so all `len / 2`
+    /// products are one `len/2 x D x D` matrix product on `gemm` with the map's matrix (row `j` is
+    /// `c X^j`); short vectors take the additions of [`Self::mul_mask`] instead.
+    pub fn fold_gemm(v: &mut [Gr], mask: u64, gemm: &dyn crate::gemm::Gemm) {
+        let h = v.len() / 2;
+        let (lo, hi) = v.split_at_mut(h);
+        if h < 32 {
+            for (l, x) in lo.iter_mut().zip(hi.iter()) {
+                l.add_assign(&Gr::mul_mask(mask, &x.sub(l)));
+            }
+            return;
+        }
+        let map: Vec<u64> = (0..D)
+            .flat_map(|j| {
+                let mut xj = Gr::ZERO;
+                xj.0[j] = 1;
+                Gr::mul_mask(mask, &xj).0
+            })
+            .collect();
+        let d: Vec<u64> = lo
+            .iter()
+            .zip(hi.iter())
+            .flat_map(|(l, x)| x.sub(l).0)
+            .collect();
+        let mut out = vec![0u64; h * D];
+        gemm.gemm(h, D, D, &d, &map, &mut out);
+        for (l, c) in lo.iter_mut().zip(out.chunks_exact(D)) {
+            for (a, b) in l.0.iter_mut().zip(c) {
+                *a = a.wrapping_add(*b);
+            }
+        }
+    }
+
+    /// `sum_j a_j b_j` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the sum of
+    /// products is `sum_j a_j[p] b_j[q]`), then the diagonals folded and reduced once.
+    pub fn inner_gemm(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
+        let len = a.len().min(b.len());
+        if len == 0 {
+            return Gr::ZERO;
+        }
+        // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
+        const BLOCK: usize = 16;
+        let mut at = vec![0u64; D * len];
+        for (b, block) in a[..len].chunks(BLOCK).enumerate() {
+            for p in 0..D {
+                let row = &mut at[p * len + b * BLOCK..][..block.len()];
+                for (dst, g) in row.iter_mut().zip(block) {
+                    *dst = g.0[p];
+                }
+            }
+        }
+        let bw: Vec<u64> = b[..len].iter().flat_map(|g| g.0).collect();
+        let mut c = vec![0u64; D * D];
+        gemm.gemm(D, len, D, &at, &bw, &mut c);
+        let mut t = [0u64; 2 * D];
+        for p in 0..D {
+            for q in 0..D {
+                t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
+            }
+        }
+        reduce(&t)
+    }
+
+    /// The words of the element (for messages).
+    pub fn words(&self) -> &[u64] {
+        &self.0
+    }
+
+    /// The element from exactly `D` words.
+    pub fn from_words(w: &[u64]) -> Option<Gr> {
+        let arr: [u64; D] = w.try_into().ok()?;
+        Some(Gr(arr))
+    }
+
+    /// Whether the element is a unit (its reduction modulo 2 is non-zero).
+    pub fn is_unit(&self) -> bool {
+        self.0.iter().any(|c| c & 1 == 1)
+    }
+}
+
+crate::simd::dispatch!(mask_accumulate(t: &mut [u64], o: &[u64], bits: &[u64]) {
+    for (i, &m) in bits.iter().enumerate().take(D) {
+        let dst = &mut t[i..][..D];
+        let src = &o[..D];
+        for j in 0..D {
+            dst[j] = dst[j].wrapping_add(src[j] & m);
+        }
+    }
+});
+
+/// Whether `g` is a constant (the embedding of `Z_2^64`).
+fn is_constant(g: &Gr) -> bool {
+    g.0[1..].iter().all(|&c| c == 0)
+}
+
+/// A product's `2D - 1` coefficients (the last word of `t` unused) reduced by `F`.
+fn reduce(t: &[u64; 2 * D]) -> Gr {
+    let mut t = *t;
+    for j in (D..2 * D - 1).rev() {
+        let c = t[j];
+        for &l in &LOW_TERMS {
+            t[j - D + l] = t[j - D + l].wrapping_sub(c);
+        }
+    }
+    let mut g = Gr::ZERO;
+    g.0.copy_from_slice(&t[..D]);
+    g
+}
+
+/// `sum_j a_j b_j`.
+pub fn inner(a: &[Gr], b: &[Gr]) -> Gr {
+    let mut s = Gr::ZERO;
+    for (x, y) in a.iter().zip(b) {
+        s.add_assign(&x.mul(y));
+    }
+    s
+}
+
+/// The field `GF(2^64)` = `GF(2)[X] / (X^64 + X^4 + X^3 + X + 1)` (irreducible, checked in the tests), in
+/// which `rep3m` proves its AND gates: bits embed as 0 and 1, addition is XOR, and every non-zero element is
+/// a unit, so the whole field is an exceptional set.
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+pub struct Gf64(pub u64);
+
+impl std::fmt::Debug for Gf64 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gf64(..)")
+    }
+}
+
+/// Carry-less product of two 64-bit polynomials, portably.
+fn clmul_portable(a: u64, b: u64) -> u128 {
+    let mut r = 0u128;
+    for i in 0..64 {
+        if (b >> i) & 1 == 1 {
+            r ^= u128::from(a) << i;
+        }
+    }
+    r
+}
+
+/// Carry-less product with the CPU's instruction.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn clmul_hw(a: u64, b: u64) -> u128 {
+    use std::arch::x86_64::{
+        _mm_clmulepi64_si128, _mm_cvtsi128_si64, _mm_set_epi64x, _mm_unpackhi_epi64,
+    };
+    let x = _mm_set_epi64x(0, a as i64);
+    let y = _mm_set_epi64x(0, b as i64);
+    let r = _mm_clmulepi64_si128(x, y, 0);
+    let lo = _mm_cvtsi128_si64(r) as u64;
+    let hi = _mm_cvtsi128_si64(_mm_unpackhi_epi64(r, r)) as u64;
+    (u128::from(hi) << 64) | u128::from(lo)
+}
+
+/// Carry-less product, with the CPU's instruction where it has one.
+fn clmul(a: u64, b: u64) -> u128 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("pclmulqdq") {
+            // SAFETY: the instruction set was detected just above.
+            return unsafe { clmul_hw(a, b) };
+        }
+    }
+    clmul_portable(a, b)
+}
+
+/// `v_j ^= r (v_{h+j} ^ v_j)` for `j < h`, with the CPU's carry-less product.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_fold_hw(v: &mut [Gf64], h: usize, r: u64) {
+    let (lo, hi) = v.split_at_mut(h);
+    for (l, x) in lo.iter_mut().zip(hi.iter()) {
+        l.0 ^= reduce64(clmul_hw(r, x.0 ^ l.0));
+    }
+}
+
+/// `sum_j a_j b_j` with the CPU's carry-less product, reduced once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_inner_hw(a: &[Gf64], b: &[Gf64]) -> Gf64 {
+    let mut acc = 0u128;
+    for (x, y) in a.iter().zip(b) {
+        acc ^= clmul_hw(x.0, y.0);
+    }
+    Gf64(reduce64(acc))
+}
+
+/// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
+fn reduce64(r: u128) -> u64 {
+    let fold = |h: u128| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
+    let t = fold(r >> 64);
+    let lo = (r as u64) ^ (t as u64);
+    lo ^ (fold(t >> 64) as u64)
+}
+
+impl Gf64 {
+    /// `self * o`.
+    pub fn mul(&self, o: &Gf64) -> Gf64 {
+        Gf64(reduce64(clmul(self.0, o.0)))
+    }
+}
+
+/// The arithmetic the product proof needs from its extension (`GR(2^64, 48)` for ring products,
+/// `GF(2^64)` for AND gates).
+pub trait Ext: Copy + PartialEq + Default {
+    /// Words of an element on the wire.
+    const WORDS: usize;
+    /// `self + o`.
+    fn plus(&self, o: &Self) -> Self;
+    /// `self - o`.
+    fn minus(&self, o: &Self) -> Self;
+    /// `self * o`.
+    fn times(&self, o: &Self) -> Self;
+    /// A uniform element.
+    fn uniform(prg: &mut Prg) -> Self;
+    /// A uniform challenge from the exceptional set, not 0 or 1, as one word (see [`Self::from_challenge`]).
+    fn challenge_word(prg: &mut Prg) -> u64;
+    /// The challenge a word encodes (bits outside the set ignored).
+    fn from_challenge(w: u64) -> Self;
+    /// Appends the element's words.
+    fn put(&self, out: &mut Vec<u64>);
+    /// The element from exactly [`Self::WORDS`] words.
+    fn take(w: &[u64]) -> Option<Self>;
+    /// `r * o` for the challenge `r` of the word `w`.
+    fn times_challenge(w: u64, o: &Self) -> Self {
+        Self::from_challenge(w).times(o)
+    }
+    /// `sum_j a_j b_j` (on `gemm` where that is faster).
+    fn inner_product(a: &[Self], b: &[Self], _gemm: &dyn crate::gemm::Gemm) -> Self {
+        a.iter()
+            .zip(b)
+            .fold(Self::default(), |s, (x, y)| s.plus(&x.times(y)))
+    }
+    /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`
+    /// (on `gemm` where that is faster).
+    fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
+        let h = v.len() / 2;
+        let (lo, hi) = v.split_at_mut(h);
+        for (l, x) in lo.iter_mut().zip(hi.iter()) {
+            *l = l.plus(&Self::times_challenge(w, &x.minus(l)));
+        }
+    }
+}
+
+impl Ext for Gr {
+    const WORDS: usize = D;
+    fn plus(&self, o: &Self) -> Self {
+        self.add(o)
+    }
+    fn minus(&self, o: &Self) -> Self {
+        self.sub(o)
+    }
+    fn times(&self, o: &Self) -> Self {
+        self.mul(o)
+    }
+    fn uniform(prg: &mut Prg) -> Self {
+        Gr::random(prg)
+    }
+    fn challenge_word(prg: &mut Prg) -> u64 {
+        Gr::challenge_mask(prg)
+    }
+    fn from_challenge(w: u64) -> Self {
+        Gr::from_mask(w)
+    }
+    fn put(&self, out: &mut Vec<u64>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn take(w: &[u64]) -> Option<Self> {
+        Gr::from_words(w)
+    }
+    fn times_challenge(w: u64, o: &Self) -> Self {
+        Gr::mul_mask(w, o)
+    }
+    fn inner_product(a: &[Self], b: &[Self], gemm: &dyn crate::gemm::Gemm) -> Self {
+        Gr::inner_gemm(a, b, gemm)
+    }
+    fn fold_half(v: &mut [Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
+        Gr::fold_gemm(v, w, gemm);
+    }
+}
+
+impl Ext for Gf64 {
+    const WORDS: usize = 1;
+    fn plus(&self, o: &Self) -> Self {
+        Gf64(self.0 ^ o.0)
+    }
+    fn minus(&self, o: &Self) -> Self {
+        Gf64(self.0 ^ o.0)
+    }
+    fn times(&self, o: &Self) -> Self {
+        self.mul(o)
+    }
+    fn uniform(prg: &mut Prg) -> Self {
+        Gf64(prg.words(1)[0])
+    }
+    fn challenge_word(prg: &mut Prg) -> u64 {
+        loop {
+            let w = prg.words(1)[0];
+            if w >= 2 {
+                return w;
+            }
+        }
+    }
+    fn from_challenge(w: u64) -> Self {
+        Gf64(w)
+    }
+    fn put(&self, out: &mut Vec<u64>) {
+        out.push(self.0);
+    }
+    fn take(w: &[u64]) -> Option<Self> {
+        match w {
+            [x] => Some(Gf64(*x)),
+            _ => None,
+        }
+    }
+    fn inner_product(a: &[Self], b: &[Self], _gemm: &dyn crate::gemm::Gemm) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                return unsafe { gf_inner_hw(a, b) };
+            }
+        }
+        let acc = a
+            .iter()
+            .zip(b)
+            .fold(0u128, |s, (x, y)| s ^ clmul_portable(x.0, y.0));
+        Gf64(reduce64(acc))
+    }
+    fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
+        let h = v.len() / 2;
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                unsafe { gf_fold_hw(v, h, w) };
+                return;
+            }
+        }
+        let (lo, hi) = v.split_at_mut(h);
+        for (l, x) in lo.iter_mut().zip(hi.iter()) {
+            l.0 ^= reduce64(clmul_portable(w, x.0 ^ l.0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prg::Seed;
+
+    /// `a * b` modulo the binary polynomial `f` of degree `d` (bit `j` = coefficient of `X^j`).
+    fn mulmod2(mut a: u128, mut b: u128, f: u128, d: usize) -> u128 {
+        let mut r = 0;
+        while b != 0 {
+            if b & 1 == 1 {
+                r ^= a;
+            }
+            b >>= 1;
+            a <<= 1;
+            if (a >> d) & 1 == 1 {
+                a ^= f;
+            }
+        }
+        r
+    }
+
+    fn gcd2(mut a: u128, mut b: u128) -> u128 {
+        while b != 0 {
+            while a != 0 && 128 - a.leading_zeros() >= 128 - b.leading_zeros() {
+                a ^= b << ((128 - a.leading_zeros()) - (128 - b.leading_zeros()));
+            }
+            std::mem::swap(&mut a, &mut b);
+        }
+        a
+    }
+
+    /// `X^(2^k)` modulo `f`.
+    fn frobenius(f: u128, d: usize, k: usize) -> u128 {
+        let mut x = 2;
+        for _ in 0..k {
+            x = mulmod2(x, x, f, d);
+        }
+        x
+    }
+
+    #[test]
+    fn modulus_is_irreducible_mod_2() {
+        // Rabin: F divides X^(2^48) - X, and gcd(X^(2^(48/p)) - X, F) = 1 for p = 2, 3.
+        let f: u128 = (1 << D) | LOW_TERMS.iter().map(|&l| 1u128 << l).sum::<u128>();
+        assert_eq!(frobenius(f, D, D), 2);
+        for p in [2, 3] {
+            assert_eq!(gcd2(f, frobenius(f, D, D / p) ^ 2), 1, "p = {p}");
+        }
+        // And a reducible one fails the test (X^48 + 1 = (X^3 + 1)^16).
+        let g: u128 = (1 << D) | 1;
+        assert_ne!(gcd2(g, frobenius(g, D, D / 3) ^ 2), 1);
+    }
+
+    fn prg(n: u64) -> Prg {
+        Prg::new(&Seed::random_from(n))
+    }
+
+    #[test]
+    fn ring_laws() {
+        let mut p = prg(1);
+        for _ in 0..20 {
+            let (a, b, c) = (Gr::random(&mut p), Gr::random(&mut p), Gr::random(&mut p));
+            assert_eq!(a.mul(&b), b.mul(&a));
+            assert_eq!(a.mul(&b).mul(&c), a.mul(&b.mul(&c)));
+            assert_eq!(a.mul(&b.add(&c)), a.mul(&b).add(&a.mul(&c)));
+            assert_eq!(a.mul(&Gr::constant(1)), a);
+            assert_eq!(a.mul(&Gr::constant(7)), a.scale(7));
+            assert_eq!(a.sub(&a), Gr::ZERO);
+            let mut d = a;
+            d.add_scaled(&b, 5);
+            assert_eq!(d, a.add(&b.scale(5)));
+            let mask = p.words(1)[0];
+            assert_eq!(Gr::mul_mask(mask, &a), Gr::from_mask(mask).mul(&a));
+            assert_eq!(Gr::constant(9).mul(&a), a.scale(9));
+        }
+        // X^47 * X = X^48 = -(X^5 + X^3 + X^2 + 1).
+        let x = Gr::from_mask(2);
+        let x47 = Gr::from_mask(1 << 47);
+        let mut want = Gr::ZERO;
+        for l in LOW_TERMS {
+            want.0[l] = u64::MAX;
+        }
+        assert_eq!(x47.mul(&x), want);
+        // The constants multiply as Z_2^64.
+        assert_eq!(
+            Gr::constant(u64::MAX).mul(&Gr::constant(3)),
+            Gr::constant(u64::MAX.wrapping_mul(3))
+        );
+    }
+
+    #[test]
+    fn exceptional_differences_are_units() {
+        let mut p = prg(2);
+        let one = Gr::constant(1);
+        for _ in 0..20 {
+            let (a, b) = (p.words(1)[0] & MASK, p.words(1)[0] & MASK);
+            if a == b {
+                continue;
+            }
+            let diff = Gr::from_mask(a).sub(&Gr::from_mask(b));
+            assert!(diff.is_unit());
+            // A unit has an inverse: u^(2^64 (2^48 - 1) ...) is impractical, so check that multiplying by
+            // it is injective on a sample of the non-units' witnesses: u * 2^63 != 0.
+            assert_ne!(diff.scale(1 << 63), Gr::ZERO);
+            let r = Gr::challenge(&mut p);
+            assert!(r.is_unit() && one.sub(&r).is_unit());
+        }
+        // A non-unit: 2 times anything is killed by 2^63.
+        let two = Gr::constant(2).mul(&Gr::random(&mut p));
+        assert!(!two.is_unit());
+        assert_eq!(two.scale(1 << 63), Gr::ZERO);
+    }
+
+    #[test]
+    fn gf64_modulus_is_irreducible_and_the_field_laws_hold() {
+        let f: u128 = (1 << 64) | 0b11011;
+        assert_eq!(frobenius(f, 64, 64), 2);
+        assert_eq!(gcd2(f, frobenius(f, 64, 32) ^ 2), 1);
+        let mut p = prg(4);
+        for _ in 0..50 {
+            let w = p.words(3);
+            let (a, b, c) = (Gf64(w[0]), Gf64(w[1]), Gf64(w[2]));
+            assert_eq!(clmul(w[0], w[1]), clmul_portable(w[0], w[1]));
+            assert_eq!(a.mul(&b), b.mul(&a));
+            assert_eq!(a.mul(&b).mul(&c), a.mul(&b.mul(&c)));
+            assert_eq!(a.mul(&b.plus(&c)), a.mul(&b).plus(&a.mul(&c)));
+            assert_eq!(a.mul(&Gf64(1)), a);
+            let (xs, ys) = (p.words(9), p.words(9));
+            let (xs, ys): (Vec<Gf64>, Vec<Gf64>) = (
+                xs.into_iter().map(Gf64).collect(),
+                ys.into_iter().map(Gf64).collect(),
+            );
+            let looped = xs
+                .iter()
+                .zip(&ys)
+                .fold(Gf64(0), |s, (x, y)| s.plus(&x.mul(y)));
+            assert_eq!(
+                Gf64::inner_product(&xs, &ys, &crate::gemm::NaiveGemm),
+                looped
+            );
+            let mut folded = xs.clone();
+            folded.truncate(8);
+            let mut want = folded.clone();
+            Gf64::fold_half(&mut folded, w[2], &crate::gemm::NaiveGemm);
+            for j in 0..4 {
+                want[j] = want[j].plus(&Gf64(w[2]).mul(&want[4 + j].minus(&want[j])));
+            }
+            assert_eq!(folded[..4], want[..4]);
+            // The reduction agrees with the bitwise one of the irreducibility test.
+            assert_eq!(
+                u128::from(a.mul(&b).0),
+                mulmod2(u128::from(w[0]), u128::from(w[1]), f, 64)
+            );
+        }
+    }
+
+    #[test]
+    fn folds_on_gemm_agree_with_the_loop() {
+        let mut p = prg(6);
+        for len in [2, 8, 64, 130] {
+            let v = Gr::random_vec(&mut p, len);
+            let mask = Gr::challenge_mask(&mut p);
+            let mut got = v.clone();
+            Gr::fold_gemm(&mut got, mask, &crate::gemm::NaiveGemm);
+            let r = Gr::from_mask(mask);
+            for j in 0..len / 2 {
+                assert_eq!(
+                    got[j],
+                    v[j].add(&r.mul(&v[len / 2 + j].sub(&v[j]))),
+                    "len {len}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn inner_products_on_gemm_agree_with_the_loop() {
+        let mut p = prg(5);
+        for len in [0, 1, 7, 33] {
+            let a = Gr::random_vec(&mut p, len);
+            let b = Gr::random_vec(&mut p, len);
+            assert_eq!(
+                Gr::inner_gemm(&a, &b, &crate::gemm::NaiveGemm),
+                inner(&a, &b)
+            );
+        }
+    }
+
+    #[test]
+    fn words_round_trip() {
+        let mut p = prg(3);
+        let a = Gr::random(&mut p);
+        assert_eq!(Gr::from_words(a.words()), Some(a));
+        assert_eq!(Gr::from_words(&a.words()[1..]), None);
+    }
+}

@@ -1,0 +1,733 @@
+//! The product proof: at [`Party::verify`], each party proves to the other two that every reshare message
+//! it sent since the last check was its correct summand of the product (a distributed zero-knowledge proof,
+//! Boyle, Gilboa, Ishai, Nof, CCS 2019, section 4's recursive compression of an inner-product claim; over
+//! `Z_2^64` through the Galois ring `GR(2^64, 48)` as in Boyle, Gilboa, Ishai, Nof, ASIACRYPT 2020, see
+//! [`crate::galois`]).
+//!
+//! # The statement
+//!
+//! Prover `P = i` sent its previous party `A = i - 1` the word `m = sum_terms (x_i y_i + x_i y_{i+1} +
+//! x_{i+1} y_i) + r_i - r_{i+1}`, where `r_j` is the draw of key `k_j`. `A` holds `x_i, y_i, r_i` and `m`;
+//! its next party `B = i + 1` holds `x_{i+1}, y_{i+1}, r_{i+1}`. So `m` is right exactly when
+//! `c + r_{i+1} = x_i y_{i+1} + x_{i+1} y_i` with `c = m - x_i y_i - r_i` known to `A`: a sum of products of
+//! an `A` value with a `B` value. `A` and `B` share key `k_{i-1}`, which `P` lacks.
+//!
+//! # The proof, per prover
+//!
+//! 1. **Coins** (after the messages are fixed): `B` sends `P` a seed drawn from `k_{i-1}` (32 bytes); `A`
+//!    draws the same. An elementwise claim with `o` outputs gets `theta in GR^o`; a matrix product
+//!    `[m, k, n]` gets `rho in GR^m`, `sigma in GR^n` (Freivalds: `rho^T E sigma` for its error matrix `E`).
+//!    All claims become one inner-product claim `<u, v> = z_A + z_B`: `u` known to `A` (`theta x_i`,
+//!    `theta y_i`; `rho^T X_i`, `Y_i sigma`), `v` to `B` (`y_{i+1}`, `x_{i+1}`; `Y_{i+1} sigma`,
+//!    `rho^T X_{i+1}`), `z_A = sum theta (m - r_i - x_i y_i)` (`rho^T (M - R_i) sigma - <rho^T X_i, Y_i
+//!    sigma>`), `z_B = sum theta r_{i+1}` (`rho^T R_{i+1} sigma`). A wrong message leaves a non-zero error
+//!    vector `e` in `Z_2^64`; the combined claim is then false except with probability `2 / 2^48` (a
+//!    polynomial of degree at most 2 in the coins, non-zero modulo 2 after dividing out the largest power
+//!    of 2 of `e`; see [`crate::galois`]).
+//! 2. **Masks** for zero knowledge: position 0 is `(u_0, 0)` with `u_0` from `k_i` (`P` and `A`), position
+//!    1 is `(0, v_0)` with `v_0` from `k_{i+1}` (`P` and `B`); zeros pad to a power of two, `2^L`.
+//! 3. **Compression**, `L` levels: with `u = (u_L, u_R)`, `v = (v_L, v_R)`, the prover's
+//!    `h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)> = c_0 + c_1 X + c_2 X^2` satisfies
+//!    `h(0) + h(1) = <u, v>`. `P` additively shares `c_0, c_2` between the verifiers: `A`'s part from
+//!    `k_i`, `B`'s part sent (2 ring elements, 768 bytes); each verifier sets its part of
+//!    `c_1 = z - 2 c_0 - c_2`. `B` draws a challenge `r` from `k_{i-1}`, in the exceptional set, not 0 or 1,
+//!    and sends it to `P` (8 bytes); `A` draws the same. All fold: `u <- u_L + r (u_R - u_L)` (`A`, `P`),
+//!    `v` likewise (`B`, `P`), `z <- h(r)` on the parts. If the claim was false, `h` differs from the true
+//!    polynomial (their sums at 0 and 1 differ), a non-zero polynomial of degree 2, so the new claim is
+//!    false except with probability `2 / (2^48 - 2)`.
+//! 4. **Final check**: `A` sends `B` `(u, z_A)`, `B` sends `A` `(v, z_B)` (768 bytes each way); both check
+//!    `u v = z_A + z_B`, which is exact. `u` carries `u_0` times `prod (1 - r)`, `v` carries `v_0` times
+//!    `r_L prod (1 - r)`, units, so each is uniform to the verifier that receives it; every share of `c`
+//!    is masked by a key that verifier lacks: a single verifier's view is simulated from nothing.
+//!
+//! **AND gates** (`rep3`'s `and_bits`, 64 gates a word) are the same statement over `GF(2^64)`
+//! ([`crate::galois::Gf64`]): every bit of every word is a gate `o` with its own `theta_o`; `u` entries are
+//! `theta_o x_P`, `theta_o y_P` (0 or `theta_o`), `v` entries the bits `y_{P+1}`, `x_{P+1}`; addition is XOR,
+//! so `c_1 = z + c_2`. The two instances run side by side: each level's message carries the active
+//! instances' parts, each return message their challenges.
+//!
+//! # Soundness
+//!
+//! A check fails to catch a deviating prover (the only one that can cheat: the honest parties' claims are
+//! true) with probability at most
+//! `eps <= (2 + 2 L_r) / (2^48 - 2) + (1 + 2 L_b) / (2^64 - 2)`: the batching (degree 2 in the coins for a
+//! matrix product, 1 otherwise) plus two points per level of each instance. For `L_r, L_b <= 40` (up to
+//! `2^40` entries) `eps < 82 / 2^48 + 81 / 2^64 < 2^-41.6`. Per job the same bound holds: every reshare is
+//! proven in exactly one check, and the first failed check aborts the job, so a deviating party whose
+//! cheating is ever caught releases nothing afterwards; its chance that some cheat goes through is at most
+//! the chance for the first check it cheats in.
+//!
+//! # Cost
+//!
+//! Per check, every party alike (it is one prover, one `A` and one `B`): `2 + 2 L` rounds as
+//! [`crate::net::NetStats`] counts them, `L = max(L_r, L_b)`; bytes sent
+//! `32 + L_r (768 + 8) + L_b (16 + 8) + 2 (768 [ring] + 16 [bits])`; messages `3 + 2 L`. Local work:
+//! per level and instance, the prover's two inner products (the ring's as `48 x len x 48` matrix products
+//! on the gemm kernel) and four folds by the challenge (a ring challenge has 0/1 coefficients: additions
+//! only); the projections of a `[m, k, n]` matrix product are three products on the gemm kernel,
+//! `48 (m k + k n + m n)` word products, per role.
+//!
+//! Coverage: every reshare of a product, matrix product, fixed-weight product, bit-to-ring conversion and
+//! AND gate. `rep3`'s steps with one-sided messages are refused inside `rep3m`.
+
+use crate::error::{ProtocolError, Result};
+use crate::galois::{Ext, Gf64, Gr, D};
+use crate::gemm::Gemm;
+use crate::net::Net;
+use crate::prg::{Prg, Seed};
+use crate::rep3::{next_party, prev_party, RepBits, RepShare};
+
+use super::Party;
+
+/// How a party's summand of one reshare was computed from its components (`rep3`'s product formula
+/// `x_own (y_own + y_next) + x_next y_own`); a reshare's claims cover its words in order.
+pub(crate) enum Claim {
+    /// Term `t` adds `x_t y_t`'s summand to output `out[t]` (output `t` when `out` is `None`).
+    Elementwise {
+        x: RepShare,
+        y: RepShare,
+        out: Option<Vec<usize>>,
+        outputs: usize,
+    },
+    /// The `m x n` product of `x` (`m x k`) and `y` (`k x n`), row-major.
+    Matmul {
+        x: RepShare,
+        y: RepShare,
+        dims: [usize; 3],
+    },
+}
+
+impl Claim {
+    /// `x * y` elementwise.
+    pub(crate) fn elementwise(x: RepShare, y: RepShare) -> Claim {
+        let outputs = x.len();
+        Claim::Elementwise {
+            x,
+            y,
+            out: None,
+            outputs,
+        }
+    }
+
+    /// Words of the reshare this claim covers.
+    fn outputs(&self) -> usize {
+        match self {
+            Claim::Elementwise { outputs, .. } => *outputs,
+            Claim::Matmul {
+                dims: [m, _, n], ..
+            } => m * n,
+        }
+    }
+}
+
+/// One recorded reshare at this party.
+pub(crate) struct Reshare {
+    /// How this party's summand was computed.
+    pub(crate) claims: Vec<Claim>,
+    /// The zero sharing's draw from this party's own key (`r_me`).
+    pub(crate) own_draw: Vec<u64>,
+    /// The draw from its next key (`r_{me+1}`).
+    pub(crate) next_draw: Vec<u64>,
+    /// The next party's message.
+    pub(crate) received: Vec<u64>,
+}
+
+/// One recorded AND-gate reshare at this party (`rep3`'s `and_bits`): words of 64 gates each.
+pub(crate) struct BitReshare {
+    /// The gates' left inputs.
+    pub(crate) x: RepBits,
+    /// Their right inputs.
+    pub(crate) y: RepBits,
+    /// The XOR zero sharing's draw from this party's own key.
+    pub(crate) own_draw: Vec<u64>,
+    /// The draw from its next key.
+    pub(crate) next_draw: Vec<u64>,
+    /// The next party's message.
+    pub(crate) received: Vec<u64>,
+}
+
+/// Every reshare since the last check, and the lab's `wrong-product` deviation.
+#[derive(Default)]
+pub(crate) struct ProductLog {
+    reshares: Vec<Reshare>,
+    bits: Vec<BitReshare>,
+    /// Reshares so far in the job (the lab counts them).
+    count: usize,
+    /// `(reshare index, error)`: the lab's deviation, adding the error to the first word sent then.
+    tamper: Option<(usize, u64)>,
+}
+
+impl ProductLog {
+    /// Adds the lab's error to `sent` if this is the reshare it strikes (counts the reshare).
+    pub(crate) fn tamper(&mut self, sent: &mut [u64]) {
+        if let (Some((at, delta)), Some(w)) = (self.tamper, sent.first_mut()) {
+            if at == self.count {
+                *w = w.wrapping_add(delta);
+            }
+        }
+        self.count += 1;
+    }
+
+    /// Records a reshare.
+    pub(crate) fn push(&mut self, r: Reshare) {
+        self.reshares.push(r);
+    }
+
+    /// Records an AND-gate reshare.
+    pub(crate) fn push_bits(&mut self, r: BitReshare) {
+        self.bits.push(r);
+    }
+
+    /// Whether no reshare awaits a proof.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.reshares.is_empty() && self.bits.is_empty()
+    }
+
+    /// Makes the `at`-th reshare of the job carry `delta` in its first word (the protocol lab).
+    pub(crate) fn set_tamper(&mut self, at: usize, delta: u64) {
+        self.tamper = Some((at, delta));
+    }
+
+    /// Reshares so far in the job.
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+}
+
+/// Derivation labels of the proof's streams (the index is the prover).
+const COINS: u64 = 0x7072_6f6f_6601;
+const PROVER_A: u64 = 0x7072_6f6f_6602;
+const PROVER_B: u64 = 0x7072_6f6f_6603;
+const CHALLENGE: u64 = 0x7072_6f6f_6604;
+
+/// The coins of one claim.
+enum Coins {
+    Theta(Vec<Gr>),
+    RhoSigma(Vec<Gr>, Vec<Gr>),
+}
+
+fn draw_coins(log: &[Reshare], prg: &mut Prg) -> Vec<Vec<Coins>> {
+    log.iter()
+        .map(|r| {
+            r.claims
+                .iter()
+                .map(|c| match c {
+                    Claim::Elementwise { outputs, .. } => {
+                        Coins::Theta(Gr::random_vec(prg, *outputs))
+                    }
+                    Claim::Matmul {
+                        dims: [m, _, n], ..
+                    } => Coins::RhoSigma(Gr::random_vec(prg, *m), Gr::random_vec(prg, *n)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `rho^T X` for `X` (`m x k`), as one `D x m x k` matrix product on `gemm` (row `p` of the result is
+/// coefficient `p` of every entry).
+fn left(gemm: &dyn Gemm, rho: &[Gr], x: &[u64], m: usize, k: usize) -> Vec<Gr> {
+    let mut rt = vec![0u64; D * m];
+    for (r, g) in rho.iter().enumerate().take(m) {
+        for (p, &c) in g.0.iter().enumerate() {
+            rt[p * m + r] = c;
+        }
+    }
+    let mut out = vec![0u64; D * k];
+    gemm.gemm(D, m, k, &rt, x, &mut out);
+    (0..k)
+        .map(|a| {
+            let mut g = Gr::ZERO;
+            for (p, c) in g.0.iter_mut().enumerate() {
+                *c = out[p * k + a];
+            }
+            g
+        })
+        .collect()
+}
+
+/// `Y sigma` for `Y` (`k x n`), as one `k x n x D` matrix product on `gemm` (`sigma`'s words, row-major,
+/// are the `n x D` matrix of its coefficients).
+fn right(gemm: &dyn Gemm, y: &[u64], sigma: &[Gr], k: usize, n: usize) -> Vec<Gr> {
+    let sw: Vec<u64> = sigma.iter().take(n).flat_map(|g| g.0).collect();
+    let mut out = vec![0u64; k * D];
+    gemm.gemm(k, n, D, y, &sw, &mut out);
+    out.chunks_exact(D)
+        .map(|c| Gr::from_words(c).unwrap_or_default())
+        .collect()
+}
+
+/// `rho^T S sigma` for `S` (`m x n`).
+fn bilinear(gemm: &dyn Gemm, rho: &[Gr], s: &[u64], sigma: &[Gr], m: usize, n: usize) -> Gr {
+    let t = right(gemm, s, sigma, m, n);
+    Gr::inner_gemm(rho, &t, gemm)
+}
+
+/// Which components a role reads: the prover's own pair, `A`'s view of the next party (its `next`
+/// components, the message received), `B`'s view of the previous party (its `own` components).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// `u` and `z_A` from the prover's component (`next` at `A`, `own` at the prover).
+    A { at_prover: bool },
+    /// `v` and `z_B` from the component after the prover's (`own` at `B`, `next` at the prover).
+    B { at_prover: bool },
+}
+
+/// The entries of `u` (side `A`) or `v` (side `B`) for every claim, and the side's part of `z` (the prover
+/// needs no `z`: it is computed only by the verifiers).
+fn side_vector(
+    log: &[Reshare],
+    coins: &[Vec<Coins>],
+    side: Side,
+    gemm: &dyn Gemm,
+) -> (Vec<Gr>, Gr) {
+    let mut vec = Vec::new();
+    let mut z = Gr::ZERO;
+    let pick = |s: &RepShare| -> (Vec<u64>, Vec<u64>) {
+        match side {
+            Side::A { at_prover: true } | Side::B { at_prover: false } => (s.own.clone(), vec![]),
+            Side::A { at_prover: false } | Side::B { at_prover: true } => (s.next.clone(), vec![]),
+        }
+    };
+    let verifier = !matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: true }
+    );
+    for (r, coins) in log.iter().zip(coins) {
+        let mut at = 0;
+        for (claim, c) in r.claims.iter().zip(coins) {
+            let outputs = claim.outputs();
+            // The verifier's known scalar per output: A: m - r_i (minus x_i y_i below); B: r_{i+1}.
+            let mut known: Vec<u64> = if verifier {
+                match side {
+                    Side::A { .. } => crate::ring::sub(
+                        &r.received[at..at + outputs],
+                        &r.next_draw[at..at + outputs],
+                    ),
+                    Side::B { .. } => r.own_draw[at..at + outputs].to_vec(),
+                }
+            } else {
+                Vec::new()
+            };
+            match (claim, c) {
+                (Claim::Elementwise { x, y, out, .. }, Coins::Theta(theta)) => {
+                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
+                    for t in 0..xs.len() {
+                        let o = out.as_ref().map_or(t, |m| m[t]);
+                        match side {
+                            Side::A { .. } => {
+                                vec.push(theta[o].scale(xs[t]));
+                                vec.push(theta[o].scale(ys[t]));
+                                if verifier {
+                                    known[o] = known[o].wrapping_sub(xs[t].wrapping_mul(ys[t]));
+                                }
+                            }
+                            Side::B { .. } => {
+                                vec.push(Gr::constant(ys[t]));
+                                vec.push(Gr::constant(xs[t]));
+                            }
+                        }
+                    }
+                    if verifier {
+                        for (th, &k) in theta.iter().zip(&known) {
+                            z.add_scaled(th, k);
+                        }
+                    }
+                }
+                (
+                    Claim::Matmul {
+                        x,
+                        y,
+                        dims: [m, k, n],
+                    },
+                    Coins::RhoSigma(rho, sigma),
+                ) => {
+                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
+                    let p = left(gemm, rho, &xs, *m, *k);
+                    let q = right(gemm, &ys, sigma, *k, *n);
+                    if verifier {
+                        z.add_assign(&bilinear(gemm, rho, &known, sigma, *m, *n));
+                        if matches!(side, Side::A { .. }) {
+                            z = z.sub(&Gr::inner_gemm(&p, &q, gemm));
+                        }
+                    }
+                    match side {
+                        Side::A { .. } => {
+                            vec.extend(p);
+                            vec.extend(q);
+                        }
+                        Side::B { .. } => {
+                            vec.extend(q);
+                            vec.extend(p);
+                        }
+                    }
+                }
+                _ => unreachable!("coins are drawn per claim kind"),
+            }
+            at += outputs;
+        }
+    }
+    (vec, z)
+}
+
+/// The AND gates' side vectors over `GF(2^64)`: every bit of every word is a gate, output `o` in order.
+/// `A`: `u` entries `(theta_o x_P, theta_o y_P)` and `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v`
+/// entries `(y_{P+1}, x_{P+1})` as 0 or 1 and `z_B = sum theta_o r_{P+1}`; the prover both vectors.
+fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, Gf64) {
+    let mut vec = Vec::new();
+    let mut z = Gf64(0);
+    let from_own = matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: false }
+    );
+    let verifier = !matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: true }
+    );
+    for r in log {
+        let (xs, ys) = if from_own {
+            (&r.x.own, &r.y.own)
+        } else {
+            (&r.x.next, &r.y.next)
+        };
+        let coins = theta.words(64 * xs.len());
+        for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
+            let known = match (side, verifier) {
+                (Side::A { .. }, true) => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
+                (Side::B { .. }, true) => r.own_draw[w],
+                _ => 0,
+            };
+            for b in 0..64 {
+                let th = Gf64(coins[64 * w + b]);
+                let (xb, yb) = ((xw >> b) & 1 == 1, (yw >> b) & 1 == 1);
+                match side {
+                    Side::A { .. } => {
+                        vec.push(if xb { th } else { Gf64(0) });
+                        vec.push(if yb { th } else { Gf64(0) });
+                    }
+                    Side::B { .. } => {
+                        vec.push(Gf64(u64::from(yb)));
+                        vec.push(Gf64(u64::from(xb)));
+                    }
+                }
+                if (known >> b) & 1 == 1 {
+                    z = z.plus(&th);
+                }
+            }
+        }
+    }
+    (vec, z)
+}
+
+/// The vector with its mask at `mask_at` (0 for `u`, 1 for `v`), padded with zeros to a power of two.
+fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
+    let len = (entries.len() + 2).next_power_of_two();
+    let mut v = Vec::with_capacity(len);
+    v.push(if mask_at == 0 { mask } else { E::default() });
+    v.push(if mask_at == 1 { mask } else { E::default() });
+    v.extend(entries);
+    v.resize(len, E::default());
+    v
+}
+
+/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
+fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm) {
+    let h = v.len() / 2;
+    E::fold_half(v, w, gemm);
+    v.truncate(h);
+}
+
+/// A verifier's part of `z` after a level: `c_0 + c_1 r + c_2 r^2` with `c_1 = z - 2 c_0 - c_2`.
+fn next_claim<E: Ext>(z: &E, c0: &E, c2: &E, r: &E) -> E {
+    let c1 = z.minus(&c0.plus(c0)).minus(c2);
+    c0.plus(&r.times(&c1.plus(&r.times(c2))))
+}
+
+/// One proof instance (ring products over `GR(2^64, 48)`, or AND gates over `GF(2^64)`) at one party in
+/// its three roles: prover (`pu`, `pv`), `A` of the next party (`au`, `az`), `B` of the previous (`bv`,
+/// `bz`), with the streams each role shares with its partners.
+struct Instance<E: Ext> {
+    pu: Vec<E>,
+    pv: Vec<E>,
+    au: Vec<E>,
+    az: E,
+    bv: Vec<E>,
+    bz: E,
+    /// The prover's stream shared with its `A` (key `k_me`).
+    p_pa: Prg,
+    /// `A`'s copy of its prover's stream (key `k_{me+1}`).
+    a_pa: Prg,
+    /// `A`'s challenge stream, shared with `B` (key `k_me`).
+    a_chal: Prg,
+    /// `B`'s challenge stream, shared with `A` (key `k_{me+1}`).
+    b_chal: Prg,
+    /// `B`'s parts of the current level's `c_0`, `c_2`.
+    b_parts: (E, E),
+}
+
+/// Seeds of one instance's streams at one party.
+struct Keys<'a> {
+    own: &'a Seed,
+    next: &'a Seed,
+    me: u64,
+    prev: u64,
+    next_party: u64,
+    /// Distinguishes the instances' streams.
+    kind: u64,
+}
+
+impl Keys<'_> {
+    fn prg(&self, key: &Seed, label: u64, prover: u64) -> Prg {
+        Prg::new(&key.derive(label + (self.kind << 8), prover))
+    }
+}
+
+impl<E: Ext> Instance<E> {
+    /// The instance from the side vectors (entries before masking) of the three roles.
+    fn new(
+        k: &Keys<'_>,
+        (pu, pv): (Vec<E>, Vec<E>),
+        (au, az): (Vec<E>, E),
+        (bv, bz): (Vec<E>, E),
+    ) -> Self {
+        let mut p_pa = k.prg(k.own, PROVER_A, k.me);
+        let mut p_pb = k.prg(k.next, PROVER_B, k.me);
+        let mut a_pa = k.prg(k.next, PROVER_A, k.next_party);
+        let mut b_pb = k.prg(k.own, PROVER_B, k.prev);
+        Self {
+            pu: masked(pu, E::uniform(&mut p_pa), 0),
+            pv: masked(pv, E::uniform(&mut p_pb), 1),
+            au: masked(au, E::uniform(&mut a_pa), 0),
+            bv: masked(bv, E::uniform(&mut b_pb), 1),
+            az,
+            bz,
+            p_pa,
+            a_pa,
+            a_chal: k.prg(k.own, CHALLENGE, k.next_party),
+            b_chal: k.prg(k.next, CHALLENGE, k.prev),
+            b_parts: (E::default(), E::default()),
+        }
+    }
+
+    /// Whether a compression level is left.
+    fn levels_left(&self) -> bool {
+        self.pu.len() > 1
+    }
+
+    /// The prover's message of this level (`B`'s parts of `c_0`, `c_2`), appended to `out`.
+    fn prover_message(&mut self, out: &mut Vec<u64>, gemm: &dyn Gemm) {
+        let h = self.pu.len() / 2;
+        let (ul, ur) = self.pu.split_at(h);
+        let (vl, vr) = self.pv.split_at(h);
+        let c0 = E::inner_product(ul, vl, gemm);
+        let du: Vec<E> = ur.iter().zip(ul).map(|(r, l)| r.minus(l)).collect();
+        let dv: Vec<E> = vr.iter().zip(vl).map(|(r, l)| r.minus(l)).collect();
+        let c2 = E::inner_product(&du, &dv, gemm);
+        let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
+        c0.minus(&s0).put(out);
+        c2.minus(&s2).put(out);
+    }
+
+    /// `B` takes the prover's message (exactly `2 WORDS` words) and draws the challenge it sends back.
+    fn b_receive(&mut self, words: &[u64]) -> Option<u64> {
+        let (w0, w2) = words.split_at(E::WORDS);
+        self.b_parts = (E::take(w0)?, E::take(w2)?);
+        Some(E::challenge_word(&mut self.b_chal))
+    }
+
+    /// Ends the level: the prover folds with the challenge it received, `A` with its own draw, `B` with
+    /// the one it sent.
+    fn fold_level(&mut self, prover_challenge: u64, b_challenge: u64, gemm: &dyn Gemm) {
+        let rb = E::from_challenge(b_challenge);
+        let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
+        let wa = E::challenge_word(&mut self.a_chal);
+        let ra = E::from_challenge(wa);
+        fold(&mut self.pu, prover_challenge, gemm);
+        fold(&mut self.pv, prover_challenge, gemm);
+        fold(&mut self.au, wa, gemm);
+        fold(&mut self.bv, b_challenge, gemm);
+        self.az = next_claim(&self.az, &a0, &a2, &ra);
+        let (b0, b2) = self.b_parts;
+        self.bz = next_claim(&self.bz, &b0, &b2, &rb);
+    }
+
+    /// `A`'s final message `(u, z_A)` and `B`'s `(v, z_B)`.
+    fn final_messages(&self, a_out: &mut Vec<u64>, b_out: &mut Vec<u64>) {
+        self.au[0].put(a_out);
+        self.az.put(a_out);
+        self.bv[0].put(b_out);
+        self.bz.put(b_out);
+    }
+
+    /// `(A accepts, B accepts)` from `B`'s final message (to `A`) and `A`'s (to `B`).
+    fn check(&self, from_b: &[u64], from_a: &[u64]) -> (bool, bool) {
+        let w = E::WORDS;
+        let ok_a = match (E::take(&from_b[..w]), E::take(&from_b[w..])) {
+            (Some(v), Some(zb)) => self.au[0].times(&v) == self.az.plus(&zb),
+            _ => false,
+        };
+        let ok_b = match (E::take(&from_a[..w]), E::take(&from_a[w..])) {
+            (Some(u), Some(za)) => u.times(&self.bv[0]) == za.plus(&self.bz),
+            _ => false,
+        };
+        (ok_a, ok_b)
+    }
+}
+
+impl<N: Net> Party<N> {
+    /// Whether a reshare since the last check awaits its proof.
+    pub(crate) fn products_pending(&self) -> bool {
+        self.inner.log.as_ref().is_some_and(|l| !l.is_empty())
+    }
+
+    /// Makes this party's `at`-th reshare carry `delta` (the lab's `wrong-product`).
+    pub(crate) fn tamper_product(&mut self, at: usize, delta: u64) {
+        if let Some(log) = self.inner.log.as_mut() {
+            log.set_tamper(at, delta);
+        }
+    }
+
+    /// Reshares (ring and AND gates) so far in the job.
+    pub fn reshares(&self) -> usize {
+        self.inner.log.as_ref().map_or(0, ProductLog::count)
+    }
+
+    /// Runs the proof for every reshare since the last check, this party in all three roles (see the
+    /// module doc), the ring instance and the AND-gate instance side by side: `2 + 2 L` rounds with
+    /// `L = max(L_ring, L_bits)`. Fails with [`ProtocolError::Verification`] if a proof this party verifies
+    /// does not check out. Nothing to prove (no reshare since the last check) costs nothing.
+    pub(crate) fn prove_products(&mut self) -> Result<()> {
+        let (log, bit_log) = match self.inner.log.as_mut() {
+            Some(l) if !l.is_empty() => {
+                (std::mem::take(&mut l.reshares), std::mem::take(&mut l.bits))
+            }
+            _ => return Ok(()),
+        };
+        let me = self.id();
+        let (prev, next) = (prev_party(me), next_party(me));
+        // This party is the prover `me`, `A` of prover `next` and `B` of prover `prev`.
+        let (own_key, next_key) = self.inner.fork_keys();
+        // Coins: as B (key k_{prev - 1} = k_{me + 1}) send prover `prev` its seed; as A (key k_me) draw
+        // prover `next`'s; as the prover, receive ours from `next`.
+        let coins_b = next_key.derive(COINS, prev as u64);
+        let coins_a = own_key.derive(COINS, next as u64);
+        self.inner.send(prev, coins_b.0.to_vec())?;
+        let got = self.inner.recv_words(next, 4)?;
+        let mut mine = [0u8; 32];
+        mine.copy_from_slice(&crate::ring::to_bytes(&got));
+        let coins_p = Seed(mine);
+
+        let keys = |kind| Keys {
+            own: &own_key,
+            next: &next_key,
+            me: me as u64,
+            prev: prev as u64,
+            next_party: next as u64,
+            kind,
+        };
+        let gemm = self.inner.gemm_arc();
+        let gemm = gemm.as_ref();
+        let ring = (!log.is_empty()).then(|| {
+            let draw = |seed: &Seed| draw_coins(&log, &mut Prg::new(seed));
+            let (cp, ca, cb) = (draw(&coins_p), draw(&coins_a), draw(&coins_b));
+            let (pu, _) = side_vector(&log, &cp, Side::A { at_prover: true }, gemm);
+            let (pv, _) = side_vector(&log, &cp, Side::B { at_prover: true }, gemm);
+            Instance::<Gr>::new(
+                &keys(0),
+                (pu, pv),
+                side_vector(&log, &ca, Side::A { at_prover: false }, gemm),
+                side_vector(&log, &cb, Side::B { at_prover: false }, gemm),
+            )
+        });
+        drop(log);
+        let bits = (!bit_log.is_empty()).then(|| {
+            let theta = |seed: &Seed| Prg::new(&seed.derive(COINS, 1));
+            let (pu, _) = bit_vectors(&bit_log, &mut theta(&coins_p), Side::A { at_prover: true });
+            let (pv, _) = bit_vectors(&bit_log, &mut theta(&coins_p), Side::B { at_prover: true });
+            Instance::<Gf64>::new(
+                &keys(1),
+                (pu, pv),
+                bit_vectors(&bit_log, &mut theta(&coins_a), Side::A { at_prover: false }),
+                bit_vectors(&bit_log, &mut theta(&coins_b), Side::B { at_prover: false }),
+            )
+        });
+        drop(bit_log);
+        let (mut ring, mut bits) = (ring, bits);
+
+        loop {
+            let ring_on = ring.as_ref().is_some_and(Instance::levels_left);
+            let bits_on = bits.as_ref().is_some_and(Instance::levels_left);
+            if !ring_on && !bits_on {
+                break;
+            }
+            // Prover: this level's parts for B, ring instance first.
+            let mut msg = Vec::new();
+            let mut expect = 0;
+            if let (true, Some(i)) = (ring_on, ring.as_mut()) {
+                i.prover_message(&mut msg, self.inner.gemm());
+                expect += 2 * Gr::WORDS;
+            }
+            if let (true, Some(i)) = (bits_on, bits.as_mut()) {
+                i.prover_message(&mut msg, self.inner.gemm());
+                expect += 2 * Gf64::WORDS;
+            }
+            self.inner.send(next, crate::ring::to_bytes(&msg))?;
+            // As B: the previous party's parts, then the challenges back.
+            let got = self.inner.recv_words(prev, expect)?;
+            let bad = || ProtocolError::MessageLength {
+                from: prev,
+                got: expect * 8,
+                expected: expect * 8,
+            };
+            let (g_ring, g_bits) = got.split_at(if ring_on { 2 * Gr::WORDS } else { 0 });
+            let mut challenges = Vec::new();
+            if let (true, Some(i)) = (ring_on, ring.as_mut()) {
+                challenges.push(i.b_receive(g_ring).ok_or_else(bad)?);
+            }
+            if let (true, Some(i)) = (bits_on, bits.as_mut()) {
+                challenges.push(i.b_receive(g_bits).ok_or_else(bad)?);
+            }
+            self.inner.send(prev, crate::ring::to_bytes(&challenges))?;
+            let mine = self.inner.recv_words(next, challenges.len())?;
+            let mut at = 0;
+            if let (true, Some(i)) = (ring_on, ring.as_mut()) {
+                i.fold_level(mine[at], challenges[at], gemm);
+                at += 1;
+            }
+            if let (true, Some(i)) = (bits_on, bits.as_mut()) {
+                i.fold_level(mine[at], challenges[at], gemm);
+            }
+        }
+        // Final: A sends (u, z_A) to B (its previous party), B sends (v, z_B) to A (its next party).
+        let (mut to_b, mut to_a) = (Vec::new(), Vec::new());
+        if let Some(i) = &ring {
+            i.final_messages(&mut to_b, &mut to_a);
+        }
+        if let Some(i) = &bits {
+            i.final_messages(&mut to_b, &mut to_a);
+        }
+        self.inner.send(prev, crate::ring::to_bytes(&to_b))?;
+        self.inner.send(next, crate::ring::to_bytes(&to_a))?;
+        let from_b = self.inner.recv_words(prev, to_a.len())?;
+        let from_a = self.inner.recv_words(next, to_b.len())?;
+        let split = if ring.is_some() { 2 * Gr::WORDS } else { 0 };
+        let mut verdicts = Vec::new();
+        if let Some(i) = &ring {
+            verdicts.push(i.check(&from_b[..split], &from_a[..split]));
+        }
+        if let Some(i) = &bits {
+            verdicts.push(i.check(&from_b[split..], &from_a[split..]));
+        }
+        if verdicts.iter().any(|v| !v.0) {
+            return Err(ProtocolError::Verification(format!(
+                "party {me} rejects party {next}'s product proof: a reshare it sent was not its summand"
+            )));
+        }
+        if verdicts.iter().any(|v| !v.1) {
+            return Err(ProtocolError::Verification(format!(
+                "party {me} rejects party {prev}'s product proof: a reshare it sent was not its summand"
+            )));
+        }
+        Ok(())
+    }
+}
