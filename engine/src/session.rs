@@ -254,10 +254,13 @@ impl<'a, N: Net, D: SessionDomain, P: Program<D>> PartySession<'a, N, D, P> {
         )?;
         // No output share leaves the party before every value it opened passed the check.
         let transcript = D::verify(self.party)?;
+        let latency = started.elapsed();
+        // What the party sent last must not wait in its transport while it waits for the next input.
+        self.party.flush()?;
         Ok(Inference {
             output,
             preparation,
-            latency: started.elapsed(),
+            latency,
             online: self.party.stats().since(&before),
             profile,
             transcript,

@@ -154,6 +154,137 @@ pub async fn read(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvError>
     Ok(decode_body(&body)?)
 }
 
+/// The largest LEB128 encoding of a length (a `u64`), as postcard writes it.
+const MAX_VARINT: usize = 10;
+
+/// The tag with which postcard begins a [`Msg::Data`] body (its variant index).
+fn data_tag() -> Result<Vec<u8>, FrameError> {
+    let mut empty = postcard::to_stdvec(&Msg::Data(crate::wire::Bytes(Vec::new())))
+        .map_err(|e| FrameError::Body(e.to_string()))?;
+    // An empty byte string ends in its length, one zero byte.
+    empty.pop();
+    Ok(empty)
+}
+
+/// The start of the frame of a [`Msg::Data`] carrying `len` payload bytes: the header, the variant's tag and
+/// the payload's length. Invariant: `data_prefix(p.len()) ++ p == encode(&Msg::Data(Bytes(p)))`, so a
+/// payload can be written after its prefix without being copied into one buffer.
+pub fn data_prefix(len: usize) -> Result<Vec<u8>, FrameError> {
+    let tag = data_tag()?;
+    let mut out = Vec::with_capacity(HEADER_LEN + tag.len() + MAX_VARINT);
+    out.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
+    out.extend_from_slice(&tag);
+    let mut rest = len as u64;
+    loop {
+        let low = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            out.push(low);
+            break;
+        }
+        out.push(low | 0x80);
+    }
+    let body = out.len() - HEADER_LEN + len;
+    let body32 = u32::try_from(body).map_err(|_| FrameError::TooLarge {
+        len: body,
+        limit: u32::MAX as usize,
+    })?;
+    out[1..HEADER_LEN].copy_from_slice(&body32.to_le_bytes());
+    Ok(out)
+}
+
+/// Fills `buf` from `recv`; `before` bytes of a frame of `total` bytes were read already (for the error).
+async fn fill(
+    recv: &mut RecvStream,
+    buf: &mut [u8],
+    before: usize,
+    total: usize,
+) -> Result<(), RecvError> {
+    match recv.read_exact(buf).await {
+        Ok(()) => Ok(()),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(FrameError::Truncated {
+            got: before + got,
+            expected: total,
+        }
+        .into()),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(RecvError::Stream(e.to_string())),
+    }
+}
+
+/// Reads one frame from `recv` as [`read`] does, with the same checks and result, but a [`Msg::Data`]
+/// payload is copied once, from the stream's buffers into the returned vector (instead of into a body
+/// buffer and again out of it). Any other message is read whole and decoded.
+pub async fn read_data(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvError> {
+    let mut header = [0u8; HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(RecvError::Closed),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => {
+            return Err(FrameError::Truncated {
+                got,
+                expected: HEADER_LEN,
+            }
+            .into())
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(RecvError::Stream(e.to_string())),
+    }
+    let len = parse_header(&header, limit)?;
+    let total = HEADER_LEN + len;
+    let tag = data_tag()?;
+    // The tag, then the payload's length, a byte at a time (at most tag + MAX_VARINT bytes, within the body).
+    let mut prefix: Vec<u8> = Vec::with_capacity(tag.len() + MAX_VARINT);
+    let mut payload_len: Option<u64> = None;
+    while prefix.len() < len && prefix.len() < tag.len() + MAX_VARINT {
+        let mut byte = [0u8; 1];
+        fill(recv, &mut byte, HEADER_LEN + prefix.len(), total).await?;
+        prefix.push(byte[0]);
+        if prefix.len() <= tag.len() {
+            if prefix[prefix.len() - 1] != tag[prefix.len() - 1] {
+                break;
+            }
+            continue;
+        }
+        if byte[0] & 0x80 == 0 {
+            let mut value = 0u128;
+            for (k, b) in prefix[tag.len()..].iter().enumerate() {
+                value |= u128::from(b & 0x7f) << (7 * k);
+            }
+            // A length beyond u64 is no postcard length: decoded below, and refused.
+            payload_len = u64::try_from(value).ok();
+            break;
+        }
+    }
+    let well_formed =
+        payload_len.is_some_and(|p| (prefix.len() as u64).checked_add(p) == Some(len as u64));
+    if !well_formed {
+        // Not a well-formed Data frame: read the rest and let the decoder say what it is (or why not).
+        let mut body = prefix;
+        let before = body.len();
+        body.resize(len, 0);
+        fill(recv, &mut body[before..], HEADER_LEN + before, total).await?;
+        crate::record::write(crate::record::Kind::Received, &[&header, &body]);
+        return Ok(decode_body(&body)?);
+    }
+    // The length the frame announced, so at most `limit`.
+    let payload_len = len - prefix.len();
+    let mut payload = Vec::with_capacity(payload_len);
+    while payload.len() < payload_len {
+        match recv.read_chunk(payload_len - payload.len(), true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: HEADER_LEN + prefix.len() + payload.len(),
+                    expected: total,
+                }
+                .into())
+            }
+            Err(e) => return Err(RecvError::Stream(e.to_string())),
+        }
+    }
+    crate::record::write(crate::record::Kind::Received, &[&header, &prefix, &payload]);
+    Ok(Msg::Data(crate::wire::Bytes(payload)))
+}
+
 /// Writes `msg` as one frame to `send`.
 pub async fn write(send: &mut SendStream, msg: &Msg) -> Result<(), RecvError> {
     let bytes = encode(msg)?;
@@ -184,6 +315,20 @@ mod tests {
             let (back, used) = decode(&bytes, 1 << 20).unwrap();
             assert_eq!(used, bytes.len());
             assert_eq!(back, m);
+        }
+    }
+
+    #[test]
+    fn data_prefix_is_the_start_of_the_encoded_frame() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000, 2_097_152] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut frame = data_prefix(len).unwrap();
+            frame.extend_from_slice(&payload);
+            assert_eq!(
+                frame,
+                encode(&Msg::Data(Bytes(payload))).unwrap(),
+                "len {len}"
+            );
         }
     }
 

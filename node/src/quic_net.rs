@@ -47,7 +47,7 @@ use crate::frame::{self, RecvError, HEADER_LEN};
 use crate::jobs::Arrival;
 use crate::manifest::Manifest;
 use crate::peers::Peers;
-use crate::wire::{Bytes, JobId, Msg};
+use crate::wire::{JobId, Msg};
 
 /// Application error code with which a node stops a stream that sent a bad frame.
 pub const BAD_FRAME: u32 = 1;
@@ -73,6 +73,9 @@ pub struct QuicNet {
     node_alive: oneshot::Receiver<()>,
     timeout: Duration,
     max_frame: usize,
+    /// Set by `send`, cleared when the connections were last driven: messages written to their streams that
+    /// the connections' drivers have not had a turn to transmit yet.
+    unflushed: bool,
 }
 
 impl QuicNet {
@@ -144,6 +147,7 @@ impl QuicNet {
             node_alive,
             timeout,
             max_frame,
+            unflushed: false,
         })
     }
 
@@ -176,7 +180,7 @@ impl Link {
         stream: &mut RecvStream,
         from: usize,
     ) -> std::result::Result<Vec<u8>, NetError> {
-        match frame::read(stream, self.max_frame).await {
+        match frame::read_data(stream, self.max_frame).await {
             Ok(Msg::Data(bytes)) => Ok(bytes.0),
             Ok(other) => {
                 tracing::error!(job = %self.job, peer = from, msg = other.name(), "unexpected message on a data stream");
@@ -370,8 +374,8 @@ impl Net for QuicNet {
                 limit,
             });
         }
-        let frame = frame::encode(&Msg::Data(Bytes(payload)))
-            .map_err(|e| NetError::Transport(e.to_string()))?;
+        let prefix =
+            frame::data_prefix(payload.len()).map_err(|e| NetError::Transport(e.to_string()))?;
         let job = self.job;
         let Some(stream) = self.out.get_mut(to).and_then(Option::as_mut) else {
             return Err(NetError::NoSuchPeer {
@@ -380,15 +384,19 @@ impl Net for QuicNet {
                 parties: self.parties,
             });
         };
+        // The payload moves into the stream's buffer without a copy; the frame is `prefix ++ payload`.
+        let mut chunks = [quinn_bytes(prefix), quinn_bytes(payload)];
+        // The write only queues the frame (the flow-control windows hold it, see the module doc); the
+        // connection's driver transmits it at this party's next `recv` or `flush`, together with the rest of
+        // the round's messages.
         self.runtime.block_on(async {
-            stream.write_all(&frame).await.map_err(|e| {
+            stream.write_all_chunks(&mut chunks).await.map_err(|e| {
                 tracing::warn!(%job, peer = to, "data stream write failed: {e}");
                 NetError::Disconnected { peer: to }
-            })?;
-            // One turn of the scheduler: the connection's driver, woken by the write, transmits it now.
-            tokio::task::yield_now().await;
-            Ok(())
-        })
+            })
+        })?;
+        self.unflushed = true;
+        Ok(())
     }
 
     fn recv(&mut self, from: usize) -> std::result::Result<Vec<u8>, NetError> {
@@ -405,8 +413,14 @@ impl Net for QuicNet {
             return Err(NetError::Disconnected { peer: from });
         };
         let node_alive = &mut self.node_alive;
+        let flush = std::mem::take(&mut self.unflushed);
         // The timer must be created inside the runtime's context, hence the async block.
         runtime.block_on(async {
+            if flush {
+                // One turn of the scheduler: the drivers transmit what this party wrote since its last turn
+                // (even when the awaited message is here already).
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
                 biased;
                 _ = node_alive => Err(NetError::Transport("this party's node stopped".into())),
@@ -420,6 +434,18 @@ impl Net for QuicNet {
             }
         })
     }
+
+    fn flush(&mut self) -> std::result::Result<(), NetError> {
+        if std::mem::take(&mut self.unflushed) {
+            self.runtime.block_on(tokio::task::yield_now());
+        }
+        Ok(())
+    }
+}
+
+/// `bytes` as the stream's buffer type, without copying.
+fn quinn_bytes(bytes: Vec<u8>) -> bytes::Bytes {
+    bytes::Bytes::from(bytes)
 }
 
 impl Drop for QuicNet {

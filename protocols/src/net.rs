@@ -63,6 +63,13 @@ pub trait Net: Send {
     fn send(&mut self, to: usize, payload: Vec<u8>) -> Result<(), NetError>;
     /// The next message from party `from`, waiting for it.
     fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError>;
+    /// Makes sure every message sent so far is on its way, without waiting for it to be received. A
+    /// transport may hold sent messages until the party's next `recv` (to batch a round's writes); a party
+    /// calls this before it stops using the link for a while (the end of an inference), so that no peer
+    /// waits on a message still held here. Nothing to do for a transport that sends at once (the default).
+    fn flush(&mut self) -> Result<(), NetError> {
+        Ok(())
+    }
 }
 
 impl<N: Net + ?Sized> Net for Box<N> {
@@ -77,6 +84,9 @@ impl<N: Net + ?Sized> Net for Box<N> {
     }
     fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError> {
         (**self).recv(from)
+    }
+    fn flush(&mut self) -> Result<(), NetError> {
+        (**self).flush()
     }
 }
 
@@ -196,6 +206,9 @@ impl<N: Net, C: Clock> Net for CountedNet<N, C> {
         let msg = msg?;
         self.stats.bytes_received += msg.len() as u64;
         Ok(msg)
+    }
+    fn flush(&mut self) -> Result<(), NetError> {
+        self.inner.flush()
     }
 }
 
