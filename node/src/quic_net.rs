@@ -12,17 +12,22 @@
 //!    `j < i` whose proven key is `j`'s and whose stream's `Hello` names this job and `j`.
 //!
 //! Every later frame is one protocol message (`Data`). Because the job's sockets and connections are driven
-//! by its runtime, a message leaves in the sender's own `send`, and the receiving party's thread, blocked
-//! in `recv`, is woken by its socket: one thread wake-up per message, as between threads in memory, instead
-//! of hand-offs through the nodes' runtime workers.
+//! by its runtime, a round's messages leave from the sender's own thread, and the receiving party's thread,
+//! blocked in `recv`, is woken by its socket: one thread wake-up per message, as between threads in memory,
+//! instead of hand-offs through the nodes' runtime workers.
 //!
 //! Invariants:
-//! - `send` writes the frame into the peer's stream and transmits it from the calling thread. It does not
+//! - `send` moves the payload into the peer's stream (no copy: the frame is `frame::data_prefix` then the
+//!   payload) and returns; the connections' drivers transmit everything written since their last turn at
+//!   the party's next `recv` or `flush`, in one turn of the job's runtime (a round's writes leave together:
+//!   one scheduler pass instead of one per message). `PartySession` flushes at the end of every inference,
+//!   so no message waits here while the party waits for something else. `send` does not
 //!   wait for the peer to read: the transport's flow-control
 //!   windows (see `peers::transport_config`) are at least the maximum frame size, and in every protocol round
 //!   a party reads what it was sent before the next round, so a write never waits for a window update and two
 //!   parties sending to each other cannot deadlock. Messages to a peer keep their order (one stream).
-//! - `recv` blocks the calling (non-runtime) thread for at most the configured timeout, then fails with
+//! - `recv` reads a `Data` payload with one copy out of the stream (`frame::read_data`); it blocks the
+//!   calling (non-runtime) thread for at most the configured timeout, then fails with
 //!   [`NetError::Timeout`]; it fails at once if the node's runtime stopped; a stream that ends or breaks
 //!   is [`NetError::Disconnected`], a malformed or oversized frame is [`NetError::Transport`] (logged, the
 //!   stream stopped).
