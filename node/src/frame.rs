@@ -157,13 +157,34 @@ pub async fn read(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvError>
 /// The largest LEB128 encoding of a length (a `u64`), as postcard writes it.
 const MAX_VARINT: usize = 10;
 
-/// The tag with which postcard begins a [`Msg::Data`] body (its variant index).
-fn data_tag() -> Result<Vec<u8>, FrameError> {
+/// The tag with which postcard begins a [`Msg::Data`] body (its variant index), computed once.
+fn data_tag() -> Result<&'static [u8], FrameError> {
+    static TAG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    if let Some(tag) = TAG.get() {
+        return Ok(tag);
+    }
     let mut empty = postcard::to_stdvec(&Msg::Data(crate::wire::Bytes(Vec::new())))
         .map_err(|e| FrameError::Body(e.to_string()))?;
     // An empty byte string ends in its length, one zero byte.
     empty.pop();
-    Ok(empty)
+    Ok(TAG.get_or_init(|| empty))
+}
+
+/// Splits `body` (the start of a frame's body) into a [`Msg::Data`] prefix and the rest: `Some((prefix
+/// length, payload length))` once `body` holds the whole prefix, `None` if it does not (yet) or is no
+/// Data prefix.
+fn parse_data_prefix(tag: &[u8], body: &[u8]) -> Option<(usize, u64)> {
+    if !body.starts_with(tag) {
+        return None;
+    }
+    let mut value = 0u128;
+    for (k, b) in body[tag.len()..].iter().take(MAX_VARINT).enumerate() {
+        value |= u128::from(b & 0x7f) << (7 * k);
+        if b & 0x80 == 0 {
+            return u64::try_from(value).ok().map(|v| (tag.len() + k + 1, v));
+        }
+    }
+    None
 }
 
 /// The start of the frame of a [`Msg::Data`] carrying `len` payload bytes: the header, the variant's tag and
@@ -231,43 +252,56 @@ pub async fn read_data(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvE
     let len = parse_header(&header, limit)?;
     let total = HEADER_LEN + len;
     let tag = data_tag()?;
-    // The tag, then the payload's length, a byte at a time (at most tag + MAX_VARINT bytes, within the body).
+    // Fast path: the first chunk holds the prefix (the tag and the payload's length), and its rest starts
+    // the payload. Otherwise (a chunk boundary inside the prefix, or not a Data frame) the prefix is read a
+    // byte at a time, as far as it goes.
     let mut prefix: Vec<u8> = Vec::with_capacity(tag.len() + MAX_VARINT);
-    let mut payload_len: Option<u64> = None;
-    while prefix.len() < len && prefix.len() < tag.len() + MAX_VARINT {
-        let mut byte = [0u8; 1];
-        fill(recv, &mut byte, HEADER_LEN + prefix.len(), total).await?;
-        prefix.push(byte[0]);
-        if prefix.len() <= tag.len() {
-            if prefix[prefix.len() - 1] != tag[prefix.len() - 1] {
-                break;
+    let mut payload: Vec<u8> = Vec::new();
+    let mut parsed: Option<(usize, u64)> = None;
+    if len > 0 {
+        match recv.read_chunk(len, true).await {
+            Ok(Some(chunk)) => {
+                if let Some((used, p)) = parse_data_prefix(tag, &chunk.bytes) {
+                    if (used as u64).checked_add(p) == Some(len as u64) {
+                        prefix.extend_from_slice(&chunk.bytes[..used]);
+                        payload.reserve_exact(len - used);
+                        payload.extend_from_slice(&chunk.bytes[used..]);
+                        parsed = Some((used, p));
+                    }
+                }
+                if parsed.is_none() {
+                    // Not parsed from this chunk: read the rest of the body and decode it whole.
+                    let mut body = Vec::with_capacity(len);
+                    body.extend_from_slice(&chunk.bytes);
+                    let before = body.len();
+                    body.resize(len, 0);
+                    fill(recv, &mut body[before..], HEADER_LEN + before, total).await?;
+                    if let Some((used, _)) = parse_data_prefix(tag, &body)
+                        .filter(|(u, p)| (*u as u64).checked_add(*p) == Some(len as u64))
+                    {
+                        crate::record::write(crate::record::Kind::Received, &[&header, &body]);
+                        return Ok(Msg::Data(crate::wire::Bytes(body.split_off(used))));
+                    }
+                    crate::record::write(crate::record::Kind::Received, &[&header, &body]);
+                    return Ok(decode_body(&body)?);
+                }
             }
-            continue;
-        }
-        if byte[0] & 0x80 == 0 {
-            let mut value = 0u128;
-            for (k, b) in prefix[tag.len()..].iter().enumerate() {
-                value |= u128::from(b & 0x7f) << (7 * k);
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: HEADER_LEN,
+                    expected: total,
+                }
+                .into())
             }
-            // A length beyond u64 is no postcard length: decoded below, and refused.
-            payload_len = u64::try_from(value).ok();
-            break;
+            Err(e) => return Err(RecvError::Stream(e.to_string())),
         }
-    }
-    let well_formed =
-        payload_len.is_some_and(|p| (prefix.len() as u64).checked_add(p) == Some(len as u64));
-    if !well_formed {
-        // Not a well-formed Data frame: read the rest and let the decoder say what it is (or why not).
-        let mut body = prefix;
-        let before = body.len();
-        body.resize(len, 0);
-        fill(recv, &mut body[before..], HEADER_LEN + before, total).await?;
-        crate::record::write(crate::record::Kind::Received, &[&header, &body]);
-        return Ok(decode_body(&body)?);
+    } else {
+        // An empty body is no message: let the decoder say so.
+        crate::record::write(crate::record::Kind::Received, &[&header]);
+        return Ok(decode_body(&[])?);
     }
     // The length the frame announced, so at most `limit`.
     let payload_len = len - prefix.len();
-    let mut payload = Vec::with_capacity(payload_len);
     while payload.len() < payload_len {
         match recv.read_chunk(payload_len - payload.len(), true).await {
             Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),

@@ -262,4 +262,37 @@ mod tests {
         );
         assert_eq!(b.stats().rounds, 1);
     }
+
+    /// A transport that only counts its flushes.
+    struct Flushes(Arc<Mutex<usize>>);
+
+    impl Net for Flushes {
+        fn party(&self) -> usize {
+            0
+        }
+        fn parties(&self) -> usize {
+            2
+        }
+        fn send(&mut self, _to: usize, _payload: Vec<u8>) -> Result<(), NetError> {
+            Ok(())
+        }
+        fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError> {
+            Err(NetError::Disconnected { peer: from })
+        }
+        fn flush(&mut self) -> Result<(), NetError> {
+            *self.0.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_reaches_the_transport_through_the_counter_and_a_box() {
+        let count = Arc::new(Mutex::new(0));
+        let mut counted = CountedNet::new(Flushes(count.clone()));
+        counted.flush().unwrap();
+        let mut boxed: Box<dyn Net> = Box::new(CountedNet::new(Flushes(count.clone())));
+        boxed.flush().unwrap();
+        assert_eq!(*count.lock().unwrap(), 2);
+        assert_eq!(counted.stats(), &NetStats::default());
+    }
 }
