@@ -194,7 +194,7 @@ pub fn data_prefix(len: usize) -> Result<Vec<u8>, FrameError> {
     let tag = data_tag()?;
     let mut out = Vec::with_capacity(HEADER_LEN + tag.len() + MAX_VARINT);
     out.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
-    out.extend_from_slice(&tag);
+    out.extend_from_slice(tag);
     let mut rest = len as u64;
     loop {
         let low = (rest & 0x7f) as u8;
