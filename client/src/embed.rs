@@ -3,7 +3,7 @@
 //!
 //! A job has one token count (the encoder has no padding mask, and padding would change the mean pooling),
 //! so the sequences are grouped by length: one job per distinct length, every sequence of that length in
-//! it, the jobs run one after the other. Each job is shared (semi2k) or published under the dealer's masks
+//! it, up to [`MAX_JOBS_IN_FLIGHT`] jobs at a time (their scheduling, setup and waits overlap). Each job is shared (semi2k) or published under the dealer's masks
 //! (spdz2k), sealed per party, submitted, waited for and reconstructed by [`Client::run_embed`]; under
 //! spdz2k its receipt is checked before any output is opened.
 //!
@@ -20,6 +20,10 @@ use crate::{CallError, Client};
 
 /// Most sequences one call embeds.
 pub const MAX_SEQUENCES: usize = 10_000;
+
+/// Most jobs (distinct lengths) one call runs at a time: their setup, scheduling and waits overlap, and
+/// the coordinator spreads them over its nodes.
+pub const MAX_JOBS_IN_FLIGHT: usize = 4;
 
 /// Why an embedding through the coordinator failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,8 +181,7 @@ pub fn embed_sequences(
         groups.entry(s.len()).or_default().push(i);
     }
     let d = &target.deployment.deployment;
-    let mut embeddings: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
-    let mut jobs = Vec::with_capacity(groups.len());
+    let mut requests = Vec::with_capacity(groups.len());
     for (len, members) in groups {
         let group: Vec<Vec<u32>> = members.iter().map(|&i| sequences[i].clone()).collect();
         // Both fit: a length is at most the encoder's positions, a count at most MAX_SEQUENCES.
@@ -203,33 +206,74 @@ pub fn embed_sequences(
             threads: None,
             shaping: None,
         };
-        let finished = client
-            .run_embed(request, target.model, &group, timeout, &mut progress)
-            .map_err(EmbedError::from_run)?;
-        if finished.outputs.len() != members.len() {
-            return Err(EmbedError::WrongCount {
-                job: finished.job.id,
-                got: finished.outputs.len(),
-                expected: members.len(),
+        requests.push((len, members, group, request));
+    }
+    let mut embeddings: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
+    let mut jobs = Vec::with_capacity(requests.len());
+    let mut requests = requests.into_iter().peekable();
+    while requests.peek().is_some() {
+        // One wave of at most MAX_JOBS_IN_FLIGHT jobs, run together; the statuses they poll reach
+        // `progress` on this thread.
+        let wave: Vec<_> = requests.by_ref().take(MAX_JOBS_IN_FLIGHT).collect();
+        let results = std::thread::scope(|scope| {
+            let (views, polled) = std::sync::mpsc::channel::<JobView>();
+            let running: Vec<_> = wave
+                .into_iter()
+                .map(|(len, members, group, request)| {
+                    let views = views.clone();
+                    scope.spawn(move || {
+                        let finished = client.run_embed(
+                            request,
+                            target.model,
+                            &group,
+                            timeout,
+                            |view: &JobView| {
+                                let _ = views.send(view.clone());
+                            },
+                        );
+                        (len, members, finished)
+                    })
+                })
+                .collect();
+            drop(views);
+            for view in polled {
+                progress(&view);
+            }
+            running
+                .into_iter()
+                .map(|handle| handle.join())
+                .collect::<Vec<_>>()
+        });
+        for result in results {
+            let Ok((len, members, finished)) = result else {
+                return Err(EmbedError::Job("an embedding job's thread panicked".into()));
+            };
+            let finished = finished.map_err(EmbedError::from_run)?;
+            if finished.outputs.len() != members.len() {
+                return Err(EmbedError::WrongCount {
+                    job: finished.job.id,
+                    got: finished.outputs.len(),
+                    expected: members.len(),
+                });
+            }
+            for (&i, e) in members.iter().zip(finished.outputs) {
+                embeddings[i] = e;
+            }
+            let party_bytes_sent = finished
+                .reports
+                .iter()
+                .map(|r| r.setup.bytes_sent + r.online.iter().map(|w| w.bytes_sent).sum::<u64>())
+                .sum();
+            let dealer_bytes = finished.reports.iter().map(|r| r.dealer_bytes).sum();
+            jobs.push(EmbedJob {
+                view: finished.job,
+                tokens: len,
+                members,
+                receipt: finished.receipt,
+                party_bytes_sent,
+                dealer_bytes,
             });
         }
-        for (&i, e) in members.iter().zip(finished.outputs) {
-            embeddings[i] = e;
-        }
-        let party_bytes_sent = finished
-            .reports
-            .iter()
-            .map(|r| r.setup.bytes_sent + r.online.iter().map(|w| w.bytes_sent).sum::<u64>())
-            .sum();
-        let dealer_bytes = finished.reports.iter().map(|r| r.dealer_bytes).sum();
-        jobs.push(EmbedJob {
-            view: finished.job,
-            tokens: len,
-            members,
-            receipt: finished.receipt,
-            party_bytes_sent,
-            dealer_bytes,
-        });
     }
     Ok(Embedded { embeddings, jobs })
 }

@@ -132,6 +132,10 @@ pub struct StagedFinished {
     pub outputs: Vec<Vec<f32>>,
 }
 
+/// How often a client asks for the status of a job it waits for: each phase change (scheduled, done) is
+/// seen within this, so it adds at most this much to a job's time, twice.
+const JOB_POLL: Duration = Duration::from_millis(20);
+
 /// A client of the coordinator: its TLS identity, the pinned coordinator key, and the X25519 key its
 /// output shares are sealed to.
 pub struct Client {
@@ -525,7 +529,7 @@ impl Client {
                     view.phase
                 );
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(JOB_POLL);
         }
     }
 
@@ -734,7 +738,7 @@ impl Client {
             if Instant::now() >= deadline {
                 bail!("job {id} still {} at the deadline", view.phase);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(JOB_POLL);
         }
     }
 

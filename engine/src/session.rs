@@ -260,10 +260,13 @@ impl<'a, N: Net, D: SessionDomain, P: Program<D>> PartySession<'a, N, D, P> {
         )?;
         // No output share leaves the party before every value it opened passed the check.
         let transcript = D::verify(self.party)?;
+        let latency = started.elapsed();
+        // What the party sent last must not wait in its transport while it waits for the next input.
+        self.party.flush()?;
         Ok(Inference {
             output,
             preparation,
-            latency: started.elapsed(),
+            latency,
             online: self.party.stats().since(&before),
             profile,
             transcript,
@@ -320,6 +323,8 @@ pub fn infer_replicated<P: MpcOps<Share = RepShare>>(
     let started = Instant::now();
     let mut steps = Vec::new();
     let output = infer(party, input, items, profile.then_some(&mut steps))?;
+    // Nothing this party sent may wait in its transport while it waits for its next input.
+    party.flush()?;
     Ok(ReplicatedInference {
         output,
         latency: started.elapsed(),

@@ -78,7 +78,18 @@ struct Shared {
     stopping: AtomicBool,
     /// Deployed model files fetched from the coordinator (ONNX), kept by hash.
     models: crate::model_cache::ModelCache,
+    /// Until when the heartbeat asks every [`GO_POLL`] instead of every period: set when a task arrives
+    /// without its go (the rest of its committee is about to be ready too).
+    fast_until: Mutex<Option<std::time::Instant>>,
 }
+
+/// How often the agent asks while one of its new tasks waits for the coordinator's go, for at most
+/// [`GO_POLL_FOR`]: the go comes once every member accepted, and each heartbeat period it waits is time
+/// the whole committee idles.
+const GO_POLL: Duration = Duration::from_millis(10);
+
+/// How long after a task arrived the agent asks every [`GO_POLL`].
+const GO_POLL_FOR: Duration = Duration::from_secs(2);
 
 /// The running agent (its threads live as long as the process); [`Agent::hand_off`] on shutdown.
 pub struct Agent {
@@ -183,6 +194,7 @@ pub fn spawn(
         seen_first_reply: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         models,
+        fast_until: Mutex::new(None),
     });
     let agent = Agent {
         shared: shared.clone(),
@@ -270,7 +282,28 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 Err(e) => tracing::warn!("heartbeat failed: {e}"),
             }
         }
-        std::thread::sleep(period);
+        std::thread::sleep(next_heartbeat(shared, period));
+    }
+}
+
+/// The wait before the next heartbeat: [`GO_POLL`] while a new task waits for its go, else `period`.
+fn next_heartbeat(shared: &Shared, period: Duration) -> Duration {
+    let recent = shared
+        .fast_until
+        .lock()
+        .ok()
+        .and_then(|until| *until)
+        .is_some_and(|until| std::time::Instant::now() < until);
+    let waiting = recent
+        && shared.tasks.lock().is_ok_and(|tasks| {
+            tasks
+                .values()
+                .any(|f| !f.go.load(Ordering::Relaxed) && !f.dropped.load(Ordering::Relaxed))
+        });
+    if waiting {
+        period.min(GO_POLL)
+    } else {
+        period
     }
 }
 
@@ -301,6 +334,11 @@ fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
         }
         let flags = Arc::new(TaskFlags::default());
         flags.go.store(t.go, Ordering::Relaxed);
+        if !t.go {
+            if let Ok(mut until) = shared.fast_until.lock() {
+                *until = Some(std::time::Instant::now() + GO_POLL_FOR);
+            }
+        }
         tasks.insert(key, flags.clone());
         let worker = shared.clone();
         let spawned = std::thread::Builder::new()

@@ -154,6 +154,171 @@ pub async fn read(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvError>
     Ok(decode_body(&body)?)
 }
 
+/// The largest LEB128 encoding of a length (a `u64`), as postcard writes it.
+const MAX_VARINT: usize = 10;
+
+/// The tag with which postcard begins a [`Msg::Data`] body (its variant index), computed once.
+fn data_tag() -> Result<&'static [u8], FrameError> {
+    static TAG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    if let Some(tag) = TAG.get() {
+        return Ok(tag);
+    }
+    let mut empty = postcard::to_stdvec(&Msg::Data(crate::wire::Bytes(Vec::new())))
+        .map_err(|e| FrameError::Body(e.to_string()))?;
+    // An empty byte string ends in its length, one zero byte.
+    empty.pop();
+    Ok(TAG.get_or_init(|| empty))
+}
+
+/// Splits `body` (the start of a frame's body) into a [`Msg::Data`] prefix and the rest: `Some((prefix
+/// length, payload length))` once `body` holds the whole prefix, `None` if it does not (yet) or is no
+/// Data prefix.
+fn parse_data_prefix(tag: &[u8], body: &[u8]) -> Option<(usize, u64)> {
+    if !body.starts_with(tag) {
+        return None;
+    }
+    let mut value = 0u128;
+    for (k, b) in body[tag.len()..].iter().take(MAX_VARINT).enumerate() {
+        value |= u128::from(b & 0x7f) << (7 * k);
+        if b & 0x80 == 0 {
+            return u64::try_from(value).ok().map(|v| (tag.len() + k + 1, v));
+        }
+    }
+    None
+}
+
+/// The start of the frame of a [`Msg::Data`] carrying `len` payload bytes: the header, the variant's tag and
+/// the payload's length. Invariant: `data_prefix(p.len()) ++ p == encode(&Msg::Data(Bytes(p)))`, so a
+/// payload can be written after its prefix without being copied into one buffer.
+pub fn data_prefix(len: usize) -> Result<Vec<u8>, FrameError> {
+    let tag = data_tag()?;
+    let mut out = Vec::with_capacity(HEADER_LEN + tag.len() + MAX_VARINT);
+    out.extend_from_slice(&[VERSION, 0, 0, 0, 0]);
+    out.extend_from_slice(tag);
+    let mut rest = len as u64;
+    loop {
+        let low = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            out.push(low);
+            break;
+        }
+        out.push(low | 0x80);
+    }
+    let body = out.len() - HEADER_LEN + len;
+    let body32 = u32::try_from(body).map_err(|_| FrameError::TooLarge {
+        len: body,
+        limit: u32::MAX as usize,
+    })?;
+    out[1..HEADER_LEN].copy_from_slice(&body32.to_le_bytes());
+    Ok(out)
+}
+
+/// Fills `buf` from `recv`; `before` bytes of a frame of `total` bytes were read already (for the error).
+async fn fill(
+    recv: &mut RecvStream,
+    buf: &mut [u8],
+    before: usize,
+    total: usize,
+) -> Result<(), RecvError> {
+    match recv.read_exact(buf).await {
+        Ok(()) => Ok(()),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => Err(FrameError::Truncated {
+            got: before + got,
+            expected: total,
+        }
+        .into()),
+        Err(quinn::ReadExactError::ReadError(e)) => Err(RecvError::Stream(e.to_string())),
+    }
+}
+
+/// Reads one frame from `recv` as [`read`] does, with the same checks and result, but a [`Msg::Data`]
+/// payload is copied once, from the stream's buffers into the returned vector (instead of into a body
+/// buffer and again out of it). Any other message is read whole and decoded.
+pub async fn read_data(recv: &mut RecvStream, limit: usize) -> Result<Msg, RecvError> {
+    let mut header = [0u8; HEADER_LEN];
+    match recv.read_exact(&mut header).await {
+        Ok(()) => {}
+        Err(quinn::ReadExactError::FinishedEarly(0)) => return Err(RecvError::Closed),
+        Err(quinn::ReadExactError::FinishedEarly(got)) => {
+            return Err(FrameError::Truncated {
+                got,
+                expected: HEADER_LEN,
+            }
+            .into())
+        }
+        Err(quinn::ReadExactError::ReadError(e)) => return Err(RecvError::Stream(e.to_string())),
+    }
+    let len = parse_header(&header, limit)?;
+    let total = HEADER_LEN + len;
+    let tag = data_tag()?;
+    // Fast path: the first chunk holds the prefix (the tag and the payload's length), and its rest starts
+    // the payload. Otherwise (a chunk boundary inside the prefix, or not a Data frame) the prefix is read a
+    // byte at a time, as far as it goes.
+    let mut prefix: Vec<u8> = Vec::with_capacity(tag.len() + MAX_VARINT);
+    let mut payload: Vec<u8> = Vec::new();
+    let mut parsed: Option<(usize, u64)> = None;
+    if len > 0 {
+        match recv.read_chunk(len, true).await {
+            Ok(Some(chunk)) => {
+                if let Some((used, p)) = parse_data_prefix(tag, &chunk.bytes) {
+                    if (used as u64).checked_add(p) == Some(len as u64) {
+                        prefix.extend_from_slice(&chunk.bytes[..used]);
+                        payload.reserve_exact(len - used);
+                        payload.extend_from_slice(&chunk.bytes[used..]);
+                        parsed = Some((used, p));
+                    }
+                }
+                if parsed.is_none() {
+                    // Not parsed from this chunk: read the rest of the body and decode it whole.
+                    let mut body = Vec::with_capacity(len);
+                    body.extend_from_slice(&chunk.bytes);
+                    let before = body.len();
+                    body.resize(len, 0);
+                    fill(recv, &mut body[before..], HEADER_LEN + before, total).await?;
+                    if let Some((used, _)) = parse_data_prefix(tag, &body)
+                        .filter(|(u, p)| (*u as u64).checked_add(*p) == Some(len as u64))
+                    {
+                        crate::record::write(crate::record::Kind::Received, &[&header, &body]);
+                        return Ok(Msg::Data(crate::wire::Bytes(body.split_off(used))));
+                    }
+                    crate::record::write(crate::record::Kind::Received, &[&header, &body]);
+                    return Ok(decode_body(&body)?);
+                }
+            }
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: HEADER_LEN,
+                    expected: total,
+                }
+                .into())
+            }
+            Err(e) => return Err(RecvError::Stream(e.to_string())),
+        }
+    } else {
+        // An empty body is no message: let the decoder say so.
+        crate::record::write(crate::record::Kind::Received, &[&header]);
+        return Ok(decode_body(&[])?);
+    }
+    // The length the frame announced, so at most `limit`.
+    let payload_len = len - prefix.len();
+    while payload.len() < payload_len {
+        match recv.read_chunk(payload_len - payload.len(), true).await {
+            Ok(Some(chunk)) => payload.extend_from_slice(&chunk.bytes),
+            Ok(None) => {
+                return Err(FrameError::Truncated {
+                    got: HEADER_LEN + prefix.len() + payload.len(),
+                    expected: total,
+                }
+                .into())
+            }
+            Err(e) => return Err(RecvError::Stream(e.to_string())),
+        }
+    }
+    crate::record::write(crate::record::Kind::Received, &[&header, &prefix, &payload]);
+    Ok(Msg::Data(crate::wire::Bytes(payload)))
+}
+
 /// Writes `msg` as one frame to `send`.
 pub async fn write(send: &mut SendStream, msg: &Msg) -> Result<(), RecvError> {
     let bytes = encode(msg)?;
@@ -184,6 +349,20 @@ mod tests {
             let (back, used) = decode(&bytes, 1 << 20).unwrap();
             assert_eq!(used, bytes.len());
             assert_eq!(back, m);
+        }
+    }
+
+    #[test]
+    fn data_prefix_is_the_start_of_the_encoded_frame() {
+        for len in [0usize, 1, 127, 128, 300, 16_383, 16_384, 70_000, 2_097_152] {
+            let payload: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+            let mut frame = data_prefix(len).unwrap();
+            frame.extend_from_slice(&payload);
+            assert_eq!(
+                frame,
+                encode(&Msg::Data(Bytes(payload))).unwrap(),
+                "len {len}"
+            );
         }
     }
 

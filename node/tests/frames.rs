@@ -124,3 +124,85 @@ fn bad_frames_close_their_stream_and_the_node_keeps_serving() {
     assert!(err < 1e-3, "private and plaintext differ by {err}");
     drop(peers);
 }
+
+/// `frame::read_data` (the data streams' reader, which copies a payload once) returns exactly what
+/// `frame::read` returns for the same bytes: messages of every length class, other messages, and malformed,
+/// truncated and oversized frames (the same error).
+#[test]
+fn read_data_reads_what_read_reads() {
+    use veil_node::frame::{self, data_prefix, encode};
+    use veil_node::wire::{Bytes, Msg};
+
+    let a_id = Identity::generate().unwrap();
+    let b_id = Identity::generate().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cfg = NodeConfig::new(([127, 0, 0, 1], 0).into(), std::env::temp_dir());
+    let (a, _a_announced) = {
+        let _g = rt.enter();
+        Peers::bind(&cfg, &a_id, Arc::new(AllowList::new([b_id.public_key()]))).unwrap()
+    };
+    let (b, mut b_announced) = {
+        let _g = rt.enter();
+        Peers::bind(&cfg, &b_id, Arc::new(AllowList::new([a_id.public_key()]))).unwrap()
+    };
+    rt.spawn(b.clone().accept_loop());
+    let conn = rt
+        .block_on(a.connect(b_id.public_key(), b.local_addr().unwrap(), true))
+        .unwrap();
+    let (_, accepted) = rt.block_on(b_announced.recv()).unwrap();
+
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    for len in [0usize, 1, 127, 128, 5_000, 70_000, 1 << 20] {
+        let payload: Vec<u8> = (0..len).map(|i| (i * 7 % 256) as u8).collect();
+        cases.push(encode(&Msg::Data(Bytes(payload))).unwrap());
+    }
+    cases.push(encode(&Msg::Ping).unwrap());
+    cases.push(encode(&Msg::Failed("not data".into())).unwrap());
+    let data = encode(&Msg::Data(Bytes(vec![9; 300]))).unwrap();
+    // Truncated inside the prefix, inside the payload, and inside the header.
+    cases.push(data[..frame::HEADER_LEN + 1].to_vec());
+    cases.push(data[..200].to_vec());
+    cases.push(data[..3].to_vec());
+    // Frames whose header announces what follows it (set below): a payload length that disagrees with the
+    // body's, both ways.
+    let cases_before_fixups = cases.len();
+    let mut long = data_prefix(10).unwrap();
+    long.extend_from_slice(&[1; 12]);
+    cases.push(long);
+    let mut short = data_prefix(10).unwrap();
+    short.extend_from_slice(&[1; 8]);
+    cases.push(short);
+    // A length varint that never ends, and one beyond u64.
+    let tag_end = data_prefix(0).unwrap().len() - 1;
+    let mut endless = data[..tag_end].to_vec();
+    endless.extend_from_slice(&[0xff; 20]);
+    cases.push(endless);
+    let mut huge = data[..tag_end].to_vec();
+    huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+    cases.push(huge);
+    for case in cases.iter_mut().skip(cases_before_fixups) {
+        let body = case.len() as u32 - frame::HEADER_LEN as u32;
+        case[1..frame::HEADER_LEN].copy_from_slice(&body.to_le_bytes());
+    }
+    // Over the reader's limit.
+    cases.push(encode(&Msg::Data(Bytes(vec![0; 4096]))).unwrap());
+
+    for (k, bytes) in cases.iter().enumerate() {
+        let limit = if k + 1 == cases.len() { 1000 } else { 8 << 20 };
+        let results = rt.block_on(async {
+            let mut out = Vec::new();
+            for _ in 0..2 {
+                let mut send = conn.open_uni().await.unwrap();
+                send.write_all(bytes).await.unwrap();
+                send.finish().unwrap();
+                out.push(accepted.accept_uni().await.unwrap());
+            }
+            let mut plain = out.remove(0);
+            let mut data = out.remove(0);
+            let a = frame::read(&mut plain, limit).await;
+            let b = frame::read_data(&mut data, limit).await;
+            (a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()))
+        });
+        assert_eq!(results.0, results.1, "case {k}");
+    }
+}

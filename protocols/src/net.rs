@@ -63,6 +63,13 @@ pub trait Net: Send {
     fn send(&mut self, to: usize, payload: Vec<u8>) -> Result<(), NetError>;
     /// The next message from party `from`, waiting for it.
     fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError>;
+    /// Makes sure every message sent so far is on its way, without waiting for it to be received. A
+    /// transport may hold sent messages until the party's next `recv` (to batch a round's writes); a party
+    /// calls this before it stops using the link for a while (the end of an inference), so that no peer
+    /// waits on a message still held here. Nothing to do for a transport that sends at once (the default).
+    fn flush(&mut self) -> Result<(), NetError> {
+        Ok(())
+    }
 }
 
 impl<N: Net + ?Sized> Net for Box<N> {
@@ -77,6 +84,9 @@ impl<N: Net + ?Sized> Net for Box<N> {
     }
     fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError> {
         (**self).recv(from)
+    }
+    fn flush(&mut self) -> Result<(), NetError> {
+        (**self).flush()
     }
 }
 
@@ -197,6 +207,9 @@ impl<N: Net, C: Clock> Net for CountedNet<N, C> {
         self.stats.bytes_received += msg.len() as u64;
         Ok(msg)
     }
+    fn flush(&mut self) -> Result<(), NetError> {
+        self.inner.flush()
+    }
 }
 
 #[cfg(test)]
@@ -248,5 +261,38 @@ mod tests {
             (3, 6, 1, 1)
         );
         assert_eq!(b.stats().rounds, 1);
+    }
+
+    /// A transport that only counts its flushes.
+    struct Flushes(Arc<Mutex<usize>>);
+
+    impl Net for Flushes {
+        fn party(&self) -> usize {
+            0
+        }
+        fn parties(&self) -> usize {
+            2
+        }
+        fn send(&mut self, _to: usize, _payload: Vec<u8>) -> Result<(), NetError> {
+            Ok(())
+        }
+        fn recv(&mut self, from: usize) -> Result<Vec<u8>, NetError> {
+            Err(NetError::Disconnected { peer: from })
+        }
+        fn flush(&mut self) -> Result<(), NetError> {
+            *self.0.lock().unwrap() += 1;
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn flush_reaches_the_transport_through_the_counter_and_a_box() {
+        let count = Arc::new(Mutex::new(0));
+        let mut counted = CountedNet::new(Flushes(count.clone()));
+        counted.flush().unwrap();
+        let mut boxed: Box<dyn Net> = Box::new(CountedNet::new(Flushes(count.clone())));
+        boxed.flush().unwrap();
+        assert_eq!(*count.lock().unwrap(), 2);
+        assert_eq!(counted.stats(), &NetStats::default());
     }
 }

@@ -72,6 +72,9 @@ pub trait MpcOps {
     fn stats(&self) -> &NetStats;
     /// Dealer material consumed so far (zero for protocols without a dealer).
     fn material_use(&self) -> MaterialUse;
+    /// Sends on every message the transport may still hold ([`crate::net::Net::flush`]): a party calls it
+    /// before it waits for anything outside the committee (the next input), so no peer waits on it.
+    fn flush(&mut self) -> Result<()>;
 
     /// A sharing of the public vector `values`.
     fn share_public(&self, values: &[u64]) -> Self::Share;

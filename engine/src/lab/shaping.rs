@@ -242,6 +242,10 @@ impl<N: Net> Net for ShapedNet<N> {
         framed.drain(..STAMP_BYTES);
         Ok(framed)
     }
+
+    fn flush(&mut self) -> Result<(), NetError> {
+        self.inner.flush()
+    }
 }
 
 /// The committee link of a local run shaped by `config`: every party's mesh endpoint behind a [`ShapedNet`].

@@ -116,6 +116,11 @@ impl<N: Net> Party<N> {
         self.gemm.clone()
     }
 
+    /// Sends on every message the transport may still hold (see [`Net::flush`]).
+    pub fn flush(&mut self) -> Result<()> {
+        Ok(self.net.flush()?)
+    }
+
     /// Communication so far.
     pub fn stats(&self) -> &NetStats {
         self.net.stats()

@@ -178,6 +178,11 @@ impl<N: Net> Party<N> {
         &mut self.inner
     }
 
+    /// Sends on every message the transport may still hold (see [`Net::flush`]).
+    pub fn flush(&mut self) -> Result<()> {
+        self.inner.flush()
+    }
+
     /// Communication so far.
     pub fn stats(&self) -> &NetStats {
         self.inner.stats()

@@ -62,6 +62,9 @@ impl<N: Net> MpcOps for Party<N> {
     fn stats(&self) -> &NetStats {
         Party::stats(self)
     }
+    fn flush(&mut self) -> Result<()> {
+        Party::flush(self)
+    }
     fn material_use(&self) -> MaterialUse {
         MaterialUse::default()
     }

@@ -190,6 +190,11 @@ impl<N: Net, D: Domain> Party<N, D> {
         self.net.inner()
     }
 
+    /// Sends on every message the transport may still hold (see [`Net::flush`]).
+    pub fn flush(&mut self) -> Result<()> {
+        Ok(self.net.flush()?)
+    }
+
     /// Starts recording every opened value: what this party learns beyond its own shares.
     pub fn record_transcript(&mut self) {
         self.transcript = Some(Vec::new());

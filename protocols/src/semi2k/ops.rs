@@ -67,6 +67,9 @@ impl<N: Net, D: Domain> MpcOps for Party<N, D> {
     fn stats(&self) -> &NetStats {
         Party::stats(self)
     }
+    fn flush(&mut self) -> Result<()> {
+        Party::flush(self)
+    }
     fn material_use(&self) -> MaterialUse {
         Party::material_use(self)
     }
