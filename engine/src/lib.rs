@@ -13,6 +13,7 @@ pub mod kernel;
 pub mod lab;
 pub mod llama;
 pub mod local;
+pub mod local_program;
 mod local_rep3;
 mod local_rep3m;
 pub mod model;

@@ -331,6 +331,20 @@ pub struct QuicJob<'a> {
     pub profile: bool,
 }
 
+impl QuicJob<'_> {
+    /// Checks every input against the model (shape and values) and encodes it in the plan's fixed point.
+    fn encode(&self, inputs: &[Vec<f32>]) -> Result<Vec<Vec<u64>>> {
+        let fp = self.plan.fixed_point;
+        inputs
+            .iter()
+            .map(|x| {
+                self.model.check_input(x, self.batch)?;
+                Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
+            })
+            .collect()
+    }
+}
+
 /// The committee that runs a job.
 #[derive(Debug, Clone)]
 pub struct Committee {
@@ -365,9 +379,7 @@ pub fn run_private(
         None => StdRng::from_os_rng(),
     };
     let mut input_shares: Vec<Vec<Words>> = (0..n).map(|_| Vec::new()).collect();
-    for x in inputs {
-        job.model.check_input(x, job.batch)?;
-        let encoded = fp.encode(x).map_err(veil_protocols::ProtocolError::from)?;
+    for encoded in job.encode(inputs)? {
         for (i, s) in share(&encoded, n, &mut rng)?.into_iter().enumerate() {
             input_shares[i].push(Words(s));
         }
@@ -501,13 +513,7 @@ fn run_private_rep3(
         Some(s) => StdRng::seed_from_u64(s),
         None => StdRng::from_os_rng(),
     };
-    let encoded: Vec<Vec<u64>> = inputs
-        .iter()
-        .map(|x| {
-            job.model.check_input(x, job.batch)?;
-            Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
-        })
-        .collect::<Result<_>>()?;
+    let encoded = job.encode(inputs)?;
     let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Rep3)?;
     let runs: Vec<RunRequest> = replicated_runs(manifest.job, Some(job.plan), &encoded, &mut rng)
         .into_iter()
@@ -586,13 +592,7 @@ pub fn run_private_protocol(
     }
     let n = committee.parties.len();
     let fp = job.plan.fixed_point;
-    let encoded: Vec<Vec<u64>> = inputs
-        .iter()
-        .map(|x| {
-            job.model.check_input(x, job.batch)?;
-            Ok(fp.encode(x).map_err(veil_protocols::ProtocolError::from)?)
-        })
-        .collect::<Result<_>>()?;
+    let encoded = job.encode(inputs)?;
     let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Spdz2k)?;
     let (reports, _owner) = client.run_job_with(&manifest, |owner| {
         let owner =

@@ -557,16 +557,7 @@ fn run_party(
             "the dealer sent corrections to a party that takes none".into(),
         ));
     }
-    let net = QuicNet::open(
-        &ctx.handle,
-        &ctx.peers,
-        manifest,
-        party,
-        arrivals,
-        ctx.timeout,
-        ctx.max_frame,
-    )?;
-    let net: Link = ShapedNet::optional(net, first.shaping);
+    let net: Link = ctx.open_links(manifest, party, arrivals, first.shaping)?;
     let material = PartyMaterial::new(
         party,
         n,

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, oneshot};
 use veil_engine::bert::pretrained;
 use veil_engine::bert::private::PrivateBert;
 use veil_engine::kernel::RingGemm;
-use veil_engine::lab::shaping::ShapedNet;
+use veil_engine::lab::shaping::{ShapedNet, ShapingConfig};
 use veil_engine::onnx::PrivateGraph;
 use veil_engine::private::{
     setup, setup_published, setup_rep3, PublishedWeight, StepProfile, WeightShare,
@@ -297,6 +297,29 @@ pub struct PartyContext {
     /// TEST ONLY ([`crate::config::NodeConfig::insecure_adversary`]): the deviation this node commits when
     /// it is the named party of a `spdz2k` job; `None` in production.
     pub adversary: Option<Adversary>,
+}
+
+impl PartyContext {
+    /// Party `party`'s links to the rest of `manifest`'s committee ([`QuicNet::open`]), under the run's
+    /// link `shaping` if it asks for one (the caller checked it).
+    pub(crate) fn open_links(
+        &self,
+        manifest: &Manifest,
+        party: usize,
+        arrivals: mpsc::UnboundedReceiver<Arrival>,
+        shaping: Option<ShapingConfig>,
+    ) -> Result<ShapedNet<QuicNet>> {
+        let net = QuicNet::open(
+            &self.handle,
+            &self.peers,
+            manifest,
+            party,
+            arrivals,
+            self.timeout,
+            self.max_frame,
+        )?;
+        Ok(ShapedNet::optional(net, shaping))
+    }
 }
 
 /// Words per shared element a party receives under `protocol`: 2 under `rep3` (its two replicated
@@ -617,21 +640,12 @@ pub fn run(
         let _ = recv.stop(VarInt::from_u32(0));
         (None, None)
     };
-    let net = QuicNet::open(
-        handle,
-        &ctx.peers,
-        manifest,
-        party,
-        arrivals,
-        ctx.timeout,
-        ctx.max_frame,
-    )?;
-    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
-    let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
     if let Some(Err(e)) = run.shaping.map(|s| s.check()) {
         return Err(NodeError::Unexpected(format!("run request: {e}")));
     }
-    let net = ShapedNet::optional(net, run.shaping);
+    let net = ctx.open_links(manifest, party, arrivals, run.shaping)?;
+    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
+    let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
     let mut report = PartyReport {
         outputs: Vec::new(),
         latencies: Vec::new(),
@@ -741,21 +755,12 @@ fn run_rep3(
     run: RunRequest,
     program: &JobProgram,
 ) -> Result<PartyReport> {
-    let net = QuicNet::open(
-        &ctx.handle,
-        &ctx.peers,
-        manifest,
-        party,
-        arrivals,
-        ctx.timeout,
-        ctx.max_frame,
-    )?;
-    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
     if let Some(Err(e)) = run.shaping.map(|s| s.check()) {
         return Err(NodeError::Unexpected(format!("run request: {e}")));
     }
+    let net = ctx.open_links(manifest, party, arrivals, run.shaping)?;
+    tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
     let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
-    let net = ShapedNet::optional(net, run.shaping);
     let mut p = rep3::Party::new(net, Seed::random(), program.fixed_point(), gemm)?;
     let malformed = || NodeError::Unexpected("a replicated share with an odd word count".into());
     let inputs = run
