@@ -36,29 +36,24 @@ pub trait Forward: Program<Semi2k> + Program<Spdz2k> {
     ) -> Result<P::Share>;
 }
 
-impl Forward for crate::bert::private::PrivateBert {
-    fn forward_on<P: Approximations>(
-        &self,
-        party: &mut P,
-        input: P::Share,
-        items: usize,
-        profile: Option<&mut Vec<StepProfile>>,
-    ) -> Result<P::Share> {
-        self.forward(party, input, items, profile)
-    }
+/// `Forward` for a type whose inherent `forward` already takes any op family.
+macro_rules! forward_by_inherent_method {
+    ($($ty:ty),+) => {$(
+        impl Forward for $ty {
+            fn forward_on<P: Approximations>(
+                &self,
+                party: &mut P,
+                input: P::Share,
+                items: usize,
+                profile: Option<&mut Vec<StepProfile>>,
+            ) -> Result<P::Share> {
+                self.forward(party, input, items, profile)
+            }
+        }
+    )+};
 }
 
-impl Forward for crate::onnx::PrivateGraph {
-    fn forward_on<P: Approximations>(
-        &self,
-        party: &mut P,
-        input: P::Share,
-        items: usize,
-        profile: Option<&mut Vec<StepProfile>>,
-    ) -> Result<P::Share> {
-        self.forward(party, input, items, profile)
-    }
-}
+forward_by_inherent_method!(crate::bert::private::PrivateBert, crate::onnx::PrivateGraph);
 
 /// Runs `program` privately on every encoded input of `inputs` (`items[i]` units each), one inference after
 /// another in one job, under `options.protocol` (`semi2k`, `spdz2k` or `rep3`); returns the decoded outputs
