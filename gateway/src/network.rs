@@ -359,7 +359,7 @@ impl NetworkBackend {
         if let Some(c) = committee {
             keys.extend(c.parties.iter().map(|m| m.public_key.as_str()));
             keys.extend(c.dealer.as_ref().map(|d| d.public_key.as_str()));
-            keys.push(&c.verifier.public_key);
+            keys.extend(c.verifier.as_ref().map(|v| v.public_key.as_str()));
         }
         let operators = self.operators(&keys);
         let member = |m: &MemberView| MemberInfo {
@@ -381,7 +381,7 @@ impl NetworkBackend {
             tokens,
             parties: committee.map_or_else(Vec::new, |c| c.parties.iter().map(member).collect()),
             dealer: committee.and_then(|c| c.dealer.as_ref()).map(member),
-            verifier: committee.map(|c| member(&c.verifier)),
+            verifier: committee.and_then(|c| c.verifier.as_ref()).map(member),
             receipt: receipt.and_then(|r| serde_json::from_str(r).ok()),
             receipt_path: receipt.map(|_| api::job_receipt(view.id)),
             party_bytes_sent: bytes.0,

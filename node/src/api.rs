@@ -462,8 +462,8 @@ pub struct CommitteeView {
     pub parties: Vec<MemberView>,
     /// The dealer; `None` under a protocol without one (`rep3`).
     pub dealer: Option<MemberView>,
-    /// The verifier slot.
-    pub verifier: MemberView,
+    /// The verifier; `None` under a protocol whose committees have none (`rep3`).
+    pub verifier: Option<MemberView>,
 }
 
 /// One lifecycle transition.

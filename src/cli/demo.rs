@@ -121,10 +121,10 @@ fn committee_line(view: &JobView) -> String {
         Some(c) => {
             let parties: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
             format!(
-                "parties {}, {}, verifier n{}",
+                "parties {}, {}, {}",
                 parties.join(" "),
                 super::jobs::dealer_text(c),
-                c.verifier.node
+                super::jobs::verifier_text(c)
             )
         }
         None => String::new(),
@@ -341,7 +341,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .job
             .committee
             .as_ref()
-            .map_or(String::new(), |c| format!("n{} ", c.verifier.node));
+            .and_then(|c| c.verifier.as_ref())
+            .map_or(String::new(), |v| format!("n{} ", v.node));
         println!(
             "  receipt: signed by the verifier {verifier}({}...) over job {}, model {}..., inputs {}..., \
              outputs {}..., MAC-check transcripts {}...; checked by this client",
