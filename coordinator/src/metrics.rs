@@ -130,8 +130,8 @@ pub fn render(c: &Coordinator, edge: &Edge) -> String {
                 job.phase(),
                 Phase::Scheduled | Phase::Running | Phase::Verifying
             ) {
-                dealer_memory_in_use = dealer_memory_in_use
-                    .saturating_add(d.dealer.map_or(0, |r| r.memory_bytes));
+                dealer_memory_in_use =
+                    dealer_memory_in_use.saturating_add(d.dealer.map_or(0, |r| r.memory_bytes));
             }
         }
         if let Some(&at) = submitted.get(&job.id.0) {

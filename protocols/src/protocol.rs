@@ -104,3 +104,29 @@ impl std::fmt::Display for Protocol {
         f.write_str(self.name())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_roles_follow_the_protocol() {
+        for p in Protocol::ALL {
+            assert_eq!(p.to_string().parse::<Protocol>(), Ok(p));
+        }
+        let e = "rep4".parse::<Protocol>().unwrap_err();
+        assert!(e.to_string().contains("unknown protocol \"rep4\""), "{e}");
+        // (dealer, verifier): the roles a committee has, hence the nodes the scheduler holds.
+        let roles: Vec<(bool, bool)> = Protocol::ALL
+            .iter()
+            .map(|p| (p.has_dealer(), p.has_verifier()))
+            .collect();
+        assert_eq!(
+            roles,
+            [(true, true), (true, true), (false, false), (false, true)]
+        );
+        assert!(Protocol::ALL
+            .iter()
+            .all(|p| !p.verifies() || p.has_verifier()));
+    }
+}

@@ -38,7 +38,9 @@ impl Committee {
 
     /// Number of members.
     pub fn len(&self) -> usize {
-        self.parties.len() + usize::from(self.dealer.is_some()) + usize::from(self.verifier.is_some())
+        self.parties.len()
+            + usize::from(self.dealer.is_some())
+            + usize::from(self.verifier.is_some())
     }
 
     /// Whether the committee has no member at all (never for one returned by selection).

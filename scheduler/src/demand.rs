@@ -73,7 +73,9 @@ const NO_DEMAND: RoleDemand = RoleDemand {
 impl JobDemand {
     /// Members of the committee: the parties, plus the dealer and the verifier where they exist.
     pub fn committee_size(&self) -> usize {
-        self.parties as usize + usize::from(self.dealer.is_some()) + usize::from(self.verifier.is_some())
+        self.parties as usize
+            + usize::from(self.dealer.is_some())
+            + usize::from(self.verifier.is_some())
     }
 
     /// Whether the committee has `role` (a party index below `parties`, or a dealer or verifier the demand

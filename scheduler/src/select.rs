@@ -316,9 +316,8 @@ impl Registry {
         let free = self.hot[i as usize].free_memory;
         let d = ctx.demand;
         // An absent role fits nowhere, so that no node enters the pool for it alone.
-        let fits_role = |r: Option<crate::demand::RoleDemand>| {
-            r.is_some_and(|r| free >= r.memory_bytes)
-        };
+        let fits_role =
+            |r: Option<crate::demand::RoleDemand>| r.is_some_and(|r| free >= r.memory_bytes);
         let fits = u8::from(free >= d.party.memory_bytes)
             | (u8::from(fits_role(d.dealer)) << 1)
             | (u8::from(fits_role(d.verifier)) << 2);

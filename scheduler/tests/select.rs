@@ -182,7 +182,11 @@ fn check_committee(
     // Exactly the demand's roles: no dealer or verifier where the demand has none.
     assert_eq!(c.parties.len(), d.parties as usize);
     assert_eq!(c.dealer.is_some(), d.dealer.is_some(), "{c:?} for {d:?}");
-    assert_eq!(c.verifier.is_some(), d.verifier.is_some(), "{c:?} for {d:?}");
+    assert_eq!(
+        c.verifier.is_some(),
+        d.verifier.is_some(),
+        "{c:?} for {d:?}"
+    );
     assert_eq!(c.len(), d.committee_size());
     let members: Vec<(u64, usize)> = c
         .members()
@@ -660,7 +664,10 @@ fn a_committee_holds_a_node_for_each_role_of_its_protocol_and_no_other() {
                 exclude: &[],
             })
             .unwrap();
-        assert_eq!((cheap.len(), cheap.dealer.is_some()), (size, d.dealer.is_some()));
+        assert_eq!(
+            (cheap.len(), cheap.dealer.is_some()),
+            (size, d.dealer.is_some())
+        );
         // Placed: exactly `size` nodes hold the job and its memory, the committee's members.
         let placed = reg.place_stages_seeded(&[d], &[seed], &[]).unwrap();
         let committee = &placed[0].0.committee;
@@ -680,5 +687,8 @@ fn a_committee_holds_a_node_for_each_role_of_its_protocol_and_no_other() {
         reg.release(&placed[0].0);
         assert!(reg.nodes().all(|e| e.active_jobs() == 0));
     }
-    assert!(parties_drawn.windows(2).all(|w| w[0] == w[1]), "{parties_drawn:?}");
+    assert!(
+        parties_drawn.windows(2).all(|w| w[0] == w[1]),
+        "{parties_drawn:?}"
+    );
 }

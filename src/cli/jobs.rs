@@ -416,7 +416,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         parties: args.parties,
         model: None,
         output_key: None,
-        protocol: "semi2k".into(),
+        protocol: veil_protocols::protocol::Protocol::Semi2k.to_string(),
         stage: None,
         threads: None,
         shaping: None,

@@ -380,8 +380,8 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     assert!(kind(c.download_output(&stranger, 1, 1)) == Some(ErrorKind::Forbidden));
     // Every member gained reputation and released its reservation.
     for n in c.nodes() {
-        let member =
-            members(&view).contains(&n.public_key) || Some(&n.public_key) == committee.verifier.as_ref().map(|v| &v.public_key);
+        let member = members(&view).contains(&n.public_key)
+            || Some(&n.public_key) == committee.verifier.as_ref().map(|v| &v.public_key);
         assert_eq!(n.successes, u64::from(member));
         assert_eq!(n.active_jobs, 0);
         assert!(!member || n.reputation > 0.8, "{n:?}");
@@ -1294,8 +1294,14 @@ fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
         kind(c.task_failed(&party, 1, 1, &failure, T0 + 4)),
         Some(ErrorKind::Forbidden)
     );
-    c.task_failed(&key(&committee.verifier.as_ref().unwrap().public_key), 1, 1, &failure, T0 + 4)
-        .unwrap();
+    c.task_failed(
+        &key(&committee.verifier.as_ref().unwrap().public_key),
+        1,
+        1,
+        &failure,
+        T0 + 4,
+    )
+    .unwrap();
     // The coordinator's own re-check of the stored transcripts fails too: the parties are blamed, not
     // the verifier.
     let view = c.job_view(1).unwrap();
@@ -1305,7 +1311,10 @@ fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
     let mut excluded = view.excluded.clone();
     excluded.sort_unstable();
     assert_eq!(excluded, blamed);
-    assert_eq!(failures_of(&c, &committee.verifier.as_ref().unwrap().public_key), 0);
+    assert_eq!(
+        failures_of(&c, &committee.verifier.as_ref().unwrap().public_key),
+        0
+    );
 }
 
 #[test]
@@ -1325,7 +1334,13 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
         let mut bytes = c.blobs().get(&blob).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         c.blobs().put(&blob, &bytes).unwrap();
-        let verifier: PublicKey = committee.verifier.as_ref().unwrap().public_key.parse().unwrap();
+        let verifier: PublicKey = committee
+            .verifier
+            .as_ref()
+            .unwrap()
+            .public_key
+            .parse()
+            .unwrap();
         c.task_failed(&verifier, 1, 1, &mac_check_failed(), T0 + 4)
             .unwrap();
         // The attempt is retried, and no member is blamed: not the verifier, not the parties.
