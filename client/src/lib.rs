@@ -592,7 +592,7 @@ impl Client {
                 parties: deployment.parties,
                 model: Some(model_id.to_string()),
                 output_key: Some(self.output_key().to_string()),
-                protocol: "semi2k".into(),
+                protocol: Protocol::Semi2k.to_string(),
                 stage: Some(StageRequest {
                     start: *start,
                     end: *end,

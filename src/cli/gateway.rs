@@ -73,7 +73,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         coordinator_key: args.coordinator_key,
         identity: args.identity.clone(),
         models: args.models.clone(),
-        protocol: args.protocol.to_string(),
+        protocol: args.protocol,
         parties: args.parties,
         job_timeout: Duration::from_secs(args.timeout_s.max(1)),
         call_timeout: Duration::from_secs(30),
