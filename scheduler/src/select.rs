@@ -29,9 +29,9 @@
 //!    `region_candidates` in all), filtered the same way. A greedy build adds parties one by one, each
 //!    time the fitting, non-colliding candidate of least
 //!    `cost + latency_weight * rounds * (growth of the largest party RTT)`, then the dealer and the
-//!    verifier where they exist, each of least `cost + latency_weight * (largest RTT to a party)`. `cost` is the
-//!    candidate's index key after the reservation (its key plus `busy_weight * s * (1 + 1/R)`, the growth
-//!    of its queued and virtual seconds for the role's busy seconds `s`) plus a jitter below
+//!    verifier where they exist, each of least `cost + latency_weight * (largest RTT to a party)`. `cost`
+//!    is the candidate's index key after the reservation (its key plus `busy_weight * s * (1 + 1/R)`, the
+//!    growth of its queued and virtual seconds for the role's busy seconds `s`) plus a jitter below
 //!    `tie_jitter_s` from a keyed hash of the seed. `busy_weight` trades speed for spread: at 1 a role
 //!    goes to the node where it finishes soonest in virtual time; lower values favour the least-loaded
 //!    node even if slower.
