@@ -176,7 +176,9 @@ impl Core {
                 .filter(|n| now.saturating_sub(n.last_heartbeat()) > stale)
                 .map(|n| n.id()),
         );
-        let roles: u64 = e.job.stages.iter().map(|d| u64::from(d.parties) + 2).sum();
+        // The roles this job will hold: its committees' members (a dealer and a verifier only where the
+        // protocol has them).
+        let roles: u64 = e.job.stages.iter().map(|d| d.committee_size() as u64).sum();
         exclude.extend(self.over_role_share(roles));
         exclude.sort_unstable();
         exclude.dedup();
