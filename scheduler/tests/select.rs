@@ -647,6 +647,20 @@ fn a_committee_holds_a_node_for_each_role_of_its_protocol_and_no_other() {
     for (d, size) in [(rep3, 3), (rep3m, 4), (full, 5)] {
         let (mut reg, _) = simple_registry(30, 30, 1, vec![DomainKey::Operator]);
         let (c, record) = reg.draw_committee(&d, &seed, &[], false).unwrap();
+        // Pinned: the same three parties for every shape; the full one (semi2k, spdz2k) draws its dealer
+        // and verifier after them exactly as before roles were per protocol (same role order, same
+        // random stream), and rep3m's verifier takes the node the dealer would have.
+        let pinned = |dealer: Option<u32>, verifier: Option<u32>| Committee {
+            parties: vec![NodeId(7), NodeId(10), NodeId(4)],
+            dealer: dealer.map(NodeId),
+            verifier: verifier.map(NodeId),
+        };
+        let expected = match size {
+            3 => pinned(None, None),
+            4 => pinned(None, Some(20)),
+            _ => pinned(Some(20), Some(29)),
+        };
+        assert_eq!(c, expected);
         assert_eq!(c.parties.len(), 3);
         assert_eq!(c.dealer.is_some(), d.dealer.is_some());
         assert_eq!(c.verifier.is_some(), d.verifier.is_some());
