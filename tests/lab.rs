@@ -431,13 +431,36 @@ fn a_small_sweep_writes_one_line_per_run_and_reports() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    // Every protocol the bench measures x the party counts it runs with (rep3: 3 only) x 2 networks.
-    assert_eq!(runs.len() % 2, 0);
-    assert!(runs.len() >= 4);
+    // Every protocol the bench measures x the party counts it runs with (rep3, rep3m: 3 only) x 2 networks.
     assert!(runs
         .iter()
-        .filter(|r| r["protocol"] == "rep3")
+        .filter(|r| r["protocol"] == "rep3" || r["protocol"] == "rep3m")
         .all(|r| r["parties"] == 3 && r["dealer_bytes"] == 0));
+    // Every protocol at every party count it runs with, unshaped and shaped, with its exact online bytes
+    // (busiest party) and rounds per inference on network-a (deterministic: shaping changes neither).
+    let pinned: [(&str, u64, u64, u64); 6] = [
+        ("semi2k", 2, 15_280, 18),
+        ("semi2k", 3, 30_560, 18),
+        ("spdz2k", 2, 29_976, 22),
+        ("spdz2k", 3, 59_952, 22),
+        ("rep3", 3, 17_456, 16),
+        ("rep3m", 3, 39_848, 68),
+    ];
+    assert_eq!(runs.len(), 2 * pinned.len());
+    for (protocol, parties, bytes, rounds) in pinned {
+        let rows: Vec<&Value> = runs
+            .iter()
+            .filter(|r| r["protocol"] == protocol && r["parties"] == parties)
+            .collect();
+        assert_eq!(rows.len(), 2, "{protocol} {parties}p");
+        for r in rows {
+            assert_eq!(
+                (u(r, "bytes_per_party"), u(r, "rounds")),
+                (bytes, rounds),
+                "{protocol} {parties}p"
+            );
+        }
+    }
     assert!(runs.iter().any(|r| r["network"].is_null()));
     assert!(runs
         .iter()

@@ -1,7 +1,7 @@
 //! `rep3` through the coordinator, over real processes: `veil devnet` (a coordinator and five nodes, each
 //! its own operator), then `veil deploy --protocol rep3` and `veil infer` as a user runs them.
 //!
-//! - The committee is three parties on three distinct nodes (so three operators) and no dealer.
+//! - The committee is three parties on three distinct nodes (so three operators), no dealer and no verifier.
 //! - The shipped MLP (breast cancer, whole slice) and CNN (MNIST, a few rows) predict privately within 1e-3
 //!   of plaintext.
 //! - A rep3 deployment with other than 3 parties, and rep3m, are refused by the client.
@@ -79,7 +79,8 @@ fn deploy_and_infer(
         assert_eq!(argmax(&private), argmax(&plain), "row {i}");
     }
 
-    // The job's committee: three parties on three nodes, no dealer.
+    // The job's committee: three parties on three nodes, no dealer and no verifier (no node is held for a
+    // role rep3 lacks).
     let job = result["job"].as_u64().expect("job id").to_string();
     let view: Value = net.veil_json(&["job", &job]).expect("job view");
     let committee = &view["committee"];
@@ -99,6 +100,7 @@ fn deploy_and_infer(
         "three distinct nodes (operators): {parties:?}"
     );
     assert!(committee["dealer"].is_null(), "no dealer: {committee}");
+    assert!(committee["verifier"].is_null(), "no verifier: {committee}");
 }
 
 #[test]

@@ -297,7 +297,7 @@ impl Client {
             parties: options.parties,
             model: Some(model.id.clone()),
             output_key: Some(self.output_key().to_string()),
-            protocol: "semi2k".into(),
+            protocol: veil_protocols::protocol::Protocol::Semi2k.to_string(),
             stage: None,
             threads: None,
             shaping: None,

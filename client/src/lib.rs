@@ -43,7 +43,7 @@ use veil_protocols::share::{reconstruct, share};
 
 use veil_node::api::{
     self, CommitteeView, DeployRequest, JobView, ModelView, ReceiptEntry, StageRequest,
-    SubmitRequest, SPDZ2K,
+    SubmitRequest,
 };
 pub use veil_node::api_client::{ApiClient, CallError};
 
@@ -408,7 +408,7 @@ impl Client {
             progress(&view);
             match view.phase.as_str() {
                 "scheduled" => {
-                    let spdz2k = request.protocol == SPDZ2K;
+                    let spdz2k = Protocol::parse(&request.protocol) == Some(Protocol::Spdz2k);
                     if pending.as_ref().map(|p| p.0) != Some(view.attempt)
                         && (!spdz2k || view.owner_ready)
                     {
@@ -434,7 +434,9 @@ impl Client {
                                 }
                             }
                             // rep3: replicated shares, party i holding components i and i + 1.
-                            (false, program) if request.protocol == Protocol::Rep3.name() => {
+                            (false, program)
+                                if Protocol::parse(&request.protocol) == Some(Protocol::Rep3) =>
+                            {
                                 record_inputs(encoded);
                                 let plan = match program {
                                     Program::Plan(plan) => Some(plan),
@@ -482,7 +484,8 @@ impl Client {
                     let manifest = self.checked_manifest(&view, &request)?;
                     let run = run_id_of(&view)?;
                     let (blobs, reports) = self.fetch_outputs(id, &manifest, &run, inferences)?;
-                    let (outputs, receipt) = if request.protocol == SPDZ2K {
+                    let protocol = Protocol::parse(&request.protocol);
+                    let (outputs, receipt) = if protocol == Some(Protocol::Spdz2k) {
                         let uploaded = pending
                             .as_ref()
                             .filter(|p| p.0 == view.attempt)
@@ -504,7 +507,7 @@ impl Client {
                             open_authenticated(&reports, key, fp, inferences)?,
                             Some(receipt),
                         )
-                    } else if request.protocol == Protocol::Rep3.name() {
+                    } else if protocol == Some(Protocol::Rep3) {
                         let shares = veil_node::client::reported_outputs(&reports);
                         (veil_node::client::open_rep3(&shares, inferences, fp)?, None)
                     } else {
@@ -552,7 +555,7 @@ impl Client {
     ) -> Result<StagedFinished> {
         ensure!(!stages.is_empty(), "no stages");
         ensure!(
-            deployment.protocol == "semi2k",
+            Protocol::parse(&deployment.protocol) == Some(Protocol::Semi2k),
             "staged jobs run semi2k (this model is deployed for {})",
             deployment.protocol
         );
@@ -589,7 +592,7 @@ impl Client {
                 parties: deployment.parties,
                 model: Some(model_id.to_string()),
                 output_key: Some(self.output_key().to_string()),
-                protocol: "semi2k".into(),
+                protocol: Protocol::Semi2k.to_string(),
                 stage: Some(StageRequest {
                     start: *start,
                     end: *end,

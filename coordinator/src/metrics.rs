@@ -124,13 +124,14 @@ pub fn render(c: &Coordinator, edge: &Edge) -> String {
         for d in &job.stages {
             party_bytes =
                 party_bytes.saturating_add(d.party.bytes.saturating_mul(u64::from(d.parties)));
-            dealer_bytes = dealer_bytes.saturating_add(d.dealer.bytes);
+            dealer_bytes = dealer_bytes.saturating_add(d.dealer.map_or(0, |r| r.bytes));
             rounds = rounds.saturating_add(u64::from(d.rounds));
             if matches!(
                 job.phase(),
                 Phase::Scheduled | Phase::Running | Phase::Verifying
             ) {
-                dealer_memory_in_use = dealer_memory_in_use.saturating_add(d.dealer.memory_bytes);
+                dealer_memory_in_use =
+                    dealer_memory_in_use.saturating_add(d.dealer.map_or(0, |r| r.memory_bytes));
             }
         }
         if let Some(&at) = submitted.get(&job.id.0) {

@@ -24,6 +24,7 @@ use veil_node::api::{
 };
 use veil_node::envelope::OpeningKey;
 use veil_node::{Identity, PublicKey};
+use veil_protocols::protocol::Protocol;
 use veil_protocols::ring::FixedPoint;
 
 use crate::backend::{
@@ -46,7 +47,7 @@ pub struct NetworkConfig {
     /// and may serve nothing.
     pub models: Vec<String>,
     /// The protocol of the pretrained deployments the gateway uses or makes.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Parties of the pretrained deployments it makes.
     pub parties: u8,
     /// Longest a request's jobs may take.
@@ -254,9 +255,11 @@ impl NetworkBackend {
         let existing = deployments
             .iter()
             .filter(of_name)
-            .find(|m| m.deployment.protocol == config.protocol)
+            .find(|m| Protocol::parse(&m.deployment.protocol) == Some(config.protocol))
             .or_else(|| deployments.iter().find(of_name));
-        if let Some(m) = existing.filter(|m| m.deployment.protocol != config.protocol) {
+        if let Some(m) =
+            existing.filter(|m| Protocol::parse(&m.deployment.protocol) != Some(config.protocol))
+        {
             tracing::warn!(
                 "{name} is deployed with {} on this coordinator: its jobs use {}, not {}",
                 m.deployment.protocol,
@@ -272,7 +275,7 @@ impl NetworkBackend {
                     &id,
                     config.parties,
                     FixedPoint::default().frac_bits(),
-                    &config.protocol,
+                    config.protocol.name(),
                 )
                 .map_err(|e| match e.downcast::<CallError>() {
                     Ok(call) => call_error(call),
@@ -359,7 +362,7 @@ impl NetworkBackend {
         if let Some(c) = committee {
             keys.extend(c.parties.iter().map(|m| m.public_key.as_str()));
             keys.extend(c.dealer.as_ref().map(|d| d.public_key.as_str()));
-            keys.push(&c.verifier.public_key);
+            keys.extend(c.verifier.as_ref().map(|v| v.public_key.as_str()));
         }
         let operators = self.operators(&keys);
         let member = |m: &MemberView| MemberInfo {
@@ -381,7 +384,7 @@ impl NetworkBackend {
             tokens,
             parties: committee.map_or_else(Vec::new, |c| c.parties.iter().map(member).collect()),
             dealer: committee.and_then(|c| c.dealer.as_ref()).map(member),
-            verifier: committee.map(|c| member(&c.verifier)),
+            verifier: committee.and_then(|c| c.verifier.as_ref()).map(member),
             receipt: receipt.and_then(|r| serde_json::from_str(r).ok()),
             receipt_path: receipt.map(|_| api::job_receipt(view.id)),
             party_bytes_sent: bytes.0,

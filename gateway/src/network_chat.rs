@@ -13,6 +13,7 @@ use veil_engine::llama::template::Message;
 use veil_engine::llama::Sampling;
 use veil_node::api::{self, ModelView};
 use veil_node::generation::{smollm2_path, SMOLLM2};
+use veil_protocols::protocol::Protocol;
 use veil_protocols::ring::FixedPoint;
 
 use crate::backend::{
@@ -22,7 +23,7 @@ use crate::backend::{
 use crate::network::{NetworkConfig, StartError};
 
 /// The protocol private generation runs.
-const PROTOCOL: &str = "semi2k";
+const PROTOCOL: Protocol = Protocol::Semi2k;
 
 /// The coordinator-backed [`ChatBackend`] for SmolLM2-135M-Instruct.
 pub struct NetworkChat {
@@ -69,7 +70,7 @@ impl NetworkChat {
                     &file.id,
                     config.parties,
                     FixedPoint::default().frac_bits(),
-                    PROTOCOL,
+                    PROTOCOL.name(),
                 )
                 .map_err(|e| match e.downcast::<CallError>() {
                     Ok(call) => crate::network::call_error(call),

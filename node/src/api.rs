@@ -11,9 +11,6 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-/// The MAC-checked protocol, whose jobs end with a verifier's receipt.
-pub const SPDZ2K: &str = "spdz2k";
-
 /// The binding id of layers `start..end` of deployed model `id`: hex SHA-256 of a label, the id and the
 /// range (64 hex digits, like a model id). The coordinator names a stage's model by it in the manifest, and
 /// the client checks that name.
@@ -462,8 +459,8 @@ pub struct CommitteeView {
     pub parties: Vec<MemberView>,
     /// The dealer; `None` under a protocol without one (`rep3`).
     pub dealer: Option<MemberView>,
-    /// The verifier slot.
-    pub verifier: MemberView,
+    /// The verifier; `None` under a protocol whose committees have none (`rep3`).
+    pub verifier: Option<MemberView>,
 }
 
 /// One lifecycle transition.

@@ -54,6 +54,15 @@ impl Protocol {
         matches!(self, Protocol::Spdz2k | Protocol::Rep3m)
     }
 
+    /// Whether a committee running it has a verifier. The protocols that verify ([`Self::verifies`]) need
+    /// one: `spdz2k`'s checks the MAC-check transcripts and signs the receipt, `rep3m`'s the evidence of its
+    /// product proofs. `semi2k` keeps the verifier slot its committees have always had (named in the
+    /// manifest, given no task); `rep3` has none. The scheduler draws, and reserves a node for, the verifier
+    /// role iff this holds, and the dealer role iff [`Self::has_dealer`].
+    pub fn has_verifier(self) -> bool {
+        !matches!(self, Protocol::Rep3)
+    }
+
     /// Whether a committee of `parties` parties can run it.
     pub fn supports_parties(self, parties: usize) -> bool {
         match self {
@@ -71,8 +80,53 @@ impl Protocol {
     }
 }
 
+/// A protocol name that is none of [`Protocol::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown protocol {name:?}: expected semi2k, spdz2k, rep3 or rep3m")]
+pub struct UnknownProtocol {
+    /// The name given (at most 32 characters of it).
+    pub name: String,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = UnknownProtocol;
+
+    /// Parses a CLI name ([`Protocol::parse`]).
+    fn from_str(s: &str) -> Result<Protocol, UnknownProtocol> {
+        Protocol::parse(s).ok_or_else(|| UnknownProtocol {
+            name: s.chars().take(32).collect(),
+        })
+    }
+}
+
 impl std::fmt::Display for Protocol {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_roles_follow_the_protocol() {
+        for p in Protocol::ALL {
+            assert_eq!(p.to_string().parse::<Protocol>(), Ok(p));
+        }
+        let e = "rep4".parse::<Protocol>().unwrap_err();
+        assert!(e.to_string().contains("unknown protocol \"rep4\""), "{e}");
+        // (dealer, verifier): the roles a committee has, hence the nodes the scheduler holds.
+        let roles: Vec<(bool, bool)> = Protocol::ALL
+            .iter()
+            .map(|p| (p.has_dealer(), p.has_verifier()))
+            .collect();
+        assert_eq!(
+            roles,
+            [(true, true), (true, true), (false, false), (false, true)]
+        );
+        assert!(Protocol::ALL
+            .iter()
+            .all(|p| !p.verifies() || p.has_verifier()));
     }
 }

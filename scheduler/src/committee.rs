@@ -1,7 +1,8 @@
 //! A committee (who plays which role) and a placement (a committee plus what it reserved).
 //!
-//! Invariant of a committee returned by selection: its members are pairwise distinct and no two of them
-//! share a value under any configured collusion key (dealer and verifier included).
+//! Invariant of a committee returned by selection: it has exactly the roles of its demand (the parties, a
+//! dealer iff the demand names one, a verifier iff the demand names one), its members are pairwise distinct
+//! and no two of them share a value under any configured collusion key (dealer and verifier included).
 
 use serde::{Deserialize, Serialize};
 
@@ -13,20 +14,21 @@ use crate::types::NodeId;
 pub struct Committee {
     /// Execution parties, party 0 first.
     pub parties: Vec<NodeId>,
-    /// The dealer.
-    pub dealer: NodeId,
-    /// The verifier.
-    pub verifier: NodeId,
+    /// The dealer; `None` when the demand has no dealer role.
+    pub dealer: Option<NodeId>,
+    /// The verifier; `None` when the demand has no verifier role.
+    pub verifier: Option<NodeId>,
 }
 
 impl Committee {
-    /// Every member with its role: the parties in order, then the dealer, then the verifier.
+    /// Every member with its role: the parties in order, then the dealer and the verifier where they exist.
     pub fn members(&self) -> impl Iterator<Item = (Role, NodeId)> + '_ {
         self.parties
             .iter()
             .enumerate()
             .map(|(i, &n)| (Role::Party(i as u8), n))
-            .chain([(Role::Dealer, self.dealer), (Role::Verifier, self.verifier)])
+            .chain(self.dealer.map(|d| (Role::Dealer, d)))
+            .chain(self.verifier.map(|v| (Role::Verifier, v)))
     }
 
     /// Whether `node` sits on this committee.
@@ -36,12 +38,14 @@ impl Committee {
 
     /// Number of members.
     pub fn len(&self) -> usize {
-        self.parties.len() + 2
+        self.parties.len()
+            + usize::from(self.dealer.is_some())
+            + usize::from(self.verifier.is_some())
     }
 
-    /// Always false: a committee has at least a dealer and a verifier.
+    /// Whether the committee has no member at all (never for one returned by selection).
     pub fn is_empty(&self) -> bool {
-        false
+        self.len() == 0
     }
 }
 

@@ -44,33 +44,65 @@ impl RoleDemand {
 }
 
 /// What one committee must provide for one job, or for one stage of a partitioned job.
+///
+/// The roles a committee has follow the demand: `parties` execution parties always, a dealer iff `dealer`
+/// is `Some` (a protocol with correlated randomness from a dealer), a verifier iff `verifier` is `Some`.
+/// Selection draws, and the registry reserves, exactly those roles: no node is held for an absent one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobDemand {
     /// Execution parties (at least 2).
     pub parties: u8,
     /// Each execution party's needs.
     pub party: RoleDemand,
-    /// The dealer's needs.
-    pub dealer: RoleDemand,
-    /// The verifier's needs.
-    pub verifier: RoleDemand,
+    /// The dealer's needs; `None`: the committee has no dealer (e.g. `rep3`, `rep3m`).
+    pub dealer: Option<RoleDemand>,
+    /// The verifier's needs; `None`: the committee has no verifier (e.g. `rep3`).
+    pub verifier: Option<RoleDemand>,
     /// Online communication rounds among the parties: each costs about one round-trip between the two most
     /// distant parties, so it weights latency in selection.
     pub rounds: u32,
 }
 
+/// What an absent role asks: nothing.
+const NO_DEMAND: RoleDemand = RoleDemand {
+    memory_bytes: 0,
+    ops: 0,
+    bytes: 0,
+};
+
 impl JobDemand {
-    /// Members of the committee: parties + dealer + verifier.
+    /// Members of the committee: the parties, plus the dealer and the verifier where they exist.
     pub fn committee_size(&self) -> usize {
-        self.parties as usize + 2
+        self.parties as usize
+            + usize::from(self.dealer.is_some())
+            + usize::from(self.verifier.is_some())
     }
 
-    /// The needs of one role.
+    /// Whether the committee has `role` (a party index below `parties`, or a dealer or verifier the demand
+    /// names).
+    pub fn has_role(&self, role: Role) -> bool {
+        match role {
+            Role::Party(i) => i < self.parties,
+            Role::Dealer => self.dealer.is_some(),
+            Role::Verifier => self.verifier.is_some(),
+        }
+    }
+
+    /// The roles of the committee in draw order: party 0, 1, ..., then the dealer and the verifier where
+    /// they exist.
+    pub fn roles(&self) -> impl Iterator<Item = Role> + '_ {
+        (0..self.parties)
+            .map(Role::Party)
+            .chain(self.dealer.map(|_| Role::Dealer))
+            .chain(self.verifier.map(|_| Role::Verifier))
+    }
+
+    /// The needs of one role (all zero for a role the committee does not have).
     pub fn role(&self, role: Role) -> &RoleDemand {
         match role {
             Role::Party(_) => &self.party,
-            Role::Dealer => &self.dealer,
-            Role::Verifier => &self.verifier,
+            Role::Dealer => self.dealer.as_ref().unwrap_or(&NO_DEMAND),
+            Role::Verifier => self.verifier.as_ref().unwrap_or(&NO_DEMAND),
         }
     }
 }
@@ -109,43 +141,42 @@ impl ModelProfile {
         self.layers.iter().map(|l| l.memory_bytes).collect()
     }
 
-    /// The demand of running `layers` (a sub-range of the model) on one committee of `parties` parties.
-    /// Out-of-range indices are clamped to the model.
+    /// The demand of running `layers` (a sub-range of the model) on one committee of `parties` parties,
+    /// with a dealer and a verifier. Out-of-range indices are clamped to the model.
     pub fn stage_demand(&self, layers: Range<usize>, parties: u8) -> JobDemand {
         let end = layers.end.min(self.layers.len());
         let start = layers.start.min(end);
-        let mut d = JobDemand {
-            parties,
-            party: RoleDemand::default(),
-            dealer: RoleDemand {
-                memory_bytes: self.aux_memory_bytes,
-                ..RoleDemand::default()
-            },
-            verifier: RoleDemand {
-                memory_bytes: self.aux_memory_bytes,
-                ..RoleDemand::default()
-            },
-            rounds: 0,
+        let aux = RoleDemand {
+            memory_bytes: self.aux_memory_bytes,
+            ..RoleDemand::default()
         };
+        let (mut party, mut dealer, mut verifier) = (RoleDemand::default(), aux, aux);
+        let mut rounds = 0u32;
         for l in &self.layers[start..end] {
-            d.party = d.party.plus(RoleDemand {
+            party = party.plus(RoleDemand {
                 memory_bytes: l.memory_bytes,
                 ops: l.party_ops,
                 bytes: l.party_bytes,
             });
-            d.dealer = d.dealer.plus(RoleDemand {
+            dealer = dealer.plus(RoleDemand {
                 memory_bytes: 0,
                 ops: l.dealer_ops,
                 bytes: l.dealer_bytes,
             });
-            d.verifier = d.verifier.plus(RoleDemand {
+            verifier = verifier.plus(RoleDemand {
                 memory_bytes: 0,
                 ops: l.verifier_ops,
                 bytes: 0,
             });
-            d.rounds = d.rounds.saturating_add(l.rounds);
+            rounds = rounds.saturating_add(l.rounds);
         }
-        d
+        JobDemand {
+            parties,
+            party,
+            dealer: Some(dealer),
+            verifier: Some(verifier),
+            rounds,
+        }
     }
 
     /// Splits the model into the fewest contiguous stages whose party memory fits `max_stage_memory` (see

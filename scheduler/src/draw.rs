@@ -7,13 +7,15 @@
 //!   integer weight `w` (the registry sets `w = load * capacity_units`, see `registry.rs` and
 //!   [`capacity_units`]; a weight is a published input here). Its hash ([`EligibleSet::hash`]) names it.
 //! - The seed (32 bytes, from the beacon, see [`crate::beacon`]) and the [`DrawParams`].
-//! - The shape: the number of parties, each role's memory, the collusion keys, the excluded nodes.
+//! - The shape: the number of parties, whether there is a dealer and a verifier, each role's memory, the
+//!   collusion keys, the excluded nodes.
 //!
 //! # The procedure
 //! A ChaCha20 generator keyed by the seed (`rand_chacha`'s `ChaCha20Rng::from_seed`, 64-bit words) drives
 //! everything; `below(n)` is Lemire's unbiased multiply-and-reject reduction of one word (`x * n`, rejecting
-//! a low half under `(2^64 - n) mod n`). Roles are filled in order: party 0, 1, ..., dealer, verifier. The
-//! anchor region is party 0's region. For each role, up to `max_tries` times:
+//! a low half under `(2^64 - n) mod n`). Roles are filled in order: party 0, 1, ..., then the dealer and the
+//! verifier where the shape has them (a committee has no node for a role it lacks). The anchor region is
+//! party 0's region. For each role, up to `max_tries` times:
 //! 1. `c` = the candidate whose cumulative-weight range (node-id order) contains `below(W)`, `W` the total
 //!    of the role's pool: [`Pool::Fast`] for a long role ([`is_long`]), else [`Pool::All`] (this loses no
 //!    admissible node, see [`Pool`]). `W_o` below is the operator's total in the same pool.
@@ -125,7 +127,11 @@ impl Candidate {
 pub struct DrawShape<'a> {
     /// Execution parties.
     pub parties: u8,
-    /// Free memory each role needs: party, dealer, verifier.
+    /// Whether the committee has a dealer.
+    pub dealer: bool,
+    /// Whether the committee has a verifier.
+    pub verifier: bool,
+    /// Free memory each role needs: party, dealer, verifier (an absent role's entry is unused).
     pub memory: [u64; 3],
     /// Work of each role: (ring operations, bytes sent), party, dealer, verifier.
     pub work: [(u64, u64); 3],
@@ -296,7 +302,8 @@ pub fn role_acceptance(
     }
 }
 
-/// Draws a committee (see the module doc). Returns the picks: parties in order, then dealer, then verifier.
+/// Draws a committee (see the module doc). Returns the picks: parties in order, then the dealer and the
+/// verifier where the shape has them.
 pub fn draw(
     index: &dyn WeightIndex,
     shape: &DrawShape<'_>,
@@ -309,7 +316,8 @@ pub fn draw(
     let mut rng = ChaCha20Rng::from_seed(*seed);
     let roles: Vec<(Role, usize)> = (0..shape.parties)
         .map(|i| (Role::Party(i), 0))
-        .chain([(Role::Dealer, 1), (Role::Verifier, 2)])
+        .chain(shape.dealer.then_some((Role::Dealer, 1)))
+        .chain(shape.verifier.then_some((Role::Verifier, 2)))
         .collect();
     let boost = u64::from(params.region_boost.max(1));
     let mut chosen: Vec<Candidate> = Vec::with_capacity(roles.len());

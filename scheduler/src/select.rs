@@ -1,4 +1,14 @@
-//! Committee selection: n execution parties, a dealer and a verifier, no two in one collusion domain.
+//! Committee selection: n execution parties, plus a dealer and a verifier where the job's protocol has them,
+//! no two in one collusion domain.
+//!
+//! # Roles
+//! A committee has exactly the roles of its [`JobDemand`]: `parties` execution parties, a dealer iff
+//! `demand.dealer` is `Some` (a protocol whose correlated randomness comes from a dealer: `semi2k`,
+//! `spdz2k`), a verifier iff `demand.verifier` is `Some` (the coordinator names one for the protocols that
+//! keep a verifier slot, see `Protocol::has_verifier`). A role the demand lacks is neither drawn nor
+//! searched for, counts in no size or memory check, and holds no node: a `rep3` committee is its three
+//! parties, reserved on three nodes. Every rule below (distinct members, no two in one collusion domain,
+//! the draw's order and weights) applies to whatever roles exist.
 //!
 //! Two modes ([`SelectionMode`]): the coordinator *draws* committees at random from a published seed
 //! ([`Registry::draw_committee`], the procedure in `draw.rs`), so that nothing a node claims about its speed
@@ -19,9 +29,9 @@
 //!    `region_candidates` in all), filtered the same way. A greedy build adds parties one by one, each
 //!    time the fitting, non-colliding candidate of least
 //!    `cost + latency_weight * rounds * (growth of the largest party RTT)`, then the dealer and the
-//!    verifier, each of least `cost + latency_weight * (largest RTT to a party)`. `cost` is the
-//!    candidate's index key after the reservation (its key plus `busy_weight * s * (1 + 1/R)`, the growth
-//!    of its queued and virtual seconds for the role's busy seconds `s`) plus a jitter below
+//!    verifier where they exist, each of least `cost + latency_weight * (largest RTT to a party)`. `cost`
+//!    is the candidate's index key after the reservation (its key plus `busy_weight * s * (1 + 1/R)`, the
+//!    growth of its queued and virtual seconds for the role's busy seconds `s`) plus a jitter below
 //!    `tie_jitter_s` from a keyed hash of the seed. `busy_weight` trades speed for spread: at 1 a role
 //!    goes to the node where it finishes soonest in virtual time; lower values favour the least-loaded
 //!    node even if slower.
@@ -274,6 +284,9 @@ impl Pool {
 /// Per-request constants.
 struct Ctx<'a> {
     demand: &'a JobDemand,
+    /// The role kinds after the parties, in order: `DEALER` if the demand has a dealer, then `VERIFIER` if
+    /// it has a verifier.
+    aux: Vec<usize>,
     seed: u64,
     exclude: Vec<u32>,
     keys: &'a [usize],
@@ -302,9 +315,12 @@ impl Registry {
     fn fit_mask(&self, ctx: &Ctx<'_>, i: u32) -> u8 {
         let free = self.hot[i as usize].free_memory;
         let d = ctx.demand;
+        // An absent role fits nowhere, so that no node enters the pool for it alone.
+        let fits_role =
+            |r: Option<crate::demand::RoleDemand>| r.is_some_and(|r| free >= r.memory_bytes);
         let fits = u8::from(free >= d.party.memory_bytes)
-            | (u8::from(free >= d.dealer.memory_bytes) << 1)
-            | (u8::from(free >= d.verifier.memory_bytes) << 2);
+            | (u8::from(fits_role(d.dealer)) << 1)
+            | (u8::from(fits_role(d.verifier)) << 2);
         if fits == 0 || ctx.excluded(i) {
             0
         } else {
@@ -335,8 +351,8 @@ impl Registry {
             fits,
             cost: [
                 base + s(&d.party),
-                base + s(&d.dealer),
-                base + s(&d.verifier),
+                base + s(d.role(Role::Dealer)),
+                base + s(d.role(Role::Verifier)),
             ],
         }
     }
@@ -405,7 +421,7 @@ impl Registry {
     }
 
     /// Greedy build from `pool[seed]` (see the module doc). Returns the total cost and the members as pool
-    /// indices: parties, then dealer, then verifier.
+    /// indices: parties, then the dealer and the verifier where they exist.
     fn build(
         &self,
         ctx: &Ctx<'_>,
@@ -455,7 +471,7 @@ impl Registry {
                 }
             }
         }
-        for role in [DEALER, VERIFIER] {
+        for &role in &ctx.aux {
             let mut best: Option<(f64, usize)> = None;
             for (j, c) in pool.iter().enumerate() {
                 if !c.fits(role) || !free(&chosen, c) {
@@ -473,14 +489,23 @@ impl Registry {
         Some((total, chosen))
     }
 
-    fn committee_of(pool: &[Cand], chosen: &[usize], parties: usize) -> Committee {
+    /// The committee of `chosen` (pool indices: the parties, then one per role of `ctx.aux`, in order).
+    fn committee_of(ctx: &Ctx<'_>, pool: &[Cand], chosen: &[usize]) -> Committee {
+        let parties = ctx.demand.parties as usize;
+        let node = |role: usize| {
+            ctx.aux
+                .iter()
+                .position(|&r| r == role)
+                .and_then(|k| chosen.get(parties + k))
+                .map(|&j| NodeId(pool[j].idx))
+        };
         Committee {
             parties: chosen[..parties]
                 .iter()
                 .map(|&j| NodeId(pool[j].idx))
                 .collect(),
-            dealer: NodeId(pool[chosen[parties]].idx),
-            verifier: NodeId(pool[chosen[parties + 1]].idx),
+            dealer: node(DEALER),
+            verifier: node(VERIFIER),
         }
     }
 
@@ -493,7 +518,6 @@ impl Registry {
         region_heads: bool,
     ) -> Option<Committee> {
         let t = &self.config.selection;
-        let parties = ctx.demand.parties as usize;
         let mut seed_regions: Vec<u32> = Vec::with_capacity(seeds);
         let mut best: Option<(f64, Committee)> = None;
         let mut scratch = Vec::with_capacity(base.cands.len() + 2 * t.region_candidates);
@@ -539,7 +563,7 @@ impl Registry {
             };
             if let Some((cost, chosen)) = self.build(ctx, pool, j, &mut scratch) {
                 if best.as_ref().is_none_or(|(c, _)| cost < *c) {
-                    best = Some((cost, Self::committee_of(pool, &chosen, parties)));
+                    best = Some((cost, Self::committee_of(ctx, pool, &chosen)));
                 }
             }
         }
@@ -606,6 +630,12 @@ impl Registry {
         exclude.dedup();
         let ctx = Ctx {
             demand: d,
+            aux: d
+                .dealer
+                .map(|_| DEALER)
+                .into_iter()
+                .chain(d.verifier.map(|_| VERIFIER))
+                .collect(),
             seed: req.seed,
             exclude,
             keys: &self.key_slots,
@@ -700,7 +730,7 @@ impl Registry {
         }
         let roles: Vec<usize> = (0..parties)
             .map(|_| PARTY)
-            .chain([DEALER, VERIFIER])
+            .chain(ctx.aux.iter().copied())
             .collect();
         let adj: Vec<Vec<usize>> = roles
             .iter()
@@ -741,7 +771,7 @@ impl Registry {
                 chosen[r] = best_of[&domains[di]][roles[r]]?;
             }
         }
-        Some(Self::committee_of(pool, &chosen, parties))
+        Some(Self::committee_of(ctx, pool, &chosen))
     }
 
     /// Depth-first search for any non-colliding assignment when several keys make greedy builds incomplete.
@@ -750,7 +780,7 @@ impl Registry {
     fn backtrack(ctx: &Ctx<'_>, pool: &[Cand], parties: usize) -> Option<Committee> {
         let roles: Vec<usize> = (0..parties)
             .map(|_| PARTY)
-            .chain([DEALER, VERIFIER])
+            .chain(ctx.aux.iter().copied())
             .collect();
         let mut sorted: Vec<Cand> = pool.to_vec();
         sorted.sort_by(|a, b| {
@@ -796,7 +826,7 @@ impl Registry {
         let mut chosen = Vec::with_capacity(roles.len());
         let mut budget = BACKTRACK_BUDGET;
         go(ctx, &sorted, &roles, parties, &mut chosen, &mut budget)
-            .then(|| Self::committee_of(&sorted, &chosen, parties))
+            .then(|| Self::committee_of(ctx, &sorted, &chosen))
     }
 
     /// The first unmet necessary condition (see the module doc), over every eligible node; `None` if the
@@ -818,12 +848,18 @@ impl Registry {
             });
         }
         let count = |r: usize| fitting.iter().filter(|c| c.fits(r)).count();
-        let checks = [
-            (RoleKind::Party, PARTY, d.party.memory_bytes, parties),
-            (RoleKind::Dealer, DEALER, d.dealer.memory_bytes, 1),
-            (RoleKind::Verifier, VERIFIER, d.verifier.memory_bytes, 1),
-        ];
-        for (role, r, needed_bytes, required) in checks {
+        // The roles that exist, with their memory and how many nodes each needs.
+        let roles: Vec<(RoleKind, usize, u64, usize)> = [
+            Some((RoleKind::Party, PARTY, d.party.memory_bytes, parties)),
+            d.dealer
+                .map(|r| (RoleKind::Dealer, DEALER, r.memory_bytes, 1)),
+            d.verifier
+                .map(|r| (RoleKind::Verifier, VERIFIER, r.memory_bytes, 1)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        for &(role, r, needed_bytes, required) in &roles {
             let fitting = count(r);
             if fitting < required {
                 return Some(Unplaceable::InsufficientMemory {
@@ -836,14 +872,11 @@ impl Registry {
         }
         if fitting.len() < size {
             // Every role fits somewhere, but too few nodes fit any role to fill the committee.
-            let (role, needed_bytes) = [
-                (RoleKind::Party, d.party.memory_bytes),
-                (RoleKind::Dealer, d.dealer.memory_bytes),
-                (RoleKind::Verifier, d.verifier.memory_bytes),
-            ]
-            .into_iter()
-            .min_by_key(|&(_, m)| m)
-            .unwrap_or((RoleKind::Party, d.party.memory_bytes));
+            let (role, needed_bytes) = roles
+                .iter()
+                .map(|&(role, _, m, _)| (role, m))
+                .min_by_key(|&(_, m)| m)
+                .unwrap_or((RoleKind::Party, d.party.memory_bytes));
             return Some(Unplaceable::InsufficientMemory {
                 role,
                 needed_bytes,
@@ -995,11 +1028,15 @@ impl Registry {
                 });
             }
             if let Ok(picks) = result {
-                let parties = demand.parties as usize;
+                let of = |role: Role| picks.iter().find(|p| p.role == role).map(|p| p.node);
                 let committee = Committee {
-                    parties: picks[..parties].iter().map(|p| p.node).collect(),
-                    dealer: picks[parties].node,
-                    verifier: picks[parties + 1].node,
+                    parties: picks
+                        .iter()
+                        .filter(|p| matches!(p.role, Role::Party(_)))
+                        .map(|p| p.node)
+                        .collect(),
+                    dealer: of(Role::Dealer),
+                    verifier: of(Role::Verifier),
                 };
                 record.round = round;
                 record.picks = picks;
@@ -1226,15 +1263,17 @@ pub fn shape_of<'a>(
     let work = |r: &crate::demand::RoleDemand| (r.ops, r.bytes);
     DrawShape {
         parties: demand.parties,
+        dealer: demand.dealer.is_some(),
+        verifier: demand.verifier.is_some(),
         memory: [
             demand.party.memory_bytes,
-            demand.dealer.memory_bytes,
-            demand.verifier.memory_bytes,
+            demand.role(Role::Dealer).memory_bytes,
+            demand.role(Role::Verifier).memory_bytes,
         ],
         work: [
             work(&demand.party),
-            work(&demand.dealer),
-            work(&demand.verifier),
+            work(demand.role(Role::Dealer)),
+            work(demand.role(Role::Verifier)),
         ],
         reference,
         keys,

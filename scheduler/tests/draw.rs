@@ -234,8 +234,8 @@ fn load_lowers_a_nodes_chance() {
     let p = Placement {
         committee: veil_scheduler::Committee {
             parties: vec![NodeId(3), NodeId(4)],
-            dealer: NodeId(5),
-            verifier: NodeId(6),
+            dealer: Some(NodeId(5)),
+            verifier: Some(NodeId(6)),
         },
         demand: heavy,
     };

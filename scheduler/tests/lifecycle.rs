@@ -13,8 +13,8 @@ fn demand() -> JobDemand {
             ops: 1,
             bytes: 1,
         },
-        dealer: RoleDemand::default(),
-        verifier: RoleDemand::default(),
+        dealer: Some(RoleDemand::default()),
+        verifier: Some(RoleDemand::default()),
         rounds: 1,
     }
 }
@@ -23,8 +23,8 @@ fn placement(base: u32) -> Placement {
     Placement {
         committee: Committee {
             parties: vec![NodeId(base), NodeId(base + 1)],
-            dealer: NodeId(base + 2),
-            verifier: NodeId(base + 3),
+            dealer: Some(NodeId(base + 2)),
+            verifier: Some(NodeId(base + 3)),
         },
         demand: demand(),
     }

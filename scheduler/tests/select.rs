@@ -7,7 +7,7 @@ use common::*;
 use proptest::prelude::*;
 use veil_scheduler::{
     Committee, Config, DomainKey, Heartbeat, JobDemand, JobOutcome, NodeId, Placement, Registry,
-    ReportedStatus, RoleKind, SelectRequest, Unplaceable,
+    ReportedStatus, Role, RoleKind, SelectRequest, Unplaceable,
 };
 
 /// What the test knows of a node, independently of the registry.
@@ -140,10 +140,7 @@ fn feasible(nodes: &[Truth], keys: &[DomainKey], d: &JobDemand, exclude: &[usize
     let usable: Vec<usize> = (0..nodes.len())
         .filter(|&i| nodes[i].state == St::Active && !exclude.contains(&i))
         .collect();
-    let needs: Vec<u64> = (0..d.parties)
-        .map(|_| d.party.memory_bytes)
-        .chain([d.dealer.memory_bytes, d.verifier.memory_bytes])
-        .collect();
+    let needs: Vec<u64> = d.roles().map(|r| d.role(r).memory_bytes).collect();
     fn go(
         nodes: &[Truth],
         keys: &[DomainKey],
@@ -182,15 +179,18 @@ fn check_committee(
     exclude: &[usize],
     c: &Committee,
 ) {
+    // Exactly the demand's roles: no dealer or verifier where the demand has none.
     assert_eq!(c.parties.len(), d.parties as usize);
+    assert_eq!(c.dealer.is_some(), d.dealer.is_some(), "{c:?} for {d:?}");
+    assert_eq!(
+        c.verifier.is_some(),
+        d.verifier.is_some(),
+        "{c:?} for {d:?}"
+    );
+    assert_eq!(c.len(), d.committee_size());
     let members: Vec<(u64, usize)> = c
-        .parties
-        .iter()
-        .map(|p| (d.party.memory_bytes, p.index()))
-        .chain([
-            (d.dealer.memory_bytes, c.dealer.index()),
-            (d.verifier.memory_bytes, c.verifier.index()),
-        ])
+        .members()
+        .map(|(role, n)| (d.role(role).memory_bytes, n.index()))
         .collect();
     for (a, &(need, i)) in members.iter().enumerate() {
         assert_eq!(
@@ -211,13 +211,23 @@ fn check_committee(
     }
 }
 
+/// Demands of 2 or 3 parties with every combination of roles: dealer and verifier (`semi2k`, `spdz2k`),
+/// a verifier only (`rep3m`), neither (`rep3`), a dealer only.
 fn demand_strategy() -> impl Strategy<Value = JobDemand> {
     (
         2u8..=3,
         prop::sample::select(vec![0u64, 2, 8]),
         prop::sample::select(vec![0u64, 1, 2]),
+        any::<(bool, bool)>(),
     )
-        .prop_map(|(p, party, aux)| demand(p, party, aux))
+        .prop_map(|(p, party, aux, (dealer, verifier))| {
+            let d = demand(p, party, aux);
+            JobDemand {
+                dealer: d.dealer.filter(|_| dealer),
+                verifier: d.verifier.filter(|_| verifier),
+                ..d
+            }
+        })
 }
 
 proptest! {
@@ -615,4 +625,84 @@ fn pipeline_stages_are_placed_and_rolled_back() {
     assert!(reg
         .nodes()
         .all(|n| n.free_memory() == n.hardware().memory_bytes && n.active_jobs() == 0));
+}
+
+/// A committee has exactly the roles of its demand, drawn and reserved: a `rep3` demand (no dealer, no
+/// verifier) gets its 3 parties and holds 3 nodes; a `rep3m` one (a verifier, no dealer) 4; a
+/// `semi2k`/`spdz2k` one (dealer and verifier) 5, in the draw order party 0, 1, 2, dealer, verifier.
+#[test]
+fn a_committee_holds_a_node_for_each_role_of_its_protocol_and_no_other() {
+    let full = demand(3, 1, 1);
+    let rep3 = JobDemand {
+        dealer: None,
+        verifier: None,
+        ..full
+    };
+    let rep3m = JobDemand {
+        dealer: None,
+        ..full
+    };
+    let seed = [7u8; 32];
+    let mut parties_drawn = Vec::new();
+    for (d, size) in [(rep3, 3), (rep3m, 4), (full, 5)] {
+        let (mut reg, _) = simple_registry(30, 30, 1, vec![DomainKey::Operator]);
+        let (c, record) = reg.draw_committee(&d, &seed, &[], false).unwrap();
+        // Pinned: the same three parties for every shape; the full one (semi2k, spdz2k) draws its dealer
+        // and verifier after them exactly as before roles were per protocol (same role order, same
+        // random stream), and rep3m's verifier takes the node the dealer would have.
+        let pinned = |dealer: Option<u32>, verifier: Option<u32>| Committee {
+            parties: vec![NodeId(7), NodeId(10), NodeId(4)],
+            dealer: dealer.map(NodeId),
+            verifier: verifier.map(NodeId),
+        };
+        let expected = match size {
+            3 => pinned(None, None),
+            4 => pinned(None, Some(20)),
+            _ => pinned(Some(20), Some(29)),
+        };
+        assert_eq!(c, expected);
+        assert_eq!(c.parties.len(), 3);
+        assert_eq!(c.dealer.is_some(), d.dealer.is_some());
+        assert_eq!(c.verifier.is_some(), d.verifier.is_some());
+        assert_eq!(c.len(), size);
+        let roles: Vec<Role> = record.picks.iter().map(|p| p.role).collect();
+        assert_eq!(roles, d.roles().collect::<Vec<_>>());
+        assert_eq!(roles.len(), size);
+        // The parties come first from the same random stream: the roles after them do not move them.
+        parties_drawn.push(c.parties.clone());
+        // The cheapest selection has the same roles.
+        let cheap = reg
+            .select(&SelectRequest {
+                demand: &d,
+                seed: 7,
+                exclude: &[],
+            })
+            .unwrap();
+        assert_eq!(
+            (cheap.len(), cheap.dealer.is_some()),
+            (size, d.dealer.is_some())
+        );
+        // Placed: exactly `size` nodes hold the job and its memory, the committee's members.
+        let placed = reg.place_stages_seeded(&[d], &[seed], &[]).unwrap();
+        let committee = &placed[0].0.committee;
+        assert_eq!(committee, &c, "the draw reserved is the draw made");
+        let held: Vec<NodeId> = reg
+            .nodes()
+            .filter(|e| e.active_jobs() > 0)
+            .map(|e| e.id())
+            .collect();
+        assert_eq!(held.len(), size, "{held:?}");
+        assert!(held.iter().all(|&n| committee.contains(n)));
+        let used: u64 = reg
+            .nodes()
+            .map(|e| e.hardware().memory_bytes - e.free_memory())
+            .sum();
+        assert_eq!(used, d.roles().map(|r| d.role(r).memory_bytes).sum::<u64>());
+        reg.release(&placed[0].0);
+        assert!(reg.nodes().all(|e| e.active_jobs() == 0));
+    }
+    assert!(
+        parties_drawn.windows(2).all(|w| w[0] == w[1]),
+        "{parties_drawn:?}"
+    );
 }

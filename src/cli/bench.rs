@@ -34,7 +34,7 @@ mod smollm2;
 
 /// The protocols `veil bench` can measure. A protocol joins this list when [`measure`] can run it; the sweep
 /// takes its default protocols from here, so a new protocol shows up in sweeps and reports by itself.
-pub const PROTOCOLS: &[&str] = &["semi2k", "spdz2k", "rep3", "rep3m"];
+pub const PROTOCOLS: &[Protocol] = &Protocol::ALL;
 
 /// Arguments of `veil bench`.
 #[derive(Args, Debug, Clone)]
@@ -42,9 +42,9 @@ pub struct BenchArgs {
     /// Workload: gemm, network-a, lenet or minilm (private all-MiniLM-L6-v2 embeddings; needs --model).
     #[arg(long, default_value = "network-a")]
     pub workload: String,
-    /// Protocol.
+    /// Protocol: semi2k, spdz2k, rep3 or rep3m.
     #[arg(long, default_value = "semi2k")]
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Execution parties.
     #[arg(long, default_value_t = 3)]
     pub parties: usize,
@@ -410,11 +410,12 @@ fn run_gemm(args: &BenchArgs) -> Result<()> {
 }
 
 /// Checks that `protocol` is one `veil bench` can measure.
-pub fn check_protocol(protocol: &str) -> Result<()> {
+pub fn check_protocol(protocol: Protocol) -> Result<()> {
     if !PROTOCOLS.contains(&protocol) {
+        let names: Vec<&str> = PROTOCOLS.iter().map(|p| p.name()).collect();
         bail!(
-            "unknown protocol {protocol:?}: this build's bench measures {}",
-            PROTOCOLS.join(", ")
+            "protocol {protocol}: this build's bench measures {}",
+            names.join(", ")
         );
     }
     Ok(())
@@ -428,7 +429,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     if args.workload == "minilm" {
         return minilm::measure(args);
     }
-    check_protocol(&args.protocol)?;
+    check_protocol(args.protocol)?;
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
@@ -453,7 +454,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
     options.profile = true;
     options.shaping = shaping;
-    options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    options.protocol = args.protocol;
     if !options.protocol.supports_parties(args.parties) {
         bail!(
             "{} runs with {}, not {}",
@@ -555,7 +556,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     let include = args.offline == Offline::Include;
     Ok(ModelReport {
         workload: args.workload.clone(),
-        protocol: args.protocol.clone(),
+        protocol: args.protocol.to_string(),
         parties: args.parties,
         batch: args.batch,
         transport: args.transport,
@@ -898,7 +899,7 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
     let kind = Deviation::parse(name).with_context(|| {
         format!("unknown adversary {name:?}: use flip-share, wrong-triple, bad-mac, skip-round or wrong-output")
     })?;
-    if Protocol::parse(&args.protocol) != Some(Protocol::Spdz2k) {
+    if args.protocol != Protocol::Spdz2k {
         bail!("--adversary needs --protocol spdz2k (semi2k cannot detect a deviation)");
     }
     let device = burn::tensor::Device::flex();
@@ -946,7 +947,7 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
     };
     let report = AdversaryReport {
         workload: args.workload.clone(),
-        protocol: args.protocol.clone(),
+        protocol: args.protocol.to_string(),
         parties: args.parties,
         batch: args.batch,
         adversary: kind.name().into(),

@@ -62,7 +62,7 @@ pub struct ChatArgs {
     model: Option<PathBuf>,
     /// Protocol of the private path (semi2k).
     #[arg(long, default_value = "semi2k")]
-    protocol: String,
+    protocol: Protocol,
     /// Execution parties of the local demo network, or of the coordinator's committee (at least 2).
     #[arg(long, default_value_t = 3)]
     parties: usize,
@@ -166,9 +166,7 @@ pub fn run(args: ChatArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let Some(protocol) = Protocol::parse(&args.protocol) else {
-        bail!("unknown protocol {:?}", args.protocol);
-    };
+    let protocol = args.protocol;
     if args.parties < 2 {
         bail!("--parties must be at least 2");
     }
@@ -257,7 +255,7 @@ fn run_network(
     if args.plaintext {
         bail!("--plaintext runs locally: drop --coordinator");
     }
-    if args.protocol != "semi2k" {
+    if args.protocol != Protocol::Semi2k {
         bail!("private generation runs semi2k");
     }
     let parties = u8::try_from(args.parties).context("--parties")?;
@@ -318,7 +316,7 @@ fn run_network(
                 "tokens": turn.tokens,
                 "text": turn.text,
                 "mode": "network",
-                "protocol": "semi2k",
+                "protocol": Protocol::Semi2k,
                 "parties": parties,
                 "model": file.id,
                 "job": turn.job,
@@ -360,7 +358,7 @@ pub fn deploy(args: &super::client::DeployArgs) -> Result<()> {
             path.display()
         )
     })?;
-    if args.protocol != "semi2k" {
+    if Protocol::parse(&args.protocol) != Some(Protocol::Semi2k) {
         eprintln!(
             "note: {SMOLLM2_NAME} is deployed for semi2k (private generation has no {} yet)",
             args.protocol
@@ -372,7 +370,7 @@ pub fn deploy(args: &super::client::DeployArgs) -> Result<()> {
         &id,
         args.parties,
         FixedPoint::default().frac_bits(),
-        "semi2k",
+        Protocol::Semi2k.name(),
     )?;
     if args.json {
         println!("{}", serde_json::to_string(&view)?);

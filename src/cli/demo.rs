@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use veil_engine::model_file::{argmax, ModelFile};
 use veil_engine::{Plan, WeightMode};
+use veil_protocols::protocol::Protocol;
 use veil_protocols::ring::FixedPoint;
 
 use super::local::{LocalNetwork, LocalOptions};
@@ -42,7 +43,7 @@ pub struct DemoArgs {
     pub show: usize,
     /// spdz2k (MAC-checked, verified, with a signed receipt) or semi2k.
     #[arg(long, default_value = "spdz2k")]
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Write the job's receipt to this file (check it with `veil verify FILE --coordinator-key KEY`).
     #[arg(long)]
     pub receipt: Option<std::path::PathBuf>,
@@ -121,10 +122,10 @@ fn committee_line(view: &JobView) -> String {
         Some(c) => {
             let parties: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
             format!(
-                "parties {}, {}, verifier n{}",
+                "parties {}, {}, {}",
                 parties.join(" "),
                 super::jobs::dealer_text(c),
-                c.verifier.node
+                super::jobs::verifier_text(c)
             )
         }
         None => String::new(),
@@ -136,8 +137,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
     if args.parties < 2 {
         bail!("a committee needs at least 2 parties");
     }
-    if args.protocol != "spdz2k" && args.protocol != "semi2k" {
-        bail!("--protocol {:?}: use spdz2k or semi2k", args.protocol);
+    if !matches!(args.protocol, Protocol::Spdz2k | Protocol::Semi2k) {
+        bail!("--protocol {}: use spdz2k or semi2k", args.protocol);
     }
     if args.nodes < args.parties + 2 {
         bail!(
@@ -193,7 +194,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         WeightMode::Shared,
         args.parties as u8,
         frac_bits,
-        &args.protocol,
+        args.protocol.name(),
     )?;
     println!(
         "  [{:>5.2} s] deployed model {}... ({}): architecture public, weights secret-shared per job, {}",
@@ -212,7 +213,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
         parties: args.parties as u8,
         model: Some(deployed.id.clone()),
         output_key: None,
-        protocol: args.protocol.clone(),
+        protocol: args.protocol.to_string(),
         stage: None,
         threads: None,
         shaping: None,
@@ -341,7 +342,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
             .job
             .committee
             .as_ref()
-            .map_or(String::new(), |c| format!("n{} ", c.verifier.node));
+            .and_then(|c| c.verifier.as_ref())
+            .map_or(String::new(), |v| format!("n{} ", v.node));
         println!(
             "  receipt: signed by the verifier {verifier}({}...) over job {}, model {}..., inputs {}..., \
              outputs {}..., MAC-check transcripts {}...; checked by this client",

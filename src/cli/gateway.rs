@@ -14,6 +14,7 @@ use clap::Args;
 use veil_gateway::network::{NetworkBackend, NetworkConfig, StartError};
 use veil_gateway::network_chat::NetworkChat;
 use veil_gateway::{ApiKeys, Gateway, Limits};
+use veil_protocols::protocol::Protocol;
 
 /// Arguments of `veil gateway`.
 #[derive(Args, Debug)]
@@ -41,7 +42,7 @@ pub struct GatewayArgs {
     /// Protocol of the pretrained deployments it uses, or makes when the coordinator lacks them: spdz2k
     /// (MAC-checked, every answer's receipt checked) or semi2k.
     #[arg(long, default_value = "spdz2k")]
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Parties of the pretrained deployments it makes.
     #[arg(long, default_value_t = 3)]
     pub parties: u8,
@@ -61,8 +62,8 @@ pub struct GatewayArgs {
 
 /// Runs `veil gateway`.
 pub fn run(args: GatewayArgs) -> Result<()> {
-    if args.protocol != "semi2k" && args.protocol != "spdz2k" {
-        bail!("--protocol {:?}: use semi2k or spdz2k", args.protocol);
+    if !matches!(args.protocol, Protocol::Semi2k | Protocol::Spdz2k) {
+        bail!("--protocol {}: use semi2k or spdz2k", args.protocol);
     }
     super::signals::install();
     veil_node::logging::init("info");
@@ -72,7 +73,7 @@ pub fn run(args: GatewayArgs) -> Result<()> {
         coordinator_key: args.coordinator_key,
         identity: args.identity.clone(),
         models: args.models.clone(),
-        protocol: args.protocol.clone(),
+        protocol: args.protocol,
         parties: args.parties,
         job_timeout: Duration::from_secs(args.timeout_s.max(1)),
         call_timeout: Duration::from_secs(30),

@@ -222,10 +222,10 @@ fn print_job(j: &JobView) {
     if let Some(c) = &j.committee {
         let ids: Vec<String> = c.parties.iter().map(|m| format!("n{}", m.node)).collect();
         println!(
-            "  committee: parties [{}], {}, verifier n{}",
+            "  committee: parties [{}], {}, {}",
             ids.join(", "),
             dealer_text(c),
-            c.verifier.node
+            verifier_text(c)
         );
     }
     if let Some(why) = &j.unplaced_reason {
@@ -416,7 +416,7 @@ pub fn submit(args: SubmitArgs) -> Result<()> {
         parties: args.parties,
         model: None,
         output_key: None,
-        protocol: "semi2k".into(),
+        protocol: veil_protocols::protocol::Protocol::Semi2k.to_string(),
         stage: None,
         threads: None,
         shaping: None,
@@ -483,4 +483,11 @@ pub(super) fn dealer_text(c: &veil_node::api::CommitteeView) -> String {
     c.dealer
         .as_ref()
         .map_or_else(|| "no dealer".into(), |d| format!("dealer n{}", d.node))
+}
+
+/// The committee's verifier as the job views print it: `verifier nK`, or `no verifier` (`rep3`).
+pub(super) fn verifier_text(c: &veil_node::api::CommitteeView) -> String {
+    c.verifier
+        .as_ref()
+        .map_or_else(|| "no verifier".into(), |v| format!("verifier n{}", v.node))
 }

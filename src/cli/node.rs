@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use veil_engine::local::{LocalRunReport, Protocol};
+use veil_engine::local::LocalRunReport;
 use veil_engine::{Model, Plan};
 use veil_node::client::{run_private_protocol, Client, ClientOptions, Committee, QuicJob};
 use veil_node::cluster::{ClusterOptions, LocalCluster};
@@ -191,7 +191,7 @@ fn run_quic(
         options.recv_timeout_ms = 3_000;
         options.log = "error".into();
     }
-    let protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    let protocol = args.protocol;
     // A protocol without a dealer runs on the parties alone: no dealer process.
     options.dealer = protocol.has_dealer();
     let cluster = LocalCluster::spawn(&exe, &options).context("starting node processes")?;

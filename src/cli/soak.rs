@@ -32,6 +32,7 @@ use serde::Serialize;
 use veil_engine::model_file::ModelFile;
 use veil_engine::{workloads, Model, Plan, WeightMode};
 use veil_node::api::{self, HeartbeatRequest, JobView, SubmitRequest};
+use veil_protocols::protocol::Protocol;
 use veil_protocols::ring::FixedPoint;
 
 use super::local::{LocalNetwork, LocalOptions};
@@ -252,7 +253,13 @@ fn drive(
     let file =
         ModelFile::parse(super::demo::MODEL, None, &device).context("loading the shipped model")?;
     let fp = FixedPoint::default();
-    let deployed = owner.deploy(&file, WeightMode::Shared, 3, fp.frac_bits(), api::SPDZ2K)?;
+    let deployed = owner.deploy(
+        &file,
+        WeightMode::Shared,
+        3,
+        fp.frac_bits(),
+        Protocol::Spdz2k.name(),
+    )?;
     let rows = super::demo::rows()?;
     let rows: Vec<Vec<f32>> = rows
         .iter()
@@ -323,7 +330,7 @@ fn drive(
                             NETWORK_A_SEED,
                             None,
                             2,
-                            "semi2k",
+                            Protocol::Semi2k.name(),
                             inputs.len(),
                             fp,
                         );
@@ -338,7 +345,7 @@ fn drive(
                             0,
                             Some(model_id.clone()),
                             3,
-                            api::SPDZ2K,
+                            Protocol::Spdz2k.name(),
                             inputs.len(),
                             fp,
                         );

@@ -2,9 +2,10 @@
 //! network settings), one JSON object per run, appended to FILE as each run finishes (so an interrupted sweep
 //! keeps what it measured). `veil report FILE` turns the file into charts.
 //!
-//! Protocols default to every protocol `veil bench` measures ([`super::bench::PROTOCOLS`]) plus those the
-//! lab compares by default (semi2k, spdz2k): a default protocol this build cannot measure yet is skipped with
-//! a message; one named with `--sweep-protocols` is an error. A run that fails (a combination this build cannot
+//! Protocols default to every protocol `veil bench` measures ([`super::bench::PROTOCOLS`]: semi2k, spdz2k,
+//! rep3 and rep3m, each at the party counts it runs with): a default protocol this build cannot measure yet
+//! is skipped with a message; one named with `--sweep-protocols` that it cannot is an error, and a name that
+//! is no protocol is refused when the arguments are parsed. A run that fails (a combination this build cannot
 //! run, such as a protocol over a transport it does not support yet) is reported and skipped; the sweep then
 //! ends with an error listing the failed runs, after writing every run that succeeded.
 
@@ -15,18 +16,21 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use veil_engine::lab::shaping::ShapingConfig;
 
+use veil_protocols::protocol::Protocol;
+
 use super::bench::{self, BenchArgs};
 
-/// Protocols the default sweep compares, if this build measures them.
-pub const DEFAULT_PROTOCOLS: &[&str] = &["semi2k", "spdz2k", "rep3"];
+/// Protocols the default sweep compares, if this build measures them: every protocol, the dealer ones
+/// first, so that the table shows where each wins.
+pub const DEFAULT_PROTOCOLS: &[Protocol] = &Protocol::ALL;
 
 /// The grid of a sweep.
 #[derive(Args, Debug, Clone)]
 pub struct GridArgs {
-    /// Sweep: protocols (default: semi2k, spdz2k and rep3, each if this build measures it; rep3 runs only
-    /// at 3 parties, so its other party counts are left out of the grid).
+    /// Sweep: protocols (default: semi2k, spdz2k, rep3 and rep3m, each if this build measures it; rep3 and
+    /// rep3m run only at 3 parties, so their other party counts are left out of the grid).
     #[arg(long, value_delimiter = ',')]
-    pub sweep_protocols: Vec<String>,
+    pub sweep_protocols: Vec<Protocol>,
     /// Sweep: party counts.
     #[arg(long, value_delimiter = ',', default_values_t = [2usize, 3, 5])]
     pub sweep_parties: Vec<usize>,
@@ -99,20 +103,20 @@ pub fn parse_network(text: &str) -> Result<Option<ShapingConfig>> {
 }
 
 /// The protocols to sweep: the ones asked for (each must be measurable), or the measurable defaults.
-pub fn protocols(asked: &[String]) -> Result<Vec<String>> {
+pub fn protocols(asked: &[Protocol]) -> Result<Vec<Protocol>> {
     if !asked.is_empty() {
-        for p in asked {
+        for &p in asked {
             bench::check_protocol(p)?;
         }
         return Ok(asked.to_vec());
     }
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<Protocol> = Vec::new();
     for p in DEFAULT_PROTOCOLS.iter().chain(bench::PROTOCOLS) {
-        if out.iter().any(|o| o == p) {
+        if out.contains(p) {
             continue;
         }
         if bench::PROTOCOLS.contains(p) {
-            out.push((*p).to_string());
+            out.push(*p);
         } else {
             eprintln!("sweep: skipping protocol {p}: this build's bench does not measure it yet");
         }
@@ -124,7 +128,7 @@ pub fn protocols(asked: &[String]) -> Result<Vec<String>> {
 #[derive(Debug, Clone)]
 pub struct Point {
     /// Protocol.
-    pub protocol: String,
+    pub protocol: Protocol,
     /// Parties.
     pub parties: usize,
     /// Workload.
@@ -148,16 +152,16 @@ pub fn grid(args: &GridArgs) -> Result<Vec<Point>> {
         if workload == "gemm" {
             bail!("sweep: gemm is a kernel benchmark, not a private workload");
         }
-        for protocol in &protocols {
-            let runs_with = |parties: usize| {
-                veil_protocols::protocol::Protocol::parse(protocol)
-                    .is_none_or(|p| p.supports_parties(parties))
-            };
-            for &parties in args.sweep_parties.iter().filter(|&&n| runs_with(n)) {
+        for &protocol in &protocols {
+            for &parties in args
+                .sweep_parties
+                .iter()
+                .filter(|&&n| protocol.supports_parties(n))
+            {
                 for &batch in &args.sweep_batches {
                     for network in &networks {
                         points.push(Point {
-                            protocol: protocol.clone(),
+                            protocol,
                             parties,
                             workload: workload.clone(),
                             batch,
@@ -189,7 +193,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let slow = point.network.is_some_and(|n| n.latency_ms >= 1.0);
         let mut run_args = args.clone();
         run_args.sweep = false;
-        run_args.protocol = point.protocol.clone();
+        run_args.protocol = point.protocol;
         run_args.parties = point.parties;
         run_args.workload = point.workload.clone();
         run_args.batch = point.batch;
@@ -276,22 +280,46 @@ mod tests {
     }
 
     #[test]
-    fn unknown_protocols_are_errors_when_asked_and_skipped_by_default() {
-        assert!(protocols(&["no-such-protocol".into()]).is_err());
-        let defaults = protocols(&[]).unwrap();
-        assert!(defaults
-            .iter()
-            .all(|p| bench::PROTOCOLS.contains(&p.as_str())));
-        assert!(defaults.iter().any(|p| p == "semi2k"));
-        assert!(defaults.iter().any(|p| p == "rep3"));
+    fn unknown_protocols_are_refused_and_the_default_sweeps_every_protocol() {
+        assert!("no-such-protocol".parse::<Protocol>().is_err());
+        assert_eq!(protocols(&[]).unwrap(), Protocol::ALL);
+        assert_eq!(protocols(&[Protocol::Rep3m]).unwrap(), [Protocol::Rep3m]);
     }
 
     #[test]
     fn the_bench_measures_every_protocol_the_enum_names() {
-        let names: Vec<&str> = veil_protocols::protocol::Protocol::ALL
-            .iter()
-            .map(|p| p.name())
-            .collect();
-        assert_eq!(bench::PROTOCOLS, names.as_slice());
+        assert_eq!(bench::PROTOCOLS, Protocol::ALL.as_slice());
+    }
+
+    /// The default grid: every protocol at the party counts it runs with (rep3 and rep3m at 3 only), each
+    /// under LAN and WAN, network-a then lenet.
+    #[test]
+    fn the_default_grid_has_lan_and_wan_rows_for_every_protocol() {
+        let args = GridArgs {
+            sweep_protocols: Vec::new(),
+            sweep_parties: vec![2, 3, 5],
+            sweep_workloads: vec!["network-a".into(), "lenet".into()],
+            sweep_batches: vec![1],
+            sweep_networks: vec!["lan".into(), "wan".into()],
+            wan_reps: 2,
+        };
+        let points = grid(&args).unwrap();
+        // (3 + 3 + 1 + 1) configurations x 2 networks x 2 workloads.
+        assert_eq!(points.len(), 32);
+        for p in Protocol::ALL {
+            let rows: Vec<&Point> = points.iter().filter(|x| x.protocol == p).collect();
+            let parties: Vec<usize> = if p.supports_parties(2) {
+                vec![2, 3, 5]
+            } else {
+                vec![3]
+            };
+            assert_eq!(rows.len(), parties.len() * 4, "{p}");
+            assert!(rows.iter().all(|x| parties.contains(&x.parties)), "{p}");
+            let lan = rows
+                .iter()
+                .filter(|x| x.network.is_some_and(|n| n.latency_ms < 1.0))
+                .count();
+            assert_eq!(lan * 2, rows.len(), "{p}: as many LAN rows as WAN rows");
+        }
     }
 }

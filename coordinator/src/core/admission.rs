@@ -183,7 +183,7 @@ impl Core {
                 let a = e.extra.attempt.as_ref()?;
                 let members: Vec<NodeId> = match e.job.phase() {
                     Phase::Scheduled | Phase::Running => a.computing_members().collect(),
-                    Phase::Verifying if a.verified => vec![a.verifier],
+                    Phase::Verifying if a.verified => a.verifier.into_iter().collect(),
                     _ => return None,
                 };
                 let blamed: Vec<NodeId> = members

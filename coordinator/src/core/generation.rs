@@ -9,9 +9,10 @@
 
 use veil_node::api::SubmitRequest;
 use veil_node::envelope::SealingKey;
+use veil_protocols::protocol::Protocol;
 use veil_scheduler::{JobDemand, RoleDemand};
 
-use super::submission::weight_mode;
+use super::submission::{job_demand, weight_mode};
 use crate::error::{Error, Result};
 
 pub use veil_node::generation::MAX_POSITIONS;
@@ -55,7 +56,7 @@ pub fn generation_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDeman
             "a chat model's weights are public",
         ));
     }
-    if req.protocol != "semi2k" {
+    if Protocol::parse(&req.protocol) != Some(Protocol::Semi2k) {
         return Err(Error::Unsupported {
             field: "protocol",
             value: req.protocol.chars().take(32).collect(),
@@ -98,25 +99,26 @@ pub fn generation_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDeman
             .map_err(|e| Error::malformed("output_key", e))?;
     }
     let steps = req.batch.div_ceil(PREFILL_CHUNK) + req.inferences - 1;
-    Ok(JobDemand {
-        parties: req.parties,
-        party: RoleDemand {
+    Ok(job_demand(
+        Protocol::Semi2k,
+        req.parties,
+        RoleDemand {
             memory_bytes: PARTY_WEIGHT_BYTES + CACHE_BYTES_PER_POSITION * positions + (64 << 20),
             ops: OPS_PER_POSITION * positions,
             bytes: BYTES_PER_STEP * u64::from(steps),
         },
-        dealer: RoleDemand {
+        RoleDemand {
             memory_bytes: 256 << 20,
             ops: OPS_PER_POSITION * positions / 4,
             bytes: DEALER_BYTES_PER_STEP * u64::from(steps) * u64::from(req.parties),
         },
-        verifier: RoleDemand {
+        RoleDemand {
             memory_bytes: 16 << 20,
             ops: 0,
             bytes: 0,
         },
-        rounds: ROUNDS_PER_STEP.saturating_mul(steps),
-    })
+        ROUNDS_PER_STEP.saturating_mul(steps),
+    ))
 }
 
 #[cfg(test)]
@@ -134,7 +136,7 @@ mod tests {
             parties: 3,
             model: Some("ab".repeat(32)),
             output_key: None,
-            protocol: "semi2k".into(),
+            protocol: Protocol::Semi2k.to_string(),
             stage: None,
             threads: None,
             shaping: None,
@@ -157,7 +159,7 @@ mod tests {
         assert!(generation_demand_for(&turn(0, 4), name).is_err());
         assert!(generation_demand_for(&turn(8, 0), name).is_err());
         let mut spdz2k = turn(8, 4);
-        spdz2k.protocol = "spdz2k".into();
+        spdz2k.protocol = Protocol::Spdz2k.to_string();
         assert!(generation_demand_for(&spdz2k, name).is_err());
         let mut other = turn(8, 4);
         other.workload = "all-minilm-l6-v2".into();

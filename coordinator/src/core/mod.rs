@@ -106,9 +106,11 @@ pub(crate) struct Attempt {
     /// postcard `SignedManifest`.
     pub(crate) manifest: Vec<u8>,
     pub(crate) parties: Vec<NodeId>,
-    /// The dealer; `None` under a protocol without one (`rep3`).
+    /// The dealer; `None` under a protocol without one (`rep3`, `rep3m`).
     pub(crate) dealer: Option<NodeId>,
-    pub(crate) verifier: NodeId,
+    /// The verifier; `None` under a protocol whose committees have none (`rep3`, see
+    /// `Protocol::has_verifier`).
+    pub(crate) verifier: Option<NodeId>,
     /// Per party, then the dealer if there is one.
     pub(crate) accepted: Vec<bool>,
     pub(crate) inputs: Vec<bool>,

@@ -195,7 +195,7 @@ impl Core {
         for e in self.jobs.values() {
             let phase = e.job.phase();
             let Some(a) = &e.extra.attempt else { continue };
-            if phase == Phase::Verifying && a.verified && a.verifier == node {
+            if phase == Phase::Verifying && a.verified && a.verifier == Some(node) {
                 out.push(TaskView {
                     job: e.job.id.0,
                     attempt: a.number,

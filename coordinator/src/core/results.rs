@@ -78,7 +78,7 @@ impl Core {
             committee: a.map(|a| CommitteeView {
                 parties: a.parties.iter().map(|&p| self.member_view(p)).collect(),
                 dealer: a.dealer.map(|d| self.member_view(d)),
-                verifier: self.member_view(a.verifier),
+                verifier: a.verifier.map(|v| self.member_view(v)),
             }),
             run_id: a.map(|a| hex::encode(a.run_id)),
             manifest: a.map(|a| hex::encode(&a.manifest)),

@@ -94,7 +94,7 @@ impl Core {
                     .filter(|&(i, _)| !a.accepted[i])
                     .map(|(_, m)| m)
                     .collect(),
-                (Some(a), Phase::Verifying) if a.verified => vec![a.verifier],
+                (Some(a), Phase::Verifying) if a.verified => a.verifier.into_iter().collect(),
                 (Some(a), Phase::Running | Phase::Verifying) => a
                     .parties
                     .iter()
@@ -176,7 +176,9 @@ impl Core {
                 .filter(|n| now.saturating_sub(n.last_heartbeat()) > stale)
                 .map(|n| n.id()),
         );
-        let roles: u64 = e.job.stages.iter().map(|d| u64::from(d.parties) + 2).sum();
+        // The roles this job will hold: its committees' members (a dealer and a verifier only where the
+        // protocol has them).
+        let roles: u64 = e.job.stages.iter().map(|d| d.committee_size() as u64).sum();
         exclude.extend(self.over_role_share(roles));
         exclude.sort_unstable();
         exclude.dedup();
@@ -254,7 +256,7 @@ impl Core {
             attempt = attempt.number,
             parties = ?attempt.parties,
             dealer = ?attempt.dealer,
-            verifier = %attempt.verifier,
+            verifier = ?attempt.verifier,
             "committee scheduled"
         );
         e.extra.attempt = Some(attempt);
@@ -357,9 +359,18 @@ impl Core {
             .transpose()
             .map_err(|e| Error::malformed("output_key", e))?;
         let protocol = check_protocol(&req.protocol, req.parties)?;
-        // The scheduler fills a dealer slot for every committee; a protocol without a dealer leaves it out:
-        // no manifest names it and it gets no task.
-        let dealer = protocol.has_dealer().then_some(c.dealer);
+        // The committee has exactly the roles of the job's demand (`job_demand`): a dealer iff the protocol
+        // has one, a verifier iff its committees have one. A committee that disagrees with the protocol
+        // (a demand built otherwise) is refused rather than run with a missing or extra member.
+        if c.dealer.is_some() != protocol.has_dealer()
+            || c.verifier.is_some() != protocol.has_verifier()
+        {
+            return Err(Error::invariant(format!(
+                "a {protocol} committee with dealer {:?} and verifier {:?}",
+                c.dealer, c.verifier
+            )));
+        }
+        let dealer = c.dealer;
         let manifest = Manifest {
             job: RunId(run_id),
             protocol,
@@ -380,7 +391,7 @@ impl Core {
             dealer: dealer.map(|d| self.member(d)).transpose()?,
             client: self.identity.public_key(),
             output_key,
-            verifier: Some(self.member(c.verifier)?),
+            verifier: c.verifier.map(|v| self.member(v)).transpose()?,
         };
         let signed: SignedManifest = manifest.sign(&self.identity).map_err(Error::invariant)?;
         let n = c.parties.len();

@@ -208,7 +208,7 @@ pub fn check_onnx(req: &DeployRequest, bytes: &[u8]) -> Result<OnnxFile> {
 /// element; about 8 rounds per node. Estimates, for selection and load accounting only. Cheap: nothing is
 /// imported.
 pub fn onnx_demand_for(req: &SubmitRequest, file: &OnnxFile) -> Result<JobDemand> {
-    check_public_weight_job(
+    let protocol = check_public_weight_job(
         req,
         PublicWeightJob {
             workload: veil_node::onnx_model::ONNX_WORKLOAD,
@@ -222,25 +222,26 @@ pub fn onnx_demand_for(req: &SubmitRequest, file: &OnnxFile) -> Result<JobDemand
     let elements = file.elements;
     let nodes = file.nodes;
     let items = u64::from(req.inferences);
-    Ok(JobDemand {
-        parties: req.parties,
-        party: RoleDemand {
+    Ok(job_demand(
+        protocol,
+        req.parties,
+        RoleDemand {
             memory_bytes: 32 * elements + (16 << 20),
             ops: 2 * elements * items,
             bytes: 8 * elements * items,
         },
-        dealer: RoleDemand {
+        RoleDemand {
             memory_bytes: 64 << 20,
             ops: elements * items,
             bytes: 8 * elements * items * u64::from(req.parties),
         },
-        verifier: RoleDemand {
+        RoleDemand {
             memory_bytes: 16 << 20,
             ops: 0,
             bytes: 0,
         },
-        rounds: nodes.saturating_mul(8).saturating_mul(req.inferences),
-    })
+        nodes.saturating_mul(8).saturating_mul(req.inferences),
+    ))
 }
 
 /// What differs between the jobs on a public-weight model (a pretrained encoder, an ONNX model): the
@@ -256,7 +257,7 @@ struct PublicWeightJob<'a> {
 /// The checks every job on a public-weight model passes, in this order: no lab-only field, the model's
 /// workload, one stage, public weights, then the parties, batch, inference count, fixed point, protocol
 /// and output key within their bounds.
-fn check_public_weight_job(req: &SubmitRequest, job: PublicWeightJob) -> Result<()> {
+fn check_public_weight_job(req: &SubmitRequest, job: PublicWeightJob) -> Result<Protocol> {
     if req.shaping.is_some() {
         return Err(Error::LabOnly { field: "shaping" });
     }
@@ -282,12 +283,32 @@ fn check_public_weight_job(req: &SubmitRequest, job: PublicWeightJob) -> Result<
     )?;
     veil_protocols::ring::FixedPoint::new(req.frac_bits)
         .map_err(|e| Error::malformed("frac_bits", e))?;
-    check_protocol(&req.protocol, req.parties)?;
+    let protocol = check_protocol(&req.protocol, req.parties)?;
     if let Some(k) = &req.output_key {
         k.parse::<SealingKey>()
             .map_err(|e| Error::malformed("output_key", e))?;
     }
-    Ok(())
+    Ok(protocol)
+}
+
+/// A job's demand under `protocol`: the dealer's needs iff the protocol has a dealer, the verifier's iff
+/// its committees have a verifier ([`Protocol::has_verifier`]). The scheduler draws and reserves exactly
+/// these roles, so a protocol without a dealer (`rep3`, `rep3m`) holds no node for one.
+pub(super) fn job_demand(
+    protocol: Protocol,
+    parties: u8,
+    party: RoleDemand,
+    dealer: RoleDemand,
+    verifier: RoleDemand,
+    rounds: u32,
+) -> JobDemand {
+    JobDemand {
+        parties,
+        party,
+        dealer: protocol.has_dealer().then_some(dealer),
+        verifier: protocol.has_verifier().then_some(verifier),
+        rounds,
+    }
 }
 
 /// Weights of all-MiniLM-L6-v2's encoder layers (6 layers of 4 x 384 x 384 + 2 x 384 x 1536 weights):
@@ -300,7 +321,7 @@ const ENCODER_ROUNDS: u32 = 1_000;
 /// public weights encoded (8 bytes each) plus 64 MiB of activations; computes 2 ring operations per weight
 /// per token; sends about 4 KiB per token per layer. Estimates, for selection and load accounting only.
 pub fn encoder_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDemand> {
-    check_public_weight_job(
+    let protocol = check_public_weight_job(
         req,
         PublicWeightJob {
             workload: name,
@@ -312,25 +333,26 @@ pub fn encoder_demand_for(req: &SubmitRequest, name: &str) -> Result<JobDemand> 
         },
     )?;
     let tokens = u64::from(req.batch) * u64::from(req.inferences);
-    Ok(JobDemand {
-        parties: req.parties,
-        party: RoleDemand {
+    Ok(job_demand(
+        protocol,
+        req.parties,
+        RoleDemand {
             memory_bytes: 8 * ENCODER_WEIGHTS + (64 << 20),
             ops: 2 * ENCODER_WEIGHTS * tokens,
             bytes: (4 << 10) * 6 * tokens,
         },
-        dealer: RoleDemand {
+        RoleDemand {
             memory_bytes: 64 << 20,
             ops: ENCODER_WEIGHTS * tokens,
             bytes: (4 << 10) * 6 * tokens * u64::from(req.parties),
         },
-        verifier: RoleDemand {
+        RoleDemand {
             memory_bytes: 16 << 20,
             ops: 0,
             bytes: 0,
         },
-        rounds: ENCODER_ROUNDS.saturating_mul(req.inferences),
-    })
+        ENCODER_ROUNDS.saturating_mul(req.inferences),
+    ))
 }
 
 /// The split of model `id` with `architecture` into stages of at most `max_stage_memory_bytes` per party
@@ -436,30 +458,26 @@ pub fn demand_for(req: &SubmitRequest, deployed: Option<&Architecture>) -> Resul
     };
     let items = u64::from(req.batch) * u64::from(req.inferences);
     let rounds_per = if req.workload == "lenet" { 61 } else { 20 };
-    Ok(JobDemand {
-        parties: req.parties,
-        party: RoleDemand {
+    Ok(job_demand(
+        protocol,
+        req.parties,
+        RoleDemand {
             memory_bytes: 24 * weights + (1 << 20),
             ops: 2 * weights * items,
             bytes: 8 * weights + (64 << 10) * u64::from(req.inferences),
         },
-        // A protocol without a dealer (rep3) asks nothing of the dealer slot.
-        dealer: if protocol.has_dealer() {
-            RoleDemand {
-                memory_bytes: 64 << 20,
-                ops: weights * u64::from(req.inferences),
-                bytes: 8 * weights * u64::from(req.parties),
-            }
-        } else {
-            RoleDemand::default()
+        RoleDemand {
+            memory_bytes: 64 << 20,
+            ops: weights * u64::from(req.inferences),
+            bytes: 8 * weights * u64::from(req.parties),
         },
-        verifier: RoleDemand {
+        RoleDemand {
             memory_bytes: 16 << 20,
             ops: 0,
             bytes: 0,
         },
-        rounds: rounds_per * req.inferences,
-    })
+        rounds_per * req.inferences,
+    ))
 }
 
 impl Core {

@@ -272,11 +272,23 @@ fn a_rep3_job_runs_on_three_parties_and_no_dealer() {
         ..request()
     };
     let demand = demand_for(&req, None).unwrap();
-    assert_eq!(demand.dealer, veil_scheduler::RoleDemand::default());
+    // No dealer and no verifier role: the committee is its three parties.
+    assert_eq!((demand.dealer, demand.verifier), (None, None));
+    assert_eq!(demand.committee_size(), 3);
     let view = c.submit(&client, req, demand, T0 + 1).unwrap();
     assert_eq!(view.phase, "scheduled");
     let committee = view.committee.clone().unwrap();
     assert!(committee.dealer.is_none(), "no dealer in the committee");
+    assert!(committee.verifier.is_none(), "no verifier in the committee");
+    // Exactly three nodes are held for the job: no node sits in a dealer or verifier slot.
+    let held: Vec<String> = c
+        .nodes()
+        .into_iter()
+        .filter(|n| n.active_jobs > 0)
+        .map(|n| n.public_key)
+        .collect();
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(held.iter().all(|k| members(&view).contains(k)));
     let mut parties: Vec<&str> = committee
         .parties
         .iter()
@@ -291,6 +303,7 @@ fn a_rep3_job_runs_on_three_parties_and_no_dealer() {
     let manifest: veil_node::manifest::Manifest = postcard::from_bytes(&signed.body.0).unwrap();
     assert_eq!(manifest.protocol, veil_node::manifest::Protocol::Rep3);
     assert!(manifest.dealer.is_none());
+    assert!(manifest.verifier.is_none());
     // Only the parties have a task, each a party's.
     let mut tasks = 0;
     for k in &keys {
@@ -327,7 +340,7 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
         .parties
         .iter()
         .chain(committee.dealer.as_ref())
-        .chain([&committee.verifier])
+        .chain(committee.verifier.as_ref())
         .map(|m| m.public_key.as_str())
         .collect();
     all.sort_unstable();
@@ -339,7 +352,7 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].role, TaskRole::Dealer);
     assert!(!tasks[0].go);
-    let verifier = key_of(&keys, &committee.verifier.public_key);
+    let verifier = key_of(&keys, &committee.verifier.as_ref().unwrap().public_key);
     assert!(heartbeat(&mut c, &verifier, T0 + 2).tasks.is_empty());
     // Only the submitter uploads inputs; only members accept.
     assert!(
@@ -367,8 +380,8 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     assert!(kind(c.download_output(&stranger, 1, 1)) == Some(ErrorKind::Forbidden));
     // Every member gained reputation and released its reservation.
     for n in c.nodes() {
-        let member =
-            members(&view).contains(&n.public_key) || n.public_key == committee.verifier.public_key;
+        let member = members(&view).contains(&n.public_key)
+            || Some(&n.public_key) == committee.verifier.as_ref().map(|v| &v.public_key);
         assert_eq!(n.successes, u64::from(member));
         assert_eq!(n.active_jobs, 0);
         assert!(!member || n.reputation > 0.8, "{n:?}");
@@ -708,7 +721,7 @@ fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare
             .parties
             .iter()
             .chain(committee.dealer.as_ref())
-            .chain([&committee.verifier])
+            .chain(committee.verifier.as_ref())
             .map(|m| m.public_key.as_str())
             .filter(|k| twins.iter().any(|t| t == k))
             .collect();
@@ -1281,8 +1294,14 @@ fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
         kind(c.task_failed(&party, 1, 1, &failure, T0 + 4)),
         Some(ErrorKind::Forbidden)
     );
-    c.task_failed(&key(&committee.verifier.public_key), 1, 1, &failure, T0 + 4)
-        .unwrap();
+    c.task_failed(
+        &key(&committee.verifier.as_ref().unwrap().public_key),
+        1,
+        1,
+        &failure,
+        T0 + 4,
+    )
+    .unwrap();
     // The coordinator's own re-check of the stored transcripts fails too: the parties are blamed, not
     // the verifier.
     let view = c.job_view(1).unwrap();
@@ -1292,7 +1311,10 @@ fn a_verifiers_failed_verification_is_rechecked_on_the_stored_transcripts() {
     let mut excluded = view.excluded.clone();
     excluded.sort_unstable();
     assert_eq!(excluded, blamed);
-    assert_eq!(failures_of(&c, &committee.verifier.public_key), 0);
+    assert_eq!(
+        failures_of(&c, &committee.verifier.as_ref().unwrap().public_key),
+        0
+    );
 }
 
 #[test]
@@ -1312,7 +1334,13 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
         let mut bytes = c.blobs().get(&blob).unwrap();
         *bytes.last_mut().unwrap() ^= 1;
         c.blobs().put(&blob, &bytes).unwrap();
-        let verifier: PublicKey = committee.verifier.public_key.parse().unwrap();
+        let verifier: PublicKey = committee
+            .verifier
+            .as_ref()
+            .unwrap()
+            .public_key
+            .parse()
+            .unwrap();
         c.task_failed(&verifier, 1, 1, &mac_check_failed(), T0 + 4)
             .unwrap();
         // The attempt is retried, and no member is blamed: not the verifier, not the parties.
@@ -1326,7 +1354,7 @@ fn evidence_changed_in_the_coordinators_keeping_blames_nobody() {
         for m in committee
             .parties
             .iter()
-            .chain([&committee.verifier])
+            .chain(committee.verifier.as_ref())
             .chain(committee.dealer.as_ref())
         {
             assert_eq!(failures_of(&c, &m.public_key), 0, "{dir_kind:?}");

@@ -37,7 +37,7 @@ impl Core {
     ) -> Result<Vec<BlobKey>> {
         let node = self.node_of(key)?;
         let (e, a) = self.attempt_of(job, attempt)?;
-        if a.verifier != node || !a.verified {
+        if a.verifier != Some(node) || !a.verified {
             return Err(Error::NotRole {
                 job,
                 attempt,
@@ -76,7 +76,7 @@ impl Core {
         let reason: String = reason.chars().take(300).collect();
         let (cause, blamed) = match recheck {
             MacRecheck::Fails => (FailureCause::VerificationFailed, a.parties.clone()),
-            MacRecheck::Passes => (FailureCause::NodeFailure, vec![a.verifier]),
+            MacRecheck::Passes => (FailureCause::NodeFailure, a.verifier.into_iter().collect()),
             MacRecheck::StoreCorrupt => (FailureCause::NodeFailure, Vec::new()),
         };
         tracing::warn!(
@@ -101,7 +101,7 @@ impl Core {
     ) -> Result<BlobKey> {
         let node = self.node_of(key)?;
         let (e, a) = self.attempt_of(job, attempt)?;
-        if a.verifier != node || !a.verified {
+        if a.verifier != Some(node) || !a.verified {
             return Err(Error::NotRole {
                 job,
                 attempt,
@@ -158,7 +158,7 @@ impl Core {
     ) -> Result<()> {
         let node = self.node_of(key)?;
         let (e, a) = self.attempt_of(job, attempt)?;
-        if a.verifier != node || !a.verified {
+        if a.verifier != Some(node) || !a.verified {
             return Err(Error::NotRole {
                 job,
                 attempt,

@@ -165,7 +165,7 @@ pub fn check_fits(nodes: &[NodeView], demand: &JobDemand) -> crate::error::Resul
         return Ok(());
     };
     for (role, needed) in [
-        ("dealer", demand.dealer.memory_bytes),
+        ("dealer", demand.dealer.map_or(0, |r| r.memory_bytes)),
         ("party", demand.party.memory_bytes),
     ] {
         if needed > largest {
@@ -290,13 +290,14 @@ mod tests {
             parties: 2,
             model: None,
             output_key: None,
-            protocol: "spdz2k".into(),
+            protocol: veil_protocols::protocol::Protocol::Spdz2k.to_string(),
             stage: None,
             threads: None,
             shaping: None,
         };
         let demand = demand_for(&request, None).unwrap();
-        let (dealer, party) = (demand.dealer.memory_bytes, demand.party.memory_bytes);
+        let dealer = demand.dealer.expect("spdz2k has a dealer").memory_bytes;
+        let party = demand.party.memory_bytes;
         let (role, needed) = if dealer >= party {
             ("dealer", dealer)
         } else {

@@ -140,12 +140,17 @@ pub fn check(
                     }
                     f.collusion_violations += u64::from(bad);
                     for (pos, &m) in members.iter().enumerate() {
+                        // Members are logged in the demand's role order (parties, then the dealer and
+                        // the verifier where they exist).
                         let role = if pos < parties {
                             &demand.party
-                        } else if pos == parties {
-                            &demand.dealer
                         } else {
-                            &demand.verifier
+                            demand.role(
+                                demand
+                                    .roles()
+                                    .nth(pos)
+                                    .unwrap_or(crate::demand::Role::Verifier),
+                            )
                         };
                         let t = &truth[m.index()];
                         let down_long =

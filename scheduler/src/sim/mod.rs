@@ -235,7 +235,8 @@ pub fn capture_bound_for(eligible: &[(u64, bool)], demand: &JobDemand) -> f64 {
     capture_probability(
         u32::from(demand.parties),
         share(demand.party.memory_bytes),
-        share(demand.dealer.memory_bytes),
+        // No dealer: only the parties capture the committee.
+        demand.dealer.map_or(0.0, |r| share(r.memory_bytes)),
     )
 }
 
@@ -386,11 +387,11 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
     for (share, stages) in &plans {
         for d in stages {
             let ops = d.party.ops as f64 * f64::from(d.parties)
-                + d.dealer.ops as f64
-                + d.verifier.ops as f64;
+                + d.role(Role::Dealer).ops as f64
+                + d.role(Role::Verifier).ops as f64;
             let bytes = d.party.bytes as f64 * f64::from(d.parties)
-                + d.dealer.bytes as f64
-                + d.verifier.bytes as f64;
+                + d.role(Role::Dealer).bytes as f64
+                + d.role(Role::Verifier).bytes as f64;
             busy_per_job +=
                 share * (ops / sum_rate.max(1.0) + bytes / sum_bw.max(1.0)) * admitted.len() as f64;
         }
@@ -495,7 +496,7 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
     };
     let mut waits: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     let mut eligible_at_start: Vec<(u64, bool)> = Vec::new();
-    let mut bound_cache: std::collections::HashMap<(u64, u64, u8), f64> =
+    let mut bound_cache: std::collections::HashMap<(u64, Option<u64>, u8), f64> =
         std::collections::HashMap::new();
     let mut bound_sum = 0.0;
     let mut committees_placed = 0u64;
@@ -684,12 +685,19 @@ pub fn run(cfg: &SimConfig) -> Result<SimReport, SimError> {
                         .iter()
                         .map(|m| world.nodes[m.index()].adversarial)
                         .collect();
-                    let dealer_adv = world.nodes[p.committee.dealer.index()].adversarial;
+                    let dealer_adv = p
+                        .committee
+                        .dealer
+                        .is_some_and(|d| world.nodes[d.index()].adversarial);
                     report.captured += u64::from(captured(&adv, dealer_adv));
                     committees_placed += 1;
                     let d = &p.demand;
                     bound_sum += *bound_cache
-                        .entry((d.party.memory_bytes, d.dealer.memory_bytes, d.parties))
+                        .entry((
+                            d.party.memory_bytes,
+                            d.dealer.map(|r| r.memory_bytes),
+                            d.parties,
+                        ))
                         .or_insert_with(|| capture_bound_for(&eligible_at_start, d));
                     let mut rtt_max = 0u32;
                     for (a, &x) in parties.iter().enumerate() {

@@ -55,16 +55,16 @@ pub fn demand(parties: u8, party_gib: u64, aux_gib: u64) -> JobDemand {
             ops: 1_000_000_000,
             bytes: 10_000_000,
         },
-        dealer: RoleDemand {
+        dealer: Some(RoleDemand {
             memory_bytes: aux_gib * GIB,
             ops: 500_000_000,
             bytes: 30_000_000,
-        },
-        verifier: RoleDemand {
+        }),
+        verifier: Some(RoleDemand {
             memory_bytes: aux_gib * GIB,
             ops: 1_000_000,
             bytes: 0,
-        },
+        }),
         rounds: 20,
     }
 }

@@ -61,7 +61,7 @@ fn sequence(encoder: &SentenceEncoder, len: usize) -> Result<Vec<u32>> {
 
 /// Measures private MiniLM as `args` says.
 pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
-    check_protocol(&args.protocol)?;
+    check_protocol(args.protocol)?;
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
@@ -84,7 +84,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
     options.profile = true;
     options.shaping = shaping;
-    options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    options.protocol = args.protocol;
     options.seed = Some(args.seed);
     let mut runs: Vec<LocalRunReport> = Vec::with_capacity(args.reps + 1);
     let mut quic_udp_bytes_per_party = None;
@@ -183,7 +183,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     let protocol = options.protocol;
     Ok(ModelReport {
         workload: "minilm".into(),
-        protocol: args.protocol.clone(),
+        protocol: args.protocol.to_string(),
         parties: args.parties,
         batch: 1,
         transport: args.transport,

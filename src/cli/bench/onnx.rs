@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use veil_engine::kernel::{detected_isa, RingGemm};
-use veil_engine::local::{LocalOptions, LocalRunReport, Protocol};
+use veil_engine::local::{LocalOptions, LocalRunReport};
 use veil_engine::onnx::run::infer_private;
 use veil_engine::onnx::{import_file, PrivateConfig, PrivateGraph};
 use veil_protocols::ring::FixedPoint;
@@ -22,7 +22,7 @@ use super::{
 
 /// Measures the ONNX model at `args.model` as `args` says (in memory only).
 pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
-    check_protocol(&args.protocol)?;
+    check_protocol(args.protocol)?;
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
@@ -46,7 +46,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(threads)));
     options.profile = true;
     options.shaping = shaping;
-    options.protocol = Protocol::parse(&args.protocol).unwrap_or_default();
+    options.protocol = args.protocol;
     options.seed = Some(args.seed);
     let mut runs: Vec<LocalRunReport> = Vec::with_capacity(args.reps + 1);
     for _ in 0..=args.reps {
@@ -142,7 +142,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         .map_or_else(|| "onnx".into(), |n| n.to_string_lossy().into_owned());
     Ok(ModelReport {
         workload: name,
-        protocol: args.protocol.clone(),
+        protocol: args.protocol.to_string(),
         parties: args.parties,
         batch: 1,
         transport: args.transport,

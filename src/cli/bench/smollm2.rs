@@ -76,7 +76,7 @@ fn peak_rss_bytes() -> u64 {
 
 /// Runs the workload and prints its report.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    if Protocol::parse(&args.protocol) != Some(Protocol::Semi2k) {
+    if args.protocol != Protocol::Semi2k {
         bail!("--workload smollm2 runs under semi2k");
     }
     if args.parties < 2 || args.prompt_len == 0 || args.gen == 0 {
@@ -200,7 +200,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let report = Smollm2Report {
         workload: "smollm2",
-        protocol: args.protocol.clone(),
+        protocol: args.protocol.to_string(),
         parties: args.parties,
         transport: match args.transport {
             Transport::Mem => "mem",
