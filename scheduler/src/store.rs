@@ -9,10 +9,17 @@
 //!
 //! Invariant: a value that does not start with [`FORMAT`] or does not decode is reported as
 //! [`StoreError::Corrupt`] with its table and key, never skipped silently and never a panic.
+//!
+//! Invariant: a database holds exactly one layout, named by [`LAYOUT`] under the `meta` key `layout`
+//! (written when the file is created). [`Store::open`] refuses a file of another layout, or one written
+//! before layouts were recorded that holds any record, with [`StoreError::Layout`] before anything is read:
+//! postcard is not self-describing, so a record of an older layout could otherwise decode into wrong
+//! values instead of failing. Bump [`LAYOUT`] whenever the encoding of any stored type changes (the core's
+//! records or the service's extras).
 
 use std::path::Path;
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
@@ -35,6 +42,13 @@ const CONFIG_KEY: &str = "config";
 
 /// The format byte in front of every value.
 pub const FORMAT: u8 = 1;
+
+/// The layout of the stored types this build reads and writes (see the module doc). Layout 2: a job's
+/// demand and committee name a dealer and a verifier only where its protocol has them.
+pub const LAYOUT: u32 = 2;
+
+/// The `meta` key of the layout (little-endian u32, no format byte).
+const LAYOUT_KEY: &str = "layout";
 
 /// Errors of the store.
 #[derive(Debug, Error)]
@@ -63,6 +77,29 @@ pub enum StoreError {
     /// The stored records do not form a registry.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// The database was written in another layout (`found` is `None` for a file from before layouts were
+    /// recorded): this build would misread its records.
+    #[error(
+        "the coordinator's database has layout {}, this build reads layout {expected}: run the veil that \
+         wrote it, or start with a fresh data directory (nothing was changed in the file)",
+        found.map_or_else(|| "1 (unrecorded)".to_string(), |f| f.to_string())
+    )]
+    Layout {
+        /// The layout the file records, if any.
+        found: Option<u32>,
+        /// [`LAYOUT`].
+        expected: u32,
+    },
+}
+
+/// Reads a stored layout number.
+fn layout_of(bytes: &[u8]) -> Result<u32, StoreError> {
+    let word: [u8; 4] = bytes.try_into().map_err(|_| StoreError::Corrupt {
+        table: "meta",
+        key: LAYOUT_KEY.into(),
+        detail: format!("{} bytes, expected 4", bytes.len()),
+    })?;
+    Ok(u32::from_le_bytes(word))
 }
 
 fn dberr<E: Into<redb::Error>>(e: E) -> StoreError {
@@ -130,17 +167,45 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the database at `path`, creating the file and the tables if needed.
+    /// Opens the database at `path`, creating the file and the tables if needed; refuses a file of another
+    /// [`LAYOUT`] without changing it.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let database = Database::create(path).map_err(dberr)?;
         let tx = database.begin_write().map_err(dberr)?;
         {
-            tx.open_table(NODES).map_err(dberr)?;
-            tx.open_table(JOBS).map_err(dberr)?;
-            tx.open_table(META).map_err(dberr)?;
+            let nodes = tx.open_table(NODES).map_err(dberr)?;
+            let jobs = tx.open_table(JOBS).map_err(dberr)?;
+            let mut meta = tx.open_table(META).map_err(dberr)?;
             tx.open_table(NODE_EXTRAS).map_err(dberr)?;
             tx.open_table(JOB_EXTRAS).map_err(dberr)?;
-            tx.open_table(RECORDS).map_err(dberr)?;
+            let records = tx.open_table(RECORDS).map_err(dberr)?;
+            let found = match meta.get(LAYOUT_KEY).map_err(dberr)? {
+                Some(v) => Some(layout_of(v.value())?),
+                None => None,
+            };
+            match found {
+                Some(LAYOUT) => {}
+                Some(other) => {
+                    return Err(StoreError::Layout {
+                        found: Some(other),
+                        expected: LAYOUT,
+                    })
+                }
+                None => {
+                    let empty = nodes.is_empty().map_err(dberr)?
+                        && jobs.is_empty().map_err(dberr)?
+                        && records.is_empty().map_err(dberr)?
+                        && meta.is_empty().map_err(dberr)?;
+                    if !empty {
+                        return Err(StoreError::Layout {
+                            found: None,
+                            expected: LAYOUT,
+                        });
+                    }
+                    meta.insert(LAYOUT_KEY, LAYOUT.to_le_bytes().as_slice())
+                        .map_err(dberr)?;
+                }
+            }
         }
         tx.commit().map_err(dberr)?;
         Ok(Store { db: database })

@@ -210,3 +210,80 @@ fn named_records_persist_by_kind_and_stay_apart() {
     );
     assert!(store.load_records("nothing").unwrap().is_empty());
 }
+
+/// Writes a bare redb file with one table and one entry, as an older veil (or another program) would have.
+fn write_raw(path: &std::path::Path, table: &str, key: &str, value: &[u8]) {
+    let db = redb::Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let def: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(table);
+        let mut t = tx.open_table(def).unwrap();
+        t.insert(key, value).unwrap();
+    }
+    tx.commit().unwrap();
+}
+
+#[test]
+fn a_database_of_another_layout_is_refused_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    // Written before layouts were recorded, with a record in it: its values could decode into wrong ones.
+    let old = dir.path().join("old.redb");
+    write_raw(&old, "meta", "config", &[1, 0, 0]);
+    let err = Store::open(&old)
+        .err()
+        .expect("an unrecorded layout with data is refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::Layout {
+                found: None,
+                expected: veil_scheduler::store::LAYOUT
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("fresh data directory"), "{err}");
+    // A later (or earlier) recorded layout.
+    let other = dir.path().join("other.redb");
+    write_raw(&other, "meta", "layout", &99u32.to_le_bytes());
+    let err = Store::open(&other)
+        .err()
+        .expect("another layout is refused");
+    assert!(
+        matches!(
+            err,
+            StoreError::Layout {
+                found: Some(99),
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // A damaged layout word is corrupt, not a layout.
+    let damaged = dir.path().join("damaged.redb");
+    write_raw(&damaged, "meta", "layout", &[2, 0]);
+    assert!(matches!(
+        Store::open(&damaged),
+        Err(StoreError::Corrupt { table: "meta", .. })
+    ));
+}
+
+#[test]
+fn a_new_database_records_its_layout_and_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.redb");
+    {
+        let store = Store::open(&path).unwrap();
+        store.save_jobs(Vec::new()).unwrap();
+    }
+    // Reopened by this build: the layout it wrote is its own.
+    let store = Store::open(&path).unwrap();
+    assert!(store.load_jobs().unwrap().is_empty());
+    drop(store);
+    let db = redb::Database::create(&path).unwrap();
+    let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let t = tx.open_table(meta).unwrap();
+    let layout = t.get("layout").unwrap().unwrap().value().to_vec();
+    assert_eq!(layout, veil_scheduler::store::LAYOUT.to_le_bytes());
+}
