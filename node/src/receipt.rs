@@ -26,10 +26,10 @@ use thiserror::Error;
 
 use crate::evidence::{check_records, records_hash, EvidenceKind, EvidenceRecord};
 use crate::identity::{Identity, PublicKey};
+use crate::manifest::Protocol;
 use crate::manifest::{Manifest, ModelSpec, SignedManifest};
-use crate::verifier::{verify_job, VerifyError};
+use crate::verifier::{JobViews, VerifyError};
 use crate::wire::JobId;
-use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// Domain separation of receipt signatures.
 pub const RECEIPT_DOMAIN: &[u8] = b"veil receipt v2\0";
@@ -243,16 +243,16 @@ pub fn commit_blobs<'a>(blobs: impl ExactSizeIterator<Item = &'a [u8]>) -> [u8; 
     h.finalize().into()
 }
 
-/// The verifier node's work for a finished `spdz2k` job: checks that `coordinator` signed `manifest` and
-/// that it names this `identity` as its verifier, checks the parties' MAC-check views (`transcripts[i][c]`:
-/// party `i`'s view of check `c`; one view per party of the manifest, one check per inference) with
-/// [`verify_job`], and signs a receipt over the job with the given commitments to the encrypted input and
-/// output and issue time (Unix seconds). Fails, and signs nothing, if any check fails.
+/// The verifier node's work for a finished verified job (`spdz2k`, `rep3m`): checks that `coordinator`
+/// signed `manifest` and that it names this `identity` as its verifier, checks the parties' check views
+/// (decoded by the manifest's protocol, which they must match; one view per party of the manifest, one
+/// check per inference) with [`JobViews::verify`], and signs a receipt over the job with the given
+/// commitments to the encrypted input and output and issue time (Unix seconds). Fails, and signs nothing, if any check fails.
 pub fn issue(
     identity: &Identity,
     coordinator: &PublicKey,
     manifest: &SignedManifest,
-    transcripts: &[Vec<CheckTranscript>],
+    transcripts: &JobViews,
     evidence: &[EvidenceRecord],
     [input_commitment, output_commitment]: [[u8; 32]; 2],
     issued_at: u64,
@@ -264,29 +264,41 @@ pub fn issue(
     if !bool::from(verifier.public_key.0.ct_eq(&identity.public_key().0)) {
         return Err(ReceiptError::NotTheVerifier);
     }
-    if transcripts.len() != m.parties.len() {
+    if transcripts.parties() != m.parties.len() {
         return Err(VerifyError::Committee {
-            views: transcripts.len(),
+            views: transcripts.parties(),
             parties: m.parties.len(),
         }
         .into());
     }
+    let views_match = matches!(
+        (transcripts, m.protocol),
+        (JobViews::Spdz2k(_), Protocol::Spdz2k) | (JobViews::Rep3m(_), Protocol::Rep3m)
+    );
+    if !views_match {
+        return Err(VerifyError::Unverified {
+            protocol: m.protocol,
+        }
+        .into());
+    }
+    // One check per inference (each released output follows its check).
     let checks = m.inferences as usize;
-    if let Some((party, t)) = transcripts
+    if let Some((party, &got)) = transcripts
+        .checks()
         .iter()
         .enumerate()
-        .find(|(_, t)| t.len() != checks)
+        .find(|(_, &t)| t != checks)
     {
         return Err(VerifyError::CheckCount {
             party,
-            got: t.len(),
+            got,
             expected: checks,
         }
         .into());
     }
     // The parties' signatures first: a view counts only if its party signed it for this run.
     check_records(evidence, &m, &manifest_hash(manifest)?)?;
-    let digest = verify_job(transcripts)?;
+    let digest = transcripts.verify()?;
     let body = ReceiptBody {
         job: m.job,
         model_id: model_id(&m.model),
@@ -498,6 +510,7 @@ mod tests {
 
     use super::*;
     use crate::manifest::Member;
+    use veil_protocols::spdz2k::transcript::CheckTranscript;
 
     struct Fixture {
         coordinator: Identity,
@@ -767,6 +780,7 @@ mod tests {
         let views: Vec<Vec<CheckTranscript>> = (0..2)
             .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
             .collect();
+        let views = JobViews::Spdz2k(views);
         let commitments = [[1; 32], [2; 32]];
         let file = issue(
             &f.verifier,
@@ -780,13 +794,14 @@ mod tests {
         .unwrap();
         let m = file.verify(&key).unwrap();
         assert_eq!(file.receipt.body.job, m.job);
-        assert_eq!(
-            file.receipt.body.transcript_hash,
-            verify_job(&views).unwrap().0
-        );
+        assert_eq!(file.receipt.body.transcript_hash, views.verify().unwrap().0);
+        let JobViews::Spdz2k(views) = views else {
+            unreachable!()
+        };
         // A party's view differs: nothing is signed.
         let mut bad = views.clone();
         bad[1][0].parties[0].nonce[0] ^= 1;
+        let bad = JobViews::Spdz2k(bad);
         assert!(matches!(
             issue(
                 &f.verifier,
@@ -800,7 +815,8 @@ mod tests {
             Err(ReceiptError::Transcripts(VerifyError::Equivocation { .. }))
         ));
         // Two checks for a one-inference job.
-        let two: Vec<Vec<CheckTranscript>> = views.iter().map(|v| vec![v[0].clone(); 2]).collect();
+        let two = JobViews::Spdz2k(views.iter().map(|v| vec![v[0].clone(); 2]).collect());
+        let views = JobViews::Spdz2k(views);
         assert!(issue(
             &f.verifier,
             &key,
@@ -865,6 +881,7 @@ mod tests {
         let views: Vec<Vec<CheckTranscript>> = (0..2)
             .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
             .collect();
+        let views = JobViews::Spdz2k(views);
         let run = manifest_hash(&f.file.manifest).unwrap();
         let issue_with = |evidence: &[EvidenceRecord]| {
             issue(

@@ -107,7 +107,7 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
         .filter(|&p| veil_node::manifest::runs_on_nodes(p))
         .with_context(|| {
             format!(
-                "--protocol {:?}: use semi2k, spdz2k or rep3 (rep3m runs in memory only so far)",
+                "--protocol {:?}: use semi2k, spdz2k, rep3 or rep3m",
                 args.protocol
             )
         })?;

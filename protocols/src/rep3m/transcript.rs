@@ -141,7 +141,9 @@ pub enum TranscriptError {
         expected: usize,
     },
     /// Party `party`'s received digest differs from its next party's vouched one: an opening was wrong.
-    #[error("check {check}: party {party} received opened values its next party does not vouch for")]
+    #[error(
+        "check {check}: party {party} received opened values its next party does not vouch for"
+    )]
     Openings {
         /// The check.
         check: usize,
@@ -150,7 +152,9 @@ pub enum TranscriptError {
     },
     /// The prover's two verifiers report different final checks (or one reports an instance the other
     /// does not): somebody equivocated or reported a false view.
-    #[error("check {check}: the verifiers of party {prover}'s proof report different final checks")]
+    #[error(
+        "check {check}: the verifiers of party {prover}'s proof report different final checks"
+    )]
     Mismatch {
         /// The check.
         check: usize,
@@ -265,17 +269,19 @@ pub fn verify_rep3m_transcripts(views: &[Vec<CheckView>]) -> Result<[u8; 32], Tr
     let mut canonical = Vec::new();
     canonical.extend_from_slice(TRANSCRIPT_DOMAIN);
     canonical.extend_from_slice(&(checks as u32).to_le_bytes());
-    for check in 0..checks {
+    let per_check = views[0].iter().zip(&views[1]).zip(&views[2]);
+    for (check, ((v0, v1), v2)) in per_check.enumerate() {
+        let at = [v0, v1, v2];
         for party in 0..3 {
             // Digests are public once blinded: a plain comparison leaks nothing.
-            if views[party][check].received != views[next_party(party)][check].vouched {
+            if at[party].received != at[next_party(party)].vouched {
                 return Err(TranscriptError::Openings { check, party });
             }
-            canonical.extend_from_slice(&views[party][check].received);
+            canonical.extend_from_slice(&at[party].received);
         }
         for prover in 0..3 {
-            let at_a = &views[prev_party(prover)][check].as_a;
-            let at_b = &views[next_party(prover)][check].as_b;
+            let at_a = &at[prev_party(prover)].as_a;
+            let at_b = &at[next_party(prover)].as_b;
             if at_a != at_b {
                 return Err(TranscriptError::Mismatch { check, prover });
             }
