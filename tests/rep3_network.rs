@@ -130,7 +130,7 @@ fn deploy_and_infer(
 fn verify_receipt(net: &Devnet, path: &std::path::Path, protocol: &str) {
     let key = net.ready["coordinator_key"].as_str().unwrap().to_string();
     let verify = |path: &std::path::Path, key: &str| {
-        net.veil(&["verify", path.to_str().unwrap(), "--coordinator-key", key])
+        veil(&["verify", path.to_str().unwrap(), "--coordinator-key", key])
     };
     let ok = verify(path, &key);
     assert!(

@@ -38,8 +38,9 @@ pub struct DeployArgs {
     #[arg(long, default_value_t = 3)]
     pub parties: u8,
     /// Protocol: semi2k, spdz2k (MAC-checked: a cheating party aborts the job; every answer carries a
-    /// receipt signed by the committee's verifier), or rep3 (three parties of three operators, no dealer;
-    /// honest majority, honest-but-curious; needs --parties 3).
+    /// receipt signed by the committee's verifier), rep3 (three parties of three operators, no dealer;
+    /// honest majority, honest-but-curious; needs --parties 3), or rep3m (rep3 with malicious security
+    /// with abort: every answer carries a receipt signed by the committee's verifier; needs --parties 3).
     #[arg(long, default_value = "spdz2k")]
     pub protocol: String,
     #[command(flatten)]
@@ -65,7 +66,7 @@ pub struct InferArgs {
     /// Write the predictions as JSON to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// spdz2k: write the job's receipt (checked) to this file, for `veil verify`.
+    /// spdz2k, rep3m: write the job's receipt (checked) to this file, for `veil verify`.
     #[arg(long)]
     pub receipt: Option<PathBuf>,
     /// Give up after this many seconds.

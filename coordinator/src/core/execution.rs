@@ -234,7 +234,8 @@ impl Core {
         self.party_upload(key, job, attempt, Direction::Output, bytes, now)
     }
 
-    /// A `spdz2k` party's MAC-check views, for the verifier. Like the output, it completes the attempt.
+    /// A verified job's (`spdz2k`, `rep3m`) party check views, for the verifier. Like the output, it
+    /// completes the attempt.
     pub fn task_transcript(
         &mut self,
         key: &PublicKey,
