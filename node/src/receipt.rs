@@ -773,6 +773,110 @@ mod tests {
         file(body).verify(&key).unwrap();
     }
 
+    /// Three `rep3m` parties' real views of one check (a product, then its release).
+    fn rep3m_views() -> Vec<Vec<veil_protocols::rep3m::transcript::CheckView>> {
+        use std::sync::Arc;
+        use veil_protocols::ops::MpcOps;
+        use veil_protocols::rep3::RepShare;
+        let mut next = 1u64;
+        let mut draw = || {
+            next = next.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            next
+        };
+        let x = RepShare::split(&[3, 4, 5], &mut draw);
+        let y = RepShare::split(&[6, 7, 8], &mut draw);
+        let committee = veil_protocols::semi2k::local::Committee::new(
+            3,
+            Arc::new(veil_protocols::gemm::NaiveGemm),
+        );
+        veil_protocols::rep3m::local::run(&committee, Some(1), None, |p| {
+            let me = p.id();
+            let z = MpcOps::mul(p, &x[me], &y[me])?;
+            p.release(&z)?;
+            Ok(p.take_transcripts())
+        })
+        .unwrap()
+        .into_iter()
+        .map(|o| o.value)
+        .collect()
+    }
+
+    #[test]
+    fn a_rep3m_receipt_has_no_dealer_record_and_needs_views_that_verify() {
+        use crate::evidence::sign;
+        let coordinator = Identity::generate().unwrap();
+        let key = coordinator.public_key();
+        let verifier = Identity::generate().unwrap();
+        let nodes: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+        let mut m = manifest(&coordinator, Some(&verifier), &nodes);
+        m.protocol = Protocol::Rep3m;
+        m.parties = (0..3).map(|i| member(&nodes[i], i as u16 + 1)).collect();
+        m.dealer = None;
+        let signed = m.sign(&coordinator).unwrap();
+        let run = manifest_hash(&signed).unwrap();
+        let evidence: Vec<EvidenceRecord> = (0..3u32)
+            .flat_map(|i| {
+                let id = &nodes[i as usize];
+                [
+                    sign(id, EvidenceKind::Transcript, &run, i, b"views"),
+                    sign(id, EvidenceKind::Output, &run, i, b"sealed output"),
+                ]
+            })
+            .collect();
+        let views = rep3m_views();
+        let issue_with = |views: &JobViews, evidence: &[EvidenceRecord]| {
+            issue(
+                &verifier,
+                &key,
+                &signed,
+                views,
+                evidence,
+                [[1; 32], [2; 32]],
+                17,
+            )
+        };
+        let file = issue_with(&JobViews::Rep3m(views.clone()), &evidence).unwrap();
+        assert_eq!(file.receipt.body.protocol, "rep3m");
+        assert_eq!(
+            file.receipt.body.transcript_hash,
+            veil_protocols::rep3m::transcript::verify_rep3m_transcripts(&views).unwrap()
+        );
+        // What `veil verify` does: from the JSON, no dealer record needed.
+        let again = ReceiptFile::from_json(&file.to_json().unwrap()).unwrap();
+        assert_eq!(again.verify(&key).unwrap().protocol, Protocol::Rep3m);
+        // A tampered final check (at both verifiers of prover 0): no receipt.
+        let mut bad = views.clone();
+        for (party, side) in [(2, true), (1, false)] {
+            let check = if side {
+                &mut bad[party][0].as_a
+            } else {
+                &mut bad[party][0].as_b
+            };
+            check.ring.as_mut().unwrap().z_a[0] ^= 1;
+        }
+        assert!(matches!(
+            issue_with(&JobViews::Rep3m(bad), &evidence),
+            Err(ReceiptError::Transcripts(VerifyError::Rep3m(
+                veil_protocols::rep3m::transcript::TranscriptError::ProofFails { .. }
+            )))
+        ));
+        // spdz2k views for a rep3m manifest, a missing party's record, a record for a dealer it lacks.
+        assert!(matches!(
+            issue_with(&JobViews::Spdz2k(vec![Vec::new(); 3]), &evidence),
+            Err(ReceiptError::Transcripts(VerifyError::Unverified { .. }))
+        ));
+        assert!(issue_with(&JobViews::Rep3m(views.clone()), &evidence[..5]).is_err());
+        let mut with_dealer = evidence.clone();
+        with_dealer.push(sign(
+            &nodes[3],
+            EvidenceKind::OwnerMaterial,
+            &run,
+            3,
+            b"owner",
+        ));
+        assert!(issue_with(&JobViews::Rep3m(views), &with_dealer).is_err());
+    }
+
     #[test]
     fn the_verifier_issues_a_receipt_only_for_transcripts_that_verify() {
         let f = fixture();
