@@ -29,10 +29,12 @@
 //!
 //! # Why the outsider learns nothing about inputs, weights or outputs
 //!
-//! Per prover and instance the four values are simulated from nothing: `u` carries `u_0 prod (1 - r_l)` and
-//! `v` carries `v_0 r_1 prod_{l > 1} (1 - r_l)` (`proof.rs`, step 4), `u_0` drawn from `k_P` (the prover
-//! and `A`), `v_0` from `k_{P+1}` (the prover and `B`), independently, and the challenges' factors are
-//! units (the exceptional set's differences; in `GF(2^64)` every non-zero element), so `u` and `v` are
+//! Per prover and instance the four values are simulated from nothing: `u` carries `u_0 prod_l (1 - r_l)`
+//! (position 0 stays in the left half at every fold) and `v` carries `v_0 r_L prod_{l < L} (1 - r_l)`
+//! (position 1 is in the right half only at the last fold, challenge `r_L`) (`proof.rs`, step 4), `u_0`
+//! drawn from `k_P` (the prover and `A`), `v_0` from `k_{P+1}` (the prover and `B`), independently, and
+//! these factors are units (challenges and their differences with 1 lie in the exceptional set's
+//! differences; in `GF(2^64)` every non-zero element is a unit), so `u` and `v` are
 //! uniform and independent. `z_A = c_0 (1 - 2 r) + r z + (r^2 - r) c_2` at the last level, with `A`'s part
 //! `c_0` a fresh draw from `k_P`'s stream after `u_0`, and `1 - 2 r` a unit (`1` in `GF(2^64)`, congruent to
 //! `1` modulo 2 in the Galois ring), so `z_A` is uniform and independent of `u`, `v`. `z_B = u v - z_A` when
@@ -46,17 +48,20 @@
 //!
 //! # Why one malicious party cannot make a failed check verify
 //!
-//! Every view reaches the verifier signed by its party (the node's evidence); at most one party deviates.
-//! - Step 1: the two parties behind each digest comparison are different, so at least one is honest and
-//!   reports the digest it really computed; if the opening check failed at an honest party, either that
-//!   party's own digest differs from its partner's true digest (then the malicious partner must report a
-//!   different value to hide it, and step 1 fails), or the honest party reports the mismatch itself. To
-//!   make its blinded digest equal the honest one the malicious party must find the pre-image (SHA-256).
+//! Every view reaches the verifier signed by its party (the node's evidence, so nobody between substitutes
+//! one); at most one party deviates, and the verifier needs all three views.
+//! - An honest party records a view only after its own check passed, and aborts (sends no view: no
+//!   receipt) when it fails. So for an accepted job both honest parties' checks passed, and what they
+//!   report is what they checked.
+//! - Step 1: behind each digest comparison are two different parties, so one is honest and reports the
+//!   digest it really used; the other's reported digest must equal it (a malicious party's lie is refused,
+//!   and producing the same digest for other openings needs a SHA-256 collision).
 //! - Steps 2-3: for each prover, `A` and `B` are two different parties, so at least one is honest and
-//!   reports the four values it used for its own final check. If that check failed, `u v != z_A + z_B` on
-//!   the honest view; step 2 forces the other view to be the same words, so step 3 fails. The malicious
-//!   party can be the prover itself: then `A` and `B` are both honest, and the outsider's acceptance is
-//!   theirs, whose soundness error is the proof's (`proof.rs`, below `2^-41` per job).
+//!   reports the four values it used; step 2 forces the other view to be the same words, and step 3
+//!   recomputes the honest verifier's equation, so the outsider accepts only final checks that an honest
+//!   verifier accepted. If the malicious party is the prover, `A` and `B` are both honest and the
+//!   outsider's acceptance is theirs, whose soundness error is the proof's (`proof.rs`, below `2^-41` per
+//!   job).
 //!
 //! A malicious party can make the outsider refuse an honest job (by reporting a false view): that is an
 //! abort, which the threat model allows; it cannot make a failed check pass.
@@ -81,8 +86,10 @@ const BLIND: &[u8] = b"veil rep3m blinded digest v1\0";
 pub(crate) const SALT_LABEL: u64 = 0x7265_7033_6d73;
 /// Domain separation of the canonical encoding of a job's views.
 pub const TRANSCRIPT_DOMAIN: &[u8] = b"veil rep3m transcripts v1\0";
-/// Most checks one job may report.
-pub const MAX_CHECKS: usize = 1 << 16;
+/// Most checks one job may report (above a node job's most inferences). A view is about 3.2 kB per check
+/// with both instances (`4 x 48` ring words and `4` field words per prover, two provers), so a job's
+/// views grow linearly with its inferences; the verifier bounds the blob it reads.
+pub const MAX_CHECKS: usize = 1 << 20;
 
 /// One instance's final-check messages for one prover: `A`'s `(u, z_A)` and `B`'s `(v, z_B)`, each element
 /// as its wire words (48 for `GR(2^64, 48)`, 1 for `GF(2^64)`).
