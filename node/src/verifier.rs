@@ -354,6 +354,40 @@ mod tests {
     }
 
     #[test]
+    fn job_views_decode_by_the_manifests_protocol() {
+        let spdz: Vec<Vec<u8>> = (0..2)
+            .map(|_| postcard::to_stdvec(&vec![honest_transcript(2, 3)]).unwrap())
+            .collect();
+        let views = JobViews::decode(Protocol::Spdz2k, &spdz).unwrap();
+        assert_eq!((views.parties(), views.checks()), (2, vec![1, 1]));
+        assert!(views.verify().is_ok());
+        // The same bodies read as rep3m views, garbage, and protocols without checks.
+        assert!(matches!(
+            JobViews::decode(Protocol::Rep3m, &spdz),
+            Err(VerifyError::Decode { party: 0, .. })
+        ));
+        let empty: Vec<Vec<u8>> = (0..3)
+            .map(|_| postcard::to_stdvec(&Vec::<CheckView>::new()).unwrap())
+            .collect();
+        let rep3m = JobViews::decode(Protocol::Rep3m, &empty).unwrap();
+        assert_eq!(rep3m.checks(), vec![0, 0, 0]);
+        // No check at all does not verify.
+        assert!(matches!(rep3m.verify(), Err(VerifyError::Rep3m(_))));
+        let mut garbage = empty.clone();
+        garbage[2] = vec![0xff; 3];
+        assert!(matches!(
+            JobViews::decode(Protocol::Rep3m, &garbage),
+            Err(VerifyError::Decode { party: 2, .. })
+        ));
+        for protocol in [Protocol::Semi2k, Protocol::Rep3] {
+            assert_eq!(
+                JobViews::decode(protocol, &empty),
+                Err(VerifyError::Unverified { protocol })
+            );
+        }
+    }
+
+    #[test]
     fn labels_are_the_protocols() {
         assert_eq!(SEED_LABEL, b"veil-seed");
         assert_eq!(CHECK_LABEL, b"veil-check");
