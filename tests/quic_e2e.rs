@@ -4,7 +4,7 @@
 //! A sentence encoder (a small random one, installed as the pretrained model the nodes load by name and id)
 //! embeds over QUIC with the same party program: outputs, bytes and rounds equal the in-memory run's.
 //! `rep3` runs on three party processes and no dealer process, with the in-memory run's bytes and rounds
-//! per party (pinned), directly and through `veil bench --transport quic`.
+//! per party (pinned), directly and through `veil bench --transport quic`; so does `rep3m` (its checks included).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -483,37 +483,37 @@ fn rep3_runs_on_three_party_processes_and_no_dealer_with_the_in_memory_traffic()
     }
 }
 
-#[test]
-fn bench_rep3_over_quic_reports_the_in_memory_bytes_and_rounds() {
-    let run = |transport: &str| -> serde_json::Value {
-        let out = std::process::Command::new(exe())
-            .args([
-                "bench",
-                "--workload",
-                "network-a",
-                "--protocol",
-                "rep3",
-                "--reps",
-                "2",
-                "--json",
-                "--transport",
-                transport,
-            ])
-            .output()
-            .expect("run veil bench");
-        assert!(
-            out.status.success(),
-            "veil bench --protocol rep3 --transport {transport} failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
-    };
-    let quic = run("quic");
-    let mem = run("mem");
+/// `veil bench --workload network-a --protocol PROTOCOL --reps 2 --json --transport TRANSPORT`'s report.
+fn bench_json(protocol: &str, transport: &str) -> serde_json::Value {
+    let out = std::process::Command::new(exe())
+        .args([
+            "bench",
+            "--workload",
+            "network-a",
+            "--protocol",
+            protocol,
+            "--reps",
+            "2",
+            "--json",
+            "--transport",
+            transport,
+        ])
+        .output()
+        .expect("run veil bench");
+    assert!(
+        out.status.success(),
+        "veil bench --protocol {protocol} --transport {transport} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).expect("JSON")
+}
+
+/// The QUIC run's traffic equals the in-memory run's, key by key.
+fn assert_same_traffic(quic: &serde_json::Value, mem: &serde_json::Value, protocol: &str) {
     assert_eq!(
         (quic["transport"].as_str(), quic["protocol"].as_str()),
-        (Some("quic"), Some("rep3"))
+        (Some("quic"), Some(protocol))
     );
     for key in [
         "bytes_per_party",
@@ -523,26 +523,36 @@ fn bench_rep3_over_quic_reports_the_in_memory_bytes_and_rounds() {
         "dealer_bytes_job",
         "setup_bytes_per_party",
     ] {
-        assert_eq!(quic[key], mem[key], "{key}");
+        assert_eq!(quic[key], mem[key], "{protocol}: {key}");
     }
+}
+
+#[test]
+fn bench_rep3_over_quic_reports_the_in_memory_bytes_and_rounds() {
+    let quic = bench_json("rep3", "quic");
+    let mem = bench_json("rep3", "mem");
+    assert_same_traffic(&quic, &mem, "rep3");
     assert_eq!(quic["bytes_per_party"], 17_456);
     assert_eq!(quic["rounds"], 16);
     assert_eq!(quic["dealer_bytes_job"], 0);
     assert_eq!(quic["setup_bytes_per_party"], 32);
     assert!(quic["max_abs_err"].as_f64().unwrap() < 1e-3);
-    // The rep3m "not yet" over QUIC.
-    let out = std::process::Command::new(exe())
-        .args([
-            "bench",
-            "--workload",
-            "network-a",
-            "--protocol",
-            "rep3m",
-            "--transport",
-            "quic",
-        ])
-        .output()
-        .expect("run veil bench");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("in memory only"));
+}
+
+/// `rep3m` on three party processes (no dealer process): each inference's check (openings and the product
+/// proof) runs over QUIC with exactly the in-memory run's bytes and rounds, pinned.
+#[test]
+fn bench_rep3m_over_quic_reports_the_in_memory_bytes_and_rounds() {
+    let quic = bench_json("rep3m", "quic");
+    let mem = bench_json("rep3m", "mem");
+    assert_same_traffic(&quic, &mem, "rep3m");
+    println!(
+        "rep3m network-a: bytes_per_party {} rounds {}",
+        quic["bytes_per_party"], quic["rounds"]
+    );
+    assert_eq!(quic["bytes_per_party"], 39_848);
+    assert_eq!(quic["rounds"], 68);
+    assert_eq!(quic["dealer_bytes_job"], 0);
+    assert_eq!(quic["setup_bytes_per_party"], 32);
+    assert!(quic["max_abs_err"].as_f64().unwrap() < 1e-3);
 }

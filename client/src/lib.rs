@@ -433,9 +433,12 @@ impl Client {
                                     }
                                 }
                             }
-                            // rep3: replicated shares, party i holding components i and i + 1.
+                            // rep3, rep3m: replicated shares, party i holding components i and i + 1.
                             (false, program)
-                                if Protocol::parse(&request.protocol) == Some(Protocol::Rep3) =>
+                                if matches!(
+                                    Protocol::parse(&request.protocol),
+                                    Some(Protocol::Rep3 | Protocol::Rep3m)
+                                ) =>
                             {
                                 record_inputs(encoded);
                                 let plan = match program {
@@ -498,13 +501,30 @@ impl Client {
                             .map(|o| o.1)
                             .context("done, but without the owner material of this attempt")?;
                         let receipt =
-                            self.checked_receipt(id, &manifest, uploaded, &blobs, &owner)?;
+                            self.checked_receipt(id, &manifest, uploaded, &blobs, Some(&owner))?;
                         // Alpha from the parties' reports (released after their checks), not from
                         // the dealer: this client never held it while the parties computed.
                         let key = veil_node::wire::output_key(&reports)
                             .context("a party released no MAC key share")?;
                         (
                             open_authenticated(&reports, key, fp, inferences)?,
+                            Some(receipt),
+                        )
+                    } else if protocol == Some(Protocol::Rep3m) {
+                        // The parties released their shares after their checks; the verifier checked
+                        // their views and signed the receipt. No dealer, so no owner material.
+                        let uploaded = pending
+                            .as_ref()
+                            .filter(|p| p.0 == view.attempt)
+                            .map(|p| p.1.as_slice())
+                            .context(
+                                "done, but not on the attempt this client sealed inputs for",
+                            )?;
+                        let receipt =
+                            self.checked_receipt(id, &manifest, uploaded, &blobs, None)?;
+                        let shares = veil_node::client::reported_outputs(&reports);
+                        (
+                            veil_node::client::open_rep3(&shares, inferences, fp)?,
                             Some(receipt),
                         )
                     } else if protocol == Some(Protocol::Rep3) {
@@ -842,14 +862,14 @@ impl Client {
     /// The job's receipt, checked: it verifies under the pinned coordinator key (manifest signature,
     /// signer = the committee's verifier, signature), covers this attempt's manifest, commits to the
     /// ciphertexts this client uploaded and downloaded, and records the owner material this client
-    /// received (`owner`: its digest).
+    /// received (`owner`: its digest; `None` for a job without a dealer, `rep3m`).
     fn checked_receipt(
         &self,
         id: u64,
         manifest: &Manifest,
         uploaded: &[Vec<u8>],
         downloaded: &[Vec<u8>],
-        owner: &[u8; 32],
+        owner: Option<&[u8; 32]>,
     ) -> Result<String> {
         let entry: ReceiptEntry = self.api.get_json(&api::job_receipt(id))?;
         let file = ReceiptFile::from_json(&entry.receipt).context("the job's receipt")?;
@@ -870,8 +890,10 @@ impl Client {
             body.output_commitment == commit(downloaded),
             "the receipt commits to other outputs than this client received"
         );
-        file.check_owner(manifest.parties.len(), owner)
-            .context("the job's receipt")?;
+        if let Some(owner) = owner {
+            file.check_owner(manifest.parties.len(), owner)
+                .context("the job's receipt")?;
+        }
         Ok(entry.receipt)
     }
 }

@@ -22,7 +22,6 @@ use crate::core::{Commit, Core, MacRecheck, RECORD_KINDS};
 use crate::error::{Error, Result};
 use crate::store::{RedbStore, StateStore};
 use veil_node::evidence::EvidenceKind;
-use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// The coordinator: its core, its store and its blobs.
 pub struct Coordinator<S: StateStore = RedbStore> {
@@ -259,8 +258,8 @@ impl<S: StateStore> Coordinator<S> {
 
     /// Re-checks the evidence of a verifying attempt: every stored output, transcript and owner blob must
     /// still open as its producer's signed evidence (they were opened on upload, so one that does not was
-    /// changed here: [`MacRecheck::StoreCorrupt`]); then the parties' MAC-check transcripts are verified
-    /// (`veil_node::verifier::verify_job`). A transcript body that does not decode fails the check (its
+    /// changed here: [`MacRecheck::StoreCorrupt`]); then the parties' check transcripts are verified
+    /// (`veil_node::verifier::JobViews`, by the manifest's protocol: spdz2k's MAC checks, rep3m's checks). A transcript body that does not decode fails the check (its
     /// party signed it).
     fn recheck(&self, job: u64, attempt: u32, transcripts: &[BlobKey]) -> Result<MacRecheck> {
         let parties = transcripts.len();
@@ -269,19 +268,23 @@ impl<S: StateStore> Coordinator<S> {
                 .get(&key)
                 .map_err(|source| Error::Blob { key, source })
         };
-        let owner = BlobKey {
-            job,
-            attempt,
-            dir: Direction::Owner,
-            index: 0,
-        };
-        let owner_slot =
-            self.core
-                .evidence_slot(job, attempt, EvidenceKind::OwnerMaterial, parties)?;
-        if owner_slot.check(&read(owner)?).is_err() {
-            return Ok(MacRecheck::StoreCorrupt);
+        let manifest = self.core.attempt_manifest(job, attempt)?;
+        // A job with a dealer (spdz2k) has its signed owner material; rep3m has none.
+        if manifest.dealer.is_some() {
+            let owner = BlobKey {
+                job,
+                attempt,
+                dir: Direction::Owner,
+                index: 0,
+            };
+            let owner_slot =
+                self.core
+                    .evidence_slot(job, attempt, EvidenceKind::OwnerMaterial, parties)?;
+            if owner_slot.check(&read(owner)?).is_err() {
+                return Ok(MacRecheck::StoreCorrupt);
+            }
         }
-        let mut views = Vec::with_capacity(parties);
+        let mut bodies = Vec::with_capacity(parties);
         for key in transcripts {
             let output = BlobKey {
                 dir: Direction::Output,
@@ -299,12 +302,12 @@ impl<S: StateStore> Coordinator<S> {
             let Ok(body) = slot.open(&read(*key)?) else {
                 return Ok(MacRecheck::StoreCorrupt);
             };
-            match postcard::from_bytes::<Vec<CheckTranscript>>(&body) {
-                Ok(v) => views.push(v),
-                Err(_) => return Ok(MacRecheck::Fails),
-            }
+            bodies.push(body);
         }
-        Ok(match veil_node::verifier::verify_job(&views) {
+        // Decoded by the manifest's protocol (spdz2k's MAC checks, rep3m's checks); a body that does not
+        // decode fails, its party signed it.
+        let views = veil_node::verifier::JobViews::decode(manifest.protocol, &bodies);
+        Ok(match views.and_then(|v| v.verify()) {
             Ok(_) => MacRecheck::Passes,
             Err(_) => MacRecheck::Fails,
         })

@@ -832,8 +832,16 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
                         Ok(r) => r,
                         Err(e) => return report_failure(shared, t, flags, format!("run id: {e}")),
                     };
-                    if !report.transcripts.is_empty() {
-                        let views = match postcard::to_stdvec(&report.transcripts) {
+                    // The views of the party's checks: spdz2k's MAC checks or rep3m's (the verifier
+                    // decodes them by the manifest's protocol).
+                    let encoded = if manifest.protocol == crate::manifest::Protocol::Rep3m {
+                        Some(postcard::to_stdvec(&report.rep3m_checks))
+                    } else {
+                        (!report.transcripts.is_empty())
+                            .then(|| postcard::to_stdvec(&report.transcripts))
+                    };
+                    if let Some(encoded) = encoded {
+                        let views = match encoded {
                             Ok(v) => evidence::seal(
                                 &shared.identity,
                                 EvidenceKind::Transcript,
@@ -972,8 +980,8 @@ const MAX_TRANSCRIPT_BYTES: usize = 64 << 20;
 /// Largest output blob a verifier checks the signature of, bytes.
 const MAX_OUTPUT_BYTES: usize = 1 << 30;
 
-/// The verifier's task: fetch every party's MAC-check views and the input and output ciphertexts, check
-/// the views and sign the receipt (`crate::receipt::issue`), or report the failed verification.
+/// The verifier's task: fetch every party's check views (spdz2k's MAC checks, rep3m's checks) and the input
+/// and output ciphertexts, check the views and sign the receipt (`crate::receipt::issue`), or report the failed verification.
 fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &SignedManifest) {
     let manifest = match signed.verify_by(&shared.coordinator) {
         Ok(m) => m,
@@ -984,7 +992,7 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
         Ok(r) => r,
         Err(e) => return report_failure(shared, t, flags, format!("run id: {e}")),
     };
-    let mut views = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
     let mut inputs = Vec::with_capacity(n);
     let mut outputs = Vec::with_capacity(n);
     let mut records = Vec::with_capacity(2 * n);
@@ -1031,44 +1039,37 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
             }
             Err(e) => return send_verdict(shared, t, flags, format!("party {party}: {e}")),
         };
-        match postcard::from_bytes::<Vec<veil_protocols::spdz2k::transcript::CheckTranscript>>(
-            &view,
-        ) {
-            Ok(v) => views.push(v),
-            Err(e) => {
-                return send_verdict(
-                    shared,
-                    t,
-                    flags,
-                    format!("party {party}'s transcript does not decode: {e}"),
-                )
-            }
-        }
+        bodies.push(view);
         inputs.push(input);
         outputs.push(output);
     }
-    // The dealer's signed owner material: the receipt commits to its record too.
-    let dealer = n as u32;
-    let Some(dealer_key) = manifest.dealer.as_ref().map(|d| d.public_key) else {
-        return send_verdict(shared, t, flags, "a verified job without a dealer".into());
+    // The views, decoded by the manifest's protocol (spdz2k's MAC checks, rep3m's checks).
+    let views = match crate::verifier::JobViews::decode(manifest.protocol, &bodies) {
+        Ok(v) => v,
+        Err(e) => return send_verdict(shared, t, flags, e.to_string()),
     };
-    let Some(owner) = retry(flags, "fetching the evidence", || {
-        shared
-            .api
-            .get_bytes(&api::task_evidence(t.job, t.attempt, "owner", n))
-    }) else {
-        return;
-    };
-    match evidence::open(
-        &owner,
-        EvidenceKind::OwnerMaterial,
-        &run,
-        dealer,
-        &dealer_key,
-        MAX_OUTPUT_BYTES,
-    ) {
-        Ok((_, record)) => records.push(record),
-        Err(e) => return send_verdict(shared, t, flags, format!("dealer: {e}")),
+    drop(bodies);
+    // The dealer's signed owner material, if the job has a dealer (rep3m has none): the receipt commits
+    // to its record too.
+    if let Some(dealer) = &manifest.dealer {
+        let Some(owner) = retry(flags, "fetching the evidence", || {
+            shared
+                .api
+                .get_bytes(&api::task_evidence(t.job, t.attempt, "owner", n))
+        }) else {
+            return;
+        };
+        match evidence::open(
+            &owner,
+            EvidenceKind::OwnerMaterial,
+            &run,
+            n as u32,
+            &dealer.public_key,
+            MAX_OUTPUT_BYTES,
+        ) {
+            Ok((_, record)) => records.push(record),
+            Err(e) => return send_verdict(shared, t, flags, format!("dealer: {e}")),
+        }
     }
     let commit =
         |blobs: &[Vec<u8>]| crate::receipt::commit_blobs(blobs.iter().map(|b| b.as_slice()));
@@ -1092,7 +1093,7 @@ fn run_verifier(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags, signed: &
             tracing::info!(
                 job = t.job,
                 attempt = t.attempt,
-                "MAC checks verified: receipt signed"
+                "checks verified: receipt signed"
             );
             retry(flags, "sending the receipt", || {
                 shared

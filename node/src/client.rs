@@ -493,18 +493,21 @@ pub fn reported_outputs(reports: &[PartyReport]) -> Vec<Vec<Words>> {
     reports.iter().map(|r| r.outputs.clone()).collect()
 }
 
-/// [`run_private`] under `rep3`: no dealer; the client splits each input (and, for shared weights, each
-/// weight, as the model owner) into replicated shares, hands party `i` components `i` and `i + 1`, and
-/// reconstructs the output from the three parties' components.
+/// [`run_private`] under `rep3` or `rep3m` (`protocol`): no dealer; the client splits each input (and, for
+/// shared weights, each weight, as the model owner) into replicated shares, hands party `i` components `i`
+/// and `i + 1`, and reconstructs the output from the three parties' components, refusing it if a
+/// component's two holders disagree (under `rep3m` the parties released their shares only after their
+/// checks passed).
 fn run_private_rep3(
     client: &Client,
     committee: &Committee,
     job: &QuicJob<'_>,
     inputs: &[Vec<f32>],
+    protocol: Protocol,
 ) -> Result<QuicRun> {
     if committee.parties.len() != 3 {
         return Err(NodeError::Job(format!(
-            "rep3 runs with exactly 3 parties, not {}",
+            "{protocol} runs with exactly 3 parties, not {}",
             committee.parties.len()
         )));
     }
@@ -514,7 +517,7 @@ fn run_private_rep3(
         None => StdRng::from_os_rng(),
     };
     let encoded = job.encode(inputs)?;
-    let manifest = job_manifest(client, committee, job, inputs.len(), Protocol::Rep3)?;
+    let manifest = job_manifest(client, committee, job, inputs.len(), protocol)?;
     let runs: Vec<RunRequest> = replicated_runs(manifest.job, Some(job.plan), &encoded, &mut rng)
         .into_iter()
         .map(|run| RunRequest {
@@ -586,8 +589,9 @@ pub fn run_private_protocol(
 ) -> Result<QuicRun> {
     match protocol {
         Protocol::Semi2k => return run_private(client, committee, job, inputs),
-        Protocol::Rep3 => return run_private_rep3(client, committee, job, inputs),
-        Protocol::Rep3m => return Err(not_on_nodes(protocol)),
+        Protocol::Rep3 | Protocol::Rep3m => {
+            return run_private_rep3(client, committee, job, inputs, protocol)
+        }
         Protocol::Spdz2k => {}
     }
     let n = committee.parties.len();
@@ -607,13 +611,6 @@ pub fn run_private_protocol(
     })?;
     let outputs = open_spdz2k(&reports, inputs.len(), fp)?;
     assemble(&reports, outputs)
-}
-
-/// Why a job under `protocol` does not run on node processes (yet).
-fn not_on_nodes(protocol: Protocol) -> NodeError {
-    NodeError::Job(format!(
-        "{protocol} runs in memory only so far: nodes run semi2k, spdz2k and rep3"
-    ))
 }
 
 /// The in-memory report shape from the parties' reports and the opened, decoded `outputs`.
@@ -769,8 +766,7 @@ pub fn embed_private(
         ..run
     };
     let (reports, outputs) = match protocol {
-        Protocol::Rep3m => return Err(not_on_nodes(protocol)),
-        Protocol::Rep3 => {
+        Protocol::Rep3 | Protocol::Rep3m => {
             let mut rng = match job.seed {
                 Some(s) => StdRng::seed_from_u64(s),
                 None => StdRng::from_os_rng(),

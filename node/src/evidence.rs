@@ -15,8 +15,8 @@
 //! - The verifier opens every party's transcript and output, and the dealer's owner material, with [`open`]
 //!   against the manifest's keys before it looks at a view, and commits to the records in the receipt
 //!   ([`records_hash`], see [`crate::receipt`]); [`check_records`] re-checks them from a receipt file alone
-//!   (`veil verify`), and requires the dealer's record, so a receipt binds the owner material the dealer
-//!   signed (a client holding a receipt can compare the record's digest with the owner blob it was given).
+//!   (`veil verify`), and requires the dealer's record when the manifest names a dealer (`rep3m` has
+//!   none), so a receipt binds the owner material the dealer signed (a client holding a receipt can compare the record's digest with the owner blob it was given).
 //! - The client opens the dealer's owner material and every party's output with [`open`] before it uses a
 //!   byte of them.
 //!
@@ -346,8 +346,9 @@ pub fn records_hash(records: &[EvidenceRecord]) -> [u8; 32] {
 
 /// Checks a receipt's evidence against its manifest: every record's signature verifies under its member's
 /// key for run `run`, each party has exactly one transcript record and one output record, and the dealer
-/// (index = number of parties) exactly one owner-material record: so a receipt binds the dealer's signed
-/// owner material as well as the parties' outputs and views.
+/// (index = number of parties), if the manifest names one, exactly one owner-material record: so a receipt
+/// binds the dealer's signed owner material as well as the parties' outputs and views. (A record for a
+/// dealer the manifest does not name has no key and is refused.)
 pub fn check_records(
     records: &[EvidenceRecord],
     manifest: &Manifest,
@@ -359,7 +360,12 @@ pub fn check_records(
     let parties = manifest.parties.len() as u32;
     let needed = (0..parties)
         .flat_map(|i| [(EvidenceKind::Transcript, i), (EvidenceKind::Output, i)])
-        .chain([(EvidenceKind::OwnerMaterial, parties)]);
+        .chain(
+            manifest
+                .dealer
+                .is_some()
+                .then_some((EvidenceKind::OwnerMaterial, parties)),
+        );
     for (kind, index) in needed {
         let got = records
             .iter()

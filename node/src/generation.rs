@@ -256,7 +256,7 @@ async fn write(send: &mut SendStream, msg: Msg) -> Result<()> {
 /// What the party thread hands the stream task.
 enum Event {
     /// A step's logits share and costs, for the client.
-    Step(PartyReport),
+    Step(Box<PartyReport>),
     /// The party is done (the turn is over, or it failed).
     Done(Result<()>),
 }
@@ -323,7 +323,7 @@ pub async fn serve(
     loop {
         match from_party.recv().await {
             Some(Event::Step(report)) => {
-                write(send, Msg::Outputs(report))
+                write(send, Msg::Outputs(*report))
                     .await
                     .map_err(|e| NodeError::Client(format!("its stream: {e}")))?;
                 // `Ok(None)`: the client ended the turn; an error: it broke the exchange.
@@ -669,6 +669,7 @@ fn empty_report() -> PartyReport {
         udp_tx_bytes: Vec::new(),
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
+        rep3m_checks: Vec::new(),
         // Generation runs semi2k only: no MAC key.
         output_key_share: None,
     }
@@ -691,7 +692,7 @@ fn record(
 
 fn send_step(events: &mpsc::UnboundedSender<Event>, report: PartyReport) -> Result<()> {
     events
-        .send(Event::Step(report))
+        .send(Event::Step(Box::new(report)))
         .map_err(|_| NodeError::Job("the client's stream is gone".into()))
 }
 

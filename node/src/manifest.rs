@@ -30,11 +30,12 @@ pub const MAX_INFERENCES: u32 = 100_000;
 /// Largest batch of one inference.
 pub const MAX_BATCH: u32 = 4096;
 
-/// Whether a node runs `protocol` on the network (`rep3m` runs in memory only so far).
+/// Whether a node runs `protocol` on the network (every protocol does now; kept as the one place to say
+/// otherwise).
 pub fn runs_on_nodes(protocol: Protocol) -> bool {
     matches!(
         protocol,
-        Protocol::Semi2k | Protocol::Spdz2k | Protocol::Rep3
+        Protocol::Semi2k | Protocol::Spdz2k | Protocol::Rep3 | Protocol::Rep3m
     )
 }
 
@@ -469,13 +470,18 @@ mod tests {
             let why = open(&other, 0).unwrap_err().to_string();
             assert!(why.contains("exactly 3 parties"), "{parties}: {why}");
         }
-        // rep3m does not run on nodes yet.
+        // rep3m runs on nodes the same way: three parties, no dealer.
         let malicious = Manifest {
             protocol: Protocol::Rep3m,
             ..m.clone()
         };
-        let why = open(&malicious, 0).unwrap_err().to_string();
-        assert!(why.contains("not run it yet"), "{why}");
+        open(&malicious, 0).unwrap();
+        let dealt = Manifest {
+            dealer: Some(member(&nodes[3], 4)),
+            ..malicious.clone()
+        };
+        let why = open(&dealt, 0).unwrap_err().to_string();
+        assert!(why.contains("has no dealer"), "{why}");
         // The wire name is the CLI's.
         assert_eq!(serde_json::to_string(&m.protocol).unwrap(), "\"rep3\"");
     }

@@ -11,7 +11,9 @@
 //! Under `rep3` there is no dealer: the three parties agree on their pairwise PRF keys over the job's
 //! streams (as `veil_protocols::rep3::Party::new` does), every input and shared weight arrives as this
 //! party's two replicated components (see [`replicated_words`]), and each inference runs through
-//! `veil_engine::session::infer_replicated`, as in memory.
+//! `veil_engine::session::infer_replicated`, as in memory. `rep3m` runs the same way with its own party
+//! type: each output share is reported only after the check passed, and the report carries each check's
+//! view for the verifier (`veil_protocols::rep3m::transcript`).
 //!
 //! Invariant: nothing here logs or returns anything but this party's own shares (to the client that sent
 //! the inputs) and public measurements.
@@ -39,8 +41,10 @@ use veil_protocols::domain::{Domain, Semi2k};
 use veil_protocols::material::auth::AuthPartyGenerator;
 use veil_protocols::material::generator::PartyGenerator;
 use veil_protocols::material::{self, CorrectionFeed, PartyMaterial, Request};
+use veil_protocols::ops::WeightOps;
 use veil_protocols::prg::Seed;
-use veil_protocols::rep3::{self, RepShare};
+use veil_protocols::rep3::{self, RepShare, RepWeight};
+use veil_protocols::rep3m::{self, transcript::CheckView};
 use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
@@ -322,10 +326,10 @@ impl PartyContext {
     }
 }
 
-/// Words per shared element a party receives under `protocol`: 2 under `rep3` (its two replicated
+/// Words per shared element a party receives under `protocol`: 2 under `rep3` and `rep3m` (its two replicated
 /// components), else 1.
 fn share_width(protocol: Protocol) -> usize {
-    if protocol == Protocol::Rep3 {
+    if !protocol.has_dealer() {
         2
     } else {
         1
@@ -616,7 +620,7 @@ pub fn run(
 ) -> Result<PartyReport> {
     let program = JobProgram::of(manifest)?;
     check_request(&program, manifest, &run)?;
-    if manifest.protocol == Protocol::Rep3 {
+    if !manifest.protocol.has_dealer() {
         return run_rep3(ctx, manifest, party, arrivals, run, &program);
     }
     let n = manifest.parties.len();
@@ -658,6 +662,7 @@ pub fn run(
         udp_tx_bytes: Vec::new(),
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
+        rep3m_checks: Vec::new(),
         output_key_share: None,
     };
     let requests = program.requests(manifest);
@@ -743,10 +748,49 @@ pub fn run(
 /// The party's link to its peers.
 type Link = ShapedNet<QuicNet>;
 
-/// A `rep3` party's part of `manifest` (checked by [`run`]): no dealer. It agrees on its PRF keys with
-/// its neighbours over the job's streams (one 32-byte message each way, the model setup's traffic), sets the
-/// model up from its replicated weight shares (or the public weights) without communicating, and runs every
-/// inference; it reports its two components of each output.
+/// A dealer-free replicated party type a node runs: `rep3`'s, or `rep3m`'s, which checks every opening and
+/// reshare before it releases an output share.
+trait Replicated: WeightOps<Share = RepShare, Weight = RepWeight> {
+    /// The party's link to its peers.
+    fn link(&mut self) -> &Link;
+    /// This party's share of output `y` for the client: `rep3` hands it over as it is; `rep3m` first runs
+    /// its check ([`rep3m::Party::release`]) and fails, releasing nothing, if the check fails.
+    fn release_share(&mut self, y: &RepShare) -> veil_protocols::Result<RepShare>;
+    /// The views of the checks passed since the last call, for the verifier (`rep3m`; none for `rep3`).
+    fn take_checks(&mut self) -> Vec<CheckView>;
+}
+
+impl Replicated for rep3::Party<Link> {
+    fn link(&mut self) -> &Link {
+        self.net()
+    }
+    fn release_share(&mut self, y: &RepShare) -> veil_protocols::Result<RepShare> {
+        Ok(y.clone())
+    }
+    fn take_checks(&mut self) -> Vec<CheckView> {
+        Vec::new()
+    }
+}
+
+impl Replicated for rep3m::Party<Link> {
+    fn link(&mut self) -> &Link {
+        self.rep3().net()
+    }
+    fn release_share(&mut self, y: &RepShare) -> veil_protocols::Result<RepShare> {
+        self.release(y)
+    }
+    fn take_checks(&mut self) -> Vec<CheckView> {
+        self.take_transcripts()
+    }
+}
+
+/// A `rep3` or `rep3m` party's part of `manifest` (checked by [`run`]): no dealer. It agrees on its PRF
+/// keys with its neighbours over the job's streams (one 32-byte message each way, the model setup's
+/// traffic), sets the model up from its replicated weight shares (or the public weights) without
+/// communicating, and runs every inference; it reports its two components of each output. Under `rep3m`
+/// each output share is reported only after the check (openings and the product proof) passed, and the
+/// report carries each check's view for the verifier; the lab's adversary (a test-only node option) may
+/// make this party deviate (`wrong-output`, `wrong-product`).
 fn run_rep3(
     ctx: &PartyContext,
     manifest: &Manifest,
@@ -761,7 +805,40 @@ fn run_rep3(
     let net = ctx.open_links(manifest, party, arrivals, run.shaping)?;
     tracing::info!(job = %manifest.job, party, inferences = run.inputs.len(), protocol = %manifest.protocol, "party connected, computing");
     let gemm = Arc::new(RingGemm::new(run.threads.max(1) as usize));
-    let mut p = rep3::Party::new(net, Seed::random(), program.fixed_point(), gemm)?;
+    let fp = program.fixed_point();
+    if manifest.protocol == Protocol::Rep3m {
+        let mut p = rep3m::Party::new(net, Seed::random(), fp, gemm)?;
+        if let Some(a) = ctx.adversary.filter(|a| a.party == party) {
+            if !matches!(a.kind, Deviation::WrongOutput | Deviation::WrongProduct) {
+                return Err(NodeError::Unexpected(format!(
+                    "rep3m inference has no site for the deviation {}",
+                    a.kind.name()
+                )));
+            }
+            tracing::warn!(
+                deviation = a.kind.name(),
+                "this party deviates (test-only adversary)"
+            );
+            p.set_adversary(a);
+        }
+        let report = replicated_job(&mut p, manifest, run, program)?;
+        let _ = p.finish();
+        Ok(report)
+    } else {
+        let mut p = rep3::Party::new(net, Seed::random(), fp, gemm)?;
+        let report = replicated_job(&mut p, manifest, run, program)?;
+        let _ = p.finish();
+        Ok(report)
+    }
+}
+
+/// The model setup and every inference of a replicated job at party `p` (see [`run_rep3`]).
+fn replicated_job<P: Replicated>(
+    p: &mut P,
+    manifest: &Manifest,
+    run: RunRequest,
+    program: &JobProgram,
+) -> Result<PartyReport> {
     let malformed = || NodeError::Unexpected("a replicated share with an odd word count".into());
     let inputs = run
         .inputs
@@ -780,13 +857,11 @@ fn run_rep3(
         udp_tx_bytes: Vec::new(),
         auth_outputs: Vec::new(),
         transcripts: Vec::new(),
+        rep3m_checks: Vec::new(),
         output_key_share: None,
     };
     let items = manifest.batch as usize;
     let profile_last = run.profile;
-    let all = |p: &mut rep3::Party<Link>, report: &mut PartyReport, infer: &Rep3Infer<'_>| {
-        rep3_infer_all(p, &inputs, items, profile_last, report, infer)
-    };
     match program {
         JobProgram::Plan(plan) => {
             let (shared, public) = match plan.mode {
@@ -808,48 +883,64 @@ fn run_rep3(
                 veil_engine::WeightMode::Public => (Vec::new(), weight_shares(run.weights)),
             };
             let model = setup_rep3(plan, shared, &public)?;
-            all(&mut p, &mut report, &|p, x, n, prof| {
-                model.infer(p, x, n, prof)
-            })?;
+            replicated_infer_all(
+                p,
+                &inputs,
+                items,
+                profile_last,
+                &mut report,
+                |p, x, n, prof| model.infer(p, x, n, prof),
+            )?;
         }
-        JobProgram::Encoder(e) => all(&mut p, &mut report, &|p, x, n, prof| {
-            e.forward(p, x, n, prof)
-        })?,
-        JobProgram::Graph(g) => all(&mut p, &mut report, &|p, x, n, prof| {
-            g.forward(p, x, n, prof)
-        })?,
+        JobProgram::Encoder(e) => replicated_infer_all(
+            p,
+            &inputs,
+            items,
+            profile_last,
+            &mut report,
+            |p, x, n, prof| e.forward(p, x, n, prof),
+        )?,
+        JobProgram::Graph(g) => replicated_infer_all(
+            p,
+            &inputs,
+            items,
+            profile_last,
+            &mut report,
+            |p, x, n, prof| g.forward(p, x, n, prof),
+        )?,
     }
-    let _ = p.finish();
     Ok(report)
 }
 
-/// A `rep3` program's inference at one party: its input share and units to its output share.
-type Rep3Infer<'a> = dyn Fn(
-        &mut rep3::Party<Link>,
-        RepShare,
-        usize,
-        Option<&mut Vec<StepProfile>>,
-    ) -> veil_engine::Result<RepShare>
-    + 'a;
-
-/// Runs every inference of a `rep3` job through [`infer_replicated`] (the in-memory runs' step), measuring
-/// each, and puts each output share (both components) in `report`.
-fn rep3_infer_all(
-    p: &mut rep3::Party<Link>,
+/// Runs every inference of a replicated job through [`infer_replicated`] (the in-memory runs' step),
+/// measuring each; each output share (both components) goes in `report` once the party released it
+/// ([`Replicated::release_share`]: after the check, under `rep3m`), with the views of the checks passed.
+fn replicated_infer_all<P: Replicated>(
+    p: &mut P,
     inputs: &[RepShare],
     items: usize,
     profile_last: bool,
     report: &mut PartyReport,
-    infer: &Rep3Infer<'_>,
+    infer: impl Fn(
+        &mut P,
+        RepShare,
+        usize,
+        Option<&mut Vec<StepProfile>>,
+    ) -> veil_engine::Result<RepShare>,
 ) -> Result<()> {
     for (k, input) in inputs.iter().enumerate() {
         let profile = profile_last && k + 1 == inputs.len();
-        let udp_before = p.net().inner().udp_tx_bytes();
-        let done: ReplicatedInference = infer_replicated(p, input.clone(), items, profile, infer)?;
-        let udp = p.net().inner().udp_tx_bytes().saturating_sub(udp_before);
+        let udp_before = p.link().inner().udp_tx_bytes();
+        let done: ReplicatedInference =
+            infer_replicated(p, input.clone(), items, profile, |p, x, n, prof| {
+                let y = infer(p, x, n, prof)?;
+                Ok(p.release_share(&y)?)
+            })?;
+        let udp = p.link().inner().udp_tx_bytes().saturating_sub(udp_before);
         let times = (Duration::ZERO, done.latency);
         record(report, times, &done.online, &done.profile, profile, udp);
         report.outputs.push(replicated_words(&done.output));
+        report.rep3m_checks.extend(p.take_checks());
     }
     Ok(())
 }

@@ -26,10 +26,10 @@ use thiserror::Error;
 
 use crate::evidence::{check_records, records_hash, EvidenceKind, EvidenceRecord};
 use crate::identity::{Identity, PublicKey};
+use crate::manifest::Protocol;
 use crate::manifest::{Manifest, ModelSpec, SignedManifest};
-use crate::verifier::{verify_job, VerifyError};
+use crate::verifier::{JobViews, VerifyError};
 use crate::wire::JobId;
-use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 /// Domain separation of receipt signatures.
 pub const RECEIPT_DOMAIN: &[u8] = b"veil receipt v2\0";
@@ -243,16 +243,16 @@ pub fn commit_blobs<'a>(blobs: impl ExactSizeIterator<Item = &'a [u8]>) -> [u8; 
     h.finalize().into()
 }
 
-/// The verifier node's work for a finished `spdz2k` job: checks that `coordinator` signed `manifest` and
-/// that it names this `identity` as its verifier, checks the parties' MAC-check views (`transcripts[i][c]`:
-/// party `i`'s view of check `c`; one view per party of the manifest, one check per inference) with
-/// [`verify_job`], and signs a receipt over the job with the given commitments to the encrypted input and
-/// output and issue time (Unix seconds). Fails, and signs nothing, if any check fails.
+/// The verifier node's work for a finished verified job (`spdz2k`, `rep3m`): checks that `coordinator`
+/// signed `manifest` and that it names this `identity` as its verifier, checks the parties' check views
+/// (decoded by the manifest's protocol, which they must match; one view per party of the manifest, one
+/// check per inference) with [`JobViews::verify`], and signs a receipt over the job with the given
+/// commitments to the encrypted input and output and issue time (Unix seconds). Fails, and signs nothing, if any check fails.
 pub fn issue(
     identity: &Identity,
     coordinator: &PublicKey,
     manifest: &SignedManifest,
-    transcripts: &[Vec<CheckTranscript>],
+    transcripts: &JobViews,
     evidence: &[EvidenceRecord],
     [input_commitment, output_commitment]: [[u8; 32]; 2],
     issued_at: u64,
@@ -264,29 +264,41 @@ pub fn issue(
     if !bool::from(verifier.public_key.0.ct_eq(&identity.public_key().0)) {
         return Err(ReceiptError::NotTheVerifier);
     }
-    if transcripts.len() != m.parties.len() {
+    if transcripts.parties() != m.parties.len() {
         return Err(VerifyError::Committee {
-            views: transcripts.len(),
+            views: transcripts.parties(),
             parties: m.parties.len(),
         }
         .into());
     }
+    let views_match = matches!(
+        (transcripts, m.protocol),
+        (JobViews::Spdz2k(_), Protocol::Spdz2k) | (JobViews::Rep3m(_), Protocol::Rep3m)
+    );
+    if !views_match {
+        return Err(VerifyError::Unverified {
+            protocol: m.protocol,
+        }
+        .into());
+    }
+    // One check per inference (each released output follows its check).
     let checks = m.inferences as usize;
-    if let Some((party, t)) = transcripts
+    if let Some((party, &got)) = transcripts
+        .checks()
         .iter()
         .enumerate()
-        .find(|(_, t)| t.len() != checks)
+        .find(|(_, &t)| t != checks)
     {
         return Err(VerifyError::CheckCount {
             party,
-            got: t.len(),
+            got,
             expected: checks,
         }
         .into());
     }
     // The parties' signatures first: a view counts only if its party signed it for this run.
     check_records(evidence, &m, &manifest_hash(manifest)?)?;
-    let digest = verify_job(transcripts)?;
+    let digest = transcripts.verify()?;
     let body = ReceiptBody {
         job: m.job,
         model_id: model_id(&m.model),
@@ -498,6 +510,7 @@ mod tests {
 
     use super::*;
     use crate::manifest::Member;
+    use veil_protocols::spdz2k::transcript::CheckTranscript;
 
     struct Fixture {
         coordinator: Identity,
@@ -760,6 +773,110 @@ mod tests {
         file(body).verify(&key).unwrap();
     }
 
+    /// Three `rep3m` parties' real views of one check (a product, then its release).
+    fn rep3m_views() -> Vec<Vec<veil_protocols::rep3m::transcript::CheckView>> {
+        use std::sync::Arc;
+        use veil_protocols::ops::MpcOps;
+        use veil_protocols::rep3::RepShare;
+        let mut next = 1u64;
+        let mut draw = || {
+            next = next.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            next
+        };
+        let x = RepShare::split(&[3, 4, 5], &mut draw);
+        let y = RepShare::split(&[6, 7, 8], &mut draw);
+        let committee = veil_protocols::semi2k::local::Committee::new(
+            3,
+            Arc::new(veil_protocols::gemm::NaiveGemm),
+        );
+        veil_protocols::rep3m::local::run(&committee, Some(1), None, |p| {
+            let me = p.id();
+            let z = MpcOps::mul(p, &x[me], &y[me])?;
+            p.release(&z)?;
+            Ok(p.take_transcripts())
+        })
+        .unwrap()
+        .into_iter()
+        .map(|o| o.value)
+        .collect()
+    }
+
+    #[test]
+    fn a_rep3m_receipt_has_no_dealer_record_and_needs_views_that_verify() {
+        use crate::evidence::sign;
+        let coordinator = Identity::generate().unwrap();
+        let key = coordinator.public_key();
+        let verifier = Identity::generate().unwrap();
+        let nodes: Vec<Identity> = (0..4).map(|_| Identity::generate().unwrap()).collect();
+        let mut m = manifest(&coordinator, Some(&verifier), &nodes);
+        m.protocol = Protocol::Rep3m;
+        m.parties = (0..3).map(|i| member(&nodes[i], i as u16 + 1)).collect();
+        m.dealer = None;
+        let signed = m.sign(&coordinator).unwrap();
+        let run = manifest_hash(&signed).unwrap();
+        let evidence: Vec<EvidenceRecord> = (0..3u32)
+            .flat_map(|i| {
+                let id = &nodes[i as usize];
+                [
+                    sign(id, EvidenceKind::Transcript, &run, i, b"views"),
+                    sign(id, EvidenceKind::Output, &run, i, b"sealed output"),
+                ]
+            })
+            .collect();
+        let views = rep3m_views();
+        let issue_with = |views: &JobViews, evidence: &[EvidenceRecord]| {
+            issue(
+                &verifier,
+                &key,
+                &signed,
+                views,
+                evidence,
+                [[1; 32], [2; 32]],
+                17,
+            )
+        };
+        let file = issue_with(&JobViews::Rep3m(views.clone()), &evidence).unwrap();
+        assert_eq!(file.receipt.body.protocol, "rep3m");
+        assert_eq!(
+            file.receipt.body.transcript_hash,
+            veil_protocols::rep3m::transcript::verify_rep3m_transcripts(&views).unwrap()
+        );
+        // What `veil verify` does: from the JSON, no dealer record needed.
+        let again = ReceiptFile::from_json(&file.to_json().unwrap()).unwrap();
+        assert_eq!(again.verify(&key).unwrap().protocol, Protocol::Rep3m);
+        // A tampered final check (at both verifiers of prover 0): no receipt.
+        let mut bad = views.clone();
+        for (party, side) in [(2, true), (1, false)] {
+            let check = if side {
+                &mut bad[party][0].as_a
+            } else {
+                &mut bad[party][0].as_b
+            };
+            check.ring.as_mut().unwrap().z_a[0] ^= 1;
+        }
+        assert!(matches!(
+            issue_with(&JobViews::Rep3m(bad), &evidence),
+            Err(ReceiptError::Transcripts(VerifyError::Rep3m(
+                veil_protocols::rep3m::transcript::TranscriptError::ProofFails { .. }
+            )))
+        ));
+        // spdz2k views for a rep3m manifest, a missing party's record, a record for a dealer it lacks.
+        assert!(matches!(
+            issue_with(&JobViews::Spdz2k(vec![Vec::new(); 3]), &evidence),
+            Err(ReceiptError::Transcripts(VerifyError::Unverified { .. }))
+        ));
+        assert!(issue_with(&JobViews::Rep3m(views.clone()), &evidence[..5]).is_err());
+        let mut with_dealer = evidence.clone();
+        with_dealer.push(sign(
+            &nodes[3],
+            EvidenceKind::OwnerMaterial,
+            &run,
+            3,
+            b"owner",
+        ));
+        assert!(issue_with(&JobViews::Rep3m(views), &with_dealer).is_err());
+    }
+
     #[test]
     fn the_verifier_issues_a_receipt_only_for_transcripts_that_verify() {
         let f = fixture();
@@ -767,6 +884,7 @@ mod tests {
         let views: Vec<Vec<CheckTranscript>> = (0..2)
             .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
             .collect();
+        let views = JobViews::Spdz2k(views);
         let commitments = [[1; 32], [2; 32]];
         let file = issue(
             &f.verifier,
@@ -780,13 +898,14 @@ mod tests {
         .unwrap();
         let m = file.verify(&key).unwrap();
         assert_eq!(file.receipt.body.job, m.job);
-        assert_eq!(
-            file.receipt.body.transcript_hash,
-            verify_job(&views).unwrap().0
-        );
+        assert_eq!(file.receipt.body.transcript_hash, views.verify().unwrap().0);
+        let JobViews::Spdz2k(views) = views else {
+            unreachable!()
+        };
         // A party's view differs: nothing is signed.
         let mut bad = views.clone();
         bad[1][0].parties[0].nonce[0] ^= 1;
+        let bad = JobViews::Spdz2k(bad);
         assert!(matches!(
             issue(
                 &f.verifier,
@@ -800,7 +919,8 @@ mod tests {
             Err(ReceiptError::Transcripts(VerifyError::Equivocation { .. }))
         ));
         // Two checks for a one-inference job.
-        let two: Vec<Vec<CheckTranscript>> = views.iter().map(|v| vec![v[0].clone(); 2]).collect();
+        let two = JobViews::Spdz2k(views.iter().map(|v| vec![v[0].clone(); 2]).collect());
+        let views = JobViews::Spdz2k(views);
         assert!(issue(
             &f.verifier,
             &key,
@@ -865,6 +985,7 @@ mod tests {
         let views: Vec<Vec<CheckTranscript>> = (0..2)
             .map(|_| vec![crate::verifier::honest_transcript(2, 3)])
             .collect();
+        let views = JobViews::Spdz2k(views);
         let run = manifest_hash(&f.file.manifest).unwrap();
         let issue_with = |evidence: &[EvidenceRecord]| {
             issue(

@@ -1,4 +1,7 @@
-//! The verifier role's check of a `spdz2k` job: it receives every party's view of each MAC check (the
+//! The verifier role's check of a verified job (`spdz2k`, `rep3m`; [`JobViews`] dispatches on the
+//! manifest's protocol, the `rep3m` check being `veil_protocols::rep3m::transcript`'s, whose module doc
+//! argues what it reveals and why a malicious party cannot make a failed check pass). For `spdz2k`: it
+//! receives every party's view of each MAC check (the
 //! [`CheckTranscript`]s in the parties' reports), re-checks them without any share or value, and yields the
 //! digest a receipt signs ([`crate::receipt`]).
 //!
@@ -40,6 +43,8 @@ use std::fmt;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
+use veil_protocols::protocol::Protocol;
+use veil_protocols::rep3m::transcript::{verify_rep3m_transcripts, CheckView, TranscriptError};
 use veil_protocols::spdz2k::transcript::CheckTranscript;
 
 use crate::manifest::MAX_PARTIES;
@@ -126,6 +131,81 @@ pub enum VerifyError {
         /// The check.
         check: usize,
     },
+    /// A party's transcript body does not decode as its protocol's views.
+    #[error("party {party}'s transcript does not decode as {protocol} views")]
+    Decode {
+        /// The party.
+        party: usize,
+        /// The manifest's protocol.
+        protocol: Protocol,
+    },
+    /// The protocol has no transcripts to verify.
+    #[error("{protocol} jobs have no checks to verify")]
+    Unverified {
+        /// The manifest's protocol.
+        protocol: Protocol,
+    },
+    /// A `rep3m` job's views do not verify.
+    #[error("rep3m: {0}")]
+    Rep3m(#[from] TranscriptError),
+}
+
+/// A job's check views, one list per party (index = party), decoded by the manifest's protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobViews {
+    /// `spdz2k`: MAC-check transcripts ([`verify_job`]).
+    Spdz2k(Vec<Vec<CheckTranscript>>),
+    /// `rep3m`: opening digests and product-proof final checks
+    /// (`veil_protocols::rep3m::transcript::verify_rep3m_transcripts`).
+    Rep3m(Vec<Vec<CheckView>>),
+}
+
+impl JobViews {
+    /// Decodes each party's transcript body (postcard, as a party's evidence carries it) as `protocol`'s
+    /// views. Bodies are bounded by the caller (the evidence's size limit).
+    pub fn decode(protocol: Protocol, bodies: &[Vec<u8>]) -> Result<JobViews, VerifyError> {
+        fn each<T: serde::de::DeserializeOwned>(
+            protocol: Protocol,
+            bodies: &[Vec<u8>],
+        ) -> Result<Vec<T>, VerifyError> {
+            bodies
+                .iter()
+                .enumerate()
+                .map(|(party, b)| {
+                    postcard::from_bytes(b).map_err(|_| VerifyError::Decode { party, protocol })
+                })
+                .collect()
+        }
+        match protocol {
+            Protocol::Spdz2k => Ok(JobViews::Spdz2k(each(protocol, bodies)?)),
+            Protocol::Rep3m => Ok(JobViews::Rep3m(each(protocol, bodies)?)),
+            Protocol::Semi2k | Protocol::Rep3 => Err(VerifyError::Unverified { protocol }),
+        }
+    }
+
+    /// Parties with views.
+    pub fn parties(&self) -> usize {
+        match self {
+            JobViews::Spdz2k(v) => v.len(),
+            JobViews::Rep3m(v) => v.len(),
+        }
+    }
+
+    /// Checks reported by each party, in party order.
+    pub fn checks(&self) -> Vec<usize> {
+        match self {
+            JobViews::Spdz2k(v) => v.iter().map(Vec::len).collect(),
+            JobViews::Rep3m(v) => v.iter().map(Vec::len).collect(),
+        }
+    }
+
+    /// Verifies the views ([`verify_job`] or the `rep3m` check) and returns the digest a receipt signs.
+    pub fn verify(&self) -> Result<TranscriptDigest, VerifyError> {
+        match self {
+            JobViews::Spdz2k(v) => verify_job(v),
+            JobViews::Rep3m(v) => Ok(TranscriptDigest(verify_rep3m_transcripts(v)?)),
+        }
+    }
 }
 
 /// The canonical encoding of one check's transcript: the domain, the number of parties (u32 LE), then per
@@ -271,6 +351,40 @@ mod tests {
 
     fn honest(n: usize, salt: u8) -> CheckTranscript {
         honest_transcript(n, salt)
+    }
+
+    #[test]
+    fn job_views_decode_by_the_manifests_protocol() {
+        let spdz: Vec<Vec<u8>> = (0..2)
+            .map(|_| postcard::to_stdvec(&vec![honest_transcript(2, 3)]).unwrap())
+            .collect();
+        let views = JobViews::decode(Protocol::Spdz2k, &spdz).unwrap();
+        assert_eq!((views.parties(), views.checks()), (2, vec![1, 1]));
+        assert!(views.verify().is_ok());
+        // The same bodies read as rep3m views, garbage, and protocols without checks.
+        assert!(matches!(
+            JobViews::decode(Protocol::Rep3m, &spdz),
+            Err(VerifyError::Decode { party: 0, .. })
+        ));
+        let empty: Vec<Vec<u8>> = (0..3)
+            .map(|_| postcard::to_stdvec(&Vec::<CheckView>::new()).unwrap())
+            .collect();
+        let rep3m = JobViews::decode(Protocol::Rep3m, &empty).unwrap();
+        assert_eq!(rep3m.checks(), vec![0, 0, 0]);
+        // No check at all does not verify.
+        assert!(matches!(rep3m.verify(), Err(VerifyError::Rep3m(_))));
+        let mut garbage = empty.clone();
+        garbage[2] = vec![0xff; 3];
+        assert!(matches!(
+            JobViews::decode(Protocol::Rep3m, &garbage),
+            Err(VerifyError::Decode { party: 2, .. })
+        ));
+        for protocol in [Protocol::Semi2k, Protocol::Rep3] {
+            assert_eq!(
+                JobViews::decode(protocol, &empty),
+                Err(VerifyError::Unverified { protocol })
+            );
+        }
     }
 
     #[test]

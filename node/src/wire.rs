@@ -300,6 +300,9 @@ pub struct PartyReport {
     /// `spdz2k`: this party's view of each MAC check it ran, in order (one per inference), for the
     /// verifier ([`crate::verifier`]); empty for `semi2k`. Holds no share or value.
     pub transcripts: Vec<CheckTranscript>,
+    /// `rep3m`: this party's view of each check it passed, in order (one per inference), for the verifier
+    /// (`veil_protocols::rep3m::transcript`); empty for the other protocols. Holds no share or value.
+    pub rep3m_checks: Vec<veil_protocols::rep3m::transcript::CheckView>,
     /// `spdz2k`: this party's share of the MAC key alpha (little-endian), released after its last MAC check
     /// passed, inside the report sealed to the client: the client adds every party's share to check the
     /// output MACs ([`output_key`]). `None` for `semi2k`.

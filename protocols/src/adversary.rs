@@ -55,9 +55,9 @@ impl Deviation {
         }
     }
 
-    /// Parses a CLI name: one of [`Self::ALL`]. `wrong-product` is not a CLI name yet: `veil bench
-    /// --adversary` runs the `spdz2k` lab, which it would not strike (the `rep3m` lab runs it in
-    /// `protocols/tests/rep3m.rs` and `engine/tests/rep3m_inference.rs`).
+    /// Parses a `spdz2k` lab name: one of [`Self::ALL`]. `wrong-product`, which `spdz2k` would not strike,
+    /// is not among them; `veil bench --adversary` takes it from [`Self::EVERY`] for `rep3m` only (the `rep3m`
+    /// lab also runs it in `protocols/tests/rep3m.rs` and `engine/tests/rep3m_inference.rs`).
     pub fn parse(name: &str) -> Option<Deviation> {
         Self::ALL.into_iter().find(|d| d.name() == name)
     }

@@ -106,8 +106,9 @@ pub struct BenchArgs {
     /// Sweep grid.
     #[command(flatten)]
     pub grid: super::sweep::GridArgs,
-    /// spdz2k only: one random party deviates once, at a random point of the job: flip-share, wrong-triple,
-    /// bad-mac, skip-round or wrong-output. The run must end with `verified: false` and no output. In memory
+    /// spdz2k and rep3m: one random party deviates once, at a random point of the job: flip-share,
+    /// wrong-triple, bad-mac, skip-round or wrong-output (spdz2k); wrong-product (one of the first reshares)
+    /// or wrong-output (rep3m). The run must end with `verified: false` and no output. In memory
     /// or over QUIC (`--transport quic`: the node processes get the deviation through their test-only setting).
     #[arg(long)]
     pub adversary: Option<String>,
@@ -464,10 +465,7 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         );
     }
     if !veil_node::manifest::runs_on_nodes(options.protocol) && args.transport == Transport::Quic {
-        bail!(
-            "{} runs in memory only in this build (the node processes run semi2k, spdz2k and rep3)",
-            options.protocol
-        );
+        bail!("{} runs in memory only in this build", options.protocol);
     }
     let (report, quic_udp_bytes_per_party) = match args.transport {
         Transport::Mem => (
@@ -891,17 +889,32 @@ struct AdversaryReport {
     outcome: String,
 }
 
-/// `veil bench --adversary A`: one private inference under spdz2k with one deviating party.
+/// `veil bench --adversary A`: one private inference under spdz2k (or rep3m) with one deviating party.
 fn run_adversary(args: &BenchArgs) -> Result<()> {
     use rand::Rng;
     use veil_protocols::adversary::{Adversary, Deviation};
     let name = args.adversary.as_deref().unwrap_or_default();
-    let kind = Deviation::parse(name).with_context(|| {
-        format!("unknown adversary {name:?}: use flip-share, wrong-triple, bad-mac, skip-round or wrong-output")
-    })?;
-    if args.protocol != Protocol::Spdz2k {
-        bail!("--adversary needs --protocol spdz2k (semi2k cannot detect a deviation)");
-    }
+    let kind = Deviation::EVERY
+        .into_iter()
+        .find(|d| d.name() == name)
+        .with_context(|| {
+            format!(
+                "unknown adversary {name:?}: use flip-share, wrong-triple, bad-mac, skip-round, \
+                 wrong-output (spdz2k) or wrong-product, wrong-output (rep3m)"
+            )
+        })?;
+    let protocol = match args.protocol {
+        p @ Protocol::Spdz2k if kind != Deviation::WrongProduct => p,
+        Protocol::Spdz2k => bail!("--protocol spdz2k has no reshare for wrong-product"),
+        // rep3m inference opens nothing: a reshare (caught by the product proof) or an output share.
+        p @ Protocol::Rep3m if matches!(kind, Deviation::WrongProduct | Deviation::WrongOutput) => p,
+        Protocol::Rep3m => {
+            bail!("--protocol rep3m: inference has a site for wrong-product and wrong-output only")
+        }
+        Protocol::Semi2k | Protocol::Rep3 => bail!(
+            "--adversary needs --protocol spdz2k or rep3m (semi2k and rep3 cannot detect a deviation)"
+        ),
+    };
     let device = burn::tensor::Device::flex();
     let model = workloads::by_name(&args.workload, args.seed, &device).with_context(|| {
         format!(
@@ -919,6 +932,8 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
     let at = match kind {
         Deviation::WrongTriple => rng.random_range(0..triples.max(1)),
         Deviation::WrongOutput => rng.random_range(0..(args.batch * plan.output_len).max(1)),
+        // One of the first reshares (every workload's first layer has several).
+        Deviation::WrongProduct => rng.random_range(0..4),
         _ => rng.random_range(0..openings.max(1)),
     };
     let adversary = Adversary {
@@ -935,7 +950,7 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
         }
     } else {
         let mut options = LocalOptions::new(args.parties, Arc::new(RingGemm::new(1)));
-        options.protocol = Protocol::Spdz2k;
+        options.protocol = protocol;
         options.adversary = Some(adversary);
         if kind == Deviation::SkipRound {
             options.timeout = Duration::from_secs(2);
@@ -961,8 +976,13 @@ fn run_adversary(args: &BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "{} | spdz2k | {} parties | adversary {} (party {}, at {})",
-            report.workload, report.parties, report.adversary, report.party, report.at
+            "{} | {} | {} parties | adversary {} (party {}, at {})",
+            report.workload,
+            report.protocol,
+            report.parties,
+            report.adversary,
+            report.party,
+            report.at
         );
         println!("  verified       {}", report.verified);
         println!(

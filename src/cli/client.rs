@@ -38,8 +38,9 @@ pub struct DeployArgs {
     #[arg(long, default_value_t = 3)]
     pub parties: u8,
     /// Protocol: semi2k, spdz2k (MAC-checked: a cheating party aborts the job; every answer carries a
-    /// receipt signed by the committee's verifier), or rep3 (three parties of three operators, no dealer;
-    /// honest majority, honest-but-curious; needs --parties 3).
+    /// receipt signed by the committee's verifier), rep3 (three parties of three operators, no dealer;
+    /// honest majority, honest-but-curious; needs --parties 3), or rep3m (rep3 with malicious security
+    /// with abort: every answer carries a receipt signed by the committee's verifier; needs --parties 3).
     #[arg(long, default_value = "spdz2k")]
     pub protocol: String,
     #[command(flatten)]
@@ -65,7 +66,7 @@ pub struct InferArgs {
     /// Write the predictions as JSON to this file.
     #[arg(long)]
     pub output: Option<PathBuf>,
-    /// spdz2k: write the job's receipt (checked) to this file, for `veil verify`.
+    /// spdz2k, rep3m: write the job's receipt (checked) to this file, for `veil verify`.
     #[arg(long)]
     pub receipt: Option<PathBuf>,
     /// Give up after this many seconds.
@@ -107,7 +108,7 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
         .filter(|&p| veil_node::manifest::runs_on_nodes(p))
         .with_context(|| {
             format!(
-                "--protocol {:?}: use semi2k, spdz2k or rep3 (rep3m runs in memory only so far)",
+                "--protocol {:?}: use semi2k, spdz2k, rep3 or rep3m",
                 args.protocol
             )
         })?;
@@ -129,6 +130,10 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
         return super::embed_job::deploy_pretrained(name, &args);
     }
     if veil_engine::onnx::looks_like_onnx_file(&args.model) {
+        // Imported graphs do not run under rep3m yet (in memory they are refused too).
+        if protocol == Protocol::Rep3m {
+            bail!("--protocol rep3m: imported ONNX graphs run under semi2k, spdz2k and rep3, not rep3m yet");
+        }
         // An ONNX model's weights are public to the parties (`--weights` does not apply).
         let dir = client_dir(&args.connect);
         args.connect.identity = Some(dir);

@@ -178,6 +178,13 @@ impl Core {
         self.evidence_slot(job, attempt, kind, member)
     }
 
+    /// The coordinator-signed manifest of attempt `attempt` of `job`, decoded.
+    pub(crate) fn attempt_manifest(&self, job: u64, attempt: u32) -> Result<Manifest> {
+        let (_, a) = self.attempt_of(job, attempt)?;
+        let signed: SignedManifest = postcard::from_bytes(&a.manifest).map_err(Error::invariant)?;
+        postcard::from_bytes(&signed.body.0).map_err(Error::invariant)
+    }
+
     /// The slot of member `member`'s `kind` evidence in attempt `attempt` of `job`: the run id of its
     /// signed manifest and the member's key there.
     pub(crate) fn evidence_slot(
@@ -227,7 +234,8 @@ impl Core {
         self.party_upload(key, job, attempt, Direction::Output, bytes, now)
     }
 
-    /// A `spdz2k` party's MAC-check views, for the verifier. Like the output, it completes the attempt.
+    /// A verified job's (`spdz2k`, `rep3m`) party check views, for the verifier. Like the output, it
+    /// completes the attempt.
     pub fn task_transcript(
         &mut self,
         key: &PublicKey,

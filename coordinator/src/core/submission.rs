@@ -48,7 +48,7 @@ pub(super) fn check_protocol(protocol: &str, parties: u8) -> Result<Protocol> {
             return Err(Error::Unsupported {
                 field: "protocol",
                 value: protocol.chars().take(32).collect(),
-                expected: "semi2k, spdz2k, rep3",
+                expected: "semi2k, spdz2k, rep3, rep3m",
             })
         }
     };

@@ -259,13 +259,19 @@ fn a_rep3_job_runs_on_three_parties_and_no_dealer() {
     };
     let why = demand_for(&two, None).unwrap_err().to_string();
     assert!(why.contains("exactly 3 parties"), "{why}");
-    // rep3m does not run on the network yet.
+    // rep3m runs on the network too: three parties, nothing asked of a dealer.
     let malicious = SubmitRequest {
         protocol: "rep3m".into(),
         parties: 3,
         ..request()
     };
-    assert!(kind(demand_for(&malicious, None)).is_some());
+    let demand = demand_for(&malicious, None).unwrap();
+    assert_eq!(demand.dealer, veil_scheduler::RoleDemand::default());
+    let two = SubmitRequest {
+        protocol: "rep3m".into(),
+        ..request()
+    };
+    assert!(kind(demand_for(&two, None)).is_some());
     let req = SubmitRequest {
         protocol: "rep3".into(),
         parties: 3,

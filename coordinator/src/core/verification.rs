@@ -1,5 +1,6 @@
-//! Verification (`spdz2k` attempts): the verifier reads each party's input and output ciphertexts and its
-//! MAC-check transcript, and returns a receipt signed by its key over the attempt's manifest; the core
+//! Verification (`spdz2k` and `rep3m` attempts): the verifier reads each party's input and output
+//! ciphertexts and its check transcript (MAC checks, or `rep3m`'s checks; decoded by the manifest's
+//! protocol), and returns a receipt signed by its key over the attempt's manifest; the core
 //! checks it, keeps it in the audit log, and the job is done.
 
 use veil_node::api::ReceiptEntry;

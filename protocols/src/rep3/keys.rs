@@ -23,16 +23,26 @@ pub(crate) struct PairKeys {
     own: Prg,
     /// Stream of `k_{me+1}` (shared with party `me + 1`).
     next: Prg,
+    /// Salts derived once from `k_me` and `k_{me+1}` (no stream drawn): `rep3m` blinds the opening digests
+    /// it records for an outside verifier with them (`rep3m::transcript`).
+    salts: (Seed, Seed),
 }
 
 impl PairKeys {
     /// The streams of party `me` from its own key and the one its next neighbour sent.
     pub(crate) fn new(me: usize, own: &Seed, next: &Seed) -> Self {
+        let salt = |k: &Seed| k.derive(crate::rep3m::transcript::SALT_LABEL, 0);
         Self {
             me,
             own: Prg::new(own),
             next: Prg::new(next),
+            salts: (salt(own), salt(next)),
         }
+    }
+
+    /// The salts derived from `k_me` and `k_{me+1}` (see the field).
+    pub(crate) fn salts(&self) -> &(Seed, Seed) {
+        &self.salts
     }
 
     /// `len` words of component `comp`'s stream; this party must hold `comp` (`me` or `me + 1`).

@@ -273,6 +273,12 @@ impl<N: Net> Party<N> {
         Ok(())
     }
 
+    /// Salts derived once from this party's two keys (own key's, next key's), drawing nothing from their
+    /// streams (`rep3m`'s recorded opening digests).
+    pub(crate) fn pair_salts(&self) -> &(Seed, Seed) {
+        self.keys.salts()
+    }
+
     /// Seeds forked from this party's two PRF streams (own key's, next key's), at a point of the SPMD
     /// sequence every party reaches together (`rep3m`'s product proof).
     pub(crate) fn fork_keys(&mut self) -> (Seed, Seed) {

@@ -104,6 +104,7 @@ mod open;
 mod ops;
 mod output;
 pub(crate) mod proof;
+pub mod transcript;
 
 use sha2::{Digest, Sha256};
 
@@ -137,6 +138,11 @@ pub struct Party<N: Net> {
     adversary: Option<Adversary>,
     /// Whether every opening so far passed a check and nothing was opened since.
     verified: bool,
+    /// The views of the checks that passed since [`Self::take_transcripts`] (`transcript.rs`).
+    transcripts: Vec<transcript::CheckView>,
+    /// The last product proof's final checks as this party saw them `(as A, as B)`, until its check is
+    /// recorded.
+    final_checks: Option<(transcript::ProverCheck, transcript::ProverCheck)>,
 }
 
 impl<N: Net> Party<N> {
@@ -156,6 +162,8 @@ impl<N: Net> Party<N> {
             openings: 0,
             adversary: None,
             verified: true,
+            transcripts: Vec::new(),
+            final_checks: None,
         })
     }
 

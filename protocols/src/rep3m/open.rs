@@ -77,6 +77,15 @@ impl<N: Net> Party<N> {
             )));
         }
         self.prove_products()?;
+        // The check passed: its view for an outside verifier, digests blinded with the pair keys' salts.
+        let (own_salt, next_salt) = self.inner.pair_salts();
+        let (as_a, as_b) = self.final_checks.take().unwrap_or_default();
+        self.transcripts.push(super::transcript::CheckView {
+            received: super::transcript::blind(next_salt, &received),
+            vouched: super::transcript::blind(own_salt, &vouched),
+            as_a,
+            as_b,
+        });
         self.verified = true;
         Ok(())
     }

@@ -710,6 +710,11 @@ impl<N: Net> Party<N> {
         self.inner.send(next, crate::ring::to_bytes(&to_a))?;
         let from_b = self.inner.recv_words(prev, to_a.len())?;
         let from_a = self.inner.recv_words(next, to_b.len())?;
+        self.final_checks = Some(super::transcript::final_checks(
+            (ring.is_some(), bits.is_some()),
+            (&to_b, &to_a),
+            (&from_b, &from_a),
+        ));
         let split = if ring.is_some() { 2 * Gr::WORDS } else { 0 };
         let mut verdicts = Vec::new();
         if let Some(i) = &ring {
