@@ -259,14 +259,16 @@ fn a_rep3_job_runs_on_three_parties_and_no_dealer() {
     };
     let why = demand_for(&two, None).unwrap_err().to_string();
     assert!(why.contains("exactly 3 parties"), "{why}");
-    // rep3m runs on the network too: three parties, nothing asked of a dealer.
+    // rep3m runs on the network too: three parties and a verifier, no dealer role.
     let malicious = SubmitRequest {
         protocol: "rep3m".into(),
         parties: 3,
         ..request()
     };
     let demand = demand_for(&malicious, None).unwrap();
-    assert_eq!(demand.dealer, veil_scheduler::RoleDemand::default());
+    assert!(demand.dealer.is_none(), "no dealer role");
+    assert!(demand.verifier.is_some(), "a verifier role");
+    assert_eq!(demand.committee_size(), 4);
     let two = SubmitRequest {
         protocol: "rep3m".into(),
         ..request()
