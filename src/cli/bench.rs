@@ -330,6 +330,43 @@ pub struct ModelReport {
     pub cosine: Option<f64>,
 }
 
+/// The traffic figures of a run's measured inferences, from `online[i][p]`, party `p`'s counters during
+/// inference `i` (every bench path reports them the same way).
+struct Traffic {
+    /// The most bytes one party sent in one inference.
+    bytes_per_party: u64,
+    /// The most bytes all parties together sent in one inference.
+    bytes_all_parties: u64,
+    /// The rounds of the party that sends the most (the summary convention; parties differ under rep3), the
+    /// most of any inference.
+    rounds: u64,
+    /// The median over inferences of the parties' mean wait for messages, milliseconds.
+    wait_ms: f64,
+}
+
+impl Traffic {
+    /// The figures of `online` (all zero when it is empty).
+    fn of(online: &[Vec<NetStats>]) -> Traffic {
+        let most = |f: &dyn Fn(&[NetStats]) -> u64| online.iter().map(|p| f(p)).max().unwrap_or(0);
+        Traffic {
+            bytes_per_party: most(&|p| p.iter().map(|s| s.bytes_sent).max().unwrap_or(0)),
+            bytes_all_parties: most(&|p| p.iter().map(|s| s.bytes_sent).sum()),
+            rounds: most(&|p| {
+                p.iter()
+                    .rev()
+                    .max_by_key(|s| s.bytes_sent)
+                    .map_or(0, |s| s.rounds)
+            }),
+            wait_ms: median(
+                online
+                    .iter()
+                    .map(|p| p.iter().map(|s| ms(s.wait)).sum::<f64>() / p.len().max(1) as f64)
+                    .collect(),
+            ),
+        }
+    }
+}
+
 /// The network model's estimate of a shaped inference: the measured local compute, plus one latency per
 /// round, plus the profiled party's bytes at the uplink rate. Ignores overlap of computation with
 /// communication and the token bucket's burst, so it errs high for large messages and low for congested
@@ -497,19 +534,12 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         })
         .fold(0.0, f64::max);
     let online = &report.online[measured.clone()];
-    let per_inference_max = |f: &dyn Fn(&NetStats) -> u64| {
-        online
-            .iter()
-            .map(|parties| parties.iter().map(f).max().unwrap_or(0))
-            .max()
-            .unwrap_or(0)
-    };
-    let wait_ms = median(
-        online
-            .iter()
-            .map(|p| p.iter().map(|s| ms(s.wait)).sum::<f64>() / p.len() as f64)
-            .collect(),
-    );
+    let Traffic {
+        bytes_per_party,
+        bytes_all_parties,
+        rounds,
+        wait_ms,
+    } = Traffic::of(online);
     let latency_ms = median(
         report.latencies[measured.clone()]
             .iter()
@@ -519,24 +549,6 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     let profile_party = busiest_party(&report);
     let layers = layer_reports(&plan, &report, profile_party);
     let inferences = report.latencies.len();
-    let bytes_per_party = per_inference_max(&|s| s.bytes_sent);
-    let bytes_all_parties = online
-        .iter()
-        .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
-        .max()
-        .unwrap_or(0);
-    // The rounds of the party that sends the most (the summary convention; parties differ under rep3).
-    let rounds = online
-        .iter()
-        .map(|parties| {
-            parties
-                .iter()
-                .rev()
-                .max_by_key(|s| s.bytes_sent)
-                .map_or(0, |s| s.rounds)
-        })
-        .max()
-        .unwrap_or(0);
     let dealer_bytes = report.dealer_bytes / inferences as u64;
     let dealer_ms = ms(report.dealer_elapsed) / inferences as f64;
     let preprocess_ms = report

@@ -29,7 +29,7 @@ use veil_protocols::ring::FixedPoint;
 
 use super::{
     check_protocol, median, ms, per_op, BenchArgs, LayerReport, ModelReport, NetworkReport,
-    Offline, Transport,
+    Offline, Traffic, Transport,
 };
 
 /// Text the benchmark sequence is cut from (any long English text; its tokens are realistic inputs).
@@ -128,13 +128,6 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
         .iter()
         .filter_map(|r| r.online.first().cloned())
         .collect();
-    let per_inference_max = |f: &dyn Fn(&veil_protocols::net::NetStats) -> u64| {
-        online
-            .iter()
-            .map(|parties| parties.iter().map(f).max().unwrap_or(0))
-            .max()
-            .unwrap_or(0)
-    };
     let latency_ms = median(
         measured
             .iter()
@@ -142,35 +135,17 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
             .map(|d| ms(*d))
             .collect(),
     );
-    let wait_ms = median(
-        online
-            .iter()
-            .map(|p| p.iter().map(|s| ms(s.wait)).sum::<f64>() / p.len().max(1) as f64)
-            .collect(),
-    );
+    let Traffic {
+        bytes_per_party,
+        bytes_all_parties,
+        rounds,
+        wait_ms,
+    } = Traffic::of(&online);
     let Some(last) = measured.last() else {
         bail!("no measured inference");
     };
     let profile_party = busiest(last);
     let layers = layers(last, profile_party);
-    let bytes_per_party = per_inference_max(&|s| s.bytes_sent);
-    let bytes_all_parties = online
-        .iter()
-        .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
-        .max()
-        .unwrap_or(0);
-    // The rounds of the party that sends the most (the summary convention; parties differ under rep3).
-    let rounds = online
-        .iter()
-        .map(|parties| {
-            parties
-                .iter()
-                .rev()
-                .max_by_key(|s| s.bytes_sent)
-                .map_or(0, |s| s.rounds)
-        })
-        .max()
-        .unwrap_or(0);
     let dealer_bytes = median(measured.iter().map(|r| r.dealer_bytes as f64).collect()) as u64;
     let dealer_ms = median(measured.iter().map(|r| ms(r.dealer_elapsed)).collect());
     let compute_ms = (latency_ms - wait_ms).max(0.0);

@@ -17,7 +17,8 @@ use veil_protocols::ring::FixedPoint;
 
 use super::minilm::{busiest, layers};
 use super::{
-    check_protocol, median, ms, per_op, BenchArgs, ModelReport, NetworkReport, Offline, Transport,
+    check_protocol, median, ms, per_op, BenchArgs, ModelReport, NetworkReport, Offline, Traffic,
+    Transport,
 };
 
 /// Measures the ONNX model at `args.model` as `args` says (in memory only).
@@ -87,12 +88,12 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
             .map(|d| ms(*d))
             .collect(),
     );
-    let wait_ms = median(
-        online
-            .iter()
-            .map(|p| p.iter().map(|s| ms(s.wait)).sum::<f64>() / p.len().max(1) as f64)
-            .collect(),
-    );
+    let Traffic {
+        bytes_per_party,
+        bytes_all_parties,
+        rounds,
+        wait_ms,
+    } = Traffic::of(&online);
     let preprocess_ms = median(
         measured
             .iter()
@@ -105,27 +106,6 @@ pub fn measure(args: &BenchArgs) -> Result<ModelReport> {
     };
     let profile_party = busiest(last);
     let layers = layers(last, profile_party);
-    let bytes_per_party = online
-        .iter()
-        .map(|p| p.iter().map(|s| s.bytes_sent).max().unwrap_or(0))
-        .max()
-        .unwrap_or(0);
-    let bytes_all_parties = online
-        .iter()
-        .map(|p| p.iter().map(|s| s.bytes_sent).sum::<u64>())
-        .max()
-        .unwrap_or(0);
-    let rounds = online
-        .iter()
-        .map(|parties| {
-            parties
-                .iter()
-                .rev()
-                .max_by_key(|s| s.bytes_sent)
-                .map_or(0, |s| s.rounds)
-        })
-        .max()
-        .unwrap_or(0);
     let dealer_bytes = median(measured.iter().map(|r| r.dealer_bytes as f64).collect()) as u64;
     let dealer_ms = median(measured.iter().map(|r| ms(r.dealer_elapsed)).collect());
     let compute_ms = (latency_ms - wait_ms).max(0.0);
