@@ -168,7 +168,20 @@ pub struct HeartbeatRequest {
     /// RTTs measured since the last heartbeat.
     #[serde(default)]
     pub rtts: Vec<RttReport>,
+    /// Long poll: how long the coordinator may hold this request, ms, while the reply would equal the one
+    /// tagged `seen` (it answers as soon as the node's tasks, a go or a cancellation change it, else once
+    /// the wait ends; it caps the wait at [`MAX_HEARTBEAT_WAIT_MS`] or less). 0 (an older node): answer at
+    /// once.
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// The [`HeartbeatReply::tag`] of the last reply this node handled, if any.
+    #[serde(default)]
+    pub seen: Option<String>,
 }
+
+/// The longest a coordinator holds a heartbeat ([`HeartbeatRequest::wait_ms`]), ms: well below every HTTP
+/// timeout on the way (the node's call timeout, the coordinator's request timeout).
+pub const MAX_HEARTBEAT_WAIT_MS: u64 = 5_000;
 
 /// A node's role in a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +280,11 @@ pub struct HeartbeatReply {
     /// another's); a trial missing here was decided or given up: drop it.
     #[serde(default)]
     pub trials: Vec<TrialTask>,
+    /// A digest of this reply's content (state, tasks, trials), for the next request's
+    /// [`HeartbeatRequest::seen`]; `None` from a coordinator that does not hold heartbeats (the node then
+    /// waits its period between heartbeats).
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 /// Why a member's task failed.
