@@ -7,8 +7,10 @@
 //! request subscribes under the state lock (so a change made after its answer was computed is never
 //! missed), waits outside it, and computes its answer again under the lock once woken.
 //!
-//! Invariants: no lock is held across a wait; at most [`Holds::max_held`] requests are held at once (a
-//! semaphore's permits, each held request owning one), at most [`MAX_HELD_PER_KEY`] per node or job; a
+//! Invariants: no lock is held across a wait; at most [`Holds::max_held`] heartbeats and as many job
+//! statuses as half that are held at once (a semaphore's permits each, each held request owning one; so
+//! clients cannot crowd out nodes, and a quarter of the edge's concurrency stays for other requests), at
+//! most [`MAX_HELD_PER_KEY`] per node or job; a
 //! wait is at most [`Holds::max_wait`], below the edge's request timeout; the maps hold one entry per
 //! registered node (bounded by the registry) and one per job with a waiter (cleaned of entries without
 //! waiters once they outnumber the permits).
@@ -77,26 +79,29 @@ impl<K: Eq + Hash + Copy> Watches<K> {
 pub struct Holds {
     nodes: Watches<NodeId>,
     jobs: Watches<u64>,
-    permits: Arc<Semaphore>,
+    node_permits: Arc<Semaphore>,
+    job_permits: Arc<Semaphore>,
     max_held: usize,
     max_wait: Duration,
 }
 
 impl Holds {
-    /// The holds under the edge's `limits`: at most half the requests it serves at once are held, each
-    /// for at most `cap_ms` and at most half the request timeout.
+    /// The holds under the edge's `limits`: at most half the requests it serves at once are held
+    /// heartbeats and a quarter job statuses, each for at most `cap_ms` and at most half the request
+    /// timeout.
     pub fn new(limits: &EdgeLimits, cap_ms: u64) -> Holds {
         let max_held = (limits.max_concurrent_requests / 2) as usize;
         Holds {
             nodes: Watches::new(),
             jobs: Watches::new(),
-            permits: Arc::new(Semaphore::new(max_held)),
+            node_permits: Arc::new(Semaphore::new(max_held)),
+            job_permits: Arc::new(Semaphore::new(max_held / 2)),
             max_held,
             max_wait: Duration::from_millis(cap_ms.min(limits.request_timeout_ms / 2)),
         }
     }
 
-    /// The most requests held at once.
+    /// The most heartbeats held at once.
     pub fn max_held(&self) -> usize {
         self.max_held
     }
@@ -109,7 +114,7 @@ impl Holds {
     /// A hold of up to `wait_ms` (capped at [`Holds::max_wait`]) on `node`'s heartbeat replies; `None`
     /// (answer at once) for a zero wait or when the bounds are reached.
     pub fn hold_node(&mut self, node: NodeId, wait_ms: u64) -> Option<Hold> {
-        let (wait, permit) = self.permit(wait_ms)?;
+        let (wait, permit) = self.permit(&self.node_permits, wait_ms)?;
         let changes = self.nodes.subscribe(node, self.max_held)?;
         Some(Hold {
             wait,
@@ -121,7 +126,7 @@ impl Holds {
     /// A hold of up to `wait_ms` (capped at [`Holds::max_wait`] and [`MAX_JOB_WAIT_MS`]) on `job`'s
     /// status; `None` as for [`Holds::hold_node`].
     pub fn hold_job(&mut self, job: u64, wait_ms: u64) -> Option<Hold> {
-        let (wait, permit) = self.permit(wait_ms.min(MAX_JOB_WAIT_MS))?;
+        let (wait, permit) = self.permit(&self.job_permits, wait_ms.min(MAX_JOB_WAIT_MS))?;
         let changes = self.jobs.subscribe(job, self.max_held)?;
         Some(Hold {
             wait,
@@ -130,12 +135,16 @@ impl Holds {
         })
     }
 
-    fn permit(&self, wait_ms: u64) -> Option<(Duration, OwnedSemaphorePermit)> {
+    fn permit(
+        &self,
+        permits: &Arc<Semaphore>,
+        wait_ms: u64,
+    ) -> Option<(Duration, OwnedSemaphorePermit)> {
         let wait = Duration::from_millis(wait_ms).min(self.max_wait);
         if wait.is_zero() {
             return None;
         }
-        let permit = self.permits.clone().try_acquire_owned().ok()?;
+        let permit = permits.clone().try_acquire_owned().ok()?;
         Some((wait, permit))
     }
 
@@ -179,12 +188,15 @@ mod tests {
         assert_eq!(b.wait, Duration::from_millis(10));
         // A third for the same node is refused; another node gets the last permit.
         assert!(h.hold_node(NodeId(1), 10).is_none());
-        let c = h.hold_job(7, 10).unwrap();
-        // Every permit is taken.
-        assert!(h.hold_node(NodeId(2), 10).is_none());
+        let c = h.hold_node(NodeId(2), 10).unwrap();
+        // Every heartbeat permit is taken; job statuses have their own (one here).
+        assert!(h.hold_node(NodeId(3), 10).is_none());
+        let j = h.hold_job(7, 10).unwrap();
+        assert!(h.hold_job(8, 10).is_none());
         drop((a, b));
-        assert!(h.hold_node(NodeId(2), 10).is_some());
-        drop(c);
+        assert!(h.hold_node(NodeId(3), 10).is_some());
+        drop((c, j));
+        assert!(h.hold_job(8, 10).is_some());
     }
 
     #[tokio::test]

@@ -1883,3 +1883,73 @@ fn a_held_heartbeat_answers_when_a_task_is_assigned_and_unchanged_when_its_wait_
         );
     }
 }
+
+#[test]
+fn a_held_job_status_answers_when_the_job_moves_and_unchanged_when_its_wait_ends() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use veil_node::api::JobWait;
+    let dir = tempfile::tempdir().unwrap();
+    let (c, keys) = network(dir.path(), 5);
+    let shared: crate::http::Shared = Arc::new(Mutex::new(c));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Identity::generate().unwrap().public_key();
+    let now = crate::http::now_ms();
+    for k in &keys {
+        heartbeat(&mut shared.lock().unwrap(), k, now);
+    }
+    let demand = demand_for(&request(), None).unwrap();
+    let scheduled = shared
+        .lock()
+        .unwrap()
+        .submit(&client, request(), demand, now)
+        .unwrap();
+    assert_eq!(scheduled.phase, "scheduled");
+    let hold = |wait: JobWait| {
+        let s = shared.clone();
+        runtime.spawn(async move {
+            let started = Instant::now();
+            let view = crate::http::held_job_view(&s, 1, wait).await;
+            (view.map_err(|_| ()).unwrap(), started.elapsed())
+        })
+    };
+    // A status the caller has not seen yet is answered at once.
+    let (view, took) = runtime
+        .block_on(hold(JobWait {
+            wait_ms: 60_000,
+            phase: "submitted".into(),
+            attempt: 0,
+            owner_ready: false,
+        }))
+        .unwrap();
+    assert_eq!(view.phase, "scheduled");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    // Nothing moves: held for the whole wait, then answered unchanged.
+    let (view, took) = runtime
+        .block_on(hold(JobWait::past(&scheduled, 600)))
+        .unwrap();
+    assert_eq!(view.phase, "scheduled");
+    assert!(
+        took >= Duration::from_millis(550),
+        "answered after {took:?}"
+    );
+    // The job starts while the client waits (up to the cap, 5 s): answered well before that.
+    let waiting = hold(JobWait::past(&scheduled, 60_000));
+    std::thread::sleep(Duration::from_millis(200));
+    start(
+        &mut shared.lock().unwrap(),
+        &keys,
+        &client,
+        crate::http::now_ms(),
+    );
+    let (view, took) = runtime.block_on(waiting).unwrap();
+    assert_eq!(view.phase, "running");
+    assert!(
+        took < Duration::from_millis(4_000),
+        "answered after {took:?}"
+    );
+}

@@ -9,6 +9,8 @@
 mod drain;
 mod jobs;
 pub use jobs::check_fits;
+#[cfg(test)]
+pub(crate) use jobs::held_job_view;
 pub mod limits;
 mod models;
 mod nodes;
