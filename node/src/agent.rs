@@ -299,7 +299,15 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
             let answer = shared
                 .api
                 .post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req);
-            METRICS.heartbeat(answer.is_ok(), sent.elapsed());
+            // The round trip, less the time the coordinator held the request.
+            let held = answer
+                .as_ref()
+                .map_or(0, |r| r.held_ms)
+                .min(u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX));
+            METRICS.heartbeat(
+                answer.is_ok(),
+                sent.elapsed().saturating_sub(Duration::from_millis(held)),
+            );
             match answer {
                 Ok(reply) => {
                     let tag = reply.tag.clone();

@@ -362,6 +362,10 @@ pub struct HeartbeatReply {
     /// waits its period between heartbeats).
     #[serde(default)]
     pub tag: Option<String>,
+    /// How long the coordinator held the request before answering, ms (a node's heartbeat round-trip
+    /// metric leaves it out).
+    #[serde(default)]
+    pub held_ms: u64,
 }
 
 /// Why a member's task failed.

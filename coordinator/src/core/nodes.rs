@@ -218,6 +218,7 @@ impl Core {
             tasks: self.tasks_of(id),
             trials: self.trials_of(id, now)?,
             tag: None,
+            held_ms: 0,
         };
         reply.tag = Some(reply_tag(&reply));
         Ok(reply)

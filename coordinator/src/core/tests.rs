@@ -1831,6 +1831,9 @@ fn a_held_heartbeat_answers_when_a_task_is_assigned_and_unchanged_when_its_wait_
         .block_on(hold(keys[0], long_poll(Some(tag.clone()), 600)))
         .unwrap();
     assert_eq!(quiet.tag.as_deref(), Some(tag.as_str()));
+    // It says how long it was held (a node's round-trip metric leaves that out); the first was not.
+    assert!(quiet.held_ms >= 550, "held {} ms", quiet.held_ms);
+    assert_eq!(first.held_ms, 0);
     assert!(quiet.tasks.is_empty());
     assert!(
         took >= Duration::from_millis(550),

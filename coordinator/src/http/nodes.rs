@@ -57,12 +57,14 @@ pub(crate) async fn held_heartbeat(
     let Some(mut hold) = hold else {
         return Ok(reply);
     };
-    let deadline = tokio::time::Instant::now() + hold.wait;
+    let held = tokio::time::Instant::now();
+    let deadline = held + hold.wait;
     loop {
         let woken = tokio::time::timeout_at(deadline, hold.changed()).await;
-        let reply = with_state(s, move |c| c.heartbeat_reply(&key, now_ms())).await?;
+        let mut reply = with_state(s, move |c| c.heartbeat_reply(&key, now_ms())).await?;
         // A wake that left this node's reply as it was (another member's upload, say): wait on.
         if !matches!(woken, Ok(true)) || reply.tag != seen {
+            reply.held_ms = u64::try_from(held.elapsed().as_millis()).unwrap_or(u64::MAX);
             return Ok(reply);
         }
     }
