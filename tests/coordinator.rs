@@ -646,6 +646,8 @@ fn a_coordinator_that_admits_operators_refuses_forged_expired_unadmitted_and_mis
             load: 0.0,
             queue_len: 0,
             rtts: Vec::new(),
+            wait_ms: 0,
+            seen: None,
         };
         api.post_json::<_, api::HeartbeatReply>(api::HEARTBEAT, &req)
             .expect("heartbeat")

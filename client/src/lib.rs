@@ -124,6 +124,12 @@ impl Tamper {
     }
 }
 
+/// How long a status request may be held: [`JOB_WAIT`], less near the deadline.
+fn wait_ms(deadline: Instant) -> u64 {
+    let left = deadline.saturating_duration_since(Instant::now());
+    u64::try_from(JOB_WAIT.min(left).as_millis()).unwrap_or(0)
+}
+
 /// The result of a staged job.
 pub struct StagedFinished {
     /// The stages' jobs, first to last.
@@ -132,9 +138,14 @@ pub struct StagedFinished {
     pub outputs: Vec<Vec<f32>>,
 }
 
-/// How often a client asks for the status of a job it waits for: each phase change (scheduled, done) is
-/// seen within this, so it adds at most this much to a job's time, twice.
+/// How often a client asks for the status of a job it waits for where the coordinator does not hold the
+/// request (an older coordinator, or no room to hold it): each phase change (scheduled, done) is seen
+/// within this, so it adds at most this much to a job's time, twice.
 const JOB_POLL: Duration = Duration::from_millis(20);
+
+/// How long a client lets the coordinator hold a status request of a job it waits for
+/// ([`api::job_wait`]): a phase change reaches it as it happens.
+const JOB_WAIT: Duration = Duration::from_secs(2);
 
 /// A client of the coordinator: its TLS identity, the pinned coordinator key, and the X25519 key its
 /// output shares are sealed to.
@@ -394,16 +405,36 @@ impl Client {
         // spdz2k: the attempt and digest of the owner material this client received (its receipt must
         // record the same).
         let mut owner_seen: Option<(u32, [u8; 32])> = None;
+        // The submission's reply is the first status (no request for it); each later request waits
+        // past the status last seen.
+        let mut first = Some(submitted);
+        let mut last: Option<JobView> = None;
         loop {
-            let view: JobView = match self.api.get_json(&api::job(id)) {
-                Ok(v) => v,
-                Err(e) if e.status().is_none() && Instant::now() < deadline => {
-                    // The coordinator may be restarting: keep asking.
-                    tracing::warn!("job {id}: {e}");
-                    std::thread::sleep(Duration::from_millis(200));
-                    continue;
+            let asked = Instant::now();
+            // While an input of the attempt last seen is still to upload, the status is asked at once;
+            // otherwise waiting is all that is left, and the request may be held until the job moves.
+            let uploads_due = match (&pending, &last) {
+                (Some(p), Some(v)) => p.0 == v.attempt && !p.2.iter().all(|&sent| sent),
+                _ => false,
+            };
+            let view: JobView = match first.take() {
+                Some(v) => v,
+                None => {
+                    let path = match last.as_ref().filter(|_| !uploads_due) {
+                        Some(v) => api::job_wait(id, &api::JobWait::past(v, wait_ms(deadline))),
+                        None => api::job(id),
+                    };
+                    match self.api.get_json(&path) {
+                        Ok(v) => v,
+                        Err(e) if e.status().is_none() && Instant::now() < deadline => {
+                            // The coordinator may be restarting: keep asking.
+                            tracing::warn!("job {id}: {e}");
+                            std::thread::sleep(Duration::from_millis(200));
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
-                Err(e) => return Err(e.into()),
             };
             progress(&view);
             match view.phase.as_str() {
@@ -463,20 +494,16 @@ impl Client {
                         pending = Some((view.attempt, blobs, vec![false; manifest.parties.len()]));
                     }
                     if let Some((attempt, blobs, sent)) = pending.as_mut() {
-                        for (party, blob) in blobs.iter().enumerate() {
-                            if sent[party] {
-                                continue;
-                            }
-                            let path = api::input_upload(id, *attempt, party);
-                            match self.api.put_bytes(&path, blob.clone()) {
+                        // The parties' inputs go up together (each on its own connection).
+                        for (party, outcome) in self.upload_inputs(id, *attempt, blobs, sent) {
+                            match outcome {
                                 Ok(()) => sent[party] = true,
                                 // The attempt moved on (a member failed): the next status says where to.
-                                Err(e) if e.status() == Some(409) => break,
+                                Err(e) if e.status() == Some(409) => {}
                                 Err(e) if e.status().is_none() => {
                                     tracing::warn!(
                                         "job {id}: uploading party {party}'s input: {e}"
                                     );
-                                    break;
                                 }
                                 Err(e) => return Err(e.into()),
                             }
@@ -552,7 +579,15 @@ impl Client {
                     view.phase
                 );
             }
-            std::thread::sleep(JOB_POLL);
+            // A status unchanged since the last one (its request was not held, or held to its end):
+            // the rest of the poll period passes before the next.
+            let unchanged = last
+                .as_ref()
+                .is_some_and(|l| api::JobWait::past(l, 0).unchanged(&view));
+            if unchanged {
+                std::thread::sleep(JOB_POLL.saturating_sub(asked.elapsed()));
+            }
+            last = Some(view);
         }
     }
 
@@ -746,6 +781,44 @@ impl Client {
         })
     }
 
+    /// Uploads the inputs of attempt `attempt` not yet `sent`, one thread per party, and returns each
+    /// upload's outcome by party.
+    fn upload_inputs(
+        &self,
+        id: u64,
+        attempt: u32,
+        blobs: &[Vec<u8>],
+        sent: &[bool],
+    ) -> Vec<(usize, std::result::Result<(), CallError>)> {
+        let api = &self.api;
+        std::thread::scope(|scope| {
+            let uploads: Vec<_> = blobs
+                .iter()
+                .enumerate()
+                .filter(|(party, _)| !sent.get(*party).copied().unwrap_or(true))
+                .map(|(party, blob)| {
+                    let path = api::input_upload(id, attempt, party);
+                    (
+                        party,
+                        scope.spawn(move || api.put_bytes(&path, blob.clone())),
+                    )
+                })
+                .collect();
+            uploads
+                .into_iter()
+                .map(|(party, upload)| {
+                    let outcome = upload.join().unwrap_or_else(|_| {
+                        Err(CallError::Transport {
+                            address: String::new(),
+                            message: "the upload's thread panicked".into(),
+                        })
+                    });
+                    (party, outcome)
+                })
+                .collect()
+        })
+    }
+
     /// Polls job `id` until `until` holds (or the deadline passes).
     fn wait_phase(
         &self,
@@ -814,8 +887,29 @@ impl Client {
         let n = manifest.parties.len();
         let mut blobs = Vec::with_capacity(n);
         let mut reports = Vec::with_capacity(n);
-        for party in 0..n {
-            let blob = self.api.get_bytes(&api::output_download(id, party))?;
+        // The parties' outputs come down together (each on its own connection), then are opened in order.
+        let api = &self.api;
+        let downloaded: Vec<std::result::Result<Vec<u8>, CallError>> =
+            std::thread::scope(|scope| {
+                let downloads: Vec<_> = (0..n)
+                    .map(|party| {
+                        scope.spawn(move || api.get_bytes(&api::output_download(id, party)))
+                    })
+                    .collect();
+                downloads
+                    .into_iter()
+                    .map(|d| {
+                        d.join().unwrap_or_else(|_| {
+                            Err(CallError::Transport {
+                                address: String::new(),
+                                message: "the download's thread panicked".into(),
+                            })
+                        })
+                    })
+                    .collect()
+            });
+        for (party, blob) in downloaded.into_iter().enumerate() {
+            let blob = blob?;
             let sealed = open_signed(&blob, EvidenceKind::Output, run, manifest, party)?;
             let binding = binding_for(manifest, Purpose::OutputShare, party);
             let bytes = open_blob(&self.key, &binding, &sealed)

@@ -17,6 +17,7 @@
 //! | [`config`] | `coordinator.toml` |
 //! | [`error`] | the coordinator's errors and their kinds |
 //! | [`trial`] | checking a node's known-answer trial |
+//! | [`holds`] | long polls: held heartbeats and job statuses, woken by changes |
 //! | [`http`] | the axum routers per resource, TLS, the accept loop, the timer |
 
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod blobs;
 pub mod config;
 pub mod core;
 pub mod error;
+pub mod holds;
 pub mod http;
 pub mod metrics;
 pub mod model_files;

@@ -10,7 +10,7 @@ use std::ops::Deref;
 
 use veil_node::api::{
     DeployRequest, HeartbeatReply, HeartbeatRequest, JobView, ModelView, NodeView, RegisterRequest,
-    SubmitRequest, TaskFailure, TrialReport,
+    SubmitRequest, TaskFailure, TrialReport, MAX_HEARTBEAT_WAIT_MS,
 };
 use veil_node::{Identity, PublicKey};
 use veil_scheduler::{JobDemand, Millis, NodeId};
@@ -20,6 +20,7 @@ use crate::config::CoordinatorConfig;
 use crate::core::trials::TrialStep;
 use crate::core::{Commit, Core, MacRecheck, RECORD_KINDS};
 use crate::error::{Error, Result};
+use crate::holds::{Hold, Holds};
 use crate::store::{RedbStore, StateStore};
 use veil_node::evidence::EvidenceKind;
 
@@ -37,6 +38,8 @@ pub struct Coordinator<S: StateStore = RedbStore> {
     /// A commit the store refused (a full disk, an I/O error): kept whole and written before anything
     /// newer, so a failed commit loses no record. Invariant: older than every commit the core still holds.
     unsaved: Option<Commit>,
+    /// The requests held at the edge (long polls), woken after every call ([`Coordinator::update`]).
+    holds: Holds,
 }
 
 /// Most submission times kept for the metrics.
@@ -66,6 +69,7 @@ impl<S: StateStore> Coordinator<S> {
         now: Millis,
     ) -> Result<Self> {
         let snapshot = store.load(Core::registry_config(&config)?, &RECORD_KINDS)?;
+        let holds = Holds::new(&config.limits, MAX_HEARTBEAT_WAIT_MS);
         let core = Core::restore(config, identity, snapshot, now)?;
         blobs.clear_staging();
         Ok(Coordinator {
@@ -75,6 +79,7 @@ impl<S: StateStore> Coordinator<S> {
             submitted_at: Default::default(),
             staged: None,
             unsaved: None,
+            holds,
         })
     }
 
@@ -157,10 +162,13 @@ impl<S: StateStore> Coordinator<S> {
         result
     }
 
-    /// Runs `f` on the core and persists what it changed (also when `f` failed part-way).
+    /// Runs `f` on the core and persists what it changed (also when `f` failed part-way), then wakes the
+    /// requests held for the nodes and jobs it may have changed (they answer once they get the lock).
     pub fn update<T>(&mut self, f: impl FnOnce(&mut Core) -> Result<T>) -> Result<T> {
         let result = f(&mut self.core);
         let persisted = self.persist();
+        let (nodes, jobs) = self.core.take_woken();
+        self.holds.wake(nodes, jobs);
         let value = result?;
         persisted?;
         Ok(value)
@@ -223,6 +231,36 @@ impl<S: StateStore> Coordinator<S> {
         now: Millis,
     ) -> Result<HeartbeatReply> {
         self.update(|c| c.heartbeat(key, req, now))
+    }
+
+    /// A heartbeat that may be held ([`HeartbeatRequest::wait_ms`]): records it as [`Core::heartbeat`]
+    /// does and returns the reply, with a [`Hold`] when the reply equals the one the node saw
+    /// ([`HeartbeatRequest::seen`]) and it asked to wait (and the bounds of [`Holds`] allow): the caller
+    /// then waits on it, outside the lock, and answers [`Coordinator::heartbeat_reply`] once woken.
+    pub fn heartbeat_held(
+        &mut self,
+        key: &PublicKey,
+        req: HeartbeatRequest,
+        now: Millis,
+    ) -> Result<(HeartbeatReply, Option<Hold>)> {
+        let (wait_ms, seen) = (req.wait_ms, req.seen.clone());
+        let reply = self.heartbeat(key, req, now)?;
+        if seen.is_none() || reply.tag != seen {
+            return Ok((reply, None));
+        }
+        let node = self.core.node_id(key)?;
+        let hold = self.holds.hold_node(node, wait_ms);
+        Ok((reply, hold))
+    }
+
+    /// See [`Core::heartbeat_reply`].
+    pub fn heartbeat_reply(&mut self, key: &PublicKey, now: Millis) -> Result<HeartbeatReply> {
+        self.update(|c| c.heartbeat_reply(key, now))
+    }
+
+    /// A hold of up to `wait_ms` on job `id`'s status (see [`Holds::hold_job`]).
+    pub fn hold_job(&mut self, id: u64, wait_ms: u64) -> Option<Hold> {
+        self.holds.hold_job(id, wait_ms)
     }
 
     /// See [`Core::task_accepted`].

@@ -263,6 +263,8 @@ proptest! {
             load,
             queue_len,
             rtts: rtts.into_iter().map(|(peer, rtt_us)| RttReport { peer, rtt_us }).collect(),
+            wait_ms: 0,
+            seen: None,
         };
         refused_as_client_error(c.heartbeat(&id.public_key(), beat, NOW))?;
         let nodes = c.nodes();

@@ -48,6 +48,30 @@ struct TaskFlags {
     dropped: AtomicBool,
     /// Set once the task was reported failed (for the metrics).
     failed: AtomicBool,
+    /// Wakes a worker waiting for `go` ([`TaskFlags::give_go`], [`TaskFlags::wait_go`]).
+    go_signal: (Mutex<()>, std::sync::Condvar),
+}
+
+impl TaskFlags {
+    /// Sets `go` and wakes the worker waiting for it.
+    fn give_go(&self) {
+        self.go.store(true, Ordering::SeqCst);
+        let _guard = self.go_signal.0.lock();
+        self.go_signal.1.notify_all();
+    }
+
+    /// Returns once `go` is set (at once if it is), or after `at_most` (the caller checks `dropped` and
+    /// waits again). Invariant: a go given while this waits wakes it (it is checked under the lock that
+    /// [`TaskFlags::give_go`] takes after setting it).
+    fn wait_go(&self, at_most: Duration) {
+        let Ok(guard) = self.go_signal.0.lock() else {
+            return std::thread::sleep(at_most);
+        };
+        if self.go.load(Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.go_signal.1.wait_timeout(guard, at_most);
+    }
 }
 
 /// What the agent shares with its workers.
@@ -78,18 +102,11 @@ struct Shared {
     stopping: AtomicBool,
     /// Deployed model files fetched from the coordinator (ONNX), kept by hash.
     models: crate::model_cache::ModelCache,
-    /// Until when the heartbeat asks every [`GO_POLL`] instead of every period: set when a task arrives
-    /// without its go (the rest of its committee is about to be ready too).
-    fast_until: Mutex<Option<std::time::Instant>>,
 }
 
-/// How often the agent asks while one of its new tasks waits for the coordinator's go, for at most
-/// [`GO_POLL_FOR`]: the go comes once every member accepted, and each heartbeat period it waits is time
-/// the whole committee idles.
-const GO_POLL: Duration = Duration::from_millis(10);
-
-/// How long after a task arrived the agent asks every [`GO_POLL`].
-const GO_POLL_FOR: Duration = Duration::from_secs(2);
+/// The longest heartbeat the agent lets the coordinator hold ([`HeartbeatRequest::wait_ms`]), well below
+/// its API client's call timeout.
+const MAX_HEARTBEAT_WAIT: Duration = Duration::from_secs(5);
 
 /// The running agent (its threads live as long as the process); [`Agent::hand_off`] on shutdown.
 pub struct Agent {
@@ -194,7 +211,6 @@ pub fn spawn(
         seen_first_reply: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         models,
-        fast_until: Mutex::new(None),
     });
     let agent = Agent {
         shared: shared.clone(),
@@ -229,10 +245,20 @@ fn registration(shared: &Shared, link: &CoordinatorLink, operator: &str) -> Regi
     }
 }
 
+/// Registers, then heartbeats as long polls: each heartbeat names the reply the node last handled
+/// (`seen`) and lets the coordinator hold it for up to one period (`wait_ms`) until the reply changes (a
+/// task, its go, a cancellation), so a change reaches the node at once while heartbeats still arrive once a
+/// period (liveness, load, RTTs). A reply that changed is followed by the next heartbeat at once; an
+/// unchanged one that came back early (a coordinator that does not hold, or that had no room to) after
+/// the rest of the period, as before long polls; so is a failed call.
 fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) {
     let period = Duration::from_millis(link.heartbeat_ms);
+    let wait = period.min(MAX_HEARTBEAT_WAIT);
     let mut registered = false;
+    // The tag of the last reply handled (`None` until one came, or from a coordinator without tags).
+    let mut seen: Option<String> = None;
     loop {
+        let mut pause = period;
         if shared.stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -266,14 +292,34 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 load: 0.0,
                 queue_len: busy,
                 rtts,
+                wait_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                seen: seen.clone(),
             };
             let sent = std::time::Instant::now();
             let answer = shared
                 .api
                 .post_json::<_, HeartbeatReply>(api::HEARTBEAT, &req);
-            METRICS.heartbeat(answer.is_ok(), sent.elapsed());
+            // The round trip, less the time the coordinator held the request.
+            let held = answer
+                .as_ref()
+                .map_or(0, |r| r.held_ms)
+                .min(u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX));
+            METRICS.heartbeat(
+                answer.is_ok(),
+                sent.elapsed().saturating_sub(Duration::from_millis(held)),
+            );
             match answer {
-                Ok(reply) => handle_reply(shared, reply),
+                Ok(reply) => {
+                    let tag = reply.tag.clone();
+                    let changed = tag.is_some() && tag != seen;
+                    handle_reply(shared, reply);
+                    pause = if changed {
+                        Duration::ZERO
+                    } else {
+                        period.saturating_sub(sent.elapsed())
+                    };
+                    seen = tag;
+                }
                 Err(e) if e.status() == Some(404) => {
                     tracing::warn!("the coordinator does not know this node: registering again");
                     registered = false;
@@ -282,28 +328,9 @@ fn heartbeat_loop(shared: &Arc<Shared>, link: &CoordinatorLink, operator: &str) 
                 Err(e) => tracing::warn!("heartbeat failed: {e}"),
             }
         }
-        std::thread::sleep(next_heartbeat(shared, period));
-    }
-}
-
-/// The wait before the next heartbeat: [`GO_POLL`] while a new task waits for its go, else `period`.
-fn next_heartbeat(shared: &Shared, period: Duration) -> Duration {
-    let recent = shared
-        .fast_until
-        .lock()
-        .ok()
-        .and_then(|until| *until)
-        .is_some_and(|until| std::time::Instant::now() < until);
-    let waiting = recent
-        && shared.tasks.lock().is_ok_and(|tasks| {
-            tasks
-                .values()
-                .any(|f| !f.go.load(Ordering::Relaxed) && !f.dropped.load(Ordering::Relaxed))
-        });
-    if waiting {
-        period.min(GO_POLL)
-    } else {
-        period
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
     }
 }
 
@@ -328,17 +355,12 @@ fn handle_reply(shared: &Arc<Shared>, reply: HeartbeatReply) {
         let key = (t.job, t.attempt);
         if let Some(flags) = tasks.get(&key) {
             if t.go {
-                flags.go.store(true, Ordering::Relaxed);
+                flags.give_go();
             }
             continue;
         }
         let flags = Arc::new(TaskFlags::default());
         flags.go.store(t.go, Ordering::Relaxed);
-        if !t.go {
-            if let Ok(mut until) = shared.fast_until.lock() {
-                *until = Some(std::time::Instant::now() + GO_POLL_FOR);
-            }
-        }
         tasks.insert(key, flags.clone());
         let worker = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -398,7 +420,7 @@ fn handle_trials(shared: &Arc<Shared>, listed: Vec<TrialTask>) {
     for task in listed {
         if let Some(flags) = trials.get(&task.id) {
             if task.go {
-                flags.go.store(true, Ordering::Relaxed);
+                flags.give_go();
             }
             continue;
         }
@@ -471,12 +493,12 @@ fn run_trial(shared: &Arc<Shared>, task: &TrialTask, flags: &TaskFlags) {
     {
         return;
     }
-    while !flags.go.load(Ordering::Relaxed) {
+    while !flags.go.load(Ordering::SeqCst) {
         if flags.dropped.load(Ordering::Relaxed) {
             tracing::info!(trial = task.id, "trial dropped before it started");
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        flags.wait_go(Duration::from_millis(20));
     }
     let index = match assigned.role() {
         Role::Dealer => {
@@ -710,7 +732,7 @@ fn run_task(shared: &Arc<Shared>, t: &TaskView, flags: &TaskFlags) {
             );
             return;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        flags.wait_go(Duration::from_millis(20));
     }
     measure_rtts(shared, assigned.peers());
     match assigned.role() {

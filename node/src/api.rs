@@ -46,6 +46,83 @@ pub const MODELS: &str = "/v1/models";
 pub fn job(id: u64) -> String {
     format!("/v1/jobs/{id}")
 }
+/// `/v1/jobs/{id}` as a long poll: the coordinator holds the request for up to `wait.wait_ms` while the
+/// job's status is still what `wait` describes ([`JobWait::unchanged`]). A coordinator that does not
+/// hold answers at once, as for [`job`].
+pub fn job_wait(id: u64, wait: &JobWait) -> String {
+    format!(
+        "/v1/jobs/{id}?wait_ms={}&phase={}&attempt={}&owner_ready={}",
+        wait.wait_ms, wait.phase, wait.attempt, wait.owner_ready
+    )
+}
+
+/// What a job status long poll ([`job_wait`]) waits past: the status a client last saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobWait {
+    /// How long the coordinator may hold the request, ms (it caps the wait).
+    pub wait_ms: u64,
+    /// The phase seen.
+    pub phase: String,
+    /// The attempt seen.
+    pub attempt: u32,
+    /// Whether the owner material was ready (`spdz2k`).
+    pub owner_ready: bool,
+}
+
+/// Longest phase name accepted in a [`JobWait`] query, bytes.
+pub const MAX_PHASE_BYTES: usize = 32;
+
+impl JobWait {
+    /// A wait of `wait_ms` past `view`.
+    pub fn past(view: &JobView, wait_ms: u64) -> JobWait {
+        JobWait {
+            wait_ms,
+            phase: view.phase.clone(),
+            attempt: view.attempt,
+            owner_ready: view.owner_ready,
+        }
+    }
+
+    /// Whether `view` is still the status this wait is past (then a held request goes on waiting).
+    pub fn unchanged(&self, view: &JobView) -> bool {
+        view.phase == self.phase
+            && view.attempt == self.attempt
+            && view.owner_ready == self.owner_ready
+    }
+
+    /// Parses the query of [`job_wait`]; `None` for no query (a plain status request) or one that is not
+    /// exactly these four fields, each once, the phase at most [`MAX_PHASE_BYTES`] of ASCII letters.
+    pub fn parse(query: Option<&str>) -> Option<JobWait> {
+        let (mut wait_ms, mut phase, mut attempt, mut owner_ready) = (None, None, None, None);
+        for pair in query?.split('&') {
+            let (name, value) = pair.split_once('=')?;
+            let slot_taken = match name {
+                "wait_ms" => wait_ms.replace(value.parse::<u64>().ok()?).is_some(),
+                "phase" => {
+                    let ok = value.len() <= MAX_PHASE_BYTES
+                        && value.bytes().all(|b| b.is_ascii_alphabetic());
+                    if !ok {
+                        return None;
+                    }
+                    phase.replace(value.to_string()).is_some()
+                }
+                "attempt" => attempt.replace(value.parse::<u32>().ok()?).is_some(),
+                "owner_ready" => owner_ready.replace(value.parse::<bool>().ok()?).is_some(),
+                _ => return None,
+            };
+            if slot_taken {
+                return None;
+            }
+        }
+        Some(JobWait {
+            wait_ms: wait_ms?,
+            phase: phase?,
+            attempt: attempt?,
+            owner_ready: owner_ready?,
+        })
+    }
+}
+
 /// `/v1/jobs/{id}/cancel` (POST, the submitter).
 pub fn cancel(id: u64) -> String {
     format!("/v1/jobs/{id}/cancel")
@@ -165,7 +242,20 @@ pub struct HeartbeatRequest {
     /// RTTs measured since the last heartbeat.
     #[serde(default)]
     pub rtts: Vec<RttReport>,
+    /// Long poll: how long the coordinator may hold this request, ms, while the reply would equal the one
+    /// tagged `seen` (it answers as soon as the node's tasks, a go or a cancellation change it, else once
+    /// the wait ends; it caps the wait at [`MAX_HEARTBEAT_WAIT_MS`] or less). 0 (an older node): answer at
+    /// once.
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// The [`HeartbeatReply::tag`] of the last reply this node handled, if any.
+    #[serde(default)]
+    pub seen: Option<String>,
 }
+
+/// The longest a coordinator holds a heartbeat ([`HeartbeatRequest::wait_ms`]), ms: well below every HTTP
+/// timeout on the way (the node's call timeout, the coordinator's request timeout).
+pub const MAX_HEARTBEAT_WAIT_MS: u64 = 5_000;
 
 /// A node's role in a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -264,6 +354,15 @@ pub struct HeartbeatReply {
     /// another's); a trial missing here was decided or given up: drop it.
     #[serde(default)]
     pub trials: Vec<TrialTask>,
+    /// A digest of this reply's content (state, tasks, trials), for the next request's
+    /// [`HeartbeatRequest::seen`]; `None` from a coordinator that does not hold heartbeats (the node then
+    /// waits its period between heartbeats).
+    #[serde(default)]
+    pub tag: Option<String>,
+    /// How long the coordinator held the request before answering, ms (a node's heartbeat round-trip
+    /// metric leaves it out).
+    #[serde(default)]
+    pub held_ms: u64,
 }
 
 /// Why a member's task failed.
@@ -573,4 +672,39 @@ pub struct NodeView {
 pub struct ErrorBody {
     /// What went wrong.
     pub error: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_wait_goes_through_its_query_and_a_malformed_query_is_no_wait() {
+        let wait = JobWait {
+            wait_ms: 2_000,
+            phase: "scheduled".into(),
+            attempt: 3,
+            owner_ready: true,
+        };
+        let path = job_wait(7, &wait);
+        let (route, query) = path.split_once('?').unwrap();
+        assert_eq!(route, job(7));
+        assert_eq!(JobWait::parse(Some(query)), Some(wait));
+        for bad in [
+            "",
+            "wait_ms=1&phase=running&attempt=1",
+            "wait_ms=1&phase=running&attempt=1&owner_ready=false&wait_ms=2",
+            "wait_ms=1&phase=run%20ning&attempt=1&owner_ready=false",
+            "wait_ms=-1&phase=running&attempt=1&owner_ready=false",
+            "wait_ms=1&phase=running&attempt=1&owner_ready=false&more=1",
+        ] {
+            assert_eq!(JobWait::parse(Some(bad)), None, "{bad}");
+        }
+        assert_eq!(JobWait::parse(None), None);
+        let long = format!(
+            "wait_ms=1&phase={}&attempt=1&owner_ready=false",
+            "a".repeat(MAX_PHASE_BYTES + 1)
+        );
+        assert_eq!(JobWait::parse(Some(&long)), None);
+    }
 }

@@ -780,6 +780,8 @@ fn heartbeat_probe(api: &veil_node::api_client::ApiClient, stop: &AtomicBool) ->
         load: 0.0,
         queue_len: 0,
         rtts: Vec::new(),
+        wait_ms: 0,
+        seen: None,
     };
     let (mut latencies, mut errors) = (Vec::new(), 0usize);
     while !stop.load(Ordering::SeqCst) {

@@ -203,6 +203,14 @@ pub struct Core {
     regions_dirty: bool,
     /// The draw's beacon and the explanations of recent draws (not persisted: derived from the identity).
     beacon: beacon::Beacon,
+    /// The nodes that saw each unfinished job's tasks when last noted ([`Core::note_viewers`]; not
+    /// persisted). Invariant: only jobs with viewers, so bounded by the unfinished jobs.
+    viewers: HashMap<u64, Vec<NodeId>>,
+    /// Nodes whose heartbeat replies may have changed since the last [`Core::take_woken`] (not
+    /// persisted). Invariant: bounded by the registry's nodes.
+    woken: BTreeSet<NodeId>,
+    /// Jobs changed since the last [`Core::take_woken`] (not persisted). Invariant: bounded by the jobs.
+    woken_jobs: BTreeSet<u64>,
 }
 
 impl Core {
@@ -326,6 +334,9 @@ impl Core {
             rtt_pending: BTreeSet::new(),
             rtts_persisted_at: now,
             regions_dirty: false,
+            viewers: HashMap::new(),
+            woken: BTreeSet::new(),
+            woken_jobs: BTreeSet::new(),
         })
     }
 
@@ -351,6 +362,8 @@ impl Core {
 
     /// Everything changed since the last call, to persist (`None` if nothing changed).
     pub fn poll_commit(&mut self) -> Result<Option<Commit>> {
+        // The changed jobs' viewers are noted before the commit takes the dirty set.
+        self.note_viewers();
         if self.dirty_nodes.is_empty()
             && self.dirty_jobs.is_empty()
             && self.dirty_records.is_empty()

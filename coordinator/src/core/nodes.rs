@@ -1,6 +1,7 @@
 //! Nodes and admission: registration (checked claims, the sealing key's attestation), heartbeats
 //! (liveness, load, RTTs) and the tasks and trials ([`super::trials`]) each node sees in its replies.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use veil_node::api::{
@@ -17,6 +18,15 @@ use veil_scheduler::{
 use super::admission::{verify_chain, AdmissionError};
 use super::{state_name, Core, NodeExtra};
 use crate::error::{Error, Result};
+
+/// A heartbeat reply's tag: the first 16 bytes of the SHA-256 of its content (state, tasks, trials) as
+/// JSON, hex. Equal replies get equal tags within one coordinator build.
+pub fn reply_tag(reply: &HeartbeatReply) -> String {
+    use sha2::Digest;
+    let content =
+        serde_json::to_vec(&(&reply.state, &reply.tasks, &reply.trials)).unwrap_or_default();
+    hex::encode(&sha2::Sha256::digest(&content)[..16])
+}
 
 /// Longest operator, region or GPU name accepted, bytes.
 pub const MAX_NAME_BYTES: usize = 128;
@@ -180,12 +190,87 @@ impl Core {
         if before != after {
             self.dirty_nodes.insert(id);
         }
-        let state = after.map_or("unknown", state_name).to_string();
-        Ok(HeartbeatReply {
+        self.reply_of(id, now)
+    }
+
+    /// The node registered under `key`.
+    pub fn node_id(&self, key: &PublicKey) -> Result<NodeId> {
+        self.node_of(key)
+    }
+
+    /// The reply a held heartbeat of the node under `key` gets now (its tasks and trials, tagged), without
+    /// recording a heartbeat: the node's liveness is what its request's arrival proved
+    /// ([`Core::heartbeat`]), not the end of the wait.
+    pub fn heartbeat_reply(&mut self, key: &PublicKey, now: Millis) -> Result<HeartbeatReply> {
+        let id = self.node_of(key)?;
+        self.reply_of(id, now)
+    }
+
+    /// The node's heartbeat reply: its state, tasks and trials, and their [`reply_tag`].
+    fn reply_of(&mut self, id: NodeId, now: Millis) -> Result<HeartbeatReply> {
+        let state = self
+            .registry
+            .node(id)
+            .map_or("unknown", |n| state_name(n.state()))
+            .to_string();
+        let mut reply = HeartbeatReply {
             state,
             tasks: self.tasks_of(id),
             trials: self.trials_of(id, now)?,
-        })
+            tag: None,
+            held_ms: 0,
+        };
+        reply.tag = Some(reply_tag(&reply));
+        Ok(reply)
+    }
+
+    /// The nodes that see job `job`'s tasks in their heartbeat replies (a superset of what
+    /// [`Core::tasks_of`] lists: every member and the verifier of the current attempt while the job is not
+    /// over).
+    pub(super) fn viewers_of(&self, job: u64) -> Vec<NodeId> {
+        let Some(e) = self.jobs.get(&job) else {
+            return Vec::new();
+        };
+        let Some(a) = &e.extra.attempt else {
+            return Vec::new();
+        };
+        if e.job.phase().is_terminal() {
+            return Vec::new();
+        }
+        let mut v: Vec<NodeId> = a.computing_members().chain([a.verifier]).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Notes, for each job changed since the last commit (`dirty_jobs`), the nodes whose replies it may
+    /// have changed: those that see it now and those that saw it when last noted (a member the job no
+    /// longer lists must learn that its task is gone). They go to `woken`, and the jobs to `woken_jobs`
+    /// (a client waits on its job's status), for [`Core::take_woken`].
+    pub(super) fn note_viewers(&mut self) {
+        let dirty: Vec<u64> = self.dirty_jobs.iter().copied().collect();
+        self.woken_jobs.extend(&dirty);
+        for job in dirty {
+            let now = self.viewers_of(job);
+            let before = if now.is_empty() {
+                self.viewers.remove(&job)
+            } else {
+                self.viewers.insert(job, now.clone())
+            };
+            self.woken.extend(before.into_iter().flatten());
+            self.woken.extend(now);
+        }
+    }
+
+    /// The nodes whose heartbeat replies may have changed since the last call (a task assigned, a go, an
+    /// attempt over or rescheduled, a trial's step), and the jobs that changed: the requests held for them
+    /// are answered ([`crate::holds`]).
+    pub fn take_woken(&mut self) -> (BTreeSet<NodeId>, BTreeSet<u64>) {
+        self.note_viewers();
+        (
+            std::mem::take(&mut self.woken),
+            std::mem::take(&mut self.woken_jobs),
+        )
     }
 
     /// The tasks `node` sees in its heartbeat reply: its member role in scheduled and running attempts,

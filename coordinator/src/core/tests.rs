@@ -80,6 +80,8 @@ fn heartbeat(c: &mut Coordinator, key: &PublicKey, now: Millis) -> HeartbeatRepl
         load: 0.0,
         queue_len: 0,
         rtts: Vec::new(),
+        wait_ms: 0,
+        seen: None,
     };
     c.heartbeat(key, req, now).unwrap()
 }
@@ -567,7 +569,9 @@ fn phase_timeouts_blame_the_members_that_did_not_act_and_bad_requests_are_refuse
                 ready: true,
                 load: 0.0,
                 queue_len: 0,
-                rtts: Vec::new()
+                rtts: Vec::new(),
+                wait_ms: 0,
+                seen: None,
             },
             T0
         )) == Some(ErrorKind::NotFound)
@@ -1057,6 +1061,8 @@ fn measured_rtts_are_persisted_in_batches_not_with_every_heartbeat() {
                     peer: keys[peer].to_string(),
                     rtt_us,
                 }],
+                wait_ms: 0,
+                seen: None,
             };
             c.heartbeat(&keys[me], req, now).unwrap();
         }
@@ -1815,5 +1821,174 @@ fn an_onnx_deployment_is_imported_once_and_pinned_by_its_hash() {
     assert_eq!(
         kind(demand_for(&request(1, 1), None)),
         Some(ErrorKind::Invalid)
+    );
+}
+
+/// A node's heartbeat as a long poll: `seen` the tag it last got, held up to `wait_ms`.
+fn long_poll(seen: Option<String>, wait_ms: u64) -> HeartbeatRequest {
+    HeartbeatRequest {
+        ready: true,
+        load: 0.0,
+        queue_len: 0,
+        rtts: Vec::new(),
+        wait_ms,
+        seen,
+    }
+}
+
+#[test]
+fn a_held_heartbeat_answers_when_a_task_is_assigned_and_unchanged_when_its_wait_ends() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let (c, keys) = network(dir.path(), 5);
+    let shared: crate::http::Shared = Arc::new(Mutex::new(c));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let hold = |key: PublicKey, req: HeartbeatRequest| {
+        let s = shared.clone();
+        runtime.spawn(async move {
+            let started = Instant::now();
+            let reply = crate::http::held_heartbeat(&s, key, req).await;
+            (reply.map_err(|_| ()).unwrap(), started.elapsed())
+        })
+    };
+    // A first heartbeat (nothing seen yet) is answered at once, tagged.
+    let (first, _) = runtime
+        .block_on(hold(keys[0], long_poll(None, 60_000)))
+        .unwrap();
+    let tag = first.tag.clone().unwrap();
+    assert!(first.tasks.is_empty());
+    // Nothing changes: held for its whole wait, then answered with the same reply.
+    let (quiet, took) = runtime
+        .block_on(hold(keys[0], long_poll(Some(tag.clone()), 600)))
+        .unwrap();
+    assert_eq!(quiet.tag.as_deref(), Some(tag.as_str()));
+    // It says how long it was held (a node's round-trip metric leaves that out); the first was not.
+    assert!(quiet.held_ms >= 550, "held {} ms", quiet.held_ms);
+    assert_eq!(first.held_ms, 0);
+    assert!(quiet.tasks.is_empty());
+    assert!(
+        took >= Duration::from_millis(550),
+        "answered after {took:?}"
+    );
+    // A tag the node has not seen (a changed reply) is answered at once, without a wait.
+    let (stale, took) = runtime
+        .block_on(hold(keys[0], long_poll(Some("old".into()), 60_000)))
+        .unwrap();
+    assert_eq!(stale.tag.as_deref(), Some(tag.as_str()));
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    // Every node waits (up to the coordinator's cap, 5 s); a job submitted meanwhile reaches each member
+    // of its committee well before that.
+    let tags: Vec<String> = keys
+        .iter()
+        .map(|k| {
+            let (r, _) = runtime.block_on(hold(*k, long_poll(None, 0))).unwrap();
+            r.tag.unwrap()
+        })
+        .collect();
+    let waiting: Vec<_> = keys
+        .iter()
+        .zip(&tags)
+        .map(|(k, t)| hold(*k, long_poll(Some(t.clone()), 60_000)))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let client = Identity::generate().unwrap().public_key();
+    let demand = demand_for(&request(), None).unwrap();
+    let view = {
+        let mut c = shared.lock().unwrap();
+        c.submit(&client, request(), demand, crate::http::now_ms())
+            .unwrap()
+    };
+    let members = members(&view);
+    assert_eq!(members.len(), 3);
+    for (i, w) in waiting.into_iter().enumerate() {
+        let member = members.contains(&keys[i].to_string());
+        if !member {
+            // Not in the committee: answered only at the end of the wait, unchanged.
+            w.abort();
+            continue;
+        }
+        let (reply, took) = runtime.block_on(w).unwrap();
+        assert_eq!(reply.tasks.len(), 1, "member {i}");
+        assert!(!reply.tasks[0].go);
+        assert_ne!(reply.tag, Some(tags[i].clone()));
+        assert!(
+            took < Duration::from_millis(4_000),
+            "member {i} after {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_held_job_status_answers_when_the_job_moves_and_unchanged_when_its_wait_ends() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+    use veil_node::api::JobWait;
+    let dir = tempfile::tempdir().unwrap();
+    let (c, keys) = network(dir.path(), 5);
+    let shared: crate::http::Shared = Arc::new(Mutex::new(c));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Identity::generate().unwrap().public_key();
+    let now = crate::http::now_ms();
+    for k in &keys {
+        heartbeat(&mut shared.lock().unwrap(), k, now);
+    }
+    let demand = demand_for(&request(), None).unwrap();
+    let scheduled = shared
+        .lock()
+        .unwrap()
+        .submit(&client, request(), demand, now)
+        .unwrap();
+    assert_eq!(scheduled.phase, "scheduled");
+    let hold = |wait: JobWait| {
+        let s = shared.clone();
+        runtime.spawn(async move {
+            let started = Instant::now();
+            let view = crate::http::held_job_view(&s, 1, wait).await;
+            (view.map_err(|_| ()).unwrap(), started.elapsed())
+        })
+    };
+    // A status the caller has not seen yet is answered at once.
+    let (view, took) = runtime
+        .block_on(hold(JobWait {
+            wait_ms: 60_000,
+            phase: "submitted".into(),
+            attempt: 0,
+            owner_ready: false,
+        }))
+        .unwrap();
+    assert_eq!(view.phase, "scheduled");
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    // Nothing moves: held for the whole wait, then answered unchanged.
+    let (view, took) = runtime
+        .block_on(hold(JobWait::past(&scheduled, 600)))
+        .unwrap();
+    assert_eq!(view.phase, "scheduled");
+    assert!(
+        took >= Duration::from_millis(550),
+        "answered after {took:?}"
+    );
+    // The job starts while the client waits (up to the cap, 5 s): answered well before that.
+    let waiting = hold(JobWait::past(&scheduled, 60_000));
+    std::thread::sleep(Duration::from_millis(200));
+    start(
+        &mut shared.lock().unwrap(),
+        &keys,
+        &client,
+        crate::http::now_ms(),
+    );
+    let (view, took) = runtime.block_on(waiting).unwrap();
+    assert_eq!(view.phase, "running");
+    assert!(
+        took < Duration::from_millis(4_000),
+        "answered after {took:?}"
     );
 }

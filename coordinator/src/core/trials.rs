@@ -81,6 +81,11 @@ impl TrialRun {
         })
     }
 
+    /// Party 0, party 1, the dealer.
+    fn members(&self) -> [NodeId; 3] {
+        [self.parties[0], self.parties[1], self.dealer]
+    }
+
     fn member_index(&self, node: NodeId) -> Option<usize> {
         match self.parties.iter().position(|&p| p == node) {
             Some(i) => Some(i),
@@ -271,6 +276,8 @@ impl Core {
             mutual,
             "trial paired"
         );
+        // The members' held heartbeats learn of the trial at once.
+        self.woken.extend([subject, examiner, dealer]);
         self.trials.insert(
             id,
             TrialRun {
@@ -300,6 +307,11 @@ impl Core {
             .member_index(node)
             .ok_or(Error::NoPendingTrial { trial: id })?;
         run.accepted[i] = true;
+        if run.accepted.iter().all(|&a| a) {
+            // The go reaches the members' held heartbeats at once.
+            let members = run.members();
+            self.woken.extend(members);
+        }
         Ok(())
     }
 
@@ -382,6 +394,7 @@ impl Core {
         let Some(run) = self.trials.remove(&id) else {
             return Err(Error::NoPendingTrial { trial: id });
         };
+        self.woken.extend(run.members());
         let online = run
             .reports
             .iter()
@@ -421,6 +434,7 @@ impl Core {
         let Some(run) = self.trials.remove(&id) else {
             return Ok(());
         };
+        self.woken.extend(run.members());
         let [subject, examiner] = run.parties;
         let reexam = self
             .registry

@@ -179,8 +179,46 @@ pub fn check_fits(nodes: &[NodeView], demand: &JobDemand) -> crate::error::Resul
     Ok(())
 }
 
-async fn job_status(State(s): State<Shared>, Path(id): Path<u64>) -> HttpResult<Json<JobView>> {
-    with_state(&s, move |c| c.job_view(id)).await.map(Json)
+/// A job's status; with a [`api::JobWait`] query a long poll ([`held_job_view`]). A query that does not
+/// parse is a plain status request.
+async fn job_status(
+    State(s): State<Shared>,
+    Path(id): Path<u64>,
+    uri: Uri,
+) -> HttpResult<Json<JobView>> {
+    match api::JobWait::parse(uri.query()) {
+        Some(wait) => held_job_view(&s, id, wait).await.map(Json),
+        None => with_state(&s, move |c| c.job_view(id)).await.map(Json),
+    }
+}
+
+/// Job `id`'s status as a long poll: answered at once if it is no longer what `wait` describes, else held
+/// (no lock across the wait) until the job changes so that it is not ([`crate::holds`]) or the wait ends,
+/// and then answered with the status of that moment.
+pub(crate) async fn held_job_view(s: &Shared, id: u64, wait: api::JobWait) -> HttpResult<JobView> {
+    let wait_ms = wait.wait_ms;
+    let unchanged = wait.clone();
+    let (view, hold) = with_state(s, move |c| {
+        let view = c.job_view(id)?;
+        let hold = if unchanged.unchanged(&view) {
+            c.hold_job(id, wait_ms)
+        } else {
+            None
+        };
+        Ok((view, hold))
+    })
+    .await?;
+    let Some(mut hold) = hold else {
+        return Ok(view);
+    };
+    let deadline = tokio::time::Instant::now() + hold.wait;
+    loop {
+        let woken = tokio::time::timeout_at(deadline, hold.changed()).await;
+        let view = with_state(s, move |c| c.job_view(id)).await?;
+        if !matches!(woken, Ok(true)) || !wait.unchanged(&view) {
+            return Ok(view);
+        }
+    }
 }
 
 /// Why the current committee: the draws, recheckable (`veil job N --explain`).

@@ -9,9 +9,13 @@
 mod drain;
 mod jobs;
 pub use jobs::check_fits;
+#[cfg(test)]
+pub(crate) use jobs::held_job_view;
 pub mod limits;
 mod models;
 mod nodes;
+#[cfg(test)]
+pub(crate) use nodes::held_heartbeat;
 mod receipts;
 mod tasks;
 pub mod tls;
@@ -61,7 +65,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
 
 /// An error as the HTTP edge answers it: its kind's status and its message as JSON. Internal errors are
 /// logged here and answered without detail.
-struct Reply(Error);
+pub(crate) struct Reply(Error);
 
 impl From<Error> for Reply {
     fn from(e: Error) -> Reply {
@@ -84,7 +88,7 @@ impl IntoResponse for Reply {
 }
 
 /// What handlers return.
-type HttpResult<T> = std::result::Result<T, Reply>;
+pub(crate) type HttpResult<T> = std::result::Result<T, Reply>;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {

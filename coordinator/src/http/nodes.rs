@@ -40,9 +40,34 @@ async fn heartbeat(
     Json(req): Json<HeartbeatRequest>,
 ) -> HttpResult<Json<HeartbeatReply>> {
     let key = caller.key()?;
-    with_state(&s, move |c| c.heartbeat(&key, req, now_ms()))
-        .await
-        .map(Json)
+    held_heartbeat(&s, key, req).await.map(Json)
+}
+
+/// A heartbeat as a long poll: recorded at once (liveness, load, RTTs); answered at once unless the reply
+/// equals the one the node saw and it asked to wait, else held (no lock across the wait) until the node's
+/// reply changes (a task assigned, its go, an attempt over: [`crate::holds`]) or the wait ends, and then
+/// answered with the reply of that moment.
+pub(crate) async fn held_heartbeat(
+    s: &Shared,
+    key: veil_node::PublicKey,
+    req: HeartbeatRequest,
+) -> HttpResult<HeartbeatReply> {
+    let seen = req.seen.clone();
+    let (reply, hold) = with_state(s, move |c| c.heartbeat_held(&key, req, now_ms())).await?;
+    let Some(mut hold) = hold else {
+        return Ok(reply);
+    };
+    let held = tokio::time::Instant::now();
+    let deadline = held + hold.wait;
+    loop {
+        let woken = tokio::time::timeout_at(deadline, hold.changed()).await;
+        let mut reply = with_state(s, move |c| c.heartbeat_reply(&key, now_ms())).await?;
+        // A wake that left this node's reply as it was (another member's upload, say): wait on.
+        if !matches!(woken, Ok(true)) || reply.tag != seen {
+            reply.held_ms = u64::try_from(held.elapsed().as_millis()).unwrap_or(u64::MAX);
+            return Ok(reply);
+        }
+    }
 }
 
 async fn trial_accepted(
