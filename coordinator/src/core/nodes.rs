@@ -237,7 +237,7 @@ impl Core {
         if e.job.phase().is_terminal() {
             return Vec::new();
         }
-        let mut v: Vec<NodeId> = a.computing_members().chain([a.verifier]).collect();
+        let mut v: Vec<NodeId> = a.computing_members().chain(a.verifier).collect();
         v.sort_unstable();
         v.dedup();
         v
