@@ -17,6 +17,7 @@
 //! - A uniform ring element `theta` and a non-zero `e` of `Z_2^64` give `theta e = 0` with probability at
 //!   most `2^-48` (write `e = 2^j e'` with `e'` odd: `theta e = 0` forces `theta = 0` modulo 2).
 
+use crate::gemm::Gemm;
 use crate::prg::Prg;
 
 /// Extension degree.
@@ -195,30 +196,95 @@ impl Gr {
     /// products is `sum_j a_j[p] b_j[q]`), then the diagonals folded and reduced once.
     pub fn inner_gemm(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
         let len = a.len().min(b.len());
-        if len == 0 {
-            return Gr::ZERO;
+        inner_gemm_with(len, |j| a[j], |j| b[j], gemm)
+    }
+
+    /// `sum_j (a_R - a_L)_j (b_R - b_L)_j` over `j < len` (the shortest slice) as [`Self::inner_gemm`],
+    /// without materialising the differences.
+    pub fn inner_diff_gemm(
+        al: &[Gr],
+        ar: &[Gr],
+        bl: &[Gr],
+        br: &[Gr],
+        gemm: &dyn crate::gemm::Gemm,
+    ) -> Gr {
+        let len = al.len().min(ar.len()).min(bl.len()).min(br.len());
+        inner_gemm_with(len, |j| ar[j].sub(&al[j]), |j| br[j].sub(&bl[j]), gemm)
+    }
+
+    /// `sum_j a_j b_j` where many `b_j` are constants: those terms cost `D` word products each, the
+    /// others go to [`Self::inner_gemm`].
+    pub fn inner_base(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
+        let mut acc = Gr::ZERO;
+        let mut rest = Vec::new();
+        for (j, (x, y)) in a.iter().zip(b).enumerate() {
+            if is_constant(y) {
+                acc.add_scaled(x, y.0[0]);
+            } else {
+                rest.push(j);
+            }
         }
-        // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
-        const BLOCK: usize = 16;
-        let mut at = vec![0u64; D * len];
-        for (b, block) in a[..len].chunks(BLOCK).enumerate() {
-            for p in 0..D {
-                let row = &mut at[p * len + b * BLOCK..][..block.len()];
-                for (dst, g) in row.iter_mut().zip(block) {
-                    *dst = g.0[p];
+        acc.add(&inner_gemm_with(
+            rest.len(),
+            |i| a[rest[i]],
+            |i| b[rest[i]],
+            gemm,
+        ))
+    }
+
+    /// [`Self::inner_diff_gemm`] where many `b_R - b_L` are differences of constants (costing `D` word
+    /// products each).
+    pub fn inner_diff_base(
+        al: &[Gr],
+        ar: &[Gr],
+        bl: &[Gr],
+        br: &[Gr],
+        gemm: &dyn crate::gemm::Gemm,
+    ) -> Gr {
+        let mut acc = Gr::ZERO;
+        let mut rest = Vec::new();
+        for (j, ((l, r), (yl, yr))) in al.iter().zip(ar).zip(bl.iter().zip(br)).enumerate() {
+            if is_constant(yl) && is_constant(yr) {
+                let c = yr.0[0].wrapping_sub(yl.0[0]);
+                for ((t, &x), &w) in acc.0.iter_mut().zip(&r.0).zip(&l.0) {
+                    *t = t.wrapping_add(x.wrapping_sub(w).wrapping_mul(c));
                 }
+            } else {
+                rest.push(j);
             }
         }
-        let bw: Vec<u64> = b[..len].iter().flat_map(|g| g.0).collect();
-        let mut c = vec![0u64; D * D];
-        gemm.gemm(D, len, D, &at, &bw, &mut c);
-        let mut t = [0u64; 2 * D];
-        for p in 0..D {
-            for q in 0..D {
-                t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
+        acc.add(&inner_gemm_with(
+            rest.len(),
+            |i| ar[rest[i]].sub(&al[rest[i]]),
+            |i| br[rest[i]].sub(&bl[rest[i]]),
+            gemm,
+        ))
+    }
+
+    /// [`Self::fold_gemm`] where many entries of `v` are constants: a pair of constants folds to
+    /// `v_L + (v_R - v_L) c` with `D` masked words, the other pairs as [`Self::fold_gemm`].
+    pub fn fold_base(v: &mut [Gr], mask: u64, gemm: &dyn crate::gemm::Gemm) {
+        let h = v.len() / 2;
+        let (lo, hi) = v.split_at_mut(h);
+        let bits: [u64; D] = std::array::from_fn(|i| 0u64.wrapping_sub((mask >> i) & 1));
+        let mut rest = Vec::new();
+        for (j, (l, x)) in lo.iter_mut().zip(hi.iter()).enumerate() {
+            if is_constant(l) && is_constant(x) {
+                let (l0, d) = (l.0[0], x.0[0].wrapping_sub(l.0[0]));
+                for (c, &m) in l.0.iter_mut().zip(&bits) {
+                    *c = d & m;
+                }
+                l.0[0] = l.0[0].wrapping_add(l0);
+            } else {
+                rest.push(j);
             }
         }
-        reduce(&t)
+        let mut pairs: Vec<Gr> = rest.iter().map(|&j| lo[j]).collect();
+        pairs.extend(rest.iter().map(|&j| hi[j]));
+        Gr::fold_gemm(&mut pairs, mask, gemm);
+        for (&j, g) in rest.iter().zip(&pairs) {
+            lo[j] = *g;
+        }
     }
 
     /// The words of the element (for messages).
@@ -247,6 +313,48 @@ crate::simd::dispatch!(mask_accumulate(t: &mut [u64], o: &[u64], bits: &[u64]) {
         }
     }
 });
+
+/// `sum_{j < len} a(j) b(j)` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the
+/// sum of products is `sum_j a(j)[p] b(j)[q]`), then the diagonals folded and reduced once.
+fn inner_gemm_with(
+    len: usize,
+    a: impl Fn(usize) -> Gr,
+    b: impl Fn(usize) -> Gr,
+    gemm: &dyn crate::gemm::Gemm,
+) -> Gr {
+    if len == 0 {
+        return Gr::ZERO;
+    }
+    // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
+    const BLOCK: usize = 16;
+    let mut at = vec![0u64; D * len];
+    let mut block = [Gr::ZERO; BLOCK];
+    for start in (0..len).step_by(BLOCK) {
+        let n = BLOCK.min(len - start);
+        for (i, g) in block[..n].iter_mut().enumerate() {
+            *g = a(start + i);
+        }
+        for p in 0..D {
+            let row = &mut at[p * len + start..][..n];
+            for (dst, g) in row.iter_mut().zip(&block[..n]) {
+                *dst = g.0[p];
+            }
+        }
+    }
+    let mut bw = Vec::with_capacity(D * len);
+    for j in 0..len {
+        bw.extend_from_slice(&b(j).0);
+    }
+    let mut c = vec![0u64; D * D];
+    gemm.gemm(D, len, D, &at, &bw, &mut c);
+    let mut t = [0u64; 2 * D];
+    for p in 0..D {
+        for q in 0..D {
+            t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
+        }
+    }
+    reduce(&t)
+}
 
 /// Whether `g` is a constant (the embedding of `Z_2^64`).
 fn is_constant(g: &Gr) -> bool {
@@ -347,6 +455,17 @@ fn gf_inner_hw(a: &[Gf64], b: &[Gf64]) -> Gf64 {
     Gf64(reduce64(acc))
 }
 
+/// `sum_j (a_R - a_L)_j (b_R - b_L)_j` with the CPU's carry-less product, reduced once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_inner_diff_hw(al: &[Gf64], ar: &[Gf64], bl: &[Gf64], br: &[Gf64]) -> Gf64 {
+    let mut acc = 0u128;
+    for ((l, r), (x, y)) in al.iter().zip(ar).zip(bl.iter().zip(br)) {
+        acc ^= clmul_hw(l.0 ^ r.0, x.0 ^ y.0);
+    }
+    Gf64(reduce64(acc))
+}
+
 /// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
 fn reduce64(r: u128) -> u64 {
     let fold = |h: u128| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
@@ -393,6 +512,31 @@ pub trait Ext: Copy + PartialEq + Default {
             .zip(b)
             .fold(Self::default(), |s, (x, y)| s.plus(&x.times(y)))
     }
+    /// `sum_j (a_R - a_L)_j (b_R - b_L)_j` over the shortest slice's length (on `gemm` where that is
+    /// faster), without materialising the differences.
+    fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], _gemm: &dyn Gemm) -> Self {
+        al.iter()
+            .zip(ar)
+            .zip(bl.iter().zip(br))
+            .fold(Self::default(), |s, ((l, r), (x, y))| {
+                s.plus(&r.minus(l).times(&y.minus(x)))
+            })
+    }
+    /// [`Self::inner_product`] where most `b_j` lie in the base (`Z_2^64`, or `{0, 1}` for bits), which
+    /// makes their terms cheaper; any entry may still be a general element.
+    fn inner_base(a: &[Self], b: &[Self], gemm: &dyn Gemm) -> Self {
+        Self::inner_product(a, b, gemm)
+    }
+    /// [`Self::inner_diff`] where most `b_L`, `b_R` lie in the base.
+    fn inner_diff_base(
+        al: &[Self],
+        ar: &[Self],
+        bl: &[Self],
+        br: &[Self],
+        gemm: &dyn Gemm,
+    ) -> Self {
+        Self::inner_diff(al, ar, bl, br, gemm)
+    }
     /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`
     /// (on `gemm` where that is faster).
     fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
@@ -401,6 +545,10 @@ pub trait Ext: Copy + PartialEq + Default {
         for (l, x) in lo.iter_mut().zip(hi.iter()) {
             *l = l.plus(&Self::times_challenge(w, &x.minus(l)));
         }
+    }
+    /// [`Self::fold_half`] where most entries of `v` lie in the base.
+    fn fold_half_base(v: &mut [Self], w: u64, gemm: &dyn Gemm) {
+        Self::fold_half(v, w, gemm);
     }
 }
 
@@ -438,6 +586,24 @@ impl Ext for Gr {
     }
     fn fold_half(v: &mut [Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
         Gr::fold_gemm(v, w, gemm);
+    }
+    fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], gemm: &dyn Gemm) -> Self {
+        Gr::inner_diff_gemm(al, ar, bl, br, gemm)
+    }
+    fn inner_base(a: &[Self], b: &[Self], gemm: &dyn Gemm) -> Self {
+        Gr::inner_base(a, b, gemm)
+    }
+    fn inner_diff_base(
+        al: &[Self],
+        ar: &[Self],
+        bl: &[Self],
+        br: &[Self],
+        gemm: &dyn Gemm,
+    ) -> Self {
+        Gr::inner_diff_base(al, ar, bl, br, gemm)
+    }
+    fn fold_half_base(v: &mut [Self], w: u64, gemm: &dyn Gemm) {
+        Gr::fold_base(v, w, gemm);
     }
 }
 
@@ -502,6 +668,65 @@ impl Ext for Gf64 {
         let (lo, hi) = v.split_at_mut(h);
         for (l, x) in lo.iter_mut().zip(hi.iter()) {
             l.0 ^= reduce64(clmul_portable(w, x.0 ^ l.0));
+        }
+    }
+    fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], _gemm: &dyn Gemm) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                return unsafe { gf_inner_diff_hw(al, ar, bl, br) };
+            }
+        }
+        let acc = al
+            .iter()
+            .zip(ar)
+            .zip(bl.iter().zip(br))
+            .fold(0u128, |s, ((l, r), (x, y))| {
+                s ^ clmul_portable(l.0 ^ r.0, x.0 ^ y.0)
+            });
+        Gf64(reduce64(acc))
+    }
+    fn inner_base(a: &[Self], b: &[Self], _gemm: &dyn Gemm) -> Self {
+        // A bit's term is a masked word; any other entry takes a carry-less product.
+        let (mut bits, mut rest) = (0u64, 0u128);
+        for (x, y) in a.iter().zip(b) {
+            if y.0 <= 1 {
+                bits ^= x.0 & 0u64.wrapping_sub(y.0);
+            } else {
+                rest ^= clmul(x.0, y.0);
+            }
+        }
+        Gf64(bits ^ reduce64(rest))
+    }
+    fn inner_diff_base(
+        al: &[Self],
+        ar: &[Self],
+        bl: &[Self],
+        br: &[Self],
+        _gemm: &dyn Gemm,
+    ) -> Self {
+        let (mut bits, mut rest) = (0u64, 0u128);
+        for ((l, r), (x, y)) in al.iter().zip(ar).zip(bl.iter().zip(br)) {
+            let (du, dv) = (l.0 ^ r.0, x.0 ^ y.0);
+            if dv <= 1 {
+                bits ^= du & 0u64.wrapping_sub(dv);
+            } else {
+                rest ^= clmul(du, dv);
+            }
+        }
+        Gf64(bits ^ reduce64(rest))
+    }
+    fn fold_half_base(v: &mut [Self], w: u64, _gemm: &dyn Gemm) {
+        let h = v.len() / 2;
+        let (lo, hi) = v.split_at_mut(h);
+        for (l, x) in lo.iter_mut().zip(hi.iter()) {
+            let d = l.0 ^ x.0;
+            l.0 ^= if d <= 1 {
+                w & 0u64.wrapping_sub(d)
+            } else {
+                reduce64(clmul(w, d))
+            };
         }
     }
 }
@@ -691,6 +916,63 @@ mod tests {
                 Gr::inner_gemm(&a, &b, &crate::gemm::NaiveGemm),
                 inner(&a, &b)
             );
+        }
+    }
+
+    /// A vector mixing constants and general elements, as the unfolded `v` of the product proof.
+    fn mixed(p: &mut Prg, len: usize) -> Vec<Gr> {
+        (0..len)
+            .map(|j| {
+                if j % 5 == 3 {
+                    Gr::random(p)
+                } else {
+                    Gr::constant(p.words(1)[0])
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_base_paths_agree_with_the_general_ones() {
+        let mut p = prg(7);
+        for len in [2, 10, 70, 130] {
+            let h = len / 2;
+            let u = Gr::random_vec(&mut p, len);
+            let v = mixed(&mut p, len);
+            let g = &crate::gemm::NaiveGemm;
+            let (ul, ur) = u.split_at(h);
+            let (vl, vr) = v.split_at(h);
+            assert_eq!(Gr::inner_base(ul, vl, g), inner(ul, vl), "len {len}");
+            let du: Vec<Gr> = ur.iter().zip(ul).map(|(r, l)| r.sub(l)).collect();
+            let dv: Vec<Gr> = vr.iter().zip(vl).map(|(r, l)| r.sub(l)).collect();
+            assert_eq!(Gr::inner_diff_gemm(ul, ur, vl, vr, g), inner(&du, &dv));
+            assert_eq!(Gr::inner_diff_base(ul, ur, vl, vr, g), inner(&du, &dv));
+            let mask = Gr::challenge_mask(&mut p);
+            let (mut a, mut b) = (v.clone(), v.clone());
+            Gr::fold_base(&mut a, mask, g);
+            Gr::fold_gemm(&mut b, mask, g);
+            assert_eq!(a[..h], b[..h], "len {len}");
+            // Bits, with one general entry (the mask) among them.
+            let gu: Vec<Gf64> = p.words(len).into_iter().map(Gf64).collect();
+            let mut gv: Vec<Gf64> = p.words(len).into_iter().map(|w| Gf64(w & 1)).collect();
+            gv[1] = Gf64(p.words(1)[0]);
+            let (gul, gur) = gu.split_at(h);
+            let (gvl, gvr) = gv.split_at(h);
+            let looped = |a: &[Gf64], b: &[Gf64]| {
+                a.iter().zip(b).fold(Gf64(0), |s, (x, y)| s.plus(&x.mul(y)))
+            };
+            assert_eq!(Gf64::inner_base(gul, gvl, g), looped(gul, gvl));
+            let gdu: Vec<Gf64> = gur.iter().zip(gul).map(|(r, l)| r.minus(l)).collect();
+            let gdv: Vec<Gf64> = gvr.iter().zip(gvl).map(|(r, l)| r.minus(l)).collect();
+            assert_eq!(Gf64::inner_diff(gul, gur, gvl, gvr, g), looped(&gdu, &gdv));
+            assert_eq!(
+                Gf64::inner_diff_base(gul, gur, gvl, gvr, g),
+                looped(&gdu, &gdv)
+            );
+            let (mut a, mut b) = (gv.clone(), gv.clone());
+            Gf64::fold_half_base(&mut a, mask, g);
+            Gf64::fold_half(&mut b, mask, g);
+            assert_eq!(a[..h], b[..h], "len {len}");
         }
     }
 

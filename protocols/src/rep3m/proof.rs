@@ -273,22 +273,45 @@ enum Side {
     B { at_prover: bool },
 }
 
-/// The entries of `u` (side `A`) or `v` (side `B`) for every claim, and the side's part of `z` (the prover
-/// needs no `z`: it is computed only by the verifiers).
+/// Entries of the combined claim before the two mask slots and the padding (the same at every role).
+fn ring_entries(log: &[Reshare]) -> usize {
+    log.iter()
+        .flat_map(|r| &r.claims)
+        .map(|c| match c {
+            Claim::Elementwise { x, .. } => 2 * x.len(),
+            Claim::Matmul {
+                dims: [_, k, _], ..
+            } => 2 * k,
+        })
+        .sum()
+}
+
+/// The components of `s` a role reads (see [`Side`]).
+fn pick(s: &RepShare, from_own: bool) -> &[u64] {
+    let (own, next) = s.components();
+    if from_own {
+        own
+    } else {
+        next
+    }
+}
+
+/// The entries of `u` (side `A`) or `v` (side `B`) for every claim, after two empty mask slots and with
+/// room for the padding ([`masked`]), and the side's part of `z` (the prover needs no `z`: it is computed
+/// only by the verifiers).
 fn side_vector(
     log: &[Reshare],
     coins: &[Vec<Coins>],
     side: Side,
     gemm: &dyn Gemm,
 ) -> (Vec<Gr>, Gr) {
-    let mut vec = Vec::new();
+    let mut vec = Vec::with_capacity((ring_entries(log) + 2).next_power_of_two());
+    vec.extend([Gr::ZERO; 2]);
     let mut z = Gr::ZERO;
-    let pick = |s: &RepShare| -> (Vec<u64>, Vec<u64>) {
-        match side {
-            Side::A { at_prover: true } | Side::B { at_prover: false } => (s.own.clone(), vec![]),
-            Side::A { at_prover: false } | Side::B { at_prover: true } => (s.next.clone(), vec![]),
-        }
-    };
+    let from_own = matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: false }
+    );
     let verifier = !matches!(
         side,
         Side::A { at_prover: true } | Side::B { at_prover: true }
@@ -311,20 +334,20 @@ fn side_vector(
             };
             match (claim, c) {
                 (Claim::Elementwise { x, y, out, .. }, Coins::Theta(theta)) => {
-                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
-                    for t in 0..xs.len() {
+                    let (xs, ys) = (pick(x, from_own), pick(y, from_own));
+                    for (t, (&xt, &yt)) in xs.iter().zip(ys).enumerate() {
                         let o = out.as_ref().map_or(t, |m| m[t]);
                         match side {
                             Side::A { .. } => {
-                                vec.push(theta[o].scale(xs[t]));
-                                vec.push(theta[o].scale(ys[t]));
+                                vec.push(theta[o].scale(xt));
+                                vec.push(theta[o].scale(yt));
                                 if verifier {
-                                    known[o] = known[o].wrapping_sub(xs[t].wrapping_mul(ys[t]));
+                                    known[o] = known[o].wrapping_sub(xt.wrapping_mul(yt));
                                 }
                             }
                             Side::B { .. } => {
-                                vec.push(Gr::constant(ys[t]));
-                                vec.push(Gr::constant(xs[t]));
+                                vec.push(Gr::constant(yt));
+                                vec.push(Gr::constant(xt));
                             }
                         }
                     }
@@ -342,9 +365,9 @@ fn side_vector(
                     },
                     Coins::RhoSigma(rho, sigma),
                 ) => {
-                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
-                    let p = left(gemm, rho, &xs, *m, *k);
-                    let q = right(gemm, &ys, sigma, *k, *n);
+                    let (xs, ys) = (pick(x, from_own), pick(y, from_own));
+                    let p = left(gemm, rho, xs, *m, *k);
+                    let q = right(gemm, ys, sigma, *k, *n);
                     if verifier {
                         z.add_assign(&bilinear(gemm, rho, &known, sigma, *m, *n));
                         if matches!(side, Side::A { .. }) {
@@ -372,10 +395,13 @@ fn side_vector(
 
 /// The AND gates' side vectors over `GF(2^64)`: every bit of every word is a gate, output `o` in order.
 /// `A`: `u` entries `(theta_o x_P, theta_o y_P)` and `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v`
-/// entries `(y_{P+1}, x_{P+1})` as 0 or 1 and `z_B = sum theta_o r_{P+1}`; the prover both vectors.
+/// entries `(y_{P+1}, x_{P+1})` as 0 or 1 and `z_B = sum theta_o r_{P+1}`; the prover both vectors. As
+/// [`side_vector`], after two empty mask slots and with room for the padding.
 fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, Gf64) {
-    let mut vec = Vec::new();
-    let mut z = Gf64(0);
+    let words: usize = log.iter().map(|r| r.x.own.len()).sum();
+    let mut vec = Vec::with_capacity((128 * words + 2).next_power_of_two());
+    vec.extend([Gf64(0); 2]);
+    let mut z = 0u64;
     let from_own = matches!(
         side,
         Side::A { at_prover: true } | Side::B { at_prover: false }
@@ -384,56 +410,60 @@ fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, G
         side,
         Side::A { at_prover: true } | Side::B { at_prover: true }
     );
+    let mut coins = [0u64; 64];
     for r in log {
         let (xs, ys) = if from_own {
             (&r.x.own, &r.y.own)
         } else {
             (&r.x.next, &r.y.next)
         };
-        let coins = theta.words(64 * xs.len());
         for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
             let known = match (side, verifier) {
                 (Side::A { .. }, true) => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
                 (Side::B { .. }, true) => r.own_draw[w],
                 _ => 0,
             };
-            for b in 0..64 {
-                let th = Gf64(coins[64 * w + b]);
-                let (xb, yb) = ((xw >> b) & 1 == 1, (yw >> b) & 1 == 1);
-                match side {
-                    Side::A { .. } => {
-                        vec.push(if xb { th } else { Gf64(0) });
-                        vec.push(if yb { th } else { Gf64(0) });
-                    }
-                    Side::B { .. } => {
-                        vec.push(Gf64(u64::from(yb)));
-                        vec.push(Gf64(u64::from(xb)));
-                    }
+            theta.fill(&mut coins);
+            let bit = |word: u64, b: usize| 0u64.wrapping_sub((word >> b) & 1);
+            match side {
+                Side::A { .. } => vec.extend(
+                    coins
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(b, &th)| [Gf64(th & bit(xw, b)), Gf64(th & bit(yw, b))]),
+                ),
+                Side::B { .. } => {
+                    vec.extend((0..64).flat_map(|b| [Gf64((yw >> b) & 1), Gf64((xw >> b) & 1)]))
                 }
-                if (known >> b) & 1 == 1 {
-                    z = z.plus(&th);
+            }
+            if verifier {
+                for (b, &th) in coins.iter().enumerate() {
+                    z ^= th & bit(known, b);
                 }
             }
         }
     }
-    (vec, z)
+    (vec, Gf64(z))
 }
 
-/// The vector with its mask at `mask_at` (0 for `u`, 1 for `v`), padded with zeros to a power of two.
-fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
-    let len = (entries.len() + 2).next_power_of_two();
-    let mut v = Vec::with_capacity(len);
-    v.push(if mask_at == 0 { mask } else { E::default() });
-    v.push(if mask_at == 1 { mask } else { E::default() });
-    v.extend(entries);
+/// The vector (its two first slots empty, the entries after them) with its mask at `mask_at` (0 for `u`,
+/// 1 for `v`), padded with zeros to a power of two.
+fn masked<E: Ext>(mut v: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
+    v[mask_at] = mask;
+    let len = v.len().next_power_of_two();
     v.resize(len, E::default());
     v
 }
 
-/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
-fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm) {
+/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w` (`base`: most entries of `v` lie in
+/// the base, see [`Ext::fold_half_base`]).
+fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm, base: bool) {
     let h = v.len() / 2;
-    E::fold_half(v, w, gemm);
+    if base {
+        E::fold_half_base(v, w, gemm);
+    } else {
+        E::fold_half(v, w, gemm);
+    }
     v.truncate(h);
 }
 
@@ -463,6 +493,9 @@ struct Instance<E: Ext> {
     b_chal: Prg,
     /// `B`'s parts of the current level's `c_0`, `c_2`.
     b_parts: (E, E),
+    /// Whether the `v` vectors (`pv`, `bv`) are still unfolded, their entries in the base but for the
+    /// mask and the matrix products' projections (the cheaper products of [`Ext::inner_base`]).
+    v_base: bool,
 }
 
 /// Seeds of one instance's streams at one party.
@@ -506,6 +539,7 @@ impl<E: Ext> Instance<E> {
             a_chal: k.prg(k.own, CHALLENGE, k.next_party),
             b_chal: k.prg(k.next, CHALLENGE, k.prev),
             b_parts: (E::default(), E::default()),
+            v_base: true,
         }
     }
 
@@ -519,10 +553,17 @@ impl<E: Ext> Instance<E> {
         let h = self.pu.len() / 2;
         let (ul, ur) = self.pu.split_at(h);
         let (vl, vr) = self.pv.split_at(h);
-        let c0 = E::inner_product(ul, vl, gemm);
-        let du: Vec<E> = ur.iter().zip(ul).map(|(r, l)| r.minus(l)).collect();
-        let dv: Vec<E> = vr.iter().zip(vl).map(|(r, l)| r.minus(l)).collect();
-        let c2 = E::inner_product(&du, &dv, gemm);
+        let (c0, c2) = if self.v_base {
+            (
+                E::inner_base(ul, vl, gemm),
+                E::inner_diff_base(ul, ur, vl, vr, gemm),
+            )
+        } else {
+            (
+                E::inner_product(ul, vl, gemm),
+                E::inner_diff(ul, ur, vl, vr, gemm),
+            )
+        };
         let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
         c0.minus(&s0).put(out);
         c2.minus(&s2).put(out);
@@ -542,10 +583,11 @@ impl<E: Ext> Instance<E> {
         let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
         let wa = E::challenge_word(&mut self.a_chal);
         let ra = E::from_challenge(wa);
-        fold(&mut self.pu, prover_challenge, gemm);
-        fold(&mut self.pv, prover_challenge, gemm);
-        fold(&mut self.au, wa, gemm);
-        fold(&mut self.bv, b_challenge, gemm);
+        fold(&mut self.pu, prover_challenge, gemm, false);
+        fold(&mut self.pv, prover_challenge, gemm, self.v_base);
+        fold(&mut self.au, wa, gemm, false);
+        fold(&mut self.bv, b_challenge, gemm, self.v_base);
+        self.v_base = false;
         self.az = next_claim(&self.az, &a0, &a2, &ra);
         let (b0, b2) = self.b_parts;
         self.bz = next_claim(&self.bz, &b0, &b2, &rb);
