@@ -171,13 +171,7 @@ impl Gr {
             }
             return;
         }
-        let map: Vec<u64> = (0..D)
-            .flat_map(|j| {
-                let mut xj = Gr::ZERO;
-                xj.0[j] = 1;
-                Gr::mul_mask(mask, &xj).0
-            })
-            .collect();
+        let map = challenge_map(mask);
         let d: Vec<u64> = lo
             .iter()
             .zip(hi.iter())
@@ -356,6 +350,18 @@ fn inner_gemm_with(
     reduce(&t)
 }
 
+/// The `D x D` matrix of multiplication by the exceptional element of `mask` (row `j` is `c X^j`): a row
+/// vector of coefficients times it is the product's coefficients.
+fn challenge_map(mask: u64) -> Vec<u64> {
+    (0..D)
+        .flat_map(|j| {
+            let mut xj = Gr::ZERO;
+            xj.0[j] = 1;
+            Gr::mul_mask(mask, &xj).0
+        })
+        .collect()
+}
+
 /// Whether `g` is a constant (the embedding of `Z_2^64`).
 fn is_constant(g: &Gr) -> bool {
     g.0[1..].iter().all(|&c| c == 0)
@@ -466,6 +472,23 @@ fn gf_inner_diff_hw(al: &[Gf64], ar: &[Gf64], bl: &[Gf64], br: &[Gf64]) -> Gf64 
     Gf64(reduce64(acc))
 }
 
+/// [`Ext::compact_fold_u`] for `GF(2^64)` with the CPU's carry-less product.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_compact_fold_hw(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec<Gf64>) {
+    for (k, th) in theta.chunks(64).enumerate() {
+        let (x, d) = (a[k], a[k] ^ b[k]);
+        for (j, &c) in th.iter().enumerate() {
+            let rt = reduce64(clmul_hw(w, c));
+            let (xm, dm) = (
+                0u64.wrapping_sub((x >> j) & 1),
+                0u64.wrapping_sub((d >> j) & 1),
+            );
+            out.push(Gf64((c & xm) ^ (rt & dm)));
+        }
+    }
+}
+
 /// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
 fn reduce64(r: u128) -> u64 {
     let fold = |h: u128| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
@@ -550,6 +573,30 @@ pub trait Ext: Copy + PartialEq + Default {
     fn fold_half_base(v: &mut [Self], w: u64, gemm: &dyn Gemm) {
         Self::fold_half(v, w, gemm);
     }
+    /// Base values a word of a compact vector holds ([`Self::compact_terms`]): 1 for `Z_2^64`, 64 bits.
+    const PER_WORD: usize;
+    /// The first level's products of compact vectors, `terms` of them: `u` has entries `theta_t a_t`
+    /// (left half) and `theta_t b_t` (right), `v` the base values `a2_t` and `b2_t` (`theta` holds
+    /// [`Self::WORDS`] words a term, `a`, `b`, `a2`, `b2` [`Self::PER_WORD`] values a word). Returns
+    /// `(sum_t theta_t a_t a2_t, sum_t theta_t (b_t - a_t) (b2_t - a2_t))`: `c_0` and `c_2`'s terms.
+    fn compact_terms(
+        theta: &[u64],
+        u: (&[u64], &[u64]),
+        v: (&[u64], &[u64]),
+        terms: usize,
+    ) -> (Self, Self);
+    /// Appends the folded entries `theta_t a_t + r theta_t (b_t - a_t)` of a compact `u` for the challenge
+    /// `r` of `w`.
+    fn compact_fold_u(
+        theta: &[u64],
+        u: (&[u64], &[u64]),
+        terms: usize,
+        w: u64,
+        out: &mut Vec<Self>,
+        gemm: &dyn Gemm,
+    );
+    /// Appends the folded entries `a_t + r (b_t - a_t)` of a compact `v` for the challenge `r` of `w`.
+    fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>);
 }
 
 impl Ext for Gr {
@@ -604,6 +651,63 @@ impl Ext for Gr {
     }
     fn fold_half_base(v: &mut [Self], w: u64, gemm: &dyn Gemm) {
         Gr::fold_base(v, w, gemm);
+    }
+    const PER_WORD: usize = 1;
+    fn compact_terms(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        (a2, b2): (&[u64], &[u64]),
+        terms: usize,
+    ) -> (Self, Self) {
+        let (mut c0, mut c2) = ([0u64; D], [0u64; D]);
+        for (t, th) in theta.chunks_exact(D).enumerate().take(terms) {
+            let s0 = a[t].wrapping_mul(a2[t]);
+            let s2 = b[t].wrapping_sub(a[t]).wrapping_mul(b2[t].wrapping_sub(a2[t]));
+            for ((x, y), &c) in c0.iter_mut().zip(c2.iter_mut()).zip(th) {
+                *x = x.wrapping_add(c.wrapping_mul(s0));
+                *y = y.wrapping_add(c.wrapping_mul(s2));
+            }
+        }
+        (Gr(c0), Gr(c2))
+    }
+    fn compact_fold_u(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        terms: usize,
+        w: u64,
+        out: &mut Vec<Self>,
+        gemm: &dyn Gemm,
+    ) {
+        // `r theta_t` for a block of terms as one `n x D x D` matrix product with the map of `r` (see
+        // [`Gr::fold_gemm`]), then `a_t theta_t + (b_t - a_t) r theta_t`.
+        const BLOCK: usize = 256;
+        let map = challenge_map(w);
+        let mut rt = vec![0u64; BLOCK * D];
+        for start in (0..terms).step_by(BLOCK) {
+            let n = BLOCK.min(terms - start);
+            let th = &theta[start * D..(start + n) * D];
+            gemm.gemm(n, D, D, th, &map, &mut rt[..n * D]);
+            for (i, (c, r)) in th.chunks_exact(D).zip(rt.chunks_exact(D)).enumerate() {
+                let (x, d) = (a[start + i], b[start + i].wrapping_sub(a[start + i]));
+                let mut g = Gr::ZERO;
+                for ((o, &c), &r) in g.0.iter_mut().zip(c).zip(r) {
+                    *o = c.wrapping_mul(x).wrapping_add(r.wrapping_mul(d));
+                }
+                out.push(g);
+            }
+        }
+    }
+    fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>) {
+        let bits: [u64; D] = std::array::from_fn(|i| 0u64.wrapping_sub((w >> i) & 1));
+        for (&x, &y) in a.iter().zip(b).take(terms) {
+            let d = y.wrapping_sub(x);
+            let mut g = Gr::ZERO;
+            for (o, &m) in g.0.iter_mut().zip(&bits) {
+                *o = d & m;
+            }
+            g.0[0] = g.0[0].wrapping_add(x);
+            out.push(g);
+        }
     }
 }
 
@@ -727,6 +831,53 @@ impl Ext for Gf64 {
             } else {
                 reduce64(clmul(w, d))
             };
+        }
+    }
+    const PER_WORD: usize = 64;
+    fn compact_terms(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        (a2, b2): (&[u64], &[u64]),
+        terms: usize,
+    ) -> (Self, Self) {
+        let (mut c0, mut c2) = (0u64, 0u64);
+        for (k, th) in theta.chunks(64).enumerate().take(terms.div_ceil(64)) {
+            let m0 = a[k] & a2[k];
+            let m2 = (a[k] ^ b[k]) & (a2[k] ^ b2[k]);
+            for (j, &c) in th.iter().enumerate() {
+                c0 ^= c & 0u64.wrapping_sub((m0 >> j) & 1);
+                c2 ^= c & 0u64.wrapping_sub((m2 >> j) & 1);
+            }
+        }
+        (Gf64(c0), Gf64(c2))
+    }
+    fn compact_fold_u(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        terms: usize,
+        w: u64,
+        out: &mut Vec<Self>,
+        _gemm: &dyn Gemm,
+    ) {
+        let theta = &theta[..terms.min(theta.len())];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                unsafe { gf_compact_fold_hw(theta, a, b, w, out) };
+                return;
+            }
+        }
+        for (t, &th) in theta.iter().enumerate() {
+            let (x, d) = ((a[t / 64] >> (t % 64)) & 1, ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1);
+            let rt = reduce64(clmul_portable(w, th));
+            out.push(Gf64((th & 0u64.wrapping_sub(x)) ^ (rt & 0u64.wrapping_sub(d))));
+        }
+    }
+    fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>) {
+        for t in 0..terms {
+            let (x, d) = ((a[t / 64] >> (t % 64)) & 1, ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1);
+            out.push(Gf64(x ^ (w & 0u64.wrapping_sub(d))));
         }
     }
 }

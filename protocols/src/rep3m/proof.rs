@@ -273,17 +273,87 @@ enum Side {
     B { at_prover: bool },
 }
 
-/// Entries of the combined claim before the two mask slots and the padding (the same at every role).
-fn ring_entries(log: &[Reshare]) -> usize {
-    log.iter()
-        .flat_map(|r| &r.claims)
-        .map(|c| match c {
-            Claim::Elementwise { x, .. } => 2 * x.len(),
-            Claim::Matmul {
-                dims: [_, k, _], ..
-            } => 2 * k,
-        })
-        .sum()
+/// A side vector before the first fold, compact: each half of length `half` is slot 0, then one entry per
+/// elementwise term, then the matrix products' ring entries, then zeros. A `u` (side `A`) holds
+/// `theta_t a_t` (left half) and `theta_t b_t` (right) at term `t`, a `v` (side `B`) the base values `a_t`
+/// and `b_t`; so the first level's products and folds cost base-ring (or bit) work per term, and the
+/// full-length vectors are never built.
+struct Compact<E> {
+    /// `u`: every term's coin ([`Ext::WORDS`] words each); `None` for `v`.
+    theta: Option<Vec<u64>>,
+    /// The terms' left and right base values ([`Ext::PER_WORD`] a word).
+    a: Vec<u64>,
+    b: Vec<u64>,
+    /// Elementwise terms.
+    terms: usize,
+    /// The matrix products' entries of the left and right halves.
+    dense: (Vec<E>, Vec<E>),
+    /// Slot 0 of the left and right halves (the mask of `u` left, of `v` right).
+    slot: (E, E),
+}
+
+impl<E: Ext> Compact<E> {
+    fn new(coins: bool) -> Self {
+        Self {
+            theta: coins.then(Vec::new),
+            a: Vec::new(),
+            b: Vec::new(),
+            terms: 0,
+            dense: (Vec::new(), Vec::new()),
+            slot: (E::default(), E::default()),
+        }
+    }
+
+    /// Half the padded length: the mask slot, the terms and the ring entries, to a power of two.
+    fn half(&self) -> usize {
+        (1 + self.terms + self.dense.0.len()).next_power_of_two()
+    }
+
+    /// The first level's `(c_0, c_2)` of `<u, v>` (`self` is `u`).
+    fn first_message(&self, v: &Compact<E>, gemm: &dyn Gemm) -> (E, E) {
+        let (t0, t2) = E::compact_terms(
+            self.theta.as_deref().unwrap_or_default(),
+            (&self.a, &self.b),
+            (&v.a, &v.b),
+            self.terms.min(v.terms),
+        );
+        let (ul, ur) = (&self.dense.0, &self.dense.1);
+        let (vl, vr) = (&v.dense.0, &v.dense.1);
+        let c0 = self
+            .slot
+            .0
+            .times(&v.slot.0)
+            .plus(&t0)
+            .plus(&E::inner_product(ul, vl, gemm));
+        let c2 = self
+            .slot
+            .1
+            .minus(&self.slot.0)
+            .times(&v.slot.1.minus(&v.slot.0))
+            .plus(&t2)
+            .plus(&E::inner_diff(ul, ur, vl, vr, gemm));
+        (c0, c2)
+    }
+
+    /// The vector after the first fold by the challenge of `w`: `v_L + r (v_R - v_L)`, `half` entries.
+    fn fold(&self, w: u64, gemm: &dyn Gemm) -> Vec<E> {
+        let half = self.half();
+        let mut out = Vec::with_capacity(half);
+        let (l, r) = self.slot;
+        out.push(l.plus(&E::times_challenge(w, &r.minus(&l))));
+        match &self.theta {
+            Some(theta) => {
+                E::compact_fold_u(theta, (&self.a, &self.b), self.terms, w, &mut out, gemm)
+            }
+            None => E::compact_fold_v(&self.a, &self.b, self.terms, w, &mut out),
+        }
+        let mut d = self.dense.0.clone();
+        d.extend_from_slice(&self.dense.1);
+        E::fold_half(&mut d, w, gemm);
+        out.extend_from_slice(&d[..self.dense.0.len()]);
+        out.resize(half, E::default());
+        out
+    }
 }
 
 /// The components of `s` a role reads (see [`Side`]).
@@ -296,17 +366,31 @@ fn pick(s: &RepShare, from_own: bool) -> &[u64] {
     }
 }
 
-/// The entries of `u` (side `A`) or `v` (side `B`) for every claim, after two empty mask slots and with
-/// room for the padding ([`masked`]), and the side's part of `z` (the prover needs no `z`: it is computed
-/// only by the verifiers).
+/// `u` (side `A`: `theta_o x_P` left, `theta_o y_P` right; `rho^T X_P` left, `Y_P sigma` right) or `v`
+/// (side `B`: `y_{P+1}` left, `x_{P+1}` right; `Y_{P+1} sigma` left, `rho^T X_{P+1}` right) for every
+/// claim, compact, and the side's part of `z` (the prover needs no `z`: it is computed only by the
+/// verifiers).
 fn side_vector(
     log: &[Reshare],
     coins: &[Vec<Coins>],
     side: Side,
     gemm: &dyn Gemm,
-) -> (Vec<Gr>, Gr) {
-    let mut vec = Vec::with_capacity((ring_entries(log) + 2).next_power_of_two());
-    vec.extend([Gr::ZERO; 2]);
+) -> (Compact<Gr>, Gr) {
+    let is_a = matches!(side, Side::A { .. });
+    let mut vec = Compact::new(is_a);
+    let terms: usize = log
+        .iter()
+        .flat_map(|r| &r.claims)
+        .map(|c| match c {
+            Claim::Elementwise { x, .. } => x.len(),
+            Claim::Matmul { .. } => 0,
+        })
+        .sum();
+    if let Some(t) = vec.theta.as_mut() {
+        t.reserve(terms * D);
+    }
+    vec.a.reserve(terms);
+    vec.b.reserve(terms);
     let mut z = Gr::ZERO;
     let from_own = matches!(
         side,
@@ -335,21 +419,22 @@ fn side_vector(
             match (claim, c) {
                 (Claim::Elementwise { x, y, out, .. }, Coins::Theta(theta)) => {
                     let (xs, ys) = (pick(x, from_own), pick(y, from_own));
-                    for (t, (&xt, &yt)) in xs.iter().zip(ys).enumerate() {
-                        let o = out.as_ref().map_or(t, |m| m[t]);
-                        match side {
-                            Side::A { .. } => {
-                                vec.push(theta[o].scale(xt));
-                                vec.push(theta[o].scale(yt));
-                                if verifier {
-                                    known[o] = known[o].wrapping_sub(xt.wrapping_mul(yt));
-                                }
+                    vec.terms += xs.len();
+                    if is_a {
+                        vec.a.extend_from_slice(xs);
+                        vec.b.extend_from_slice(ys);
+                        for (t, (&xt, &yt)) in xs.iter().zip(ys).enumerate() {
+                            let o = out.as_ref().map_or(t, |m| m[t]);
+                            if let Some(th) = vec.theta.as_mut() {
+                                th.extend_from_slice(&theta[o].0);
                             }
-                            Side::B { .. } => {
-                                vec.push(Gr::constant(yt));
-                                vec.push(Gr::constant(xt));
+                            if verifier {
+                                known[o] = known[o].wrapping_sub(xt.wrapping_mul(yt));
                             }
                         }
+                    } else {
+                        vec.a.extend_from_slice(ys);
+                        vec.b.extend_from_slice(xs);
                     }
                     if verifier {
                         for (th, &k) in theta.iter().zip(&known) {
@@ -370,20 +455,13 @@ fn side_vector(
                     let q = right(gemm, ys, sigma, *k, *n);
                     if verifier {
                         z.add_assign(&bilinear(gemm, rho, &known, sigma, *m, *n));
-                        if matches!(side, Side::A { .. }) {
+                        if is_a {
                             z = z.sub(&Gr::inner_gemm(&p, &q, gemm));
                         }
                     }
-                    match side {
-                        Side::A { .. } => {
-                            vec.extend(p);
-                            vec.extend(q);
-                        }
-                        Side::B { .. } => {
-                            vec.extend(q);
-                            vec.extend(p);
-                        }
-                    }
+                    let (l, r) = if is_a { (p, q) } else { (q, p) };
+                    vec.dense.0.extend(l);
+                    vec.dense.1.extend(r);
                 }
                 _ => unreachable!("coins are drawn per claim kind"),
             }
@@ -393,14 +471,17 @@ fn side_vector(
     (vec, z)
 }
 
-/// The AND gates' side vectors over `GF(2^64)`: every bit of every word is a gate, output `o` in order.
-/// `A`: `u` entries `(theta_o x_P, theta_o y_P)` and `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v`
-/// entries `(y_{P+1}, x_{P+1})` as 0 or 1 and `z_B = sum theta_o r_{P+1}`; the prover both vectors. As
-/// [`side_vector`], after two empty mask slots and with room for the padding.
-fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, Gf64) {
+/// The AND gates' side vectors over `GF(2^64)`, compact: every bit of every word is a gate, output `o` in
+/// order. `A`: `u` entries `theta_o x_P` (left) and `theta_o y_P` (right), and
+/// `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v` entries `y_{P+1}` (left) and `x_{P+1}` (right) as 0
+/// or 1, and `z_B = sum theta_o r_{P+1}`; the prover both vectors.
+fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Compact<Gf64>, Gf64) {
+    let is_a = matches!(side, Side::A { .. });
+    let mut vec = Compact::new(is_a);
     let words: usize = log.iter().map(|r| r.x.own.len()).sum();
-    let mut vec = Vec::with_capacity((128 * words + 2).next_power_of_two());
-    vec.extend([Gf64(0); 2]);
+    vec.terms = 64 * words;
+    vec.a.reserve(words);
+    vec.b.reserve(words);
     let mut z = 0u64;
     let from_own = matches!(
         side,
@@ -410,60 +491,45 @@ fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, G
         side,
         Side::A { at_prover: true } | Side::B { at_prover: true }
     );
-    let mut coins = [0u64; 64];
+    let mut coins = vec![0u64; if verifier || is_a { 64 * words } else { 0 }];
+    theta.fill(&mut coins);
+    let mut at = 0;
     for r in log {
         let (xs, ys) = if from_own {
             (&r.x.own, &r.y.own)
         } else {
             (&r.x.next, &r.y.next)
         };
-        for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
-            let known = match (side, verifier) {
-                (Side::A { .. }, true) => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
-                (Side::B { .. }, true) => r.own_draw[w],
-                _ => 0,
-            };
-            theta.fill(&mut coins);
-            let bit = |word: u64, b: usize| 0u64.wrapping_sub((word >> b) & 1);
-            match side {
-                Side::A { .. } => vec.extend(
-                    coins
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(b, &th)| [Gf64(th & bit(xw, b)), Gf64(th & bit(yw, b))]),
-                ),
-                Side::B { .. } => {
-                    vec.extend((0..64).flat_map(|b| [Gf64((yw >> b) & 1), Gf64((xw >> b) & 1)]))
-                }
-            }
-            if verifier {
-                for (b, &th) in coins.iter().enumerate() {
-                    z ^= th & bit(known, b);
+        if is_a {
+            vec.a.extend_from_slice(xs);
+            vec.b.extend_from_slice(ys);
+        } else {
+            vec.a.extend_from_slice(ys);
+            vec.b.extend_from_slice(xs);
+        }
+        if verifier {
+            for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
+                let known = match side {
+                    Side::A { .. } => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
+                    Side::B { .. } => r.own_draw[w],
+                };
+                for (b, &th) in coins[64 * (at + w)..][..64].iter().enumerate() {
+                    z ^= th & 0u64.wrapping_sub((known >> b) & 1);
                 }
             }
         }
+        at += xs.len();
+    }
+    if is_a {
+        vec.theta = Some(coins);
     }
     (vec, Gf64(z))
 }
 
-/// The vector (its two first slots empty, the entries after them) with its mask at `mask_at` (0 for `u`,
-/// 1 for `v`), padded with zeros to a power of two.
-fn masked<E: Ext>(mut v: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
-    v[mask_at] = mask;
-    let len = v.len().next_power_of_two();
-    v.resize(len, E::default());
-    v
-}
-
-/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w` (`base`: most entries of `v` lie in
-/// the base, see [`Ext::fold_half_base`]).
-fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm, base: bool) {
+/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
+fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm) {
     let h = v.len() / 2;
-    if base {
-        E::fold_half_base(v, w, gemm);
-    } else {
-        E::fold_half(v, w, gemm);
-    }
+    E::fold_half(v, w, gemm);
     v.truncate(h);
 }
 
@@ -477,6 +543,8 @@ fn next_claim<E: Ext>(z: &E, c0: &E, c2: &E, r: &E) -> E {
 /// its three roles: prover (`pu`, `pv`), `A` of the next party (`au`, `az`), `B` of the previous (`bv`,
 /// `bz`), with the streams each role shares with its partners.
 struct Instance<E: Ext> {
+    /// The four vectors before the first fold, compact (`pu`, `pv`, `au`, `bv`); `None` after it.
+    first: Option<Box<[Compact<E>; 4]>>,
     pu: Vec<E>,
     pv: Vec<E>,
     au: Vec<E>,
@@ -493,9 +561,6 @@ struct Instance<E: Ext> {
     b_chal: Prg,
     /// `B`'s parts of the current level's `c_0`, `c_2`.
     b_parts: (E, E),
-    /// Whether the `v` vectors (`pv`, `bv`) are still unfolded, their entries in the base but for the
-    /// mask and the matrix products' projections (the cheaper products of [`Ext::inner_base`]).
-    v_base: bool,
 }
 
 /// Seeds of one instance's streams at one party.
@@ -516,22 +581,28 @@ impl Keys<'_> {
 }
 
 impl<E: Ext> Instance<E> {
-    /// The instance from the side vectors (entries before masking) of the three roles.
+    /// The instance from the compact side vectors (masks not yet in place) of the three roles: `u`'s
+    /// mask goes to slot 0 of its left half, `v`'s to slot 0 of its right half.
     fn new(
         k: &Keys<'_>,
-        (pu, pv): (Vec<E>, Vec<E>),
-        (au, az): (Vec<E>, E),
-        (bv, bz): (Vec<E>, E),
+        (mut pu, mut pv): (Compact<E>, Compact<E>),
+        (mut au, az): (Compact<E>, E),
+        (mut bv, bz): (Compact<E>, E),
     ) -> Self {
         let mut p_pa = k.prg(k.own, PROVER_A, k.me);
         let mut p_pb = k.prg(k.next, PROVER_B, k.me);
         let mut a_pa = k.prg(k.next, PROVER_A, k.next_party);
         let mut b_pb = k.prg(k.own, PROVER_B, k.prev);
+        pu.slot.0 = E::uniform(&mut p_pa);
+        pv.slot.1 = E::uniform(&mut p_pb);
+        au.slot.0 = E::uniform(&mut a_pa);
+        bv.slot.1 = E::uniform(&mut b_pb);
         Self {
-            pu: masked(pu, E::uniform(&mut p_pa), 0),
-            pv: masked(pv, E::uniform(&mut p_pb), 1),
-            au: masked(au, E::uniform(&mut a_pa), 0),
-            bv: masked(bv, E::uniform(&mut b_pb), 1),
+            first: Some(Box::new([pu, pv, au, bv])),
+            pu: Vec::new(),
+            pv: Vec::new(),
+            au: Vec::new(),
+            bv: Vec::new(),
             az,
             bz,
             p_pa,
@@ -539,30 +610,27 @@ impl<E: Ext> Instance<E> {
             a_chal: k.prg(k.own, CHALLENGE, k.next_party),
             b_chal: k.prg(k.next, CHALLENGE, k.prev),
             b_parts: (E::default(), E::default()),
-            v_base: true,
         }
     }
 
     /// Whether a compression level is left.
     fn levels_left(&self) -> bool {
-        self.pu.len() > 1
+        self.first.is_some() || self.pu.len() > 1
     }
 
     /// The prover's message of this level (`B`'s parts of `c_0`, `c_2`), appended to `out`.
     fn prover_message(&mut self, out: &mut Vec<u64>, gemm: &dyn Gemm) {
-        let h = self.pu.len() / 2;
-        let (ul, ur) = self.pu.split_at(h);
-        let (vl, vr) = self.pv.split_at(h);
-        let (c0, c2) = if self.v_base {
-            (
-                E::inner_base(ul, vl, gemm),
-                E::inner_diff_base(ul, ur, vl, vr, gemm),
-            )
-        } else {
-            (
-                E::inner_product(ul, vl, gemm),
-                E::inner_diff(ul, ur, vl, vr, gemm),
-            )
+        let (c0, c2) = match &self.first {
+            Some(f) => f[0].first_message(&f[1], gemm),
+            None => {
+                let h = self.pu.len() / 2;
+                let (ul, ur) = self.pu.split_at(h);
+                let (vl, vr) = self.pv.split_at(h);
+                (
+                    E::inner_product(ul, vl, gemm),
+                    E::inner_diff(ul, ur, vl, vr, gemm),
+                )
+            }
         };
         let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
         c0.minus(&s0).put(out);
@@ -583,11 +651,21 @@ impl<E: Ext> Instance<E> {
         let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
         let wa = E::challenge_word(&mut self.a_chal);
         let ra = E::from_challenge(wa);
-        fold(&mut self.pu, prover_challenge, gemm, false);
-        fold(&mut self.pv, prover_challenge, gemm, self.v_base);
-        fold(&mut self.au, wa, gemm, false);
-        fold(&mut self.bv, b_challenge, gemm, self.v_base);
-        self.v_base = false;
+        match self.first.take() {
+            Some(f) => {
+                let [pu, pv, au, bv] = *f;
+                self.pu = pu.fold(prover_challenge, gemm);
+                self.pv = pv.fold(prover_challenge, gemm);
+                self.au = au.fold(wa, gemm);
+                self.bv = bv.fold(b_challenge, gemm);
+            }
+            None => {
+                fold(&mut self.pu, prover_challenge, gemm);
+                fold(&mut self.pv, prover_challenge, gemm);
+                fold(&mut self.au, wa, gemm);
+                fold(&mut self.bv, b_challenge, gemm);
+            }
+        }
         self.az = next_claim(&self.az, &a0, &a2, &ra);
         let (b0, b2) = self.b_parts;
         self.bz = next_claim(&self.bz, &b0, &b2, &rb);
