@@ -206,81 +206,6 @@ impl Gr {
         inner_gemm_with(len, |j| ar[j].sub(&al[j]), |j| br[j].sub(&bl[j]), gemm)
     }
 
-    /// `sum_j a_j b_j` where many `b_j` are constants: those terms cost `D` word products each, the
-    /// others go to [`Self::inner_gemm`].
-    pub fn inner_base(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
-        let mut acc = Gr::ZERO;
-        let mut rest = Vec::new();
-        for (j, (x, y)) in a.iter().zip(b).enumerate() {
-            if is_constant(y) {
-                acc.add_scaled(x, y.0[0]);
-            } else {
-                rest.push(j);
-            }
-        }
-        acc.add(&inner_gemm_with(
-            rest.len(),
-            |i| a[rest[i]],
-            |i| b[rest[i]],
-            gemm,
-        ))
-    }
-
-    /// [`Self::inner_diff_gemm`] where many `b_R - b_L` are differences of constants (costing `D` word
-    /// products each).
-    pub fn inner_diff_base(
-        al: &[Gr],
-        ar: &[Gr],
-        bl: &[Gr],
-        br: &[Gr],
-        gemm: &dyn crate::gemm::Gemm,
-    ) -> Gr {
-        let mut acc = Gr::ZERO;
-        let mut rest = Vec::new();
-        for (j, ((l, r), (yl, yr))) in al.iter().zip(ar).zip(bl.iter().zip(br)).enumerate() {
-            if is_constant(yl) && is_constant(yr) {
-                let c = yr.0[0].wrapping_sub(yl.0[0]);
-                for ((t, &x), &w) in acc.0.iter_mut().zip(&r.0).zip(&l.0) {
-                    *t = t.wrapping_add(x.wrapping_sub(w).wrapping_mul(c));
-                }
-            } else {
-                rest.push(j);
-            }
-        }
-        acc.add(&inner_gemm_with(
-            rest.len(),
-            |i| ar[rest[i]].sub(&al[rest[i]]),
-            |i| br[rest[i]].sub(&bl[rest[i]]),
-            gemm,
-        ))
-    }
-
-    /// [`Self::fold_gemm`] where many entries of `v` are constants: a pair of constants folds to
-    /// `v_L + (v_R - v_L) c` with `D` masked words, the other pairs as [`Self::fold_gemm`].
-    pub fn fold_base(v: &mut [Gr], mask: u64, gemm: &dyn crate::gemm::Gemm) {
-        let h = v.len() / 2;
-        let (lo, hi) = v.split_at_mut(h);
-        let bits: [u64; D] = std::array::from_fn(|i| 0u64.wrapping_sub((mask >> i) & 1));
-        let mut rest = Vec::new();
-        for (j, (l, x)) in lo.iter_mut().zip(hi.iter()).enumerate() {
-            if is_constant(l) && is_constant(x) {
-                let (l0, d) = (l.0[0], x.0[0].wrapping_sub(l.0[0]));
-                for (c, &m) in l.0.iter_mut().zip(&bits) {
-                    *c = d & m;
-                }
-                l.0[0] = l.0[0].wrapping_add(l0);
-            } else {
-                rest.push(j);
-            }
-        }
-        let mut pairs: Vec<Gr> = rest.iter().map(|&j| lo[j]).collect();
-        pairs.extend(rest.iter().map(|&j| hi[j]));
-        Gr::fold_gemm(&mut pairs, mask, gemm);
-        for (&j, g) in rest.iter().zip(&pairs) {
-            lo[j] = *g;
-        }
-    }
-
     /// The words of the element (for messages).
     pub fn words(&self) -> &[u64] {
         &self.0
@@ -545,21 +470,6 @@ pub trait Ext: Copy + PartialEq + Default {
                 s.plus(&r.minus(l).times(&y.minus(x)))
             })
     }
-    /// [`Self::inner_product`] where most `b_j` lie in the base (`Z_2^64`, or `{0, 1}` for bits), which
-    /// makes their terms cheaper; any entry may still be a general element.
-    fn inner_base(a: &[Self], b: &[Self], gemm: &dyn Gemm) -> Self {
-        Self::inner_product(a, b, gemm)
-    }
-    /// [`Self::inner_diff`] where most `b_L`, `b_R` lie in the base.
-    fn inner_diff_base(
-        al: &[Self],
-        ar: &[Self],
-        bl: &[Self],
-        br: &[Self],
-        gemm: &dyn Gemm,
-    ) -> Self {
-        Self::inner_diff(al, ar, bl, br, gemm)
-    }
     /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`
     /// (on `gemm` where that is faster).
     fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
@@ -568,10 +478,6 @@ pub trait Ext: Copy + PartialEq + Default {
         for (l, x) in lo.iter_mut().zip(hi.iter()) {
             *l = l.plus(&Self::times_challenge(w, &x.minus(l)));
         }
-    }
-    /// [`Self::fold_half`] where most entries of `v` lie in the base.
-    fn fold_half_base(v: &mut [Self], w: u64, gemm: &dyn Gemm) {
-        Self::fold_half(v, w, gemm);
     }
     /// Base values a word of a compact vector holds ([`Self::compact_terms`]): 1 for `Z_2^64`, 64 bits.
     const PER_WORD: usize;
@@ -637,21 +543,6 @@ impl Ext for Gr {
     fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], gemm: &dyn Gemm) -> Self {
         Gr::inner_diff_gemm(al, ar, bl, br, gemm)
     }
-    fn inner_base(a: &[Self], b: &[Self], gemm: &dyn Gemm) -> Self {
-        Gr::inner_base(a, b, gemm)
-    }
-    fn inner_diff_base(
-        al: &[Self],
-        ar: &[Self],
-        bl: &[Self],
-        br: &[Self],
-        gemm: &dyn Gemm,
-    ) -> Self {
-        Gr::inner_diff_base(al, ar, bl, br, gemm)
-    }
-    fn fold_half_base(v: &mut [Self], w: u64, gemm: &dyn Gemm) {
-        Gr::fold_base(v, w, gemm);
-    }
     const PER_WORD: usize = 1;
     fn compact_terms(
         theta: &[u64],
@@ -662,7 +553,9 @@ impl Ext for Gr {
         let (mut c0, mut c2) = ([0u64; D], [0u64; D]);
         for (t, th) in theta.chunks_exact(D).enumerate().take(terms) {
             let s0 = a[t].wrapping_mul(a2[t]);
-            let s2 = b[t].wrapping_sub(a[t]).wrapping_mul(b2[t].wrapping_sub(a2[t]));
+            let s2 = b[t]
+                .wrapping_sub(a[t])
+                .wrapping_mul(b2[t].wrapping_sub(a2[t]));
             for ((x, y), &c) in c0.iter_mut().zip(c2.iter_mut()).zip(th) {
                 *x = x.wrapping_add(c.wrapping_mul(s0));
                 *y = y.wrapping_add(c.wrapping_mul(s2));
@@ -791,48 +684,6 @@ impl Ext for Gf64 {
             });
         Gf64(reduce64(acc))
     }
-    fn inner_base(a: &[Self], b: &[Self], _gemm: &dyn Gemm) -> Self {
-        // A bit's term is a masked word; any other entry takes a carry-less product.
-        let (mut bits, mut rest) = (0u64, 0u128);
-        for (x, y) in a.iter().zip(b) {
-            if y.0 <= 1 {
-                bits ^= x.0 & 0u64.wrapping_sub(y.0);
-            } else {
-                rest ^= clmul(x.0, y.0);
-            }
-        }
-        Gf64(bits ^ reduce64(rest))
-    }
-    fn inner_diff_base(
-        al: &[Self],
-        ar: &[Self],
-        bl: &[Self],
-        br: &[Self],
-        _gemm: &dyn Gemm,
-    ) -> Self {
-        let (mut bits, mut rest) = (0u64, 0u128);
-        for ((l, r), (x, y)) in al.iter().zip(ar).zip(bl.iter().zip(br)) {
-            let (du, dv) = (l.0 ^ r.0, x.0 ^ y.0);
-            if dv <= 1 {
-                bits ^= du & 0u64.wrapping_sub(dv);
-            } else {
-                rest ^= clmul(du, dv);
-            }
-        }
-        Gf64(bits ^ reduce64(rest))
-    }
-    fn fold_half_base(v: &mut [Self], w: u64, _gemm: &dyn Gemm) {
-        let h = v.len() / 2;
-        let (lo, hi) = v.split_at_mut(h);
-        for (l, x) in lo.iter_mut().zip(hi.iter()) {
-            let d = l.0 ^ x.0;
-            l.0 ^= if d <= 1 {
-                w & 0u64.wrapping_sub(d)
-            } else {
-                reduce64(clmul(w, d))
-            };
-        }
-    }
     const PER_WORD: usize = 64;
     fn compact_terms(
         theta: &[u64],
@@ -869,14 +720,22 @@ impl Ext for Gf64 {
             }
         }
         for (t, &th) in theta.iter().enumerate() {
-            let (x, d) = ((a[t / 64] >> (t % 64)) & 1, ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1);
+            let (x, d) = (
+                (a[t / 64] >> (t % 64)) & 1,
+                ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1,
+            );
             let rt = reduce64(clmul_portable(w, th));
-            out.push(Gf64((th & 0u64.wrapping_sub(x)) ^ (rt & 0u64.wrapping_sub(d))));
+            out.push(Gf64(
+                (th & 0u64.wrapping_sub(x)) ^ (rt & 0u64.wrapping_sub(d)),
+            ));
         }
     }
     fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>) {
         for t in 0..terms {
-            let (x, d) = ((a[t / 64] >> (t % 64)) & 1, ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1);
+            let (x, d) = (
+                (a[t / 64] >> (t % 64)) & 1,
+                ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1,
+            );
             out.push(Gf64(x ^ (w & 0u64.wrapping_sub(d))));
         }
     }
@@ -1070,60 +929,66 @@ mod tests {
         }
     }
 
-    /// A vector mixing constants and general elements, as the unfolded `v` of the product proof.
-    fn mixed(p: &mut Prg, len: usize) -> Vec<Gr> {
-        (0..len)
-            .map(|j| {
-                if j % 5 == 3 {
-                    Gr::random(p)
-                } else {
-                    Gr::constant(p.words(1)[0])
-                }
-            })
-            .collect()
-    }
-
     #[test]
-    fn the_base_paths_agree_with_the_general_ones() {
+    fn the_compact_first_level_agrees_with_the_full_vectors() {
         let mut p = prg(7);
-        for len in [2, 10, 70, 130] {
-            let h = len / 2;
-            let u = Gr::random_vec(&mut p, len);
-            let v = mixed(&mut p, len);
-            let g = &crate::gemm::NaiveGemm;
-            let (ul, ur) = u.split_at(h);
-            let (vl, vr) = v.split_at(h);
-            assert_eq!(Gr::inner_base(ul, vl, g), inner(ul, vl), "len {len}");
-            let du: Vec<Gr> = ur.iter().zip(ul).map(|(r, l)| r.sub(l)).collect();
-            let dv: Vec<Gr> = vr.iter().zip(vl).map(|(r, l)| r.sub(l)).collect();
-            assert_eq!(Gr::inner_diff_gemm(ul, ur, vl, vr, g), inner(&du, &dv));
-            assert_eq!(Gr::inner_diff_base(ul, ur, vl, vr, g), inner(&du, &dv));
-            let mask = Gr::challenge_mask(&mut p);
-            let (mut a, mut b) = (v.clone(), v.clone());
-            Gr::fold_base(&mut a, mask, g);
-            Gr::fold_gemm(&mut b, mask, g);
-            assert_eq!(a[..h], b[..h], "len {len}");
-            // Bits, with one general entry (the mask) among them.
-            let gu: Vec<Gf64> = p.words(len).into_iter().map(Gf64).collect();
-            let mut gv: Vec<Gf64> = p.words(len).into_iter().map(|w| Gf64(w & 1)).collect();
-            gv[1] = Gf64(p.words(1)[0]);
-            let (gul, gur) = gu.split_at(h);
-            let (gvl, gvr) = gv.split_at(h);
-            let looped = |a: &[Gf64], b: &[Gf64]| {
-                a.iter().zip(b).fold(Gf64(0), |s, (x, y)| s.plus(&x.mul(y)))
-            };
-            assert_eq!(Gf64::inner_base(gul, gvl, g), looped(gul, gvl));
-            let gdu: Vec<Gf64> = gur.iter().zip(gul).map(|(r, l)| r.minus(l)).collect();
-            let gdv: Vec<Gf64> = gvr.iter().zip(gvl).map(|(r, l)| r.minus(l)).collect();
-            assert_eq!(Gf64::inner_diff(gul, gur, gvl, gvr, g), looped(&gdu, &gdv));
-            assert_eq!(
-                Gf64::inner_diff_base(gul, gur, gvl, gvr, g),
-                looped(&gdu, &gdv)
+        let g = &crate::gemm::NaiveGemm;
+        for terms in [1, 9, 300] {
+            // Ring: u = (theta a | theta b), v = (a2 | b2).
+            let theta = Gr::random_vec(&mut p, terms);
+            let (a, b, a2, b2) = (
+                p.words(terms),
+                p.words(terms),
+                p.words(terms),
+                p.words(terms),
             );
-            let (mut a, mut b) = (gv.clone(), gv.clone());
-            Gf64::fold_half_base(&mut a, mask, g);
-            Gf64::fold_half(&mut b, mask, g);
-            assert_eq!(a[..h], b[..h], "len {len}");
+            let flat: Vec<u64> = theta.iter().flat_map(|t| t.0).collect();
+            let mut u: Vec<Gr> = theta.iter().zip(&a).map(|(t, &x)| t.scale(x)).collect();
+            u.extend(theta.iter().zip(&b).map(|(t, &x)| t.scale(x)));
+            let mut v: Vec<Gr> = a2.iter().map(|&x| Gr::constant(x)).collect();
+            v.extend(b2.iter().map(|&x| Gr::constant(x)));
+            let (ul, ur) = u.split_at(terms);
+            let (vl, vr) = v.split_at(terms);
+            let (c0, c2) = Gr::compact_terms(&flat, (&a, &b), (&a2, &b2), terms);
+            assert_eq!(c0, inner(ul, vl), "terms {terms}");
+            assert_eq!(c2, Gr::inner_diff(ul, ur, vl, vr, g), "terms {terms}");
+            let w = Gr::challenge_mask(&mut p);
+            let (mut fu, mut fv) = (Vec::new(), Vec::new());
+            Gr::compact_fold_u(&flat, (&a, &b), terms, w, &mut fu, g);
+            Gr::compact_fold_v(&a2, &b2, terms, w, &mut fv);
+            let (mut wu, mut wv) = (u.clone(), v.clone());
+            Gr::fold_half(&mut wu, w, g);
+            Gr::fold_half(&mut wv, w, g);
+            assert_eq!(fu[..], wu[..terms]);
+            assert_eq!(fv[..], wv[..terms]);
+            // Bits: 64 gates a word.
+            let words = terms.div_ceil(64);
+            let gates = 64 * words;
+            let coins = p.words(gates);
+            let (a, b, a2, b2) = (
+                p.words(words),
+                p.words(words),
+                p.words(words),
+                p.words(words),
+            );
+            let bit = |m: &[u64], t: usize| (m[t / 64] >> (t % 64)) & 1;
+            let mut u: Vec<Gf64> = (0..gates).map(|t| Gf64(coins[t] * bit(&a, t))).collect();
+            u.extend((0..gates).map(|t| Gf64(coins[t] * bit(&b, t))));
+            let mut v: Vec<Gf64> = (0..gates).map(|t| Gf64(bit(&a2, t))).collect();
+            v.extend((0..gates).map(|t| Gf64(bit(&b2, t))));
+            let (ul, ur) = u.split_at(gates);
+            let (vl, vr) = v.split_at(gates);
+            let (c0, c2) = Gf64::compact_terms(&coins, (&a, &b), (&a2, &b2), gates);
+            assert_eq!(c0, Gf64::inner_product(ul, vl, g));
+            assert_eq!(c2, Gf64::inner_diff(ul, ur, vl, vr, g));
+            let (mut fu, mut fv) = (Vec::new(), Vec::new());
+            Gf64::compact_fold_u(&coins, (&a, &b), gates, w, &mut fu, g);
+            Gf64::compact_fold_v(&a2, &b2, gates, w, &mut fv);
+            let (mut wu, mut wv) = (u.clone(), v.clone());
+            Gf64::fold_half(&mut wu, w, g);
+            Gf64::fold_half(&mut wv, w, g);
+            assert_eq!(fu[..], wu[..gates]);
+            assert_eq!(fv[..], wv[..gates]);
         }
     }
 
