@@ -24,8 +24,15 @@
 //!    vector `e` in `Z_2^64`; the combined claim is then false except with probability `2 / 2^48` (a
 //!    polynomial of degree at most 2 in the coins, non-zero modulo 2 after dividing out the largest power
 //!    of 2 of `e`; see [`crate::galois`]).
-//! 2. **Masks** for zero knowledge: position 0 is `(u_0, 0)` with `u_0` from `k_i` (`P` and `A`), position
-//!    1 is `(0, v_0)` with `v_0` from `k_{i+1}` (`P` and `B`); zeros pad to a power of two, `2^L`.
+//! 2. **Layout and masks**: `u` and `v` have length `2^L = 2h`. Each half starts with a mask slot, then
+//!    one entry per elementwise term, then the matrix products' entries, then zero padding. Term `t` of
+//!    an elementwise claim is `theta_t x_i` in `u`'s left half, `theta_t y_i` in its right half, and
+//!    `y_{i+1}` / `x_{i+1}` in `v`'s (so the first fold pairs a term's two products, which share their
+//!    coin); a matrix product puts `rho^T X_i` / `Y_i sigma` in `u`'s halves and `Y_{i+1} sigma` /
+//!    `rho^T X_{i+1}` in `v`'s. For zero knowledge, position 0 is `(u_0, 0)` with `u_0` from `k_i` (`P`
+//!    and `A`), position `h` is `(0, v_0)` with `v_0` from `k_{i+1}` (`P` and `B`). `h` is
+//!    `1 + terms + projections` rounded up to a power of two, so `2h` is the entries plus two rounded up
+//!    to a power of two: `L` is `log2` of that.
 //! 3. **Compression**, `L` levels: with `u = (u_L, u_R)`, `v = (v_L, v_R)`, the prover's
 //!    `h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)> = c_0 + c_1 X + c_2 X^2` satisfies
 //!    `h(0) + h(1) = <u, v>`. `P` additively shares `c_0, c_2` between the verifiers: `A`'s part from
@@ -36,9 +43,18 @@
 //!    polynomial (their sums at 0 and 1 differ), a non-zero polynomial of degree 2, so the new claim is
 //!    false except with probability `2 / (2^48 - 2)`.
 //! 4. **Final check**: `A` sends `B` `(u, z_A)`, `B` sends `A` `(v, z_B)` (768 bytes each way); both check
-//!    `u v = z_A + z_B`, which is exact. `u` carries `u_0` times `prod (1 - r)`, `v` carries `v_0` times
-//!    `r_L prod (1 - r)`, units, so each is uniform to the verifier that receives it; every share of `c`
-//!    is masked by a key that verifier lacks: a single verifier's view is simulated from nothing.
+//!    `u v = z_A + z_B`, which is exact. `u` carries `u_0` times `prod_l (1 - r_l)`, `v` carries `v_0`
+//!    times `r_1 prod_{l > 1} (1 - r_l)`, units, so each is uniform to the verifier that receives it;
+//!    every share of `c` is masked by a key that verifier lacks: a single verifier's view is simulated
+//!    from nothing.
+//!
+//! **The first level is compact.** Before the first fold, a `u` is kept as every term's coin and its
+//! two base values (`x_i`, `y_i`), a `v` as its base values, plus the projections and the masks
+//! ([`Compact`]): the first level's `c_0 = sum_t theta_t x_i y_{i+1} + ...` and
+//! `c_2 = sum_t theta_t (y_i - x_i) (x_{i+1} - y_{i+1}) - u_0 v_0 + ...` take `D` word products per term
+//! (a masked word per AND gate) instead of `D^2` ring work, and the first fold writes the half-length
+//! vectors directly (`theta_t x_i + (y_i - x_i) r theta_t`, `y_{i+1} + (x_{i+1} - y_{i+1}) r`); the
+//! full-length extension vectors are never built. The messages are those of the full vectors.
 //!
 //! **AND gates** (`rep3`'s `and_bits`, 64 gates a word) are the same statement over `GF(2^64)`
 //! ([`crate::galois::Gf64`]): every bit of every word is a gate `o` with its own `theta_o`; `u` entries are
@@ -61,11 +77,15 @@
 //!
 //! Per check, every party alike (it is one prover, one `A` and one `B`): `2 + 2 L` rounds as
 //! [`crate::net::NetStats`] counts them, `L = max(L_r, L_b)`; bytes sent
-//! `32 + L_r (768 + 8) + L_b (16 + 8) + 2 (768 [ring] + 16 [bits])`; messages `3 + 2 L`. Local work:
-//! per level and instance, the prover's two inner products (the ring's as `48 x len x 48` matrix products
-//! on the gemm kernel) and four folds by the challenge (a ring challenge has 0/1 coefficients: additions
-//! only); the projections of a `[m, k, n]` matrix product are three products on the gemm kernel,
-//! `48 (m k + k n + m n)` word products, per role.
+//! `32 + L_r (768 + 8) + L_b (16 + 8) + 2 (768 [ring] + 16 [bits])`; messages `3 + 2 L`. Local work,
+//! per party: at the first level (compact), `2 D` word products per elementwise term for `c_0` and
+//! `c_2`, and for each of the two `u` folds the `D x D` map of the challenge applied to every term's coin
+//! on the gemm kernel (`v` folds are masked words); at the later levels, per instance, the prover's two
+//! inner products (the ring's as `48 x len x 48` matrix products on the gemm kernel) and four folds by
+//! the challenge (a ring challenge has 0/1 coefficients: its map is a 0/1 matrix); the projections of a
+//! `[m, k, n]` matrix product are three products on the gemm kernel, `48 (m k + k n + m n)` word
+//! products, per role. AND gates alike over `GF(2^64)` with carry-less products (at the first level,
+//! masked words and one carry-less product per gate for each `u` fold).
 //!
 //! Coverage: every reshare of a product, matrix product, fixed-weight product, bit-to-ring conversion and
 //! AND gate. `rep3`'s steps with one-sided messages are refused inside `rep3m`.
