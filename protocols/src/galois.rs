@@ -17,6 +17,7 @@
 //! - A uniform ring element `theta` and a non-zero `e` of `Z_2^64` give `theta e = 0` with probability at
 //!   most `2^-48` (write `e = 2^j e'` with `e'` odd: `theta e = 0` forces `theta = 0` modulo 2).
 
+use crate::gemm::Gemm;
 use crate::prg::Prg;
 
 /// Extension degree.
@@ -170,13 +171,7 @@ impl Gr {
             }
             return;
         }
-        let map: Vec<u64> = (0..D)
-            .flat_map(|j| {
-                let mut xj = Gr::ZERO;
-                xj.0[j] = 1;
-                Gr::mul_mask(mask, &xj).0
-            })
-            .collect();
+        let map = challenge_map(mask);
         let d: Vec<u64> = lo
             .iter()
             .zip(hi.iter())
@@ -195,30 +190,20 @@ impl Gr {
     /// products is `sum_j a_j[p] b_j[q]`), then the diagonals folded and reduced once.
     pub fn inner_gemm(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
         let len = a.len().min(b.len());
-        if len == 0 {
-            return Gr::ZERO;
-        }
-        // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
-        const BLOCK: usize = 16;
-        let mut at = vec![0u64; D * len];
-        for (b, block) in a[..len].chunks(BLOCK).enumerate() {
-            for p in 0..D {
-                let row = &mut at[p * len + b * BLOCK..][..block.len()];
-                for (dst, g) in row.iter_mut().zip(block) {
-                    *dst = g.0[p];
-                }
-            }
-        }
-        let bw: Vec<u64> = b[..len].iter().flat_map(|g| g.0).collect();
-        let mut c = vec![0u64; D * D];
-        gemm.gemm(D, len, D, &at, &bw, &mut c);
-        let mut t = [0u64; 2 * D];
-        for p in 0..D {
-            for q in 0..D {
-                t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
-            }
-        }
-        reduce(&t)
+        inner_gemm_with(len, |j| a[j], |j| b[j], gemm)
+    }
+
+    /// `sum_j (a_R - a_L)_j (b_R - b_L)_j` over `j < len` (the shortest slice) as [`Self::inner_gemm`],
+    /// without materialising the differences.
+    pub fn inner_diff_gemm(
+        al: &[Gr],
+        ar: &[Gr],
+        bl: &[Gr],
+        br: &[Gr],
+        gemm: &dyn crate::gemm::Gemm,
+    ) -> Gr {
+        let len = al.len().min(ar.len()).min(bl.len()).min(br.len());
+        inner_gemm_with(len, |j| ar[j].sub(&al[j]), |j| br[j].sub(&bl[j]), gemm)
     }
 
     /// The words of the element (for messages).
@@ -247,6 +232,60 @@ crate::simd::dispatch!(mask_accumulate(t: &mut [u64], o: &[u64], bits: &[u64]) {
         }
     }
 });
+
+/// `sum_{j < len} a(j) b(j)` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the
+/// sum of products is `sum_j a(j)[p] b(j)[q]`), then the diagonals folded and reduced once.
+fn inner_gemm_with(
+    len: usize,
+    a: impl Fn(usize) -> Gr,
+    b: impl Fn(usize) -> Gr,
+    gemm: &dyn crate::gemm::Gemm,
+) -> Gr {
+    if len == 0 {
+        return Gr::ZERO;
+    }
+    // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
+    const BLOCK: usize = 16;
+    let mut at = vec![0u64; D * len];
+    let mut block = [Gr::ZERO; BLOCK];
+    for start in (0..len).step_by(BLOCK) {
+        let n = BLOCK.min(len - start);
+        for (i, g) in block[..n].iter_mut().enumerate() {
+            *g = a(start + i);
+        }
+        for p in 0..D {
+            let row = &mut at[p * len + start..][..n];
+            for (dst, g) in row.iter_mut().zip(&block[..n]) {
+                *dst = g.0[p];
+            }
+        }
+    }
+    let mut bw = Vec::with_capacity(D * len);
+    for j in 0..len {
+        bw.extend_from_slice(&b(j).0);
+    }
+    let mut c = vec![0u64; D * D];
+    gemm.gemm(D, len, D, &at, &bw, &mut c);
+    let mut t = [0u64; 2 * D];
+    for p in 0..D {
+        for q in 0..D {
+            t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
+        }
+    }
+    reduce(&t)
+}
+
+/// The `D x D` matrix of multiplication by the exceptional element of `mask` (row `j` is `c X^j`): a row
+/// vector of coefficients times it is the product's coefficients.
+fn challenge_map(mask: u64) -> Vec<u64> {
+    (0..D)
+        .flat_map(|j| {
+            let mut xj = Gr::ZERO;
+            xj.0[j] = 1;
+            Gr::mul_mask(mask, &xj).0
+        })
+        .collect()
+}
 
 /// Whether `g` is a constant (the embedding of `Z_2^64`).
 fn is_constant(g: &Gr) -> bool {
@@ -280,6 +319,7 @@ pub fn inner(a: &[Gr], b: &[Gr]) -> Gr {
 /// which `rep3m` proves its AND gates: bits embed as 0 and 1, addition is XOR, and every non-zero element is
 /// a unit, so the whole field is an exceptional set.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[repr(transparent)]
 pub struct Gf64(pub u64);
 
 impl std::fmt::Debug for Gf64 {
@@ -336,6 +376,47 @@ fn gf_fold_hw(v: &mut [Gf64], h: usize, r: u64) {
     }
 }
 
+/// [`gf_fold_hw`] eight entries at a time with the 512-bit carry-less product (the reduction by
+/// `X^4 + X^3 + X + 1` as two more carry-less products), the tail one at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq")]
+fn gf_fold_wide(v: &mut [Gf64], h: usize, r: u64) {
+    use std::arch::x86_64::{
+        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_set1_epi64, _mm512_storeu_si512,
+        _mm512_unpacklo_epi64, _mm512_xor_si512,
+    };
+    let (lo, hi) = v.split_at_mut(h);
+    let n = h / 8 * 8;
+    let rv = _mm512_set1_epi64(r as i64);
+    let poly = _mm512_set1_epi64(0x1b);
+    // Per 128-bit lane: a product in its two words, reduced into the low word (`t = hi * 0x1b`, then
+    // `t`'s high word times `0x1b` again).
+    let reduce = |p| {
+        let t = _mm512_clmulepi64_epi128(p, poly, 0x01);
+        let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
+        _mm512_xor_si512(_mm512_xor_si512(p, t), u)
+    };
+    for (l, x) in lo[..n].chunks_exact_mut(8).zip(hi[..n].chunks_exact(8)) {
+        // SAFETY: both chunks are eight `u64` words (`Gf64` is a transparent word), read and written
+        // unaligned.
+        let (lv, xv) = unsafe {
+            (
+                _mm512_loadu_si512(l.as_ptr().cast()),
+                _mm512_loadu_si512(x.as_ptr().cast()),
+            )
+        };
+        let d = _mm512_xor_si512(lv, xv);
+        let even = reduce(_mm512_clmulepi64_epi128(d, rv, 0x00));
+        let odd = reduce(_mm512_clmulepi64_epi128(d, rv, 0x01));
+        let res = _mm512_xor_si512(lv, _mm512_unpacklo_epi64(even, odd));
+        // SAFETY: as the loads.
+        unsafe { _mm512_storeu_si512(l.as_mut_ptr().cast(), res) };
+    }
+    for (l, x) in lo[n..].iter_mut().zip(&hi[n..]) {
+        l.0 ^= reduce64(clmul_hw(r, x.0 ^ l.0));
+    }
+}
+
 /// `sum_j a_j b_j` with the CPU's carry-less product, reduced once.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "pclmulqdq")]
@@ -345,6 +426,34 @@ fn gf_inner_hw(a: &[Gf64], b: &[Gf64]) -> Gf64 {
         acc ^= clmul_hw(x.0, y.0);
     }
     Gf64(reduce64(acc))
+}
+
+/// `sum_j (a_R - a_L)_j (b_R - b_L)_j` with the CPU's carry-less product, reduced once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_inner_diff_hw(al: &[Gf64], ar: &[Gf64], bl: &[Gf64], br: &[Gf64]) -> Gf64 {
+    let mut acc = 0u128;
+    for ((l, r), (x, y)) in al.iter().zip(ar).zip(bl.iter().zip(br)) {
+        acc ^= clmul_hw(l.0 ^ r.0, x.0 ^ y.0);
+    }
+    Gf64(reduce64(acc))
+}
+
+/// [`Ext::compact_fold_u`] for `GF(2^64)` with the CPU's carry-less product.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "pclmulqdq")]
+fn gf_compact_fold_hw(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec<Gf64>) {
+    for (k, th) in theta.chunks(64).enumerate() {
+        let (x, d) = (a[k], a[k] ^ b[k]);
+        for (j, &c) in th.iter().enumerate() {
+            let rt = reduce64(clmul_hw(w, c));
+            let (xm, dm) = (
+                0u64.wrapping_sub((x >> j) & 1),
+                0u64.wrapping_sub((d >> j) & 1),
+            );
+            out.push(Gf64((c & xm) ^ (rt & dm)));
+        }
+    }
 }
 
 /// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
@@ -393,6 +502,16 @@ pub trait Ext: Copy + PartialEq + Default {
             .zip(b)
             .fold(Self::default(), |s, (x, y)| s.plus(&x.times(y)))
     }
+    /// `sum_j (a_R - a_L)_j (b_R - b_L)_j` over the shortest slice's length (on `gemm` where that is
+    /// faster), without materialising the differences.
+    fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], _gemm: &dyn Gemm) -> Self {
+        al.iter()
+            .zip(ar)
+            .zip(bl.iter().zip(br))
+            .fold(Self::default(), |s, ((l, r), (x, y))| {
+                s.plus(&r.minus(l).times(&y.minus(x)))
+            })
+    }
     /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`
     /// (on `gemm` where that is faster).
     fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
@@ -402,6 +521,30 @@ pub trait Ext: Copy + PartialEq + Default {
             *l = l.plus(&Self::times_challenge(w, &x.minus(l)));
         }
     }
+    /// Base values a word of a compact vector holds ([`Self::compact_terms`]): 1 for `Z_2^64`, 64 bits.
+    const PER_WORD: usize;
+    /// The first level's products of compact vectors, `terms` of them: `u` has entries `theta_t a_t`
+    /// (left half) and `theta_t b_t` (right), `v` the base values `a2_t` and `b2_t` (`theta` holds
+    /// [`Self::WORDS`] words a term, `a`, `b`, `a2`, `b2` [`Self::PER_WORD`] values a word). Returns
+    /// `(sum_t theta_t a_t a2_t, sum_t theta_t (b_t - a_t) (b2_t - a2_t))`: `c_0` and `c_2`'s terms.
+    fn compact_terms(
+        theta: &[u64],
+        u: (&[u64], &[u64]),
+        v: (&[u64], &[u64]),
+        terms: usize,
+    ) -> (Self, Self);
+    /// Appends the folded entries `theta_t a_t + r theta_t (b_t - a_t)` of a compact `u` for the challenge
+    /// `r` of `w`.
+    fn compact_fold_u(
+        theta: &[u64],
+        u: (&[u64], &[u64]),
+        terms: usize,
+        w: u64,
+        out: &mut Vec<Self>,
+        gemm: &dyn Gemm,
+    );
+    /// Appends the folded entries `a_t + r (b_t - a_t)` of a compact `v` for the challenge `r` of `w`.
+    fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>);
 }
 
 impl Ext for Gr {
@@ -438,6 +581,68 @@ impl Ext for Gr {
     }
     fn fold_half(v: &mut [Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
         Gr::fold_gemm(v, w, gemm);
+    }
+    fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], gemm: &dyn Gemm) -> Self {
+        Gr::inner_diff_gemm(al, ar, bl, br, gemm)
+    }
+    const PER_WORD: usize = 1;
+    fn compact_terms(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        (a2, b2): (&[u64], &[u64]),
+        terms: usize,
+    ) -> (Self, Self) {
+        let (mut c0, mut c2) = ([0u64; D], [0u64; D]);
+        for (t, th) in theta.chunks_exact(D).enumerate().take(terms) {
+            let s0 = a[t].wrapping_mul(a2[t]);
+            let s2 = b[t]
+                .wrapping_sub(a[t])
+                .wrapping_mul(b2[t].wrapping_sub(a2[t]));
+            for ((x, y), &c) in c0.iter_mut().zip(c2.iter_mut()).zip(th) {
+                *x = x.wrapping_add(c.wrapping_mul(s0));
+                *y = y.wrapping_add(c.wrapping_mul(s2));
+            }
+        }
+        (Gr(c0), Gr(c2))
+    }
+    fn compact_fold_u(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        terms: usize,
+        w: u64,
+        out: &mut Vec<Self>,
+        gemm: &dyn Gemm,
+    ) {
+        // `r theta_t` for a block of terms as one `n x D x D` matrix product with the map of `r` (see
+        // [`Gr::fold_gemm`]), then `a_t theta_t + (b_t - a_t) r theta_t`.
+        const BLOCK: usize = 256;
+        let map = challenge_map(w);
+        let mut rt = vec![0u64; BLOCK * D];
+        for start in (0..terms).step_by(BLOCK) {
+            let n = BLOCK.min(terms - start);
+            let th = &theta[start * D..(start + n) * D];
+            gemm.gemm(n, D, D, th, &map, &mut rt[..n * D]);
+            for (i, (c, r)) in th.chunks_exact(D).zip(rt.chunks_exact(D)).enumerate() {
+                let (x, d) = (a[start + i], b[start + i].wrapping_sub(a[start + i]));
+                let mut g = Gr::ZERO;
+                for ((o, &c), &r) in g.0.iter_mut().zip(c).zip(r) {
+                    *o = c.wrapping_mul(x).wrapping_add(r.wrapping_mul(d));
+                }
+                out.push(g);
+            }
+        }
+    }
+    fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>) {
+        let bits: [u64; D] = std::array::from_fn(|i| 0u64.wrapping_sub((w >> i) & 1));
+        for (&x, &y) in a.iter().zip(b).take(terms) {
+            let d = y.wrapping_sub(x);
+            let mut g = Gr::ZERO;
+            for (o, &m) in g.0.iter_mut().zip(&bits) {
+                *o = d & m;
+            }
+            g.0[0] = g.0[0].wrapping_add(x);
+            out.push(g);
+        }
     }
 }
 
@@ -493,6 +698,14 @@ impl Ext for Gf64 {
         let h = v.len() / 2;
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+            {
+                // SAFETY: the instruction sets were detected just above.
+                unsafe { gf_fold_wide(v, h, w) };
+                return;
+            }
             if std::arch::is_x86_feature_detected!("pclmulqdq") {
                 // SAFETY: the instruction set was detected just above.
                 unsafe { gf_fold_hw(v, h, w) };
@@ -502,6 +715,78 @@ impl Ext for Gf64 {
         let (lo, hi) = v.split_at_mut(h);
         for (l, x) in lo.iter_mut().zip(hi.iter()) {
             l.0 ^= reduce64(clmul_portable(w, x.0 ^ l.0));
+        }
+    }
+    fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], _gemm: &dyn Gemm) -> Self {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                return unsafe { gf_inner_diff_hw(al, ar, bl, br) };
+            }
+        }
+        let acc = al
+            .iter()
+            .zip(ar)
+            .zip(bl.iter().zip(br))
+            .fold(0u128, |s, ((l, r), (x, y))| {
+                s ^ clmul_portable(l.0 ^ r.0, x.0 ^ y.0)
+            });
+        Gf64(reduce64(acc))
+    }
+    const PER_WORD: usize = 64;
+    fn compact_terms(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        (a2, b2): (&[u64], &[u64]),
+        terms: usize,
+    ) -> (Self, Self) {
+        let (mut c0, mut c2) = (0u64, 0u64);
+        for (k, th) in theta.chunks(64).enumerate().take(terms.div_ceil(64)) {
+            let m0 = a[k] & a2[k];
+            let m2 = (a[k] ^ b[k]) & (a2[k] ^ b2[k]);
+            for (j, &c) in th.iter().enumerate() {
+                c0 ^= c & 0u64.wrapping_sub((m0 >> j) & 1);
+                c2 ^= c & 0u64.wrapping_sub((m2 >> j) & 1);
+            }
+        }
+        (Gf64(c0), Gf64(c2))
+    }
+    fn compact_fold_u(
+        theta: &[u64],
+        (a, b): (&[u64], &[u64]),
+        terms: usize,
+        w: u64,
+        out: &mut Vec<Self>,
+        _gemm: &dyn Gemm,
+    ) {
+        let theta = &theta[..terms.min(theta.len())];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("pclmulqdq") {
+                // SAFETY: the instruction set was detected just above.
+                unsafe { gf_compact_fold_hw(theta, a, b, w, out) };
+                return;
+            }
+        }
+        for (t, &th) in theta.iter().enumerate() {
+            let (x, d) = (
+                (a[t / 64] >> (t % 64)) & 1,
+                ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1,
+            );
+            let rt = reduce64(clmul_portable(w, th));
+            out.push(Gf64(
+                (th & 0u64.wrapping_sub(x)) ^ (rt & 0u64.wrapping_sub(d)),
+            ));
+        }
+    }
+    fn compact_fold_v(a: &[u64], b: &[u64], terms: usize, w: u64, out: &mut Vec<Self>) {
+        for (k, (&x, &y)) in a.iter().zip(b).enumerate().take(terms.div_ceil(64)) {
+            let d = x ^ y;
+            let n = 64.min(terms - 64 * k);
+            out.extend(
+                (0..n).map(|j| Gf64(((x >> j) & 1) ^ (w & 0u64.wrapping_sub((d >> j) & 1)))),
+            );
         }
     }
 }
@@ -646,6 +931,14 @@ mod tests {
                 Gf64::inner_product(&xs, &ys, &crate::gemm::NaiveGemm),
                 looped
             );
+            // The wide fold (eight at a time) and its tail agree with the field's products.
+            let long: Vec<Gf64> = p.words(74).into_iter().map(Gf64).collect();
+            let mut got = long.clone();
+            Gf64::fold_half(&mut got, w[2], &crate::gemm::NaiveGemm);
+            for j in 0..37 {
+                let want = long[j].plus(&Gf64(w[2]).mul(&long[37 + j].minus(&long[j])));
+                assert_eq!(got[j], want);
+            }
             let mut folded = xs.clone();
             folded.truncate(8);
             let mut want = folded.clone();
@@ -691,6 +984,69 @@ mod tests {
                 Gr::inner_gemm(&a, &b, &crate::gemm::NaiveGemm),
                 inner(&a, &b)
             );
+        }
+    }
+
+    #[test]
+    fn the_compact_first_level_agrees_with_the_full_vectors() {
+        let mut p = prg(7);
+        let g = &crate::gemm::NaiveGemm;
+        for terms in [1, 9, 300] {
+            // Ring: u = (theta a | theta b), v = (a2 | b2).
+            let theta = Gr::random_vec(&mut p, terms);
+            let (a, b, a2, b2) = (
+                p.words(terms),
+                p.words(terms),
+                p.words(terms),
+                p.words(terms),
+            );
+            let flat: Vec<u64> = theta.iter().flat_map(|t| t.0).collect();
+            let mut u: Vec<Gr> = theta.iter().zip(&a).map(|(t, &x)| t.scale(x)).collect();
+            u.extend(theta.iter().zip(&b).map(|(t, &x)| t.scale(x)));
+            let mut v: Vec<Gr> = a2.iter().map(|&x| Gr::constant(x)).collect();
+            v.extend(b2.iter().map(|&x| Gr::constant(x)));
+            let (ul, ur) = u.split_at(terms);
+            let (vl, vr) = v.split_at(terms);
+            let (c0, c2) = Gr::compact_terms(&flat, (&a, &b), (&a2, &b2), terms);
+            assert_eq!(c0, inner(ul, vl), "terms {terms}");
+            assert_eq!(c2, Gr::inner_diff(ul, ur, vl, vr, g), "terms {terms}");
+            let w = Gr::challenge_mask(&mut p);
+            let (mut fu, mut fv) = (Vec::new(), Vec::new());
+            Gr::compact_fold_u(&flat, (&a, &b), terms, w, &mut fu, g);
+            Gr::compact_fold_v(&a2, &b2, terms, w, &mut fv);
+            let (mut wu, mut wv) = (u.clone(), v.clone());
+            Gr::fold_half(&mut wu, w, g);
+            Gr::fold_half(&mut wv, w, g);
+            assert_eq!(fu[..], wu[..terms]);
+            assert_eq!(fv[..], wv[..terms]);
+            // Bits: 64 gates a word.
+            let words = terms.div_ceil(64);
+            let gates = 64 * words;
+            let coins = p.words(gates);
+            let (a, b, a2, b2) = (
+                p.words(words),
+                p.words(words),
+                p.words(words),
+                p.words(words),
+            );
+            let bit = |m: &[u64], t: usize| (m[t / 64] >> (t % 64)) & 1;
+            let mut u: Vec<Gf64> = (0..gates).map(|t| Gf64(coins[t] * bit(&a, t))).collect();
+            u.extend((0..gates).map(|t| Gf64(coins[t] * bit(&b, t))));
+            let mut v: Vec<Gf64> = (0..gates).map(|t| Gf64(bit(&a2, t))).collect();
+            v.extend((0..gates).map(|t| Gf64(bit(&b2, t))));
+            let (ul, ur) = u.split_at(gates);
+            let (vl, vr) = v.split_at(gates);
+            let (c0, c2) = Gf64::compact_terms(&coins, (&a, &b), (&a2, &b2), gates);
+            assert_eq!(c0, Gf64::inner_product(ul, vl, g));
+            assert_eq!(c2, Gf64::inner_diff(ul, ur, vl, vr, g));
+            let (mut fu, mut fv) = (Vec::new(), Vec::new());
+            Gf64::compact_fold_u(&coins, (&a, &b), gates, w, &mut fu, g);
+            Gf64::compact_fold_v(&a2, &b2, gates, w, &mut fv);
+            let (mut wu, mut wv) = (u.clone(), v.clone());
+            Gf64::fold_half(&mut wu, w, g);
+            Gf64::fold_half(&mut wv, w, g);
+            assert_eq!(fu[..], wu[..gates]);
+            assert_eq!(fv[..], wv[..gates]);
         }
     }
 

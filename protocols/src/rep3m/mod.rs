@@ -87,17 +87,22 @@
 //!
 //! # Costs, and what is left
 //!
-//! The proof's bytes are small (a few kB per check) but its rounds (`2 + 2 L`) and local work (per ring
-//! entry and party about two `GR(2^64, 48)` inner-product terms and four folds, all as matrix products on
-//! the gemm kernel; four `GF(2^64)` carry-less products per AND gate; the projections of every matrix
-//! product) are not. Measured (`veil bench --json`, in memory, batch 1, 5 reps, this 2-core machine
-//! shared with other jobs, so noisy): network-a `rep3` 0.21-0.23 ms, `rep3m` 48-67 ms (68 rounds, 39,848
-//! bytes per party; one check per inference with `2^13` ring entries and `2^18` AND-gate entries,
-//! `L = 18`); lenet `rep3` 4.0 ms, `rep3m` 2.1 s (130 rounds, 846,304 bytes; dominated by the AND-gate
-//! instance's folds and its vectors' allocation). So `rep3m` is far above the "2x `rep3`" target. Known
-//! ways down, not done: one check per job instead of per inference; `k`-ary compression (fewer rounds);
-//! packing the AND gates' first level (bits are 0/1: the first fold can stay in `GF(2)` words);
-//! Fiat-Shamir challenges (no return messages).
+//! The proof's bytes are small (a few kB per check) but its rounds (`2 + 2 L`) and local work are not.
+//! The first level runs on compact vectors (coins and base values per term: `2 D` word products per ring
+//! term, masked words per AND gate, and one coin map per term for each `u` fold, see `proof.rs`); the
+//! later levels, on half as many entries, cost per ring entry and party about two `GR(2^64, 48)`
+//! inner-product terms and four folds, as matrix products on the gemm kernel, and per AND-gate entry six
+//! carry-less products (the folds eight at a time where the CPU has the 512-bit instruction); plus the
+//! projections of every matrix product. Measured (`veil bench --json`, in memory, batch 1, 5 reps,
+//! medians of three back-to-back runs on this 2-core machine shared with other jobs, so noisy):
+//! network-a `rep3` 0.24 ms, `rep3m` 28.8 ms (68 rounds, 39,848 bytes per party; one check per inference
+//! with `2^13` ring entries and `2^18` AND-gate entries, `L = 18`); lenet `rep3` 2.1 ms, `rep3m` 531 ms
+//! (130 rounds, 846,304 bytes; `2^17` ring and `2^23` AND-gate entries). Before the compact first level:
+//! 43.4 ms and 1.42 s. So `rep3m` is still far above the "2x `rep3`" target. Known ways down, not done:
+//! keeping `v` in base-ring (or bit) coordinates over the products of the challenges for several levels
+//! (`2^(l-1)` base words per entry at level `l`, so `D` word products per basis element instead of `D^2`
+//! per entry); `k`-ary compression (fewer rounds); tensor-structured coins, which keep `u` factored past
+//! the first level; Fiat-Shamir challenges (no return messages).
 
 pub mod local;
 mod open;

@@ -24,8 +24,15 @@
 //!    vector `e` in `Z_2^64`; the combined claim is then false except with probability `2 / 2^48` (a
 //!    polynomial of degree at most 2 in the coins, non-zero modulo 2 after dividing out the largest power
 //!    of 2 of `e`; see [`crate::galois`]).
-//! 2. **Masks** for zero knowledge: position 0 is `(u_0, 0)` with `u_0` from `k_i` (`P` and `A`), position
-//!    1 is `(0, v_0)` with `v_0` from `k_{i+1}` (`P` and `B`); zeros pad to a power of two, `2^L`.
+//! 2. **Layout and masks**: `u` and `v` have length `2^L = 2h`. Each half starts with a mask slot, then
+//!    one entry per elementwise term, then the matrix products' entries, then zero padding. Term `t` of
+//!    an elementwise claim is `theta_t x_i` in `u`'s left half, `theta_t y_i` in its right half, and
+//!    `y_{i+1}` / `x_{i+1}` in `v`'s (so the first fold pairs a term's two products, which share their
+//!    coin); a matrix product puts `rho^T X_i` / `Y_i sigma` in `u`'s halves and `Y_{i+1} sigma` /
+//!    `rho^T X_{i+1}` in `v`'s. For zero knowledge, position 0 is `(u_0, 0)` with `u_0` from `k_i` (`P`
+//!    and `A`), position `h` is `(0, v_0)` with `v_0` from `k_{i+1}` (`P` and `B`). `h` is
+//!    `1 + terms + projections` rounded up to a power of two, so `2h` is the entries plus two rounded up
+//!    to a power of two: `L` is `log2` of that.
 //! 3. **Compression**, `L` levels: with `u = (u_L, u_R)`, `v = (v_L, v_R)`, the prover's
 //!    `h(X) = <u_L + X (u_R - u_L), v_L + X (v_R - v_L)> = c_0 + c_1 X + c_2 X^2` satisfies
 //!    `h(0) + h(1) = <u, v>`. `P` additively shares `c_0, c_2` between the verifiers: `A`'s part from
@@ -36,9 +43,18 @@
 //!    polynomial (their sums at 0 and 1 differ), a non-zero polynomial of degree 2, so the new claim is
 //!    false except with probability `2 / (2^48 - 2)`.
 //! 4. **Final check**: `A` sends `B` `(u, z_A)`, `B` sends `A` `(v, z_B)` (768 bytes each way); both check
-//!    `u v = z_A + z_B`, which is exact. `u` carries `u_0` times `prod (1 - r)`, `v` carries `v_0` times
-//!    `r_L prod (1 - r)`, units, so each is uniform to the verifier that receives it; every share of `c`
-//!    is masked by a key that verifier lacks: a single verifier's view is simulated from nothing.
+//!    `u v = z_A + z_B`, which is exact. `u` carries `u_0` times `prod_l (1 - r_l)`, `v` carries `v_0`
+//!    times `r_1 prod_{l > 1} (1 - r_l)`, units, so each is uniform to the verifier that receives it;
+//!    every share of `c` is masked by a key that verifier lacks: a single verifier's view is simulated
+//!    from nothing.
+//!
+//! **The first level is compact.** Before the first fold, a `u` is kept as every term's coin and its
+//! two base values (`x_i`, `y_i`), a `v` as its base values, plus the projections and the masks
+//! ([`Compact`]): the first level's `c_0 = sum_t theta_t x_i y_{i+1} + ...` and
+//! `c_2 = sum_t theta_t (y_i - x_i) (x_{i+1} - y_{i+1}) - u_0 v_0 + ...` take `D` word products per term
+//! (a masked word per AND gate) instead of `D^2` ring work, and the first fold writes the half-length
+//! vectors directly (`theta_t x_i + (y_i - x_i) r theta_t`, `y_{i+1} + (x_{i+1} - y_{i+1}) r`); the
+//! full-length extension vectors are never built. The messages are those of the full vectors.
 //!
 //! **AND gates** (`rep3`'s `and_bits`, 64 gates a word) are the same statement over `GF(2^64)`
 //! ([`crate::galois::Gf64`]): every bit of every word is a gate `o` with its own `theta_o`; `u` entries are
@@ -61,11 +77,15 @@
 //!
 //! Per check, every party alike (it is one prover, one `A` and one `B`): `2 + 2 L` rounds as
 //! [`crate::net::NetStats`] counts them, `L = max(L_r, L_b)`; bytes sent
-//! `32 + L_r (768 + 8) + L_b (16 + 8) + 2 (768 [ring] + 16 [bits])`; messages `3 + 2 L`. Local work:
-//! per level and instance, the prover's two inner products (the ring's as `48 x len x 48` matrix products
-//! on the gemm kernel) and four folds by the challenge (a ring challenge has 0/1 coefficients: additions
-//! only); the projections of a `[m, k, n]` matrix product are three products on the gemm kernel,
-//! `48 (m k + k n + m n)` word products, per role.
+//! `32 + L_r (768 + 8) + L_b (16 + 8) + 2 (768 [ring] + 16 [bits])`; messages `3 + 2 L`. Local work,
+//! per party: at the first level (compact), `2 D` word products per elementwise term for `c_0` and
+//! `c_2`, and for each of the two `u` folds the `D x D` map of the challenge applied to every term's coin
+//! on the gemm kernel (`v` folds are masked words); at the later levels, per instance, the prover's two
+//! inner products (the ring's as `48 x len x 48` matrix products on the gemm kernel) and four folds by
+//! the challenge (a ring challenge has 0/1 coefficients: its map is a 0/1 matrix); the projections of a
+//! `[m, k, n]` matrix product are three products on the gemm kernel, `48 (m k + k n + m n)` word
+//! products, per role. AND gates alike over `GF(2^64)` with carry-less products (at the first level,
+//! masked words and one carry-less product per gate for each `u` fold).
 //!
 //! Coverage: every reshare of a product, matrix product, fixed-weight product, bit-to-ring conversion and
 //! AND gate. `rep3`'s steps with one-sided messages are refused inside `rep3m`.
@@ -273,22 +293,129 @@ enum Side {
     B { at_prover: bool },
 }
 
-/// The entries of `u` (side `A`) or `v` (side `B`) for every claim, and the side's part of `z` (the prover
-/// needs no `z`: it is computed only by the verifiers).
+/// A side vector before the first fold, compact: each half of length `half` is slot 0, then one entry per
+/// elementwise term, then the matrix products' ring entries, then zeros. A `u` (side `A`) holds
+/// `theta_t a_t` (left half) and `theta_t b_t` (right) at term `t`, a `v` (side `B`) the base values `a_t`
+/// and `b_t`; so the first level's products and folds cost base-ring (or bit) work per term, and the
+/// full-length vectors are never built.
+struct Compact<E> {
+    /// `u`: every term's coin ([`Ext::WORDS`] words each); `None` for `v`.
+    theta: Option<Vec<u64>>,
+    /// The terms' left and right base values ([`Ext::PER_WORD`] a word).
+    a: Vec<u64>,
+    b: Vec<u64>,
+    /// Elementwise terms.
+    terms: usize,
+    /// The matrix products' entries of the left and right halves.
+    dense: (Vec<E>, Vec<E>),
+    /// Slot 0 of the left and right halves (the mask of `u` left, of `v` right).
+    slot: (E, E),
+}
+
+impl<E: Ext> Compact<E> {
+    fn new(coins: bool) -> Self {
+        Self {
+            theta: coins.then(Vec::new),
+            a: Vec::new(),
+            b: Vec::new(),
+            terms: 0,
+            dense: (Vec::new(), Vec::new()),
+            slot: (E::default(), E::default()),
+        }
+    }
+
+    /// Half the padded length: the mask slot, the terms and the ring entries, to a power of two.
+    fn half(&self) -> usize {
+        (1 + self.terms + self.dense.0.len()).next_power_of_two()
+    }
+
+    /// The first level's `(c_0, c_2)` of `<u, v>` (`self` is `u`).
+    fn first_message(&self, v: &Compact<E>, gemm: &dyn Gemm) -> (E, E) {
+        let (t0, t2) = E::compact_terms(
+            self.theta.as_deref().unwrap_or_default(),
+            (&self.a, &self.b),
+            (&v.a, &v.b),
+            self.terms.min(v.terms),
+        );
+        let (ul, ur) = (&self.dense.0, &self.dense.1);
+        let (vl, vr) = (&v.dense.0, &v.dense.1);
+        let c0 = self
+            .slot
+            .0
+            .times(&v.slot.0)
+            .plus(&t0)
+            .plus(&E::inner_product(ul, vl, gemm));
+        let c2 = self
+            .slot
+            .1
+            .minus(&self.slot.0)
+            .times(&v.slot.1.minus(&v.slot.0))
+            .plus(&t2)
+            .plus(&E::inner_diff(ul, ur, vl, vr, gemm));
+        (c0, c2)
+    }
+
+    /// The vector after the first fold by the challenge of `w`: `v_L + r (v_R - v_L)`, `half` entries.
+    fn fold(&self, w: u64, gemm: &dyn Gemm) -> Vec<E> {
+        let half = self.half();
+        let mut out = Vec::with_capacity(half);
+        let (l, r) = self.slot;
+        out.push(l.plus(&E::times_challenge(w, &r.minus(&l))));
+        match &self.theta {
+            Some(theta) => {
+                E::compact_fold_u(theta, (&self.a, &self.b), self.terms, w, &mut out, gemm)
+            }
+            None => E::compact_fold_v(&self.a, &self.b, self.terms, w, &mut out),
+        }
+        let mut d = self.dense.0.clone();
+        d.extend_from_slice(&self.dense.1);
+        E::fold_half(&mut d, w, gemm);
+        out.extend_from_slice(&d[..self.dense.0.len()]);
+        out.resize(half, E::default());
+        out
+    }
+}
+
+/// The components of `s` a role reads (see [`Side`]).
+fn pick(s: &RepShare, from_own: bool) -> &[u64] {
+    let (own, next) = s.components();
+    if from_own {
+        own
+    } else {
+        next
+    }
+}
+
+/// `u` (side `A`: `theta_o x_P` left, `theta_o y_P` right; `rho^T X_P` left, `Y_P sigma` right) or `v`
+/// (side `B`: `y_{P+1}` left, `x_{P+1}` right; `Y_{P+1} sigma` left, `rho^T X_{P+1}` right) for every
+/// claim, compact, and the side's part of `z` (the prover needs no `z`: it is computed only by the
+/// verifiers).
 fn side_vector(
     log: &[Reshare],
     coins: &[Vec<Coins>],
     side: Side,
     gemm: &dyn Gemm,
-) -> (Vec<Gr>, Gr) {
-    let mut vec = Vec::new();
+) -> (Compact<Gr>, Gr) {
+    let is_a = matches!(side, Side::A { .. });
+    let mut vec = Compact::new(is_a);
+    let terms: usize = log
+        .iter()
+        .flat_map(|r| &r.claims)
+        .map(|c| match c {
+            Claim::Elementwise { x, .. } => x.len(),
+            Claim::Matmul { .. } => 0,
+        })
+        .sum();
+    if let Some(t) = vec.theta.as_mut() {
+        t.reserve(terms * D);
+    }
+    vec.a.reserve(terms);
+    vec.b.reserve(terms);
     let mut z = Gr::ZERO;
-    let pick = |s: &RepShare| -> (Vec<u64>, Vec<u64>) {
-        match side {
-            Side::A { at_prover: true } | Side::B { at_prover: false } => (s.own.clone(), vec![]),
-            Side::A { at_prover: false } | Side::B { at_prover: true } => (s.next.clone(), vec![]),
-        }
-    };
+    let from_own = matches!(
+        side,
+        Side::A { at_prover: true } | Side::B { at_prover: false }
+    );
     let verifier = !matches!(
         side,
         Side::A { at_prover: true } | Side::B { at_prover: true }
@@ -311,22 +438,23 @@ fn side_vector(
             };
             match (claim, c) {
                 (Claim::Elementwise { x, y, out, .. }, Coins::Theta(theta)) => {
-                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
-                    for t in 0..xs.len() {
-                        let o = out.as_ref().map_or(t, |m| m[t]);
-                        match side {
-                            Side::A { .. } => {
-                                vec.push(theta[o].scale(xs[t]));
-                                vec.push(theta[o].scale(ys[t]));
-                                if verifier {
-                                    known[o] = known[o].wrapping_sub(xs[t].wrapping_mul(ys[t]));
-                                }
+                    let (xs, ys) = (pick(x, from_own), pick(y, from_own));
+                    vec.terms += xs.len();
+                    if is_a {
+                        vec.a.extend_from_slice(xs);
+                        vec.b.extend_from_slice(ys);
+                        for (t, (&xt, &yt)) in xs.iter().zip(ys).enumerate() {
+                            let o = out.as_ref().map_or(t, |m| m[t]);
+                            if let Some(th) = vec.theta.as_mut() {
+                                th.extend_from_slice(&theta[o].0);
                             }
-                            Side::B { .. } => {
-                                vec.push(Gr::constant(ys[t]));
-                                vec.push(Gr::constant(xs[t]));
+                            if verifier {
+                                known[o] = known[o].wrapping_sub(xt.wrapping_mul(yt));
                             }
                         }
+                    } else {
+                        vec.a.extend_from_slice(ys);
+                        vec.b.extend_from_slice(xs);
                     }
                     if verifier {
                         for (th, &k) in theta.iter().zip(&known) {
@@ -342,25 +470,18 @@ fn side_vector(
                     },
                     Coins::RhoSigma(rho, sigma),
                 ) => {
-                    let ((xs, _), (ys, _)) = (pick(x), pick(y));
-                    let p = left(gemm, rho, &xs, *m, *k);
-                    let q = right(gemm, &ys, sigma, *k, *n);
+                    let (xs, ys) = (pick(x, from_own), pick(y, from_own));
+                    let p = left(gemm, rho, xs, *m, *k);
+                    let q = right(gemm, ys, sigma, *k, *n);
                     if verifier {
                         z.add_assign(&bilinear(gemm, rho, &known, sigma, *m, *n));
-                        if matches!(side, Side::A { .. }) {
+                        if is_a {
                             z = z.sub(&Gr::inner_gemm(&p, &q, gemm));
                         }
                     }
-                    match side {
-                        Side::A { .. } => {
-                            vec.extend(p);
-                            vec.extend(q);
-                        }
-                        Side::B { .. } => {
-                            vec.extend(q);
-                            vec.extend(p);
-                        }
-                    }
+                    let (l, r) = if is_a { (p, q) } else { (q, p) };
+                    vec.dense.0.extend(l);
+                    vec.dense.1.extend(r);
                 }
                 _ => unreachable!("coins are drawn per claim kind"),
             }
@@ -370,12 +491,18 @@ fn side_vector(
     (vec, z)
 }
 
-/// The AND gates' side vectors over `GF(2^64)`: every bit of every word is a gate, output `o` in order.
-/// `A`: `u` entries `(theta_o x_P, theta_o y_P)` and `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v`
-/// entries `(y_{P+1}, x_{P+1})` as 0 or 1 and `z_B = sum theta_o r_{P+1}`; the prover both vectors.
-fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, Gf64) {
-    let mut vec = Vec::new();
-    let mut z = Gf64(0);
+/// The AND gates' side vectors over `GF(2^64)`, compact: every bit of every word is a gate, output `o` in
+/// order. `A`: `u` entries `theta_o x_P` (left) and `theta_o y_P` (right), and
+/// `z_A = sum theta_o (m ^ r_P ^ x_P y_P)`; `B`: `v` entries `y_{P+1}` (left) and `x_{P+1}` (right) as 0
+/// or 1, and `z_B = sum theta_o r_{P+1}`; the prover both vectors.
+fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Compact<Gf64>, Gf64) {
+    let is_a = matches!(side, Side::A { .. });
+    let mut vec = Compact::new(is_a);
+    let words: usize = log.iter().map(|r| r.x.own.len()).sum();
+    vec.terms = 64 * words;
+    vec.a.reserve(words);
+    vec.b.reserve(words);
+    let mut z = 0u64;
     let from_own = matches!(
         side,
         Side::A { at_prover: true } | Side::B { at_prover: false }
@@ -384,50 +511,39 @@ fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Vec<Gf64>, G
         side,
         Side::A { at_prover: true } | Side::B { at_prover: true }
     );
+    let mut coins = vec![0u64; if verifier || is_a { 64 * words } else { 0 }];
+    theta.fill(&mut coins);
+    let mut at = 0;
     for r in log {
         let (xs, ys) = if from_own {
             (&r.x.own, &r.y.own)
         } else {
             (&r.x.next, &r.y.next)
         };
-        let coins = theta.words(64 * xs.len());
-        for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
-            let known = match (side, verifier) {
-                (Side::A { .. }, true) => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
-                (Side::B { .. }, true) => r.own_draw[w],
-                _ => 0,
-            };
-            for b in 0..64 {
-                let th = Gf64(coins[64 * w + b]);
-                let (xb, yb) = ((xw >> b) & 1 == 1, (yw >> b) & 1 == 1);
-                match side {
-                    Side::A { .. } => {
-                        vec.push(if xb { th } else { Gf64(0) });
-                        vec.push(if yb { th } else { Gf64(0) });
-                    }
-                    Side::B { .. } => {
-                        vec.push(Gf64(u64::from(yb)));
-                        vec.push(Gf64(u64::from(xb)));
-                    }
-                }
-                if (known >> b) & 1 == 1 {
-                    z = z.plus(&th);
+        if is_a {
+            vec.a.extend_from_slice(xs);
+            vec.b.extend_from_slice(ys);
+        } else {
+            vec.a.extend_from_slice(ys);
+            vec.b.extend_from_slice(xs);
+        }
+        if verifier {
+            for (w, (&xw, &yw)) in xs.iter().zip(ys).enumerate() {
+                let known = match side {
+                    Side::A { .. } => r.received[w] ^ r.next_draw[w] ^ (xw & yw),
+                    Side::B { .. } => r.own_draw[w],
+                };
+                for (b, &th) in coins[64 * (at + w)..][..64].iter().enumerate() {
+                    z ^= th & 0u64.wrapping_sub((known >> b) & 1);
                 }
             }
         }
+        at += xs.len();
     }
-    (vec, z)
-}
-
-/// The vector with its mask at `mask_at` (0 for `u`, 1 for `v`), padded with zeros to a power of two.
-fn masked<E: Ext>(entries: Vec<E>, mask: E, mask_at: usize) -> Vec<E> {
-    let len = (entries.len() + 2).next_power_of_two();
-    let mut v = Vec::with_capacity(len);
-    v.push(if mask_at == 0 { mask } else { E::default() });
-    v.push(if mask_at == 1 { mask } else { E::default() });
-    v.extend(entries);
-    v.resize(len, E::default());
-    v
+    if is_a {
+        vec.theta = Some(coins);
+    }
+    (vec, Gf64(z))
 }
 
 /// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
@@ -447,6 +563,8 @@ fn next_claim<E: Ext>(z: &E, c0: &E, c2: &E, r: &E) -> E {
 /// its three roles: prover (`pu`, `pv`), `A` of the next party (`au`, `az`), `B` of the previous (`bv`,
 /// `bz`), with the streams each role shares with its partners.
 struct Instance<E: Ext> {
+    /// The four vectors before the first fold, compact (`pu`, `pv`, `au`, `bv`); `None` after it.
+    first: Option<Box<[Compact<E>; 4]>>,
     pu: Vec<E>,
     pv: Vec<E>,
     au: Vec<E>,
@@ -483,22 +601,28 @@ impl Keys<'_> {
 }
 
 impl<E: Ext> Instance<E> {
-    /// The instance from the side vectors (entries before masking) of the three roles.
+    /// The instance from the compact side vectors (masks not yet in place) of the three roles: `u`'s
+    /// mask goes to slot 0 of its left half, `v`'s to slot 0 of its right half.
     fn new(
         k: &Keys<'_>,
-        (pu, pv): (Vec<E>, Vec<E>),
-        (au, az): (Vec<E>, E),
-        (bv, bz): (Vec<E>, E),
+        (mut pu, mut pv): (Compact<E>, Compact<E>),
+        (mut au, az): (Compact<E>, E),
+        (mut bv, bz): (Compact<E>, E),
     ) -> Self {
         let mut p_pa = k.prg(k.own, PROVER_A, k.me);
         let mut p_pb = k.prg(k.next, PROVER_B, k.me);
         let mut a_pa = k.prg(k.next, PROVER_A, k.next_party);
         let mut b_pb = k.prg(k.own, PROVER_B, k.prev);
+        pu.slot.0 = E::uniform(&mut p_pa);
+        pv.slot.1 = E::uniform(&mut p_pb);
+        au.slot.0 = E::uniform(&mut a_pa);
+        bv.slot.1 = E::uniform(&mut b_pb);
         Self {
-            pu: masked(pu, E::uniform(&mut p_pa), 0),
-            pv: masked(pv, E::uniform(&mut p_pb), 1),
-            au: masked(au, E::uniform(&mut a_pa), 0),
-            bv: masked(bv, E::uniform(&mut b_pb), 1),
+            first: Some(Box::new([pu, pv, au, bv])),
+            pu: Vec::new(),
+            pv: Vec::new(),
+            au: Vec::new(),
+            bv: Vec::new(),
             az,
             bz,
             p_pa,
@@ -511,18 +635,23 @@ impl<E: Ext> Instance<E> {
 
     /// Whether a compression level is left.
     fn levels_left(&self) -> bool {
-        self.pu.len() > 1
+        self.first.is_some() || self.pu.len() > 1
     }
 
     /// The prover's message of this level (`B`'s parts of `c_0`, `c_2`), appended to `out`.
     fn prover_message(&mut self, out: &mut Vec<u64>, gemm: &dyn Gemm) {
-        let h = self.pu.len() / 2;
-        let (ul, ur) = self.pu.split_at(h);
-        let (vl, vr) = self.pv.split_at(h);
-        let c0 = E::inner_product(ul, vl, gemm);
-        let du: Vec<E> = ur.iter().zip(ul).map(|(r, l)| r.minus(l)).collect();
-        let dv: Vec<E> = vr.iter().zip(vl).map(|(r, l)| r.minus(l)).collect();
-        let c2 = E::inner_product(&du, &dv, gemm);
+        let (c0, c2) = match &self.first {
+            Some(f) => f[0].first_message(&f[1], gemm),
+            None => {
+                let h = self.pu.len() / 2;
+                let (ul, ur) = self.pu.split_at(h);
+                let (vl, vr) = self.pv.split_at(h);
+                (
+                    E::inner_product(ul, vl, gemm),
+                    E::inner_diff(ul, ur, vl, vr, gemm),
+                )
+            }
+        };
         let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
         c0.minus(&s0).put(out);
         c2.minus(&s2).put(out);
@@ -542,10 +671,21 @@ impl<E: Ext> Instance<E> {
         let (a0, a2) = (E::uniform(&mut self.a_pa), E::uniform(&mut self.a_pa));
         let wa = E::challenge_word(&mut self.a_chal);
         let ra = E::from_challenge(wa);
-        fold(&mut self.pu, prover_challenge, gemm);
-        fold(&mut self.pv, prover_challenge, gemm);
-        fold(&mut self.au, wa, gemm);
-        fold(&mut self.bv, b_challenge, gemm);
+        match self.first.take() {
+            Some(f) => {
+                let [pu, pv, au, bv] = *f;
+                self.pu = pu.fold(prover_challenge, gemm);
+                self.pv = pv.fold(prover_challenge, gemm);
+                self.au = au.fold(wa, gemm);
+                self.bv = bv.fold(b_challenge, gemm);
+            }
+            None => {
+                fold(&mut self.pu, prover_challenge, gemm);
+                fold(&mut self.pv, prover_challenge, gemm);
+                fold(&mut self.au, wa, gemm);
+                fold(&mut self.bv, b_challenge, gemm);
+            }
+        }
         self.az = next_claim(&self.az, &a0, &a2, &ra);
         let (b0, b2) = self.b_parts;
         self.bz = next_claim(&self.bz, &b0, &b2, &rb);
