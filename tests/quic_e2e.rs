@@ -529,30 +529,27 @@ fn assert_same_traffic(quic: &serde_json::Value, mem: &serde_json::Value, protoc
 
 #[test]
 fn bench_rep3_over_quic_reports_the_in_memory_bytes_and_rounds() {
-    let quic = bench_json("rep3", "quic");
-    let mem = bench_json("rep3", "mem");
-    assert_same_traffic(&quic, &mem, "rep3");
-    assert_eq!(quic["bytes_per_party"], 17_456);
-    assert_eq!(quic["rounds"], 16);
-    assert_eq!(quic["dealer_bytes_job"], 0);
-    assert_eq!(quic["setup_bytes_per_party"], 32);
-    assert!(quic["max_abs_err"].as_f64().unwrap() < 1e-3);
+    assert_replicated_bench_over_quic("rep3", 17_456, 16);
 }
 
 /// `rep3m` on three party processes (no dealer process): each inference's check (openings and the product
 /// proof) runs over QUIC with exactly the in-memory run's bytes and rounds, pinned.
 #[test]
 fn bench_rep3m_over_quic_reports_the_in_memory_bytes_and_rounds() {
-    let quic = bench_json("rep3m", "quic");
-    let mem = bench_json("rep3m", "mem");
-    assert_same_traffic(&quic, &mem, "rep3m");
-    println!(
-        "rep3m network-a: bytes_per_party {} rounds {}",
-        quic["bytes_per_party"], quic["rounds"]
-    );
-    assert_eq!(quic["bytes_per_party"], 39_848);
-    assert_eq!(quic["rounds"], 68);
-    assert_eq!(quic["dealer_bytes_job"], 0);
-    assert_eq!(quic["setup_bytes_per_party"], 32);
-    assert!(quic["max_abs_err"].as_f64().unwrap() < 1e-3);
+    assert_replicated_bench_over_quic("rep3m", 39_848, 68);
+}
+
+/// `veil bench --protocol PROTOCOL` (a dealer-free replicated one) over QUIC: the in-memory run's traffic,
+/// pinned at `bytes_per_party` and `rounds` on network-a, no dealer bytes, the 32-byte key agreement, and
+/// the accuracy bound.
+fn assert_replicated_bench_over_quic(protocol: &str, bytes_per_party: u64, rounds: u64) {
+    let quic = bench_json(protocol, "quic");
+    let mem = bench_json(protocol, "mem");
+    assert_same_traffic(&quic, &mem, protocol);
+    assert_eq!(quic["bytes_per_party"], bytes_per_party, "{protocol}");
+    assert_eq!(quic["rounds"], rounds, "{protocol}");
+    assert_eq!(quic["dealer_bytes_job"], 0, "{protocol}");
+    assert_eq!(quic["setup_bytes_per_party"], 32, "{protocol}");
+    let err = quic["max_abs_err"].as_f64().expect("max_abs_err");
+    assert!(err < 1e-3, "{protocol}: max_abs_err {err}");
 }

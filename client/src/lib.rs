@@ -515,14 +515,16 @@ impl Client {
                     let run = run_id_of(&view)?;
                     let (blobs, reports) = self.fetch_outputs(id, &manifest, &run, inferences)?;
                     let protocol = Protocol::parse(&request.protocol);
-                    let (outputs, receipt) = if protocol == Some(Protocol::Spdz2k) {
-                        let uploaded = pending
+                    // The inputs this client sealed for the attempt that finished (a receipt binds them).
+                    let uploaded_inputs = || {
+                        pending
                             .as_ref()
                             .filter(|p| p.0 == view.attempt)
                             .map(|p| p.1.as_slice())
-                            .context(
-                                "done, but not on the attempt this client sealed inputs for",
-                            )?;
+                            .context("done, but not on the attempt this client sealed inputs for")
+                    };
+                    let (outputs, receipt) = if protocol == Some(Protocol::Spdz2k) {
+                        let uploaded = uploaded_inputs()?;
                         let owner = owner_seen
                             .filter(|o| o.0 == view.attempt)
                             .map(|o| o.1)
@@ -540,13 +542,7 @@ impl Client {
                     } else if protocol == Some(Protocol::Rep3m) {
                         // The parties released their shares after their checks; the verifier checked
                         // their views and signed the receipt. No dealer, so no owner material.
-                        let uploaded = pending
-                            .as_ref()
-                            .filter(|p| p.0 == view.attempt)
-                            .map(|p| p.1.as_slice())
-                            .context(
-                                "done, but not on the attempt this client sealed inputs for",
-                            )?;
+                        let uploaded = uploaded_inputs()?;
                         let receipt =
                             self.checked_receipt(id, &manifest, uploaded, &blobs, None)?;
                         let shares = veil_node::client::reported_outputs(&reports);
