@@ -1,7 +1,8 @@
 //! The op-family traits ([`crate::ops`]) for the `rep3m` party: openings are checked ([`Party::open`]), the
 //! sign test and truncation are `rep3`'s versions with no one-sided message
-//! (`rep3::Party::sign_select_injected`, `rep3::Party::trunc_injected`), and products are `rep3`'s (not
-//! proven yet: see the module doc).
+//! (`rep3::Party::sign_select_injected`, `rep3::Party::trunc_injected`), and products are `rep3`'s, proven
+//! at the next check (`proof.rs`); after each op that reshares, a check runs at once if the reshares since
+//! the last one reach the proof's memory budget (`proof::CHECK_BUDGET`).
 
 use crate::error::Result;
 use crate::gemm::Gemm;
@@ -78,20 +79,28 @@ impl<N: Net> MpcOps for Party<N> {
         Party::open(self, x)
     }
     fn mul(&mut self, x: &RepShare, y: &RepShare) -> Result<RepShare> {
-        self.inner.mul(x, y)
+        let z = self.inner.mul(x, y)?;
+        self.check_if_due()?;
+        Ok(z)
     }
     fn matmuls(
         &mut self,
         pairs: &[(&RepShare, &RepShare)],
         dims: &[[usize; 3]],
     ) -> Result<Vec<RepShare>> {
-        self.inner.matmuls(pairs, dims)
+        let z = self.inner.matmuls(pairs, dims)?;
+        self.check_if_due()?;
+        Ok(z)
     }
     fn trunc(&mut self, z: &RepShare) -> Result<RepShare> {
-        self.inner.trunc_injected(z)
+        let t = self.inner.trunc_injected(z)?;
+        self.check_if_due()?;
+        Ok(t)
     }
     fn sign_select(&mut self, job: SignSelect<'_, RepShare>) -> Result<Vec<RepShare>> {
-        self.inner.sign_select_injected(job)
+        let out = self.inner.sign_select_injected(job)?;
+        self.check_if_due()?;
+        Ok(out)
     }
 }
 
@@ -105,6 +114,8 @@ impl<N: Net> WeightOps for Party<N> {
         lowering: Lowering,
         w: &RepWeight,
     ) -> Result<RepShare> {
-        self.inner.weight_product(x, batch, lowering, w)
+        let z = self.inner.weight_product(x, batch, lowering, w)?;
+        self.check_if_due()?;
+        Ok(z)
     }
 }

@@ -171,6 +171,15 @@ pub(crate) struct BitReshare {
 pub(crate) struct ProductLog {
     reshares: Vec<Reshare>,
     bits: Vec<BitReshare>,
+    /// Entries of the proof's ring side vectors the recorded claims make: `len` per elementwise claim, `2 k`
+    /// per `[m, k, n]` matrix product (its two Freivalds projections), each an extension element.
+    ///
+    /// Invariant: the sum over `reshares`, zero when it is empty.
+    ring_entries: usize,
+    /// AND gates recorded: 64 per word (the length of the proof's bit side vectors).
+    ///
+    /// Invariant: the sum over `bits`, zero when it is empty.
+    bit_entries: usize,
     /// Reshares so far in the job (the lab counts them).
     count: usize,
     /// `(reshare index, error)`: the lab's deviation, adding the error to the first word sent then.
@@ -190,12 +199,30 @@ impl ProductLog {
 
     /// Records a reshare.
     pub(crate) fn push(&mut self, r: Reshare) {
+        let entries: usize = r
+            .claims
+            .iter()
+            .map(|c| match c {
+                Claim::Elementwise { x, .. } => x.len(),
+                Claim::Matmul {
+                    dims: [_, k, _], ..
+                } => 2 * k,
+            })
+            .sum();
+        self.ring_entries = self.ring_entries.saturating_add(entries);
         self.reshares.push(r);
     }
 
     /// Records an AND-gate reshare.
     pub(crate) fn push_bits(&mut self, r: BitReshare) {
+        self.bit_entries = self.bit_entries.saturating_add(64 * r.x.own.len());
         self.bits.push(r);
+    }
+
+    /// Whether the reshares recorded since the last check reach a [`CHECK_BUDGET`] (the caller then runs a
+    /// check before it goes on, so that one proof's memory stays bounded).
+    pub(crate) fn check_due(&self) -> bool {
+        self.ring_entries >= CHECK_BUDGET.ring || self.bit_entries >= CHECK_BUDGET.bits
     }
 
     /// Whether no reshare awaits a proof.
@@ -213,6 +240,28 @@ impl ProductLog {
         self.count
     }
 }
+
+/// The most entries one proof takes before [`Party`] runs a check in the middle of an inference (ring side
+/// vector entries, each an element of `GR(2^64, 48)`, 384 bytes, several copies per role; and AND gates,
+/// one `GF(2^64)` element each). A check is a whole `verify` (openings and products) at a
+/// point every party reaches together (the counts follow the public SPMD sequence), so splitting an
+/// inference's reshares over several checks leaves the soundness per job as derived above (each reshare is
+/// proven in exactly one check; the first failed check aborts) and changes only rounds and bytes: `2 + 2 L`
+/// rounds per extra check. network-a stays below both budgets (one check per inference, as pinned); lenet
+/// takes several; a MiniLM inference would otherwise hold all its reshares in one proof (more than the
+/// 24 GB of this machine at 2 tokens).
+pub(crate) struct CheckBudget {
+    /// Ring entries.
+    pub(crate) ring: usize,
+    /// AND gates.
+    pub(crate) bits: usize,
+}
+
+/// See [`CheckBudget`].
+pub(crate) const CHECK_BUDGET: CheckBudget = CheckBudget {
+    ring: 1 << 16,
+    bits: 1 << 20,
+};
 
 /// Derivation labels of the proof's streams (the index is the prover).
 const COINS: u64 = 0x7072_6f6f_6601;
@@ -727,6 +776,15 @@ impl<N: Net> Party<N> {
         }
     }
 
+    /// Runs a check now if the reshares since the last one reach [`CHECK_BUDGET`] (called after every op
+    /// that reshares; every party reaches the same decision at the same op).
+    pub(crate) fn check_if_due(&mut self) -> Result<()> {
+        if self.inner.log.as_ref().is_some_and(ProductLog::check_due) {
+            self.verify()?;
+        }
+        Ok(())
+    }
+
     /// Reshares (ring and AND gates) so far in the job.
     pub fn reshares(&self) -> usize {
         self.inner.log.as_ref().map_or(0, ProductLog::count)
@@ -739,6 +797,8 @@ impl<N: Net> Party<N> {
     pub(crate) fn prove_products(&mut self) -> Result<()> {
         let (log, bit_log) = match self.inner.log.as_mut() {
             Some(l) if !l.is_empty() => {
+                l.ring_entries = 0;
+                l.bit_entries = 0;
                 (std::mem::take(&mut l.reshares), std::mem::take(&mut l.bits))
             }
             _ => return Ok(()),
@@ -874,5 +934,72 @@ impl<N: Net> Party<N> {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    fn share(len: usize) -> RepShare {
+        RepShare {
+            own: vec![0; len],
+            next: vec![0; len],
+        }
+    }
+
+    fn reshare(claims: Vec<Claim>, outputs: usize) -> Reshare {
+        Reshare {
+            claims,
+            own_draw: vec![0; outputs],
+            next_draw: vec![0; outputs],
+            received: vec![0; outputs],
+        }
+    }
+
+    #[test]
+    fn a_check_is_due_once_the_recorded_entries_reach_the_budget_and_not_before() {
+        let mut log = ProductLog::default();
+        let below = CHECK_BUDGET.ring - 1;
+        log.push(reshare(
+            vec![Claim::elementwise(share(below), share(below))],
+            below,
+        ));
+        assert!(!log.check_due(), "one entry below the ring budget");
+        // A [4, 1, 4] product projects to 2 k = 2 entries: the budget is reached.
+        let x = share(4);
+        let y = share(4);
+        log.push(reshare(
+            vec![Claim::Matmul {
+                x,
+                y,
+                dims: [4, 1, 4],
+            }],
+            16,
+        ));
+        assert!(log.check_due(), "the ring budget reached");
+
+        let mut bits = ProductLog::default();
+        let words = CHECK_BUDGET.bits / 64;
+        let gates = |w: usize| RepBits {
+            own: vec![0; w],
+            next: vec![0; w],
+        };
+        bits.push_bits(BitReshare {
+            x: gates(words - 1),
+            y: gates(words - 1),
+            own_draw: vec![0; words - 1],
+            next_draw: vec![0; words - 1],
+            received: vec![0; words - 1],
+        });
+        assert!(!bits.check_due(), "64 gates below the AND-gate budget");
+        bits.push_bits(BitReshare {
+            x: gates(1),
+            y: gates(1),
+            own_draw: vec![0],
+            next_draw: vec![0],
+            received: vec![0],
+        });
+        assert!(bits.check_due(), "the AND-gate budget reached");
     }
 }
