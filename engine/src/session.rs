@@ -7,7 +7,9 @@
 //! [`PartySession::infer`]:
 //! 1. *offline*: wait at the start line (local runs), expand the inference's dealer material and run the
 //!    program's preprocessing ([`Program::precompute`]) if the program expands ahead, commit the MAC check's
-//!    seed ([`SessionDomain::commit`]); none of it depends on the input;
+//!    seed ([`SessionDomain::commit`]), then wait at the transport's start line (`Net::start_line`: over
+//!    QUIC the parties exchange an empty frame, not counted as traffic; nothing in memory); none of it
+//!    depends on the input;
 //! 2. *online*, timed: turn the client's words into this party's input ([`SessionDomain::input`]: an additive
 //!    share, or `x - r` against a dealt mask), run the program, verify every opened value
 //!    ([`SessionDomain::verify`]), and only then hand the output share back for release.
@@ -293,6 +295,8 @@ impl<'a, N: Net, D: SessionDomain, P: Program<D>> PartySession<'a, N, D, P> {
         let committing = Instant::now();
         D::commit(self.party)?;
         spent += committing.elapsed();
+        // Over a network, the parties' own start line (a no-op in memory, where `start_line` did it).
+        self.party.start_line()?;
         Ok(spent)
     }
 }
@@ -319,6 +323,8 @@ pub fn infer_replicated<P: MpcOps<Share = RepShare>>(
     profile: bool,
     infer: impl FnOnce(&mut P, RepShare, usize, Option<&mut Vec<StepProfile>>) -> Result<RepShare>,
 ) -> Result<ReplicatedInference> {
+    // Every party's online clock starts together (the transport's start line; in memory the runner's).
+    party.start_line()?;
     let before = party.stats().clone();
     let started = Instant::now();
     let mut steps = Vec::new();

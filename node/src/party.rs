@@ -522,19 +522,69 @@ async fn read_rest(
     Ok(())
 }
 
-/// Chunks of corrections a last party reads ahead of its use (besides the one it is reading): enough to
-/// overlap the dealer's stream with the party's computation, a few frames at most.
+/// Chunks of corrections the reader task holds ahead of the party (besides the one it is reading): enough to
+/// overlap the dealer's stream with the party's reading, a few frames at most.
 const READ_AHEAD_CHUNKS: usize = 2;
 
-/// The last party's corrections, read from the dealer's stream as the party's material needs them (a
-/// [`CorrectionFeed`] on the party's thread): a task on the runtime reads up to [`READ_AHEAD_CHUNKS`]
-/// frames ahead, so the party holds a few chunks of them at a time and the dealer, held back by QUIC's
-/// flow control, deals them as they are consumed. Each frame is awaited at most the deal timeout; the
-/// dealer's time, which follows the last correction, comes on the channel [`DealerFeed::start`] returns.
+/// The most correction words the last party holds read ahead of its inferences ([`Prefetch::fill`]):
+/// 512 MiB. A job that takes more (many inferences, a long `spdz2k` sequence) reads the rest during its
+/// online phases, as the dealer deals it.
+const PREFETCH_BUDGET_WORDS: u64 = 64 << 20;
+
+/// The last party's corrections, read from the dealer's stream (a [`CorrectionFeed`] on the party's thread):
+/// a task on the runtime reads up to [`READ_AHEAD_CHUNKS`] frames ahead, and the party's thread moves them
+/// into its own buffer, either as its material needs them or, before each inference, every correction of
+/// the job not read yet, up to [`PREFETCH_BUDGET_WORDS`] ([`Prefetch::fill`], the offline phase: a local
+/// run's dealer likewise deals the whole job before the parties start, so its work does not compete with
+/// theirs). The dealer, held back by QUIC's flow control, deals them as they are read. Each frame is awaited at most the deal timeout; the dealer's time, which follows the
+/// last correction, comes on the channel [`DealerFeed::start`] returns.
 struct DealerFeed {
+    state: Arc<Mutex<FeedState>>,
+}
+
+/// What [`DealerFeed`] and its [`Prefetch`] share (only the party's thread touches it).
+struct FeedState {
     chunks: mpsc::Receiver<std::result::Result<Vec<u64>, String>>,
-    /// Correction words announced and not handed to the party yet.
+    /// Chunks read from `chunks` and not handed to the party's material yet, in order.
+    buffered: std::collections::VecDeque<Vec<u64>>,
+    /// Invariant: the words in `buffered`.
+    buffered_words: u64,
+    /// Correction words announced and not handed to the party's material yet (`buffered` included).
     pending: u64,
+}
+
+impl FeedState {
+    /// The next chunk from the reader task, waiting for it (on the party's thread, outside any runtime).
+    fn receive(&mut self) -> std::result::Result<Vec<u64>, String> {
+        match self.chunks.blocking_recv() {
+            Some(Ok(chunk)) => Ok(chunk),
+            Some(Err(e)) => Err(e),
+            None => Err("the dealer's stream ended early".into()),
+        }
+    }
+}
+
+/// Reads the job's corrections ahead of its inferences (see [`DealerFeed`]).
+#[derive(Clone)]
+struct Prefetch {
+    state: Arc<Mutex<FeedState>>,
+}
+
+impl Prefetch {
+    /// Reads from the stream until every correction not handed to the party yet is in memory, or
+    /// [`PREFETCH_BUDGET_WORDS`] are.
+    fn fill(&self) -> Result<()> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let want = state.pending.min(PREFETCH_BUDGET_WORDS);
+        while state.buffered_words < want {
+            let chunk = state.receive().map_err(|e| {
+                NodeError::Unexpected(format!("reading the dealer's corrections: {e}"))
+            })?;
+            state.buffered_words += chunk.len() as u64;
+            state.buffered.push_back(chunk);
+        }
+        Ok(())
+    }
 }
 
 impl DealerFeed {
@@ -582,30 +632,43 @@ impl DealerFeed {
             let _ = recv.stop(VarInt::from_u32(0));
         });
         let feed = DealerFeed {
-            chunks,
-            pending: announced,
+            state: Arc::new(Mutex::new(FeedState {
+                chunks,
+                buffered: Default::default(),
+                buffered_words: 0,
+                pending: announced,
+            })),
         };
         Ok((feed, time_rx))
+    }
+
+    /// The reader of the job's corrections ahead of its inferences.
+    fn prefetch(&self) -> Prefetch {
+        Prefetch {
+            state: self.state.clone(),
+        }
     }
 }
 
 impl CorrectionFeed for DealerFeed {
     fn next_chunk(&mut self) -> std::result::Result<Option<Vec<u64>>, String> {
-        if self.pending == 0 {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.pending == 0 {
             return Ok(None);
         }
-        match self.chunks.blocking_recv() {
-            Some(Ok(chunk)) => {
-                self.pending = self.pending.saturating_sub(chunk.len() as u64);
-                Ok(Some(chunk))
+        let chunk = match state.buffered.pop_front() {
+            Some(chunk) => {
+                state.buffered_words = state.buffered_words.saturating_sub(chunk.len() as u64);
+                chunk
             }
-            Some(Err(e)) => Err(e),
-            None => Err("the dealer's stream ended early".into()),
-        }
+            None => state.receive()?,
+        };
+        state.pending = state.pending.saturating_sub(chunk.len() as u64);
+        Ok(Some(chunk))
     }
 
     fn pending(&self) -> u64 {
-        self.pending
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).pending
     }
 }
 
@@ -665,12 +728,14 @@ pub fn run(
         rep3m_checks: Vec::new(),
         output_key_share: None,
     };
+    let prefetch = feed.as_ref().map(DealerFeed::prefetch);
     let requests = program.requests(manifest);
     let fp = program.fixed_point();
     let job = Job {
         program: &program,
         items: manifest.batch as usize,
         profile_last: run.profile,
+        prefetch,
     };
     if manifest.protocol == Protocol::Spdz2k {
         let generator = match feed.take() {
@@ -1001,6 +1066,8 @@ struct Job<'a> {
     items: usize,
     /// Whether to profile the last inference.
     profile_last: bool,
+    /// The last party's reading of each inference's corrections before it (none at the other parties).
+    prefetch: Option<Prefetch>,
 }
 
 impl Job<'_> {
@@ -1024,6 +1091,10 @@ impl Job<'_> {
         for (k, input) in inputs.into_iter().enumerate() {
             let want_profile = self.profile_last && k + 1 == inferences;
             session.set_profile(want_profile);
+            if let Some(prefetch) = &self.prefetch {
+                // Offline: the corrections in memory before the start line, as in a local run.
+                prefetch.fill()?;
+            }
             let udp_before = session.party().net().inner().udp_tx_bytes();
             let done = session.infer(input.0, self.items)?;
             let udp = session

@@ -53,6 +53,16 @@ fn job_transport_config(config: &NodeConfig) -> Result<TransportConfig> {
     Ok(t)
 }
 
+/// [`job_transport_config`] for a job endpoint bound to a loopback address: its datagrams never leave the
+/// loopback interface (a socket bound there reaches no other), whose MTU (64 KiB) takes every datagram of
+/// up to [`JOB_MAX_UDP_PAYLOAD`] bytes, so a connection starts at that size instead of QUIC's safe 1,200
+/// bytes and the first messages of a job do not cost hundreds of datagrams while MTU discovery probes up.
+fn loopback_job_transport_config(config: &NodeConfig) -> Result<TransportConfig> {
+    let mut t = job_transport_config(config)?;
+    t.initial_mtu(JOB_MAX_UDP_PAYLOAD);
+    Ok(t)
+}
+
 /// A job endpoint's socket: quinn's tokio socket, one datagram per send and per receive slot. Segmentation
 /// offload would batch datagrams of up to [`JOB_MAX_UDP_PAYLOAD`] bytes beyond what one send may carry (the
 /// kernel refuses the batch, and quinn-udp drops it silently), and receive slots sized for offload would
@@ -138,7 +148,12 @@ impl Peers {
     ) -> Result<(Arc<Peers>, mpsc::UnboundedReceiver<Announced>)> {
         let tls = TlsIdentity::new(identity)?;
         let transport = Arc::new(transport_config(config)?);
-        let job_transport = job_transport_config(config)?;
+        // A job endpoint binds the node's address (see `job_endpoint`).
+        let job_transport = if config.listen.ip().is_loopback() {
+            loopback_job_transport_config(config)?
+        } else {
+            job_transport_config(config)?
+        };
         let server_tls = tls::server_config(&tls, allowed.clone())?;
         let quic_tls = QuicServerConfig::try_from(server_tls).map_err(NodeError::quic)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(quic_tls));
@@ -328,5 +343,54 @@ impl Peers {
     pub fn close(&self) {
         self.endpoint
             .close(VarInt::from_u32(0), b"node shutting down");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A job connection from a node bound to `listen` to a second node on loopback, and the path MTU it
+    /// starts with (read before any data is sent).
+    fn first_job_mtu(listen: std::net::IpAddr) -> u16 {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let (a_id, b_id) = (Identity::generate().unwrap(), Identity::generate().unwrap());
+            let allowed = Arc::new(AllowList::new([a_id.public_key(), b_id.public_key()]));
+            let config = |ip| NodeConfig::new(SocketAddr::new(ip, 0), std::env::temp_dir());
+            let (a, _a_rx) = Peers::bind(&config(listen), &a_id, allowed.clone()).unwrap();
+            let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+            let (b, _b_rx) = Peers::bind(&config(loopback), &b_id, allowed).unwrap();
+            let (a_job, b_job) = (a.job_endpoint().unwrap(), b.job_endpoint().unwrap());
+            let b_port = b_job.local_addr().unwrap().port();
+            let accept = tokio::spawn(async move {
+                let incoming = b_job.accept().await.unwrap();
+                let conn = incoming.await.unwrap();
+                (conn, b_job)
+            });
+            let conn = a
+                .dial_job(&a_job, b_id.public_key(), SocketAddr::new(loopback, b_port))
+                .await
+                .unwrap();
+            let _held = accept.await.unwrap();
+            conn.stats().path.current_mtu
+        })
+    }
+
+    #[test]
+    fn a_loopback_node_starts_its_job_connections_at_the_largest_datagram() {
+        assert_eq!(
+            first_job_mtu(std::net::IpAddr::from([127, 0, 0, 1])),
+            JOB_MAX_UDP_PAYLOAD
+        );
+    }
+
+    #[test]
+    fn a_node_on_another_address_starts_at_quics_safe_size_and_discovers_the_rest() {
+        // Bound to every interface: its datagrams may cross a real link, so it starts at 1,200 bytes.
+        assert_eq!(first_job_mtu(std::net::IpAddr::from([0, 0, 0, 0])), 1200);
     }
 }

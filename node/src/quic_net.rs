@@ -31,6 +31,8 @@
 //!   [`NetError::Timeout`]; it fails at once if the node's runtime stopped; a stream that ends or breaks
 //!   is [`NetError::Disconnected`], a malformed or oversized frame is [`NetError::Transport`] (logged, the
 //!   stream stopped).
+//! - the start line (`Net::start_line`, before each inference's online phase) is an empty `Data` frame to
+//!   and from every peer; it passes beneath `CountedNet`, so it is neither counted nor timed;
 //! - only protocol payloads pass through `send`/`recv`, so `CountedNet` counts exactly what it counts over
 //!   the in-memory mesh; framing and QUIC overhead show in [`QuicNet::udp_tx_bytes`] instead.
 //! - while the party computes, its connections are not driven: what it sent has left already, what arrives
@@ -457,6 +459,25 @@ impl Net for QuicNet {
     fn flush(&mut self) -> std::result::Result<(), NetError> {
         if std::mem::take(&mut self.unflushed) {
             self.runtime.block_on(tokio::task::yield_now());
+        }
+        Ok(())
+    }
+
+    /// An empty `Data` frame to every peer, then one from every peer (a protocol message is never read
+    /// here: every party calls this at the same point of the program, and each stream keeps its order).
+    fn start_line(&mut self) -> std::result::Result<(), NetError> {
+        let peers: Vec<usize> = (0..self.parties).filter(|&j| j != self.party).collect();
+        for &j in &peers {
+            self.send(j, Vec::new())?;
+        }
+        for &j in &peers {
+            let got = self.recv(j)?;
+            if !got.is_empty() {
+                return Err(NetError::Transport(format!(
+                    "party {j} sent {} bytes where the start line was expected",
+                    got.len()
+                )));
+            }
         }
         Ok(())
     }

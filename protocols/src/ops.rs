@@ -75,6 +75,10 @@ pub trait MpcOps {
     /// Sends on every message the transport may still hold ([`crate::net::Net::flush`]): a party calls it
     /// before it waits for anything outside the committee (the next input), so no peer waits on it.
     fn flush(&mut self) -> Result<()>;
+    /// Waits at the transport's start line ([`crate::net::Net::start_line`]): every party of the committee
+    /// calls it just before an inference's online phase, so their online clocks start together. Neither
+    /// counted nor timed as traffic.
+    fn start_line(&mut self) -> Result<()>;
 
     /// A sharing of the public vector `values`.
     fn share_public(&self, values: &[u64]) -> Self::Share;

@@ -246,6 +246,11 @@ impl<N: Net> Net for ShapedNet<N> {
     fn flush(&mut self) -> Result<(), NetError> {
         self.inner.flush()
     }
+
+    /// The start line is not shaped: it is not protocol traffic (see [`Net::start_line`]).
+    fn start_line(&mut self) -> Result<(), NetError> {
+        self.inner.start_line()
+    }
 }
 
 /// The committee link of a local run shaped by `config`: every party's mesh endpoint behind a [`ShapedNet`].

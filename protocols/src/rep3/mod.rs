@@ -121,6 +121,11 @@ impl<N: Net> Party<N> {
         Ok(self.net.flush()?)
     }
 
+    /// Waits at the transport's start line (see [`Net::start_line`]; not counted as traffic).
+    pub fn start_line(&mut self) -> Result<()> {
+        Ok(self.net.start_line()?)
+    }
+
     /// Communication so far.
     pub fn stats(&self) -> &NetStats {
         self.net.stats()

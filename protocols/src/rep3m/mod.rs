@@ -196,6 +196,11 @@ impl<N: Net> Party<N> {
         self.inner.flush()
     }
 
+    /// Waits at the transport's start line (see [`crate::net::Net::start_line`]; not counted as traffic).
+    pub fn start_line(&mut self) -> Result<()> {
+        self.inner.start_line()
+    }
+
     /// Communication so far.
     pub fn stats(&self) -> &NetStats {
         self.inner.stats()

@@ -66,6 +66,9 @@ impl<N: Net> MpcOps for Party<N> {
     fn flush(&mut self) -> Result<()> {
         Party::flush(self)
     }
+    fn start_line(&mut self) -> Result<()> {
+        Party::start_line(self)
+    }
     fn material_use(&self) -> MaterialUse {
         MaterialUse::default()
     }

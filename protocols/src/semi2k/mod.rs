@@ -195,6 +195,11 @@ impl<N: Net, D: Domain> Party<N, D> {
         Ok(self.net.flush()?)
     }
 
+    /// Waits at the transport's start line (see [`Net::start_line`]; not counted as traffic).
+    pub fn start_line(&mut self) -> Result<()> {
+        Ok(self.net.start_line()?)
+    }
+
     /// Starts recording every opened value: what this party learns beyond its own shares.
     pub fn record_transcript(&mut self) {
         self.transcript = Some(Vec::new());

@@ -70,6 +70,9 @@ impl<N: Net, D: Domain> MpcOps for Party<N, D> {
     fn flush(&mut self) -> Result<()> {
         Party::flush(self)
     }
+    fn start_line(&mut self) -> Result<()> {
+        Party::start_line(self)
+    }
     fn material_use(&self) -> MaterialUse {
         Party::material_use(self)
     }
