@@ -815,22 +815,37 @@ impl Client {
         })
     }
 
-    /// Polls job `id` until `until` holds (or the deadline passes).
+    /// Waits until job `id`'s status satisfies `until` (or the deadline passes): after the first status,
+    /// each request is held by the coordinator until the status changes ([`api::job_wait`]), so a change
+    /// reaches the client as it happens; a status that comes back unchanged (the request was not held)
+    /// is asked again after the rest of [`JOB_POLL`].
     fn wait_phase(
         &self,
         id: u64,
         deadline: Instant,
         mut until: impl FnMut(&JobView) -> bool,
     ) -> Result<JobView> {
+        let mut last: Option<JobView> = None;
         loop {
-            let view: JobView = self.api.get_json(&api::job(id))?;
+            let asked = Instant::now();
+            let path = match &last {
+                Some(v) => api::job_wait(id, &api::JobWait::past(v, wait_ms(deadline))),
+                None => api::job(id),
+            };
+            let view: JobView = self.api.get_json(&path)?;
             if until(&view) {
                 return Ok(view);
             }
             if Instant::now() >= deadline {
                 bail!("job {id} still {} at the deadline", view.phase);
             }
-            std::thread::sleep(JOB_POLL);
+            let unchanged = last
+                .as_ref()
+                .is_some_and(|l| api::JobWait::past(l, 0).unchanged(&view));
+            if unchanged {
+                std::thread::sleep(JOB_POLL.saturating_sub(asked.elapsed()));
+            }
+            last = Some(view);
         }
     }
 
