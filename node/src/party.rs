@@ -526,17 +526,18 @@ async fn read_rest(
 /// overlap the dealer's stream with the party's reading, a few frames at most.
 const READ_AHEAD_CHUNKS: usize = 2;
 
-/// The most correction words the last party holds read ahead of its inferences ([`Prefetch::fill`]):
-/// 512 MiB. A job that takes more (many inferences, a long `spdz2k` sequence) reads the rest during its
-/// online phases, as the dealer deals it.
+/// The most correction words the last party reads into memory ahead of an inference ([`Prefetch::fill`]):
+/// 512 MiB. An inference that takes more (a long `spdz2k` sequence) reads the rest from the stream during
+/// its online phase, as the dealer deals it.
 const PREFETCH_BUDGET_WORDS: u64 = 64 << 20;
 
 /// The last party's corrections, read from the dealer's stream (a [`CorrectionFeed`] on the party's thread):
 /// a task on the runtime reads up to [`READ_AHEAD_CHUNKS`] frames ahead, and the party's thread moves them
-/// into its own buffer, either as its material needs them or, before each inference, every correction of
-/// the job not read yet, up to [`PREFETCH_BUDGET_WORDS`] ([`Prefetch::fill`], the offline phase: a local
-/// run's dealer likewise deals the whole job before the parties start, so its work does not compete with
-/// theirs). The dealer, held back by QUIC's flow control, deals them as they are read. Each frame is awaited at most the deal timeout; the dealer's time, which follows the
+/// into its own buffer, either as its material needs them or, before each inference, all of that
+/// inference's corrections at once, up to [`PREFETCH_BUDGET_WORDS`] ([`Prefetch::fill`], its offline
+/// phase: a local run's last party likewise holds its corrections before the start line, so the dealer's
+/// work is not timed as the parties'). The dealer, held back by QUIC's flow control, deals them as they are
+/// read, so it prepares the next inference's while the parties compute this one. Each frame is awaited at most the deal timeout; the dealer's time, which follows the
 /// last correction, comes on the channel [`DealerFeed::start`] returns.
 struct DealerFeed {
     state: Arc<Mutex<FeedState>>,
@@ -564,18 +565,24 @@ impl FeedState {
     }
 }
 
-/// Reads the job's corrections ahead of its inferences (see [`DealerFeed`]).
+/// Reads an inference's corrections ahead of it (see [`DealerFeed`]).
 #[derive(Clone)]
 struct Prefetch {
     state: Arc<Mutex<FeedState>>,
+    /// Correction words one inference takes.
+    per_inference: u64,
 }
 
 impl Prefetch {
-    /// Reads from the stream until every correction not handed to the party yet is in memory, or
-    /// [`PREFETCH_BUDGET_WORDS`] are.
+    /// Reads from the stream until the next inference's corrections are in memory (at most
+    /// [`PREFETCH_BUDGET_WORDS`], and no more than were announced; the party's material may hold a few
+    /// of them already, so this reads at most a chunk more than needed).
     fn fill(&self) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let want = state.pending.min(PREFETCH_BUDGET_WORDS);
+        let want = self
+            .per_inference
+            .min(PREFETCH_BUDGET_WORDS)
+            .min(state.pending);
         while state.buffered_words < want {
             let chunk = state.receive().map_err(|e| {
                 NodeError::Unexpected(format!("reading the dealer's corrections: {e}"))
@@ -642,10 +649,11 @@ impl DealerFeed {
         Ok((feed, time_rx))
     }
 
-    /// The reader of the job's corrections ahead of its inferences.
-    fn prefetch(&self) -> Prefetch {
+    /// The reader of each inference's `per_inference` correction words ahead of it.
+    fn prefetch(&self, per_inference: u64) -> Prefetch {
         Prefetch {
             state: self.state.clone(),
+            per_inference,
         }
     }
 }
@@ -728,8 +736,12 @@ pub fn run(
         rep3m_checks: Vec::new(),
         output_key_share: None,
     };
-    let prefetch = feed.as_ref().map(DealerFeed::prefetch);
-    let requests = program.requests(manifest);
+    let parts = program.request_parts(manifest);
+    let prefetch = match &feed {
+        Some(f) => Some(f.prefetch(inference_corrections(manifest.protocol, &parts)?)),
+        None => None,
+    };
+    let requests = parts.all();
     let fp = program.fixed_point();
     let job = Job {
         program: &program,
@@ -1059,6 +1071,16 @@ fn published(weights: Vec<WireWeight>) -> Vec<PublishedWeight> {
         .collect()
 }
 
+/// Correction words one inference of a job takes from the dealer (as the dealer counts them).
+fn inference_corrections(protocol: Protocol, parts: &JobRequests) -> Result<u64> {
+    let draws = if protocol == Protocol::Spdz2k {
+        material::auth::count(&parts.inference)?
+    } else {
+        material::count(&parts.inference)?
+    };
+    Ok(draws.corrections)
+}
+
 /// The public shape of a job's inferences.
 struct Job<'a> {
     program: &'a JobProgram,
@@ -1092,7 +1114,7 @@ impl Job<'_> {
             let want_profile = self.profile_last && k + 1 == inferences;
             session.set_profile(want_profile);
             if let Some(prefetch) = &self.prefetch {
-                // Offline: the corrections in memory before the start line, as in a local run.
+                // Offline: this inference's corrections in memory before the start line, as in a local run.
                 prefetch.fill()?;
             }
             let udp_before = session.party().net().inner().udp_tx_bytes();
