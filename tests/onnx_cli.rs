@@ -39,7 +39,7 @@ fn models_inspect_names_an_unsupported_operator() {
 
 #[test]
 fn bench_measures_an_onnx_model_with_the_usual_fields() {
-    for protocol in ["semi2k", "spdz2k", "rep3"] {
+    for protocol in ["semi2k", "spdz2k", "rep3", "rep3m"] {
         let out = veil(&[
             "bench",
             "--model",
@@ -62,8 +62,13 @@ fn bench_measures_an_onnx_model_with_the_usual_fields() {
         assert!(v["max_abs_err"].as_f64().unwrap() < 1e-2, "{v}");
         assert!(v["rounds"].as_u64().unwrap() > 100, "{v}");
         assert!(v["bytes_per_party"].as_u64().unwrap() > 0, "{v}");
-        // One entry per node (25), plus spdz2k's closing MAC check.
+        // One entry per node (25), plus spdz2k's closing MAC check or rep3m's closing product proof.
         let layers = v["layers"].as_array().unwrap().len();
-        assert_eq!(layers, if protocol == "spdz2k" { 26 } else { 25 }, "{v}");
+        let checked = matches!(protocol, "spdz2k" | "rep3m");
+        assert_eq!(layers, if checked { 26 } else { 25 }, "{v}");
+        if protocol == "rep3m" {
+            assert_eq!(v["verified"], true, "{v}");
+            assert_eq!(v["dealer_bytes"], 0, "{v}");
+        }
     }
 }

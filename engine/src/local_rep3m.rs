@@ -1,15 +1,16 @@
 //! The `rep3m` twin of [`crate::local_rep3`]: the same owners' side (replicated shares of inputs and
 //! weights, no dealer), parties that check their openings and release each output only after the check,
-//! and a client that refuses an output whose two copies of a component differ. See
+//! and a client that refuses an output whose two copies of a component differ: plans ([`run_rep3m`]), and
+//! encoders and imported graphs ([`run_program`]). See
 //! `protocols/src/rep3m/mod.rs` for what is checked and what is not yet (products).
 
 use veil_protocols::adversary::{Adversary, Deviation};
 use veil_protocols::rep3m;
 use veil_protocols::semi2k::local::PartyOutcome;
 
-use crate::bert::private::PrivateBert;
 use crate::error::{EngineError, Result};
 use crate::local::{report, to_protocol, LocalOptions, LocalRunReport, PartyResult};
+use crate::local_program::Forward;
 use crate::local_rep3::{committee, local_run, open_outputs, owner_shares, run_party, split};
 use crate::plan::Plan;
 use crate::private::setup_rep3;
@@ -46,14 +47,20 @@ pub(crate) fn run_rep3m(
     finish(parties, encoded.len(), plan.fixed_point)
 }
 
-/// Embeds each of `inputs` (the client's encoded token embeddings, `lengths[i]` tokens each) under `rep3m`.
-pub(crate) fn embed_rep3m(
-    model: &PrivateBert,
+/// Runs `program` (an encoder, an imported graph: any [`Forward`] program on public weights) under `rep3m`
+/// on each of `inputs` (the client's encoded inputs, `items[i]` units each: tokens, or 1 per graph input).
+pub(crate) fn run_program<M: Forward>(
+    program: &M,
+    fp: veil_protocols::ring::FixedPoint,
     inputs: &[Vec<u64>],
-    lengths: &[usize],
+    items: &[usize],
     options: &LocalOptions,
 ) -> Result<LocalRunReport> {
-    let fp = model.config().fixed_point;
+    if inputs.len() != items.len() {
+        return Err(EngineError::Weights(
+            "every input needs its number of items".into(),
+        ));
+    }
     let committee = committee(options, fp)?;
     let adversary = lab_adversary(options)?;
     let mut rng = crate::local_rep3::rng(options);
@@ -61,14 +68,14 @@ pub(crate) fn embed_rep3m(
     let start_line = StartLine::new(3, options.timeout);
     let parties = rep3m::local::run(&committee, options.seed, adversary, |party| {
         let me = party.id();
-        let words = shares.iter().zip(lengths).map(|(x, &l)| (x[me].clone(), l));
+        let words = shares.iter().zip(items).map(|(x, &l)| (x[me].clone(), l));
         run_party(
             party,
             words,
             options,
             &start_line,
             |party, input, items, profile| {
-                let y = model.forward(party, input, items, profile)?;
+                let y = program.forward_on(party, input, items, profile)?;
                 Ok(party.release(&y)?)
             },
         )

@@ -151,6 +151,12 @@ fn private_forward_matches_pytorch_under_rep3() {
 }
 
 #[test]
+fn private_forward_matches_pytorch_under_rep3m() {
+    // Every output released only after the parties' checks (openings and the product proof).
+    check_private(Protocol::Rep3m, 3);
+}
+
+#[test]
 fn requests_are_what_the_forward_pass_consumes_with_a_profile_per_node() {
     // The material reader refuses any drift, so a run with profiling on passes only if the list is exact;
     // and every node reports one step.

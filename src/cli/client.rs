@@ -130,10 +130,6 @@ pub fn deploy(mut args: DeployArgs) -> Result<()> {
         return super::embed_job::deploy_pretrained(name, &args);
     }
     if veil_engine::onnx::looks_like_onnx_file(&args.model) {
-        // Imported graphs do not run under rep3m yet (in memory they are refused too).
-        if protocol == Protocol::Rep3m {
-            bail!("--protocol rep3m: imported ONNX graphs run under semi2k, spdz2k and rep3, not rep3m yet");
-        }
         // An ONNX model's weights are public to the parties (`--weights` does not apply).
         let dir = client_dir(&args.connect);
         args.connect.identity = Some(dir);

@@ -24,7 +24,7 @@ pub fn embed_private(
         .collect::<Result<_>>()?;
     let lengths: Vec<usize> = sequences.iter().map(Vec::len).collect();
     match options.protocol {
-        Protocol::Rep3m => crate::local_rep3m::embed_rep3m(model, &inputs, &lengths, options),
+        Protocol::Rep3m => crate::local_rep3m::run_program(model, fp, &inputs, &lengths, options),
         _ => crate::local_program::run_local(model, fp, &inputs, &lengths, options),
     }
 }

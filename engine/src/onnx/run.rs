@@ -1,8 +1,9 @@
 //! An imported graph on a local committee: n parties on threads over the in-memory mesh (fed by a dealer
-//! thread under `semi2k` and `spdz2k`; three parties without a dealer under `rep3`), each running the one
-//! party program ([`crate::session::PartySession`]) with the graph as its [`Program`]. What `veil bench
-//! --model X.onnx` and the tests run. The client's part (encoding) happens here, the committee is
-//! [`crate::local_program::run_local`]'s.
+//! thread under `semi2k` and `spdz2k`; three parties without a dealer under `rep3` and `rep3m`), each
+//! running the one party program ([`crate::session::PartySession`]) with the graph as its [`Program`], or
+//! the replicated parties' step. What `veil bench --model X.onnx` and the tests run. The client's part
+//! (encoding) happens here, the committee is [`crate::local_program::run_local`]'s (`rep3m`:
+//! [`crate::local_rep3m::run_program`]'s, where each output is released only after the parties' checks).
 
 use veil_protocols::domain::Domain;
 use veil_protocols::material::Request;
@@ -10,7 +11,7 @@ use veil_protocols::net::Net;
 use veil_protocols::semi2k::Party;
 
 use super::private::PrivateGraph;
-use crate::error::{EngineError, Result};
+use crate::error::Result;
 use crate::local::{LocalOptions, LocalRunReport, Protocol};
 use crate::private::StepProfile;
 use crate::session::Program;
@@ -48,9 +49,7 @@ pub fn infer_private(
         .collect::<Result<_>>()?;
     let items = vec![1usize; inputs.len()];
     match options.protocol {
-        Protocol::Rep3m => Err(EngineError::Onnx(super::OnnxError::Graph(
-            "imported graphs run under semi2k, spdz2k and rep3, not rep3m yet".into(),
-        ))),
+        Protocol::Rep3m => crate::local_rep3m::run_program(model, fp, &encoded, &items, options),
         _ => crate::local_program::run_local(model, fp, &encoded, &items, options),
     }
 }
