@@ -555,6 +555,56 @@ fn gf_compact_fold_hw(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec
     }
 }
 
+/// [`gf_compact_fold_hw`] eight gates at a time: the eight coins times the challenge with the 512-bit
+/// carry-less product (reduced as in [`gf_fold_wide`]), then each gate's bits of `x` and `x ^ y` select
+/// its coin and its product as lane masks; a word's last gates (if its coins are not a multiple of eight)
+/// one at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq")]
+fn gf_compact_fold_wide(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec<Gf64>) {
+    use std::arch::x86_64::{
+        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_maskz_mov_epi64, _mm512_set1_epi64,
+        _mm512_storeu_si512, _mm512_unpacklo_epi64, _mm512_xor_si512,
+    };
+    let wv = _mm512_set1_epi64(w as i64);
+    let poly = _mm512_set1_epi64(0x1b);
+    let reduce = |p| {
+        let t = _mm512_clmulepi64_epi128(p, poly, 0x01);
+        let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
+        _mm512_xor_si512(_mm512_xor_si512(p, t), u)
+    };
+    out.reserve(theta.len());
+    let mut buf = [Gf64::default(); 8];
+    for (k, th) in theta.chunks(64).enumerate() {
+        let (x, d) = (a[k], a[k] ^ b[k]);
+        let full = th.len() / 8 * 8;
+        for (i, c8) in th[..full].chunks_exact(8).enumerate() {
+            // SAFETY: the chunk is eight `u64` words, read unaligned.
+            let cv = unsafe { _mm512_loadu_si512(c8.as_ptr().cast()) };
+            let even = reduce(_mm512_clmulepi64_epi128(cv, wv, 0x00));
+            let odd = reduce(_mm512_clmulepi64_epi128(cv, wv, 0x01));
+            let rt = _mm512_unpacklo_epi64(even, odd);
+            // Lane `l` is gate `8 i + l` of the word: bit `8 i + l` of `x` and of `d`.
+            let (xm, dm) = ((x >> (8 * i)) as u8, (d >> (8 * i)) as u8);
+            let res = _mm512_xor_si512(
+                _mm512_maskz_mov_epi64(xm, cv),
+                _mm512_maskz_mov_epi64(dm, rt),
+            );
+            // SAFETY: `buf` is eight `Gf64`, transparent words, written unaligned.
+            unsafe { _mm512_storeu_si512(buf.as_mut_ptr().cast(), res) };
+            out.extend_from_slice(&buf);
+        }
+        for (j, &c) in th.iter().enumerate().skip(full) {
+            let rt = reduce64(clmul_hw(w, c));
+            let (xm, dm) = (
+                0u64.wrapping_sub((x >> j) & 1),
+                0u64.wrapping_sub((d >> j) & 1),
+            );
+            out.push(Gf64((c & xm) ^ (rt & dm)));
+        }
+    }
+}
+
 /// `r` modulo `X^64 + X^4 + X^3 + X + 1`.
 fn reduce64(r: u128) -> u64 {
     let fold = |h: u128| h ^ (h << 1) ^ (h << 3) ^ (h << 4);
@@ -868,6 +918,14 @@ impl Ext for Gf64 {
         let theta = &theta[..terms.min(theta.len())];
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+            {
+                // SAFETY: the instruction sets were detected just above.
+                unsafe { gf_compact_fold_wide(theta, a, b, w, out) };
+                return;
+            }
             if std::arch::is_x86_feature_detected!("pclmulqdq") {
                 // SAFETY: the instruction set was detected just above.
                 unsafe { gf_compact_fold_hw(theta, a, b, w, out) };
@@ -1226,6 +1284,47 @@ mod tests {
         let w: Vec<Gr> = (0..5).map(|_| Gr::random(&mut q)).collect();
         assert_eq!(v, w);
         assert_eq!(p.words(3), q.words(3));
+    }
+
+    #[test]
+    fn the_wide_compact_fold_agrees_with_the_one_at_a_time() {
+        let mut p = prg(11);
+        for gates in [8usize, 64, 150, 320] {
+            let words = gates.div_ceil(64);
+            let (coins, a, b) = (p.words(gates), p.words(words), p.words(words));
+            let w = p.words(1)[0];
+            let mut want = Vec::new();
+            for (t, &th) in coins.iter().enumerate() {
+                let (x, d) = (
+                    (a[t / 64] >> (t % 64)) & 1,
+                    ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1,
+                );
+                let rt = Gf64(w).times(&Gf64(th)).0;
+                want.push(Gf64(
+                    (th & 0u64.wrapping_sub(x)) ^ (rt & 0u64.wrapping_sub(d)),
+                ));
+            }
+            let mut got = Vec::new();
+            Gf64::compact_fold_u(
+                &coins,
+                (&a, &b),
+                gates,
+                w,
+                &mut got,
+                &crate::gemm::NaiveGemm,
+            );
+            assert_eq!(got, want, "gates {gates}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+            {
+                let mut wide = Vec::new();
+                // SAFETY: the instruction sets were detected just above.
+                unsafe { gf_compact_fold_wide(&coins, &a, &b, w, &mut wide) };
+                assert_eq!(wide, want, "gates {gates}");
+            }
+        }
     }
 
     #[test]

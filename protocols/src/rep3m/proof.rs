@@ -82,7 +82,10 @@
 //! `c_2`, and for each of the two `u` folds the `D x D` map of the challenge applied to every term's coin
 //! on the gemm kernel (`v` folds are masked words); at the later levels, per instance, the prover's two
 //! inner products (the ring's as `48 x len x 48` matrix products on the gemm kernel) and four folds by
-//! the challenge (a ring challenge has 0/1 coefficients: its map is a 0/1 matrix); the projections of a
+//! the challenge (a ring challenge has 0/1 coefficients: its map is a 0/1 matrix), all on the entries
+//! before the zero padding only (`min(N, 2^l)` entries at the level of length `2^l`, `N` the entries
+//! after the first fold: a padding up to twice the entries costs nothing), in blocks of 512 entries
+//! through cache-sized scratch, the vectors folded in place; the projections of a
 //! `[m, k, n]` matrix product are three products on the gemm kernel, `48 (m k + k n + m n)` word
 //! products, per role. AND gates alike over `GF(2^64)` with carry-less products (at the first level,
 //! masked words and one carry-less product per gate for each `u` fold).
