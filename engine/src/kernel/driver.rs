@@ -385,17 +385,20 @@ fn scatter_row(data: &mut [u64], panel_len: usize, offset: usize, nr: usize, row
 /// Packs the rows of `a` (each `k` long) into `ceil(rows / MR)` panels of depth `kp` (see
 /// [`packed_depth`]): panel `ip` holds, for each `p < kp`, the `MR` values `a[ip * MR + r][p]` (zero past the
 /// last row and past column `k`, and for Winograd kernels the correction pair `1, -xi` in columns `kp - 2`,
-/// `kp - 1`; the `1` in every lane of the panel). Zero-fills the panels, then reads `a` row by row once and
-/// writes each value to its lane with a stride of `MR` (a panel stays in the first-level cache), so no
-/// per-value bounds test or branch (a full panel of four rows, as the AVX-512 and portable kernels use,
-/// is written one `p` at a time instead); reuses `out`'s allocation. `k` is non-zero.
+/// `kp - 1`; the `1` in every lane of the panel). Reads `a` row by row once and writes each value to its
+/// lane with a stride of `MR` (a panel stays in the first-level cache), with no per-value bounds test or
+/// branch; a full panel of four rows (the AVX-512 and portable kernels') is written one `p` at a time, as
+/// contiguous stores. Reuses `out`'s allocation: a full panel overwrites all of its values, so only a
+/// panel with missing rows is zero-filled first. `k` is non-zero.
 fn pack_a<K: Kernel>(a: &[u64], k: usize, out: &mut Vec<u64>) {
     let (mr, kp) = (K::MR, packed_depth::<K>(k));
-    out.clear();
     out.resize(a.len().div_ceil(mr * k) * kp * mr, 0);
     for (rows, panel) in a.chunks(mr * k).zip(out.chunks_exact_mut(kp * mr)) {
-        if mr == 4 && rows.len() == 4 * k {
-            // A full panel of four rows: each `p` is one contiguous store of four values.
+        let full = rows.len() == mr * k;
+        if !full {
+            panel.fill(0);
+        }
+        if mr == 4 && full {
             let (r0, rest) = rows.split_at(k);
             let (r1, rest) = rest.split_at(k);
             let (r2, r3) = rest.split_at(k);
@@ -411,6 +414,7 @@ fn pack_a<K: Kernel>(a: &[u64], k: usize, out: &mut Vec<u64>) {
             }
         }
         if K::WINOGRAD {
+            panel[k * mr..(kp - 2) * mr].fill(0);
             panel[(kp - 2) * mr..(kp - 1) * mr].fill(1);
             for (dst, row) in panel[(kp - 1) * mr..].iter_mut().zip(rows.chunks_exact(k)) {
                 let xi = row.chunks_exact(2).fold(0u64, |s, pair| {
