@@ -29,9 +29,32 @@ const LOW_TERMS: [usize; 4] = [5, 3, 2, 0];
 /// Mask of the `D` coefficient bits of an exceptional element.
 pub const MASK: u64 = (1 << D) - 1;
 
-/// An element of `GR(2^64, 48)`: coefficient `j` of `X^j` at index `j`.
+/// An element of `GR(2^64, 48)`: coefficient `j` of `X^j` at index `j`. Transparent over its words, so a
+/// slice of elements is a row-major `len x D` matrix of words ([`words_of`]) that goes to the gemm kernel
+/// without a copy.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(transparent)]
 pub struct Gr(pub [u64; D]);
+
+/// The words of `v`, element after element (`D` words each): the row-major `v.len() x D` matrix of its
+/// coefficients.
+pub fn words_of(v: &[Gr]) -> &[u64] {
+    // SAFETY: `Gr` is `repr(transparent)` over `[u64; D]`, so `v` is `v.len() * D` initialised `u64`s,
+    // contiguous and aligned for `u64`; the borrow keeps `v` alive and unaliased-by-writers.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast::<u64>(), v.len() * D) }
+}
+
+/// [`words_of`], mutable: every bit pattern of the words is a valid element.
+pub fn words_of_mut(v: &mut [Gr]) -> &mut [u64] {
+    // SAFETY: as in `words_of`; the exclusive borrow of `v` is handed on to the words, and any `u64`
+    // values form a valid `Gr`.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u64>(), v.len() * D) }
+}
+
+/// Entries per block of the folds and inner products on gemm: a block's scratch (`BLOCK * D` words,
+/// 192 KiB) stays in the second-level cache, and a block's product (`BLOCK * D * D` multiply-adds) dwarfs a
+/// gemm call's fixed cost. Sums over blocks are wrapping additions, so the blocking changes no result.
+const BLOCK: usize = 512;
 
 impl std::fmt::Debug for Gr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,9 +95,12 @@ impl Gr {
         g
     }
 
-    /// `n` uniform elements from `prg`.
+    /// `n` uniform elements from `prg`: the next `n D` words of its stream, element after element (the
+    /// same elements as `n` calls of [`Self::random`], drawn in one fill).
     pub fn random_vec(prg: &mut Prg, n: usize) -> Vec<Gr> {
-        (0..n).map(|_| Gr::random(prg)).collect()
+        let mut v = vec![Gr::ZERO; n];
+        prg.fill(words_of_mut(&mut v));
+        v
     }
 
     /// A uniform exceptional-set element other than 0 and 1, so that it and `1 - r` are units (rejection
@@ -159,42 +185,65 @@ impl Gr {
     }
 
     /// `v <- v_L + c (v_R - v_L)` for the exceptional element `c` of `mask` (the first half of `v`, which
-    /// has even length): multiplication by `c` is a linear map of the `D` coefficients, so all `len / 2`
-    /// products are one `len/2 x D x D` matrix product on `gemm` with the map's matrix (row `j` is
-    /// `c X^j`); short vectors take the additions of [`Self::mul_mask`] instead.
+    /// has even length), as [`Self::fold_pair`].
     pub fn fold_gemm(v: &mut [Gr], mask: u64, gemm: &dyn crate::gemm::Gemm) {
         let h = v.len() / 2;
         let (lo, hi) = v.split_at_mut(h);
-        if h < 32 {
-            for (l, x) in lo.iter_mut().zip(hi.iter()) {
+        Gr::fold_pair(lo, hi, mask, gemm);
+    }
+
+    /// `lo_j <- lo_j + c (hi_j - lo_j)` for every `j < lo.len()`, with `hi` read as zero past its end (so
+    /// entries past `hi` become `(1 - c) lo_j`; entries of `hi` past `lo`'s end are ignored), for the
+    /// exceptional element `c` of `mask`. Multiplication by `c` is a linear map of the `D` coefficients, so
+    /// the products are matrix products on `gemm` with the map's matrix (row `j` is `c X^j`), [`BLOCK`]
+    /// entries at a time through a cache-sized scratch, added into `lo` in place; short slices take the
+    /// additions of [`Self::mul_mask`] instead.
+    pub fn fold_pair(lo: &mut [Gr], hi: &[Gr], mask: u64, gemm: &dyn crate::gemm::Gemm) {
+        if lo.len() < 32 {
+            for (j, l) in lo.iter_mut().enumerate() {
+                let x = hi.get(j).copied().unwrap_or(Gr::ZERO);
                 l.add_assign(&Gr::mul_mask(mask, &x.sub(l)));
             }
             return;
         }
         let map = challenge_map(mask);
-        let d: Vec<u64> = lo
-            .iter()
-            .zip(hi.iter())
-            .flat_map(|(l, x)| x.sub(l).0)
-            .collect();
-        let mut out = vec![0u64; h * D];
-        gemm.gemm(h, D, D, &d, &map, &mut out);
-        for (l, c) in lo.iter_mut().zip(out.chunks_exact(D)) {
-            for (a, b) in l.0.iter_mut().zip(c) {
-                *a = a.wrapping_add(*b);
+        let cap = BLOCK.min(lo.len()) * D;
+        let (mut d, mut out) = (vec![0u64; cap], vec![0u64; cap]);
+        for (b, lb) in lo.chunks_mut(BLOCK).enumerate() {
+            let n = lb.len();
+            let start = b * BLOCK;
+            let hb = hi.get(start..).unwrap_or_default();
+            let hb = &hb[..hb.len().min(n)];
+            let (dw, ow) = (&mut d[..n * D], &mut out[..n * D]);
+            let lw = words_of_mut(lb);
+            let (lpair, ltail) = lw.split_at(hb.len() * D);
+            let (dpair, dtail) = dw.split_at_mut(hb.len() * D);
+            for ((x, &y), &l) in dpair.iter_mut().zip(words_of(hb)).zip(lpair) {
+                *x = y.wrapping_sub(l);
+            }
+            for (x, &l) in dtail.iter_mut().zip(ltail) {
+                *x = l.wrapping_neg();
+            }
+            gemm.gemm(n, D, D, dw, &map, ow);
+            for (a, &c) in lw.iter_mut().zip(ow.iter()) {
+                *a = a.wrapping_add(c);
             }
         }
     }
 
-    /// `sum_j a_j b_j` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the sum of
-    /// products is `sum_j a_j[p] b_j[q]`), then the diagonals folded and reduced once.
+    /// `sum_j a_j b_j` (over the shorter slice) as `D x n x D` matrix products on `gemm`, [`BLOCK`] entries
+    /// at a time (coefficient `(p, q)` of the sum of products is `sum_j a_j[p] b_j[q]`; `b`'s words go to
+    /// the kernel as they are), then the diagonals folded and reduced once.
     pub fn inner_gemm(a: &[Gr], b: &[Gr], gemm: &dyn crate::gemm::Gemm) -> Gr {
         let len = a.len().min(b.len());
-        inner_gemm_with(len, |j| a[j], |j| b[j], gemm)
+        inner_blocks(len, gemm, |r, at, _| {
+            transpose(&a[r.clone()], at);
+            Some(words_of(&b[r]))
+        })
     }
 
     /// `sum_j (a_R - a_L)_j (b_R - b_L)_j` over `j < len` (the shortest slice) as [`Self::inner_gemm`],
-    /// without materialising the differences.
+    /// the differences materialised one block at a time only.
     pub fn inner_diff_gemm(
         al: &[Gr],
         ar: &[Gr],
@@ -203,7 +252,14 @@ impl Gr {
         gemm: &dyn crate::gemm::Gemm,
     ) -> Gr {
         let len = al.len().min(ar.len()).min(bl.len()).min(br.len());
-        inner_gemm_with(len, |j| ar[j].sub(&al[j]), |j| br[j].sub(&bl[j]), gemm)
+        inner_blocks(len, gemm, |r, at, bw| {
+            transpose_diff(&al[r.clone()], &ar[r.clone()], at);
+            let (x, y) = (words_of(&bl[r.clone()]), words_of(&br[r]));
+            for ((o, &l), &h) in bw.iter_mut().zip(x).zip(y) {
+                *o = h.wrapping_sub(l);
+            }
+            None
+        })
     }
 
     /// The words of the element (for messages).
@@ -233,58 +289,85 @@ crate::simd::dispatch!(mask_accumulate(t: &mut [u64], o: &[u64], bits: &[u64]) {
     }
 });
 
-/// `sum_{j < len} a(j) b(j)` as one `D x len x D` matrix product on `gemm` (coefficient `(p, q)` of the
-/// sum of products is `sum_j a(j)[p] b(j)[q]`), then the diagonals folded and reduced once.
-fn inner_gemm_with(
+/// `sum_{j < len} a_j b_j` as `D x n x D` matrix products on `gemm`, one per block of [`BLOCK`] entries
+/// (coefficient `(p, q)` of a block's sum of products is `sum_j a_j[p] b_j[q]`), then the diagonals folded
+/// and reduced once. For each block `r` (`n` entries), `fill(r, at, bw)` writes the `D x n` transpose of
+/// the block's `a_j` into `at` and returns the block's `b_j` words (`n x D`, row-major), or writes them into
+/// `bw` and returns `None`.
+fn inner_blocks<'b>(
     len: usize,
-    a: impl Fn(usize) -> Gr,
-    b: impl Fn(usize) -> Gr,
     gemm: &dyn crate::gemm::Gemm,
+    mut fill: impl FnMut(std::ops::Range<usize>, &mut [u64], &mut [u64]) -> Option<&'b [u64]>,
 ) -> Gr {
     if len == 0 {
         return Gr::ZERO;
     }
-    // The transpose of `a` (`D x len`), in blocks of entries that stay in the first-level cache.
-    const BLOCK: usize = 16;
-    let mut at = vec![0u64; D * len];
-    let mut block = [Gr::ZERO; BLOCK];
+    let cap = BLOCK.min(len) * D;
+    let (mut at, mut bw) = (vec![0u64; cap], vec![0u64; cap]);
+    let mut c = vec![0u64; D * D];
+    let mut t = [0u64; 2 * D];
     for start in (0..len).step_by(BLOCK) {
         let n = BLOCK.min(len - start);
-        for (i, g) in block[..n].iter_mut().enumerate() {
-            *g = a(start + i);
-        }
-        for p in 0..D {
-            let row = &mut at[p * len + start..][..n];
-            for (dst, g) in row.iter_mut().zip(&block[..n]) {
-                *dst = g.0[p];
+        let (atb, bwb) = (&mut at[..D * n], &mut bw[..n * D]);
+        let direct = fill(start..start + n, atb, bwb);
+        gemm.gemm(D, n, D, atb, direct.unwrap_or(bwb), &mut c);
+        for (p, row) in c.chunks_exact(D).enumerate() {
+            for (s, &x) in t[p..p + D].iter_mut().zip(row) {
+                *s = s.wrapping_add(x);
             }
-        }
-    }
-    let mut bw = Vec::with_capacity(D * len);
-    for j in 0..len {
-        bw.extend_from_slice(&b(j).0);
-    }
-    let mut c = vec![0u64; D * D];
-    gemm.gemm(D, len, D, &at, &bw, &mut c);
-    let mut t = [0u64; 2 * D];
-    for p in 0..D {
-        for q in 0..D {
-            t[p + q] = t[p + q].wrapping_add(c[p * D + q]);
         }
     }
     reduce(&t)
 }
 
+/// Entries per sub-block of the transposes (their `D` words each stay in the first-level cache).
+const SUB: usize = 16;
+
+/// `at[p * n + j] = a_j[p]` for `n = a.len()`: the `D x n` transpose of the elements' coefficients.
+fn transpose(a: &[Gr], at: &mut [u64]) {
+    let n = a.len();
+    for (s, sub) in a.chunks(SUB).enumerate() {
+        for p in 0..D {
+            let row = &mut at[p * n + s * SUB..][..sub.len()];
+            for (dst, g) in row.iter_mut().zip(sub) {
+                *dst = g.0[p];
+            }
+        }
+    }
+}
+
+/// `at[p * n + j] = (r_j - l_j)[p]` for `n = l.len()` (`r` at least as long): the transpose of the
+/// differences.
+fn transpose_diff(l: &[Gr], r: &[Gr], at: &mut [u64]) {
+    let n = l.len();
+    for (s, (sl, sr)) in l.chunks(SUB).zip(r.chunks(SUB)).enumerate() {
+        for p in 0..D {
+            let row = &mut at[p * n + s * SUB..][..sl.len()];
+            for ((dst, x), y) in row.iter_mut().zip(sl).zip(sr) {
+                *dst = y.0[p].wrapping_sub(x.0[p]);
+            }
+        }
+    }
+}
+
 /// The `D x D` matrix of multiplication by the exceptional element of `mask` (row `j` is `c X^j`): a row
 /// vector of coefficients times it is the product's coefficients.
+///
+/// Row 0 is `c`'s coefficients, and row `j + 1` is row `j` times `X`: shifted up by one, the coefficient
+/// that leaves at `X^48` coming back as `-(X^5 + X^3 + X^2 + 1)`; `D^2` additions, no products.
 fn challenge_map(mask: u64) -> Vec<u64> {
-    (0..D)
-        .flat_map(|j| {
-            let mut xj = Gr::ZERO;
-            xj.0[j] = 1;
-            Gr::mul_mask(mask, &xj).0
-        })
-        .collect()
+    let mut map = vec![0u64; D * D];
+    let mut row = Gr::from_mask(mask).0;
+    for dst in map.chunks_exact_mut(D) {
+        dst.copy_from_slice(&row);
+        let top = row[D - 1];
+        row.copy_within(..D - 1, 1);
+        row[0] = 0;
+        for &l in &LOW_TERMS {
+            row[l] = row[l].wrapping_sub(top);
+        }
+    }
+    map
 }
 
 /// Whether `g` is a constant (the embedding of `Z_2^64`).
@@ -366,26 +449,29 @@ fn clmul(a: u64, b: u64) -> u128 {
     clmul_portable(a, b)
 }
 
-/// `v_j ^= r (v_{h+j} ^ v_j)` for `j < h`, with the CPU's carry-less product.
+/// `lo_j ^= r (hi_j ^ lo_j)` for `j < lo.len()`, `hi` read as zero past its end, with the CPU's
+/// carry-less product.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "pclmulqdq")]
-fn gf_fold_hw(v: &mut [Gf64], h: usize, r: u64) {
-    let (lo, hi) = v.split_at_mut(h);
-    for (l, x) in lo.iter_mut().zip(hi.iter()) {
-        l.0 ^= reduce64(clmul_hw(r, x.0 ^ l.0));
+fn gf_fold_hw(lo: &mut [Gf64], hi: &[Gf64], r: u64) {
+    for (j, l) in lo.iter_mut().enumerate() {
+        let x = hi.get(j).map_or(0, |x| x.0);
+        l.0 ^= reduce64(clmul_hw(r, x ^ l.0));
     }
 }
 
 /// [`gf_fold_hw`] eight entries at a time with the 512-bit carry-less product (the reduction by
-/// `X^4 + X^3 + X + 1` as two more carry-less products), the tail one at a time.
+/// `X^4 + X^3 + X + 1` as two more carry-less products): the entries paired with `hi`, then those past
+/// `hi`'s end (paired with zero), each run's last few one at a time.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq")]
-fn gf_fold_wide(v: &mut [Gf64], h: usize, r: u64) {
+fn gf_fold_wide(lo: &mut [Gf64], hi: &[Gf64], r: u64) {
     use std::arch::x86_64::{
-        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_set1_epi64, _mm512_storeu_si512,
-        _mm512_unpacklo_epi64, _mm512_xor_si512,
+        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_set1_epi64, _mm512_setzero_si512,
+        _mm512_storeu_si512, _mm512_unpacklo_epi64, _mm512_xor_si512,
     };
-    let (lo, hi) = v.split_at_mut(h);
+    let h = hi.len().min(lo.len());
+    let (lo, tail) = lo.split_at_mut(h);
     let n = h / 8 * 8;
     let rv = _mm512_set1_epi64(r as i64);
     let poly = _mm512_set1_epi64(0x1b);
@@ -396,6 +482,13 @@ fn gf_fold_wide(v: &mut [Gf64], h: usize, r: u64) {
         let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
         _mm512_xor_si512(_mm512_xor_si512(p, t), u)
     };
+    // Eight entries `l` with their partners `x`: `l ^ r (l ^ x)`.
+    let step = |lv, xv| {
+        let d = _mm512_xor_si512(lv, xv);
+        let even = reduce(_mm512_clmulepi64_epi128(d, rv, 0x00));
+        let odd = reduce(_mm512_clmulepi64_epi128(d, rv, 0x01));
+        _mm512_xor_si512(lv, _mm512_unpacklo_epi64(even, odd))
+    };
     for (l, x) in lo[..n].chunks_exact_mut(8).zip(hi[..n].chunks_exact(8)) {
         // SAFETY: both chunks are eight `u64` words (`Gf64` is a transparent word), read and written
         // unaligned.
@@ -405,15 +498,21 @@ fn gf_fold_wide(v: &mut [Gf64], h: usize, r: u64) {
                 _mm512_loadu_si512(x.as_ptr().cast()),
             )
         };
-        let d = _mm512_xor_si512(lv, xv);
-        let even = reduce(_mm512_clmulepi64_epi128(d, rv, 0x00));
-        let odd = reduce(_mm512_clmulepi64_epi128(d, rv, 0x01));
-        let res = _mm512_xor_si512(lv, _mm512_unpacklo_epi64(even, odd));
         // SAFETY: as the loads.
-        unsafe { _mm512_storeu_si512(l.as_mut_ptr().cast(), res) };
+        unsafe { _mm512_storeu_si512(l.as_mut_ptr().cast(), step(lv, xv)) };
     }
     for (l, x) in lo[n..].iter_mut().zip(&hi[n..]) {
         l.0 ^= reduce64(clmul_hw(r, x.0 ^ l.0));
+    }
+    let t = tail.len() / 8 * 8;
+    for l in tail[..t].chunks_exact_mut(8) {
+        // SAFETY: the chunk is eight `u64` words, read and written unaligned.
+        let lv = unsafe { _mm512_loadu_si512(l.as_ptr().cast()) };
+        // SAFETY: as the load.
+        unsafe { _mm512_storeu_si512(l.as_mut_ptr().cast(), step(lv, _mm512_setzero_si512())) };
+    }
+    for l in &mut tail[t..] {
+        l.0 ^= reduce64(clmul_hw(r, l.0));
     }
 }
 
@@ -446,6 +545,56 @@ fn gf_compact_fold_hw(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec
     for (k, th) in theta.chunks(64).enumerate() {
         let (x, d) = (a[k], a[k] ^ b[k]);
         for (j, &c) in th.iter().enumerate() {
+            let rt = reduce64(clmul_hw(w, c));
+            let (xm, dm) = (
+                0u64.wrapping_sub((x >> j) & 1),
+                0u64.wrapping_sub((d >> j) & 1),
+            );
+            out.push(Gf64((c & xm) ^ (rt & dm)));
+        }
+    }
+}
+
+/// [`gf_compact_fold_hw`] eight gates at a time: the eight coins times the challenge with the 512-bit
+/// carry-less product (reduced as in [`gf_fold_wide`]), then each gate's bits of `x` and `x ^ y` select
+/// its coin and its product as lane masks; a word's last gates (if its coins are not a multiple of eight)
+/// one at a time.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq")]
+fn gf_compact_fold_wide(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec<Gf64>) {
+    use std::arch::x86_64::{
+        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_maskz_mov_epi64, _mm512_set1_epi64,
+        _mm512_storeu_si512, _mm512_unpacklo_epi64, _mm512_xor_si512,
+    };
+    let wv = _mm512_set1_epi64(w as i64);
+    let poly = _mm512_set1_epi64(0x1b);
+    let reduce = |p| {
+        let t = _mm512_clmulepi64_epi128(p, poly, 0x01);
+        let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
+        _mm512_xor_si512(_mm512_xor_si512(p, t), u)
+    };
+    out.reserve(theta.len());
+    let mut buf = [Gf64::default(); 8];
+    for (k, th) in theta.chunks(64).enumerate() {
+        let (x, d) = (a[k], a[k] ^ b[k]);
+        let full = th.len() / 8 * 8;
+        for (i, c8) in th[..full].chunks_exact(8).enumerate() {
+            // SAFETY: the chunk is eight `u64` words, read unaligned.
+            let cv = unsafe { _mm512_loadu_si512(c8.as_ptr().cast()) };
+            let even = reduce(_mm512_clmulepi64_epi128(cv, wv, 0x00));
+            let odd = reduce(_mm512_clmulepi64_epi128(cv, wv, 0x01));
+            let rt = _mm512_unpacklo_epi64(even, odd);
+            // Lane `l` is gate `8 i + l` of the word: bit `8 i + l` of `x` and of `d`.
+            let (xm, dm) = ((x >> (8 * i)) as u8, (d >> (8 * i)) as u8);
+            let res = _mm512_xor_si512(
+                _mm512_maskz_mov_epi64(xm, cv),
+                _mm512_maskz_mov_epi64(dm, rt),
+            );
+            // SAFETY: `buf` is eight `Gf64`, transparent words, written unaligned.
+            unsafe { _mm512_storeu_si512(buf.as_mut_ptr().cast(), res) };
+            out.extend_from_slice(&buf);
+        }
+        for (j, &c) in th.iter().enumerate().skip(full) {
             let rt = reduce64(clmul_hw(w, c));
             let (xm, dm) = (
                 0u64.wrapping_sub((x >> j) & 1),
@@ -513,11 +662,18 @@ pub trait Ext: Copy + PartialEq + Default {
             })
     }
     /// `v <- v_L + r (v_R - v_L)` (the first half of `v`, which has even length) for the challenge of `w`
-    /// (on `gemm` where that is faster).
-    fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
+    /// (on `gemm` where that is faster), as [`Self::fold_pair`].
+    fn fold_half(v: &mut [Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
         let h = v.len() / 2;
         let (lo, hi) = v.split_at_mut(h);
-        for (l, x) in lo.iter_mut().zip(hi.iter()) {
+        Self::fold_pair(lo, hi, w, gemm);
+    }
+    /// `lo_j <- lo_j + r (hi_j - lo_j)` for every `j < lo.len()` and the challenge `r` of `w`, with `hi`
+    /// read as zero past its end (entries of `hi` past `lo`'s end are ignored): the fold of a vector whose
+    /// left half is `lo` and whose right half is `hi` followed by zeros (on `gemm` where that is faster).
+    fn fold_pair(lo: &mut [Self], hi: &[Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
+        for (j, l) in lo.iter_mut().enumerate() {
+            let x = hi.get(j).copied().unwrap_or_default();
             *l = l.plus(&Self::times_challenge(w, &x.minus(l)));
         }
     }
@@ -579,8 +735,8 @@ impl Ext for Gr {
     fn inner_product(a: &[Self], b: &[Self], gemm: &dyn crate::gemm::Gemm) -> Self {
         Gr::inner_gemm(a, b, gemm)
     }
-    fn fold_half(v: &mut [Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
-        Gr::fold_gemm(v, w, gemm);
+    fn fold_pair(lo: &mut [Self], hi: &[Self], w: u64, gemm: &dyn crate::gemm::Gemm) {
+        Gr::fold_pair(lo, hi, w, gemm);
     }
     fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], gemm: &dyn Gemm) -> Self {
         Gr::inner_diff_gemm(al, ar, bl, br, gemm)
@@ -694,8 +850,7 @@ impl Ext for Gf64 {
             .fold(0u128, |s, (x, y)| s ^ clmul_portable(x.0, y.0));
         Gf64(reduce64(acc))
     }
-    fn fold_half(v: &mut [Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
-        let h = v.len() / 2;
+    fn fold_pair(lo: &mut [Self], hi: &[Self], w: u64, _gemm: &dyn crate::gemm::Gemm) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f")
@@ -703,18 +858,18 @@ impl Ext for Gf64 {
                 && std::arch::is_x86_feature_detected!("pclmulqdq")
             {
                 // SAFETY: the instruction sets were detected just above.
-                unsafe { gf_fold_wide(v, h, w) };
+                unsafe { gf_fold_wide(lo, hi, w) };
                 return;
             }
             if std::arch::is_x86_feature_detected!("pclmulqdq") {
                 // SAFETY: the instruction set was detected just above.
-                unsafe { gf_fold_hw(v, h, w) };
+                unsafe { gf_fold_hw(lo, hi, w) };
                 return;
             }
         }
-        let (lo, hi) = v.split_at_mut(h);
-        for (l, x) in lo.iter_mut().zip(hi.iter()) {
-            l.0 ^= reduce64(clmul_portable(w, x.0 ^ l.0));
+        for (j, l) in lo.iter_mut().enumerate() {
+            let x = hi.get(j).map_or(0, |x| x.0);
+            l.0 ^= reduce64(clmul_portable(w, x ^ l.0));
         }
     }
     fn inner_diff(al: &[Self], ar: &[Self], bl: &[Self], br: &[Self], _gemm: &dyn Gemm) -> Self {
@@ -763,6 +918,14 @@ impl Ext for Gf64 {
         let theta = &theta[..terms.min(theta.len())];
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+            {
+                // SAFETY: the instruction sets were detected just above.
+                unsafe { gf_compact_fold_wide(theta, a, b, w, out) };
+                return;
+            }
             if std::arch::is_x86_feature_detected!("pclmulqdq") {
                 // SAFETY: the instruction set was detected just above.
                 unsafe { gf_compact_fold_hw(theta, a, b, w, out) };
@@ -977,13 +1140,63 @@ mod tests {
     #[test]
     fn inner_products_on_gemm_agree_with_the_loop() {
         let mut p = prg(5);
-        for len in [0, 1, 7, 33] {
+        for len in [0, 1, 7, 33, BLOCK + 17] {
             let a = Gr::random_vec(&mut p, len);
             let b = Gr::random_vec(&mut p, len);
             assert_eq!(
                 Gr::inner_gemm(&a, &b, &crate::gemm::NaiveGemm),
                 inner(&a, &b)
             );
+            let (c, d) = (Gr::random_vec(&mut p, len), Gr::random_vec(&mut p, len));
+            let diff = |x: &[Gr], y: &[Gr]| -> Vec<Gr> {
+                x.iter().zip(y).map(|(l, r)| r.sub(l)).collect()
+            };
+            assert_eq!(
+                Gr::inner_diff_gemm(&a, &c, &b, &d, &crate::gemm::NaiveGemm),
+                inner(&diff(&a, &c), &diff(&b, &d)),
+                "len {len}"
+            );
+        }
+    }
+
+    #[test]
+    fn folds_of_a_pair_read_a_short_right_half_as_zeros() {
+        let mut p = prg(8);
+        let g = &crate::gemm::NaiveGemm;
+        for (lo_len, hi_len) in [
+            (5, 2),
+            (40, 0),
+            (40, 39),
+            (BLOCK + 40, BLOCK + 3),
+            (BLOCK + 40, 7),
+        ] {
+            let lo = Gr::random_vec(&mut p, lo_len);
+            let hi = Gr::random_vec(&mut p, hi_len);
+            let mask = Gr::challenge_mask(&mut p);
+            let r = Gr::from_mask(mask);
+            let mut got = lo.clone();
+            Gr::fold_pair(&mut got, &hi, mask, g);
+            let (lw, hw): (Vec<u64>, Vec<u64>) = (p.words(lo_len), p.words(hi_len));
+            let (gl, gh): (Vec<Gf64>, Vec<Gf64>) = (
+                lw.iter().map(|&x| Gf64(x)).collect(),
+                hw.iter().map(|&x| Gf64(x)).collect(),
+            );
+            let mut gf = gl.clone();
+            Gf64::fold_pair(&mut gf, &gh, mask, g);
+            for j in 0..lo_len {
+                let x = hi.get(j).copied().unwrap_or(Gr::ZERO);
+                assert_eq!(
+                    got[j],
+                    lo[j].add(&r.mul(&x.sub(&lo[j]))),
+                    "{lo_len} {hi_len} {j}"
+                );
+                let y = gh.get(j).copied().unwrap_or_default();
+                assert_eq!(
+                    gf[j],
+                    gl[j].plus(&Gf64(mask).times(&y.minus(&gl[j]))),
+                    "{lo_len} {j}"
+                );
+            }
         }
     }
 
@@ -1047,6 +1260,70 @@ mod tests {
             Gf64::fold_half(&mut wv, w, g);
             assert_eq!(fu[..], wu[..gates]);
             assert_eq!(fv[..], wv[..gates]);
+        }
+    }
+
+    #[test]
+    fn the_challenge_map_multiplies_by_the_challenge() {
+        let mut p = prg(9);
+        for _ in 0..4 {
+            let mask = Gr::challenge_mask(&mut p);
+            let map = challenge_map(mask);
+            for (j, row) in map.chunks_exact(D).enumerate() {
+                let mut xj = Gr::ZERO;
+                xj.0[j] = 1;
+                assert_eq!(row, &Gr::mul_mask(mask, &xj).0[..], "row {j}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_vector_draw_is_the_draws_one_by_one() {
+        let (mut p, mut q) = (prg(10), prg(10));
+        let v = Gr::random_vec(&mut p, 5);
+        let w: Vec<Gr> = (0..5).map(|_| Gr::random(&mut q)).collect();
+        assert_eq!(v, w);
+        assert_eq!(p.words(3), q.words(3));
+    }
+
+    #[test]
+    fn the_wide_compact_fold_agrees_with_the_one_at_a_time() {
+        let mut p = prg(11);
+        for gates in [8usize, 64, 150, 320] {
+            let words = gates.div_ceil(64);
+            let (coins, a, b) = (p.words(gates), p.words(words), p.words(words));
+            let w = p.words(1)[0];
+            let mut want = Vec::new();
+            for (t, &th) in coins.iter().enumerate() {
+                let (x, d) = (
+                    (a[t / 64] >> (t % 64)) & 1,
+                    ((a[t / 64] ^ b[t / 64]) >> (t % 64)) & 1,
+                );
+                let rt = Gf64(w).times(&Gf64(th)).0;
+                want.push(Gf64(
+                    (th & 0u64.wrapping_sub(x)) ^ (rt & 0u64.wrapping_sub(d)),
+                ));
+            }
+            let mut got = Vec::new();
+            Gf64::compact_fold_u(
+                &coins,
+                (&a, &b),
+                gates,
+                w,
+                &mut got,
+                &crate::gemm::NaiveGemm,
+            );
+            assert_eq!(got, want, "gates {gates}");
+            #[cfg(target_arch = "x86_64")]
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                && std::arch::is_x86_feature_detected!("pclmulqdq")
+            {
+                let mut wide = Vec::new();
+                // SAFETY: the instruction sets were detected just above.
+                unsafe { gf_compact_fold_wide(&coins, &a, &b, w, &mut wide) };
+                assert_eq!(wide, want, "gates {gates}");
+            }
         }
     }
 

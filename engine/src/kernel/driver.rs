@@ -385,30 +385,44 @@ fn scatter_row(data: &mut [u64], panel_len: usize, offset: usize, nr: usize, row
 /// Packs the rows of `a` (each `k` long) into `ceil(rows / MR)` panels of depth `kp` (see
 /// [`packed_depth`]): panel `ip` holds, for each `p < kp`, the `MR` values `a[ip * MR + r][p]` (zero past the
 /// last row and past column `k`, and for Winograd kernels the correction pair `1, -xi` in columns `kp - 2`,
-/// `kp - 1`). Writes every value once; reuses `out`'s allocation.
+/// `kp - 1`; the `1` in every lane of the panel). Reads `a` row by row once and writes each value to its
+/// lane with a stride of `MR` (a panel stays in the first-level cache), with no per-value bounds test or
+/// branch; a full panel of four rows (the AVX-512 and portable kernels') is written one `p` at a time, as
+/// contiguous stores. Reuses `out`'s allocation: a full panel overwrites all of its values, so only a
+/// panel with missing rows is zero-filled first. `k` is non-zero.
 fn pack_a<K: Kernel>(a: &[u64], k: usize, out: &mut Vec<u64>) {
     let (mr, kp) = (K::MR, packed_depth::<K>(k));
-    out.clear();
-    for rows in a.chunks(mr * k) {
-        let start = out.len();
-        if mr == 1 {
-            out.extend_from_slice(rows);
+    out.resize(a.len().div_ceil(mr * k) * kp * mr, 0);
+    for (rows, panel) in a.chunks(mr * k).zip(out.chunks_exact_mut(kp * mr)) {
+        let full = rows.len() == mr * k;
+        if !full {
+            panel.fill(0);
+        }
+        if mr == 4 && full {
+            let (r0, rest) = rows.split_at(k);
+            let (r1, rest) = rest.split_at(k);
+            let (r2, r3) = rest.split_at(k);
+            let lanes = r0.iter().zip(r1).zip(r2).zip(r3);
+            for (dst, (((&x0, &x1), &x2), &x3)) in panel[..4 * k].chunks_exact_mut(4).zip(lanes) {
+                dst.copy_from_slice(&[x0, x1, x2, x3]);
+            }
         } else {
-            for p in 0..k {
-                out.extend((0..mr).map(|r| rows.get(r * k + p).copied().unwrap_or(0)));
+            for (r, row) in rows.chunks_exact(k).enumerate() {
+                for (dst, &x) in panel[r..k * mr].iter_mut().step_by(mr).zip(row) {
+                    *dst = x;
+                }
             }
         }
         if K::WINOGRAD {
-            out.resize(start + (kp - 2) * mr, 0);
-            out.resize(start + (kp - 1) * mr, 1);
-            for row in rows.chunks_exact(k) {
+            panel[k * mr..(kp - 2) * mr].fill(0);
+            panel[(kp - 2) * mr..(kp - 1) * mr].fill(1);
+            for (dst, row) in panel[(kp - 1) * mr..].iter_mut().zip(rows.chunks_exact(k)) {
                 let xi = row.chunks_exact(2).fold(0u64, |s, pair| {
                     s.wrapping_add(pair[0].wrapping_mul(pair[1]))
                 });
-                out.push(xi.wrapping_neg());
+                *dst = xi.wrapping_neg();
             }
         }
-        out.resize(start + kp * mr, 0);
     }
 }
 

@@ -90,19 +90,24 @@
 //! The proof's bytes are small (a few kB per check) but its rounds (`2 + 2 L`) and local work are not.
 //! The first level runs on compact vectors (coins and base values per term: `2 D` word products per ring
 //! term, masked words per AND gate, and one coin map per term for each `u` fold, see `proof.rs`); the
-//! later levels, on half as many entries, cost per ring entry and party about two `GR(2^64, 48)`
-//! inner-product terms and four folds, as matrix products on the gemm kernel, and per AND-gate entry six
-//! carry-less products (the folds eight at a time where the CPU has the 512-bit instruction); plus the
-//! projections of every matrix product. Measured (`veil bench --json`, in memory, batch 1, 5 reps,
-//! medians of three back-to-back runs on this 2-core machine shared with other jobs, so noisy):
-//! network-a `rep3` 0.24 ms, `rep3m` 28.8 ms (68 rounds, 39,848 bytes per party; one check per inference
-//! with `2^13` ring entries and `2^18` AND-gate entries, `L = 18`); lenet `rep3` 2.1 ms, `rep3m` 531 ms
-//! (130 rounds, 846,304 bytes; `2^17` ring and `2^23` AND-gate entries). Before the compact first level:
-//! 43.4 ms and 1.42 s. So `rep3m` is still far above the "2x `rep3`" target. Known ways down, not done:
+//! later levels, on half as many entries (only those before the zero padding), cost per ring entry and
+//! party about two `GR(2^64, 48)` inner-product terms and four folds, as matrix products on the gemm
+//! kernel in blocks of 512 entries, folded in place, and per AND-gate entry six carry-less products (the
+//! folds, and the first level's `u` folds, eight at a time where the CPU has the 512-bit instruction);
+//! plus the projections of every matrix product. Measured (`veil bench --json`, in memory, batch 1, on
+//! this 2-core machine shared with other jobs, so noisy; medians of five runs interleaved with the build
+//! before the local-work pass of `rep3mspeed`, network-a `--reps 20`, lenet `--reps 3`): network-a
+//! `rep3m` 28.4 ms against 36.4 ms before (68 rounds, 39,848 bytes per party; one check per inference
+//! with `2^13` ring entries and `2^18` AND-gate entries, `L = 18`); lenet 791 ms against 1.30 s (218
+//! rounds, 873,832 bytes; several checks under the proof's memory budget), and 440 ms against 657 ms in a
+//! quieter earlier round. `rep3` alone (measured earlier): network-a 0.24 ms, lenet 2.1 ms. Earlier, on a quieter machine:
+//! 43.4 ms and 1.42 s before the compact first level, 28.8 ms and 531 ms after it (lenet then in one check
+//! of 130 rounds). So `rep3m` is still far above the "2x `rep3`" target. Known ways down, not done:
 //! keeping `v` in base-ring (or bit) coordinates over the products of the challenges for several levels
 //! (`2^(l-1)` base words per entry at level `l`, so `D` word products per basis element instead of `D^2`
 //! per entry); `k`-ary compression (fewer rounds); tensor-structured coins, which keep `u` factored past
-//! the first level; Fiat-Shamir challenges (no return messages).
+//! the first level; Fiat-Shamir challenges (no return messages); folds by a challenge (0/1 coefficients)
+//! as shifted additions instead of the gemm kernel's word products, which are most of the local time now.
 
 pub mod local;
 mod open;

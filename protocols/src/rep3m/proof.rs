@@ -82,7 +82,10 @@
 //! `c_2`, and for each of the two `u` folds the `D x D` map of the challenge applied to every term's coin
 //! on the gemm kernel (`v` folds are masked words); at the later levels, per instance, the prover's two
 //! inner products (the ring's as `48 x len x 48` matrix products on the gemm kernel) and four folds by
-//! the challenge (a ring challenge has 0/1 coefficients: its map is a 0/1 matrix); the projections of a
+//! the challenge (a ring challenge has 0/1 coefficients: its map is a 0/1 matrix), all on the entries
+//! before the zero padding only (`min(N, 2^l)` entries at the level of length `2^l`, `N` the entries
+//! after the first fold: a padding up to twice the entries costs nothing), in blocks of 512 entries
+//! through cache-sized scratch, the vectors folded in place; the projections of a
 //! `[m, k, n]` matrix product are three products on the gemm kernel, `48 (m k + k n + m n)` word
 //! products, per role. AND gates alike over `GF(2^64)` with carry-less products (at the first level,
 //! masked words and one carry-less product per gate for each `u` fold).
@@ -91,7 +94,7 @@
 //! AND gate. `rep3`'s steps with one-sided messages are refused inside `rep3m`.
 
 use crate::error::{ProtocolError, Result};
-use crate::galois::{Ext, Gf64, Gr, D};
+use crate::galois::{words_of, words_of_mut, Ext, Gf64, Gr, D};
 use crate::gemm::Gemm;
 use crate::net::Net;
 use crate::prg::{Prg, Seed};
@@ -293,9 +296,9 @@ fn draw_coins(log: &[Reshare], prg: &mut Prg) -> Vec<Vec<Coins>> {
         .collect()
 }
 
-/// `rho^T X` for `X` (`m x k`), as one `D x m x k` matrix product on `gemm` (row `p` of the result is
-/// coefficient `p` of every entry).
-fn left(gemm: &dyn Gemm, rho: &[Gr], x: &[u64], m: usize, k: usize) -> Vec<Gr> {
+/// Appends `rho^T X` for `X` (`m x k`) to `dst` (`k` entries), as one `D x m x k` matrix product on
+/// `gemm` (row `p` of the result is coefficient `p` of every entry). `rho` has `m` entries.
+fn left(gemm: &dyn Gemm, rho: &[Gr], x: &[u64], m: usize, k: usize, dst: &mut Vec<Gr>) {
     let mut rt = vec![0u64; D * m];
     for (r, g) in rho.iter().enumerate().take(m) {
         for (p, &c) in g.0.iter().enumerate() {
@@ -304,31 +307,35 @@ fn left(gemm: &dyn Gemm, rho: &[Gr], x: &[u64], m: usize, k: usize) -> Vec<Gr> {
     }
     let mut out = vec![0u64; D * k];
     gemm.gemm(D, m, k, &rt, x, &mut out);
-    (0..k)
-        .map(|a| {
-            let mut g = Gr::ZERO;
-            for (p, c) in g.0.iter_mut().enumerate() {
-                *c = out[p * k + a];
-            }
-            g
-        })
-        .collect()
+    let start = dst.len();
+    dst.resize(start + k, Gr::ZERO);
+    for (p, row) in out.chunks_exact(k.max(1)).enumerate() {
+        for (g, &c) in dst[start..].iter_mut().zip(row) {
+            g.0[p] = c;
+        }
+    }
 }
 
-/// `Y sigma` for `Y` (`k x n`), as one `k x n x D` matrix product on `gemm` (`sigma`'s words, row-major,
-/// are the `n x D` matrix of its coefficients).
-fn right(gemm: &dyn Gemm, y: &[u64], sigma: &[Gr], k: usize, n: usize) -> Vec<Gr> {
-    let sw: Vec<u64> = sigma.iter().take(n).flat_map(|g| g.0).collect();
-    let mut out = vec![0u64; k * D];
-    gemm.gemm(k, n, D, y, &sw, &mut out);
-    out.chunks_exact(D)
-        .map(|c| Gr::from_words(c).unwrap_or_default())
-        .collect()
+/// Appends `Y sigma` for `Y` (`k x n`) to `dst` (`k` entries), as one `k x n x D` matrix product on
+/// `gemm` written straight into `dst`'s words (`sigma`'s first `n` entries are the row-major `n x D`
+/// matrix of their coefficients).
+fn right(gemm: &dyn Gemm, y: &[u64], sigma: &[Gr], k: usize, n: usize, dst: &mut Vec<Gr>) {
+    let start = dst.len();
+    dst.resize(start + k, Gr::ZERO);
+    gemm.gemm(
+        k,
+        n,
+        D,
+        y,
+        words_of(&sigma[..n]),
+        words_of_mut(&mut dst[start..]),
+    );
 }
 
 /// `rho^T S sigma` for `S` (`m x n`).
 fn bilinear(gemm: &dyn Gemm, rho: &[Gr], s: &[u64], sigma: &[Gr], m: usize, n: usize) -> Gr {
-    let t = right(gemm, s, sigma, m, n);
+    let mut t = Vec::with_capacity(m);
+    right(gemm, s, sigma, m, n, &mut t);
     Gr::inner_gemm(rho, &t, gemm)
 }
 
@@ -404,10 +411,11 @@ impl<E: Ext> Compact<E> {
         (c0, c2)
     }
 
-    /// The vector after the first fold by the challenge of `w`: `v_L + r (v_R - v_L)`, `half` entries.
-    fn fold(&self, w: u64, gemm: &dyn Gemm) -> Vec<E> {
-        let half = self.half();
-        let mut out = Vec::with_capacity(half);
+    /// The vector after the first fold by the challenge of `w`: `v_L + r (v_R - v_L)`, without its zero
+    /// padding: `1 + terms + dense` entries of the [`Self::half`] (see [`Instance`]). Folds the matrix
+    /// products' entries in place (the left half's), so it consumes the compact vector.
+    fn fold(mut self, w: u64, gemm: &dyn Gemm) -> Vec<E> {
+        let mut out = Vec::with_capacity(1 + self.terms + self.dense.0.len());
         let (l, r) = self.slot;
         out.push(l.plus(&E::times_challenge(w, &r.minus(&l))));
         match &self.theta {
@@ -416,11 +424,9 @@ impl<E: Ext> Compact<E> {
             }
             None => E::compact_fold_v(&self.a, &self.b, self.terms, w, &mut out),
         }
-        let mut d = self.dense.0.clone();
-        d.extend_from_slice(&self.dense.1);
-        E::fold_half(&mut d, w, gemm);
-        out.extend_from_slice(&d[..self.dense.0.len()]);
-        out.resize(half, E::default());
+        let (dl, dr) = &mut self.dense;
+        E::fold_pair(dl, dr, w, gemm);
+        out.extend_from_slice(dl);
         out
     }
 }
@@ -447,19 +453,22 @@ fn side_vector(
 ) -> (Compact<Gr>, Gr) {
     let is_a = matches!(side, Side::A { .. });
     let mut vec = Compact::new(is_a);
-    let terms: usize = log
+    let (terms, dense) = log
         .iter()
         .flat_map(|r| &r.claims)
-        .map(|c| match c {
-            Claim::Elementwise { x, .. } => x.len(),
-            Claim::Matmul { .. } => 0,
-        })
-        .sum();
+        .fold((0, 0), |(t, d), c| match c {
+            Claim::Elementwise { x, .. } => (t + x.len(), d),
+            Claim::Matmul {
+                dims: [_, k, _], ..
+            } => (t, d + k),
+        });
     if let Some(t) = vec.theta.as_mut() {
-        t.reserve(terms * D);
+        t.reserve_exact(terms * D);
     }
-    vec.a.reserve(terms);
-    vec.b.reserve(terms);
+    vec.a.reserve_exact(terms);
+    vec.b.reserve_exact(terms);
+    vec.dense.0.reserve_exact(dense);
+    vec.dense.1.reserve_exact(dense);
     let mut z = Gr::ZERO;
     let from_own = matches!(
         side,
@@ -520,17 +529,21 @@ fn side_vector(
                     Coins::RhoSigma(rho, sigma),
                 ) => {
                     let (xs, ys) = (pick(x, from_own), pick(y, from_own));
-                    let p = left(gemm, rho, xs, *m, *k);
-                    let q = right(gemm, ys, sigma, *k, *n);
+                    // `u`: `rho^T X` left, `Y sigma` right; `v` the other way round.
+                    let (p_dst, q_dst) = if is_a {
+                        (&mut vec.dense.0, &mut vec.dense.1)
+                    } else {
+                        (&mut vec.dense.1, &mut vec.dense.0)
+                    };
+                    let at = p_dst.len();
+                    left(gemm, rho, xs, *m, *k, p_dst);
+                    right(gemm, ys, sigma, *k, *n, q_dst);
                     if verifier {
                         z.add_assign(&bilinear(gemm, rho, &known, sigma, *m, *n));
                         if is_a {
-                            z = z.sub(&Gr::inner_gemm(&p, &q, gemm));
+                            z = z.sub(&Gr::inner_gemm(&p_dst[at..], &q_dst[at..], gemm));
                         }
                     }
-                    let (l, r) = if is_a { (p, q) } else { (q, p) };
-                    vec.dense.0.extend(l);
-                    vec.dense.1.extend(r);
                 }
                 _ => unreachable!("coins are drawn per claim kind"),
             }
@@ -595,11 +608,25 @@ fn bit_vectors(log: &[BitReshare], theta: &mut Prg, side: Side) -> (Compact<Gf64
     (vec, Gf64(z))
 }
 
-/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`.
-fn fold<E: Ext>(v: &mut Vec<E>, w: u64, gemm: &dyn Gemm) {
-    let h = v.len() / 2;
-    E::fold_half(v, w, gemm);
-    v.truncate(h);
+/// `v <- v_L + r (v_R - v_L)` for the challenge `r` of the word `w`, `v` of padded length `len` held
+/// without its zeros (see [`Instance`]): its first `min(v.len(), len / 2)` entries pair with the rest
+/// (zero past `v`'s end), and the zeros past them stay zeros.
+fn fold<E: Ext>(v: &mut Vec<E>, len: usize, w: u64, gemm: &dyn Gemm) {
+    let keep = v.len().min(len / 2);
+    let (lo, hi) = v.split_at_mut(keep);
+    E::fold_pair(lo, hi, w, gemm);
+    v.truncate(keep);
+}
+
+/// Entry 0 of a folded vector (zero if it holds no entry: see [`Instance`]).
+fn head<E: Ext>(v: &[E]) -> E {
+    v.first().copied().unwrap_or_default()
+}
+
+/// The halves of `v` (padded length `len`, held without its zeros) as `(left, right)` slices, the right
+/// one no longer than the left (zeros past both ends).
+fn halves<E>(v: &[E], len: usize) -> (&[E], &[E]) {
+    v.split_at(v.len().min(len / 2))
 }
 
 /// A verifier's part of `z` after a level: `c_0 + c_1 r + c_2 r^2` with `c_1 = z - 2 c_0 - c_2`.
@@ -611,9 +638,16 @@ fn next_claim<E: Ext>(z: &E, c0: &E, c2: &E, r: &E) -> E {
 /// One proof instance (ring products over `GR(2^64, 48)`, or AND gates over `GF(2^64)`) at one party in
 /// its three roles: prover (`pu`, `pv`), `A` of the next party (`au`, `az`), `B` of the previous (`bv`,
 /// `bz`), with the streams each role shares with its partners.
+///
+/// After the first fold the vectors have the padded length `len` (a power of two) but hold only their
+/// entries before the padding: every entry past a vector's end is zero. A fold keeps that true (zero
+/// pairs with zero give zero), so the levels do no work on padding; the four vectors, built from the
+/// same log, always hold the same number of entries.
 struct Instance<E: Ext> {
     /// The four vectors before the first fold, compact (`pu`, `pv`, `au`, `bv`); `None` after it.
     first: Option<Box<[Compact<E>; 4]>>,
+    /// The vectors' padded length after the first fold (0 before it).
+    len: usize,
     pu: Vec<E>,
     pv: Vec<E>,
     au: Vec<E>,
@@ -668,6 +702,7 @@ impl<E: Ext> Instance<E> {
         bv.slot.1 = E::uniform(&mut b_pb);
         Self {
             first: Some(Box::new([pu, pv, au, bv])),
+            len: 0,
             pu: Vec::new(),
             pv: Vec::new(),
             au: Vec::new(),
@@ -684,23 +719,25 @@ impl<E: Ext> Instance<E> {
 
     /// Whether a compression level is left.
     fn levels_left(&self) -> bool {
-        self.first.is_some() || self.pu.len() > 1
+        self.first.is_some() || self.len > 1
     }
 
     /// The prover's message of this level (`B`'s parts of `c_0`, `c_2`), appended to `out`.
     fn prover_message(&mut self, out: &mut Vec<u64>, gemm: &dyn Gemm) {
-        let (c0, c2) = match &self.first {
-            Some(f) => f[0].first_message(&f[1], gemm),
-            None => {
-                let h = self.pu.len() / 2;
-                let (ul, ur) = self.pu.split_at(h);
-                let (vl, vr) = self.pv.split_at(h);
-                (
-                    E::inner_product(ul, vl, gemm),
-                    E::inner_diff(ul, ur, vl, vr, gemm),
-                )
-            }
-        };
+        let (c0, c2) =
+            match &self.first {
+                Some(f) => f[0].first_message(&f[1], gemm),
+                None => {
+                    // Past the right halves' ends both differences are `-u_L`, `-v_L`: their product is
+                    // `u_L v_L` there.
+                    let ((ul, ur), (vl, vr)) =
+                        (halves(&self.pu, self.len), halves(&self.pv, self.len));
+                    let n = ur.len().min(vr.len());
+                    let c2 = E::inner_diff(&ul[..n], ur, &vl[..n], vr, gemm)
+                        .plus(&E::inner_product(&ul[n..], &vl[n..], gemm));
+                    (E::inner_product(ul, vl, gemm), c2)
+                }
+            };
         let (s0, s2) = (E::uniform(&mut self.p_pa), E::uniform(&mut self.p_pa));
         c0.minus(&s0).put(out);
         c2.minus(&s2).put(out);
@@ -723,16 +760,19 @@ impl<E: Ext> Instance<E> {
         match self.first.take() {
             Some(f) => {
                 let [pu, pv, au, bv] = *f;
+                self.len = pu.half();
                 self.pu = pu.fold(prover_challenge, gemm);
                 self.pv = pv.fold(prover_challenge, gemm);
                 self.au = au.fold(wa, gemm);
                 self.bv = bv.fold(b_challenge, gemm);
             }
             None => {
-                fold(&mut self.pu, prover_challenge, gemm);
-                fold(&mut self.pv, prover_challenge, gemm);
-                fold(&mut self.au, wa, gemm);
-                fold(&mut self.bv, b_challenge, gemm);
+                let len = self.len;
+                fold(&mut self.pu, len, prover_challenge, gemm);
+                fold(&mut self.pv, len, prover_challenge, gemm);
+                fold(&mut self.au, len, wa, gemm);
+                fold(&mut self.bv, len, b_challenge, gemm);
+                self.len = len / 2;
             }
         }
         self.az = next_claim(&self.az, &a0, &a2, &ra);
@@ -742,9 +782,9 @@ impl<E: Ext> Instance<E> {
 
     /// `A`'s final message `(u, z_A)` and `B`'s `(v, z_B)`.
     fn final_messages(&self, a_out: &mut Vec<u64>, b_out: &mut Vec<u64>) {
-        self.au[0].put(a_out);
+        head(&self.au).put(a_out);
         self.az.put(a_out);
-        self.bv[0].put(b_out);
+        head(&self.bv).put(b_out);
         self.bz.put(b_out);
     }
 
@@ -752,11 +792,11 @@ impl<E: Ext> Instance<E> {
     fn check(&self, from_b: &[u64], from_a: &[u64]) -> (bool, bool) {
         let w = E::WORDS;
         let ok_a = match (E::take(&from_b[..w]), E::take(&from_b[w..])) {
-            (Some(v), Some(zb)) => self.au[0].times(&v) == self.az.plus(&zb),
+            (Some(v), Some(zb)) => head(&self.au).times(&v) == self.az.plus(&zb),
             _ => false,
         };
         let ok_b = match (E::take(&from_a[..w]), E::take(&from_a[w..])) {
-            (Some(u), Some(za)) => u.times(&self.bv[0]) == za.plus(&self.bz),
+            (Some(u), Some(za)) => u.times(&head(&self.bv)) == za.plus(&self.bz),
             _ => false,
         };
         (ok_a, ok_b)
