@@ -158,22 +158,7 @@ fn shipped_onnx_models_deployed_on_devnet_match_their_reference_outputs() {
                 .join(format!("{name}-{protocol}.receipt.json"));
             if protocol == "spdz2k" {
                 assert_eq!(result["receipt"], true, "{result}");
-                let ok = Command::new(exe())
-                    .args([
-                        "verify",
-                        receipt.to_str().unwrap(),
-                        "--coordinator-key",
-                        &key,
-                    ])
-                    .env("RUST_BACKTRACE", "0")
-                    .output()
-                    .unwrap();
-                assert!(
-                    ok.status.success(),
-                    "verify {name}: {}",
-                    String::from_utf8_lossy(&ok.stderr)
-                );
-                assert!(String::from_utf8_lossy(&ok.stdout).contains("receipt OK"));
+                assert_receipt_verifies(name, &receipt, &key);
             } else {
                 assert_eq!(result["receipt"], false, "{result}");
                 assert!(!receipt.exists());
@@ -304,21 +289,26 @@ fn onnx_models_run_under_rep3m_on_devnet_with_a_receipt_veil_verify_accepts() {
         // Released only after the parties' checks; the verifier checked their views and signed.
         assert_eq!(result["receipt"], true, "{result}");
         let receipt = net.client_dir().join(format!("{name}-rep3m.receipt.json"));
-        let ok = Command::new(exe())
-            .args([
-                "verify",
-                receipt.to_str().unwrap(),
-                "--coordinator-key",
-                &key,
-            ])
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        assert!(
-            ok.status.success(),
-            "verify {name}: {}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
-        assert!(String::from_utf8_lossy(&ok.stdout).contains("receipt OK"));
+        assert_receipt_verifies(name, &receipt, &key);
     }
+}
+
+/// `veil verify` accepts the receipt of model `name`'s job against the coordinator's key.
+fn assert_receipt_verifies(name: &str, receipt: &std::path::Path, key: &str) {
+    let ok = Command::new(exe())
+        .args([
+            "verify",
+            receipt.to_str().unwrap(),
+            "--coordinator-key",
+            key,
+        ])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "verify {name}: {}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("receipt OK"));
 }

@@ -130,6 +130,14 @@ fn wait_ms(deadline: Instant) -> u64 {
     u64::try_from(JOB_WAIT.min(left).as_millis()).unwrap_or(0)
 }
 
+/// Between two status requests of a job: if `view` is the status `last` was (the request asked at `asked`
+/// was not held, or was held to its end), the rest of [`JOB_POLL`] passes before the next.
+fn pause_if_unchanged(last: Option<&JobView>, view: &JobView, asked: Instant) {
+    if last.is_some_and(|l| api::JobWait::past(l, 0).unchanged(view)) {
+        std::thread::sleep(JOB_POLL.saturating_sub(asked.elapsed()));
+    }
+}
+
 /// The result of a staged job.
 pub struct StagedFinished {
     /// The stages' jobs, first to last.
@@ -575,14 +583,7 @@ impl Client {
                     view.phase
                 );
             }
-            // A status unchanged since the last one (its request was not held, or held to its end):
-            // the rest of the poll period passes before the next.
-            let unchanged = last
-                .as_ref()
-                .is_some_and(|l| api::JobWait::past(l, 0).unchanged(&view));
-            if unchanged {
-                std::thread::sleep(JOB_POLL.saturating_sub(asked.elapsed()));
-            }
+            pause_if_unchanged(last.as_ref(), &view, asked);
             last = Some(view);
         }
     }
@@ -839,12 +840,7 @@ impl Client {
             if Instant::now() >= deadline {
                 bail!("job {id} still {} at the deadline", view.phase);
             }
-            let unchanged = last
-                .as_ref()
-                .is_some_and(|l| api::JobWait::past(l, 0).unchanged(&view));
-            if unchanged {
-                std::thread::sleep(JOB_POLL.saturating_sub(asked.elapsed()));
-            }
+            pause_if_unchanged(last.as_ref(), &view, asked);
             last = Some(view);
         }
     }

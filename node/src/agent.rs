@@ -968,6 +968,9 @@ fn production_run(run: RunRequest) -> Result<RunRequest, String> {
     if run.threads != 1 || run.profile {
         return Err("client-chosen threads and profiling are refused on coordinator jobs".into());
     }
+    if run.offline_first {
+        return Err("a benchmark's offline-first dealing is refused on coordinator jobs".into());
+    }
     Ok(run)
 }
 
@@ -1234,5 +1237,12 @@ mod tests {
             ..plain
         };
         assert!(production_run(profiled).is_err());
+        let offline_first = RunRequest {
+            offline_first: true,
+            ..RunRequest::new(JobId([7; 16]), Vec::new(), Vec::new())
+        };
+        assert!(production_run(offline_first)
+            .unwrap_err()
+            .contains("offline-first"));
     }
 }

@@ -393,6 +393,7 @@ pub fn run_private(
             threads: job.threads as u32,
             profile: job.profile,
             shaping: client.options.shaping,
+            offline_first: true,
             ..RunRequest::new(
                 manifest.job,
                 w.into_iter().map(WireWeight::from).collect(),
@@ -524,6 +525,7 @@ fn run_private_rep3(
             threads: job.threads as u32,
             profile: job.profile,
             shaping: client.options.shaping,
+            offline_first: true,
             ..run
         })
         .collect();
@@ -605,6 +607,7 @@ pub fn run_private_protocol(
             threads: job.threads as u32,
             profile: job.profile,
             shaping: client.options.shaping,
+            offline_first: true,
             ..RunRequest::published(manifest.job, job.plan, &encoded, owner)?
         };
         Ok(vec![run; n])
@@ -763,6 +766,7 @@ pub fn embed_private(
         threads: job.threads as u32,
         profile: job.profile,
         shaping: client.options.shaping,
+        offline_first: true,
         ..run
     };
     let (reports, outputs) = match protocol {

@@ -533,11 +533,12 @@ const PREFETCH_BUDGET_WORDS: u64 = 64 << 20;
 
 /// The last party's corrections, read from the dealer's stream (a [`CorrectionFeed`] on the party's thread):
 /// a task on the runtime reads up to [`READ_AHEAD_CHUNKS`] frames ahead, and the party's thread moves them
-/// into its own buffer, either as its material needs them or, before each inference, all of that
-/// inference's corrections at once, up to [`PREFETCH_BUDGET_WORDS`] ([`Prefetch::fill`], its offline
-/// phase: a local run's last party likewise holds its corrections before the start line, so the dealer's
-/// work is not timed as the parties'). The dealer, held back by QUIC's flow control, deals them as they are
-/// read, so it prepares the next inference's while the parties compute this one. Each frame is awaited at most the deal timeout; the dealer's time, which follows the
+/// into its own buffer as its material needs them, or, in a benchmark (`RunRequest::offline_first`),
+/// before each inference all of that inference's corrections at once, up to [`PREFETCH_BUDGET_WORDS`]
+/// ([`Prefetch::fill`], its offline phase: a local run's last party likewise holds its corrections before
+/// the start line, so the dealer's work is not timed as the parties'). The dealer, held back by QUIC's flow
+/// control, deals them as they are read, so it prepares the next inference's while the parties compute this
+/// one. Each frame is awaited at most the deal timeout; the dealer's time, which follows the
 /// last correction, comes on the channel [`DealerFeed::start`] returns.
 struct DealerFeed {
     state: Arc<Mutex<FeedState>>,
@@ -737,9 +738,13 @@ pub fn run(
         output_key_share: None,
     };
     let parts = program.request_parts(manifest);
+    // A benchmark times the online phase apart from the dealer; a production job lets the parties
+    // compute while the dealer still deals (`RunRequest::offline_first`).
     let prefetch = match &feed {
-        Some(f) => Some(f.prefetch(inference_corrections(manifest.protocol, &parts)?)),
-        None => None,
+        Some(f) if run.offline_first => {
+            Some(f.prefetch(inference_corrections(manifest.protocol, &parts)?))
+        }
+        _ => None,
     };
     let requests = parts.all();
     let fp = program.fixed_point();

@@ -210,6 +210,7 @@ mod tests {
             threads: 1,
             profile: false,
             shaping: None,
+            offline_first: false,
         };
         let mut total = vec![vec![0u64; 4]; 2];
         for j in 0..3 {

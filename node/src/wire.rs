@@ -137,6 +137,10 @@ pub struct RunRequest {
     pub profile: bool,
     /// Link shaping every party applies to its sends and receives (benchmarks; `None` in production).
     pub shaping: Option<veil_engine::lab::shaping::ShapingConfig>,
+    /// Whether the last party reads each inference's dealer corrections before the inference's start line
+    /// (benchmarks that time the online phase apart from the dealer, as the in-memory bench does; `false`
+    /// in production, where the parties compute while the dealer still deals, which ends the job sooner).
+    pub offline_first: bool,
 }
 
 impl From<veil_engine::private::WeightShare> for WireWeight {
@@ -168,6 +172,7 @@ impl RunRequest {
             threads: 1,
             profile: false,
             shaping: None,
+            offline_first: false,
         }
     }
 
