@@ -460,6 +460,30 @@ fn gf_fold_hw(lo: &mut [Gf64], hi: &[Gf64], r: u64) {
     }
 }
 
+/// Eight `GF(2^64)` products by one scalar: with `s` the same word in every lane, lane `j` of the result is
+/// `v_j s` (the 512-bit carry-less products, reduced by `X^4 + X^3 + X + 1` as two more: `t = hi * 0x1b`, then `t`'s high word times
+/// `0x1b` again, into the low word of each 128-bit lane).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,vpclmulqdq")]
+#[inline]
+fn gf_mul8(
+    v: std::arch::x86_64::__m512i,
+    s: std::arch::x86_64::__m512i,
+) -> std::arch::x86_64::__m512i {
+    use std::arch::x86_64::{
+        _mm512_clmulepi64_epi128, _mm512_set1_epi64, _mm512_unpacklo_epi64, _mm512_xor_si512,
+    };
+    let poly = _mm512_set1_epi64(0x1b);
+    let reduce = |p| {
+        let t = _mm512_clmulepi64_epi128(p, poly, 0x01);
+        let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
+        _mm512_xor_si512(_mm512_xor_si512(p, t), u)
+    };
+    let even = reduce(_mm512_clmulepi64_epi128(v, s, 0x00));
+    let odd = reduce(_mm512_clmulepi64_epi128(v, s, 0x01));
+    _mm512_unpacklo_epi64(even, odd)
+}
+
 /// [`gf_fold_hw`] eight entries at a time with the 512-bit carry-less product (the reduction by
 /// `X^4 + X^3 + X + 1` as two more carry-less products): the entries paired with `hi`, then those past
 /// `hi`'s end (paired with zero), each run's last few one at a time.
@@ -467,28 +491,15 @@ fn gf_fold_hw(lo: &mut [Gf64], hi: &[Gf64], r: u64) {
 #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq")]
 fn gf_fold_wide(lo: &mut [Gf64], hi: &[Gf64], r: u64) {
     use std::arch::x86_64::{
-        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_set1_epi64, _mm512_setzero_si512,
-        _mm512_storeu_si512, _mm512_unpacklo_epi64, _mm512_xor_si512,
+        _mm512_loadu_si512, _mm512_set1_epi64, _mm512_setzero_si512, _mm512_storeu_si512,
+        _mm512_xor_si512,
     };
     let h = hi.len().min(lo.len());
     let (lo, tail) = lo.split_at_mut(h);
     let n = h / 8 * 8;
     let rv = _mm512_set1_epi64(r as i64);
-    let poly = _mm512_set1_epi64(0x1b);
-    // Per 128-bit lane: a product in its two words, reduced into the low word (`t = hi * 0x1b`, then
-    // `t`'s high word times `0x1b` again).
-    let reduce = |p| {
-        let t = _mm512_clmulepi64_epi128(p, poly, 0x01);
-        let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
-        _mm512_xor_si512(_mm512_xor_si512(p, t), u)
-    };
     // Eight entries `l` with their partners `x`: `l ^ r (l ^ x)`.
-    let step = |lv, xv| {
-        let d = _mm512_xor_si512(lv, xv);
-        let even = reduce(_mm512_clmulepi64_epi128(d, rv, 0x00));
-        let odd = reduce(_mm512_clmulepi64_epi128(d, rv, 0x01));
-        _mm512_xor_si512(lv, _mm512_unpacklo_epi64(even, odd))
-    };
+    let step = |lv, xv| _mm512_xor_si512(lv, gf_mul8(_mm512_xor_si512(lv, xv), rv));
     for (l, x) in lo[..n].chunks_exact_mut(8).zip(hi[..n].chunks_exact(8)) {
         // SAFETY: both chunks are eight `u64` words (`Gf64` is a transparent word), read and written
         // unaligned.
@@ -563,16 +574,10 @@ fn gf_compact_fold_hw(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec
 #[target_feature(enable = "avx512f,vpclmulqdq,pclmulqdq")]
 fn gf_compact_fold_wide(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut Vec<Gf64>) {
     use std::arch::x86_64::{
-        _mm512_clmulepi64_epi128, _mm512_loadu_si512, _mm512_maskz_mov_epi64, _mm512_set1_epi64,
-        _mm512_storeu_si512, _mm512_unpacklo_epi64, _mm512_xor_si512,
+        _mm512_loadu_si512, _mm512_maskz_mov_epi64, _mm512_set1_epi64, _mm512_storeu_si512,
+        _mm512_xor_si512,
     };
     let wv = _mm512_set1_epi64(w as i64);
-    let poly = _mm512_set1_epi64(0x1b);
-    let reduce = |p| {
-        let t = _mm512_clmulepi64_epi128(p, poly, 0x01);
-        let u = _mm512_clmulepi64_epi128(t, poly, 0x01);
-        _mm512_xor_si512(_mm512_xor_si512(p, t), u)
-    };
     out.reserve(theta.len());
     let mut buf = [Gf64::default(); 8];
     for (k, th) in theta.chunks(64).enumerate() {
@@ -581,9 +586,7 @@ fn gf_compact_fold_wide(theta: &[u64], a: &[u64], b: &[u64], w: u64, out: &mut V
         for (i, c8) in th[..full].chunks_exact(8).enumerate() {
             // SAFETY: the chunk is eight `u64` words, read unaligned.
             let cv = unsafe { _mm512_loadu_si512(c8.as_ptr().cast()) };
-            let even = reduce(_mm512_clmulepi64_epi128(cv, wv, 0x00));
-            let odd = reduce(_mm512_clmulepi64_epi128(cv, wv, 0x01));
-            let rt = _mm512_unpacklo_epi64(even, odd);
+            let rt = gf_mul8(cv, wv);
             // Lane `l` is gate `8 i + l` of the word: bit `8 i + l` of `x` and of `d`.
             let (xm, dm) = ((x >> (8 * i)) as u8, (d >> (8 * i)) as u8);
             let res = _mm512_xor_si512(
