@@ -389,14 +389,11 @@ async fn run_party(
             )))
         }
     };
-    let ctx = PartyContext {
-        handle: tokio::runtime::Handle::current(),
-        peers: shared.peers.clone(),
-        timeout: shared.config.recv_timeout(),
-        deal_timeout: shared.config.submit_timeout(),
-        max_frame: shared.config.max_frame_bytes,
-        adversary: shared.config.test_adversary(),
-    };
+    let ctx = PartyContext::new(
+        tokio::runtime::Handle::current(),
+        shared.peers.clone(),
+        &shared.config,
+    );
     let manifest = slot.manifest.manifest().clone();
     if crate::generation::is_generation(&manifest.model.workload) {
         return crate::generation::serve(
@@ -549,14 +546,11 @@ impl AssignedJob {
         let Role::Party(index) = self.role() else {
             return Err(NodeError::Job("this node deals this job".into()));
         };
-        let ctx = PartyContext {
-            handle: self.handle.clone(),
-            peers: self.shared.peers.clone(),
-            timeout: self.shared.config.recv_timeout(),
-            deal_timeout: self.shared.config.submit_timeout(),
-            max_frame: self.shared.config.max_frame_bytes,
-            adversary: self.shared.config.test_adversary(),
-        };
+        let ctx = PartyContext::new(
+            self.handle.clone(),
+            self.shared.peers.clone(),
+            &self.shared.config,
+        );
         let manifest = self.slot.manifest.manifest().clone();
         let job = manifest.job;
         tracing::info!(%job, party = index, "assigned job running");
@@ -592,14 +586,7 @@ impl AssignedJob {
         } = self;
         let manifest = slot.manifest.manifest().clone();
         let job = manifest.job;
-        let ctx = PartyContext {
-            handle: handle.clone(),
-            peers: shared.peers.clone(),
-            timeout: shared.config.recv_timeout(),
-            deal_timeout: shared.config.submit_timeout(),
-            max_frame: shared.config.max_frame_bytes,
-            adversary: shared.config.test_adversary(),
-        };
+        let ctx = PartyContext::new(handle.clone(), shared.peers.clone(), &shared.config);
         let (done, mut outcome) = oneshot::channel();
         shared.seats.offer(
             job,

@@ -49,13 +49,14 @@ use veil_protocols::ring::FixedPoint;
 use veil_protocols::semi2k::Party;
 use veil_protocols::spdz2k::{Shares as AuthVec, Spdz2k};
 
+use crate::config::NodeConfig;
 use crate::error::{NodeError, Result};
 use crate::frame::{self, RecvError};
 use crate::jobs::Arrival;
 use crate::manifest::{Manifest, Protocol};
 use crate::onnx_model;
 use crate::peers::Peers;
-use crate::quic_net::QuicNet;
+use crate::quic_net::{LinkLimits, QuicNet};
 use crate::wire::{
     AuthWords, Dealt, Msg, PartyReport, RunRequest, WireStats, WireStep, WireWeight, Words,
 };
@@ -294,6 +295,11 @@ pub struct PartyContext {
     pub peers: Arc<Peers>,
     /// How long to wait for a peer's message.
     pub timeout: Duration,
+    /// How long to wait for the committee's other parties to join the job (announce and connect their job
+    /// endpoints). Each joins when its own node sees the go, has fetched and opened its input and loaded
+    /// the model, so on a loaded machine they arrive seconds apart: this is the node's submit timeout, not
+    /// the (shorter) wait for one message.
+    pub join_timeout: Duration,
     /// How long to wait for the dealer (dealing grows with the job).
     pub deal_timeout: Duration,
     /// Largest frame accepted.
@@ -304,6 +310,20 @@ pub struct PartyContext {
 }
 
 impl PartyContext {
+    /// The context a party of this node runs in: the node's runtime and endpoint, and the timeouts and
+    /// frame limit of its configuration.
+    pub fn new(handle: Handle, peers: Arc<Peers>, config: &NodeConfig) -> PartyContext {
+        PartyContext {
+            handle,
+            peers,
+            timeout: config.recv_timeout(),
+            join_timeout: config.submit_timeout(),
+            deal_timeout: config.submit_timeout(),
+            max_frame: config.max_frame_bytes,
+            adversary: config.test_adversary(),
+        }
+    }
+
     /// Party `party`'s links to the rest of `manifest`'s committee ([`QuicNet::open`]), under the run's
     /// link `shaping` if it asks for one (the caller checked it).
     pub(crate) fn open_links(
@@ -319,8 +339,11 @@ impl PartyContext {
             manifest,
             party,
             arrivals,
-            self.timeout,
-            self.max_frame,
+            LinkLimits {
+                join_timeout: self.join_timeout,
+                timeout: self.timeout,
+                max_frame: self.max_frame,
+            },
         )?;
         Ok(ShapedNet::optional(net, shaping))
     }

@@ -68,6 +68,17 @@ pub const FLUSH_AT: usize = 64 << 10;
 /// The longest a finished job waits for its peers to read or stop its streams.
 pub const LINGER: Duration = Duration::from_secs(5);
 
+/// The bounds of a party's links.
+#[derive(Debug, Clone, Copy)]
+pub struct LinkLimits {
+    /// The setup fails if a peer has not joined (announced and connected) within this.
+    pub join_timeout: Duration,
+    /// Longest wait for one message.
+    pub timeout: Duration,
+    /// Largest frame accepted or sent.
+    pub max_frame: usize,
+}
+
 /// One party's links to the rest of its committee for one job.
 pub struct QuicNet {
     job: JobId,
@@ -94,16 +105,21 @@ pub struct QuicNet {
 impl QuicNet {
     /// Connects party `party` of `manifest` to its peers (see the module doc). `node` is the node's runtime
     /// (it drives the shared connections the endpoints are announced on); incoming announcements arrive on
-    /// `arrivals` (routed by the node). Blocks: call on the party's thread, outside any runtime.
+    /// `arrivals` (routed by the node); `limits` bound the waits and frames. Blocks: call on the party's
+    /// thread, outside any runtime.
     pub fn open(
         node: &Handle,
         peers: &Peers,
         manifest: &Manifest,
         party: usize,
         mut arrivals: mpsc::UnboundedReceiver<Arrival>,
-        timeout: Duration,
-        max_frame: usize,
+        limits: LinkLimits,
     ) -> Result<QuicNet> {
+        let LinkLimits {
+            join_timeout,
+            timeout,
+            max_frame,
+        } = limits;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -133,9 +149,9 @@ impl QuicNet {
                 dialled.extend(accepted);
                 Ok::<_, NodeError>(dialled)
             };
-            tokio::time::timeout(timeout, setup)
+            tokio::time::timeout(join_timeout, setup)
                 .await
-                .map_err(|_| NodeError::Timeout(timeout, "connecting a job's parties"))?
+                .map_err(|_| NodeError::Timeout(join_timeout, "connecting a job's parties"))?
         })?;
         let mut out: Vec<Option<SendStream>> = (0..parties).map(|_| None).collect();
         let mut inbound: Vec<Option<RecvStream>> = (0..parties).map(|_| None).collect();
