@@ -54,13 +54,13 @@ impl Protocol {
         matches!(self, Protocol::Spdz2k | Protocol::Rep3m)
     }
 
-    /// Whether a committee running it has a verifier. The protocols that verify ([`Self::verifies`]) need
-    /// one: `spdz2k`'s checks the MAC-check transcripts and signs the receipt, `rep3m`'s the evidence of its
-    /// product proofs. `semi2k` keeps the verifier slot its committees have always had (named in the
-    /// manifest, given no task); `rep3` has none. The scheduler draws, and reserves a node for, the verifier
-    /// role iff this holds, and the dealer role iff [`Self::has_dealer`].
+    /// Whether a committee running it has a verifier: exactly the protocols that verify
+    /// ([`Self::verifies`]). `spdz2k`'s verifier checks the MAC-check transcripts and signs the receipt,
+    /// `rep3m`'s the evidence of its product proofs. `semi2k` and `rep3` detect nothing, so a verifier would
+    /// have no task: their committees have none, and no node is held idle for one. The scheduler draws, and
+    /// reserves a node for, the verifier role iff this holds, and the dealer role iff [`Self::has_dealer`].
     pub fn has_verifier(self) -> bool {
-        !matches!(self, Protocol::Rep3)
+        self.verifies()
     }
 
     /// Whether a committee of `parties` parties can run it.
@@ -123,7 +123,7 @@ mod tests {
             .collect();
         assert_eq!(
             roles,
-            [(true, true), (true, true), (false, false), (false, true)]
+            [(true, false), (true, true), (false, false), (false, true)]
         );
         assert!(Protocol::ALL
             .iter()

@@ -283,8 +283,8 @@ impl Core {
         self.complete_if_ready(job, attempt, now)
     }
 
-    /// Running -> Verifying once every output (and, for `spdz2k`, every transcript) is in; a `semi2k`
-    /// attempt, which has no MAC check, goes on to Done at once.
+    /// Running -> Verifying once every output (and, for a protocol that verifies, every transcript) is in;
+    /// an attempt whose protocol checks nothing (`semi2k`, `rep3`) goes on to Done at once.
     pub(super) fn complete_if_ready(&mut self, job: u64, attempt: u32, now: Millis) -> Result<()> {
         let Some(entry) = self.jobs.get_mut(&job) else {
             return Err(Error::UnknownJob { job });

@@ -20,8 +20,8 @@
 //! - Scheduled: members see the task in their heartbeat reply and accept it (manifest checked, job
 //!   registered on the node); the client uploads one input blob per party. When both are complete: Running,
 //!   and the members' tasks say `go`.
-//! - Running: every party uploads its output blob: Verifying, then Done (semi2k has no MAC check: the
-//!   verifier slot is selected and reserved, and verification is the completeness check of the outputs).
+//! - Running: every party uploads its output blob: Verifying, then Done (a protocol that verifies nothing,
+//!   semi2k or rep3, has no verifier: its verification is the completeness check of the outputs).
 //! - A member that is marked down, reports a failure, or does not act within its phase's timeout fails the
 //!   attempt: blamed nodes lose reputation and are excluded, the attempt's blobs are deleted, and the job
 //!   goes back to Submitted for a fresh committee (fresh dealer, fresh run id, fresh shares from the

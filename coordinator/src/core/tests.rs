@@ -345,31 +345,36 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     let view = c.submit(&client, request(), demand, T0 + 1).unwrap();
     assert_eq!(view.phase, "scheduled");
     let committee = view.committee.clone().unwrap();
-    // Four members of four operators.
+    // Three members of three operators: semi2k checks nothing, so no node is held as its verifier.
+    assert!(committee.verifier.is_none());
     let mut all: Vec<&str> = committee
         .parties
         .iter()
         .chain(committee.dealer.as_ref())
-        .chain(committee.verifier.as_ref())
         .map(|m| m.public_key.as_str())
         .collect();
     all.sort_unstable();
     all.dedup();
-    assert_eq!(all.len(), 4);
-    // Members see their task, not yet to start; the verifier has none.
+    assert_eq!(all.len(), 3);
+    let held: u32 = c.nodes().iter().map(|n| n.active_jobs).sum();
+    assert_eq!(held, 3, "exactly the members are reserved");
+    // Members see their task, not yet to start; a node outside the committee has none.
     let dealer = key_of(&keys, &committee.dealer.as_ref().unwrap().public_key);
     let tasks = heartbeat(&mut c, &dealer, T0 + 2).tasks;
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].role, TaskRole::Dealer);
     assert!(!tasks[0].go);
-    let verifier = key_of(&keys, &committee.verifier.as_ref().unwrap().public_key);
-    assert!(heartbeat(&mut c, &verifier, T0 + 2).tasks.is_empty());
+    let outsider = *keys
+        .iter()
+        .find(|k| !all.contains(&k.to_string().as_str()))
+        .unwrap();
+    assert!(heartbeat(&mut c, &outsider, T0 + 2).tasks.is_empty());
     // Only the submitter uploads inputs; only members accept.
     assert!(
         kind(c.upload_input(&stranger, 1, 1, 0, b"x".to_vec(), T0 + 3))
             == Some(ErrorKind::Forbidden)
     );
-    assert!(kind(c.task_accepted(&verifier, 1, 1, T0 + 3)) == Some(ErrorKind::Forbidden));
+    assert!(kind(c.task_accepted(&outsider, 1, 1, T0 + 3)) == Some(ErrorKind::Forbidden));
     let view = start(&mut c, &keys, &client, T0 + 3);
     assert!(heartbeat(&mut c, &dealer, T0 + 4).tasks[0].go);
     // A party gets its own input only.
@@ -390,8 +395,7 @@ fn a_job_runs_through_its_lifecycle_and_blobs_reach_only_their_addressees() {
     assert!(kind(c.download_output(&stranger, 1, 1)) == Some(ErrorKind::Forbidden));
     // Every member gained reputation and released its reservation.
     for n in c.nodes() {
-        let member = members(&view).contains(&n.public_key)
-            || Some(&n.public_key) == committee.verifier.as_ref().map(|v| &v.public_key);
+        let member = members(&view).contains(&n.public_key);
         assert_eq!(n.successes, u64::from(member));
         assert_eq!(n.active_jobs, 0);
         assert!(!member || n.reputation > 0.8, "{n:?}");
@@ -600,7 +604,8 @@ fn a_restart_keeps_nodes_jobs_attempts_and_reservations() {
     };
     assert_eq!(strip(c.nodes()), strip(nodes));
     assert_eq!(c.job_view(1).unwrap(), job);
-    assert_eq!(c.nodes().iter().map(|n| n.active_jobs).sum::<u32>(), 4);
+    // Two parties and the dealer (semi2k has no verifier).
+    assert_eq!(c.nodes().iter().map(|n| n.active_jobs).sum::<u32>(), 3);
     assert_eq!(c.next_job, 2);
 }
 
@@ -724,10 +729,17 @@ fn two_nodes_of_one_operator_never_share_a_committee_whatever_names_they_declare
     assert!(err.to_string().contains("its limit"), "{err}");
     let twins: Vec<String> = twins.iter().map(|t| t.public_key().to_string()).collect();
     let client = Identity::generate().unwrap().public_key();
-    let demand = demand_for(&request(), None).unwrap();
+    // Three parties and a dealer: four seats for four operators.
+    let four_seats = SubmitRequest {
+        parties: 3,
+        ..request()
+    };
+    let demand = demand_for(&four_seats, None).unwrap();
     let mut twin_seats = 0;
     for j in 0..40u64 {
-        let view = c.submit(&client, request(), demand, T0 + 1 + j).unwrap();
+        let view = c
+            .submit(&client, four_seats.clone(), demand, T0 + 1 + j)
+            .unwrap();
         let committee = view.committee.as_ref().unwrap();
         let seated: Vec<&str> = committee
             .parties
