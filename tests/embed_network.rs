@@ -41,6 +41,11 @@ fn minilm_deployed_on_devnet_embeds_through_the_coordinator() {
             "embed",
             "Private inference keeps the input secret.",
             "The weather is nice today.",
+            // Five token counts (9, 8, 4, 17, 11): five jobs, more than run at once
+            // (`MAX_JOBS_IN_FLIGHT`), so a worker takes a second job from the queue.
+            "Hi.",
+            "Secret sharing splits every value into random-looking parts held by different nodes.",
+            "Three parties compute on shares of every value.",
             "--model",
             model.to_str().unwrap(),
             "--check",
@@ -49,12 +54,22 @@ fn minilm_deployed_on_devnet_embeds_through_the_coordinator() {
     assert_eq!(out["mode"], "network");
     assert_eq!(out["protocol"], "semi2k");
     let embeddings = out["embeddings"].as_array().expect("embeddings");
-    assert_eq!(embeddings.len(), 2);
+    assert_eq!(embeddings.len(), 5);
     for e in embeddings {
         assert_eq!(e.as_array().expect("embedding").len(), 384);
     }
+    // One job per token count; each text's embedding in its place (the cosines against each text's own
+    // plaintext embedding below).
+    let tokens: Vec<u64> = out["tokens"]
+        .as_array()
+        .expect("tokens")
+        .iter()
+        .map(|t| t.as_u64().expect("a token count"))
+        .collect();
+    assert_eq!(tokens, [9, 8, 4, 17, 11], "{out}");
+    assert_eq!(out["jobs"].as_array().expect("jobs").len(), 5, "{out}");
     let cosines = out["cosine"].as_array().expect("cosines");
-    assert_eq!(cosines.len(), 2);
+    assert_eq!(cosines.len(), 5);
     for c in cosines {
         let c = c.as_f64().expect("cosine");
         assert!(c >= 0.99, "cosine {c} below 0.99: {out}");

@@ -3,7 +3,9 @@
 //!
 //! A job has one token count (the encoder has no padding mask, and padding would change the mean pooling),
 //! so the sequences are grouped by length: one job per distinct length, every sequence of that length in
-//! it, up to [`MAX_JOBS_IN_FLIGHT`] jobs at a time (their scheduling, setup and waits overlap). Each job is shared (semi2k) or published under the dealer's masks
+//! it, up to [`MAX_JOBS_IN_FLIGHT`] jobs at a time (their scheduling, setup and waits overlap), the largest
+//! first, each worker taking the next job as soon as its own is done. Each job is shared (semi2k) or
+//! published under the dealer's masks
 //! (spdz2k), sealed per party, submitted, waited for and reconstructed by [`Client::run_embed`]; under
 //! spdz2k its receipt is checked before any output is opened.
 //!
@@ -11,6 +13,8 @@
 //! from a job whose outputs count matched its sequences count.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use veil_engine::bert::private::PrivateBert;
@@ -208,20 +212,29 @@ pub fn embed_sequences(
         };
         requests.push((len, members, group, request));
     }
-    let mut embeddings: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
-    let mut jobs = Vec::with_capacity(requests.len());
-    let mut requests = requests.into_iter().peekable();
-    while requests.peek().is_some() {
-        // One wave of at most MAX_JOBS_IN_FLIGHT jobs, run together; the statuses they poll reach
-        // `progress` on this thread.
-        let wave: Vec<_> = requests.by_ref().take(MAX_JOBS_IN_FLIGHT).collect();
-        let results = std::thread::scope(|scope| {
-            let (views, polled) = std::sync::mpsc::channel::<JobView>();
-            let running: Vec<_> = wave
-                .into_iter()
-                .map(|(len, members, group, request)| {
-                    let views = views.clone();
-                    scope.spawn(move || {
+    // Largest first (tokens: length times sequences), each worker taking the next job as soon as its own is
+    // done: the call's jobs end close together instead of the largest running last, alone, after a wave.
+    requests.sort_by_key(|(len, members, _, _)| std::cmp::Reverse(len * members.len()));
+    let workers = requests.len().min(MAX_JOBS_IN_FLIGHT);
+    let queue = Mutex::new(requests.into_iter());
+    // Set by the first failed job: no worker starts another.
+    let failed = AtomicBool::new(false);
+    let outcomes = std::thread::scope(|scope| {
+        let (views, polled) = std::sync::mpsc::channel::<JobView>();
+        let running: Vec<_> = (0..workers)
+            .map(|_| {
+                let views = views.clone();
+                let (queue, failed) = (&queue, &failed);
+                scope.spawn(move || {
+                    let mut done = Vec::new();
+                    while !failed.load(Ordering::Relaxed) {
+                        let next = match queue.lock() {
+                            Ok(mut q) => q.next(),
+                            Err(_) => None,
+                        };
+                        let Some((len, members, group, request)) = next else {
+                            break;
+                        };
                         let finished = client.run_embed(
                             request,
                             target.model,
@@ -231,23 +244,32 @@ pub fn embed_sequences(
                                 let _ = views.send(view.clone());
                             },
                         );
-                        (len, members, finished)
-                    })
+                        if finished.is_err() {
+                            failed.store(true, Ordering::Relaxed);
+                        }
+                        done.push((len, members, finished));
+                    }
+                    done
                 })
-                .collect();
-            drop(views);
-            for view in polled {
-                progress(&view);
-            }
-            running
-                .into_iter()
-                .map(|handle| handle.join())
-                .collect::<Vec<_>>()
-        });
-        for result in results {
-            let Ok((len, members, finished)) = result else {
-                return Err(EmbedError::Job("an embedding job's thread panicked".into()));
-            };
+            })
+            .collect();
+        // The statuses the jobs poll reach `progress` on this thread, until every worker is done.
+        drop(views);
+        for view in polled {
+            progress(&view);
+        }
+        running
+            .into_iter()
+            .map(|handle| handle.join())
+            .collect::<Vec<_>>()
+    });
+    let mut embeddings: Vec<Vec<f32>> = vec![Vec::new(); sequences.len()];
+    let mut jobs = Vec::new();
+    for worker in outcomes {
+        let Ok(done) = worker else {
+            return Err(EmbedError::Job("an embedding job's thread panicked".into()));
+        };
+        for (len, members, finished) in done {
             let finished = finished.map_err(EmbedError::from_run)?;
             if finished.outputs.len() != members.len() {
                 return Err(EmbedError::WrongCount {
@@ -275,5 +297,7 @@ pub fn embed_sequences(
             });
         }
     }
+    // In order of token count, as the groups are.
+    jobs.sort_by_key(|j| j.tokens);
     Ok(Embedded { embeddings, jobs })
 }
