@@ -75,6 +75,12 @@ pub enum EmbedError {
         /// Sequences sent.
         expected: usize,
     },
+    /// A text's job never ran (no job failed, yet its embedding is missing).
+    #[error("text {index} was not embedded")]
+    NotEmbedded {
+        /// The text's position.
+        index: usize,
+    },
     /// A job failed, timed out, or its manifest, attestations or receipt did not check.
     #[error("embedding job failed: {0}")]
     Job(Box<dyn std::error::Error + Send + Sync>),
@@ -228,10 +234,11 @@ pub fn embed_sequences(
                 scope.spawn(move || {
                     let mut done = Vec::new();
                     while !failed.load(Ordering::Relaxed) {
-                        let next = match queue.lock() {
-                            Ok(mut q) => q.next(),
-                            Err(_) => None,
-                        };
+                        // The lock is held for `next` alone, which cannot leave the queue half-changed.
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .next();
                         let Some((len, members, group, request)) = next else {
                             break;
                         };
@@ -296,6 +303,10 @@ pub fn embed_sequences(
                 dealer_bytes,
             });
         }
+    }
+    // Every text has its embedding (the jobs cover every group, or one failed and returned above).
+    if let Some(index) = embeddings.iter().position(Vec::is_empty) {
+        return Err(EmbedError::NotEmbedded { index });
     }
     // In order of token count, as the groups are.
     jobs.sort_by_key(|j| j.tokens);
