@@ -5,9 +5,8 @@
 //! so the sequences are grouped by length: one job per distinct length, every sequence of that length in
 //! it, up to [`MAX_JOBS_IN_FLIGHT`] jobs at a time (their scheduling, setup and waits overlap), the largest
 //! first, each worker taking the next job as soon as its own is done. Each job is shared (semi2k) or
-//! published under the dealer's masks
-//! (spdz2k), sealed per party, submitted, waited for and reconstructed by [`Client::run_embed`]; under
-//! spdz2k its receipt is checked before any output is opened.
+//! published under the dealer's masks (spdz2k), sealed per party, submitted, waited for and reconstructed
+//! by [`Client::run_embed`]; under spdz2k its receipt is checked before any output is opened.
 //!
 //! Invariant: the returned embeddings are in the order of the given sequences, one per sequence, each
 //! from a job whose outputs count matched its sequences count.

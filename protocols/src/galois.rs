@@ -461,8 +461,8 @@ fn gf_fold_hw(lo: &mut [Gf64], hi: &[Gf64], r: u64) {
 }
 
 /// Eight `GF(2^64)` products by one scalar: with `s` the same word in every lane, lane `j` of the result is
-/// `v_j s` (the 512-bit carry-less products, reduced by `X^4 + X^3 + X + 1` as two more: `t = hi * 0x1b`, then `t`'s high word times
-/// `0x1b` again, into the low word of each 128-bit lane).
+/// `v_j s` (the 512-bit carry-less products, reduced by `X^4 + X^3 + X + 1` as two more: `t = hi * 0x1b`,
+/// then `t`'s high word times `0x1b` again, into the low word of each 128-bit lane).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,vpclmulqdq")]
 #[inline]
